@@ -1,0 +1,49 @@
+# iqa-factory: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+OUT ?= out/demo
+SEED ?= 0
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install generate test lint format sheet bench-distortions golden clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create or update the virtual environment in .venv
+	@echo "environment ready: $(VENV)"
+
+generate: $(STAMP) ## run the main job on the embedded photos (OUT=out/demo)
+	$(BIN)/iqa-factory generate --out $(OUT) --seed $(SEED)
+
+test: $(STAMP) ## run the whole test suite (everything that needs no GPU)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+
+format: $(STAMP) ## ruff --fix
+	$(BIN)/ruff check --fix .
+
+sheet: $(STAMP) ## contact sheet of one image: make sheet IMAGE=embedded:astronaut
+	$(BIN)/iqa-factory sheet $(or $(IMAGE),embedded:astronaut) -o $(or $(SHEET),$(OUT)/sheet.png)
+
+bench-distortions: $(STAMP) ## ms per 512x384 image for all 165 scenarios -> docs/bench-distortions.*
+	$(BIN)/python benchmarks/bench_distortions.py --out docs
+
+golden: $(STAMP) ## rewrite the golden hashes after a deliberate change of pixels
+	$(BIN)/python tests/distortions/golden.py --write
+
+clean: ## remove outputs (keeps .venv)
+	rm -rf out .pytest_cache .ruff_cache

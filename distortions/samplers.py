@@ -1,0 +1,56 @@
+"""Random parameter draws: everything random a distortion needs, drawn from a seeded generator
+so that the recipe (level parameters plus these draws) replays the output exactly."""
+
+from collections.abc import Callable
+
+import numpy as np
+
+from distortions import denoiser
+from distortions.spatial import PATCH_REACH
+
+Draw = Callable[[dict, np.random.Generator], dict]
+_SEED_LIMIT = 2**63
+
+
+def no_draw(level: dict, rng: np.random.Generator) -> dict:
+    return {}
+
+
+def noise_seed(level: dict, rng: np.random.Generator) -> dict:
+    return {"noise_seed": int(rng.integers(_SEED_LIMIT))}
+
+
+def denoiser_run(level: dict, rng: np.random.Generator) -> dict:
+    """A noise seed, and which denoiser runs where (the recipe records both)."""
+    active = denoiser.active_denoiser()
+    return {**noise_seed(level, rng), "denoiser": active.identity, "device": active.spec.device}
+
+
+def motion_angle(level: dict, rng: np.random.Generator) -> dict:
+    return {"angle": int(rng.integers(0, 181))}
+
+
+def shift_direction(level: dict, rng: np.random.Generator) -> dict:
+    """A shift of `amount` pixels in a uniformly random direction, rounded per axis."""
+    angle = rng.uniform(0.0, 2 * np.pi)
+    amount = level["amount"]
+    return {"shift_x": int(np.rint(amount * np.cos(angle))),
+            "shift_y": int(np.rint(amount * np.sin(angle)))}
+
+
+def patch_moves(level: dict, rng: np.random.Generator) -> dict:
+    """Per patch: its position (fractions) and an offset of up to 8 px in y and x."""
+    count = level["patches_count"]
+    spots = rng.random((count, 2))
+    offsets = rng.integers(-PATCH_REACH, PATCH_REACH + 1, size=(count, 2))
+    return {"patches": [[float(fy), float(fx), int(dy), int(dx)]
+                        for (fy, fx), (dy, dx) in zip(spots, offsets, strict=True)]}
+
+
+def colour_blocks(level: dict, rng: np.random.Generator) -> dict:
+    """Per block: its position (fractions) and a uniform random uint8 colour."""
+    count = level["blocks_count"]
+    spots = rng.random((count, 2))
+    colours = rng.integers(0, 256, size=(count, 3))
+    return {"blocks": [[float(fy), float(fx), *map(int, colour)]
+                       for (fy, fx), colour in zip(spots, colours, strict=True)]}

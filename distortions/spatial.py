@@ -1,0 +1,92 @@
+"""Types 22-26: jitter, non-eccentricity patches, pixelation, Otsu quantization, colour blocks.
+
+Random positions are recorded as fractions in [0, 1) of the room available, so a recipe does not
+depend on the image size it was sampled for.
+"""
+
+import math
+
+import cv2
+import numpy as np
+
+from distortions.colorspace import to_float, to_uint8
+from distortions.otsu import otsu_threshold_bins
+
+JITTER_ITERATIONS = 5
+PATCH, PATCH_MARGIN, PATCH_REACH = 16, 16, 8
+BLOCK = 32
+
+
+def apply_jitter(img: np.ndarray, params: dict) -> np.ndarray:
+    """Five rounds of per-pixel N(0, 1) * amount offsets in x and y, bicubic, replicate border."""
+    x = to_float(img)
+    height, width = img.shape[:2]
+    grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rng = np.random.default_rng(params["noise_seed"])
+    amount = np.float32(params["amount"])
+    for _ in range(JITTER_ITERATIONS):
+        dx = rng.standard_normal((height, width), dtype=np.float32) * amount
+        dy = rng.standard_normal((height, width), dtype=np.float32) * amount
+        x = cv2.remap(x, grid_x + dx, grid_y + dy, cv2.INTER_CUBIC,
+                      borderMode=cv2.BORDER_REPLICATE)
+    return to_uint8(x)
+
+
+def _place(fraction: float, room: int) -> int:
+    """Integer position 0..room-1 from a fraction in [0, 1)."""
+    return min(int(fraction * room), room - 1)
+
+
+def apply_non_eccentricity(img: np.ndarray, params: dict) -> np.ndarray:
+    """Copy 16 x 16 patches, one after another, to offsets of up to 8 px from where they were."""
+    out = img.copy()
+    height, width = img.shape[:2]
+    for fy, fx, dy, dx in params["patches"]:
+        top = PATCH_MARGIN + _place(fy, height - 2 * PATCH_MARGIN - PATCH + 1)
+        left = PATCH_MARGIN + _place(fx, width - 2 * PATCH_MARGIN - PATCH + 1)
+        patch = out[top:top + PATCH, left:left + PATCH].copy()
+        out[top + dy:top + dy + PATCH, left + dx:left + dx + PATCH] = patch
+    return out
+
+
+def apply_pixelate(img: np.ndarray, params: dict) -> np.ndarray:
+    """Nearest-neighbour resize by z = 0.95 - s^0.6 (MATLAB sizes: ceil) and back."""
+    height, width = img.shape[:2]
+    zoom = 0.95 - params["strength"] ** 0.6
+    small = (max(1, math.ceil(width * zoom)), max(1, math.ceil(height * zoom)))
+    reduced = cv2.resize(img, small, interpolation=cv2.INTER_NEAREST_EXACT)
+    return cv2.resize(reduced, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+def _histogram_bins(img: np.ndarray) -> np.ndarray:
+    """Each value's bin among 256 spanning the image's [min, max], as MATLAB multithresh bins."""
+    low, high = int(img.min()), int(img.max())
+    return np.rint((img.astype(np.float32) - low) * np.float32(255 / (high - low))).astype(np.int64)
+
+
+def apply_quantization(img: np.ndarray, params: dict) -> np.ndarray:
+    """imquantize(I, t, [0 t(2:end) 1]) with t the multilevel Otsu thresholds (multithresh).
+
+    Values at or below t_1 become 0, those in (t_{k-1}, t_k] become t_k, those above t_N 1.
+    Comparisons are made on histogram bins, where they are exact.
+    """
+    low, high = int(img.min()), int(img.max())
+    if low == high:
+        return img.copy()
+    bins = _histogram_bins(img)
+    threshold_bins = otsu_threshold_bins(np.bincount(bins.ravel(), minlength=256),
+                                         params["thresholds"])
+    thresholds = (low + threshold_bins / 255 * (high - low)) / 255
+    values = np.concatenate([[0.0], thresholds[1:], [1.0]]).astype(np.float32)
+    return to_uint8(values[np.searchsorted(threshold_bins, bins, side="left")])
+
+
+def apply_color_block(img: np.ndarray, params: dict) -> np.ndarray:
+    """Paste 32 x 32 blocks of one uniform colour each."""
+    out = img.copy()
+    height, width = img.shape[:2]
+    for fy, fx, red, green, blue in params["blocks"]:
+        top = _place(fy, height - BLOCK + 1)
+        left = _place(fx, width - BLOCK + 1)
+        out[top:top + BLOCK, left:left + BLOCK] = (red, green, blue)
+    return out

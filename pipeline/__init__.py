@@ -1,0 +1,1 @@
+"""The generation pipeline: sources, size policy, shard plan, workers, Ray driver, command line."""
