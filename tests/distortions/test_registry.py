@@ -1,0 +1,75 @@
+import json
+
+import numpy as np
+import pytest
+
+import distortions
+from distortions.errors import InvalidLevelError, UnknownDistortionError
+
+SPEC_NAMES = [
+    "jpeg", "jpeg2000", "white_noise", "chroma_noise", "mono_noise", "impulse_noise",
+    "speckle_noise", "denoise_white", "denoise_chroma", "denoise_mono", "denoise_impulse",
+    "denoise_speckle", "gaussian_blur", "lens_blur", "motion_blur", "brighten", "darken",
+    "mean_shift", "unsharp_mask", "contrast_change", "contrast_stretch", "jitter",
+    "non_eccentricity", "pixelate", "quantization", "color_block", "color_diffusion",
+    "color_shift", "color_quantization", "saturation_hsv", "saturation_lab", "jpeg_noisy",
+    "jpeg2000_noisy",
+]
+
+
+def test_bank_is_exactly_33_by_5_in_id_order():
+    bank = distortions.all()
+    assert [d.id for d in bank] == list(range(1, 34))
+    assert [d.name for d in bank] == SPEC_NAMES
+    assert all(len(d.levels) == 5 for d in bank)
+    assert sum(len(d.levels) for d in bank) == 165
+
+
+def test_categories_follow_the_spec():
+    by_category = {}
+    for d in distortions.all():
+        by_category.setdefault(d.category, []).append(d.id)
+    assert by_category == {
+        "compression": [1, 2], "noise": list(range(3, 13)), "blur": [13, 14, 15],
+        "brightness": [16, 17, 18], "sharpness": [19], "contrast": [20, 21],
+        "spatial": list(range(22, 27)), "color": list(range(27, 32)), "multiple": [32, 33],
+    }
+
+
+def test_spec_level_values_spot_check():
+    assert [lv["quality"] for lv in distortions.get("jpeg").levels] == [43, 36, 24, 7, 4]
+    assert [lv["ratio"] for lv in distortions.get(2).levels] == [16, 32, 45, 120, 400]
+    assert [lv["thresholds"] for lv in distortions.get(25).levels] == [20, 16, 13, 10, 7]
+    assert distortions.get(33).levels[4] == {"variance": 0.005, "ratio": 80}
+    assert [d.id for d in distortions.all() if d.two_sided] == [18, 20]
+    assert {d.id: d.identity_level for d in distortions.all() if d.identity_level} == {
+        13: 1, 15: 1, 18: 3, 31: 1}
+    assert [d.id for d in distortions.all() if d.learned] == [8, 9, 10, 11, 12]
+
+
+def test_get_by_id_and_name_agree():
+    for d in distortions.all():
+        assert distortions.get(d.id) is distortions.get(d.name) is d
+
+
+@pytest.mark.parametrize("bad", [0, 34, "blurry", "1", None, 3.0])
+def test_unknown_distortion_is_a_typed_error(bad):
+    with pytest.raises(UnknownDistortionError, match="no distortion"):
+        distortions.get(bad)
+
+
+@pytest.mark.parametrize("level", [0, 6, -1, True, 2.5, "3"])
+def test_bad_level_is_a_typed_error(small_image, level):
+    with pytest.raises(InvalidLevelError, match=r"level must be one of 1\.\.5"):
+        distortions.apply(small_image, "jpeg", level, seed=0)
+
+
+def test_sample_params_are_json_and_reproducible():
+    for d in distortions.all():
+        if d.learned:
+            continue
+        for level in distortions.LEVELS:
+            first = d.sample_params(level, np.random.default_rng(5))
+            second = d.sample_params(level, np.random.default_rng(5))
+            assert first == second
+            assert json.loads(json.dumps(first)) == first

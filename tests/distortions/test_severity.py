@@ -1,0 +1,55 @@
+"""Severity: mean PSNR against the reference over the embedded photos (256 x 192) falls from
+level 1 to 5 for one-sided types, and with the distance from level 3 for two-sided ones."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import distortions
+
+pytestmark = pytest.mark.slow
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def mean_psnr(embedded_small):
+    def table(distortion) -> list[float]:
+        rows = []
+        for level in distortions.LEVELS:
+            values = []
+            for name, img in embedded_small.items():
+                seed = distortions.derive_seed(0, name, distortion.id, level)
+                values.append(_psnr(distortions.apply(img, distortion.id, level, seed)[0], img))
+            rows.append(float(np.mean(values)))
+        return rows
+
+    return table
+
+
+ONE_SIDED = [d for d in distortions.all() if not d.two_sided]
+
+
+@pytest.mark.parametrize("distortion", ONE_SIDED, ids=[d.name for d in ONE_SIDED])
+def test_one_sided_types_get_worse_from_level_1_to_5(mean_psnr, distortion):
+    psnr = mean_psnr(distortion)
+    assert all(a > b for a, b in itertools.pairwise(psnr)), psnr
+
+
+def test_mean_shift_gets_worse_with_distance_from_level_3(mean_psnr):
+    psnr = mean_psnr(distortions.get("mean_shift"))
+    assert psnr[2] == float("inf")
+    assert psnr[1] > psnr[0] and psnr[3] > psnr[4]
+
+
+def test_contrast_change_gets_worse_with_distance_from_its_centre(mean_psnr):
+    # Exception, with its reason: KADID's curve is the identity at a = -0.2, halfway between
+    # level 3 (a = 0) and level 4 (a = -0.4), so those two levels are about equally mild.
+    psnr = mean_psnr(distortions.get("contrast_change"))
+    assert psnr[1] > psnr[0] and psnr[3] > psnr[4]
+    assert min(psnr[2], psnr[3]) > max(psnr[1], psnr[4])
+    assert psnr[2] == pytest.approx(psnr[3], abs=0.5)

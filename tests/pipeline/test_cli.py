@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import cli
+from pipeline.sizing import SourceTooSmallError, TargetSize, cover_and_crop
+from tests.conftest import MINIMUM_IMAGE
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    for command in ("list", "sheet", "generate"):
+        assert command in text
+
+
+def test_list_prints_the_whole_bank(capsys):
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 33 and "quality=43" in lines[0] and "jpeg2000_noisy" in lines[-1]
+
+
+@pytest.mark.slow
+def test_sheet_renders_33_rows_of_reference_and_5_levels(tmp_path):
+    output = tmp_path / "sheet.png"
+    assert cli.main(["sheet", str(MINIMUM_IMAGE), "-o", str(output), "--size", "192x176"]) == 0
+    with Image.open(output) as sheet:
+        width, height = sheet.size
+        pixels = np.asarray(sheet.convert("RGB"))
+    assert width == 170 + 6 * 160
+    assert height == 28 + 33 * (round(160 * 176 / 192) + 16)
+    assert pixels.std() > 20  # images were drawn, not a blank canvas
+
+
+def test_sheet_refuses_a_too_small_image_clearly(tmp_path, capsys):
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(tiny)
+    assert cli.main(["sheet", str(tiny), "-o", str(tmp_path / "s.png")]) == 2
+    assert "smaller than the target 512x384" in capsys.readouterr().err
+
+
+def test_cover_and_crop_scales_by_the_larger_ratio_and_centres():
+    img = np.zeros((600, 1000, 3), np.uint8)
+    img[:, 450:550] = 255  # a centred white band survives the crop
+    out = cover_and_crop(img, TargetSize(512, 384))
+    assert out.shape == (384, 512, 3)
+    assert out[:, 256].min() == 255 and out[:, 0].max() == 0
+    with pytest.raises(SourceTooSmallError):
+        cover_and_crop(np.zeros((300, 400, 3), np.uint8), TargetSize(512, 384))
+    assert cover_and_crop(np.zeros((300, 400, 3), np.uint8), TargetSize(512, 384),
+                          allow_upscale=True).shape == (384, 512, 3)
+
+
+@pytest.mark.parametrize("text", ["512", "ax3", "0x10", "-5x4"])
+def test_target_size_parse_rejects_nonsense(text):
+    with pytest.raises(ValueError, match="size"):
+        TargetSize.parse(text)
