@@ -30,7 +30,7 @@ def _sheet(args: argparse.Namespace) -> int:
 
     img = _prepared(args.image, args.size, args.allow_upscale)
     ref_id = Path(args.image.removeprefix(EMBEDDED_PREFIX)).stem
-    sheet = render_contact_sheet(img, seed=args.seed, ref_id=ref_id)
+    sheet = render_contact_sheet(img, seed=args.seed, ref_id=ref_id, cell_width=args.cell_width)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.output)
     print(f"wrote {args.output} ({sheet.width}x{sheet.height})")
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("image", metavar="IMAGE")
     sheet.add_argument("-o", "--output", type=Path, default=Path("sheet.png"),
                        help="where to write the PNG (default: sheet.png)")
+    sheet.add_argument("--cell-width", type=int, default=160,
+                       help="width of each thumbnail in pixels (default 160)")
     _add_image_options(sheet)
     sheet.set_defaults(run=_sheet)
 
