@@ -1,0 +1,43 @@
+"""Input conventions of the reference implementations (shared/spec/labels.md).
+
+Images travel as uint8 tensors N x 3 x H x W on the metric's device; each metric converts them:
+- gray: MATLAB rgb2gray of uint8 RGB, weights (0.298936, 0.587043, 0.114021), ROUNDED to
+  integers (MATLAB rounds half away from zero), as float values 0..255, N x 1 x H x W;
+- unit RGB: float in [0, 1]; signed RGB: float in [-1, 1].
+"""
+
+import numpy as np
+import torch
+
+from labelers.errors import InvalidPairError
+
+GRAY_WEIGHTS = (0.298936021293776, 0.587043074451121, 0.114020904255103)
+
+
+def gray_rounded(rgb: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """MATLAB rgb2gray(uint8) as values 0..255 in `dtype`: N x 3 x H x W -> N x 1 x H x W."""
+    weights = torch.tensor(GRAY_WEIGHTS, dtype=torch.float64, device=rgb.device).view(1, 3, 1, 1)
+    gray = (rgb.to(torch.float64) * weights).sum(dim=1, keepdim=True)
+    return torch.floor(gray + 0.5).to(dtype)
+
+
+def unit_rgb(rgb: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 -> float RGB in [0, 1]."""
+    return rgb.to(dtype) / 255.0
+
+
+def to_batch(images: np.ndarray | list[np.ndarray], device: torch.device | str) -> torch.Tensor:
+    """uint8 H x W x 3 (or N x H x W x 3, or a list of H x W x 3) -> uint8 N x 3 x H x W tensor."""
+    if isinstance(images, list | tuple):
+        if not images:
+            raise InvalidPairError("no distorted images given")
+        images = np.stack([np.asarray(image) for image in images])
+    array = np.asarray(images)
+    if array.ndim == 3:
+        array = array[None]
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
+        raise InvalidPairError(
+            f"expected uint8 RGB images H x W x 3 (or N x H x W x 3), got {array.dtype} "
+            f"{array.shape}"
+        )
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).to(device)

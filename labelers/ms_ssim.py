@@ -1,0 +1,67 @@
+"""MS-SSIM (Wang, Simoncelli and Bovik 2003) as msssim.m computes it: gray (rounded) 0..255,
+five scales with weights (0.0448, 0.2856, 0.3001, 0.2363, 0.1333), SSIM statistics from an
+11 x 11 Gaussian window of std 1.5 over the 'valid' region, K = (0.01, 0.03), L = 255, the
+contrast-structure means of scales 1-4 and the full SSIM of scale 5 combined as a product;
+between scales a 2 x 2 mean filter with symmetric border, keeping every second pixel."""
+
+import torch
+import torch.nn.functional as F
+
+from labelers.base import Metric
+from labelers.inputs import gray_rounded
+
+WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+C1 = (0.01 * 255) ** 2
+C2 = (0.03 * 255) ** 2
+WINDOW_SIZE, WINDOW_SIGMA = 11, 1.5
+
+
+def gaussian_window(device: torch.device) -> torch.Tensor:
+    """fspecial('gaussian', 11, 1.5) as a 1 x 1 x 11 x 11 float64 kernel."""
+    x = torch.arange(WINDOW_SIZE, dtype=torch.float64, device=device) - (WINDOW_SIZE - 1) / 2
+    one_d = torch.exp(-(x**2) / (2 * WINDOW_SIGMA**2))
+    window = torch.outer(one_d, one_d)
+    return (window / window.sum())[None, None]
+
+
+def _halve(gray: torch.Tensor) -> torch.Tensor:
+    """imfilter(I, ones(2)/4, 'symmetric', 'same') then I(1:2:end, 1:2:end)."""
+    padded = F.pad(gray, (0, 1, 0, 1), mode="replicate")  # symmetric = replicate for one pixel
+    return F.avg_pool2d(padded, 2, stride=1)[..., ::2, ::2]
+
+
+def _moments(gray: torch.Tensor, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local mean and mean of squares over the 'valid' region."""
+    return F.conv2d(gray, window), F.conv2d(gray * gray, window)
+
+
+class MSSSIM(Metric):
+    key = "ms_ssim"
+    higher_is_better = True
+    min_size = 176  # 11 x 11 'valid' window at the fifth scale (176 / 16 = 11)
+
+    def prepare(self, ref: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        window = gaussian_window(self.device)
+        gray = gray_rounded(ref, torch.float64)
+        scales = []
+        for level in range(len(WEIGHTS)):
+            if level:
+                gray = _halve(gray)
+            scales.append((gray, *_moments(gray, window)))
+        return scales
+
+    def compare(self, prepared: list, dist: torch.Tensor) -> torch.Tensor:
+        window = gaussian_window(self.device)
+        gray = gray_rounded(dist, torch.float64)
+        score = torch.ones(dist.shape[0], dtype=torch.float64, device=self.device)
+        for level, (ref_gray, mu1, mean_sq1) in enumerate(prepared):
+            if level:
+                gray = _halve(gray)
+            mu2, mean_sq2 = _moments(gray, window)
+            cross = F.conv2d(ref_gray * gray, window)
+            sigma1, sigma2, sigma12 = mean_sq1 - mu1**2, mean_sq2 - mu2**2, cross - mu1 * mu2
+            cs = (2 * sigma12 + C2) / (sigma1 + sigma2 + C2)
+            if level == len(WEIGHTS) - 1:
+                cs = cs * (2 * mu1 * mu2 + C1) / (mu1**2 + mu2**2 + C1)
+            score = score * cs.flatten(1).mean(dim=1) ** WEIGHTS[level]
+        return score

@@ -1,0 +1,30 @@
+"""The ten metrics, in the spec's order, and where each one's class lives (imported lazily so
+that loading one metric does not load the others' dependencies)."""
+
+import importlib
+
+from labelers.base import Metric
+from labelers.errors import UnknownMetricError
+
+METRIC_CLASSES = {
+    "gmsd": "labelers.gmsd:GMSD",
+    "fsim": "labelers.fsim:FSIM",
+    "vif": "labelers.vif:VIF",
+    "cw_ssim": "labelers.cw_ssim:CWSSIM",
+    "nlpd": "labelers.nlpd:NLPD",
+    "mae": "labelers.mae:MAE",
+    "ms_ssim": "labelers.ms_ssim:MSSSIM",
+    "mad": "labelers.mad:MAD",
+    "dists": "labelers.dists_metric:DISTS",
+    "lpips": "labelers.lpips_metric:LPIPS",
+}
+METRICS: tuple[str, ...] = tuple(METRIC_CLASSES)
+DEEP_METRICS = ("dists", "lpips")
+
+
+def metric_class(key: str) -> type[Metric]:
+    """The class implementing metric `key`."""
+    if key not in METRIC_CLASSES:
+        raise UnknownMetricError(f"no metric {key!r}; the metrics are {', '.join(METRICS)}")
+    module, name = METRIC_CLASSES[key].split(":")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,124 @@
+"""The ImageNet backbones LPIPS and DISTS need, in the torch hub cache.
+
+Files live in `$TORCH_HOME/hub/checkpoints/` (default `~/.cache/torch/hub/checkpoints/`) under
+their torchvision names; the 8 hex digits in each name are the start of its SHA-256. A machine
+without them fails with one message naming the files, the directory and the two commands that
+provide them; labels are never computed with random weights.
+"""
+
+import hashlib
+import shutil
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from labelers.errors import LabelerError
+
+DOWNLOAD_ROOT = "https://download.pytorch.org/models/"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    metric: str
+    filename: str
+    megabytes: int
+
+    @property
+    def hash_prefix(self) -> str:
+        return self.filename.rsplit("-", 1)[1].split(".")[0]
+
+
+BACKBONES = {
+    "lpips": Backbone("lpips", "alexnet-owt-7be5be79.pth", 233),
+    "dists": Backbone("dists", "vgg16-397923af.pth", 528),
+}
+
+
+class WeightsMissingError(LabelerError):
+    """Pretrained backbone weights are not in the torch hub cache."""
+
+
+class WeightsHashError(LabelerError):
+    """A weight file's SHA-256 does not start with the prefix in its name."""
+
+
+def checkpoint_dir() -> Path:
+    """$TORCH_HOME/hub/checkpoints (torch.hub's own rule for the directory)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def weight_path(metric: str) -> Path:
+    return checkpoint_dir() / BACKBONES[metric].filename
+
+
+def missing(metrics: list[str] | tuple[str, ...]) -> list[str]:
+    """The metrics among `metrics` whose backbone file is absent."""
+    return [m for m in metrics if m in BACKBONES and not weight_path(m).is_file()]
+
+
+def missing_message(metrics: list[str]) -> str:
+    files = ", ".join(f"{BACKBONES[m].filename} ({BACKBONES[m].megabytes} MB, for {m})"
+                      for m in metrics)
+    return (
+        f"pretrained weights missing: {files} in {checkpoint_dir()}. "
+        "Run `iqa-factory weights fetch` where a network is available, or "
+        "`iqa-factory weights import DIR` to copy them from a folder "
+        "(TORCH_HOME selects the cache directory)."
+    )
+
+
+def require(metric: str) -> Path:
+    """The backbone file of `metric`, or WeightsMissingError with the full explanation."""
+    path = weight_path(metric)
+    if not path.is_file():
+        raise WeightsMissingError(missing_message([metric]))
+    return path
+
+
+def sha256_prefix_ok(path: Path, prefix: str) -> bool:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest().startswith(prefix)
+
+
+def import_from(folder: Path) -> list[Path]:
+    """Copy the backbone files found in `folder` into the cache, checking their hashes."""
+    copied = []
+    for backbone in BACKBONES.values():
+        source = Path(folder) / backbone.filename
+        if not source.is_file():
+            continue
+        if not sha256_prefix_ok(source, backbone.hash_prefix):
+            raise WeightsHashError(
+                f"{source}: SHA-256 does not start with {backbone.hash_prefix}; not imported"
+            )
+        checkpoint_dir().mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, checkpoint_dir() / backbone.filename)
+        copied.append(checkpoint_dir() / backbone.filename)
+    if not copied:
+        names = ", ".join(b.filename for b in BACKBONES.values())
+        raise WeightsMissingError(f"none of {names} is in {folder}")
+    return copied
+
+
+def fetch() -> list[Path]:
+    """Download the missing backbone files (where a network exists), checking their hashes."""
+    fetched = []
+    for metric in missing(list(BACKBONES)):
+        backbone = BACKBONES[metric]
+        checkpoint_dir().mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(DOWNLOAD_ROOT + backbone.filename,
+                                           str(weight_path(metric)),
+                                           hash_prefix=backbone.hash_prefix)
+        except (urllib.error.URLError, OSError) as error:
+            raise WeightsMissingError(
+                f"could not download {backbone.filename}: {error}. "
+                "Copy the files from a machine that has them with `iqa-factory weights import DIR`."
+            ) from error
+        fetched.append(weight_path(metric))
+    return fetched

@@ -1,0 +1,82 @@
+"""Calibration of GMSD, FSIMc and MS-SSIM against the official (MATLAB) values, and MAE."""
+
+import pytest
+import torch
+
+from labelers.fsim import FSIM
+from labelers.gmsd import GMSD, gmsd_of_gray, reference_gradient
+from labelers.mae import MAE
+from labelers.ms_ssim import MSSSIM
+
+OFFICIAL = {  # shared/spec/labels.md
+    "gmsd": {"I03": 0.220347639470143, "I08": 0.134631933046914},
+    "fsim": {"I03": 0.6890, "I08": 0.9575},
+    "ms_ssim": {"I03": 0.6733, "I08": 0.9566},
+}
+
+
+@pytest.mark.parametrize("pair", ["I03", "I08"])
+def test_gmsd_reproduces_matlab_to_1e6(calibration_pair, pair):
+    assert GMSD().score(*calibration_pair(pair)).item() == pytest.approx(
+        OFFICIAL["gmsd"][pair], abs=1e-6)
+
+
+def test_gmsd_on_piq_assets(piq_asset):
+    goldhill = GMSD().score(piq_asset("goldhill.gif"), piq_asset("goldhill_jpeg.gif")).item()
+    assert goldhill == pytest.approx(0.138012587141798, abs=1e-6)
+    # The published I01 value was computed on YIQ luma (0.299, 0.587, 0.114, not rounded),
+    # not on MATLAB rgb2gray; fed the same gray, the GMSD core reproduces it to 1e-12.
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
+
+    def gray(x):
+        return (x.to(torch.float64) * luma).sum(dim=1, keepdim=True)
+
+    ref, dist = piq_asset("I01.BMP"), piq_asset("i01_01_5.bmp")
+    value = gmsd_of_gray(reference_gradient(gray(ref)), gray(dist)).item()
+    assert value == pytest.approx(0.094124655829098, abs=1e-12)
+
+
+@pytest.mark.parametrize("pair", ["I03", "I08"])
+def test_fsimc_matches_the_official_values(calibration_pair, pair):
+    assert FSIM().score(*calibration_pair(pair)).item() == pytest.approx(
+        OFFICIAL["fsim"][pair], abs=1e-3)
+
+
+def test_fsim_on_piq_assets(piq_asset):
+    # goldhill is gray: I and Q vanish, so FSIMc equals the achromatic FSIM 0.89691.
+    goldhill = FSIM().score(piq_asset("goldhill.gif"), piq_asset("goldhill_jpeg.gif")).item()
+    assert goldhill == pytest.approx(0.89691, abs=1e-3)
+    i01 = FSIM().score(piq_asset("I01.BMP"), piq_asset("i01_01_5.bmp")).item()
+    assert i01 == pytest.approx(0.92587, abs=1e-3)
+
+
+def test_fsimc_equals_piq_fsim_on_a_batch(calibration_pair):
+    import piq
+
+    ref, dist = calibration_pair("I03")
+    _, dist8 = calibration_pair("I08")
+    batch = torch.cat([dist, dist8])
+    expected = piq.fsim(ref.expand(2, -1, -1, -1).float(), batch.float(), data_range=255,
+                        chromatic=True, reduction="none")
+    torch.testing.assert_close(FSIM().score(ref, batch), expected.double(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("pair", ["I03", "I08"])
+def test_ms_ssim_within_5e3_of_official(calibration_pair, pair):
+    # A faithful msssim.m port gives 0.6700 on I03; the configuration behind the official
+    # 0.6733 is unknown (labels.md), hence the looser tolerance.
+    assert MSSSIM().score(*calibration_pair(pair)).item() == pytest.approx(
+        OFFICIAL["ms_ssim"][pair], abs=5e-3)
+
+
+def test_ms_ssim_port_value_on_i03(calibration_pair):
+    assert MSSSIM().score(*calibration_pair("I03")).item() == pytest.approx(0.6700, abs=5e-4)
+
+
+def test_mae_is_the_mean_absolute_difference_in_unit_rgb():
+    ref = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    dist = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    dist[0, 0] = 255  # one channel fully on: mean error 1/3
+    dist[1] = 51  # every value off by 0.2
+    torch.testing.assert_close(MAE().score(ref, dist), torch.tensor([1 / 3, 0.2],
+                               dtype=torch.float64))

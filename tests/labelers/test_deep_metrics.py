@@ -1,0 +1,109 @@
+"""LPIPS and DISTS: equal to the official packages given the same (random) backbone weights;
+missing weights are a clear error; official calibration where the real weights exist."""
+
+import hashlib
+import warnings
+
+import pytest
+import torch
+
+from labelers import weights
+from labelers.dists_metric import DISTS
+from labelers.lpips_metric import LPIPS
+
+OFFICIAL = {"dists": {"I03": 0.4742007, "I08": 0.0286735},
+            "lpips": {"I03": 0.72369796, "I08": 0.05205423}}
+
+
+@pytest.fixture
+def pair():
+    generator = torch.Generator().manual_seed(1)
+    ref = torch.randint(0, 256, (1, 3, 64, 96), dtype=torch.uint8, generator=generator)
+    dist = torch.randint(0, 256, (3, 3, 64, 96), dtype=torch.uint8, generator=generator)
+    return ref, dist
+
+
+def test_lpips_equals_the_lpips_package(pair):
+    import lpips
+
+    network = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
+    ref, dist = pair
+    expected = network(ref.float().div(255).expand(3, -1, -1, -1), dist.float() / 255,
+                       normalize=True).flatten().double()
+    torch.testing.assert_close(LPIPS(network=network).score(ref, dist), expected,
+                               atol=1e-6, rtol=0)
+
+
+def test_lpips_loads_alexnet_from_the_hub_cache_like_the_package(random_weights, pair):
+    import lpips
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchvision's `pretrained=` deprecation
+        package = lpips.LPIPS(net="alex", version="0.1", verbose=False)  # reads the hub cache
+    ref, dist = pair
+    expected = package(ref.float().div(255).expand(3, -1, -1, -1), dist.float() / 255,
+                       normalize=True).flatten().double()
+    torch.testing.assert_close(LPIPS().score(ref, dist), expected, atol=1e-6, rtol=0)
+
+
+def test_dists_equals_the_dists_pytorch_reference(random_weights, pair):
+    import DISTS_pytorch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        reference = DISTS_pytorch.DISTS()  # VGG16 from the (random) hub cache, official alpha/beta
+    ref, dist = pair
+    with torch.no_grad():
+        expected = reference(ref.float().div(255).expand(3, -1, -1, -1), dist.float() / 255)
+    torch.testing.assert_close(DISTS().score(ref, dist), expected.double(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("metric", [LPIPS, DISTS])
+def test_missing_weights_name_files_directory_and_commands(tmp_path, monkeypatch, metric):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(weights.WeightsMissingError) as error:
+        metric()
+    message = str(error.value)
+    assert metric.key in message and str(tmp_path / "hub" / "checkpoints") in message
+    assert "iqa-factory weights fetch" in message and "iqa-factory weights import" in message
+
+
+def test_missing_lists_only_absent_backbones(random_weights, tmp_path, monkeypatch):
+    assert weights.missing(["lpips", "dists", "gmsd"]) == []
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert weights.missing(["lpips", "dists", "gmsd"]) == ["lpips", "dists"]
+
+
+def test_import_checks_the_hash_prefix(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    source = tmp_path / "downloads"
+    source.mkdir()
+    (source / weights.BACKBONES["lpips"].filename).write_bytes(b"not the real file")
+    with pytest.raises(weights.WeightsHashError, match="does not start with 7be5be79"):
+        weights.import_from(source)
+    with pytest.raises(weights.WeightsMissingError, match="none of"):
+        weights.import_from(tmp_path / "home")
+
+
+def test_import_copies_a_file_whose_hash_matches(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    payload = b"x"
+    prefix = hashlib.sha256(payload).hexdigest()[:8]
+    monkeypatch.setitem(weights.BACKBONES, "lpips",
+                        weights.Backbone("lpips", f"alexnet-owt-{prefix}.pth", 1))
+    source = tmp_path / "downloads"
+    source.mkdir()
+    (source / f"alexnet-owt-{prefix}.pth").write_bytes(payload)
+    copied = weights.import_from(source)
+    assert copied == [weights.checkpoint_dir() / f"alexnet-owt-{prefix}.pth"]
+    assert copied[0].read_bytes() == payload
+
+
+@pytest.mark.weights
+@pytest.mark.parametrize("metric", [LPIPS, DISTS])
+@pytest.mark.parametrize("name", ["I03", "I08"])
+def test_official_calibration_with_the_real_weights(calibration_pair, metric, name):
+    if weights.missing([metric.key]):
+        pytest.skip(weights.missing_message([metric.key]))
+    value = metric().score(*calibration_pair(name)).item()
+    assert value == pytest.approx(OFFICIAL[metric.key][name], abs=1e-3)

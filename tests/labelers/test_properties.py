@@ -1,0 +1,121 @@
+"""Properties every metric keeps: identical images score best, more noise scores worse, a batch
+equals image-by-image scoring, reference reuse equals recomputation, CPU equals CUDA, and input
+below the minimum size is a typed error. Deep metrics run with random backbone weights."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+import labelers
+from labelers.errors import InputTooSmallError, InvalidPairError
+from labelers.registry import METRIC_CLASSES
+from tests.labelers.conftest import tensor
+
+AVAILABLE = [key for key, target in METRIC_CLASSES.items()
+             if importlib.util.find_spec(target.split(":")[0]) is not None]
+# Identical images: the exact best value of each metric.
+BEST = {"gmsd": 0.0, "fsim": 1.0, "vif": 1.0, "cw_ssim": 1.0, "nlpd": 0.0, "mae": 0.0,
+        "ms_ssim": 1.0, "mad": 0.0, "dists": 0.0, "lpips": 0.0}
+
+
+@pytest.fixture
+def metric_factory(random_weights):
+    def build(key: str, device: str = "cpu"):
+        return labelers.metric_class(key)(device)
+    return build
+
+
+@pytest.mark.parametrize("key", AVAILABLE)
+def test_identical_images_give_the_best_value(metric_factory, noisy_versions, key):
+    ref, _ = noisy_versions
+    value = metric_factory(key).score(ref, ref).item()
+    assert value == pytest.approx(BEST[key], abs=1e-6)
+
+
+@pytest.mark.parametrize("key", AVAILABLE)
+def test_more_noise_gives_a_worse_value(metric_factory, noisy_versions, key):
+    ref, dists = noisy_versions
+    metric = metric_factory(key)
+    values = metric.score(ref, dists).numpy()
+    ordered = values if metric.higher_is_better else -values
+    assert np.all(np.diff(ordered) < 0), values
+
+
+@pytest.mark.parametrize("key", AVAILABLE)
+def test_batch_equals_one_by_one_and_reuse_equals_recomputation(metric_factory, noisy_versions,
+                                                                 key):
+    ref, dists = noisy_versions
+    metric = metric_factory(key)
+    batched = metric.score(ref, dists)
+    single = torch.cat([metric.score(ref, dists[i:i + 1]) for i in range(len(dists))])
+    torch.testing.assert_close(batched, single, atol=1e-6, rtol=1e-6)
+    prepared = metric.prepare(ref)
+    reused = torch.cat([metric.compare(prepared, dists[i:i + 1]) for i in range(len(dists))])
+    torch.testing.assert_close(reused, batched, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("key", AVAILABLE)
+def test_cpu_and_cuda_agree(metric_factory, noisy_versions, key):
+    ref, dists = noisy_versions
+    cpu = metric_factory(key, "cpu").score(ref, dists)
+    cuda = metric_factory(key, "cuda").score(ref, dists).cpu()
+    torch.testing.assert_close(cuda, cpu, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("key", AVAILABLE)
+def test_input_below_the_minimum_size_is_a_typed_error(metric_factory, key):
+    metric = metric_factory(key)
+    size = metric.min_size - 1
+    if size < 1:
+        pytest.skip(f"{key} is defined for any size")
+    tiny = torch.zeros(1, 3, size, size + 8, dtype=torch.uint8)
+    with pytest.raises(InputTooSmallError, match=key):
+        metric.score(tiny, tiny)
+
+
+def test_mismatched_pairs_are_typed_errors(metric_factory):
+    metric = metric_factory("mae")
+    with pytest.raises(InvalidPairError, match="reference is"):
+        metric.score(torch.zeros(1, 3, 8, 8, dtype=torch.uint8),
+                     torch.zeros(2, 3, 8, 9, dtype=torch.uint8))
+    with pytest.raises(InvalidPairError, match="uint8"):
+        metric.score(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+
+
+def test_labeler_scores_every_available_metric(random_weights, noisy_versions):
+    ref, dists = noisy_versions
+    ref_np = ref[0].permute(1, 2, 0).numpy()
+    dists_np = [d.permute(1, 2, 0).numpy() for d in dists]
+    labeler = labelers.Labeler(metrics=AVAILABLE, device="cpu", batch_size=2)
+    scores = labeler.score(ref_np, dists_np)
+    assert list(scores) == AVAILABLE and scores.absent == ()
+    for key in AVAILABLE:
+        assert scores[key].shape == (3,) and scores[key].dtype == np.float64
+        np.testing.assert_allclose(scores[key], labeler.metrics[key].score(ref, dists).numpy(),
+                                   atol=1e-6)
+
+
+def test_labeler_without_weights_refuses_or_reports_absent(tmp_path, monkeypatch, small_image):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(labelers.WeightsMissingError, match=r"alexnet-owt-7be5be79\.pth"):
+        labelers.Labeler(metrics=["mae", "lpips"])
+    labeler = labelers.Labeler(metrics=["mae", "lpips", "dists"], allow_missing=True)
+    scores = labeler.score(small_image, [small_image])
+    assert scores.absent == ("lpips", "dists") and list(scores) == ["mae"]
+
+
+def test_labeler_rejects_unknown_metrics_and_bad_images(small_image):
+    with pytest.raises(labelers.UnknownMetricError, match="no metric 'psnr'"):
+        labelers.Labeler(metrics=["psnr"])
+    with pytest.raises(InvalidPairError, match="uint8"):
+        labelers.Labeler(metrics=["mae"]).score(small_image.astype(float), [small_image])
+
+
+def test_metrics_are_the_ten_in_spec_order():
+    assert labelers.METRICS == ("gmsd", "fsim", "vif", "cw_ssim", "nlpd", "mae", "ms_ssim",
+                                "mad", "dists", "lpips")
+    assert tensor(np.zeros((2, 2, 3), np.uint8)).shape == (1, 3, 2, 2)
