@@ -40,4 +40,5 @@ def to_batch(images: np.ndarray | list[np.ndarray], device: torch.device | str) 
             f"expected uint8 RGB images H x W x 3 (or N x H x W x 3), got {array.dtype} "
             f"{array.shape}"
         )
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).to(device)
+    writable = np.require(array, requirements=["C_CONTIGUOUS", "WRITEABLE"])  # PIL's are not
+    return torch.from_numpy(writable).permute(0, 3, 1, 2).to(device)

@@ -86,7 +86,49 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
     _add_image_options(generate)
     generate.set_defaults(run=_generate)
+    _add_label_commands(commands)
     return parser
+
+
+def _add_label_commands(commands) -> None:
+    from pipeline import label_commands as lc
+
+    weights = commands.add_parser(
+        "weights", help="get the LPIPS/DISTS ImageNet weights into the torch hub cache",
+        description="LPIPS and DISTS need alexnet-owt-7be5be79.pth and vgg16-397923af.pth in "
+                    "$TORCH_HOME/hub/checkpoints. `fetch` downloads them (where a network "
+                    "exists); `import DIR` copies them from a folder, checking their hashes.")
+    actions = weights.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("fetch", help="download the missing files").set_defaults(
+        run=lc.weights_fetch)
+    importing = actions.add_parser("import", help="copy the files from a folder")
+    importing.add_argument("directory", metavar="DIR")
+    importing.set_defaults(run=lc.weights_import)
+
+    fit = commands.add_parser(
+        "fit-ensemble", help="fit ensemble weights and mappings to a MOS table",
+        description=lc.fit_ensemble_command.__doc__ + " The table is KADID-10k's dmos.csv "
+                    "(dist_img, ref_img, dmos, var).")
+    fit.add_argument("table", metavar="MOS.csv")
+    fit.add_argument("--ref-dir", help="folder of the reference images (default: images/ "
+                                       "beside the table)")
+    fit.add_argument("--dist-dir", help="folder of the distorted images (default: --ref-dir)")
+    fit.add_argument("-o", "--output", default="fitted_ensemble.json",
+                     help="ensemble file to write (a .report.json goes beside it)")
+    fit.add_argument("--metrics", type=lambda text: text.split(","), default=None,
+                     help="comma-separated metric keys (default: all ten)")
+    fit.add_argument("--allow-missing-metrics", action="store_true",
+                     help="fit without LPIPS/DISTS when their weights are missing")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the 80/20 reference split")
+    fit.add_argument("--name", default="fitted", help="name recorded in the ensemble file")
+    fit.set_defaults(run=lc.fit_ensemble_command)
+
+    relabel = commands.add_parser(
+        "relabel", help="derive Q from stored raw scores with another ensemble file",
+        description=lc.relabel_command.__doc__)
+    relabel.add_argument("out", metavar="OUT", help="a dataset directory written by generate")
+    relabel.add_argument("--ensemble", required=True, help="the ensemble file to apply")
+    relabel.set_defaults(run=lc.relabel_command)
 
 
 def _add_image_options(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (distortions.DistortionError, ValueError, OSError) as error:
+    except (distortions.DistortionError, ValueError, OSError) as error:  # labelers' errors too
         print(f"iqa-factory: error: {error}", file=sys.stderr)
         return 2
 

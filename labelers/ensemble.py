@@ -1,0 +1,138 @@
+"""The ensemble: Q = sum_i W_i q_i / sum_i W_i over the metrics present, with q_i = m_i(s_i) in
+[0, 1] (higher is better) and W the weights of a versioned ensemble file. The file's hash is
+recorded with every label so labels can be re-derived without re-scoring (labels.md)."""
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from labelers.errors import LabelerError
+
+DEFAULT_ENSEMBLE_FILE = Path(__file__).with_name("default_ensemble.json")
+
+
+class EnsembleError(LabelerError):
+    """An ensemble file is malformed, or scores do not fit it."""
+
+
+@dataclass(frozen=True)
+class Mapping01:
+    """Raw score -> quality in [0, 1]. 'linear': best maps to 1, worst to 0, clipped.
+    'sigmoid': 1 / (1 + exp(-(s - center) / scale)), a fitted mapping (scale < 0 for metrics
+    where lower is better)."""
+
+    kind: str
+    best: float | None = None
+    worst: float | None = None
+    center: float | None = None
+    scale: float | None = None
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        s = np.asarray(scores, dtype=np.float64)
+        if self.kind == "linear":
+            q = (s - self.worst) / (self.best - self.worst)
+        elif self.kind == "sigmoid":
+            q = logistic(s, 1.0, 0.0, self.center, self.scale)
+        else:
+            raise EnsembleError(f"unknown mapping kind {self.kind!r}")
+        return np.clip(q, 0.0, 1.0)
+
+    def to_json(self) -> dict:
+        if self.kind == "linear":
+            return {"kind": "linear", "best": self.best, "worst": self.worst}
+        return {"kind": "sigmoid", "center": self.center, "scale": self.scale}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Mapping01":
+        try:
+            if data["kind"] == "linear":
+                if data["best"] == data["worst"]:
+                    raise EnsembleError("a linear mapping needs best != worst")
+                return cls("linear", float(data["best"]), float(data["worst"]))
+            if data["kind"] == "sigmoid":
+                if data["scale"] == 0:
+                    raise EnsembleError("a sigmoid mapping needs a non-zero scale")
+                return cls("sigmoid", center=float(data["center"]), scale=float(data["scale"]))
+            raise EnsembleError(f"unknown mapping kind {data['kind']!r}")
+        except (KeyError, TypeError) as error:
+            raise EnsembleError(f"malformed mapping {data!r}: {error}") from None
+
+
+def logistic(s: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    """The 4-parameter logistic of IQA model fitting: b2 + (b1 - b2) / (1 + exp(-(s - b3)/b4))."""
+    b4 = b4 if abs(b4) > 1e-12 else 1e-12
+    z = np.clip(-(np.asarray(s, dtype=np.float64) - b3) / b4, -500, 500)
+    return b2 + (b1 - b2) / (1 + np.exp(z))
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """Weights and per-metric mappings; `hash` identifies the definition."""
+
+    name: str
+    weights: dict[str, float]
+    mappings: dict[str, Mapping01]
+    notes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if set(self.weights) != set(self.mappings):
+            raise EnsembleError("weights and mappings must name the same metrics")
+        if any(w < 0 or not math.isfinite(w) for w in self.weights.values()):
+            raise EnsembleError("weights must be finite and non-negative")
+
+    def definition(self) -> dict:
+        """What the hash covers: name, weights and mappings (notes are commentary)."""
+        return {"name": self.name, "weights": dict(sorted(self.weights.items())),
+                "mappings": {k: self.mappings[k].to_json() for k in sorted(self.mappings)}}
+
+    @property
+    def hash(self) -> str:
+        canonical = json.dumps(self.definition(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def quality(self, scores: Mapping[str, np.ndarray]) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Q for each sample from raw scores, and the metrics used (weights renormalised over
+        the metrics of this ensemble present in `scores`)."""
+        used = tuple(key for key in self.weights if key in scores)
+        total = sum(self.weights[key] for key in used)
+        if not used or total <= 0:
+            raise EnsembleError(f"none of the ensemble's metrics {list(self.weights)} is in "
+                                f"the scores ({list(scores)})")
+        q = sum(self.weights[key] * self.mappings[key](scores[key]) for key in used)
+        return np.asarray(q / total, dtype=np.float64), used
+
+    def to_json(self) -> dict:
+        return {**self.definition(), "hash": self.hash, "notes": self.notes}
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Ensemble":
+        try:
+            ensemble = cls(
+                name=data["name"],
+                weights={k: float(v) for k, v in data["weights"].items()},
+                mappings={k: Mapping01.from_json(v) for k, v in data["mappings"].items()},
+                notes=data.get("notes", {}),
+            )
+        except (KeyError, TypeError, AttributeError) as error:
+            raise EnsembleError(f"not an ensemble file: {error}") from None
+        if "hash" in data and data["hash"] != ensemble.hash:
+            raise EnsembleError(f"ensemble hash {data['hash']} does not match its content "
+                                f"({ensemble.hash}): the file was edited without rehashing")
+        return ensemble
+
+
+def load(path: Path | str | None = None) -> Ensemble:
+    """An ensemble file, or the shipped default."""
+    file = Path(path) if path is not None else DEFAULT_ENSEMBLE_FILE
+    try:
+        return Ensemble.from_json(json.loads(file.read_text()))
+    except (OSError, json.JSONDecodeError) as error:
+        raise EnsembleError(f"cannot read ensemble file {file}: {error}") from error

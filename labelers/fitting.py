@@ -1,0 +1,112 @@
+"""Fitting an ensemble to human opinion scores on a seeded 80% split by reference, reported
+on the other 20% (labels.md).
+
+Per metric, a 4-parameter logistic from raw score to opinion score fixes the mapping's shape
+(centre, scale, direction); the ensemble uses that curve normalised to [0, 1]. The weights are
+fitted jointly: opinion ~ intercept + sum_k W_k q_k with W >= 0 (bounded least squares). The
+logistic's own amplitude is not a weight: fitted one metric at a time, it absorbs how much the
+other metrics explain. Backfitting then refits each metric's logistic to its partial residual
+(the opinion less the other metrics' weighted terms), which removes the others' variation from
+its fit, and the weights are refitted; a few rounds converge."""
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import curve_fit, lsq_linear
+from scipy.stats import pearsonr, spearmanr
+
+from labelers.ensemble import Ensemble, EnsembleError, Mapping01, logistic
+
+BACKFIT_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class FitReport:
+    ensemble: Ensemble
+    train_references: int
+    test_references: int
+    per_metric: dict[str, dict[str, float]]  # key -> {"srocc", "plcc"} on the test split
+    ensemble_test: dict[str, float]
+
+    def to_json(self) -> dict:
+        return {"ensemble_hash": self.ensemble.hash, "train_references": self.train_references,
+                "test_references": self.test_references, "per_metric": self.per_metric,
+                "ensemble": self.ensemble_test}
+
+
+def split_by_reference(references: np.ndarray, seed: int, train_fraction: float = 0.8):
+    """Boolean train mask: a seeded 80% of the distinct references, with all their versions."""
+    unique = np.unique(references)
+    if len(unique) < 2:
+        raise EnsembleError("fitting needs at least two reference images to split")
+    count = min(len(unique) - 1, max(1, round(train_fraction * len(unique))))
+    train_refs = set(np.random.default_rng(seed).permutation(unique)[:count])
+    return np.array([ref in train_refs for ref in references])
+
+
+def fit_sigmoid(scores: np.ndarray, target: np.ndarray) -> Mapping01:
+    """The shape (centre, signed scale) of the least-squares 4-parameter logistic."""
+    spread = float(np.std(scores)) or 1.0
+    direction = 1.0 if spearmanr(scores, target).statistic >= 0 else -1.0
+    start = (float(target.max()), float(target.min()), float(np.median(scores)),
+             direction * spread / 2)
+    (b1, b2, b3, b4), _ = curve_fit(logistic, scores, target, p0=start, maxfev=20000)
+    if b1 < b2:  # the same curve, written with a rising sigmoid
+        b4 = -b4
+    return Mapping01("sigmoid", center=float(b3), scale=float(b4))
+
+
+def fit_weights(features: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+    """The free intercept and non-negative weights of target ~ b0 + features @ W."""
+    design = np.column_stack([np.ones(len(target)), features])
+    lower = np.r_[-np.inf, np.zeros(features.shape[1])]
+    solution = lsq_linear(design, target, bounds=(lower, np.inf)).x
+    return float(solution[0]), solution[1:]
+
+
+def backfit(scores: dict[str, np.ndarray], opinion: np.ndarray,
+            rounds: int = BACKFIT_ROUNDS) -> tuple[dict[str, Mapping01], np.ndarray]:
+    """Per-metric sigmoid mappings and joint weights, refined by backfitting."""
+    keys = list(scores)
+    mappings = {key: fit_sigmoid(scores[key], opinion) for key in keys}
+    for _ in range(rounds):
+        features = np.column_stack([mappings[key](scores[key]) for key in keys])
+        intercept, weights = fit_weights(features, opinion)
+        for index, key in enumerate(keys):
+            others = features @ weights - features[:, index] * weights[index]
+            if weights[index] > 0:
+                mappings[key] = fit_sigmoid(scores[key], opinion - intercept - others)
+    features = np.column_stack([mappings[key](scores[key]) for key in keys])
+    return mappings, fit_weights(features, opinion)[1]
+
+
+def _correlations(predicted: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    return {"srocc": float(spearmanr(predicted, target).statistic),
+            "plcc": float(pearsonr(predicted, target).statistic)}
+
+
+def fit_ensemble(scores: dict[str, np.ndarray], opinion: np.ndarray, references: np.ndarray,
+                 seed: int = 0, name: str = "fitted") -> FitReport:
+    """Fit mappings and weights on 80% of the references; report on the other 20%.
+
+    opinion: opinion scores where higher is better (MOS, or KADID's `dmos` column)."""
+    opinion = np.asarray(opinion, dtype=np.float64)
+    references = np.asarray(references)
+    train = split_by_reference(references, seed)
+    mappings, raw = backfit({key: values[train] for key, values in scores.items()},
+                            opinion[train])
+    if raw.sum() <= 0:
+        raise EnsembleError("every fitted weight is zero: the metrics do not predict the scores")
+    weights = {key: float(w) for key, w in zip(scores, raw / raw.sum(), strict=True)}
+    ensemble = Ensemble(name, weights, mappings,
+                        notes={"fitted_on_samples": int(train.sum()), "split_seed": seed})
+    quality, _ = ensemble.quality(scores)
+    test = ~train
+    return FitReport(
+        ensemble=ensemble,
+        train_references=len(np.unique(references[train])),
+        test_references=len(np.unique(references[test])),
+        per_metric={key: _correlations(mappings[key](scores[key])[test], opinion[test])
+                    for key in scores},
+        ensemble_test=_correlations(quality[test], opinion[test]),
+    )

@@ -1,0 +1,111 @@
+"""Command handlers for the labels: pretrained weights, fitting an ensemble, relabelling."""
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+import labelers
+from labelers import ensemble as ens
+from labelers import weights
+from labelers.fitting import fit_ensemble
+from pipeline.images import read_rgb
+
+
+def weights_fetch(args) -> int:
+    """Download the LPIPS/DISTS backbones into the torch hub cache."""
+    fetched = weights.fetch()
+    for path in fetched:
+        print(f"downloaded {path}")
+    if not fetched:
+        print(f"all backbone weights are already in {weights.checkpoint_dir()}")
+    return 0
+
+
+def weights_import(args) -> int:
+    """Copy backbone files from a folder into the torch hub cache, checking their hashes."""
+    for path in weights.import_from(Path(args.directory)):
+        print(f"imported {path}")
+    return 0
+
+
+def read_opinion_table(path: Path) -> list[tuple[str, str, float]]:
+    """(distorted image, reference image, opinion score) rows of a KADID-10k dmos.csv
+    (columns dist_img, ref_img, dmos[, var]); higher scores are better."""
+    with Path(path).open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        needed = {"dist_img", "ref_img", "dmos"}
+        if not needed <= set(reader.fieldnames or ()):
+            raise ValueError(f"{path}: expected columns {sorted(needed)} (KADID-10k dmos.csv), "
+                             f"got {reader.fieldnames}")
+        return [(row["dist_img"], row["ref_img"], float(row["dmos"])) for row in reader]
+
+
+def score_table(rows, ref_dir: Path, dist_dir: Path, labeler: labelers.Labeler):
+    """Raw scores of every row's pair, each reference decoded and prepared once."""
+    by_reference = defaultdict(list)
+    for index, (dist_name, ref_name, _) in enumerate(rows):
+        by_reference[ref_name].append((index, dist_name))
+    scores = {key: np.empty(len(rows)) for key in labeler.keys}
+    for ref_name, members in tqdm(by_reference.items(), desc="scoring", unit="reference"):
+        ref = read_rgb(str(ref_dir / ref_name))
+        dists = [read_rgb(str(dist_dir / name)) for _, name in members]
+        result = labeler.score(ref, dists)
+        for key in labeler.keys:
+            scores[key][[index for index, _ in members]] = result[key]
+    return scores
+
+
+def fit_ensemble_command(args) -> int:
+    """Score a MOS table's pairs, fit an ensemble on 80% of its references, report the rest."""
+    table = Path(args.table)
+    rows = read_opinion_table(table)
+    ref_dir = Path(args.ref_dir or table.parent / "images")
+    dist_dir = Path(args.dist_dir or ref_dir)
+    labeler = labelers.Labeler(metrics=args.metrics, allow_missing=args.allow_missing_metrics)
+    if labeler.absent:
+        print(f"note: fitting without {', '.join(labeler.absent)} (weights missing)")
+    scores = score_table(rows, ref_dir, dist_dir, labeler)
+    report = fit_ensemble(scores, np.array([r[2] for r in rows]), np.array([r[1] for r in rows]),
+                          seed=args.seed, name=args.name)
+    output = Path(args.output)
+    report.ensemble.save(output)
+    output.with_suffix(".report.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    print(f"{'metric':10s} {'weight':>7s} {'SROCC':>7s} {'PLCC':>7s}   (held-out "
+          f"{report.test_references} references)")
+    for key, values in report.per_metric.items():
+        print(f"{key:10s} {report.ensemble.weights[key]:7.4f} {values['srocc']:7.4f} "
+              f"{values['plcc']:7.4f}")
+    print(f"{'ensemble':10s} {'':7s} {report.ensemble_test['srocc']:7.4f} "
+          f"{report.ensemble_test['plcc']:7.4f}")
+    print(f"wrote {output} (hash {report.ensemble.hash}) and {output.with_suffix('.report.json')}")
+    return 0
+
+
+def relabel_command(args) -> int:
+    """Q for every sample of a dataset from the raw scores in its parquet index, written as a
+    sidecar labels-<hash>.parquet (key, quality); the shard tars are untouched."""
+    out = Path(args.out)
+    ensemble = ens.load(args.ensemble)
+    indexes = sorted((out / "shards").glob("*.parquet"))
+    if not indexes:
+        raise ValueError(f"{out / 'shards'} holds no parquet index: is {out} a dataset?")
+    keys, qualities = [], []
+    for index in indexes:
+        table = pq.read_table(index, columns=["key", "kind", "scores"])
+        distorted = table.filter(pa.compute.equal(table["kind"], "distorted"))
+        scores = distorted["scores"].combine_chunks()
+        present = {field.name: scores.field(field.name).to_numpy(zero_copy_only=False)
+                   for field in scores.type}
+        quality, _ = ensemble.quality({k: v for k, v in present.items() if not np.isnan(v).all()})
+        keys.extend(distorted["key"].to_pylist())
+        qualities.append(quality)
+    target = out / f"labels-{ensemble.hash}.parquet"
+    pq.write_table(pa.table({"key": keys, "quality": np.concatenate(qualities)}), target)
+    print(f"wrote {target}: {len(keys)} labels under ensemble {ensemble.name} ({ensemble.hash})")
+    return 0

@@ -1,0 +1,87 @@
+import json
+
+import numpy as np
+import pytest
+
+from labelers import ensemble as ens
+from labelers.fitting import fit_ensemble, split_by_reference
+
+
+def _toy() -> ens.Ensemble:
+    return ens.Ensemble(
+        "toy", {"gmsd": 1.0, "mae": 3.0},
+        {"gmsd": ens.Mapping01("linear", best=0.0, worst=0.4),
+         "mae": ens.Mapping01("linear", best=0.0, worst=0.2)})
+
+
+def test_linear_mapping_sends_best_to_1_worst_to_0_and_clips():
+    mapping = ens.Mapping01("linear", best=1.0, worst=0.5)  # higher is better
+    np.testing.assert_allclose(mapping(np.array([1.0, 0.75, 0.5, 0.2, 1.3])), [1, .5, 0, 0, 1])
+
+
+def test_quality_is_the_weighted_mean_and_renormalises_when_metrics_are_absent():
+    toy = _toy()
+    scores = {"gmsd": np.array([0.0, 0.2]), "mae": np.array([0.0, 0.05])}
+    quality, used = toy.quality(scores)
+    np.testing.assert_allclose(quality, [1.0, (1 * 0.5 + 3 * 0.75) / 4])
+    assert used == ("gmsd", "mae")
+    only_mae, used = toy.quality({"mae": scores["mae"]})
+    np.testing.assert_allclose(only_mae, [1.0, 0.75])
+    assert used == ("mae",)
+    with pytest.raises(ens.EnsembleError, match="none of the ensemble's metrics"):
+        toy.quality({"lpips": np.zeros(2)})
+
+
+def test_hash_covers_the_definition_and_detects_edits(tmp_path):
+    toy = _toy()
+    path = tmp_path / "toy.json"
+    toy.save(path)
+    assert ens.load(path).hash == toy.hash
+    data = json.loads(path.read_text())
+    data["weights"]["mae"] = 2.0
+    path.write_text(json.dumps(data))
+    with pytest.raises(ens.EnsembleError, match="does not match its content"):
+        ens.load(path)
+    other = ens.Ensemble("toy", {"gmsd": 1.0, "mae": 2.0}, toy.mappings)
+    assert other.hash != toy.hash
+
+
+@pytest.mark.parametrize("bad", [
+    {"name": "x", "weights": {"mae": 1}, "mappings": {}},
+    {"name": "x", "weights": {"mae": -1}, "mappings": {"mae": {"kind": "linear", "best": 0,
+                                                               "worst": 1}}},
+    {"name": "x", "weights": {"mae": 1}, "mappings": {"mae": {"kind": "cubic"}}},
+    {"weights": {}},
+])
+def test_malformed_ensembles_are_typed_errors(bad):
+    with pytest.raises(ens.EnsembleError):
+        ens.Ensemble.from_json(bad)
+
+
+def test_split_is_by_reference_and_seeded():
+    refs = np.repeat([f"r{i}" for i in range(10)], 5)
+    train = split_by_reference(refs, seed=3)
+    assert train.sum() == 40
+    for ref in np.unique(refs):
+        assert len(set(train[refs == ref])) == 1  # a reference is on one side only
+    assert np.array_equal(train, split_by_reference(refs, seed=3))
+    assert not np.array_equal(train, split_by_reference(refs, seed=4))
+
+
+def test_fit_recovers_known_weights_and_mappings():
+    rng = np.random.default_rng(0)
+    n = 3000
+    truth = {"a": (0.3, 0.08, 0.5), "b": (10.0, -2.0, 0.3), "c": (0.0, 1.0, 0.2)}  # centre,
+    scores, opinion = {}, np.full(n, 1.0)                                        # scale, weight
+    for key, (center, scale, weight) in truth.items():
+        scores[key] = center + scale * rng.uniform(-4, 4, n)
+        opinion = opinion + 4 * weight / (1 + np.exp(-(scores[key] - center) / scale))
+    references = np.repeat(np.arange(n // 15), 15)
+    report = fit_ensemble(scores, opinion, references, seed=1)
+    for key, (center, scale, weight) in truth.items():
+        assert report.ensemble.weights[key] == pytest.approx(weight, abs=1e-3)
+        assert report.ensemble.mappings[key].center == pytest.approx(center, abs=1e-3 * abs(scale))
+        assert report.ensemble.mappings[key].scale == pytest.approx(scale, rel=1e-3)
+    assert report.ensemble_test["srocc"] > 0.999 and report.ensemble_test["plcc"] > 0.999
+    assert report.train_references == 160 and report.test_references == 40
+    assert report.per_metric["a"]["srocc"] < report.ensemble_test["srocc"]
