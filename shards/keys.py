@@ -1,0 +1,31 @@
+"""Sample keys and reference ids. Keys contain no dots: WebDataset splits a member name into
+key and extension at the first dot."""
+
+import re
+from collections.abc import Iterable
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def reference_key(ref_id: str) -> str:
+    return f"{ref_id}_ref"
+
+
+def distorted_key(ref_id: str, distortion_id: int, level: int) -> str:
+    return f"{ref_id}_d{distortion_id:02d}_l{level}"
+
+
+def ref_ids(stems: Iterable[str]) -> list[str]:
+    """One id per source, in order: the stem with characters outside [A-Za-z0-9_-] replaced by
+    '_', made unique by a numeric suffix where two sources would collide."""
+    taken: set[str] = set()
+    ids = []
+    for stem in stems:
+        base = _UNSAFE.sub("_", stem) or "image"
+        candidate, counter = base, 1
+        while candidate in taken:
+            candidate = f"{base}-{counter}"
+            counter += 1
+        taken.add(candidate)
+        ids.append(candidate)
+    return ids

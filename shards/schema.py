@@ -1,0 +1,43 @@
+"""The per-sample record: the sample .json and, column for column, the parquet index."""
+
+import json
+
+import pyarrow as pa
+
+METRIC_KEYS = ("gmsd", "fsim", "vif", "cw_ssim", "nlpd", "mae", "ms_ssim", "mad", "dists",
+               "lpips")
+SCORES_TYPE = pa.struct([(key, pa.float64()) for key in METRIC_KEYS])
+
+INDEX_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("ref_id", pa.string()),
+    ("kind", pa.string()),            # reference | distorted
+    ("split", pa.string()),           # train | val | test
+    ("distortion_id", pa.int32()),
+    ("distortion", pa.string()),
+    ("category", pa.string()),
+    ("level", pa.int32()),
+    ("seed", pa.int64()),
+    ("recipe", pa.string()),          # JSON: replays the output from the reference
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("codec", pa.string()),
+    ("sha256", pa.string()),          # of the decoded pixels
+    ("scores", SCORES_TYPE),          # raw metric values; null for a reference
+    ("quality", pa.float64()),        # Q under the run's ensemble; null for a reference
+    ("ensemble_hash", pa.string()),
+    ("metrics_used", pa.list_(pa.string())),
+])
+
+
+def sample_json(record: dict) -> bytes:
+    """The sample's .json member: sorted keys, compact, UTF-8 (byte-reproducible)."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+
+
+def index_row(record: dict) -> dict:
+    """The parquet row of a sample record (the recipe as a JSON string)."""
+    row = {name: record.get(name) for name in INDEX_SCHEMA.names}
+    if row["recipe"] is not None:
+        row["recipe"] = json.dumps(row["recipe"], sort_keys=True, separators=(",", ":"))
+    return row

@@ -1,0 +1,82 @@
+"""Writing one shard: a byte-reproducible WebDataset tar, its parquet index, and the stats
+file last (its presence means the shard is complete)."""
+
+import contextlib
+import io
+import json
+import tarfile
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shards.schema import INDEX_SCHEMA, index_row, sample_json
+from shards.storage import Location
+
+SHARDS_DIR = "shards"
+
+
+def shard_name(index: int) -> str:
+    return f"{index:05d}"
+
+
+def shard_paths(location: Location, index: int) -> dict[str, str]:
+    base = location.path(SHARDS_DIR, shard_name(index))
+    return {"tar": f"{base}.tar", "parquet": f"{base}.parquet", "stats": f"{base}_stats.json"}
+
+
+class ShardWriter:
+    """Streams samples into shard `index`'s tar; `finish` publishes tar and parquet, then stats.
+
+    Members carry fixed metadata (mtime 0, uid/gid 0, mode 644) so that the same samples in the
+    same order give the same bytes.
+    """
+
+    def __init__(self, location: Location, index: int):
+        self.location = location
+        self.index = index
+        self.paths = shard_paths(location, index)
+        location.makedirs(location.path(SHARDS_DIR))
+        self._staged_tar = location.staging_name(self.paths["tar"])
+        self._stream = location.fs.open_output_stream(self._staged_tar)
+        # closed in finish() or abort(): the tar lives as long as the writer
+        self._tar = tarfile.open(  # noqa: SIM115
+            fileobj=self._stream, mode="w|", format=tarfile.GNU_FORMAT)
+        self._rows: list[dict] = []
+        self._started = time.perf_counter()
+
+    def _member(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), 0, 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        self._tar.addfile(info, io.BytesIO(data))
+
+    def add(self, record: dict, image_bytes: bytes, extension: str = "png") -> None:
+        """Append one sample: its image and its .json (the record)."""
+        self._member(f"{record['key']}.{extension}", image_bytes)
+        self._member(f"{record['key']}.json", sample_json(record))
+        self._rows.append(index_row(record))
+
+    def finish(self, stats: dict) -> dict:
+        """Close and publish the tar and parquet, then write the stats file last."""
+        self._tar.close()
+        self._stream.close()
+        staged_parquet = self.location.staging_name(self.paths["parquet"])
+        table = pa.Table.from_pylist(self._rows, schema=INDEX_SCHEMA)
+        with self.location.fs.open_output_stream(staged_parquet) as stream:
+            pq.write_table(table, stream)
+        self.location.publish(self._staged_tar, self.paths["tar"])
+        self.location.publish(staged_parquet, self.paths["parquet"])
+        full_stats = {**stats, "shard": self.index, "samples": len(self._rows),
+                      "write_seconds": round(time.perf_counter() - self._started, 3)}
+        self.location.write_bytes(self.paths["stats"],
+                                  json.dumps(full_stats, sort_keys=True, indent=1).encode())
+        return full_stats
+
+    def abort(self) -> None:
+        """Drop what was staged (a failed shard leaves no partial files behind)."""
+        for closing in (self._tar.close, self._stream.close):
+            with contextlib.suppress(OSError, tarfile.TarError):
+                closing()
+        self.location.delete(self._staged_tar)

@@ -1,0 +1,86 @@
+import hashlib
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from shards import keys
+from shards.reader import complete_shards, read_index, tar_urls
+from shards.storage import Location
+from shards.writer import ShardWriter, shard_paths
+
+
+def _records():
+    ref = {"key": keys.reference_key("a"), "ref_id": "a", "kind": "reference", "split": "train",
+           "width": 4, "height": 2, "codec": "png", "sha256": "0" * 64}
+    dist = {**ref, "key": keys.distorted_key("a", 1, 3), "kind": "distorted",
+            "distortion_id": 1, "distortion": "jpeg", "category": "compression", "level": 3,
+            "seed": 7, "recipe": {"params": {"quality": 24}},
+            "scores": {k: 0.5 for k in ("gmsd", "mae")}, "quality": 0.75,
+            "ensemble_hash": "abc", "metrics_used": ["gmsd", "mae"]}
+    return [(ref, b"ref-image-bytes"), (dist, b"distorted-image-bytes")]
+
+
+def _write(root, index=0):
+    location = Location.parse(str(root))
+    writer = ShardWriter(location, index)
+    for record, data in _records():
+        writer.add(record, data)
+    writer.finish({"failures": 0})
+    return location
+
+
+def test_a_shard_reads_back_with_webdataset_and_its_index_matches(tmp_path):
+    location = _write(tmp_path)
+    samples = list(wds.WebDataset(tar_urls(location), shardshuffle=False))
+    assert [s["__key__"] for s in samples] == ["a_ref", "a_d01_l3"]
+    assert samples[1]["png"] == b"distorted-image-bytes"
+    assert json.loads(samples[1]["json"])["recipe"] == {"params": {"quality": 24}}
+    index = read_index(location).to_pylist()
+    assert [row["key"] for row in index] == [s["__key__"] for s in samples]
+    assert index[0]["scores"] is None and index[1]["scores"]["mae"] == 0.5
+    assert index[1]["scores"]["lpips"] is None  # a metric not computed stays null
+    assert json.loads(index[1]["recipe"]) == {"params": {"quality": 24}}
+
+
+def test_tars_are_byte_reproducible(tmp_path):
+    first = _write(tmp_path / "one")
+    second = _write(tmp_path / "two")
+
+    def digest(location):
+        return hashlib.sha256(location.read_bytes(shard_paths(location, 0)["tar"])).hexdigest()
+
+    assert digest(first) == digest(second)
+
+
+def test_stats_are_written_last_and_mark_completion(tmp_path):
+    location = Location.parse(str(tmp_path))
+    writer = ShardWriter(location, 3)
+    writer.add(*_records()[0])
+    assert complete_shards(location) == []
+    assert not location.exists(shard_paths(location, 3)["tar"])  # still under its staging name
+    stats = writer.finish({"failures": 0})
+    assert complete_shards(location) == [3] and stats["samples"] == 1
+    assert pq.read_table(shard_paths(location, 3)["parquet"]).num_rows == 1
+
+
+def test_abort_leaves_no_partial_file(tmp_path):
+    location = Location.parse(str(tmp_path))
+    writer = ShardWriter(location, 0)
+    writer.add(*_records()[0])
+    writer.abort()
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == []
+
+
+def test_reading_an_empty_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no complete shard"):
+        read_index(Location.parse(str(tmp_path)))
+
+
+def test_ref_ids_are_sanitised_and_unique():
+    assert keys.ref_ids(["I01.v2", "I01_v2", "a b", "", "I01.v2"]) == [
+        "I01_v2", "I01_v2-1", "a_b", "image", "I01_v2-2"]
+    assert "." not in keys.distorted_key("x", 3, 5)
+    np.testing.assert_equal(keys.distorted_key("x", 3, 5), "x_d03_l5")
