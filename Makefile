@@ -9,7 +9,7 @@ SEED ?= 0
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install generate test lint format sheet bench-distortions golden clean
+.PHONY: help install generate test lint format sheet bench-distortions bench-labelers default-ensemble golden clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -41,6 +41,16 @@ sheet: $(STAMP) ## contact sheet of one image: make sheet IMAGE=embedded:astrona
 
 bench-distortions: $(STAMP) ## ms per 512x384 image for all 165 scenarios -> docs/bench-distortions.*
 	$(BIN)/python benchmarks/bench_distortions.py --out docs
+
+BENCH_SITE := .bench/pyiqa
+$(BENCH_SITE):
+	$(BIN)/python -m pip install --quiet --no-deps --target $(BENCH_SITE) pyiqa
+
+bench-labelers: $(STAMP) $(BENCH_SITE) ## images/s per metric vs pyiqa -> docs/bench-labelers.*
+	PYTHONPATH=$(BENCH_SITE) $(BIN)/python benchmarks/bench_labelers.py --out docs
+
+default-ensemble: $(STAMP) ## recompute the default ensemble's bounds on the embedded photos
+	$(BIN)/python -m labelers.default_ensemble
 
 golden: $(STAMP) ## rewrite the golden hashes after a deliberate change of pixels
 	$(BIN)/python tests/distortions/golden.py --write

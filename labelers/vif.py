@@ -152,7 +152,13 @@ def corr_dn(
     images with K odd square filters (K x k x k): correlation (no flip) about the middle tap, the
     image mirrored about its edge samples (x[-1] = x[1]), evaluated at rows and columns start,
     start + step, ... below stop (0-based, exclusive; default the image size). N x K x h x w."""
-    size = filters.shape[-1]
+    window = _reflected_window(images, filters.shape[-1], step, start, stop)
+    return F.conv2d(window, filters[:, None], stride=step)
+
+
+def _reflected_window(images: torch.Tensor, size: int, step: int, start: tuple[int, int],
+                      stop: tuple[int, int] | None) -> torch.Tensor:
+    """The 'reflect1'-padded region that corrDn's outputs at start, start + step, ... read."""
     pad = size // 2
     stop = stop or images.shape[-2:]
     ends = [  # one past the last padded row / column the outputs read
@@ -160,8 +166,7 @@ def corr_dn(
         for first, last in zip(start, stop, strict=True)
     ]
     padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
-    window = padded[..., start[0] : ends[0], start[1] : ends[1]]
-    return F.conv2d(window, filters[:, None], stride=step)
+    return padded[..., start[0] : ends[0], start[1] : ends[1]]
 
 
 def spyr_bands(gray: torch.Tensor, orientations: tuple[int, ...], height: int = HEIGHT
@@ -200,12 +205,14 @@ def border_blocks(side: int) -> int:
     return ceil(((side - 1) // 2) / M)
 
 
-def at_block_centres(images: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """corrDn(images, window, 'reflect1', [M M], floor(M/2) + 1, size - ceil(M/2) + 1): the
-    window centred on every M x M block of images whose sides are multiples of M."""
+def at_block_centres(images: torch.Tensor, side: int) -> torch.Tensor:
+    """corrDn(images, ones(side)/side^2, 'reflect1', [M M], floor(M/2) + 1, size - ceil(M/2) + 1):
+    the mean of a side x side box centred on every M x M block of images whose sides are
+    multiples of M (average pooling: the same sums as the convolution, much faster)."""
     rows, cols = images.shape[-2:]
     stop = (rows - ceil(M / 2) + 1, cols - ceil(M / 2) + 1)
-    return corr_dn(images, window[None], step=M, start=(M // 2, M // 2), stop=stop)
+    window = _reflected_window(images, side, M, (M // 2, M // 2), stop)
+    return F.avg_pool2d(window, side, stride=M)
 
 
 def crop_to_blocks(band: torch.Tensor) -> torch.Tensor:
@@ -263,9 +270,8 @@ def channel(ref: ReferenceSubband, dist: torch.Tensor) -> tuple[torch.Tensor, to
     """vifsub_est_M: gain g and noise variance sv^2 of dist = g ref + v at every block centre,
     border-cropped, for N distorted subbands (N x 1 x h x w), with the reference's clamps."""
     area = ref.side * ref.side
-    ones = torch.ones((ref.side, ref.side), dtype=dist.dtype, device=dist.device)
-    mean = at_block_centres(dist, ones / area)
-    sums = at_block_centres(torch.cat([ref.coefficients * dist, dist * dist]), ones)
+    mean = at_block_centres(dist, ref.side)
+    sums = at_block_centres(torch.cat([ref.coefficients * dist, dist * dist]), ref.side) * area
     covariance = sums[: len(dist)] - area * ref.mean * mean
     variance = (sums[len(dist) :] - area * mean**2).clamp_min(0)
     gain = covariance / (ref.variance + TOL)
@@ -283,9 +289,8 @@ def reference_subband(band: torch.Tensor, cell: int, level: int, slot: int) -> R
     y = crop_to_blocks(band)
     side = window_side(cell)
     area = side * side
-    ones = torch.ones((side, side), dtype=y.dtype, device=y.device)
-    mean = at_block_centres(y, ones / area)
-    variance = (at_block_centres(y * y, ones) - area * mean**2).clamp_min(0)
+    mean = at_block_centres(y, side)
+    variance = (at_block_centres(y * y, side) * area - area * mean**2).clamp_min(0)
     covariance, s_field = gsm_parameters(y)
     return ReferenceSubband(
         level=level,

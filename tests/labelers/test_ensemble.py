@@ -85,3 +85,23 @@ def test_fit_recovers_known_weights_and_mappings():
     assert report.ensemble_test["srocc"] > 0.999 and report.ensemble_test["plcc"] > 0.999
     assert report.train_references == 160 and report.test_references == 40
     assert report.per_metric["a"]["srocc"] < report.ensemble_test["srocc"]
+
+
+def test_the_shipped_default_ensemble_has_the_paper_weights_and_identity_bests():
+    from labelers.default_ensemble import BEST, PAPER_WEIGHTS
+
+    default = ens.load()
+    assert default.weights == PAPER_WEIGHTS
+    assert sum(default.weights.values()) == pytest.approx(0.9998)
+    for key, mapping in default.mappings.items():
+        assert mapping.kind == "linear" and mapping.best == BEST[key]
+        assert mapping(np.array([BEST[key]]))[0] == 1.0
+        assert mapping(np.array([mapping.worst]))[0] == 0.0
+
+
+def test_bounds_round_outward_towards_the_worse_side():
+    from labelers.default_ensemble import _round_outward
+
+    assert _round_outward(0.23456, towards_worse_up=True) == 0.235  # lower-is-better metric
+    assert _round_outward(0.23456, towards_worse_up=False) == 0.234  # higher-is-better metric
+    assert _round_outward(151.64, towards_worse_up=True) == 152.0

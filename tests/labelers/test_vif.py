@@ -122,9 +122,10 @@ def test_corr_dn_mirrors_about_the_edge_samples_and_does_not_flip_the_filter():
 
 
 def test_block_centre_windows_match_corrdn_with_start_step_and_stop():
-    # corrDn(x, ones(5), 'reflect1', [3 3], [2 2], [5 5]) on a 6 x 6 image (C code)
+    # corrDn(x, ones(5), 'reflect1', [3 3], [2 2], [5 5]) on a 6 x 6 image (C code), whose
+    # box means at_block_centres returns
     x = np.arange(36.0).reshape(6, 6) ** 1.5
-    got = at_block_centres(_as_image(x), torch.ones(5, 5, dtype=torch.float64))[0, 0]
+    got = at_block_centres(_as_image(x), 5)[0, 0] * 25
     expected = [[886.2283342350188, 1144.8465816313792], [2834.4743289751104, 3235.8164990086652]]
     np.testing.assert_allclose(got, expected, rtol=1e-14)
     padded = np.pad(x, 2, mode="reflect")  # the same by definition: 5 x 5 sums at (1,1) ... (4,4)

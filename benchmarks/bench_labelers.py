@@ -1,0 +1,161 @@
+"""Benchmark the labelers: images per second for each metric and for all ten together at
+512 x 384, batch sizes 1 and 16, beside a per-image loop of the public pyiqa toolbox on the
+same hardware in the same run (pyiqa is installed for the benchmark only: `make
+bench-labelers` puts it in .bench/ and on PYTHONPATH).
+
+Where the LPIPS/DISTS ImageNet weights are absent, both sides run the deep metrics with the
+same random backbone weights in a temporary TORCH_HOME (the cost is the same).
+Writes bench-labelers.md and bench-labelers.json to --out.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+import distortions
+import labelers
+from labelers import weights
+from labelers.inputs import to_batch
+from pipeline.embedded import embedded_photo
+from pipeline.sizing import TargetSize, cover_and_crop
+
+PYIQA_NAMES = {"gmsd": "gmsd", "fsim": "fsim", "vif": "vif", "cw_ssim": "cw_ssim",
+               "nlpd": "nlpd", "ms_ssim": "ms_ssim", "mad": "mad", "dists": "dists",
+               "lpips": "lpips"}
+GOAL_RATIO, GOAL_GPU_PAIRS = 20.0, 200.0
+
+
+def workload(count: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One 512 x 384 reference and `count` distorted versions drawn across the bank."""
+    ref = cover_and_crop(embedded_photo("astronaut"), TargetSize())
+    scenarios = [(d.id, level) for d in distortions.all() if not d.learned
+                 for level in (2, 4)]
+    picks = [scenarios[i] for i in np.linspace(0, len(scenarios) - 1, count).astype(int)]
+    return ref, [distortions.apply(ref, i, lv, seed=i * 10 + lv)[0] for i, lv in picks]
+
+
+def seed_random_backbones() -> str | None:
+    """A temporary TORCH_HOME with random AlexNet/VGG16 under the real names, if needed."""
+    if not weights.missing(list(weights.BACKBONES)):
+        return None
+    home = tempfile.mkdtemp(prefix="bench-torch-home-")
+    os.environ["TORCH_HOME"] = home
+    weights.checkpoint_dir().mkdir(parents=True)
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), weights.weight_path("lpips"))
+    torch.save(torchvision.models.vgg16(weights=None).state_dict(), weights.weight_path("dists"))
+    return home
+
+
+def _rate(count: int, action) -> float:
+    start = time.perf_counter()
+    action()
+    return count / (time.perf_counter() - start)
+
+
+def ours(key: str, ref, dists, device: str) -> dict[str, float]:
+    metric = labelers.metric_class(key)(device)
+    ref_t, dist_t = to_batch(ref, device), to_batch(dists, device)
+    metric.score(ref_t, dist_t[:2])  # warm-up
+    one = _rate(len(dists), lambda: [metric.score(ref_t, dist_t[i:i + 1])
+                                     for i in range(len(dists))])
+    sixteen = _rate(len(dists), lambda: metric.score(ref_t, dist_t))
+    return {"batch_1": one, "batch_16": sixteen}
+
+
+def pyiqa_loop(key: str, ref, dists, device: str, count: int) -> float | None:
+    """Images per second of pyiqa scoring one pair at a time (None where it has no such metric)."""
+    if key not in PYIQA_NAMES:
+        return None
+    import pyiqa
+
+    metric = pyiqa.create_metric(PYIQA_NAMES[key], device=device, as_loss=False)
+    to_unit = lambda img: torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255).to(device)  # noqa: E731
+    ref_t = to_unit(ref)
+    metric(ref_t, to_unit(dists[0]))  # warm-up
+    return _rate(count, lambda: [metric(ref_t, to_unit(d)) for d in dists[:count]])
+
+
+def run(device: str, count: int, pyiqa_count: int) -> dict:
+    ref, dists = workload(count)
+    rows = {}
+    for key in labelers.METRICS:
+        row = ours(key, ref, dists, device)
+        row["pyiqa_loop"] = pyiqa_loop(key, ref, dists, device, pyiqa_count)
+        row["ratio"] = row["batch_16"] / row["pyiqa_loop"] if row["pyiqa_loop"] else None
+        rows[key] = row
+        print(f"{device} {key:8s} " + json.dumps({k: v and round(v, 2) for k, v in row.items()}),
+              flush=True)
+    labeler = labelers.Labeler(device=device, batch_size=16)
+    labeler.score(ref, dists[:2])
+    together = _rate(len(dists), lambda: labeler.score(ref, dists))
+    pyiqa_seconds = sum(1 / r["pyiqa_loop"] for r in rows.values() if r["pyiqa_loop"])
+    return {"device": device, "metrics": rows, "all_ten_batch_16": together,
+            "pyiqa_all_available": 1 / pyiqa_seconds,
+            "all_ten_ratio": together * pyiqa_seconds}
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = ["# Labeler benchmark", "",
+             f"Images per second at 512 x 384 (one reference, {result['images']} distorted "
+             f"versions across the bank). pyiqa {result['pyiqa_version']} scores one pair per "
+             f"call ({result['pyiqa_images']} pairs) in the same run. Machine: {m['cpu']}, "
+             f"{m['cores']} cores, torch {m['torch']}, GPU: {m['gpu'] or 'none'}. "
+             f"Backbones: {result['backbones']}.", ""]
+    for run_result in result["runs"]:
+        lines += [f"## {run_result['device']}", "",
+                  "| metric | batch 1 | batch 16 | pyiqa loop | ratio (batch 16 / pyiqa) |",
+                  "|---|---|---|---|---|"]
+        for key, r in run_result["metrics"].items():
+            pyiqa_rate = f"{r['pyiqa_loop']:.2f}" if r["pyiqa_loop"] else "n/a"
+            ratio = f"{r['ratio']:.1f}x" if r["ratio"] else "n/a"
+            lines.append(f"| {key} | {r['batch_1']:.2f} | {r['batch_16']:.2f} | {pyiqa_rate} | "
+                         f"{ratio} |")
+        together = run_result["all_ten_batch_16"]
+        lines += ["", f"All ten together (Labeler, batch 16): **{together:.2f} images/s**; "
+                  "pyiqa, the nine it has, one after another: "
+                  f"{run_result['pyiqa_all_available']:.3f} images/s; ratio "
+                  f"**{run_result['all_ten_ratio']:.1f}x** (goal {GOAL_RATIO:g}x"
+                  + (f"; GPU goal {GOAL_GPU_PAIRS:g} pairs/s" if run_result["device"] == "cuda"
+                     else "") + ").", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--pyiqa-images", type=int, default=4)
+    args = parser.parse_args()
+    import pyiqa
+
+    random_home = seed_random_backbones()
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    result = {
+        "images": args.images, "pyiqa_images": args.pyiqa_images,
+        "pyiqa_version": getattr(pyiqa, "__version__", "?"),
+        "backbones": "random (ImageNet weights absent)" if random_home else "ImageNet",
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "torch": torch.__version__,
+                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "runs": [run(device, args.images, args.pyiqa_images) for device in devices],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench-labelers.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "bench-labelers.md").write_text(markdown(result))
+    print(markdown(result))
+    ratios = [r["ratio"] for r in result["runs"][0]["metrics"].values() if r["ratio"]]
+    print(f"median per-metric ratio on the CPU: {statistics.median(ratios):.1f}x")
+
+
+if __name__ == "__main__":
+    main()
