@@ -44,8 +44,8 @@ class Mapping01:
 
     def to_json(self) -> dict:
         if self.kind == "linear":
-            return {"kind": "linear", "best": self.best, "worst": self.worst}
-        return {"kind": "sigmoid", "center": self.center, "scale": self.scale}
+            return {"kind": "linear", "best": float(self.best), "worst": float(self.worst)}
+        return {"kind": "sigmoid", "center": float(self.center), "scale": float(self.scale)}
 
     @classmethod
     def from_json(cls, data: dict) -> "Mapping01":
@@ -87,7 +87,8 @@ class Ensemble:
 
     def definition(self) -> dict:
         """What the hash covers: name, weights and mappings (notes are commentary)."""
-        return {"name": self.name, "weights": dict(sorted(self.weights.items())),
+        return {"name": self.name,
+                "weights": {key: float(w) for key, w in sorted(self.weights.items())},
                 "mappings": {k: self.mappings[k].to_json() for k in sorted(self.mappings)}}
 
     @property

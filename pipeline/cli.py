@@ -1,15 +1,13 @@
 """The `iqa-factory` command line."""
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import distortions
 from pipeline.embedded import EMBEDDED_PHOTOS
-from pipeline.images import EMBEDDED_PREFIX, read_rgb
 from pipeline.sizing import TargetSize, cover_and_crop
+from pipeline.sources import EMBEDDED_PREFIX, read_rgb
 
 
 def _list_bank(args: argparse.Namespace) -> int:
@@ -37,22 +35,39 @@ def _sheet(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generate(args: argparse.Namespace) -> int:
-    """Stand-in until the Ray pipeline lands: contact sheets of the embedded photos."""
-    from pipeline.contact_sheet import render_contact_sheet
+def _ints(text: str) -> tuple[int, ...]:
+    """'1,3,5-8' -> (1, 3, 5, 6, 7, 8)."""
+    values = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        values += range(int(low), int(high or low) + 1)
+    return tuple(values)
 
-    out = Path(args.out) / "sheets"
-    out.mkdir(parents=True, exist_ok=True)
-    print("note: the Ray generation pipeline is not built yet; this run applies the whole "
-          f"bank to the {len(EMBEDDED_PHOTOS)} embedded photos and writes contact sheets.")
-    started = time.perf_counter()
-    for name in EMBEDDED_PHOTOS:
-        img = _prepared(EMBEDDED_PREFIX + name, args.size, allow_upscale=False)
-        render_contact_sheet(img, seed=args.seed, ref_id=name).save(out / f"{name}.png")
-        print(f"  {out / (name + '.png')}")
-    summary = {"photos": len(EMBEDDED_PHOTOS), "versions_per_photo": 165,
-               "seconds": round(time.perf_counter() - started, 1), "sheets": str(out)}
-    print(json.dumps(summary))
+
+def _distortion_ids(text: str) -> tuple[int, ...]:
+    """Ids, ranges or names: '1-5,jpeg2000,gaussian_blur'."""
+    ids = []
+    for part in text.split(","):
+        ids += _ints(part) if part[:1].isdigit() else [distortions.get(part).id]
+    return tuple(ids)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """Distort, label and shard a set of pristine images on Ray."""
+    from pipeline.config import RunConfig
+    from pipeline.driver import ClusterOptions, generate
+    from pipeline.submit import submit_to_cluster
+
+    if args.address:
+        return submit_to_cluster(args.address, sys.argv[1:])
+    config = RunConfig(
+        sources=args.sources, out=args.out, seed=args.seed, size=args.size,
+        allow_upscale=args.allow_upscale, shard_refs=args.shard_refs, limit=args.limit,
+        distortion_ids=args.distortions, levels=args.levels, metrics=args.metrics,
+        allow_missing_metrics=args.allow_missing_metrics, ensemble_file=args.ensemble,
+        max_pixels=args.max_pixels)
+    generate(config, ClusterOptions(actors=args.actors, max_in_flight=args.max_in_flight,
+                                    restart=args.restart))
     return 0
 
 
@@ -80,14 +95,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_options(sheet)
     sheet.set_defaults(run=_sheet)
 
-    generate = commands.add_parser(
-        "generate", help="run the generation job (for now: contact sheets of the embedded photos)",
-        description=_generate.__doc__)
-    generate.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
-    _add_image_options(generate)
-    generate.set_defaults(run=_generate)
+    _add_generate(commands)
     _add_label_commands(commands)
     return parser
+
+
+def _add_generate(commands) -> None:
+    from labelers.registry import METRICS
+    from pipeline.decode import DEFAULT_MAX_PIXELS
+
+    generate = commands.add_parser(
+        "generate", help="distort, label and shard pristine images on Ray (local or a cluster)",
+        description=_generate.__doc__ + " Local Ray by default (dashboard on 127.0.0.1:8265); "
+        "--address http://HEAD:8265 submits the same command to a cluster as a Ray job.")
+    generate.add_argument("--sources", default="embedded",
+                          help="a folder, a list file, an object-store URI (s3://...), or "
+                               "'embedded' for the photos scikit-image ships (default)")
+    generate.add_argument("--out", default="out/demo", help="output dataset (path or URI)")
+    _add_image_options(generate)
+    generate.add_argument("--limit", type=int, help="use only the first N sources")
+    generate.add_argument("--shard-refs", type=int, default=16,
+                          help="references per shard (default 16, about 1 GB at 512x384)")
+    generate.add_argument("--distortions", type=_distortion_ids,
+                          default=tuple(d.id for d in distortions.all()),
+                          help="subset of the bank: ids, ranges or names (default all 33)")
+    generate.add_argument("--levels", type=_ints, default=distortions.LEVELS,
+                          help="subset of levels, e.g. 1,3,5 (default 1-5)")
+    generate.add_argument("--metrics", type=lambda text: tuple(text.split(",")), default=METRICS,
+                          help="comma-separated metric keys (default all ten)")
+    generate.add_argument("--allow-missing-metrics", action="store_true",
+                          help="label without LPIPS/DISTS when their weights are missing")
+    generate.add_argument("--ensemble", help="ensemble file for Q (default: the shipped one)")
+    generate.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                          help="refuse sources with more pixels (decompression bombs)")
+    generate.add_argument("--restart", action="store_true",
+                          help="discard an earlier run with another plan in OUT and start over")
+    generate.add_argument("--address", help="submit to a Ray cluster: http://HEAD:8265")
+    generate.add_argument("--actors", type=int, help="labeler actors (default: one per GPU)")
+    generate.add_argument("--max-in-flight", type=int, help="shards in flight at once")
+    generate.set_defaults(run=_generate)
 
 
 def _add_label_commands(commands) -> None:

@@ -14,7 +14,7 @@ import labelers
 from labelers import ensemble as ens
 from labelers import weights
 from labelers.fitting import fit_ensemble
-from pipeline.images import read_rgb
+from pipeline.sources import read_rgb
 
 
 def weights_fetch(args) -> int:

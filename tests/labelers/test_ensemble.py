@@ -105,3 +105,9 @@ def test_bounds_round_outward_towards_the_worse_side():
     assert _round_outward(0.23456, towards_worse_up=True) == 0.235  # lower-is-better metric
     assert _round_outward(0.23456, towards_worse_up=False) == 0.234  # higher-is-better metric
     assert _round_outward(151.64, towards_worse_up=True) == 152.0
+
+
+def test_hash_survives_a_round_trip_with_integer_values(tmp_path):
+    integers = ens.Ensemble("ints", {"mae": 1}, {"mae": ens.Mapping01("linear", best=0, worst=1)})
+    integers.save(tmp_path / "ints.json")
+    assert ens.load(tmp_path / "ints.json").hash == integers.hash

@@ -1,0 +1,91 @@
+"""Decoding a source into 8-bit RGB, with every conversion recorded and every failure typed.
+
+Grayscale, gray+alpha, RGBA, palette, CMYK, 16-bit and EXIF-rotated images are converted
+(orientation applied; alpha composited on white); zero-byte, truncated, corrupt and non-image
+files, and decompression bombs (more pixels than the limit) raise DecodeError with a reason."""
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+class DecodeError(ValueError):
+    """A source could not be decoded; `reason` is a short machine-readable tag."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Decoded:
+    pixels: np.ndarray          # uint8 H x W x 3
+    original_size: tuple[int, int]  # width, height as stored (before orientation)
+    conversions: tuple[str, ...]
+
+
+SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I")
+ALPHA_MODES = ("RGBA", "LA", "PA")
+
+
+def _to_rgb(image: Image.Image, conversions: list[str]) -> Image.Image:
+    """8-bit RGB from any mode, appending what was done to `conversions`."""
+    if image.mode in SIXTEEN_BIT_GRAY:
+        conversions.append(f"{image.mode}->8-bit")
+        values = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(values / 257), 0, 255).astype(np.uint8))
+    if image.mode == "P":
+        conversions.append("palette->RGBA")
+        image = image.convert("RGBA")
+    if image.mode in ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        if rgba.getextrema()[3][0] < 255:
+            conversions.append(f"{image.mode}: alpha composited on white")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, rgba)
+        else:
+            conversions.append(f"{image.mode}: opaque alpha dropped")
+            image = rgba
+    if image.mode != "RGB":
+        conversions.append(f"{image.mode}->RGB")
+        image = image.convert("RGB")
+    return image
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode encoded image bytes into uint8 RGB, or raise DecodeError."""
+    if not data:
+        raise DecodeError("empty", "zero-byte file")
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                if image.width * image.height > max_pixels:
+                    raise DecodeError("too_many_pixels",
+                                      f"{image.width}x{image.height} exceeds {max_pixels} pixels")
+                original_size = image.size
+                image.load()
+                conversions: list[str] = []
+                orientation = image.getexif().get(0x0112, 1)
+                if orientation not in (None, 1):
+                    conversions.append(f"EXIF orientation {orientation} applied")
+                    image = ImageOps.exif_transpose(image)
+                rgb = _to_rgb(image, conversions)
+                return Decoded(np.asarray(rgb).copy(), original_size, tuple(conversions))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DecodeError("too_many_pixels", str(error)) from None
+    except UnidentifiedImageError:
+        raise DecodeError("not_an_image", "no image format recognised") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, DecodeError):
+            raise
+        raise DecodeError("corrupt", f"{type(error).__name__}: {error}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous

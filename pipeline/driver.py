@@ -1,0 +1,157 @@
+"""The Ray driver: shard tasks on CPUs, a fixed pool of labeler actors, bounded in-flight
+shards, retries, resume, a final sweep, progress and the report."""
+
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import ray
+from tqdm import tqdm
+
+from labelers import weights
+from labelers.ensemble import load as load_ensemble
+from pipeline.actors import LabelerActor, shard_task
+from pipeline.config import RunConfig
+from pipeline.plan import Plan, persist_or_check
+from pipeline.report import build_report, merge, summary_lines
+from pipeline.sources import list_sources
+from shards.reader import shard_stats
+from shards.storage import Location
+from shards.writer import shard_paths
+
+DASHBOARD_PORT = 8265
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """How the run uses Ray: actor count, in-flight shards (None: derived from resources)."""
+
+    actors: int | None = None
+    max_in_flight: int | None = None
+    restart: bool = False
+
+
+def shard_is_complete(location: Location, index: int) -> bool:
+    """Stats exist and agree with the tar and parquet beside them."""
+    paths = shard_paths(location, index)
+    if not all(location.exists(paths[kind]) for kind in ("stats", "tar", "parquet")):
+        return False
+    try:
+        return shard_stats(location, index)["samples"] >= 0
+    except (ValueError, KeyError, OSError):
+        return False
+
+
+def _start_ray() -> None:
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()  # inside a Ray job or pointed at a running cluster
+    else:
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1",
+                 dashboard_port=DASHBOARD_PORT, log_to_driver=False)
+    url = ray.get_runtime_context().dashboard_url if hasattr(
+        ray.get_runtime_context(), "dashboard_url") else None
+    print(f"Ray dashboard: http://{url or f'127.0.0.1:{DASHBOARD_PORT}'}", flush=True)
+
+
+def _labeler_pool(config: RunConfig, options: ClusterOptions):
+    """One actor per GPU; without GPUs, CPU actors that leave at least one CPU to the shard
+    tasks (fractional CPUs where the machine is small)."""
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 1.0)
+    count = options.actors or (gpus if gpus else max(1, int(cpus // 4)))
+    if gpus:
+        actor_options, threads = {"num_gpus": 1, "num_cpus": 1}, 1
+    else:
+        share = max(0.25, min(2.0, (cpus - 1) / count))
+        actor_options, threads = {"num_cpus": share}, max(1, int(cpus // (count + 1)))
+    return [LabelerActor.options(name=f"labeler-{k}", **actor_options)
+            .remote(config.metrics, config.allow_missing_metrics, threads)
+            for k in range(count)]
+
+
+def _check_weights(config: RunConfig) -> tuple[str, ...]:
+    """Stop before any work when deep weights are missing, unless allowed."""
+    absent = tuple(weights.missing(config.metrics))
+    if absent and not config.allow_missing_metrics:
+        raise weights.WeightsMissingError(weights.missing_message(list(absent)) +
+                                          " Or pass --allow-missing-metrics.")
+    return absent
+
+
+def _write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble, absent):
+    manifest = {"config": config.to_json(), "plan_digest": plan.digest,
+                "shards": plan.shard_count, "references": len(plan.references),
+                "ensemble_hash": ensemble.hash, "metrics_absent": list(absent),
+                "format": "shared/spec/shards.md"}
+    location.write_bytes(location.path("manifest.json"),
+                         json.dumps(manifest, sort_keys=True, indent=1).encode())
+    document = {**ensemble.to_json(), "metrics_absent": list(absent)}
+    location.write_bytes(location.path("ensemble.json"),
+                         json.dumps(document, sort_keys=True, indent=1).encode())
+
+
+def _run_shards(todo, submit, max_in_flight, progress) -> list[int]:
+    """Run shards with at most max_in_flight at once; return those that failed."""
+    pending, failed = {}, []
+    queue = list(todo)
+    while queue or pending:
+        while queue and len(pending) < max_in_flight:
+            index = queue.pop(0)
+            pending[submit(index)] = index
+        done, _ = ray.wait(list(pending), num_returns=1)
+        index = pending.pop(done[0])
+        try:
+            result = ray.get(done[0])
+        except (ray.exceptions.RayError, OSError) as error:
+            failed.append(index)
+            tqdm.write(f"shard {index:05d} failed: {type(error).__name__}: {error}")
+            continue
+        progress.update(1)
+        progress.samples += result["samples"]
+        progress.failures += result["failures"]
+        progress.set_postfix(samples=progress.samples, failures=progress.failures,
+                             per_s=round(progress.samples / max(progress.format_dict["elapsed"],
+                                                                1e-9), 1))
+    return failed
+
+
+def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> dict:
+    started = time.perf_counter()
+    absent = _check_weights(config)
+    location = Location.parse(config.out)
+    plan = Plan.make(list_sources(config.sources), config)
+    resumed = persist_or_check(plan, location, restart=options.restart)
+    ensemble = load_ensemble(config.ensemble_file)
+    _write_run_files(location, config, plan, ensemble, absent)
+    _start_ray()
+    todo = [i for i in range(plan.shard_count)
+            if options.restart or not shard_is_complete(location, i)]
+    if resumed:
+        print(f"resuming: {plan.shard_count - len(todo)} of {plan.shard_count} shards done")
+    if absent:
+        print(f"note: labels without {', '.join(absent)} (weights missing; Q renormalised)")
+    actors = _labeler_pool(config, options)
+    max_in_flight = options.max_in_flight or 2 * len(actors)
+    arguments = (plan.to_json(), config.to_json(), ensemble.to_json(), config.out)
+
+    def submit(index: int):
+        return shard_task.options(name=f"shard-{index:05d}").remote(
+            index, *arguments, actors[index % len(actors)])
+
+    with tqdm(total=plan.shard_count, initial=plan.shard_count - len(todo), unit="shard",
+              desc="generate") as progress:
+        progress.samples = progress.failures = 0
+        failed = _run_shards(todo, submit, max_in_flight, progress)
+        if failed:  # the final sweep: once more for every shard that did not complete
+            failed = _run_shards(failed, submit, max_in_flight, progress)
+    if failed:
+        raise RuntimeError(f"shards {failed} failed twice; rerun to resume them")
+    sources, failures, stats = merge(location, plan)
+    report = build_report(sources, failures, stats, time.perf_counter() - started, absent)
+    location.write_bytes(location.path("report.json"),
+                         json.dumps(report, sort_keys=True, indent=1).encode())
+    print("\n".join(summary_lines(report, config.out)))
+    return report

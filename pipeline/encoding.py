@@ -1,0 +1,27 @@
+"""Lossless PNG encoding and decoding of uint8 RGB (fixed settings, so bytes are stable)."""
+
+import hashlib
+
+import cv2
+import numpy as np
+
+PNG_SETTINGS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), PNG_SETTINGS)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return data.tobytes()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("not a decodable PNG")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def pixel_sha256(img: np.ndarray) -> str:
+    """SHA-256 of the decoded pixels (shape and bytes), as the sample records it."""
+    return hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()

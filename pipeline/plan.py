@@ -1,0 +1,96 @@
+"""The deterministic shard plan: sources sorted by their relative path or URI, each given a
+ref_id and a seeded train/val/test split, shard k holding references k*R .. k*R+R-1. It is
+persisted with a digest; a rerun with a different plan refuses to resume."""
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from pipeline.config import SPLIT_FRACTIONS, RunConfig
+from pipeline.sources import Source
+from shards.keys import ref_ids
+from shards.storage import Location
+
+PLAN_FILE = "plan.json"
+
+
+class PlanMismatchError(RuntimeError):
+    """The output directory holds a different plan; resuming would mix two datasets."""
+
+
+@dataclass(frozen=True)
+class PlannedReference:
+    ref_id: str
+    uri: str
+    order_key: str
+    split: str
+
+
+def split_of(ref_id: str, seed: int) -> str:
+    """train / val / test (80/10/10) from a seeded hash of the ref_id."""
+    digest = hashlib.sha256(f"split|{seed}|{ref_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    train, val, _ = SPLIT_FRACTIONS
+    return "train" if u < train else "val" if u < train + val else "test"
+
+
+@dataclass(frozen=True)
+class Plan:
+    inputs: dict
+    references: tuple[PlannedReference, ...]
+
+    @classmethod
+    def make(cls, sources: list[Source], config: RunConfig) -> "Plan":
+        chosen = sources[: config.limit] if config.limit else sources
+        ids = ref_ids(source.stem for source in chosen)
+        references = tuple(
+            PlannedReference(ref_id, s.uri, s.order_key, split_of(ref_id, config.seed))
+            for ref_id, s in zip(ids, chosen, strict=True))
+        return cls(config.plan_inputs(), references)
+
+    @property
+    def shard_refs(self) -> int:
+        return self.inputs["shard_refs"]
+
+    @property
+    def shard_count(self) -> int:
+        return -(-len(self.references) // self.shard_refs)
+
+    def shard(self, index: int) -> tuple[PlannedReference, ...]:
+        return self.references[index * self.shard_refs:(index + 1) * self.shard_refs]
+
+    def shard_of(self, ref_id: str) -> int:
+        position = next(i for i, r in enumerate(self.references) if r.ref_id == ref_id)
+        return position // self.shard_refs
+
+    def to_json(self) -> dict:
+        return {"inputs": self.inputs, "references": [asdict(r) for r in self.references]}
+
+    @property
+    def digest(self) -> str:
+        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Plan":
+        return cls(data["inputs"], tuple(PlannedReference(**r) for r in data["references"]))
+
+
+def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> bool:
+    """Write the plan, or check it against the one already there. Returns True when an
+    earlier run of this same plan exists (resume). A different plan raises PlanMismatchError
+    unless `restart` is set, in which case the caller clears the output first."""
+    path = location.path(PLAN_FILE)
+    if location.exists(path) and not restart:
+        existing = Plan.from_json(json.loads(location.read_bytes(path)))
+        if existing.digest != plan.digest:
+            raise PlanMismatchError(
+                f"{location.root} holds another plan ({existing.digest[:12]}, "
+                f"{len(existing.references)} references) than this run's ({plan.digest[:12]}, "
+                f"{len(plan.references)}); rerun with --restart to start over, or choose "
+                "another --out")
+        return True
+    location.makedirs(location.root)
+    document = {**plan.to_json(), "digest": plan.digest}
+    location.write_bytes(path, json.dumps(document, sort_keys=True, indent=1).encode())
+    return False

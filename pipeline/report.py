@@ -1,0 +1,82 @@
+"""After the shards: merge per-shard sources and failures, and write the run report."""
+
+import json
+from collections import Counter, defaultdict
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.plan import Plan
+from shards.reader import shard_stats
+from shards.storage import Location
+from shards.writer import shard_paths
+
+SOURCES_SCHEMA = pa.schema([
+    ("ref_id", pa.string()), ("uri", pa.string()), ("original_width", pa.int32()),
+    ("original_height", pa.int32()), ("sha256", pa.string()), ("shard", pa.int32()),
+    ("split", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+    ("conversions", pa.list_(pa.string())),
+])
+
+
+def _side_file(location: Location, index: int, suffix: str) -> str:
+    return shard_paths(location, index)["stats"].removesuffix("_stats.json") + suffix
+
+
+def merge(location: Location, plan: Plan) -> tuple[list[dict], list[dict], list[dict]]:
+    """sources.parquet and failures.jsonl from every shard's own lists; returns (sources,
+    failures, stats) for the report."""
+    sources, failures, stats = [], [], []
+    for index in range(plan.shard_count):
+        sources += json.loads(location.read_bytes(_side_file(location, index, "_sources.json")))
+        text = location.read_bytes(_side_file(location, index, "_failures.jsonl")).decode()
+        failures += [json.loads(line) for line in text.splitlines() if line]
+        stats.append(shard_stats(location, index))
+    table = pa.Table.from_pylist(sources, schema=SOURCES_SCHEMA)
+    with location.fs.open_output_stream(location.path("sources.parquet")) as stream:
+        pq.write_table(table, stream)
+    location.write_bytes(location.path("failures.jsonl"), "".join(
+        json.dumps(f, sort_keys=True) + "\n" for f in failures).encode())
+    return sources, failures, stats
+
+
+def build_report(sources, failures, stats, wall_seconds: float, absent: tuple[str, ...]) -> dict:
+    seconds = Counter()
+    for shard in stats:
+        seconds.update(shard["seconds"])
+    samples = sum(s["samples"] for s in stats)
+    distorted = sum(s["distorted"] for s in stats)
+    by_scenario = defaultdict(list)
+    for shard in stats:
+        for distortion_id, level, quality in shard["labels"]:
+            by_scenario[f"{distortion_id:02d}-{level}"].append(quality)
+    return {
+        "sources": len(sources),
+        "sources_ok": sum(s["status"] == "ok" for s in sources),
+        "samples": samples,
+        "distorted": distorted,
+        "failures": len(failures),
+        "failures_by_reason": dict(Counter(f["reason"] for f in failures)),
+        "metrics_absent": list(absent),
+        "wall_seconds": round(wall_seconds, 1),
+        "samples_per_second": round(samples / wall_seconds, 2) if wall_seconds else None,
+        "stage_seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "stage_images_per_second": {k: round(distorted / v, 2) for k, v in seconds.items() if v},
+        "mean_quality_by_scenario": {k: round(sum(v) / len(v), 4)
+                                     for k, v in sorted(by_scenario.items())},
+    }
+
+
+def summary_lines(report: dict, out: str) -> list[str]:
+    lines = [
+        f"dataset: {out}",
+        f"sources: {report['sources']} ({report['sources_ok']} ok), samples: {report['samples']} "
+        f"({report['distorted']} distorted), failures: {report['failures']}",
+        f"time: {report['wall_seconds']} s, {report['samples_per_second']} samples/s",
+    ]
+    if report["failures_by_reason"]:
+        lines.append("failures by reason: " + ", ".join(
+            f"{reason} {count}" for reason, count in report["failures_by_reason"].items()))
+    if report["metrics_absent"]:
+        lines.append(f"labels without: {', '.join(report['metrics_absent'])} (weights missing)")
+    return lines

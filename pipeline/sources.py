@@ -1,0 +1,115 @@
+"""Listing sources (a local folder, a list file, an object-store prefix, or the embedded photos)
+in a stable order, and loading one as 8-bit RGB."""
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pyarrow.fs as pafs
+
+from pipeline.decode import DEFAULT_MAX_PIXELS, Decoded, DecodeError, decode
+from pipeline.embedded import EMBEDDED_PHOTOS, embedded_photo
+
+EMBEDDED = "embedded"
+EMBEDDED_PREFIX = "embedded:"
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm",
+                    ".pgm", ".jp2"}
+LIST_EXTENSIONS = {".txt", ".csv", ".lst"}
+
+
+@dataclass(frozen=True)
+class Source:
+    uri: str        # what to read: a path, a URI, or embedded:NAME
+    order_key: str  # relative path or URI: the stable sort order
+    stem: str       # file name without extension, for the ref_id
+
+
+def _is_image_name(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _from_local_folder(folder: Path) -> list[Source]:
+    """Every image-named entry below `folder`, dangling links included (they fail later,
+    recorded, rather than vanish from the listing)."""
+    found = []
+    for directory, _, files in os.walk(folder, followlinks=True):
+        for name in files:
+            if _is_image_name(name):
+                path = Path(directory) / name
+                found.append(Source(str(path), path.relative_to(folder).as_posix(), path.stem))
+    return found
+
+
+def _from_object_store(uri: str) -> list[Source]:
+    fs, root = pafs.FileSystem.from_uri(uri)
+    scheme = uri.split("://", 1)[0]
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    return [Source(f"{scheme}://{info.path}", info.path.removeprefix(root).lstrip("/"),
+                   PurePosixPath(info.path).stem)
+            for info in infos if info.type == pafs.FileType.File and _is_image_name(info.path)]
+
+
+def _from_list_file(path: Path) -> list[Source]:
+    """One path or URI per line (first column of a CSV such as kadis700k_ref_imgs.csv; a header
+    row without an image name is skipped). Relative paths are relative to the list file."""
+    with path.open(newline="") as handle:
+        rows = [row[0].strip() for row in csv.reader(handle) if row and row[0].strip()]
+    found = []
+    for entry in rows:
+        if not _is_image_name(entry):
+            continue
+        uri = entry if "://" in entry or Path(entry).is_absolute() else str(path.parent / entry)
+        found.append(Source(uri, entry, PurePosixPath(entry).stem))
+    return found
+
+
+def list_sources(spec: str) -> list[Source]:
+    """The sources `spec` names, sorted by their relative path or URI."""
+    if spec == EMBEDDED:
+        found = [Source(EMBEDDED_PREFIX + name, name, name) for name in EMBEDDED_PHOTOS]
+    elif "://" in spec:
+        found = _from_object_store(spec)
+    elif Path(spec).is_dir():
+        found = _from_local_folder(Path(spec))
+    elif Path(spec).is_file() and Path(spec).suffix.lower() in LIST_EXTENSIONS:
+        found = _from_list_file(Path(spec))
+    else:
+        raise ValueError(f"sources {spec!r}: not 'embedded', a folder, a list file "
+                         f"({', '.join(sorted(LIST_EXTENSIONS))}) or an object-store URI")
+    return sorted(found, key=lambda source: source.order_key)
+
+
+def read_bytes(uri: str) -> bytes:
+    """The bytes behind a path or URI; unreadable sources raise DecodeError('unreadable')."""
+    try:
+        if "://" in uri:
+            fs, path = pafs.FileSystem.from_uri(uri)
+            with fs.open_input_stream(path) as stream:
+                return stream.read()
+        return Path(uri).read_bytes()
+    except FileNotFoundError:
+        detail = "dangling link" if os.path.islink(uri) else "no such file"
+        raise DecodeError("unreadable", f"{uri}: {detail}") from None
+    except OSError as error:
+        raise DecodeError("unreadable", f"{uri}: {error}") from None
+
+
+def single(text: str) -> Source:
+    """One source named on a command line: a path, a URI or embedded:NAME."""
+    stem = PurePosixPath(text.removeprefix(EMBEDDED_PREFIX)).stem
+    return Source(text, text, stem)
+
+
+def read_rgb(text: str) -> np.ndarray:
+    """The uint8 RGB pixels of one path, URI or embedded:NAME (DecodeError when unreadable)."""
+    return load(single(text)).pixels
+
+
+def load(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """A source as 8-bit RGB with its conversions, or DecodeError with the reason."""
+    if source.uri.startswith(EMBEDDED_PREFIX):
+        pixels = embedded_photo(source.uri.removeprefix(EMBEDDED_PREFIX))
+        return Decoded(pixels, (pixels.shape[1], pixels.shape[0]), ())
+    return decode(read_bytes(source.uri), max_pixels)

@@ -1,0 +1,170 @@
+"""The shard worker, free of Ray: decode and size each reference, apply every scenario, label
+the versions, and write the shard. Bad input never stops it: a source or sample that fails is
+recorded with its reason."""
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import distortions
+from labelers.ensemble import Ensemble
+from labelers.labeler import Labeler
+from pipeline.config import RunConfig
+from pipeline.decode import DecodeError
+from pipeline.encoding import decode_png, encode_png, pixel_sha256
+from pipeline.plan import Plan, PlannedReference
+from pipeline.sizing import SourceTooSmallError, cover_and_crop
+from pipeline.sources import Source, load
+from shards.keys import distorted_key, reference_key
+from shards.storage import Location
+from shards.writer import ShardWriter, shard_paths
+
+# score_pngs(reference PNG, version PNGs) -> ({metric: scores}, absent metric keys)
+ScorePngs = Callable[[bytes, list[bytes]], tuple[dict[str, np.ndarray], tuple[str, ...]]]
+
+
+@dataclass
+class ShardOutcome:
+    index: int
+    samples: int = 0
+    sources: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=lambda: {
+        "decode": 0.0, "distort": 0.0, "encode": 0.0, "label": 0.0, "write": 0.0})
+    labels: list[tuple[int, int, float]] = field(default_factory=list)  # (id, level, Q)
+
+
+class _Timer:
+    def __init__(self, seconds: dict[str, float], stage: str):
+        self.seconds, self.stage = seconds, stage
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.seconds[self.stage] += time.perf_counter() - self.start
+
+
+def _failure(ref: PlannedReference, reason: str, detail: str, **extra) -> dict:
+    return {"ref_id": ref.ref_id, "uri": ref.uri, "reason": reason, "detail": detail, **extra}
+
+
+def _prepare_reference(ref: PlannedReference, config: RunConfig, outcome: ShardOutcome):
+    """The sized reference pixels and its sources row; None (and a failure) if unusable."""
+    row = {"ref_id": ref.ref_id, "uri": ref.uri, "shard": outcome.index, "split": ref.split,
+           "original_width": None, "original_height": None, "sha256": None, "conversions": [],
+           "status": "failed", "reason": None}
+    try:
+        decoded = load(Source(ref.uri, ref.order_key, ref.ref_id), config.max_pixels)
+        width, height = decoded.original_size
+        row.update(original_width=width, original_height=height,
+                   conversions=list(decoded.conversions))
+        pixels = cover_and_crop(decoded.pixels, config.size, config.allow_upscale)
+        distortions.check_image(pixels)
+    except DecodeError as error:
+        row["reason"] = error.reason
+        outcome.failures.append(_failure(ref, error.reason, str(error)))
+    except (SourceTooSmallError, distortions.ImageTooSmallError) as error:
+        row["reason"] = "too_small"
+        outcome.failures.append(_failure(ref, "too_small", str(error)))
+    else:
+        row.update(status="ok", sha256=pixel_sha256(pixels))
+        outcome.sources.append(row)
+        return pixels
+    outcome.sources.append(row)
+    return None
+
+
+def _base_record(ref: PlannedReference, pixels: np.ndarray, key: str, kind: str) -> dict:
+    return {"key": key, "ref_id": ref.ref_id, "kind": kind, "split": ref.split,
+            "width": int(pixels.shape[1]), "height": int(pixels.shape[0]), "codec": "png",
+            "sha256": pixel_sha256(pixels)}
+
+
+def _distort_all(ref, pixels, config, outcome):
+    """(record, image) for every scenario that succeeds; failures are recorded."""
+    made = []
+    for distortion_id, level in config.scenarios:
+        distortion = distortions.get(distortion_id)
+        seed = distortions.derive_seed(config.seed, ref.ref_id, distortion_id, level)
+        try:
+            image, recipe = distortions.apply(pixels, distortion_id, level, seed)
+        except distortions.DistortionError as error:
+            outcome.failures.append(_failure(ref, "distortion_failed", str(error),
+                                             distortion_id=distortion_id, level=level))
+            continue
+        record = _base_record(ref, image, distorted_key(ref.ref_id, distortion_id, level),
+                              "distorted")
+        record.update(distortion_id=distortion_id, distortion=distortion.name,
+                      category=distortion.category, level=level, seed=seed, recipe=recipe)
+        made.append((record, image))
+    return made
+
+
+def local_scorer(labeler: Labeler) -> ScorePngs:
+    """score_pngs with a Labeler in this process (tests, and single-process runs)."""
+    def score_pngs(ref_png: bytes, pngs: list[bytes]):
+        scores = labeler.score(decode_png(ref_png), [decode_png(png) for png in pngs])
+        return dict(scores), scores.absent
+    return score_pngs
+
+
+def _label(records, ref_png, pngs, score_pngs: ScorePngs, ensemble: Ensemble) -> None:
+    if not records:
+        return
+    scores, absent = score_pngs(ref_png, pngs)
+    quality, used = ensemble.quality(scores)
+    for i, record in enumerate(records):
+        record["scores"] = {key: float(values[i]) for key, values in scores.items()}
+        record["quality"] = float(quality[i])
+        record["ensemble_hash"] = ensemble.hash
+        record["metrics_used"] = list(used) if absent else None
+
+
+def produce_shard(index: int, plan: Plan, config: RunConfig, score_pngs: ScorePngs,
+                  ensemble: Ensemble, location: Location) -> ShardOutcome:
+    """Make shard `index` of the plan and publish it (stats last)."""
+    outcome = ShardOutcome(index)
+    references, distorted = [], []
+    for ref in plan.shard(index):
+        with _Timer(outcome.seconds, "decode"):
+            pixels = _prepare_reference(ref, config, outcome)
+        if pixels is None:
+            continue
+        with _Timer(outcome.seconds, "distort"):
+            made = _distort_all(ref, pixels, config, outcome)
+        with _Timer(outcome.seconds, "encode"):
+            ref_png = encode_png(pixels)
+            pngs = [encode_png(image) for _, image in made]
+        with _Timer(outcome.seconds, "label"):
+            _label([record for record, _ in made], ref_png, pngs, score_pngs, ensemble)
+        references.append((_base_record(ref, pixels, reference_key(ref.ref_id), "reference"),
+                           ref_png))
+        distorted.extend((record, png) for (record, _), png in zip(made, pngs, strict=True))
+        outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made)
+    with _Timer(outcome.seconds, "write"):
+        _write(index, references, distorted, config, outcome, location)
+    return outcome
+
+
+def _write(index, references, distorted, config, outcome, location) -> None:
+    order = np.random.default_rng([config.seed, index]).permutation(len(distorted))
+    writer = ShardWriter(location, index)
+    try:
+        for record, png in references + [distorted[i] for i in order]:
+            writer.add(record, png)
+        outcome.samples = len(references) + len(distorted)
+        paths = shard_paths(location, index)
+        base = paths["stats"].removesuffix("_stats.json")
+        location.write_bytes(f"{base}_sources.json", json.dumps(outcome.sources).encode())
+        location.write_bytes(f"{base}_failures.jsonl", "".join(
+            json.dumps(f, sort_keys=True) + "\n" for f in outcome.failures).encode())
+        writer.finish({"references": len(references), "distorted": len(distorted),
+                       "failures": len(outcome.failures), "seconds": outcome.seconds,
+                       "labels": outcome.labels})
+    except BaseException:
+        writer.abort()
+        raise

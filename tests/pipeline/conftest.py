@@ -1,0 +1,78 @@
+"""Pipeline fixtures: a folder of small sources with every bad-input kind, a fast config."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labelers.ensemble import Ensemble, Mapping01
+from pipeline.config import RunConfig
+from pipeline.sizing import TargetSize
+
+SMALL = TargetSize(192, 176)
+
+
+def _encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def good_rgb(small_image) -> Image.Image:
+    return Image.fromarray(small_image)
+
+
+@pytest.fixture
+def sources_folder(tmp_path, good_rgb) -> tuple:
+    """Good images in many modes, and one file of each bad kind; returns (folder, expected)."""
+    folder = tmp_path / "sources"
+    (folder / "nested").mkdir(parents=True)
+    rgba = good_rgb.convert("RGBA")
+    rgba.putalpha(128)
+    exif = good_rgb.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    sixteen = Image.fromarray(np.asarray(good_rgb.convert("L")).astype(np.uint16) * 257)
+    good = {
+        "rgb.png": _encode(good_rgb),
+        "gray.png": _encode(good_rgb.convert("L")),
+        "rgba.png": _encode(rgba),
+        "palette.png": _encode(good_rgb.convert("P")),
+        "cmyk.jpg": _encode(good_rgb.convert("CMYK"), "JPEG"),
+        "sixteen.png": _encode(sixteen),
+        "nested/rotated.jpg": _encode(good_rgb.resize((192, 192)), "JPEG", exif=exif.tobytes()),
+    }
+    bad = {
+        "empty.png": (b"", "empty"),
+        "text.png": (b"this is not an image", "not_an_image"),
+        "truncated.jpg": (_encode(good_rgb, "JPEG")[:400], "corrupt"),
+        "small.png": (_encode(good_rgb.resize((64, 48))), "too_small"),
+        "bomb.png": (_encode(Image.new("RGB", (3000, 3000))), "too_many_pixels"),
+    }
+    for name, data in good.items():
+        (folder / name).write_bytes(data)
+    for name, (data, _) in bad.items():
+        (folder / name).write_bytes(data)
+    os.symlink(folder / "missing.png", folder / "dangling.png")
+    expected_failures = {name.split(".")[0]: reason for name, (_, reason) in bad.items()}
+    expected_failures["dangling"] = "unreadable"
+    return folder, [n.split("/")[-1].split(".")[0] for n in good], expected_failures
+
+
+@pytest.fixture
+def mae_ensemble() -> Ensemble:
+    return Ensemble("test", {"mae": 1.0, "gmsd": 1.0},
+                    {"mae": Mapping01("linear", best=0.0, worst=0.2),
+                     "gmsd": Mapping01("linear", best=0.0, worst=0.3)})
+
+
+@pytest.fixture
+def fast_config(tmp_path):
+    def make(sources: str, **overrides) -> RunConfig:
+        options = {"sources": sources, "out": str(tmp_path / "out"), "size": SMALL,
+                   "shard_refs": 4, "distortion_ids": (1, 13, 26), "levels": (1, 5),
+                   "metrics": ("mae", "gmsd"), "max_pixels": 4_000_000, **overrides}
+        return RunConfig(**options)
+    return make

@@ -1,0 +1,107 @@
+"""The Ray-free shard worker: bad input is recorded and never stops the run; conversions are
+recorded; parquet rows equal tar members; the same shard twice gives the same bytes."""
+
+import hashlib
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from labelers import Labeler
+from pipeline.plan import Plan, PlanMismatchError, persist_or_check, split_of
+from pipeline.sources import list_sources
+from pipeline.worker import local_scorer, produce_shard
+from shards.reader import read_index, tar_urls
+from shards.storage import Location
+from shards.writer import shard_paths
+
+
+def _run_all(config, ensemble):
+    plan = Plan.make(list_sources(config.sources), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    scorer = local_scorer(Labeler(metrics=config.metrics, device="cpu"))
+    outcomes = [produce_shard(i, plan, config, scorer, ensemble, location)
+                for i in range(plan.shard_count)]
+    return plan, location, outcomes
+
+
+@pytest.mark.slow
+def test_bad_inputs_are_recorded_and_good_ones_converted(sources_folder, fast_config,
+                                                         mae_ensemble):
+    folder, good, expected_failures = sources_folder
+    config = fast_config(str(folder))
+    plan, _, outcomes = _run_all(config, mae_ensemble)
+    assert len(plan.references) == len(good) + len(expected_failures)
+    failures = {f["ref_id"]: f["reason"] for o in outcomes for f in o.failures}
+    assert failures == expected_failures
+    rows = {row["ref_id"]: row for o in outcomes for row in o.sources}
+    assert {r for r, row in rows.items() if row["status"] == "ok"} == set(good)
+    assert all(rows[r]["reason"] == reason for r, reason in expected_failures.items())
+    assert "L->RGB" in rows["gray"]["conversions"]
+    assert any("alpha composited" in c for c in rows["rgba"]["conversions"])
+    assert any("palette" in c for c in rows["palette"]["conversions"])
+    assert "CMYK->RGB" in rows["cmyk"]["conversions"]
+    assert any("8-bit" in c for c in rows["sixteen"]["conversions"])
+    assert any("orientation 6" in c for c in rows["rotated"]["conversions"])
+    per_reference = 1 + len(config.scenarios)
+    assert sum(o.samples for o in outcomes) == len(good) * per_reference
+
+
+@pytest.mark.slow
+def test_parquet_rows_equal_tar_members_and_labels_are_present(sources_folder, fast_config,
+                                                               mae_ensemble):
+    folder, good, _ = sources_folder
+    config = fast_config(str(folder))
+    _, location, _ = _run_all(config, mae_ensemble)
+    index = read_index(location).to_pylist()
+    samples = list(wds.WebDataset(tar_urls(location), shardshuffle=False))
+    assert [s["__key__"] for s in samples] == [row["key"] for row in index]
+    assert all("." not in s["__key__"] for s in samples)
+    distorted = [row for row in index if row["kind"] == "distorted"]
+    assert len(distorted) == len(good) * len(config.scenarios)
+    for row in distorted:
+        assert 0.0 <= row["quality"] <= 1.0 and row["ensemble_hash"] == mae_ensemble.hash
+        assert row["scores"]["mae"] is not None and row["scores"]["lpips"] is None
+        assert json.loads(row["recipe"])["distortion_id"] == row["distortion_id"]
+    for row in index:
+        if row["kind"] == "reference":
+            assert row["scores"] is None and row["quality"] is None
+    # each shard: references first, then the distorted samples
+    kinds = [row["kind"] for row in pq.read_table(shard_paths(location, 0)["parquet"]).to_pylist()]
+    assert kinds == sorted(kinds, key=lambda kind: kind != "reference")
+
+
+@pytest.mark.slow
+def test_the_same_shard_twice_gives_the_same_bytes(tmp_path, fast_config, mae_ensemble):
+    digests = []
+    for run in ("a", "b"):
+        config = fast_config("embedded", out=str(tmp_path / run), limit=2)
+        _, location, _ = _run_all(config, mae_ensemble)
+        tar = location.read_bytes(shard_paths(location, 0)["tar"])
+        digests.append(hashlib.sha256(tar).hexdigest())
+    assert digests[0] == digests[1]
+
+
+def test_plan_is_deterministic_and_refuses_another_plan(tmp_path, fast_config):
+    config = fast_config("embedded")
+    plan = Plan.make(list_sources("embedded"), config)
+    assert plan.digest == Plan.make(list_sources("embedded"), config).digest
+    assert [len(plan.shard(i)) for i in range(plan.shard_count)] == [4, 1]
+    location = Location.parse(config.out)
+    assert persist_or_check(plan, location) is False
+    assert persist_or_check(plan, location) is True
+    other = Plan.make(list_sources("embedded"), fast_config("embedded", seed=1))
+    with pytest.raises(PlanMismatchError, match="--restart"):
+        persist_or_check(other, location)
+    assert persist_or_check(other, location, restart=True) is False
+
+
+def test_splits_are_seeded_and_about_80_10_10():
+    splits = [split_of(f"ref{i}", seed=0) for i in range(3000)]
+    assert splits == [split_of(f"ref{i}", seed=0) for i in range(3000)]
+    shares = {name: splits.count(name) / 3000 for name in ("train", "val", "test")}
+    assert shares["train"] == pytest.approx(0.8, abs=0.03)
+    assert shares["val"] == pytest.approx(0.1, abs=0.02)
+    assert splits != [split_of(f"ref{i}", seed=1) for i in range(3000)]
