@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 OUT ?= out/demo
 SEED ?= 0
+SOURCES ?= embedded
+ADDRESS ?=
+ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -24,8 +27,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create or update the virtual environment in .venv
 	@echo "environment ready: $(VENV)"
 
-generate: $(STAMP) ## run the main job on the embedded photos (OUT=out/demo)
-	$(BIN)/iqa-factory generate --out $(OUT) --seed $(SEED)
+generate: $(STAMP) ## the pipeline: [SOURCES=embedded] [OUT=out/demo] [ADDRESS=http://HEAD:8265]
+	$(BIN)/iqa-factory generate --sources $(SOURCES) --out $(OUT) --seed $(SEED) \
+		$(if $(filter embedded,$(SOURCES)),--allow-missing-metrics) \
+		$(if $(ADDRESS),--address $(ADDRESS)) $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (everything that needs no GPU)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -66,7 +66,8 @@ def _labeler_pool(config: RunConfig, options: ClusterOptions):
         actor_options, threads = {"num_gpus": 1, "num_cpus": 1}, 1
     else:
         share = max(0.25, min(2.0, (cpus - 1) / count))
-        actor_options, threads = {"num_cpus": share}, max(1, int(cpus // (count + 1)))
+        # labelling is the bottleneck: each actor's torch may use its share of every core
+        actor_options, threads = {"num_cpus": share}, max(1, int(cpus // count))
     return [LabelerActor.options(name=f"labeler-{k}", **actor_options)
             .remote(config.metrics, config.allow_missing_metrics, threads)
             for k in range(count)]
