@@ -12,7 +12,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install generate test lint format sheet bench-distortions bench-labelers default-ensemble golden clean
+.PHONY: help install generate test lint format sheet bench-distortions bench-labelers default-ensemble validate-levels golden clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -29,7 +29,7 @@ install: $(STAMP) ## create or update the virtual environment in .venv
 
 generate: $(STAMP) ## the pipeline: [SOURCES=embedded] [OUT=out/demo] [ADDRESS=http://HEAD:8265]
 	$(BIN)/iqa-factory generate --sources $(SOURCES) --out $(OUT) --seed $(SEED) \
-		$(if $(filter embedded,$(SOURCES)),--allow-missing-metrics) \
+		$(if $(filter embedded,$(SOURCES)),--allow-missing-metrics --shard-refs 1) \
 		$(if $(ADDRESS),--address $(ADDRESS)) $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (everything that needs no GPU)
@@ -56,6 +56,10 @@ bench-labelers: $(STAMP) $(BENCH_SITE) ## images/s per metric vs pyiqa -> docs/b
 
 default-ensemble: $(STAMP) ## recompute the default ensemble's bounds on the embedded photos
 	$(BIN)/python -m labelers.default_ensemble
+
+validate-levels: $(STAMP) ## mean Q by distortion and level of OUT -> docs/validate-levels.*
+	@test -f $(OUT)/report.json || $(MAKE) generate OUT=$(OUT)
+	$(BIN)/iqa-factory validate-levels $(OUT) --target docs
 
 golden: $(STAMP) ## rewrite the golden hashes after a deliberate change of pixels
 	$(BIN)/python tests/distortions/golden.py --write

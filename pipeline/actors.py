@@ -33,15 +33,33 @@ class LabelerActor:
         return {key: np.asarray(values) for key, values in scores.items()}, scores.absent
 
 
+@ray.remote(num_cpus=0)
+class ProgressActor:
+    """Samples and failures reported by shard tasks as each reference finishes."""
+
+    def __init__(self):
+        self.samples = self.failures = 0
+
+    def add(self, samples: int, failures: int) -> None:
+        self.samples += samples
+        self.failures += failures
+
+    def read(self) -> tuple[int, int]:
+        return self.samples, self.failures
+
+
 @ray.remote(max_retries=3)
 def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
-               labeler: "ray.actor.ActorHandle") -> dict:
+               labeler: "ray.actor.ActorHandle", progress: "ray.actor.ActorHandle") -> dict:
     """Produce one shard; the labels come from `labeler`. Returns its summary."""
     def score_pngs(ref_png: bytes, pngs: list[bytes]):
         return ray.get(labeler.score_pngs.remote(ref_png, pngs))
 
+    def on_reference(samples: int, failures: int) -> None:
+        progress.add.remote(samples, failures)
+
     outcome = produce_shard(index, Plan.from_json(plan), RunConfig.from_json(config), score_pngs,
-                            Ensemble.from_json(ensemble), Location.parse(out))
+                            Ensemble.from_json(ensemble), Location.parse(out), on_reference)
     record_shard(outcome)
     return {"index": index, "samples": outcome.samples, "failures": len(outcome.failures),
             "seconds": outcome.seconds}

@@ -96,6 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.set_defaults(run=_sheet)
 
     _add_generate(commands)
+    inspecting = commands.add_parser(
+        "inspect", help="summarise and validate a dataset (tar, parquet, stats, plan agree)",
+        description=_inspect.__doc__)
+    inspecting.add_argument("out", metavar="OUT")
+    inspecting.set_defaults(run=_inspect)
+    levels = commands.add_parser(
+        "validate-levels", help="check that mean labels fall with the level (table and plot)",
+        description=_validate_levels.__doc__)
+    levels.add_argument("out", metavar="OUT", nargs="?", default="out/demo")
+    levels.add_argument("--target", default="docs", help="where to write (default docs/)")
+    levels.set_defaults(run=_validate_levels)
     _add_label_commands(commands)
     return parser
 
@@ -134,6 +145,30 @@ def _add_generate(commands) -> None:
     generate.add_argument("--actors", type=int, help="labeler actors (default: one per GPU)")
     generate.add_argument("--max-in-flight", type=int, help="shards in flight at once")
     generate.set_defaults(run=_generate)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    """Print a dataset's summary and validate it; exit 1 when a problem is found."""
+    from pipeline.inspect_dataset import inspect
+
+    lines, problems = inspect(args.out)
+    print("\n".join(lines))
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    print("valid" if not problems else f"{len(problems)} problem(s)")
+    return 0 if not problems else 1
+
+
+def _validate_levels(args: argparse.Namespace) -> int:
+    """Mean label Q by distortion and level of a generated dataset, checked against the
+    spec's level order; writes a table (markdown, JSON) and a plot (PNG)."""
+    from pipeline.validate_levels import validate_levels
+
+    rows = validate_levels(args.out, Path(args.target))
+    failing = [row["name"] for row in rows if not row["order_holds"]]
+    print(f"wrote {args.target}/validate-levels.md, .json and .png ({len(rows)} types)")
+    print("all level orders hold" if not failing else f"level order fails for: {failing}")
+    return 0
 
 
 def _add_label_commands(commands) -> None:

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from labelers import weights
 from labelers.ensemble import load as load_ensemble
-from pipeline.actors import LabelerActor, shard_task
+from pipeline.actors import LabelerActor, ProgressActor, shard_task
 from pipeline.config import RunConfig
 from pipeline.plan import Plan, persist_or_check
 from pipeline.report import build_report, merge, summary_lines
@@ -21,6 +21,7 @@ from shards.storage import Location
 from shards.writer import shard_paths
 
 DASHBOARD_PORT = 8265
+PROGRESS_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,27 @@ def _write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble
                          json.dumps(document, sort_keys=True, indent=1).encode())
 
 
-def _run_shards(todo, submit, max_in_flight, progress) -> list[int]:
+class _Progress:
+    """The terminal bar: samples (with ETA), shards done, failures, fed by the ProgressActor."""
+
+    def __init__(self, total_samples: int, shards: int, done_shards: int, done_samples: int):
+        self.actor = ProgressActor.remote()
+        self.shards, self.done_shards = shards, done_shards
+        self.offset = done_samples
+        self.bar = tqdm(total=total_samples, initial=done_samples, unit="sample",
+                        desc="generate", smoothing=0.1)
+
+    def refresh(self) -> None:
+        samples, failures = ray.get(self.actor.read.remote())
+        self.bar.n = self.offset + samples
+        self.bar.set_postfix(shards=f"{self.done_shards}/{self.shards}", failures=failures)
+
+    def close(self) -> None:
+        self.refresh()
+        self.bar.close()
+
+
+def _run_shards(todo, submit, max_in_flight, progress: _Progress) -> list[int]:
     """Run shards with at most max_in_flight at once; return those that failed."""
     pending, failed = {}, []
     queue = list(todo)
@@ -102,20 +123,18 @@ def _run_shards(todo, submit, max_in_flight, progress) -> list[int]:
         while queue and len(pending) < max_in_flight:
             index = queue.pop(0)
             pending[submit(index)] = index
-        done, _ = ray.wait(list(pending), num_returns=1)
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_SECONDS)
+        progress.refresh()
+        if not done:
+            continue
         index = pending.pop(done[0])
         try:
-            result = ray.get(done[0])
+            ray.get(done[0])
         except (ray.exceptions.RayError, OSError) as error:
             failed.append(index)
             tqdm.write(f"shard {index:05d} failed: {type(error).__name__}: {error}")
             continue
-        progress.update(1)
-        progress.samples += result["samples"]
-        progress.failures += result["failures"]
-        progress.set_postfix(samples=progress.samples, failures=progress.failures,
-                             per_s=round(progress.samples / max(progress.format_dict["elapsed"],
-                                                                1e-9), 1))
+        progress.done_shards += 1
     return failed
 
 
@@ -138,16 +157,19 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
     max_in_flight = options.max_in_flight or 2 * len(actors)
     arguments = (plan.to_json(), config.to_json(), ensemble.to_json(), config.out)
 
+    per_reference = 1 + len(config.scenarios)
+    done = [i for i in range(plan.shard_count) if i not in todo]
+    progress = _Progress(len(plan.references) * per_reference, plan.shard_count, len(done),
+                         sum(shard_stats(location, i)["samples"] for i in done))
+
     def submit(index: int):
         return shard_task.options(name=f"shard-{index:05d}").remote(
-            index, *arguments, actors[index % len(actors)])
+            index, *arguments, actors[index % len(actors)], progress.actor)
 
-    with tqdm(total=plan.shard_count, initial=plan.shard_count - len(todo), unit="shard",
-              desc="generate") as progress:
-        progress.samples = progress.failures = 0
-        failed = _run_shards(todo, submit, max_in_flight, progress)
-        if failed:  # the final sweep: once more for every shard that did not complete
-            failed = _run_shards(failed, submit, max_in_flight, progress)
+    failed = _run_shards(todo, submit, max_in_flight, progress)
+    if failed:  # the final sweep: once more for every shard that did not complete
+        failed = _run_shards(failed, submit, max_in_flight, progress)
+    progress.close()
     if failed:
         raise RuntimeError(f"shards {failed} failed twice; rerun to resume them")
     sources, failures, stats = merge(location, plan)

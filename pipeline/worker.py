@@ -125,14 +125,19 @@ def _label(records, ref_png, pngs, score_pngs: ScorePngs, ensemble: Ensemble) ->
 
 
 def produce_shard(index: int, plan: Plan, config: RunConfig, score_pngs: ScorePngs,
-                  ensemble: Ensemble, location: Location) -> ShardOutcome:
-    """Make shard `index` of the plan and publish it (stats last)."""
+                  ensemble: Ensemble, location: Location,
+                  on_reference: Callable[[int, int], None] | None = None) -> ShardOutcome:
+    """Make shard `index` of the plan and publish it (stats last). `on_reference(samples,
+    failures)` is told after each reference, for progress."""
     outcome = ShardOutcome(index)
     references, distorted = [], []
     for ref in plan.shard(index):
+        failures_before = len(outcome.failures)
         with _Timer(outcome.seconds, "decode"):
             pixels = _prepare_reference(ref, config, outcome)
         if pixels is None:
+            if on_reference:
+                on_reference(0, len(outcome.failures) - failures_before)
             continue
         with _Timer(outcome.seconds, "distort"):
             made = _distort_all(ref, pixels, config, outcome)
@@ -145,6 +150,8 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_pngs: ScorePn
                            ref_png))
         distorted.extend((record, png) for (record, _), png in zip(made, pngs, strict=True))
         outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made)
+        if on_reference:
+            on_reference(1 + len(made), len(outcome.failures) - failures_before)
     with _Timer(outcome.seconds, "write"):
         _write(index, references, distorted, config, outcome, location)
     return outcome

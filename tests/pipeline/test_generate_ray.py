@@ -12,6 +12,7 @@ import webdataset as wds
 from PIL import Image
 
 from pipeline.driver import ClusterOptions, generate
+from pipeline.inspect_dataset import inspect
 from shards.reader import complete_shards, read_index, tar_urls
 from shards.storage import Location
 from shards.writer import shard_paths
@@ -61,6 +62,13 @@ def test_generate_end_to_end(local_ray, three_sources, fast_config, mae_ensemble
     manifest = json.loads(out.read_bytes(out.path("manifest.json")))
     assert manifest["ensemble_hash"] == mae_ensemble.hash and manifest["shards"] == 2
     assert report["mean_quality_by_scenario"]["13-1"] == pytest.approx(1.0)
+    lines, problems = inspect(config.out)
+    assert problems == [] and "3 references in 2 shards" in lines[0]
+    stats_path = shard_paths(out, 1)["stats"]
+    stats = json.loads(out.read_bytes(stats_path))
+    out.write_bytes(stats_path, json.dumps({**stats, "samples": stats["samples"] + 1}).encode())
+    _, problems = inspect(config.out)
+    assert any("stats say" in problem for problem in problems)
 
 
 def test_actor_count_does_not_change_the_bytes_and_reruns_resume(

@@ -105,3 +105,15 @@ def test_splits_are_seeded_and_about_80_10_10():
     assert shares["train"] == pytest.approx(0.8, abs=0.03)
     assert shares["val"] == pytest.approx(0.1, abs=0.02)
     assert splits != [split_of(f"ref{i}", seed=1) for i in range(3000)]
+
+
+def test_level_order_check_for_one_and_two_sided_types():
+    import distortions
+    from pipeline.validate_levels import level_order_holds
+
+    jpeg, blur, shift = (distortions.get(n) for n in ("jpeg", "gaussian_blur", "mean_shift"))
+    assert level_order_holds(jpeg, [0.9, 0.8, 0.7, 0.5, 0.3])
+    assert not level_order_holds(jpeg, [0.9, 0.8, 0.85, 0.5, 0.3])
+    assert level_order_holds(blur, [1.0, 0.95, 0.8, 0.6, 0.4])  # identity level 1
+    assert level_order_holds(shift, [0.5, 0.8, 1.0, 0.82, 0.55])
+    assert not level_order_holds(shift, [0.8, 0.5, 1.0, 0.82, 0.55])

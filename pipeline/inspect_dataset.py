@@ -1,0 +1,80 @@
+"""`iqa-factory inspect OUT`: a dataset's summary, and a validation that every shard's tar,
+parquet and stats agree and that the counts match the plan."""
+
+import json
+import tarfile
+from collections import Counter
+
+import pyarrow.parquet as pq
+
+from pipeline.plan import PLAN_FILE, Plan
+from shards.reader import shard_stats
+from shards.storage import Location
+from shards.writer import shard_paths
+
+
+def tar_keys(location: Location, index: int) -> list[str]:
+    """The sample keys of a shard's tar, in order, each checked to have .png and .json."""
+    members: dict[str, list[str]] = {}
+    with location.fs.open_input_stream(shard_paths(location, index)["tar"]) as stream, \
+            tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            key, _, extension = member.name.partition(".")
+            members.setdefault(key, []).append(extension)
+    return [key for key, extensions in members.items() if sorted(extensions) == ["json", "png"]]
+
+
+def check_shard(location: Location, plan: Plan, index: int, per_reference: int) -> list[str]:
+    """Problems found in one shard (empty when it is sound)."""
+    paths = shard_paths(location, index)
+    missing = [kind for kind in ("tar", "parquet", "stats") if not location.exists(paths[kind])]
+    if missing:
+        return [f"shard {index:05d}: missing {', '.join(missing)}"]
+    with location.fs.open_input_file(paths["parquet"]) as handle:
+        rows = pq.read_table(handle, columns=["key", "ref_id", "kind"]).to_pylist()
+    problems = []
+    keys = tar_keys(location, index)
+    if keys != [row["key"] for row in rows]:
+        problems.append(f"shard {index:05d}: tar members and parquet rows differ")
+    stats = shard_stats(location, index)
+    if stats["samples"] != len(rows):
+        problems.append(f"shard {index:05d}: stats say {stats['samples']} samples, "
+                        f"parquet has {len(rows)}")
+    planned = {ref.ref_id for ref in plan.shard(index)}
+    strangers = {row["ref_id"] for row in rows} - planned
+    if strangers:
+        problems.append(f"shard {index:05d}: references not in its plan: {sorted(strangers)}")
+    references = sum(row["kind"] == "reference" for row in rows)
+    failed_sources = len(planned) - references
+    sample_failures = stats["failures"] - failed_sources
+    expected = references * per_reference - sample_failures
+    if len(rows) != expected:
+        problems.append(f"shard {index:05d}: {len(rows)} samples, but the plan and the "
+                        f"recorded failures account for {expected}")
+    return problems
+
+
+def inspect(out: str) -> tuple[list[str], list[str]]:
+    """(summary lines, problems) of the dataset in `out`."""
+    location = Location.parse(out)
+    if not location.exists(location.path(PLAN_FILE)):
+        return [], [f"{out} has no {PLAN_FILE}: not a dataset written by generate"]
+    plan = Plan.from_json(json.loads(location.read_bytes(location.path(PLAN_FILE))))
+    manifest = json.loads(location.read_bytes(location.path("manifest.json")))
+    per_reference = 1 + len(manifest["config"]["distortion_ids"]) * len(
+        manifest["config"]["levels"])
+    problems = []
+    for index in range(plan.shard_count):
+        problems += check_shard(location, plan, index, per_reference)
+    lines = [f"dataset {out}: {len(plan.references)} references in {plan.shard_count} shards, "
+             f"plan {plan.digest[:12]}, ensemble {manifest['ensemble_hash']}"]
+    if location.exists(location.path("report.json")):
+        report = json.loads(location.read_bytes(location.path("report.json")))
+        lines.append(f"samples {report['samples']} ({report['distorted']} distorted), sources ok "
+                     f"{report['sources_ok']}/{report['sources']}, failures "
+                     f"{dict(Counter(report['failures_by_reason']))}")
+        if report["metrics_absent"]:
+            lines.append(f"labels without: {', '.join(report['metrics_absent'])}")
+    else:
+        problems.append("no report.json: the run has not finished (rerun generate to resume)")
+    return lines, problems

@@ -1,0 +1,87 @@
+"""`validate-levels`: mean label Q by distortion and level, checking the spec's level order
+(one-sided types fall from level 1 to 5; two-sided ones with the distance from level 3).
+The eight level tables marked NEW in the spec are validated here; any that fail are reported
+for a spec change."""
+
+import itertools
+import json
+from pathlib import Path
+
+import distortions
+from shards.storage import Location
+
+NEW_TYPES = (5, 9, 10, 11, 12, 21, 32, 33)
+
+
+def level_order_holds(distortion, quality: list[float]) -> bool:
+    """One-sided: strictly falling (an identity level may tie at 1.0). Two-sided: levels 2 and
+    4 above their outer neighbours, and level 3 or 4 the best (contrast_change's centre lies
+    between them)."""
+    if distortion.two_sided:
+        return (quality[1] > quality[0] and quality[3] > quality[4]
+                and max(quality[2], quality[3]) >= max(quality[1], quality[4]))
+    return all(a > b or (a == b == 1.0) for a, b in itertools.pairwise(quality))
+
+
+def table(mean_quality: dict[str, float]) -> list[dict]:
+    rows = []
+    for d in distortions.all():
+        quality = [mean_quality.get(f"{d.id:02d}-{level}") for level in distortions.LEVELS]
+        if any(q is None for q in quality):
+            continue
+        rows.append({"id": d.id, "name": d.name, "new": d.id in NEW_TYPES,
+                     "two_sided": d.two_sided, "quality": quality,
+                     "order_holds": level_order_holds(d, quality)})
+    return rows
+
+
+def markdown(rows: list[dict], source: str) -> str:
+    failing = [r["name"] for r in rows if not r["order_holds"]]
+    lines = ["# Label monotonicity by distortion and level", "",
+             f"Mean quality label Q over {source}. One-sided types must fall from level 1 to 5;",
+             "two-sided ones (mean_shift, contrast_change) with the distance from level 3.", "",
+             "| id | name | L1 | L2 | L3 | L4 | L5 | order |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        marks = ("NEW " if r["new"] else "") + ("ok" if r["order_holds"] else "**FAILS**")
+        lines.append(f"| {r['id']} | {r['name']} | " + " | ".join(f"{q:.3f}" for q in r["quality"])
+                     + f" | {marks} |")
+    lines += ["", "All level orders hold." if not failing else
+              f"Level order fails for: {', '.join(failing)} (reported for a spec change)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(5, 7, figsize=(17, 12), sharex=True, sharey=True)
+    for axis, row in zip(axes.flat, rows, strict=False):
+        axis.plot(distortions.LEVELS, row["quality"], marker="o",
+                  color="tab:blue" if row["order_holds"] else "tab:red")
+        axis.set_title(f"{row['id']} {row['name']}" + (" (NEW)" if row["new"] else ""),
+                       fontsize=8)
+        axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(rows):]:
+        axis.axis("off")
+    figure.supxlabel("level")
+    figure.supylabel("mean Q")
+    figure.suptitle("Mean label Q by distortion and level (red: level order fails)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def validate_levels(out: str, target: Path) -> list[dict]:
+    """Write validate-levels.{md,json,png} into `target` from the run report in `out`."""
+    location = Location.parse(out)
+    report = json.loads(location.read_bytes(location.path("report.json")))
+    rows = table(report["mean_quality_by_scenario"])
+    target.mkdir(parents=True, exist_ok=True)
+    source = f"{report['sources_ok']} references of {out}"
+    (target / "validate-levels.md").write_text(markdown(rows, source))
+    (target / "validate-levels.json").write_text(json.dumps(rows, indent=1) + "\n")
+    plot(rows, target / "validate-levels.png")
+    return rows
