@@ -72,12 +72,19 @@ def ours(key: str, ref, dists, device: str) -> dict[str, float]:
 
 
 def pyiqa_loop(key: str, ref, dists, device: str, count: int) -> float | None:
-    """Images per second of pyiqa scoring one pair at a time (None where it has no such metric)."""
+    """Images per second of pyiqa scoring one pair at a time (None where it has no such metric
+    or cannot build it here). Its deep metrics run without their learned layers
+    (pretrained=False, which pyiqa would download; the cost is the same)."""
     if key not in PYIQA_NAMES:
         return None
     import pyiqa
 
-    metric = pyiqa.create_metric(PYIQA_NAMES[key], device=device, as_loss=False)
+    options = {"pretrained": False} if key in labelers.DEEP_METRICS else {}
+    try:
+        metric = pyiqa.create_metric(PYIQA_NAMES[key], device=device, as_loss=False, **options)
+    except (OSError, RuntimeError) as error:
+        print(f"pyiqa {key}: not measured ({type(error).__name__}: {error})", flush=True)
+        return None
     to_unit = lambda img: torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255).to(device)  # noqa: E731
     ref_t = to_unit(ref)
     metric(ref_t, to_unit(dists[0]))  # warm-up

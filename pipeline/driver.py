@@ -6,6 +6,7 @@ import os
 import time
 from dataclasses import dataclass
 
+import pyarrow.parquet as pq
 import ray
 from tqdm import tqdm
 
@@ -34,27 +35,30 @@ class ClusterOptions:
 
 
 def shard_is_complete(location: Location, index: int) -> bool:
-    """Stats exist and agree with the tar and parquet beside them."""
+    """The stats file exists and its sample count equals the parquet index's row count."""
     paths = shard_paths(location, index)
     if not all(location.exists(paths[kind]) for kind in ("stats", "tar", "parquet")):
         return False
     try:
-        return shard_stats(location, index)["samples"] >= 0
+        with location.fs.open_input_file(paths["parquet"]) as handle:
+            rows = pq.read_metadata(handle).num_rows
+        return shard_stats(location, index)["samples"] == rows
     except (ValueError, KeyError, OSError):
         return False
 
 
 def _start_ray() -> None:
+    """A local Ray instance (dashboard on 127.0.0.1), or the cluster RAY_ADDRESS names (as
+    inside a Ray job); nothing when the caller already started Ray."""
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init()  # inside a Ray job or pointed at a running cluster
+        context = ray.init()
     else:
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=DASHBOARD_PORT, log_to_driver=False)
-    url = ray.get_runtime_context().dashboard_url if hasattr(
-        ray.get_runtime_context(), "dashboard_url") else None
-    print(f"Ray dashboard: http://{url or f'127.0.0.1:{DASHBOARD_PORT}'}", flush=True)
+        context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1",
+                           dashboard_port=DASHBOARD_PORT, log_to_driver=False)
+    if context.dashboard_url:
+        print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
 
 
 def _labeler_pool(config: RunConfig, options: ClusterOptions):

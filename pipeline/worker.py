@@ -30,6 +30,7 @@ ScorePngs = Callable[[bytes, list[bytes]], tuple[dict[str, np.ndarray], tuple[st
 class ShardOutcome:
     index: int
     samples: int = 0
+    references: int = 0
     sources: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: {
@@ -127,51 +128,57 @@ def _label(records, ref_png, pngs, score_pngs: ScorePngs, ensemble: Ensemble) ->
 def produce_shard(index: int, plan: Plan, config: RunConfig, score_pngs: ScorePngs,
                   ensemble: Ensemble, location: Location,
                   on_reference: Callable[[int, int], None] | None = None) -> ShardOutcome:
-    """Make shard `index` of the plan and publish it (stats last). `on_reference(samples,
-    failures)` is told after each reference, for progress."""
+    """Make shard `index` of the plan and publish it (stats last). References stream into the
+    staged tar as they are decoded; the distorted samples follow, in a seeded shuffled order,
+    once all are labelled. `on_reference(samples, failures)` is told after each reference."""
     outcome = ShardOutcome(index)
-    references, distorted = [], []
-    for ref in plan.shard(index):
-        failures_before = len(outcome.failures)
-        with _Timer(outcome.seconds, "decode"):
-            pixels = _prepare_reference(ref, config, outcome)
-        if pixels is None:
-            if on_reference:
-                on_reference(0, len(outcome.failures) - failures_before)
-            continue
-        with _Timer(outcome.seconds, "distort"):
-            made = _distort_all(ref, pixels, config, outcome)
-        with _Timer(outcome.seconds, "encode"):
-            ref_png = encode_png(pixels)
-            pngs = [encode_png(image) for _, image in made]
-        with _Timer(outcome.seconds, "label"):
-            _label([record for record, _ in made], ref_png, pngs, score_pngs, ensemble)
-        references.append((_base_record(ref, pixels, reference_key(ref.ref_id), "reference"),
-                           ref_png))
-        distorted.extend((record, png) for (record, _), png in zip(made, pngs, strict=True))
-        outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made)
-        if on_reference:
-            on_reference(1 + len(made), len(outcome.failures) - failures_before)
-    with _Timer(outcome.seconds, "write"):
-        _write(index, references, distorted, config, outcome, location)
-    return outcome
-
-
-def _write(index, references, distorted, config, outcome, location) -> None:
-    order = np.random.default_rng([config.seed, index]).permutation(len(distorted))
     writer = ShardWriter(location, index)
     try:
-        for record, png in references + [distorted[i] for i in order]:
-            writer.add(record, png)
-        outcome.samples = len(references) + len(distorted)
-        paths = shard_paths(location, index)
-        base = paths["stats"].removesuffix("_stats.json")
-        location.write_bytes(f"{base}_sources.json", json.dumps(outcome.sources).encode())
-        location.write_bytes(f"{base}_failures.jsonl", "".join(
-            json.dumps(f, sort_keys=True) + "\n" for f in outcome.failures).encode())
-        writer.finish({"references": len(references), "distorted": len(distorted),
-                       "failures": len(outcome.failures), "seconds": outcome.seconds,
-                       "labels": outcome.labels})
+        distorted = [sample for ref in plan.shard(index)
+                     for sample in _reference_samples(ref, config, score_pngs, ensemble, writer,
+                                                      outcome, on_reference)]
+        with _Timer(outcome.seconds, "write"):
+            _finish(writer, distorted, config, outcome, location)
     except BaseException:
         writer.abort()
         raise
+    return outcome
+
+
+def _reference_samples(ref, config, score_pngs, ensemble, writer, outcome, on_reference):
+    """Write one reference to the tar; return its labelled (record, PNG) distorted samples."""
+    failures_before = len(outcome.failures)
+    with _Timer(outcome.seconds, "decode"):
+        pixels = _prepare_reference(ref, config, outcome)
+    made = []
+    if pixels is not None:
+        with _Timer(outcome.seconds, "encode"):
+            ref_png = encode_png(pixels)
+        writer.add(_base_record(ref, pixels, reference_key(ref.ref_id), "reference"), ref_png)
+        with _Timer(outcome.seconds, "distort"):
+            made = _distort_all(ref, pixels, config, outcome)
+        with _Timer(outcome.seconds, "encode"):
+            pngs = [encode_png(image) for _, image in made]
+        with _Timer(outcome.seconds, "label"):
+            _label([record for record, _ in made], ref_png, pngs, score_pngs, ensemble)
+        made = [(record, png) for (record, _), png in zip(made, pngs, strict=True)]
+        outcome.references += 1
+        outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made)
+    if on_reference:
+        on_reference(len(made) + (pixels is not None), len(outcome.failures) - failures_before)
+    return made
+
+
+def _finish(writer, distorted, config, outcome, location) -> None:
+    """The distorted samples in a seeded shuffled order, the shard's own lists, then publish."""
+    order = np.random.default_rng([config.seed, outcome.index]).permutation(len(distorted))
+    for i in order:
+        writer.add(*distorted[i])
+    outcome.samples = outcome.references + len(distorted)
+    base = shard_paths(location, outcome.index)["stats"].removesuffix("_stats.json")
+    location.write_bytes(f"{base}_sources.json", json.dumps(outcome.sources).encode())
+    location.write_bytes(f"{base}_failures.jsonl", "".join(
+        json.dumps(f, sort_keys=True) + "\n" for f in outcome.failures).encode())
+    writer.finish({"references": outcome.references, "distorted": len(distorted),
+                   "failures": len(outcome.failures), "seconds": outcome.seconds,
+                   "labels": outcome.labels})
