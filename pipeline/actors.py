@@ -33,7 +33,7 @@ class LabelerActor:
         return {key: np.asarray(values) for key, values in scores.items()}, scores.absent
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, max_restarts=-1)
 class ProgressActor:
     """Samples and failures reported by shard tasks as each reference finishes."""
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 from labelers import weights
@@ -103,14 +104,19 @@ class _Progress:
     """The terminal bar: samples (with ETA), shards done, failures, fed by the ProgressActor."""
 
     def __init__(self, total_samples: int, shards: int, done_shards: int, done_samples: int):
-        self.actor = ProgressActor.remote()
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        self.actor = ProgressActor.options(scheduling_strategy=here).remote()
         self.shards, self.done_shards = shards, done_shards
         self.offset = done_samples
         self.bar = tqdm(total=total_samples, initial=done_samples, unit="sample",
                         desc="generate", smoothing=0.1)
 
     def refresh(self) -> None:
-        samples, failures = ray.get(self.actor.read.remote())
+        """Update the bar; progress is cosmetic, so a lost progress actor only skips a beat."""
+        try:
+            samples, failures = ray.get(self.actor.read.remote(), timeout=PROGRESS_SECONDS)
+        except (ray.exceptions.RayError, TimeoutError):
+            return
         self.bar.n = self.offset + samples
         self.bar.set_postfix(shards=f"{self.done_shards}/{self.shards}", failures=failures)
 

@@ -1,0 +1,60 @@
+"""Ray's metrics endpoint serves the pipeline's custom metrics while a run goes on."""
+
+import socket
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import ray
+from PIL import Image
+
+from pipeline.driver import ClusterOptions, generate
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+WAIT_SECONDS = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _served_metrics(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
+def test_metrics_endpoint_serves_the_custom_metrics_during_a_run(tmp_path, small_image,
+                                                                 fast_config, mae_ensemble,
+                                                                 monkeypatch):
+    # report every second (default 10 s) so the check does not race the end of the run
+    monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(np.roll(small_image, 29 * i, axis=1)).save(folder / f"m{i}.png")
+    mae_ensemble.save(tmp_path / "ensemble.json")
+    config = fast_config(str(folder), shard_refs=1, ensemble_file=str(tmp_path / "ensemble.json"),
+                         distortion_ids=(1, 8, 13), levels=(1, 3, 5))
+    port = _free_port()
+    ray.init(num_cpus=2, include_dashboard=False, _metrics_export_port=port)
+    try:
+        run = threading.Thread(target=generate, args=(config, ClusterOptions(actors=1)))
+        run.start()
+        seen, deadline = "", time.monotonic() + WAIT_SECONDS
+        while "iqa_samples_written" not in seen and time.monotonic() < deadline:
+            time.sleep(1)
+            seen = _served_metrics(port)
+        during_run = run.is_alive()
+        run.join()
+    finally:
+        ray.shutdown()
+    assert "iqa_samples_written" in seen, "the custom metrics never reached the endpoint"
+    assert "iqa_stage_seconds" in seen and 'stage="label"' in seen
+    assert during_run, "the metrics should be served while the run is still going"
