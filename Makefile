@@ -12,7 +12,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install generate test lint format sheet bench-distortions bench-labelers default-ensemble validate-levels golden clean
+.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline default-ensemble validate-levels golden clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -46,6 +46,9 @@ sheet: $(STAMP) ## contact sheet of one image: make sheet IMAGE=embedded:astrona
 
 bench-distortions: $(STAMP) ## ms per 512x384 image for all 165 scenarios -> docs/bench-distortions.*
 	$(BIN)/python benchmarks/bench_distortions.py --out docs
+
+bench-pipeline: $(STAMP) ## samples/s, peak memory, 23.1M projection -> docs/bench-pipeline.*
+	$(BIN)/python benchmarks/bench_pipeline.py --out docs $(ARGS)
 
 BENCH_SITE := .bench/pyiqa
 $(BENCH_SITE):
