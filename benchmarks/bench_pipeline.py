@@ -14,13 +14,13 @@ import argparse
 import json
 import os
 import platform
+import resource
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 from PIL import Image
 
 from pipeline.config import RunConfig
@@ -31,25 +31,38 @@ PAPER_IMAGES = 23_100_000
 NODE_CPUS = 16
 
 
+def _ray_processes_rss() -> int:
+    """Total resident memory of the Ray processes (workers, raylet, GCS), from /proc (Linux)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            if b"ray::" in command or b"raylet" in command or b"gcs_server" in command:
+                status = (entry / "status").read_text()
+                total += int(status.split("VmRSS:")[1].split()[0]) * 1024
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+    return total
+
+
 class PeakMemory(threading.Thread):
-    """Samples the RSS of this process (the driver) and of every Ray process every 0.5 s."""
+    """Samples the Ray processes' total RSS every 0.5 s; the driver's peak comes from
+    getrusage."""
 
     def __init__(self):
         super().__init__(daemon=True)
-        self.driver = self.workers = 0
+        self.workers = 0
         self.running = True
 
+    @property
+    def driver(self) -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
     def run(self) -> None:
-        me = psutil.Process()
         while self.running:
-            self.driver = max(self.driver, me.memory_info().rss)
-            total = 0
-            for process in psutil.process_iter(["name", "cmdline", "memory_info"]):
-                command = " ".join(process.info["cmdline"] or [])
-                if process.pid != me.pid and ("ray::" in command or "raylet" in command
-                                              or "gcs_server" in command):
-                    total += process.info["memory_info"].rss if process.info["memory_info"] else 0
-            self.workers = max(self.workers, total)
+            self.workers = max(self.workers, _ray_processes_rss())
             time.sleep(0.5)
 
 
@@ -138,7 +151,8 @@ def main() -> None:
                             str(work / "synthetic-out")))
     result = {"machine": {"cpu": platform.processor() or platform.machine(),
                           "cores": os.cpu_count(),
-                          "memory_gb": round(psutil.virtual_memory().total / 2**30)},
+                          "memory_gb": round(os.sysconf("SC_PHYS_PAGES")
+                                             * os.sysconf("SC_PAGE_SIZE") / 2**30)},
               "runs": runs, "gpu_label_rate": args.gpu_label_rate,
               "gpu_rate_source": "the issue's goal; not measured without a GPU",
               "projection": projection(runs[-1], args.gpu_label_rate, [1, 4, 16, 64])}
