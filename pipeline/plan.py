@@ -59,10 +59,6 @@ class Plan:
     def shard(self, index: int) -> tuple[PlannedReference, ...]:
         return self.references[index * self.shard_refs:(index + 1) * self.shard_refs]
 
-    def shard_of(self, ref_id: str) -> int:
-        position = next(i for i, r in enumerate(self.references) if r.ref_id == ref_id)
-        return position // self.shard_refs
-
     def to_json(self) -> dict:
         return {"inputs": self.inputs, "references": [asdict(r) for r in self.references]}
 

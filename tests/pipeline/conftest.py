@@ -2,6 +2,7 @@
 
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,6 +67,21 @@ def mae_ensemble() -> Ensemble:
     return Ensemble("test", {"mae": 1.0, "gmsd": 1.0},
                     {"mae": Mapping01("linear", best=0.0, worst=0.2),
                      "gmsd": Mapping01("linear", best=0.0, worst=0.3)})
+
+
+@pytest.fixture
+def shifted_sources(tmp_path, small_image, mae_ensemble):
+    """shifted_sources(count) -> (folder of `count` shifted copies of the small image, a saved
+    ensemble file): distinct references for runs of the whole pipeline."""
+    def make(count: int) -> tuple[Path, Path]:
+        folder = tmp_path / f"sources_{count}"
+        folder.mkdir()
+        for i in range(count):
+            Image.fromarray(np.roll(small_image, 23 * i + 7, axis=1)).save(folder / f"p{i}.png")
+        ensemble = tmp_path / "ensemble.json"
+        mae_ensemble.save(ensemble)
+        return folder, ensemble
+    return make
 
 
 @pytest.fixture

@@ -4,10 +4,8 @@ exactly once (task retries, actor restarts, the final sweep)."""
 import threading
 import time
 
-import numpy as np
 import pytest
 import ray
-from PIL import Image
 from ray.cluster_utils import Cluster
 from ray.util.state import list_tasks
 
@@ -25,14 +23,9 @@ def _running_shard_tasks_on(node_id: str) -> list:
             if task.name.startswith("shard-") and task.node_id == node_id]
 
 
-def test_losing_a_worker_node_loses_and_duplicates_nothing(tmp_path, small_image, fast_config,
-                                                           mae_ensemble):
-    folder = tmp_path / "src"
-    folder.mkdir()
-    for i in range(4):
-        Image.fromarray(np.roll(small_image, 37 * i, axis=1)).save(folder / f"f{i}.png")
-    mae_ensemble.save(tmp_path / "ensemble.json")
-    config = fast_config(str(folder), shard_refs=1, ensemble_file=str(tmp_path / "ensemble.json"),
+def test_losing_a_worker_node_loses_and_duplicates_nothing(shifted_sources, fast_config):
+    folder, ensemble = shifted_sources(4)
+    config = fast_config(str(folder), shard_refs=1, ensemble_file=str(ensemble),
                          distortion_ids=(1, 8, 13), levels=(1, 3, 5))
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})

@@ -4,12 +4,10 @@ format, byte-identical tars whatever the actor count, and resume."""
 import hashlib
 import json
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray
 import webdataset as wds
-from PIL import Image
 
 from pipeline.driver import ClusterOptions, generate
 from pipeline.inspect_dataset import inspect
@@ -27,25 +25,15 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture
-def three_sources(tmp_path, small_image):
-    folder = tmp_path / "src"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray(np.roll(small_image, 23 * i, axis=1)).save(folder / f"photo.{i}.png")
-    return folder
-
-
 def _digests(out: str) -> list[str]:
     location = Location.parse(out)
     return [hashlib.sha256(location.read_bytes(shard_paths(location, i)["tar"])).hexdigest()
             for i in complete_shards(location)]
 
 
-def test_generate_end_to_end(local_ray, three_sources, fast_config, mae_ensemble, tmp_path):
-    mae_ensemble.save(tmp_path / "ensemble.json")
-    config = fast_config(str(three_sources), shard_refs=2, ensemble_file=str(tmp_path /
-                                                                                "ensemble.json"))
+def test_generate_end_to_end(local_ray, shifted_sources, fast_config, mae_ensemble):
+    folder, ensemble = shifted_sources(3)
+    config = fast_config(str(folder), shard_refs=2, ensemble_file=str(ensemble))
     report = generate(config, ClusterOptions(actors=1))
     per_reference = 1 + len(config.scenarios)
     assert report["samples"] == 3 * per_reference and report["failures"] == 0
@@ -54,7 +42,7 @@ def test_generate_end_to_end(local_ray, three_sources, fast_config, mae_ensemble
     index = read_index(out).to_pylist()
     samples = list(wds.WebDataset(tar_urls(out), shardshuffle=False))
     assert [s["__key__"] for s in samples] == [row["key"] for row in index]
-    assert {row["ref_id"] for row in index} == {"photo_0", "photo_1", "photo_2"}
+    assert {row["ref_id"] for row in index} == {"p0", "p1", "p2"}
     assert all(row["quality"] is not None for row in index if row["kind"] == "distorted")
     sources = pq.read_table(out.path("sources.parquet")).to_pylist()
     assert [row["status"] for row in sources] == ["ok"] * 3
@@ -72,12 +60,12 @@ def test_generate_end_to_end(local_ray, three_sources, fast_config, mae_ensemble
 
 
 def test_actor_count_does_not_change_the_bytes_and_reruns_resume(
-        local_ray, three_sources, fast_config, mae_ensemble, tmp_path, capsys):
-    mae_ensemble.save(tmp_path / "ensemble.json")
+        local_ray, shifted_sources, fast_config, tmp_path, capsys):
+    folder, ensemble = shifted_sources(3)
     outs = []
     for actors in (1, 2):
-        config = fast_config(str(three_sources), shard_refs=2, out=str(tmp_path / f"a{actors}"),
-                             ensemble_file=str(tmp_path / "ensemble.json"))
+        config = fast_config(str(folder), shard_refs=2, out=str(tmp_path / f"a{actors}"),
+                             ensemble_file=str(ensemble))
         generate(config, ClusterOptions(actors=actors))
         outs.append(config)
     assert _digests(outs[0].out) == _digests(outs[1].out)

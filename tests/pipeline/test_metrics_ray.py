@@ -5,10 +5,8 @@ import threading
 import time
 import urllib.request
 
-import numpy as np
 import pytest
 import ray
-from PIL import Image
 
 from pipeline.driver import ClusterOptions, generate
 
@@ -30,17 +28,12 @@ def _served_metrics(port: int) -> str:
         return ""
 
 
-def test_metrics_endpoint_serves_the_custom_metrics_during_a_run(tmp_path, small_image,
-                                                                 fast_config, mae_ensemble,
+def test_metrics_endpoint_serves_the_custom_metrics_during_a_run(shifted_sources, fast_config,
                                                                  monkeypatch):
     # report every second (default 10 s) so the check does not race the end of the run
     monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")
-    folder = tmp_path / "src"
-    folder.mkdir()
-    for i in range(6):
-        Image.fromarray(np.roll(small_image, 29 * i, axis=1)).save(folder / f"m{i}.png")
-    mae_ensemble.save(tmp_path / "ensemble.json")
-    config = fast_config(str(folder), shard_refs=1, ensemble_file=str(tmp_path / "ensemble.json"),
+    folder, ensemble = shifted_sources(6)
+    config = fast_config(str(folder), shard_refs=1, ensemble_file=str(ensemble),
                          distortion_ids=(1, 8, 13), levels=(1, 3, 5))
     port = _free_port()
     ray.init(num_cpus=2, include_dashboard=False, _metrics_export_port=port)

@@ -8,9 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 DEADLINE_SECONDS = 300
@@ -46,13 +44,8 @@ def _tars(out: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted((out / "shards").glob("*.tar"))}
 
 
-def test_killed_driver_resumes_to_the_same_bytes(tmp_path, small_image, mae_ensemble):
-    folder = tmp_path / "src"
-    folder.mkdir()
-    for i in range(4):
-        Image.fromarray(np.roll(small_image, 31 * i, axis=0)).save(folder / f"img{i}.png")
-    ensemble = tmp_path / "ensemble.json"
-    mae_ensemble.save(ensemble)
+def test_killed_driver_resumes_to_the_same_bytes(tmp_path, shifted_sources):
+    folder, ensemble = shifted_sources(4)
     environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
     clean = tmp_path / "clean"
