@@ -62,9 +62,10 @@ def _start_ray() -> None:
         print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
 
 
-def _labeler_pool(config: RunConfig, options: ClusterOptions):
+def _labeler_pool(config: RunConfig, options: ClusterOptions, run_id: str):
     """One actor per GPU; without GPUs, CPU actors that leave at least one CPU to the shard
-    tasks (fractional CPUs where the machine is small)."""
+    tasks (fractional CPUs where the machine is small). Names carry the run's plan digest, so
+    two runs on one cluster do not collide."""
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 1.0)
     count = options.actors or (gpus if gpus else max(1, int(cpus // 4)))
@@ -74,7 +75,7 @@ def _labeler_pool(config: RunConfig, options: ClusterOptions):
         share = max(0.25, min(2.0, (cpus - 1) / count))
         # labelling is the bottleneck: each actor's torch may use its share of every core
         actor_options, threads = {"num_cpus": share}, max(1, int(cpus // count))
-    return [LabelerActor.options(name=f"labeler-{k}", **actor_options)
+    return [LabelerActor.options(name=f"labeler-{run_id}-{k}", **actor_options)
             .remote(config.metrics, config.allow_missing_metrics, threads)
             for k in range(count)]
 
@@ -163,7 +164,7 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
         print(f"resuming: {plan.shard_count - len(todo)} of {plan.shard_count} shards done")
     if absent:
         print(f"note: labels without {', '.join(absent)} (weights missing; Q renormalised)")
-    actors = _labeler_pool(config, options)
+    actors = _labeler_pool(config, options, plan.digest[:8])
     max_in_flight = options.max_in_flight or 2 * len(actors)
     arguments = (plan.to_json(), config.to_json(), ensemble.to_json(), config.out)
 
