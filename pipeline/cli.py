@@ -24,11 +24,15 @@ def _prepared(source: str, size: TargetSize, allow_upscale: bool):
 
 def _sheet(args: argparse.Namespace) -> int:
     """Render the contact sheet of one image."""
-    from pipeline.contact_sheet import render_contact_sheet
+    from pipeline.contact_sheet import render_contact_sheet, render_shard_sheet
 
-    img = _prepared(args.image, args.size, args.allow_upscale)
-    ref_id = Path(args.image.removeprefix(EMBEDDED_PREFIX)).stem
-    sheet = render_contact_sheet(img, seed=args.seed, ref_id=ref_id, cell_width=args.cell_width)
+    if args.image.endswith(".tar"):
+        sheet = render_shard_sheet(args.image, args.ref_id, cell_width=args.cell_width)
+    else:
+        img = _prepared(args.image, args.size, args.allow_upscale)
+        ref_id = Path(args.image.removeprefix(EMBEDDED_PREFIX)).stem
+        sheet = render_contact_sheet(img, seed=args.seed, ref_id=ref_id,
+                                     cell_width=args.cell_width)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.output)
     print(f"wrote {args.output} ({sheet.width}x{sheet.height})")
@@ -86,12 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     sheet = commands.add_parser(
         "sheet", help="render all 165 versions of one image as a labelled grid (PNG)",
         description="Render every distortion at every level of one image in a 33 x 5 grid. "
-                    "IMAGE is a file or embedded:NAME (" + ", ".join(EMBEDDED_PHOTOS) + ").")
+                    "IMAGE is a file or embedded:NAME (" + ", ".join(EMBEDDED_PHOTOS) + "), "
+                    "or a shard (.tar): then one of its references as stored, with labels.")
     sheet.add_argument("image", metavar="IMAGE")
     sheet.add_argument("-o", "--output", type=Path, default=Path("sheet.png"),
                        help="where to write the PNG (default: sheet.png)")
     sheet.add_argument("--cell-width", type=int, default=160,
                        help="width of each thumbnail in pixels (default 160)")
+    sheet.add_argument("--ref-id", help="with a shard: which reference (default its first)")
     _add_image_options(sheet)
     sheet.set_defaults(run=_sheet)
 

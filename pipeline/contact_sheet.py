@@ -1,10 +1,16 @@
-"""A contact sheet: every distortion of one image in a labelled 33 x 5 grid (plus the reference)."""
+"""A contact sheet: every distortion of one image in a labelled 33 x 5 grid (plus the
+reference), made from an image with the bank, or read back from a shard with its labels."""
+
+import json
+import tarfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 import distortions
+from pipeline.encoding import decode_png
+from shards.storage import Location
 
 DEFAULT_CELL_WIDTH = 160
 LABEL_WIDTH = 170
@@ -27,12 +33,11 @@ def _caption_font(draw: ImageDraw.ImageDraw, text: str, width: int) -> ImageFont
     return _font(7)
 
 
-def render_contact_sheet(img: np.ndarray, seed: int = 0, ref_id: str = "sheet",
-                         cell_width: int = DEFAULT_CELL_WIDTH,
-                         show_progress: bool = True) -> Image.Image:
-    """Render all 165 versions of `img` (distorted with the run's seed scheme) in a grid."""
-    distortions.check_image(img)
-    cell_height = round(cell_width * img.shape[0] / img.shape[1])
+def render_grid(reference: np.ndarray, cells: dict[tuple[int, int], tuple[np.ndarray, str]],
+                cell_width: int = DEFAULT_CELL_WIDTH) -> Image.Image:
+    """Lay out the reference and (distortion id, level) -> (image, caption) cells in a 33 x 5
+    grid; cells that are absent (a subset of the bank) stay blank."""
+    cell_height = round(cell_width * reference.shape[0] / reference.shape[1])
     row_height = cell_height + CAPTION
     bank = distortions.all()
     sheet = Image.new("RGB", (LABEL_WIDTH + 6 * cell_width, HEADER + len(bank) * row_height),
@@ -41,19 +46,72 @@ def render_contact_sheet(img: np.ndarray, seed: int = 0, ref_id: str = "sheet",
     font = _font(14)
     for column, title in enumerate(["reference", *(f"level {lv}" for lv in distortions.LEVELS)]):
         draw.text((LABEL_WIDTH + column * cell_width + 4, 6), title, fill=INK, font=font)
-    thumbnail = Image.fromarray(img).resize((cell_width, cell_height), Image.Resampling.LANCZOS)
-    cells = [(d, lv) for d in bank for lv in distortions.LEVELS]
-    for d, level in tqdm(cells, desc="contact sheet", unit="img", disable=not show_progress):
+
+    def thumbnail(image: np.ndarray) -> Image.Image:
+        return Image.fromarray(image).resize((cell_width, cell_height), Image.Resampling.LANCZOS)
+
+    reference_cell = thumbnail(reference)
+    for d in bank:
         top = HEADER + (d.id - 1) * row_height
-        if level == 1:
-            draw.text((4, top + cell_height // 2 - 8), f"{d.id:2d} {d.name}", fill=INK, font=font)
-            sheet.paste(thumbnail, (LABEL_WIDTH, top))
-        seed_for_cell = distortions.derive_seed(seed, ref_id, d.id, level)
-        out, _ = distortions.apply(img, d.id, level, seed_for_cell)
-        left = LABEL_WIDTH + level * cell_width
-        cell = Image.fromarray(out).resize((cell_width, cell_height), Image.Resampling.LANCZOS)
-        sheet.paste(cell, (left, top))
-        caption = d.describe(level)
-        draw.text((left + 3, top + cell_height + 1), caption, fill=INK,
-                  font=_caption_font(draw, caption, cell_width))
+        draw.text((4, top + cell_height // 2 - 8), f"{d.id:2d} {d.name}", fill=INK, font=font)
+        sheet.paste(reference_cell, (LABEL_WIDTH, top))
+        for level in distortions.LEVELS:
+            if (d.id, level) not in cells:
+                continue
+            image, caption = cells[(d.id, level)]
+            left = LABEL_WIDTH + level * cell_width
+            sheet.paste(thumbnail(image), (left, top))
+            draw.text((left + 3, top + cell_height + 1), caption, fill=INK,
+                      font=_caption_font(draw, caption, cell_width))
     return sheet
+
+
+def render_contact_sheet(img: np.ndarray, seed: int = 0, ref_id: str = "sheet",
+                         cell_width: int = DEFAULT_CELL_WIDTH,
+                         show_progress: bool = True) -> Image.Image:
+    """Render all 165 versions of `img` (distorted with the run's seed scheme) in a grid."""
+    distortions.check_image(img)
+    scenarios = [(d, lv) for d in distortions.all() for lv in distortions.LEVELS]
+    cells = {}
+    for d, level in tqdm(scenarios, desc="contact sheet", unit="img", disable=not show_progress):
+        out, _ = distortions.apply(img, d.id, level,
+                                   distortions.derive_seed(seed, ref_id, d.id, level))
+        cells[(d.id, level)] = (out, d.describe(level))
+    return render_grid(img, cells, cell_width)
+
+
+def render_shard_sheet(tar_path: str, ref_id: str | None = None,
+                       cell_width: int = DEFAULT_CELL_WIDTH) -> Image.Image:
+    """The grid of one reference of a shard (its first by default) as the shard stores it,
+    each cell captioned with its parameters and its quality label Q."""
+    samples = shard_samples(tar_path)
+    references = [key for key, record in samples.items() if record[0]["kind"] == "reference"]
+    if not references:
+        raise ValueError(f"{tar_path} holds no reference sample")
+    chosen = ref_id or samples[references[0]][0]["ref_id"]
+    cells, reference = {}, None
+    for record, png in samples.values():
+        if record["ref_id"] != chosen:
+            continue
+        if record["kind"] == "reference":
+            reference = decode_png(png)
+            continue
+        d = distortions.get(record["distortion_id"])
+        caption = f"{d.describe(record['level'])} Q={record['quality']:.2f}"
+        cells[(d.id, record["level"])] = (decode_png(png), caption)
+    if reference is None:
+        raise ValueError(f"{tar_path} has no reference {chosen!r}")
+    return render_grid(reference, cells, cell_width)
+
+
+def shard_samples(tar_path: str) -> dict[str, tuple[dict, bytes]]:
+    """key -> (sample record, PNG bytes) of a shard tar (a path or an object-store URI)."""
+    location = Location.parse(tar_path)
+    members: dict[str, dict[str, bytes]] = {}
+    with location.fs.open_input_stream(location.root) as stream, \
+            tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            key, _, extension = member.name.partition(".")
+            members.setdefault(key, {})[extension] = tar.extractfile(member).read()
+    return {key: (json.loads(parts["json"]), parts["png"]) for key, parts in members.items()
+            if "json" in parts and "png" in parts}

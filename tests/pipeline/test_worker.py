@@ -117,3 +117,23 @@ def test_level_order_check_for_one_and_two_sided_types():
     assert level_order_holds(blur, [1.0, 0.95, 0.8, 0.6, 0.4])  # identity level 1
     assert level_order_holds(shift, [0.5, 0.8, 1.0, 0.82, 0.55])
     assert not level_order_holds(shift, [0.8, 0.5, 1.0, 0.82, 0.55])
+
+
+@pytest.mark.slow
+def test_sheet_of_a_shard_shows_its_reference_and_labels(sources_folder, fast_config,
+                                                         mae_ensemble, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pipeline import cli
+
+    folder, _, _ = sources_folder
+    config = fast_config(str(folder))
+    _, location, _ = _run_all(config, mae_ensemble)
+    output = tmp_path / "shard_sheet.png"
+    tar = shard_paths(location, 0)["tar"]
+    assert cli.main(["sheet", tar, "-o", str(output), "--cell-width", "64"]) == 0
+    with Image.open(output) as sheet:
+        pixels = np.asarray(sheet.convert("RGB"))
+    assert pixels.shape[1] == 170 + 6 * 64 and pixels.std() > 20
+    assert cli.main(["sheet", tar, "--ref-id", "nobody", "-o", str(output)]) == 2
