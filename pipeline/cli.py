@@ -6,6 +6,7 @@ from pathlib import Path
 
 import distortions
 from pipeline.embedded import EMBEDDED_PHOTOS
+from pipeline.errors import PipelineError
 from pipeline.sizing import TargetSize, cover_and_crop
 from pipeline.sources import EMBEDDED_PREFIX, read_rgb
 
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (distortions.DistortionError, ValueError, OSError) as error:  # labelers' errors too
+    except (distortions.DistortionError, ValueError, OSError, PipelineError) as error:
         print(f"iqa-factory: error: {error}", file=sys.stderr)
         return 2
 

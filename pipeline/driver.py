@@ -15,7 +15,9 @@ from labelers import weights
 from labelers.ensemble import load as load_ensemble
 from pipeline.actors import LabelerActor, ProgressActor, shard_task
 from pipeline.config import RunConfig
+from pipeline.errors import ShardsFailedError
 from pipeline.plan import Plan, persist_or_check
+from pipeline.probe import check_reachable
 from pipeline.report import build_report, merge, summary_lines
 from pipeline.sources import list_sources
 from shards.reader import shard_stats
@@ -158,6 +160,7 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
     ensemble = load_ensemble(config.ensemble_file)
     _write_run_files(location, config, plan, ensemble, absent)
     _start_ray()
+    check_reachable(plan, config.out)
     todo = [i for i in range(plan.shard_count)
             if options.restart or not shard_is_complete(location, i)]
     if resumed:
@@ -182,7 +185,7 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
         failed = _run_shards(failed, submit, max_in_flight, progress)
     progress.close()
     if failed:
-        raise RuntimeError(f"shards {failed} failed twice; rerun to resume them")
+        raise ShardsFailedError(f"shards {failed} failed twice; rerun to resume them")
     sources, failures, stats = merge(location, plan)
     report = build_report(sources, failures, stats, time.perf_counter() - started, absent)
     location.write_bytes(location.path("report.json"),

@@ -7,15 +7,12 @@ import json
 from dataclasses import asdict, dataclass
 
 from pipeline.config import SPLIT_FRACTIONS, RunConfig
+from pipeline.errors import PlanMismatchError
 from pipeline.sources import Source
 from shards.keys import ref_ids
 from shards.storage import Location
 
 PLAN_FILE = "plan.json"
-
-
-class PlanMismatchError(RuntimeError):
-    """The output directory holds a different plan; resuming would mix two datasets."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,11 @@ import ray
 import webdataset as wds
 
 from pipeline.driver import ClusterOptions, generate
+from pipeline.errors import UnreachableStorageError
 from pipeline.inspect_dataset import inspect
+from pipeline.plan import Plan, PlannedReference
+from pipeline.probe import check_reachable
+from pipeline.sources import list_sources
 from shards.reader import complete_shards, read_index, tar_urls
 from shards.storage import Location
 from shards.writer import shard_paths
@@ -76,3 +80,19 @@ def test_actor_count_does_not_change_the_bytes_and_reruns_resume(
     assert "resuming: 2 of 2 shards done" in capsys.readouterr().out
     assert Location.parse(outs[0].out).read_bytes(
         shard_paths(Location.parse(outs[0].out), 0)["stats"]) == stats_before
+
+
+def test_the_probe_refuses_unreachable_sources_and_outputs(local_ray, shifted_sources,
+                                                           fast_config, tmp_path):
+    folder, _ = shifted_sources(2)
+    config = fast_config(str(folder))
+    plan = Plan.make(list_sources(config.sources), config)
+    check_reachable(plan, str(tmp_path / "fine"))  # readable sources, writable output
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UnreachableStorageError, match=r"OUT .*a-file"):
+        check_reachable(plan, str(blocker / "out"))
+    missing = Plan(plan.inputs, (PlannedReference("gone", str(tmp_path / "gone.png"), "gone.png",
+                                                  "train"),))
+    with pytest.raises(UnreachableStorageError, match="SOURCES: unreadable"):
+        check_reachable(missing, str(tmp_path / "fine"))

@@ -9,7 +9,8 @@ import pytest
 import webdataset as wds
 
 from labelers import Labeler
-from pipeline.plan import Plan, PlanMismatchError, persist_or_check, split_of
+from pipeline.errors import PlanMismatchError
+from pipeline.plan import Plan, persist_or_check, split_of
 from pipeline.sources import list_sources
 from pipeline.worker import local_scorer, produce_shard
 from shards.reader import read_index, tar_urls

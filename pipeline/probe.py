@@ -1,0 +1,53 @@
+"""Before any work on a cluster: check from a worker node that SOURCES can be read and OUT
+written, so a path only the head can see fails at once with a clear error."""
+
+import uuid
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from pipeline.errors import UnreachableStorageError
+from pipeline.plan import Plan
+from pipeline.sources import read_bytes
+from shards.storage import Location
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _probe(first_source_uri: str | None, out: str) -> tuple[str, list[str]]:
+    """(this node's address, problems found) after reading a source and writing to OUT."""
+    problems = []
+    if first_source_uri is not None:
+        try:
+            read_bytes(first_source_uri)
+        except ValueError as error:
+            problems.append(f"SOURCES: {error}")
+    location = Location.parse(out)
+    probe = location.path(f".probe-{uuid.uuid4().hex}")
+    try:
+        location.makedirs(location.root)
+        location.write_bytes(probe, b"probe")
+        location.delete(probe)
+    except OSError as error:
+        problems.append(f"OUT {out}: {error}")
+    return ray.util.get_node_ip_address(), problems
+
+
+def _another_node() -> str | None:
+    """A live node other than the driver's, when the cluster has one."""
+    here = ray.get_runtime_context().get_node_id()
+    others = [node["NodeID"] for node in ray.nodes() if node["Alive"] and node["NodeID"] != here]
+    return others[0] if others else None
+
+
+def check_reachable(plan: Plan, out: str) -> None:
+    """Raise UnreachableStorageError unless a worker node can read SOURCES and write OUT."""
+    first = next((ref.uri for ref in plan.references if not ref.uri.startswith("embedded:")),
+                 None)
+    node = _another_node()
+    options = ({"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+               if node else {})
+    address, problems = ray.get(_probe.options(**options).remote(first, out))
+    if problems:
+        raise UnreachableStorageError(
+            f"from worker node {address}: {'; '.join(problems)}. On a cluster, SOURCES and OUT "
+            "must be object-store URIs (s3://, gs://) or a mount every node shares.")
