@@ -9,10 +9,10 @@ import torch
 from labelers.ensemble import Ensemble
 from labelers.labeler import Labeler
 from pipeline.config import RunConfig
-from pipeline.encoding import decode_png
+from pipeline.encoding import decode_png, encode_png
 from pipeline.plan import Plan
 from pipeline.progress_metrics import record_shard
-from pipeline.worker import produce_shard
+from pipeline.worker import apply_locally, produce_shard
 from shards.storage import Location
 
 
@@ -27,6 +27,10 @@ class LabelerActor:
     def describe(self) -> dict:
         return {"device": str(self.labeler.device), "metrics": self.labeler.keys,
                 "absent": self.labeler.absent, "pid": os.getpid()}
+
+    def apply_distortions(self, ref_png: bytes, jobs: list[tuple[int, int, int]]) -> list:
+        """The learned-denoiser types, run here on this actor's device (its GPU)."""
+        return apply_locally(decode_png(ref_png), jobs)
 
     def score_pngs(self, ref_png: bytes, pngs: list[bytes]) -> tuple[dict, tuple[str, ...]]:
         scores = self.labeler.score(decode_png(ref_png), [decode_png(png) for png in pngs])
@@ -50,16 +54,22 @@ class ProgressActor:
 
 @ray.remote(max_retries=3)
 def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
-               labeler: "ray.actor.ActorHandle", progress: "ray.actor.ActorHandle") -> dict:
-    """Produce one shard; the labels come from `labeler`. Returns its summary."""
+               labeler: "ray.actor.ActorHandle", progress: "ray.actor.ActorHandle",
+               denoise_on_actor: bool) -> dict:
+    """Produce one shard; the labels (and, with denoise_on_actor, the learned-denoiser
+    distortions) come from `labeler`. Returns its summary."""
     def score_pngs(ref_png: bytes, pngs: list[bytes]):
         return ray.get(labeler.score_pngs.remote(ref_png, pngs))
 
     def on_reference(samples: int, failures: int) -> None:
         progress.add.remote(samples, failures)
 
+    def on_actor(pixels: np.ndarray, jobs: list[tuple[int, int, int]]) -> list:
+        return ray.get(labeler.apply_distortions.remote(encode_png(pixels), jobs))
+
     outcome = produce_shard(index, Plan.from_json(plan), RunConfig.from_json(config), score_pngs,
-                            Ensemble.from_json(ensemble), Location.parse(out), on_reference)
+                            Ensemble.from_json(ensemble), Location.parse(out), on_reference,
+                            on_actor if denoise_on_actor else apply_locally)
     record_shard(outcome)
     return {"index": index, "samples": outcome.samples, "failures": len(outcome.failures),
             "seconds": outcome.seconds}

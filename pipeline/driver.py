@@ -35,6 +35,7 @@ class ClusterOptions:
     actors: int | None = None
     max_in_flight: int | None = None
     restart: bool = False
+    denoise_on_actors: bool | None = None  # None: when the cluster has GPUs
 
 
 def shard_is_complete(location: Location, index: int) -> bool:
@@ -176,9 +177,13 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
     progress = _Progress(len(plan.references) * per_reference, plan.shard_count, len(done),
                          sum(shard_stats(location, i)["samples"] for i in done))
 
+    on_actors = options.denoise_on_actors
+    if on_actors is None:
+        on_actors = ray.cluster_resources().get("GPU", 0) > 0
+
     def submit(index: int):
         return shard_task.options(name=f"shard-{index:05d}").remote(
-            index, *arguments, actors[index % len(actors)], progress.actor)
+            index, *arguments, actors[index % len(actors)], progress.actor, on_actors)
 
     failed = _run_shards(todo, submit, max_in_flight, progress)
     if failed:  # the final sweep: once more for every shard that did not complete

@@ -24,6 +24,8 @@ from shards.writer import ShardWriter, shard_paths
 
 # score_pngs(reference PNG, version PNGs) -> ({metric: scores}, absent metric keys)
 ScorePngs = Callable[[bytes, list[bytes]], tuple[dict[str, np.ndarray], tuple[str, ...]]]
+# apply_jobs(pixels, [(distortion id, level, seed)]) -> [(image, recipe) or error message]
+ApplyJobs = Callable[[np.ndarray, list[tuple[int, int, int]]], list]
 
 
 @dataclass
@@ -85,18 +87,37 @@ def _base_record(ref: PlannedReference, pixels: np.ndarray, key: str, kind: str)
             "sha256": pixel_sha256(pixels)}
 
 
-def _distort_all(ref, pixels, config, outcome):
-    """(record, image) for every scenario that succeeds; failures are recorded."""
-    made = []
-    for distortion_id, level in config.scenarios:
-        distortion = distortions.get(distortion_id)
-        seed = distortions.derive_seed(config.seed, ref.ref_id, distortion_id, level)
+def apply_locally(pixels: np.ndarray, jobs: list[tuple[int, int, int]]) -> list:
+    """(image, recipe), or the error message, for each (distortion id, level, seed)."""
+    results = []
+    for distortion_id, level, seed in jobs:
         try:
-            image, recipe = distortions.apply(pixels, distortion_id, level, seed)
+            results.append(distortions.apply(pixels, distortion_id, level, seed))
         except distortions.DistortionError as error:
-            outcome.failures.append(_failure(ref, "distortion_failed", str(error),
+            results.append(str(error))
+    return results
+
+
+def _distort_all(ref, pixels, config, outcome, apply_learned: ApplyJobs):
+    """(record, image) for every scenario that succeeds, in scenario order; failures are
+    recorded. The learned-denoiser types go through `apply_learned` (a GPU actor on a
+    cluster with GPUs), the others run here."""
+    jobs = [(d, lv, distortions.derive_seed(config.seed, ref.ref_id, d, lv))
+            for d, lv in config.scenarios]
+    learned = [job for job in jobs if distortions.get(job[0]).learned]
+    classic = [job for job in jobs if not distortions.get(job[0]).learned]
+    results = dict(zip(classic, apply_locally(pixels, classic), strict=True))
+    if learned:
+        results.update(zip(learned, apply_learned(pixels, learned), strict=True))
+    made = []
+    for job in jobs:
+        distortion_id, level, seed = job
+        distortion = distortions.get(distortion_id)
+        if isinstance(results[job], str):
+            outcome.failures.append(_failure(ref, "distortion_failed", results[job],
                                              distortion_id=distortion_id, level=level))
             continue
+        image, recipe = results[job]
         record = _base_record(ref, image, distorted_key(ref.ref_id, distortion_id, level),
                               "distorted")
         record.update(distortion_id=distortion_id, distortion=distortion.name,
@@ -127,7 +148,8 @@ def _label(records, ref_png, pngs, score_pngs: ScorePngs, ensemble: Ensemble) ->
 
 def produce_shard(index: int, plan: Plan, config: RunConfig, score_pngs: ScorePngs,
                   ensemble: Ensemble, location: Location,
-                  on_reference: Callable[[int, int], None] | None = None) -> ShardOutcome:
+                  on_reference: Callable[[int, int], None] | None = None,
+                  apply_learned: ApplyJobs = apply_locally) -> ShardOutcome:
     """Make shard `index` of the plan and publish it (stats last). References stream into the
     staged tar as they are decoded; the distorted samples follow, in a seeded shuffled order,
     once all are labelled. `on_reference(samples, failures)` is told after each reference."""
@@ -136,7 +158,7 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_pngs: ScorePn
     try:
         distorted = [sample for ref in plan.shard(index)
                      for sample in _reference_samples(ref, config, score_pngs, ensemble, writer,
-                                                      outcome, on_reference)]
+                                                      outcome, on_reference, apply_learned)]
         with _Timer(outcome.seconds, "write"):
             _finish(writer, distorted, config, outcome, location)
     except BaseException:
@@ -145,7 +167,8 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_pngs: ScorePn
     return outcome
 
 
-def _reference_samples(ref, config, score_pngs, ensemble, writer, outcome, on_reference):
+def _reference_samples(ref, config, score_pngs, ensemble, writer, outcome, on_reference,
+                       apply_learned):
     """Write one reference to the tar; return its labelled (record, PNG) distorted samples."""
     failures_before = len(outcome.failures)
     with _Timer(outcome.seconds, "decode"):
@@ -156,7 +179,7 @@ def _reference_samples(ref, config, score_pngs, ensemble, writer, outcome, on_re
             ref_png = encode_png(pixels)
         writer.add(_base_record(ref, pixels, reference_key(ref.ref_id), "reference"), ref_png)
         with _Timer(outcome.seconds, "distort"):
-            made = _distort_all(ref, pixels, config, outcome)
+            made = _distort_all(ref, pixels, config, outcome, apply_learned)
         with _Timer(outcome.seconds, "encode"):
             pngs = [encode_png(image) for _, image in made]
         with _Timer(outcome.seconds, "label"):

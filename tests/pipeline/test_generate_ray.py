@@ -3,11 +3,13 @@ format, byte-identical tars whatever the actor count, and resume."""
 
 import hashlib
 import json
+import time
 
 import pyarrow.parquet as pq
 import pytest
 import ray
 import webdataset as wds
+from ray.util.state import list_tasks
 
 from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import UnreachableStorageError
@@ -24,7 +26,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)  # the state API needs it
     yield
     ray.shutdown()
 
@@ -96,3 +98,27 @@ def test_the_probe_refuses_unreachable_sources_and_outputs(local_ray, shifted_so
                                                   "train"),))
     with pytest.raises(UnreachableStorageError, match="SOURCES: unreadable"):
         check_reachable(missing, str(tmp_path / "fine"))
+
+
+def test_learned_denoiser_on_the_actors_gives_the_same_bytes(local_ray, shifted_sources,
+                                                             fast_config, tmp_path):
+    # On a cluster with GPUs the denoised types run on the labeler actors; forced here on the
+    # CPU, that route must give the same samples as running them in the shard task.
+    folder, ensemble = shifted_sources(2)
+    digests = []
+    for on_actors in (False, True):
+        config = fast_config(str(folder), distortion_ids=(1, 8, 11), levels=(1, 5),
+                             out=str(tmp_path / f"actors-{on_actors}"),
+                             ensemble_file=str(ensemble))
+        report = generate(config, ClusterOptions(actors=1, denoise_on_actors=on_actors))
+        assert report["failures"] == 0
+        digests.append(_digests(config.out))
+    assert digests[0] == digests[1] and digests[0]
+    deadline = time.monotonic() + 30  # task events reach the state API asynchronously
+    while not _actor_denoising_calls() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _actor_denoising_calls(), "the denoised types never went through the actors"
+
+
+def _actor_denoising_calls() -> list:
+    return list_tasks(filters=[("name", "=", "LabelerActor.apply_distortions")])
