@@ -2,7 +2,6 @@
 reference), made from an image with the bank, or read back from a shard with its labels."""
 
 import json
-import tarfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -10,6 +9,7 @@ from tqdm import tqdm
 
 import distortions
 from pipeline.encoding import decode_png
+from shards.reader import tar_members
 from shards.storage import Location
 
 DEFAULT_CELL_WIDTH = 160
@@ -107,11 +107,6 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
 def shard_samples(tar_path: str) -> dict[str, tuple[dict, bytes]]:
     """key -> (sample record, PNG bytes) of a shard tar (a path or an object-store URI)."""
     location = Location.parse(tar_path)
-    members: dict[str, dict[str, bytes]] = {}
-    with location.fs.open_input_stream(location.root) as stream, \
-            tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            key, _, extension = member.name.partition(".")
-            members.setdefault(key, {})[extension] = tar.extractfile(member).read()
+    members = tar_members(location, location.root)
     return {key: (json.loads(parts["json"]), parts["png"]) for key, parts in members.items()
             if "json" in parts and "png" in parts}

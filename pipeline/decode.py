@@ -83,9 +83,9 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
         raise DecodeError("too_many_pixels", str(error)) from None
     except UnidentifiedImageError:
         raise DecodeError("not_an_image", "no image format recognised") from None
+    except DecodeError:
+        raise
     except (OSError, SyntaxError, ValueError) as error:
-        if isinstance(error, DecodeError):
-            raise
         raise DecodeError("corrupt", f"{type(error).__name__}: {error}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous

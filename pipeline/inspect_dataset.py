@@ -2,26 +2,20 @@
 parquet and stats agree and that the counts match the plan."""
 
 import json
-import tarfile
 from collections import Counter
 
 import pyarrow.parquet as pq
 
 from pipeline.plan import PLAN_FILE, Plan
-from shards.reader import shard_stats
+from shards.reader import shard_stats, tar_members
 from shards.storage import Location
 from shards.writer import shard_paths
 
 
 def tar_keys(location: Location, index: int) -> list[str]:
     """The sample keys of a shard's tar, in order, each checked to have .png and .json."""
-    members: dict[str, list[str]] = {}
-    with location.fs.open_input_stream(shard_paths(location, index)["tar"]) as stream, \
-            tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            key, _, extension = member.name.partition(".")
-            members.setdefault(key, []).append(extension)
-    return [key for key, extensions in members.items() if sorted(extensions) == ["json", "png"]]
+    members = tar_members(location, shard_paths(location, index)["tar"], read=False)
+    return [key for key, parts in members.items() if sorted(parts) == ["json", "png"]]
 
 
 def check_shard(location: Location, plan: Plan, index: int, per_reference: int) -> list[str]:

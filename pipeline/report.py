@@ -19,17 +19,14 @@ SOURCES_SCHEMA = pa.schema([
 ])
 
 
-def _side_file(location: Location, index: int, suffix: str) -> str:
-    return shard_paths(location, index)["stats"].removesuffix("_stats.json") + suffix
-
-
 def merge(location: Location, plan: Plan) -> tuple[list[dict], list[dict], list[dict]]:
     """sources.parquet and failures.jsonl from every shard's own lists; returns (sources,
     failures, stats) for the report."""
     sources, failures, stats = [], [], []
     for index in range(plan.shard_count):
-        sources += json.loads(location.read_bytes(_side_file(location, index, "_sources.json")))
-        text = location.read_bytes(_side_file(location, index, "_failures.jsonl")).decode()
+        paths = shard_paths(location, index)
+        sources += json.loads(location.read_bytes(paths["sources"]))
+        text = location.read_bytes(paths["failures"]).decode()
         failures += [json.loads(line) for line in text.splitlines() if line]
         stats.append(shard_stats(location, index))
     table = pa.Table.from_pylist(sources, schema=SOURCES_SCHEMA)

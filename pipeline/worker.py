@@ -198,9 +198,9 @@ def _finish(writer, distorted, config, outcome, location) -> None:
     for i in order:
         writer.add(*distorted[i])
     outcome.samples = outcome.references + len(distorted)
-    base = shard_paths(location, outcome.index)["stats"].removesuffix("_stats.json")
-    location.write_bytes(f"{base}_sources.json", json.dumps(outcome.sources).encode())
-    location.write_bytes(f"{base}_failures.jsonl", "".join(
+    paths = shard_paths(location, outcome.index)
+    location.write_bytes(paths["sources"], json.dumps(outcome.sources).encode())
+    location.write_bytes(paths["failures"], "".join(
         json.dumps(f, sort_keys=True) + "\n" for f in outcome.failures).encode())
     writer.finish({"references": outcome.references, "distorted": len(distorted),
                    "failures": len(outcome.failures), "seconds": outcome.seconds,

@@ -2,6 +2,7 @@
 WebDataset readers."""
 
 import json
+import tarfile
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -32,6 +33,19 @@ def read_index(location: Location, shards: list[int] | None = None) -> pa.Table:
     if not tables:
         raise FileNotFoundError(f"no complete shard in {location.path(SHARDS_DIR)}")
     return pa.concat_tables(tables)
+
+
+def tar_members(location: Location, path: str, read: bool = True) -> dict[str, dict]:
+    """key -> {extension: bytes} of a shard tar, in member order, streamed (bytes are None
+    when `read` is False, for a listing that does not hold the images)."""
+    members: dict[str, dict] = {}
+    with location.fs.open_input_stream(path) as stream, \
+            tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            key, _, extension = member.name.partition(".")
+            members.setdefault(key, {})[extension] = (
+                tar.extractfile(member).read() if read else None)
+    return members
 
 
 def tar_urls(location: Location, shards: list[int] | None = None) -> list[str]:

@@ -22,7 +22,8 @@ def shard_name(index: int) -> str:
 
 def shard_paths(location: Location, index: int) -> dict[str, str]:
     base = location.path(SHARDS_DIR, shard_name(index))
-    return {"tar": f"{base}.tar", "parquet": f"{base}.parquet", "stats": f"{base}_stats.json"}
+    return {"tar": f"{base}.tar", "parquet": f"{base}.parquet", "stats": f"{base}_stats.json",
+            "sources": f"{base}_sources.json", "failures": f"{base}_failures.jsonl"}
 
 
 class ShardWriter:
