@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "full-reference metrics, and write WebDataset shards for IQA pretraining.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("train", help="pretrain, fine-tune, evaluate IQA models "
+                                      "(iqa-factory train --help)", add_help=False)
 
     listing = commands.add_parser("list", help="list the 33 x 5 distortion bank",
                                   description=_list_bank.__doc__)
@@ -229,6 +231,11 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # the training stage has its own parser (and no Ray)
+        from training.cli import main as train_main
+
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

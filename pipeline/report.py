@@ -7,16 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.plan import Plan
-from shards.reader import shard_stats
+from shards.reader import SOURCES_FILE, shard_stats
+from shards.schema import SOURCES_SCHEMA
 from shards.storage import Location
 from shards.writer import shard_paths
-
-SOURCES_SCHEMA = pa.schema([
-    ("ref_id", pa.string()), ("uri", pa.string()), ("original_width", pa.int32()),
-    ("original_height", pa.int32()), ("sha256", pa.string()), ("shard", pa.int32()),
-    ("split", pa.string()), ("status", pa.string()), ("reason", pa.string()),
-    ("conversions", pa.list_(pa.string())),
-])
 
 
 def merge(location: Location, plan: Plan) -> tuple[list[dict], list[dict], list[dict]]:
@@ -30,7 +24,7 @@ def merge(location: Location, plan: Plan) -> tuple[list[dict], list[dict], list[
         failures += [json.loads(line) for line in text.splitlines() if line]
         stats.append(shard_stats(location, index))
     table = pa.Table.from_pylist(sources, schema=SOURCES_SCHEMA)
-    with location.fs.open_output_stream(location.path("sources.parquet")) as stream:
+    with location.fs.open_output_stream(location.path(SOURCES_FILE)) as stream:
         pq.write_table(table, stream)
     location.write_bytes(location.path("failures.jsonl"), "".join(
         json.dumps(f, sort_keys=True) + "\n" for f in failures).encode())

@@ -5,6 +5,7 @@ import re
 from collections.abc import Iterable
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_DISTORTED = re.compile(r"^(?P<ref>.+)_d(?P<id>\d{2})_l(?P<level>\d)$")
 
 
 def reference_key(ref_id: str) -> str:
@@ -13,6 +14,16 @@ def reference_key(ref_id: str) -> str:
 
 def distorted_key(ref_id: str, distortion_id: int, level: int) -> str:
     return f"{ref_id}_d{distortion_id:02d}_l{level}"
+
+
+def ref_id_of(key: str) -> str:
+    """The reference id a sample key belongs to (a reference's or a distorted version's)."""
+    if key.endswith("_ref"):
+        return key.removesuffix("_ref")
+    match = _DISTORTED.match(key)
+    if match is None:
+        raise ValueError(f"{key!r} is not a sample key of this format")
+    return match["ref"]
 
 
 def ref_ids(stems: Iterable[str]) -> list[str]:

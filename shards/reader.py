@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 from shards.storage import Location
 from shards.writer import SHARDS_DIR, shard_paths
 
+SOURCES_FILE = "sources.parquet"
+
 
 def complete_shards(location: Location) -> list[int]:
     """Indices of the shards whose stats file exists (written last, so they are complete)."""
@@ -23,16 +25,26 @@ def shard_stats(location: Location, index: int) -> dict:
     return json.loads(location.read_bytes(shard_paths(location, index)["stats"]))
 
 
-def read_index(location: Location, shards: list[int] | None = None) -> pa.Table:
+def read_index(location: Location, shards: list[int] | None = None,
+               columns: list[str] | None = None) -> pa.Table:
     """The parquet index of the given (default: every complete) shard, concatenated."""
     indices = complete_shards(location) if shards is None else shards
     tables = []
     for index in indices:
         with location.fs.open_input_file(shard_paths(location, index)["parquet"]) as handle:
-            tables.append(pq.read_table(handle))
+            tables.append(pq.read_table(handle, columns=columns))
     if not tables:
         raise FileNotFoundError(f"no complete shard in {location.path(SHARDS_DIR)}")
     return pa.concat_tables(tables)
+
+
+def read_sources(location: Location) -> pa.Table:
+    """sources.parquet: every pristine source with its ref_id, shard, split and status."""
+    path = location.path(SOURCES_FILE)
+    if not location.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: is {location.root} a finished dataset?")
+    with location.fs.open_input_file(path) as handle:
+        return pq.read_table(handle)
 
 
 def tar_members(location: Location, path: str, read: bool = True) -> dict[str, dict]:

@@ -30,6 +30,15 @@ INDEX_SCHEMA = pa.schema([
 ])
 
 
+# sources.parquet: one row per pristine source
+SOURCES_SCHEMA = pa.schema([
+    ("ref_id", pa.string()), ("uri", pa.string()), ("original_width", pa.int32()),
+    ("original_height", pa.int32()), ("sha256", pa.string()), ("shard", pa.int32()),
+    ("split", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+    ("conversions", pa.list_(pa.string())),
+])
+
+
 def sample_json(record: dict) -> bytes:
     """The sample's .json member: sorted keys, compact, UTF-8 (byte-reproducible)."""
     return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()

@@ -1,0 +1,172 @@
+"""`iqa-factory train pretrain|finetune|evaluate`, also `torchrun --nproc_per_node=N -m
+training pretrain|finetune|evaluate` (DDP; one process when not launched by torchrun)."""
+
+import argparse
+import sys
+
+from training.benchmarks import LOADERS, DatasetLayoutError
+from training.evaluate import EvaluateConfig, evaluate
+from training.finetune import FinetuneConfig, finetune
+from training.image_data import SPLIT_BY
+from training.model import INIT_MODES, ModelConfig, ModelInitError
+from training.optim import FINETUNE, PRETRAIN, OptimConfig
+from training.pretrain import PretrainConfig, pretrain
+from training.shard_data import TARGETS, Target
+from training.transforms import EVAL_CROPS, Augment
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--backbone", default="resnet50",
+                       help="any timm model name (default resnet50; nasnetalarge as in the "
+                            "reference setup)")
+    group.add_argument("--init", choices=INIT_MODES, default="auto",
+                       help="auto: ImageNet weights through timm when they can be obtained, "
+                            "random otherwise (with a notice); default auto")
+    group.add_argument("--pretrained-file", default=None,
+                       help="start from a local checkpoint (this project's, or a state dict)")
+    group.add_argument("--drop-path", type=float, default=0.0,
+                       help="final ScheduledDropPath rate where the backbone has drop-path")
+
+
+def _add_optim(parser: argparse.ArgumentParser, defaults: OptimConfig) -> None:
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--lr", type=float, default=defaults.lr,
+                       help=f"Adam learning rate (default {defaults.lr})")
+    group.add_argument("--halve-every", type=int, default=defaults.halve_every,
+                       help=f"halve the learning rate every N epochs "
+                            f"(default {defaults.halve_every})")
+    group.add_argument("--epochs", type=int, default=defaults.epochs,
+                       help=f"at most this many epochs (default {defaults.epochs})")
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help="GLOBAL batch, split across the ranks (default 16)")
+    group.add_argument("--patience", type=int, default=defaults.patience,
+                       help="stop after N epochs without validation improvement (default 3)")
+    group.add_argument("--loss", default=defaults.loss,
+                       help="'+'-joined terms among mse, mae, srocc, plcc "
+                            "(default mse+mae+srocc)")
+    group.add_argument("--soft-rank-temperature", type=float, default=defaults.temperature)
+
+
+def _add_augment(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("augmentation")
+    group.add_argument("--crop", type=int, default=224, help="network input size (default 224)")
+    group.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    group.add_argument("--translate", type=float, default=0.0,
+                       help="random shift up to this fraction of the size (default 0)")
+    group.add_argument("--rotate", type=float, default=0.0,
+                       help="random rotation up to this many degrees (default 0)")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="data loader processes per rank (default 2)")
+
+
+def _model(args) -> ModelConfig:
+    return ModelConfig(args.backbone, args.init, args.pretrained_file, args.drop_path)
+
+
+def _optim(args) -> OptimConfig:
+    return OptimConfig(args.lr, args.halve_every, args.epochs, args.batch_size, args.patience,
+                       args.loss, args.soft_rank_temperature)
+
+
+def _augment(args) -> Augment:
+    return Augment(args.crop, not args.no_flip, args.translate, args.rotate)
+
+
+def _pretrain(args) -> int:
+    pretrain(PretrainConfig(
+        args.dataset, args.out, _model(args), _optim(args), Target(args.target),
+        _augment(args), _names(args.val_refs), _names(args.exclude_refs),
+        args.steps_per_epoch, args.workers, args.seed, args.device), resume=args.resume)
+    return 0
+
+
+def _finetune(args) -> int:
+    finetune(FinetuneConfig(
+        args.dataset, args.root, args.out, _model(args), _optim(args), _augment(args),
+        args.split_by, args.repeats, args.eval_crops, _names(args.refs), args.workers,
+        args.seed, args.device))
+    return 0
+
+
+def _evaluate(args) -> int:
+    evaluate(EvaluateConfig(args.checkpoint, args.dataset, args.root, args.out, args.subset,
+                            args.split_by, args.seed, args.crop, args.eval_crops,
+                            args.batch_size, _names(args.refs), args.workers, args.device))
+    return 0
+
+
+def _add_dataset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, choices=sorted(LOADERS),
+                        help="the dataset's kind (its native layout: see the README)")
+    parser.add_argument("--root", required=True,
+                        help="its folder (csv: the CSV file; shards: the dataset folder)")
+    parser.add_argument("--refs", default="",
+                        help="shards only: comma-separated references to use")
+    parser.add_argument("--split-by", choices=SPLIT_BY, default="reference",
+                        help="reference (no reference's versions on both sides; default) or "
+                             "image (as the reference paper did)")
+    parser.add_argument("--eval-crops", type=int, default=EVAL_CROPS,
+                        help=f"random crops averaged per test image (default {EVAL_CROPS})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iqa-factory train", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pre = commands.add_parser("pretrain", help="pretrain on a generated dataset's shards")
+    pre.add_argument("dataset", help="the dataset folder or URI (OUT of generate)")
+    pre.add_argument("--target", choices=TARGETS, default="quality",
+                     help="quality (Q), a raw metric, or distortion/level classes")
+    pre.add_argument("--val-refs", default="", help="references moved to the val split")
+    pre.add_argument("--exclude-refs", default="",
+                     help="references never read (held out for fine-tuning)")
+    pre.add_argument("--steps-per-epoch", type=int, default=None,
+                     help="batches per rank per epoch (default: the train split once)")
+    pre.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    _add_common(pre)
+    _add_model(pre)
+    _add_optim(pre, PRETRAIN)
+    _add_augment(pre)
+    pre.set_defaults(run=_pretrain)
+
+    fine = commands.add_parser("finetune", help="fine-tune and test on a human-rated dataset")
+    _add_dataset(fine)
+    fine.add_argument("--repeats", type=int, default=1,
+                      help="seeded splits; the median figures are reported (default 1)")
+    _add_common(fine)
+    _add_model(fine)
+    _add_optim(fine, FINETUNE)
+    _add_augment(fine)
+    fine.set_defaults(run=_finetune)
+
+    test = commands.add_parser("evaluate", help="a checkpoint's figures on a dataset")
+    test.add_argument("--checkpoint", required=True, help="a checkpoint of train (best.pt)")
+    _add_dataset(test)
+    test.add_argument("--subset", choices=("all", "test"), default="all",
+                      help="all images, or the test part of the seeded split (default all)")
+    test.add_argument("--crop", type=int, default=None,
+                      help="network input size (default: the checkpoint's)")
+    test.add_argument("--batch-size", type=int, default=16)
+    _add_common(test)
+    test.set_defaults(run=_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, OSError, ModelInitError, DatasetLayoutError) as error:
+        print(f"iqa-factory train: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,86 @@
+"""The process group: DDP over NCCL on GPUs and gloo on CPUs when launched by torchrun, one
+plain process otherwise; gathering predictions of unequal length and broadcasting decisions."""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def start(device: str = "auto") -> Context:
+    """Join the torchrun process group (NCCL with GPUs, gloo otherwise), or run alone."""
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
+    if not launched_by_torchrun():
+        return Context(0, 1, 0, torch.device("cuda" if use_cuda else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Context(dist.get_rank(), dist.get_world_size(), local_rank,
+                   torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"))
+
+
+def stop(context: Context) -> None:
+    if context.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(context: Context) -> None:
+    if context.distributed:
+        dist.barrier()
+
+
+def gather_rows(context: Context, rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows (unequal counts allowed), concatenated in rank order; each rank pads
+    to the longest and the padding is dropped after the gather."""
+    if not context.distributed:
+        return rows
+    count = torch.tensor([rows.shape[0]], device=context.device)
+    counts = [torch.zeros_like(count) for _ in range(context.world_size)]
+    dist.all_gather(counts, count)
+    longest = int(max(c.item() for c in counts))
+    padded = torch.zeros((longest, *rows.shape[1:]), dtype=rows.dtype, device=context.device)
+    padded[: rows.shape[0]] = rows.to(context.device)
+    gathered = [torch.zeros_like(padded) for _ in range(context.world_size)]
+    dist.all_gather(gathered, padded)
+    return torch.cat([part[: int(c.item())] for part, c in zip(gathered, counts, strict=True)])
+
+
+def broadcast_flag(context: Context, flag: bool) -> bool:
+    """Rank 0's decision, on every rank (so every rank stops at the same epoch)."""
+    if not context.distributed:
+        return flag
+    value = torch.tensor([1 if flag else 0], device=context.device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def all_sum(context: Context, value: float) -> float:
+    if not context.distributed:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=context.device)
+    dist.all_reduce(total)
+    return float(total.item())

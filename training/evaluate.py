@@ -1,0 +1,70 @@
+"""`train evaluate`: a checkpoint's PLCC, SROCC, KRCC and RMSE on a human-rated dataset (all
+of it, or the test part of a seeded split), with the scatter plot."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training import benchmarks, checkpoint, distributed
+from training.finetune import test_figures
+from training.image_data import split
+from training.model import ModelConfig, build_model
+from training.plots import scatter
+from training.transforms import EVAL_CROPS, Augment
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    checkpoint: str
+    dataset: str
+    root: str
+    out: str
+    subset: str = "all"          # all | test (the test part of the seeded split)
+    split_by: str = "reference"
+    seed: int = 0
+    crop: int | None = None     # default: the checkpoint's training crop
+    eval_crops: int = EVAL_CROPS
+    batch_size: int = 16
+    refs: tuple[str, ...] = ()
+    workers: int = 2
+    device: str = "auto"
+
+
+def evaluate(config: EvaluateConfig) -> dict:
+    context = distributed.start(config.device)
+    try:
+        saved = checkpoint.load(Path(config.checkpoint))
+        backbone = saved.get("config", {}).get("model", {}).get("backbone")
+        if backbone is None:
+            raise ValueError(f"{config.checkpoint} does not name its backbone: not a checkpoint "
+                             "of `iqa-factory train`")
+        model, _ = build_model(ModelConfig(backbone, init="random",
+                                           pretrained_file=config.checkpoint))
+        model.to(context.device)
+        crop = config.crop or saved["config"].get("augment", {}).get("crop", 224)
+        images = benchmarks.load(config.dataset, config.root, config.refs)
+        if config.subset == "test":
+            images = split(images, config.split_by, config.seed).test
+        elif config.subset != "all":
+            raise ValueError(f"--subset must be all or test, got {config.subset!r}")
+        predicted, opinion, figures = test_figures(
+            context, model, images, Augment(crop=crop), config.eval_crops,
+            config.workers, max(1, config.batch_size // context.world_size))
+        if not context.is_main:
+            return {}
+        out = Path(config.out)
+        out.mkdir(parents=True, exist_ok=True)
+        result = {"checkpoint": config.checkpoint, "dataset": config.dataset,
+                  "root": config.root, "subset": config.subset, "figures": figures}
+        (out / "evaluation.json").write_text(json.dumps(result, indent=1, sort_keys=True))
+        np.savez(out / "predictions.npz", predicted=predicted, opinion=opinion)
+        scatter(predicted, opinion, figures, f"{config.dataset} ({config.subset})",
+                out / "scatter.png")
+        print("  ".join(f"{name.upper()} {figures[name]:.4f}"
+                        for name in ("srocc", "plcc", "krcc", "rmse"))
+              + f"  on {figures['count']} images; {out / 'evaluation.json'}")
+        return result
+    finally:
+        distributed.stop(context)

@@ -1,0 +1,139 @@
+"""`train finetune`: a model (pretrained on the shards, from ImageNet, or random) learns a
+human-rated dataset's opinion scores on seeded splits, and is tested on the held-out part
+with the mean of 10 random crops per image; the median over repeated splits is reported."""
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from training import benchmarks, checkpoint, distributed
+from training.correlation import report
+from training.distributed import Context
+from training.image_data import ImageViews, split
+from training.loop import Run, fit, predict, validation_figures
+from training.model import ModelConfig, build_model
+from training.optim import FINETUNE, OptimConfig
+from training.plots import scatter
+from training.transforms import EVAL_CROPS, Augment
+
+FIGURES = ("srocc", "plcc", "plcc_raw", "krcc", "rmse", "rmse_raw")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    dataset: str                        # a kind of training.benchmarks.LOADERS
+    root: str
+    out: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = FINETUNE
+    augment: Augment = field(default_factory=Augment)
+    split_by: str = "reference"         # reference | image
+    repeats: int = 1                    # seeded splits; the median is reported
+    eval_crops: int = EVAL_CROPS
+    refs: tuple[str, ...] = ()          # for the shards dataset: the references to use
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def eval_loader(context: Context, images, augment: Augment, crops: int, workers: int,
+                batch: int, seed: int = 0) -> DataLoader:
+    """This rank's share of the images (every world_size-th), each as `crops` views."""
+    dataset = ImageViews(images, augment, train=False, seed=seed, crops=crops)
+    share = Subset(dataset, range(context.rank, len(dataset), context.world_size))
+    return DataLoader(share, batch_size=batch, num_workers=workers)
+
+
+def test_figures(context: Context, model, images, augment: Augment, crops: int, workers: int,
+                 batch: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    loader = eval_loader(context, images, augment, crops, workers, batch)
+    predicted, opinion = predict(context, model, loader)
+    return predicted, opinion, report(predicted, opinion)
+
+
+def _train_batches(context: Context, config: FinetuneConfig, images):
+    dataset = ImageViews(images, config.augment, train=True, seed=config.seed)
+    sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank,
+                                 shuffle=True, seed=config.seed)
+    local = config.optim.local_batch(context.world_size)
+    loader = DataLoader(dataset, batch_size=local, sampler=sampler, num_workers=config.workers)
+
+    def batches(epoch: int) -> DataLoader:
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        return loader
+
+    return batches, math.ceil(len(sampler) / local)
+
+
+def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) -> dict:
+    seed = config.seed + repeat
+    parts = split(images, config.split_by, seed)
+    out = Path(config.out) / f"split-{repeat}"
+    model, notices = build_model(config.model)
+    if context.is_main:
+        for notice in notices + (["validation uses the training images (too few references "
+                                  "to hold some out)"] if parts.val is parts.train else []):
+            print(f"NOTICE: {notice}")
+        print(f"split {repeat} (seed {seed}, by {config.split_by}): {len(parts.train)} train, "
+              f"{len(parts.val)} val, {len(parts.test)} test images", flush=True)
+    batches, steps = _train_batches(context, config, parts.train)
+    local = config.optim.local_batch(context.world_size)
+    val_loader = eval_loader(context, parts.val, config.augment, 1, config.workers, local)
+
+    def validate(network) -> dict:
+        return validation_figures(*predict(context, network, val_loader), classes=0)
+
+    run = Run(context, model, config.optim, 0, out, {**config.to_json(), "repeat": repeat},
+              seed)
+    summary = fit(run, batches, steps, validate)
+    distributed.barrier(context)  # rank 0 has written best.pt
+    model.load_state_dict(checkpoint.load(out / checkpoint.BEST)["model"])
+    predicted, opinion, figures = test_figures(context, model, parts.test, config.augment,
+                                               config.eval_crops, config.workers, local)
+    if context.is_main:
+        result = {"repeat": repeat, "seed": seed, "epochs_run": summary["epochs_run"],
+                  "best_epoch": summary["best_epoch"], "test": figures,
+                  "test_images": len(parts.test)}
+        (out / "test.json").write_text(json.dumps(result, indent=1, sort_keys=True))
+        np.savez(out / "test_predictions.npz", predicted=predicted, opinion=opinion)
+        scatter(predicted, opinion, figures, f"{config.dataset} split {repeat}",
+                out / "scatter.png")
+        return result
+    return {}
+
+
+def median_figures(results: list[dict]) -> dict:
+    return {name: float(np.median([r["test"][name] for r in results])) for name in FIGURES}
+
+
+def finetune(config: FinetuneConfig) -> dict:
+    context = distributed.start(config.device)
+    try:
+        images = benchmarks.load(config.dataset, config.root, config.refs)
+        if context.is_main and config.dataset == "shards":
+            print("NOTICE: the shards' ensemble labels Q stand in for opinion scores here")
+        torch.manual_seed(config.seed)
+        results = [_one_split(context, config, images, r) for r in range(config.repeats)]
+        if not context.is_main:
+            return {}
+        summary = {"dataset": config.dataset, "root": config.root, "split_by": config.split_by,
+                   "repeats": config.repeats, "images": len(images),
+                   "median": median_figures(results), "splits": results,
+                   "init": config.model.pretrained_file or config.model.init}
+        out = Path(config.out)
+        (out / "results.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+        print(f"test figures, median of {config.repeats} split(s): " + "  ".join(
+            f"{name.upper()} {value:.4f}" for name, value in summary["median"].items()))
+        print(f"results in {out / 'results.json'}, scatter plots in {out}/split-*/scatter.png")
+        return summary
+    finally:
+        distributed.stop(context)

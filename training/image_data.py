@@ -1,0 +1,77 @@
+"""Fine-tuning and evaluation data: seeded splits of a labelled-image list (by reference or by
+image) and the torch dataset of its views."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from labelers.fitting import split_by_reference
+from training.benchmarks import LabelledImage
+from training.transforms import Augment, centre_crop, eval_views, to_tensor, train_view
+
+SPLIT_BY = ("reference", "image")
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[LabelledImage]
+    val: list[LabelledImage]     # for early stopping, carved out of the training part
+    test: list[LabelledImage]
+
+
+def _groups(images: list[LabelledImage], split_by: str) -> np.ndarray:
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"--split-by must be one of {SPLIT_BY}, got {split_by!r}")
+    return np.array([image.group if split_by == "reference" else image.name
+                     for image in images])
+
+
+def _pick(images: list[LabelledImage], mask: np.ndarray) -> list[LabelledImage]:
+    return [image for image, keep in zip(images, mask, strict=True) if keep]
+
+
+def split(images: list[LabelledImage], split_by: str, seed: int,
+          train_fraction: float = 0.8, val_fraction: float = 0.125) -> Split:
+    """A seeded train/test split (80/20 by default); `val_fraction` of the training groups
+    hold out for validation. A dataset with a published split keeps it (train/test)."""
+    if all(image.published_split for image in images):
+        pool = [image for image in images if image.published_split == "train"]
+        test = [image for image in images if image.published_split == "test"]
+    else:
+        in_train = split_by_reference(_groups(images, split_by), seed, train_fraction)
+        pool, test = _pick(images, in_train), _pick(images, ~in_train)
+    groups = _groups(pool, split_by)
+    if len(set(groups)) < 2:  # too few references to hold out a validation part
+        return Split(pool, pool, test)
+    in_fit = split_by_reference(groups, seed + 1, 1 - val_fraction)
+    return Split(_pick(pool, in_fit), _pick(pool, ~in_fit), test)
+
+
+class ImageViews(Dataset):
+    """(view, score): a random augmented crop when training; a centre crop, or the stack of
+    `crops` random crops, when evaluating. Crops are seeded by (seed, epoch, index)."""
+
+    def __init__(self, images: list[LabelledImage], augment: Augment, train: bool,
+                 seed: int = 0, crops: int = 1):
+        self.images, self.augment, self.train = images, augment, train
+        self.seed, self.crops, self.epoch = seed, crops, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index]
+        pixels = image.pixels()
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.train:
+            view = train_view(pixels, self.augment, rng)
+        elif self.crops > 1:
+            view = eval_views(pixels, self.augment.crop, rng, self.crops)
+        else:
+            view = to_tensor(centre_crop(pixels, self.augment.crop))
+        return view, torch.tensor(image.score, dtype=torch.float32)

@@ -1,0 +1,196 @@
+"""The epoch loop shared by pretraining and fine-tuning: DDP training for a fixed number of
+batches per rank, validation on predictions gathered from every rank, early stopping decided
+on rank 0 and broadcast, checkpoints and TensorBoard on rank 0, resume."""
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from training import checkpoint
+from training.correlation import report
+from training.distributed import Context, all_sum, broadcast_flag, gather_rows
+from training.losses import QualityLoss
+from training.model import ScheduledDropPath
+from training.optim import EarlyStopping, OptimConfig, optimiser
+
+# settings a resumed run may change; anything else must match the checkpoint
+RESUMABLE_CHANGES = {"epochs", "patience", "resume"}
+
+
+@dataclass
+class Run:
+    context: Context
+    model: nn.Module
+    optim: OptimConfig
+    classes: int           # 0 for a regression target
+    out: Path
+    config: dict           # the run's settings, kept in every checkpoint
+    seed: int = 0
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def _loss_function(run: Run) -> Callable:
+    if run.classes:
+        return nn.CrossEntropyLoss()
+    return QualityLoss.parse(run.optim.loss, run.optim.temperature)
+
+
+def train_epoch(run: Run, network: nn.Module, batches: Iterable, steps: int, loss_fn,
+                optimizer) -> dict:
+    """Exactly `steps` batches on this rank; the mean loss over all ranks."""
+    network.train()
+    total, count = 0.0, 0
+    iterator = iter(batches)
+    progress = tqdm(total=steps, desc="train", leave=False, disable=not run.context.is_main)
+    for _ in range(steps):
+        try:
+            images, targets = next(iterator)
+        except StopIteration:
+            raise RuntimeError(f"the training data ran out after {count} of {steps} batches "
+                               f"on rank {run.context.rank}") from None
+        outputs = network(images.to(run.context.device))
+        loss = loss_fn(outputs if run.classes else outputs[:, 0], targets.to(run.context.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, count = total + float(loss.detach()), count + 1
+        progress.update()
+    progress.close()
+    return {"loss": all_sum(run.context, total) / all_sum(run.context, count), "batches": count}
+
+
+@torch.no_grad()
+def predict(context: Context, model: nn.Module, loader: Iterable,
+            classes: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and targets of every rank, gathered (padding dropped). Inputs of shape
+    (batch, views, C, H, W) are scored as the mean over their views."""
+    model.eval()
+    rows = []
+    for images, targets in loader:
+        images = images.to(context.device)
+        if images.ndim == 5:
+            batch, views = images.shape[:2]
+            outputs = model(images.flatten(0, 1)).view(batch, views, -1).mean(dim=1)
+        else:
+            outputs = model(images)
+        predicted = outputs.argmax(dim=1).double() if classes else outputs[:, 0].double()
+        rows.append(torch.stack([predicted, targets.to(context.device).double()], dim=1))
+    local = torch.cat(rows) if rows else torch.zeros((0, 2), dtype=torch.float64,
+                                                     device=context.device)
+    gathered = gather_rows(context, local).cpu().numpy()
+    return gathered[:, 0], gathered[:, 1]
+
+
+def validation_figures(predicted: np.ndarray, target: np.ndarray, classes: int) -> dict:
+    """`score` (higher is better: SROCC, or accuracy for classes) and the other figures."""
+    if classes:
+        accuracy = float(np.mean(predicted == target)) if len(target) else float("nan")
+        return {"score": accuracy, "accuracy": accuracy, "count": len(target)}
+    figures = report(predicted, target)
+    return {"score": figures["srocc"], **figures}
+
+
+def _restore(run: Run, optimizer, scheduler) -> tuple[int, EarlyStopping, list]:
+    state = checkpoint.load(run.out / checkpoint.LAST)
+    saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
+    asked = {k: v for k, v in run.config.items() if k not in RESUMABLE_CHANGES}
+    if saved != asked:
+        changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
+        raise ValueError(f"--resume with other settings than {run.out / checkpoint.LAST} "
+                         f"({', '.join(changed)}); use another --out to start a new run")
+    run.model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state["epoch"] + 1, EarlyStopping(run.optim.patience, **state["stopping"]), \
+        state["history"]
+
+
+def _save(run: Run, epoch: int, optimizer, scheduler, stopping: EarlyStopping, history: list,
+          improved: bool) -> None:
+    state = {"model": run.model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "epoch": epoch, "stopping": stopping.state(),
+             "history": history, "config": run.config}
+    checkpoint.save(state, run.out / checkpoint.LAST)
+    if improved:
+        checkpoint.save({"model": state["model"], "epoch": epoch, "config": run.config},
+                        run.out / checkpoint.BEST)
+
+
+def _tensorboard(run: Run):
+    if not run.context.is_main:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(run.out / "tensorboard"))
+
+
+def _log(writer, record: dict) -> None:
+    if writer is None:
+        return
+    for name, value in record.items():
+        if name != "epoch" and isinstance(value, int | float) and np.isfinite(value):
+            writer.add_scalar(name.replace("_", "/", 1), value, record["epoch"])
+    writer.flush()
+
+
+def _describe(record: dict, epochs: int, improved: bool) -> str:
+    figures = "  ".join(f"{name.removeprefix('val_')} {record[name]:.4f}"
+                        for name in ("val_srocc", "val_plcc", "val_accuracy") if name in record)
+    return (f"epoch {record['epoch'] + 1}/{epochs}  loss {record['train_loss']:.4f}  "
+            f"{figures}  lr {record['lr']:.2e}  {record['seconds']:.1f} s"
+            + ("  (best)" if improved else ""))
+
+
+def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
+        validate: Callable[[nn.Module], dict], resume: bool = False) -> dict:
+    """Train for up to `optim.epochs` epochs of `steps` batches per rank; returns the summary.
+
+    train_batches(epoch) gives this rank's batches for an epoch; validate(model) gives the
+    figures of `validation_figures` (the same on every rank)."""
+    context = run.context
+    run.out.mkdir(parents=True, exist_ok=True)
+    run.model.to(context.device)
+    network = (DistributedDataParallel(run.model, device_ids=[context.device.index]
+                                       if context.device.type == "cuda" else None)
+               if context.distributed else run.model)
+    optimizer, scheduler = optimiser(run.model, run.optim)
+    start, stopping, history = 0, EarlyStopping(run.optim.patience), []
+    if resume:
+        start, stopping, history = _restore(run, optimizer, scheduler)
+    drop_path, loss_fn, writer = ScheduledDropPath(run.model), _loss_function(run), \
+        _tensorboard(run)
+    for epoch in range(start, run.optim.epochs):
+        began = time.perf_counter()
+        torch.manual_seed(epoch_seed(run.seed, epoch, context.rank))
+        drop_path.set_progress((epoch + 1) / run.optim.epochs)
+        lr = optimizer.param_groups[0]["lr"]
+        trained = train_epoch(run, network, train_batches(epoch), steps, loss_fn, optimizer)
+        scheduler.step()
+        figures = validate(run.model)
+        record = {"epoch": epoch, "train_loss": trained["loss"], "batches": trained["batches"],
+                  "lr": lr, **{f"val_{k}": v for k, v in figures.items()},
+                  "seconds": time.perf_counter() - began}
+        history.append(record)
+        if context.is_main:
+            improved = stopping.update(figures["score"], epoch)
+            _save(run, epoch, optimizer, scheduler, stopping, history, improved)
+            _log(writer, record)
+            print(_describe(record, run.optim.epochs, improved), flush=True)
+        if broadcast_flag(context, context.is_main and stopping.should_stop):
+            if context.is_main:
+                print(f"early stop: no validation improvement for {stopping.patience} epochs")
+            break
+    if writer is not None:
+        writer.close()
+    return {"epochs_run": len(history), "best_epoch": stopping.best_epoch,
+            "best_score": stopping.best, "history": history}

@@ -1,0 +1,63 @@
+"""The quality-aware loss: MSE + MAE + (1 - SROCC) of the batch by default, SROCC through a
+soft rank so it has gradients; a PLCC term is available."""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+TERMS = ("mse", "mae", "srocc", "plcc")
+
+
+def soft_rank(values: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Differentiable ranks 1..n: rank_i = 1/2 + sum_j sigmoid((v_i - v_j) / t). It tends to the
+    exact (average) ranks as t -> 0."""
+    differences = (values[:, None] - values[None, :]) / temperature
+    return 0.5 + torch.sigmoid(differences).sum(dim=1)
+
+
+def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    dx, dy = x - x.mean(), y - y.mean()
+    return (dx * dy).sum() / (dx.norm() * dy.norm()).clamp_min(1e-12)
+
+
+def soft_srocc(predicted: torch.Tensor, target: torch.Tensor,
+               temperature: float = 1e-2) -> torch.Tensor:
+    """Pearson correlation of the predictions' soft ranks with the targets' ranks."""
+    target_ranks = soft_rank(target.detach(), 1e-9)
+    return _pearson(soft_rank(predicted, temperature), target_ranks)
+
+
+def plcc_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return 1 - _pearson(predicted, target)
+
+
+@dataclass(frozen=True)
+class QualityLoss:
+    """A sum of terms among mse, mae, srocc (1 - soft SROCC), plcc (1 - PLCC)."""
+
+    terms: tuple[str, ...] = ("mse", "mae", "srocc")
+    temperature: float = 1e-2
+
+    def __post_init__(self):
+        unknown = [term for term in self.terms if term not in TERMS]
+        if unknown or not self.terms:
+            raise ValueError(f"loss terms must be among {TERMS}, got {self.terms}")
+
+    @classmethod
+    def parse(cls, text: str, temperature: float = 1e-2) -> "QualityLoss":
+        return cls(tuple(term.strip() for term in text.split("+") if term.strip()), temperature)
+
+    def __call__(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        predicted, target = predicted.reshape(-1), target.reshape(-1).to(predicted.dtype)
+        parts = {"mse": lambda: F.mse_loss(predicted, target),
+                 "mae": lambda: F.l1_loss(predicted, target),
+                 "srocc": lambda: 1 - soft_srocc(predicted, target, self.temperature),
+                 "plcc": lambda: plcc_loss(predicted, target)}
+        correlation_terms = {"srocc", "plcc"}
+        total = predicted.new_zeros(())
+        for term in self.terms:
+            if term in correlation_terms and len(predicted) < 2:
+                continue  # a correlation of one sample is undefined
+            total = total + parts[term]()
+        return total

@@ -1,0 +1,119 @@
+"""`train pretrain`: a no-reference model learns the ensemble quality Q (or a raw metric, or
+the distortion class) of the shards' `train` split, with early stopping on `val`."""
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+from labelers.ensemble import load as load_ensemble
+from shards.reader import read_index
+from shards.storage import Location
+from training import distributed
+from training.loop import Run, fit, predict, validation_figures
+from training.model import ModelConfig, build_model
+from training.optim import PRETRAIN, OptimConfig
+from training.shard_data import (
+    ShardStream,
+    SplitShards,
+    StreamConfig,
+    Target,
+    reference_splits,
+    split_shards,
+)
+from training.transforms import Augment
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    dataset: str
+    out: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = PRETRAIN
+    target: Target = field(default_factory=Target)
+    augment: Augment = field(default_factory=Augment)
+    val_refs: tuple[str, ...] = ()      # references moved to the validation split
+    exclude_refs: tuple[str, ...] = ()  # references never read (held out for fine-tuning)
+    steps_per_epoch: int | None = None  # default: one pass over the train split in expectation
+    workers: int = 2                    # data loader processes per rank
+    seed: int = 0
+    device: str = "auto"
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["target"] = self.target.name
+        return data
+
+
+def check_labels(location: Location) -> str:
+    """The dataset's ensemble hash; every sample's Q must have been made under it."""
+    ensemble = load_ensemble(location.path("ensemble.json"))
+    hashes = set(read_index(location, columns=["ensemble_hash"])["ensemble_hash"]
+                 .drop_null().to_pylist())
+    if hashes - {ensemble.hash}:
+        raise ValueError(f"{location.root}: samples carry Q under ensembles {sorted(hashes)} "
+                         f"but ensemble.json is {ensemble.hash}")
+    return ensemble.hash
+
+
+def _stream(config: PretrainConfig, shards: SplitShards, train: bool,
+            context) -> tuple[ShardStream, DataLoader]:
+    stream = ShardStream(StreamConfig(config.dataset, shards, config.target, config.augment,
+                                      config.seed, train=train),
+                         context.rank, context.world_size)
+    return stream, DataLoader(stream, batch_size=config.optim.local_batch(context.world_size),
+                              num_workers=config.workers)
+
+
+def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
+    context = distributed.start(config.device)
+    try:
+        return _pretrain(config, context, resume)
+    finally:
+        distributed.stop(context)
+
+
+def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
+    location = Location.parse(config.dataset)
+    labels = check_labels(location) if config.target.name == "quality" else None
+    splits = reference_splits(location, config.val_refs, config.exclude_refs)
+    train, val = (split_shards(location, splits, name) for name in ("train", "val"))
+    if not val.samples:
+        raise ValueError(f"{config.dataset} has no `val` reference for early stopping: name "
+                         "some with --val-refs")
+    steps = config.steps_per_epoch or max(1, math.ceil(train.samples / config.optim.batch_size))
+    model, notices = build_model(config.model, config.target.outputs)
+    if context.is_main:
+        for notice in notices:
+            print(f"NOTICE: {notice}")
+        print(f"pretraining {config.model.backbone} on {train.samples} samples of "
+              f"{len(train.refs)} references ({len(train.urls)} shards), validating on "
+              f"{val.samples} of {len(val.refs)}; target {config.target.name}"
+              + (f" (ensemble {labels})" if labels else "")
+              + f"; {context.world_size} rank(s) on {context.device}, {steps} batches of "
+              f"{config.optim.batch_size} per epoch", flush=True)
+    train_stream, train_loader = _stream(config, train, True, context)
+    _, val_loader = _stream(config, val, False, context)
+
+    def batches(epoch: int) -> DataLoader:
+        train_stream.set_epoch(epoch)
+        return train_loader
+
+    def validate(network) -> dict:
+        return validation_figures(*predict(context, network, val_loader,
+                                           config.target.classes), config.target.classes)
+
+    out = Path(config.out)
+    run = Run(context, model, config.optim, config.target.classes, out, config.to_json(),
+              config.seed)
+    summary = fit(run, batches, steps, validate, resume)
+    if context.is_main:
+        summary = {**summary, "dataset": config.dataset, "ensemble": labels,
+                   "train_samples": train.samples, "val_samples": val.samples,
+                   "checkpoint": str(out / "best.pt")}
+        (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+        print(f"best validation score {summary['best_score']:.4f} at epoch "
+              f"{summary['best_epoch'] + 1}; weights in {out / 'best.pt'}")
+    return summary

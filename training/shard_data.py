@@ -1,0 +1,172 @@
+"""Pretraining data from the shards (spec/shards.md) through WebDataset's tar reader: which
+references make each split, which shards hold them, and a stream of (view, target) per rank
+and loader worker, seeded by (seed, epoch, rank, worker). Training streams resample shards
+without end (each rank takes a fixed number of batches per epoch, so no rank waits at an
+all-reduce); evaluation streams read each shard once, split by rank and worker."""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+from shards.keys import ref_id_of
+from shards.reader import complete_shards, read_index, read_sources
+from shards.schema import METRIC_KEYS
+from shards.storage import Location
+from shards.writer import shard_paths
+from training.transforms import Augment, centre_crop, decode, to_tensor, train_view
+
+CLASS_TARGETS = {"distortion": ("distortion_id", 33), "level": ("level", 5)}
+TARGETS = ("quality", *METRIC_KEYS, *CLASS_TARGETS)
+EXCLUDED = "excluded"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the model learns: Q, one raw metric, or a class (distortion id or level)."""
+
+    name: str = "quality"
+
+    def __post_init__(self):
+        if self.name not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {self.name!r}")
+
+    @property
+    def classes(self) -> int:
+        """The class count of a classification target; 0 for a regression one."""
+        return CLASS_TARGETS[self.name][1] if self.name in CLASS_TARGETS else 0
+
+    @property
+    def outputs(self) -> int:
+        return self.classes or 1
+
+    def value(self, record: dict) -> float | int:
+        if self.name in CLASS_TARGETS:
+            return int(record[CLASS_TARGETS[self.name][0]]) - 1
+        value = record["quality"] if self.name == "quality" else (record["scores"] or {}).get(
+            self.name)
+        if value is None:
+            raise ValueError(f"sample {record['key']} has no {self.name} (this dataset was made "
+                             f"with metrics {record.get('metrics_used')}): choose another "
+                             "--target")
+        return float(value)
+
+
+def reference_splits(location: Location, val_refs: tuple[str, ...] = (),
+                     exclude_refs: tuple[str, ...] = ()) -> dict[str, str]:
+    """ref_id -> split from sources.parquet (usable sources only), with references moved to
+    `val` or excluded on request (held out for fine-tuning, say)."""
+    table = read_sources(location)
+    ok = table.filter(pc.equal(table["status"], "ok"))
+    splits = dict(zip(ok["ref_id"].to_pylist(), ok["split"].to_pylist(), strict=True))
+    unknown = sorted((set(val_refs) | set(exclude_refs)) - set(splits))
+    if unknown:
+        raise ValueError(f"unknown reference ids {unknown}; the dataset has {sorted(splits)}")
+    splits.update(dict.fromkeys(val_refs, "val"))
+    splits.update(dict.fromkeys(exclude_refs, EXCLUDED))
+    return splits
+
+
+@dataclass(frozen=True)
+class SplitShards:
+    """The references of one split, the shards that hold their samples, and the count."""
+
+    name: str
+    refs: frozenset[str]
+    urls: tuple[str, ...]
+    samples: int
+
+
+def split_shards(location: Location, splits: dict[str, str], name: str) -> SplitShards:
+    refs = frozenset(ref for ref, split in splits.items() if split == name)
+    urls, total = [], 0
+    for index in complete_shards(location):
+        table = read_index(location, [index], columns=["ref_id", "kind"])
+        wanted = pc.and_(pc.equal(table["kind"], "distorted"),
+                         pc.is_in(table["ref_id"], value_set=pc.cast(list(refs) or [""],
+                                                                     "string")))
+        count = pc.sum(wanted).as_py() or 0
+        if count:
+            urls.append(shard_paths(location, index)["tar"])
+            total += count
+    return SplitShards(name, refs, tuple(urls), total)
+
+
+def shuffled(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
+    """A shuffle buffer: once `size` items wait, each new item swaps out a random one."""
+    buffer = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        slot = int(rng.integers(len(buffer)))
+        buffer[slot], item = item, buffer[slot]
+        yield item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    root: str
+    shards: SplitShards
+    target: Target
+    augment: Augment
+    seed: int = 0
+    train: bool = True           # resampled, augmented, shuffled; else each shard once
+    shuffle_buffer: int = 500
+
+
+class ShardStream(IterableDataset):
+    """(view tensor, target) pairs of one split for one rank."""
+
+    def __init__(self, config: StreamConfig, rank: int = 0, world_size: int = 1):
+        super().__init__()
+        if not config.shards.urls:
+            raise ValueError(f"the {config.shards.name} split of {config.root} has no samples")
+        self.config, self.rank, self.world_size = config, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _shard_order(self, rng: np.random.Generator, worker: int, workers: int) -> Iterator:
+        urls = self.config.shards.urls
+        if self.config.train:
+            while True:
+                yield urls[int(rng.integers(len(urls)))]
+        yield from urls[self.rank::self.world_size][worker::workers]
+
+    def _records(self, url: str) -> Iterator[tuple[np.ndarray, dict]]:
+        refs = self.config.shards.refs
+
+        def wanted(name: str) -> bool:
+            key = name.partition(".")[0]
+            return not key.endswith("_ref") and ref_id_of(key) in refs
+
+        location = Location.parse(self.config.root)
+        with location.fs.open_input_stream(url) as stream:
+            members = ({**member, "__url__": url}
+                       for member in tar_file_iterator(stream, select_files=wanted))
+            for sample in group_by_keys(members):
+                yield decode(sample["png"]), json.loads(sample["json"])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        rng = np.random.default_rng([self.config.seed, self.epoch, self.rank, worker])
+        records = (record for url in self._shard_order(rng, worker, workers)
+                   for record in self._records(url))
+        if self.config.train:
+            records = shuffled(records, self.config.shuffle_buffer, rng)
+        target = self.config.target
+        dtype = torch.long if target.classes else torch.float32
+        for pixels, record in records:
+            view = (train_view(pixels, self.config.augment, rng) if self.config.train
+                    else to_tensor(centre_crop(pixels, self.config.augment.crop)))
+            yield view, torch.tensor(target.value(record), dtype=dtype)

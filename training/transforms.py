@@ -1,0 +1,93 @@
+"""From decoded pixels to network input, keeping quality: random crop and horizontal flip
+(no resampling) by default; translation and small rotation on request, as in the reference
+setup; the 10 random crops of evaluation."""
+
+import io
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+MEAN = np.asarray(IMAGENET_DEFAULT_MEAN, dtype=np.float32)
+STD = np.asarray(IMAGENET_DEFAULT_STD, dtype=np.float32)
+EVAL_CROPS = 10
+
+
+@dataclass(frozen=True)
+class Augment:
+    crop: int = 224
+    flip: bool = True
+    translate: float = 0.0   # largest shift, as a fraction of width and height
+    rotate: float = 0.0      # largest rotation in degrees
+
+    def __post_init__(self):
+        if self.crop < 16:
+            raise ValueError(f"crop must be at least 16 pixels, got {self.crop}")
+        if not 0 <= self.translate < 0.5 or not 0 <= self.rotate <= 45:
+            raise ValueError("translate must be in [0, 0.5) and rotate in [0, 45] degrees")
+
+
+def decode(data: bytes) -> np.ndarray:
+    """8-bit RGB pixels of an image file's bytes (PNG decodes losslessly)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def read_image(path: str) -> np.ndarray:
+    with open(path, "rb") as handle:
+        return decode(handle.read())
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """CHW float32, normalised with the ImageNet mean and deviation timm backbones expect."""
+    scaled = (pixels.astype(np.float32) / 255.0 - MEAN) / STD
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+
+
+def _check_size(pixels: np.ndarray, crop: int) -> None:
+    height, width = pixels.shape[:2]
+    if height < crop or width < crop:
+        raise ValueError(f"image of {width}x{height} is smaller than the {crop}-pixel crop: "
+                         "pass a smaller --crop")
+
+
+def random_crop(pixels: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
+    _check_size(pixels, crop)
+    height, width = pixels.shape[:2]
+    top = int(rng.integers(0, height - crop + 1))
+    left = int(rng.integers(0, width - crop + 1))
+    return pixels[top:top + crop, left:left + crop]
+
+
+def centre_crop(pixels: np.ndarray, crop: int) -> np.ndarray:
+    _check_size(pixels, crop)
+    height, width = pixels.shape[:2]
+    top, left = (height - crop) // 2, (width - crop) // 2
+    return pixels[top:top + crop, left:left + crop]
+
+
+def _warp(pixels: np.ndarray, augment: Augment, rng: np.random.Generator) -> np.ndarray:
+    height, width = pixels.shape[:2]
+    angle = float(rng.uniform(-augment.rotate, augment.rotate))
+    matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+    matrix[:, 2] += rng.uniform(-augment.translate, augment.translate, 2) * (width, height)
+    return cv2.warpAffine(pixels, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT_101)
+
+
+def train_view(pixels: np.ndarray, augment: Augment, rng: np.random.Generator) -> torch.Tensor:
+    if augment.translate or augment.rotate:
+        pixels = _warp(pixels, augment, rng)
+    view = random_crop(pixels, augment.crop, rng)
+    if augment.flip and rng.random() < 0.5:
+        view = view[:, ::-1]
+    return to_tensor(view)
+
+
+def eval_views(pixels: np.ndarray, crop: int, rng: np.random.Generator,
+               count: int = EVAL_CROPS) -> torch.Tensor:
+    """`count` random crops, stacked: the model's score is their mean."""
+    return torch.stack([to_tensor(random_crop(pixels, crop, rng)) for _ in range(count)])
