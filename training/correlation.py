@@ -1,8 +1,10 @@
 """The benchmark figures of an IQA model: PLCC (raw, and after the 4-parameter logistic that
 IQA evaluations fit from prediction to opinion), SROCC, KRCC (tau-b) and RMSE."""
 
+import warnings
+
 import numpy as np
-from scipy.optimize import curve_fit
+from scipy.optimize import OptimizeWarning, curve_fit
 
 from labelers.ensemble import logistic
 
@@ -70,7 +72,9 @@ def fit_logistic(predicted, opinion) -> np.ndarray:
     spread = float(np.std(x)) or 1.0
     start = (float(y.max()), float(y.min()), float(np.mean(x)), spread / 2)
     try:
-        parameters, _ = curve_fit(logistic, x, y, p0=start, maxfev=20000)
+        with warnings.catch_warnings():  # the parameters' covariance is not used
+            warnings.simplefilter("ignore", OptimizeWarning)
+            parameters, _ = curve_fit(logistic, x, y, p0=start, maxfev=20000)
     except RuntimeError:  # no convergence: the identity-like start is the honest fallback
         parameters = np.asarray(start)
     return parameters

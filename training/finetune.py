@@ -78,6 +78,7 @@ def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) ->
     seed = config.seed + repeat
     parts = split(images, config.split_by, seed)
     out = Path(config.out) / f"split-{repeat}"
+    torch.manual_seed(seed)
     model, notices = build_model(config.model)
     if context.is_main:
         for notice in notices + (["validation uses the training images (too few references "
@@ -121,7 +122,6 @@ def finetune(config: FinetuneConfig) -> dict:
         images = benchmarks.load(config.dataset, config.root, config.refs)
         if context.is_main and config.dataset == "shards":
             print("NOTICE: the shards' ensemble labels Q stand in for opinion scores here")
-        torch.manual_seed(config.seed)
         results = [_one_split(context, config, images, r) for r in range(config.repeats)]
         if not context.is_main:
             return {}

@@ -66,7 +66,9 @@ def train_epoch(run: Run, network: nn.Module, batches: Iterable, steps: int, los
         total, count = total + float(loss.detach()), count + 1
         progress.update()
     progress.close()
-    return {"loss": all_sum(run.context, total) / all_sum(run.context, count), "batches": count}
+    per_rank = gather_rows(run.context, torch.tensor([[count]], device=run.context.device))
+    return {"loss": all_sum(run.context, total) / all_sum(run.context, count),
+            "rank_batches": per_rank[:, 0].tolist()}
 
 
 @torch.no_grad()
@@ -100,10 +102,20 @@ def validation_figures(predicted: np.ndarray, target: np.ndarray, classes: int) 
     return {"score": figures["srocc"], **figures}
 
 
+def _settings(config: dict, prefix: str = "") -> dict:
+    """The settings as flat dotted names, less those a resumed run may change."""
+    flat = {}
+    for name, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_settings(value, f"{prefix}{name}."))
+        elif name not in RESUMABLE_CHANGES:
+            flat[prefix + name] = value
+    return flat
+
+
 def _restore(run: Run, optimizer, scheduler) -> tuple[int, EarlyStopping, list]:
     state = checkpoint.load(run.out / checkpoint.LAST)
-    saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
-    asked = {k: v for k, v in run.config.items() if k not in RESUMABLE_CHANGES}
+    saved, asked = _settings(state["config"]), _settings(run.config)
     if saved != asked:
         changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
         raise ValueError(f"--resume with other settings than {run.out / checkpoint.LAST} "
@@ -177,7 +189,8 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
         trained = train_epoch(run, network, train_batches(epoch), steps, loss_fn, optimizer)
         scheduler.step()
         figures = validate(run.model)
-        record = {"epoch": epoch, "train_loss": trained["loss"], "batches": trained["batches"],
+        record = {"epoch": epoch, "train_loss": trained["loss"],
+                  "rank_batches": trained["rank_batches"],
                   "lr": lr, **{f"val_{k}": v for k, v in figures.items()},
                   "seconds": time.perf_counter() - began}
         history.append(record)

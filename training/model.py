@@ -45,7 +45,10 @@ def _hub_reachable() -> bool:
 def _imagenet(config: ModelConfig, outputs: int, notices: list[str]) -> nn.Module | None:
     """The backbone with timm's ImageNet weights, or None (with a notice) when `auto` cannot
     get them."""
-    if config.init == "auto" and not _hub_reachable():
+    if not _hub_reachable():
+        if config.init == "imagenet":
+            raise ModelInitError(f"cannot download ImageNet weights for {config.backbone}: "
+                                 f"{HUB_HOST} does not resolve; pass --pretrained-file")
         notices.append(f"ImageNet weights for {config.backbone} are out of reach ({HUB_HOST} "
                        "does not resolve): starting from RANDOM weights; pass "
                        "--pretrained-file to start from a local checkpoint")

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
 from torch.utils.data import DataLoader
 
 from labelers.ensemble import load as load_ensemble
@@ -84,6 +85,7 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
         raise ValueError(f"{config.dataset} has no `val` reference for early stopping: name "
                          "some with --val-refs")
     steps = config.steps_per_epoch or max(1, math.ceil(train.samples / config.optim.batch_size))
+    torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
     model, notices = build_model(config.model, config.target.outputs)
     if context.is_main:
         for notice in notices:

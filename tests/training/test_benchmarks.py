@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from training import benchmarks
+from training.benchmarks import DatasetLayoutError
+from training.image_data import ImageViews, split
+from training.transforms import Augment
+
+from .conftest import png
+
+
+def _image(seed: int) -> bytes:
+    return png(np.random.default_rng(seed).integers(0, 256, (40, 48, 3), dtype=np.uint8))
+
+
+def test_kadid_layout(kadid_folder):
+    images = benchmarks.load("kadid10k", str(kadid_folder))
+    assert len(images) == 24
+    first = images[0]
+    assert (first.name, first.group) == ("I01_01_01.png", "I01.png")
+    assert first.score == pytest.approx((5 - 1 - 0.1 - 1) / 4)
+    assert first.pixels().shape == (48, 64, 3)
+
+
+def test_tid2013_matches_names_without_case(tmp_path):
+    (tmp_path / "distorted_images").mkdir()
+    (tmp_path / "distorted_images" / "I01_01_1.BMP").write_bytes(_image(0))
+    (tmp_path / "distorted_images" / "i02_01_1.bmp").write_bytes(_image(1))
+    (tmp_path / "mos_with_names.txt").write_text("4.5 i01_01_1.bmp\n6.75 i02_01_1.bmp\n")
+    images = benchmarks.load("tid2013", str(tmp_path))
+    assert [(i.group, i.score) for i in images] == [("i01", 0.5), ("i02", 0.75)]
+
+
+def test_koniq_and_biq2021_layouts(tmp_path):
+    koniq = tmp_path / "koniq"
+    (koniq / "1024x768").mkdir(parents=True)
+    (koniq / "1024x768" / "a.jpg").write_bytes(_image(2))
+    (koniq / "koniq10k_scores_and_distributions.csv").write_text(
+        'image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,MOS_zscore\n"a.jpg",0,0,1,0,0,1,3.0,0.1,50\n')
+    assert benchmarks.load("koniq10k", str(koniq))[0].score == 0.5
+    biq = tmp_path / "biq"
+    (biq / "Images").mkdir(parents=True)
+    for number in range(3):
+        (biq / "Images" / f"ss01 ({number}).jpg").write_bytes(_image(number))
+    (biq / "Train.csv").write_text("Image Name,MOS\nss01 (0).jpg,0.2\nss01 (1).jpg,0.7\n")
+    (biq / "Test.csv").write_text("Image Name,MOS\nss01 (2).jpg,0.5\n")
+    images = benchmarks.load("biq2021", str(biq))
+    parts = split(images, "reference", seed=5)
+    assert [i.name for i in parts.test] == ["ss01 (2).jpg"]  # the published split is kept
+
+
+def test_generic_csv_rescales_scores(tmp_path):
+    for number in range(3):
+        (tmp_path / f"{number}.png").write_bytes(_image(number))
+    table = tmp_path / "scores.csv"
+    table.write_text("path,score\n0.png,10\n1.png,55\n2.png,100\n")
+    assert [i.score for i in benchmarks.load("csv", str(table))] == [0.0, 0.5, 1.0]
+
+
+def test_missing_images_and_unknown_kinds_are_named(kadid_folder):
+    (kadid_folder / "images" / "I02_01_01.png").unlink()
+    with pytest.raises(DatasetLayoutError, match="1 of 24 images .* missing"):
+        benchmarks.load("kadid10k", str(kadid_folder))
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        benchmarks.load("live", str(kadid_folder))
+    with pytest.raises(DatasetLayoutError, match="dmos.csv does not exist"):
+        benchmarks.load("kadid10k", str(kadid_folder / "images"))
+
+
+def test_split_by_reference_keeps_references_whole(kadid_folder):
+    images = benchmarks.load("kadid10k", str(kadid_folder))
+    parts = split(images, "reference", seed=0)
+    groups = [{i.group for i in part} for part in (parts.train, parts.val, parts.test)]
+    assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
+    assert sum(len(part) for part in (parts.train, parts.val, parts.test)) == len(images)
+    by_image = split(images, "image", seed=0)
+    assert {i.group for i in by_image.train} & {i.group for i in by_image.test}
+    assert split(images, "reference", seed=0) == parts  # seeded
+
+
+def test_evaluation_views_are_seeded_random_crops(kadid_folder):
+    images = benchmarks.load("kadid10k", str(kadid_folder))
+    views = ImageViews(images, Augment(crop=32), train=False, crops=10)
+    stack, score = views[3]
+    assert stack.shape == (10, 3, 32, 32)
+    assert not np.allclose(stack[0].numpy(), stack[1].numpy())
+    assert np.array_equal(stack.numpy(), views[3][0].numpy())
+    assert float(score) == pytest.approx(images[3].score)

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+from scipy import stats
+
+from training.correlation import average_ranks, krcc, plcc, report, rmse, srocc
+
+
+@pytest.fixture
+def tied_pairs():
+    rng = np.random.default_rng(3)
+    x = np.round(rng.normal(size=300), 1)   # many ties
+    y = np.round(x + rng.normal(scale=0.8, size=300), 1)
+    return x, y
+
+
+def test_correlations_equal_scipy_with_ties(tied_pairs):
+    x, y = tied_pairs
+    assert plcc(x, y) == pytest.approx(stats.pearsonr(x, y).statistic, abs=1e-12)
+    assert srocc(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert krcc(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
+    assert rmse(x, y) == pytest.approx(np.sqrt(np.mean((x - y) ** 2)))
+
+
+def test_kendall_chunks_agree_with_scipy_on_a_long_series():
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 50, 5000).astype(float)
+    y = x + rng.integers(0, 30, 5000)
+    assert krcc(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
+
+
+def test_average_ranks_equal_scipy():
+    values = np.array([3.0, 1.0, 3.0, 2.0, 3.0, 1.0])
+    np.testing.assert_array_equal(average_ranks(values), stats.rankdata(values))
+
+
+def test_logistic_fit_straightens_a_monotone_curve():
+    x = np.linspace(-3, 3, 200)
+    y = 1 / (1 + np.exp(-2 * x))
+    figures = report(x, y)
+    assert figures["srocc"] == pytest.approx(1.0)
+    assert figures["plcc_raw"] < 0.97
+    assert figures["plcc"] > 0.999
+    assert figures["rmse"] < figures["rmse_raw"]
+    assert figures["count"] == 200
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="at least 3"):
+        srocc([1, 2], [2, 1])
+    with pytest.raises(ValueError, match="one length"):
+        plcc([1, 2, 3], [1, 2])

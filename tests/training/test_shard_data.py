@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from shards.storage import Location
+from training.shard_data import (
+    ShardStream,
+    StreamConfig,
+    Target,
+    reference_splits,
+    split_shards,
+)
+from training.transforms import Augment
+
+CROP = Augment(crop=32)
+
+
+def _stream(root, name, train, splits=None, rank=0, world=1, epoch=0, target="quality"):
+    location = Location.parse(str(root))
+    shards = split_shards(location, splits or reference_splits(location), name)
+    stream = ShardStream(StreamConfig(str(root), shards, Target(target), CROP, seed=1,
+                                      train=train, shuffle_buffer=8), rank, world)
+    stream.set_epoch(epoch)
+    return shards, stream
+
+
+def _targets(stream, count: int) -> list[float]:
+    return [target.item() for _, (_, target) in zip(range(count), stream, strict=False)]
+
+
+def test_splits_come_from_sources_with_overrides(tiny_dataset):
+    location = Location.parse(str(tiny_dataset))
+    splits = reference_splits(location, val_refs=("r1",), exclude_refs=("r0",))
+    assert splits == {"r0": "excluded", "r1": "val", "r2": "train", "r3": "train",
+                      "r4": "val", "r5": "test"}
+    with pytest.raises(ValueError, match="unknown reference ids"):
+        reference_splits(location, val_refs=("nope",))
+
+
+def test_split_shards_count_only_distorted_samples_of_the_split(tiny_dataset):
+    location = Location.parse(str(tiny_dataset))
+    train = split_shards(location, reference_splits(location), "train")
+    assert train.samples == 4 * 6
+    assert len(train.urls) == 2  # r0-r2 in shard 0, r3 in shard 1
+    val = split_shards(location, reference_splits(location), "val")
+    assert (val.samples, len(val.urls)) == (6, 1)
+
+
+def test_evaluation_streams_split_every_sample_once_across_ranks(tiny_dataset):
+    splits = reference_splits(Location.parse(str(tiny_dataset)),
+                              val_refs=("r0", "r3", "r4"))
+    seen = []
+    for rank in range(2):
+        _, stream = _stream(tiny_dataset, "val", False, splits, rank, 2)
+        seen.append([float(target) for _, target in stream])
+    assert (len(seen[0]), len(seen[1])) == (6, 12)  # shard 0 holds r0; shard 1 r3 and r4
+    assert sum(len(s) for s in seen) == 18
+
+
+def test_training_stream_is_endless_seeded_and_skips_references(tiny_dataset):
+    _, stream = _stream(tiny_dataset, "train", True)
+    first = _targets(stream, 60)
+    again = _targets(stream, 60)
+    assert len(first) == 60 > 24  # more than the split holds: it resamples shards
+    assert first == again
+    stream.set_epoch(1)
+    other = _targets(stream, 60)
+    assert other != first
+    assert all(0 < q < 1 for q in first)  # references (no Q) never appear
+    view, _ = next(iter(stream))
+    assert view.shape == (3, 32, 32) and view.dtype == torch.float32
+
+
+def test_class_targets_and_absent_metrics(tiny_dataset):
+    _, stream = _stream(tiny_dataset, "val", False, target="level")
+    levels = sorted(int(target) for _, target in stream)
+    assert levels == [0, 0, 1, 1, 2, 2]
+    assert Target("distortion").outputs == 33
+    _, stream = _stream(tiny_dataset, "val", False, target="lpips")
+    with pytest.raises(ValueError, match="has no lpips"):
+        next(iter(stream))
+    with pytest.raises(ValueError, match="target must be one of"):
+        Target("psnr")
