@@ -59,11 +59,11 @@ def test_generic_csv_rescales_scores(tmp_path):
 
 def test_missing_images_and_unknown_kinds_are_named(kadid_folder):
     (kadid_folder / "images" / "I02_01_01.png").unlink()
-    with pytest.raises(DatasetLayoutError, match="1 of 24 images .* missing"):
+    with pytest.raises(DatasetLayoutError, match=r"1 of 24 images .* missing"):
         benchmarks.load("kadid10k", str(kadid_folder))
     with pytest.raises(ValueError, match="dataset must be one of"):
         benchmarks.load("live", str(kadid_folder))
-    with pytest.raises(DatasetLayoutError, match="dmos.csv does not exist"):
+    with pytest.raises(DatasetLayoutError, match=r"dmos\.csv does not exist"):
         benchmarks.load("kadid10k", str(kadid_folder / "images"))
 
 
