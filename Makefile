@@ -12,7 +12,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline default-ensemble validate-levels golden clean
+.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline bench-train pretrain-demo default-ensemble validate-levels golden clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -49,6 +49,26 @@ bench-distortions: $(STAMP) ## ms per 512x384 image for all 165 scenarios -> doc
 
 bench-pipeline: $(STAMP) ## samples/s, peak memory, 23.1M projection -> docs/bench-pipeline.*
 	$(BIN)/python benchmarks/bench_pipeline.py --out docs $(ARGS)
+
+bench-train: $(STAMP) ## training img/s: shard loader vs model, CPU (+GPU) -> docs/bench-train.*
+	$(BIN)/python benchmarks/bench_train.py --dataset $(OUT) --out docs $(ARGS)
+
+# The demo pretrains on three of the embedded photos (rocket validates) and fine-tunes on the
+# two it never saw, from its weights and from the default start, on the same splits.
+DEMO ?= out/pretrain-demo
+DEMO_HELD_OUT := astronaut,coffee
+DEMO_MODEL := --backbone resnet18 --crop 160 --workers 1
+DEMO_FINETUNE := train finetune --dataset shards --root $(OUT) --refs $(DEMO_HELD_OUT) \
+	--epochs 4 --repeats 2 $(DEMO_MODEL)
+
+pretrain-demo: $(STAMP) ## after make generate: pretrain, fine-tune, evaluate on OUT (CPU, minutes)
+	@test -f $(OUT)/sources.parquet || { echo "no dataset in $(OUT): run make generate first"; exit 2; }
+	$(BIN)/iqa-factory train pretrain $(OUT) --out $(DEMO)/pretrain --exclude-refs $(DEMO_HELD_OUT) \
+		--val-refs rocket --epochs 8 --steps-per-epoch 20 --lr 1e-3 $(DEMO_MODEL)
+	$(BIN)/iqa-factory $(DEMO_FINETUNE) --out $(DEMO)/pretrained --pretrained-file $(DEMO)/pretrain/best.pt
+	$(BIN)/iqa-factory $(DEMO_FINETUNE) --out $(DEMO)/baseline
+	$(BIN)/iqa-factory train compare $(DEMO)/pretrained/results.json $(DEMO)/baseline/results.json
+	@echo "(held-out references $(DEMO_HELD_OUT): their ensemble labels Q stand in for opinion scores)"
 
 BENCH_SITE := .bench/pyiqa
 $(BENCH_SITE):

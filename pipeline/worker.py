@@ -18,6 +18,7 @@ from pipeline.encoding import decode_png, encode_png, pixel_sha256
 from pipeline.plan import Plan, PlannedReference
 from pipeline.sizing import SourceTooSmallError, cover_and_crop
 from pipeline.sources import Source, load
+from pipeline.spill import SpilledSamples
 from shards.keys import distorted_key, reference_key
 from shards.storage import Location
 from shards.writer import ShardWriter, shard_paths
@@ -152,15 +153,17 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_pngs: ScorePn
                   apply_learned: ApplyJobs = apply_locally) -> ShardOutcome:
     """Make shard `index` of the plan and publish it (stats last). References stream into the
     staged tar as they are decoded; the distorted samples follow, in a seeded shuffled order,
-    once all are labelled. `on_reference(samples, failures)` is told after each reference."""
+    once all are labelled (they wait on local disk, not in memory). `on_reference(samples,
+    failures)` is told after each reference."""
     outcome = ShardOutcome(index)
     writer = ShardWriter(location, index)
     try:
-        distorted = [sample for ref in plan.shard(index)
-                     for sample in _reference_samples(ref, config, score_pngs, ensemble, writer,
-                                                      outcome, on_reference, apply_learned)]
-        with _Timer(outcome.seconds, "write"):
-            _finish(writer, distorted, config, outcome, location)
+        with SpilledSamples() as distorted:
+            for ref in plan.shard(index):
+                distorted.extend(_reference_samples(ref, config, score_pngs, ensemble, writer,
+                                                    outcome, on_reference, apply_learned))
+            with _Timer(outcome.seconds, "write"):
+                _finish(writer, distorted, config, outcome, location)
     except BaseException:
         writer.abort()
         raise

@@ -3,8 +3,10 @@ training pretrain|finetune|evaluate` (DDP; one process when not launched by torc
 
 import argparse
 import sys
+from pathlib import Path
 
 from training.benchmarks import LOADERS, DatasetLayoutError
+from training.compare import table
 from training.evaluate import EvaluateConfig, evaluate
 from training.finetune import FinetuneConfig, finetune
 from training.image_data import SPLIT_BY
@@ -106,6 +108,11 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    print(table({Path(path).parent.name: Path(path) for path in args.results}))
+    return 0
+
+
 def _add_dataset(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, choices=sorted(LOADERS),
                         help="the dataset's kind (its native layout: see the README)")
@@ -160,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--batch-size", type=int, default=16)
     _add_common(test)
     test.set_defaults(run=_evaluate)
+
+    compare = commands.add_parser("compare", help="median test figures of fine-tuning runs")
+    compare.add_argument("results", nargs="+", help="results.json files of train finetune")
+    compare.set_defaults(run=_compare)
     return parser
 
 
