@@ -66,18 +66,25 @@ def rmse(x, y) -> float:
     return float(np.sqrt(np.mean((x - y) ** 2)))
 
 
+def _rising(x: np.ndarray, rise: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    return logistic(x, b2 + rise, b2, b3, b4)
+
+
 def fit_logistic(predicted, opinion) -> np.ndarray:
-    """Least-squares b1..b4 of the logistic from predictions to opinion scores."""
+    """Least-squares b1..b4 of the RISING logistic from predictions to opinion scores (b1 >= b2,
+    b4 > 0): a model that ranks images backwards must not earn a high fitted PLCC."""
     x, y = _as_pair(predicted, opinion)
     spread = float(np.std(x)) or 1.0
-    start = (float(y.max()), float(y.min()), float(np.mean(x)), spread / 2)
+    start = (float(np.ptp(y)) or 1.0, float(y.min()), float(np.mean(x)), spread / 2)
+    bounds = ([0.0, -np.inf, -np.inf, 1e-9 * spread], np.inf)
     try:
         with warnings.catch_warnings():  # the parameters' covariance is not used
             warnings.simplefilter("ignore", OptimizeWarning)
-            parameters, _ = curve_fit(logistic, x, y, p0=start, maxfev=20000)
-    except RuntimeError:  # no convergence: the identity-like start is the honest fallback
-        parameters = np.asarray(start)
-    return parameters
+            (rise, b2, b3, b4), _ = curve_fit(_rising, x, y, p0=start, bounds=bounds,
+                                              maxfev=20000)
+    except RuntimeError:  # no convergence: the start is the honest fallback
+        rise, b2, b3, b4 = start
+    return np.array([b2 + rise, b2, b3, b4])
 
 
 def report(predicted, opinion) -> dict[str, float]:

@@ -44,6 +44,14 @@ def test_logistic_fit_straightens_a_monotone_curve():
     assert figures["count"] == 200
 
 
+def test_the_fitted_logistic_rises_so_backward_rankings_score_low():
+    x = np.linspace(-3, 3, 200)
+    y = 1 / (1 + np.exp(2 * x))  # falls as x rises
+    figures = report(x, y)
+    assert figures["srocc"] == pytest.approx(-1.0)
+    assert figures["plcc"] < 0.1
+
+
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="at least 3"):
         srocc([1, 2], [2, 1])

@@ -1,0 +1,46 @@
+import json
+
+import pytest
+
+from pipeline.cli import main
+
+TINY = ["--backbone", "test_resnet", "--init", "random", "--crop", "32", "--workers", "0",
+        "--device", "cpu"]
+
+
+def test_train_commands_are_reached_through_iqa_factory(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    assert "pretrain" in capsys.readouterr().out
+
+
+def test_pretraining_without_validation_references_says_how_to_name_some(tiny_dataset, tmp_path,
+                                                                       capsys):
+    code = main(["train", "pretrain", str(tiny_dataset), "--out", str(tmp_path / "run"),
+                 "--exclude-refs", "r4", *TINY])
+    assert code == 2
+    assert "no `val` reference" in capsys.readouterr().err
+
+
+def test_resume_without_a_checkpoint_and_bad_datasets_fail_clearly(tiny_dataset, tmp_path,
+                                                                 capsys):
+    assert main(["train", "pretrain", str(tiny_dataset), "--out", str(tmp_path / "none"),
+                 "--resume", "--epochs", "1", "--steps-per-epoch", "1", *TINY]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert main(["train", "finetune", "--dataset", "tid2013", "--root", str(tmp_path),
+                 "--out", str(tmp_path / "ft"), *TINY]) == 2
+    assert "mos_with_names.txt does not exist" in capsys.readouterr().err
+
+
+def test_compare_prints_the_median_figures(tmp_path, capsys):
+    for name, srocc in (("pretrained", 0.9), ("baseline", 0.7)):
+        (tmp_path / name).mkdir()
+        figures = dict.fromkeys(("srocc", "plcc", "plcc_raw", "krcc", "rmse", "rmse_raw"), 0.5)
+        (tmp_path / name / "results.json").write_text(
+            json.dumps({"init": name, "median": {**figures, "srocc": srocc}}))
+    assert main(["train", "compare", str(tmp_path / "pretrained" / "results.json"),
+                 str(tmp_path / "baseline" / "results.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split()[:3] == ["pretrained", "pretrained", "0.9000"]
+    assert lines[3].split()[:3] == ["baseline", "baseline", "0.7000"]
