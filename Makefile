@@ -57,14 +57,14 @@ bench-train: $(STAMP) ## training img/s: shard loader vs model, CPU (+GPU) -> do
 # two it never saw, from its weights and from the default start, on the same splits.
 DEMO ?= out/pretrain-demo
 DEMO_HELD_OUT := astronaut,coffee
-DEMO_MODEL := --backbone resnet18 --crop 160 --workers 1
+DEMO_MODEL := --backbone resnet18 --crop 128 --workers 1
 DEMO_FINETUNE := train finetune --dataset shards --root $(OUT) --refs $(DEMO_HELD_OUT) \
 	--epochs 4 --repeats 2 $(DEMO_MODEL)
 
 pretrain-demo: $(STAMP) ## after make generate: pretrain, fine-tune, evaluate on OUT (CPU, minutes)
 	@test -f $(OUT)/sources.parquet || { echo "no dataset in $(OUT): run make generate first"; exit 2; }
 	$(BIN)/iqa-factory train pretrain $(OUT) --out $(DEMO)/pretrain --exclude-refs $(DEMO_HELD_OUT) \
-		--val-refs rocket --epochs 8 --steps-per-epoch 20 --lr 1e-3 $(DEMO_MODEL)
+		--val-refs rocket --epochs 8 --patience 8 --steps-per-epoch 40 --lr 1e-3 $(DEMO_MODEL)
 	$(BIN)/iqa-factory $(DEMO_FINETUNE) --out $(DEMO)/pretrained --pretrained-file $(DEMO)/pretrain/best.pt
 	$(BIN)/iqa-factory $(DEMO_FINETUNE) --out $(DEMO)/baseline
 	$(BIN)/iqa-factory train compare $(DEMO)/pretrained/results.json $(DEMO)/baseline/results.json

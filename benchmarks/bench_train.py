@@ -47,7 +47,7 @@ def loader_rate(batches: DataLoader, steps: int) -> float:
 
 def model_step(backbone: str, device: torch.device, batch: int, crop: int):
     """One training step on fixed in-memory tensors, and the model."""
-    model, _ = build_model(ModelConfig(backbone, init="random"))
+    model = build_model(ModelConfig(backbone, init="random")).model
     model.to(device).train()
     adam, loss_fn = torch.optim.Adam(model.parameters(), lr=1e-4), QualityLoss()
     images = torch.randn(batch, 3, crop, crop, device=device)

@@ -89,7 +89,8 @@ def _pretrain(args) -> int:
     pretrain(PretrainConfig(
         args.dataset, args.out, _model(args), _optim(args), Target(args.target),
         _augment(args), _names(args.val_refs), _names(args.exclude_refs),
-        args.steps_per_epoch, args.workers, args.seed, args.device), resume=args.resume)
+        args.steps_per_epoch, args.val_limit or None, args.workers, args.seed, args.device),
+        resume=args.resume)
     return 0
 
 
@@ -140,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="references never read (held out for fine-tuning)")
     pre.add_argument("--steps-per-epoch", type=int, default=None,
                      help="batches per rank per epoch (default: the train split once)")
+    pre.add_argument("--val-limit", type=int, default=20_000,
+                     help="validate on about this many samples per epoch, the first of the "
+                          "val shards (0: all; default 20000)")
     pre.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     _add_common(pre)
     _add_model(pre)

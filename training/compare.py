@@ -15,7 +15,7 @@ def table(results: dict[str, Path]) -> str:
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: run `train finetune` first")
         summary = json.loads(path.read_text())
-        start = str(summary.get("init", "?"))[-38:]
+        start = str(summary.get("start", "?"))[-38:]
         rows.append(f"{label:<24}{start:<40}" + "".join(
             f"{summary['median'][name]:>10.4f}" for name in FIGURES))
     return "\n".join(rows)

@@ -12,6 +12,7 @@ from training.finetune import test_figures
 from training.image_data import split
 from training.model import ModelConfig, build_model
 from training.plots import scatter
+from training.shard_data import CLASS_TARGETS
 from training.transforms import EVAL_CROPS, Augment
 
 
@@ -40,8 +41,11 @@ def evaluate(config: EvaluateConfig) -> dict:
         if backbone is None:
             raise ValueError(f"{config.checkpoint} does not name its backbone: not a checkpoint "
                              "of `iqa-factory train`")
-        model, _ = build_model(ModelConfig(backbone, init="random",
-                                           pretrained_file=config.checkpoint))
+        if saved["config"].get("target", "quality") in CLASS_TARGETS:
+            raise ValueError(f"{config.checkpoint} classifies {saved['config']['target']}; "
+                             "evaluate needs a quality model")
+        model = build_model(ModelConfig(backbone, init="random",
+                                        pretrained_file=config.checkpoint)).model
         model.to(context.device)
         crop = config.crop or saved["config"].get("augment", {}).get("crop", 224)
         images = benchmarks.load(config.dataset, config.root, config.refs)

@@ -79,9 +79,10 @@ def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) ->
     parts = split(images, config.split_by, seed)
     out = Path(config.out) / f"split-{repeat}"
     torch.manual_seed(seed)
-    model, notices = build_model(config.model)
+    built = build_model(config.model)
+    model = built.model
     if context.is_main:
-        for notice in notices + (["validation uses the training images (too few references "
+        for notice in built.notices + (["validation uses the training images (too few references "
                                   "to hold some out)"] if parts.val is parts.train else []):
             print(f"NOTICE: {notice}")
         print(f"split {repeat} (seed {seed}, by {config.split_by}): {len(parts.train)} train, "
@@ -101,7 +102,8 @@ def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) ->
     predicted, opinion, figures = test_figures(context, model, parts.test, config.augment,
                                                config.eval_crops, config.workers, local)
     if context.is_main:
-        result = {"repeat": repeat, "seed": seed, "epochs_run": summary["epochs_run"],
+        result = {"repeat": repeat, "seed": seed, "start": built.start,
+                  "epochs_run": summary["epochs_run"],
                   "best_epoch": summary["best_epoch"], "test": figures,
                   "test_images": len(parts.test)}
         (out / "test.json").write_text(json.dumps(result, indent=1, sort_keys=True))
@@ -128,7 +130,7 @@ def finetune(config: FinetuneConfig) -> dict:
         summary = {"dataset": config.dataset, "root": config.root, "split_by": config.split_by,
                    "repeats": config.repeats, "images": len(images),
                    "median": median_figures(results), "splits": results,
-                   "init": config.model.pretrained_file or config.model.init}
+                   "start": results[0]["start"]}
         out = Path(config.out)
         (out / "results.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
         print(f"test figures, median of {config.repeats} split(s): " + "  ".join(

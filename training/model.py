@@ -96,20 +96,27 @@ def _load_file(model: nn.Module, path: str, notices: list[str]) -> None:
                    + (f", {len(missing)} left new ({', '.join(missing[:4])})" if missing else ""))
 
 
-def build_model(config: ModelConfig, outputs: int = 1) -> tuple[nn.Module, list[str]]:
-    """The model and the notices a user must see (random start, skipped tensors)."""
+@dataclass
+class Built:
+    model: nn.Module
+    start: str            # imagenet | random | the checkpoint file it was initialised from
+    notices: list[str]    # what a user must see (a random start, skipped tensors)
+
+
+def build_model(config: ModelConfig, outputs: int = 1) -> Built:
     notices: list[str] = []
-    model = None
     if config.pretrained_file is None and config.init != "random":
         model = _imagenet(config, outputs, notices)
-    if model is None:
-        model = timm.create_model(config.backbone, pretrained=False, num_classes=outputs,
-                                  drop_path_rate=config.drop_path)
-        if config.pretrained_file is not None:
-            _load_file(model, config.pretrained_file, notices)
-        elif config.init == "random":
-            notices.append(f"{config.backbone} starts from random weights (--init random)")
-    return model, notices
+        if model is not None:
+            return Built(model, "imagenet", notices)
+    model = timm.create_model(config.backbone, pretrained=False, num_classes=outputs,
+                              drop_path_rate=config.drop_path)
+    if config.pretrained_file is not None:
+        _load_file(model, config.pretrained_file, notices)
+        return Built(model, config.pretrained_file, notices)
+    if config.init == "random":
+        notices.append(f"{config.backbone} starts from random weights (--init random)")
+    return Built(model, "random", notices)
 
 
 class ScheduledDropPath:

@@ -38,6 +38,7 @@ class PretrainConfig:
     val_refs: tuple[str, ...] = ()      # references moved to the validation split
     exclude_refs: tuple[str, ...] = ()  # references never read (held out for fine-tuning)
     steps_per_epoch: int | None = None  # default: one pass over the train split in expectation
+    val_limit: int | None = 20_000      # validation samples per epoch (None: the whole split)
     workers: int = 2                    # data loader processes per rank
     seed: int = 0
     device: str = "auto"
@@ -62,7 +63,8 @@ def check_labels(location: Location) -> str:
 def _stream(config: PretrainConfig, shards: SplitShards, train: bool,
             context) -> tuple[ShardStream, DataLoader]:
     stream = ShardStream(StreamConfig(config.dataset, shards, config.target, config.augment,
-                                      config.seed, train=train),
+                                      config.seed, train=train,
+                                      limit=None if train else config.val_limit),
                          context.rank, context.world_size)
     return stream, DataLoader(stream, batch_size=config.optim.local_batch(context.world_size),
                               num_workers=config.workers)
@@ -86,14 +88,16 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
                          "some with --val-refs")
     steps = config.steps_per_epoch or max(1, math.ceil(train.samples / config.optim.batch_size))
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
-    model, notices = build_model(config.model, config.target.outputs)
+    built = build_model(config.model, config.target.outputs)
     if context.is_main:
-        for notice in notices:
+        for notice in built.notices:
             print(f"NOTICE: {notice}")
         print(f"pretraining {config.model.backbone} on {train.samples} samples of "
               f"{len(train.refs)} references ({len(train.urls)} shards), validating on "
               f"{val.samples} of {len(val.refs)}; target {config.target.name}"
               + (f" (ensemble {labels})" if labels else "")
+              + (f" (at most about {config.val_limit} per epoch)"
+                 if config.val_limit and val.samples > config.val_limit else "")
               + f"; {context.world_size} rank(s) on {context.device}, {steps} batches of "
               f"{config.optim.batch_size} per epoch", flush=True)
     train_stream, train_loader = _stream(config, train, True, context)
@@ -108,13 +112,13 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
                                            config.target.classes), config.target.classes)
 
     out = Path(config.out)
-    run = Run(context, model, config.optim, config.target.classes, out, config.to_json(),
+    run = Run(context, built.model, config.optim, config.target.classes, out, config.to_json(),
               config.seed)
     summary = fit(run, batches, steps, validate, resume)
     if context.is_main:
         summary = {**summary, "dataset": config.dataset, "ensemble": labels,
                    "train_samples": train.samples, "val_samples": val.samples,
-                   "checkpoint": str(out / "best.pt")}
+                   "checkpoint": str(out / "best.pt"), "start": built.start}
         (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
         print(f"best validation score {summary['best_score']:.4f} at epoch "
               f"{summary['best_epoch'] + 1}; weights in {out / 'best.pt'}")

@@ -4,6 +4,7 @@ and loader worker, seeded by (seed, epoch, rank, worker). Training streams resam
 without end (each rank takes a fixed number of batches per epoch, so no rank waits at an
 all-reduce); evaluation streams read each shard once, split by rank and worker."""
 
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -120,6 +121,8 @@ class StreamConfig:
     seed: int = 0
     train: bool = True           # resampled, augmented, shuffled; else each shard once
     shuffle_buffer: int = 500
+    limit: int | None = None     # evaluation: about this many samples in all, the first of
+                                 # each rank's and worker's shards
 
 
 class ShardStream(IterableDataset):
@@ -142,7 +145,9 @@ class ShardStream(IterableDataset):
                 yield urls[int(rng.integers(len(urls)))]
         yield from urls[self.rank::self.world_size][worker::workers]
 
-    def _records(self, url: str) -> Iterator[tuple[np.ndarray, dict]]:
+    def _records(self, url: str) -> Iterator[tuple[bytes, dict]]:
+        """(PNG bytes, record) of the split's distorted samples in one shard; images are
+        decoded after the shuffle buffer, which holds the smaller encoded form."""
         refs = self.config.shards.refs
 
         def wanted(name: str) -> bool:
@@ -154,7 +159,7 @@ class ShardStream(IterableDataset):
             members = ({**member, "__url__": url}
                        for member in tar_file_iterator(stream, select_files=wanted))
             for sample in group_by_keys(members):
-                yield decode(sample["png"]), json.loads(sample["json"])
+                yield sample["png"], json.loads(sample["json"])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
@@ -164,9 +169,13 @@ class ShardStream(IterableDataset):
                    for record in self._records(url))
         if self.config.train:
             records = shuffled(records, self.config.shuffle_buffer, rng)
+        elif self.config.limit:
+            share = max(1, self.config.limit // (self.world_size * workers))
+            records = itertools.islice(records, share)
         target = self.config.target
         dtype = torch.long if target.classes else torch.float32
-        for pixels, record in records:
+        for data, record in records:
+            pixels = decode(data)
             view = (train_view(pixels, self.config.augment, rng) if self.config.train
                     else to_tensor(centre_crop(pixels, self.config.augment.crop)))
             yield view, torch.tensor(target.value(record), dtype=dtype)

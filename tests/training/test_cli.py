@@ -38,7 +38,7 @@ def test_compare_prints_the_median_figures(tmp_path, capsys):
         (tmp_path / name).mkdir()
         figures = dict.fromkeys(("srocc", "plcc", "plcc_raw", "krcc", "rmse", "rmse_raw"), 0.5)
         (tmp_path / name / "results.json").write_text(
-            json.dumps({"init": name, "median": {**figures, "srocc": srocc}}))
+            json.dumps({"start": name, "median": {**figures, "srocc": srocc}}))
     assert main(["train", "compare", str(tmp_path / "pretrained" / "results.json"),
                  str(tmp_path / "baseline" / "results.json")]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -14,11 +14,12 @@ from training.transforms import Augment
 CROP = Augment(crop=32)
 
 
-def _stream(root, name, train, splits=None, rank=0, world=1, epoch=0, target="quality"):
+def _stream(root, name, train, splits=None, rank=0, world=1, epoch=0, target="quality",
+            limit=None):
     location = Location.parse(str(root))
     shards = split_shards(location, splits or reference_splits(location), name)
     stream = ShardStream(StreamConfig(str(root), shards, Target(target), CROP, seed=1,
-                                      train=train, shuffle_buffer=8), rank, world)
+                                      train=train, shuffle_buffer=8, limit=limit), rank, world)
     stream.set_epoch(epoch)
     return shards, stream
 
@@ -54,6 +55,8 @@ def test_evaluation_streams_split_every_sample_once_across_ranks(tiny_dataset):
         seen.append([float(target) for _, target in stream])
     assert (len(seen[0]), len(seen[1])) == (6, 12)  # shard 0 holds r0; shard 1 r3 and r4
     assert sum(len(s) for s in seen) == 18
+    _, limited = _stream(tiny_dataset, "val", False, splits, 1, 2, limit=10)
+    assert [float(target) for _, target in limited] == seen[1][:5]  # its share of 10
 
 
 def test_training_stream_is_endless_seeded_and_skips_references(tiny_dataset):
