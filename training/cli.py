@@ -72,6 +72,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="data loader processes per rank (default 2)")
 
 
+def _add_training(parser: argparse.ArgumentParser, defaults: OptimConfig, run) -> None:
+    """The options every training command shares, with its own optimiser defaults."""
+    _add_common(parser)
+    _add_model(parser)
+    _add_optim(parser, defaults)
+    _add_augment(parser)
+    parser.set_defaults(run=run)
+
+
 def _model(args) -> ModelConfig:
     return ModelConfig(args.backbone, args.init, args.pretrained_file, args.drop_path)
 
@@ -145,21 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="validate on about this many samples per epoch, the first of the "
                           "val shards (0: all; default 20000)")
     pre.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    _add_common(pre)
-    _add_model(pre)
-    _add_optim(pre, PRETRAIN)
-    _add_augment(pre)
-    pre.set_defaults(run=_pretrain)
+    _add_training(pre, PRETRAIN, _pretrain)
 
     fine = commands.add_parser("finetune", help="fine-tune and test on a human-rated dataset")
     _add_dataset(fine)
     fine.add_argument("--repeats", type=int, default=1,
                       help="seeded splits; the median figures are reported (default 1)")
-    _add_common(fine)
-    _add_model(fine)
-    _add_optim(fine, FINETUNE)
-    _add_augment(fine)
-    fine.set_defaults(run=_finetune)
+    _add_training(fine, FINETUNE, _finetune)
 
     test = commands.add_parser("evaluate", help="a checkpoint's figures on a dataset")
     test.add_argument("--checkpoint", required=True, help="a checkpoint of train (best.pt)")

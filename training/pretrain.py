@@ -92,12 +92,12 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     if context.is_main:
         for notice in built.notices:
             print(f"NOTICE: {notice}")
+        limited = config.val_limit and val.samples > config.val_limit
         print(f"pretraining {config.model.backbone} on {train.samples} samples of "
               f"{len(train.refs)} references ({len(train.urls)} shards), validating on "
-              f"{val.samples} of {len(val.refs)}; target {config.target.name}"
-              + (f" (ensemble {labels})" if labels else "")
-              + (f" (at most about {config.val_limit} per epoch)"
-                 if config.val_limit and val.samples > config.val_limit else "")
+              f"{val.samples} of {len(val.refs)}"
+              + (f" (about {config.val_limit} of them per epoch)" if limited else "")
+              + f"; target {config.target.name}" + (f" (ensemble {labels})" if labels else "")
               + f"; {context.world_size} rank(s) on {context.device}, {steps} batches of "
               f"{config.optim.batch_size} per epoch", flush=True)
     train_stream, train_loader = _stream(config, train, True, context)
