@@ -113,7 +113,7 @@ def _finetune(args) -> int:
 
 def _evaluate(args) -> int:
     evaluate(EvaluateConfig(args.checkpoint, args.dataset, args.root, args.out, args.subset,
-                            args.split_by, args.seed, args.crop, args.eval_crops,
+                            args.split_by, args.seed, args.repeat, args.crop, args.eval_crops,
                             args.batch_size, _names(args.refs), args.workers, args.device))
     return 0
 
@@ -166,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--checkpoint", required=True, help="a checkpoint of train (best.pt)")
     _add_dataset(test)
     test.add_argument("--subset", choices=("all", "test"), default="all",
-                      help="all images, or the test part of the seeded split (default all)")
+                      help="all images, or the test part of a seeded split (default all)")
+    test.add_argument("--repeat", type=int, default=0,
+                      help="with --subset test: the split (finetune's split-K; default 0)")
     test.add_argument("--crop", type=int, default=None,
                       help="network input size (default: the checkpoint's)")
     test.add_argument("--batch-size", type=int, default=16)

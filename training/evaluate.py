@@ -25,6 +25,7 @@ class EvaluateConfig:
     subset: str = "all"          # all | test (the test part of the seeded split)
     split_by: str = "reference"
     seed: int = 0
+    repeat: int = 0              # which split of the seeded scheme (finetune's split-K)
     crop: int | None = None     # default: the checkpoint's training crop
     eval_crops: int = EVAL_CROPS
     batch_size: int = 16
@@ -50,7 +51,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         crop = config.crop or saved["config"].get("augment", {}).get("crop", 224)
         images = benchmarks.load(config.dataset, config.root, config.refs)
         if config.subset == "test":
-            images = split(images, config.split_by, config.seed).test
+            images = split(images, config.split_by, config.seed, config.repeat).test
         elif config.subset != "all":
             raise ValueError(f"--subset must be all or test, got {config.subset!r}")
         predicted, opinion, figures = test_figures(

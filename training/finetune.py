@@ -59,10 +59,10 @@ def test_figures(context: Context, model, images, augment: Augment, crops: int, 
     return predicted, opinion, report(predicted, opinion)
 
 
-def _train_batches(context: Context, config: FinetuneConfig, images):
-    dataset = ImageViews(images, config.augment, train=True, seed=config.seed)
+def _train_batches(context: Context, config: FinetuneConfig, images, seed: int):
+    dataset = ImageViews(images, config.augment, train=True, seed=seed)
     sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank,
-                                 shuffle=True, seed=config.seed)
+                                 shuffle=True, seed=seed)
     local = config.optim.local_batch(context.world_size)
     loader = DataLoader(dataset, batch_size=local, sampler=sampler, num_workers=config.workers)
 
@@ -75,8 +75,8 @@ def _train_batches(context: Context, config: FinetuneConfig, images):
 
 
 def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) -> dict:
-    seed = config.seed + repeat
-    parts = split(images, config.split_by, seed)
+    seed = config.seed + repeat  # of the weights' start, crops and batch order
+    parts = split(images, config.split_by, config.seed, repeat)
     out = Path(config.out) / f"split-{repeat}"
     torch.manual_seed(seed)
     built = build_model(config.model)
@@ -85,9 +85,10 @@ def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) ->
         for notice in built.notices + (["validation uses the training images (too few references "
                                   "to hold some out)"] if parts.val is parts.train else []):
             print(f"NOTICE: {notice}")
-        print(f"split {repeat} (seed {seed}, by {config.split_by}): {len(parts.train)} train, "
+        print(f"split {repeat} (seed {config.seed}, by {config.split_by}): "
+              f"{len(parts.train)} train, "
               f"{len(parts.val)} val, {len(parts.test)} test images", flush=True)
-    batches, steps = _train_batches(context, config, parts.train)
+    batches, steps = _train_batches(context, config, parts.train, seed)
     local = config.optim.local_batch(context.world_size)
     val_loader = eval_loader(context, parts.val, config.augment, 1, config.workers, local)
 
@@ -102,10 +103,11 @@ def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) ->
     predicted, opinion, figures = test_figures(context, model, parts.test, config.augment,
                                                config.eval_crops, config.workers, local)
     if context.is_main:
-        result = {"repeat": repeat, "seed": seed, "start": built.start,
+        result = {"repeat": repeat, "seed": config.seed, "start": built.start,
                   "epochs_run": summary["epochs_run"],
                   "best_epoch": summary["best_epoch"], "test": figures,
-                  "test_images": len(parts.test)}
+                  "test_images": len(parts.test),
+                  "test_groups": sorted({image.group for image in parts.test})}
         (out / "test.json").write_text(json.dumps(result, indent=1, sort_keys=True))
         np.savez(out / "test_predictions.npz", predicted=predicted, opinion=opinion)
         scatter(predicted, opinion, figures, f"{config.dataset} split {repeat}",

@@ -32,20 +32,39 @@ def _pick(images: list[LabelledImage], mask: np.ndarray) -> list[LabelledImage]:
     return [image for image, keep in zip(images, mask, strict=True) if keep]
 
 
-def split(images: list[LabelledImage], split_by: str, seed: int,
-          train_fraction: float = 0.8, val_fraction: float = 0.125) -> Split:
-    """A seeded train/test split (80/20 by default); `val_fraction` of the training groups
-    hold out for validation. A dataset with a published split keeps it (train/test)."""
+def held_out_groups(groups: np.ndarray, seed: int, repeat: int,
+                test_fraction: float = 0.2) -> set:
+    """The test groups of split `repeat`: the groups in a seeded order, cut into blocks of
+    `test_fraction`; repeat r tests on block r, so the first 1/test_fraction repeats test on
+    disjoint groups (a k-fold), and later rounds reshuffle with the next seed."""
+    unique = np.unique(groups)
+    if len(unique) < 2:
+        raise ValueError(f"a train/test split needs two groups (references) at least; "
+                         f"got {len(unique)}")
+    size = min(len(unique) - 1, max(1, round(test_fraction * len(unique))))
+    folds = len(unique) // size
+    round_, block = divmod(repeat, folds)
+    order = np.random.default_rng([seed, round_]).permutation(unique)
+    return set(order[block * size:(block + 1) * size])
+
+
+def split(images: list[LabelledImage], split_by: str, seed: int, repeat: int = 0,
+          val_fraction: float = 0.125) -> Split:
+    """Split `repeat` of a seeded 80/20 train/test scheme (see `held_out_groups`);
+    `val_fraction` of the training groups hold out for validation. A dataset with a published
+    split keeps it (train/test) whatever the repeat."""
     if all(image.published_split for image in images):
         pool = [image for image in images if image.published_split == "train"]
         test = [image for image in images if image.published_split == "test"]
     else:
-        in_train = split_by_reference(_groups(images, split_by), seed, train_fraction)
-        pool, test = _pick(images, in_train), _pick(images, ~in_train)
+        groups = _groups(images, split_by)
+        held_out = held_out_groups(groups, seed, repeat)
+        in_test = np.array([group in held_out for group in groups])
+        pool, test = _pick(images, ~in_test), _pick(images, in_test)
     groups = _groups(pool, split_by)
     if len(set(groups)) < 2:  # too few references to hold out a validation part
         return Split(pool, pool, test)
-    in_fit = split_by_reference(groups, seed + 1, 1 - val_fraction)
+    in_fit = split_by_reference(groups, seed + 1 + repeat, 1 - val_fraction)
     return Split(_pick(pool, in_fit), _pick(pool, ~in_fit), test)
 
 

@@ -3,7 +3,7 @@ import pytest
 
 from training import benchmarks
 from training.benchmarks import DatasetLayoutError
-from training.image_data import ImageViews, split
+from training.image_data import ImageViews, held_out_groups, split
 from training.transforms import Augment
 
 from .conftest import png
@@ -76,6 +76,16 @@ def test_split_by_reference_keeps_references_whole(kadid_folder):
     by_image = split(images, "image", seed=0)
     assert {i.group for i in by_image.train} & {i.group for i in by_image.test}
     assert split(images, "reference", seed=0) == parts  # seeded
+
+
+def test_repeated_splits_test_on_disjoint_references_first():
+    groups = np.repeat(np.array([f"ref{i}" for i in range(10)]), 3)
+    blocks = [held_out_groups(groups, seed=7, repeat=r) for r in range(5)]
+    assert all(len(block) == 2 for block in blocks)
+    assert set().union(*blocks) == set(groups)  # five disjoint blocks cover every reference
+    assert held_out_groups(groups, seed=7, repeat=5) != blocks[0]  # the next round reshuffles
+    with pytest.raises(ValueError, match="two groups"):
+        held_out_groups(np.array(["only"] * 4), seed=0, repeat=0)
 
 
 def test_evaluation_views_are_seeded_random_crops(kadid_folder):

@@ -38,6 +38,8 @@ def test_finetune_reports_the_median_over_splits(finetuned):
         result = read_json(split_dir / "test.json")
         assert result["test_images"] == 6  # one of the four references, 6 versions
         assert -1 <= result["test"]["srocc"] <= 1 and result["test"]["count"] == 6
+    first, second = (set(split["test_groups"]) for split in summary["splits"])
+    assert len(first) == len(second) == 1 and not first & second  # distinct references
 
 
 def test_evaluate_reproduces_the_test_figures_of_a_split(finetuned, tmp_path):
