@@ -1,0 +1,69 @@
+"""`generate --address http://HEAD:8265` submits the same command to a Ray cluster through the
+Jobs API: here a real Ray head started for the test, with its dashboard's job server."""
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline.inspect_dataset import inspect
+from shards.reader import complete_shards
+from shards.storage import Location
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+RAY = str(Path(sys.executable).parent / "ray")
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(url: str, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+@pytest.fixture
+def ray_head():
+    dashboard = _free_port()
+    subprocess.run([RAY, "start", "--head", f"--port={_free_port()}", "--num-cpus=2",
+                    "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={dashboard}", "--disable-usage-stats"],
+                   check=True, capture_output=True, timeout=180)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        _wait_for(f"{address}/api/version")
+        yield address
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_address_submits_the_run_as_a_job_and_follows_it(ray_head, shifted_sources, tmp_path):
+    folder, ensemble = shifted_sources(2)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "generate", "--address", ray_head,
+         "--sources", str(folder), "--out", str(out), "--size", "192x176",
+         "--shard-refs", "1", "--distortions", "1,13", "--levels", "1,5",
+         "--metrics", "mae,gmsd", "--ensemble", str(ensemble)],
+        cwd=REPOSITORY, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "submitted job" in result.stdout and "SUCCEEDED" in result.stdout
+    assert complete_shards(Location.parse(str(out))) == [0, 1]
+    _, problems = inspect(str(out))
+    assert problems == []
