@@ -15,3 +15,7 @@ class UnreachableStorageError(PipelineError):
 
 class ShardsFailedError(PipelineError):
     """Some shards failed twice (their attempts and the final sweep)."""
+
+
+class ClusterAuthError(PipelineError):
+    """The cluster's Jobs API refused the request: Ray token authentication without a token."""

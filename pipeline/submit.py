@@ -4,6 +4,10 @@
 import time
 from pathlib import Path
 
+import ray.exceptions
+
+from pipeline.errors import ClusterAuthError
+
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -28,8 +32,22 @@ def runtime_environment() -> dict:
             "excludes": [".venv", ".git", "out", ".bench", "*.egg-info", "docs"]}
 
 
+# Ray >= 2.52 guards the dashboard with a token when the cluster sets RAY_AUTH_MODE=token
+# (local clusters by default from 2.59)
+AUTHENTICATION_ERRORS = getattr(ray.exceptions, "AuthenticationError", ())
+
+
 def submit_to_cluster(address: str, argv: list[str]) -> int:
     """Submit, print where to watch, follow the job to its end; exit 0 only on success."""
+    try:
+        return _submit_and_follow(address, argv)
+    except AUTHENTICATION_ERRORS:
+        raise ClusterAuthError(
+            f"{address} requires Ray's authentication token: export RAY_AUTH_TOKEN=<the "
+            "cluster's token> (or save it in ~/.ray/auth_token) and run again") from None
+
+
+def _submit_and_follow(address: str, argv: list[str]) -> int:
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(address)

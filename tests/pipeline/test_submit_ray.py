@@ -1,10 +1,12 @@
 """`generate --address http://HEAD:8265` submits the same command to a Ray cluster through the
 Jobs API: here a real Ray head started for the test, with its dashboard's job server."""
 
+import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -27,24 +29,39 @@ def _free_port() -> int:
 
 
 def _wait_for(url: str, seconds: float = 90) -> None:
+    """Until the server answers at all (401 included: Ray's token authentication, on by
+    default for local clusters since Ray 2.59, guards the dashboard)."""
     deadline = time.monotonic() + seconds
     while True:
         try:
             with urllib.request.urlopen(url, timeout=5):
                 return
+        except urllib.error.HTTPError:
+            return
         except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
 
 
+TOKEN = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "iqa-factory-test-token-0123456789abcdef"}
+
+
+def _without_token() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in TOKEN}
+
+
 @pytest.fixture
 def ray_head():
+    """A Ray head with token authentication and the project's environment first on PATH (the
+    job runs `python -m pipeline.cli`), as a remote cluster would be set up."""
     dashboard = _free_port()
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     subprocess.run([RAY, "start", "--head", f"--port={_free_port()}", "--num-cpus=2",
                     "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                     f"--dashboard-port={dashboard}", "--disable-usage-stats"],
-                   check=True, capture_output=True, timeout=180)
+                   check=True, capture_output=True, timeout=180,
+                   env={**_without_token(), **TOKEN, "PATH": path})
     address = f"http://127.0.0.1:{dashboard}"
     try:
         _wait_for(f"{address}/api/version")
@@ -53,15 +70,23 @@ def ray_head():
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
 
 
-def test_address_submits_the_run_as_a_job_and_follows_it(ray_head, shifted_sources, tmp_path):
-    folder, ensemble = shifted_sources(2)
-    out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "generate", "--address", ray_head,
+def _generate(address: str, folder, ensemble, out, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "generate", "--address", address,
          "--sources", str(folder), "--out", str(out), "--size", "192x176",
          "--shard-refs", "1", "--distortions", "1,13", "--levels", "1,5",
          "--metrics", "mae,gmsd", "--ensemble", str(ensemble)],
-        cwd=REPOSITORY, capture_output=True, text=True, timeout=900)
+        cwd=REPOSITORY, capture_output=True, text=True, timeout=900, env=env)
+
+
+def test_address_submits_the_run_as_a_job_and_follows_it(ray_head, shifted_sources, tmp_path):
+    folder, ensemble = shifted_sources(2)
+    out = tmp_path / "out"
+    refused = _generate(ray_head, folder, ensemble, out, _without_token())
+    assert refused.returncode == 2
+    assert "requires Ray's authentication token: export RAY_AUTH_TOKEN" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    result = _generate(ray_head, folder, ensemble, out, {**_without_token(), **TOKEN})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "submitted job" in result.stdout and "SUCCEEDED" in result.stdout
     assert complete_shards(Location.parse(str(out))) == [0, 1]
