@@ -81,9 +81,12 @@ def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) ->
     torch.manual_seed(seed)
     built = build_model(config.model)
     model = built.model
+    notices = list(built.notices)
+    if parts.val is parts.train:
+        notices.append("validation uses the training images (too few references to hold "
+                       "some out)")
     if context.is_main:
-        for notice in built.notices + (["validation uses the training images (too few references "
-                                  "to hold some out)"] if parts.val is parts.train else []):
+        for notice in notices:
             print(f"NOTICE: {notice}")
         print(f"split {repeat} (seed {config.seed}, by {config.split_by}): "
               f"{len(parts.train)} train, "
