@@ -3,6 +3,7 @@ import json
 import pytest
 
 from pipeline.cli import main
+from training import checkpoint
 
 TINY = ["--backbone", "test_resnet", "--init", "random", "--crop", "32", "--workers", "0",
         "--device", "cpu"]
@@ -44,3 +45,17 @@ def test_compare_prints_the_median_figures(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].split()[:3] == ["pretrained", "pretrained", "0.9000"]
     assert lines[3].split()[:3] == ["baseline", "baseline", "0.7000"]
+
+
+def test_a_classification_target_trains_a_class_head_and_reports_accuracy(tiny_dataset,
+                                                                          tmp_path):
+    out = tmp_path / "levels"
+    assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--target", "level",
+                 "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", *TINY]) == 0
+    state = checkpoint.load(out / checkpoint.LAST)
+    assert state["model"]["fc.weight"].shape[0] == 5  # one logit per level
+    record = state["history"][0]
+    assert 0.0 <= record["val_accuracy"] <= 1.0 and record["val_count"] == 6
+    assert main(["train", "evaluate", "--checkpoint", str(out / checkpoint.BEST), "--dataset",
+                 "shards", "--root", str(tiny_dataset), "--refs", "r5", "--out",
+                 str(tmp_path / "eval"), "--workers", "0", "--device", "cpu"]) == 2
