@@ -5,6 +5,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import ray
@@ -62,7 +63,14 @@ def _start_ray() -> None:
         context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1",
                            dashboard_port=DASHBOARD_PORT, log_to_driver=False)
     if context.dashboard_url:
-        print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)
+        print(f"Ray dashboard: http://{context.dashboard_url}" + _token_hint(), flush=True)
+
+
+def _token_hint() -> str:
+    """Ray 2.59+ guards a local dashboard with the token it saves in ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").is_file():
+        return " (it asks for Ray's token: `ray get-auth-token` prints it)"
+    return ""
 
 
 def _labeler_pool(config: RunConfig, options: ClusterOptions, run_id: str):
