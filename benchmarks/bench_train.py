@@ -20,14 +20,21 @@ from torch.utils.data import DataLoader
 from shards.storage import Location
 from training.losses import QualityLoss
 from training.model import ModelConfig, build_model
-from training.shard_data import ShardStream, StreamConfig, Target, reference_splits, split_shards
+from training.shard_data import (
+    ShardStream,
+    StreamConfig,
+    Target,
+    distorted_index,
+    reference_splits,
+    split_shards,
+)
 from training.transforms import Augment
 
 
 def loader(dataset: str, crop: int, batch: int, workers: int) -> DataLoader:
     location = Location.parse(dataset)
     splits = reference_splits(location)
-    shards = split_shards(location, splits, "train")
+    shards = split_shards(location, distorted_index(location), splits, "train")
     stream = ShardStream(StreamConfig(dataset, shards, Target(), Augment(crop=crop)))
     return DataLoader(stream, batch_size=batch, num_workers=workers)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from shards.keys import ref_id_of
-from shards.reader import complete_shards, tar_members
+from shards.reader import read_sources, tar_members
 from shards.storage import Location
 from shards.writer import shard_paths
 from training.transforms import decode
@@ -150,7 +150,10 @@ def shard_samples(root: Path, refs: tuple[str, ...] = (), **_) -> list[LabelledI
         raise DatasetLayoutError("the shards dataset needs --refs: the references to use")
     location = Location.parse(str(root))
     wanted, images = set(refs), []
-    for index in complete_shards(location):
+    sources = read_sources(location).to_pylist()
+    holding = sorted({row["shard"] for row in sources
+                      if row["ref_id"] in wanted and row["status"] == "ok"})
+    for index in holding:  # only the shards that hold the references
         members = tar_members(location, shard_paths(location, index)["tar"])
         for key, files in members.items():
             if key.endswith("_ref") or ref_id_of(key) not in wanted:

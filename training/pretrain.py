@@ -6,11 +6,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 
 from labelers.ensemble import load as load_ensemble
-from shards.reader import read_index
 from shards.storage import Location
 from training import distributed
 from training.loop import Run, fit, predict, validation_figures
@@ -21,6 +21,7 @@ from training.shard_data import (
     SplitShards,
     StreamConfig,
     Target,
+    distorted_index,
     reference_splits,
     split_shards,
 )
@@ -49,11 +50,10 @@ class PretrainConfig:
         return data
 
 
-def check_labels(location: Location) -> str:
+def check_labels(location: Location, index: pa.Table) -> str:
     """The dataset's ensemble hash; every sample's Q must have been made under it."""
     ensemble = load_ensemble(location.path("ensemble.json"))
-    hashes = set(read_index(location, columns=["ensemble_hash"])["ensemble_hash"]
-                 .drop_null().to_pylist())
+    hashes = set(index["ensemble_hash"].drop_null().to_pylist())
     if hashes - {ensemble.hash}:
         raise ValueError(f"{location.root}: samples carry Q under ensembles {sorted(hashes)} "
                          f"but ensemble.json is {ensemble.hash}")
@@ -80,9 +80,10 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
 
 def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     location = Location.parse(config.dataset)
-    labels = check_labels(location) if config.target.name == "quality" else None
+    index = distorted_index(location)
+    labels = check_labels(location, index) if config.target.name == "quality" else None
     splits = reference_splits(location, config.val_refs, config.exclude_refs)
-    train, val = (split_shards(location, splits, name) for name in ("train", "val"))
+    train, val = (split_shards(location, index, splits, name) for name in ("train", "val"))
     if not val.samples:
         raise ValueError(f"{config.dataset} has no `val` reference for early stopping: name "
                          "some with --val-refs")

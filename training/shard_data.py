@@ -6,10 +6,12 @@ all-reduce); evaluation streams read each shard once, split by rank and worker."
 
 import itertools
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -83,19 +85,27 @@ class SplitShards:
     samples: int
 
 
-def split_shards(location: Location, splits: dict[str, str], name: str) -> SplitShards:
-    refs = frozenset(ref for ref, split in splits.items() if split == name)
-    urls, total = [], 0
+def distorted_index(location: Location) -> pa.Table:
+    """ref_id, ensemble_hash and shard of every distorted sample in the complete shards: the
+    parquet indexes, read once for all the questions a run asks of them."""
+    tables = []
     for index in complete_shards(location):
-        table = read_index(location, [index], columns=["ref_id", "kind"])
-        wanted = pc.and_(pc.equal(table["kind"], "distorted"),
-                         pc.is_in(table["ref_id"], value_set=pc.cast(list(refs) or [""],
-                                                                     "string")))
-        count = pc.sum(wanted).as_py() or 0
-        if count:
-            urls.append(shard_paths(location, index)["tar"])
-            total += count
-    return SplitShards(name, refs, tuple(urls), total)
+        table = read_index(location, [index], columns=["ref_id", "kind", "ensemble_hash"])
+        table = table.filter(pc.equal(table["kind"], "distorted"))
+        tables.append(table.append_column("shard", pa.array([index] * len(table), pa.int32())))
+    if not tables:
+        raise FileNotFoundError(f"no complete shard in {location.root}")
+    return pa.concat_tables(tables)
+
+
+def split_shards(location: Location, index: pa.Table, splits: dict[str, str],
+                 name: str) -> SplitShards:
+    """The split's references, the shards holding their samples (from `distorted_index`)."""
+    refs = frozenset(ref for ref, split in splits.items() if split == name)
+    wanted = pc.is_in(index["ref_id"], value_set=pa.array(sorted(refs), pa.string()))
+    counts = Counter(index.filter(wanted)["shard"].to_pylist())
+    urls = tuple(shard_paths(location, shard)["tar"] for shard in sorted(counts))
+    return SplitShards(name, refs, urls, sum(counts.values()))
 
 
 def shuffled(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:

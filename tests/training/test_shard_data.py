@@ -6,6 +6,7 @@ from training.shard_data import (
     ShardStream,
     StreamConfig,
     Target,
+    distorted_index,
     reference_splits,
     split_shards,
 )
@@ -17,7 +18,8 @@ CROP = Augment(crop=32)
 def _stream(root, name, train, splits=None, rank=0, world=1, epoch=0, target="quality",
             limit=None):
     location = Location.parse(str(root))
-    shards = split_shards(location, splits or reference_splits(location), name)
+    shards = split_shards(location, distorted_index(location),
+                          splits or reference_splits(location), name)
     stream = ShardStream(StreamConfig(str(root), shards, Target(target), CROP, seed=1,
                                       train=train, shuffle_buffer=8, limit=limit), rank, world)
     stream.set_epoch(epoch)
@@ -39,10 +41,11 @@ def test_splits_come_from_sources_with_overrides(tiny_dataset):
 
 def test_split_shards_count_only_distorted_samples_of_the_split(tiny_dataset):
     location = Location.parse(str(tiny_dataset))
-    train = split_shards(location, reference_splits(location), "train")
+    index = distorted_index(location)
+    train = split_shards(location, index, reference_splits(location), "train")
     assert train.samples == 4 * 6
     assert len(train.urls) == 2  # r0-r2 in shard 0, r3 in shard 1
-    val = split_shards(location, reference_splits(location), "val")
+    val = split_shards(location, index, reference_splits(location), "val")
     assert (val.samples, len(val.urls)) == (6, 1)
 
 
