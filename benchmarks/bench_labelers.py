@@ -34,9 +34,10 @@ PYIQA_NAMES = {"gmsd": "gmsd", "fsim": "fsim", "vif": "vif", "cw_ssim": "cw_ssim
 GOAL_RATIO, GOAL_GPU_PAIRS = 20.0, 200.0
 
 
-def workload(count: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One 512 x 384 reference and `count` distorted versions drawn across the bank."""
-    ref = cover_and_crop(embedded_photo("astronaut"), TargetSize())
+def workload(count: int, size: TargetSize | None = None, photo: str = "astronaut"
+             ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One reference (512 x 384 by default) and `count` distorted versions across the bank."""
+    ref = cover_and_crop(embedded_photo(photo), size or TargetSize())
     scenarios = [(d.id, level) for d in distortions.all() if not d.learned
                  for level in (2, 4)]
     picks = [scenarios[i] for i in np.linspace(0, len(scenarios) - 1, count).astype(int)]

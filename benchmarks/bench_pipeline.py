@@ -1,13 +1,14 @@
 """Benchmark the pipeline end to end: labelled samples per second on this machine, peak memory
 of the driver and of the Ray processes, and a projection to the paper-scale dataset (23.1M
-images) on N nodes of 16 CPUs + 1 GPU from the measured per-stage rates.
+images) on N nodes of 16 CPUs + 1 GPU: from the end-to-end rate measured on an H200 node
+(docs/bench-gpu.json) when there is one, else from the per-stage CPU rates here and an ASSUMED
+labelling rate.
 
-    python benchmarks/bench_pipeline.py --out docs [--synthetic 12] [--gpu-label-rate 200]
+    python benchmarks/bench_pipeline.py --out docs [--synthetic 12] [--projection-only]
 
 The embedded default always runs; --synthetic N adds a set of N references made from the
-embedded photos (flips and crops). Labelling on a GPU is not measured here without a GPU: the
-projection takes --gpu-label-rate (labelled images per second per GPU, all ten metrics; the
-labeler benchmark's GPU figure when one was lent) and says so.
+embedded photos (flips and crops); --projection-only keeps the measured runs and redoes the
+projection (after a new docs/bench-gpu.json).
 """
 
 import argparse
@@ -20,12 +21,11 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from synthetic import synthetic_sources
 
 from pipeline.config import RunConfig
 from pipeline.driver import ClusterOptions, generate
-from pipeline.embedded import EMBEDDED_PHOTOS, embedded_photo
+from pipeline.scheduling import layout
 
 PAPER_IMAGES = 23_100_000
 NODE_CPUS = 16
@@ -66,20 +66,6 @@ class PeakMemory(threading.Thread):
             time.sleep(0.5)
 
 
-def synthetic_sources(count: int, folder: Path) -> str:
-    """`count` 640 x 480 references cut and flipped from the embedded photos."""
-    folder.mkdir(parents=True, exist_ok=True)
-    photos = [embedded_photo(name) for name in EMBEDDED_PHOTOS]
-    for i in range(count):
-        photo = photos[i % len(photos)]
-        top = (i * 37) % max(1, photo.shape[0] - 384)
-        left = (i * 53) % max(1, photo.shape[1] - 512)
-        crop = photo[top:top + 384, left:left + 512]
-        crop = crop[:, ::-1] if (i // len(photos)) % 2 else crop
-        Image.fromarray(np.ascontiguousarray(crop)).save(folder / f"synthetic_{i:03d}.png")
-    return str(folder)
-
-
 def measure(name: str, sources: str, out: str) -> dict:
     config = RunConfig(sources=sources, out=out, shard_refs=1, allow_missing_metrics=True)
     memory = PeakMemory()
@@ -98,24 +84,45 @@ def measure(name: str, sources: str, out: str) -> dict:
             "peak_ray_processes_mb": round(memory.workers / 2**20)}
 
 
-def projection(run: dict, gpu_label_rate: float, nodes: list[int]) -> list[dict]:
-    """Days to label 23.1M images: distortion + encoding on CPUs, labels on the GPUs."""
+def gpu_rates(path: Path) -> dict | None:
+    """The measured H200 figures (docs/bench-gpu.json, written from `device_check.sh` runs),
+    or None where no GPU has been measured."""
+    if not path.is_file():
+        return None
+    gpu = json.loads(path.read_text())
+    pipe = gpu["pipeline"]
+    return {"label_rate": gpu["labelers"]["all_ten"]["images_per_s"],
+            "node_rate": round(pipe["labelled_images"] / pipe["from_first_request_seconds"], 1),
+            "node_rate_wall": pipe["labelled_images_per_s"],
+            "source": f"measured on {gpu['environment']['gpu']} ({gpu['sources']['pipeline']}, "
+                      f"{path.name})"}
+
+
+def projection(run: dict, gpu: dict | None, assumed_label_rate: float,
+               nodes: list[int]) -> dict:
+    """Hours to label 23.1M images on nodes of 16 CPUs + 1 GPU, laid out as the driver lays
+    them out (pipeline.scheduling: one GPU actor serving 2 calls, 15 shard tasks). Each node
+    works on its own: shard tasks use the labeler on their node. With a GPU measurement the
+    node rate is the measured end-to-end rate of such a node; without, the smaller of its CPU
+    rate (from this machine's per-image CPU cost) and an ASSUMED labelling rate."""
+    node = layout(NODE_CPUS, 1)
     distorted = run["samples"] - run["references"]
     cpu_seconds = sum(run["stage_seconds"].get(s, 0) for s in ("decode", "distort", "encode"))
-    cpu_per_image = cpu_seconds / distorted
-    rows = []
-    for n in nodes:
-        cpu_rate = n * (NODE_CPUS - 1) / cpu_per_image   # one CPU per node feeds the GPU actor
-        gpu_rate = n * gpu_label_rate
-        rate = min(cpu_rate, gpu_rate)
-        rows.append({"nodes": n, "cpu_images_per_s": round(cpu_rate, 1),
-                     "gpu_images_per_s": round(gpu_rate, 1),
-                     "bound": "CPU" if cpu_rate < gpu_rate else "GPU",
-                     "days": round(PAPER_IMAGES / rate / 86400, 1)})
-    return rows
+    cpu_rate = node.in_flight / (cpu_seconds / distorted)
+    if gpu:
+        node_rate, label_rate, source = gpu["node_rate"], gpu["label_rate"], gpu["source"]
+    else:
+        label_rate, source = assumed_label_rate, "ASSUMED (no GPU measured)"
+        node_rate = min(cpu_rate, label_rate)
+    rows = [{"nodes": n, "images_per_s": round(n * node_rate, 1),
+             "hours": round(PAPER_IMAGES / (n * node_rate) / 3600, 1)} for n in nodes]
+    return {"layout": node.to_json(), "cpu_rate_this_machine": round(cpu_rate, 1),
+            "node_rate_wall": gpu["node_rate_wall"] if gpu else None,
+            "label_rate": label_rate, "node_rate": node_rate, "source": source, "rows": rows}
 
 
 def markdown(result: dict) -> str:
+    plan = result["projection"]
     lines = ["# Pipeline benchmark", "",
              f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
              f"{result['machine']['memory_gb']} GB, no GPU. Labels without "
@@ -125,13 +132,18 @@ def markdown(result: dict) -> str:
     lines += [f"| {r['name']} | {r['references']} | {r['samples']} | {r['wall_seconds']} | "
               f"{r['samples_per_second']} | {r['peak_driver_mb']} | {r['peak_ray_processes_mb']} |"
               for r in result["runs"]]
-    lines += ["", f"Projection to {PAPER_IMAGES:,} images on nodes of {NODE_CPUS} CPUs + 1 GPU, "
-              "from the per-image CPU cost measured above (decode, distort, encode, with the "
-              "learned denoiser on the CPU) and an ASSUMED labelling rate of "
-              f"{result['gpu_label_rate']} images/s per GPU ({result['gpu_rate_source']}):", "",
-              "| nodes | CPU images/s | GPU images/s | bound | days |", "|---|---|---|---|---|"]
-    lines += [f"| {p['nodes']} | {p['cpu_images_per_s']} | {p['gpu_images_per_s']} | {p['bound']}"
-              f" | {p['days']} |" for p in result["projection"]]
+    lines += ["", f"## Projection to {PAPER_IMAGES:,} images", "",
+              f"Nodes of {NODE_CPUS} CPUs + 1 GPU laid out as the driver does "
+              f"({plan['layout']['max_in_flight']} shard tasks, one GPU actor serving "
+              f"{plan['layout']['actor_concurrency']} calls). Node rate "
+              f"**{plan['node_rate']} labelled images/s**, {plan['source']}"
+              + (f" ({plan['node_rate_wall']} counting the start of its process pool)"
+                 if plan.get("node_rate_wall") else "") + "; the labeler alone "
+              f"labels {plan['label_rate']} images/s there, and this machine's CPU cost per "
+              f"image (learned denoiser on the CPU) would allow {plan['cpu_rate_this_machine']}"
+              " images/s from 15 cores.", "",
+              "| nodes | images/s | hours |", "|---|---|---|"]
+    lines += [f"| {p['nodes']} | {p['images_per_s']} | {p['hours']} |" for p in plan["rows"]]
     return "\n".join(lines) + "\n"
 
 
@@ -141,21 +153,28 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--synthetic", type=int, default=0)
     parser.add_argument("--gpu-label-rate", type=float, default=200.0,
-                        help="labelled images/s per GPU for the projection (default: the goal)")
+                        help="ASSUMED labelled images/s per GPU node where docs/bench-gpu.json "
+                             "holds no measurement")
+    parser.add_argument("--projection-only", action="store_true",
+                        help="keep the runs of OUT/bench-pipeline.json, redo the projection")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    runs = [measure("embedded default", "embedded", str(work / "embedded"))]
-    if args.synthetic:
-        runs.append(measure(f"synthetic x{args.synthetic}",
-                            synthetic_sources(args.synthetic, work / "synthetic"),
-                            str(work / "synthetic-out")))
-    result = {"machine": {"cpu": platform.processor() or platform.machine(),
-                          "cores": os.cpu_count(),
-                          "memory_gb": round(os.sysconf("SC_PHYS_PAGES")
-                                             * os.sysconf("SC_PAGE_SIZE") / 2**30)},
-              "runs": runs, "gpu_label_rate": args.gpu_label_rate,
-              "gpu_rate_source": "the issue's goal; not measured without a GPU",
-              "projection": projection(runs[-1], args.gpu_label_rate, [1, 4, 16, 64])}
+    if args.projection_only:
+        result = json.loads((args.out / "bench-pipeline.json").read_text())
+    else:
+        work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+        runs = [measure("embedded default", "embedded", str(work / "embedded"))]
+        if args.synthetic:
+            runs.append(measure(f"synthetic x{args.synthetic}",
+                                synthetic_sources(args.synthetic, work / "synthetic"),
+                                str(work / "synthetic-out")))
+        result = {"machine": {"cpu": platform.processor() or platform.machine(),
+                              "cores": os.cpu_count(),
+                              "memory_gb": round(os.sysconf("SC_PHYS_PAGES")
+                                                 * os.sysconf("SC_PAGE_SIZE") / 2**30)},
+                  "runs": runs}
+    result.pop("gpu_label_rate", None), result.pop("gpu_rate_source", None)
+    result["projection"] = projection(result["runs"][-1], gpu_rates(args.out / "bench-gpu.json"),
+                                      args.gpu_label_rate, [1, 4, 8, 16, 64])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench-pipeline.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "bench-pipeline.md").write_text(markdown(result))

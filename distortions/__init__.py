@@ -5,11 +5,18 @@
     d = distortions.get("jpeg")             # or get(1)
     out, recipe = distortions.apply(img, 1, level=3, seed=7)
     assert (distortions.replay(img, recipe) == out).all()
+
+The learned-denoiser types (8-12) also come in two halves, for a pipeline that batches the
+network on a GPU: `prepare_learned` (the seeded noisy input, on a CPU) and `run_learned` (the
+network over many prepared inputs at once, wherever the denoiser lives).
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 
-from distortions.denoiser import use_denoiser
+from distortions.denoised import denoise_inputs, denoiser_input
+from distortions.denoiser import active_denoiser, use_denoiser
 from distortions.errors import (
     DenoiserMismatchError,
     DenoiserUnavailableError,
@@ -40,13 +47,16 @@ __all__ = [
     "InvalidImageError",
     "InvalidLevelError",
     "InvalidRecipeError",
+    "LearnedInput",
     "UnknownDistortionError",
     "all",
     "apply",
     "check_image",
     "derive_seed",
     "get",
+    "prepare_learned",
     "replay",
+    "run_learned",
     "use_denoiser",
 ]
 
@@ -66,20 +76,58 @@ def get(id_or_name: int | str) -> Distortion:
     return found
 
 
-def apply(img: np.ndarray, id_or_name: int | str, level: int, seed: int) -> tuple[np.ndarray, dict]:
-    """Distort `img` at `level` with randomness from `seed`; returns (image, recipe)."""
-    distortion = get(id_or_name)
-    check_image(img)
-    params = distortion.sample_params(level, np.random.default_rng(seed))
-    recipe = {
+def _recipe(distortion: Distortion, level: int, seed: int) -> dict:
+    return {
         "version": RECIPE_VERSION,
         "distortion_id": distortion.id,
         "distortion": distortion.name,
         "level": level,
         "seed": int(seed),
-        "params": params,
+        "params": distortion.sample_params(level, np.random.default_rng(seed)),
     }
-    return distortion.apply(img, params), recipe
+
+
+def apply(img: np.ndarray, id_or_name: int | str, level: int, seed: int) -> tuple[np.ndarray, dict]:
+    """Distort `img` at `level` with randomness from `seed`; returns (image, recipe)."""
+    distortion = get(id_or_name)
+    check_image(img)
+    recipe = _recipe(distortion, level, seed)
+    return distortion.apply(img, recipe["params"]), recipe
+
+
+@dataclass(frozen=True)
+class LearnedInput:
+    """A learned-denoiser type's first half: the noisy float32 image, the sigma the network is
+    told, and the recipe."""
+
+    noisy: np.ndarray
+    sigma: float
+    recipe: dict
+
+
+def prepare_learned(img: np.ndarray, id_or_name: int | str, level: int, seed: int
+                    ) -> LearnedInput:
+    """The CPU half of a learned-denoiser type (8-12): equal to `apply` once `run_learned`."""
+    distortion = get(id_or_name)
+    if not distortion.learned:
+        raise UnknownDistortionError(f"{distortion.name} is not a learned-denoiser type")
+    check_image(img)
+    recipe = _recipe(distortion, level, seed)
+    return LearnedInput(*denoiser_input(img, recipe["params"]), recipe)
+
+
+def run_learned(inputs: list[LearnedInput]) -> list[tuple[np.ndarray, dict]]:
+    """The network half over many prepared inputs of one size, batched on the active
+    denoiser's device; (image, recipe) each, the recipe naming the device that ran it."""
+    if not inputs:
+        return []
+    identities = {item.recipe["params"]["denoiser"] for item in inputs}
+    if len(identities) > 1:
+        raise DenoiserMismatchError(f"inputs prepared for several denoisers: {identities}")
+    images = denoise_inputs([(item.noisy, item.sigma) for item in inputs], identities.pop())
+    device = active_denoiser().spec.device
+    return [(image, {**item.recipe, "params": {**item.recipe["params"], "device": device}})
+            for image, item in zip(images, inputs, strict=True)]
 
 
 def replay(img: np.ndarray, recipe: dict) -> np.ndarray:

@@ -1,5 +1,10 @@
 """Colour conversions with MATLAB's conventions, on float32 images in [0, 1].
 
+They compute in float64 with elementwise arithmetic (no BLAS matrix products, no float32
+powers): float32 `pow`/`cbrt` and BLAS kernels round differently on CPUs with and without
+AVX-512, which changed output pixels from one machine to the next. In float64 those last-bit
+differences stay far below the uint8 rounding, so every machine writes the same bytes.
+
 - gray: rgb2gray weights (0.298936, 0.587043, 0.114021);
 - YCbCr: BT.601 studio swing as MATLAB's rgb2ycbcr (Y in [16, 235]/255, Cb/Cr in [16, 240]/255);
 - Lab: sRGB transfer curve, D65 white (0.95047, 1, 1.08883), L* in [0, 100], as MATLAB
@@ -21,8 +26,8 @@ _XYZ_FROM_RGB = np.array(
      [0.019334, 0.119193, 0.950227]]
 )
 _D65_WHITE = np.array([0.95047, 1.0, 1.08883])
-_XYZ_FROM_RGB_WHITE = (_XYZ_FROM_RGB / _D65_WHITE[:, None]).astype(np.float32)
-_RGB_WHITE_FROM_XYZ = np.linalg.inv(_XYZ_FROM_RGB / _D65_WHITE[:, None]).astype(np.float32)
+_XYZ_FROM_RGB_WHITE = _XYZ_FROM_RGB / _D65_WHITE[:, None]
+_RGB_WHITE_FROM_XYZ = np.linalg.inv(_XYZ_FROM_RGB_WHITE)
 _LAB_DELTA = 6 / 29
 _LAB_EPSILON = _LAB_DELTA**3
 
@@ -37,21 +42,30 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def _weighted(planes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """sum_c planes[..., c] * weights[c] in float64, elementwise (the same bits on every CPU)."""
+    x = planes.astype(np.float64, copy=False)
+    return x[..., 0] * weights[0] + x[..., 1] * weights[1] + x[..., 2] * weights[2]
+
+
+def _mix(planes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Each pixel's 3-vector times `matrix` (float64): planes @ matrix.T without BLAS."""
+    return np.stack([_weighted(planes, row) for row in matrix], axis=-1)
+
+
 def rgb_to_gray(img: np.ndarray) -> np.ndarray:
-    """MATLAB rgb2gray on a float image (no rounding)."""
-    return img @ GRAY_WEIGHTS.astype(img.dtype)
+    """MATLAB rgb2gray on a float image (no rounding), in the image's dtype."""
+    return _weighted(img, GRAY_WEIGHTS).astype(img.dtype)
 
 
 def rgb_to_ycbcr(img: np.ndarray) -> np.ndarray:
     """MATLAB rgb2ycbcr (studio swing) on a float RGB image in [0, 1]."""
-    matrix = _YCBCR_MATRIX.T.astype(img.dtype)
-    return img @ matrix + _YCBCR_OFFSET.astype(img.dtype)
+    return (_mix(img, _YCBCR_MATRIX) + _YCBCR_OFFSET).astype(img.dtype)
 
 
 def ycbcr_to_rgb(img: np.ndarray) -> np.ndarray:
     """MATLAB ycbcr2rgb (studio swing), the exact inverse of rgb_to_ycbcr; not clipped."""
-    matrix = _RGB_FROM_YCBCR.T.astype(img.dtype)
-    return (img - _YCBCR_OFFSET.astype(img.dtype)) @ matrix
+    return _mix(img.astype(np.float64) - _YCBCR_OFFSET, _RGB_FROM_YCBCR).astype(img.dtype)
 
 
 def _srgb_to_linear(x: np.ndarray) -> np.ndarray:
@@ -73,8 +87,8 @@ def _lab_f_inverse(f: np.ndarray) -> np.ndarray:
 
 def rgb_to_lab(img: np.ndarray) -> np.ndarray:
     """sRGB in [0, 1] -> CIE Lab (D65), float32: L* in [0, 100]."""
-    linear = _srgb_to_linear(img.astype(np.float32))
-    f = _lab_f(linear @ _XYZ_FROM_RGB_WHITE.T)
+    linear = _srgb_to_linear(img.astype(np.float64))
+    f = _lab_f(_mix(linear, _XYZ_FROM_RGB_WHITE))
     lab = np.empty(f.shape, dtype=np.float32)
     lab[..., 0] = 116 * f[..., 1] - 16
     lab[..., 1] = 500 * (f[..., 0] - f[..., 1])
@@ -84,7 +98,8 @@ def rgb_to_lab(img: np.ndarray) -> np.ndarray:
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     """CIE Lab (D65) -> sRGB float32, not clipped above (negative light is clipped to 0)."""
+    lab = lab.astype(np.float64)
     fy = (lab[..., 0] + 16) / 116
     f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], axis=-1)
-    linear = _lab_f_inverse(f.astype(np.float32)) @ _RGB_WHITE_FROM_XYZ.T
+    linear = _mix(_lab_f_inverse(f), _RGB_WHITE_FROM_XYZ)
     return _linear_to_srgb(linear).astype(np.float32)

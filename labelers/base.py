@@ -17,6 +17,7 @@ class Metric(ABC):
     higher_is_better: ClassVar[bool]  # direction: + (True) or - (False)
     min_size: ClassVar[int]           # minimum short side of the input, in pixels
     needs_weights: ClassVar[bool] = False  # needs downloaded ImageNet weights
+    cpu_chunk: ClassVar[int | None] = None  # versions per pass on a CPU (bounds its memory)
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
@@ -29,6 +30,13 @@ class Metric(ABC):
     def compare(self, prepared: Any, dist: torch.Tensor) -> torch.Tensor:
         """Scores of N distorted versions (uint8 N x 3 x H x W on self.device) against the
         prepared reference: a float64 tensor of N values."""
+
+    def passes(self, dist: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`dist` in the metric's own chunks on a CPU; whole on a GPU, where the Labeler has
+        already sized the batch to the memory budget."""
+        if self.cpu_chunk is None or self.device.type == "cuda":
+            return (dist,)
+        return dist.split(self.cpu_chunk)
 
     def check_pair(self, ref: torch.Tensor, dist: torch.Tensor) -> None:
         """Raise a typed error unless ref (1 x 3 x H x W) and dist (N x 3 x H x W) fit."""

@@ -37,7 +37,6 @@ LEVEL = 4          # pyramid level whose bands are compared (also the pyramid he
 ORIENTATIONS = 8   # buildSCFpyr order = ORIENTATIONS - 1
 WINDOW = 7         # side of the box window of the local statistics
 K = 0.0            # stabilising constant of the cssim formula
-CHUNK = 32         # distorted images per batched FFT (bounds the full-size spectrum's memory)
 
 
 def rcos_lut(width: float = 1.0, position: float = -0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -202,6 +201,7 @@ class CWSSIM(Metric):
     key = "cw_ssim"
     higher_is_better = True
     min_size = 64  # buildSCFpyr height <= floor(log2(short side)) - 2, so 4 levels need 64
+    cpu_chunk = 32
 
     def prepare(self, ref: torch.Tensor) -> PreparedReference:
         height, width = ref.shape[-2:]
@@ -221,8 +221,8 @@ class CWSSIM(Metric):
         )
 
     def compare(self, prepared: PreparedReference, dist: torch.Tensor) -> torch.Tensor:
-        scores = []
-        for chunk in dist.split(CHUNK):
+        scores = []  # on a CPU in chunks: the full-size spectra are large
+        for chunk in self.passes(dist):
             bands = pyramid_bands(
                 gray_rounded(chunk, torch.float64), prepared.rows, prepared.cols,
                 prepared.filters,

@@ -5,6 +5,7 @@ covariance (texture) terms weighted by the package's alpha and beta. The VGG16 w
 the torch hub cache (labelers.weights); the reference's features and statistics are computed
 once."""
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -26,12 +27,16 @@ C1 = C2 = 1e-6
 
 
 def alpha_beta_path() -> Path:
-    """DISTS_pytorch's wheel installs its alpha/beta file as `weights.pt` in sys.prefix."""
-    path = Path(sys.prefix) / "weights.pt"
-    if path.is_file():
-        return path
-    raise LabelerError(f"DISTS alpha/beta (weights.pt) not found in {sys.prefix}: "
-                       "install DISTS_pytorch")
+    """DISTS_pytorch's wheel ships its alpha/beta file as `weights.pt` twice: in sys.prefix and
+    in its package folder (the one left when pip installs with --target)."""
+    spec = importlib.util.find_spec("DISTS_pytorch")
+    folders = [Path(sys.prefix)] + ([Path(p) for p in spec.submodule_search_locations]
+                                    if spec and spec.submodule_search_locations else [])
+    for folder in folders:
+        if (folder / "weights.pt").is_file():
+            return folder / "weights.pt"
+    raise LabelerError("DISTS alpha/beta (weights.pt) not found in "
+                       f"{', '.join(map(str, folders))}: install DISTS_pytorch")
 
 
 class L2Pool(nn.Module):

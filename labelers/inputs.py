@@ -9,14 +9,14 @@ Images travel as uint8 tensors N x 3 x H x W on the metric's device; each metric
 import numpy as np
 import torch
 
+from distortions.colorspace import GRAY_WEIGHTS  # MATLAB rgb2gray's, defined once
 from labelers.errors import InvalidPairError
-
-GRAY_WEIGHTS = (0.298936021293776, 0.587043074451121, 0.114020904255103)
 
 
 def gray_rounded(rgb: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """MATLAB rgb2gray(uint8) as values 0..255 in `dtype`: N x 3 x H x W -> N x 1 x H x W."""
-    weights = torch.tensor(GRAY_WEIGHTS, dtype=torch.float64, device=rgb.device).view(1, 3, 1, 1)
+    weights = torch.tensor(GRAY_WEIGHTS, dtype=torch.float64, device=rgb.device)
+    weights = weights.view(1, 3, 1, 1)
     gray = (rgb.to(torch.float64) * weights).sum(dim=1, keepdim=True)
     return torch.floor(gray + 0.5).to(dtype)
 

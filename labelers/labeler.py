@@ -1,5 +1,5 @@
 """The Labeler: every metric loaded once, each reference prepared once and scored against all
-its distorted versions in batches."""
+its distorted versions in batches sized to the device's memory."""
 
 from collections.abc import Sequence
 
@@ -7,8 +7,13 @@ import numpy as np
 import torch
 
 from labelers import weights
+from labelers.base import Metric
 from labelers.inputs import to_batch
 from labelers.registry import METRICS, metric_class
+
+CPU_BATCH = 16                 # versions per forward pass on a CPU (memory is not the limit)
+CUDA_BUDGET_FRACTION = 0.5     # default budget: this share of the GPU memory free at start
+PROBE_IMAGES = 2               # versions in the first pass that measures a metric's memory
 
 
 class Scores(dict):
@@ -23,6 +28,13 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def batch_for_budget(per_image_bytes: float, budget_bytes: float, remaining: int) -> int:
+    """Versions per pass so that their working memory stays within the budget (at least 1)."""
+    if per_image_bytes <= 0:
+        return remaining
+    return max(1, min(remaining, int(budget_bytes // per_image_bytes)))
+
+
 class Labeler:
     """Scores distorted versions against their reference with the chosen metrics.
 
@@ -30,12 +42,16 @@ class Labeler:
     device: "cuda", "cpu", ... (default CUDA when present).
     allow_missing: when LPIPS/DISTS weights are absent, run the other metrics and report the
     absent ones in `Scores.absent` instead of raising WeightsMissingError.
-    batch_size: distorted images scored per forward pass.
+    batch_size: distorted images scored per pass; None sizes passes to memory: 16 on a CPU; on
+    CUDA each metric's first pass measures its peak memory per image, later passes hold as many
+    versions as `memory_budget` bytes allow (default half the GPU memory free at start), and a
+    pass that runs out of memory is split in two and retried.
     """
 
     def __init__(self, metrics: Sequence[str] | None = None,
                  device: torch.device | str | None = None,
-                 allow_missing: bool = False, batch_size: int = 16):
+                 allow_missing: bool = False, batch_size: int | None = None,
+                 memory_budget: int | None = None):
         keys = tuple(metrics) if metrics is not None else METRICS
         classes = {key: metric_class(key) for key in keys}
         absent = tuple(weights.missing(keys))
@@ -44,7 +60,15 @@ class Labeler:
         self.device = torch.device(device) if device is not None else default_device()
         self.absent = absent
         self.batch_size = batch_size
+        self.memory_budget = memory_budget or self._default_budget()
+        self.per_image_bytes: dict[str, float] = {}
         self.metrics = {key: cls(self.device) for key, cls in classes.items() if key not in absent}
+
+    def _default_budget(self) -> int:
+        if self.device.type != "cuda":
+            return 0
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return int(free * CUDA_BUDGET_FRACTION)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -55,12 +79,52 @@ class Labeler:
         """Raw scores of each distorted image (N x H x W x 3 uint8, or a list) against `ref`."""
         ref_batch = to_batch(ref, self.device)
         dist_batch = to_batch(dists, "cpu")
+        if self.device.type == "cuda":  # one pinned, asynchronous upload for every metric
+            dist_batch = dist_batch.pin_memory().to(self.device, non_blocking=True)
         results = {}
         for key, metric in self.metrics.items():
             metric.check_pair(ref_batch, dist_batch)
-            with torch.inference_mode():
-                prepared = metric.prepare(ref_batch)
-                chunks = [metric.compare(prepared, chunk.to(self.device))
-                          for chunk in dist_batch.split(self.batch_size)]
-            results[key] = torch.cat(chunks).cpu().numpy().astype(np.float64)
+            with torch.inference_mode(), torch.profiler.record_function(f"metric:{key}"):
+                scores = self._compare_all(key, metric, metric.prepare(ref_batch), dist_batch)
+            results[key] = scores.cpu().numpy().astype(np.float64)
         return Scores(results, self.absent)
+
+    def _pass_size(self, key: str, remaining: int) -> int:
+        if self.batch_size is not None:
+            return min(self.batch_size, remaining)
+        if self.device.type != "cuda":
+            return min(CPU_BATCH, remaining)
+        if key not in self.per_image_bytes:
+            return min(PROBE_IMAGES, remaining)
+        return batch_for_budget(self.per_image_bytes[key], self.memory_budget, remaining)
+
+    def _compare_all(self, key: str, metric: Metric, prepared, dists: torch.Tensor
+                     ) -> torch.Tensor:
+        chunks, start = [], 0
+        while start < len(dists):
+            size = self._pass_size(key, len(dists) - start)
+            try:
+                chunks.append(self._compare_pass(key, metric, prepared, dists[start:start + size]))
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                self.per_image_bytes[key] = 2 * self.memory_budget / size  # half as many next
+                torch.cuda.empty_cache()
+                continue
+            start += size
+        return torch.cat(chunks)
+
+    def _compare_pass(self, key: str, metric: Metric, prepared, chunk: torch.Tensor
+                      ) -> torch.Tensor:
+        """One pass; on CUDA the first pass of a metric records its peak bytes per image."""
+        measuring = self.device.type == "cuda" and key not in self.per_image_bytes \
+            and self.batch_size is None
+        if measuring:
+            torch.cuda.synchronize(self.device)
+            baseline = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        scores = metric.compare(prepared, chunk)  # already on the device (score uploads once)
+        if measuring:
+            peak = torch.cuda.max_memory_allocated(self.device) - baseline
+            self.per_image_bytes[key] = max(peak, 1) / len(chunk)
+        return scores

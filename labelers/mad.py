@@ -181,7 +181,8 @@ def _cell_moments(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 def _block_moments(x: torch.Tensor, size: int, order: int) -> tuple[torch.Tensor, ...]:
     """Mean and central sums of powers 2..order of the size x size blocks at stride 4 whose
-    corners lie on the grid, merged from 4 x 4 cells (Chan et al. / Pebay updates)."""
+    corners lie on the grid, merged from 4 x 4 cells (Chan et al. / Pebay updates). One pass
+    per cell offset, each over every block of every image and filter at once."""
     grid_rows, grid_cols = grid_size(x.shape[-2]), grid_size(x.shape[-1])
     span = size // STRIDE
     mean_c, s2_c, s3_c, s4_c = _cell_moments(x)
@@ -336,7 +337,7 @@ class MAD(Metric):
     key = "mad"
     higher_is_better = False
     min_size = 2 * EDGE + 2  # the edge crop keeps at least one row and column
-    batch_chunk = 16         # distorted images per pass, to bound memory
+    cpu_chunk = 16
 
     def __init__(self, device: torch.device | str = "cpu"):
         super().__init__(device)
@@ -359,8 +360,7 @@ class MAD(Metric):
         return MADReference(gray, csf, filtered, mean, block_min_std(filtered), bank, stats)
 
     def compare(self, prepared: MADReference, dist: torch.Tensor) -> torch.Tensor:
-        scores = [self._compare_chunk(prepared, chunk) for chunk in dist.split(self.batch_chunk)]
-        return torch.cat(scores)
+        return torch.cat([self._compare_chunk(prepared, part) for part in self.passes(dist)])
 
     def _compare_chunk(self, prepared: MADReference, dist: torch.Tensor) -> torch.Tensor:
         gray = gray_rounded(dist, DTYPE)[:, 0]
@@ -378,21 +378,23 @@ class MAD(Metric):
         weighted = grid_to_pixels(mask, rows, cols) * local_mse(prepared.gray, gray)
         return edge_rms(weighted) * DETECT_SCALE
 
-    @staticmethod
-    def appearance(prepared: MADReference, gray: torch.Tensor) -> torch.Tensor:
-        """d_appear of N gray images (N x H x W, 0..255) against the prepared reference."""
+    def appearance(self, prepared: MADReference, gray: torch.Tensor) -> torch.Tensor:
+        """d_appear of N gray images (N x H x W, 0..255) against the prepared reference: the
+        log-Gabor responses of several filters per pass (all 20 on a GPU)."""
         rows, cols = gray.shape[-2:]
-        spectrum = torch.fft.fft2(gray)
-        weights = scale_weights()
+        spectrum = torch.fft.fft2(gray)[:, None]
+        bank = prepared.gabor_bank.flatten(0, 1)
+        ref_stats = prepared.gabor_stats.flatten(0, 1)
+        weights = torch.tensor(scale_weights(), dtype=DTYPE, device=gray.device)
+        weights = weights.repeat_interleave(GABOR_ORIENTATIONS).view(-1, 1, 1)
+        per_pass = len(bank) if self.device.type == "cuda" else 1  # CPU: cache-sized
         difference = torch.zeros_like(gray[..., : grid_size(rows), : grid_size(cols)])
-        for s in range(GABOR_SCALES):
-            for o in range(GABOR_ORIENTATIONS):
-                response = torch.fft.ifft2(spectrum * prepared.gabor_bank[s, o]).abs()
-                std, skew, kurt = block_std_skew_kurt(response)
-                ref_std, ref_skew, ref_kurt = prepared.gabor_stats[s, o]
-                difference = difference + weights[s] * (
-                    (ref_std - std).abs()
-                    + SKEW_WEIGHT * (ref_skew - skew).abs()
-                    + (ref_kurt - kurt).abs()
-                )
+        for start in range(0, len(bank), per_pass):
+            part = slice(start, start + per_pass)
+            response = torch.fft.ifft2(spectrum * bank[part]).abs()
+            std, skew, kurt = block_std_skew_kurt(response)
+            ref_std, ref_skew, ref_kurt = ref_stats[part].unbind(dim=1)
+            terms = ((ref_std - std).abs() + SKEW_WEIGHT * (ref_skew - skew).abs()
+                     + (ref_kurt - kurt).abs())
+            difference = difference + (weights[part] * terms).sum(dim=1)
         return edge_rms(grid_to_pixels(difference, rows, cols))

@@ -43,7 +43,6 @@ SUBBANDS = (4, 7, 10, 13, 16, 19, 22, 25)    # vifvec.m's cells of ind2wtree's a
 M = 3                                        # side of the GSM neighbourhood (M x M vectors)
 SIGMA_NSQ = 0.4                              # variance of the visual noise
 TOL = 1e-15                                  # vifsub_est_M's tolerance for zero variance
-CHUNK = 32                                   # distorted images per batched pass (bounds memory)
 
 # matlabPyrTools sp5Filters.m, as published (the high-pass residual's hi0filt is not needed).
 SP5_LO0 = (  # lo0filt, 5 x 5
@@ -327,6 +326,7 @@ class VIF(Metric):
     key = "vif"
     higher_is_better = True
     min_size = 72  # buildSpyr builds 4 levels only if the side halved 3 times is >= 9 (lofilt)
+    cpu_chunk = 32
 
     def prepare(self, ref: torch.Tensor) -> PreparedReference:
         gray = gray_rounded(ref, torch.float64)
@@ -346,5 +346,5 @@ class VIF(Metric):
         return torch.cat([
             distorted_information(prepared, gray_rounded(chunk, torch.float64))
             / prepared.information
-            for chunk in dist.split(CHUNK)
+            for chunk in self.passes(dist)
         ])

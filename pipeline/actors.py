@@ -1,39 +1,72 @@
 """Ray remote pieces: the labeler actor pool and the shard task."""
 
 import os
+import threading
 
 import numpy as np
 import ray
 import torch
 
+import distortions
 from labelers.ensemble import Ensemble
 from labelers.labeler import Labeler
 from pipeline.config import RunConfig
-from pipeline.encoding import decode_png, encode_png
 from pipeline.plan import Plan
 from pipeline.progress_metrics import record_shard
-from pipeline.worker import apply_locally, produce_shard
+from pipeline.worker import produce_shard
 from shards.storage import Location
+
+
+class _CallCounter:
+    """Calls being served now and the most at once (an actor may serve several in threads)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.active = self.peak = self.calls = 0
+
+    def __enter__(self):
+        with self.lock:
+            self.active += 1
+            self.calls += 1
+            self.peak = max(self.peak, self.active)
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.active -= 1
 
 
 @ray.remote(max_restarts=-1, max_task_retries=3)
 class LabelerActor:
-    """Loads every metric once and scores PNG-encoded versions against their reference."""
+    """Loads every metric once and scores raw pixels against their reference; on a GPU it
+    also runs the learned denoiser. Started with max_concurrency > 1 it serves several shard
+    tasks at once (threads), each pass sized to its share of the GPU memory budget."""
 
-    def __init__(self, metrics: tuple[str, ...], allow_missing: bool, threads: int):
+    def __init__(self, metrics: tuple[str, ...], allow_missing: bool, threads: int,
+                 concurrency: int = 1):
         torch.set_num_threads(max(1, threads))
         self.labeler = Labeler(metrics=metrics, allow_missing=allow_missing)
+        self.labeler.memory_budget //= max(1, concurrency)
+        self.counter = _CallCounter()
 
     def describe(self) -> dict:
         return {"device": str(self.labeler.device), "metrics": self.labeler.keys,
-                "absent": self.labeler.absent, "pid": os.getpid()}
+                "absent": self.labeler.absent, "pid": os.getpid(),
+                "node_id": ray.get_runtime_context().get_node_id()}
 
-    def apply_distortions(self, ref_png: bytes, jobs: list[tuple[int, int, int]]) -> list:
-        """The learned-denoiser types, run here on this actor's device (its GPU)."""
-        return apply_locally(decode_png(ref_png), jobs)
+    def stats(self) -> dict:
+        """Calls served and the most served at once."""
+        return {"calls": self.counter.calls, "peak_concurrent": self.counter.peak}
 
-    def score_pngs(self, ref_png: bytes, pngs: list[bytes]) -> tuple[dict, tuple[str, ...]]:
-        scores = self.labeler.score(decode_png(ref_png), [decode_png(png) for png in pngs])
+    def denoise(self, inputs: list[distortions.LearnedInput]) -> list:
+        """The learned-denoiser network over a reference's prepared inputs, batched on this
+        actor's device (its GPU); the noise and its estimate were made on the shard task."""
+        with self.counter:
+            return distortions.run_learned(inputs)
+
+    def score_images(self, ref: np.ndarray, versions: np.ndarray) -> tuple[dict, tuple[str, ...]]:
+        """Scores of N x H x W x 3 versions against `ref` (raw pixels: no decoding here)."""
+        with self.counter:
+            scores = self.labeler.score(ref, versions)
         return {key: np.asarray(values) for key, values in scores.items()}, scores.absent
 
 
@@ -52,24 +85,34 @@ class ProgressActor:
         return self.samples, self.failures
 
 
+def nearest_labeler(index: int, labelers: list, nodes: list[str], here: str):
+    """A labeler on this task's node when there is one (the pixels then stay on the node),
+    spread over them by shard index; any labeler otherwise."""
+    local = [actor for actor, node in zip(labelers, nodes, strict=True) if node == here]
+    pool = local or labelers
+    return pool[index % len(pool)]
+
+
 @ray.remote(max_retries=3)
 def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
-               labeler: "ray.actor.ActorHandle", progress: "ray.actor.ActorHandle",
+               labelers: list, nodes: list[str], progress: "ray.actor.ActorHandle",
                denoise_on_actor: bool) -> dict:
     """Produce one shard; the labels (and, with denoise_on_actor, the learned-denoiser
-    distortions) come from `labeler`. Returns its summary."""
-    def score_pngs(ref_png: bytes, pngs: list[bytes]):
-        return ray.get(labeler.score_pngs.remote(ref_png, pngs))
+    network) come from a labeler actor, on this node where one lives. Returns its summary."""
+    labeler = nearest_labeler(index, labelers, nodes, ray.get_runtime_context().get_node_id())
+
+    def score_images(ref: np.ndarray, versions: np.ndarray):
+        return ray.get(labeler.score_images.remote(ref, versions))
 
     def on_reference(samples: int, failures: int) -> None:
         progress.add.remote(samples, failures)
 
-    def on_actor(pixels: np.ndarray, jobs: list[tuple[int, int, int]]) -> list:
-        return ray.get(labeler.apply_distortions.remote(encode_png(pixels), jobs))
+    def on_actor(inputs: list[distortions.LearnedInput]) -> list:
+        return ray.get(labeler.denoise.remote(inputs))
 
-    outcome = produce_shard(index, Plan.from_json(plan), RunConfig.from_json(config), score_pngs,
+    outcome = produce_shard(index, Plan.from_json(plan), RunConfig.from_json(config), score_images,
                             Ensemble.from_json(ensemble), Location.parse(out), on_reference,
-                            on_actor if denoise_on_actor else apply_locally)
+                            on_actor if denoise_on_actor else distortions.run_learned)
     record_shard(outcome)
     return {"index": index, "samples": outcome.samples, "failures": len(outcome.failures),
             "seconds": outcome.seconds}

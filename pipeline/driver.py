@@ -19,7 +19,8 @@ from pipeline.config import RunConfig
 from pipeline.errors import ShardsFailedError
 from pipeline.plan import Plan, persist_or_check
 from pipeline.probe import check_reachable
-from pipeline.report import build_report, merge, summary_lines
+from pipeline.report import build_report, merge, summary_lines, write_run_files
+from pipeline.scheduling import Layout, layout
 from pipeline.sources import list_sources
 from shards.reader import shard_stats
 from shards.storage import Location
@@ -73,22 +74,16 @@ def _token_hint() -> str:
     return ""
 
 
-def _labeler_pool(config: RunConfig, options: ClusterOptions, run_id: str):
-    """One actor per GPU; without GPUs, CPU actors that leave at least one CPU to the shard
-    tasks (fractional CPUs where the machine is small). Names carry the run's plan digest, so
-    two runs on one cluster do not collide."""
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 1.0)
-    count = options.actors or (gpus if gpus else max(1, int(cpus // 4)))
-    if gpus:
-        actor_options, threads = {"num_gpus": 1, "num_cpus": 1}, 1
-    else:
-        share = max(0.25, min(2.0, (cpus - 1) / count))
-        # labelling is the bottleneck: each actor's torch may use its share of every core
-        actor_options, threads = {"num_cpus": share}, max(1, int(cpus // count))
-    return [LabelerActor.options(name=f"labeler-{run_id}-{k}", **actor_options)
-            .remote(config.metrics, config.allow_missing_metrics, threads)
-            for k in range(count)]
+def _labeler_pool(config: RunConfig, plan: Layout, run_id: str) -> tuple[list, list[str]]:
+    """The labeler actors and the node each lives on (waits until they have loaded their
+    metrics). Names carry the run's plan digest, so two runs on one cluster do not collide."""
+    actors = [LabelerActor.options(name=f"labeler-{run_id}-{k}", max_concurrency=plan.concurrency,
+                                   **plan.actor_resources)
+              .remote(config.metrics, config.allow_missing_metrics, plan.threads,
+                      plan.concurrency)
+              for k in range(plan.actors)]
+    nodes = [info["node_id"] for info in ray.get([a.describe.remote() for a in actors])]
+    return actors, nodes
 
 
 def _check_weights(config: RunConfig) -> tuple[str, ...]:
@@ -100,18 +95,6 @@ def _check_weights(config: RunConfig) -> tuple[str, ...]:
     return absent
 
 
-def _write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble, absent):
-    manifest = {"config": config.to_json(), "plan_digest": plan.digest,
-                "shards": plan.shard_count, "references": len(plan.references),
-                "ensemble_hash": ensemble.hash, "metrics_absent": list(absent),
-                "format": "shared/spec/shards.md"}
-    location.write_bytes(location.path("manifest.json"),
-                         json.dumps(manifest, sort_keys=True, indent=1).encode())
-    document = {**ensemble.to_json(), "metrics_absent": list(absent)}
-    location.write_bytes(location.path("ensemble.json"),
-                         json.dumps(document, sort_keys=True, indent=1).encode())
-
-
 class _Progress:
     """The terminal bar: samples (with ETA), shards done, failures, fed by the ProgressActor."""
 
@@ -119,6 +102,7 @@ class _Progress:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         self.actor = ProgressActor.options(scheduling_strategy=here).remote()
         self.shards, self.done_shards = shards, done_shards
+        self.peak_in_flight = 0
         self.offset = done_samples
         self.bar = tqdm(total=total_samples, initial=done_samples, unit="sample",
                         desc="generate", smoothing=0.1)
@@ -138,13 +122,15 @@ class _Progress:
 
 
 def _run_shards(todo, submit, max_in_flight, progress: _Progress) -> list[int]:
-    """Run shards with at most max_in_flight at once; return those that failed."""
+    """Run shards with at most max_in_flight at once; return those that failed. The most
+    held in flight goes to progress.peak_in_flight."""
     pending, failed = {}, []
     queue = list(todo)
     while queue or pending:
         while queue and len(pending) < max_in_flight:
             index = queue.pop(0)
             pending[submit(index)] = index
+        progress.peak_in_flight = max(progress.peak_in_flight, len(pending))
         done, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_SECONDS)
         progress.refresh()
         if not done:
@@ -167,7 +153,7 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
     plan = Plan.make(list_sources(config.sources), config)
     resumed = persist_or_check(plan, location, restart=options.restart)
     ensemble = load_ensemble(config.ensemble_file)
-    _write_run_files(location, config, plan, ensemble, absent)
+    write_run_files(location, config, plan, ensemble, absent)
     _start_ray()
     check_reachable(plan, config.out)
     todo = [i for i in range(plan.shard_count)
@@ -176,8 +162,10 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
         print(f"resuming: {plan.shard_count - len(todo)} of {plan.shard_count} shards done")
     if absent:
         print(f"note: labels without {', '.join(absent)} (weights missing; Q renormalised)")
-    actors = _labeler_pool(config, options, plan.digest[:8])
-    max_in_flight = options.max_in_flight or 2 * len(actors)
+    resources = ray.cluster_resources()
+    scheduling = layout(resources.get("CPU", 1.0), int(resources.get("GPU", 0)),
+                        options.actors, options.max_in_flight)
+    actors, nodes = _labeler_pool(config, scheduling, plan.digest[:8])
     arguments = (plan.to_json(), config.to_json(), ensemble.to_json(), config.out)
 
     per_reference = 1 + len(config.scenarios)
@@ -187,20 +175,22 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
 
     on_actors = options.denoise_on_actors
     if on_actors is None:
-        on_actors = ray.cluster_resources().get("GPU", 0) > 0
+        on_actors = resources.get("GPU", 0) > 0
 
     def submit(index: int):
         return shard_task.options(name=f"shard-{index:05d}").remote(
-            index, *arguments, actors[index % len(actors)], progress.actor, on_actors)
+            index, *arguments, actors, nodes, progress.actor, on_actors)
 
-    failed = _run_shards(todo, submit, max_in_flight, progress)
+    failed = _run_shards(todo, submit, scheduling.in_flight, progress)
     if failed:  # the final sweep: once more for every shard that did not complete
-        failed = _run_shards(failed, submit, max_in_flight, progress)
+        failed = _run_shards(failed, submit, scheduling.in_flight, progress)
     progress.close()
     if failed:
         raise ShardsFailedError(f"shards {failed} failed twice; rerun to resume them")
     sources, failures, stats = merge(location, plan)
     report = build_report(sources, failures, stats, time.perf_counter() - started, absent)
+    report["scheduling"] = {**scheduling.to_json(), "peak_in_flight": progress.peak_in_flight,
+                            "actor_calls": ray.get([a.stats.remote() for a in actors])}
     location.write_bytes(location.path("report.json"),
                          json.dumps(report, sort_keys=True, indent=1).encode())
     print("\n".join(summary_lines(report, config.out)))

@@ -1,4 +1,5 @@
-"""After the shards: merge per-shard sources and failures, and write the run report."""
+"""The run's own files: the manifest and ensemble before the shards; after them, the merged
+sources and failures, and the report."""
 
 import json
 from collections import Counter, defaultdict
@@ -6,11 +7,26 @@ from collections import Counter, defaultdict
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.config import RunConfig
 from pipeline.plan import Plan
 from shards.reader import SOURCES_FILE, shard_stats
 from shards.schema import SOURCES_SCHEMA
 from shards.storage import Location
 from shards.writer import shard_paths
+
+
+def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble, absent
+                    ) -> None:
+    """manifest.json and ensemble.json, written before any shard."""
+    manifest = {"config": config.to_json(), "plan_digest": plan.digest,
+                "shards": plan.shard_count, "references": len(plan.references),
+                "ensemble_hash": ensemble.hash, "metrics_absent": list(absent),
+                "format": "shared/spec/shards.md"}
+    location.write_bytes(location.path("manifest.json"),
+                         json.dumps(manifest, sort_keys=True, indent=1).encode())
+    document = {**ensemble.to_json(), "metrics_absent": list(absent)}
+    location.write_bytes(location.path("ensemble.json"),
+                         json.dumps(document, sort_keys=True, indent=1).encode())
 
 
 def merge(location: Location, plan: Plan) -> tuple[list[dict], list[dict], list[dict]]:

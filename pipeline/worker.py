@@ -14,7 +14,7 @@ from labelers.ensemble import Ensemble
 from labelers.labeler import Labeler
 from pipeline.config import RunConfig
 from pipeline.decode import DecodeError
-from pipeline.encoding import decode_png, encode_png, pixel_sha256
+from pipeline.encoding import encode_png, pixel_sha256
 from pipeline.plan import Plan, PlannedReference
 from pipeline.sizing import SourceTooSmallError, cover_and_crop
 from pipeline.sources import Source, load
@@ -23,10 +23,13 @@ from shards.keys import distorted_key, reference_key
 from shards.storage import Location
 from shards.writer import ShardWriter, shard_paths
 
-# score_pngs(reference PNG, version PNGs) -> ({metric: scores}, absent metric keys)
-ScorePngs = Callable[[bytes, list[bytes]], tuple[dict[str, np.ndarray], tuple[str, ...]]]
-# apply_jobs(pixels, [(distortion id, level, seed)]) -> [(image, recipe) or error message]
-ApplyJobs = Callable[[np.ndarray, list[tuple[int, int, int]]], list]
+# score_images(reference pixels, N x H x W x 3 version pixels) -> ({metric: scores}, absent
+# metric keys). Raw pixels, not PNGs: a GPU labeler then never decodes on its one CPU, and Ray
+# passes the arrays through its object store without copies.
+ScoreImages = Callable[[np.ndarray, np.ndarray], tuple[dict[str, np.ndarray], tuple[str, ...]]]
+# denoise([prepared learned-denoiser inputs]) -> [(image, recipe)]: the network half of types
+# 8-12, batched wherever the denoiser lives (a GPU labeler actor on a cluster with GPUs)
+Denoise = Callable[[list[distortions.LearnedInput]], list[tuple[np.ndarray, dict]]]
 
 
 @dataclass
@@ -99,17 +102,34 @@ def apply_locally(pixels: np.ndarray, jobs: list[tuple[int, int, int]]) -> list:
     return results
 
 
-def _distort_all(ref, pixels, config, outcome, apply_learned: ApplyJobs):
+def learned_locally(pixels: np.ndarray, jobs: list[tuple[int, int, int]],
+                    denoise: Denoise) -> list:
+    """Learned-denoiser jobs: inputs prepared here, the network through `denoise`; (image,
+    recipe) or the error message for each."""
+    prepared = []
+    for distortion_id, level, seed in jobs:
+        try:
+            prepared.append(distortions.prepare_learned(pixels, distortion_id, level, seed))
+        except distortions.DistortionError as error:
+            prepared.append(str(error))
+    inputs = [item for item in prepared if not isinstance(item, str)]
+    try:
+        made = iter(denoise(inputs) if inputs else [])
+    except distortions.DistortionError as error:
+        return [item if isinstance(item, str) else str(error) for item in prepared]
+    return [item if isinstance(item, str) else next(made) for item in prepared]
+
+
+def _distort_all(ref, pixels, config, outcome, denoise: Denoise):
     """(record, image) for every scenario that succeeds, in scenario order; failures are
-    recorded. The learned-denoiser types go through `apply_learned` (a GPU actor on a
-    cluster with GPUs), the others run here."""
+    recorded. The learned-denoiser types' network runs through `denoise` (a GPU actor on a
+    cluster with GPUs), everything else here."""
     jobs = [(d, lv, distortions.derive_seed(config.seed, ref.ref_id, d, lv))
             for d, lv in config.scenarios]
     learned = [job for job in jobs if distortions.get(job[0]).learned]
     classic = [job for job in jobs if not distortions.get(job[0]).learned]
     results = dict(zip(classic, apply_locally(pixels, classic), strict=True))
-    if learned:
-        results.update(zip(learned, apply_learned(pixels, learned), strict=True))
+    results.update(zip(learned, learned_locally(pixels, learned, denoise), strict=True))
     made = []
     for job in jobs:
         distortion_id, level, seed = job
@@ -127,18 +147,19 @@ def _distort_all(ref, pixels, config, outcome, apply_learned: ApplyJobs):
     return made
 
 
-def local_scorer(labeler: Labeler) -> ScorePngs:
-    """score_pngs with a Labeler in this process (tests, and single-process runs)."""
-    def score_pngs(ref_png: bytes, pngs: list[bytes]):
-        scores = labeler.score(decode_png(ref_png), [decode_png(png) for png in pngs])
+def local_scorer(labeler: Labeler) -> ScoreImages:
+    """score_images with a Labeler in this process (tests, and single-process runs)."""
+    def score_images(ref: np.ndarray, versions: np.ndarray):
+        scores = labeler.score(ref, versions)
         return dict(scores), scores.absent
-    return score_pngs
+    return score_images
 
 
-def _label(records, ref_png, pngs, score_pngs: ScorePngs, ensemble: Ensemble) -> None:
+def _label(records, ref: np.ndarray, images: list[np.ndarray], score_images: ScoreImages,
+           ensemble: Ensemble) -> None:
     if not records:
         return
-    scores, absent = score_pngs(ref_png, pngs)
+    scores, absent = score_images(ref, np.stack(images))
     quality, used = ensemble.quality(scores)
     for i, record in enumerate(records):
         record["scores"] = {key: float(values[i]) for key, values in scores.items()}
@@ -147,10 +168,10 @@ def _label(records, ref_png, pngs, score_pngs: ScorePngs, ensemble: Ensemble) ->
         record["metrics_used"] = list(used) if absent else None
 
 
-def produce_shard(index: int, plan: Plan, config: RunConfig, score_pngs: ScorePngs,
+def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: ScoreImages,
                   ensemble: Ensemble, location: Location,
                   on_reference: Callable[[int, int], None] | None = None,
-                  apply_learned: ApplyJobs = apply_locally) -> ShardOutcome:
+                  denoise: Denoise = distortions.run_learned) -> ShardOutcome:
     """Make shard `index` of the plan and publish it (stats last). References stream into the
     staged tar as they are decoded; the distorted samples follow, in a seeded shuffled order,
     once all are labelled (they wait on local disk, not in memory). `on_reference(samples,
@@ -160,8 +181,8 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_pngs: ScorePn
     try:
         with SpilledSamples() as distorted:
             for ref in plan.shard(index):
-                distorted.extend(_reference_samples(ref, config, score_pngs, ensemble, writer,
-                                                    outcome, on_reference, apply_learned))
+                distorted.extend(_reference_samples(ref, config, score_images, ensemble, writer,
+                                                    outcome, on_reference, denoise))
             with _Timer(outcome.seconds, "write"):
                 _finish(writer, distorted, config, outcome, location)
     except BaseException:
@@ -170,8 +191,8 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_pngs: ScorePn
     return outcome
 
 
-def _reference_samples(ref, config, score_pngs, ensemble, writer, outcome, on_reference,
-                       apply_learned):
+def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_reference,
+                       denoise):
     """Write one reference to the tar; return its labelled (record, PNG) distorted samples."""
     failures_before = len(outcome.failures)
     with _Timer(outcome.seconds, "decode"):
@@ -182,11 +203,12 @@ def _reference_samples(ref, config, score_pngs, ensemble, writer, outcome, on_re
             ref_png = encode_png(pixels)
         writer.add(_base_record(ref, pixels, reference_key(ref.ref_id), "reference"), ref_png)
         with _Timer(outcome.seconds, "distort"):
-            made = _distort_all(ref, pixels, config, outcome, apply_learned)
+            made = _distort_all(ref, pixels, config, outcome, denoise)
         with _Timer(outcome.seconds, "encode"):
             pngs = [encode_png(image) for _, image in made]
         with _Timer(outcome.seconds, "label"):
-            _label([record for record, _ in made], ref_png, pngs, score_pngs, ensemble)
+            _label([record for record, _ in made], pixels, [image for _, image in made],
+                   score_images, ensemble)
         made = [(record, png) for (record, _), png in zip(made, pngs, strict=True)]
         outcome.references += 1
         outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made)

@@ -10,7 +10,7 @@ from training.compare import table
 from training.evaluate import EvaluateConfig, evaluate
 from training.finetune import FinetuneConfig, finetune
 from training.image_data import SPLIT_BY
-from training.model import INIT_MODES, ModelConfig, ModelInitError
+from training.model import INIT_MODES, PRECISIONS, ModelConfig, ModelInitError, backbone_input
 from training.optim import FINETUNE, PRETRAIN, OptimConfig
 from training.pretrain import PretrainConfig, pretrain
 from training.shard_data import TARGETS, Target
@@ -32,7 +32,10 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pretrained-file", default=None,
                        help="start from a local checkpoint (this project's, or a state dict)")
     group.add_argument("--drop-path", type=float, default=0.0,
-                       help="final ScheduledDropPath rate where the backbone has drop-path")
+                       help="final ScheduledDropPath rate (nasnetalarge: on every cell's "
+                            "operations, as NASNet; other backbones: where timm has drop-path)")
+    group.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="auto: bf16 autocast and channels_last on CUDA, float32 on a CPU")
 
 
 def _add_optim(parser: argparse.ArgumentParser, defaults: OptimConfig) -> None:
@@ -56,7 +59,9 @@ def _add_optim(parser: argparse.ArgumentParser, defaults: OptimConfig) -> None:
 
 def _add_augment(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("augmentation")
-    group.add_argument("--crop", type=int, default=224, help="network input size (default 224)")
+    group.add_argument("--crop", type=int, default=None,
+                       help="network input size (default: the backbone's, from timm: 224 "
+                            "for resnet50, 331 for nasnetalarge)")
     group.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     group.add_argument("--translate", type=float, default=0.0,
                        help="random shift up to this fraction of the size (default 0)")
@@ -82,7 +87,8 @@ def _add_training(parser: argparse.ArgumentParser, defaults: OptimConfig, run) -
 
 
 def _model(args) -> ModelConfig:
-    return ModelConfig(args.backbone, args.init, args.pretrained_file, args.drop_path)
+    return ModelConfig(args.backbone, args.init, args.pretrained_file, args.drop_path,
+                       args.precision)
 
 
 def _optim(args) -> OptimConfig:
@@ -91,7 +97,12 @@ def _optim(args) -> OptimConfig:
 
 
 def _augment(args) -> Augment:
-    return Augment(args.crop, not args.no_flip, args.translate, args.rotate)
+    """The augmentation, with the backbone's own input size (unless --crop) and normalisation."""
+    expected = backbone_input(args.backbone)
+    crop = args.crop or expected.size
+    expected.check_crop(args.backbone, crop)
+    return Augment(crop, not args.no_flip, args.translate, args.rotate, expected.mean,
+                   expected.std)
 
 
 def _pretrain(args) -> int:

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from training import benchmarks, checkpoint, distributed
 from training.finetune import test_figures
 from training.image_data import split
-from training.model import ModelConfig, build_model
+from training.model import ModelConfig, backbone_input, build_model
 from training.plots import scatter
+from training.precision import Precision
 from training.shard_data import CLASS_TARGETS
 from training.transforms import EVAL_CROPS, Augment
 
@@ -34,6 +36,17 @@ class EvaluateConfig:
     device: str = "auto"
 
 
+def _saved_augment(saved: dict, backbone: str, crop: int | None) -> Augment:
+    """The input the checkpoint was trained on: its crop (unless `crop`) and normalisation
+    (checkpoints older than the per-backbone normalisation were trained on ImageNet's)."""
+    trained = saved.get("augment", {})
+    expected = backbone_input(backbone)
+    crop = crop or trained.get("crop") or expected.size
+    expected.check_crop(backbone, crop)
+    return Augment(crop=crop, mean=tuple(trained.get("mean", IMAGENET_DEFAULT_MEAN)),
+                   std=tuple(trained.get("std", IMAGENET_DEFAULT_STD)))
+
+
 def evaluate(config: EvaluateConfig) -> dict:
     context = distributed.start(config.device)
     try:
@@ -45,18 +58,21 @@ def evaluate(config: EvaluateConfig) -> dict:
         if saved["config"].get("target", "quality") in CLASS_TARGETS:
             raise ValueError(f"{config.checkpoint} classifies {saved['config']['target']}; "
                              "evaluate needs a quality model")
-        model = build_model(ModelConfig(backbone, init="random",
-                                        pretrained_file=config.checkpoint)).model
-        model.to(context.device)
-        crop = config.crop or saved["config"].get("augment", {}).get("crop", 224)
+        trained = saved["config"].get("model", {})
+        model_config = ModelConfig(backbone, init="random", pretrained_file=config.checkpoint,
+                                   precision=trained.get("precision", "auto"))
+        model = build_model(model_config).model
+        precision = Precision.resolve(model_config.precision, context.device)
+        precision.prepare(model.to(context.device))
+        augment = _saved_augment(saved["config"], backbone, config.crop)
         images = benchmarks.load(config.dataset, config.root, config.refs)
         if config.subset == "test":
             images = split(images, config.split_by, config.seed, config.repeat).test
         elif config.subset != "all":
             raise ValueError(f"--subset must be all or test, got {config.subset!r}")
         predicted, opinion, figures = test_figures(
-            context, model, images, Augment(crop=crop), config.eval_crops,
-            config.workers, max(1, config.batch_size // context.world_size))
+            context, model, images, augment, config.eval_crops,
+            config.workers, max(1, config.batch_size // context.world_size), precision)
         if not context.is_main:
             return {}
         out = Path(config.out)

@@ -19,6 +19,7 @@ from training.loop import Run, fit, predict, validation_figures
 from training.model import ModelConfig, build_model
 from training.optim import FINETUNE, OptimConfig
 from training.plots import scatter
+from training.precision import FP32, Precision
 from training.transforms import EVAL_CROPS, Augment
 
 FIGURES = ("srocc", "plcc", "plcc_raw", "krcc", "rmse", "rmse_raw")
@@ -49,13 +50,14 @@ def eval_loader(context: Context, images, augment: Augment, crops: int, workers:
     """This rank's share of the images (every world_size-th), each as `crops` views."""
     dataset = ImageViews(images, augment, train=False, seed=seed, crops=crops)
     share = Subset(dataset, range(context.rank, len(dataset), context.world_size))
-    return DataLoader(share, batch_size=batch, num_workers=workers)
+    return DataLoader(share, batch_size=batch, num_workers=workers,
+                      pin_memory=context.device.type == "cuda")
 
 
 def test_figures(context: Context, model, images, augment: Augment, crops: int, workers: int,
-                 batch: int) -> tuple[np.ndarray, np.ndarray, dict]:
+                 batch: int, precision: Precision = FP32) -> tuple[np.ndarray, np.ndarray, dict]:
     loader = eval_loader(context, images, augment, crops, workers, batch)
-    predicted, opinion = predict(context, model, loader)
+    predicted, opinion = predict(context, model, loader, precision=precision)
     return predicted, opinion, report(predicted, opinion)
 
 
@@ -64,7 +66,8 @@ def _train_batches(context: Context, config: FinetuneConfig, images, seed: int):
     sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank,
                                  shuffle=True, seed=seed)
     local = config.optim.local_batch(context.world_size)
-    loader = DataLoader(dataset, batch_size=local, sampler=sampler, num_workers=config.workers)
+    loader = DataLoader(dataset, batch_size=local, sampler=sampler, num_workers=config.workers,
+                        pin_memory=context.device.type == "cuda")
 
     def batches(epoch: int) -> DataLoader:
         sampler.set_epoch(epoch)
@@ -95,16 +98,20 @@ def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) ->
     local = config.optim.local_batch(context.world_size)
     val_loader = eval_loader(context, parts.val, config.augment, 1, config.workers, local)
 
+    precision = Precision.resolve(config.model.precision, context.device)
+
     def validate(network) -> dict:
-        return validation_figures(*predict(context, network, val_loader), classes=0)
+        return validation_figures(*predict(context, network, val_loader, precision=precision),
+                                  classes=0)
 
     run = Run(context, model, config.optim, 0, out, {**config.to_json(), "repeat": repeat},
-              seed)
+              seed, precision)
     summary = fit(run, batches, steps, validate)
     distributed.barrier(context)  # rank 0 has written best.pt
     model.load_state_dict(checkpoint.load(out / checkpoint.BEST)["model"])
     predicted, opinion, figures = test_figures(context, model, parts.test, config.augment,
-                                               config.eval_crops, config.workers, local)
+                                               config.eval_crops, config.workers, local,
+                                               precision)
     if context.is_main:
         result = {"repeat": repeat, "seed": config.seed, "start": built.start,
                   "epochs_run": summary["epochs_run"],

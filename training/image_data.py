@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from labelers.fitting import split_by_reference
 from training.benchmarks import LabelledImage
-from training.transforms import Augment, centre_crop, eval_views, to_tensor, train_view
+from training.transforms import Augment, centre_view, eval_views, train_view
 
 SPLIT_BY = ("reference", "image")
 
@@ -90,7 +90,7 @@ class ImageViews(Dataset):
         if self.train:
             view = train_view(pixels, self.augment, rng)
         elif self.crops > 1:
-            view = eval_views(pixels, self.augment.crop, rng, self.crops)
+            view = eval_views(pixels, self.augment, rng, self.crops)
         else:
-            view = to_tensor(centre_crop(pixels, self.augment.crop))
+            view = centre_view(pixels, self.augment)
         return view, torch.tensor(image.score, dtype=torch.float32)

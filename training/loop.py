@@ -19,6 +19,7 @@ from training.distributed import Context, all_sum, broadcast_flag, gather_rows
 from training.losses import QualityLoss
 from training.model import ScheduledDropPath
 from training.optim import EarlyStopping, OptimConfig, optimiser
+from training.precision import FP32, Precision
 
 # settings a resumed run may change; anything else must match the checkpoint
 RESUMABLE_CHANGES = {"epochs", "patience", "resume"}
@@ -33,6 +34,7 @@ class Run:
     out: Path
     config: dict           # the run's settings, kept in every checkpoint
     seed: int = 0
+    precision: Precision = FP32
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -58,8 +60,10 @@ def train_epoch(run: Run, network: nn.Module, batches: Iterable, steps: int, los
         except StopIteration:
             raise RuntimeError(f"the training data ran out after {count} of {steps} batches "
                                f"on rank {run.context.rank}") from None
-        outputs = network(images.to(run.context.device))
-        loss = loss_fn(outputs if run.classes else outputs[:, 0], targets.to(run.context.device))
+        with run.precision.context(run.context.device):
+            outputs = network(run.precision.inputs(images, run.context.device)).float()
+        loss = loss_fn(outputs if run.classes else outputs[:, 0],
+                       targets.to(run.context.device, non_blocking=True))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -72,19 +76,19 @@ def train_epoch(run: Run, network: nn.Module, batches: Iterable, steps: int, los
 
 
 @torch.no_grad()
-def predict(context: Context, model: nn.Module, loader: Iterable,
-            classes: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def predict(context: Context, model: nn.Module, loader: Iterable, classes: int = 0,
+            precision: Precision = FP32) -> tuple[np.ndarray, np.ndarray]:
     """Predictions and targets of every rank, gathered (padding dropped). Inputs of shape
     (batch, views, C, H, W) are scored as the mean over their views."""
     model.eval()
     rows = []
     for images, targets in loader:
-        images = images.to(context.device)
-        if images.ndim == 5:
-            batch, views = images.shape[:2]
-            outputs = model(images.flatten(0, 1)).view(batch, views, -1).mean(dim=1)
-        else:
-            outputs = model(images)
+        views = images.shape[1] if images.ndim == 5 else 0
+        flat = precision.inputs(images.flatten(0, 1) if views else images, context.device)
+        with precision.context(context.device):
+            outputs = model(flat).float()
+        if views:
+            outputs = outputs.view(len(images), views, -1).mean(dim=1)
         predicted = outputs.argmax(dim=1).double() if classes else outputs[:, 0].double()
         rows.append(torch.stack([predicted, targets.to(context.device).double()], dim=1))
     local = torch.cat(rows) if rows else torch.zeros((0, 2), dtype=torch.float64,
@@ -171,7 +175,7 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
     figures of `validation_figures` (the same on every rank)."""
     context = run.context
     run.out.mkdir(parents=True, exist_ok=True)
-    run.model.to(context.device)
+    run.precision.prepare(run.model.to(context.device))
     network = (DistributedDataParallel(run.model, device_ids=[context.device.index]
                                        if context.device.type == "cuda" else None)
                if context.distributed else run.model)

@@ -2,17 +2,20 @@
 initialisation (ImageNet through timm, a local checkpoint, or random with a notice), and the
 ScheduledDropPath schedule."""
 
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import timm
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath
 from torch import nn
 
 HUB_HOST = "huggingface.co"
 INIT_MODES = ("auto", "imagenet", "random")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 class ModelInitError(RuntimeError):
@@ -25,13 +28,40 @@ class ModelConfig:
     init: str = "auto"                 # auto | imagenet | random
     pretrained_file: str | None = None  # a local checkpoint; wins over `init`
     drop_path: float = 0.0             # the final rate of ScheduledDropPath (0: off)
+    precision: str = "auto"            # auto (bf16 + channels_last on CUDA) | bf16 | fp32
 
     def __post_init__(self):
         if self.init not in INIT_MODES:
             raise ValueError(f"init must be one of {INIT_MODES}, got {self.init!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.backbone not in timm.list_models():
             raise ValueError(f"unknown timm backbone {self.backbone!r} (timm.list_models() "
                              "lists the names)")
+
+
+@dataclass(frozen=True)
+class BackboneInput:
+    """What a backbone was trained to see, from timm's pretrained config: its input size and
+    normalisation (nasnetalarge: 331 and mean = std = 0.5; resnet50: 224 and ImageNet's)."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    fixed_size: bool  # the model only takes `size` (ViTs with fixed position embeddings)
+
+    def check_crop(self, backbone: str, crop: int) -> None:
+        if self.fixed_size and crop != self.size:
+            raise ValueError(f"{backbone} only takes {self.size} x {self.size} inputs; "
+                             f"--crop {crop} cannot be used with it")
+
+
+def backbone_input(backbone: str) -> BackboneInput:
+    config = timm.get_pretrained_cfg(backbone)
+    if config is None:  # a model without a pretrained config: timm's defaults
+        return BackboneInput(224, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, False)
+    return BackboneInput(int(config.input_size[-1]), tuple(config.mean), tuple(config.std),
+                         bool(config.fixed_input_size))
 
 
 def _hub_reachable() -> bool:
@@ -54,8 +84,7 @@ def _imagenet(config: ModelConfig, outputs: int, notices: list[str]) -> nn.Modul
                        "--pretrained-file to start from a local checkpoint")
         return None
     try:
-        return timm.create_model(config.backbone, pretrained=True, num_classes=outputs,
-                                 drop_path_rate=config.drop_path)
+        return _create(config, outputs, notices, pretrained=True)
     except (OSError, RuntimeError) as error:
         if config.init == "imagenet":
             raise ModelInitError(f"cannot load ImageNet weights for {config.backbone}: {error}"
@@ -63,6 +92,48 @@ def _imagenet(config: ModelConfig, outputs: int, notices: list[str]) -> nn.Modul
         notices.append(f"ImageNet weights for {config.backbone} failed to load ({error}): "
                        "starting from RANDOM weights")
         return None
+
+
+def _create(config: ModelConfig, outputs: int, notices: list[str], pretrained: bool
+            ) -> nn.Module:
+    """timm's model; drop-path goes to backbones whose constructor takes it, and to NASNet's
+    cell operations here; any other backbone runs without it, with a notice."""
+    drop = {"drop_path_rate": config.drop_path} if config.drop_path else {}
+    try:
+        return timm.create_model(config.backbone, pretrained=pretrained, num_classes=outputs,
+                                 **drop)
+    except TypeError as error:
+        if not drop or "drop_path_rate" not in str(error):
+            raise
+    model = timm.create_model(config.backbone, pretrained=pretrained, num_classes=outputs)
+    if not add_cell_drop_path(model, config.drop_path):
+        notices.append(f"{config.backbone} takes no drop-path in timm: --drop-path "
+                       f"{config.drop_path} is NOT applied")
+    return model
+
+
+CELL_NAME = re.compile(r"(reduction_)?cell_\d+$")
+
+
+def _drop_output(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+    return module.drop_path(output)
+
+
+def add_cell_drop_path(model: nn.Module, rate: float) -> int:
+    """NASNet's drop-path (Zoph et al. 2018): every operation of every normal and reduction
+    cell (the `comb_iter_*` branches; identities have none) drops its output per sample, at a
+    rate growing with the cell's depth, rate * (k + 1) / cells for the k-th cell in order
+    (the stem cells have none). ScheduledDropPath then ramps each rate over training. The
+    DropPath modules hold no tensors, so checkpoints keep timm's keys. Returns the count."""
+    cells = [module for name, module in model.named_children() if CELL_NAME.fullmatch(name)]
+    count = 0
+    for depth, cell in enumerate(cells):
+        for name, operation in cell.named_children():
+            if name.startswith("comb_iter_"):
+                operation.drop_path = DropPath(rate * (depth + 1) / len(cells))
+                operation.register_forward_hook(_drop_output)
+                count += 1
+    return count
 
 
 def checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -109,8 +180,7 @@ def build_model(config: ModelConfig, outputs: int = 1) -> Built:
         model = _imagenet(config, outputs, notices)
         if model is not None:
             return Built(model, "imagenet", notices)
-    model = timm.create_model(config.backbone, pretrained=False, num_classes=outputs,
-                              drop_path_rate=config.drop_path)
+    model = _create(config, outputs, notices, pretrained=False)
     if config.pretrained_file is not None:
         _load_file(model, config.pretrained_file, notices)
         return Built(model, config.pretrained_file, notices)

@@ -16,6 +16,7 @@ from training import distributed
 from training.loop import Run, fit, predict, validation_figures
 from training.model import ModelConfig, build_model
 from training.optim import PRETRAIN, OptimConfig
+from training.precision import Precision
 from training.shard_data import (
     ShardStream,
     SplitShards,
@@ -67,6 +68,7 @@ def _stream(config: PretrainConfig, shards: SplitShards, train: bool,
                                       limit=None if train else config.val_limit),
                          context.rank, context.world_size)
     return stream, DataLoader(stream, batch_size=config.optim.local_batch(context.world_size),
+                              pin_memory=context.device.type == "cuda",
                               num_workers=config.workers)
 
 
@@ -108,13 +110,15 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
         train_stream.set_epoch(epoch)
         return train_loader
 
+    precision = Precision.resolve(config.model.precision, context.device)
+
     def validate(network) -> dict:
-        return validation_figures(*predict(context, network, val_loader,
-                                           config.target.classes), config.target.classes)
+        return validation_figures(*predict(context, network, val_loader, config.target.classes,
+                                           precision), config.target.classes)
 
     out = Path(config.out)
     run = Run(context, built.model, config.optim, config.target.classes, out, config.to_json(),
-              config.seed)
+              config.seed, precision)
     summary = fit(run, batches, steps, validate, resume)
     if context.is_main:
         summary = {**summary, "dataset": config.dataset, "ensemble": labels,

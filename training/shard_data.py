@@ -22,7 +22,7 @@ from shards.reader import complete_shards, read_index, read_sources
 from shards.schema import METRIC_KEYS
 from shards.storage import Location
 from shards.writer import shard_paths
-from training.transforms import Augment, centre_crop, decode, to_tensor, train_view
+from training.transforms import Augment, centre_view, decode, train_view
 
 CLASS_TARGETS = {"distortion": ("distortion_id", 33), "level": ("level", 5)}
 TARGETS = ("quality", *METRIC_KEYS, *CLASS_TARGETS)
@@ -187,5 +187,5 @@ class ShardStream(IterableDataset):
         for data, record in records:
             pixels = decode(data)
             view = (train_view(pixels, self.config.augment, rng) if self.config.train
-                    else to_tensor(centre_crop(pixels, self.config.augment.crop)))
+                    else centre_view(pixels, self.config.augment))
             yield view, torch.tensor(target.value(record), dtype=dtype)

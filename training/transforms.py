@@ -11,8 +11,6 @@ import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-MEAN = np.asarray(IMAGENET_DEFAULT_MEAN, dtype=np.float32)
-STD = np.asarray(IMAGENET_DEFAULT_STD, dtype=np.float32)
 EVAL_CROPS = 10
 
 
@@ -22,8 +20,13 @@ class Augment:
     flip: bool = True
     translate: float = 0.0   # largest shift, as a fraction of width and height
     rotate: float = 0.0      # largest rotation in degrees
+    mean: tuple[float, float, float] = IMAGENET_DEFAULT_MEAN  # the backbone's normalisation
+    std: tuple[float, float, float] = IMAGENET_DEFAULT_STD
 
     def __post_init__(self):
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std need three values (std > 0), got {self.mean} "
+                             f"and {self.std}")
         if self.crop < 16:
             raise ValueError(f"crop must be at least 16 pixels, got {self.crop}")
         if not 0 <= self.translate < 0.5 or not 0 <= self.rotate <= 45:
@@ -41,9 +44,11 @@ def read_image(path: str) -> np.ndarray:
         return decode(handle.read())
 
 
-def to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """CHW float32, normalised with the ImageNet mean and deviation timm backbones expect."""
-    scaled = (pixels.astype(np.float32) / 255.0 - MEAN) / STD
+def to_tensor(pixels: np.ndarray, augment: Augment) -> torch.Tensor:
+    """CHW float32, normalised with the backbone's mean and deviation (augment.mean, .std)."""
+    mean = np.asarray(augment.mean, dtype=np.float32)
+    std = np.asarray(augment.std, dtype=np.float32)
+    scaled = (pixels.astype(np.float32) / 255.0 - mean) / std
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
 
 
@@ -84,10 +89,15 @@ def train_view(pixels: np.ndarray, augment: Augment, rng: np.random.Generator) -
     view = random_crop(pixels, augment.crop, rng)
     if augment.flip and rng.random() < 0.5:
         view = view[:, ::-1]
-    return to_tensor(view)
+    return to_tensor(view, augment)
 
 
-def eval_views(pixels: np.ndarray, crop: int, rng: np.random.Generator,
+def centre_view(pixels: np.ndarray, augment: Augment) -> torch.Tensor:
+    return to_tensor(centre_crop(pixels, augment.crop), augment)
+
+
+def eval_views(pixels: np.ndarray, augment: Augment, rng: np.random.Generator,
                count: int = EVAL_CROPS) -> torch.Tensor:
     """`count` random crops, stacked: the model's score is their mean."""
-    return torch.stack([to_tensor(random_crop(pixels, crop, rng)) for _ in range(count)])
+    return torch.stack([to_tensor(random_crop(pixels, augment.crop, rng), augment)
+                        for _ in range(count)])

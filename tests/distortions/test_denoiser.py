@@ -10,7 +10,9 @@ import torch
 
 import distortions
 from distortions import denoiser
+from distortions.colorspace import to_uint8
 from distortions.denoise_nets import FFDNet
+from distortions.denoiser import tensor_to_uint8
 from distortions.errors import DenoiserMismatchError, DenoiserUnavailableError
 
 
@@ -121,3 +123,45 @@ def test_sigma_estimate_is_clipped_to_the_trained_range():
     heavy = np.random.default_rng(0).integers(0, 2, (64, 64, 3)).astype(np.float32)  # std 0.5
     assert denoiser.estimated_sigma(heavy) == pytest.approx(denoiser.MAX_SIGMA)
     assert denoiser.estimated_sigma(np.full((64, 64, 3), 0.5, np.float32)) < 1e-12
+
+
+LEARNED = [d.id for d in distortions.all() if d.learned]
+
+
+def test_batched_network_passes_give_the_same_bytes_as_one_image_at_a_time(small_image):
+    singles = [distortions.apply(small_image, d, level, seed=d * 7 + level)
+               for d in LEARNED for level in (1, 5)]
+    prepared = [distortions.prepare_learned(small_image, d, level, seed=d * 7 + level)
+                for d in LEARNED for level in (1, 5)]
+    batched = distortions.run_learned(prepared)  # 10 inputs: passes of 4 on a CPU
+    for (image, recipe), (expected, expected_recipe) in zip(batched, singles, strict=True):
+        assert np.array_equal(image, expected)
+        assert recipe == expected_recipe and recipe["params"]["device"] == "cpu"
+        assert np.array_equal(distortions.replay(small_image, recipe), image)
+
+
+def test_only_learned_types_have_a_network_half(small_image):
+    with pytest.raises(distortions.UnknownDistortionError, match="not a learned"):
+        distortions.prepare_learned(small_image, "jpeg", 1, seed=0)
+    assert distortions.run_learned([]) == []
+
+
+def test_the_devices_uint8_conversion_is_the_banks():
+    # clip, x 255, round half to even in float32: the same bytes as colorspace.to_uint8,
+    # including the exact half steps where the rounding rule decides
+    values = np.concatenate([np.random.default_rng(0).uniform(-0.3, 1.3, 50_000),
+                             (np.arange(256) + 0.5) / 255, np.arange(256) / 255])
+    values = values.astype(np.float32)
+    assert np.array_equal(tensor_to_uint8(torch.from_numpy(values)).numpy(), to_uint8(values))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_outputs_replay_on_the_cpu_within_one_level(small_image, restore_default_denoiser):
+    for distortion_id in LEARNED:
+        denoiser.use_denoiser(None, device="cuda")
+        made, recipe = distortions.apply(small_image, distortion_id, 5, seed=distortion_id)
+        assert recipe["params"]["device"] == "cuda"
+        denoiser.use_denoiser(None, device="cpu")
+        on_cpu = distortions.replay(small_image, recipe)
+        assert np.abs(made.astype(int) - on_cpu.astype(int)).max() <= 1

@@ -10,6 +10,7 @@ import torch
 
 import labelers
 from labelers.errors import InputTooSmallError, InvalidPairError
+from labelers.labeler import batch_for_budget
 from labelers.registry import METRIC_CLASSES
 from tests.labelers.conftest import tensor
 
@@ -119,3 +120,53 @@ def test_metrics_are_the_ten_in_spec_order():
     assert labelers.METRICS == ("gmsd", "fsim", "vif", "cw_ssim", "nlpd", "mae", "ms_ssim",
                                 "mad", "dists", "lpips")
     assert tensor(np.zeros((2, 2, 3), np.uint8)).shape == (1, 3, 2, 2)
+
+
+@pytest.mark.parametrize("key", AVAILABLE)
+def test_a_metrics_own_cpu_chunks_give_the_whole_batchs_scores(metric_factory, noisy_versions,
+                                                              key, monkeypatch):
+    ref, dists = noisy_versions
+    metric = metric_factory(key)
+    whole = metric.score(ref, dists)
+    monkeypatch.setattr(metric, "cpu_chunk", 1)
+    assert len(metric.passes(dists)) == len(dists)
+    torch.testing.assert_close(metric.score(ref, dists), whole, atol=1e-12, rtol=1e-12)
+
+
+def test_pass_sizes_follow_the_memory_budget():
+    # passes hold as many versions as the budget allows, at least one, at most what is left
+    assert batch_for_budget(per_image_bytes=100, budget_bytes=1000, remaining=165) == 10
+    assert batch_for_budget(per_image_bytes=100, budget_bytes=1000, remaining=4) == 4
+    assert batch_for_budget(per_image_bytes=5000, budget_bytes=1000, remaining=165) == 1
+
+
+class _OutOfMemoryAbove:
+    """A metric that, like a GPU, cannot take passes larger than `limit` versions."""
+
+    def __init__(self, metric, limit: int):
+        self.metric, self.limit, self.sizes = metric, limit, []
+
+    def __getattr__(self, name):
+        return getattr(self.metric, name)
+
+    def compare(self, prepared, dist):
+        self.sizes.append(len(dist))
+        if len(dist) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return self.metric.compare(prepared, dist)
+
+
+def test_a_pass_that_runs_out_of_memory_is_split_and_the_scores_are_unchanged(noisy_versions):
+    ref, dists = noisy_versions
+    dists = dists.repeat(4, 1, 1, 1)  # 12 versions
+    labeler = labelers.Labeler(["mae"], "cpu")
+    metric = labeler.metrics["mae"]
+    with torch.inference_mode():
+        prepared = metric.prepare(ref)
+        expected = metric.compare(prepared, dists)
+        labeler.device = torch.device("cuda")  # the GPU route's pass sizes; tensors stay here
+        labeler.memory_budget, labeler.per_image_bytes["mae"] = 12_000, 1_000  # all 12 fit
+        tight = _OutOfMemoryAbove(metric, limit=3)
+        scores = labeler._compare_all("mae", tight, prepared, dists)
+    torch.testing.assert_close(scores, expected, rtol=0, atol=0)
+    assert tight.sizes == [12, 6, 3, 3, 3, 3]  # halved until it fits, then kept

@@ -297,8 +297,9 @@ def test_short_side_below_72_is_rejected(astronaut_gray):
 def test_chunks_give_the_batch_values(noisy_versions, monkeypatch):
     ref, dist = noisy_versions
     whole = VIF().score(ref, dist)
-    monkeypatch.setattr(vif, "CHUNK", 2)
-    torch.testing.assert_close(VIF().score(ref, dist), whole, rtol=0, atol=1e-13)
+    chunked = VIF()
+    monkeypatch.setattr(chunked, "cpu_chunk", 2)
+    torch.testing.assert_close(chunked.score(ref, dist), whole, rtol=0, atol=1e-13)
 
 
 # --- calibration ---------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_the_probe_refuses_unreachable_sources_and_outputs(local_ray, shifted_so
 
 def test_learned_denoiser_on_the_actors_gives_the_same_bytes(local_ray, shifted_sources,
                                                              fast_config, tmp_path):
-    # On a cluster with GPUs the denoised types run on the labeler actors; forced here on the
+    # On a cluster with GPUs the denoiser network runs on the labeler actors; forced here on the
     # CPU, that route must give the same samples as running them in the shard task.
     folder, ensemble = shifted_sources(2)
     digests = []
@@ -121,4 +121,4 @@ def test_learned_denoiser_on_the_actors_gives_the_same_bytes(local_ray, shifted_
 
 
 def _actor_denoising_calls() -> list:
-    return list_tasks(filters=[("name", "=", "LabelerActor.apply_distortions")])
+    return list_tasks(filters=[("name", "=", "LabelerActor.denoise")])

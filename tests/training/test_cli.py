@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from pipeline.cli import main
 from training import checkpoint
@@ -59,3 +60,32 @@ def test_a_classification_target_trains_a_class_head_and_reports_accuracy(tiny_d
     assert main(["train", "evaluate", "--checkpoint", str(out / checkpoint.BEST), "--dataset",
                  "shards", "--root", str(tiny_dataset), "--refs", "r5", "--out",
                  str(tmp_path / "eval"), "--workers", "0", "--device", "cpu"]) == 2
+
+
+@pytest.mark.slow
+def test_nasnetalarge_pretrains_and_evaluates_with_its_own_normalisation(tiny_dataset,
+                                                                         tmp_path):
+    out, evaluation = tmp_path / "nasnet", tmp_path / "eval"
+    model = ["--backbone", "nasnetalarge", "--init", "random", "--crop", "32", "--workers",
+             "0", "--device", "cpu"]
+    assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "1",
+                 "--steps-per-epoch", "1", "--batch-size", "2", "--drop-path", "0.1",
+                 "--exclude-refs", "r5", *model]) == 0
+    trained = checkpoint.load(out / checkpoint.BEST)["config"]["augment"]
+    assert tuple(trained["mean"]) == tuple(trained["std"]) == (0.5, 0.5, 0.5)  # timm's TF cfg
+    assert main(["train", "evaluate", "--checkpoint", str(out / checkpoint.BEST), "--dataset",
+                 "shards", "--root", str(tiny_dataset), "--refs", "r5", "--eval-crops", "2",
+                 "--out", str(evaluation), "--workers", "0", "--device", "cpu"]) == 0
+    result = json.loads((evaluation / "evaluation.json").read_text())
+    assert result["figures"]["count"] == 6  # r5's distorted versions
+
+
+def test_evaluate_takes_the_checkpoints_input_and_falls_back_to_imagenet():
+    from training.evaluate import _saved_augment
+
+    nasnet = _saved_augment({"augment": {"crop": 96, "mean": [0.5] * 3, "std": [0.5] * 3}},
+                            "nasnetalarge", None)
+    assert (nasnet.crop, nasnet.mean) == (96, (0.5, 0.5, 0.5))
+    older = _saved_augment({"augment": {"crop": 64}}, "resnet50", None)
+    assert older.mean == IMAGENET_DEFAULT_MEAN and older.std == IMAGENET_DEFAULT_STD
+    assert _saved_augment({}, "nasnetalarge", None).crop == 331

@@ -1,7 +1,14 @@
 import pytest
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN
 
-from training.model import ModelConfig, ModelInitError, ScheduledDropPath, build_model
+from training.model import (
+    ModelConfig,
+    ModelInitError,
+    ScheduledDropPath,
+    backbone_input,
+    build_model,
+)
 
 
 def test_a_checkpoint_initialises_the_backbone_and_a_new_head_is_left_new(tmp_path):
@@ -38,3 +45,64 @@ def test_scheduled_drop_path_rises_to_its_final_rate():
     assert max(m.drop_prob for m in schedule.modules) == pytest.approx(0.1)
     schedule.set_progress(1.0)
     assert max(m.drop_prob for m in schedule.modules) == pytest.approx(0.2)
+
+
+# the backbones a user would name; inputs as small as each allows (a ViT takes only its own)
+BACKBONES = [("nasnetalarge", 96), ("resnet50", 64), ("efficientnet_b0", 64),
+             ("convnext_tiny", 64), ("vit_tiny_patch16_224", 224)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backbone", "size"), BACKBONES)
+def test_every_named_backbone_builds_and_takes_a_training_step(backbone, size):
+    built = build_model(ModelConfig(backbone, init="random", drop_path=0.1))
+    assert not [n for n in built.notices if "NOT applied" in n]  # drop-path reaches each one
+    schedule = ScheduledDropPath(built.model)
+    assert schedule.active
+    schedule.set_progress(1.0)
+    model = built.model.train()
+    output = model(torch.randn(2, 3, size, size))
+    assert output.shape == (2, 1)
+    output.pow(2).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_each_backbone_has_its_own_input_size_and_normalisation():
+    nasnet, resnet, vit = (backbone_input(name) for name in
+                           ("nasnetalarge", "resnet50", "vit_tiny_patch16_224"))
+    # timm's pretrained configs: NASNet's TF weights expect [-1, 1] inputs at 331 x 331
+    assert (nasnet.size, nasnet.mean, nasnet.std) == (331, (0.5,) * 3, (0.5,) * 3)
+    assert (resnet.size, resnet.mean) == (224, IMAGENET_DEFAULT_MEAN)
+    assert vit.fixed_size and not resnet.fixed_size
+    with pytest.raises(ValueError, match="only takes 224 x 224"):
+        vit.check_crop("vit_tiny_patch16_224", 128)
+
+
+def _nasnet_pair(rate: float):
+    """nasnetalarge with NASNet's cell drop-path, and the same weights without it."""
+    torch.manual_seed(0)
+    with_drop = build_model(ModelConfig("nasnetalarge", init="random", drop_path=rate)).model
+    plain = build_model(ModelConfig("nasnetalarge", init="random")).model
+    plain.load_state_dict(with_drop.state_dict())  # the same keys: DropPath holds no tensors
+    return with_drop, plain
+
+
+@pytest.mark.slow
+def test_nasnet_drop_path_grows_with_depth_and_ramps_over_training():
+    with_drop, plain = _nasnet_pair(0.6)
+    schedule = ScheduledDropPath(with_drop)
+    cells = [name for name, _ in with_drop.named_children() if "cell_" in name
+             and "stem" not in name]
+    assert len(cells) == 20
+    # rate * (k + 1) / 20 for the k-th cell: the first cell's operations 0.03, the last 0.6
+    assert min(schedule.final) == pytest.approx(0.6 / 20)
+    assert max(schedule.final) == pytest.approx(0.6)
+    images = torch.randn(2, 3, 96, 96)
+    schedule.set_progress(1.0)  # never at test time (before training moves the batch norms)
+    torch.testing.assert_close(with_drop.eval()(images), plain.eval()(images))
+    schedule.set_progress(0.0)  # no drop yet: the same function as without drop-path
+    torch.testing.assert_close(with_drop.train()(images), plain.train()(images))
+    schedule.set_progress(1.0)
+    assert not torch.allclose(with_drop(images), plain(images))

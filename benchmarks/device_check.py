@@ -1,0 +1,580 @@
+"""The GPU proof in one run: every measurement the design rests on, on the device at hand.
+
+    python benchmarks/device_check.py --out DIR [--device cuda|cpu] [--tiny] [--sections ...]
+
+Sections (each writes its JSON as soon as it ends, so a run cut short keeps what it measured):
+- environment: GPU, driver, torch, CUDA, CPUs;
+- agreement: every metric on the device against the CPU on embedded photos (max differences);
+- labelers: images/s per metric and for all ten (Labeler, memory-budget batches), peak GPU
+  memory, pass size used, and where the time goes (profiler time per metric, top kernels);
+- denoiser: types 8-12 through the bank (images/s), the network alone in batches, and the
+  same recipe replayed on the device and on the CPU (largest pixel difference);
+- training: the training loop's own epoch function (bf16 autocast + channels_last on CUDA) for
+  resnet50 at 224 and nasnetalarge at 331: images/s and peak memory;
+- pipeline: the Ray-free shard worker in a process pool (one process per CPU but one), its
+  labels and learned-denoiser network passes served by one process holding the Labeler and
+  the denoiser on the device, as the GPU actor does: labelled images/s end to end, and how
+  busy that serving process was;
+- loader: the training shard loader on the pipeline's shards, one worker per CPU but one;
+- ddp: a pretraining run launched by torchrun on the pipeline's shards (NCCL on CUDA); two
+  ranks where two GPUs are visible, one rank otherwise (and it says so).
+
+LPIPS/DISTS run with random backbone weights where the ImageNet files are absent (the cost is
+the same; the agreement is then between devices, not against published values).
+`--device cpu --tiny` runs every section in seconds on small inputs: `make test` keeps it
+working between device sessions. Writes device-check.json and device-check.md to --out.
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from bench_labelers import seed_random_backbones, workload
+from bench_train import loader as shard_loader
+from synthetic import synthetic_sources
+
+import distortions
+import labelers
+from distortions import denoiser
+from labelers.ensemble import Ensemble
+from labelers.ensemble import load as load_ensemble
+from pipeline.config import RunConfig
+from pipeline.plan import Plan, persist_or_check
+from pipeline.report import merge, write_run_files
+from pipeline.sizing import TargetSize
+from pipeline.sources import list_sources
+from pipeline.worker import produce_shard
+from shards.storage import Location
+from training.distributed import Context
+from training.loop import Run, _loss_function, train_epoch
+from training.model import ModelConfig, build_model
+from training.optim import OptimConfig, optimiser
+from training.precision import Precision
+
+SECTIONS = ("environment", "labelers", "training", "denoiser", "pipeline", "loader",
+            "agreement", "ddp")
+AGREEMENT_TOLERANCE = 1e-4   # |device - cpu| <= atol + rtol |cpu|, both 1e-4 (tests too)
+LEARNED = tuple(d.id for d in distortions.all() if d.learned)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each section does: the full device run, or the tiny CPU check."""
+
+    image: TargetSize
+    versions: int           # distorted versions per labeler measurement
+    agreement_photos: tuple[str, ...]
+    agreement_versions: int
+    denoise_images: int
+    train: tuple[tuple[str, int, int, int], ...]   # (backbone, crop, batch, steps)
+    pipeline_refs: int
+    pipeline_shard_refs: int
+    pipeline_distortions: tuple[int, ...]
+    pipeline_levels: tuple[int, ...]
+    pipeline_metrics: tuple[str, ...]
+    ddp_backbone: str
+    ddp_crop: int
+
+
+FULL = Sizes(TargetSize(512, 384), 64, ("astronaut", "coffee"), 6, 16,
+             (("resnet50", 224, 256, 12), ("nasnetalarge", 331, 64, 6)),
+             45, 1, tuple(d.id for d in distortions.all()), distortions.LEVELS,
+             labelers.METRICS, "resnet50", 224)
+TINY = Sizes(TargetSize(192, 176), 3, ("astronaut",), 2, 2,
+             (("resnet18", 64, 4, 2),), 2, 1, (1, 8, 13), (1, 3), ("mae", "gmsd"),
+             "resnet18", 64)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mb(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+
+
+def timed(action) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------- environment
+
+def environment(device: torch.device, sizes: Sizes) -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "cpus": os.cpu_count(), "device": str(device),
+            "date": time.strftime("%Y-%m-%d")}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
+                    multiprocessors=props.multi_processor_count)
+        try:
+            query = subprocess.run(["nvidia-smi", "--query-gpu=driver_version",
+                                    "--format=csv,noheader"], capture_output=True, text=True,
+                                   timeout=20)
+            info["driver"] = query.stdout.strip()
+        except (OSError, subprocess.SubprocessError) as error:
+            info["driver"] = f"unknown ({error})"
+    return info
+
+
+# ---------------------------------------------------------------- agreement
+
+def agreement(device: torch.device, sizes: Sizes) -> dict:
+    """Each metric on `device` against the CPU, on versions of real photos."""
+    pairs = [workload(sizes.agreement_versions, sizes.image, photo)
+             for photo in sizes.agreement_photos]
+    rows = {}
+    for key in labelers.METRICS:
+        on_cpu = labelers.Labeler([key], "cpu")
+        on_device = labelers.Labeler([key], device)
+        cpu = np.concatenate([on_cpu.score(ref, versions)[key] for ref, versions in pairs])
+        other = np.concatenate([on_device.score(ref, versions)[key] for ref, versions in pairs])
+        error = np.abs(other - cpu)
+        allowed = AGREEMENT_TOLERANCE + AGREEMENT_TOLERANCE * np.abs(cpu)
+        rows[key] = {"max_abs": float(error.max()),
+                     "max_rel": float((error / np.maximum(np.abs(cpu), 1e-12)).max()),
+                     "within_tolerance": bool((error <= allowed).all()), "count": len(cpu)}
+        print(f"agreement {key:8s} {rows[key]}", flush=True)
+    return {"tolerance": f"atol {AGREEMENT_TOLERANCE:g} + rtol {AGREEMENT_TOLERANCE:g}",
+            "metrics": rows, "all_within": all(r["within_tolerance"] for r in rows.values())}
+
+
+# ---------------------------------------------------------------- labelers
+
+def _labeler_rate(labeler: labelers.Labeler, ref, versions, device) -> dict:
+    labeler.score(ref, versions[: min(4, len(versions))])  # warm-up; the first pass probes
+    _peak_reset(device)
+    seconds = timed(lambda: labeler.score(ref, versions))
+    passes = {key: labeler._pass_size(key, len(versions)) for key in labeler.keys}
+    return {"images_per_s": round(len(versions) / seconds, 2), "peak_mb": _peak_mb(device),
+            "pass_size": passes,
+            "bytes_per_image": {k: round(v) for k, v in labeler.per_image_bytes.items()}}
+
+
+def _profile(labeler: labelers.Labeler, ref, versions, device) -> dict:
+    """Device time per metric (the Labeler's record_function ranges) and the top kernels."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        labeler.score(ref, versions)
+    events = profiler.key_averages()
+
+    def device_ms(event, own: bool) -> float:
+        name = ("self_" if own else "") + ("device_time_total" if device.type == "cuda"
+                                            else "cpu_time_total")
+        return round(getattr(event, name, 0.0) / 1000, 2)
+
+    per_metric = {e.key.removeprefix("metric:"): {"device_ms": device_ms(e, False),
+                                                  "cpu_ms": round(e.cpu_time_total / 1000, 2)}
+                  for e in events if e.key.startswith("metric:")}
+    kernels = sorted((e for e in events if not e.key.startswith("metric:")),
+                     key=lambda e: device_ms(e, True), reverse=True)[:12]
+    return {"per_metric": per_metric,
+            "top_ops": [{"op": e.key[:80], "self_ms": device_ms(e, True), "calls": e.count}
+                        for e in kernels]}
+
+
+def labeler_speed(device: torch.device, sizes: Sizes) -> dict:
+    ref, versions = workload(sizes.versions, sizes.image)
+    rows = {}
+    for key in labelers.METRICS:
+        rows[key] = _labeler_rate(labelers.Labeler([key], device), ref, versions, device)
+        print(f"labeler {key:8s} {rows[key]}", flush=True)
+    everything = labelers.Labeler(device=device)
+    together = _labeler_rate(everything, ref, versions, device)
+    print(f"labeler all ten {together}", flush=True)
+    return {"size": str(sizes.image), "versions": len(versions), "metrics": rows,
+            "all_ten": together, "profile": _profile(everything, ref, versions, device)}
+
+
+# ---------------------------------------------------------------- denoiser
+
+def denoiser_speed(device: torch.device, sizes: Sizes) -> dict:
+    ref = workload(1, sizes.image)[0]
+    denoiser.use_denoiser(device=str(device))
+    distortions.apply(ref, LEARNED[0], 3, seed=0)  # warm-up
+    per_type = {}
+    for distortion_id in LEARNED:
+        count = sizes.denoise_images
+        seconds = timed(lambda d=distortion_id, n=count: [
+            distortions.apply(ref, d, 1 + i % 5, seed=i) for i in range(n)])
+        per_type[distortions.get(distortion_id).name] = round(count / seconds, 2)
+    network = denoiser.active_denoiser()
+    noisy = np.clip(ref / 255 + np.random.default_rng(0).normal(0, 0.1, ref.shape), 0, 1)
+    batch = torch.from_numpy(noisy.astype(np.float32).transpose(2, 0, 1))[None]
+    batch = batch.expand(sizes.denoise_images, -1, -1, -1).contiguous().to(device)
+    sigmas = torch.full((sizes.denoise_images,), 0.1, device=device)
+    with torch.inference_mode():
+        network.network(batch, sigmas)
+        _synchronize(device)
+        batched = timed(lambda: (network.network(batch, sigmas), _synchronize(device)))
+    replay = {}
+    for distortion_id in LEARNED:
+        made, recipe = distortions.apply(ref, distortion_id, 5, seed=distortion_id)
+        denoiser.use_denoiser(device="cpu")
+        on_cpu = distortions.replay(ref, recipe)
+        denoiser.use_denoiser(device=str(device))
+        difference = np.abs(made.astype(int) - on_cpu.astype(int))
+        replay[distortions.get(distortion_id).name] = {
+            "max_levels": int(difference.max()),
+            "pixels_differing": float((difference > 0).mean())}
+    return {"through_bank_images_per_s": per_type,
+            "network_batched_images_per_s": round(sizes.denoise_images / batched, 2),
+            "batch": sizes.denoise_images, "replay_device_vs_cpu": replay,
+            "identity": network.identity}
+
+
+# ---------------------------------------------------------------- training
+
+def _train_rate(device: torch.device, backbone: str, crop: int, batch: int, steps: int,
+                precision: str) -> dict:
+    context = Context(0, 1, 0, device)
+    model = build_model(ModelConfig(backbone, init="random")).model
+    resolved = Precision.resolve(precision, device)
+    run = Run(context, model, OptimConfig(1e-4, 10, 1, batch), 0, Path(tempfile.mkdtemp()),
+              {}, precision=resolved)
+    resolved.prepare(model.to(device))
+    optimizer, _ = optimiser(model, run.optim)
+    images = torch.randn(batch, 3, crop, crop)
+    targets = torch.rand(batch)
+    if device.type == "cuda":
+        images, targets = images.pin_memory(), targets.pin_memory()
+
+    def epoch(count: int) -> None:
+        train_epoch(run, model, ((images, targets) for _ in range(count)), count,
+                    _loss_function(run), optimizer)
+        _synchronize(device)
+
+    epoch(2)  # warm-up: kernels chosen, allocator grown
+    _peak_reset(device)
+    seconds = timed(lambda: epoch(steps))
+    return {"backbone": backbone, "crop": crop, "batch": batch, "precision": resolved.name,
+            "channels_last": resolved.channels_last, "steps": steps,
+            "images_per_s": round(batch * steps / seconds, 1), "peak_mb": _peak_mb(device)}
+
+
+def training_speed(device: torch.device, sizes: Sizes) -> dict:
+    rows = []
+    for backbone, crop, batch, steps in sizes.train:
+        for precision in (("auto", "fp32") if device.type == "cuda" else ("auto",)):
+            rows.append(_train_rate(device, backbone, crop, batch, steps, precision))
+            print(f"training {rows[-1]}", flush=True)
+    return {"runs": rows}
+
+
+# ---------------------------------------------------------------- pipeline
+
+def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ensemble: dict,
+                  requests, answers) -> None:
+    """A pool process: produce its shards; labels and learned types come from the server. It
+    sees no GPU, as a Ray shard task (num_gpus=0) does not."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    torch.set_num_threads(1)
+    plan_, config_ = Plan.from_json(plan), RunConfig.from_json(config)
+    ensemble_, location = Ensemble.from_json(ensemble), Location.parse(config_.out)
+
+    def ask(kind: str, *payload):
+        requests.put((kind, worker, *payload))
+        return answers.get()
+
+    samples = 0
+    for index in shards:
+        outcome = produce_shard(index, plan_, config_, lambda r, v: ask("score", r, v),
+                                ensemble_, location, None,
+                                lambda inputs: ask("learned", inputs))
+        samples += outcome.samples
+    requests.put(("done", worker, samples))
+
+
+def _prefetch(requests, ready: queue.Queue, workers: list) -> None:
+    """A thread: take requests off the pool's queue (unpickling the pixels) ahead of the
+    device, at most two waiting, as a threaded Ray actor receives its next call."""
+    while True:
+        try:
+            ready.put(requests.get(timeout=5))
+        except queue.Empty:
+            if all(w.exitcode is not None for w in workers):
+                ready.put(("dead", -1, [w.exitcode for w in workers]))
+                return
+
+
+def _serve(labeler: labelers.Labeler, requests, answers, workers: list) -> dict:
+    """Answer the pool's requests until every worker is done; the busy seconds."""
+    ready: queue.Queue = queue.Queue(maxsize=2)
+    threading.Thread(target=_prefetch, args=(requests, ready, workers), daemon=True).start()
+    busy = {"score": 0.0, "learned": 0.0}
+    done, samples, first = 0, 0, None
+    while done < len(workers):
+        kind, worker, *payload = ready.get()
+        first = first or time.perf_counter()
+        if kind == "dead":
+            raise RuntimeError(f"the pool processes ended early (exit codes {payload[0]})")
+        if kind == "done":
+            done, samples = done + 1, samples + payload[0]
+            continue
+        start = time.perf_counter()
+        if kind == "score":
+            scores = labeler.score(*payload)
+            answer = (dict(scores), scores.absent)
+        else:
+            answer = distortions.run_learned(*payload)
+        busy[kind] += time.perf_counter() - start
+        answers[worker].put(answer)
+    return {"samples": samples, "busy_seconds": {k: round(v, 1) for k, v in busy.items()},
+            "serving_seconds": round(time.perf_counter() - first, 1)}
+
+
+def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="device-check-"))
+    sources = synthetic_sources(sizes.pipeline_refs, work / "sources", sizes.image.width,
+                                sizes.image.height)
+    config = RunConfig(sources=sources, out=str(work / "dataset"), size=sizes.image,
+                       shard_refs=sizes.pipeline_shard_refs,
+                       distortion_ids=sizes.pipeline_distortions, levels=sizes.pipeline_levels,
+                       metrics=sizes.pipeline_metrics, allow_missing_metrics=True)
+    plan = Plan.make(list_sources(config.sources), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    ensemble = load_ensemble(None)
+    write_run_files(location, config, plan, ensemble, tuple(labelers.weights.missing(
+        config.metrics)))
+    processes = max(1, min((os.cpu_count() or 2) - 1, plan.shard_count))
+    spawn = multiprocessing.get_context("spawn")
+    requests = spawn.Queue()
+    answers = [spawn.Queue() for _ in range(processes)]
+    denoiser.use_denoiser(device=str(device))
+    labeler = labelers.Labeler(config.metrics, device, allow_missing=True)
+    arguments = (plan.to_json(), config.to_json(), ensemble.to_json())
+    started = time.perf_counter()
+    workers = [spawn.Process(target=_shard_worker, args=(k, list(range(k, plan.shard_count,
+                                                                     processes)),
+                                                         *arguments, requests, answers[k]))
+               for k in range(processes)]
+    for worker in workers:
+        worker.start()
+    served = _serve(labeler, requests, answers, workers)
+    wall = time.perf_counter() - started
+    for worker in workers:
+        worker.join()
+    merge(location, plan)  # sources.parquet: the dataset is complete, training can read it
+    labelled = served["samples"] - len(plan.references)
+    return {"references": len(plan.references), "shards": plan.shard_count,
+            "processes": processes, "samples": served["samples"],
+            "labelled_images": labelled, "wall_seconds": round(wall, 1),
+            "labelled_images_per_s": round(labelled / wall, 1),
+            "labelling_process_busy": served["busy_seconds"],
+            "from_first_request_seconds": served["serving_seconds"],
+            "metrics": list(labeler.keys), "absent": list(labeler.absent),
+            "dataset": config.out}
+
+
+# ---------------------------------------------------------------- loader
+
+def loader_speed(device: torch.device, sizes: Sizes, dataset: str | None) -> dict:
+    """The training shard loader (read, PNG decode, crop) with one worker per CPU but one: the
+    images/s it feeds a GPU. Timed after every worker has filled its prefetch queue."""
+    if dataset is None:
+        return {"skipped": "no dataset (the pipeline section did not run)"}
+    workers = max(1, (os.cpu_count() or 2) - 1)
+    batch = 64 if device.type == "cuda" else 4
+    iterator = iter(shard_loader(dataset, sizes.ddp_crop, batch, workers))
+    for _ in range(2 * workers):  # start, and drain what was prefetched
+        next(iterator)
+    steps = 4 * workers
+    seconds = timed(lambda: [next(iterator) for _ in range(steps)])
+    return {"workers": workers, "batch": batch, "crop": sizes.ddp_crop,
+            "images_per_s": round(batch * steps / seconds, 1)}
+
+
+# ---------------------------------------------------------------- ddp
+
+def ddp(device: torch.device, sizes: Sizes, dataset: str | None) -> dict:
+    if dataset is None:
+        return {"skipped": "no dataset (the pipeline section did not run)"}
+    ranks = 2 if device.type == "cuda" and torch.cuda.device_count() >= 2 else 1
+    if device.type == "cpu":
+        ranks = 2  # gloo: two CPU ranks
+    refs = sorted({p.stem for p in Path(dataset).parent.joinpath("sources").iterdir()})
+    out = Path(tempfile.mkdtemp(prefix="device-check-ddp-"))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={ranks}", "-m", "training", "pretrain", dataset,
+               "--out", str(out), "--backbone", sizes.ddp_backbone, "--crop",
+               str(sizes.ddp_crop), "--epochs", "1", "--steps-per-epoch", "2",
+               "--batch-size", str(4 * ranks), "--val-refs", refs[0], "--val-limit", "8",
+               "--workers", "1", "--init", "random", "--device", device.type]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    summary = out / "summary.json"
+    if result.returncode != 0 or not summary.is_file():
+        raise RuntimeError(f"torchrun exited {result.returncode}: "
+                           + (result.stdout + result.stderr)[-1500:])
+    return {"ranks": ranks, "backend": "nccl" if device.type == "cuda" else "gloo",
+            "note": ("one GPU visible: one NCCL rank (two ranks cannot share a GPU under NCCL)"
+                     if device.type == "cuda" and ranks == 1 else ""),
+            "seconds": round(time.perf_counter() - started, 1),
+            "summary": json.loads(summary.read_text())["history"][-1],
+            "tail": result.stdout[-800:]}
+
+
+# ---------------------------------------------------------------- report
+
+def markdown(results: dict) -> str:
+    env = results.get("environment", {})
+    lines = ["# Device check", "",
+             f"{env.get('date')}: {env.get('gpu', 'CPU')} (driver {env.get('driver', '-')}), "
+             f"torch {env.get('torch')}, CUDA {env.get('cuda')}, {env.get('cpus')} CPUs, "
+             f"Python {env.get('python')}.", ""]
+    speed = results.get("labelers", {})
+    if "metrics" in speed:
+        profiled = speed.get("profile", {}).get("per_metric", {})
+        lines += [f"## Labelers ({speed['size']}, {speed['versions']} versions of one "
+                  "reference)", "", "Images/s of each metric alone and of the Labeler with "
+                  "all ten; device ms: the profiler's device time of each metric inside one "
+                  "all-ten call (where the time goes).", "",
+                  "| metric | images/s | pass size | peak MB | device ms |",
+                  "|---|---:|---:|---:|---:|"]
+        for key, row in speed["metrics"].items():
+            lines.append(f"| {key} | {row['images_per_s']} | {row['pass_size'][key]} | "
+                         f"{row['peak_mb']} | {profiled.get(key, {}).get('device_ms', '')} |")
+        together = speed["all_ten"]
+        lines += [f"| **all ten** | **{together['images_per_s']}** | | "
+                  f"{together['peak_mb']} | |", ""]
+    agree = results.get("agreement", {})
+    if "metrics" in agree:
+        lines += ["## Device against CPU", "", f"Tolerance {agree['tolerance']}.", "",
+                  "| metric | max abs | max rel | within |", "|---|---:|---:|---|"]
+        lines += [f"| {k} | {r['max_abs']:.2e} | {r['max_rel']:.2e} | {r['within_tolerance']} |"
+                  for k, r in agree["metrics"].items()]
+        lines.append("")
+    noise = results.get("denoiser", {})
+    if "through_bank_images_per_s" in noise:
+        lines += ["## Denoiser (types 8-12)", "", "The network alone in batches of "
+                  f"{noise['batch']}: **{noise['network_batched_images_per_s']} images/s**. "
+                  "Through the bank one image at a time (noise, sigma estimate on the CPU, "
+                  "network) and the same recipe replayed on the CPU:", "",
+                  "| type | images/s | replay: most levels apart | pixels differing |",
+                  "|---|---:|---:|---:|"]
+        for name, rate in noise["through_bank_images_per_s"].items():
+            replay = noise["replay_device_vs_cpu"][name]
+            lines.append(f"| {name} | {rate} | {replay['max_levels']} | "
+                         f"{100 * replay['pixels_differing']:.1f}% |")
+        lines.append("")
+    train = results.get("training", {})
+    if "runs" in train:
+        lines += ["## Training step", "", "| backbone | crop | batch | precision | images/s | "
+                  "peak MB |", "|---|---:|---:|---|---:|---:|"]
+        lines += [f"| {r['backbone']} | {r['crop']} | {r['batch']} | {r['precision']} | "
+                  f"{r['images_per_s']} | {r['peak_mb']} |" for r in train["runs"]]
+        lines.append("")
+    pipe = results.get("pipeline", {})
+    if "labelled_images_per_s" in pipe:
+        lines += ["## Pipeline end to end", "",
+                  f"{pipe['references']} references, {pipe['labelled_images']} labelled images "
+                  f"in {pipe['wall_seconds']} s with {pipe['processes']} shard processes: "
+                  f"**{pipe['labelled_images_per_s']} labelled images/s**; the labelling "
+                  f"process was busy {pipe['labelling_process_busy']} s"
+                  + (f"; {pipe['from_first_request_seconds']} s from its first request "
+                     f"({round(pipe['labelled_images'] / pipe['from_first_request_seconds'], 1)}"
+                     " images/s once the pool had started)"
+                     if pipe.get("from_first_request_seconds") else "") + ".", ""]
+    feed = results.get("loader", {})
+    if "images_per_s" in feed:
+        lines += ["## Training loader", "", f"{feed['workers']} workers, batches of "
+                  f"{feed['batch']}, crop {feed['crop']}: **{feed['images_per_s']} images/s**.",
+                  ""]
+    ranks = results.get("ddp", {})
+    if "summary" in ranks:
+        lines += ["## Distributed pretraining", "", f"`torchrun` with {ranks['ranks']} "
+                  f"rank(s) over {ranks['backend']}: one epoch ran in {ranks['seconds']} s "
+                  f"(batches per rank {ranks['summary']['rank_batches']}). {ranks['note']}", ""]
+    for name in SECTIONS:
+        if "error" in results.get(name, {}):
+            lines += [f"**{name} failed**: {results[name]['error']}", ""]
+    return "\n".join(lines)
+
+
+def merge_runs(files: list[Path], out: Path) -> None:
+    """docs/bench-gpu.{json,md}: each section from the last of `files` (device-check.json of
+    successive runs, oldest first) that measured it, with the run it came from."""
+    merged: dict = {"sources": {}}
+    for path in files:
+        run = json.loads(path.read_text())
+        for name in SECTIONS:
+            if name in run and "error" not in run[name]:
+                merged[name] = run[name]
+                merged["sources"][name] = f"{path.parent.name} ({run['environment']['date']})"
+        merged["backbones"] = run.get("backbones")
+    (out / "bench-gpu.json").write_text(json.dumps(merged, indent=1) + "\n")
+    origin = ", ".join(f"{name}: {source}" for name, source in merged["sources"].items())
+    (out / "bench-gpu.md").write_text(markdown(merged).replace(
+        "# Device check", "# GPU benchmark (`benchmarks/device_check.sh`)", 1)
+        + f"\nEach section from the latest run that measured it: {origin}. LPIPS/DISTS "
+        f"backbones: {merged['backbones']}.\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--merge", type=Path, nargs="+",
+                        help="merge these device-check.json files into bench-gpu.* in --out")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--tiny", action="store_true", help="small inputs (the CPU check)")
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        merge_runs(args.merge, args.out)
+        return 0
+    device, sizes = torch.device(args.device), TINY if args.tiny else FULL
+    random_home = seed_random_backbones()
+    results = {"backbones": "random (ImageNet weights absent)" if random_home else "ImageNet"}
+    dataset = None
+    for name in args.sections.split(","):
+        started = time.perf_counter()
+        try:
+            if name in ("ddp", "loader"):
+                results[name] = (ddp if name == "ddp" else loader_speed)(device, sizes, dataset)
+            else:
+                results[name] = RUNNERS[name](device, sizes)
+            dataset = results[name].get("dataset", dataset)
+        except Exception as error:  # a section's failure is reported; the others still run
+            results[name] = {"error": f"{type(error).__name__}: {error}",
+                             "traceback": traceback.format_exc()[-3000:]}
+        results[name]["section_seconds"] = round(time.perf_counter() - started, 1)
+        print(f"== {name}: {results[name]['section_seconds']} s", flush=True)
+        (args.out / "device-check.json").write_text(json.dumps(results, indent=1))
+    (args.out / "device-check.md").write_text(markdown(results))
+    print(markdown(results))
+    return 1 if any("error" in results[name] for name in results if name in SECTIONS) else 0
+
+
+RUNNERS = {"environment": environment, "agreement": agreement, "labelers": labeler_speed,
+           "denoiser": denoiser_speed, "training": training_speed, "pipeline": pipeline_speed}
+
+if __name__ == "__main__":
+    sys.exit(main())

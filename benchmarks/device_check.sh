@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU proof in one device call (see `make device-check`). On the device machine:
+#   bash benchmarks/device_check.sh            # results under $OUT (or ./device-check)
+# Here, the CPU rehearsal that `make test` also runs:
+#   bash benchmarks/device_check.sh --device cpu --tiny
+# Wheels carried in .whl/ (the packages the device image lacks) go to /tmp/site when missing.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RESULTS="${OUT:-device-check}"
+mkdir -p "$RESULTS"
+PY="${PYTHON:-python3}"
+if ! $PY -c "import piq, lpips, webdataset, pywt" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="$PWD:$PWD/benchmarks:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+if [[ " $* " != *" --device cpu "* ]]; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv \
+        | tee "$RESULTS/nvidia-smi.txt"
+    # every test that takes a device (CUDA against CPU), before the benchmarks
+    timeout "${PYTEST_SECONDS:-150}" $PY -m pytest -q -m gpu -p no:cacheprovider tests/labelers tests/distortions \
+        tests/training 2>&1 | tail -25 | tee "$RESULTS/pytest-gpu.txt"
+fi
+timeout "${CHECK_SECONDS:-330}" $PY benchmarks/device_check.py --out "$RESULTS" "$@"

@@ -1,0 +1,47 @@
+"""How a run lays itself out on the cluster's resources: the labeler actors (one per GPU, or
+CPU actors without GPUs), how many calls each serves at once, and how many shard tasks stay in
+flight. Pure arithmetic on Ray's resource totals, so it is tested without a cluster.
+
+On a node of 16 CPUs + 1 GPU: one GPU actor holding 1 CPU and serving 2 calls at once (one
+call's pixels arrive and upload while the other's run on the GPU), and 15 shard tasks, one per
+remaining CPU, distorting and encoding. Without GPUs the actors take part of the CPUs (the
+labels are the costly stage there) and the shard tasks the rest."""
+
+from dataclasses import dataclass
+
+GPU_ACTOR_CONCURRENCY = 2   # calls a GPU actor serves at once (threads)
+CPUS_PER_CPU_ACTOR = 4      # without GPUs: one labeler actor per this many CPUs
+MAX_CPU_ACTOR_SHARE = 2.0   # ... each holding at most this many CPUs
+
+
+@dataclass(frozen=True)
+class Layout:
+    actors: int
+    actor_resources: dict[str, float]   # Ray resources of one actor
+    threads: int                        # torch threads of one actor
+    concurrency: int                    # calls one actor serves at once
+    in_flight: int                      # shard tasks the driver keeps in flight
+
+    def to_json(self) -> dict:
+        return {"actors": self.actors, "actor_resources": self.actor_resources,
+                "actor_threads": self.threads, "actor_concurrency": self.concurrency,
+                "max_in_flight": self.in_flight}
+
+
+def layout(cpus: float, gpus: int, actors: int | None = None,
+           max_in_flight: int | None = None) -> Layout:
+    """The layout for a cluster of `cpus` CPUs and `gpus` GPUs in all; `actors` and
+    `max_in_flight` override the derived numbers."""
+    if gpus:
+        count = actors or gpus
+        resources, threads, concurrency = {"num_gpus": 1, "num_cpus": 1}, 1, \
+            GPU_ACTOR_CONCURRENCY
+        actor_cpus = float(count)
+    else:
+        count = actors or max(1, int(cpus // CPUS_PER_CPU_ACTOR))
+        share = max(0.25, min(MAX_CPU_ACTOR_SHARE, (cpus - 1) / count))
+        # labelling is the bottleneck: each actor's torch may use its share of every core
+        resources, threads, concurrency = {"num_cpus": share}, max(1, int(cpus // count)), 1
+        actor_cpus = share * count
+    in_flight = max_in_flight or max(2 * count, int(cpus - actor_cpus))
+    return Layout(count, resources, threads, concurrency, in_flight)

@@ -1,0 +1,31 @@
+"""The device check's CPU rehearsal: every section runs on small inputs, so the script a
+session lent a GPU runs in one call keeps working between such sessions."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    run = subprocess.run(["bash", "benchmarks/device_check.sh", "--device", "cpu", "--tiny"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads((tmp_path / "device-check.json").read_text())
+    sections = ("environment", "labelers", "training", "denoiser", "pipeline", "loader",
+                "agreement", "ddp")
+    assert [name for name in sections if "error" in results[name]] == []
+    # the CPU against itself: every metric exactly equal
+    assert all(row["max_abs"] == 0 for row in results["agreement"]["metrics"].values())
+    pipeline = results["pipeline"]  # 2 references x 3 types x 2 levels, every one labelled
+    assert pipeline["labelled_images"] == 2 * 3 * 2 and pipeline["samples"] == 2 * (1 + 6)
+    assert results["ddp"]["ranks"] == 2 and results["ddp"]["summary"]["rank_batches"] == [2, 2]
+    assert set(results["labelers"]["metrics"]) == set(results["agreement"]["metrics"])
+    assert "## Pipeline end to end" in (tmp_path / "device-check.md").read_text()

@@ -1,0 +1,68 @@
+"""The run's layout on a cluster's resources, and the concurrency the driver really keeps on a
+node declared as 16 CPUs + 1 GPU (counted by the driver and the actor, never timed)."""
+
+import pytest
+import ray
+
+from pipeline.driver import ClusterOptions, generate
+from pipeline.scheduling import GPU_ACTOR_CONCURRENCY, layout
+
+
+def test_a_gpu_node_keeps_every_other_cpu_distorting():
+    node = layout(cpus=16, gpus=1)
+    assert (node.actors, node.concurrency, node.in_flight) == (1, GPU_ACTOR_CONCURRENCY, 15)
+    assert node.actor_resources == {"num_gpus": 1, "num_cpus": 1}
+
+
+def test_eight_gpu_nodes_scale_both_pools():
+    cluster = layout(cpus=8 * 16, gpus=8)
+    assert (cluster.actors, cluster.in_flight) == (8, 8 * 16 - 8)
+
+
+def test_cpu_only_machines_split_the_cores_between_labels_and_distortion():
+    small = layout(cpus=2, gpus=0)
+    assert (small.actors, small.concurrency, small.in_flight) == (1, 1, 2)
+    big = layout(cpus=16, gpus=0)
+    actor_cpus = big.actors * big.actor_resources["num_cpus"]
+    assert big.actors == 4 and actor_cpus + big.in_flight == 16
+
+
+def test_overrides_win():
+    assert layout(cpus=16, gpus=1, actors=1, max_in_flight=3).in_flight == 3
+    assert layout(cpus=16, gpus=0, actors=2).actors == 2
+
+
+@pytest.fixture
+def gpu_node():
+    """A local Ray instance that declares the node the design targets (no GPU is needed: the
+    actor's torch sees none and labels on the CPU)."""
+    ray.init(num_cpus=16, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_16_cpu_1_gpu_node_keeps_15_shards_in_flight(gpu_node, shifted_sources, fast_config):
+    folder, ensemble = shifted_sources(18)
+    config = fast_config(str(folder), shard_refs=1, distortion_ids=(1,), levels=(1,),
+                         metrics=("mae",), ensemble_file=str(ensemble))
+    report = generate(config, ClusterOptions())
+    scheduling = report["scheduling"]
+    assert report["failures"] == 0 and report["samples"] == 18 * 2
+    assert scheduling["actors"] == 1
+    assert scheduling["actor_resources"] == {"num_gpus": 1, "num_cpus": 1}
+    assert scheduling["max_in_flight"] == 15 and scheduling["peak_in_flight"] == 15
+    [calls] = scheduling["actor_calls"]
+    assert calls["calls"] == 18  # one label call per reference; no learned types here
+    assert 1 <= calls["peak_concurrent"] <= GPU_ACTOR_CONCURRENCY
+
+
+def test_a_shard_task_uses_a_labeler_on_its_own_node():
+    from pipeline.actors import nearest_labeler
+
+    actors, nodes = ["a", "b", "c"], ["n1", "n2", "n1"]
+    assert [nearest_labeler(i, actors, nodes, "n1") for i in range(4)] == ["a", "c", "a", "c"]
+    assert nearest_labeler(5, actors, nodes, "n2") == "b"
+    # a node without a labeler (a CPU-only node beside GPU nodes): any of them
+    assert [nearest_labeler(i, actors, nodes, "n9") for i in range(3)] == actors
