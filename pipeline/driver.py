@@ -16,7 +16,7 @@ from labelers import weights
 from labelers.ensemble import load as load_ensemble
 from pipeline.actors import LabelerActor, ProgressActor, shard_task
 from pipeline.config import RunConfig
-from pipeline.errors import ShardsFailedError
+from pipeline.errors import LabelersUnavailableError, ShardsFailedError
 from pipeline.plan import Plan, persist_or_check
 from pipeline.probe import check_reachable
 from pipeline.report import build_report, merge, summary_lines, write_run_files
@@ -28,6 +28,7 @@ from shards.writer import shard_paths
 
 DASHBOARD_PORT = 8265
 PROGRESS_SECONDS = 2.0
+ACTOR_START_SECONDS = 600  # loading ten metrics (VGG16 included) takes seconds, not minutes
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,16 @@ def _labeler_pool(config: RunConfig, plan: Layout, run_id: str) -> tuple[list, l
               .remote(config.metrics, config.allow_missing_metrics, plan.threads,
                       plan.concurrency)
               for k in range(plan.actors)]
-    nodes = [info["node_id"] for info in ray.get([a.describe.remote() for a in actors])]
-    return actors, nodes
+    try:
+        described = ray.get([a.describe.remote() for a in actors], timeout=ACTOR_START_SECONDS)
+    except ray.exceptions.GetTimeoutError:
+        raise LabelersUnavailableError(
+            f"{plan.actors} labeler actor(s) of {plan.actor_resources} each did not start within "
+            f"{ACTOR_START_SECONDS} s on a cluster of {ray.cluster_resources()}: ask for fewer "
+            "(--actors) or add nodes") from None
+    except ray.exceptions.RayActorError as error:
+        raise LabelersUnavailableError(f"a labeler actor failed to start: {error}") from error
+    return actors, [info["node_id"] for info in described]
 
 
 def _check_weights(config: RunConfig) -> tuple[str, ...]:

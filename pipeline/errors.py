@@ -19,3 +19,7 @@ class ShardsFailedError(PipelineError):
 
 class ClusterAuthError(PipelineError):
     """The cluster's Jobs API refused the request: Ray token authentication without a token."""
+
+
+class LabelersUnavailableError(PipelineError):
+    """The labeler actors could not start (resources the cluster does not have, a crash)."""

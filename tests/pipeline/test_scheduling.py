@@ -66,3 +66,16 @@ def test_a_shard_task_uses_a_labeler_on_its_own_node():
     assert nearest_labeler(5, actors, nodes, "n2") == "b"
     # a node without a labeler (a CPU-only node beside GPU nodes): any of them
     assert [nearest_labeler(i, actors, nodes, "n9") for i in range(3)] == actors
+
+
+@pytest.mark.ray
+def test_labelers_the_cluster_cannot_place_fail_with_a_clear_error(gpu_node, shifted_sources,
+                                                                   fast_config, monkeypatch):
+    from pipeline import driver
+    from pipeline.errors import LabelersUnavailableError
+
+    monkeypatch.setattr(driver, "ACTOR_START_SECONDS", 5)
+    folder, ensemble = shifted_sources(1)
+    config = fast_config(str(folder), metrics=("mae",), ensemble_file=str(ensemble))
+    with pytest.raises(LabelersUnavailableError, match="2 labeler actor"):
+        generate(config, ClusterOptions(actors=2))  # one GPU: the second actor never starts
