@@ -49,10 +49,11 @@ from synthetic import synthetic_sources
 import distortions
 import labelers
 from distortions import denoiser
+from labelers import weights
 from labelers.ensemble import Ensemble
 from labelers.ensemble import load as load_ensemble
 from pipeline.config import RunConfig
-from pipeline.plan import Plan, persist_or_check
+from pipeline.plan import Plan, label_identity, persist_or_check
 from pipeline.report import merge, write_run_files
 from pipeline.sizing import TargetSize
 from pipeline.sources import list_sources
@@ -357,12 +358,12 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
                        shard_refs=sizes.pipeline_shard_refs,
                        distortion_ids=sizes.pipeline_distortions, levels=sizes.pipeline_levels,
                        metrics=sizes.pipeline_metrics, allow_missing_metrics=True)
-    plan = Plan.make(list_sources(config.sources), config)
+    ensemble = load_ensemble(None)
+    absent = tuple(weights.missing(config.metrics))
+    plan = Plan.make(list_sources(config.sources), config, label_identity(ensemble.hash, absent))
     location = Location.parse(config.out)
     persist_or_check(plan, location)
-    ensemble = load_ensemble(None)
-    write_run_files(location, config, plan, ensemble, tuple(labelers.weights.missing(
-        config.metrics)))
+    write_run_files(location, config, plan, ensemble, absent)
     processes = max(1, min((os.cpu_count() or 2) - 1, plan.shard_count))
     spawn = multiprocessing.get_context("spawn")
     requests = spawn.Queue()

@@ -72,7 +72,7 @@ def _generate(args: argparse.Namespace) -> int:
         allow_missing_metrics=args.allow_missing_metrics, ensemble_file=args.ensemble,
         max_pixels=args.max_pixels)
     generate(config, ClusterOptions(actors=args.actors, max_in_flight=args.max_in_flight,
-                                    restart=args.restart))
+                                    restart=args.restart, verify=args.verify))
     return 0
 
 
@@ -149,7 +149,9 @@ def _add_generate(commands) -> None:
     generate.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                           help="refuse sources with more pixels (decompression bombs)")
     generate.add_argument("--restart", action="store_true",
-                          help="discard an earlier run with another plan in OUT and start over")
+                          help="remove an earlier run's shards and run files from OUT, start over")
+    generate.add_argument("--verify", action="store_true",
+                          help="on resume, check every finished tar's SHA-256 (reads them all)")
     generate.add_argument("--address", help="submit to a Ray cluster: http://HEAD:8265")
     generate.add_argument("--actors", type=int, help="labeler actors (default: one per GPU)")
     generate.add_argument("--max-in-flight", type=int, help="shards in flight at once")

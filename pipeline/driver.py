@@ -1,13 +1,14 @@
 """The Ray driver: shard tasks on CPUs, a fixed pool of labeler actors, bounded in-flight
 shards, retries, resume, a final sweep, progress and the report."""
 
+import fnmatch
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
@@ -17,17 +18,26 @@ from labelers.ensemble import load as load_ensemble
 from pipeline.actors import LabelerActor, ProgressActor, shard_task
 from pipeline.config import RunConfig
 from pipeline.errors import LabelersUnavailableError, ShardsFailedError
-from pipeline.plan import Plan, persist_or_check
+from pipeline.plan import Plan, label_identity, persist_or_check
 from pipeline.probe import check_reachable
 from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout
 from pipeline.sources import list_sources
-from shards.reader import shard_stats
+from shards.reader import (
+    PLAN_FILE,
+    SOURCES_FILE,
+    shard_problems,
+    shard_stats,
+    shards_with_stats,
+)
 from shards.storage import Location
-from shards.writer import shard_paths
+from shards.writer import SHARDS_DIR
 
 DASHBOARD_PORT = 8265
 PROGRESS_SECONDS = 2.0
+# what a run writes beside its shards (--restart removes them with the shards)
+RUN_FILES = ("manifest.json", "ensemble.json", "report.json", SOURCES_FILE, "failures.jsonl",
+             PLAN_FILE)
 ACTOR_START_SECONDS = 600  # loading ten metrics (VGG16 included) takes seconds, not minutes
 
 
@@ -38,20 +48,27 @@ class ClusterOptions:
     actors: int | None = None
     max_in_flight: int | None = None
     restart: bool = False
+    verify: bool = False                   # a resume also checks every finished tar's SHA-256
     denoise_on_actors: bool | None = None  # None: when the cluster has GPUs
 
 
-def shard_is_complete(location: Location, index: int) -> bool:
-    """The stats file exists and its sample count equals the parquet index's row count."""
-    paths = shard_paths(location, index)
-    if not all(location.exists(paths[kind]) for kind in ("stats", "tar", "parquet")):
-        return False
-    try:
-        with location.fs.open_input_file(paths["parquet"]) as handle:
-            rows = pq.read_metadata(handle).num_rows
-        return shard_stats(location, index)["samples"] == rows
-    except (ValueError, KeyError, OSError):
-        return False
+def shard_is_complete(location: Location, index: int, digest: str, verify: bool = False) -> bool:
+    """All files there, made under this plan, parquet rows and tar size as the stats say; with
+    `verify` the tar's SHA-256 too (reads every byte)."""
+    return not shard_problems(location, index, digest, verify_hash=verify)
+
+
+def _clear_previous_run(location: Location) -> None:
+    """--restart: remove the shards and run files an earlier run left in OUT, and say so."""
+    shards = location.path(SHARDS_DIR)
+    if location.exists(shards):
+        count = len(shards_with_stats(location))
+        location.fs.delete_dir(shards)
+        print(f"restart: removed {shards} ({count} finished shards of the previous run)")
+    selector = pafs.FileSelector(location.root, allow_not_found=True)
+    for info in location.fs.get_file_info(selector):
+        if info.base_name in RUN_FILES or fnmatch.fnmatch(info.base_name, "labels-*.parquet"):
+            location.delete(info.path)
 
 
 def _start_ray() -> None:
@@ -159,14 +176,16 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
     started = time.perf_counter()
     absent = _check_weights(config)
     location = Location.parse(config.out)
-    plan = Plan.make(list_sources(config.sources), config)
-    resumed = persist_or_check(plan, location, restart=options.restart)
     ensemble = load_ensemble(config.ensemble_file)
+    plan = Plan.make(list_sources(config.sources), config, label_identity(ensemble.hash, absent))
+    if options.restart:
+        _clear_previous_run(location)
+    resumed = persist_or_check(plan, location, restart=options.restart)
     write_run_files(location, config, plan, ensemble, absent)
     _start_ray()
     check_reachable(plan, config.out)
     todo = [i for i in range(plan.shard_count)
-            if options.restart or not shard_is_complete(location, i)]
+            if not shard_is_complete(location, i, plan.digest, options.verify)]
     if resumed:
         print(f"resuming: {plan.shard_count - len(todo)} of {plan.shard_count} shards done")
     if absent:
@@ -196,8 +215,7 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
     progress.close()
     if failed:
         raise ShardsFailedError(f"shards {failed} failed twice; rerun to resume them")
-    sources, failures, stats = merge(location, plan)
-    report = build_report(sources, failures, stats, time.perf_counter() - started, absent)
+    report = build_report(merge(location, plan), time.perf_counter() - started, absent)
     report["scheduling"] = {**scheduling.to_json(), "peak_in_flight": progress.peak_in_flight,
                             "actor_calls": ray.get([a.stats.remote() for a in actors])}
     location.write_bytes(location.path("report.json"),

@@ -2,12 +2,13 @@
 parquet and stats agree and that the counts match the plan."""
 
 import json
+import tarfile
 from collections import Counter
 
 import pyarrow.parquet as pq
 
-from pipeline.plan import PLAN_FILE, Plan
-from shards.reader import shard_stats, tar_members
+from pipeline.plan import Plan
+from shards.reader import PLAN_FILE, shard_problems, shard_stats, tar_members
 from shards.storage import Location
 from shards.writer import shard_paths
 
@@ -19,21 +20,21 @@ def tar_keys(location: Location, index: int) -> list[str]:
 
 
 def check_shard(location: Location, plan: Plan, index: int, per_reference: int) -> list[str]:
-    """Problems found in one shard (empty when it is sound)."""
+    """Problems found in one shard (empty when it is sound): its files, plan, sizes and tar
+    SHA-256 against its stats, then its members against the parquet index and the plan."""
+    problems = shard_problems(location, index, plan.digest, verify_hash=True)
+    if problems:
+        return [f"shard {index:05d}: {problem}" for problem in problems]
     paths = shard_paths(location, index)
-    missing = [kind for kind in ("tar", "parquet", "stats") if not location.exists(paths[kind])]
-    if missing:
-        return [f"shard {index:05d}: missing {', '.join(missing)}"]
     with location.fs.open_input_file(paths["parquet"]) as handle:
         rows = pq.read_table(handle, columns=["key", "ref_id", "kind"]).to_pylist()
-    problems = []
-    keys = tar_keys(location, index)
+    try:
+        keys = tar_keys(location, index)
+    except (tarfile.TarError, OSError) as error:
+        return [f"shard {index:05d}: tar unreadable ({type(error).__name__}: {error})"]
     if keys != [row["key"] for row in rows]:
         problems.append(f"shard {index:05d}: tar members and parquet rows differ")
     stats = shard_stats(location, index)
-    if stats["samples"] != len(rows):
-        problems.append(f"shard {index:05d}: stats say {stats['samples']} samples, "
-                        f"parquet has {len(rows)}")
     planned = {ref.ref_id for ref in plan.shard(index)}
     strangers = {row["ref_id"] for row in rows} - planned
     if strangers:

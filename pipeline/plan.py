@@ -5,14 +5,14 @@ persisted with a digest; a rerun with a different plan refuses to resume."""
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 from pipeline.config import SPLIT_FRACTIONS, RunConfig
 from pipeline.errors import PlanMismatchError
 from pipeline.sources import Source
 from shards.keys import ref_ids
+from shards.reader import PLAN_FILE
 from shards.storage import Location
-
-PLAN_FILE = "plan.json"
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,16 @@ class Plan:
     references: tuple[PlannedReference, ...]
 
     @classmethod
-    def make(cls, sources: list[Source], config: RunConfig) -> "Plan":
+    def make(cls, sources: list[Source], config: RunConfig,
+             labels: dict | None = None) -> "Plan":
+        """The plan of `config` over `sources`; `labels` (label_identity) puts what Q means
+        into the digest, so a dataset never mixes two ensembles."""
         chosen = sources[: config.limit] if config.limit else sources
         ids = ref_ids(source.stem for source in chosen)
         references = tuple(
             PlannedReference(ref_id, s.uri, s.order_key, split_of(ref_id, config.seed))
             for ref_id, s in zip(ids, chosen, strict=True))
-        return cls(config.plan_inputs(), references)
+        return cls({**config.plan_inputs(), **(labels or {})}, references)
 
     @property
     def shard_refs(self) -> int:
@@ -59,7 +62,7 @@ class Plan:
     def to_json(self) -> dict:
         return {"inputs": self.inputs, "references": [asdict(r) for r in self.references]}
 
-    @property
+    @cached_property
     def digest(self) -> str:
         canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -67,6 +70,21 @@ class Plan:
     @classmethod
     def from_json(cls, data: dict) -> "Plan":
         return cls(data["inputs"], tuple(PlannedReference(**r) for r in data["references"]))
+
+
+def label_identity(ensemble_hash: str, absent: tuple[str, ...]) -> dict:
+    """What a label Q means: the ensemble file's hash and the metrics it had to go without."""
+    return {"ensemble_hash": ensemble_hash, "metrics_absent": sorted(absent)}
+
+
+def differences(old: Plan, new: Plan) -> list[str]:
+    """What differs between two plans, in words."""
+    keys = sorted(old.inputs.keys() | new.inputs.keys())
+    changed = [f"{key} {old.inputs.get(key)!r} -> {new.inputs.get(key)!r}" for key in keys
+               if old.inputs.get(key) != new.inputs.get(key)]
+    if old.references != new.references:
+        changed.append(f"sources ({len(old.references)} -> {len(new.references)} references)")
+    return changed
 
 
 def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> bool:
@@ -78,9 +96,9 @@ def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> b
         existing = Plan.from_json(json.loads(location.read_bytes(path)))
         if existing.digest != plan.digest:
             raise PlanMismatchError(
-                f"{location.root} holds another plan ({existing.digest[:12]}, "
-                f"{len(existing.references)} references) than this run's ({plan.digest[:12]}, "
-                f"{len(plan.references)}); rerun with --restart to start over, or choose "
+                f"{location.root} holds another plan ({existing.digest[:12]}) than this run's "
+                f"({plan.digest[:12]}): {'; '.join(differences(existing, plan))}. Resuming "
+                "would mix two datasets: rerun with --restart to start over, or choose "
                 "another --out")
         return True
     location.makedirs(location.root)

@@ -17,9 +17,11 @@ def _instruments():
 
 
 def record_shard(outcome) -> None:
-    """Count one finished shard's samples, failures and per-stage seconds."""
+    """Count one finished shard's samples, failures and per-stage seconds (Ray's counters
+    refuse increments of 0: a shard of only bad sources has none)."""
     instruments = _instruments()
-    instruments["samples"].inc(outcome.samples)
+    if outcome.samples:
+        instruments["samples"].inc(outcome.samples)
     if outcome.failures:
         instruments["failures"].inc(len(outcome.failures))
     instruments["shards"].inc(1)

@@ -2,7 +2,8 @@
 sources and failures, and the report."""
 
 import json
-from collections import Counter, defaultdict
+from collections import Counter
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,48 +30,68 @@ def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble,
                          json.dumps(document, sort_keys=True, indent=1).encode())
 
 
-def merge(location: Location, plan: Plan) -> tuple[list[dict], list[dict], list[dict]]:
-    """sources.parquet and failures.jsonl from every shard's own lists; returns (sources,
-    failures, stats) for the report."""
-    sources, failures, stats = [], [], []
-    for index in range(plan.shard_count):
-        paths = shard_paths(location, index)
-        sources += json.loads(location.read_bytes(paths["sources"]))
-        text = location.read_bytes(paths["failures"]).decode()
-        failures += [json.loads(line) for line in text.splitlines() if line]
-        stats.append(shard_stats(location, index))
-    table = pa.Table.from_pylist(sources, schema=SOURCES_SCHEMA)
-    with location.fs.open_output_stream(location.path(SOURCES_FILE)) as stream:
-        pq.write_table(table, stream)
-    location.write_bytes(location.path("failures.jsonl"), "".join(
-        json.dumps(f, sort_keys=True) + "\n" for f in failures).encode())
-    return sources, failures, stats
+@dataclass
+class Tally:
+    """What the report needs, added up shard by shard (the per-sample label lists are folded
+    into sums as each shard is read, so the driver's memory does not grow with the dataset)."""
+
+    sources: int = 0
+    sources_ok: int = 0
+    samples: int = 0
+    distorted: int = 0
+    failures: Counter = field(default_factory=Counter)  # reason -> count
+    seconds: Counter = field(default_factory=Counter)
+    quality_sum: Counter = field(default_factory=Counter)  # "id-level" -> sum of Q
+    quality_count: Counter = field(default_factory=Counter)
+
+    def add(self, stats: dict, sources: list[dict], failures: list[dict]) -> None:
+        self.sources += len(sources)
+        self.sources_ok += sum(row["status"] == "ok" for row in sources)
+        self.samples += stats["samples"]
+        self.distorted += stats["distorted"]
+        self.failures.update(failure["reason"] for failure in failures)
+        self.seconds.update(stats["seconds"])
+        for distortion_id, level, quality in stats["labels"]:
+            scenario = f"{distortion_id:02d}-{level}"
+            self.quality_sum[scenario] += quality
+            self.quality_count[scenario] += 1
 
 
-def build_report(sources, failures, stats, wall_seconds: float, absent: tuple[str, ...]) -> dict:
-    seconds = Counter()
-    for shard in stats:
-        seconds.update(shard["seconds"])
-    samples = sum(s["samples"] for s in stats)
-    distorted = sum(s["distorted"] for s in stats)
-    by_scenario = defaultdict(list)
-    for shard in stats:
-        for distortion_id, level, quality in shard["labels"]:
-            by_scenario[f"{distortion_id:02d}-{level}"].append(quality)
+def merge(location: Location, plan: Plan) -> Tally:
+    """sources.parquet and failures.jsonl from every shard's own lists, written as the shards
+    are read; returns the tally for the report."""
+    tally = Tally()
+    with location.fs.open_output_stream(location.path(SOURCES_FILE)) as sources_stream, \
+            pq.ParquetWriter(sources_stream, SOURCES_SCHEMA) as sources_writer, \
+            location.fs.open_output_stream(location.path("failures.jsonl")) as failures_stream:
+        for index in range(plan.shard_count):
+            paths = shard_paths(location, index)
+            sources = json.loads(location.read_bytes(paths["sources"]))
+            text = location.read_bytes(paths["failures"]).decode()
+            failures = [json.loads(line) for line in text.splitlines() if line]
+            sources_writer.write_table(pa.Table.from_pylist(sources, schema=SOURCES_SCHEMA))
+            failures_stream.write("".join(json.dumps(f, sort_keys=True) + "\n"
+                                          for f in failures).encode())
+            tally.add(shard_stats(location, index), sources, failures)
+    return tally
+
+
+def build_report(tally: Tally, wall_seconds: float, absent: tuple[str, ...]) -> dict:
     return {
-        "sources": len(sources),
-        "sources_ok": sum(s["status"] == "ok" for s in sources),
-        "samples": samples,
-        "distorted": distorted,
-        "failures": len(failures),
-        "failures_by_reason": dict(Counter(f["reason"] for f in failures)),
+        "sources": tally.sources,
+        "sources_ok": tally.sources_ok,
+        "samples": tally.samples,
+        "distorted": tally.distorted,
+        "failures": sum(tally.failures.values()),
+        "failures_by_reason": dict(tally.failures),
         "metrics_absent": list(absent),
         "wall_seconds": round(wall_seconds, 1),
-        "samples_per_second": round(samples / wall_seconds, 2) if wall_seconds else None,
-        "stage_seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "stage_images_per_second": {k: round(distorted / v, 2) for k, v in seconds.items() if v},
-        "mean_quality_by_scenario": {k: round(sum(v) / len(v), 4)
-                                     for k, v in sorted(by_scenario.items())},
+        "samples_per_second": round(tally.samples / wall_seconds, 2) if wall_seconds else None,
+        "stage_seconds": {k: round(v, 1) for k, v in tally.seconds.items()},
+        "stage_images_per_second": {k: round(tally.distorted / v, 2)
+                                    for k, v in tally.seconds.items() if v},
+        "mean_quality_by_scenario": {k: round(tally.quality_sum[k] / tally.quality_count[k], 4)
+                                     for k in sorted(tally.quality_count)},
     }
 
 

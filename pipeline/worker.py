@@ -77,6 +77,10 @@ def _prepare_reference(ref: PlannedReference, config: RunConfig, outcome: ShardO
     except (SourceTooSmallError, distortions.ImageTooSmallError) as error:
         row["reason"] = "too_small"
         outcome.failures.append(_failure(ref, "too_small", str(error)))
+    except Exception as error:  # one source, whatever it raises, never stops its shard
+        row["reason"] = "internal_error"
+        outcome.failures.append(_failure(ref, "internal_error",
+                                         f"{type(error).__name__}: {error}"))
     else:
         row.update(status="ok", sha256=pixel_sha256(pixels))
         outcome.sources.append(row)
@@ -184,7 +188,7 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: Score
                 distorted.extend(_reference_samples(ref, config, score_images, ensemble, writer,
                                                     outcome, on_reference, denoise))
             with _Timer(outcome.seconds, "write"):
-                _finish(writer, distorted, config, outcome, location)
+                _finish(writer, distorted, config, outcome, location, plan.digest)
     except BaseException:
         writer.abort()
         raise
@@ -217,7 +221,7 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
     return made
 
 
-def _finish(writer, distorted, config, outcome, location) -> None:
+def _finish(writer, distorted, config, outcome, location, digest: str) -> None:
     """The distorted samples in a seeded shuffled order, the shard's own lists, then publish."""
     order = np.random.default_rng([config.seed, outcome.index]).permutation(len(distorted))
     for i in order:
@@ -227,6 +231,7 @@ def _finish(writer, distorted, config, outcome, location) -> None:
     location.write_bytes(paths["sources"], json.dumps(outcome.sources).encode())
     location.write_bytes(paths["failures"], "".join(
         json.dumps(f, sort_keys=True) + "\n" for f in outcome.failures).encode())
-    writer.finish({"references": outcome.references, "distorted": len(distorted),
+    writer.finish({"plan_digest": digest, "references": outcome.references,
+                   "distorted": len(distorted),
                    "failures": len(outcome.failures), "seconds": outcome.seconds,
                    "labels": outcome.labels})

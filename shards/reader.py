@@ -1,6 +1,7 @@
 """Reading a dataset: which shards are complete, the parquet index, the tar URLs for
 WebDataset readers."""
 
+import hashlib
 import json
 import tarfile
 
@@ -12,17 +13,83 @@ from shards.storage import Location
 from shards.writer import SHARDS_DIR, shard_paths
 
 SOURCES_FILE = "sources.parquet"
+PLAN_FILE = "plan.json"
 
 
-def complete_shards(location: Location) -> list[int]:
-    """Indices of the shards whose stats file exists (written last, so they are complete)."""
+def plan_digest(location: Location) -> str | None:
+    """The digest of the plan the dataset was generated under (None: no plan.json, as in a
+    dataset written by other means)."""
+    path = location.path(PLAN_FILE)
+    if not location.exists(path):
+        return None
+    return json.loads(location.read_bytes(path)).get("digest")
+
+
+def shards_with_stats(location: Location) -> list[int]:
+    """Indices of the shards whose stats file exists, whatever run wrote them."""
     selector = pafs.FileSelector(location.path(SHARDS_DIR), allow_not_found=True)
     names = [info.base_name for info in location.fs.get_file_info(selector)]
     return sorted(int(name.split("_")[0]) for name in names if name.endswith("_stats.json"))
 
 
+def complete_shards(location: Location) -> list[int]:
+    """Indices of the shards whose stats file exists (written last, so they are complete)
+    and, where the dataset has a plan, names that plan: a shard left by another run is never
+    read as part of this one."""
+    indices = shards_with_stats(location)
+    digest = plan_digest(location)
+    if digest is None:
+        return indices
+    return [i for i in indices if shard_stats(location, i).get("plan_digest") == digest]
+
+
 def shard_stats(location: Location, index: int) -> dict:
     return json.loads(location.read_bytes(shard_paths(location, index)["stats"]))
+
+
+def _tar_sha256(location: Location, path: str) -> str:
+    digest = hashlib.sha256()
+    with location.fs.open_input_stream(path) as stream:
+        while block := stream.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shard_problems(location: Location, index: int, digest: str | None,
+                   verify_hash: bool = False) -> list[str]:
+    """Why shard `index` is not a complete shard of the plan `digest` (empty when it is): its
+    files, its stats' plan digest, its parquet row count and its tar's byte size against the
+    stats, and with `verify_hash` the tar's SHA-256 too (reads the whole tar)."""
+    paths = shard_paths(location, index)
+    missing = [kind for kind in ("tar", "parquet", "stats") if not location.exists(paths[kind])]
+    if missing:
+        return [f"missing {', '.join(missing)}"]
+    try:
+        stats = shard_stats(location, index)
+        with location.fs.open_input_file(paths["parquet"]) as handle:
+            rows = pq.read_metadata(handle).num_rows
+    except (ValueError, OSError, pa.ArrowException) as error:
+        return [f"stats or parquet unreadable ({type(error).__name__}: {error})"]
+    problems = []
+    if digest is not None and stats.get("plan_digest") != digest:
+        problems.append(f"made under plan {str(stats.get('plan_digest'))[:12]}, not this "
+                        f"run's {digest[:12]}")
+    if stats.get("samples") != rows:
+        problems.append(f"stats say {stats.get('samples')} samples, parquet has {rows}")
+    size = location.fs.get_file_info(paths["tar"]).size
+    if stats.get("tar_bytes") != size:
+        problems.append(f"tar is {size} bytes, stats say {stats.get('tar_bytes')}")
+    elif verify_hash and _tar_sha256(location, paths["tar"]) != stats.get("tar_sha256"):
+        problems.append("tar SHA-256 differs from its stats (corrupted after writing)")
+    return problems
+
+
+def no_complete_shard(location: Location) -> FileNotFoundError:
+    """The error for a dataset without a complete shard, saying why when shards are there."""
+    stale = len(shards_with_stats(location))
+    why = (f": its {stale} finished shards were made under another plan (or before shards "
+           "recorded their plan); run generate again, with --restart" if stale else "")
+    return FileNotFoundError(f"no complete shard in {location.path(SHARDS_DIR)}{why}")
 
 
 def read_index(location: Location, shards: list[int] | None = None,
@@ -34,7 +101,7 @@ def read_index(location: Location, shards: list[int] | None = None,
         with location.fs.open_input_file(shard_paths(location, index)["parquet"]) as handle:
             tables.append(pq.read_table(handle, columns=columns))
     if not tables:
-        raise FileNotFoundError(f"no complete shard in {location.path(SHARDS_DIR)}")
+        raise no_complete_shard(location)
     return pa.concat_tables(tables)
 
 

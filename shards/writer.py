@@ -2,6 +2,7 @@
 file last (its presence means the shard is complete)."""
 
 import contextlib
+import hashlib
 import io
 import json
 import tarfile
@@ -26,6 +27,18 @@ def shard_paths(location: Location, index: int) -> dict[str, str]:
             "sources": f"{base}_sources.json", "failures": f"{base}_failures.jsonl"}
 
 
+class _Hashing:
+    """A write-only stream that counts and hashes what passes through it to `stream`."""
+
+    def __init__(self, stream):
+        self.stream, self.sha256, self.size = stream, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.stream.write(data)
+
+
 class ShardWriter:
     """Streams samples into shard `index`'s tar; `finish` publishes tar and parquet, then stats.
 
@@ -40,9 +53,10 @@ class ShardWriter:
         location.makedirs(location.path(SHARDS_DIR))
         self._staged_tar = location.staging_name(self.paths["tar"])
         self._stream = location.fs.open_output_stream(self._staged_tar)
+        self._hashing = _Hashing(self._stream)
         # closed in finish() or abort(): the tar lives as long as the writer
         self._tar = tarfile.open(  # noqa: SIM115
-            fileobj=self._stream, mode="w|", format=tarfile.GNU_FORMAT)
+            fileobj=self._hashing, mode="w|", format=tarfile.GNU_FORMAT)
         self._rows: list[dict] = []
         self._started = time.perf_counter()
 
@@ -60,7 +74,8 @@ class ShardWriter:
         self._rows.append(index_row(record))
 
     def finish(self, stats: dict) -> dict:
-        """Close and publish the tar and parquet, then write the stats file last."""
+        """Close and publish the tar and parquet, then write the stats file last, with the
+        tar's byte size and SHA-256 (what `inspect` and a resume check it against)."""
         self._tar.close()
         self._stream.close()
         staged_parquet = self.location.staging_name(self.paths["parquet"])
@@ -70,6 +85,8 @@ class ShardWriter:
         self.location.publish(self._staged_tar, self.paths["tar"])
         self.location.publish(staged_parquet, self.paths["parquet"])
         full_stats = {**stats, "shard": self.index, "samples": len(self._rows),
+                      "tar_bytes": self._hashing.size,
+                      "tar_sha256": self._hashing.sha256.hexdigest(),
                       "write_seconds": round(time.perf_counter() - self._started, 3)}
         self.location.write_bytes(self.paths["stats"],
                                   json.dumps(full_stats, sort_keys=True, indent=1).encode())

@@ -10,6 +10,7 @@ from training.compare import table
 from training.evaluate import EvaluateConfig, evaluate
 from training.finetune import FinetuneConfig, finetune
 from training.image_data import SPLIT_BY
+from training.loop import NonFiniteError
 from training.model import INIT_MODES, PRECISIONS, ModelConfig, ModelInitError, backbone_input
 from training.optim import FINETUNE, PRETRAIN, OptimConfig
 from training.pretrain import PretrainConfig, pretrain
@@ -196,6 +197,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, OSError, ModelInitError, DatasetLayoutError) as error:
+    except (ValueError, OSError, ModelInitError, DatasetLayoutError, NonFiniteError) as error:
         print(f"iqa-factory train: error: {error}", file=sys.stderr)
         return 2

@@ -90,3 +90,12 @@ def all_sum(context: Context, value: float) -> float:
     total = torch.tensor([value], dtype=torch.float64, device=context.device)
     dist.all_reduce(total)
     return float(total.item())
+
+
+def all_true(context: Context, flag: bool) -> bool:
+    """True on every rank when `flag` is true on every rank (a collective: all ranks call it)."""
+    if not context.distributed:
+        return flag
+    value = torch.tensor([1 if flag else 0], device=context.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from training import checkpoint
 from training.correlation import report
-from training.distributed import Context, all_sum, broadcast_flag, gather_rows
+from training.distributed import Context, all_sum, all_true, broadcast_flag, gather_rows
 from training.losses import QualityLoss
 from training.model import ScheduledDropPath
 from training.optim import EarlyStopping, OptimConfig, optimiser
@@ -23,6 +23,11 @@ from training.precision import FP32, Precision
 
 # settings a resumed run may change; anything else must match the checkpoint
 RESUMABLE_CHANGES = {"epochs", "patience", "resume"}
+MAX_NONFINITE_BATCHES = 20  # per epoch: more means the run has diverged
+
+
+class NonFiniteError(RuntimeError):
+    """Training diverged: too many non-finite losses, or non-finite weights."""
 
 
 @dataclass
@@ -49,9 +54,13 @@ def _loss_function(run: Run) -> Callable:
 
 def train_epoch(run: Run, network: nn.Module, batches: Iterable, steps: int, loss_fn,
                 optimizer) -> dict:
-    """Exactly `steps` batches on this rank; the mean loss over all ranks."""
+    """Exactly `steps` batches on this rank; the mean loss over all ranks. A batch whose loss
+    is not finite on any rank is skipped on every rank (no step is taken, so no NaN reaches
+    the weights, and the batch-norm statistics its forward pass moved are put back); past
+    MAX_NONFINITE_BATCHES of them the epoch stops on every rank together."""
     network.train()
-    total, count = 0.0, 0
+    total, count, skipped = 0.0, 0, 0
+    statistics = [b for b in run.model.buffers() if b.is_floating_point()]
     iterator = iter(batches)
     progress = tqdm(total=steps, desc="train", leave=False, disable=not run.context.is_main)
     for _ in range(steps):
@@ -60,19 +69,31 @@ def train_epoch(run: Run, network: nn.Module, batches: Iterable, steps: int, los
         except StopIteration:
             raise RuntimeError(f"the training data ran out after {count} of {steps} batches "
                                f"on rank {run.context.rank}") from None
+        before = [b.detach().clone() for b in statistics]
         with run.precision.context(run.context.device):
             outputs = network(run.precision.inputs(images, run.context.device)).float()
         loss = loss_fn(outputs if run.classes else outputs[:, 0],
                        targets.to(run.context.device, non_blocking=True))
         optimizer.zero_grad(set_to_none=True)
+        progress.update()
+        if not all_true(run.context, bool(torch.isfinite(loss.detach()))):
+            with torch.no_grad():
+                for buffer, kept in zip(statistics, before, strict=True):
+                    buffer.copy_(kept)
+            skipped += 1
+            if skipped > MAX_NONFINITE_BATCHES:
+                raise NonFiniteError(f"more than {MAX_NONFINITE_BATCHES} batches with a "
+                                     "non-finite loss in one epoch: the run diverged (lower "
+                                     "--lr, or look for broken samples)")
+            continue
         loss.backward()
         optimizer.step()
         total, count = total + float(loss.detach()), count + 1
-        progress.update()
     progress.close()
-    per_rank = gather_rows(run.context, torch.tensor([[count]], device=run.context.device))
-    return {"loss": all_sum(run.context, total) / all_sum(run.context, count),
-            "rank_batches": per_rank[:, 0].tolist()}
+    per_rank = gather_rows(run.context, torch.tensor([[count + skipped]],
+                                                     device=run.context.device))
+    return {"loss": all_sum(run.context, total) / max(all_sum(run.context, count), 1),
+            "rank_batches": per_rank[:, 0].tolist(), "skipped_nonfinite": skipped}
 
 
 @torch.no_grad()
@@ -195,9 +216,15 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
         figures = validate(run.model)
         record = {"epoch": epoch, "train_loss": trained["loss"],
                   "rank_batches": trained["rank_batches"],
+                  "skipped_nonfinite": trained["skipped_nonfinite"],
                   "lr": lr, **{f"val_{k}": v for k, v in figures.items()},
                   "seconds": time.perf_counter() - began}
         history.append(record)
+        if not all(bool(torch.isfinite(t).all()) for t in run.model.state_dict().values()
+                   if t.is_floating_point()):
+            # the same weights on every rank (DDP), so every rank stops here together
+            raise NonFiniteError(f"the weights are not finite after epoch {epoch + 1}: not "
+                                 f"saved (the last good checkpoint stays in {run.out})")
         if context.is_main:
             improved = stopping.update(figures["score"], epoch)
             _save(run, epoch, optimizer, scheduler, stopping, history, improved)

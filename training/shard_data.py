@@ -18,7 +18,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from shards.keys import ref_id_of
-from shards.reader import complete_shards, read_index, read_sources
+from shards.reader import complete_shards, no_complete_shard, read_index, read_sources
 from shards.schema import METRIC_KEYS
 from shards.storage import Location
 from shards.writer import shard_paths
@@ -94,7 +94,7 @@ def distorted_index(location: Location) -> pa.Table:
         table = table.filter(pc.equal(table["kind"], "distorted"))
         tables.append(table.append_column("shard", pa.array([index] * len(table), pa.int32())))
     if not tables:
-        raise FileNotFoundError(f"no complete shard in {location.root}")
+        raise no_complete_shard(location)
     return pa.concat_tables(tables)
 
 

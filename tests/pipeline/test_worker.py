@@ -7,10 +7,11 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+from PIL import Image
 
 from labelers import Labeler
 from pipeline.errors import PlanMismatchError
-from pipeline.plan import Plan, persist_or_check, split_of
+from pipeline.plan import Plan, differences, label_identity, persist_or_check, split_of
 from pipeline.sources import list_sources
 from pipeline.worker import local_scorer, produce_shard
 from shards.reader import read_index, tar_urls
@@ -138,3 +139,30 @@ def test_sheet_of_a_shard_shows_its_reference_and_labels(sources_folder, fast_co
         pixels = np.asarray(sheet.convert("RGB"))
     assert pixels.shape[1] == 170 + 6 * 64 and pixels.std() > 20
     assert cli.main(["sheet", tar, "--ref-id", "nobody", "-o", str(output)]) == 2
+
+
+def test_a_source_that_raises_anything_is_recorded_and_its_shard_goes_on(tmp_path, small_image,
+                                                                         fast_config,
+                                                                         mae_ensemble):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for name in ("a.png", "b c.png"):
+        Image.fromarray(small_image).save(folder / name)
+    listing = tmp_path / "list.txt"  # a file:// URI with a space: pyarrow raises ArrowInvalid
+    listing.write_text(f"{folder / 'a.png'}\nfile://{folder / 'b c.png'}\n")
+    config = fast_config(str(listing), distortion_ids=(1,), levels=(1,))
+    _, _, [outcome] = _run_all(config, mae_ensemble)
+    assert outcome.references == 1 and outcome.samples == 2
+    [failure] = outcome.failures
+    assert failure["reason"] == "internal_error" and "ArrowInvalid" in failure["detail"]
+
+
+def test_the_plan_digest_changes_with_what_q_means(fast_config):
+    config = fast_config("embedded")
+    sources = list_sources("embedded")
+    base = Plan.make(sources, config, label_identity("aaaa", ()))
+    assert base.digest != Plan.make(sources, config, label_identity("bbbb", ())).digest
+    assert base.digest != Plan.make(sources, config, label_identity("aaaa", ("lpips",))).digest
+    other = Plan.make(sources, config, label_identity("bbbb", ("lpips",)))
+    assert differences(base, other) == ["ensemble_hash 'aaaa' -> 'bbbb'",
+                                        "metrics_absent [] -> ['lpips']"]

@@ -1,5 +1,5 @@
 """How models compute: bf16 autocast and channels_last on CUDA, float32 on a CPU unless asked,
-and the training loop's step under each."""
+the training loop's step under each, and its guard against non-finite losses."""
 
 from pathlib import Path
 
@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from training.distributed import Context
-from training.loop import Run, _loss_function, train_epoch
+from training.loop import (
+    MAX_NONFINITE_BATCHES,
+    NonFiniteError,
+    Run,
+    _loss_function,
+    train_epoch,
+)
 from training.model import ModelConfig, build_model
 from training.optim import OptimConfig, optimiser
 from training.precision import FP32, Precision
@@ -46,3 +52,31 @@ def test_the_training_step_computes_in_the_chosen_precision(name, tmp_path: Path
     assert seen == [torch.bfloat16 if name == "bf16" else torch.float32] * 2
     assert torch.isfinite(torch.tensor(result["loss"]))
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
+
+
+def _step_run(tmp_path: Path):
+    model = build_model(ModelConfig("test_resnet", init="random")).model
+    run = Run(Context(0, 1, 0, torch.device("cpu")), model, OptimConfig(1e-3, 10, 1, 4), 0,
+              tmp_path, {})
+    return run, optimiser(model, run.optim)[0]
+
+
+def test_a_nan_batch_is_skipped_and_never_reaches_the_weights(tmp_path):
+    run, optimizer = _step_run(tmp_path)
+    poisoned = torch.randn(4, 3, 32, 32)
+    poisoned[0, 0, 0, 0] = float("nan")  # one broken sample makes the batch's loss NaN
+    batches = [(torch.randn(4, 3, 32, 32), torch.rand(4)), (poisoned, torch.rand(4)),
+               (torch.randn(4, 3, 32, 32), torch.rand(4))]
+    result = train_epoch(run, run.model, iter(batches), 3, _loss_function(run), optimizer)
+    assert result["skipped_nonfinite"] == 1 and result["rank_batches"] == [3]
+    assert torch.isfinite(torch.tensor(result["loss"]))
+    state = run.model.state_dict()  # weights and batch-norm statistics alike
+    assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def test_a_diverged_epoch_stops_with_a_clear_error(tmp_path):
+    run, optimizer = _step_run(tmp_path)
+    nan = torch.full((4, 3, 32, 32), float("nan"))
+    batches = [(nan, torch.rand(4))] * (MAX_NONFINITE_BATCHES + 1)
+    with pytest.raises(NonFiniteError, match="diverged"):
+        train_epoch(run, run.model, iter(batches), len(batches), _loss_function(run), optimizer)

@@ -1,0 +1,82 @@
+"""A dataset's identity across reruns (issue 12): a shard of only bad sources completes, a
+restart leaves nothing of the old run, another ensemble is refused, a damaged tar is named
+by inspect and redone by a resume."""
+
+import json
+
+import pytest
+import ray
+
+from labelers.ensemble import Ensemble, Mapping01
+from pipeline.driver import ClusterOptions, generate
+from pipeline.errors import PlanMismatchError
+from pipeline.inspect_dataset import inspect
+from shards.reader import complete_shards, read_index, shard_stats, shards_with_stats
+from shards.storage import Location
+from shards.writer import shard_paths
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_a_shard_of_only_bad_sources_completes_and_the_run_succeeds(local_ray, tmp_path,
+                                                                   shifted_sources,
+                                                                   fast_config):
+    folder, ensemble = shifted_sources(2)
+    (folder / "x0_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")  # sorted first:
+    (folder / "x1_empty.png").write_bytes(b"")                                 # shard 1 = both
+    config = fast_config(str(folder), shard_refs=2, ensemble_file=str(ensemble))
+    report = generate(config, ClusterOptions(actors=1))
+    out = Location.parse(config.out)
+    assert complete_shards(out) == [0, 1]
+    empty = shard_stats(out, 1)
+    assert (empty["samples"], empty["references"], empty["failures"]) == (0, 0, 2)
+    assert report["failures_by_reason"] == {"not_an_image": 1, "empty": 1}
+    assert inspect(config.out)[1] == []
+
+
+def test_restart_leaves_no_shard_of_the_old_run(local_ray, shifted_sources, fast_config):
+    folder, ensemble = shifted_sources(3)
+    generate(fast_config(str(folder), shard_refs=1, ensemble_file=str(ensemble)),
+             ClusterOptions(actors=1))
+    config = fast_config(str(folder), shard_refs=3, levels=(1,), ensemble_file=str(ensemble))
+    generate(config, ClusterOptions(actors=1, restart=True))
+    out = Location.parse(config.out)
+    assert shards_with_stats(out) == [0]  # shards 1 and 2 of the old plan are gone
+    assert set(read_index(out).column("level").drop_null().to_pylist()) == {1}
+
+
+def test_resuming_under_another_ensemble_is_refused(local_ray, shifted_sources, fast_config,
+                                                    tmp_path):
+    folder, ensemble = shifted_sources(1)
+    generate(fast_config(str(folder), ensemble_file=str(ensemble)), ClusterOptions(actors=1))
+    other = tmp_path / "other.json"
+    Ensemble("other", {"mae": 1.0}, {"mae": Mapping01("linear", best=0.0, worst=0.5)}).save(other)
+    with pytest.raises(PlanMismatchError, match="ensemble_hash"):
+        generate(fast_config(str(folder), ensemble_file=str(other)), ClusterOptions(actors=1))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "zero"])
+def test_a_damaged_tar_is_named_by_inspect_and_redone_by_a_resume(local_ray, shifted_sources,
+                                                                  fast_config, damage):
+    folder, ensemble = shifted_sources(2)
+    config = fast_config(str(folder), shard_refs=1, ensemble_file=str(ensemble))
+    generate(config, ClusterOptions(actors=1))
+    out = Location.parse(config.out)
+    tar = shard_paths(out, 1)["tar"]
+    original = out.read_bytes(tar)
+    broken = original[:len(original) // 2] if damage == "truncate" else bytes(len(original))
+    out.write_bytes(tar, broken)
+    _, problems = inspect(config.out)
+    assert len(problems) == 1 and problems[0].startswith("shard 00001")
+    # a resume sees a size change; a corruption of the same size needs --verify
+    generate(config, ClusterOptions(actors=1, verify=damage == "zero"))
+    assert out.read_bytes(tar) == original
+    assert inspect(config.out)[1] == []
+    assert json.loads(out.read_bytes(shard_paths(out, 1)["stats"]))["tar_bytes"] == len(original)
