@@ -34,7 +34,13 @@ ALPHA_MODES = ("RGBA", "LA", "PA")
 
 
 def _to_rgb(image: Image.Image, conversions: list[str]) -> Image.Image:
-    """8-bit RGB from any mode, appending what was done to `conversions`."""
+    """8-bit RGB from any mode, appending what was done to `conversions`. Floating-point
+    images (no agreed range) and 32-bit ones beyond 16 bits are refused, never guessed."""
+    if image.mode == "F":
+        raise DecodeError("unsupported_mode", "floating-point pixels (mode F): no agreed range "
+                                              "to map to 8 bits")
+    if image.mode == "I" and image.getextrema()[1] > 65535:
+        raise DecodeError("unsupported_mode", "32-bit pixels beyond the 16-bit range (mode I)")
     if image.mode in SIXTEEN_BIT_GRAY:
         conversions.append(f"{image.mode}->8-bit")
         values = np.asarray(image, dtype=np.float64)

@@ -32,14 +32,27 @@ def _is_image_name(name: str) -> bool:
 
 def _from_local_folder(folder: Path) -> list[Source]:
     """Every image-named entry below `folder`, dangling links included (they fail later,
-    recorded, rather than vanish from the listing)."""
-    found = []
-    for directory, _, files in os.walk(folder, followlinks=True):
+    recorded, rather than vanish from the listing). Linked folders are followed once each: a
+    link back up the tree (a loop) is not walked again."""
+    found, seen = [], set()
+    for directory, subfolders, files in os.walk(folder, followlinks=True):
+        status = os.stat(directory)
+        seen.add((status.st_dev, status.st_ino))
+        subfolders[:] = [name for name in subfolders
+                         if _folder_identity(Path(directory) / name) not in seen]
         for name in files:
             if _is_image_name(name):
                 path = Path(directory) / name
                 found.append(Source(str(path), path.relative_to(folder).as_posix(), path.stem))
     return found
+
+
+def _folder_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _from_object_store(uri: str) -> list[Source]:
@@ -88,12 +101,21 @@ def read_bytes(uri: str) -> bytes:
             fs, path = pafs.FileSystem.from_uri(uri)
             with fs.open_input_stream(path) as stream:
                 return stream.read()
-        return Path(uri).read_bytes()
+        path = Path(uri)
+        if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never end
+            raise DecodeError("not_a_file", f"{uri}: not a regular file")
+        return path.read_bytes()
     except FileNotFoundError:
         detail = "dangling link" if os.path.islink(uri) else "no such file"
         raise DecodeError("unreadable", f"{uri}: {detail}") from None
     except OSError as error:
         raise DecodeError("unreadable", f"{uri}: {error}") from None
+
+
+def printable(uri: str) -> str:
+    """A URI as it can be written to JSON and parquet: bytes of a file name that are not UTF-8
+    (kept by the OS listing as surrogates) become backslash escapes; reading uses the raw one."""
+    return uri.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def single(text: str) -> Source:

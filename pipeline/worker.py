@@ -17,7 +17,7 @@ from pipeline.decode import DecodeError
 from pipeline.encoding import encode_png, pixel_sha256
 from pipeline.plan import Plan, PlannedReference
 from pipeline.sizing import SourceTooSmallError, cover_and_crop
-from pipeline.sources import Source, load
+from pipeline.sources import Source, load, printable
 from pipeline.spill import SpilledSamples
 from shards.keys import distorted_key, reference_key
 from shards.storage import Location
@@ -56,12 +56,14 @@ class _Timer:
 
 
 def _failure(ref: PlannedReference, reason: str, detail: str, **extra) -> dict:
-    return {"ref_id": ref.ref_id, "uri": ref.uri, "reason": reason, "detail": detail, **extra}
+    return {"ref_id": ref.ref_id, "uri": printable(ref.uri), "reason": reason,
+            "detail": printable(detail), **extra}
 
 
 def _prepare_reference(ref: PlannedReference, config: RunConfig, outcome: ShardOutcome):
     """The sized reference pixels and its sources row; None (and a failure) if unusable."""
-    row = {"ref_id": ref.ref_id, "uri": ref.uri, "shard": outcome.index, "split": ref.split,
+    row = {"ref_id": ref.ref_id, "uri": printable(ref.uri), "shard": outcome.index,
+           "split": ref.split,
            "original_width": None, "original_height": None, "sha256": None, "conversions": [],
            "status": "failed", "reason": None}
     try:

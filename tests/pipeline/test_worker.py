@@ -3,7 +3,9 @@ recorded; parquet rows equal tar members; the same shard twice gives the same by
 
 import hashlib
 import json
+import os
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
@@ -12,6 +14,7 @@ from PIL import Image
 from labelers import Labeler
 from pipeline.errors import PlanMismatchError
 from pipeline.plan import Plan, differences, label_identity, persist_or_check, split_of
+from pipeline.report import merge
 from pipeline.sources import list_sources
 from pipeline.worker import local_scorer, produce_shard
 from shards.reader import read_index, tar_urls
@@ -166,3 +169,32 @@ def test_the_plan_digest_changes_with_what_q_means(fast_config):
     other = Plan.make(sources, config, label_identity("bbbb", ("lpips",)))
     assert differences(base, other) == ["ensemble_hash 'aaaa' -> 'bbbb'",
                                         "metrics_absent [] -> ['lpips']"]
+
+
+def test_hostile_local_sources_end_in_a_completed_shard_each_recorded(tmp_path, small_image,
+                                                                      fast_config,
+                                                                      mae_ensemble):
+    folder = tmp_path / "hostile"
+    (folder / "nested").mkdir(parents=True)
+    Image.fromarray(small_image).save(folder / "nested" / "good.png")
+    os.symlink(folder, folder / "nested" / "loop")         # a link back up the tree
+    os.mkfifo(folder / "pipe.png")                         # reading it would block forever
+    os.symlink("/dev/zero", folder / "zero.png")           # reading it would never end
+    floats = (small_image[..., 0] / 255).astype(np.float32)
+    Image.fromarray(floats, mode="F").save(folder / "float.tif")
+    wide = small_image[..., 0].astype(np.int32) * 70_000   # beyond 16 bits
+    Image.fromarray(wide, mode="I").save(folder / "int32.tif")
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.png"), "wb") as handle:  # latin-1
+        Image.fromarray(small_image).save(handle, "PNG")
+    config = fast_config(str(folder), distortion_ids=(1,), levels=(1,), shard_refs=10)
+    plan, location, [outcome] = _run_all(config, mae_ensemble)
+    names = sorted(ref.uri.rsplit("/", 1)[-1] for ref in plan.references)
+    assert len(names) == 6 and names.count("good.png") == 1  # the loop is walked once
+    reasons = {f["uri"].rsplit("/", 1)[-1]: f["reason"] for f in outcome.failures}
+    assert reasons == {"pipe.png": "not_a_file", "zero.png": "not_a_file",
+                       "float.tif": "unsupported_mode", "int32.tif": "unsupported_mode"}
+    assert outcome.references == 2  # good.png and the latin-1 name
+    tally = merge(location, plan)  # the merge writes the undecodable name, escaped
+    assert tally.sources == 6
+    uris = pq.read_table(location.path("sources.parquet")).column("uri").to_pylist()
+    assert any(uri.endswith("caf\\xe9.png") for uri in uris)
