@@ -12,14 +12,16 @@ from pipeline.config import RunConfig
 from pipeline.plan import Plan
 from shards.reader import SOURCES_FILE, shard_stats
 from shards.schema import SOURCES_SCHEMA
-from shards.storage import Location
+from shards.storage import Location, redact
 from shards.writer import shard_paths
 
 
 def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble, absent
                     ) -> None:
-    """manifest.json and ensemble.json, written before any shard."""
-    manifest = {"config": config.to_json(), "plan_digest": plan.digest,
+    """manifest.json and ensemble.json, written before any shard (credentials in the sources
+    or output URI are redacted)."""
+    settings = {**config.to_json(), "sources": redact(config.sources), "out": redact(config.out)}
+    manifest = {"config": settings, "plan_digest": plan.digest,
                 "shards": plan.shard_count, "references": len(plan.references),
                 "ensemble_hash": ensemble.hash, "metrics_absent": list(absent),
                 "format": "shared/spec/shards.md"}
@@ -97,7 +99,7 @@ def build_report(tally: Tally, wall_seconds: float, absent: tuple[str, ...]) -> 
 
 def summary_lines(report: dict, out: str) -> list[str]:
     lines = [
-        f"dataset: {out}",
+        f"dataset: {redact(out)}",
         f"sources: {report['sources']} ({report['sources_ok']} ok), samples: {report['samples']} "
         f"({report['distorted']} distorted), failures: {report['failures']}",
         f"time: {report['wall_seconds']} s, {report['samples_per_second']} samples/s",

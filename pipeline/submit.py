@@ -1,6 +1,7 @@
 """Submitting `generate` to a Ray cluster through the Jobs API: the same command, minus
 --address, runs as a job whose driver connects with ray.init() (Ray sets RAY_ADDRESS)."""
 
+import shlex
 import time
 from pathlib import Path
 
@@ -23,6 +24,12 @@ def job_arguments(argv: list[str]) -> list[str]:
         elif not item.startswith("--address="):
             kept.append(item)
     return kept
+
+
+def job_entrypoint(argv: list[str]) -> str:
+    """The job's shell command: each argument quoted, so a value with a space, a quote or a
+    `;` reaches the job as one argument and never as shell syntax."""
+    return shlex.join(["python", "-m", "pipeline.cli", *job_arguments(argv)])
 
 
 def runtime_environment() -> dict:
@@ -51,8 +58,8 @@ def _submit_and_follow(address: str, argv: list[str]) -> int:
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(address)
-    entrypoint = " ".join(["python -m pipeline.cli", *job_arguments(argv)])
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_environment())
+    job_id = client.submit_job(entrypoint=job_entrypoint(argv),
+                               runtime_env=runtime_environment())
     print(f"submitted job {job_id} to {address}; watch it in the dashboard there, or with "
           f"`ray job logs --address {address} --follow {job_id}`", flush=True)
     while (status := str(client.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:

@@ -1,9 +1,28 @@
 """Where a dataset lives: a local path or an object-store URI (s3://, gs://), through pyarrow's
 filesystems, with atomic publication where the filesystem has it."""
 
+import re
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
+
+_SECRET_PARAMETER = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
+
+
+def redact(uri: str) -> str:
+    """`uri` fit for files and logs: a user:password@ part and the values of query parameters
+    that name a key, secret, token, password or credential are replaced by ***."""
+    if "://" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    if "@" in parts.netloc:
+        netloc = f"***@{netloc}"
+    query = urlencode([(name, "***" if _SECRET_PARAMETER.search(name) else value)
+                       for name, value in parse_qsl(parts.query, keep_blank_values=True)],
+                      safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True)

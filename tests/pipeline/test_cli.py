@@ -1,3 +1,7 @@
+import dataclasses
+import json
+import shlex
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -56,3 +60,39 @@ def test_cover_and_crop_scales_by_the_larger_ratio_and_centres():
 def test_target_size_parse_rejects_nonsense(text):
     with pytest.raises(ValueError, match="size"):
         TargetSize.parse(text)
+
+
+def test_the_job_entrypoint_quotes_every_argument():
+    from pipeline.submit import job_entrypoint
+
+    argv = ["generate", "--sources", "/data/my photos; rm -rf ~", "--address",
+            "http://head:8265", "--out", "s3://b/o'k"]
+    assert shlex.split(job_entrypoint(argv)) == [
+        "python", "-m", "pipeline.cli", "generate", "--sources", "/data/my photos; rm -rf ~",
+        "--out", "s3://b/o'k"]
+
+
+def test_credentials_never_reach_files_or_logs():
+    from shards.storage import redact
+
+    assert redact("s3://AKIA:s3cr3t@bucket/refs") == "s3://***@bucket/refs"
+    assert redact("s3://bucket/out?region=eu&access_key=AKIA&secret_key=xyz") == \
+        "s3://bucket/out?region=eu&access_key=***&secret_key=***"
+    assert redact("/data/kadis") == "/data/kadis" and redact("embedded") == "embedded"
+
+
+@pytest.mark.slow
+def test_the_manifest_keeps_no_secret(tmp_path, fast_config, mae_ensemble):
+    from pipeline.plan import Plan
+    from pipeline.report import write_run_files
+    from pipeline.sources import list_sources
+    from shards.storage import Location
+
+    config = fast_config("embedded", out=str(tmp_path / "out"))
+    secret = dataclasses.replace(config, sources="gs://user:pw@bucket/refs")
+    location = Location.parse(config.out)
+    location.makedirs(location.root)
+    write_run_files(location, secret, Plan.make(list_sources("embedded"), config), mae_ensemble,
+                    ())
+    text = location.read_bytes(location.path("manifest.json")).decode()
+    assert "pw" not in text and json.loads(text)["config"]["sources"] == "gs://***@bucket/refs"
