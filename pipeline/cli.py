@@ -72,7 +72,8 @@ def _generate(args: argparse.Namespace) -> int:
         allow_missing_metrics=args.allow_missing_metrics, ensemble_file=args.ensemble,
         max_pixels=args.max_pixels)
     generate(config, ClusterOptions(actors=args.actors, max_in_flight=args.max_in_flight,
-                                    restart=args.restart, verify=args.verify))
+                                    restart=args.restart, verify=args.verify,
+                                    take_over=args.take_over))
     return 0
 
 
@@ -150,6 +151,8 @@ def _add_generate(commands) -> None:
                           help="refuse sources with more pixels (decompression bombs)")
     generate.add_argument("--restart", action="store_true",
                           help="remove an earlier run's shards and run files from OUT, start over")
+    generate.add_argument("--take-over", action="store_true",
+                          help="take over OUT's lease from a driver that stopped refreshing it")
     generate.add_argument("--verify", action="store_true",
                           help="on resume, check every finished tar's SHA-256 (reads them all)")
     generate.add_argument("--address", help="submit to a Ray cluster: http://HEAD:8265")

@@ -18,6 +18,7 @@ from labelers.ensemble import load as load_ensemble
 from pipeline.actors import LabelerActor, ProgressActor, shard_task
 from pipeline.config import RunConfig
 from pipeline.errors import LabelersUnavailableError, ShardsFailedError
+from pipeline.lease import Lease
 from pipeline.plan import Plan, label_identity, persist_or_check
 from pipeline.probe import check_reachable
 from pipeline.report import build_report, merge, summary_lines, write_run_files
@@ -49,6 +50,7 @@ class ClusterOptions:
     max_in_flight: int | None = None
     restart: bool = False
     verify: bool = False                   # a resume also checks every finished tar's SHA-256
+    take_over: bool = False                # take a stale lease over
     denoise_on_actors: bool | None = None  # None: when the cluster has GPUs
 
 
@@ -173,13 +175,34 @@ def _run_shards(todo, submit, max_in_flight, progress: _Progress) -> list[int]:
 
 
 def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> dict:
+    """Run the plan of `config` into config.out, holding its lease (one writer per output)."""
     started = time.perf_counter()
     absent = _check_weights(config)
     location = Location.parse(config.out)
+    lease = Lease(location)
+    for notice in lease.acquire(options.take_over):
+        print(f"note: {notice}")
+    try:
+        return _generate(config, options, location, absent, started)
+    finally:
+        lease.release()
+
+
+def _remove_staged(location: Location) -> None:
+    """Files an interrupted attempt staged (under the lease nobody else is writing)."""
+    selector = pafs.FileSelector(location.path(SHARDS_DIR), allow_not_found=True)
+    for info in location.fs.get_file_info(selector):
+        if info.base_name.endswith(".partial"):
+            location.delete(info.path)
+
+
+def _generate(config: RunConfig, options: ClusterOptions, location: Location,
+              absent: tuple[str, ...], started: float) -> dict:
     ensemble = load_ensemble(config.ensemble_file)
     plan = Plan.make(list_sources(config.sources), config, label_identity(ensemble.hash, absent))
     if options.restart:
         _clear_previous_run(location)
+    _remove_staged(location)
     resumed = persist_or_check(plan, location, restart=options.restart)
     write_run_files(location, config, plan, ensemble, absent)
     _start_ray()

@@ -1,0 +1,119 @@
+"""One writer per output: a lease file in OUT that a driver creates before any work, refreshes
+while it runs and removes at the end. A second driver is refused with the holder's name.
+
+Locally the lease is created exclusively (O_EXCL: two drivers cannot both succeed). pyarrow's
+object-store filesystems offer no conditional put, so there the lease is read, then written:
+it catches a second driver started later, not two started in the same instant (documented).
+A lease whose holder stopped refreshing it (a killed driver) is stale: one left by a dead
+process on this host is taken over at once, any other after `--take-over`."""
+
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from pipeline.errors import PipelineError
+from shards.storage import Location
+
+LEASE_FILE = "generate.lease"
+REFRESH_SECONDS = 30.0
+STALE_SECONDS = 5 * REFRESH_SECONDS
+
+
+class LeaseHeldError(PipelineError):
+    """Another driver is writing this output."""
+
+
+def _holder() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
+            "refreshed": time.time()}
+
+
+def _alive_here(holder: dict) -> bool | None:
+    """Whether the holder's process is alive, where it ran on this host (None elsewhere)."""
+    if holder.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError):
+        return True
+    return True
+
+
+def _describe(holder: dict) -> str:
+    age = time.time() - holder.get("refreshed", 0)
+    return (f"host {holder.get('host')} pid {holder.get('pid')}, last refreshed "
+            f"{age:.0f} s ago")
+
+
+@dataclass
+class Lease:
+    location: Location
+    holder: dict = field(default_factory=_holder)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def path(self) -> str:
+        return self.location.path(LEASE_FILE)
+
+    def acquire(self, take_over: bool = False) -> list[str]:
+        """Take the lease or raise LeaseHeldError; returns notices (a stale lease taken over)."""
+        self.location.makedirs(self.location.root)
+        notices = []
+        if not self._create():
+            current = self._read()
+            alive = _alive_here(current)
+            stale = time.time() - current.get("refreshed", 0) > STALE_SECONDS
+            if alive is False or (take_over and stale):
+                notices.append(f"took over the lease of a stopped driver ({_describe(current)})")
+            elif take_over:
+                raise LeaseHeldError(f"{self.location.root} is being written by "
+                                     f"{_describe(current)}: not stale, not taken over")
+            else:
+                hint = (" It looks stale: if that driver is gone, rerun with --take-over."
+                        if stale else " Wait for it, or write to another --out.")
+                raise LeaseHeldError(f"{self.location.root} is being written by another "
+                                     f"driver ({_describe(current)}).{hint}")
+            self._write()
+        threading.Thread(target=self._refresh, daemon=True).start()
+        return notices
+
+    def release(self) -> None:
+        self._stop.set()
+        current = self._read()
+        if (current.get("host"), current.get("pid")) == (self.holder["host"],
+                                                          self.holder["pid"]):
+            self.location.delete(self.path)
+
+    def _create(self) -> bool:
+        """Create the lease file; False if it exists."""
+        if self.location.atomic_rename:  # local: exclusive creation
+            try:
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(descriptor, "w") as handle:
+                json.dump(self.holder, handle)
+            return True
+        if self.location.exists(self.path):
+            return False
+        self._write()
+        return True
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.location.read_bytes(self.path))
+        except (OSError, ValueError):
+            return {}
+
+    def _write(self) -> None:
+        self.location.write_bytes(self.path, json.dumps(self.holder).encode())
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(REFRESH_SECONDS):
+            self.holder["refreshed"] = time.time()
+            self._write()

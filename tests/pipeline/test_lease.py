@@ -1,0 +1,84 @@
+"""One writer per output: a second driver is refused with the holder's name, a lease left by
+a dead driver is taken over, a stale one only when asked, on local disk and on an object
+store (pyarrow's in-memory filesystem stands in for one)."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pyarrow.fs as pafs
+import pytest
+
+from pipeline import lease as lease_module
+from pipeline.driver import ClusterOptions, generate
+from pipeline.lease import LEASE_FILE, Lease, LeaseHeldError
+from shards.storage import Location
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.fixture(params=["local", "object store"])
+def location(request, tmp_path) -> Location:
+    if request.param == "local":
+        return Location.parse(str(tmp_path / "out"))
+    return Location(pafs._MockFileSystem(), "bucket/out")
+
+
+def test_a_second_driver_is_refused_naming_the_first(location):
+    first = Lease(location)
+    first.acquire()
+    with pytest.raises(LeaseHeldError, match=rf"pid {first.holder['pid']}"):
+        Lease(location).acquire()
+    first.release()
+    assert not location.exists(location.path(LEASE_FILE))
+    second = Lease(location)
+    assert second.acquire() == []
+    second.release()
+
+
+def test_a_lease_left_by_a_dead_driver_on_this_host_is_taken_over(location):
+    dead = Lease(location, holder={**Lease(location).holder, "pid": _dead_pid()})
+    location.makedirs(location.root)
+    dead._write()
+    taker = Lease(location)
+    [notice] = taker.acquire()
+    assert "took over" in notice
+    assert json.loads(location.read_bytes(location.path(LEASE_FILE)))["pid"] == taker.holder["pid"]
+    taker.release()
+
+
+def test_a_stale_lease_of_another_host_needs_take_over(location):
+    stale = {"host": "elsewhere", "pid": 1, "started": 0.0,
+             "refreshed": time.time() - 2 * lease_module.STALE_SECONDS}
+    location.makedirs(location.root)
+    location.write_bytes(location.path(LEASE_FILE), json.dumps(stale).encode())
+    with pytest.raises(LeaseHeldError, match="--take-over"):
+        Lease(location).acquire()
+    taker = Lease(location)
+    assert "took over" in taker.acquire(take_over=True)[0]
+    taker.release()
+
+
+def test_a_live_lease_of_another_host_is_never_taken(location):
+    live = {"host": "elsewhere", "pid": 1, "started": time.time(), "refreshed": time.time()}
+    location.makedirs(location.root)
+    location.write_bytes(location.path(LEASE_FILE), json.dumps(live).encode())
+    with pytest.raises(LeaseHeldError, match="not stale"):
+        Lease(location).acquire(take_over=True)
+
+
+def test_generate_refuses_an_output_another_driver_holds(tmp_path, fast_config):
+    config = fast_config("embedded", out=str(tmp_path / "held"))
+    holder = Lease(Location.parse(config.out))
+    holder.acquire()
+    try:
+        with pytest.raises(LeaseHeldError, match="being written by another driver"):
+            generate(config, ClusterOptions(actors=1))
+    finally:
+        holder.release()
+    assert not (tmp_path / "held" / "plan.json").exists()  # refused before writing anything
