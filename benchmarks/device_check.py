@@ -305,7 +305,7 @@ def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ense
 
     samples = 0
     for index in shards:
-        outcome = produce_shard(index, plan_, config_, lambda r, v: ask("score", r, v),
+        outcome = produce_shard(index, plan_, config_, lambda r, v, _: ask("score", r, v),
                                 ensemble_, location, None,
                                 lambda inputs: ask("learned", inputs))
         samples += outcome.samples

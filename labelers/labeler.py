@@ -1,7 +1,7 @@
 """The Labeler: every metric loaded once, each reference prepared once and scored against all
 its distorted versions in batches sized to the device's memory."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -75,19 +75,39 @@ class Labeler:
         """The metrics this labeler computes."""
         return tuple(self.metrics)
 
-    def score(self, ref: np.ndarray, dists: np.ndarray | Sequence[np.ndarray]) -> Scores:
-        """Raw scores of each distorted image (N x H x W x 3 uint8, or a list) against `ref`."""
+    def score(self, ref: np.ndarray, dists: np.ndarray | Sequence[np.ndarray],
+              on_progress: Callable[[int], None] | None = None) -> Scores:
+        """Raw scores of each distorted image (N x H x W x 3 uint8, or a list) against `ref`.
+        The versions go through all metrics a part at a time; `on_progress(n)` is told as each
+        part of n versions is fully labelled."""
         ref_batch = to_batch(ref, self.device)
         dist_batch = to_batch(dists, "cpu")
         if self.device.type == "cuda":  # one pinned, asynchronous upload for every metric
             dist_batch = dist_batch.pin_memory().to(self.device, non_blocking=True)
-        results = {}
-        for key, metric in self.metrics.items():
+        for metric in self.metrics.values():
             metric.check_pair(ref_batch, dist_batch)
-            with torch.inference_mode(), torch.profiler.record_function(f"metric:{key}"):
-                scores = self._compare_all(key, metric, metric.prepare(ref_batch), dist_batch)
-            results[key] = scores.cpu().numpy().astype(np.float64)
-        return Scores(results, self.absent)
+        parts: dict[str, list[torch.Tensor]] = {key: [] for key in self.metrics}
+        with torch.inference_mode():
+            prepared = {key: self._timed(key, metric.prepare, ref_batch)
+                        for key, metric in self.metrics.items()}
+            start = 0
+            while start < len(dist_batch):  # every metric over one part, then the next part
+                size = min(self._pass_size(key, len(dist_batch) - start) for key in parts)
+                part = dist_batch[start:start + size]
+                for key, metric in self.metrics.items():
+                    parts[key].append(self._timed(key, self._compare, key, metric,
+                                                  prepared[key], part))
+                start += size
+                if on_progress is not None:
+                    on_progress(size)
+        return Scores({key: torch.cat(values).cpu().numpy().astype(np.float64)
+                       for key, values in parts.items()}, self.absent)
+
+    @staticmethod
+    def _timed(key: str, action, *arguments):
+        """`action` inside the profiler range of metric `key` (no cost without a profiler)."""
+        with torch.profiler.record_function(f"metric:{key}"):
+            return action(*arguments)
 
     def _pass_size(self, key: str, remaining: int) -> int:
         if self.batch_size is not None:
@@ -98,8 +118,9 @@ class Labeler:
             return min(PROBE_IMAGES, remaining)
         return batch_for_budget(self.per_image_bytes[key], self.memory_budget, remaining)
 
-    def _compare_all(self, key: str, metric: Metric, prepared, dists: torch.Tensor
-                     ) -> torch.Tensor:
+    def _compare(self, key: str, metric: Metric, prepared, dists: torch.Tensor) -> torch.Tensor:
+        """Scores of `dists` in passes of this metric's size; a pass that runs out of GPU
+        memory is retried in halves, and the smaller size is kept."""
         chunks, start = [], 0
         while start < len(dists):
             size = self._pass_size(key, len(dists) - start)

@@ -63,10 +63,17 @@ class LabelerActor:
         with self.counter:
             return distortions.run_learned(inputs)
 
-    def score_images(self, ref: np.ndarray, versions: np.ndarray) -> tuple[dict, tuple[str, ...]]:
-        """Scores of N x H x W x 3 versions against `ref` (raw pixels: no decoding here)."""
+    def score_images(self, ref: np.ndarray, versions: np.ndarray,
+                     progress: "ray.actor.ActorHandle | None" = None
+                     ) -> tuple[dict, tuple[str, ...]]:
+        """Scores of N x H x W x 3 versions against `ref` (raw pixels: no decoding here); the
+        progress actor hears of each part of them as it is labelled."""
+        def labelled(count: int) -> None:
+            if progress is not None:
+                progress.add.remote(count, 0)
+
         with self.counter:
-            scores = self.labeler.score(ref, versions)
+            scores = self.labeler.score(ref, versions, labelled)
         return {key: np.asarray(values) for key, values in scores.items()}, scores.absent
 
 
@@ -101,17 +108,18 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
     network) come from a labeler actor, on this node where one lives. Returns its summary."""
     labeler = nearest_labeler(index, labelers, nodes, ray.get_runtime_context().get_node_id())
 
-    def score_images(ref: np.ndarray, versions: np.ndarray):
-        return ray.get(labeler.score_images.remote(ref, versions))
+    def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled) -> tuple:
+        # the actor tells the progress actor itself as parts are labelled
+        return ray.get(labeler.score_images.remote(ref, versions, progress))
 
-    def on_reference(samples: int, failures: int) -> None:
+    def on_progress(samples: int, failures: int) -> None:
         progress.add.remote(samples, failures)
 
     def on_actor(inputs: list[distortions.LearnedInput]) -> list:
         return ray.get(labeler.denoise.remote(inputs))
 
     outcome = produce_shard(index, Plan.from_json(plan), RunConfig.from_json(config), score_images,
-                            Ensemble.from_json(ensemble), Location.parse(out), on_reference,
+                            Ensemble.from_json(ensemble), Location.parse(out), on_progress,
                             on_actor if denoise_on_actor else distortions.run_learned)
     record_shard(outcome)
     return {"index": index, "samples": outcome.samples, "failures": len(outcome.failures),

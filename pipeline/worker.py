@@ -23,10 +23,13 @@ from shards.keys import distorted_key, reference_key
 from shards.storage import Location
 from shards.writer import ShardWriter, shard_paths
 
-# score_images(reference pixels, N x H x W x 3 version pixels) -> ({metric: scores}, absent
-# metric keys). Raw pixels, not PNGs: a GPU labeler then never decodes on its one CPU, and Ray
-# passes the arrays through its object store without copies.
-ScoreImages = Callable[[np.ndarray, np.ndarray], tuple[dict[str, np.ndarray], tuple[str, ...]]]
+# score_images(reference pixels, N x H x W x 3 version pixels, on_labelled) -> ({metric:
+# scores}, absent metric keys), calling on_labelled(n) as parts of n versions are labelled.
+# Raw pixels, not PNGs: a GPU labeler then never decodes on its one CPU, and Ray passes the
+# arrays through its object store without copies.
+Labelled = Callable[[int], None]
+ScoreImages = Callable[[np.ndarray, np.ndarray, Labelled],
+                       tuple[dict[str, np.ndarray], tuple[str, ...]]]
 # denoise([prepared learned-denoiser inputs]) -> [(image, recipe)]: the network half of types
 # 8-12, batched wherever the denoiser lives (a GPU labeler actor on a cluster with GPUs)
 Denoise = Callable[[list[distortions.LearnedInput]], list[tuple[np.ndarray, dict]]]
@@ -155,17 +158,17 @@ def _distort_all(ref, pixels, config, outcome, denoise: Denoise):
 
 def local_scorer(labeler: Labeler) -> ScoreImages:
     """score_images with a Labeler in this process (tests, and single-process runs)."""
-    def score_images(ref: np.ndarray, versions: np.ndarray):
-        scores = labeler.score(ref, versions)
+    def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled: Labelled):
+        scores = labeler.score(ref, versions, on_labelled)
         return dict(scores), scores.absent
     return score_images
 
 
 def _label(records, ref: np.ndarray, images: list[np.ndarray], score_images: ScoreImages,
-           ensemble: Ensemble) -> None:
+           ensemble: Ensemble, on_labelled: Labelled) -> None:
     if not records:
         return
-    scores, absent = score_images(ref, np.stack(images))
+    scores, absent = score_images(ref, np.stack(images), on_labelled)
     quality, used = ensemble.quality(scores)
     for i, record in enumerate(records):
         record["scores"] = {key: float(values[i]) for key, values in scores.items()}
@@ -176,19 +179,20 @@ def _label(records, ref: np.ndarray, images: list[np.ndarray], score_images: Sco
 
 def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: ScoreImages,
                   ensemble: Ensemble, location: Location,
-                  on_reference: Callable[[int, int], None] | None = None,
+                  on_progress: Callable[[int, int], None] | None = None,
                   denoise: Denoise = distortions.run_learned) -> ShardOutcome:
     """Make shard `index` of the plan and publish it (stats last). References stream into the
     staged tar as they are decoded; the distorted samples follow, in a seeded shuffled order,
-    once all are labelled (they wait on local disk, not in memory). `on_reference(samples,
-    failures)` is told after each reference."""
+    once all are labelled (they wait on local disk, not in memory). `on_progress(samples,
+    failures)` is told as parts of a reference's versions are labelled and as each reference
+    ends (its own sample and its failures)."""
     outcome = ShardOutcome(index)
     writer = ShardWriter(location, index)
     try:
         with SpilledSamples() as distorted:
             for ref in plan.shard(index):
                 distorted.extend(_reference_samples(ref, config, score_images, ensemble, writer,
-                                                    outcome, on_reference, denoise))
+                                                    outcome, on_progress, denoise))
             with _Timer(outcome.seconds, "write"):
                 _finish(writer, distorted, config, outcome, location, plan.digest)
     except BaseException:
@@ -197,7 +201,7 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: Score
     return outcome
 
 
-def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_reference,
+def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_progress,
                        denoise):
     """Write one reference to the tar; return its labelled (record, PNG) distorted samples."""
     failures_before = len(outcome.failures)
@@ -214,12 +218,13 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
             pngs = [encode_png(image) for _, image in made]
         with _Timer(outcome.seconds, "label"):
             _label([record for record, _ in made], pixels, [image for _, image in made],
-                   score_images, ensemble)
+                   score_images, ensemble,
+                   lambda count: on_progress(count, 0) if on_progress else None)
         made = [(record, png) for (record, _), png in zip(made, pngs, strict=True)]
         outcome.references += 1
         outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made)
-    if on_reference:
-        on_reference(len(made) + (pixels is not None), len(outcome.failures) - failures_before)
+    if on_progress:
+        on_progress(int(pixels is not None), len(outcome.failures) - failures_before)
     return made
 
 

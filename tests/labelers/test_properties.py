@@ -167,6 +167,6 @@ def test_a_pass_that_runs_out_of_memory_is_split_and_the_scores_are_unchanged(no
         labeler.device = torch.device("cuda")  # the GPU route's pass sizes; tensors stay here
         labeler.memory_budget, labeler.per_image_bytes["mae"] = 12_000, 1_000  # all 12 fit
         tight = _OutOfMemoryAbove(metric, limit=3)
-        scores = labeler._compare_all("mae", tight, prepared, dists)
+        scores = labeler._compare("mae", tight, prepared, dists)
     torch.testing.assert_close(scores, expected, rtol=0, atol=0)
     assert tight.sizes == [12, 6, 3, 3, 3, 3]  # halved until it fits, then kept

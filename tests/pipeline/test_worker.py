@@ -198,3 +198,15 @@ def test_hostile_local_sources_end_in_a_completed_shard_each_recorded(tmp_path, 
     assert tally.sources == 6
     uris = pq.read_table(location.path("sources.parquet")).column("uri").to_pylist()
     assert any(uri.endswith("caf\\xe9.png") for uri in uris)
+
+
+def test_progress_moves_as_parts_of_a_reference_are_labelled(tmp_path, fast_config,
+                                                             mae_ensemble):
+    config = fast_config("embedded", limit=1)  # one reference: 3 types x 2 levels
+    plan = Plan.make(list_sources("embedded"), config)
+    calls = []
+    scorer = local_scorer(Labeler(metrics=config.metrics, device="cpu", batch_size=2))
+    outcome = produce_shard(0, plan, config, scorer, mae_ensemble,
+                            Location.parse(config.out), lambda *call: calls.append(call))
+    assert calls == [(2, 0), (2, 0), (2, 0), (1, 0)]  # three labelled parts, then the reference
+    assert sum(samples for samples, _ in calls) == outcome.samples == 7
