@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect", help="summarise and validate a dataset (tar, parquet, stats, plan agree)",
         description=_inspect.__doc__)
     inspecting.add_argument("out", metavar="OUT")
+    inspecting.add_argument("--deep", type=int, nargs="?", const=8, default=0, metavar="N",
+                            help="also replay N sampled versions from their recipes and "
+                                 "re-score them (default 8)")
     inspecting.set_defaults(run=_inspect)
     levels = commands.add_parser(
         "validate-levels", help="check that mean labels fall with the level (table and plot)",
@@ -165,7 +168,7 @@ def _inspect(args: argparse.Namespace) -> int:
     """Print a dataset's summary and validate it; exit 1 when a problem is found."""
     from pipeline.inspect_dataset import inspect
 
-    lines, problems = inspect(args.out)
+    lines, problems = inspect(args.out, args.deep)
     print("\n".join(lines))
     for problem in problems:
         print(f"PROBLEM: {problem}")

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 
+from pipeline.deep_check import deep_check
 from pipeline.plan import Plan
 from shards.reader import PLAN_FILE, shard_problems, shard_stats, tar_members
 from shards.storage import Location
@@ -49,8 +50,9 @@ def check_shard(location: Location, plan: Plan, index: int, per_reference: int) 
     return problems
 
 
-def inspect(out: str) -> tuple[list[str], list[str]]:
-    """(summary lines, problems) of the dataset in `out`."""
+def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
+    """(summary lines, problems) of the dataset in `out`; with `deep` > 0 that many sampled
+    versions are also replayed from their recipes and re-scored (pipeline.deep_check)."""
     location = Location.parse(out)
     if not location.exists(location.path(PLAN_FILE)):
         return [], [f"{out} has no {PLAN_FILE}: not a dataset written by generate"]
@@ -72,4 +74,7 @@ def inspect(out: str) -> tuple[list[str], list[str]]:
             lines.append(f"labels without: {', '.join(report['metrics_absent'])}")
     else:
         problems.append("no report.json: the run has not finished (rerun generate to resume)")
+    if deep:
+        deep_lines, deep_problems = deep_check(location, deep)
+        lines, problems = lines + deep_lines, problems + deep_problems
     return lines, problems

@@ -6,18 +6,21 @@ import json
 import os
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 from PIL import Image
 
 from labelers import Labeler
+from pipeline.deep_check import deep_check
 from pipeline.errors import PlanMismatchError
 from pipeline.plan import Plan, differences, label_identity, persist_or_check, split_of
 from pipeline.report import merge
 from pipeline.sources import list_sources
 from pipeline.worker import local_scorer, produce_shard
 from shards.reader import read_index, tar_urls
+from shards.schema import INDEX_SCHEMA
 from shards.storage import Location
 from shards.writer import shard_paths
 
@@ -210,3 +213,22 @@ def test_progress_moves_as_parts_of_a_reference_are_labelled(tmp_path, fast_conf
                             Location.parse(config.out), lambda *call: calls.append(call))
     assert calls == [(2, 0), (2, 0), (2, 0), (1, 0)]  # three labelled parts, then the reference
     assert sum(samples for samples, _ in calls) == outcome.samples == 7
+
+
+@pytest.mark.slow
+def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_path,
+                                                                          fast_config,
+                                                                          mae_ensemble):
+    config = fast_config("embedded", limit=2, shard_refs=1, distortion_ids=(1, 8, 13))
+    _, location, _ = _run_all(config, mae_ensemble)
+    lines, problems = deep_check(location, 100)  # all 12 versions
+    assert problems == []
+    assert "12 replayed exactly" in lines[0] and "re-scored with gmsd, mae" in lines[0]
+    path = shard_paths(location, 1)["parquet"]
+    rows = pq.read_table(path).to_pylist()
+    victim = next(row for row in rows if row["kind"] == "distorted")
+    victim["scores"]["mae"] += 0.01
+    pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), path)
+    _, problems = deep_check(location, 100)
+    assert problems == [f"{victim['key']}: mae scores {victim['scores']['mae'] - 0.01:.6g} "
+                        f"here, {victim['scores']['mae']} stored"]

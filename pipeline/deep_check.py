@@ -1,0 +1,87 @@
+"""`inspect --deep`: a seeded sample of a dataset's distorted samples replayed and re-scored.
+
+Each sampled version is made again from its stored reference and recipe, and its pixels'
+SHA-256 compared with the one recorded; its pair is scored again on this machine and the raw
+scores compared with the stored ones. A learned-denoiser version made on another device than
+this one may differ by one intensity level (recorded device vs this one): that is reported,
+not counted as a problem."""
+
+import json
+
+import numpy as np
+
+import distortions
+from distortions.denoiser import active_denoiser
+from labelers import Labeler
+from pipeline.encoding import decode_png, pixel_sha256
+from shards.reader import complete_shards, read_index, tar_members
+from shards.storage import Location
+from shards.writer import shard_paths
+
+SCORE_TOLERANCE = 1e-4  # absolute and relative: a GPU's scores against this CPU's (bench-gpu)
+
+
+def _sample(location: Location, count: int, seed: int) -> list[dict]:
+    rows = [row for row in read_index(location).to_pylist() if row["kind"] == "distorted"]
+    picks = np.random.default_rng(seed).permutation(len(rows))[:count]
+    return [rows[i] for i in sorted(picks)]
+
+
+def _pixels(location: Location, shard: int, keys: set[str]) -> dict[str, np.ndarray]:
+    members = tar_members(location, shard_paths(location, shard)["tar"])
+    return {key: decode_png(parts["png"]) for key, parts in members.items() if key in keys}
+
+
+def _replay(row: dict, reference: np.ndarray, stored: np.ndarray) -> tuple[str | None, str]:
+    """(a problem or None, a note) for one replayed version."""
+    recipe = json.loads(row["recipe"])
+    again = distortions.replay(reference, recipe)
+    if pixel_sha256(again) == row["sha256"] == pixel_sha256(stored):
+        return None, "replayed exactly"
+    largest = int(np.abs(again.astype(int) - stored.astype(int)).max())
+    made_on = recipe["params"].get("device")
+    here = active_denoiser().spec.device if made_on else None
+    if made_on and made_on != here and largest <= 1:
+        return None, f"replayed within 1 level (made on {made_on}, replayed on {here})"
+    return (f"{row['key']}: replay differs from the stored pixels (up to {largest} levels)",
+            "replay differs")
+
+
+def _rescore(row: dict, reference: np.ndarray, stored: np.ndarray, labeler: Labeler
+             ) -> str | None:
+    scores = labeler.score(reference, stored[None])
+    for key in labeler.keys:
+        recorded, again = row["scores"][key], float(scores[key][0])
+        if recorded is None or abs(again - recorded) > SCORE_TOLERANCE * (1 + abs(recorded)):
+            return f"{row['key']}: {key} scores {again:.6g} here, {recorded} stored"
+    return None
+
+
+def deep_check(location: Location, count: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """(summary lines, problems) of `count` sampled versions replayed and re-scored."""
+    if not complete_shards(location):
+        return [], ["deep check: no complete shard to sample"]
+    rows = _sample(location, count, seed)
+    stored_metrics = [key for key, value in rows[0]["scores"].items() if value is not None]
+    labeler = Labeler(stored_metrics, device="cpu", allow_missing=True)
+    problems, notes = [], []
+    by_shard: dict[int, list[dict]] = {}
+    shard_of = {key: index for index in complete_shards(location)
+                for key in read_index(location, [index], ["key"]).column("key").to_pylist()}
+    for row in rows:
+        by_shard.setdefault(shard_of[row["key"]], []).append(row)
+    for shard, shard_rows in by_shard.items():
+        wanted = {row["key"] for row in shard_rows} | {f"{row['ref_id']}_ref"
+                                                       for row in shard_rows}
+        pixels = _pixels(location, shard, wanted)
+        for row in shard_rows:
+            reference, stored = pixels[f"{row['ref_id']}_ref"], pixels[row["key"]]
+            problem, note = _replay(row, reference, stored)
+            notes.append(note)
+            problems += [p for p in (problem, _rescore(row, reference, stored, labeler)) if p]
+    counts = {note: notes.count(note) for note in sorted(set(notes))}
+    rescored = ", ".join(labeler.keys) + (f" ({', '.join(labeler.absent)} absent here)"
+                                           if labeler.absent else "")
+    return [f"deep check: {len(rows)} sampled versions: "
+            + "; ".join(f"{n} {note}" for note, n in counts.items())
+            + f"; re-scored with {rescored}"], problems
