@@ -14,7 +14,7 @@ import distortions
 from distortions.denoiser import active_denoiser
 from labelers import Labeler
 from pipeline.encoding import decode_png, pixel_sha256
-from shards.reader import complete_shards, read_index, tar_members
+from shards.reader import read_index, tar_members
 from shards.storage import Location
 from shards.writer import shard_paths
 
@@ -22,7 +22,9 @@ SCORE_TOLERANCE = 1e-4  # absolute and relative: a GPU's scores against this CPU
 
 
 def _sample(location: Location, count: int, seed: int) -> list[dict]:
-    rows = [row for row in read_index(location).to_pylist() if row["kind"] == "distorted"]
+    """`count` distorted rows of the index (each with its shard), seeded."""
+    index = read_index(location, with_shard=True)
+    rows = [row for row in index.to_pylist() if row["kind"] == "distorted"]
     picks = np.random.default_rng(seed).permutation(len(rows))[:count]
     return [rows[i] for i in sorted(picks)]
 
@@ -59,17 +61,18 @@ def _rescore(row: dict, reference: np.ndarray, stored: np.ndarray, labeler: Labe
 
 def deep_check(location: Location, count: int, seed: int = 0) -> tuple[list[str], list[str]]:
     """(summary lines, problems) of `count` sampled versions replayed and re-scored."""
-    if not complete_shards(location):
-        return [], ["deep check: no complete shard to sample"]
-    rows = _sample(location, count, seed)
+    try:
+        rows = _sample(location, count, seed)
+    except FileNotFoundError as error:
+        return [], [f"deep check: {error}"]
+    if not rows:
+        return [], ["deep check: no distorted sample to check"]
     stored_metrics = [key for key, value in rows[0]["scores"].items() if value is not None]
     labeler = Labeler(stored_metrics, device="cpu", allow_missing=True)
     problems, notes = [], []
     by_shard: dict[int, list[dict]] = {}
-    shard_of = {key: index for index in complete_shards(location)
-                for key in read_index(location, [index], ["key"]).column("key").to_pylist()}
     for row in rows:
-        by_shard.setdefault(shard_of[row["key"]], []).append(row)
+        by_shard.setdefault(row["shard"], []).append(row)
     for shard, shard_rows in by_shard.items():
         wanted = {row["key"] for row in shard_rows} | {f"{row['ref_id']}_ref"
                                                        for row in shard_rows}

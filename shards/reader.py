@@ -93,13 +93,17 @@ def no_complete_shard(location: Location) -> FileNotFoundError:
 
 
 def read_index(location: Location, shards: list[int] | None = None,
-               columns: list[str] | None = None) -> pa.Table:
-    """The parquet index of the given (default: every complete) shard, concatenated."""
+               columns: list[str] | None = None, with_shard: bool = False) -> pa.Table:
+    """The parquet index of the given (default: every complete) shard, concatenated; with
+    `with_shard` a `shard` column says which shard each row came from."""
     indices = complete_shards(location) if shards is None else shards
     tables = []
     for index in indices:
         with location.fs.open_input_file(shard_paths(location, index)["parquet"]) as handle:
-            tables.append(pq.read_table(handle, columns=columns))
+            table = pq.read_table(handle, columns=columns)
+        if with_shard:
+            table = table.append_column("shard", pa.array([index] * len(table), pa.int32()))
+        tables.append(table)
     if not tables:
         raise no_complete_shard(location)
     return pa.concat_tables(tables)

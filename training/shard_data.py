@@ -18,7 +18,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from shards.keys import ref_id_of
-from shards.reader import complete_shards, no_complete_shard, read_index, read_sources
+from shards.reader import read_index, read_sources
 from shards.schema import METRIC_KEYS
 from shards.storage import Location
 from shards.writer import shard_paths
@@ -88,14 +88,8 @@ class SplitShards:
 def distorted_index(location: Location) -> pa.Table:
     """ref_id, ensemble_hash and shard of every distorted sample in the complete shards: the
     parquet indexes, read once for all the questions a run asks of them."""
-    tables = []
-    for index in complete_shards(location):
-        table = read_index(location, [index], columns=["ref_id", "kind", "ensemble_hash"])
-        table = table.filter(pc.equal(table["kind"], "distorted"))
-        tables.append(table.append_column("shard", pa.array([index] * len(table), pa.int32())))
-    if not tables:
-        raise no_complete_shard(location)
-    return pa.concat_tables(tables)
+    table = read_index(location, columns=["ref_id", "kind", "ensemble_hash"], with_shard=True)
+    return table.filter(pc.equal(table["kind"], "distorted"))
 
 
 def split_shards(location: Location, index: pa.Table, splits: dict[str, str],
