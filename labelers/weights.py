@@ -1,9 +1,11 @@
 """The ImageNet backbones LPIPS and DISTS need, in the torch hub cache.
 
 Files live in `$TORCH_HOME/hub/checkpoints/` (default `~/.cache/torch/hub/checkpoints/`) under
-their torchvision names; the 8 hex digits in each name are the start of its SHA-256. A machine
-without them fails with one message naming the files, the directory and the two commands that
-provide them; labels are never computed with random weights.
+their torchvision names; the 8 hex digits in each name are the start of its SHA-256, and the
+whole SHA-256 of each published file is pinned here: a file is imported or kept from a download
+only when all of it matches. A machine without them fails with one message naming the files,
+the directory and the two commands that provide them; labels are never computed with random
+weights.
 """
 
 import hashlib
@@ -24,6 +26,7 @@ class Backbone:
     metric: str
     filename: str
     megabytes: int
+    sha256: str  # of the whole published file
 
     @property
     def hash_prefix(self) -> str:
@@ -31,8 +34,10 @@ class Backbone:
 
 
 BACKBONES = {
-    "lpips": Backbone("lpips", "alexnet-owt-7be5be79.pth", 233),
-    "dists": Backbone("dists", "vgg16-397923af.pth", 528),
+    "lpips": Backbone("lpips", "alexnet-owt-7be5be79.pth", 233,
+                      "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02"),
+    "dists": Backbone("dists", "vgg16-397923af.pth", 528,
+                      "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0"),
 }
 
 
@@ -41,7 +46,7 @@ class WeightsMissingError(LabelerError):
 
 
 class WeightsHashError(LabelerError):
-    """A weight file's SHA-256 does not start with the prefix in its name."""
+    """A weight file's SHA-256 is not the published file's."""
 
 
 def checkpoint_dir() -> Path:
@@ -77,12 +82,20 @@ def require(metric: str) -> Path:
     return path
 
 
-def sha256_prefix_ok(path: Path, prefix: str) -> bool:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest().startswith(prefix)
+    return digest.hexdigest()
+
+
+def check_hash(path: Path, backbone: Backbone) -> None:
+    """WeightsHashError unless the file at `path` is the published one, byte for byte."""
+    found = file_sha256(path)
+    if found != backbone.sha256:
+        raise WeightsHashError(f"{path}: SHA-256 {found} is not {backbone.sha256}, the "
+                               f"published {backbone.filename}")
 
 
 def import_from(folder: Path) -> list[Path]:
@@ -92,10 +105,7 @@ def import_from(folder: Path) -> list[Path]:
         source = Path(folder) / backbone.filename
         if not source.is_file():
             continue
-        if not sha256_prefix_ok(source, backbone.hash_prefix):
-            raise WeightsHashError(
-                f"{source}: SHA-256 does not start with {backbone.hash_prefix}; not imported"
-            )
+        check_hash(source, backbone)
         checkpoint_dir().mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, checkpoint_dir() / backbone.filename)
         copied.append(checkpoint_dir() / backbone.filename)
@@ -106,7 +116,8 @@ def import_from(folder: Path) -> list[Path]:
 
 
 def fetch() -> list[Path]:
-    """Download the missing backbone files (where a network exists), checking their hashes."""
+    """Download the missing backbone files (where a network exists), checking their hashes; a
+    download that is not the published file is deleted."""
     fetched = []
     for metric in missing(list(BACKBONES)):
         backbone = BACKBONES[metric]
@@ -120,5 +131,10 @@ def fetch() -> list[Path]:
                 f"could not download {backbone.filename}: {error}. "
                 "Copy the files from a machine that has them with `iqa-factory weights import DIR`."
             ) from error
+        try:
+            check_hash(weight_path(metric), backbone)
+        except WeightsHashError:
+            weight_path(metric).unlink()
+            raise
         fetched.append(weight_path(metric))
     return fetched

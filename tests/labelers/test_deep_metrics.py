@@ -74,13 +74,33 @@ def test_missing_lists_only_absent_backbones(random_weights, tmp_path, monkeypat
     assert weights.missing(["lpips", "dists", "gmsd"]) == ["lpips", "dists"]
 
 
-def test_import_checks_the_hash_prefix(tmp_path, monkeypatch):
+def test_pinned_hashes_are_whole_sha256_digests_that_the_file_names_begin():
+    for backbone in weights.BACKBONES.values():
+        assert len(backbone.sha256) == 64 and int(backbone.sha256, 16) >= 0
+        assert backbone.sha256.startswith(backbone.hash_prefix)  # torchvision's naming rule
+
+
+def _published(monkeypatch, payload: bytes) -> str:
+    """Pretend `payload` is the published AlexNet file; returns its file name."""
+    digest = hashlib.sha256(payload).hexdigest()
+    name = f"alexnet-owt-{digest[:8]}.pth"
+    monkeypatch.setitem(weights.BACKBONES, "lpips", weights.Backbone("lpips", name, 1, digest))
+    return name
+
+
+def test_import_refuses_a_file_whose_whole_hash_differs(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
     source = tmp_path / "downloads"
     source.mkdir()
     (source / weights.BACKBONES["lpips"].filename).write_bytes(b"not the real file")
-    with pytest.raises(weights.WeightsHashError, match="does not start with 7be5be79"):
+    with pytest.raises(weights.WeightsHashError, match="is not 7be5be791159472b"):
         weights.import_from(source)
+    name = _published(monkeypatch, b"published")
+    # same first 8 hex digits in the name, other bytes: a prefix check would let it in
+    (source / name).write_bytes(b"published, then truncated or tampered with")
+    with pytest.raises(weights.WeightsHashError):
+        weights.import_from(source)
+    assert not (weights.checkpoint_dir() / name).exists()
     with pytest.raises(weights.WeightsMissingError, match="none of"):
         weights.import_from(tmp_path / "home")
 
@@ -88,14 +108,12 @@ def test_import_checks_the_hash_prefix(tmp_path, monkeypatch):
 def test_import_copies_a_file_whose_hash_matches(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
     payload = b"x"
-    prefix = hashlib.sha256(payload).hexdigest()[:8]
-    monkeypatch.setitem(weights.BACKBONES, "lpips",
-                        weights.Backbone("lpips", f"alexnet-owt-{prefix}.pth", 1))
+    name = _published(monkeypatch, payload)
     source = tmp_path / "downloads"
     source.mkdir()
-    (source / f"alexnet-owt-{prefix}.pth").write_bytes(payload)
+    (source / name).write_bytes(payload)
     copied = weights.import_from(source)
-    assert copied == [weights.checkpoint_dir() / f"alexnet-owt-{prefix}.pth"]
+    assert copied == [weights.checkpoint_dir() / name]
     assert copied[0].read_bytes() == payload
 
 
