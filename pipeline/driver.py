@@ -17,13 +17,19 @@ from labelers import weights
 from labelers.ensemble import load as load_ensemble
 from pipeline.actors import LabelerActor, ProgressActor, shard_task
 from pipeline.config import RunConfig
-from pipeline.errors import LabelersUnavailableError, ShardsFailedError
+from pipeline.errors import (
+    ClusterAuthError,
+    ClusterUnreachableError,
+    LabelersUnavailableError,
+    ShardsFailedError,
+)
 from pipeline.lease import Lease
 from pipeline.plan import Plan, label_identity, persist_or_check
 from pipeline.probe import check_reachable
 from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout
 from pipeline.sources import list_sources
+from pipeline.submit import AUTHENTICATION_ERRORS
 from shards.reader import (
     PLAN_FILE,
     SOURCES_FILE,
@@ -79,12 +85,32 @@ def _start_ray() -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
+        _check_cluster_answers(os.environ["RAY_ADDRESS"])
         context = ray.init()
     else:
         context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1",
                            dashboard_port=DASHBOARD_PORT, log_to_driver=False)
     if context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}" + _token_hint(), flush=True)
+
+
+def _check_cluster_answers(address: str) -> None:
+    """Fail at once with a hint when the GCS at `address` (host:port) wants Ray's token and this
+    client sends none; ray.init would retry for 20 s, print a GCS warning each second, and say
+    only 'Failed to connect'. The probe is Ray's own GCS client (private API): anything it
+    raises but these two errors is left for ray.init to report."""
+    if "://" in address or address in ("auto", "local"):
+        return
+    try:
+        from ray._raylet import GcsClient
+        GcsClient(address=address)
+    except AUTHENTICATION_ERRORS:
+        raise ClusterAuthError.for_address(f"RAY_ADDRESS={address}") from None
+    except ray.exceptions.RpcError as error:
+        raise ClusterUnreachableError(f"no Ray cluster answers at RAY_ADDRESS={address} "
+                                      f"({error}): is it running, and is the port open?") from None
+    except Exception:  # a changed private API: ray.init speaks instead
+        return
 
 
 def _token_hint() -> str:

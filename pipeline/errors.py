@@ -18,7 +18,17 @@ class ShardsFailedError(PipelineError):
 
 
 class ClusterAuthError(PipelineError):
-    """The cluster's Jobs API refused the request: Ray token authentication without a token."""
+    """The cluster refused this client: Ray token authentication, and no token sent."""
+
+    @classmethod
+    def for_address(cls, address: str) -> "ClusterAuthError":
+        return cls(f"{address} requires Ray's authentication token: export RAY_AUTH_MODE=token "
+                   "and RAY_AUTH_TOKEN=<the cluster's token> (or save it in ~/.ray/auth_token) "
+                   "and run again")
+
+
+class ClusterUnreachableError(PipelineError):
+    """The Ray cluster RAY_ADDRESS names does not answer."""
 
 
 class LabelersUnavailableError(PipelineError):

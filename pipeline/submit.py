@@ -49,9 +49,7 @@ def submit_to_cluster(address: str, argv: list[str]) -> int:
     try:
         return _submit_and_follow(address, argv)
     except AUTHENTICATION_ERRORS:
-        raise ClusterAuthError(
-            f"{address} requires Ray's authentication token: export RAY_AUTH_TOKEN=<the "
-            "cluster's token> (or save it in ~/.ray/auth_token) and run again") from None
+        raise ClusterAuthError.for_address(address) from None
 
 
 def _submit_and_follow(address: str, argv: list[str]) -> int:

@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -51,13 +52,19 @@ def _without_token() -> dict:
     return {k: v for k, v in os.environ.items() if k not in TOKEN}
 
 
+@dataclass(frozen=True)
+class Head:
+    jobs: str  # the dashboard's Jobs API
+    gcs: str   # what RAY_ADDRESS names
+
+
 @pytest.fixture
 def ray_head():
     """A Ray head with token authentication and the project's environment first on PATH (the
     job runs `python -m pipeline.cli`), as a remote cluster would be set up."""
-    dashboard = _free_port()
+    dashboard, gcs = _free_port(), _free_port()
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    subprocess.run([RAY, "start", "--head", f"--port={_free_port()}", "--num-cpus=2",
+    subprocess.run([RAY, "start", "--head", f"--port={gcs}", "--num-cpus=2",
                     "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                     f"--dashboard-port={dashboard}", "--disable-usage-stats"],
                    check=True, capture_output=True, timeout=180,
@@ -65,7 +72,7 @@ def ray_head():
     address = f"http://127.0.0.1:{dashboard}"
     try:
         _wait_for(f"{address}/api/version")
-        yield address
+        yield Head(address, f"127.0.0.1:{gcs}")
     finally:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
 
@@ -82,13 +89,26 @@ def _generate(address: str, folder, ensemble, out, env: dict) -> subprocess.Comp
 def test_address_submits_the_run_as_a_job_and_follows_it(ray_head, shifted_sources, tmp_path):
     folder, ensemble = shifted_sources(2)
     out = tmp_path / "out"
-    refused = _generate(ray_head, folder, ensemble, out, _without_token())
+    refused = _generate(ray_head.jobs, folder, ensemble, out, _without_token())
     assert refused.returncode == 2
-    assert "requires Ray's authentication token: export RAY_AUTH_TOKEN" in refused.stderr
+    assert "requires Ray's authentication token: export RAY_AUTH_MODE=token" in refused.stderr
     assert "Traceback" not in refused.stderr
-    result = _generate(ray_head, folder, ensemble, out, {**_without_token(), **TOKEN})
+    result = _generate(ray_head.jobs, folder, ensemble, out, {**_without_token(), **TOKEN})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "submitted job" in result.stdout and "SUCCEEDED" in result.stdout
     assert complete_shards(Location.parse(str(out))) == [0, 1]
     _, problems = inspect(str(out))
     assert problems == []
+
+
+def test_ray_address_of_a_token_cluster_without_the_token_gets_the_hint(ray_head, tmp_path):
+    """Before: twenty seconds of GCS warnings, one a second, then only 'Failed to connect'."""
+    refused = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "generate", "--sources", "embedded",
+         "--limit", "1", "--out", str(tmp_path / "out"), "--allow-missing-metrics"],
+        cwd=REPOSITORY, capture_output=True, text=True, timeout=300,
+        env={**_without_token(), "RAY_ADDRESS": ray_head.gcs})
+    assert refused.returncode == 2
+    assert f"RAY_ADDRESS={ray_head.gcs} requires Ray's authentication token" in refused.stderr
+    assert "RAY_AUTH_MODE=token" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.stderr.count("Failed to get cluster ID") <= 1  # the probe, not a retry loop
