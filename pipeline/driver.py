@@ -232,7 +232,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     resumed = persist_or_check(plan, location, restart=options.restart)
     write_run_files(location, config, plan, ensemble, absent)
     _start_ray()
-    check_reachable(plan, config.out)
+    check_reachable(plan, config.sources, config.out)
     todo = [i for i in range(plan.shard_count)
             if not shard_is_complete(location, i, plan.digest, options.verify)]
     if resumed:

@@ -1,11 +1,12 @@
 """One writer per output: a lease file in OUT that a driver creates before any work, refreshes
 while it runs and removes at the end. A second driver is refused with the holder's name.
 
-Locally the lease is created exclusively (O_EXCL: two drivers cannot both succeed). pyarrow's
-object-store filesystems offer no conditional put, so there the lease is read, then written:
-it catches a second driver started later, not two started in the same instant (documented).
-A lease whose holder stopped refreshing it (a killed driver) is stale: one left by a dead
-process on this host is taken over at once, any other after `--take-over`."""
+The lease is created exclusively: O_EXCL locally, a conditional put (If-None-Match: *) on S3,
+so of two drivers started in the same instant one wins. pyarrow's other object stores (GCS)
+offer no conditional put: there the lease is checked, then written, which catches a second
+driver started later but not two in the same instant. A lease whose holder stopped refreshing
+it (a killed driver) is stale: one left by a dead process on this host is taken over at once,
+any other after `--take-over`."""
 
 import json
 import os
@@ -91,18 +92,7 @@ class Lease:
 
     def _create(self) -> bool:
         """Create the lease file; False if it exists."""
-        if self.location.atomic_rename:  # local: exclusive creation
-            try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(descriptor, "w") as handle:
-                json.dump(self.holder, handle)
-            return True
-        if self.location.exists(self.path):
-            return False
-        self._write()
-        return True
+        return self.location.create_exclusive(self.path, json.dumps(self.holder).encode())
 
     def _read(self) -> dict:
         try:

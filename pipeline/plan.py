@@ -21,6 +21,14 @@ class PlannedReference:
     uri: str
     order_key: str
     split: str
+    key: str = ""  # an object-store listing's key (Source.key)
+
+    def to_json(self) -> dict:
+        """Its fields; an empty key is left out, so plans without keys keep their digest."""
+        return {name: value for name, value in asdict(self).items() if name != "key" or value}
+
+    def source(self) -> Source:
+        return Source(self.uri, self.order_key, self.ref_id, self.key)
 
 
 def split_of(ref_id: str, seed: int) -> str:
@@ -44,7 +52,7 @@ class Plan:
         chosen = sources[: config.limit] if config.limit else sources
         ids = ref_ids(source.stem for source in chosen)
         references = tuple(
-            PlannedReference(ref_id, s.uri, s.order_key, split_of(ref_id, config.seed))
+            PlannedReference(ref_id, s.uri, s.order_key, split_of(ref_id, config.seed), s.key)
             for ref_id, s in zip(ids, chosen, strict=True))
         return cls({**config.plan_inputs(), **(labels or {})}, references)
 
@@ -60,7 +68,7 @@ class Plan:
         return self.references[index * self.shard_refs:(index + 1) * self.shard_refs]
 
     def to_json(self) -> dict:
-        return {"inputs": self.inputs, "references": [asdict(r) for r in self.references]}
+        return {"inputs": self.inputs, "references": [r.to_json() for r in self.references]}
 
     @cached_property
     def digest(self) -> str:

@@ -7,18 +7,18 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipeline.errors import UnreachableStorageError
-from pipeline.plan import Plan
+from pipeline.plan import Plan, PlannedReference
 from pipeline.sources import read_bytes
 from shards.storage import Location
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _probe(first_source_uri: str | None, out: str) -> tuple[str, list[str]]:
+def _probe(first: PlannedReference | None, store: str, out: str) -> tuple[str, list[str]]:
     """(this node's address, problems found) after reading a source and writing to OUT."""
     problems = []
-    if first_source_uri is not None:
+    if first is not None:
         try:
-            read_bytes(first_source_uri)
+            read_bytes(first.uri, first.key, store)
         except ValueError as error:
             problems.append(f"SOURCES: {error}")
     location = Location.parse(out)
@@ -39,14 +39,13 @@ def _another_node() -> str | None:
     return others[0] if others else None
 
 
-def check_reachable(plan: Plan, out: str) -> None:
+def check_reachable(plan: Plan, sources: str, out: str) -> None:
     """Raise UnreachableStorageError unless a worker node can read SOURCES and write OUT."""
-    first = next((ref.uri for ref in plan.references if not ref.uri.startswith("embedded:")),
-                 None)
+    first = next((ref for ref in plan.references if not ref.uri.startswith("embedded:")), None)
     node = _another_node()
     options = ({"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
                if node else {})
-    address, problems = ray.get(_probe.options(**options).remote(first, out))
+    address, problems = ray.get(_probe.options(**options).remote(first, sources, out))
     if problems:
         raise UnreachableStorageError(
             f"from worker node {address}: {'; '.join(problems)}. On a cluster, SOURCES and OUT "

@@ -2,6 +2,7 @@
 in a stable order, and loading one as 8-bit RGB."""
 
 import csv
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -21,9 +22,12 @@ LIST_EXTENSIONS = {".txt", ".csv", ".lst"}
 
 @dataclass(frozen=True)
 class Source:
-    uri: str        # what to read: a path, a URI, or embedded:NAME
+    uri: str        # what to read (or, in an object-store listing, to show): a path, a URI,
+                    # or embedded:NAME
     order_key: str  # relative path or URI: the stable sort order
     stem: str       # file name without extension, for the ref_id
+    key: str = ""   # in an object-store listing: the object's path as listed, read through the
+                    # listing's filesystem (a key with a space, ? # or % is never re-parsed)
 
 
 def _is_image_name(name: str) -> bool:
@@ -55,12 +59,19 @@ def _folder_identity(path: Path) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
+@functools.lru_cache(maxsize=4)
+def store_filesystem(spec: str) -> pafs.FileSystem:
+    """The filesystem of an object-store listing URI (with its endpoint and options), made once
+    per process."""
+    return pafs.FileSystem.from_uri(spec)[0]
+
+
 def _from_object_store(uri: str) -> list[Source]:
-    fs, root = pafs.FileSystem.from_uri(uri)
+    root = pafs.FileSystem.from_uri(uri)[1]
     scheme = uri.split("://", 1)[0]
-    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    infos = store_filesystem(uri).get_file_info(pafs.FileSelector(root, recursive=True))
     return [Source(f"{scheme}://{info.path}", info.path.removeprefix(root).lstrip("/"),
-                   PurePosixPath(info.path).stem)
+                   PurePosixPath(info.path).stem, key=info.path)
             for info in infos if info.type == pafs.FileType.File and _is_image_name(info.path)]
 
 
@@ -94,9 +105,13 @@ def list_sources(spec: str) -> list[Source]:
     return sorted(found, key=lambda source: source.order_key)
 
 
-def read_bytes(uri: str) -> bytes:
-    """The bytes behind a path or URI; unreadable sources raise DecodeError('unreadable')."""
+def read_bytes(uri: str, key: str = "", store: str = "") -> bytes:
+    """The bytes behind a path or URI, or behind `key` in the filesystem of the listing URI
+    `store`; unreadable sources raise DecodeError('unreadable')."""
     try:
+        if key:
+            with store_filesystem(store).open_input_stream(key) as stream:
+                return stream.read()
         if "://" in uri:
             fs, path = pafs.FileSystem.from_uri(uri)
             with fs.open_input_stream(path) as stream:
@@ -129,9 +144,10 @@ def read_rgb(text: str) -> np.ndarray:
     return load(single(text)).pixels
 
 
-def load(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
-    """A source as 8-bit RGB with its conversions, or DecodeError with the reason."""
+def load(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, store: str = "") -> Decoded:
+    """A source as 8-bit RGB with its conversions, or DecodeError with the reason; `store` is
+    the listing URI its key belongs to (the run's SOURCES)."""
     if source.uri.startswith(EMBEDDED_PREFIX):
         pixels = embedded_photo(source.uri.removeprefix(EMBEDDED_PREFIX))
         return Decoded(pixels, (pixels.shape[1], pixels.shape[0]), ())
-    return decode(read_bytes(source.uri), max_pixels)
+    return decode(read_bytes(source.uri, source.key, store), max_pixels)

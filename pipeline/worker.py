@@ -17,7 +17,7 @@ from pipeline.decode import DecodeError
 from pipeline.encoding import encode_png, pixel_sha256
 from pipeline.plan import Plan, PlannedReference
 from pipeline.sizing import SourceTooSmallError, cover_and_crop
-from pipeline.sources import Source, load, printable
+from pipeline.sources import load, printable
 from pipeline.spill import SpilledSamples
 from shards.keys import distorted_key, reference_key
 from shards.storage import Location
@@ -70,7 +70,7 @@ def _prepare_reference(ref: PlannedReference, config: RunConfig, outcome: ShardO
            "original_width": None, "original_height": None, "sha256": None, "conversions": [],
            "status": "failed", "reason": None}
     try:
-        decoded = load(Source(ref.uri, ref.order_key, ref.ref_id), config.max_pixels)
+        decoded = load(ref.source(), config.max_pixels, store=config.sources)
         width, height = decoded.original_size
         row.update(original_width=width, original_height=height,
                    conversions=list(decoded.conversions))

@@ -91,6 +91,58 @@ class Location:
         attempts at one shard never write the same file), or the final one on object stores."""
         return f"{final}.{uuid.uuid4().hex[:12]}.partial" if self.atomic_rename else final
 
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Write `path` only where no file has that name yet; False where one does. Locally an
+        exclusive creation (O_EXCL), on S3 a conditional put (If-None-Match: *): of two writers
+        one wins, even in the same instant. Other stores (GCS through pyarrow) get a check,
+        then a write: two writers in the same instant could both succeed."""
+        if self.atomic_rename:
+            try:
+                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            return True
+        if self.fs.type_name == "s3":
+            return _s3_put_if_absent(self.fs, path, data)
+        if self.exists(path):
+            return False
+        self.write_bytes(path, data)
+        return True
+
     def delete(self, path: str) -> None:
         if self.exists(path):
             self.fs.delete_file(path)
+
+
+def _s3_client(fs: pafs.S3FileSystem):
+    """A boto3 client for the same endpoint, region and credentials as a pyarrow S3 filesystem
+    (its pickled options; credentials it found in the environment, boto3 finds there too)."""
+    import boto3
+
+    options = fs.__reduce__()[1][0]
+    endpoint = options["endpoint_override"]
+    if endpoint and "://" not in endpoint:
+        endpoint = f"{options['scheme']}://{endpoint}"
+    return boto3.client("s3", region_name=options["region"] or None,
+                        endpoint_url=endpoint or None,
+                        aws_access_key_id=options["access_key"] or None,
+                        aws_secret_access_key=options["secret_key"] or None,
+                        aws_session_token=options["session_token"] or None)
+
+
+def _s3_put_if_absent(fs: pafs.S3FileSystem, path: str, data: bytes) -> bool:
+    from botocore.exceptions import ClientError
+
+    bucket, key = path.split("/", 1)
+    try:
+        _s3_client(fs).put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("PreconditionFailed",
+                                               "ConditionalRequestConflict"):
+            return False
+        raise
+    return True

@@ -89,15 +89,15 @@ def test_the_probe_refuses_unreachable_sources_and_outputs(local_ray, shifted_so
     folder, _ = shifted_sources(2)
     config = fast_config(str(folder))
     plan = Plan.make(list_sources(config.sources), config)
-    check_reachable(plan, str(tmp_path / "fine"))  # readable sources, writable output
+    check_reachable(plan, config.sources, str(tmp_path / "fine"))  # readable, writable
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     with pytest.raises(UnreachableStorageError, match=r"OUT .*a-file"):
-        check_reachable(plan, str(blocker / "out"))
+        check_reachable(plan, config.sources, str(blocker / "out"))
     missing = Plan(plan.inputs, (PlannedReference("gone", str(tmp_path / "gone.png"), "gone.png",
                                                   "train"),))
     with pytest.raises(UnreachableStorageError, match="SOURCES: unreadable"):
-        check_reachable(missing, str(tmp_path / "fine"))
+        check_reachable(missing, config.sources, str(tmp_path / "fine"))
 
 
 def test_learned_denoiser_on_the_actors_gives_the_same_bytes(local_ray, shifted_sources,
