@@ -13,7 +13,7 @@ from labelers.labeler import Labeler
 from pipeline.config import RunConfig
 from pipeline.plan import Plan
 from pipeline.progress_metrics import record_shard
-from pipeline.worker import produce_shard
+from pipeline.worker import Guard, produce_shard
 from shards.storage import Location
 
 
@@ -77,12 +77,22 @@ class LabelerActor:
         return {key: np.asarray(values) for key, values in scores.items()}, scores.absent
 
 
+QUARANTINE_STRIKES = 2  # worker deaths on one reference before it is left out
+
+
 @ray.remote(num_cpus=0, max_restarts=-1)
 class ProgressActor:
-    """Samples and failures reported by shard tasks as each reference finishes."""
+    """Samples and failures reported by shard tasks as each reference finishes; and the
+    reference each shard is making now, so that one on which workers die is quarantined.
 
-    def __init__(self):
+    A reference still marked as being made when its shard begins another one (a retry starts
+    the shard again) or when the driver hears the shard failed was being made by an attempt
+    that died: it gets a strike. At QUARANTINE_STRIKES it is no longer begun."""
+
+    def __init__(self, strikes: dict[str, int] | None = None):
         self.samples = self.failures = 0
+        self.strikes = dict(strikes or {})  # ref_id -> attempts that died on it
+        self.making: dict[int, str] = {}    # shard index -> ref_id being made
 
     def add(self, samples: int, failures: int) -> None:
         self.samples += samples
@@ -90,6 +100,38 @@ class ProgressActor:
 
     def read(self) -> tuple[int, int]:
         return self.samples, self.failures
+
+    def begin(self, index: int, ref_id: str) -> bool:
+        self.failed(index)
+        if self.strikes.get(ref_id, 0) >= QUARANTINE_STRIKES:
+            return False
+        self.making[index] = ref_id
+        return True
+
+    def end(self, index: int) -> None:
+        self.making.pop(index, None)
+
+    def failed(self, index: int) -> None:
+        ref_id = self.making.pop(index, None)
+        if ref_id is not None:
+            self.strikes[ref_id] = self.strikes.get(ref_id, 0) + 1
+
+    def ledger(self) -> dict:
+        return {"strikes": dict(self.strikes), "making": dict(self.making)}
+
+
+class ActorGuard(Guard):
+    """The worker's Guard on a cluster: the progress actor keeps the count (each call waits
+    for it, so the actor knows before work that may kill the process begins)."""
+
+    def __init__(self, progress: "ray.actor.ActorHandle", index: int):
+        self.progress, self.index = progress, index
+
+    def begin(self, ref_id: str) -> bool:
+        return ray.get(self.progress.begin.remote(self.index, ref_id))
+
+    def end(self) -> None:
+        ray.get(self.progress.end.remote(self.index))
 
 
 def nearest_labeler(index: int, labelers: list, nodes: list[str], here: str):
@@ -120,7 +162,8 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
 
     outcome = produce_shard(index, Plan.from_json(plan), RunConfig.from_json(config), score_images,
                             Ensemble.from_json(ensemble), Location.parse(out), on_progress,
-                            on_actor if denoise_on_actor else distortions.run_learned)
+                            on_actor if denoise_on_actor else distortions.run_learned,
+                            ActorGuard(progress, index))
     record_shard(outcome)
     return {"index": index, "samples": outcome.samples, "failures": len(outcome.failures),
             "seconds": outcome.seconds}

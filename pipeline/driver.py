@@ -17,6 +17,7 @@ from labelers import weights
 from labelers.ensemble import load as load_ensemble
 from pipeline.actors import LabelerActor, ProgressActor, shard_task
 from pipeline.config import RunConfig
+from pipeline.duplicates import find_duplicates
 from pipeline.errors import (
     ClusterAuthError,
     ClusterUnreachableError,
@@ -24,7 +25,7 @@ from pipeline.errors import (
     ShardsFailedError,
 )
 from pipeline.lease import Lease
-from pipeline.plan import Plan, label_identity, persist_or_check
+from pipeline.plan import Plan, chosen, label_identity, persist_or_check
 from pipeline.probe import check_reachable
 from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout
@@ -43,8 +44,9 @@ from shards.writer import SHARDS_DIR
 DASHBOARD_PORT = 8265
 PROGRESS_SECONDS = 2.0
 # what a run writes beside its shards (--restart removes them with the shards)
+STRIKES_FILE = "strikes.json"  # references worker processes died on (pipeline.actors)
 RUN_FILES = ("manifest.json", "ensemble.json", "report.json", SOURCES_FILE, "failures.jsonl",
-             PLAN_FILE)
+             PLAN_FILE, STRIKES_FILE)
 ACTOR_START_SECONDS = 600  # loading ten metrics (VGG16 included) takes seconds, not minutes
 
 
@@ -150,11 +152,17 @@ def _check_weights(config: RunConfig) -> tuple[str, ...]:
 
 
 class _Progress:
-    """The terminal bar: samples (with ETA), shards done, failures, fed by the ProgressActor."""
+    """The terminal bar: samples (with ETA), shards done, failures, fed by the ProgressActor;
+    and the strikes it counts against references, kept in OUT/strikes.json across reruns."""
 
-    def __init__(self, total_samples: int, shards: int, done_shards: int, done_samples: int):
+    def __init__(self, location: Location, run_id: str, total_samples: int, shards: int,
+                 done_shards: int, done_samples: int):
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-        self.actor = ProgressActor.options(scheduling_strategy=here).remote()
+        self.location, self.strikes_path = location, location.path(STRIKES_FILE)
+        strikes = (json.loads(location.read_bytes(self.strikes_path))
+                   if location.exists(self.strikes_path) else {})
+        self.actor = ProgressActor.options(name=f"progress-{run_id}",
+                                           scheduling_strategy=here).remote(strikes)
         self.shards, self.done_shards = shards, done_shards
         self.peak_in_flight = 0
         self.offset = done_samples
@@ -170,9 +178,22 @@ class _Progress:
         self.bar.n = self.offset + samples
         self.bar.set_postfix(shards=f"{self.done_shards}/{self.shards}", failures=failures)
 
+    def shard_failed(self, index: int) -> None:
+        """A strike for the reference the shard was making, if any; the strikes saved."""
+        ray.get(self.actor.failed.remote(index))
+        self.save_strikes()
+
+    def save_strikes(self) -> None:
+        strikes = ray.get(self.actor.ledger.remote())["strikes"]
+        if strikes:
+            self.location.write_bytes(self.strikes_path,
+                                      json.dumps(strikes, sort_keys=True).encode())
+
     def close(self) -> None:
         self.refresh()
+        self.save_strikes()
         self.bar.close()
+        ray.kill(self.actor)  # its name is free at once for a rerun in this session
 
 
 def _run_shards(todo, submit, max_in_flight, progress: _Progress) -> list[int]:
@@ -195,6 +216,7 @@ def _run_shards(todo, submit, max_in_flight, progress: _Progress) -> list[int]:
         except (ray.exceptions.RayError, OSError) as error:
             failed.append(index)
             tqdm.write(f"shard {index:05d} failed: {type(error).__name__}: {error}")
+            progress.shard_failed(index)
             continue
         progress.done_shards += 1
     return failed
@@ -225,7 +247,9 @@ def _remove_staged(location: Location) -> None:
 def _generate(config: RunConfig, options: ClusterOptions, location: Location,
               absent: tuple[str, ...], started: float) -> dict:
     ensemble = load_ensemble(config.ensemble_file)
-    plan = Plan.make(list_sources(config.sources), config, label_identity(ensemble.hash, absent))
+    sources = chosen(list_sources(config.sources), config)
+    plan = Plan.make(sources, config, label_identity(ensemble.hash, absent),
+                     find_duplicates(sources, config.sources))
     if options.restart:
         _clear_previous_run(location)
     _remove_staged(location)
@@ -247,7 +271,8 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
 
     per_reference = 1 + len(config.scenarios)
     done = [i for i in range(plan.shard_count) if i not in todo]
-    progress = _Progress(len(plan.references) * per_reference, plan.shard_count, len(done),
+    progress = _Progress(location, plan.digest[:8], len(plan.references) * per_reference,
+                         plan.shard_count, len(done),
                          sum(shard_stats(location, i)["samples"] for i in done))
 
     on_actors = options.denoise_on_actors

@@ -72,6 +72,9 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
                      f"{dict(Counter(report['failures_by_reason']))}")
         if report["metrics_absent"]:
             lines.append(f"labels without: {', '.join(report['metrics_absent'])}")
+        problems += [f"{d['ref_id']} is the same pixels as {d['of']} in another split "
+                     f"({' and '.join(d['splits'])}): remove one of the two sources"
+                     for d in report.get("pixel_duplicates", ()) if len(d["splits"]) > 1]
     else:
         problems.append("no report.json: the run has not finished (rerun generate to resume)")
     if deep:

@@ -31,6 +31,15 @@ class PlannedReference:
         return Source(self.uri, self.order_key, self.ref_id, self.key)
 
 
+@dataclass(frozen=True)
+class Duplicate:
+    """A source left out of the plan: the same bytes as the planned reference `of`."""
+
+    ref_id: str
+    uri: str
+    of: str
+
+
 def split_of(ref_id: str, seed: int) -> str:
     """train / val / test (80/10/10) from a seeded hash of the ref_id."""
     digest = hashlib.sha256(f"split|{seed}|{ref_id}".encode()).digest()
@@ -39,22 +48,31 @@ def split_of(ref_id: str, seed: int) -> str:
     return "train" if u < train else "val" if u < train + val else "test"
 
 
+def chosen(sources: list[Source], config: RunConfig) -> list[Source]:
+    """The sources a run uses: the first --limit of the listing, or all."""
+    return sources[: config.limit] if config.limit else sources
+
+
 @dataclass(frozen=True)
 class Plan:
     inputs: dict
     references: tuple[PlannedReference, ...]
+    duplicates: tuple[Duplicate, ...] = ()
 
     @classmethod
-    def make(cls, sources: list[Source], config: RunConfig,
-             labels: dict | None = None) -> "Plan":
+    def make(cls, sources: list[Source], config: RunConfig, labels: dict | None = None,
+             duplicates: dict[int, int] | None = None) -> "Plan":
         """The plan of `config` over `sources`; `labels` (label_identity) puts what Q means
-        into the digest, so a dataset never mixes two ensembles."""
-        chosen = sources[: config.limit] if config.limit else sources
-        ids = ref_ids(source.stem for source in chosen)
+        into the digest, so a dataset never mixes two ensembles. `duplicates` ({index in the
+        chosen sources: index of the source it repeats}) are left out and listed."""
+        used = chosen(sources, config)
+        ids = ref_ids(source.stem for source in used)
+        repeats = duplicates or {}
         references = tuple(
             PlannedReference(ref_id, s.uri, s.order_key, split_of(ref_id, config.seed), s.key)
-            for ref_id, s in zip(ids, chosen, strict=True))
-        return cls({**config.plan_inputs(), **(labels or {})}, references)
+            for i, (ref_id, s) in enumerate(zip(ids, used, strict=True)) if i not in repeats)
+        left_out = tuple(Duplicate(ids[i], used[i].uri, ids[j]) for i, j in sorted(repeats.items()))
+        return cls({**config.plan_inputs(), **(labels or {})}, references, left_out)
 
     @property
     def shard_refs(self) -> int:
@@ -68,7 +86,11 @@ class Plan:
         return self.references[index * self.shard_refs:(index + 1) * self.shard_refs]
 
     def to_json(self) -> dict:
-        return {"inputs": self.inputs, "references": [r.to_json() for r in self.references]}
+        """Its fields (duplicates only where there are some: older plans keep their digest)."""
+        document = {"inputs": self.inputs, "references": [r.to_json() for r in self.references]}
+        if self.duplicates:
+            document["duplicates"] = [asdict(d) for d in self.duplicates]
+        return document
 
     @cached_property
     def digest(self) -> str:
@@ -77,7 +99,8 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: dict) -> "Plan":
-        return cls(data["inputs"], tuple(PlannedReference(**r) for r in data["references"]))
+        return cls(data["inputs"], tuple(PlannedReference(**r) for r in data["references"]),
+                   tuple(Duplicate(**d) for d in data.get("duplicates", ())))
 
 
 def label_identity(ensemble_hash: str, absent: tuple[str, ...]) -> dict:
@@ -90,8 +113,9 @@ def differences(old: Plan, new: Plan) -> list[str]:
     keys = sorted(old.inputs.keys() | new.inputs.keys())
     changed = [f"{key} {old.inputs.get(key)!r} -> {new.inputs.get(key)!r}" for key in keys
                if old.inputs.get(key) != new.inputs.get(key)]
-    if old.references != new.references:
-        changed.append(f"sources ({len(old.references)} -> {len(new.references)} references)")
+    if (old.references, old.duplicates) != (new.references, new.duplicates):
+        changed.append(f"sources ({len(old.references)} -> {len(new.references)} references, "
+                       f"{len(old.duplicates)} -> {len(new.duplicates)} duplicates)")
     return changed
 
 

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import RunConfig
 from pipeline.plan import Plan
+from pipeline.sources import printable
 from shards.reader import SOURCES_FILE, shard_stats
 from shards.schema import SOURCES_SCHEMA
 from shards.storage import Location, redact
@@ -45,18 +46,34 @@ class Tally:
     seconds: Counter = field(default_factory=Counter)
     quality_sum: Counter = field(default_factory=Counter)  # "id-level" -> sum of Q
     quality_count: Counter = field(default_factory=Counter)
+    first_with_pixels: dict = field(default_factory=dict)  # pixel SHA-256 -> (ref_id, split)
+    pixel_duplicates: list = field(default_factory=list)
 
     def add(self, stats: dict, sources: list[dict], failures: list[dict]) -> None:
-        self.sources += len(sources)
-        self.sources_ok += sum(row["status"] == "ok" for row in sources)
+        self.add_sources(sources, failures)
         self.samples += stats["samples"]
         self.distorted += stats["distorted"]
-        self.failures.update(failure["reason"] for failure in failures)
         self.seconds.update(stats["seconds"])
         for distortion_id, level, quality in stats["labels"]:
             scenario = f"{distortion_id:02d}-{level}"
             self.quality_sum[scenario] += quality
             self.quality_count[scenario] += 1
+
+    def add_sources(self, sources: list[dict], failures: list[dict]) -> None:
+        """Count sources and failures; note references whose sized pixels repeat an earlier
+        one's (the same image in other bytes: a re-encoded copy)."""
+        self.sources += len(sources)
+        self.sources_ok += sum(row["status"] == "ok" for row in sources)
+        self.failures.update(failure["reason"] for failure in failures)
+        for row in sources:
+            if row["status"] != "ok":
+                continue
+            if row["sha256"] in self.first_with_pixels:
+                of, split = self.first_with_pixels[row["sha256"]]
+                self.pixel_duplicates.append({"ref_id": row["ref_id"], "of": of,
+                                              "splits": sorted({split, row["split"]})})
+            else:
+                self.first_with_pixels[row["sha256"]] = (row["ref_id"], row["split"])
 
 
 def merge(location: Location, plan: Plan) -> Tally:
@@ -75,7 +92,29 @@ def merge(location: Location, plan: Plan) -> Tally:
             failures_stream.write("".join(json.dumps(f, sort_keys=True) + "\n"
                                           for f in failures).encode())
             tally.add(shard_stats(location, index), sources, failures)
+        sources, failures = duplicate_records(plan)
+        sources_writer.write_table(pa.Table.from_pylist(sources, schema=SOURCES_SCHEMA))
+        failures_stream.write("".join(json.dumps(f, sort_keys=True) + "\n"
+                                      for f in failures).encode())
+        tally.add_sources(sources, failures)
     return tally
+
+
+def duplicate_records(plan: Plan) -> tuple[list[dict], list[dict]]:
+    """The sources rows and failures of the sources left out as byte duplicates: each is in
+    the split of the reference it repeats, with no shard."""
+    if not plan.duplicates:
+        return [], []
+    split = {reference.ref_id: reference.split for reference in plan.references}
+    rows, failures = [], []
+    for duplicate in plan.duplicates:
+        uri = printable(duplicate.uri)
+        rows.append({"ref_id": duplicate.ref_id, "uri": uri, "shard": None,
+                     "split": split[duplicate.of], "status": "duplicate",
+                     "reason": "duplicate", "conversions": []})
+        failures.append({"ref_id": duplicate.ref_id, "uri": uri, "reason": "duplicate",
+                         "detail": f"the same bytes as {duplicate.of}: recorded once"})
+    return rows, failures
 
 
 def build_report(tally: Tally, wall_seconds: float, absent: tuple[str, ...]) -> dict:
@@ -94,6 +133,7 @@ def build_report(tally: Tally, wall_seconds: float, absent: tuple[str, ...]) -> 
                                     for k, v in tally.seconds.items() if v},
         "mean_quality_by_scenario": {k: round(tally.quality_sum[k] / tally.quality_count[k], 4)
                                      for k in sorted(tally.quality_count)},
+        "pixel_duplicates": tally.pixel_duplicates,
     }
 
 
@@ -107,6 +147,11 @@ def summary_lines(report: dict, out: str) -> list[str]:
     if report["failures_by_reason"]:
         lines.append("failures by reason: " + ", ".join(
             f"{reason} {count}" for reason, count in report["failures_by_reason"].items()))
+    across = [d for d in report["pixel_duplicates"] if len(d["splits"]) > 1]
+    if report["pixel_duplicates"]:
+        lines.append(f"warning: {len(report['pixel_duplicates'])} references are the same "
+                     f"pixels as another in other bytes ({len(across)} across splits): "
+                     "report.json pixel_duplicates lists them")
     if report["metrics_absent"]:
         lines.append(f"labels without: {', '.join(report['metrics_absent'])} (weights missing)")
     return lines

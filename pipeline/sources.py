@@ -4,6 +4,7 @@ in a stable order, and loading one as 8-bit RGB."""
 import csv
 import functools
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -28,6 +29,7 @@ class Source:
     stem: str       # file name without extension, for the ref_id
     key: str = ""   # in an object-store listing: the object's path as listed, read through the
                     # listing's filesystem (a key with a space, ? # or % is never re-parsed)
+    size: int | None = None  # bytes, where the listing tells it cheaply (regular files only)
 
 
 def _is_image_name(name: str) -> bool:
@@ -47,8 +49,18 @@ def _from_local_folder(folder: Path) -> list[Source]:
         for name in files:
             if _is_image_name(name):
                 path = Path(directory) / name
-                found.append(Source(str(path), path.relative_to(folder).as_posix(), path.stem))
+                found.append(Source(str(path), path.relative_to(folder).as_posix(), path.stem,
+                                    size=_regular_size(path)))
     return found
+
+
+def _regular_size(path: Path) -> int | None:
+    """The byte size of a regular file (links followed); None for anything else."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
 def _folder_identity(path: Path) -> tuple[int, int] | None:
@@ -71,7 +83,7 @@ def _from_object_store(uri: str) -> list[Source]:
     scheme = uri.split("://", 1)[0]
     infos = store_filesystem(uri).get_file_info(pafs.FileSelector(root, recursive=True))
     return [Source(f"{scheme}://{info.path}", info.path.removeprefix(root).lstrip("/"),
-                   PurePosixPath(info.path).stem, key=info.path)
+                   PurePosixPath(info.path).stem, key=info.path, size=info.size)
             for info in infos if info.type == pafs.FileType.File and _is_image_name(info.path)]
 
 
@@ -85,7 +97,8 @@ def _from_list_file(path: Path) -> list[Source]:
         if not _is_image_name(entry):
             continue
         uri = entry if "://" in entry or Path(entry).is_absolute() else str(path.parent / entry)
-        found.append(Source(uri, entry, PurePosixPath(entry).stem))
+        size = None if "://" in uri else _regular_size(Path(uri))
+        found.append(Source(uri, entry, PurePosixPath(entry).stem, size=size))
     return found
 
 

@@ -35,6 +35,24 @@ ScoreImages = Callable[[np.ndarray, np.ndarray, Labelled],
 Denoise = Callable[[list[distortions.LearnedInput]], list[tuple[np.ndarray, dict]]]
 
 
+class Guard:
+    """Told as each reference starts and ends, so that a reference on which worker processes
+    die can be quarantined (pipeline.actors.ProgressActor keeps the count on a cluster). This
+    one, for runs in one process, admits every reference."""
+
+    def begin(self, ref_id: str) -> bool:
+        """Whether to make `ref_id` (False: it is quarantined)."""
+        return True
+
+    def end(self) -> None:
+        """The reference begun last is done."""
+
+
+ADMIT_ALL = Guard()
+QUARANTINED = ("its worker process died twice while making it (killed, out of memory or "
+               "crashed): left out")
+
+
 @dataclass
 class ShardOutcome:
     index: int
@@ -180,25 +198,39 @@ def _label(records, ref: np.ndarray, images: list[np.ndarray], score_images: Sco
 def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: ScoreImages,
                   ensemble: Ensemble, location: Location,
                   on_progress: Callable[[int, int], None] | None = None,
-                  denoise: Denoise = distortions.run_learned) -> ShardOutcome:
+                  denoise: Denoise = distortions.run_learned,
+                  guard: Guard = ADMIT_ALL) -> ShardOutcome:
     """Make shard `index` of the plan and publish it (stats last). References stream into the
     staged tar as they are decoded; the distorted samples follow, in a seeded shuffled order,
     once all are labelled (they wait on local disk, not in memory). `on_progress(samples,
     failures)` is told as parts of a reference's versions are labelled and as each reference
-    ends (its own sample and its failures)."""
+    ends (its own sample and its failures); `guard` as each starts and ends."""
     outcome = ShardOutcome(index)
     writer = ShardWriter(location, index)
     try:
         with SpilledSamples() as distorted:
             for ref in plan.shard(index):
+                if not guard.begin(ref.ref_id):
+                    _quarantine(ref, outcome, on_progress)
+                    continue
                 distorted.extend(_reference_samples(ref, config, score_images, ensemble, writer,
                                                     outcome, on_progress, denoise))
+                guard.end()
             with _Timer(outcome.seconds, "write"):
                 _finish(writer, distorted, config, outcome, location, plan.digest)
     except BaseException:
         writer.abort()
         raise
     return outcome
+
+
+def _quarantine(ref: PlannedReference, outcome: ShardOutcome, on_progress) -> None:
+    outcome.sources.append({"ref_id": ref.ref_id, "uri": printable(ref.uri),
+                            "shard": outcome.index, "split": ref.split, "status": "failed",
+                            "reason": "quarantined", "conversions": []})
+    outcome.failures.append(_failure(ref, "quarantined", QUARANTINED))
+    if on_progress:
+        on_progress(0, 1)
 
 
 def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_progress,

@@ -1,13 +1,18 @@
 """A worker node dies while it runs shard work; the job still completes with every sample
-exactly once (task retries, actor restarts, the final sweep)."""
+exactly once (task retries, actor restarts, the final sweep). A reference on which the worker
+process dies twice is quarantined, and the run completes without it."""
 
+import json
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import ray
 from ray.cluster_utils import Cluster
-from ray.util.state import list_tasks
+from ray.util.state import list_actors, list_tasks
 
 from pipeline.driver import ClusterOptions, generate
 from pipeline.inspect_dataset import inspect
@@ -54,4 +59,52 @@ def test_losing_a_worker_node_loses_and_duplicates_nothing(shifted_sources, fast
     assert outcome["report"]["samples"] == 4 * per_reference
     keys = read_index(Location.parse(config.out)).column("key").to_pylist()
     assert len(keys) == len(set(keys)) == 4 * per_reference
+    assert inspect(config.out)[1] == []
+
+
+def _kill_while_making(ref_id: str, done: threading.Event, kills: list[int]) -> None:
+    """Kill (SIGKILL) the worker process of shard 0 each time it begins `ref_id`, as the
+    kernel's OOM killer or a crashing decoder would. After a kill the ledger still says
+    `ref_id` until the retry begins its first reference: no second kill before that."""
+    armed = True
+    while not done.is_set():
+        time.sleep(0.1)
+        actors = list_actors(filters=[("class_name", "=", "ProgressActor"),
+                                      ("state", "=", "ALIVE")])
+        if not actors:
+            continue
+        making = ray.get(ray.get_actor(actors[0].name).ledger.remote())["making"].get(0)
+        running = [task for task in list_tasks(filters=[("state", "=", "RUNNING")])
+                   if task.name == "shard-00000" and task.worker_pid]
+        if making == ref_id and armed and running:
+            os.kill(running[0].worker_pid, signal.SIGKILL)
+            kills.append(running[0].worker_pid)
+            armed = False
+        elif making != ref_id:
+            armed = True
+
+
+def test_a_reference_that_kills_its_worker_twice_is_quarantined(shifted_sources, fast_config):
+    folder, ensemble = shifted_sources(3)  # p0 p1 p2 in one shard; p1 kills its worker
+    config = fast_config(str(folder), shard_refs=3, ensemble_file=str(ensemble),
+                         distortion_ids=(1, 8, 13), levels=(1, 3, 5))
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)  # the state API needs it
+    done, kills, outcome = threading.Event(), [], {}
+    watcher = threading.Thread(target=_kill_while_making, args=("p1", done, kills))
+    watcher.start()
+    try:
+        outcome["report"] = generate(config, ClusterOptions(actors=1))
+    finally:
+        done.set()
+        watcher.join()
+        ray.shutdown()
+    assert len(kills) == 2  # the third attempt never began p1
+    report = outcome["report"]
+    assert report["failures_by_reason"] == {"quarantined": 1}
+    per_reference = 1 + len(config.scenarios)
+    keys = read_index(Location.parse(config.out)).column("key").to_pylist()
+    assert len(keys) == len(set(keys)) == 2 * per_reference
+    assert {key.split("_")[0] for key in keys} == {"p0", "p2"}
+    strikes = json.loads((Path(config.out) / "strikes.json").read_text())
+    assert strikes == {"p1": 2}
     assert inspect(config.out)[1] == []

@@ -1,16 +1,20 @@
 """A dataset's identity across reruns (issue 12): a shard of only bad sources completes, a
 restart leaves nothing of the old run, another ensemble is refused, a damaged tar is named
-by inspect and redone by a resume."""
+by inspect and redone by a resume, duplicate sources are recorded once."""
 
 import json
+import shutil
 
+import pyarrow.parquet as pq
 import pytest
 import ray
+from PIL import Image
 
 from labelers.ensemble import Ensemble, Mapping01
 from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import PlanMismatchError
 from pipeline.inspect_dataset import inspect
+from pipeline.plan import split_of
 from shards.reader import complete_shards, read_index, shard_stats, shards_with_stats
 from shards.storage import Location
 from shards.writer import shard_paths
@@ -80,3 +84,29 @@ def test_a_damaged_tar_is_named_by_inspect_and_redone_by_a_resume(local_ray, shi
     assert out.read_bytes(tar) == original
     assert inspect(config.out)[1] == []
     assert json.loads(out.read_bytes(shard_paths(out, 1)["stats"]))["tar_bytes"] == len(original)
+
+
+def test_duplicates_are_recorded_once_and_stay_in_one_split(local_ray, shifted_sources,
+                                                            fast_config):
+    folder, ensemble = shifted_sources(1)  # p0.png
+    shutil.copyfile(folder / "p0.png", folder / "p1_copy.png")  # the same bytes
+    with Image.open(folder / "p0.png") as image:  # the same pixels in other bytes
+        image.save(folder / "p2_reencoded.png", compress_level=1)
+    assert (folder / "p2_reencoded.png").read_bytes() != (folder / "p0.png").read_bytes()
+    seed = next(s for s in range(100) if split_of("p0", s) != split_of("p2_reencoded", s))
+    config = fast_config(str(folder), seed=seed, ensemble_file=str(ensemble))
+    report = generate(config, ClusterOptions(actors=1))
+    out = Location.parse(config.out)
+    assert report["failures_by_reason"] == {"duplicate": 1}
+    assert set(read_index(out).column("ref_id").to_pylist()) == {"p0", "p2_reencoded"}
+    sources = {row["ref_id"]: row for row in
+               pq.read_table(out.path("sources.parquet")).to_pylist()}
+    assert sources["p1_copy"]["status"] == "duplicate"
+    assert sources["p1_copy"]["split"] == sources["p0"]["split"] == split_of("p0", seed)
+    assert report["pixel_duplicates"] == [
+        {"ref_id": "p2_reencoded", "of": "p0",
+         "splits": sorted({split_of("p0", seed), split_of("p2_reencoded", seed)})}]
+    _, problems = inspect(config.out)
+    assert problems == ["p2_reencoded is the same pixels as p0 in another split "
+                        f"({' and '.join(report['pixel_duplicates'][0]['splits'])}): remove "
+                        "one of the two sources"]

@@ -4,6 +4,7 @@ recorded; parquet rows equal tar members; the same shard twice gives the same by
 import hashlib
 import json
 import os
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -14,8 +15,16 @@ from PIL import Image
 
 from labelers import Labeler
 from pipeline.deep_check import deep_check
+from pipeline.duplicates import find_duplicates
 from pipeline.errors import PlanMismatchError
-from pipeline.plan import Plan, differences, label_identity, persist_or_check, split_of
+from pipeline.plan import (
+    Plan,
+    chosen,
+    differences,
+    label_identity,
+    persist_or_check,
+    split_of,
+)
 from pipeline.report import merge
 from pipeline.sources import list_sources
 from pipeline.worker import local_scorer, produce_shard
@@ -26,7 +35,8 @@ from shards.writer import shard_paths
 
 
 def _run_all(config, ensemble):
-    plan = Plan.make(list_sources(config.sources), config)
+    sources = chosen(list_sources(config.sources), config)
+    plan = Plan.make(sources, config, duplicates=find_duplicates(sources, config.sources))
     location = Location.parse(config.out)
     persist_or_check(plan, location)
     scorer = local_scorer(Labeler(metrics=config.metrics, device="cpu"))
@@ -180,6 +190,7 @@ def test_hostile_local_sources_end_in_a_completed_shard_each_recorded(tmp_path, 
     folder = tmp_path / "hostile"
     (folder / "nested").mkdir(parents=True)
     Image.fromarray(small_image).save(folder / "nested" / "good.png")
+    shutil.copyfile(folder / "nested" / "good.png", folder / "nested" / "then_copy.png")
     os.symlink(folder, folder / "nested" / "loop")         # a link back up the tree
     os.mkfifo(folder / "pipe.png")                         # reading it would block forever
     os.symlink("/dev/zero", folder / "zero.png")           # reading it would never end
@@ -188,19 +199,24 @@ def test_hostile_local_sources_end_in_a_completed_shard_each_recorded(tmp_path, 
     wide = small_image[..., 0].astype(np.int32) * 70_000   # beyond 16 bits
     Image.fromarray(wide, mode="I").save(folder / "int32.tif")
     with open(os.path.join(os.fsencode(folder), b"caf\xe9.png"), "wb") as handle:  # latin-1
-        Image.fromarray(small_image).save(handle, "PNG")
+        Image.fromarray(np.roll(small_image, 40, axis=0)).save(handle, "PNG")
     config = fast_config(str(folder), distortion_ids=(1,), levels=(1,), shard_refs=10)
     plan, location, [outcome] = _run_all(config, mae_ensemble)
     names = sorted(ref.uri.rsplit("/", 1)[-1] for ref in plan.references)
     assert len(names) == 6 and names.count("good.png") == 1  # the loop is walked once
+    [copy] = plan.duplicates  # the same bytes: planned once, recorded
+    assert (copy.ref_id, copy.of) == ("then_copy", "good")
     reasons = {f["uri"].rsplit("/", 1)[-1]: f["reason"] for f in outcome.failures}
     assert reasons == {"pipe.png": "not_a_file", "zero.png": "not_a_file",
                        "float.tif": "unsupported_mode", "int32.tif": "unsupported_mode"}
     assert outcome.references == 2  # good.png and the latin-1 name
     tally = merge(location, plan)  # the merge writes the undecodable name, escaped
-    assert tally.sources == 6
-    uris = pq.read_table(location.path("sources.parquet")).column("uri").to_pylist()
-    assert any(uri.endswith("caf\\xe9.png") for uri in uris)
+    assert tally.sources == 7 and tally.failures["duplicate"] == 1
+    rows = pq.read_table(location.path("sources.parquet")).to_pylist()
+    assert any(row["uri"].endswith("caf\\xe9.png") for row in rows)
+    split = {row["ref_id"]: row["split"] for row in rows}
+    assert split["then_copy"] == split["good"]
+    assert [row["status"] for row in rows if row["ref_id"] == "then_copy"] == ["duplicate"]
 
 
 def test_progress_moves_as_parts_of_a_reference_are_labelled(tmp_path, fast_config,

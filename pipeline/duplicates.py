@@ -1,0 +1,55 @@
+"""Sources with the same bytes, found before the plan is made, so a dataset holds each image
+once and one image never lands in two splits. Only sources that share their byte size with
+another one (which the listing gives for free) are read and hashed with SHA-256: in a corpus of
+distinct photographs that is a small part of it. Sources whose size the listing does not give
+(URIs in a list file, the embedded photos) are not compared; images that are the same pixels in
+different bytes are found later, from the decoded pixels (the report's pixel_duplicates)."""
+
+import hashlib
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
+from tqdm import tqdm
+
+from pipeline.decode import DecodeError
+from pipeline.sources import Source, read_bytes
+
+READ_THREADS = 16
+
+
+def _same_size_groups(sources: list[Source]) -> list[list[int]]:
+    by_size = defaultdict(list)
+    for index, source in enumerate(sources):
+        if source.size:  # empty files fail on their own, and are not duplicates of anything
+            by_size[source.size].append(index)
+    return [group for group in by_size.values() if len(group) > 1]
+
+
+def _digest(source: Source, store: str) -> str | None:
+    """SHA-256 of the source's bytes; None when it cannot be read (its shard records why)."""
+    try:
+        return hashlib.sha256(read_bytes(source.uri, source.key, store)).hexdigest()
+    except DecodeError:
+        return None
+
+
+def find_duplicates(sources: list[Source], store: str = "") -> dict[int, int]:
+    """{index: index of the first source, in listing order, with the same bytes} for every
+    source that repeats an earlier one; `store` is the listing URI of object-store keys."""
+    candidates = sorted(i for group in _same_size_groups(sources) for i in group)
+    if not candidates:
+        return {}
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        digests = list(tqdm(pool.map(lambda i: _digest(sources[i], store), candidates),
+                            total=len(candidates), desc="same-size sources compared",
+                            unit="file", leave=False, disable=len(candidates) < 1000))
+    first: dict[str, int] = {}
+    duplicates = {}
+    for index, digest in zip(candidates, digests, strict=True):
+        if digest is None:
+            continue
+        if digest in first:
+            duplicates[index] = first[digest]
+        else:
+            first[digest] = index
+    return duplicates

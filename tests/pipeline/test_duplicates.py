@@ -1,0 +1,50 @@
+"""Byte duplicates among the sources, found before the plan: the same bytes once, whatever the
+name; files of one size but other bytes are not duplicates; the plan lists what it left out."""
+
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from pipeline.duplicates import find_duplicates
+from pipeline.plan import Plan, chosen
+from pipeline.sources import list_sources
+
+
+def _ppm(path, pixels: np.ndarray) -> None:
+    Image.fromarray(pixels).save(path, "PPM")  # raw: the byte size depends only on the shape
+
+
+def test_the_same_bytes_under_other_names_are_duplicates_of_the_first(tmp_path, small_image,
+                                                                     fast_config):
+    folder = tmp_path / "sources"
+    (folder / "deeper").mkdir(parents=True)
+    _ppm(folder / "a.ppm", small_image)
+    shutil.copyfile(folder / "a.ppm", folder / "deeper" / "z_copy.ppm")
+    _ppm(folder / "b.ppm", 255 - small_image)          # the same size, other bytes
+    _ppm(folder / "c.ppm", small_image[:100])          # another size
+    sources = list_sources(str(folder))
+    names = [s.order_key for s in sources]
+    assert len({s.size for s in sources[:2]}) == 1     # a and b share a size
+    assert find_duplicates(sources) == {names.index("deeper/z_copy.ppm"): names.index("a.ppm")}
+
+    plan = Plan.make(sources, fast_config(str(folder)), duplicates=find_duplicates(sources))
+    assert [r.ref_id for r in plan.references] == ["a", "b", "c"]
+    assert [(d.ref_id, d.of) for d in plan.duplicates] == [("z_copy", "a")]
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_a_list_naming_one_file_twice_plans_it_once(tmp_path, small_image, fast_config):
+    _ppm(tmp_path / "a.ppm", small_image)
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.ppm\nmissing.ppm\na.ppm\n")  # an unreadable one is left to its shard
+    config = fast_config(str(listing))
+    sources = chosen(list_sources(str(listing)), config)
+    assert find_duplicates(sources) == {1: 0}  # sorted: a.ppm, a.ppm, missing.ppm
+    plan = Plan.make(sources, config, duplicates=find_duplicates(sources))
+    assert [r.ref_id for r in plan.references] == ["a", "missing"]
+    assert [(d.ref_id, d.of) for d in plan.duplicates] == [("a-1", "a")]
+
+
+def test_sources_without_a_known_size_are_not_compared():
+    assert find_duplicates(list_sources("embedded")) == {}
