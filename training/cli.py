@@ -56,6 +56,9 @@ def _add_optim(parser: argparse.ArgumentParser, defaults: OptimConfig) -> None:
                        help="'+'-joined terms among mse, mae, srocc, plcc "
                             "(default mse+mae+srocc)")
     group.add_argument("--soft-rank-temperature", type=float, default=defaults.temperature)
+    group.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                       help="also write last.pt every N batches of an epoch, to resume from "
+                            "exactly there (default 0: at epoch ends only)")
 
 
 def _add_augment(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +97,7 @@ def _model(args) -> ModelConfig:
 
 def _optim(args) -> OptimConfig:
     return OptimConfig(args.lr, args.halve_every, args.epochs, args.batch_size, args.patience,
-                       args.loss, args.soft_rank_temperature)
+                       args.loss, args.soft_rank_temperature, args.checkpoint_every)
 
 
 def _augment(args) -> Augment:

@@ -99,3 +99,12 @@ def all_true(context: Context, flag: bool) -> bool:
     value = torch.tensor([1 if flag else 0], device=context.device)
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
+
+
+def gather_objects(context: Context, value) -> list:
+    """Every rank's `value` (any picklable object), in rank order, on every rank."""
+    if not context.distributed:
+        return [value]
+    values = [None] * context.world_size
+    dist.all_gather_object(values, value)
+    return values

@@ -1,10 +1,12 @@
 """The epoch loop shared by pretraining and fine-tuning: DDP training for a fixed number of
 batches per rank, validation on predictions gathered from every rank, early stopping decided
-on rank 0 and broadcast, checkpoints and TensorBoard on rank 0, resume."""
+on rank 0 and broadcast, checkpoints (at epoch ends, and every N batches when asked) and
+TensorBoard on rank 0, resume (exact, from mid-epoch too)."""
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +17,21 @@ from tqdm import tqdm
 
 from training import checkpoint
 from training.correlation import report
-from training.distributed import Context, all_sum, all_true, broadcast_flag, gather_rows
+from training.distributed import (
+    Context,
+    all_sum,
+    all_true,
+    broadcast_flag,
+    gather_objects,
+    gather_rows,
+)
 from training.losses import QualityLoss
 from training.model import ScheduledDropPath
 from training.optim import EarlyStopping, OptimConfig, optimiser
 from training.precision import FP32, Precision
 
 # settings a resumed run may change; anything else must match the checkpoint
-RESUMABLE_CHANGES = {"epochs", "patience", "resume"}
+RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every"}
 MAX_NONFINITE_BATCHES = 20  # per epoch: more means the run has diverged
 
 
@@ -52,48 +61,93 @@ def _loss_function(run: Run) -> Callable:
     return QualityLoss.parse(run.optim.loss, run.optim.temperature)
 
 
-def train_epoch(run: Run, network: nn.Module, batches: Iterable, steps: int, loss_fn,
-                optimizer) -> dict:
-    """Exactly `steps` batches on this rank; the mean loss over all ranks. A batch whose loss
-    is not finite on any rank is skipped on every rank (no step is taken, so no NaN reaches
-    the weights, and the batch-norm statistics its forward pass moved are put back); past
-    MAX_NONFINITE_BATCHES of them the epoch stops on every rank together."""
-    network.train()
-    total, count, skipped = 0.0, 0, 0
+@dataclass
+class EpochProgress:
+    """A rank's place in an epoch: batches consumed (those skipped for a non-finite loss
+    too), the loss sum over the batches trained on, their count, and the skipped count."""
+
+    step: int = 0
+    total: float = 0.0
+    count: int = 0
+    skipped: int = 0
+
+
+def step_checkpoint_due(step: int, steps: int, every: int) -> bool:
+    """After batch `step` (1-based) of an epoch of `steps`: every `every` batches (0: never),
+    except at the epoch's end, whose own checkpoint follows."""
+    return every > 0 and step % every == 0 and step < steps
+
+
+def _train_step(run: Run, network: nn.Module, images, targets, loss_fn,
+                optimizer) -> float | None:
+    """One optimiser step; None, and no step, when the loss is not finite on some rank (the
+    batch-norm statistics its forward pass moved are put back)."""
     statistics = [b for b in run.model.buffers() if b.is_floating_point()]
+    before = [b.detach().clone() for b in statistics]
+    with run.precision.context(run.context.device):
+        outputs = network(run.precision.inputs(images, run.context.device)).float()
+    loss = loss_fn(outputs if run.classes else outputs[:, 0],
+                   targets.to(run.context.device, non_blocking=True))
+    optimizer.zero_grad(set_to_none=True)
+    if not all_true(run.context, bool(torch.isfinite(loss.detach()))):
+        with torch.no_grad():
+            for buffer, kept in zip(statistics, before, strict=True):
+                buffer.copy_(kept)
+        return None
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def train_epoch(run: Run, network: nn.Module, batches: Iterable, steps: int, loss_fn,
+                optimizer, progress: EpochProgress | None = None,
+                save: Callable[[EpochProgress], None] | None = None) -> dict:
+    """Exactly `steps` batches on this rank (less those `progress` has consumed already); the
+    mean loss over all ranks. A batch whose loss is not finite on any rank is skipped on every
+    rank (no step is taken, so no NaN reaches the weights); past MAX_NONFINITE_BATCHES of them
+    the epoch stops on every rank together. `save(progress)` runs every
+    `optim.checkpoint_every` batches (see `step_checkpoint_due`)."""
+    network.train()
+    done = progress or EpochProgress()
     iterator = iter(batches)
-    progress = tqdm(total=steps, desc="train", leave=False, disable=not run.context.is_main)
-    for _ in range(steps):
+    bar = tqdm(total=steps, initial=done.step, desc="train", leave=False,
+               disable=not run.context.is_main)
+    for step in range(done.step + 1, steps + 1):
         try:
             images, targets = next(iterator)
         except StopIteration:
-            raise RuntimeError(f"the training data ran out after {count} of {steps} batches "
-                               f"on rank {run.context.rank}") from None
-        before = [b.detach().clone() for b in statistics]
-        with run.precision.context(run.context.device):
-            outputs = network(run.precision.inputs(images, run.context.device)).float()
-        loss = loss_fn(outputs if run.classes else outputs[:, 0],
-                       targets.to(run.context.device, non_blocking=True))
-        optimizer.zero_grad(set_to_none=True)
-        progress.update()
-        if not all_true(run.context, bool(torch.isfinite(loss.detach()))):
-            with torch.no_grad():
-                for buffer, kept in zip(statistics, before, strict=True):
-                    buffer.copy_(kept)
-            skipped += 1
-            if skipped > MAX_NONFINITE_BATCHES:
+            raise RuntimeError(f"the training data ran out after {step - 1} of {steps} "
+                               f"batches on rank {run.context.rank}") from None
+        loss = _train_step(run, network, images, targets, loss_fn, optimizer)
+        if loss is None:
+            done.skipped += 1
+            if done.skipped > MAX_NONFINITE_BATCHES:
                 raise NonFiniteError(f"more than {MAX_NONFINITE_BATCHES} batches with a "
                                      "non-finite loss in one epoch: the run diverged (lower "
                                      "--lr, or look for broken samples)")
-            continue
-        loss.backward()
-        optimizer.step()
-        total, count = total + float(loss.detach()), count + 1
-    progress.close()
-    per_rank = gather_rows(run.context, torch.tensor([[count + skipped]],
-                                                     device=run.context.device))
-    return {"loss": all_sum(run.context, total) / max(all_sum(run.context, count), 1),
-            "rank_batches": per_rank[:, 0].tolist(), "skipped_nonfinite": skipped}
+        else:
+            done.total, done.count = done.total + loss, done.count + 1
+        done.step = step
+        bar.update()
+        if save is not None and step_checkpoint_due(step, steps, run.optim.checkpoint_every):
+            save(done)
+    bar.close()
+    per_rank = gather_rows(run.context, torch.tensor([[done.step]], device=run.context.device))
+    return {"loss": all_sum(run.context, done.total) / max(all_sum(run.context, done.count), 1),
+            "rank_batches": per_rank[:, 0].tolist(), "skipped_nonfinite": done.skipped}
+
+
+def _continue_epoch(batches: Iterable, saved: dict,
+                    device: torch.device) -> tuple[Iterator, EpochProgress]:
+    """An interrupted epoch's stream past the batches it had consumed (read and dropped
+    without a forward pass: each stream is a function of seed, epoch and rank), its loss sums,
+    and the random state of that moment put back."""
+    iterator = iter(batches)
+    for _ in range(saved["step"]):
+        next(iterator)
+    checkpoint.set_rng_state(saved["rng"], device)
+    return iterator, EpochProgress(saved["step"], saved["total"], saved["count"],
+                                   saved["skipped"])
 
 
 @torch.no_grad()
@@ -138,29 +192,65 @@ def _settings(config: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _restore(run: Run, optimizer, scheduler) -> tuple[int, EarlyStopping, list]:
+def _restore(run: Run, optimizer,
+             scheduler) -> tuple[int, EarlyStopping, list, dict | None]:
+    """The epoch to start at, the stopping state, the history, and from a mid-epoch
+    checkpoint this rank's place in that epoch (None at an epoch's end)."""
     state = checkpoint.load(run.out / checkpoint.LAST)
     saved, asked = _settings(state["config"]), _settings(run.config)
     if saved != asked:
         changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
         raise ValueError(f"--resume with other settings than {run.out / checkpoint.LAST} "
                          f"({', '.join(changed)}); use another --out to start a new run")
+    partial = state.get("partial_epoch")
+    if partial is not None and len(partial["ranks"]) != run.context.world_size:
+        raise ValueError(f"{run.out / checkpoint.LAST} stopped mid-epoch with "
+                         f"{len(partial['ranks'])} rank(s): resume it with as many")
     run.model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return state["epoch"] + 1, EarlyStopping(run.optim.patience, **state["stopping"]), \
-        state["history"]
+    place = None if partial is None else partial["ranks"][run.context.rank]
+    return (state["epoch"] + 1, EarlyStopping(run.optim.patience, **state["stopping"]),
+            state["history"], place)
+
+
+def _check_finite(run: Run, when: str) -> None:
+    """Raise before non-finite weights are saved (the same weights on every rank under DDP,
+    so every rank stops here together)."""
+    if not all(bool(torch.isfinite(t).all()) for t in run.model.state_dict().values()
+               if t.is_floating_point()):
+        raise NonFiniteError(f"the weights are not finite {when}: not saved (the last good "
+                             f"checkpoint stays in {run.out})")
+
+
+def _last_state(run: Run, epoch: int, optimizer, scheduler, stopping: EarlyStopping,
+                history: list) -> dict:
+    """What resuming after `epoch` (-1: none yet) needs."""
+    return {"model": run.model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "epoch": epoch, "stopping": stopping.state(),
+            "history": history, "config": run.config}
 
 
 def _save(run: Run, epoch: int, optimizer, scheduler, stopping: EarlyStopping, history: list,
           improved: bool) -> None:
-    state = {"model": run.model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "epoch": epoch, "stopping": stopping.state(),
-             "history": history, "config": run.config}
+    state = _last_state(run, epoch, optimizer, scheduler, stopping, history)
     checkpoint.save(state, run.out / checkpoint.LAST)
     if improved:
         checkpoint.save({"model": state["model"], "epoch": epoch, "config": run.config},
                         run.out / checkpoint.BEST)
+
+
+def _save_mid_epoch(run: Run, epoch: int, optimizer, scheduler, stopping: EarlyStopping,
+                    history: list, progress: EpochProgress) -> None:
+    """last.pt part-way through `epoch`: every rank's progress and random state, gathered
+    (a collective: every rank calls it at the same step), written by rank 0."""
+    _check_finite(run, f"at batch {progress.step} of epoch {epoch + 1}")
+    ranks = gather_objects(run.context, {**asdict(progress),
+                                         "rng": checkpoint.rng_state(run.context.device)})
+    if run.context.is_main:
+        state = _last_state(run, epoch - 1, optimizer, scheduler, stopping, history)
+        state["partial_epoch"] = {"epoch": epoch, "step": progress.step, "ranks": ranks}
+        checkpoint.save(state, run.out / checkpoint.LAST)
 
 
 def _tensorboard(run: Run):
@@ -201,9 +291,9 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
                                        if context.device.type == "cuda" else None)
                if context.distributed else run.model)
     optimizer, scheduler = optimiser(run.model, run.optim)
-    start, stopping, history = 0, EarlyStopping(run.optim.patience), []
+    start, stopping, history, interrupted = 0, EarlyStopping(run.optim.patience), [], None
     if resume:
-        start, stopping, history = _restore(run, optimizer, scheduler)
+        start, stopping, history, interrupted = _restore(run, optimizer, scheduler)
     drop_path, loss_fn, writer = ScheduledDropPath(run.model), _loss_function(run), \
         _tensorboard(run)
     for epoch in range(start, run.optim.epochs):
@@ -211,7 +301,12 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
         torch.manual_seed(epoch_seed(run.seed, epoch, context.rank))
         drop_path.set_progress((epoch + 1) / run.optim.epochs)
         lr = optimizer.param_groups[0]["lr"]
-        trained = train_epoch(run, network, train_batches(epoch), steps, loss_fn, optimizer)
+        batches, progress = train_batches(epoch), EpochProgress()
+        if interrupted is not None:
+            batches, progress = _continue_epoch(batches, interrupted, context.device)
+            interrupted = None
+        save = partial(_save_mid_epoch, run, epoch, optimizer, scheduler, stopping, history)
+        trained = train_epoch(run, network, batches, steps, loss_fn, optimizer, progress, save)
         scheduler.step()
         figures = validate(run.model)
         record = {"epoch": epoch, "train_loss": trained["loss"],
@@ -220,11 +315,7 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
                   "lr": lr, **{f"val_{k}": v for k, v in figures.items()},
                   "seconds": time.perf_counter() - began}
         history.append(record)
-        if not all(bool(torch.isfinite(t).all()) for t in run.model.state_dict().values()
-                   if t.is_floating_point()):
-            # the same weights on every rank (DDP), so every rank stops here together
-            raise NonFiniteError(f"the weights are not finite after epoch {epoch + 1}: not "
-                                 f"saved (the last good checkpoint stays in {run.out})")
+        _check_finite(run, f"after epoch {epoch + 1}")
         if context.is_main:
             improved = stopping.update(figures["score"], epoch)
             _save(run, epoch, optimizer, scheduler, stopping, history, improved)

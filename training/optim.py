@@ -16,9 +16,11 @@ class OptimConfig:
     patience: int = 3          # epochs without validation improvement before stopping
     loss: str = "mse+mae+srocc"
     temperature: float = 1e-2  # of the soft rank in the SROCC term
+    checkpoint_every: int = 0  # steps (batches) between mid-epoch checkpoints; 0: epoch ends
 
     def __post_init__(self):
-        if self.lr <= 0 or self.halve_every < 1 or self.epochs < 1 or self.batch_size < 1:
+        if (self.lr <= 0 or self.halve_every < 1 or self.epochs < 1 or self.batch_size < 1
+                or self.checkpoint_every < 0):
             raise ValueError(f"invalid optimisation settings {self}")
 
     def local_batch(self, world_size: int) -> int:

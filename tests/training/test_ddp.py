@@ -52,3 +52,26 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tiny_dataset, tmp_path
     assert any(not torch.equal(after_one[k], actual[k]) for k in actual)  # it trained on
     for key, value in expected.items():
         assert torch.equal(value, actual[key]), key
+
+
+@pytest.mark.slow
+def test_a_run_resumed_mid_epoch_gives_the_weights_of_an_uninterrupted_run(tiny_dataset,
+                                                                           tmp_path):
+    """Each rank's own random state (drop-path) and loss sums come back from rank 0's file."""
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    run = ["pretrain", str(tiny_dataset), "--epochs", "2", "--drop-path", "0.3", *TINY_RUN]
+    torchrun(*run, "--out", str(straight))
+    crashed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "tests.training.crashing", "1", "3", *run, "--out", str(broken),
+         "--checkpoint-every", "2"], capture_output=True, text=True, timeout=600)
+    assert crashed.returncode != 0 and "crashed fetching batch 3" in crashed.stderr
+    partial = checkpoint.load(broken / checkpoint.LAST)["partial_epoch"]
+    assert (partial["epoch"], partial["step"], len(partial["ranks"])) == (1, 2, 2)
+    torchrun(*run, "--out", str(broken), "--resume")
+    expected = checkpoint.load(straight / checkpoint.LAST)
+    actual = checkpoint.load(broken / checkpoint.LAST)
+    for key, value in expected["model"].items():
+        assert torch.equal(value, actual["model"][key]), key
+    assert [r["train_loss"] for r in expected["history"]] == \
+        [r["train_loss"] for r in actual["history"]]

@@ -1,0 +1,176 @@
+"""Step checkpoints (`--checkpoint-every N`) and exact resume from the middle of an epoch: a
+run interrupted after a step checkpoint and resumed ends with the weights, bit for bit, of
+the same run left alone."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.cli import main
+from training import checkpoint, pretrain
+from training.benchmarks import load as load_images
+from training.distributed import Context
+from training.finetune import FinetuneConfig, _train_batches
+from training.image_data import split
+from training.loop import NonFiniteError, Run, fit
+from training.model import ModelConfig, build_model
+from training.optim import OptimConfig
+from training.pretrain import PretrainConfig
+from training.transforms import Augment
+
+from .crashing import Crash, crashing_at, crashing_fit
+
+CPU = Context(0, 1, 0, torch.device("cpu"))
+# randomness everywhere a resume could lose it: drop-path (torch's generator), shifted,
+# rotated and flipped crops (the data streams' own generators)
+AUGMENT = Augment(crop=32, flip=True, translate=0.1, rotate=10.0)
+MODEL = ModelConfig("test_resnet", init="random", drop_path=0.3)
+
+
+def assert_same_run(expected: dict, actual: dict) -> None:
+    """Two last.pt states: the same weights, optimiser and stopping state, the same history
+    but for the wall-clock seconds."""
+    assert expected["model"].keys() == actual["model"].keys()
+    for key, value in expected["model"].items():
+        assert torch.equal(value, actual["model"][key]), key
+    for index, moments in expected["optimizer"]["state"].items():
+        for name, value in moments.items():
+            assert torch.equal(value, actual["optimizer"]["state"][index][name]), (index, name)
+    assert expected["stopping"] == actual["stopping"]
+
+    def timeless(history: list) -> list:
+        return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+    assert timeless(expected["history"]) == timeless(actual["history"])
+
+
+def _pretrain_config(dataset: Path, out: Path, every: int, workers: int) -> PretrainConfig:
+    return PretrainConfig(str(dataset), str(out), MODEL,
+                          OptimConfig(lr=3e-3, halve_every=1, epochs=2, batch_size=4,
+                                      patience=5, checkpoint_every=every),
+                          augment=AUGMENT, val_refs=("r5",), steps_per_epoch=5,
+                          workers=workers)
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_a_pretraining_run_resumed_mid_epoch_ends_as_if_never_interrupted(
+        tiny_dataset, tmp_path, monkeypatch, workers):
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    pretrain.pretrain(_pretrain_config(tiny_dataset, straight, 0, workers))
+    with monkeypatch.context() as patch:
+        # after the step checkpoint at batch 2
+        patch.setattr(pretrain, "fit", crashing_fit(epoch=1, batch=4))
+        with pytest.raises(Crash):
+            pretrain.pretrain(_pretrain_config(tiny_dataset, broken, 2, workers))
+    interrupted = checkpoint.load(broken / checkpoint.LAST)
+    assert interrupted["epoch"] == 0 and len(interrupted["history"]) == 1
+    assert (interrupted["partial_epoch"]["epoch"], interrupted["partial_epoch"]["step"]) == (1, 2)
+    pretrain.pretrain(_pretrain_config(tiny_dataset, broken, 2, workers), resume=True)
+    resumed = checkpoint.load(broken / checkpoint.LAST)
+    assert "partial_epoch" not in resumed
+    assert any(not torch.equal(interrupted["model"][k], v) for k, v in resumed["model"].items())
+    assert_same_run(checkpoint.load(straight / checkpoint.LAST), resumed)
+
+
+def test_a_finetuning_stream_resumed_mid_epoch_ends_as_if_never_interrupted(kadid_folder,
+                                                                            tmp_path):
+    """The fine-tuning stream (a shuffled sampler, crops seeded per image and epoch), through
+    `fit`; the crash comes in the first epoch, before any epoch-end checkpoint."""
+    optim = OptimConfig(lr=3e-3, halve_every=1, epochs=2, batch_size=4, checkpoint_every=2)
+    config = FinetuneConfig("kadid10k", str(kadid_folder), str(tmp_path), MODEL, optim,
+                            AUGMENT, workers=0)
+    images = split(load_images("kadid10k", str(kadid_folder)), "reference", 0).train
+
+    def run_fit(out: Path, crash_at: int = 0, resume: bool = False) -> None:
+        torch.manual_seed(0)
+        run = Run(CPU, build_model(MODEL).model, optim, 0, out, config.to_json())
+        batches, steps = _train_batches(CPU, config, images, seed=0)
+        if crash_at:
+            fit(run, lambda epoch: crashing_at(batches(epoch), crash_at), steps,
+                lambda model: {"score": 0.0}, resume)
+        else:
+            fit(run, batches, steps, lambda model: {"score": 0.0}, resume)
+
+    run_fit(tmp_path / "straight")
+    with pytest.raises(Crash):
+        run_fit(tmp_path / "broken", crash_at=3)
+    interrupted = checkpoint.load(tmp_path / "broken" / checkpoint.LAST)
+    assert interrupted["epoch"] == -1 and interrupted["partial_epoch"]["step"] == 2
+    run_fit(tmp_path / "broken", resume=True)
+    assert_same_run(checkpoint.load(tmp_path / "straight" / checkpoint.LAST),
+                    checkpoint.load(tmp_path / "broken" / checkpoint.LAST))
+
+
+def _tiny_run(out: Path, epochs: int, every: int) -> Run:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("test_resnet", init="random")).model
+    return Run(CPU, model, OptimConfig(1e-3, 10, epochs, 4, checkpoint_every=every), 0, out,
+               {})
+
+
+def _batches(count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(1)
+    return [(torch.randn(4, 3, 32, 32, generator=generator), torch.rand(4, generator=generator))
+            for _ in range(count)]
+
+
+def test_last_pt_is_written_every_n_batches_and_records_its_place(tmp_path, monkeypatch):
+    written = []
+    save = checkpoint.save
+
+    def recording_save(state: dict, path: Path) -> None:
+        if path.name == checkpoint.LAST:
+            partial = state.get("partial_epoch")
+            written.append((partial["epoch"], partial["step"]) if partial
+                           else ("end of", state["epoch"]))
+        save(state, path)
+
+    monkeypatch.setattr(checkpoint, "save", recording_save)
+    batches = _batches(6)
+    fit(_tiny_run(tmp_path, epochs=2, every=2), lambda epoch: batches, 6,
+        lambda model: {"score": 0.0})
+    # the step count starts again each epoch; at an epoch's end only its own checkpoint
+    assert written == [(0, 2), (0, 4), ("end of", 0), (1, 2), (1, 4), ("end of", 1)]
+
+
+def test_resume_may_change_checkpoint_every_but_no_other_setting(tiny_dataset, tmp_path,
+                                                                 capsys):
+    out = tmp_path / "run"
+    common = ["train", "pretrain", str(tiny_dataset), "--out", str(out), "--backbone",
+              "test_resnet", "--init", "random", "--crop", "32", "--workers", "0", "--device",
+              "cpu", "--steps-per-epoch", "3", "--batch-size", "4"]
+    assert main([*common, "--epochs", "1", "--checkpoint-every", "2"]) == 0
+    assert main([*common, "--epochs", "2", "--checkpoint-every", "1", "--resume"]) == 0
+    state = checkpoint.load(out / checkpoint.LAST)
+    assert state["epoch"] == 1 and state["config"]["optim"]["checkpoint_every"] == 1
+    assert main([*common, "--epochs", "3", "--lr", "1e-4", "--resume"]) == 2
+    assert "other settings" in (error := capsys.readouterr().err) and "(optim.lr)" in error
+    assert main([*common, "--checkpoint-every", "-1"]) == 2
+    assert "invalid optimisation settings" in capsys.readouterr().err
+
+
+def test_finetune_takes_checkpoint_every():
+    from training.cli import _optim, build_parser
+
+    args = build_parser().parse_args(["finetune", "--dataset", "kadid10k", "--root", "x",
+                                      "--out", "y", "--checkpoint-every", "5"])
+    assert _optim(args).checkpoint_every == 5
+
+
+def test_a_step_checkpoint_never_saves_non_finite_weights(tmp_path):
+    run = _tiny_run(tmp_path, epochs=1, every=2)
+
+    def diverging(epoch: int) -> Iterator:
+        for index, batch in enumerate(_batches(6), start=1):
+            if index == 4:  # the weights break after three steps
+                with torch.no_grad():
+                    run.model.fc.weight.fill_(float("nan"))
+            yield batch
+
+    with pytest.raises(NonFiniteError, match="not finite at batch 4 of epoch 1"):
+        fit(run, diverging, 6, lambda model: {"score": 0.0})
+    saved = checkpoint.load(tmp_path / checkpoint.LAST)
+    assert saved["partial_epoch"]["step"] == 2
+    assert all(torch.isfinite(t).all() for t in saved["model"].values() if t.is_floating_point())
