@@ -248,3 +248,20 @@ def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_p
     _, problems = deep_check(location, 100)
     assert problems == [f"{victim['key']}: mae scores {victim['scores']['mae'] - 0.01:.6g} "
                         f"here, {victim['scores']['mae']} stored"]
+
+
+def test_the_report_folds_each_shards_labels_into_per_scenario_sums(fast_config,
+                                                                    mae_ensemble):
+    config = fast_config("embedded", limit=3, shard_refs=1, distortion_ids=(1, 13),
+                         levels=(1, 5))
+    plan, location, _ = _run_all(config, mae_ensemble)
+    tally = merge(location, plan)
+    by_scenario: dict[str, list[float]] = {}
+    for row in read_index(location).to_pylist():  # the samples as a reader sees them
+        if row["kind"] == "distorted":
+            scenario = f"{row['distortion_id']:02d}-{row['level']}"
+            by_scenario.setdefault(scenario, []).append(row["quality"])
+    assert sorted(tally.quality_count) == sorted(by_scenario)  # one sum per scenario, so
+    for scenario, values in by_scenario.items():                # memory does not grow with
+        assert tally.quality_count[scenario] == len(values) == 3  # the samples
+        assert tally.quality_sum[scenario] / len(values) == pytest.approx(np.mean(values))
