@@ -1,17 +1,19 @@
-"""The ten full-reference metrics and their ensemble (shared/spec/labels.md).
+"""The ten full-reference metrics, SSIM beside them, and their ensemble (shared/spec/labels.md).
 
     import labelers
-    labelers.METRICS                         # ('gmsd', 'fsim', ..., 'lpips')
+    labelers.METRICS                         # ('gmsd', 'fsim', ..., 'lpips'): the default ten
+    labelers.AVAILABLE_METRICS               # METRICS + ('ssim',): what one may choose
     labeler = labelers.Labeler(device="cpu", allow_missing=True)
     scores = labeler.score(ref, dists)       # {'gmsd': array([...]), ...}; scores.absent
 """
 
 from labelers.errors import InputTooSmallError, InvalidPairError, LabelerError, UnknownMetricError
 from labelers.labeler import Labeler, Scores
-from labelers.registry import DEEP_METRICS, METRICS, metric_class
+from labelers.registry import AVAILABLE_METRICS, DEEP_METRICS, METRICS, metric_class
 from labelers.weights import WeightsMissingError
 
 __all__ = [
+    "AVAILABLE_METRICS",
     "DEEP_METRICS",
     "METRICS",
     "InputTooSmallError",

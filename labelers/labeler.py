@@ -38,7 +38,8 @@ def batch_for_budget(per_image_bytes: float, budget_bytes: float, remaining: int
 class Labeler:
     """Scores distorted versions against their reference with the chosen metrics.
 
-    metrics: keys from labelers.METRICS (default all ten, in that order).
+    metrics: keys from labelers.AVAILABLE_METRICS (default labelers.METRICS, the ten, in that
+    order); an unknown key is an UnknownMetricError.
     device: "cuda", "cpu", ... (default CUDA when present).
     allow_missing: when LPIPS/DISTS weights are absent, run the other metrics and report the
     absent ones in `Scores.absent` instead of raising WeightsMissingError.

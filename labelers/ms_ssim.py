@@ -23,7 +23,7 @@ def gaussian_taps(device: torch.device) -> torch.Tensor:
     return taps / taps.sum()
 
 
-def _filter_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+def filter_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """filter2(window, x, 'valid') with the separable window, as sums of shifted slices (much
     faster than a one-channel float64 convolution on the CPU)."""
     size = taps.numel()
@@ -41,7 +41,7 @@ def _halve(gray: torch.Tensor) -> torch.Tensor:
 
 def _moments(gray: torch.Tensor, taps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Local mean and mean of squares over the 'valid' region."""
-    return _filter_valid(gray, taps), _filter_valid(gray * gray, taps)
+    return filter_valid(gray, taps), filter_valid(gray * gray, taps)
 
 
 class MSSSIM(Metric):
@@ -67,7 +67,7 @@ class MSSSIM(Metric):
             if level:
                 gray = _halve(gray)
             mu2, mean_sq2 = _moments(gray, taps)
-            cross = _filter_valid(ref_gray * gray, taps)
+            cross = filter_valid(ref_gray * gray, taps)
             sigma1, sigma2, sigma12 = mean_sq1 - mu1**2, mean_sq2 - mu2**2, cross - mu1 * mu2
             cs = (2 * sigma12 + C2) / (sigma1 + sigma2 + C2)
             if level == len(WEIGHTS) - 1:

@@ -1,5 +1,6 @@
-"""The ten metrics, in the spec's order, and where each one's class lives (imported lazily so
-that loading one metric does not load the others' dependencies)."""
+"""Where each metric's class lives (imported lazily so that loading one metric does not load the
+others' dependencies). METRICS, the ten of the spec in its order, is the default set (the
+ensemble's); AVAILABLE_METRICS adds the metrics one may choose beyond it (SSIM)."""
 
 import importlib
 
@@ -17,14 +18,18 @@ METRIC_CLASSES = {
     "mad": "labelers.mad:MAD",
     "dists": "labelers.dists_metric:DISTS",
     "lpips": "labelers.lpips_metric:LPIPS",
+    "ssim": "labelers.ssim:SSIM",  # not in METRICS: outside the default ensemble
 }
-METRICS: tuple[str, ...] = tuple(METRIC_CLASSES)
+METRICS: tuple[str, ...] = ("gmsd", "fsim", "vif", "cw_ssim", "nlpd", "mae", "ms_ssim", "mad",
+                            "dists", "lpips")
+AVAILABLE_METRICS: tuple[str, ...] = tuple(METRIC_CLASSES)
 DEEP_METRICS = ("dists", "lpips")
 
 
 def metric_class(key: str) -> type[Metric]:
     """The class implementing metric `key`."""
     if key not in METRIC_CLASSES:
-        raise UnknownMetricError(f"no metric {key!r}; the metrics are {', '.join(METRICS)}")
+        raise UnknownMetricError(
+            f"no metric {key!r}; the metrics are {', '.join(AVAILABLE_METRICS)}")
     module, name = METRIC_CLASSES[key].split(":")
     return getattr(importlib.import_module(module), name)

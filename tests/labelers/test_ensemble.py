@@ -111,3 +111,15 @@ def test_hash_survives_a_round_trip_with_integer_values(tmp_path):
     integers = ens.Ensemble("ints", {"mae": 1}, {"mae": ens.Mapping01("linear", best=0, worst=1)})
     integers.save(tmp_path / "ints.json")
     assert ens.load(tmp_path / "ints.json").hash == integers.hash
+
+
+def test_quality_ignores_scores_it_has_no_weight_for():
+    # SSIM is scored beside the ten but is not in the default ensemble: Q must not change.
+    default = ens.load()
+    assert "ssim" not in default.weights
+    rng = np.random.default_rng(0)
+    scores = {key: rng.uniform(0, 1, 4) for key in default.weights}
+    quality, used = default.quality(scores)
+    with_ssim, used_with_ssim = default.quality({**scores, "ssim": rng.uniform(0, 1, 4)})
+    np.testing.assert_array_equal(with_ssim, quality)
+    assert used_with_ssim == used and "ssim" not in used

@@ -1,0 +1,81 @@
+"""SSIM (Wang, Bovik, Sheikh and Simoncelli 2004) as the authors' ssim_index.m computes it:
+gray (rounded) 0..255, the 11 x 11 Gaussian window of std 1.5 (sum 1) and K = (0.01, 0.03),
+L = 255 shared with MS-SSIM, statistics over the 'valid' region ((H - 10) x (W - 10)), the
+score the mean of that map. No automatic downsampling (that is the later ssim.m).
+
+`ssim_map` / `ssim_maps` give the dense map for numpy callers: the same statistics filtered to
+the input's size with a symmetric border (MATLAB imfilter 'symmetric', the edge pixel repeated),
+float32 H x W, exactly 1 wherever the two images agree over the whole window (everywhere for
+identical images)."""
+
+import numpy as np
+import torch
+
+from labelers.base import Metric
+from labelers.errors import InvalidPairError
+from labelers.inputs import gray_rounded, to_batch
+from labelers.ms_ssim import C1, C2, WINDOW_SIZE, filter_valid, gaussian_taps
+
+Prepared = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # gray, local mean, mean of squares
+
+
+def _prepare_gray(gray: torch.Tensor, taps: torch.Tensor) -> Prepared:
+    return gray, filter_valid(gray, taps), filter_valid(gray * gray, taps)
+
+
+def _map_of_gray(prepared: Prepared, gray: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """ssim_map of ssim_index.m for N gray images (N x 1 x H x W) against a prepared reference:
+    N x 1 x (H - 10) x (W - 10)."""
+    ref_gray, mu1, mean_sq1 = prepared
+    mu2, mean_sq2 = filter_valid(gray, taps), filter_valid(gray * gray, taps)
+    mu1_sq, mu2_sq, mu1_mu2 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    sigma1_sq, sigma2_sq = mean_sq1 - mu1_sq, mean_sq2 - mu2_sq
+    sigma12 = filter_valid(ref_gray * gray, taps) - mu1_mu2
+    return ((2 * mu1_mu2 + C1) * (2 * sigma12 + C2)
+            / ((mu1_sq + mu2_sq + C1) * (sigma1_sq + sigma2_sq + C2)))
+
+
+class SSIM(Metric):
+    key = "ssim"
+    higher_is_better = True
+    min_size = WINDOW_SIZE  # ssim_index.m refuses images smaller than the window
+
+    def prepare(self, ref: torch.Tensor) -> Prepared:
+        return _prepare_gray(gray_rounded(ref, torch.float64), gaussian_taps(self.device))
+
+    def compare(self, prepared: Prepared, dist: torch.Tensor) -> torch.Tensor:
+        ssim = _map_of_gray(prepared, gray_rounded(dist, torch.float64),
+                            gaussian_taps(self.device))
+        return ssim.flatten(1).mean(dim=1)
+
+
+def _pad_symmetric(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """numpy.pad(x, pad, 'symmetric') over the last two axes (edge pixel repeated)."""
+    rows = torch.from_numpy(np.pad(np.arange(x.shape[-2]), pad, mode="symmetric"))
+    cols = torch.from_numpy(np.pad(np.arange(x.shape[-1]), pad, mode="symmetric"))
+    return x[..., rows, :][..., cols]
+
+
+def ssim_maps(reference: np.ndarray, distorted: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    """Dense SSIM maps of N versions (uint8 N x H x W x 3, or a list of H x W x 3) against one
+    reference (uint8 H x W x 3): float32 N x H x W. Computed in float64 on the CPU."""
+    ref, dist = to_batch(reference, "cpu"), to_batch(distorted, "cpu")
+    if len(ref) != 1:
+        raise InvalidPairError(f"ssim: expected one reference, got {len(ref)}")
+    SSIM().check_pair(ref, dist)
+    pad = WINDOW_SIZE // 2
+    with torch.inference_mode():
+        taps = gaussian_taps(torch.device("cpu"))
+        prepared = _prepare_gray(_pad_symmetric(gray_rounded(ref, torch.float64), pad), taps)
+        maps = _map_of_gray(prepared, _pad_symmetric(gray_rounded(dist, torch.float64), pad),
+                            taps)
+    return maps[:, 0].to(torch.float32).numpy()
+
+
+def ssim_map(reference: np.ndarray, distorted: np.ndarray) -> np.ndarray:
+    """Dense SSIM map of one distorted image against its reference (both uint8 H x W x 3):
+    float32 H x W, exactly 1 everywhere when the two are equal."""
+    if np.ndim(distorted) != 3:
+        raise InvalidPairError(f"ssim_map: expected one H x W x 3 image, got shape "
+                               f"{np.shape(distorted)}")
+    return ssim_maps(reference, distorted)[0]
