@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from distortions.banks import BANKS, bank_ids
 from distortions.denoised import denoise_inputs, denoiser_input
 from distortions.denoiser import active_denoiser, use_denoiser
 from distortions.errors import (
@@ -25,6 +26,7 @@ from distortions.errors import (
     InvalidImageError,
     InvalidLevelError,
     InvalidRecipeError,
+    UnknownBankError,
     UnknownDistortionError,
 )
 from distortions.registry import BANK, LEVELS, Distortion
@@ -37,6 +39,7 @@ _BY_ID = {d.id: d for d in BANK}
 _BY_NAME = {d.name: d for d in BANK}
 
 __all__ = [
+    "BANKS",
     "LEVELS",
     "RECIPE_VERSION",
     "DenoiserMismatchError",
@@ -48,9 +51,11 @@ __all__ = [
     "InvalidLevelError",
     "InvalidRecipeError",
     "LearnedInput",
+    "UnknownBankError",
     "UnknownDistortionError",
     "all",
     "apply",
+    "bank_ids",
     "check_image",
     "derive_seed",
     "get",

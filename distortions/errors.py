@@ -20,6 +20,10 @@ class UnknownDistortionError(DistortionError, KeyError):
         return str(self.args[0])
 
 
+class UnknownBankError(DistortionError):
+    """No named bank has that name."""
+
+
 class InvalidLevelError(DistortionError):
     """The level is not one of 1..5."""
 

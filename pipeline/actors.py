@@ -147,8 +147,10 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
                labelers: list, nodes: list[str], progress: "ray.actor.ActorHandle",
                denoise_on_actor: bool) -> dict:
     """Produce one shard; the labels (and, with denoise_on_actor, the learned-denoiser
-    network) come from a labeler actor, on this node where one lives. Returns its summary."""
-    labeler = nearest_labeler(index, labelers, nodes, ray.get_runtime_context().get_node_id())
+    network) come from a labeler actor, on this node where one lives (none in a label-free
+    run). Returns its summary."""
+    labeler = (nearest_labeler(index, labelers, nodes, ray.get_runtime_context().get_node_id())
+               if labelers else None)
 
     def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled) -> tuple:
         # the actor tells the progress actor itself as parts are labelled

@@ -5,9 +5,10 @@ import sys
 from pathlib import Path
 
 import distortions
+from pipeline.config import SOURCE_KINDS
 from pipeline.embedded import EMBEDDED_PHOTOS
 from pipeline.errors import PipelineError
-from pipeline.sizing import TargetSize, cover_and_crop
+from pipeline.sizing import NATIVE, TargetSize, cover_and_crop, parse_size
 from pipeline.sources import EMBEDDED_PREFIX, read_rgb
 
 
@@ -19,8 +20,9 @@ def _list_bank(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepared(source: str, size: TargetSize, allow_upscale: bool):
-    return cover_and_crop(read_rgb(source), size, allow_upscale)
+def _prepared(source: str, size: TargetSize | str, allow_upscale: bool):
+    pixels = read_rgb(source)
+    return pixels if size == NATIVE else cover_and_crop(pixels, size, allow_upscale)
 
 
 def _sheet(args: argparse.Namespace) -> int:
@@ -68,13 +70,31 @@ def _generate(args: argparse.Namespace) -> int:
     config = RunConfig(
         sources=args.sources, out=args.out, seed=args.seed, size=args.size,
         allow_upscale=args.allow_upscale, shard_refs=args.shard_refs, limit=args.limit,
-        distortion_ids=args.distortions, levels=args.levels, metrics=args.metrics,
-        allow_missing_metrics=args.allow_missing_metrics, ensemble_file=args.ensemble,
-        max_pixels=args.max_pixels)
+        distortion_ids=_in_bank(args.bank, args.distortions), levels=args.levels,
+        metrics=args.metrics, allow_missing_metrics=args.allow_missing_metrics,
+        ensemble_file=args.ensemble, max_pixels=args.max_pixels, bank=args.bank,
+        versions_per_ref=args.versions_per_ref, max_side=args.max_side,
+        source_kind=args.source_kind)
     generate(config, ClusterOptions(actors=args.actors, max_in_flight=args.max_in_flight,
                                     restart=args.restart, verify=args.verify,
                                     take_over=args.take_over))
     return 0
+
+
+def _in_bank(bank: str, chosen: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The named bank's types, narrowed to --distortions where given."""
+    ids = distortions.bank_ids(bank)
+    if chosen is None:
+        return ids
+    kept = tuple(i for i in ids if i in chosen)
+    if not kept:
+        raise ValueError(f"none of --distortions {list(chosen)} is in the bank {bank!r}")
+    return kept
+
+
+def _metrics(text: str) -> tuple[str, ...]:
+    """Comma-separated metric keys; 'none' for a label-free run."""
+    return () if text.strip().lower() == "none" else tuple(text.split(","))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,16 +157,29 @@ def _add_generate(commands) -> None:
                                "'embedded' for the photos scikit-image ships (default)")
     generate.add_argument("--out", default="out/demo", help="output dataset (path or URI)")
     _add_image_options(generate)
+    generate.add_argument("--max-side", type=int, metavar="N",
+                          help="with --size native: downscale sources whose long side exceeds "
+                               "N (never below the bank's minimum)")
+    generate.add_argument("--source-kind", choices=SOURCE_KINDS, default="synthetic",
+                          help="what the sources are, recorded per reference: synthetic "
+                               "(pristine photos to distort, default) or authentic")
     generate.add_argument("--limit", type=int, help="use only the first N sources")
     generate.add_argument("--shard-refs", type=int, default=16,
                           help="references per shard (default 16, about 1 GB at 512x384)")
+    generate.add_argument("--bank", choices=tuple(distortions.BANKS), default="all",
+                          help="a named bank: all (33 types, default), kadid25 (the KADID-10k "
+                               "types), mt4 (JPEG, JPEG 2000, Gaussian blur, white noise)")
     generate.add_argument("--distortions", type=_distortion_ids,
-                          default=tuple(d.id for d in distortions.all()),
-                          help="subset of the bank: ids, ranges or names (default all 33)")
+                          help="narrow the bank: ids, ranges or names (default: all of it)")
     generate.add_argument("--levels", type=_ints, default=distortions.LEVELS,
                           help="subset of levels, e.g. 1,3,5 (default 1-5)")
-    generate.add_argument("--metrics", type=lambda text: tuple(text.split(",")), default=METRICS,
-                          help="comma-separated metric keys (default all ten)")
+    generate.add_argument("--versions-per-ref", type=int, metavar="K",
+                          help="K distinct types per reference, drawn (seeded by the reference) "
+                               "from those selected, each at one drawn level (default: the "
+                               "full grid)")
+    generate.add_argument("--metrics", type=_metrics, default=METRICS,
+                          help="comma-separated metric keys (default all ten), or none for a "
+                               "label-free run (no labeler actors, null scores and Q)")
     generate.add_argument("--allow-missing-metrics", action="store_true",
                           help="label without LPIPS/DISTS when their weights are missing")
     generate.add_argument("--ensemble", help="ensemble file for Q (default: the shipped one)")
@@ -230,9 +263,9 @@ def _add_label_commands(commands) -> None:
 
 
 def _add_image_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", type=TargetSize.parse, default=TargetSize(),
+    parser.add_argument("--size", type=parse_size, default=TargetSize(),
                         help="target WxH: cover by area scaling, then centre-crop "
-                             "(default 512x384)")
+                             "(default 512x384); or native: each source's own size")
     parser.add_argument("--allow-upscale", action="store_true",
                         help="upscale sources smaller than the target instead of refusing them")
     parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")

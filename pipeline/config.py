@@ -3,11 +3,16 @@
 from dataclasses import asdict, dataclass, field
 
 import distortions
-from labelers.registry import METRICS
+from labelers.registry import AVAILABLE_METRICS, METRICS
 from pipeline.decode import DEFAULT_MAX_PIXELS
-from pipeline.sizing import TargetSize
+from pipeline.sizing import NATIVE, TargetSize, check_max_side, parse_size
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train, val, test
+SOURCE_KINDS = ("synthetic", "authentic")
+# generation modes beyond the paper's grid, with their defaults; a mode at its default stays
+# out of the plan digest, so datasets made before the modes existed keep theirs
+MODE_DEFAULTS = {"bank": "all", "versions_per_ref": None, "max_side": None,
+                 "source_kind": "synthetic"}
 
 
 @dataclass(frozen=True)
@@ -15,17 +20,21 @@ class RunConfig:
     sources: str
     out: str
     seed: int = 0
-    size: TargetSize = field(default_factory=TargetSize)
+    size: TargetSize | str = field(default_factory=TargetSize)  # or NATIVE
     allow_upscale: bool = False
     shard_refs: int = 16
     limit: int | None = None
     distortion_ids: tuple[int, ...] = tuple(d.id for d in distortions.all())
     levels: tuple[int, ...] = distortions.LEVELS
-    metrics: tuple[str, ...] = METRICS
+    metrics: tuple[str, ...] = METRICS  # the ten of the default ensemble
     allow_missing_metrics: bool = False
     ensemble_file: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     codec: str = "png"
+    bank: str = "all"                     # the named bank distortion_ids lie in
+    versions_per_ref: int | None = None   # K types drawn per reference; None: the full grid
+    max_side: int | None = None           # with size NATIVE: downscale above this long side
+    source_kind: str = "synthetic"        # synthetic | authentic, recorded per reference
 
     def __post_init__(self):
         if self.shard_refs < 1:
@@ -34,14 +43,47 @@ class RunConfig:
             raise ValueError(f"limit must be at least 1, got {self.limit}")
         for distortion_id in self.distortion_ids:
             distortions.get(distortion_id)  # raises UnknownDistortionError
+        outside = sorted(set(self.distortion_ids) - set(distortions.bank_ids(self.bank)))
+        if outside or not self.distortion_ids:
+            raise ValueError(f"distortions {outside or '(none)'} are not in the bank "
+                             f"{self.bank!r}: choose among its types")
         bad_levels = [lv for lv in self.levels if lv not in distortions.LEVELS]
         if bad_levels or not self.levels:
             raise ValueError(f"levels must be a non-empty subset of 1-5, got {self.levels}")
-        unknown = [m for m in self.metrics if m not in METRICS]
-        if unknown or not self.metrics:
-            raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
+        unknown = [m for m in self.metrics if m not in AVAILABLE_METRICS]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; choose from "
+                             f"{', '.join(AVAILABLE_METRICS)}, or none")
         if self.codec != "png":
             raise ValueError(f"codec must be png (lossless), got {self.codec!r}")
+        self._check_modes()
+
+    def _check_modes(self) -> None:
+        if self.versions_per_ref is not None and not (
+                1 <= self.versions_per_ref <= len(self.distortion_ids)):
+            raise ValueError(f"versions_per_ref must be 1-{len(self.distortion_ids)} (the "
+                             f"types selected), got {self.versions_per_ref}")
+        if self.max_side is not None and self.size != NATIVE:
+            raise ValueError("max_side applies to the native size policy (--size native)")
+        check_max_side(self.max_side)
+        if self.source_kind not in SOURCE_KINDS:
+            raise ValueError(f"source_kind must be one of {SOURCE_KINDS}, got "
+                             f"{self.source_kind!r}")
+
+    @property
+    def labelled(self) -> bool:
+        """False for a label-free run (--metrics none): no scores, no Q."""
+        return bool(self.metrics)
+
+    @property
+    def versions_count(self) -> int:
+        """Distorted versions planned per reference."""
+        return self.versions_per_ref or len(self.scenarios)
+
+    def modes(self) -> dict:
+        """The generation modes, for the manifest, the report and inspect."""
+        return {"labels": list(self.metrics) or "none", "size": str(self.size),
+                **{key: getattr(self, key) for key in MODE_DEFAULTS}}
 
     @property
     def scenarios(self) -> list[tuple[int, int]]:
@@ -56,7 +98,7 @@ class RunConfig:
     @classmethod
     def from_json(cls, data: dict) -> "RunConfig":
         fields = dict(data)
-        fields["size"] = TargetSize.parse(fields["size"])
+        fields["size"] = parse_size(fields["size"])
         for key in ("distortion_ids", "levels", "metrics"):
             fields[key] = tuple(fields[key])
         return cls(**fields)
@@ -65,4 +107,6 @@ class RunConfig:
         """What the shard plan depends on (never the cluster's size or timing)."""
         keys = ("seed", "shard_refs", "limit", "distortion_ids", "levels", "metrics", "codec",
                 "allow_upscale", "max_pixels")
-        return {**{key: getattr(self, key) for key in keys}, "size": str(self.size)}
+        modes = {key: getattr(self, key) for key, default in MODE_DEFAULTS.items()
+                 if getattr(self, key) != default}
+        return {**{key: getattr(self, key) for key in keys}, "size": str(self.size), **modes}

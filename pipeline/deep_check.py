@@ -67,8 +67,10 @@ def deep_check(location: Location, count: int, seed: int = 0) -> tuple[list[str]
         return [], [f"deep check: {error}"]
     if not rows:
         return [], ["deep check: no distorted sample to check"]
-    stored_metrics = [key for key, value in rows[0]["scores"].items() if value is not None]
-    labeler = Labeler(stored_metrics, device="cpu", allow_missing=True)
+    stored_metrics = [key for key, value in (rows[0]["scores"] or {}).items()
+                      if value is not None]
+    labeler = (Labeler(stored_metrics, device="cpu", allow_missing=True) if stored_metrics
+               else None)  # a label-free dataset: nothing to re-score
     problems, notes = [], []
     by_shard: dict[int, list[dict]] = {}
     for row in rows:
@@ -81,10 +83,16 @@ def deep_check(location: Location, count: int, seed: int = 0) -> tuple[list[str]
             reference, stored = pixels[f"{row['ref_id']}_ref"], pixels[row["key"]]
             problem, note = _replay(row, reference, stored)
             notes.append(note)
-            problems += [p for p in (problem, _rescore(row, reference, stored, labeler)) if p]
+            rescored = _rescore(row, reference, stored, labeler) if labeler else None
+            problems += [p for p in (problem, rescored) if p]
     counts = {note: notes.count(note) for note in sorted(set(notes))}
-    rescored = ", ".join(labeler.keys) + (f" ({', '.join(labeler.absent)} absent here)"
-                                           if labeler.absent else "")
     return [f"deep check: {len(rows)} sampled versions: "
             + "; ".join(f"{n} {note}" for note, n in counts.items())
-            + f"; re-scored with {rescored}"], problems
+            + f"; {_rescored(labeler)}"], problems
+
+
+def _rescored(labeler: Labeler | None) -> str:
+    if labeler is None:
+        return "label-free: nothing to re-score"
+    return "re-scored with " + ", ".join(labeler.keys) + (
+        f" ({', '.join(labeler.absent)} absent here)" if labeler.absent else "")

@@ -144,7 +144,7 @@ def _labeler_pool(config: RunConfig, plan: Layout, run_id: str) -> tuple[list, l
 
 def _check_weights(config: RunConfig) -> tuple[str, ...]:
     """Stop before any work when deep weights are missing, unless allowed."""
-    absent = tuple(weights.missing(config.metrics))
+    absent = tuple(weights.missing(config.metrics))  # none in a label-free run
     if absent and not config.allow_missing_metrics:
         raise weights.WeightsMissingError(weights.missing_message(list(absent)) +
                                           " Or pass --allow-missing-metrics.")
@@ -248,8 +248,8 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
               absent: tuple[str, ...], started: float) -> dict:
     ensemble = load_ensemble(config.ensemble_file)
     sources = chosen(list_sources(config.sources), config)
-    plan = Plan.make(sources, config, label_identity(ensemble.hash, absent),
-                     find_duplicates(sources, config.sources))
+    identity = label_identity(ensemble.hash if config.labelled else None, absent)
+    plan = Plan.make(sources, config, identity, find_duplicates(sources, config.sources))
     if options.restart:
         _clear_previous_run(location)
     _remove_staged(location)
@@ -265,11 +265,12 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
         print(f"note: labels without {', '.join(absent)} (weights missing; Q renormalised)")
     resources = ray.cluster_resources()
     scheduling = layout(resources.get("CPU", 1.0), int(resources.get("GPU", 0)),
-                        options.actors, options.max_in_flight)
-    actors, nodes = _labeler_pool(config, scheduling, plan.digest[:8])
+                        options.actors, options.max_in_flight, config.labelled)
+    actors, nodes = (_labeler_pool(config, scheduling, plan.digest[:8]) if scheduling.actors
+                     else ([], []))
     arguments = (plan.to_json(), config.to_json(), ensemble.to_json(), config.out)
 
-    per_reference = 1 + len(config.scenarios)
+    per_reference = 1 + config.versions_count
     done = [i for i in range(plan.shard_count) if i not in todo]
     progress = _Progress(location, plan.digest[:8], len(plan.references) * per_reference,
                          plan.shard_count, len(done),
@@ -278,6 +279,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     on_actors = options.denoise_on_actors
     if on_actors is None:
         on_actors = resources.get("GPU", 0) > 0
+    on_actors = on_actors and bool(actors)
 
     def submit(index: int):
         return shard_task.options(name=f"shard-{index:05d}").remote(
@@ -289,7 +291,8 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     progress.close()
     if failed:
         raise ShardsFailedError(f"shards {failed} failed twice; rerun to resume them")
-    report = build_report(merge(location, plan), time.perf_counter() - started, absent)
+    report = build_report(merge(location, plan), time.perf_counter() - started, absent,
+                          config.modes())
     report["scheduling"] = {**scheduling.to_json(), "peak_in_flight": progress.peak_in_flight,
                             "actor_calls": ray.get([a.stats.remote() for a in actors])}
     location.write_bytes(location.path("report.json"),

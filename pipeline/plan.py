@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
+import numpy as np
+
 from pipeline.config import SPLIT_FRACTIONS, RunConfig
 from pipeline.errors import PlanMismatchError
 from pipeline.sources import Source
@@ -46,6 +48,20 @@ def split_of(ref_id: str, seed: int) -> str:
     u = int.from_bytes(digest[:8], "big") / 2**64
     train, val, _ = SPLIT_FRACTIONS
     return "train" if u < train else "val" if u < train + val else "test"
+
+
+def scenarios_for(ref_id: str, config: RunConfig) -> list[tuple[int, int]]:
+    """The (distortion id, level) pairs made of one reference, in id order: the full grid, or
+    with versions_per_ref K, K distinct types drawn from the selected ones, each at a level
+    drawn from the selected levels (seeded by the run seed and the ref_id, so a rerun or a
+    replay draws the same)."""
+    if not config.versions_per_ref:
+        return config.scenarios
+    digest = hashlib.sha256(f"versions|{config.seed}|{ref_id}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
+    types = rng.choice(config.distortion_ids, size=config.versions_per_ref, replace=False)
+    levels = rng.choice(config.levels, size=config.versions_per_ref)
+    return sorted((int(d), int(lv)) for d, lv in zip(types, levels, strict=True))
 
 
 def chosen(sources: list[Source], config: RunConfig) -> list[Source]:

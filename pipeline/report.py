@@ -19,15 +19,17 @@ from shards.writer import shard_paths
 
 def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble, absent
                     ) -> None:
-    """manifest.json and ensemble.json, written before any shard (credentials in the sources
-    or output URI are redacted)."""
+    """manifest.json and, in a labelled run, ensemble.json, written before any shard
+    (credentials in the sources or output URI are redacted)."""
     settings = {**config.to_json(), "sources": redact(config.sources), "out": redact(config.out)}
-    manifest = {"config": settings, "plan_digest": plan.digest,
+    manifest = {"config": settings, "plan_digest": plan.digest, "modes": config.modes(),
                 "shards": plan.shard_count, "references": len(plan.references),
-                "ensemble_hash": ensemble.hash, "metrics_absent": list(absent),
-                "format": "shared/spec/shards.md"}
+                "ensemble_hash": ensemble.hash if config.labelled else None,
+                "metrics_absent": list(absent), "format": "shared/spec/shards.md"}
     location.write_bytes(location.path("manifest.json"),
                          json.dumps(manifest, sort_keys=True, indent=1).encode())
+    if not config.labelled:
+        return
     document = {**ensemble.to_json(), "metrics_absent": list(absent)}
     location.write_bytes(location.path("ensemble.json"),
                          json.dumps(document, sort_keys=True, indent=1).encode())
@@ -55,6 +57,8 @@ class Tally:
         self.distorted += stats["distorted"]
         self.seconds.update(stats["seconds"])
         for distortion_id, level, quality in stats["labels"]:
+            if quality is None:  # a label-free run
+                continue
             scenario = f"{distortion_id:02d}-{level}"
             self.quality_sum[scenario] += quality
             self.quality_count[scenario] += 1
@@ -117,8 +121,10 @@ def duplicate_records(plan: Plan) -> tuple[list[dict], list[dict]]:
     return rows, failures
 
 
-def build_report(tally: Tally, wall_seconds: float, absent: tuple[str, ...]) -> dict:
+def build_report(tally: Tally, wall_seconds: float, absent: tuple[str, ...],
+                 modes: dict | None = None) -> dict:
     return {
+        "modes": modes or {},
         "sources": tally.sources,
         "sources_ok": tally.sources_ok,
         "samples": tally.samples,
@@ -144,6 +150,9 @@ def summary_lines(report: dict, out: str) -> list[str]:
         f"({report['distorted']} distorted), failures: {report['failures']}",
         f"time: {report['wall_seconds']} s, {report['samples_per_second']} samples/s",
     ]
+    if report["modes"]:
+        lines.append("modes: " + ", ".join(f"{key} {value}" for key, value in
+                                           report["modes"].items() if value is not None))
     if report["failures_by_reason"]:
         lines.append("failures by reason: " + ", ".join(
             f"{reason} {count}" for reason, count in report["failures_by_reason"].items()))

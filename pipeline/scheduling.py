@@ -29,9 +29,12 @@ class Layout:
 
 
 def layout(cpus: float, gpus: int, actors: int | None = None,
-           max_in_flight: int | None = None) -> Layout:
+           max_in_flight: int | None = None, labelled: bool = True) -> Layout:
     """The layout for a cluster of `cpus` CPUs and `gpus` GPUs in all; `actors` and
-    `max_in_flight` override the derived numbers."""
+    `max_in_flight` override the derived numbers. A label-free run has no actors: its shard
+    tasks take every CPU."""
+    if not labelled:
+        return Layout(0, {}, 0, 0, max_in_flight or max(1, int(cpus)))
     if gpus:
         count = actors or gpus
         resources, threads, concurrency = {"num_gpus": 1, "num_cpus": 1}, 1, \

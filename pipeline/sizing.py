@@ -1,10 +1,16 @@
-"""The size policy: scale so the image covers the target (area interpolation), centre-crop."""
+"""The size policies: scale so the image covers the target (area interpolation) and
+centre-crop; or keep each source's own size (`native`), downscaled only above a maximum side
+and never below the bank's minimum."""
 
 import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from distortions.validation import MIN_LONG_SIDE, MIN_SHORT_SIDE
+
+NATIVE = "native"
 
 
 class SourceTooSmallError(ValueError):
@@ -47,3 +53,28 @@ def cover_and_crop(img: np.ndarray, size: TargetSize, allow_upscale: bool = Fals
     top = (img.shape[0] - size.height) // 2
     left = (img.shape[1] - size.width) // 2
     return np.ascontiguousarray(img[top:top + size.height, left:left + size.width])
+
+
+def parse_size(text: str) -> "TargetSize | str":
+    """'native', or a target such as '512x384'."""
+    return NATIVE if text.strip().lower() == NATIVE else TargetSize.parse(text)
+
+
+def check_max_side(max_side: int | None) -> None:
+    if max_side is not None and max_side < MIN_LONG_SIDE:
+        raise ValueError(f"max_side must be at least {MIN_LONG_SIDE} (the bank's minimum long "
+                         f"side), got {max_side}")
+
+
+def limit_side(img: np.ndarray, max_side: int | None) -> np.ndarray:
+    """The image at its own size, or, when its long side exceeds `max_side`, downscaled (area
+    interpolation, aspect kept) to that long side, but never so far that its short side falls
+    below the bank's minimum."""
+    height, width = img.shape[:2]
+    if max_side is None or max(height, width) <= max_side:
+        return img
+    scale = max(max_side / max(height, width), MIN_SHORT_SIDE / min(height, width))
+    if scale >= 1:
+        return img
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(img, new_size, interpolation=cv2.INTER_AREA)

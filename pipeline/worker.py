@@ -15,8 +15,8 @@ from labelers.labeler import Labeler
 from pipeline.config import RunConfig
 from pipeline.decode import DecodeError
 from pipeline.encoding import encode_png, pixel_sha256
-from pipeline.plan import Plan, PlannedReference
-from pipeline.sizing import SourceTooSmallError, cover_and_crop
+from pipeline.plan import Plan, PlannedReference, scenarios_for
+from pipeline.sizing import NATIVE, SourceTooSmallError, cover_and_crop, limit_side
 from pipeline.sources import load, printable
 from pipeline.spill import SpilledSamples
 from shards.keys import distorted_key, reference_key
@@ -84,7 +84,7 @@ def _failure(ref: PlannedReference, reason: str, detail: str, **extra) -> dict:
 def _prepare_reference(ref: PlannedReference, config: RunConfig, outcome: ShardOutcome):
     """The sized reference pixels and its sources row; None (and a failure) if unusable."""
     row = {"ref_id": ref.ref_id, "uri": printable(ref.uri), "shard": outcome.index,
-           "split": ref.split,
+           "split": ref.split, "source_kind": config.source_kind,
            "original_width": None, "original_height": None, "sha256": None, "conversions": [],
            "status": "failed", "reason": None}
     try:
@@ -92,7 +92,7 @@ def _prepare_reference(ref: PlannedReference, config: RunConfig, outcome: ShardO
         width, height = decoded.original_size
         row.update(original_width=width, original_height=height,
                    conversions=list(decoded.conversions))
-        pixels = cover_and_crop(decoded.pixels, config.size, config.allow_upscale)
+        pixels = sized(decoded.pixels, config)
         distortions.check_image(pixels)
     except DecodeError as error:
         row["reason"] = error.reason
@@ -110,6 +110,13 @@ def _prepare_reference(ref: PlannedReference, config: RunConfig, outcome: ShardO
         return pixels
     outcome.sources.append(row)
     return None
+
+
+def sized(pixels: np.ndarray, config: RunConfig) -> np.ndarray:
+    """A decoded source under the run's size policy."""
+    if config.size == NATIVE:
+        return limit_side(pixels, config.max_side)
+    return cover_and_crop(pixels, config.size, config.allow_upscale)
 
 
 def _base_record(ref: PlannedReference, pixels: np.ndarray, key: str, kind: str) -> dict:
@@ -152,7 +159,7 @@ def _distort_all(ref, pixels, config, outcome, denoise: Denoise):
     recorded. The learned-denoiser types' network runs through `denoise` (a GPU actor on a
     cluster with GPUs), everything else here."""
     jobs = [(d, lv, distortions.derive_seed(config.seed, ref.ref_id, d, lv))
-            for d, lv in config.scenarios]
+            for d, lv in scenarios_for(ref.ref_id, config)]
     learned = [job for job in jobs if distortions.get(job[0]).learned]
     classic = [job for job in jobs if not distortions.get(job[0]).learned]
     results = dict(zip(classic, apply_locally(pixels, classic), strict=True))
@@ -183,7 +190,15 @@ def local_scorer(labeler: Labeler) -> ScoreImages:
 
 
 def _label(records, ref: np.ndarray, images: list[np.ndarray], score_images: ScoreImages,
-           ensemble: Ensemble, on_labelled: Labelled) -> None:
+           ensemble: Ensemble, on_labelled: Labelled, labelled: bool = True) -> None:
+    """Scores and Q on each record; null ones in a label-free run (the versions count as
+    done at once)."""
+    if not labelled:
+        for record in records:
+            record.update(scores=None, quality=None, ensemble_hash=None, metrics_used=None)
+        if records:
+            on_labelled(len(records))
+        return
     if not records:
         return
     scores, absent = score_images(ref, np.stack(images), on_labelled)
@@ -251,7 +266,8 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
         with _Timer(outcome.seconds, "label"):
             _label([record for record, _ in made], pixels, [image for _, image in made],
                    score_images, ensemble,
-                   lambda count: on_progress(count, 0) if on_progress else None)
+                   lambda count: on_progress(count, 0) if on_progress else None,
+                   config.labelled)
         made = [(record, png) for (record, _), png in zip(made, pngs, strict=True)]
         outcome.references += 1
         outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made)

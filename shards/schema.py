@@ -5,7 +5,7 @@ import json
 import pyarrow as pa
 
 METRIC_KEYS = ("gmsd", "fsim", "vif", "cw_ssim", "nlpd", "mae", "ms_ssim", "mad", "dists",
-               "lpips")
+               "lpips", "ssim")  # ssim: available, outside the default ensemble
 SCORES_TYPE = pa.struct([(key, pa.float64()) for key in METRIC_KEYS])
 
 INDEX_SCHEMA = pa.schema([
@@ -36,6 +36,7 @@ SOURCES_SCHEMA = pa.schema([
     ("original_height", pa.int32()), ("sha256", pa.string()), ("shard", pa.int32()),
     ("split", pa.string()), ("status", pa.string()), ("reason", pa.string()),
     ("conversions", pa.list_(pa.string())),
+    ("source_kind", pa.string()),     # synthetic | authentic (null in older datasets)
 ])
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
 
@@ -18,6 +19,7 @@ from training.model import ModelConfig, build_model
 from training.optim import PRETRAIN, OptimConfig
 from training.precision import Precision
 from training.shard_data import (
+    CLASS_TARGETS,
     ShardStream,
     SplitShards,
     StreamConfig,
@@ -51,8 +53,21 @@ class PretrainConfig:
         return data
 
 
-def check_labels(location: Location, index: pa.Table) -> str:
-    """The dataset's ensemble hash; every sample's Q must have been made under it."""
+def check_labels(location: Location, index: pa.Table, target: Target) -> str | None:
+    """For a quality target the dataset's ensemble hash (every sample's Q must have been made
+    under it). A regression target the dataset has no value of (a label-free run, or a metric
+    it was not scored with) is refused with what to do instead."""
+    if target.classes:
+        return None
+    values = (index["quality"] if target.name == "quality"
+              else pc.struct_field(index["scores"], target.name))
+    if values.null_count == len(values):
+        raise ValueError(
+            f"{location.root} has no {target.name} values (generated label-free with "
+            f"--metrics none, or without that metric): train a class target "
+            f"({', '.join(CLASS_TARGETS)}) on it, or generate it with labels")
+    if target.name != "quality":
+        return None
     ensemble = load_ensemble(location.path("ensemble.json"))
     hashes = set(index["ensemble_hash"].drop_null().to_pylist())
     if hashes - {ensemble.hash}:
@@ -83,7 +98,7 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
 def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     location = Location.parse(config.dataset)
     index = distorted_index(location)
-    labels = check_labels(location, index) if config.target.name == "quality" else None
+    labels = check_labels(location, index, config.target)
     splits = reference_splits(location, config.val_refs, config.exclude_refs)
     train, val = (split_shards(location, index, splits, name) for name in ("train", "val"))
     if not val.samples:

@@ -1,0 +1,136 @@
+"""Generation modes (issue 10): K drawn versions per reference, label-free runs, named banks,
+native sizes and the source kind; each recorded and in the plan digest (at its default, out of
+it)."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+import distortions
+from labelers import Labeler
+from pipeline import cli
+from pipeline.config import RunConfig
+from pipeline.plan import Plan, persist_or_check, scenarios_for
+from pipeline.report import merge, write_run_files
+from pipeline.sizing import NATIVE
+from pipeline.sources import list_sources
+from pipeline.worker import local_scorer, produce_shard
+from shards.reader import read_index
+from shards.storage import Location
+
+
+def _run(config, ensemble):
+    plan = Plan.make(list_sources(config.sources), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    scorer = local_scorer(Labeler(metrics=config.metrics or ("mae",), device="cpu"))
+    for index in range(plan.shard_count):
+        produce_shard(index, plan, config, scorer, ensemble, location)
+    return plan, location
+
+
+def test_versions_per_ref_draws_k_distinct_types_per_reference_reproducibly(fast_config,
+                                                                          mae_ensemble):
+    config = fast_config("embedded", limit=3, shard_refs=2, distortion_ids=(1, 3, 13, 16, 20),
+                         levels=(2, 4), versions_per_ref=3)
+    plan, location = _run(config, mae_ensemble)
+    rows = read_index(location).to_pylist()
+    drawn = {}
+    for row in rows:
+        if row["kind"] == "distorted":
+            drawn.setdefault(row["ref_id"], []).append((row["distortion_id"], row["level"]))
+    assert sorted(drawn) == sorted(ref.ref_id for ref in plan.references)
+    for ref_id, pairs in drawn.items():
+        types = [d for d, _ in pairs]
+        assert len(types) == len(set(types)) == 3  # K distinct types
+        assert set(types) <= {1, 3, 13, 16, 20} and {lv for _, lv in pairs} <= {2, 4}
+        assert sorted(pairs) == scenarios_for(ref_id, config)
+    assert len({tuple(sorted(p)) for p in drawn.values()}) > 1  # drawn per reference
+    again = fast_config("embedded", limit=3, shard_refs=2, distortion_ids=(1, 3, 13, 16, 20),
+                        levels=(2, 4), versions_per_ref=3)
+    assert [scenarios_for(r, again) for r in drawn] == [scenarios_for(r, config) for r in drawn]
+    with pytest.raises(ValueError, match="versions_per_ref must be 1-5"):
+        fast_config("embedded", distortion_ids=(1, 3, 13, 16, 20), versions_per_ref=6)
+
+
+def test_a_label_free_run_writes_null_labels_and_no_ensemble(fast_config, mae_ensemble,
+                                                            tmp_path):
+    config = fast_config("embedded", limit=1, distortion_ids=(1, 13), levels=(1,), metrics=())
+    plan, location = _run(config, mae_ensemble)
+    distorted = [row for row in read_index(location).to_pylist() if row["kind"] == "distorted"]
+    assert len(distorted) == 2
+    assert all(row["scores"] is None and row["quality"] is None for row in distorted)
+    write_run_files(location, config, plan, mae_ensemble, ())
+    manifest = json.loads(location.read_bytes(location.path("manifest.json")))
+    assert manifest["ensemble_hash"] is None and manifest["modes"]["labels"] == "none"
+    assert not location.exists(location.path("ensemble.json"))
+    tally = merge(location, plan)
+    assert tally.distorted == 2 and not tally.quality_count
+
+
+def test_native_sizes_survive_into_the_shards(tmp_path, small_image, fast_config,
+                                              mae_ensemble):
+    folder = tmp_path / "authentic"
+    folder.mkdir()
+    big = np.asarray(Image.fromarray(small_image).resize((640, 480)))
+    Image.fromarray(small_image).save(folder / "a_small.png")        # 192 x 176: kept
+    Image.fromarray(big).save(folder / "b_big.png")                  # 640 x 480 -> 400 x 300
+    Image.fromarray(np.asarray(Image.fromarray(small_image).resize((900, 180)))).save(
+        folder / "c_wide.png")  # 900 x 180: the short side may not fall below 176
+    config = fast_config(str(folder), size=NATIVE, max_side=400, distortion_ids=(1,),
+                         levels=(1,), source_kind="authentic")
+    _, location = _run(config, mae_ensemble)
+    sizes = {row["ref_id"]: (row["width"], row["height"])
+             for row in read_index(location).to_pylist() if row["kind"] == "reference"}
+    assert sizes == {"a_small": (192, 176), "b_big": (400, 300), "c_wide": (880, 176)}
+    distorted = [row for row in read_index(location).to_pylist() if row["kind"] == "distorted"]
+    assert all((row["width"], row["height"]) == sizes[row["ref_id"]] for row in distorted)
+    plan = Plan.make(list_sources(config.sources), config)
+    merge(location, plan)
+    kinds = pq.read_table(location.path("sources.parquet")).column("source_kind").to_pylist()
+    assert kinds == ["authentic"] * 3
+    with pytest.raises(ValueError, match="max_side applies to the native"):
+        fast_config("embedded", max_side=400)
+
+
+def test_named_banks_and_the_distortions_that_narrow_them():
+    assert distortions.bank_ids("kadid25") == tuple(
+        d.id for d in distortions.all() if d.kadid_id is not None)
+    assert len(distortions.bank_ids("kadid25")) == 25
+    assert [distortions.get(i).name for i in distortions.bank_ids("mt4")] == [
+        "jpeg", "jpeg2000", "white_noise", "gaussian_blur"]
+    assert cli._in_bank("mt4", None) == (1, 2, 3, 13)
+    assert cli._in_bank("mt4", (13, 1, 20)) == (1, 13)
+    with pytest.raises(ValueError, match="none of --distortions"):
+        cli._in_bank("mt4", (20,))
+    with pytest.raises(ValueError, match="not in the bank 'mt4'"):
+        RunConfig("embedded", "out", bank="mt4", distortion_ids=(1, 20))
+    with pytest.raises(distortions.UnknownBankError, match="kadid25"):
+        distortions.bank_ids("kadid10")
+
+
+def test_modes_enter_the_plan_digest_only_away_from_their_defaults(fast_config):
+    base = fast_config("embedded")
+    assert not {"bank", "versions_per_ref", "max_side", "source_kind"} & set(base.plan_inputs())
+    sources = list_sources("embedded")
+    digests = {Plan.make(sources, config).digest for config in (
+        base, fast_config("embedded", versions_per_ref=2), fast_config("embedded", metrics=()),
+        fast_config("embedded", source_kind="authentic"),
+        fast_config("embedded", size=NATIVE), fast_config("embedded", size=NATIVE, max_side=300),
+        fast_config("embedded", bank="mt4", distortion_ids=(1, 13)))}
+    assert len(digests) == 7
+    assert RunConfig.from_json(fast_config("embedded", size=NATIVE, max_side=300,
+                                           metrics=()).to_json()).size == NATIVE
+
+
+def test_ssim_is_stored_when_asked_for(fast_config, mae_ensemble):
+    config = fast_config("embedded", limit=1, distortion_ids=(1, 13), levels=(1, 5),
+                         metrics=("mae", "gmsd", "ssim"))
+    _, location = _run(config, mae_ensemble)
+    distorted = [row for row in read_index(location).to_pylist() if row["kind"] == "distorted"]
+    values = {(row["distortion_id"], row["level"]): row["scores"]["ssim"] for row in distorted}
+    assert all(0 < value <= 1 for value in values.values())  # 1: a version equal to its ref
+    assert values[(13, 5)] < values[(13, 1)] and values[(1, 5)] < values[(1, 1)]  # worse at 5
