@@ -134,3 +134,9 @@ def test_ssim_is_stored_when_asked_for(fast_config, mae_ensemble):
     values = {(row["distortion_id"], row["level"]): row["scores"]["ssim"] for row in distorted}
     assert all(0 < value <= 1 for value in values.values())  # 1: a version equal to its ref
     assert values[(13, 5)] < values[(13, 1)] and values[(1, 5)] < values[(1, 1)]  # worse at 5
+
+
+def test_validate_levels_refuses_a_label_free_dataset(tmp_path, capsys):
+    (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": {}}))
+    assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 2
+    assert "has no labels (a label-free run" in capsys.readouterr().err
