@@ -9,8 +9,8 @@ from tqdm import tqdm
 
 import distortions
 from pipeline.encoding import decode_png
-from shards.reader import tar_members
 from shards.storage import Location
+from shards.tar_stream import read_tar
 
 DEFAULT_CELL_WIDTH = 160
 LABEL_WIDTH = 170
@@ -105,8 +105,9 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
 
 
 def shard_samples(tar_path: str) -> dict[str, tuple[dict, bytes]]:
-    """key -> (sample record, PNG bytes) of a shard tar (a path or an object-store URI)."""
+    """key -> (sample record, PNG bytes) of a shard tar (a path or an object-store URI), read
+    through the shared tar reader."""
     location = Location.parse(tar_path)
-    members = tar_members(location, location.root)
-    return {key: (json.loads(parts["json"]), parts["png"]) for key, parts in members.items()
-            if "json" in parts and "png" in parts}
+    return {sample["__key__"]: (json.loads(sample["json"]), sample["png"])
+            for sample in read_tar(location, location.root)
+            if "json" in sample and "png" in sample}

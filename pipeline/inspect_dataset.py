@@ -7,17 +7,22 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 
+from pipeline.config import RunConfig
 from pipeline.deep_check import deep_check
 from pipeline.plan import Plan
-from shards.reader import PLAN_FILE, shard_problems, shard_stats, tar_members
+from shards.reader import PLAN_FILE, shard_problems, shard_stats
 from shards.storage import Location
+from shards.tar_stream import read_tar
 from shards.writer import shard_paths
 
 
 def tar_keys(location: Location, index: int) -> list[str]:
-    """The sample keys of a shard's tar, in order, each checked to have .png and .json."""
-    members = tar_members(location, shard_paths(location, index)["tar"], read=False)
-    return [key for key, parts in members.items() if sorted(parts) == ["json", "png"]]
+    """The sample keys of a shard's tar, in order, each checked to have .png and .json (its
+    members streamed through the shared tar reader, their bytes dropped as they are read; an
+    unreadable tar raises tarfile.ReadError)."""
+    samples = read_tar(location, shard_paths(location, index)["tar"], keep_bytes=False)
+    return [sample["__key__"] for sample in samples
+            if sorted(name for name in sample if not name.startswith("__")) == ["json", "png"]]
 
 
 def check_shard(location: Location, plan: Plan, index: int, per_reference: int) -> list[str]:
@@ -58,13 +63,15 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
         return [], [f"{out} has no {PLAN_FILE}: not a dataset written by generate"]
     plan = Plan.from_json(json.loads(location.read_bytes(location.path(PLAN_FILE))))
     manifest = json.loads(location.read_bytes(location.path("manifest.json")))
-    per_reference = 1 + len(manifest["config"]["distortion_ids"]) * len(
-        manifest["config"]["levels"])
+    config = RunConfig.from_json(manifest["config"])
+    per_reference = 1 + config.versions_count
     problems = []
     for index in range(plan.shard_count):
         problems += check_shard(location, plan, index, per_reference)
     lines = [f"dataset {out}: {len(plan.references)} references in {plan.shard_count} shards, "
-             f"plan {plan.digest[:12]}, ensemble {manifest['ensemble_hash']}"]
+             f"plan {plan.digest[:12]}, ensemble {manifest['ensemble_hash']}",
+             "modes: " + ", ".join(f"{key} {value}" for key, value in config.modes().items()
+                                   if value is not None)]
     if location.exists(location.path("report.json")):
         report = json.loads(location.read_bytes(location.path("report.json")))
         lines.append(f"samples {report['samples']} ({report['distorted']} distorted), sources ok "

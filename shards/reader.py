@@ -3,7 +3,6 @@ WebDataset readers."""
 
 import hashlib
 import json
-import tarfile
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -106,7 +105,8 @@ def read_index(location: Location, shards: list[int] | None = None,
         tables.append(table)
     if not tables:
         raise no_complete_shard(location)
-    return pa.concat_tables(tables)
+    # shards written before the ssim column read beside newer ones (a null ssim)
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def read_sources(location: Location) -> pa.Table:
@@ -119,16 +119,14 @@ def read_sources(location: Location) -> pa.Table:
 
 
 def tar_members(location: Location, path: str, read: bool = True) -> dict[str, dict]:
-    """key -> {extension: bytes} of a shard tar, in member order, streamed (bytes are None
-    when `read` is False, for a listing that does not hold the images)."""
-    members: dict[str, dict] = {}
-    with location.fs.open_input_stream(path) as stream, \
-            tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            key, _, extension = member.name.partition(".")
-            members.setdefault(key, {})[extension] = (
-                tar.extractfile(member).read() if read else None)
-    return members
+    """key -> {extension: bytes} of a whole shard tar in memory, in member order (bytes are
+    None when `read` is False), read through the shared streaming reader
+    (shards.tar_stream); readers that need not hold a shard use shards.open_dataset."""
+    from shards.tar_stream import read_tar
+
+    return {sample["__key__"]: {name: value for name, value in sample.items()
+                                if not name.startswith("__")}
+            for sample in read_tar(location, path, keep_bytes=read)}
 
 
 def tar_urls(location: Location, shards: list[int] | None = None) -> list[str]:

@@ -14,17 +14,13 @@ rescaled to [0, 1] (higher is better) and the reference each image belongs to:
 """
 
 import csv
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from shards.keys import ref_id_of
-from shards.reader import read_sources, tar_members
-from shards.storage import Location
-from shards.writer import shard_paths
+from shards.dataset import open_dataset
 from training.transforms import decode
 
 
@@ -145,22 +141,14 @@ def generic_csv(root: Path, **_) -> list[LabelledImage]:
 
 
 def shard_samples(root: Path, refs: tuple[str, ...] = (), **_) -> list[LabelledImage]:
-    """The distorted samples of the given references (their images held in memory)."""
+    """The distorted samples of the given references (their images held in memory, encoded),
+    read from the complete shards that hold them."""
     if not refs:
         raise DatasetLayoutError("the shards dataset needs --refs: the references to use")
-    location = Location.parse(str(root))
-    wanted, images = set(refs), []
-    sources = read_sources(location).to_pylist()
-    holding = sorted({row["shard"] for row in sources
-                      if row["ref_id"] in wanted and row["status"] == "ok"})
-    for index in holding:  # only the shards that hold the references
-        members = tar_members(location, shard_paths(location, index)["tar"])
-        for key, files in members.items():
-            if key.endswith("_ref") or ref_id_of(key) not in wanted:
-                continue
-            record = json.loads(files["json"])
-            images.append(LabelledImage(key, float(record["quality"]), record["ref_id"],
-                                        data=files["png"]))
+    wanted = set(refs)
+    images = [LabelledImage(item["key"], float(item["meta"]["quality"]), item["ref_id"],
+                            data=item["encoded"])
+              for item in open_dataset(str(root)).samples(refs=wanted, decode=False)]
     found = {image.group for image in images}
     if found != wanted:
         raise DatasetLayoutError(f"references {sorted(wanted - found)} have no sample in {root}")

@@ -1,11 +1,11 @@
-"""Pretraining data from the shards (spec/shards.md) through WebDataset's tar reader: which
-references make each split, which shards hold them, and a stream of (view, target) per rank
-and loader worker, seeded by (seed, epoch, rank, worker). Training streams resample shards
-without end (each rank takes a fixed number of batches per epoch, so no rank waits at an
-all-reduce); evaluation streams read each shard once, split by rank and worker."""
+"""Pretraining data from the shards (spec/shards.md) through the shared reader (shards.dataset,
+on webdataset's stages): which references make each split, which shards hold them, and a
+stream of (view, target) per rank and loader worker, seeded by (seed, epoch, rank, worker).
+Training streams resample shards without end (each rank takes a fixed number of batches per
+epoch, so no rank waits at an all-reduce); evaluation streams read each shard once, split by
+rank and worker."""
 
 import itertools
-import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
-from webdataset.tariterators import group_by_keys, tar_file_iterator
+from torch.utils.data import IterableDataset
 
-from shards.keys import ref_id_of
+from shards.dataset import sample_stream
+from shards.order import Order
 from shards.reader import read_index, read_sources
 from shards.schema import METRIC_KEYS
 from shards.storage import Location
@@ -86,9 +86,11 @@ class SplitShards:
 
 
 def distorted_index(location: Location) -> pa.Table:
-    """ref_id, ensemble_hash and shard of every distorted sample in the complete shards: the
-    parquet indexes, read once for all the questions a run asks of them."""
-    table = read_index(location, columns=["ref_id", "kind", "ensemble_hash"], with_shard=True)
+    """ref_id, quality, scores, ensemble_hash and shard of every distorted sample in the
+    complete shards: the parquet indexes, read once for all the questions a run asks of them
+    (training.pretrain.check_labels reads quality and scores)."""
+    table = read_index(location, columns=["ref_id", "kind", "quality", "scores",
+                                          "ensemble_hash"], with_shard=True)
     return table.filter(pc.equal(table["kind"], "distorted"))
 
 
@@ -100,20 +102,6 @@ def split_shards(location: Location, index: pa.Table, splits: dict[str, str],
     counts = Counter(index.filter(wanted)["shard"].to_pylist())
     urls = tuple(shard_paths(location, shard)["tar"] for shard in sorted(counts))
     return SplitShards(name, refs, urls, sum(counts.values()))
-
-
-def shuffled(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
-    """A shuffle buffer: once `size` items wait, each new item swaps out a random one."""
-    buffer = []
-    for item in items:
-        if len(buffer) < size:
-            buffer.append(item)
-            continue
-        slot = int(rng.integers(len(buffer)))
-        buffer[slot], item = item, buffer[slot]
-        yield item
-    rng.shuffle(buffer)
-    yield from buffer
 
 
 @dataclass(frozen=True)
@@ -142,44 +130,28 @@ class ShardStream(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _shard_order(self, rng: np.random.Generator, worker: int, workers: int) -> Iterator:
-        urls = self.config.shards.urls
+    def _order(self) -> Order:
+        """Training: shards resampled per (seed, epoch, rank, worker) and a shuffle buffer
+        (of encoded samples: images are decoded after it); evaluation: each shard once, to
+        one rank and worker."""
         if self.config.train:
-            while True:
-                yield urls[int(rng.integers(len(urls)))]
-        yield from urls[self.rank::self.world_size][worker::workers]
-
-    def _records(self, url: str) -> Iterator[tuple[bytes, dict]]:
-        """(PNG bytes, record) of the split's distorted samples in one shard; images are
-        decoded after the shuffle buffer, which holds the smaller encoded form."""
-        refs = self.config.shards.refs
-
-        def wanted(name: str) -> bool:
-            key = name.partition(".")[0]
-            return not key.endswith("_ref") and ref_id_of(key) in refs
-
-        location = Location.parse(self.config.root)
-        with location.fs.open_input_stream(url) as stream:
-            members = ({**member, "__url__": url}
-                       for member in tar_file_iterator(stream, select_files=wanted))
-            for sample in group_by_keys(members):
-                yield sample["png"], json.loads(sample["json"])
+            return Order(self.epoch, self.config.shuffle_buffer, resampled=True,
+                         rank=self.rank, world_size=self.world_size)
+        return Order(self.epoch, rank=self.rank, world_size=self.world_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        rng = np.random.default_rng([self.config.seed, self.epoch, self.rank, worker])
-        records = (record for url in self._shard_order(rng, worker, workers)
-                   for record in self._records(url))
-        if self.config.train:
-            records = shuffled(records, self.config.shuffle_buffer, rng)
-        elif self.config.limit:
-            share = max(1, self.config.limit // (self.world_size * workers))
+        config, order = self.config, self._order()
+        _, _, worker, workers = order.place()
+        rng = np.random.default_rng([config.seed, self.epoch, self.rank, worker])
+        records = iter(sample_stream(Location.parse(config.root), list(config.shards.urls),
+                                     "distorted", config.shards.refs, config.seed, order,
+                                     decode=False))
+        if not config.train and config.limit:
+            share = max(1, config.limit // (self.world_size * workers))
             records = itertools.islice(records, share)
-        target = self.config.target
-        dtype = torch.long if target.classes else torch.float32
-        for data, record in records:
-            pixels = decode(data)
-            view = (train_view(pixels, self.config.augment, rng) if self.config.train
-                    else centre_view(pixels, self.config.augment))
-            yield view, torch.tensor(target.value(record), dtype=dtype)
+        dtype = torch.long if config.target.classes else torch.float32
+        for record in records:
+            pixels = decode(record["encoded"])
+            view = (train_view(pixels, config.augment, rng) if config.train
+                    else centre_view(pixels, config.augment))
+            yield view, torch.tensor(config.target.value(record["meta"]), dtype=dtype)

@@ -122,3 +122,18 @@ def test_learned_denoiser_on_the_actors_gives_the_same_bytes(local_ray, shifted_
 
 def _actor_denoising_calls() -> list:
     return list_tasks(filters=[("name", "=", "LabelerActor.denoise")])
+
+
+def test_a_label_free_run_with_k_versions_starts_no_labeler_actor(local_ray, shifted_sources,
+                                                                  fast_config):
+    folder, _ = shifted_sources(2)
+    config = fast_config(str(folder), shard_refs=1, metrics=(), versions_per_ref=2)
+    report = generate(config, ClusterOptions())
+    assert report["scheduling"]["actors"] == 0 and report["scheduling"]["actor_calls"] == []
+    assert report["modes"]["labels"] == "none" and report["modes"]["versions_per_ref"] == 2
+    assert report["samples"] == 2 * (1 + 2)
+    index = read_index(Location.parse(config.out)).to_pylist()
+    assert all(row["quality"] is None and row["scores"] is None for row in index)
+    lines, problems = inspect(config.out, deep=2)
+    assert problems == [] and any("labels none" in line for line in lines)
+    assert "label-free: nothing to re-score" in lines[-1]

@@ -1,0 +1,52 @@
+"""Crop boxes (y, x, h, w) shared by every member of a group: one random box, or two
+overlapping views as Re-IQA draws them (offset y in [0.70 h, 0.90 h), x so that the overlap is
+10-30% of a view, both inside the image)."""
+
+import math
+
+import numpy as np
+
+Box = tuple[int, int, int, int]
+OVERLAP = (0.10, 0.30)   # the views' shared area, as a fraction of one view
+OFFSET = (0.70, 0.90)    # the second view's vertical offset, as a fraction of h
+
+
+def one_box(shape: tuple[int, ...], crop: tuple[int, int] | None,
+            rng: np.random.Generator) -> Box:
+    """A uniform random h x w box inside an image of `shape` (the whole image for None)."""
+    height, width = shape[:2]
+    if crop is None:
+        return (0, 0, height, width)
+    h, w = crop
+    if h > height or w > width:
+        raise ValueError(f"a {h} x {w} crop does not fit a {height} x {width} image")
+    return (int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1)), h, w)
+
+
+def two_views(shape: tuple[int, ...], crop: tuple[int, int],
+              rng: np.random.Generator) -> list[Box]:
+    """Two h x w boxes whose overlap is 10-30% of one, both inside the image; the second lies
+    below the first, to its right or left. Offsets are capped where the image is small (the
+    overlap stays in the band)."""
+    height, width = shape[:2]
+    h, w = crop
+    low = math.ceil(OFFSET[0] * h)
+    if height < h + low or width < w:
+        raise ValueError(f"two overlapping {h} x {w} views need an image of at least "
+                         f"{h + low} x {w}; this one is {height} x {width}")
+    dy = int(rng.integers(low, min(math.ceil(OFFSET[1] * h), height - h + 1)))
+    kept = (h - dy) / h  # the rows the views share, as a fraction of h
+    widest = min(math.floor(w - OVERLAP[0] * w / kept), width - w)
+    dx = int(rng.integers(max(0, math.ceil(w - OVERLAP[1] * w / kept)), widest + 1))
+    top = int(rng.integers(height - h - dy + 1))
+    left = int(rng.integers(width - w - dx + 1))
+    if rng.random() < 0.5:
+        return [(top, left, h, w), (top + dy, left + dx, h, w)]
+    return [(top, left + dx, h, w), (top + dy, left, h, w)]
+
+
+def cut(image: np.ndarray, boxes: list[Box]) -> np.ndarray:
+    """The image's window under one box (h x w x 3), or its views stacked (2 x h x w x 3);
+    a copy, so the full image can go."""
+    views = [image[y:y + h, x:x + w] for y, x, h, w in boxes]
+    return np.ascontiguousarray(views[0] if len(views) == 1 else np.stack(views))

@@ -1,0 +1,65 @@
+"""What a group is: its kind, crop, views and version draw, and the seeded choices that make
+it (its box(es) from (seed, epoch, ref_id[, key]), its versions from (seed, epoch, ref_id)),
+so a group is the same whatever order the shard or the reader takes."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shards.boxes import Box, one_box, two_views
+from shards.order import stream_seed
+
+GROUP_KINDS = ("pair", "chunk", "triplet")
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    kind: str
+    crop: tuple[int, int] | None = None
+    seed: int = 0
+    epoch: int = 0
+    versions: int | None = None     # a seeded draw of this many versions per reference
+    views: int = 1                  # 2: two overlapping views per image (Re-IQA)
+    distinct_types: bool = False    # the draw takes each distortion id at most once
+
+    def __post_init__(self):
+        if self.kind not in GROUP_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(GROUP_KINDS)}; got {self.kind!r}")
+        if self.views not in (1, 2) or (self.views == 2 and self.crop is None):
+            raise ValueError("views must be 1, or 2 with a crop size")
+        if self.versions is not None and self.versions < 1:
+            raise ValueError(f"versions must be at least 1; got {self.versions}")
+
+    def rng(self, *names: str) -> np.random.Generator:
+        return np.random.default_rng(stream_seed(self.seed, self.epoch, *names))
+
+    def boxes(self, shape: tuple[int, ...], ref_id: str, key: str | None = None) -> list[Box]:
+        """The group's box(es) on an image of `shape`: pairs per version, chunks per reference."""
+        rng = self.rng(ref_id, *([key] if self.kind != "chunk" else []))
+        if self.views == 2:
+            return two_views(shape, self.crop, rng)
+        return [one_box(shape, self.crop, rng)]
+
+    def chosen(self, ref_id: str, versions: list[tuple[str, int]]) -> set[str]:
+        """The keys taking part among a reference's (key, distortion_id) versions."""
+        keys = sorted(key for key, _ in versions)
+        if self.versions is None or self.versions >= len(keys):
+            return set(keys)
+        rng = self.rng(ref_id, "versions")
+        if not self.distinct_types:
+            return {keys[i] for i in rng.choice(len(keys), self.versions, replace=False)}
+        by_type: dict[int, list[str]] = {}
+        for key, distortion_id in sorted(versions):
+            by_type.setdefault(distortion_id, []).append(key)
+        types = sorted(by_type)
+        picked = rng.choice(len(types), min(self.versions, len(types)), replace=False)
+        return {by_type[types[i]][int(rng.integers(len(by_type[types[i]])))] for i in picked}
+
+
+def chosen_versions(spec: GroupSpec, rows: list[dict]) -> dict[str, set[str]]:
+    """ref_id -> the keys of its versions taking part, from the shard's index rows."""
+    versions: dict[str, list[tuple[str, int]]] = {}
+    for row in rows:
+        if row["kind"] == "distorted":
+            versions.setdefault(row["ref_id"], []).append((row["key"], row["distortion_id"]))
+    return {ref: spec.chosen(ref, listed) for ref, listed in versions.items()}

@@ -1,0 +1,134 @@
+"""Groups of a reference and its versions, assembled from one shard's records as they stream:
+"pair" (one version and its reference), "triplet" (a pair and its dense SSIM map), "chunk" (a
+reference and all, or `versions` seeded ones, of its versions). Every member of a group is cut
+with the same box(es), drawn from a generator seeded by (seed, epoch, ref_id[, key]), so a
+group is the same whatever order the shard or the reader takes.
+
+Member order inside a shard is not relied upon (versions before their reference, datasets of
+older layouts), only memory is: in the spec's layout (references first) pairs hold nothing but
+the shard's references, and chunks hold the members of the groups not yet complete.
+"""
+
+import importlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from shards.boxes import Box, cut, one_box
+from shards.group_spec import GroupSpec
+from shards.records import decode, is_reference
+
+
+def ssim_maps(reference: np.ndarray, version: np.ndarray, views: int) -> np.ndarray:
+    """The dense SSIM map of a version's view(s) against the reference's (labelers.ssim)."""
+    ssim_map = importlib.import_module("labelers.ssim").ssim_map
+    if views == 1:
+        return ssim_map(reference, version)
+    return np.stack([ssim_map(r, v) for r, v in zip(reference, version, strict=True)])
+
+
+def group(spec: GroupSpec, ref_id: str, reference: np.ndarray, boxes: list[Box],
+          versions: list[tuple[dict, np.ndarray]]) -> dict:
+    """The group dict; members already cut, versions in key order."""
+    versions = sorted(versions, key=lambda version: version[0]["key"])
+    made = {"ref_id": ref_id, "reference": reference,
+            "distorted": [pixels for _, pixels in versions],
+            "meta": [meta for meta, _ in versions],
+            "box": boxes[0] if spec.views == 1 else boxes}
+    if spec.kind == "triplet":
+        made["ssim_map"] = [ssim_maps(reference, pixels, spec.views) for _, pixels in versions]
+    return made
+
+
+class IncompleteShardError(ValueError):
+    """A shard whose index names members its tar did not deliver."""
+
+
+def _incomplete(url: str, missing: dict[str, list[str]]) -> IncompleteShardError:
+    named = ", ".join(f"{ref}: {sorted(keys)[:5]}" for ref, keys in sorted(missing.items()))
+    return IncompleteShardError(f"{url}: groups left incomplete at the end of the shard "
+                                f"(waiting for {named})")
+
+
+def pairs(spec: GroupSpec, url: str, records: Iterator[dict],
+          chosen: dict[str, set[str]]) -> Iterator[dict]:
+    """Pairs (or triplets) of one shard. Holds the shard's references decoded, and the records
+    of versions read before their reference, encoded (none in the spec's layout)."""
+    references: dict[str, np.ndarray] = {}
+    waiting: dict[str, list[dict]] = {}
+
+    def made(item: dict, reference: np.ndarray) -> dict:
+        pixels = decode(item["encoded"])
+        boxes = spec.boxes(pixels.shape, item["ref_id"], item["key"])
+        return group(spec, item["ref_id"], cut(reference, boxes), boxes,
+                     [(item["meta"], cut(pixels, boxes))])
+
+    for item in records:
+        ref_id = item["ref_id"]
+        if is_reference(item["key"]):
+            references[ref_id] = decode(item["encoded"])
+            yield from (made(early, references[ref_id]) for early in waiting.pop(ref_id, []))
+        elif item["key"] in chosen.get(ref_id, ()):
+            if ref_id in references:
+                yield made(item, references[ref_id])
+            else:
+                waiting.setdefault(ref_id, []).append(item)
+    if waiting:
+        raise _incomplete(url, {ref: [f"{ref}_ref"] for ref in waiting})
+
+
+class _Chunk:
+    """The members of one reference's chunk read so far: cut on arrival when there is a crop
+    (the box is drawn from the first member's size: all members share it), else encoded."""
+
+    def __init__(self, spec: GroupSpec, ref_id: str, expected: set[str]):
+        self.spec, self.ref_id, self.missing = spec, ref_id, {f"{ref_id}_ref", *expected}
+        self.boxes: list[Box] | None = None
+        self.shape: tuple[int, ...] | None = None
+        self.members: dict[str, tuple[dict, object]] = {}
+
+    def add(self, item: dict) -> None:
+        self.missing.discard(item["key"])
+        held: object = item["encoded"]
+        if self.spec.crop is not None:
+            pixels = decode(item["encoded"])
+            if self.boxes is None:
+                self.shape = pixels.shape
+                self.boxes = self.spec.boxes(pixels.shape, self.ref_id)
+            elif pixels.shape != self.shape:
+                raise ValueError(f"{item['key']} is {pixels.shape[:2]}, its chunk's first "
+                                 f"member {self.shape[:2]}: members must share one size")
+            held = cut(pixels, self.boxes)
+        self.members[item["key"]] = (item["meta"], held)
+
+    def group(self) -> dict:
+        members = self.members
+        if self.spec.crop is None:  # whole images: decoded only now
+            members = {key: (meta, decode(data)) for key, (meta, data) in members.items()}
+            self.boxes = [one_box(next(iter(members.values()))[1].shape, None, None)]
+        _, reference = members.pop(f"{self.ref_id}_ref")
+        return group(self.spec, self.ref_id, reference, self.boxes, list(members.values()))
+
+
+def chunks(spec: GroupSpec, url: str, records: Iterator[dict],
+           chosen: dict[str, set[str]]) -> Iterator[dict]:
+    """Chunks of one shard, each emitted once its last member is read. Holds the members of
+    incomplete chunks: cut to the crop (views x h x w x 3 bytes each) or, without a crop,
+    encoded."""
+    pending: dict[str, _Chunk] = {}
+    for item in records:
+        ref_id, key = item["ref_id"], item["key"]
+        if not chosen.get(ref_id) or not (is_reference(key) or key in chosen[ref_id]):
+            continue  # a reference without versions, or a version not drawn
+        chunk = pending.setdefault(ref_id, _Chunk(spec, ref_id, chosen[ref_id]))
+        chunk.add(item)
+        if not chunk.missing:
+            yield pending.pop(ref_id).group()
+    if pending:
+        raise _incomplete(url, {ref: sorted(chunk.missing) for ref, chunk in pending.items()})
+
+
+def assemble(spec: GroupSpec, url: str, records: Iterator[dict],
+             chosen: dict[str, set[str]]) -> Iterator[dict]:
+    """The groups of `spec.kind` in one shard's records."""
+    return (chunks if spec.kind == "chunk" else pairs)(spec, url, records, chosen)

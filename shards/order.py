@@ -1,0 +1,110 @@
+"""Which shards a reader takes, in what order, and its seeds: webdataset's shard lists
+(SimpleShardList for a pass, ResampledShards for an endless stream), split by rank and by
+DataLoader worker, a seeded shuffle buffer, with_epoch. Every random choice is a function of
+(seed, epoch, rank, worker), whatever process reads."""
+
+import hashlib
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+import webdataset as wds
+from webdataset.utils import pytorch_worker_info
+
+
+@dataclass(frozen=True)
+class Order:
+    """epoch: part of every seed. shuffle: a buffer of that many items (samples or groups),
+    and the shard list shuffled per (seed, epoch); 0 keeps shard and member order.
+    resampled: shards drawn with replacement without end, per (seed, epoch, rank, worker);
+    else one pass, each shard to exactly one rank and DataLoader worker. rank, world_size:
+    explicit, or None to ask torch.distributed (or RANK and WORLD_SIZE) through webdataset.
+    length: items per epoch per worker (webdataset's with_epoch), the pass repeated if short."""
+
+    epoch: int = 0
+    shuffle: int = 0
+    resampled: bool = False
+    rank: int | None = 0
+    world_size: int | None = 1
+    length: int | None = None
+
+    def __post_init__(self):
+        if (self.rank is None) != (self.world_size is None):
+            raise ValueError("give rank and world_size together, or neither")
+        if self.world_size is not None and not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is not in [0, {self.world_size})")
+        if self.shuffle < 0 or self.epoch < 0 or (self.length is not None and self.length < 1):
+            raise ValueError("shuffle and epoch must be >= 0, length >= 1")
+
+    def place(self) -> tuple[int, int, int, int]:
+        """(rank, world_size, worker, workers) of the process iterating now."""
+        rank, world_size, worker, workers = pytorch_worker_info()
+        if self.rank is not None:
+            rank, world_size = self.rank, self.world_size
+        return rank, world_size, worker, workers
+
+
+ONE_PASS = Order()  # every shard once, in order (split across DataLoader workers, if any)
+
+
+def stream_seed(*parts: int | str) -> int:
+    """A 32-bit seed from integers and names, the same in every process (no hash())."""
+    words = [part if isinstance(part, int) else
+             int.from_bytes(hashlib.sha256(part.encode()).digest()[:8], "little")
+             for part in parts]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+def _same_seed_for_every_worker() -> int:
+    return 0  # the shard seed given to ResampledShards already names the rank and worker
+
+
+def _no_shards() -> Iterator:
+    return iter(())
+
+
+def _rank_share(source: Iterable, rank: int, world_size: int) -> Iterator:
+    """webdataset's split_by_node for an explicit rank."""
+    yield from islice(source, rank, None, world_size)
+
+
+def shard_stages(urls: list[str], seed: int, order: Order) -> list:
+    """The first stages of a pipeline: shard urls for this rank and worker, as {"url"}."""
+    rank, world_size, worker, _ = order.place()
+    if not urls:
+        return [_no_shards]
+    if order.resampled:
+        return [wds.ResampledShards(urls, seed=stream_seed(seed, order.epoch, rank, worker),
+                                    worker_seed=_same_seed_for_every_worker,
+                                    deterministic=True)]
+    listing = wds.SimpleShardList(urls, seed=stream_seed(seed, order.epoch)
+                                  if order.shuffle else None)
+    by_rank = (wds.split_by_node if order.rank is None else
+               lambda source: _rank_share(source, rank, world_size))
+    return [listing, by_rank, wds.split_by_worker]
+
+
+def pipeline(urls: list[str], stages: list, seed: int, order: Order,
+             after: list = ()) -> wds.DataPipeline:
+    """shard_stages, `stages`, the seeded shuffle buffer, `after` (work better done on
+    shuffled items: decoding), cut to `order.length` items per epoch."""
+    rank, _, worker, _ = order.place()
+    shuffle = []
+    if order.shuffle:
+        rng = random.Random(stream_seed(seed, order.epoch, rank, worker, "shuffle"))
+        shuffle.append(wds.shuffle(order.shuffle, initial=order.shuffle, rng=rng))
+    built = wds.DataPipeline(*shard_stages(urls, seed, order), *stages, *shuffle, *after)
+    return built.with_epoch(order.length) if order.length else built
+
+
+class Stream:
+    """A re-iterable stream: each iteration builds a fresh pipeline in the process (and
+    DataLoader worker) that iterates, so its seeds name that worker."""
+
+    def __init__(self, build: Callable[[], wds.DataPipeline]):
+        self._build = build
+
+    def __iter__(self) -> Iterator:
+        return iter(self._build())

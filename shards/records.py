@@ -1,0 +1,56 @@
+"""One sample of a shard as readers see it: {key, ref_id, meta (its .json record), encoded
+(the image file's bytes)}, decoded on request into `image` (H x W x 3 uint8); and which
+members a reader asks the tar for."""
+
+import json
+
+import cv2
+import numpy as np
+
+from shards.keys import ref_id_of
+from shards.tar_stream import Select
+
+KINDS = ("distorted", "reference", "all")
+
+
+def is_reference(key: str) -> bool:
+    return key.endswith("_ref")
+
+
+def member_filter(kind: str = "all", refs: frozenset[str] | None = None) -> Select:
+    """Which tar members to read: samples of `kind` whose reference is in `refs` (None: all);
+    the others are skipped inside the tar reader, never held."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+
+    def wanted(name: str) -> bool:
+        key = name.partition(".")[0]
+        if kind != "all" and is_reference(key) != (kind == "reference"):
+            return False
+        return refs is None or ref_id_of(key) in refs
+    return wanted
+
+
+def record(sample: dict) -> dict:
+    """A webdataset sample of a shard as {key, ref_id, meta, encoded}."""
+    meta = json.loads(sample["json"])
+    image = [name for name in sample if name != "json" and not name.startswith("__")]
+    if len(image) != 1:
+        raise ValueError(f"{sample['__url__']}: sample {sample['__key__']} has members "
+                         f"{sorted(image)}, not one image and its .json")
+    return {"key": sample["__key__"], "ref_id": meta["ref_id"], "meta": meta,
+            "encoded": sample[image[0]]}
+
+
+def decode(encoded: bytes) -> np.ndarray:
+    """H x W x 3 uint8 RGB pixels of a stored image (PNG decodes losslessly)."""
+    bgr = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("not a decodable image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def decoded(item: dict) -> dict:
+    """A record with `image` (decoded pixels) in place of `encoded`."""
+    fields = {name: value for name, value in item.items() if name != "encoded"}
+    return {**fields, "image": decode(item["encoded"])}

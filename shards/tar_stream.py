@@ -1,0 +1,66 @@
+"""Shard tars as webdataset stages: each tar opened through the dataset's pyarrow filesystem
+(local paths and object stores alike; webdataset's own gopen does not know pyarrow), then
+expanded into samples by webdataset's `tar_file_expander` and `group_by_keys`, one shard at a
+time and one member at a time (a shard is never held whole)."""
+
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
+
+import webdataset as wds
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from shards.storage import Location
+
+Select = Callable[[str], bool]  # a member's file name -> read it
+
+
+class ShardReadError(tarfile.ReadError):
+    """A shard tar that cannot be read to its end (truncated, corrupted, duplicate members)."""
+
+
+def open_tars(location: Location) -> Callable[[Iterable[dict]], Iterator[dict]]:
+    """The url-opener stage: each {"url": path} gets its "stream", closed once the next shard
+    is asked for (or the pipeline is dropped)."""
+    def stage(sources: Iterable[dict]) -> Iterator[dict]:
+        for source in sources:
+            with location.fs.open_input_stream(source["url"]) as stream:
+                yield {**source, "stream": stream}
+    return stage
+
+
+def _unreadable(url: str) -> Callable[[Exception], bool]:
+    """webdataset's exception handler for one shard: raise one clear error naming the tar."""
+    def handler(error: Exception) -> bool:
+        reason = str(error.args[0]) if error.args else type(error).__name__
+        raise ShardReadError(f"{url} is unreadable: {reason.partition(' @ ')[0]}") from error
+    return handler
+
+
+def shard_samples(opened: dict, select: Select | None = None) -> Iterator[dict]:
+    """The webdataset samples ({"__key__", "__url__", extension: bytes}) of one opened shard,
+    in member order, reading only the members `select` accepts."""
+    handler = _unreadable(opened["url"])
+    members = tar_file_expander([opened], handler=handler, select_files=select)
+    return group_by_keys(members, handler=handler)
+
+
+def each_shard(location: Location, per_shard: Callable[[dict], Iterable]
+               ) -> Callable[[Iterable[dict]], Iterator]:
+    """A stage from shard urls to what `per_shard(opened)` makes of each opened shard (with
+    `shard_samples`: records, groups), so per-shard state ends with its shard."""
+    def stage(sources: Iterable[dict]) -> Iterator:
+        for opened in open_tars(location)(sources):
+            yield from per_shard(opened)
+    return stage
+
+
+def read_tar(location: Location, url: str, select: Select | None = None,
+             keep_bytes: bool = True) -> Iterator[dict]:
+    """The samples of one tar, streamed; without `keep_bytes` each member's bytes are dropped
+    as its sample is read (a listing: extension -> None)."""
+    def listing(opened: dict) -> Iterator[dict]:
+        for sample in shard_samples(opened, select):
+            yield sample if keep_bytes else {
+                name: value if name.startswith("__") else None
+                for name, value in sample.items()}
+    return iter(wds.DataPipeline(wds.SimpleShardList([url]), each_shard(location, listing)))

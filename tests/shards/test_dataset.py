@@ -1,0 +1,110 @@
+"""open_dataset(...).samples / .pristine: the right samples for each kind and split (against
+the parquet index), their pixels and records as stored, local paths and file:// URIs alike,
+and a clear error for a dataset without a complete shard."""
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from shards import open_dataset
+from shards.reader import read_index
+from shards.storage import Location
+from shards.writer import shard_paths
+
+
+def _index_keys(root, kind: str, split: str | None) -> list[str]:
+    rows = read_index(Location.parse(str(root))).to_pylist()
+    return [row["key"] for row in rows if (kind == "all" or row["kind"] == kind)
+            and (split is None or row["split"] == split)]
+
+
+@pytest.mark.parametrize("kind", ["distorted", "reference", "all"])
+@pytest.mark.parametrize("split", [None, "train", "val", "test"])
+def test_samples_of_each_kind_and_split_are_the_indexed_ones_in_shard_order(generated, kind,
+                                                                            split):
+    samples = list(open_dataset(str(generated)).samples(split, kind))
+    assert [sample["key"] for sample in samples] == _index_keys(generated, kind, split)
+    assert samples  # the fixture's seed puts references in every split
+
+
+def test_a_sample_is_its_stored_pixels_and_record(generated, generated_images):
+    samples = list(open_dataset(str(generated)).samples(kind="all"))
+    assert len(samples) == len(generated_images)
+    for sample in samples:
+        pixels, record = generated_images[sample["key"]]
+        assert sample["meta"] == record and sample["ref_id"] == record["ref_id"]
+        image = sample["image"]
+        assert image.dtype == np.uint8 and image.shape == (record["height"],
+                                                           record["width"], 3)
+        assert np.array_equal(image, pixels)
+        assert hashlib.sha256(image.tobytes()).hexdigest() == record["sha256"]
+
+
+def test_undecoded_samples_carry_the_stored_bytes(generated):
+    dataset = open_dataset(str(generated))
+    encoded = next(iter(dataset.samples(decode=False)))
+    assert "image" not in encoded and encoded["encoded"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pristine_is_the_references_of_the_split(generated):
+    dataset = open_dataset(str(generated))
+    for split in (None, "train"):
+        keys = [sample["key"] for sample in dataset.pristine(split)]
+        assert keys == _index_keys(generated, "reference", split)
+        assert all(sample["meta"]["kind"] == "reference" for sample in dataset.pristine(split))
+
+
+def test_a_dataset_without_sources_parquet_splits_by_its_index(hand_made):
+    dataset = open_dataset(str(hand_made))
+    assert [s["key"] for s in dataset.samples("test")] == _index_keys(hand_made, "distorted",
+                                                                      "test")
+    assert {s["ref_id"] for s in dataset.samples("train")} == {"a", "c"}
+    with pytest.raises(ValueError, match=r"no reference in split 'val'.*\['test', 'train'\]"):
+        dataset.samples("val")
+
+
+def test_samples_of_given_references_read_only_their_shards(generated):
+    index = read_index(Location.parse(str(generated)), with_shard=True)
+    last = index.filter(pc.equal(index["shard"], 2))["ref_id"][0].as_py()
+    dataset = open_dataset(str(generated))
+    urls, refs = dataset.where(refs=[last])
+    assert urls == [shard_paths(dataset.location, 2)["tar"]] and refs == {last}
+    keys = [sample["key"] for sample in dataset.samples(refs=[last], kind="all")]
+    assert keys == [row["key"] for row in index.to_pylist() if row["ref_id"] == last]
+    assert list(dataset.samples(refs=["nobody"])) == []
+
+
+def test_a_file_uri_reads_as_the_path_does(generated):
+    by_path = [(s["key"], s["meta"]) for s in open_dataset(str(generated)).samples("train")]
+    by_uri = [(s["key"], s["meta"]) for s in
+              open_dataset(f"file://{generated}").samples("train")]
+    assert by_uri == by_path
+
+
+def test_a_dataset_without_a_complete_shard_is_refused_clearly(tmp_path, hand_made):
+    with pytest.raises(FileNotFoundError, match="no complete shard"):
+        open_dataset(str(tmp_path / "nothing"))
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(hand_made, unfinished)
+    for stats in unfinished.glob("shards/*_stats.json"):
+        stats.unlink()  # the tars and parquets are there, no shard is marked done
+    with pytest.raises(FileNotFoundError, match="no complete shard"):
+        open_dataset(str(unfinished))
+    stale = tmp_path / "stale"
+    shutil.copytree(hand_made, stale)
+    (stale / "plan.json").write_text(json.dumps({"digest": "another-plan"}))
+    with pytest.raises(FileNotFoundError, match="made under another plan"):
+        open_dataset(str(stale))
+
+
+def test_only_complete_shards_are_read(tmp_path, hand_made):
+    partial = tmp_path / "partial"
+    shutil.copytree(hand_made, partial)
+    (partial / "shards" / "00001_stats.json").unlink()
+    dataset = open_dataset(str(partial))
+    assert dataset.shards == (0,)
+    assert {sample["ref_id"] for sample in dataset.samples(kind="all")} == {"a", "b"}

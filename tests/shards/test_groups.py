@@ -1,0 +1,187 @@
+"""open_dataset(...).groups: pairs, chunks and triplets are pixel-aligned (each member's crop
+is the same window of its full stored image), one box per group, drawn reproducibly whatever
+the read order; versions=n draws n distinct versions per seed; two views overlap inside the
+image; member order inside a shard does not matter."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from shards import open_dataset
+from shards.groups import IncompleteShardError
+from shards.order import Order
+from shards.reader import read_index
+from shards.storage import Location
+from shards.writer import shard_paths
+
+from .conftest import window
+
+
+def _versions_by_ref(root, split=None) -> dict[str, set[str]]:
+    versions: dict[str, set[str]] = {}
+    for row in read_index(Location.parse(str(root))).to_pylist():
+        if row["kind"] == "distorted" and split in (None, row["split"]):
+            versions.setdefault(row["ref_id"], set()).add(row["key"])
+    return versions
+
+
+def _assert_aligned(group: dict, images: dict, views: int = 1) -> None:
+    """Every member's view(s) are the window(s) of its full stored image under the box(es)."""
+    boxes = group["box"] if views == 2 else [group["box"]]
+    members = [(f"{group['ref_id']}_ref", group["reference"])] + [
+        (meta["key"], pixels) for meta, pixels in zip(group["meta"], group["distorted"],
+                                                      strict=True)]
+    for key, pixels in members:
+        full = images[key][0]
+        expected = [window(full, box) for box in boxes]
+        assert np.array_equal(pixels, expected[0] if views == 1 else np.stack(expected)), key
+
+
+@pytest.mark.parametrize("split", [None, "train"])
+def test_pairs_are_one_per_version_and_aligned(generated, generated_images, split):
+    groups = list(open_dataset(str(generated)).groups("pair", split, crop=(48, 64), seed=3))
+    keys = sorted(group["meta"][0]["key"] for group in groups)
+    assert keys == sorted(k for ks in _versions_by_ref(generated, split).values() for k in ks)
+    for group in groups:
+        assert len(group["distorted"]) == 1 and group["reference"].shape == (48, 64, 3)
+        assert group["meta"][0]["ref_id"] == group["ref_id"]
+        _assert_aligned(group, generated_images)
+
+
+def test_an_identity_version_pairs_with_equal_pixels_whatever_the_member_order(hand_made,
+                                                                              hand_images):
+    """a_d01_l1 equals its reference and is stored before it; c's versions all precede c_ref."""
+    groups = {g["meta"][0]["key"]: g for g in
+              open_dataset(str(hand_made)).groups("pair", crop=(16, 24), seed=1)}
+    assert set(groups) == {k for ks in _versions_by_ref(hand_made).values() for k in ks}
+    for key in ("a_d01_l1", "b_d01_l1", "c_d01_l1"):
+        assert np.array_equal(groups[key]["distorted"][0], groups[key]["reference"])
+    shifted = groups["a_d02_l3"]  # rolled 3 columns: a misaligned crop would hide that
+    assert not np.array_equal(shifted["distorted"][0], shifted["reference"])
+    for group in groups.values():
+        _assert_aligned(group, hand_images)
+
+
+def test_boxes_depend_on_the_seed_not_on_the_read_order(generated):
+    dataset = open_dataset(str(generated))
+
+    def boxes(seed: int, order: Order) -> dict[str, tuple]:
+        return {g["meta"][0]["key"]: g["box"] for g in
+                dataset.groups("pair", crop=(32, 32), seed=seed, order=order)}
+
+    plain = boxes(5, Order())
+    assert boxes(5, Order(shuffle=7)) == plain
+    assert boxes(6, Order()) != plain
+    assert boxes(5, Order(epoch=1)) != plain  # a new epoch, new crops
+    assert len(set(plain.values())) > 1  # one box per pair, not one for all
+
+
+def test_whole_images_when_no_crop(hand_made, hand_images):
+    group = next(iter(open_dataset(str(hand_made)).groups("chunk")))
+    height, width = group["reference"].shape[:2]
+    assert group["box"] == (0, 0, height, width) == (0, 0, *hand_images["a_ref"][0].shape[:2])
+    _assert_aligned(group, hand_images)
+
+
+@pytest.mark.parametrize("root_name", ["generated", "hand_made"])
+def test_a_chunk_is_a_reference_and_all_its_versions_under_one_box(root_name, request):
+    root = request.getfixturevalue(root_name)
+    images = request.getfixturevalue("generated_images" if root_name == "generated"
+                                     else "hand_images")
+    chunks = list(open_dataset(str(root)).groups("chunk", crop=(24, 32), seed=2))
+    versions = _versions_by_ref(root)
+    assert sorted(chunk["ref_id"] for chunk in chunks) == sorted(versions)
+    for chunk in chunks:
+        keys = [meta["key"] for meta in chunk["meta"]]
+        assert keys == sorted(versions[chunk["ref_id"]])
+        assert len(chunk["distorted"]) == len(keys)
+        _assert_aligned(chunk, images)  # one box for every member
+
+
+def test_versions_n_draws_n_distinct_versions_reproducibly(generated):
+    dataset = open_dataset(str(generated))
+    versions = _versions_by_ref(generated)
+
+    def drawn(seed: int) -> dict[str, list[str]]:
+        return {chunk["ref_id"]: [meta["key"] for meta in chunk["meta"]] for chunk in
+                dataset.groups("chunk", crop=16, seed=seed, versions=3)}
+
+    first = drawn(0)
+    assert drawn(0) == first and set(first) == set(versions)
+    for ref_id, keys in first.items():
+        assert len(set(keys)) == 3 and set(keys) <= versions[ref_id]
+    assert any(drawn(seed) != first for seed in range(1, 4))
+    by_type = {chunk["ref_id"]: [meta["distortion_id"] for meta in chunk["meta"]] for chunk in
+               dataset.groups("chunk", crop=16, versions=3, distinct_types=True)}
+    assert all(sorted(ids) == [1, 13, 26] for ids in by_type.values())
+
+
+def test_two_views_overlap_inside_the_image_with_one_pair_of_boxes(generated,
+                                                                   generated_images):
+    chunks = list(open_dataset(str(generated)).groups("chunk", crop=(40, 48), seed=4,
+                                                      versions=2, views=2))
+    assert chunks
+    for chunk in chunks:
+        first, second = chunk["box"]
+        height, width = generated_images[f"{chunk['ref_id']}_ref"][0].shape[:2]
+        for y, x, h, w in (first, second):
+            assert (h, w) == (40, 48)
+            assert 0 <= y <= y + h <= height and 0 <= x <= x + w <= width
+        rows = min(first[0], second[0]) + 40 - max(first[0], second[0])
+        columns = min(first[1], second[1]) + 48 - max(first[1], second[1])
+        assert rows > 0 and columns > 0
+        assert 0.10 <= rows * columns / (40 * 48) <= 0.30  # Re-IQA's overlap band
+        assert chunk["reference"].shape == (2, 40, 48, 3)
+        assert all(view.shape == (2, 40, 48, 3) for view in chunk["distorted"])
+        _assert_aligned(chunk, generated_images, views=2)
+
+
+def test_crops_that_do_not_fit_are_refused(generated):
+    dataset = open_dataset(str(generated))
+    with pytest.raises(ValueError, match="does not fit"):
+        next(iter(dataset.groups("pair", crop=(400, 64))))
+    with pytest.raises(ValueError, match="two overlapping"):
+        next(iter(dataset.groups("pair", crop=(120, 64), views=2)))
+    with pytest.raises(ValueError, match="views must be"):
+        dataset.groups("chunk", views=2)
+    with pytest.raises(ValueError, match="kind must be"):
+        dataset.groups("quad")
+
+
+def test_a_shard_whose_index_names_a_missing_member_is_an_error(tmp_path, hand_made):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    broken = tmp_path / "broken"
+    shutil.copytree(hand_made, broken)
+    location = Location.parse(str(broken))
+    path = shard_paths(location, 1)["parquet"]
+    table = pq.read_table(path)
+    extra = {**table.slice(0, 1).to_pylist()[0], "key": "c_d09_l1", "distortion_id": 9}
+    pq.write_table(pa.concat_tables([table, pa.Table.from_pylist([extra],
+                                                                 schema=table.schema)]), path)
+    with pytest.raises(IncompleteShardError, match="c_d09_l1"):
+        list(open_dataset(str(broken)).groups("chunk", crop=8))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("labelers.ssim") is None,
+                    reason="labelers.ssim (the dense SSIM map) is not there yet")
+def test_triplets_add_the_ssim_map_of_the_crop(hand_made, hand_images):
+    ssim = importlib.import_module("labelers.ssim")
+    if not hasattr(ssim, "ssim_map"):
+        pytest.skip("labelers.ssim has no ssim_map yet")
+    triplets = {t["meta"][0]["key"]: t for t in
+                open_dataset(str(hand_made)).groups("triplet", crop=(24, 32), seed=1)}
+    for key, triplet in triplets.items():
+        (ssim_map,) = triplet["ssim_map"]
+        assert ssim_map.shape == (24, 32) and ssim_map.dtype == np.float32
+        _assert_aligned(triplet, hand_images)
+        if key.endswith("_d01_l1"):  # the identity version: SSIM 1 everywhere
+            assert np.all(ssim_map == 1)
+        elif key.endswith("_d04_l5"):  # the negative: far from 1
+            assert ssim_map.mean() < 0.5
+    two = next(iter(open_dataset(str(hand_made)).groups("triplet", crop=(16, 16), views=2)))
+    assert two["ssim_map"][0].shape == (2, 16, 16)

@@ -1,0 +1,101 @@
+"""The one tar reader under the older entry points: tar_members (inspect --deep), inspect's
+tar_keys (a truncated or malformed tar is a tarfile error inspect reports, never another
+exception), the contact sheet's shard reading; and a dataset read from S3 (moto's server)."""
+
+import io
+import tarfile
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from pipeline.contact_sheet import shard_samples
+from pipeline.inspect_dataset import tar_keys
+from shards import open_dataset
+from shards.reader import read_index, tar_members
+from shards.storage import Location
+from shards.tar_stream import ShardReadError
+from shards.writer import shard_paths
+
+
+def _index_keys(location: Location, shard: int) -> list[str]:
+    return read_index(location, [shard], ["key"])["key"].to_pylist()
+
+
+def test_tar_members_and_the_contact_sheet_read_every_member(generated, generated_images):
+    location = Location.parse(str(generated))
+    tar = shard_paths(location, 1)["tar"]
+    members = tar_members(location, tar)
+    assert list(members) == _index_keys(location, 1)
+    assert all(sorted(parts) == ["json", "png"] for parts in members.values())
+    listing = tar_members(location, tar, read=False)
+    assert list(listing) == list(members)
+    assert all(value is None for parts in listing.values() for value in parts.values())
+    sheet = shard_samples(tar)
+    assert list(sheet) == list(members)
+    for key, (record, png) in sheet.items():
+        assert record == generated_images[key][1] and png == members[key]["png"]
+
+
+def test_tar_keys_lists_the_indexed_keys(generated):
+    location = Location.parse(str(generated))
+    for shard in range(3):
+        assert tar_keys(location, shard) == _index_keys(location, shard)
+
+
+def _damage(location: Location, shard: int, data: bytes) -> None:
+    with location.fs.open_output_stream(shard_paths(location, shard)["tar"]) as stream:
+        stream.write(data)
+
+
+def test_a_truncated_or_malformed_tar_raises_a_tar_error_naming_it(tmp_path, hand_made):
+    import shutil
+
+    root = tmp_path / "damaged"
+    shutil.copytree(hand_made, root)
+    location = Location.parse(str(root))
+    original = location.read_bytes(shard_paths(location, 0)["tar"])
+    _damage(location, 0, original[:len(original) // 2 + 100])  # inside a member
+    with pytest.raises(tarfile.TarError, match=r"00000\.tar is unreadable: unexpected end"):
+        tar_keys(location, 0)
+    with pytest.raises(ShardReadError):
+        list(open_dataset(str(root)).samples())
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name in ("a_ref.png", "a_ref.png"):  # one member twice
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"png"))
+    _damage(location, 0, buffer.getvalue())
+    with pytest.raises(tarfile.TarError, match="duplicate file name"):
+        tar_keys(location, 0)
+
+
+@pytest.fixture(scope="module")
+def s3_copy(generated):
+    """The generated dataset uploaded to moto's S3 server: its s3:// URI."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    client.create_bucket(Bucket="data")
+    for path in generated.rglob("*"):
+        if path.is_file():
+            client.put_object(Bucket="data", Key=f"run/{path.relative_to(generated)}",
+                              Body=path.read_bytes())
+    yield (f"s3://test:test@data/run?endpoint_override={host}:{port}&scheme=http"
+           "&region=us-east-1")
+    server.stop()
+
+
+def test_a_dataset_on_s3_reads_as_the_local_one(s3_copy, generated):
+    remote, local = open_dataset(s3_copy), open_dataset(str(generated))
+    assert remote.location.fs.type_name == "s3" and remote.shards == local.shards
+
+    def summary(dataset):
+        return ([(s["key"], s["image"].sum()) for s in dataset.samples("train", kind="all")],
+                [(g["ref_id"], g["box"], [m["key"] for m in g["meta"]]) for g in
+                 dataset.groups("chunk", crop=32, seed=1, versions=2)])
+
+    assert summary(remote) == summary(local)

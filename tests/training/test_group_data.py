@@ -1,0 +1,121 @@
+"""The torch adapters over the shared reader: in a pass every group and sample goes to
+exactly one (rank, DataLoader worker); resampled streams are functions of (seed, epoch, rank,
+worker); batches of groups stack into tensors; the fine-tuning 'shards' loader reads the
+named references' versions."""
+
+from collections import Counter
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from shards import open_dataset
+from shards.order import Order
+from shards.reader import read_index
+from shards.storage import Location
+from training.benchmarks import DatasetLayoutError, shard_samples
+from training.group_data import Reading, collate_groups, group_dataset, sample_dataset
+
+from .conftest import write_tiny_dataset
+
+WORLD, WORKERS = 2, 2
+
+
+@pytest.fixture(scope="module")
+def six_shards(tmp_path_factory):
+    """The tiny dataset with one reference per shard: six shards for 2 ranks x 2 workers."""
+    return write_tiny_dataset(tmp_path_factory.mktemp("six_shards"), shard_refs=1)
+
+
+def _distorted_keys(root, split=None) -> list[str]:
+    return sorted(row["key"] for row in read_index(Location.parse(str(root))).to_pylist()
+                  if row["kind"] == "distorted" and split in (None, row["split"]))
+
+
+def _as_worker(monkeypatch, worker: int) -> None:
+    """What a DataLoader worker sees (webdataset reads WORKER and NUM_WORKERS first)."""
+    monkeypatch.setenv("WORKER", str(worker))
+    monkeypatch.setenv("NUM_WORKERS", str(WORKERS))
+
+
+@pytest.mark.parametrize("kind", ["pair", "chunk"])
+def test_each_group_goes_to_exactly_one_rank_and_worker(six_shards, monkeypatch, kind):
+    seen = {}
+    for rank in range(WORLD):
+        stream = group_dataset(str(six_shards), kind, crop=16, reading=Reading(shuffle=4),
+                               rank=rank, world_size=WORLD)
+        for worker in range(WORKERS):
+            _as_worker(monkeypatch, worker)
+            seen[rank, worker] = [key for group in stream for key in
+                                  [meta["key"] for meta in group["meta"]]]
+    assert all(seen.values())  # six shards: every reader has work
+    counts = Counter(key for keys in seen.values() for key in keys)
+    assert sorted(counts) == _distorted_keys(six_shards) and set(counts.values()) == {1}
+
+
+def test_dataloader_workers_split_each_rank_share(six_shards):
+    keys = []
+    for rank in range(WORLD):
+        stream = sample_dataset(str(six_shards), "distorted", "train", rank=rank,
+                                world_size=WORLD, decode=False)
+        loader = DataLoader(stream, batch_size=None, num_workers=WORKERS,
+                            collate_fn=lambda item: item["key"])
+        keys += list(loader)
+    assert sorted(keys) == _distorted_keys(six_shards, "train")
+
+
+def test_resampled_streams_are_functions_of_seed_epoch_rank_and_worker(six_shards,
+                                                                       monkeypatch):
+    def first(rank: int, worker: int, epoch: int, seed: int = 7) -> list:
+        _as_worker(monkeypatch, worker)
+        stream = group_dataset(str(six_shards), "pair", crop=16, seed=seed,
+                               reading=Reading(shuffle=5, resampled=True, length=30),
+                               rank=rank, world_size=WORLD)
+        stream.set_epoch(epoch)
+        return [(group["meta"][0]["key"], group["box"]) for group in stream]
+
+    reference = first(0, 0, 0)
+    assert len(reference) == 30 > len(_distorted_keys(six_shards)) / WORLD
+    assert first(0, 0, 0) == reference
+    for other in (first(1, 0, 0), first(0, 1, 0), first(0, 0, 1), first(0, 0, 0, seed=8)):
+        assert other != reference
+
+
+def test_groups_collate_into_tensors(tiny_dataset):
+    stream = group_dataset(str(tiny_dataset), "chunk", crop=(16, 24), versions=3, views=2)
+    batch = next(iter(DataLoader(stream, batch_size=2, collate_fn=collate_groups)))
+    assert batch["reference"].shape == (2, 2, 3, 16, 24)
+    assert batch["distorted"].shape == (2, 3, 2, 3, 16, 24)
+    assert batch["distorted"].dtype == torch.uint8 and batch["box"].shape == (2, 2, 4)
+    assert len(batch["meta"]) == 2 and len(batch["meta"][0]) == 3
+    first = next(iter(open_dataset(str(tiny_dataset)).groups("chunk", crop=(16, 24),
+                                                             versions=3, views=2)))
+    assert torch.equal(batch["reference"][0],
+                       torch.from_numpy(first["reference"]).permute(0, 3, 1, 2))
+    with pytest.raises(ValueError, match="versions=n"):
+        collate_groups([{"distorted": [1]}, {"distorted": [1, 2]}])
+
+
+def test_an_empty_split_fails_when_the_stream_is_made(tiny_dataset):
+    with pytest.raises(ValueError, match="no reference in split 'holdout'"):
+        group_dataset(str(tiny_dataset), "pair", "holdout")
+
+
+def test_the_finetuning_shards_loader_reads_the_named_references(tiny_dataset):
+    rows = [row for row in read_index(Location.parse(str(tiny_dataset))).to_pylist()
+            if row["kind"] == "distorted" and row["ref_id"] in ("r1", "r4")]
+    images = shard_samples(tiny_dataset, refs=("r1", "r4"))
+    assert sorted((i.name, i.group, i.score) for i in images) == sorted(
+        (row["key"], row["ref_id"], row["quality"]) for row in rows)
+    assert all(image.pixels().shape == (48, 64, 3) for image in images)
+    with pytest.raises(DatasetLayoutError, match=r"\['nope'\] have no sample"):
+        shard_samples(tiny_dataset, refs=("r1", "nope"))
+
+
+def test_without_an_explicit_rank_webdataset_asks_the_environment(six_shards, monkeypatch):
+    dataset = open_dataset(str(six_shards))
+    explicit = [s["key"] for s in dataset.samples(order=Order(rank=1, world_size=WORLD))]
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", str(WORLD))
+    implicit = [s["key"] for s in dataset.samples(order=Order(rank=None, world_size=None))]
+    assert implicit == explicit and 0 < len(explicit) < len(_distorted_keys(six_shards))

@@ -1,0 +1,112 @@
+"""torch IterableDatasets over the shared reader (shards.dataset): groups (pairs, chunks,
+triplets) or single samples of one rank, split again across DataLoader workers. In a pass
+(not resampled) each shard, hence each group and sample, goes to exactly one (rank, worker);
+every random choice is seeded by (seed, epoch, rank, worker), and crops and drawn versions by
+(seed, epoch, ref_id[, key]). `collate_groups` stacks groups into tensors."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+from webdataset.utils import pytorch_worker_info
+
+from shards.dataset import Dataset, open_dataset
+from shards.order import Order
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How one rank reads: a shuffle buffer of that many items (0: shard order), shards
+    resampled without end, `length` items per epoch and worker (webdataset's with_epoch)."""
+
+    shuffle: int = 0
+    resampled: bool = False
+    length: int | None = None
+
+
+ONE_PASS = Reading()
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to read: Dataset.groups (kind pair | chunk | triplet) or Dataset.samples (kind
+    distorted | reference | all), and their keyword arguments (crop, seed, versions, views;
+    refs, decode)."""
+
+    method: str
+    kind: str
+    split: str | None = None
+    arguments: dict = field(default_factory=dict)
+
+
+class DatasetStream(IterableDataset):
+    """One rank's share of a request; `rank`/`world_size` None: from torch.distributed (or
+    RANK and WORLD_SIZE), resolved here, in the process that builds the loader."""
+
+    def __init__(self, root: str | Dataset, request: Request, reading: Reading = ONE_PASS,
+                 rank: int | None = None, world_size: int | None = None):
+        super().__init__()
+        if request.method not in ("groups", "samples"):
+            raise ValueError(f"method must be groups or samples; got {request.method!r}")
+        if rank is None:
+            rank, world_size, _, _ = pytorch_worker_info()
+        self.dataset = root if isinstance(root, Dataset) else open_dataset(root)
+        self.dataset.where(request.split)  # an empty or unknown split fails here
+        self.request, self.reading = request, reading
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self) -> Order:
+        return Order(self.epoch, self.reading.shuffle, self.reading.resampled, self.rank,
+                     self.world_size, self.reading.length)
+
+    def __iter__(self):
+        request = self.request
+        read = getattr(self.dataset, request.method)
+        return iter(read(request.kind, request.split, **request.arguments, order=self.order())
+                    if request.method == "groups" else
+                    read(request.split, request.kind, **request.arguments, order=self.order()))
+
+
+def group_dataset(root: str | Dataset, kind: str, split: str | None = None,
+                 reading: Reading = ONE_PASS, rank: int | None = None,
+                 world_size: int | None = None, **arguments) -> DatasetStream:
+    """Groups of `kind` (Dataset.groups' arguments: crop, seed, versions, views, ...)."""
+    return DatasetStream(root, Request("groups", kind, split, arguments), reading, rank,
+                         world_size)
+
+
+def sample_dataset(root: str | Dataset, kind: str = "distorted", split: str | None = None,
+                  reading: Reading = ONE_PASS, rank: int | None = None,
+                  world_size: int | None = None, **arguments) -> DatasetStream:
+    """Single samples of `kind` (Dataset.samples' arguments: refs, seed, decode)."""
+    return DatasetStream(root, Request("samples", kind, split, arguments), reading, rank,
+                         world_size)
+
+
+def _channels_first(images: list[np.ndarray]) -> torch.Tensor:
+    """uint8 (..., h, w, 3) images of one shape -> a uint8 tensor (N, ..., 3, h, w)."""
+    return torch.from_numpy(np.stack(images)).movedim(-1, -3).contiguous()
+
+
+def collate_groups(groups: list[dict]) -> dict:
+    """A DataLoader batch of groups with the same crop, views and version count: reference
+    (B, [2,] 3, h, w) and distorted (B, n, [2,] 3, h, w) uint8, ssim_map (B, n, [2,] h, w),
+    box (B, [2,] 4); ref_id and meta as lists."""
+    counts = {len(group["distorted"]) for group in groups}
+    if len(counts) > 1:
+        raise ValueError(f"groups of {sorted(counts)} versions cannot stack: read chunks "
+                         "with versions=n")
+    batch = {"ref_id": [group["ref_id"] for group in groups],
+             "meta": [group["meta"] for group in groups],
+             "reference": _channels_first([group["reference"] for group in groups]),
+             "distorted": torch.stack([_channels_first(group["distorted"])
+                                       for group in groups]),
+             "box": torch.tensor([group["box"] for group in groups])}
+    if "ssim_map" in groups[0]:
+        batch["ssim_map"] = torch.from_numpy(np.stack([np.stack(group["ssim_map"])
+                                                       for group in groups]))
+    return batch
