@@ -1,6 +1,7 @@
 """Random parameter draws: everything random a distortion needs, drawn from a seeded generator
 so that the recipe (level parameters plus these draws) replays the output exactly."""
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -31,11 +32,12 @@ def motion_angle(level: dict, rng: np.random.Generator) -> dict:
 
 
 def shift_direction(level: dict, rng: np.random.Generator) -> dict:
-    """A shift of `amount` pixels in a uniformly random direction, rounded per axis."""
-    angle = rng.uniform(0.0, 2 * np.pi)
-    amount = level["amount"]
-    return {"shift_x": int(np.rint(amount * np.cos(angle))),
-            "shift_y": int(np.rint(amount * np.sin(angle)))}
+    """KADID's round(normr(rand(1, 2)) * amount): a direction in the first quadrant (both
+    components >= 0), scaled to `amount` pixels and rounded half away from zero per axis.
+    MATLAB circshift takes [rows cols], so the first component is the shift in y."""
+    direction = rng.random(2)
+    down, right = direction / np.hypot(*direction) * level["amount"]
+    return {"shift_x": math.floor(right + 0.5), "shift_y": math.floor(down + 0.5)}
 
 
 def patch_moves(level: dict, rng: np.random.Generator) -> dict:

@@ -49,13 +49,32 @@ def apply_non_eccentricity(img: np.ndarray, params: dict) -> np.ndarray:
     return out
 
 
+def matlab_nearest_indices(size_in: int, size_out: int, scale: float) -> np.ndarray:
+    """0-based source index of each output pixel in MATLAB imresize(..., 'nearest') along one
+    axis: output x (1-based) maps to u = x/scale + (1 - 1/scale)/2, the box kernel picks the j
+    with u - j in [-1/2, 1/2), j = floor(u - 1/2) + 1, and indices past the end mirror
+    (MATLAB's [1:n n:-1:1]; shrinking by z < 1/2 can overshoot by 2, to n - 1)."""
+    u = np.arange(1, size_out + 1) / scale + 0.5 * (1 - 1 / scale)
+    index = np.floor(u - 0.5).astype(np.int64) % (2 * size_in)
+    return np.where(index < size_in, index, 2 * size_in - 1 - index)
+
+
+def _pixelate_indices(size: int, zoom: float) -> np.ndarray:
+    """Source index per output pixel along one axis: down by the scale zoom to ceil(zoom size)
+    pixels, then back up to `size` by the scale MATLAB derives from the sizes."""
+    small = max(1, math.ceil(zoom * size))
+    down = matlab_nearest_indices(size, small, zoom)
+    up = matlab_nearest_indices(small, size, size / small)
+    return down[up]
+
+
 def apply_pixelate(img: np.ndarray, params: dict) -> np.ndarray:
-    """Nearest-neighbour resize by z = 0.95 - s^0.6 (MATLAB sizes: ceil) and back."""
-    height, width = img.shape[:2]
+    """KADID's impixelate: imresize(I, z, 'nearest') with z = 0.95 - s^0.6, then imresize
+    back to [h w] with 'nearest'."""
     zoom = 0.95 - params["strength"] ** 0.6
-    small = (max(1, math.ceil(width * zoom)), max(1, math.ceil(height * zoom)))
-    reduced = cv2.resize(img, small, interpolation=cv2.INTER_NEAREST_EXACT)
-    return cv2.resize(reduced, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+    rows = _pixelate_indices(img.shape[0], zoom)
+    cols = _pixelate_indices(img.shape[1], zoom)
+    return img[rows[:, None], cols[None, :]]
 
 
 def _histogram_bins(img: np.ndarray) -> np.ndarray:

@@ -24,12 +24,14 @@ def _through_lut(img: np.ndarray, lut: np.ndarray) -> np.ndarray:
 
 
 def apply_brighten(img: np.ndarray, params: dict) -> np.ndarray:
-    """RGB and L* through the brightening curve, blended 2:1 (KADID's brighten)."""
+    """KADID's imbrighten: RGB and L*/100 through the brightening curve, its output clamped to
+    [0, 1] (above mid 0.75 the parabola overshoots 1), the Lab result clamped to [0, 1] as
+    well, then blended 2:1."""
     mid = 0.5 + params["amount"] / 2
-    rgb_curve = _through_lut(img, midpoint_curve(_LEVELS, mid))
+    rgb_curve = _through_lut(img, np.clip(midpoint_curve(_LEVELS, mid), 0, 1))
     lab = rgb_to_lab(to_float(img))
-    lab[..., 0] = midpoint_curve(lab[..., 0] / 100, mid) * 100
-    return to_uint8((2 * rgb_curve + lab_to_rgb(lab)) / 3)
+    lab[..., 0] = np.clip(midpoint_curve(lab[..., 0] / 100, mid), 0, 1) * 100
+    return to_uint8((2 * rgb_curve + np.clip(lab_to_rgb(lab), 0, 1)) / 3)
 
 
 def apply_darken(img: np.ndarray, params: dict) -> np.ndarray:
@@ -53,7 +55,7 @@ def contrast_curve(amount: float) -> CubicSpline:
     """Not-a-knot cubic spline through (0,0), (.3,.25-a/4), (.5,.5), (.7,.75+a/4), (1,1).
 
     These are KADID's knots. At a = 0 the curve still maps 0.3 to 0.25 and 0.7 to 0.75, a mild
-    contrast increase, so level 3 is not the identity the spec's text calls it (a = -0.2 is).
+    contrast increase, so level 3 is not an identity (the curve is the identity at a = -0.2).
     """
     knots = [0.0, 0.3, 0.5, 0.7, 1.0]
     values = [0.0, 0.25 - amount / 4, 0.5, 0.75 + amount / 4, 1.0]

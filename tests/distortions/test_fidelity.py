@@ -182,8 +182,8 @@ def test_saturation_hsv_equals_scaling_s_in_hsv(small_image):
 
 
 def test_contrast_change_level_3_is_a_mild_contrast_increase_not_an_identity(small_image):
-    # The spec lists contrast_change L3 as an identity, but its own (and KADID's) curve at a = 0
-    # maps 0.3 -> 0.25 and 0.7 -> 0.75. We keep KADID's curve; the identity is at a = -0.2.
+    # KADID's curve at a = 0 still maps 0.3 -> 0.25 and 0.7 -> 0.75, so level 3 is not an
+    # identity (as the spec says); the curve is the identity at a = -0.2, between levels 3 and 4.
     curve = tone.contrast_curve(0.0)
     assert curve(0.3) == pytest.approx(0.25) and curve(0.7) == pytest.approx(0.75)
     np.testing.assert_allclose(tone.contrast_curve(-0.2)(np.linspace(0, 1, 11)),

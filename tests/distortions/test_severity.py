@@ -31,7 +31,7 @@ def mean_psnr(embedded_small):
     return table
 
 
-ONE_SIDED = [d for d in distortions.all() if not d.two_sided]
+ONE_SIDED = [d for d in distortions.all() if not d.two_sided and d.name != "pixelate"]
 
 
 @pytest.mark.parametrize("distortion", ONE_SIDED, ids=[d.name for d in ONE_SIDED])
@@ -53,3 +53,18 @@ def test_contrast_change_gets_worse_with_distance_from_its_centre(mean_psnr):
     assert psnr[1] > psnr[0] and psnr[3] > psnr[4]
     assert min(psnr[2], psnr[3]) > max(psnr[1], psnr[4])
     assert psnr[2] == pytest.approx(psnr[3], abs=0.5)
+
+
+def test_pixelate_is_most_severe_at_level_5_and_coarser_with_each_level(mean_psnr, embedded_small):
+    # Exception, with its reason: KADID's imresize(I, z) maps pixels by z itself while keeping
+    # ceil(z n) of them, so the round trip drifts by up to (ceil(z n) - z n) / z px (about 1 px)
+    # across the image. Below level 5 that drift, set by each side's rounding residue, weighs
+    # more in PSNR than the pixelation (at 256 x 192 level 1 drifts more than level 2).
+    psnr = mean_psnr(distortions.get("pixelate"))
+    assert psnr[4] < min(psnr[:4]) - 2, psnr
+    img = next(iter(embedded_small.values()))
+    kept = []
+    for level in distortions.LEVELS:
+        out, _ = distortions.apply(img, "pixelate", level, seed=0)
+        kept.append(np.unique(out, axis=0).shape[0] * np.unique(out, axis=1).shape[1])
+    assert all(a > b for a, b in itertools.pairwise(kept)), kept
