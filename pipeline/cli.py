@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import distortions
-from pipeline.config import SOURCE_KINDS
+from pipeline.config import SOURCE_KINDS, RunConfig
 from pipeline.embedded import EMBEDDED_PHOTOS
 from pipeline.errors import PipelineError
 from pipeline.sizing import NATIVE, TargetSize, cover_and_crop, parse_size
@@ -61,13 +61,20 @@ def _distortion_ids(text: str) -> tuple[int, ...]:
 
 def _generate(args: argparse.Namespace) -> int:
     """Distort, label and shard a set of pristine images on Ray."""
-    from pipeline.config import RunConfig
     from pipeline.driver import ClusterOptions, generate
     from pipeline.submit import submit_to_cluster
 
     if args.address:
         return submit_to_cluster(args.address, sys.argv[1:])
-    config = RunConfig(
+    generate(run_config(args), ClusterOptions(actors=args.actors, max_in_flight=args.max_in_flight,
+                                    restart=args.restart, verify=args.verify,
+                                    take_over=args.take_over))
+    return 0
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig of parsed `generate` arguments."""
+    return RunConfig(
         sources=args.sources, out=args.out, seed=args.seed, size=args.size,
         allow_upscale=args.allow_upscale, shard_refs=args.shard_refs, limit=args.limit,
         distortion_ids=_in_bank(args.bank, args.distortions), levels=args.levels,
@@ -75,10 +82,6 @@ def _generate(args: argparse.Namespace) -> int:
         ensemble_file=args.ensemble, max_pixels=args.max_pixels, bank=args.bank,
         versions_per_ref=args.versions_per_ref, max_side=args.max_side,
         source_kind=args.source_kind)
-    generate(config, ClusterOptions(actors=args.actors, max_in_flight=args.max_in_flight,
-                                    restart=args.restart, verify=args.verify,
-                                    take_over=args.take_over))
-    return 0
 
 
 def _in_bank(bank: str, chosen: tuple[int, ...] | None) -> tuple[int, ...]:

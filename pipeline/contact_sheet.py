@@ -97,7 +97,8 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
             reference = decode_png(png)
             continue
         d = distortions.get(record["distortion_id"])
-        caption = f"{d.describe(record['level'])} Q={record['quality']:.2f}"
+        label = "" if record["quality"] is None else f" Q={record['quality']:.2f}"  # label-free
+        caption = d.describe(record["level"]) + label
         cells[(d.id, record["level"])] = (decode_png(png), caption)
     if reference is None:
         raise ValueError(f"{tar_path} has no reference {chosen!r}")

@@ -146,9 +146,12 @@ def shard_samples(root: Path, refs: tuple[str, ...] = (), **_) -> list[LabelledI
     if not refs:
         raise DatasetLayoutError("the shards dataset needs --refs: the references to use")
     wanted = set(refs)
+    samples = list(open_dataset(str(root)).samples(refs=wanted, decode=False))
+    if any(item["meta"]["quality"] is None for item in samples):
+        raise DatasetLayoutError(f"{root} has no quality labels (generated label-free with "
+                                 "--metrics none): nothing to fine-tune on")
     images = [LabelledImage(item["key"], float(item["meta"]["quality"]), item["ref_id"],
-                            data=item["encoded"])
-              for item in open_dataset(str(root)).samples(refs=wanted, decode=False)]
+                            data=item["encoded"]) for item in samples]
     found = {image.group for image in images}
     if found != wanted:
         raise DatasetLayoutError(f"references {sorted(wanted - found)} have no sample in {root}")
