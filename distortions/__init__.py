@@ -1,8 +1,10 @@
-"""The distortion bank: 33 types x 5 levels, pure and replayable.
+"""The distortion bank: 33 types x 5 levels (the paper's), 10 more types for the other
+methods' banks (ids 34-43), pure and replayable.
 
     import distortions
-    distortions.all()                       # the 33, in id order
-    d = distortions.get("jpeg")             # or get(1)
+    distortions.all()                       # the paper's 33, in id order
+    distortions.registered()                # every type, 1-43, in id order
+    d = distortions.get("jpeg")             # or get(1); any registered type
     out, recipe = distortions.apply(img, 1, level=3, seed=7)
     assert (distortions.replay(img, recipe) == out).all()
 
@@ -29,14 +31,14 @@ from distortions.errors import (
     UnknownBankError,
     UnknownDistortionError,
 )
-from distortions.registry import BANK, LEVELS, Distortion
+from distortions.registry import BANK, LEVELS, REGISTERED, Distortion
 from distortions.seeding import derive_seed
 from distortions.validation import check_image
 
 RECIPE_VERSION = 1
 
-_BY_ID = {d.id: d for d in BANK}
-_BY_NAME = {d.name: d for d in BANK}
+_BY_ID = {d.id: d for d in REGISTERED}
+_BY_NAME = {d.name: d for d in REGISTERED}
 
 __all__ = [
     "BANKS",
@@ -60,6 +62,7 @@ __all__ = [
     "derive_seed",
     "get",
     "prepare_learned",
+    "registered",
     "replay",
     "run_learned",
     "use_denoiser",
@@ -67,16 +70,22 @@ __all__ = [
 
 
 def all() -> tuple[Distortion, ...]:
-    """The 33 distortions in id order."""
+    """The paper's 33 distortions (ids 1-33) in id order."""
     return BANK
 
 
+def registered() -> tuple[Distortion, ...]:
+    """Every registered distortion: the paper's 33 and the types added after them, in id order."""
+    return REGISTERED
+
+
 def get(id_or_name: int | str) -> Distortion:
-    """A distortion by its id (1-33) or name ('jpeg')."""
+    """A registered distortion by its id (1-43) or name ('jpeg')."""
     found = _BY_ID.get(id_or_name) if isinstance(id_or_name, int) else _BY_NAME.get(id_or_name)
     if found is None:
         raise UnknownDistortionError(
-            f"no distortion {id_or_name!r}: ids are 1-33, names e.g. 'jpeg', 'gaussian_blur'"
+            f"no distortion {id_or_name!r}: ids are 1-{REGISTERED[-1].id}, names e.g. 'jpeg', "
+            "'gaussian_blur'"
         )
     return found
 

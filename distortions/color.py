@@ -1,4 +1,5 @@
-"""Types 27-31: colour diffusion, colour shift, colour quantization, saturation (HSV and Lab)."""
+"""Types 27-31: colour diffusion, colour shift, colour quantization, saturation (HSV and Lab);
+42: RGB channel shift."""
 
 import numpy as np
 from PIL import Image
@@ -51,6 +52,13 @@ def apply_color_shift(img: np.ndarray, params: dict) -> np.ndarray:
     moved = shifted_replicate(green, params["shift_x"], params["shift_y"])
     x[..., 1] = weight * moved + (1 - weight) * green
     return to_uint8(x)
+
+
+def apply_rgb_shift(img: np.ndarray, params: dict) -> np.ndarray:
+    """Each channel moved by its own recorded (dy, dx) pixels, the border replicated."""
+    planes = [shifted_replicate(img[..., c], dx, dy)
+              for c, (dy, dx) in enumerate(params["offsets"])]
+    return np.stack(planes, axis=-1)
 
 
 def apply_color_quantization(img: np.ndarray, params: dict) -> np.ndarray:

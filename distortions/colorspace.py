@@ -68,11 +68,13 @@ def ycbcr_to_rgb(img: np.ndarray) -> np.ndarray:
     return _mix(img.astype(np.float64) - _YCBCR_OFFSET, _RGB_FROM_YCBCR).astype(img.dtype)
 
 
-def _srgb_to_linear(x: np.ndarray) -> np.ndarray:
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """The sRGB transfer curve decoded (IEC 61966-2-1): sRGB values in [0, 1] to linear light."""
     return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
 
-def _linear_to_srgb(x: np.ndarray) -> np.ndarray:
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    """Linear light to sRGB values (negative light is clipped to 0; not clipped above)."""
     x = np.maximum(x, 0)
     return np.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055)
 
@@ -87,7 +89,7 @@ def _lab_f_inverse(f: np.ndarray) -> np.ndarray:
 
 def rgb_to_lab(img: np.ndarray) -> np.ndarray:
     """sRGB in [0, 1] -> CIE Lab (D65), float32: L* in [0, 100]."""
-    linear = _srgb_to_linear(img.astype(np.float64))
+    linear = srgb_to_linear(img.astype(np.float64))
     f = _lab_f(_mix(linear, _XYZ_FROM_RGB_WHITE))
     lab = np.empty(f.shape, dtype=np.float32)
     lab[..., 0] = 116 * f[..., 1] - 16
@@ -102,4 +104,4 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     fy = (lab[..., 0] + 16) / 116
     f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], axis=-1)
     linear = _mix(_lab_f_inverse(f), _RGB_WHITE_FROM_XYZ)
-    return _linear_to_srgb(linear).astype(np.float32)
+    return linear_to_srgb(linear).astype(np.float32)

@@ -1,4 +1,5 @@
-"""Noise types 3-7 and the noisy inputs of the denoised types 8-12 and the mixtures 32-33.
+"""Noise types 3-7 and 39 (pink) and the noisy inputs of the denoised types 8-12, the mixtures
+32-33 and denoise_blur (38).
 
 Every generator draws from numpy's PCG64 seeded with the recipe's `noise_seed`, so the noise is
 part of the recipe. Noisy images are clipped to [0, 1] as MATLAB's imnoise does.
@@ -44,6 +45,19 @@ def speckle(x: np.ndarray, variance: float, seed: int) -> np.ndarray:
     return np.clip(x + n * x, 0.0, 1.0)
 
 
+def pink(x: np.ndarray, variance: float, seed: int) -> np.ndarray:
+    """x + pink noise, clipped: per RGB plane, white Gaussian noise shaped in the 2-D Fourier
+    domain by amplitude f^-1/2 (power 1/f, f the radial frequency; no DC), then scaled so the
+    noise over the whole image has exactly the given variance."""
+    white_noise = np.random.default_rng(seed).standard_normal(x.shape)
+    height, width = x.shape[:2]
+    radial = np.hypot(np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :])
+    radial[0, 0] = np.inf  # zero mean: no DC component
+    spectrum = np.fft.rfft2(white_noise, axes=(0, 1)) / np.sqrt(radial)[..., None]
+    noise = np.fft.irfft2(spectrum, s=(height, width), axes=(0, 1))
+    return np.clip(x + noise * (math.sqrt(variance) / noise.std()), 0.0, 1.0)
+
+
 ALL_PLANES = slice(0, 3)
 LUMA_PLANE = slice(0, 1)
 
@@ -63,9 +77,11 @@ def noisy_image(img: np.ndarray, params: dict) -> np.ndarray:
             return impulse(x, params["density"], seed)
         case "speckle":
             return speckle(x, params["variance"], seed)
+        case "pink":
+            return pink(x, params["variance"], seed)
     raise ValueError(f"unknown noise kind {params['noise']!r}")
 
 
 def apply_noise(img: np.ndarray, params: dict) -> np.ndarray:
-    """Types 3-7: the noisy image, rounded to uint8."""
+    """Types 3-7 and 39: the noisy image, rounded to uint8."""
     return to_uint8(noisy_image(img, params))

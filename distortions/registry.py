@@ -1,7 +1,8 @@
-"""The bank: 33 distortion types x 5 levels, with stable public ids and names.
+"""The registry: the paper's bank (ids 1-33, `BANK`) and the types added after it (ids 34 and
+up, `ADDED`, for the other methods' banks), 5 levels each, with stable public ids and names.
 
 Each entry holds its level table (one parameter dict per level), the random draws it needs and
-its pure apply function. Ids 1-33 and names are public identifiers: never renumber.
+its pure apply function. Ids and names are public identifiers: never renumber.
 """
 
 from collections.abc import Callable
@@ -141,3 +142,33 @@ BANK: tuple[Distortion, ...] = (
                _levels(variance=(0.0005, 0.001, 0.002, 0.003, 0.005), ratio=(16, 24, 32, 45, 80)),
                compression.apply_jpeg2000_noisy, _NOISE, _WHITE),
 )
+
+
+_RESIZE_FACTORS = (2, 3, 4, 8, 16)  # Re-IQA's bicubic, bilinear and Lanczos factors
+_STOPS = (0.5, 1, 1.5, 2, 3)
+
+# Added for Re-IQA (34-38) and the multi-task method (39-43); levels and rationale in
+# docs/distortions-spec-notes.md
+ADDED: tuple[Distortion, ...] = (
+    Distortion(34, "resize_bicubic", "spatial", _levels(factor=_RESIZE_FACTORS),
+               spatial.apply_resize, fixed={"filter": "bicubic"}),
+    Distortion(35, "resize_bilinear", "spatial", _levels(factor=_RESIZE_FACTORS),
+               spatial.apply_resize, fixed={"filter": "bilinear"}),
+    Distortion(36, "resize_lanczos", "spatial", _levels(factor=_RESIZE_FACTORS),
+               spatial.apply_resize, fixed={"filter": "lanczos"}),
+    Distortion(37, "resize_nearest", "spatial", _levels(factor=(2, 3, 4, 5, 6)),
+               spatial.apply_resize, fixed={"filter": "nearest"}),
+    Distortion(38, "denoise_blur", "noise", _levels(variance=(0.001, 0.002, 0.003, 0.005, 0.01)),
+               blur.apply_denoise_blur, samplers.denoise_filter, _WHITE),
+    Distortion(39, "pink_noise", "noise", _levels(variance=(0.0005, 0.001, 0.002, 0.005, 0.01)),
+               noise.apply_noise, _NOISE, {"noise": "pink"}),
+    Distortion(40, "overexposure", "brightness", _levels(ev=_STOPS), tone.apply_exposure),
+    Distortion(41, "underexposure", "brightness", _levels(ev=tuple(-s for s in _STOPS)),
+               tone.apply_exposure),
+    Distortion(42, "rgb_shift", "color", _levels(amount=(1, 2, 3, 5, 8)),
+               color.apply_rgb_shift, samplers.channel_offsets),
+    Distortion(43, "contrast_reduction", "contrast",
+               _levels(amount=(0.1, 0.2, 0.35, 0.5, 0.7)), tone.apply_contrast_reduction),
+)
+
+REGISTERED: tuple[Distortion, ...] = BANK + ADDED

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from distortions import denoiser
+from distortions.blur import DENOISE_FILTERS
 from distortions.spatial import PATCH_REACH
 
 Draw = Callable[[dict, np.random.Generator], dict]
@@ -38,6 +39,25 @@ def shift_direction(level: dict, rng: np.random.Generator) -> dict:
     direction = rng.random(2)
     down, right = direction / np.hypot(*direction) * level["amount"]
     return {"shift_x": math.floor(right + 0.5), "shift_y": math.floor(down + 0.5)}
+
+
+def denoise_filter(level: dict, rng: np.random.Generator) -> dict:
+    """A noise seed, and Re-IQA's 50/50 choice of blur (Gaussian or box) with its radius."""
+    name = ("gaussian", "box")[int(rng.integers(2))]
+    return {**noise_seed(level, rng), "filter": name, "radius": DENOISE_FILTERS[name][1]}
+
+
+def channel_offsets(level: dict, rng: np.random.Generator) -> dict:
+    """Per RGB channel an integer (dy, dx): a uniform direction of length `amount`, each
+    component rounded half away from zero (never (0, 0): one component is at least
+    amount / sqrt(2) in size)."""
+    angles = rng.random(3) * 2 * math.pi
+    offsets = np.column_stack([np.sin(angles), np.cos(angles)]) * level["amount"]
+    return {"offsets": [[_round_half_away(dy), _round_half_away(dx)] for dy, dx in offsets]}
+
+
+def _round_half_away(value: float) -> int:
+    return int(math.copysign(math.floor(abs(value) + 0.5), value))
 
 
 def patch_moves(level: dict, rng: np.random.Generator) -> dict:

@@ -1,4 +1,5 @@
-"""Types 22-26: jitter, non-eccentricity patches, pixelation, Otsu quantization, colour blocks.
+"""Types 22-26: jitter, non-eccentricity patches, pixelation, Otsu quantization, colour blocks;
+34-37: resizing down and back up (Re-IQA).
 
 Random positions are recorded as fractions in [0, 1) of the room available, so a recipe does not
 depend on the image size it was sampled for.
@@ -8,6 +9,7 @@ import math
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from distortions.colorspace import to_float, to_uint8
 from distortions.otsu import otsu_threshold_bins
@@ -15,6 +17,8 @@ from distortions.otsu import otsu_threshold_bins
 JITTER_ITERATIONS = 5
 PATCH, PATCH_MARGIN, PATCH_REACH = 16, 16, 8
 BLOCK = 32
+RESIZE_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+                  "lanczos": Image.Resampling.LANCZOS, "nearest": Image.Resampling.NEAREST}
 
 
 def apply_jitter(img: np.ndarray, params: dict) -> np.ndarray:
@@ -109,3 +113,13 @@ def apply_color_block(img: np.ndarray, params: dict) -> np.ndarray:
         left = _place(fx, width - BLOCK + 1)
         out[top:top + BLOCK, left:left + BLOCK] = (red, green, blue)
     return out
+
+
+def apply_resize(img: np.ndarray, params: dict) -> np.ndarray:
+    """Re-IQA's imresizedist: Pillow resize to (int(w / f), int(h / f)) and back to (w, h), both
+    with the type's filter (Pillow antialiases downscaling: the kernel widens by the factor)."""
+    height, width = img.shape[:2]
+    factor, resample = params["factor"], RESIZE_FILTERS[params["filter"]]
+    small = Image.fromarray(img).resize((width // factor, height // factor), resample,
+                                        reducing_gap=None)
+    return np.asarray(small.resize((width, height), resample, reducing_gap=None))

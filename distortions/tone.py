@@ -1,4 +1,5 @@
-"""Types 16-21: brightness (brighten, darken, mean shift), unsharp masking, contrast curves.
+"""Types 16-21: brightness (brighten, darken, mean shift), unsharp masking, contrast curves;
+40-41: exposure in linear light; 43: global contrast reduction.
 
 Tone curves act on uint8 values through a 256-entry lookup table of the exact curve; curves on
 L* (continuous) are evaluated directly.
@@ -7,7 +8,14 @@ L* (continuous) are evaluated directly.
 import numpy as np
 from scipy.interpolate import CubicSpline
 
-from distortions.colorspace import lab_to_rgb, rgb_to_lab, to_float, to_uint8
+from distortions.colorspace import (
+    lab_to_rgb,
+    linear_to_srgb,
+    rgb_to_lab,
+    srgb_to_linear,
+    to_float,
+    to_uint8,
+)
 from distortions.kernels import gaussian_blur_replicate
 
 _LEVELS = np.arange(256, dtype=np.float64) / 255.0
@@ -81,3 +89,16 @@ def apply_contrast_stretch(img: np.ndarray, params: dict) -> np.ndarray:
         low, high = stretch_limits(img[..., c], params["fraction"])
         out[..., c] = (img[..., c].astype(np.float32) - low) / (high - low)
     return to_uint8(out)
+
+
+def apply_exposure(img: np.ndarray, params: dict) -> np.ndarray:
+    """Exposure change by `ev` stops: sRGB decoded to linear light, times 2^ev, encoded, clipped."""
+    light = srgb_to_linear(_LEVELS) * 2.0 ** params["ev"]
+    return to_uint8(linear_to_srgb(light))[img]
+
+
+def apply_contrast_reduction(img: np.ndarray, params: dict) -> np.ndarray:
+    """mean + (1 - c) (x - mean), the mean taken over every RGB value of the image (exactly:
+    an integer sum), so the mean is kept and each deviation scaled by 1 - c."""
+    mean = int(img.sum(dtype=np.int64)) / img.size / 255
+    return to_uint8(mean + (1 - params["amount"]) * (_LEVELS - mean))[img]

@@ -13,8 +13,9 @@ from pipeline.sources import EMBEDDED_PREFIX, read_rgb
 
 
 def _list_bank(args: argparse.Namespace) -> int:
-    """Print the distortion bank: id, name, category and the five levels' parameters."""
-    for d in distortions.all():
+    """Print every registered distortion (the paper's 33, then ids 34 and up): id, name,
+    category and the five levels' parameters."""
+    for d in distortions.registered():
         levels = " | ".join(d.describe(level) for level in distortions.LEVELS)
         print(f"{d.id:2d}  {d.name:18s} {d.category:12s} {levels}")
     return 0
@@ -110,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("train", help="pretrain, fine-tune, evaluate IQA models "
                                       "(iqa-factory train --help)", add_help=False)
 
-    listing = commands.add_parser("list", help="list the 33 x 5 distortion bank",
+    listing = commands.add_parser("list", help="list the distortion types x 5 levels",
                                   description=_list_bank.__doc__)
     listing.set_defaults(run=_list_bank)
 
@@ -170,8 +171,11 @@ def _add_generate(commands) -> None:
     generate.add_argument("--shard-refs", type=int, default=16,
                           help="references per shard (default 16, about 1 GB at 512x384)")
     generate.add_argument("--bank", choices=tuple(distortions.BANKS), default="all",
-                          help="a named bank: all (33 types, default), kadid25 (the KADID-10k "
-                               "types), mt4 (JPEG, JPEG 2000, Gaussian blur, white noise)")
+                          help="a named bank: all (the paper's 33 types, default), kadid25 "
+                               "(the KADID-10k types), mt4 (JPEG, JPEG 2000, Gaussian blur, "
+                               "white noise), reiqa (KADID's and Re-IQA's resize and "
+                               "denoise types), dbcnn (the multi-task method's 9), registered "
+                               "(all 43)")
     generate.add_argument("--distortions", type=_distortion_ids,
                           help="narrow the bank: ids, ranges or names (default: all of it)")
     generate.add_argument("--levels", type=_ints, default=distortions.LEVELS,

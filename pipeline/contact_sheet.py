@@ -1,5 +1,6 @@
-"""A contact sheet: every distortion of one image in a labelled 33 x 5 grid (plus the
-reference), made from an image with the bank, or read back from a shard with its labels."""
+"""A contact sheet: every registered distortion of one image in a labelled grid, a row per type
+x 5 levels (plus the reference), made from an image with the bank, or read back from a shard with
+its labels."""
 
 import json
 
@@ -35,11 +36,11 @@ def _caption_font(draw: ImageDraw.ImageDraw, text: str, width: int) -> ImageFont
 
 def render_grid(reference: np.ndarray, cells: dict[tuple[int, int], tuple[np.ndarray, str]],
                 cell_width: int = DEFAULT_CELL_WIDTH) -> Image.Image:
-    """Lay out the reference and (distortion id, level) -> (image, caption) cells in a 33 x 5
-    grid; cells that are absent (a subset of the bank) stay blank."""
+    """Lay out the reference and (distortion id, level) -> (image, caption) cells in a grid of
+    a row per registered type x 5 levels; absent cells (a subset of the bank) stay blank."""
     cell_height = round(cell_width * reference.shape[0] / reference.shape[1])
     row_height = cell_height + CAPTION
-    bank = distortions.all()
+    bank = distortions.registered()
     sheet = Image.new("RGB", (LABEL_WIDTH + 6 * cell_width, HEADER + len(bank) * row_height),
                       BACKGROUND)
     draw = ImageDraw.Draw(sheet)
@@ -51,8 +52,8 @@ def render_grid(reference: np.ndarray, cells: dict[tuple[int, int], tuple[np.nda
         return Image.fromarray(image).resize((cell_width, cell_height), Image.Resampling.LANCZOS)
 
     reference_cell = thumbnail(reference)
-    for d in bank:
-        top = HEADER + (d.id - 1) * row_height
+    for row, d in enumerate(bank):
+        top = HEADER + row * row_height
         draw.text((4, top + cell_height // 2 - 8), f"{d.id:2d} {d.name}", fill=INK, font=font)
         sheet.paste(reference_cell, (LABEL_WIDTH, top))
         for level in distortions.LEVELS:
@@ -69,9 +70,10 @@ def render_grid(reference: np.ndarray, cells: dict[tuple[int, int], tuple[np.nda
 def render_contact_sheet(img: np.ndarray, seed: int = 0, ref_id: str = "sheet",
                          cell_width: int = DEFAULT_CELL_WIDTH,
                          show_progress: bool = True) -> Image.Image:
-    """Render all 165 versions of `img` (distorted with the run's seed scheme) in a grid."""
+    """Render every registered type at every level of `img` (distorted with the run's seed
+    scheme) in a grid."""
     distortions.check_image(img)
-    scenarios = [(d, lv) for d in distortions.all() for lv in distortions.LEVELS]
+    scenarios = [(d, lv) for d in distortions.registered() for lv in distortions.LEVELS]
     cells = {}
     for d, level in tqdm(scenarios, desc="contact sheet", unit="img", disable=not show_progress):
         out, _ = distortions.apply(img, d.id, level,

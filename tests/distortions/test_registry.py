@@ -25,6 +25,52 @@ def test_bank_is_exactly_33_by_5_in_id_order():
     assert sum(len(d.levels) for d in bank) == 165
 
 
+ADDED_NAMES = [
+    "resize_bicubic", "resize_bilinear", "resize_lanczos", "resize_nearest", "denoise_blur",
+    "pink_noise", "overexposure", "underexposure", "rgb_shift", "contrast_reduction",
+]
+
+
+def test_registered_is_the_33_then_the_added_types_from_id_34():
+    registered = distortions.registered()
+    assert registered[:33] == distortions.all()
+    assert [d.id for d in registered] == list(range(1, 44))
+    assert [d.name for d in registered[33:]] == ADDED_NAMES
+    assert all(len(d.levels) == 5 and not d.learned and d.kadid_id is None
+               and d.identity_level is None and not d.two_sided for d in registered[33:])
+
+
+def test_added_level_tables_follow_the_spec_notes():
+    def column(name, key):
+        return [level[key] for level in distortions.get(name).levels]
+
+    for name in ["resize_bicubic", "resize_bilinear", "resize_lanczos"]:
+        assert column(name, "factor") == [2, 3, 4, 8, 16]
+    assert column("resize_nearest", "factor") == [2, 3, 4, 5, 6]
+    assert column("denoise_blur", "variance") == [0.001, 0.002, 0.003, 0.005, 0.01]
+    assert column("pink_noise", "variance") == [0.0005, 0.001, 0.002, 0.005, 0.01]
+    assert column("overexposure", "ev") == [0.5, 1, 1.5, 2, 3]
+    assert column("underexposure", "ev") == [-0.5, -1, -1.5, -2, -3]
+    assert column("rgb_shift", "amount") == [1, 2, 3, 5, 8]
+    assert column("contrast_reduction", "amount") == [0.1, 0.2, 0.35, 0.5, 0.7]
+    assert {d.name: d.fixed.get("filter") for d in distortions.registered()[33:37]} == {
+        "resize_bicubic": "bicubic", "resize_bilinear": "bilinear",
+        "resize_lanczos": "lanczos", "resize_nearest": "nearest"}
+
+
+def test_named_banks_list_their_types():
+    def names(bank):
+        return [distortions.get(i).name for i in distortions.bank_ids(bank)]
+
+    assert distortions.bank_ids("all") == tuple(range(1, 34))
+    assert distortions.bank_ids("registered") == tuple(range(1, 44))
+    assert distortions.bank_ids("reiqa") == (
+        *distortions.bank_ids("kadid25"), 34, 35, 36, 37, 38)
+    assert names("dbcnn") == [
+        "jpeg", "jpeg2000", "white_noise", "gaussian_blur", "contrast_change",
+        "color_quantization", "pink_noise", "overexposure", "underexposure"]
+
+
 def test_categories_follow_the_spec():
     by_category = {}
     for d in distortions.all():
@@ -48,11 +94,11 @@ def test_spec_level_values_spot_check():
 
 
 def test_get_by_id_and_name_agree():
-    for d in distortions.all():
+    for d in distortions.registered():
         assert distortions.get(d.id) is distortions.get(d.name) is d
 
 
-@pytest.mark.parametrize("bad", [0, 34, "blurry", "1", None, 3.0])
+@pytest.mark.parametrize("bad", [0, 44, "blurry", "1", None, 3.0])
 def test_unknown_distortion_is_a_typed_error(bad):
     with pytest.raises(UnknownDistortionError, match="no distortion"):
         distortions.get(bad)
@@ -65,7 +111,7 @@ def test_bad_level_is_a_typed_error(small_image, level):
 
 
 def test_sample_params_are_json_and_reproducible():
-    for d in distortions.all():
+    for d in distortions.registered():
         if d.learned:
             continue
         for level in distortions.LEVELS:

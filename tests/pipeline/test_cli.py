@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import distortions
 from pipeline import cli
 from pipeline.sizing import SourceTooSmallError, TargetSize, cover_and_crop
 from tests.conftest import MINIMUM_IMAGE
@@ -22,18 +23,19 @@ def test_help_lists_the_commands(capsys):
 def test_list_prints_the_whole_bank(capsys):
     assert cli.main(["list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 33 and "quality=43" in lines[0] and "jpeg2000_noisy" in lines[-1]
+    assert len(lines) == len(distortions.registered()) == 43
+    assert "quality=43" in lines[0] and "contrast_reduction" in lines[-1]
 
 
 @pytest.mark.slow
-def test_sheet_renders_33_rows_of_reference_and_5_levels(tmp_path):
+def test_sheet_renders_a_row_per_registered_type_of_reference_and_5_levels(tmp_path):
     output = tmp_path / "sheet.png"
     assert cli.main(["sheet", str(MINIMUM_IMAGE), "-o", str(output), "--size", "192x176"]) == 0
     with Image.open(output) as sheet:
         width, height = sheet.size
         pixels = np.asarray(sheet.convert("RGB"))
     assert width == 170 + 6 * 160
-    assert height == 28 + 33 * (round(160 * 176 / 192) + 16)
+    assert height == 28 + 43 * (round(160 * 176 / 192) + 16)
     assert pixels.std() > 20  # images were drawn, not a blank canvas
 
 
