@@ -8,17 +8,43 @@ rescaled to [0, 1] (higher is better) and the reference each image belongs to:
   ROOT/1024x768/ (or ROOT/512x384/)
 - biq2021: ROOT/Train.csv and ROOT/Test.csv ("Image Name", MOS in 0-1; the published split),
   images in ROOT/Images/
+- live: LIVE release 2: ROOT/dmos.mat (dmos, orgs) and ROOT/refnames_all.mat (refnames_all),
+  982 entries in the order jp2k (227), jpeg (233), wn, gblur, fastfading (174 each), images
+  ROOT/<folder>/img<k>.bmp (k from 1 in each folder); the 203 entries with orgs = 1 (copies of
+  the references, DMOS 0) are left out; DMOS in 0-100, lower is better: score 1 - DMOS/100;
+  group: the reference (refimgs/ is not read)
+- csiq: ROOT/csiq.DMOS.csv (the all_by_image sheet of csiq.DMOS.xlsx saved as CSV: columns
+  image, dst_type, dst_lev, dmos; others ignored), images
+  ROOT/dst_imgs/<folder>/<image>.<FOLDER>.<dst_lev>.png (folder awgn, jpeg, jpeg2000, fnoise,
+  blur or contrast, for dst_type noise, jpeg, jpeg 2000, fnoise, blur, contrast; names matched
+  without regard to case); DMOS in 0-1, lower is better: score 1 - DMOS; group: image (the
+  reference; src_imgs/ is not read)
+- clive: LIVE In the Wild Challenge: ROOT/Data/AllImages_release.mat and
+  ROOT/Data/AllMOS_release.mat (MOS in 0-100), images in ROOT/Images/; the 7 instruction
+  images t1-t7.bmp (Images/trainingImages/) are left out, as in the literature (1162 images)
+- spaq: ROOT/MOS and Image attribute scores.csv (or under ROOT/Annotations/; the .xlsx saved as
+  CSV: columns "Image name", MOS in 0-100), images in ROOT/TestImage/
+- flive: the PaQ-2-PiQ database folder: ROOT/labels_image.csv (name, mos in 0-100; names are
+  paths under ROOT, e.g. voc_emotic_ava/AVA__149.jpg) and ROOT/labels640.csv (name_image: the
+  published test set of 1.8k large images); every other image is published_split train (the
+  published validation part, is_valid in labels=640_padded.csv, is not read: fine-tuning
+  carves its own validation part out of train)
 - csv: a CSV file with columns path and score (optional: group), paths relative to the file;
   scores rescaled by their minimum and maximum
 - shards: a dataset of this project; its samples' ensemble Q stand in for opinion scores
+
+Scores are rescaled by each dataset's nominal scale (LIVE, CSIQ, CLIVE, SPAQ and FLIVE's
+clipped to [0, 1]); the datasets without references use each image as its own group.
 """
 
 import csv
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.io import loadmat
 
 from shards.dataset import open_dataset
 from training.transforms import decode
@@ -126,6 +152,110 @@ def biq2021(root: Path, **_) -> list[LabelledImage]:
     return _check_files(images, root)
 
 
+def _first_file(root: Path, candidates: tuple[str, ...]) -> Path:
+    for name in candidates:
+        if (root / name).is_file():
+            return root / name
+    raise DatasetLayoutError(f"{root / candidates[0]} does not exist")
+
+
+def _mat(path: Path, *keys: str) -> list[np.ndarray]:
+    """MATLAB variables as flat arrays (a cell array of strings as str objects)."""
+    if not path.is_file():
+        raise DatasetLayoutError(f"{path} does not exist")
+    variables = loadmat(path, squeeze_me=True)
+    missing = [key for key in keys if key not in variables]
+    if missing:
+        raise DatasetLayoutError(f"{path} has no variable {missing[0]!r}")
+    return [np.atleast_1d(variables[key]) for key in keys]
+
+
+def _unit(value, worst: float, best: float) -> float:
+    """A score on the scale worst..best (best < worst for DMOS) in [0, 1], higher is better."""
+    return float(np.clip((float(value) - worst) / (best - worst), 0.0, 1.0))
+
+
+LIVE_FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
+
+
+def live(root: Path, **_) -> list[LabelledImage]:
+    dmos, originals = _mat(root / "dmos.mat", "dmos", "orgs")
+    (references,) = _mat(root / "refnames_all.mat", "refnames_all")
+    names = [f"{folder}/img{k}.bmp" for folder, count in LIVE_FOLDERS for k in range(1, count + 1)]
+    if not len(dmos) == len(originals) == len(references) == len(names):
+        raise DatasetLayoutError(
+            f"{root}: dmos.mat has {len(dmos)} dmos and {len(originals)} orgs entries, "
+            f"refnames_all.mat {len(references)}; LIVE release 2 has {len(names)}")
+    return _check_files([
+        LabelledImage(name, _unit(score, 100, 0), str(reference), str(root / name))
+        for name, score, original, reference in zip(names, dmos, originals, references,
+                                                    strict=True) if not original], root)
+
+
+CSIQ_FOLDERS = {"noise": "awgn", "awgn": "awgn", "jpeg": "jpeg", "jpeg 2000": "jpeg2000",
+                "jpeg2000": "jpeg2000", "fnoise": "fnoise", "blur": "blur",
+                "contrast": "contrast"}
+
+
+def csiq(root: Path, **_) -> list[LabelledImage]:
+    table = root / "csiq.DMOS.csv"
+    rows = _rows(table)
+    folder = _folder(root, ("dst_imgs",))
+    by_lower = {path.relative_to(folder).as_posix().lower(): path
+                for path in folder.glob("*/*")}
+    images = []
+    for row in rows:
+        image = _column(row, "image", table).strip()
+        kind = CSIQ_FOLDERS.get(_column(row, "dst_type", table).strip().lower())
+        if kind is None:
+            raise DatasetLayoutError(f"{table}: unknown dst_type {row['dst_type']!r} (CSIQ's: "
+                                     f"{sorted(CSIQ_FOLDERS)})")
+        level = int(float(_column(row, "dst_lev", table)))
+        name = f"{kind}/{image}.{kind}.{level}.png"
+        path = by_lower.get(name.lower(), folder / name)
+        images.append(LabelledImage(path.name, _unit(_column(row, "dmos", table), 1, 0), image,
+                                    str(path)))
+    return _check_files(images, root)
+
+
+CLIVE_INSTRUCTION = re.compile(r"t\d+\.bmp", re.IGNORECASE)
+
+
+def clive(root: Path, **_) -> list[LabelledImage]:
+    (names,) = _mat(root / "Data" / "AllImages_release.mat", "AllImages_release")
+    (mos,) = _mat(root / "Data" / "AllMOS_release.mat", "AllMOS_release")
+    if len(names) != len(mos):
+        raise DatasetLayoutError(f"{root / 'Data'} lists {len(names)} images and {len(mos)} MOS")
+    names = [str(name) for name in names]
+    return _check_files([
+        LabelledImage(name, _unit(score, 0, 100), name, str(root / "Images" / name))
+        for name, score in zip(names, mos, strict=True)
+        if not CLIVE_INSTRUCTION.fullmatch(name)], root)
+
+
+def spaq(root: Path, **_) -> list[LabelledImage]:
+    table = _first_file(root, ("MOS and Image attribute scores.csv",
+                               "Annotations/MOS and Image attribute scores.csv"))
+    folder = _folder(root, ("TestImage", "."))
+    return _check_files([
+        LabelledImage(name, _unit(_column(row, "MOS", table), 0, 100), name, str(folder / name))
+        for row in _rows(table) for name in [_column(row, "Image name", table)]], root)
+
+
+def flive(root: Path, **_) -> list[LabelledImage]:
+    labels, test_table = root / "labels_image.csv", root / "labels640.csv"
+    rows = _rows(labels)
+    test = {_column(row, "name_image", test_table) for row in _rows(test_table)}
+    names = [_column(row, "name", labels) for row in rows]
+    if not test & set(names):
+        raise DatasetLayoutError(f"no image of {test_table} (the published test set) is in "
+                                 f"{labels}")
+    return _check_files([
+        LabelledImage(name, _unit(_column(row, "mos", labels), 0, 100), name, str(root / name),
+                      published_split="test" if name in test else "train")
+        for row, name in zip(rows, names, strict=True)], root)
+
+
 def generic_csv(root: Path, **_) -> list[LabelledImage]:
     rows = _rows(root)
     if not rows:
@@ -160,6 +290,7 @@ def shard_samples(root: Path, refs: tuple[str, ...] = (), **_) -> list[LabelledI
 
 LOADERS: dict[str, Callable[..., list[LabelledImage]]] = {
     "kadid10k": kadid10k, "tid2013": tid2013, "koniq10k": koniq10k, "biq2021": biq2021,
+    "live": live, "csiq": csiq, "clive": clive, "spaq": spaq, "flive": flive,
     "csv": generic_csv, "shards": shard_samples}
 
 

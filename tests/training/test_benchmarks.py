@@ -62,7 +62,7 @@ def test_missing_images_and_unknown_kinds_are_named(kadid_folder):
     with pytest.raises(DatasetLayoutError, match=r"1 of 24 images .* missing"):
         benchmarks.load("kadid10k", str(kadid_folder))
     with pytest.raises(ValueError, match="dataset must be one of"):
-        benchmarks.load("live", str(kadid_folder))
+        benchmarks.load("nope", str(kadid_folder))
     with pytest.raises(DatasetLayoutError, match=r"dmos\.csv does not exist"):
         benchmarks.load("kadid10k", str(kadid_folder / "images"))
 
