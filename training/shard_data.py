@@ -50,7 +50,13 @@ class Target:
 
     def value(self, record: dict) -> float | int:
         if self.name in CLASS_TARGETS:
-            return int(record[CLASS_TARGETS[self.name][0]]) - 1
+            field, count = CLASS_TARGETS[self.name]
+            index = int(record[field]) - 1
+            if not 0 <= index < count:
+                raise ValueError(f"sample {record['key']} has {field} {record[field]}, beyond "
+                                 f"the {count} classes of the {self.name} target (the paper's "
+                                 "bank): types 34 and up have no class target yet")
+            return index
         value = record["quality"] if self.name == "quality" else (record["scores"] or {}).get(
             self.name)
         if value is None:

@@ -32,3 +32,10 @@ def test_a_metric_target_the_run_scored_is_accepted(tmp_path):
     assert check_labels(Location.parse(str(tmp_path)), index, Target("mae")) is None
     with pytest.raises(ValueError, match="no gmsd values"):
         check_labels(Location.parse(str(tmp_path)), index, Target("gmsd"))
+
+
+def test_the_distortion_class_target_refuses_types_beyond_the_papers_bank():
+    record = {"key": "r_d38_l1", "distortion_id": 38, "level": 1}
+    with pytest.raises(ValueError, match="distortion_id 38, beyond the 33 classes"):
+        Target("distortion").value(record)
+    assert Target("distortion").value({**record, "distortion_id": 33}) == 32
