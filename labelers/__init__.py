@@ -1,8 +1,9 @@
-"""The ten full-reference metrics, SSIM beside them, and their ensemble (shared/spec/labels.md).
+"""The ten full-reference metrics, SSIM, MDSI and VSI beside them, and their ensembles
+(shared/spec/labels.md; the pseudo-MOS ensemble: docs/labels-spec-notes.md).
 
     import labelers
     labelers.METRICS                         # ('gmsd', 'fsim', ..., 'lpips'): the default ten
-    labelers.AVAILABLE_METRICS               # METRICS + ('ssim',): what one may choose
+    labelers.AVAILABLE_METRICS               # METRICS + ('ssim', 'mdsi', 'vsi'): the choice
     labeler = labelers.Labeler(device="cpu", allow_missing=True)
     scores = labeler.score(ref, dists)       # {'gmsd': array([...]), ...}; scores.absent
 """

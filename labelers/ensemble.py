@@ -14,6 +14,8 @@ import numpy as np
 from labelers.errors import LabelerError
 
 DEFAULT_ENSEMBLE_FILE = Path(__file__).with_name("default_ensemble.json")
+PMOS_ENSEMBLE_FILE = Path(__file__).with_name("pmos_ensemble.json")
+SHIPPED_ENSEMBLES = {"default": DEFAULT_ENSEMBLE_FILE, "pmos": PMOS_ENSEMBLE_FILE}
 
 
 class EnsembleError(LabelerError):
@@ -130,9 +132,22 @@ class Ensemble:
         return ensemble
 
 
-def load(path: Path | str | None = None) -> Ensemble:
-    """An ensemble file, or the shipped default."""
-    file = Path(path) if path is not None else DEFAULT_ENSEMBLE_FILE
+def resolve(name_or_path: Path | str | None = None) -> Path:
+    """The file of an ensemble: an existing file as given, else a shipped ensemble's by name
+    (SHIPPED_ENSEMBLES: "default", "pmos"); None is the default."""
+    if name_or_path is None:
+        return DEFAULT_ENSEMBLE_FILE
+    if Path(name_or_path).is_file():
+        return Path(name_or_path)
+    if isinstance(name_or_path, str) and name_or_path in SHIPPED_ENSEMBLES:
+        return SHIPPED_ENSEMBLES[name_or_path]
+    raise EnsembleError(f"cannot read ensemble file {str(name_or_path)!r}: no such file, and no "
+                        f"shipped ensemble has that name (names: {', '.join(SHIPPED_ENSEMBLES)})")
+
+
+def load(name_or_path: Path | str | None = None) -> Ensemble:
+    """An ensemble file, a shipped ensemble by name ("default", "pmos"), or the default."""
+    file = resolve(name_or_path)
     try:
         return Ensemble.from_json(json.loads(file.read_text()))
     except (OSError, json.JSONDecodeError) as error:

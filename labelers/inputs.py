@@ -3,11 +3,16 @@
 Images travel as uint8 tensors N x 3 x H x W on the metric's device; each metric converts them:
 - gray: MATLAB rgb2gray of uint8 RGB, weights (0.298936, 0.587043, 0.114021), ROUNDED to
   integers (MATLAB rounds half away from zero), as float values 0..255, N x 1 x H x W;
-- unit RGB: float in [0, 1]; signed RGB: float in [-1, 1].
+- unit RGB: float in [0, 1]; signed RGB: float in [-1, 1];
+- pooled RGB (MDSI.m, VSI.m): float RGB 0..255 averaged over f x f blocks as MATLAB's
+  conv2 'same' then every f-th pixel, f from the short side (`pooling_factor`, `box_downsample`).
 """
+
+import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from distortions.colorspace import GRAY_WEIGHTS  # MATLAB rgb2gray's, defined once
 from labelers.errors import InvalidPairError
@@ -42,3 +47,17 @@ def to_batch(images: np.ndarray | list[np.ndarray], device: torch.device | str) 
         )
     writable = np.require(array, requirements=["C_CONTIGUOUS", "WRITEABLE"])  # PIL's are not
     return torch.from_numpy(writable).permute(0, 3, 1, 2).to(device)
+
+
+def pooling_factor(height: int, width: int) -> int:
+    """f = max(1, round(min(H, W) / 256)) of FeatureSIM.m, MDSI.m and VSI.m, rounded half away
+    from zero as MATLAB does (Python's round would give 2, not 3, for a short side of 640)."""
+    return max(1, math.floor(min(height, width) / 256 + 0.5))
+
+
+def box_downsample(x: torch.Tensor, f: int) -> torch.Tensor:
+    """conv2(x, ones(f) / f^2, 'same') then x(1:f:end, 1:f:end) over the last two axes: means of
+    f x f blocks starting (f - 1) // 2 pixels before the first one, zero beyond the image."""
+    if f == 1:
+        return x
+    return F.avg_pool2d(F.pad(x, ((f - 1) // 2, f // 2) * 2), f)

@@ -1,6 +1,7 @@
 """Where each metric's class lives (imported lazily so that loading one metric does not load the
 others' dependencies). METRICS, the ten of the spec in its order, is the default set (the
-ensemble's); AVAILABLE_METRICS adds the metrics one may choose beyond it (SSIM)."""
+ensemble's); AVAILABLE_METRICS adds the metrics one may choose beyond it (SSIM, MDSI, VSI: with
+MS-SSIM, FSIM and GMSD, the six of the pseudo-MOS ensemble, pmos_ensemble.json)."""
 
 import importlib
 
@@ -18,7 +19,9 @@ METRIC_CLASSES = {
     "mad": "labelers.mad:MAD",
     "dists": "labelers.dists_metric:DISTS",
     "lpips": "labelers.lpips_metric:LPIPS",
-    "ssim": "labelers.ssim:SSIM",  # not in METRICS: outside the default ensemble
+    "ssim": "labelers.ssim:SSIM",  # these three not in METRICS: outside the default ensemble
+    "mdsi": "labelers.mdsi:MDSI",
+    "vsi": "labelers.vsi:VSI",
 }
 METRICS: tuple[str, ...] = ("gmsd", "fsim", "vif", "cw_ssim", "nlpd", "mae", "ms_ssim", "mad",
                             "dists", "lpips")

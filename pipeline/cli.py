@@ -79,10 +79,22 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         sources=args.sources, out=args.out, seed=args.seed, size=args.size,
         allow_upscale=args.allow_upscale, shard_refs=args.shard_refs, limit=args.limit,
         distortion_ids=_in_bank(args.bank, args.distortions), levels=args.levels,
-        metrics=args.metrics, allow_missing_metrics=args.allow_missing_metrics,
+        metrics=_ensemble_metrics(args.ensemble) if args.metrics is None else args.metrics,
+        allow_missing_metrics=args.allow_missing_metrics,
         ensemble_file=args.ensemble, max_pixels=args.max_pixels, bank=args.bank,
         versions_per_ref=args.versions_per_ref, max_side=args.max_side,
         source_kind=args.source_kind)
+
+
+def _ensemble_metrics(ensemble: str | None) -> tuple[str, ...]:
+    """The metrics an ensemble weighs (the default ensemble's ten without --ensemble)."""
+    from labelers.ensemble import load
+    from labelers.registry import AVAILABLE_METRICS, METRICS
+
+    if ensemble is None:
+        return METRICS
+    weighed = load(ensemble).weights
+    return tuple(key for key in AVAILABLE_METRICS if key in weighed)
 
 
 def _in_bank(bank: str, chosen: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -149,7 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_generate(commands) -> None:
-    from labelers.registry import METRICS
     from pipeline.decode import DEFAULT_MAX_PIXELS
 
     generate = commands.add_parser(
@@ -184,12 +195,14 @@ def _add_generate(commands) -> None:
                           help="K distinct types per reference, drawn (seeded by the reference) "
                                "from those selected, each at one drawn level (default: the "
                                "full grid)")
-    generate.add_argument("--metrics", type=_metrics, default=METRICS,
-                          help="comma-separated metric keys (default all ten), or none for a "
-                               "label-free run (no labeler actors, null scores and Q)")
+    generate.add_argument("--metrics", type=_metrics,
+                          help="comma-separated metric keys (default: those the ensemble "
+                               "weighs, the ten of the default one), or none for a label-free "
+                               "run (no labeler actors, null scores and Q)")
     generate.add_argument("--allow-missing-metrics", action="store_true",
                           help="label without LPIPS/DISTS when their weights are missing")
-    generate.add_argument("--ensemble", help="ensemble file for Q (default: the shipped one)")
+    generate.add_argument("--ensemble", help="ensemble for Q: a file or a shipped name "
+                                             "(default, pmos; default: default)")
     generate.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                           help="refuse sources with more pixels (decompression bombs)")
     generate.add_argument("--restart", action="store_true",
@@ -265,7 +278,8 @@ def _add_label_commands(commands) -> None:
         "relabel", help="derive Q from stored raw scores with another ensemble file",
         description=lc.relabel_command.__doc__)
     relabel.add_argument("out", metavar="OUT", help="a dataset directory written by generate")
-    relabel.add_argument("--ensemble", required=True, help="the ensemble file to apply")
+    relabel.add_argument("--ensemble", required=True,
+                         help="the ensemble to apply: a file or a shipped name (default, pmos)")
     relabel.set_defaults(run=lc.relabel_command)
 
 

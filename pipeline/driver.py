@@ -263,6 +263,10 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
         print(f"resuming: {plan.shard_count - len(todo)} of {plan.shard_count} shards done")
     if absent:
         print(f"note: labels without {', '.join(absent)} (weights missing; Q renormalised)")
+    unscored = sorted(set(ensemble.weights) - set(config.metrics)) if config.labelled else []
+    if unscored:
+        print(f"note: the ensemble {ensemble.name} also weighs {', '.join(unscored)}, which "
+              "--metrics does not compute: Q is renormalised over the rest")
     resources = ray.cluster_resources()
     scheduling = layout(resources.get("CPU", 1.0), int(resources.get("GPU", 0)),
                         options.actors, options.max_in_flight, config.labelled)

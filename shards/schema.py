@@ -4,8 +4,10 @@ import json
 
 import pyarrow as pa
 
+# every metric a run can compute (labelers.registry.AVAILABLE_METRICS, a test checks): the
+# default ensemble's ten, then ssim, mdsi and vsi (appended: stored fields keep their places)
 METRIC_KEYS = ("gmsd", "fsim", "vif", "cw_ssim", "nlpd", "mae", "ms_ssim", "mad", "dists",
-               "lpips", "ssim")  # ssim: available, outside the default ensemble
+               "lpips", "ssim", "mdsi", "vsi")
 SCORES_TYPE = pa.struct([(key, pa.float64()) for key in METRIC_KEYS])
 
 INDEX_SCHEMA = pa.schema([

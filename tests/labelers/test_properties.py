@@ -18,7 +18,8 @@ AVAILABLE = [key for key, target in METRIC_CLASSES.items()
              if importlib.util.find_spec(target.split(":")[0]) is not None]
 # Identical images: the exact best value of each metric.
 BEST = {"gmsd": 0.0, "fsim": 1.0, "vif": 1.0, "cw_ssim": 1.0, "nlpd": 0.0, "mae": 0.0,
-        "ms_ssim": 1.0, "mad": 0.0, "dists": 0.0, "lpips": 0.0, "ssim": 1.0}
+        "ms_ssim": 1.0, "mad": 0.0, "dists": 0.0, "lpips": 0.0, "ssim": 1.0, "mdsi": 0.0,
+        "vsi": 1.0}
 
 
 @pytest.fixture
@@ -119,7 +120,7 @@ def test_labeler_rejects_unknown_metrics_and_bad_images(small_image):
 def test_metrics_are_the_ten_in_spec_order():
     assert labelers.METRICS == ("gmsd", "fsim", "vif", "cw_ssim", "nlpd", "mae", "ms_ssim",
                                 "mad", "dists", "lpips")
-    assert (*labelers.METRICS, "ssim") == labelers.AVAILABLE_METRICS
+    assert (*labelers.METRICS, "ssim", "mdsi", "vsi") == labelers.AVAILABLE_METRICS
     assert tensor(np.zeros((2, 2, 3), np.uint8)).shape == (1, 3, 2, 2)
 
 

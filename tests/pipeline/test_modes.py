@@ -140,3 +140,22 @@ def test_validate_levels_refuses_a_label_free_dataset(tmp_path, capsys):
     (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": {}}))
     assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 2
     assert "has no labels (a label-free run" in capsys.readouterr().err
+
+
+def test_every_metric_a_run_can_compute_has_a_stored_column():
+    from labelers.registry import AVAILABLE_METRICS
+    from shards.schema import METRIC_KEYS
+
+    assert METRIC_KEYS == AVAILABLE_METRICS  # else pyarrow drops the scores silently
+
+
+def test_an_ensemble_alone_chooses_the_metrics_it_weighs():
+    pmos = cli.run_config(cli.build_parser().parse_args(["generate", "--ensemble", "pmos"]))
+    assert set(pmos.metrics) == {"ssim", "ms_ssim", "mdsi", "vsi", "fsim", "gmsd"}
+    default = cli.run_config(cli.build_parser().parse_args(["generate"]))
+    from labelers.registry import METRICS
+
+    assert default.metrics == METRICS
+    chosen = cli.run_config(cli.build_parser().parse_args(
+        ["generate", "--ensemble", "pmos", "--metrics", "mae"]))
+    assert chosen.metrics == ("mae",)
