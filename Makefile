@@ -12,7 +12,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline bench-train bench-gpu device-check pretrain-demo default-ensemble validate-levels golden clean
+.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline bench-train bench-gpu device-check pretrain-demo default-ensemble pmos-ensemble validate-levels golden clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -98,6 +98,9 @@ bench-labelers: $(STAMP) $(BENCH_SITE) ## images/s per metric vs pyiqa -> docs/b
 
 default-ensemble: $(STAMP) ## recompute the default ensemble's bounds on the embedded photos
 	$(BIN)/python -m labelers.default_ensemble
+
+pmos-ensemble: $(STAMP) ## recompute the pmos ensemble's bounds on the embedded photos
+	$(BIN)/python -m labelers.pmos_ensemble
 
 validate-levels: $(STAMP) ## mean Q by distortion and level of OUT -> docs/validate-levels.*
 	@test -f $(OUT)/report.json || $(MAKE) generate OUT=$(OUT)
