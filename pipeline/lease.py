@@ -106,4 +106,7 @@ class Lease:
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH_SECONDS):
             self.holder["refreshed"] = time.time()
-            self._write()
+            try:
+                self._write()
+            except OSError:  # storage briefly unreachable: the next beat tries again
+                continue
