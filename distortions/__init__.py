@@ -59,6 +59,7 @@ __all__ = [
     "apply",
     "bank_ids",
     "check_image",
+    "compose",
     "derive_seed",
     "get",
     "prepare_learned",
@@ -144,8 +145,25 @@ def run_learned(inputs: list[LearnedInput]) -> list[tuple[np.ndarray, dict]]:
             for image, item in zip(images, inputs, strict=True)]
 
 
+def compose(img: np.ndarray, links: list[tuple[int, int, int]]) -> tuple[np.ndarray, dict]:
+    """Apply a chain of (distortion id, level, seed) links in order, each to the previous
+    link's output; returns (image, recipe), the recipe a recipe of the links' recipes."""
+    recipes = []
+    for id_or_name, level, seed in links:
+        img, recipe = apply(img, id_or_name, level, seed)
+        recipes.append(recipe)
+    return img, {"version": RECIPE_VERSION, "chain": recipes}
+
+
 def replay(img: np.ndarray, recipe: dict) -> np.ndarray:
-    """Reproduce a distorted image from its reference and recipe."""
+    """Reproduce a distorted image from its reference and recipe (a composed recipe's links
+    in order)."""
+    if isinstance(recipe, dict) and "chain" in recipe:
+        if not isinstance(recipe["chain"], list) or not recipe["chain"]:
+            raise InvalidRecipeError("a composed recipe needs a non-empty list of links")
+        for link in recipe["chain"]:
+            img = replay(img, link)
+        return img
     try:
         distortion = get(recipe["distortion_id"])
         params = recipe["params"]

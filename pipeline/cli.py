@@ -83,7 +83,17 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         allow_missing_metrics=args.allow_missing_metrics,
         ensemble_file=args.ensemble, max_pixels=args.max_pixels, bank=args.bank,
         versions_per_ref=args.versions_per_ref, max_side=args.max_side,
-        source_kind=args.source_kind)
+        source_kind=args.source_kind, compose=args.compose)
+
+
+def _compose(text: str) -> tuple[int, int]:
+    """--compose K or K-M: (K, M)."""
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--compose takes K or K-M (e.g. 2 or 2-4), got "
+                                         f"{text!r}") from None
 
 
 def _ensemble_metrics(ensemble: str | None) -> tuple[str, ...]:
@@ -195,6 +205,10 @@ def _add_generate(commands) -> None:
                           help="K distinct types per reference, drawn (seeded by the reference) "
                                "from those selected, each at one drawn level (default: the "
                                "full grid)")
+    generate.add_argument("--compose", type=_compose, metavar="K[-M]",
+                          help="each version a chain of K (to M) distinct types drawn per "
+                               "version, each at a drawn level, applied in order; versions "
+                               "per reference: --versions-per-ref, or one per selected type")
     generate.add_argument("--metrics", type=_metrics,
                           help="comma-separated metric keys (default: those the ensemble "
                                "weighs, the ten of the default one), or none for a label-free "

@@ -12,7 +12,7 @@ SOURCE_KINDS = ("synthetic", "authentic")
 # generation modes beyond the paper's grid, with their defaults; a mode at its default stays
 # out of the plan digest, so datasets made before the modes existed keep theirs
 MODE_DEFAULTS = {"bank": "all", "versions_per_ref": None, "max_side": None,
-                 "source_kind": "synthetic"}
+                 "source_kind": "synthetic", "compose": None}
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class RunConfig:
     versions_per_ref: int | None = None   # K types drawn per reference; None: the full grid
     max_side: int | None = None           # with size NATIVE: downscale above this long side
     source_kind: str = "synthetic"        # synthetic | authentic, recorded per reference
+    compose: tuple[int, int] | None = None  # (K, M): each version a chain of K-M types
 
     def __post_init__(self):
         if self.shard_refs < 1:
@@ -59,7 +60,9 @@ class RunConfig:
         self._check_modes()
 
     def _check_modes(self) -> None:
-        if self.versions_per_ref is not None and not (
+        if self.compose is not None:
+            self._check_compose()
+        elif self.versions_per_ref is not None and not (
                 1 <= self.versions_per_ref <= len(self.distortion_ids)):
             raise ValueError(f"versions_per_ref must be 1-{len(self.distortion_ids)} (the "
                              f"types selected), got {self.versions_per_ref}")
@@ -70,6 +73,19 @@ class RunConfig:
             raise ValueError(f"source_kind must be one of {SOURCE_KINDS}, got "
                              f"{self.source_kind!r}")
 
+    def _check_compose(self) -> None:
+        k, m = self.compose
+        if not 1 <= k <= m <= len(self.distortion_ids):
+            raise ValueError(f"compose {k}-{m}: needs 1 <= K <= M <= {len(self.distortion_ids)} "
+                             "(the types selected; a chain never repeats a type)")
+        learned = [i for i in self.distortion_ids if distortions.get(i).learned]
+        if learned:
+            raise ValueError(f"compose: the learned-denoiser types {learned} cannot be composed "
+                             "(their network runs batched apart from the shard task); leave "
+                             "them out with --distortions")
+        if self.versions_per_ref is not None and self.versions_per_ref < 1:
+            raise ValueError(f"versions_per_ref must be at least 1, got {self.versions_per_ref}")
+
     @property
     def labelled(self) -> bool:
         """False for a label-free run (--metrics none): no scores, no Q."""
@@ -77,7 +93,10 @@ class RunConfig:
 
     @property
     def versions_count(self) -> int:
-        """Distorted versions planned per reference."""
+        """Distorted versions planned per reference: with compose, versions_per_ref chains or
+        one per selected type."""
+        if self.compose:
+            return self.versions_per_ref or len(self.distortion_ids)
         return self.versions_per_ref or len(self.scenarios)
 
     def modes(self) -> dict:
@@ -101,6 +120,8 @@ class RunConfig:
         fields["size"] = parse_size(fields["size"])
         for key in ("distortion_ids", "levels", "metrics"):
             fields[key] = tuple(fields[key])
+        if fields.get("compose") is not None:
+            fields["compose"] = tuple(fields["compose"])
         return cls(**fields)
 
     def plan_inputs(self) -> dict:

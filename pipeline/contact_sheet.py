@@ -98,6 +98,9 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
         if record["kind"] == "reference":
             reference = decode_png(png)
             continue
+        if len(record.get("chain") or ()) > 1:
+            raise ValueError(f"{tar_path}: {record['key']} is a composed version (a chain of "
+                             "types): it has no cell in the type x level grid")
         d = distortions.get(record["distortion_id"])
         label = "" if record["quality"] is None else f" Q={record['quality']:.2f}"  # label-free
         caption = d.describe(record["level"]) + label

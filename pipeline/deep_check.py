@@ -41,7 +41,8 @@ def _replay(row: dict, reference: np.ndarray, stored: np.ndarray) -> tuple[str |
     if pixel_sha256(again) == row["sha256"] == pixel_sha256(stored):
         return None, "replayed exactly"
     largest = int(np.abs(again.astype(int) - stored.astype(int)).max())
-    made_on = recipe["params"].get("device")
+    made_on = next((link["params"]["device"] for link in recipe.get("chain", [recipe])
+                     if link["params"].get("device")), None)  # a composed recipe's links
     here = active_denoiser().spec.device if made_on else None
     if made_on and made_on != here and largest <= 1:
         return None, f"replayed within 1 level (made on {made_on}, replayed on {here})"

@@ -64,6 +64,24 @@ def scenarios_for(ref_id: str, config: RunConfig) -> list[tuple[int, int]]:
     return sorted((int(d), int(lv)) for d, lv in zip(types, levels, strict=True))
 
 
+def chains_for(ref_id: str, config: RunConfig) -> list[tuple[tuple[int, int], ...]]:
+    """With compose (K, M): each composed version of one reference, in version order, as its
+    chain of (distortion id, level) links in application order: K-M distinct types (the count
+    drawn per version) from the selected ones, in drawn order, each at a level drawn from the
+    selected levels; seeded by the run seed, the ref_id and the version index."""
+    low, high = config.compose
+    chains = []
+    for index in range(config.versions_count):
+        text = f"compose|{config.seed}|{ref_id}|{index}"
+        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8],
+                                                   "big"))
+        count = int(rng.integers(low, high + 1))
+        types = rng.choice(config.distortion_ids, size=count, replace=False)
+        levels = rng.choice(config.levels, size=count)
+        chains.append(tuple((int(d), int(lv)) for d, lv in zip(types, levels, strict=True)))
+    return chains
+
+
 def chosen(sources: list[Source], config: RunConfig) -> list[Source]:
     """The sources a run uses: the first --limit of the listing, or all."""
     return sources[: config.limit] if config.limit else sources

@@ -78,6 +78,9 @@ def validate_levels(out: str, target: Path) -> list[dict]:
     """Write validate-levels.{md,json,png} into `target` from the run report in `out`."""
     location = Location.parse(out)
     report = json.loads(location.read_bytes(location.path("report.json")))
+    if report.get("modes", {}).get("compose"):
+        raise ValueError(f"{out} was made with --compose: a chain of types has no level of "
+                         "its own to validate")
     if not report["mean_quality_by_scenario"]:
         raise ValueError(f"{out} has no labels (a label-free run, --metrics none): nothing "
                          "to validate")

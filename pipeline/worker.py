@@ -15,11 +15,11 @@ from labelers.labeler import Labeler
 from pipeline.config import RunConfig
 from pipeline.decode import DecodeError
 from pipeline.encoding import encode_png, pixel_sha256
-from pipeline.plan import Plan, PlannedReference, scenarios_for
+from pipeline.plan import Plan, PlannedReference, chains_for, scenarios_for
 from pipeline.sizing import NATIVE, SourceTooSmallError, cover_and_crop, limit_side
 from pipeline.sources import load, printable
 from pipeline.spill import SpilledSamples
-from shards.keys import distorted_key, reference_key
+from shards.keys import composed_key, distorted_key, reference_key
 from shards.storage import Location
 from shards.writer import ShardWriter, shard_paths
 
@@ -158,6 +158,8 @@ def _distort_all(ref, pixels, config, outcome, denoise: Denoise):
     """(record, image) for every scenario that succeeds, in scenario order; failures are
     recorded. The learned-denoiser types' network runs through `denoise` (a GPU actor on a
     cluster with GPUs), everything else here."""
+    if config.compose:
+        return _compose_all(ref, pixels, config, outcome)
     jobs = [(d, lv, distortions.derive_seed(config.seed, ref.ref_id, d, lv))
             for d, lv in scenarios_for(ref.ref_id, config)]
     learned = [job for job in jobs if distortions.get(job[0]).learned]
@@ -176,7 +178,32 @@ def _distort_all(ref, pixels, config, outcome, denoise: Denoise):
         record = _base_record(ref, image, distorted_key(ref.ref_id, distortion_id, level),
                               "distorted")
         record.update(distortion_id=distortion_id, distortion=distortion.name,
-                      category=distortion.category, level=level, seed=seed, recipe=recipe)
+                      category=distortion.category, level=level, seed=seed, recipe=recipe,
+                      chain=[{"id": distortion_id, "level": level}])
+        made.append((record, image))
+    return made
+
+
+def _compose_all(ref, pixels, config, outcome):
+    """(record, image) of every composed version (--compose) that succeeds, in version order:
+    its chain's links applied in order, each seeded by the version's key, type and level.
+    The single-valued fields (distortion_id, distortion, category, level, seed) are the first
+    link's; `chain` and the recipe hold them all. (Learned types are refused at config.)"""
+    made = []
+    for index, chain in enumerate(chains_for(ref.ref_id, config)):
+        key = composed_key(ref.ref_id, index)
+        links = [(d, lv, distortions.derive_seed(config.seed, key, d, lv)) for d, lv in chain]
+        links_json = [{"id": d, "level": lv} for d, lv in chain]
+        try:
+            image, recipe = distortions.compose(pixels, links)
+        except distortions.DistortionError as error:
+            outcome.failures.append(_failure(ref, "distortion_failed", str(error), key=key,
+                                             chain=links_json))
+            continue
+        first = distortions.get(chain[0][0])
+        record = _base_record(ref, image, key, "distorted")
+        record.update(distortion_id=first.id, distortion=first.name, category=first.category,
+                      level=chain[0][1], seed=links[0][2], recipe=recipe, chain=links_json)
         made.append((record, image))
     return made
 
@@ -270,7 +297,8 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
                    config.labelled)
         made = [(record, png) for (record, _), png in zip(made, pngs, strict=True)]
         outcome.references += 1
-        outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made)
+        outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made
+                              if len(r["chain"]) == 1)  # a chain has no (type, level) of its own
     if on_progress:
         on_progress(int(pixels is not None), len(outcome.failures) - failures_before)
     return made

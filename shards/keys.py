@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _DISTORTED = re.compile(r"^(?P<ref>.+)_d(?P<id>\d{2})_l(?P<level>\d)$")
+_COMPOSED = re.compile(r"^(?P<ref>.+)_c(?P<index>\d{3,})$")
 
 
 def reference_key(ref_id: str) -> str:
@@ -16,11 +17,17 @@ def distorted_key(ref_id: str, distortion_id: int, level: int) -> str:
     return f"{ref_id}_d{distortion_id:02d}_l{level}"
 
 
+def composed_key(ref_id: str, index: int) -> str:
+    """The key of a reference's composed version `index` (--compose)."""
+    return f"{ref_id}_c{index:03d}"
+
+
 def ref_id_of(key: str) -> str:
-    """The reference id a sample key belongs to (a reference's or a distorted version's)."""
+    """The reference id a sample key belongs to (a reference's, a distorted or a composed
+    version's)."""
     if key.endswith("_ref"):
         return key.removesuffix("_ref")
-    match = _DISTORTED.match(key)
+    match = _DISTORTED.match(key) or _COMPOSED.match(key)
     if match is None:
         raise ValueError(f"{key!r} is not a sample key of this format")
     return match["ref"]

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from shards.schema import CHAIN_TYPE, chain_of
 from shards.storage import Location
 from shards.writer import SHARDS_DIR, shard_paths
 
@@ -99,7 +100,7 @@ def read_index(location: Location, shards: list[int] | None = None,
     tables = []
     for index in indices:
         with location.fs.open_input_file(shard_paths(location, index)["parquet"]) as handle:
-            table = pq.read_table(handle, columns=columns)
+            table = _with_chain(pq.ParquetFile(handle), columns)
         if with_shard:
             table = table.append_column("shard", pa.array([index] * len(table), pa.int32()))
         tables.append(table)
@@ -107,6 +108,23 @@ def read_index(location: Location, shards: list[int] | None = None,
         raise no_complete_shard(location)
     # shards written before the ssim column read beside newer ones (a null ssim)
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _with_chain(parquet: pq.ParquetFile, columns: list[str] | None) -> pa.Table:
+    """A shard's index (`columns` of it), each distorted row's `chain` derived from its
+    distortion_id and level where the shard was written before chains were recorded."""
+    if columns is not None and "chain" not in columns:
+        return parquet.read(columns=columns)
+    stored = "chain" in parquet.schema_arrow.names
+    needed = None if columns is None else list(dict.fromkeys(
+        [c for c in columns if c != "chain" or stored] + ["distortion_id", "level"]))
+    table = parquet.read(columns=needed)
+    rows = table.select([c for c in ("chain", "distortion_id", "level") if c in
+                         table.column_names]).to_pylist()
+    chain = pa.array([chain_of(row) for row in rows], CHAIN_TYPE)
+    table = (table.set_column(table.column_names.index("chain"), "chain", chain) if stored
+             else table.append_column("chain", chain))
+    return table if columns is None else table.select(columns)
 
 
 def read_sources(location: Location) -> pa.Table:

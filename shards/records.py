@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from shards.keys import ref_id_of
+from shards.schema import chain_of
 from shards.tar_stream import Select
 
 KINDS = ("distorted", "reference", "all")
@@ -34,6 +35,8 @@ def member_filter(kind: str = "all", refs: frozenset[str] | None = None) -> Sele
 def record(sample: dict) -> dict:
     """A webdataset sample of a shard as {key, ref_id, meta, encoded}."""
     meta = json.loads(sample["json"])
+    if meta.get("kind") == "distorted":
+        meta["chain"] = chain_of(meta)  # derived where a dataset predates chains
     image = [name for name in sample if name != "json" and not name.startswith("__")]
     if len(image) != 1:
         raise ValueError(f"{sample['__url__']}: sample {sample['__key__']} has members "

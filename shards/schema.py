@@ -9,6 +9,8 @@ import pyarrow as pa
 METRIC_KEYS = ("gmsd", "fsim", "vif", "cw_ssim", "nlpd", "mae", "ms_ssim", "mad", "dists",
                "lpips", "ssim", "mdsi", "vsi")
 SCORES_TYPE = pa.struct([(key, pa.float64()) for key in METRIC_KEYS])
+# the distortions applied, in order: one link for a single distortion, K-M for --compose
+CHAIN_TYPE = pa.list_(pa.struct([("id", pa.int32()), ("level", pa.int32())]))
 
 INDEX_SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -29,6 +31,8 @@ INDEX_SCHEMA = pa.schema([
     ("quality", pa.float64()),        # Q under the run's ensemble; null for a reference
     ("ensemble_hash", pa.string()),
     ("metrics_used", pa.list_(pa.string())),
+    ("chain", CHAIN_TYPE),            # [{id, level}] in order; null for a reference (and
+                                      # absent in older datasets: readers derive it, chain_of)
 ])
 
 
@@ -40,6 +44,17 @@ SOURCES_SCHEMA = pa.schema([
     ("conversions", pa.list_(pa.string())),
     ("source_kind", pa.string()),     # synthetic | authentic (null in older datasets)
 ])
+
+
+def chain_of(record: dict) -> list[dict] | None:
+    """A sample's chain: its own, or (a single-distortion sample of a dataset made before
+    chains were recorded) the one link of its distortion_id and level; None for a
+    reference."""
+    if record.get("chain") is not None:
+        return record["chain"]
+    if record.get("distortion_id") is None:
+        return None
+    return [{"id": record["distortion_id"], "level": record["level"]}]
 
 
 def sample_json(record: dict) -> bytes:

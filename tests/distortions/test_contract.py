@@ -46,3 +46,16 @@ def test_the_same_seed_gives_the_same_output_and_another_seed_differs(small_imag
         other, _ = distortions.apply(small_image, name, 4, seed=12)
         assert np.array_equal(first, again)
         assert not np.array_equal(first, other), name
+
+
+def test_a_composed_recipe_replays_its_chain_byte_for_byte(small_image):
+    links = [(13, 3, 11), (1, 4, 12), (16, 2, 13)]  # gaussian blur, jpeg, brighten
+    out, recipe = distortions.compose(small_image, links)
+    by_hand = small_image
+    for distortion_id, level, seed in links:  # each link on the previous one's output
+        by_hand, _ = distortions.apply(by_hand, distortion_id, level, seed)
+    assert np.array_equal(out, by_hand)
+    assert [(r["distortion_id"], r["level"], r["seed"]) for r in recipe["chain"]] == links
+    assert np.array_equal(distortions.replay(small_image, json.loads(json.dumps(recipe))), out)
+    with pytest.raises(distortions.InvalidRecipeError, match="non-empty list of links"):
+        distortions.replay(small_image, {"version": 1, "chain": []})

@@ -1,0 +1,181 @@
+"""Composition (issue 14, item 2): `--compose K[-M]`, each version a chain of K-M distinct
+types applied in order; the chain recorded in the sample .json and the parquet index, its
+recipe replayed link by link."""
+
+import argparse
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import distortions
+from labelers import Labeler
+from pipeline import cli
+from pipeline.config import RunConfig
+from pipeline.contact_sheet import render_shard_sheet
+from pipeline.encoding import decode_png
+from pipeline.inspect_dataset import inspect
+from pipeline.plan import Plan, chains_for, persist_or_check
+from pipeline.report import build_report, merge, write_run_files
+from pipeline.sources import list_sources
+from pipeline.validate_levels import validate_levels
+from pipeline.worker import local_scorer, produce_shard
+from shards import open_dataset
+from shards.keys import composed_key, ref_id_of
+from shards.reader import read_index, tar_members
+from shards.schema import chain_of
+from shards.storage import Location
+from shards.writer import shard_paths
+
+TYPES = (1, 3, 13, 16, 20)  # jpeg, white noise, gaussian blur, brighten, contrast change
+
+
+def _run(config, ensemble):
+    """A Ray-free run (produce_shard per shard), with its manifest and report written."""
+    plan = Plan.make(list_sources(config.sources), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    write_run_files(location, config, plan, ensemble, ())
+    scorer = local_scorer(Labeler(metrics=config.metrics or ("mae",), device="cpu"))
+    for index in range(plan.shard_count):
+        produce_shard(index, plan, config, scorer, ensemble, location)
+    report = build_report(merge(location, plan), 1.0, (), config.modes())
+    location.write_bytes(location.path("report.json"), json.dumps(report).encode())
+    return plan, location
+
+
+def _records(location, plan):
+    """key -> (sample .json, decoded pixels) of every shard."""
+    found = {}
+    for index in range(plan.shard_count):
+        for key, parts in tar_members(location, shard_paths(location, index)["tar"]).items():
+            found[key] = (json.loads(parts["json"]), decode_png(parts["png"]))
+    return found
+
+
+@pytest.mark.slow
+def test_a_composed_run_stores_each_chain_applied_link_by_link(fast_config, mae_ensemble):
+    config = fast_config("embedded", limit=3, shard_refs=2, distortion_ids=TYPES,
+                         levels=(2, 4), compose=(2, 3), versions_per_ref=3)
+    plan, location = _run(config, mae_ensemble)
+    records = _records(location, plan)
+    composed = {key: item for key, item in records.items() if item[0]["kind"] == "distorted"}
+    assert len(composed) == 3 * 3  # --versions-per-ref 3 chains of each reference
+    for key, (record, stored) in composed.items():
+        ref_id = record["ref_id"]
+        assert ref_id_of(key) == ref_id and "." not in key
+        index = int(key.rpartition("_c")[2])
+        chain = chains_for(ref_id, config)[index]
+        assert record["chain"] == [{"id": d, "level": lv} for d, lv in chain]
+        assert (record["distortion_id"], record["level"]) == chain[0]  # the first link's
+        by_hand = records[f"{ref_id}_ref"][1]  # an independent check: apply, link by link
+        for d, lv in chain:
+            by_hand, _ = distortions.apply(by_hand, d, lv,
+                                           distortions.derive_seed(config.seed, key, d, lv))
+        assert np.array_equal(stored, by_hand)
+        replayed = distortions.replay(records[f"{ref_id}_ref"][1], record["recipe"])
+        assert np.array_equal(replayed, stored)
+    rows = {row["key"]: row for row in read_index(location).to_pylist()}
+    assert len(rows) == len(records)  # keys unique across the dataset
+    assert all(rows[key]["chain"] == record.get("chain") for key, (record, _) in records.items())
+    assert all(record["meta"]["chain"] == records[record["key"]][0]["chain"]
+               for record in open_dataset(config.out).samples(decode=False))
+    with pytest.raises(ValueError, match="composed version"):
+        render_shard_sheet(shard_paths(location, 0)["tar"])
+
+
+@pytest.mark.slow
+def test_inspect_finds_no_problem_in_a_composed_dataset_and_replays_it(fast_config,
+                                                                       mae_ensemble, tmp_path):
+    config = fast_config("embedded", limit=2, shard_refs=1, distortion_ids=(1, 13, 16),
+                         levels=(1, 5), compose=(2, 3))
+    _run(config, mae_ensemble)
+    lines, problems = inspect(config.out, deep=100)
+    assert problems == []
+    assert "compose (2, 3)" in lines[1]
+    assert "6 sampled versions: 6 replayed exactly" in lines[-1]  # one chain per type
+    location = Location.parse(config.out)
+    report = json.loads(location.read_bytes(location.path("report.json")))
+    assert report["modes"]["compose"] == [2, 3] and report["distorted"] == 6
+    assert report["mean_quality_by_scenario"] == {}  # a chain has no (type, level) of its own
+    with pytest.raises(ValueError, match="made with --compose"):
+        validate_levels(config.out, tmp_path / "levels")
+
+
+def test_compose_draws_2_to_4_distinct_types_per_version_reproducibly(fast_config):
+    config = fast_config("embedded", distortion_ids=TYPES, levels=(2, 4), compose=(2, 4))
+    assert config.versions_count == len(TYPES)  # the default: one chain per selected type
+    refs = [f"photo{i}" for i in range(40)]
+    drawn = {ref: chains_for(ref, config) for ref in refs}
+    lengths = set()
+    for chains in drawn.values():
+        assert len(chains) == len(TYPES)
+        for chain in chains:
+            types = [d for d, _ in chain]
+            assert 2 <= len(chain) <= 4 and len(set(types)) == len(types)
+            assert set(types) <= set(TYPES) and {lv for _, lv in chain} <= {2, 4}
+            lengths.add(len(chain))
+    assert lengths == {2, 3, 4}
+    again = fast_config("embedded", distortion_ids=TYPES, levels=(2, 4), compose=(2, 4))
+    assert {ref: chains_for(ref, again) for ref in refs} == drawn  # reproducible
+    assert len({tuple(chains) for chains in drawn.values()}) == len(refs)  # per reference
+    other_seed = fast_config("embedded", distortion_ids=TYPES, levels=(2, 4), compose=(2, 4),
+                             seed=1)
+    assert chains_for("photo0", other_seed) != drawn["photo0"]
+    assert len(chains_for("photo0", fast_config("embedded", distortion_ids=TYPES,
+                                                compose=(2, 2), versions_per_ref=12))) == 12
+
+
+def test_composed_keys_are_unique_and_map_back_to_their_reference():
+    keys = [composed_key(ref, i) for ref in ("a", "a_c001", "b_d01_l1") for i in (0, 1, 1000)]
+    assert len(set(keys)) == len(keys) and not any("." in key for key in keys)
+    assert [ref_id_of(key) for key in keys] == [ref for ref in ("a", "a_c001", "b_d01_l1")
+                                                for _ in range(3)]
+    assert composed_key("a", 7) == "a_c007"
+
+
+def test_compose_is_a_validated_mode_in_the_plan_digest(fast_config):
+    with pytest.raises(ValueError, match=r"compose 3-2: needs 1 <= K <= M <= 3"):
+        fast_config("embedded", compose=(3, 2))
+    with pytest.raises(ValueError, match=r"compose 0-2"):
+        fast_config("embedded", compose=(0, 2))
+    with pytest.raises(ValueError, match=r"compose 2-4: needs 1 <= K <= M <= 3 \(the types"):
+        fast_config("embedded", compose=(2, 4))
+    with pytest.raises(ValueError, match=r"learned-denoiser types \[8, 9\] cannot be composed"):
+        fast_config("embedded", distortion_ids=(1, 8, 9, 13), compose=(2, 2))
+    with pytest.raises(ValueError, match="versions_per_ref must be at least 1"):
+        fast_config("embedded", compose=(2, 2), versions_per_ref=0)
+    assert cli._compose("2") == (2, 2) and cli._compose("2-4") == (2, 4)
+    with pytest.raises(argparse.ArgumentTypeError, match="K or K-M"):
+        cli._compose("two")
+    args = cli.build_parser().parse_args(["generate", "--sources", "embedded", "--out", "o",
+                                          "--distortions", "1-5", "--compose", "2-4"])
+    assert cli.run_config(args).compose == (2, 4)
+    base = fast_config("embedded")
+    composed = fast_config("embedded", compose=(2, 3))
+    assert "compose" not in base.plan_inputs() and composed.plan_inputs()["compose"] == (2, 3)
+    sources = list_sources("embedded")
+    assert Plan.make(sources, base).digest != Plan.make(sources, composed).digest
+    assert composed.modes()["compose"] == (2, 3) and base.modes()["compose"] is None
+    assert RunConfig.from_json(json.loads(json.dumps(composed.to_json()))) == composed
+
+
+@pytest.mark.slow
+def test_single_distortion_samples_read_a_chain_of_one_in_old_datasets_too(fast_config,
+                                                                         mae_ensemble):
+    config = fast_config("embedded", limit=2, shard_refs=1, distortion_ids=(1, 13),
+                         levels=(1,), metrics=())
+    _run(config, mae_ensemble)
+    one = [{"id": 1, "level": 1}]
+    rows = read_index(Location.parse(config.out)).to_pylist()
+    assert all(row["chain"] == ([{"id": row["distortion_id"], "level": 1}]
+                                if row["kind"] == "distorted" else None) for row in rows)
+    path = shard_paths(Location.parse(config.out), 0)["parquet"]
+    pq.write_table(pq.read_table(path).drop_columns(["chain"]), path)  # as before chains
+    location = Location.parse(config.out)
+    assert read_index(location).to_pylist() == rows  # old shard beside a new one
+    assert read_index(location, [0], ["key", "chain"]).column_names == ["key", "chain"]
+    assert read_index(location, [0], ["key"]).column_names == ["key"]
+    old_json = {"kind": "distorted", "distortion_id": 1, "level": 1}
+    assert chain_of(old_json) == one and chain_of({"kind": "reference"}) is None
