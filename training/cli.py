@@ -22,6 +22,22 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
+def _targets(text: str) -> tuple[str, ...]:
+    names = _names(text)
+    unknown = [name for name in names if name not in TARGETS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"targets must be among {', '.join(TARGETS)}; got "
+                                         f"{text!r}")
+    return names
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(value) for value in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated numbers, got {text!r}") from None
+
+
 def _add_model(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--backbone", default="resnet50",
@@ -111,9 +127,10 @@ def _augment(args) -> Augment:
 
 def _pretrain(args) -> int:
     pretrain(PretrainConfig(
-        args.dataset, args.out, _model(args), _optim(args), Target(args.target),
-        _augment(args), _names(args.val_refs), _names(args.exclude_refs),
-        args.steps_per_epoch, args.val_limit or None, args.workers, args.seed, args.device),
+        args.dataset, args.out, _model(args), _optim(args),
+        tuple(Target(name) for name in args.target), _augment(args), _names(args.val_refs),
+        _names(args.exclude_refs), args.steps_per_epoch, args.val_limit or None, args.workers,
+        args.seed, args.device, args.loss_weights),
         resume=args.resume)
     return 0
 
@@ -158,8 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     pre = commands.add_parser("pretrain", help="pretrain on a generated dataset's shards")
     pre.add_argument("dataset", help="the dataset folder or URI (OUT of generate)")
-    pre.add_argument("--target", choices=TARGETS, default="quality",
-                     help="quality (Q), a raw metric, or distortion/level classes")
+    pre.add_argument("--target", type=_targets, default=("quality",),
+                     help="quality (Q), a raw metric, distortion/level classes, class (the "
+                          "run's type x level grid) or multihot (its bits, for mixtures); "
+                          "several comma-separated (quality,class): one head each on a "
+                          "shared backbone, early stopping on the first")
+    pre.add_argument("--loss-weights", type=_weights, default=(),
+                     help="with several targets: the weight of each one's loss, "
+                          "comma-separated (default all 1)")
     pre.add_argument("--val-refs", default="", help="references moved to the val split")
     pre.add_argument("--exclude-refs", default="",
                      help="references never read (held out for fine-tuning)")

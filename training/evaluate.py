@@ -14,7 +14,7 @@ from training.image_data import split
 from training.model import ModelConfig, backbone_input, build_model
 from training.plots import scatter
 from training.precision import Precision
-from training.shard_data import CLASS_TARGETS
+from training.shard_data import CLASS_TARGETS, GRID_TARGETS
 from training.transforms import EVAL_CROPS, Augment
 
 
@@ -55,9 +55,13 @@ def evaluate(config: EvaluateConfig) -> dict:
         if backbone is None:
             raise ValueError(f"{config.checkpoint} does not name its backbone: not a checkpoint "
                              "of `iqa-factory train`")
-        if saved["config"].get("target", "quality") in CLASS_TARGETS:
-            raise ValueError(f"{config.checkpoint} classifies {saved['config']['target']}; "
-                             "evaluate needs a quality model")
+        names = saved["config"].get("target", "quality").split(",")
+        # one head: any regression target; several: the quality head is read
+        usable = ("quality" in names if len(names) > 1
+                  else names[0] not in (*CLASS_TARGETS, *GRID_TARGETS))
+        if not usable:
+            raise ValueError(f"{config.checkpoint} learnt {saved['config']['target']}; "
+                             "evaluate needs a quality model (or head)")
         trained = saved["config"].get("model", {})
         model_config = ModelConfig(backbone, init="random", pretrained_file=config.checkpoint,
                                    precision=trained.get("precision", "auto"))

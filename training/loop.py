@@ -25,7 +25,7 @@ from training.distributed import (
     gather_objects,
     gather_rows,
 )
-from training.losses import QualityLoss
+from training.losses import Head, MultiTargetLoss, QualityLoss, head_slices
 from training.model import ScheduledDropPath
 from training.optim import EarlyStopping, OptimConfig, optimiser
 from training.precision import FP32, Precision
@@ -49,6 +49,7 @@ class Run:
     config: dict           # the run's settings, kept in every checkpoint
     seed: int = 0
     precision: Precision = FP32
+    heads: tuple[Head, ...] = ()  # a multi-head model: its targets, in output order
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -56,6 +57,9 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def _loss_function(run: Run) -> Callable:
+    if run.heads:
+        return MultiTargetLoss(run.heads, QualityLoss.parse(run.optim.loss,
+                                                            run.optim.temperature))
     if run.classes:
         return nn.CrossEntropyLoss()
     return QualityLoss.parse(run.optim.loss, run.optim.temperature)
@@ -86,7 +90,7 @@ def _train_step(run: Run, network: nn.Module, images, targets, loss_fn,
     before = [b.detach().clone() for b in statistics]
     with run.precision.context(run.context.device):
         outputs = network(run.precision.inputs(images, run.context.device)).float()
-    loss = loss_fn(outputs if run.classes else outputs[:, 0],
+    loss = loss_fn(outputs if run.classes or run.heads else outputs[:, 0],
                    targets.to(run.context.device, non_blocking=True))
     optimizer.zero_grad(set_to_none=True)
     if not all_true(run.context, bool(torch.isfinite(loss.detach()))):
@@ -152,9 +156,11 @@ def _continue_epoch(batches: Iterable, saved: dict,
 
 @torch.no_grad()
 def predict(context: Context, model: nn.Module, loader: Iterable, classes: int = 0,
-            precision: Precision = FP32) -> tuple[np.ndarray, np.ndarray]:
+            precision: Precision = FP32,
+            heads: tuple[Head, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Predictions and targets of every rank, gathered (padding dropped). Inputs of shape
-    (batch, views, C, H, W) are scored as the mean over their views."""
+    (batch, views, C, H, W) are scored as the mean over their views. With `heads` (a
+    multi-head model's): every output column and every target column, as 2-D arrays."""
     model.eval()
     rows = []
     for images, targets in loader:
@@ -164,12 +170,20 @@ def predict(context: Context, model: nn.Module, loader: Iterable, classes: int =
             outputs = model(flat).float()
         if views:
             outputs = outputs.view(len(images), views, -1).mean(dim=1)
+        targets = targets.to(context.device).double().reshape(len(outputs), -1)
+        if heads:
+            rows.append(torch.cat([outputs.double(), targets], dim=1))
+            continue
         predicted = outputs.argmax(dim=1).double() if classes else outputs[:, 0].double()
-        rows.append(torch.stack([predicted, targets.to(context.device).double()], dim=1))
-    local = torch.cat(rows) if rows else torch.zeros((0, 2), dtype=torch.float64,
+        rows.append(torch.cat([predicted[:, None], targets], dim=1))
+    split = sum(head.outputs for head in heads) or 1
+    columns = split + (sum(head.width for head in heads) or 1)
+    local = torch.cat(rows) if rows else torch.zeros((0, columns), dtype=torch.float64,
                                                      device=context.device)
     gathered = gather_rows(context, local).cpu().numpy()
-    return gathered[:, 0], gathered[:, 1]
+    if not heads:
+        return gathered[:, 0], gathered[:, 1]
+    return gathered[:, :split], gathered[:, split:]
 
 
 def validation_figures(predicted: np.ndarray, target: np.ndarray, classes: int) -> dict:
@@ -179,6 +193,46 @@ def validation_figures(predicted: np.ndarray, target: np.ndarray, classes: int) 
         return {"score": accuracy, "accuracy": accuracy, "count": len(target)}
     figures = report(predicted, target)
     return {"score": figures["srocc"], **figures}
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The area under the precision-recall steps, sum over thresholds of (R_n - R_n-1) P_n,
+    tied scores one threshold (as sklearn's average_precision_score); nan without a
+    positive."""
+    order = np.argsort(-scores, kind="stable")
+    scores, labels = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # each tie group's end
+    hits = np.cumsum(labels)[last]
+    if not len(hits) or hits[-1] == 0:
+        return float("nan")
+    recall = hits / hits[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * hits / (last + 1)))
+
+
+def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The mean AP over the columns (classes) with a positive; nan if none has."""
+    values = [average_precision(scores[:, k], labels[:, k]) for k in range(labels.shape[1])
+              if labels[:, k].any()]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def head_figures(outputs: np.ndarray, targets: np.ndarray, heads: tuple[Head, ...]) -> dict:
+    """Each head's figures, named `<head>_<figure>` (regression: SROCC and the others,
+    class: accuracy, multihot: mAP); `score` is the first head's."""
+    figures: dict = {"count": len(targets)}
+    for head, columns, wanted in head_slices(heads):
+        predicted, target = outputs[:, columns], targets[:, wanted]
+        if head.kind == "multihot":
+            own = {"map": mean_average_precision(predicted, target > 0.5)}
+            own["score"] = own["map"]
+        else:
+            own = validation_figures(predicted.argmax(axis=1) if head.kind == "class"
+                                     else predicted[:, 0], target[:, 0],
+                                     head.outputs if head.kind == "class" else 0)
+            own.pop("count")
+        figures.setdefault("score", own.pop("score"))
+        figures.update({f"{head.name}_{name}": value for name, value in own.items()})
+    return figures
 
 
 def _settings(config: dict, prefix: str = "") -> dict:
@@ -271,8 +325,9 @@ def _log(writer, record: dict) -> None:
 
 
 def _describe(record: dict, epochs: int, improved: bool) -> str:
-    figures = "  ".join(f"{name.removeprefix('val_')} {record[name]:.4f}"
-                        for name in ("val_srocc", "val_plcc", "val_accuracy") if name in record)
+    figures = "  ".join(f"{name.removeprefix('val_')} {record[name]:.4f}" for name in record
+                        if name.startswith("val_")
+                        and name.endswith(("srocc", "plcc", "accuracy", "_map")))
     return (f"epoch {record['epoch'] + 1}/{epochs}  loss {record['train_loss']:.4f}  "
             f"{figures}  lr {record['lr']:.2e}  {record['seconds']:.1f} s"
             + ("  (best)" if improved else ""))

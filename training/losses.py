@@ -61,3 +61,47 @@ class QualityLoss:
                 continue  # a correlation of one sample is undefined
             total = total + parts[term]()
         return total
+
+
+@dataclass(frozen=True)
+class Head:
+    """One target of a multi-head model: its columns among the outputs and the targets."""
+
+    name: str
+    kind: str       # regression | class | multihot
+    outputs: int    # model outputs (1, the classes, or the multihot bits)
+    width: int      # target columns (1, or the multihot bits)
+    weight: float = 1.0
+
+
+def head_slices(heads: tuple[Head, ...]) -> list[tuple[Head, slice, slice]]:
+    """Each head with its output and target columns."""
+    out = target = 0
+    slices = []
+    for head in heads:
+        slices.append((head, slice(out, out + head.outputs), slice(target, target + head.width)))
+        out, target = out + head.outputs, target + head.width
+    return slices
+
+
+@dataclass(frozen=True)
+class MultiTargetLoss:
+    """The weighted sum of each head's loss: `quality` for regression heads, cross-entropy
+    for classes, binary cross-entropy on logits for multihot bits."""
+
+    heads: tuple[Head, ...]
+    quality: QualityLoss
+
+    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        targets = targets.reshape(len(outputs), -1).to(outputs.dtype)
+        total = outputs.new_zeros(())
+        for head, columns, wanted in head_slices(self.heads):
+            predicted, target = outputs[:, columns], targets[:, wanted]
+            if head.kind == "class":
+                loss = F.cross_entropy(predicted, target[:, 0].long())
+            elif head.kind == "multihot":
+                loss = F.binary_cross_entropy_with_logits(predicted, target)
+            else:
+                loss = self.quality(predicted[:, 0], target[:, 0])
+            total = total + head.weight * loss
+        return total

@@ -1,6 +1,6 @@
-"""No-reference IQA models: a timm backbone with a head of one output (or of classes), its
-initialisation (ImageNet through timm, a local checkpoint, or random with a notice), and the
-ScheduledDropPath schedule."""
+"""No-reference IQA models: a timm backbone with a head of one output (or of classes), or with
+one head per target (MultiHead), its initialisation (ImageNet through timm, a local
+checkpoint, or random with a notice), and the ScheduledDropPath schedule."""
 
 import re
 import socket
@@ -150,9 +150,49 @@ def checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
+class MultiHead(nn.Module):
+    """A timm backbone without its classifier and one linear head per target, named by the
+    target; the outputs are the heads' side by side, in order."""
+
+    def __init__(self, backbone: nn.Module, heads: dict[str, int]):
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict({name: nn.Linear(backbone.num_features, outputs)
+                                    for name, outputs in heads.items()})
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(images)
+        return torch.cat([head(features) for head in self.heads.values()], dim=1)
+
+
+def _classifier_name(model: nn.Module) -> str:
+    head = model.get_classifier()
+    return next(name for name, module in model.named_modules() if module is head)
+
+
+def fit_layout(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors named for `model`: a multi-head checkpoint for a one-head model
+    gives its backbone and its `quality` head (as timm's classifier); a one-head checkpoint
+    for a multi-head model gives its backbone (its classifier fits no head)."""
+    multi = any(key.startswith("heads.") for key in state)
+    if isinstance(model, MultiHead) and not multi:
+        return {f"backbone.{key}": value for key, value in state.items()}
+    if multi and not isinstance(model, MultiHead):
+        classifier = _classifier_name(model)
+        renamed = {}
+        for key, value in state.items():
+            if key.startswith("backbone."):
+                key = key.removeprefix("backbone.")
+            elif key.startswith("heads.quality."):
+                key = classifier + key.removeprefix("heads.quality")
+            renamed[key] = value
+        return renamed
+    return state
+
+
 def _load_file(model: nn.Module, path: str, notices: list[str]) -> None:
     """Load the matching tensors; a head of another shape (another task) is left new."""
-    state = checkpoint_state(path)
+    state = fit_layout(checkpoint_state(path), model)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(state) - set(usable))
@@ -174,13 +214,19 @@ class Built:
     notices: list[str]    # what a user must see (a random start, skipped tensors)
 
 
-def build_model(config: ModelConfig, outputs: int = 1) -> Built:
+def build_model(config: ModelConfig, outputs: int = 1,
+                heads: dict[str, int] | None = None) -> Built:
+    """The backbone with one head of `outputs`, or a MultiHead of `heads` (name -> outputs)."""
     notices: list[str] = []
+
+    def wrap(model: nn.Module) -> nn.Module:
+        return MultiHead(model, heads) if heads else model
+
     if config.pretrained_file is None and config.init != "random":
-        model = _imagenet(config, outputs, notices)
+        model = _imagenet(config, 0 if heads else outputs, notices)
         if model is not None:
-            return Built(model, "imagenet", notices)
-    model = _create(config, outputs, notices, pretrained=False)
+            return Built(wrap(model), "imagenet", notices)
+    model = wrap(_create(config, 0 if heads else outputs, notices, pretrained=False))
     if config.pretrained_file is not None:
         _load_file(model, config.pretrained_file, notices)
         return Built(model, config.pretrained_file, notices)

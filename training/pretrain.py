@@ -1,9 +1,11 @@
 """`train pretrain`: a no-reference model learns the ensemble quality Q (or a raw metric, or
-the distortion class) of the shards' `train` split, with early stopping on `val`."""
+the distortion class), or several targets at once (one head each on a shared backbone, the
+loss a weighted sum), of the shards' `train` split, with early stopping on `val` (on the first
+target's figure)."""
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,18 +16,21 @@ from torch.utils.data import DataLoader
 from labelers.ensemble import load as load_ensemble
 from shards.storage import Location
 from training import distributed
-from training.loop import Run, fit, predict, validation_figures
+from training.loop import Run, fit, head_figures, predict, validation_figures
 from training.model import ModelConfig, build_model
 from training.optim import PRETRAIN, OptimConfig
 from training.precision import Precision
 from training.shard_data import (
     CLASS_TARGETS,
+    GRID_TARGETS,
     ShardStream,
     SplitShards,
     StreamConfig,
     Target,
     distorted_index,
+    multi_head,
     reference_splits,
+    run_grid,
     split_shards,
 )
 from training.transforms import Augment
@@ -37,7 +42,7 @@ class PretrainConfig:
     out: str
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = PRETRAIN
-    target: Target = field(default_factory=Target)
+    targets: tuple[Target, ...] = (Target(),)  # the first decides early stopping
     augment: Augment = field(default_factory=Augment)
     val_refs: tuple[str, ...] = ()      # references moved to the validation split
     exclude_refs: tuple[str, ...] = ()  # references never read (held out for fine-tuning)
@@ -46,10 +51,34 @@ class PretrainConfig:
     workers: int = 2                    # data loader processes per rank
     seed: int = 0
     device: str = "auto"
+    loss_weights: tuple[float, ...] = ()  # one per target (default all 1)
+
+    def __post_init__(self):
+        names = [target.name for target in self.targets]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"targets must be one or more distinct names, got {names}")
+        weights = self.loss_weights
+        if weights and (len(weights) != len(names) or not all(
+                math.isfinite(w) and w >= 0 for w in weights) or not any(weights)):
+            raise ValueError(f"--loss-weights must be {len(names)} finite non-negative "
+                             f"number(s), not all 0, one per target ({','.join(names)}); "
+                             f"got {list(weights)}")
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        return self.loss_weights or (1.0,) * len(self.targets)
 
     def to_json(self) -> dict:
+        """The settings; `target` the comma-joined names (one name as before), the weights
+        only with several targets (so single-target checkpoints resume as they were)."""
         data = asdict(self)
-        data["target"] = self.target.name
+        del data["targets"], data["loss_weights"]
+        data["target"] = ",".join(target.name for target in self.targets)
+        if len(self.targets) > 1:
+            data["loss_weights"] = list(self.weights)
+        grid = next((target.grid for target in self.targets if target.grid), ())
+        if grid:  # what the class indices and multihot bits stand for
+            data["grid"] = [list(pair) for pair in grid]
         return data
 
 
@@ -57,7 +86,7 @@ def check_labels(location: Location, index: pa.Table, target: Target) -> str | N
     """For a quality target the dataset's ensemble hash (every sample's Q must have been made
     under it). A regression target the dataset has no value of (a label-free run, or a metric
     it was not scored with) is refused with what to do instead."""
-    if target.classes:
+    if target.kind != "regression":
         return None
     values = (index["quality"] if target.name == "quality"
               else pc.struct_field(index["scores"], target.name))
@@ -65,7 +94,7 @@ def check_labels(location: Location, index: pa.Table, target: Target) -> str | N
         raise ValueError(
             f"{location.root} has no {target.name} values (generated label-free with "
             f"--metrics none, or without that metric): train a class target "
-            f"({', '.join(CLASS_TARGETS)}) on it, or generate it with labels")
+            f"({', '.join((*CLASS_TARGETS, *GRID_TARGETS))}) on it, or generate it with labels")
     if target.name != "quality":
         return None
     ensemble = load_ensemble(location.path("ensemble.json"))
@@ -78,7 +107,8 @@ def check_labels(location: Location, index: pa.Table, target: Target) -> str | N
 
 def _stream(config: PretrainConfig, shards: SplitShards, train: bool,
             context) -> tuple[ShardStream, DataLoader]:
-    stream = ShardStream(StreamConfig(config.dataset, shards, config.target, config.augment,
+    targets = config.targets if multi_head(config.targets) else config.targets[0]
+    stream = ShardStream(StreamConfig(config.dataset, shards, targets, config.augment,
                                       config.seed, train=train,
                                       limit=None if train else config.val_limit),
                          context.rank, context.world_size)
@@ -98,7 +128,15 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
 def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     location = Location.parse(config.dataset)
     index = distorted_index(location)
-    labels = check_labels(location, index, config.target)
+    hashes = [check_labels(location, index, target) for target in config.targets]
+    labels = next((value for value in hashes if value), None)
+    if any(target.name in GRID_TARGETS for target in config.targets):
+        grid = run_grid(location)
+        config = replace(config, targets=tuple(replace(target, grid=grid)
+                                               for target in config.targets))
+    heads = tuple(target.head(weight) for target, weight in zip(config.targets,
+                                                                  config.weights, strict=True))
+    multi = multi_head(config.targets)
     splits = reference_splits(location, config.val_refs, config.exclude_refs)
     train, val = (split_shards(location, index, splits, name) for name in ("train", "val"))
     if not val.samples:
@@ -106,7 +144,8 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
                          "some with --val-refs")
     steps = config.steps_per_epoch or max(1, math.ceil(train.samples / config.optim.batch_size))
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
-    built = build_model(config.model, config.target.outputs)
+    built = build_model(config.model, config.targets[0].outputs,
+                        {head.name: head.outputs for head in heads} if multi else None)
     if context.is_main:
         for notice in built.notices:
             print(f"NOTICE: {notice}")
@@ -115,7 +154,8 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
               f"{len(train.refs)} references ({len(train.urls)} shards), validating on "
               f"{val.samples} of {len(val.refs)}"
               + (f" (about {config.val_limit} of them per epoch)" if limited else "")
-              + f"; target {config.target.name}" + (f" (ensemble {labels})" if labels else "")
+              + f"; target {', '.join(f'{h.name} (x{h.weight:g})' for h in heads)}"
+              + (f" (ensemble {labels})" if labels else "")
               + f"; {context.world_size} rank(s) on {context.device}, {steps} batches of "
               f"{config.optim.batch_size} per epoch", flush=True)
     train_stream, train_loader = _stream(config, train, True, context)
@@ -127,18 +167,24 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
 
     precision = Precision.resolve(config.model.precision, context.device)
 
+    classes = config.targets[0].classes
+
     def validate(network) -> dict:
-        return validation_figures(*predict(context, network, val_loader, config.target.classes,
-                                           precision), config.target.classes)
+        if multi:
+            return head_figures(*predict(context, network, val_loader, precision=precision,
+                                         heads=heads), heads)
+        return validation_figures(*predict(context, network, val_loader, classes, precision),
+                                  classes)
 
     out = Path(config.out)
-    run = Run(context, built.model, config.optim, config.target.classes, out, config.to_json(),
-              config.seed, precision)
+    run = Run(context, built.model, config.optim, 0 if multi else classes, out,
+              config.to_json(), config.seed, precision, heads if multi else ())
     summary = fit(run, batches, steps, validate, resume)
     if context.is_main:
         summary = {**summary, "dataset": config.dataset, "ensemble": labels,
                    "train_samples": train.samples, "val_samples": val.samples,
-                   "checkpoint": str(out / "best.pt"), "start": built.start}
+                   "checkpoint": str(out / "best.pt"), "start": built.start,
+                   "heads": [asdict(head) for head in heads]}
         (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
         print(f"best validation score {summary['best_score']:.4f} at epoch "
               f"{summary['best_epoch'] + 1}; weights in {out / 'best.pt'}")

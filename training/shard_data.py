@@ -6,6 +6,7 @@ epoch, so no rank waits at an all-reduce); evaluation streams read each shard on
 rank and worker."""
 
 import itertools
+import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,40 +23,79 @@ from shards.reader import read_index, read_sources
 from shards.schema import METRIC_KEYS
 from shards.storage import Location
 from shards.writer import shard_paths
+from training.losses import Head
 from training.transforms import Augment, centre_view, decode, train_view
 
 CLASS_TARGETS = {"distortion": ("distortion_id", 33), "level": ("level", 5)}
-TARGETS = ("quality", *METRIC_KEYS, *CLASS_TARGETS)
+GRID_TARGETS = ("class", "multihot")  # over the run's own (type, level) grid (run_grid)
+TARGETS = ("quality", *METRIC_KEYS, *CLASS_TARGETS, *GRID_TARGETS)
 EXCLUDED = "excluded"
+
+Grid = tuple[tuple[int, int], ...]
+
+
+def run_grid(location: Location) -> Grid:
+    """The run's (distortion id, level) pairs, sorted: its selection in manifest.json."""
+    try:
+        config = json.loads(location.read_bytes(location.path("manifest.json")))["config"]
+        return tuple(sorted(itertools.product(config["distortion_ids"], config["levels"])))
+    except (OSError, KeyError, ValueError) as error:
+        raise ValueError(f"{location.root}: no run selection (manifest.json config "
+                         f"distortion_ids and levels) for the class/multihot targets: {error}"
+                         ) from error
+
+
+def chain(record: dict) -> list[tuple[int, int]]:
+    """A sample's (id, level) links in application order; a record without `chain` (older
+    datasets) is its one distortion."""
+    links = record.get("chain") or [{"id": record["distortion_id"], "level": record["level"]}]
+    return [(int(link["id"]), int(link["level"])) for link in links]
 
 
 @dataclass(frozen=True)
 class Target:
-    """What the model learns: Q, one raw metric, or a class (distortion id or level)."""
+    """What the model learns: Q, one raw metric, a class (distortion id or level; or
+    `class`, the (type, level) of the run's grid), or `multihot` (a bit per grid pair, set
+    for each link of the sample's chain)."""
 
     name: str = "quality"
+    grid: Grid = ()  # the run's sorted (id, level) pairs, for class and multihot
 
     def __post_init__(self):
         if self.name not in TARGETS:
             raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {self.name!r}")
 
     @property
+    def kind(self) -> str:
+        if self.name == "multihot":
+            return "multihot"
+        return "class" if self.name in CLASS_TARGETS or self.name == "class" else "regression"
+
+    @property
     def classes(self) -> int:
-        """The class count of a classification target; 0 for a regression one."""
+        """The class count of a classification target; 0 otherwise."""
+        if self.name == "class":
+            return len(self.grid)
         return CLASS_TARGETS[self.name][1] if self.name in CLASS_TARGETS else 0
 
     @property
     def outputs(self) -> int:
-        return self.classes or 1
+        return len(self.grid) if self.kind == "multihot" else self.classes or 1
 
-    def value(self, record: dict) -> float | int:
+    def head(self, weight: float = 1.0) -> Head:
+        return Head(self.name, self.kind, self.outputs,
+                    len(self.grid) if self.kind == "multihot" else 1, weight)
+
+    def value(self, record: dict) -> float | int | list[float]:
+        if self.name in GRID_TARGETS:
+            return self._grid_value(record)
         if self.name in CLASS_TARGETS:
             field, count = CLASS_TARGETS[self.name]
             index = int(record[field]) - 1
             if not 0 <= index < count:
                 raise ValueError(f"sample {record['key']} has {field} {record[field]}, beyond "
                                  f"the {count} classes of the {self.name} target (the paper's "
-                                 "bank): types 34 and up have no class target yet")
+                                 "bank): train the `class` target (the run's own grid)")
             return index
         value = record["quality"] if self.name == "quality" else (record["scores"] or {}).get(
             self.name)
@@ -64,6 +104,43 @@ class Target:
                              f"with metrics {record.get('metrics_used')}): choose another "
                              "--target")
         return float(value)
+
+    def _grid_value(self, record: dict) -> int | list[float]:
+        if not self.grid:
+            raise ValueError(f"the {self.name} target needs the run's grid (run_grid)")
+        links = chain(record)
+        outside = [link for link in links if link not in self.grid]
+        if outside:
+            raise ValueError(f"sample {record['key']} has (id, level) {outside}, not in the "
+                             "run's selection (manifest.json)")
+        if self.name == "class":
+            if len(links) != 1:
+                raise ValueError(f"sample {record['key']} is composed of {len(links)} "
+                                 "distortions: the class target has one class per (type, "
+                                 "level); train multihot on mixtures")
+            return self.grid.index(links[0])
+        bits = [0.0] * len(self.grid)
+        for link in links:
+            bits[self.grid.index(link)] = 1.0
+        return bits
+
+
+def multi_head(targets: tuple[Target, ...]) -> bool:
+    """Whether a run needs the multi-head model: several targets, or a multihot one."""
+    return len(targets) > 1 or targets[0].kind == "multihot"
+
+
+def encode(target: Target | tuple[Target, ...], record: dict) -> torch.Tensor:
+    """One target's value (a long class index, or a float), or several side by side as
+    floats (a class index as a float; a multihot target's bits), in the heads' order."""
+    if isinstance(target, Target) and target.kind != "multihot":
+        return torch.tensor(target.value(record),
+                            dtype=torch.long if target.classes else torch.float32)
+    values = []
+    for each in (target,) if isinstance(target, Target) else target:
+        value = each.value(record)
+        values.extend(value if isinstance(value, list) else [value])
+    return torch.tensor(values, dtype=torch.float32)
 
 
 def reference_splits(location: Location, val_refs: tuple[str, ...] = (),
@@ -114,7 +191,7 @@ def split_shards(location: Location, index: pa.Table, splits: dict[str, str],
 class StreamConfig:
     root: str
     shards: SplitShards
-    target: Target
+    target: Target | tuple[Target, ...]  # several: a float vector, the heads side by side
     augment: Augment
     seed: int = 0
     train: bool = True           # resampled, augmented, shuffled; else each shard once
@@ -155,9 +232,8 @@ class ShardStream(IterableDataset):
         if not config.train and config.limit:
             share = max(1, config.limit // (self.world_size * workers))
             records = itertools.islice(records, share)
-        dtype = torch.long if config.target.classes else torch.float32
         for record in records:
             pixels = decode(record["encoded"])
             view = (train_view(pixels, config.augment, rng) if config.train
                     else centre_view(pixels, config.augment))
-            yield view, torch.tensor(config.target.value(record["meta"]), dtype=dtype)
+            yield view, encode(config.target, record["meta"])
