@@ -42,10 +42,16 @@ class Duplicate:
     of: str
 
 
+def _hashed(*parts: object) -> int:
+    """A 64-bit number from the SHA-256 of the '|'-joined parts: the same on every machine
+    (Python's hash() is salted per process)."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
 def split_of(ref_id: str, seed: int) -> str:
     """train / val / test (80/10/10) from a seeded hash of the ref_id."""
-    digest = hashlib.sha256(f"split|{seed}|{ref_id}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    u = _hashed("split", seed, ref_id) / 2**64
     train, val, _ = SPLIT_FRACTIONS
     return "train" if u < train else "val" if u < train + val else "test"
 
@@ -57,8 +63,7 @@ def scenarios_for(ref_id: str, config: RunConfig) -> list[tuple[int, int]]:
     replay draws the same)."""
     if not config.versions_per_ref:
         return config.scenarios
-    digest = hashlib.sha256(f"versions|{config.seed}|{ref_id}".encode()).digest()
-    rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
+    rng = np.random.default_rng(_hashed("versions", config.seed, ref_id))
     types = rng.choice(config.distortion_ids, size=config.versions_per_ref, replace=False)
     levels = rng.choice(config.levels, size=config.versions_per_ref)
     return sorted((int(d), int(lv)) for d, lv in zip(types, levels, strict=True))
@@ -72,9 +77,7 @@ def chains_for(ref_id: str, config: RunConfig) -> list[tuple[tuple[int, int], ..
     low, high = config.compose
     chains = []
     for index in range(config.versions_count):
-        text = f"compose|{config.seed}|{ref_id}|{index}"
-        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8],
-                                                   "big"))
+        rng = np.random.default_rng(_hashed("compose", config.seed, ref_id, index))
         count = int(rng.integers(low, high + 1))
         types = rng.choice(config.distortion_ids, size=count, replace=False)
         levels = rng.choice(config.levels, size=count)
