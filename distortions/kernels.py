@@ -1,6 +1,9 @@
-"""Filter kernels with MATLAB fspecial's definitions, and replicate-border filtering.
+"""Filter kernels with MATLAB fspecial's definitions, and replicate-border filtering. The
+project's one definition of the Gaussian window: the bank's blurs and the metrics (SSIM,
+MS-SSIM, CW-SSIM) take theirs from here.
 
-- gaussian: exp(-x^2 / 2s^2), normalised; separable, so given as one 1-D kernel.
+- gaussian: exp(-(x^2 + y^2) / 2s^2) on a centred grid, taps below eps * max zeroed,
+  normalised; square windows are separable, so also given as their 1-D factor.
 - disk: each tap is the area of the pixel square that lies inside a disk of radius r, the taps
   normalised to sum 1 (fspecial('disk', r): r = 1 gives 1/pi at the centre).
 - motion: a line of `length` pixels at `angle` degrees, anti-aliased by the distance from each
@@ -15,6 +18,17 @@ import cv2
 import numpy as np
 
 _SQRT_EPS = math.sqrt(np.finfo(np.float64).eps)
+
+
+def fspecial_gaussian(shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """fspecial('gaussian', shape, sigma): rows x cols (either may be even), centred, taps
+    below eps * max zeroed, sum 1."""
+    rows, cols = shape
+    y = np.arange(rows) - (rows - 1) / 2
+    x = np.arange(cols) - (cols - 1) / 2
+    window = np.exp(-(x[None, :] ** 2 + y[:, None] ** 2) / (2.0 * sigma**2))
+    window[window < np.finfo(np.float64).eps * window.max()] = 0.0
+    return window / window.sum()
 
 
 @lru_cache(maxsize=64)

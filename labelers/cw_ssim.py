@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from distortions.kernels import fspecial_gaussian
 from labelers.base import Metric
 from labelers.inputs import gray_rounded
 
@@ -138,15 +139,6 @@ def band_filters(height: int, width: int, level: int, nbands: int) -> BandFilter
     return BandFilters(slice(row0, row0 + rows), slice(col0, col0 + cols), filters)
 
 
-def gaussian_window(shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """MATLAB fspecial('gaussian', shape, sigma): centred, tiny tails zeroed, sum 1."""
-    half_rows, half_cols = (shape[0] - 1) / 2, (shape[1] - 1) / 2
-    x, y = np.meshgrid(np.arange(-half_cols, half_cols + 1), np.arange(-half_rows, half_rows + 1))
-    window = np.exp(-(x * x + y * y) / (2 * sigma * sigma))
-    window[window < np.finfo(np.float64).eps * window.max()] = 0
-    return window / window.sum()
-
-
 @dataclass(frozen=True)
 class PreparedReference:
     bands: torch.Tensor     # complex128, 1 x nbands x h x w
@@ -208,7 +200,7 @@ class CWSSIM(Metric):
         spec = band_filters(int(height), int(width), LEVEL, ORIENTATIONS)
         filters = torch.from_numpy(spec.filters).to(self.device)
         band_rows, band_cols = spec.filters.shape[-2:]
-        weights = gaussian_window((band_rows - WINDOW + 1, band_cols - WINDOW + 1), band_rows / 4)
+        weights = fspecial_gaussian((band_rows - WINDOW + 1, band_cols - WINDOW + 1), band_rows / 4)
         rows = unshifted_indices(spec.rows, int(height), self.device)
         cols = unshifted_indices(spec.cols, int(width), self.device)
         gray = gray_rounded(ref, torch.float64)

@@ -7,6 +7,7 @@ between scales a 2 x 2 mean filter with symmetric border, keeping every second p
 import torch
 import torch.nn.functional as F
 
+from distortions.kernels import gaussian_kernel_1d
 from labelers.base import Metric
 from labelers.inputs import gray_rounded
 
@@ -18,9 +19,7 @@ WINDOW_SIZE, WINDOW_SIGMA = 11, 1.5
 
 def gaussian_taps(device: torch.device) -> torch.Tensor:
     """The 1-D factor of fspecial('gaussian', 11, 1.5): the window is its outer product."""
-    x = torch.arange(WINDOW_SIZE, dtype=torch.float64, device=device) - (WINDOW_SIZE - 1) / 2
-    taps = torch.exp(-(x**2) / (2 * WINDOW_SIGMA**2))
-    return taps / taps.sum()
+    return torch.from_numpy(gaussian_kernel_1d(WINDOW_SIGMA, WINDOW_SIZE).copy()).to(device)
 
 
 def filter_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:

@@ -153,6 +153,33 @@ def test_gaussian_kernel_is_fspecial_gaussian(sigma):
     np.testing.assert_allclose(np.outer(one_d, one_d), full / full.sum(), atol=1e-15)
 
 
+def test_gaussian_window_matches_fspecial():
+    # MATLAB: fspecial('gaussian', 3, 0.5)
+    expected = [[0.0113437, 0.0838195, 0.0113437],
+                [0.0838195, 0.6193470, 0.0838195],
+                [0.0113437, 0.0838195, 0.0113437]]
+    np.testing.assert_allclose(kernels.fspecial_gaussian((3, 3), 0.5), expected, atol=5e-8)
+
+
+def test_gaussian_window_of_even_size_is_centred_between_samples():
+    window = kernels.fspecial_gaussian((42, 58), 12.0)  # the weights of a 48 x 64 band
+    assert window.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(window, window[::-1, ::-1])
+    ratio = window[20, 28] / window[0, 0]  # (0.5, 0.5) vs (20.5, 28.5) from the centre
+    assert ratio == pytest.approx(np.exp((20.5**2 + 28.5**2 - 0.5) / (2 * 144)))
+
+
+@pytest.mark.parametrize("shape", [(11, 11), (6, 9), (25, 8)])
+def test_fspecial_gaussian_any_shape_is_separable_and_centred(shape):
+    window = kernels.fspecial_gaussian(shape, 2.0)
+    assert window.shape == shape and window.sum() == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(window, window[::-1, ::-1], atol=1e-18)  # centred
+    assert np.linalg.matrix_rank(window) == 1                            # separable
+    if shape[0] == shape[1]:
+        one_d = kernels.gaussian_kernel_1d(2.0, shape[0])
+        np.testing.assert_allclose(window, np.outer(one_d, one_d), atol=1e-15)
+
+
 # --- Tone curves ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("mid", [0.3, 0.55, 1.05])
 def test_midpoint_curve_is_the_three_point_spline(mid):

@@ -10,7 +10,6 @@ from labelers.cw_ssim import (
     angular_masks,
     band_filters,
     centre_crop,
-    gaussian_window,
     log_radius_and_angle,
     point_op,
     pyramid_bands,
@@ -155,25 +154,6 @@ def test_composite_filters_give_the_bands_of_the_step_by_step_pyramid(shape):
     )[0].numpy()
     expected = _literal_pyramid_band(image, 4, 8)
     np.testing.assert_allclose(bands, expected, rtol=0, atol=1e-10 * np.abs(expected).max())
-
-
-# --- the pooling window --------------------------------------------------------------------------
-
-
-def test_gaussian_window_matches_fspecial():
-    # MATLAB: fspecial('gaussian', 3, 0.5)
-    expected = [[0.0113437, 0.0838195, 0.0113437],
-                [0.0838195, 0.6193470, 0.0838195],
-                [0.0113437, 0.0838195, 0.0113437]]
-    np.testing.assert_allclose(gaussian_window((3, 3), 0.5), expected, atol=5e-8)
-
-
-def test_gaussian_window_of_even_size_is_centred_between_samples():
-    window = gaussian_window((42, 58), 12.0)  # the weights of a 48 x 64 band
-    assert window.sum() == pytest.approx(1.0)
-    np.testing.assert_allclose(window, window[::-1, ::-1])
-    ratio = window[20, 28] / window[0, 0]  # (0.5, 0.5) vs (20.5, 28.5) from the centre
-    assert ratio == pytest.approx(np.exp((20.5**2 + 28.5**2 - 0.5) / (2 * 144)))
 
 
 # --- values derivable by hand --------------------------------------------------------------------
