@@ -110,7 +110,10 @@ class _Chunk:
         """The member at x1/2, cut with the chunk's half-scale box(es), drawn on first use."""
         smaller = half_scale(pixels)
         if self.half_boxes is None:
-            self.half_boxes = self.spec.boxes(smaller.shape, self.ref_id, scale="half")
+            try:
+                self.half_boxes = self.spec.boxes(smaller.shape, self.ref_id, scale="half")
+            except ValueError as error:
+                raise ValueError(f"{self.ref_id} at half scale: {error}") from error
         return cut(smaller, self.half_boxes)
 
     def group(self) -> dict:

@@ -6,6 +6,7 @@ checkpoints, exact resume, TensorBoard, seeding), early stopping on the mean val
 
 import json
 import math
+from collections import Counter
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,8 +21,9 @@ from training.group_data import ONE_PASS, Reading, collate_groups, group_dataset
 from training.loop import Run, fit
 from training.model import build_model
 from training.objectives import Inputs, Objective, build_objective
+from training.objectives.base import GroupRequest
 from training.precision import Precision
-from training.shard_data import reference_splits
+from training.shard_data import distorted_index, reference_splits
 
 if TYPE_CHECKING:
     from training.pretrain import PretrainConfig
@@ -37,6 +39,16 @@ def _refs(splits: dict[str, str], name: str, dataset: str) -> frozenset[str]:
     return refs
 
 
+def group_count(location: Location, refs: frozenset[str], request: GroupRequest) -> int:
+    """Groups of one pass over `refs`: a chunk per reference with versions, a pair or triplet
+    per drawn version (all, or `request.versions` per reference)."""
+    index = distorted_index(location)
+    counts = Counter(ref for ref in index["ref_id"].to_pylist() if ref in refs)
+    if request.kind == "chunk":
+        return len(counts)
+    return sum(min(count, request.versions or count) for count in counts.values())
+
+
 def _loader(config: "PretrainConfig", objective: Objective, refs: frozenset[str],
             reading: Reading, context: Context, dataset) -> DataLoader:
     stream = group_dataset(dataset, objective.request.kind, None, reading, context.rank,
@@ -47,7 +59,8 @@ def _loader(config: "PretrainConfig", objective: Objective, refs: frozenset[str]
                       pin_memory=context.device.type == "cuda")
 
 
-def validation_loss(context: Context, objective: Objective, loader, batches: int) -> dict:
+def validation_loss(context: Context, objective: Objective, loader,
+                    batches: int | None) -> dict:
     """The mean loss over every rank's validation groups (at most `batches` per rank);
     score = -loss, so that higher is better as early stopping wants."""
     objective.model.eval()
@@ -55,8 +68,8 @@ def validation_loss(context: Context, objective: Objective, loader, batches: int
     with torch.no_grad():
         for batch in islice(loader, batches):
             size = len(batch["ref_id"])
-            total, count = total + float(objective.loss(objective.model, batch)) * size, \
-                count + size
+            total += float(objective.loss(objective.model, batch)) * size
+            count += size
     total, count = all_sum(context, total), all_sum(context, count)
     if not count:
         raise ValueError("no validation group was read (do the val references have "
@@ -75,9 +88,11 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
     inputs = Inputs(config.augment.mean, config.augment.std, context.device, precision)
     objective = build_objective(config.objective, built.model, config.augment.crop, inputs,
                                 context)
-    per_ref = 1 if objective.request.kind == "chunk" else (config.objective.versions or 1)
-    steps = config.steps_per_epoch or max(1, math.ceil(len(train) * per_ref
-                                                       / config.optim.batch_size))
+    groups = group_count(location, train, objective.request)
+    if not groups:
+        raise ValueError(f"{config.dataset}: no train reference has a distorted version, "
+                         f"so there is no {objective.request.kind} to train on")
+    steps = config.steps_per_epoch or max(1, math.ceil(groups / config.optim.batch_size))
     local = config.optim.local_batch(context.world_size)
     if context.is_main:
         for notice in (*built.notices, *objective.notices):

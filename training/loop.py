@@ -267,10 +267,6 @@ def _restore(run: Run, optimizer,
         changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
         raise ValueError(f"--resume with other settings than {run.out / checkpoint.LAST} "
                          f"({', '.join(changed)}); use another --out to start a new run")
-    planned = state["config"]["optim"]["epochs"]
-    if run.optim.schedule == "cosine" and planned != run.optim.epochs:
-        raise ValueError(f"the cosine schedule of {run.out / checkpoint.LAST} spans its "
-                         f"{planned} epochs: resume it with --epochs {planned}")
     partial = state.get("partial_epoch")
     if partial is not None and len(partial["ranks"]) != run.context.world_size:
         raise ValueError(f"{run.out / checkpoint.LAST} stopped mid-epoch with "
@@ -278,6 +274,10 @@ def _restore(run: Run, optimizer,
     run.model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    planned = getattr(scheduler, "T_max", run.optim.epochs)  # a cosine schedule's span
+    if planned != run.optim.epochs:
+        raise ValueError(f"the cosine schedule of {run.out / checkpoint.LAST} spans its "
+                         f"{planned} epochs: resume it with --epochs {planned}")
     place = None if partial is None else partial["ranks"][run.context.rank]
     return (state["epoch"] + 1, EarlyStopping(run.optim.patience, **state["stopping"]),
             state["history"], place)
@@ -340,7 +340,8 @@ def _log(writer, record: dict) -> None:
 
 
 def _describe(record: dict, epochs: int, improved: bool) -> str:
-    figures = "  ".join(f"{name.removeprefix('val_')} {record[name]:.4f}" for name in record
+    figures = "  ".join(f"{'val loss' if name == 'val_loss' else name.removeprefix('val_')} "
+                        f"{record[name]:.4f}" for name in record
                         if name.startswith("val_")
                         and name.endswith(("srocc", "plcc", "accuracy", "_map", "_loss")))
     return (f"epoch {record['epoch'] + 1}/{epochs}  loss {record['train_loss']:.4f}  "

@@ -31,7 +31,7 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _reference(index: int, size: tuple[int, int] = SIZE) -> np.ndarray:
+def reference_image(index: int, size: tuple[int, int] = SIZE) -> np.ndarray:
     y, x = np.mgrid[0:size[1], 0:size[0]]
     base = np.stack([x * (3 + index), y * (5 - index % 3), (x + y) * 2], axis=-1)
     return (base % 256).astype(np.uint8)
@@ -59,7 +59,7 @@ def write_tiny_dataset(root: Path, shard_refs: int = 3, size: tuple[int, int] = 
     for shard, start in enumerate(range(0, len(refs), shard_refs)):
         writer = ShardWriter(location, shard)
         for number, ref_id in enumerate(refs[start:start + shard_refs], start=start):
-            reference = _reference(number, size)
+            reference = reference_image(number, size)
             writer.add(_record(ref_id, reference_key(ref_id), "reference", reference),
                        png(reference))
             sources.append({"ref_id": ref_id, "uri": f"{ref_id}.png", "shard": shard,
@@ -95,7 +95,7 @@ def kadid_folder(tmp_path) -> Path:
     (root / "images").mkdir(parents=True)
     rows = ["dist_img,ref_img,dmos,var"]
     for number in range(4):
-        reference = _reference(number)
+        reference = reference_image(number)
         ref_name = f"I{number + 1:02d}.png"
         (root / "images" / ref_name).write_bytes(png(reference))
         for kind in (1, 2):

@@ -4,6 +4,7 @@ groups of a tiny dataset, and their checkpoints giving finetune's model its back
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 import timm
@@ -13,8 +14,10 @@ from torch.utils.data import DataLoader
 from training.distributed import Context
 from training.group_data import collate_groups, group_dataset
 from training.objectives import Inputs, ObjectiveConfig, build_objective
-from training.objectives.contrastive import MoCo, info_nce
+from training.objectives.contrastive import MoCo, in_batch_info_nce, info_nce
 from training.precision import FP32
+
+from .conftest import SPLITS, reference_image
 
 CPU = Context(0, 1, 0, torch.device("cpu"))
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -126,3 +129,37 @@ def test_bad_objective_settings_are_refused_by_name():
         ObjectiveConfig("contrastive", moco_momentum=1.0)
     with pytest.raises(ValueError, match="--temperature"):
         ObjectiveConfig("contrastive", temperature=0)
+
+
+def test_half_scale_members_are_the_bicubic_half_image_under_their_own_views(square_dataset):
+    stream = group_dataset(str(square_dataset), "chunk", "train", rank=0, world_size=1,
+                           crop=16, versions=1, views=2, half_scale=True)
+    chunk = next(iter(stream))
+    number = sorted(SPLITS).index(chunk["ref_id"])
+    half = cv2.resize(reference_image(number, (64, 64)), (32, 32), interpolation=cv2.INTER_CUBIC)
+    boxes = chunk["box_half"]
+    for view, (y, x, h, w) in zip(chunk["reference_half"], boxes, strict=True):
+        assert (h, w) == (16, 16) and y + h <= 32 and x + w <= 32
+        assert np.array_equal(view, half[y:y + h, x:x + w])
+    (top, left, _, _), (lower, other, _, _) = boxes
+    shared = max(0, 16 - abs(lower - top)) * max(0, 16 - abs(other - left)) / 256
+    assert 0.10 <= shared <= 0.30  # Re-IQA's overlap, at half scale too
+    assert len(chunk["distorted_half"]) == 1 and chunk["distorted_half"][0].shape == \
+        (2, 16, 16, 3)
+
+
+def test_a_half_scale_too_small_for_two_views_is_named(square_dataset):
+    stream = group_dataset(str(square_dataset), "chunk", "train", rank=0, world_size=1,
+                           crop=24, versions=1, views=2, half_scale=True)
+    with pytest.raises(ValueError, match=r"r\d at half scale: two overlapping 24 x 24 views"):
+        next(iter(stream))
+
+
+def test_the_validation_figure_is_in_batch_info_nce_by_hand():
+    query = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    key = np.array([[0.8, 0.6], [0.6, 0.8], [-1.0, 0.0]])
+    by_hand = [-math.log(math.exp(query[i] @ key[i] / 0.5)
+                         / sum(math.exp(query[i] @ other / 0.5) for other in key))
+               for i in range(3)]
+    loss = in_batch_info_nce(torch.tensor(query), torch.tensor(key), 0.5)
+    assert float(loss) == pytest.approx(np.mean(by_hand), rel=1e-12)

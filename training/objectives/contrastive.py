@@ -38,6 +38,14 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor,
                                                device=query.device))
 
 
+def in_batch_info_nce(query: torch.Tensor, key: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """InfoNCE of each query against every key of its batch, its own (same row) the positive:
+    the validation figure, which does not depend on the training queue's contents."""
+    logits = query @ key.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(query), device=query.device))
+
+
 class MoCo(nn.Module):
     """backbone + projection (trained), momentum.backbone + momentum.projection (their
     exponential moving average), the queue of unit keys and its write position (buffers:
@@ -99,7 +107,8 @@ class Contrastive(Objective):
 
     def loss(self, network: nn.Module, batch: dict) -> torch.Tensor:
         """InfoNCE of each image's first view (query) against its second (key) and the queue,
-        averaged over the images of both scales; the keys wait for `after_step`."""
+        averaged over the images of both scales; the keys wait for `after_step`. In eval
+        mode (validation) the negatives are the other keys of the batch instead."""
         scales = [flatten_members(batch)]
         if self.config.half_scale:
             scales.append(flatten_members(batch, "_half"))
@@ -107,12 +116,15 @@ class Contrastive(Objective):
             queries = network(*(self.inputs(images[:, 0]) for images in scales))
             keys = [self.model.keys(self.inputs(images[:, 1])) for images in scales]
         queries, keys = [q.float() for q in queries], [k.float() for k in keys]
-        queue = self.model.queue.clone().detach()
-        total = sum(info_nce(q, k, queue, self.config.temperature) * len(q)
-                    for q, k in zip(queries, keys, strict=True))
-        if self.model.training:  # validation enqueues nothing
+        if self.model.training:
+            queue = self.model.queue.clone().detach()
+            losses = [info_nce(q, k, queue, self.config.temperature) * len(q)
+                      for q, k in zip(queries, keys, strict=True)]
             self.pending = keys
-        return total / sum(len(q) for q in queries)
+        else:  # validation: against the batch's own keys; nothing is enqueued
+            losses = [in_batch_info_nce(q, k, self.config.temperature) * len(q)
+                      for q, k in zip(queries, keys, strict=True)]
+        return sum(losses) / sum(len(q) for q in queries)
 
     def after_step(self) -> None:
         """MoCo's key-encoder update and enqueue (done after the step: the next keys see the
