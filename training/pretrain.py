@@ -61,6 +61,9 @@ class PretrainConfig:
         names = [target.name for target in self.targets]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"targets must be one or more distinct names, got {names}")
+        if self.objective.label_free and (self.targets != (Target(),) or self.loss_weights):
+            raise ValueError(f"--target and --loss-weights are labels to regress: they do not "
+                             f"apply to --objective {self.objective.name}")
         weights = self.loss_weights
         if weights and (len(weights) != len(names) or not all(
                 math.isfinite(w) and w >= 0 for w in weights) or not any(weights)):

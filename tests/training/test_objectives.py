@@ -16,6 +16,8 @@ from training.group_data import collate_groups, group_dataset
 from training.objectives import Inputs, ObjectiveConfig, build_objective
 from training.objectives.contrastive import MoCo, in_batch_info_nce, info_nce
 from training.precision import FP32
+from training.pretrain import PretrainConfig
+from training.shard_data import Target
 
 from .conftest import SPLITS, reference_image
 
@@ -129,6 +131,9 @@ def test_bad_objective_settings_are_refused_by_name():
         ObjectiveConfig("contrastive", moco_momentum=1.0)
     with pytest.raises(ValueError, match="--temperature"):
         ObjectiveConfig("contrastive", temperature=0)
+    with pytest.raises(ValueError, match="do not apply to --objective contrastive"):
+        PretrainConfig("data", "out", targets=(Target("distortion"),),
+                       objective=ObjectiveConfig("contrastive"))
 
 
 def test_half_scale_members_are_the_bicubic_half_image_under_their_own_views(square_dataset):
