@@ -200,7 +200,7 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
         summary = {**summary, "dataset": config.dataset, "ensemble": labels,
                    "train_samples": train.samples, "val_samples": val.samples,
                    "checkpoint": str(out / "best.pt"), "start": built.start,
-                   "heads": [asdict(head) for head in heads]}
+                   "heads": [asdict(head) for head in heads], "objective": "regression"}
         (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
         print(f"best validation score {summary['best_score']:.4f} at epoch "
               f"{summary['best_epoch'] + 1}; weights in {out / 'best.pt'}")

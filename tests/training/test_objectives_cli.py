@@ -72,14 +72,13 @@ def test_a_cosine_schedule_resumes_only_over_its_planned_epochs(square_dataset, 
 @pytest.fixture(scope="module")
 def best_files(square_dataset, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("objectives")
-    for objective in ("contrastive", "reconstruction"):
+    for objective in CROPS:
         assert main(pretrain_args(square_dataset, folder / objective, objective, "--epochs",
                                   "1")) == 0
-    return {objective: folder / objective / checkpoint.BEST
-            for objective in ("contrastive", "reconstruction")}
+    return {objective: folder / objective / checkpoint.BEST for objective in CROPS}
 
 
-@pytest.mark.parametrize("objective", ["contrastive", "reconstruction"])
+@pytest.mark.parametrize("objective", list(CROPS))
 @pytest.mark.parametrize("outputs", [0, 1])
 def test_an_objective_checkpoint_gives_a_plain_timm_model_all_its_backbone(best_files,
                                                                           objective, outputs):
@@ -92,6 +91,17 @@ def test_an_objective_checkpoint_gives_a_plain_timm_model_all_its_backbone(best_
     for key in backbone_keys:  # every backbone tensor is the checkpoint's
         assert torch.equal(own[key], saved[f"backbone.{key}"]), key
     assert f"{len(backbone_keys)} tensors loaded" in built.notices[0]
+
+
+def test_an_objective_checkpoint_gives_a_multi_head_model_its_backbone(best_files):
+    saved = checkpoint.load(best_files["restoration"])["model"]
+    built = build_model(ModelConfig("test_resnet",
+                                    pretrained_file=str(best_files["restoration"])),
+                        heads={"quality": 1, "class": 4})
+    own = built.model.state_dict()
+    backbone = [key for key in own if key.startswith("backbone.")]
+    assert backbone and all(torch.equal(own[key], saved[key]) for key in backbone)
+    assert "left new (heads." in built.notices[0]
 
 
 def test_train_finetune_starts_from_a_contrastive_best_pt(best_files, square_dataset,
