@@ -4,6 +4,7 @@ overlapping views as Re-IQA draws them (offset y in [0.70 h, 0.90 h), x so that 
 
 import math
 
+import cv2
 import numpy as np
 
 Box = tuple[int, int, int, int]
@@ -50,3 +51,11 @@ def cut(image: np.ndarray, boxes: list[Box]) -> np.ndarray:
     a copy, so the full image can go."""
     views = [image[y:y + h, x:x + w] for y, x, h, w in boxes]
     return np.ascontiguousarray(views[0] if len(views) == 1 else np.stack(views))
+
+
+def half_scale(image: np.ndarray) -> np.ndarray:
+    """The image downsampled x1/2 (bicubic, sizes rounded down), Re-IQA's second scale."""
+    height, width = image.shape[:2]
+    if height < 2 or width < 2:
+        raise ValueError(f"a {height} x {width} image has no half scale")
+    return cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_CUBIC)

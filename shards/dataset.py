@@ -111,14 +111,17 @@ class Dataset:
     def groups(self, kind: str, split: str | None = None,
                crop: int | tuple[int, int] | None = None, seed: int = 0,
                versions: int | None = None, views: int = 1, *, distinct_types: bool = False,
-               refs: Iterable[str] | None = None, order: Order = ONE_PASS) -> Stream:
+               half_scale: bool = False, refs: Iterable[str] | None = None,
+               order: Order = ONE_PASS) -> Stream:
         """Groups of `kind` (shards.groups): pair, triplet or chunk dicts {ref_id, reference,
         distorted (a list, one per version), meta (their records), box} (+ ssim_map for
         triplets), every member cut with the same box(es): `crop` (h, w) drawn per group from
         (seed, epoch, ref_id[, key]), None for whole images; `views=2` two overlapping ones
         (box a list of two, images 2 x h x w x 3). `versions=n` draws n versions per
         reference (`distinct_types`: of n distinct distortion ids; all where a reference has
-        fewer) per (seed, epoch, ref_id).
+        fewer) per (seed, epoch, ref_id). `half_scale` (chunks with a crop): also
+        reference_half, distorted_half and box_half, every member downsampled x1/2 (bicubic)
+        and cut with box(es) drawn anew on it from (seed, epoch, ref_id, "half").
 
         Memory: pairs and triplets hold the shard's references decoded (R x H x W x 3 bytes)
         and any version read before its reference, encoded (none in the spec's layout).
@@ -126,7 +129,8 @@ class Dataset:
         each) or, without a crop, encoded: in the spec's layout up to a shard's drawn members,
         R x (1 + versions) of them. A shuffle buffer adds `order.shuffle` groups."""
         size = (crop, crop) if isinstance(crop, int) else crop
-        spec = GroupSpec(kind, size, seed, order.epoch, versions, views, distinct_types)
+        spec = GroupSpec(kind, size, seed, order.epoch, versions, views, distinct_types,
+                         half_scale)
         urls, wanted = self.where(split, refs)
         members = member_filter("all", wanted)
 

@@ -21,21 +21,27 @@ class GroupSpec:
     versions: int | None = None     # a seeded draw of this many versions per reference
     views: int = 1                  # 2: two overlapping views per image (Re-IQA)
     distinct_types: bool = False    # the draw takes each distortion id at most once
+    half_scale: bool = False        # chunks: also every member at x1/2 with its own box(es)
 
     def __post_init__(self):
         if self.kind not in GROUP_KINDS:
             raise ValueError(f"kind must be one of {', '.join(GROUP_KINDS)}; got {self.kind!r}")
         if self.views not in (1, 2) or (self.views == 2 and self.crop is None):
             raise ValueError("views must be 1, or 2 with a crop size")
+        if self.half_scale and (self.kind != "chunk" or self.crop is None):
+            raise ValueError("half_scale needs chunks with a crop size")
         if self.versions is not None and self.versions < 1:
             raise ValueError(f"versions must be at least 1; got {self.versions}")
 
     def rng(self, *names: str) -> np.random.Generator:
         return np.random.default_rng(stream_seed(self.seed, self.epoch, *names))
 
-    def boxes(self, shape: tuple[int, ...], ref_id: str, key: str | None = None) -> list[Box]:
-        """The group's box(es) on an image of `shape`: pairs per version, chunks per reference."""
-        rng = self.rng(ref_id, *([key] if self.kind != "chunk" else []))
+    def boxes(self, shape: tuple[int, ...], ref_id: str, key: str | None = None,
+              scale: str = "") -> list[Box]:
+        """The group's box(es) on an image of `shape`: pairs per version, chunks per reference
+        (`scale` "half": the half-scale members' own, drawn anew on the smaller image)."""
+        names = ([key] if self.kind != "chunk" else []) + ([scale] if scale else [])
+        rng = self.rng(ref_id, *names)
         if self.views == 2:
             return two_views(shape, self.crop, rng)
         return [one_box(shape, self.crop, rng)]

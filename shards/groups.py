@@ -1,8 +1,9 @@
 """Groups of a reference and its versions, assembled from one shard's records as they stream:
 "pair" (one version and its reference), "triplet" (a pair and its dense SSIM map), "chunk" (a
-reference and all, or `versions` seeded ones, of its versions). Every member of a group is cut
-with the same box(es), drawn from a generator seeded by (seed, epoch, ref_id[, key]), so a
-group is the same whatever order the shard or the reader takes.
+reference and all, or `versions` seeded ones, of its versions; with `half_scale` each member
+also at x1/2, cut with boxes drawn anew on the smaller image, Re-IQA's second scale). Every
+member of a group is cut with the same box(es), drawn from a generator seeded by (seed, epoch,
+ref_id[, key]), so a group is the same whatever order the shard or the reader takes.
 
 Member order inside a shard is not relied upon (versions before their reference, datasets of
 older layouts), only memory is: in the spec's layout (references first) pairs hold nothing but
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from shards.boxes import Box, cut, one_box
+from shards.boxes import Box, cut, half_scale, one_box
 from shards.group_spec import GroupSpec
 from shards.records import decode, is_reference
 
@@ -86,6 +87,8 @@ class _Chunk:
         self.boxes: list[Box] | None = None
         self.shape: tuple[int, ...] | None = None
         self.members: dict[str, tuple[dict, object]] = {}
+        self.half_boxes: list[Box] | None = None
+        self.halves: dict[str, np.ndarray] = {}  # key -> the half-scale member, cut
 
     def add(self, item: dict) -> None:
         self.missing.discard(item["key"])
@@ -99,7 +102,19 @@ class _Chunk:
                 raise ValueError(f"{item['key']} is {pixels.shape[:2]}, its chunk's first "
                                  f"member {self.shape[:2]}: members must share one size")
             held = cut(pixels, self.boxes)
+            if self.spec.half_scale:
+                self.halves[item["key"]] = self._half(pixels)
         self.members[item["key"]] = (item["meta"], held)
+
+    def _half(self, pixels: np.ndarray) -> np.ndarray:
+        """The member at x1/2, cut with the chunk's half-scale box(es), drawn on first use."""
+        smaller = half_scale(pixels)
+        if self.half_boxes is None:
+            try:
+                self.half_boxes = self.spec.boxes(smaller.shape, self.ref_id, scale="half")
+            except ValueError as error:
+                raise ValueError(f"{self.ref_id} at half scale: {error}") from error
+        return cut(smaller, self.half_boxes)
 
     def group(self) -> dict:
         members = self.members
@@ -107,7 +122,14 @@ class _Chunk:
             members = {key: (meta, decode(data)) for key, (meta, data) in members.items()}
             self.boxes = [one_box(next(iter(members.values()))[1].shape, None, None)]
         _, reference = members.pop(f"{self.ref_id}_ref")
-        return group(self.spec, self.ref_id, reference, self.boxes, list(members.values()))
+        made = group(self.spec, self.ref_id, reference, self.boxes, list(members.values()))
+        if self.spec.half_scale:  # the same members, in the same (key) order
+            keys = sorted(key for key in self.halves if key != f"{self.ref_id}_ref")
+            made |= {"reference_half": self.halves[f"{self.ref_id}_ref"],
+                     "distorted_half": [self.halves[key] for key in keys],
+                     "box_half": (self.half_boxes[0] if self.spec.views == 1
+                                  else self.half_boxes)}
+        return made
 
 
 def chunks(spec: GroupSpec, url: str, records: Iterator[dict],

@@ -12,7 +12,9 @@ from training.finetune import FinetuneConfig, finetune
 from training.image_data import SPLIT_BY
 from training.loop import NonFiniteError
 from training.model import INIT_MODES, PRECISIONS, ModelConfig, ModelInitError, backbone_input
-from training.optim import FINETUNE, PRETRAIN, OptimConfig
+from training.objectives import OBJECTIVES, ObjectiveConfig
+from training.objectives.base import OPTIM_DEFAULTS
+from training.optim import FINETUNE, OPTIMIZERS, PRETRAIN, SCHEDULES, OptimConfig
 from training.pretrain import PretrainConfig, pretrain
 from training.shard_data import TARGETS, Target
 from training.transforms import EVAL_CROPS, Augment
@@ -55,10 +57,11 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
                        help="auto: bf16 autocast and channels_last on CUDA, float32 on a CPU")
 
 
-def _add_optim(parser: argparse.ArgumentParser, defaults: OptimConfig) -> None:
+def _add_optim(parser: argparse.ArgumentParser, defaults: OptimConfig,
+               lr_help: str | None = None) -> None:
     group = parser.add_argument_group("optimisation")
     group.add_argument("--lr", type=float, default=defaults.lr,
-                       help=f"Adam learning rate (default {defaults.lr})")
+                       help=lr_help or f"Adam learning rate (default {defaults.lr})")
     group.add_argument("--halve-every", type=int, default=defaults.halve_every,
                        help=f"halve the learning rate every N epochs "
                             f"(default {defaults.halve_every})")
@@ -97,11 +100,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="data loader processes per rank (default 2)")
 
 
-def _add_training(parser: argparse.ArgumentParser, defaults: OptimConfig, run) -> None:
+def _add_training(parser: argparse.ArgumentParser, defaults: OptimConfig, run,
+                  lr_help: str | None = None) -> None:
     """The options every training command shares, with its own optimiser defaults."""
     _add_common(parser)
     _add_model(parser)
-    _add_optim(parser, defaults)
+    _add_optim(parser, defaults, lr_help)
     _add_augment(parser)
     parser.set_defaults(run=run)
 
@@ -112,8 +116,53 @@ def _model(args) -> ModelConfig:
 
 
 def _optim(args) -> OptimConfig:
-    return OptimConfig(args.lr, args.halve_every, args.epochs, args.batch_size, args.patience,
-                       args.loss, args.soft_rank_temperature, args.checkpoint_every)
+    """The optimisation settings; pretrain's optimiser, schedule, weight decay and learning
+    rate default to the objective's (OPTIM_DEFAULTS)."""
+    chosen = OPTIM_DEFAULTS[getattr(args, "objective", "regression")]
+
+    def given(name: str):
+        value = getattr(args, name, None)
+        return chosen[name] if value is None else value
+    return OptimConfig(given("lr"), args.halve_every, args.epochs, args.batch_size,
+                       args.patience, args.loss, args.soft_rank_temperature,
+                       args.checkpoint_every, given("optimizer"), given("schedule"),
+                       given("weight_decay"))
+
+
+def _objective(args) -> ObjectiveConfig:
+    return ObjectiveConfig(args.objective, args.versions, args.temperature, args.queue_size,
+                           args.moco_momentum, half_scale=not args.no_half_scale)
+
+
+def _add_objective(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "objective", "what pretraining learns; the label-free ones read groups of the "
+        "shards (chunks, pairs, triplets) and stop early on the validation loss")
+    group.add_argument("--objective", choices=OBJECTIVES, default="regression",
+                       help="regression: the --target labels (default); contrastive: "
+                            "Re-IQA's MoCo-v2 on two overlapping views of each image of a "
+                            "chunk, at full and half scale; reconstruction: CoAE's "
+                            "encoder-decoder giving back pristine and distorted crops (L1, + "
+                            "LPIPS when its weights exist); restoration: MT-IRN's "
+                            "encoder-decoder predicting the reference and the SSIM map (L1)")
+    group.add_argument("--versions", type=int, default=None,
+                       help="label-free: versions drawn per reference and epoch (default all)")
+    group.add_argument("--temperature", type=float, default=0.2,
+                       help="contrastive: InfoNCE temperature (default 0.2, MoCo-v2's)")
+    group.add_argument("--queue-size", type=int, default=65536,
+                       help="contrastive: negative keys kept (default 65536, MoCo's)")
+    group.add_argument("--moco-momentum", type=float, default=0.999,
+                       help="contrastive: the key encoder's momentum (default 0.999)")
+    group.add_argument("--no-half-scale", action="store_true",
+                       help="contrastive: full-scale views only (Re-IQA uses both scales)")
+    group.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                       help="default: the objective's (adam; sgd with momentum 0.9 for "
+                            "contrastive)")
+    group.add_argument("--schedule", choices=SCHEDULES, default=None,
+                       help="learning-rate schedule; default: the objective's (halving; "
+                            "cosine for contrastive)")
+    group.add_argument("--weight-decay", type=float, default=None,
+                       help="default: the objective's (0; 1e-4 for contrastive)")
 
 
 def _augment(args) -> Augment:
@@ -130,7 +179,7 @@ def _pretrain(args) -> int:
         args.dataset, args.out, _model(args), _optim(args),
         tuple(Target(name) for name in args.target), _augment(args), _names(args.val_refs),
         _names(args.exclude_refs), args.steps_per_epoch, args.val_limit or None, args.workers,
-        args.seed, args.device, args.loss_weights),
+        args.seed, args.device, args.loss_weights, _objective(args)),
         resume=args.resume)
     return 0
 
@@ -192,7 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="validate on about this many samples per epoch, the first of the "
                           "val shards (0: all; default 20000)")
     pre.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    _add_training(pre, PRETRAIN, _pretrain)
+    _add_training(pre, PRETRAIN, _pretrain,
+                  "learning rate (default: the objective's, regression 5e-3, contrastive 0.03 "
+                  "as MoCo-v2 for a batch of 256, reconstruction and restoration 1e-3)")
+    pre.set_defaults(lr=None)  # the objective's (OPTIM_DEFAULTS)
+    _add_objective(pre)
 
     fine = commands.add_parser("finetune", help="fine-tune and test on a human-rated dataset")
     _add_dataset(fine)

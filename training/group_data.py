@@ -95,17 +95,23 @@ def _channels_first(images: list[np.ndarray]) -> torch.Tensor:
 def collate_groups(groups: list[dict]) -> dict:
     """A DataLoader batch of groups with the same crop, views and version count: reference
     (B, [2,] 3, h, w) and distorted (B, n, [2,] 3, h, w) uint8, ssim_map (B, n, [2,] h, w),
-    box (B, [2,] 4); ref_id and meta as lists."""
+    box (B, [2,] 4); ref_id and meta as lists; with half-scale members reference_half and
+    distorted_half too."""
     counts = {len(group["distorted"]) for group in groups}
     if len(counts) > 1:
         raise ValueError(f"groups of {sorted(counts)} versions cannot stack: read chunks "
-                         "with versions=n")
+                         "with versions=n (train pretrain: --versions N)")
     batch = {"ref_id": [group["ref_id"] for group in groups],
              "meta": [group["meta"] for group in groups],
              "reference": _channels_first([group["reference"] for group in groups]),
              "distorted": torch.stack([_channels_first(group["distorted"])
                                        for group in groups]),
              "box": torch.tensor([group["box"] for group in groups])}
+    if "reference_half" in groups[0]:
+        batch["reference_half"] = _channels_first([group["reference_half"]
+                                                   for group in groups])
+        batch["distorted_half"] = torch.stack([_channels_first(group["distorted_half"])
+                                               for group in groups])
     if "ssim_map" in groups[0]:
         batch["ssim_map"] = torch.from_numpy(np.stack([np.stack(group["ssim_map"])
                                                        for group in groups]))

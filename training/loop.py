@@ -27,6 +27,8 @@ from training.distributed import (
 )
 from training.losses import Head, MultiTargetLoss, QualityLoss, head_slices
 from training.model import ScheduledDropPath
+from training.objectives.base import Objective
+from training.objectives.regression import SupervisedLoss
 from training.optim import EarlyStopping, OptimConfig, optimiser
 from training.precision import FP32, Precision
 
@@ -50,19 +52,29 @@ class Run:
     seed: int = 0
     precision: Precision = FP32
     heads: tuple[Head, ...] = ()  # a multi-head model: its targets, in output order
+    objective: Objective | None = None  # a label-free one (its model is `model`); None:
+                                        # batches of (images, targets) under `optim.loss`
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
-def _loss_function(run: Run) -> Callable:
+def _criterion(run: Run) -> Callable:
     if run.heads:
         return MultiTargetLoss(run.heads, QualityLoss.parse(run.optim.loss,
                                                             run.optim.temperature))
     if run.classes:
         return nn.CrossEntropyLoss()
     return QualityLoss.parse(run.optim.loss, run.optim.temperature)
+
+
+def _loss_function(run: Run) -> Callable:
+    """loss(network, batch): the objective's, or the supervised one of (images, targets)."""
+    if run.objective is not None:
+        return run.objective.loss
+    return SupervisedLoss(_criterion(run), run.precision, run.context.device,
+                          bool(run.classes or run.heads))
 
 
 @dataclass
@@ -82,16 +94,13 @@ def step_checkpoint_due(step: int, steps: int, every: int) -> bool:
     return every > 0 and step % every == 0 and step < steps
 
 
-def _train_step(run: Run, network: nn.Module, images, targets, loss_fn,
-                optimizer) -> float | None:
-    """One optimiser step; None, and no step, when the loss is not finite on some rank (the
-    batch-norm statistics its forward pass moved are put back)."""
+def _train_step(run: Run, network: nn.Module, batch, loss_fn, optimizer) -> float | None:
+    """One optimiser step (then the objective's `after_step`); None, and no step, when the
+    loss is not finite on some rank (the batch-norm statistics its forward pass moved are put
+    back)."""
     statistics = [b for b in run.model.buffers() if b.is_floating_point()]
     before = [b.detach().clone() for b in statistics]
-    with run.precision.context(run.context.device):
-        outputs = network(run.precision.inputs(images, run.context.device)).float()
-    loss = loss_fn(outputs if run.classes or run.heads else outputs[:, 0],
-                   targets.to(run.context.device, non_blocking=True))
+    loss = loss_fn(network, batch)
     optimizer.zero_grad(set_to_none=True)
     if not all_true(run.context, bool(torch.isfinite(loss.detach()))):
         with torch.no_grad():
@@ -100,6 +109,8 @@ def _train_step(run: Run, network: nn.Module, images, targets, loss_fn,
         return None
     loss.backward()
     optimizer.step()
+    if run.objective is not None:
+        run.objective.after_step()
     return float(loss.detach())
 
 
@@ -118,11 +129,11 @@ def train_epoch(run: Run, network: nn.Module, batches: Iterable, steps: int, los
                disable=not run.context.is_main)
     for step in range(done.step + 1, steps + 1):
         try:
-            images, targets = next(iterator)
+            batch = next(iterator)
         except StopIteration:
             raise RuntimeError(f"the training data ran out after {step - 1} of {steps} "
                                f"batches on rank {run.context.rank}") from None
-        loss = _train_step(run, network, images, targets, loss_fn, optimizer)
+        loss = _train_step(run, network, batch, loss_fn, optimizer)
         if loss is None:
             done.skipped += 1
             if done.skipped > MAX_NONFINITE_BATCHES:
@@ -263,6 +274,10 @@ def _restore(run: Run, optimizer,
     run.model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    planned = getattr(scheduler, "T_max", run.optim.epochs)  # a cosine schedule's span
+    if planned != run.optim.epochs:
+        raise ValueError(f"the cosine schedule of {run.out / checkpoint.LAST} spans its "
+                         f"{planned} epochs: resume it with --epochs {planned}")
     place = None if partial is None else partial["ranks"][run.context.rank]
     return (state["epoch"] + 1, EarlyStopping(run.optim.patience, **state["stopping"]),
             state["history"], place)
@@ -325,9 +340,10 @@ def _log(writer, record: dict) -> None:
 
 
 def _describe(record: dict, epochs: int, improved: bool) -> str:
-    figures = "  ".join(f"{name.removeprefix('val_')} {record[name]:.4f}" for name in record
+    figures = "  ".join(f"{'val loss' if name == 'val_loss' else name.removeprefix('val_')} "
+                        f"{record[name]:.4f}" for name in record
                         if name.startswith("val_")
-                        and name.endswith(("srocc", "plcc", "accuracy", "_map")))
+                        and name.endswith(("srocc", "plcc", "accuracy", "_map", "_loss")))
     return (f"epoch {record['epoch'] + 1}/{epochs}  loss {record['train_loss']:.4f}  "
             f"{figures}  lr {record['lr']:.2e}  {record['seconds']:.1f} s"
             + ("  (best)" if improved else ""))

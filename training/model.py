@@ -173,26 +173,32 @@ def _classifier_name(model: nn.Module) -> str:
 def fit_layout(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """A checkpoint's tensors named for `model`: a multi-head checkpoint for a one-head model
     gives its backbone and its `quality` head (as timm's classifier); a one-head checkpoint
-    for a multi-head model gives its backbone (its classifier fits no head)."""
-    multi = any(key.startswith("heads.") for key in state)
-    if isinstance(model, MultiHead) and not multi:
-        return {f"backbone.{key}": value for key, value in state.items()}
-    if multi and not isinstance(model, MultiHead):
-        classifier = _classifier_name(model)
-        renamed = {}
-        for key, value in state.items():
-            if key.startswith("backbone."):
-                key = key.removeprefix("backbone.")
-            elif key.startswith("heads.quality."):
-                key = classifier + key.removeprefix("heads.quality")
-            renamed[key] = value
-        return renamed
-    return state
+    for a multi-head model gives its backbone (its classifier fits no head). A label-free
+    objective's checkpoint (`backbone.` and other parts: projection, decoder, momentum
+    encoder, queue) gives its backbone; the other parts are left out."""
+    wrapped = any(key.startswith("backbone.") for key in state)
+    if isinstance(model, MultiHead):
+        if not wrapped:
+            return {f"backbone.{key}": value for key, value in state.items()}
+        return {key: value for key, value in state.items()
+                if key.startswith(("backbone.", "heads."))}
+    if not wrapped:
+        return state
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith("backbone."):
+            renamed[key.removeprefix("backbone.")] = value
+        elif key.startswith("heads.quality."):
+            renamed[_classifier_name(model) + key.removeprefix("heads.quality")] = value
+        elif key.startswith("heads."):
+            renamed[key] = value  # another target's head: fits nothing, reported skipped
+    return renamed
 
 
 def _load_file(model: nn.Module, path: str, notices: list[str]) -> None:
     """Load the matching tensors; a head of another shape (another task) is left new."""
-    state = fit_layout(checkpoint_state(path), model)
+    saved = checkpoint_state(path)
+    state = fit_layout(saved, model)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(state) - set(usable))
@@ -201,10 +207,14 @@ def _load_file(model: nn.Module, path: str, notices: list[str]) -> None:
                              "backbone?")
     model.load_state_dict(usable, strict=False)
     missing = sorted(set(own) - set(usable))
+    other_parts = len(saved) - len(state)
     notices.append(f"initialised from {path}: {len(usable)} tensors loaded"
                    + (f", {len(skipped)} skipped (shape or name differs: "
                       f"{', '.join(skipped[:4])}...)" if skipped else "")
-                   + (f", {len(missing)} left new ({', '.join(missing[:4])})" if missing else ""))
+                   + (f", {len(missing)} left new ({', '.join(missing[:4])})" if missing else "")
+                   + (f", {other_parts} of the pretraining objective's other parts "
+                      "(projection, decoder, momentum encoder, queue) not used"
+                      if other_parts else ""))
 
 
 @dataclass

@@ -1,10 +1,15 @@
-"""Optimiser, schedule and stopping rule of the reference setup: Adam with a learning rate
-halved every N epochs, the batch given globally across ranks, early stopping on validation."""
+"""Optimiser, schedule and stopping rule: the reference setup's Adam with a learning rate
+halved every N epochs, or SGD with momentum and a cosine schedule (MoCo-v2, Re-IQA); the batch
+given globally across ranks, early stopping on validation."""
 
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("halving", "cosine")
+SGD_MOMENTUM = 0.9  # MoCo-v2's
 
 
 @dataclass(frozen=True)
@@ -17,11 +22,22 @@ class OptimConfig:
     loss: str = "mse+mae+srocc"
     temperature: float = 1e-2  # of the soft rank in the SROCC term
     checkpoint_every: int = 0  # steps (batches) between mid-epoch checkpoints; 0: epoch ends
+    optimizer: str = "adam"    # adam | sgd (momentum 0.9)
+    schedule: str = "halving"  # halving (every `halve_every` epochs) | cosine (to 0 at the end)
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         if (self.lr <= 0 or self.halve_every < 1 or self.epochs < 1 or self.batch_size < 1
-                or self.checkpoint_every < 0):
+                or self.checkpoint_every < 0 or self.weight_decay < 0):
             raise ValueError(f"invalid optimisation settings {self}")
+        if self.optimizer not in OPTIMIZERS or self.schedule not in SCHEDULES:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS} and schedule one of "
+                             f"{SCHEDULES}; got {self.optimizer!r}, {self.schedule!r}")
+
+    @property
+    def reference_setup(self) -> bool:
+        """Adam, halving, no weight decay: the settings runs had before these options."""
+        return (self.optimizer, self.schedule, self.weight_decay) == ("adam", "halving", 0.0)
 
     def local_batch(self, world_size: int) -> int:
         if self.batch_size % world_size:
@@ -35,8 +51,18 @@ FINETUNE = OptimConfig(lr=3e-4, halve_every=10, epochs=30)
 
 
 def optimiser(model: nn.Module, config: OptimConfig):
-    adam = torch.optim.Adam(model.parameters(), lr=config.lr)
-    return adam, torch.optim.lr_scheduler.StepLR(adam, step_size=config.halve_every, gamma=0.5)
+    """The optimiser over the trainable parameters (a momentum encoder's are not) and its
+    per-epoch schedule."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        chosen = torch.optim.SGD(trainable, lr=config.lr, momentum=SGD_MOMENTUM,
+                                 weight_decay=config.weight_decay)
+    else:
+        chosen = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    if config.schedule == "cosine":
+        return chosen, torch.optim.lr_scheduler.CosineAnnealingLR(chosen, T_max=config.epochs)
+    return chosen, torch.optim.lr_scheduler.StepLR(chosen, step_size=config.halve_every,
+                                                   gamma=0.5)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """`train pretrain`: a no-reference model learns the ensemble quality Q (or a raw metric, or
 the distortion class), or several targets at once (one head each on a shared backbone, the
 loss a weighted sum), of the shards' `train` split, with early stopping on `val` (on the first
-target's figure)."""
+target's figure); or, with a label-free objective (contrastive, reconstruction, restoration),
+its backbone learns from groups of the shards (training.label_free)."""
 
 import json
 import math
@@ -16,8 +17,10 @@ from torch.utils.data import DataLoader
 from labelers.ensemble import load as load_ensemble
 from shards.storage import Location
 from training import distributed
+from training.label_free import pretrain_label_free
 from training.loop import Run, fit, head_figures, predict, validation_figures
 from training.model import ModelConfig, build_model
+from training.objectives import ObjectiveConfig
 from training.optim import PRETRAIN, OptimConfig
 from training.precision import Precision
 from training.shard_data import (
@@ -52,11 +55,15 @@ class PretrainConfig:
     seed: int = 0
     device: str = "auto"
     loss_weights: tuple[float, ...] = ()  # one per target (default all 1)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def __post_init__(self):
         names = [target.name for target in self.targets]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"targets must be one or more distinct names, got {names}")
+        if self.objective.label_free and (self.targets != (Target(),) or self.loss_weights):
+            raise ValueError(f"--target and --loss-weights are labels to regress: they do not "
+                             f"apply to --objective {self.objective.name}")
         weights = self.loss_weights
         if weights and (len(weights) != len(names) or not all(
                 math.isfinite(w) and w >= 0 for w in weights) or not any(weights)):
@@ -70,9 +77,16 @@ class PretrainConfig:
 
     def to_json(self) -> dict:
         """The settings; `target` the comma-joined names (one name as before), the weights
-        only with several targets (so single-target checkpoints resume as they were)."""
+        only with several targets, the objective only when label-free, the optimiser's kind,
+        schedule and weight decay only when not the reference setup's (so checkpoints of
+        earlier runs resume as they were)."""
         data = asdict(self)
         del data["targets"], data["loss_weights"]
+        if not self.objective.label_free:
+            del data["objective"]
+        if self.optim.reference_setup:
+            for name in ("optimizer", "schedule", "weight_decay"):
+                del data["optim"][name]
         data["target"] = ",".join(target.name for target in self.targets)
         if len(self.targets) > 1:
             data["loss_weights"] = list(self.weights)
@@ -126,6 +140,8 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
 
 
 def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
+    if config.objective.label_free:
+        return pretrain_label_free(config, context, resume)
     location = Location.parse(config.dataset)
     index = distorted_index(location)
     hashes = [check_labels(location, index, target) for target in config.targets]
@@ -184,7 +200,7 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
         summary = {**summary, "dataset": config.dataset, "ensemble": labels,
                    "train_samples": train.samples, "val_samples": val.samples,
                    "checkpoint": str(out / "best.pt"), "start": built.start,
-                   "heads": [asdict(head) for head in heads]}
+                   "heads": [asdict(head) for head in heads], "objective": "regression"}
         (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
         print(f"best validation score {summary['best_score']:.4f} at epoch "
               f"{summary['best_epoch'] + 1}; weights in {out / 'best.pt'}")

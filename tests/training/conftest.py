@@ -31,23 +31,25 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _reference(index: int) -> np.ndarray:
-    y, x = np.mgrid[0:SIZE[1], 0:SIZE[0]]
+def reference_image(index: int, size: tuple[int, int] = SIZE) -> np.ndarray:
+    y, x = np.mgrid[0:size[1], 0:size[0]]
     base = np.stack([x * (3 + index), y * (5 - index % 3), (x + y) * 2], axis=-1)
     return (base % 256).astype(np.uint8)
 
 
 def _record(ref_id: str, key: str, kind: str, pixels: np.ndarray, **fields) -> dict:
+    height, width = pixels.shape[:2]
     return {"key": key, "ref_id": ref_id, "kind": kind, "split": SPLITS[ref_id],
             "distortion_id": None, "distortion": None, "category": None, "level": None,
-            "seed": None, "recipe": None, "width": SIZE[0], "height": SIZE[1], "codec": "png",
+            "seed": None, "recipe": None, "width": width, "height": height, "codec": "png",
             "sha256": hashlib.sha256(pixels.tobytes()).hexdigest(), "scores": None,
             "quality": None, "ensemble_hash": None, "metrics_used": None, **fields}
 
 
-def write_tiny_dataset(root: Path, shard_refs: int = 3) -> Path:
-    """Six references (4 train, 1 val, 1 test), 2 distortion ids x 3 noise levels each, in
-    shards of `shard_refs` references; Q from a one-metric (MAE) ensemble."""
+def write_tiny_dataset(root: Path, shard_refs: int = 3, size: tuple[int, int] = SIZE) -> Path:
+    """Six references (4 train, 1 val, 1 test) of `size` (width, height), 2 distortion ids x
+    3 noise levels each, in shards of `shard_refs` references; Q from a one-metric (MAE)
+    ensemble."""
     ensemble = Ensemble("tiny", {"mae": 1.0}, {"mae": Mapping01("linear", best=0.0, worst=0.1)})
     location = Location.parse(str(root))
     location.makedirs(str(root))
@@ -57,7 +59,7 @@ def write_tiny_dataset(root: Path, shard_refs: int = 3) -> Path:
     for shard, start in enumerate(range(0, len(refs), shard_refs)):
         writer = ShardWriter(location, shard)
         for number, ref_id in enumerate(refs[start:start + shard_refs], start=start):
-            reference = _reference(number)
+            reference = reference_image(number, size)
             writer.add(_record(ref_id, reference_key(ref_id), "reference", reference),
                        png(reference))
             sources.append({"ref_id": ref_id, "uri": f"{ref_id}.png", "shard": shard,
@@ -93,7 +95,7 @@ def kadid_folder(tmp_path) -> Path:
     (root / "images").mkdir(parents=True)
     rows = ["dist_img,ref_img,dmos,var"]
     for number in range(4):
-        reference = _reference(number)
+        reference = reference_image(number)
         ref_name = f"I{number + 1:02d}.png"
         (root / "images" / ref_name).write_bytes(png(reference))
         for kind in (1, 2):
@@ -110,3 +112,9 @@ def kadid_folder(tmp_path) -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def square_dataset(tmp_path_factory) -> Path:
+    """The tiny dataset at 64 x 64: room for two overlapping 16-pixel views at half scale."""
+    return write_tiny_dataset(tmp_path_factory.mktemp("square_dataset"), size=(64, 64))

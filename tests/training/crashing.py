@@ -5,7 +5,7 @@ whose pretraining crashes fetching batch BATCH (1-based) of epoch EPOCH (under t
 import sys
 from collections.abc import Callable, Iterable, Iterator
 
-from training import loop, pretrain
+from training import label_free, loop, pretrain
 from training.cli import main
 
 
@@ -35,5 +35,5 @@ def crashing_fit(epoch: int, batch: int) -> Callable:
 
 
 if __name__ == "__main__":
-    pretrain.fit = crashing_fit(int(sys.argv[1]), int(sys.argv[2]))
+    pretrain.fit = label_free.fit = crashing_fit(int(sys.argv[1]), int(sys.argv[2]))
     sys.exit(main(sys.argv[3:]))

@@ -1,0 +1,170 @@
+"""The label-free pretraining objectives (training.objectives): InfoNCE against a hand
+computation, MoCo's momentum update and queue exactly, each objective's loss falling on real
+groups of a tiny dataset, and their checkpoints giving finetune's model its backbone."""
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import timm
+import torch
+from torch.utils.data import DataLoader
+
+from training.distributed import Context
+from training.group_data import collate_groups, group_dataset
+from training.objectives import Inputs, ObjectiveConfig, build_objective
+from training.objectives.contrastive import MoCo, in_batch_info_nce, info_nce
+from training.precision import FP32
+from training.pretrain import PretrainConfig
+from training.shard_data import Target
+
+from .conftest import SPLITS, reference_image
+
+CPU = Context(0, 1, 0, torch.device("cpu"))
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def test_info_nce_equals_a_hand_computation_on_three_samples():
+    query = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    key = np.array([[0.8, 0.6], [0.6, 0.8], [-1.0, 0.0]])
+    queue = np.array([[0.0, 1.0], [-0.6, -0.8]])
+    temperature = 0.5
+    by_hand = []
+    for q, k in zip(query, key, strict=True):
+        positive = math.exp(float(q @ k) / temperature)
+        negatives = sum(math.exp(float(q @ n) / temperature) for n in queue)
+        by_hand.append(-math.log(positive / (positive + negatives)))
+    loss = info_nce(*(torch.tensor(a) for a in (query, key, queue)), temperature)
+    assert float(loss) == pytest.approx(np.mean(by_hand), rel=1e-12)
+
+
+def _moco(queue_size: int = 5) -> MoCo:
+    torch.manual_seed(0)
+    return MoCo(timm.create_model("test_resnet", num_classes=0), 4, queue_size)
+
+
+def test_the_momentum_update_is_theta_k_m_theta_k_plus_one_minus_m_theta_q():
+    moco = _moco()
+    with torch.no_grad():  # query and key encoders apart, as after some training
+        for weight in moco.backbone.parameters():
+            weight.add_(torch.randn_like(weight))
+    keys_before = {n: w.clone() for n, w in moco.momentum.named_parameters()}
+    queries = dict(moco.backbone.named_parameters(prefix="backbone")) | dict(
+        moco.projection.named_parameters(prefix="projection"))
+    moco.momentum_update(0.9)
+    for name, weight in moco.momentum.named_parameters():
+        expected = 0.9 * keys_before[name] + (1 - 0.9) * queries[name]
+        assert torch.allclose(weight, expected, rtol=0, atol=1e-6), name
+    assert not any(w.requires_grad for w in moco.momentum.parameters())
+
+
+def test_the_queue_replaces_its_oldest_keys_and_wraps_around():
+    moco = _moco(queue_size=5)
+    first, second = torch.full((3, 4), 1.0), torch.full((3, 4), 2.0)
+    initial = moco.queue.clone()
+    moco.enqueue(first)
+    assert int(moco.queue_pointer) == 3
+    assert torch.equal(moco.queue[:3], first) and torch.equal(moco.queue[3:], initial[3:])
+    moco.enqueue(second)  # rows 3, 4, then 0
+    assert int(moco.queue_pointer) == 1
+    assert torch.equal(moco.queue, torch.stack([second[0], first[1], first[2], second[1],
+                                                second[2]]))
+    with pytest.raises(ValueError, match="6 keys per step do not fit a queue of 5"):
+        moco.enqueue(torch.zeros(6, 4))
+
+
+def fixed_batch(dataset, objective, size: int = 2) -> dict:
+    stream = group_dataset(str(dataset), objective.request.kind, "train", rank=0,
+                           world_size=1, **objective.request.arguments())
+    return next(iter(DataLoader(stream, batch_size=size, collate_fn=collate_groups)))
+
+
+def objective_of(name: str, crop: int, **settings):
+    torch.manual_seed(0)
+    backbone = timm.create_model("test_resnet", num_classes=0)
+    config = ObjectiveConfig(name, versions=2, queue_size=64, **settings)
+    return build_objective(config, backbone, crop, Inputs(MEAN, STD, CPU.device, FP32), CPU)
+
+
+@pytest.mark.parametrize(("name", "crop"), [("contrastive", 16), ("reconstruction", 32),
+                                            ("restoration", 32)])
+def test_each_objective_lowers_its_loss_on_a_fixed_batch(square_dataset, name, crop):
+    objective = objective_of(name, crop)
+    batch = fixed_batch(square_dataset, objective)
+    trainable = [w for w in objective.model.parameters() if w.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=1e-3)
+    objective.model.train()
+    losses = []
+    for _ in range(12):
+        loss = objective.loss(objective.model, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert all(math.isfinite(value) for value in losses)
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_contrastive_batches_hold_both_views_at_both_scales(square_dataset):
+    objective = objective_of("contrastive", 16)
+    batch = fixed_batch(square_dataset, objective)
+    # 2 chunks of a reference and 2 versions, two 16-pixel views of each, full and half scale
+    assert batch["distorted"].shape == (2, 2, 2, 3, 16, 16)
+    assert batch["reference_half"].shape == (2, 2, 3, 16, 16)
+    objective.loss(objective.model, batch)
+    # a key per image, at each scale
+    assert [keys.shape for keys in objective.pending] == [(2 * 3, 128)] * 2
+
+
+def test_a_vision_transformer_is_refused_by_the_encoder_decoders():
+    with pytest.raises(ValueError, match=r"convolutional backbone.*\(1, \d+, 64\)"):
+        build_objective(ObjectiveConfig("reconstruction"),
+                        timm.create_model("test_vit", num_classes=0), 160,
+                        Inputs(MEAN, STD, CPU.device, FP32), CPU)
+
+
+def test_bad_objective_settings_are_refused_by_name():
+    with pytest.raises(ValueError, match="objective must be one of"):
+        ObjectiveConfig("jigsaw")
+    with pytest.raises(ValueError, match="--moco-momentum"):
+        ObjectiveConfig("contrastive", moco_momentum=1.0)
+    with pytest.raises(ValueError, match="--temperature"):
+        ObjectiveConfig("contrastive", temperature=0)
+    with pytest.raises(ValueError, match="do not apply to --objective contrastive"):
+        PretrainConfig("data", "out", targets=(Target("distortion"),),
+                       objective=ObjectiveConfig("contrastive"))
+
+
+def test_half_scale_members_are_the_bicubic_half_image_under_their_own_views(square_dataset):
+    stream = group_dataset(str(square_dataset), "chunk", "train", rank=0, world_size=1,
+                           crop=16, versions=1, views=2, half_scale=True)
+    chunk = next(iter(stream))
+    number = sorted(SPLITS).index(chunk["ref_id"])
+    half = cv2.resize(reference_image(number, (64, 64)), (32, 32), interpolation=cv2.INTER_CUBIC)
+    boxes = chunk["box_half"]
+    for view, (y, x, h, w) in zip(chunk["reference_half"], boxes, strict=True):
+        assert (h, w) == (16, 16) and y + h <= 32 and x + w <= 32
+        assert np.array_equal(view, half[y:y + h, x:x + w])
+    (top, left, _, _), (lower, other, _, _) = boxes
+    shared = max(0, 16 - abs(lower - top)) * max(0, 16 - abs(other - left)) / 256
+    assert 0.10 <= shared <= 0.30  # Re-IQA's overlap, at half scale too
+    assert len(chunk["distorted_half"]) == 1 and chunk["distorted_half"][0].shape == \
+        (2, 16, 16, 3)
+
+
+def test_a_half_scale_too_small_for_two_views_is_named(square_dataset):
+    stream = group_dataset(str(square_dataset), "chunk", "train", rank=0, world_size=1,
+                           crop=24, versions=1, views=2, half_scale=True)
+    with pytest.raises(ValueError, match=r"r\d at half scale: two overlapping 24 x 24 views"):
+        next(iter(stream))
+
+
+def test_the_validation_figure_is_in_batch_info_nce_by_hand():
+    query = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    key = np.array([[0.8, 0.6], [0.6, 0.8], [-1.0, 0.0]])
+    by_hand = [-math.log(math.exp(query[i] @ key[i] / 0.5)
+                         / sum(math.exp(query[i] @ other / 0.5) for other in key))
+               for i in range(3)]
+    loss = in_batch_info_nce(torch.tensor(query), torch.tensor(key), 0.5)
+    assert float(loss) == pytest.approx(np.mean(by_hand), rel=1e-12)

@@ -1,0 +1,117 @@
+"""`train pretrain --objective ...` end to end in one process: each objective trains,
+checkpoints, resumes mid-epoch exactly, refuses a resume under another objective, and its
+best.pt gives `train finetune --pretrained-file` (and any plain timm model) its backbone."""
+
+import pytest
+import timm
+import torch
+
+from training import checkpoint, label_free
+from training.cli import main
+from training.model import ModelConfig, build_model
+
+from .conftest import read_json
+from .crashing import Crash, crashing_fit
+from .test_resume import assert_same_run
+
+CROPS = {"contrastive": 16, "reconstruction": 32, "restoration": 32}
+
+
+def pretrain_args(dataset, out, objective: str, *extra: str) -> list[str]:
+    return ["pretrain", str(dataset), "--out", str(out), "--objective", objective,
+            "--crop", str(CROPS[objective]), "--backbone", "test_resnet", "--init", "random",
+            "--steps-per-epoch", "4", "--batch-size", "2", "--workers", "0", "--device",
+            "cpu", "--patience", "5", "--val-refs", "r5", "--versions", "2",
+            "--queue-size", "64", "--epochs", "2", *extra]
+
+
+@pytest.mark.parametrize("objective", list(CROPS))
+def test_a_run_resumed_mid_epoch_ends_as_if_never_interrupted(square_dataset, tmp_path,
+                                                              monkeypatch, objective):
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    assert main(pretrain_args(square_dataset, straight, objective)) == 0
+    with monkeypatch.context() as patch:
+        patch.setattr(label_free, "fit", crashing_fit(epoch=1, batch=3))
+        with pytest.raises(Crash):
+            main(pretrain_args(square_dataset, broken, objective, "--checkpoint-every", "2"))
+    assert checkpoint.load(broken / checkpoint.LAST)["partial_epoch"]["step"] == 2
+    assert main(pretrain_args(square_dataset, broken, objective, "--checkpoint-every", "2",
+                              "--resume")) == 0
+    expected = checkpoint.load(straight / checkpoint.LAST)
+    assert_same_run(expected, checkpoint.load(broken / checkpoint.LAST))
+    summary = read_json(straight / "summary.json")
+    assert summary["objective"] == objective and summary["epochs_run"] == 2
+    assert all(r["val_score"] == -r["val_loss"] for r in summary["history"])
+    if objective == "contrastive":  # the queue and the momentum encoder came back too
+        assert int(expected["model"]["queue_pointer"]) == 2 * 4 * 2 * 3 * 2 % 64
+        assert any(key.startswith("momentum.backbone.") for key in expected["model"])
+        assert summary["history"][0]["lr"] == 0.03  # MoCo-v2's SGD + cosine
+        assert summary["history"][1]["lr"] == pytest.approx(0.015)
+    if objective == "reconstruction":
+        assert summary["loss"] == "l1" and "LPIPS weights unavailable" in summary["notice"]
+
+
+def test_resume_under_another_objective_is_refused(square_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(pretrain_args(square_dataset, out, "reconstruction", "--epochs", "1")) == 0
+    args = pretrain_args(square_dataset, out, "restoration", "--epochs", "2", "--resume")
+    assert main(args) == 2
+    assert "objective.name" in capsys.readouterr().err
+
+
+def test_a_cosine_schedule_resumes_only_over_its_planned_epochs(square_dataset, tmp_path,
+                                                                capsys):
+    """Cosine decays to 0 at the planned end: more epochs on resume would change it."""
+    out = tmp_path / "run"
+    assert main(pretrain_args(square_dataset, out, "contrastive", "--epochs", "1")) == 0
+    assert main(pretrain_args(square_dataset, out, "contrastive", "--epochs", "2",
+                              "--resume")) == 2
+    assert "resume it with --epochs 1" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def best_files(square_dataset, tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("objectives")
+    for objective in CROPS:
+        assert main(pretrain_args(square_dataset, folder / objective, objective, "--epochs",
+                                  "1")) == 0
+    return {objective: folder / objective / checkpoint.BEST for objective in CROPS}
+
+
+@pytest.mark.parametrize("objective", list(CROPS))
+@pytest.mark.parametrize("outputs", [0, 1])
+def test_an_objective_checkpoint_gives_a_plain_timm_model_all_its_backbone(best_files,
+                                                                          objective, outputs):
+    saved = checkpoint.load(best_files[objective])["model"]
+    built = build_model(ModelConfig("test_resnet", pretrained_file=str(best_files[objective])),
+                        outputs)
+    backbone_keys = set(timm.create_model("test_resnet", num_classes=0).state_dict())
+    own = built.model.state_dict()
+    assert backbone_keys <= set(own)
+    for key in backbone_keys:  # every backbone tensor is the checkpoint's
+        assert torch.equal(own[key], saved[f"backbone.{key}"]), key
+    assert f"{len(backbone_keys)} tensors loaded" in built.notices[0]
+
+
+def test_an_objective_checkpoint_gives_a_multi_head_model_its_backbone(best_files):
+    saved = checkpoint.load(best_files["restoration"])["model"]
+    built = build_model(ModelConfig("test_resnet",
+                                    pretrained_file=str(best_files["restoration"])),
+                        heads={"quality": 1, "class": 4})
+    own = built.model.state_dict()
+    backbone = [key for key in own if key.startswith("backbone.")]
+    assert backbone and all(torch.equal(own[key], saved[key]) for key in backbone)
+    assert "left new (heads." in built.notices[0]
+
+
+def test_train_finetune_starts_from_a_contrastive_best_pt(best_files, square_dataset,
+                                                         tmp_path, capsys):
+    out = tmp_path / "finetune"
+    assert main(["finetune", "--dataset", "shards", "--root", str(square_dataset), "--refs",
+                 "r0,r1,r2,r3,r4,r5", "--out", str(out), "--pretrained-file",
+                 str(best_files["contrastive"]), "--backbone", "test_resnet", "--crop", "32",
+                 "--epochs", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu",
+                 "--eval-crops", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "tensors loaded" in printed and "other parts" in printed
+    assert -1 <= read_json(out / "results.json")["median"]["srocc"] <= 1

@@ -1,0 +1,65 @@
+"""Label-free objectives under two-process gloo DDP (torchrun): the same steps on one rank and
+on two agree, every rank holds the same weights, momentum encoder and queue, and a two-rank
+contrastive run resumed from its checkpoint ends as if never stopped."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from training import checkpoint
+
+from .test_ddp import torchrun
+
+RUN = ["--backbone", "test_resnet", "--init", "random", "--steps-per-epoch", "2",
+       "--batch-size", "2", "--workers", "0", "--device", "cpu", "--patience", "5",
+       "--val-refs", "r5", "--versions", "2"]
+
+
+@pytest.mark.slow
+def test_two_ranks_take_the_steps_of_one_rank_with_the_global_batch(square_dataset,
+                                                                    tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "-m", "tests.training.objective_ranks",
+               str(square_dataset), str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = (torch.load(tmp_path / f"rank-{rank}.pt") for rank in (0, 1))
+    for name in ("contrastive", "reconstruction", "restoration"):
+        ddp, other, alone = first[name]["ddp"], second[name]["ddp"], first[name]["single"]
+        assert ddp.keys() == other.keys() == alone.keys()
+        for key, value in ddp.items():
+            assert torch.equal(value, other[key]), (name, key)  # identical on both ranks
+            # gradients averaged over ranks = the global batch's, up to float rounding
+            assert torch.allclose(value.double(), alone[key].double(), rtol=0, atol=1e-4), \
+                (name, key)
+    contrastive = first["contrastive"]["ddp"]
+    # 3 steps x 2 groups x (reference + 2 versions) x 2 scales keys, enqueued in order
+    assert int(contrastive["queue_pointer"]) == 36
+
+
+@pytest.mark.slow
+def test_a_two_rank_contrastive_run_resumed_mid_epoch_ends_as_if_never_interrupted(
+        square_dataset, tmp_path):
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    run = ["pretrain", str(square_dataset), "--objective", "contrastive", "--crop", "16",
+           "--queue-size", "64", "--epochs", "2", *RUN]
+    result = torchrun(*run, "--out", str(straight))
+    assert "2 rank(s) on cpu" in result.stdout
+    crashed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "tests.training.crashing", "1", "2", *run, "--out", str(broken),
+         "--checkpoint-every", "1"], capture_output=True, text=True, timeout=600)
+    assert crashed.returncode != 0 and "crashed fetching batch 2" in crashed.stderr
+    torchrun(*run, "--out", str(broken), "--checkpoint-every", "1", "--resume")
+    expected = checkpoint.load(straight / checkpoint.LAST)
+    actual = checkpoint.load(broken / checkpoint.LAST)
+    assert [r["rank_batches"] for r in expected["history"]] == [[2, 2], [2, 2]]
+    assert [r["lr"] for r in expected["history"]] == [0.03, pytest.approx(0.015)]  # cosine
+    # epochs x steps x global batch x (reference + 2 versions) x scales keys, modulo the queue
+    assert int(actual["model"]["queue_pointer"]) == 2 * 2 * 2 * 3 * 2 % 64
+    for key, value in expected["model"].items():  # momentum encoder and queue included
+        assert torch.equal(value, actual["model"][key]), key
+    assert [r["train_loss"] for r in expected["history"]] == \
+        [r["train_loss"] for r in actual["history"]]

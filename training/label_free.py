@@ -1,0 +1,129 @@
+"""`train pretrain --objective contrastive|reconstruction|restoration`: a label-free objective
+(training.objectives) on the groups of the shards' train references (chunks, pairs or
+triplets through shards.Dataset.groups), through the same loop as regression (DDP,
+checkpoints, exact resume, TensorBoard, seeding), early stopping on the mean validation loss
+(score = -loss) over the val references' groups."""
+
+import json
+import math
+from collections import Counter
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch.utils.data import DataLoader
+
+from shards.dataset import open_dataset
+from shards.storage import Location
+from training.distributed import Context, all_sum
+from training.group_data import ONE_PASS, Reading, collate_groups, group_dataset
+from training.loop import Run, fit
+from training.model import build_model
+from training.objectives import Inputs, Objective, build_objective
+from training.objectives.base import GroupRequest
+from training.precision import Precision
+from training.shard_data import distorted_index, reference_splits
+
+if TYPE_CHECKING:
+    from training.pretrain import PretrainConfig
+
+SHUFFLE_GROUPS = 16  # a group holds many crops: a small buffer mixes them
+
+
+def _refs(splits: dict[str, str], name: str, dataset: str) -> frozenset[str]:
+    refs = frozenset(ref for ref, split in splits.items() if split == name)
+    if not refs:
+        hint = ": name some with --val-refs" if name == "val" else ""
+        raise ValueError(f"{dataset} has no `{name}` reference{hint}")
+    return refs
+
+
+def group_count(location: Location, refs: frozenset[str], request: GroupRequest) -> int:
+    """Groups of one pass over `refs`: a chunk per reference with versions, a pair or triplet
+    per drawn version (all, or `request.versions` per reference)."""
+    index = distorted_index(location)
+    counts = Counter(ref for ref in index["ref_id"].to_pylist() if ref in refs)
+    if request.kind == "chunk":
+        return len(counts)
+    return sum(min(count, request.versions or count) for count in counts.values())
+
+
+def _loader(config: "PretrainConfig", objective: Objective, refs: frozenset[str],
+            reading: Reading, context: Context, dataset) -> DataLoader:
+    stream = group_dataset(dataset, objective.request.kind, None, reading, context.rank,
+                           context.world_size, seed=config.seed, refs=refs,
+                           **objective.request.arguments())
+    return DataLoader(stream, batch_size=config.optim.local_batch(context.world_size),
+                      collate_fn=collate_groups, num_workers=config.workers,
+                      pin_memory=context.device.type == "cuda")
+
+
+def validation_loss(context: Context, objective: Objective, loader,
+                    batches: int | None) -> dict:
+    """The mean loss over every rank's validation groups (at most `batches` per rank);
+    score = -loss, so that higher is better as early stopping wants."""
+    objective.model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in islice(loader, batches):
+            size = len(batch["ref_id"])
+            total += float(objective.loss(objective.model, batch)) * size
+            count += size
+    total, count = all_sum(context, total), all_sum(context, count)
+    if not count:
+        raise ValueError("no validation group was read (do the val references have "
+                         "distorted versions?)")
+    return {"score": -total / count, "loss": total / count, "count": int(count)}
+
+
+def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool) -> dict:
+    location = Location.parse(config.dataset)
+    splits = reference_splits(location, config.val_refs, config.exclude_refs)
+    train, val = (_refs(splits, name, config.dataset) for name in ("train", "val"))
+    dataset = open_dataset(config.dataset)
+    precision = Precision.resolve(config.model.precision, context.device)
+    torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
+    built = build_model(config.model, outputs=0)
+    inputs = Inputs(config.augment.mean, config.augment.std, context.device, precision)
+    objective = build_objective(config.objective, built.model, config.augment.crop, inputs,
+                                context)
+    groups = group_count(location, train, objective.request)
+    if not groups:
+        raise ValueError(f"{config.dataset}: no train reference has a distorted version, "
+                         f"so there is no {objective.request.kind} to train on")
+    steps = config.steps_per_epoch or max(1, math.ceil(groups / config.optim.batch_size))
+    local = config.optim.local_batch(context.world_size)
+    if context.is_main:
+        for notice in (*built.notices, *objective.notices):
+            print(f"NOTICE: {notice}")
+        print(f"pretraining {config.model.backbone} ({objective.name}, "
+              f"{objective.request.kind}s of {config.augment.crop} px crops) on "
+              f"{len(train)} references, validating on {len(val)}; {context.world_size} "
+              f"rank(s) on {context.device}, {steps} batches of {config.optim.batch_size} "
+              "per epoch", flush=True)
+    train_loader = _loader(config, objective, train, Reading(SHUFFLE_GROUPS, True,
+                                                             steps * local), context, dataset)
+    val_loader = _loader(config, objective, val, ONE_PASS, context, dataset)
+    val_batches = (math.ceil(config.val_limit / config.optim.batch_size) if config.val_limit
+                   else None)
+
+    def batches(epoch: int) -> DataLoader:
+        train_loader.dataset.set_epoch(epoch)
+        return train_loader
+
+    def validate(model) -> dict:
+        return validation_loss(context, objective, val_loader, val_batches)
+
+    out = Path(config.out)
+    run = Run(context, objective.model, config.optim, 0, out, config.to_json(), config.seed,
+              precision, objective=objective)
+    summary = fit(run, batches, steps, validate, resume)
+    if context.is_main:
+        summary = {**summary, **objective.summary(), "dataset": config.dataset,
+                   "train_refs": len(train), "val_refs": len(val),
+                   "checkpoint": str(out / "best.pt"), "start": built.start}
+        (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+        print(f"best validation loss {-summary['best_score']:.4f} at epoch "
+              f"{summary['best_epoch'] + 1}; weights in {out / 'best.pt'}")
+    return summary

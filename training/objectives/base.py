@@ -1,0 +1,121 @@
+"""What an objective gives the shared loop (training.loop): its model (the timm backbone under
+`backbone.`, its other parts under other prefixes), the groups it reads, the loss of a batch,
+and what follows an optimiser step (a momentum update, a queue)."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from training.optim import PRETRAIN
+from training.precision import Precision
+
+OBJECTIVES = ("regression", "contrastive", "reconstruction", "restoration")
+# each objective's optimiser where the command line names none: the reference setup's Adam
+# with halving for regression; MoCo-v2's SGD (lr 0.03 for a batch of 256, weight decay 1e-4)
+# with a cosine schedule for contrastive; Adam at 1e-3 for the encoder-decoders
+OPTIM_DEFAULTS = {
+    "regression": {"optimizer": "adam", "schedule": "halving", "weight_decay": 0.0,
+                   "lr": PRETRAIN.lr},
+    "contrastive": {"optimizer": "sgd", "schedule": "cosine", "weight_decay": 1e-4,
+                    "lr": 0.03},
+    "reconstruction": {"optimizer": "adam", "schedule": "halving", "weight_decay": 0.0,
+                       "lr": 1e-3},
+    "restoration": {"optimizer": "adam", "schedule": "halving", "weight_decay": 0.0,
+                    "lr": 1e-3},
+}
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """The objective and its settings (those of another objective are ignored)."""
+
+    name: str = "regression"
+    versions: int | None = None   # versions drawn per reference and epoch (None: all)
+    temperature: float = 0.2      # contrastive: InfoNCE's (MoCo-v2's 0.2)
+    queue_size: int = 65536       # contrastive: negatives kept (MoCo's 65536)
+    moco_momentum: float = 0.999  # contrastive: the key encoder's (MoCo's 0.999)
+    projection_dim: int = 128     # contrastive: the projection's output (MoCo-v2's 128)
+    half_scale: bool = True       # contrastive: also the x1/2 views (Re-IQA's second scale)
+
+    def __post_init__(self):
+        if self.name not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; "
+                             f"got {self.name!r}")
+        if self.versions is not None and self.versions < 1:
+            raise ValueError(f"--versions must be at least 1; got {self.versions}")
+        if self.temperature <= 0 or self.queue_size < 1 or self.projection_dim < 1:
+            raise ValueError("--temperature must be > 0, --queue-size and the projection "
+                             "size at least 1")
+        if not 0 <= self.moco_momentum < 1:
+            raise ValueError(f"--moco-momentum must be in [0, 1); got {self.moco_momentum}")
+
+    @property
+    def label_free(self) -> bool:
+        return self.name != "regression"
+
+
+@dataclass(frozen=True)
+class GroupRequest:
+    """The groups an objective reads (shards.Dataset.groups' arguments)."""
+
+    kind: str
+    crop: int
+    versions: int | None = None
+    views: int = 1
+    half_scale: bool = False
+
+    def arguments(self) -> dict:
+        return {"crop": self.crop, "versions": self.versions, "views": self.views,
+                "half_scale": self.half_scale}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """uint8 (..., 3, h, w) batches -> the backbone's normalised float input on the device."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    device: torch.device
+    precision: Precision
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        images = self.precision.inputs(images, self.device).float() / 255.0
+        mean = torch.tensor(self.mean, device=self.device).view(3, 1, 1)
+        std = torch.tensor(self.std, device=self.device).view(3, 1, 1)
+        return (images - mean) / std
+
+    def autocast(self):
+        """The forward passes' autocast region (bf16 on CUDA by default)."""
+        return self.precision.context(self.device)
+
+    def unit(self, images: torch.Tensor) -> torch.Tensor:
+        """The same images in [0, 1] (reconstruction targets)."""
+        return images.to(self.device, non_blocking=True).float() / 255.0
+
+
+class Objective:
+    """A label-free objective over groups: `model` is trained on `loss(network, batch)` (the
+    network: the model, or its DDP wrapper; one forward through it per step)."""
+
+    name: str
+    model: nn.Module
+    request: GroupRequest
+    notices: tuple[str, ...] = ()
+
+    def loss(self, network: nn.Module, batch: dict) -> torch.Tensor:
+        """The batch's mean loss (a scalar with a graph to the trainable weights)."""
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Runs after every optimiser step taken (every rank together): nothing by default."""
+
+    def summary(self) -> dict:
+        """What summary.json records of the objective."""
+        return {"objective": self.name}
+
+
+def flatten_members(batch: dict, suffix: str = "") -> torch.Tensor:
+    """A batch's references and versions as one stack: (B * (1 + n), ...) uint8."""
+    reference, distorted = batch[f"reference{suffix}"], batch[f"distorted{suffix}"]
+    return torch.cat([reference[:, None], distorted], dim=1).flatten(0, 1)

@@ -1,0 +1,142 @@
+"""Re-IQA's quality-aware contrastive objective on MoCo-v2 (He et al. 2020, Chen et al. 2020;
+Saha et al. 2023): a query encoder (the backbone and a 2-layer MLP projection), a key encoder
+that is its momentum copy, a queue of past keys as negatives, InfoNCE with the positive at
+index 0. Positives are the two overlapping views of one image (the reference, or one of its
+distorted versions: a chunk gives 1 + n images), at full and at half scale; every other image
+and distortion is a negative through the queue. Keys are gathered from every rank before they
+are enqueued, so every rank holds the same queue."""
+
+import copy
+from itertools import chain
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.distributed import Context, gather_rows
+from training.objectives.base import (
+    GroupRequest,
+    Inputs,
+    Objective,
+    ObjectiveConfig,
+    flatten_members,
+)
+
+
+def projection_head(width: int, dim: int) -> nn.Sequential:
+    """MoCo-v2's MLP: features -> width -> ReLU -> dim."""
+    return nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, dim))
+
+
+def info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor,
+             temperature: float) -> torch.Tensor:
+    """The mean over the batch of -log(exp(q.k+ / T) / (exp(q.k+ / T) + sum_queue exp(q.n / T)))
+    for unit vectors q (B, d), their positive keys k+ (B, d) and the queue's negatives (K, d)."""
+    positive = (query * key).sum(dim=1, keepdim=True)
+    logits = torch.cat([positive, query @ queue.T], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(query), dtype=torch.long,
+                                               device=query.device))
+
+
+def in_batch_info_nce(query: torch.Tensor, key: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """InfoNCE of each query against every key of its batch, its own (same row) the positive:
+    the validation figure, which does not depend on the training queue's contents."""
+    logits = query @ key.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(query), device=query.device))
+
+
+class MoCo(nn.Module):
+    """backbone + projection (trained), momentum.backbone + momentum.projection (their
+    exponential moving average), the queue of unit keys and its write position (buffers:
+    checkpointed, so a run resumes with them)."""
+
+    def __init__(self, backbone: nn.Module, dim: int, queue_size: int):
+        super().__init__()
+        self.backbone = backbone
+        self.projection = projection_head(backbone.num_features, dim)
+        self.momentum = nn.ModuleDict({"backbone": copy.deepcopy(backbone),
+                                       "projection": copy.deepcopy(self.projection)})
+        self.momentum.requires_grad_(False)
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
+        self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+
+    def forward(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Unit queries of each batch of views (one forward for all, as DDP wants)."""
+        return tuple(F.normalize(self.projection(self.backbone(view)), dim=1)
+                     for view in views)
+
+    @torch.no_grad()
+    def keys(self, views: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.momentum["projection"](self.momentum["backbone"](views)), dim=1)
+
+    def _pairs(self):
+        own = chain(self.backbone.parameters(), self.projection.parameters())
+        copies = chain(self.momentum["backbone"].parameters(),
+                       self.momentum["projection"].parameters())
+        return zip(copies, own, strict=True)
+
+    @torch.no_grad()
+    def momentum_update(self, momentum: float) -> None:
+        """theta_k <- m theta_k + (1 - m) theta_q, for every weight of the key encoder."""
+        for key_weight, query_weight in self._pairs():
+            key_weight.mul_(momentum).add_(query_weight.detach(), alpha=1 - momentum)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Write the keys over the oldest ones, from the pointer on, wrapping at the end."""
+        size = len(self.queue)
+        if len(keys) > size:
+            raise ValueError(f"{len(keys)} keys per step do not fit a queue of {size}: raise "
+                             "--queue-size or lower the batch")
+        index = (self.queue_pointer + torch.arange(len(keys), device=keys.device)) % size
+        self.queue[index] = keys.to(self.queue.dtype)
+        self.queue_pointer.copy_((self.queue_pointer + len(keys)) % size)
+
+
+class Contrastive(Objective):
+    name = "contrastive"
+
+    def __init__(self, backbone: nn.Module, config: ObjectiveConfig, crop: int, inputs: Inputs,
+                 context: Context):
+        self.config, self.inputs, self.context = config, inputs, context
+        self.model = MoCo(backbone, config.projection_dim, config.queue_size)
+        self.request = GroupRequest("chunk", crop, config.versions, views=2,
+                                    half_scale=config.half_scale)
+        self.pending: list[torch.Tensor] = []  # this step's keys, one tensor per scale
+
+    def loss(self, network: nn.Module, batch: dict) -> torch.Tensor:
+        """InfoNCE of each image's first view (query) against its second (key) and the queue,
+        averaged over the images of both scales; the keys wait for `after_step`. In eval
+        mode (validation) the negatives are the other keys of the batch instead."""
+        scales = [flatten_members(batch)]
+        if self.config.half_scale:
+            scales.append(flatten_members(batch, "_half"))
+        with self.inputs.autocast():
+            queries = network(*(self.inputs(images[:, 0]) for images in scales))
+            keys = [self.model.keys(self.inputs(images[:, 1])) for images in scales]
+        queries, keys = [q.float() for q in queries], [k.float() for k in keys]
+        if self.model.training:
+            queue = self.model.queue.clone().detach()
+            losses = [info_nce(q, k, queue, self.config.temperature) * len(q)
+                      for q, k in zip(queries, keys, strict=True)]
+            self.pending = keys
+        else:  # validation: against the batch's own keys; nothing is enqueued
+            losses = [in_batch_info_nce(q, k, self.config.temperature) * len(q)
+                      for q, k in zip(queries, keys, strict=True)]
+        return sum(losses) / sum(len(q) for q in queries)
+
+    def after_step(self) -> None:
+        """MoCo's key-encoder update and enqueue (done after the step: the next keys see the
+        same encoder as MoCo's update-then-encode). Each scale's keys of every rank in rank
+        order, full scale first: the queue one process with the global batch would hold."""
+        self.model.momentum_update(self.config.moco_momentum)
+        self.model.enqueue(torch.cat([gather_rows(self.context, keys)
+                                      for keys in self.pending]))
+        self.pending = []
+
+    def summary(self) -> dict:
+        return {"objective": self.name, "temperature": self.config.temperature,
+                "queue_size": self.config.queue_size,
+                "moco_momentum": self.config.moco_momentum,
+                "half_scale": self.config.half_scale}
