@@ -12,9 +12,10 @@ from shards.store_modes import DEFAULT_STORE
 
 
 def bytes_line(location: Location, store: str) -> str:
-    """The store mode and the tars' bytes in all and per sample (from the shards' stats)."""
-    stats = [shard_stats(location, index) for index in complete_shards(location)]
-    total, samples = sum(s["tar_bytes"] for s in stats), sum(s["samples"] for s in stats)
+    """The store mode and the complete shards' tar bytes in all and per sample."""
+    shards = complete_shards(location)
+    total = sum(location.fs.get_file_info(url).size for url in tar_urls(location, shards))
+    samples = sum(shard_stats(location, index)["samples"] for index in shards)
     per_sample = f"{total / samples / 1e3:.1f} kB per sample" if samples else "no sample"
     return (f"storage: {store}, {total / 1e6:.1f} MB of tars for {samples} samples "
             f"({per_sample})")
