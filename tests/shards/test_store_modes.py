@@ -78,16 +78,20 @@ def test_samples_replay_the_images_datasets_pixels(store_datasets, store):
     assert one and all(key.startswith(f"{ref_id}_") for key in one)
 
 
-def test_groups_are_the_same_in_every_mode(store_datasets):
-    def pairs(store):
-        return list(open_dataset(str(store_datasets[store])).groups("pair", crop=32, seed=5))
-    expected = pairs("images")
+@pytest.mark.parametrize(("kind", "options"), [
+    ("pair", {"crop": 32}), ("triplet", {"crop": 32}),
+    ("chunk", {"crop": 32, "versions": 3, "views": 2}), ("chunk", {"versions": 2})])
+def test_groups_are_the_same_in_every_mode(store_datasets, kind, options):
+    def groups(store):
+        return list(open_dataset(str(store_datasets[store])).groups(kind, seed=5, **options))
+    expected = groups("images")
     assert expected
     for store in ("recipes", "hybrid"):
-        got = pairs(store)
+        got = groups(store)
         assert [g["meta"] for g in got] == [g["meta"] for g in expected]
         for mine, theirs in zip(got, expected, strict=True):
-            np.testing.assert_array_equal(mine["distorted"], theirs["distorted"])
+            np.testing.assert_array_equal(np.asarray(mine["distorted"]),
+                                          np.asarray(theirs["distorted"]))
             np.testing.assert_array_equal(mine["reference"], theirs["reference"])
 
 
