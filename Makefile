@@ -12,7 +12,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline bench-train bench-gpu device-check pretrain-demo default-ensemble pmos-ensemble validate-levels golden clean
+.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline bench-train bench-storage bench-gpu device-check pretrain-demo default-ensemble pmos-ensemble validate-levels golden clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -49,6 +49,9 @@ bench-distortions: $(STAMP) ## ms per 512x384 image for all 165 scenarios -> doc
 
 bench-pipeline: $(STAMP) ## samples/s, peak memory, 23.1M projection -> docs/bench-pipeline.*
 	$(BIN)/python benchmarks/bench_pipeline.py --out docs $(ARGS)
+
+bench-storage: $(STAMP) ## per --store mode of OUT (an images run): bytes, 23.1M projection, loader samples/s, replay ms -> docs/bench-storage.*
+	$(BIN)/python benchmarks/bench_storage.py --dataset $(OUT) --out docs $(ARGS)
 
 bench-train: $(STAMP) ## training img/s: shard loader vs model, CPU (+GPU) -> docs/bench-train.*
 	$(BIN)/python benchmarks/bench_train.py --dataset $(OUT) --out docs $(ARGS)

@@ -10,6 +10,7 @@ from pipeline.embedded import EMBEDDED_PHOTOS
 from pipeline.errors import PipelineError
 from pipeline.sizing import NATIVE, TargetSize, cover_and_crop, parse_size
 from pipeline.sources import EMBEDDED_PREFIX, read_rgb
+from shards.store_modes import DEFAULT_STORE, STORE_MODES
 
 
 def _list_bank(args: argparse.Namespace) -> int:
@@ -83,7 +84,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         allow_missing_metrics=args.allow_missing_metrics,
         ensemble_file=args.ensemble, max_pixels=args.max_pixels, bank=args.bank,
         versions_per_ref=args.versions_per_ref, max_side=args.max_side,
-        source_kind=args.source_kind, compose=args.compose)
+        source_kind=args.source_kind, compose=args.compose, store=args.store)
 
 
 def _compose(text: str) -> tuple[int, int]:
@@ -160,6 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
                             help="also replay N sampled versions from their recipes and "
                                  "re-score them (default 8)")
     inspecting.set_defaults(run=_inspect)
+    materializing = commands.add_parser(
+        "materialize", help="turn a recipes or hybrid dataset into an images one",
+        description="Replay every version a recipes or hybrid dataset stores as its recipe, "
+                    "check it against its SHA-256 and write an images dataset: the same tars, "
+                    "byte for byte, as generate --store images. Resumes: complete shards of "
+                    "OUT_IMAGES are skipped.")
+    materializing.add_argument("recipes", metavar="OUT_RECIPES")
+    materializing.add_argument("images", metavar="OUT_IMAGES")
+    materializing.add_argument("--workers", type=int, default=1,
+                               help="shards replayed at once, in processes (default 1)")
+    materializing.set_defaults(run=_materialize)
     levels = commands.add_parser(
         "validate-levels", help="check that mean labels fall with the level (table and plot)",
         description=_validate_levels.__doc__)
@@ -219,6 +231,12 @@ def _add_generate(commands) -> None:
                                              "(default, pmos; default: default)")
     generate.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                           help="refuse sources with more pixels (decompression bombs)")
+    generate.add_argument("--store", choices=STORE_MODES, default=DEFAULT_STORE,
+                          help="what the shards keep of each distorted version: images (its "
+                               "PNG, the default), recipes (its recipe, labels and pixel "
+                               "SHA-256 only: readers replay it) or hybrid "
+                               "(recipes plus the PNGs of the learned-denoiser versions, whose "
+                               "replay is not portable; recommended)")
     generate.add_argument("--restart", action="store_true",
                           help="remove an earlier run's shards and run files from OUT, start over")
     generate.add_argument("--take-over", action="store_true",
@@ -241,6 +259,17 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"PROBLEM: {problem}")
     print("valid" if not problems else f"{len(problems)} problem(s)")
     return 0 if not problems else 1
+
+
+def _materialize(args: argparse.Namespace) -> int:
+    """Replay a recipes or hybrid dataset into an images one."""
+    from pipeline.commands.materialize import materialize
+
+    done = materialize(args.recipes, args.images, args.workers)
+    print(f"materialized {args.recipes} into {args.images}: {done['shards']} shards "
+          f"({done['skipped']} already complete), {done['replayed']} versions replayed and "
+          "verified")
+    return 0
 
 
 def _validate_levels(args: argparse.Namespace) -> int:

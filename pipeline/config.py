@@ -6,13 +6,14 @@ import distortions
 from labelers.registry import AVAILABLE_METRICS, METRICS
 from pipeline.decode import DEFAULT_MAX_PIXELS
 from pipeline.sizing import NATIVE, TargetSize, check_max_side, parse_size
+from shards.store_modes import DEFAULT_STORE, check_store
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train, val, test
 SOURCE_KINDS = ("synthetic", "authentic")
 # generation modes beyond the paper's grid, with their defaults; a mode at its default stays
 # out of the plan digest, so datasets made before the modes existed keep theirs
 MODE_DEFAULTS = {"bank": "all", "versions_per_ref": None, "max_side": None,
-                 "source_kind": "synthetic", "compose": None}
+                 "source_kind": "synthetic", "compose": None, "store": DEFAULT_STORE}
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class RunConfig:
     max_side: int | None = None           # with size NATIVE: downscale above this long side
     source_kind: str = "synthetic"        # synthetic | authentic, recorded per reference
     compose: tuple[int, int] | None = None  # (K, M): each version a chain of K-M types
+    store: str = DEFAULT_STORE            # images | recipes | hybrid (shards.store_modes)
 
     def __post_init__(self):
         if self.shard_refs < 1:
@@ -69,6 +71,7 @@ class RunConfig:
         if self.max_side is not None and self.size != NATIVE:
             raise ValueError("max_side applies to the native size policy (--size native)")
         check_max_side(self.max_side)
+        check_store(self.store)
         if self.source_kind not in SOURCE_KINDS:
             raise ValueError(f"source_kind must be one of {SOURCE_KINDS}, got "
                              f"{self.source_kind!r}")

@@ -1,10 +1,11 @@
 """`inspect --deep`: a seeded sample of a dataset's distorted samples replayed and re-scored.
 
 Each sampled version is made again from its stored reference and recipe, and its pixels'
-SHA-256 compared with the one recorded; its pair is scored again on this machine and the raw
-scores compared with the stored ones. A learned-denoiser version made on another device than
-this one may differ by one intensity level (recorded device vs this one): that is reported,
-not counted as a problem."""
+SHA-256 compared with the one recorded (a version a recipes or hybrid dataset stores as its
+recipe: replayed through the reader, which checks it against the recorded SHA-256); its pair
+is scored again on this machine and the raw scores compared with the stored ones. A
+learned-denoiser version made on another device than this one may differ by one intensity
+level (recorded device vs this one): that is reported, not counted as a problem."""
 
 import json
 
@@ -15,6 +16,7 @@ from distortions.denoiser import active_denoiser
 from labelers import Labeler
 from pipeline.encoding import decode_png, pixel_sha256
 from shards.reader import read_index, tar_members
+from shards.replay import Pending, ReplayContext, ReplayError
 from shards.storage import Location
 from shards.writer import shard_paths
 
@@ -29,9 +31,23 @@ def _sample(location: Location, count: int, seed: int) -> list[dict]:
     return [rows[i] for i in sorted(picks)]
 
 
-def _pixels(location: Location, shard: int, keys: set[str]) -> dict[str, np.ndarray]:
+def _pixels(location: Location, shard: int, keys: set[str]) -> dict[str, np.ndarray | None]:
+    """The stored pixels of `keys` (None for a version stored as its recipe only)."""
     members = tar_members(location, shard_paths(location, shard)["tar"])
-    return {key: decode_png(parts["png"]) for key, parts in members.items() if key in keys}
+    return {key: decode_png(parts["png"]) if "png" in parts else None
+            for key, parts in members.items() if key in keys}
+
+
+def _recipe_only(row: dict, reference: np.ndarray, context: ReplayContext
+                 ) -> tuple[str | None, str, np.ndarray | None]:
+    """(a problem or None, a note, its pixels) of a version stored as its recipe: replayed
+    through the reader, which verifies its SHA-256."""
+    try:
+        pixels = Pending(row["key"], reference, {**row, "recipe": json.loads(row["recipe"])},
+                         context).pixels()
+    except ReplayError as error:
+        return str(error), "replay differs", None
+    return None, "replayed exactly (stored as its recipe)", pixels
 
 
 def _replay(row: dict, reference: np.ndarray, stored: np.ndarray) -> tuple[str | None, str]:
@@ -73,6 +89,7 @@ def deep_check(location: Location, count: int, seed: int = 0) -> tuple[list[str]
     labeler = (Labeler(stored_metrics, device="cpu", allow_missing=True) if stored_metrics
                else None)  # a label-free dataset: nothing to re-score
     problems, notes = [], []
+    context = ReplayContext.of(location)
     by_shard: dict[int, list[dict]] = {}
     for row in rows:
         by_shard.setdefault(row["shard"], []).append(row)
@@ -82,8 +99,14 @@ def deep_check(location: Location, count: int, seed: int = 0) -> tuple[list[str]
         pixels = _pixels(location, shard, wanted)
         for row in shard_rows:
             reference, stored = pixels[f"{row['ref_id']}_ref"], pixels[row["key"]]
-            problem, note = _replay(row, reference, stored)
+            if stored is None:
+                problem, note, stored = _recipe_only(row, reference, context)
+            else:
+                problem, note = _replay(row, reference, stored)
             notes.append(note)
+            if stored is None:
+                problems.append(problem)
+                continue
             rescored = _rescore(row, reference, stored, labeler) if labeler else None
             problems += [p for p in (problem, rescored) if p]
     counts = {note: notes.count(note) for note in sorted(set(notes))}

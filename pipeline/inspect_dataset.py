@@ -7,25 +7,45 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 
+from pipeline.commands.storage_check import storage_summary
 from pipeline.config import RunConfig
 from pipeline.deep_check import deep_check
 from pipeline.plan import Plan
 from shards.reader import PLAN_FILE, shard_problems, shard_stats
 from shards.storage import Location
+from shards.store_modes import DEFAULT_STORE, stores_pixels
 from shards.tar_stream import read_tar
 from shards.writer import shard_paths
 
+IMAGE_MEMBERS = ("json", "png")
 
-def tar_keys(location: Location, index: int) -> list[str]:
-    """The sample keys of a shard's tar, in order, each checked to have .png and .json (its
+
+def tar_listing(location: Location, index: int) -> list[tuple[str, tuple[str, ...]]]:
+    """(key, its member extensions, sorted) of each sample of a shard's tar, in order (its
     members streamed through the shared tar reader, their bytes dropped as they are read; an
     unreadable tar raises tarfile.ReadError)."""
     samples = read_tar(location, shard_paths(location, index)["tar"], keep_bytes=False)
-    return [sample["__key__"] for sample in samples
-            if sorted(name for name in sample if not name.startswith("__")) == ["json", "png"]]
+    return [(sample["__key__"], tuple(sorted(name for name in sample
+                                              if not name.startswith("__"))))
+            for sample in samples]
 
 
-def check_shard(location: Location, plan: Plan, index: int, per_reference: int) -> list[str]:
+def tar_keys(location: Location, index: int) -> list[str]:
+    """The sample keys of a shard's tar, in order, each checked to have .png and .json."""
+    return [key for key, members in tar_listing(location, index) if members == IMAGE_MEMBERS]
+
+
+def _misstored(listing: list[tuple[str, tuple[str, ...]]], rows: list[dict], store: str
+               ) -> list[str]:
+    """Keys whose members are not what the store mode keeps: .png and .json, or (a version
+    kept as its recipe) .json alone."""
+    expected = {row["key"]: IMAGE_MEMBERS if stores_pixels(store, row) else ("json",)
+                for row in rows}
+    return [key for key, members in listing if key in expected and members != expected[key]]
+
+
+def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
+                store: str = DEFAULT_STORE) -> list[str]:
     """Problems found in one shard (empty when it is sound): its files, plan, sizes and tar
     SHA-256 against its stats, then its members against the parquet index and the plan."""
     problems = shard_problems(location, index, plan.digest, verify_hash=True)
@@ -33,13 +53,18 @@ def check_shard(location: Location, plan: Plan, index: int, per_reference: int) 
         return [f"shard {index:05d}: {problem}" for problem in problems]
     paths = shard_paths(location, index)
     with location.fs.open_input_file(paths["parquet"]) as handle:
-        rows = pq.read_table(handle, columns=["key", "ref_id", "kind"]).to_pylist()
+        rows = pq.read_table(handle, columns=["key", "ref_id", "kind", "distortion_id",
+                                              "chain"]).to_pylist()
     try:
-        keys = tar_keys(location, index)
+        listing = tar_listing(location, index)
     except (tarfile.TarError, OSError) as error:
         return [f"shard {index:05d}: tar unreadable ({type(error).__name__}: {error})"]
-    if keys != [row["key"] for row in rows]:
+    if [key for key, _ in listing] != [row["key"] for row in rows]:
         problems.append(f"shard {index:05d}: tar members and parquet rows differ")
+    misstored = _misstored(listing, rows, store)
+    if misstored:
+        problems.append(f"shard {index:05d}: {len(misstored)} samples lack or hold a PNG "
+                        f"against the store mode {store} (first {misstored[0]})")
     stats = shard_stats(location, index)
     planned = {ref.ref_id for ref in plan.shard(index)}
     strangers = {row["ref_id"] for row in rows} - planned
@@ -67,7 +92,7 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
     per_reference = 1 + config.versions_count
     problems = []
     for index in range(plan.shard_count):
-        problems += check_shard(location, plan, index, per_reference)
+        problems += check_shard(location, plan, index, per_reference, config.store)
     lines = [f"dataset {out}: {len(plan.references)} references in {plan.shard_count} shards, "
              f"plan {plan.digest[:12]}, ensemble {manifest['ensemble_hash']}",
              "modes: " + ", ".join(f"{key} {value}" for key, value in config.modes().items()
@@ -84,6 +109,8 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
                      for d in report.get("pixel_duplicates", ()) if len(d["splits"]) > 1]
     else:
         problems.append("no report.json: the run has not finished (rerun generate to resume)")
+    storage_lines, storage_problems = storage_summary(location, config.store)
+    lines, problems = lines + storage_lines, problems + storage_problems
     if deep:
         deep_lines, deep_problems = deep_check(location, deep)
         lines, problems = lines + deep_lines, problems + deep_problems

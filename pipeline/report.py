@@ -14,6 +14,7 @@ from pipeline.sources import printable
 from shards.reader import SOURCES_FILE, shard_stats
 from shards.schema import SOURCES_SCHEMA
 from shards.storage import Location, redact
+from shards.store_modes import library_versions
 from shards.writer import shard_paths
 
 
@@ -25,7 +26,8 @@ def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble,
     manifest = {"config": settings, "plan_digest": plan.digest, "modes": config.modes(),
                 "shards": plan.shard_count, "references": len(plan.references),
                 "ensemble_hash": ensemble.hash if config.labelled else None,
-                "metrics_absent": list(absent), "format": "shared/spec/shards.md"}
+                "metrics_absent": list(absent), "format": "shared/spec/shards.md",
+                "store": config.store, "replay_libraries": library_versions()}
     location.write_bytes(location.path("manifest.json"),
                          json.dumps(manifest, sort_keys=True, indent=1).encode())
     if not config.labelled:

@@ -5,16 +5,20 @@ import tempfile
 
 
 class SpilledSamples:
-    """Append (record, image bytes); read back any sample by its position."""
+    """Append (record, image bytes or None: a version stored as its recipe only); read back
+    any sample by its position."""
 
     def __init__(self):
         self._file = tempfile.TemporaryFile(prefix="iqa-shard-")  # noqa: SIM115 (closed in close)
-        self._entries: list[tuple[dict, int, int]] = []
+        self._entries: list[tuple[dict, int, int | None]] = []
         self._end = 0
 
     def extend(self, samples) -> None:
         self._file.seek(self._end)
         for record, data in samples:
+            if data is None:
+                self._entries.append((record, self._end, None))
+                continue
             self._file.write(data)
             self._entries.append((record, self._end, len(data)))
             self._end += len(data)
@@ -22,8 +26,10 @@ class SpilledSamples:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __getitem__(self, position: int) -> tuple[dict, bytes]:
+    def __getitem__(self, position: int) -> tuple[dict, bytes | None]:
         record, offset, size = self._entries[position]
+        if size is None:
+            return record, None
         self._file.seek(offset)
         return record, self._file.read(size)
 

@@ -21,6 +21,7 @@ from pipeline.sources import load, printable
 from pipeline.spill import SpilledSamples
 from shards.keys import composed_key, distorted_key, reference_key
 from shards.storage import Location
+from shards.store_modes import stores_pixels
 from shards.writer import ShardWriter, shard_paths
 
 # score_images(reference pixels, N x H x W x 3 version pixels, on_labelled) -> ({metric:
@@ -277,7 +278,8 @@ def _quarantine(ref: PlannedReference, outcome: ShardOutcome, on_progress) -> No
 
 def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_progress,
                        denoise):
-    """Write one reference to the tar; return its labelled (record, PNG) distorted samples."""
+    """Write one reference to the tar; return its labelled (record, PNG or None where the run's
+    store keeps the version as its recipe only) distorted samples."""
     failures_before = len(outcome.failures)
     with _Timer(outcome.seconds, "decode"):
         pixels = _prepare_reference(ref, config, outcome)
@@ -288,8 +290,9 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
         writer.add(_base_record(ref, pixels, reference_key(ref.ref_id), "reference"), ref_png)
         with _Timer(outcome.seconds, "distort"):
             made = _distort_all(ref, pixels, config, outcome, denoise)
-        with _Timer(outcome.seconds, "encode"):
-            pngs = [encode_png(image) for _, image in made]
+        with _Timer(outcome.seconds, "encode"):  # a version the store keeps as a recipe: None
+            pngs = [encode_png(image) if stores_pixels(config.store, record) else None
+                    for record, image in made]
         with _Timer(outcome.seconds, "label"):
             _label([record for record, _ in made], pixels, [image for _, image in made],
                    score_images, ensemble,

@@ -28,19 +28,31 @@ from shards.reader import (
     read_sources,
     tar_urls,
 )
+from shards.records import decode as decode_image
 from shards.records import decoded, is_reference, member_filter, record
+from shards.replay import ReplayContext, replaying
 from shards.storage import Location
+from shards.store_modes import DEFAULT_STORE, store_of
 from shards.tar_stream import each_shard, shard_samples
 
 
 def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
                   refs: frozenset[str] | None = None, seed: int = 0, order: Order = ONE_PASS,
-                  decode: bool = True) -> Stream:
-    """Dataset.samples over given shard tars (a caller that chose its shards itself)."""
-    select = member_filter(kind, refs)
+                  decode: bool = True, verify: bool = True) -> Stream:
+    """Dataset.samples over given shard tars (a caller that chose its shards itself). In a
+    recipes or hybrid dataset the shard's references are read too (for the replays) and the
+    versions stored without pixels replayed as they are decoded, checked against their
+    SHA-256 unless `verify` is False (benchmarks only)."""
+    wanted = member_filter(kind, refs)
+    if store_of(location) == DEFAULT_STORE or kind == "reference":  # nothing to replay
+        def per_shard(opened: dict) -> Iterator[dict]:
+            return map(record, shard_samples(opened, wanted))
+    else:
+        context, select = ReplayContext.of(location, verify), member_filter("all", refs)
 
-    def per_shard(opened: dict) -> Iterator[dict]:
-        return map(record, shard_samples(opened, select))
+        def per_shard(opened: dict) -> Iterator[dict]:
+            return replaying(map(record, shard_samples(opened, select)), context,
+                             decode_image, lambda key: wanted(f"{key}.json"))
     after = [wds.map(decoded)] if decode else []
     return Stream(lambda: pipeline(urls, [each_shard(location, per_shard)], seed, order, after))
 
@@ -90,13 +102,17 @@ class Dataset:
 
     def samples(self, split: str | None = None, kind: str = "distorted", *,
                 refs: Iterable[str] | None = None, seed: int = 0, order: Order = ONE_PASS,
-                decode: bool = True) -> Stream:
+                decode: bool = True, verify: bool = True) -> Stream:
         """{key, ref_id, image (H x W x 3 uint8), meta} of every sample of `kind` (distorted,
         reference or all) in `split` (and `refs`); with `decode` False, `encoded` (the image
-        file's bytes) in place of `image`. One sample in memory at a time (plus a shuffle
-        buffer of `order.shuffle` encoded samples)."""
+        file's bytes, or a recipe sample's shards.replay.Pending: shards.records.decode
+        makes pixels of either) in place of `image`. One sample in memory at a time (plus a
+        shuffle buffer of `order.shuffle` encoded samples, and in a recipes or hybrid dataset
+        the shard's references, decoded). Recipe samples are replayed as they are decoded,
+        the same pixels as an images dataset's, verified against their SHA-256 (a mismatch
+        raises shards.replay.ReplayMismatchError) unless `verify` is False."""
         urls, wanted = self.where(split, refs)
-        return sample_stream(self.location, urls, kind, wanted, seed, order, decode)
+        return sample_stream(self.location, urls, kind, wanted, seed, order, decode, verify)
 
     def pristine(self, split: str | None = None, **options) -> Stream:
         """The references only (samples of kind "reference")."""
@@ -112,7 +128,7 @@ class Dataset:
                crop: int | tuple[int, int] | None = None, seed: int = 0,
                versions: int | None = None, views: int = 1, *, distinct_types: bool = False,
                half_scale: bool = False, refs: Iterable[str] | None = None,
-               order: Order = ONE_PASS) -> Stream:
+               order: Order = ONE_PASS, verify: bool = True) -> Stream:
         """Groups of `kind` (shards.groups): pair, triplet or chunk dicts {ref_id, reference,
         distorted (a list, one per version), meta (their records), box} (+ ssim_map for
         triplets), every member cut with the same box(es): `crop` (h, w) drawn per group from
@@ -127,12 +143,15 @@ class Dataset:
         and any version read before its reference, encoded (none in the spec's layout).
         Chunks hold the members of their incomplete chunks, cut (views x h x w x 3 bytes
         each) or, without a crop, encoded: in the spec's layout up to a shard's drawn members,
-        R x (1 + versions) of them. A shuffle buffer adds `order.shuffle` groups."""
+        R x (1 + versions) of them. A shuffle buffer adds `order.shuffle` groups. Recipe
+        samples are replayed (verified unless `verify` is False) as their group decodes them."""
         size = (crop, crop) if isinstance(crop, int) else crop
         spec = GroupSpec(kind, size, seed, order.epoch, versions, views, distinct_types,
                          half_scale)
         urls, wanted = self.where(split, refs)
         members = member_filter("all", wanted)
+        context = ReplayContext.of(self.location, verify)
+        replays = store_of(self.location) != DEFAULT_STORE
 
         def per_shard(opened: dict) -> Iterator[dict]:
             chosen = chosen_versions(spec, self._rows(opened["url"]))
@@ -141,8 +160,10 @@ class Dataset:
             def select(name: str) -> bool:
                 key = name.partition(".")[0]
                 return members(name) and (is_reference(key) or key in drawn)
-            return assemble(spec, opened["url"], map(record, shard_samples(opened, select)),
-                            chosen)
+            records = map(record, shard_samples(opened, select))
+            if replays:
+                records = replaying(records, context, decode_image)
+            return assemble(spec, opened["url"], records, chosen)
         return Stream(lambda: pipeline(urls, [each_shard(self.location, per_shard)], seed,
                                        order))
 

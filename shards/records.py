@@ -1,6 +1,7 @@
 """One sample of a shard as readers see it: {key, ref_id, meta (its .json record), encoded
-(the image file's bytes)}, decoded on request into `image` (H x W x 3 uint8); and which
-members a reader asks the tar for."""
+(the image file's bytes; None for a version stored as its recipe only, and a
+shards.replay.Pending once its shard's reference is known)}, decoded on request into `image`
+(H x W x 3 uint8); and which members a reader asks the tar for."""
 
 import json
 
@@ -8,6 +9,7 @@ import cv2
 import numpy as np
 
 from shards.keys import ref_id_of
+from shards.replay import Pending
 from shards.schema import chain_of
 from shards.tar_stream import Select
 
@@ -33,11 +35,15 @@ def member_filter(kind: str = "all", refs: frozenset[str] | None = None) -> Sele
 
 
 def record(sample: dict) -> dict:
-    """A webdataset sample of a shard as {key, ref_id, meta, encoded}."""
+    """A webdataset sample of a shard as {key, ref_id, meta, encoded}; `encoded` is None for a
+    distorted version stored without pixels (--store recipes or hybrid)."""
     meta = json.loads(sample["json"])
+    image = [name for name in sample if name != "json" and not name.startswith("__")]
     if meta.get("kind") == "distorted":
         meta["chain"] = chain_of(meta)  # derived where a dataset predates chains
-    image = [name for name in sample if name != "json" and not name.startswith("__")]
+        if not image:
+            return {"key": sample["__key__"], "ref_id": meta["ref_id"], "meta": meta,
+                    "encoded": None}
     if len(image) != 1:
         raise ValueError(f"{sample['__url__']}: sample {sample['__key__']} has members "
                          f"{sorted(image)}, not one image and its .json")
@@ -45,8 +51,11 @@ def record(sample: dict) -> dict:
             "encoded": sample[image[0]]}
 
 
-def decode(encoded: bytes) -> np.ndarray:
-    """H x W x 3 uint8 RGB pixels of a stored image (PNG decodes losslessly)."""
+def decode(encoded: bytes | Pending) -> np.ndarray:
+    """H x W x 3 uint8 RGB pixels of a stored image (PNG decodes losslessly) or of a recipe
+    sample, replayed (and verified) here."""
+    if isinstance(encoded, Pending):
+        return encoded.pixels()
     bgr = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError("not a decodable image")

@@ -67,9 +67,11 @@ class ShardWriter:
         info.uname = info.gname = ""
         self._tar.addfile(info, io.BytesIO(data))
 
-    def add(self, record: dict, image_bytes: bytes, extension: str = "png") -> None:
-        """Append one sample: its image and its .json (the record)."""
-        self._member(f"{record['key']}.{extension}", image_bytes)
+    def add(self, record: dict, image_bytes: bytes | None, extension: str = "png") -> None:
+        """Append one sample: its image (none for a version stored as its recipe only) and
+        its .json (the record)."""
+        if image_bytes is not None:
+            self._member(f"{record['key']}.{extension}", image_bytes)
         self._member(f"{record['key']}.json", sample_json(record))
         self._rows.append(index_row(record))
 

@@ -25,3 +25,42 @@ def embedded_small() -> dict[str, np.ndarray]:
 
     size = TargetSize(256, 192)
     return {name: cover_and_crop(embedded_photo(name), size) for name in EMBEDDED_PHOTOS}
+
+
+STORE_MODES = ("images", "recipes", "hybrid")
+
+
+@pytest.fixture(scope="session")
+def store_datasets(tmp_path_factory) -> dict[str, Path]:
+    """The same run generated in each storage mode (--store images, recipes, hybrid) by the
+    real shard worker: 3 embedded photos at 192 x 176 x (JPEG, the learned white-noise
+    denoiser, colour block) x levels 1 and 5, in 2 shards, with their manifests and merged
+    sources. {mode: dataset folder}."""
+    from labelers import Labeler
+    from labelers.ensemble import Ensemble, Mapping01
+    from pipeline.config import RunConfig
+    from pipeline.plan import Plan, persist_or_check
+    from pipeline.report import merge, write_run_files
+    from pipeline.sizing import TargetSize
+    from pipeline.sources import list_sources
+    from pipeline.worker import local_scorer, produce_shard
+    from shards.storage import Location
+
+    base = tmp_path_factory.mktemp("stores")
+    ensemble = Ensemble("test", {"mae": 1.0}, {"mae": Mapping01("linear", best=0.0, worst=0.2)})
+    scorer = local_scorer(Labeler(metrics=("mae",), device="cpu"))
+    made = {}
+    for store in STORE_MODES:
+        config = RunConfig(sources="embedded", out=str(base / store), seed=3,
+                           size=TargetSize(192, 176), shard_refs=2, limit=3,
+                           distortion_ids=(1, 8, 26), levels=(1, 5), metrics=("mae",),
+                           store=store)
+        plan = Plan.make(list_sources("embedded"), config)
+        location = Location.parse(config.out)
+        persist_or_check(plan, location)
+        write_run_files(location, config, plan, ensemble, ())
+        for index in range(plan.shard_count):
+            produce_shard(index, plan, config, scorer, ensemble, location)
+        merge(location, plan)
+        made[store] = base / store
+    return made

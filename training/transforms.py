@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from shards.replay import Pending
+
 EVAL_CROPS = 10
 
 
@@ -33,8 +35,12 @@ class Augment:
             raise ValueError("translate must be in [0, 0.5) and rotate in [0, 45] degrees")
 
 
-def decode(data: bytes) -> np.ndarray:
-    """8-bit RGB pixels of an image file's bytes (PNG decodes losslessly)."""
+def decode(data: bytes | Pending) -> np.ndarray:
+    """8-bit RGB pixels of an image file's bytes (PNG decodes losslessly), or of a version a
+    recipes or hybrid dataset stores as its recipe: replayed (and verified) here, on the
+    DataLoader worker that decodes it."""
+    if isinstance(data, Pending):
+        return data.pixels()
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"))
 

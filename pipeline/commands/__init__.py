@@ -1,0 +1,1 @@
+"""User commands that are not the generation run itself (materialize, ...)."""

@@ -1,0 +1,56 @@
+"""What `inspect` says of a dataset's storage: its mode, the bytes its tars take per sample,
+and (recipes or hybrid) one version replayed through the reader and checked against its
+SHA-256, with the time the replay took."""
+
+import time
+
+from shards.dataset import sample_stream
+from shards.reader import complete_shards, shard_stats, tar_urls
+from shards.replay import Pending, ReplayError
+from shards.storage import Location
+from shards.store_modes import DEFAULT_STORE
+
+
+def bytes_line(location: Location, store: str) -> str:
+    """The store mode and the complete shards' tar bytes in all and per sample."""
+    shards = complete_shards(location)
+    total = sum(location.fs.get_file_info(url).size for url in tar_urls(location, shards))
+    samples = sum(shard_stats(location, index)["samples"] for index in shards)
+    per_sample = f"{total / samples / 1e3:.1f} kB per sample" if samples else "no sample"
+    return (f"storage: {store}, {total / 1e6:.1f} MB of tars for {samples} samples "
+            f"({per_sample})")
+
+
+def first_recipe_sample(location: Location) -> Pending | None:
+    """The first version of the dataset stored as its recipe (None where there is none)."""
+    for url in tar_urls(location):
+        for sample in sample_stream(location, [url], decode=False):
+            if isinstance(sample["encoded"], Pending):
+                return sample["encoded"]
+    return None
+
+
+def replay_check(location: Location) -> tuple[list[str], list[str]]:
+    """(lines, problems) of one recipe sample replayed and verified."""
+    pending = first_recipe_sample(location)
+    if pending is None:
+        return ["replay check: no version is stored as its recipe"], []
+    started = time.perf_counter()
+    try:
+        pending.pixels()
+    except ReplayError as error:
+        return [], [f"replay check: {error}"]
+    took = (time.perf_counter() - started) * 1e3
+    return [f"replay check: {pending.key} ({pending.meta['distortion']}) replayed in "
+            f"{took:.0f} ms, its SHA-256 the recorded one"], []
+
+
+def storage_summary(location: Location, store: str) -> tuple[list[str], list[str]]:
+    """(lines, problems) of the dataset's storage."""
+    if not complete_shards(location):
+        return [], []
+    lines = [bytes_line(location, store)]
+    if store == DEFAULT_STORE:
+        return lines, []
+    replay_lines, problems = replay_check(location)
+    return lines + replay_lines, problems

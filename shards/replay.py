@@ -1,0 +1,108 @@
+"""Transparent replay of recipe samples (datasets generated with --store recipes or hybrid).
+
+A shard's references come first (shared/spec/shards.md); `replaying` keeps them decoded while
+its shard streams and gives each sample stored without pixels a `Pending` in place of its
+image bytes. The replay itself runs when the sample is decoded (`shards.records.decode`), so
+after a shuffle buffer and on whichever DataLoader worker decodes it; its pixels' SHA-256 is
+checked against the recorded one, and a mismatch raises `ReplayMismatchError` naming the
+sample and the libraries whose versions differ from the dataset's manifest."""
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+import distortions
+from shards.storage import Location
+from shards.store_modes import differing_libraries
+
+MANIFEST_FILE = "manifest.json"
+
+
+class ReplayError(ValueError):
+    """A recipe sample that cannot be replayed (no reference in its shard, a bad recipe)."""
+
+
+class ReplayMismatchError(ReplayError):
+    """A replayed sample whose pixels' SHA-256 is not the recorded one."""
+
+
+@dataclass(frozen=True)
+class ReplayContext:
+    """What replay needs besides the shard: the library versions the dataset recorded (None:
+    none recorded) and whether to verify each replay's SHA-256 (False only for benchmarks)."""
+
+    libraries: dict | None = None
+    verify: bool = True
+
+    @classmethod
+    def of(cls, location: Location, verify: bool = True) -> "ReplayContext":
+        path = location.path(MANIFEST_FILE)
+        manifest = json.loads(location.read_bytes(path)) if location.exists(path) else {}
+        return cls(manifest.get("replay_libraries"), verify)
+
+
+def _sha256(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+def mismatch_message(key: str, recipe: dict, libraries: dict | None) -> str:
+    """Why a replay may have differed: the libraries whose versions differ, and the device a
+    learned-denoiser version was made on."""
+    differ = differing_libraries(libraries)
+    if libraries is None:
+        why = "the dataset records no library versions (no manifest.json replay_libraries)"
+    elif differ:
+        why = "libraries that differ from the manifest: " + ", ".join(
+            f"{name} {made} there, {here} here" for name, (made, here) in differ.items())
+    else:
+        why = "every recorded library version is the same here"
+    devices = {link["params"].get("device") for link in recipe.get("chain", [recipe])
+               if isinstance(link.get("params"), dict)} - {None}
+    made_on = f"; made by the learned denoiser on {', '.join(sorted(devices))}" if devices else ""
+    return (f"sample {key}: replayed pixels differ from the recorded SHA-256 ({why}{made_on}); "
+            "read a dataset generated with --store images or hybrid, or replay on the "
+            "recorded versions")
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A recipe sample's image, made on request from its reference's pixels."""
+
+    key: str
+    reference: np.ndarray
+    meta: dict
+    context: ReplayContext
+
+    def pixels(self) -> np.ndarray:
+        """The replayed H x W x 3 uint8 pixels, verified against the recorded SHA-256."""
+        try:
+            image = distortions.replay(self.reference, self.meta["recipe"])
+        except (distortions.DistortionError, KeyError, TypeError) as error:
+            raise ReplayError(f"sample {self.key} cannot be replayed: {error}") from error
+        if self.context.verify and _sha256(image) != self.meta.get("sha256"):
+            raise ReplayMismatchError(mismatch_message(self.key, self.meta["recipe"],
+                                                       self.context.libraries))
+        return image
+
+
+def replaying(records: Iterator[dict], context: ReplayContext, decode: Callable,
+              keep: Callable[[str], bool] = lambda key: True) -> Iterator[dict]:
+    """One shard's records with each recipe sample's `encoded` a `Pending`; references are
+    held decoded for the shard's replays; records are passed on only where `keep(key)`."""
+    references: dict[str, np.ndarray] = {}
+    for item in records:
+        if item["meta"].get("kind") == "reference":
+            references[item["ref_id"]] = decode(item["encoded"])
+        if not keep(item["key"]):
+            continue
+        if item["encoded"] is not None:
+            yield item
+        elif item["ref_id"] not in references:
+            raise ReplayError(f"sample {item['key']} has no pixels and its reference "
+                              f"{item['ref_id']}_ref is not before it in its shard")
+        else:
+            yield {**item, "encoded": Pending(item["key"], references[item["ref_id"]],
+                                              item["meta"], context)}

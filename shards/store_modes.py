@@ -1,0 +1,98 @@
+"""What a dataset stores of its distorted versions (`generate --store`), and the library
+versions a replay depends on.
+
+- images (the default, and every dataset made before the modes): every version's PNG.
+- recipes: the references' PNGs and every sample's record (recipe, labels, SHA-256 of the
+  pixels); no distorted pixels: readers replay each version from its reference and recipe.
+- hybrid: recipes, plus the PNGs of the versions whose replay is not portable: the learned
+  denoiser's (types 8-12: a float32 network whose output may differ by one intensity level
+  between CPU and GPU or processor generations, and the slowest replay). Every other type is
+  integer or float code on the NumPy/OpenCV/Pillow/SciPy versions the manifest records, and
+  its replay is verified against the stored SHA-256 wherever it runs.
+
+The mode of a dataset is in its plan (plan.json's inputs, only when not images), so a dataset
+never mixes two modes."""
+
+import json
+from importlib import metadata
+
+import distortions
+from shards.reader import PLAN_FILE
+from shards.storage import Location
+
+STORE_MODES = ("images", "recipes", "hybrid")
+DEFAULT_STORE = "images"
+
+
+def check_store(store: str) -> str:
+    """`store` when it is a storage mode; a clear error otherwise."""
+    if store not in STORE_MODES:
+        raise ValueError(f"store must be one of {', '.join(STORE_MODES)}, got {store!r}")
+    return store
+
+
+def not_portable(record: dict) -> bool:
+    """Whether a distorted sample's replay is not portable: a link of its chain is a
+    learned-denoiser type."""
+    chain = record.get("chain") or [{"id": record["distortion_id"]}]
+    return any(distortions.get(link["id"]).learned for link in chain)
+
+
+def stores_pixels(store: str, record: dict) -> bool:
+    """Whether a dataset in mode `store` keeps this sample's PNG (references always do)."""
+    if record.get("kind") == "reference" or store == "images":
+        return True
+    return store == "hybrid" and not_portable(record)
+
+
+def store_of(location: Location) -> str:
+    """The storage mode a dataset was generated in (images where its plan names none)."""
+    path = location.path(PLAN_FILE)
+    if not location.exists(path):
+        return DEFAULT_STORE
+    return json.loads(location.read_bytes(path))["inputs"].get("store", DEFAULT_STORE)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _opencv_codecs() -> dict[str, str]:
+    """The codec libraries built into OpenCV, from its build information."""
+    import cv2
+
+    found = {}
+    for line in cv2.getBuildInformation().splitlines():
+        name, _, value = line.strip().partition(":")
+        if name in ("JPEG", "JPEG 2000", "PNG", "ZLib") and "(ver" in value:
+            found[f"opencv_{name.lower().replace(' ', '')}"] = (
+                value.split("(ver", 1)[1].strip(" )"))
+    return found
+
+
+def library_versions() -> dict[str, str | None]:
+    """The versions of every library a replay depends on: NumPy, SciPy and scikit-image
+    (float code of most types), OpenCV and its libjpeg-turbo/OpenJPEG/libpng, Pillow and its
+    libjpeg-turbo/OpenJPEG/zlib (JPEG, JPEG 2000 and PNG), torch (the learned denoiser)."""
+    from PIL import features
+
+    versions = {package.lower(): _version(package) for package in
+                ("numpy", "scipy", "scikit-image", "opencv-python-headless", "Pillow", "torch")}
+    if versions["opencv-python-headless"] is None:
+        versions["opencv-python-headless"] = _version("opencv-python")
+    versions.update(_opencv_codecs())
+    versions.update({f"pillow_{name}": features.version(name) for name in
+                     ("libjpeg_turbo", "jpg_2000", "zlib")})
+    return versions
+
+
+def differing_libraries(recorded: dict | None) -> dict[str, tuple]:
+    """{library: (recorded version, this machine's)} of each library whose version differs
+    from the one recorded (every library when none is recorded)."""
+    here = library_versions()
+    recorded = recorded or {}
+    return {name: (recorded.get(name), version) for name, version in sorted(here.items())
+            if recorded.get(name) != version}

@@ -1,0 +1,34 @@
+"""--store in the run configuration (issue 11): recorded, in the plan digest only away from
+the default (datasets made before the modes keep theirs), and checked."""
+
+import pytest
+
+from pipeline import cli
+from pipeline.config import RunConfig
+from pipeline.plan import Plan
+from pipeline.sources import list_sources
+
+
+def test_the_store_enters_the_plan_only_when_not_images(tmp_path):
+    def config(**store) -> RunConfig:
+        return RunConfig(sources="embedded", out=str(tmp_path), limit=2, **store)
+    sources = list_sources("embedded")
+    default, images = Plan.make(sources, config()), Plan.make(sources, config(store="images"))
+    assert "store" not in default.inputs and default.digest == images.digest
+    hybrid = Plan.make(sources, config(store="hybrid"))
+    assert hybrid.inputs["store"] == "hybrid" and hybrid.digest != default.digest
+    assert Plan.make(sources, config(store="recipes")).digest not in (default.digest,
+                                                                      hybrid.digest)
+    assert config(store="recipes").modes()["store"] == "recipes"
+    with pytest.raises(ValueError, match="store must be one of images, recipes, hybrid"):
+        config(store="pngs")
+
+
+def test_the_command_line_takes_the_three_modes(capsys):
+    parser = cli.build_parser()
+    args = parser.parse_args(["generate", "--store", "recipes"])
+    assert cli.run_config(args).store == "recipes"
+    assert cli.run_config(parser.parse_args(["generate"])).store == "images"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["generate", "--store", "pngs"])
+    assert "invalid choice: 'pngs'" in capsys.readouterr().err

@@ -1,0 +1,144 @@
+"""Storage modes (issue 11): a recipes or hybrid dataset holds no PNG of the versions it keeps
+as recipes, and reads back, through the same API, the same pixels as the images dataset of
+the same run (expected values from the images dataset's PNGs, read with tarfile and PIL);
+a replay whose pixels are not the recorded ones is an error naming the sample and the
+libraries that differ."""
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import distortions
+from shards import open_dataset
+from shards.replay import Pending, ReplayContext, ReplayMismatchError
+from shards.storage import Location
+from shards.store_modes import library_versions, store_of
+
+LEARNED = {d.id for d in distortions.registered() if d.learned}
+
+
+def _members(root) -> dict[str, dict[str, bytes]]:
+    """key -> {extension: bytes} of every shard tar, read with tarfile."""
+    found = {}
+    for path in sorted((root / "shards").glob("*.tar")):
+        with tarfile.open(path) as tar:
+            for member in tar.getmembers():
+                key, _, extension = member.name.partition(".")
+                found.setdefault(key, {})[extension] = tar.extractfile(member).read()
+    return found
+
+
+def _pil(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_recipe_tars_keep_references_and_only_the_modes_pngs(store_datasets):
+    images, recipes, hybrid = (_members(store_datasets[m]) for m in
+                               ("images", "recipes", "hybrid"))
+    assert list(images) == list(recipes) == list(hybrid)  # same samples, same order
+    for key, parts in images.items():
+        meta = json.loads(parts["json"])
+        assert recipes[key]["json"] == hybrid[key]["json"] == parts["json"]
+        learned = meta["kind"] == "distorted" and meta["distortion_id"] in LEARNED
+        assert ("png" in recipes[key]) == (meta["kind"] == "reference")
+        assert ("png" in hybrid[key]) == (meta["kind"] == "reference" or learned)
+        if "png" in hybrid[key]:
+            assert hybrid[key]["png"] == parts["png"]
+    sizes = {mode: sum(p.stat().st_size for p in (root / "shards").glob("*.tar"))
+             for mode, root in store_datasets.items()}
+    assert sizes["recipes"] < sizes["hybrid"] < sizes["images"]
+    assert [store_of(Location.parse(str(store_datasets[m]))) for m in store_datasets] == [
+        "images", "recipes", "hybrid"]
+    manifest = json.loads((store_datasets["hybrid"] / "manifest.json").read_text())
+    assert manifest["store"] == "hybrid" and manifest["replay_libraries"] == library_versions()
+    assert {"numpy", "torch", "pillow", "opencv_jpeg"} <= set(manifest["replay_libraries"])
+
+
+@pytest.mark.parametrize("store", ["recipes", "hybrid"])
+def test_samples_replay_the_images_datasets_pixels(store_datasets, store):
+    expected = {key: _pil(parts["png"]) for key, parts in
+                _members(store_datasets["images"]).items()}
+    dataset = open_dataset(str(store_datasets[store]))
+    for kind in ("all", "distorted", "reference"):
+        got = {s["key"]: s["image"] for s in dataset.samples(kind=kind)}
+        wanted = {key for key in expected if (kind == "all" or key.endswith("_ref")
+                                              == (kind == "reference"))}
+        assert set(got) == wanted
+        for key, pixels in got.items():
+            np.testing.assert_array_equal(pixels, expected[key])
+    ref_id = next(iter(dataset.references))
+    one = [s["key"] for s in dataset.samples(refs=[ref_id])]
+    assert one and all(key.startswith(f"{ref_id}_") for key in one)
+
+
+@pytest.mark.parametrize(("kind", "options"), [
+    ("pair", {"crop": 32}), ("triplet", {"crop": 32}),
+    ("chunk", {"crop": 32, "versions": 3, "views": 2}), ("chunk", {"versions": 2})])
+def test_groups_are_the_same_in_every_mode(store_datasets, kind, options):
+    def groups(store):
+        return list(open_dataset(str(store_datasets[store])).groups(kind, seed=5, **options))
+    expected = groups("images")
+    assert expected
+    for store in ("recipes", "hybrid"):
+        got = groups(store)
+        assert [g["meta"] for g in got] == [g["meta"] for g in expected]
+        for mine, theirs in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(np.asarray(mine["distorted"]),
+                                          np.asarray(theirs["distorted"]))
+            np.testing.assert_array_equal(mine["reference"], theirs["reference"])
+
+
+def _tampered(root, tmp_path, key: str):
+    """A copy of a dataset whose sample `key` records another SHA-256, and whose manifest
+    records another numpy version (the tar rewritten with tarfile, member order kept)."""
+    copy = tmp_path / "tampered"
+    shutil.copytree(root, copy)
+    for path in (copy / "shards").glob("*.tar"):
+        with tarfile.open(path) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+        if not any(m.name == f"{key}.json" for m, _ in members):
+            continue
+        with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+            for member, data in members:
+                if member.name == f"{key}.json":
+                    data = json.dumps({**json.loads(data), "sha256": "0" * 64}).encode()
+                    member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["replay_libraries"]["numpy"] = "1.0.0"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_a_replay_that_differs_is_an_error_naming_sample_and_libraries(store_datasets,
+                                                                       tmp_path):
+    key = next(k for k, parts in _members(store_datasets["recipes"]).items()
+               if "png" not in parts)
+    copy = _tampered(store_datasets["recipes"], tmp_path, key)
+    dataset = open_dataset(str(copy))
+    with pytest.raises(ReplayMismatchError, match=rf"sample {key}: .*numpy 1\.0\.0 there, "
+                                                  rf"{np.__version__} here"):
+        list(dataset.samples())
+    unverified = {s["key"]: s["image"] for s in dataset.samples(verify=False)}
+    expected = _pil(_members(store_datasets["images"])[key]["png"])
+    np.testing.assert_array_equal(unverified[key], expected)  # verify=False: not checked
+
+
+def test_pending_replays_lazily_and_says_when_libraries_are_the_same(small_image):
+    image, recipe = distortions.apply(small_image, 1, 3, seed=11)
+    meta = {"recipe": recipe, "sha256": hashlib.sha256(image.tobytes()).hexdigest()}
+    same = ReplayContext(library_versions())
+    np.testing.assert_array_equal(Pending("k", small_image, meta, same).pixels(), image)
+    wrong = {**meta, "sha256": "f" * 64}
+    with pytest.raises(ReplayMismatchError, match=r"sample k: .*every recorded library "
+                                                  "version is the same here"):
+        Pending("k", small_image, wrong, same).pixels()
+    with pytest.raises(ReplayMismatchError, match="records no library versions"):
+        Pending("k", small_image, wrong, ReplayContext(None)).pixels()
