@@ -125,7 +125,11 @@ def _from_checkpoint(config: EncoderConfig, device: torch.device) -> Encoder:
 
 def _baseline(config: EncoderConfig, device: torch.device, seed: int) -> Encoder:
     torch.manual_seed(seed)  # the random start is the seed's
-    built = build_model(ModelConfig(config.backbone, init=config.init), outputs=0)
+    try:
+        built = build_model(ModelConfig(config.backbone, init=config.init), outputs=0)
+    except ModelInitError as error:  # its advice (--pretrained-file) is finetune's
+        raise ModelInitError(f"--init imagenet: {error} (a probe takes --checkpoint or "
+                             "--init random instead)") from error
     expected = backbone_input(config.backbone)
     crop = config.crop or expected.size
     expected.check_crop(config.backbone, crop)

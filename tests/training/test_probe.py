@@ -196,6 +196,8 @@ def test_the_probe_recovers_a_planted_relation_and_compare_lists_every_kind(pret
     assert main(_probe(checkpoint, csv, out, "--repeats", "2")) == 0  # features kept
     assert "features of 240 images read from" in capsys.readouterr().out
     assert read_json(out / "results.json")["splits"][0] == summary["splits"][0]
+    assert main(_probe(checkpoint, csv, out, "--repeats", "1", "--seed", "1")) == 0
+    assert "read from" not in capsys.readouterr().out  # another seed: computed afresh
 
     finetune, evaluation = tmp_path / "finetune", tmp_path / "evaluate"
     assert main(["finetune", "--dataset", "csv", "--root", str(csv), "--out", str(finetune),
@@ -236,6 +238,22 @@ def test_a_multi_head_encoder_probes_across_datasets_and_against_a_random_start(
     assert random_start["start"] == "random" and random_start["features"] == 96
     # another encoder's features: the relation planted on the checkpoint's is not linear there
     assert random_start["median"]["srocc"] < summary["median"]["srocc"]
+
+
+def test_shards_with_two_references_probe_and_say_validation_reuses_training(
+        pretrained, tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "shards"
+    assert main(["probe", "--checkpoint", str(pretrained["quality"]), "--dataset", "shards",
+                 "--root", str(tiny_dataset), "--refs", "r4,r5", "--out", str(out),
+                 "--repeats", "2", "--eval-crops", "2", *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "the penalty was chosen on the training images" in printed
+    assert "ensemble labels Q stand in" in printed
+    summary = read_json(out / "results.json")
+    assert [result["test_groups"] for result in summary["splits"]] in (
+        [["r4"], ["r5"]], [["r5"], ["r4"]])  # two folds of one reference each
+    assert all(result["val_is_train"] and result["test"]["count"] == 6
+               for result in summary["splits"])
 
 
 def test_foreign_checkpoints_and_files_are_named_clearly(pretrained, tmp_path, capsys):
