@@ -143,13 +143,14 @@ def one_split(config: ProbeConfig, table: Table, test_table: Table | None,
               "val_is_train": parts.val is parts.train, "test_images": len(parts.test),
               "test_groups": sorted({image.group for image in parts.test})}
     if test_table is None:
-        features, opinion = held_out
+        (features, opinion), tested = held_out, f"the test part of split {repeat}"
     else:
         features, opinion = test_table.features, test_table.scores
+        tested = f"the test dataset {config.test_dataset.root}"
         if len(parts.test) >= 3:  # the first dataset's own test part, for reference
             result["held_out"] = report(chosen.predict(held_out[0]), held_out[1])
     predicted = chosen.predict(features)
-    result["test"] = _figures(predicted, opinion, f"the test part of split {repeat}")
+    result["test"] = _figures(predicted, opinion, tested)
     return result, predicted, opinion
 
 
@@ -163,7 +164,7 @@ def _notices(config: ProbeConfig, table: Table, results: list[dict]) -> list[str
     notices = []
     if all(image.published_split for image in table.images) and config.repeats > 1:
         notices.append(f"{config.dataset.kind} has a published train/test split: every repeat "
-                       "uses it, so the repeats agree")
+                       "tests on its test set (only the validation part changes)")
     if any(result["val_is_train"] for result in results):
         notices.append("too few references to hold a validation part out: the penalty was "
                        "chosen on the training images (the smallest one wins)")
