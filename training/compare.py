@@ -8,6 +8,8 @@ from pathlib import Path
 
 from training.finetune import FIGURES
 
+CORE = ("srocc", "plcc", "krcc", "rmse")  # what every kind of run has reported from the start
+
 
 class UnknownResultsError(ValueError):
     """A file that is neither a results.json of finetune or probe nor an evaluation.json."""
@@ -51,7 +53,7 @@ def read_row(path: Path) -> Row:
         raise UnknownResultsError(f"{path} is not JSON ({error})") from None
     if isinstance(summary, dict):
         figures = summary.get("median") or summary.get("figures") or {}
-        if isinstance(figures, dict) and all(name in figures for name in FIGURES):
+        if isinstance(figures, dict) and all(name in figures for name in CORE):
             if summary.get("kind") == "probe":
                 return _probe(summary)
             if "median" in summary:
@@ -60,6 +62,10 @@ def read_row(path: Path) -> Row:
                 return _evaluation(summary)
     raise UnknownResultsError(f"{path} is neither a results.json of `train finetune` or `train "
                               "probe` nor an evaluation.json of `train evaluate`")
+
+
+def _cell(value: float | None) -> str:
+    return f"{'-':>10}" if value is None else f"{value:>10.4f}"
 
 
 def table(results: list[Path]) -> str:
@@ -72,6 +78,6 @@ def table(results: list[Path]) -> str:
         label = path.parent.name or "."
         rows.append(f"{label[-22:]:<24}{row.kind:<10}{row.start[-30:]:<32}"
                     f"{row.datasets[-26:]:<28}"
-                    + "".join(f"{row.figures[name]:>10.4f}" for name in FIGURES)
+                    + "".join(_cell(row.figures.get(name)) for name in FIGURES)
                     + f"{row.repeats:>9}")
     return "\n".join(rows)

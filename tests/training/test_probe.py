@@ -280,6 +280,14 @@ def test_foreign_checkpoints_and_files_are_named_clearly(pretrained, tmp_path, c
     (tmp_path / "other.json").write_text(json.dumps({"median": {"srocc": 1.0}}))
     assert main(["compare", str(tmp_path / "other.json")]) == 2
     assert "neither a results.json" in capsys.readouterr().err
+    older = tmp_path / "older" / "results.json"  # a finetune run of before the raw figures
+    older.parent.mkdir()
+    older.write_text(json.dumps({"start": "random", "median": {
+        "srocc": 0.5, "plcc": 0.6, "krcc": 0.4, "rmse": 0.2}}))
+    assert main(["compare", str(older)]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split() == [
+        "older", "finetune", "random", "?", "->", "?", "0.5000", "0.6000", "-", "0.4000",
+        "0.2000", "-", "1"]
 
 
 @pytest.mark.slow
