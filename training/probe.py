@@ -136,11 +136,13 @@ def one_split(config: ProbeConfig, table: Table, test_table: Table | None,
     parts = split(table.images, config.split_by, config.seed, repeat,
                   val_fraction=config.fractions.val_share,
                   test_fraction=config.fractions.test_share)
-    chosen = select_ridge(table.rows(parts.train), table.rows(parts.val)).ridge
+    no_val = parts.val is parts.train  # too few references to hold some out
+    chosen = select_ridge(table.rows(parts.train),
+                          None if no_val else table.rows(parts.val)).ridge
     held_out = table.rows(parts.test)
     result = {"repeat": repeat, "seed": config.seed, "alpha": chosen.alpha,
               "train_images": len(parts.train), "val_images": len(parts.val),
-              "val_is_train": parts.val is parts.train, "test_images": len(parts.test),
+              "val_is_train": no_val, "test_images": len(parts.test),
               "test_groups": sorted({image.group for image in parts.test})}
     if test_table is None:
         (features, opinion), tested = held_out, f"the test part of split {repeat}"
@@ -167,7 +169,8 @@ def _notices(config: ProbeConfig, table: Table, results: list[dict]) -> list[str
                        "tests on its test set (only the validation part changes)")
     if any(result["val_is_train"] for result in results):
         notices.append("too few references to hold a validation part out: the penalty was "
-                       "chosen on the training images (the smallest one wins)")
+                       "chosen by leave-one-out on the training images (by image: optimistic "
+                       "where images share a reference)")
     if config.dataset.kind == "shards":
         notices.append("the shards' ensemble labels Q stand in for opinion scores here")
     return notices
@@ -185,7 +188,8 @@ def _summary(config: ProbeConfig, encoder: Encoder, table: Table, test_table: Ta
             "images": len(table.images), "features": int(table.features.shape[1]),
             "test_images": len(test_table.images) if test_table else None,
             "selection": "the least validation RMSE over alpha_grid (a per-sample penalty "
-                         "on standardised features); weights fitted on the train part only",
+                         "on standardised features; leave-one-out RMSE on the train part "
+                         "where val_is_train); weights fitted on the train part only",
             "alpha_grid": list(ALPHA_GRID), "median": median_figures(results),
             "median_split": _median_split(results), "splits": results}
 

@@ -48,45 +48,91 @@ def _standardised(features: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> 
     return (np.asarray(features, dtype=np.float64) - mean) / scale
 
 
-def ridge_path(features: np.ndarray, targets: np.ndarray,
-               alphas: tuple[float, ...] = ALPHA_GRID) -> list[Ridge]:
-    """One fit per alpha (each > 0), all from one SVD of the standardised features; a feature
-    constant on the fitting part gets weight 0."""
+@dataclass(frozen=True)
+class _Decomposed:
+    """A fitting part standardised and decomposed once: X = U diag(s) V^T."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    intercept: float
+    left: np.ndarray
+    singular: np.ndarray
+    right: np.ndarray
+    centred: np.ndarray   # the targets less their mean
+
+    def shrink(self, alpha: float) -> np.ndarray:
+        squared = self.singular ** 2
+        return squared / (squared + len(self.centred) * alpha)
+
+    def fit(self, alpha: float) -> Ridge:
+        squared = self.singular ** 2
+        weights = self.right.T @ (self.singular / (squared + len(self.centred) * alpha)
+                                  * (self.left.T @ self.centred))
+        return Ridge(self.mean, self.scale, weights, self.intercept, float(alpha))
+
+    def leave_one_out_rmse(self, alpha: float) -> float:
+        """The RMSE of each sample predicted by the fit without it, in closed form: residual
+        / (1 - leverage), the leverage of the hat matrix 11^T/n + U diag(shrink) U^T (the
+        same total penalty n alpha without the sample; the standardisation kept)."""
+        shrink = self.shrink(alpha)
+        fitted = self.left @ (shrink * (self.left.T @ self.centred))
+        kept = 1.0 - 1.0 / len(self.centred) - (self.left ** 2) @ shrink
+        if kept.min() <= 1e-12:  # a sample that is fitted exactly whatever its target
+            return float("inf")
+        return _rmse((self.centred - fitted) / kept, 0.0)
+
+
+def _decomposed(features: np.ndarray, targets: np.ndarray, alphas: tuple[float, ...]
+                ) -> _Decomposed:
     features, targets = _checked(features, targets)
     if not alphas or min(alphas) <= 0:
         raise ValueError(f"ridge penalties must be positive, got {alphas}")
     mean = features.mean(axis=0)
     spread = features.std(axis=0)
     scale = np.where(spread > 0, spread, 1.0)
-    intercept = float(targets.mean())
     left, singular, right = np.linalg.svd(_standardised(features, mean, scale),
                                           full_matrices=False)
-    projected = left.T @ (targets - intercept)
-    count = len(targets)
-    return [Ridge(mean, scale, right.T @ (singular / (singular ** 2 + count * alpha) * projected),
-                  intercept, float(alpha)) for alpha in alphas]
+    intercept = float(targets.mean())
+    return _Decomposed(mean, scale, intercept, left, singular, right, targets - intercept)
 
 
-def _rmse(predicted: np.ndarray, targets: np.ndarray) -> float:
+def ridge_path(features: np.ndarray, targets: np.ndarray,
+               alphas: tuple[float, ...] = ALPHA_GRID) -> list[Ridge]:
+    """One fit per alpha (each > 0), all from one SVD of the standardised features; a feature
+    constant on the fitting part gets weight 0."""
+    decomposed = _decomposed(features, targets, alphas)
+    return [decomposed.fit(alpha) for alpha in alphas]
+
+
+def _rmse(predicted: np.ndarray, targets) -> float:
     return float(np.sqrt(np.mean((np.asarray(predicted) - np.asarray(targets)) ** 2)))
 
 
 @dataclass(frozen=True)
 class Selection:
-    """The read-out of the chosen alpha and the validation RMSE of every alpha tried."""
+    """The read-out of the chosen alpha and the RMSE of every alpha tried (on the validation
+    part, or left one out)."""
 
     ridge: Ridge
-    val_rmse: tuple[float, ...]
+    rmse: tuple[float, ...]
 
 
-def select_ridge(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+def select_ridge(train: tuple[np.ndarray, np.ndarray],
+                 val: tuple[np.ndarray, np.ndarray] | None,
                  alphas: tuple[float, ...] = ALPHA_GRID) -> Selection:
     """Fit on `train` (features, targets) for every alpha, keep the one of least RMSE on
-    `val` (the smallest alpha among equals). The weights stay those fitted on `train`."""
+    `val` (the smallest alpha among equals), or without a validation part the least
+    leave-one-out RMSE on `train` (by sample: optimistic where samples share a reference, far
+    better than the training error, which always takes the smallest alpha). The weights stay
+    those fitted on `train`."""
+    decomposed = _decomposed(*train, alphas)
+    fits = [decomposed.fit(alpha) for alpha in alphas]
+    if val is None:
+        errors = tuple(decomposed.leave_one_out_rmse(alpha) for alpha in alphas)
+        return Selection(fits[int(np.argmin(errors))], errors)
     val_features, val_targets = _checked(*val, least=1)
-    fits = ridge_path(*train, alphas)
-    if val_features.shape[1] != len(fits[0].mean):
+    if val_features.shape[1] != len(decomposed.mean):
         raise ValueError(f"validation features have {val_features.shape[1]} columns, the "
-                         f"fitting part {len(fits[0].mean)}")
+                         f"fitting part {len(decomposed.mean)}")
     errors = tuple(_rmse(fit.predict(val_features), val_targets) for fit in fits)
     return Selection(fits[int(np.argmin(errors))], errors)

@@ -80,7 +80,27 @@ def test_the_chosen_penalty_grows_with_the_noise():
         bayes = 1.0 * 60 / (80 * 2.0)
         assert clean.ridge.alpha <= 1e-3
         assert abs(np.log10(noisy.ridge.alpha / bayes)) <= 1.0, noisy.ridge.alpha
-        assert min(noisy.val_rmse) == noisy.val_rmse[ALPHA_GRID.index(noisy.ridge.alpha)]
+        assert min(noisy.rmse) == noisy.rmse[ALPHA_GRID.index(noisy.ridge.alpha)]
+        left_out = select_ridge((features[:80], targets[:80]), None)  # no validation part
+        assert abs(np.log10(left_out.ridge.alpha / bayes)) <= 1.0, left_out.ridge.alpha
+
+
+def test_leave_one_out_errors_equal_refits_without_each_sample():
+    """The closed form against 30 refits, each without one sample (same standardisation and
+    total penalty, unpenalised intercept), solved as an augmented least-squares problem."""
+    rng = np.random.default_rng(5)
+    features, targets, _ = _planted(rng, 30, 8, 3, noise=0.5)
+    alpha = 0.05
+    errors = select_ridge((features, targets), None, (alpha, 10 * alpha)).rmse
+    standard = (features - features.mean(axis=0)) / features.std(axis=0)
+    residuals = []
+    for left in range(30):
+        keep = np.arange(30) != left
+        design = np.vstack([np.c_[np.ones(29), standard[keep]],
+                            np.c_[np.zeros(8), np.sqrt(30 * alpha) * np.eye(8)]])
+        solution = np.linalg.lstsq(design, np.r_[targets[keep], np.zeros(8)], rcond=None)[0]
+        residuals.append(targets[left] - solution[0] - standard[left] @ solution[1:])
+    assert errors[0] == pytest.approx(np.sqrt(np.mean(np.square(residuals))), rel=1e-9)
 
 
 def test_ridge_refuses_what_it_cannot_fit():
@@ -247,7 +267,7 @@ def test_shards_with_two_references_probe_and_say_validation_reuses_training(
                  "--root", str(tiny_dataset), "--refs", "r4,r5", "--out", str(out),
                  "--repeats", "2", "--eval-crops", "2", *TINY]) == 0
     printed = capsys.readouterr().out
-    assert "the penalty was chosen on the training images" in printed
+    assert "chosen by leave-one-out on the training images" in printed
     assert "ensemble labels Q stand in" in printed
     summary = read_json(out / "results.json")
     assert [result["test_groups"] for result in summary["splits"]] in (
