@@ -141,7 +141,7 @@ def one_split(config: ProbeConfig, table: Table, test_table: Table | None,
                           None if no_val else table.rows(parts.val)).ridge
     held_out = table.rows(parts.test)
     result = {"repeat": repeat, "seed": config.seed, "alpha": chosen.alpha,
-              "train_images": len(parts.train), "val_images": len(parts.val),
+              "train_images": len(parts.train), "val_images": 0 if no_val else len(parts.val),
               "val_is_train": no_val, "test_images": len(parts.test),
               "test_groups": sorted({image.group for image in parts.test})}
     if test_table is None:

@@ -272,8 +272,8 @@ def test_shards_with_two_references_probe_and_say_validation_reuses_training(
     summary = read_json(out / "results.json")
     assert [result["test_groups"] for result in summary["splits"]] in (
         [["r4"], ["r5"]], [["r5"], ["r4"]])  # two folds of one reference each
-    assert all(result["val_is_train"] and result["test"]["count"] == 6
-               for result in summary["splits"])
+    assert all(result["val_is_train"] and result["val_images"] == 0
+               and result["test"]["count"] == 6 for result in summary["splits"])
 
 
 def test_foreign_checkpoints_and_files_are_named_clearly(pretrained, tmp_path, capsys):
