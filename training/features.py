@@ -64,7 +64,8 @@ class Encoder:
     notices: tuple[str, ...]
 
 
-def _nested(mapping, *keys):
+def _nested(mapping: object, *keys: str) -> object:
+    """mapping[key0][key1]..., or None where a level is missing or not a dict."""
     for key in keys:
         if not isinstance(mapping, dict):
             return None
@@ -81,9 +82,8 @@ def _read_checkpoint(path: str) -> dict:
         raise ValueError(f"{path} is not a torch checkpoint ({type(error).__name__}: "
                          f"{error})") from None
     if _nested(saved, "config", "model", "backbone") is None:
-        raise ValueError(f"{path} does not name its backbone: not a checkpoint of "
-                         "`iqa-factory train` (probe a plain state dict's backbone by training "
-                         "from it with --pretrained-file first)")
+        raise ValueError(f"{path} does not name its backbone (config.model.backbone): not a "
+                         "checkpoint of `iqa-factory train`")
     return saved
 
 
