@@ -86,7 +86,7 @@ def test_evaluate_takes_the_checkpoints_input_and_falls_back_to_imagenet():
     from training.evaluate import saved_augment
 
     nasnet = saved_augment({"augment": {"crop": 96, "mean": [0.5] * 3, "std": [0.5] * 3}},
-                            "nasnetalarge", None)
+                           "nasnetalarge", None)
     assert (nasnet.crop, nasnet.mean) == (96, (0.5, 0.5, 0.5))
     older = saved_augment({"augment": {"crop": 64}}, "resnet50", None)
     assert older.mean == IMAGENET_DEFAULT_MEAN and older.std == IMAGENET_DEFAULT_STD
