@@ -158,6 +158,8 @@ def _test_dataset(args) -> Benchmark | None:
         raise ValueError("--test-dataset and --test-root go together")
     if args.test_dataset is None:
         return None
+    if args.test_dataset == "shards" and not _names(args.test_refs):
+        raise ValueError("--test-dataset shards needs --test-refs: the references to test on")
     return Benchmark(args.test_dataset, args.test_root, _names(args.test_refs))
 
 

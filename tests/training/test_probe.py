@@ -295,6 +295,9 @@ def test_foreign_checkpoints_and_files_are_named_clearly(pretrained, tmp_path, c
     assert main(_probe(pretrained["quality"], csv, tmp_path / "out", "--test-dataset",
                        "csv")) == 2
     assert "--test-dataset and --test-root go together" in capsys.readouterr().err
+    assert main(_probe(pretrained["quality"], csv, tmp_path / "out", "--test-dataset",
+                       "shards", "--test-root", str(tmp_path))) == 2
+    assert "--test-dataset shards needs --test-refs" in capsys.readouterr().err
     assert main(["compare", str(text)]) == 2
     assert "is not JSON" in capsys.readouterr().err
     (tmp_path / "other.json").write_text(json.dumps({"median": {"srocc": 1.0}}))
