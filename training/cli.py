@@ -1,5 +1,6 @@
-"""`iqa-factory train pretrain|finetune|evaluate`, also `torchrun --nproc_per_node=N -m
-training pretrain|finetune|evaluate` (DDP; one process when not launched by torchrun)."""
+"""`iqa-factory train pretrain|finetune|evaluate|probe|compare`, also `torchrun
+--nproc_per_node=N -m training pretrain|finetune|evaluate|probe` (DDP; one process when not
+launched by torchrun)."""
 
 import argparse
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 from training.benchmarks import LOADERS, DatasetLayoutError
 from training.compare import table
 from training.evaluate import EvaluateConfig, evaluate
+from training.features import BASELINE_INITS, EncoderConfig
 from training.finetune import FinetuneConfig, finetune
 from training.image_data import SPLIT_BY
 from training.loop import NonFiniteError
@@ -16,6 +18,7 @@ from training.objectives import OBJECTIVES, ObjectiveConfig
 from training.objectives.base import OPTIM_DEFAULTS
 from training.optim import FINETUNE, OPTIMIZERS, PRETRAIN, SCHEDULES, OptimConfig
 from training.pretrain import PretrainConfig, pretrain
+from training.probe import Benchmark, Fractions, ProbeConfig, probe
 from training.shard_data import TARGETS, Target
 from training.transforms import EVAL_CROPS, Augment
 
@@ -199,8 +202,27 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _test_dataset(args) -> Benchmark | None:
+    if (args.test_dataset is None) != (args.test_root is None):
+        raise ValueError("--test-dataset and --test-root go together")
+    if args.test_dataset is None:
+        return None
+    if args.test_dataset == "shards" and not _names(args.test_refs):
+        raise ValueError("--test-dataset shards needs --test-refs: the references to test on")
+    return Benchmark(args.test_dataset, args.test_root, _names(args.test_refs))
+
+
+def _probe(args) -> int:
+    probe(ProbeConfig(
+        Benchmark(args.dataset, args.root, _names(args.refs)), args.out,
+        EncoderConfig(args.checkpoint, args.init, args.backbone, args.crop),
+        _test_dataset(args), args.split_by, args.repeats, Fractions.parse(args.fractions),
+        args.eval_crops, args.batch_size, args.workers, args.seed, args.device))
+    return 0
+
+
 def _compare(args) -> int:
-    print(table({Path(path).parent.name: Path(path) for path in args.results}))
+    print(table([Path(path) for path in args.results]))
     return 0
 
 
@@ -216,6 +238,39 @@ def _add_dataset(parser: argparse.ArgumentParser) -> None:
                              "image (as the reference paper did)")
     parser.add_argument("--eval-crops", type=int, default=EVAL_CROPS,
                         help=f"random crops averaged per test image (default {EVAL_CROPS})")
+
+
+def _add_probe(commands) -> None:
+    parser = commands.add_parser(
+        "probe", help="ridge regression on a frozen encoder's features, on repeated splits")
+    start = parser.add_mutually_exclusive_group(required=True)
+    start.add_argument("--checkpoint", help="a checkpoint of train (best.pt, any objective): "
+                                            "its backbone is probed")
+    start.add_argument("--init", choices=BASELINE_INITS,
+                       help="a baseline instead of a checkpoint: the --backbone's random "
+                            "(seeded by --seed) or ImageNet weights")
+    parser.add_argument("--backbone", default=None,
+                        help="with --init: the timm backbone; with --checkpoint: checked "
+                             "against the checkpoint's")
+    _add_dataset(parser)
+    parser.add_argument("--test-dataset", choices=sorted(LOADERS), default=None,
+                        help="cross-dataset: test each split's read-out on all of this "
+                             "dataset (fitted on the train part of --dataset)")
+    parser.add_argument("--test-root", default=None, help="the test dataset's folder")
+    parser.add_argument("--test-refs", default="",
+                        help="a shards test dataset's references")
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="seeded splits; the median figures are reported (default 10)")
+    parser.add_argument("--fractions", default="70/10/20", metavar="TRAIN/VAL/TEST",
+                        help="shares of the references (or images) per split; the test "
+                             "shares rotate as folds (default 70/10/20, Re-IQA's)")
+    parser.add_argument("--crop", type=int, default=None,
+                        help="network input size (default: the checkpoint's, else the "
+                             "backbone's)")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="images per feature batch, all ranks together (default 32)")
+    _add_common(parser)
+    parser.set_defaults(run=_probe)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,8 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(test)
     test.set_defaults(run=_evaluate)
 
-    compare = commands.add_parser("compare", help="median test figures of fine-tuning runs")
-    compare.add_argument("results", nargs="+", help="results.json files of train finetune")
+    _add_probe(commands)
+
+    compare = commands.add_parser("compare", help="test figures of finetune, probe and "
+                                                  "evaluate runs side by side")
+    compare.add_argument("results", nargs="+",
+                         help="results.json files of train finetune or probe (their median "
+                              "figures), evaluation.json files of train evaluate")
     compare.set_defaults(run=_compare)
     return parser
 

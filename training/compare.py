@@ -1,21 +1,83 @@
-"""`train compare`: the median test figures of several fine-tuning runs side by side (a
-pretrained start against an ImageNet or random one, say)."""
+"""`train compare`: test figures of several runs side by side, one row each: fine-tuning and
+probe runs (their results.json: the median over their splits) and evaluations (evaluation.json
+of `train evaluate`, one test: a checkpoint on another dataset is the cross-dataset figure)."""
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from training.finetune import FIGURES
 
+CORE = ("srocc", "plcc", "krcc", "rmse")  # what every kind of run has reported from the start
 
-def table(results: dict[str, Path]) -> str:
-    """A text table, one row per run (label -> its results.json)."""
-    header = f"{'run':<24}{'start':<40}" + "".join(f"{name.upper():>10}" for name in FIGURES)
-    rows = [header, "-" * len(header)]
-    for label, path in results.items():
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: run `train finetune` first")
+
+class UnknownResultsError(ValueError):
+    """A file that is neither a results.json of finetune or probe nor an evaluation.json."""
+
+
+@dataclass(frozen=True)
+class Row:
+    kind: str         # finetune | probe | evaluate
+    start: str        # the weights it started from (or the checkpoint evaluated)
+    datasets: str     # trained on -> tested on
+    figures: dict     # the median figures (one evaluation's own)
+    repeats: int
+
+
+def _finetune(summary: dict) -> Row:
+    dataset = summary.get("dataset", "?")
+    return Row("finetune", str(summary.get("start", "?")), f"{dataset} -> {dataset}",
+               summary["median"], summary.get("repeats", 1))
+
+
+def _probe(summary: dict) -> Row:
+    return Row("probe", str(summary["start"]),
+               f"{summary['dataset']} -> {summary['test_dataset']}", summary["median"],
+               summary["repeats"])
+
+
+def _evaluation(summary: dict) -> Row:
+    tested = summary["dataset"] + (" (test)" if summary.get("subset") == "test" else "")
+    return Row("evaluate", str(summary["checkpoint"]),
+               f"{summary.get('trained_on') or '?'} -> {tested}", summary["figures"], 1)
+
+
+def read_row(path: Path) -> Row:
+    """The row of a results.json (finetune, probe) or an evaluation.json (evaluate)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `train finetune`, `train probe` "
+                                "or `train evaluate` first")
+    try:
         summary = json.loads(path.read_text())
-        start = str(summary.get("start", "?"))[-38:]
-        rows.append(f"{label:<24}{start:<40}" + "".join(
-            f"{summary['median'][name]:>10.4f}" for name in FIGURES))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UnknownResultsError(f"{path} is not JSON ({error})") from None
+    if isinstance(summary, dict):
+        figures = summary.get("median") or summary.get("figures") or {}
+        if isinstance(figures, dict) and all(name in figures for name in CORE):
+            if summary.get("kind") == "probe":
+                return _probe(summary)
+            if "median" in summary:
+                return _finetune(summary)
+            if "checkpoint" in summary:
+                return _evaluation(summary)
+    raise UnknownResultsError(f"{path} is neither a results.json of `train finetune` or `train "
+                              "probe` nor an evaluation.json of `train evaluate`")
+
+
+def _cell(value: float | None) -> str:
+    return f"{'-':>10}" if value is None else f"{value:>10.4f}"
+
+
+def table(results: list[Path]) -> str:
+    """A text table, one row per results.json or evaluation.json, labelled by its folder."""
+    header = (f"{'run':<24}{'kind':<10}{'start':<32}{'train -> test':<28}"
+              + "".join(f"{name.upper():>10}" for name in FIGURES) + f"{'repeats':>9}")
+    rows = [header, "-" * len(header)]
+    for path in results:
+        row = read_row(path)
+        label = path.parent.name or "."
+        rows.append(f"{label[-22:]:<24}{row.kind:<10}{row.start[-30:]:<32}"
+                    f"{row.datasets[-26:]:<28}"
+                    + "".join(_cell(row.figures.get(name)) for name in FIGURES)
+                    + f"{row.repeats:>9}")
     return "\n".join(rows)

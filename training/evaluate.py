@@ -36,7 +36,7 @@ class EvaluateConfig:
     device: str = "auto"
 
 
-def _saved_augment(saved: dict, backbone: str, crop: int | None) -> Augment:
+def saved_augment(saved: dict, backbone: str, crop: int | None) -> Augment:
     """The input the checkpoint was trained on: its crop (unless `crop`) and normalisation
     (checkpoints older than the per-backbone normalisation were trained on ImageNet's)."""
     trained = saved.get("augment", {})
@@ -68,7 +68,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         model = build_model(model_config).model
         precision = Precision.resolve(model_config.precision, context.device)
         precision.prepare(model.to(context.device))
-        augment = _saved_augment(saved["config"], backbone, config.crop)
+        augment = saved_augment(saved["config"], backbone, config.crop)
         images = benchmarks.load(config.dataset, config.root, config.refs)
         if config.subset == "test":
             images = split(images, config.split_by, config.seed, config.repeat).test
@@ -82,7 +82,8 @@ def evaluate(config: EvaluateConfig) -> dict:
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
         result = {"checkpoint": config.checkpoint, "dataset": config.dataset,
-                  "root": config.root, "subset": config.subset, "figures": figures}
+                  "root": config.root, "subset": config.subset, "figures": figures,
+                  "trained_on": saved["config"].get("dataset")}  # for `train compare`
         (out / "evaluation.json").write_text(json.dumps(result, indent=1, sort_keys=True))
         np.savez(out / "predictions.npz", predicted=predicted, opinion=opinion)
         scatter(predicted, opinion, figures, f"{config.dataset} ({config.subset})",

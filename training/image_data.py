@@ -49,16 +49,16 @@ def held_out_groups(groups: np.ndarray, seed: int, repeat: int,
 
 
 def split(images: list[LabelledImage], split_by: str, seed: int, repeat: int = 0,
-          val_fraction: float = 0.125) -> Split:
-    """Split `repeat` of a seeded 80/20 train/test scheme (see `held_out_groups`);
-    `val_fraction` of the training groups hold out for validation. A dataset with a published
-    split keeps it (train/test) whatever the repeat."""
+          val_fraction: float = 0.125, test_fraction: float = 0.2) -> Split:
+    """Split `repeat` of a seeded train/test scheme, 80/20 by default (see `held_out_groups`);
+    `val_fraction` of the training groups hold out for validation (so 70/10/20 by default).
+    A dataset with a published split keeps it (train/test) whatever the repeat."""
     if all(image.published_split for image in images):
         pool = [image for image in images if image.published_split == "train"]
         test = [image for image in images if image.published_split == "test"]
     else:
         groups = _groups(images, split_by)
-        held_out = held_out_groups(groups, seed, repeat)
+        held_out = held_out_groups(groups, seed, repeat, test_fraction)
         in_test = np.array([group in held_out for group in groups])
         pool, test = _pick(images, ~in_test), _pick(images, in_test)
     groups = _groups(pool, split_by)

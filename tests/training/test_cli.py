@@ -43,9 +43,11 @@ def test_compare_prints_the_median_figures(tmp_path, capsys):
             json.dumps({"start": name, "median": {**figures, "srocc": srocc}}))
     assert main(["train", "compare", str(tmp_path / "pretrained" / "results.json"),
                  str(tmp_path / "baseline" / "results.json")]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[2].split()[:3] == ["pretrained", "pretrained", "0.9000"]
-    assert lines[3].split()[:3] == ["baseline", "baseline", "0.7000"]
+    lines = capsys.readouterr().out.splitlines()  # run, kind, start, train -> test, SROCC
+    assert lines[2].split()[:7] == ["pretrained", "finetune", "pretrained", "?", "->", "?",
+                                    "0.9000"]
+    assert lines[3].split()[:7] == ["baseline", "finetune", "baseline", "?", "->", "?",
+                                    "0.7000"]
 
 
 def test_a_classification_target_trains_a_class_head_and_reports_accuracy(tiny_dataset,
@@ -81,11 +83,11 @@ def test_nasnetalarge_pretrains_and_evaluates_with_its_own_normalisation(tiny_da
 
 
 def test_evaluate_takes_the_checkpoints_input_and_falls_back_to_imagenet():
-    from training.evaluate import _saved_augment
+    from training.evaluate import saved_augment
 
-    nasnet = _saved_augment({"augment": {"crop": 96, "mean": [0.5] * 3, "std": [0.5] * 3}},
-                            "nasnetalarge", None)
+    nasnet = saved_augment({"augment": {"crop": 96, "mean": [0.5] * 3, "std": [0.5] * 3}},
+                           "nasnetalarge", None)
     assert (nasnet.crop, nasnet.mean) == (96, (0.5, 0.5, 0.5))
-    older = _saved_augment({"augment": {"crop": 64}}, "resnet50", None)
+    older = saved_augment({"augment": {"crop": 64}}, "resnet50", None)
     assert older.mean == IMAGENET_DEFAULT_MEAN and older.std == IMAGENET_DEFAULT_STD
-    assert _saved_augment({}, "nasnetalarge", None).crop == 331
+    assert saved_augment({}, "nasnetalarge", None).crop == 331

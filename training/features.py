@@ -1,0 +1,229 @@
+"""Features of a frozen encoder: the backbone of a checkpoint of `iqa-factory train` (any
+objective's), or a random or ImageNet start as the baseline, its pooled features per image (the
+mean over the evaluation crops), computed once, without gradients, split across the DDP ranks,
+and kept in a file that a later run with the same settings reuses."""
+
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from training import distributed
+from training.benchmarks import LabelledImage
+from training.distributed import Context
+from training.evaluate import saved_augment
+from training.finetune import eval_loader
+from training.model import (
+    ModelConfig,
+    ModelInitError,
+    backbone_input,
+    build_model,
+    checkpoint_state,
+    fit_layout,
+)
+from training.precision import Precision
+from training.transforms import Augment
+
+BASELINE_INITS = ("random", "imagenet")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """A checkpoint (its backbone and input read from it), or a baseline start of a backbone."""
+
+    checkpoint: str | None = None
+    init: str | None = None        # without a checkpoint: random | imagenet
+    backbone: str | None = None    # with a checkpoint: checked against its own
+    crop: int | None = None        # default: the checkpoint's training crop, else the backbone's
+
+    def __post_init__(self):
+        if (self.checkpoint is None) == (self.init is None):
+            raise ValueError("give a checkpoint (--checkpoint) or a baseline start (--init "
+                             "random|imagenet with --backbone), one of the two")
+        if self.init is not None and self.init not in BASELINE_INITS:
+            raise ValueError(f"--init must be one of {BASELINE_INITS}, got {self.init!r}")
+        if self.init is not None and self.backbone is None:
+            raise ValueError(f"--init {self.init} needs --backbone (a timm model name)")
+
+
+@dataclass(frozen=True)
+class Encoder:
+    model: nn.Module           # eval mode, no gradients, on the device
+    backbone: str
+    start: str                 # the checkpoint file, random or imagenet
+    augment: Augment           # the crop and normalisation it sees
+    precision: Precision
+    fingerprint: str           # the checkpoint's sha256, or the start: part of the cache key
+    notices: tuple[str, ...]
+
+
+def _nested(mapping: object, *keys: str) -> object:
+    """mapping[key0][key1]..., or None where a level is missing or not a dict."""
+    for key in keys:
+        if not isinstance(mapping, dict):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def _read_checkpoint(path: str) -> dict:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a foreign file fails with KeyError, EOFError, pickle's...
+        raise ValueError(f"{path} is not a torch checkpoint ({type(error).__name__}: "
+                         f"{error})") from None
+    if _nested(saved, "config", "model", "backbone") is None:
+        raise ValueError(f"{path} does not name its backbone (config.model.backbone): not a "
+                         "checkpoint of `iqa-factory train`")
+    return saved
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_all_loaded(model: nn.Module, path: str, backbone: str) -> None:
+    """Every tensor of the encoder must come from the checkpoint: a feature left at its random
+    start would make a probe of nothing in particular."""
+    state = fit_layout(checkpoint_state(path), model)
+    missing = [key for key, value in model.state_dict().items()
+               if key not in state or state[key].shape != value.shape]
+    if missing:
+        raise ModelInitError(f"{path} does not hold the {backbone} backbone its config names: "
+                             f"{len(missing)} of {len(model.state_dict())} tensors are missing "
+                             f"or of another shape ({', '.join(missing[:4])}...)")
+
+
+def _from_checkpoint(config: EncoderConfig, device: torch.device) -> Encoder:
+    saved = _read_checkpoint(config.checkpoint)
+    backbone = saved["config"]["model"]["backbone"]
+    if config.backbone is not None and config.backbone != backbone:
+        raise ValueError(f"{config.checkpoint} holds a {backbone} backbone, not "
+                         f"--backbone {config.backbone}")
+    built = build_model(ModelConfig(backbone, init="random",
+                                    pretrained_file=config.checkpoint), outputs=0)
+    _check_all_loaded(built.model, config.checkpoint, backbone)
+    precision = Precision.resolve(_nested(saved, "config", "model", "precision") or "auto",
+                                  device)
+    return Encoder(_frozen(built.model, precision, device), backbone, built.start,
+                   saved_augment(saved["config"], backbone, config.crop), precision,
+                   _sha256(config.checkpoint), tuple(built.notices))
+
+
+def _baseline(config: EncoderConfig, device: torch.device, seed: int) -> Encoder:
+    torch.manual_seed(seed)  # the random start is the seed's
+    try:
+        built = build_model(ModelConfig(config.backbone, init=config.init), outputs=0)
+    except ModelInitError as error:  # its advice (--pretrained-file) is finetune's
+        raise ModelInitError(f"--init imagenet: {error} (a probe takes --checkpoint or "
+                             "--init random instead)") from error
+    expected = backbone_input(config.backbone)
+    crop = config.crop or expected.size
+    expected.check_crop(config.backbone, crop)
+    precision = Precision.resolve("auto", device)
+    return Encoder(_frozen(built.model, precision, device), config.backbone, built.start,
+                   Augment(crop=crop, mean=expected.mean, std=expected.std), precision,
+                   f"{built.start}:{config.backbone}:seed {seed}", tuple(built.notices))
+
+
+def _frozen(model: nn.Module, precision: Precision, device: torch.device) -> nn.Module:
+    return precision.prepare(model.to(device)).eval().requires_grad_(False)
+
+
+def frozen_encoder(config: EncoderConfig, device: torch.device, seed: int = 0) -> Encoder:
+    """The encoder without its head (timm's pooled features), frozen, on `device`; `seed`
+    draws a random start."""
+    if config.checkpoint is not None:
+        return _from_checkpoint(config, device)
+    return _baseline(config, device, seed)
+
+
+def _rank_major(count: int, world_size: int) -> np.ndarray:
+    """The image index of each gathered row: rank r computed images r, r + W, r + 2W, ..."""
+    return np.concatenate([np.arange(rank, count, world_size) for rank in range(world_size)])
+
+
+def encoder_features(context: Context, encoder: Encoder, images: list[LabelledImage],
+                     crops: int, batch: int, workers: int, seed: int) -> np.ndarray | None:
+    """(images, features) float32 on rank 0, in the order of `images` (None on other ranks):
+    each image's pooled features averaged over its `crops` seeded random crops (one crop:
+    the centre)."""
+    loader = eval_loader(context, images, encoder.augment, crops, workers, batch, seed)
+    rows = [torch.zeros((0, encoder.model.num_features), device=context.device)]
+    bar = tqdm(loader, desc="features", unit="batch", disable=not context.is_main)
+    with torch.inference_mode():
+        for views, _ in bar:
+            stacked = views if views.ndim == 5 else views[:, None]
+            flat = encoder.precision.inputs(stacked.flatten(0, 1), context.device)
+            with encoder.precision.context(context.device):
+                pooled = encoder.model(flat).float()
+            rows.append(pooled.view(len(stacked), stacked.shape[1], -1).mean(dim=1))
+    gathered = distributed.gather_rows(context, torch.cat(rows)).cpu().numpy()
+    if not context.is_main:
+        return None
+    features = np.empty_like(gathered)
+    features[_rank_major(len(images), context.world_size)] = gathered
+    if not np.isfinite(features).all():
+        raise ValueError(f"the encoder ({encoder.start}) gives features that are not finite")
+    return features
+
+
+@dataclass(frozen=True)
+class FeatureFile:
+    """Where features are kept and what made them: a file whose `source` differs, or whose
+    names are not the images', is computed afresh."""
+
+    path: Path
+    source: dict   # encoder fingerprint, input, dataset, crops, seed
+
+    def load(self, names: list[str]) -> np.ndarray | None:
+        """The kept features, or None: no file, another source, or a file it cannot read."""
+        if not self.path.is_file():
+            return None
+        try:
+            with np.load(self.path) as saved:
+                if (str(saved["source"]) != json.dumps(self.source, sort_keys=True)
+                        or saved["names"].tolist() != names):
+                    return None
+                return saved["features"]
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            return None
+
+    def save(self, names: list[str], features: np.ndarray) -> None:
+        """Written whole or not at all (a temporary file renamed)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staged = self.path.with_name(self.path.name + ".partial")
+        with open(staged, "wb") as handle:
+            np.savez(handle, features=features, names=np.array(names),
+                     source=np.array(json.dumps(self.source, sort_keys=True)))
+        os.replace(staged, self.path)
+
+
+def cached_features(context: Context, encoder: Encoder, images: list[LabelledImage],
+                    cache: FeatureFile, crops: int, batch: int, workers: int,
+                    seed: int) -> np.ndarray | None:
+    """The features of `images` (rank 0; None elsewhere): from `cache` when it matches, else
+    computed on every rank and saved. Rank 0 decides, so the ranks agree."""
+    names = [image.name for image in images]
+    kept = cache.load(names) if context.is_main else None
+    if distributed.broadcast_flag(context, kept is not None):
+        if context.is_main:
+            print(f"features of {len(names)} images read from {cache.path}", flush=True)
+        return kept
+    features = encoder_features(context, encoder, images, crops, batch, workers, seed)
+    if context.is_main:
+        cache.save(names, features)
+    return features

@@ -1,0 +1,253 @@
+"""`train probe`: how much quality a frozen encoder's features hold, read out linearly (Re-IQA's
+protocol): ridge regression on the pooled features of a checkpoint (any objective's) or of a
+baseline start, on repeated seeded 70/10/20 splits of a human-rated dataset (by reference),
+the penalty chosen on the validation part, the median test figures reported as fine-tuning
+reports them. With a test dataset, each split's read-out is tested on all of that one instead
+(cross-dataset)."""
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training import benchmarks, distributed
+from training.benchmarks import LabelledImage
+from training.correlation import report
+from training.distributed import Context
+from training.features import (
+    Encoder,
+    EncoderConfig,
+    FeatureFile,
+    cached_features,
+    frozen_encoder,
+)
+from training.finetune import FIGURES, median_figures
+from training.image_data import split
+from training.plots import scatter
+from training.ridge import ALPHA_GRID, select_ridge
+from training.transforms import EVAL_CROPS
+
+KIND = "probe"  # results.json's `kind`, for `train compare`
+
+
+@dataclass(frozen=True)
+class Fractions:
+    """Train / validation / test shares of the references (or images), in any unit."""
+
+    train: float = 70
+    val: float = 10
+    test: float = 20
+
+    def __post_init__(self):
+        if min(self.train, self.val, self.test) <= 0:
+            raise ValueError(f"the train, validation and test fractions must all be positive, "
+                             f"got {self.train}/{self.val}/{self.test}")
+
+    @classmethod
+    def parse(cls, text: str) -> "Fractions":
+        parts = text.split("/")
+        try:
+            if len(parts) != 3:
+                raise ValueError(f"{len(parts)} parts")
+            return cls(*(float(part) for part in parts))
+        except ValueError:
+            raise ValueError(f"--fractions takes three positive numbers as TRAIN/VAL/TEST "
+                             f"(70/10/20), got {text!r}") from None
+
+    @property
+    def test_share(self) -> float:
+        return self.test / (self.train + self.val + self.test)
+
+    @property
+    def val_share(self) -> float:
+        """The validation part's share of what is not test."""
+        return self.val / (self.train + self.val)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    kind: str                       # a kind of training.benchmarks.LOADERS
+    root: str
+    refs: tuple[str, ...] = ()      # shards only: the references to use
+
+    def load(self) -> list[LabelledImage]:
+        """Its images; their names key the features, so they must not repeat."""
+        images = benchmarks.load(self.kind, self.root, self.refs)
+        names = [image.name for image in images]
+        if len(set(names)) != len(names):
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            raise benchmarks.DatasetLayoutError(
+                f"{self.root} lists images more than once ({', '.join(repeated[:3])}): a "
+                "probe keys features by image name")
+        return images
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    dataset: Benchmark
+    out: str
+    encoder: EncoderConfig
+    test_dataset: Benchmark | None = None   # cross-dataset: test on all of this one
+    split_by: str = "reference"             # reference | image
+    repeats: int = 10
+    fractions: Fractions = field(default_factory=Fractions)
+    eval_crops: int = EVAL_CROPS
+    batch_size: int = 32
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.repeats < 1 or self.eval_crops < 1 or self.batch_size < 1:
+            raise ValueError("--repeats, --eval-crops and --batch-size must be at least 1")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A dataset's images and their features, row by row."""
+
+    images: list[LabelledImage]
+    features: np.ndarray
+
+    @property
+    def scores(self) -> np.ndarray:
+        return np.array([image.score for image in self.images])
+
+    def rows(self, part: list[LabelledImage]) -> tuple[np.ndarray, np.ndarray]:
+        """The features and scores of `part` (a subset of the images)."""
+        position = {image.name: row for row, image in enumerate(self.images)}
+        rows = [position[image.name] for image in part]
+        return self.features[rows], self.scores[rows]
+
+
+def _figures(predicted: np.ndarray, opinion: np.ndarray, what: str) -> dict:
+    if len(opinion) < 3:
+        raise ValueError(f"{what} has {len(opinion)} image(s); the correlations need 3 at "
+                         "least (a larger dataset, or a larger test fraction)")
+    return report(predicted, opinion)
+
+
+def one_split(config: ProbeConfig, table: Table, test_table: Table | None,
+              repeat: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Split `repeat`: the read-out fitted on its train part (penalty by its validation part),
+    tested on its test part or, cross-dataset, on all of `test_table`; also the test
+    predictions and opinion scores."""
+    parts = split(table.images, config.split_by, config.seed, repeat,
+                  val_fraction=config.fractions.val_share,
+                  test_fraction=config.fractions.test_share)
+    no_val = parts.val is parts.train  # too few references to hold some out
+    chosen = select_ridge(table.rows(parts.train),
+                          None if no_val else table.rows(parts.val)).ridge
+    held_out = table.rows(parts.test)
+    result = {"repeat": repeat, "seed": config.seed, "alpha": chosen.alpha,
+              "train_images": len(parts.train), "val_images": 0 if no_val else len(parts.val),
+              "val_is_train": no_val, "test_images": len(parts.test),
+              "test_groups": sorted({image.group for image in parts.test})}
+    if test_table is None:
+        (features, opinion), tested = held_out, f"the test part of split {repeat}"
+    else:
+        features, opinion = test_table.features, test_table.scores
+        tested = f"the test dataset {config.test_dataset.root}"
+        if len(parts.test) >= 3:  # the first dataset's own test part, for reference
+            result["held_out"] = report(chosen.predict(held_out[0]), held_out[1])
+    predicted = chosen.predict(features)
+    result["test"] = _figures(predicted, opinion, tested)
+    return result, predicted, opinion
+
+
+def _median_split(results: list[dict]) -> int:
+    """The split whose test SROCC is the median (the lower middle of an even count)."""
+    order = np.argsort([result["test"]["srocc"] for result in results], kind="stable")
+    return int(order[(len(order) - 1) // 2])
+
+
+def _notices(config: ProbeConfig, table: Table, results: list[dict]) -> list[str]:
+    notices = []
+    if all(image.published_split for image in table.images) and config.repeats > 1:
+        notices.append(f"{config.dataset.kind} has a published train/test split: every repeat "
+                       "tests on its test set (only the validation part changes)")
+    if any(result["val_is_train"] for result in results):
+        notices.append("too few references to hold a validation part out: the penalty was "
+                       "chosen by leave-one-out on the training images (by image: optimistic "
+                       "where images share a reference)")
+    if config.dataset.kind == "shards":
+        notices.append("the shards' ensemble labels Q stand in for opinion scores here")
+    return notices
+
+
+def _summary(config: ProbeConfig, encoder: Encoder, table: Table, test_table: Table | None,
+             results: list[dict]) -> dict:
+    tested = config.test_dataset or config.dataset
+    return {"kind": KIND, "start": encoder.start, "backbone": encoder.backbone,
+            "crop": encoder.augment.crop, "eval_crops": config.eval_crops,
+            "dataset": config.dataset.kind, "root": config.dataset.root,
+            "test_dataset": tested.kind, "test_root": tested.root,
+            "cross_dataset": config.test_dataset is not None, "split_by": config.split_by,
+            "fractions": asdict(config.fractions), "repeats": config.repeats,
+            "images": len(table.images), "features": int(table.features.shape[1]),
+            "test_images": len(test_table.images) if test_table else None,
+            "selection": "the least validation RMSE over alpha_grid (a per-sample penalty "
+                         "on standardised features; leave-one-out RMSE on the train part "
+                         "where val_is_train); weights fitted on the train part only",
+            "alpha_grid": list(ALPHA_GRID), "median": median_figures(results),
+            "median_split": _median_split(results), "splits": results}
+
+
+def _features(context: Context, config: ProbeConfig, encoder: Encoder, benchmark: Benchmark,
+              file_name: str) -> Table | None:
+    images = benchmark.load()
+    source = {"encoder": encoder.fingerprint, "backbone": encoder.backbone,
+              "augment": asdict(encoder.augment), "precision": encoder.precision.name,
+              "dataset": benchmark.kind, "root": str(Path(benchmark.root).resolve()),
+              "refs": list(benchmark.refs), "eval_crops": config.eval_crops,
+              "seed": config.seed}
+    features = cached_features(context, encoder, images,
+                               FeatureFile(Path(config.out) / file_name, source),
+                               config.eval_crops,
+                               max(1, config.batch_size // context.world_size),
+                               config.workers, config.seed)
+    return Table(images, features) if context.is_main else None
+
+
+def _write(config: ProbeConfig, summary: dict, predicted: np.ndarray,
+           opinion: np.ndarray) -> None:
+    out = Path(config.out)
+    (out / "results.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+    np.savez(out / "test_predictions.npz", predicted=predicted, opinion=opinion)
+    median = summary["splits"][summary["median_split"]]
+    scatter(predicted, opinion, median["test"],
+            f"probe {summary['dataset']} -> {summary['test_dataset']}, split "
+            f"{median['repeat']} (the median)", out / "scatter.png")
+    print(f"test figures, median of {config.repeats} split(s): " + "  ".join(
+        f"{name.upper()} {summary['median'][name]:.4f}" for name in FIGURES))
+    print(f"results in {out / 'results.json'}, scatter plot of the median split in "
+          f"{out / 'scatter.png'}")
+
+
+def probe(config: ProbeConfig) -> dict:
+    context = distributed.start(config.device)
+    try:
+        encoder = frozen_encoder(config.encoder, context.device, config.seed)
+        if context.is_main:
+            for notice in encoder.notices:
+                print(f"NOTICE: {notice}")
+        table = _features(context, config, encoder, config.dataset, "features.npz")
+        test_table = (_features(context, config, encoder, config.test_dataset,
+                                "test_features.npz") if config.test_dataset else None)
+        if not context.is_main:
+            return {}
+        runs = [one_split(config, table, test_table, r) for r in range(config.repeats)]
+        results = [result for result, _, _ in runs]
+        for notice in _notices(config, table, results):
+            print(f"NOTICE: {notice}")
+        for result in results:
+            print(f"split {result['repeat']}: {result['train_images']} train, "
+                  f"{result['val_images']} val, {result['test']['count']} test images; alpha "
+                  f"{result['alpha']:.3g}; test SROCC {result['test']['srocc']:.4f}")
+        summary = _summary(config, encoder, table, test_table, results)
+        _, predicted, opinion = runs[summary["median_split"]]
+        _write(config, summary, predicted, opinion)
+        return summary
+    finally:
+        distributed.stop(context)
