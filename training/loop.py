@@ -94,11 +94,19 @@ def step_checkpoint_due(step: int, steps: int, every: int) -> bool:
     return every > 0 and step % every == 0 and step < steps
 
 
+def running_statistics(model: nn.Module) -> list[torch.Tensor]:
+    """The running statistics of the model's normalisation layers: what a forward pass in
+    training mode moves (other buffers, a contrastive queue say, it leaves alone)."""
+    return [buffer for module in model.modules()
+            if isinstance(module, nn.modules.batchnorm._NormBase)
+            for buffer in module.buffers(recurse=False) if buffer.is_floating_point()]
+
+
 def _train_step(run: Run, network: nn.Module, batch, loss_fn, optimizer) -> float | None:
     """One optimiser step (then the objective's `after_step`); None, and no step, when the
     loss is not finite on some rank (the batch-norm statistics its forward pass moved are put
     back)."""
-    statistics = [b for b in run.model.buffers() if b.is_floating_point()]
+    statistics = running_statistics(run.model)
     before = [b.detach().clone() for b in statistics]
     loss = loss_fn(network, batch)
     optimizer.zero_grad(set_to_none=True)

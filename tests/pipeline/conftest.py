@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 from PIL import Image
 
 from labelers.ensemble import Ensemble, Mapping01
@@ -13,6 +14,14 @@ from pipeline.config import RunConfig
 from pipeline.sizing import TargetSize
 
 SMALL = TargetSize(192, 176)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance for one test module (without the dashboard)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
 
 
 def _encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:

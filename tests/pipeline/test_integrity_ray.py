@@ -7,7 +7,6 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-import ray
 from PIL import Image
 
 from labelers.ensemble import Ensemble, Mapping01
@@ -20,13 +19,6 @@ from shards.storage import Location
 from shards.writer import shard_paths
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_a_shard_of_only_bad_sources_completes_and_the_run_succeeds(local_ray, tmp_path,

@@ -10,7 +10,6 @@ import threading
 import boto3
 import numpy as np
 import pytest
-import ray
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
@@ -43,13 +42,6 @@ def s3():
                 "&scheme=http&region=us-east-1")
     yield client, uri
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _upload_odd_sources(client, small_image, prefix: str) -> dict[str, np.ndarray]:

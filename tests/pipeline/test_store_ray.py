@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import ray
 
 from labelers import Labeler
 from labelers.ensemble import load as load_ensemble
@@ -19,13 +18,6 @@ from pipeline.worker import local_scorer, produce_shard
 from shards.storage import Location
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _images_tars(config: RunConfig) -> dict[str, bytes]:

@@ -12,6 +12,7 @@ from training.loop import (
     NonFiniteError,
     Run,
     _loss_function,
+    running_statistics,
     train_epoch,
 )
 from training.model import ModelConfig, build_model
@@ -80,3 +81,13 @@ def test_a_diverged_epoch_stops_with_a_clear_error(tmp_path):
     batches = [(nan, torch.rand(4))] * (MAX_NONFINITE_BATCHES + 1)
     with pytest.raises(NonFiniteError, match="diverged"):
         train_epoch(run, run.model, iter(batches), len(batches), _loss_function(run), optimizer)
+
+
+def test_only_normalisation_statistics_are_put_back_after_a_skipped_batch():
+    """A non-finite batch restores what its forward pass moved (batch-norm running mean and
+    variance), not other buffers such as a contrastive queue (copying it every step)."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    model.register_buffer("queue", torch.zeros(1024, 8))
+    found = running_statistics(model)
+    assert [t.data_ptr() for t in found] == [model[1].running_mean.data_ptr(),
+                                             model[1].running_var.data_ptr()]
