@@ -26,10 +26,11 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 import distortions
-from pipeline.encoding import decode_png, pixel_sha256
+from pipeline.encoding import decode_png
 from pipeline.plan import Plan
 from shards.reader import complete_shards, read_index, read_sources, shard_stats
 from shards.replay import MANIFEST_FILE
+from shards.schema import pixel_sha256
 from shards.storage import Location
 from shards.store_modes import library_versions, stores_pixels
 from shards.tar_stream import read_tar

@@ -14,9 +14,10 @@ import numpy as np
 import distortions
 from distortions.denoiser import active_denoiser
 from labelers import Labeler
-from pipeline.encoding import decode_png, pixel_sha256
+from pipeline.encoding import decode_png
 from shards.reader import read_index, tar_members
 from shards.replay import Pending, ReplayContext, ReplayError
+from shards.schema import pixel_sha256
 from shards.storage import Location
 from shards.writer import shard_paths
 

@@ -1,7 +1,5 @@
 """Lossless PNG encoding and decoding of uint8 RGB (fixed settings, so bytes are stable)."""
 
-import hashlib
-
 import cv2
 import numpy as np
 
@@ -21,7 +19,3 @@ def decode_png(data: bytes) -> np.ndarray:
         raise ValueError("not a decodable PNG")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
-
-def pixel_sha256(img: np.ndarray) -> str:
-    """SHA-256 of the decoded pixels (shape and bytes), as the sample records it."""
-    return hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()

@@ -7,7 +7,6 @@ after a shuffle buffer and on whichever DataLoader worker decodes it; its pixels
 checked against the recorded one, and a mismatch raises `ReplayMismatchError` naming the
 sample and the libraries whose versions differ from the dataset's manifest."""
 
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import distortions
+from shards.schema import pixel_sha256
 from shards.storage import Location
 from shards.store_modes import differing_libraries
 
@@ -42,10 +42,6 @@ class ReplayContext:
         path = location.path(MANIFEST_FILE)
         manifest = json.loads(location.read_bytes(path)) if location.exists(path) else {}
         return cls(manifest.get("replay_libraries"), verify)
-
-
-def _sha256(pixels: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
 
 
 def mismatch_message(key: str, recipe: dict, libraries: dict | None) -> str:
@@ -82,7 +78,7 @@ class Pending:
             image = distortions.replay(self.reference, self.meta["recipe"])
         except (distortions.DistortionError, KeyError, TypeError) as error:
             raise ReplayError(f"sample {self.key} cannot be replayed: {error}") from error
-        if self.context.verify and _sha256(image) != self.meta.get("sha256"):
+        if self.context.verify and pixel_sha256(image) != self.meta.get("sha256"):
             raise ReplayMismatchError(mismatch_message(self.key, self.meta["recipe"],
                                                        self.context.libraries))
         return image

@@ -1,7 +1,9 @@
 """The per-sample record: the sample .json and, column for column, the parquet index."""
 
+import hashlib
 import json
 
+import numpy as np
 import pyarrow as pa
 
 # every metric a run can compute (labelers.registry.AVAILABLE_METRICS, a test checks): the
@@ -11,6 +13,12 @@ METRIC_KEYS = ("gmsd", "fsim", "vif", "cw_ssim", "nlpd", "mae", "ms_ssim", "mad"
 SCORES_TYPE = pa.struct([(key, pa.float64()) for key in METRIC_KEYS])
 # the distortions applied, in order: one link for a single distortion, K-M for --compose
 CHAIN_TYPE = pa.list_(pa.struct([("id", pa.int32()), ("level", pa.int32())]))
+
+
+def pixel_sha256(img: np.ndarray) -> str:
+    """The record's `sha256`: SHA-256 of the decoded pixels' bytes (H x W x 3 uint8, C order)."""
+    return hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()
+
 
 INDEX_SCHEMA = pa.schema([
     ("key", pa.string()),

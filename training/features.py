@@ -3,7 +3,6 @@ objective's), or a random or ImageNet start as the baseline, its pooled features
 mean over the evaluation crops), computed once, without gradients, split across the DDP ranks,
 and kept in a file that a later run with the same settings reuses."""
 
-import hashlib
 import json
 import os
 import zipfile
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from labelers.weights import file_sha256
 from training import distributed
 from training.benchmarks import LabelledImage
 from training.distributed import Context
@@ -87,14 +87,6 @@ def _read_checkpoint(path: str) -> dict:
     return saved
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_all_loaded(model: nn.Module, path: str, backbone: str) -> None:
     """Every tensor of the encoder must come from the checkpoint: a feature left at its random
     start would make a probe of nothing in particular."""
@@ -120,7 +112,7 @@ def _from_checkpoint(config: EncoderConfig, device: torch.device) -> Encoder:
                                   device)
     return Encoder(_frozen(built.model, precision, device), backbone, built.start,
                    saved_augment(saved["config"], backbone, config.crop), precision,
-                   _sha256(config.checkpoint), tuple(built.notices))
+                   file_sha256(Path(config.checkpoint)), tuple(built.notices))
 
 
 def _baseline(config: EncoderConfig, device: torch.device, seed: int) -> Encoder:
