@@ -1,11 +1,16 @@
 """`train pretrain --objective ...` end to end in one process: each objective trains,
 checkpoints, resumes mid-epoch exactly, refuses a resume under another objective, and its
-best.pt gives `train finetune --pretrained-file` (and any plain timm model) its backbone."""
+best.pt gives `train finetune --pretrained-file`, `train probe` and any plain timm model its
+backbone."""
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import timm
 import torch
 
+from shards import open_dataset
 from training import checkpoint, label_free
 from training.cli import main
 from training.model import ModelConfig, build_model
@@ -115,3 +120,39 @@ def test_train_finetune_starts_from_a_contrastive_best_pt(best_files, square_dat
     printed = capsys.readouterr().out
     assert "tensors loaded" in printed and "other parts" in printed
     assert -1 <= read_json(out / "results.json")["median"]["srocc"] <= 1
+
+
+
+def _centre_features(best: Path, images: list[np.ndarray], crop: int) -> np.ndarray:
+    """timm's pooled features, computed here, of the centre crops under the checkpoint's
+    `backbone.*` tensors and the normalisation its config records."""
+    saved = checkpoint.load(best)
+    model = timm.create_model("test_resnet", num_classes=0)
+    model.load_state_dict({key.removeprefix("backbone."): value for key, value
+                           in saved["model"].items() if key.startswith("backbone.")})
+    augment = saved["config"]["augment"]
+    top, left = ((side - crop) // 2 for side in images[0].shape[:2])
+    cut = np.stack([image[top:top + crop, left:left + crop] for image in images]) / 255.0
+    scaled = (cut - augment["mean"]) / augment["std"]
+    with torch.no_grad():
+        return model.eval()(torch.from_numpy(scaled.transpose(0, 3, 1, 2)).float()).numpy()
+
+
+@pytest.mark.parametrize("objective", list(CROPS))
+def test_train_probe_reads_out_every_objectives_frozen_encoder(best_files, square_dataset,
+                                                               tmp_path, objective):
+    """A probe of each objective's best.pt runs end to end, and the features it reads out are
+    the checkpoint's backbone's (one centre crop per image)."""
+    out, refs = tmp_path / "probe", "r0,r1,r2,r3,r4,r5"
+    assert main(["probe", "--checkpoint", str(best_files[objective]), "--dataset", "shards",
+                 "--root", str(square_dataset), "--refs", refs, "--split-by", "image",
+                 "--repeats", "2", "--eval-crops", "1", "--crop", "32", "--out", str(out),
+                 "--workers", "0", "--device", "cpu"]) == 0
+    summary = read_json(out / "results.json")
+    assert summary["kind"] == "probe" and len(summary["splits"]) == 2
+    saved = np.load(out / "features.npz")
+    pixels = {item["key"]: item["image"]
+              for item in open_dataset(str(square_dataset)).samples(refs=set(refs.split(",")))}
+    images = [pixels[name] for name in saved["names"].tolist()]
+    np.testing.assert_allclose(saved["features"],
+                               _centre_features(best_files[objective], images, 32), atol=1e-4)
