@@ -82,8 +82,8 @@ DEMO_PRETRAIN_restoration := --objective restoration --batch-size 8 --epochs 8 -
 DEMO_RUN := $(DEMO)/$(OBJECTIVE)
 
 pretrain-demo: $(STAMP) ## after make generate: pretrain [OBJECTIVE=regression|contrastive|reconstruction|restoration], probe, fine-tune on OUT (CPU, minutes)
-	@test -f $(OUT)/sources.parquet || { echo "no dataset in $(OUT): run make generate first"; exit 2; }
 	@test -n "$(DEMO_PRETRAIN_$(OBJECTIVE))" || { echo "OBJECTIVE must be regression, contrastive, reconstruction or restoration"; exit 2; }
+	@test -f $(OUT)/sources.parquet || { echo "no dataset in $(OUT): run make generate first"; exit 2; }
 	$(BIN)/iqa-factory train pretrain $(OUT) --out $(DEMO_RUN)/pretrain --exclude-refs $(DEMO_HELD_OUT) \
 		--val-refs rocket $(DEMO_PRETRAIN_$(OBJECTIVE)) $(DEMO_MODEL)
 	$(BIN)/iqa-factory $(DEMO_PROBE) --checkpoint $(DEMO_RUN)/pretrain/best.pt --out $(DEMO_RUN)/probe
