@@ -270,7 +270,7 @@ def generic_csv(root: Path, **_) -> list[LabelledImage]:
         for row, score in zip(rows, raw, strict=True)], root)
 
 
-def shard_samples(root: Path, refs: tuple[str, ...] = (), **_) -> list[LabelledImage]:
+def shard_samples(root: str | Path, refs: tuple[str, ...] = (), **_) -> list[LabelledImage]:
     """The distorted samples of the given references (their images held in memory, encoded),
     read from the complete shards that hold them."""
     if not refs:
@@ -297,6 +297,8 @@ LOADERS: dict[str, Callable[..., list[LabelledImage]]] = {
 def load(kind: str, root: str, refs: tuple[str, ...] = ()) -> list[LabelledImage]:
     if kind not in LOADERS:
         raise ValueError(f"dataset must be one of {', '.join(LOADERS)}; got {kind!r}")
+    if kind == "shards":  # a folder or a URI (file://, s3://, gs://): the reader resolves it
+        return shard_samples(root, refs=refs)
     path = Path(root)
     if not path.exists():
         raise DatasetLayoutError(f"{root} does not exist")

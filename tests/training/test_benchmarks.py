@@ -96,3 +96,17 @@ def test_evaluation_views_are_seeded_random_crops(kadid_folder):
     assert not np.allclose(stack[0].numpy(), stack[1].numpy())
     assert np.array_equal(stack.numpy(), views[3][0].numpy())
     assert float(score) == pytest.approx(images[3].score)
+
+
+def test_the_shards_dataset_loads_from_a_uri_as_from_its_folder(tiny_dataset):
+    """`--root` of a shards dataset may be a URI: its images are the folder's (a Path would
+    have folded file:///... into file:/..., and s3:// into s3:/)."""
+    from_folder = benchmarks.load("shards", str(tiny_dataset), ("r0", "r1"))
+    from_uri = benchmarks.load("shards", tiny_dataset.as_uri(), ("r0", "r1"))
+    assert [(i.name, i.score, i.group) for i in from_uri] == \
+        [(i.name, i.score, i.group) for i in from_folder]
+    assert {image.group for image in from_uri} == {"r0", "r1"}
+    assert all(np.array_equal(a.pixels(), b.pixels()) for a, b in zip(from_uri, from_folder,
+                                                                       strict=True))
+    with pytest.raises(FileNotFoundError, match="no complete shard"):
+        benchmarks.load("shards", (tiny_dataset.parent / "absent").as_uri(), ("r0",))
