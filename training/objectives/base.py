@@ -80,18 +80,22 @@ class Inputs:
     precision: Precision
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        images = self.precision.inputs(images, self.device).float() / 255.0
+        return self.normalise(self.unit(images))
+
+    def normalise(self, unit: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] on the device -> the backbone's input."""
         mean = torch.tensor(self.mean, device=self.device).view(3, 1, 1)
         std = torch.tensor(self.std, device=self.device).view(3, 1, 1)
-        return (images - mean) / std
+        return (unit - mean) / std
 
     def autocast(self):
         """The forward passes' autocast region (bf16 on CUDA by default)."""
         return self.precision.context(self.device)
 
     def unit(self, images: torch.Tensor) -> torch.Tensor:
-        """The same images in [0, 1] (reconstruction targets)."""
-        return images.to(self.device, non_blocking=True).float() / 255.0
+        """uint8 images on the device (in the model's layout) in [0, 1]: the input before
+        normalisation, and the reconstruction targets."""
+        return self.precision.inputs(images, self.device).float() / 255.0
 
 
 class Objective:

@@ -35,9 +35,9 @@ class Reconstruction(Objective):
 
     def loss(self, network: nn.Module, batch: dict) -> torch.Tensor:
         images = torch.cat([batch["reference"], batch["distorted"].flatten(0, 1)])
+        target = self.inputs.unit(images)  # on the device once: input and target
         with self.inputs.autocast():
-            (rebuilt,) = network(self.inputs(images))
-        target = self.inputs.unit(images)
+            (rebuilt,) = network(self.inputs.normalise(target))
         loss = (rebuilt.float() - target).abs().mean()
         if self.lpips is not None:
             loss = loss + self.lpips(rebuilt.float() * 2 - 1, target * 2 - 1).mean()
