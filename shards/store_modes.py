@@ -18,6 +18,7 @@ from importlib import metadata
 
 import distortions
 from shards.reader import PLAN_FILE
+from shards.schema import chain_of
 from shards.storage import Location
 
 STORE_MODES = ("images", "recipes", "hybrid")
@@ -34,8 +35,7 @@ def check_store(store: str) -> str:
 def not_portable(record: dict) -> bool:
     """Whether a distorted sample's replay is not portable: a link of its chain is a
     learned-denoiser type."""
-    chain = record.get("chain") or [{"id": record["distortion_id"]}]
-    return any(distortions.get(link["id"]).learned for link in chain)
+    return any(distortions.get(link["id"]).learned for link in chain_of(record))
 
 
 def stores_pixels(store: str, record: dict) -> bool:

@@ -20,7 +20,7 @@ from torch.utils.data import IterableDataset
 from shards.dataset import sample_stream
 from shards.order import Order
 from shards.reader import read_index, read_sources
-from shards.schema import METRIC_KEYS
+from shards.schema import METRIC_KEYS, chain_of
 from shards.storage import Location
 from shards.writer import shard_paths
 from training.losses import Head
@@ -46,10 +46,8 @@ def run_grid(location: Location) -> Grid:
 
 
 def chain(record: dict) -> list[tuple[int, int]]:
-    """A sample's (id, level) links in application order; a record without `chain` (older
-    datasets) is its one distortion."""
-    links = record.get("chain") or [{"id": record["distortion_id"], "level": record["level"]}]
-    return [(int(link["id"]), int(link["level"])) for link in links]
+    """A sample's (id, level) links in application order (shards.schema.chain_of)."""
+    return [(int(link["id"]), int(link["level"])) for link in chain_of(record)]
 
 
 @dataclass(frozen=True)
