@@ -17,7 +17,9 @@ Sections (each writes its JSON as soon as it ends, so a run cut short keeps what
   busy that serving process was;
 - loader: the training shard loader on the pipeline's shards, one worker per CPU but one;
 - ddp: a pretraining run launched by torchrun on the pipeline's shards (NCCL on CUDA); two
-  ranks where two GPUs are visible, one rank otherwise (and it says so).
+  ranks where two GPUs are visible, one rank otherwise (and it says so);
+- objectives: `train pretrain --objective contrastive | reconstruction | restoration` on the
+  pipeline's shards, one short epoch each on the device: seconds, group images/s, the loss.
 
 LPIPS/DISTS run with random backbone weights where the ImageNet files are absent (the cost is
 the same; the agreement is then between devices, not against published values).
@@ -66,7 +68,9 @@ from training.optim import OptimConfig, optimiser
 from training.precision import Precision
 
 SECTIONS = ("environment", "labelers", "training", "denoiser", "pipeline", "loader",
-            "agreement", "ddp")
+            "agreement", "ddp", "objectives")
+LABEL_FREE = ("contrastive", "reconstruction", "restoration")
+DATASET_SECTIONS = ("loader", "ddp", "objectives")  # those that read the pipeline's shards
 AGREEMENT_TOLERANCE = 1e-4   # |device - cpu| <= atol + rtol |cpu|, both 1e-4 (tests too)
 LEARNED = tuple(d.id for d in distortions.all() if d.learned)
 
@@ -88,15 +92,17 @@ class Sizes:
     pipeline_metrics: tuple[str, ...]
     ddp_backbone: str
     ddp_crop: int
+    objective_batch: int    # groups per step of the objectives' runs (4 steps each)
+    objective_crop: int     # their crop: contrastive's two overlapping views fit at x1/2
 
 
 FULL = Sizes(TargetSize(512, 384), 64, ("astronaut", "coffee"), 6, 16,
              (("resnet50", 224, 256, 12), ("nasnetalarge", 331, 64, 6)),
              45, 1, tuple(d.id for d in distortions.all()), distortions.LEVELS,
-             labelers.METRICS, "resnet50", 224)
+             labelers.METRICS, "resnet50", 224, 32, 128)
 TINY = Sizes(TargetSize(192, 176), 3, ("astronaut",), 2, 2,
              (("resnet18", 64, 4, 2),), 2, 1, (1, 8, 13), (1, 3), ("mae", "gmsd"),
-             "resnet18", 64)
+             "resnet18", 64, 2, 48)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -414,32 +420,65 @@ def loader_speed(device: torch.device, sizes: Sizes, dataset: str | None) -> dic
 
 # ---------------------------------------------------------------- ddp
 
+def _pretrain(launcher: list[str], dataset: str, sizes: Sizes, device: torch.device,
+              options: list[str], crop: int) -> tuple[dict, float, str]:
+    """`train pretrain` on the pipeline's shards (one epoch at `crop`, the first reference
+    held out for validation) under `launcher`: (its summary.json, seconds, the output's
+    tail)."""
+    refs = sorted({p.stem for p in Path(dataset).parent.joinpath("sources").iterdir()})
+    out = Path(tempfile.mkdtemp(prefix="device-check-pretrain-"))
+    command = [*launcher, "-m", "training", "pretrain", dataset, "--out", str(out),
+               "--backbone", sizes.ddp_backbone, "--crop", str(crop), "--epochs", "1",
+               "--val-refs", refs[0], "--val-limit", "8", "--workers", "1", "--init", "random",
+               "--device", device.type, *options]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    summary = out / "summary.json"
+    if result.returncode != 0 or not summary.is_file():
+        raise RuntimeError(f"{' '.join(command[:6])} ... exited {result.returncode}: "
+                           + (result.stdout + result.stderr)[-1500:])
+    return (json.loads(summary.read_text()), round(time.perf_counter() - started, 1),
+            result.stdout[-800:])
+
+
 def ddp(device: torch.device, sizes: Sizes, dataset: str | None) -> dict:
     if dataset is None:
         return {"skipped": "no dataset (the pipeline section did not run)"}
     ranks = 2 if device.type == "cuda" and torch.cuda.device_count() >= 2 else 1
     if device.type == "cpu":
         ranks = 2  # gloo: two CPU ranks
-    refs = sorted({p.stem for p in Path(dataset).parent.joinpath("sources").iterdir()})
-    out = Path(tempfile.mkdtemp(prefix="device-check-ddp-"))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={ranks}", "-m", "training", "pretrain", dataset,
-               "--out", str(out), "--backbone", sizes.ddp_backbone, "--crop",
-               str(sizes.ddp_crop), "--epochs", "1", "--steps-per-epoch", "2",
-               "--batch-size", str(4 * ranks), "--val-refs", refs[0], "--val-limit", "8",
-               "--workers", "1", "--init", "random", "--device", device.type]
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    summary = out / "summary.json"
-    if result.returncode != 0 or not summary.is_file():
-        raise RuntimeError(f"torchrun exited {result.returncode}: "
-                           + (result.stdout + result.stderr)[-1500:])
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={ranks}"]
+    summary, seconds, tail = _pretrain(launcher, dataset, sizes, device,
+                                       ["--steps-per-epoch", "2", "--batch-size",
+                                        str(4 * ranks)], sizes.ddp_crop)
     return {"ranks": ranks, "backend": "nccl" if device.type == "cuda" else "gloo",
             "note": ("one GPU visible: one NCCL rank (two ranks cannot share a GPU under NCCL)"
                      if device.type == "cuda" and ranks == 1 else ""),
-            "seconds": round(time.perf_counter() - started, 1),
-            "summary": json.loads(summary.read_text())["history"][-1],
-            "tail": result.stdout[-800:]}
+            "seconds": seconds, "summary": summary["history"][-1], "tail": tail}
+
+
+def objectives(device: torch.device, sizes: Sizes, dataset: str | None) -> dict:
+    """Each label-free objective's pretraining, one epoch of 4 steps on the device: its
+    epoch's seconds and images/s (the members of its groups: 2 views of a reference and its
+    version for contrastive, at two scales; reference + version otherwise), its loss."""
+    if dataset is None:
+        return {"skipped": "no dataset (the pipeline section did not run)"}
+    steps, rows = 4, {}
+    for name in LABEL_FREE:
+        summary, seconds, _ = _pretrain([sys.executable], dataset, sizes, device, [
+            "--objective", name, "--steps-per-epoch", str(steps), "--batch-size",
+            str(sizes.objective_batch), "--versions", "1"], sizes.objective_crop)
+        epoch = summary["history"][-1]
+        images = steps * sizes.objective_batch * (8 if name == "contrastive" else 2)
+        rows[name] = {"seconds": seconds, "epoch_seconds": round(epoch["seconds"], 2),
+                      "images_per_s": round(images / epoch["seconds"], 1),
+                      "train_loss": epoch["train_loss"],
+                      "skipped_nonfinite": epoch["skipped_nonfinite"],
+                      "notices": summary.get("notices", [])}
+        print(f"objective {name} {rows[name]}", flush=True)
+    return {"backbone": sizes.ddp_backbone, "crop": sizes.objective_crop,
+            "batch": sizes.objective_batch, "steps": steps, "runs": rows}
 
 
 # ---------------------------------------------------------------- report
@@ -513,6 +552,17 @@ def markdown(results: dict) -> str:
         lines += ["## Distributed pretraining", "", f"`torchrun` with {ranks['ranks']} "
                   f"rank(s) over {ranks['backend']}: one epoch ran in {ranks['seconds']} s "
                   f"(batches per rank {ranks['summary']['rank_batches']}). {ranks['note']}", ""]
+    runs = results.get("objectives", {}).get("runs", {})
+    if runs:
+        section = results["objectives"]
+        lines += ["## Label-free objectives", "",
+                  f"`train pretrain --objective ...`, {section['backbone']} at "
+                  f"{section['crop']} px, {section['steps']} steps of {section['batch']} groups, "
+                  "one process:", "", "| objective | epoch s | images/s | train loss |",
+                  "|---|---|---|---|"]
+        lines += [f"| {name} | {r['epoch_seconds']} | {r['images_per_s']} | "
+                  f"{r['train_loss']:.4g} |" for name, r in runs.items()]
+        lines.append("")
     for name in SECTIONS:
         if "error" in results.get(name, {}):
             lines += [f"**{name} failed**: {results[name]['error']}", ""]
@@ -558,8 +608,8 @@ def main() -> int:
     for name in args.sections.split(","):
         started = time.perf_counter()
         try:
-            if name in ("ddp", "loader"):
-                results[name] = (ddp if name == "ddp" else loader_speed)(device, sizes, dataset)
+            if name in DATASET_SECTIONS:
+                results[name] = DATASET_RUNNERS[name](device, sizes, dataset)
             else:
                 results[name] = RUNNERS[name](device, sizes)
             dataset = results[name].get("dataset", dataset)
@@ -576,6 +626,7 @@ def main() -> int:
 
 RUNNERS = {"environment": environment, "agreement": agreement, "labelers": labeler_speed,
            "denoiser": denoiser_speed, "training": training_speed, "pipeline": pipeline_speed}
+DATASET_RUNNERS = {"loader": loader_speed, "ddp": ddp, "objectives": objectives}
 
 if __name__ == "__main__":
     sys.exit(main())

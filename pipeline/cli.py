@@ -10,7 +10,7 @@ from pipeline.embedded import EMBEDDED_PHOTOS
 from pipeline.errors import PipelineError
 from pipeline.sizing import NATIVE, TargetSize, cover_and_crop, parse_size
 from pipeline.sources import EMBEDDED_PREFIX, read_rgb
-from shards.store_modes import DEFAULT_STORE, STORE_MODES
+from shards.layout import DEFAULT_STORE, STORE_MODES
 
 
 def _list_bank(args: argparse.Namespace) -> int:
@@ -31,7 +31,7 @@ def _sheet(args: argparse.Namespace) -> int:
     """Render the contact sheet of one image."""
     from pipeline.contact_sheet import render_contact_sheet, render_shard_sheet
 
-    if args.image.endswith(".tar"):
+    if args.image.endswith((".tar", ".tar.gz")):
         sheet = render_shard_sheet(args.image, args.ref_id, cell_width=args.cell_width)
     else:
         img = _prepared(args.image, args.size, args.allow_upscale)
@@ -84,7 +84,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         allow_missing_metrics=args.allow_missing_metrics,
         ensemble_file=args.ensemble, max_pixels=args.max_pixels, bank=args.bank,
         versions_per_ref=args.versions_per_ref, max_side=args.max_side,
-        source_kind=args.source_kind, compose=args.compose, store=args.store)
+        source_kind=args.source_kind, compose=args.compose, store=args.store,
+        keep_pngs=tuple(sorted(set(args.keep_pngs or ()))))
 
 
 def _compose(text: str) -> tuple[int, int]:
@@ -237,6 +238,10 @@ def _add_generate(commands) -> None:
                                "SHA-256 only: readers replay it) or hybrid "
                                "(recipes plus the PNGs of the learned-denoiser versions, whose "
                                "replay is not portable; recommended)")
+    generate.add_argument("--keep-pngs", type=_distortion_ids, metavar="TYPES",
+                          help="with --store hybrid: also keep the PNGs of these types' "
+                               "versions (ids, ranges or names), trading bytes for loader "
+                               "speed: docs/bench-storage.md lists each type's replay cost")
     generate.add_argument("--restart", action="store_true",
                           help="remove an earlier run's shards and run files from OUT, start over")
     generate.add_argument("--take-over", action="store_true",

@@ -6,14 +6,17 @@ import distortions
 from labelers.registry import AVAILABLE_METRICS, METRICS
 from pipeline.decode import DEFAULT_MAX_PIXELS
 from pipeline.sizing import NATIVE, TargetSize, check_max_side, parse_size
-from shards.store_modes import DEFAULT_STORE, check_store
+from shards.layout import DEFAULT_STORE, check_store
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train, val, test
 SOURCE_KINDS = ("synthetic", "authentic")
 # generation modes beyond the paper's grid, with their defaults; a mode at its default stays
 # out of the plan digest, so datasets made before the modes existed keep theirs
 MODE_DEFAULTS = {"bank": "all", "versions_per_ref": None, "max_side": None,
-                 "source_kind": "synthetic", "compose": None, "store": DEFAULT_STORE}
+                 "source_kind": "synthetic", "compose": None, "store": DEFAULT_STORE,
+                 "keep_pngs": ()}
+# the plan inputs that say how versions are stored, not what they are (materialize drops them)
+STORAGE_INPUTS = ("store", "keep_pngs")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class RunConfig:
     source_kind: str = "synthetic"        # synthetic | authentic, recorded per reference
     compose: tuple[int, int] | None = None  # (K, M): each version a chain of K-M types
     store: str = DEFAULT_STORE            # images | recipes | hybrid (shards.store_modes)
+    keep_pngs: tuple[int, ...] = ()       # hybrid: types whose versions also keep their PNG
 
     def __post_init__(self):
         if self.shard_refs < 1:
@@ -72,9 +76,20 @@ class RunConfig:
             raise ValueError("max_side applies to the native size policy (--size native)")
         check_max_side(self.max_side)
         check_store(self.store)
+        self._check_keep_pngs()
         if self.source_kind not in SOURCE_KINDS:
             raise ValueError(f"source_kind must be one of {SOURCE_KINDS}, got "
                              f"{self.source_kind!r}")
+
+    def _check_keep_pngs(self) -> None:
+        if self.keep_pngs and self.store != "hybrid":
+            raise ValueError(f"keep_pngs applies to --store hybrid, not {self.store}")
+        unused = sorted(set(self.keep_pngs) - set(self.distortion_ids))
+        if unused:
+            raise ValueError(f"keep_pngs {unused}: not among the run's distortion types")
+        if list(self.keep_pngs) != sorted(set(self.keep_pngs)):
+            raise ValueError(f"keep_pngs must be distinct ids in increasing order, got "
+                             f"{list(self.keep_pngs)}")
 
     def _check_compose(self) -> None:
         k, m = self.compose
@@ -123,6 +138,7 @@ class RunConfig:
         fields["size"] = parse_size(fields["size"])
         for key in ("distortion_ids", "levels", "metrics"):
             fields[key] = tuple(fields[key])
+        fields["keep_pngs"] = tuple(fields.get("keep_pngs", ()))  # absent before the option
         if fields.get("compose") is not None:
             fields["compose"] = tuple(fields["compose"])
         return cls(**fields)

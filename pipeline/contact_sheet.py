@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 import distortions
 from pipeline.encoding import decode_png
+from shards.replay import Pending, ReplayContext
 from shards.storage import Location
 from shards.tar_stream import read_tar
 
@@ -85,18 +86,21 @@ def render_contact_sheet(img: np.ndarray, seed: int = 0, ref_id: str = "sheet",
 def render_shard_sheet(tar_path: str, ref_id: str | None = None,
                        cell_width: int = DEFAULT_CELL_WIDTH) -> Image.Image:
     """The grid of one reference of a shard (its first by default) as the shard stores it,
-    each cell captioned with its parameters and its quality label Q."""
+    each cell captioned with its parameters and its quality label Q (a version stored as its
+    recipe is replayed, checked against its recorded SHA-256)."""
     samples = shard_samples(tar_path)
     references = [key for key, record in samples.items() if record[0]["kind"] == "reference"]
     if not references:
         raise ValueError(f"{tar_path} holds no reference sample")
     chosen = ref_id or samples[references[0]][0]["ref_id"]
-    cells, reference = {}, None
-    for record, png in samples.values():
-        if record["ref_id"] != chosen:
-            continue
+    mine = [(record, png) for record, png in samples.values() if record["ref_id"] == chosen]
+    reference = next((decode_png(png) for record, png in mine
+                      if record["kind"] == "reference"), None)
+    if reference is None:
+        raise ValueError(f"{tar_path} has no reference {chosen!r}")
+    cells = {}
+    for record, png in mine:
         if record["kind"] == "reference":
-            reference = decode_png(png)
             continue
         if len(record.get("chain") or ()) > 1:
             raise ValueError(f"{tar_path}: {record['key']} is a composed version (a chain of "
@@ -104,16 +108,16 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
         d = distortions.get(record["distortion_id"])
         label = "" if record["quality"] is None else f" Q={record['quality']:.2f}"  # label-free
         caption = d.describe(record["level"]) + label
-        cells[(d.id, record["level"])] = (decode_png(png), caption)
-    if reference is None:
-        raise ValueError(f"{tar_path} has no reference {chosen!r}")
+        pixels = (decode_png(png) if png is not None else
+                  Pending(record["key"], reference, record, ReplayContext()).pixels())
+        cells[(d.id, record["level"])] = (pixels, caption)
     return render_grid(reference, cells, cell_width)
 
 
-def shard_samples(tar_path: str) -> dict[str, tuple[dict, bytes]]:
-    """key -> (sample record, PNG bytes) of a shard tar (a path or an object-store URI), read
-    through the shared tar reader."""
+def shard_samples(tar_path: str) -> dict[str, tuple[dict, bytes | None]]:
+    """key -> (sample record, PNG bytes or None for a version stored as its recipe) of a shard
+    tar (a path or an object-store URI, .tar or .tar.gz), read through the shared tar
+    reader."""
     location = Location.parse(tar_path)
-    return {sample["__key__"]: (json.loads(sample["json"]), sample["png"])
-            for sample in read_tar(location, location.root)
-            if "json" in sample and "png" in sample}
+    return {sample["__key__"]: (json.loads(sample["json"]), sample.get("png"))
+            for sample in read_tar(location, location.root) if "json" in sample}

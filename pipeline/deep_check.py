@@ -15,11 +15,11 @@ import distortions
 from distortions.denoiser import active_denoiser
 from labelers import Labeler
 from pipeline.encoding import decode_png
+from shards.layout import store_of, tar_path
 from shards.reader import read_index, tar_members
 from shards.replay import Pending, ReplayContext, ReplayError
 from shards.schema import pixel_sha256
 from shards.storage import Location
-from shards.writer import shard_paths
 
 SCORE_TOLERANCE = 1e-4  # absolute and relative: a GPU's scores against this CPU's (bench-gpu)
 
@@ -32,9 +32,10 @@ def _sample(location: Location, count: int, seed: int) -> list[dict]:
     return [rows[i] for i in sorted(picks)]
 
 
-def _pixels(location: Location, shard: int, keys: set[str]) -> dict[str, np.ndarray | None]:
-    """The stored pixels of `keys` (None for a version stored as its recipe only)."""
-    members = tar_members(location, shard_paths(location, shard)["tar"])
+def _pixels(location: Location, tar: str, keys: set[str]) -> dict[str, np.ndarray | None]:
+    """The stored pixels of `keys` in the shard tar `tar` (None for a version stored as its
+    recipe only)."""
+    members = tar_members(location, tar)
     return {key: decode_png(parts["png"]) if "png" in parts else None
             for key, parts in members.items() if key in keys}
 
@@ -90,14 +91,14 @@ def deep_check(location: Location, count: int, seed: int = 0) -> tuple[list[str]
     labeler = (Labeler(stored_metrics, device="cpu", allow_missing=True) if stored_metrics
                else None)  # a label-free dataset: nothing to re-score
     problems, notes = [], []
-    context = ReplayContext.of(location)
+    context, store = ReplayContext.of(location), store_of(location)
     by_shard: dict[int, list[dict]] = {}
     for row in rows:
         by_shard.setdefault(row["shard"], []).append(row)
     for shard, shard_rows in by_shard.items():
         wanted = {row["key"] for row in shard_rows} | {f"{row['ref_id']}_ref"
                                                        for row in shard_rows}
-        pixels = _pixels(location, shard, wanted)
+        pixels = _pixels(location, tar_path(location, shard, store), wanted)
         for row in shard_rows:
             reference, stored = pixels[f"{row['ref_id']}_ref"], pixels[row["key"]]
             if stored is None:

@@ -31,15 +31,9 @@ from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout
 from pipeline.sources import list_sources
 from pipeline.submit import AUTHENTICATION_ERRORS
-from shards.reader import (
-    PLAN_FILE,
-    SOURCES_FILE,
-    shard_problems,
-    shard_stats,
-    shards_with_stats,
-)
+from shards.layout import PLAN_FILE, SHARDS_DIR, SOURCES_FILE
+from shards.reader import shard_problems, shard_stats, shards_with_stats
 from shards.storage import Location
-from shards.writer import SHARDS_DIR
 
 DASHBOARD_PORT = 8265
 PROGRESS_SECONDS = 2.0
@@ -62,10 +56,11 @@ class ClusterOptions:
     denoise_on_actors: bool | None = None  # None: when the cluster has GPUs
 
 
-def shard_is_complete(location: Location, index: int, digest: str, verify: bool = False) -> bool:
+def shard_is_complete(location: Location, index: int, digest: str, store: str,
+                      verify: bool = False) -> bool:
     """All files there, made under this plan, parquet rows and tar size as the stats say; with
     `verify` the tar's SHA-256 too (reads every byte)."""
-    return not shard_problems(location, index, digest, verify_hash=verify)
+    return not shard_problems(location, index, digest, store, verify_hash=verify)
 
 
 def _clear_previous_run(location: Location) -> None:
@@ -258,7 +253,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     _start_ray()
     check_reachable(plan, config.sources, config.out)
     todo = [i for i in range(plan.shard_count)
-            if not shard_is_complete(location, i, plan.digest, options.verify)]
+            if not shard_is_complete(location, i, plan.digest, config.store, options.verify)]
     if resumed:
         print(f"resuming: {plan.shard_count - len(todo)} of {plan.shard_count} shards done")
     if absent:

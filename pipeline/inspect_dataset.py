@@ -11,44 +11,46 @@ from pipeline.commands.storage_check import storage_summary
 from pipeline.config import RunConfig
 from pipeline.deep_check import deep_check
 from pipeline.plan import Plan
-from shards.reader import PLAN_FILE, shard_problems, shard_stats
+from shards.layout import DEFAULT_STORE, PLAN_FILE, shard_paths, tar_path
+from shards.reader import shard_problems, shard_stats
 from shards.storage import Location
-from shards.store_modes import DEFAULT_STORE, stores_pixels
+from shards.store_modes import stores_pixels
 from shards.tar_stream import read_tar
-from shards.writer import shard_paths
 
 IMAGE_MEMBERS = ("json", "png")
 
 
-def tar_listing(location: Location, index: int) -> list[tuple[str, tuple[str, ...]]]:
+def tar_listing(location: Location, index: int, store: str
+                ) -> list[tuple[str, tuple[str, ...]]]:
     """(key, its member extensions, sorted) of each sample of a shard's tar, in order (its
     members streamed through the shared tar reader, their bytes dropped as they are read; an
     unreadable tar raises tarfile.ReadError)."""
-    samples = read_tar(location, shard_paths(location, index)["tar"], keep_bytes=False)
+    samples = read_tar(location, tar_path(location, index, store), keep_bytes=False)
     return [(sample["__key__"], tuple(sorted(name for name in sample
                                               if not name.startswith("__"))))
             for sample in samples]
 
 
-def tar_keys(location: Location, index: int) -> list[str]:
+def tar_keys(location: Location, index: int, store: str = DEFAULT_STORE) -> list[str]:
     """The sample keys of a shard's tar, in order, each checked to have .png and .json."""
-    return [key for key, members in tar_listing(location, index) if members == IMAGE_MEMBERS]
+    return [key for key, members in tar_listing(location, index, store)
+            if members == IMAGE_MEMBERS]
 
 
-def _misstored(listing: list[tuple[str, tuple[str, ...]]], rows: list[dict], store: str
-               ) -> list[str]:
+def _misstored(listing: list[tuple[str, tuple[str, ...]]], rows: list[dict], store: str,
+               keep_pngs: tuple[int, ...]) -> list[str]:
     """Keys whose members are not what the store mode keeps: .png and .json, or (a version
     kept as its recipe) .json alone."""
-    expected = {row["key"]: IMAGE_MEMBERS if stores_pixels(store, row) else ("json",)
-                for row in rows}
+    expected = {row["key"]: IMAGE_MEMBERS if stores_pixels(store, row, keep_pngs) else
+                ("json",) for row in rows}
     return [key for key, members in listing if key in expected and members != expected[key]]
 
 
 def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
-                store: str = DEFAULT_STORE) -> list[str]:
+                store: str = DEFAULT_STORE, keep_pngs: tuple[int, ...] = ()) -> list[str]:
     """Problems found in one shard (empty when it is sound): its files, plan, sizes and tar
     SHA-256 against its stats, then its members against the parquet index and the plan."""
-    problems = shard_problems(location, index, plan.digest, verify_hash=True)
+    problems = shard_problems(location, index, plan.digest, store, verify_hash=True)
     if problems:
         return [f"shard {index:05d}: {problem}" for problem in problems]
     paths = shard_paths(location, index)
@@ -56,12 +58,12 @@ def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
         rows = pq.read_table(handle, columns=["key", "ref_id", "kind", "distortion_id",
                                               "chain"]).to_pylist()
     try:
-        listing = tar_listing(location, index)
+        listing = tar_listing(location, index, store)
     except (tarfile.TarError, OSError) as error:
         return [f"shard {index:05d}: tar unreadable ({type(error).__name__}: {error})"]
     if [key for key, _ in listing] != [row["key"] for row in rows]:
         problems.append(f"shard {index:05d}: tar members and parquet rows differ")
-    misstored = _misstored(listing, rows, store)
+    misstored = _misstored(listing, rows, store, keep_pngs)
     if misstored:
         problems.append(f"shard {index:05d}: {len(misstored)} samples lack or hold a PNG "
                         f"against the store mode {store} (first {misstored[0]})")
@@ -92,11 +94,12 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
     per_reference = 1 + config.versions_count
     problems = []
     for index in range(plan.shard_count):
-        problems += check_shard(location, plan, index, per_reference, config.store)
+        problems += check_shard(location, plan, index, per_reference, config.store,
+                                config.keep_pngs)
     lines = [f"dataset {out}: {len(plan.references)} references in {plan.shard_count} shards, "
              f"plan {plan.digest[:12]}, ensemble {manifest['ensemble_hash']}",
              "modes: " + ", ".join(f"{key} {value}" for key, value in config.modes().items()
-                                   if value is not None)]
+                                   if value not in (None, ()))]
     if location.exists(location.path("report.json")):
         report = json.loads(location.read_bytes(location.path("report.json")))
         lines.append(f"samples {report['samples']} ({report['distorted']} distorted), sources ok "

@@ -13,7 +13,7 @@ from pipeline.config import SPLIT_FRACTIONS, RunConfig
 from pipeline.errors import PlanMismatchError
 from pipeline.sources import Source
 from shards.keys import ref_ids
-from shards.reader import PLAN_FILE
+from shards.layout import PLAN_FILE
 from shards.storage import Location
 
 

@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 from pipeline.config import RunConfig
 from pipeline.plan import Plan
 from pipeline.sources import printable
-from shards.reader import SOURCES_FILE, shard_stats
+from shards.layout import SOURCES_FILE, shard_paths
+from shards.reader import shard_stats
 from shards.schema import SOURCES_SCHEMA
 from shards.storage import Location, redact
 from shards.store_modes import library_versions
-from shards.writer import shard_paths
 
 
 def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble, absent

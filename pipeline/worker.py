@@ -20,10 +20,11 @@ from pipeline.sizing import NATIVE, SourceTooSmallError, cover_and_crop, limit_s
 from pipeline.sources import load, printable
 from pipeline.spill import SpilledSamples
 from shards.keys import composed_key, distorted_key, reference_key
+from shards.layout import shard_paths
 from shards.schema import pixel_sha256
 from shards.storage import Location
 from shards.store_modes import stores_pixels
-from shards.writer import ShardWriter, shard_paths
+from shards.writer import ShardWriter
 
 # score_images(reference pixels, N x H x W x 3 version pixels, on_labelled) -> ({metric:
 # scores}, absent metric keys), calling on_labelled(n) as parts of n versions are labelled.
@@ -250,7 +251,7 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: Score
     failures)` is told as parts of a reference's versions are labelled and as each reference
     ends (its own sample and its failures); `guard` as each starts and ends."""
     outcome = ShardOutcome(index)
-    writer = ShardWriter(location, index)
+    writer = ShardWriter(location, index, config.store)
     try:
         with SpilledSamples() as distorted:
             for ref in plan.shard(index):
@@ -292,8 +293,8 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
         with _Timer(outcome.seconds, "distort"):
             made = _distort_all(ref, pixels, config, outcome, denoise)
         with _Timer(outcome.seconds, "encode"):  # a version the store keeps as a recipe: None
-            pngs = [encode_png(image) if stores_pixels(config.store, record) else None
-                    for record, image in made]
+            pngs = [encode_png(image) if stores_pixels(config.store, record, config.keep_pngs)
+                    else None for record, image in made]
         with _Timer(outcome.seconds, "label"):
             _label([record for record, _ in made], pixels, [image for _, image in made],
                    score_images, ensemble,

@@ -19,9 +19,9 @@ import webdataset as wds
 
 from shards.group_spec import GroupSpec, chosen_versions
 from shards.groups import assemble
+from shards.layout import DEFAULT_STORE, SOURCES_FILE, store_of
 from shards.order import ONE_PASS, Order, Stream, pipeline
 from shards.reader import (
-    SOURCES_FILE,
     complete_shards,
     no_complete_shard,
     read_index,
@@ -32,7 +32,6 @@ from shards.records import decode as decode_image
 from shards.records import decoded, is_reference, member_filter, record
 from shards.replay import ReplayContext, replaying
 from shards.storage import Location
-from shards.store_modes import DEFAULT_STORE, store_of
 from shards.tar_stream import each_shard, shard_samples
 
 

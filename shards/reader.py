@@ -8,12 +8,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from shards.layout import PLAN_FILE, SHARDS_DIR, SOURCES_FILE, shard_paths, store_of, tar_path
 from shards.schema import CHAIN_TYPE, chain_of
 from shards.storage import Location
-from shards.writer import SHARDS_DIR, shard_paths
-
-SOURCES_FILE = "sources.parquet"
-PLAN_FILE = "plan.json"
 
 
 def plan_digest(location: Location) -> str | None:
@@ -49,18 +46,19 @@ def shard_stats(location: Location, index: int) -> dict:
 
 def _tar_sha256(location: Location, path: str) -> str:
     digest = hashlib.sha256()
-    with location.fs.open_input_stream(path) as stream:
+    with location.fs.open_input_stream(path, compression=None) as stream:
         while block := stream.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
 
 
-def shard_problems(location: Location, index: int, digest: str | None,
+def shard_problems(location: Location, index: int, digest: str | None, store: str,
                    verify_hash: bool = False) -> list[str]:
-    """Why shard `index` is not a complete shard of the plan `digest` (empty when it is): its
-    files, its stats' plan digest, its parquet row count and its tar's byte size against the
-    stats, and with `verify_hash` the tar's SHA-256 too (reads the whole tar)."""
-    paths = shard_paths(location, index)
+    """Why shard `index` of a dataset in mode `store` is not a complete shard of the plan
+    `digest` (empty when it is): its files, its stats' plan digest, its parquet row count and
+    its tar's byte size against the stats, and with `verify_hash` the tar's SHA-256 too (reads
+    the whole tar)."""
+    paths = {**shard_paths(location, index), "tar": tar_path(location, index, store)}
     missing = [kind for kind in ("tar", "parquet", "stats") if not location.exists(paths[kind])]
     if missing:
         return [f"missing {', '.join(missing)}"]
@@ -150,4 +148,5 @@ def tar_members(location: Location, path: str, read: bool = True) -> dict[str, d
 def tar_urls(location: Location, shards: list[int] | None = None) -> list[str]:
     """Paths of the complete shards' tars, for webdataset.WebDataset."""
     indices = complete_shards(location) if shards is None else shards
-    return [shard_paths(location, index)["tar"] for index in indices]
+    store = store_of(location)
+    return [tar_path(location, index, store) for index in indices]

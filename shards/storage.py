@@ -1,5 +1,7 @@
 """Where a dataset lives: a local path or an object-store URI (s3://, gs://), through pyarrow's
-filesystems, with atomic publication where the filesystem has it."""
+filesystems, with atomic publication where the filesystem has it. Files are read and written
+as the bytes they hold: pyarrow's compression by file extension is turned off (it would inflate
+a shard's .tar.gz before its SHA-256 is taken, and gzip it twice where it is written)."""
 
 import os
 import re
@@ -68,12 +70,12 @@ class Location:
         """Write a whole file; locally through a staged name, synced and renamed, so a reader
         sees the old file or the new one, never a torn one."""
         staged = self.staging_name(path)
-        with self.fs.open_output_stream(staged) as stream:
+        with self.fs.open_output_stream(staged, compression=None) as stream:
             stream.write(data)
         self.publish(staged, path)
 
     def read_bytes(self, path: str) -> bytes:
-        with self.fs.open_input_stream(path) as stream:
+        with self.fs.open_input_stream(path, compression=None) as stream:
             return stream.read()
 
     def publish(self, staged: str, final: str) -> None:

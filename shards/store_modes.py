@@ -11,25 +11,13 @@ versions a replay depends on.
   its replay is verified against the stored SHA-256 wherever it runs.
 
 The mode of a dataset is in its plan (plan.json's inputs, only when not images), so a dataset
-never mixes two modes."""
+never mixes two modes; the modes' names and file layout are in shards.layout."""
 
-import json
 from importlib import metadata
 
 import distortions
-from shards.reader import PLAN_FILE
+from shards.layout import DEFAULT_STORE
 from shards.schema import chain_of
-from shards.storage import Location
-
-STORE_MODES = ("images", "recipes", "hybrid")
-DEFAULT_STORE = "images"
-
-
-def check_store(store: str) -> str:
-    """`store` when it is a storage mode; a clear error otherwise."""
-    if store not in STORE_MODES:
-        raise ValueError(f"store must be one of {', '.join(STORE_MODES)}, got {store!r}")
-    return store
 
 
 def not_portable(record: dict) -> bool:
@@ -38,19 +26,14 @@ def not_portable(record: dict) -> bool:
     return any(distortions.get(link["id"]).learned for link in chain_of(record))
 
 
-def stores_pixels(store: str, record: dict) -> bool:
-    """Whether a dataset in mode `store` keeps this sample's PNG (references always do)."""
-    if record.get("kind") == "reference" or store == "images":
+def stores_pixels(store: str, record: dict, keep_pngs: tuple[int, ...] = ()) -> bool:
+    """Whether a dataset in mode `store` keeps this sample's PNG: references always do; in
+    hybrid, versions whose replay is not portable, and those with a link of a `keep_pngs`
+    type (`generate --keep-pngs`: the types whose replay is too slow for the loader)."""
+    if record.get("kind") == "reference" or store == DEFAULT_STORE:
         return True
-    return store == "hybrid" and not_portable(record)
-
-
-def store_of(location: Location) -> str:
-    """The storage mode a dataset was generated in (images where its plan names none)."""
-    path = location.path(PLAN_FILE)
-    if not location.exists(path):
-        return DEFAULT_STORE
-    return json.loads(location.read_bytes(path))["inputs"].get("store", DEFAULT_STORE)
+    return store == "hybrid" and (not_portable(record) or any(
+        link["id"] in keep_pngs for link in chain_of(record)))
 
 
 def _version(package: str) -> str | None:

@@ -1,7 +1,8 @@
 """Shard tars as webdataset stages: each tar opened through the dataset's pyarrow filesystem
 (local paths and object stores alike; webdataset's own gopen does not know pyarrow), then
 expanded into samples by webdataset's `tar_file_expander` and `group_by_keys`, one shard at a
-time and one member at a time (a shard is never held whole)."""
+time and one member at a time (a shard is never held whole). A gzipped tar (.tar.gz: recipes
+and hybrid datasets) is opened as its bytes and inflated by tarfile as it streams."""
 
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
@@ -23,7 +24,7 @@ def open_tars(location: Location) -> Callable[[Iterable[dict]], Iterator[dict]]:
     is asked for (or the pipeline is dropped)."""
     def stage(sources: Iterable[dict]) -> Iterator[dict]:
         for source in sources:
-            with location.fs.open_input_stream(source["url"]) as stream:
+            with location.fs.open_input_stream(source["url"], compression=None) as stream:
                 yield {**source, "stream": stream}
     return stage
 

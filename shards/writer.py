@@ -1,7 +1,9 @@
-"""Writing one shard: a byte-reproducible WebDataset tar, its parquet index, and the stats
-file last (its presence means the shard is complete)."""
+"""Writing one shard: a byte-reproducible WebDataset tar (gzipped in the recipes and hybrid
+modes, shards.layout), its parquet index, and the stats file last (its presence means the shard
+is complete)."""
 
 import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -11,20 +13,12 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shards.layout import DEFAULT_STORE, SHARDS_DIR, compresses, shard_paths, tar_path
 from shards.schema import INDEX_SCHEMA, index_row, sample_json
 from shards.storage import Location
 
-SHARDS_DIR = "shards"
-
-
-def shard_name(index: int) -> str:
-    return f"{index:05d}"
-
-
-def shard_paths(location: Location, index: int) -> dict[str, str]:
-    base = location.path(SHARDS_DIR, shard_name(index))
-    return {"tar": f"{base}.tar", "parquet": f"{base}.parquet", "stats": f"{base}_stats.json",
-            "sources": f"{base}_sources.json", "failures": f"{base}_failures.jsonl"}
+GZIP_LEVEL = 9
+INDEX_COMPRESSION = ("zstd", 9)  # the parquet index's codec and level
 
 
 class _Hashing:
@@ -42,21 +36,26 @@ class _Hashing:
 class ShardWriter:
     """Streams samples into shard `index`'s tar; `finish` publishes tar and parquet, then stats.
 
-    Members carry fixed metadata (mtime 0, uid/gid 0, mode 644) so that the same samples in the
-    same order give the same bytes.
+    Members carry fixed metadata (mtime 0, uid/gid 0, mode 644), and a gzipped tar a fixed gzip
+    header (no name, mtime 0), so that the same samples in the same order give the same bytes
+    (with the same zlib).
     """
 
-    def __init__(self, location: Location, index: int):
+    def __init__(self, location: Location, index: int, store: str = DEFAULT_STORE):
         self.location = location
         self.index = index
-        self.paths = shard_paths(location, index)
+        self.paths = {**shard_paths(location, index), "tar": tar_path(location, index, store)}
         location.makedirs(location.path(SHARDS_DIR))
         self._staged_tar = location.staging_name(self.paths["tar"])
-        self._stream = location.fs.open_output_stream(self._staged_tar)
+        self._stream = location.fs.open_output_stream(self._staged_tar, compression=None)
         self._hashing = _Hashing(self._stream)
-        # closed in finish() or abort(): the tar lives as long as the writer
+        # closed in finish() or abort(): the tar and its gzip layer live as long as the writer
+        self._gzip = (gzip.GzipFile(filename="", mode="wb", fileobj=self._hashing,
+                                    compresslevel=GZIP_LEVEL, mtime=0)
+                      if compresses(store) else None)
         self._tar = tarfile.open(  # noqa: SIM115
-            fileobj=self._hashing, mode="w|", format=tarfile.GNU_FORMAT)
+            fileobj=self._hashing if self._gzip is None else self._gzip, mode="w|",
+            format=tarfile.GNU_FORMAT)
         self._rows: list[dict] = []
         self._started = time.perf_counter()
 
@@ -79,11 +78,14 @@ class ShardWriter:
         """Close and publish the tar and parquet, then write the stats file last, with the
         tar's byte size and SHA-256 (what `inspect` and a resume check it against)."""
         self._tar.close()
+        if self._gzip is not None:
+            self._gzip.close()
         self._stream.close()
         staged_parquet = self.location.staging_name(self.paths["parquet"])
         table = pa.Table.from_pylist(self._rows, schema=INDEX_SCHEMA)
-        with self.location.fs.open_output_stream(staged_parquet) as stream:
-            pq.write_table(table, stream)
+        with self.location.fs.open_output_stream(staged_parquet, compression=None) as stream:
+            pq.write_table(table, stream, compression=INDEX_COMPRESSION[0],
+                           compression_level=INDEX_COMPRESSION[1])
         self.location.publish(self._staged_tar, self.paths["tar"])
         self.location.publish(staged_parquet, self.paths["parquet"])
         full_stats = {**stats, "shard": self.index, "samples": len(self._rows),
@@ -96,7 +98,8 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Drop what was staged (a failed shard leaves no partial files behind)."""
-        for closing in (self._tar.close, self._stream.close):
+        layers = (self._tar, self._gzip, self._stream)
+        for closing in (layer.close for layer in layers if layer is not None):
             with contextlib.suppress(OSError, tarfile.TarError):
                 closing()
         self.location.delete(self._staged_tar)

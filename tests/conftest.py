@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shards.layout import STORE_MODES
+
 DATA = Path(__file__).parent / "data"
 MINIMUM_IMAGE = DATA / "astronaut_192x176.png"
 
@@ -27,15 +29,12 @@ def embedded_small() -> dict[str, np.ndarray]:
     return {name: cover_and_crop(embedded_photo(name), size) for name in EMBEDDED_PHOTOS}
 
 
-STORE_MODES = ("images", "recipes", "hybrid")
-
-
 @pytest.fixture(scope="session")
 def store_datasets(tmp_path_factory) -> dict[str, Path]:
-    """The same run generated in each storage mode (--store images, recipes, hybrid) by the
-    real shard worker: 3 embedded photos at 192 x 176 x (JPEG, the learned white-noise
-    denoiser, colour block) x levels 1 and 5, in 2 shards, with their manifests and merged
-    sources. {mode: dataset folder}."""
+    """The same run generated in each storage mode (--store images, recipes, hybrid, and
+    "hybrid_kept": hybrid --keep-pngs 26) by the real shard worker: 3 embedded photos at
+    192 x 176 x (JPEG, the learned white-noise denoiser, colour block) x levels 1 and 5, in 2
+    shards, with their manifests and merged sources. {mode: dataset folder}."""
     from labelers import Labeler
     from labelers.ensemble import Ensemble, Mapping01
     from pipeline.config import RunConfig
@@ -50,11 +49,12 @@ def store_datasets(tmp_path_factory) -> dict[str, Path]:
     ensemble = Ensemble("test", {"mae": 1.0}, {"mae": Mapping01("linear", best=0.0, worst=0.2)})
     scorer = local_scorer(Labeler(metrics=("mae",), device="cpu"))
     made = {}
-    for store in STORE_MODES:
-        config = RunConfig(sources="embedded", out=str(base / store), seed=3,
+    variants = {**{store: (store, ()) for store in STORE_MODES}, "hybrid_kept": ("hybrid", (26,))}
+    for name, (store, keep_pngs) in variants.items():
+        config = RunConfig(sources="embedded", out=str(base / name), seed=3,
                            size=TargetSize(192, 176), shard_refs=2, limit=3,
                            distortion_ids=(1, 8, 26), levels=(1, 5), metrics=("mae",),
-                           store=store)
+                           store=store, keep_pngs=keep_pngs)
         plan = Plan.make(list_sources("embedded"), config)
         location = Location.parse(config.out)
         persist_or_check(plan, location)
@@ -62,5 +62,5 @@ def store_datasets(tmp_path_factory) -> dict[str, Path]:
         for index in range(plan.shard_count):
             produce_shard(index, plan, config, scorer, ensemble, location)
         merge(location, plan)
-        made[store] = base / store
+        made[name] = base / name
     return made

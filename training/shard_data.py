@@ -18,11 +18,11 @@ import torch
 from torch.utils.data import IterableDataset
 
 from shards.dataset import sample_stream
+from shards.layout import store_of, tar_path
 from shards.order import Order
 from shards.reader import read_index, read_sources
 from shards.schema import METRIC_KEYS, chain_of
 from shards.storage import Location
-from shards.writer import shard_paths
 from training.losses import Head
 from training.transforms import Augment, centre_view, decode, train_view
 
@@ -181,7 +181,8 @@ def split_shards(location: Location, index: pa.Table, splits: dict[str, str],
     refs = frozenset(ref for ref, split in splits.items() if split == name)
     wanted = pc.is_in(index["ref_id"], value_set=pa.array(sorted(refs), pa.string()))
     counts = Counter(index.filter(wanted)["shard"].to_pylist())
-    urls = tuple(shard_paths(location, shard)["tar"] for shard in sorted(counts))
+    store = store_of(location)
+    urls = tuple(tar_path(location, shard, store) for shard in sorted(counts))
     return SplitShards(name, refs, urls, sum(counts.values()))
 
 

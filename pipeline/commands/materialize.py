@@ -12,14 +12,22 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS
 from pipeline.encoding import decode_png, encode_png
 from pipeline.plan import Plan, persist_or_check
-from shards.reader import PLAN_FILE, SOURCES_FILE, complete_shards, shard_problems, shard_stats
+from shards.layout import (
+    DEFAULT_STORE,
+    PLAN_FILE,
+    SOURCES_FILE,
+    shard_paths,
+    store_of,
+    tar_path,
+)
+from shards.reader import complete_shards, shard_problems, shard_stats
 from shards.replay import MANIFEST_FILE, Pending, ReplayContext
 from shards.storage import Location
-from shards.store_modes import DEFAULT_STORE, store_of
 from shards.tar_stream import read_tar
-from shards.writer import ShardWriter, shard_paths
+from shards.writer import ShardWriter
 
 COPIED_FILES = (SOURCES_FILE, "failures.jsonl", "ensemble.json")
 WRITER_STATS = ("shard", "samples", "tar_bytes", "tar_sha256", "write_seconds")  # finish's own
@@ -31,9 +39,11 @@ class MaterializeError(ValueError):
 
 @dataclass(frozen=True)
 class Job:
-    """One shard to materialize: from `source` into `target` under the images plan `digest`."""
+    """One shard to materialize: from `source` (in mode `store`) into `target` under the images
+    plan `digest`."""
 
     source: str
+    store: str
     target: str
     index: int
     digest: str
@@ -41,8 +51,9 @@ class Job:
 
 
 def images_plan(plan: Plan) -> Plan:
-    """The plan `generate --store images` makes of the same inputs: without the store mode."""
-    inputs = {key: value for key, value in plan.inputs.items() if key != "store"}
+    """The plan `generate --store images` makes of the same inputs: without the storage
+    inputs (the store mode, the types a hybrid dataset keeps PNGs of)."""
+    inputs = {key: value for key, value in plan.inputs.items() if key not in STORAGE_INPUTS}
     return Plan(inputs, plan.references, plan.duplicates)
 
 
@@ -53,7 +64,7 @@ def materialize_shard(job: Job) -> int:
     replayed = 0
     try:
         references = {}
-        for sample in read_tar(source, shard_paths(source, job.index)["tar"]):
+        for sample in read_tar(source, tar_path(source, job.index, job.store)):
             meta, png = json.loads(sample["json"]), sample.get("png")
             if meta["kind"] == "reference":
                 references[meta["ref_id"]] = decode_png(png)
@@ -99,7 +110,9 @@ def _run_files(source: Location, target: Location, plan: Plan, origin: str) -> N
     """The manifest (store images, the images plan's digest), the report and the run's
     merged files, copied."""
     manifest = json.loads(source.read_bytes(source.path(MANIFEST_FILE)))
-    manifest["config"]["store"] = manifest["modes"]["store"] = manifest["store"] = DEFAULT_STORE
+    for key in STORAGE_INPUTS:
+        manifest["config"][key] = manifest["modes"][key] = MODE_DEFAULTS[key]
+    manifest["store"] = DEFAULT_STORE
     manifest.update(plan_digest=plan.digest, materialized_from=origin)
     target.write_bytes(target.path(MANIFEST_FILE),
                        json.dumps(manifest, sort_keys=True, indent=1).encode())
@@ -107,7 +120,7 @@ def _run_files(source: Location, target: Location, plan: Plan, origin: str) -> N
         _copy(source, target, source.path(name), target.path(name))
     if source.exists(source.path("report.json")):
         report = json.loads(source.read_bytes(source.path("report.json")))
-        report["modes"]["store"] = DEFAULT_STORE
+        report["modes"].update({key: MODE_DEFAULTS[key] for key in STORAGE_INPUTS})
         report["materialized_from"] = origin
         target.write_bytes(target.path("report.json"),
                            json.dumps(report, sort_keys=True, indent=1).encode())
@@ -121,10 +134,10 @@ def materialize(source_root: str, target_root: str, workers: int = 1) -> dict:
     source, target = Location.parse(source_root), Location.parse(target_root)
     plan = images_plan(_checked_plan(source))
     persist_or_check(plan, target)
-    context = ReplayContext.of(source, verify=True)
-    todo = [Job(source_root, target_root, index, plan.digest, context)
+    context, store = ReplayContext.of(source, verify=True), store_of(source)
+    todo = [Job(source_root, store, target_root, index, plan.digest, context)
             for index in range(plan.shard_count)
-            if shard_problems(target, index, plan.digest)]
+            if shard_problems(target, index, plan.digest, DEFAULT_STORE)]
     replayed = sum(tqdm(_made(todo, workers), total=len(todo), unit="shard",
                         desc="materialize"))
     _run_files(source, target, plan, source.root)

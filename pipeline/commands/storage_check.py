@@ -5,10 +5,10 @@ SHA-256, with the time the replay took."""
 import time
 
 from shards.dataset import sample_stream
+from shards.layout import DEFAULT_STORE
 from shards.reader import complete_shards, shard_stats, tar_urls
 from shards.replay import Pending, ReplayError
 from shards.storage import Location
-from shards.store_modes import DEFAULT_STORE
 
 
 def bytes_line(location: Location, store: str) -> str:

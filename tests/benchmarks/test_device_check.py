@@ -2,6 +2,7 @@
 session lent a GPU runs in one call keeps working between such sessions."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -20,12 +21,16 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((tmp_path / "device-check.json").read_text())
     sections = ("environment", "labelers", "training", "denoiser", "pipeline", "loader",
-                "agreement", "ddp")
+                "agreement", "ddp", "objectives")
     assert [name for name in sections if "error" in results[name]] == []
     # the CPU against itself: every metric exactly equal
     assert all(row["max_abs"] == 0 for row in results["agreement"]["metrics"].values())
     pipeline = results["pipeline"]  # 2 references x 3 types x 2 levels, every one labelled
     assert pipeline["labelled_images"] == 2 * 3 * 2 and pipeline["samples"] == 2 * (1 + 6)
     assert results["ddp"]["ranks"] == 2 and results["ddp"]["summary"]["rank_batches"] == [2, 2]
+    runs = results["objectives"]["runs"]  # every label-free objective trained its 4 steps
+    assert sorted(runs) == ["contrastive", "reconstruction", "restoration"]
+    assert all(math.isfinite(r["train_loss"]) and r["skipped_nonfinite"] == 0
+               for r in runs.values())
     assert set(results["labelers"]["metrics"]) == set(results["agreement"]["metrics"])
     assert "## Pipeline end to end" in (tmp_path / "device-check.md").read_text()

@@ -23,10 +23,10 @@ from pipeline.validate_levels import validate_levels
 from pipeline.worker import local_scorer, produce_shard
 from shards import open_dataset
 from shards.keys import composed_key, ref_id_of
+from shards.layout import shard_paths, tar_path
 from shards.reader import read_index, tar_members
 from shards.schema import chain_of
 from shards.storage import Location
-from shards.writer import shard_paths
 
 TYPES = (1, 3, 13, 16, 20)  # jpeg, white noise, gaussian blur, brighten, contrast change
 
@@ -49,7 +49,7 @@ def _records(location, plan):
     """key -> (sample .json, decoded pixels) of every shard."""
     found = {}
     for index in range(plan.shard_count):
-        for key, parts in tar_members(location, shard_paths(location, index)["tar"]).items():
+        for key, parts in tar_members(location, tar_path(location, index, "images")).items():
             found[key] = (json.loads(parts["json"]), decode_png(parts["png"]))
     return found
 
@@ -82,7 +82,7 @@ def test_a_composed_run_stores_each_chain_applied_link_by_link(fast_config, mae_
     assert all(record["meta"]["chain"] == records[record["key"]][0]["chain"]
                for record in open_dataset(config.out).samples(decode=False))
     with pytest.raises(ValueError, match="composed version"):
-        render_shard_sheet(shard_paths(location, 0)["tar"])
+        render_shard_sheet(tar_path(location, 0, "images"))
 
 
 @pytest.mark.slow

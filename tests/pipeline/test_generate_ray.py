@@ -17,9 +17,9 @@ from pipeline.inspect_dataset import inspect
 from pipeline.plan import Plan, PlannedReference
 from pipeline.probe import check_reachable
 from pipeline.sources import list_sources
+from shards.layout import shard_paths, tar_path
 from shards.reader import complete_shards, read_index, tar_urls
 from shards.storage import Location
-from shards.writer import shard_paths
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -33,7 +33,7 @@ def local_ray():
 
 def _digests(out: str) -> list[str]:
     location = Location.parse(out)
-    return [hashlib.sha256(location.read_bytes(shard_paths(location, i)["tar"])).hexdigest()
+    return [hashlib.sha256(location.read_bytes(tar_path(location, i, "images"))).hexdigest()
             for i in complete_shards(location)]
 
 

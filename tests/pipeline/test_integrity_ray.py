@@ -14,9 +14,9 @@ from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import PlanMismatchError
 from pipeline.inspect_dataset import inspect
 from pipeline.plan import split_of
+from shards.layout import shard_paths, tar_path
 from shards.reader import complete_shards, read_index, shard_stats, shards_with_stats
 from shards.storage import Location
-from shards.writer import shard_paths
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -65,7 +65,7 @@ def test_a_damaged_tar_is_named_by_inspect_and_redone_by_a_resume(local_ray, shi
     config = fast_config(str(folder), shard_refs=1, ensemble_file=str(ensemble))
     generate(config, ClusterOptions(actors=1))
     out = Location.parse(config.out)
-    tar = shard_paths(out, 1)["tar"]
+    tar = tar_path(out, 1, "images")
     original = out.read_bytes(tar)
     broken = original[:len(original) // 2] if damage == "truncate" else bytes(len(original))
     out.write_bytes(tar, broken)

@@ -19,7 +19,7 @@ def _files(root) -> dict[str, bytes]:
     return {**shard_files, **{name: (root / name).read_bytes() for name in COMPARED}}
 
 
-@pytest.mark.parametrize("store", ["recipes", "hybrid"])
+@pytest.mark.parametrize("store", ["recipes", "hybrid", "hybrid_kept"])
 def test_materialize_gives_the_images_datasets_bytes(store_datasets, tmp_path, store, capsys):
     out = tmp_path / "images"
     assert cli.main(["materialize", str(store_datasets[store]), str(out)]) == 0

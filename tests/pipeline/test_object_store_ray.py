@@ -3,6 +3,7 @@ sources listed and read as (filesystem, key) pairs, so keys with a space, ?, # o
 right object; shards, stats and run files written to S3; the lease taken with a conditional
 put; credentials in the URIs never reach a file the run writes."""
 
+import gzip
 import io
 import json
 import threading
@@ -17,6 +18,7 @@ from pipeline.driver import ClusterOptions, generate
 from pipeline.inspect_dataset import inspect
 from pipeline.lease import Lease, LeaseHeldError
 from pipeline.sources import list_sources, load
+from shards import open_dataset
 from shards.reader import complete_shards, read_index
 from shards.storage import Location
 
@@ -124,3 +126,23 @@ def test_the_s3_lease_admits_one_driver_even_in_the_same_instant(s3):
     second = Lease(location)
     second.acquire()  # free again once released
     second.release()  # (and its refresh thread stopped before the server goes)
+
+
+def test_a_recipes_run_on_s3_writes_each_tar_gzipped_once(s3, local_ray, small_image,
+                                                          fast_config, mae_ensemble, tmp_path):
+    client, uri = s3
+    _upload_odd_sources(client, small_image, "recipe-sources")
+    ensemble = tmp_path / "ensemble.json"
+    mae_ensemble.save(ensemble)
+    out = uri("recipes")
+    config = fast_config(uri("recipe-sources"), out=out, shard_refs=3,
+                         ensemble_file=str(ensemble), store="recipes")
+    assert generate(config, ClusterOptions(actors=1))["failures"] == 0
+    assert inspect(out)[1] == []  # tar sizes and SHA-256 as the stats say: the stored bytes
+    tars = {key: data for key, data in _every_object(client, "recipes/").items()
+            if ".tar" in key}
+    assert sorted(tars) == ["recipes/shards/00000.tar.gz", "recipes/shards/00001.tar.gz"]
+    for data in tars.values():  # gzip's magic once: inflated, a plain tar (ustar at 257)
+        assert data[:2] == b"\x1f\x8b" and gzip.decompress(data)[257:262] == b"ustar"
+    replayed = list(open_dataset(out).samples(kind="distorted"))
+    assert len(replayed) == len(ODD_KEYS) * len(config.scenarios)

@@ -32,3 +32,23 @@ def test_the_command_line_takes_the_three_modes(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["generate", "--store", "pngs"])
     assert "invalid choice: 'pngs'" in capsys.readouterr().err
+    kept = parser.parse_args(["generate", "--store", "hybrid", "--keep-pngs",
+                              "color_quantization,2,33,2"])
+    assert cli.run_config(kept).keep_pngs == (2, 29, 33)  # names, ids; sorted, distinct
+
+
+def test_keep_pngs_is_a_storage_input_of_hybrid_runs_only(tmp_path):
+    def config(**storage) -> RunConfig:
+        return RunConfig(sources="embedded", out=str(tmp_path), limit=2, **storage)
+    sources = list_sources("embedded")
+    hybrid = Plan.make(sources, config(store="hybrid"))
+    kept = Plan.make(sources, config(store="hybrid", keep_pngs=(2, 29)))
+    assert "keep_pngs" not in hybrid.inputs and kept.inputs["keep_pngs"] == (2, 29)
+    assert kept.digest != hybrid.digest
+    assert RunConfig.from_json(config(store="hybrid", keep_pngs=(2,)).to_json()).keep_pngs == (2,)
+    with pytest.raises(ValueError, match="keep_pngs applies to --store hybrid, not recipes"):
+        config(store="recipes", keep_pngs=(2,))
+    with pytest.raises(ValueError, match=r"keep_pngs \[40\]: not among the run's distortion"):
+        config(store="hybrid", keep_pngs=(40,))
+    with pytest.raises(ValueError, match="distinct ids in increasing order"):
+        config(store="hybrid", keep_pngs=(29, 2))

@@ -28,10 +28,10 @@ from pipeline.plan import (
 from pipeline.report import merge
 from pipeline.sources import list_sources
 from pipeline.worker import local_scorer, produce_shard
+from shards.layout import shard_paths, tar_path
 from shards.reader import read_index, tar_urls
 from shards.schema import INDEX_SCHEMA
 from shards.storage import Location
-from shards.writer import shard_paths
 
 
 def _run_all(config, ensemble):
@@ -97,7 +97,7 @@ def test_the_same_shard_twice_gives_the_same_bytes(tmp_path, fast_config, mae_en
     for run in ("a", "b"):
         config = fast_config("embedded", out=str(tmp_path / run), limit=2)
         _, location, _ = _run_all(config, mae_ensemble)
-        tar = location.read_bytes(shard_paths(location, 0)["tar"])
+        tar = location.read_bytes(tar_path(location, 0, "images"))
         digests.append(hashlib.sha256(tar).hexdigest())
     assert digests[0] == digests[1]
 
@@ -149,7 +149,7 @@ def test_sheet_of_a_shard_shows_its_reference_and_labels(sources_folder, fast_co
     config = fast_config(str(folder))
     _, location, _ = _run_all(config, mae_ensemble)
     output = tmp_path / "shard_sheet.png"
-    tar = shard_paths(location, 0)["tar"]
+    tar = tar_path(location, 0, "images")
     assert cli.main(["sheet", tar, "-o", str(output), "--cell-width", "64"]) == 0
     with Image.open(output) as sheet:
         pixels = np.asarray(sheet.convert("RGB"))

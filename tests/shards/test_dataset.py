@@ -11,9 +11,9 @@ import pyarrow.compute as pc
 import pytest
 
 from shards import open_dataset
+from shards.layout import tar_path
 from shards.reader import read_index
 from shards.storage import Location
-from shards.writer import shard_paths
 
 
 def _index_keys(root, kind: str, split: str | None) -> list[str]:
@@ -72,7 +72,7 @@ def test_samples_of_given_references_read_only_their_shards(generated):
     last = index.filter(pc.equal(index["shard"], 2))["ref_id"][0].as_py()
     dataset = open_dataset(str(generated))
     urls, refs = dataset.where(refs=[last])
-    assert urls == [shard_paths(dataset.location, 2)["tar"]] and refs == {last}
+    assert urls == [tar_path(dataset.location, 2, "images")] and refs == {last}
     keys = [sample["key"] for sample in dataset.samples(refs=[last], kind="all")]
     assert keys == [row["key"] for row in index.to_pylist() if row["ref_id"] == last]
     assert list(dataset.samples(refs=["nobody"])) == []

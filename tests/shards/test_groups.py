@@ -10,10 +10,10 @@ import pytest
 
 from shards import open_dataset
 from shards.groups import IncompleteShardError
+from shards.layout import shard_paths
 from shards.order import Order
 from shards.reader import read_index
 from shards.storage import Location
-from shards.writer import shard_paths
 
 from .conftest import window
 

@@ -12,13 +12,18 @@ import tarfile
 
 import numpy as np
 import pytest
+import webdataset as wds
 from PIL import Image
 
 import distortions
+from pipeline.contact_sheet import render_shard_sheet
+from pipeline.inspect_dataset import check_shard
+from pipeline.plan import Plan
 from shards import open_dataset
+from shards.layout import store_of
 from shards.replay import Pending, ReplayContext, ReplayMismatchError
 from shards.storage import Location
-from shards.store_modes import library_versions, store_of
+from shards.store_modes import library_versions
 
 LEARNED = {d.id for d in distortions.registered() if d.learned}
 
@@ -26,7 +31,7 @@ LEARNED = {d.id for d in distortions.registered() if d.learned}
 def _members(root) -> dict[str, dict[str, bytes]]:
     """key -> {extension: bytes} of every shard tar, read with tarfile."""
     found = {}
-    for path in sorted((root / "shards").glob("*.tar")):
+    for path in sorted((root / "shards").glob("*.tar*")):
         with tarfile.open(path) as tar:
             for member in tar.getmembers():
                 key, _, extension = member.name.partition(".")
@@ -40,28 +45,66 @@ def _pil(data: bytes) -> np.ndarray:
 
 
 def test_recipe_tars_keep_references_and_only_the_modes_pngs(store_datasets):
-    images, recipes, hybrid = (_members(store_datasets[m]) for m in
-                               ("images", "recipes", "hybrid"))
-    assert list(images) == list(recipes) == list(hybrid)  # same samples, same order
+    images, recipes, hybrid, kept = (_members(store_datasets[m]) for m in
+                                     ("images", "recipes", "hybrid", "hybrid_kept"))
+    assert list(images) == list(recipes) == list(hybrid) == list(kept)  # same order
     for key, parts in images.items():
         meta = json.loads(parts["json"])
-        assert recipes[key]["json"] == hybrid[key]["json"] == parts["json"]
-        learned = meta["kind"] == "distorted" and meta["distortion_id"] in LEARNED
-        assert ("png" in recipes[key]) == (meta["kind"] == "reference")
-        assert ("png" in hybrid[key]) == (meta["kind"] == "reference" or learned)
-        if "png" in hybrid[key]:
-            assert hybrid[key]["png"] == parts["png"]
-    sizes = {mode: sum(p.stat().st_size for p in (root / "shards").glob("*.tar"))
+        assert recipes[key]["json"] == hybrid[key]["json"] == kept[key]["json"] == parts["json"]
+        reference = meta["kind"] == "reference"
+        learned = not reference and meta["distortion_id"] in LEARNED
+        assert ("png" in recipes[key]) == reference
+        assert ("png" in hybrid[key]) == (reference or learned)
+        assert ("png" in kept[key]) == (reference or learned or meta["distortion_id"] == 26)
+        for mode in (hybrid, kept):
+            assert mode[key].get("png", parts["png"]) == parts["png"]
+    sizes = {mode: sum(p.stat().st_size for p in (root / "shards").glob("*.tar*"))
              for mode, root in store_datasets.items()}
-    assert sizes["recipes"] < sizes["hybrid"] < sizes["images"]
+    assert sizes["recipes"] < sizes["hybrid"] < sizes["hybrid_kept"] < sizes["images"]
     assert [store_of(Location.parse(str(store_datasets[m]))) for m in store_datasets] == [
-        "images", "recipes", "hybrid"]
+        "images", "recipes", "hybrid", "hybrid"]
     manifest = json.loads((store_datasets["hybrid"] / "manifest.json").read_text())
     assert manifest["store"] == "hybrid" and manifest["replay_libraries"] == library_versions()
     assert {"numpy", "torch", "pillow", "opencv_jpeg"} <= set(manifest["replay_libraries"])
 
 
-@pytest.mark.parametrize("store", ["recipes", "hybrid"])
+def test_recipe_modes_gzip_their_tars_and_a_version_costs_less_than_a_tar_header(
+        store_datasets):
+    for mode, root in store_datasets.items():
+        names = sorted(p.name for p in (root / "shards").glob("*.tar*"))
+        assert names == [f"0000{i}.tar" + ("" if mode == "images" else ".gz") for i in (0, 1)]
+    recipes = sorted((store_datasets["recipes"] / "shards").glob("*.tar.gz"))
+    assert all(path.read_bytes()[:2] == b"\x1f\x8b" for path in recipes)  # gzip's magic
+    samples = list(wds.WebDataset([str(p) for p in recipes], shardshuffle=False))
+    images = _members(store_datasets["images"])
+    assert [s["__key__"] for s in samples] == list(images)
+    assert [s["json"] for s in samples] == [parts["json"] for parts in images.values()]
+    # an uncompressed tar spends at least a 512-byte header and a 512-byte block on a record
+    reference_pngs = sum(len(parts["png"]) for key, parts in images.items()
+                         if key.endswith("_ref"))
+    versions = sum(not key.endswith("_ref") for key in images)
+    packed = sum(path.stat().st_size for path in recipes)
+    assert (packed - reference_pngs) / versions < 512
+
+
+def test_a_recipe_shards_contact_sheet_replays_the_images_shards_cells(store_datasets):
+    sheets = {mode: np.asarray(render_shard_sheet(str(next(
+        (store_datasets[mode] / "shards").glob("00000.tar*"))))) for mode in store_datasets}
+    np.testing.assert_array_equal(sheets["recipes"], sheets["images"])
+    np.testing.assert_array_equal(sheets["hybrid"], sheets["images"])
+
+
+def test_inspect_checks_a_hybrid_shards_pngs_against_its_kept_types(store_datasets):
+    location = Location.parse(str(store_datasets["hybrid_kept"]))
+    plan = Plan.from_json(json.loads((store_datasets["hybrid_kept"] / "plan.json").read_text()))
+    assert plan.inputs["keep_pngs"] == [26]
+    for index in range(plan.shard_count):
+        assert check_shard(location, plan, index, 7, "hybrid", (26,)) == []
+        assert any("lack or hold a PNG against the store mode hybrid" in problem
+                   for problem in check_shard(location, plan, index, 7, "hybrid"))
+
+
+@pytest.mark.parametrize("store", ["recipes", "hybrid", "hybrid_kept"])
 def test_samples_replay_the_images_datasets_pixels(store_datasets, store):
     expected = {key: _pil(parts["png"]) for key, parts in
                 _members(store_datasets["images"]).items()}
@@ -100,12 +143,13 @@ def _tampered(root, tmp_path, key: str):
     records another numpy version (the tar rewritten with tarfile, member order kept)."""
     copy = tmp_path / "tampered"
     shutil.copytree(root, copy)
-    for path in (copy / "shards").glob("*.tar"):
+    for path in (copy / "shards").glob("*.tar*"):
         with tarfile.open(path) as tar:
             members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
         if not any(m.name == f"{key}.json" for m, _ in members):
             continue
-        with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        mode = "w:gz" if path.suffix == ".gz" else "w"
+        with tarfile.open(path, mode, format=tarfile.GNU_FORMAT) as tar:
             for member, data in members:
                 if member.name == f"{key}.json":
                     data = json.dumps({**json.loads(data), "sha256": "0" * 64}).encode()

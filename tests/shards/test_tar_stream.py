@@ -12,10 +12,10 @@ from moto.server import ThreadedMotoServer
 from pipeline.contact_sheet import shard_samples
 from pipeline.inspect_dataset import tar_keys
 from shards import open_dataset
+from shards.layout import tar_path
 from shards.reader import read_index, tar_members
 from shards.storage import Location
 from shards.tar_stream import ShardReadError
-from shards.writer import shard_paths
 
 
 def _index_keys(location: Location, shard: int) -> list[str]:
@@ -24,7 +24,7 @@ def _index_keys(location: Location, shard: int) -> list[str]:
 
 def test_tar_members_and_the_contact_sheet_read_every_member(generated, generated_images):
     location = Location.parse(str(generated))
-    tar = shard_paths(location, 1)["tar"]
+    tar = tar_path(location, 1, "images")
     members = tar_members(location, tar)
     assert list(members) == _index_keys(location, 1)
     assert all(sorted(parts) == ["json", "png"] for parts in members.values())
@@ -44,7 +44,7 @@ def test_tar_keys_lists_the_indexed_keys(generated):
 
 
 def _damage(location: Location, shard: int, data: bytes) -> None:
-    with location.fs.open_output_stream(shard_paths(location, shard)["tar"]) as stream:
+    with location.fs.open_output_stream(tar_path(location, shard, "images")) as stream:
         stream.write(data)
 
 
@@ -54,7 +54,7 @@ def test_a_truncated_or_malformed_tar_raises_a_tar_error_naming_it(tmp_path, han
     root = tmp_path / "damaged"
     shutil.copytree(hand_made, root)
     location = Location.parse(str(root))
-    original = location.read_bytes(shard_paths(location, 0)["tar"])
+    original = location.read_bytes(tar_path(location, 0, "images"))
     _damage(location, 0, original[:len(original) // 2 + 100])  # inside a member
     with pytest.raises(tarfile.TarError, match=r"00000\.tar is unreadable: unexpected end"):
         tar_keys(location, 0)

@@ -1,5 +1,8 @@
+import gzip
 import hashlib
+import io
 import json
+import tarfile
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -7,9 +10,10 @@ import pytest
 import webdataset as wds
 
 from shards import keys
+from shards.layout import shard_paths, tar_path
 from shards.reader import complete_shards, read_index, tar_urls
 from shards.storage import Location
-from shards.writer import ShardWriter, shard_paths
+from shards.writer import ShardWriter
 
 
 def _records():
@@ -23,9 +27,9 @@ def _records():
     return [(ref, b"ref-image-bytes"), (dist, b"distorted-image-bytes")]
 
 
-def _write(root, index=0):
+def _write(root, index=0, store="images"):
     location = Location.parse(str(root))
-    writer = ShardWriter(location, index)
+    writer = ShardWriter(location, index, store)
     for record, data in _records():
         writer.add(record, data)
     writer.finish({"failures": 0})
@@ -45,14 +49,34 @@ def test_a_shard_reads_back_with_webdataset_and_its_index_matches(tmp_path):
     assert json.loads(index[1]["recipe"]) == {"params": {"quality": 24}}
 
 
-def test_tars_are_byte_reproducible(tmp_path):
-    first = _write(tmp_path / "one")
-    second = _write(tmp_path / "two")
+@pytest.mark.parametrize("store", ["images", "recipes", "hybrid"])
+def test_tars_are_byte_reproducible(tmp_path, store):
+    first = _write(tmp_path / "one", store=store)
+    second = _write(tmp_path / "two", store=store)
 
     def digest(location):
-        return hashlib.sha256(location.read_bytes(shard_paths(location, 0)["tar"])).hexdigest()
+        return hashlib.sha256(location.read_bytes(tar_path(location, 0, store))).hexdigest()
 
     assert digest(first) == digest(second)
+
+
+def test_a_recipes_shard_is_the_images_tar_gzipped_with_a_fixed_header(tmp_path):
+    plain = _write(tmp_path / "images").read_bytes(tar_path(Location.parse(str(
+        tmp_path / "images")), 0, "images"))
+    location = _write(tmp_path / "recipes", store="recipes")
+    path = tar_path(location, 0, "recipes")
+    assert path.endswith("/shards/00000.tar.gz")
+    packed = location.read_bytes(path)
+    # RFC 1952: magic 1f 8b, deflate (8), no flags (no file name), MTIME 0
+    assert packed[:4] == b"\x1f\x8b\x08\x00" and packed[4:8] == bytes(4)
+    assert gzip.decompress(packed) == plain
+    with tarfile.open(fileobj=io.BytesIO(packed), mode="r:gz") as tar:
+        assert tar.getnames() == ["a_ref.png", "a_ref.json", "a_d01_l3.png", "a_d01_l3.json"]
+    samples = list(wds.WebDataset([path], shardshuffle=False))
+    assert [s["__key__"] for s in samples] == ["a_ref", "a_d01_l3"]
+    stats = json.loads(location.read_bytes(shard_paths(location, 0)["stats"]))
+    assert (stats["tar_bytes"], stats["tar_sha256"]) == (len(packed),
+                                                         hashlib.sha256(packed).hexdigest())
 
 
 def test_stats_are_written_last_and_mark_completion(tmp_path):
@@ -60,7 +84,7 @@ def test_stats_are_written_last_and_mark_completion(tmp_path):
     writer = ShardWriter(location, 3)
     writer.add(*_records()[0])
     assert complete_shards(location) == []
-    assert not location.exists(shard_paths(location, 3)["tar"])  # still under its staging name
+    assert not location.exists(tar_path(location, 3, "images"))  # still under its staging name
     stats = writer.finish({"failures": 0})
     assert complete_shards(location) == [3] and stats["samples"] == 1
     assert pq.read_table(shard_paths(location, 3)["parquet"]).num_rows == 1

@@ -14,7 +14,7 @@ from PIL import Image
 
 from labelers.ensemble import Ensemble, Mapping01
 from shards.keys import distorted_key, reference_key
-from shards.reader import SOURCES_FILE
+from shards.layout import SOURCES_FILE
 from shards.schema import METRIC_KEYS, SOURCES_SCHEMA
 from shards.storage import Location
 from shards.writer import ShardWriter

@@ -1,0 +1,56 @@
+"""Where a dataset's files are: its run files (plan.json, sources.parquet), its shards folder,
+and each shard's tar and side files (parquet index, stats, sources, failures).
+
+A shard's tar is `NNNNN.tar` in an images dataset and `NNNNN.tar.gz` (gzip, written
+byte-reproducibly) in a recipes or hybrid one: there its versions are JSON records, whose tar
+headers and padding (1,024 bytes for a 900-byte record) gzip takes to under 200 bytes, while
+an images dataset's PNGs would not shrink and its loader would pay the decompression. Which
+mode a dataset is in, its plan says (`store_of`); webdataset and `tar` read both forms."""
+
+import json
+
+from shards.storage import Location
+
+SHARDS_DIR = "shards"
+PLAN_FILE = "plan.json"
+SOURCES_FILE = "sources.parquet"
+STORE_MODES = ("images", "recipes", "hybrid")
+DEFAULT_STORE = "images"
+_TAR_SUFFIX = {"images": ".tar", "recipes": ".tar.gz", "hybrid": ".tar.gz"}
+
+
+def check_store(store: str) -> str:
+    """`store` when it is a storage mode; a clear error otherwise."""
+    if store not in STORE_MODES:
+        raise ValueError(f"store must be one of {', '.join(STORE_MODES)}, got {store!r}")
+    return store
+
+
+def compresses(store: str) -> bool:
+    """Whether a dataset in mode `store` gzips its shard tars."""
+    return _TAR_SUFFIX[check_store(store)] != ".tar"
+
+
+def store_of(location: Location) -> str:
+    """The storage mode a dataset was generated in (images where its plan names none, or where
+    it has no plan). Reads plan.json: call it once per dataset, not once per shard."""
+    path = location.path(PLAN_FILE)
+    if not location.exists(path):
+        return DEFAULT_STORE
+    return json.loads(location.read_bytes(path))["inputs"].get("store", DEFAULT_STORE)
+
+
+def shard_name(index: int) -> str:
+    return f"{index:05d}"
+
+
+def shard_paths(location: Location, index: int) -> dict[str, str]:
+    """The side files of shard `index` (the same in every store mode)."""
+    base = location.path(SHARDS_DIR, shard_name(index))
+    return {"parquet": f"{base}.parquet", "stats": f"{base}_stats.json",
+            "sources": f"{base}_sources.json", "failures": f"{base}_failures.jsonl"}
+
+
+def tar_path(location: Location, index: int, store: str) -> str:
+    """Shard `index`'s tar in a dataset of mode `store`."""
+    return location.path(SHARDS_DIR, shard_name(index)) + _TAR_SUFFIX[check_store(store)]

@@ -1,0 +1,49 @@
+"""The storage benchmark measures what generate writes: the datasets it derives from an images
+one are, tar for tar, the ones `generate --store` writes (the real shard worker's, in
+tests/conftest.py), and its loader model is the stated formula."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import bench_storage
+
+
+@pytest.mark.parametrize(("name", "store", "keep_pngs"), [
+    ("images", "images", ()), ("recipes", "recipes", ()), ("hybrid_kept", "hybrid", (26,))])
+def test_derived_datasets_are_the_ones_generate_writes(store_datasets, tmp_path, name, store,
+                                                       keep_pngs):
+    derived = bench_storage.derive(store_datasets["images"], store, tmp_path / name, keep_pngs)
+    made = store_datasets[name]
+    tars = sorted(p.name for p in (made / "shards").glob("*.tar*"))
+    assert tars and tars == sorted(p.name for p in (derived / "shards").glob("*.tar*"))
+    for tar in tars:
+        assert (derived / "shards" / tar).read_bytes() == (made / "shards" / tar).read_bytes()
+    assert (derived / "plan.json").read_text() == (made / "plan.json").read_text()
+    spent = bench_storage.dataset_bytes(derived)
+    assert (spent["references"], spent["versions"]) == (3, 3 * 6)
+    assert spent["total"] == sum(p.stat().st_size for p in derived.rglob("*") if p.is_file())
+
+
+def test_the_loader_model_replaces_each_decode_by_its_replay():
+    replay = [{"id": 1, "name": "a", "replay_ms": 2.0, "png_decode_ms": 4.0, "png_bytes": 10,
+               "stored_in_hybrid": False},
+              {"id": 2, "name": "b", "replay_ms": 30.0, "png_decode_ms": 6.0, "png_bytes": 20,
+               "stored_in_hybrid": False},
+              {"id": 8, "name": "c", "replay_ms": 300.0, "png_decode_ms": 5.0, "png_bytes": 30,
+               "stored_in_hybrid": True}]
+    result = {"replay": replay, "loader_samples_per_s": {"images": {"1": 100.0}},
+              "sizes": {"images": {"total": 1000, "versions": 30},
+                        "recipes": {"total": 10}}}
+    # 10 ms a sample, of which 5 decoding on average: 5 ms of other work
+    assert bench_storage.predicted_share(result, set()) == pytest.approx(10 / (5 + 332 / 3))
+    assert bench_storage.predicted_share(result, {8}) == pytest.approx(10 / (5 + 37 / 3))
+    assert bench_storage.predicted_share(result, {1, 2, 8}) == pytest.approx(1.0)
+    steps = bench_storage.frontier(result)  # learned first, then the slowest replay, until 80%
+    assert [step["ids"] for step in steps] == [[], [8], [2, 8]]
+    # 10 versions a type: 1000 bytes against the 10 of recipes plus the PNGs kept
+    assert [step["times_smaller"] for step in steps] == [100.0, round(1000 / 310, 1),
+                                                         round(1000 / 510, 1)]
+    assert bench_storage.kept_types({**result, "frontier": steps}) == [2]
