@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 import distortions
 from pipeline.encoding import decode_png
+from shards.keys import ref_id_of
 from shards.replay import Pending, ReplayContext
 from shards.storage import Location
 from shards.tar_stream import read_tar
@@ -87,13 +88,10 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
                        cell_width: int = DEFAULT_CELL_WIDTH) -> Image.Image:
     """The grid of one reference of a shard (its first by default) as the shard stores it,
     each cell captioned with its parameters and its quality label Q (a version stored as its
-    recipe is replayed, checked against its recorded SHA-256)."""
-    samples = shard_samples(tar_path)
-    references = [key for key, record in samples.items() if record[0]["kind"] == "reference"]
-    if not references:
-        raise ValueError(f"{tar_path} holds no reference sample")
-    chosen = ref_id or samples[references[0]][0]["ref_id"]
-    mine = [(record, png) for record, png in samples.values() if record["ref_id"] == chosen]
+    recipe is replayed, checked against its recorded SHA-256). Only that reference's members
+    are held, not the shard."""
+    chosen = ref_id or first_reference(tar_path)
+    mine = list(shard_samples(tar_path, chosen).values())
     reference = next((decode_png(png) for record, png in mine
                       if record["kind"] == "reference"), None)
     if reference is None:
@@ -114,10 +112,23 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
     return render_grid(reference, cells, cell_width)
 
 
-def shard_samples(tar_path: str) -> dict[str, tuple[dict, bytes | None]]:
-    """key -> (sample record, PNG bytes or None for a version stored as its recipe) of a shard
-    tar (a path or an object-store URI, .tar or .tar.gz), read through the shared tar
-    reader."""
+def first_reference(tar_path: str) -> str:
+    """The ref_id of a shard's first reference, its records read up to it (the spec puts a
+    shard's references first)."""
     location = Location.parse(tar_path)
+    for sample in read_tar(location, location.root, select=lambda name: name.endswith(".json")):
+        if sample["__key__"].endswith("_ref"):
+            return ref_id_of(sample["__key__"])
+    raise ValueError(f"{tar_path} holds no reference sample")
+
+
+def shard_samples(tar_path: str, ref_id: str | None = None
+                  ) -> dict[str, tuple[dict, bytes | None]]:
+    """key -> (sample record, PNG bytes or None for a version stored as its recipe) of a shard
+    tar (a path or an object-store URI, .tar or .tar.gz), read through the shared tar reader;
+    with `ref_id`, only that reference's samples are read."""
+    location = Location.parse(tar_path)
+    select = None if ref_id is None else (
+        lambda name: ref_id_of(name.partition(".")[0]) == ref_id)
     return {sample["__key__"]: (json.loads(sample["json"]), sample.get("png"))
-            for sample in read_tar(location, location.root) if "json" in sample}
+            for sample in read_tar(location, location.root, select) if "json" in sample}

@@ -34,10 +34,10 @@ def _sample(location: Location, count: int, seed: int) -> list[dict]:
 
 def _pixels(location: Location, tar: str, keys: set[str]) -> dict[str, np.ndarray | None]:
     """The stored pixels of `keys` in the shard tar `tar` (None for a version stored as its
-    recipe only)."""
-    members = tar_members(location, tar)
+    recipe only); only those members are read."""
+    members = tar_members(location, tar, keys=keys)
     return {key: decode_png(parts["png"]) if "png" in parts else None
-            for key, parts in members.items() if key in keys}
+            for key, parts in members.items()}
 
 
 def _recipe_only(row: dict, reference: np.ndarray, context: ReplayContext

@@ -134,15 +134,18 @@ def read_sources(location: Location) -> pa.Table:
         return pq.read_table(handle)
 
 
-def tar_members(location: Location, path: str, read: bool = True) -> dict[str, dict]:
-    """key -> {extension: bytes} of a whole shard tar in memory, in member order (bytes are
-    None when `read` is False), read through the shared streaming reader
-    (shards.tar_stream); readers that need not hold a shard use shards.open_dataset."""
+def tar_members(location: Location, path: str, read: bool = True,
+                keys: set[str] | None = None) -> dict[str, dict]:
+    """key -> {extension: bytes} of a shard tar in memory (only the samples of `keys` where
+    given), in member order (bytes are None when `read` is False), read through the shared
+    streaming reader (shards.tar_stream); readers that need not hold a shard use
+    shards.open_dataset."""
     from shards.tar_stream import read_tar
 
+    select = None if keys is None else (lambda name: name.partition(".")[0] in keys)
     return {sample["__key__"]: {name: value for name, value in sample.items()
                                 if not name.startswith("__")}
-            for sample in read_tar(location, path, keep_bytes=read)}
+            for sample in read_tar(location, path, select, keep_bytes=read)}
 
 
 def tar_urls(location: Location, shards: list[int] | None = None) -> list[str]:

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from pipeline.contact_sheet import shard_samples
+from pipeline.contact_sheet import first_reference, shard_samples
 from pipeline.inspect_dataset import tar_keys
 from shards import open_dataset
 from shards.layout import tar_path
@@ -35,6 +35,13 @@ def test_tar_members_and_the_contact_sheet_read_every_member(generated, generate
     assert list(sheet) == list(members)
     for key, (record, png) in sheet.items():
         assert record == generated_images[key][1] and png == members[key]["png"]
+    rows = read_index(location, [1], ["key", "ref_id", "kind"]).to_pylist()
+    first = next(row["ref_id"] for row in rows if row["kind"] == "reference")
+    assert first_reference(tar) == first
+    for ref_id in {row["ref_id"] for row in rows}:  # a sheet holds one reference's members
+        mine = [row["key"] for row in rows if row["ref_id"] == ref_id]
+        assert list(shard_samples(tar, ref_id)) == mine
+        assert list(tar_members(location, tar, keys=set(mine[:2]))) == mine[:2]
 
 
 def test_tar_keys_lists_the_indexed_keys(generated):
