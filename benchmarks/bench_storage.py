@@ -7,10 +7,10 @@ rate those costs predict.
 
     python benchmarks/bench_storage.py --dataset out/demo --out docs [--seconds 8]
 
-All three datasets are written from the given one by the project's shard writer, sample for
-sample, dropping the PNGs the mode does not keep: the files `generate --store` writes with this
-code (tests/shards/test_store_modes.py pins that the modes' tars hold the same members in the
-same order, the PNGs aside).
+The recipes and hybrid datasets are made from the given one by `iqa-factory convert` (every
+PNG it drops replayed and verified first; tests/pipeline/test_convert.py pins that a converted
+dataset is, byte for byte, the one `generate --store` writes), and the time each conversion
+takes is reported. Give it a fresh embedded run, made with this code.
 """
 
 import argparse
@@ -27,17 +27,13 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 import distortions
-from pipeline.config import STORAGE_INPUTS
+from pipeline.commands.convert import convert
 from pipeline.encoding import decode_png
-from pipeline.plan import Plan, persist_or_check
-from shards.layout import DEFAULT_STORE, PLAN_FILE, SHARDS_DIR, SOURCES_FILE, store_of, tar_path
-from shards.reader import complete_shards, read_index, read_sources, shard_stats
-from shards.replay import MANIFEST_FILE
+from shards.layout import DEFAULT_STORE, SHARDS_DIR, store_of, tar_path
+from shards.reader import complete_shards, read_index, read_sources
 from shards.schema import pixel_sha256
 from shards.storage import Location
-from shards.store_modes import library_versions, stores_pixels
 from shards.tar_stream import read_tar
-from shards.writer import ShardWriter
 from training.shard_data import ShardStream, StreamConfig, Target, distorted_index, split_shards
 from training.transforms import Augment
 
@@ -47,38 +43,16 @@ PAPER_VERSIONS = 23_100_000
 MODES = ("images", "recipes", "hybrid")
 KEPT = "hybrid_kept"  # hybrid with --keep-pngs: the slow types the frontier says reach the goal
 WORKERS = (1, 2, 8)
-WRITER_STATS = ("shard", "samples", "tar_bytes", "tar_sha256", "write_seconds")
-RUN_FILES = (PLAN_FILE, MANIFEST_FILE, SOURCES_FILE)  # what derive writes beside the shards
 
 
-def derive(source: Path, store: str, target: Path, keep_pngs: tuple[int, ...] = ()) -> Path:
-    """The dataset `generate --store store [--keep-pngs ...]` writes of the same run, from the
-    images one."""
-    src, out = Location.parse(str(source)), Location.parse(str(target))
-    if store_of(src) != DEFAULT_STORE:
-        raise ValueError(f"{source} is a {store_of(src)} dataset: derive needs an images one")
-    plan = Plan.from_json(json.loads(src.read_bytes(src.path(PLAN_FILE))))
-    inputs = {key: value for key, value in plan.inputs.items() if key not in STORAGE_INPUTS}
-    if store != DEFAULT_STORE:  # as generate's plan: the storage inputs only away from images
-        inputs["store"] = store
-    if keep_pngs:
-        inputs["keep_pngs"] = list(keep_pngs)
-    plan = Plan(inputs, plan.references, plan.duplicates)
-    out.makedirs(out.root)
-    persist_or_check(plan, out)
-    manifest = json.loads(src.read_bytes(src.path(MANIFEST_FILE)))
-    manifest.update(store=store, plan_digest=plan.digest, replay_libraries=library_versions())
-    out.write_bytes(out.path(MANIFEST_FILE), json.dumps(manifest).encode())
-    out.write_bytes(out.path(SOURCES_FILE), src.read_bytes(src.path(SOURCES_FILE)))
-    for index in complete_shards(src):
-        writer = ShardWriter(out, index, store)
-        for sample in read_tar(src, tar_path(src, index, DEFAULT_STORE)):
-            meta = json.loads(sample["json"])
-            writer.add(meta, sample["png"] if stores_pixels(store, meta, keep_pngs) else None)
-        stats = shard_stats(src, index)
-        writer.finish({**{k: v for k, v in stats.items() if k not in WRITER_STATS},
-                       "plan_digest": plan.digest})
-    return target
+def converted(source: Path, store: str, target: Path, keep_pngs: tuple[int, ...] = ()
+              ) -> tuple[Path, float]:
+    """The dataset `generate --store store [--keep-pngs ...]` writes of the same run, made by
+    `iqa-factory convert` from the images one (every dropped PNG's replay verified), and the
+    seconds the conversion took."""
+    started = time.perf_counter()
+    convert(str(source), str(target), store, keep_pngs)
+    return target, round(time.perf_counter() - started, 1)
 
 
 def dataset_bytes(root: Path) -> dict[str, int]:
@@ -98,7 +72,7 @@ def dataset_bytes(root: Path) -> dict[str, int]:
                         spent["reference_pngs"] += member.size
                     if member.name.endswith(".json"):
                         spent["references" if reference else "versions"] += 1
-    spent["run_files"] = sum((root / name).stat().st_size for name in RUN_FILES)
+    spent["run_files"] = sum(path.stat().st_size for path in root.iterdir() if path.is_file())
     spent["total"] = sum(spent[kind] for kind in ("tars", "indexes", "side_files",
                                                   "run_files"))
     return spent
@@ -249,7 +223,10 @@ def markdown(result: dict) -> str:
     lines += ["", f"A recipes version: {recipes['tar_bytes_per_version']} bytes of gzipped tar "
               "(its record, and its share of the references' headers), "
               f"{recipes['index_bytes_per_row']} of parquet index row, the rest the shards' "
-              "and the run's other files."]
+              "and the run's other files. Each dataset but images was made by `iqa-factory "
+              "convert` from the images one, every PNG it drops replayed and verified first: "
+              + ", ".join(f"{label(result, mode)} in {seconds} s" for mode, seconds
+                          in result["convert_seconds"].items()) + " (1 process)."]
     lines += ["", f"## Pretraining loader (ShardStream, {result['crop']} px crops, batch 16, "
               "replays verified), samples/s",
               "", "| mode | " + " | ".join(f"{w} workers" for w in WORKERS) + " |",
@@ -322,8 +299,12 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=224, help="loader crop (default 224)")
     args = parser.parse_args()
     started = time.perf_counter()
+    if store_of(Location.parse(args.dataset)) != DEFAULT_STORE:
+        parser.error(f"{args.dataset} is not an images dataset")
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as scratch:
-        roots = {mode: derive(Path(args.dataset), mode, Path(scratch) / mode) for mode in MODES}
+        roots, seconds = {"images": Path(args.dataset)}, {}
+        for mode in MODES[1:]:
+            roots[mode], seconds[mode] = converted(Path(args.dataset), mode, Path(scratch) / mode)
 
         def rates(root: Path) -> dict[str, float]:
             return {str(w): loader_rate(root, w, args.seconds, args.crop) for w in WORKERS}
@@ -331,12 +312,14 @@ def main() -> None:
                   "machine": f"{platform.processor() or 'CPU'}, "
                              f"{len(os.sched_getaffinity(0))} cores",
                   "sizes": sizes(roots), "replay": replay_costs(roots["images"]),
-                  "loader_samples_per_s": {mode: rates(root) for mode, root in roots.items()}}
+                  "loader_samples_per_s": {mode: rates(root) for mode, root in roots.items()},
+                  "convert_seconds": seconds}
         result["frontier"] = frontier(result)
         result["keep_pngs"] = kept_types(result)
         if result["keep_pngs"]:
-            roots[KEPT] = derive(Path(args.dataset), "hybrid", Path(scratch) / KEPT,
-                                 tuple(result["keep_pngs"]))
+            roots[KEPT], seconds[KEPT] = converted(Path(args.dataset), "hybrid",
+                                                   Path(scratch) / KEPT,
+                                                   tuple(result["keep_pngs"]))
             result["loader_samples_per_s"][KEPT] = rates(roots[KEPT])
             result["sizes"] = sizes(roots)
     loader = result["loader_samples_per_s"]

@@ -85,7 +85,11 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         ensemble_file=args.ensemble, max_pixels=args.max_pixels, bank=args.bank,
         versions_per_ref=args.versions_per_ref, max_side=args.max_side,
         source_kind=args.source_kind, compose=args.compose, store=args.store,
-        keep_pngs=tuple(sorted(set(args.keep_pngs or ()))))
+        keep_pngs=_sorted_ids(args.keep_pngs))
+
+
+def _sorted_ids(ids: tuple[int, ...] | None) -> tuple[int, ...]:
+    return tuple(sorted(set(ids or ())))
 
 
 def _compose(text: str) -> tuple[int, int]:
@@ -168,11 +172,28 @@ def build_parser() -> argparse.ArgumentParser:
                     "check it against its SHA-256 and write an images dataset: the same tars, "
                     "byte for byte, as generate --store images. Resumes: complete shards of "
                     "OUT_IMAGES are skipped.")
-    materializing.add_argument("recipes", metavar="OUT_RECIPES")
-    materializing.add_argument("images", metavar="OUT_IMAGES")
+    materializing.add_argument("source", metavar="OUT_RECIPES")
+    materializing.add_argument("target", metavar="OUT_IMAGES")
     materializing.add_argument("--workers", type=int, default=1,
                                help="shards replayed at once, in processes (default 1)")
-    materializing.set_defaults(run=_materialize)
+    materializing.set_defaults(run=_convert, store=DEFAULT_STORE, keep_pngs=None)
+    converting = commands.add_parser(
+        "convert", help="rewrite a dataset in another storage mode (--store, --keep-pngs)",
+        description="Write a finished dataset in another storage mode: the same tars, byte "
+                    "for byte, as generate --store MODE. A version the target keeps as a PNG "
+                    "is replayed and checked against its SHA-256; a PNG the target drops is "
+                    "dropped only once its replay here gives its pixels. Ship recipes, then "
+                    "convert where the data is trained on. Resumes: complete shards of TARGET "
+                    "are skipped.")
+    converting.add_argument("source", metavar="SOURCE")
+    converting.add_argument("target", metavar="TARGET")
+    converting.add_argument("--store", choices=STORE_MODES, required=True,
+                            help="the target's storage mode")
+    converting.add_argument("--keep-pngs", type=_distortion_ids, metavar="TYPES",
+                            help="with --store hybrid: also keep these types' PNGs")
+    converting.add_argument("--workers", type=int, default=1,
+                            help="shards converted at once, in processes (default 1)")
+    converting.set_defaults(run=_convert)
     levels = commands.add_parser(
         "validate-levels", help="check that mean labels fall with the level (table and plot)",
         description=_validate_levels.__doc__)
@@ -266,14 +287,15 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
-def _materialize(args: argparse.Namespace) -> int:
-    """Replay a recipes or hybrid dataset into an images one."""
-    from pipeline.commands.materialize import materialize
+def _convert(args: argparse.Namespace) -> int:
+    """Rewrite a dataset in another storage mode (materialize: images)."""
+    from pipeline.commands.convert import convert
 
-    done = materialize(args.recipes, args.images, args.workers)
-    print(f"materialized {args.recipes} into {args.images}: {done['shards']} shards "
-          f"({done['skipped']} already complete), {done['replayed']} versions replayed and "
-          "verified")
+    done = convert(args.source, args.target, args.store, _sorted_ids(args.keep_pngs),
+                   args.workers)
+    print(f"converted {args.source} into {args.target} ({args.store}): {done['shards']} "
+          f"shards ({done['skipped']} already complete), {done['replayed']} versions replayed "
+          f"and verified, {done['dropped']} PNGs dropped after their replay was verified")
     return 0
 
 

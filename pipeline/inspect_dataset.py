@@ -11,6 +11,7 @@ from pipeline.commands.storage_check import storage_summary
 from pipeline.config import RunConfig
 from pipeline.deep_check import deep_check
 from pipeline.plan import Plan
+from pipeline.report import modes_line
 from shards.layout import DEFAULT_STORE, PLAN_FILE, shard_paths, tar_path
 from shards.reader import shard_problems, shard_stats
 from shards.storage import Location
@@ -98,8 +99,7 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
                                 config.keep_pngs)
     lines = [f"dataset {out}: {len(plan.references)} references in {plan.shard_count} shards, "
              f"plan {plan.digest[:12]}, ensemble {manifest['ensemble_hash']}",
-             "modes: " + ", ".join(f"{key} {value}" for key, value in config.modes().items()
-                                   if value not in (None, ()))]
+             modes_line(config.modes())]
     if location.exists(location.path("report.json")):
         report = json.loads(location.read_bytes(location.path("report.json")))
         lines.append(f"samples {report['samples']} ({report['distorted']} distorted), sources ok "

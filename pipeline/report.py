@@ -145,6 +145,12 @@ def build_report(tally: Tally, wall_seconds: float, absent: tuple[str, ...],
     }
 
 
+def modes_line(modes: dict) -> str:
+    """The generation modes a run set (those unset or empty left out), on one line."""
+    return "modes: " + ", ".join(f"{key} {value}" for key, value in modes.items()
+                                 if value not in (None, (), []))
+
+
 def summary_lines(report: dict, out: str) -> list[str]:
     lines = [
         f"dataset: {redact(out)}",
@@ -153,8 +159,7 @@ def summary_lines(report: dict, out: str) -> list[str]:
         f"time: {report['wall_seconds']} s, {report['samples_per_second']} samples/s",
     ]
     if report["modes"]:
-        lines.append("modes: " + ", ".join(f"{key} {value}" for key, value in
-                                           report["modes"].items() if value is not None))
+        lines.append(modes_line(report["modes"]))
     if report["failures_by_reason"]:
         lines.append("failures by reason: " + ", ".join(
             f"{reason} {count}" for reason, count in report["failures_by_reason"].items()))

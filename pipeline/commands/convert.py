@@ -1,0 +1,212 @@
+"""`iqa-factory convert SRC DST --store MODE [--keep-pngs TYPES]` and `iqa-factory materialize
+SRC DST` (convert to images): a finished dataset rewritten in another storage mode, shard by
+shard, into the files `generate --store MODE` writes for the same run: the same tars, byte for
+byte, the same parquet indexes, the same plan digest.
+
+A version the target keeps as a PNG and the source as its recipe is replayed, checked against
+its SHA-256 and encoded; a version the source keeps as a PNG and the target as its recipe is
+dropped only once its replay here gives the stored pixels (a `ConversionError` names the one
+that does not: nothing is lost silently). So a dataset travels as recipes (the smallest copy)
+and becomes, where it is trained on, the hybrid or images dataset that machine's loader wants.
+Shards are independent: several run at once with `workers`, and a rerun skips the shards
+already complete in DST."""
+
+import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
+from pipeline.encoding import decode_png, encode_png
+from pipeline.plan import Plan, persist_or_check
+from shards.layout import DEFAULT_STORE, PLAN_FILE, SOURCES_FILE, shard_paths, tar_path
+from shards.reader import complete_shards, shard_problems, shard_stats
+from shards.replay import MANIFEST_FILE, Pending, ReplayContext, ReplayError
+from shards.schema import pixel_sha256
+from shards.storage import Location
+from shards.store_modes import library_versions, stores_pixels
+from shards.tar_stream import read_tar
+from shards.writer import ShardWriter
+
+COPIED_FILES = (SOURCES_FILE, "failures.jsonl", "ensemble.json")
+WRITER_STATS = ("shard", "samples", "tar_bytes", "tar_sha256", "write_seconds")  # finish's own
+
+
+class ConversionError(ValueError):
+    """A dataset that cannot be converted (no plan, incomplete, already in the target mode),
+    or a version whose PNG cannot be dropped (its replay here differs from it)."""
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How a dataset stores its versions: its store mode and the types hybrid keeps PNGs of."""
+
+    store: str = DEFAULT_STORE
+    keep_pngs: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, config: RunConfig) -> "Storage":
+        return cls(config.store, config.keep_pngs)
+
+    def keeps_png(self, record: dict) -> bool:
+        return stores_pixels(self.store, record, self.keep_pngs)
+
+    def describe(self) -> str:
+        kept = f" --keep-pngs {','.join(map(str, self.keep_pngs))}" if self.keep_pngs else ""
+        return f"{self.store}{kept}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One shard to convert from `source` (stored as `was`) into `target` (stored as `becomes`)
+    under the target plan `digest`."""
+
+    source: str
+    was: Storage
+    target: str
+    becomes: Storage
+    index: int
+    digest: str
+    context: ReplayContext
+
+
+def _verify_drop(key: str, meta: dict, png: bytes, reference: np.ndarray,
+                 context: ReplayContext) -> None:
+    """Check that a stored version replays here into its PNG's pixels, or say which does not."""
+    try:
+        Pending(key, reference, meta, context).pixels()
+    except ReplayError as error:
+        raise ConversionError(f"{error}: its PNG is kept (convert to a mode that stores it)"
+                              ) from error
+    if pixel_sha256(decode_png(png)) != meta["sha256"]:
+        raise ConversionError(f"sample {key}: its PNG's pixels are not the recorded SHA-256")
+
+
+def convert_shard(job: Job) -> tuple[int, int]:
+    """Write one shard of the target dataset: (versions replayed, PNGs dropped)."""
+    source, target = Location.parse(job.source), Location.parse(job.target)
+    writer = ShardWriter(target, job.index, job.becomes.store)
+    replayed = dropped = 0
+    try:
+        references = {}
+        for sample in read_tar(source, tar_path(source, job.index, job.was.store)):
+            meta, png = json.loads(sample["json"]), sample.get("png")
+            if meta["kind"] == "reference":
+                references[meta["ref_id"]] = decode_png(png)
+            elif png is None and job.becomes.keeps_png(meta):
+                pending = Pending(sample["__key__"], references[meta["ref_id"]], meta,
+                                  job.context)
+                png, replayed = encode_png(pending.pixels()), replayed + 1
+            elif png is not None and not job.becomes.keeps_png(meta):
+                _verify_drop(sample["__key__"], meta, png, references[meta["ref_id"]],
+                             job.context)
+                png, dropped = None, dropped + 1
+            writer.add(meta, png)
+        stats = shard_stats(source, job.index)
+        writer.finish({**{key: value for key, value in stats.items()
+                          if key not in WRITER_STATS}, "plan_digest": job.digest})
+    except BaseException:
+        writer.abort()
+        raise
+    for kind in ("sources", "failures"):
+        _copy(source, target, shard_paths(source, job.index)[kind],
+              shard_paths(target, job.index)[kind])
+    return replayed, dropped
+
+
+def _copy(source: Location, target: Location, path: str, to: str) -> None:
+    if source.exists(path):
+        target.write_bytes(to, source.read_bytes(path))
+
+
+def _source(source: Location) -> tuple[Plan, RunConfig]:
+    """The source's plan and run configuration, refusing a dataset that is not a complete one
+    written by generate."""
+    if not source.exists(source.path(PLAN_FILE)):
+        raise ConversionError(f"{source.root} has no {PLAN_FILE}: not a dataset written by "
+                              "generate")
+    plan = Plan.from_json(json.loads(source.read_bytes(source.path(PLAN_FILE))))
+    missing = sorted(set(range(plan.shard_count)) - set(complete_shards(source)))
+    if missing:
+        raise ConversionError(f"{source.root}: shards {missing} are not complete; finish the "
+                              "run (generate resumes) first")
+    manifest = json.loads(source.read_bytes(source.path(MANIFEST_FILE)))
+    return plan, RunConfig.from_json(manifest["config"])
+
+
+def stored_plan(plan: Plan, becomes: Storage) -> Plan:
+    """The plan `generate` makes of the same inputs stored as `becomes` (the storage inputs
+    only away from their defaults)."""
+    inputs = {key: value for key, value in plan.inputs.items() if key not in STORAGE_INPUTS}
+    chosen = {"store": becomes.store, "keep_pngs": becomes.keep_pngs}
+    inputs.update({key: value for key, value in chosen.items() if value != MODE_DEFAULTS[key]})
+    return Plan(inputs, plan.references, plan.duplicates)
+
+
+def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage) -> None:
+    """The manifest and report (the target's storage and plan digest, where they came from)
+    and the run's merged files, copied."""
+    storage = {"store": becomes.store, "keep_pngs": list(becomes.keep_pngs)}
+    manifest = json.loads(source.read_bytes(source.path(MANIFEST_FILE)))
+    manifest["config"].update(storage)
+    manifest["modes"].update(storage)
+    manifest.update(store=becomes.store, plan_digest=plan.digest, converted_from=source.root)
+    # an images dataset made before the storage modes records none: every recipe the target
+    # holds was then a PNG whose replay this machine verified
+    manifest.setdefault("replay_libraries", library_versions())
+    target.write_bytes(target.path(MANIFEST_FILE),
+                       json.dumps(manifest, sort_keys=True, indent=1).encode())
+    for name in COPIED_FILES:
+        _copy(source, target, source.path(name), target.path(name))
+    if source.exists(source.path("report.json")):
+        report = json.loads(source.read_bytes(source.path("report.json")))
+        report["modes"].update(storage)
+        report["converted_from"] = source.root
+        target.write_bytes(target.path("report.json"),
+                           json.dumps(report, sort_keys=True, indent=1).encode())
+
+
+def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
+            keep_pngs: tuple[int, ...] = (), workers: int = 1) -> dict:
+    """Convert the dataset at `source_root` into `target_root` stored as `store` (and
+    `keep_pngs`); {shards, skipped, replayed, dropped}. A target holding another plan is
+    refused (persist_or_check)."""
+    if workers < 1:
+        raise ConversionError(f"workers must be at least 1, got {workers}")
+    source, target = Location.parse(source_root), Location.parse(target_root)
+    plan, config = _source(source)
+    was = Storage.of(config)
+    becomes = Storage.of(replace(config, out=target_root, store=store,
+                                 keep_pngs=tuple(keep_pngs)))  # RunConfig checks them
+    if becomes == was:
+        raise ConversionError(f"{source.root} is already a{'n' * (store == 'images')} "
+                              f"{was.describe()} dataset: nothing to convert")
+    plan = stored_plan(plan, becomes)
+    persist_or_check(plan, target)
+    context = ReplayContext.of(source, verify=True)
+    todo = [Job(source_root, was, target_root, becomes, index, plan.digest, context)
+            for index in range(plan.shard_count)
+            if shard_problems(target, index, plan.digest, becomes.store)]
+    counts = list(tqdm(_made(todo, workers), total=len(todo), unit="shard", desc="convert"))
+    _run_files(source, target, plan, becomes)
+    return {"shards": plan.shard_count, "skipped": plan.shard_count - len(todo),
+            "replayed": sum(replayed for replayed, _ in counts),
+            "dropped": sum(dropped for _, dropped in counts)}
+
+
+def materialize(source_root: str, target_root: str, workers: int = 1) -> dict:
+    """A recipes or hybrid dataset as the images one `generate --store images` writes."""
+    return convert(source_root, target_root, DEFAULT_STORE, (), workers)
+
+
+def _made(todo: list[Job], workers: int):
+    """Each job's counts as its shard is done: here, or in `workers` processes."""
+    if workers == 1:
+        yield from map(convert_shard, todo)
+        return
+    # spawned, not forked: a fork of a process whose torch threads are running can hang
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(convert_shard, todo)

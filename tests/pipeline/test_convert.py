@@ -1,0 +1,128 @@
+"""`iqa-factory convert` and `materialize` (issue 11): a dataset rewritten in another storage
+mode is, file for file and byte for byte, the one generating the run in that mode writes (the
+real shard worker's datasets of tests/conftest.py); a PNG is dropped only once its replay
+gives its pixels; resumable; refused where there is nothing to do."""
+
+import io
+import json
+import shutil
+import tarfile
+
+import pytest
+
+from pipeline import cli
+from pipeline.commands.convert import ConversionError, convert, materialize
+
+COMPARED = ("plan.json", "sources.parquet", "failures.jsonl", "ensemble.json")
+STORAGE = {"images": ("images", ()), "recipes": ("recipes", ()), "hybrid": ("hybrid", ()),
+           "hybrid_kept": ("hybrid", (26,))}
+
+
+def _files(root) -> dict[str, bytes]:
+    """Every shard file but the stats (which time the write), and the run's files."""
+    shard_files = {f"shards/{p.name}": p.read_bytes() for p in (root / "shards").iterdir()
+                   if not p.name.endswith("_stats.json")}
+    return {**shard_files, **{name: (root / name).read_bytes() for name in COMPARED}}
+
+
+def _same_as_generated(got, expected) -> None:
+    files, wanted = _files(got), _files(expected)
+    assert sorted(files) == sorted(wanted)
+    assert [name for name in wanted if files[name] != wanted[name]] == []
+    made = json.loads((got / "manifest.json").read_text())
+    original = json.loads((expected / "manifest.json").read_text())
+    assert made["plan_digest"] == original["plan_digest"]
+    assert (made["store"], made["config"]["keep_pngs"]) == (original["store"],
+                                                             original["config"]["keep_pngs"])
+    for stats in (got / "shards").glob("*_stats.json"):
+        theirs = json.loads((expected / "shards" / stats.name).read_text())
+        mine = json.loads(stats.read_text())
+        assert {k: mine[k] for k in ("tar_bytes", "tar_sha256", "plan_digest", "samples")} == {
+            k: theirs[k] for k in ("tar_bytes", "tar_sha256", "plan_digest", "samples")}
+
+
+@pytest.mark.parametrize("store", ["recipes", "hybrid", "hybrid_kept"])
+def test_materialize_gives_the_images_datasets_bytes(store_datasets, tmp_path, store, capsys):
+    out = tmp_path / "images"
+    assert cli.main(["materialize", str(store_datasets[store]), str(out)]) == 0
+    assert "versions replayed and verified" in capsys.readouterr().out
+    _same_as_generated(out, store_datasets["images"])
+
+
+@pytest.mark.parametrize(("source", "target"), [
+    ("images", "recipes"), ("images", "hybrid_kept"), ("recipes", "hybrid_kept"),
+    ("hybrid_kept", "recipes"), ("hybrid", "hybrid_kept")])
+def test_convert_gives_the_dataset_generate_writes_in_that_mode(store_datasets, tmp_path,
+                                                                source, target):
+    store, keep_pngs = STORAGE[target]
+    done = convert(str(store_datasets[source]), str(tmp_path / target), store, keep_pngs)
+    _same_as_generated(tmp_path / target, store_datasets[target])
+    pngs = {name: _png_count(store_datasets[name]) for name in (source, target)}
+    gained = pngs[target] - pngs[source]  # each of these conversions only adds or only drops
+    assert (done["replayed"], done["dropped"]) == (max(gained, 0), max(-gained, 0))
+
+
+def _png_count(root) -> int:
+    count = 0
+    for path in (root / "shards").glob("*.tar*"):
+        with tarfile.open(path) as tar:
+            count += sum(name.endswith(".png") for name in tar.getnames())
+    return count
+
+
+def test_the_command_line_converts_with_kept_types(store_datasets, tmp_path, capsys):
+    out = tmp_path / "kept"
+    assert cli.main(["convert", str(store_datasets["recipes"]), str(out), "--store", "hybrid",
+                     "--keep-pngs", "color_block"]) == 0
+    assert "PNGs dropped after their replay was verified" in capsys.readouterr().out
+    _same_as_generated(out, store_datasets["hybrid_kept"])
+
+
+def _with_a_wrong_recipe(root, tmp_path) -> str:
+    """A copy of an images dataset whose first JPEG version's recipe names another quality
+    (its PNG, its SHA-256 and the parquet index untouched); that version's key."""
+    copy = tmp_path / "wrong"
+    shutil.copytree(root, copy)
+    path = copy / "shards" / "00000.tar"
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    key = next(m.name.partition(".")[0] for m, _ in members if "_d01_" in m.name)
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for member, data in members:
+            if member.name == f"{key}.json":
+                meta = json.loads(data)
+                meta["recipe"]["params"]["quality"] += 7
+                data = json.dumps(meta).encode()
+                member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return key
+
+
+def test_a_png_whose_replay_differs_is_not_dropped(store_datasets, tmp_path):
+    key = _with_a_wrong_recipe(store_datasets["images"], tmp_path)
+    out = tmp_path / "recipes"
+    with pytest.raises(ConversionError, match=rf"sample {key}: replayed pixels differ .*its "
+                                              "PNG is kept"):
+        convert(str(tmp_path / "wrong"), str(out), "recipes")
+    assert not list((out / "shards").glob("00000*"))  # the shard was not written
+
+
+def test_convert_resumes_and_refuses_what_it_cannot_do(store_datasets, tmp_path):
+    out = tmp_path / "images"
+    first = materialize(str(store_datasets["recipes"]), str(out), workers=2)
+    assert first["skipped"] == 0 and first["replayed"] == 3 * 6  # 3 references x 6 versions
+    tar = out / "shards" / "00000.tar"
+    before = tar.stat().st_mtime_ns
+    again = materialize(str(store_datasets["recipes"]), str(out))
+    assert (again["skipped"], again["replayed"]) == (first["shards"], 0)
+    assert tar.stat().st_mtime_ns == before
+    with pytest.raises(ConversionError, match="already an images dataset"):
+        materialize(str(store_datasets["images"]), str(tmp_path / "other"))
+    with pytest.raises(ConversionError, match="already a hybrid --keep-pngs 26 dataset"):
+        convert(str(store_datasets["hybrid_kept"]), str(tmp_path / "other"), "hybrid", (26,))
+    with pytest.raises(ValueError, match="keep_pngs applies to --store hybrid, not recipes"):
+        convert(str(store_datasets["hybrid"]), str(tmp_path / "other"), "recipes", (26,))
+    with pytest.raises(ConversionError, match=r"has no plan\.json"):
+        materialize(str(tmp_path / "nothing"), str(tmp_path / "other"))
+    with pytest.raises(ConversionError, match="workers must be at least 1"):
+        materialize(str(store_datasets["recipes"]), str(tmp_path / "other"), workers=0)
