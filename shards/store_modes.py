@@ -8,7 +8,8 @@ versions a replay depends on.
   denoiser's (types 8-12: a float32 network whose output may differ by one intensity level
   between CPU and GPU or processor generations, and the slowest replay). Every other type is
   integer or float code on the NumPy/OpenCV/Pillow/SciPy versions the manifest records, and
-  its replay is verified against the stored SHA-256 wherever it runs.
+  its replay is verified against the stored SHA-256 wherever it runs. `--keep-pngs TYPES`
+  keeps those types' PNGs too (slow replays: bytes bought back as loader rate).
 
 The mode of a dataset is in its plan (plan.json's inputs, only when not images), so a dataset
 never mixes two modes; the modes' names and file layout are in shards.layout."""

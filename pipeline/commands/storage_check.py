@@ -4,6 +4,8 @@ SHA-256, with the time the replay took."""
 
 import time
 
+import pyarrow.fs as pafs
+
 from shards.dataset import sample_stream
 from shards.layout import DEFAULT_STORE
 from shards.reader import complete_shards, shard_stats, tar_urls
@@ -12,13 +14,16 @@ from shards.storage import Location
 
 
 def bytes_line(location: Location, store: str) -> str:
-    """The store mode and the complete shards' tar bytes in all and per sample."""
+    """The store mode, the bytes of every file of the dataset in all and per sample of its
+    complete shards, and its tars' share."""
     shards = complete_shards(location)
-    total = sum(location.fs.get_file_info(url).size for url in tar_urls(location, shards))
+    tars = sum(location.fs.get_file_info(url).size for url in tar_urls(location, shards))
+    listing = location.fs.get_file_info(pafs.FileSelector(location.root, recursive=True))
+    total = sum(info.size for info in listing if info.type == pafs.FileType.File)
     samples = sum(shard_stats(location, index)["samples"] for index in shards)
     per_sample = f"{total / samples / 1e3:.1f} kB per sample" if samples else "no sample"
-    return (f"storage: {store}, {total / 1e6:.1f} MB of tars for {samples} samples "
-            f"({per_sample})")
+    return (f"storage: {store}, {total / 1e6:.1f} MB for {samples} samples ({per_sample}; "
+            f"tars {tars / 1e6:.1f} MB)")
 
 
 def first_recipe_sample(location: Location) -> Pending | None:

@@ -16,6 +16,7 @@ import webdataset as wds
 from PIL import Image
 
 import distortions
+from pipeline.commands.storage_check import bytes_line
 from pipeline.contact_sheet import render_shard_sheet
 from pipeline.inspect_dataset import check_shard
 from pipeline.plan import Plan
@@ -186,3 +187,13 @@ def test_pending_replays_lazily_and_says_when_libraries_are_the_same(small_image
         Pending("k", small_image, wrong, same).pixels()
     with pytest.raises(ReplayMismatchError, match="records no library versions"):
         Pending("k", small_image, wrong, ReplayContext(None)).pixels()
+
+
+def test_inspect_counts_every_file_of_a_dataset(store_datasets):
+    root = store_datasets["recipes"]
+    total = sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
+    tars = sum(path.stat().st_size for path in (root / "shards").glob("*.tar.gz"))
+    samples = 3 * (1 + 6)  # 3 references, 6 versions each
+    assert bytes_line(Location.parse(str(root)), "recipes") == (
+        f"storage: recipes, {total / 1e6:.1f} MB for {samples} samples "
+        f"({total / samples / 1e3:.1f} kB per sample; tars {tars / 1e6:.1f} MB)")
