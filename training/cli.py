@@ -134,7 +134,8 @@ def _optim(args) -> OptimConfig:
 
 def _objective(args) -> ObjectiveConfig:
     return ObjectiveConfig(args.objective, args.versions, args.temperature, args.queue_size,
-                           args.moco_momentum, half_scale=not args.no_half_scale)
+                           args.moco_momentum, half_scale=not args.no_half_scale,
+                           key_splits=args.key_splits)
 
 
 def _add_objective(parser: argparse.ArgumentParser) -> None:
@@ -156,6 +157,11 @@ def _add_objective(parser: argparse.ArgumentParser) -> None:
                        help="contrastive: negative keys kept (default 65536, MoCo's)")
     group.add_argument("--moco-momentum", type=float, default=0.999,
                        help="contrastive: the key encoder's momentum (default 0.999)")
+    group.add_argument("--key-splits", type=int, default=1,
+                       help="contrastive: shuffling-BN parts per rank: the keys of every "
+                            "rank are shuffled and encoded in ranks x this many parts "
+                            "(default 1, MoCo's one per GPU; on one GPU 1 leaves batch-norm "
+                            "backbones unshuffled, 2-8 emulates that many GPUs)")
     group.add_argument("--no-half-scale", action="store_true",
                        help="contrastive: full-scale views only (Re-IQA uses both scales)")
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=None,

@@ -3,7 +3,9 @@ label-free objective, the shared loop's steps (training.loop.train_epoch) under 
 on its half of the same global batches, then, on rank 0 alone, the same steps in one process
 on the whole global batches. Writes OUT/rank-R.pt: {objective: {"ddp": state, "single":
 state}} ("single" on rank 0 only). The backbone has no batch statistics (GroupNorm), so one
-rank and two must agree."""
+rank and two must agree. Also, under "shuffling_bn": a batch-norm encoder's keys through
+shuffled_keys, each rank's rows with 1 split ("ddp") and, on rank 0, the whole batch on one
+rank with 2 splits ("single"), from the same generator state."""
 
 import sys
 from itertools import islice
@@ -20,6 +22,7 @@ from training.group_data import collate_groups, group_dataset
 from training.loop import Run, train_epoch
 from training.objectives import Inputs, ObjectiveConfig, build_objective
 from training.objectives.base import OPTIM_DEFAULTS
+from training.objectives.contrastive import shuffled_keys
 from training.optim import OptimConfig, optimiser
 from training.precision import FP32
 
@@ -67,9 +70,25 @@ def steps(name: str, context: Context, batches: list[dict], out: Path) -> dict:
     return {key: value.clone() for key, value in objective.model.state_dict().items()}
 
 
+def shuffling_bn(context: Context) -> dict:
+    """A batch-norm encoder's keys of 8 rows through shuffled_keys: this rank's 4 under DDP,
+    and on rank 0 all 8 on one rank with 2 splits."""
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)).train()
+    views = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(11)
+    keys = {"ddp": shuffled_keys(encoder, views[context.rank * 4:(context.rank + 1) * 4],
+                                 context, 1)}
+    if context.is_main:
+        torch.manual_seed(11)
+        keys["single"] = shuffled_keys(encoder, views, Context(0, 1, 0, context.device), 2)
+        keys["unshuffled"] = encoder(views)
+    return keys
+
+
 def main(dataset: str, out: Path) -> None:
     context = distributed.start("cpu")
-    results: dict = {}
+    results: dict = {"shuffling_bn": shuffling_bn(context)}
     for name in CROPS:
         batches = global_batches(dataset, build(name, Context(0, 1, 0, context.device)))
         results[name] = {"ddp": steps(name, context, batches, out)}

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from training.distributed import Context
 from training.group_data import collate_groups, group_dataset
 from training.objectives import Inputs, ObjectiveConfig, build_objective
-from training.objectives.contrastive import MoCo, in_batch_info_nce, info_nce
+from training.objectives.contrastive import MoCo, in_batch_info_nce, info_nce, shuffled_keys
 from training.precision import FP32
 from training.pretrain import PretrainConfig
 from training.shard_data import Target
@@ -168,3 +168,31 @@ def test_the_validation_figure_is_in_batch_info_nce_by_hand():
                for i in range(3)]
     loss = in_batch_info_nce(torch.tensor(query), torch.tensor(key), 0.5)
     assert float(loss) == pytest.approx(np.mean(by_hand), rel=1e-12)
+
+
+def test_shuffling_bn_encodes_shuffled_parts_and_puts_the_keys_back_in_order():
+    torch.manual_seed(0)
+    views = torch.randn(10, 4)
+    per_row = torch.nn.Linear(4, 3)  # no batch statistics: shuffling changes nothing
+    assert torch.allclose(shuffled_keys(per_row, views, CPU, 3), per_row(views), atol=1e-6)
+    batch_norm = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)).train()
+    torch.manual_seed(5)
+    keys = shuffled_keys(batch_norm, views, CPU, 2)
+    torch.manual_seed(5)
+    order = torch.randperm(10)  # the same draw: rows order[:5] and order[5:] encoded apart
+    for part in (order[:5], order[5:]):
+        assert torch.allclose(keys[part], batch_norm(views[part]), atol=1e-6)
+    assert not torch.allclose(keys, batch_norm(views), atol=1e-3)
+    assert torch.equal(shuffled_keys(batch_norm, views, CPU, 1), batch_norm(views))
+    with pytest.raises(ValueError, match="each needs at least 2; raise the batch"):
+        shuffled_keys(batch_norm, views[:5], CPU, 3)
+
+
+def test_moco_keys_are_shuffled_only_while_training():
+    moco = MoCo(timm.create_model("test_resnet", num_classes=0), 8, 16)
+    views = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(2)
+    shuffled = moco.shuffled_keys(views, CPU, 2)
+    assert not torch.allclose(shuffled, moco.keys(views), atol=1e-4)  # batch norm, 2 parts
+    moco.eval()
+    assert torch.equal(moco.shuffled_keys(views, CPU, 2), moco.keys(views))

@@ -34,14 +34,17 @@ def pretrain_args(dataset, out, objective: str, *extra: str) -> list[str]:
 def test_a_run_resumed_mid_epoch_ends_as_if_never_interrupted(square_dataset, tmp_path,
                                                               monkeypatch, objective):
     straight, broken = tmp_path / "straight", tmp_path / "broken"
-    assert main(pretrain_args(square_dataset, straight, objective)) == 0
+    # contrastive: shuffling BN on one rank (2 parts), its random orders resumed too
+    splits = ["--key-splits", "2"] if objective == "contrastive" else []
+    assert main(pretrain_args(square_dataset, straight, objective, *splits)) == 0
     with monkeypatch.context() as patch:
         patch.setattr(label_free, "fit", crashing_fit(epoch=1, batch=3))
         with pytest.raises(Crash):
-            main(pretrain_args(square_dataset, broken, objective, "--checkpoint-every", "2"))
+            main(pretrain_args(square_dataset, broken, objective, "--checkpoint-every", "2",
+                               *splits))
     assert checkpoint.load(broken / checkpoint.LAST)["partial_epoch"]["step"] == 2
     assert main(pretrain_args(square_dataset, broken, objective, "--checkpoint-every", "2",
-                              "--resume")) == 0
+                              "--resume", *splits)) == 0
     expected = checkpoint.load(straight / checkpoint.LAST)
     assert_same_run(expected, checkpoint.load(broken / checkpoint.LAST))
     summary = read_json(straight / "summary.json")
@@ -52,6 +55,7 @@ def test_a_run_resumed_mid_epoch_ends_as_if_never_interrupted(square_dataset, tm
         assert any(key.startswith("momentum.backbone.") for key in expected["model"])
         assert summary["history"][0]["lr"] == 0.03  # MoCo-v2's SGD + cosine
         assert summary["history"][1]["lr"] == pytest.approx(0.015)
+        assert summary["key_splits"] == 2
     if objective == "reconstruction":
         assert summary["loss"] == "l1" and "LPIPS weights unavailable" in summary["notice"]
 

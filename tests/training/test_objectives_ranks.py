@@ -38,6 +38,11 @@ def test_two_ranks_take_the_steps_of_one_rank_with_the_global_batch(square_datas
     contrastive = first["contrastive"]["ddp"]
     # 3 steps x 2 groups x (reference + 2 versions) x 2 scales keys, enqueued in order
     assert int(contrastive["queue_pointer"]) == 36
+    # shuffling BN: 2 ranks x 1 part = 1 rank x 2 parts, and not the unshuffled batch's keys
+    keys = first["shuffling_bn"]
+    both = torch.cat([keys["ddp"], second["shuffling_bn"]["ddp"]])
+    assert torch.allclose(both, keys["single"], rtol=0, atol=1e-6)
+    assert not torch.allclose(both, keys["unshuffled"], rtol=0, atol=1e-3)
 
 
 # a rank's batch is one group: restoration feeds only its distorted crop, whose final feature

@@ -37,6 +37,7 @@ class ObjectiveConfig:
     moco_momentum: float = 0.999  # contrastive: the key encoder's (MoCo's 0.999)
     projection_dim: int = 128     # contrastive: the projection's output (MoCo-v2's 128)
     half_scale: bool = True       # contrastive: also the x1/2 views (Re-IQA's second scale)
+    key_splits: int = 1           # contrastive: shuffling-BN parts per rank (MoCo: 1 per GPU)
 
     def __post_init__(self):
         if self.name not in OBJECTIVES:
@@ -44,9 +45,10 @@ class ObjectiveConfig:
                              f"got {self.name!r}")
         if self.versions is not None and self.versions < 1:
             raise ValueError(f"--versions must be at least 1; got {self.versions}")
-        if self.temperature <= 0 or self.queue_size < 1 or self.projection_dim < 1:
-            raise ValueError("--temperature must be > 0, --queue-size and the projection "
-                             "size at least 1")
+        if self.temperature <= 0 or self.queue_size < 1 or self.projection_dim < 1 or (
+                self.key_splits < 1):
+            raise ValueError("--temperature must be > 0, --queue-size, --key-splits and the "
+                             "projection size at least 1")
         if not 0 <= self.moco_momentum < 1:
             raise ValueError(f"--moco-momentum must be in [0, 1); got {self.moco_momentum}")
 

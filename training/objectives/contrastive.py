@@ -4,13 +4,21 @@ that is its momentum copy, a queue of past keys as negatives, InfoNCE with the p
 index 0. Positives are the two overlapping views of one image (the reference, or one of its
 distorted versions: a chunk gives 1 + n images), at full and at half scale; every other image
 and distortion is a negative through the queue. Keys are gathered from every rank before they
-are enqueued, so every rank holds the same queue."""
+are enqueued, so every rank holds the same queue.
+
+Shuffling BN (MoCo, section 3.3): with batch statistics the keys of a batch computed together
+with their queries' batch would let the model find its positives through those statistics; the
+key batch of every rank is gathered, shuffled, cut into one part per rank (times `key_splits`
+parts on each rank, which emulates that many devices on one), each part encoded alone, and the
+keys put back in order. On one rank with `key_splits` 1 there is nothing to shuffle."""
 
 import copy
+from collections.abc import Callable
 from itertools import chain
 
 import torch
 import torch.nn.functional as F
+from torch import distributed as dist
 from torch import nn
 
 from training.distributed import Context, gather_rows
@@ -46,6 +54,32 @@ def in_batch_info_nce(query: torch.Tensor, key: torch.Tensor,
     return F.cross_entropy(logits, torch.arange(len(query), device=query.device))
 
 
+def shuffled_keys(encode: Callable[[torch.Tensor], torch.Tensor], views: torch.Tensor,
+                  context: Context, splits: int = 1) -> torch.Tensor:
+    """encode(views) with MoCo's shuffling BN: every rank's views gathered (rank order), put in
+    rank 0's random order, cut into world size x `splits` parts, this rank's parts encoded one
+    by one, every rank's keys gathered and put back in the original order; this rank's rows
+    returned. The keys depend on the global batch, rank 0's generator and world size x splits
+    only: two ranks with 1 split give what one rank with 2 gives."""
+    parts = context.world_size * splits
+    if parts == 1:
+        return encode(views)
+    everyone = gather_rows(context, views)
+    if len(everyone) < 2 * parts:
+        raise ValueError(f"shuffling BN cuts {len(everyone)} keys into {parts} parts "
+                         "(ranks x --key-splits): each needs at least 2; raise the batch")
+    order = torch.randperm(len(everyone)).to(everyone.device)
+    if context.distributed:
+        dist.broadcast(order, src=0)
+    mine = torch.tensor_split(everyone[order], parts)[context.rank * splits:
+                                                      (context.rank + 1) * splits]
+    shuffled = gather_rows(context, torch.cat([encode(part) for part in mine]))
+    keys = torch.empty_like(shuffled)
+    keys[order] = shuffled
+    owner = gather_rows(context, torch.full((len(views),), context.rank, device=views.device))
+    return keys[owner == context.rank]
+
+
 class MoCo(nn.Module):
     """backbone + projection (trained), momentum.backbone + momentum.projection (their
     exponential moving average), the queue of unit keys and its write position (buffers:
@@ -69,6 +103,14 @@ class MoCo(nn.Module):
     @torch.no_grad()
     def keys(self, views: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.momentum["projection"](self.momentum["backbone"](views)), dim=1)
+
+    @torch.no_grad()
+    def shuffled_keys(self, views: torch.Tensor, context: Context, splits: int) -> torch.Tensor:
+        """The keys with shuffling BN while training; plain in eval mode (running
+        statistics, and validation may run on one rank alone)."""
+        if not self.training:
+            return self.keys(views)
+        return shuffled_keys(self.keys, views, context, splits)
 
     def _pairs(self):
         own = chain(self.backbone.parameters(), self.projection.parameters())
@@ -114,7 +156,8 @@ class Contrastive(Objective):
             scales.append(flatten_members(batch, "_half"))
         with self.inputs.autocast():
             queries = network(*(self.inputs(images[:, 0]) for images in scales))
-            keys = [self.model.keys(self.inputs(images[:, 1])) for images in scales]
+            keys = [self.model.shuffled_keys(self.inputs(images[:, 1]), self.context,
+                                             self.config.key_splits) for images in scales]
         queries, keys = [q.float() for q in queries], [k.float() for k in keys]
         if self.model.training:
             queue = self.model.queue.clone().detach()
@@ -139,4 +182,4 @@ class Contrastive(Objective):
         return {"objective": self.name, "temperature": self.config.temperature,
                 "queue_size": self.config.queue_size,
                 "moco_momentum": self.config.moco_momentum,
-                "half_scale": self.config.half_scale}
+                "half_scale": self.config.half_scale, "key_splits": self.config.key_splits}
