@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import cli
 from pipeline.commands.convert import ConversionError, convert, materialize
+from pipeline.errors import PlanMismatchError
 
 COMPARED = ("plan.json", "sources.parquet", "failures.jsonl", "ensemble.json")
 STORAGE = {"images": ("images", ()), "recipes": ("recipes", ()), "hybrid": ("hybrid", ()),
@@ -122,6 +123,8 @@ def test_convert_resumes_and_refuses_what_it_cannot_do(store_datasets, tmp_path)
         convert(str(store_datasets["hybrid_kept"]), str(tmp_path / "other"), "hybrid", (26,))
     with pytest.raises(ValueError, match="keep_pngs applies to --store hybrid, not recipes"):
         convert(str(store_datasets["hybrid"]), str(tmp_path / "other"), "recipes", (26,))
+    with pytest.raises(PlanMismatchError):  # never into its own folder, nor another run's
+        convert(str(store_datasets["recipes"]), str(store_datasets["recipes"]), "images")
     with pytest.raises(ConversionError, match=r"has no plan\.json"):
         materialize(str(tmp_path / "nothing"), str(tmp_path / "other"))
     with pytest.raises(ConversionError, match="workers must be at least 1"):
