@@ -54,3 +54,8 @@ def shard_paths(location: Location, index: int) -> dict[str, str]:
 def tar_path(location: Location, index: int, store: str) -> str:
     """Shard `index`'s tar in a dataset of mode `store`."""
     return location.path(SHARDS_DIR, shard_name(index)) + _TAR_SUFFIX[check_store(store)]
+
+
+def shard_files(location: Location, index: int, store: str) -> dict[str, str]:
+    """Every file of shard `index` in a dataset of mode `store`: its side files and "tar"."""
+    return {**shard_paths(location, index), "tar": tar_path(location, index, store)}

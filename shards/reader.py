@@ -8,7 +8,15 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from shards.layout import PLAN_FILE, SHARDS_DIR, SOURCES_FILE, shard_paths, store_of, tar_path
+from shards.layout import (
+    PLAN_FILE,
+    SHARDS_DIR,
+    SOURCES_FILE,
+    shard_files,
+    shard_paths,
+    store_of,
+    tar_path,
+)
 from shards.schema import CHAIN_TYPE, chain_of
 from shards.storage import Location
 
@@ -58,7 +66,7 @@ def shard_problems(location: Location, index: int, digest: str | None, store: st
     `digest` (empty when it is): its files, its stats' plan digest, its parquet row count and
     its tar's byte size against the stats, and with `verify_hash` the tar's SHA-256 too (reads
     the whole tar)."""
-    paths = {**shard_paths(location, index), "tar": tar_path(location, index, store)}
+    paths = shard_files(location, index, store)
     missing = [kind for kind in ("tar", "parquet", "stats") if not location.exists(paths[kind])]
     if missing:
         return [f"missing {', '.join(missing)}"]

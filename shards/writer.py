@@ -13,7 +13,7 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shards.layout import DEFAULT_STORE, SHARDS_DIR, compresses, shard_paths, tar_path
+from shards.layout import DEFAULT_STORE, SHARDS_DIR, compresses, shard_files
 from shards.schema import INDEX_SCHEMA, index_row, sample_json
 from shards.storage import Location
 
@@ -44,7 +44,7 @@ class ShardWriter:
     def __init__(self, location: Location, index: int, store: str = DEFAULT_STORE):
         self.location = location
         self.index = index
-        self.paths = {**shard_paths(location, index), "tar": tar_path(location, index, store)}
+        self.paths = shard_files(location, index, store)
         location.makedirs(location.path(SHARDS_DIR))
         self._staged_tar = location.staging_name(self.paths["tar"])
         self._stream = location.fs.open_output_stream(self._staged_tar, compression=None)
