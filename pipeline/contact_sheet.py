@@ -11,6 +11,7 @@ from tqdm import tqdm
 import distortions
 from pipeline.encoding import decode_png
 from shards.keys import ref_id_of
+from shards.records import is_reference
 from shards.replay import Pending, ReplayContext
 from shards.storage import Location
 from shards.tar_stream import read_tar
@@ -117,7 +118,7 @@ def first_reference(tar_path: str) -> str:
     shard's references first)."""
     location = Location.parse(tar_path)
     for sample in read_tar(location, location.root, select=lambda name: name.endswith(".json")):
-        if sample["__key__"].endswith("_ref"):
+        if is_reference(sample["__key__"]):
             return ref_id_of(sample["__key__"])
     raise ValueError(f"{tar_path} holds no reference sample")
 

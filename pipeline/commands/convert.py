@@ -85,6 +85,14 @@ def _verify_drop(key: str, meta: dict, png: bytes, reference: np.ndarray,
         raise ConversionError(f"sample {key}: its PNG's pixels are not the recorded SHA-256")
 
 
+def _reference(references: dict[str, np.ndarray], key: str, meta: dict) -> np.ndarray:
+    """A version's reference pixels, read before it in its shard (the spec's order)."""
+    if meta["ref_id"] not in references:
+        raise ConversionError(f"sample {key}: its reference {meta['ref_id']}_ref is not before "
+                              "it in its shard")
+    return references[meta["ref_id"]]
+
+
 def convert_shard(job: Job) -> tuple[int, int]:
     """Write one shard of the target dataset: (versions replayed, PNGs dropped)."""
     source, target = Location.parse(job.source), Location.parse(job.target)
@@ -94,15 +102,14 @@ def convert_shard(job: Job) -> tuple[int, int]:
         references = {}
         for sample in read_tar(source, tar_path(source, job.index, job.was.store)):
             meta, png = json.loads(sample["json"]), sample.get("png")
+            key, keep = sample["__key__"], job.becomes.keeps_png(meta)
             if meta["kind"] == "reference":
                 references[meta["ref_id"]] = decode_png(png)
-            elif png is None and job.becomes.keeps_png(meta):
-                pending = Pending(sample["__key__"], references[meta["ref_id"]], meta,
-                                  job.context)
+            elif png is None and keep:
+                pending = Pending(key, _reference(references, key, meta), meta, job.context)
                 png, replayed = encode_png(pending.pixels()), replayed + 1
-            elif png is not None and not job.becomes.keeps_png(meta):
-                _verify_drop(sample["__key__"], meta, png, references[meta["ref_id"]],
-                             job.context)
+            elif png is not None and not keep:
+                _verify_drop(key, meta, png, _reference(references, key, meta), job.context)
                 png, dropped = None, dropped + 1
             writer.add(meta, png)
         stats = shard_stats(source, job.index)

@@ -1,6 +1,6 @@
-"""What `inspect` says of a dataset's storage: its mode, the bytes its tars take per sample,
-and (recipes or hybrid) one version replayed through the reader and checked against its
-SHA-256, with the time the replay took."""
+"""What `inspect` says of a dataset's storage: its mode, the bytes its files take per sample
+(and its tars' share), and (recipes or hybrid) one version replayed through the reader and
+checked against its SHA-256, with the time the replay took."""
 
 import time
 

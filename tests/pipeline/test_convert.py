@@ -129,3 +129,17 @@ def test_convert_resumes_and_refuses_what_it_cannot_do(store_datasets, tmp_path)
         materialize(str(tmp_path / "nothing"), str(tmp_path / "other"))
     with pytest.raises(ConversionError, match="workers must be at least 1"):
         materialize(str(store_datasets["recipes"]), str(tmp_path / "other"), workers=0)
+
+
+def test_a_version_before_its_reference_is_named(store_datasets, tmp_path):
+    copy = tmp_path / "reordered"
+    shutil.copytree(store_datasets["recipes"], copy)
+    path = copy / "shards" / "00000.tar.gz"
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(path, "w:gz", format=tarfile.GNU_FORMAT) as tar:  # references last
+        for member, data in sorted(members, key=lambda item: "_ref." in item[0].name):
+            tar.addfile(member, io.BytesIO(data))
+    with pytest.raises(ConversionError, match=r"sample \S+: its reference \S+_ref is not "
+                                              "before it in its shard"):
+        materialize(str(copy), str(tmp_path / "images"))
