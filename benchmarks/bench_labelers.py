@@ -9,12 +9,14 @@ Writes bench-labelers.md and bench-labelers.json to --out.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +46,28 @@ def workload(count: int, size: TargetSize | None = None, photo: str = "astronaut
     return ref, [distortions.apply(ref, i, lv, seed=i * 10 + lv)[0] for i, lv in picks]
 
 
-def seed_random_backbones() -> str | None:
-    """A temporary TORCH_HOME with random AlexNet/VGG16 under the real names, if needed."""
+@contextlib.contextmanager
+def random_backbones_if_absent() -> Iterator[bool]:
+    """While the LPIPS/DISTS ImageNet weights are absent, a temporary TORCH_HOME with random
+    AlexNet/VGG16 under the real names (yields True); the folder (760 MB) goes afterwards."""
     if not weights.missing(list(weights.BACKBONES)):
-        return None
-    home = tempfile.mkdtemp(prefix="bench-torch-home-")
-    os.environ["TORCH_HOME"] = home
-    weights.checkpoint_dir().mkdir(parents=True)
-    torch.save(torchvision.models.alexnet(weights=None).state_dict(), weights.weight_path("lpips"))
-    torch.save(torchvision.models.vgg16(weights=None).state_dict(), weights.weight_path("dists"))
-    return home
+        yield False
+        return
+    previous = os.environ.get("TORCH_HOME")
+    with tempfile.TemporaryDirectory(prefix="bench-torch-home-") as home:
+        os.environ["TORCH_HOME"] = home
+        try:
+            weights.checkpoint_dir().mkdir(parents=True)
+            torch.save(torchvision.models.alexnet(weights=None).state_dict(),
+                       weights.weight_path("lpips"))
+            torch.save(torchvision.models.vgg16(weights=None).state_dict(),
+                       weights.weight_path("dists"))
+            yield True
+        finally:
+            if previous is None:
+                os.environ.pop("TORCH_HOME")
+            else:
+                os.environ["TORCH_HOME"] = previous
 
 
 def _rate(count: int, action) -> float:
@@ -146,17 +160,18 @@ def main() -> None:
     args = parser.parse_args()
     import pyiqa
 
-    random_home = seed_random_backbones()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    result = {
-        "images": args.images, "pyiqa_images": args.pyiqa_images,
-        "pyiqa_version": getattr(pyiqa, "__version__", "?"),
-        "backbones": "random (ImageNet weights absent)" if random_home else "ImageNet",
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "torch": torch.__version__,
-                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-        "runs": [run(device, args.images, args.pyiqa_images) for device in devices],
-    }
+    with random_backbones_if_absent() as random_backbones:
+        result = {
+            "images": args.images, "pyiqa_images": args.pyiqa_images,
+            "pyiqa_version": getattr(pyiqa, "__version__", "?"),
+            "backbones": "random (ImageNet weights absent)" if random_backbones else "ImageNet",
+            "machine": {"cpu": platform.processor() or platform.machine(),
+                        "cores": os.cpu_count(), "torch": torch.__version__,
+                        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                        else None},
+            "runs": [run(device, args.images, args.pyiqa_images) for device in devices],
+        }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench-labelers.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "bench-labelers.md").write_text(markdown(result))

@@ -161,12 +161,13 @@ def main() -> None:
     if args.projection_only:
         result = json.loads((args.out / "bench-pipeline.json").read_text())
     else:
-        work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-        runs = [measure("embedded default", "embedded", str(work / "embedded"))]
-        if args.synthetic:
-            runs.append(measure(f"synthetic x{args.synthetic}",
-                                synthetic_sources(args.synthetic, work / "synthetic"),
-                                str(work / "synthetic-out")))
+        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as scratch:
+            work = Path(scratch)
+            runs = [measure("embedded default", "embedded", str(work / "embedded"))]
+            if args.synthetic:
+                runs.append(measure(f"synthetic x{args.synthetic}",
+                                    synthetic_sources(args.synthetic, work / "synthetic"),
+                                    str(work / "synthetic-out")))
         result = {"machine": {"cpu": platform.processor() or platform.machine(),
                               "cores": os.cpu_count(),
                               "memory_gb": round(os.sysconf("SC_PHYS_PAGES")

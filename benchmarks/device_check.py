@@ -28,6 +28,7 @@ working between device sessions. Writes device-check.json and device-check.md to
 """
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -39,12 +40,13 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_labelers import seed_random_backbones, workload
+from bench_labelers import random_backbones_if_absent, workload
 from bench_train import loader as shard_loader
 from synthetic import synthetic_sources
 
@@ -588,6 +590,47 @@ def merge_runs(files: list[Path], out: Path) -> None:
         f"backbones: {merged['backbones']}.\n")
 
 
+@contextlib.contextmanager
+def scratch_tmpdir() -> Iterator[None]:
+    """Every temporary file of the check and of the processes it starts (datasets, random
+    backbones, torchrun's logs, compile caches) in one folder that goes when it ends."""
+    previous = os.environ.get("TMPDIR")
+    with tempfile.TemporaryDirectory(prefix="device-check-") as scratch:
+        tempfile.tempdir = os.environ["TMPDIR"] = scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = None
+            if previous is None:
+                os.environ.pop("TMPDIR")
+            else:
+                os.environ["TMPDIR"] = previous
+
+
+def run_sections(names: list[str], device: torch.device, sizes: Sizes, out: Path) -> dict:
+    """Each section in turn, its figures (or its error) saved to out/device-check.json as it
+    ends; a failing section is reported and the others still run."""
+    with random_backbones_if_absent() as random_backbones:
+        results = {"backbones": "random (ImageNet weights absent)" if random_backbones
+                   else "ImageNet"}
+        dataset = None
+        for name in names:
+            started = time.perf_counter()
+            try:
+                if name in DATASET_SECTIONS:
+                    results[name] = DATASET_RUNNERS[name](device, sizes, dataset)
+                else:
+                    results[name] = RUNNERS[name](device, sizes)
+                dataset = results[name].get("dataset", dataset)
+            except Exception as error:
+                results[name] = {"error": f"{type(error).__name__}: {error}",
+                                 "traceback": traceback.format_exc()[-3000:]}
+            results[name]["section_seconds"] = round(time.perf_counter() - started, 1)
+            print(f"== {name}: {results[name]['section_seconds']} s", flush=True)
+            (out / "device-check.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -602,23 +645,8 @@ def main() -> int:
         merge_runs(args.merge, args.out)
         return 0
     device, sizes = torch.device(args.device), TINY if args.tiny else FULL
-    random_home = seed_random_backbones()
-    results = {"backbones": "random (ImageNet weights absent)" if random_home else "ImageNet"}
-    dataset = None
-    for name in args.sections.split(","):
-        started = time.perf_counter()
-        try:
-            if name in DATASET_SECTIONS:
-                results[name] = DATASET_RUNNERS[name](device, sizes, dataset)
-            else:
-                results[name] = RUNNERS[name](device, sizes)
-            dataset = results[name].get("dataset", dataset)
-        except Exception as error:  # a section's failure is reported; the others still run
-            results[name] = {"error": f"{type(error).__name__}: {error}",
-                             "traceback": traceback.format_exc()[-3000:]}
-        results[name]["section_seconds"] = round(time.perf_counter() - started, 1)
-        print(f"== {name}: {results[name]['section_seconds']} s", flush=True)
-        (args.out / "device-check.json").write_text(json.dumps(results, indent=1))
+    with scratch_tmpdir():
+        results = run_sections(args.sections.split(","), device, sizes, args.out)
     (args.out / "device-check.md").write_text(markdown(results))
     print(markdown(results))
     return 1 if any("error" in results[name] for name in results if name in SECTIONS) else 0
