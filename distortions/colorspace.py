@@ -87,9 +87,17 @@ def _lab_f_inverse(f: np.ndarray) -> np.ndarray:
     return np.where(f > _LAB_DELTA, f**3, 3 * _LAB_DELTA**2 * (f - 4 / 29))
 
 
+_LINEAR_OF_LEVEL = srgb_to_linear(to_float(np.arange(256, dtype=np.uint8)).astype(np.float64))
+
+
 def rgb_to_lab(img: np.ndarray) -> np.ndarray:
-    """sRGB in [0, 1] -> CIE Lab (D65), float32: L* in [0, 100]."""
-    linear = srgb_to_linear(img.astype(np.float64))
+    """sRGB -> CIE Lab (D65), float32: L* in [0, 100]. A uint8 image is read as to_float(img)
+    and its transfer curve looked up per level (the same float64 values, without a power per
+    pixel); a float image is in [0, 1]."""
+    if img.dtype == np.uint8:
+        linear = _LINEAR_OF_LEVEL[img]
+    else:
+        linear = srgb_to_linear(img.astype(np.float64))
     f = _lab_f(_mix(linear, _XYZ_FROM_RGB_WHITE))
     lab = np.empty(f.shape, dtype=np.float32)
     lab[..., 0] = 116 * f[..., 1] - 16

@@ -85,6 +85,17 @@ def test_lab_matches_skimage_and_inverts():
     np.testing.assert_allclose(colorspace.lab_to_rgb(lab), x, atol=2e-5)
 
 
+def test_lab_of_uint8_is_skimages_and_the_float_path_to_the_bit():
+    # every level in every channel: the per-level table gives the float path's exact values
+    levels = np.arange(256, dtype=np.uint8)
+    img = np.stack(np.meshgrid(levels, levels[::-1], indexing="ij"), axis=-1)
+    img = np.concatenate([img, img[..., :1] ^ 0x5A], axis=-1)
+    lab = colorspace.rgb_to_lab(img)
+    assert lab.dtype == np.float32
+    np.testing.assert_array_equal(lab, colorspace.rgb_to_lab(colorspace.to_float(img)))
+    np.testing.assert_allclose(lab, skimage.color.rgb2lab(img), atol=1e-3)
+
+
 def test_gray_weights_are_matlabs():
     np.testing.assert_allclose(colorspace.GRAY_WEIGHTS, [0.298936, 0.587043, 0.114021], atol=1e-6)
 
