@@ -102,6 +102,14 @@ def _compose(text: str) -> tuple[int, int]:
                                          f"{text!r}") from None
 
 
+def _size(text: str) -> TargetSize | str:
+    """--size WxH or native, with parse_size's reason where it is neither."""
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _ensemble_metrics(ensemble: str | None) -> tuple[str, ...]:
     """The metrics an ensemble weighs (the default ensemble's ten without --ensemble)."""
     from labelers.ensemble import load
@@ -354,7 +362,7 @@ def _add_label_commands(commands) -> None:
 
 
 def _add_image_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", type=parse_size, default=TargetSize(),
+    parser.add_argument("--size", type=_size, default=TargetSize(),
                         help="target WxH: cover by area scaling, then centre-crop "
                              "(default 512x384); or native: each source's own size")
     parser.add_argument("--allow-upscale", action="store_true",

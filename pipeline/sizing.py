@@ -33,6 +33,13 @@ class TargetSize:
             raise ValueError(f"size must be positive, got {text!r}")
         return cls(width, height)
 
+    def __post_init__(self) -> None:
+        if (min(self.width, self.height) < MIN_SHORT_SIDE
+                or max(self.width, self.height) < MIN_LONG_SIDE):
+            raise ValueError(f"size {self} is below the distortion bank's minimum "
+                             f"{MIN_LONG_SIDE}x{MIN_SHORT_SIDE} (MS-SSIM's five scales need a "
+                             f"short side of {MIN_SHORT_SIDE}); every image would fail")
+
     def __str__(self) -> str:
         return f"{self.width}x{self.height}"
 

@@ -64,6 +64,16 @@ def test_target_size_parse_rejects_nonsense(text):
         TargetSize.parse(text)
 
 
+@pytest.mark.parametrize("text", ["128x96", "191x176", "192x175", "175x400"])
+def test_a_size_below_the_banks_minimum_is_refused_before_any_work(text, capsys):
+    # MS-SSIM's five scales need a short side of 176 (11 x 2^4): every image would fail
+    with pytest.raises(ValueError, match="below the distortion bank's minimum 192x176"):
+        TargetSize.parse(text)
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--sources", "embedded", "--out", "unused", "--size", text])
+    assert "below the distortion bank's minimum" in capsys.readouterr().err
+
+
 def test_the_job_entrypoint_quotes_every_argument():
     from pipeline.submit import job_entrypoint
 
