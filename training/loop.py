@@ -37,6 +37,10 @@ RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every"}
 MAX_NONFINITE_BATCHES = 20  # per epoch: more means the run has diverged
 
 
+class BatchTooSmallError(ValueError):
+    """A training step whose batch is too small for the network's batch norm layers."""
+
+
 class NonFiniteError(RuntimeError):
     """Training diverged: too many non-finite losses, or non-finite weights."""
 
@@ -108,7 +112,16 @@ def _train_step(run: Run, network: nn.Module, batch, loss_fn, optimizer) -> floa
     back)."""
     statistics = running_statistics(run.model)
     before = [b.detach().clone() for b in statistics]
-    loss = loss_fn(network, batch)
+    try:
+        loss = loss_fn(network, batch)
+    except ValueError as error:  # torch's words for a 1-value batch-norm input
+        if "more than 1 value per channel" not in str(error):
+            raise
+        raise BatchTooSmallError(
+            f"a batch norm layer saw one value per channel ({error}): with {run.optim.batch_size} "
+            f"images per step over {run.context.world_size} rank(s), a feature map of 1 x 1 "
+            "leaves nothing to normalise; give each rank at least 2 images (--batch-size) or "
+            "take a larger --crop") from error
     optimizer.zero_grad(set_to_none=True)
     if not all_true(run.context, bool(torch.isfinite(loss.detach()))):
         with torch.no_grad():

@@ -14,7 +14,7 @@ from training.benchmarks import load as load_images
 from training.distributed import Context
 from training.finetune import FinetuneConfig, _train_batches
 from training.image_data import split
-from training.loop import NonFiniteError, Run, fit
+from training.loop import BatchTooSmallError, NonFiniteError, Run, fit
 from training.model import ModelConfig, build_model
 from training.optim import OptimConfig
 from training.pretrain import PretrainConfig
@@ -174,3 +174,11 @@ def test_a_step_checkpoint_never_saves_non_finite_weights(tmp_path):
     saved = checkpoint.load(tmp_path / checkpoint.LAST)
     assert saved["partial_epoch"]["step"] == 2
     assert all(torch.isfinite(t).all() for t in saved["model"].values() if t.is_floating_point())
+
+
+def test_a_batch_of_one_on_a_1x1_feature_map_is_a_typed_error_naming_the_fix(tmp_path):
+    # batch norm in training needs more than one value per channel: 1 image x 1 x 1 has one
+    run = _tiny_run(tmp_path, epochs=1, every=0)
+    tiny = [(torch.randn(1, 3, 8, 8), torch.rand(1))]
+    with pytest.raises(BatchTooSmallError, match=r"at least 2 images .*--batch-size.* --crop"):
+        fit(run, lambda epoch: iter(tiny), 1, lambda model: {"score": 0.0})
