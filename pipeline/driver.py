@@ -4,6 +4,7 @@ shards, retries, resume, a final sweep, progress and the report."""
 import fnmatch
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,9 +87,23 @@ def _start_ray() -> None:
         context = ray.init()
     else:
         context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1",
-                           dashboard_port=DASHBOARD_PORT, log_to_driver=False)
+                           dashboard_port=dashboard_port(), log_to_driver=False)
     if context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}" + _token_hint(), flush=True)
+
+
+def dashboard_port(preferred: int = DASHBOARD_PORT) -> int:
+    """`preferred` where nothing listens on it on 127.0.0.1, else a free port the system
+    picks (another local Ray, or anything, holds it: Ray would stop with 'Failed to find a
+    valid port for dashboard')."""
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise OSError("no free local port for the Ray dashboard")
 
 
 def _check_cluster_answers(address: str) -> None:

@@ -22,10 +22,12 @@ from shards.groups import assemble
 from shards.layout import DEFAULT_STORE, SOURCES_FILE, store_of
 from shards.order import ONE_PASS, Order, Stream, pipeline
 from shards.reader import (
-    complete_shards,
+    DamagedShardError,
+    damage_message,
     no_complete_shard,
     read_index,
     read_sources,
+    shard_states,
     tar_urls,
 )
 from shards.records import decode as decode_image
@@ -169,9 +171,12 @@ class Dataset:
 
 def open_dataset(path: str) -> Dataset:
     """The dataset at a local folder or an object-store URI (s3://, gs://, file://); a clear
-    error where it has no complete shard."""
+    error where it has no complete shard, or a finished shard whose files are not the ones its
+    stats describe (DamagedShardError: nothing of it would be read otherwise, or only part)."""
     location = Location.parse(str(path))
-    shards = complete_shards(location)
+    shards, damaged = shard_states(location)
+    if damaged:
+        raise DamagedShardError(damage_message(location, damaged))
     if not shards:
         raise no_complete_shard(location)
     return Dataset(location, tuple(shards))

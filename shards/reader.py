@@ -3,16 +3,19 @@ WebDataset readers."""
 
 import hashlib
 import json
+from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from shards.layout import (
+    DEFAULT_STORE,
     PLAN_FILE,
     SHARDS_DIR,
     SOURCES_FILE,
     shard_files,
+    shard_name,
     shard_paths,
     store_of,
     tar_path,
@@ -30,22 +33,68 @@ def plan_digest(location: Location) -> str | None:
     return json.loads(location.read_bytes(path)).get("digest")
 
 
-def shards_with_stats(location: Location) -> list[int]:
-    """Indices of the shards whose stats file exists, whatever run wrote them."""
+class DamagedShardError(ValueError):
+    """Finished shards (their stats written) of the dataset's plan whose files are not the ones
+    the stats describe: a tar or parquet missing, a tar of another size (a tar cut at a member
+    boundary reads as a valid, shorter one, so a reader alone would not notice)."""
+
+
+def _listing(location: Location) -> dict[str, int]:
+    """File name -> byte size of every file in the shards folder: one listing (one request,
+    or one per thousand files, on an object store)."""
     selector = pafs.FileSelector(location.path(SHARDS_DIR), allow_not_found=True)
-    names = [info.base_name for info in location.fs.get_file_info(selector)]
+    return {info.base_name: info.size for info in location.fs.get_file_info(selector)
+            if info.type == pafs.FileType.File}
+
+
+def _stats_indices(names: Iterable[str]) -> list[int]:
     return sorted(int(name.split("_")[0]) for name in names if name.endswith("_stats.json"))
 
 
+def shards_with_stats(location: Location) -> list[int]:
+    """Indices of the shards whose stats file exists, whatever run wrote them."""
+    return _stats_indices(_listing(location))
+
+
+def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
+    """(complete, damaged) shards of the dataset's plan. Complete: the stats file exists
+    (written last), names the plan where the dataset has one (a shard left by another run is
+    never read as part of this one), and the tar and parquet it describes are there, the tar
+    of the recorded size. Damaged: index -> what is wrong, for the other finished shards of
+    the plan. Reads each stats file and lists the folder once; reads no tar."""
+    sizes = _listing(location)
+    plan_path = location.path(PLAN_FILE)
+    plan = json.loads(location.read_bytes(plan_path)) if location.exists(plan_path) else {}
+    store = plan.get("inputs", {}).get("store", DEFAULT_STORE)
+    complete, damaged = [], {}
+    for index in _stats_indices(sizes):
+        stats = shard_stats(location, index)
+        if plan.get("digest") is not None and stats.get("plan_digest") != plan["digest"]:
+            continue
+        names = {kind: path.rpartition("/")[2]
+                 for kind, path in shard_files(location, index, store).items()}
+        missing = [kind for kind in ("tar", "parquet") if names[kind] not in sizes]
+        if missing:
+            damaged[index] = f"{' and '.join(missing)} missing"
+        elif sizes[names["tar"]] != stats.get("tar_bytes"):
+            damaged[index] = (f"tar is {sizes[names['tar']]} bytes, its stats say "
+                              f"{stats.get('tar_bytes')}")
+        else:
+            complete.append(index)
+    return complete, damaged
+
+
 def complete_shards(location: Location) -> list[int]:
-    """Indices of the shards whose stats file exists (written last, so they are complete)
-    and, where the dataset has a plan, names that plan: a shard left by another run is never
-    read as part of this one."""
-    indices = shards_with_stats(location)
-    digest = plan_digest(location)
-    if digest is None:
-        return indices
-    return [i for i in indices if shard_stats(location, i).get("plan_digest") == digest]
+    """Indices of the complete shards of the dataset's plan (`shard_states`)."""
+    return shard_states(location)[0]
+
+
+def damage_message(location: Location, damaged: dict[int, str]) -> str:
+    listed = "; ".join(f"{shard_name(i)}: {why}" for i, why in sorted(damaged.items())[:5])
+    more = f" (and {len(damaged) - 5} more)" if len(damaged) > 5 else ""
+    return (f"{location.root}: {len(damaged)} finished shard(s) do not match their stats "
+            f"({listed}{more}); `iqa-factory inspect` lists them, and generate with the "
+            "same options remakes them")
 
 
 def shard_stats(location: Location, index: int) -> dict:

@@ -23,7 +23,7 @@ from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
 from pipeline.encoding import decode_png, encode_png
 from pipeline.plan import Plan, persist_or_check
 from shards.layout import DEFAULT_STORE, PLAN_FILE, SOURCES_FILE, shard_paths, tar_path
-from shards.reader import complete_shards, shard_problems, shard_stats
+from shards.reader import damage_message, shard_problems, shard_states, shard_stats
 from shards.replay import MANIFEST_FILE, Pending, ReplayContext, ReplayError
 from shards.schema import pixel_sha256
 from shards.storage import Location
@@ -135,8 +135,13 @@ def _source(source: Location) -> tuple[Plan, RunConfig]:
     if not source.exists(source.path(PLAN_FILE)):
         raise ConversionError(f"{source.root} has no {PLAN_FILE}: not a dataset written by "
                               "generate")
+    if not source.exists(source.path(MANIFEST_FILE)):
+        raise ConversionError(f"{source.root} has no {MANIFEST_FILE}: not a finished dataset")
     plan = Plan.from_json(json.loads(source.read_bytes(source.path(PLAN_FILE))))
-    missing = sorted(set(range(plan.shard_count)) - set(complete_shards(source)))
+    complete, damaged = shard_states(source)
+    if damaged:
+        raise ConversionError(damage_message(source, damaged))
+    missing = sorted(set(range(plan.shard_count)) - set(complete))
     if missing:
         raise ConversionError(f"{source.root}: shards {missing} are not complete; finish the "
                               "run (generate resumes) first")

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import shlex
+import socket
 
 import numpy as np
 import pytest
@@ -108,3 +109,17 @@ def test_the_manifest_keeps_no_secret(tmp_path, fast_config, mae_ensemble):
                     ())
     text = location.read_bytes(location.path("manifest.json")).decode()
     assert "pw" not in text and json.loads(text)["config"]["sources"] == "gs://***@bucket/refs"
+
+
+def test_the_dashboard_moves_to_a_free_port_when_its_own_is_taken():
+    from pipeline.driver import dashboard_port
+
+    with socket.socket() as holder:  # another local Ray's dashboard, say
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        moved = dashboard_port(taken)
+        assert moved != taken
+        with socket.socket() as check:  # and the port it gives can be bound
+            check.bind(("127.0.0.1", moved))
+    assert dashboard_port(taken) == taken  # free again: the preferred one

@@ -3,6 +3,7 @@ mode is, file for file and byte for byte, the one generating the run in that mod
 real shard worker's datasets of tests/conftest.py); a PNG is dropped only once its replay
 gives its pixels; resumable; refused where there is nothing to do."""
 
+import hashlib
 import io
 import json
 import shutil
@@ -131,6 +132,22 @@ def test_convert_resumes_and_refuses_what_it_cannot_do(store_datasets, tmp_path)
         materialize(str(store_datasets["recipes"]), str(tmp_path / "other"), workers=0)
 
 
+def test_a_source_with_a_damaged_shard_or_no_manifest_is_refused(store_datasets, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(store_datasets["recipes"], damaged)
+    (damaged / "shards" / "00001.tar.gz").unlink()
+    with pytest.raises(ConversionError, match="00001: tar missing"):
+        materialize(str(damaged), str(tmp_path / "out"))
+    cut = damaged / "shards" / "00000.tar.gz"
+    cut.write_bytes(cut.read_bytes()[:-100])
+    with pytest.raises(ConversionError, match=r"00000: tar is \d+ bytes, its stats say"):
+        materialize(str(damaged), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+    (damaged / "manifest.json").unlink()
+    with pytest.raises(ConversionError, match=r"no manifest\.json: not a finished dataset"):
+        materialize(str(damaged), str(tmp_path / "out"))
+
+
 def test_a_version_before_its_reference_is_named(store_datasets, tmp_path):
     copy = tmp_path / "reordered"
     shutil.copytree(store_datasets["recipes"], copy)
@@ -140,6 +157,11 @@ def test_a_version_before_its_reference_is_named(store_datasets, tmp_path):
     with tarfile.open(path, "w:gz", format=tarfile.GNU_FORMAT) as tar:  # references last
         for member, data in sorted(members, key=lambda item: "_ref." in item[0].name):
             tar.addfile(member, io.BytesIO(data))
+    stats_path = copy / "shards" / "00000_stats.json"  # as a writer of this order would say
+    stats = json.loads(stats_path.read_text())
+    stats.update(tar_bytes=path.stat().st_size,
+                 tar_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    stats_path.write_text(json.dumps(stats))
     with pytest.raises(ConversionError, match=r"sample \S+: its reference \S+_ref is not "
                                               "before it in its shard"):
         materialize(str(copy), str(tmp_path / "images"))

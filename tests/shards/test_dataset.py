@@ -5,6 +5,8 @@ and a clear error for a dataset without a complete shard."""
 import hashlib
 import json
 import shutil
+import tarfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
@@ -12,7 +14,7 @@ import pytest
 
 from shards import open_dataset
 from shards.layout import tar_path
-from shards.reader import read_index
+from shards.reader import DamagedShardError, complete_shards, read_index
 from shards.storage import Location
 
 
@@ -99,6 +101,33 @@ def test_a_dataset_without_a_complete_shard_is_refused_clearly(tmp_path, hand_ma
     (stale / "plan.json").write_text(json.dumps({"digest": "another-plan"}))
     with pytest.raises(FileNotFoundError, match="made under another plan"):
         open_dataset(str(stale))
+
+
+def _cut_at_a_member_boundary(tar: Path) -> int:
+    """Keep the tar's first half of members, then its end-of-archive blocks: a valid, shorter
+    tar. Returns how many members are left."""
+    with tarfile.open(tar) as whole:
+        members = whole.getmembers()
+    kept = members[: len(members) // 2]
+    end = kept[-1].offset_data + -(-kept[-1].size // 512) * 512
+    data = tar.read_bytes()[:end] + bytes(1024)
+    tar.write_bytes(data)
+    return len(kept)
+
+
+def test_a_finished_shard_whose_tar_was_cut_is_refused_not_read_short(tmp_path, hand_made):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(hand_made, damaged)
+    tar = damaged / "shards" / "00000.tar"
+    left = _cut_at_a_member_boundary(tar)
+    with tarfile.open(tar) as cut:  # tarfile, and so webdataset, read it without an error
+        assert len(cut.getmembers()) == left
+    with pytest.raises(DamagedShardError, match=r"00000: tar is \d+ bytes, its stats say"):
+        open_dataset(str(damaged))
+    (damaged / "shards" / "00001.parquet").unlink()
+    with pytest.raises(DamagedShardError, match=r"2 finished shard.*00001: parquet missing"):
+        open_dataset(str(damaged))
+    assert complete_shards(Location.parse(str(damaged))) == []
 
 
 def test_only_complete_shards_are_read(tmp_path, hand_made):
