@@ -10,6 +10,7 @@ import numpy as np
 Box = tuple[int, int, int, int]
 OVERLAP = (0.10, 0.30)   # the views' shared area, as a fraction of one view
 OFFSET = (0.70, 0.90)    # the second view's vertical offset, as a fraction of h
+MIN_VIEW_HEIGHT = 4      # below, no whole-pixel offset lies in [0.70 h, 0.90 h)
 
 
 def one_box(shape: tuple[int, ...], crop: tuple[int, int] | None,

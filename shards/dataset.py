@@ -87,9 +87,16 @@ class Dataset:
 
     def where(self, split: str | None = None, refs: Iterable[str] | None = None
               ) -> tuple[list[str], frozenset[str] | None]:
-        """(tar urls, the references to read, None for all) of a split and/or reference list."""
+        """(tar urls, the references to read, None for all) of a split and/or reference ids
+        (one id, or a collection; an id the dataset does not hold is an error)."""
         if split is None and refs is None:
             return list(self.urls.values()), None
+        if refs is not None:
+            refs = {refs} if isinstance(refs, str) else set(refs)
+            unknown = sorted(refs - set(self.references))
+            if unknown:
+                raise ValueError(f"unknown reference ids {unknown[:10]}: not in a complete shard "
+                                 f"of {self.location.root}")
         wanted = {ref for ref, (its_split, _) in self.references.items()
                   if split is None or its_split == split}
         if not wanted and refs is None:
@@ -97,7 +104,7 @@ class Dataset:
             raise ValueError(f"{self.location.root} has no reference in split {split!r} "
                              f"(its splits: {splits})")
         if refs is not None:
-            wanted &= set(refs)
+            wanted &= refs
         shards = sorted({self.references[ref][1] for ref in wanted})
         return [self.urls[shard] for shard in shards], frozenset(wanted)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shards.boxes import Box, one_box, two_views
+from shards.boxes import MIN_VIEW_HEIGHT, Box, one_box, two_views
 from shards.order import stream_seed
 
 GROUP_KINDS = ("pair", "chunk", "triplet")
@@ -26,8 +26,13 @@ class GroupSpec:
     def __post_init__(self):
         if self.kind not in GROUP_KINDS:
             raise ValueError(f"kind must be one of {', '.join(GROUP_KINDS)}; got {self.kind!r}")
+        if self.crop is not None and (len(self.crop) != 2 or min(self.crop) < 1):
+            raise ValueError(f"crop must be a positive size (h, w) or None; got {self.crop}")
         if self.views not in (1, 2) or (self.views == 2 and self.crop is None):
             raise ValueError("views must be 1, or 2 with a crop size")
+        if self.views == 2 and self.crop[0] < MIN_VIEW_HEIGHT:
+            raise ValueError(f"two views need a crop at least {MIN_VIEW_HEIGHT} high (the "
+                             f"second starts 70-90% of it lower); got {self.crop}")
         if self.half_scale and (self.kind != "chunk" or self.crop is None):
             raise ValueError("half_scale needs chunks with a crop size")
         if self.versions is not None and self.versions < 1:
@@ -49,7 +54,7 @@ class GroupSpec:
     def chosen(self, ref_id: str, versions: list[tuple[str, int]]) -> set[str]:
         """The keys taking part among a reference's (key, distortion_id) versions."""
         keys = sorted(key for key, _ in versions)
-        if self.versions is None or self.versions >= len(keys):
+        if self.versions is None or (self.versions >= len(keys) and not self.distinct_types):
             return set(keys)
         rng = self.rng(ref_id, "versions")
         if not self.distinct_types:

@@ -54,11 +54,14 @@ def _incomplete(url: str, missing: dict[str, list[str]]) -> IncompleteShardError
 def pairs(spec: GroupSpec, url: str, records: Iterator[dict],
           chosen: dict[str, set[str]]) -> Iterator[dict]:
     """Pairs (or triplets) of one shard. Holds the shard's references decoded, and the records
-    of versions read before their reference, encoded (none in the spec's layout)."""
+    of versions read before their reference, encoded (none in the spec's layout). A drawn
+    version of a reference the shard holds that never comes is an IncompleteShardError."""
     references: dict[str, np.ndarray] = {}
     waiting: dict[str, list[dict]] = {}
+    expected: dict[str, set[str]] = {}  # ref_id -> drawn versions not read yet, once read
 
     def made(item: dict, reference: np.ndarray) -> dict:
+        expected[item["ref_id"]].discard(item["key"])
         pixels = decode(item["encoded"])
         boxes = spec.boxes(pixels.shape, item["ref_id"], item["key"])
         return group(spec, item["ref_id"], cut(reference, boxes), boxes,
@@ -66,6 +69,7 @@ def pairs(spec: GroupSpec, url: str, records: Iterator[dict],
 
     for item in records:
         ref_id = item["ref_id"]
+        expected.setdefault(ref_id, set(chosen.get(ref_id, ())))
         if is_reference(item["key"]):
             references[ref_id] = decode(item["encoded"])
             yield from (made(early, references[ref_id]) for early in waiting.pop(ref_id, []))
@@ -76,6 +80,9 @@ def pairs(spec: GroupSpec, url: str, records: Iterator[dict],
                 waiting.setdefault(ref_id, []).append(item)
     if waiting:
         raise _incomplete(url, {ref: [f"{ref}_ref"] for ref in waiting})
+    missing = {ref: keys for ref, keys in expected.items() if keys}
+    if missing:
+        raise _incomplete(url, missing)
 
 
 class _Chunk:

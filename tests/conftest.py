@@ -1,5 +1,7 @@
 """Shared fixtures: small images the tests make or the project commits."""
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +66,13 @@ def store_datasets(tmp_path_factory) -> dict[str, Path]:
         merge(location, plan)
         made[name] = base / name
     return made
+
+
+def stats_agree(tar: Path) -> None:
+    """Make a rewritten shard tar's stats record its new size and SHA-256, as if its writer
+    had written those bytes (what a damaged-shard check cannot tell from a good shard)."""
+    stats_path = tar.parent / f"{tar.name.partition('.')[0]}_stats.json"
+    stats = json.loads(stats_path.read_text())
+    data = tar.read_bytes()
+    stats.update(tar_bytes=len(data), tar_sha256=hashlib.sha256(data).hexdigest())
+    stats_path.write_text(json.dumps(stats))

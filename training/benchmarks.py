@@ -275,8 +275,11 @@ def shard_samples(root: str | Path, refs: tuple[str, ...] = (), **_) -> list[Lab
     read from the complete shards that hold them."""
     if not refs:
         raise DatasetLayoutError("the shards dataset needs --refs: the references to use")
-    wanted = set(refs)
-    samples = list(open_dataset(str(root)).samples(refs=wanted, decode=False))
+    wanted, dataset = set(refs), open_dataset(str(root))
+    absent = sorted(wanted - set(dataset.references))
+    if absent:
+        raise DatasetLayoutError(f"references {absent} have no sample in {root}")
+    samples = list(dataset.samples(refs=wanted, decode=False))
     if any(item["meta"]["quality"] is None for item in samples):
         raise DatasetLayoutError(f"{root} has no quality labels (generated label-free with "
                                  "--metrics none): nothing to fine-tune on")

@@ -3,7 +3,6 @@ mode is, file for file and byte for byte, the one generating the run in that mod
 real shard worker's datasets of tests/conftest.py); a PNG is dropped only once its replay
 gives its pixels; resumable; refused where there is nothing to do."""
 
-import hashlib
 import io
 import json
 import shutil
@@ -14,6 +13,7 @@ import pytest
 from pipeline import cli
 from pipeline.commands.convert import ConversionError, convert, materialize
 from pipeline.errors import PlanMismatchError
+from tests.conftest import stats_agree
 
 COMPARED = ("plan.json", "sources.parquet", "failures.jsonl", "ensemble.json")
 STORAGE = {"images": ("images", ()), "recipes": ("recipes", ()), "hybrid": ("hybrid", ()),
@@ -157,11 +157,7 @@ def test_a_version_before_its_reference_is_named(store_datasets, tmp_path):
     with tarfile.open(path, "w:gz", format=tarfile.GNU_FORMAT) as tar:  # references last
         for member, data in sorted(members, key=lambda item: "_ref." in item[0].name):
             tar.addfile(member, io.BytesIO(data))
-    stats_path = copy / "shards" / "00000_stats.json"  # as a writer of this order would say
-    stats = json.loads(stats_path.read_text())
-    stats.update(tar_bytes=path.stat().st_size,
-                 tar_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
-    stats_path.write_text(json.dumps(stats))
+    stats_agree(path)  # as a writer of this order would have recorded it
     with pytest.raises(ConversionError, match=r"sample \S+: its reference \S+_ref is not "
                                               "before it in its shard"):
         materialize(str(copy), str(tmp_path / "images"))

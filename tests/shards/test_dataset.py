@@ -77,7 +77,9 @@ def test_samples_of_given_references_read_only_their_shards(generated):
     assert urls == [tar_path(dataset.location, 2, "images")] and refs == {last}
     keys = [sample["key"] for sample in dataset.samples(refs=[last], kind="all")]
     assert keys == [row["key"] for row in index.to_pylist() if row["ref_id"] == last]
-    assert list(dataset.samples(refs=["nobody"])) == []
+    assert [s["key"] for s in dataset.samples(refs=last, kind="all")] == keys  # one id alone
+    with pytest.raises(ValueError, match=r"unknown reference ids \['nobody'\]"):
+        dataset.samples(refs=["nobody", last])
 
 
 def test_a_file_uri_reads_as_the_path_does(generated):

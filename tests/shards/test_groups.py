@@ -115,6 +115,11 @@ def test_versions_n_draws_n_distinct_versions_reproducibly(generated):
     by_type = {chunk["ref_id"]: [meta["distortion_id"] for meta in chunk["meta"]] for chunk in
                dataset.groups("chunk", crop=16, versions=3, distinct_types=True)}
     assert all(sorted(ids) == [1, 13, 26] for ids in by_type.values())
+    # asking for more than a reference holds still draws each type once
+    by_type = {chunk["ref_id"]: [meta["distortion_id"] for meta in chunk["meta"]] for chunk in
+               dataset.groups("chunk", crop=16, versions=100, distinct_types=True)}
+    assert all(sorted(ids) == [1, 13, 26] for ids in by_type.values())
+    assert max(len(keys) for keys in versions.values()) > 3  # (so there was a choice)
 
 
 def test_two_views_overlap_inside_the_image_with_one_pair_of_boxes(generated,
@@ -147,6 +152,13 @@ def test_crops_that_do_not_fit_are_refused(generated):
         dataset.groups("chunk", views=2)
     with pytest.raises(ValueError, match="kind must be"):
         dataset.groups("quad")
+    for crop in (0, -5, (16, 0)):
+        with pytest.raises(ValueError, match="crop must be a positive size"):
+            dataset.groups("pair", crop=crop)
+    with pytest.raises(ValueError, match="two views need a crop at least 4 high"):
+        dataset.groups("chunk", crop=(3, 40), views=2)
+    # from 4 rows every draw of two views exists (the band's offsets are whole pixels)
+    assert all(len(chunk["box"]) == 2 for chunk in dataset.groups("chunk", crop=(4, 5), views=2))
 
 
 def test_a_shard_whose_index_names_a_missing_member_is_an_error(tmp_path, hand_made):
@@ -163,8 +175,9 @@ def test_a_shard_whose_index_names_a_missing_member_is_an_error(tmp_path, hand_m
     extra = {**table.slice(0, 1).to_pylist()[0], "key": "c_d09_l1", "distortion_id": 9}
     pq.write_table(pa.concat_tables([table, pa.Table.from_pylist([extra],
                                                                  schema=table.schema)]), path)
-    with pytest.raises(IncompleteShardError, match="c_d09_l1"):
-        list(open_dataset(str(broken)).groups("chunk", crop=8))
+    for kind in ("chunk", "pair", "triplet"):
+        with pytest.raises(IncompleteShardError, match="c_d09_l1"):
+            list(open_dataset(str(broken)).groups(kind, crop=16))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("labelers.ssim") is None,

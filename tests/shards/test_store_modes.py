@@ -25,6 +25,7 @@ from shards.layout import store_of
 from shards.replay import Pending, ReplayContext, ReplayMismatchError
 from shards.storage import Location
 from shards.store_modes import library_versions
+from tests.conftest import stats_agree
 
 LEARNED = {d.id for d in distortions.registered() if d.learned}
 
@@ -156,6 +157,7 @@ def _tampered(root, tmp_path, key: str):
                     data = json.dumps({**json.loads(data), "sha256": "0" * 64}).encode()
                     member.size = len(data)
                 tar.addfile(member, io.BytesIO(data))
+        stats_agree(path)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["replay_libraries"]["numpy"] = "1.0.0"
     (copy / "manifest.json").write_text(json.dumps(manifest))

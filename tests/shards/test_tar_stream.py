@@ -4,6 +4,7 @@ exception), the contact sheet's shard reading; and a dataset read from S3 (moto'
 
 import io
 import tarfile
+from pathlib import Path
 
 import boto3
 import pytest
@@ -16,6 +17,7 @@ from shards.layout import tar_path
 from shards.reader import read_index, tar_members
 from shards.storage import Location
 from shards.tar_stream import ShardReadError
+from tests.conftest import stats_agree
 
 
 def _index_keys(location: Location, shard: int) -> list[str]:
@@ -51,8 +53,12 @@ def test_tar_keys_lists_the_indexed_keys(generated):
 
 
 def _damage(location: Location, shard: int, data: bytes) -> None:
-    with location.fs.open_output_stream(tar_path(location, shard, "images")) as stream:
+    """Shard `shard`'s tar replaced by `data`, its stats agreeing (damage done before they
+    were written, which the reader alone can see)."""
+    path = tar_path(location, shard, "images")
+    with location.fs.open_output_stream(path) as stream:
         stream.write(data)
+    stats_agree(Path(path))
 
 
 def test_a_truncated_or_malformed_tar_raises_a_tar_error_naming_it(tmp_path, hand_made):
