@@ -62,7 +62,7 @@ def pairs(spec: GroupSpec, url: str, records: Iterator[dict],
 
     def made(item: dict, reference: np.ndarray) -> dict:
         expected[item["ref_id"]].discard(item["key"])
-        pixels = decode(item["encoded"])
+        pixels = decode(item["encoded"], item["key"])
         boxes = spec.boxes(pixels.shape, item["ref_id"], item["key"])
         return group(spec, item["ref_id"], cut(reference, boxes), boxes,
                      [(item["meta"], cut(pixels, boxes))])
@@ -71,7 +71,7 @@ def pairs(spec: GroupSpec, url: str, records: Iterator[dict],
         ref_id = item["ref_id"]
         expected.setdefault(ref_id, set(chosen.get(ref_id, ())))
         if is_reference(item["key"]):
-            references[ref_id] = decode(item["encoded"])
+            references[ref_id] = decode(item["encoded"], item["key"])
             yield from (made(early, references[ref_id]) for early in waiting.pop(ref_id, []))
         elif item["key"] in chosen.get(ref_id, ()):
             if ref_id in references:
@@ -101,7 +101,7 @@ class _Chunk:
         self.missing.discard(item["key"])
         held: object = item["encoded"]
         if self.spec.crop is not None:
-            pixels = decode(item["encoded"])
+            pixels = decode(item["encoded"], item["key"])
             if self.boxes is None:
                 self.shape = pixels.shape
                 self.boxes = self.spec.boxes(pixels.shape, self.ref_id)
@@ -126,7 +126,7 @@ class _Chunk:
     def group(self) -> dict:
         members = self.members
         if self.spec.crop is None:  # whole images: decoded only now
-            members = {key: (meta, decode(data)) for key, (meta, data) in members.items()}
+            members = {key: (meta, decode(data, key)) for key, (meta, data) in members.items()}
             self.boxes = [one_box(next(iter(members.values()))[1].shape, None, None)]
         _, reference = members.pop(f"{self.ref_id}_ref")
         made = group(self.spec, self.ref_id, reference, self.boxes, list(members.values()))

@@ -34,10 +34,23 @@ def member_filter(kind: str = "all", refs: frozenset[str] | None = None) -> Sele
     return wanted
 
 
+class SampleError(ValueError):
+    """A shard sample that cannot be read: no record, a record that is not JSON, image bytes
+    that do not decode, more than one image."""
+
+
 def record(sample: dict) -> dict:
     """A webdataset sample of a shard as {key, ref_id, meta, encoded}; `encoded` is None for a
     distorted version stored without pixels (--store recipes or hybrid)."""
-    meta = json.loads(sample["json"])
+    where = f"{sample['__url__']}: sample {sample['__key__']}"
+    if "json" not in sample:
+        raise SampleError(f"{where} has no .json record (members {sorted(sample)[2:]})")
+    try:
+        meta = json.loads(sample["json"])
+    except (ValueError, UnicodeDecodeError) as error:
+        raise SampleError(f"{where}: its .json record is not JSON ({error})") from None
+    if not isinstance(meta, dict) or "ref_id" not in meta:
+        raise SampleError(f"{where}: its .json record names no ref_id")
     image = [name for name in sample if name != "json" and not name.startswith("__")]
     if meta.get("kind") == "distorted":
         meta["chain"] = chain_of(meta)  # derived where a dataset predates chains
@@ -45,24 +58,23 @@ def record(sample: dict) -> dict:
             return {"key": sample["__key__"], "ref_id": meta["ref_id"], "meta": meta,
                     "encoded": None}
     if len(image) != 1:
-        raise ValueError(f"{sample['__url__']}: sample {sample['__key__']} has members "
-                         f"{sorted(image)}, not one image and its .json")
+        raise SampleError(f"{where} has members {sorted(image)}, not one image and its .json")
     return {"key": sample["__key__"], "ref_id": meta["ref_id"], "meta": meta,
             "encoded": sample[image[0]]}
 
 
-def decode(encoded: bytes | Pending) -> np.ndarray:
+def decode(encoded: bytes | Pending, key: str = "an image") -> np.ndarray:
     """H x W x 3 uint8 RGB pixels of a stored image (PNG decodes losslessly) or of a recipe
-    sample, replayed (and verified) here."""
+    sample, replayed (and verified) here; `key` names the sample in the error."""
     if isinstance(encoded, Pending):
         return encoded.pixels()
     bgr = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError("not a decodable image")
+        raise SampleError(f"sample {key}: its {len(encoded)} image bytes do not decode")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def decoded(item: dict) -> dict:
     """A record with `image` (decoded pixels) in place of `encoded`."""
     fields = {name: value for name, value in item.items() if name != "encoded"}
-    return {**fields, "image": decode(item["encoded"])}
+    return {**fields, "image": decode(item["encoded"], item["key"])}

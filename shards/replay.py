@@ -76,7 +76,7 @@ class Pending:
         """The replayed H x W x 3 uint8 pixels, verified against the recorded SHA-256."""
         try:
             image = distortions.replay(self.reference, self.meta["recipe"])
-        except (distortions.DistortionError, KeyError, TypeError) as error:
+        except (distortions.DistortionError, KeyError, TypeError, ValueError) as error:
             raise ReplayError(f"sample {self.key} cannot be replayed: {error}") from error
         if self.context.verify and pixel_sha256(image) != self.meta.get("sha256"):
             raise ReplayMismatchError(mismatch_message(self.key, self.meta["recipe"],
@@ -91,7 +91,7 @@ def replaying(records: Iterator[dict], context: ReplayContext, decode: Callable,
     references: dict[str, np.ndarray] = {}
     for item in records:
         if item["meta"].get("kind") == "reference":
-            references[item["ref_id"]] = decode(item["encoded"])
+            references[item["ref_id"]] = decode(item["encoded"], item["key"])
         if not keep(item["key"]):
             continue
         if item["encoded"] is not None:

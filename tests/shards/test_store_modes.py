@@ -22,7 +22,7 @@ from pipeline.inspect_dataset import check_shard
 from pipeline.plan import Plan
 from shards import open_dataset
 from shards.layout import store_of
-from shards.replay import Pending, ReplayContext, ReplayMismatchError
+from shards.replay import Pending, ReplayContext, ReplayError, ReplayMismatchError
 from shards.storage import Location
 from shards.store_modes import library_versions
 from tests.conftest import stats_agree
@@ -189,6 +189,11 @@ def test_pending_replays_lazily_and_says_when_libraries_are_the_same(small_image
         Pending("k", small_image, wrong, same).pixels()
     with pytest.raises(ReplayMismatchError, match="records no library versions"):
         Pending("k", small_image, wrong, ReplayContext(None)).pixels()
+    for params in ({"ratio": "x"}, {}, {"ratio": [45]}):  # a recipe no replay can take
+        _, made = distortions.apply(small_image, 2, 3, seed=11)
+        broken = {**meta, "recipe": {**made, "params": params}}
+        with pytest.raises(ReplayError, match="sample k cannot be replayed"):
+            Pending("k", small_image, broken, same).pixels()
 
 
 def test_inspect_counts_every_file_of_a_dataset(store_datasets):

@@ -15,6 +15,7 @@ from pipeline.inspect_dataset import tar_keys
 from shards import open_dataset
 from shards.layout import tar_path
 from shards.reader import read_index, tar_members
+from shards.records import SampleError
 from shards.storage import Location
 from shards.tar_stream import ShardReadError
 from tests.conftest import stats_agree
@@ -71,8 +72,9 @@ def test_a_truncated_or_malformed_tar_raises_a_tar_error_naming_it(tmp_path, han
     _damage(location, 0, original[:len(original) // 2 + 100])  # inside a member
     with pytest.raises(tarfile.TarError, match=r"00000\.tar is unreadable: unexpected end"):
         tar_keys(location, 0)
-    with pytest.raises(ShardReadError):
+    with pytest.raises(ShardReadError, match=r"00000\.tar is unreadable: unexpected end") as raised:
         list(open_dataset(str(root)).samples())
+    assert str(raised.value).count("is unreadable") == 1
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name in ("a_ref.png", "a_ref.png"):  # one member twice
@@ -112,3 +114,31 @@ def test_a_dataset_on_s3_reads_as_the_local_one(s3_copy, generated):
                  dataset.groups("chunk", crop=32, seed=1, versions=2)])
 
     assert summary(remote) == summary(local)
+
+
+def _tar_of(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("members", "why"), [
+    ({"a_ref.png": b"png"}, r"sample a_ref has no \.json record"),
+    ({"a_ref.json": b"{not json", "a_ref.png": b"png"}, "its .json record is not JSON"),
+    ({"a_ref.json": b"[]", "a_ref.png": b"png"}, "its .json record names no ref_id"),
+    ({"a_ref.json": b'{"ref_id": "a", "kind": "reference"}', "a_ref.png": b"png"},
+     "sample a_ref: its 3 image bytes do not decode"),
+])
+def test_a_bad_sample_is_a_sample_error_naming_it(tmp_path, hand_made, members, why):
+    import shutil
+
+    root = tmp_path / "bad"
+    shutil.copytree(hand_made, root)
+    location = Location.parse(str(root))
+    _damage(location, 0, _tar_of(members))
+    with pytest.raises(SampleError, match=why):
+        list(open_dataset(str(root)).samples(kind="all"))
