@@ -32,7 +32,7 @@ from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout
 from pipeline.sources import list_sources
 from pipeline.submit import AUTHENTICATION_ERRORS
-from shards.layout import PLAN_FILE, SHARDS_DIR, SOURCES_FILE
+from shards.layout import LABELS_FILES, PLAN_FILE, SHARDS_DIR, SOURCES_FILE
 from shards.reader import shard_problems, shard_stats, shards_with_stats
 from shards.storage import Location
 
@@ -73,7 +73,7 @@ def _clear_previous_run(location: Location) -> None:
         print(f"restart: removed {shards} ({count} finished shards of the previous run)")
     selector = pafs.FileSelector(location.root, allow_not_found=True)
     for info in location.fs.get_file_info(selector):
-        if info.base_name in RUN_FILES or fnmatch.fnmatch(info.base_name, "labels-*.parquet"):
+        if info.base_name in RUN_FILES or fnmatch.fnmatch(info.base_name, LABELS_FILES):
             location.delete(info.path)
 
 

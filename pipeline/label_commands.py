@@ -15,6 +15,7 @@ from labelers import ensemble as ens
 from labelers import weights
 from labelers.fitting import fit_ensemble
 from pipeline.sources import read_rgb
+from shards.layout import labels_file
 
 
 def weights_fetch(args) -> int:
@@ -105,7 +106,7 @@ def relabel_command(args) -> int:
         quality, _ = ensemble.quality({k: v for k, v in present.items() if not np.isnan(v).all()})
         keys.extend(distorted["key"].to_pylist())
         qualities.append(quality)
-    target = out / f"labels-{ensemble.hash}.parquet"
+    target = out / labels_file(ensemble.hash)
     pq.write_table(pa.table({"key": keys, "quality": np.concatenate(qualities)}), target)
     print(f"wrote {target}: {len(keys)} labels under ensemble {ensemble.name} ({ensemble.hash})")
     return 0

@@ -14,6 +14,7 @@ from shards.storage import Location
 SHARDS_DIR = "shards"
 PLAN_FILE = "plan.json"
 SOURCES_FILE = "sources.parquet"
+LABELS_FILES = "labels-*.parquet"  # relabel's sidecars (key, quality), one per ensemble
 STORE_MODES = ("images", "recipes", "hybrid")
 DEFAULT_STORE = "images"
 _TAR_SUFFIX = {"images": ".tar", "recipes": ".tar.gz", "hybrid": ".tar.gz"}
@@ -38,6 +39,11 @@ def store_of(location: Location) -> str:
     if not location.exists(path):
         return DEFAULT_STORE
     return json.loads(location.read_bytes(path))["inputs"].get("store", DEFAULT_STORE)
+
+
+def labels_file(ensemble_hash: str) -> str:
+    """The sidecar `relabel` writes for the ensemble of this hash (matches LABELS_FILES)."""
+    return f"labels-{ensemble_hash}.parquet"
 
 
 def shard_name(index: int) -> str:

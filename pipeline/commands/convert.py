@@ -11,18 +11,27 @@ and becomes, where it is trained on, the hybrid or images dataset that machine's
 Shards are independent: several run at once with `workers`, and a rerun skips the shards
 already complete in DST."""
 
+import fnmatch
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pyarrow.fs as pafs
 from tqdm import tqdm
 
 from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
 from pipeline.encoding import decode_png, encode_png
 from pipeline.plan import Plan, persist_or_check
-from shards.layout import DEFAULT_STORE, PLAN_FILE, SOURCES_FILE, shard_paths, tar_path
+from shards.layout import (
+    DEFAULT_STORE,
+    LABELS_FILES,
+    PLAN_FILE,
+    SOURCES_FILE,
+    shard_paths,
+    tar_path,
+)
 from shards.reader import damage_message, shard_problems, shard_states, shard_stats
 from shards.replay import MANIFEST_FILE, Pending, ReplayContext, ReplayError
 from shards.schema import pixel_sha256
@@ -163,7 +172,7 @@ def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage)
     and the run's merged files, copied."""
     storage = {"store": becomes.store, "keep_pngs": list(becomes.keep_pngs)}
     manifest = json.loads(source.read_bytes(source.path(MANIFEST_FILE)))
-    manifest["config"].update(storage)
+    manifest["config"].update(storage, out=target.root)
     manifest["modes"].update(storage)
     manifest.update(store=becomes.store, plan_digest=plan.digest, converted_from=source.root)
     # an images dataset made before the storage modes records none: every recipe the target
@@ -171,7 +180,9 @@ def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage)
     manifest.setdefault("replay_libraries", library_versions())
     target.write_bytes(target.path(MANIFEST_FILE),
                        json.dumps(manifest, sort_keys=True, indent=1).encode())
-    for name in COPIED_FILES:
+    relabelled = [info.base_name for info in source.fs.get_file_info(  # keyed by sample
+        pafs.FileSelector(source.root)) if fnmatch.fnmatch(info.base_name, LABELS_FILES)]
+    for name in (*COPIED_FILES, *relabelled):
         _copy(source, target, source.path(name), target.path(name))
     if source.exists(source.path("report.json")):
         report = json.loads(source.read_bytes(source.path("report.json")))

@@ -8,6 +8,8 @@ import json
 import shutil
 import tarfile
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline import cli
@@ -34,6 +36,7 @@ def _same_as_generated(got, expected) -> None:
     made = json.loads((got / "manifest.json").read_text())
     original = json.loads((expected / "manifest.json").read_text())
     assert made["plan_digest"] == original["plan_digest"]
+    assert made["config"] == {**original["config"], "out": str(got)}  # its own folder
     assert (made["store"], made["config"]["keep_pngs"]) == (original["store"],
                                                              original["config"]["keep_pngs"])
     for stats in (got / "shards").glob("*_stats.json"):
@@ -130,6 +133,15 @@ def test_convert_resumes_and_refuses_what_it_cannot_do(store_datasets, tmp_path)
         materialize(str(tmp_path / "nothing"), str(tmp_path / "other"))
     with pytest.raises(ConversionError, match="workers must be at least 1"):
         materialize(str(store_datasets["recipes"]), str(tmp_path / "other"), workers=0)
+
+
+def test_relabel_sidecars_travel_with_the_dataset(store_datasets, tmp_path):
+    source = tmp_path / "relabelled"
+    shutil.copytree(store_datasets["images"], source)
+    sidecar = source / "labels-0123abcd.parquet"
+    pq.write_table(pa.table({"key": ["k"], "quality": [0.5]}), sidecar)
+    convert(str(source), str(tmp_path / "recipes"), "recipes")
+    assert (tmp_path / "recipes" / sidecar.name).read_bytes() == sidecar.read_bytes()
 
 
 def test_a_source_with_a_damaged_shard_or_no_manifest_is_refused(store_datasets, tmp_path):
