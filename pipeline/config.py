@@ -57,6 +57,10 @@ class RunConfig:
         bad_levels = [lv for lv in self.levels if lv not in distortions.LEVELS]
         if bad_levels or not self.levels:
             raise ValueError(f"levels must be a non-empty subset of 1-5, got {self.levels}")
+        for name, values in (("distortions", self.distortion_ids), ("levels", self.levels)):
+            twice = sorted({v for v in values if list(values).count(v) > 1})
+            if twice:  # each would write its samples' keys twice into one tar
+                raise ValueError(f"{name} {twice} listed more than once in {list(values)}")
         unknown = [m for m in self.metrics if m not in AVAILABLE_METRICS]
         if unknown:
             raise ValueError(f"unknown metrics {unknown}; choose from "

@@ -9,6 +9,7 @@ from PIL import Image
 
 import distortions
 from pipeline import cli
+from pipeline.config import RunConfig
 from pipeline.sizing import SourceTooSmallError, TargetSize, cover_and_crop
 from tests.conftest import MINIMUM_IMAGE
 
@@ -123,3 +124,18 @@ def test_the_dashboard_moves_to_a_free_port_when_its_own_is_taken():
         with socket.socket() as check:  # and the port it gives can be bound
             check.bind(("127.0.0.1", moved))
     assert dashboard_port(taken) == taken  # free again: the preferred one
+
+
+@pytest.mark.parametrize("text", ["1,1", "1,1-2"])
+def test_a_level_given_twice_is_refused(text, tmp_path, capsys):
+    # each would write the same sample keys twice into one tar (unreadable)
+    code = cli.main(["generate", "--sources", "embedded", "--out", str(tmp_path / "o"),
+                     "--levels", text, "--allow-missing-metrics"])
+    assert code == 2 and "levels [1] listed more than once" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match=r"distortions \[3\] listed more than once"):
+        RunConfig(sources="embedded", out=str(tmp_path / "o"), distortion_ids=(3, 1, 3))
+    # the command line takes a type named twice (an id and its name) once
+    args = cli.build_parser().parse_args(["generate", "--sources", "embedded", "--out", "o",
+                                          "--distortions", "3,jpeg,1"])
+    assert cli.run_config(args).distortion_ids == (1, 3)
