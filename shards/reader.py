@@ -68,7 +68,11 @@ def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
     store = plan.get("inputs", {}).get("store", DEFAULT_STORE)
     complete, damaged = [], {}
     for index in _stats_indices(sizes):
-        stats = shard_stats(location, index)
+        try:
+            stats = shard_stats(location, index)
+        except (ValueError, UnicodeDecodeError) as error:
+            damaged[index] = f"stats are not JSON ({error})"
+            continue
         if plan.get("digest") is not None and stats.get("plan_digest") != plan["digest"]:
             continue
         names = {kind: path.rpartition("/")[2]
@@ -112,11 +116,12 @@ def _tar_sha256(location: Location, path: str) -> str:
 def shard_problems(location: Location, index: int, digest: str | None, store: str,
                    verify_hash: bool = False) -> list[str]:
     """Why shard `index` of a dataset in mode `store` is not a complete shard of the plan
-    `digest` (empty when it is): its files, its stats' plan digest, its parquet row count and
-    its tar's byte size against the stats, and with `verify_hash` the tar's SHA-256 too (reads
-    the whole tar)."""
+    `digest` (empty when it is): its files (the merge needs its sources and failures lists
+    too), its stats' plan digest, its parquet row count and its tar's byte size against the
+    stats, and with `verify_hash` the tar's SHA-256 too (reads the whole tar)."""
     paths = shard_files(location, index, store)
-    missing = [kind for kind in ("tar", "parquet", "stats") if not location.exists(paths[kind])]
+    missing = [kind for kind in ("tar", "parquet", "stats", "sources", "failures")
+               if not location.exists(paths[kind])]
     if missing:
         return [f"missing {', '.join(missing)}"]
     try:

@@ -14,7 +14,7 @@ import pytest
 
 from shards import open_dataset
 from shards.layout import tar_path
-from shards.reader import DamagedShardError, complete_shards, read_index
+from shards.reader import DamagedShardError, complete_shards, read_index, shard_problems
 from shards.storage import Location
 
 
@@ -139,3 +139,19 @@ def test_only_complete_shards_are_read(tmp_path, hand_made):
     dataset = open_dataset(str(partial))
     assert dataset.shards == (0,)
     assert {sample["ref_id"] for sample in dataset.samples(kind="all")} == {"a", "b"}
+
+
+def test_a_shard_without_its_lists_is_redone_and_unreadable_stats_are_damage(tmp_path,
+                                                                              generated):
+    copy = tmp_path / "copy"
+    shutil.copytree(generated, copy)
+    location = Location.parse(str(copy))
+    digest = json.loads((copy / "plan.json").read_text())["digest"]
+    assert shard_problems(location, 0, digest, "images") == []
+    (copy / "shards" / "00000_failures.jsonl").unlink()  # the merge reads it
+    (copy / "shards" / "00001_sources.json").unlink()
+    assert shard_problems(location, 0, digest, "images") == ["missing failures"]
+    assert shard_problems(location, 1, digest, "images") == ["missing sources"]
+    (copy / "shards" / "00002_stats.json").write_text("{broken")
+    with pytest.raises(DamagedShardError, match="00002: stats are not JSON"):
+        open_dataset(str(copy))
