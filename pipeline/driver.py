@@ -22,6 +22,7 @@ from pipeline.duplicates import find_duplicates
 from pipeline.errors import (
     ClusterAuthError,
     ClusterUnreachableError,
+    ForeignOutputError,
     LabelersUnavailableError,
     ShardsFailedError,
 )
@@ -62,6 +63,21 @@ def shard_is_complete(location: Location, index: int, digest: str, store: str,
     """All files there, made under this plan, parquet rows and tar size as the stats say; with
     `verify` the tar's SHA-256 too (reads every byte)."""
     return not shard_problems(location, index, digest, store, verify_hash=verify)
+
+
+def _refuse_foreign(location: Location) -> None:
+    """OUT must be new, or a dataset generate wrote (it writes plan.json before any other
+    file): a shards folder or run file without a plan is someone else's, never cleared or
+    overwritten."""
+    if location.exists(location.path(PLAN_FILE)):
+        return
+    selector = pafs.FileSelector(location.root, allow_not_found=True)
+    theirs = sorted(info.base_name for info in location.fs.get_file_info(selector)
+                    if info.base_name in (*RUN_FILES, SHARDS_DIR))
+    if theirs:
+        raise ForeignOutputError(f"{location.root} holds {', '.join(theirs)} but no {PLAN_FILE}: "
+                                 "not a dataset generate wrote; choose another --out (nothing "
+                                 "there was changed)")
 
 
 def _clear_previous_run(location: Location) -> None:
@@ -260,6 +276,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     sources = chosen(list_sources(config.sources), config)
     identity = label_identity(ensemble.hash if config.labelled else None, absent)
     plan = Plan.make(sources, config, identity, find_duplicates(sources, config.sources))
+    _refuse_foreign(location)
     if options.restart:
         _clear_previous_run(location)
     _remove_staged(location)

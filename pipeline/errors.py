@@ -9,6 +9,10 @@ class PlanMismatchError(PipelineError):
     """The output directory holds a different plan; resuming would mix two datasets."""
 
 
+class ForeignOutputError(PipelineError):
+    """The output directory holds files of a dataset generate did not write (no plan.json)."""
+
+
 class UnreachableStorageError(PipelineError):
     """SOURCES or OUT cannot be reached from a worker node."""
 

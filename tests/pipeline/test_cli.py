@@ -139,3 +139,19 @@ def test_a_level_given_twice_is_refused(text, tmp_path, capsys):
     args = cli.build_parser().parse_args(["generate", "--sources", "embedded", "--out", "o",
                                           "--distortions", "3,jpeg,1"])
     assert cli.run_config(args).distortion_ids == (1, 3)
+
+
+@pytest.mark.parametrize("restart", [[], ["--restart"]])
+def test_generate_never_clears_or_overwrites_a_folder_it_did_not_write(tmp_path, capsys,
+                                                                        restart):
+    theirs = tmp_path / "theirs"
+    (theirs / "shards").mkdir(parents=True)
+    (theirs / "shards" / "important.py").write_text("precious")
+    (theirs / "manifest.json").write_text("{}")
+    before = sorted(p.relative_to(theirs) for p in theirs.rglob("*"))
+    code = cli.main(["generate", "--sources", "embedded", "--out", str(theirs),
+                     "--allow-missing-metrics", *restart])
+    assert code == 2
+    assert "holds manifest.json, shards but no plan.json" in capsys.readouterr().err
+    assert sorted(p.relative_to(theirs) for p in theirs.rglob("*")) == before
+    assert (theirs / "shards" / "important.py").read_text() == "precious"
