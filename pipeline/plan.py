@@ -146,14 +146,30 @@ def label_identity(ensemble_hash: str, absent: tuple[str, ...]) -> dict:
 
 
 def differences(old: Plan, new: Plan) -> list[str]:
-    """What differs between two plans, in words."""
+    """What differs between two plans, in words (values compared as the plan file holds them:
+    a tuple and its list are the same)."""
     keys = sorted(old.inputs.keys() | new.inputs.keys())
     changed = [f"{key} {old.inputs.get(key)!r} -> {new.inputs.get(key)!r}" for key in keys
-               if old.inputs.get(key) != new.inputs.get(key)]
+               if _as_json(old.inputs.get(key)) != _as_json(new.inputs.get(key))]
     if (old.references, old.duplicates) != (new.references, new.duplicates):
         changed.append(f"sources ({len(old.references)} -> {len(new.references)} references, "
-                       f"{len(old.duplicates)} -> {len(new.duplicates)} duplicates)")
+                       f"{len(old.duplicates)} -> {len(new.duplicates)} duplicates"
+                       f"{_first_reference_difference(old, new)})")
     return changed
+
+
+def _as_json(value) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _first_reference_difference(old: Plan, new: Plan) -> str:
+    """Where the first reference differs (a path spelled otherwise shows here)."""
+    for before, after in zip(old.references, new.references, strict=False):
+        if before != after:
+            fields = [f"{name} {value!r} -> {getattr(after, name)!r}"
+                      for name, value in asdict(before).items() if value != getattr(after, name)]
+            return f"; the first that differs, {before.ref_id}: {', '.join(fields)}"
+    return ""
 
 
 def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> bool:

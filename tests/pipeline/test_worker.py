@@ -182,6 +182,16 @@ def test_the_plan_digest_changes_with_what_q_means(fast_config):
     other = Plan.make(sources, config, label_identity("bbbb", ("lpips",)))
     assert differences(base, other) == ["ensemble_hash 'aaaa' -> 'bbbb'",
                                         "metrics_absent [] -> ['lpips']"]
+    # a plan read back from its file (lists where the run's config has tuples) differs in
+    # nothing; a source path spelled otherwise is named where it first differs
+    again = Plan.from_json(json.loads(json.dumps(base.to_json())))
+    assert differences(again, base) == []
+    moved = Plan.from_json({**base.to_json(), "references": [
+        {**r.to_json(), "uri": "/elsewhere/" + r.uri} for r in base.references]})
+    [sources_line] = differences(base, moved)
+    first = base.references[0]
+    assert sources_line.endswith(f"the first that differs, {first.ref_id}: uri {first.uri!r} "
+                                 f"-> '/elsewhere/{first.uri}')")
 
 
 def test_hostile_local_sources_end_in_a_completed_shard_each_recorded(tmp_path, small_image,
