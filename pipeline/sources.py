@@ -90,7 +90,7 @@ def _from_object_store(uri: str) -> list[Source]:
 def _from_list_file(path: Path) -> list[Source]:
     """One path or URI per line (first column of a CSV such as kadis700k_ref_imgs.csv; a header
     row without an image name is skipped). Relative paths are relative to the list file."""
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # a BOM, as Excel writes
         rows = [row[0].strip() for row in csv.reader(handle) if row and row[0].strip()]
     found = []
     for entry in rows:

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -275,3 +276,14 @@ def test_the_report_folds_each_shards_labels_into_per_scenario_sums(fast_config,
     for scenario, values in by_scenario.items():                # memory does not grow with
         assert tally.quality_count[scenario] == len(values) == 3  # the samples
         assert tally.quality_sum[scenario] / len(values) == pytest.approx(np.mean(values))
+
+
+def test_a_list_file_with_a_byte_order_mark_and_crlf_keeps_its_first_entry(tmp_path,
+                                                                          small_image):
+    for name in ("first.png", "second.png"):
+        Image.fromarray(small_image).save(tmp_path / name)
+    listing = tmp_path / "list.csv"  # as Excel saves a CSV
+    listing.write_bytes(b"\xef\xbb\xbffirst.png\r\nsecond.png\r\n")
+    sources = list_sources(str(listing))
+    assert [source.stem for source in sources] == ["first", "second"]
+    assert all(Path(source.uri).is_file() for source in sources)
