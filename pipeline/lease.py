@@ -56,6 +56,7 @@ class Lease:
     location: Location
     holder: dict = field(default_factory=_holder)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _made_root: bool = False  # OUT did not exist before this lease: gone again if left empty
 
     @property
     def path(self) -> str:
@@ -63,6 +64,7 @@ class Lease:
 
     def acquire(self, take_over: bool = False) -> list[str]:
         """Take the lease or raise LeaseHeldError; returns notices (a stale lease taken over)."""
+        self._made_root = not self.location.exists(self.location.root)
         self.location.makedirs(self.location.root)
         notices = []
         if not self._create():
@@ -89,6 +91,8 @@ class Lease:
         if (current.get("host"), current.get("pid")) == (self.holder["host"],
                                                           self.holder["pid"]):
             self.location.delete(self.path)
+        if self._made_root and self.location.is_empty_dir(self.location.root):
+            self.location.fs.delete_dir(self.location.root)  # a run refused before writing
 
     def _create(self) -> bool:
         """Create the lease file; False if it exists."""

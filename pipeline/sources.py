@@ -103,7 +103,7 @@ def _from_list_file(path: Path) -> list[Source]:
 
 
 def list_sources(spec: str) -> list[Source]:
-    """The sources `spec` names, sorted by their relative path or URI."""
+    """The sources `spec` names, sorted by their relative path or URI; none is an error."""
     if spec == EMBEDDED:
         found = [Source(EMBEDDED_PREFIX + name, name, name) for name in EMBEDDED_PHOTOS]
     elif "://" in spec:
@@ -115,6 +115,9 @@ def list_sources(spec: str) -> list[Source]:
     else:
         raise ValueError(f"sources {spec!r}: not 'embedded', a folder, a list file "
                          f"({', '.join(sorted(LIST_EXTENSIONS))}) or an object-store URI")
+    if not found:
+        raise ValueError(f"sources {spec!r} name no image (files ending in "
+                         f"{', '.join(sorted(IMAGE_EXTENSIONS))}, any case)")
     return sorted(found, key=lambda source: source.order_key)
 
 

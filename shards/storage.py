@@ -63,6 +63,12 @@ class Location:
     def exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 
+    def is_empty_dir(self, path: str) -> bool:
+        """Whether `path` is a directory holding nothing."""
+        if self.fs.get_file_info(path).type != pafs.FileType.Directory:
+            return False
+        return not self.fs.get_file_info(pafs.FileSelector(path))
+
     def makedirs(self, path: str) -> None:
         self.fs.create_dir(path, recursive=True)
 

@@ -15,6 +15,7 @@ import webdataset as wds
 from PIL import Image
 
 from labelers import Labeler
+from pipeline import cli
 from pipeline.deep_check import deep_check
 from pipeline.duplicates import find_duplicates
 from pipeline.errors import PlanMismatchError
@@ -287,3 +288,19 @@ def test_a_list_file_with_a_byte_order_mark_and_crlf_keeps_its_first_entry(tmp_p
     sources = list_sources(str(listing))
     assert [source.stem for source in sources] == ["first", "second"]
     assert all(Path(source.uri).is_file() for source in sources)
+
+
+def test_sources_that_name_no_image_are_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.txt").write_text("no photos here")
+    (tmp_path / "photos.heic").write_bytes(b"")
+    (tmp_path / "list.txt").write_text("photos.heic\n")
+    for spec in ("empty", "notes", "list.txt"):
+        with pytest.raises(ValueError, match="name no image"):
+            list_sources(str(tmp_path / spec))
+    out = tmp_path / "out"
+    assert cli.main(["generate", "--sources", str(tmp_path / "empty"), "--out", str(out),
+                     "--allow-missing-metrics"]) == 2
+    assert "name no image" in capsys.readouterr().err
+    assert not out.exists()  # the refused run leaves no empty folder behind
