@@ -44,8 +44,11 @@ class TargetSize:
         return f"{self.width}x{self.height}"
 
 
-def cover_and_crop(img: np.ndarray, size: TargetSize, allow_upscale: bool = False) -> np.ndarray:
-    """Scale by max(W/w, H/h) so the image covers `size`, then take the centre crop."""
+def cover_and_crop(img: np.ndarray, size: TargetSize, allow_upscale: bool = False,
+                   max_pixels: int | None = None) -> np.ndarray:
+    """Scale by max(W/w, H/h) so the image covers `size`, then take the centre crop. The
+    scaled image must stay within `max_pixels` (None: no bound): upscaling a sliver such as
+    2 x 5000 to cover 512 x 384 would make 640 million pixels to keep 200 thousand."""
     height, width = img.shape[:2]
     scale = max(size.width / width, size.height / height)
     if scale > 1 and not allow_upscale:
@@ -55,6 +58,10 @@ def cover_and_crop(img: np.ndarray, size: TargetSize, allow_upscale: bool = Fals
     if scale != 1:
         new_size = (max(size.width, math.ceil(width * scale - 1e-9)),
                     max(size.height, math.ceil(height * scale - 1e-9)))
+        if max_pixels is not None and new_size[0] * new_size[1] > max_pixels:
+            raise SourceTooSmallError(
+                f"source is {width}x{height}: covering {size} scales it to "
+                f"{new_size[0]}x{new_size[1]}, over {max_pixels} pixels (too thin a sliver)")
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
         img = cv2.resize(img, new_size, interpolation=interpolation)
     top = (img.shape[0] - size.height) // 2

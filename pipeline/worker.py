@@ -119,7 +119,7 @@ def sized(pixels: np.ndarray, config: RunConfig) -> np.ndarray:
     """A decoded source under the run's size policy."""
     if config.size == NATIVE:
         return limit_side(pixels, config.max_side)
-    return cover_and_crop(pixels, config.size, config.allow_upscale)
+    return cover_and_crop(pixels, config.size, config.allow_upscale, config.max_pixels)
 
 
 def _base_record(ref: PlannedReference, pixels: np.ndarray, key: str, kind: str) -> dict:

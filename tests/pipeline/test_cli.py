@@ -58,6 +58,12 @@ def test_cover_and_crop_scales_by_the_larger_ratio_and_centres():
         cover_and_crop(np.zeros((300, 400, 3), np.uint8), TargetSize(512, 384))
     assert cover_and_crop(np.zeros((300, 400, 3), np.uint8), TargetSize(512, 384),
                           allow_upscale=True).shape == (384, 512, 3)
+    # a 5000 x 2 sliver covers 512 x 384 only at 192 times: 960,000 x 384 pixels
+    sliver = np.zeros((2, 5000, 3), np.uint8)
+    with pytest.raises(SourceTooSmallError, match=r"scales it to 960000x384, over 1000000"):
+        cover_and_crop(sliver, TargetSize(512, 384), allow_upscale=True, max_pixels=10**6)
+    assert cover_and_crop(np.zeros((300, 400, 3), np.uint8), TargetSize(512, 384), True,
+                          max_pixels=512 * 384).shape == (384, 512, 3)
 
 
 @pytest.mark.parametrize("text", ["512", "ax3", "0x10", "-5x4"])
