@@ -323,7 +323,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     if failed:
         raise ShardsFailedError(f"shards {failed} failed twice; rerun to resume them")
     report = build_report(merge(location, plan), time.perf_counter() - started, absent,
-                          config.modes())
+                          config.modes(), progress.offset)
     report["scheduling"] = {**scheduling.to_json(), "peak_in_flight": progress.peak_in_flight,
                             "actor_calls": ray.get([a.stats.remote() for a in actors])}
     location.write_bytes(location.path("report.json"),

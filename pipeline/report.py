@@ -124,7 +124,10 @@ def duplicate_records(plan: Plan) -> tuple[list[dict], list[dict]]:
 
 
 def build_report(tally: Tally, wall_seconds: float, absent: tuple[str, ...],
-                 modes: dict | None = None) -> dict:
+                 modes: dict | None = None, earlier_samples: int = 0) -> dict:
+    """The run's report; `earlier_samples` (in shards an earlier run finished) are in the
+    counts but not in the rate of this run."""
+    made = tally.samples - earlier_samples
     return {
         "modes": modes or {},
         "sources": tally.sources,
@@ -135,7 +138,8 @@ def build_report(tally: Tally, wall_seconds: float, absent: tuple[str, ...],
         "failures_by_reason": dict(tally.failures),
         "metrics_absent": list(absent),
         "wall_seconds": round(wall_seconds, 1),
-        "samples_per_second": round(tally.samples / wall_seconds, 2) if wall_seconds else None,
+        "samples_per_second": round(made / wall_seconds, 2) if wall_seconds else None,
+        "samples_this_run": made,
         "stage_seconds": {k: round(v, 1) for k, v in tally.seconds.items()},
         "stage_images_per_second": {k: round(tally.distorted / v, 2)
                                     for k, v in tally.seconds.items() if v},

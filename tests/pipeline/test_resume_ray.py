@@ -1,6 +1,7 @@
 """Resume after the driver is killed mid-run: one shard finished and another partly written
 when the kill lands; the rerun finishes with the same bytes as an uninterrupted run."""
 
+import json
 import os
 import signal
 import subprocess
@@ -59,8 +60,12 @@ def test_killed_driver_resumes_to_the_same_bytes(tmp_path, shifted_sources):
     assert (killed / "shards" / partial).exists()  # the kill left a partly written shard
     assert not (killed / "report.json").exists()
 
+    earlier = sum(json.loads(stats.read_text())["samples"]
+                  for stats in (killed / "shards").glob("*_stats.json"))
     rerun = subprocess.run(_command(folder, ensemble, killed), check=True, env=environment,
                            capture_output=True, text=True)
     assert "resuming:" in rerun.stdout
+    report = json.loads((killed / "report.json").read_text())  # its rate: this run's samples
+    assert earlier > 0 and report["samples_this_run"] == report["samples"] - earlier
     assert not list((killed / "shards").glob("*.partial"))  # the partial shard was made again
     assert _tars(killed) == _tars(clean) and len(_tars(clean)) == 4
