@@ -73,6 +73,8 @@ def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
     strangers = {row["ref_id"] for row in rows} - planned
     if strangers:
         problems.append(f"shard {index:05d}: references not in its plan: {sorted(strangers)}")
+    if not isinstance(stats.get("failures"), int):
+        return [*problems, f"shard {index:05d}: its stats record no failures count"]
     references = sum(row["kind"] == "reference" for row in rows)
     failed_sources = len(planned) - references
     sample_failures = stats["failures"] - failed_sources

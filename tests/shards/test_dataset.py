@@ -155,3 +155,18 @@ def test_a_shard_without_its_lists_is_redone_and_unreadable_stats_are_damage(tmp
     (copy / "shards" / "00002_stats.json").write_text("{broken")
     with pytest.raises(DamagedShardError, match="00002: stats are not JSON"):
         open_dataset(str(copy))
+
+
+def test_inspect_names_stats_without_their_counts(tmp_path, store_datasets):
+    from pipeline.inspect_dataset import inspect
+
+    copy = tmp_path / "copy"
+    shutil.copytree(store_datasets["images"], copy)
+    before = inspect(str(copy))[1]  # (the fixture writes no report.json)
+    assert not any("stats" in problem for problem in before)
+    stats_path = copy / "shards" / "00000_stats.json"
+    stats = json.loads(stats_path.read_text())
+    del stats["failures"]
+    stats_path.write_text(json.dumps(stats))
+    after = inspect(str(copy))[1]
+    assert sorted(set(after) - set(before)) == ["shard 00000: its stats record no failures count"]
