@@ -47,27 +47,35 @@ def workload(count: int, size: TargetSize | None = None, photo: str = "astronaut
 
 
 @contextlib.contextmanager
+def environment_variable(name: str, value: str) -> Iterator[None]:
+    """`name` set to `value` inside the block (this process and those it starts), as before
+    after it."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+@contextlib.contextmanager
 def random_backbones_if_absent() -> Iterator[bool]:
     """While the LPIPS/DISTS ImageNet weights are absent, a temporary TORCH_HOME with random
     AlexNet/VGG16 under the real names (yields True); the folder (760 MB) goes afterwards."""
     if not weights.missing(list(weights.BACKBONES)):
         yield False
         return
-    previous = os.environ.get("TORCH_HOME")
-    with tempfile.TemporaryDirectory(prefix="bench-torch-home-") as home:
-        os.environ["TORCH_HOME"] = home
-        try:
-            weights.checkpoint_dir().mkdir(parents=True)
-            torch.save(torchvision.models.alexnet(weights=None).state_dict(),
-                       weights.weight_path("lpips"))
-            torch.save(torchvision.models.vgg16(weights=None).state_dict(),
-                       weights.weight_path("dists"))
-            yield True
-        finally:
-            if previous is None:
-                os.environ.pop("TORCH_HOME")
-            else:
-                os.environ["TORCH_HOME"] = previous
+    with tempfile.TemporaryDirectory(prefix="bench-torch-home-") as home, \
+            environment_variable("TORCH_HOME", home):
+        weights.checkpoint_dir().mkdir(parents=True)
+        torch.save(torchvision.models.alexnet(weights=None).state_dict(),
+                   weights.weight_path("lpips"))
+        torch.save(torchvision.models.vgg16(weights=None).state_dict(),
+                   weights.weight_path("dists"))
+        yield True
 
 
 def _rate(count: int, action) -> float:

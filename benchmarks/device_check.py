@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_labelers import random_backbones_if_absent, workload
+from bench_labelers import environment_variable, random_backbones_if_absent, workload
 from bench_train import loader as shard_loader
 from synthetic import synthetic_sources
 
@@ -593,18 +593,14 @@ def merge_runs(files: list[Path], out: Path) -> None:
 @contextlib.contextmanager
 def scratch_tmpdir() -> Iterator[None]:
     """Every temporary file of the check and of the processes it starts (datasets, random
-    backbones, torchrun's logs, compile caches) in one folder that goes when it ends."""
-    previous = os.environ.get("TMPDIR")
-    with tempfile.TemporaryDirectory(prefix="device-check-") as scratch:
-        tempfile.tempdir = os.environ["TMPDIR"] = scratch
+    backbones, torchrun's logs) in one folder that goes when it ends."""
+    with tempfile.TemporaryDirectory(prefix="device-check-") as scratch, \
+            environment_variable("TMPDIR", scratch):
+        tempfile.tempdir = scratch
         try:
             yield
         finally:
             tempfile.tempdir = None
-            if previous is None:
-                os.environ.pop("TMPDIR")
-            else:
-                os.environ["TMPDIR"] = previous
 
 
 def run_sections(names: list[str], device: torch.device, sizes: Sizes, out: Path) -> dict:
