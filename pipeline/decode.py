@@ -8,8 +8,9 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
 
@@ -31,6 +32,36 @@ class Decoded:
 
 SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I")
 ALPHA_MODES = ("RGBA", "LA", "PA")
+# EXIF orientation -> the transposition that shows the image upright (as ImageOps does)
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+           4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+           6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+
+
+def to_eight_bits(values: np.ndarray) -> np.ndarray:
+    """16-bit values to 8 bits, nearest (v / 257 rounded): 65535 -> 255, 257 k -> k."""
+    return np.clip(np.rint(values.astype(np.float64) / 257), 0, 255).astype(np.uint8)
+
+
+def _sixteen_bit_colour(image: Image.Image) -> str | None:
+    """The raw mode of a 16-bit-per-channel colour image (e.g. RGB;16B), which Pillow opens
+    as 8-bit by keeping each value's high byte; None for any other image. Read before load."""
+    if not image.tile or image.mode not in ("RGB", "RGBA"):
+        return None
+    args = image.tile[0].args  # PNG: the raw mode; TIFF: (raw mode, ...)
+    rawmode = args[0] if isinstance(args, tuple) and args else args
+    return rawmode if isinstance(rawmode, str) and ";16" in rawmode else None
+
+
+def _decoded_sixteen_bit(data: bytes, rawmode: str, conversions: list[str]) -> Image.Image:
+    """The image's 16-bit values, decoded by OpenCV, to 8 bits by `to_eight_bits`."""
+    values = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if values is None or values.dtype != np.uint16 or values.ndim != 3:
+        raise DecodeError("corrupt", f"{rawmode} pixels that OpenCV cannot decode as 16-bit")
+    conversions.append(f"{rawmode}->8-bit")
+    code = cv2.COLOR_BGRA2RGBA if values.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return Image.fromarray(to_eight_bits(cv2.cvtColor(values, code)))
 
 
 def _to_rgb(image: Image.Image, conversions: list[str]) -> Image.Image:
@@ -43,8 +74,7 @@ def _to_rgb(image: Image.Image, conversions: list[str]) -> Image.Image:
         raise DecodeError("unsupported_mode", "32-bit pixels beyond the 16-bit range (mode I)")
     if image.mode in SIXTEEN_BIT_GRAY:
         conversions.append(f"{image.mode}->8-bit")
-        values = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(np.rint(values / 257), 0, 255).astype(np.uint8))
+        image = Image.fromarray(to_eight_bits(np.asarray(image)))
     if image.mode == "P":
         conversions.append("palette->RGBA")
         image = image.convert("RGBA")
@@ -77,12 +107,15 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
                     raise DecodeError("too_many_pixels",
                                       f"{image.width}x{image.height} exceeds {max_pixels} pixels")
                 original_size = image.size
+                deep = _sixteen_bit_colour(image)
                 image.load()
                 conversions: list[str] = []
                 orientation = image.getexif().get(0x0112, 1)
-                if orientation not in (None, 1):
+                if deep:
+                    image = _decoded_sixteen_bit(data, deep, conversions)
+                if orientation in UPRIGHT:
                     conversions.append(f"EXIF orientation {orientation} applied")
-                    image = ImageOps.exif_transpose(image)
+                    image = image.transpose(UPRIGHT[orientation])
                 rgb = _to_rgb(image, conversions)
                 return Decoded(np.asarray(rgb).copy(), original_size, tuple(conversions))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:

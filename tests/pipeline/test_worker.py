@@ -2,11 +2,13 @@
 recorded; parquet rows equal tar members; the same shard twice gives the same bytes."""
 
 import hashlib
+import io
 import json
 import os
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -304,3 +306,41 @@ def test_sources_that_name_no_image_are_refused_before_any_work(tmp_path, capsys
                      "--allow-missing-metrics"]) == 2
     assert "name no image" in capsys.readouterr().err
     assert not out.exists()  # the refused run leaves no empty folder behind
+
+
+@pytest.mark.parametrize("extension", [".png", ".tiff"])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_sixteen_bit_colour_is_rounded_to_8_bits_and_recorded(extension, channels):
+    from pipeline.decode import decode
+
+    rng = np.random.default_rng(7)
+    values = rng.integers(0, 65536, (6, 5, channels), dtype=np.uint16)
+    values[0, 0, :3] = [51528, 4736, 65535]  # high bytes 201, 18: nearest 200, 18, 255
+    if channels == 4:
+        values[..., 3] = 65535  # opaque
+    written, data = cv2.imencode(extension, values)  # OpenCV writes BGR(A)
+    assert written
+    decoded = decode(data.tobytes())
+    rgb = values[..., 2::-1].astype(np.float64)
+    np.testing.assert_array_equal(decoded.pixels, np.clip(np.rint(rgb / 257), 0, 255))
+    assert decoded.pixels[0, 0].tolist() == [255, 18, 200]
+    assert any(c.endswith(";16B->8-bit") or c.endswith(";16N->8-bit")
+               for c in decoded.conversions)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_each_exif_orientation_is_shown_upright_as_pillow_does(orientation, small_image):
+    from PIL import ImageOps
+
+    from pipeline.decode import decode
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(small_image[:40, :60]).save(buffer, "PNG", exif=exif)
+    with Image.open(io.BytesIO(buffer.getvalue())) as stored:
+        upright = np.asarray(ImageOps.exif_transpose(stored).convert("RGB"))
+    decoded = decode(buffer.getvalue())
+    np.testing.assert_array_equal(decoded.pixels, upright)
+    assert (orientation == 1) != any(f"orientation {orientation}" in c
+                                     for c in decoded.conversions)
