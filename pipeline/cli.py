@@ -382,6 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     except (distortions.DistortionError, ValueError, OSError, PipelineError) as error:
         print(f"iqa-factory: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        resume = " (the same command resumes a generate run)" if args.command == "generate" \
+            else ""
+        print(f"\niqa-factory: interrupted{resume}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

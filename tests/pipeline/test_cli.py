@@ -161,3 +161,13 @@ def test_generate_never_clears_or_overwrites_a_folder_it_did_not_write(tmp_path,
     assert "holds manifest.json, shards but no plan.json" in capsys.readouterr().err
     assert sorted(p.relative_to(theirs) for p in theirs.rglob("*")) == before
     assert (theirs / "shards" / "important.py").read_text() == "precious"
+
+
+def test_ctrl_c_ends_with_a_line_saying_how_to_resume_not_a_traceback(monkeypatch, capsys):
+    def interrupted(args):
+        """The user's Ctrl-C, wherever the run is."""
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_generate", interrupted)
+    assert cli.main(["generate", "--sources", "embedded", "--out", "o"]) == 130
+    assert "interrupted (the same command resumes a generate run)" in capsys.readouterr().err
