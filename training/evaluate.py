@@ -55,6 +55,11 @@ def evaluate(config: EvaluateConfig) -> dict:
         if backbone is None:
             raise ValueError(f"{config.checkpoint} does not name its backbone: not a checkpoint "
                              "of `iqa-factory train`")
+        objective = saved["config"].get("objective")
+        if objective:  # recorded only for the label-free objectives
+            raise ValueError(f"{config.checkpoint} was pretrained {objective['name']} "
+                             "(label-free): its quality head never learnt; fine-tune it (train "
+                             "finetune --pretrained-file) or probe its features (train probe)")
         names = saved["config"].get("target", "quality").split(",")
         # one head: any regression target; several: the quality head is read
         usable = ("quality" in names if len(names) > 1

@@ -127,6 +127,19 @@ def test_train_finetune_starts_from_a_contrastive_best_pt(best_files, square_dat
 
 
 
+@pytest.mark.parametrize("objective", list(CROPS))
+def test_evaluate_refuses_a_label_free_checkpoint_its_head_never_learnt(best_files,
+                                                                       square_dataset,
+                                                                       tmp_path, capsys,
+                                                                       objective):
+    assert main(["evaluate", "--checkpoint", str(best_files[objective]), "--dataset", "shards",
+                 "--root", str(square_dataset), "--refs", "r0,r1", "--out",
+                 str(tmp_path / "eval"), "--workers", "0", "--device", "cpu"]) == 2
+    assert (f"was pretrained {objective} (label-free): its quality head never learnt"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "eval").exists()
+
+
 def _centre_features(best: Path, images: list[np.ndarray], crop: int) -> np.ndarray:
     """timm's pooled features, computed here, of the centre crops under the checkpoint's
     `backbone.*` tensors and the normalisation its config records."""
