@@ -38,6 +38,7 @@ clipped to [0, 1]); the datasets without references use each image as its own gr
 """
 
 import csv
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,20 @@ def _column(row: dict, name: str, source: Path) -> str:
     return row[name]
 
 
+def _score(row: dict, name: str, source: Path) -> float:
+    """Column `name` of a row as a finite number, or a DatasetLayoutError naming the row."""
+    text = _column(row, name, source)
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        shown = ", ".join(f"{k}={v!r}" for k, v in list(row.items())[:3])
+        raise DatasetLayoutError(f"{source}: the row {shown} has {name} {text!r}, not a "
+                                 "finite number")
+    return value
+
+
 def _folder(root: Path, candidates: tuple[str, ...]) -> Path:
     for name in candidates:
         if (root / name).is_dir():
@@ -104,7 +119,7 @@ def kadid10k(root: Path, **_) -> list[LabelledImage]:
     table = root / "dmos.csv"
     folder = _folder(root, ("images", "."))
     return _check_files([
-        LabelledImage(row["dist_img"], (float(_column(row, "dmos", table)) - 1) / 4,
+        LabelledImage(_column(row, "dist_img", table), (_score(row, "dmos", table) - 1) / 4,
                       _column(row, "ref_img", table), str(folder / row["dist_img"]))
         for row in _rows(table)], root)
 
@@ -116,11 +131,15 @@ def tid2013(root: Path, **_) -> list[LabelledImage]:
     if not table.is_file():
         raise DatasetLayoutError(f"{table} does not exist")
     images = []
-    for line in table.read_text().splitlines():
+    for number, line in enumerate(table.read_text().splitlines(), start=1):
         if line.strip():
-            mos, name = line.split()
-            path = by_lower.get(name.lower(), folder / name)
-            images.append(LabelledImage(name, float(mos) / 9, name[:3].lower(), str(path)))
+            fields = line.split()
+            if len(fields) != 2:
+                raise DatasetLayoutError(f"{table}, line {number}: {line!r} is not 'MOS name'")
+            row = {"name": fields[1], "mos": fields[0]}
+            path = by_lower.get(row["name"].lower(), folder / row["name"])
+            images.append(LabelledImage(row["name"], _score(row, "mos", table) / 9,
+                                        row["name"][:3].lower(), str(path)))
     return _check_files(images, root)
 
 
@@ -128,7 +147,7 @@ def koniq10k(root: Path, **_) -> list[LabelledImage]:
     table = root / "koniq10k_scores_and_distributions.csv"
     folder = _folder(root, ("1024x768", "512x384", "."))
     return _check_files([
-        LabelledImage(row["image_name"], (float(_column(row, "MOS", table)) - 1) / 4,
+        LabelledImage(_column(row, "image_name", table), (_score(row, "MOS", table) - 1) / 4,
                       row["image_name"], str(folder / row["image_name"]))
         for row in _rows(table)], root)
 
@@ -147,7 +166,7 @@ def biq2021(root: Path, **_) -> list[LabelledImage]:
         table = _biq_table(root, part)
         for row in _rows(table):
             name = _column(row, "Image Name", table)
-            images.append(LabelledImage(name, float(_column(row, "MOS", table)), name,
+            images.append(LabelledImage(name, _score(row, "MOS", table), name,
                                         str(folder / name), published_split=part.lower()))
     return _check_files(images, root)
 
@@ -213,7 +232,7 @@ def csiq(root: Path, **_) -> list[LabelledImage]:
         level = int(float(_column(row, "dst_lev", table)))
         name = f"{kind}/{image}.{kind}.{level}.png"
         path = by_lower.get(name.lower(), folder / name)
-        images.append(LabelledImage(path.name, _unit(_column(row, "dmos", table), 1, 0), image,
+        images.append(LabelledImage(path.name, _unit(_score(row, "dmos", table), 1, 0), image,
                                     str(path)))
     return _check_files(images, root)
 
@@ -238,7 +257,7 @@ def spaq(root: Path, **_) -> list[LabelledImage]:
                                "Annotations/MOS and Image attribute scores.csv"))
     folder = _folder(root, ("TestImage", "."))
     return _check_files([
-        LabelledImage(name, _unit(_column(row, "MOS", table), 0, 100), name, str(folder / name))
+        LabelledImage(name, _unit(_score(row, "MOS", table), 0, 100), name, str(folder / name))
         for row in _rows(table) for name in [_column(row, "Image name", table)]], root)
 
 
@@ -251,7 +270,7 @@ def flive(root: Path, **_) -> list[LabelledImage]:
         raise DatasetLayoutError(f"no image of {test_table} (the published test set) is in "
                                  f"{labels}")
     return _check_files([
-        LabelledImage(name, _unit(_column(row, "mos", labels), 0, 100), name, str(root / name),
+        LabelledImage(name, _unit(_score(row, "mos", labels), 0, 100), name, str(root / name),
                       published_split="test" if name in test else "train")
         for row, name in zip(rows, names, strict=True)], root)
 
@@ -260,12 +279,12 @@ def generic_csv(root: Path, **_) -> list[LabelledImage]:
     rows = _rows(root)
     if not rows:
         raise DatasetLayoutError(f"{root} lists no image")
-    raw = np.array([float(_column(row, "score", root)) for row in rows])
+    raw = np.array([_score(row, "score", root) for row in rows])
     low, high = raw.min(), raw.max()
     if high <= low:
         raise DatasetLayoutError(f"every score in {root} is {low}: nothing to learn")
     return _check_files([
-        LabelledImage(row["path"], float((score - low) / (high - low)),
+        LabelledImage(_column(row, "path", root), float((score - low) / (high - low)),
                       row.get("group") or row["path"], str(root.parent / row["path"]))
         for row, score in zip(rows, raw, strict=True)], root)
 
@@ -305,4 +324,9 @@ def load(kind: str, root: str, refs: tuple[str, ...] = ()) -> list[LabelledImage
     path = Path(root)
     if not path.exists():
         raise DatasetLayoutError(f"{root} does not exist")
-    return LOADERS[kind](path, refs=refs)
+    images = LOADERS[kind](path, refs=refs)
+    unscored = [image.name for image in images if not math.isfinite(image.score)]
+    if unscored:  # (a MATLAB table's NaN: the text tables are checked row by row)
+        raise DatasetLayoutError(f"{root}: {len(unscored)} images have no finite score, "
+                                 f"e.g. {unscored[:3]}")
+    return images

@@ -67,6 +67,32 @@ def test_missing_images_and_unknown_kinds_are_named(kadid_folder):
         benchmarks.load("kadid10k", str(kadid_folder / "images"))
 
 
+@pytest.mark.parametrize("bad", ["nan", "inf", "", "good"])
+def test_a_score_that_is_not_a_finite_number_is_named(tmp_path, bad):
+    for number in range(3):
+        (tmp_path / f"{number}.png").write_bytes(_image(number))
+    table = tmp_path / "scores.csv"  # one bad row would make every scaled score NaN
+    table.write_text(f"path,score\n0.png,10\n1.png,{bad}\n2.png,100\n")
+    with pytest.raises(DatasetLayoutError, match=rf"path='1\.png'.* has score '{bad}', not a "
+                                                 "finite number"):
+        benchmarks.load("csv", str(table))
+    (tmp_path / "mos_with_names.txt").write_text(f"4.5 0.png\n{bad or '-'} 1.png\n")
+    (tmp_path / "distorted_images").mkdir()
+    with pytest.raises(DatasetLayoutError, match=rf"name='1\.png'.* has mos '{bad or '-'}'"):
+        benchmarks.load("tid2013", str(tmp_path))
+
+
+def test_a_table_without_its_columns_or_fields_is_named(tmp_path, kadid_folder):
+    table = kadid_folder / "dmos.csv"
+    table.write_text(table.read_text().replace("dist_img", "distorted"))
+    with pytest.raises(DatasetLayoutError, match="has no column 'dist_img'"):
+        benchmarks.load("kadid10k", str(kadid_folder))
+    (tmp_path / "distorted_images").mkdir()
+    (tmp_path / "mos_with_names.txt").write_text("4.5 a.bmp\n5.0 b.bmp extra\n")
+    with pytest.raises(DatasetLayoutError, match=r"line 2: '5\.0 b\.bmp extra' is not"):
+        benchmarks.load("tid2013", str(tmp_path))
+
+
 def test_split_by_reference_keeps_references_whole(kadid_folder):
     images = benchmarks.load("kadid10k", str(kadid_folder))
     parts = split(images, "reference", seed=0)
