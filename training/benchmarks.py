@@ -72,6 +72,9 @@ class LabelledImage:
 
 
 def _rows(path: Path, delimiter: str = ",") -> list[dict]:
+    if path.is_dir():
+        raise DatasetLayoutError(f"{path} is a folder, not a table (the csv dataset's --root "
+                                 "is its CSV file)")
     if not path.is_file():
         raise DatasetLayoutError(f"{path} does not exist")
     with open(path, newline="", encoding="utf-8-sig") as handle:

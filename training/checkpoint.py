@@ -3,6 +3,7 @@
 random state a mid-epoch checkpoint keeps to continue exactly."""
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -17,11 +18,31 @@ def save(state: dict, path: Path) -> None:
     os.replace(staged, path)
 
 
+class CheckpointError(ValueError):
+    """A file that is not a readable checkpoint (truncated, corrupted, not torch's)."""
+
+
+def read(path: Path) -> object:
+    """What torch saved in `path` (tensors and plain data only: weights_only); a
+    CheckpointError where the file is truncated or not torch's."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, AttributeError,
+            KeyError) as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not "
+                              f"written by torch: {type(error).__name__}: {error})") from None
+
+
 def load(path: Path) -> dict:
+    """The checkpoint at `path`: FileNotFoundError where there is none, CheckpointError where
+    the file cannot be read as one."""
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: nothing to resume (drop --resume to "
-                                "start afresh)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    state = read(path)
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} holds no model state: not a checkpoint of iqa-factory "
+                              "train")
+    return state
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from labelers.weights import file_sha256
-from training import distributed
+from training import checkpoint, distributed
 from training.benchmarks import LabelledImage
 from training.distributed import Context
 from training.evaluate import saved_augment
@@ -76,11 +76,7 @@ def _nested(mapping: object, *keys: str) -> object:
 def _read_checkpoint(path: str) -> dict:
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a foreign file fails with KeyError, EOFError, pickle's...
-        raise ValueError(f"{path} is not a torch checkpoint ({type(error).__name__}: "
-                         f"{error})") from None
+    saved = checkpoint.read(Path(path))
     if _nested(saved, "config", "model", "backbone") is None:
         raise ValueError(f"{path} does not name its backbone (config.model.backbone): not a "
                          "checkpoint of `iqa-factory train`")

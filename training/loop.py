@@ -282,6 +282,9 @@ def _restore(run: Run, optimizer,
              scheduler) -> tuple[int, EarlyStopping, list, dict | None]:
     """The epoch to start at, the stopping state, the history, and from a mid-epoch
     checkpoint this rank's place in that epoch (None at an epoch's end)."""
+    if not (run.out / checkpoint.LAST).is_file():
+        raise FileNotFoundError(f"no checkpoint at {run.out / checkpoint.LAST}: nothing to "
+                                "resume (drop --resume to start afresh)")
     state = checkpoint.load(run.out / checkpoint.LAST)
     saved, asked = _settings(state["config"]), _settings(run.config)
     if saved != asked:

@@ -13,6 +13,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath
 from torch import nn
 
+from training import checkpoint
+
 HUB_HOST = "huggingface.co"
 INIT_MODES = ("auto", "imagenet", "random")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -142,7 +144,7 @@ def checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ModelInitError(f"pretrained file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint.read(path)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not state:

@@ -55,6 +55,8 @@ def test_generic_csv_rescales_scores(tmp_path):
     table = tmp_path / "scores.csv"
     table.write_text("path,score\n0.png,10\n1.png,55\n2.png,100\n")
     assert [i.score for i in benchmarks.load("csv", str(table))] == [0.0, 0.5, 1.0]
+    with pytest.raises(DatasetLayoutError, match="is a folder, not a table"):
+        benchmarks.load("csv", str(tmp_path))
 
 
 def test_missing_images_and_unknown_kinds_are_named(kadid_folder):

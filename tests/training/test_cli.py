@@ -1,10 +1,13 @@
 import json
 
+import numpy as np
 import pytest
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from pipeline.cli import main
 from training import checkpoint
+
+from .conftest import png
 
 TINY = ["--backbone", "test_resnet", "--init", "random", "--crop", "32", "--workers", "0",
         "--device", "cpu"]
@@ -91,3 +94,27 @@ def test_evaluate_takes_the_checkpoints_input_and_falls_back_to_imagenet():
     older = saved_augment({"augment": {"crop": 64}}, "resnet50", None)
     assert older.mean == IMAGENET_DEFAULT_MEAN and older.std == IMAGENET_DEFAULT_STD
     assert saved_augment({}, "nasnetalarge", None).crop == 331
+
+
+def test_a_checkpoint_file_that_cannot_be_read_is_named_not_a_traceback(tmp_path, capsys):
+    import torch
+
+    rng = np.random.default_rng(0)
+    for number in range(6):
+        (tmp_path / f"{number}.png").write_bytes(png(rng.integers(0, 256, (80, 80, 3),
+                                                                  dtype=np.uint8)))
+    table = tmp_path / "scores.csv"
+    table.write_text("path,score\n" + "".join(f"{n}.png,{n}\n" for n in range(6)))
+    good = tmp_path / "good.pt"
+    torch.save({"model": {"w": torch.zeros(3)}, "config": {}}, good)
+    cut, text = tmp_path / "cut.pt", tmp_path / "text.pt"
+    cut.write_bytes(good.read_bytes()[:200])
+    text.write_text("not a checkpoint")
+    for broken in (cut, text):
+        assert main(["train", "evaluate", "--checkpoint", str(broken), "--dataset", "csv",
+                     "--root", str(table), "--out", str(tmp_path / "e")]) == 2
+        assert f"{broken} is not a readable checkpoint" in capsys.readouterr().err
+        assert main(["train", "finetune", "--dataset", "csv", "--root", str(table),
+                     "--out", str(tmp_path / "f"), "--pretrained-file", str(broken),
+                     *TINY]) == 2
+        assert f"{broken} is not a readable checkpoint" in capsys.readouterr().err

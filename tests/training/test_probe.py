@@ -284,7 +284,7 @@ def test_foreign_checkpoints_and_files_are_named_clearly(pretrained, tmp_path, c
     torch.save(saved["model"], plain)
     torch.save({**saved, "model": {key: value for key, value in saved["model"].items()
                                    if not key.startswith("layer4.")}}, truncated)
-    cases = [(text, (), "is not a torch checkpoint"),
+    cases = [(text, (), "is not a readable checkpoint"),
              (plain, (), "does not name its backbone"),
              (truncated, (), "does not hold the test_resnet backbone"),
              (pretrained["quality"], ("--backbone", "resnet18"), "not --backbone resnet18"),
