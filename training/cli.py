@@ -23,6 +23,22 @@ from training.shard_data import TARGETS, Target
 from training.transforms import EVAL_CROPS, Augment
 
 
+def _at_least(low: int):
+    """An argparse type: an integer of at least `low`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = _at_least(1), _at_least(0)
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
@@ -65,27 +81,27 @@ def _add_optim(parser: argparse.ArgumentParser, defaults: OptimConfig,
     group = parser.add_argument_group("optimisation")
     group.add_argument("--lr", type=float, default=defaults.lr,
                        help=lr_help or f"Adam learning rate (default {defaults.lr})")
-    group.add_argument("--halve-every", type=int, default=defaults.halve_every,
+    group.add_argument("--halve-every", type=POSITIVE, default=defaults.halve_every,
                        help=f"halve the learning rate every N epochs "
                             f"(default {defaults.halve_every})")
-    group.add_argument("--epochs", type=int, default=defaults.epochs,
+    group.add_argument("--epochs", type=POSITIVE, default=defaults.epochs,
                        help=f"at most this many epochs (default {defaults.epochs})")
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size,
+    group.add_argument("--batch-size", type=POSITIVE, default=defaults.batch_size,
                        help="GLOBAL batch, split across the ranks (default 16)")
-    group.add_argument("--patience", type=int, default=defaults.patience,
+    group.add_argument("--patience", type=POSITIVE, default=defaults.patience,
                        help="stop after N epochs without validation improvement (default 3)")
     group.add_argument("--loss", default=defaults.loss,
                        help="'+'-joined terms among mse, mae, srocc, plcc "
                             "(default mse+mae+srocc)")
     group.add_argument("--soft-rank-temperature", type=float, default=defaults.temperature)
-    group.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+    group.add_argument("--checkpoint-every", type=NON_NEGATIVE, default=0, metavar="N",
                        help="also write last.pt every N batches of an epoch, to resume from "
                             "exactly there (default 0: at epoch ends only)")
 
 
 def _add_augment(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("augmentation")
-    group.add_argument("--crop", type=int, default=None,
+    group.add_argument("--crop", type=POSITIVE, default=None,
                        help="network input size (default: the backbone's, from timm: 224 "
                             "for resnet50, 331 for nasnetalarge)")
     group.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
@@ -99,7 +115,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--workers", type=int, default=2,
+    parser.add_argument("--workers", type=NON_NEGATIVE, default=2,
                         help="data loader processes per rank (default 2)")
 
 
@@ -149,15 +165,15 @@ def _add_objective(parser: argparse.ArgumentParser) -> None:
                             "encoder-decoder giving back pristine and distorted crops (L1, + "
                             "LPIPS when its weights exist); restoration: MT-IRN's "
                             "encoder-decoder predicting the reference and the SSIM map (L1)")
-    group.add_argument("--versions", type=int, default=None,
+    group.add_argument("--versions", type=POSITIVE, default=None,
                        help="label-free: versions drawn per reference and epoch (default all)")
     group.add_argument("--temperature", type=float, default=0.2,
                        help="contrastive: InfoNCE temperature (default 0.2, MoCo-v2's)")
-    group.add_argument("--queue-size", type=int, default=65536,
+    group.add_argument("--queue-size", type=POSITIVE, default=65536,
                        help="contrastive: negative keys kept (default 65536, MoCo's)")
     group.add_argument("--moco-momentum", type=float, default=0.999,
                        help="contrastive: the key encoder's momentum (default 0.999)")
-    group.add_argument("--key-splits", type=int, default=1,
+    group.add_argument("--key-splits", type=POSITIVE, default=1,
                        help="contrastive: shuffling-BN parts per rank: the keys of every "
                             "rank are shuffled and encoded in ranks x this many parts "
                             "(default 1, MoCo's one per GPU; on one GPU 1 leaves batch-norm "
@@ -242,7 +258,7 @@ def _add_dataset(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-by", choices=SPLIT_BY, default="reference",
                         help="reference (no reference's versions on both sides; default) or "
                              "image (as the reference paper did)")
-    parser.add_argument("--eval-crops", type=int, default=EVAL_CROPS,
+    parser.add_argument("--eval-crops", type=POSITIVE, default=EVAL_CROPS,
                         help=f"random crops averaged per test image (default {EVAL_CROPS})")
 
 
@@ -265,15 +281,15 @@ def _add_probe(commands) -> None:
     parser.add_argument("--test-root", default=None, help="the test dataset's folder")
     parser.add_argument("--test-refs", default="",
                         help="a shards test dataset's references")
-    parser.add_argument("--repeats", type=int, default=10,
+    parser.add_argument("--repeats", type=POSITIVE, default=10,
                         help="seeded splits; the median figures are reported (default 10)")
     parser.add_argument("--fractions", default="70/10/20", metavar="TRAIN/VAL/TEST",
                         help="shares of the references (or images) per split; the test "
                              "shares rotate as folds (default 70/10/20, Re-IQA's)")
-    parser.add_argument("--crop", type=int, default=None,
+    parser.add_argument("--crop", type=POSITIVE, default=None,
                         help="network input size (default: the checkpoint's, else the "
                              "backbone's)")
-    parser.add_argument("--batch-size", type=int, default=32,
+    parser.add_argument("--batch-size", type=POSITIVE, default=32,
                         help="images per feature batch, all ranks together (default 32)")
     _add_common(parser)
     parser.set_defaults(run=_probe)
@@ -296,9 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--val-refs", default="", help="references moved to the val split")
     pre.add_argument("--exclude-refs", default="",
                      help="references never read (held out for fine-tuning)")
-    pre.add_argument("--steps-per-epoch", type=int, default=None,
+    pre.add_argument("--steps-per-epoch", type=POSITIVE, default=None,
                      help="batches per rank per epoch (default: the train split once)")
-    pre.add_argument("--val-limit", type=int, default=20_000,
+    pre.add_argument("--val-limit", type=NON_NEGATIVE, default=20_000,
                      help="validate on about this many samples per epoch, the first of the "
                           "val shards (0: all; default 20000)")
     pre.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -310,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fine = commands.add_parser("finetune", help="fine-tune and test on a human-rated dataset")
     _add_dataset(fine)
-    fine.add_argument("--repeats", type=int, default=1,
+    fine.add_argument("--repeats", type=POSITIVE, default=1,
                       help="seeded splits; the median figures are reported (default 1)")
     _add_training(fine, FINETUNE, _finetune)
 
@@ -319,11 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset(test)
     test.add_argument("--subset", choices=("all", "test"), default="all",
                       help="all images, or the test part of a seeded split (default all)")
-    test.add_argument("--repeat", type=int, default=0,
+    test.add_argument("--repeat", type=NON_NEGATIVE, default=0,
                       help="with --subset test: the split (finetune's split-K; default 0)")
-    test.add_argument("--crop", type=int, default=None,
+    test.add_argument("--crop", type=POSITIVE, default=None,
                       help="network input size (default: the checkpoint's)")
-    test.add_argument("--batch-size", type=int, default=16)
+    test.add_argument("--batch-size", type=POSITIVE, default=16)
     _add_common(test)
     test.set_defaults(run=_evaluate)
 

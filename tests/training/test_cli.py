@@ -118,3 +118,18 @@ def test_a_checkpoint_file_that_cannot_be_read_is_named_not_a_traceback(tmp_path
                      "--out", str(tmp_path / "f"), "--pretrained-file", str(broken),
                      *TINY]) == 2
         assert f"{broken} is not a readable checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("option", "value", "why"), [
+    ("--repeats", "0", "must be at least 1, got 0"),
+    ("--steps-per-epoch", "-1", "must be at least 1, got -1"),
+    ("--val-limit", "-5", "must be at least 0, got -5"),
+    ("--eval-crops", "0", "must be at least 1, got 0"),
+    ("--batch-size", "two", "expected an integer, got 'two'")])
+def test_counts_out_of_range_are_refused_before_any_work(option, value, why, capsys):
+    pretraining = option in ("--steps-per-epoch", "--val-limit")
+    command = (["pretrain", "dataset"] if pretraining
+               else ["finetune", "--dataset", "csv", "--root", "x"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *command, "--out", "o", option, value])
+    assert exit_info.value.code == 2 and why in capsys.readouterr().err
