@@ -3,7 +3,6 @@ human-rated dataset's opinion scores on seeded splits, and is tested on the held
 with the mean of 10 random crops per image; the median over repeated splits is reported."""
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,15 +65,18 @@ def _train_batches(context: Context, config: FinetuneConfig, images, seed: int):
     sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank,
                                  shuffle=True, seed=seed)
     local = config.optim.local_batch(context.world_size)
+    # a last batch of one image would give batch norm one value per channel on a small map:
+    # that image waits for the next epoch's shuffle instead
+    lone = local > 1 and len(sampler) % local == 1
     loader = DataLoader(dataset, batch_size=local, sampler=sampler, num_workers=config.workers,
-                        pin_memory=context.device.type == "cuda")
+                        pin_memory=context.device.type == "cuda", drop_last=lone)
 
     def batches(epoch: int) -> DataLoader:
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
         return loader
 
-    return batches, math.ceil(len(sampler) / local)
+    return batches, len(loader)
 
 
 def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) -> dict:

@@ -182,3 +182,14 @@ def test_a_batch_of_one_on_a_1x1_feature_map_is_a_typed_error_naming_the_fix(tmp
     tiny = [(torch.randn(1, 3, 8, 8), torch.rand(1))]
     with pytest.raises(BatchTooSmallError, match=r"at least 2 images .*--batch-size.* --crop"):
         fit(run, lambda epoch: iter(tiny), 1, lambda model: {"score": 0.0})
+
+
+@pytest.mark.parametrize(("count", "sizes"), [(9, [4, 4]), (10, [4, 4, 2]), (8, [4, 4])])
+def test_a_finetuning_epoch_never_ends_on_a_lone_image(kadid_folder, tmp_path, count, sizes):
+    # one image alone in a batch gives batch norm one value per channel on a 1 x 1 map
+    optim = OptimConfig(lr=3e-3, halve_every=1, epochs=1, batch_size=4)
+    config = FinetuneConfig("kadid10k", str(kadid_folder), str(tmp_path), MODEL, optim,
+                            AUGMENT, workers=0)
+    images = load_images("kadid10k", str(kadid_folder))[:count]
+    batches, steps = _train_batches(CPU, config, images, seed=0)
+    assert [len(targets) for _, targets in batches(0)] == sizes and steps == len(sizes)
