@@ -65,10 +65,15 @@ class LabelledImage:
     published_split: str | None = None  # train | test where the dataset fixes a split
 
     def pixels(self) -> np.ndarray:
-        if self.data is not None:
-            return decode(self.data)
-        with open(self.path, "rb") as handle:
-            return decode(handle.read())
+        """Its 8-bit RGB pixels; a DatasetLayoutError naming it where they cannot be read."""
+        try:
+            if self.data is not None:
+                return decode(self.data)
+            with open(self.path, "rb") as handle:
+                return decode(handle.read())
+        except (OSError, ValueError, SyntaxError) as error:
+            raise DatasetLayoutError(f"{self.path or self.name} cannot be read as an image "
+                                     f"({type(error).__name__}: {error})") from None
 
 
 def _rows(path: Path, delimiter: str = ",") -> list[dict]:

@@ -39,6 +39,13 @@ def _at_least(low: int):
 POSITIVE, NON_NEGATIVE = _at_least(1), _at_least(0)
 
 
+def _last_line(message: str) -> str:
+    """An error's message, less the traceback a DataLoader worker's error carries with it."""
+    if "Original Traceback" not in message:
+        return message
+    return message.strip().splitlines()[-1]
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
@@ -359,5 +366,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ValueError, OSError, ModelInitError, DatasetLayoutError, NonFiniteError) as error:
-        print(f"iqa-factory train: error: {error}", file=sys.stderr)
+        print(f"iqa-factory train: error: {_last_line(str(error))}", file=sys.stderr)
         return 2

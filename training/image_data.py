@@ -87,10 +87,13 @@ class ImageViews(Dataset):
         image = self.images[index]
         pixels = image.pixels()
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        if self.train:
-            view = train_view(pixels, self.augment, rng)
-        elif self.crops > 1:
-            view = eval_views(pixels, self.augment, rng, self.crops)
-        else:
-            view = centre_view(pixels, self.augment)
+        try:
+            if self.train:
+                view = train_view(pixels, self.augment, rng)
+            elif self.crops > 1:
+                view = eval_views(pixels, self.augment, rng, self.crops)
+            else:
+                view = centre_view(pixels, self.augment)
+        except ValueError as error:  # an image smaller than the crop, say
+            raise ValueError(f"{image.path or image.name}: {error}") from None
         return view, torch.tensor(image.score, dtype=torch.float32)

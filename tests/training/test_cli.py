@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -133,3 +134,22 @@ def test_counts_out_of_range_are_refused_before_any_work(option, value, why, cap
     with pytest.raises(SystemExit) as exit_info:
         main(["train", *command, "--out", "o", option, value])
     assert exit_info.value.code == 2 and why in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_an_image_that_cannot_be_read_or_cropped_is_named(tmp_path, capsys, workers):
+    rng = np.random.default_rng(0)
+    for number in range(6):
+        (tmp_path / f"{number}.png").write_bytes(png(rng.integers(0, 256, (80, 80, 3),
+                                                                  dtype=np.uint8)))
+    for number in range(6):  # each truncated: whichever is read first fails
+        path = tmp_path / f"{number}.png"
+        path.write_bytes(path.read_bytes()[:100])
+    table = tmp_path / "scores.csv"
+    table.write_text("path,score\n" + "".join(f"{n}.png,{n}\n" for n in range(6)))
+    options = [*TINY[:-4], "--workers", workers, "--device", "cpu", "--epochs", "1"]
+    assert main(["train", "finetune", "--dataset", "csv", "--root", str(table), "--out",
+                 str(tmp_path / "f"), *options]) == 2
+    error = capsys.readouterr().err
+    assert re.search(rf"{re.escape(str(tmp_path))}/\d\.png cannot be read as an image", error)
+    assert "Traceback" not in error
