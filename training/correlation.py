@@ -13,13 +13,15 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from labelers.ensemble import logistic
 
+MIN_PAIRS = 3  # the fewest pairs every figure (PLCC's logistic fit included) is defined on
+
 
 def _as_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f"need two 1-D arrays of one length, got {x.shape} and {y.shape}")
-    if len(x) < 3:
-        raise ValueError(f"correlations need at least 3 pairs, got {len(x)}")
+    if len(x) < MIN_PAIRS:
+        raise ValueError(f"correlations need at least {MIN_PAIRS} pairs, got {len(x)}")
     return x, y
 
 

@@ -3,6 +3,7 @@ human-rated dataset's opinion scores on seeded splits, and is tested on the held
 with the mean of 10 random crops per image; the median over repeated splits is reported."""
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from training import benchmarks, checkpoint, distributed
-from training.correlation import report
+from training.benchmarks import DatasetLayoutError
+from training.correlation import MIN_PAIRS, report
 from training.distributed import Context
 from training.image_data import ImageViews, split
 from training.loop import Run, fit, predict, validation_figures
@@ -82,6 +84,12 @@ def _train_batches(context: Context, config: FinetuneConfig, images, seed: int):
 def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) -> dict:
     seed = config.seed + repeat  # of the weights' start, crops and batch order
     parts = split(images, config.split_by, config.seed, repeat)
+    for part, held in (("validation", parts.val), ("test", parts.test)):
+        if len(held) < MIN_PAIRS:
+            raise DatasetLayoutError(
+                f"split {repeat}: its {part} part holds {len(held)} image(s) of "
+                f"{len(images)}; its correlations need at least {MIN_PAIRS}: give "
+                "the dataset more images (or references, split by reference)")
     out = Path(config.out) / f"split-{repeat}"
     torch.manual_seed(seed)
     built = build_model(config.model)
@@ -129,7 +137,19 @@ def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) ->
 
 
 def median_figures(results: list[dict]) -> dict:
-    return {name: float(np.median([r["test"][name] for r in results])) for name in FIGURES}
+    """Each figure's median over the splits where it is a number (a split whose predictions
+    are constant has no PLCC: it does not make the others' median NaN); NaN where none is."""
+    medians = {}
+    for name in FIGURES:
+        values = [r["test"][name] for r in results if math.isfinite(r["test"][name])]
+        medians[name] = float(np.median(values)) if values else math.nan
+    return medians
+
+
+def undefined_figures(results: list[dict]) -> dict[str, int]:
+    """How many splits left each figure undefined (NaN), where any did."""
+    counts = {name: sum(not math.isfinite(r["test"][name]) for r in results) for name in FIGURES}
+    return {name: count for name, count in counts.items() if count}
 
 
 def finetune(config: FinetuneConfig) -> dict:
@@ -144,6 +164,7 @@ def finetune(config: FinetuneConfig) -> dict:
         summary = {"dataset": config.dataset, "root": config.root, "split_by": config.split_by,
                    "repeats": config.repeats, "images": len(images),
                    "median": median_figures(results), "splits": results,
+                   "undefined": undefined_figures(results),
                    "start": results[0]["start"]}
         out = Path(config.out)
         (out / "results.json").write_text(json.dumps(summary, indent=1, sort_keys=True))

@@ -22,7 +22,7 @@ from training.features import (
     cached_features,
     frozen_encoder,
 )
-from training.finetune import FIGURES, median_figures
+from training.finetune import FIGURES, median_figures, undefined_figures
 from training.image_data import split
 from training.plots import scatter
 from training.ridge import ALPHA_GRID, select_ridge
@@ -191,6 +191,7 @@ def _summary(config: ProbeConfig, encoder: Encoder, table: Table, test_table: Ta
                          "on standardised features; leave-one-out RMSE on the train part "
                          "where val_is_train); weights fitted on the train part only",
             "alpha_grid": list(ALPHA_GRID), "median": median_figures(results),
+            "undefined": undefined_figures(results),
             "median_split": _median_split(results), "splits": results}
 
 

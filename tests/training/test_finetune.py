@@ -57,3 +57,36 @@ def test_evaluate_reproduces_the_test_figures_of_a_split(finetuned, tmp_path):
                                     str(tmp_path / "all"), eval_crops=3, workers=0,
                                     device="cpu"))
     assert whole["figures"]["count"] == 24
+
+
+def test_a_split_without_a_figure_leaves_the_others_median_and_is_counted():
+    from training.finetune import median_figures, undefined_figures
+
+    def split(srocc: float, plcc: float) -> dict:
+        return {"test": {"srocc": srocc, "plcc": plcc, "plcc_raw": 0.3, "krcc": 0.1,
+                         "rmse": 0.2, "rmse_raw": 0.4}}
+
+    # constant predictions on one split: its PLCC is undefined (NaN)
+    results = [split(0.5, float("nan")), split(0.7, 0.97), split(0.6, 0.49)]
+    medians = median_figures(results)
+    assert medians["srocc"] == 0.6 and medians["plcc"] == pytest.approx(np.median([0.97, 0.49]))
+    assert undefined_figures(results) == {"plcc": 1}
+    assert np.isnan(median_figures([split(0.5, float("nan"))])["plcc"])
+
+
+def test_a_split_too_small_for_its_figures_is_refused_before_training(kadid_folder, tmp_path):
+    from training.benchmarks import DatasetLayoutError
+
+    table = kadid_folder / "dmos.csv"  # 2 references: a part of 1 image
+    header = table.read_text().splitlines()[0]
+    table.write_text(f"{header}\nI01_01_01.png,I01.png,4.0,0\nI01_01_02.png,I01.png,3.0,0\n"
+                     "I02_01_01.png,I02.png,2.0,0\n")
+    config = FinetuneConfig(
+        "kadid10k", str(kadid_folder), str(tmp_path / "finetune"),
+        ModelConfig("test_resnet", init="random"),
+        OptimConfig(lr=3e-3, halve_every=10, epochs=2, batch_size=4), Augment(crop=32),
+        workers=0, device="cpu")
+    with pytest.raises(DatasetLayoutError, match=r"split 0: its (validation|test) part holds "
+                                                 r"\d image\(s\) of 3; its correlations need"):
+        finetune(config)
+    assert not (tmp_path / "finetune" / "split-0").exists()
