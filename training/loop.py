@@ -3,6 +3,7 @@ batches per rank, validation on predictions gathered from every rank, early stop
 on rank 0 and broadcast, checkpoints (at epoch ends, and every N batches when asked) and
 TensorBoard on rank 0, resume (exact, from mid-epoch too)."""
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -32,8 +33,10 @@ from training.objectives.regression import SupervisedLoss
 from training.optim import EarlyStopping, OptimConfig, optimiser
 from training.precision import FP32, Precision
 
-# settings a resumed run may change; anything else must match the checkpoint
-RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every"}
+# settings a resumed run may change (`out` is where its last.pt was found, wherever the run
+# folder has moved); anything else must match the checkpoint
+RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every", "out"}
+LOCAL_PATH_SETTINGS = {"dataset"}  # compared as absolute paths: ds/ and ./ds are one dataset
 MAX_NONFINITE_BATCHES = 20  # per epoch: more means the run has diverged
 
 
@@ -273,6 +276,8 @@ def _settings(config: dict, prefix: str = "") -> dict:
     for name, value in config.items():
         if isinstance(value, dict):
             flat.update(_settings(value, f"{prefix}{name}."))
+        elif name in LOCAL_PATH_SETTINGS and isinstance(value, str) and "://" not in value:
+            flat[prefix + name] = os.path.abspath(value)
         elif name not in RESUMABLE_CHANGES:
             flat[prefix + name] = value
     return flat

@@ -68,6 +68,20 @@ def test_resume_under_another_objective_is_refused(square_dataset, tmp_path, cap
     assert "objective.name" in capsys.readouterr().err
 
 
+def test_a_resume_takes_the_same_paths_spelled_otherwise(square_dataset, tmp_path,
+                                                         monkeypatch, capsys):
+    first = tmp_path / "run"
+    assert main(pretrain_args(square_dataset, first, "reconstruction", "--epochs", "1")) == 0
+    moved = tmp_path / "elsewhere" / "run"  # the run folder moved, the dataset relative
+    moved.parent.mkdir()
+    first.rename(moved)
+    monkeypatch.chdir(square_dataset.parent)
+    args = pretrain_args(Path(square_dataset.name), f"{moved}/", "reconstruction", "--epochs",
+                         "2", "--resume")
+    assert main(args) == 0, capsys.readouterr().err
+    assert checkpoint.load(moved / checkpoint.LAST)["epoch"] == 1  # its second epoch ran
+
+
 def test_a_cosine_schedule_resumes_only_over_its_planned_epochs(square_dataset, tmp_path,
                                                                 capsys):
     """Cosine decays to 0 at the planned end: more epochs on resume would change it."""
