@@ -10,6 +10,7 @@ from training import checkpoint
 
 from .conftest import png
 
+IMAGES = 30  # enough for a split's validation and test parts to have figures
 TINY = ["--backbone", "test_resnet", "--init", "random", "--crop", "32", "--workers", "0",
         "--device", "cpu"]
 
@@ -101,11 +102,11 @@ def test_a_checkpoint_file_that_cannot_be_read_is_named_not_a_traceback(tmp_path
     import torch
 
     rng = np.random.default_rng(0)
-    for number in range(6):
+    for number in range(IMAGES):
         (tmp_path / f"{number}.png").write_bytes(png(rng.integers(0, 256, (80, 80, 3),
                                                                   dtype=np.uint8)))
     table = tmp_path / "scores.csv"
-    table.write_text("path,score\n" + "".join(f"{n}.png,{n}\n" for n in range(6)))
+    table.write_text("path,score\n" + "".join(f"{n}.png,{n}\n" for n in range(IMAGES)))
     good = tmp_path / "good.pt"
     torch.save({"model": {"w": torch.zeros(3)}, "config": {}}, good)
     cut, text = tmp_path / "cut.pt", tmp_path / "text.pt"
@@ -139,17 +140,17 @@ def test_counts_out_of_range_are_refused_before_any_work(option, value, why, cap
 @pytest.mark.parametrize("workers", ["0", "1"])
 def test_an_image_that_cannot_be_read_or_cropped_is_named(tmp_path, capsys, workers):
     rng = np.random.default_rng(0)
-    for number in range(6):
+    for number in range(IMAGES):
         (tmp_path / f"{number}.png").write_bytes(png(rng.integers(0, 256, (80, 80, 3),
                                                                   dtype=np.uint8)))
-    for number in range(6):  # each truncated: whichever is read first fails
+    for number in range(IMAGES):  # each truncated: whichever is read first fails
         path = tmp_path / f"{number}.png"
         path.write_bytes(path.read_bytes()[:100])
     table = tmp_path / "scores.csv"
-    table.write_text("path,score\n" + "".join(f"{n}.png,{n}\n" for n in range(6)))
+    table.write_text("path,score\n" + "".join(f"{n}.png,{n}\n" for n in range(IMAGES)))
     options = [*TINY[:-4], "--workers", workers, "--device", "cpu", "--epochs", "1"]
     assert main(["train", "finetune", "--dataset", "csv", "--root", str(table), "--out",
                  str(tmp_path / "f"), *options]) == 2
     error = capsys.readouterr().err
-    assert re.search(rf"{re.escape(str(tmp_path))}/\d\.png cannot be read as an image", error)
+    assert re.search(rf"{re.escape(str(tmp_path))}/\d+\.png cannot be read as an image", error)
     assert "Traceback" not in error
