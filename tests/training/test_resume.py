@@ -147,8 +147,10 @@ def test_resume_may_change_checkpoint_every_but_no_other_setting(tiny_dataset, t
     assert state["epoch"] == 1 and state["config"]["optim"]["checkpoint_every"] == 1
     assert main([*common, "--epochs", "3", "--lr", "1e-4", "--resume"]) == 2
     assert "other settings" in (error := capsys.readouterr().err) and "(optim.lr)" in error
-    assert main([*common, "--checkpoint-every", "-1"]) == 2
-    assert "invalid optimisation settings" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # refused as the command line is read
+        main([*common, "--checkpoint-every", "-1"])
+    assert refused.value.code == 2
+    assert "--checkpoint-every: must be at least 0, got -1" in capsys.readouterr().err
 
 
 def test_finetune_takes_checkpoint_every():
