@@ -31,13 +31,14 @@ def _finetune(summary: dict) -> Row:
 
 
 def _probe(summary: dict) -> Row:
-    return Row("probe", str(summary["start"]),
-               f"{summary['dataset']} -> {summary['test_dataset']}", summary["median"],
-               summary["repeats"])
+    return Row("probe", str(summary.get("start", "?")),
+               f"{summary.get('dataset', '?')} -> {summary.get('test_dataset', '?')}",
+               summary["median"], summary.get("repeats", 1))
 
 
 def _evaluation(summary: dict) -> Row:
-    tested = summary["dataset"] + (" (test)" if summary.get("subset") == "test" else "")
+    tested = str(summary.get("dataset", "?")) + (" (test)" if summary.get("subset") == "test"
+                                                 else "")
     return Row("evaluate", str(summary["checkpoint"]),
                f"{summary.get('trained_on') or '?'} -> {tested}", summary["figures"], 1)
 
@@ -53,7 +54,8 @@ def read_row(path: Path) -> Row:
         raise UnknownResultsError(f"{path} is not JSON ({error})") from None
     if isinstance(summary, dict):
         figures = summary.get("median") or summary.get("figures") or {}
-        if isinstance(figures, dict) and all(name in figures for name in CORE):
+        if isinstance(figures, dict) and all(
+                isinstance(figures.get(name), int | float) for name in CORE):
             if summary.get("kind") == "probe":
                 return _probe(summary)
             if "median" in summary:

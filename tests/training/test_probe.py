@@ -311,6 +311,20 @@ def test_foreign_checkpoints_and_files_are_named_clearly(pretrained, tmp_path, c
     assert capsys.readouterr().out.splitlines()[2].split() == [
         "older", "finetune", "random", "?", "->", "?", "0.5000", "0.6000", "-", "0.4000",
         "0.2000", "-", "1"]
+    figures = {"srocc": 0.5, "plcc": 0.6, "krcc": 0.4, "rmse": 0.2}
+    sparse = {"sparse_probe": {"kind": "probe", "median": figures},  # fields left out
+              "sparse_eval": {"checkpoint": "best.pt", "figures": figures}}
+    for name, summary in sparse.items():  # a row is named after its run's folder
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(summary))
+    assert main(["compare", *(str(tmp_path / name / "results.json") for name in sparse)]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:4]
+    assert [row.split()[:6] for row in rows] == [
+        ["sparse_probe", "probe", "?", "?", "->", "?"],
+        ["sparse_eval", "evaluate", "best.pt", "?", "->", "?"]]
+    (tmp_path / "text.json").write_text(json.dumps({"median": {**figures, "srocc": "high"}}))
+    assert main(["compare", str(tmp_path / "text.json")]) == 2
+    assert "neither a results.json" in capsys.readouterr().err
 
 
 @pytest.mark.slow
