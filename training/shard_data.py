@@ -151,6 +151,10 @@ def reference_splits(location: Location, val_refs: tuple[str, ...] = (),
     unknown = sorted((set(val_refs) | set(exclude_refs)) - set(splits))
     if unknown:
         raise ValueError(f"unknown reference ids {unknown}; the dataset has {sorted(splits)}")
+    both = sorted(set(val_refs) & set(exclude_refs))
+    if both:
+        raise ValueError(f"references {both} are given to both --val-refs and --exclude-refs: "
+                         "validate on them or hold them out, not both")
     splits.update(dict.fromkeys(val_refs, "val"))
     splits.update(dict.fromkeys(exclude_refs, EXCLUDED))
     return splits

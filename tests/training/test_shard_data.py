@@ -37,6 +37,9 @@ def test_splits_come_from_sources_with_overrides(tiny_dataset):
                       "r4": "val", "r5": "test"}
     with pytest.raises(ValueError, match="unknown reference ids"):
         reference_splits(location, val_refs=("nope",))
+    with pytest.raises(ValueError, match=r"\['r1'\] are given to both --val-refs and "
+                                         "--exclude-refs"):
+        reference_splits(location, val_refs=("r1", "r2"), exclude_refs=("r1",))
 
 
 def test_split_shards_count_only_distorted_samples_of_the_split(tiny_dataset):
