@@ -138,14 +138,18 @@ def add_cell_drop_path(model: nn.Module, rate: float) -> int:
     return count
 
 
-def checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
+def checkpoint_state(path: str | Path, backbone: str | None = None) -> dict[str, torch.Tensor]:
     """The model weights of a checkpoint file: this project's (a dict with `model`) or a plain
-    state dict; DDP's `module.` prefix removed. Loaded with weights_only=True."""
+    state dict; DDP's `module.` prefix removed. Loaded with weights_only=True. With `backbone`,
+    a checkpoint of this project that names another backbone is refused."""
     path = Path(path)
     if not path.is_file():
         raise ModelInitError(f"pretrained file {path} does not exist")
     state = checkpoint.read(path)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        saved = (state.get("config") or {}).get("model", {}).get("backbone")
+        if backbone is not None and saved not in (None, backbone):
+            raise ModelInitError(f"{path} holds a {saved} backbone, not --backbone {backbone}")
         state = state["model"]
     if not isinstance(state, dict) or not state:
         raise ModelInitError(f"{path} holds no state dict of weights")
@@ -197,9 +201,9 @@ def fit_layout(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, to
     return renamed
 
 
-def _load_file(model: nn.Module, path: str, notices: list[str]) -> None:
+def _load_file(model: nn.Module, path: str, backbone: str, notices: list[str]) -> None:
     """Load the matching tensors; a head of another shape (another task) is left new."""
-    saved = checkpoint_state(path)
+    saved = checkpoint_state(path, backbone)
     state = fit_layout(saved, model)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -240,7 +244,7 @@ def build_model(config: ModelConfig, outputs: int = 1,
             return Built(wrap(model), "imagenet", notices)
     model = wrap(_create(config, 0 if heads else outputs, notices, pretrained=False))
     if config.pretrained_file is not None:
-        _load_file(model, config.pretrained_file, notices)
+        _load_file(model, config.pretrained_file, config.backbone, notices)
         return Built(model, config.pretrained_file, notices)
     if config.init == "random":
         notices.append(f"{config.backbone} starts from random weights (--init random)")

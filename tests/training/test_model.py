@@ -35,6 +35,15 @@ def test_unusable_files_and_names_are_refused(tmp_path):
         build_model(ModelConfig("test_resnet", pretrained_file=str(other)))
     with pytest.raises(ValueError, match="unknown timm backbone"):
         ModelConfig("resnet_nonexistent")
+    resnet18 = tmp_path / "resnet18.pt"  # a checkpoint of this project, of another backbone
+    model = build_model(ModelConfig("resnet18", init="random")).model
+    torch.save({"model": model.state_dict(), "config": {"model": {"backbone": "resnet18"}}},
+               resnet18)
+    with pytest.raises(ModelInitError, match="holds a resnet18 backbone, not --backbone "
+                                             "test_resnet"):
+        build_model(ModelConfig("test_resnet", pretrained_file=str(resnet18)))
+    assert build_model(ModelConfig("resnet18", pretrained_file=str(resnet18))).start == str(
+        resnet18)
 
 
 def test_scheduled_drop_path_rises_to_its_final_rate():
