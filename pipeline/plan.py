@@ -136,8 +136,13 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: dict) -> "Plan":
-        return cls(data["inputs"], tuple(PlannedReference(**r) for r in data["references"]),
-                   tuple(Duplicate(**d) for d in data.get("duplicates", ())))
+        """The plan a plan.json holds; a ValueError where it is not one."""
+        try:
+            return cls(data["inputs"], tuple(PlannedReference(**r) for r in data["references"]),
+                       tuple(Duplicate(**d) for d in data.get("duplicates", ())))
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"not a shard plan ({type(error).__name__}: {error}): a "
+                             f"{PLAN_FILE} generate did not write, or a damaged one") from None
 
 
 def label_identity(ensemble_hash: str, absent: tuple[str, ...]) -> dict:

@@ -171,3 +171,9 @@ def test_ctrl_c_ends_with_a_line_saying_how_to_resume_not_a_traceback(monkeypatc
     monkeypatch.setattr(cli, "_generate", interrupted)
     assert cli.main(["generate", "--sources", "embedded", "--out", "o"]) == 130
     assert "interrupted (the same command resumes a generate run)" in capsys.readouterr().err
+
+
+def test_inspect_names_a_plan_file_that_is_not_a_plan(tmp_path, capsys):
+    (tmp_path / "plan.json").write_text("{}")
+    assert cli.main(["inspect", str(tmp_path)]) == 2
+    assert "not a shard plan (KeyError: 'inputs')" in capsys.readouterr().err
