@@ -24,15 +24,6 @@ from shards.schema import CHAIN_TYPE, chain_of
 from shards.storage import Location
 
 
-def plan_digest(location: Location) -> str | None:
-    """The digest of the plan the dataset was generated under (None: no plan.json, as in a
-    dataset written by other means)."""
-    path = location.path(PLAN_FILE)
-    if not location.exists(path):
-        return None
-    return json.loads(location.read_bytes(path)).get("digest")
-
-
 class DamagedShardError(ValueError):
     """Finished shards (their stats written) of the dataset's plan whose files are not the ones
     the stats describe: a tar or parquet missing, a tar of another size (a tar cut at a member
