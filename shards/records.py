@@ -43,22 +43,22 @@ def record(sample: dict) -> dict:
     """A webdataset sample of a shard as {key, ref_id, meta, encoded}; `encoded` is None for a
     distorted version stored without pixels (--store recipes or hybrid)."""
     where = f"{sample['__url__']}: sample {sample['__key__']}"
+    image = sorted(name for name in sample if name != "json" and not name.startswith("__"))
     if "json" not in sample:
-        raise SampleError(f"{where} has no .json record (members {sorted(sample)[2:]})")
+        raise SampleError(f"{where} has no .json record (members {image})")
     try:
         meta = json.loads(sample["json"])
     except (ValueError, UnicodeDecodeError) as error:
         raise SampleError(f"{where}: its .json record is not JSON ({error})") from None
     if not isinstance(meta, dict) or "ref_id" not in meta:
         raise SampleError(f"{where}: its .json record names no ref_id")
-    image = [name for name in sample if name != "json" and not name.startswith("__")]
     if meta.get("kind") == "distorted":
         meta["chain"] = chain_of(meta)  # derived where a dataset predates chains
         if not image:
             return {"key": sample["__key__"], "ref_id": meta["ref_id"], "meta": meta,
                     "encoded": None}
     if len(image) != 1:
-        raise SampleError(f"{where} has members {sorted(image)}, not one image and its .json")
+        raise SampleError(f"{where} has members {image}, not one image and its .json")
     return {"key": sample["__key__"], "ref_id": meta["ref_id"], "meta": meta,
             "encoded": sample[image[0]]}
 

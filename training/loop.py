@@ -287,10 +287,11 @@ def _restore(run: Run, optimizer,
              scheduler) -> tuple[int, EarlyStopping, list, dict | None]:
     """The epoch to start at, the stopping state, the history, and from a mid-epoch
     checkpoint this rank's place in that epoch (None at an epoch's end)."""
-    if not (run.out / checkpoint.LAST).is_file():
-        raise FileNotFoundError(f"no checkpoint at {run.out / checkpoint.LAST}: nothing to "
-                                "resume (drop --resume to start afresh)")
-    state = checkpoint.load(run.out / checkpoint.LAST)
+    try:
+        state = checkpoint.load(run.out / checkpoint.LAST)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}: nothing to resume (drop --resume to start "
+                                "afresh)") from None
     saved, asked = _settings(state["config"]), _settings(run.config)
     if saved != asked:
         changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
