@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader
 
 import distortions
 from pipeline.commands.convert import convert
-from pipeline.encoding import decode_png
 from shards.layout import DEFAULT_STORE, SHARDS_DIR, store_of, tar_path
+from shards.png import decode_png
 from shards.reader import complete_shards, read_index, read_sources
 from shards.schema import pixel_sha256
 from shards.storage import Location

@@ -7,15 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from labelers.base import Metric
-from labelers.inputs import gray_rounded
+from labelers.inputs import box_downsample, gray_rounded
 
 T = 170.0
-
-
-def _downsampled(gray: torch.Tensor) -> torch.Tensor:
-    """conv2(Y, ones(2)/4, 'same') then Y(1:2:end, 1:2:end): means of 2 x 2 blocks, zero beyond."""
-    padded = F.pad(gray, (0, 1, 0, 1))
-    return F.avg_pool2d(padded, 2, stride=1)[..., ::2, ::2]
 
 
 def _gradient_magnitude(gray: torch.Tensor) -> torch.Tensor:
@@ -28,14 +22,14 @@ def _gradient_magnitude(gray: torch.Tensor) -> torch.Tensor:
 
 def gmsd_of_gray(ref_gradient: torch.Tensor, dist_gray: torch.Tensor) -> torch.Tensor:
     """GMSD of N gray images (N x 1 x H x W, 0..255) against a reference's gradient magnitude."""
-    g_dist = _gradient_magnitude(_downsampled(dist_gray))
+    g_dist = _gradient_magnitude(box_downsample(dist_gray, 2))
     similarity = (2 * ref_gradient * g_dist + T) / (ref_gradient**2 + g_dist**2 + T)
     return similarity.flatten(1).std(dim=1, correction=1)
 
 
 def reference_gradient(ref_gray: torch.Tensor) -> torch.Tensor:
     """The reference half of GMSD: gradient magnitude of the downsampled gray image."""
-    return _gradient_magnitude(_downsampled(ref_gray))
+    return _gradient_magnitude(box_downsample(ref_gray, 2))
 
 
 class GMSD(Metric):

@@ -35,7 +35,7 @@ def filter_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
 def _halve(gray: torch.Tensor) -> torch.Tensor:
     """imfilter(I, ones(2)/4, 'symmetric', 'same') then I(1:2:end, 1:2:end)."""
     padded = F.pad(gray, (0, 1, 0, 1), mode="replicate")  # symmetric = replicate for one pixel
-    return F.avg_pool2d(padded, 2, stride=1)[..., ::2, ::2]
+    return F.avg_pool2d(padded, 2)
 
 
 def _moments(gray: torch.Tensor, taps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

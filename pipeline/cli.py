@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_generate(commands) -> None:
-    from pipeline.decode import DEFAULT_MAX_PIXELS
+    from shards.decode import DEFAULT_MAX_PIXELS
 
     generate = commands.add_parser(
         "generate", help="distort, label and shard pristine images on Ray (local or a cluster)",

@@ -4,8 +4,8 @@ from dataclasses import asdict, dataclass, field
 
 import distortions
 from labelers.registry import AVAILABLE_METRICS, METRICS
-from pipeline.decode import DEFAULT_MAX_PIXELS
 from pipeline.sizing import NATIVE, TargetSize, check_max_side, parse_size
+from shards.decode import DEFAULT_MAX_PIXELS
 from shards.layout import DEFAULT_STORE, check_store
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train, val, test

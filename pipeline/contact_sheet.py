@@ -9,8 +9,8 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 import distortions
-from pipeline.encoding import decode_png
 from shards.keys import ref_id_of
+from shards.png import decode_png
 from shards.records import is_reference
 from shards.replay import Pending, ReplayContext
 from shards.storage import Location

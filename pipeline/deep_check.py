@@ -14,8 +14,8 @@ import numpy as np
 import distortions
 from distortions.denoiser import active_denoiser
 from labelers import Labeler
-from pipeline.encoding import decode_png
 from shards.layout import store_of, tar_path
+from shards.png import decode_png
 from shards.reader import read_index, tar_members
 from shards.replay import Pending, ReplayContext, ReplayError
 from shards.schema import pixel_sha256

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from pipeline.decode import DecodeError
 from pipeline.sources import Source, read_bytes
+from shards.decode import DecodeError
 
 READ_THREADS = 16
 

@@ -11,8 +11,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pyarrow.fs as pafs
 
-from pipeline.decode import DEFAULT_MAX_PIXELS, Decoded, DecodeError, decode
 from pipeline.embedded import EMBEDDED_PHOTOS, embedded_photo
+from shards.decode import DEFAULT_MAX_PIXELS, Decoded, DecodeError, decode
 
 EMBEDDED = "embedded"
 EMBEDDED_PREFIX = "embedded:"

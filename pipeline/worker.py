@@ -13,14 +13,14 @@ import distortions
 from labelers.ensemble import Ensemble
 from labelers.labeler import Labeler
 from pipeline.config import RunConfig
-from pipeline.decode import DecodeError
-from pipeline.encoding import encode_png
 from pipeline.plan import Plan, PlannedReference, chains_for, scenarios_for
 from pipeline.sizing import NATIVE, SourceTooSmallError, cover_and_crop, limit_side
 from pipeline.sources import load, printable
 from pipeline.spill import SpilledSamples
+from shards.decode import DecodeError
 from shards.keys import composed_key, distorted_key, reference_key
 from shards.layout import shard_paths
+from shards.png import encode_png
 from shards.schema import pixel_sha256
 from shards.storage import Location
 from shards.store_modes import stores_pixels

@@ -5,10 +5,10 @@ shards.replay.Pending once its shard's reference is known)}, decoded on request 
 
 import json
 
-import cv2
 import numpy as np
 
 from shards.keys import ref_id_of
+from shards.png import decode_png
 from shards.replay import Pending
 from shards.schema import chain_of
 from shards.tar_stream import Select
@@ -68,10 +68,10 @@ def decode(encoded: bytes | Pending, key: str = "an image") -> np.ndarray:
     sample, replayed (and verified) here; `key` names the sample in the error."""
     if isinstance(encoded, Pending):
         return encoded.pixels()
-    bgr = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise SampleError(f"sample {key}: its {len(encoded)} image bytes do not decode")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        return decode_png(encoded)
+    except ValueError:
+        raise SampleError(f"sample {key}: its {len(encoded)} image bytes do not decode") from None
 
 
 def decoded(item: dict) -> dict:

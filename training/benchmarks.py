@@ -48,7 +48,9 @@ import numpy as np
 from scipy.io import loadmat
 
 from shards.dataset import open_dataset
-from training.transforms import decode
+from shards.decode import decode as decode_source
+from shards.records import decode as decode_stored
+from shards.replay import Pending
 
 
 class DatasetLayoutError(ValueError):
@@ -61,17 +63,17 @@ class LabelledImage:
     score: float                     # in [0, 1], higher is better
     group: str                       # its reference: the unit of --split-by reference
     path: str | None = None          # a file, or
-    data: bytes | None = None        # the encoded image in memory
+    data: bytes | Pending | None = None  # or a shard's stored image (a recipe's Pending)
     published_split: str | None = None  # train | test where the dataset fixes a split
 
     def pixels(self) -> np.ndarray:
         """Its 8-bit RGB pixels; a DatasetLayoutError naming it where they cannot be read."""
         try:
             if self.data is not None:
-                return decode(self.data)
+                return decode_stored(self.data, self.name)
             with open(self.path, "rb") as handle:
-                return decode(handle.read())
-        except (OSError, ValueError, SyntaxError) as error:
+                return decode_source(handle.read()).pixels
+        except (OSError, ValueError) as error:
             raise DatasetLayoutError(f"{self.path or self.name} cannot be read as an image "
                                      f"({type(error).__name__}: {error})") from None
 
@@ -303,10 +305,10 @@ def shard_samples(root: str | Path, refs: tuple[str, ...] = (), **_) -> list[Lab
     if not refs:
         raise DatasetLayoutError("the shards dataset needs --refs: the references to use")
     wanted, dataset = set(refs), open_dataset(str(root))
-    absent = sorted(wanted - set(dataset.references))
-    if absent:
-        raise DatasetLayoutError(f"references {absent} have no sample in {root}")
-    samples = list(dataset.samples(refs=wanted, decode=False))
+    try:
+        samples = list(dataset.samples(refs=wanted, decode=False))
+    except ValueError as error:  # a reference the dataset does not hold
+        raise DatasetLayoutError(str(error)) from None
     if any(item["meta"]["quality"] is None for item in samples):
         raise DatasetLayoutError(f"{root} has no quality labels (generated label-free with "
                                  "--metrics none): nothing to fine-tune on")

@@ -21,10 +21,11 @@ from shards.dataset import sample_stream
 from shards.layout import store_of, tar_path
 from shards.order import Order
 from shards.reader import read_index, read_sources
+from shards.records import decode
 from shards.schema import METRIC_KEYS, chain_of
 from shards.storage import Location
 from training.losses import Head
-from training.transforms import Augment, centre_view, decode, train_view
+from training.transforms import Augment, centre_view, train_view
 
 CLASS_TARGETS = {"distortion": ("distortion_id", 33), "level": ("level", 5)}
 GRID_TARGETS = ("class", "multihot")  # over the run's own (type, level) grid (run_grid)
@@ -236,7 +237,7 @@ class ShardStream(IterableDataset):
             share = max(1, config.limit // (self.world_size * workers))
             records = itertools.islice(records, share)
         for record in records:
-            pixels = decode(record["encoded"])
+            pixels = decode(record["encoded"], record["key"])
             view = (train_view(pixels, config.augment, rng) if config.train
                     else centre_view(pixels, config.augment))
             yield view, encode(config.target, record["meta"])

@@ -2,16 +2,12 @@
 (no resampling) by default; translation and small rotation on request, as in the reference
 setup; the 10 random crops of evaluation."""
 
-import io
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-from shards.replay import Pending
 
 EVAL_CROPS = 10
 
@@ -33,21 +29,6 @@ class Augment:
             raise ValueError(f"crop must be at least 16 pixels, got {self.crop}")
         if not 0 <= self.translate < 0.5 or not 0 <= self.rotate <= 45:
             raise ValueError("translate must be in [0, 0.5) and rotate in [0, 45] degrees")
-
-
-def decode(data: bytes | Pending) -> np.ndarray:
-    """8-bit RGB pixels of an image file's bytes (PNG decodes losslessly), or of a version a
-    recipes or hybrid dataset stores as its recipe: replayed (and verified) here, on the
-    DataLoader worker that decodes it."""
-    if isinstance(data, Pending):
-        return data.pixels()
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-def read_image(path: str) -> np.ndarray:
-    with open(path, "rb") as handle:
-        return decode(handle.read())
 
 
 def to_tensor(pixels: np.ndarray, augment: Augment) -> torch.Tensor:

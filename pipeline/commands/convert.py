@@ -22,7 +22,6 @@ import pyarrow.fs as pafs
 from tqdm import tqdm
 
 from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
-from pipeline.encoding import decode_png, encode_png
 from pipeline.plan import Plan, persist_or_check
 from shards.layout import (
     DEFAULT_STORE,
@@ -32,6 +31,7 @@ from shards.layout import (
     shard_paths,
     tar_path,
 )
+from shards.png import decode_png, encode_png
 from shards.reader import damage_message, shard_problems, shard_states, shard_stats
 from shards.replay import MANIFEST_FILE, Pending, ReplayContext, ReplayError
 from shards.schema import pixel_sha256

@@ -164,6 +164,27 @@ def test_flat_blocks_have_zero_statistics():
     assert torch.all(std == 0) and torch.all(skew == 0) and torch.all(kurt == 0)
 
 
+def test_nearly_flat_blocks_keep_their_shape_statistics():
+    """Tiny deviations on a large offset (a flat region's filter response): the merged moments
+    still give the skewness and kurtosis of the deviations themselves."""
+    deviations = np.random.default_rng(5).exponential(1.0, (32, 36)) * 1e-6
+    std, skew, kurt = block_std_skew_kurt(_t(1e3 + deviations))
+    blocks = [[deviations[r:r + 16, c:c + 16].ravel() for c in _corners(36)]
+              for r in _corners(32)]
+    np.testing.assert_allclose(skew, [[stats.skew(b) for b in row] for row in blocks],
+                               rtol=1e-6)
+    np.testing.assert_allclose(kurt, [[stats.kurtosis(b, fisher=False) for b in row]
+                                      for row in blocks], rtol=1e-6)
+    assert std.shape == (5, 6)
+
+
+def test_images_shorter_than_a_block_have_no_blocks():
+    std, skew, kurt = block_std_skew_kurt(_t(np.ones((15, 40))))
+    assert std.shape == skew.shape == kurt.shape == (0, 7)
+    mean, std = block_mean_std(_t(np.ones((40, 12))))
+    assert mean.shape == std.shape == (7, 0)
+
+
 def test_ical_std_block_mean_and_std():
     x = np.random.default_rng(3).normal(5.0, 2.0, (37, 41))
     mean, std = block_mean_std(_t(x))

@@ -14,7 +14,6 @@ from labelers import Labeler
 from pipeline import cli
 from pipeline.config import RunConfig
 from pipeline.contact_sheet import render_shard_sheet
-from pipeline.encoding import decode_png
 from pipeline.inspect_dataset import inspect
 from pipeline.plan import Plan, chains_for, persist_or_check
 from pipeline.report import build_report, merge, write_run_files
@@ -24,6 +23,7 @@ from pipeline.worker import local_scorer, produce_shard
 from shards import open_dataset
 from shards.keys import composed_key, ref_id_of
 from shards.layout import shard_paths, tar_path
+from shards.png import decode_png
 from shards.reader import read_index, tar_members
 from shards.schema import chain_of
 from shards.storage import Location

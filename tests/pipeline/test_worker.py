@@ -311,7 +311,7 @@ def test_sources_that_name_no_image_are_refused_before_any_work(tmp_path, capsys
 @pytest.mark.parametrize("extension", [".png", ".tiff"])
 @pytest.mark.parametrize("channels", [3, 4])
 def test_sixteen_bit_colour_is_rounded_to_8_bits_and_recorded(extension, channels):
-    from pipeline.decode import decode
+    from shards.decode import decode
 
     rng = np.random.default_rng(7)
     values = rng.integers(0, 65536, (6, 5, channels), dtype=np.uint16)
@@ -332,7 +332,7 @@ def test_sixteen_bit_colour_is_rounded_to_8_bits_and_recorded(extension, channel
 def test_each_exif_orientation_is_shown_upright_as_pillow_does(orientation, small_image):
     from PIL import ImageOps
 
-    from pipeline.decode import decode
+    from shards.decode import decode
 
     exif = Image.Exif()
     exif[0x0112] = orientation

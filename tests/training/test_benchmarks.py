@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -57,6 +58,20 @@ def test_generic_csv_rescales_scores(tmp_path):
     assert [i.score for i in benchmarks.load("csv", str(table))] == [0.0, 0.5, 1.0]
     with pytest.raises(DatasetLayoutError, match="is a folder, not a table"):
         benchmarks.load("csv", str(tmp_path))
+
+
+def test_sixteen_bit_images_are_read_as_the_pipeline_reads_its_sources(tmp_path):
+    """A 16-bit gray PNG and a 16-bit colour TIFF: each value v becomes round(v / 257), not
+    saturated nor cut to its high byte, and EXIF-free gray is spread over three channels."""
+    values = np.array([[0, 128, 257 * 100, 257 * 100 + 129, 65535, 40000]] * 4, np.uint16)
+    cv2.imwrite(str(tmp_path / "gray.png"), values)
+    colour = np.stack([values, values[:, ::-1], np.full_like(values, 1000)], axis=-1)
+    cv2.imwrite(str(tmp_path / "colour.tif"), colour[..., ::-1])  # OpenCV writes BGR
+    (tmp_path / "scores.csv").write_text("path,score\ngray.png,1\ncolour.tif,2\n")
+    gray, rgb = (image.pixels() for image in benchmarks.load("csv", str(tmp_path / "scores.csv")))
+    expected = np.floor(values / 257 + 0.5).astype(np.uint8)  # 128/257 < 1/2, 40000/257 = 155.6
+    assert gray.dtype == np.uint8 and np.array_equal(gray, np.stack([expected] * 3, axis=-1))
+    assert np.array_equal(rgb, np.floor(colour / 257 + 0.5).astype(np.uint8))
 
 
 def test_missing_images_and_unknown_kinds_are_named(kadid_folder):

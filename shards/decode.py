@@ -1,4 +1,6 @@
-"""Decoding a source into 8-bit RGB, with every conversion recorded and every failure typed.
+"""Decoding an image file into 8-bit RGB, with every conversion recorded and every failure
+typed: the one decoder of every image that enters the system from outside, a run's sources
+(pipeline) as a fine-tuning dataset's images (training), so both see the same pixels.
 
 Grayscale, gray+alpha, RGBA, palette, CMYK, 16-bit and EXIF-rotated images are converted
 (orientation applied; alpha composited on white); zero-byte, truncated, corrupt and non-image
