@@ -1,7 +1,6 @@
 """The Ray driver: shard tasks on CPUs, a fixed pool of labeler actors, bounded in-flight
 shards, retries, resume, a final sweep, progress and the report."""
 
-import fnmatch
 import json
 import os
 import socket
@@ -33,7 +32,7 @@ from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout
 from pipeline.sources import list_sources
 from pipeline.submit import AUTHENTICATION_ERRORS
-from shards.layout import LABELS_FILES, PLAN_FILE, SHARDS_DIR, SOURCES_FILE
+from shards.layout import PLAN_FILE, SHARDS_DIR, SOURCES_FILE, labels_files
 from shards.reader import shard_problems, shard_stats, shards_with_stats
 from shards.storage import Location
 
@@ -87,10 +86,8 @@ def _clear_previous_run(location: Location) -> None:
         count = len(shards_with_stats(location))
         location.fs.delete_dir(shards)
         print(f"restart: removed {shards} ({count} finished shards of the previous run)")
-    selector = pafs.FileSelector(location.root, allow_not_found=True)
-    for info in location.fs.get_file_info(selector):
-        if info.base_name in RUN_FILES or fnmatch.fnmatch(info.base_name, LABELS_FILES):
-            location.delete(info.path)
+    for name in (*RUN_FILES, *labels_files(location)):
+        location.delete(location.path(name))
 
 
 def _start_ray() -> None:

@@ -84,11 +84,12 @@ class Tally:
 
 def merge(location: Location, plan: Plan) -> Tally:
     """sources.parquet and failures.jsonl from every shard's own lists, written as the shards
-    are read; returns the tally for the report."""
+    are read and published when all are (a merge that fails leaves the earlier files as they
+    were); returns the tally for the report."""
     tally = Tally()
-    with location.fs.open_output_stream(location.path(SOURCES_FILE)) as sources_stream, \
+    with location.staged_output(location.path(SOURCES_FILE)) as sources_stream, \
             pq.ParquetWriter(sources_stream, SOURCES_SCHEMA) as sources_writer, \
-            location.fs.open_output_stream(location.path("failures.jsonl")) as failures_stream:
+            location.staged_output(location.path("failures.jsonl")) as failures_stream:
         for index in range(plan.shard_count):
             paths = shard_paths(location, index)
             sources = json.loads(location.read_bytes(paths["sources"]))

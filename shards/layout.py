@@ -7,7 +7,10 @@ headers and padding (1,536 bytes for a 900-byte record) gzip takes to about 270 
 an images dataset's PNGs would not shrink and its loader would pay the decompression. Which
 mode a dataset is in, its plan says (`store_of`); webdataset and `tar` read both forms."""
 
+import fnmatch
 import json
+
+import pyarrow.fs as pafs
 
 from shards.storage import Location
 
@@ -44,6 +47,13 @@ def store_of(location: Location) -> str:
 def labels_file(ensemble_hash: str) -> str:
     """The sidecar `relabel` writes for the ensemble of this hash (matches LABELS_FILES)."""
     return f"labels-{ensemble_hash}.parquet"
+
+
+def labels_files(location: Location) -> list[str]:
+    """The names of the relabel sidecars beside a dataset's run files."""
+    selector = pafs.FileSelector(location.root, allow_not_found=True)
+    return sorted(info.base_name for info in location.fs.get_file_info(selector)
+                  if fnmatch.fnmatch(info.base_name, LABELS_FILES))
 
 
 def shard_name(index: int) -> str:

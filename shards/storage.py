@@ -3,12 +3,15 @@ filesystems, with atomic publication where the filesystem has it. Files are read
 as the bytes they hold: pyarrow's compression by file extension is turned off (it would inflate
 a shard's .tar.gz before its SHA-256 is taken, and gzip it twice where it is written)."""
 
+import contextlib
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 _SECRET_PARAMETER = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
@@ -75,9 +78,22 @@ class Location:
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write a whole file; locally through a staged name, synced and renamed, so a reader
         sees the old file or the new one, never a torn one."""
-        staged = self.staging_name(path)
-        with self.fs.open_output_stream(staged, compression=None) as stream:
+        with self.staged_output(path) as stream:
             stream.write(data)
+
+    @contextlib.contextmanager
+    def staged_output(self, path: str) -> Iterator[pa.NativeFile]:
+        """A stream to write `path` in parts, published (as write_bytes publishes) when the
+        block ends; where the block raises, the staged file is removed and `path` is left as
+        it was."""
+        staged = self.staging_name(path)
+        try:
+            with self.fs.open_output_stream(staged, compression=None) as stream:
+                yield stream
+        except BaseException:
+            if staged != path:
+                self.delete(staged)
+            raise
         self.publish(staged, path)
 
     def read_bytes(self, path: str) -> bytes:

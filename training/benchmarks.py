@@ -39,7 +39,9 @@ clipped to [0, 1]); the datasets without references use each image as its own gr
 
 import csv
 import math
+import os
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,4 +341,9 @@ def load(kind: str, root: str, refs: tuple[str, ...] = ()) -> list[LabelledImage
     if unscored:  # (a MATLAB table's NaN: the text tables are checked row by row)
         raise DatasetLayoutError(f"{root}: {len(unscored)} images have no finite score, "
                                  f"e.g. {unscored[:3]}")
+    counts = Counter(os.path.realpath(image.path) for image in images)
+    repeated = sorted(path for path, count in counts.items() if count > 1)
+    if repeated:  # it would be trained on, or scored, twice: a split and a correlation off
+        raise DatasetLayoutError(f"{root} lists images more than once ({len(repeated)}), e.g. "
+                                 f"{repeated[:3]}")
     return images

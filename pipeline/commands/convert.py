@@ -11,23 +11,21 @@ and becomes, where it is trained on, the hybrid or images dataset that machine's
 Shards are independent: several run at once with `workers`, and a rerun skips the shards
 already complete in DST."""
 
-import fnmatch
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pyarrow.fs as pafs
 from tqdm import tqdm
 
 from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
 from pipeline.plan import Plan, persist_or_check
 from shards.layout import (
     DEFAULT_STORE,
-    LABELS_FILES,
     PLAN_FILE,
     SOURCES_FILE,
+    labels_files,
     shard_paths,
     tar_path,
 )
@@ -180,9 +178,7 @@ def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage)
     manifest.setdefault("replay_libraries", library_versions())
     target.write_bytes(target.path(MANIFEST_FILE),
                        json.dumps(manifest, sort_keys=True, indent=1).encode())
-    relabelled = [info.base_name for info in source.fs.get_file_info(  # keyed by sample
-        pafs.FileSelector(source.root)) if fnmatch.fnmatch(info.base_name, LABELS_FILES)]
-    for name in (*COPIED_FILES, *relabelled):
+    for name in (*COPIED_FILES, *labels_files(source)):  # relabel's sidecars: keyed by sample
         _copy(source, target, source.path(name), target.path(name))
     if source.exists(source.path("report.json")):
         report = json.loads(source.read_bytes(source.path("report.json")))

@@ -4,6 +4,7 @@ by inspect and redone by a resume, duplicate sources are recorded once."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -14,7 +15,7 @@ from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import PlanMismatchError
 from pipeline.inspect_dataset import inspect
 from pipeline.plan import split_of
-from shards.layout import shard_paths, tar_path
+from shards.layout import labels_file, shard_paths, tar_path
 from shards.reader import complete_shards, read_index, shard_stats, shards_with_stats
 from shards.storage import Location
 
@@ -42,9 +43,12 @@ def test_restart_leaves_no_shard_of_the_old_run(local_ray, shifted_sources, fast
     generate(fast_config(str(folder), shard_refs=1, ensemble_file=str(ensemble)),
              ClusterOptions(actors=1))
     config = fast_config(str(folder), shard_refs=3, levels=(1,), ensemble_file=str(ensemble))
+    sidecar = Path(config.out) / labels_file("0" * 16)  # a relabel of the old run's versions
+    sidecar.write_bytes(b"old labels")
     generate(config, ClusterOptions(actors=1, restart=True))
     out = Location.parse(config.out)
     assert shards_with_stats(out) == [0]  # shards 1 and 2 of the old plan are gone
+    assert not sidecar.exists()
     assert set(read_index(out).column("level").drop_null().to_pylist()) == {1}
 
 

@@ -3,6 +3,7 @@ native sizes and the source kind; each recorded and in the plan digest (at its d
 it)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -18,6 +19,7 @@ from pipeline.report import merge, write_run_files
 from pipeline.sizing import NATIVE
 from pipeline.sources import list_sources
 from pipeline.worker import local_scorer, produce_shard
+from shards.layout import shard_paths
 from shards.reader import read_index
 from shards.storage import Location
 
@@ -69,6 +71,21 @@ def test_a_label_free_run_writes_null_labels_and_no_ensemble(fast_config, mae_en
     assert not location.exists(location.path("ensemble.json"))
     tally = merge(location, plan)
     assert tally.distorted == 2 and not tally.quality_count
+
+
+def test_a_merge_that_fails_leaves_the_earlier_lists_as_they_were(fast_config, mae_ensemble):
+    config = fast_config("embedded", limit=2, shard_refs=1, distortion_ids=(1,), levels=(1,),
+                         metrics=())
+    plan, location = _run(config, mae_ensemble)
+    merge(location, plan)
+    before = {name: location.read_bytes(location.path(name))
+              for name in ("sources.parquet", "failures.jsonl")}
+    assert pq.read_table(location.path("sources.parquet")).num_rows == 2
+    Path(shard_paths(location, 1)["sources"]).unlink()  # the second shard's list is gone
+    with pytest.raises(FileNotFoundError):
+        merge(location, plan)
+    assert {name: location.read_bytes(location.path(name)) for name in before} == before
+    assert not list(Path(location.root).glob("*.partial"))
 
 
 def test_native_sizes_survive_into_the_shards(tmp_path, small_image, fast_config,

@@ -58,6 +58,9 @@ def test_generic_csv_rescales_scores(tmp_path):
     assert [i.score for i in benchmarks.load("csv", str(table))] == [0.0, 0.5, 1.0]
     with pytest.raises(DatasetLayoutError, match="is a folder, not a table"):
         benchmarks.load("csv", str(tmp_path))
+    (tmp_path / "again.csv").write_text("path,score\n0.png,10\n1.png,55\n./0.png,100\n")
+    with pytest.raises(DatasetLayoutError, match=r"more than once \(1\), e\.g\. .*0\.png"):
+        benchmarks.load("csv", str(tmp_path / "again.csv"))
 
 
 def test_sixteen_bit_images_are_read_as_the_pipeline_reads_its_sources(tmp_path):
