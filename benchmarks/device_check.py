@@ -13,8 +13,8 @@ Sections (each writes its JSON as soon as it ends, so a run cut short keeps what
   resnet50 at 224 and nasnetalarge at 331: images/s and peak memory;
 - pipeline: the Ray-free shard worker in a process pool (one process per CPU but one), its
   labels and learned-denoiser network passes served by one process holding the Labeler and
-  the denoiser on the device, as the GPU actor does: labelled images/s end to end, and how
-  busy that serving process was;
+  the denoiser on the device, two calls at once as the GPU actor serves them: labelled
+  images/s end to end, and the seconds spent in those calls;
 - loader: the training shard loader on the pipeline's shards, one worker per CPU but one;
 - ddp: a pretraining run launched by torchrun on the pipeline's shards (NCCL on CUDA); two
   ranks where two GPUs are visible, one rank otherwise (and it says so);
@@ -59,6 +59,7 @@ from labelers.ensemble import load as load_ensemble
 from pipeline.config import RunConfig
 from pipeline.plan import Plan, label_identity, persist_or_check
 from pipeline.report import merge, write_run_files
+from pipeline.scheduling import GPU_ACTOR_CONCURRENCY
 from pipeline.sizing import TargetSize
 from pipeline.sources import list_sources
 from pipeline.worker import produce_shard
@@ -332,30 +333,61 @@ def _prefetch(requests, ready: queue.Queue, workers: list) -> None:
                 return
 
 
-def _serve(labeler: labelers.Labeler, requests, answers, workers: list) -> dict:
-    """Answer the pool's requests until every worker is done; the busy seconds."""
-    ready: queue.Queue = queue.Queue(maxsize=2)
+def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
+           concurrency: int = GPU_ACTOR_CONCURRENCY) -> dict:
+    """Answer the pool's requests until every worker is done, `concurrency` at once (threads
+    sharing the Labeler, each pass sized to its share of the memory budget), as the GPU actor
+    serves its calls; the seconds spent in calls of each kind, summed over the threads."""
+    labeler.memory_budget //= concurrency
+    ready: queue.Queue = queue.Queue(maxsize=concurrency)
     threading.Thread(target=_prefetch, args=(requests, ready, workers), daemon=True).start()
+    lock = threading.Lock()
     busy = {"score": 0.0, "learned": 0.0}
-    done, samples, first = 0, 0, None
-    while done < len(workers):
-        kind, worker, *payload = ready.get()
-        first = first or time.perf_counter()
-        if kind == "dead":
-            raise RuntimeError(f"the pool processes ended early (exit codes {payload[0]})")
-        if kind == "done":
-            done, samples = done + 1, samples + payload[0]
-            continue
-        start = time.perf_counter()
-        if kind == "score":
-            scores = labeler.score(*payload)
-            answer = (dict(scores), scores.absent)
-        else:
-            answer = distortions.run_learned(*payload)
-        busy[kind] += time.perf_counter() - start
-        answers[worker].put(answer)
-    return {"samples": samples, "busy_seconds": {k: round(v, 1) for k, v in busy.items()},
-            "serving_seconds": round(time.perf_counter() - first, 1)}
+    tally: dict = {"done": 0, "samples": 0, "first": None, "failed": None}
+    stopping = threading.Event()
+
+    def answer() -> None:
+        while not stopping.is_set():
+            try:
+                kind, worker, *payload = ready.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            with lock:
+                tally["first"] = tally["first"] or time.perf_counter()
+                if kind == "done":
+                    tally["done"] += 1
+                    tally["samples"] += payload[0]
+                if kind == "dead" and tally["done"] < len(workers):
+                    tally["failed"] = f"the pool processes ended early (exit codes {payload[0]})"
+                if tally["done"] == len(workers) or tally["failed"]:
+                    stopping.set()
+            if kind in ("done", "dead"):
+                continue
+            start = time.perf_counter()
+            try:
+                if kind == "score":
+                    scores = labeler.score(*payload)
+                    result = (dict(scores), scores.absent)
+                else:
+                    result = distortions.run_learned(*payload)
+            except Exception:
+                tally["failed"] = traceback.format_exc()
+                stopping.set()
+                return
+            with lock:
+                busy[kind] += time.perf_counter() - start
+            answers[worker].put(result)
+
+    servers = [threading.Thread(target=answer) for _ in range(concurrency)]
+    for server in servers:
+        server.start()
+    for server in servers:
+        server.join()
+    if tally["failed"]:
+        raise RuntimeError(tally["failed"])
+    return {"samples": tally["samples"], "concurrency": concurrency,
+            "busy_seconds": {k: round(v, 1) for k, v in busy.items()},
+            "serving_seconds": round(time.perf_counter() - tally["first"], 1)}
 
 
 def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
@@ -397,6 +429,7 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
             "labelled_images": labelled, "wall_seconds": round(wall, 1),
             "labelled_images_per_s": round(labelled / wall, 1),
             "labelling_process_busy": served["busy_seconds"],
+            "labelling_concurrency": served["concurrency"],
             "from_first_request_seconds": served["serving_seconds"],
             "metrics": list(labeler.keys), "absent": list(labeler.absent),
             "dataset": config.out}
@@ -539,7 +572,8 @@ def markdown(results: dict) -> str:
                   f"{pipe['references']} references, {pipe['labelled_images']} labelled images "
                   f"in {pipe['wall_seconds']} s with {pipe['processes']} shard processes: "
                   f"**{pipe['labelled_images_per_s']} labelled images/s**; the labelling "
-                  f"process was busy {pipe['labelling_process_busy']} s"
+                  f"process served {pipe.get('labelling_concurrency', 1)} call(s) at once, "
+                  f"in calls for {pipe['labelling_process_busy']} s (summed)"
                   + (f"; {pipe['from_first_request_seconds']} s from its first request "
                      f"({round(pipe['labelled_images'] / pipe['from_first_request_seconds'], 1)}"
                      " images/s once the pool had started)"
