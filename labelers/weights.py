@@ -26,11 +26,7 @@ class Backbone:
     metric: str
     filename: str
     megabytes: int
-    sha256: str  # of the whole published file
-
-    @property
-    def hash_prefix(self) -> str:
-        return self.filename.rsplit("-", 1)[1].split(".")[0]
+    sha256: str  # of the whole published file (its name holds the first 8 hex digits)
 
 
 BACKBONES = {
@@ -124,8 +120,7 @@ def fetch() -> list[Path]:
         checkpoint_dir().mkdir(parents=True, exist_ok=True)
         try:
             torch.hub.download_url_to_file(DOWNLOAD_ROOT + backbone.filename,
-                                           str(weight_path(metric)),
-                                           hash_prefix=backbone.hash_prefix)
+                                           str(weight_path(metric)))
         except (urllib.error.URLError, OSError) as error:
             raise WeightsMissingError(
                 f"could not download {backbone.filename}: {error}. "

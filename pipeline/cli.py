@@ -152,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_list_bank)
 
     sheet = commands.add_parser(
-        "sheet", help="render all 165 versions of one image as a labelled grid (PNG)",
-        description="Render every distortion at every level of one image in a 33 x 5 grid. "
+        "sheet", help="render every version of one image as a labelled grid (PNG)",
+        description="Render every distortion type at every level of one image, a row per "
+                    f"type (the bank's {len(distortions.registered())} x 5). "
                     "IMAGE is a file or embedded:NAME (" + ", ".join(EMBEDDED_PHOTOS) + "), "
                     "or a shard (.tar): then one of its references as stored, with labels.")
     sheet.add_argument("image", metavar="IMAGE")

@@ -31,7 +31,7 @@ def test_lpips_equals_the_lpips_package(pair):
     expected = network(ref.float().div(255).expand(3, -1, -1, -1), dist.float() / 255,
                        normalize=True).flatten().double()
     torch.testing.assert_close(LPIPS(network=network).score(ref, dist), expected,
-                               atol=1e-6, rtol=0)
+                               atol=1e-8, rtol=0)
 
 
 def test_lpips_loads_alexnet_from_the_hub_cache_like_the_package(random_weights, pair):
@@ -43,7 +43,7 @@ def test_lpips_loads_alexnet_from_the_hub_cache_like_the_package(random_weights,
     ref, dist = pair
     expected = package(ref.float().div(255).expand(3, -1, -1, -1), dist.float() / 255,
                        normalize=True).flatten().double()
-    torch.testing.assert_close(LPIPS().score(ref, dist), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(LPIPS().score(ref, dist), expected, atol=1e-8, rtol=0)
 
 
 def test_dists_equals_the_dists_pytorch_reference(random_weights, pair):
@@ -77,7 +77,8 @@ def test_missing_lists_only_absent_backbones(random_weights, tmp_path, monkeypat
 def test_pinned_hashes_are_whole_sha256_digests_that_the_file_names_begin():
     for backbone in weights.BACKBONES.values():
         assert len(backbone.sha256) == 64 and int(backbone.sha256, 16) >= 0
-        assert backbone.sha256.startswith(backbone.hash_prefix)  # torchvision's naming rule
+        prefix = backbone.filename.rsplit("-", 1)[1].split(".")[0]
+        assert backbone.sha256.startswith(prefix)  # torchvision's naming rule
 
 
 def _published(monkeypatch, payload: bytes) -> str:
@@ -115,6 +116,25 @@ def test_import_copies_a_file_whose_hash_matches(tmp_path, monkeypatch):
     copied = weights.import_from(source)
     assert copied == [weights.checkpoint_dir() / name]
     assert copied[0].read_bytes() == payload
+
+
+def test_fetch_keeps_the_published_file_and_refuses_another(tmp_path, monkeypatch):
+    """`weights fetch` from a mirror (a file:// root here: no network): the published bytes
+    land in the cache; other bytes under the published name raise and leave nothing."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    name = _published(monkeypatch, b"published")
+    monkeypatch.setattr(weights, "BACKBONES", {"lpips": weights.BACKBONES["lpips"]})
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    monkeypatch.setattr(weights, "DOWNLOAD_ROOT", mirror.as_uri() + "/")
+    (mirror / name).write_bytes(b"tampered with")
+    with pytest.raises(weights.WeightsHashError, match=name):
+        weights.fetch()
+    assert not (weights.checkpoint_dir() / name).exists()
+    (mirror / name).write_bytes(b"published")
+    assert weights.fetch() == [weights.checkpoint_dir() / name]
+    assert (weights.checkpoint_dir() / name).read_bytes() == b"published"
+    assert weights.fetch() == []  # nothing missing: nothing downloaded
 
 
 @pytest.mark.weights

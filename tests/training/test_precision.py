@@ -1,6 +1,7 @@
 """How models compute: bf16 autocast and channels_last on CUDA, float32 on a CPU unless asked,
 the training loop's step under each, and its guard against non-finite losses."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,39 @@ def test_a_nan_batch_is_skipped_and_never_reaches_the_weights(tmp_path):
     assert torch.isfinite(torch.tensor(result["loss"]))
     state = run.model.state_dict()  # weights and batch-norm statistics alike
     assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def _two_rank_epoch(rank: int, folder: str) -> None:
+    """One rank of a gloo process group: three DDP steps, the second batch poisoned on rank
+    1 only; its result and weights saved for the test."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store",
+                                         rank=rank, world_size=2,
+                                         timeout=timedelta(seconds=60))  # fail, never hang
+    torch.manual_seed(0)  # the same initial weights on both ranks
+    model = build_model(ModelConfig("test_resnet", init="random")).model
+    run = Run(Context(rank, 2, rank, torch.device("cpu")), model, OptimConfig(1e-3, 10, 1, 4),
+              0, Path(folder), {})
+    network = torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = optimiser(model, run.optim)[0]
+    generator = torch.Generator().manual_seed(rank)
+    batches = [(torch.randn(4, 3, 32, 32, generator=generator), torch.rand(4, generator=generator))
+               for _ in range(3)]
+    if rank == 1:
+        batches[1][0][0, 0, 0, 0] = float("nan")
+    result = train_epoch(run, network, iter(batches), 3, _loss_function(run), optimizer)
+    weights = {name: parameter.detach() for name, parameter in model.named_parameters()}
+    torch.save({"result": result, "weights": weights}, f"{folder}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_a_batch_non_finite_on_one_rank_is_skipped_on_every_rank(tmp_path):
+    torch.multiprocessing.spawn(_two_rank_epoch, args=(str(tmp_path),), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+    assert [r["result"]["skipped_nonfinite"] for r in ranks] == [1, 1]  # rank 0's was finite
+    assert ranks[0]["result"]["rank_batches"] == [3, 3]
+    first, second = (r["weights"] for r in ranks)  # (each rank's batch-norm statistics its own)
+    assert all(torch.equal(first[name], second[name]) for name in first)  # still in step
+    assert all(torch.isfinite(t).all() for t in first.values())
 
 
 def test_a_diverged_epoch_stops_with_a_clear_error(tmp_path):
