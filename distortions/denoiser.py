@@ -11,6 +11,7 @@ import importlib.util
 import os
 import pickle
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +167,13 @@ def check_recorded(identity: str) -> LoadedDenoiser:
 
 
 def estimated_sigma(noisy: np.ndarray) -> float:
-    """Noise std of a float image in [0, 1] (wavelet MAD estimate), clipped to FFDNet's range."""
-    sigma = estimate_sigma(noisy.astype(np.float64), channel_axis=-1, average_sigmas=True)
+    """Noise std of a float image in [0, 1] (wavelet MAD estimate, the mean over channels),
+    clipped to FFDNet's range. A channel without detail (all zero, say: speckle noise keeps
+    zeros) has none; scikit-image's estimate is 0 / 0 there, which would make the network's
+    output NaN, then black."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # its mean of no coefficient
+        per_channel = estimate_sigma(noisy.astype(np.float64), channel_axis=-1,
+                                     average_sigmas=False)
+    sigma = np.mean(np.nan_to_num(np.asarray(per_channel), nan=0.0))
     return float(np.clip(sigma, 0.0, MAX_SIGMA))

@@ -165,3 +165,20 @@ def test_cuda_outputs_replay_on_the_cpu_within_one_level(small_image, restore_de
         denoiser.use_denoiser(None, device="cpu")
         on_cpu = distortions.replay(small_image, recipe)
         assert np.abs(made.astype(int) - on_cpu.astype(int)).max() <= 1
+
+
+def test_a_channel_without_detail_has_no_noise_and_the_image_survives(small_image):
+    """Speckle noise keeps a zero channel zero: scikit-image's estimate is 0 / 0 there. The
+    channel counts as noiseless (the mean over channels, that one 0), and the output is the
+    denoised image, not black."""
+    from skimage.restoration import estimate_sigma
+
+    image = small_image.copy()
+    image[..., 2] = 0
+    prepared = distortions.prepare_learned(image, "denoise_speckle", 1, 0)
+    others = [estimate_sigma(prepared.noisy[..., c].astype(np.float64)) for c in (0, 1)]
+    assert prepared.sigma == pytest.approx(min(sum(others) / 3, denoiser.MAX_SIGMA), rel=1e-6)
+    out, _ = distortions.apply(image, "denoise_speckle", 1, 0)
+    assert np.abs(out[..., :2].astype(float).mean(axis=(0, 1))
+                  - image[..., :2].mean(axis=(0, 1))).max() < 10
+    assert out[..., 2].mean() < 5  # the empty channel stays nearly empty
