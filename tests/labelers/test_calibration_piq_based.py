@@ -1,9 +1,11 @@
 """Calibration of GMSD, FSIMc and MS-SSIM against the official (MATLAB) values, and MAE."""
 
+import numpy as np
 import pytest
 import torch
+from scipy.signal import convolve2d
 
-from labelers.fsim import FSIM
+from labelers.fsim import FSIM, pooled
 from labelers.gmsd import GMSD, gmsd_of_gray, reference_gradient
 from labelers.mae import MAE
 from labelers.ms_ssim import MSSSIM
@@ -80,3 +82,19 @@ def test_mae_is_the_mean_absolute_difference_in_unit_rgb():
     dist[1] = 51  # every value off by 0.2
     torch.testing.assert_close(MAE().score(ref, dist), torch.tensor([1 / 3, 0.2],
                                dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("height", "width", "factor"), [(480, 640, 2), (640, 700, 3),
+                                                         (385, 513, 2), (255, 300, 1)])
+def test_fsim_pools_as_featuresim_m(height, width, factor):
+    """conv2(I, fspecial('average', F), 'same') then I(1:F:end, 1:F:end), F = round(min / 256)
+    half away from zero (640 / 256 = 2.5 -> 3). MATLAB's 'same' is the full convolution from
+    index ceil((F - 1) / 2) (scipy's 'same' starts at (F - 1) // 2: another part for even F)."""
+    image = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(height))
+    kernel = np.ones((factor, factor)) / factor**2
+    start = factor // 2  # ceil((F - 1) / 2)
+    expected = np.stack([
+        convolve2d(plane, kernel, mode="full")[start:start + height, start:start + width]
+        [::factor, ::factor] for plane in image[0].double().numpy()])
+    np.testing.assert_allclose(pooled(image)[0].numpy(), expected, rtol=0, atol=1e-4)
