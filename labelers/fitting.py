@@ -2,7 +2,8 @@
 on the other 20% (labels.md).
 
 Per metric, a 4-parameter logistic from raw score to opinion score fixes the mapping's shape
-(centre, scale, direction); the ensemble uses that curve normalised to [0, 1]. The weights are
+(centre and scale; it rises or falls as the metric's own direction says, never against it);
+the ensemble uses that curve normalised to [0, 1]. The weights are
 fitted jointly: opinion ~ intercept + sum_k W_k q_k with W >= 0 (bounded least squares). The
 logistic's own amplitude is not a weight: fitted one metric at a time, it absorbs how much the
 other metrics explain. Backfitting then refits each metric's logistic to its partial residual
@@ -16,6 +17,7 @@ from scipy.optimize import curve_fit, lsq_linear
 from scipy.stats import pearsonr, spearmanr
 
 from labelers.ensemble import Ensemble, EnsembleError, Mapping01, logistic
+from labelers.registry import metric_class
 
 BACKFIT_ROUNDS = 5
 
@@ -44,16 +46,30 @@ def split_by_reference(references: np.ndarray, seed: int, train_fraction: float 
     return np.array([ref in train_refs for ref in references])
 
 
-def fit_sigmoid(scores: np.ndarray, target: np.ndarray) -> Mapping01:
-    """The shape (centre, signed scale) of the least-squares 4-parameter logistic."""
-    spread = float(np.std(scores)) or 1.0
-    direction = 1.0 if spearmanr(scores, target).statistic >= 0 else -1.0
-    start = (float(target.max()), float(target.min()), float(np.median(scores)),
-             direction * spread / 2)
-    (b1, b2, b3, b4), _ = curve_fit(logistic, scores, target, p0=start, maxfev=20000)
-    if b1 < b2:  # the same curve, written with a rising sigmoid
-        b4 = -b4
-    return Mapping01("sigmoid", center=float(b3), scale=float(b4))
+def fit_sigmoid(scores: np.ndarray, target: np.ndarray, rising: bool) -> Mapping01:
+    """The shape (centre, scale) of the least-squares 4-parameter logistic whose amplitude is
+    non-negative and which rises with the score where the metric's higher is better (scale >
+    0), falls where its lower is (scale < 0): fitted to what other metrics leave unexplained, a
+    free curve can face the metric's wrong way and take the weight of its noise."""
+    spread = float(np.std(scores))
+    sign = 1.0 if rising else -1.0
+    least = spread * 1e-6  # |scale| bound away from 0 (a step)
+    start = (float(target.min()), max(float(np.ptp(target)), 1e-9), float(np.median(scores)),
+             sign * spread / 2)
+    scale_bounds = (least, np.inf) if rising else (-np.inf, -least)
+    bounds = ((-np.inf, 0.0, -np.inf, scale_bounds[0]), (np.inf, np.inf, np.inf, scale_bounds[1]))
+    try:
+        (_, _, center, scale), _ = curve_fit(_amplitude_logistic, scores, target, p0=start,
+                                             bounds=bounds, max_nfev=20000)
+    except RuntimeError as error:
+        raise EnsembleError(f"the logistic did not converge on {len(scores)} samples "
+                            f"({error}): more references, or fewer metrics") from None
+    return Mapping01("sigmoid", center=float(center), scale=float(scale))
+
+
+def _amplitude_logistic(s: np.ndarray, low: float, amplitude: float, center: float,
+                        scale: float) -> np.ndarray:
+    return low + amplitude * logistic(s, 1.0, 0.0, center, scale)
 
 
 def fit_weights(features: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
@@ -64,37 +80,56 @@ def fit_weights(features: np.ndarray, target: np.ndarray) -> tuple[float, np.nda
     return float(solution[0]), solution[1:]
 
 
-def backfit(scores: dict[str, np.ndarray], opinion: np.ndarray,
+def backfit(scores: dict[str, np.ndarray], opinion: np.ndarray, rising: dict[str, bool],
             rounds: int = BACKFIT_ROUNDS) -> tuple[dict[str, Mapping01], np.ndarray]:
-    """Per-metric sigmoid mappings and joint weights, refined by backfitting."""
+    """Per-metric sigmoid mappings (each in its metric's direction) and joint weights, refined
+    by backfitting."""
     keys = list(scores)
-    mappings = {key: fit_sigmoid(scores[key], opinion) for key in keys}
+    mappings = {key: fit_sigmoid(scores[key], opinion, rising[key]) for key in keys}
     for _ in range(rounds):
         features = np.column_stack([mappings[key](scores[key]) for key in keys])
         intercept, weights = fit_weights(features, opinion)
         for index, key in enumerate(keys):
             others = features @ weights - features[:, index] * weights[index]
             if weights[index] > 0:
-                mappings[key] = fit_sigmoid(scores[key], opinion - intercept - others)
+                mappings[key] = fit_sigmoid(scores[key], opinion - intercept - others,
+                                            rising[key])
     features = np.column_stack([mappings[key](scores[key]) for key in keys])
     return mappings, fit_weights(features, opinion)[1]
 
 
-def _correlations(predicted: np.ndarray, target: np.ndarray) -> dict[str, float]:
+def _check_fittable(scores: dict[str, np.ndarray], opinion: np.ndarray) -> None:
+    """A clear error for what no curve can be fitted to: equal or non-finite values."""
+    if not np.isfinite(opinion).all() or np.ptp(opinion) == 0:
+        raise EnsembleError("the opinion scores must be finite and not all equal")
+    for key, values in scores.items():
+        if not np.isfinite(values).all() or np.ptp(values) == 0:
+            raise EnsembleError(f"the {key} scores must be finite and not all equal: leave "
+                                f"{key} out (--metrics)")
+
+
+def _correlations(predicted: np.ndarray, target: np.ndarray) -> dict[str, float | None]:
+    """SROCC and PLCC; None where one side is constant (no correlation is defined)."""
+    if np.ptp(predicted) == 0 or np.ptp(target) == 0:
+        return {"srocc": None, "plcc": None}
     return {"srocc": float(spearmanr(predicted, target).statistic),
             "plcc": float(pearsonr(predicted, target).statistic)}
 
 
 def fit_ensemble(scores: dict[str, np.ndarray], opinion: np.ndarray, references: np.ndarray,
-                 seed: int = 0, name: str = "fitted") -> FitReport:
+                 seed: int = 0, name: str = "fitted",
+                 rising: dict[str, bool] | None = None) -> FitReport:
     """Fit mappings and weights on 80% of the references; report on the other 20%.
 
-    opinion: opinion scores where higher is better (MOS, or KADID's `dmos` column)."""
+    opinion: opinion scores where higher is better (MOS, or KADID's `dmos` column).
+    rising: whether each metric's higher score is better (default: the registry's metric)."""
     opinion = np.asarray(opinion, dtype=np.float64)
     references = np.asarray(references)
+    rising = rising or {key: metric_class(key).higher_is_better for key in scores}
+    _check_fittable(scores, opinion)
     train = split_by_reference(references, seed)
     mappings, raw = backfit({key: values[train] for key, values in scores.items()},
-                            opinion[train])
+                            opinion[train], rising)
     if raw.sum() <= 0:
         raise EnsembleError("every fitted weight is zero: the metrics do not predict the scores")
     weights = {key: float(w) for key, w in zip(scores, raw / raw.sum(), strict=True)}

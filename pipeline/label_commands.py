@@ -80,12 +80,17 @@ def fit_ensemble_command(args) -> int:
     print(f"{'metric':10s} {'weight':>7s} {'SROCC':>7s} {'PLCC':>7s}   (held-out "
           f"{report.test_references} references)")
     for key, values in report.per_metric.items():
-        print(f"{key:10s} {report.ensemble.weights[key]:7.4f} {values['srocc']:7.4f} "
-              f"{values['plcc']:7.4f}")
-    print(f"{'ensemble':10s} {'':7s} {report.ensemble_test['srocc']:7.4f} "
-          f"{report.ensemble_test['plcc']:7.4f}")
+        print(f"{key:10s} {report.ensemble.weights[key]:7.4f} {_figure(values['srocc'])} "
+              f"{_figure(values['plcc'])}")
+    print(f"{'ensemble':10s} {'':7s} {_figure(report.ensemble_test['srocc'])} "
+          f"{_figure(report.ensemble_test['plcc'])}")
     print(f"wrote {output} (hash {report.ensemble.hash}) and {output.with_suffix('.report.json')}")
     return 0
+
+
+def _figure(value: float | None) -> str:
+    """A correlation in the fit's table (n/a where one side was constant)."""
+    return f"{value:7.4f}" if value is not None else f"{'n/a':>7s}"
 
 
 def relabel_command(args) -> int:

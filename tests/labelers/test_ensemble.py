@@ -77,7 +77,8 @@ def test_fit_recovers_known_weights_and_mappings():
         scores[key] = center + scale * rng.uniform(-4, 4, n)
         opinion = opinion + 4 * weight / (1 + np.exp(-(scores[key] - center) / scale))
     references = np.repeat(np.arange(n // 15), 15)
-    report = fit_ensemble(scores, opinion, references, seed=1)
+    report = fit_ensemble(scores, opinion, references, seed=1,
+                          rising={"a": True, "b": False, "c": True})
     for key, (center, scale, weight) in truth.items():
         assert report.ensemble.weights[key] == pytest.approx(weight, abs=1e-3)
         assert report.ensemble.mappings[key].center == pytest.approx(center, abs=1e-3 * abs(scale))
@@ -85,6 +86,30 @@ def test_fit_recovers_known_weights_and_mappings():
     assert report.ensemble_test["srocc"] > 0.999 and report.ensemble_test["plcc"] > 0.999
     assert report.train_references == 160 and report.test_references == 40
     assert report.per_metric["a"]["srocc"] < report.ensemble_test["srocc"]
+
+
+def test_a_metric_is_never_fitted_against_its_own_direction():
+    """A lower-is-better metric whose scores, here, rise with the opinion (noise a few
+    references can show): its curve still falls, so it takes no weight instead of most."""
+    rng = np.random.default_rng(2)
+    n = 60
+    good = rng.uniform(0, 1, n)
+    opinion = 1 + 3 * good
+    backwards = opinion + rng.normal(0, 0.3, n)  # declared lower-is-better, yet rises
+    references = np.repeat(np.arange(n // 5), 5)
+    report = fit_ensemble({"good": good, "backwards": backwards}, opinion, references,
+                          rising={"good": True, "backwards": False})
+    assert report.ensemble.mappings["backwards"].scale < 0
+    assert report.ensemble.weights["backwards"] < 0.01
+    assert report.ensemble_test["srocc"] > 0.99
+
+
+def test_fitting_refuses_what_no_curve_fits():
+    references = np.repeat(np.arange(4), 5)
+    with pytest.raises(ens.EnsembleError, match="opinion scores must be finite and not all equal"):
+        fit_ensemble({"gmsd": np.arange(20.0)}, np.ones(20), references)
+    with pytest.raises(ens.EnsembleError, match="the gmsd scores must be finite"):
+        fit_ensemble({"gmsd": np.ones(20)}, np.arange(20.0), references)
 
 
 def test_the_shipped_default_ensemble_has_the_paper_weights_and_identity_bests():
