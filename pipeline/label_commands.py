@@ -95,23 +95,59 @@ def _figure(value: float | None) -> str:
 
 def relabel_command(args) -> int:
     """Q for every sample of a dataset from the raw scores in its parquet index, written as a
-    sidecar labels-<hash>.parquet (key, quality); the shard tars are untouched."""
+    sidecar labels-<hash>.parquet (key, quality; the metrics used in its metadata); the shard
+    tars are untouched. A metric of the ensemble that the dataset never scored is left out
+    (Q renormalised over the rest, and said); one scored for some samples only is refused."""
     out = Path(args.out)
     ensemble = ens.load(args.ensemble)
     indexes = sorted((out / "shards").glob("*.parquet"))
     if not indexes:
         raise ValueError(f"{out / 'shards'} holds no parquet index: is {out} a dataset?")
+    used = _relabel_metrics(ensemble, indexes, out)
     keys, qualities = [], []
     for index in indexes:
-        table = pq.read_table(index, columns=["key", "kind", "scores"])
-        distorted = table.filter(pa.compute.equal(table["kind"], "distorted"))
-        scores = distorted["scores"].combine_chunks()
-        present = {field.name: scores.field(field.name).to_numpy(zero_copy_only=False)
-                   for field in scores.type}
-        quality, _ = ensemble.quality({k: v for k, v in present.items() if not np.isnan(v).all()})
-        keys.extend(distorted["key"].to_pylist())
-        qualities.append(quality)
+        scores, index_keys = _distorted_scores(index)
+        keys.extend(index_keys)
+        qualities.append(ensemble.quality({key: scores[key] for key in used})[0])
     target = out / labels_file(ensemble.hash)
-    pq.write_table(pa.table({"key": keys, "quality": np.concatenate(qualities)}), target)
+    table = pa.table({"key": keys, "quality": np.concatenate(qualities)})
+    pq.write_table(table.replace_schema_metadata({"ensemble_hash": ensemble.hash,
+                                                  "metrics_used": json.dumps(used)}), target)
     print(f"wrote {target}: {len(keys)} labels under ensemble {ensemble.name} ({ensemble.hash})")
     return 0
+
+
+def _distorted_scores(index: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The raw scores (NaN where null) and keys of one parquet index's distorted samples."""
+    table = pq.read_table(index, columns=["key", "kind", "scores"])
+    distorted = table.filter(pa.compute.equal(table["kind"], "distorted"))
+    scores = distorted["scores"].combine_chunks()
+    values = {field.name: np.asarray(scores.field(field.name).to_numpy(zero_copy_only=False),
+                                     dtype=np.float64) for field in scores.type}
+    return values, distorted["key"].to_pylist()
+
+
+def _relabel_metrics(ensemble: ens.Ensemble, indexes: list[Path], out: Path) -> list[str]:
+    """The ensemble's metrics that every distorted sample has a score of; an error naming a
+    metric that only some have (Q would mean two things in one dataset), or none of them."""
+    counts: dict[str, int] = defaultdict(int)
+    total = 0
+    for index in indexes:
+        scores, keys = _distorted_scores(index)
+        total += len(keys)
+        for key, values in scores.items():
+            counts[key] += int(np.isfinite(values).sum())
+    partial = {key: total - counts[key] for key in ensemble.weights if 0 < counts[key] < total}
+    if partial:
+        raise ValueError(f"{out}: some samples have no score of " + ", ".join(
+            f"{key} ({missing} of {total})" for key, missing in partial.items())
+            + ": their Q would not be comparable; relabel with an ensemble without them")
+    used = [key for key in ensemble.weights if counts[key] == total and total]
+    if not used:
+        raise ValueError(f"{out} has no score of any of the ensemble's metrics "
+                         f"{list(ensemble.weights)} (generated label-free, or other metrics)")
+    left_out = [key for key in ensemble.weights if key not in used]
+    if left_out:
+        print(f"note: {out} has no {', '.join(left_out)} scores: Q is renormalised over "
+              f"{', '.join(used)}")
+    return used

@@ -77,6 +77,34 @@ def test_relabel_writes_a_sidecar_from_the_raw_scores(tmp_path):
     np.testing.assert_allclose(labels["quality"], [(1.0 + 0.5) / 2, (0.5 + 0.0) / 2])
 
 
+def test_relabel_leaves_out_a_metric_the_dataset_never_scored_and_says_so(tmp_path, capsys):
+    out = _dataset(tmp_path / "data")
+    ensemble = ens.Ensemble("with-vif", {"gmsd": 1.0, "vif": 3.0},
+                            {"gmsd": ens.Mapping01("linear", best=0.0, worst=0.4),
+                             "vif": ens.Mapping01("linear", best=1.0, worst=0.0)})
+    ensemble.save(tmp_path / "with-vif.json")
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "with-vif.json")]) == 0
+    assert "no vif scores: Q is renormalised over gmsd" in capsys.readouterr().out
+    table = pq.read_table(out / f"labels-{ensemble.hash}.parquet")
+    np.testing.assert_allclose(table["quality"].to_pylist(), [1.0, 0.5])  # gmsd's alone
+    assert json.loads(table.schema.metadata[b"metrics_used"]) == ["gmsd"]
+
+
+def test_relabel_refuses_a_metric_only_some_samples_have(tmp_path, capsys):
+    out = _dataset(tmp_path / "data")
+    index = out / "shards" / "00000.parquet"
+    table = pq.read_table(index).to_pylist()
+    table[2]["scores"]["mae"] = None
+    pq.write_table(pa.Table.from_pylist(table, schema=pq.read_schema(index)), index)
+    ensemble = ens.Ensemble("halves", {"gmsd": 1.0, "mae": 1.0},
+                            {"gmsd": ens.Mapping01("linear", best=0.0, worst=0.4),
+                             "mae": ens.Mapping01("linear", best=0.0, worst=0.2)})
+    ensemble.save(tmp_path / "halves.json")
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 2
+    assert "some samples have no score of mae (1 of 2)" in capsys.readouterr().err
+    assert not list(out.glob("labels-*.parquet"))
+
+
 def test_relabel_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys):
     assert cli.main(["relabel", str(tmp_path), "--ensemble", "x.json"]) == 2
     assert "cannot read ensemble file" in capsys.readouterr().err
