@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from labelers.errors import LabelerError
+from labelers.registry import AVAILABLE_METRICS
 
 DEFAULT_ENSEMBLE_FILE = Path(__file__).with_name("default_ensemble.json")
 PMOS_ENSEMBLE_FILE = Path(__file__).with_name("pmos_ensemble.json")
@@ -53,16 +54,26 @@ class Mapping01:
     def from_json(cls, data: dict) -> "Mapping01":
         try:
             if data["kind"] == "linear":
-                if data["best"] == data["worst"]:
+                best, worst = _number(data["best"], "best"), _number(data["worst"], "worst")
+                if best == worst:
                     raise EnsembleError("a linear mapping needs best != worst")
-                return cls("linear", float(data["best"]), float(data["worst"]))
+                return cls("linear", best, worst)
             if data["kind"] == "sigmoid":
-                if data["scale"] == 0:
+                scale = _number(data["scale"], "scale")
+                if scale == 0:
                     raise EnsembleError("a sigmoid mapping needs a non-zero scale")
-                return cls("sigmoid", center=float(data["center"]), scale=float(data["scale"]))
+                return cls("sigmoid", center=_number(data["center"], "center"), scale=scale)
             raise EnsembleError(f"unknown mapping kind {data['kind']!r}")
         except (KeyError, TypeError) as error:
             raise EnsembleError(f"malformed mapping {data!r}: {error}") from None
+
+
+def _number(value, what: str) -> float:
+    """A finite JSON number as a float; an EnsembleError naming `what` for anything else (a
+    string, true, null, NaN, Infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise EnsembleError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def logistic(s: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
@@ -86,6 +97,8 @@ class Ensemble:
             raise EnsembleError("weights and mappings must name the same metrics")
         if any(w < 0 or not math.isfinite(w) for w in self.weights.values()):
             raise EnsembleError("weights must be finite and non-negative")
+        if sum(self.weights.values()) <= 0:
+            raise EnsembleError("an ensemble needs a metric of positive weight")
 
     def definition(self) -> dict:
         """What the hash covers: name, weights and mappings (notes are commentary)."""
@@ -104,8 +117,13 @@ class Ensemble:
         used = tuple(key for key in self.weights if key in scores)
         total = sum(self.weights[key] for key in used)
         if not used or total <= 0:
-            raise EnsembleError(f"none of the ensemble's metrics {list(self.weights)} is in "
-                                f"the scores ({list(scores)})")
+            raise EnsembleError(f"no metric of positive weight among the ensemble's "
+                                f"{list(self.weights)} is in the scores ({list(scores)})")
+        for key in used:
+            bad = int(np.count_nonzero(~np.isfinite(np.asarray(scores[key], dtype=np.float64))))
+            if bad:
+                raise EnsembleError(f"{bad} {key} score(s) are not finite numbers: no Q for "
+                                    "them")
         q = sum(self.weights[key] * self.mappings[key](scores[key]) for key in used)
         return np.asarray(q / total, dtype=np.float64), used
 
@@ -118,14 +136,20 @@ class Ensemble:
     @classmethod
     def from_json(cls, data: dict) -> "Ensemble":
         try:
+            if not isinstance(data["name"], str):
+                raise EnsembleError(f"name must be a string, got {data['name']!r}")
             ensemble = cls(
                 name=data["name"],
-                weights={k: float(v) for k, v in data["weights"].items()},
+                weights={k: _number(v, f"the weight of {k}") for k, v in data["weights"].items()},
                 mappings={k: Mapping01.from_json(v) for k, v in data["mappings"].items()},
                 notes=data.get("notes", {}),
             )
         except (KeyError, TypeError, AttributeError) as error:
             raise EnsembleError(f"not an ensemble file: {error}") from None
+        unknown = sorted(set(ensemble.weights) - set(AVAILABLE_METRICS))
+        if unknown:
+            raise EnsembleError(f"unknown metric(s) {unknown}: the metrics are "
+                                f"{', '.join(AVAILABLE_METRICS)}")
         if "hash" in data and data["hash"] != ensemble.hash:
             raise EnsembleError(f"ensemble hash {data['hash']} does not match its content "
                                 f"({ensemble.hash}): the file was edited without rehashing")

@@ -36,6 +36,9 @@ def to_batch(images: np.ndarray | list[np.ndarray], device: torch.device | str) 
     if isinstance(images, list | tuple):
         if not images:
             raise InvalidPairError("no distorted images given")
+        shapes = {np.shape(image) for image in images}
+        if len(shapes) > 1:
+            raise InvalidPairError(f"the distorted images differ in shape: {sorted(shapes)}")
         images = np.stack([np.asarray(image) for image in images])
     array = np.asarray(images)
     if array.ndim == 3:

@@ -42,7 +42,8 @@ class Labeler:
     order); an unknown key is an UnknownMetricError.
     device: "cuda", "cpu", ... (default CUDA when present).
     allow_missing: when LPIPS/DISTS weights are absent, run the other metrics and report the
-    absent ones in `Scores.absent` instead of raising WeightsMissingError.
+    absent ones in `Scores.absent` instead of raising WeightsMissingError (which is raised
+    all the same when no metric would be left).
     batch_size: distorted images scored per pass; None sizes passes to memory: 16 on a CPU; on
     CUDA each metric's first pass measures its peak memory per image, later passes hold as many
     versions as `memory_budget` bytes allow (default half the GPU memory free at start), and a
@@ -53,10 +54,15 @@ class Labeler:
                  device: torch.device | str | None = None,
                  allow_missing: bool = False, batch_size: int | None = None,
                  memory_budget: int | None = None):
-        keys = tuple(metrics) if metrics is not None else METRICS
+        keys = METRICS if metrics is None else (metrics,) if isinstance(metrics, str) \
+            else tuple(metrics)
+        if not keys:
+            raise ValueError("a Labeler needs at least one metric")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         classes = {key: metric_class(key) for key in keys}
         absent = tuple(weights.missing(keys))
-        if absent and not allow_missing:
+        if absent and (not allow_missing or len(absent) == len(keys)):
             raise weights.WeightsMissingError(weights.missing_message(list(absent)))
         self.device = torch.device(device) if device is not None else default_device()
         self.absent = absent
@@ -83,6 +89,8 @@ class Labeler:
         part of n versions is fully labelled."""
         ref_batch = to_batch(ref, self.device)
         dist_batch = to_batch(dists, "cpu")
+        if not len(dist_batch):
+            return Scores({key: np.empty(0) for key in self.metrics}, self.absent)
         if self.device.type == "cuda":  # one pinned, asynchronous upload for every metric
             dist_batch = dist_batch.pin_memory().to(self.device, non_blocking=True)
         for metric in self.metrics.values():

@@ -13,7 +13,7 @@ import numpy as np
 
 import distortions
 from distortions.denoiser import active_denoiser
-from labelers import Labeler
+from labelers import Labeler, weights
 from shards.layout import store_of, tar_path
 from shards.png import decode_png
 from shards.reader import read_index, tar_members
@@ -88,8 +88,9 @@ def deep_check(location: Location, count: int, seed: int = 0) -> tuple[list[str]
         return [], ["deep check: no distorted sample to check"]
     stored_metrics = [key for key, value in (rows[0]["scores"] or {}).items()
                       if value is not None]
-    labeler = (Labeler(stored_metrics, device="cpu", allow_missing=True) if stored_metrics
-               else None)  # a label-free dataset: nothing to re-score
+    computable = set(stored_metrics) - set(weights.missing(stored_metrics))
+    labeler = (Labeler(stored_metrics, device="cpu", allow_missing=True) if computable
+               else None)  # label-free, or only metrics whose weights are absent here
     problems, notes = [], []
     context, store = ReplayContext.of(location), store_of(location)
     by_shard: dict[int, list[dict]] = {}
@@ -114,11 +115,12 @@ def deep_check(location: Location, count: int, seed: int = 0) -> tuple[list[str]
     counts = {note: notes.count(note) for note in sorted(set(notes))}
     return [f"deep check: {len(rows)} sampled versions: "
             + "; ".join(f"{n} {note}" for note, n in counts.items())
-            + f"; {_rescored(labeler)}"], problems
+            + f"; {_rescored(labeler, stored_metrics)}"], problems
 
 
-def _rescored(labeler: Labeler | None) -> str:
+def _rescored(labeler: Labeler | None, stored_metrics: list[str]) -> str:
     if labeler is None:
-        return "label-free: nothing to re-score"
+        return (f"nothing re-scored: the weights of {', '.join(stored_metrics)} are absent here"
+                if stored_metrics else "label-free: nothing to re-score")
     return "re-scored with " + ", ".join(labeler.keys) + (
         f" ({', '.join(labeler.absent)} absent here)" if labeler.absent else "")

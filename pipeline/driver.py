@@ -168,6 +168,9 @@ def _labeler_pool(config: RunConfig, plan: Layout, run_id: str) -> tuple[list, l
 def _check_weights(config: RunConfig) -> tuple[str, ...]:
     """Stop before any work when deep weights are missing, unless allowed."""
     absent = tuple(weights.missing(config.metrics))  # none in a label-free run
+    if absent and len(absent) == len(config.metrics):
+        raise weights.WeightsMissingError(weights.missing_message(list(absent)) +
+                                          " No other metric was asked for (--metrics).")
     if absent and not config.allow_missing_metrics:
         raise weights.WeightsMissingError(weights.missing_message(list(absent)) +
                                           " Or pass --allow-missing-metrics.")

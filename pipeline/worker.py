@@ -220,24 +220,41 @@ def local_scorer(labeler: Labeler) -> ScoreImages:
 
 
 def _label(records, ref: np.ndarray, images: list[np.ndarray], score_images: ScoreImages,
-           ensemble: Ensemble, on_labelled: Labelled, labelled: bool = True) -> None:
+           ensemble: Ensemble, on_labelled: Labelled, labelled: bool = True) -> dict[int, str]:
     """Scores and Q on each record; null ones in a label-free run (the versions count as
-    done at once)."""
+    done at once). Returns {record index: why} of the versions left unlabelled (a metric
+    gave a value that is not a finite number: no Q is made of it)."""
     if not labelled:
         for record in records:
             record.update(scores=None, quality=None, ensemble_hash=None, metrics_used=None)
         if records:
             on_labelled(len(records))
-        return
+        return {}
     if not records:
-        return
-    scores, absent = score_images(ref, np.stack(images), on_labelled)
-    quality, used = ensemble.quality(scores)
+        return {}
+    scores, _ = score_images(ref, np.stack(images), on_labelled)
+    unlabelled = _non_finite(scores)
+    if unlabelled:
+        kept = [i for i in range(len(records)) if i not in unlabelled]
+        scores = {key: np.asarray(values)[kept] for key, values in scores.items()}
+        records = [records[i] for i in kept]
+    quality, used = ensemble.quality(scores) if records else ([], ())
     for i, record in enumerate(records):
         record["scores"] = {key: float(values[i]) for key, values in scores.items()}
         record["quality"] = float(quality[i])
         record["ensemble_hash"] = ensemble.hash
-        record["metrics_used"] = list(used) if absent else None
+        record["metrics_used"] = list(used) if set(used) != set(ensemble.weights) else None
+    return unlabelled
+
+
+def _non_finite(scores: dict[str, np.ndarray]) -> dict[int, str]:
+    """{version index: the metrics whose score of it is not a finite number}."""
+    bad: dict[int, list[str]] = {}
+    for key, values in scores.items():
+        for index in np.flatnonzero(~np.isfinite(np.asarray(values, dtype=np.float64))):
+            bad.setdefault(int(index), []).append(key)
+    return {index: f"{', '.join(keys)} gave a score that is not a finite number"
+            for index, keys in bad.items()}
 
 
 def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: ScoreImages,
@@ -296,11 +313,17 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
             pngs = [encode_png(image) if stores_pixels(config.store, record, config.keep_pngs)
                     else None for record, image in made]
         with _Timer(outcome.seconds, "label"):
-            _label([record for record, _ in made], pixels, [image for _, image in made],
-                   score_images, ensemble,
-                   lambda count: on_progress(count, 0) if on_progress else None,
-                   config.labelled)
-        made = [(record, png) for (record, _), png in zip(made, pngs, strict=True)]
+            unlabelled = _label([record for record, _ in made], pixels,
+                                [image for _, image in made], score_images, ensemble,
+                                lambda count: on_progress(count, 0) if on_progress else None,
+                                config.labelled)
+        for index, why in sorted(unlabelled.items()):
+            record = made[index][0]
+            outcome.failures.append(_failure(ref, "label_failed", why, key=record["key"],
+                                             distortion_id=record["distortion_id"],
+                                             level=record["level"]))
+        made = [(record, png) for i, ((record, _), png) in enumerate(zip(made, pngs, strict=True))
+                if i not in unlabelled]
         outcome.references += 1
         outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made
                               if len(r["chain"]) == 1)  # a chain has no (type, level) of its own

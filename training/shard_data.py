@@ -99,9 +99,11 @@ class Target:
         value = record["quality"] if self.name == "quality" else (record["scores"] or {}).get(
             self.name)
         if value is None:
-            raise ValueError(f"sample {record['key']} has no {self.name} (this dataset was made "
-                             f"with metrics {record.get('metrics_used')}): choose another "
-                             "--target")
+            scored = sorted(key for key, score in (record["scores"] or {}).items()
+                            if score is not None)
+            raise ValueError(f"sample {record['key']} has no {self.name} (its scores: "
+                             f"{', '.join(scored) or 'none, a label-free run'}): choose "
+                             "another --target")
         return float(value)
 
     def _grid_value(self, record: dict) -> int | list[float]:

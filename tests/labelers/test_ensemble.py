@@ -28,7 +28,7 @@ def test_quality_is_the_weighted_mean_and_renormalises_when_metrics_are_absent()
     only_mae, used = toy.quality({"mae": scores["mae"]})
     np.testing.assert_allclose(only_mae, [1.0, 0.75])
     assert used == ("mae",)
-    with pytest.raises(ens.EnsembleError, match="none of the ensemble's metrics"):
+    with pytest.raises(ens.EnsembleError, match="no metric of positive weight among"):
         toy.quality({"lpips": np.zeros(2)})
 
 
@@ -56,6 +56,34 @@ def test_hash_covers_the_definition_and_detects_edits(tmp_path):
 def test_malformed_ensembles_are_typed_errors(bad):
     with pytest.raises(ens.EnsembleError):
         ens.Ensemble.from_json(bad)
+
+
+LINEAR = {"kind": "linear", "best": 0, "worst": 1}
+
+
+@pytest.mark.parametrize(("weights", "mapping", "name", "message"), [
+    ({"ms-ssim": 1}, LINEAR, "x", r"unknown metric\(s\) \['ms-ssim'\]"),
+    ({"mae": 0}, LINEAR, "x", "a metric of positive weight"),
+    ({"mae": "abc"}, LINEAR, "x", "the weight of mae must be a finite number, got 'abc'"),
+    ({"mae": True}, LINEAR, "x", "the weight of mae must be a finite number"),
+    ({"mae": 1}, {**LINEAR, "best": float("nan")}, "x", "best must be a finite number"),
+    ({"mae": 1}, {**LINEAR, "worst": float("inf")}, "x", "worst must be a finite number"),
+    ({"mae": 1}, {**LINEAR, "best": "0.1", "worst": 0.1}, "x", "best must be a finite number"),
+    ({"mae": 1}, {"kind": "sigmoid", "center": 0, "scale": float("nan")}, "x",
+     "scale must be a finite number"),
+    ({"mae": 1}, {"kind": "sigmoid", "center": 0, "scale": "0"}, "x", "scale must be a finite"),
+    ({"mae": 1}, LINEAR, 5, "name must be a string"),
+])
+def test_hostile_ensemble_files_are_refused_naming_the_field(weights, mapping, name, message):
+    data = {"name": name, "weights": weights, "mappings": {key: mapping for key in weights}}
+    with pytest.raises(ens.EnsembleError, match=message):
+        ens.Ensemble.from_json(data)
+
+
+def test_quality_refuses_scores_that_are_not_finite():
+    toy = ens.Ensemble("toy", {"mae": 1.0}, {"mae": ens.Mapping01("linear", best=0, worst=1)})
+    with pytest.raises(ens.EnsembleError, match="1 mae score"):
+        toy.quality({"mae": np.array([0.1, np.nan, 0.2])})
 
 
 def test_split_is_by_reference_and_seeded():

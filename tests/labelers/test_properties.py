@@ -108,6 +108,23 @@ def test_labeler_without_weights_refuses_or_reports_absent(tmp_path, monkeypatch
     labeler = labelers.Labeler(metrics=["mae", "lpips", "dists"], allow_missing=True)
     scores = labeler.score(small_image, [small_image])
     assert scores.absent == ("lpips", "dists") and list(scores) == ["mae"]
+    with pytest.raises(labelers.WeightsMissingError):  # allowed to miss, but nothing is left
+        labelers.Labeler(metrics=["lpips", "dists"], allow_missing=True)
+
+
+def test_labeler_arguments_at_their_edges(small_image):
+    assert labelers.Labeler(metrics="gmsd").keys == ("gmsd",)  # one key, not its letters
+    for bad in ([], ()):
+        with pytest.raises(ValueError, match="at least one metric"):
+            labelers.Labeler(metrics=bad)
+    for size in (0, -1):
+        with pytest.raises(ValueError, match="batch_size must be at least 1"):
+            labelers.Labeler(metrics=["mae"], batch_size=size)
+    none = labelers.Labeler(metrics=["mae"]).score(small_image, np.empty((0, *small_image.shape),
+                                                                         np.uint8))
+    assert len(none["mae"]) == 0
+    with pytest.raises(InvalidPairError, match="differ in shape"):
+        labelers.Labeler(metrics=["mae"]).score(small_image, [small_image, small_image[1:]])
 
 
 def test_labeler_rejects_unknown_metrics_and_bad_images(small_image):

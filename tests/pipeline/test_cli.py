@@ -177,3 +177,14 @@ def test_inspect_names_a_plan_file_that_is_not_a_plan(tmp_path, capsys):
     (tmp_path / "plan.json").write_text("{}")
     assert cli.main(["inspect", str(tmp_path)]) == 2
     assert "not a shard plan (KeyError: 'inputs')" in capsys.readouterr().err
+
+
+def test_a_run_whose_every_metric_lacks_its_weights_stops_before_any_work(tmp_path, capsys,
+                                                                          monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    out = tmp_path / "out"
+    code = cli.main(["generate", "--sources", "embedded", "--out", str(out), "--metrics",
+                     "lpips,dists", "--allow-missing-metrics"])
+    assert code == 2
+    assert "No other metric was asked for" in capsys.readouterr().err
+    assert not out.exists()

@@ -344,3 +344,34 @@ def test_each_exif_orientation_is_shown_upright_as_pillow_does(orientation, smal
     np.testing.assert_array_equal(decoded.pixels, upright)
     assert (orientation == 1) != any(f"orientation {orientation}" in c
                                      for c in decoded.conversions)
+
+
+def test_a_version_a_metric_cannot_score_is_recorded_and_the_others_are_kept(fast_config,
+                                                                            mae_ensemble):
+    """A metric's NaN for one version (a labeler defect on some input): that version is left
+    out with its reason, never given a NaN Q; the shard completes with the others."""
+    config = fast_config("embedded", limit=1, distortion_ids=(1, 13), levels=(1,))
+    plan = Plan.make(list_sources("embedded"), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    real = local_scorer(Labeler(metrics=config.metrics, device="cpu"))
+
+    def one_nan(ref, versions, on_labelled):
+        scores, absent = real(ref, versions, on_labelled)
+        scores["gmsd"] = np.asarray(scores["gmsd"]).copy()
+        scores["gmsd"][1] = np.nan  # the second version: gaussian_blur level 1
+        return scores, absent
+
+    outcome = produce_shard(0, plan, config, one_nan, mae_ensemble, location)
+    assert [(f["reason"], f["distortion_id"]) for f in outcome.failures] == [("label_failed", 13)]
+    assert "gmsd gave a score that is not a finite number" in outcome.failures[0]["detail"]
+    rows = [row for row in read_index(location).to_pylist() if row["kind"] == "distorted"]
+    assert [row["distortion_id"] for row in rows] == [1]
+    assert all(np.isfinite(row["quality"]) for row in rows)
+
+
+def test_q_of_fewer_metrics_than_the_ensemble_weighs_records_them(fast_config, mae_ensemble):
+    config = fast_config("embedded", limit=1, distortion_ids=(1,), levels=(1,), metrics=("mae",))
+    _, location, _ = _run_all(config, mae_ensemble)  # the ensemble weighs mae and gmsd
+    rows = [row for row in read_index(location).to_pylist() if row["kind"] == "distorted"]
+    assert [row["metrics_used"] for row in rows] == [["mae"]]
