@@ -28,10 +28,11 @@ from distortions.errors import (
     InvalidImageError,
     InvalidLevelError,
     InvalidRecipeError,
+    InvalidSeedError,
     UnknownBankError,
     UnknownDistortionError,
 )
-from distortions.registry import BANK, LEVELS, REGISTERED, Distortion
+from distortions.registry import BANK, LEVELS, REGISTERED, Distortion, is_integer
 from distortions.seeding import derive_seed
 from distortions.validation import check_image
 
@@ -52,6 +53,7 @@ __all__ = [
     "InvalidImageError",
     "InvalidLevelError",
     "InvalidRecipeError",
+    "InvalidSeedError",
     "LearnedInput",
     "UnknownBankError",
     "UnknownDistortionError",
@@ -81,8 +83,11 @@ def registered() -> tuple[Distortion, ...]:
 
 
 def get(id_or_name: int | str) -> Distortion:
-    """A registered distortion by its id (1-43) or name ('jpeg')."""
-    found = _BY_ID.get(id_or_name) if isinstance(id_or_name, int) else _BY_NAME.get(id_or_name)
+    """A registered distortion by its id (1-43, numpy integers too) or name ('jpeg')."""
+    if is_integer(id_or_name):
+        found = _BY_ID.get(int(id_or_name))
+    else:
+        found = _BY_NAME.get(id_or_name) if isinstance(id_or_name, str) else None
     if found is None:
         raise UnknownDistortionError(
             f"no distortion {id_or_name!r}: ids are 1-{REGISTERED[-1].id}, names e.g. 'jpeg', "
@@ -92,13 +97,16 @@ def get(id_or_name: int | str) -> Distortion:
 
 
 def _recipe(distortion: Distortion, level: int, seed: int) -> dict:
+    level = distortion.check_level(level)
+    if not is_integer(seed) or seed < 0:
+        raise InvalidSeedError(f"seed must be a non-negative integer, got {seed!r}")
     return {
         "version": RECIPE_VERSION,
         "distortion_id": distortion.id,
         "distortion": distortion.name,
         "level": level,
         "seed": int(seed),
-        "params": distortion.sample_params(level, np.random.default_rng(seed)),
+        "params": distortion.sample_params(level, np.random.default_rng(int(seed))),
     }
 
 
@@ -139,6 +147,10 @@ def run_learned(inputs: list[LearnedInput]) -> list[tuple[np.ndarray, dict]]:
     identities = {item.recipe["params"]["denoiser"] for item in inputs}
     if len(identities) > 1:
         raise DenoiserMismatchError(f"inputs prepared for several denoisers: {identities}")
+    shapes = {item.noisy.shape for item in inputs}
+    if len(shapes) > 1:
+        raise InvalidImageError(f"one batch of the network takes inputs of one size, got "
+                                f"{sorted(shapes)}")
     images = denoise_inputs([(item.noisy, item.sigma) for item in inputs], identities.pop())
     device = active_denoiser().spec.device
     return [(image, {**item.recipe, "params": {**item.recipe["params"], "device": device}})
@@ -148,9 +160,14 @@ def run_learned(inputs: list[LearnedInput]) -> list[tuple[np.ndarray, dict]]:
 def compose(img: np.ndarray, links: list[tuple[int, int, int]]) -> tuple[np.ndarray, dict]:
     """Apply a chain of (distortion id, level, seed) links in order, each to the previous
     link's output; returns (image, recipe), the recipe a recipe of the links' recipes."""
+    if not links:
+        raise InvalidRecipeError("a chain needs at least one (distortion id, level, seed) link")
     recipes = []
-    for id_or_name, level, seed in links:
-        img, recipe = apply(img, id_or_name, level, seed)
+    for link in links:
+        if not isinstance(link, list | tuple) or len(link) != 3:
+            raise InvalidRecipeError(f"a chain's link is (distortion id, level, seed), got "
+                                     f"{link!r}")
+        img, recipe = apply(img, *link)
         recipes.append(recipe)
     return img, {"version": RECIPE_VERSION, "chain": recipes}
 

@@ -28,6 +28,10 @@ class InvalidLevelError(DistortionError):
     """The level is not one of 1..5."""
 
 
+class InvalidSeedError(DistortionError):
+    """The seed is not a non-negative integer."""
+
+
 class InvalidRecipeError(DistortionError):
     """A recipe is malformed or does not match the distortion it names."""
 

@@ -5,16 +5,24 @@ Each entry holds its level table (one parameter dict per level), the random draw
 its pure apply function. Ids and names are public identifiers: never renumber.
 """
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from distortions import blur, color, compression, denoised, noise, samplers, spatial, tone
-from distortions.errors import InvalidLevelError, InvalidRecipeError
+from distortions.errors import DistortionError, InvalidLevelError, InvalidRecipeError
 from distortions.validation import check_image
 
 LEVELS = (1, 2, 3, 4, 5)
+
+
+def is_integer(value) -> bool:
+    """An int or numpy integer, not a bool (True is not level or id 1)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
 Apply = Callable[[np.ndarray, dict], np.ndarray]
 
 
@@ -35,7 +43,8 @@ class Distortion:
     kadid_id: int | None = None
 
     def check_level(self, level: int) -> int:
-        if isinstance(level, bool) or level not in LEVELS:
+        """`level` as a plain int (numpy integers too); InvalidLevelError unless 1..5."""
+        if not is_integer(level) or int(level) not in LEVELS:
             raise InvalidLevelError(f"{self.name}: level must be one of 1..5, got {level!r}")
         return int(level)
 
@@ -45,12 +54,26 @@ class Distortion:
         return {**self.fixed, **table, **self.draw(table, rng)}
 
     def apply(self, img: np.ndarray, params: dict) -> np.ndarray:
-        """Apply with recorded parameters: pure, uint8 RGB in, same shape uint8 RGB out."""
+        """Apply with recorded parameters: pure, uint8 RGB in, same shape uint8 RGB out (a
+        writable array); parameters that cannot be applied raise InvalidRecipeError."""
         check_image(img)
         try:
-            return self.apply_fn(img, params)
+            out = self.apply_fn(img, params)
+        except DistortionError:
+            raise
         except KeyError as missing:
-            raise InvalidRecipeError(f"{self.name}: parameter {missing} is missing") from None
+            known = isinstance(params, dict) and missing.args[0] in params.values()
+            raise InvalidRecipeError(f"{self.name}: parameter value {missing} is not one it "
+                                     "knows" if known else f"{self.name}: parameter {missing} "
+                                     "is missing") from None
+        except (TypeError, ValueError, IndexError, ArithmeticError) as error:
+            raise InvalidRecipeError(f"{self.name}: parameters {params!r} cannot be applied "
+                                     f"({type(error).__name__}: {error})") from None
+        if not isinstance(out, np.ndarray) or out.shape != img.shape or out.dtype != np.uint8:
+            raise InvalidRecipeError(f"{self.name}: parameters {params!r} gave "
+                                     f"{getattr(out, 'dtype', type(out))} "
+                                     f"{getattr(out, 'shape', '')}, not the input's {img.shape}")
+        return np.require(out, requirements=["C_CONTIGUOUS", "WRITEABLE"])
 
     def describe(self, level: int) -> str:
         """The level's parameters as text, e.g. 'quality=43'."""

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -52,3 +54,61 @@ def test_input_is_never_modified(small_image):
         if not d.learned:
             distortions.apply(image, d.id, 5, seed=3)
     assert np.array_equal(image, small_image)
+
+
+def test_numpy_integers_work_as_ids_and_levels_and_recipes_stay_json(small_image):
+    out, recipe = distortions.apply(small_image, np.int64(3), np.int64(2), np.uint32(7))
+    expected, _ = distortions.apply(small_image, 3, 2, 7)
+    assert np.array_equal(out, expected)
+    assert type(recipe["level"]) is int and type(recipe["seed"]) is int
+    assert json.loads(json.dumps(recipe)) == recipe
+
+
+@pytest.mark.parametrize(("id_or_name", "level", "error"), [
+    (True, 1, distortions.UnknownDistortionError),      # True is not id 1
+    ([1], 1, distortions.UnknownDistortionError),
+    (1, np.True_, distortions.InvalidLevelError),
+    (1, 3.0, distortions.InvalidLevelError),
+])
+def test_ids_and_levels_of_other_types_are_typed_errors(small_image, id_or_name, level, error):
+    with pytest.raises(error):
+        distortions.apply(small_image, id_or_name, level, 0)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, 7.0, True, "7"])
+def test_a_seed_must_be_a_non_negative_integer(small_image, seed):
+    with pytest.raises(distortions.InvalidSeedError, match="seed must be a non-negative integer"):
+        distortions.apply(small_image, "jpeg", 1, seed)
+
+
+def test_very_large_seeds_are_seeds(small_image):
+    out, recipe = distortions.apply(small_image, "white_noise", 3, 2**64 + 5)
+    assert np.array_equal(distortions.replay(small_image, recipe), out)
+
+
+@pytest.mark.parametrize("links", [[], [(1, 1)], ["jpeg"]])
+def test_a_chain_without_links_or_with_a_malformed_one_is_refused(small_image, links):
+    with pytest.raises(InvalidRecipeError, match="link"):
+        distortions.compose(small_image, links)
+
+
+@pytest.mark.parametrize("name", ["jpeg2000", "color_quantization", "jpeg2000_noisy",
+                                  "resize_bicubic", "resize_nearest", "jpeg", "gaussian_blur"])
+def test_every_output_is_a_writable_array(small_image, name):
+    out, _ = distortions.apply(small_image, name, 3, 0)
+    out[0, 0] = 0  # would raise for a read-only view of a PIL image
+    assert out.flags.c_contiguous
+
+
+@pytest.mark.parametrize(("name", "edit", "message"), [
+    ("rgb_shift", {"offsets": [[1, 1], [2, 2]]}, "not the input's"),
+    ("white_noise", {"variance": -0.01}, "cannot be applied"),
+    ("resize_bicubic", {"factor": 0}, "cannot be applied"),
+    ("resize_bicubic", {"filter": "cubic"}, "parameter value 'cubic' is not one it knows"),
+    ("jpeg", {"quality": None}, "cannot be applied"),
+])
+def test_replaying_an_edited_recipe_is_a_typed_error(small_image, name, edit, message):
+    _, recipe = distortions.apply(small_image, name, 2, 0)
+    edited = {**recipe, "params": {**recipe["params"], **edit}}
+    with pytest.raises(InvalidRecipeError, match=message):
+        distortions.replay(small_image, edited)
