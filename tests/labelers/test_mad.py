@@ -342,3 +342,20 @@ def test_viqa_cross_check_provisional(metric, calibration_pair, name):
     give viqa's values. The faithful MAD differs from viqa's by +0.7% (I03), +5.1% (I08) and
     -1.2% (I19), all from the four departures."""
     assert viqa_3_0_1(metric, *calibration_pair(name)) == pytest.approx(VIQA_3_0_1[name], rel=1e-6)
+
+
+def test_a_dark_reference_has_no_detection_stage_so_mad_is_zero():
+    """MAD_index.m's mask is zero in blocks whose CSF-filtered lightness k I^(2.2/3) averages
+    below 0.5 (gray under about 49): with every block that dark, d_detect = 0, alpha = 1 and
+    MAD = 0^1 = 0 whatever the version. A known limit of the reference code, kept."""
+    rng = np.random.default_rng(6)
+    texture = rng.integers(0, 40, (1, 1, 64, 64))
+    noisy = np.clip(texture + rng.normal(0, 15, (3, 1, 64, 64)), 0, 255)
+    assert MAD().score(_rgb(texture), _rgb(noisy)).tolist() == [0.0] * 3
+    bright = texture + 120
+    assert (MAD().score(_rgb(bright), _rgb(np.clip(noisy + 120, 0, 255))) > 0).all()
+
+
+def _rgb(gray: np.ndarray) -> torch.Tensor:
+    """N x 1 x H x W gray values as uint8 N x 3 x H x W."""
+    return torch.from_numpy(np.repeat(gray, 3, axis=1).astype(np.uint8))
