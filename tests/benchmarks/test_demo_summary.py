@@ -1,0 +1,41 @@
+"""The demo summary reads each run's results.json and counts, split by split, where the
+pretrained encoder's test SROCC beats its baseline's."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import demo_summary
+
+
+def _write(path: Path, sroccs: list[float], **fields) -> None:
+    path.mkdir(parents=True)
+    median = {"srocc": sorted(sroccs)[(len(sroccs) - 1) // 2], "plcc": 0.5, "krcc": 0.25,
+              "rmse": 0.1}
+    splits = [{"test": {"srocc": value}} for value in sroccs]
+    (path / "results.json").write_text(json.dumps({"median": median, "splits": splits,
+                                                   **fields}))
+
+
+def test_rows_count_the_splits_each_run_wins(tmp_path):
+    _write(tmp_path / "contrastive" / "probe", [0.5, 0.2, 0.9], crop=96)
+    _write(tmp_path / "random-96" / "probe", [0.4, 0.3, 0.1], crop=96)
+    _write(tmp_path / "regression" / "probe", [0.6], crop=128)
+    _write(tmp_path / "random-128" / "probe", [0.7], crop=128)
+    _write(tmp_path / "regression" / "pretrained", [0.3, 0.8])
+    _write(tmp_path / "regression" / "baseline", [0.2, 0.9])
+    rows = demo_summary.summary(tmp_path)
+    assert [(r["objective"], r["read_out"], r["splits_won"], r["splits"], r["crop"])
+            for r in rows] == [("contrastive", "probe", 2, 3, 96),
+                               ("regression", "probe", 0, 1, 128),
+                               ("regression", "fine-tune", 1, 2, 128)]
+    assert rows[0]["srocc"] == 0.5 and rows[0]["baseline_srocc"] == 0.3
+    assert "| contrastive | probe | 96 | 0.5 |" in demo_summary.markdown(rows)
+
+
+def test_no_run_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make pretrain-demo"):
+        demo_summary.summary(tmp_path)
