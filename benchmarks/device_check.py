@@ -343,7 +343,8 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
     threading.Thread(target=_prefetch, args=(requests, ready, workers), daemon=True).start()
     lock = threading.Lock()
     busy = {"score": 0.0, "learned": 0.0}
-    tally: dict = {"done": 0, "samples": 0, "first": None, "failed": None}
+    tally: dict = {"done": 0, "samples": 0, "first": None, "failed": None, "active": 0,
+                   "peak": 0}
     stopping = threading.Event()
 
     def answer() -> None:
@@ -363,6 +364,9 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
                     stopping.set()
             if kind in ("done", "dead"):
                 continue
+            with lock:
+                tally["active"] += 1
+                tally["peak"] = max(tally["peak"], tally["active"])
             start = time.perf_counter()
             try:
                 if kind == "score":
@@ -376,6 +380,7 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
                 return
             with lock:
                 busy[kind] += time.perf_counter() - start
+                tally["active"] -= 1
             answers[worker].put(result)
 
     servers = [threading.Thread(target=answer) for _ in range(concurrency)]
@@ -386,6 +391,7 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
     if tally["failed"]:
         raise RuntimeError(tally["failed"])
     return {"samples": tally["samples"], "concurrency": concurrency,
+            "peak_concurrent": tally["peak"],
             "busy_seconds": {k: round(v, 1) for k, v in busy.items()},
             "serving_seconds": round(time.perf_counter() - tally["first"], 1)}
 
@@ -430,6 +436,7 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
             "labelled_images_per_s": round(labelled / wall, 1),
             "labelling_process_busy": served["busy_seconds"],
             "labelling_concurrency": served["concurrency"],
+            "labelling_peak_concurrent": served["peak_concurrent"],
             "from_first_request_seconds": served["serving_seconds"],
             "metrics": list(labeler.keys), "absent": list(labeler.absent),
             "dataset": config.out}
@@ -572,7 +579,8 @@ def markdown(results: dict) -> str:
                   f"{pipe['references']} references, {pipe['labelled_images']} labelled images "
                   f"in {pipe['wall_seconds']} s with {pipe['processes']} shard processes: "
                   f"**{pipe['labelled_images_per_s']} labelled images/s**; the labelling "
-                  f"process served {pipe.get('labelling_concurrency', 1)} call(s) at once, "
+                  f"process served up to {pipe.get('labelling_concurrency', 1)} call(s) at "
+                  f"once ({pipe.get('labelling_peak_concurrent', '?')} at the most), "
                   f"in calls for {pipe['labelling_process_busy']} s (summed)"
                   + (f"; {pipe['from_first_request_seconds']} s from its first request "
                      f"({round(pipe['labelled_images'] / pipe['from_first_request_seconds'], 1)}"

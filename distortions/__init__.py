@@ -160,11 +160,11 @@ def run_learned(inputs: list[LearnedInput]) -> list[tuple[np.ndarray, dict]]:
 def compose(img: np.ndarray, links: list[tuple[int, int, int]]) -> tuple[np.ndarray, dict]:
     """Apply a chain of (distortion id, level, seed) links in order, each to the previous
     link's output; returns (image, recipe), the recipe a recipe of the links' recipes."""
-    if not links:
+    if len(links) == 0:
         raise InvalidRecipeError("a chain needs at least one (distortion id, level, seed) link")
     recipes = []
     for link in links:
-        if not isinstance(link, list | tuple) or len(link) != 3:
+        if not isinstance(link, list | tuple | np.ndarray) or len(link) != 3:
             raise InvalidRecipeError(f"a chain's link is (distortion id, level, seed), got "
                                      f"{link!r}")
         img, recipe = apply(img, *link)
@@ -190,4 +190,20 @@ def replay(img: np.ndarray, recipe: dict) -> np.ndarray:
         raise InvalidRecipeError(
             f"recipe names {recipe['distortion']!r} but id {distortion.id} is {distortion.name!r}"
         )
-    return distortion.apply(img, params)
+    return _replayed(distortion, img, params)
+
+
+def _replayed(distortion: Distortion, img: np.ndarray, params: dict) -> np.ndarray:
+    """`distortion` with a recipe's parameters, which come from outside (a file, a shard): a
+    parameter it cannot apply, or an output of another shape, is InvalidRecipeError."""
+    try:
+        out = distortion.apply(img, params)
+    except DistortionError:
+        raise
+    except (TypeError, ValueError, IndexError, ArithmeticError) as error:
+        raise InvalidRecipeError(f"{distortion.name}: parameters {params!r} cannot be applied "
+                                 f"({type(error).__name__}: {error})") from None
+    if out.shape != img.shape or out.dtype != np.uint8:
+        raise InvalidRecipeError(f"{distortion.name}: parameters {params!r} gave {out.dtype} "
+                                 f"{out.shape}, not the input's {img.shape}")
+    return out

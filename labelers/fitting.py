@@ -122,10 +122,12 @@ def fit_ensemble(scores: dict[str, np.ndarray], opinion: np.ndarray, references:
     """Fit mappings and weights on 80% of the references; report on the other 20%.
 
     opinion: opinion scores where higher is better (MOS, or KADID's `dmos` column).
-    rising: whether each metric's higher score is better (default: the registry's metric)."""
+    rising: whether each metric's higher score is better (where not given: the registry's)."""
     opinion = np.asarray(opinion, dtype=np.float64)
     references = np.asarray(references)
-    rising = rising or {key: metric_class(key).higher_is_better for key in scores}
+    given = rising or {}
+    rising = {key: given[key] if key in given else metric_class(key).higher_is_better
+              for key in scores}
     _check_fittable(scores, opinion)
     train = split_by_reference(references, seed)
     mappings, raw = backfit({key: values[train] for key, values in scores.items()},

@@ -88,13 +88,14 @@ class Labeler:
         The versions go through all metrics a part at a time; `on_progress(n)` is told as each
         part of n versions is fully labelled."""
         ref_batch = to_batch(ref, self.device)
-        dist_batch = to_batch(dists, "cpu")
+        dist_batch = (to_batch(dists, "cpu") if len(dists)
+                      else torch.empty((0, *ref_batch.shape[1:]), dtype=torch.uint8))
+        for metric in self.metrics.values():
+            metric.check_pair(ref_batch, dist_batch)
         if not len(dist_batch):
             return Scores({key: np.empty(0) for key in self.metrics}, self.absent)
         if self.device.type == "cuda":  # one pinned, asynchronous upload for every metric
             dist_batch = dist_batch.pin_memory().to(self.device, non_blocking=True)
-        for metric in self.metrics.values():
-            metric.check_pair(ref_batch, dist_batch)
         parts: dict[str, list[torch.Tensor]] = {key: [] for key in self.metrics}
         with torch.inference_mode():
             prepared = {key: self._timed(key, metric.prepare, ref_batch)

@@ -191,7 +191,7 @@ def _block_moments(x: torch.Tensor, size: int, order: int) -> tuple[torch.Tensor
     span = size // STRIDE  # a power of two: 4 for BLOCK, 2 for SUB_BLOCK
     moments = _cell_moments(x, order)
     if grid_rows == 0 or grid_cols == 0:
-        return tuple(m[..., :grid_rows, :grid_cols] for m in moments)
+        return tuple(m[..., :grid_rows, :grid_cols] for m in moments[:order])
     count = STRIDE * STRIDE
     for dim in (-1, -2):
         step = 1

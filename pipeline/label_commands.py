@@ -121,9 +121,9 @@ def _distorted_scores(index: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     """The raw scores (NaN where null) and keys of one parquet index's distorted samples."""
     table = pq.read_table(index, columns=["key", "kind", "scores"])
     distorted = table.filter(pa.compute.equal(table["kind"], "distorted"))
-    scores = distorted["scores"].combine_chunks()
-    values = {field.name: np.asarray(scores.field(field.name).to_numpy(zero_copy_only=False),
-                                     dtype=np.float64) for field in scores.type}
+    scores = distorted["scores"].combine_chunks()  # flatten: a null struct nulls its fields
+    values = {field.name: np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+              for field, column in zip(scores.type, scores.flatten(), strict=True)}
     return values, distorted["key"].to_pylist()
 
 

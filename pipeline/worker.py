@@ -321,7 +321,7 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
             record = made[index][0]
             outcome.failures.append(_failure(ref, "label_failed", why, key=record["key"],
                                              distortion_id=record["distortion_id"],
-                                             level=record["level"]))
+                                             level=record["level"], chain=record["chain"]))
         made = [(record, png) for i, ((record, _), png) in enumerate(zip(made, pngs, strict=True))
                 if i not in unlabelled]
         outcome.references += 1

@@ -78,21 +78,29 @@ class Location:
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write a whole file; locally through a staged name, synced and renamed, so a reader
         sees the old file or the new one, never a torn one."""
-        with self.staged_output(path) as stream:
+        staged = self.staging_name(path)
+        with self.fs.open_output_stream(staged, compression=None) as stream:
             stream.write(data)
+        self.publish(staged, path)
 
     @contextlib.contextmanager
     def staged_output(self, path: str) -> Iterator[pa.NativeFile]:
         """A stream to write `path` in parts, published (as write_bytes publishes) when the
-        block ends; where the block raises, the staged file is removed and `path` is left as
-        it was."""
+        block ends; where the block raises, `path` is left as it was. Locally the parts go to
+        a staged file (removed on failure); on object stores, whose uploads complete even when
+        the writer fails, to memory, uploaded whole on success (for run files such as
+        sources.parquet: megabytes, not shards)."""
+        if not self.atomic_rename:
+            buffer = pa.BufferOutputStream()
+            yield buffer
+            self.write_bytes(path, buffer.getvalue().to_pybytes())
+            return
         staged = self.staging_name(path)
         try:
             with self.fs.open_output_stream(staged, compression=None) as stream:
                 yield stream
         except BaseException:
-            if staged != path:
-                self.delete(staged)
+            self.delete(staged)
             raise
         self.publish(staged, path)
 

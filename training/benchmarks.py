@@ -308,9 +308,10 @@ def shard_samples(root: str | Path, refs: tuple[str, ...] = (), **_) -> list[Lab
         raise DatasetLayoutError("the shards dataset needs --refs: the references to use")
     wanted, dataset = set(refs), open_dataset(str(root))
     try:
-        samples = list(dataset.samples(refs=wanted, decode=False))
+        dataset.where(refs=wanted)
     except ValueError as error:  # a reference the dataset does not hold
         raise DatasetLayoutError(str(error)) from None
+    samples = list(dataset.samples(refs=wanted, decode=False))
     if any(item["meta"]["quality"] is None for item in samples):
         raise DatasetLayoutError(f"{root} has no quality labels (generated label-free with "
                                  "--metrics none): nothing to fine-tune on")

@@ -37,6 +37,7 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     pipeline = results["pipeline"]  # 2 references x 3 types x 2 levels, every one labelled
     assert pipeline["labelled_images"] == 2 * 3 * 2 and pipeline["samples"] == 2 * (1 + 6)
     assert pipeline["labelling_concurrency"] == 2  # the GPU actor's two calls at once
+    assert 1 <= pipeline["labelling_peak_concurrent"] <= 2  # (one pool process on 2 CPUs)
     assert results["ddp"]["ranks"] == 2 and results["ddp"]["summary"]["rank_batches"] == [2, 2]
     runs = results["objectives"]["runs"]  # every label-free objective trained its 4 steps
     assert sorted(runs) == ["contrastive", "reconstruction", "restoration"]

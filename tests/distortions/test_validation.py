@@ -112,3 +112,9 @@ def test_replaying_an_edited_recipe_is_a_typed_error(small_image, name, edit, me
     edited = {**recipe, "params": {**recipe["params"], **edit}}
     with pytest.raises(InvalidRecipeError, match=message):
         distortions.replay(small_image, edited)
+
+
+def test_a_chain_given_as_a_numpy_array_is_the_same_chain(small_image):
+    out, recipe = distortions.compose(small_image, np.array([[1, 3, 5], [13, 2, 6]]))
+    expected, expected_recipe = distortions.compose(small_image, [(1, 3, 5), (13, 2, 6)])
+    assert np.array_equal(out, expected) and recipe == expected_recipe

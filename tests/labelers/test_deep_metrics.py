@@ -31,7 +31,7 @@ def test_lpips_equals_the_lpips_package(pair):
     expected = network(ref.float().div(255).expand(3, -1, -1, -1), dist.float() / 255,
                        normalize=True).flatten().double()
     torch.testing.assert_close(LPIPS(network=network).score(ref, dist), expected,
-                               atol=1e-8, rtol=0)
+                               atol=1e-7, rtol=0)
 
 
 def test_lpips_loads_alexnet_from_the_hub_cache_like_the_package(random_weights, pair):
@@ -43,7 +43,7 @@ def test_lpips_loads_alexnet_from_the_hub_cache_like_the_package(random_weights,
     ref, dist = pair
     expected = package(ref.float().div(255).expand(3, -1, -1, -1), dist.float() / 255,
                        normalize=True).flatten().double()
-    torch.testing.assert_close(LPIPS().score(ref, dist), expected, atol=1e-8, rtol=0)
+    torch.testing.assert_close(LPIPS().score(ref, dist), expected, atol=1e-7, rtol=0)
 
 
 def test_dists_equals_the_dists_pytorch_reference(random_weights, pair):

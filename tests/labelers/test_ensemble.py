@@ -130,6 +130,9 @@ def test_a_metric_is_never_fitted_against_its_own_direction():
     assert report.ensemble.mappings["backwards"].scale < 0
     assert report.ensemble.weights["backwards"] < 0.01
     assert report.ensemble_test["srocc"] > 0.99
+    named = fit_ensemble({"gmsd": -good, "backwards": backwards}, opinion, references,
+                         rising={"backwards": False})  # gmsd's direction from the registry
+    assert named.ensemble.mappings["gmsd"].scale < 0 and named.ensemble.weights["gmsd"] > 0.99
 
 
 def test_fitting_refuses_what_no_curve_fits():

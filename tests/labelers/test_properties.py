@@ -123,6 +123,9 @@ def test_labeler_arguments_at_their_edges(small_image):
     none = labelers.Labeler(metrics=["mae"]).score(small_image, np.empty((0, *small_image.shape),
                                                                          np.uint8))
     assert len(none["mae"]) == 0
+    assert len(labelers.Labeler(metrics=["mae"]).score(small_image, [])["mae"]) == 0
+    with pytest.raises(InputTooSmallError):  # no version, but the reference is still checked
+        labelers.Labeler(metrics=["mad"]).score(small_image[:16, :16], [])
     with pytest.raises(InvalidPairError, match="differ in shape"):
         labelers.Labeler(metrics=["mae"]).score(small_image, [small_image, small_image[1:]])
 

@@ -87,21 +87,44 @@ def test_a_truncated_or_malformed_tar_raises_a_tar_error_naming_it(tmp_path, han
 
 
 @pytest.fixture(scope="module")
-def s3_copy(generated):
-    """The generated dataset uploaded to moto's S3 server: its s3:// URI."""
+def s3_server():
+    """moto's S3 server with a bucket `data`: (boto3 client, URI prefix of the bucket)."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()
     client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
                           aws_access_key_id="test", aws_secret_access_key="test")
     client.create_bucket(Bucket="data")
+    yield client, (f"s3://test:test@data/{{}}?endpoint_override={host}:{port}&scheme=http"
+                   "&region=us-east-1")
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_copy(generated, s3_server):
+    """The generated dataset uploaded to moto's S3 server: its s3:// URI."""
+    client, uri = s3_server
     for path in generated.rglob("*"):
         if path.is_file():
             client.put_object(Bucket="data", Key=f"run/{path.relative_to(generated)}",
                               Body=path.read_bytes())
-    yield (f"s3://test:test@data/run?endpoint_override={host}:{port}&scheme=http"
-           "&region=us-east-1")
-    server.stop()
+    return uri.format("run")
+
+
+def test_a_file_written_in_parts_on_s3_appears_whole_or_not_at_all(s3_server):
+    """An upload completes even when its writer fails: staged_output keeps the parts until
+    the block ends, so a failed write leaves the earlier object (merge's sources.parquet)."""
+    location = Location.parse(s3_server[1].format("staged"))
+    path = location.path("sources.parquet")
+    location.write_bytes(path, b"the earlier file")
+    with pytest.raises(RuntimeError), location.staged_output(path) as stream:
+        stream.write(b"half of a new file")
+        raise RuntimeError("the merge failed here")
+    assert location.read_bytes(path) == b"the earlier file"
+    with location.staged_output(path) as stream:
+        stream.write(b"a new file, ")
+        stream.write(b"whole")
+    assert location.read_bytes(path) == b"a new file, whole"
 
 
 def test_a_dataset_on_s3_reads_as_the_local_one(s3_copy, generated):
