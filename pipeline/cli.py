@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+import tarfile
 from pathlib import Path
 
 import distortions
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("image", metavar="IMAGE")
     sheet.add_argument("-o", "--output", type=Path, default=Path("sheet.png"),
                        help="where to write the PNG (default: sheet.png)")
-    sheet.add_argument("--cell-width", type=int, default=160,
+    sheet.add_argument("--cell-width", type=_cell_width, default=160,
                        help="width of each thumbnail in pixels (default 160)")
     sheet.add_argument("--ref-id", help="with a shard: which reference (default its first)")
     _add_image_options(sheet)
@@ -317,7 +318,18 @@ def _validate_levels(args: argparse.Namespace) -> int:
     failing = [row["name"] for row in rows if not row["order_holds"]]
     print(f"wrote {args.target}/validate-levels.md, .json and .png ({len(rows)} types)")
     print("all level orders hold" if not failing else f"level order fails for: {failing}")
-    return 0
+    return 1 if failing else 0
+
+
+def _cell_width(text: str) -> int:
+    """A thumbnail width in pixels, 32 to 1024 (the sheet holds up to 43 x 6 of them)."""
+    try:
+        width = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of pixels: {text!r}") from None
+    if not 32 <= width <= 1024:
+        raise argparse.ArgumentTypeError(f"must be 32 to 1024 pixels, got {width}")
+    return width
 
 
 def _add_label_commands(commands) -> None:
@@ -380,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (distortions.DistortionError, ValueError, OSError, PipelineError) as error:
+    except (distortions.DistortionError, ValueError, OSError, tarfile.TarError,
+            PipelineError) as error:  # (a shard's TarError: ShardReadError names it)
         print(f"iqa-factory: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

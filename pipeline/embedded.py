@@ -17,5 +17,5 @@ EMBEDDED_PHOTOS = {
 def embedded_photo(name: str) -> np.ndarray:
     """One embedded photo as uint8 RGB."""
     if name not in EMBEDDED_PHOTOS:
-        raise KeyError(f"no embedded photo {name!r}; choose from {', '.join(EMBEDDED_PHOTOS)}")
+        raise ValueError(f"no embedded photo {name!r}; choose from {', '.join(EMBEDDED_PHOTOS)}")
     return np.ascontiguousarray(EMBEDDED_PHOTOS[name]()[..., :3])

@@ -37,3 +37,8 @@ class ClusterUnreachableError(PipelineError):
 
 class LabelersUnavailableError(PipelineError):
     """The labeler actors could not start (resources the cluster does not have, a crash)."""
+
+
+class UnfinishedDatasetError(PipelineError):
+    """A command that reads a whole dataset was given one generate has not finished (no plan
+    or manifest, a shard missing) or one with a damaged shard."""

@@ -14,8 +14,10 @@ import labelers
 from labelers import ensemble as ens
 from labelers import weights
 from labelers.fitting import fit_ensemble
+from pipeline.plan import finished_plan
 from pipeline.sources import read_rgb
-from shards.layout import labels_file
+from shards.layout import labels_file, shard_paths
+from shards.storage import Location
 
 
 def weights_fetch(args) -> int:
@@ -66,6 +68,7 @@ def fit_ensemble_command(args) -> int:
     """Score a MOS table's pairs, fit an ensemble on 80% of its references, report the rest."""
     table = Path(args.table)
     rows = read_opinion_table(table)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # before hours of scoring
     ref_dir = Path(args.ref_dir or table.parent / "images")
     dist_dir = Path(args.dist_dir or ref_dir)
     labeler = labelers.Labeler(metrics=args.metrics, allow_missing=args.allow_missing_metrics)
@@ -100,9 +103,9 @@ def relabel_command(args) -> int:
     (Q renormalised over the rest, and said); one scored for some samples only is refused."""
     out = Path(args.out)
     ensemble = ens.load(args.ensemble)
-    indexes = sorted((out / "shards").glob("*.parquet"))
-    if not indexes:
-        raise ValueError(f"{out / 'shards'} holds no parquet index: is {out} a dataset?")
+    plan = finished_plan(Location.parse(str(out)))  # every shard, or no labels at all
+    indexes = [Path(shard_paths(Location.parse(str(out)), index)["parquet"])
+               for index in range(plan.shard_count)]
     used = _relabel_metrics(ensemble, indexes, out)
     keys, qualities = [], []
     for index in indexes:

@@ -10,10 +10,12 @@ from functools import cached_property
 import numpy as np
 
 from pipeline.config import SPLIT_FRACTIONS, RunConfig
-from pipeline.errors import PlanMismatchError
+from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.sources import Source
 from shards.keys import ref_ids
 from shards.layout import PLAN_FILE
+from shards.reader import damage_message, shard_states
+from shards.replay import MANIFEST_FILE
 from shards.storage import Location
 
 
@@ -195,3 +197,23 @@ def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> b
     document = {**plan.to_json(), "digest": plan.digest}
     location.write_bytes(path, json.dumps(document, sort_keys=True, indent=1).encode())
     return False
+
+
+def finished_plan(location: Location) -> "Plan":
+    """The plan of a dataset generate finished: every shard complete, none damaged; an
+    UnfinishedDatasetError naming what is missing otherwise (nothing partial is read)."""
+    if not location.exists(location.path(PLAN_FILE)):
+        raise UnfinishedDatasetError(f"{location.root} has no {PLAN_FILE}: not a dataset written "
+                                     "by generate")
+    if not location.exists(location.path(MANIFEST_FILE)):
+        raise UnfinishedDatasetError(f"{location.root} has no {MANIFEST_FILE}: not a finished "
+                                     "dataset (generate resumes it)")
+    plan = Plan.from_json(json.loads(location.read_bytes(location.path(PLAN_FILE))))
+    complete, damaged = shard_states(location)
+    if damaged:
+        raise UnfinishedDatasetError(damage_message(location, damaged))
+    missing = sorted(set(range(plan.shard_count)) - set(complete))
+    if missing:
+        raise UnfinishedDatasetError(f"{location.root}: shards {missing} are not complete; "
+                                     "finish the run (generate resumes) first")
+    return plan

@@ -77,6 +77,9 @@ def plot(rows: list[dict], path: Path) -> None:
 def validate_levels(out: str, target: Path) -> list[dict]:
     """Write validate-levels.{md,json,png} into `target` from the run report in `out`."""
     location = Location.parse(out)
+    if not location.exists(location.path("report.json")):
+        raise ValueError(f"{out} has no report.json: not a dataset, or its generate run has "
+                         "not finished (the same command resumes it)")
     report = json.loads(location.read_bytes(location.path("report.json")))
     if report.get("modes", {}).get("compose"):
         raise ValueError(f"{out} was made with --compose: a chain of types has no level of "
@@ -85,6 +88,9 @@ def validate_levels(out: str, target: Path) -> list[dict]:
         raise ValueError(f"{out} has no labels (a label-free run, --metrics none): nothing "
                          "to validate")
     rows = table(report["mean_quality_by_scenario"])
+    if not rows:
+        raise ValueError(f"no type of {out} has labels at all five levels (made with --levels "
+                         "or --versions-per-ref): nothing to validate")
     target.mkdir(parents=True, exist_ok=True)
     source = f"{report['sources_ok']} references of {out}"
     (target / "validate-levels.md").write_text(markdown(rows, source))

@@ -20,17 +20,17 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
-from pipeline.plan import Plan, persist_or_check
+from pipeline.errors import UnfinishedDatasetError
+from pipeline.plan import Plan, finished_plan, persist_or_check
 from shards.layout import (
     DEFAULT_STORE,
-    PLAN_FILE,
     SOURCES_FILE,
     labels_files,
     shard_paths,
     tar_path,
 )
 from shards.png import decode_png, encode_png
-from shards.reader import damage_message, shard_problems, shard_states, shard_stats
+from shards.reader import shard_problems, shard_stats
 from shards.replay import MANIFEST_FILE, Pending, ReplayContext, ReplayError
 from shards.schema import pixel_sha256
 from shards.storage import Location
@@ -139,19 +139,10 @@ def _copy(source: Location, target: Location, path: str, to: str) -> None:
 def _source(source: Location) -> tuple[Plan, RunConfig]:
     """The source's plan and run configuration, refusing a dataset that is not a complete one
     written by generate."""
-    if not source.exists(source.path(PLAN_FILE)):
-        raise ConversionError(f"{source.root} has no {PLAN_FILE}: not a dataset written by "
-                              "generate")
-    if not source.exists(source.path(MANIFEST_FILE)):
-        raise ConversionError(f"{source.root} has no {MANIFEST_FILE}: not a finished dataset")
-    plan = Plan.from_json(json.loads(source.read_bytes(source.path(PLAN_FILE))))
-    complete, damaged = shard_states(source)
-    if damaged:
-        raise ConversionError(damage_message(source, damaged))
-    missing = sorted(set(range(plan.shard_count)) - set(complete))
-    if missing:
-        raise ConversionError(f"{source.root}: shards {missing} are not complete; finish the "
-                              "run (generate resumes) first")
+    try:
+        plan = finished_plan(source)
+    except UnfinishedDatasetError as error:
+        raise ConversionError(str(error)) from None
     manifest = json.loads(source.read_bytes(source.path(MANIFEST_FILE)))
     return plan, RunConfig.from_json(manifest["config"])
 

@@ -1,7 +1,9 @@
 import dataclasses
+import io
 import json
 import shlex
 import socket
+import tarfile
 
 import numpy as np
 import pytest
@@ -188,3 +190,27 @@ def test_a_run_whose_every_metric_lacks_its_weights_stops_before_any_work(tmp_pa
     assert code == 2
     assert "No other metric was asked for" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_sheet_names_an_unknown_photo_and_an_unreadable_shard_without_a_traceback(tmp_path,
+                                                                                  capsys):
+    assert cli.main(["sheet", "embedded:nope", "-o", str(tmp_path / "s.png")]) == 2
+    assert "no embedded photo 'nope'; choose from astronaut" in capsys.readouterr().err
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("a_ref.png")
+        info.size = 4096
+        tar.addfile(info, io.BytesIO(bytes(4096)))
+    (tmp_path / "00000.tar").write_bytes(buffer.getvalue()[:1024])  # cut inside the member
+    assert cli.main(["sheet", str(tmp_path / "00000.tar"), "-o", str(tmp_path / "s.png")]) == 2
+    assert "iqa-factory: error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("width", ["0", "-5", "5000", "wide"])
+def test_a_sheet_cell_width_out_of_its_range_is_refused_naming_the_option(width, tmp_path,
+                                                                          capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["sheet", "embedded:coffee", "--cell-width", width, "-o",
+                  str(tmp_path / "s.png")])
+    assert exit_info.value.code == 2
+    assert "--cell-width" in capsys.readouterr().err and not (tmp_path / "s.png").exists()

@@ -1,4 +1,6 @@
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -50,58 +52,99 @@ def test_fit_ensemble_rejects_a_table_without_kadid_columns(tmp_path, capsys):
     assert "dist_img" in capsys.readouterr().err
 
 
-def _dataset(tmp_path):
-    """A dataset directory with one parquet index in the shard format: a reference row
-    (no scores) and two distorted rows."""
-    scores_type = pa.struct([("gmsd", pa.float64()), ("mae", pa.float64())])
-    table = pa.table({
-        "key": ["a_ref", "a_d01_l1", "a_d01_l5"],
-        "kind": ["reference", "distorted", "distorted"],
-        "scores": pa.array([None, {"gmsd": 0.0, "mae": 0.1}, {"gmsd": 0.2, "mae": 0.2}],
-                           type=scores_type),
-    })
-    (tmp_path / "shards").mkdir(parents=True)
-    pq.write_table(table, tmp_path / "shards" / "00000.parquet")
-    return tmp_path
+@pytest.fixture(scope="module")
+def scored_dataset(tmp_path_factory) -> Path:
+    """A finished dataset (one reference, jpeg and gaussian blur at levels 1 and 5) with gmsd
+    and mae scores, made by the Ray-free worker."""
+    from labelers import Labeler
+    from pipeline.config import RunConfig
+    from pipeline.plan import Plan, persist_or_check
+    from pipeline.report import merge, write_run_files
+    from pipeline.sizing import TargetSize
+    from pipeline.sources import list_sources
+    from pipeline.worker import local_scorer, produce_shard
+    from shards.storage import Location
+
+    out = tmp_path_factory.mktemp("relabel") / "data"
+    config = RunConfig(sources="embedded", out=str(out), size=TargetSize(192, 176), limit=1,
+                       distortion_ids=(1, 13), levels=(1, 5), metrics=("gmsd", "mae"))
+    ensemble = _halves()
+    plan = Plan.make(list_sources("embedded"), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    write_run_files(location, config, plan, ensemble, ())
+    produce_shard(0, plan, config, local_scorer(Labeler(metrics=config.metrics, device="cpu")),
+                  ensemble, location)
+    merge(location, plan)
+    return out
 
 
-def test_relabel_writes_a_sidecar_from_the_raw_scores(tmp_path):
-    out = _dataset(tmp_path / "data")
-    ensemble = ens.Ensemble("halves", {"gmsd": 1.0, "mae": 1.0},
-                            {"gmsd": ens.Mapping01("linear", best=0.0, worst=0.4),
-                             "mae": ens.Mapping01("linear", best=0.0, worst=0.2)})
+def _halves(extra: str | None = None) -> ens.Ensemble:
+    """gmsd (0 -> 1, 0.4 -> 0) and mae (0 -> 1, 0.2 -> 0), or gmsd and `extra` (vif)."""
+    mappings = {"gmsd": ens.Mapping01("linear", best=0.0, worst=0.4),
+                "mae": ens.Mapping01("linear", best=0.0, worst=0.2),
+                "vif": ens.Mapping01("linear", best=1.0, worst=0.0)}
+    keys = ("gmsd", extra) if extra else ("gmsd", "mae")
+    return ens.Ensemble("halves", {key: 1.0 for key in keys}, {key: mappings[key] for key in keys})
+
+
+def _copy(dataset: Path, tmp_path: Path) -> Path:
+    shutil.copytree(dataset, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def _stored(out: Path) -> dict[str, dict]:
+    """key -> raw scores of the distorted samples, as the index stores them."""
+    rows = pq.read_table(out / "shards" / "00000.parquet").to_pylist()
+    return {row["key"]: row["scores"] for row in rows if row["kind"] == "distorted"}
+
+
+def test_relabel_writes_a_sidecar_from_the_raw_scores(scored_dataset, tmp_path):
+    out = _copy(scored_dataset, tmp_path)
+    ensemble = _halves()
     ensemble.save(tmp_path / "halves.json")
     assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 0
     labels = pq.read_table(out / f"labels-{ensemble.hash}.parquet").to_pydict()
-    assert labels["key"] == ["a_d01_l1", "a_d01_l5"]
-    np.testing.assert_allclose(labels["quality"], [(1.0 + 0.5) / 2, (0.5 + 0.0) / 2])
+    stored = _stored(out)
+    assert sorted(labels["key"]) == sorted(stored)
+    expected = [(np.clip(1 - stored[key]["gmsd"] / 0.4, 0, 1)
+                 + np.clip(1 - stored[key]["mae"] / 0.2, 0, 1)) / 2 for key in labels["key"]]
+    np.testing.assert_allclose(labels["quality"], expected)
 
 
-def test_relabel_leaves_out_a_metric_the_dataset_never_scored_and_says_so(tmp_path, capsys):
-    out = _dataset(tmp_path / "data")
-    ensemble = ens.Ensemble("with-vif", {"gmsd": 1.0, "vif": 3.0},
-                            {"gmsd": ens.Mapping01("linear", best=0.0, worst=0.4),
-                             "vif": ens.Mapping01("linear", best=1.0, worst=0.0)})
+def test_relabel_leaves_out_a_metric_the_dataset_never_scored_and_says_so(scored_dataset,
+                                                                         tmp_path, capsys):
+    out = _copy(scored_dataset, tmp_path)
+    ensemble = _halves("vif")
     ensemble.save(tmp_path / "with-vif.json")
     assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "with-vif.json")]) == 0
     assert "no vif scores: Q is renormalised over gmsd" in capsys.readouterr().out
     table = pq.read_table(out / f"labels-{ensemble.hash}.parquet")
-    np.testing.assert_allclose(table["quality"].to_pylist(), [1.0, 0.5])  # gmsd's alone
+    stored = _stored(out)
+    np.testing.assert_allclose(table["quality"].to_pylist(),  # gmsd's alone
+                               [np.clip(1 - stored[key]["gmsd"] / 0.4, 0, 1)
+                                for key in table["key"].to_pylist()])
     assert json.loads(table.schema.metadata[b"metrics_used"]) == ["gmsd"]
 
 
-def test_relabel_refuses_a_metric_only_some_samples_have(tmp_path, capsys):
-    out = _dataset(tmp_path / "data")
+def test_relabel_refuses_a_metric_only_some_samples_have(scored_dataset, tmp_path, capsys):
+    out = _copy(scored_dataset, tmp_path)
     index = out / "shards" / "00000.parquet"
-    table = pq.read_table(index).to_pylist()
-    table[2]["scores"]["mae"] = None
-    pq.write_table(pa.Table.from_pylist(table, schema=pq.read_schema(index)), index)
-    ensemble = ens.Ensemble("halves", {"gmsd": 1.0, "mae": 1.0},
-                            {"gmsd": ens.Mapping01("linear", best=0.0, worst=0.4),
-                             "mae": ens.Mapping01("linear", best=0.0, worst=0.2)})
-    ensemble.save(tmp_path / "halves.json")
+    rows = pq.read_table(index).to_pylist()
+    next(row for row in rows if row["kind"] == "distorted")["scores"]["mae"] = None
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(index)), index)
+    _halves().save(tmp_path / "halves.json")
     assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 2
-    assert "some samples have no score of mae (1 of 2)" in capsys.readouterr().err
+    assert "some samples have no score of mae (1 of 4)" in capsys.readouterr().err
+    assert not list(out.glob("labels-*.parquet"))
+
+
+def test_relabel_refuses_an_unfinished_dataset(scored_dataset, tmp_path, capsys):
+    out = _copy(scored_dataset, tmp_path)
+    (out / "shards" / "00000_stats.json").unlink()  # the shard is no longer finished
+    _halves().save(tmp_path / "halves.json")
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 2
+    assert "shards [0] are not complete" in capsys.readouterr().err
     assert not list(out.glob("labels-*.parquet"))
 
 

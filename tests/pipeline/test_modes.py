@@ -159,7 +159,22 @@ def test_validate_levels_refuses_a_label_free_dataset(tmp_path, capsys):
     assert "has no labels (a label-free run" in capsys.readouterr().err
 
 
-def test_every_metric_a_run_can_compute_has_a_stored_column():
+def test_validate_levels_never_passes_what_it_did_not_check(tmp_path, capsys):
+    two_levels = {"01-1": 0.9, "01-5": 0.7, "13-1": 0.95, "13-5": 0.6}  # --levels 1,5
+    (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": two_levels,
+                                                      "sources_ok": 2}))
+    assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 2
+    assert "no type of" in capsys.readouterr().err and not (tmp_path / "v").exists()
+    assert cli.main(["validate-levels", str(tmp_path / "nothing"), "--target", "v"]) == 2
+    assert "has no report.json: not a dataset" in capsys.readouterr().err
+    rising = {f"01-{level}": 0.5 + 0.1 * level for level in range(1, 6)}  # Q grows: fails
+    (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": rising,
+                                                      "sources_ok": 2}))
+    assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 1
+    assert "level order fails for: ['jpeg']" in capsys.readouterr().out
+
+
+
     from labelers.registry import AVAILABLE_METRICS
     from shards.schema import METRIC_KEYS
 
