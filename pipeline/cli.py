@@ -46,11 +46,18 @@ def _sheet(args: argparse.Namespace) -> int:
 
 
 def _ints(text: str) -> tuple[int, ...]:
-    """'1,3,5-8' -> (1, 3, 5, 6, 7, 8)."""
+    """'1,3,5-8' -> (1, 3, 5, 6, 7, 8); a clear argparse error for anything else."""
     values = []
     for part in text.split(","):
         low, _, high = part.partition("-")
-        values += range(int(low), int(high or low) + 1)
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a number or a range such as "
+                                             "5-8") from None
+        if last < first:
+            raise argparse.ArgumentTypeError(f"the range {part!r} runs backwards")
+        values += range(first, last + 1)
     return tuple(values)
 
 
@@ -58,7 +65,10 @@ def _distortion_ids(text: str) -> tuple[int, ...]:
     """Ids, ranges or names: '1-5,jpeg2000,gaussian_blur'."""
     ids = []
     for part in text.split(","):
-        ids += _ints(part) if part[:1].isdigit() else [distortions.get(part).id]
+        try:
+            ids += _ints(part) if part[:1].isdigit() else [distortions.get(part).id]
+        except distortions.UnknownDistortionError as error:
+            raise argparse.ArgumentTypeError(f"{error} (`iqa-factory list` shows them)") from None
     return tuple(ids)
 
 
@@ -172,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect", help="summarise and validate a dataset (tar, parquet, stats, plan agree)",
         description=_inspect.__doc__)
     inspecting.add_argument("out", metavar="OUT")
-    inspecting.add_argument("--deep", type=int, nargs="?", const=8, default=0, metavar="N",
+    inspecting.add_argument("--deep", type=_count, nargs="?", const=8, default=0, metavar="N",
                             help="also replay N sampled versions from their recipes and "
                                  "re-score them (default 8)")
     inspecting.set_defaults(run=_inspect)
@@ -319,6 +329,13 @@ def _validate_levels(args: argparse.Namespace) -> int:
     print(f"wrote {args.target}/validate-levels.md, .json and .png ({len(rows)} types)")
     print("all level orders hold" if not failing else f"level order fails for: {failing}")
     return 1 if failing else 0
+
+
+def _count(text: str) -> int:
+    """A whole number, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a whole number, 0 or more, got {text!r}")
+    return int(text)
 
 
 def _cell_width(text: str) -> int:

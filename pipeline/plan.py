@@ -9,7 +9,7 @@ from functools import cached_property
 
 import numpy as np
 
-from pipeline.config import SPLIT_FRACTIONS, RunConfig
+from pipeline.config import MODE_DEFAULTS, SPLIT_FRACTIONS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.sources import Source
 from shards.keys import ref_ids
@@ -156,8 +156,11 @@ def differences(old: Plan, new: Plan) -> list[str]:
     """What differs between two plans, in words (values compared as the plan file holds them:
     a tuple and its list are the same)."""
     keys = sorted(old.inputs.keys() | new.inputs.keys())
-    changed = [f"{key} {old.inputs.get(key)!r} -> {new.inputs.get(key)!r}" for key in keys
-               if _as_json(old.inputs.get(key)) != _as_json(new.inputs.get(key))]
+    # a plan leaves a mode at its default out: shown and compared as that default
+    before = {key: old.inputs.get(key, MODE_DEFAULTS.get(key)) for key in keys}
+    after = {key: new.inputs.get(key, MODE_DEFAULTS.get(key)) for key in keys}
+    changed = [f"{key} {before[key]!r} -> {after[key]!r}" for key in keys
+               if _as_json(before[key]) != _as_json(after[key])]
     if (old.references, old.duplicates) != (new.references, new.duplicates):
         changed.append(f"sources ({len(old.references)} -> {len(new.references)} references, "
                        f"{len(old.duplicates)} -> {len(new.duplicates)} duplicates"

@@ -20,10 +20,11 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
-from pipeline.errors import UnfinishedDatasetError
-from pipeline.plan import Plan, finished_plan, persist_or_check
+from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
+from pipeline.plan import Plan, differences, finished_plan, persist_or_check
 from shards.layout import (
     DEFAULT_STORE,
+    PLAN_FILE,
     SOURCES_FILE,
     labels_files,
     shard_paths,
@@ -195,7 +196,13 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
         raise ConversionError(f"{source.root} is already a{'n' * (store == 'images')} "
                               f"{was.describe()} dataset: nothing to convert")
     plan = stored_plan(plan, becomes)
-    persist_or_check(plan, target)
+    try:
+        persist_or_check(plan, target)
+    except PlanMismatchError:  # its advice (--restart, --out) is generate's
+        theirs = Plan.from_json(json.loads(target.read_bytes(target.path(PLAN_FILE))))
+        raise ConversionError(f"{target.root} holds another dataset's plan, not this "
+                              f"conversion's ({'; '.join(differences(theirs, plan))}): choose "
+                              "a new or empty DST, or remove that one first") from None
     context = ReplayContext.of(source, verify=True)
     todo = [Job(source_root, was, target_root, becomes, index, plan.digest, context)
             for index in range(plan.shard_count)

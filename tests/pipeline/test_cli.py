@@ -1,6 +1,7 @@
 import dataclasses
 import io
 import json
+import re
 import shlex
 import socket
 import tarfile
@@ -214,3 +215,20 @@ def test_a_sheet_cell_width_out_of_its_range_is_refused_naming_the_option(width,
                   str(tmp_path / "s.png")])
     assert exit_info.value.code == 2
     assert "--cell-width" in capsys.readouterr().err and not (tmp_path / "s.png").exists()
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--distortions", "bogus", r"no distortion 'bogus'.*iqa-factory list"),
+    ("--levels", ",", "'' is not a number or a range"),
+    ("--levels", "5-1", "the range '5-1' runs backwards"),
+])
+def test_list_options_name_what_is_wrong(option, value, message, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["generate", option, value])
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_inspect_deep_takes_a_count_not_a_negative(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["inspect", "out/demo", "--deep", "-3"])
+    assert "--deep" in capsys.readouterr().err

@@ -14,7 +14,6 @@ import pytest
 
 from pipeline import cli
 from pipeline.commands.convert import ConversionError, convert, materialize
-from pipeline.errors import PlanMismatchError
 from tests.conftest import stats_agree
 
 COMPARED = ("plan.json", "sources.parquet", "failures.jsonl", "ensemble.json")
@@ -127,7 +126,8 @@ def test_convert_resumes_and_refuses_what_it_cannot_do(store_datasets, tmp_path)
         convert(str(store_datasets["hybrid_kept"]), str(tmp_path / "other"), "hybrid", (26,))
     with pytest.raises(ValueError, match="keep_pngs applies to --store hybrid, not recipes"):
         convert(str(store_datasets["hybrid"]), str(tmp_path / "other"), "recipes", (26,))
-    with pytest.raises(PlanMismatchError):  # never into its own folder, nor another run's
+    with pytest.raises(ConversionError, match=r"holds another dataset's plan, not this "
+                       r"conversion's \(store 'recipes' -> 'images'.*new or empty DST"):
         convert(str(store_datasets["recipes"]), str(store_datasets["recipes"]), "images")
     with pytest.raises(ConversionError, match=r"has no plan\.json"):
         materialize(str(tmp_path / "nothing"), str(tmp_path / "other"))
