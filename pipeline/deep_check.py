@@ -8,8 +8,10 @@ learned-denoiser version made on another device than this one may differ by one 
 level (recorded device vs this one): that is reported, not counted as a problem."""
 
 import json
+import tarfile
 
 import numpy as np
+import pyarrow as pa
 
 import distortions
 from distortions.denoiser import active_denoiser
@@ -82,7 +84,7 @@ def deep_check(location: Location, count: int, seed: int = 0) -> tuple[list[str]
     """(summary lines, problems) of `count` sampled versions replayed and re-scored."""
     try:
         rows = _sample(location, count, seed)
-    except FileNotFoundError as error:
+    except (OSError, pa.ArrowException) as error:  # a missing or unreadable index
         return [], [f"deep check: {error}"]
     if not rows:
         return [], ["deep check: no distorted sample to check"]
@@ -99,7 +101,11 @@ def deep_check(location: Location, count: int, seed: int = 0) -> tuple[list[str]
     for shard, shard_rows in by_shard.items():
         wanted = {row["key"] for row in shard_rows} | {f"{row['ref_id']}_ref"
                                                        for row in shard_rows}
-        pixels = _pixels(location, tar_path(location, shard, store), wanted)
+        try:
+            pixels = _pixels(location, tar_path(location, shard, store), wanted)
+        except (OSError, ValueError, tarfile.TarError) as error:  # the damage it looks for
+            problems.append(f"deep check: shard {shard}: {error}")
+            continue
         for row in shard_rows:
             reference, stored = pixels[f"{row['ref_id']}_ref"], pixels[row["key"]]
             if stored is None:

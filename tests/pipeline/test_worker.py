@@ -375,3 +375,21 @@ def test_q_of_fewer_metrics_than_the_ensemble_weighs_records_them(fast_config, m
     _, location, _ = _run_all(config, mae_ensemble)  # the ensemble weighs mae and gmsd
     rows = [row for row in read_index(location).to_pylist() if row["kind"] == "distorted"]
     assert [row["metrics_used"] for row in rows] == [["mae"]]
+
+
+def test_deep_inspection_lists_an_undecodable_shard_and_an_unreadable_index(fast_config,
+                                                                           mae_ensemble):
+    """The damage a deep check looks for is a problem it lists, not an error that ends it."""
+    config = fast_config("embedded", limit=2, shard_refs=1, distortion_ids=(1,), levels=(1,))
+    _, location, _ = _run_all(config, mae_ensemble)
+    tar = Path(tar_path(location, 0, "images"))
+    data = bytearray(tar.read_bytes())
+    at = data.index(b"IDAT") + 40  # inside the first PNG's compressed pixels
+    data[at] ^= 0xFF
+    tar.write_bytes(bytes(data))
+    lines, problems = deep_check(location, 100)
+    assert any(problem.startswith("deep check: shard 0: ") for problem in problems)
+    assert lines  # the summary of what could be checked is still there
+    Path(shard_paths(location, 1)["parquet"]).write_bytes(b"not parquet")
+    _, problems = deep_check(location, 100)
+    assert len(problems) == 1 and problems[0].startswith("deep check: ")
