@@ -90,6 +90,14 @@ def _clear_previous_run(location: Location) -> None:
         location.delete(location.path(name))
 
 
+def _drop_stale_labels(location: Location) -> None:
+    """Shards about to be made: a relabel sidecar of the dataset before them would miss (or
+    mislabel) their samples, so it goes, and the run says so."""
+    for name in labels_files(location):
+        location.delete(location.path(name))
+        print(f"note: removed {name}, made before these shards; relabel again when done")
+
+
 def _start_ray() -> None:
     """A local Ray instance (dashboard on 127.0.0.1), or the cluster RAY_ADDRESS names (as
     inside a Ray job); nothing when the caller already started Ray."""
@@ -288,6 +296,8 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
             if not shard_is_complete(location, i, plan.digest, config.store, options.verify)]
     if resumed:
         print(f"resuming: {plan.shard_count - len(todo)} of {plan.shard_count} shards done")
+    if todo:
+        _drop_stale_labels(location)
     if absent:
         print(f"note: labels without {', '.join(absent)} (weights missing; Q renormalised)")
     unscored = sorted(set(ensemble.weights) - set(config.metrics)) if config.labelled else []

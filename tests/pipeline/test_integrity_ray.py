@@ -75,9 +75,12 @@ def test_a_damaged_tar_is_named_by_inspect_and_redone_by_a_resume(local_ray, shi
     out.write_bytes(tar, broken)
     _, problems = inspect(config.out)
     assert len(problems) == 1 and problems[0].startswith("shard 00001")
+    sidecar = Path(config.out) / labels_file("0" * 16)  # relabelled before the damage
+    sidecar.write_bytes(b"labels of the shards as they were")
     # a resume sees a size change; a corruption of the same size needs --verify
     generate(config, ClusterOptions(actors=1, verify=damage == "zero"))
     assert out.read_bytes(tar) == original
+    assert not sidecar.exists()  # it would not match the remade shard
     assert inspect(config.out)[1] == []
     assert json.loads(out.read_bytes(shard_paths(out, 1)["stats"]))["tar_bytes"] == len(original)
 
