@@ -2,6 +2,8 @@
 
 import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +78,21 @@ def stats_agree(tar: Path) -> None:
     data = tar.read_bytes()
     stats.update(tar_bytes=len(data), tar_sha256=hashlib.sha256(data).hexdigest())
     stats_path.write_text(json.dumps(stats))
+
+
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config) -> None:
+    """End the process with pytest's own status once everything is reported, skipping the
+    interpreter's teardown: a full run once passed every test, then segfaulted while native
+    libraries (torch, Ray, a test's server threads) were torn down, and make saw a failure."""
+    if _EXIT_STATUS and not hasattr(config, "workerinput"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])
