@@ -103,9 +103,9 @@ def relabel_command(args) -> int:
     (Q renormalised over the rest, and said); one scored for some samples only is refused."""
     out = Path(args.out)
     ensemble = ens.load(args.ensemble)
-    plan = finished_plan(Location.parse(str(out)))  # every shard, or no labels at all
-    indexes = [Path(shard_paths(Location.parse(str(out)), index)["parquet"])
-               for index in range(plan.shard_count)]
+    location = Location.parse(str(out))
+    plan = finished_plan(location)  # every shard, or no labels at all
+    indexes = [Path(shard_paths(location, index)["parquet"]) for index in range(plan.shard_count)]
     used = _relabel_metrics(ensemble, indexes, out)
     keys, qualities = [], []
     for index in indexes:
