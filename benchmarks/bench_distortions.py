@@ -7,7 +7,6 @@ learned-denoiser types, which belong on a GPU.
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -19,6 +18,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import cv2
 import numpy as np
 import torch
+from report_files import write_report
 
 import distortions
 from pipeline.embedded import EMBEDDED_PHOTOS, embedded_photo
@@ -142,9 +142,7 @@ def main() -> None:
     rows = measure(images, args.repeats, args.device)
     result = {"size": str(size), "photos": names, "machine": machine(), "rows": rows,
               "summary": summary(rows)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench-distortions.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "bench-distortions.md").write_text(markdown(result))
+    write_report(args.out, "bench-distortions", result, markdown(result))
     print(markdown(result).split("## All")[0])
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+from report_files import write_report
 
 import distortions
 import labelers
@@ -180,9 +181,7 @@ def main() -> None:
                         else None},
             "runs": [run(device, args.images, args.pyiqa_images) for device in devices],
         }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench-labelers.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "bench-labelers.md").write_text(markdown(result))
+    write_report(args.out, "bench-labelers", result, markdown(result))
     print(markdown(result))
     ratios = [r["ratio"] for r in result["runs"][0]["metrics"].values() if r["ratio"]]
     print(f"median per-metric ratio on the CPU: {statistics.median(ratios):.1f}x")

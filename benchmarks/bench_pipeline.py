@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from report_files import write_report
 from synthetic import synthetic_sources
 
 from pipeline.config import RunConfig
@@ -176,9 +177,7 @@ def main() -> None:
     result.pop("gpu_label_rate", None), result.pop("gpu_rate_source", None)
     result["projection"] = projection(result["runs"][-1], gpu_rates(args.out / "bench-gpu.json"),
                                       args.gpu_label_rate, [1, 4, 8, 16, 64])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench-pipeline.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "bench-pipeline.md").write_text(markdown(result))
+    write_report(args.out, "bench-pipeline", result, markdown(result))
     print(markdown(result))
 
 

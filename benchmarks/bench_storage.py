@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from report_files import write_report
 from torch.utils.data import DataLoader
 
 import distortions
@@ -331,9 +332,7 @@ def main() -> None:
                                  for mode in loader if mode != "images"}
     result["goals"] = goals(result)
     result["seconds"] = round(time.perf_counter() - started, 1)
-    out = Path(args.out)
-    (out / "bench-storage.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "bench-storage.md").write_text(markdown(result))
+    write_report(Path(args.out), "bench-storage", result, markdown(result))
     print(markdown(result))
 
 

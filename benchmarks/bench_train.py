@@ -8,13 +8,13 @@ Writes bench-train.md and bench-train.json to --out.
 """
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
 import torch
+from report_files import write_report
 from torch.utils.data import DataLoader
 
 from shards.storage import Location
@@ -90,9 +90,7 @@ def measure(args, device: torch.device) -> dict:
             "bound_by": "data loading" if data < model else "the model"}
 
 
-def write(results: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench-train.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+def markdown(results: dict) -> str:
     lines = [
         "# Training throughput (`make bench-train`)", "",
         f"{results['backbone']}, crop {results['crop']}, batch {results['batch_size']}, "
@@ -104,8 +102,12 @@ def write(results: dict, out: Path) -> None:
         lines.append(f"| {row['device']} | {row['loader_images_per_s']} img/s | "
                      f"{row['model_images_per_s']} img/s | {row['end_to_end_images_per_s']} "
                      f"img/s | {row['bound_by']} |")
-    (out / "bench-train.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict, out: Path) -> None:
+    write_report(out, "bench-train", results, markdown(results))
+    print(markdown(results))
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from report_files import write_report
+
 OBJECTIVES = ("contrastive", "reconstruction", "restoration", "regression")
 FIGURES = ("srocc", "plcc", "krcc", "rmse")
 
@@ -73,9 +75,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
     rows = summary(args.demo)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "pretrain-demo.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (args.out / "pretrain-demo.md").write_text(markdown(rows))
+    write_report(args.out, "pretrain-demo", rows, markdown(rows))
     print(markdown(rows))
 
 

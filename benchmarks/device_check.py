@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from bench_labelers import environment_variable, random_backbones_if_absent, workload
 from bench_train import loader as shard_loader
+from report_files import write_report
 from synthetic import synthetic_sources
 
 import distortions
@@ -624,9 +625,8 @@ def merge_runs(files: list[Path], out: Path) -> None:
                 merged[name] = run[name]
                 merged["sources"][name] = f"{path.parent.name} ({run['environment']['date']})"
         merged["backbones"] = run.get("backbones")
-    (out / "bench-gpu.json").write_text(json.dumps(merged, indent=1) + "\n")
     origin = ", ".join(f"{name}: {source}" for name, source in merged["sources"].items())
-    (out / "bench-gpu.md").write_text(markdown(merged).replace(
+    write_report(out, "bench-gpu", merged, markdown(merged).replace(
         "# Device check", "# GPU benchmark (`benchmarks/device_check.sh`)", 1)
         + f"\nEach section from the latest run that measured it: {origin}. LPIPS/DISTS "
         f"backbones: {merged['backbones']}.\n")
