@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,39 @@ from shards.layout import STORE_MODES
 
 DATA = Path(__file__).parent / "data"
 MINIMUM_IMAGE = DATA / "astronaut_192x176.png"
+
+
+@dataclass(frozen=True)
+class S3Bucket:
+    """A bucket on a local moto S3 server: the boto3 client and the credentials it uses."""
+
+    client: object
+    name: str
+    access: str
+    secret: str
+    endpoint: str  # host:port
+
+    def uri(self, prefix: str) -> str:
+        """An s3:// URI of `prefix` with the credentials and the server's endpoint."""
+        return (f"s3://{self.access}:{self.secret}@{self.name}/{prefix}"
+                f"?endpoint_override={self.endpoint}&scheme=http&region=us-east-1")
+
+
+@pytest.fixture(scope="module")
+def s3_bucket():
+    """An empty bucket on moto's S3 server, running for the test module."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    access, secret, name = "AKIAIQAFACTORYTEST", "S3cr3t-iqa-factory-test", "iqa-test"
+    client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
+                          aws_access_key_id=access, aws_secret_access_key=secret)
+    client.create_bucket(Bucket=name)
+    yield S3Bucket(client, name, access, secret, f"{host}:{port}")
+    server.stop()
 
 
 @pytest.fixture(scope="session")

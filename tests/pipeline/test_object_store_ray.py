@@ -8,10 +8,8 @@ import io
 import json
 import threading
 
-import boto3
 import numpy as np
 import pytest
-from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from pipeline.driver import ClusterOptions, generate
@@ -24,61 +22,43 @@ from shards.storage import Location
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-ACCESS, SECRET = "AKIAIQAFACTORYTEST", "S3cr3t-iqa-factory-test"
-BUCKET = "iqa-test"
 ODD_KEYS = ("a b.png", "q?x.png", "h#1.png", "p%41.png")
 
 
-@pytest.fixture(scope="module")
-def s3():
-    """(boto3 client, uri(prefix) -> an s3:// URI with credentials and the server's endpoint)."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
-                          aws_access_key_id=ACCESS, aws_secret_access_key=SECRET)
-    client.create_bucket(Bucket=BUCKET)
-
-    def uri(prefix: str) -> str:
-        return (f"s3://{ACCESS}:{SECRET}@{BUCKET}/{prefix}?endpoint_override={host}:{port}"
-                "&scheme=http&region=us-east-1")
-    yield client, uri
-    server.stop()
-
-
-def _upload_odd_sources(client, small_image, prefix: str) -> dict[str, np.ndarray]:
+def _upload_odd_sources(s3_bucket, small_image, prefix: str) -> dict[str, np.ndarray]:
     """One distinct image under each odd key; returns the pixels by key."""
     images = {}
     for i, name in enumerate(ODD_KEYS):
         pixels = np.roll(small_image, 31 * i + 5, axis=1)
         encoded = io.BytesIO()
         Image.fromarray(pixels).save(encoded, "PNG")
-        client.put_object(Bucket=BUCKET, Key=f"{prefix}/{name}", Body=encoded.getvalue())
+        s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=f"{prefix}/{name}",
+                                    Body=encoded.getvalue())
         images[name] = pixels
     return images
 
 
-def test_odd_keys_are_listed_and_read_as_listed(s3, small_image):
-    client, uri = s3
-    images = _upload_odd_sources(client, small_image, "listing")
-    sources = list_sources(uri("listing"))
+def test_odd_keys_are_listed_and_read_as_listed(s3_bucket, small_image):
+    images = _upload_odd_sources(s3_bucket, small_image, "listing")
+    sources = list_sources(s3_bucket.uri("listing"))
     assert sorted(s.order_key for s in sources) == sorted(ODD_KEYS)
     for source in sources:  # before: a space or ? raised ArrowInvalid, # and % read elsewhere
-        pixels = load(source, store=uri("listing")).pixels
+        pixels = load(source, store=s3_bucket.uri("listing")).pixels
         assert np.array_equal(pixels, images[source.order_key])
-        assert SECRET not in source.uri and ACCESS not in source.uri
+        assert s3_bucket.secret not in source.uri and s3_bucket.access not in source.uri
 
 
-def _every_object(client, prefix: str) -> dict[str, bytes]:
-    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
-    return {item["Key"]: client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+def _every_object(s3_bucket, prefix: str) -> dict[str, bytes]:
+    client, bucket = s3_bucket.client, s3_bucket.name
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return {item["Key"]: client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
             for item in listed}
 
 
 def test_generate_from_s3_to_s3_reads_odd_keys_and_writes_no_credential(
-        s3, local_ray, small_image, fast_config, mae_ensemble, tmp_path, capsys):
-    client, uri = s3
-    _upload_odd_sources(client, small_image, "sources")
+        s3_bucket, local_ray, small_image, fast_config, mae_ensemble, tmp_path, capsys):
+    uri = s3_bucket.uri
+    _upload_odd_sources(s3_bucket, small_image, "sources")
     ensemble = tmp_path / "ensemble.json"
     mae_ensemble.save(ensemble)
     out = uri("out")
@@ -90,19 +70,18 @@ def test_generate_from_s3_to_s3_reads_odd_keys_and_writes_no_credential(
     assert inspect(out)[1] == []
     index = read_index(location)
     assert len(index) == len(ODD_KEYS) * (1 + len(config.scenarios))
-    written = _every_object(client, "out/")
+    written = _every_object(s3_bucket, "out/")
     assert "out/generate.lease" not in written  # released at the end
     assert json.loads(written["out/manifest.json"])
-    leaked = [key for key, data in written.items() if SECRET.encode() in data
-              or ACCESS.encode() in data]
+    leaked = [key for key, data in written.items() if s3_bucket.secret.encode() in data
+              or s3_bucket.access.encode() in data]
     assert leaked == []
     printed = capsys.readouterr()
-    assert SECRET not in printed.out + printed.err
+    assert s3_bucket.secret not in printed.out + printed.err
 
 
-def test_the_s3_lease_admits_one_driver_even_in_the_same_instant(s3):
-    _, uri = s3
-    location = Location.parse(uri("leased"))
+def test_the_s3_lease_admits_one_driver_even_in_the_same_instant(s3_bucket):
+    location = Location.parse(s3_bucket.uri("leased"))
     racers, wins = 8, []
     start = threading.Barrier(racers)
 
@@ -128,10 +107,10 @@ def test_the_s3_lease_admits_one_driver_even_in_the_same_instant(s3):
     second.release()  # (and its refresh thread stopped before the server goes)
 
 
-def test_a_recipes_run_on_s3_writes_each_tar_gzipped_once(s3, local_ray, small_image,
+def test_a_recipes_run_on_s3_writes_each_tar_gzipped_once(s3_bucket, local_ray, small_image,
                                                           fast_config, mae_ensemble, tmp_path):
-    client, uri = s3
-    _upload_odd_sources(client, small_image, "recipe-sources")
+    uri = s3_bucket.uri
+    _upload_odd_sources(s3_bucket, small_image, "recipe-sources")
     ensemble = tmp_path / "ensemble.json"
     mae_ensemble.save(ensemble)
     out = uri("recipes")
@@ -139,7 +118,7 @@ def test_a_recipes_run_on_s3_writes_each_tar_gzipped_once(s3, local_ray, small_i
                          ensemble_file=str(ensemble), store="recipes")
     assert generate(config, ClusterOptions(actors=1))["failures"] == 0
     assert inspect(out)[1] == []  # tar sizes and SHA-256 as the stats say: the stored bytes
-    tars = {key: data for key, data in _every_object(client, "recipes/").items()
+    tars = {key: data for key, data in _every_object(s3_bucket, "recipes/").items()
             if ".tar" in key}
     assert sorted(tars) == ["recipes/shards/00000.tar.gz", "recipes/shards/00001.tar.gz"]
     for data in tars.values():  # gzip's magic once: inflated, a plain tar (ustar at 257)

@@ -6,9 +6,7 @@ import io
 import tarfile
 from pathlib import Path
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from pipeline.contact_sheet import first_reference, shard_samples
 from pipeline.inspect_dataset import tar_keys
@@ -87,34 +85,20 @@ def test_a_truncated_or_malformed_tar_raises_a_tar_error_naming_it(tmp_path, han
 
 
 @pytest.fixture(scope="module")
-def s3_server():
-    """moto's S3 server with a bucket `data`: (boto3 client, URI prefix of the bucket)."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")
-    client.create_bucket(Bucket="data")
-    yield client, (f"s3://test:test@data/{{}}?endpoint_override={host}:{port}&scheme=http"
-                   "&region=us-east-1")
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def s3_copy(generated, s3_server):
+def s3_copy(generated, s3_bucket):
     """The generated dataset uploaded to moto's S3 server: its s3:// URI."""
-    client, uri = s3_server
     for path in generated.rglob("*"):
         if path.is_file():
-            client.put_object(Bucket="data", Key=f"run/{path.relative_to(generated)}",
-                              Body=path.read_bytes())
-    return uri.format("run")
+            s3_bucket.client.put_object(Bucket=s3_bucket.name,
+                                        Key=f"run/{path.relative_to(generated)}",
+                                        Body=path.read_bytes())
+    return s3_bucket.uri("run")
 
 
-def test_a_file_written_in_parts_on_s3_appears_whole_or_not_at_all(s3_server):
+def test_a_file_written_in_parts_on_s3_appears_whole_or_not_at_all(s3_bucket):
     """An upload completes even when its writer fails: staged_output keeps the parts until
     the block ends, so a failed write leaves the earlier object (merge's sources.parquet)."""
-    location = Location.parse(s3_server[1].format("staged"))
+    location = Location.parse(s3_bucket.uri("staged"))
     path = location.path("sources.parquet")
     location.write_bytes(path, b"the earlier file")
     with pytest.raises(RuntimeError), location.staged_output(path) as stream:
