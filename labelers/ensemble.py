@@ -127,6 +127,25 @@ class Ensemble:
         q = sum(self.weights[key] * self.mappings[key](scores[key]) for key in used)
         return np.asarray(q / total, dtype=np.float64), used
 
+    def metrics_every_sample_has(self, finite: Mapping[str, int], total: int
+                                 ) -> tuple[str, ...]:
+        """The metrics of this ensemble that each of `total` samples has a score of, given how
+        many have a finite one (`finite`): those Q can be computed over for all of them. A
+        metric only some have is an EnsembleError (Q would mean two things in one dataset), as
+        is a dataset with none of the ensemble's metrics."""
+        partial = {key: total - finite.get(key, 0) for key in self.weights
+                   if 0 < finite.get(key, 0) < total}
+        if partial:
+            raise EnsembleError("some samples have no score of " + ", ".join(
+                f"{key} ({missing} of {total})" for key, missing in partial.items())
+                + ": their Q would not be comparable; use an ensemble without them")
+        used = tuple(key for key in self.weights if total and finite.get(key, 0) == total)
+        if not used:
+            raise EnsembleError(f"no sample has a score of any of the ensemble's metrics "
+                                f"{list(self.weights)} (generated label-free, or with other "
+                                "metrics)")
+        return used
+
     def to_json(self) -> dict:
         return {**self.definition(), "hash": self.hash, "notes": self.notes}
 

@@ -17,6 +17,7 @@ from labelers.fitting import fit_ensemble
 from pipeline.plan import finished_plan
 from pipeline.sources import read_rgb
 from shards.layout import labels_file, shard_paths
+from shards.schema import score_arrays
 from shards.storage import Location
 
 
@@ -124,31 +125,23 @@ def _distorted_scores(index: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     """The raw scores (NaN where null) and keys of one parquet index's distorted samples."""
     table = pq.read_table(index, columns=["key", "kind", "scores"])
     distorted = table.filter(pa.compute.equal(table["kind"], "distorted"))
-    scores = distorted["scores"].combine_chunks()  # flatten: a null struct nulls its fields
-    values = {field.name: np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
-              for field, column in zip(scores.type, scores.flatten(), strict=True)}
-    return values, distorted["key"].to_pylist()
+    return score_arrays(distorted["scores"]), distorted["key"].to_pylist()
 
 
 def _relabel_metrics(ensemble: ens.Ensemble, indexes: list[Path], out: Path) -> list[str]:
     """The ensemble's metrics that every distorted sample has a score of; an error naming a
     metric that only some have (Q would mean two things in one dataset), or none of them."""
-    counts: dict[str, int] = defaultdict(int)
+    finite: dict[str, int] = defaultdict(int)
     total = 0
     for index in indexes:
         scores, keys = _distorted_scores(index)
         total += len(keys)
         for key, values in scores.items():
-            counts[key] += int(np.isfinite(values).sum())
-    partial = {key: total - counts[key] for key in ensemble.weights if 0 < counts[key] < total}
-    if partial:
-        raise ValueError(f"{out}: some samples have no score of " + ", ".join(
-            f"{key} ({missing} of {total})" for key, missing in partial.items())
-            + ": their Q would not be comparable; relabel with an ensemble without them")
-    used = [key for key in ensemble.weights if counts[key] == total and total]
-    if not used:
-        raise ValueError(f"{out} has no score of any of the ensemble's metrics "
-                         f"{list(ensemble.weights)} (generated label-free, or other metrics)")
+            finite[key] += int(np.isfinite(values).sum())
+    try:
+        used = list(ensemble.metrics_every_sample_has(finite, total))
+    except ens.EnsembleError as error:
+        raise ValueError(f"{out}: {error}") from error
     left_out = [key for key in ensemble.weights if key not in used]
     if left_out:
         print(f"note: {out} has no {', '.join(left_out)} scores: Q is renormalised over "

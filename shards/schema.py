@@ -15,6 +15,14 @@ SCORES_TYPE = pa.struct([(key, pa.float64()) for key in METRIC_KEYS])
 CHAIN_TYPE = pa.list_(pa.struct([("id", pa.int32()), ("level", pa.int32())]))
 
 
+def score_arrays(scores: pa.ChunkedArray | pa.Array) -> dict[str, np.ndarray]:
+    """A `scores` column as float64 arrays by metric, NaN where a score, or the whole struct
+    (a reference's), is null."""
+    column = scores.combine_chunks() if isinstance(scores, pa.ChunkedArray) else scores
+    return {field.name: np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
+            for field, values in zip(column.type, column.flatten(), strict=True)}
+
+
 def pixel_sha256(img: np.ndarray) -> str:
     """The record's `sha256`: SHA-256 of the decoded pixels' bytes (H x W x 3 uint8, C order)."""
     return hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()

@@ -211,7 +211,7 @@ def _pretrain(args) -> int:
         args.dataset, args.out, _model(args), _optim(args),
         tuple(Target(name) for name in args.target), _augment(args), _names(args.val_refs),
         _names(args.exclude_refs), args.steps_per_epoch, args.val_limit or None, args.workers,
-        args.seed, args.device, args.loss_weights, _objective(args)),
+        args.seed, args.device, args.loss_weights, _objective(args), args.ensemble),
         resume=args.resume)
     return 0
 
@@ -313,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "run's type x level grid) or multihot (its bits, for mixtures); "
                           "several comma-separated (quality,class): one head each on a "
                           "shared backbone, early stopping on the first")
+    pre.add_argument("--ensemble", default=None, metavar="NAME|FILE",
+                     help="learn Q under this ensemble (default, pmos or a file), made from "
+                          "each sample's raw scores as `iqa-factory relabel` makes it, "
+                          "instead of the Q stored in the shards")
     pre.add_argument("--loss-weights", type=_weights, default=(),
                      help="with several targets: the weight of each one's loss, "
                           "comma-separated (default all 1)")

@@ -9,12 +9,15 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
 
+from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
+from shards.schema import score_arrays
 from shards.storage import Location
 from training import distributed
 from training.label_free import pretrain_label_free
@@ -56,13 +59,19 @@ class PretrainConfig:
     device: str = "auto"
     loss_weights: tuple[float, ...] = ()  # one per target (default all 1)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    ensemble: str | None = None  # Q from the raw scores under this ensemble (name or file)
 
     def __post_init__(self):
         names = [target.name for target in self.targets]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"targets must be one or more distinct names, got {names}")
-        if self.objective.label_free and (self.targets != (Target(),) or self.loss_weights):
-            raise ValueError(f"--target and --loss-weights are labels to regress: they do not "
+        if self.ensemble is not None and "quality" not in names:
+            raise ValueError(f"--ensemble sets the Q of the quality target; the targets are "
+                             f"{','.join(names)}: add quality to --target")
+        if self.objective.label_free and (self.targets != (Target(),) or self.loss_weights
+                                          or self.ensemble is not None):
+            raise ValueError(f"--target, --loss-weights and --ensemble are labels to regress: "
+                             f"they do not "
                              f"apply to --objective {self.objective.name}")
         weights = self.loss_weights
         if weights and (len(weights) != len(names) or not all(
@@ -82,6 +91,8 @@ class PretrainConfig:
         earlier runs resume as they were)."""
         data = asdict(self)
         del data["targets"], data["loss_weights"]
+        if self.ensemble is None:
+            del data["ensemble"]
         if not self.objective.label_free:
             del data["objective"]
         if self.optim.reference_setup:
@@ -111,12 +122,44 @@ def check_labels(location: Location, index: pa.Table, target: Target) -> str | N
             f"({', '.join((*CLASS_TARGETS, *GRID_TARGETS))}) on it, or generate it with labels")
     if target.name != "quality":
         return None
+    if target.ensemble is not None:  # Q made here from the raw scores (ensemble_target)
+        return target.ensemble.hash
     ensemble = load_ensemble(location.path("ensemble.json"))
     hashes = set(index["ensemble_hash"].drop_null().to_pylist())
     if hashes - {ensemble.hash}:
         raise ValueError(f"{location.root}: samples carry Q under ensembles {sorted(hashes)} "
                          f"but ensemble.json is {ensemble.hash}")
     return ensemble.hash
+
+
+def ensemble_target(location: Location, index: pa.Table, target: Target,
+                    ensemble: str) -> Target:
+    """The quality target with Q under `ensemble` (a name or file) from each sample's raw
+    scores, over the ensemble's metrics that every sample has (as `relabel` computes it; a
+    metric only some samples have is refused)."""
+    chosen = load_ensemble(ensemble)
+    finite = {key: int(np.isfinite(values).sum())
+              for key, values in score_arrays(index["scores"]).items()}
+    try:
+        used = chosen.metrics_every_sample_has(finite, len(index))
+    except EnsembleError as error:
+        raise ValueError(f"{location.root}: {error}") from error
+    return replace(target, ensemble=chosen, ensemble_metrics=used)
+
+
+def ensemble_notices(targets: tuple[Target, ...]) -> list[str]:
+    """What a run learning Q under another ensemble should be told: which Q, over what."""
+    notices = []
+    for target in targets:
+        if target.ensemble is None:
+            continue
+        notice = (f"Q under ensemble {target.ensemble.name} ({target.ensemble.hash}) from the "
+                  f"raw scores of {', '.join(target.ensemble_metrics)}")
+        left_out = [key for key in target.ensemble.weights if key not in target.ensemble_metrics]
+        if left_out:
+            notice += f"; the dataset has no {', '.join(left_out)} scores (Q renormalised)"
+        notices.append(notice)
+    return notices
 
 
 def _stream(config: PretrainConfig, shards: SplitShards, train: bool,
@@ -144,6 +187,10 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
         return pretrain_label_free(config, context, resume)
     location = Location.parse(config.dataset)
     index = distorted_index(location)
+    if config.ensemble is not None:
+        config = replace(config, targets=tuple(
+            ensemble_target(location, index, target, config.ensemble)
+            if target.name == "quality" else target for target in config.targets))
     hashes = [check_labels(location, index, target) for target in config.targets]
     labels = next((value for value in hashes if value), None)
     if any(target.name in GRID_TARGETS for target in config.targets):
@@ -163,7 +210,7 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     built = build_model(config.model, config.targets[0].outputs,
                         {head.name: head.outputs for head in heads} if multi else None)
     if context.is_main:
-        for notice in built.notices:
+        for notice in built.notices + ensemble_notices(config.targets):
             print(f"NOTICE: {notice}")
         limited = config.val_limit and val.samples > config.val_limit
         print(f"pretraining {config.model.backbone} on {train.samples} samples of "

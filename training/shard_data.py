@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import IterableDataset
 
+from labelers.ensemble import Ensemble, EnsembleError
 from shards.dataset import sample_stream
 from shards.layout import store_of, tar_path
 from shards.order import Order
@@ -55,10 +56,14 @@ def chain(record: dict) -> list[tuple[int, int]]:
 class Target:
     """What the model learns: Q, one raw metric, a class (distortion id or level; or
     `class`, the (type, level) of the run's grid), or `multihot` (a bit per grid pair, set
-    for each link of the sample's chain)."""
+    for each link of the sample's chain). Q is the one stored in the shards, or with
+    `ensemble` the Q of that ensemble over the sample's raw scores of `ensemble_metrics` (what
+    `relabel` writes)."""
 
     name: str = "quality"
     grid: Grid = ()  # the run's sorted (id, level) pairs, for class and multihot
+    ensemble: Ensemble | None = None
+    ensemble_metrics: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.name not in TARGETS:
@@ -96,6 +101,8 @@ class Target:
                                  f"the {count} classes of the {self.name} target (the paper's "
                                  "bank): train the `class` target (the run's own grid)")
             return index
+        if self.name == "quality" and self.ensemble is not None:
+            return self._ensemble_quality(record)
         value = record["quality"] if self.name == "quality" else (record["scores"] or {}).get(
             self.name)
         if value is None:
@@ -105,6 +112,15 @@ class Target:
                              f"{', '.join(scored) or 'none, a label-free run'}): choose "
                              "another --target")
         return float(value)
+
+    def _ensemble_quality(self, record: dict) -> float:
+        scores = record["scores"] or {}
+        raw = {key: np.array([np.nan if scores.get(key) is None else scores[key]], np.float64)
+               for key in self.ensemble_metrics}
+        try:
+            return float(self.ensemble.quality(raw)[0][0])
+        except EnsembleError as error:
+            raise ValueError(f"sample {record['key']}: {error}") from error
 
     def _grid_value(self, record: dict) -> int | list[float]:
         if not self.grid:

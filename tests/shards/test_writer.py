@@ -5,6 +5,7 @@ import json
 import tarfile
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
@@ -12,6 +13,7 @@ import webdataset as wds
 from shards import keys
 from shards.layout import shard_paths, tar_path
 from shards.reader import complete_shards, read_index, tar_urls
+from shards.schema import METRIC_KEYS, SCORES_TYPE, score_arrays
 from shards.storage import Location
 from shards.writer import ShardWriter
 
@@ -108,3 +110,14 @@ def test_ref_ids_are_sanitised_and_unique():
         "I01_v2", "I01_v2-1", "a_b", "image", "I01_v2-2"]
     assert "." not in keys.distorted_key("x", 3, 5)
     np.testing.assert_equal(keys.distorted_key("x", 3, 5), "x_d03_l5")
+
+
+def test_score_arrays_give_nan_where_a_score_or_the_whole_struct_is_null():
+    column = pa.chunked_array([
+        pa.array([{"mae": 0.25, "gmsd": None}, None], type=SCORES_TYPE),
+        pa.array([{"mae": 0.5, "gmsd": 0.125}], type=SCORES_TYPE)])
+    arrays = score_arrays(column)
+    assert list(arrays) == list(METRIC_KEYS)
+    np.testing.assert_array_equal(arrays["mae"], [0.25, np.nan, 0.5])
+    np.testing.assert_array_equal(arrays["gmsd"], [np.nan, np.nan, 0.125])
+    assert np.isnan(arrays["lpips"]).all() and arrays["mae"].dtype == np.float64

@@ -1,0 +1,99 @@
+"""`train pretrain --ensemble`: the quality target's Q made from each sample's raw scores under
+another ensemble (as `relabel` makes it), in place of the Q stored in the shards."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from labelers.ensemble import Ensemble, Mapping01
+from pipeline.cli import main
+from shards import open_dataset
+from shards.storage import Location
+from training.pretrain import ensemble_target
+from training.shard_data import (
+    ShardStream,
+    StreamConfig,
+    Target,
+    distorted_index,
+    reference_splits,
+    split_shards,
+)
+from training.transforms import Augment
+
+from .conftest import write_tiny_dataset
+from .test_cli import TINY
+
+STRICT_WORST = 0.05  # the tiny dataset's own ensemble maps MAE 0.1 to 0; this one 0.05
+
+
+def _strict(*extra: str) -> Ensemble:
+    """Linear MAE with a stricter bound (and `extra` metrics the tiny dataset never scored)."""
+    keys = ("mae", *extra)
+    return Ensemble("strict", dict.fromkeys(keys, 1.0),
+                    dict.fromkeys(keys, Mapping01("linear", best=0.0, worst=STRICT_WORST)))
+
+
+def _expected(mae: float) -> float:
+    return float(np.clip(1 - mae / STRICT_WORST, 0, 1))  # the linear mapping, by hand
+
+
+def test_each_sample_learns_q_of_the_chosen_ensemble(tiny_dataset):
+    location = Location.parse(str(tiny_dataset))
+    index = distorted_index(location)
+    target = ensemble_target(location, index, Target(), str(_save(_strict("vif"),
+                                                                   tiny_dataset.parent)))
+    assert target.ensemble_metrics == ("mae",)  # vif was never scored: left out
+    records = [s["meta"] for s in open_dataset(str(tiny_dataset)).samples("val", kind="distorted")]
+    assert records and all(target.value(r) == pytest.approx(_expected(r["scores"]["mae"]),
+                                                            abs=1e-12) for r in records)
+    assert any(target.value(r) != pytest.approx(r["quality"]) for r in records)  # not stored Q
+    shards = split_shards(location, index, reference_splits(location), "val")
+    stream = ShardStream(StreamConfig(str(tiny_dataset), shards, target, Augment(crop=32),
+                                      train=False), 0, 1)
+    streamed = sorted(value.item() for _, value in stream)
+    np.testing.assert_allclose(streamed, sorted(_expected(r["scores"]["mae"]) for r in records),
+                               atol=1e-6)  # the stream's float32 targets
+
+
+def _save(ensemble: Ensemble, folder) -> object:
+    path = folder / f"{ensemble.name}-{ensemble.hash}.json"
+    ensemble.save(path)
+    return path
+
+
+def test_pretrain_records_the_ensemble_it_learnt(tiny_dataset, tmp_path, capsys):
+    strict = _strict()
+    out = tmp_path / "run"
+    assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "1",
+                 "--steps-per-epoch", "1", "--ensemble", str(_save(strict, tmp_path)),
+                 *TINY]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ensemble"] == strict.hash
+    printed = capsys.readouterr().out
+    assert f"Q under ensemble strict ({strict.hash}) from the raw scores of mae" in printed
+
+
+def test_an_ensemble_needs_scores_every_sample_has(tmp_path, capsys):
+    root = write_tiny_dataset(tmp_path / "dataset")
+    index_file = root / "shards" / "00000.parquet"
+    rows = pq.read_table(index_file).to_pylist()
+    next(row for row in rows if row["kind"] == "distorted")["scores"]["mae"] = None
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(index_file)), index_file)
+
+    def run(*options) -> int:
+        return main(["train", "pretrain", str(root), "--out", str(tmp_path / "run"),
+                     "--epochs", "1", "--steps-per-epoch", "1", *options, *TINY])
+
+    assert run("--ensemble", str(_save(_strict(), tmp_path))) == 2
+    assert "some samples have no score of mae (1 of 36)" in capsys.readouterr().err
+    only_vif = Ensemble("vif", {"vif": 1.0}, {"vif": Mapping01("linear", 1.0, 0.0)})
+    assert run("--ensemble", str(_save(only_vif, tmp_path))) == 2
+    assert "no sample has a score of any of the ensemble's metrics ['vif']" in \
+        capsys.readouterr().err
+    assert run("--ensemble", "default", "--target", "mae") == 2
+    assert "add quality to --target" in capsys.readouterr().err
+    assert run("--ensemble", "default", "--objective", "contrastive") == 2
+    assert "--ensemble are labels to regress" in capsys.readouterr().err
