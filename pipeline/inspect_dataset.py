@@ -5,6 +5,9 @@ import json
 import tarfile
 from collections import Counter
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.commands.storage_check import storage_summary
@@ -12,13 +15,22 @@ from pipeline.config import RunConfig
 from pipeline.deep_check import deep_check
 from pipeline.plan import Plan
 from pipeline.report import modes_line
-from shards.layout import DEFAULT_STORE, PLAN_FILE, shard_paths, tar_path
-from shards.reader import shard_problems, shard_stats
+from shards.layout import (
+    DEFAULT_STORE,
+    PLAN_FILE,
+    labels_file,
+    labels_files,
+    shard_paths,
+    tar_path,
+)
+from shards.reader import read_index, shard_problems, shard_stats
 from shards.storage import Location
 from shards.store_modes import stores_pixels
 from shards.tar_stream import read_tar
 
 IMAGE_MEMBERS = ("json", "png")
+REPORT_FIELDS = ("samples", "distorted", "sources_ok", "sources", "failures_by_reason",
+                 "metrics_absent")
 
 
 def tar_listing(location: Location, index: int, store: str
@@ -85,25 +97,47 @@ def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
     return problems
 
 
+class RunFileError(ValueError):
+    """A run file (plan, manifest, report) is missing or not what generate writes."""
+
+
+def _run_file(location: Location, name: str) -> dict:
+    """A run file's JSON object; a RunFileError says what is wrong with it."""
+    if not location.exists(location.path(name)):
+        raise RunFileError(f"no {name}: not a dataset written by generate, or one it has not "
+                           "begun")
+    try:
+        data = json.loads(location.read_bytes(location.path(name)))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunFileError(f"{name} is not JSON ({error}): damaged; rerun generate on the "
+                           "dataset to make it again") from error
+    if not isinstance(data, dict):
+        raise RunFileError(f"{name} holds {type(data).__name__}, not an object: damaged")
+    return data
+
+
 def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
     """(summary lines, problems) of the dataset in `out`; with `deep` > 0 that many sampled
     versions are also replayed from their recipes and re-scored (pipeline.deep_check)."""
     location = Location.parse(out)
-    if not location.exists(location.path(PLAN_FILE)):
-        return [], [f"{out} has no {PLAN_FILE}: not a dataset written by generate"]
-    plan = Plan.from_json(json.loads(location.read_bytes(location.path(PLAN_FILE))))
-    manifest = json.loads(location.read_bytes(location.path("manifest.json")))
-    config = RunConfig.from_json(manifest["config"])
+    try:
+        plan = Plan.from_json(_run_file(location, PLAN_FILE))
+        manifest = _run_file(location, "manifest.json")
+        config, ensemble_hash = RunConfig.from_json(manifest["config"]), manifest["ensemble_hash"]
+    except (RunFileError, KeyError, TypeError, ValueError) as error:
+        return [], [f"{out}: {_reason(error)}"]
     per_reference = 1 + config.versions_count
     problems = []
     for index in range(plan.shard_count):
         problems += check_shard(location, plan, index, per_reference, config.store,
                                 config.keep_pngs)
     lines = [f"dataset {out}: {len(plan.references)} references in {plan.shard_count} shards, "
-             f"plan {plan.digest[:12]}, ensemble {manifest['ensemble_hash']}",
+             f"plan {plan.digest[:12]}, ensemble {ensemble_hash}",
              modes_line(config.modes())]
-    if location.exists(location.path("report.json")):
-        report = json.loads(location.read_bytes(location.path("report.json")))
+    report = _report(location)
+    if isinstance(report, str):
+        problems.append(report)
+    else:
         lines.append(f"samples {report['samples']} ({report['distorted']} distorted), sources ok "
                      f"{report['sources_ok']}/{report['sources']}, failures "
                      f"{dict(Counter(report['failures_by_reason']))}")
@@ -112,11 +146,70 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
         problems += [f"{d['ref_id']} is the same pixels as {d['of']} in another split "
                      f"({' and '.join(d['splits'])}): remove one of the two sources"
                      for d in report.get("pixel_duplicates", ()) if len(d["splits"]) > 1]
-    else:
-        problems.append("no report.json: the run has not finished (rerun generate to resume)")
+    problems += sidecar_problems(location)
     storage_lines, storage_problems = storage_summary(location, config.store)
     lines, problems = lines + storage_lines, problems + storage_problems
     if deep:
         deep_lines, deep_problems = deep_check(location, deep)
         lines, problems = lines + deep_lines, problems + deep_problems
     return lines, problems
+
+
+def _reason(error: Exception) -> str:
+    """What is wrong with a run file (a KeyError names only the missing field)."""
+    return f"a run file lacks the field {error}: damaged" if isinstance(error, KeyError) \
+        else str(error)
+
+
+def _report(location: Location) -> dict | str:
+    """report.json, or the problem with it (absent: the run has not finished)."""
+    if not location.exists(location.path("report.json")):
+        return "no report.json: the run has not finished (rerun generate to resume)"
+    try:
+        report = _run_file(location, "report.json")
+        missing = [name for name in REPORT_FIELDS if name not in report]
+    except RunFileError as error:
+        return str(error)
+    return report if not missing else f"report.json lacks {', '.join(missing)}: damaged"
+
+
+def sidecar_problems(location: Location) -> list[str]:
+    """Problems of relabel's sidecars: each must hold one finite Q for every distorted sample
+    of the dataset, under the ensemble its name says."""
+    names = labels_files(location)
+    if not names:
+        return []
+    try:
+        index = read_index(location, columns=["key", "kind"])
+    except (OSError, ValueError):
+        return []  # the shards' own problems are reported by check_shard
+    expected = set(index.filter(pc.equal(index["kind"], "distorted"))["key"].to_pylist())
+    return [problem for name in names for problem in _sidecar_problems(location, name, expected)]
+
+
+def _sidecar_problems(location: Location, name: str, expected: set[str]) -> list[str]:
+    try:
+        with location.fs.open_input_file(location.path(name)) as handle:
+            table = pq.read_table(handle)
+        keys, quality = table["key"].to_pylist(), table["quality"].to_numpy(zero_copy_only=False)
+    except (OSError, KeyError, pa.ArrowException) as error:
+        return [f"{name} is unreadable ({type(error).__name__}: {error}): relabel again"]
+    recorded = (table.schema.metadata or {}).get(b"ensemble_hash", b"").decode()
+    problems = []
+    if name != labels_file(recorded):
+        problems.append(f"{name} records ensemble {recorded or 'none'}, not the one its name "
+                        "says")
+    if len(keys) != len(set(keys)) or set(keys) != expected:
+        problems.append(f"{name} labels {len(set(keys))} samples ({len(keys)} rows) but the "
+                        f"dataset has {len(expected)} distorted ones"
+                        f"{_first_difference(set(keys), expected)}: relabel again")
+    bad = int(np.count_nonzero(~np.isfinite(np.asarray(quality, dtype=np.float64))))
+    if bad:
+        problems.append(f"{name}: {bad} Q values are not finite numbers")
+    return problems
+
+
+def _first_difference(labelled: set[str], expected: set[str]) -> str:
+    extra, missing = sorted(labelled - expected), sorted(expected - labelled)
+    return (f" (first missing {missing[0]})" if missing else "") + (
+        f" (first unknown {extra[0]})" if extra else "")

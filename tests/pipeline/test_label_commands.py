@@ -153,6 +153,57 @@ def test_relabel_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys):
     assert "cannot read ensemble file" in capsys.readouterr().err
 
 
+def _inspect(out: Path, capsys) -> tuple[int, str]:
+    """inspect's exit code and its problems (the fixture, made without the driver, has no
+    report.json: that problem is left out)."""
+    code = cli.main(["inspect", str(out)])
+    problems = [line for line in capsys.readouterr().out.splitlines()
+                if line.startswith("PROBLEM:") and "no report.json" not in line]
+    return code, "\n".join(problems)
+
+
+def test_inspect_checks_each_sidecar_against_the_dataset(scored_dataset, tmp_path, capsys):
+    out = _copy(scored_dataset, tmp_path)
+    _halves().save(tmp_path / "halves.json")
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 0
+    assert _inspect(out, capsys)[1] == ""  # a sidecar relabel wrote is sound
+    sidecar = out / f"labels-{_halves().hash}.parquet"
+    table = pq.read_table(sidecar)
+    pq.write_table(table.slice(1), sidecar)  # a label lost
+    code, printed = _inspect(out, capsys)
+    first = table["key"][0].as_py()
+    assert code == 1 and f"labels 3 samples (3 rows) but the dataset has 4 distorted ones " \
+        f"(first missing {first})" in printed
+    quality = table["quality"].to_pylist()
+    pq.write_table(table.set_column(1, "quality", pa.array([np.nan, *quality[1:]]))
+                   .replace_schema_metadata({"ensemble_hash": "0" * 16}), sidecar)
+    code, printed = _inspect(out, capsys)
+    assert code == 1 and "1 Q values are not finite" in printed
+    assert f"records ensemble {'0' * 16}, not the one its name says" in printed
+    sidecar.write_bytes(b"not parquet")
+    code, printed = _inspect(out, capsys)
+    assert code == 1 and f"{sidecar.name} is unreadable" in printed
+
+
+@pytest.mark.parametrize(("name", "content", "said"), [
+    ("report.json", "{half", "report.json is not JSON"),
+    ("report.json", "[1, 2]", "report.json holds list, not an object"),
+    ("report.json", "{}", "report.json lacks samples, distorted"),
+    ("manifest.json", "{trunc", "manifest.json is not JSON"),
+    ("manifest.json", "{}", "lacks the field 'config'"),
+    ("plan.json", None, "no plan.json: not a dataset written by generate"),
+])
+def test_inspect_names_a_damaged_run_file(scored_dataset, tmp_path, capsys, name, content,
+                                          said):
+    out = _copy(scored_dataset, tmp_path)
+    if content is None:
+        (out / name).unlink()
+    else:
+        (out / name).write_text(content)
+    code, printed = _inspect(out, capsys)
+    assert code == 1 and said in printed
+
+
 def test_weights_import_reports_a_folder_without_the_files(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
     assert cli.main(["weights", "import", str(tmp_path)]) == 2
