@@ -32,12 +32,18 @@ def _sheet(args: argparse.Namespace) -> int:
     """Render the contact sheet of one image."""
     from pipeline.contact_sheet import render_contact_sheet, render_shard_sheet
 
+    image_options = [name for name, value in (("--size", args.size), ("--seed", args.seed),
+                                              ("--allow-upscale", args.allow_upscale or None))
+                     if value is not None]
     if args.image.endswith((".tar", ".tar.gz")):
+        if image_options:
+            raise ValueError(f"{', '.join(image_options)} shape the versions made from an "
+                             "image; a shard's sheet shows them as the shard stores them")
         sheet = render_shard_sheet(args.image, args.ref_id, cell_width=args.cell_width)
     else:
-        img = _prepared(args.image, args.size, args.allow_upscale)
+        img = _prepared(args.image, args.size or TargetSize(), args.allow_upscale)
         ref_id = Path(args.image.removeprefix(EMBEDDED_PREFIX)).stem
-        sheet = render_contact_sheet(img, seed=args.seed, ref_id=ref_id,
+        sheet = render_contact_sheet(img, seed=args.seed or 0, ref_id=ref_id,
                                      cell_width=args.cell_width)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.output)
@@ -175,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="width of each thumbnail in pixels (default 160)")
     sheet.add_argument("--ref-id", help="with a shard: which reference (default its first)")
     _add_image_options(sheet)
-    sheet.set_defaults(run=_sheet)
+    sheet.set_defaults(run=_sheet, size=None, seed=None)  # None: not given (refused for shards)
 
     _add_generate(commands)
     inspecting = commands.add_parser(

@@ -1,6 +1,6 @@
 """A contact sheet: every registered distortion of one image in a labelled grid, a row per type
 x 5 levels (plus the reference), made from an image with the bank, or read back from a shard with
-its labels."""
+its labels (a row per type the shard holds)."""
 
 import json
 
@@ -40,10 +40,12 @@ def _caption_font(draw: ImageDraw.ImageDraw, text: str, width: int) -> ImageFont
 def render_grid(reference: np.ndarray, cells: dict[tuple[int, int], tuple[np.ndarray, str]],
                 cell_width: int = DEFAULT_CELL_WIDTH) -> Image.Image:
     """Lay out the reference and (distortion id, level) -> (image, caption) cells in a grid of
-    a row per registered type x 5 levels; absent cells (a subset of the bank) stay blank."""
+    a row per type that has a cell (in the bank's order) x 5 levels; absent levels stay
+    blank."""
     cell_height = round(cell_width * reference.shape[0] / reference.shape[1])
     row_height = cell_height + CAPTION
-    bank = distortions.registered()
+    present = {distortion_id for distortion_id, _ in cells}
+    bank = [d for d in distortions.registered() if d.id in present]
     sheet = Image.new("RGB", (LABEL_WIDTH + 6 * cell_width, HEADER + len(bank) * row_height),
                       BACKGROUND)
     draw = ImageDraw.Draw(sheet)

@@ -143,7 +143,7 @@ def test_level_order_check_for_one_and_two_sided_types():
 
 @pytest.mark.slow
 def test_sheet_of_a_shard_shows_its_reference_and_labels(sources_folder, fast_config,
-                                                         mae_ensemble, tmp_path):
+                                                         mae_ensemble, tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
@@ -157,8 +157,14 @@ def test_sheet_of_a_shard_shows_its_reference_and_labels(sources_folder, fast_co
     assert cli.main(["sheet", tar, "-o", str(output), "--cell-width", "64"]) == 0
     with Image.open(output) as sheet:
         pixels = np.asarray(sheet.convert("RGB"))
-    assert pixels.shape[1] == 170 + 6 * 64 and pixels.std() > 20
+    cell_height = round(64 * config.size.height / config.size.width)
+    rows = len(config.distortion_ids)  # a row per type the shard holds, not the bank's 43
+    assert pixels.shape[:2] == (28 + rows * (cell_height + 16), 170 + 6 * 64)
+    assert pixels.std() > 20
     assert cli.main(["sheet", tar, "--ref-id", "nobody", "-o", str(output)]) == 2
+    for option in (["--seed", "0"], ["--size", "256x192"], ["--allow-upscale"]):
+        assert cli.main(["sheet", tar, *option, "-o", str(output)]) == 2
+        assert "as the shard stores them" in capsys.readouterr().err
 
 
 def test_a_source_that_raises_anything_is_recorded_and_its_shard_goes_on(tmp_path, small_image,
