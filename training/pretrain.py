@@ -101,6 +101,9 @@ class PretrainConfig:
         data["target"] = ",".join(target.name for target in self.targets)
         if len(self.targets) > 1:
             data["loss_weights"] = list(self.weights)
+        ensembles = [target.ensemble.hash for target in self.targets if target.ensemble]
+        if ensembles:  # the Q learnt: a resumed run whose file now says otherwise is refused
+            data["ensemble_hash"] = ensembles[0]
         grid = next((target.grid for target in self.targets if target.grid), ())
         if grid:  # what the class indices and multihot bits stand for
             data["grid"] = [list(pair) for pair in grid]
