@@ -1,5 +1,6 @@
 """Benchmark the distortion bank: milliseconds per 512 x 384 image for each of the 165
-scenarios and for lossless PNG encoding, on one CPU core (one thread everywhere).
+scenarios and for lossless PNG encoding (the shards' encoder), on one CPU core (one thread
+everywhere); and the PNG settings the shards could use, over the bank's outputs of one photo.
 
 Writes bench-distortions.md and bench-distortions.json to --out. The goal (issue 2): median
 scenario (distort + PNG encode) at or under 25 ms per core, none above 250 ms except the five
@@ -23,16 +24,23 @@ from report_files import write_report
 import distortions
 from pipeline.embedded import EMBEDDED_PHOTOS, embedded_photo
 from pipeline.sizing import TargetSize, cover_and_crop
+from shards.png import PNG_SETTINGS, encode_png
 
 GOAL_MEDIAN_MS = 25.0
 GOAL_MAX_MS = 250.0
 
 
-def png_encode(img: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return data.tobytes()
+_C, _S, _F = cv2.IMWRITE_PNG_COMPRESSION, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_FILTER
+PNG_CANDIDATES = {  # name -> OpenCV imwrite parameters
+    "level 1 (the shards' before)": [_C, 1],
+    "OpenCV's default (level 1, RLE)": [],
+    "level 1, RLE, fast filters (the shards')": PNG_SETTINGS,
+    "level 1, RLE, up filter": [_C, 1, _S, cv2.IMWRITE_PNG_STRATEGY_RLE, _F,
+                                cv2.IMWRITE_PNG_FILTER_UP],
+    "level 1, RLE, Paeth filter": [_C, 1, _S, cv2.IMWRITE_PNG_STRATEGY_RLE, _F,
+                                   cv2.IMWRITE_PNG_FILTER_PAETH],
+    "level 6": [_C, 6],
+}
 
 
 def _median_ms(repeats: int, action, *args) -> float:
@@ -56,7 +64,7 @@ def measure(images: dict[str, np.ndarray], repeats: int, device: str) -> list[di
                 out, _ = distortions.apply(img, d.id, level, seed)  # warm caches
                 times = 1 if d.learned else repeats
                 distort_ms.append(_median_ms(times, distortions.apply, img, d.id, level, seed))
-                encode_ms.append(_median_ms(times, png_encode, out))
+                encode_ms.append(_median_ms(times, encode_png, out))
             rows.append({"id": d.id, "name": d.name, "level": level, "learned": d.learned,
                          "device": device if d.learned else "cpu",
                          "distort_ms": round(statistics.mean(distort_ms), 2),
@@ -65,6 +73,33 @@ def measure(images: dict[str, np.ndarray], repeats: int, device: str) -> list[di
                                            statistics.mean(encode_ms), 2)})
             print(f"{d.id:2d} {d.name:18s} L{level} {rows[-1]['total_ms']:8.1f} ms", flush=True)
     return rows
+
+
+def png_settings(outputs: list[np.ndarray]) -> list[dict]:
+    """Each candidate's mean encode and decode ms and its bytes against the shards' settings,
+    over `outputs` (BGR, as OpenCV encodes them)."""
+    rows = []
+    for name, parameters in PNG_CANDIDATES.items():
+        started, encoded = time.perf_counter(), []
+        for image in outputs:
+            encoded.append(cv2.imencode(".png", image, parameters)[1])
+        encode_ms = (time.perf_counter() - started) * 1000 / len(outputs)
+        started = time.perf_counter()
+        for data in encoded:
+            cv2.imdecode(data, cv2.IMREAD_COLOR)
+        rows.append({"settings": name, "encode_ms": round(encode_ms, 2),
+                     "decode_ms": round((time.perf_counter() - started) * 1000 / len(outputs), 2),
+                     "bytes": sum(len(data) for data in encoded)})
+    ours = next(row["bytes"] for row in rows if row["settings"].endswith("(the shards')"))
+    for row in rows:
+        row["size_vs_shards"] = round(row["bytes"] / ours, 4)
+    return rows
+
+
+def bank_outputs(img: np.ndarray) -> list[np.ndarray]:
+    """Every non-learned scenario's output of `img` (BGR)."""
+    return [cv2.cvtColor(distortions.apply(img, d.id, level, level)[0], cv2.COLOR_RGB2BGR)
+            for d in distortions.registered() if not d.learned for level in distortions.LEVELS]
 
 
 def summary(all_rows: list[dict]) -> dict:
@@ -101,7 +136,8 @@ def markdown(result: dict) -> str:
         "# Distortion bank benchmark", "",
         f"Milliseconds per {result['size']} image on one CPU thread, mean over "
         f"{len(result['photos'])} embedded photos ({', '.join(result['photos'])}); "
-        "distort = the distortion alone, png = lossless PNG encoding of its output.", "",
+        "distort = the distortion alone, png = lossless PNG encoding of its output (the shards' "
+        "encoder and settings).", "",
         f"Machine: {m['cpu']}, {m['cores']} cores (1 thread used), Python {m['python']}, "
         f"torch {m['torch']}, OpenCV {m['opencv']}, GPU: {m['gpu'] or 'none'}.", "",
         f"- median scenario (distort + PNG): **{s['median_total_ms']} ms** "
@@ -119,6 +155,12 @@ def markdown(result: dict) -> str:
     ]
     lines += [f"| {r['id']} | {r['name']} | {r['level']} | {r['distort_ms']} | {r['png_ms']} | "
               f"{r['total_ms']} |" for r in s["slowest_ten_classic"]]
+    lines += ["", f"## PNG settings ({result['png_outputs']} outputs of "
+              f"{result['photos'][0]})", "",
+              "Mean ms per image to encode and to decode; bytes against the shards' settings.",
+              "", "| settings | encode ms | decode ms | size |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['settings']} | {r['encode_ms']} | {r['decode_ms']} | "
+              f"{r['size_vs_shards']} |" for r in result["png_settings"]]
     lines += ["", "## Every scenario (the paper's 165, then the added types)", "",
               "| id | name | L1 | L2 | L3 | L4 | L5 |", "|---|---|---|---|---|---|---|"]
     for d in distortions.registered():
@@ -140,8 +182,10 @@ def main() -> None:
     names = list(EMBEDDED_PHOTOS)[: args.photos]
     images = {name: cover_and_crop(embedded_photo(name), size) for name in names}
     rows = measure(images, args.repeats, args.device)
+    outputs = bank_outputs(images[names[0]])
     result = {"size": str(size), "photos": names, "machine": machine(), "rows": rows,
-              "summary": summary(rows)}
+              "summary": summary(rows), "png_settings": png_settings(outputs),
+              "png_outputs": len(outputs)}
     write_report(args.out, "bench-distortions", result, markdown(result))
     print(markdown(result).split("## All")[0])
 

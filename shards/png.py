@@ -3,7 +3,13 @@
 import cv2
 import numpy as np
 
-PNG_SETTINGS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+# zlib level 1 with run-length matching and libpng's fast row filters (none, sub, up): over the
+# bank's outputs at 512x384 about 40% less encoding time than level 1 with zlib's defaults, a
+# quarter less decoding time and 1% fewer bytes (`make bench-distortions` measures the
+# candidates side by side; the pipeline's shard processes spent 30% of their time encoding)
+PNG_SETTINGS = [cv2.IMWRITE_PNG_COMPRESSION, 1,
+                cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+                cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FAST_FILTERS]
 
 
 def encode_png(img: np.ndarray) -> bytes:
