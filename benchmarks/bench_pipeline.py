@@ -108,6 +108,7 @@ def projection(run: dict, gpu: dict | None, assumed_label_rate: float,
     rate (from this machine's per-image CPU cost) and an ASSUMED labelling rate."""
     node = layout(NODE_CPUS, 1)
     distorted = run["samples"] - run["references"]
+    # the learned denoiser's network ("network") runs on the node's GPU: not a CPU cost there
     cpu_seconds = sum(run["stage_seconds"].get(s, 0) for s in ("decode", "distort", "encode"))
     cpu_rate = node.in_flight / (cpu_seconds / distorted)
     if gpu:
@@ -141,7 +142,8 @@ def markdown(result: dict) -> str:
               + (f" ({plan['node_rate_wall']} counting the start of its process pool)"
                  if plan.get("node_rate_wall") else "") + "; the labeler alone "
               f"labels {plan['label_rate']} images/s there, and this machine's CPU cost per "
-              f"image (learned denoiser on the CPU) would allow {plan['cpu_rate_this_machine']}"
+              f"image (the learned denoiser's network left to the GPU) would allow "
+              f"{plan['cpu_rate_this_machine']}"
               " images/s from 15 cores.", "",
               "| nodes | images/s | hours |", "|---|---|---|"]
     lines += [f"| {p['nodes']} | {p['images_per_s']} | {p['hours']} |" for p in plan["rows"]]

@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,9 +135,26 @@ def timed(action) -> float:
 
 # ---------------------------------------------------------------- environment
 
+def physical_cores() -> int | None:
+    """Distinct (package, core) pairs in /proc/cpuinfo: fewer than the CPUs where hardware
+    threads share cores (the pool's processes then share them too); None where unreadable."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    cores = set()
+    for block in text.split("\n\n"):
+        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
+        fields = {key.strip(): value.strip() for key, value in fields.items()}
+        if "core id" in fields:
+            cores.add((fields.get("physical id"), fields["core id"]))
+    return len(cores) or None
+
+
 def environment(device: torch.device, sizes: Sizes) -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__,
-            "cuda": torch.version.cuda, "cpus": os.cpu_count(), "device": str(device),
+            "cuda": torch.version.cuda, "cpus": os.cpu_count(),
+            "physical_cores": physical_cores(), "device": str(device),
             "date": time.strftime("%Y-%m-%d")}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -313,13 +331,14 @@ def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ense
         requests.put((kind, worker, *payload))
         return answers.get()
 
-    samples = 0
+    samples, stages = 0, Counter()
     for index in shards:
         outcome = produce_shard(index, plan_, config_, lambda r, v, _: ask("score", r, v),
                                 ensemble_, location, None,
                                 lambda inputs: ask("learned", inputs))
         samples += outcome.samples
-    requests.put(("done", worker, samples))
+        stages.update(outcome.seconds)
+    requests.put(("done", worker, samples, dict(stages), time.process_time()))
 
 
 def _prefetch(requests, ready: queue.Queue, workers: list) -> None:
@@ -345,7 +364,7 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
     lock = threading.Lock()
     busy = {"score": 0.0, "learned": 0.0}
     tally: dict = {"done": 0, "samples": 0, "first": None, "failed": None, "active": 0,
-                   "peak": 0}
+                   "peak": 0, "stages": Counter(), "cpu": 0.0}
     stopping = threading.Event()
 
     def answer() -> None:
@@ -359,6 +378,8 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
                 if kind == "done":
                     tally["done"] += 1
                     tally["samples"] += payload[0]
+                    tally["stages"].update(payload[1])
+                    tally["cpu"] += payload[2]
                 if kind == "dead" and tally["done"] < len(workers):
                     tally["failed"] = f"the pool processes ended early (exit codes {payload[0]})"
                 if tally["done"] == len(workers) or tally["failed"]:
@@ -392,6 +413,8 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
     if tally["failed"]:
         raise RuntimeError(tally["failed"])
     return {"samples": tally["samples"], "concurrency": concurrency,
+            "pool_stage_seconds": {k: round(v, 1) for k, v in tally["stages"].items()},
+            "pool_cpu_seconds": round(tally["cpu"], 1),
             "peak_concurrent": tally["peak"],
             "busy_seconds": {k: round(v, 1) for k, v in busy.items()},
             "serving_seconds": round(time.perf_counter() - tally["first"], 1)}
@@ -436,6 +459,10 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
             "labelled_images": labelled, "wall_seconds": round(wall, 1),
             "labelled_images_per_s": round(labelled / wall, 1),
             "labelling_process_busy": served["busy_seconds"],
+            # where the pool's time went (wall seconds summed over its processes; label and
+            # the learned types' wait on the labelling process) and its CPU time per image
+            "pool_stage_seconds": served["pool_stage_seconds"],
+            "pool_cpu_ms_per_image": round(1000 * served["pool_cpu_seconds"] / labelled, 1),
             "labelling_concurrency": served["concurrency"],
             "labelling_peak_concurrent": served["peak_concurrent"],
             "from_first_request_seconds": served["serving_seconds"],
@@ -530,7 +557,8 @@ def markdown(results: dict) -> str:
     env = results.get("environment", {})
     lines = ["# Device check", "",
              f"{env.get('date')}: {env.get('gpu', 'CPU')} (driver {env.get('driver', '-')}), "
-             f"torch {env.get('torch')}, CUDA {env.get('cuda')}, {env.get('cpus')} CPUs, "
+             f"torch {env.get('torch')}, CUDA {env.get('cuda')}, {env.get('cpus')} CPUs "
+             f"({env.get('physical_cores', '?')} physical cores), "
              f"Python {env.get('python')}.", ""]
     speed = results.get("labelers", {})
     if "metrics" in speed:
@@ -586,7 +614,12 @@ def markdown(results: dict) -> str:
                   + (f"; {pipe['from_first_request_seconds']} s from its first request "
                      f"({round(pipe['labelled_images'] / pipe['from_first_request_seconds'], 1)}"
                      " images/s once the pool had started)"
-                     if pipe.get("from_first_request_seconds") else "") + ".", ""]
+                     if pipe.get("from_first_request_seconds") else "") + "."
+                  + (f" The pool's processes spent {pipe['pool_cpu_ms_per_image']} CPU ms per "
+                     f"labelled image (wall seconds by stage, summed over them: "
+                     f"{pipe['pool_stage_seconds']}; label and the learned types' network wait "
+                     "on the labelling process)" if "pool_cpu_ms_per_image" in pipe else ""),
+                  ""]
     feed = results.get("loader", {})
     if "images_per_s" in feed:
         lines += ["## Training loader", "", f"{feed['workers']} workers, batches of "

@@ -64,7 +64,8 @@ class ShardOutcome:
     sources: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: {
-        "decode": 0.0, "distort": 0.0, "encode": 0.0, "label": 0.0, "write": 0.0})
+        "decode": 0.0, "distort": 0.0, "network": 0.0, "encode": 0.0, "label": 0.0,
+        "write": 0.0})  # network: the learned denoiser's (on a GPU actor: the wait for it)
     labels: list[tuple[int, int, float]] = field(default_factory=list)  # (id, level, Q)
 
 
@@ -140,18 +141,20 @@ def apply_locally(pixels: np.ndarray, jobs: list[tuple[int, int, int]]) -> list:
 
 
 def learned_locally(pixels: np.ndarray, jobs: list[tuple[int, int, int]],
-                    denoise: Denoise) -> list:
-    """Learned-denoiser jobs: inputs prepared here, the network through `denoise`; (image,
-    recipe) or the error message for each."""
+                    denoise: Denoise, seconds: dict[str, float]) -> list:
+    """Learned-denoiser jobs: inputs prepared here (timed as `distort`), the network through
+    `denoise` (timed as `network`); (image, recipe) or the error message for each."""
     prepared = []
-    for distortion_id, level, seed in jobs:
-        try:
-            prepared.append(distortions.prepare_learned(pixels, distortion_id, level, seed))
-        except distortions.DistortionError as error:
-            prepared.append(str(error))
+    with _Timer(seconds, "distort"):
+        for distortion_id, level, seed in jobs:
+            try:
+                prepared.append(distortions.prepare_learned(pixels, distortion_id, level, seed))
+            except distortions.DistortionError as error:
+                prepared.append(str(error))
     inputs = [item for item in prepared if not isinstance(item, str)]
     try:
-        made = iter(denoise(inputs) if inputs else [])
+        with _Timer(seconds, "network"):
+            made = iter(denoise(inputs) if inputs else [])
     except distortions.DistortionError as error:
         return [item if isinstance(item, str) else str(error) for item in prepared]
     return [item if isinstance(item, str) else next(made) for item in prepared]
@@ -162,13 +165,16 @@ def _distort_all(ref, pixels, config, outcome, denoise: Denoise):
     recorded. The learned-denoiser types' network runs through `denoise` (a GPU actor on a
     cluster with GPUs), everything else here."""
     if config.compose:
-        return _compose_all(ref, pixels, config, outcome)
+        with _Timer(outcome.seconds, "distort"):
+            return _compose_all(ref, pixels, config, outcome)
     jobs = [(d, lv, distortions.derive_seed(config.seed, ref.ref_id, d, lv))
             for d, lv in scenarios_for(ref.ref_id, config)]
     learned = [job for job in jobs if distortions.get(job[0]).learned]
     classic = [job for job in jobs if not distortions.get(job[0]).learned]
-    results = dict(zip(classic, apply_locally(pixels, classic), strict=True))
-    results.update(zip(learned, learned_locally(pixels, learned, denoise), strict=True))
+    with _Timer(outcome.seconds, "distort"):
+        results = dict(zip(classic, apply_locally(pixels, classic), strict=True))
+    results.update(zip(learned, learned_locally(pixels, learned, denoise, outcome.seconds),
+                       strict=True))
     made = []
     for job in jobs:
         distortion_id, level, seed = job
@@ -307,8 +313,7 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
         with _Timer(outcome.seconds, "encode"):
             ref_png = encode_png(pixels)
         writer.add(_base_record(ref, pixels, reference_key(ref.ref_id), "reference"), ref_png)
-        with _Timer(outcome.seconds, "distort"):
-            made = _distort_all(ref, pixels, config, outcome, denoise)
+        made = _distort_all(ref, pixels, config, outcome, denoise)  # times its stages
         with _Timer(outcome.seconds, "encode"):  # a version the store keeps as a recipe: None
             pngs = [encode_png(image) if stores_pixels(config.store, record, config.keep_pngs)
                     else None for record, image in made]

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+import distortions
 from labelers import Labeler
 from pipeline import cli
 from pipeline.deep_check import deep_check
@@ -104,6 +106,34 @@ def test_the_same_shard_twice_gives_the_same_bytes(tmp_path, fast_config, mae_en
         tar = location.read_bytes(tar_path(location, 0, "images"))
         digests.append(hashlib.sha256(tar).hexdigest())
     assert digests[0] == digests[1]
+
+
+def test_the_denoisers_network_is_timed_apart_from_the_distortions(tmp_path, fast_config,
+                                                                    mae_ensemble):
+    """Its own stage (on a GPU node it is the GPU's work, not the shard process's): the stages
+    never overlap, so they add up to no more than the shard's time."""
+    config = fast_config("embedded", out=str(tmp_path / "out"), limit=1,
+                         distortion_ids=(1, 8), levels=(1, 5))
+    sources = chosen(list_sources(config.sources), config)
+    plan = Plan.make(sources, config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    waited = []
+
+    def slow_network(inputs):
+        started = time.perf_counter()
+        time.sleep(1.0)  # longer than everything else the shard does
+        made = distortions.run_learned(inputs)
+        waited.append(time.perf_counter() - started)
+        return made
+
+    started = time.perf_counter()
+    outcome = produce_shard(0, plan, config, local_scorer(Labeler(metrics=("mae",), device="cpu")),
+                            mae_ensemble, location, denoise=slow_network)
+    wall = time.perf_counter() - started
+    assert len(waited) == 1 and outcome.seconds["network"] >= waited[0] >= 1.0
+    assert outcome.seconds["distort"] > 0
+    assert sum(outcome.seconds.values()) <= wall
 
 
 def test_plan_is_deterministic_and_refuses_another_plan(tmp_path, fast_config):
