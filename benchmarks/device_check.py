@@ -558,7 +558,7 @@ def markdown(results: dict) -> str:
     lines = ["# Device check", "",
              f"{env.get('date')}: {env.get('gpu', 'CPU')} (driver {env.get('driver', '-')}), "
              f"torch {env.get('torch')}, CUDA {env.get('cuda')}, {env.get('cpus')} CPUs "
-             f"({env.get('physical_cores', '?')} physical cores), "
+             f"({env.get('physical_cores') or '?'} physical cores), "
              f"Python {env.get('python')}.", ""]
     speed = results.get("labelers", {})
     if "metrics" in speed:

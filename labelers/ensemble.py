@@ -133,17 +133,22 @@ class Ensemble:
         many have a finite one (`finite`): those Q can be computed over for all of them. A
         metric only some have is an EnsembleError (Q would mean two things in one dataset), as
         is a dataset with none of the ensemble's metrics."""
+        if total == 0:
+            raise EnsembleError("no distorted sample to make Q of")
         partial = {key: total - finite.get(key, 0) for key in self.weights
                    if 0 < finite.get(key, 0) < total}
         if partial:
             raise EnsembleError("some samples have no score of " + ", ".join(
                 f"{key} ({missing} of {total})" for key, missing in partial.items())
                 + ": their Q would not be comparable; use an ensemble without them")
-        used = tuple(key for key in self.weights if total and finite.get(key, 0) == total)
+        used = tuple(key for key in self.weights if finite.get(key, 0) == total)
         if not used:
             raise EnsembleError(f"no sample has a score of any of the ensemble's metrics "
                                 f"{list(self.weights)} (generated label-free, or with other "
                                 "metrics)")
+        if sum(self.weights[key] for key in used) <= 0:
+            raise EnsembleError(f"the samples have scores of {', '.join(used)} only, which the "
+                                "ensemble weighs 0: Q would be undefined")
         return used
 
     def to_json(self) -> dict:

@@ -112,6 +112,9 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
         pixels = (decode_png(png) if png is not None else
                   Pending(record["key"], reference, record, ReplayContext()).pixels())
         cells[(d.id, record["level"])] = (pixels, caption)
+    if not cells:
+        raise ValueError(f"{tar_path} holds no version of {chosen!r} (its failures.jsonl says "
+                         "why): no sheet to draw")
     return render_grid(reference, cells, cell_width)
 
 

@@ -29,8 +29,6 @@ from shards.store_modes import stores_pixels
 from shards.tar_stream import read_tar
 
 IMAGE_MEMBERS = ("json", "png")
-REPORT_FIELDS = ("samples", "distorted", "sources_ok", "sources", "failures_by_reason",
-                 "metrics_absent")
 
 
 def tar_listing(location: Location, index: int, store: str
@@ -116,37 +114,56 @@ def _run_file(location: Location, name: str) -> dict:
     return data
 
 
+DAMAGE = (KeyError, TypeError, ValueError, AttributeError)  # what a mangled field raises
+
+
+def _damaged(name: str, error: Exception) -> RunFileError:
+    """The named run file's damage, from what reading a field of it raised."""
+    if isinstance(error, RunFileError):
+        return error
+    if isinstance(error, KeyError):
+        return RunFileError(f"{name} lacks the field {error}: damaged")
+    return RunFileError(f"{name} is damaged ({type(error).__name__}: {error})")
+
+
+def _read_plan(location: Location) -> Plan:
+    try:
+        return Plan.from_json(_run_file(location, PLAN_FILE))
+    except DAMAGE as error:
+        raise _damaged(PLAN_FILE, error) from error
+
+
+def _read_manifest(location: Location) -> tuple[RunConfig, str]:
+    """The run's configuration and ensemble hash."""
+    try:
+        manifest = _run_file(location, "manifest.json")
+        config = RunConfig.from_json(manifest["config"])
+        return config, str(manifest["ensemble_hash"])
+    except DAMAGE as error:
+        raise _damaged("manifest.json", error) from error
+
+
 def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
     """(summary lines, problems) of the dataset in `out`; with `deep` > 0 that many sampled
     versions are also replayed from their recipes and re-scored (pipeline.deep_check)."""
     location = Location.parse(out)
     try:
-        plan = Plan.from_json(_run_file(location, PLAN_FILE))
-        manifest = _run_file(location, "manifest.json")
-        config, ensemble_hash = RunConfig.from_json(manifest["config"]), manifest["ensemble_hash"]
-    except (RunFileError, KeyError, TypeError, ValueError) as error:
-        return [], [f"{out}: {_reason(error)}"]
+        plan = _read_plan(location)
+        config, ensemble_hash = _read_manifest(location)
+    except RunFileError as error:
+        return [], [f"{out}: {error}"]
     per_reference = 1 + config.versions_count
-    problems = []
+    shard_problems = []
     for index in range(plan.shard_count):
-        problems += check_shard(location, plan, index, per_reference, config.store,
-                                config.keep_pngs)
+        shard_problems += check_shard(location, plan, index, per_reference, config.store,
+                                      config.keep_pngs)
     lines = [f"dataset {out}: {len(plan.references)} references in {plan.shard_count} shards, "
              f"plan {plan.digest[:12]}, ensemble {ensemble_hash}",
              modes_line(config.modes())]
-    report = _report(location)
-    if isinstance(report, str):
-        problems.append(report)
-    else:
-        lines.append(f"samples {report['samples']} ({report['distorted']} distorted), sources ok "
-                     f"{report['sources_ok']}/{report['sources']}, failures "
-                     f"{dict(Counter(report['failures_by_reason']))}")
-        if report["metrics_absent"]:
-            lines.append(f"labels without: {', '.join(report['metrics_absent'])}")
-        problems += [f"{d['ref_id']} is the same pixels as {d['of']} in another split "
-                     f"({' and '.join(d['splits'])}): remove one of the two sources"
-                     for d in report.get("pixel_duplicates", ()) if len(d["splits"]) > 1]
-    problems += sidecar_problems(location)
+    report_lines, problems = _report(location)
+    lines, problems = lines + report_lines, shard_problems + problems
+    if not shard_problems:  # a sidecar matches the dataset it was made of: a whole one
+        problems += sidecar_problems(location)
     storage_lines, storage_problems = storage_summary(location, config.store)
     lines, problems = lines + storage_lines, problems + storage_problems
     if deep:
@@ -155,22 +172,23 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
     return lines, problems
 
 
-def _reason(error: Exception) -> str:
-    """What is wrong with a run file (a KeyError names only the missing field)."""
-    return f"a run file lacks the field {error}: damaged" if isinstance(error, KeyError) \
-        else str(error)
-
-
-def _report(location: Location) -> dict | str:
-    """report.json, or the problem with it (absent: the run has not finished)."""
+def _report(location: Location) -> tuple[list[str], list[str]]:
+    """report.json's summary lines and problems (absent: the run has not finished)."""
     if not location.exists(location.path("report.json")):
-        return "no report.json: the run has not finished (rerun generate to resume)"
+        return [], ["no report.json: the run has not finished (rerun generate to resume)"]
     try:
         report = _run_file(location, "report.json")
-        missing = [name for name in REPORT_FIELDS if name not in report]
-    except RunFileError as error:
-        return str(error)
-    return report if not missing else f"report.json lacks {', '.join(missing)}: damaged"
+        lines = [f"samples {report['samples']} ({report['distorted']} distorted), sources ok "
+                 f"{report['sources_ok']}/{report['sources']}, failures "
+                 f"{dict(Counter(report['failures_by_reason']))}"]
+        if report["metrics_absent"]:
+            lines.append(f"labels without: {', '.join(report['metrics_absent'])}")
+        problems = [f"{d['ref_id']} is the same pixels as {d['of']} in another split "
+                    f"({' and '.join(d['splits'])}): remove one of the two sources"
+                    for d in report.get("pixel_duplicates", ()) if len(d["splits"]) > 1]
+    except DAMAGE as error:
+        return [], [str(_damaged("report.json", error))]
+    return lines, problems
 
 
 def sidecar_problems(location: Location) -> list[str]:
@@ -191,8 +209,9 @@ def _sidecar_problems(location: Location, name: str, expected: set[str]) -> list
     try:
         with location.fs.open_input_file(location.path(name)) as handle:
             table = pq.read_table(handle)
-        keys, quality = table["key"].to_pylist(), table["quality"].to_numpy(zero_copy_only=False)
-    except (OSError, KeyError, pa.ArrowException) as error:
+        keys = table["key"].to_pylist()
+        quality = np.asarray(table["quality"].to_numpy(zero_copy_only=False), dtype=np.float64)
+    except (OSError, KeyError, ValueError, TypeError, pa.ArrowException) as error:
         return [f"{name} is unreadable ({type(error).__name__}: {error}): relabel again"]
     recorded = (table.schema.metadata or {}).get(b"ensemble_hash", b"").decode()
     problems = []
@@ -203,7 +222,7 @@ def _sidecar_problems(location: Location, name: str, expected: set[str]) -> list
         problems.append(f"{name} labels {len(set(keys))} samples ({len(keys)} rows) but the "
                         f"dataset has {len(expected)} distorted ones"
                         f"{_first_difference(set(keys), expected)}: relabel again")
-    bad = int(np.count_nonzero(~np.isfinite(np.asarray(quality, dtype=np.float64))))
+    bad = int(np.count_nonzero(~np.isfinite(quality)))
     if bad:
         problems.append(f"{name}: {bad} Q values are not finite numbers")
     return problems

@@ -140,11 +140,14 @@ class Plan:
     def from_json(cls, data: dict) -> "Plan":
         """The plan a plan.json holds; a ValueError where it is not one."""
         try:
-            return cls(data["inputs"], tuple(PlannedReference(**r) for r in data["references"]),
+            plan = cls(data["inputs"], tuple(PlannedReference(**r) for r in data["references"]),
                        tuple(Duplicate(**d) for d in data.get("duplicates", ())))
+            if isinstance(plan.shard_refs, bool) or plan.shard_refs < 1:
+                raise TypeError(f"shard_refs {plan.shard_refs!r}")
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not a shard plan ({type(error).__name__}: {error}): a "
                              f"{PLAN_FILE} generate did not write, or a damaged one") from None
+        return plan
 
 
 def label_identity(ensemble_hash: str, absent: tuple[str, ...]) -> dict:

@@ -35,7 +35,8 @@ from training.precision import FP32, Precision
 
 # settings a resumed run may change (`out` is where its last.pt was found, wherever the run
 # folder has moved); anything else must match the checkpoint
-RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every", "out"}
+RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every", "out",
+                     "ensemble"}  # its file's path; ensemble_hash says what Q it defines
 LOCAL_PATH_SETTINGS = {"dataset"}  # compared as absolute paths: ds/ and ./ds are one dataset
 MAX_NONFINITE_BATCHES = 20  # per epoch: more means the run has diverged
 

@@ -179,3 +179,20 @@ def test_quality_ignores_scores_it_has_no_weight_for():
     with_ssim, used_with_ssim = default.quality({**scores, "ssim": rng.uniform(0, 1, 4)})
     np.testing.assert_array_equal(with_ssim, quality)
     assert used_with_ssim == used and "ssim" not in used
+
+
+def test_q_is_made_over_the_metrics_every_sample_has():
+    linear = ens.Mapping01("linear", best=0.0, worst=1.0)
+    ensemble = ens.Ensemble("e", {"mae": 1.0, "gmsd": 2.0, "vif": 0.0},
+                            {key: linear for key in ("mae", "gmsd", "vif")})
+    assert ensemble.metrics_every_sample_has({"mae": 4, "gmsd": 4, "vif": 4}, 4) == \
+        ("mae", "gmsd", "vif")
+    assert ensemble.metrics_every_sample_has({"mae": 4, "vif": 4}, 4) == ("mae", "vif")
+    with pytest.raises(ens.EnsembleError, match=r"no score of gmsd \(1 of 4\)"):
+        ensemble.metrics_every_sample_has({"mae": 4, "gmsd": 3}, 4)
+    with pytest.raises(ens.EnsembleError, match="vif only, which the ensemble weighs 0"):
+        ensemble.metrics_every_sample_has({"vif": 4}, 4)
+    with pytest.raises(ens.EnsembleError, match="no sample has a score of any"):
+        ensemble.metrics_every_sample_has({"lpips": 4}, 4)
+    with pytest.raises(ens.EnsembleError, match="no distorted sample"):
+        ensemble.metrics_every_sample_has({}, 0)

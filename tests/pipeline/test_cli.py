@@ -207,6 +207,23 @@ def test_sheet_names_an_unknown_photo_and_an_unreadable_shard_without_a_tracebac
     assert "iqa-factory: error:" in capsys.readouterr().err
 
 
+def test_a_sheet_of_a_reference_without_versions_says_so(tmp_path, small_image, capsys):
+    from shards.keys import reference_key
+    from shards.png import encode_png
+    from shards.schema import pixel_sha256
+    from shards.storage import Location
+    from shards.writer import ShardWriter
+
+    writer = ShardWriter(Location.parse(str(tmp_path)), 0)
+    writer.add({"key": reference_key("lone"), "ref_id": "lone", "kind": "reference",
+                "split": "train", "width": 192, "height": 176, "codec": "png",
+                "sha256": pixel_sha256(small_image)}, encode_png(small_image))
+    writer.finish({})
+    shard = str(next(tmp_path.glob("shards/00000.tar")))
+    assert cli.main(["sheet", shard, "-o", str(tmp_path / "s.png")]) == 2
+    assert "holds no version of 'lone'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("width", ["0", "-5", "5000", "wide"])
 def test_a_sheet_cell_width_out_of_its_range_is_refused_naming_the_option(width, tmp_path,
                                                                           capsys):

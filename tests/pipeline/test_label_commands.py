@@ -59,7 +59,7 @@ def scored_dataset(tmp_path_factory) -> Path:
     from labelers import Labeler
     from pipeline.config import RunConfig
     from pipeline.plan import Plan, persist_or_check
-    from pipeline.report import merge, write_run_files
+    from pipeline.report import build_report, merge, write_run_files
     from pipeline.sizing import TargetSize
     from pipeline.sources import list_sources
     from pipeline.worker import local_scorer, produce_shard
@@ -75,7 +75,8 @@ def scored_dataset(tmp_path_factory) -> Path:
     write_run_files(location, config, plan, ensemble, ())
     produce_shard(0, plan, config, local_scorer(Labeler(metrics=config.metrics, device="cpu")),
                   ensemble, location)
-    merge(location, plan)
+    report = build_report(merge(location, plan), 1.0, (), config.modes())
+    location.write_bytes(location.path("report.json"), json.dumps(report).encode())
     return out
 
 
@@ -154,19 +155,19 @@ def test_relabel_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys):
 
 
 def _inspect(out: Path, capsys) -> tuple[int, str]:
-    """inspect's exit code and its problems (the fixture, made without the driver, has no
-    report.json: that problem is left out)."""
+    """inspect's exit code and its problems."""
     code = cli.main(["inspect", str(out)])
-    problems = [line for line in capsys.readouterr().out.splitlines()
-                if line.startswith("PROBLEM:") and "no report.json" not in line]
-    return code, "\n".join(problems)
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.out + printed.err
+    return code, "\n".join(line for line in printed.out.splitlines()
+                           if line.startswith("PROBLEM:"))
 
 
 def test_inspect_checks_each_sidecar_against_the_dataset(scored_dataset, tmp_path, capsys):
     out = _copy(scored_dataset, tmp_path)
     _halves().save(tmp_path / "halves.json")
     assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 0
-    assert _inspect(out, capsys)[1] == ""  # a sidecar relabel wrote is sound
+    assert _inspect(out, capsys) == (0, "")  # a sidecar relabel wrote is sound
     sidecar = out / f"labels-{_halves().hash}.parquet"
     table = pq.read_table(sidecar)
     pq.write_table(table.slice(1), sidecar)  # a label lost
@@ -180,18 +181,26 @@ def test_inspect_checks_each_sidecar_against_the_dataset(scored_dataset, tmp_pat
     code, printed = _inspect(out, capsys)
     assert code == 1 and "1 Q values are not finite" in printed
     assert f"records ensemble {'0' * 16}, not the one its name says" in printed
+    pq.write_table(table.set_column(1, "quality", pa.array(["high"] * len(table))), sidecar)
+    code, printed = _inspect(out, capsys)
+    assert code == 1 and f"{sidecar.name} is unreadable (ValueError" in printed
     sidecar.write_bytes(b"not parquet")
     code, printed = _inspect(out, capsys)
     assert code == 1 and f"{sidecar.name} is unreadable" in printed
+    (out / "shards" / "00000.tar").write_bytes(b"")  # a damaged shard: relabel refuses it, and
+    code, printed = _inspect(out, capsys)           # the sidecar is not judged against it
+    assert code == 1 and "shard 00000" in printed and sidecar.name not in printed
 
 
 @pytest.mark.parametrize(("name", "content", "said"), [
     ("report.json", "{half", "report.json is not JSON"),
     ("report.json", "[1, 2]", "report.json holds list, not an object"),
-    ("report.json", "{}", "report.json lacks samples, distorted"),
+    ("report.json", "{}", "report.json lacks the field 'samples'"),
     ("manifest.json", "{trunc", "manifest.json is not JSON"),
-    ("manifest.json", "{}", "lacks the field 'config'"),
+    ("manifest.json", "{}", "manifest.json lacks the field 'config'"),
     ("plan.json", None, "no plan.json: not a dataset written by generate"),
+    ("plan.json", '{"inputs": {}, "references": []}', "not a shard plan (KeyError: 'shard_refs')"),
+    ("report.json", None, "no report.json: the run has not finished"),
 ])
 def test_inspect_names_a_damaged_run_file(scored_dataset, tmp_path, capsys, name, content,
                                           said):
@@ -200,6 +209,24 @@ def test_inspect_names_a_damaged_run_file(scored_dataset, tmp_path, capsys, name
         (out / name).unlink()
     else:
         (out / name).write_text(content)
+    code, printed = _inspect(out, capsys)
+    assert code == 1 and said in printed
+
+
+@pytest.mark.parametrize(("name", "field", "value", "said"), [
+    ("manifest.json", ("config", "size"), 5, "manifest.json is damaged (AttributeError"),
+    ("report.json", ("failures_by_reason",), 5, "report.json is damaged (TypeError"),
+    ("report.json", ("pixel_duplicates",), [{}], "report.json lacks the field 'splits'"),
+])
+def test_inspect_names_a_damaged_field_of_a_run_file(scored_dataset, tmp_path, capsys, name,
+                                                     field, value, said):
+    out = _copy(scored_dataset, tmp_path)
+    data = json.loads((out / name).read_text())
+    inner = data
+    for key in field[:-1]:
+        inner = inner[key]
+    inner[field[-1]] = value
+    (out / name).write_text(json.dumps(data))
     code, printed = _inspect(out, capsys)
     assert code == 1 and said in printed
 

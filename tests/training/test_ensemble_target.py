@@ -75,8 +75,12 @@ def test_pretrain_records_the_ensemble_it_learnt(tiny_dataset, tmp_path, capsys)
     printed = capsys.readouterr().out
     assert f"Q under ensemble strict ({strict.hash}) from the raw scores of mae" in printed
     file = next(tmp_path.glob("strict-*.json"))
-    Ensemble("strict", {"mae": 1.0}, {"mae": Mapping01("linear", 0.0, 0.2)}).save(file)
+    elsewhere = tmp_path / "copy.json"  # the same ensemble by another path: resumes
+    elsewhere.write_bytes(file.read_bytes())
     assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "2",
+                 "--steps-per-epoch", "1", "--ensemble", str(elsewhere), "--resume", *TINY]) == 0
+    Ensemble("strict", {"mae": 1.0}, {"mae": Mapping01("linear", 0.0, 0.2)}).save(file)
+    assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "3",
                  "--steps-per-epoch", "1", "--ensemble", str(file), "--resume", *TINY]) == 2
     assert "ensemble_hash" in capsys.readouterr().err  # the file now defines another Q
 

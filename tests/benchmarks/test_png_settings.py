@@ -13,7 +13,7 @@ from shards.png import decode_png, encode_png
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-import bench_distortions
+import png_settings
 
 
 def test_the_shards_pngs_are_lossless_and_read_by_pillow(small_image):
@@ -29,8 +29,8 @@ def test_the_shards_pngs_are_lossless_and_read_by_pillow(small_image):
 
 def test_the_benchmark_compares_every_candidate_on_the_same_outputs(small_image):
     outputs = [small_image[..., ::-1].copy(), distortions.apply(small_image, 13, 3, 1)[0]]
-    rows = {row["settings"]: row for row in bench_distortions.png_settings(outputs)}
-    assert list(rows) == list(bench_distortions.PNG_CANDIDATES)
+    rows = {row["settings"]: row for row in png_settings.png_settings(outputs)}
+    assert list(rows) == list(png_settings.PNG_CANDIDATES)
     assert rows["level 1, RLE, fast filters (the shards')"]["size_vs_shards"] == 1.0
     assert rows["level 6"]["bytes"] < rows["level 1 (the shards' before)"]["bytes"]  # zlib
     assert all(row["encode_ms"] > 0 and row["decode_ms"] > 0 for row in rows.values())
