@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from bench_labelers import environment_variable, random_backbones_if_absent, workload
@@ -154,7 +155,8 @@ def physical_cores() -> int | None:
 def environment(device: torch.device, sizes: Sizes) -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "cpus": os.cpu_count(),
-            "physical_cores": physical_cores(), "device": str(device),
+            "physical_cores": physical_cores(), "opencv": cv2.__version__,
+            "device": str(device),
             "date": time.strftime("%Y-%m-%d")}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
