@@ -7,17 +7,23 @@ import torch
 import torch.nn.functional as F
 
 from labelers.base import Metric
-from labelers.inputs import box_downsample, gray_rounded
+from labelers.inputs import box_downsample, gray_rounded, ieee_sqrt
 
 T = 170.0
 
 
 def _gradient_magnitude(gray: torch.Tensor) -> torch.Tensor:
-    """Prewitt gradient magnitude, conv2(..., 'same') with zero padding."""
-    prewitt = torch.tensor([[1.0, 0.0, -1.0]] * 3, dtype=gray.dtype, device=gray.device) / 3
-    kernels = torch.stack([prewitt, prewitt.T])[:, None]
-    gradients = F.conv2d(F.pad(gray, (1, 1, 1, 1)), kernels)
-    return torch.sqrt((gradients**2).sum(dim=1, keepdim=True))
+    """Prewitt gradient magnitude, conv2(..., 'same') with zero padding, as sums of shifted
+    slices and an IEEE square root: every pixel's value is the same sequence of correctly
+    rounded operations whatever the batch, the threads or MKL's code path (a convolution
+    through BLAS gave a reference and an identical version gradients one rounding apart, so
+    GMSD 6e-17 instead of 0, in some processes; MKL's sqrt differs by path)."""
+    padded = F.pad(gray, (1, 1, 1, 1))
+    across = padded[..., :, :-2] - padded[..., :, 2:]  # left minus right neighbour
+    down = padded[..., :-2, :] - padded[..., 2:, :]    # upper minus lower neighbour
+    horizontal = (across[..., :-2, :] + across[..., 1:-1, :] + across[..., 2:, :]) / 3
+    vertical = (down[..., :, :-2] + down[..., :, 1:-1] + down[..., :, 2:]) / 3
+    return ieee_sqrt(horizontal**2 + vertical**2)
 
 
 def gmsd_of_gray(ref_gradient: torch.Tensor, dist_gray: torch.Tensor) -> torch.Tensor:

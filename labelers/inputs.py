@@ -26,6 +26,15 @@ def gray_rounded(rgb: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
     return torch.floor(gray + 0.5).to(dtype)
 
 
+def ieee_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """The correctly rounded square root, on every machine: torch's CPU sqrt goes through MKL's
+    vector library, whose result for the same float64 differs by an ulp from one instruction
+    path (AVX-512, AVX2) to another and from IEEE's; numpy's is IEEE's, as CUDA's is."""
+    if x.device.type != "cpu":
+        return torch.sqrt(x)
+    return torch.from_numpy(np.sqrt(x.detach().contiguous().numpy()))
+
+
 def unit_rgb(rgb: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 -> float RGB in [0, 1]."""
     return rgb.to(dtype) / 255.0
