@@ -185,13 +185,18 @@ def _first_reference_difference(old: Plan, new: Plan) -> str:
     return ""
 
 
+def read_plan(location: Location) -> Plan:
+    """The plan in a dataset's plan.json (a ValueError where it is not one)."""
+    return Plan.from_json(json.loads(location.read_bytes(location.path(PLAN_FILE))))
+
+
 def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> bool:
     """Write the plan, or check it against the one already there. Returns True when an
     earlier run of this same plan exists (resume). A different plan raises PlanMismatchError
     unless `restart` is set, in which case the caller clears the output first."""
     path = location.path(PLAN_FILE)
     if location.exists(path) and not restart:
-        existing = Plan.from_json(json.loads(location.read_bytes(path)))
+        existing = read_plan(location)
         if existing.digest != plan.digest:
             raise PlanMismatchError(
                 f"{location.root} holds another plan ({existing.digest[:12]}) than this run's "
@@ -214,7 +219,7 @@ def finished_plan(location: Location) -> "Plan":
     if not location.exists(location.path(MANIFEST_FILE)):
         raise UnfinishedDatasetError(f"{location.root} has no {MANIFEST_FILE}: not a finished "
                                      "dataset (generate resumes it)")
-    plan = Plan.from_json(json.loads(location.read_bytes(location.path(PLAN_FILE))))
+    plan = read_plan(location)
     complete, damaged = shard_states(location)
     if damaged:
         raise UnfinishedDatasetError(damage_message(location, damaged))

@@ -71,8 +71,7 @@ class PretrainConfig:
         if self.objective.label_free and (self.targets != (Target(),) or self.loss_weights
                                           or self.ensemble is not None):
             raise ValueError(f"--target, --loss-weights and --ensemble are labels to regress: "
-                             f"they do not "
-                             f"apply to --objective {self.objective.name}")
+                             f"they do not apply to --objective {self.objective.name}")
         weights = self.loss_weights
         if weights and (len(weights) != len(names) or not all(
                 math.isfinite(w) and w >= 0 for w in weights) or not any(weights)):

@@ -21,10 +21,9 @@ from tqdm import tqdm
 
 from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
-from pipeline.plan import Plan, differences, finished_plan, persist_or_check
+from pipeline.plan import Plan, differences, finished_plan, persist_or_check, read_plan
 from shards.layout import (
     DEFAULT_STORE,
-    PLAN_FILE,
     SOURCES_FILE,
     labels_files,
     shard_paths,
@@ -199,7 +198,7 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
     try:
         persist_or_check(plan, target)
     except PlanMismatchError:  # its advice (--restart, --out) is generate's
-        theirs = Plan.from_json(json.loads(target.read_bytes(target.path(PLAN_FILE))))
+        theirs = read_plan(target)
         raise ConversionError(f"{target.root} holds another dataset's plan, not this "
                               f"conversion's ({'; '.join(differences(theirs, plan))}): choose "
                               "a new or empty DST, or remove that one first") from None
