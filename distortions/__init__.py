@@ -13,6 +13,7 @@ network on a GPU: `prepare_learned` (the seeded noisy input, on a CPU) and `run_
 network over many prepared inputs at once, wherever the denoiser lives).
 """
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,9 @@ from distortions.seeding import derive_seed
 from distortions.validation import check_image
 
 RECIPE_VERSION = 1
+# recipe parameters that say where a version was made (which denoiser weights, on which
+# device), not what it is: replay checks the denoiser's identity itself
+WHERE_MADE_PARAMS = ("denoiser", "device")
 
 _BY_ID = {d.id: d for d in REGISTERED}
 _BY_NAME = {d.name: d for d in REGISTERED}
@@ -61,6 +65,7 @@ __all__ = [
     "apply",
     "bank_ids",
     "check_image",
+    "check_recipe",
     "compose",
     "derive_seed",
     "get",
@@ -191,6 +196,43 @@ def replay(img: np.ndarray, recipe: dict) -> np.ndarray:
             f"recipe names {recipe['distortion']!r} but id {distortion.id} is {distortion.name!r}"
         )
     return _replayed(distortion, img, params)
+
+
+def check_recipe(recipe: dict) -> None:
+    """InvalidRecipeError unless `recipe` is one this bank makes: this recipe version, and
+    parameters (where-made ones aside) equal to those its type, level and seed give (for a
+    composed recipe, each link's). A recipe read from a shard is checked before it runs, so a
+    damaged or hostile one never runs with parameters of its own (a huge blur, a million
+    blocks); `replay` alone takes any parameters the type can apply."""
+    if not isinstance(recipe, dict):
+        raise InvalidRecipeError(f"a recipe is a JSON object, got {type(recipe).__name__}")
+    if recipe.get("version") != RECIPE_VERSION:
+        raise InvalidRecipeError(f"recipe version {recipe.get('version')!r}: this bank "
+                                 f"replays version {RECIPE_VERSION}")
+    if "chain" in recipe:
+        if not isinstance(recipe["chain"], list) or not recipe["chain"]:
+            raise InvalidRecipeError("a composed recipe needs a non-empty list of links")
+        for link in recipe["chain"]:
+            check_recipe(link)
+        return
+    try:
+        made = _recipe(get(recipe["distortion_id"]), recipe["level"], recipe["seed"])
+        params = recipe["params"]
+    except KeyError as error:
+        raise InvalidRecipeError(f"not a distortion recipe: missing {error}") from None
+    if not isinstance(params, dict):
+        raise InvalidRecipeError(f"a recipe's params are a JSON object, got {params!r}")
+    names = (set(made["params"]) | set(params)) - set(WHERE_MADE_PARAMS)
+    differ = sorted(name for name in names
+                    if _as_json(params.get(name)) != _as_json(made["params"].get(name)))
+    if differ:
+        raise InvalidRecipeError(
+            f"{made['distortion']} level {made['level']} seed {made['seed']}: parameters "
+            f"{', '.join(differ)} are not those the level and seed give")
+
+
+def _as_json(value) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def _replayed(distortion: Distortion, img: np.ndarray, params: dict) -> np.ndarray:

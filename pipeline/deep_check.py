@@ -57,7 +57,11 @@ def _recipe_only(row: dict, reference: np.ndarray, context: ReplayContext
 def _replay(row: dict, reference: np.ndarray, stored: np.ndarray) -> tuple[str | None, str]:
     """(a problem or None, a note) for one replayed version."""
     recipe = json.loads(row["recipe"])
-    again = distortions.replay(reference, recipe)
+    try:
+        distortions.check_recipe(recipe)
+        again = distortions.replay(reference, recipe)
+    except distortions.DistortionError as error:
+        return f"{row['key']}: its recipe cannot be replayed: {error}", "recipe refused"
     if pixel_sha256(again) == row["sha256"] == pixel_sha256(stored):
         return None, "replayed exactly"
     largest = int(np.abs(again.astype(int) - stored.astype(int)).max())

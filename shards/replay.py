@@ -3,9 +3,11 @@
 A shard's references come first (shared/spec/shards.md); `replaying` keeps them decoded while
 its shard streams and gives each sample stored without pixels a `Pending` in place of its
 image bytes. The replay itself runs when the sample is decoded (`shards.records.decode`), so
-after a shuffle buffer and on whichever DataLoader worker decodes it; its pixels' SHA-256 is
-checked against the recorded one, and a mismatch raises `ReplayMismatchError` naming the
-sample and the libraries whose versions differ from the dataset's manifest."""
+after a shuffle buffer and on whichever DataLoader worker decodes it. A recipe runs only if
+its parameters are those its type, level and seed give (`distortions.check_recipe`); its
+pixels' SHA-256 is checked against the recorded one, and a mismatch raises
+`ReplayMismatchError` naming the sample and the libraries whose versions differ from the
+dataset's manifest."""
 
 import json
 from collections.abc import Callable, Iterator
@@ -75,6 +77,7 @@ class Pending:
     def pixels(self) -> np.ndarray:
         """The replayed H x W x 3 uint8 pixels, verified against the recorded SHA-256."""
         try:
+            distortions.check_recipe(self.meta["recipe"])
             image = distortions.replay(self.reference, self.meta["recipe"])
         except (KeyError, TypeError, ValueError) as error:  # DistortionError is a ValueError
             raise ReplayError(f"sample {self.key} cannot be replayed: {error}") from error

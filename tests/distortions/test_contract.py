@@ -24,7 +24,9 @@ def test_contract(small_image, pair):
     assert out.dtype == np.uint8
     assert recipe["distortion_id"] == distortion_id and recipe["level"] == level
 
-    # The recipe survives JSON, and replays the output from the reference alone.
+    # The recipe survives JSON, is one the bank makes, and replays the output from the
+    # reference alone.
+    distortions.check_recipe(json.loads(json.dumps(recipe)))
     replayed = distortions.replay(small_image, json.loads(json.dumps(recipe)))
     if distortion.learned:
         diff = np.abs(replayed.astype(int) - out.astype(int))
@@ -57,5 +59,54 @@ def test_a_composed_recipe_replays_its_chain_byte_for_byte(small_image):
     assert np.array_equal(out, by_hand)
     assert [(r["distortion_id"], r["level"], r["seed"]) for r in recipe["chain"]] == links
     assert np.array_equal(distortions.replay(small_image, json.loads(json.dumps(recipe))), out)
+    distortions.check_recipe(json.loads(json.dumps(recipe)))
     with pytest.raises(distortions.InvalidRecipeError, match="non-empty list of links"):
         distortions.replay(small_image, {"version": 1, "chain": []})
+    with pytest.raises(distortions.InvalidRecipeError, match="non-empty list of links"):
+        distortions.check_recipe({"version": 1, "chain": []})
+
+
+def _edited(recipe: dict, **params) -> dict:
+    return {**recipe, "params": {**recipe["params"], **params}}
+
+
+def test_a_recipe_whose_parameters_its_level_and_seed_do_not_give_is_refused(small_image):
+    """A recipe from a shard runs only with the parameters its (type, level, seed) make: a
+    level's value, a seeded draw, an added or a missing parameter, another recipe version."""
+    _, blur = distortions.apply(small_image, "gaussian_blur", 3, seed=5)
+    _, blocks = distortions.apply(small_image, "color_block", 2, seed=5)
+    _, noise = distortions.apply(small_image, "white_noise", 2, seed=5)
+    not_made = {
+        "sigma": _edited(blur, sigma=1e6),  # level 3's sigma is 1
+        "blocks": _edited(blocks, blocks=blocks["params"]["blocks"] * 1000),
+        "noise_seed": _edited(noise, noise_seed=noise["params"]["noise_seed"] + 1),
+        "radius": _edited(blur, radius=99),  # a parameter gaussian_blur has not
+        "noise": {**noise, "params": {k: v for k, v in noise["params"].items()
+                                      if k != "noise"}},
+    }
+    for name, recipe in not_made.items():
+        with pytest.raises(distortions.InvalidRecipeError,
+                           match=rf"parameters {name} are not those the level and seed give"):
+            distortions.check_recipe(recipe)
+    _, chain = distortions.compose(small_image, [(13, 3, 5), (1, 2, 6)])
+    chain["chain"][1] = _edited(chain["chain"][1], quality=1)
+    with pytest.raises(distortions.InvalidRecipeError, match="jpeg level 2 seed 6: parameters "
+                                                             "quality"):
+        distortions.check_recipe(chain)
+    for recipe, why in (({**blur, "version": 2}, "recipe version 2"),
+                        ({**blur, "params": [1]}, "params are a JSON object"),
+                        ({k: v for k, v in blur.items() if k != "seed"}, "missing 'seed'"),
+                        ("blur", "a recipe is a JSON object")):
+        with pytest.raises(distortions.InvalidRecipeError, match=why):
+            distortions.check_recipe(recipe)
+    with pytest.raises(distortions.InvalidLevelError):
+        distortions.check_recipe({**blur, "level": 9})
+
+
+def test_where_a_learned_version_was_made_is_not_checked(small_image):
+    """The denoiser's device is where the version was made (replay checks the weights'
+    identity itself): a version made on a GPU is a recipe the bank makes."""
+    _, recipe = distortions.apply(small_image, "denoise_white", 2, seed=1)
+    distortions.check_recipe(_edited(recipe, device="cuda:3"))
+    with pytest.raises(distortions.InvalidRecipeError, match="parameters noise_seed"):
+        distortions.check_recipe(_edited(recipe, device="cuda:3", noise_seed=7))

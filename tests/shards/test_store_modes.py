@@ -9,6 +9,7 @@ import io
 import json
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,9 +141,9 @@ def test_groups_are_the_same_in_every_mode(store_datasets, kind, options):
             np.testing.assert_array_equal(mine["reference"], theirs["reference"])
 
 
-def _tampered(root, tmp_path, key: str):
-    """A copy of a dataset whose sample `key` records another SHA-256, and whose manifest
-    records another numpy version (the tar rewritten with tarfile, member order kept)."""
+def _rewritten(root, tmp_path, key: str, change) -> Path:
+    """A copy of a dataset whose sample `key` records change(its record) (the tar rewritten
+    with tarfile, member order kept)."""
     copy = tmp_path / "tampered"
     shutil.copytree(root, copy)
     for path in (copy / "shards").glob("*.tar*"):
@@ -154,10 +155,17 @@ def _tampered(root, tmp_path, key: str):
         with tarfile.open(path, mode, format=tarfile.GNU_FORMAT) as tar:
             for member, data in members:
                 if member.name == f"{key}.json":
-                    data = json.dumps({**json.loads(data), "sha256": "0" * 64}).encode()
+                    data = json.dumps(change(json.loads(data))).encode()
                     member.size = len(data)
                 tar.addfile(member, io.BytesIO(data))
         stats_agree(path)
+    return copy
+
+
+def _tampered(root, tmp_path, key: str):
+    """A copy of a dataset whose sample `key` records another SHA-256, and whose manifest
+    records another numpy version."""
+    copy = _rewritten(root, tmp_path, key, lambda record: {**record, "sha256": "0" * 64})
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["replay_libraries"]["numpy"] = "1.0.0"
     (copy / "manifest.json").write_text(json.dumps(manifest))
@@ -176,6 +184,26 @@ def test_a_replay_that_differs_is_an_error_naming_sample_and_libraries(store_dat
     unverified = {s["key"]: s["image"] for s in dataset.samples(verify=False)}
     expected = _pil(_members(store_datasets["images"])[key]["png"])
     np.testing.assert_array_equal(unverified[key], expected)  # verify=False: not checked
+
+
+def test_a_recipe_its_level_and_seed_do_not_make_is_refused_before_it_runs(store_datasets,
+                                                                          tmp_path):
+    """A hostile or damaged recipe shard: a sample's recipe with a level parameter of its own
+    (a million, where the level's table says otherwise) is an error naming the sample, not a
+    replay."""
+    key, record = next((k, json.loads(parts["json"]))
+                       for k, parts in _members(store_datasets["recipes"]).items()
+                       if "png" not in parts)
+    name = next(iter(distortions.get(record["recipe"]["distortion_id"]).levels[0]))
+
+    def hostile(record: dict) -> dict:
+        recipe = record["recipe"]
+        return {**record, "recipe": {**recipe, "params": {**recipe["params"], name: 10**6}}}
+
+    dataset = open_dataset(str(_rewritten(store_datasets["recipes"], tmp_path, key, hostile)))
+    with pytest.raises(ReplayError, match=rf"sample {key} cannot be replayed: .*parameters "
+                                          rf"{name} are not those the level and seed give"):
+        list(dataset.samples(verify=False))
 
 
 def test_pending_replays_lazily_and_says_when_libraries_are_the_same(small_image):
