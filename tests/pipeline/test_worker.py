@@ -298,6 +298,14 @@ def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_p
     _, problems = deep_check(location, 100)
     assert problems == [f"{victim['key']}: mae scores {victim['scores']['mae'] - 0.01:.6g} "
                         f"here, {victim['scores']['mae']} stored"]
+    recipe = json.loads(victim["recipe"])  # a level value of its own is not replayed
+    name = next(iter(distortions.get(recipe["distortion_id"]).levels[0]))
+    victim["recipe"] = json.dumps({**recipe, "params": {**recipe["params"], name: 10**6}})
+    pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), path)
+    lines, problems = deep_check(location, 100)
+    assert problems[0].startswith(f"{victim['key']}: its recipe cannot be replayed: ")
+    assert f"parameters {name} are not those the level and seed give" in problems[0]
+    assert "1 recipe refused" in lines[0]
 
 
 def test_the_report_folds_each_shards_labels_into_per_scenario_sums(fast_config,
