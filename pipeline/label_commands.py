@@ -17,7 +17,7 @@ from labelers.fitting import fit_ensemble
 from pipeline.plan import finished_plan
 from pipeline.sources import read_rgb
 from shards.layout import labels_file, shard_paths
-from shards.schema import score_arrays
+from shards.schema import finite_counts, score_arrays
 from shards.storage import Location
 
 
@@ -136,8 +136,8 @@ def _relabel_metrics(ensemble: ens.Ensemble, indexes: list[Path], out: Path) -> 
     for index in indexes:
         scores, keys = _distorted_scores(index)
         total += len(keys)
-        for key, values in scores.items():
-            finite[key] += int(np.isfinite(values).sum())
+        for key, count in finite_counts(scores).items():
+            finite[key] += count
     try:
         used = list(ensemble.metrics_every_sample_has(finite, total))
     except ens.EnsembleError as error:

@@ -23,6 +23,11 @@ def score_arrays(scores: pa.ChunkedArray | pa.Array) -> dict[str, np.ndarray]:
             for field, values in zip(column.type, column.flatten(), strict=True)}
 
 
+def finite_counts(scores: dict[str, np.ndarray]) -> dict[str, int]:
+    """How many finite scores each metric has (score_arrays' NaN and infinities left out)."""
+    return {key: int(np.isfinite(values).sum()) for key, values in scores.items()}
+
+
 def pixel_sha256(img: np.ndarray) -> str:
     """The record's `sha256`: SHA-256 of the decoded pixels' bytes (H x W x 3 uint8, C order)."""
     return hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()

@@ -9,7 +9,6 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
@@ -17,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
-from shards.schema import score_arrays
+from shards.schema import finite_counts, score_arrays
 from shards.storage import Location
 from training import distributed
 from training.label_free import pretrain_label_free
@@ -140,10 +139,9 @@ def ensemble_target(location: Location, index: pa.Table, target: Target,
     scores, over the ensemble's metrics that every sample has (as `relabel` computes it; a
     metric only some samples have is refused)."""
     chosen = load_ensemble(ensemble)
-    finite = {key: int(np.isfinite(values).sum())
-              for key, values in score_arrays(index["scores"]).items()}
     try:
-        used = chosen.metrics_every_sample_has(finite, len(index))
+        used = chosen.metrics_every_sample_has(finite_counts(score_arrays(index["scores"])),
+                                               len(index))
     except EnsembleError as error:
         raise ValueError(f"{location.root}: {error}") from error
     return replace(target, ensemble=chosen, ensemble_metrics=used)
