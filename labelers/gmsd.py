@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from labelers.base import Metric
-from labelers.inputs import box_downsample, gray_rounded, ieee_sqrt
+from labelers.inputs import box_downsample, gray_rounded, ieee_sqrt, image_stds
 
 T = 170.0
 
@@ -30,7 +30,7 @@ def gmsd_of_gray(ref_gradient: torch.Tensor, dist_gray: torch.Tensor) -> torch.T
     """GMSD of N gray images (N x 1 x H x W, 0..255) against a reference's gradient magnitude."""
     g_dist = _gradient_magnitude(box_downsample(dist_gray, 2))
     similarity = (2 * ref_gradient * g_dist + T) / (ref_gradient**2 + g_dist**2 + T)
-    return similarity.flatten(1).std(dim=1, correction=1)
+    return image_stds(similarity)
 
 
 def reference_gradient(ref_gray: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 import torch
 
 from labelers.base import Metric
-from labelers.inputs import unit_rgb
+from labelers.inputs import image_means, unit_rgb
 
 
 class MAE(Metric):
@@ -15,4 +15,4 @@ class MAE(Metric):
         return unit_rgb(ref, torch.float64)
 
     def compare(self, prepared: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-        return (unit_rgb(dist, torch.float64) - prepared).abs().flatten(1).mean(dim=1)
+        return image_means((unit_rgb(dist, torch.float64) - prepared).abs())
