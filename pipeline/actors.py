@@ -64,13 +64,13 @@ class LabelerActor:
             return distortions.run_learned(inputs)
 
     def score_images(self, ref: np.ndarray, versions: np.ndarray,
-                     progress: "ray.actor.ActorHandle | None" = None
+                     progress: "ray.actor.ActorHandle | None" = None, shard: int = 0
                      ) -> tuple[dict, tuple[str, ...]]:
         """Scores of N x H x W x 3 versions against `ref` (raw pixels: no decoding here); the
-        progress actor hears of each part of them as it is labelled."""
+        progress actor hears of each part of them as it is labelled (for `shard`)."""
         def labelled(count: int) -> None:
             if progress is not None:
-                progress.add.remote(count, 0)
+                progress.add.remote(shard, count, 0)
 
         with self.counter:
             scores = self.labeler.score(ref, versions, labelled)
@@ -80,26 +80,63 @@ class LabelerActor:
 QUARANTINE_STRIKES = 2  # worker deaths on one reference before it is left out
 
 
+class ShardTally:
+    """Where a run's planned samples stand: each is done once written or known never to be
+    (its source or distortion failed). Shards being made count live, up to their planned
+    samples (an attempt that died counted some already); a finished shard is settled at its
+    planned samples and its real failures, so a retried shard counts once."""
+
+    def __init__(self, planned: list[int]):
+        self.planned = planned                   # samples planned, by shard index
+        self.done = self.failures = 0            # of the settled shards
+        self.live: dict[int, list[int]] = {}     # shard -> [done, failures] so far
+
+    def add(self, shard: int, done: int, failures: int) -> None:
+        counts = self.live.setdefault(shard, [0, 0])
+        counts[0] += done
+        counts[1] += failures
+
+    def settle(self, shard: int, failures: int) -> None:
+        """Shard `shard` finished, with `failures` recorded."""
+        self.live.pop(shard, None)
+        self.done += self.planned[shard]
+        self.failures += failures
+
+    def forget(self, shard: int) -> None:
+        """Shard `shard`'s attempt died: its live counts are dropped (a retry counts again)."""
+        self.live.pop(shard, None)
+
+    def read(self) -> tuple[int, int]:
+        """(samples done, failures) of the settled shards and, so far, the live ones."""
+        live = [(min(done, self.planned[shard]), failures)
+                for shard, (done, failures) in self.live.items()]
+        return (self.done + sum(done for done, _ in live),
+                self.failures + sum(failures for _, failures in live))
+
+
 @ray.remote(num_cpus=0, max_restarts=-1)
 class ProgressActor:
-    """Samples and failures reported by shard tasks as each reference finishes; and the
-    reference each shard is making now, so that one on which workers die is quarantined.
+    """Samples and failures reported by shard tasks and labeler actors as they go (a
+    ShardTally); and the reference each shard is making now, so that one on which workers die
+    is quarantined.
 
     A reference still marked as being made when its shard begins another one (a retry starts
     the shard again) or when the driver hears the shard failed was being made by an attempt
     that died: it gets a strike. At QUARANTINE_STRIKES it is no longer begun."""
 
-    def __init__(self, strikes: dict[str, int] | None = None):
-        self.samples = self.failures = 0
+    def __init__(self, planned: list[int], strikes: dict[str, int] | None = None):
+        self.tally = ShardTally(planned)
         self.strikes = dict(strikes or {})  # ref_id -> attempts that died on it
         self.making: dict[int, str] = {}    # shard index -> ref_id being made
 
-    def add(self, samples: int, failures: int) -> None:
-        self.samples += samples
-        self.failures += failures
+    def add(self, shard: int, done: int, failures: int) -> None:
+        self.tally.add(shard, done, failures)
+
+    def settle(self, shard: int, failures: int) -> None:
+        self.tally.settle(shard, failures)
 
     def read(self) -> tuple[int, int]:
-        return self.samples, self.failures
+        return self.tally.read()
 
     def begin(self, index: int, ref_id: str) -> bool:
         self.failed(index)
@@ -110,6 +147,11 @@ class ProgressActor:
 
     def end(self, index: int) -> None:
         self.making.pop(index, None)
+
+    def shard_failed(self, index: int) -> None:
+        """The driver heard shard `index` failed: a strike, and its live counts dropped."""
+        self.failed(index)
+        self.tally.forget(index)
 
     def failed(self, index: int) -> None:
         ref_id = self.making.pop(index, None)
@@ -154,10 +196,10 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
 
     def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled) -> tuple:
         # the actor tells the progress actor itself as parts are labelled
-        return ray.get(labeler.score_images.remote(ref, versions, progress))
+        return ray.get(labeler.score_images.remote(ref, versions, progress, index))
 
-    def on_progress(samples: int, failures: int) -> None:
-        progress.add.remote(samples, failures)
+    def on_progress(samples: int, failures: int, left_out: int) -> None:
+        progress.add.remote(index, samples + left_out, failures)
 
     def on_actor(inputs: list[distortions.LearnedInput]) -> list:
         return ray.get(labeler.denoise.remote(inputs))

@@ -186,22 +186,30 @@ def _check_weights(config: RunConfig) -> tuple[str, ...]:
 
 
 class _Progress:
-    """The terminal bar: samples (with ETA), shards done, failures, fed by the ProgressActor;
-    and the strikes it counts against references, kept in OUT/strikes.json across reruns."""
+    """The terminal bar, fed by the ProgressActor: the plan's samples done (written, or known
+    never to be: it reaches the total when the run ends), with ETA, shards done and failures
+    (those of shards an earlier run finished and the duplicates left out included, as in the
+    summary); and the strikes it counts against references, kept in OUT/strikes.json."""
 
-    def __init__(self, location: Location, run_id: str, total_samples: int, shards: int,
-                 done_shards: int, done_samples: int):
+    def __init__(self, location: Location, plan: Plan, per_reference: int, done: list[int],
+                 written: int):
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         self.location, self.strikes_path = location, location.path(STRIKES_FILE)
         strikes = (json.loads(location.read_bytes(self.strikes_path))
                    if location.exists(self.strikes_path) else {})
-        self.actor = ProgressActor.options(name=f"progress-{run_id}",
-                                           scheduling_strategy=here).remote(strikes)
-        self.shards, self.done_shards = shards, done_shards
+        planned = [len(plan.shard(i)) * per_reference for i in range(plan.shard_count)]
+        self.actor = ProgressActor.options(name=f"progress-{plan.digest[:8]}",
+                                           scheduling_strategy=here).remote(planned, strikes)
+        self.shards, self.done_shards = plan.shard_count, len(done)
         self.peak_in_flight = 0
-        self.offset = done_samples
-        self.bar = tqdm(total=total_samples, initial=done_samples, unit="sample",
+        self.written = written  # samples in the shards an earlier run finished
+        self.offset = sum(planned[i] for i in done)
+        self.earlier_failures = len(plan.duplicates) + sum(
+            shard_stats(location, i)["failures"] for i in done)
+        self.bar = tqdm(total=sum(planned), initial=self.offset, unit="sample",
                         desc="generate", smoothing=0.1)
+        self.bar.set_postfix(shards=f"{self.done_shards}/{self.shards}",
+                             failures=self.earlier_failures)
 
     def refresh(self) -> None:
         """Update the bar; progress is cosmetic, so a lost progress actor only skips a beat."""
@@ -210,11 +218,17 @@ class _Progress:
         except (ray.exceptions.RayError, TimeoutError):
             return
         self.bar.n = self.offset + samples
-        self.bar.set_postfix(shards=f"{self.done_shards}/{self.shards}", failures=failures)
+        self.bar.set_postfix(shards=f"{self.done_shards}/{self.shards}",
+                             failures=self.earlier_failures + failures)
+
+    def shard_done(self, index: int, summary: dict) -> None:
+        self.done_shards += 1
+        self.actor.settle.remote(index, summary["failures"])
 
     def shard_failed(self, index: int) -> None:
-        """A strike for the reference the shard was making, if any; the strikes saved."""
-        ray.get(self.actor.failed.remote(index))
+        """A strike for the reference the shard was making, if any (the strikes saved); its
+        counts so far dropped."""
+        ray.get(self.actor.shard_failed.remote(index))
         self.save_strikes()
 
     def save_strikes(self) -> None:
@@ -246,13 +260,13 @@ def _run_shards(todo, submit, max_in_flight, progress: _Progress) -> list[int]:
             continue
         index = pending.pop(done[0])
         try:
-            ray.get(done[0])
+            summary = ray.get(done[0])
         except (ray.exceptions.RayError, OSError) as error:
             failed.append(index)
             tqdm.write(f"shard {index:05d} failed: {type(error).__name__}: {error}")
             progress.shard_failed(index)
             continue
-        progress.done_shards += 1
+        progress.shard_done(index, summary)
     return failed
 
 
@@ -311,10 +325,8 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
                      else ([], []))
     arguments = (plan.to_json(), config.to_json(), ensemble.to_json(), config.out)
 
-    per_reference = 1 + config.versions_count
     done = [i for i in range(plan.shard_count) if i not in todo]
-    progress = _Progress(location, plan.digest[:8], len(plan.references) * per_reference,
-                         plan.shard_count, len(done),
+    progress = _Progress(location, plan, 1 + config.versions_count, done,
                          sum(shard_stats(location, i)["samples"] for i in done))
 
     on_actors = options.denoise_on_actors
@@ -333,7 +345,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     if failed:
         raise ShardsFailedError(f"shards {failed} failed twice; rerun to resume them")
     report = build_report(merge(location, plan), time.perf_counter() - started, absent,
-                          config.modes(), progress.offset)
+                          config.modes(), progress.written)
     report["scheduling"] = {**scheduling.to_json(), "peak_in_flight": progress.peak_in_flight,
                             "actor_calls": ray.get([a.stats.remote() for a in actors])}
     location.write_bytes(location.path("report.json"),

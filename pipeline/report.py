@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import RunConfig
+from pipeline.config import MODE_DEFAULTS, RunConfig
 from pipeline.plan import Plan
 from pipeline.sources import printable
 from shards.layout import SOURCES_FILE, shard_paths
@@ -113,12 +113,13 @@ def duplicate_records(plan: Plan) -> tuple[list[dict], list[dict]]:
     if not plan.duplicates:
         return [], []
     split = {reference.ref_id: reference.split for reference in plan.references}
+    kind = plan.inputs.get("source_kind", MODE_DEFAULTS["source_kind"])
     rows, failures = [], []
     for duplicate in plan.duplicates:
         uri = printable(duplicate.uri)
         rows.append({"ref_id": duplicate.ref_id, "uri": uri, "shard": None,
                      "split": split[duplicate.of], "status": "duplicate",
-                     "reason": "duplicate", "conversions": []})
+                     "reason": "duplicate", "conversions": [], "source_kind": kind})
         failures.append({"ref_id": duplicate.ref_id, "uri": uri, "reason": "duplicate",
                          "detail": f"the same bytes as {duplicate.of}: recorded once"})
     return rows, failures

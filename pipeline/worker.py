@@ -33,6 +33,11 @@ from shards.writer import ShardWriter
 Labelled = Callable[[int], None]
 ScoreImages = Callable[[np.ndarray, np.ndarray, Labelled],
                        tuple[dict[str, np.ndarray], tuple[str, ...]]]
+# on_progress(samples, failures, left out): told as parts of a reference's versions are
+# labelled (n, 0, 0) and as it ends (its own sample, its failures, and the planned samples it
+# will never make: a failed source's, a version whose distortion failed), so that the counts
+# reach the planned total when every reference is done
+Progress = Callable[[int, int, int], None]
 # denoise([prepared learned-denoiser inputs]) -> [(image, recipe)]: the network half of types
 # 8-12, batched wherever the denoiser lives (a GPU labeler actor on a cluster with GPUs)
 Denoise = Callable[[list[distortions.LearnedInput]], list[tuple[np.ndarray, dict]]]
@@ -265,21 +270,21 @@ def _non_finite(scores: dict[str, np.ndarray]) -> dict[int, str]:
 
 def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: ScoreImages,
                   ensemble: Ensemble, location: Location,
-                  on_progress: Callable[[int, int], None] | None = None,
+                  on_progress: Progress | None = None,
                   denoise: Denoise = distortions.run_learned,
                   guard: Guard = ADMIT_ALL) -> ShardOutcome:
     """Make shard `index` of the plan and publish it (stats last). References stream into the
     staged tar as they are decoded; the distorted samples follow, in a seeded shuffled order,
-    once all are labelled (they wait on local disk, not in memory). `on_progress(samples,
-    failures)` is told as parts of a reference's versions are labelled and as each reference
-    ends (its own sample and its failures); `guard` as each starts and ends."""
+    once all are labelled (they wait on local disk, not in memory). `on_progress` is told as
+    parts of a reference's versions are labelled and as each reference ends (Progress);
+    `guard` as each starts and ends."""
     outcome = ShardOutcome(index)
     writer = ShardWriter(location, index, config.store)
     try:
         with SpilledSamples() as distorted:
             for ref in plan.shard(index):
                 if not guard.begin(ref.ref_id):
-                    _quarantine(ref, outcome, on_progress)
+                    _quarantine(ref, config, outcome, on_progress)
                     continue
                 distorted.extend(_reference_samples(ref, config, score_images, ensemble, writer,
                                                     outcome, on_progress, denoise))
@@ -292,13 +297,14 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: Score
     return outcome
 
 
-def _quarantine(ref: PlannedReference, outcome: ShardOutcome, on_progress) -> None:
+def _quarantine(ref: PlannedReference, config: RunConfig, outcome: ShardOutcome,
+                on_progress: Progress | None) -> None:
     outcome.sources.append({"ref_id": ref.ref_id, "uri": printable(ref.uri),
                             "shard": outcome.index, "split": ref.split, "status": "failed",
                             "reason": "quarantined", "conversions": []})
     outcome.failures.append(_failure(ref, "quarantined", QUARANTINED))
     if on_progress:
-        on_progress(0, 1)
+        on_progress(0, 1, 1 + config.versions_count)
 
 
 def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_progress,
@@ -308,19 +314,20 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
     failures_before = len(outcome.failures)
     with _Timer(outcome.seconds, "decode"):
         pixels = _prepare_reference(ref, config, outcome)
-    made = []
+    made, versions = [], 0
     if pixels is not None:
         with _Timer(outcome.seconds, "encode"):
             ref_png = encode_png(pixels)
         writer.add(_base_record(ref, pixels, reference_key(ref.ref_id), "reference"), ref_png)
         made = _distort_all(ref, pixels, config, outcome, denoise)  # times its stages
+        versions = len(made)  # each told to on_progress as it is labelled
         with _Timer(outcome.seconds, "encode"):  # a version the store keeps as a recipe: None
             pngs = [encode_png(image) if stores_pixels(config.store, record, config.keep_pngs)
                     else None for record, image in made]
         with _Timer(outcome.seconds, "label"):
             unlabelled = _label([record for record, _ in made], pixels,
                                 [image for _, image in made], score_images, ensemble,
-                                lambda count: on_progress(count, 0) if on_progress else None,
+                                lambda count: on_progress(count, 0, 0) if on_progress else None,
                                 config.labelled)
         for index, why in sorted(unlabelled.items()):
             record = made[index][0]
@@ -333,7 +340,9 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
         outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made
                               if len(r["chain"]) == 1)  # a chain has no (type, level) of its own
     if on_progress:
-        on_progress(int(pixels is not None), len(outcome.failures) - failures_before)
+        made_reference = int(pixels is not None)
+        on_progress(made_reference, len(outcome.failures) - failures_before,
+                    1 + config.versions_count - made_reference - versions)
     return made
 
 

@@ -33,7 +33,7 @@ from pipeline.plan import (
 )
 from pipeline.report import merge
 from pipeline.sources import list_sources
-from pipeline.worker import local_scorer, produce_shard
+from pipeline.worker import Guard, local_scorer, produce_shard
 from shards.layout import shard_paths, tar_path
 from shards.reader import read_index, tar_urls
 from shards.schema import INDEX_SCHEMA
@@ -267,6 +267,7 @@ def test_hostile_local_sources_end_in_a_completed_shard_each_recorded(tmp_path, 
     split = {row["ref_id"]: row["split"] for row in rows}
     assert split["then_copy"] == split["good"]
     assert [row["status"] for row in rows if row["ref_id"] == "then_copy"] == ["duplicate"]
+    assert {row["source_kind"] for row in rows} == {"synthetic"}  # the duplicate's too
 
 
 def test_progress_moves_as_parts_of_a_reference_are_labelled(tmp_path, fast_config,
@@ -277,8 +278,42 @@ def test_progress_moves_as_parts_of_a_reference_are_labelled(tmp_path, fast_conf
     scorer = local_scorer(Labeler(metrics=config.metrics, device="cpu", batch_size=2))
     outcome = produce_shard(0, plan, config, scorer, mae_ensemble,
                             Location.parse(config.out), lambda *call: calls.append(call))
-    assert calls == [(2, 0), (2, 0), (2, 0), (1, 0)]  # three labelled parts, then the reference
-    assert sum(samples for samples, _ in calls) == outcome.samples == 7
+    assert calls == [(2, 0, 0), (2, 0, 0), (2, 0, 0), (1, 0, 0)]  # three labelled parts,
+    assert sum(samples for samples, _, _ in calls) == outcome.samples == 7  # the reference
+
+
+def test_progress_accounts_for_every_planned_sample_and_failure(tmp_path, fast_config,
+                                                                small_image, mae_ensemble):
+    """Samples written plus those known never to be (a source that cannot be read, a
+    quarantined reference, a version without a label) reach the plan's total, and the failures
+    told are the shard's: a progress bar ends at 100% with the summary's failures."""
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(small_image).save(folder / f"{name}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    config = fast_config(str(folder), distortion_ids=(1, 13), levels=(1, 5))
+    plan = Plan.make(list_sources(str(folder)), config)
+    persist_or_check(plan, Location.parse(config.out))
+    real = local_scorer(Labeler(metrics=config.metrics, device="cpu"))
+
+    def one_nan(ref, versions, on_labelled):
+        scores, absent = real(ref, versions, on_labelled)
+        scores["gmsd"] = np.asarray(scores["gmsd"]).copy()
+        scores["gmsd"][0] = np.nan
+        return scores, absent
+
+    class QuarantineC(Guard):
+        def begin(self, ref_id: str) -> bool:
+            return ref_id != "c"
+
+    calls = []
+    outcome = produce_shard(0, plan, config, one_nan, mae_ensemble, Location.parse(config.out),
+                            lambda *call: calls.append(call), guard=QuarantineC())
+    planned = len(plan.references) * (1 + len(config.scenarios))  # 4 x 5
+    assert sum(samples + left_out for samples, _, left_out in calls) == planned == 20
+    assert sum(failures for _, failures, _ in calls) == len(outcome.failures) == 4
+    assert outcome.samples == 2 * 4  # a and b: their reference and three labelled versions
 
 
 @pytest.mark.slow
