@@ -3,8 +3,9 @@ typed: the one decoder of every image that enters the system from outside, a run
 (pipeline) as a fine-tuning dataset's images (training), so both see the same pixels.
 
 Grayscale, gray+alpha, RGBA, palette, CMYK, 16-bit and EXIF-rotated images are converted
-(orientation applied; alpha composited on white); zero-byte, truncated, corrupt and non-image
-files, and decompression bombs (more pixels than the limit) raise DecodeError with a reason."""
+(orientation applied; alpha composited on white), and of an animation or a multi-page file the
+first frame is kept (each recorded); zero-byte, truncated, corrupt and non-image files, and
+decompression bombs (more pixels than the limit) raise DecodeError with a reason."""
 
 import io
 import warnings
@@ -95,12 +96,20 @@ def _to_rgb(image: Image.Image, conversions: list[str]) -> Image.Image:
     return image
 
 
+def _frames(image: Image.Image) -> list[str]:
+    """The conversion an animation or a multi-page file goes through: its first frame."""
+    if not getattr(image, "is_animated", False):
+        return []
+    return [f"first of {image.n_frames} frames" if image.format != "GIF"
+            else "first frame of an animation"]  # a GIF's frame count means reading them all
+
+
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode encoded image bytes into uint8 RGB, or raise DecodeError."""
     if not data:
         raise DecodeError("empty", "zero-byte file")
     previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    Image.MAX_IMAGE_PIXELS = None  # the header's size is checked here, against our limit
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -108,10 +117,11 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
                 if image.width * image.height > max_pixels:
                     raise DecodeError("too_many_pixels",
                                       f"{image.width}x{image.height} exceeds {max_pixels} pixels")
+                Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own check of later frames
                 original_size = image.size
                 deep = _sixteen_bit_colour(image)
+                conversions: list[str] = _frames(image)
                 image.load()
-                conversions: list[str] = []
                 orientation = image.getexif().get(0x0112, 1)
                 if deep:
                     image = _decoded_sixteen_bit(data, deep, conversions)
