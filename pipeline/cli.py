@@ -85,9 +85,14 @@ def _generate(args: argparse.Namespace) -> int:
 
     if args.address:
         return submit_to_cluster(args.address, sys.argv[1:])
-    generate(run_config(args), ClusterOptions(actors=args.actors, max_in_flight=args.max_in_flight,
-                                    restart=args.restart, verify=args.verify,
-                                    take_over=args.take_over))
+    report = generate(run_config(args), ClusterOptions(
+        actors=args.actors, max_in_flight=args.max_in_flight, restart=args.restart,
+        verify=args.verify, take_over=args.take_over))
+    if report["sources"] and not report["sources_ok"]:
+        print(f"error: none of the {report['sources']} sources could be used (the failures "
+              "by reason above; failures.jsonl in the dataset says why of each)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -3,6 +3,7 @@
 from dataclasses import asdict, dataclass, field
 
 import distortions
+from distortions.validation import MIN_LONG_SIDE, MIN_SHORT_SIDE
 from labelers.registry import AVAILABLE_METRICS, METRICS
 from pipeline.sizing import NATIVE, TargetSize, check_max_side, parse_size
 from shards.decode import DEFAULT_MAX_PIXELS
@@ -65,6 +66,7 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown metrics {unknown}; choose from "
                              f"{', '.join(AVAILABLE_METRICS)}, or none")
+        self._check_max_pixels()
         if self.codec != "png":
             raise ValueError(f"codec must be png (lossless), got {self.codec!r}")
         self._check_modes()
@@ -84,6 +86,17 @@ class RunConfig:
         if self.source_kind not in SOURCE_KINDS:
             raise ValueError(f"source_kind must be one of {SOURCE_KINDS}, got "
                              f"{self.source_kind!r}")
+
+    def _check_max_pixels(self) -> None:
+        """Below the smallest image the run makes, every source would be refused."""
+        smallest = (MIN_LONG_SIDE * MIN_SHORT_SIDE if self.size == NATIVE
+                    else self.size.width * self.size.height)
+        what = ("the bank's smallest image" if self.size == NATIVE
+                else f"the target {self.size}")
+        if (not isinstance(self.max_pixels, int) or isinstance(self.max_pixels, bool)
+                or self.max_pixels < smallest):
+            raise ValueError(f"max_pixels must be at least {smallest} ({what}), got "
+                             f"{self.max_pixels!r}")
 
     def _check_keep_pngs(self) -> None:
         if self.keep_pngs and self.store != "hybrid":

@@ -103,6 +103,7 @@ def _prepare_reference(ref: PlannedReference, config: RunConfig, outcome: ShardO
                    conversions=list(decoded.conversions))
         pixels = sized(decoded.pixels, config)
         distortions.check_image(pixels)
+        row["conversions"] += upscaling(decoded.pixels, config)
     except DecodeError as error:
         row["reason"] = error.reason
         outcome.failures.append(_failure(ref, error.reason, str(error)))
@@ -126,6 +127,16 @@ def sized(pixels: np.ndarray, config: RunConfig) -> np.ndarray:
     if config.size == NATIVE:
         return limit_side(pixels, config.max_side)
     return cover_and_crop(pixels, config.size, config.allow_upscale, config.max_pixels)
+
+
+def upscaling(pixels: np.ndarray, config: RunConfig) -> list[str]:
+    """The conversion a source smaller than the target goes through (--allow-upscale)."""
+    if config.size == NATIVE:
+        return []
+    height, width = pixels.shape[:2]
+    scale = max(config.size.width / width, config.size.height / height)
+    return [f"upscaled {scale:.3g}x from {width}x{height} to cover {config.size}"] if scale > 1 \
+        else []
 
 
 def _base_record(ref: PlannedReference, pixels: np.ndarray, key: str, kind: str) -> dict:

@@ -13,7 +13,7 @@ from PIL import Image
 import distortions
 from pipeline import cli
 from pipeline.config import RunConfig
-from pipeline.sizing import SourceTooSmallError, TargetSize, cover_and_crop
+from pipeline.sizing import SourceTooSmallError, TargetSize, cover_and_crop, parse_size
 from tests.conftest import MINIMUM_IMAGE
 
 
@@ -133,6 +133,18 @@ def test_the_dashboard_moves_to_a_free_port_when_its_own_is_taken():
         with socket.socket() as check:  # and the port it gives can be bound
             check.bind(("127.0.0.1", moved))
     assert dashboard_port(taken) == taken  # free again: the preferred one
+
+
+@pytest.mark.parametrize("size, least", [("512x384", 512 * 384), ("native", 192 * 176)])
+def test_a_pixel_limit_below_the_smallest_image_the_run_makes_is_refused(size, least,
+                                                                         tmp_path, capsys):
+    """Under it every source would be refused (a cover crop's scaled image must fit it)."""
+    code = cli.main(["generate", "--sources", "embedded", "--out", str(tmp_path / "o"),
+                     "--size", size, "--max-pixels", str(least - 1)])
+    assert code == 2 and f"max_pixels must be at least {least}" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    for fine in (least, least + 1):
+        RunConfig(sources="embedded", out="o", size=parse_size(size), max_pixels=fine)
 
 
 @pytest.mark.parametrize("text", ["1,1", "1,1-2"])

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import distortions
 from pipeline import cli
 from pipeline.commands.convert import ConversionError, convert, materialize
 from tests.conftest import stats_agree
@@ -83,8 +84,9 @@ def test_the_command_line_converts_with_kept_types(store_datasets, tmp_path, cap
 
 
 def _with_a_wrong_recipe(root, tmp_path) -> str:
-    """A copy of an images dataset whose first JPEG version's recipe names another quality
-    (its PNG, its SHA-256 and the parquet index untouched); that version's key."""
+    """A copy of an images dataset whose first JPEG version's recipe is the one of another
+    level, with that level's quality (a recipe the bank makes, not this version's; its PNG,
+    its SHA-256 and the parquet index untouched); that version's key."""
     copy = tmp_path / "wrong"
     shutil.copytree(root, copy)
     path = copy / "shards" / "00000.tar"
@@ -95,7 +97,9 @@ def _with_a_wrong_recipe(root, tmp_path) -> str:
         for member, data in members:
             if member.name == f"{key}.json":
                 meta = json.loads(data)
-                meta["recipe"]["params"]["quality"] += 7
+                other = meta["recipe"]["level"] % 5 + 1
+                meta["recipe"]["level"] = other
+                meta["recipe"]["params"] = distortions.get(1).levels[other - 1]
                 data = json.dumps(meta).encode()
                 member.size = len(data)
             tar.addfile(member, io.BytesIO(data))

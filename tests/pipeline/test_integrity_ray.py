@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from labelers.ensemble import Ensemble, Mapping01
+from pipeline import cli
 from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import PlanMismatchError
 from pipeline.inspect_dataset import inspect
@@ -36,6 +37,20 @@ def test_a_shard_of_only_bad_sources_completes_and_the_run_succeeds(local_ray, t
     assert (empty["samples"], empty["references"], empty["failures"]) == (0, 0, 2)
     assert report["failures_by_reason"] == {"not_an_image": 1, "empty": 1}
     assert inspect(config.out)[1] == []
+
+
+def test_a_run_none_of_whose_sources_can_be_used_says_so_and_fails(local_ray, tmp_path,
+                                                                    capsys):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    assert cli.main(["generate", "--sources", str(folder), "--out", str(out), "--size",
+                     "192x176", "--distortions", "1", "--levels", "1", "--metrics",
+                     "none"]) == 1
+    assert "none of the 2 sources could be used" in capsys.readouterr().err
+    assert inspect(str(out))[1] == []  # what it recorded is a dataset, of no samples
 
 
 def test_restart_leaves_no_shard_of_the_old_run(local_ray, shifted_sources, fast_config):

@@ -270,6 +270,19 @@ def test_hostile_local_sources_end_in_a_completed_shard_each_recorded(tmp_path, 
     assert {row["source_kind"] for row in rows} == {"synthetic"}  # the duplicate's too
 
 
+def test_an_upscaled_source_says_so_in_its_conversions(tmp_path, fast_config, small_image,
+                                                      mae_ensemble):
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    Image.fromarray(small_image[:80, :100]).save(folder / "small.png")  # under 192 x 176
+    Image.fromarray(small_image).save(folder / "fits.png")               # 192 x 176 exactly
+    config = fast_config(str(folder), distortion_ids=(1,), levels=(1,), allow_upscale=True)
+    _, _, [outcome] = _run_all(config, mae_ensemble)
+    conversions = {row["ref_id"]: row["conversions"] for row in outcome.sources}
+    assert conversions == {"small": ["upscaled 2.2x from 100x80 to cover 192x176"],
+                           "fits": []}  # max(192 / 100, 176 / 80) = 2.2
+
+
 def test_progress_moves_as_parts_of_a_reference_are_labelled(tmp_path, fast_config,
                                                              mae_ensemble):
     config = fast_config("embedded", limit=1)  # one reference: 3 types x 2 levels
