@@ -35,15 +35,16 @@ def ref_id_of(key: str) -> str:
 
 def ref_ids(stems: Iterable[str]) -> list[str]:
     """One id per source, in order: the stem with characters outside [A-Za-z0-9_-] replaced by
-    '_', made unique by a numeric suffix where two sources would collide."""
+    '_', made unique by a numeric suffix where two sources would collide, letter case aside
+    (Same.jpg and same.jpg would be one file once a tar is unpacked on macOS or Windows)."""
     taken: set[str] = set()
     ids = []
     for stem in stems:
         base = _UNSAFE.sub("_", stem) or "image"
         candidate, counter = base, 1
-        while candidate in taken:
+        while candidate.lower() in taken:
             candidate = f"{base}-{counter}"
             counter += 1
-        taken.add(candidate)
+        taken.add(candidate.lower())
         ids.append(candidate)
     return ids

@@ -108,6 +108,9 @@ def test_reading_an_empty_dataset_is_a_clear_error(tmp_path):
 def test_ref_ids_are_sanitised_and_unique():
     assert keys.ref_ids(["I01.v2", "I01_v2", "a b", "", "I01.v2"]) == [
         "I01_v2", "I01_v2-1", "a_b", "image", "I01_v2-2"]
+    ids = keys.ref_ids(["Same", "same", "SAME-1", "other"])  # one file each on any disk
+    assert ids == ["Same", "same-1", "SAME-1-1", "other"]
+    assert len({i.lower() for i in ids}) == len(ids)
     assert "." not in keys.distorted_key("x", 3, 5)
     np.testing.assert_equal(keys.distorted_key("x", 3, 5), "x_d03_l5")
 
