@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline.config import MODE_DEFAULTS, SPLIT_FRACTIONS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
-from pipeline.sources import Source
+from pipeline.sources import Source, printable
 from shards.keys import ref_ids
 from shards.layout import PLAN_FILE
 from shards.reader import damage_message, shard_states
@@ -97,6 +97,9 @@ class Plan:
     inputs: dict
     references: tuple[PlannedReference, ...]
     duplicates: tuple[Duplicate, ...] = ()
+    # each reference's file size where the listing told it (None elsewhere; () in plans made
+    # before it was kept): outside the digest, so a resume can say which sources changed
+    source_bytes: tuple[int | None, ...] = ()
 
     @classmethod
     def make(cls, sources: list[Source], config: RunConfig, labels: dict | None = None,
@@ -111,7 +114,8 @@ class Plan:
             PlannedReference(ref_id, s.uri, s.order_key, split_of(ref_id, config.seed), s.key)
             for i, (ref_id, s) in enumerate(zip(ids, used, strict=True)) if i not in repeats)
         left_out = tuple(Duplicate(ids[i], used[i].uri, ids[j]) for i, j in sorted(repeats.items()))
-        return cls({**config.plan_inputs(), **(labels or {})}, references, left_out)
+        sizes = tuple(s.size for i, s in enumerate(used) if i not in repeats)
+        return cls({**config.plan_inputs(), **(labels or {})}, references, left_out, sizes)
 
     @property
     def shard_refs(self) -> int:
@@ -125,7 +129,15 @@ class Plan:
         return self.references[index * self.shard_refs:(index + 1) * self.shard_refs]
 
     def to_json(self) -> dict:
-        """Its fields (duplicates only where there are some: older plans keep their digest)."""
+        """Its fields: what the digest covers, and the sources' sizes where known."""
+        document = self._identity()
+        if any(size is not None for size in self.source_bytes):
+            document["source_bytes"] = list(self.source_bytes)
+        return document
+
+    def _identity(self) -> dict:
+        """What the dataset is made of (duplicates only where there are some: older plans keep
+        their digest)."""
         document = {"inputs": self.inputs, "references": [r.to_json() for r in self.references]}
         if self.duplicates:
             document["duplicates"] = [asdict(d) for d in self.duplicates]
@@ -133,7 +145,7 @@ class Plan:
 
     @cached_property
     def digest(self) -> str:
-        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self._identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @classmethod
@@ -141,9 +153,13 @@ class Plan:
         """The plan a plan.json holds; a ValueError where it is not one."""
         try:
             plan = cls(data["inputs"], tuple(PlannedReference(**r) for r in data["references"]),
-                       tuple(Duplicate(**d) for d in data.get("duplicates", ())))
+                       tuple(Duplicate(**d) for d in data.get("duplicates", ())),
+                       tuple(data.get("source_bytes", ())))
             if isinstance(plan.shard_refs, bool) or plan.shard_refs < 1:
                 raise TypeError(f"shard_refs {plan.shard_refs!r}")
+            if plan.source_bytes and (len(plan.source_bytes) != len(plan.references) or not all(
+                    size is None or type(size) is int for size in plan.source_bytes)):
+                raise TypeError("source_bytes is not one size (or null) per reference")
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not a shard plan ({type(error).__name__}: {error}): a "
                              f"{PLAN_FILE} generate did not write, or a damaged one") from None
@@ -169,6 +185,15 @@ def differences(old: Plan, new: Plan) -> list[str]:
                        f"{len(old.duplicates)} -> {len(new.duplicates)} duplicates"
                        f"{_first_reference_difference(old, new)})")
     return changed
+
+
+def resized_sources(old: Plan, new: Plan) -> list[str]:
+    """The references of the same plan whose file size differs now, in words (where both
+    listings told it)."""
+    return [f"{printable(ref.uri)} is {after} bytes, was {before}"
+            for ref, before, after in zip(old.references, old.source_bytes, new.source_bytes,
+                                          strict=False)
+            if before is not None and after is not None and before != after]
 
 
 def _as_json(value) -> str:
@@ -203,6 +228,13 @@ def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> b
                 f"({plan.digest[:12]}): {'; '.join(differences(existing, plan))}. Resuming "
                 "would mix two datasets: rerun with --restart to start over, or choose "
                 "another --out")
+        changed = resized_sources(existing, plan)
+        if changed:
+            raise PlanMismatchError(
+                f"{location.root}: {len(changed)} sources changed since it was planned "
+                f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}). Resuming "
+                "would mix images made from two versions of them: restore them, or rerun with "
+                "--restart to start over")
         return True
     location.makedirs(location.root)
     document = {**plan.to_json(), "digest": plan.digest}

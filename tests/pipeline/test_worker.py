@@ -150,6 +150,35 @@ def test_plan_is_deterministic_and_refuses_another_plan(tmp_path, fast_config):
     assert persist_or_check(other, location, restart=True) is False
 
 
+def test_a_source_whose_size_changed_since_the_plan_is_not_resumed(tmp_path, fast_config,
+                                                                    small_image):
+    """A source exported again between an interruption and the resume (the same names):
+    resuming would make its shard from other pixels than the shards already made."""
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    for name, shift in (("a", 0), ("b", 40)):
+        Image.fromarray(np.roll(small_image, shift, axis=1)).save(folder / f"{name}.png")
+    config = fast_config(str(folder))
+    location = Location.parse(config.out)
+    plan = Plan.make(list_sources(str(folder)), config)
+    assert plan.source_bytes == tuple((folder / n).stat().st_size for n in ("a.png", "b.png"))
+    persist_or_check(plan, location)
+    Image.fromarray(small_image[::-1]).save(folder / "b.png", compress_level=0)
+    changed = Plan.make(list_sources(str(folder)), config)
+    assert changed.digest == plan.digest  # the same names: the same dataset, by its plan
+    with pytest.raises(PlanMismatchError, match=rf"1 sources changed since it was planned "
+                       rf"\({folder / 'b.png'} is {(folder / 'b.png').stat().st_size} bytes, "
+                       rf"was {plan.source_bytes[1]}\)\. .*--restart"):
+        persist_or_check(changed, location)
+    old = {k: v for k, v in json.loads((tmp_path / "out" / "plan.json").read_text()).items()
+           if k != "source_bytes"}  # a plan made before sizes were kept: not compared
+    (tmp_path / "out" / "plan.json").write_text(json.dumps(old))
+    assert persist_or_check(changed, location) is True
+    assert persist_or_check(changed, location, restart=True) is False
+    with pytest.raises(ValueError, match="source_bytes is not one size"):
+        Plan.from_json({**plan.to_json(), "source_bytes": [1]})
+
+
 def test_splits_are_seeded_and_about_80_10_10():
     splits = [split_of(f"ref{i}", seed=0) for i in range(3000)]
     assert splits == [split_of(f"ref{i}", seed=0) for i in range(3000)]
