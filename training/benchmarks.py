@@ -38,6 +38,7 @@ clipped to [0, 1]); the datasets without references use each image as its own gr
 """
 
 import csv
+import hashlib
 import math
 import os
 import re
@@ -68,6 +69,19 @@ class LabelledImage:
     data: bytes | Pending | None = None  # or a shard's stored image (a recipe's Pending)
     published_split: str | None = None  # train | test where the dataset fixes a split
 
+    def content_id(self) -> str:
+        """What changes when the image does: a file's size and modification time (as make and
+        rsync's quick check), a shard's image's recorded or computed SHA-256."""
+        if isinstance(self.data, Pending):
+            return self.data.meta["sha256"]
+        if self.data is not None:
+            return hashlib.sha256(self.data).hexdigest()
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return "absent"
+        return f"{status.st_size}:{status.st_mtime_ns}"
+
     def pixels(self) -> np.ndarray:
         """Its 8-bit RGB pixels; a DatasetLayoutError naming it where they cannot be read."""
         try:
@@ -86,8 +100,21 @@ def _rows(path: Path, delimiter: str = ",") -> list[dict]:
                                  "is its CSV file)")
     if not path.is_file():
         raise DatasetLayoutError(f"{path} does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        return list(csv.DictReader(handle, delimiter=delimiter))
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle, delimiter=delimiter)
+            for row in reader:
+                if None in row:  # DictReader's key for the fields past the header's
+                    raise DatasetLayoutError(
+                        f"{path}: line {reader.line_num} has {len(row) - 1 + len(row[None])} "
+                        f"fields, the header {len(reader.fieldnames)} (a decimal comma? quote "
+                        "a value that holds the delimiter)")
+                rows.append(row)
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DatasetLayoutError(f"{path} is not a UTF-8 table ({type(error).__name__}: "
+                                 f"{error})") from None
+    return rows
 
 
 def _column(row: dict, name: str, source: Path) -> str:

@@ -54,8 +54,10 @@ def read_row(path: Path) -> Row:
         raise UnknownResultsError(f"{path} is not JSON ({error})") from None
     if isinstance(summary, dict):
         figures = summary.get("median") or summary.get("figures") or {}
-        if isinstance(figures, dict) and all(
-                isinstance(figures.get(name), int | float) for name in CORE):
+        if isinstance(figures, dict) and all(  # None: a figure the run left undefined
+                name in figures and (figures[name] is None
+                                     or isinstance(figures[name], int | float))
+                for name in CORE):
             if summary.get("kind") == "probe":
                 return _probe(summary)
             if "median" in summary:

@@ -38,7 +38,8 @@ def start(device: str = "auto") -> Context:
     """Join the torchrun process group (NCCL with GPUs, gloo otherwise), or run alone."""
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
+        raise ValueError("--device cuda was asked for but torch sees no CUDA device (use "
+                         "--device cpu, or auto)")
     if not launched_by_torchrun():
         return Context(0, 1, 0, torch.device("cuda" if use_cuda else "cpu"))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))

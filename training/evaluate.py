@@ -1,7 +1,6 @@
 """`train evaluate`: a checkpoint's PLCC, SROCC, KRCC and RMSE on a human-rated dataset (all
 of it, or the test part of a seeded split), with the scatter plot."""
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from training.image_data import split
 from training.model import ModelConfig, backbone_input, build_model
 from training.plots import scatter
 from training.precision import Precision
+from training.results_files import figures_line, write_json
 from training.shard_data import CLASS_TARGETS, GRID_TARGETS
 from training.transforms import EVAL_CROPS, Augment
 
@@ -89,12 +89,11 @@ def evaluate(config: EvaluateConfig) -> dict:
         result = {"checkpoint": config.checkpoint, "dataset": config.dataset,
                   "root": config.root, "subset": config.subset, "figures": figures,
                   "trained_on": saved["config"].get("dataset")}  # for `train compare`
-        (out / "evaluation.json").write_text(json.dumps(result, indent=1, sort_keys=True))
+        write_json(out / "evaluation.json", result)
         np.savez(out / "predictions.npz", predicted=predicted, opinion=opinion)
         scatter(predicted, opinion, figures, f"{config.dataset} ({config.subset})",
                 out / "scatter.png")
-        print("  ".join(f"{name.upper()} {figures[name]:.4f}"
-                        for name in ("srocc", "plcc", "krcc", "rmse"))
+        print(figures_line(figures, ("srocc", "plcc", "krcc", "rmse"))
               + f"  on {figures['count']} images; {out / 'evaluation.json'}")
         return result
     finally:

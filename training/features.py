@@ -172,30 +172,33 @@ def encoder_features(context: Context, encoder: Encoder, images: list[LabelledIm
 @dataclass(frozen=True)
 class FeatureFile:
     """Where features are kept and what made them: a file whose `source` differs, or whose
-    names are not the images', is computed afresh."""
+    names or contents (LabelledImage.content_id) are not the images', is computed afresh."""
 
     path: Path
     source: dict   # encoder fingerprint, input, dataset, crops, seed
 
-    def load(self, names: list[str]) -> np.ndarray | None:
-        """The kept features, or None: no file, another source, or a file it cannot read."""
+    def load(self, names: list[str], contents: list[str]) -> np.ndarray | None:
+        """The kept features, or None: no file, another source, other images, or a file it
+        cannot read (one written before contents were kept, too)."""
         if not self.path.is_file():
             return None
         try:
             with np.load(self.path) as saved:
                 if (str(saved["source"]) != json.dumps(self.source, sort_keys=True)
-                        or saved["names"].tolist() != names):
+                        or saved["names"].tolist() != names
+                        or saved["contents"].tolist() != contents):
                     return None
                 return saved["features"]
         except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             return None
 
-    def save(self, names: list[str], features: np.ndarray) -> None:
+    def save(self, names: list[str], contents: list[str], features: np.ndarray) -> None:
         """Written whole or not at all (a temporary file renamed)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         staged = self.path.with_name(self.path.name + ".partial")
         with open(staged, "wb") as handle:
             np.savez(handle, features=features, names=np.array(names),
+                     contents=np.array(contents),
                      source=np.array(json.dumps(self.source, sort_keys=True)))
         os.replace(staged, self.path)
 
@@ -206,12 +209,13 @@ def cached_features(context: Context, encoder: Encoder, images: list[LabelledIma
     """The features of `images` (rank 0; None elsewhere): from `cache` when it matches, else
     computed on every rank and saved. Rank 0 decides, so the ranks agree."""
     names = [image.name for image in images]
-    kept = cache.load(names) if context.is_main else None
+    contents = [image.content_id() for image in images] if context.is_main else []
+    kept = cache.load(names, contents) if context.is_main else None
     if distributed.broadcast_flag(context, kept is not None):
         if context.is_main:
             print(f"features of {len(names)} images read from {cache.path}", flush=True)
         return kept
     features = encoder_features(context, encoder, images, crops, batch, workers, seed)
     if context.is_main:
-        cache.save(names, features)
+        cache.save(names, contents, features)
     return features

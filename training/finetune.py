@@ -2,7 +2,6 @@
 human-rated dataset's opinion scores on seeded splits, and is tested on the held-out part
 with the mean of 10 random crops per image; the median over repeated splits is reported."""
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from training.model import ModelConfig, build_model
 from training.optim import FINETUNE, OptimConfig
 from training.plots import scatter
 from training.precision import FP32, Precision
+from training.results_files import figures_line, write_json
 from training.transforms import EVAL_CROPS, Augment
 
 FIGURES = ("srocc", "plcc", "plcc_raw", "krcc", "rmse", "rmse_raw")
@@ -90,6 +90,11 @@ def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) ->
                 f"split {repeat}: its {part} part holds {len(held)} image(s) of "
                 f"{len(images)}; its correlations need at least {MIN_PAIRS}: give "
                 "the dataset more images (or references, split by reference)")
+    if len({image.score for image in parts.val}) == 1:
+        raise DatasetLayoutError(
+            f"split {repeat}: the {len(parts.val)} images of its validation part all score "
+            f"{parts.val[0].score:g} (rescaled to 0-1): no correlation can choose the best "
+            "epoch; give the dataset more references, or scores that vary within them")
     out = Path(config.out) / f"split-{repeat}"
     torch.manual_seed(seed)
     built = build_model(config.model)
@@ -128,7 +133,7 @@ def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) ->
                   "best_epoch": summary["best_epoch"], "test": figures,
                   "test_images": len(parts.test),
                   "test_groups": sorted({image.group for image in parts.test})}
-        (out / "test.json").write_text(json.dumps(result, indent=1, sort_keys=True))
+        write_json(out / "test.json", result)
         np.savez(out / "test_predictions.npz", predicted=predicted, opinion=opinion)
         scatter(predicted, opinion, figures, f"{config.dataset} split {repeat}",
                 out / "scatter.png")
@@ -167,9 +172,9 @@ def finetune(config: FinetuneConfig) -> dict:
                    "undefined": undefined_figures(results),
                    "start": results[0]["start"]}
         out = Path(config.out)
-        (out / "results.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
-        print(f"test figures, median of {config.repeats} split(s): " + "  ".join(
-            f"{name.upper()} {value:.4f}" for name, value in summary["median"].items()))
+        write_json(out / "results.json", summary)
+        print(f"test figures, median of {config.repeats} split(s): "
+              + figures_line(summary["median"], FIGURES))
         print(f"results in {out / 'results.json'}, scatter plots in {out}/split-*/scatter.png")
         return summary
     finally:

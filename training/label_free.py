@@ -4,7 +4,6 @@ triplets through shards.Dataset.groups), through the same loop as regression (DD
 checkpoints, exact resume, TensorBoard, seeding), early stopping on the mean validation loss
 (score = -loss) over the val references' groups."""
 
-import json
 import math
 from collections import Counter
 from itertools import islice
@@ -23,6 +22,7 @@ from training.model import build_model
 from training.objectives import Inputs, Objective, build_objective
 from training.objectives.base import GroupRequest
 from training.precision import Precision
+from training.results_files import figure_text, write_json
 from training.shard_data import distorted_index, reference_splits
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
         summary = {**summary, **objective.summary(), "dataset": config.dataset,
                    "train_refs": len(train), "val_refs": len(val),
                    "checkpoint": str(out / "best.pt"), "start": built.start}
-        (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
-        print(f"best validation loss {-summary['best_score']:.4f} at epoch "
+        write_json(out / "summary.json", summary)
+        print(f"best validation loss {figure_text(-summary['best_score'])} at epoch "
               f"{summary['best_epoch'] + 1}; weights in {out / 'best.pt'}")
     return summary

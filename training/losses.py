@@ -1,6 +1,7 @@
 """The quality-aware loss: MSE + MAE + (1 - SROCC) of the batch by default, SROCC through a
 soft rank so it has gradients; a PLCC term is available."""
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,9 @@ class QualityLoss:
         unknown = [term for term in self.terms if term not in TERMS]
         if unknown or not self.terms:
             raise ValueError(f"loss terms must be among {TERMS}, got {self.terms}")
+        if not 0 < self.temperature < math.inf:  # NaN too; a negative one inverts the ranks
+            raise ValueError(f"the soft rank's temperature must be a positive number, got "
+                             f"{self.temperature}")
 
     @classmethod
     def parse(cls, text: str, temperature: float = 1e-2) -> "QualityLoss":

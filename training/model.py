@@ -37,6 +37,8 @@ class ModelConfig:
             raise ValueError(f"init must be one of {INIT_MODES}, got {self.init!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not 0 <= self.drop_path < 1:  # NaN too
+            raise ValueError(f"drop_path is a rate in [0, 1), got {self.drop_path}")
         if self.backbone not in timm.list_models():
             raise ValueError(f"unknown timm backbone {self.backbone!r} (timm.list_models() "
                              "lists the names)")

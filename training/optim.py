@@ -2,10 +2,13 @@
 halved every N epochs, or SGD with momentum and a cosine schedule (MoCo-v2, Re-IQA); the batch
 given globally across ranks, early stopping on validation."""
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from training.losses import QualityLoss
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("halving", "cosine")
@@ -27,9 +30,13 @@ class OptimConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self):
-        if (self.lr <= 0 or self.halve_every < 1 or self.epochs < 1 or self.batch_size < 1
-                or self.checkpoint_every < 0 or self.weight_decay < 0):
+        if not (0 < self.lr < math.inf and 0 <= self.weight_decay < math.inf):  # NaN too
+            raise ValueError(f"the learning rate must be a positive number and the weight "
+                             f"decay a number of at least 0; got {self.lr}, {self.weight_decay}")
+        if (self.halve_every < 1 or self.epochs < 1 or self.batch_size < 1
+                or self.checkpoint_every < 0):
             raise ValueError(f"invalid optimisation settings {self}")
+        QualityLoss.parse(self.loss, self.temperature)  # its terms and temperature, at once
         if self.optimizer not in OPTIMIZERS or self.schedule not in SCHEDULES:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS} and schedule one of "
                              f"{SCHEDULES}; got {self.optimizer!r}, {self.schedule!r}")
@@ -75,9 +82,12 @@ class EarlyStopping:
     bad_epochs: int = 0
 
     def update(self, score: float, epoch: int) -> bool:
-        """Record an epoch's score; True when it is the best so far."""
-        if score > self.best:
-            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
+        """Record an epoch's score; True when it is the best so far. An undefined score (NaN:
+        the model predicted one value for every validation image) ranks below every number,
+        but the first epoch is the best until one beats it: a run always keeps weights."""
+        value = score if math.isfinite(score) else float("-inf")
+        if value > self.best or self.best_epoch < 0:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
             return True
         self.bad_epochs += 1
         return False

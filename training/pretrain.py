@@ -4,7 +4,6 @@ loss a weighted sum), of the shards' `train` split, with early stopping on `val`
 target's figure); or, with a label-free objective (contrastive, reconstruction, restoration),
 its backbone learns from groups of the shards (training.label_free)."""
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from training.model import ModelConfig, build_model
 from training.objectives import ObjectiveConfig
 from training.optim import PRETRAIN, OptimConfig
 from training.precision import Precision
+from training.results_files import figure_text, write_json
 from training.shard_data import (
     CLASS_TARGETS,
     GRID_TARGETS,
@@ -248,7 +248,7 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
                    "train_samples": train.samples, "val_samples": val.samples,
                    "checkpoint": str(out / "best.pt"), "start": built.start,
                    "heads": [asdict(head) for head in heads], "objective": "regression"}
-        (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
-        print(f"best validation score {summary['best_score']:.4f} at epoch "
+        write_json(out / "summary.json", summary)
+        print(f"best validation score {figure_text(summary['best_score'])} at epoch "
               f"{summary['best_epoch'] + 1}; weights in {out / 'best.pt'}")
     return summary

@@ -5,7 +5,7 @@ the penalty chosen on the validation part, the median test figures reported as f
 reports them. With a test dataset, each split's read-out is tested on all of that one instead
 (cross-dataset)."""
 
-import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from training.features import (
 from training.finetune import FIGURES, median_figures, undefined_figures
 from training.image_data import split
 from training.plots import scatter
+from training.results_files import figures_line, write_json
 from training.ridge import ALPHA_GRID, select_ridge
 from training.transforms import EVAL_CROPS
 
@@ -40,9 +41,9 @@ class Fractions:
     test: float = 20
 
     def __post_init__(self):
-        if min(self.train, self.val, self.test) <= 0:
-            raise ValueError(f"the train, validation and test fractions must all be positive, "
-                             f"got {self.train}/{self.val}/{self.test}")
+        if not all(0 < share < math.inf for share in (self.train, self.val, self.test)):
+            raise ValueError(f"the train, validation and test fractions must all be positive "
+                             f"numbers, got {self.train}/{self.val}/{self.test}")
 
     @classmethod
     def parse(cls, text: str) -> "Fractions":
@@ -214,14 +215,14 @@ def _features(context: Context, config: ProbeConfig, encoder: Encoder, benchmark
 def _write(config: ProbeConfig, summary: dict, predicted: np.ndarray,
            opinion: np.ndarray) -> None:
     out = Path(config.out)
-    (out / "results.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+    write_json(out / "results.json", summary)
     np.savez(out / "test_predictions.npz", predicted=predicted, opinion=opinion)
     median = summary["splits"][summary["median_split"]]
     scatter(predicted, opinion, median["test"],
             f"probe {summary['dataset']} -> {summary['test_dataset']}, split "
             f"{median['repeat']} (the median)", out / "scatter.png")
-    print(f"test figures, median of {config.repeats} split(s): " + "  ".join(
-        f"{name.upper()} {summary['median'][name]:.4f}" for name in FIGURES))
+    print(f"test figures, median of {config.repeats} split(s): "
+          + figures_line(summary["median"], FIGURES))
     print(f"results in {out / 'results.json'}, scatter plot of the median split in "
           f"{out / 'scatter.png'}")
 

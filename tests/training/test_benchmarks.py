@@ -113,6 +113,20 @@ def test_a_table_without_its_columns_or_fields_is_named(tmp_path, kadid_folder):
         benchmarks.load("tid2013", str(tmp_path))
 
 
+def test_a_row_past_its_header_or_a_table_that_is_not_text_is_named(tmp_path):
+    for number in range(3):
+        (tmp_path / f"{number}.png").write_bytes(_image(number))
+    table = tmp_path / "scores.csv"  # a decimal comma: 3,5 would read as score 3, group 5
+    table.write_text("path,score,group\n0.png,1,a\n1.png,3,5,b\n2.png,4,c\n")
+    with pytest.raises(DatasetLayoutError, match=r"scores\.csv: line 3 has 4 fields, the "
+                                                 r"header 3 \(a decimal comma\?"):
+        benchmarks.load("csv", str(table))
+    table.write_bytes("path,score\n0.png,1\nd\xe9j\xe0.png,2\n".encode("latin-1"))
+    with pytest.raises(DatasetLayoutError, match=r"scores\.csv is not a UTF-8 table "
+                                                 r"\(UnicodeDecodeError"):
+        benchmarks.load("csv", str(table))
+
+
 def test_split_by_reference_keeps_references_whole(kadid_folder):
     images = benchmarks.load("kadid10k", str(kadid_folder))
     parts = split(images, "reference", seed=0)

@@ -137,6 +137,33 @@ def test_counts_out_of_range_are_refused_before_any_work(option, value, why, cap
     assert exit_info.value.code == 2 and why in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("options", "why"), [
+    (["--lr", "nan"], "learning rate must be a positive number"),
+    (["--lr", "inf"], "learning rate must be a positive number"),
+    (["--drop-path", "1"], "drop_path is a rate in [0, 1), got 1.0"),
+    (["--drop-path", "-0.1"], "drop_path is a rate in [0, 1), got -0.1"),
+    (["--soft-rank-temperature", "0"], "temperature must be a positive number, got 0.0"),
+    (["--soft-rank-temperature", "-1"], "temperature must be a positive number, got -1.0"),
+    (["--loss", "mse+foo"], "loss terms must be among"),
+    (["--device", "cuda"], "--device cuda was asked for but torch sees no CUDA device")])
+def test_settings_out_of_range_are_refused_before_the_data_is_read(options, why, capsys):
+    import torch
+
+    if "cuda" in options and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["train", "finetune", "--dataset", "csv", "--root", "absent.csv", "--out",
+                 "o", "--backbone", "resnet18", *options]) == 2
+    error = capsys.readouterr().err
+    assert why in error and "absent.csv" not in error and "Traceback" not in error
+
+
+def test_probe_fractions_that_are_not_numbers_are_named(capsys):
+    assert main(["train", "probe", "--dataset", "csv", "--root", "absent.csv", "--out", "o",
+                 "--init", "random", "--backbone", "resnet18", "--fractions", "nan/10/20"]) == 2
+    assert "--fractions takes three positive numbers as TRAIN/VAL/TEST (70/10/20), got " \
+        "'nan/10/20'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("workers", ["0", "1"])
 def test_an_image_that_cannot_be_read_or_cropped_is_named(tmp_path, capsys, workers):
     rng = np.random.default_rng(0)

@@ -90,3 +90,57 @@ def test_a_split_too_small_for_its_figures_is_refused_before_training(kadid_fold
                                                  r"\d image\(s\) of 3; its correlations need"):
         finetune(config)
     assert not (tmp_path / "finetune" / "split-0").exists()
+
+
+def test_a_validation_part_of_one_score_is_refused_before_training(kadid_folder, tmp_path):
+    """Its correlations are undefined every epoch: no epoch could be chosen as the best."""
+    from training.benchmarks import DatasetLayoutError
+
+    table = kadid_folder / "dmos.csv"  # every version of a reference scores the same
+    header, *rows = table.read_text().splitlines()
+    table.write_text("\n".join([header] + [
+        f"{name},{ref},{float(ref[1:3])},0" for name, ref, *_ in (r.split(",") for r in rows)])
+        + "\n")
+    config = FinetuneConfig(
+        "kadid10k", str(kadid_folder), str(tmp_path / "finetune"),
+        ModelConfig("test_resnet", init="random"),
+        OptimConfig(lr=3e-3, halve_every=10, epochs=2, batch_size=4), Augment(crop=32),
+        workers=0, device="cpu")
+    with pytest.raises(DatasetLayoutError, match=r"split 0: the 6 images of its validation "
+                                                 r"part all score [\d.]+ \(rescaled to 0-1\): no "):
+        finetune(config)
+    assert not (tmp_path / "finetune" / "split-0").exists()
+
+
+def test_an_undefined_validation_score_still_keeps_the_first_epoch():
+    """A model that predicts one value for every validation image has no correlation (NaN):
+    its first epoch is kept until a number beats it, so a run always has a best.pt."""
+    from training.optim import EarlyStopping
+
+    stopping = EarlyStopping(patience=3)
+    assert stopping.update(float("nan"), 0) and stopping.best_epoch == 0
+    assert not stopping.update(float("nan"), 1)
+    assert stopping.update(-0.2, 2) and (stopping.best, stopping.best_epoch) == (-0.2, 2)
+    assert not stopping.update(float("nan"), 3) and stopping.bad_epochs == 1
+
+
+def test_an_undefined_figure_is_null_in_the_json_and_a_dash_in_compare(tmp_path, capsys):
+    from training.compare import table
+    from training.results_files import figures_line, write_json
+
+    figures = {"srocc": float("nan"), "plcc": 0.5, "plcc_raw": 0.4, "krcc": float("nan"),
+               "rmse": 0.0, "rmse_raw": 0.1}
+    path = tmp_path / "run" / "results.json"
+    path.parent.mkdir()
+    write_json(path, {"dataset": "csv", "median": figures, "splits": [{"test": figures}],
+                      "best": float("-inf"), "repeats": 1})
+
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} is not JSON")
+
+    document = json.loads(path.read_text(), parse_constant=refuse)
+    assert document["median"]["srocc"] is None and document["best"] is None
+    assert document["splits"][0]["test"]["plcc"] == 0.5
+    assert figures_line(figures, ("srocc", "plcc")) == "SROCC undefined  PLCC 0.5000"
+    row = table([path]).splitlines()[2].split()
+    assert row[-7:] == ["-", "0.5000", "0.4000", "-", "0.0000", "0.1000", "1"]

@@ -218,6 +218,15 @@ def test_the_probe_recovers_a_planted_relation_and_compare_lists_every_kind(pret
     assert read_json(out / "results.json")["splits"][0] == summary["splits"][0]
     assert main(_probe(checkpoint, csv, out, "--repeats", "1", "--seed", "1")) == 0
     assert "read from" not in capsys.readouterr().out  # another seed: computed afresh
+    changed = csv.parent / "img007.png"  # the same name, other pixels: computed afresh
+    changed.write_bytes(png(255 - np.asarray(Image.open(changed))))
+    assert main(_probe(checkpoint, csv, out, "--repeats", "1", "--seed", "1")) == 0
+    assert "read from" not in capsys.readouterr().out
+    assert main(_probe(checkpoint, csv, out, "--repeats", "1", "--seed", "1")) == 0
+    assert "features of 240 images read from" in capsys.readouterr().out
+    changed.write_bytes(png(np.asarray(Image.open(changed))[::-1]))  # one more: afresh
+    assert main(_probe(checkpoint, csv, out, "--repeats", "1", "--seed", "1")) == 0
+    assert "read from" not in capsys.readouterr().out
 
     finetune, evaluation = tmp_path / "finetune", tmp_path / "evaluate"
     assert main(["finetune", "--dataset", "csv", "--root", str(csv), "--out", str(finetune),

@@ -1,0 +1,31 @@
+"""A run's result files and figure lines. A figure a run could not define (NaN: constant
+predictions or opinion scores) is null in JSON, which has no NaN (Python would write a bare
+NaN that other readers refuse), and "undefined" on screen."""
+
+import json
+import math
+from pathlib import Path
+
+
+def json_safe(value):
+    """`value` with every non-finite float, however deep in dicts and lists, as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def write_json(path: Path, document: dict) -> None:
+    path.write_text(json.dumps(json_safe(document), indent=1, sort_keys=True, allow_nan=False))
+
+
+def figure_text(value: float | None) -> str:
+    return "undefined" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def figures_line(figures: dict, names: tuple[str, ...]) -> str:
+    """'SROCC 0.9012  PLCC ...' of `names`."""
+    return "  ".join(f"{name.upper()} {figure_text(figures[name])}" for name in names)
