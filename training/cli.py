@@ -3,6 +3,7 @@
 launched by torchrun)."""
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -40,10 +41,11 @@ POSITIVE, NON_NEGATIVE = _at_least(1), _at_least(0)
 
 
 def _last_line(message: str) -> str:
-    """An error's message, less the traceback a DataLoader worker's error carries with it."""
+    """An error's message, less the traceback (and the exception's qualified name before the
+    message) a DataLoader worker's error carries with it."""
     if "Original Traceback" not in message:
         return message
-    return message.strip().splitlines()[-1]
+    return re.sub(r"^[\w.]+: ", "", message.strip().splitlines()[-1], count=1)
 
 
 def _names(text: str) -> tuple[str, ...]:

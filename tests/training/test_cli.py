@@ -179,5 +179,6 @@ def test_an_image_that_cannot_be_read_or_cropped_is_named(tmp_path, capsys, work
     assert main(["train", "finetune", "--dataset", "csv", "--root", str(table), "--out",
                  str(tmp_path / "f"), *options]) == 2
     error = capsys.readouterr().err
-    assert re.search(rf"{re.escape(str(tmp_path))}/\d+\.png cannot be read as an image", error)
+    assert re.search(rf"iqa-factory train: error: {re.escape(str(tmp_path))}/\d+\.png "
+                     "cannot be read as an image", error)  # no worker's exception name
     assert "Traceback" not in error
