@@ -6,6 +6,7 @@ distinct photographs that is a small part of it. Sources whose size the listing 
 different bytes are found later, from the decoded pixels (the report's pixel_duplicates)."""
 
 import hashlib
+import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,8 +35,9 @@ def _digest(source: Source, store: str) -> str | None:
 
 
 def find_duplicates(sources: list[Source], store: str = "") -> dict[int, int]:
-    """{index: index of the first source, in listing order, with the same bytes} for every
-    source that repeats an earlier one; `store` is the listing URI of object-store keys."""
+    """{index: index of the source kept} for every source with the same bytes as another:
+    of each set, the first in listing order that is not a symbolic link is kept (the first,
+    if all are); `store` is the listing URI of object-store keys."""
     candidates = sorted(i for group in _same_size_groups(sources) for i in group)
     if not candidates:
         return {}
@@ -43,13 +45,17 @@ def find_duplicates(sources: list[Source], store: str = "") -> dict[int, int]:
         digests = list(tqdm(pool.map(lambda i: _digest(sources[i], store), candidates),
                             total=len(candidates), desc="same-size sources compared",
                             unit="file", leave=False, disable=len(candidates) < 1000))
-    first: dict[str, int] = {}
-    duplicates = {}
+    same: dict[str, list[int]] = defaultdict(list)
     for index, digest in zip(candidates, digests, strict=True):
-        if digest is None:
-            continue
-        if digest in first:
-            duplicates[index] = first[digest]
-        else:
-            first[digest] = index
+        if digest is not None:
+            same[digest].append(index)
+    duplicates = {}
+    for indices in same.values():
+        kept = next((i for i in indices if not _is_link(sources[i])), indices[0])
+        duplicates.update({i: kept for i in indices if i != kept})
     return duplicates
+
+
+def _is_link(source: Source) -> bool:
+    """A local source that is a symbolic link (the file it names is the one to keep)."""
+    return not source.key and "://" not in source.uri and os.path.islink(source.uri)

@@ -115,7 +115,8 @@ class Plan:
             for i, (ref_id, s) in enumerate(zip(ids, used, strict=True)) if i not in repeats)
         left_out = tuple(Duplicate(ids[i], used[i].uri, ids[j]) for i, j in sorted(repeats.items()))
         sizes = tuple(s.size for i, s in enumerate(used) if i not in repeats)
-        return cls({**config.plan_inputs(), **(labels or {})}, references, left_out, sizes)
+        return cls({**config.plan_inputs(), **(labels or {})}, references, left_out,
+                   sizes if any(size is not None for size in sizes) else ())
 
     @property
     def shard_refs(self) -> int:

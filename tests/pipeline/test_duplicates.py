@@ -34,6 +34,27 @@ def test_the_same_bytes_under_other_names_are_duplicates_of_the_first(tmp_path, 
     assert Plan.from_json(plan.to_json()) == plan
 
 
+def test_a_link_to_a_source_is_the_duplicate_not_the_file_it_names(tmp_path, small_image,
+                                                                   fast_config):
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    _ppm(folder / "real.ppm", small_image)
+    (folder / "a_link.ppm").symlink_to(folder / "real.ppm")  # listed first
+    (folder / "b_link.ppm").symlink_to(folder / "real.ppm")
+    sources = list_sources(str(folder))
+    names = [s.order_key for s in sources]
+    assert names == ["a_link.ppm", "b_link.ppm", "real.ppm"]
+    assert find_duplicates(sources) == {0: 2, 1: 2}
+    plan = Plan.make(sources, fast_config(str(folder)), duplicates=find_duplicates(sources))
+    assert [(d.ref_id, d.of) for d in plan.duplicates] == [("a_link", "real"),
+                                                          ("b_link", "real")]
+    (folder / "real.ppm").rename(tmp_path / "outside.ppm")  # only links in the folder:
+    for link in ("a_link.ppm", "b_link.ppm"):                # the first is kept
+        (folder / link).unlink()
+        (folder / link).symlink_to(tmp_path / "outside.ppm")
+    assert find_duplicates(list_sources(str(folder))) == {1: 0}
+
+
 def test_a_list_naming_one_file_twice_plans_it_once(tmp_path, small_image, fast_config):
     _ppm(tmp_path / "a.ppm", small_image)
     listing = tmp_path / "list.txt"
