@@ -191,8 +191,7 @@ class _Progress:
     (those of shards an earlier run finished and the duplicates left out included, as in the
     summary); and the strikes it counts against references, kept in OUT/strikes.json."""
 
-    def __init__(self, location: Location, plan: Plan, per_reference: int, done: list[int],
-                 written: int):
+    def __init__(self, location: Location, plan: Plan, per_reference: int, done: list[int]):
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         self.location, self.strikes_path = location, location.path(STRIKES_FILE)
         strikes = (json.loads(location.read_bytes(self.strikes_path))
@@ -202,10 +201,10 @@ class _Progress:
                                            scheduling_strategy=here).remote(planned, strikes)
         self.shards, self.done_shards = plan.shard_count, len(done)
         self.peak_in_flight = 0
-        self.written = written  # samples in the shards an earlier run finished
+        earlier = [shard_stats(location, i) for i in done]  # shards an earlier run finished
+        self.written = sum(stats["samples"] for stats in earlier)
         self.offset = sum(planned[i] for i in done)
-        self.earlier_failures = len(plan.duplicates) + sum(
-            shard_stats(location, i)["failures"] for i in done)
+        self.earlier_failures = len(plan.duplicates) + sum(stats["failures"] for stats in earlier)
         self.bar = tqdm(total=sum(planned), initial=self.offset, unit="sample",
                         desc="generate", smoothing=0.1)
         self.bar.set_postfix(shards=f"{self.done_shards}/{self.shards}",
@@ -326,8 +325,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     arguments = (plan.to_json(), config.to_json(), ensemble.to_json(), config.out)
 
     done = [i for i in range(plan.shard_count) if i not in todo]
-    progress = _Progress(location, plan, 1 + config.versions_count, done,
-                         sum(shard_stats(location, i)["samples"] for i in done))
+    progress = _Progress(location, plan, 1 + config.versions_count, done)
 
     on_actors = options.denoise_on_actors
     if on_actors is None:
