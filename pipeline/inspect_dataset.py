@@ -23,7 +23,7 @@ from shards.layout import (
     shard_paths,
     tar_path,
 )
-from shards.reader import read_index, shard_problems, shard_stats
+from shards.reader import read_index, shard_problems, shard_stats, stray_files
 from shards.storage import Location
 from shards.store_modes import stores_pixels
 from shards.tar_stream import read_tar
@@ -86,6 +86,7 @@ def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
     if not isinstance(stats.get("failures"), int):
         return [*problems, f"shard {index:05d}: its stats record no failures count"]
     references = sum(row["kind"] == "reference" for row in rows)
+    problems += _count_problems(index, stats, rows, references)
     failed_sources = len(planned) - references
     sample_failures = stats["failures"] - failed_sources
     expected = references * per_reference - sample_failures
@@ -93,6 +94,21 @@ def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
         problems.append(f"shard {index:05d}: {len(rows)} samples, but the plan and the "
                         f"recorded failures account for {expected}")
     return problems
+
+
+def _count_problems(index: int, stats: dict, rows: list[dict], references: int) -> list[str]:
+    """Where the stats' counts are not the parquet's: references, distorted samples, and the
+    labels of the single-type versions (a version of a chain has no type of its own); a
+    count the stats of an older shard do not hold is not compared."""
+    counts = {"references": references, "distorted": len(rows) - references,
+              "labels": sum(row["kind"] == "distorted" and len(row["chain"]) == 1
+                            for row in rows)}
+    recorded = {name: stats[name] for name in counts if name in stats}
+    if "labels" in recorded:
+        labels = recorded["labels"]
+        recorded["labels"] = len(labels) if isinstance(labels, list) else labels
+    return [f"shard {index:05d}: its stats count {recorded[name]} {name}, its parquet "
+            f"{counts[name]}" for name in recorded if recorded[name] != counts[name]]
 
 
 class RunFileError(ValueError):
@@ -157,6 +173,12 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
     for index in range(plan.shard_count):
         shard_problems += check_shard(location, plan, index, per_reference, config.store,
                                       config.keep_pngs)
+    stray = stray_files(location, plan.shard_count, config.store)
+    if stray:
+        shard_problems.append(
+            f"{len(stray)} file(s) in shards/ belong to none of the plan's {plan.shard_count} "
+            f"shards ({', '.join(stray[:3])}{', ...' if len(stray) > 3 else ''}): left by "
+            "another run or copied in; remove them")
     lines = [f"dataset {out}: {len(plan.references)} references in {plan.shard_count} shards, "
              f"plan {plan.digest[:12]}, ensemble {ensemble_hash}",
              modes_line(config.modes())]

@@ -14,7 +14,7 @@ from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.sources import Source, printable
 from shards.keys import ref_ids
 from shards.layout import PLAN_FILE
-from shards.reader import damage_message, shard_states
+from shards.reader import damage_message, shard_problems, shard_states
 from shards.replay import MANIFEST_FILE
 from shards.storage import Location
 
@@ -244,8 +244,9 @@ def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> b
 
 
 def finished_plan(location: Location) -> "Plan":
-    """The plan of a dataset generate finished: every shard complete, none damaged; an
-    UnfinishedDatasetError naming what is missing otherwise (nothing partial is read)."""
+    """The plan of a dataset generate finished: every shard complete, none damaged (its
+    lists there, its parquet of the samples its stats count); an UnfinishedDatasetError
+    naming what is missing otherwise (nothing partial is read)."""
     if not location.exists(location.path(PLAN_FILE)):
         raise UnfinishedDatasetError(f"{location.root} has no {PLAN_FILE}: not a dataset written "
                                      "by generate")
@@ -254,6 +255,11 @@ def finished_plan(location: Location) -> "Plan":
                                      "dataset (generate resumes it)")
     plan = read_plan(location)
     complete, damaged = shard_states(location)
+    store = plan.inputs.get("store", MODE_DEFAULTS["store"])
+    for index in complete:  # what a reader does not check: the lists, the parquet's rows
+        problems = shard_problems(location, index, plan.digest, store)
+        if problems:
+            damaged[index] = "; ".join(problems)
     if damaged:
         raise UnfinishedDatasetError(damage_message(location, damaged))
     missing = sorted(set(range(plan.shard_count)) - set(complete))

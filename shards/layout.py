@@ -16,6 +16,7 @@ from shards.storage import Location
 
 SHARDS_DIR = "shards"
 PLAN_FILE = "plan.json"
+REPORT_FILE = "report.json"  # written when a run ends: every planned shard was finished
 SOURCES_FILE = "sources.parquet"
 LABELS_FILES = "labels-*.parquet"  # relabel's sidecars (key, quality), one per ensemble
 STORE_MODES = ("images", "recipes", "hybrid")

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from shards.layout import (
     DEFAULT_STORE,
     PLAN_FILE,
+    REPORT_FILE,
     SHARDS_DIR,
     SOURCES_FILE,
     shard_files,
@@ -52,19 +53,31 @@ def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
     (written last), names the plan where the dataset has one (a shard left by another run is
     never read as part of this one), and the tar and parquet it describes are there, the tar
     of the recorded size. Damaged: index -> what is wrong, for the other finished shards of
-    the plan. Reads each stats file and lists the folder once; reads no tar."""
+    the plan, and, once a run of the plan has ended (report.json), for every planned shard
+    that is not complete (a finished dataset never reads as a smaller one). Stats outside the
+    plan's shards are no part of it. Reads each stats file and lists the folder once; reads
+    no tar."""
     sizes = _listing(location)
     plan_path = location.path(PLAN_FILE)
     plan = json.loads(location.read_bytes(plan_path)) if location.exists(plan_path) else {}
     store = plan.get("inputs", {}).get("store", DEFAULT_STORE)
+    planned = planned_shards(plan)
+    finished = planned is not None and location.exists(location.path(REPORT_FILE))
     complete, damaged = [], {}
+    if finished:
+        damaged = dict.fromkeys(range(planned), "stats missing: the finished dataset lost it")
     for index in _stats_indices(sizes):
+        if planned is not None and index >= planned:
+            continue
+        damaged.pop(index, None)
         try:
             stats = shard_stats(location, index)
         except (ValueError, UnicodeDecodeError) as error:
             damaged[index] = f"stats are not JSON ({error})"
             continue
         if plan.get("digest") is not None and stats.get("plan_digest") != plan["digest"]:
+            if finished:
+                damaged[index] = f"stats of another plan ({str(stats.get('plan_digest'))[:12]})"
             continue
         names = {kind: path.rpartition("/")[2]
                  for kind, path in shard_files(location, index, store).items()}
@@ -77,6 +90,23 @@ def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
         else:
             complete.append(index)
     return complete, damaged
+
+
+def stray_files(location: Location, planned: int, store: str) -> list[str]:
+    """Files in the shards folder that belong to none of the plan's `planned` shards in mode
+    `store` (a staged `.partial` of a run under way aside)."""
+    expected = {path.rpartition("/")[2] for index in range(planned)
+                for path in shard_files(location, index, store).values()}
+    return sorted(name for name in _listing(location)
+                  if name not in expected and not name.endswith(".partial"))
+
+
+def planned_shards(plan: dict) -> int | None:
+    """How many shards a plan.json's plan has (None: no plan, or not one)."""
+    try:
+        return -(-len(plan["references"]) // int(plan["inputs"]["shard_refs"]))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 def complete_shards(location: Location) -> list[int]:

@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -145,7 +146,14 @@ def test_relabel_refuses_an_unfinished_dataset(scored_dataset, tmp_path, capsys)
     (out / "shards" / "00000_stats.json").unlink()  # the shard is no longer finished
     _halves().save(tmp_path / "halves.json")
     assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 2
-    assert "shards [0] are not complete" in capsys.readouterr().err
+    assert "00000: stats missing: the finished dataset lost it" in capsys.readouterr().err
+    assert not list(out.glob("labels-*.parquet"))
+    out = _copy(scored_dataset, tmp_path / "miscounted")  # stats that count another parquet
+    stats = out / "shards" / "00000_stats.json"
+    stats.write_text(json.dumps({**json.loads(stats.read_text()),
+                                 "samples": json.loads(stats.read_text())["samples"] + 1}))
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 2
+    assert re.search(r"00000: stats say \d+ samples, parquet has \d+", capsys.readouterr().err)
     assert not list(out.glob("labels-*.parquet"))
 
 

@@ -141,6 +141,28 @@ def test_only_complete_shards_are_read(tmp_path, hand_made):
     assert {sample["ref_id"] for sample in dataset.samples(kind="all")} == {"a", "b"}
 
 
+def test_a_finished_dataset_never_reads_as_a_smaller_one(tmp_path, store_datasets):
+    """Once a run of the plan has ended (report.json), every planned shard must be complete:
+    one whose stats were lost or replaced by another plan's is damage, not left out; stats
+    past the plan's shards are no part of the dataset."""
+    finished = tmp_path / "finished"
+    shutil.copytree(store_datasets["images"], finished)
+    (finished / "report.json").write_text("{}")
+    stats = finished / "shards" / "00001_stats.json"
+    shutil.copyfile(finished / "shards" / "00000_stats.json",
+                    finished / "shards" / "00007_stats.json")  # a stray copy: not read
+    assert open_dataset(str(finished)).shards == (0, 1)
+    shutil.copyfile(store_datasets["recipes"] / "shards" / "00001_stats.json", stats)
+    with pytest.raises(DamagedShardError, match=r"00001: stats of another plan \([0-9a-f]{12}"):
+        open_dataset(str(finished))
+    stats.unlink()
+    with pytest.raises(DamagedShardError, match="00001: stats missing: the finished dataset "
+                                                "lost it"):
+        open_dataset(str(finished))
+    (finished / "report.json").unlink()  # a run still going: its complete shards are read
+    assert open_dataset(str(finished)).shards == (0,)
+
+
 def test_a_shard_without_its_lists_is_redone_and_unreadable_stats_are_damage(tmp_path,
                                                                               generated):
     copy = tmp_path / "copy"

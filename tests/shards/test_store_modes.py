@@ -19,7 +19,7 @@ from PIL import Image
 import distortions
 from pipeline.commands.storage_check import bytes_line
 from pipeline.contact_sheet import render_shard_sheet
-from pipeline.inspect_dataset import check_shard
+from pipeline.inspect_dataset import check_shard, inspect
 from pipeline.plan import Plan
 from shards import open_dataset
 from shards.layout import store_of
@@ -222,6 +222,26 @@ def test_pending_replays_lazily_and_says_when_libraries_are_the_same(small_image
         broken = {**meta, "recipe": {**made, "params": params}}
         with pytest.raises(ReplayError, match="sample k cannot be replayed"):
             Pending("k", small_image, broken, same).pixels()
+
+
+def test_inspect_names_stats_that_miscount_and_files_of_no_planned_shard(store_datasets,
+                                                                          tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(store_datasets["images"], copy)
+    stats_path = copy / "shards" / "00000_stats.json"
+    stats = json.loads(stats_path.read_text())
+    stats_path.write_text(json.dumps({**stats, "references": stats["references"] + 1,
+                                      "labels": stats["labels"][:3]}))
+    shutil.copyfile(copy / "shards" / "00000.tar", copy / "shards" / "00005.tar")
+    (copy / "shards" / "00001.tar.gz").write_bytes(b"")  # another mode's name
+    problems = inspect(str(copy))[1]
+    assert f"shard 00000: its stats count {stats['references'] + 1} references, its parquet " \
+           f"{stats['references']}" in problems
+    assert f"shard 00000: its stats count 3 labels, its parquet {len(stats['labels'])}" \
+        in problems
+    assert ("2 file(s) in shards/ belong to none of the plan's 2 shards (00001.tar.gz, "
+            "00005.tar): left by another run or copied in; remove them") in problems
+    assert not any("distorted" in problem for problem in problems)
 
 
 def test_inspect_counts_every_file_of_a_dataset(store_datasets):
