@@ -32,8 +32,8 @@ def open_tars(location: Location) -> Callable[[Iterable[dict]], Iterator[dict]]:
 def _unreadable(url: str) -> Callable[[Exception], bool]:
     """webdataset's exception handler for one shard: raise one clear error naming the tar."""
     def handler(error: Exception) -> bool:
-        if isinstance(error, ShardReadError):  # named already, by the stage before
-            raise error
+        if isinstance(error, ShardReadError):  # named already, by the stage before (which
+            raise ShardReadError(error.args[0]) from error.__cause__  # appended to its args)
         reason = str(error.args[0]) if error.args else type(error).__name__
         raise ShardReadError(f"{url} is unreadable: {reason.partition(' @ ')[0]}") from error
     return handler

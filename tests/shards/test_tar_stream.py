@@ -3,6 +3,7 @@ tar_keys (a truncated or malformed tar is a tarfile error inspect reports, never
 exception), the contact sheet's shard reading; and a dataset read from S3 (moto's server)."""
 
 import io
+import re
 import tarfile
 from pathlib import Path
 
@@ -73,6 +74,21 @@ def test_a_truncated_or_malformed_tar_raises_a_tar_error_naming_it(tmp_path, han
     with pytest.raises(ShardReadError, match=r"00000\.tar is unreadable: unexpected end") as raised:
         list(open_dataset(str(root)).samples())
     assert str(raised.value).count("is unreadable") == 1
+    from pipeline.contact_sheet import render_shard_sheet
+
+    refused = []
+    for percent in range(2, 100, 2):  # wherever it is cut: one line, never the tuple of
+        _damage(location, 0, original[:len(original) * percent // 100])  # args webdataset
+        try:                                                              # adds to it
+            render_shard_sheet(tar_path(location, 0, "images"))
+        except ShardReadError as error:
+            refused.append(str(error))
+        except ValueError:
+            pass  # cut past the reference's members: a sheet of what is there, or none
+    assert len(refused) >= 5
+    for message in refused:
+        assert re.fullmatch(rf"{re.escape(tar_path(location, 0, 'images'))} is unreadable: "
+                            r"(unexpected end of data|truncated header)", message), message
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name in ("a_ref.png", "a_ref.png"):  # one member twice
