@@ -168,7 +168,9 @@ class Ensemble:
                 mappings={k: Mapping01.from_json(v) for k, v in data["mappings"].items()},
                 notes=data.get("notes", {}),
             )
-        except (KeyError, TypeError, AttributeError) as error:
+        except KeyError as error:
+            raise EnsembleError(f"not an ensemble file: it has no field {error}") from None
+        except (TypeError, AttributeError) as error:
             raise EnsembleError(f"not an ensemble file: {error}") from None
         unknown = sorted(set(ensemble.weights) - set(AVAILABLE_METRICS))
         if unknown:

@@ -1,6 +1,7 @@
 """The `iqa-factory` command line."""
 
 import argparse
+import os
 import sys
 import tarfile
 from pathlib import Path
@@ -420,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:  # the reader went away (`iqa-factory list | head`): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (distortions.DistortionError, ValueError, OSError, tarfile.TarError,
             PipelineError) as error:  # (a shard's TarError: ShardReadError names it)
         print(f"iqa-factory: error: {error}", file=sys.stderr)

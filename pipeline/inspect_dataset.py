@@ -163,6 +163,8 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
     """(summary lines, problems) of the dataset in `out`; with `deep` > 0 that many sampled
     versions are also replayed from their recipes and re-scored (pipeline.deep_check)."""
     location = Location.parse(out)
+    if not location.exists(location.root):
+        return [], [f"{out} does not exist"]
     try:
         plan = _read_plan(location)
         config, ensemble_hash = _read_manifest(location)

@@ -10,16 +10,18 @@ stages (shards.order, shards.tar_stream). Only complete shards of the dataset's 
                                                             #  meta, box}
 """
 
+import numbers
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import webdataset as wds
 
 from shards.group_spec import GroupSpec, chosen_versions
 from shards.groups import assemble
-from shards.layout import DEFAULT_STORE, SOURCES_FILE, store_of
+from shards.layout import DEFAULT_STORE, SOURCES_FILE, SPLITS, store_of
 from shards.order import ONE_PASS, Order, Stream, pipeline
 from shards.reader import (
     DamagedShardError,
@@ -89,6 +91,9 @@ class Dataset:
               ) -> tuple[list[str], frozenset[str] | None]:
         """(tar urls, the references to read, None for all) of a split and/or reference ids
         (one id, or a collection; an id the dataset does not hold is an error)."""
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)} (None: all), got "
+                             f"{split!r}")
         if split is None and refs is None:
             return list(self.urls.values()), None
         if refs is not None:
@@ -153,7 +158,7 @@ class Dataset:
         each) or, without a crop, encoded: in the spec's layout up to a shard's drawn members,
         R x (1 + versions) of them. A shuffle buffer adds `order.shuffle` groups. Recipe
         samples are replayed (verified unless `verify` is False) as their group decodes them."""
-        size = (crop, crop) if isinstance(crop, int) else crop
+        size = (crop, crop) if isinstance(crop, numbers.Integral) else crop
         spec = GroupSpec(kind, size, seed, order.epoch, versions, views, distinct_types,
                          half_scale)
         urls, wanted = self.where(split, refs)
@@ -180,7 +185,14 @@ def open_dataset(path: str) -> Dataset:
     """The dataset at a local folder or an object-store URI (s3://, gs://, file://); a clear
     error where it has no complete shard, or a finished shard whose files are not the ones its
     stats describe (DamagedShardError: nothing of it would be read otherwise, or only part)."""
+    if not str(path).strip():
+        raise ValueError("no dataset path given")
     location = Location.parse(str(path))
+    kind = location.fs.get_file_info(location.root).type
+    if kind != pafs.FileType.Directory:
+        raise FileNotFoundError(f"{location.root} is a file, not a dataset folder"
+                                if kind == pafs.FileType.File else
+                                f"{location.root} does not exist")
     shards, damaged = shard_states(location)
     if damaged:
         raise DamagedShardError(damage_message(location, damaged))

@@ -2,6 +2,7 @@
 it (its box(es) from (seed, epoch, ref_id[, key]), its versions from (seed, epoch, ref_id)),
 so a group is the same whatever order the shard or the reader takes."""
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,8 +27,9 @@ class GroupSpec:
     def __post_init__(self):
         if self.kind not in GROUP_KINDS:
             raise ValueError(f"kind must be one of {', '.join(GROUP_KINDS)}; got {self.kind!r}")
-        if self.crop is not None and (len(self.crop) != 2 or min(self.crop) < 1):
-            raise ValueError(f"crop must be a positive size (h, w) or None; got {self.crop}")
+        if self.crop is not None and not _positive_size(self.crop):
+            raise ValueError(f"crop must be a positive size of integers (h, w, or one side), "
+                             f"or None; got {self.crop!r}")
         if self.views not in (1, 2) or (self.views == 2 and self.crop is None):
             raise ValueError("views must be 1, or 2 with a crop size")
         if self.views == 2 and self.crop[0] < MIN_VIEW_HEIGHT:
@@ -74,3 +76,9 @@ def chosen_versions(spec: GroupSpec, rows: list[dict]) -> dict[str, set[str]]:
         if row["kind"] == "distorted":
             versions.setdefault(row["ref_id"], []).append((row["key"], row["distortion_id"]))
     return {ref: spec.chosen(ref, listed) for ref, listed in versions.items()}
+
+
+def _positive_size(size) -> bool:
+    return (isinstance(size, tuple | list) and len(size) == 2
+            and all(isinstance(side, numbers.Integral) and not isinstance(side, bool)
+                    and side >= 1 for side in size))

@@ -21,6 +21,7 @@ SOURCES_FILE = "sources.parquet"
 LABELS_FILES = "labels-*.parquet"  # relabel's sidecars (key, quality), one per ensemble
 STORE_MODES = ("images", "recipes", "hybrid")
 DEFAULT_STORE = "images"
+SPLITS = ("train", "val", "test")  # a reference's split (the spec's)
 _TAR_SUFFIX = {"images": ".tar", "recipes": ".tar.gz", "hybrid": ".tar.gz"}
 
 

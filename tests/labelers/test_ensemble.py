@@ -80,6 +80,15 @@ def test_hostile_ensemble_files_are_refused_naming_the_field(weights, mapping, n
         ens.Ensemble.from_json(data)
 
 
+@pytest.mark.parametrize("missing", ["name", "weights", "mappings"])
+def test_an_ensemble_file_without_a_field_names_it(missing):
+    data = {"name": "x", "weights": {"mae": 1}, "mappings": {"mae": LINEAR}}
+    del data[missing]
+    with pytest.raises(ens.EnsembleError, match=f"not an ensemble file: it has no field "
+                                                f"'{missing}'"):
+        ens.Ensemble.from_json(data)
+
+
 def test_quality_refuses_scores_that_are_not_finite():
     toy = ens.Ensemble("toy", {"mae": 1.0}, {"mae": ens.Mapping01("linear", best=0, worst=1)})
     with pytest.raises(ens.EnsembleError, match="1 mae score"):

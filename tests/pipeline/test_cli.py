@@ -33,6 +33,19 @@ def test_list_prints_the_whole_bank(capsys):
 
 
 @pytest.mark.slow
+def test_a_reader_that_stops_early_is_no_error():
+    """`iqa-factory list | head -1`: the pipe closes under the printing command."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(["bash", "-c", f"'{sys.executable}' -m pipeline.cli list | head -c 1 "
+                          ">/dev/null; echo ${PIPESTATUS[0]}"], cwd=root, capture_output=True,
+                         text=True, timeout=120)
+    assert run.stdout.strip() == "0" and "Broken pipe" not in run.stderr
+
+
 def test_sheet_renders_a_row_per_registered_type_of_reference_and_5_levels(tmp_path):
     output = tmp_path / "sheet.png"
     assert cli.main(["sheet", str(MINIMUM_IMAGE), "-o", str(output), "--size", "192x176"]) == 0
@@ -255,6 +268,11 @@ def test_list_options_name_what_is_wrong(option, value, message, capsys):
     with pytest.raises(SystemExit):
         cli.main(["generate", option, value])
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_inspect_of_a_path_that_does_not_exist_says_so(tmp_path, capsys):
+    assert cli.main(["inspect", str(tmp_path / "nope")]) == 1
+    assert f"{tmp_path / 'nope'} does not exist" in capsys.readouterr().out
 
 
 def test_inspect_deep_takes_a_count_not_a_negative(capsys):

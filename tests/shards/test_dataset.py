@@ -67,6 +67,10 @@ def test_a_dataset_without_sources_parquet_splits_by_its_index(hand_made):
     assert {s["ref_id"] for s in dataset.samples("train")} == {"a", "c"}
     with pytest.raises(ValueError, match=r"no reference in split 'val'.*\['test', 'train'\]"):
         dataset.samples("val")
+    for typo in ("TRAIN", "valid", ""):  # not an empty split: no split of that name
+        with pytest.raises(ValueError, match=rf"split must be one of train, val, test \(None: "
+                                             rf"all\), got '{typo}'"):
+            dataset.samples(typo)
 
 
 def test_samples_of_given_references_read_only_their_shards(generated):
@@ -90,8 +94,15 @@ def test_a_file_uri_reads_as_the_path_does(generated):
 
 
 def test_a_dataset_without_a_complete_shard_is_refused_clearly(tmp_path, hand_made):
-    with pytest.raises(FileNotFoundError, match="no complete shard"):
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'nothing'} does not exist$"):
         open_dataset(str(tmp_path / "nothing"))
+    with pytest.raises(FileNotFoundError, match="is a file, not a dataset folder"):
+        open_dataset(str(next(hand_made.glob("shards/*.tar"))))
+    with pytest.raises(ValueError, match="no dataset path given"):
+        open_dataset("")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no complete shard"):
+        open_dataset(str(tmp_path / "empty"))
     unfinished = tmp_path / "unfinished"
     shutil.copytree(hand_made, unfinished)
     for stats in unfinished.glob("shards/*_stats.json"):

@@ -152,7 +152,7 @@ def test_crops_that_do_not_fit_are_refused(generated):
         dataset.groups("chunk", views=2)
     with pytest.raises(ValueError, match="kind must be"):
         dataset.groups("quad")
-    for crop in (0, -5, (16, 0)):
+    for crop in (0, -5, (16, 0), 64.5, (16.0, 16), (True, 16), "64", (16, 16, 3)):
         with pytest.raises(ValueError, match="crop must be a positive size"):
             dataset.groups("pair", crop=crop)
     with pytest.raises(ValueError, match="two views need a crop at least 4 high"):
