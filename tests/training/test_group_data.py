@@ -96,8 +96,8 @@ def test_groups_collate_into_tensors(tiny_dataset):
         collate_groups([{"distorted": [1]}, {"distorted": [1, 2]}])
 
 
-def test_an_empty_split_fails_when_the_stream_is_made(tiny_dataset):
-    with pytest.raises(ValueError, match="no reference in split 'holdout'"):
+def test_a_split_of_another_name_fails_when_the_stream_is_made(tiny_dataset):
+    with pytest.raises(ValueError, match=r"split must be one of train, val, test .*'holdout'"):
         group_dataset(str(tiny_dataset), "pair", "holdout")
 
 
