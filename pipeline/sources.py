@@ -156,8 +156,15 @@ def single(text: str) -> Source:
 
 
 def read_rgb(text: str) -> np.ndarray:
-    """The uint8 RGB pixels of one path, URI or embedded:NAME (DecodeError when unreadable)."""
-    return load(single(text)).pixels
+    """The uint8 RGB pixels of one path, URI or embedded:NAME (a DecodeError naming it when
+    unreadable)."""
+    try:
+        return load(single(text)).pixels
+    except DecodeError as error:
+        detail, name = str(error).removeprefix(f"{error.reason}: "), printable(text)
+        if name in detail:  # read_bytes names it already
+            raise
+        raise DecodeError(error.reason, f"{name}: {detail}") from None
 
 
 def load(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, store: str = "") -> Decoded:

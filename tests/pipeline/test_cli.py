@@ -62,6 +62,10 @@ def test_sheet_refuses_a_too_small_image_clearly(tmp_path, capsys):
     Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(tiny)
     assert cli.main(["sheet", str(tiny), "-o", str(tmp_path / "s.png")]) == 2
     assert "smaller than the target 512x384" in capsys.readouterr().err
+    table = tmp_path / "index.parquet"
+    table.write_bytes(b"PAR1 not an image")
+    assert cli.main(["sheet", str(table), "-o", str(tmp_path / "s.png")]) == 2
+    assert f"not_an_image: {table}: no image format recognised" in capsys.readouterr().err
 
 
 def test_cover_and_crop_scales_by_the_larger_ratio_and_centres():
