@@ -163,6 +163,9 @@ def finetune(config: FinetuneConfig) -> dict:
         images = benchmarks.load(config.dataset, config.root, config.refs)
         if context.is_main and config.dataset == "shards":
             print("NOTICE: the shards' ensemble labels Q stand in for opinion scores here")
+        if context.is_main and (Path(config.out) / "results.json").exists():
+            print(f"NOTICE: {config.out} holds an earlier fine-tuning run: its files are "
+                  "replaced as this one writes its own")
         results = [_one_split(context, config, images, r) for r in range(config.repeats)]
         if not context.is_main:
             return {}

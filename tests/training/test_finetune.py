@@ -1,5 +1,6 @@
 """Fine-tuning and evaluation on a tiny KADID-10k-format set, in one process."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -40,6 +41,13 @@ def test_finetune_reports_the_median_over_splits(finetuned):
         assert -1 <= result["test"]["srocc"] <= 1 and result["test"]["count"] == 6
     first, second = (set(split["test_groups"]) for split in summary["splits"])
     assert len(first) == len(second) == 1 and not first & second  # distinct references
+
+
+def test_a_second_run_into_the_same_folder_says_it_replaces_the_first(finetuned, capsys):
+    config, _ = finetuned
+    finetune(dataclasses.replace(config, repeats=1))
+    assert f"NOTICE: {config.out} holds an earlier fine-tuning run" in capsys.readouterr().out
+    assert read_json(Path(config.out) / "results.json")["repeats"] == 1
 
 
 def test_evaluate_reproduces_the_test_figures_of_a_split(finetuned, tmp_path):
