@@ -82,6 +82,14 @@ def test_a_split_without_a_figure_leaves_the_others_median_and_is_counted():
     assert np.isnan(median_figures([split(0.5, float("nan"))])["plcc"])
 
 
+def _one_split_run(root: Path, tmp_path: Path) -> FinetuneConfig:
+    return FinetuneConfig(
+        "kadid10k", str(root), str(tmp_path / "finetune"),
+        ModelConfig("test_resnet", init="random"),
+        OptimConfig(lr=3e-3, halve_every=10, epochs=2, batch_size=4), Augment(crop=32),
+        workers=0, device="cpu")
+
+
 def test_a_split_too_small_for_its_figures_is_refused_before_training(kadid_folder, tmp_path):
     from training.benchmarks import DatasetLayoutError
 
@@ -89,11 +97,7 @@ def test_a_split_too_small_for_its_figures_is_refused_before_training(kadid_fold
     header = table.read_text().splitlines()[0]
     table.write_text(f"{header}\nI01_01_01.png,I01.png,4.0,0\nI01_01_02.png,I01.png,3.0,0\n"
                      "I02_01_01.png,I02.png,2.0,0\n")
-    config = FinetuneConfig(
-        "kadid10k", str(kadid_folder), str(tmp_path / "finetune"),
-        ModelConfig("test_resnet", init="random"),
-        OptimConfig(lr=3e-3, halve_every=10, epochs=2, batch_size=4), Augment(crop=32),
-        workers=0, device="cpu")
+    config = _one_split_run(kadid_folder, tmp_path)
     with pytest.raises(DatasetLayoutError, match=r"split 0: its (validation|test) part holds "
                                                  r"\d image\(s\) of 3; its correlations need"):
         finetune(config)
@@ -109,11 +113,7 @@ def test_a_validation_part_of_one_score_is_refused_before_training(kadid_folder,
     table.write_text("\n".join([header] + [
         f"{name},{ref},{float(ref[1:3])},0" for name, ref, *_ in (r.split(",") for r in rows)])
         + "\n")
-    config = FinetuneConfig(
-        "kadid10k", str(kadid_folder), str(tmp_path / "finetune"),
-        ModelConfig("test_resnet", init="random"),
-        OptimConfig(lr=3e-3, halve_every=10, epochs=2, batch_size=4), Augment(crop=32),
-        workers=0, device="cpu")
+    config = _one_split_run(kadid_folder, tmp_path)
     with pytest.raises(DatasetLayoutError, match=r"split 0: the 6 images of its validation "
                                                  r"part all score [\d.]+ \(rescaled to 0-1\): no "):
         finetune(config)
