@@ -32,7 +32,9 @@ def test_metrics_endpoint_serves_the_custom_metrics_during_a_run(shifted_sources
                                                                  monkeypatch):
     # report every second (default 10 s) so the check does not race the end of the run
     monkeypatch.setenv("RAY_metrics_report_interval_ms", "1000")
-    folder, ensemble = shifted_sources(6)
+    # the endpoint shows a counter some seconds after it first moves (about 6 s here): 48
+    # one-reference shards keep the run going for about five times as long as that
+    folder, ensemble = shifted_sources(48)
     config = fast_config(str(folder), shard_refs=1, ensemble_file=str(ensemble),
                          distortion_ids=(1, 8, 13), levels=(1, 3, 5))
     port = _free_port()
