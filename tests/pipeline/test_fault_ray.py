@@ -21,6 +21,9 @@ from shards.storage import Location
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 WAIT_SECONDS = 180
+# enough one-reference shards that the state API (which hears of tasks about a second late)
+# sees one running before the run ends
+NODE_LOSS_REFERENCES = 8
 
 
 def _running_shard_tasks_on(node_id: str) -> list:
@@ -29,7 +32,7 @@ def _running_shard_tasks_on(node_id: str) -> list:
 
 
 def test_losing_a_worker_node_loses_and_duplicates_nothing(shifted_sources, fast_config):
-    folder, ensemble = shifted_sources(4)
+    folder, ensemble = shifted_sources(NODE_LOSS_REFERENCES)
     config = fast_config(str(folder), shard_refs=1, ensemble_file=str(ensemble),
                          distortion_ids=(1, 8, 13), levels=(1, 3, 5))
 
@@ -56,9 +59,9 @@ def test_losing_a_worker_node_loses_and_duplicates_nothing(shifted_sources, fast
         cluster.shutdown()
 
     per_reference = 1 + len(config.scenarios)
-    assert outcome["report"]["samples"] == 4 * per_reference
+    assert outcome["report"]["samples"] == NODE_LOSS_REFERENCES * per_reference
     keys = read_index(Location.parse(config.out)).column("key").to_pylist()
-    assert len(keys) == len(set(keys)) == 4 * per_reference
+    assert len(keys) == len(set(keys)) == NODE_LOSS_REFERENCES * per_reference
     assert inspect(config.out)[1] == []
 
 
