@@ -84,20 +84,27 @@ class ShardTally:
     """Where a run's planned samples stand: each is done once written or known never to be
     (its source or distortion failed). Shards being made count live, up to their planned
     samples (an attempt that died counted some already); a finished shard is settled at its
-    planned samples and its real failures, so a retried shard counts once."""
+    planned samples and its real failures, so a retried shard counts once (a report that
+    arrives after its shard was settled, from a labeler actor, is not counted again)."""
 
     def __init__(self, planned: list[int]):
         self.planned = planned                   # samples planned, by shard index
         self.done = self.failures = 0            # of the settled shards
+        self.settled: set[int] = set()
         self.live: dict[int, list[int]] = {}     # shard -> [done, failures] so far
 
     def add(self, shard: int, done: int, failures: int) -> None:
+        if shard in self.settled:
+            return
         counts = self.live.setdefault(shard, [0, 0])
         counts[0] += done
         counts[1] += failures
 
     def settle(self, shard: int, failures: int) -> None:
         """Shard `shard` finished, with `failures` recorded."""
+        if shard in self.settled:
+            return
+        self.settled.add(shard)
         self.live.pop(shard, None)
         self.done += self.planned[shard]
         self.failures += failures

@@ -18,3 +18,15 @@ def test_a_retried_shard_counts_once_and_a_live_one_no_more_than_its_plan():
     tally.add(1, 7, 0)
     tally.settle(1, failures=0)
     assert tally.read() == (sum(tally.planned), 5)
+
+
+def test_a_report_arriving_after_its_shard_settled_is_not_counted_again():
+    # a labeler actor's last report can reach the progress actor after the driver's settle
+    tally = ShardTally(planned=[10, 10])
+    tally.add(0, 8, 0)
+    tally.settle(0, failures=0)
+    tally.add(0, 2, 1)
+    tally.settle(0, failures=0)
+    assert tally.read() == (10, 0)
+    tally.add(1, 4, 0)
+    assert tally.read() == (14, 0)
