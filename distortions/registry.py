@@ -39,6 +39,9 @@ class Distortion:
     fixed: dict = field(default_factory=dict)
     identity_level: int | None = None
     two_sided: bool = False  # severity grows with the distance from level 3
+    # KADID's own levels 1-4 are not in order (pixelate's MATLAB round trip drifts the content
+    # by each side's rounding residue); only level 5 is clearly the worst
+    worst_level_only: bool = False
     learned: bool = False
     kadid_id: int | None = None
 
@@ -134,7 +137,7 @@ BANK: tuple[Distortion, ...] = (
     Distortion(23, "non_eccentricity", "spatial", _levels(patches_count=(20, 40, 60, 80, 100)),
                spatial.apply_non_eccentricity, samplers.patch_moves, kadid_id=20),
     Distortion(24, "pixelate", "spatial", _levels(strength=(0.01, 0.05, 0.1, 0.2, 0.5)),
-               spatial.apply_pixelate, kadid_id=21),
+               spatial.apply_pixelate, worst_level_only=True, kadid_id=21),
     Distortion(25, "quantization", "spatial", _levels(thresholds=(20, 16, 13, 10, 7)),
                spatial.apply_quantization, kadid_id=22),
     Distortion(26, "color_block", "spatial", _levels(blocks_count=(2, 4, 6, 8, 10)),

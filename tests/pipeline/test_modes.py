@@ -15,7 +15,7 @@ from labelers import Labeler
 from pipeline import cli
 from pipeline.config import RunConfig
 from pipeline.plan import Plan, persist_or_check, scenarios_for
-from pipeline.report import merge, write_run_files
+from pipeline.report import build_report, merge, write_run_files
 from pipeline.sizing import NATIVE
 from pipeline.sources import list_sources
 from pipeline.worker import local_scorer, produce_shard
@@ -151,6 +151,26 @@ def test_ssim_is_stored_when_asked_for(fast_config, mae_ensemble):
     values = {(row["distortion_id"], row["level"]): row["scores"]["ssim"] for row in distorted}
     assert all(0 < value <= 1 for value in values.values())  # 1: a version equal to its ref
     assert values[(13, 5)] < values[(13, 1)] and values[(1, 5)] < values[(1, 1)]  # worse at 5
+
+
+@pytest.mark.slow
+def test_validate_levels_checks_the_report_a_run_writes(fast_config, mae_ensemble, tmp_path,
+                                                        capsys):
+    # the scenario keys of a real report: JPEG, mean shift (two-sided) and pixelate at all
+    # five levels of three photos; MAE and GMSD grow with each type's severity there
+    config = fast_config("embedded", limit=3, shard_refs=2, distortion_ids=(1, 18, 24),
+                         levels=(1, 2, 3, 4, 5))
+    plan, location = _run(config, mae_ensemble)
+    report = build_report(merge(location, plan), 1.0, ())
+    location.write_bytes(location.path("report.json"), json.dumps(report).encode())
+    target = tmp_path / "validated"
+    assert cli.main(["validate-levels", config.out, "--target", str(target)]) == 0
+    assert "all level orders hold" in capsys.readouterr().out
+    rows = json.loads((target / "validate-levels.json").read_text())
+    assert [row["name"] for row in rows] == ["jpeg", "mean_shift", "pixelate"]
+    shift = rows[1]["quality"]
+    assert shift[2] == 1.0 and max(shift) == shift[2]  # level 3 leaves the photo as it is
+    assert (target / "validate-levels.png").stat().st_size > 0
 
 
 def test_validate_levels_refuses_a_label_free_dataset(tmp_path, capsys):

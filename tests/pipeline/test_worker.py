@@ -198,6 +198,9 @@ def test_level_order_check_for_one_and_two_sided_types():
     assert level_order_holds(blur, [1.0, 0.95, 0.8, 0.6, 0.4])  # identity level 1
     assert level_order_holds(shift, [0.5, 0.8, 1.0, 0.82, 0.55])
     assert not level_order_holds(shift, [0.8, 0.5, 1.0, 0.82, 0.55])
+    pixelate = distortions.get("pixelate")  # the embedded photos' mean Q: L3 above L2
+    assert level_order_holds(pixelate, [0.806, 0.797, 0.804, 0.786, 0.640])
+    assert not level_order_holds(pixelate, [0.806, 0.797, 0.804, 0.640, 0.786])
 
 
 @pytest.mark.slow
