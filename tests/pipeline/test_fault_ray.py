@@ -16,6 +16,7 @@ from ray.util.state import list_actors, list_tasks
 
 from pipeline.driver import ClusterOptions, generate
 from pipeline.inspect_dataset import inspect
+from shards.layout import shard_paths
 from shards.reader import read_index
 from shards.storage import Location
 
@@ -111,3 +112,20 @@ def test_a_reference_that_kills_its_worker_twice_is_quarantined(shifted_sources,
     strikes = json.loads((Path(config.out) / "strikes.json").read_text())
     assert strikes == {"p1": 2}
     assert inspect(config.out)[1] == []
+
+    # the strikes outlive the run: the shard made again (its stats gone) leaves p1 out again,
+    # with no kill this time; once strikes.json is deleted, p1 is made
+    assert _remake_shard_0(config)["failures_by_reason"] == {"quarantined": 1}
+    (Path(config.out) / "strikes.json").unlink()
+    assert _remake_shard_0(config)["failures_by_reason"] == {}
+    keys = read_index(Location.parse(config.out)).column("key").to_pylist()
+    assert {key.split("_")[0] for key in keys} == {"p0", "p1", "p2"}
+
+
+def _remake_shard_0(config) -> dict:
+    Path(shard_paths(Location.parse(config.out), 0)["stats"]).unlink()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        return generate(config, ClusterOptions(actors=1))
+    finally:
+        ray.shutdown()
