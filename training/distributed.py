@@ -8,10 +8,22 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-# A rank that waits longer than this on a collective (a dead peer, a hung loader) fails with
-# NCCL's or gloo's timeout error instead of hanging the job; validation over 20000 samples
-# fits well inside it.
-COLLECTIVE_TIMEOUT = timedelta(minutes=int(os.environ.get("IQA_FACTORY_NCCL_TIMEOUT_MIN", 30)))
+TIMEOUT_VARIABLE = "IQA_FACTORY_NCCL_TIMEOUT_MIN"
+
+
+def collective_timeout() -> timedelta:
+    """How long a rank waits on a collective (a dead peer, a hung loader) before it fails with
+    NCCL's or gloo's timeout error instead of hanging the job: 30 minutes, or the whole
+    minutes of IQA_FACTORY_NCCL_TIMEOUT_MIN; validation over 20000 samples fits well inside."""
+    value = os.environ.get(TIMEOUT_VARIABLE, "30")
+    try:
+        minutes = int(value)
+    except ValueError:
+        minutes = 0
+    if minutes < 1:
+        raise ValueError(f"{TIMEOUT_VARIABLE} must be a whole number of minutes, at least 1; "
+                         f"got {value!r}")
+    return timedelta(minutes=minutes)
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,7 @@ def launched_by_torchrun() -> bool:
 
 def start(device: str = "auto") -> Context:
     """Join the torchrun process group (NCCL with GPUs, gloo otherwise), or run alone."""
+    timeout = collective_timeout()  # a bad value is refused even when running alone
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but torch sees no CUDA device (use "
@@ -45,7 +58,7 @@ def start(device: str = "auto") -> Context:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
     return Context(dist.get_rank(), dist.get_world_size(), local_rank,
                    torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"))
 

@@ -2,10 +2,12 @@
 one head per target (MultiHead), its initialisation (ImageNet through timm, a local
 checkpoint, or random with a notice), and the ScheduledDropPath schedule."""
 
+import os
 import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -15,7 +17,7 @@ from torch import nn
 
 from training import checkpoint
 
-HUB_HOST = "huggingface.co"
+HUB_ENDPOINT = "https://huggingface.co"  # huggingface_hub's, unless HF_ENDPOINT names another
 INIT_MODES = ("auto", "imagenet", "random")
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -68,10 +70,15 @@ def backbone_input(backbone: str) -> BackboneInput:
                          bool(config.fixed_input_size))
 
 
+def _hub_host() -> str:
+    """The host timm downloads weights from: huggingface_hub's endpoint (HF_ENDPOINT)."""
+    return urlparse(os.environ.get("HF_ENDPOINT", HUB_ENDPOINT)).hostname or ""
+
+
 def _hub_reachable() -> bool:
     try:
-        socket.getaddrinfo(HUB_HOST, 443)
-    except OSError:
+        socket.getaddrinfo(_hub_host(), 443)
+    except (OSError, UnicodeError):
         return False
     return True
 
@@ -82,8 +89,8 @@ def _imagenet(config: ModelConfig, outputs: int, notices: list[str]) -> nn.Modul
     if not _hub_reachable():
         if config.init == "imagenet":
             raise ModelInitError(f"cannot download ImageNet weights for {config.backbone}: "
-                                 f"{HUB_HOST} does not resolve; pass --pretrained-file")
-        notices.append(f"ImageNet weights for {config.backbone} are out of reach ({HUB_HOST} "
+                                 f"{_hub_host()} does not resolve; pass --pretrained-file")
+        notices.append(f"ImageNet weights for {config.backbone} are out of reach ({_hub_host()} "
                        "does not resolve): starting from RANDOM weights; pass "
                        "--pretrained-file to start from a local checkpoint")
         return None

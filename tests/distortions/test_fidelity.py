@@ -1,11 +1,13 @@
 """Spot checks against the MATLAB definitions where they are exact."""
 
+import io
 import itertools
 import math
 
 import numpy as np
 import pytest
 import skimage.color
+from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 import distortions
@@ -26,6 +28,48 @@ def test_jpeg2000_ratio_within_5_percent_at_512x384():
     img = cover_and_crop(embedded_photo("coffee"), TargetSize())
     for ratio in [16, 32, 45, 120, 400, 24, 80]:
         assert codecs.achieved_ratio(img, ratio) == pytest.approx(ratio, rel=0.05)
+
+
+# --- JPEG: IJG quality tables, 4:2:0 chroma ----------------------------------------------------
+# ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), in row order
+IJG_LUMINANCE = [
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+]
+IJG_CHROMINANCE = [
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
+    24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99,
+] + [99] * 32
+
+
+def ijg_table(base: list[int], quality: int) -> list[int]:
+    """libjpeg's jpeg_quality_scaling and jpeg_add_quant_table (baseline: at most 255)."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return [min(max((q * scale + 50) // 100, 1), 255) for q in base]
+
+
+JPEG_CASES = [(name, level) for name in ("jpeg", "jpeg_noisy") for level in distortions.LEVELS]
+
+
+@pytest.mark.parametrize(("name", "level"), JPEG_CASES, ids=[f"{n}-l{lv}" for n, lv in JPEG_CASES])
+def test_jpeg_bytes_are_4_2_0_with_ijg_tables_for_the_level_quality(small_image, monkeypatch,
+                                                                      name, level):
+    from PIL import Image, JpegImagePlugin
+
+    decode, encoded = codecs.cv2.imdecode, []
+    monkeypatch.setattr(codecs.cv2, "imdecode",
+                        lambda data, flags: encoded.append(bytes(data)) or decode(data, flags))
+    distortions.apply(small_image, name, level, seed=0)
+    (data,) = encoded
+    quality = distortions.get(name).levels[level - 1]["quality"]
+    with Image.open(io.BytesIO(data)) as jpeg:
+        assert JpegImagePlugin.get_sampling(jpeg) == 2  # 4:2:0
+        # SOF components (id, horizontal, vertical, table): Y sampled 2 x 2, Cb and Cr 1 x 1
+        assert [layer[1:3] for layer in jpeg.layer] == [(2, 2), (1, 1), (1, 1)]
+        assert dict(jpeg.quantization) == {0: ijg_table(IJG_LUMINANCE, quality),
+                                           1: ijg_table(IJG_CHROMINANCE, quality)}
 
 
 # --- Multilevel Otsu ---------------------------------------------------------------------------
@@ -189,6 +233,41 @@ def test_fspecial_gaussian_any_shape_is_separable_and_centred(shape):
     if shape[0] == shape[1]:
         one_d = kernels.gaussian_kernel_1d(2.0, shape[0])
         np.testing.assert_allclose(window, np.outer(one_d, one_d), atol=1e-15)
+
+
+# --- Blurs: replicated border (imfilter(..., 'replicate')) -------------------------------------
+def blur_kernel(name: str, params: dict) -> np.ndarray:
+    if name == "gaussian_blur":
+        one_d = kernels.gaussian_kernel_1d(params["sigma"], kernels.gaussian_size(params["sigma"]))
+        return np.outer(one_d, one_d)
+    if name == "lens_blur":
+        return kernels.disk_kernel(params["radius"])
+    return kernels.motion_kernel(params["length"], params["angle"])
+
+
+def correlate_rgb(img: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
+    """scipy's correlation of each channel in float64, rounded as the bank rounds."""
+    planes = [ndimage.correlate(img[..., c] / 255.0, kernel, mode=mode) for c in range(3)]
+    return colorspace.to_uint8(np.stack(planes, axis=-1)).astype(int)
+
+
+BLUR_CASES = [(d.name, level) for d in distortions.all() if d.category == "blur"
+              for level in distortions.LEVELS if level != d.identity_level]
+
+
+@pytest.mark.parametrize(("name", "level"), BLUR_CASES, ids=[f"{n}-l{lv}" for n, lv in BLUR_CASES])
+def test_blurs_replicate_the_border(name, level):
+    # scipy's 'nearest' extends the edge pixel (aaa|abcd|ddd), MATLAB's 'replicate'
+    img = np.random.default_rng(level).integers(0, 256, (176, 192, 3), dtype=np.uint8)
+    out, recipe = distortions.apply(img, name, level, seed=level)
+    kernel = blur_kernel(name, recipe["params"])
+    diff = np.abs(out.astype(int) - correlate_rgb(img, kernel, "nearest"))
+    assert diff.max() <= 1 and np.mean(diff == 0) > 0.999  # float32 vs float64 rounding
+    # the test tells the border apart: zero padding and OpenCV's default reflect-101 (dcb|abcd)
+    # differ, and the half-sample mirror (cba|abc) too once the kernel reaches 2 pixels out
+    others = ("constant", "mirror") + (("reflect",) if max(kernel.shape) > 3 else ())
+    for mode in others:
+        assert np.abs(out.astype(int) - correlate_rgb(img, kernel, mode)).max() > 1, mode
 
 
 # --- Tone curves ---------------------------------------------------------------------------------

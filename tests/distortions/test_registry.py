@@ -1,4 +1,7 @@
+import functools
+import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,3 +123,38 @@ def test_sample_params_are_json_and_reproducible():
             second = d.sample_params(level, np.random.default_rng(5))
             assert first == second
             assert json.loads(json.dumps(first)) == first
+
+
+# --- README's level table ------------------------------------------------------------------------
+README = Path(__file__).resolve().parents[2] / "README.md"
+TABLE_HEADER = "| id | name | category | parameter | L1 | L2 | L3 | L4 | L5 |"
+
+
+@functools.cache
+def readme_level_table() -> dict[int, list[str]]:
+    """The README's level table: {id: [name, category, parameter, L1, ..., L5]}."""
+    lines = README.read_text().splitlines()
+    start = lines.index(TABLE_HEADER) + 2  # past the header and its |---| line
+    rows = {}
+    for line in itertools.takewhile(lambda text: text.startswith("|"), lines[start:]):
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert len(cells) == 9, f"README level table row {line!r}"
+        rows[int(cells[0])] = cells[1:]
+    return rows
+
+
+def test_readme_level_table_lists_the_papers_33_types():
+    assert list(readme_level_table()) == [d.id for d in distortions.all()]
+
+
+@pytest.mark.parametrize("distortion", distortions.all(), ids=lambda d: f"{d.id}-{d.name}")
+def test_readme_level_table_row_is_the_registry(distortion):
+    name, category, parameter, *cells = readme_level_table()[distortion.id]
+    row = f"README level table, row {distortion.id} ({name})"
+    assert (name, category) == (distortion.name, distortion.category), row
+    keys = [key.removesuffix("_count") for key in distortion.levels[0]]
+    assert parameter.split(", ") == keys, row
+    for level, (cell, table) in enumerate(zip(cells, distortion.levels, strict=True), 1):
+        where, values = f"{row}, L{level}", cell.removesuffix(" (identity)").split(", ")
+        assert [float(value) for value in values] == list(table.values()), where
+        assert cell.endswith("(identity)") == (level == distortion.identity_level), where

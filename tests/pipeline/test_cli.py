@@ -6,6 +6,7 @@ import shlex
 import socket
 import tarfile
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -86,6 +87,23 @@ def test_cover_and_crop_scales_by_the_larger_ratio_and_centres():
                           max_pixels=512 * 384).shape == (384, 512, 3)
 
 
+def test_cover_and_crop_downscales_with_area_interpolation_and_upscales_bicubic():
+    rng = np.random.default_rng(0)
+    twice = rng.integers(0, 256, (768, 1024, 3), dtype=np.uint8)  # exactly 2x the target
+    blocks = twice.reshape(384, 2, 512, 2, 3).mean(axis=(1, 3))  # area: each 2x2 block's mean
+    np.testing.assert_array_equal(cover_and_crop(twice, TargetSize(512, 384)),
+                                  np.floor(blocks + 0.5))
+    # 1000 x 600 scales by max(512/1000, 384/600) = 0.64 to 640 x 384, then 64 columns go
+    # from each side
+    source = rng.integers(0, 256, (600, 1000, 3), dtype=np.uint8)
+    area = cv2.resize(source, (640, 384), interpolation=cv2.INTER_AREA)[:, 64:576]
+    np.testing.assert_array_equal(cover_and_crop(source, TargetSize(512, 384)), area)
+    half = rng.integers(0, 256, (192, 256, 3), dtype=np.uint8)  # upscaled: bicubic
+    np.testing.assert_array_equal(
+        cover_and_crop(half, TargetSize(512, 384), allow_upscale=True),
+        cv2.resize(half, (512, 384), interpolation=cv2.INTER_CUBIC))
+
+
 @pytest.mark.parametrize("text", ["512", "ax3", "0x10", "-5x4"])
 def test_target_size_parse_rejects_nonsense(text):
     with pytest.raises(ValueError, match="size"):
@@ -150,6 +168,35 @@ def test_the_dashboard_moves_to_a_free_port_when_its_own_is_taken():
         with socket.socket() as check:  # and the port it gives can be bound
             check.bind(("127.0.0.1", moved))
     assert dashboard_port(taken) == taken  # free again: the preferred one
+
+
+@pytest.mark.ray
+def test_the_local_dashboard_address_and_the_token_hint_are_printed_at_start(tmp_path,
+                                                                             monkeypatch, capsys):
+    import urllib.error
+    import urllib.request
+
+    import ray
+
+    from pipeline.driver import _start_ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # Ray saves the token it makes under ~/.ray
+    _start_ray()
+    try:
+        printed = capsys.readouterr().out
+        url = re.search(r"^Ray dashboard: (http://127\.0\.0\.1:\d+)", printed, re.M)
+        assert url, printed
+        try:  # the dashboard answers there (with or without asking for the token)
+            status = urllib.request.urlopen(url[1], timeout=10).status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        assert status in (200, 401, 403)
+    finally:
+        ray.shutdown()
+    if (tmp_path / ".ray" / "auth_token").is_file():  # Ray 2.59+: the hint says where it is
+        assert "(it asks for Ray's token: `ray get-auth-token` prints it)" in printed
 
 
 @pytest.mark.parametrize("size, least", [("512x384", 512 * 384), ("native", 192 * 176)])
@@ -220,6 +267,42 @@ def test_a_run_whose_every_metric_lacks_its_weights_stops_before_any_work(tmp_pa
     assert code == 2
     assert "No other metric was asked for" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_run_with_one_metric_lacking_its_weights_is_refused_unless_allowed(tmp_path, capsys,
+                                                                              monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    out = tmp_path / "out"
+    code = cli.main(["generate", "--sources", "embedded", "--out", str(out), "--metrics",
+                     "lpips,mae"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "for lpips" in error and "Or pass --allow-missing-metrics" in error
+    assert not out.exists()
+
+
+def test_allowed_missing_metrics_are_named_in_every_run_file_and_the_summary(
+        tmp_path, monkeypatch, shifted_sources, fast_config, mae_ensemble):
+    from pipeline.driver import _check_weights
+    from pipeline.plan import Plan, label_identity
+    from pipeline.report import Tally, build_report, summary_lines, write_run_files
+    from pipeline.sources import list_sources
+    from shards.storage import Location
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    folder, _ = shifted_sources(1)
+    config = fast_config(str(folder), metrics=("lpips", "mae"), allow_missing_metrics=True)
+    absent = _check_weights(config)  # what generate does first: not refused, lpips absent
+    assert absent == ("lpips",)
+    plan = Plan.make(list_sources(str(folder)), config, label_identity(mae_ensemble.hash, absent))
+    location = Location.parse(config.out)
+    location.makedirs(location.root)
+    write_run_files(location, config, plan, mae_ensemble, absent)
+    for name in ("manifest.json", "ensemble.json"):
+        assert json.loads(location.read_bytes(location.path(name)))["metrics_absent"] == ["lpips"]
+    report = build_report(Tally(), 1.0, absent)
+    assert report["metrics_absent"] == ["lpips"]
+    assert "labels without: lpips (weights missing)" in summary_lines(report, config.out)
 
 
 def test_sheet_names_an_unknown_photo_and_an_unreadable_shard_without_a_traceback(tmp_path,

@@ -53,17 +53,25 @@ def test_a_run_none_of_whose_sources_can_be_used_says_so_and_fails(local_ray, tm
     assert inspect(str(out))[1] == []  # what it recorded is a dataset, of no samples
 
 
-def test_restart_leaves_no_shard_of_the_old_run(local_ray, shifted_sources, fast_config):
+def test_restart_leaves_no_shard_of_the_old_run(local_ray, shifted_sources, fast_config,
+                                                capsys):
     folder, ensemble = shifted_sources(3)
     generate(fast_config(str(folder), shard_refs=1, ensemble_file=str(ensemble)),
              ClusterOptions(actors=1))
     config = fast_config(str(folder), shard_refs=3, levels=(1,), ensemble_file=str(ensemble))
     sidecar = Path(config.out) / labels_file("0" * 16)  # a relabel of the old run's versions
     sidecar.write_bytes(b"old labels")
+    strikes = Path(config.out) / "strikes.json"  # a run file: kept, it would quarantine p1
+    strikes.write_text(json.dumps({"p1": 2}))
+    capsys.readouterr()
     generate(config, ClusterOptions(actors=1, restart=True))
+    shards = Path(config.out) / "shards"
+    assert (f"restart: removed {shards} (3 finished shards of the previous run)"
+            in capsys.readouterr().out)
     out = Location.parse(config.out)
     assert shards_with_stats(out) == [0]  # shards 1 and 2 of the old plan are gone
-    assert not sidecar.exists()
+    assert not sidecar.exists() and not strikes.exists()
+    assert set(read_index(out).column("ref_id").to_pylist()) == {"p0", "p1", "p2"}
     assert set(read_index(out).column("level").drop_null().to_pylist()) == {1}
 
 

@@ -3,6 +3,9 @@ a dead driver is taken over, a stale one only when asked, on local disk and on a
 store (pyarrow's in-memory filesystem stands in for one)."""
 
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -32,13 +35,29 @@ def location(request, tmp_path) -> Location:
 def test_a_second_driver_is_refused_naming_the_first(location):
     first = Lease(location)
     first.acquire()
-    with pytest.raises(LeaseHeldError, match=rf"pid {first.holder['pid']}"):
+    holder = re.escape(f"host {socket.gethostname()} pid {os.getpid()}")  # this process
+    with pytest.raises(LeaseHeldError, match=holder):
         Lease(location).acquire()
     first.release()
     assert not location.exists(location.path(LEASE_FILE))
     second = Lease(location)
     assert second.acquire() == []
     second.release()
+
+
+def test_the_lease_is_refreshed_every_30_s_while_held(location, monkeypatch):
+    assert lease_module.REFRESH_SECONDS == 30  # the README's interval
+    monkeypatch.setattr(lease_module, "REFRESH_SECONDS", 0.05)  # the same loop, shortened
+    held = Lease(location)
+    held.acquire()
+    path = location.path(LEASE_FILE)
+    first = json.loads(location.read_bytes(path))["refreshed"]
+    deadline = time.monotonic() + 10
+    while (latest := json.loads(location.read_bytes(path))["refreshed"]) == first:
+        assert time.monotonic() < deadline, "the lease file was never refreshed"
+        time.sleep(0.05)
+    held.release()
+    assert latest > first
 
 
 def test_a_lease_left_by_a_dead_driver_on_this_host_is_taken_over(location):

@@ -12,6 +12,7 @@ from pipeline.driver import ClusterOptions, generate
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 WAIT_SECONDS = 120
+COUNTERS = ("iqa_samples_written", "iqa_shards_written", "iqa_failures")  # the README's
 
 
 def _free_port() -> int:
@@ -35,6 +36,7 @@ def test_metrics_endpoint_serves_the_custom_metrics_during_a_run(shifted_sources
     # the endpoint shows a counter some seconds after it first moves (about 6 s here): 48
     # one-reference shards keep the run going for about five times as long as that
     folder, ensemble = shifted_sources(48)
+    (folder / "a_not_an_image.png").write_bytes(b"not an image")  # sorted first: a failure
     config = fast_config(str(folder), shard_refs=1, ensemble_file=str(ensemble),
                          distortion_ids=(1, 8, 13), levels=(1, 3, 5))
     port = _free_port()
@@ -43,13 +45,14 @@ def test_metrics_endpoint_serves_the_custom_metrics_during_a_run(shifted_sources
         run = threading.Thread(target=generate, args=(config, ClusterOptions(actors=1)))
         run.start()
         seen, deadline = "", time.monotonic() + WAIT_SECONDS
-        while "iqa_samples_written" not in seen and time.monotonic() < deadline:
+        while not all(name in seen for name in COUNTERS) and time.monotonic() < deadline:
             time.sleep(1)
             seen = _served_metrics(port)
         during_run = run.is_alive()
         run.join()
     finally:
         ray.shutdown()
-    assert "iqa_samples_written" in seen, "the custom metrics never reached the endpoint"
+    for name in COUNTERS:
+        assert name in seen, f"{name} never reached the endpoint"
     assert "iqa_stage_seconds" in seen and 'stage="label"' in seen
     assert during_run, "the metrics should be served while the run is still going"

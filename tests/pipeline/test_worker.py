@@ -416,6 +416,21 @@ def test_a_list_file_with_a_byte_order_mark_and_crlf_keeps_its_first_entry(tmp_p
     assert all(Path(source.uri).is_file() for source in sources)
 
 
+def test_a_kadis_style_csv_names_its_images_in_the_first_column(tmp_path, small_image):
+    (tmp_path / "ref_imgs").mkdir()
+    for name in ("a-fleshy-plant-1464418.png", "zebra.png"):
+        Image.fromarray(small_image).save(tmp_path / "ref_imgs" / name)
+    listing = tmp_path / "kadis700k_ref_imgs.csv"  # a header row and more columns, as KADIS's
+    listing.write_text("ref_im,dist_type_1,dist_type_2\n"
+                       "ref_imgs/zebra.png,11,3\n"
+                       "ref_imgs/a-fleshy-plant-1464418.png,7,16\n"
+                       "ref_imgs/notes.txt,1,2\n")  # not an image name: skipped, unrecorded
+    sources = list_sources(str(listing))
+    assert [source.order_key for source in sources] == ["ref_imgs/a-fleshy-plant-1464418.png",
+                                                        "ref_imgs/zebra.png"]
+    assert all(Path(source.uri).is_file() for source in sources)
+
+
 def test_sources_that_name_no_image_are_refused_before_any_work(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes").mkdir()

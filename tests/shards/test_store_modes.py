@@ -252,3 +252,15 @@ def test_inspect_counts_every_file_of_a_dataset(store_datasets):
     assert bytes_line(Location.parse(str(root)), "recipes") == (
         f"storage: recipes, {total / 1e6:.1f} MB for {samples} samples "
         f"({total / samples / 1e3:.1f} kB per sample; tars {tars / 1e6:.1f} MB)")
+
+
+def test_a_denoiser_version_made_on_a_gpu_that_differs_here_says_where_it_was_made(
+        small_image):
+    image, recipe = distortions.apply(small_image, 8, 3, seed=11)  # the learned denoiser
+    on_gpu = {**recipe, "params": {**recipe["params"], "device": "cuda"}}  # as a GPU records it
+    gpu_pixels = image.copy()
+    gpu_pixels[0, 0, 0] ^= 1  # the GPU's float32 rounded one intensity level the other way
+    meta = {"recipe": on_gpu, "sha256": hashlib.sha256(gpu_pixels.tobytes()).hexdigest()}
+    with pytest.raises(ReplayMismatchError, match=r"sample k: .*made by the learned denoiser "
+                                                  r"on cuda\)"):
+        Pending("k", small_image, meta, ReplayContext(library_versions())).pixels()

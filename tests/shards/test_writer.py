@@ -13,7 +13,7 @@ import webdataset as wds
 from shards import keys
 from shards.layout import shard_paths, tar_path
 from shards.reader import complete_shards, read_index, tar_urls
-from shards.schema import METRIC_KEYS, SCORES_TYPE, score_arrays
+from shards.schema import METRIC_KEYS, SCORES_TYPE, sample_json, score_arrays
 from shards.storage import Location
 from shards.writer import ShardWriter
 
@@ -79,6 +79,23 @@ def test_a_recipes_shard_is_the_images_tar_gzipped_with_a_fixed_header(tmp_path)
     stats = json.loads(location.read_bytes(shard_paths(location, 0)["stats"]))
     assert (stats["tar_bytes"], stats["tar_sha256"]) == (len(packed),
                                                          hashlib.sha256(packed).hexdigest())
+
+
+def test_an_uncompressed_tar_spends_1536_bytes_on_a_900_byte_record(tmp_path):
+    # a tar member is a 512-byte header and its data padded to whole 512-byte blocks
+    location = Location.parse(str(tmp_path))
+    writer = ShardWriter(location, 0, "images")
+    record = {"key": keys.distorted_key("a", 1, 3), "pad": ""}
+    record["pad"] = "x" * (900 - len(sample_json(record)))
+    assert len(sample_json(record)) == 900
+    writer.add(record, None)  # a version stored as its recipe: the .json member only
+    writer.add({"key": keys.distorted_key("a", 1, 4)}, None)
+    writer.finish({"failures": 0})
+    data = location.read_bytes(tar_path(location, 0, "images"))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = tar.getmembers()
+    assert members[0].size == 900
+    assert [m.offset for m in members] == [0, 1536]  # the second starts where the first ends
 
 
 def test_stats_are_written_last_and_mark_completion(tmp_path):

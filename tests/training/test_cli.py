@@ -179,6 +179,23 @@ def test_an_image_that_cannot_be_read_or_cropped_is_named(tmp_path, capsys, work
     assert main(["train", "finetune", "--dataset", "csv", "--root", str(table), "--out",
                  str(tmp_path / "f"), *options]) == 2
     error = capsys.readouterr().err
+    # the decoder's reason (PIL's, for a cut-off PNG), and no worker's exception name
     assert re.search(rf"iqa-factory train: error: {re.escape(str(tmp_path))}/\d+\.png "
-                     "cannot be read as an image", error)  # no worker's exception name
+                     r"cannot be read as an image \(.*image file is truncated.*\)$",
+                     error, re.MULTILINE)
     assert "Traceback" not in error
+
+
+def test_init_auto_says_it_starts_from_random_weights_and_imagenet_refuses(tiny_dataset,
+                                                                         tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # RFC 2606: never resolves
+    run = ["train", "pretrain", str(tiny_dataset), "--backbone", "test_resnet", "--crop", "32",
+           "--workers", "0", "--device", "cpu", "--epochs", "1", "--steps-per-epoch", "1",
+           "--batch-size", "4"]
+    assert main([*run, "--out", str(tmp_path / "auto"), "--init", "auto"]) == 0
+    assert "NOTICE: ImageNet weights for test_resnet are out of reach (hub.invalid does not " \
+        "resolve): starting from RANDOM weights" in capsys.readouterr().out
+    assert main([*run, "--out", str(tmp_path / "imagenet"), "--init", "imagenet"]) == 2
+    assert "iqa-factory train: error: cannot download ImageNet weights for test_resnet: " \
+        "hub.invalid does not resolve" in capsys.readouterr().err

@@ -1,12 +1,18 @@
-"""Two-process gloo DDP runs through torchrun, on the tiny shards."""
+"""Two-process gloo DDP runs through torchrun, on the tiny shards; the process group's
+collective timeout."""
 
+import socket
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from training import checkpoint
+from training.cli import main
+from training.distributed import collective_timeout, start
 
 TINY_RUN = ["--backbone", "test_resnet", "--init", "random", "--crop", "32",
             "--steps-per-epoch", "3", "--batch-size", "4", "--workers", "0", "--device", "cpu",
@@ -75,3 +81,39 @@ def test_a_run_resumed_mid_epoch_gives_the_weights_of_an_uninterrupted_run(tiny_
         assert torch.equal(value, actual["model"][key]), key
     assert [r["train_loss"] for r in expected["history"]] == \
         [r["train_loss"] for r in actual["history"]]
+
+
+TIMEOUT = "IQA_FACTORY_NCCL_TIMEOUT_MIN"
+
+
+def test_collectives_time_out_after_30_minutes_or_the_variables_minutes(monkeypatch):
+    monkeypatch.delenv(TIMEOUT, raising=False)
+    assert collective_timeout() == timedelta(minutes=30)  # the README's
+    monkeypatch.setenv(TIMEOUT, "5")
+    assert collective_timeout() == timedelta(minutes=5)
+
+
+def test_the_process_group_is_given_the_timeout(monkeypatch):
+    """A one-rank gloo group as torchrun's environment starts it (gloo takes the same timeout
+    argument as NCCL)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR":
+                        "127.0.0.1", "MASTER_PORT": str(port), TIMEOUT: "7"}.items():
+        monkeypatch.setenv(name, value)
+    start("cpu")
+    try:
+        backend = dist.group.WORLD._get_backend(torch.device("cpu"))
+        assert backend.options._timeout == timedelta(minutes=7)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5"])
+def test_a_timeout_that_is_not_whole_minutes_is_refused_clearly(value, monkeypatch, capsys):
+    monkeypatch.setenv(TIMEOUT, value)
+    assert main(["evaluate", "--checkpoint", "absent.pt", "--dataset", "csv", "--root",
+                 "absent.csv", "--out", "o", "--device", "cpu"]) == 2
+    assert f"error: {TIMEOUT} must be a whole number of minutes, at least 1; got '{value}'" \
+        in capsys.readouterr().err

@@ -115,3 +115,19 @@ def test_nasnet_drop_path_grows_with_depth_and_ramps_over_training():
     torch.testing.assert_close(with_drop.train()(images), plain.train()(images))
     schedule.set_progress(1.0)
     assert not torch.allclose(with_drop(images), plain(images))
+
+
+# RFC 2606: a name under .invalid never resolves, so the hub is out of reach on any machine
+UNREACHABLE_HUB = "https://hub.invalid"
+
+
+def test_auto_starts_from_random_weights_with_a_notice_and_imagenet_insists(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", UNREACHABLE_HUB)  # huggingface_hub's (and timm's) host
+    built = build_model(ModelConfig("test_resnet", init="auto"))
+    assert built.start == "random"
+    assert built.notices == ["ImageNet weights for test_resnet are out of reach (hub.invalid "
+                             "does not resolve): starting from RANDOM weights; pass "
+                             "--pretrained-file to start from a local checkpoint"]
+    with pytest.raises(ModelInitError, match=r"^cannot download ImageNet weights for "
+                                             r"test_resnet: hub\.invalid does not resolve"):
+        build_model(ModelConfig("test_resnet", init="imagenet"))

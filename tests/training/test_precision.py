@@ -9,7 +9,6 @@ import torch
 
 from training.distributed import Context
 from training.loop import (
-    MAX_NONFINITE_BATCHES,
     NonFiniteError,
     Run,
     _loss_function,
@@ -76,9 +75,10 @@ def test_a_nan_batch_is_skipped_and_never_reaches_the_weights(tmp_path):
     assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
 
 
-def _two_rank_epoch(rank: int, folder: str) -> None:
+def _two_rank_epochs(rank: int, folder: str) -> None:
     """One rank of a gloo process group: three DDP steps, the second batch poisoned on rank
-    1 only; its result and weights saved for the test."""
+    1 only; then an epoch of 25 batches, every one poisoned on rank 1 only. The results, the
+    weights after the first epoch and how the second ended saved for the tests."""
     torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store",
                                          rank=rank, world_size=2,
                                          timeout=timedelta(seconds=60))  # fail, never hang
@@ -89,32 +89,68 @@ def _two_rank_epoch(rank: int, folder: str) -> None:
     network = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = optimiser(model, run.optim)[0]
     generator = torch.Generator().manual_seed(rank)
-    batches = [(torch.randn(4, 3, 32, 32, generator=generator), torch.rand(4, generator=generator))
-               for _ in range(3)]
-    if rank == 1:
-        batches[1][0][0, 0, 0, 0] = float("nan")
-    result = train_epoch(run, network, iter(batches), 3, _loss_function(run), optimizer)
-    weights = {name: parameter.detach() for name, parameter in model.named_parameters()}
-    torch.save({"result": result, "weights": weights}, f"{folder}/rank{rank}.pt")
+
+    def batches(count: int, poisoned: range) -> list:
+        made = [(torch.randn(4, 3, 32, 32, generator=generator),
+                 torch.rand(4, generator=generator)) for _ in range(count)]
+        for index in poisoned if rank == 1 else ():
+            made[index][0][0, 0, 0, 0] = float("nan")
+        return made
+
+    result = train_epoch(run, network, iter(batches(3, range(1, 2))), 3, _loss_function(run),
+                         optimizer)
+    weights = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    fetched = []
+
+    def counted(stream: list):
+        for batch in stream:
+            fetched.append(batch)
+            yield batch
+
+    try:
+        train_epoch(run, network, counted(batches(25, range(25))), 25, _loss_function(run),
+                    optimizer)
+        stopped = None
+    except NonFiniteError as error:
+        stopped = str(error)
+    torch.save({"result": result, "weights": weights, "stopped": stopped,
+                "fetched": len(fetched)}, f"{folder}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
-def test_a_batch_non_finite_on_one_rank_is_skipped_on_every_rank(tmp_path):
-    torch.multiprocessing.spawn(_two_rank_epoch, args=(str(tmp_path),), nprocs=2)
-    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
-    assert [r["result"]["skipped_nonfinite"] for r in ranks] == [1, 1]  # rank 0's was finite
-    assert ranks[0]["result"]["rank_batches"] == [3, 3]
-    first, second = (r["weights"] for r in ranks)  # (each rank's batch-norm statistics its own)
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> list[dict]:
+    folder = tmp_path_factory.mktemp("two_ranks")
+    torch.multiprocessing.spawn(_two_rank_epochs, args=(str(folder),), nprocs=2)
+    return [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+
+
+def test_a_batch_non_finite_on_one_rank_is_skipped_on_every_rank(two_ranks):
+    assert [r["result"]["skipped_nonfinite"] for r in two_ranks] == [1, 1]  # rank 0's finite
+    assert two_ranks[0]["result"]["rank_batches"] == [3, 3]
+    first, second = (r["weights"] for r in two_ranks)  # (each rank's batch-norm stats its own)
     assert all(torch.equal(first[name], second[name]) for name in first)  # still in step
     assert all(torch.isfinite(t).all() for t in first.values())
 
 
-def test_a_diverged_epoch_stops_with_a_clear_error(tmp_path):
-    run, optimizer = _step_run(tmp_path)
+def test_more_than_20_non_finite_batches_stop_every_rank_together(two_ranks):
+    # rank 0's losses were all finite: it stops at the 21st batch (README: more than 20) too
+    assert [(r["fetched"], "diverged" in (r["stopped"] or "")) for r in two_ranks] == \
+        [(21, True), (21, True)]
+
+
+def _nan_epoch(run: Run, optimizer, count: int) -> dict:
     nan = torch.full((4, 3, 32, 32), float("nan"))
-    batches = [(nan, torch.rand(4))] * (MAX_NONFINITE_BATCHES + 1)
-    with pytest.raises(NonFiniteError, match="diverged"):
-        train_epoch(run, run.model, iter(batches), len(batches), _loss_function(run), optimizer)
+    return train_epoch(run, run.model, iter([(nan, torch.rand(4))] * count), count,
+                       _loss_function(run), optimizer)
+
+
+def test_more_than_20_non_finite_batches_in_an_epoch_stop_it_with_a_clear_error(tmp_path):
+    run, optimizer = _step_run(tmp_path)
+    assert _nan_epoch(run, optimizer, 20)["skipped_nonfinite"] == 20  # the README's limit
+    with pytest.raises(NonFiniteError, match="more than 20 batches with a non-finite loss in "
+                                             "one epoch: the run diverged"):
+        _nan_epoch(run, optimizer, 21)
 
 
 def test_only_normalisation_statistics_are_put_back_after_a_skipped_batch():

@@ -193,6 +193,7 @@ def _probe(checkpoint: Path, csv: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_the_probe_recovers_a_planted_relation_and_compare_lists_every_kind(pretrained,
+                                                                           tiny_dataset,
                                                                            tmp_path, capsys):
     checkpoint = pretrained["quality"]
     csv = _planted_csv(tmp_path / "planted", checkpoint, references=80, seed=0)
@@ -234,13 +235,17 @@ def test_the_probe_recovers_a_planted_relation_and_compare_lists_every_kind(pret
                  "--epochs", "1", "--batch-size", "16", "--eval-crops", "1", *TINY]) == 0
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "csv", "--root",
                  str(csv), "--out", str(evaluation), "--eval-crops", "1", *TINY]) == 0
+    # the checkpoint was pretrained on the tiny shards (the `pretrained` fixture)
+    assert read_json(evaluation / "evaluation.json")["trained_on"] == str(tiny_dataset)
     capsys.readouterr()
     assert main(["compare", str(out / "results.json"), str(finetune / "results.json"),
                  str(evaluation / "evaluation.json")]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert [row[:2] for row in rows] == [["probe", "probe"], ["finetune", "finetune"],
                                          ["evaluate", "evaluate"]]
-    assert rows[0][3:6] == ["csv", "->", "csv"] and rows[2][4:6] == ["->", "csv"]
+    assert rows[0][3:6] == ["csv", "->", "csv"]
+    # trained on -> tested on; compare shows a long path's tail
+    assert str(tiny_dataset).endswith(rows[2][3]) and rows[2][4:6] == ["->", "csv"]
     assert float(rows[0][6]) == pytest.approx(read_json(out / "results.json")["median"]["srocc"],
                                               abs=1e-4)
 

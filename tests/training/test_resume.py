@@ -135,6 +135,23 @@ def test_last_pt_is_written_every_n_batches_and_records_its_place(tmp_path, monk
     assert written == [(0, 2), (0, 4), ("end of", 0), (1, 2), (1, 4), ("end of", 1)]
 
 
+def test_a_mid_epoch_checkpoint_is_resumed_only_with_as_many_ranks(tmp_path):
+    """last.pt left mid-epoch holds every rank's place (gathered by rank 0): the one of a
+    one-rank run is given a second rank's entry, as a two-rank run leaves it."""
+    batches = _batches(6)
+    with pytest.raises(Crash):
+        fit(_tiny_run(tmp_path, epochs=1, every=2), lambda epoch: crashing_at(batches, 3), 6,
+            lambda model: {"score": 0.0})
+    state = checkpoint.load(tmp_path / checkpoint.LAST)
+    assert len(state["partial_epoch"]["ranks"]) == 1
+    state["partial_epoch"]["ranks"] *= 2
+    checkpoint.save(state, tmp_path / checkpoint.LAST)
+    with pytest.raises(ValueError, match=r"stopped mid-epoch with 2 rank\(s\): resume it with "
+                                         "as many"):
+        fit(_tiny_run(tmp_path, epochs=1, every=2), lambda epoch: batches, 6,
+            lambda model: {"score": 0.0}, resume=True)
+
+
 def test_resume_may_change_checkpoint_every_but_no_other_setting(tiny_dataset, tmp_path,
                                                                  capsys):
     out = tmp_path / "run"
