@@ -5,6 +5,7 @@ import re
 import shlex
 import socket
 import tarfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -38,7 +39,6 @@ def test_a_reader_that_stops_early_is_no_error():
     """`iqa-factory list | head -1`: the pipe closes under the printing command."""
     import subprocess
     import sys
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     run = subprocess.run(["bash", "-c", f"'{sys.executable}' -m pipeline.cli list | head -c 1 "
@@ -171,8 +171,8 @@ def test_the_dashboard_moves_to_a_free_port_when_its_own_is_taken():
 
 
 @pytest.mark.ray
-def test_the_local_dashboard_address_and_the_token_hint_are_printed_at_start(tmp_path,
-                                                                             monkeypatch, capsys):
+def test_the_local_dashboard_address_and_the_token_hint_are_printed_at_start(monkeypatch,
+                                                                             capsys):
     import urllib.error
     import urllib.request
 
@@ -180,9 +180,9 @@ def test_the_local_dashboard_address_and_the_token_hint_are_printed_at_start(tmp
 
     from pipeline.driver import _start_ray
 
+    # HOME stays: Ray keeps the token it read in this process, and every later Ray test here
+    # must find the same one in ~/.ray/auth_token
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))  # Ray saves the token it makes under ~/.ray
     _start_ray()
     try:
         printed = capsys.readouterr().out
@@ -195,7 +195,7 @@ def test_the_local_dashboard_address_and_the_token_hint_are_printed_at_start(tmp
         assert status in (200, 401, 403)
     finally:
         ray.shutdown()
-    if (tmp_path / ".ray" / "auth_token").is_file():  # Ray 2.59+: the hint says where it is
+    if (Path.home() / ".ray" / "auth_token").is_file():  # Ray 2.59+: the hint says where it is
         assert "(it asks for Ray's token: `ray get-auth-token` prints it)" in printed
 
 
