@@ -50,10 +50,13 @@ from pathlib import Path
 import numpy as np
 from scipy.io import loadmat
 
+from labelers.ensemble import EnsembleError
+from labelers.ensemble import load as load_ensemble
 from shards.dataset import open_dataset
 from shards.decode import decode as decode_source
 from shards.records import decode as decode_stored
 from shards.replay import Pending
+from shards.schema import finite_counts
 
 
 class DatasetLayoutError(ValueError):
@@ -328,9 +331,11 @@ def generic_csv(root: Path, **_) -> list[LabelledImage]:
         for row, score in zip(rows, raw, strict=True)], root)
 
 
-def shard_samples(root: str | Path, refs: tuple[str, ...] = (), **_) -> list[LabelledImage]:
+def shard_samples(root: str | Path, refs: tuple[str, ...] = (), ensemble: str | None = None,
+                  **_) -> list[LabelledImage]:
     """The distorted samples of the given references (their images held in memory, encoded),
-    read from the complete shards that hold them."""
+    read from the complete shards that hold them; scored by their stored Q, or by Q under
+    `ensemble` (a name or file) made from their raw scores."""
     if not refs:
         raise DatasetLayoutError("the shards dataset needs --refs: the references to use")
     wanted, dataset = set(refs), open_dataset(str(root))
@@ -339,15 +344,39 @@ def shard_samples(root: str | Path, refs: tuple[str, ...] = (), **_) -> list[Lab
     except ValueError as error:  # a reference the dataset does not hold
         raise DatasetLayoutError(str(error)) from None
     samples = list(dataset.samples(refs=wanted, decode=False))
-    if any(item["meta"]["quality"] is None for item in samples):
-        raise DatasetLayoutError(f"{root} has no quality labels (generated label-free with "
-                                 "--metrics none): nothing to fine-tune on")
-    images = [LabelledImage(item["key"], float(item["meta"]["quality"]), item["ref_id"],
-                            data=item["encoded"]) for item in samples]
+    qualities = (_stored_quality(root, samples) if ensemble is None
+                 else _ensemble_quality(root, samples, ensemble))
+    images = [LabelledImage(item["key"], quality, item["ref_id"], data=item["encoded"])
+              for item, quality in zip(samples, qualities, strict=True)]
     found = {image.group for image in images}
     if found != wanted:
         raise DatasetLayoutError(f"references {sorted(wanted - found)} have no sample in {root}")
     return images
+
+
+def _stored_quality(root: str | Path, samples: list[dict]) -> list[float]:
+    if any(item["meta"]["quality"] is None for item in samples):
+        raise DatasetLayoutError(f"{root} has no quality labels (generated label-free with "
+                                 "--metrics none): nothing to fine-tune on")
+    return [float(item["meta"]["quality"]) for item in samples]
+
+
+def _ensemble_quality(root: str | Path, samples: list[dict], ensemble: str) -> list[float]:
+    """Q under `ensemble` from each sample's raw scores, over the ensemble's metrics that every
+    sample has (as `iqa-factory relabel` makes it; a metric only some have is refused)."""
+    chosen = load_ensemble(ensemble)
+    scores = {key: np.array([_raw_score(item, key) for item in samples], dtype=np.float64)
+              for key in chosen.weights}
+    try:
+        used = chosen.metrics_every_sample_has(finite_counts(scores), len(samples))
+    except EnsembleError as error:
+        raise DatasetLayoutError(f"{root}: {error}") from None
+    return chosen.quality({key: scores[key] for key in used})[0].tolist()
+
+
+def _raw_score(item: dict, metric: str) -> float:
+    value = (item["meta"].get("scores") or {}).get(metric)
+    return math.nan if value is None else float(value)
 
 
 LOADERS: dict[str, Callable[..., list[LabelledImage]]] = {
@@ -356,11 +385,15 @@ LOADERS: dict[str, Callable[..., list[LabelledImage]]] = {
     "csv": generic_csv, "shards": shard_samples}
 
 
-def load(kind: str, root: str, refs: tuple[str, ...] = ()) -> list[LabelledImage]:
+def load(kind: str, root: str, refs: tuple[str, ...] = (),
+         ensemble: str | None = None) -> list[LabelledImage]:
     if kind not in LOADERS:
         raise ValueError(f"dataset must be one of {', '.join(LOADERS)}; got {kind!r}")
+    if ensemble is not None and kind != "shards":
+        raise ValueError(f"--ensemble makes Q from a generated dataset's raw scores: it "
+                         f"applies to --dataset shards, not {kind} (opinion scores)")
     if kind == "shards":  # a folder or a URI (file://, s3://, gs://): the reader resolves it
-        return shard_samples(root, refs=refs)
+        return shard_samples(root, refs=refs, ensemble=ensemble)
     path = Path(root)
     if not path.exists():
         raise DatasetLayoutError(f"{root} does not exist")

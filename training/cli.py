@@ -222,14 +222,15 @@ def _finetune(args) -> int:
     finetune(FinetuneConfig(
         args.dataset, args.root, args.out, _model(args), _optim(args), _augment(args),
         args.split_by, args.repeats, args.eval_crops, _names(args.refs), args.workers,
-        args.seed, args.device))
+        args.seed, args.device, args.ensemble))
     return 0
 
 
 def _evaluate(args) -> int:
     evaluate(EvaluateConfig(args.checkpoint, args.dataset, args.root, args.out, args.subset,
                             args.split_by, args.seed, args.repeat, args.crop, args.eval_crops,
-                            args.batch_size, _names(args.refs), args.workers, args.device))
+                            args.batch_size, _names(args.refs), args.workers, args.device,
+                            args.ensemble))
     return 0
 
 
@@ -245,7 +246,7 @@ def _test_dataset(args) -> Benchmark | None:
 
 def _probe(args) -> int:
     probe(ProbeConfig(
-        Benchmark(args.dataset, args.root, _names(args.refs)), args.out,
+        Benchmark(args.dataset, args.root, _names(args.refs), args.ensemble), args.out,
         EncoderConfig(args.checkpoint, args.init, args.backbone, args.crop),
         _test_dataset(args), args.split_by, args.repeats, Fractions.parse(args.fractions),
         args.eval_crops, args.batch_size, args.workers, args.seed, args.device))
@@ -264,6 +265,10 @@ def _add_dataset(parser: argparse.ArgumentParser) -> None:
                         help="its folder (csv: the CSV file; shards: the dataset folder)")
     parser.add_argument("--refs", default="",
                         help="shards only: comma-separated references to use")
+    parser.add_argument("--ensemble", default=None, metavar="NAME|FILE",
+                        help="shards only: Q under this ensemble (default, pmos or a file), "
+                             "made from each sample's raw scores as `iqa-factory relabel` "
+                             "makes it, instead of the Q stored in the shards")
     parser.add_argument("--split-by", choices=SPLIT_BY, default="reference",
                         help="reference (no reference's versions on both sides; default) or "
                              "image (as the reference paper did)")

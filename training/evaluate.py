@@ -34,6 +34,7 @@ class EvaluateConfig:
     refs: tuple[str, ...] = ()
     workers: int = 2
     device: str = "auto"
+    ensemble: str | None = None  # shards: Q under this ensemble, not the stored one
 
 
 def saved_augment(saved: dict, backbone: str, crop: int | None) -> Augment:
@@ -74,7 +75,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         precision = Precision.resolve(model_config.precision, context.device)
         precision.prepare(model.to(context.device))
         augment = saved_augment(saved["config"], backbone, config.crop)
-        images = benchmarks.load(config.dataset, config.root, config.refs)
+        images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
         if config.subset == "test":
             images = split(images, config.split_by, config.seed, config.repeat).test
         elif config.subset != "all":
@@ -88,6 +89,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         result = {"checkpoint": config.checkpoint, "dataset": config.dataset,
                   "root": config.root, "subset": config.subset, "figures": figures,
+                  "ensemble": config.ensemble,
                   "trained_on": saved["config"].get("dataset")}  # for `train compare`
         write_json(out / "evaluation.json", result)
         np.savez(out / "predictions.npz", predicted=predicted, opinion=opinion)

@@ -41,6 +41,7 @@ class FinetuneConfig:
     workers: int = 2
     seed: int = 0
     device: str = "auto"
+    ensemble: str | None = None         # shards: Q under this ensemble, not the stored one
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -160,16 +161,19 @@ def undefined_figures(results: list[dict]) -> dict[str, int]:
 def finetune(config: FinetuneConfig) -> dict:
     context = distributed.start(config.device)
     try:
-        images = benchmarks.load(config.dataset, config.root, config.refs)
+        images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
         if context.is_main and config.dataset == "shards":
-            print("NOTICE: the shards' ensemble labels Q stand in for opinion scores here")
+            which = ("the stored ensemble labels Q" if config.ensemble is None else
+                     f"Q under ensemble {config.ensemble}, made from the raw scores,")
+            print(f"NOTICE: {which} stand in for opinion scores here")
         if context.is_main and (Path(config.out) / "results.json").exists():
             print(f"NOTICE: {config.out} holds an earlier fine-tuning run: its files are "
                   "replaced as this one writes its own")
         results = [_one_split(context, config, images, r) for r in range(config.repeats)]
         if not context.is_main:
             return {}
-        summary = {"dataset": config.dataset, "root": config.root, "split_by": config.split_by,
+        summary = {"dataset": config.dataset, "root": config.root, "ensemble": config.ensemble,
+                   "split_by": config.split_by,
                    "repeats": config.repeats, "images": len(images),
                    "median": median_figures(results), "splits": results,
                    "undefined": undefined_figures(results),

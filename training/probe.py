@@ -71,10 +71,11 @@ class Benchmark:
     kind: str                       # a kind of training.benchmarks.LOADERS
     root: str
     refs: tuple[str, ...] = ()      # shards only: the references to use
+    ensemble: str | None = None     # shards only: Q under this ensemble, not the stored one
 
     def load(self) -> list[LabelledImage]:
         """Its images; their names key the features, so they must not repeat."""
-        images = benchmarks.load(self.kind, self.root, self.refs)
+        images = benchmarks.load(self.kind, self.root, self.refs, self.ensemble)
         names = [image.name for image in images]
         if len(set(names)) != len(names):
             repeated = sorted({name for name in names if names.count(name) > 1})

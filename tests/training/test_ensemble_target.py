@@ -106,3 +106,47 @@ def test_an_ensemble_needs_scores_every_sample_has(tmp_path, capsys):
     assert "add quality to --target" in capsys.readouterr().err
     assert run("--ensemble", "default", "--objective", "contrastive") == 2
     assert "--ensemble are labels to regress" in capsys.readouterr().err
+
+
+def test_the_shards_benchmark_scores_its_images_under_the_chosen_ensemble(tiny_dataset,
+                                                                          tmp_path):
+    """finetune, evaluate and probe on `--dataset shards --ensemble`: Q from the raw scores."""
+    from training import benchmarks
+
+    refs = ("r0", "r1")
+    stored = benchmarks.load("shards", str(tiny_dataset), refs)
+    chosen = benchmarks.load("shards", str(tiny_dataset), refs,
+                             str(_save(_strict("vif"), tmp_path)))
+    records = {s["key"]: s["meta"] for s in open_dataset(str(tiny_dataset)).samples(
+        refs=set(refs), kind="distorted")}
+    assert [i.name for i in chosen] == [i.name for i in stored] and len(chosen) == len(records)
+    for image in chosen:
+        assert image.score == pytest.approx(_expected(records[image.name]["scores"]["mae"]),
+                                            abs=1e-12)
+    assert [i.score for i in stored] == [records[i.name]["quality"] for i in stored]
+    assert any(a.score != pytest.approx(b.score) for a, b in zip(chosen, stored, strict=True))
+    with pytest.raises(ValueError, match="applies to --dataset shards, not csv"):
+        benchmarks.load("csv", str(tmp_path / "table.csv"), ensemble="default")
+
+
+def test_finetune_on_shards_under_another_ensemble_says_which_q_it_learns(tiny_dataset,
+                                                                          tmp_path, capsys):
+    strict = _save(_strict(), tmp_path)
+    out = tmp_path / "ft"
+    assert main(["train", "finetune", "--dataset", "shards", "--root", str(tiny_dataset),
+                 "--refs", "r0,r1,r2,r3,r4", "--ensemble", str(strict), "--out", str(out),
+                 "--epochs", "1", "--eval-crops", "1", *TINY]) == 0
+    assert (f"NOTICE: Q under ensemble {strict}, made from the raw scores, stand in for "
+            "opinion scores") in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["ensemble"] == str(strict)
+    evaluation = tmp_path / "eval"
+    assert main(["train", "evaluate", "--checkpoint", str(out / "split-0" / "best.pt"),
+                 "--dataset", "shards", "--root", str(tiny_dataset), "--refs", "r5",
+                 "--ensemble", str(strict), "--out", str(evaluation), "--eval-crops", "1",
+                 "--workers", "0", "--device", "cpu"]) == 0
+    result = json.loads((evaluation / "evaluation.json").read_text())
+    assert result["ensemble"] == str(strict) and result["figures"]["count"] == 6
+    opinion = np.load(evaluation / "predictions.npz")["opinion"]
+    records = open_dataset(str(tiny_dataset)).samples(refs={"r5"}, kind="distorted")
+    np.testing.assert_allclose(sorted(opinion), sorted(
+        _expected(s["meta"]["scores"]["mae"]) for s in records), atol=1e-6)
