@@ -89,8 +89,8 @@ class ShardTally:
 
     def __init__(self, planned: list[int]):
         self.planned = planned                   # samples planned, by shard index
-        self.done = self.failures = 0            # of the settled shards
         self.settled: set[int] = set()
+        self.failures = 0                        # of the settled shards
         self.live: dict[int, list[int]] = {}     # shard -> [done, failures] so far
 
     def add(self, shard: int, done: int, failures: int) -> None:
@@ -106,7 +106,6 @@ class ShardTally:
             return
         self.settled.add(shard)
         self.live.pop(shard, None)
-        self.done += self.planned[shard]
         self.failures += failures
 
     def forget(self, shard: int) -> None:
@@ -117,7 +116,8 @@ class ShardTally:
         """(samples done, failures) of the settled shards and, so far, the live ones."""
         live = [(min(done, self.planned[shard]), failures)
                 for shard, (done, failures) in self.live.items()]
-        return (self.done + sum(done for done, _ in live),
+        settled = sum(self.planned[shard] for shard in self.settled)
+        return (settled + sum(done for done, _ in live),
                 self.failures + sum(failures for _, failures in live))
 
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +22,13 @@ def score_arrays(scores: pa.ChunkedArray | pa.Array) -> dict[str, np.ndarray]:
     column = scores.combine_chunks() if isinstance(scores, pa.ChunkedArray) else scores
     return {field.name: np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
             for field, values in zip(column.type, column.flatten(), strict=True)}
+
+
+def record_score(record: dict, metric: str) -> float:
+    """A sample record's raw score of `metric` as a float: NaN where it has none (a reference,
+    a label-free run, a metric not scored), as score_arrays gives it."""
+    value = (record.get("scores") or {}).get(metric)
+    return math.nan if value is None else float(value)
 
 
 def finite_counts(scores: dict[str, np.ndarray]) -> dict[str, int]:

@@ -56,7 +56,7 @@ from shards.dataset import open_dataset
 from shards.decode import decode as decode_source
 from shards.records import decode as decode_stored
 from shards.replay import Pending
-from shards.schema import finite_counts
+from shards.schema import finite_counts, record_score
 
 
 class DatasetLayoutError(ValueError):
@@ -365,18 +365,13 @@ def _ensemble_quality(root: str | Path, samples: list[dict], ensemble: str) -> l
     """Q under `ensemble` from each sample's raw scores, over the ensemble's metrics that every
     sample has (as `iqa-factory relabel` makes it; a metric only some have is refused)."""
     chosen = load_ensemble(ensemble)
-    scores = {key: np.array([_raw_score(item, key) for item in samples], dtype=np.float64)
+    scores = {key: np.array([record_score(item["meta"], key) for item in samples])
               for key in chosen.weights}
     try:
         used = chosen.metrics_every_sample_has(finite_counts(scores), len(samples))
     except EnsembleError as error:
         raise DatasetLayoutError(f"{root}: {error}") from None
     return chosen.quality({key: scores[key] for key in used})[0].tolist()
-
-
-def _raw_score(item: dict, metric: str) -> float:
-    value = (item["meta"].get("scores") or {}).get(metric)
-    return math.nan if value is None else float(value)
 
 
 LOADERS: dict[str, Callable[..., list[LabelledImage]]] = {

@@ -75,9 +75,9 @@ def _hub_host() -> str:
     return urlparse(os.environ.get("HF_ENDPOINT", HUB_ENDPOINT)).hostname or ""
 
 
-def _hub_reachable() -> bool:
+def _hub_reachable(host: str) -> bool:
     try:
-        socket.getaddrinfo(_hub_host(), 443)
+        socket.getaddrinfo(host, 443)
     except (OSError, UnicodeError):
         return False
     return True
@@ -86,11 +86,12 @@ def _hub_reachable() -> bool:
 def _imagenet(config: ModelConfig, outputs: int, notices: list[str]) -> nn.Module | None:
     """The backbone with timm's ImageNet weights, or None (with a notice) when `auto` cannot
     get them."""
-    if not _hub_reachable():
+    host = _hub_host()
+    if not _hub_reachable(host):
         if config.init == "imagenet":
             raise ModelInitError(f"cannot download ImageNet weights for {config.backbone}: "
-                                 f"{_hub_host()} does not resolve; pass --pretrained-file")
-        notices.append(f"ImageNet weights for {config.backbone} are out of reach ({_hub_host()} "
+                                 f"{host} does not resolve; pass --pretrained-file")
+        notices.append(f"ImageNet weights for {config.backbone} are out of reach ({host} "
                        "does not resolve): starting from RANDOM weights; pass "
                        "--pretrained-file to start from a local checkpoint")
         return None

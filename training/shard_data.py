@@ -23,7 +23,7 @@ from shards.layout import store_of, tar_path
 from shards.order import Order
 from shards.reader import read_index, read_sources
 from shards.records import decode
-from shards.schema import METRIC_KEYS, chain_of
+from shards.schema import METRIC_KEYS, chain_of, record_score
 from shards.storage import Location
 from training.losses import Head
 from training.transforms import Augment, centre_view, train_view
@@ -114,9 +114,7 @@ class Target:
         return float(value)
 
     def _ensemble_quality(self, record: dict) -> float:
-        scores = record["scores"] or {}
-        raw = {key: np.array([np.nan if scores.get(key) is None else scores[key]], np.float64)
-               for key in self.ensemble_metrics}
+        raw = {key: np.array([record_score(record, key)]) for key in self.ensemble_metrics}
         try:
             return float(self.ensemble.quality(raw)[0][0])
         except EnsembleError as error:
