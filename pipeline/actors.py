@@ -9,6 +9,7 @@ import torch
 
 import distortions
 from labelers.ensemble import Ensemble
+from labelers.errors import LabelerError
 from labelers.labeler import Labeler
 from pipeline.config import RunConfig
 from pipeline.plan import Plan
@@ -203,7 +204,12 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
 
     def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled) -> tuple:
         # the actor tells the progress actor itself as parts are labelled
-        return ray.get(labeler.score_images.remote(ref, versions, progress, index))
+        try:
+            return ray.get(labeler.score_images.remote(ref, versions, progress, index))
+        except ray.exceptions.RayTaskError as error:
+            if isinstance(error.cause, LabelerError):  # the reference's fault, not the actor's
+                raise error.cause from None
+            raise
 
     def on_progress(samples: int, failures: int, left_out: int) -> None:
         progress.add.remote(index, samples + left_out, failures)

@@ -11,6 +11,7 @@ import numpy as np
 
 import distortions
 from labelers.ensemble import Ensemble
+from labelers.errors import LabelerError
 from labelers.labeler import Labeler
 from pipeline.config import RunConfig
 from pipeline.plan import Plan, PlannedReference, chains_for, scenarios_for
@@ -91,7 +92,7 @@ def _failure(ref: PlannedReference, reason: str, detail: str, **extra) -> dict:
 
 
 def _prepare_reference(ref: PlannedReference, config: RunConfig, outcome: ShardOutcome):
-    """The sized reference pixels and its sources row; None (and a failure) if unusable."""
+    """The sized reference pixels (None, and a failure, if unusable) and its sources row."""
     row = {"ref_id": ref.ref_id, "uri": printable(ref.uri), "shard": outcome.index,
            "split": ref.split, "source_kind": config.source_kind,
            "original_width": None, "original_height": None, "sha256": None, "conversions": [],
@@ -117,9 +118,9 @@ def _prepare_reference(ref: PlannedReference, config: RunConfig, outcome: ShardO
     else:
         row.update(status="ok", sha256=pixel_sha256(pixels))
         outcome.sources.append(row)
-        return pixels
+        return pixels, row
     outcome.sources.append(row)
-    return None
+    return None, row
 
 
 def sized(pixels: np.ndarray, config: RunConfig) -> np.ndarray:
@@ -324,37 +325,54 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
     store keeps the version as its recipe only) distorted samples."""
     failures_before = len(outcome.failures)
     with _Timer(outcome.seconds, "decode"):
-        pixels = _prepare_reference(ref, config, outcome)
-    made, versions = [], 0
+        pixels, row = _prepare_reference(ref, config, outcome)
+    made, told = [], 0
     if pixels is not None:
-        with _Timer(outcome.seconds, "encode"):
-            ref_png = encode_png(pixels)
-        writer.add(_base_record(ref, pixels, reference_key(ref.ref_id), "reference"), ref_png)
         made = _distort_all(ref, pixels, config, outcome, denoise)  # times its stages
-        versions = len(made)  # each told to on_progress as it is labelled
-        with _Timer(outcome.seconds, "encode"):  # a version the store keeps as a recipe: None
-            pngs = [encode_png(image) if stores_pixels(config.store, record, config.keep_pngs)
-                    else None for record, image in made]
-        with _Timer(outcome.seconds, "label"):
-            unlabelled = _label([record for record, _ in made], pixels,
-                                [image for _, image in made], score_images, ensemble,
-                                lambda count: on_progress(count, 0, 0) if on_progress else None,
-                                config.labelled)
-        for index, why in sorted(unlabelled.items()):
-            record = made[index][0]
-            outcome.failures.append(_failure(ref, "label_failed", why, key=record["key"],
-                                             distortion_id=record["distortion_id"],
-                                             level=record["level"], chain=record["chain"]))
-        made = [(record, png) for i, ((record, _), png) in enumerate(zip(made, pngs, strict=True))
-                if i not in unlabelled]
+        told = len(made)  # each told to on_progress as it is labelled, a score or not
+        try:
+            ref_png, made = _encode_and_label(ref, pixels, made, config, score_images,
+                                              ensemble, outcome, on_progress)
+        except LabelerError as error:  # raised before any part is labelled (and told)
+            row.update(status="failed", reason="label_failed", sha256=None)
+            outcome.failures.append(_failure(ref, "label_failed", f"{error}: the reference "
+                                             "and its versions are left out"))
+            pixels, made, told = None, [], 0
+        else:
+            # written once labelled, so that a reference left out is never in the tar
+            writer.add(_base_record(ref, pixels, reference_key(ref.ref_id), "reference"),
+                       ref_png)
+    if pixels is not None:
         outcome.references += 1
         outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made
                               if len(r["chain"]) == 1)  # a chain has no (type, level) of its own
     if on_progress:
         made_reference = int(pixels is not None)
         on_progress(made_reference, len(outcome.failures) - failures_before,
-                    1 + config.versions_count - made_reference - versions)
+                    1 + config.versions_count - made_reference - told)
     return made
+
+
+def _encode_and_label(ref, pixels, made, config, score_images, ensemble, outcome, on_progress):
+    """The reference's PNG, and each labelled version's (record, PNG or None); the versions
+    a metric could not score are recorded as failures. A LabelerError means no
+    version can be scored against this reference."""
+    with _Timer(outcome.seconds, "encode"):  # a version the store keeps as a recipe: None
+        ref_png = encode_png(pixels)
+        pngs = [encode_png(image) if stores_pixels(config.store, record, config.keep_pngs)
+                else None for record, image in made]
+    with _Timer(outcome.seconds, "label"):
+        unlabelled = _label([record for record, _ in made], pixels, [image for _, image in made],
+                            score_images, ensemble,
+                            lambda count: on_progress(count, 0, 0) if on_progress else None,
+                            config.labelled)
+    for index, why in sorted(unlabelled.items()):
+        record = made[index][0]
+        outcome.failures.append(_failure(ref, "label_failed", why, key=record["key"],
+                                         distortion_id=record["distortion_id"],
+                                         level=record["level"], chain=record["chain"]))
+    return ref_png, [(record, png) for i, ((record, _), png)
+                     in enumerate(zip(made, pngs, strict=True)) if i not in unlabelled]
 
 
 def _finish(writer, distorted, config, outcome, location, digest: str) -> None:

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -51,6 +52,26 @@ def test_a_run_none_of_whose_sources_can_be_used_says_so_and_fails(local_ray, tm
                      "none"]) == 1
     assert "none of the 2 sources could be used" in capsys.readouterr().err
     assert inspect(str(out))[1] == []  # what it recorded is a dataset, of no samples
+
+
+def test_a_reference_the_labeler_actor_cannot_measure_is_recorded_and_the_run_goes_on(
+        local_ray, shifted_sources, fast_config, small_image):
+    """A flat source (VIF 0 / 0, a LabelerError raised in the labeler actor): recorded as
+    label_failed with the metric's reason, and the shard it shares completes."""
+    folder, ensemble = shifted_sources(1)
+    Image.fromarray(np.full_like(small_image, 200)).save(folder / "flat.png")
+    config = fast_config(str(folder), shard_refs=2, distortion_ids=(1,), levels=(1,),
+                         metrics=("mae", "gmsd", "vif"), ensemble_file=str(ensemble))
+    report = generate(config, ClusterOptions(actors=1))
+    assert report["failures_by_reason"] == {"label_failed": 1}
+    out = Location.parse(config.out)
+    [failure] = [json.loads(line) for line in
+                 out.read_bytes(out.path("failures.jsonl")).decode().splitlines()]
+    assert failure["ref_id"] == "flat"  # the metric's own words, not the actor's traceback
+    assert failure["detail"].startswith("vif: the reference image is flat")
+    assert [(row["ref_id"], row["kind"]) for row in read_index(out).to_pylist()] == \
+        [("p0", "reference"), ("p0", "distorted")]
+    assert inspect(config.out)[1] == []
 
 
 def test_restart_leaves_no_shard_of_the_old_run(local_ray, shifted_sources, fast_config,

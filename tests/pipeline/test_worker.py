@@ -361,6 +361,39 @@ def test_progress_accounts_for_every_planned_sample_and_failure(tmp_path, fast_c
     assert outcome.samples == 2 * 4  # a and b: their reference and three labelled versions
 
 
+def test_a_flat_reference_vif_cannot_measure_is_left_out_with_its_versions(tmp_path,
+                                                                          fast_config,
+                                                                          small_image,
+                                                                          mae_ensemble):
+    """VIF of anything against a flat image is 0 / 0 (labelers raise a LabelerError): the
+    source is recorded as label_failed, neither it nor a version of it is in the tar, the
+    other reference of its shard is kept, and the progress counts still reach the plan."""
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    Image.fromarray(small_image).save(folder / "a.png")
+    Image.fromarray(np.full_like(small_image, 128)).save(folder / "flat.png")
+    config = fast_config(str(folder), distortion_ids=(1, 13), levels=(1, 5),
+                         metrics=("mae", "gmsd", "vif"))
+    plan = Plan.make(list_sources(str(folder)), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    calls = []
+    outcome = produce_shard(0, plan, config, local_scorer(Labeler(config.metrics, "cpu")),
+                            mae_ensemble, location, lambda *call: calls.append(call))
+    [failure] = outcome.failures
+    assert (failure["ref_id"], failure["reason"]) == ("flat", "label_failed")
+    assert "vif" in failure["detail"] and "flat" in failure["detail"]
+    rows = {row["ref_id"]: row for row in outcome.sources}
+    assert (rows["flat"]["status"], rows["flat"]["reason"]) == ("failed", "label_failed")
+    assert rows["a"]["status"] == "ok"
+    keys = [sample["__key__"] for sample in wds.WebDataset(tar_urls(location, [0]),
+                                                           shardshuffle=False)]
+    assert sorted(keys) == sorted(["a_ref"] + [f"a_d{d:02d}_l{lv}" for d in (1, 13)
+                                              for lv in (1, 5)])
+    assert sum(samples + left_out for samples, _, left_out in calls) == 2 * (1 + 4)
+    assert sum(failures for _, failures, _ in calls) == 1
+
+
 @pytest.mark.slow
 def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_path,
                                                                           fast_config,
