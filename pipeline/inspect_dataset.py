@@ -14,7 +14,7 @@ from pipeline.commands.storage_check import storage_summary
 from pipeline.config import RunConfig
 from pipeline.deep_check import deep_check
 from pipeline.plan import Plan
-from pipeline.report import modes_line
+from pipeline.report import libraries_differing_message, modes_line, replays_recipes
 from shards.layout import (
     DEFAULT_STORE,
     PLAN_FILE,
@@ -210,6 +210,9 @@ def _report(location: Location) -> tuple[list[str], list[str]]:
         problems = [f"{d['ref_id']} is the same pixels as {d['of']} in another split "
                     f"({' and '.join(d['splits'])}): remove one of the two sources"
                     for d in report.get("pixel_duplicates", ()) if len(d["splits"]) > 1]
+        if report.get("libraries_differing"):  # a problem where readers replay recipes
+            (problems if replays_recipes(report["modes"]) else lines).append(
+                libraries_differing_message(report))
     except DAMAGE as error:
         return [], [str(_damaged("report.json", error))]
     return lines, problems

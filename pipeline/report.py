@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from pipeline.config import MODE_DEFAULTS, RunConfig
 from pipeline.plan import Plan
 from pipeline.sources import printable
-from shards.layout import SOURCES_FILE, shard_paths
+from shards.layout import DEFAULT_STORE, SOURCES_FILE, shard_paths
 from shards.reader import shard_stats
 from shards.schema import SOURCES_SCHEMA
 from shards.storage import Location, redact
@@ -52,12 +52,15 @@ class Tally:
     quality_count: Counter = field(default_factory=Counter)
     first_with_pixels: dict = field(default_factory=dict)  # pixel SHA-256 -> (ref_id, split)
     pixel_duplicates: list = field(default_factory=list)
+    libraries: dict = field(default_factory=dict)  # library -> Counter(version -> shards)
 
     def add(self, stats: dict, sources: list[dict], failures: list[dict]) -> None:
         self.add_sources(sources, failures)
         self.samples += stats["samples"]
         self.distorted += stats["distorted"]
         self.seconds.update(stats["seconds"])
+        for name, version in stats.get("libraries", {}).items():  # none before they were kept
+            self.libraries.setdefault(name, Counter())[version] += 1
         for distortion_id, level, quality in stats["labels"]:
             if quality is None:  # a label-free run
                 continue
@@ -80,6 +83,15 @@ class Tally:
                                               "splits": sorted({split, row["split"]})})
             else:
                 self.first_with_pixels[row["sha256"]] = (row["ref_id"], row["split"])
+
+
+    def libraries_differing(self, recorded: dict) -> dict[str, dict]:
+        """{library: {version: shards}} of the shards made with another version of a library
+        than `recorded` (the manifest's): on another node, or before a resume."""
+        return {name: {str(version): count for version, count in versions.items()
+                       if version != recorded.get(name)}
+                for name, versions in sorted(self.libraries.items())
+                if set(versions) - {recorded.get(name)}}
 
 
 def merge(location: Location, plan: Plan) -> Tally:
@@ -148,6 +160,8 @@ def build_report(tally: Tally, wall_seconds: float, absent: tuple[str, ...],
         "mean_quality_by_scenario": {k: round(tally.quality_sum[k] / tally.quality_count[k], 4)
                                      for k in sorted(tally.quality_count)},
         "pixel_duplicates": tally.pixel_duplicates,
+        # manifest.json records this driver's versions (shards.store_modes.library_versions)
+        "libraries_differing": tally.libraries_differing(library_versions()),
     }
 
 
@@ -176,4 +190,24 @@ def summary_lines(report: dict, out: str) -> list[str]:
                      "report.json pixel_duplicates lists them")
     if report["metrics_absent"]:
         lines.append(f"labels without: {', '.join(report['metrics_absent'])} (weights missing)")
+    if report.get("libraries_differing"):
+        lines.append("warning: " + libraries_differing_message(report))
     return lines
+
+
+def libraries_differing_message(report: dict) -> str:
+    """What report.json's libraries_differing means for the dataset's store mode."""
+    differing = ", ".join(f"{name} {version} in {count} shard{'s' if count > 1 else ''}"
+                          for name, versions in report["libraries_differing"].items()
+                          for version, count in versions.items())
+    message = (f"shards were made with other library versions than manifest.json records "
+               f"({differing}): a rerun on the recorded versions would not give their bytes")
+    if replays_recipes(report["modes"]):
+        message += (", and their recipes replay only on those versions (a reader elsewhere "
+                    "stops at the first replay whose SHA-256 differs)")
+    return message
+
+
+def replays_recipes(modes: dict) -> bool:
+    """Whether readers of a dataset made in these modes replay versions from recipes."""
+    return modes.get("store", DEFAULT_STORE) != DEFAULT_STORE

@@ -24,7 +24,7 @@ from shards.layout import shard_paths
 from shards.png import encode_png
 from shards.schema import pixel_sha256
 from shards.storage import Location
-from shards.store_modes import stores_pixels
+from shards.store_modes import library_versions, stores_pixels
 from shards.writer import ShardWriter
 
 # score_images(reference pixels, N x H x W x 3 version pixels, on_labelled) -> ({metric:
@@ -388,4 +388,4 @@ def _finish(writer, distorted, config, outcome, location, digest: str) -> None:
     writer.finish({"plan_digest": digest, "references": outcome.references,
                    "distorted": len(distorted),
                    "failures": len(outcome.failures), "seconds": outcome.seconds,
-                   "labels": outcome.labels})
+                   "labels": outcome.labels, "libraries": library_versions()})

@@ -14,6 +14,7 @@ versions a replay depends on.
 The mode of a dataset is in its plan (plan.json's inputs, only when not images), so a dataset
 never mixes two modes; the modes' names and file layout are in shards.layout."""
 
+import functools
 from importlib import metadata
 
 import distortions
@@ -60,7 +61,13 @@ def _opencv_codecs() -> dict[str, str]:
 def library_versions() -> dict[str, str | None]:
     """The versions of every library a replay depends on: NumPy, SciPy and scikit-image
     (float code of most types), OpenCV and its libjpeg-turbo/OpenJPEG/libpng, Pillow and its
-    libjpeg-turbo/OpenJPEG/zlib (JPEG, JPEG 2000 and PNG), torch (the learned denoiser)."""
+    libjpeg-turbo/OpenJPEG/zlib (JPEG, JPEG 2000 and PNG), torch (the learned denoiser).
+    Looked up once per process (every shard a worker makes records them)."""
+    return dict(_library_versions())
+
+
+@functools.cache
+def _library_versions() -> dict[str, str | None]:
     from PIL import features
 
     versions = {package.lower(): _version(package) for package in

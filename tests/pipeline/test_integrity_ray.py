@@ -74,6 +74,39 @@ def test_a_reference_the_labeler_actor_cannot_measure_is_recorded_and_the_run_go
     assert inspect(config.out)[1] == []
 
 
+@pytest.mark.parametrize("store", ["images", "recipes"])
+def test_shards_made_on_other_library_versions_are_named_by_the_report_and_inspect(
+        local_ray, shifted_sources, tmp_path, capsys, store):
+    """A shard whose stats record another library version than the manifest (made on a node
+    with another NumPy, or before an upgrade and a resume): the report names it, and inspect
+    calls it a problem where readers replay recipes (a note where the PNGs are stored)."""
+    folder, ensemble = shifted_sources(2)
+    out = tmp_path / "out"
+    command = ["generate", "--sources", str(folder), "--out", str(out), "--size", "192x176",
+               "--shard-refs", "1", "--distortions", "1", "--levels", "1", "--metrics",
+               "mae,gmsd", "--ensemble", str(ensemble), "--store", store]
+    assert cli.main(command) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    stats_path = out / "shards" / "00001_stats.json"
+    stats = json.loads(stats_path.read_text())
+    assert stats["libraries"] == manifest["replay_libraries"]  # made here, as the driver
+    assert stats["libraries"]["numpy"] == np.__version__
+    assert json.loads((out / "report.json").read_text())["libraries_differing"] == {}
+    other = "0.0.1"  # what a node with another NumPy records
+    assert manifest["replay_libraries"]["numpy"] != other
+    stats["libraries"]["numpy"] = other
+    stats_path.write_text(json.dumps(stats))
+    capsys.readouterr()
+    assert cli.main(command) == 0  # a resume: nothing to make, the report made again
+    report = json.loads((out / "report.json").read_text())
+    assert report["libraries_differing"] == {"numpy": {other: 1}}
+    assert f"warning: shards were made with other library versions than manifest.json " \
+           f"records (numpy {other} in 1 shard)" in capsys.readouterr().out
+    lines, problems = inspect(str(out))
+    [named] = [text for text in lines + problems if f"numpy {other} in 1 shard" in text]
+    assert (named in problems) == (store == "recipes")
+
+
 def test_restart_leaves_no_shard_of_the_old_run(local_ray, shifted_sources, fast_config,
                                                 capsys):
     folder, ensemble = shifted_sources(3)
