@@ -207,9 +207,13 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
         try:
             return ray.get(labeler.score_images.remote(ref, versions, progress, index))
         except ray.exceptions.RayTaskError as error:
-            if isinstance(error.cause, LabelerError):  # the reference's fault, not the actor's
-                raise error.cause from None
-            raise
+            if not isinstance(error.cause, LabelerError):
+                raise
+            why = str(error.cause)
+        # the reference's fault, not the actor's: raised afresh, outside the handler, so that
+        # no reference cycle (error -> traceback -> this frame -> error) keeps the actor
+        # handles of this worker process alive, and with them the actors, after the run
+        raise LabelerError(why)
 
     def on_progress(samples: int, failures: int, left_out: int) -> None:
         progress.add.remote(index, samples + left_out, failures)

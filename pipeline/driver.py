@@ -1,10 +1,12 @@
 """The Ray driver: shard tasks on CPUs, a fixed pool of labeler actors, bounded in-flight
 shards, retries, resume, a final sweep, progress and the report."""
 
+import contextlib
 import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from pipeline.plan import Plan, chosen, label_identity, persist_or_check
 from pipeline.probe import check_reachable
 from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout
-from pipeline.sources import list_sources
+from pipeline.sources import listing, skipped_note
 from pipeline.submit import AUTHENTICATION_ERRORS
 from shards.layout import PLAN_FILE, SHARDS_DIR, SOURCES_FILE, labels_files
 from shards.reader import shard_problems, shard_stats, shards_with_stats
@@ -153,16 +155,27 @@ def _token_hint() -> str:
     return ""
 
 
-def _labeler_pool(config: RunConfig, plan: Layout, run_id: str) -> tuple[list, list[str]]:
+@contextlib.contextmanager
+def _labeler_pool(config: RunConfig, plan: Layout, run_id: str) -> Iterator[tuple[list, list]]:
     """The labeler actors and the node each lives on (waits until they have loaded their
-    metrics). Names carry the run's plan digest, so two runs on one cluster do not collide."""
+    metrics; none in a label-free run), killed when the run ends however it ends: a handle
+    that a worker process still holds would otherwise keep them, and their GPUs, after it.
+    Names carry the run's plan digest, so two runs on one cluster do not collide."""
     actors = [LabelerActor.options(name=f"labeler-{run_id}-{k}", max_concurrency=plan.concurrency,
                                    **plan.actor_resources)
               .remote(config.metrics, config.allow_missing_metrics, plan.threads,
                       plan.concurrency)
               for k in range(plan.actors)]
     try:
-        described = ray.get([a.describe.remote() for a in actors], timeout=ACTOR_START_SECONDS)
+        yield actors, [info["node_id"] for info in _described(actors, plan)]
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def _described(actors: list, plan: Layout) -> list[dict]:
+    try:
+        return ray.get([a.describe.remote() for a in actors], timeout=ACTOR_START_SECONDS)
     except ray.exceptions.GetTimeoutError:
         raise LabelersUnavailableError(
             f"{plan.actors} labeler actor(s) of {plan.actor_resources} each did not start within "
@@ -170,7 +183,6 @@ def _labeler_pool(config: RunConfig, plan: Layout, run_id: str) -> tuple[list, l
             "(--actors) or add nodes") from None
     except ray.exceptions.RayActorError as error:
         raise LabelersUnavailableError(f"a labeler actor failed to start: {error}") from error
-    return actors, [info["node_id"] for info in described]
 
 
 def _check_weights(config: RunConfig) -> tuple[str, ...]:
@@ -294,7 +306,10 @@ def _remove_staged(location: Location) -> None:
 def _generate(config: RunConfig, options: ClusterOptions, location: Location,
               absent: tuple[str, ...], started: float) -> dict:
     ensemble = load_ensemble(config.ensemble_file)
-    sources = chosen(list_sources(config.sources), config)
+    listed = listing(config.sources)
+    if listed.skipped:
+        print(f"note: {skipped_note(listed.skipped)}")
+    sources = chosen(listed.sources, config)
     identity = label_identity(ensemble.hash if config.labelled else None, absent)
     plan = Plan.make(sources, config, identity, find_duplicates(sources, config.sources))
     _refuse_foreign(location)
@@ -320,32 +335,32 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     resources = ray.cluster_resources()
     scheduling = layout(resources.get("CPU", 1.0), int(resources.get("GPU", 0)),
                         options.actors, options.max_in_flight, config.labelled)
-    actors, nodes = (_labeler_pool(config, scheduling, plan.digest[:8]) if scheduling.actors
-                     else ([], []))
     arguments = (plan.to_json(), config.to_json(), ensemble.to_json(), config.out)
-
     done = [i for i in range(plan.shard_count) if i not in todo]
-    progress = _Progress(location, plan, 1 + config.versions_count, done)
-
     on_actors = options.denoise_on_actors
     if on_actors is None:
         on_actors = resources.get("GPU", 0) > 0
-    on_actors = on_actors and bool(actors)
+    with _labeler_pool(config, scheduling, plan.digest[:8]) as (actors, nodes):
+        progress = _Progress(location, plan, 1 + config.versions_count, done)
 
-    def submit(index: int):
-        return shard_task.options(name=f"shard-{index:05d}").remote(
-            index, *arguments, actors, nodes, progress.actor, on_actors)
+        def submit(index: int):
+            return shard_task.options(name=f"shard-{index:05d}").remote(
+                index, *arguments, actors, nodes, progress.actor, on_actors and bool(actors))
 
-    failed = _run_shards(todo, submit, scheduling.in_flight, progress)
-    if failed:  # the final sweep: once more for every shard that did not complete
-        failed = _run_shards(failed, submit, scheduling.in_flight, progress)
-    progress.close()
+        try:
+            failed = _run_shards(todo, submit, scheduling.in_flight, progress)
+            if failed:  # the final sweep: once more for every shard that did not complete
+                failed = _run_shards(failed, submit, scheduling.in_flight, progress)
+        finally:
+            progress.close()
+        actor_calls = ray.get([a.stats.remote() for a in actors])
     if failed:
         raise ShardsFailedError(f"shards {failed} failed twice; rerun to resume them")
     report = build_report(merge(location, plan), time.perf_counter() - started, absent,
                           config.modes(), progress.written)
+    report["names_skipped"] = dict(listed.skipped)
     report["scheduling"] = {**scheduling.to_json(), "peak_in_flight": progress.peak_in_flight,
-                            "actor_calls": ray.get([a.stats.remote() for a in actors])}
+                            "actor_calls": actor_calls}
     location.write_bytes(location.path("report.json"),
                          json.dumps(report, sort_keys=True, indent=1).encode())
     print("\n".join(summary_lines(report, config.out)))

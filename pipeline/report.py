@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import MODE_DEFAULTS, RunConfig
 from pipeline.plan import Plan
-from pipeline.sources import printable
+from pipeline.sources import printable, skipped_note
 from shards.layout import DEFAULT_STORE, SOURCES_FILE, shard_paths
 from shards.reader import shard_stats
 from shards.schema import SOURCES_SCHEMA
@@ -192,6 +192,8 @@ def summary_lines(report: dict, out: str) -> list[str]:
         lines.append(f"labels without: {', '.join(report['metrics_absent'])} (weights missing)")
     if report.get("libraries_differing"):
         lines.append("warning: " + libraries_differing_message(report))
+    if report.get("names_skipped"):
+        lines.append("note: " + skipped_note(Counter(report["names_skipped"])))
     return lines
 
 

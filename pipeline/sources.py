@@ -5,6 +5,7 @@ import csv
 import functools
 import os
 import stat
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -16,8 +17,10 @@ from shards.decode import DEFAULT_MAX_PIXELS, Decoded, DecodeError, decode
 
 EMBEDDED = "embedded"
 EMBEDDED_PREFIX = "embedded:"
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm",
-                    ".pgm", ".jp2"}
+# formats Pillow reads (its AVIF plugin included); anything else in a folder is skipped, counted
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp",
+                    ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".jp2", ".j2k", ".jpf", ".jpx",
+                    ".avif", ".tga", ".qoi"}
 LIST_EXTENSIONS = {".txt", ".csv", ".lst"}
 
 
@@ -32,11 +35,25 @@ class Source:
     size: int | None = None  # bytes, where the listing tells it cheaply (regular files only)
 
 
+@dataclass(frozen=True)
+class Listing:
+    sources: list[Source]  # sorted by order_key
+    skipped: Counter       # names listed that are not image names, by extension ("" for none)
+
+
 def _is_image_name(name: str) -> bool:
     return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _from_local_folder(folder: Path) -> list[Source]:
+def _taken(name: str, skipped: Counter) -> bool:
+    """Whether `name` is an image name; counted in `skipped`, by extension, if not."""
+    if _is_image_name(name):
+        return True
+    skipped[PurePosixPath(name).suffix.lower()] += 1
+    return False
+
+
+def _from_local_folder(folder: Path, skipped: Counter) -> list[Source]:
     """Every image-named entry below `folder`, dangling links included (they fail later,
     recorded, rather than vanish from the listing). Linked folders are followed once each: a
     link back up the tree (a loop) is not walked again."""
@@ -47,7 +64,7 @@ def _from_local_folder(folder: Path) -> list[Source]:
         subfolders[:] = [name for name in subfolders
                          if _folder_identity(Path(directory) / name) not in seen]
         for name in files:
-            if _is_image_name(name):
+            if _taken(name, skipped):
                 path = Path(directory) / name
                 found.append(Source(str(path), path.relative_to(folder).as_posix(), path.stem,
                                     size=_regular_size(path)))
@@ -78,23 +95,26 @@ def store_filesystem(spec: str) -> pafs.FileSystem:
     return pafs.FileSystem.from_uri(spec)[0]
 
 
-def _from_object_store(uri: str) -> list[Source]:
+def _from_object_store(uri: str, skipped: Counter) -> list[Source]:
     root = pafs.FileSystem.from_uri(uri)[1]
     scheme = uri.split("://", 1)[0]
     infos = store_filesystem(uri).get_file_info(pafs.FileSelector(root, recursive=True))
     return [Source(f"{scheme}://{info.path}", info.path.removeprefix(root).lstrip("/"),
                    PurePosixPath(info.path).stem, key=info.path, size=info.size)
-            for info in infos if info.type == pafs.FileType.File and _is_image_name(info.path)]
+            for info in infos
+            if info.type == pafs.FileType.File and _taken(info.path, skipped)]
 
 
-def _from_list_file(path: Path) -> list[Source]:
+def _from_list_file(path: Path, skipped: Counter) -> list[Source]:
     """One path or URI per line (first column of a CSV such as kadis700k_ref_imgs.csv; a header
     row without an image name is skipped). Relative paths are relative to the list file."""
     with path.open(newline="", encoding="utf-8-sig") as handle:  # a BOM, as Excel writes
         rows = [row[0].strip() for row in csv.reader(handle) if row and row[0].strip()]
+    if rows and not _is_image_name(rows[0]):
+        rows = rows[1:]  # a header
     found = []
     for entry in rows:
-        if not _is_image_name(entry):
+        if not _taken(entry, skipped):
             continue
         uri = entry if "://" in entry or Path(entry).is_absolute() else str(path.parent / entry)
         size = None if "://" in uri else _regular_size(Path(uri))
@@ -102,23 +122,38 @@ def _from_list_file(path: Path) -> list[Source]:
     return found
 
 
+def skipped_note(skipped: Counter) -> str:
+    """The listed names that are not image names, in words (most frequent extension first)."""
+    counts = ", ".join(f"{suffix or 'no extension'} {count}"
+                       for suffix, count in skipped.most_common())
+    return (f"names that are not image names were skipped: {skipped.total()} ({counts}); "
+            f"sources end in {', '.join(sorted(IMAGE_EXTENSIONS))} (any case)")
+
+
 def list_sources(spec: str) -> list[Source]:
     """The sources `spec` names, sorted by their relative path or URI; none is an error."""
+    return listing(spec).sources
+
+
+def listing(spec: str) -> Listing:
+    """The sources `spec` names, sorted by their relative path or URI (none is an error), and
+    the names it lists that are not image names."""
+    skipped: Counter = Counter()
     if spec == EMBEDDED:
         found = [Source(EMBEDDED_PREFIX + name, name, name) for name in EMBEDDED_PHOTOS]
     elif "://" in spec:
-        found = _from_object_store(spec)
+        found = _from_object_store(spec, skipped)
     elif Path(spec).is_dir():
-        found = _from_local_folder(Path(spec))
+        found = _from_local_folder(Path(spec), skipped)
     elif Path(spec).is_file() and Path(spec).suffix.lower() in LIST_EXTENSIONS:
-        found = _from_list_file(Path(spec))
+        found = _from_list_file(Path(spec), skipped)
     else:
         raise ValueError(f"sources {spec!r}: not 'embedded', a folder, a list file "
                          f"({', '.join(sorted(LIST_EXTENSIONS))}) or an object-store URI")
     if not found:
         raise ValueError(f"sources {spec!r} name no image (files ending in "
                          f"{', '.join(sorted(IMAGE_EXTENSIONS))}, any case)")
-    return sorted(found, key=lambda source: source.order_key)
+    return Listing(sorted(found, key=lambda source: source.order_key), skipped)
 
 
 def read_bytes(uri: str, key: str = "", store: str = "") -> bytes:

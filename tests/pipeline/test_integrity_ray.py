@@ -4,11 +4,13 @@ by inspect and redone by a resume, duplicate sources are recorded once."""
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import ray
 from PIL import Image
 
 from labelers.ensemble import Ensemble, Mapping01
@@ -26,12 +28,16 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def test_a_shard_of_only_bad_sources_completes_and_the_run_succeeds(local_ray, tmp_path,
                                                                    shifted_sources,
-                                                                   fast_config):
+                                                                   fast_config, capsys):
     folder, ensemble = shifted_sources(2)
     (folder / "x0_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")  # sorted first:
     (folder / "x1_empty.png").write_bytes(b"")                                 # shard 1 = both
+    (folder / "notes.txt").write_text("not a source")
     config = fast_config(str(folder), shard_refs=2, ensemble_file=str(ensemble))
     report = generate(config, ClusterOptions(actors=1))
+    assert report["names_skipped"] == {".txt": 1}
+    assert "note: names that are not image names were skipped: 1 (.txt 1)" in \
+        capsys.readouterr().out.splitlines()[-1]
     out = Location.parse(config.out)
     assert complete_shards(out) == [0, 1]
     empty = shard_stats(out, 1)
@@ -72,6 +78,15 @@ def test_a_reference_the_labeler_actor_cannot_measure_is_recorded_and_the_run_go
     assert [(row["ref_id"], row["kind"]) for row in read_index(out).to_pylist()] == \
         [("p0", "reference"), ("p0", "distorted")]
     assert inspect(config.out)[1] == []
+    _every_cpu_is_free_again()  # its labeler actor was killed at the end of the run
+
+
+def _every_cpu_is_free_again(seconds: float = 30) -> None:
+    """A run leaves no actor holding the cluster's CPUs (a later run would wait for them)."""
+    deadline = time.monotonic() + seconds
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
+        assert time.monotonic() < deadline, f"CPUs still held {seconds} s after the run"
+        time.sleep(0.5)
 
 
 @pytest.mark.parametrize("store", ["images", "recipes"])

@@ -32,7 +32,7 @@ from pipeline.plan import (
     split_of,
 )
 from pipeline.report import merge
-from pipeline.sources import list_sources
+from pipeline.sources import IMAGE_EXTENSIONS, list_sources, listing, load, skipped_note
 from pipeline.worker import Guard, local_scorer, produce_shard
 from shards.layout import shard_paths, tar_path
 from shards.reader import read_index, tar_urls
@@ -453,15 +453,52 @@ def test_a_kadis_style_csv_names_its_images_in_the_first_column(tmp_path, small_
     (tmp_path / "ref_imgs").mkdir()
     for name in ("a-fleshy-plant-1464418.png", "zebra.png"):
         Image.fromarray(small_image).save(tmp_path / "ref_imgs" / name)
-    listing = tmp_path / "kadis700k_ref_imgs.csv"  # a header row and more columns, as KADIS's
-    listing.write_text("ref_im,dist_type_1,dist_type_2\n"
+    listing_file = tmp_path / "kadis700k_ref_imgs.csv"  # a header and more columns, as KADIS's
+    listing_file.write_text("ref_im,dist_type_1,dist_type_2\n"
                        "ref_imgs/zebra.png,11,3\n"
                        "ref_imgs/a-fleshy-plant-1464418.png,7,16\n"
-                       "ref_imgs/notes.txt,1,2\n")  # not an image name: skipped, unrecorded
-    sources = list_sources(str(listing))
-    assert [source.order_key for source in sources] == ["ref_imgs/a-fleshy-plant-1464418.png",
-                                                        "ref_imgs/zebra.png"]
-    assert all(Path(source.uri).is_file() for source in sources)
+                       "ref_imgs/notes.txt,1,2\n")  # not an image name: skipped, counted
+    listed = listing(str(listing_file))
+    assert [source.order_key for source in listed.sources] == [
+        "ref_imgs/a-fleshy-plant-1464418.png", "ref_imgs/zebra.png"]
+    assert all(Path(source.uri).is_file() for source in listed.sources)
+    assert listed.skipped == {".txt": 1}  # the header row is not counted
+
+
+def test_names_that_are_not_images_are_skipped_and_counted_by_extension(tmp_path, small_image):
+    folder = tmp_path / "photos"
+    (folder / "deeper").mkdir(parents=True)
+    for name in ("a.png", "deeper/b.JPG", "c.avif", "d.jfif"):
+        Image.fromarray(small_image).save(folder / name, format="PNG")  # any bytes: listing
+    for name in ("e.heic", "f.HEIC", "deeper/notes.txt", "README"):
+        (folder / name).write_bytes(b"not listed")
+    listed = listing(str(folder))
+    assert [source.order_key for source in listed.sources] == ["a.png", "c.avif", "d.jfif",
+                                                               "deeper/b.JPG"]
+    assert listed.skipped == {".heic": 2, ".txt": 1, "": 1}
+    note = skipped_note(listed.skipped)
+    assert note.startswith("names that are not image names were skipped: 4 (.heic 2, ")
+    assert "no extension 1" in note
+
+
+def test_every_source_extension_is_a_format_pillow_reads_and_decodes_as_pillow_does(
+        tmp_path, small_image):
+    """Each listed extension is one Pillow registers (its own table, not ours); an image saved
+    under each that Pillow can write is listed and decodes to Pillow's own pixels."""
+    registered = Image.registered_extensions()
+    assert set(registered) >= IMAGE_EXTENSIONS
+    writable = [suffix for suffix in sorted(IMAGE_EXTENSIONS) if registered[suffix] in Image.SAVE]
+    assert {".avif", ".png", ".jpg", ".tga", ".jp2"} <= set(writable)
+    image = Image.fromarray(small_image)
+    for suffix in writable:
+        path = tmp_path / f"im{suffix}"
+        (image.convert("1") if suffix == ".pbm" else image).save(path)
+    listed = listing(str(tmp_path))
+    assert listed.skipped == {} and len(listed.sources) == len(writable)
+    for source in listed.sources:
+        with Image.open(source.uri) as stored:
+            expected = np.asarray(stored.convert("RGB"))
+        np.testing.assert_array_equal(load(source).pixels, expected, err_msg=source.uri)
 
 
 def test_sources_that_name_no_image_are_refused_before_any_work(tmp_path, capsys):
