@@ -184,6 +184,20 @@ class ActorGuard(Guard):
         ray.get(self.progress.end.remote(self.index))
 
 
+def remote_result(ref: ray.ObjectRef, errors: type[Exception]):
+    """ray.get(ref); an `errors` the remote call raised (the input's fault, not the actor's)
+    comes back as an `errors` in its own words, not Ray's traceback. It is raised afresh,
+    outside the handler: no reference cycle (error, traceback, this frame) keeps the actor
+    handles of this worker process, and with them the actors, alive."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as error:
+        if not isinstance(error.cause, errors):
+            raise
+        why = str(error.cause)
+    raise errors(why)
+
+
 def nearest_labeler(index: int, labelers: list, nodes: list[str], here: str):
     """A labeler on this task's node when there is one (the pixels then stay on the node),
     spread over them by shard index; any labeler otherwise."""
@@ -204,22 +218,14 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
 
     def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled) -> tuple:
         # the actor tells the progress actor itself as parts are labelled
-        try:
-            return ray.get(labeler.score_images.remote(ref, versions, progress, index))
-        except ray.exceptions.RayTaskError as error:
-            if not isinstance(error.cause, LabelerError):
-                raise
-            why = str(error.cause)
-        # the reference's fault, not the actor's: raised afresh, outside the handler, so that
-        # no reference cycle (error -> traceback -> this frame -> error) keeps the actor
-        # handles of this worker process alive, and with them the actors, after the run
-        raise LabelerError(why)
+        return remote_result(labeler.score_images.remote(ref, versions, progress, index),
+                             LabelerError)
 
     def on_progress(samples: int, failures: int, left_out: int) -> None:
         progress.add.remote(index, samples + left_out, failures)
 
     def on_actor(inputs: list[distortions.LearnedInput]) -> list:
-        return ray.get(labeler.denoise.remote(inputs))
+        return remote_result(labeler.denoise.remote(inputs), distortions.DistortionError)
 
     outcome = produce_shard(index, Plan.from_json(plan), RunConfig.from_json(config), score_images,
                             Ensemble.from_json(ensemble), Location.parse(out), on_progress,
