@@ -390,7 +390,8 @@ def _add_label_commands(commands) -> None:
                      help="comma-separated metric keys (default: all ten)")
     fit.add_argument("--allow-missing-metrics", action="store_true",
                      help="fit without LPIPS/DISTS when their weights are missing")
-    fit.add_argument("--seed", type=int, default=0, help="seed of the 80/20 reference split")
+    fit.add_argument("--seed", type=_count, default=0,
+                     help="seed of the 80/20 reference split, 0 or more (default 0)")
     fit.add_argument("--name", default="fitted", help="name recorded in the ensemble file")
     fit.set_defaults(run=lc.fit_ensemble_command)
 
@@ -409,7 +410,7 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
                              "(default 512x384); or native: each source's own size")
     parser.add_argument("--allow-upscale", action="store_true",
                         help="upscale sources smaller than the target instead of refusing them")
-    parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    parser.add_argument("--seed", type=_count, default=0, help="run seed, 0 or more (default 0)")
 
 
 def main(argv: list[str] | None = None) -> int:

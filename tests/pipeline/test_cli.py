@@ -211,6 +211,21 @@ def test_a_pixel_limit_below_the_smallest_image_the_run_makes_is_refused(size, l
         RunConfig(sources="embedded", out="o", size=parse_size(size), max_pixels=fine)
 
 
+@pytest.mark.parametrize("command", [["generate", "--sources", "embedded", "--out", "o"],
+                                     ["sheet", "image.png"], ["fit-ensemble", "dmos.csv"]])
+def test_a_negative_seed_is_refused_before_any_work(command, tmp_path, capsys):
+    """numpy's generators take no negative seed: a run would fail only as a shard ends."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args([*command, "--seed", "-1"])
+    assert exit_info.value.code == 2
+    assert "--seed: a whole number, 0 or more, got '-1'" in capsys.readouterr().err
+    for seed in (-1, True, 1.5):
+        with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+            RunConfig(sources="embedded", out=str(tmp_path / "o"), seed=seed)
+    with pytest.raises(ValueError):
+        np.random.default_rng([-1, 0])  # why: what the shard's own shuffle is seeded with
+
+
 @pytest.mark.parametrize("text", ["1,1", "1,1-2"])
 def test_a_level_given_twice_is_refused(text, tmp_path, capsys):
     # each would write the same sample keys twice into one tar (unreadable)

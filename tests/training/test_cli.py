@@ -126,6 +126,7 @@ def test_a_checkpoint_file_that_cannot_be_read_is_named_not_a_traceback(tmp_path
     ("--repeats", "0", "must be at least 1, got 0"),
     ("--steps-per-epoch", "-1", "must be at least 1, got -1"),
     ("--val-limit", "-5", "must be at least 0, got -5"),
+    ("--seed", "-1", "must be at least 0, got -1"),  # numpy seeds nothing negative
     ("--eval-crops", "0", "must be at least 1, got 0"),
     ("--batch-size", "two", "expected an integer, got 'two'")])
 def test_counts_out_of_range_are_refused_before_any_work(option, value, why, capsys):
