@@ -44,6 +44,8 @@ class QualityLoss:
         unknown = [term for term in self.terms if term not in TERMS]
         if unknown or not self.terms:
             raise ValueError(f"loss terms must be among {TERMS}, got {self.terms}")
+        if len(set(self.terms)) < len(self.terms):  # a term twice would weigh it double
+            raise ValueError(f"each loss term once, got {'+'.join(self.terms)}")
         if not 0 < self.temperature < math.inf:  # NaN too; a negative one inverts the ranks
             raise ValueError(f"the soft rank's temperature must be a positive number, got "
                              f"{self.temperature}")

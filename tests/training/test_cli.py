@@ -146,6 +146,7 @@ def test_counts_out_of_range_are_refused_before_any_work(option, value, why, cap
     (["--soft-rank-temperature", "0"], "temperature must be a positive number, got 0.0"),
     (["--soft-rank-temperature", "-1"], "temperature must be a positive number, got -1.0"),
     (["--loss", "mse+foo"], "loss terms must be among"),
+    (["--loss", "mse+mae+mse"], "each loss term once, got mse+mae+mse"),
     (["--device", "cuda"], "--device cuda was asked for but torch sees no CUDA device")])
 def test_settings_out_of_range_are_refused_before_the_data_is_read(options, why, capsys):
     import torch
