@@ -84,7 +84,6 @@ class Tally:
             else:
                 self.first_with_pixels[row["sha256"]] = (row["ref_id"], row["split"])
 
-
     def libraries_differing(self, recorded: dict) -> dict[str, dict]:
         """{library: {version: shards}} of the shards made with another version of a library
         than `recorded` (the manifest's): on another node, or before a resume."""

@@ -355,8 +355,8 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
 
 def _encode_and_label(ref, pixels, made, config, score_images, ensemble, outcome, on_progress):
     """The reference's PNG, and each labelled version's (record, PNG or None); the versions
-    a metric could not score are recorded as failures. A LabelerError means no
-    version can be scored against this reference."""
+    a metric could not score are recorded as failures. A LabelerError means that no version
+    can be scored against this reference."""
     with _Timer(outcome.seconds, "encode"):  # a version the store keeps as a recipe: None
         ref_png = encode_png(pixels)
         pngs = [encode_png(image) if stores_pixels(config.store, record, config.keep_pngs)
