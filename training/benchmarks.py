@@ -42,12 +42,14 @@ import hashlib
 import math
 import os
 import re
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from scipy.io import loadmat
 
 from labelers.ensemble import EnsembleError
@@ -148,13 +150,32 @@ def _folder(root: Path, candidates: tuple[str, ...]) -> Path:
 
 
 def _check_files(images: list[LabelledImage], root: Path) -> list[LabelledImage]:
+    """The images, each a file whose header names an image format (a truncated file shows at
+    its first decode: only a whole decode finds it); a DatasetLayoutError naming those missing
+    or unreadable otherwise, before any training."""
     missing = [image.path for image in images if not Path(image.path).is_file()]
     if missing:
         raise DatasetLayoutError(f"{len(missing)} of {len(images)} images listed in {root} are "
                                  f"missing, e.g. {missing[:3]}")
     if not images:
         raise DatasetLayoutError(f"{root} lists no image")
+    unreadable = [why for why in map(_header_problem, images) if why]
+    if unreadable:
+        raise DatasetLayoutError(f"{len(unreadable)} of {len(images)} images listed in {root} "
+                                 f"are not images: {'; '.join(unreadable[:3])}")
     return images
+
+
+def _header_problem(image: LabelledImage) -> str | None:
+    """Why the file's header is not an image's that Pillow reads (None: it is); only the
+    header is read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decode's to judge
+            Image.open(image.path).close()
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        return f"{image.path} ({type(error).__name__}: {error})"
+    return None
 
 
 def kadid10k(root: Path, **_) -> list[LabelledImage]:

@@ -87,6 +87,26 @@ def test_missing_images_and_unknown_kinds_are_named(kadid_folder):
         benchmarks.load("kadid10k", str(kadid_folder / "images"))
 
 
+def test_files_that_are_not_images_are_named_before_training_and_a_truncated_one_at_decode(
+        tmp_path):
+    """Headers are read at load (an empty file, text under an image name); a truncated
+    image has a valid header, so only its first decode finds it, naming it too."""
+    for number in range(3):
+        (tmp_path / f"{number}.png").write_bytes(_image(number))
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    table = tmp_path / "scores.csv"
+    table.write_text("path,score\n0.png,10\n1.png,20\nempty.png,30\ntext.jpg,40\n")
+    with pytest.raises(DatasetLayoutError, match=r"2 of 4 images listed in .* are not "
+                                                 r"images: .*empty\.png .*; .*text\.jpg"):
+        benchmarks.load("csv", str(table))
+    (tmp_path / "cut.png").write_bytes(_image(2)[:200])  # its header, then nothing
+    table.write_text("path,score\n0.png,10\n1.png,20\ncut.png,30\n")
+    [cut] = [image for image in benchmarks.load("csv", str(table)) if image.name == "cut.png"]
+    with pytest.raises(DatasetLayoutError, match=r"cut\.png cannot be read as an image"):
+        cut.pixels()
+
+
 @pytest.mark.parametrize("bad", ["nan", "inf", "", "good"])
 def test_a_score_that_is_not_a_finite_number_is_named(tmp_path, bad):
     for number in range(3):
