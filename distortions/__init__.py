@@ -34,7 +34,7 @@ from distortions.errors import (
     UnknownDistortionError,
 )
 from distortions.registry import BANK, LEVELS, REGISTERED, Distortion, is_integer
-from distortions.seeding import derive_seed
+from distortions.seeding import check_seed, derive_seed
 from distortions.validation import check_image
 
 RECIPE_VERSION = 1
@@ -103,8 +103,7 @@ def get(id_or_name: int | str) -> Distortion:
 
 def _recipe(distortion: Distortion, level: int, seed: int) -> dict:
     level = distortion.check_level(level)
-    if not is_integer(seed) or seed < 0:
-        raise InvalidSeedError(f"seed must be a non-negative integer, got {seed!r}")
+    check_seed(seed)
     return {
         "version": RECIPE_VERSION,
         "distortion_id": distortion.id,

@@ -3,7 +3,17 @@ the order, process or machine in which samples are produced."""
 
 import hashlib
 
+from distortions.errors import InvalidSeedError
+from distortions.registry import is_integer
+
 SEED_BITS = 63
+
+
+def check_seed(seed) -> int:
+    """`seed`, a non-negative integer (numpy seeds nothing negative); InvalidSeedError else."""
+    if not is_integer(seed) or seed < 0:
+        raise InvalidSeedError(f"seed must be a non-negative integer, got {seed!r}")
+    return seed
 
 
 def derive_seed(run_seed: int, ref_id: str, distortion_id: int, level: int) -> int:

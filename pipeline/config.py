@@ -3,7 +3,7 @@
 from dataclasses import asdict, dataclass, field
 
 import distortions
-from distortions.registry import is_integer
+from distortions.seeding import check_seed
 from distortions.validation import MIN_LONG_SIDE, MIN_SHORT_SIDE
 from labelers.registry import AVAILABLE_METRICS, METRICS
 from pipeline.sizing import NATIVE, TargetSize, check_max_side, parse_size
@@ -48,8 +48,7 @@ class RunConfig:
     def __post_init__(self):
         if self.shard_refs < 1:
             raise ValueError(f"shard_refs must be at least 1, got {self.shard_refs}")
-        if not is_integer(self.seed) or self.seed < 0:  # numpy seeds nothing negative
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_seed(self.seed)  # an InvalidSeedError, a ValueError
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1, got {self.limit}")
         for distortion_id in self.distortion_ids:
