@@ -143,8 +143,18 @@ class ProgressActor:
     def settle(self, shard: int, failures: int) -> None:
         self.tally.settle(shard, failures)
 
-    def read(self) -> tuple[int, int]:
-        return self.tally.read()
+    def read(self) -> tuple[int, int, int]:
+        """(samples done, failures, shards settled): the driver knows by the last that a
+        restart (which begins afresh) lost what it had been told, and restores it."""
+        return (*self.tally.read(), len(self.tally.settled))
+
+    def restore(self, settled: dict[int, int], strikes: dict[str, int]) -> None:
+        """What the driver told an earlier incarnation: the shards settled (with their
+        failures) and the strikes."""
+        for shard, failures in settled.items():
+            self.tally.settle(shard, failures)
+        for ref_id, count in strikes.items():
+            self.strikes[ref_id] = max(count, self.strikes.get(ref_id, 0))
 
     def begin(self, index: int, ref_id: str) -> bool:
         self.failed(index)

@@ -206,11 +206,12 @@ class _Progress:
     def __init__(self, location: Location, plan: Plan, per_reference: int, done: list[int]):
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         self.location, self.strikes_path = location, location.path(STRIKES_FILE)
-        strikes = (json.loads(location.read_bytes(self.strikes_path))
-                   if location.exists(self.strikes_path) else {})
+        self.strikes = (json.loads(location.read_bytes(self.strikes_path))
+                        if location.exists(self.strikes_path) else {})
+        self.settled: dict[int, int] = {}  # shard -> failures, as told to the actor
         planned = [len(plan.shard(i)) * per_reference for i in range(plan.shard_count)]
         self.actor = ProgressActor.options(name=f"progress-{plan.digest[:8]}",
-                                           scheduling_strategy=here).remote(planned, strikes)
+                                           scheduling_strategy=here).remote(planned, self.strikes)
         self.shards, self.done_shards = plan.shard_count, len(done)
         self.peak_in_flight = 0
         earlier = [shard_stats(location, i) for i in done]  # shards an earlier run finished
@@ -223,10 +224,16 @@ class _Progress:
                              failures=self.earlier_failures)
 
     def refresh(self) -> None:
-        """Update the bar; progress is cosmetic, so a lost progress actor only skips a beat."""
+        """Update the bar; progress is cosmetic, so a lost progress actor only skips a beat.
+        One that restarted (knowing fewer settled shards than the driver told it) is told
+        again what it lost: the settled shards and the strikes."""
         try:
-            samples, failures = ray.get(self.actor.read.remote(), timeout=PROGRESS_SECONDS)
+            samples, failures, settled = ray.get(self.actor.read.remote(),
+                                                 timeout=PROGRESS_SECONDS)
         except (ray.exceptions.RayError, TimeoutError):
+            return
+        if settled < len(self.settled):
+            self.actor.restore.remote(self.settled, self.strikes)
             return
         self.bar.n = self.offset + samples
         self.bar.set_postfix(shards=f"{self.done_shards}/{self.shards}",
@@ -234,19 +241,27 @@ class _Progress:
 
     def shard_done(self, index: int, summary: dict) -> None:
         self.done_shards += 1
+        self.settled[index] = summary["failures"]
         self.actor.settle.remote(index, summary["failures"])
 
     def shard_failed(self, index: int) -> None:
         """A strike for the reference the shard was making, if any (the strikes saved); its
-        counts so far dropped."""
-        ray.get(self.actor.shard_failed.remote(index))
+        counts so far dropped. A progress actor that died meanwhile knew nothing to strike."""
+        with contextlib.suppress(ray.exceptions.RayActorError):
+            ray.get(self.actor.shard_failed.remote(index))
         self.save_strikes()
 
     def save_strikes(self) -> None:
-        strikes = ray.get(self.actor.ledger.remote())["strikes"]
-        if strikes:
+        """The actor's strikes, with those it may have lost in a restart, to strikes.json."""
+        try:
+            ledger = ray.get(self.actor.ledger.remote())
+        except ray.exceptions.RayActorError:
+            ledger = {"strikes": {}}
+        for ref_id, count in ledger["strikes"].items():
+            self.strikes[ref_id] = max(count, self.strikes.get(ref_id, 0))
+        if self.strikes:
             self.location.write_bytes(self.strikes_path,
-                                      json.dumps(strikes, sort_keys=True).encode())
+                                      json.dumps(self.strikes, sort_keys=True).encode())
 
     def close(self) -> None:
         self.refresh()

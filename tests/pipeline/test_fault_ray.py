@@ -1,6 +1,7 @@
 """A worker node dies while it runs shard work; the job still completes with every sample
 exactly once (task retries, actor restarts, the final sweep). A reference on which the worker
-process dies twice is quarantined, and the run completes without it."""
+process dies twice is quarantined, and the run completes without it. A progress actor that
+restarts is told again what it lost."""
 
 import json
 import os
@@ -14,8 +15,10 @@ import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors, list_tasks
 
-from pipeline.driver import ClusterOptions, generate
+from pipeline.driver import ClusterOptions, _Progress, generate
 from pipeline.inspect_dataset import inspect
+from pipeline.plan import Plan
+from pipeline.sources import list_sources
 from shards.layout import shard_paths
 from shards.reader import read_index
 from shards.storage import Location
@@ -129,3 +132,43 @@ def _remake_shard_0(config) -> dict:
         return generate(config, ClusterOptions(actors=1))
     finally:
         ray.shutdown()
+
+
+def test_a_restarted_progress_actor_is_told_again_the_shards_settled_and_the_strikes(
+        shifted_sources, fast_config):
+    folder, _ = shifted_sources(3)
+    config = fast_config(str(folder), shard_refs=1)
+    plan = Plan.make(list_sources(config.sources), config)
+    out = Location.parse(config.out)
+    out.makedirs(out.root)
+    (Path(config.out) / "strikes.json").write_text(json.dumps({"p2": 1}))  # an earlier run's
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        progress = _Progress(out, plan, per_reference=7, done=[])
+        progress.shard_done(0, {"failures": 2})
+        assert ray.get(progress.actor.begin.remote(1, "p1"))
+        progress.shard_failed(1)  # the attempt making p1 died: a strike
+        ray.kill(progress.actor, no_restart=False)  # it restarts from its first arguments
+        deadline = time.monotonic() + WAIT_SECONDS
+        while _settled_shards(progress.actor) != 0 and time.monotonic() < deadline:
+            time.sleep(0.1)  # until the restarted actor, which knows of no settled shard
+        while progress.bar.n != 7 and time.monotonic() < deadline:
+            progress.refresh()
+        assert progress.bar.n == 7  # shard 0's 7 samples, settled before the restart
+        assert "failures=2" in progress.bar.postfix
+        assert ray.get(progress.actor.ledger.remote())["strikes"] == {"p1": 1, "p2": 1}
+        ray.kill(progress.actor)  # for good: the driver goes on without it, strikes kept
+        while _settled_shards(progress.actor) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        progress.shard_failed(2)
+        progress.close()
+    finally:
+        ray.shutdown()
+    assert json.loads((Path(config.out) / "strikes.json").read_text()) == {"p1": 1, "p2": 1}
+
+
+def _settled_shards(actor) -> int | None:
+    try:
+        return ray.get(actor.read.remote())[2]
+    except ray.exceptions.RayActorError:
+        return None
