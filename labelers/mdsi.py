@@ -35,7 +35,11 @@ def _gradient(luminance: torch.Tensor) -> torch.Tensor:
 def deviation_pooling(gcs: torch.Tensor) -> torch.Tensor:
     """mad((GCS.^0.5).^0.5)^0.25 of each map (N x 1 x H x W -> N), with complex roots."""
     z = gcs.flatten(1).to(torch.complex128) ** 0.25
-    return (z - z.mean(dim=1, keepdim=True)).abs().mean(dim=1) ** 0.25
+    # the real and imaginary parts' means: torch's complex mean (a complex division) of n
+    # ones can be one ulp below 1, which the outer fourth root turns into 1e-4 for identical
+    # images (MATLAB's mean gives exactly 1)
+    mean = torch.complex(z.real.mean(dim=1, keepdim=True), z.imag.mean(dim=1, keepdim=True))
+    return (z - mean).abs().mean(dim=1) ** 0.25
 
 
 class MDSI(Metric):

@@ -83,6 +83,15 @@ def test_imresize_reproduces_matlabs_output():
         [116, 143.75, 199.25, 208.5, 171.5, 153], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("size", [(255, 383), (199, 130), (384, 512)])
+def test_mdsi_of_an_image_against_itself_is_exactly_zero(size):
+    # MDSI.m: GCS is 1 everywhere, so every deviation from its mean is 0 (at 255 x 383 and
+    # 199 x 130 a complex mean one ulp below 1 once gave (2^-53)^(1/4) = 1e-4)
+    image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, 3, *size),
+                                                                dtype=np.uint8))
+    assert MDSI().score(image, image.clone()).item() == 0.0
+
+
 @pytest.mark.parametrize("distortion", ["gaussian_blur", "jpeg", "jpeg2000", "white_noise"])
 def test_a_heavier_distortion_scores_worse(small_image, distortion):
     ref = tensor(small_image)

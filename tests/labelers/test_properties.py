@@ -36,6 +36,14 @@ def test_identical_images_give_the_best_value(metric_factory, noisy_versions, ke
     assert value == pytest.approx(BEST[key], abs=1e-6)
 
 
+def test_ms_ssim_of_an_anti_correlated_pair_is_not_a_number(metric_factory, noisy_versions):
+    # msssim.m raises each scale's mean contrast-structure term to its weight: for an inverted
+    # image that term is negative and the score is complex, so no real value exists; NaN is
+    # what the pipeline records as a failure with its reason (pipeline/worker._non_finite)
+    ref, _ = noisy_versions
+    assert np.isnan(metric_factory("ms_ssim").score(ref, 255 - ref).item())
+
+
 @pytest.mark.parametrize("key", AVAILABLE)
 def test_more_noise_gives_a_worse_value(metric_factory, noisy_versions, key):
     ref, dists = noisy_versions
