@@ -1,13 +1,14 @@
 """The Labeler: every metric loaded once, each reference prepared once and scored against all
 its distorted versions in batches sized to the device's memory."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 
 import numpy as np
 import torch
 
 from labelers import weights
 from labelers.base import Metric
+from labelers.errors import LabelerError
 from labelers.inputs import to_batch
 from labelers.registry import METRICS, metric_class
 
@@ -57,9 +58,9 @@ class Labeler:
         keys = METRICS if metrics is None else (metrics,) if isinstance(metrics, str) \
             else tuple(metrics)
         if not keys:
-            raise ValueError("a Labeler needs at least one metric")
+            raise LabelerError("a Labeler needs at least one metric")
         if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise LabelerError(f"batch_size must be at least 1, got {batch_size}")
         classes = {key: metric_class(key) for key in keys}
         absent = tuple(weights.missing(keys))
         if absent and (not allow_missing or len(absent) == len(keys)):
@@ -88,8 +89,9 @@ class Labeler:
         The versions go through all metrics a part at a time; `on_progress(n)` is told as each
         part of n versions is fully labelled."""
         ref_batch = to_batch(ref, self.device)
-        dist_batch = (to_batch(dists, "cpu") if len(dists)
-                      else torch.empty((0, *ref_batch.shape[1:]), dtype=torch.uint8))
+        no_versions = isinstance(dists, Sized) and len(dists) == 0  # None is a bad input
+        dist_batch = (torch.empty((0, *ref_batch.shape[1:]), dtype=torch.uint8) if no_versions
+                      else to_batch(dists, "cpu"))
         for metric in self.metrics.values():
             metric.check_pair(ref_batch, dist_batch)
         if not len(dist_batch):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import labelers
-from labelers.errors import InputTooSmallError, InvalidPairError
+from labelers.errors import InputTooSmallError, InvalidPairError, LabelerError
 from labelers.labeler import batch_for_budget
 from labelers.registry import METRIC_CLASSES
 from tests.labelers.conftest import tensor
@@ -123,10 +123,10 @@ def test_labeler_without_weights_refuses_or_reports_absent(tmp_path, monkeypatch
 def test_labeler_arguments_at_their_edges(small_image):
     assert labelers.Labeler(metrics="gmsd").keys == ("gmsd",)  # one key, not its letters
     for bad in ([], ()):
-        with pytest.raises(ValueError, match="at least one metric"):
+        with pytest.raises(LabelerError, match="at least one metric"):
             labelers.Labeler(metrics=bad)
     for size in (0, -1):
-        with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        with pytest.raises(LabelerError, match="batch_size must be at least 1"):
             labelers.Labeler(metrics=["mae"], batch_size=size)
     none = labelers.Labeler(metrics=["mae"]).score(small_image, np.empty((0, *small_image.shape),
                                                                          np.uint8))
@@ -136,6 +136,8 @@ def test_labeler_arguments_at_their_edges(small_image):
         labelers.Labeler(metrics=["mad"]).score(small_image[:16, :16], [])
     with pytest.raises(InvalidPairError, match="differ in shape"):
         labelers.Labeler(metrics=["mae"]).score(small_image, [small_image, small_image[1:]])
+    with pytest.raises(InvalidPairError, match="got object"):
+        labelers.Labeler(metrics=["mae"]).score(small_image, None)
 
 
 def test_labeler_rejects_unknown_metrics_and_bad_images(small_image):
