@@ -105,15 +105,21 @@ def _from_object_store(uri: str, skipped: Counter) -> list[Source]:
             if info.type == pafs.FileType.File and _taken(info.path, skipped)]
 
 
-def _from_list_file(path: Path, skipped: Counter) -> list[Source]:
-    """One path or URI per line (first column of a CSV such as kadis700k_ref_imgs.csv; a header
-    row without an image name is skipped). Relative paths are relative to the list file."""
+def _list_entries(path: Path) -> list[str]:
+    """A .txt or .lst list's lines, whole (a comma is part of a name there); a .csv's first
+    column, without a header row (one that names no image)."""
     with path.open(newline="", encoding="utf-8-sig") as handle:  # a BOM, as Excel writes
+        if path.suffix.lower() != ".csv":
+            return [line.strip() for line in handle if line.strip()]
         rows = [row[0].strip() for row in csv.reader(handle) if row and row[0].strip()]
-    if rows and not _is_image_name(rows[0]):
-        rows = rows[1:]  # a header
+    return rows[1:] if rows and not _is_image_name(rows[0]) else rows
+
+
+def _from_list_file(path: Path, skipped: Counter) -> list[Source]:
+    """One path or URI per line (first column of a CSV such as kadis700k_ref_imgs.csv).
+    Relative paths are relative to the list file."""
     found = []
-    for entry in rows:
+    for entry in _list_entries(path):
         if not _taken(entry, skipped):
             continue
         uri = entry if "://" in entry or Path(entry).is_absolute() else str(path.parent / entry)

@@ -465,6 +465,19 @@ def test_a_kadis_style_csv_names_its_images_in_the_first_column(tmp_path, small_
     assert listed.skipped == {".txt": 1}  # the header row is not counted
 
 
+def test_a_text_list_takes_each_line_whole_commas_included(tmp_path, small_image):
+    names = ("img,1.png", "b.png", "c, d.jpg")
+    for name in names:
+        Image.fromarray(small_image).save(tmp_path / name, format="PNG")
+    listing_file = tmp_path / "list.txt"
+    listing_file.write_text("\n".join(str(tmp_path / name) for name in names) + "\nnotes\n")
+    listed = listing(str(listing_file))
+    assert sorted(Path(source.uri).name for source in listed.sources) == sorted(names)
+    assert listed.skipped == {"": 1}  # a line that names no image is counted, first or not
+    listing_file.write_text("paths\n" + str(tmp_path / names[0]) + "\n")
+    assert listing(str(listing_file)).skipped == {"": 1}
+
+
 def test_names_that_are_not_images_are_skipped_and_counted_by_extension(tmp_path, small_image):
     folder = tmp_path / "photos"
     (folder / "deeper").mkdir(parents=True)
