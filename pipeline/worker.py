@@ -169,9 +169,11 @@ def learned_locally(pixels: np.ndarray, jobs: list[tuple[int, int, int]],
             except distortions.DistortionError as error:
                 prepared.append(str(error))
     inputs = [item for item in prepared if not isinstance(item, str)]
+    if not inputs:  # no network pass, so no network time (and no rate from timer overhead)
+        return prepared
     try:
         with _Timer(seconds, "network"):
-            made = iter(denoise(inputs) if inputs else [])
+            made = iter(denoise(inputs))
     except distortions.DistortionError as error:
         return [item if isinstance(item, str) else str(error) for item in prepared]
     return [item if isinstance(item, str) else next(made) for item in prepared]
@@ -298,11 +300,12 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: Score
                 if not guard.begin(ref.ref_id):
                     _quarantine(ref, config, outcome, on_progress)
                     continue
-                distorted.extend(_reference_samples(ref, config, score_images, ensemble, writer,
-                                                    outcome, on_progress, denoise))
+                samples = _reference_samples(ref, config, score_images, ensemble, writer,
+                                             outcome, on_progress, denoise)
+                with _Timer(outcome.seconds, "write"):  # to local disk until the shard ends
+                    distorted.extend(samples)
                 guard.end()
-            with _Timer(outcome.seconds, "write"):
-                _finish(writer, distorted, config, outcome, location, plan.digest)
+            _finish(writer, distorted, config, outcome, location, plan.digest)
     except BaseException:
         writer.abort()
         raise
@@ -340,8 +343,9 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
             pixels, made, told = None, [], 0
         else:
             # written once labelled, so that a reference left out is never in the tar
-            writer.add(_base_record(ref, pixels, reference_key(ref.ref_id), "reference"),
-                       ref_png)
+            with _Timer(outcome.seconds, "write"):
+                writer.add(_base_record(ref, pixels, reference_key(ref.ref_id), "reference"),
+                           ref_png)
     if pixels is not None:
         outcome.references += 1
         outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made
@@ -376,16 +380,19 @@ def _encode_and_label(ref, pixels, made, config, score_images, ensemble, outcome
 
 
 def _finish(writer, distorted, config, outcome, location, digest: str) -> None:
-    """The distorted samples in a seeded shuffled order, the shard's own lists, then publish."""
-    order = np.random.default_rng([config.seed, outcome.index]).permutation(len(distorted))
-    for i in order:
-        writer.add(*distorted[i])
-    outcome.samples = outcome.references + len(distorted)
-    paths = shard_paths(location, outcome.index)
-    location.write_bytes(paths["sources"], json.dumps(outcome.sources).encode())
-    location.write_bytes(paths["failures"], "".join(
-        json.dumps(f, sort_keys=True) + "\n" for f in outcome.failures).encode())
-    writer.finish({"plan_digest": digest, "references": outcome.references,
+    """The distorted samples in a seeded shuffled order, the shard's own lists, then publish
+    (the stats, which hold the write stage's seconds, last)."""
+    with _Timer(outcome.seconds, "write"):
+        order = np.random.default_rng([config.seed, outcome.index]).permutation(len(distorted))
+        for i in order:
+            writer.add(*distorted[i])
+        outcome.samples = outcome.references + len(distorted)
+        paths = shard_paths(location, outcome.index)
+        location.write_bytes(paths["sources"], json.dumps(outcome.sources).encode())
+        location.write_bytes(paths["failures"], "".join(
+            json.dumps(f, sort_keys=True) + "\n" for f in outcome.failures).encode())
+        writer.publish()
+    writer.write_stats({"plan_digest": digest, "references": outcome.references,
                    "distorted": len(distorted),
                    "failures": len(outcome.failures), "seconds": outcome.seconds,
                    "labels": outcome.labels, "libraries": library_versions()})

@@ -77,6 +77,12 @@ class ShardWriter:
     def finish(self, stats: dict) -> dict:
         """Close and publish the tar and parquet, then write the stats file last, with the
         tar's byte size and SHA-256 (what `inspect` and a resume check it against)."""
+        self.publish()
+        return self.write_stats(stats)
+
+    def publish(self) -> None:
+        """Close and publish the tar and parquet (the shard is finished once write_stats has
+        run)."""
         self._tar.close()
         if self._gzip is not None:
             self._gzip.close()
@@ -88,6 +94,9 @@ class ShardWriter:
                            compression_level=INDEX_COMPRESSION[1])
         self.location.publish(self._staged_tar, self.paths["tar"])
         self.location.publish(staged_parquet, self.paths["parquet"])
+
+    def write_stats(self, stats: dict) -> dict:
+        """The stats file, last: `stats` with the tar's byte size and SHA-256."""
         full_stats = {**stats, "shard": self.index, "samples": len(self._rows),
                       "tar_bytes": self._hashing.size,
                       "tar_sha256": self._hashing.sha256.hexdigest(),

@@ -136,6 +136,22 @@ def test_the_denoisers_network_is_timed_apart_from_the_distortions(tmp_path, fas
     assert sum(outcome.seconds.values()) <= wall
 
 
+def test_the_stats_hold_the_write_stage_and_no_network_time_without_learned_types(
+        tmp_path, fast_config, mae_ensemble):
+    """The write stage (the tar, the local spill, the lists, publishing) is over before the
+    stats are written, so they hold its time; a shard without learned types ran no network."""
+    config = fast_config("embedded", out=str(tmp_path / "out"), limit=1,
+                         distortion_ids=(1, 13), levels=(1, 5))
+    plan = Plan.make(chosen(list_sources(config.sources), config), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    outcome = produce_shard(0, plan, config, local_scorer(Labeler(metrics=("mae",), device="cpu")),
+                            mae_ensemble, location)
+    seconds = json.loads(Path(shard_paths(location, 0)["stats"]).read_text())["seconds"]
+    assert seconds == outcome.seconds
+    assert seconds["write"] > 0 and seconds["network"] == 0.0
+
+
 def test_plan_is_deterministic_and_refuses_another_plan(tmp_path, fast_config):
     config = fast_config("embedded")
     plan = Plan.make(list_sources("embedded"), config)
