@@ -18,12 +18,21 @@ from pipeline.report import libraries_differing_message, modes_line, replays_rec
 from shards.layout import (
     DEFAULT_STORE,
     PLAN_FILE,
+    REPORT_FILE,
+    SOURCES_FILE,
     labels_file,
     labels_files,
     shard_paths,
     tar_path,
 )
-from shards.reader import read_index, shard_problems, shard_stats, stray_files
+from shards.reader import (
+    DamagedRunFileError,
+    read_index,
+    read_sources,
+    shard_problems,
+    shard_stats,
+    stray_files,
+)
 from shards.storage import Location
 from shards.store_modes import stores_pixels
 from shards.tar_stream import read_tar
@@ -185,6 +194,8 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
              f"plan {plan.digest[:12]}, ensemble {ensemble_hash}",
              modes_line(config.modes())]
     report_lines, problems = _report(location)
+    if location.exists(location.path(REPORT_FILE)):  # the run finished: its sources.parquet
+        problems += sources_problems(location, plan)
     lines, problems = lines + report_lines, shard_problems + problems
     if not shard_problems:  # a sidecar matches the dataset it was made of: a whole one
         problems += sidecar_problems(location)
@@ -207,7 +218,10 @@ def _report(location: Location) -> tuple[list[str], list[str]]:
                  f"{dict(Counter(report['failures_by_reason']))}"]
         if report["metrics_absent"]:
             lines.append(f"labels without: {', '.join(report['metrics_absent'])}")
-        problems = [f"{d['ref_id']} is the same pixels as {d['of']} in another split "
+        problems = [] if report["samples"] else [
+            f"no sample: none of the {report['sources']} sources could be used (their "
+            "reasons are in failures.jsonl)"]
+        problems += [f"{d['ref_id']} is the same pixels as {d['of']} in another split "
                     f"({' and '.join(d['splits'])}): remove one of the two sources"
                     for d in report.get("pixel_duplicates", ()) if len(d["splits"]) > 1]
         if report.get("libraries_differing"):  # a problem where readers replay recipes
@@ -216,6 +230,31 @@ def _report(location: Location) -> tuple[list[str], list[str]]:
     except DAMAGE as error:
         return [], [str(_damaged("report.json", error))]
     return lines, problems
+
+
+def sources_problems(location: Location, plan: Plan) -> list[str]:
+    """Where sources.parquet, which readers take the splits from, is not one row per planned
+    source (duplicates included) in the plan's split."""
+    try:
+        table = read_sources(location)
+    except (FileNotFoundError, DamagedRunFileError) as error:
+        return [f"{error}"]
+    split = {reference.ref_id: reference.split for reference in plan.references}
+    expected = {**split, **{d.ref_id: split[d.of] for d in plan.duplicates}}
+    rows = table.select(["ref_id", "split"]).to_pylist()
+    listed = Counter(row["ref_id"] for row in rows)
+    if listed != Counter(list(expected)):
+        unplanned = sorted(set(listed) - set(expected))[:3]
+        absent = sorted(set(expected) - set(listed))[:3]
+        return [f"{SOURCES_FILE} lists {len(rows)} sources, the plan {len(expected)} (not "
+                f"planned: {unplanned}, not listed: {absent}, listed twice: "
+                f"{sorted(ref for ref, count in listed.items() if count > 1)[:3]}): damaged; "
+                "generate with the same options rebuilds it"]
+    moved = [f"{row['ref_id']} {expected[row['ref_id']]} -> {row['split']}" for row in rows
+             if row["split"] != expected[row["ref_id"]]]
+    return [f"{SOURCES_FILE} puts {len(moved)} sources in another split than the plan "
+            f"({', '.join(moved[:3])}): damaged; generate with the same options rebuilds it"
+            ] if moved else []
 
 
 def sidecar_problems(location: Location) -> list[str]:

@@ -31,6 +31,13 @@ class DamagedShardError(ValueError):
     boundary reads as a valid, shorter one, so a reader alone would not notice)."""
 
 
+class DamagedRunFileError(ValueError):
+    """A run file a reader needs (sources.parquet) cannot be read as what generate writes."""
+
+
+SOURCES_COLUMNS = ("ref_id", "shard", "split", "status")  # what the readers take from it
+
+
 def _listing(location: Location) -> dict[str, int]:
     """File name -> byte size of every file in the shards folder: one listing (one request,
     or one per thousand files, on an object store)."""
@@ -213,8 +220,17 @@ def read_sources(location: Location) -> pa.Table:
     path = location.path(SOURCES_FILE)
     if not location.exists(path):
         raise FileNotFoundError(f"{path} does not exist: is {location.root} a finished dataset?")
-    with location.fs.open_input_file(path) as handle:
-        return pq.read_table(handle)
+    rebuild = "generate with the same options rebuilds it from the shards' own lists"
+    try:
+        with location.fs.open_input_file(path) as handle:
+            table = pq.read_table(handle)
+    except (pa.ArrowException, OSError) as error:
+        raise DamagedRunFileError(f"{path} cannot be read as parquet ({error}): damaged; "
+                                  f"{rebuild}") from error
+    missing = [name for name in SOURCES_COLUMNS if name not in table.column_names]
+    if missing:
+        raise DamagedRunFileError(f"{path} lacks the columns {missing}: damaged; {rebuild}")
+    return table
 
 
 def tar_members(location: Location, path: str, read: bool = True,

@@ -11,6 +11,7 @@ from PIL import Image
 
 from labelers import ensemble as ens
 from pipeline import cli
+from shards import open_dataset
 
 
 @pytest.fixture
@@ -237,6 +238,51 @@ def test_inspect_names_a_damaged_field_of_a_run_file(scored_dataset, tmp_path, c
     (out / name).write_text(json.dumps(data))
     code, printed = _inspect(out, capsys)
     assert code == 1 and said in printed
+
+
+def _sources_edited(table: pa.Table, edit: str) -> pa.Table:
+    if edit == "row lost":
+        return table.slice(1)
+    if edit == "row twice":
+        return pa.concat_tables([table, table])
+    if edit == "split moved":
+        moved = ["test" if split != "test" else "train" for split in table["split"].to_pylist()]
+        return table.set_column(table.column_names.index("split"), "split", pa.array(moved))
+    return table.drop_columns(["status"])
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (None, "sources.parquet does not exist"),
+    (b"PAR1 cut", "sources.parquet cannot be read as parquet"),
+    ("row lost", "sources.parquet lists 0 sources, the plan 1 (not planned: [], not listed"),
+    ("row twice", "sources.parquet lists 2 sources, the plan 1"),
+    ("split moved", "sources.parquet puts 1 sources in another split than the plan"),
+    ("column lost", "sources.parquet lacks the columns ['status']"),
+])
+def test_inspect_names_a_sources_parquet_the_readers_could_not_trust(scored_dataset, tmp_path,
+                                                                    capsys, edit, said):
+    out = _copy(scored_dataset, tmp_path)
+    path = out / "sources.parquet"
+    if edit is None:
+        path.unlink()
+    elif isinstance(edit, bytes):
+        path.write_bytes(edit)
+    else:
+        pq.write_table(_sources_edited(pq.read_table(path), edit), path)
+    code, printed = _inspect(out, capsys)
+    assert code == 1 and said in printed
+    if isinstance(edit, bytes) or edit == "column lost":  # readers name it too, not pyarrow
+        with pytest.raises(ValueError, match=re.escape(f"{path} ")):
+            open_dataset(str(out)).samples(split="train")
+
+
+def test_inspect_calls_a_finished_run_without_a_sample_a_problem(scored_dataset, tmp_path,
+                                                                 capsys):
+    out = _copy(scored_dataset, tmp_path)  # as generate leaves a run none of whose sources
+    report = json.loads((out / "report.json").read_text())  # could be used
+    (out / "report.json").write_text(json.dumps({**report, "samples": 0}))
+    code, printed = _inspect(out, capsys)
+    assert code == 1 and "no sample: none of the 1 sources could be used" in printed
 
 
 def test_weights_import_reports_a_folder_without_the_files(tmp_path, monkeypatch, capsys):
