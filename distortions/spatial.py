@@ -88,10 +88,12 @@ def _histogram_bins(img: np.ndarray) -> np.ndarray:
 
 
 def apply_quantization(img: np.ndarray, params: dict) -> np.ndarray:
-    """imquantize(I, t, [0 t(2:end) 1]) with t the multilevel Otsu thresholds (multithresh).
+    """imquantize(I, t, [0 t(2:end) 1]) with t the multilevel Otsu thresholds (multithresh),
+    on KADID's min-max stretched image (mapmm), stretched back.
 
-    Values at or below t_1 become 0, those in (t_{k-1}, t_k] become t_k, those above t_N 1.
-    Comparisons are made on histogram bins, where they are exact.
+    Values at or below t_1 become the image's minimum (0 once stretched), those in
+    (t_{k-1}, t_k] become t_k, those above t_N its maximum (1 once stretched). Comparisons
+    are made on histogram bins, where they are exact.
     """
     low, high = int(img.min()), int(img.max())
     if low == high:
@@ -100,7 +102,7 @@ def apply_quantization(img: np.ndarray, params: dict) -> np.ndarray:
     threshold_bins = otsu_threshold_bins(np.bincount(bins.ravel(), minlength=256),
                                          params["thresholds"])
     thresholds = (low + threshold_bins / 255 * (high - low)) / 255
-    values = np.concatenate([[0.0], thresholds[1:], [1.0]]).astype(np.float32)
+    values = np.concatenate([[low / 255], thresholds[1:], [high / 255]]).astype(np.float32)
     return to_uint8(values[np.searchsorted(threshold_bins, bins, side="left")])
 
 

@@ -95,14 +95,27 @@ def test_otsu_single_threshold_matches_skimage():
 
 
 def test_quantization_maps_classes_as_imquantize():
-    # Three well separated clusters and 2 thresholds: lowest class -> 0, middle -> t2, top -> 1.
+    # Three well separated clusters: KADID stretches the image to [0, 1] (mapmm) and sends the
+    # lowest class to 0 and the top one to 1, which stretched back are the image's own
+    # minimum and maximum (10 and 250), never black or white.
     img = np.zeros((176, 192, 3), np.uint8)
     img[:, :64], img[:, 64:128], img[:, 128:] = 10, 120, 250
     out, _ = distortions.apply(img, "quantization", 5, seed=0)  # 7 thresholds
-    assert out[0, 0, 0] == 0 and out[0, -1, 0] == 255
+    assert out[0, 0, 0] == 10 and out[0, -1, 0] == 250
     # With more thresholds than clusters every class boundary sits inside a gap: 3 values.
     assert len(np.unique(out)) == 3
     assert set(np.unique(out)) <= set(range(256))
+
+
+def test_quantization_keeps_the_range_of_an_image_that_spans_part_of_it(small_image):
+    # on a mid-range image the mildest level stays mild: no value leaves the image's range
+    half = (small_image // 2 + 64).astype(np.uint8)
+    out, _ = distortions.apply(half, "quantization", 1, seed=0)
+    assert (out.min(), out.max()) == (half.min(), half.max())
+    error = np.abs(out.astype(np.float64) - half).mean()
+    full_error = np.abs(distortions.apply(small_image, "quantization", 1, seed=0)[0]
+                        .astype(np.float64) - small_image).mean()
+    assert error < full_error  # half the range, at most as coarse a quantization
 
 
 def test_quantization_uses_at_most_thresholds_plus_one_values(small_image):
