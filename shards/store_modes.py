@@ -58,11 +58,24 @@ def _opencv_codecs() -> dict[str, str]:
     return found
 
 
+def _opencv_dispatch() -> str:
+    """The instruction sets OpenCV dispatches its kernels to on this machine: its float filters
+    round differently without AVX2 (on another architecture too), so a replay is exact only
+    where this matches. AVX-512 is left out: it changes no output (tests/distortions/
+    test_golden.py)."""
+    import cv2
+
+    available = (feature.lstrip("*") for feature in cv2.getCPUFeaturesLine().split()
+                 if not feature.endswith("?"))  # "?": built in, not usable here
+    return " ".join(feature for feature in available if not feature.startswith("AVX512"))
+
+
 def library_versions() -> dict[str, str | None]:
     """The versions of every library a replay depends on: NumPy, SciPy and scikit-image
-    (float code of most types), OpenCV and its libjpeg-turbo/OpenJPEG/libpng, Pillow and its
-    libjpeg-turbo/OpenJPEG/zlib (JPEG, JPEG 2000 and PNG), torch (the learned denoiser).
-    Looked up once per process (every shard a worker makes records them)."""
+    (float code of most types), OpenCV (with the instruction sets it dispatches to) and its
+    libjpeg-turbo/OpenJPEG/libpng, Pillow and its libjpeg-turbo/OpenJPEG/zlib (JPEG, JPEG 2000
+    and PNG), torch (the learned denoiser). Looked up once per process (every shard a worker
+    makes records them)."""
     return dict(_library_versions())
 
 
@@ -74,7 +87,7 @@ def _library_versions() -> dict[str, str | None]:
                 ("numpy", "scipy", "scikit-image", "opencv-python-headless", "Pillow", "torch")}
     if versions["opencv-python-headless"] is None:
         versions["opencv-python-headless"] = _version("opencv-python")
-    versions.update(_opencv_codecs())
+    versions.update(_opencv_codecs(), opencv_dispatch=_opencv_dispatch())
     versions.update({f"pillow_{name}": features.version(name) for name in
                      ("libjpeg_turbo", "jpg_2000", "zlib")})
     return versions
