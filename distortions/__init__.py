@@ -16,6 +16,7 @@ network over many prepared inputs at once, wherever the denoiser lives).
 import json
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from distortions.banks import BANKS, bank_ids
@@ -164,8 +165,9 @@ def run_learned(inputs: list[LearnedInput]) -> list[tuple[np.ndarray, dict]]:
 def compose(img: np.ndarray, links: list[tuple[int, int, int]]) -> tuple[np.ndarray, dict]:
     """Apply a chain of (distortion id, level, seed) links in order, each to the previous
     link's output; returns (image, recipe), the recipe a recipe of the links' recipes."""
-    if len(links) == 0:
-        raise InvalidRecipeError("a chain needs at least one (distortion id, level, seed) link")
+    if not isinstance(links, list | tuple | np.ndarray) or len(links) == 0:
+        raise InvalidRecipeError(f"a chain is a non-empty list of (distortion id, level, seed) "
+                                 f"links, got {links!r}")
     recipes = []
     for link in links:
         if not isinstance(link, list | tuple | np.ndarray) or len(link) != 3:
@@ -188,6 +190,8 @@ def replay(img: np.ndarray, recipe: dict) -> np.ndarray:
     try:
         distortion = get(recipe["distortion_id"])
         params = recipe["params"]
+    except UnknownDistortionError:
+        raise
     except (KeyError, TypeError) as error:
         raise InvalidRecipeError(f"not a distortion recipe: missing {error}") from None
     if recipe.get("distortion") not in (None, distortion.name):
@@ -217,6 +221,8 @@ def check_recipe(recipe: dict) -> None:
     try:
         made = _recipe(get(recipe["distortion_id"]), recipe["level"], recipe["seed"])
         params = recipe["params"]
+    except UnknownDistortionError:
+        raise
     except KeyError as error:
         raise InvalidRecipeError(f"not a distortion recipe: missing {error}") from None
     if not isinstance(params, dict):
@@ -241,7 +247,7 @@ def _replayed(distortion: Distortion, img: np.ndarray, params: dict) -> np.ndarr
         out = distortion.apply(img, params)
     except DistortionError:
         raise
-    except (TypeError, ValueError, IndexError, ArithmeticError) as error:
+    except (TypeError, ValueError, IndexError, ArithmeticError, MemoryError, cv2.error) as error:
         raise InvalidRecipeError(f"{distortion.name}: parameters {params!r} cannot be applied "
                                  f"({type(error).__name__}: {error})") from None
     if out.shape != img.shape or out.dtype != np.uint8:

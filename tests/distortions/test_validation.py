@@ -46,6 +46,27 @@ def test_replay_rejects_malformed_recipes(small_image):
     _, recipe = distortions.apply(small_image, 1, 1, seed=0)
     with pytest.raises(InvalidRecipeError, match="names 'jpeg2000'"):
         distortions.replay(small_image, {**recipe, "distortion": "jpeg2000"})
+    with pytest.raises(distortions.UnknownDistortionError, match="99"):
+        distortions.replay(small_image, {"distortion_id": 99, "params": {}})
+    with pytest.raises(distortions.UnknownDistortionError, match="99"):
+        distortions.check_recipe({**recipe, "distortion_id": 99})
+
+
+@pytest.mark.parametrize(("distortion_id", "params"), [
+    (14, {"radius": -1}),          # OpenCV refuses it (cv2.error)
+    (1, {"quality": 2**70}),       # too large for OpenCV's int
+    (13, {"sigma": 1e15}),         # a kernel of 28 PiB (MemoryError)
+])
+def test_replay_names_parameters_its_libraries_refuse(small_image, distortion_id, params):
+    recipe = {"distortion_id": distortion_id, "params": params}
+    with pytest.raises(InvalidRecipeError, match="cannot be applied"):
+        distortions.replay(small_image, recipe)
+
+
+@pytest.mark.parametrize("links", [None, 5, "jpeg"])
+def test_compose_names_a_chain_that_is_not_a_list(small_image, links):
+    with pytest.raises(InvalidRecipeError, match="non-empty list"):
+        distortions.compose(small_image, links)
 
 
 def test_input_is_never_modified(small_image):
