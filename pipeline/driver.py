@@ -40,6 +40,7 @@ from shards.storage import Location
 
 DASHBOARD_PORT = 8265
 PROGRESS_SECONDS = 2.0
+STOP_SECONDS = 30.0  # for the shard tasks of a run that ends early to stop
 # what a run writes beside its shards (--restart removes them with the shards)
 STRIKES_FILE = "strikes.json"  # references worker processes died on (pipeline.actors)
 RUN_FILES = ("manifest.json", "ensemble.json", "report.json", SOURCES_FILE, "failures.jsonl",
@@ -275,25 +276,43 @@ def _run_shards(todo, submit, max_in_flight, progress: _Progress) -> list[int]:
     held in flight goes to progress.peak_in_flight."""
     pending, failed = {}, []
     queue = list(todo)
-    while queue or pending:
-        while queue and len(pending) < max_in_flight:
-            index = queue.pop(0)
-            pending[submit(index)] = index
-        progress.peak_in_flight = max(progress.peak_in_flight, len(pending))
-        done, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_SECONDS)
-        progress.refresh()
-        if not done:
-            continue
-        index = pending.pop(done[0])
-        try:
-            summary = ray.get(done[0])
-        except (ray.exceptions.RayError, OSError) as error:
-            failed.append(index)
-            tqdm.write(f"shard {index:05d} failed: {type(error).__name__}: {error}")
-            progress.shard_failed(index)
-            continue
-        progress.shard_done(index, summary)
+    try:
+        while queue or pending:
+            while queue and len(pending) < max_in_flight:
+                index = queue.pop(0)
+                pending[submit(index)] = index
+            progress.peak_in_flight = max(progress.peak_in_flight, len(pending))
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_SECONDS)
+            progress.refresh()
+            if not done:
+                continue
+            index = pending.pop(done[0])
+            try:
+                summary = ray.get(done[0])
+            except (ray.exceptions.RayError, OSError) as error:
+                failed.append(index)
+                tqdm.write(f"shard {index:05d} failed: {type(error).__name__}: {error}")
+                progress.shard_failed(index)
+                continue
+            progress.shard_done(index, summary)
+    except BaseException:  # an interrupt, or the driver's own error
+        _stop(list(pending))
+        raise
     return failed
+
+
+def _stop(tasks: list) -> None:
+    """Stop shard tasks in flight when a run ends early, before the labeler actors and the
+    lease go: no shard is written after the driver let go of the output, and none fails later
+    against a killed actor (their errors are fetched here, so Ray reports none)."""
+    if not tasks:
+        return
+    for task in tasks:
+        ray.cancel(task, force=True)
+    ray.wait(tasks, num_returns=len(tasks), timeout=STOP_SECONDS)
+    for task in tasks:
+        with contextlib.suppress(ray.exceptions.RayError):
+            ray.get(task, timeout=0)
 
 
 def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> dict:

@@ -15,7 +15,7 @@ import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors, list_tasks
 
-from pipeline.driver import ClusterOptions, _Progress, generate
+from pipeline.driver import ClusterOptions, _Progress, _run_shards, generate
 from pipeline.inspect_dataset import inspect
 from pipeline.plan import Plan
 from pipeline.sources import list_sources
@@ -172,3 +172,41 @@ def _settled_shards(actor) -> int | None:
         return ray.get(actor.read.remote())[2]
     except ray.exceptions.RayActorError:
         return None
+
+
+class _InterruptedProgress:
+    """The driver's progress as a Ctrl-C finds it: the interrupt arrives at its next beat."""
+    peak_in_flight = 0
+
+    def refresh(self):
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_stops_its_shard_tasks_before_it_lets_go(tmp_path):
+    written = tmp_path / "late.txt"
+
+    @ray.remote
+    def slow_shard(index: int) -> dict:
+        time.sleep(5)
+        written.write_text(str(index))  # a shard published after the driver let go
+        return {"failures": 0}
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        started = []
+
+        def submit(index):
+            started.append(slow_shard.remote(index))
+            return started[-1]
+
+        with pytest.raises(KeyboardInterrupt):
+            _run_shards([0, 1, 2], submit, 2, _InterruptedProgress())
+        assert len(started) == 2
+        for task in started:  # stopped by the time _run_shards gives the interrupt back
+            assert ray.wait([task], timeout=0)[0] == [task]
+            with pytest.raises(ray.exceptions.TaskCancelledError):
+                ray.get(task)
+        time.sleep(6)
+        assert not written.exists()
+    finally:
+        ray.shutdown()
