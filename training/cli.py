@@ -353,13 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset(test)
     test.add_argument("--subset", choices=("all", "test"), default="all",
                       help="all images, or the test part of a seeded split (default all)")
-    test.add_argument("--repeat", type=NON_NEGATIVE, default=0,
-                      help="with --subset test: the split (finetune's split-K; default 0)")
+    test.add_argument("--repeat", type=NON_NEGATIVE, default=None,
+                      help="with --subset test: the split (finetune's split-K; default: the "
+                           "checkpoint's own where it was fine-tuned on this dataset, else 0)")
     test.add_argument("--crop", type=POSITIVE, default=None,
                       help="network input size (default: the checkpoint's)")
     test.add_argument("--batch-size", type=POSITIVE, default=16)
     _add_common(test)
-    test.set_defaults(run=_evaluate)
+    test.set_defaults(run=_evaluate, seed=None, split_by=None)  # the checkpoint's (test_split)
 
     _add_probe(commands)
 

@@ -25,9 +25,11 @@ class EvaluateConfig:
     root: str
     out: str
     subset: str = "all"          # all | test (the test part of the seeded split)
-    split_by: str = "reference"
-    seed: int = 0
-    repeat: int = 0              # which split of the seeded scheme (finetune's split-K)
+    # the split of --subset test; None: the checkpoint's own where it was fine-tuned on this
+    # dataset (reference, seed 0, split 0 otherwise)
+    split_by: str | None = None
+    seed: int | None = None
+    repeat: int | None = None    # which split of the seeded scheme (finetune's split-K)
     crop: int | None = None     # default: the checkpoint's training crop
     eval_crops: int = EVAL_CROPS
     batch_size: int = 16
@@ -46,6 +48,33 @@ def saved_augment(saved: dict, backbone: str, crop: int | None) -> Augment:
     expected.check_crop(backbone, crop)
     return Augment(crop=crop, mean=tuple(trained.get("mean", IMAGENET_DEFAULT_MEAN)),
                    std=tuple(trained.get("std", IMAGENET_DEFAULT_STD)))
+
+
+SPLIT_DEFAULTS = {"split_by": "reference", "seed": 0, "repeat": 0}
+
+
+def test_split(trained: dict, config: EvaluateConfig) -> dict:
+    """{split_by, seed, repeat} of the test part. A checkpoint fine-tuned on this dataset is
+    tested on its own split's test part: another split's holds images it trained on, so a
+    choice that differs from the recorded one is refused (as are other --refs)."""
+    own = trained.get("dataset") == config.dataset and "repeat" in trained
+    chosen = {name: getattr(config, name) for name in SPLIT_DEFAULTS}
+    if not own:
+        return {name: SPLIT_DEFAULTS[name] if value is None else value
+                for name, value in chosen.items()}
+    recorded = {name: trained.get(name, SPLIT_DEFAULTS[name]) for name in SPLIT_DEFAULTS}
+    differ = [f"--{name.replace('_', '-')} {value} (it was {recorded[name]})"
+              for name, value in chosen.items() if value is not None and value != recorded[name]]
+    if sorted(trained.get("refs") or ()) != sorted(config.refs):
+        differ.append(f"--refs {','.join(config.refs) or '(all)'} (it was "
+                      f"{','.join(trained.get('refs') or ()) or '(all)'})")
+    if differ:
+        raise ValueError(f"{config.checkpoint} was fine-tuned on split {recorded['repeat']} of "
+                         f"{config.dataset} (seed {recorded['seed']}, by "
+                         f"{recorded['split_by']}): with {', '.join(differ)} its test part "
+                         "would hold images it trained on; leave them out to test on its own "
+                         "split, or use --subset all")
+    return recorded
 
 
 def evaluate(config: EvaluateConfig) -> dict:
@@ -76,8 +105,9 @@ def evaluate(config: EvaluateConfig) -> dict:
         precision.prepare(model.to(context.device))
         augment = saved_augment(saved["config"], backbone, config.crop)
         images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
-        if config.subset == "test":
-            images = split(images, config.split_by, config.seed, config.repeat).test
+        parts = test_split(saved["config"], config) if config.subset == "test" else None
+        if parts is not None:
+            images = split(images, parts["split_by"], parts["seed"], parts["repeat"]).test
         elif config.subset != "all":
             raise ValueError(f"--subset must be all or test, got {config.subset!r}")
         predicted, opinion, figures = test_figures(
@@ -88,7 +118,8 @@ def evaluate(config: EvaluateConfig) -> dict:
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
         result = {"checkpoint": config.checkpoint, "dataset": config.dataset,
-                  "root": config.root, "subset": config.subset, "figures": figures,
+                  "root": config.root, "subset": config.subset, "split": parts,
+                  "figures": figures,
                   "ensemble": config.ensemble,
                   "trained_on": saved["config"].get("dataset")}  # for `train compare`
         write_json(out / "evaluation.json", result)

@@ -34,18 +34,18 @@ def _pick(images: list[LabelledImage], mask: np.ndarray) -> list[LabelledImage]:
 
 def held_out_groups(groups: np.ndarray, seed: int, repeat: int,
                 test_fraction: float = 0.2) -> set:
-    """The test groups of split `repeat`: the groups in a seeded order, cut into blocks of
-    `test_fraction`; repeat r tests on block r, so the first 1/test_fraction repeats test on
-    disjoint groups (a k-fold), and later rounds reshuffle with the next seed."""
+    """The test groups of split `repeat`: the groups in a seeded order, cut into k =
+    round(1 / test_fraction) folds of near-equal size (at most one group apart; k is at most
+    the number of groups); repeat r tests on fold r, so the first k repeats are a k-fold
+    (every group tested once), and later rounds reshuffle with the next seed."""
     unique = np.unique(groups)
     if len(unique) < 2:
         raise ValueError(f"a train/test split needs two groups (references) at least; "
                          f"got {len(unique)}")
-    size = min(len(unique) - 1, max(1, round(test_fraction * len(unique))))
-    folds = len(unique) // size
-    round_, block = divmod(repeat, folds)
+    folds = min(len(unique), max(2, round(1 / test_fraction)))
+    round_, fold = divmod(repeat, folds)
     order = np.random.default_rng([seed, round_]).permutation(unique)
-    return set(order[block * size:(block + 1) * size])
+    return set(np.array_split(order, folds)[fold])
 
 
 def split(images: list[LabelledImage], split_by: str, seed: int, repeat: int = 0,

@@ -164,6 +164,11 @@ def test_repeated_splits_test_on_disjoint_references_first():
     assert all(len(block) == 2 for block in blocks)
     assert set().union(*blocks) == set(groups)  # five disjoint blocks cover every reference
     assert held_out_groups(groups, seed=7, repeat=5) != blocks[0]  # the next round reshuffles
+    for count in (29, 81, 25, 30, 3):  # LIVE, KADID-10k, TID2013, CSIQ, a tiny set
+        names = np.array([f"ref{i}" for i in range(count)])
+        folds = [held_out_groups(names, seed=1, repeat=r) for r in range(min(5, count))]
+        assert sorted(ref for fold in folds for ref in fold) == sorted(names)  # each once
+        assert max(map(len, folds)) - min(map(len, folds)) <= 1
     with pytest.raises(ValueError, match="two groups"):
         held_out_groups(np.array(["only"] * 4), seed=0, repeat=0)
 

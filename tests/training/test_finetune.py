@@ -67,6 +67,24 @@ def test_evaluate_reproduces_the_test_figures_of_a_split(finetuned, tmp_path):
     assert whole["figures"]["count"] == 24
 
 
+def test_evaluate_tests_a_checkpoint_on_its_own_split_and_refuses_another(finetuned, tmp_path):
+    """split-1's checkpoint trained on images of split 0's test part: evaluate takes the split
+    the checkpoint records, and refuses one that differs, rather than test on training images."""
+    config, summary = finetuned
+    checkpoint = f"{config.out}/split-1/best.pt"
+    evaluation = EvaluateConfig(checkpoint, "kadid10k", config.root, str(tmp_path / "own"),
+                                subset="test", eval_crops=3, batch_size=4, workers=0,
+                                device="cpu")
+    result = evaluate(evaluation)
+    assert result["split"] == {"split_by": "reference", "seed": 0, "repeat": 1}
+    for name in ("srocc", "plcc", "krcc", "rmse"):
+        assert result["figures"][name] == pytest.approx(summary["splits"][1]["test"][name],
+                                                        abs=1e-6)
+    for other in ({"repeat": 0}, {"seed": 3}, {"split_by": "image"}):
+        with pytest.raises(ValueError, match="would hold images it trained on"):
+            evaluate(dataclasses.replace(evaluation, **other))
+
+
 def test_a_split_without_a_figure_leaves_the_others_median_and_is_counted():
     from training.finetune import median_figures, undefined_figures
 
