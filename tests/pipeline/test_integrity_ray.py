@@ -57,7 +57,9 @@ def test_a_run_none_of_whose_sources_can_be_used_says_so_and_fails(local_ray, tm
                      "192x176", "--distortions", "1", "--levels", "1", "--metrics",
                      "none"]) == 1
     assert "none of the 2 sources could be used" in capsys.readouterr().err
-    assert inspect(str(out))[1] == []  # what it recorded is a dataset, of no samples
+    # what it recorded is whole, and of no sample: inspect, too, exits 1 and says why
+    assert inspect(str(out))[1] == ["no sample: none of the 2 sources could be used (their "
+                                    "reasons are in failures.jsonl)"]
 
 
 def test_a_reference_the_labeler_actor_cannot_measure_is_recorded_and_the_run_goes_on(
