@@ -166,6 +166,22 @@ def _check_files(images: list[LabelledImage], root: Path) -> list[LabelledImage]
     return images
 
 
+def check_crop(images: list[LabelledImage], crop: int) -> None:
+    """A DatasetLayoutError naming the image files smaller than the crop (their headers read),
+    before any training; a shard's stored images meet the generated size."""
+    small = []
+    for image in images:
+        if image.path is not None:
+            with Image.open(image.path) as opened:
+                width, height = opened.size
+            if min(width, height) < crop:
+                small.append(f"{image.name} ({width}x{height})")
+    if small:
+        raise DatasetLayoutError(f"{len(small)} of {len(images)} images are smaller than the "
+                                 f"{crop}-pixel crop, e.g. {', '.join(small[:3])}: pass a "
+                                 "smaller --crop")
+
+
 def _header_problem(image: LabelledImage) -> str | None:
     """Why the file's header is not an image's that Pillow reads (None: it is); only the
     header is read."""

@@ -105,6 +105,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         precision.prepare(model.to(context.device))
         augment = saved_augment(saved["config"], backbone, config.crop)
         images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
+        benchmarks.check_crop(images, augment.crop)
         parts = test_split(saved["config"], config) if config.subset == "test" else None
         if parts is not None:
             images = split(images, parts["split_by"], parts["seed"], parts["repeat"]).test

@@ -162,6 +162,7 @@ def finetune(config: FinetuneConfig) -> dict:
     context = distributed.start(config.device)
     try:
         images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
+        benchmarks.check_crop(images, config.augment.crop)
         if context.is_main and config.dataset == "shards":
             which = ("the stored ensemble labels Q" if config.ensemble is None else
                      f"Q under ensemble {config.ensemble}, made from the raw scores,")

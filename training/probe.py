@@ -200,6 +200,7 @@ def _summary(config: ProbeConfig, encoder: Encoder, table: Table, test_table: Ta
 def _features(context: Context, config: ProbeConfig, encoder: Encoder, benchmark: Benchmark,
               file_name: str) -> Table | None:
     images = benchmark.load()
+    benchmarks.check_crop(images, encoder.augment.crop)
     source = {"encoder": encoder.fingerprint, "backbone": encoder.backbone,
               "augment": asdict(encoder.augment), "precision": encoder.precision.name,
               "dataset": benchmark.kind, "root": str(Path(benchmark.root).resolve()),

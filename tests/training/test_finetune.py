@@ -85,6 +85,25 @@ def test_evaluate_tests_a_checkpoint_on_its_own_split_and_refuses_another(finetu
             evaluate(dataclasses.replace(evaluation, **other))
 
 
+def test_an_image_smaller_than_the_crop_is_named_before_any_training(kadid_folder, tmp_path):
+    from PIL import Image
+
+    from training.benchmarks import DatasetLayoutError
+
+    small = kadid_folder / "images" / "I04_01_01.png"
+    with Image.open(small) as image:
+        image.crop((0, 0, 24, 24)).save(small)
+    config = FinetuneConfig("kadid10k", str(kadid_folder), str(tmp_path / "finetune"),
+                            ModelConfig("test_resnet", init="random"),
+                            OptimConfig(lr=3e-3, halve_every=10, epochs=1, batch_size=4),
+                            Augment(crop=32), workers=0,
+                            device="cpu")
+    with pytest.raises(DatasetLayoutError, match=r"1 of 24 images are smaller than the "
+                                                 r"32-pixel crop, e\.g\. I04_01_01\.png \(24x24\)"):
+        finetune(config)
+    assert not any((tmp_path / "finetune").rglob("*.pt"))  # nothing was trained
+
+
 def test_a_split_without_a_figure_leaves_the_others_median_and_is_counted():
     from training.finetune import median_figures, undefined_figures
 
