@@ -396,6 +396,12 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
     start, stopping, history, interrupted = 0, EarlyStopping(run.optim.patience), [], None
     if resume:
         start, stopping, history, interrupted = _restore(run, optimizer, scheduler)
+        if interrupted is None and stopping.should_stop:  # a requeued run that had ended
+            if context.is_main:
+                print(f"resume: {run.out / checkpoint.LAST} stopped early (no validation "
+                      f"improvement for {stopping.bad_epochs} epochs): nothing to train; a "
+                      "larger --patience trains on")
+            start = run.optim.epochs
     drop_path, loss_fn, writer = ScheduledDropPath(run.model), _loss_function(run), \
         _tensorboard(run)
     for epoch in range(start, run.optim.epochs):

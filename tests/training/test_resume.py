@@ -2,6 +2,7 @@
 run interrupted after a step checkpoint and resumed ends with the weights, bit for bit, of
 the same run left alone."""
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,6 +134,26 @@ def test_last_pt_is_written_every_n_batches_and_records_its_place(tmp_path, monk
         lambda model: {"score": 0.0})
     # the step count starts again each epoch; at an epoch's end only its own checkpoint
     assert written == [(0, 2), (0, 4), ("end of", 0), (1, 2), (1, 4), ("end of", 1)]
+
+
+def test_resuming_a_run_that_stopped_early_trains_no_epoch_unless_patience_grows(tmp_path,
+                                                                                capsys):
+    scores = iter([1.0, 0.5, 0.4, 0.3])  # epoch 0 is the best: patience 1 stops after epoch 1
+    batches = _batches(2)
+
+    def run(patience: int) -> Run:
+        return dataclasses.replace(_tiny_run(tmp_path, epochs=4, every=0),
+                                   optim=OptimConfig(1e-3, 10, 4, 4, patience=patience))
+
+    def validate(model) -> dict:
+        return {"score": next(scores)}
+
+    assert fit(run(1), lambda epoch: batches, 2, validate)["epochs_run"] == 2
+    stopped = checkpoint.load(tmp_path / checkpoint.LAST)
+    summary = fit(run(1), lambda epoch: batches, 2, validate, resume=True)  # a requeue
+    assert summary["epochs_run"] == 2 and "nothing to train" in capsys.readouterr().out
+    assert_same_run(stopped, checkpoint.load(tmp_path / checkpoint.LAST))
+    assert fit(run(3), lambda epoch: batches, 2, validate, resume=True)["epochs_run"] == 4
 
 
 def test_a_mid_epoch_checkpoint_is_resumed_only_with_as_many_ranks(tmp_path):
