@@ -115,7 +115,8 @@ def _rows(path: Path, delimiter: str = ",") -> list[dict]:
                         f"{path}: line {reader.line_num} has {len(row) - 1 + len(row[None])} "
                         f"fields, the header {len(reader.fieldnames)} (a decimal comma? quote "
                         "a value that holds the delimiter)")
-                rows.append(row)
+                if any((value or "").strip() for value in row.values()):  # not ",,," rows
+                    rows.append(row)
     except (UnicodeDecodeError, csv.Error) as error:
         raise DatasetLayoutError(f"{path} is not a UTF-8 table ({type(error).__name__}: "
                                  f"{error})") from None
@@ -210,7 +211,11 @@ def tid2013(root: Path, **_) -> list[LabelledImage]:
     if not table.is_file():
         raise DatasetLayoutError(f"{table} does not exist")
     images = []
-    for number, line in enumerate(table.read_text().splitlines(), start=1):
+    try:
+        text = table.read_text(encoding="utf-8-sig")  # a BOM, as Windows editors write
+    except UnicodeDecodeError as error:
+        raise DatasetLayoutError(f"{table} is not UTF-8 text ({error})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             fields = line.split()
             if len(fields) != 2:
@@ -261,7 +266,12 @@ def _mat(path: Path, *keys: str) -> list[np.ndarray]:
     """MATLAB variables as flat arrays (a cell array of strings as str objects)."""
     if not path.is_file():
         raise DatasetLayoutError(f"{path} does not exist")
-    variables = loadmat(path, squeeze_me=True)
+    try:
+        variables = loadmat(path, squeeze_me=True)
+    except Exception as error:  # loadmat's parsers raise many kinds on a damaged file
+        raise DatasetLayoutError(f"{path} is not a MATLAB file scipy reads ("
+                                 f"{type(error).__name__}: {error}; a v7.3 file reads once "
+                                 "saved with -v7)") from None
     missing = [key for key in keys if key not in variables]
     if missing:
         raise DatasetLayoutError(f"{path} has no variable {missing[0]!r}")
@@ -308,7 +318,7 @@ def csiq(root: Path, **_) -> list[LabelledImage]:
         if kind is None:
             raise DatasetLayoutError(f"{table}: unknown dst_type {row['dst_type']!r} (CSIQ's: "
                                      f"{sorted(CSIQ_FOLDERS)})")
-        level = int(float(_column(row, "dst_lev", table)))
+        level = int(_score(row, "dst_lev", table))
         name = f"{kind}/{image}.{kind}.{level}.png"
         path = by_lower.get(name.lower(), folder / name)
         images.append(LabelledImage(path.name, _unit(_score(row, "dmos", table), 1, 0), image,

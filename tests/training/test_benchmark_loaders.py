@@ -80,6 +80,10 @@ def test_live_names_a_missing_or_short_file(live_folder):
     savemat(root / "dmos.mat", {"dmos": dmos[None, :], "orgs": originals[None, :]})
     with pytest.raises(DatasetLayoutError, match=r"refnames_all\.mat does not exist"):
         benchmarks.load("live", str(root))
+    for damaged in (b"", b"MATLAB 5.0 MAT-file cut", b"\x89HDF\r\n\x1a\n" + bytes(600)):
+        (root / "dmos.mat").write_bytes(damaged)  # empty, truncated, a v7.3 (HDF5) file
+        with pytest.raises(DatasetLayoutError, match=r"dmos\.mat is not a MATLAB file scipy"):
+            benchmarks.load("live", str(root))
 
 
 def test_csiq_inverts_dmos_and_finds_its_file_names(tmp_path):
@@ -104,8 +108,13 @@ def test_csiq_inverts_dmos_and_finds_its_file_names(tmp_path):
         assert image.group == expected[image.name][1]
         assert Path(image.path).parent.name in ("awgn", "jpeg2000", "blur")
     assert images[0].pixels().shape == (24, 32, 3)
+    (tmp_path / "csiq.DMOS.csv").write_text("\n".join(rows) + "\n,,,,,\n,,,,,\n")  # Excel's
+    assert len(benchmarks.load("csiq", str(tmp_path))) == 12  # empty rows are no rows
     (tmp_path / "csiq.DMOS.csv").write_text(rows[0] + "\n1600,1,sharpen,1,0.1,0.2\n")
     with pytest.raises(DatasetLayoutError, match="unknown dst_type 'sharpen'"):
+        benchmarks.load("csiq", str(tmp_path))
+    (tmp_path / "csiq.DMOS.csv").write_text(rows[0] + "\n1600,1,noise,,0.1,0.2\n")
+    with pytest.raises(DatasetLayoutError, match=r"csiq\.DMOS\.csv.*dst_lev"):
         benchmarks.load("csiq", str(tmp_path))
     (tmp_path / "csiq.DMOS.csv").unlink()
     with pytest.raises(DatasetLayoutError, match=r"csiq\.DMOS\.csv does not exist"):

@@ -27,9 +27,15 @@ def test_tid2013_matches_names_without_case(tmp_path):
     (tmp_path / "distorted_images").mkdir()
     (tmp_path / "distorted_images" / "I01_01_1.BMP").write_bytes(_image(0))
     (tmp_path / "distorted_images" / "i02_01_1.bmp").write_bytes(_image(1))
-    (tmp_path / "mos_with_names.txt").write_text("4.5 i01_01_1.bmp\n6.75 i02_01_1.bmp\n")
+    table = tmp_path / "mos_with_names.txt"
+    table.write_text("4.5 i01_01_1.bmp\n6.75 i02_01_1.bmp\n")
     images = benchmarks.load("tid2013", str(tmp_path))
     assert [(i.group, i.score) for i in images] == [("i01", 0.5), ("i02", 0.75)]
+    table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())  # a BOM, as Notepad writes
+    assert benchmarks.load("tid2013", str(tmp_path)) == images
+    table.write_text("4.5 i01_01_1.bmp\n", encoding="utf-16")
+    with pytest.raises(DatasetLayoutError, match=r"mos_with_names\.txt is not UTF-8 text"):
+        benchmarks.load("tid2013", str(tmp_path))
 
 
 def test_koniq_and_biq2021_layouts(tmp_path):
