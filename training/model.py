@@ -87,13 +87,16 @@ def _imagenet(config: ModelConfig, outputs: int, notices: list[str]) -> nn.Modul
     """The backbone with timm's ImageNet weights, or None (with a notice) when `auto` cannot
     get them."""
     host = _hub_host()
-    if not _hub_reachable(host):
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if not offline and not _hub_reachable(host):  # offline: timm reads its local cache
         if config.init == "imagenet":
             raise ModelInitError(f"cannot download ImageNet weights for {config.backbone}: "
-                                 f"{host} does not resolve; pass --pretrained-file")
+                                 f"{host} does not resolve; pass --pretrained-file, or set "
+                                 "HF_HUB_OFFLINE=1 where timm's cache holds them")
         notices.append(f"ImageNet weights for {config.backbone} are out of reach ({host} "
                        "does not resolve): starting from RANDOM weights; pass "
-                       "--pretrained-file to start from a local checkpoint")
+                       "--pretrained-file to start from a local checkpoint, or set "
+                       "HF_HUB_OFFLINE=1 where timm's cache holds them")
         return None
     try:
         return _create(config, outputs, notices, pretrained=True)

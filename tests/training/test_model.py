@@ -1,5 +1,12 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import timm
 import torch
+from safetensors.torch import save_file
 from timm.data import IMAGENET_DEFAULT_MEAN
 
 from training.model import (
@@ -117,6 +124,7 @@ def test_nasnet_drop_path_grows_with_depth_and_ramps_over_training():
     assert not torch.allclose(with_drop(images), plain(images))
 
 
+ROOT = Path(__file__).resolve().parents[2]
 # RFC 2606: a name under .invalid never resolves, so the hub is out of reach on any machine
 UNREACHABLE_HUB = "https://hub.invalid"
 
@@ -127,7 +135,51 @@ def test_auto_starts_from_random_weights_with_a_notice_and_imagenet_insists(monk
     assert built.start == "random"
     assert built.notices == ["ImageNet weights for test_resnet are out of reach (hub.invalid "
                              "does not resolve): starting from RANDOM weights; pass "
-                             "--pretrained-file to start from a local checkpoint"]
+                             "--pretrained-file to start from a local checkpoint, or set "
+                             "HF_HUB_OFFLINE=1 where timm's cache holds them"]
     with pytest.raises(ModelInitError, match=r"^cannot download ImageNet weights for "
                                              r"test_resnet: hub\.invalid does not resolve"):
         build_model(ModelConfig("test_resnet", init="imagenet"))
+
+
+OFFLINE_BUILD = """
+import os, torch
+from safetensors.torch import load_file
+from training.model import ModelConfig, build_model
+built = build_model(ModelConfig("test_resnet", init="{init}"))
+print(built.start)
+if os.path.exists("{weights}"):
+    first = built.model.state_dict()["conv1.0.weight"]
+    print(torch.equal(first, load_file("{weights}")["conv1.0.weight"]))
+"""
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_offline_imagenet_weights_come_from_timms_cache(tmp_path, cached):
+    """HF_HUB_OFFLINE=1 (a node without network, its cache filled beforehand): the unresolved
+    hub is not the end, timm reads the weights from huggingface_hub's cache (in a child:
+    huggingface_hub reads HF_HOME and HF_HUB_OFFLINE when imported)."""
+    repo = tmp_path / "hub" / "models--timm--test_resnet.r160_in1k"  # timm's name for it
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    torch.manual_seed(5)
+    state = timm.create_model("test_resnet").state_dict()
+    weights = snapshot / "model.safetensors"
+    save_file({name: torch.randn_like(value) if value.is_floating_point() else value
+               for name, value in state.items()}, str(weights))
+    if not cached:
+        weights.unlink()
+    environment = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
+                   "HF_ENDPOINT": UNREACHABLE_HUB}
+    for init in ("imagenet", "auto"):
+        child = subprocess.run(
+            [sys.executable, "-c", OFFLINE_BUILD.format(init=init, weights=weights)],
+            capture_output=True, text=True, env=environment, cwd=ROOT)
+        if cached:
+            assert child.stdout.split() == ["imagenet", "True"], child.stderr
+        elif init == "imagenet":
+            assert "ModelInitError: cannot load ImageNet weights" in child.stderr
+        else:
+            assert child.stdout.split() == ["random"], child.stderr
