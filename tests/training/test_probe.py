@@ -353,5 +353,7 @@ def test_two_ranks_give_the_features_of_one_process(pretrained, tmp_path):
     one, two = (np.load(tmp_path / name / "features.npz") for name in ("one", "two"))
     assert two["names"].tolist() == one["names"].tolist()
     assert np.allclose(two["features"], one["features"], atol=1e-6)
+    # features a few 1e-7 apart (the ranks' batches of other sizes) move the fitted figures
+    # in their sixth digit
     assert read_json(tmp_path / "two" / "results.json")["median"] == pytest.approx(
-        read_json(tmp_path / "one" / "results.json")["median"])
+        read_json(tmp_path / "one" / "results.json")["median"], rel=1e-5)
