@@ -72,6 +72,20 @@ def ssim_maps(reference: np.ndarray, distorted: np.ndarray | list[np.ndarray]) -
     return maps[:, 0].to(torch.float32).numpy()
 
 
+def ssim_map_in_box(reference: np.ndarray, distorted: np.ndarray,
+                    box: tuple[int, int, int, int]) -> np.ndarray:
+    """The dense SSIM map of the whole pair cut with `box` (y, x, h, w): computed on the box
+    widened by the window's radius, where the window sees what it sees in the whole image (at
+    the image's own edges, the same symmetric padding), so the values are the whole map's."""
+    y, x, h, w = box
+    pad = WINDOW_SIZE // 2
+    height, width = np.shape(reference)[:2]
+    top, left = max(0, y - pad), max(0, x - pad)
+    bottom, right = min(height, y + h + pad), min(width, x + w + pad)
+    dense = ssim_map(reference[top:bottom, left:right], distorted[top:bottom, left:right])
+    return dense[y - top:y - top + h, x - left:x - left + w]
+
+
 def ssim_map(reference: np.ndarray, distorted: np.ndarray) -> np.ndarray:
     """Dense SSIM map of one distorted image against its reference (both uint8 H x W x 3):
     float32 H x W, exactly 1 everywhere when the two are equal."""

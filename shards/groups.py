@@ -20,24 +20,25 @@ from shards.group_spec import GroupSpec
 from shards.records import decode, is_reference
 
 
-def ssim_maps(reference: np.ndarray, version: np.ndarray, views: int) -> np.ndarray:
-    """The dense SSIM map of a version's view(s) against the reference's (labelers.ssim)."""
-    ssim_map = importlib.import_module("labelers.ssim").ssim_map
-    if views == 1:
-        return ssim_map(reference, version)
-    return np.stack([ssim_map(r, v) for r, v in zip(reference, version, strict=True)])
+def ssim_maps(reference: np.ndarray, version: np.ndarray, boxes: list[Box]) -> np.ndarray:
+    """The dense SSIM map of the whole version against the whole reference, cut with the
+    box(es) (labelers.ssim: computed on each box widened by the window's radius)."""
+    in_box = importlib.import_module("labelers.ssim").ssim_map_in_box
+    maps = [in_box(reference, version, box) for box in boxes]
+    return maps[0] if len(maps) == 1 else np.stack(maps)
 
 
 def group(spec: GroupSpec, ref_id: str, reference: np.ndarray, boxes: list[Box],
-          versions: list[tuple[dict, np.ndarray]]) -> dict:
-    """The group dict; members already cut, versions in key order."""
-    versions = sorted(versions, key=lambda version: version[0]["key"])
+          versions: list[tuple[dict, np.ndarray]], maps: list | None = None) -> dict:
+    """The group dict; members already cut, versions in key order (a triplet's SSIM maps,
+    `maps`, in the versions' order)."""
+    order = sorted(range(len(versions)), key=lambda i: versions[i][0]["key"])
     made = {"ref_id": ref_id, "reference": reference,
-            "distorted": [pixels for _, pixels in versions],
-            "meta": [meta for meta, _ in versions],
+            "distorted": [versions[i][1] for i in order],
+            "meta": [versions[i][0] for i in order],
             "box": boxes[0] if spec.views == 1 else boxes}
     if spec.kind == "triplet":
-        made["ssim_map"] = [ssim_maps(reference, pixels, spec.views) for _, pixels in versions]
+        made["ssim_map"] = [maps[i] for i in order]
     return made
 
 
@@ -63,9 +64,13 @@ def pairs(spec: GroupSpec, url: str, records: Iterator[dict],
     def made(item: dict, reference: np.ndarray) -> dict:
         expected[item["ref_id"]].discard(item["key"])
         pixels = decode(item["encoded"], item["key"])
+        if pixels.shape != reference.shape:
+            raise ValueError(f"{item['key']} is {pixels.shape[:2]}, its reference "
+                             f"{reference.shape[:2]}: a pair's members must share one size")
         boxes = spec.boxes(pixels.shape, item["ref_id"], item["key"])
+        maps = [ssim_maps(reference, pixels, boxes)] if spec.kind == "triplet" else None
         return group(spec, item["ref_id"], cut(reference, boxes), boxes,
-                     [(item["meta"], cut(pixels, boxes))])
+                     [(item["meta"], cut(pixels, boxes))], maps)
 
     for item in records:
         ref_id = item["ref_id"]

@@ -10,7 +10,7 @@ import distortions
 import labelers
 from labelers.errors import InvalidPairError
 from labelers.inputs import gray_rounded
-from labelers.ssim import SSIM, ssim_map, ssim_maps
+from labelers.ssim import SSIM, ssim_map, ssim_map_in_box, ssim_maps
 from tests.labelers.conftest import tensor
 
 OFFICIAL = {"I03": 0.6993, "I08": 0.9669}  # shared/spec/labels.md, 4 decimals
@@ -69,6 +69,17 @@ def test_dense_map_mean_over_the_valid_region_is_the_score(pairs):
         assert dense.shape == ref.shape[:2] and dense.dtype == np.float32
         value = SSIM().score(tensor(ref), tensor(dist)).item()
         assert dense[5:-5, 5:-5].mean(dtype=np.float64) == pytest.approx(value, abs=1e-6)
+
+
+def test_a_boxed_map_is_the_whole_maps_window(pairs):
+    """Inside, at an edge, in a corner: the widened box gives the whole map's values."""
+    ref, dist = pairs[0]
+    whole = ssim_map(ref, dist)
+    height, width = whole.shape
+    for y, x, h, w in ((20, 30, 16, 24), (0, 0, 11, 11), (height - 16, width - 24, 16, 24),
+                       (3, width - 40, 20, 40), (0, 0, height, width)):
+        np.testing.assert_array_equal(ssim_map_in_box(ref, dist, (y, x, h, w)),
+                                      whole[y:y + h, x:x + w])
 
 
 def test_dense_map_is_exactly_one_for_identical_images(small_image):

@@ -3,19 +3,20 @@ is the same window of its full stored image), one box per group, drawn reproduci
 the read order; versions=n draws n distinct versions per seed; two views overlap inside the
 image; member order inside a shard does not matter."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 
+from labelers.ssim import ssim_map
 from shards import open_dataset
 from shards.groups import IncompleteShardError
+from shards.keys import distorted_key, reference_key
 from shards.layout import shard_paths
 from shards.order import Order
 from shards.reader import read_index
 from shards.storage import Location
+from shards.writer import ShardWriter
 
-from .conftest import window
+from .conftest import _png, _record, pattern, window
 
 
 def _versions_by_ref(root, split=None) -> dict[str, set[str]]:
@@ -180,21 +181,33 @@ def test_a_shard_whose_index_names_a_missing_member_is_an_error(tmp_path, hand_m
             list(open_dataset(str(broken)).groups(kind, crop=16))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("labelers.ssim") is None,
-                    reason="labelers.ssim (the dense SSIM map) is not there yet")
-def test_triplets_add_the_ssim_map_of_the_crop(hand_made, hand_images):
-    ssim = importlib.import_module("labelers.ssim")
-    if not hasattr(ssim, "ssim_map"):
-        pytest.skip("labelers.ssim has no ssim_map yet")
-    triplets = {t["meta"][0]["key"]: t for t in
-                open_dataset(str(hand_made)).groups("triplet", crop=(24, 32), seed=1)}
-    for key, triplet in triplets.items():
-        (ssim_map,) = triplet["ssim_map"]
-        assert ssim_map.shape == (24, 32) and ssim_map.dtype == np.float32
-        _assert_aligned(triplet, hand_images)
-        if key.endswith("_d01_l1"):  # the identity version: SSIM 1 everywhere
-            assert np.all(ssim_map == 1)
-        elif key.endswith("_d04_l5"):  # the negative: far from 1
-            assert ssim_map.mean() < 0.5
-    two = next(iter(open_dataset(str(hand_made)).groups("triplet", crop=(16, 16), views=2)))
-    assert two["ssim_map"][0].shape == (2, 16, 16)
+def test_triplets_add_the_whole_pairs_ssim_map_cut_with_the_box(hand_made, hand_images):
+    """The map of the whole pair cut with the triplet's box (MT-IRN's target), not a map of
+    the crop, whose window would meet a made-up border 5 pixels inside the crop."""
+    dataset = open_dataset(str(hand_made))
+    for crop, views in (((24, 32), 1), ((16, 16), 2)):
+        for triplet in dataset.groups("triplet", crop=crop, views=views, seed=1):
+            (dense,) = triplet["ssim_map"]
+            key = triplet["meta"][0]["key"]
+            whole = ssim_map(hand_images[f"{triplet['ref_id']}_ref"][0], hand_images[key][0])
+            boxes = triplet["box"] if views == 2 else [triplet["box"]]
+            expected = [window(whole, box) for box in boxes]
+            assert dense.dtype == np.float32
+            assert np.array_equal(dense, expected[0] if views == 1 else np.stack(expected)), key
+            _assert_aligned(triplet, hand_images, views)
+            if key.endswith("_d01_l1"):  # the identity version: SSIM 1 everywhere
+                assert np.all(dense == 1)
+
+
+def test_a_pair_whose_version_is_not_its_references_size_is_named(tmp_path):
+    """The generator keeps every version at its reference's size; a foreign or hand-made
+    shard that does not is named, never cut into crops of two sizes."""
+    reference = pattern(0)
+    version = np.ascontiguousarray(reference[:-8, :-8])
+    writer = ShardWriter(Location.parse(str(tmp_path)), 0)
+    writer.add(_record("a", reference_key("a"), reference), _png(reference))
+    writer.add(_record("a", distorted_key("a", 1, 1), version, 1, 1), _png(version))
+    writer.finish({})
+    for kind in ("pair", "triplet"):
+        with pytest.raises(ValueError, match="a pair's members must share one size"):
+            list(open_dataset(str(tmp_path)).groups(kind, crop=16))
