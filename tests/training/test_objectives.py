@@ -117,6 +117,15 @@ def test_contrastive_batches_hold_both_views_at_both_scales(square_dataset):
     assert [keys.shape for keys in objective.pending] == [(2 * 3, 128)] * 2
 
 
+def test_contrastive_chunks_hold_versions_of_different_types(square_dataset):
+    # every reference has 2 types x 3 levels: a chunk of 2 versions is one of each type
+    objective = objective_of("contrastive", 16)
+    stream = group_dataset(str(square_dataset), "chunk", None, rank=0, world_size=1,
+                           **objective.request.arguments())
+    chunks = [[meta["distortion_id"] for meta in chunk["meta"]] for chunk in stream]
+    assert len(chunks) == 6 and all(sorted(types) == [9, 10] for types in chunks), chunks
+
+
 def test_a_vision_transformer_is_refused_by_the_encoder_decoders():
     with pytest.raises(ValueError, match=r"convolutional backbone.*\(1, \d+, 64\)"):
         build_objective(ObjectiveConfig("reconstruction"),

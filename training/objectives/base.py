@@ -66,10 +66,11 @@ class GroupRequest:
     versions: int | None = None
     views: int = 1
     half_scale: bool = False
+    distinct_types: bool = False  # the drawn versions of a reference: of distinct types
 
     def arguments(self) -> dict:
         return {"crop": self.crop, "versions": self.versions, "views": self.views,
-                "half_scale": self.half_scale}
+                "half_scale": self.half_scale, "distinct_types": self.distinct_types}
 
 
 @dataclass(frozen=True)

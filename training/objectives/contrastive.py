@@ -143,8 +143,9 @@ class Contrastive(Objective):
                  context: Context):
         self.config, self.inputs, self.context = config, inputs, context
         self.model = MoCo(backbone, config.projection_dim, config.queue_size)
+        # Re-IQA's chunk: the reference and versions of as many DIFFERENT types
         self.request = GroupRequest("chunk", crop, config.versions, views=2,
-                                    half_scale=config.half_scale)
+                                    half_scale=config.half_scale, distinct_types=True)
         self.pending: list[torch.Tensor] = []  # this step's keys, one tensor per scale
 
     def loss(self, network: nn.Module, batch: dict) -> torch.Tensor:
