@@ -14,7 +14,13 @@ from torch.utils.data import DataLoader
 from training.distributed import Context
 from training.group_data import collate_groups, group_dataset
 from training.objectives import Inputs, ObjectiveConfig, build_objective
-from training.objectives.contrastive import MoCo, in_batch_info_nce, info_nce, shuffled_keys
+from training.objectives.contrastive import (
+    MoCo,
+    in_batch_info_nce,
+    info_nce,
+    query_and_key_views,
+    shuffled_keys,
+)
 from training.precision import FP32
 from training.pretrain import PretrainConfig
 from training.shard_data import Target
@@ -124,6 +130,15 @@ def test_contrastive_chunks_hold_versions_of_different_types(square_dataset):
                            **objective.request.arguments())
     chunks = [[meta["distortion_id"] for meta in chunk["meta"]] for chunk in stream]
     assert len(chunks) == 6 and all(sorted(types) == [9, 10] for types in chunks), chunks
+
+
+def test_half_of_a_chunk_swaps_its_query_and_key_views():
+    images = torch.arange(6 * 2 * 3 * 2 * 2, dtype=torch.uint8).view(6, 2, 3, 2, 2)
+    queries, keys = query_and_key_views(images, members=3)  # two chunks of three
+    for index in range(6):  # Re-IQA: half of the chunk swaps its two crops
+        first, second = (0, 1) if index % 3 in (0, 2) else (1, 0)
+        assert torch.equal(queries[index], images[index, first])
+        assert torch.equal(keys[index], images[index, second])
 
 
 def test_a_vision_transformer_is_refused_by_the_encoder_decoders():

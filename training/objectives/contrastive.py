@@ -136,6 +136,18 @@ class MoCo(nn.Module):
         self.queue_pointer.copy_((self.queue_pointer + len(keys)) % size)
 
 
+def query_and_key_views(images: torch.Tensor, members: int
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(queries, keys) of chunks' images' two views (N x 2 x ..., each chunk's `members`
+    images in a row): the first view is the query of a chunk's even members and the key of
+    its odd ones, so half of a chunk swaps its two crops (Re-IQA) and the query is not always
+    the upper one (by place in the chunk: the same whichever rank holds it)."""
+    place = torch.arange(len(images), device=images.device) % members
+    odd = (place % 2 == 1).view(-1, 1, 1, 1)
+    first, second = images[:, 0], images[:, 1]
+    return torch.where(odd, second, first), torch.where(odd, first, second)
+
+
 class Contrastive(Objective):
     name = "contrastive"
 
@@ -149,16 +161,18 @@ class Contrastive(Objective):
         self.pending: list[torch.Tensor] = []  # this step's keys, one tensor per scale
 
     def loss(self, network: nn.Module, batch: dict) -> torch.Tensor:
-        """InfoNCE of each image's first view (query) against its second (key) and the queue,
+        """InfoNCE of each image's query view against its key view and the queue,
         averaged over the images of both scales; the keys wait for `after_step`. In eval
         mode (validation) the negatives are the other keys of the batch instead."""
         scales = [flatten_members(batch)]
         if self.config.half_scale:
             scales.append(flatten_members(batch, "_half"))
+        members = 1 + batch["distorted"].shape[1]  # the reference and its versions
+        views = [query_and_key_views(images, members) for images in scales]
         with self.inputs.autocast():
-            queries = network(*(self.inputs(images[:, 0]) for images in scales))
-            keys = [self.model.shuffled_keys(self.inputs(images[:, 1]), self.context,
-                                             self.config.key_splits) for images in scales]
+            queries = network(*(self.inputs(query) for query, _ in views))
+            keys = [self.model.shuffled_keys(self.inputs(key), self.context,
+                                             self.config.key_splits) for _, key in views]
         queries, keys = [q.float() for q in queries], [k.float() for k in keys]
         if self.model.training:
             queue = self.model.queue.clone().detach()
