@@ -120,9 +120,10 @@ def _add_augment(parser: argparse.ArgumentParser) -> None:
                        help="random rotation up to this many degrees (default 0)")
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, seed_help: str = "0 or more (default 0)"
+                ) -> None:
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--seed", type=NON_NEGATIVE, default=0, help="0 or more (default 0)")
+    parser.add_argument("--seed", type=NON_NEGATIVE, default=0, help=seed_help)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--workers", type=NON_NEGATIVE, default=2,
                         help="data loader processes per rank (default 2)")
@@ -359,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--crop", type=POSITIVE, default=None,
                       help="network input size (default: the checkpoint's)")
     test.add_argument("--batch-size", type=POSITIVE, default=16)
-    _add_common(test)
+    _add_common(test, "with --subset test: the split's seed (default: the checkpoint's own "
+                      "where it was fine-tuned on this dataset, else 0)")
     test.set_defaults(run=_evaluate, seed=None, split_by=None)  # the checkpoint's (test_split)
 
     _add_probe(commands)
