@@ -271,8 +271,9 @@ def _add_dataset(parser: argparse.ArgumentParser) -> None:
                              "made from each sample's raw scores as `iqa-factory relabel` "
                              "makes it, instead of the Q stored in the shards")
     parser.add_argument("--split-by", choices=SPLIT_BY, default="reference",
-                        help="reference (no reference's versions on both sides; default) or "
-                             "image (as the reference paper did)")
+                        help="reference (no reference's versions on both sides; default, "
+                             "for evaluate the checkpoint's own split) or image (as the "
+                             "reference paper did)")
     parser.add_argument("--eval-crops", type=POSITIVE, default=EVAL_CROPS,
                         help=f"random crops averaged per test image (default {EVAL_CROPS})")
 
