@@ -81,6 +81,13 @@ class LabelerActor:
 QUARANTINE_STRIKES = 2  # worker deaths on one reference before it is left out
 
 
+def merge_strikes(into: dict[str, int], more: dict[str, int]) -> None:
+    """`more` strikes into `into`, each reference keeping its higher count (strikes only grow
+    within a run, so the higher one is the later)."""
+    for ref_id, count in more.items():
+        into[ref_id] = max(count, into.get(ref_id, 0))
+
+
 class ShardTally:
     """Where a run's planned samples stand: each is done once written or known never to be
     (its source or distortion failed). Shards being made count live, up to their planned
@@ -153,8 +160,7 @@ class ProgressActor:
         failures) and the strikes."""
         for shard, failures in settled.items():
             self.tally.settle(shard, failures)
-        for ref_id, count in strikes.items():
-            self.strikes[ref_id] = max(count, self.strikes.get(ref_id, 0))
+        merge_strikes(self.strikes, strikes)
 
     def begin(self, index: int, ref_id: str) -> bool:
         self.failed(index)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from labelers import weights
 from labelers.ensemble import load as load_ensemble
-from pipeline.actors import LabelerActor, ProgressActor, shard_task
+from pipeline.actors import LabelerActor, ProgressActor, merge_strikes, shard_task
 from pipeline.config import RunConfig
 from pipeline.duplicates import find_duplicates
 from pipeline.errors import (
@@ -258,8 +258,7 @@ class _Progress:
             ledger = ray.get(self.actor.ledger.remote())
         except ray.exceptions.RayActorError:
             ledger = {"strikes": {}}
-        for ref_id, count in ledger["strikes"].items():
-            self.strikes[ref_id] = max(count, self.strikes.get(ref_id, 0))
+        merge_strikes(self.strikes, ledger["strikes"])
         if self.strikes:
             self.location.write_bytes(self.strikes_path,
                                       json.dumps(self.strikes, sort_keys=True).encode())

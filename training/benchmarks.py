@@ -45,7 +45,7 @@ import re
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,7 @@ class LabelledImage:
     path: str | None = None          # a file, or
     data: bytes | Pending | None = None  # or a shard's stored image (a recipe's Pending)
     published_split: str | None = None  # train | test where the dataset fixes a split
+    size: tuple[int, int] | None = None  # a file's (width, height), from its header at load
 
     def content_id(self) -> str:
         """What changes when the image does: a file's size and modification time (as make and
@@ -160,39 +161,36 @@ def _check_files(images: list[LabelledImage], root: Path) -> list[LabelledImage]
                                  f"missing, e.g. {missing[:3]}")
     if not images:
         raise DatasetLayoutError(f"{root} lists no image")
-    unreadable = [why for why in map(_header_problem, images) if why]
+    sizes = [_header_size(image) for image in images]
+    unreadable = [why for why in sizes if isinstance(why, str)]
     if unreadable:
         raise DatasetLayoutError(f"{len(unreadable)} of {len(images)} images listed in {root} "
                                  f"are not images: {'; '.join(unreadable[:3])}")
-    return images
+    return [replace(image, size=size) for image, size in zip(images, sizes, strict=True)]
 
 
 def check_crop(images: list[LabelledImage], crop: int) -> None:
-    """A DatasetLayoutError naming the image files smaller than the crop (their headers read),
-    before any training; a shard's stored images meet the generated size."""
-    small = []
-    for image in images:
-        if image.path is not None:
-            with Image.open(image.path) as opened:
-                width, height = opened.size
-            if min(width, height) < crop:
-                small.append(f"{image.name} ({width}x{height})")
+    """A DatasetLayoutError naming the image files smaller than the crop (their sizes read
+    from their headers at load), before any training; a shard's stored images meet the
+    generated size."""
+    small = [f"{image.name} ({image.size[0]}x{image.size[1]})" for image in images
+             if image.size is not None and min(image.size) < crop]
     if small:
         raise DatasetLayoutError(f"{len(small)} of {len(images)} images are smaller than the "
                                  f"{crop}-pixel crop, e.g. {', '.join(small[:3])}: pass a "
                                  "smaller --crop")
 
 
-def _header_problem(image: LabelledImage) -> str | None:
-    """Why the file's header is not an image's that Pillow reads (None: it is); only the
-    header is read."""
+def _header_size(image: LabelledImage) -> tuple[int, int] | str:
+    """The file's (width, height) from its header, or why that header is not an image's that
+    Pillow reads; only the header is read."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decode's to judge
-            Image.open(image.path).close()
+            with Image.open(image.path) as opened:
+                return opened.size
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         return f"{image.path} ({type(error).__name__}: {error})"
-    return None
 
 
 def kadid10k(root: Path, **_) -> list[LabelledImage]:
