@@ -13,14 +13,10 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from pipeline.embedded import EMBEDDED_PHOTOS, embedded_photo
-from shards.decode import DEFAULT_MAX_PIXELS, Decoded, DecodeError, decode
+from shards.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, Decoded, DecodeError, decode
 
 EMBEDDED = "embedded"
 EMBEDDED_PREFIX = "embedded:"
-# formats Pillow reads (its AVIF plugin included); anything else in a folder is skipped, counted
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp",
-                    ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".jp2", ".j2k", ".jpf", ".jpx",
-                    ".avif", ".tga", ".qoi"}
 LIST_EXTENSIONS = {".txt", ".csv", ".lst"}
 
 

@@ -16,6 +16,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
+# the file names of the formats Pillow reads (its AVIF plugin included): what a folder of
+# images is taken to hold (anything else in it is skipped)
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp",
+                    ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".jp2", ".j2k", ".jpf", ".jpx",
+                    ".avif", ".tga", ".qoi"}
 
 
 class DecodeError(ValueError):

@@ -1,4 +1,4 @@
-"""`torchrun --nproc_per_node=N -m training pretrain|finetune|evaluate ...`"""
+"""`torchrun --nproc_per_node=N -m training pretrain|finetune|evaluate|predict|probe ...`"""
 
 import sys
 

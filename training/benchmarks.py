@@ -161,7 +161,7 @@ def _check_files(images: list[LabelledImage], root: Path) -> list[LabelledImage]
                                  f"missing, e.g. {missing[:3]}")
     if not images:
         raise DatasetLayoutError(f"{root} lists no image")
-    sizes = [_header_size(image) for image in images]
+    sizes = [header_size(image) for image in images]
     unreadable = [why for why in sizes if isinstance(why, str)]
     if unreadable:
         raise DatasetLayoutError(f"{len(unreadable)} of {len(images)} images listed in {root} "
@@ -181,7 +181,7 @@ def check_crop(images: list[LabelledImage], crop: int) -> None:
                                  "smaller --crop")
 
 
-def _header_size(image: LabelledImage) -> tuple[int, int] | str:
+def header_size(image: LabelledImage) -> tuple[int, int] | str:
     """The file's (width, height) from its header, or why that header is not an image's that
     Pillow reads; only the header is read."""
     try:

@@ -1,12 +1,13 @@
-"""`iqa-factory train pretrain|finetune|evaluate|probe|compare`, also `torchrun
---nproc_per_node=N -m training pretrain|finetune|evaluate|probe` (DDP; one process when not
-launched by torchrun)."""
+"""`iqa-factory train pretrain|finetune|evaluate|predict|probe|compare`, also `torchrun
+--nproc_per_node=N -m training pretrain|finetune|evaluate|predict|probe` (DDP; one process
+when not launched by torchrun)."""
 
 import argparse
 import re
 import sys
 from pathlib import Path
 
+from training import predict as prediction
 from training.benchmarks import LOADERS, DatasetLayoutError
 from training.compare import table
 from training.evaluate import EvaluateConfig, evaluate
@@ -235,6 +236,13 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    prediction.predict_images(prediction.PredictConfig(
+        args.checkpoint, tuple(args.images), args.out, args.crop, args.eval_crops,
+        args.batch_size, args.workers, args.device))
+    return 0
+
+
 def _test_dataset(args) -> Benchmark | None:
     if (args.test_dataset is None) != (args.test_root is None):
         raise ValueError("--test-dataset and --test-root go together")
@@ -276,6 +284,28 @@ def _add_dataset(parser: argparse.ArgumentParser) -> None:
                              "reference paper did)")
     parser.add_argument("--eval-crops", type=POSITIVE, default=EVAL_CROPS,
                         help=f"random crops averaged per test image (default {EVAL_CROPS})")
+
+
+def _add_predict(commands) -> None:
+    parser = commands.add_parser(
+        "predict", help="a quality model's scores of images (files or folders) -> a CSV")
+    parser.add_argument("images", nargs="+",
+                        help="image files, and folders searched below for image files")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a checkpoint of train (best.pt) that learnt quality")
+    parser.add_argument("--out", required=True,
+                        help=f"output folder: {prediction.SCORES_FILE}, {prediction.SUMMARY_FILE}, "
+                             f"{prediction.EXTREMES_FILE}")
+    parser.add_argument("--crop", type=POSITIVE, default=None,
+                        help="network input size (default: the checkpoint's)")
+    parser.add_argument("--eval-crops", type=POSITIVE, default=EVAL_CROPS,
+                        help=f"random crops averaged per image, drawn from its pixels "
+                             f"(default {EVAL_CROPS}, as evaluate)")
+    parser.add_argument("--batch-size", type=POSITIVE, default=16)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--workers", type=NON_NEGATIVE, default=2,
+                        help="data loader processes per rank (default 2)")
+    parser.set_defaults(run=_predict)
 
 
 def _add_probe(commands) -> None:
@@ -365,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "where it was fine-tuned on this dataset, else 0)")
     test.set_defaults(run=_evaluate, seed=None, split_by=None)  # the checkpoint's (test_split)
 
+    _add_predict(commands)
     _add_probe(commands)
 
     compare = commands.add_parser("compare", help="test figures of finetune, probe and "

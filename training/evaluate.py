@@ -5,7 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import nn
 
 from training import benchmarks, checkpoint, distributed
 from training.finetune import test_figures
@@ -77,43 +79,62 @@ def test_split(trained: dict, config: EvaluateConfig) -> dict:
     return recorded
 
 
+@dataclass(frozen=True)
+class QualityModel:
+    """A checkpoint's quality model on its device, ready to score."""
+
+    model: nn.Module
+    precision: Precision
+    augment: Augment      # the input it was trained on (crop, normalisation)
+    trained: dict         # the checkpoint's training settings
+
+
+def quality_model(path: str, crop: int | None, device: torch.device) -> QualityModel:
+    """The quality model (or a multi-head model's quality head) of the checkpoint at `path`,
+    at `crop` (default its training crop); a ValueError naming why where the checkpoint has
+    none (label-free, or classes only)."""
+    saved = checkpoint.load(Path(path))
+    backbone = saved.get("config", {}).get("model", {}).get("backbone")
+    if backbone is None:
+        raise ValueError(f"{path} does not name its backbone: not a checkpoint of "
+                         "`iqa-factory train`")
+    objective = saved["config"].get("objective")
+    if objective:  # recorded only for the label-free objectives
+        raise ValueError(f"{path} was pretrained {objective['name']} (label-free): its "
+                         "quality head never learnt; fine-tune it (train finetune "
+                         "--pretrained-file) or probe its features (train probe)")
+    names = saved["config"].get("target", "quality").split(",")
+    # one head: any regression target; several: the quality head is read
+    usable = ("quality" in names if len(names) > 1
+              else names[0] not in (*CLASS_TARGETS, *GRID_TARGETS))
+    if not usable:
+        raise ValueError(f"{path} learnt {saved['config']['target']}; a quality model (or "
+                         "head) is needed here")
+    trained = saved["config"].get("model", {})
+    model_config = ModelConfig(backbone, init="random", pretrained_file=path,
+                               precision=trained.get("precision", "auto"))
+    model = build_model(model_config).model
+    precision = Precision.resolve(model_config.precision, device)
+    precision.prepare(model.to(device))
+    return QualityModel(model, precision, saved_augment(saved["config"], backbone, crop),
+                        saved["config"])
+
+
 def evaluate(config: EvaluateConfig) -> dict:
     context = distributed.start(config.device)
     try:
-        saved = checkpoint.load(Path(config.checkpoint))
-        backbone = saved.get("config", {}).get("model", {}).get("backbone")
-        if backbone is None:
-            raise ValueError(f"{config.checkpoint} does not name its backbone: not a checkpoint "
-                             "of `iqa-factory train`")
-        objective = saved["config"].get("objective")
-        if objective:  # recorded only for the label-free objectives
-            raise ValueError(f"{config.checkpoint} was pretrained {objective['name']} "
-                             "(label-free): its quality head never learnt; fine-tune it (train "
-                             "finetune --pretrained-file) or probe its features (train probe)")
-        names = saved["config"].get("target", "quality").split(",")
-        # one head: any regression target; several: the quality head is read
-        usable = ("quality" in names if len(names) > 1
-                  else names[0] not in (*CLASS_TARGETS, *GRID_TARGETS))
-        if not usable:
-            raise ValueError(f"{config.checkpoint} learnt {saved['config']['target']}; "
-                             "evaluate needs a quality model (or head)")
-        trained = saved["config"].get("model", {})
-        model_config = ModelConfig(backbone, init="random", pretrained_file=config.checkpoint,
-                                   precision=trained.get("precision", "auto"))
-        model = build_model(model_config).model
-        precision = Precision.resolve(model_config.precision, context.device)
-        precision.prepare(model.to(context.device))
-        augment = saved_augment(saved["config"], backbone, config.crop)
+        scorer = quality_model(config.checkpoint, config.crop, context.device)
+        augment = scorer.augment
         images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
         benchmarks.check_crop(images, augment.crop)
-        parts = test_split(saved["config"], config) if config.subset == "test" else None
+        parts = test_split(scorer.trained, config) if config.subset == "test" else None
         if parts is not None:
             images = split(images, parts["split_by"], parts["seed"], parts["repeat"]).test
         elif config.subset != "all":
             raise ValueError(f"--subset must be all or test, got {config.subset!r}")
         predicted, opinion, figures = test_figures(
-            context, model, images, augment, config.eval_crops,
-            config.workers, max(1, config.batch_size // context.world_size), precision)
+            context, scorer.model, images, augment, config.eval_crops,
+            config.workers, max(1, config.batch_size // context.world_size), scorer.precision)
         if not context.is_main:
             return {}
         out = Path(config.out)
@@ -122,7 +143,7 @@ def evaluate(config: EvaluateConfig) -> dict:
                   "root": config.root, "subset": config.subset, "split": parts,
                   "figures": figures,
                   "ensemble": config.ensemble,
-                  "trained_on": saved["config"].get("dataset")}  # for `train compare`
+                  "trained_on": scorer.trained.get("dataset")}  # for `train compare`
         write_json(out / "evaluation.json", result)
         np.savez(out / "predictions.npz", predicted=predicted, opinion=opinion)
         scatter(predicted, opinion, figures, f"{config.dataset} ({config.subset})",

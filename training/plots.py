@@ -1,7 +1,9 @@
-"""The scatter plot of predicted quality against opinion scores."""
+"""The scatter plot of predicted quality against opinion scores; the lowest and highest scored
+images of a prediction."""
 
 from pathlib import Path
 
+import cv2
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from labelers.ensemble import logistic
+from shards.decode import decode
 from training.correlation import fit_logistic
 
 
@@ -31,3 +34,41 @@ def scatter(predicted: np.ndarray, opinion: np.ndarray, figures: dict, title: st
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     plt.close(figure)
+
+
+def extremes(scores: dict[str, float], path: Path, count: int = 4) -> None:
+    """The `count` lowest and highest scored image files, each with its score and name (one
+    row of them all, lowest first, where there are no more than 2 x count)."""
+    ranked = sorted(scores, key=scores.__getitem__)
+    rows = [("lowest: ", ranked[:count]), ("highest: ", ranked[::-1][:count])]
+    if len(ranked) <= 2 * count:
+        rows = [("", ranked)]
+    columns = max(len(names) for _, names in rows)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(2.6 * columns, 2.5 * len(rows)),
+                                dpi=110, squeeze=False)
+    for row, (label, names) in enumerate(rows):
+        for column in range(columns):
+            cell = axes[row][column]
+            cell.axis("off")
+            if column < len(names):
+                name = names[column]
+                cell.imshow(_thumbnail(Path(name)))
+                cell.set_title(f"{label}{scores[name]:.3f}\n{_short(Path(name).name)}",
+                               fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _thumbnail(path: Path, longest: int = 256) -> np.ndarray:
+    pixels = decode(path.read_bytes()).pixels
+    scale = longest / max(pixels.shape[:2])
+    if scale >= 1:
+        return pixels
+    size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+
+
+def _short(name: str, most: int = 28) -> str:
+    return name if len(name) <= most else name[: most - 3] + "..."

@@ -1,0 +1,146 @@
+"""`train predict`: a quality model's scores of image files, checked against the same network
+run here with timm directly; every image listed keeps a row, the ones that cannot be scored
+with why; an image scores the same wherever it is listed."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from training.cli import main
+
+from .conftest import png
+from .test_cli import TINY
+from .test_ddp import torchrun
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_dataset, tmp_path_factory) -> Path:
+    """A one-step pretraining checkpoint of test_resnet at 32 pixels (a quality model)."""
+    out = tmp_path_factory.mktemp("predict-model")
+    assert main(["pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "1",
+                 "--steps-per-epoch", "1", "--batch-size", "4", *TINY]) == 0
+    return out / "best.pt"
+
+
+def _scored_here(checkpoint: Path, pixels: np.ndarray) -> float:
+    """The checkpoint's network on the whole image, built and normalised here from timm and
+    the checkpoint's recorded input."""
+    saved = torch.load(checkpoint, weights_only=True)
+    model = timm.create_model("test_resnet", num_classes=1)
+    model.load_state_dict(saved["model"])
+    augment = saved["config"]["augment"]
+    scaled = (pixels / 255.0 - augment["mean"]) / augment["std"]
+    with torch.no_grad():
+        return float(model.eval()(torch.from_numpy(scaled.transpose(2, 0, 1)[None]).float()))
+
+
+def _texture(seed: int, size: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(rng.uniform(40, 215), rng.uniform(5, 60), (size, size, 3)), 0,
+                   255).astype(np.uint8)
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "predictions.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_scores_are_the_networks_and_every_listed_image_keeps_a_row(checkpoint, tmp_path,
+                                                                    capsys):
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    images = {folder / "b.png": _texture(1, 32), folder / "nested" / "a.PNG": _texture(2, 32)}
+    for path, pixels in images.items():
+        path.write_bytes(png(pixels))
+    (folder / "notes.txt").write_text("not an image")           # not an image name: skipped
+    (folder / "small.png").write_bytes(png(_texture(3, 16)))     # smaller than the crop
+    (folder / "fake.jpg").write_text("not an image either")      # an image name, no image
+    (folder / "cut.png").write_bytes(png(_texture(4, 32))[:120])  # header whole, data cut
+    lone = tmp_path / "lone.png"
+    lone.write_bytes(png(_texture(5, 32)))
+    images[lone] = _texture(5, 32)
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), str(lone), "--checkpoint", str(checkpoint),
+                 "--out", str(out), "--workers", "0", "--device", "cpu"]) == 0
+    rows = _rows(out)
+    names = [folder / "b.png", folder / "cut.png", folder / "fake.jpg", folder / "nested" /
+             "a.PNG", folder / "small.png", lone]
+    assert [row["path"] for row in rows] == [str(path) for path in names]  # sorted, then named
+    by_path = {row["path"]: row for row in rows}
+    for path, pixels in images.items():  # a 32-pixel image is its own crop: every crop is it
+        assert float(by_path[str(path)]["score"]) == pytest.approx(
+            _scored_here(checkpoint, pixels), rel=1e-5, abs=1e-6)
+        assert by_path[str(path)]["error"] == ""
+    assert "smaller than the 32-pixel crop" in by_path[str(folder / "small.png")]["error"]
+    assert "not an image" in by_path[str(folder / "fake.jpg")]["error"]
+    assert "cannot be read" in by_path[str(folder / "cut.png")]["error"]
+    for failed in ("small.png", "fake.jpg", "cut.png"):
+        assert by_path[str(folder / failed)]["score"] == ""
+    summary = json.loads((out / "prediction.json").read_text())
+    assert (summary["images"], summary["scored"], summary["failed"]) == (6, 3, 3)
+    assert summary["meaning"].startswith("the ensemble label Q of")
+    assert (out / "extremes.png").stat().st_size > 5_000
+    assert "scored 3 of 6 images (3 could not be" in capsys.readouterr().out
+
+
+def test_an_image_scores_the_same_wherever_it_is_listed(checkpoint, tmp_path):
+    """Its crops come from its own pixels, not its place in the list."""
+    paths = []
+    for seed in range(4):
+        paths.append(tmp_path / f"img{seed}.png")
+        paths[-1].write_bytes(png(_texture(seed, 48)))  # larger than the crop: crops differ
+    scores = []
+    for name, listed in (("alone", paths[3:]), ("last", paths), ("first", paths[::-1])):
+        assert main(["predict", *map(str, listed), "--checkpoint", str(checkpoint), "--out",
+                     str(tmp_path / name), "--eval-crops", "3", "--workers", "0",
+                     "--device", "cpu"]) == 0
+        scores.append({row["path"]: float(row["score"]) for row in _rows(tmp_path / name)})
+    # the same crops: equal but for float32's last bits in batches of another size or order
+    target = str(paths[3])
+    assert scores[1][target] == pytest.approx(scores[0][target], rel=1e-6)
+    for path, value in scores[1].items():
+        assert scores[2][path] == pytest.approx(value, rel=1e-6)
+    # the crops do move the score: one crop at two places scores two values
+    assert len({round(value, 6) for value in scores[1].values()}) == 4
+
+
+def test_bad_inputs_are_named(checkpoint, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("no image here")
+    for inputs, message in (([str(tmp_path / "missing")], "does not exist"),
+                            ([str(empty)], "no image file in")):
+        assert main(["predict", *inputs, "--checkpoint", str(checkpoint), "--out",
+                     str(tmp_path / "out"), "--workers", "0", "--device", "cpu"]) == 2
+        assert message in capsys.readouterr().err
+    image = tmp_path / "one.png"
+    image.write_bytes(png(_texture(0, 32)))
+    assert main(["predict", str(image), "--checkpoint", str(tmp_path / "none.pt"), "--out",
+                 str(tmp_path / "out"), "--workers", "0"]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_ranks_score_each_image_as_one_process_does(checkpoint, tmp_path):
+    """Each rank scores every other image; the gathered rows map back to their files (an odd
+    count, one image that fails on its rank)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed in range(5):
+        (folder / f"img{seed}.png").write_bytes(png(_texture(seed, 40)))
+    (folder / "img2.png").write_bytes(png(_texture(2, 40))[:120])  # cut: fails on a rank
+    run = [str(folder), "--checkpoint", str(checkpoint), "--eval-crops", "2", "--workers",
+           "0", "--device", "cpu", "--batch-size", "2"]
+    torchrun("predict", *run, "--out", str(tmp_path / "two"))
+    assert main(["predict", *run, "--out", str(tmp_path / "one")]) == 0
+    one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert [row["path"] for row in two] == [row["path"] for row in one]
+    assert [bool(row["error"]) for row in two] == [False, False, True, False, False]
+    for first, second in zip(one, two, strict=True):
+        if first["score"]:
+            assert float(second["score"]) == pytest.approx(float(first["score"]), rel=1e-6)

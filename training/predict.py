@@ -1,0 +1,182 @@
+"""`train predict`: a quality model's scores of images that have no opinion scores (files, and
+folders of them), each the mean over evaluate's random crops; the crops are drawn from the
+image's own pixels, so an image scores the same in any list and any run. Writes the scores as a
+CSV (an image that could not be scored keeps its row, with why), a JSON summary and a picture
+of the lowest and highest scored."""
+
+import csv
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from shards.decode import IMAGE_EXTENSIONS
+from training import distributed
+from training.benchmarks import DatasetLayoutError, LabelledImage, header_size
+from training.evaluate import quality_model
+from training.loop import predict
+from training.plots import extremes
+from training.results_files import write_json
+from training.transforms import EVAL_CROPS, Augment, eval_views
+
+SCORES_FILE = "predictions.csv"
+SUMMARY_FILE = "prediction.json"
+EXTREMES_FILE = "extremes.png"
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    checkpoint: str
+    inputs: tuple[str, ...]      # image files and folders (searched below for image files)
+    out: str
+    crop: int | None = None      # default: the checkpoint's training crop
+    eval_crops: int = EVAL_CROPS
+    batch_size: int = 16
+    workers: int = 2
+    device: str = "auto"
+
+
+def image_files(inputs: tuple[str, ...]) -> list[Path]:
+    """Each input file as named, each folder's files with an image extension below it (sorted),
+    each file once, in that order; a DatasetLayoutError for an input that does not exist or a
+    list without an image."""
+    found: list[Path] = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found += sorted(item for item in path.rglob("*")
+                            if item.suffix.lower() in IMAGE_EXTENSIONS and item.is_file())
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DatasetLayoutError(f"{name} does not exist")
+    if not found:
+        raise DatasetLayoutError(f"no image file in {', '.join(inputs)} (names ending in "
+                                 f"{', '.join(sorted(IMAGE_EXTENSIONS))}, any case)")
+    return list(dict.fromkeys(found))
+
+
+def content_rng(pixels: np.ndarray) -> np.random.Generator:
+    """The crops' generator, seeded by the pixels themselves."""
+    digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+class CropViews(Dataset):
+    """(an image's crops, its index); where its pixels cannot be read (a file truncated after
+    its header), blank crops and -1 - index, so the run goes on and the image is named."""
+
+    def __init__(self, images: list[LabelledImage], augment: Augment, crops: int):
+        self.images, self.augment, self.crops = images, augment, crops
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            pixels = self.images[index].pixels()
+            views = eval_views(pixels, self.augment, content_rng(pixels), self.crops)
+            return views, torch.tensor(float(index))
+        except ValueError:  # DatasetLayoutError, or a crop larger than the decoded image
+            blank = torch.zeros((self.crops, 3, self.augment.crop, self.augment.crop))
+            return blank, torch.tensor(float(-1 - index))
+
+
+def _why_not(image: LabelledImage, augment: Augment) -> str:
+    """Why an image the loader could not crop failed (read again here, for its message)."""
+    try:
+        eval_views(image.pixels(), augment, np.random.default_rng(0), 1)
+    except ValueError as error:
+        return str(error)
+    return "could not be read"
+
+
+def _checked(files: list[Path], crop: int) -> tuple[list[LabelledImage], dict[str, str]]:
+    """The files whose headers name an image of at least the crop, and why each other one is
+    left out (by path)."""
+    images, failed = [], {}
+    for path in files:
+        image = LabelledImage(str(path), math.nan, str(path), str(path))
+        size = header_size(image)
+        if isinstance(size, str):
+            failed[str(path)] = f"not an image: {size}"
+        elif min(size) < crop:
+            failed[str(path)] = (f"{size[0]}x{size[1]} is smaller than the {crop}-pixel crop "
+                                 "(pass a smaller --crop)")
+        else:
+            images.append(image)
+    return images, failed
+
+
+def _write_scores(path: Path, files: list[Path], scores: dict[str, float],
+                  failed: dict[str, str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "score", "error"])
+        for file in map(str, files):
+            score = scores.get(file)
+            writer.writerow([file, "" if score is None else repr(score), failed.get(file, "")])
+
+
+def score_meaning(trained: dict) -> str:
+    """What the model's scores stand for, from its training settings."""
+    if "repeat" in trained:  # fine-tuned on a human-rated dataset
+        return (f"{trained.get('dataset')}'s opinion scores, rescaled to [0, 1] (higher is "
+                "better)")
+    names = trained.get("target", "quality").split(",")
+    if "quality" in names:
+        return f"the ensemble label Q of {trained.get('dataset')} (0 to 1, higher is better)"
+    return f"the raw {names[0]} scores of {trained.get('dataset')}"
+
+
+def predict_images(config: PredictConfig) -> dict:
+    context = distributed.start(config.device)
+    try:
+        scorer = quality_model(config.checkpoint, config.crop, context.device)
+        files = image_files(config.inputs)
+        images, failed = _checked(files, scorer.augment.crop)
+        views = CropViews(images, scorer.augment, config.eval_crops)
+        share = Subset(views, range(context.rank, len(views), context.world_size))
+        loader = DataLoader(share, batch_size=max(1, config.batch_size // context.world_size),
+                            num_workers=config.workers,
+                            pin_memory=context.device.type == "cuda")
+        predicted, index = predict(context, scorer.model, loader, precision=scorer.precision)
+        if not context.is_main:
+            return {}
+        scores = {}
+        for value, position in zip(predicted, index.astype(int), strict=True):
+            image = images[position if position >= 0 else -1 - position]
+            if position >= 0:
+                scores[image.path] = float(value)
+            else:
+                failed[image.path] = _why_not(image, scorer.augment)
+        return _report(config, scorer.trained, files, scores, failed)
+    finally:
+        distributed.stop(context)
+
+
+def _report(config: PredictConfig, trained: dict, files: list[Path], scores: dict[str, float],
+            failed: dict[str, str]) -> dict:
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_scores(out / SCORES_FILE, files, scores, failed)
+    values = np.array(list(scores.values()))
+    summary = {"checkpoint": config.checkpoint, "inputs": list(config.inputs),
+               "meaning": score_meaning(trained), "crops": config.eval_crops,
+               "images": len(files), "scored": len(scores), "failed": len(failed),
+               "mean": float(values.mean()) if len(values) else None,
+               "min": float(values.min()) if len(values) else None,
+               "max": float(values.max()) if len(values) else None}
+    write_json(out / SUMMARY_FILE, summary)
+    if scores:
+        extremes(scores, out / EXTREMES_FILE)
+    spread = (f": mean {summary['mean']:.4f}, from {summary['min']:.4f} to "
+              f"{summary['max']:.4f}" if scores else "")
+    left = f" ({len(failed)} could not be: see their error there)" if failed else ""
+    print(f"scored {len(scores)} of {len(files)} images{left}{spread}; scores are "
+          f"{summary['meaning']}; {out / SCORES_FILE}")
+    return summary
