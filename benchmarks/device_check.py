@@ -366,7 +366,8 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
     lock = threading.Lock()
     busy = {"score": 0.0, "learned": 0.0}
     tally: dict = {"done": 0, "samples": 0, "first": None, "failed": None, "active": 0,
-                   "peak": 0, "stages": Counter(), "cpu": 0.0}
+                   "peak": 0, "stages": Counter(), "cpu": 0.0,
+                   "occupied": 0.0, "since": 0.0}  # seconds with a call in progress
     stopping = threading.Event()
 
     def answer() -> None:
@@ -388,10 +389,11 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
                     stopping.set()
             if kind in ("done", "dead"):
                 continue
+            start = time.perf_counter()
             with lock:
+                tally["since"] = start if tally["active"] == 0 else tally["since"]
                 tally["active"] += 1
                 tally["peak"] = max(tally["peak"], tally["active"])
-            start = time.perf_counter()
             try:
                 if kind == "score":
                     scores = labeler.score(*payload)
@@ -403,8 +405,10 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
                 stopping.set()
                 return
             with lock:
-                busy[kind] += time.perf_counter() - start
+                now = time.perf_counter()
+                busy[kind] += now - start
                 tally["active"] -= 1
+                tally["occupied"] += now - tally["since"] if tally["active"] == 0 else 0.0
             answers[worker].put(result)
 
     servers = [threading.Thread(target=answer) for _ in range(concurrency)]
@@ -419,6 +423,7 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
             "pool_cpu_seconds": round(tally["cpu"], 1),
             "peak_concurrent": tally["peak"],
             "busy_seconds": {k: round(v, 1) for k, v in busy.items()},
+            "occupied_seconds": round(tally["occupied"], 1),
             "serving_seconds": round(time.perf_counter() - tally["first"], 1)}
 
 
@@ -461,6 +466,8 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
             "labelled_images": labelled, "wall_seconds": round(wall, 1),
             "labelled_images_per_s": round(labelled / wall, 1),
             "labelling_process_busy": served["busy_seconds"],
+            # the seconds in which it served at least one call (its calls' union)
+            "labelling_process_occupied": served["occupied_seconds"],
             # where the pool's time went (wall seconds summed over its processes; label and
             # the learned types' wait on the labelling process) and its CPU time per image
             "pool_stage_seconds": served["pool_stage_seconds"],
@@ -613,6 +620,8 @@ def markdown(results: dict) -> str:
                   f"process served up to {pipe.get('labelling_concurrency', 1)} call(s) at "
                   f"once ({pipe.get('labelling_peak_concurrent', '?')} at the most), "
                   f"in calls for {pipe['labelling_process_busy']} s (summed)"
+                  + (f", {pipe['labelling_process_occupied']} s with a call in progress"
+                     if "labelling_process_occupied" in pipe else "")
                   + (f"; {pipe['from_first_request_seconds']} s from its first request "
                      f"({round(pipe['labelled_images'] / pipe['from_first_request_seconds'], 1)}"
                      " images/s once the pool had started)"

@@ -38,6 +38,10 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     assert pipeline["labelled_images"] == 2 * 3 * 2 and pipeline["samples"] == 2 * (1 + 6)
     assert pipeline["labelling_concurrency"] == 2  # the GPU actor's two calls at once
     assert 1 <= pipeline["labelling_peak_concurrent"] <= 2  # (one pool process on 2 CPUs)
+    # the calls' union: no longer than their sum, nor than the time it served
+    occupied, summed = pipeline["labelling_process_occupied"], pipeline["labelling_process_busy"]
+    assert 0 < occupied <= sum(summed.values()) + 0.1
+    assert occupied <= pipeline["from_first_request_seconds"] + 0.1
     assert results["ddp"]["ranks"] == 2 and results["ddp"]["summary"]["rank_batches"] == [2, 2]
     runs = results["objectives"]["runs"]  # every label-free objective trained its 4 steps
     assert sorted(runs) == ["contrastive", "reconstruction", "restoration"]
