@@ -18,25 +18,39 @@ from .test_cli import TINY
 from .test_ddp import torchrun
 
 
+def _pretrained(dataset: Path, out: Path, target: str) -> Path:
+    """A one-step pretraining checkpoint of test_resnet at 32 pixels."""
+    assert main(["pretrain", str(dataset), "--out", str(out), "--target", target, "--epochs",
+                 "1", "--steps-per-epoch", "1", "--batch-size", "4", *TINY]) == 0
+    return out / "best.pt"
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tiny_dataset, tmp_path_factory) -> Path:
-    """A one-step pretraining checkpoint of test_resnet at 32 pixels (a quality model)."""
-    out = tmp_path_factory.mktemp("predict-model")
-    assert main(["pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "1",
-                 "--steps-per-epoch", "1", "--batch-size", "4", *TINY]) == 0
-    return out / "best.pt"
+    """A quality model."""
+    return _pretrained(tiny_dataset, tmp_path_factory.mktemp("predict-model"), "quality")
 
 
 def _scored_here(checkpoint: Path, pixels: np.ndarray) -> float:
     """The checkpoint's network on the whole image, built and normalised here from timm and
-    the checkpoint's recorded input."""
+    the checkpoint's recorded input (a multi-head model: its backbone, then its quality
+    head's weights)."""
     saved = torch.load(checkpoint, weights_only=True)
-    model = timm.create_model("test_resnet", num_classes=1)
-    model.load_state_dict(saved["model"])
     augment = saved["config"]["augment"]
     scaled = (pixels / 255.0 - augment["mean"]) / augment["std"]
+    image = torch.from_numpy(scaled.transpose(2, 0, 1)[None]).float()
+    state = saved["model"]
+    if "heads.quality.weight" not in state:
+        model = timm.create_model("test_resnet", num_classes=1)
+        model.load_state_dict(state)
+        with torch.no_grad():
+            return float(model.eval()(image))
+    backbone = timm.create_model("test_resnet", num_classes=0)
+    backbone.load_state_dict({key.removeprefix("backbone."): value for key, value in
+                              state.items() if key.startswith("backbone.")})
     with torch.no_grad():
-        return float(model.eval()(torch.from_numpy(scaled.transpose(2, 0, 1)[None]).float()))
+        features = backbone.eval()(image)
+        return float(features @ state["heads.quality.weight"].T + state["heads.quality.bias"])
 
 
 def _texture(seed: int, size: int) -> np.ndarray:
@@ -86,6 +100,19 @@ def test_scores_are_the_networks_and_every_listed_image_keeps_a_row(checkpoint, 
     assert summary["meaning"].startswith("the ensemble label Q of")
     assert (out / "extremes.png").stat().st_size > 5_000
     assert "scored 3 of 6 images (3 could not be" in capsys.readouterr().out
+
+
+def test_a_multi_head_model_is_scored_by_its_quality_head(tiny_dataset, tmp_path):
+    model = _pretrained(tiny_dataset, tmp_path / "heads", "level,quality")
+    image = tmp_path / "one.png"
+    image.write_bytes(png(_texture(7, 32)))
+    assert main(["predict", str(image), "--checkpoint", str(model), "--out",
+                 str(tmp_path / "out"), "--workers", "0", "--device", "cpu"]) == 0
+    assert float(_rows(tmp_path / "out")[0]["score"]) == pytest.approx(
+        _scored_here(model, _texture(7, 32)), rel=1e-5, abs=1e-6)
+    classes = _pretrained(tiny_dataset, tmp_path / "classes", "level")
+    assert main(["predict", str(image), "--checkpoint", str(classes), "--out",
+                 str(tmp_path / "out2"), "--workers", "0", "--device", "cpu"]) == 2
 
 
 def test_an_image_scores_the_same_wherever_it_is_listed(checkpoint, tmp_path):
