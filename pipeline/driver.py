@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.fs as pafs
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
@@ -23,28 +22,24 @@ from pipeline.duplicates import find_duplicates
 from pipeline.errors import (
     ClusterAuthError,
     ClusterUnreachableError,
-    ForeignOutputError,
     LabelersUnavailableError,
     ShardsFailedError,
 )
 from pipeline.lease import Lease
+from pipeline.output_folder import RUN_FILES, STRIKES_FILE, refuse_foreign, remove_staged
 from pipeline.plan import Plan, chosen, label_identity, persist_or_check
 from pipeline.probe import check_reachable
 from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout
 from pipeline.sources import listing, skipped_note
 from pipeline.submit import AUTHENTICATION_ERRORS
-from shards.layout import PLAN_FILE, SHARDS_DIR, SOURCES_FILE, labels_files
+from shards.layout import SHARDS_DIR, labels_files
 from shards.reader import shard_problems, shard_stats, shards_with_stats
 from shards.storage import Location
 
 DASHBOARD_PORT = 8265
 PROGRESS_SECONDS = 2.0
 STOP_SECONDS = 30.0  # for the shard tasks of a run that ends early to stop
-# what a run writes beside its shards (--restart removes them with the shards)
-STRIKES_FILE = "strikes.json"  # references worker processes died on (pipeline.actors)
-RUN_FILES = ("manifest.json", "ensemble.json", "report.json", SOURCES_FILE, "failures.jsonl",
-             PLAN_FILE, STRIKES_FILE)
 ACTOR_START_SECONDS = 600  # loading ten metrics (VGG16 included) takes seconds, not minutes
 
 
@@ -65,21 +60,6 @@ def shard_is_complete(location: Location, index: int, digest: str, store: str,
     """All files there, made under this plan, parquet rows and tar size as the stats say; with
     `verify` the tar's SHA-256 too (reads every byte)."""
     return not shard_problems(location, index, digest, store, verify_hash=verify)
-
-
-def _refuse_foreign(location: Location) -> None:
-    """OUT must be new, or a dataset generate wrote (it writes plan.json before any other
-    file): a shards folder or run file without a plan is someone else's, never cleared or
-    overwritten."""
-    if location.exists(location.path(PLAN_FILE)):
-        return
-    selector = pafs.FileSelector(location.root, allow_not_found=True)
-    theirs = sorted(info.base_name for info in location.fs.get_file_info(selector)
-                    if info.base_name in (*RUN_FILES, SHARDS_DIR))
-    if theirs:
-        raise ForeignOutputError(f"{location.root} holds {', '.join(theirs)} but no {PLAN_FILE}: "
-                                 "not a dataset generate wrote; choose another --out (nothing "
-                                 "there was changed)")
 
 
 def _clear_previous_run(location: Location) -> None:
@@ -328,14 +308,6 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
         lease.release()
 
 
-def _remove_staged(location: Location) -> None:
-    """Files an interrupted attempt staged (under the lease nobody else is writing)."""
-    selector = pafs.FileSelector(location.path(SHARDS_DIR), allow_not_found=True)
-    for info in location.fs.get_file_info(selector):
-        if info.base_name.endswith(".partial"):
-            location.delete(info.path)
-
-
 def _generate(config: RunConfig, options: ClusterOptions, location: Location,
               absent: tuple[str, ...], started: float) -> dict:
     ensemble = load_ensemble(config.ensemble_file)
@@ -345,10 +317,10 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     sources = chosen(listed.sources, config)
     identity = label_identity(ensemble.hash if config.labelled else None, absent)
     plan = Plan.make(sources, config, identity, find_duplicates(sources, config.sources))
-    _refuse_foreign(location)
+    refuse_foreign(location)
     if options.restart:
         _clear_previous_run(location)
-    _remove_staged(location)
+    remove_staged(location)
     resumed = persist_or_check(plan, location, restart=options.restart)
     write_run_files(location, config, plan, ensemble, absent)
     _start_ray()

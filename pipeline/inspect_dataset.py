@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from pipeline.commands.storage_check import storage_summary
 from pipeline.config import RunConfig
 from pipeline.deep_check import deep_check
+from pipeline.output_folder import staged_files
 from pipeline.plan import Plan
 from pipeline.report import libraries_differing_message, modes_line, replays_recipes
 from shards.layout import (
@@ -22,7 +23,6 @@ from shards.layout import (
     SOURCES_FILE,
     labels_file,
     labels_files,
-    shard_paths,
     tar_path,
 )
 from shards.reader import (
@@ -73,10 +73,8 @@ def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
     problems = shard_problems(location, index, plan.digest, store, verify_hash=True)
     if problems:
         return [f"shard {index:05d}: {problem}" for problem in problems]
-    paths = shard_paths(location, index)
-    with location.fs.open_input_file(paths["parquet"]) as handle:
-        rows = pq.read_table(handle, columns=["key", "ref_id", "kind", "distortion_id",
-                                              "chain"]).to_pylist()
+    rows = read_index(location, [index], columns=["key", "ref_id", "kind", "distortion_id",
+                                                  "chain"]).to_pylist()  # (chains derived)
     try:
         listing = tar_listing(location, index, store)
     except (tarfile.TarError, OSError) as error:
@@ -199,12 +197,25 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
     lines, problems = lines + report_lines, shard_problems + problems
     if not shard_problems:  # a sidecar matches the dataset it was made of: a whole one
         problems += sidecar_problems(location)
-    storage_lines, storage_problems = storage_summary(location, config.store)
-    lines, problems = lines + storage_lines, problems + storage_problems
+        storage_lines, storage_problems = storage_summary(location, config.store)
+        lines, problems = lines + storage_lines, problems + storage_problems
+    lines += _staged_note(location)
     if deep:
         deep_lines, deep_problems = deep_check(location, deep)
         lines, problems = lines + deep_lines, problems + deep_problems
     return lines, problems
+
+
+def _staged_note(location: Location) -> list[str]:
+    """A line on the files a writer staged in shards/ and has not renamed into place: a run
+    under way, or one interrupted (the next generate or convert of the folder removes them)."""
+    staged = staged_files(location)
+    if not staged:
+        return []
+    megabytes = sum(info.size for info in staged) / 1e6
+    return [f"note: {len(staged)} staged file(s) in shards/ ({megabytes:.1f} MB, e.g. "
+            f"{staged[0].base_name}) are no part of the dataset: a write under way, "
+            "or one interrupted (the next generate or convert of this folder removes them)"]
 
 
 def _report(location: Location) -> tuple[list[str], list[str]]:

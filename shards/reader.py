@@ -80,7 +80,7 @@ def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
         try:
             stats = shard_stats(location, index)
         except (ValueError, UnicodeDecodeError) as error:
-            damaged[index] = f"stats are not JSON ({error})"
+            damaged[index] = f"stats are not a JSON object ({error})"
             continue
         if plan.get("digest") is not None and stats.get("plan_digest") != plan["digest"]:
             if finished:
@@ -130,7 +130,11 @@ def damage_message(location: Location, damaged: dict[int, str]) -> str:
 
 
 def shard_stats(location: Location, index: int) -> dict:
-    return json.loads(location.read_bytes(shard_paths(location, index)["stats"]))
+    """A shard's stats; a ValueError where the file is not a JSON object."""
+    stats = json.loads(location.read_bytes(shard_paths(location, index)["stats"]))
+    if not isinstance(stats, dict):
+        raise ValueError(f"a JSON {type(stats).__name__}, not an object")
+    return stats
 
 
 def _tar_sha256(location: Location, path: str) -> str:

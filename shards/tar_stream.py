@@ -4,6 +4,7 @@ expanded into samples by webdataset's `tar_file_expander` and `group_by_keys`, o
 time and one member at a time (a shard is never held whole). A gzipped tar (.tar.gz: recipes
 and hybrid datasets) is opened as its bytes and inflated by tarfile as it streams."""
 
+import hashlib
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 
@@ -67,3 +68,33 @@ def read_tar(location: Location, url: str, select: Select | None = None,
                 name: value if name.startswith("__") else None
                 for name, value in sample.items()}
     return iter(wds.DataPipeline(wds.SimpleShardList([url]), each_shard(location, listing)))
+
+
+class _Hashing:
+    """A stream that hashes every byte read through it."""
+
+    def __init__(self, stream):
+        self.stream, self.digest = stream, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        block = self.stream.read(None if size is None or size < 0 else size)
+        self.digest.update(block)
+        return block
+
+    def hexdigest_to_end(self) -> str:
+        """The SHA-256 of the whole stream (what the tar reader left unread, read now)."""
+        while self.read(1 << 22):
+            pass
+        return self.digest.hexdigest()
+
+
+def read_verified_tar(location: Location, url: str, sha256: str) -> Iterator[dict]:
+    """`read_tar`'s samples of a tar whose bytes must hash to `sha256` (its stats'), each byte
+    read once: a ShardReadError after its last sample where they do not, so a consumer that
+    stages what it makes of them can drop it."""
+    with location.fs.open_input_stream(url, compression=None) as stream:
+        hashing = _Hashing(stream)
+        yield from shard_samples({"url": url, "stream": hashing})
+        if hashing.hexdigest_to_end() != sha256:
+            raise ShardReadError(f"{url}: its bytes are not the SHA-256 its stats record "
+                                 "(changed after it was written)")

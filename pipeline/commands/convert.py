@@ -21,6 +21,9 @@ from tqdm import tqdm
 
 from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
+from pipeline.inspect_dataset import sidecar_problems, sources_problems
+from pipeline.lease import Lease
+from pipeline.output_folder import refuse_foreign, remove_staged
 from pipeline.plan import Plan, differences, finished_plan, persist_or_check, read_plan
 from shards.layout import (
     DEFAULT_STORE,
@@ -35,7 +38,7 @@ from shards.replay import MANIFEST_FILE, Pending, ReplayContext, ReplayError
 from shards.schema import pixel_sha256
 from shards.storage import Location
 from shards.store_modes import library_versions, stores_pixels
-from shards.tar_stream import read_tar
+from shards.tar_stream import read_verified_tar
 from shards.writer import ShardWriter
 
 COPIED_FILES = (SOURCES_FILE, "failures.jsonl", "ensemble.json")
@@ -80,6 +83,15 @@ class Job:
     context: ReplayContext
 
 
+def _decoded(key: str, png: bytes) -> np.ndarray:
+    """A sample's stored PNG, decoded; a ConversionError naming the sample where it is not
+    one."""
+    try:
+        return decode_png(png)
+    except ValueError as error:
+        raise ConversionError(f"sample {key}: {error} (its shard is damaged)") from None
+
+
 def _verify_drop(key: str, meta: dict, png: bytes, reference: np.ndarray,
                  context: ReplayContext) -> None:
     """Check that a stored version replays here into its PNG's pixels, or say which does not."""
@@ -88,7 +100,7 @@ def _verify_drop(key: str, meta: dict, png: bytes, reference: np.ndarray,
     except ReplayError as error:
         raise ConversionError(f"{error}: its PNG is kept (convert to a mode that stores it)"
                               ) from error
-    if pixel_sha256(decode_png(png)) != meta["sha256"]:
+    if pixel_sha256(_decoded(key, png)) != meta["sha256"]:
         raise ConversionError(f"sample {key}: its PNG's pixels are not the recorded SHA-256")
 
 
@@ -105,13 +117,15 @@ def convert_shard(job: Job) -> tuple[int, int]:
     source, target = Location.parse(job.source), Location.parse(job.target)
     writer = ShardWriter(target, job.index, job.becomes.store)
     replayed = dropped = 0
+    stats = shard_stats(source, job.index)
     try:
         references = {}
-        for sample in read_tar(source, tar_path(source, job.index, job.was.store)):
+        for sample in read_verified_tar(source, tar_path(source, job.index, job.was.store),
+                                        stats.get("tar_sha256", "")):
             meta, png = json.loads(sample["json"]), sample.get("png")
             key, keep = sample["__key__"], job.becomes.keeps_png(meta)
             if meta["kind"] == "reference":
-                references[meta["ref_id"]] = decode_png(png)
+                references[meta["ref_id"]] = _decoded(key, png)
             elif png is None and keep:
                 pending = Pending(key, _reference(references, key, meta), meta, job.context)
                 png, replayed = encode_png(pending.pixels()), replayed + 1
@@ -119,7 +133,6 @@ def convert_shard(job: Job) -> tuple[int, int]:
                 _verify_drop(key, meta, png, _reference(references, key, meta), job.context)
                 png, dropped = None, dropped + 1
             writer.add(meta, png)
-        stats = shard_stats(source, job.index)
         writer.finish({**{key: value for key, value in stats.items()
                           if key not in WRITER_STATS}, "plan_digest": job.digest})
     except BaseException:
@@ -143,6 +156,9 @@ def _source(source: Location) -> tuple[Plan, RunConfig]:
         plan = finished_plan(source)
     except UnfinishedDatasetError as error:
         raise ConversionError(str(error)) from None
+    problems = sources_problems(source, plan) + sidecar_problems(source)
+    if problems:  # copied as they are: a damaged one would pass for the target's own
+        raise ConversionError(f"{source.root}: {'; '.join(problems)}")
     manifest = json.loads(source.read_bytes(source.path(MANIFEST_FILE)))
     return plan, RunConfig.from_json(manifest["config"])
 
@@ -182,8 +198,9 @@ def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage)
 def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
             keep_pngs: tuple[int, ...] = (), workers: int = 1) -> dict:
     """Convert the dataset at `source_root` into `target_root` stored as `store` (and
-    `keep_pngs`); {shards, skipped, replayed, dropped}. A target holding another plan is
-    refused (persist_or_check)."""
+    `keep_pngs`); {shards, skipped, replayed, dropped}. The target is written under its lease
+    (one writer at a time, as generate's); one holding another plan, or files that are no
+    dataset's, is refused."""
     if workers < 1:
         raise ConversionError(f"workers must be at least 1, got {workers}")
     source, target = Location.parse(source_root), Location.parse(target_root)
@@ -195,6 +212,29 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
         raise ConversionError(f"{source.root} is already a{'n' * (store == 'images')} "
                               f"{was.describe()} dataset: nothing to convert")
     plan = stored_plan(plan, becomes)
+    lease = Lease(target)
+    for notice in lease.acquire(take_over=False):
+        print(f"note: {notice}")
+    try:
+        refuse_foreign(target)
+        remove_staged(target)
+        _claim(target, plan)
+        context = ReplayContext.of(source, verify=True)
+        jobs = [Job(source_root, was, target_root, becomes, index, plan.digest, context)
+                for index in range(plan.shard_count)
+                if shard_problems(target, index, plan.digest, becomes.store)]
+        counts = list(tqdm(_made(jobs, workers), total=len(jobs), unit="shard",
+                           desc="convert"))
+        _run_files(source, target, plan, becomes)
+    finally:
+        lease.release()
+    return {"shards": plan.shard_count, "skipped": plan.shard_count - len(jobs),
+            "replayed": sum(replayed for replayed, _ in counts),
+            "dropped": sum(dropped for _, dropped in counts)}
+
+
+def _claim(target: Location, plan: Plan) -> None:
+    """The target's plan written, or the one there checked to be this conversion's."""
     try:
         persist_or_check(plan, target)
     except PlanMismatchError:  # its advice (--restart, --out) is generate's
@@ -202,15 +242,6 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
         raise ConversionError(f"{target.root} holds another dataset's plan, not this "
                               f"conversion's ({'; '.join(differences(theirs, plan))}): choose "
                               "a new or empty DST, or remove that one first") from None
-    context = ReplayContext.of(source, verify=True)
-    todo = [Job(source_root, was, target_root, becomes, index, plan.digest, context)
-            for index in range(plan.shard_count)
-            if shard_problems(target, index, plan.digest, becomes.store)]
-    counts = list(tqdm(_made(todo, workers), total=len(todo), unit="shard", desc="convert"))
-    _run_files(source, target, plan, becomes)
-    return {"shards": plan.shard_count, "skipped": plan.shard_count - len(todo),
-            "replayed": sum(replayed for replayed, _ in counts),
-            "dropped": sum(dropped for _, dropped in counts)}
 
 
 def materialize(source_root: str, target_root: str, workers: int = 1) -> dict:

@@ -2,6 +2,7 @@
 (and its tars' share), and (recipes or hybrid) one version replayed through the reader and
 checked against its SHA-256, with the time the replay took."""
 
+import tarfile
 import time
 
 import pyarrow.fs as pafs
@@ -37,7 +38,10 @@ def first_recipe_sample(location: Location) -> Pending | None:
 
 def replay_check(location: Location) -> tuple[list[str], list[str]]:
     """(lines, problems) of one recipe sample replayed and verified."""
-    pending = first_recipe_sample(location)
+    try:
+        pending = first_recipe_sample(location)
+    except (ValueError, OSError, tarfile.TarError) as error:  # a shard damaged since checked
+        return [], [f"replay check: {error}"]
     if pending is None:
         return ["replay check: no version is stored as its recipe"], []
     started = time.perf_counter()

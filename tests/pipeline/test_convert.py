@@ -5,8 +5,11 @@ gives its pixels; resumable; refused where there is nothing to do."""
 
 import io
 import json
+import os
 import shutil
+import socket
 import tarfile
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,6 +18,11 @@ import pytest
 import distortions
 from pipeline import cli
 from pipeline.commands.convert import ConversionError, convert, materialize
+from pipeline.errors import ForeignOutputError
+from pipeline.inspect_dataset import inspect
+from pipeline.lease import LEASE_FILE, LeaseHeldError
+from shards.reader import read_index
+from shards.storage import Location
 from tests.conftest import stats_agree
 
 COMPARED = ("plan.json", "sources.parquet", "failures.jsonl", "ensemble.json")
@@ -103,6 +111,7 @@ def _with_a_wrong_recipe(root, tmp_path) -> str:
                 data = json.dumps(meta).encode()
                 member.size = len(data)
             tar.addfile(member, io.BytesIO(data))
+    stats_agree(path)  # a shard as written, not one damaged since
     return key
 
 
@@ -139,13 +148,101 @@ def test_convert_resumes_and_refuses_what_it_cannot_do(store_datasets, tmp_path)
         materialize(str(store_datasets["recipes"]), str(tmp_path / "other"), workers=0)
 
 
-def test_relabel_sidecars_travel_with_the_dataset(store_datasets, tmp_path):
+def _sidecar(root, keys: list[str]) -> None:
+    """A relabel sidecar of ensemble 0123abcd labelling `keys` 0.5."""
+    table = pa.table({"key": keys, "quality": [0.5] * len(keys)})
+    pq.write_table(table.replace_schema_metadata({"ensemble_hash": "0123abcd"}),
+                   root / "labels-0123abcd.parquet")
+
+
+def _distorted_keys(root) -> list[str]:
+    index = read_index(Location.parse(str(root)), columns=["key", "kind"]).to_pylist()
+    return [row["key"] for row in index if row["kind"] == "distorted"]
+
+
+def test_relabel_sidecars_travel_with_the_dataset_and_damaged_run_files_stay(store_datasets,
+                                                                           tmp_path):
     source = tmp_path / "relabelled"
     shutil.copytree(store_datasets["images"], source)
-    sidecar = source / "labels-0123abcd.parquet"
-    pq.write_table(pa.table({"key": ["k"], "quality": [0.5]}), sidecar)
+    _sidecar(source, _distorted_keys(source))
     convert(str(source), str(tmp_path / "recipes"), "recipes")
-    assert (tmp_path / "recipes" / sidecar.name).read_bytes() == sidecar.read_bytes()
+    sidecar = "labels-0123abcd.parquet"
+    assert (tmp_path / "recipes" / sidecar).read_bytes() == (source / sidecar).read_bytes()
+    _sidecar(source, _distorted_keys(source)[1:])  # one sample unlabelled: damaged
+    with pytest.raises(ConversionError, match=rf"{sidecar} labels \d+ samples .* relabel"):
+        convert(str(source), str(tmp_path / "recipes2"), "recipes")
+    (source / sidecar).unlink()
+    sources = pq.read_table(source / "sources.parquet")
+    pq.write_table(sources.slice(1), source / "sources.parquet")  # a source's row lost
+    with pytest.raises(ConversionError, match=r"sources\.parquet lists \d+ sources, the plan"):
+        convert(str(source), str(tmp_path / "recipes2"), "recipes")
+    assert not (tmp_path / "recipes2").exists()  # refused before anything is written
+
+
+def test_a_tar_changed_after_it_was_written_is_not_converted(store_datasets, tmp_path):
+    """Its size and parquet as recorded, one digit of a record changed: the conversion reads
+    every byte, so it checks them against the stats' SHA-256 and writes nothing of it."""
+    source = tmp_path / "changed"
+    shutil.copytree(store_datasets["images"], source)
+    tar = source / "shards" / "00000.tar"
+    data = tar.read_bytes()
+    at = data.index(b'"quality":0.') + len(b'"quality":0.')
+    tar.write_bytes(data[:at] + bytes([(data[at] - 48 + 1) % 10 + 48]) + data[at + 1:])
+    with pytest.raises(tarfile.ReadError, match="not the SHA-256 its stats record"):
+        convert(str(source), str(tmp_path / "recipes"), "recipes")
+    assert sorted(p.name for p in (tmp_path / "recipes" / "shards").iterdir()) == []
+    assert cli.main(["convert", str(source), str(tmp_path / "recipes"), "--store",
+                     "recipes"]) == 2
+
+
+def test_a_png_that_does_not_decode_is_named_with_its_sample(store_datasets, tmp_path):
+    source = tmp_path / "undecodable"
+    shutil.copytree(store_datasets["images"], source)
+    path = source / "shards" / "00000.tar"
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    key = next(m.name for m, _ in members if m.name.endswith("_ref.png")).removesuffix(".png")
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for member, data in members:  # the first reference's PNG, garbled
+            tar.addfile(member, io.BytesIO(bytes(len(data)) if member.name == f"{key}.png"
+                                           else data))
+    stats_agree(path)
+    with pytest.raises(ConversionError, match=rf"sample {key}: not a decodable PNG"):
+        convert(str(source), str(tmp_path / "recipes"), "recipes")
+
+
+def test_a_folder_of_other_files_is_never_written_and_a_lease_is_respected(store_datasets,
+                                                                         tmp_path):
+    foreign = tmp_path / "foreign"
+    (foreign / "shards").mkdir(parents=True)
+    (foreign / "manifest.json").write_text("theirs")
+    with pytest.raises(ForeignOutputError, match=r"holds manifest\.json, shards but no plan"):
+        convert(str(store_datasets["images"]), str(foreign), "recipes")
+    assert (foreign / "manifest.json").read_text() == "theirs"
+    assert sorted(p.name for p in foreign.iterdir()) == ["manifest.json", "shards"]
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
+              "refreshed": time.time()}  # a live writer on this host: this very process
+    (busy / LEASE_FILE).write_text(json.dumps(holder))
+    with pytest.raises(LeaseHeldError):
+        convert(str(store_datasets["images"]), str(busy), "recipes")
+    assert sorted(p.name for p in busy.iterdir()) == [LEASE_FILE]
+
+
+def test_staged_files_an_interrupted_conversion_left_are_named_then_removed(store_datasets,
+                                                                           tmp_path):
+    out = tmp_path / "recipes"
+    convert(str(store_datasets["images"]), str(out), "recipes")
+    staged = out / "shards" / "00001.tar.gz.0123.partial"  # a writer killed before its rename
+    staged.write_bytes(b"x" * 1000)
+    lines, problems = inspect(str(out))
+    assert any("1 staged file(s) in shards/ (0.0 MB, e.g. 00001.tar.gz.0123.partial) are no "
+               "part of the dataset" in line for line in lines)
+    assert not any("partial" in problem for problem in problems)  # (no report.json here)
+    convert(str(store_datasets["images"]), str(out), "recipes")
+    assert not staged.exists()
+    assert not any("staged file(s)" in line for line in inspect(str(out))[0])
 
 
 def test_a_source_with_a_damaged_shard_or_no_manifest_is_refused(store_datasets, tmp_path):

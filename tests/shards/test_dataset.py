@@ -186,8 +186,13 @@ def test_a_shard_without_its_lists_is_redone_and_unreadable_stats_are_damage(tmp
     assert shard_problems(location, 0, digest, "images") == ["missing failures"]
     assert shard_problems(location, 1, digest, "images") == ["missing sources"]
     (copy / "shards" / "00002_stats.json").write_text("{broken")
-    with pytest.raises(DamagedShardError, match="00002: stats are not JSON"):
+    with pytest.raises(DamagedShardError, match="00002: stats are not a JSON object"):
         open_dataset(str(copy))
+    for other_json in ("[1]", "null"):  # JSON, but not the object stats are
+        (copy / "shards" / "00002_stats.json").write_text(other_json)
+        with pytest.raises(DamagedShardError, match="00002: stats are not a JSON object"):
+            open_dataset(str(copy))
+        assert "not an object" in shard_problems(location, 2, digest, "images")[0]
 
 
 def test_inspect_names_stats_without_their_counts(tmp_path, store_datasets):

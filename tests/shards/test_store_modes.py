@@ -264,3 +264,56 @@ def test_a_denoiser_version_made_on_a_gpu_that_differs_here_says_where_it_was_ma
     with pytest.raises(ReplayMismatchError, match=r"sample k: .*made by the learned denoiser "
                                                   r"on cuda\)"):
         Pending("k", small_image, meta, ReplayContext(library_versions())).pixels()
+
+
+def test_inspect_lists_a_damaged_recipe_shard_instead_of_stopping(store_datasets, tmp_path):
+    """A byte flipped inside a gzipped tar (its size as recorded): the shard is named among
+    the problems; the replay check, which would read it, does not run."""
+    copy = tmp_path / "copy"
+    shutil.copytree(store_datasets["recipes"], copy)
+    tar = copy / "shards" / "00000.tar.gz"
+    data = bytearray(tar.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tar.write_bytes(bytes(data))
+    lines, problems = inspect(str(copy))
+    assert "shard 00000: tar SHA-256 differs from its stats (corrupted after writing)" \
+        in problems
+    assert not any(text.startswith("replay check") for text in lines + problems)
+    # a reference PNG garbled by its writer (the stats agree): the replay check names it
+    shutil.copyfile(store_datasets["recipes"] / "shards" / "00000.tar.gz", tar)
+    with tarfile.open(tar) as archive:
+        members = [(m, archive.extractfile(m).read()) for m in archive.getmembers()]
+    with tarfile.open(tar, "w:gz", format=tarfile.GNU_FORMAT) as archive:
+        for member, data in members:
+            garbled = member.name.endswith("_ref.png")
+            archive.addfile(member, io.BytesIO(bytes(len(data)) if garbled else data))
+    stats_agree(tar)
+    problems = inspect(str(copy))[1]
+    assert any(problem.startswith("replay check: sample ") and "do not decode" in problem
+               for problem in problems)
+
+
+def test_inspect_reads_shards_made_before_chains_were_recorded(store_datasets, tmp_path):
+    """Their parquet has no chain column and their records no chain (as the readers accept):
+    each version's one link is its distortion and level, and inspect finds nothing wrong."""
+    import pyarrow.parquet as pq
+
+    copy = tmp_path / "copy"
+    shutil.copytree(store_datasets["images"], copy)
+    for parquet in (copy / "shards").glob("*.parquet"):
+        table = pq.read_table(parquet)
+        pq.write_table(table.drop_columns(["chain"]), parquet)
+    for path in (copy / "shards").glob("*.tar"):
+        with tarfile.open(path) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+        with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+            for member, data in members:
+                if member.name.endswith(".json"):
+                    record = json.loads(data)
+                    record.pop("chain", None)
+                    data = json.dumps(record).encode()
+                    member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+        stats_agree(path)
+    problems = inspect(str(copy))[1]
+    assert problems == ["no report.json: the run has not finished (rerun generate to resume)"]

@@ -1,0 +1,43 @@
+"""What a writer of a dataset (generate, convert) makes sure of in its output folder, under its
+lease, before it writes: that the folder is new or a dataset of this project (never someone
+else's files overwritten), and that no file an interrupted writer staged is left."""
+
+import pyarrow.fs as pafs
+
+from pipeline.errors import ForeignOutputError
+from shards.layout import PLAN_FILE, SHARDS_DIR, SOURCES_FILE
+from shards.storage import Location
+
+STRIKES_FILE = "strikes.json"  # references worker processes died on (pipeline.actors)
+# what a run writes beside its shards (--restart removes them with the shards)
+RUN_FILES = ("manifest.json", "ensemble.json", "report.json", SOURCES_FILE, "failures.jsonl",
+             PLAN_FILE, STRIKES_FILE)
+STAGED_SUFFIX = ".partial"
+
+
+def refuse_foreign(location: Location) -> None:
+    """The folder must be new, or a dataset (its writers write plan.json before any other
+    file): a shards folder or run file without a plan is someone else's, never cleared or
+    overwritten."""
+    if location.exists(location.path(PLAN_FILE)):
+        return
+    selector = pafs.FileSelector(location.root, allow_not_found=True)
+    theirs = sorted(info.base_name for info in location.fs.get_file_info(selector)
+                    if info.base_name in (*RUN_FILES, SHARDS_DIR))
+    if theirs:
+        raise ForeignOutputError(f"{location.root} holds {', '.join(theirs)} but no {PLAN_FILE}: "
+                                 "not a dataset of iqa-factory; choose another output folder "
+                                 "(nothing there was changed)")
+
+
+def staged_files(location: Location) -> list[pafs.FileInfo]:
+    """The files staged in shards/ and not (yet) renamed into place."""
+    selector = pafs.FileSelector(location.path(SHARDS_DIR), allow_not_found=True)
+    return [info for info in location.fs.get_file_info(selector)
+            if info.base_name.endswith(STAGED_SUFFIX)]
+
+
+def remove_staged(location: Location) -> None:
+    """Files an interrupted writer staged (call under the lease: nobody else is writing)."""
+    for info in staged_files(location):
+        location.delete(info.path)
