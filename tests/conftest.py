@@ -1,9 +1,11 @@
 """Shared fixtures: small images the tests make or the project commits."""
 
 import hashlib
+import io
 import json
 import os
 import sys
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +104,23 @@ def store_datasets(tmp_path_factory) -> dict[str, Path]:
         merge(location, plan)
         made[name] = base / name
     return made
+
+
+def rewrite_tar(tar: Path, change=None, order=None) -> None:
+    """Rewrite a shard tar (gzipped or not) with tarfile: each member's bytes become
+    change(its name, its bytes) (kept where `change` is None), in the order `order` (a sort
+    key of member names) or their own; its stats then agree with the new bytes."""
+    with tarfile.open(tar) as archive:
+        members = [(m, archive.extractfile(m).read()) for m in archive.getmembers()]
+    if order is not None:
+        members.sort(key=lambda item: order(item[0].name))
+    mode = "w:gz" if tar.suffix == ".gz" else "w"
+    with tarfile.open(tar, mode, format=tarfile.GNU_FORMAT) as archive:
+        for member, data in members:
+            data = data if change is None else change(member.name, data)
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    stats_agree(tar)
 
 
 def stats_agree(tar: Path) -> None:

@@ -3,7 +3,6 @@ mode is, file for file and byte for byte, the one generating the run in that mod
 real shard worker's datasets of tests/conftest.py); a PNG is dropped only once its replay
 gives its pixels; resumable; refused where there is nothing to do."""
 
-import io
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from pipeline.inspect_dataset import inspect
 from pipeline.lease import LEASE_FILE, LeaseHeldError
 from shards.reader import read_index
 from shards.storage import Location
-from tests.conftest import stats_agree
+from tests.conftest import rewrite_tar
 
 COMPARED = ("plan.json", "sources.parquet", "failures.jsonl", "ensemble.json")
 STORAGE = {"images": ("images", ()), "recipes": ("recipes", ()), "hybrid": ("hybrid", ()),
@@ -99,19 +98,18 @@ def _with_a_wrong_recipe(root, tmp_path) -> str:
     shutil.copytree(root, copy)
     path = copy / "shards" / "00000.tar"
     with tarfile.open(path) as tar:
-        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-    key = next(m.name.partition(".")[0] for m, _ in members if "_d01_" in m.name)
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-        for member, data in members:
-            if member.name == f"{key}.json":
-                meta = json.loads(data)
-                other = meta["recipe"]["level"] % 5 + 1
-                meta["recipe"]["level"] = other
-                meta["recipe"]["params"] = distortions.get(1).levels[other - 1]
-                data = json.dumps(meta).encode()
-                member.size = len(data)
-            tar.addfile(member, io.BytesIO(data))
-    stats_agree(path)  # a shard as written, not one damaged since
+        key = next(n.partition(".")[0] for n in tar.getnames() if "_d01_" in n)
+
+    def other_level(name: str, data: bytes) -> bytes:
+        if name != f"{key}.json":
+            return data
+        meta = json.loads(data)
+        other = meta["recipe"]["level"] % 5 + 1
+        meta["recipe"]["level"] = other
+        meta["recipe"]["params"] = distortions.get(1).levels[other - 1]
+        return json.dumps(meta).encode()
+
+    rewrite_tar(path, other_level)  # a shard as written, not one damaged since
     return key
 
 
@@ -200,13 +198,8 @@ def test_a_png_that_does_not_decode_is_named_with_its_sample(store_datasets, tmp
     shutil.copytree(store_datasets["images"], source)
     path = source / "shards" / "00000.tar"
     with tarfile.open(path) as tar:
-        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-    key = next(m.name for m, _ in members if m.name.endswith("_ref.png")).removesuffix(".png")
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-        for member, data in members:  # the first reference's PNG, garbled
-            tar.addfile(member, io.BytesIO(bytes(len(data)) if member.name == f"{key}.png"
-                                           else data))
-    stats_agree(path)
+        key = next(n for n in tar.getnames() if n.endswith("_ref.png")).removesuffix(".png")
+    rewrite_tar(path, lambda name, data: bytes(len(data)) if name == f"{key}.png" else data)
     with pytest.raises(ConversionError, match=rf"sample {key}: not a decodable PNG"):
         convert(str(source), str(tmp_path / "recipes"), "recipes")
 
@@ -264,13 +257,7 @@ def test_a_source_with_a_damaged_shard_or_no_manifest_is_refused(store_datasets,
 def test_a_version_before_its_reference_is_named(store_datasets, tmp_path):
     copy = tmp_path / "reordered"
     shutil.copytree(store_datasets["recipes"], copy)
-    path = copy / "shards" / "00000.tar.gz"
-    with tarfile.open(path) as tar:
-        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-    with tarfile.open(path, "w:gz", format=tarfile.GNU_FORMAT) as tar:  # references last
-        for member, data in sorted(members, key=lambda item: "_ref." in item[0].name):
-            tar.addfile(member, io.BytesIO(data))
-    stats_agree(path)  # as a writer of this order would have recorded it
+    rewrite_tar(copy / "shards" / "00000.tar.gz", order=lambda name: "_ref." in name)  # last
     with pytest.raises(ConversionError, match=r"sample \S+: its reference \S+_ref is not "
                                               "before it in its shard"):
         materialize(str(copy), str(tmp_path / "images"))

@@ -26,7 +26,7 @@ from shards.layout import store_of
 from shards.replay import Pending, ReplayContext, ReplayError, ReplayMismatchError
 from shards.storage import Location
 from shards.store_modes import library_versions
-from tests.conftest import stats_agree
+from tests.conftest import rewrite_tar
 
 LEARNED = {d.id for d in distortions.registered() if d.learned}
 
@@ -148,17 +148,10 @@ def _rewritten(root, tmp_path, key: str, change) -> Path:
     shutil.copytree(root, copy)
     for path in (copy / "shards").glob("*.tar*"):
         with tarfile.open(path) as tar:
-            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-        if not any(m.name == f"{key}.json" for m, _ in members):
-            continue
-        mode = "w:gz" if path.suffix == ".gz" else "w"
-        with tarfile.open(path, mode, format=tarfile.GNU_FORMAT) as tar:
-            for member, data in members:
-                if member.name == f"{key}.json":
-                    data = json.dumps(change(json.loads(data))).encode()
-                    member.size = len(data)
-                tar.addfile(member, io.BytesIO(data))
-        stats_agree(path)
+            if f"{key}.json" not in tar.getnames():
+                continue
+        rewrite_tar(path, lambda name, data: json.dumps(change(json.loads(data))).encode()
+                    if name == f"{key}.json" else data)
     return copy
 
 
@@ -281,13 +274,7 @@ def test_inspect_lists_a_damaged_recipe_shard_instead_of_stopping(store_datasets
     assert not any(text.startswith("replay check") for text in lines + problems)
     # a reference PNG garbled by its writer (the stats agree): the replay check names it
     shutil.copyfile(store_datasets["recipes"] / "shards" / "00000.tar.gz", tar)
-    with tarfile.open(tar) as archive:
-        members = [(m, archive.extractfile(m).read()) for m in archive.getmembers()]
-    with tarfile.open(tar, "w:gz", format=tarfile.GNU_FORMAT) as archive:
-        for member, data in members:
-            garbled = member.name.endswith("_ref.png")
-            archive.addfile(member, io.BytesIO(bytes(len(data)) if garbled else data))
-    stats_agree(tar)
+    rewrite_tar(tar, lambda name, data: bytes(len(data)) if name.endswith("_ref.png") else data)
     problems = inspect(str(copy))[1]
     assert any(problem.startswith("replay check: sample ") and "do not decode" in problem
                for problem in problems)
@@ -303,17 +290,12 @@ def test_inspect_reads_shards_made_before_chains_were_recorded(store_datasets, t
     for parquet in (copy / "shards").glob("*.parquet"):
         table = pq.read_table(parquet)
         pq.write_table(table.drop_columns(["chain"]), parquet)
+    def without_chain(name: str, data: bytes) -> bytes:
+        if not name.endswith(".json"):
+            return data
+        return json.dumps({k: v for k, v in json.loads(data).items() if k != "chain"}).encode()
+
     for path in (copy / "shards").glob("*.tar"):
-        with tarfile.open(path) as tar:
-            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-        with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-            for member, data in members:
-                if member.name.endswith(".json"):
-                    record = json.loads(data)
-                    record.pop("chain", None)
-                    data = json.dumps(record).encode()
-                    member.size = len(data)
-                tar.addfile(member, io.BytesIO(data))
-        stats_agree(path)
+        rewrite_tar(path, without_chain)
     problems = inspect(str(copy))[1]
     assert problems == ["no report.json: the run has not finished (rerun generate to resume)"]
