@@ -398,7 +398,8 @@ def _add_label_commands(commands) -> None:
     relabel = commands.add_parser(
         "relabel", help="derive Q from stored raw scores with another ensemble file",
         description=lc.relabel_command.__doc__)
-    relabel.add_argument("out", metavar="OUT", help="a dataset directory written by generate")
+    relabel.add_argument("out", metavar="OUT", help="a dataset generate wrote: a folder or a URI "
+                         "(file://, s3://, gs://)")
     relabel.add_argument("--ensemble", required=True,
                          help="the ensemble to apply: a file or a shipped name (default, pmos)")
     relabel.set_defaults(run=lc.relabel_command)

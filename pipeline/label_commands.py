@@ -102,39 +102,43 @@ def relabel_command(args) -> int:
     sidecar labels-<hash>.parquet (key, quality; the metrics used in its metadata); the shard
     tars are untouched. A metric of the ensemble that the dataset never scored is left out
     (Q renormalised over the rest, and said); one scored for some samples only is refused."""
-    out = Path(args.out)
     ensemble = ens.load(args.ensemble)
-    location = Location.parse(str(out))
+    location = Location.parse(args.out)  # a folder or a URI (file://, s3://, gs://)
     plan = finished_plan(location)  # every shard, or no labels at all
-    indexes = [Path(shard_paths(location, index)["parquet"]) for index in range(plan.shard_count)]
-    used = _relabel_metrics(ensemble, indexes, out)
+    indexes = [shard_paths(location, index)["parquet"] for index in range(plan.shard_count)]
+    used = _relabel_metrics(ensemble, location, indexes, args.out)
     keys, qualities = [], []
-    for index in indexes:
-        scores, index_keys = _distorted_scores(index)
+    for index in indexes:  # read again: a dataset's raw scores are never all held at once
+        scores, index_keys = _distorted_scores(location, index)
         keys.extend(index_keys)
         qualities.append(ensemble.quality({key: scores[key] for key in used})[0])
-    target = out / labels_file(ensemble.hash)
+    target = location.path(labels_file(ensemble.hash))
     table = pa.table({"key": keys, "quality": np.concatenate(qualities)})
-    pq.write_table(table.replace_schema_metadata({"ensemble_hash": ensemble.hash,
-                                                  "metrics_used": json.dumps(used)}), target)
+    with location.staged_output(target) as stream:
+        pq.write_table(table.replace_schema_metadata({"ensemble_hash": ensemble.hash,
+                                                      "metrics_used": json.dumps(used)}),
+                       stream)
     print(f"wrote {target}: {len(keys)} labels under ensemble {ensemble.name} ({ensemble.hash})")
     return 0
 
 
-def _distorted_scores(index: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+def _distorted_scores(location: Location, index: str
+                      ) -> tuple[dict[str, np.ndarray], list[str]]:
     """The raw scores (NaN where null) and keys of one parquet index's distorted samples."""
-    table = pq.read_table(index, columns=["key", "kind", "scores"])
+    with location.fs.open_input_file(index) as handle:
+        table = pq.read_table(handle, columns=["key", "kind", "scores"])
     distorted = table.filter(pa.compute.equal(table["kind"], "distorted"))
     return score_arrays(distorted["scores"]), distorted["key"].to_pylist()
 
 
-def _relabel_metrics(ensemble: ens.Ensemble, indexes: list[Path], out: Path) -> list[str]:
+def _relabel_metrics(ensemble: ens.Ensemble, location: Location, indexes: list[str], out: str
+                     ) -> list[str]:
     """The ensemble's metrics that every distorted sample has a score of; an error naming a
     metric that only some have (Q would mean two things in one dataset), or none of them."""
     finite: dict[str, int] = defaultdict(int)
     total = 0
     for index in indexes:
-        scores, keys = _distorted_scores(index)
+        scores, keys = _distorted_scores(location, index)
         total += len(keys)
         for key, count in finite_counts(scores).items():
             finite[key] += count

@@ -102,11 +102,13 @@ def _stored(out: Path) -> dict[str, dict]:
     return {row["key"]: row["scores"] for row in rows if row["kind"] == "distorted"}
 
 
-def test_relabel_writes_a_sidecar_from_the_raw_scores(scored_dataset, tmp_path):
+@pytest.mark.parametrize("as_uri", [False, True])
+def test_relabel_writes_a_sidecar_from_the_raw_scores(scored_dataset, tmp_path, as_uri):
     out = _copy(scored_dataset, tmp_path)
     ensemble = _halves()
     ensemble.save(tmp_path / "halves.json")
-    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 0
+    named = out.as_uri() if as_uri else str(out)  # a folder, or its file:// URI
+    assert cli.main(["relabel", named, "--ensemble", str(tmp_path / "halves.json")]) == 0
     labels = pq.read_table(out / f"labels-{ensemble.hash}.parquet").to_pydict()
     stored = _stored(out)
     assert sorted(labels["key"]) == sorted(stored)
