@@ -9,9 +9,13 @@ import json
 import threading
 
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from labelers.ensemble import Ensemble, Mapping01
+from pipeline import cli
 from pipeline.driver import ClusterOptions, generate
 from pipeline.inspect_dataset import inspect
 from pipeline.lease import Lease, LeaseHeldError
@@ -78,6 +82,16 @@ def test_generate_from_s3_to_s3_reads_odd_keys_and_writes_no_credential(
     assert leaked == []
     printed = capsys.readouterr()
     assert s3_bucket.secret not in printed.out + printed.err
+    # relabelled where it lies: the sidecar written to the bucket, one Q per version
+    other = Ensemble("mae-only", {"mae": 1.0}, {"mae": Mapping01("linear", best=0.0,
+                                                                 worst=0.5)})
+    other.save(tmp_path / "other.json")
+    assert cli.main(["relabel", out, "--ensemble", str(tmp_path / "other.json")]) == 0
+    with location.fs.open_input_file(location.path(f"labels-{other.hash}.parquet")) as handle:
+        labels = pq.read_table(handle).to_pydict()
+    distorted = index.filter(pc.equal(index["kind"], "distorted"))
+    assert sorted(labels["key"]) == sorted(distorted["key"].to_pylist())
+    assert inspect(out)[1] == []  # a sound sidecar
 
 
 def test_the_s3_lease_admits_one_driver_even_in_the_same_instant(s3_bucket):
