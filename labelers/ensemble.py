@@ -199,6 +199,13 @@ def load(name_or_path: Path | str | None = None) -> Ensemble:
     """An ensemble file, a shipped ensemble by name ("default", "pmos"), or the default."""
     file = resolve(name_or_path)
     try:
-        return Ensemble.from_json(json.loads(file.read_text()))
-    except (OSError, json.JSONDecodeError) as error:
+        data = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise EnsembleError(f"cannot read ensemble file {file}: {error}") from error
+    if not isinstance(data, dict):
+        raise EnsembleError(f"{file} is not an ensemble file: a JSON {type(data).__name__}, "
+                            "not an object")
+    try:
+        return Ensemble.from_json(data)
+    except EnsembleError as error:
+        raise EnsembleError(f"{file}: {error}") from None

@@ -33,6 +33,7 @@ def _sheet(args: argparse.Namespace) -> int:
     """Render the contact sheet of one image."""
     from pipeline.contact_sheet import render_contact_sheet, render_shard_sheet
 
+    _check_picture_path(args.output)  # before minutes of rendering
     image_options = [name for name, value in (("--size", args.size), ("--seed", args.seed),
                                               ("--allow-upscale", args.allow_upscale or None))
                      if value is not None]
@@ -50,6 +51,19 @@ def _sheet(args: argparse.Namespace) -> int:
     sheet.save(args.output)
     print(f"wrote {args.output} ({sheet.width}x{sheet.height})")
     return 0
+
+
+def _check_picture_path(path: Path) -> None:
+    """A file name Pillow can write an image to: not a folder, and ending in a format's
+    extension."""
+    from PIL import Image
+
+    if path.is_dir():
+        raise ValueError(f"-o {path} is a folder: name the picture's file (say "
+                         f"{path / 'sheet.png'})")
+    if path.suffix.lower() not in Image.registered_extensions():
+        raise ValueError(f"-o {path}: end the name in an image format's extension (.png, "
+                         ".jpg, ...)")
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -84,11 +98,12 @@ def _generate(args: argparse.Namespace) -> int:
     from pipeline.driver import ClusterOptions, generate
     from pipeline.submit import submit_to_cluster
 
+    options = ClusterOptions(  # checked here, before a job goes to a cluster
+        actors=args.actors, max_in_flight=args.max_in_flight, restart=args.restart,
+        verify=args.verify, take_over=args.take_over)
     if args.address:
         return submit_to_cluster(args.address, sys.argv[1:])
-    report = generate(run_config(args), ClusterOptions(
-        actors=args.actors, max_in_flight=args.max_in_flight, restart=args.restart,
-        verify=args.verify, take_over=args.take_over))
+    report = generate(run_config(args), options)
     if report["sources"] and not report["sources_ok"]:
         print(f"error: none of the {report['sources']} sources could be used (the failures "
               "by reason above; failures.jsonl in the dataset says why of each)",
@@ -246,7 +261,8 @@ def _add_generate(commands) -> None:
     generate.add_argument("--sources", default="embedded",
                           help="a folder, a list file, an object-store URI (s3://...), or "
                                "'embedded' for the photos scikit-image ships (default)")
-    generate.add_argument("--out", default="out/demo", help="output dataset (path or URI)")
+    generate.add_argument("--out", default="out/demo",
+                          help="output dataset (path or URI; default out/demo)")
     _add_image_options(generate)
     generate.add_argument("--max-side", type=int, metavar="N",
                           help="with --size native: downscale sources whose long side exceeds "

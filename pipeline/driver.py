@@ -26,7 +26,13 @@ from pipeline.errors import (
     ShardsFailedError,
 )
 from pipeline.lease import Lease
-from pipeline.output_folder import RUN_FILES, STRIKES_FILE, refuse_foreign, remove_staged
+from pipeline.output_folder import (
+    RUN_FILES,
+    STRIKES_FILE,
+    refuse_file,
+    refuse_foreign,
+    remove_staged,
+)
 from pipeline.plan import Plan, chosen, label_identity, persist_or_check
 from pipeline.probe import check_reachable
 from pipeline.report import build_report, merge, summary_lines, write_run_files
@@ -53,6 +59,13 @@ class ClusterOptions:
     verify: bool = False                   # a resume also checks every finished tar's SHA-256
     take_over: bool = False                # take a stale lease over
     denoise_on_actors: bool | None = None  # None: when the cluster has GPUs
+
+    def __post_init__(self):
+        for name in ("actors", "max_in_flight"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value} "
+                                 "(leave it out for the default)")
 
 
 def shard_is_complete(location: Location, index: int, digest: str, store: str,
@@ -299,6 +312,7 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
     started = time.perf_counter()
     absent = _check_weights(config)
     location = Location.parse(config.out)
+    refuse_file(location)
     lease = Lease(location)
     for notice in lease.acquire(options.take_over):
         print(f"note: {notice}")

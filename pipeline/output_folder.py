@@ -15,6 +15,13 @@ RUN_FILES = ("manifest.json", "ensemble.json", "report.json", SOURCES_FILE, "fai
 STAGED_SUFFIX = ".partial"
 
 
+def refuse_file(location: Location) -> None:
+    """The output must be a folder (or nothing yet), not a file (checked before its lease)."""
+    if location.fs.get_file_info(location.root).type == pafs.FileType.File:
+        raise ForeignOutputError(f"{location.root} is a file, not a folder: choose another "
+                                 "output folder")
+
+
 def refuse_foreign(location: Location) -> None:
     """The folder must be new, or a dataset (its writers write plan.json before any other
     file): a shards folder or run file without a plan is someone else's, never cleared or

@@ -193,9 +193,15 @@ def open_dataset(path: str) -> Dataset:
         raise FileNotFoundError(f"{location.root} is a file, not a dataset folder"
                                 if kind == pafs.FileType.File else
                                 f"{location.root} does not exist")
+    return Dataset(location, readable_shards(location))
+
+
+def readable_shards(location: Location) -> tuple[int, ...]:
+    """The complete shards of a dataset: a DamagedShardError where a finished shard's files
+    are not the ones its stats describe, a FileNotFoundError where no shard is complete."""
     shards, damaged = shard_states(location)
     if damaged:
         raise DamagedShardError(damage_message(location, damaged))
     if not shards:
         raise no_complete_shard(location)
-    return Dataset(location, tuple(shards))
+    return tuple(shards)

@@ -432,6 +432,9 @@ def load(kind: str, root: str, refs: tuple[str, ...] = (),
     if ensemble is not None and kind != "shards":
         raise ValueError(f"--ensemble makes Q from a generated dataset's raw scores: it "
                          f"applies to --dataset shards, not {kind} (opinion scores)")
+    if refs and kind != "shards":
+        raise ValueError(f"--refs chooses references of a generated dataset: it applies to "
+                         f"--dataset shards, not {kind} (all of its images are used)")
     if kind == "shards":  # a folder or a URI (file://, s3://, gs://): the reader resolves it
         return shard_samples(root, refs=refs, ensemble=ensemble)
     path = Path(root)

@@ -10,6 +10,8 @@ import torch
 
 LAST = "last.pt"
 BEST = "best.pt"
+ZIP_MAGIC = b"PK"          # torch.save's format since torch 1.6
+PICKLE_PROTOCOL = b"\x80"  # a legacy torch.save file opens with a pickle's protocol byte
 
 
 def save(state: dict, path: Path) -> None:
@@ -29,8 +31,21 @@ def read(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, AttributeError,
             KeyError) as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not "
-                              f"written by torch: {type(error).__name__}: {error})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint: {_why(path, error)}"
+                              ) from None
+
+
+def _why(path: Path, error: Exception) -> str:
+    """Why torch could not load a file, in words that fit it (torch's own message for a
+    weights-only refusal suggests loading arbitrary code, which is never done here)."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if head != ZIP_MAGIC and head[:1] != PICKLE_PROTOCOL:
+        return "not a file torch writes (neither its zip format nor a pickle)"
+    if isinstance(error, pickle.UnpicklingError):
+        return ("it holds objects other than tensors and plain data, which are never loaded "
+                "here (weights_only): not a checkpoint of iqa-factory train")
+    return f"truncated or damaged ({type(error).__name__}: {str(error).splitlines()[0]})"
 
 
 def load(path: Path) -> dict:

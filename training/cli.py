@@ -267,21 +267,21 @@ def _compare(args) -> int:
     return 0
 
 
-def _add_dataset(parser: argparse.ArgumentParser) -> None:
+def _add_dataset(parser: argparse.ArgumentParser, split_default: str = "reference") -> None:
     parser.add_argument("--dataset", required=True, choices=sorted(LOADERS),
                         help="the dataset's kind (its native layout: see the README)")
     parser.add_argument("--root", required=True,
                         help="its folder (csv: the CSV file; shards: the dataset folder)")
     parser.add_argument("--refs", default="",
-                        help="shards only: comma-separated references to use")
+                        help="shards only: comma-separated references to use (evaluate "
+                             "--subset test: the checkpoint's own by default)")
     parser.add_argument("--ensemble", default=None, metavar="NAME|FILE",
                         help="shards only: Q under this ensemble (default, pmos or a file), "
                              "made from each sample's raw scores as `iqa-factory relabel` "
                              "makes it, instead of the Q stored in the shards")
     parser.add_argument("--split-by", choices=SPLIT_BY, default="reference",
-                        help="reference (no reference's versions on both sides; default, "
-                             "for evaluate the checkpoint's own split) or image (as the "
-                             "reference paper did)")
+                        help=f"reference (no reference's versions on both sides) or image (as "
+                             f"the reference paper did); default {split_default}")
     parser.add_argument("--eval-crops", type=POSITIVE, default=EVAL_CROPS,
                         help=f"random crops averaged per test image (default {EVAL_CROPS})")
 
@@ -301,7 +301,8 @@ def _add_predict(commands) -> None:
     parser.add_argument("--eval-crops", type=POSITIVE, default=EVAL_CROPS,
                         help=f"random crops averaged per image, drawn from its pixels "
                              f"(default {EVAL_CROPS}, as evaluate)")
-    parser.add_argument("--batch-size", type=POSITIVE, default=16)
+    parser.add_argument("--batch-size", type=POSITIVE, default=16,
+                        help="images per batch, all ranks together (default 16)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--workers", type=NON_NEGATIVE, default=2,
                         help="data loader processes per rank (default 2)")
@@ -382,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     test = commands.add_parser("evaluate", help="a checkpoint's figures on a dataset")
     test.add_argument("--checkpoint", required=True, help="a checkpoint of train (best.pt)")
-    _add_dataset(test)
+    _add_dataset(test, "the checkpoint's own split where it was fine-tuned on this dataset, "
+                       "else reference")
     test.add_argument("--subset", choices=("all", "test"), default="all",
                       help="all images, or the test part of a seeded split (default all)")
     test.add_argument("--repeat", type=NON_NEGATIVE, default=None,
@@ -390,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "checkpoint's own where it was fine-tuned on this dataset, else 0)")
     test.add_argument("--crop", type=POSITIVE, default=None,
                       help="network input size (default: the checkpoint's)")
-    test.add_argument("--batch-size", type=POSITIVE, default=16)
+    test.add_argument("--batch-size", type=POSITIVE, default=16,
+                      help="test images per batch, all ranks together (default 16)")
     _add_common(test, "with --subset test: the split's seed (default: the checkpoint's own "
                       "where it was fine-tuned on this dataset, else 0)")
     test.set_defaults(run=_evaluate, seed=None, split_by=None)  # the checkpoint's (test_split)
@@ -410,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if Path(getattr(args, "out", None) or "").is_file():  # before any data is read
+            raise ValueError(f"--out {args.out} is a file, not a folder")
         return args.run(args)
     except (ValueError, OSError, ModelInitError, DatasetLayoutError, NonFiniteError) as error:
         print(f"iqa-factory train: error: {_last_line(str(error))}", file=sys.stderr)

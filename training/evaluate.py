@@ -1,7 +1,7 @@
 """`train evaluate`: a checkpoint's PLCC, SROCC, KRCC and RMSE on a human-rated dataset (all
 of it, or the test part of a seeded split), with the scatter plot."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +55,17 @@ def saved_augment(saved: dict, backbone: str, crop: int | None) -> Augment:
 SPLIT_DEFAULTS = {"split_by": "reference", "seed": 0, "repeat": 0}
 
 
+def _own(trained: dict, config: EvaluateConfig) -> bool:
+    """Whether the checkpoint was fine-tuned on the dataset evaluated (its split recorded)."""
+    return trained.get("dataset") == config.dataset and "repeat" in trained
+
+
 def test_split(trained: dict, config: EvaluateConfig) -> dict:
     """{split_by, seed, repeat} of the test part. A checkpoint fine-tuned on this dataset is
     tested on its own split's test part: another split's holds images it trained on, so a
     choice that differs from the recorded one is refused (as are other --refs)."""
-    own = trained.get("dataset") == config.dataset and "repeat" in trained
     chosen = {name: getattr(config, name) for name in SPLIT_DEFAULTS}
-    if not own:
+    if not _own(trained, config):
         return {name: SPLIT_DEFAULTS[name] if value is None else value
                 for name, value in chosen.items()}
     recorded = {name: trained.get(name, SPLIT_DEFAULTS[name]) for name in SPLIT_DEFAULTS}
@@ -125,6 +129,8 @@ def evaluate(config: EvaluateConfig) -> dict:
     try:
         scorer = quality_model(config.checkpoint, config.crop, context.device)
         augment = scorer.augment
+        if config.subset == "test" and not config.refs and _own(scorer.trained, config):
+            config = replace(config, refs=tuple(scorer.trained.get("refs") or ()))
         images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
         benchmarks.check_crop(images, augment.crop)
         parts = test_split(scorer.trained, config) if config.subset == "test" else None

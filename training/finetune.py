@@ -3,6 +3,7 @@ human-rated dataset's opinion scores on seeded splits, and is tested on the held
 with the mean of 10 random crops per image; the median over repeated splits is reported."""
 
 import math
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -158,6 +159,20 @@ def undefined_figures(results: list[dict]) -> dict[str, int]:
     return {name: count for name, count in counts.items() if count}
 
 
+def _replace_earlier_run(out: Path, repeats: int) -> None:
+    """Say that an earlier run's files are replaced; its splits this run does not make are
+    removed (the summary and the scatter plots would otherwise mix two runs)."""
+    beyond = sorted((path for path in out.glob("split-*") if path.is_dir()
+                     and path.name.removeprefix("split-").isdigit()
+                     and int(path.name.removeprefix("split-")) >= repeats),
+                    key=lambda path: int(path.name.removeprefix("split-")))
+    for folder in beyond:
+        shutil.rmtree(folder)
+    removed = f" ({', '.join(p.name for p in beyond)} of it removed)" if beyond else ""
+    print(f"NOTICE: {out} holds an earlier fine-tuning run: its files are replaced as this "
+          f"one writes its own{removed}")
+
+
 def finetune(config: FinetuneConfig) -> dict:
     context = distributed.start(config.device)
     try:
@@ -168,8 +183,7 @@ def finetune(config: FinetuneConfig) -> dict:
                      f"Q under ensemble {config.ensemble}, made from the raw scores,")
             print(f"NOTICE: {which} stand in for opinion scores here")
         if context.is_main and (Path(config.out) / "results.json").exists():
-            print(f"NOTICE: {config.out} holds an earlier fine-tuning run: its files are "
-                  "replaced as this one writes its own")
+            _replace_earlier_run(Path(config.out), config.repeats)
         results = [_one_split(context, config, images, r) for r in range(config.repeats)]
         if not context.is_main:
             return {}

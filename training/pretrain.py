@@ -17,7 +17,7 @@ from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
 from shards.schema import finite_counts, score_arrays
 from shards.storage import Location
-from training import distributed
+from training import checkpoint, distributed
 from training.label_free import pretrain_label_free
 from training.loop import Run, fit, head_figures, predict, validation_figures
 from training.model import ModelConfig, build_model
@@ -177,6 +177,11 @@ def _stream(config: PretrainConfig, shards: SplitShards, train: bool,
 def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
     context = distributed.start(config.device)
     try:
+        earlier = Path(config.out) / checkpoint.LAST
+        if context.is_main and not resume and earlier.is_file():
+            print(f"NOTICE: {config.out} holds an earlier pretraining run ({earlier.name}): "
+                  "this one replaces its checkpoints as it writes its own (--resume "
+                  "continues it instead)")
         return _pretrain(config, context, resume)
     finally:
         distributed.stop(context)

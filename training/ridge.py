@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 ALPHA_GRID: tuple[float, ...] = tuple(float(10.0 ** k) for k in np.arange(-6.0, 3.5, 0.5))
+ROUNDING_SPREAD = 1e-5  # a feature's spread below this share of its mean is rounding noise
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,10 @@ def _decomposed(features: np.ndarray, targets: np.ndarray, alphas: tuple[float, 
         raise ValueError(f"ridge penalties must be positive, got {alphas}")
     mean = features.mean(axis=0)
     spread = features.std(axis=0)
-    scale = np.where(spread > 0, spread, 1.0)
+    # a feature that only moves by rounding (an encoder's float32 output is rounded to 6e-8
+    # of its value) is a constant: standardised, its noise would weigh as much as a signal
+    varying = spread > ROUNDING_SPREAD * np.abs(mean)
+    scale = np.where(varying, spread, np.inf)  # a constant standardises to 0: no weight
     left, singular, right = np.linalg.svd(_standardised(features, mean, scale),
                                           full_matrices=False)
     intercept = float(targets.mean())
@@ -99,7 +103,7 @@ def _decomposed(features: np.ndarray, targets: np.ndarray, alphas: tuple[float, 
 def ridge_path(features: np.ndarray, targets: np.ndarray,
                alphas: tuple[float, ...] = ALPHA_GRID) -> list[Ridge]:
     """One fit per alpha (each > 0), all from one SVD of the standardised features; a feature
-    constant on the fitting part gets weight 0."""
+    constant on the fitting part (or constant but for rounding) gets weight 0."""
     decomposed = _decomposed(features, targets, alphas)
     return [decomposed.fit(alpha) for alpha in alphas]
 

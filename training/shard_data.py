@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from labelers.ensemble import Ensemble, EnsembleError
-from shards.dataset import sample_stream
+from shards.dataset import readable_shards, sample_stream
 from shards.layout import store_of, tar_path
 from shards.order import Order
 from shards.reader import read_index, read_sources
@@ -188,11 +188,13 @@ class SplitShards:
 
 
 def distorted_index(location: Location) -> pa.Table:
-    """ref_id, quality, scores, ensemble_hash and shard of every distorted sample in the
-    complete shards: the parquet indexes, read once for all the questions a run asks of them
-    (training.pretrain.check_labels reads quality and scores)."""
-    table = read_index(location, columns=["ref_id", "kind", "quality", "scores",
-                                          "ensemble_hash"], with_shard=True)
+    """ref_id, quality, scores, ensemble_hash and shard of every distorted sample of the
+    dataset: the parquet indexes, read once for all the questions a run asks of them
+    (training.pretrain.check_labels reads quality and scores). A dataset with a damaged shard
+    is refused as open_dataset refuses it (DamagedShardError), never read as a smaller one."""
+    table = read_index(location, list(readable_shards(location)),
+                       columns=["ref_id", "kind", "quality", "scores", "ensemble_hash"],
+                       with_shard=True)
     return table.filter(pc.equal(table["kind"], "distorted"))
 
 

@@ -89,6 +89,18 @@ def test_an_ensemble_file_without_a_field_names_it(missing):
         ens.Ensemble.from_json(data)
 
 
+def test_a_file_that_is_no_ensemble_is_named(tmp_path):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"config": {}}))
+    with pytest.raises(ens.EnsembleError, match=rf"{manifest}: not an ensemble file: it has no "
+                                                "field 'name'"):
+        ens.load(str(manifest))
+    for text, why in (("[1, 2]", "a JSON list, not an object"), ("{", "cannot read")):
+        manifest.write_text(text)
+        with pytest.raises(ens.EnsembleError, match=why):
+            ens.load(str(manifest))
+
+
 def test_quality_refuses_scores_that_are_not_finite():
     toy = ens.Ensemble("toy", {"mae": 1.0}, {"mae": ens.Mapping01("linear", best=0, worst=1)})
     with pytest.raises(ens.EnsembleError, match="1 mae score"):

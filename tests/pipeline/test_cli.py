@@ -67,6 +67,10 @@ def test_sheet_refuses_a_too_small_image_clearly(tmp_path, capsys):
     table.write_bytes(b"PAR1 not an image")
     assert cli.main(["sheet", str(table), "-o", str(tmp_path / "s.png")]) == 2
     assert f"not_an_image: {table}: no image format recognised" in capsys.readouterr().err
+    for output, why in ((tmp_path, "is a folder: name the picture's file"),
+                        (tmp_path / "sheet", "end the name in an image format's extension")):
+        assert cli.main(["sheet", "embedded:coffee", "-o", str(output)]) == 2
+        assert why in capsys.readouterr().err
 
 
 def test_cover_and_crop_scales_by_the_larger_ratio_and_centres():
@@ -197,6 +201,27 @@ def test_the_local_dashboard_address_and_the_token_hint_are_printed_at_start(mon
         ray.shutdown()
     if (Path.home() / ".ray" / "auth_token").is_file():  # Ray 2.59+: the hint says where it is
         assert "(it asks for Ray's token: `ray get-auth-token` prints it)" in printed
+
+
+def test_an_output_that_is_a_file_is_refused_before_anything(tmp_path, capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    assert cli.main(["generate", "--sources", "embedded", "--out", str(taken), "--metrics",
+                     "mae"]) == 2
+    assert f"{taken} is a file, not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "mine"
+
+
+@pytest.mark.parametrize("option", ["--actors", "--max-in-flight"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_actor_and_in_flight_counts_below_one_are_refused(option, value, tmp_path, capsys):
+    """(0 was silently the default; -1 failed every shard task, or never submitted one.)"""
+    for address in ((), ("--address", "http://127.0.0.1:9")):  # before any job is sent
+        code = cli.main(["generate", "--sources", "embedded", "--out", str(tmp_path / "o"),
+                         option, value, *address])
+        assert code == 2
+        assert f"{option} must be at least 1, got {value}" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("size, least", [("512x384", 512 * 384), ("native", 192 * 176)])

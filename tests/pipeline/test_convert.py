@@ -212,6 +212,8 @@ def test_a_folder_of_other_files_is_never_written_and_a_lease_is_respected(store
     with pytest.raises(ForeignOutputError, match=r"holds manifest\.json, shards but no plan"):
         convert(str(store_datasets["images"]), str(foreign), "recipes")
     assert (foreign / "manifest.json").read_text() == "theirs"
+    with pytest.raises(ForeignOutputError, match="is a file, not a folder"):
+        convert(str(store_datasets["images"]), str(foreign / "manifest.json"), "recipes")
     assert sorted(p.name for p in foreign.iterdir()) == ["manifest.json", "shards"]
     busy = tmp_path / "busy"
     busy.mkdir()

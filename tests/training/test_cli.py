@@ -1,5 +1,7 @@
 import json
 import re
+import shutil
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -35,9 +37,35 @@ def test_resume_without_a_checkpoint_and_bad_datasets_fail_clearly(tiny_dataset,
     assert main(["train", "pretrain", str(tiny_dataset), "--out", str(tmp_path / "none"),
                  "--resume", "--epochs", "1", "--steps-per-epoch", "1", *TINY]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+    taken = tmp_path / "file.txt"
+    taken.write_text("mine")
+    assert main(["train", "pretrain", str(tiny_dataset), "--out", str(taken), *TINY]) == 2
+    assert f"--out {taken} is a file, not a folder" in capsys.readouterr().err
+    for run in range(2):  # a second run into the folder, without --resume, says it replaces
+        assert main(["train", "pretrain", str(tiny_dataset), "--out", str(tmp_path / "pre"),
+                     "--epochs", "1", "--steps-per-epoch", "1", *TINY]) == 0
+        said = "holds an earlier pretraining run (last.pt): this one replaces its checkpoints"
+        assert (said in capsys.readouterr().out) == (run == 1)
     assert main(["train", "finetune", "--dataset", "tid2013", "--root", str(tmp_path),
                  "--out", str(tmp_path / "ft"), *TINY]) == 2
     assert "mos_with_names.txt does not exist" in capsys.readouterr().err
+
+
+def test_pretraining_refuses_a_dataset_with_a_damaged_shard(tiny_dataset, tmp_path, capsys):
+    """A truncated tar (its stats say otherwise): refused by every objective, as open_dataset
+    refuses it, rather than trained on as a smaller dataset."""
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_dataset, damaged)
+    tar = damaged / "shards" / "00001.tar"
+    tar.write_bytes(tar.read_bytes()[:10_000])
+    for objective in ("regression", "reconstruction"):
+        assert main(["train", "pretrain", str(damaged), "--out", str(tmp_path / objective),
+                     "--objective", objective, "--epochs", "1", "--steps-per-epoch", "1",
+                     *TINY]) == 2
+        error = capsys.readouterr().err
+        assert "1 finished shard(s) do not match their stats (00001: tar is 10000 bytes" \
+            in error
+    assert not (tmp_path / "regression" / "last.pt").exists()
 
 
 def test_compare_prints_the_median_figures(tmp_path, capsys):
@@ -109,13 +137,17 @@ def test_a_checkpoint_file_that_cannot_be_read_is_named_not_a_traceback(tmp_path
     table.write_text("path,score\n" + "".join(f"{n}.png,{n}\n" for n in range(IMAGES)))
     good = tmp_path / "good.pt"
     torch.save({"model": {"w": torch.zeros(3)}, "config": {}}, good)
-    cut, text = tmp_path / "cut.pt", tmp_path / "text.pt"
+    cut, text, foreign = tmp_path / "cut.pt", tmp_path / "text.pt", tmp_path / "foreign.pt"
     cut.write_bytes(good.read_bytes()[:200])
-    text.write_text("not a checkpoint")
-    for broken in (cut, text):
+    text.write_text('{"not": "a checkpoint"}')
+    torch.save({"model": Fraction(1, 3)}, foreign)  # a pickle of an object, not a tensor
+    for broken, why in ((cut, "truncated or damaged"), (text, "not a file torch writes"),
+                        (foreign, "it holds objects other than tensors and plain data")):
         assert main(["train", "evaluate", "--checkpoint", str(broken), "--dataset", "csv",
                      "--root", str(table), "--out", str(tmp_path / "e")]) == 2
-        assert f"{broken} is not a readable checkpoint" in capsys.readouterr().err
+        error = capsys.readouterr().err
+        assert f"{broken} is not a readable checkpoint: {why}" in error
+        assert "weights_only set to False" not in error  # torch's advice is never ours
         assert main(["train", "finetune", "--dataset", "csv", "--root", str(table),
                      "--out", str(tmp_path / "f"), "--pretrained-file", str(broken),
                      *TINY]) == 2

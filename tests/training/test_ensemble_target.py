@@ -127,6 +127,8 @@ def test_the_shards_benchmark_scores_its_images_under_the_chosen_ensemble(tiny_d
     assert any(a.score != pytest.approx(b.score) for a, b in zip(chosen, stored, strict=True))
     with pytest.raises(ValueError, match="applies to --dataset shards, not csv"):
         benchmarks.load("csv", str(tmp_path / "table.csv"), ensemble="default")
+    with pytest.raises(ValueError, match=r"--refs chooses .* not kadid10k"):  # never ignored
+        benchmarks.load("kadid10k", str(tmp_path), refs=("r0",))
 
 
 def test_finetune_on_shards_under_another_ensemble_says_which_q_it_learns(tiny_dataset,
@@ -150,3 +152,12 @@ def test_finetune_on_shards_under_another_ensemble_says_which_q_it_learns(tiny_d
     records = open_dataset(str(tiny_dataset)).samples(refs={"r5"}, kind="distorted")
     np.testing.assert_allclose(sorted(opinion), sorted(
         _expected(s["meta"]["scores"]["mae"]) for s in records), atol=1e-6)
+    # its own split's test part: the references, like the seed and split, are the checkpoint's
+    own = tmp_path / "own"
+    assert main(["train", "evaluate", "--checkpoint", str(out / "split-0" / "best.pt"),
+                 "--dataset", "shards", "--root", str(tiny_dataset), "--subset", "test",
+                 "--ensemble", str(strict), "--out", str(own), "--eval-crops", "1",
+                 "--workers", "0", "--device", "cpu"]) == 0
+    tested = json.loads((out / "split-0" / "test.json").read_text())
+    assert json.loads((own / "evaluation.json").read_text())["figures"]["count"] == \
+        tested["test"]["count"]

@@ -46,8 +46,10 @@ def test_finetune_reports_the_median_over_splits(finetuned):
 def test_a_second_run_into_the_same_folder_says_it_replaces_the_first(finetuned, capsys):
     config, _ = finetuned
     finetune(dataclasses.replace(config, repeats=1))
-    assert f"NOTICE: {config.out} holds an earlier fine-tuning run" in capsys.readouterr().out
+    assert (f"NOTICE: {config.out} holds an earlier fine-tuning run: its files are replaced as "
+            "this one writes its own (split-1 of it removed)") in capsys.readouterr().out
     assert read_json(Path(config.out) / "results.json")["repeats"] == 1
+    assert sorted(p.name for p in Path(config.out).glob("split-*")) == ["split-0"]
 
 
 def test_evaluate_reproduces_the_test_figures_of_a_split(finetuned, tmp_path):

@@ -107,6 +107,17 @@ def test_ridge_refuses_what_it_cannot_fit():
     features = np.ones((5, 3))
     fit = ridge_path(np.c_[features, np.arange(5.0)], np.arange(5.0), (1e-6,))[0]
     assert fit.weights[:3].tolist() == [0.0, 0.0, 0.0]  # constant features: no weight
+    # constant but for float32 rounding: standardised, the noise would be a signal whose
+    # weight blows up on new samples (a probe's RMSE of 193 on scores in [0, 1], once)
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(40, 2))
+    targets = signal @ [1.0, -0.5]
+    noisy = (0.37 * (1 + rng.normal(size=(40, 1)) * 6e-8)).astype(np.float32)
+    with_noise = ridge_path(np.c_[signal, noisy], targets, (1e-6,))[0]
+    without = ridge_path(signal, targets, (1e-6,))[0]
+    assert with_noise.weights[2] == 0.0
+    new = np.c_[rng.normal(size=(10, 2)), np.full(10, np.float32(0.37 * (1 + 3e-7)))]
+    np.testing.assert_allclose(with_noise.predict(new), without.predict(new[:, :2]), rtol=1e-12)
     with pytest.raises(ValueError, match="not finite"):
         ridge_path(np.c_[features[:, :2], [np.nan] * 5], np.arange(5.0))
     with pytest.raises(ValueError, match="positive"):
