@@ -6,13 +6,12 @@ import pyarrow.fs as pafs
 
 from pipeline.errors import ForeignOutputError
 from shards.layout import PLAN_FILE, SHARDS_DIR, SOURCES_FILE
-from shards.storage import Location
+from shards.storage import STAGED_SUFFIX, Location
 
 STRIKES_FILE = "strikes.json"  # references worker processes died on (pipeline.actors)
 # what a run writes beside its shards (--restart removes them with the shards)
 RUN_FILES = ("manifest.json", "ensemble.json", "report.json", SOURCES_FILE, "failures.jsonl",
              PLAN_FILE, STRIKES_FILE)
-STAGED_SUFFIX = ".partial"
 
 
 def refuse_file(location: Location) -> None:

@@ -22,7 +22,7 @@ from shards.layout import (
     tar_path,
 )
 from shards.schema import CHAIN_TYPE, chain_of
-from shards.storage import Location
+from shards.storage import STAGED_SUFFIX, Location
 
 
 class DamagedShardError(ValueError):
@@ -105,7 +105,7 @@ def stray_files(location: Location, planned: int, store: str) -> list[str]:
     expected = {path.rpartition("/")[2] for index in range(planned)
                 for path in shard_files(location, index, store).values()}
     return sorted(name for name in _listing(location)
-                  if name not in expected and not name.endswith(".partial"))
+                  if name not in expected and not name.endswith(STAGED_SUFFIX))
 
 
 def planned_shards(plan: dict) -> int | None:

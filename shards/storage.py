@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+STAGED_SUFFIX = ".partial"  # a file staged under it is renamed into place when whole
 _SECRET_PARAMETER = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
 
 
@@ -121,7 +122,8 @@ class Location:
     def staging_name(self, final: str) -> str:
         """Where to write a file before publication: a name unique to this attempt (two
         attempts at one shard never write the same file), or the final one on object stores."""
-        return f"{final}.{uuid.uuid4().hex[:12]}.partial" if self.atomic_rename else final
+        return (f"{final}.{uuid.uuid4().hex[:12]}{STAGED_SUFFIX}" if self.atomic_rename
+                else final)
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Write `path` only where no file has that name yet; False where one does. Locally an
