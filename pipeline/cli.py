@@ -223,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     materializing.add_argument("target", metavar="OUT_IMAGES")
     materializing.add_argument("--workers", type=int, default=1,
                                help="shards replayed at once, in processes (default 1)")
+    _add_take_over(materializing, "OUT_IMAGES")
     materializing.set_defaults(run=_convert, store=DEFAULT_STORE, keep_pngs=None)
     converting = commands.add_parser(
         "convert", help="rewrite a dataset in another storage mode (--store, --keep-pngs)",
@@ -240,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="with --store hybrid: also keep these types' PNGs")
     converting.add_argument("--workers", type=int, default=1,
                             help="shards converted at once, in processes (default 1)")
+    _add_take_over(converting, "TARGET")
     converting.set_defaults(run=_convert)
     levels = commands.add_parser(
         "validate-levels", help="check that mean labels fall with the level (table and plot)",
@@ -313,8 +315,7 @@ def _add_generate(commands) -> None:
                                "speed: docs/bench-storage.md lists each type's replay cost")
     generate.add_argument("--restart", action="store_true",
                           help="remove an earlier run's shards and run files from OUT, start over")
-    generate.add_argument("--take-over", action="store_true",
-                          help="take over OUT's lease from a driver that stopped refreshing it")
+    _add_take_over(generate, "OUT")
     generate.add_argument("--verify", action="store_true",
                           help="on resume, check every finished tar's SHA-256 (reads them all)")
     generate.add_argument("--address", help="submit to a Ray cluster: http://HEAD:8265")
@@ -335,12 +336,18 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
+def _add_take_over(parser: argparse.ArgumentParser, output: str) -> None:
+    parser.add_argument("--take-over", action="store_true",
+                        help=f"take over {output}'s lease from a writer that stopped "
+                             "refreshing it")
+
+
 def _convert(args: argparse.Namespace) -> int:
     """Rewrite a dataset in another storage mode (materialize: images)."""
     from pipeline.commands.convert import convert
 
     done = convert(args.source, args.target, args.store, _sorted_ids(args.keep_pngs),
-                   args.workers)
+                   args.workers, args.take_over)
     print(f"converted {args.source} into {args.target} ({args.store}): {done['shards']} "
           f"shards ({done['skipped']} already complete), {done['replayed']} versions replayed "
           f"and verified, {done['dropped']} PNGs dropped after their replay was verified")

@@ -78,7 +78,7 @@ class Lease:
                                      f"{_describe(current)}: not stale, not taken over")
             else:
                 hint = (" It looks stale: if that driver is gone, rerun with --take-over."
-                        if stale else " Wait for it, or write to another --out.")
+                        if stale else " Wait for it, or write to another output folder.")
                 raise LeaseHeldError(f"{self.location.root} is being written by another "
                                      f"driver ({_describe(current)}).{hint}")
             self._write()

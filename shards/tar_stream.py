@@ -88,13 +88,26 @@ class _Hashing:
         return self.digest.hexdigest()
 
 
-def read_verified_tar(location: Location, url: str, sha256: str) -> Iterator[dict]:
-    """`read_tar`'s samples of a tar whose bytes must hash to `sha256` (its stats'), each byte
-    read once: a ShardReadError after its last sample where they do not, so a consumer that
-    stages what it makes of them can drop it."""
-    with location.fs.open_input_stream(url, compression=None) as stream:
-        hashing = _Hashing(stream)
-        yield from shard_samples({"url": url, "stream": hashing})
-        if hashing.hexdigest_to_end() != sha256:
-            raise ShardReadError(f"{url}: its bytes are not the SHA-256 its stats record "
+class VerifiedTar:
+    """The samples of a tar whose bytes must hash to `sha256` (its stats'), each byte read
+    once: iterating raises a ShardReadError after the last sample where they do not, and
+    `check()` reads what is left and raises it at once, for a consumer that met a member it
+    cannot use (a tar changed after it was written should be named as that, not as a bad
+    record)."""
+
+    def __init__(self, location: Location, url: str, sha256: str):
+        self.location, self.url, self.sha256 = location, url, sha256
+        self._hashing: _Hashing | None = None
+
+    def __iter__(self) -> Iterator[dict]:
+        with self.location.fs.open_input_stream(self.url, compression=None) as stream:
+            self._hashing = _Hashing(stream)
+            yield from shard_samples({"url": self.url, "stream": self._hashing})
+            self.check()
+
+    def check(self) -> None:
+        """A ShardReadError where the tar's bytes are not the recorded SHA-256 (call while
+        iterating, or once done)."""
+        if self._hashing is not None and self._hashing.hexdigest_to_end() != self.sha256:
+            raise ShardReadError(f"{self.url}: its bytes are not the SHA-256 its stats record "
                                  "(changed after it was written)")

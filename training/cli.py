@@ -237,9 +237,13 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    prediction.predict_images(prediction.PredictConfig(
+    summary = prediction.predict_images(prediction.PredictConfig(
         args.checkpoint, tuple(args.images), args.out, args.crop, args.eval_crops,
         args.batch_size, args.workers, args.device))
+    if summary and not summary["scored"]:  # (other ranks return nothing)
+        print(f"iqa-factory train: error: none of the {summary['images']} images could be "
+              f"scored (why is in {Path(args.out) / prediction.SCORES_FILE})", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -40,24 +40,29 @@ class PredictConfig:
     device: str = "auto"
 
 
-def image_files(inputs: tuple[str, ...]) -> list[Path]:
-    """Each input file as named, each folder's files with an image extension below it (sorted),
-    each file once, in that order; a DatasetLayoutError for an input that does not exist or a
-    list without an image."""
-    found: list[Path] = []
+def image_files(inputs: tuple[str, ...], out: str | None = None) -> list[Path]:
+    """Each input file as named, each folder's files with an image extension below it (sorted,
+    the output folder `out` left out: a rerun must not score its own pictures), each file once
+    (however named: links and other spellings resolved), in that order; a DatasetLayoutError
+    for an input that does not exist or a list without an image."""
+    skipped = Path(out).resolve() if out else None
+    found: dict[Path, Path] = {}  # resolved -> as first named
     for name in inputs:
         path = Path(name)
         if path.is_dir():
-            found += sorted(item for item in path.rglob("*")
-                            if item.suffix.lower() in IMAGE_EXTENSIONS and item.is_file())
+            listed = sorted(item for item in path.rglob("*")
+                            if item.suffix.lower() in IMAGE_EXTENSIONS and item.is_file()
+                            and not (skipped and item.resolve().is_relative_to(skipped)))
         elif path.is_file():
-            found.append(path)
+            listed = [path]
         else:
             raise DatasetLayoutError(f"{name} does not exist")
+        for item in listed:
+            found.setdefault(item.resolve(), item)
     if not found:
         raise DatasetLayoutError(f"no image file in {', '.join(inputs)} (names ending in "
                                  f"{', '.join(sorted(IMAGE_EXTENSIONS))}, any case)")
-    return list(dict.fromkeys(found))
+    return list(found.values())
 
 
 def content_rng(pixels: np.ndarray) -> np.random.Generator:
@@ -137,7 +142,7 @@ def predict_images(config: PredictConfig) -> dict:
     context = distributed.start(config.device)
     try:
         scorer = quality_model(config.checkpoint, config.crop, context.device)
-        files = image_files(config.inputs)
+        files = image_files(config.inputs, config.out)
         images, failed = _checked(files, scorer.augment.crop)
         views = CropViews(images, scorer.augment, config.eval_crops)
         share = Subset(views, range(context.rank, len(views), context.world_size))

@@ -13,6 +13,7 @@ already complete in DST."""
 
 import json
 import multiprocessing
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -38,11 +39,13 @@ from shards.replay import MANIFEST_FILE, Pending, ReplayContext, ReplayError
 from shards.schema import pixel_sha256
 from shards.storage import Location
 from shards.store_modes import library_versions, stores_pixels
-from shards.tar_stream import read_verified_tar
+from shards.tar_stream import VerifiedTar
 from shards.writer import ShardWriter
 
 COPIED_FILES = (SOURCES_FILE, "failures.jsonl", "ensemble.json")
 WRITER_STATS = ("shard", "samples", "tar_bytes", "tar_sha256", "write_seconds")  # finish's own
+# what a record that is not one of this project's raises as it is read
+MALFORMED = (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError)
 
 
 class ConversionError(ValueError):
@@ -115,23 +118,22 @@ def _reference(references: dict[str, np.ndarray], key: str, meta: dict) -> np.nd
 def convert_shard(job: Job) -> tuple[int, int]:
     """Write one shard of the target dataset: (versions replayed, PNGs dropped)."""
     source, target = Location.parse(job.source), Location.parse(job.target)
-    writer = ShardWriter(target, job.index, job.becomes.store)
-    replayed = dropped = 0
     stats = shard_stats(source, job.index)
+    tar = VerifiedTar(source, tar_path(source, job.index, job.was.store),
+                      stats.get("tar_sha256", ""))
+    writer = ShardWriter(target, job.index, job.becomes.store)
+    counts = Counter()
+    references: dict[str, np.ndarray] = {}
     try:
-        references = {}
-        for sample in read_verified_tar(source, tar_path(source, job.index, job.was.store),
-                                        stats.get("tar_sha256", "")):
-            meta, png = json.loads(sample["json"]), sample.get("png")
-            key, keep = sample["__key__"], job.becomes.keeps_png(meta)
-            if meta["kind"] == "reference":
-                references[meta["ref_id"]] = _decoded(key, png)
-            elif png is None and keep:
-                pending = Pending(key, _reference(references, key, meta), meta, job.context)
-                png, replayed = encode_png(pending.pixels()), replayed + 1
-            elif png is not None and not keep:
-                _verify_drop(key, meta, png, _reference(references, key, meta), job.context)
-                png, dropped = None, dropped + 1
+        for sample in tar:
+            try:
+                meta, png = _converted(job, sample, references, counts)
+            except Exception as error:
+                tar.check()  # a tar changed since it was written is named as that first
+                if isinstance(error, MALFORMED):
+                    raise ConversionError(f"sample {sample['__key__']}: its record cannot be "
+                                          f"read ({type(error).__name__}: {error})") from None
+                raise
             writer.add(meta, png)
         writer.finish({**{key: value for key, value in stats.items()
                           if key not in WRITER_STATS}, "plan_digest": job.digest})
@@ -141,7 +143,26 @@ def convert_shard(job: Job) -> tuple[int, int]:
     for kind in ("sources", "failures"):
         _copy(source, target, shard_paths(source, job.index)[kind],
               shard_paths(target, job.index)[kind])
-    return replayed, dropped
+    return counts["replayed"], counts["dropped"]
+
+
+def _converted(job: Job, sample: dict, references: dict[str, np.ndarray], counts: Counter
+               ) -> tuple[dict, bytes | None]:
+    """A source sample's record and the PNG the target keeps of it (None: its recipe); a
+    reference's pixels are kept in `references` for the versions after it."""
+    meta, png = json.loads(sample["json"]), sample.get("png")
+    key, keep = sample["__key__"], job.becomes.keeps_png(meta)
+    if meta["kind"] == "reference":
+        references[meta["ref_id"]] = _decoded(key, png)
+    elif png is None and keep:
+        pending = Pending(key, _reference(references, key, meta), meta, job.context)
+        png = encode_png(pending.pixels())
+        counts["replayed"] += 1
+    elif png is not None and not keep:
+        _verify_drop(key, meta, png, _reference(references, key, meta), job.context)
+        png = None
+        counts["dropped"] += 1
+    return meta, png
 
 
 def _copy(source: Location, target: Location, path: str, to: str) -> None:
@@ -196,11 +217,12 @@ def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage)
 
 
 def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
-            keep_pngs: tuple[int, ...] = (), workers: int = 1) -> dict:
+            keep_pngs: tuple[int, ...] = (), workers: int = 1, take_over: bool = False
+            ) -> dict:
     """Convert the dataset at `source_root` into `target_root` stored as `store` (and
     `keep_pngs`); {shards, skipped, replayed, dropped}. The target is written under its lease
-    (one writer at a time, as generate's); one holding another plan, or files that are no
-    dataset's, is refused."""
+    (one writer at a time, as generate's; `take_over` takes a stale one over); one holding
+    another plan, or files that are no dataset's, is refused."""
     if workers < 1:
         raise ConversionError(f"workers must be at least 1, got {workers}")
     source, target = Location.parse(source_root), Location.parse(target_root)
@@ -214,7 +236,7 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
     plan = stored_plan(plan, becomes)
     refuse_file(target)
     lease = Lease(target)
-    for notice in lease.acquire(take_over=False):
+    for notice in lease.acquire(take_over):
         print(f"note: {notice}")
     try:
         refuse_foreign(target)
@@ -245,9 +267,10 @@ def _claim(target: Location, plan: Plan) -> None:
                               "a new or empty DST, or remove that one first") from None
 
 
-def materialize(source_root: str, target_root: str, workers: int = 1) -> dict:
+def materialize(source_root: str, target_root: str, workers: int = 1,
+                take_over: bool = False) -> dict:
     """A recipes or hybrid dataset as the images one `generate --store images` writes."""
-    return convert(source_root, target_root, DEFAULT_STORE, (), workers)
+    return convert(source_root, target_root, DEFAULT_STORE, (), workers, take_over)
 
 
 def _made(todo: list[Job], workers: int):

@@ -22,7 +22,7 @@ from pipeline.inspect_dataset import inspect
 from pipeline.lease import LEASE_FILE, LeaseHeldError
 from shards.reader import read_index
 from shards.storage import Location
-from tests.conftest import rewrite_tar
+from tests.conftest import rewrite_tar, stats_agree
 
 COMPARED = ("plan.json", "sources.parquet", "failures.jsonl", "ensemble.json")
 STORAGE = {"images": ("images", ()), "recipes": ("recipes", ()), "hybrid": ("hybrid", ()),
@@ -191,6 +191,16 @@ def test_a_tar_changed_after_it_was_written_is_not_converted(store_datasets, tmp
     assert sorted(p.name for p in (tmp_path / "recipes" / "shards").iterdir()) == []
     assert cli.main(["convert", str(source), str(tmp_path / "recipes"), "--store",
                      "recipes"]) == 2
+    # a change the record cannot be read past (a key renamed, the size kept): still named as
+    # a changed tar, not as the KeyError it meets first
+    at = data.index(b'"kind":"distorted"')
+    tar.write_bytes(data[:at] + b'"kinx"' + data[at + len(b'"kind"'):])
+    with pytest.raises(tarfile.ReadError, match="not the SHA-256 its stats record"):
+        convert(str(source), str(tmp_path / "recipes"), "recipes")
+    stats_agree(tar)  # the same record as its writer wrote it: named with its sample
+    with pytest.raises(ConversionError, match=r"sample \S+: its record cannot be read "
+                                              r"\(KeyError: 'kind'\)"):
+        convert(str(source), str(tmp_path / "recipes"), "recipes")
 
 
 def test_a_png_that_does_not_decode_is_named_with_its_sample(store_datasets, tmp_path):
@@ -223,6 +233,13 @@ def test_a_folder_of_other_files_is_never_written_and_a_lease_is_respected(store
     with pytest.raises(LeaseHeldError):
         convert(str(store_datasets["images"]), str(busy), "recipes")
     assert sorted(p.name for p in busy.iterdir()) == [LEASE_FILE]
+    gone = {"host": "another-host", "pid": 1, "started": 0, "refreshed": 0}  # stale, elsewhere
+    (busy / LEASE_FILE).write_text(json.dumps(gone))
+    with pytest.raises(LeaseHeldError, match="rerun with --take-over"):
+        convert(str(store_datasets["images"]), str(busy), "recipes")
+    assert cli.main(["convert", str(store_datasets["images"]), str(busy), "--store", "recipes",
+                     "--take-over"]) == 0  # the option the advice names
+    assert not (busy / LEASE_FILE).exists() and (busy / "plan.json").exists()
 
 
 def test_staged_files_an_interrupted_conversion_left_are_named_then_removed(store_datasets,

@@ -171,3 +171,23 @@ def test_two_ranks_score_each_image_as_one_process_does(checkpoint, tmp_path):
     for first, second in zip(one, two, strict=True):
         if first["score"]:
             assert float(second["score"]) == pytest.approx(float(first["score"]), rel=1e-6)
+
+
+def test_each_image_is_scored_once_and_never_the_runs_own_pictures(checkpoint, tmp_path,
+                                                                   capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image = folder / "one.png"
+    image.write_bytes(png(_texture(1, 32)))
+    (tmp_path / "link.png").symlink_to(image)
+    out = folder / "scores"  # inside the folder scored: its extremes.png is no input
+    named = [str(folder), str(image.resolve()), str(tmp_path / "link.png")]
+    for _ in range(2):
+        assert main(["predict", *named, "--checkpoint", str(checkpoint), "--out", str(out),
+                     "--workers", "0", "--device", "cpu"]) == 0
+        assert [row["path"] for row in _rows(out)] == [str(image)]  # as first named
+        assert "scored 1 of 1 images" in capsys.readouterr().out
+    (folder / "one.png").write_bytes(png(_texture(1, 16)))  # now smaller than the crop
+    assert main(["predict", str(folder), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--workers", "0", "--device", "cpu"]) == 1
+    assert "none of the 1 images could be scored" in capsys.readouterr().err
