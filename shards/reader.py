@@ -1,7 +1,6 @@
 """Reading a dataset: which shards are complete, the parquet index, the tar URLs for
 WebDataset readers."""
 
-import hashlib
 import json
 from collections.abc import Iterable
 
@@ -22,7 +21,7 @@ from shards.layout import (
     tar_path,
 )
 from shards.schema import CHAIN_TYPE, chain_of
-from shards.storage import STAGED_SUFFIX, Location
+from shards.storage import STAGED_SUFFIX, HashingStream, Location
 
 
 class DamagedShardError(ValueError):
@@ -138,11 +137,8 @@ def shard_stats(location: Location, index: int) -> dict:
 
 
 def _tar_sha256(location: Location, path: str) -> str:
-    digest = hashlib.sha256()
     with location.fs.open_input_stream(path, compression=None) as stream:
-        while block := stream.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
+        return HashingStream(stream).hexdigest_to_end()
 
 
 def shard_problems(location: Location, index: int, digest: str | None, store: str,

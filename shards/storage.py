@@ -4,6 +4,7 @@ as the bytes they hold: pyarrow's compression by file extension is turned off (i
 a shard's .tar.gz before its SHA-256 is taken, and gzip it twice where it is written)."""
 
 import contextlib
+import hashlib
 import os
 import re
 import uuid
@@ -180,3 +181,21 @@ def _s3_put_if_absent(fs: pafs.S3FileSystem, path: str, data: bytes) -> bool:
             return False
         raise
     return True
+
+
+class HashingStream:
+    """A stream that hashes every byte read through it."""
+
+    def __init__(self, stream):
+        self.stream, self.digest = stream, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        block = self.stream.read(None if size is None or size < 0 else size)
+        self.digest.update(block)
+        return block
+
+    def hexdigest_to_end(self) -> str:
+        """The SHA-256 of the whole stream (what a reader left unread is read now)."""
+        while self.read(1 << 22):
+            pass
+        return self.digest.hexdigest()

@@ -4,14 +4,13 @@ expanded into samples by webdataset's `tar_file_expander` and `group_by_keys`, o
 time and one member at a time (a shard is never held whole). A gzipped tar (.tar.gz: recipes
 and hybrid datasets) is opened as its bytes and inflated by tarfile as it streams."""
 
-import hashlib
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 
 import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from shards.storage import Location
+from shards.storage import HashingStream, Location
 
 Select = Callable[[str], bool]  # a member's file name -> read it
 
@@ -70,24 +69,6 @@ def read_tar(location: Location, url: str, select: Select | None = None,
     return iter(wds.DataPipeline(wds.SimpleShardList([url]), each_shard(location, listing)))
 
 
-class _Hashing:
-    """A stream that hashes every byte read through it."""
-
-    def __init__(self, stream):
-        self.stream, self.digest = stream, hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        block = self.stream.read(None if size is None or size < 0 else size)
-        self.digest.update(block)
-        return block
-
-    def hexdigest_to_end(self) -> str:
-        """The SHA-256 of the whole stream (what the tar reader left unread, read now)."""
-        while self.read(1 << 22):
-            pass
-        return self.digest.hexdigest()
-
-
 class VerifiedTar:
     """The samples of a tar whose bytes must hash to `sha256` (its stats'), each byte read
     once: iterating raises a ShardReadError after the last sample where they do not, and
@@ -97,11 +78,11 @@ class VerifiedTar:
 
     def __init__(self, location: Location, url: str, sha256: str):
         self.location, self.url, self.sha256 = location, url, sha256
-        self._hashing: _Hashing | None = None
+        self._hashing: HashingStream | None = None
 
     def __iter__(self) -> Iterator[dict]:
         with self.location.fs.open_input_stream(self.url, compression=None) as stream:
-            self._hashing = _Hashing(stream)
+            self._hashing = HashingStream(stream)
             yield from shard_samples({"url": self.url, "stream": self._hashing})
             self.check()
 

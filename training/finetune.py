@@ -51,7 +51,12 @@ class FinetuneConfig:
 def eval_loader(context: Context, images, augment: Augment, crops: int, workers: int,
                 batch: int, seed: int = 0) -> DataLoader:
     """This rank's share of the images (every world_size-th), each as `crops` views."""
-    dataset = ImageViews(images, augment, train=False, seed=seed, crops=crops)
+    return rank_share_loader(context, ImageViews(images, augment, train=False, seed=seed,
+                                                 crops=crops), workers, batch)
+
+
+def rank_share_loader(context: Context, dataset, workers: int, batch: int) -> DataLoader:
+    """A loader of this rank's share of `dataset`: every world_size-th item, in order."""
     share = Subset(dataset, range(context.rank, len(dataset), context.world_size))
     return DataLoader(share, batch_size=batch, num_workers=workers,
                       pin_memory=context.device.type == "cuda")
@@ -162,10 +167,9 @@ def undefined_figures(results: list[dict]) -> dict[str, int]:
 def _replace_earlier_run(out: Path, repeats: int) -> None:
     """Say that an earlier run's files are replaced; its splits this run does not make are
     removed (the summary and the scatter plots would otherwise mix two runs)."""
-    beyond = sorted((path for path in out.glob("split-*") if path.is_dir()
-                     and path.name.removeprefix("split-").isdigit()
-                     and int(path.name.removeprefix("split-")) >= repeats),
-                    key=lambda path: int(path.name.removeprefix("split-")))
+    numbered = {int(path.name.removeprefix("split-")): path for path in out.glob("split-*")
+                if path.is_dir() and path.name.removeprefix("split-").isdigit()}
+    beyond = [numbered[number] for number in sorted(numbered) if number >= repeats]
     for folder in beyond:
         shutil.rmtree(folder)
     removed = f" ({', '.join(p.name for p in beyond)} of it removed)" if beyond else ""

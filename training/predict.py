@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
 from shards.decode import IMAGE_EXTENSIONS
 from training import distributed
 from training.benchmarks import DatasetLayoutError, LabelledImage, header_size
 from training.evaluate import quality_model
+from training.finetune import rank_share_loader
 from training.loop import predict
 from training.plots import extremes
 from training.results_files import write_json
@@ -145,10 +146,8 @@ def predict_images(config: PredictConfig) -> dict:
         files = image_files(config.inputs, config.out)
         images, failed = _checked(files, scorer.augment.crop)
         views = CropViews(images, scorer.augment, config.eval_crops)
-        share = Subset(views, range(context.rank, len(views), context.world_size))
-        loader = DataLoader(share, batch_size=max(1, config.batch_size // context.world_size),
-                            num_workers=config.workers,
-                            pin_memory=context.device.type == "cuda")
+        loader = rank_share_loader(context, views, config.workers,
+                                   max(1, config.batch_size // context.world_size))
         predicted, index = predict(context, scorer.model, loader, precision=scorer.precision)
         if not context.is_main:
             return {}
