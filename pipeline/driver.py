@@ -37,6 +37,7 @@ from pipeline.plan import Plan, chosen, label_identity, persist_or_check
 from pipeline.probe import check_reachable
 from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout
+from pipeline.source_changes import check_modified_sources
 from pipeline.sources import listing, skipped_note
 from pipeline.submit import AUTHENTICATION_ERRORS
 from shards.layout import SHARDS_DIR, labels_files
@@ -336,13 +337,16 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
         _clear_previous_run(location)
     remove_staged(location)
     resumed = persist_or_check(plan, location, restart=options.restart)
+    todo = [i for i in range(plan.shard_count)
+            if not shard_is_complete(location, i, plan.digest, config.store, options.verify)]
+    done = [i for i in range(plan.shard_count) if i not in todo]
+    if resumed:
+        check_modified_sources(location, plan, config, done)
     write_run_files(location, config, plan, ensemble, absent)
     _start_ray()
     check_reachable(plan, config.sources, config.out)
-    todo = [i for i in range(plan.shard_count)
-            if not shard_is_complete(location, i, plan.digest, config.store, options.verify)]
     if resumed:
-        print(f"resuming: {plan.shard_count - len(todo)} of {plan.shard_count} shards done")
+        print(f"resuming: {len(done)} of {plan.shard_count} shards done")
     if todo:
         _drop_stale_labels(location)
     if absent:
@@ -355,7 +359,6 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     scheduling = layout(resources.get("CPU", 1.0), int(resources.get("GPU", 0)),
                         options.actors, options.max_in_flight, config.labelled)
     arguments = (plan.to_json(), config.to_json(), ensemble.to_json(), config.out)
-    done = [i for i in range(plan.shard_count) if i not in todo]
     on_actors = options.denoise_on_actors
     if on_actors is None:
         on_actors = resources.get("GPU", 0) > 0

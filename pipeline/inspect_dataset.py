@@ -4,6 +4,7 @@ parquet and stats agree and that the counts match the plan."""
 import json
 import tarfile
 from collections import Counter
+from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -32,32 +33,40 @@ from shards.reader import (
     shard_problems,
     shard_stats,
     stray_files,
+    tar_sha256,
 )
 from shards.storage import Location
 from shards.store_modes import stores_pixels
-from shards.tar_stream import read_tar
+from shards.tar_stream import TAR_CHANGED, ChangedTarError, VerifiedTar
 
 IMAGE_MEMBERS = ("json", "png")
 
 
-def tar_listing(location: Location, index: int, store: str
-                ) -> list[tuple[str, tuple[str, ...]]]:
-    """(key, its member extensions, sorted) of each sample of a shard's tar, in order (its
-    members streamed through the shared tar reader, their bytes dropped as they are read; an
-    unreadable tar raises tarfile.ReadError)."""
-    samples = read_tar(location, tar_path(location, index, store), keep_bytes=False)
+Listing = list[tuple[str, tuple[str, ...]]]  # (key, its member extensions, sorted), in order
+
+
+def _listing(samples: Iterable[dict]) -> Listing:
     return [(sample["__key__"], tuple(sorted(name for name in sample
                                               if not name.startswith("__"))))
             for sample in samples]
 
 
-def tar_keys(location: Location, index: int, store: str = DEFAULT_STORE) -> list[str]:
-    """The sample keys of a shard's tar, in order, each checked to have .png and .json."""
-    return [key for key, members in tar_listing(location, index, store)
-            if members == IMAGE_MEMBERS]
+def verified_listing(location: Location, index: int, store: str, sha256: str | None
+                     ) -> Listing | str:
+    """The listing of a shard's tar read once, its bytes hashed as they stream past: the
+    problem instead where they are not `sha256` (its stats') or the tar cannot be read."""
+    path = tar_path(location, index, store)
+    try:
+        return _listing(VerifiedTar(location, path, sha256))
+    except ChangedTarError:
+        return TAR_CHANGED
+    except (tarfile.TarError, OSError) as error:  # where it stopped, the hash says why
+        if tar_sha256(location, path) != sha256:
+            return TAR_CHANGED
+        return f"tar unreadable ({type(error).__name__}: {error})"
 
 
-def _misstored(listing: list[tuple[str, tuple[str, ...]]], rows: list[dict], store: str,
+def _misstored(listing: Listing, rows: list[dict], store: str,
                keep_pngs: tuple[int, ...]) -> list[str]:
     """Keys whose members are not what the store mode keeps: .png and .json, or (a version
     kept as its recipe) .json alone."""
@@ -70,22 +79,21 @@ def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
                 store: str = DEFAULT_STORE, keep_pngs: tuple[int, ...] = ()) -> list[str]:
     """Problems found in one shard (empty when it is sound): its files, plan, sizes and tar
     SHA-256 against its stats, then its members against the parquet index and the plan."""
-    problems = shard_problems(location, index, plan.digest, store, verify_hash=True)
+    problems = shard_problems(location, index, plan.digest, store)
     if problems:
         return [f"shard {index:05d}: {problem}" for problem in problems]
+    stats = shard_stats(location, index)
+    listing = verified_listing(location, index, store, stats.get("tar_sha256"))
+    if isinstance(listing, str):
+        return [f"shard {index:05d}: {listing}"]
     rows = read_index(location, [index], columns=["key", "ref_id", "kind", "distortion_id",
                                                   "chain"]).to_pylist()  # (chains derived)
-    try:
-        listing = tar_listing(location, index, store)
-    except (tarfile.TarError, OSError) as error:
-        return [f"shard {index:05d}: tar unreadable ({type(error).__name__}: {error})"]
     if [key for key, _ in listing] != [row["key"] for row in rows]:
         problems.append(f"shard {index:05d}: tar members and parquet rows differ")
     misstored = _misstored(listing, rows, store, keep_pngs)
     if misstored:
         problems.append(f"shard {index:05d}: {len(misstored)} samples lack or hold a PNG "
                         f"against the store mode {store} (first {misstored[0]})")
-    stats = shard_stats(location, index)
     planned = {ref.ref_id for ref in plan.shard(index)}
     strangers = {row["ref_id"] for row in rows} - planned
     if strangers:

@@ -4,6 +4,7 @@ persisted with a digest; a rerun with a different plan refuses to resume."""
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
@@ -97,9 +98,11 @@ class Plan:
     inputs: dict
     references: tuple[PlannedReference, ...]
     duplicates: tuple[Duplicate, ...] = ()
-    # each reference's file size where the listing told it (None elsewhere; () in plans made
-    # before it was kept): outside the digest, so a resume can say which sources changed
+    # each reference's file size and modification time (ns) where the listing told them (None
+    # elsewhere; () in plans made before they were kept): outside the digest, so a resume can
+    # say which sources changed
     source_bytes: tuple[int | None, ...] = ()
+    source_mtimes: tuple[int | None, ...] = ()
 
     @classmethod
     def make(cls, sources: list[Source], config: RunConfig, labels: dict | None = None,
@@ -114,9 +117,9 @@ class Plan:
             PlannedReference(ref_id, s.uri, s.order_key, split_of(ref_id, config.seed), s.key)
             for i, (ref_id, s) in enumerate(zip(ids, used, strict=True)) if i not in repeats)
         left_out = tuple(Duplicate(ids[i], used[i].uri, ids[j]) for i, j in sorted(repeats.items()))
-        sizes = tuple(s.size for i, s in enumerate(used) if i not in repeats)
+        kept = [s for i, s in enumerate(used) if i not in repeats]
         return cls({**config.plan_inputs(), **(labels or {})}, references, left_out,
-                   sizes if any(size is not None for size in sizes) else ())
+                   _known(s.size for s in kept), _known(s.mtime_ns for s in kept))
 
     @property
     def shard_refs(self) -> int:
@@ -130,10 +133,11 @@ class Plan:
         return self.references[index * self.shard_refs:(index + 1) * self.shard_refs]
 
     def to_json(self) -> dict:
-        """Its fields: what the digest covers, and the sources' sizes where known."""
+        """Its fields: what the digest covers, and the sources' sizes and times where known."""
         document = self._identity()
-        if any(size is not None for size in self.source_bytes):
-            document["source_bytes"] = list(self.source_bytes)
+        for name in LISTING_FIELDS:
+            if getattr(self, name):
+                document[name] = list(getattr(self, name))
         return document
 
     def _identity(self) -> dict:
@@ -155,16 +159,27 @@ class Plan:
         try:
             plan = cls(data["inputs"], tuple(PlannedReference(**r) for r in data["references"]),
                        tuple(Duplicate(**d) for d in data.get("duplicates", ())),
-                       tuple(data.get("source_bytes", ())))
+                       *(tuple(data.get(name, ())) for name in LISTING_FIELDS))
             if isinstance(plan.shard_refs, bool) or plan.shard_refs < 1:
                 raise TypeError(f"shard_refs {plan.shard_refs!r}")
-            if plan.source_bytes and (len(plan.source_bytes) != len(plan.references) or not all(
-                    size is None or type(size) is int for size in plan.source_bytes)):
-                raise TypeError("source_bytes is not one size (or null) per reference")
+            for name in LISTING_FIELDS:
+                values = getattr(plan, name)
+                if values and (len(values) != len(plan.references) or not all(
+                        value is None or type(value) is int for value in values)):
+                    raise TypeError(f"{name} is not one integer (or null) per reference")
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not a shard plan ({type(error).__name__}: {error}): a "
                              f"{PLAN_FILE} generate did not write, or a damaged one") from None
         return plan
+
+
+LISTING_FIELDS = ("source_bytes", "source_mtimes")  # Plan's fields the digest leaves out
+
+
+def _known(values: Iterable[int | None]) -> tuple[int | None, ...]:
+    """One value per reference, or () where the listing told none."""
+    values = tuple(values)
+    return values if any(value is not None for value in values) else ()
 
 
 def label_identity(ensemble_hash: str, absent: tuple[str, ...]) -> dict:
@@ -238,9 +253,15 @@ def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> b
                 "--restart to start over")
         return True
     location.makedirs(location.root)
-    document = {**plan.to_json(), "digest": plan.digest}
-    location.write_bytes(path, json.dumps(document, sort_keys=True, indent=1).encode())
+    record_plan(location, plan)
     return False
+
+
+def record_plan(location: Location, plan: Plan) -> None:
+    """Write the dataset's plan.json."""
+    document = {**plan.to_json(), "digest": plan.digest}
+    location.write_bytes(location.path(PLAN_FILE),
+                         json.dumps(document, sort_keys=True, indent=1).encode())
 
 
 def finished_plan(location: Location) -> "Plan":

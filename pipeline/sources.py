@@ -29,6 +29,7 @@ class Source:
     key: str = ""   # in an object-store listing: the object's path as listed, read through the
                     # listing's filesystem (a key with a space, ? # or % is never re-parsed)
     size: int | None = None  # bytes, where the listing tells it cheaply (regular files only)
+    mtime_ns: int | None = None  # its modification time, where the listing tells it
 
 
 @dataclass(frozen=True)
@@ -63,17 +64,18 @@ def _from_local_folder(folder: Path, skipped: Counter) -> list[Source]:
             if _taken(name, skipped):
                 path = Path(directory) / name
                 found.append(Source(str(path), path.relative_to(folder).as_posix(), path.stem,
-                                    size=_regular_size(path)))
+                                    **_regular_stat(path)))
     return found
 
 
-def _regular_size(path: Path) -> int | None:
-    """The byte size of a regular file (links followed); None for anything else."""
+def _regular_stat(path: Path) -> dict:
+    """The size and mtime_ns of a regular file (links followed); None for anything else."""
     try:
         status = os.stat(path)
     except OSError:
-        return None
-    return status.st_size if stat.S_ISREG(status.st_mode) else None
+        return {}
+    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns} \
+        if stat.S_ISREG(status.st_mode) else {}
 
 
 def _folder_identity(path: Path) -> tuple[int, int] | None:
@@ -96,7 +98,8 @@ def _from_object_store(uri: str, skipped: Counter) -> list[Source]:
     scheme = uri.split("://", 1)[0]
     infos = store_filesystem(uri).get_file_info(pafs.FileSelector(root, recursive=True))
     return [Source(f"{scheme}://{info.path}", info.path.removeprefix(root).lstrip("/"),
-                   PurePosixPath(info.path).stem, key=info.path, size=info.size)
+                   PurePosixPath(info.path).stem, key=info.path, size=info.size,
+                   mtime_ns=info.mtime_ns)
             for info in infos
             if info.type == pafs.FileType.File and _taken(info.path, skipped)]
 
@@ -119,8 +122,8 @@ def _from_list_file(path: Path, skipped: Counter) -> list[Source]:
         if not _taken(entry, skipped):
             continue
         uri = entry if "://" in entry or Path(entry).is_absolute() else str(path.parent / entry)
-        size = None if "://" in uri else _regular_size(Path(uri))
-        found.append(Source(uri, entry, PurePosixPath(entry).stem, size=size))
+        found.append(Source(uri, entry, PurePosixPath(entry).stem,
+                            **({} if "://" in uri else _regular_stat(Path(uri)))))
     return found
 
 

@@ -91,7 +91,7 @@ def _failure(ref: PlannedReference, reason: str, detail: str, **extra) -> dict:
             "detail": printable(detail), **extra}
 
 
-def _prepare_reference(ref: PlannedReference, config: RunConfig, outcome: ShardOutcome):
+def prepare_reference(ref: PlannedReference, config: RunConfig, outcome: ShardOutcome):
     """The sized reference pixels (None, and a failure, if unusable) and its sources row."""
     row = {"ref_id": ref.ref_id, "uri": printable(ref.uri), "shard": outcome.index,
            "split": ref.split, "source_kind": config.source_kind,
@@ -328,7 +328,7 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
     store keeps the version as its recipe only) distorted samples."""
     failures_before = len(outcome.failures)
     with _Timer(outcome.seconds, "decode"):
-        pixels, row = _prepare_reference(ref, config, outcome)
+        pixels, row = prepare_reference(ref, config, outcome)
     made, told = [], 0
     if pixels is not None:
         made = _distort_all(ref, pixels, config, outcome, denoise)  # times its stages

@@ -22,6 +22,7 @@ from shards.layout import (
 )
 from shards.schema import CHAIN_TYPE, chain_of
 from shards.storage import STAGED_SUFFIX, HashingStream, Location
+from shards.tar_stream import TAR_CHANGED, read_tar
 
 
 class DamagedShardError(ValueError):
@@ -136,7 +137,7 @@ def shard_stats(location: Location, index: int) -> dict:
     return stats
 
 
-def _tar_sha256(location: Location, path: str) -> str:
+def tar_sha256(location: Location, path: str) -> str:
     with location.fs.open_input_stream(path, compression=None) as stream:
         return HashingStream(stream).hexdigest_to_end()
 
@@ -167,8 +168,8 @@ def shard_problems(location: Location, index: int, digest: str | None, store: st
     size = location.fs.get_file_info(paths["tar"]).size
     if stats.get("tar_bytes") != size:
         problems.append(f"tar is {size} bytes, stats say {stats.get('tar_bytes')}")
-    elif verify_hash and _tar_sha256(location, paths["tar"]) != stats.get("tar_sha256"):
-        problems.append("tar SHA-256 differs from its stats (corrupted after writing)")
+    elif verify_hash and tar_sha256(location, paths["tar"]) != stats.get("tar_sha256"):
+        problems.append(TAR_CHANGED)
     return problems
 
 
@@ -239,8 +240,6 @@ def tar_members(location: Location, path: str, read: bool = True,
     given), in member order (bytes are None when `read` is False), read through the shared
     streaming reader (shards.tar_stream); readers that need not hold a shard use
     shards.open_dataset."""
-    from shards.tar_stream import read_tar
-
     select = None if keys is None else (lambda name: name.partition(".")[0] in keys)
     return {sample["__key__"]: {name: value for name, value in sample.items()
                                 if not name.startswith("__")}

@@ -19,6 +19,13 @@ class ShardReadError(tarfile.ReadError):
     """A shard tar that cannot be read to its end (truncated, corrupted, duplicate members)."""
 
 
+TAR_CHANGED = "tar SHA-256 differs from its stats (changed after it was written)"
+
+
+class ChangedTarError(ShardReadError):
+    """A shard tar whose bytes are not the SHA-256 its stats record."""
+
+
 def open_tars(location: Location) -> Callable[[Iterable[dict]], Iterator[dict]]:
     """The url-opener stage: each {"url": path} gets its "stream", closed once the next shard
     is asked for (or the pipeline is dropped)."""
@@ -71,7 +78,7 @@ def read_tar(location: Location, url: str, select: Select | None = None,
 
 class VerifiedTar:
     """The samples of a tar whose bytes must hash to `sha256` (its stats'), each byte read
-    once: iterating raises a ShardReadError after the last sample where they do not, and
+    once: iterating raises a ChangedTarError after the last sample where they do not, and
     `check()` reads what is left and raises it at once, for a consumer that met a member it
     cannot use (a tar changed after it was written should be named as that, not as a bad
     record)."""
@@ -87,8 +94,7 @@ class VerifiedTar:
             self.check()
 
     def check(self) -> None:
-        """A ShardReadError where the tar's bytes are not the recorded SHA-256 (call while
+        """A ChangedTarError where the tar's bytes are not the recorded SHA-256 (call while
         iterating, or once done)."""
         if self._hashing is not None and self._hashing.hexdigest_to_end() != self.sha256:
-            raise ShardReadError(f"{self.url}: its bytes are not the SHA-256 its stats record "
-                                 "(changed after it was written)")
+            raise ChangedTarError(f"{self.url}: {TAR_CHANGED}")

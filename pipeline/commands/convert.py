@@ -190,7 +190,7 @@ def stored_plan(plan: Plan, becomes: Storage) -> Plan:
     inputs = {key: value for key, value in plan.inputs.items() if key not in STORAGE_INPUTS}
     chosen = {"store": becomes.store, "keep_pngs": becomes.keep_pngs}
     inputs.update({key: value for key, value in chosen.items() if value != MODE_DEFAULTS[key]})
-    return Plan(inputs, plan.references, plan.duplicates, plan.source_bytes)
+    return replace(plan, inputs=inputs)
 
 
 def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage) -> None:

@@ -186,7 +186,7 @@ def test_a_tar_changed_after_it_was_written_is_not_converted(store_datasets, tmp
     data = tar.read_bytes()
     at = data.index(b'"quality":0.') + len(b'"quality":0.')
     tar.write_bytes(data[:at] + bytes([(data[at] - 48 + 1) % 10 + 48]) + data[at + 1:])
-    with pytest.raises(tarfile.ReadError, match="not the SHA-256 its stats record"):
+    with pytest.raises(tarfile.ReadError, match="tar SHA-256 differs from its stats"):
         convert(str(source), str(tmp_path / "recipes"), "recipes")
     assert sorted(p.name for p in (tmp_path / "recipes" / "shards").iterdir()) == []
     assert cli.main(["convert", str(source), str(tmp_path / "recipes"), "--store",
@@ -195,7 +195,7 @@ def test_a_tar_changed_after_it_was_written_is_not_converted(store_datasets, tmp
     # a changed tar, not as the KeyError it meets first
     at = data.index(b'"kind":"distorted"')
     tar.write_bytes(data[:at] + b'"kinx"' + data[at + len(b'"kind"'):])
-    with pytest.raises(tarfile.ReadError, match="not the SHA-256 its stats record"):
+    with pytest.raises(tarfile.ReadError, match="tar SHA-256 differs from its stats"):
         convert(str(source), str(tmp_path / "recipes"), "recipes")
     stats_agree(tar)  # the same record as its writer wrote it: named with its sample
     with pytest.raises(ConversionError, match=r"sample \S+: its record cannot be read "

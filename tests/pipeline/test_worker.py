@@ -29,9 +29,11 @@ from pipeline.plan import (
     differences,
     label_identity,
     persist_or_check,
+    read_plan,
     split_of,
 )
 from pipeline.report import merge
+from pipeline.source_changes import check_modified_sources
 from pipeline.sources import IMAGE_EXTENSIONS, list_sources, listing, load, skipped_note
 from pipeline.worker import Guard, local_scorer, produce_shard
 from shards.layout import shard_paths, tar_path
@@ -191,8 +193,52 @@ def test_a_source_whose_size_changed_since_the_plan_is_not_resumed(tmp_path, fas
     (tmp_path / "out" / "plan.json").write_text(json.dumps(old))
     assert persist_or_check(changed, location) is True
     assert persist_or_check(changed, location, restart=True) is False
-    with pytest.raises(ValueError, match="source_bytes is not one size"):
+    with pytest.raises(ValueError, match="source_bytes is not one integer"):
         Plan.from_json({**plan.to_json(), "source_bytes": [1]})
+
+
+def test_a_source_replaced_in_place_by_one_of_the_same_size_is_not_resumed(
+        tmp_path, fast_config, small_image, mae_ensemble):
+    """Uncompressed PNGs of the same shape have the same byte size whatever their pixels, so
+    only the modification time tells the replacement; the finished shard's recorded SHA-256
+    (of the pixels it was made from, computed here independently) says whether it changed."""
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    for name, shift in (("a", 0), ("b", 40)):
+        Image.fromarray(np.roll(small_image, shift, axis=1)).save(folder / f"{name}.png",
+                                                                  compress_level=0)
+    config = fast_config(str(folder), shard_refs=1, distortion_ids=(1,), levels=(1,),
+                         metrics=("mae",))
+    location = Location.parse(config.out)
+    plan = Plan.make(list_sources(str(folder)), config)
+    assert plan.source_mtimes == tuple((folder / n).stat().st_mtime_ns for n in ("a.png", "b.png"))
+    persist_or_check(plan, location)
+    produce_shard(0, plan, config, local_scorer(Labeler(metrics=("mae",), device="cpu")),
+                  mae_ensemble, location)  # shard 0 (a.png) finished, shard 1 not begun
+    recorded = json.loads(Path(shard_paths(location, 0)["sources"]).read_text())[0]["sha256"]
+    assert recorded == hashlib.sha256(np.ascontiguousarray(small_image).tobytes()).hexdigest()
+
+    def replace(name: str, pixels: np.ndarray, seconds_later: int) -> Plan:
+        path = folder / name
+        size, mtime = path.stat().st_size, path.stat().st_mtime_ns
+        Image.fromarray(pixels).save(path, compress_level=0)
+        os.utime(path, ns=(mtime + seconds_later * 10**9, mtime + seconds_later * 10**9))
+        assert path.stat().st_size == size
+        return Plan.make(list_sources(str(folder)), config)
+
+    touched = replace("a.png", small_image, 5)  # the same pixels written again: resumes
+    check_modified_sources(location, touched, config, done=[0])
+    assert read_plan(location).source_mtimes == touched.source_mtimes  # recorded for next time
+    other = replace("a.png", small_image[::-1].copy(), 10)
+    assert other.digest == plan.digest and other.source_bytes == plan.source_bytes
+    with pytest.raises(PlanMismatchError, match=rf"1 sources changed since their shards were "
+                       rf"made \({folder / 'a.png'} holds other pixels than shard 00000 was "
+                       rf"made from\)\. .*--restart"):
+        check_modified_sources(location, other, config, done=[0])
+    assert read_plan(location).source_mtimes == touched.source_mtimes  # nothing recorded
+    Image.fromarray(small_image).save(folder / "a.png", compress_level=0)  # restored
+    b_changed = replace("b.png", small_image[::-1].copy(), 10)  # its shard is not made yet
+    check_modified_sources(location, b_changed, config, done=[0])
 
 
 def test_splits_are_seeded_and_about_80_10_10():

@@ -269,7 +269,7 @@ def test_inspect_lists_a_damaged_recipe_shard_instead_of_stopping(store_datasets
     data[len(data) // 2] ^= 0xFF
     tar.write_bytes(bytes(data))
     lines, problems = inspect(str(copy))
-    assert "shard 00000: tar SHA-256 differs from its stats (corrupted after writing)" \
+    assert "shard 00000: tar SHA-256 differs from its stats (changed after it was written)" \
         in problems
     assert not any(text.startswith("replay check") for text in lines + problems)
     # a reference PNG garbled by its writer (the stats agree): the replay check names it

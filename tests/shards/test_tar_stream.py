@@ -1,6 +1,7 @@
 """The one tar reader under the older entry points: tar_members (inspect --deep), inspect's
-tar_keys (a truncated or malformed tar is a tarfile error inspect reports, never another
-exception), the contact sheet's shard reading; and a dataset read from S3 (moto's server)."""
+verified_listing (a truncated or malformed tar is a problem inspect reports, never an
+exception; a changed one is named as changed), the contact sheet's shard reading; and a
+dataset read from S3 (moto's server)."""
 
 import io
 import re
@@ -10,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.contact_sheet import first_reference, shard_samples
-from pipeline.inspect_dataset import tar_keys
+from pipeline.inspect_dataset import verified_listing
 from shards import open_dataset
 from shards.layout import tar_path
-from shards.reader import read_index, tar_members
+from shards.reader import read_index, shard_stats, tar_members
 from shards.records import SampleError
 from shards.storage import Location
-from shards.tar_stream import ShardReadError
+from shards.tar_stream import TAR_CHANGED, ShardReadError
 from tests.conftest import stats_agree
 
 
@@ -46,10 +47,31 @@ def test_tar_members_and_the_contact_sheet_read_every_member(generated, generate
         assert list(tar_members(location, tar, keys=set(mine[:2]))) == mine[:2]
 
 
-def test_tar_keys_lists_the_indexed_keys(generated):
+def _verified_listing(location: Location, shard: int) -> list | str:
+    sha256 = shard_stats(location, shard)["tar_sha256"]
+    return verified_listing(location, shard, "images", sha256)
+
+
+def test_the_verified_listing_lists_the_indexed_keys_and_names_a_changed_tar(generated,
+                                                                            tmp_path):
+    import shutil
+
     location = Location.parse(str(generated))
     for shard in range(3):
-        assert tar_keys(location, shard) == _index_keys(location, shard)
+        listing = _verified_listing(location, shard)
+        assert [key for key, _ in listing] == _index_keys(location, shard)
+        assert {members for _, members in listing} == {("json", "png")}
+    original = Path(tar_path(location, 0, "images")).read_bytes()
+    root = tmp_path / "changed"
+    shutil.copytree(generated, root)
+    copied = Location.parse(str(root))
+    for where in (len(original) // 2, 100):  # inside a PNG (still a tar), in the first header
+        changed = bytearray(original)
+        changed[where] ^= 0xFF
+        Path(tar_path(copied, 0, "images")).write_bytes(bytes(changed))
+        assert _verified_listing(copied, 0) == TAR_CHANGED
+    Path(tar_path(copied, 0, "images")).write_bytes(original)
+    assert _verified_listing(copied, 0) == _verified_listing(location, 0)
 
 
 def _damage(location: Location, shard: int, data: bytes) -> None:
@@ -69,8 +91,8 @@ def test_a_truncated_or_malformed_tar_raises_a_tar_error_naming_it(tmp_path, han
     location = Location.parse(str(root))
     original = location.read_bytes(tar_path(location, 0, "images"))
     _damage(location, 0, original[:len(original) // 2 + 100])  # inside a member
-    with pytest.raises(tarfile.TarError, match=r"00000\.tar is unreadable: unexpected end"):
-        tar_keys(location, 0)
+    assert re.fullmatch(r"tar unreadable \(ShardReadError: .*00000\.tar is unreadable: "
+                        r"unexpected end of data\)", _verified_listing(location, 0))
     with pytest.raises(ShardReadError, match=r"00000\.tar is unreadable: unexpected end") as raised:
         list(open_dataset(str(root)).samples())
     assert str(raised.value).count("is unreadable") == 1
@@ -96,8 +118,7 @@ def test_a_truncated_or_malformed_tar_raises_a_tar_error_naming_it(tmp_path, han
             info.size = 3
             tar.addfile(info, io.BytesIO(b"png"))
     _damage(location, 0, buffer.getvalue())
-    with pytest.raises(tarfile.TarError, match="duplicate file name"):
-        tar_keys(location, 0)
+    assert "duplicate file name" in _verified_listing(location, 0)
 
 
 @pytest.fixture(scope="module")

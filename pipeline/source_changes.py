@@ -1,0 +1,67 @@
+"""Sources modified in place since their shard was made. A resume refuses a source whose size
+changed at once (plan.resized_sources); one whose size is the same but whose modification time
+is not is decoded again, as its shard's worker did, and its pixels compared with the SHA-256
+that shard recorded, so a photo replaced by another of the same byte size is named rather than
+mixed in, while a file only touched (or rewritten with the same pixels) resumes."""
+
+import json
+
+from tqdm import tqdm
+
+from pipeline.config import RunConfig
+from pipeline.errors import PlanMismatchError
+from pipeline.plan import Plan, read_plan, record_plan
+from pipeline.sources import printable
+from pipeline.worker import ShardOutcome, prepare_reference
+from shards.layout import shard_paths
+from shards.storage import Location
+
+
+def touched(old: Plan, new: Plan) -> list[int]:
+    """Indices of the references whose modification time differs now (where both listings
+    told it)."""
+    return [index for index, (before, after) in enumerate(
+                zip(old.source_mtimes, new.source_mtimes, strict=False))
+            if before is not None and after is not None and before != after]
+
+
+def _recorded(location: Location, shard: int) -> dict[str, tuple]:
+    """ref_id -> (status, pixels' SHA-256) of each source as its finished shard made it."""
+    rows = json.loads(location.read_bytes(shard_paths(location, shard)["sources"]))
+    return {row["ref_id"]: (row["status"], row["sha256"]) for row in rows}
+
+
+def changed_pixels(location: Location, plan: Plan, config: RunConfig, indices: list[int],
+                   done: set[int]) -> list[str]:
+    """In words, each of the references `indices` in a finished shard of `done` whose source
+    no longer gives the pixels (or the failure) its shard recorded."""
+    in_done = [i for i in indices if i // plan.shard_refs in done]
+    changed, recorded = [], {}
+    for index in tqdm(in_done, desc="modified sources checked", unit="source", leave=False,
+                      disable=len(in_done) < 20):
+        ref, shard = plan.references[index], index // plan.shard_refs
+        if shard not in recorded:
+            recorded[shard] = _recorded(location, shard)
+        row = prepare_reference(ref, config, ShardOutcome(shard))[1]
+        if (row["status"], row["sha256"]) != recorded[shard].get(ref.ref_id):
+            changed.append(f"{printable(ref.uri)} holds other pixels than shard {shard:05d} "
+                           "was made from")
+    return changed
+
+
+def check_modified_sources(location: Location, plan: Plan, config: RunConfig,
+                           done: list[int]) -> None:
+    """On a resume (plan.json there, of the same digest): a PlanMismatchError naming the
+    sources of finished shards that changed in place; else the listing's sizes and times are
+    recorded, so that the next resume compares against these."""
+    previous = read_plan(location)
+    changed = changed_pixels(location, plan, config, touched(previous, plan), set(done))
+    if changed:
+        raise PlanMismatchError(
+            f"{location.root}: {len(changed)} sources changed since their shards were made "
+            f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}). Resuming would "
+            "mix images made from two versions of them: restore them, or rerun with "
+            "--restart to start over")
+    if (previous.source_bytes, previous.source_mtimes) != (plan.source_bytes,
+                                                           plan.source_mtimes):
+        record_plan(location, plan)
