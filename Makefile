@@ -129,10 +129,10 @@ bench-labelers: $(STAMP) $(BENCH_SITE) ## images/s per metric vs pyiqa -> docs/b
 	PYTHONPATH=$(BENCH_SITE) $(BIN)/python benchmarks/bench_labelers.py --out docs
 
 default-ensemble: $(STAMP) ## recompute the default ensemble's bounds on the embedded photos
-	$(BIN)/python -m labelers.default_ensemble
+	$(BIN)/python -m pipeline.commands.default_ensemble
 
 pmos-ensemble: $(STAMP) ## recompute the pmos ensemble's bounds on the embedded photos
-	$(BIN)/python -m labelers.pmos_ensemble
+	$(BIN)/python -m pipeline.commands.pmos_ensemble
 
 validate-levels: $(STAMP) ## mean Q by distortion and level of OUT -> docs/validate-levels.*
 	@test -f $(OUT)/report.json || $(MAKE) generate OUT=$(OUT)

@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "full-reference metrics, and write WebDataset shards for IQA pretraining.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # listed here; the entry point (iqa_factory.cli) hands `train` to the training stage
     commands.add_parser("train", help="pretrain, fine-tune, evaluate IQA models "
                                       "(iqa-factory train --help)", add_help=False)
 
@@ -438,12 +439,7 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:  # the training stage has its own parser (and no Ray)
-        from training.cli import main as train_main
-
-        return train_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args)
     except BrokenPipeError:  # the reader went away (`iqa-factory list | head`): nothing to say

@@ -10,7 +10,6 @@ older layouts), only memory is: in the spec's layout (references first) pairs ho
 the shard's references, and chunks hold the members of the groups not yet complete.
 """
 
-import importlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -23,8 +22,9 @@ from shards.records import decode, is_reference
 def ssim_maps(reference: np.ndarray, version: np.ndarray, boxes: list[Box]) -> np.ndarray:
     """The dense SSIM map of the whole version against the whole reference, cut with the
     box(es) (labelers.ssim: computed on each box widened by the window's radius)."""
-    in_box = importlib.import_module("labelers.ssim").ssim_map_in_box
-    maps = [in_box(reference, version, box) for box in boxes]
+    from labelers.ssim import ssim_map_in_box  # (torch, only where triplets are read)
+
+    maps = [ssim_map_in_box(reference, version, box) for box in boxes]
     return maps[0] if len(maps) == 1 else np.stack(maps)
 
 

@@ -165,7 +165,7 @@ def test_fitting_refuses_what_no_curve_fits():
 
 
 def test_the_shipped_default_ensemble_has_the_paper_weights_and_identity_bests():
-    from labelers.default_ensemble import BEST, PAPER_WEIGHTS
+    from pipeline.commands.default_ensemble import BEST, PAPER_WEIGHTS
 
     default = ens.load()
     assert default.weights == PAPER_WEIGHTS
@@ -177,7 +177,7 @@ def test_the_shipped_default_ensemble_has_the_paper_weights_and_identity_bests()
 
 
 def test_bounds_round_outward_towards_the_worse_side():
-    from labelers.default_ensemble import _round_outward
+    from pipeline.commands.default_ensemble import _round_outward
 
     assert _round_outward(0.23456, towards_worse_up=True) == 0.235  # lower-is-better metric
     assert _round_outward(0.23456, towards_worse_up=False) == 0.234  # higher-is-better metric

@@ -9,7 +9,7 @@ import pytest
 import distortions
 import labelers
 from labelers import ensemble as ens
-from labelers.pmos_ensemble import BEST, PMOS_METRICS
+from pipeline.commands.pmos_ensemble import BEST, PMOS_METRICS
 
 DEFAULT_HASH = "45e0cf50148a6555"  # default-v1, as shipped before the named ensembles
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from pipeline.cli import main
+from iqa_factory.cli import main
 from training import checkpoint
 
 from .conftest import png

@@ -1,6 +1,6 @@
 """How the shipped pseudo-MOS ensemble file was made, and how to remake it:
 
-    python -m labelers.pmos_ensemble
+    python -m pipeline.commands.pmos_ensemble
 
 The multi-task method's label (shared/design/seed-methods.md, method 3): pseudo-MOS = the mean
 of SSIM, MS-SSIM, MDSI, VSI, FSIM and GMSD, equal weights (1/6). The method states neither
@@ -15,9 +15,10 @@ import argparse
 
 import numpy as np
 
-from labelers.default_ensemble import PERCENTILE, bank_scores, worst_bound
 from labelers.ensemble import PMOS_ENSEMBLE_FILE, Ensemble, Mapping01
 from labelers.labeler import Labeler
+from pipeline.commands.default_ensemble import PERCENTILE, bank_scores, worst_bound
+from pipeline.embedded import EMBEDDED_PHOTOS
 
 PMOS_METRICS = ("ssim", "ms_ssim", "mdsi", "vsi", "fsim", "gmsd")
 BEST = {"ssim": 1.0, "ms_ssim": 1.0, "mdsi": 0.0, "vsi": 1.0, "fsim": 1.0, "gmsd": 0.0}
@@ -36,8 +37,6 @@ def build(photos: list[str]) -> tuple[Ensemble, dict[str, np.ndarray]]:
 
 
 def main() -> None:
-    from pipeline.embedded import EMBEDDED_PHOTOS
-
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=len(EMBEDDED_PHOTOS))

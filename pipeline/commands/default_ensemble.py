@@ -1,6 +1,6 @@
 """How the shipped default ensemble file was made, and how to remake it:
 
-    python -m labelers.default_ensemble          # or: make default-ensemble
+    python -m pipeline.commands.default_ensemble          # or: make default-ensemble
 
 Weights: the paper's (labels.md). Mappings: linear, best = the metric's value for identical
 images, worst = the 99th percentile, in the worse direction, of its scores over the whole
@@ -20,6 +20,8 @@ from labelers import weights
 from labelers.ensemble import DEFAULT_ENSEMBLE_FILE, Ensemble, Mapping01
 from labelers.labeler import Labeler
 from labelers.registry import METRICS, metric_class
+from pipeline.embedded import EMBEDDED_PHOTOS, embedded_photo
+from pipeline.sizing import TargetSize, cover_and_crop
 
 PAPER_WEIGHTS = {"gmsd": 0.0324, "fsim": 0.0398, "vif": 0.0549, "cw_ssim": 0.0643,
                  "nlpd": 0.0951, "mae": 0.1878, "ms_ssim": 0.1920, "mad": 0.1085,
@@ -43,9 +45,6 @@ def _round_outward(value: float, towards_worse_up: bool) -> float:
 
 def bank_scores(photos: list[str], labeler: Labeler) -> dict[str, np.ndarray]:
     """Raw scores of all 165 versions of each embedded photo at 512 x 384."""
-    from pipeline.embedded import embedded_photo
-    from pipeline.sizing import TargetSize, cover_and_crop
-
     collected = {key: [] for key in labeler.keys}
     for name in photos:
         ref = cover_and_crop(embedded_photo(name), TargetSize())
@@ -83,8 +82,6 @@ def build(photos: list[str]) -> Ensemble:
 
 
 def main() -> None:
-    from pipeline.embedded import EMBEDDED_PHOTOS
-
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=len(EMBEDDED_PHOTOS))
