@@ -40,7 +40,7 @@ from pipeline.scheduling import Layout, layout
 from pipeline.source_changes import check_modified_sources
 from pipeline.sources import listing, skipped_note
 from pipeline.submit import AUTHENTICATION_ERRORS
-from shards.layout import SHARDS_DIR, labels_files
+from shards.layout import REPORT_FILE, SHARDS_DIR, labels_files, shard_name
 from shards.reader import shard_problems, shard_stats, shards_with_stats
 from shards.storage import Location
 
@@ -284,7 +284,7 @@ def _run_shards(todo, submit, max_in_flight, progress: _Progress) -> list[int]:
                 summary = ray.get(done[0])
             except (ray.exceptions.RayError, OSError) as error:
                 failed.append(index)
-                tqdm.write(f"shard {index:05d} failed: {type(error).__name__}: {error}")
+                tqdm.write(f"shard {shard_name(index)} failed: {type(error).__name__}: {error}")
                 progress.shard_failed(index)
                 continue
             progress.shard_done(index, summary)
@@ -366,7 +366,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
         progress = _Progress(location, plan, 1 + config.versions_count, done)
 
         def submit(index: int):
-            return shard_task.options(name=f"shard-{index:05d}").remote(
+            return shard_task.options(name=f"shard-{shard_name(index)}").remote(
                 index, *arguments, actors, nodes, progress.actor, on_actors and bool(actors))
 
         try:
@@ -383,7 +383,6 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     report["names_skipped"] = dict(listed.skipped)
     report["scheduling"] = {**scheduling.to_json(), "peak_in_flight": progress.peak_in_flight,
                             "actor_calls": actor_calls}
-    location.write_bytes(location.path("report.json"),
-                         json.dumps(report, sort_keys=True, indent=1).encode())
+    location.write_json(location.path(REPORT_FILE), report)
     print("\n".join(summary_lines(report, config.out)))
     return report

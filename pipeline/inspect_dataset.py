@@ -19,11 +19,13 @@ from pipeline.plan import Plan
 from pipeline.report import libraries_differing_message, modes_line, replays_recipes
 from shards.layout import (
     DEFAULT_STORE,
+    MANIFEST_FILE,
     PLAN_FILE,
     REPORT_FILE,
     SOURCES_FILE,
     labels_file,
     labels_files,
+    shard_name,
     tar_path,
 )
 from shards.reader import (
@@ -77,41 +79,48 @@ def _misstored(listing: Listing, rows: list[dict], store: str,
 
 def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
                 store: str = DEFAULT_STORE, keep_pngs: tuple[int, ...] = ()) -> list[str]:
-    """Problems found in one shard (empty when it is sound): its files, plan, sizes and tar
-    SHA-256 against its stats, then its members against the parquet index and the plan."""
+    """Problems found in one shard (empty when it is sound), each naming the shard: its
+    files, plan, sizes and tar SHA-256 against its stats, then its members against the
+    parquet index and the plan."""
+    return [f"shard {shard_name(index)}: {problem}" for problem in
+            _shard_problems(location, plan, index, per_reference, store, keep_pngs)]
+
+
+def _shard_problems(location: Location, plan: Plan, index: int, per_reference: int,
+                    store: str, keep_pngs: tuple[int, ...]) -> list[str]:
     problems = shard_problems(location, index, plan.digest, store)
     if problems:
-        return [f"shard {index:05d}: {problem}" for problem in problems]
+        return problems
     stats = shard_stats(location, index)
     listing = verified_listing(location, index, store, stats.get("tar_sha256"))
     if isinstance(listing, str):
-        return [f"shard {index:05d}: {listing}"]
+        return [listing]
     rows = read_index(location, [index], columns=["key", "ref_id", "kind", "distortion_id",
                                                   "chain"]).to_pylist()  # (chains derived)
     if [key for key, _ in listing] != [row["key"] for row in rows]:
-        problems.append(f"shard {index:05d}: tar members and parquet rows differ")
+        problems.append("tar members and parquet rows differ")
     misstored = _misstored(listing, rows, store, keep_pngs)
     if misstored:
-        problems.append(f"shard {index:05d}: {len(misstored)} samples lack or hold a PNG "
-                        f"against the store mode {store} (first {misstored[0]})")
+        problems.append(f"{len(misstored)} samples lack or hold a PNG against the store mode "
+                        f"{store} (first {misstored[0]})")
     planned = {ref.ref_id for ref in plan.shard(index)}
     strangers = {row["ref_id"] for row in rows} - planned
     if strangers:
-        problems.append(f"shard {index:05d}: references not in its plan: {sorted(strangers)}")
+        problems.append(f"references not in its plan: {sorted(strangers)}")
     if not isinstance(stats.get("failures"), int):
-        return [*problems, f"shard {index:05d}: its stats record no failures count"]
+        return [*problems, "its stats record no failures count"]
     references = sum(row["kind"] == "reference" for row in rows)
-    problems += _count_problems(index, stats, rows, references)
+    problems += _count_problems(stats, rows, references)
     failed_sources = len(planned) - references
     sample_failures = stats["failures"] - failed_sources
     expected = references * per_reference - sample_failures
     if len(rows) != expected:
-        problems.append(f"shard {index:05d}: {len(rows)} samples, but the plan and the "
-                        f"recorded failures account for {expected}")
+        problems.append(f"{len(rows)} samples, but the plan and the recorded failures account "
+                        f"for {expected}")
     return problems
 
 
-def _count_problems(index: int, stats: dict, rows: list[dict], references: int) -> list[str]:
+def _count_problems(stats: dict, rows: list[dict], references: int) -> list[str]:
     """Where the stats' counts are not the parquet's: references, distorted samples, and the
     labels of the single-type versions (a version of a chain has no type of its own); a
     count the stats of an older shard do not hold is not compared."""
@@ -122,8 +131,8 @@ def _count_problems(index: int, stats: dict, rows: list[dict], references: int) 
     if "labels" in recorded:
         labels = recorded["labels"]
         recorded["labels"] = len(labels) if isinstance(labels, list) else labels
-    return [f"shard {index:05d}: its stats count {recorded[name]} {name}, its parquet "
-            f"{counts[name]}" for name in recorded if recorded[name] != counts[name]]
+    return [f"its stats count {recorded[name]} {name}, its parquet {counts[name]}"
+            for name in recorded if recorded[name] != counts[name]]
 
 
 class RunFileError(ValueError):
@@ -167,11 +176,11 @@ def _read_plan(location: Location) -> Plan:
 def _read_manifest(location: Location) -> tuple[RunConfig, str]:
     """The run's configuration and ensemble hash."""
     try:
-        manifest = _run_file(location, "manifest.json")
+        manifest = _run_file(location, MANIFEST_FILE)
         config = RunConfig.from_json(manifest["config"])
         return config, str(manifest["ensemble_hash"])
     except DAMAGE as error:
-        raise _damaged("manifest.json", error) from error
+        raise _damaged(MANIFEST_FILE, error) from error
 
 
 def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
@@ -228,10 +237,10 @@ def _staged_note(location: Location) -> list[str]:
 
 def _report(location: Location) -> tuple[list[str], list[str]]:
     """report.json's summary lines and problems (absent: the run has not finished)."""
-    if not location.exists(location.path("report.json")):
+    if not location.exists(location.path(REPORT_FILE)):
         return [], ["no report.json: the run has not finished (rerun generate to resume)"]
     try:
-        report = _run_file(location, "report.json")
+        report = _run_file(location, REPORT_FILE)
         lines = [f"samples {report['samples']} ({report['distorted']} distorted), sources ok "
                  f"{report['sources_ok']}/{report['sources']}, failures "
                  f"{dict(Counter(report['failures_by_reason']))}"]
@@ -247,7 +256,7 @@ def _report(location: Location) -> tuple[list[str], list[str]]:
             (problems if replays_recipes(report["modes"]) else lines).append(
                 libraries_differing_message(report))
     except DAMAGE as error:
-        return [], [str(_damaged("report.json", error))]
+        return [], [str(_damaged(REPORT_FILE, error))]
     return lines, problems
 
 

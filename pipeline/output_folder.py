@@ -5,12 +5,20 @@ else's files overwritten), and that no file an interrupted writer staged is left
 import pyarrow.fs as pafs
 
 from pipeline.errors import ForeignOutputError
-from shards.layout import PLAN_FILE, SHARDS_DIR, SOURCES_FILE
+from shards.layout import (
+    ENSEMBLE_FILE,
+    FAILURES_FILE,
+    MANIFEST_FILE,
+    PLAN_FILE,
+    REPORT_FILE,
+    SHARDS_DIR,
+    SOURCES_FILE,
+)
 from shards.storage import STAGED_SUFFIX, Location
 
 STRIKES_FILE = "strikes.json"  # references worker processes died on (pipeline.actors)
 # what a run writes beside its shards (--restart removes them with the shards)
-RUN_FILES = ("manifest.json", "ensemble.json", "report.json", SOURCES_FILE, "failures.jsonl",
+RUN_FILES = (MANIFEST_FILE, ENSEMBLE_FILE, REPORT_FILE, SOURCES_FILE, FAILURES_FILE,
              PLAN_FILE, STRIKES_FILE)
 
 

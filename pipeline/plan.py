@@ -14,9 +14,8 @@ from pipeline.config import MODE_DEFAULTS, SPLIT_FRACTIONS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.sources import Source, printable
 from shards.keys import ref_ids
-from shards.layout import PLAN_FILE
+from shards.layout import MANIFEST_FILE, PLAN_FILE
 from shards.reader import damage_message, shard_problems, shard_states
-from shards.replay import MANIFEST_FILE
 from shards.storage import Location
 
 
@@ -260,8 +259,7 @@ def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> b
 def record_plan(location: Location, plan: Plan) -> None:
     """Write the dataset's plan.json."""
     document = {**plan.to_json(), "digest": plan.digest}
-    location.write_bytes(location.path(PLAN_FILE),
-                         json.dumps(document, sort_keys=True, indent=1).encode())
+    location.write_json(location.path(PLAN_FILE), document)
 
 
 def finished_plan(location: Location) -> "Plan":

@@ -11,7 +11,14 @@ import pyarrow.parquet as pq
 from pipeline.config import MODE_DEFAULTS, RunConfig
 from pipeline.plan import Plan
 from pipeline.sources import printable, skipped_note
-from shards.layout import DEFAULT_STORE, SOURCES_FILE, shard_paths
+from shards.layout import (
+    DEFAULT_STORE,
+    ENSEMBLE_FILE,
+    FAILURES_FILE,
+    MANIFEST_FILE,
+    SOURCES_FILE,
+    shard_paths,
+)
 from shards.reader import shard_stats
 from shards.schema import SOURCES_SCHEMA
 from shards.storage import Location, redact
@@ -28,13 +35,11 @@ def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble,
                 "ensemble_hash": ensemble.hash if config.labelled else None,
                 "metrics_absent": list(absent), "format": "shared/spec/shards.md",
                 "store": config.store, "replay_libraries": library_versions()}
-    location.write_bytes(location.path("manifest.json"),
-                         json.dumps(manifest, sort_keys=True, indent=1).encode())
+    location.write_json(location.path(MANIFEST_FILE), manifest)
     if not config.labelled:
         return
     document = {**ensemble.to_json(), "metrics_absent": list(absent)}
-    location.write_bytes(location.path("ensemble.json"),
-                         json.dumps(document, sort_keys=True, indent=1).encode())
+    location.write_json(location.path(ENSEMBLE_FILE), document)
 
 
 @dataclass
@@ -100,7 +105,7 @@ def merge(location: Location, plan: Plan) -> Tally:
     tally = Tally()
     with location.staged_output(location.path(SOURCES_FILE)) as sources_stream, \
             pq.ParquetWriter(sources_stream, SOURCES_SCHEMA) as sources_writer, \
-            location.staged_output(location.path("failures.jsonl")) as failures_stream:
+            location.staged_output(location.path(FAILURES_FILE)) as failures_stream:
         for index in range(plan.shard_count):
             paths = shard_paths(location, index)
             sources = json.loads(location.read_bytes(paths["sources"]))

@@ -13,7 +13,7 @@ from pipeline.errors import PlanMismatchError
 from pipeline.plan import Plan, read_plan, record_plan
 from pipeline.sources import printable
 from pipeline.worker import ShardOutcome, prepare_reference
-from shards.layout import shard_paths
+from shards.layout import shard_name, shard_paths
 from shards.storage import Location
 
 
@@ -44,8 +44,8 @@ def changed_pixels(location: Location, plan: Plan, config: RunConfig, indices: l
             recorded[shard] = _recorded(location, shard)
         row = prepare_reference(ref, config, ShardOutcome(shard))[1]
         if (row["status"], row["sha256"]) != recorded[shard].get(ref.ref_id):
-            changed.append(f"{printable(ref.uri)} holds other pixels than shard {shard:05d} "
-                           "was made from")
+            changed.append(f"{printable(ref.uri)} holds other pixels than shard "
+                           f"{shard_name(shard)} was made from")
     return changed
 
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import distortions
+from shards.layout import REPORT_FILE
 from shards.storage import Location
 
 NEW_TYPES = (5, 9, 10, 11, 12, 21, 32, 33)
@@ -82,10 +83,10 @@ def plot(rows: list[dict], path: Path) -> None:
 def validate_levels(out: str, target: Path) -> list[dict]:
     """Write validate-levels.{md,json,png} into `target` from the run report in `out`."""
     location = Location.parse(out)
-    if not location.exists(location.path("report.json")):
+    if not location.exists(location.path(REPORT_FILE)):
         raise ValueError(f"{out} has no report.json: not a dataset, or its generate run has "
                          "not finished (the same command resumes it)")
-    report = json.loads(location.read_bytes(location.path("report.json")))
+    report = json.loads(location.read_bytes(location.path(REPORT_FILE)))
     if report.get("modes", {}).get("compose"):
         raise ValueError(f"{out} was made with --compose: a chain of types has no level of "
                          "its own to validate")

@@ -16,8 +16,11 @@ from shards.storage import Location
 
 SHARDS_DIR = "shards"
 PLAN_FILE = "plan.json"
+MANIFEST_FILE = "manifest.json"  # the run's configuration, written before any shard
+ENSEMBLE_FILE = "ensemble.json"  # the ensemble a labelled run's Q was made with
 REPORT_FILE = "report.json"  # written when a run ends: every planned shard was finished
 SOURCES_FILE = "sources.parquet"
+FAILURES_FILE = "failures.jsonl"
 LABELS_FILES = "labels-*.parquet"  # relabel's sidecars (key, quality), one per ensemble
 STORE_MODES = ("images", "recipes", "hybrid")
 DEFAULT_STORE = "images"

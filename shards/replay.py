@@ -16,11 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 import distortions
+from shards.layout import MANIFEST_FILE
 from shards.schema import pixel_sha256
 from shards.storage import Location
 from shards.store_modes import differing_libraries
-
-MANIFEST_FILE = "manifest.json"
 
 
 class ReplayError(ValueError):

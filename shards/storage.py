@@ -5,6 +5,7 @@ a shard's .tar.gz before its SHA-256 is taken, and gzip it twice where it is wri
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import uuid
@@ -76,6 +77,10 @@ class Location:
 
     def makedirs(self, path: str) -> None:
         self.fs.create_dir(path, recursive=True)
+
+    def write_json(self, path: str, document) -> None:
+        """Write a run file's JSON (keys sorted, one per line) as write_bytes does."""
+        self.write_bytes(path, json.dumps(document, sort_keys=True, indent=1).encode())
 
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write a whole file; locally through a staged name, synced and renamed, so a reader

@@ -6,7 +6,6 @@ import contextlib
 import gzip
 import hashlib
 import io
-import json
 import tarfile
 import time
 
@@ -101,8 +100,7 @@ class ShardWriter:
                       "tar_bytes": self._hashing.size,
                       "tar_sha256": self._hashing.sha256.hexdigest(),
                       "write_seconds": round(time.perf_counter() - self._started, 3)}
-        self.location.write_bytes(self.paths["stats"],
-                                  json.dumps(full_stats, sort_keys=True, indent=1).encode())
+        self.location.write_json(self.paths["stats"], full_stats)
         return full_stats
 
     def abort(self) -> None:

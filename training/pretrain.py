@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
+from shards.layout import ENSEMBLE_FILE
 from shards.schema import finite_counts, score_arrays
 from shards.storage import Location
 from training import checkpoint, distributed
@@ -125,7 +126,7 @@ def check_labels(location: Location, index: pa.Table, target: Target) -> str | N
         return None
     if target.ensemble is not None:  # Q made here from the raw scores (ensemble_target)
         return target.ensemble.hash
-    ensemble = load_ensemble(location.path("ensemble.json"))
+    ensemble = load_ensemble(location.path(ENSEMBLE_FILE))
     hashes = set(index["ensemble_hash"].drop_null().to_pylist())
     if hashes - {ensemble.hash}:
         raise ValueError(f"{location.root}: samples carry Q under ensembles {sorted(hashes)} "

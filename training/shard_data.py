@@ -19,7 +19,7 @@ from torch.utils.data import IterableDataset
 
 from labelers.ensemble import Ensemble, EnsembleError
 from shards.dataset import readable_shards, sample_stream
-from shards.layout import store_of, tar_path
+from shards.layout import MANIFEST_FILE, store_of, tar_path
 from shards.order import Order
 from shards.reader import read_index, read_sources
 from shards.records import decode
@@ -39,7 +39,7 @@ Grid = tuple[tuple[int, int], ...]
 def run_grid(location: Location) -> Grid:
     """The run's (distortion id, level) pairs, sorted: its selection in manifest.json."""
     try:
-        config = json.loads(location.read_bytes(location.path("manifest.json")))["config"]
+        config = json.loads(location.read_bytes(location.path(MANIFEST_FILE)))["config"]
         return tuple(sorted(itertools.product(config["distortion_ids"], config["levels"])))
     except (OSError, KeyError, ValueError) as error:
         raise ValueError(f"{location.root}: no run selection (manifest.json config "

@@ -28,6 +28,10 @@ from pipeline.output_folder import refuse_file, refuse_foreign, remove_staged
 from pipeline.plan import Plan, differences, finished_plan, persist_or_check, read_plan
 from shards.layout import (
     DEFAULT_STORE,
+    ENSEMBLE_FILE,
+    FAILURES_FILE,
+    MANIFEST_FILE,
+    REPORT_FILE,
     SOURCES_FILE,
     labels_files,
     shard_paths,
@@ -35,14 +39,14 @@ from shards.layout import (
 )
 from shards.png import decode_png, encode_png
 from shards.reader import shard_problems, shard_stats
-from shards.replay import MANIFEST_FILE, Pending, ReplayContext, ReplayError
+from shards.replay import Pending, ReplayContext, ReplayError
 from shards.schema import pixel_sha256
 from shards.storage import Location
 from shards.store_modes import library_versions, stores_pixels
 from shards.tar_stream import VerifiedTar
 from shards.writer import ShardWriter
 
-COPIED_FILES = (SOURCES_FILE, "failures.jsonl", "ensemble.json")
+COPIED_FILES = (SOURCES_FILE, FAILURES_FILE, ENSEMBLE_FILE)
 WRITER_STATS = ("shard", "samples", "tar_bytes", "tar_sha256", "write_seconds")  # finish's own
 # what a record that is not one of this project's raises as it is read
 MALFORMED = (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError)
@@ -204,16 +208,14 @@ def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage)
     # an images dataset made before the storage modes records none: every recipe the target
     # holds was then a PNG whose replay this machine verified
     manifest.setdefault("replay_libraries", library_versions())
-    target.write_bytes(target.path(MANIFEST_FILE),
-                       json.dumps(manifest, sort_keys=True, indent=1).encode())
+    target.write_json(target.path(MANIFEST_FILE), manifest)
     for name in (*COPIED_FILES, *labels_files(source)):  # relabel's sidecars: keyed by sample
         _copy(source, target, source.path(name), target.path(name))
-    if source.exists(source.path("report.json")):
-        report = json.loads(source.read_bytes(source.path("report.json")))
+    if source.exists(source.path(REPORT_FILE)):
+        report = json.loads(source.read_bytes(source.path(REPORT_FILE)))
         report["modes"].update(storage)
         report["converted_from"] = source.root
-        target.write_bytes(target.path("report.json"),
-                           json.dumps(report, sort_keys=True, indent=1).encode())
+        target.write_json(target.path(REPORT_FILE), report)
 
 
 def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
