@@ -17,7 +17,7 @@ from labelers.fitting import fit_ensemble
 from pipeline.plan import finished_plan
 from pipeline.sources import read_rgb
 from shards.layout import labels_file, shard_paths
-from shards.schema import finite_counts, score_arrays
+from shards.schema import SIDECAR_SCHEMA, finite_counts, score_arrays
 from shards.storage import Location
 
 
@@ -107,18 +107,19 @@ def relabel_command(args) -> int:
     plan = finished_plan(location)  # every shard, or no labels at all
     indexes = [shard_paths(location, index)["parquet"] for index in range(plan.shard_count)]
     used = _relabel_metrics(ensemble, location, indexes, args.out)
-    keys, qualities = [], []
-    for index in indexes:  # read again: a dataset's raw scores are never all held at once
-        scores, index_keys = _distorted_scores(location, index)
-        keys.extend(index_keys)
-        qualities.append(ensemble.quality({key: scores[key] for key in used})[0])
     target = location.path(labels_file(ensemble.hash))
-    table = pa.table({"key": keys, "quality": np.concatenate(qualities)})
-    with location.staged_output(target) as stream:
-        pq.write_table(table.replace_schema_metadata({"ensemble_hash": ensemble.hash,
-                                                      "metrics_used": json.dumps(used)}),
-                       stream)
-    print(f"wrote {target}: {len(keys)} labels under ensemble {ensemble.name} ({ensemble.hash})")
+    schema = SIDECAR_SCHEMA.with_metadata({"ensemble_hash": ensemble.hash,
+                                           "metrics_used": json.dumps(used)})
+    written = 0
+    with location.staged_output(target) as stream, pq.ParquetWriter(stream, schema) as writer:
+        for shard, index in enumerate(indexes):  # a row group per shard, as readers take it
+            scores, keys = _distorted_scores(location, index)
+            quality = ensemble.quality({key: scores[key] for key in used})[0]
+            writer.write_table(pa.table({"key": keys, "quality": quality,
+                                         "shard": np.full(len(keys), shard, np.int32)},
+                                        schema=schema))
+            written += len(keys)
+    print(f"wrote {target}: {written} labels under ensemble {ensemble.name} ({ensemble.hash})")
     return 0
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from labelers.registry import metric_versions, package_version
 from pipeline.config import MODE_DEFAULTS, RunConfig
 from pipeline.plan import Plan
 from pipeline.sources import printable, skipped_note
@@ -34,7 +35,9 @@ def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble,
                 "shards": plan.shard_count, "references": len(plan.references),
                 "ensemble_hash": ensemble.hash if config.labelled else None,
                 "metrics_absent": list(absent), "format": "shared/spec/shards.md",
-                "store": config.store, "replay_libraries": library_versions()}
+                "store": config.store, "replay_libraries": library_versions(),
+                "package_version": package_version("iqa-factory"),
+                "metric_versions": metric_versions(config.metrics)}
     location.write_json(location.path(MANIFEST_FILE), manifest)
     if not config.labelled:
         return

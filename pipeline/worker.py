@@ -22,7 +22,7 @@ from shards.decode import DecodeError
 from shards.keys import composed_key, distorted_key, reference_key
 from shards.layout import shard_paths
 from shards.png import encode_png
-from shards.schema import pixel_sha256
+from shards.schema import INDEX_SCHEMA, pixel_sha256
 from shards.storage import Location
 from shards.store_modes import library_versions, stores_pixels
 from shards.writer import ShardWriter
@@ -144,6 +144,13 @@ def _base_record(ref: PlannedReference, pixels: np.ndarray, key: str, kind: str)
     return {"key": key, "ref_id": ref.ref_id, "kind": kind, "split": ref.split,
             "width": int(pixels.shape[1]), "height": int(pixels.shape[0]), "codec": "png",
             "sha256": pixel_sha256(pixels)}
+
+
+def _reference_record(ref: PlannedReference, pixels: np.ndarray) -> dict:
+    """A reference's record: every field of the index, null where a reference has none
+    (distortion, recipe, scores, quality), as the spec lists them."""
+    return {**dict.fromkeys(INDEX_SCHEMA.names),
+            **_base_record(ref, pixels, reference_key(ref.ref_id), "reference")}
 
 
 def apply_locally(pixels: np.ndarray, jobs: list[tuple[int, int, int]]) -> list:
@@ -344,8 +351,7 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
         else:
             # written once labelled, so that a reference left out is never in the tar
             with _Timer(outcome.seconds, "write"):
-                writer.add(_base_record(ref, pixels, reference_key(ref.ref_id), "reference"),
-                           ref_png)
+                writer.add(_reference_record(ref, pixels), ref_png)
     if pixels is not None:
         outcome.references += 1
         outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made

@@ -11,7 +11,7 @@ stages (shards.order, shards.tar_stream). Only complete shards of the dataset's 
 """
 
 import numbers
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -21,7 +21,7 @@ import webdataset as wds
 
 from shards.group_spec import GroupSpec, chosen_versions
 from shards.groups import assemble
-from shards.layout import DEFAULT_STORE, SOURCES_FILE, SPLITS, store_of
+from shards.layout import DEFAULT_STORE, SOURCES_FILE, SPLITS, shard_of, store_of
 from shards.order import ONE_PASS, Order, Stream, pipeline
 from shards.reader import (
     DamagedShardError,
@@ -35,29 +35,40 @@ from shards.reader import (
 from shards.records import decode as decode_image
 from shards.records import decoded, is_reference, member_filter, record
 from shards.replay import ReplayContext, replaying
+from shards.sidecar import Sidecar
 from shards.storage import Location
 from shards.tar_stream import each_shard, shard_samples
 
 
 def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
                   refs: frozenset[str] | None = None, seed: int = 0, order: Order = ONE_PASS,
-                  decode: bool = True, verify: bool = True) -> Stream:
+                  decode: bool = True, verify: bool = True, labels: Sidecar | None = None
+                  ) -> Stream:
     """Dataset.samples over given shard tars (a caller that chose its shards itself). In a
     recipes or hybrid dataset the shard's references are read too (for the replays) and the
     versions stored without pixels replayed as they are decoded, checked against their
-    SHA-256 unless `verify` is False (benchmarks only)."""
+    SHA-256 unless `verify` is False (benchmarks only). With `labels`, Q from that sidecar."""
     wanted = member_filter(kind, refs)
     if store_of(location) == DEFAULT_STORE or kind == "reference":  # nothing to replay
-        def per_shard(opened: dict) -> Iterator[dict]:
+        def records(opened: dict) -> Iterator[dict]:
             return map(record, shard_samples(opened, wanted))
     else:
         context, select = ReplayContext.of(location, verify), member_filter("all", refs)
 
-        def per_shard(opened: dict) -> Iterator[dict]:
+        def records(opened: dict) -> Iterator[dict]:
             return replaying(map(record, shard_samples(opened, select)), context,
                              decode_image, lambda key: wanted(f"{key}.json"))
     after = [wds.map(decoded)] if decode else []
-    return Stream(lambda: pipeline(urls, [each_shard(location, per_shard)], seed, order, after))
+    return Stream(lambda: pipeline(urls, [each_shard(location, labelled(records, labels))],
+                                   seed, order, after))
+
+
+def labelled(per_shard: Callable[[dict], Iterator[dict]], labels: Sidecar | None
+             ) -> Callable[[dict], Iterator[dict]]:
+    """`per_shard`, its distorted records given Q from the sidecar `labels` (where given)."""
+    if labels is None:
+        return per_shard
+    return lambda opened: labels.relabelled(per_shard(opened), shard_of(opened["url"]))
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class Dataset:
 
     location: Location
     shards: tuple[int, ...]
+    labels: Sidecar | None = None  # Q from this relabel sidecar, not the records'
 
     @cached_property
     def urls(self) -> dict[int, str]:
@@ -125,7 +137,8 @@ class Dataset:
         the same pixels as an images dataset's, verified against their SHA-256 (a mismatch
         raises shards.replay.ReplayMismatchError) unless `verify` is False."""
         urls, wanted = self.where(split, refs)
-        return sample_stream(self.location, urls, kind, wanted, seed, order, decode, verify)
+        return sample_stream(self.location, urls, kind, wanted, seed, order, decode, verify,
+                             self.labels)
 
     def pristine(self, split: str | None = None, **options) -> Stream:
         """The references only (samples of kind "reference")."""
@@ -176,15 +189,19 @@ class Dataset:
             records = map(record, shard_samples(opened, select))
             if replays:
                 records = replaying(records, context, decode_image)
+            if self.labels is not None:
+                records = self.labels.relabelled(records, shard_of(opened["url"]))
             return assemble(spec, opened["url"], records, chosen)
         return Stream(lambda: pipeline(urls, [each_shard(self.location, per_shard)], seed,
                                        order))
 
 
-def open_dataset(path: str) -> Dataset:
+def open_dataset(path: str, labels: str | None = None) -> Dataset:
     """The dataset at a local folder or an object-store URI (s3://, gs://, file://); a clear
     error where it has no complete shard, or a finished shard whose files are not the ones its
-    stats describe (DamagedShardError: nothing of it would be read otherwise, or only part)."""
+    stats describe (DamagedShardError: nothing of it would be read otherwise, or only part).
+    `labels` names a relabel sidecar (its file name, or its ensemble's hash): every distorted
+    sample's Q is then the sidecar's (shards.sidecar)."""
     if not str(path).strip():
         raise ValueError("no dataset path given")
     location = Location.parse(str(path))
@@ -193,7 +210,8 @@ def open_dataset(path: str) -> Dataset:
         raise FileNotFoundError(f"{location.root} is a file, not a dataset folder"
                                 if kind == pafs.FileType.File else
                                 f"{location.root} does not exist")
-    return Dataset(location, readable_shards(location))
+    sidecar = None if labels is None else Sidecar.named(location, labels)
+    return Dataset(location, readable_shards(location), sidecar)
 
 
 def readable_shards(location: Location) -> tuple[int, ...]:

@@ -21,7 +21,7 @@ ENSEMBLE_FILE = "ensemble.json"  # the ensemble a labelled run's Q was made with
 REPORT_FILE = "report.json"  # written when a run ends: every planned shard was finished
 SOURCES_FILE = "sources.parquet"
 FAILURES_FILE = "failures.jsonl"
-LABELS_FILES = "labels-*.parquet"  # relabel's sidecars (key, quality), one per ensemble
+LABELS_FILES = "labels-*.parquet"  # relabel's sidecars (key, quality, shard), one per ensemble
 STORE_MODES = ("images", "recipes", "hybrid")
 DEFAULT_STORE = "images"
 SPLITS = ("train", "val", "test")  # a reference's split (the spec's)
@@ -63,6 +63,11 @@ def labels_files(location: Location) -> list[str]:
 
 def shard_name(index: int) -> str:
     return f"{index:05d}"
+
+
+def shard_of(path: str) -> int:
+    """The index of the shard a file of `shards/` belongs to (its name's leading digits)."""
+    return int(path.rpartition("/")[2].partition(".")[0].partition("_")[0])
 
 
 def shard_paths(location: Location, index: int) -> dict[str, str]:

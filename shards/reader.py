@@ -16,6 +16,7 @@ from shards.layout import (
     SOURCES_FILE,
     shard_files,
     shard_name,
+    shard_of,
     shard_paths,
     store_of,
     tar_path,
@@ -47,7 +48,7 @@ def _listing(location: Location) -> dict[str, int]:
 
 
 def _stats_indices(names: Iterable[str]) -> list[int]:
-    return sorted(int(name.split("_")[0]) for name in names if name.endswith("_stats.json"))
+    return sorted(shard_of(name) for name in names if name.endswith("_stats.json"))
 
 
 def shards_with_stats(location: Location) -> list[int]:

@@ -65,6 +65,12 @@ INDEX_SCHEMA = pa.schema([
 ])
 
 
+# labels-<hash>.parquet, relabel's sidecar: each distorted sample's Q under another ensemble
+# (a row group per shard; the ensemble's hash and the metrics used in the file's metadata)
+SIDECAR_SCHEMA = pa.schema([("key", pa.string()), ("quality", pa.float64()),
+                            ("shard", pa.int32())])
+
+
 # sources.parquet: one row per pristine source
 SOURCES_SCHEMA = pa.schema([
     ("ref_id", pa.string()), ("uri", pa.string()), ("original_width", pa.int32()),

@@ -15,9 +15,9 @@ The mode of a dataset is in its plan (plan.json's inputs, only when not images),
 never mixes two modes; the modes' names and file layout are in shards.layout."""
 
 import functools
-from importlib import metadata
 
 import distortions
+from labelers.registry import package_version
 from shards.layout import DEFAULT_STORE
 from shards.schema import chain_of
 
@@ -36,13 +36,6 @@ def stores_pixels(store: str, record: dict, keep_pngs: tuple[int, ...] = ()) -> 
         return True
     return store == "hybrid" and (not_portable(record) or any(
         link["id"] in keep_pngs for link in chain_of(record)))
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _opencv_codecs() -> dict[str, str]:
@@ -83,10 +76,10 @@ def library_versions() -> dict[str, str | None]:
 def _library_versions() -> dict[str, str | None]:
     from PIL import features
 
-    versions = {package.lower(): _version(package) for package in
+    versions = {package.lower(): package_version(package) for package in
                 ("numpy", "scipy", "scikit-image", "opencv-python-headless", "Pillow", "torch")}
     if versions["opencv-python-headless"] is None:
-        versions["opencv-python-headless"] = _version("opencv-python")
+        versions["opencv-python-headless"] = package_version("opencv-python")
     versions.update(_opencv_codecs(), opencv_dispatch=_opencv_dispatch())
     versions.update({f"pillow_{name}": features.version(name) for name in
                      ("libjpeg_turbo", "jpg_2000", "zlib")})

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import distortions
@@ -158,6 +159,31 @@ def test_the_manifest_keeps_no_secret(tmp_path, fast_config, mae_ensemble):
                     ())
     text = location.read_bytes(location.path("manifest.json")).decode()
     assert "pw" not in text and json.loads(text)["config"]["sources"] == "gs://***@bucket/refs"
+
+
+def test_the_manifest_names_the_package_and_metric_versions(tmp_path, fast_config,
+                                                            mae_ensemble):
+    """shards.md: the manifest holds the metric keys and versions and the package version
+    (the versions here read from the installed distributions' own metadata)."""
+    from importlib import metadata
+
+    from pipeline.plan import Plan
+    from pipeline.report import write_run_files
+    from pipeline.sources import list_sources
+    from shards.storage import Location
+
+    config = fast_config("embedded", out=str(tmp_path / "out"), metrics=("mae", "lpips"))
+    location = Location.parse(config.out)
+    location.makedirs(location.root)
+    write_run_files(location, config, Plan.make(list_sources("embedded"), config), mae_ensemble,
+                    ())
+    manifest = json.loads(location.read_bytes(location.path("manifest.json")))
+    package = metadata.version("iqa-factory")
+    assert manifest["package_version"] == package
+    assert manifest["metric_versions"] == {
+        "mae": {"iqa-factory": package, "torch": torch.__version__.split("+")[0]},
+        "lpips": {"iqa-factory": package, "torch": torch.__version__.split("+")[0],
+                  "lpips": metadata.version("lpips"), "weights": "alexnet-owt-7be5be79.pth"}}
 
 
 def test_the_dashboard_moves_to_a_free_port_when_its_own_is_taken():

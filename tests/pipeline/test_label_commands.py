@@ -56,8 +56,8 @@ def test_fit_ensemble_rejects_a_table_without_kadid_columns(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def scored_dataset(tmp_path_factory) -> Path:
-    """A finished dataset (one reference, jpeg and gaussian blur at levels 1 and 5) with gmsd
-    and mae scores, made by the Ray-free worker."""
+    """A finished dataset (two references in two shards, jpeg and gaussian blur at levels 1
+    and 5) with gmsd and mae scores, made by the Ray-free worker."""
     from labelers import Labeler
     from pipeline.config import RunConfig
     from pipeline.plan import Plan, persist_or_check
@@ -68,15 +68,17 @@ def scored_dataset(tmp_path_factory) -> Path:
     from shards.storage import Location
 
     out = tmp_path_factory.mktemp("relabel") / "data"
-    config = RunConfig(sources="embedded", out=str(out), size=TargetSize(192, 176), limit=1,
-                       distortion_ids=(1, 13), levels=(1, 5), metrics=("gmsd", "mae"))
+    config = RunConfig(sources="embedded", out=str(out), size=TargetSize(192, 176), limit=2,
+                       shard_refs=1, distortion_ids=(1, 13), levels=(1, 5),
+                       metrics=("gmsd", "mae"))
     ensemble = _halves()
     plan = Plan.make(list_sources("embedded"), config)
     location = Location.parse(config.out)
     persist_or_check(plan, location)
     write_run_files(location, config, plan, ensemble, ())
-    produce_shard(0, plan, config, local_scorer(Labeler(metrics=config.metrics, device="cpu")),
-                  ensemble, location)
+    scorer = local_scorer(Labeler(metrics=config.metrics, device="cpu"))
+    for shard in range(plan.shard_count):
+        produce_shard(shard, plan, config, scorer, ensemble, location)
     report = build_report(merge(location, plan), 1.0, (), config.modes())
     location.write_bytes(location.path("report.json"), json.dumps(report).encode())
     return out
@@ -98,23 +100,57 @@ def _copy(dataset: Path, tmp_path: Path) -> Path:
 
 def _stored(out: Path) -> dict[str, dict]:
     """key -> raw scores of the distorted samples, as the index stores them."""
-    rows = pq.read_table(out / "shards" / "00000.parquet").to_pylist()
+    rows = [row for index in sorted((out / "shards").glob("*.parquet"))
+            for row in pq.read_table(index).to_pylist()]
     return {row["key"]: row["scores"] for row in rows if row["kind"] == "distorted"}
 
 
 @pytest.mark.parametrize("as_uri", [False, True])
 def test_relabel_writes_a_sidecar_from_the_raw_scores(scored_dataset, tmp_path, as_uri):
     out = _copy(scored_dataset, tmp_path)
-    ensemble = _halves()
-    ensemble.save(tmp_path / "halves.json")
+    halves = _halves()  # the dataset's own; relabelled with gmsd weighing three times mae
+    ensemble = ens.Ensemble("tilted", {"gmsd": 3.0, "mae": 1.0}, halves.mappings)
+    ensemble.save(tmp_path / "tilted.json")
     named = out.as_uri() if as_uri else str(out)  # a folder, or its file:// URI
-    assert cli.main(["relabel", named, "--ensemble", str(tmp_path / "halves.json")]) == 0
+    assert cli.main(["relabel", named, "--ensemble", str(tmp_path / "tilted.json")]) == 0
     labels = pq.read_table(out / f"labels-{ensemble.hash}.parquet").to_pydict()
     stored = _stored(out)
     assert sorted(labels["key"]) == sorted(stored)
-    expected = [(np.clip(1 - stored[key]["gmsd"] / 0.4, 0, 1)
-                 + np.clip(1 - stored[key]["mae"] / 0.2, 0, 1)) / 2 for key in labels["key"]]
-    np.testing.assert_allclose(labels["quality"], expected)
+    expected = {key: (3 * np.clip(1 - stored[key]["gmsd"] / 0.4, 0, 1)
+                      + np.clip(1 - stored[key]["mae"] / 0.2, 0, 1)) / 4 for key in stored}
+    np.testing.assert_allclose(labels["quality"], [expected[key] for key in labels["key"]])
+    shard_of = {row["key"]: shard for shard in (0, 1) for row in pq.read_table(
+        out / "shards" / f"0000{shard}.parquet").to_pylist()}
+    assert labels["shard"] == [shard_of[key] for key in labels["key"]]
+    _read_with_the_sidecar(named, ensemble, expected)
+    sidecar = out / f"labels-{ensemble.hash}.parquet"  # as relabel wrote it before the shard
+    pq.write_table(pq.read_table(sidecar).drop_columns(["shard"]), sidecar)  # column: read
+    _read_with_the_sidecar(named, ensemble, expected)                        # whole
+
+
+def _read_with_the_sidecar(named: str, ensemble: ens.Ensemble, expected: dict) -> None:
+    """shards.md: readers take Q from a named sidecar when given one (by its file name or
+    its ensemble's hash), in samples and in groups; the records' own Q otherwise."""
+    from shards import open_dataset
+    from shards.sidecar import SidecarError
+
+    for name in (ensemble.hash, f"labels-{ensemble.hash}.parquet"):
+        metas = [sample["meta"] for sample in
+                 open_dataset(named, labels=name).samples(decode=False)]
+        assert sorted(meta["key"] for meta in metas) == sorted(expected)
+        for meta in metas:
+            assert meta["quality"] == pytest.approx(expected[meta["key"]], abs=1e-12)
+            assert meta["ensemble_hash"] == ensemble.hash
+            assert meta["metrics_used"] == ["gmsd", "mae"]
+    pairs = list(open_dataset(named, labels=ensemble.hash).groups("pair"))
+    assert {group["meta"][0]["key"]: group["meta"][0]["quality"] for group in pairs} == \
+        pytest.approx(expected, abs=1e-12)
+    own = [sample["meta"] for sample in open_dataset(named).samples(decode=False)]
+    assert all(meta["ensemble_hash"] != ensemble.hash for meta in own)
+    assert any(abs(meta["quality"] - expected[meta["key"]]) > 1e-3 for meta in own)
+    with pytest.raises(SidecarError, match=r"no relabel sidecar 'other' \(its sidecars: "
+                                           rf"labels-{ensemble.hash}\.parquet\)"):
+        open_dataset(named, labels="other")
 
 
 def test_relabel_leaves_out_a_metric_the_dataset_never_scored_and_says_so(scored_dataset,
@@ -140,7 +176,7 @@ def test_relabel_refuses_a_metric_only_some_samples_have(scored_dataset, tmp_pat
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(index)), index)
     _halves().save(tmp_path / "halves.json")
     assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 2
-    assert "some samples have no score of mae (1 of 4)" in capsys.readouterr().err
+    assert "some samples have no score of mae (1 of 8)" in capsys.readouterr().err
     assert not list(out.glob("labels-*.parquet"))
 
 
@@ -184,7 +220,7 @@ def test_inspect_checks_each_sidecar_against_the_dataset(scored_dataset, tmp_pat
     pq.write_table(table.slice(1), sidecar)  # a label lost
     code, printed = _inspect(out, capsys)
     first = table["key"][0].as_py()
-    assert code == 1 and f"labels 3 samples (3 rows) but the dataset has 4 distorted ones " \
+    assert code == 1 and f"labels 7 samples (7 rows) but the dataset has 8 distorted ones " \
         f"(first missing {first})" in printed
     quality = table["quality"].to_pylist()
     pq.write_table(table.set_column(1, "quality", pa.array([np.nan, *quality[1:]]))
@@ -256,9 +292,9 @@ def _sources_edited(table: pa.Table, edit: str) -> pa.Table:
 @pytest.mark.parametrize(("edit", "said"), [
     (None, "sources.parquet does not exist"),
     (b"PAR1 cut", "sources.parquet cannot be read as parquet"),
-    ("row lost", "sources.parquet lists 0 sources, the plan 1 (not planned: [], not listed"),
-    ("row twice", "sources.parquet lists 2 sources, the plan 1"),
-    ("split moved", "sources.parquet puts 1 sources in another split than the plan"),
+    ("row lost", "sources.parquet lists 1 sources, the plan 2 (not planned: [], not listed"),
+    ("row twice", "sources.parquet lists 4 sources, the plan 2"),
+    ("split moved", "sources.parquet puts 2 sources in another split than the plan"),
     ("column lost", "sources.parquet lacks the columns ['status']"),
 ])
 def test_inspect_names_a_sources_parquet_the_readers_could_not_trust(scored_dataset, tmp_path,
@@ -284,7 +320,7 @@ def test_inspect_calls_a_finished_run_without_a_sample_a_problem(scored_dataset,
     report = json.loads((out / "report.json").read_text())  # could be used
     (out / "report.json").write_text(json.dumps({**report, "samples": 0}))
     code, printed = _inspect(out, capsys)
-    assert code == 1 and "no sample: none of the 1 sources could be used" in printed
+    assert code == 1 and "no sample: none of the 2 sources could be used" in printed
 
 
 def test_weights_import_reports_a_folder_without_the_files(tmp_path, monkeypatch, capsys):

@@ -94,6 +94,17 @@ def test_parquet_rows_equal_tar_members_and_labels_are_present(sources_folder, f
     for row in index:
         if row["kind"] == "reference":
             assert row["scores"] is None and row["quality"] is None
+    # a reference's .json holds the spec's sample fields (shards.md), null where it has none
+    spec_fields = ("key", "ref_id", "kind", "distortion_id", "distortion", "category",
+                   "level", "seed", "recipe", "width", "height", "codec", "sha256", "scores",
+                   "quality")
+    for sample in samples:
+        if sample["__key__"].endswith("_ref"):
+            record = json.loads(sample["json"])
+            assert set(spec_fields) <= set(record)
+            assert all(record[name] is None for name in
+                       ("distortion_id", "distortion", "category", "level", "seed", "recipe",
+                        "scores", "quality"))
     # each shard: references first, then the distorted samples
     kinds = [row["kind"] for row in pq.read_table(shard_paths(location, 0)["parquet"]).to_pylist()]
     assert kinds == sorted(kinds, key=lambda kind: kind != "reference")

@@ -1,0 +1,81 @@
+"""Q from a relabel sidecar, `labels-<hash>.parquet` (key, quality, shard; the ensemble's hash
+and the metrics used in its metadata): a reader given one takes each distorted sample's Q
+from it in place of the Q its record holds (shards.md: "readers take Q from a named sidecar
+when given one"), and its record then names that ensemble. Only the rows of the shard being
+read are loaded (a sidecar written before it had the shard column is read whole, once)."""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shards.layout import labels_file, labels_files
+from shards.storage import Location
+
+
+class SidecarError(ValueError):
+    """A sidecar that is not there, or that lacks the Q of a sample being read."""
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    location: Location
+    name: str  # labels-<hash>.parquet
+
+    @classmethod
+    def named(cls, location: Location, name: str) -> "Sidecar":
+        """The sidecar called `name`: its file name, or the hash of its ensemble."""
+        names = labels_files(location)
+        chosen = name if name in names else labels_file(name)
+        if chosen not in names:
+            raise SidecarError(f"{location.root} has no relabel sidecar {name!r} (its "
+                               f"sidecars: {', '.join(names) or 'none'}); `iqa-factory "
+                               "relabel` writes one")
+        return cls(location, chosen)
+
+    def _read(self, **options) -> pa.Table:
+        with self.location.fs.open_input_file(self.location.path(self.name)) as handle:
+            return pq.read_table(handle, columns=["key", "quality"], **options)
+
+    @cached_property
+    def _schema(self) -> pa.Schema:
+        with self.location.fs.open_input_file(self.location.path(self.name)) as handle:
+            return pq.read_schema(handle)
+
+    @cached_property
+    def metadata(self) -> dict:
+        """The ensemble's hash and the metrics Q was made of, as the sidecar records them."""
+        recorded = self._schema.metadata or {}
+        return {"ensemble_hash": recorded.get(b"ensemble_hash", b"").decode() or None,
+                "metrics_used": json.loads(recorded.get(b"metrics_used", b"null"))}
+
+    @cached_property
+    def _whole(self) -> dict[str, float]:
+        return _by_key(self._read())
+
+    def qualities(self, shard: int) -> dict[str, float]:
+        """key -> Q of the sidecar's rows of one shard."""
+        if "shard" not in self._schema.names:
+            return self._whole
+        return _by_key(self._read(filters=[("shard", "==", shard)]))
+
+    def relabelled(self, records: Iterator[dict], shard: int) -> Iterator[dict]:
+        """The records of one shard, each distorted one with the sidecar's Q."""
+        qualities = self.qualities(shard)
+        for item in records:
+            meta = item["meta"]
+            if meta.get("kind") == "distorted":
+                if item["key"] not in qualities:
+                    raise SidecarError(f"sample {item['key']} has no Q in {self.name}: a "
+                                       "sidecar of another dataset, or made before this "
+                                       "shard; relabel again")
+                item = {**item, "meta": {**meta, "quality": qualities[item["key"]],
+                                         **self.metadata}}
+            yield item
+
+
+def _by_key(table: pa.Table) -> dict[str, float]:
+    return dict(zip(table["key"].to_pylist(), table["quality"].to_pylist(), strict=True))
