@@ -42,3 +42,7 @@ class DenoiserUnavailableError(DistortionError):
 
 class DenoiserMismatchError(InvalidRecipeError):
     """A recipe names a different denoiser from the one configured for replay."""
+
+
+class CodecRateError(DistortionError):
+    """A lossy codec whose rate control cannot reach the ratio the level asks for."""
