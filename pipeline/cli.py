@@ -1,6 +1,7 @@
 """The `iqa-factory` command line."""
 
 import argparse
+import math
 import os
 import sys
 import tarfile
@@ -123,7 +124,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         ensemble_file=args.ensemble, max_pixels=args.max_pixels, bank=args.bank,
         versions_per_ref=args.versions_per_ref, max_side=args.max_side,
         source_kind=args.source_kind, compose=args.compose, store=args.store,
-        keep_pngs=_sorted_ids(args.keep_pngs))
+        keep_pngs=_sorted_ids(args.keep_pngs), compose_share=args.compose_share)
 
 
 def _sorted_ids(ids: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -138,6 +139,17 @@ def _compose(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--compose takes K or K-M (e.g. 2 or 2-4), got "
                                          f"{text!r}") from None
+
+
+def _fraction(text: str) -> float:
+    """A number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a fraction in [0, 1] (e.g. 0.1), got {text!r}")
+    return value
 
 
 def _size(text: str) -> TargetSize | str:
@@ -294,6 +306,10 @@ def _add_generate(commands) -> None:
                           help="each version a chain of K (to M) distinct types drawn per "
                                "version, each at a drawn level, applied in order; versions "
                                "per reference: --versions-per-ref, or one per selected type")
+    generate.add_argument("--compose-share", type=_fraction, default=0.0, metavar="P",
+                          help="with --versions-per-ref: each drawn version composes a second "
+                               "type (another that composes, at a drawn level) with "
+                               "probability P, e.g. 0.1 as Re-IQA (default 0: none)")
     generate.add_argument("--metrics", type=_metrics,
                           help="comma-separated metric keys (default: those the ensemble "
                                "weighs, the ten of the default one), or none for a label-free "

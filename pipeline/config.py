@@ -16,7 +16,7 @@ SOURCE_KINDS = ("synthetic", "authentic")
 # out of the plan digest, so datasets made before the modes existed keep theirs
 MODE_DEFAULTS = {"bank": "all", "versions_per_ref": None, "max_side": None,
                  "source_kind": "synthetic", "compose": None, "store": DEFAULT_STORE,
-                 "keep_pngs": ()}
+                 "keep_pngs": (), "compose_share": 0.0}
 # the plan inputs that say how versions are stored, not what they are (materialize drops them)
 STORAGE_INPUTS = ("store", "keep_pngs")
 
@@ -44,6 +44,8 @@ class RunConfig:
     compose: tuple[int, int] | None = None  # (K, M): each version a chain of K-M types
     store: str = DEFAULT_STORE            # images | recipes | hybrid (shards.store_modes)
     keep_pngs: tuple[int, ...] = ()       # hybrid: types whose versions also keep their PNG
+    compose_share: float = 0.0            # with versions_per_ref: this share of the versions
+                                          # composes a second type (Re-IQA's 10%)
 
     def __post_init__(self):
         if self.shard_refs < 1:
@@ -80,6 +82,8 @@ class RunConfig:
                 1 <= self.versions_per_ref <= len(self.distortion_ids)):
             raise ValueError(f"versions_per_ref must be 1-{len(self.distortion_ids)} (the "
                              f"types selected), got {self.versions_per_ref}")
+        if self.compose_share:
+            self._check_compose_share()
         if self.max_side is not None and self.size != NATIVE:
             raise ValueError("max_side applies to the native size policy (--size native)")
         check_max_side(self.max_side)
@@ -122,6 +126,17 @@ class RunConfig:
                              "them out with --distortions")
         if self.versions_per_ref is not None and self.versions_per_ref < 1:
             raise ValueError(f"versions_per_ref must be at least 1, got {self.versions_per_ref}")
+
+    def _check_compose_share(self) -> None:
+        share = self.compose_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise ValueError(f"compose_share must be a fraction in [0, 1], got {share!r}")
+        if self.versions_per_ref is None or self.compose is not None:
+            raise ValueError("compose_share applies to versions drawn per reference "
+                             "(--versions-per-ref), without --compose")
+        if sum(not distortions.get(i).learned for i in self.distortion_ids) < 2:
+            raise ValueError("compose_share needs two or more types that compose (the "
+                             "learned-denoiser types never do)")
 
     @property
     def labelled(self) -> bool:

@@ -10,6 +10,7 @@ from functools import cached_property
 
 import numpy as np
 
+import distortions
 from pipeline.config import MODE_DEFAULTS, SPLIT_FRACTIONS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.sources import Source, printable
@@ -58,6 +59,9 @@ def split_of(ref_id: str, seed: int) -> str:
     return "train" if u < train else "val" if u < train + val else "test"
 
 
+Chain = tuple[tuple[int, int], ...]  # (distortion id, level) links in application order
+
+
 def scenarios_for(ref_id: str, config: RunConfig) -> list[tuple[int, int]]:
     """The (distortion id, level) pairs made of one reference, in id order: the full grid, or
     with versions_per_ref K, K distinct types drawn from the selected ones, each at a level
@@ -71,7 +75,7 @@ def scenarios_for(ref_id: str, config: RunConfig) -> list[tuple[int, int]]:
     return sorted((int(d), int(lv)) for d, lv in zip(types, levels, strict=True))
 
 
-def chains_for(ref_id: str, config: RunConfig) -> list[tuple[tuple[int, int], ...]]:
+def chains_for(ref_id: str, config: RunConfig) -> list[Chain]:
     """With compose (K, M): each composed version of one reference, in version order, as its
     chain of (distortion id, level) links in application order: K-M distinct types (the count
     drawn per version) from the selected ones, in drawn order, each at a level drawn from the
@@ -85,6 +89,37 @@ def chains_for(ref_id: str, config: RunConfig) -> list[tuple[tuple[int, int], ..
         levels = rng.choice(config.levels, size=count)
         chains.append(tuple((int(d), int(lv)) for d, lv in zip(types, levels, strict=True)))
     return chains
+
+
+def second_links(ref_id: str, config: RunConfig) -> dict[int, tuple[int, int]]:
+    """With compose_share p: {index in scenarios_for: the second link} of the versions of one
+    reference that compose a second distortion. Each version composes with probability p (a
+    learned-denoiser version never does), its second type drawn from the other selected types
+    that compose, at a level drawn from the selected levels; seeded by the run seed, the
+    ref_id and the version's index."""
+    if not config.compose_share:
+        return {}
+    composable = [d for d in config.distortion_ids if not distortions.get(d).learned]
+    seconds = {}
+    for index, (first, _) in enumerate(scenarios_for(ref_id, config)):
+        rng = np.random.default_rng(_hashed("compose-share", config.seed, ref_id, index))
+        if rng.random() >= config.compose_share or first not in composable:
+            continue
+        second = rng.choice([d for d in composable if d != first])
+        seconds[index] = (int(second), int(rng.choice(config.levels)))
+    return seconds
+
+
+def planned_versions(ref_id: str, config: RunConfig
+                     ) -> tuple[list[tuple[int, int]], list[tuple[int, Chain]]]:
+    """The versions of one reference: (its single-type versions as (id, level), its chains
+    as (version index, chain)): the grid or drawn types; --compose's chains; or, with
+    compose_share, the drawn types of which some compose a second (second_links)."""
+    if config.compose:
+        return [], list(enumerate(chains_for(ref_id, config)))
+    scenarios, seconds = scenarios_for(ref_id, config), second_links(ref_id, config)
+    return ([scenario for index, scenario in enumerate(scenarios) if index not in seconds],
+            [(index, (scenarios[index], second)) for index, second in seconds.items()])
 
 
 def chosen(sources: list[Source], config: RunConfig) -> list[Source]:

@@ -14,7 +14,7 @@ from labelers.ensemble import Ensemble
 from labelers.errors import LabelerError
 from labelers.labeler import Labeler
 from pipeline.config import RunConfig
-from pipeline.plan import Plan, PlannedReference, chains_for, scenarios_for
+from pipeline.plan import Chain, Plan, PlannedReference, planned_versions
 from pipeline.sizing import NATIVE, SourceTooSmallError, cover_and_crop, limit_side
 from pipeline.sources import load, printable
 from pipeline.spill import SpilledSamples
@@ -187,14 +187,21 @@ def learned_locally(pixels: np.ndarray, jobs: list[tuple[int, int, int]],
 
 
 def _distort_all(ref, pixels, config, outcome, denoise: Denoise):
-    """(record, image) for every scenario that succeeds, in scenario order; failures are
-    recorded. The learned-denoiser types' network runs through `denoise` (a GPU actor on a
-    cluster with GPUs), everything else here."""
-    if config.compose:
-        with _Timer(outcome.seconds, "distort"):
-            return _compose_all(ref, pixels, config, outcome)
+    """(record, image) for every version that succeeds: the single-type ones in scenario
+    order, then the chains (planned_versions); failures are recorded. The learned-denoiser
+    types' network runs through `denoise` (a GPU actor on a cluster with GPUs), everything
+    else here."""
+    singles, chains = planned_versions(ref.ref_id, config)
+    made = _single_all(ref, pixels, config, outcome, denoise, singles)
+    with _Timer(outcome.seconds, "distort"):
+        return made + _compose_all(ref, pixels, config, outcome, chains)
+
+
+def _single_all(ref, pixels, config, outcome, denoise: Denoise,
+                scenarios: list[tuple[int, int]]) -> list:
+    """(record, image) of every single-type version that succeeds, in scenario order."""
     jobs = [(d, lv, distortions.derive_seed(config.seed, ref.ref_id, d, lv))
-            for d, lv in scenarios_for(ref.ref_id, config)]
+            for d, lv in scenarios]
     learned = [job for job in jobs if distortions.get(job[0]).learned]
     classic = [job for job in jobs if not distortions.get(job[0]).learned]
     with _Timer(outcome.seconds, "distort"):
@@ -219,13 +226,14 @@ def _distort_all(ref, pixels, config, outcome, denoise: Denoise):
     return made
 
 
-def _compose_all(ref, pixels, config, outcome):
-    """(record, image) of every composed version (--compose) that succeeds, in version order:
-    its chain's links applied in order, each seeded by the version's key, type and level.
-    The single-valued fields (distortion_id, distortion, category, level, seed) are the first
-    link's; `chain` and the recipe hold them all. (Learned types are refused at config.)"""
+def _compose_all(ref, pixels, config, outcome, chains: list[tuple[int, Chain]]) -> list:
+    """(record, image) of every composed version (--compose, compose_share) that succeeds, in
+    version order: its chain's links applied in order, each seeded by the version's key, type
+    and level. The single-valued fields (distortion_id, distortion, category, level, seed)
+    are the first link's; `chain` and the recipe hold them all. (No chain holds a learned
+    type: refused at config, never drawn.)"""
     made = []
-    for index, chain in enumerate(chains_for(ref.ref_id, config)):
+    for index, chain in chains:
         key = composed_key(ref.ref_id, index)
         links = [(d, lv, distortions.derive_seed(config.seed, key, d, lv)) for d, lv in chain]
         links_json = [{"id": d, "level": lv} for d, lv in chain]

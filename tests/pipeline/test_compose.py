@@ -179,3 +179,74 @@ def test_single_distortion_samples_read_a_chain_of_one_in_old_datasets_too(fast_
     assert read_index(location, [0], ["key"]).column_names == ["key"]
     old_json = {"kind": "distorted", "distortion_id": 1, "level": 1}
     assert chain_of(old_json) == one and chain_of({"kind": "reference"}) is None
+
+
+def test_compose_share_composes_about_that_share_of_the_drawn_versions(fast_config):
+    """Re-IQA (seed-methods.md): 11 copies of distinct types, rarely (10%) one composing two
+    distortions. The drawn types stay those of the run without composition; a second type is
+    never the first nor a learned one; the share over 2,200 versions is 10% within 3 binomial
+    standard deviations (sqrt(2200 x 0.1 x 0.9) = 14)."""
+    from pipeline.plan import planned_versions, scenarios_for, second_links
+
+    bank = distortions.bank_ids("reiqa")
+    plain = fast_config("embedded", bank="reiqa", distortion_ids=bank, levels=(1, 2, 3, 4, 5),
+                        versions_per_ref=11)
+    config = fast_config("embedded", bank="reiqa", distortion_ids=bank,
+                         levels=(1, 2, 3, 4, 5), versions_per_ref=11, compose_share=0.1)
+    composed = 0
+    for ref_id in (f"ref{i}" for i in range(200)):
+        scenarios = scenarios_for(ref_id, config)
+        assert scenarios == scenarios_for(ref_id, plain)
+        seconds = second_links(ref_id, config)
+        assert seconds == second_links(ref_id, config)  # seeded
+        for index, (second, level) in seconds.items():
+            assert second != scenarios[index][0] and not distortions.get(second).learned
+            assert not distortions.get(scenarios[index][0]).learned and level in config.levels
+        singles, chains = planned_versions(ref_id, config)
+        assert len(singles) + len(chains) == 11
+        assert sorted([*singles, *(chain[0] for _, chain in chains)]) == scenarios
+        composed += len(chains)
+    assert abs(composed - 220) <= 3 * 14
+
+
+@pytest.mark.slow
+def test_a_compose_share_run_stores_its_chains_beside_single_versions(fast_config,
+                                                                      mae_ensemble):
+    config = fast_config("embedded", limit=2, shard_refs=2, distortion_ids=TYPES,
+                         levels=(2, 4), versions_per_ref=4, compose_share=0.5)
+    from pipeline.plan import planned_versions
+
+    plan, location = _run(config, mae_ensemble)
+    records = _records(location, plan)
+    distorted = {key: item for key, item in records.items() if item[0]["kind"] == "distorted"}
+    assert len(distorted) == 2 * 4
+    for key, (record, stored) in distorted.items():
+        ref_id = record["ref_id"]
+        singles, chains = planned_versions(ref_id, config)
+        links = [(link["id"], link["level"]) for link in record["chain"]]
+        if len(links) == 1:
+            assert links[0] in singles and "_c" not in key
+        else:
+            assert (int(key.rpartition("_c")[2]), tuple(links)) in chains
+        replayed = distortions.replay(records[f"{ref_id}_ref"][1], record["recipe"])
+        assert np.array_equal(replayed, stored)
+    assert any(len(item[0]["chain"]) == 2 for item in distorted.values())
+    assert inspect(str(location.root))[1] == []
+
+
+def test_compose_share_is_refused_outside_drawn_versions(fast_config):
+    with pytest.raises(ValueError, match="compose_share applies to versions drawn"):
+        fast_config("embedded", compose_share=0.1)
+    with pytest.raises(ValueError, match="compose_share applies to versions drawn"):
+        fast_config("embedded", distortion_ids=TYPES, versions_per_ref=3, compose=(2, 2),
+                    compose_share=0.1)
+    with pytest.raises(ValueError, match=r"compose_share must be a fraction in \[0, 1\]"):
+        fast_config("embedded", distortion_ids=TYPES, versions_per_ref=3, compose_share=1.5)
+    with pytest.raises(argparse.ArgumentTypeError, match="a fraction in"):
+        cli._fraction("nan")
+    plain = fast_config("embedded", distortion_ids=TYPES, versions_per_ref=3)
+    shared = fast_config("embedded", distortion_ids=TYPES, versions_per_ref=3,
+                         compose_share=0.1)
+    assert "compose_share" not in plain.plan_inputs()  # older datasets keep their digest
+    assert shared.plan_inputs()["compose_share"] == 0.1
+    assert RunConfig.from_json(shared.to_json()) == shared
