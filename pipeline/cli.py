@@ -1,6 +1,7 @@
 """The `iqa-factory` command line."""
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -8,12 +9,14 @@ import tarfile
 from pathlib import Path
 
 import distortions
-from pipeline.config import SOURCE_KINDS, RunConfig
+from pipeline.config import SOURCE_KINDS, SPEC_SHARD_REFS, RunConfig
 from pipeline.embedded import EMBEDDED_PHOTOS
 from pipeline.errors import PipelineError
+from pipeline.plan import read_plan
 from pipeline.sizing import NATIVE, TargetSize, cover_and_crop, parse_size
 from pipeline.sources import EMBEDDED_PREFIX, read_rgb
-from shards.layout import DEFAULT_STORE, STORE_MODES
+from shards.layout import DEFAULT_STORE, PLAN_FILE, STORE_MODES
+from shards.storage import Location
 
 
 def _list_bank(args: argparse.Namespace) -> int:
@@ -114,10 +117,32 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
-    """The RunConfig of parsed `generate` arguments."""
+    """The RunConfig of parsed `generate` arguments; without --shard-refs, the plan's of a
+    dataset being resumed, else sized to the spec's shard (RunConfig.sized_shard_refs)."""
+    config = _given_config(args)
+    if args.shard_refs is not None:
+        return config
+    planned = None if getattr(args, "restart", False) else _planned_shard_refs(args.out)
+    return dataclasses.replace(config, shard_refs=planned or config.sized_shard_refs())
+
+
+def _planned_shard_refs(out: str) -> int | None:
+    """The shard_refs of the plan already in `out` (None: no readable plan there)."""
+    try:
+        location = Location.parse(out)
+        if location.exists(location.path(PLAN_FILE)):
+            return read_plan(location).shard_refs
+    except (OSError, ValueError):
+        pass  # generate names a damaged plan itself
+    return None
+
+
+def _given_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         sources=args.sources, out=args.out, seed=args.seed, size=args.size,
-        allow_upscale=args.allow_upscale, shard_refs=args.shard_refs, limit=args.limit,
+        allow_upscale=args.allow_upscale,
+        shard_refs=SPEC_SHARD_REFS if args.shard_refs is None else args.shard_refs,
+        limit=args.limit,
         distortion_ids=_in_bank(args.bank, args.distortions), levels=args.levels,
         metrics=_ensemble_metrics(args.ensemble) if args.metrics is None else args.metrics,
         allow_missing_metrics=args.allow_missing_metrics,
@@ -286,8 +311,10 @@ def _add_generate(commands) -> None:
                           help="what the sources are, recorded per reference: synthetic "
                                "(pristine photos to distort, default) or authentic")
     generate.add_argument("--limit", type=int, help="use only the first N sources")
-    generate.add_argument("--shard-refs", type=int, default=16,
-                          help="references per shard (default 16, about 1 GB at 512x384)")
+    generate.add_argument("--shard-refs", type=int,
+                          help="references per shard (default: a resumed dataset's; else "
+                               "sized for about 0.5-1 GB of images a shard: 16 at 512x384 "
+                               "with 165 versions, more with fewer or smaller images)")
     generate.add_argument("--bank", choices=tuple(distortions.BANKS), default="all",
                           help="a named bank: all (the paper's 33 types, default), kadid25 "
                                "(the KADID-10k types), mt4 (JPEG, JPEG 2000, Gaussian blur, "

@@ -11,6 +11,10 @@ from shards.decode import DEFAULT_MAX_PIXELS
 from shards.layout import DEFAULT_STORE, check_store
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train, val, test
+# shards.md: R chosen so a shard is roughly 0.5-1 GB, R = 16 at 512x384 PNG (the paper's 1 + 165
+# images per reference); other runs scale R by the images and pixels per reference
+SPEC_SHARD_REFS, SPEC_SHARD_IMAGES, SPEC_SHARD_PIXELS = 16, 166, 512 * 384
+NATIVE_PIXELS = 1024 * 768  # what a --size native run is assumed to hold per image
 SOURCE_KINDS = ("synthetic", "authentic")
 # generation modes beyond the paper's grid, with their defaults; a mode at its default stays
 # out of the plan digest, so datasets made before the modes existed keep theirs
@@ -137,6 +141,16 @@ class RunConfig:
         if sum(not distortions.get(i).learned for i in self.distortion_ids) < 2:
             raise ValueError("compose_share needs two or more types that compose (the "
                              "learned-denoiser types never do)")
+
+    def sized_shard_refs(self) -> int:
+        """References per shard for about the spec's shard size (16 at 512x384 with 165
+        versions): fewer images per reference, or smaller ones, give more references."""
+        if self.size == NATIVE:
+            pixels = NATIVE_PIXELS if self.max_side is None else self.max_side ** 2 * 3 // 4
+        else:
+            pixels = self.size.width * self.size.height
+        images = SPEC_SHARD_REFS * SPEC_SHARD_IMAGES * SPEC_SHARD_PIXELS
+        return max(1, round(images / ((1 + self.versions_count) * pixels)))
 
     @property
     def labelled(self) -> bool:

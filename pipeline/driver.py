@@ -40,7 +40,14 @@ from pipeline.scheduling import Layout, layout
 from pipeline.source_changes import check_modified_sources
 from pipeline.sources import listing, skipped_note
 from pipeline.submit import AUTHENTICATION_ERRORS
-from shards.layout import REPORT_FILE, SHARDS_DIR, labels_files, shard_name
+from shards.layout import (
+    FAILURES_FILE,
+    REPORT_FILE,
+    SHARDS_DIR,
+    SOURCES_FILE,
+    labels_files,
+    shard_name,
+)
 from shards.reader import shard_problems, shard_stats, shards_with_stats
 from shards.storage import Location
 
@@ -87,9 +94,19 @@ def _clear_previous_run(location: Location) -> None:
         location.delete(location.path(name))
 
 
-def _drop_stale_labels(location: Location) -> None:
-    """Shards about to be made: a relabel sidecar of the dataset before them would miss (or
-    mislabel) their samples, so it goes, and the run says so."""
+def _drop_stale_results(location: Location) -> None:
+    """Shards about to be made: what the run's end made of the shards before them goes, and
+    the run says so: the report (so the dataset reads as unfinished until the merge, should
+    this run be stopped), sources.parquet and failures.jsonl (which the merge writes again
+    from every shard's lists), and the relabel sidecars (they would miss or mislabel the new
+    shards' samples)."""
+    merged = [name for name in (REPORT_FILE, SOURCES_FILE, FAILURES_FILE)
+              if location.exists(location.path(name))]
+    for name in merged:
+        location.delete(location.path(name))
+    if merged:
+        print(f"note: removed {', '.join(merged)} of the earlier run's end; this run's end "
+              "writes them again")
     for name in labels_files(location):
         location.delete(location.path(name))
         print(f"note: removed {name}, made before these shards; relabel again when done")
@@ -348,7 +365,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     if resumed:
         print(f"resuming: {len(done)} of {plan.shard_count} shards done")
     if todo:
-        _drop_stale_labels(location)
+        _drop_stale_results(location)
     if absent:
         print(f"note: labels without {', '.join(absent)} (weights missing; Q renormalised)")
     unscored = sorted(set(ensemble.weights) - set(config.metrics)) if config.labelled else []

@@ -224,13 +224,14 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
 
 
 def _staged_note(location: Location) -> list[str]:
-    """A line on the files a writer staged in shards/ and has not renamed into place: a run
-    under way, or one interrupted (the next generate or convert of the folder removes them)."""
+    """A line on the files a writer staged (in shards/, or of a run file) and has not renamed
+    into place: a run under way, or one interrupted (the next generate or convert of the
+    folder removes them)."""
     staged = staged_files(location)
     if not staged:
         return []
     megabytes = sum(info.size for info in staged) / 1e6
-    return [f"note: {len(staged)} staged file(s) in shards/ ({megabytes:.1f} MB, e.g. "
+    return [f"note: {len(staged)} staged file(s) ({megabytes:.1f} MB, e.g. "
             f"{staged[0].base_name}) are no part of the dataset: a write under way, "
             "or one interrupted (the next generate or convert of this folder removes them)"]
 

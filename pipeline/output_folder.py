@@ -2,12 +2,15 @@
 lease, before it writes: that the folder is new or a dataset of this project (never someone
 else's files overwritten), and that no file an interrupted writer staged is left."""
 
+import fnmatch
+
 import pyarrow.fs as pafs
 
 from pipeline.errors import ForeignOutputError
 from shards.layout import (
     ENSEMBLE_FILE,
     FAILURES_FILE,
+    LABELS_FILES,
     MANIFEST_FILE,
     PLAN_FILE,
     REPORT_FILE,
@@ -45,10 +48,19 @@ def refuse_foreign(location: Location) -> None:
 
 
 def staged_files(location: Location) -> list[pafs.FileInfo]:
-    """The files staged in shards/ and not (yet) renamed into place."""
-    selector = pafs.FileSelector(location.path(SHARDS_DIR), allow_not_found=True)
-    return [info for info in location.fs.get_file_info(selector)
-            if info.base_name.endswith(STAGED_SUFFIX)]
+    """The files staged in shards/, and those of run files and relabel sidecars beside them,
+    not (yet) renamed into place (no other file of the folder is ever counted)."""
+    def listed(folder: str) -> list[pafs.FileInfo]:
+        selector = pafs.FileSelector(folder, allow_not_found=True)
+        return [info for info in location.fs.get_file_info(selector)
+                if info.type == pafs.FileType.File and info.base_name.endswith(STAGED_SUFFIX)]
+    return [*(info for info in listed(location.root) if _staged_run_file(info.base_name)),
+            *listed(location.path(SHARDS_DIR))]
+
+
+def _staged_run_file(name: str) -> bool:
+    final = name.removesuffix(STAGED_SUFFIX).rpartition(".")[0]  # less the attempt's id
+    return final in RUN_FILES or fnmatch.fnmatch(final, LABELS_FILES)
 
 
 def remove_staged(location: Location) -> None:

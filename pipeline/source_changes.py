@@ -25,10 +25,25 @@ def touched(old: Plan, new: Plan) -> list[int]:
             if before is not None and after is not None and before != after]
 
 
-def _recorded(location: Location, shard: int) -> dict[str, tuple]:
-    """ref_id -> (status, pixels' SHA-256) of each source as its finished shard made it."""
+# reasons a source is left out after it decoded: its pixels' SHA-256 is not recorded
+LEFT_OUT_AFTER_DECODING = ("label_failed", "quarantined")
+
+
+def _recorded(location: Location, shard: int) -> dict[str, dict]:
+    """ref_id -> its row (status, reason, pixels' SHA-256) as its finished shard made it."""
     rows = json.loads(location.read_bytes(shard_paths(location, shard)["sources"]))
-    return {row["ref_id"]: (row["status"], row["sha256"]) for row in rows}
+    return {row["ref_id"]: row for row in rows}
+
+
+def _differs(recorded: dict, now: dict) -> bool:
+    """Whether a source decodes now to other pixels than its shard recorded, or decodes
+    where it did not (or the reverse). A source left out after it decoded has no recorded
+    SHA-256 to compare: it counts as unchanged."""
+    if recorded.get("sha256"):
+        return now["sha256"] != recorded["sha256"]
+    if recorded.get("reason") in LEFT_OUT_AFTER_DECODING:
+        return False
+    return now["status"] == "ok"  # it failed to decode, and decodes now
 
 
 def changed_pixels(location: Location, plan: Plan, config: RunConfig, indices: list[int],
@@ -43,7 +58,7 @@ def changed_pixels(location: Location, plan: Plan, config: RunConfig, indices: l
         if shard not in recorded:
             recorded[shard] = _recorded(location, shard)
         row = prepare_reference(ref, config, ShardOutcome(shard))[1]
-        if (row["status"], row["sha256"]) != recorded[shard].get(ref.ref_id):
+        if _differs(recorded[shard].get(ref.ref_id, {}), row):
             changed.append(f"{printable(ref.uri)} holds other pixels than shard "
                            f"{shard_name(shard)} was made from")
     return changed

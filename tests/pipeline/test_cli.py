@@ -432,3 +432,40 @@ def test_inspect_deep_takes_a_count_not_a_negative(capsys):
     with pytest.raises(SystemExit):
         cli.main(["inspect", "out/demo", "--deep", "-3"])
     assert "--deep" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("options", "images", "pixels"), [
+    ([], 166, 512 * 384),  # the spec's own case: R = 16
+    (["--bank", "reiqa", "--versions-per-ref", "11", "--metrics", "none"], 12, 512 * 384),
+    (["--size", "1024x768"], 166, 1024 * 768),
+    (["--size", "native", "--max-side", "1024", "--versions-per-ref", "11"], 12, 1024 * 768),
+])
+def test_shards_are_sized_as_the_spec_says_without_shard_refs(tmp_path, options, images,
+                                                              pixels):
+    """shards.md: R chosen so a shard is roughly 0.5-1 GB, R = 16 at 512x384 PNG (1 + 165
+    images a reference): a shard of another run holds about as many pixels as that one."""
+    out = tmp_path / "out"
+    config = cli.run_config(cli.build_parser().parse_args(["generate", "--out", str(out),
+                                                           *options]))
+    spec_shard = 16 * 166 * 512 * 384
+    assert config.shard_refs * images * pixels == pytest.approx(spec_shard, rel=0.5 / 16 + 0.05)
+    if not options:
+        assert config.shard_refs == 16
+
+
+def test_a_resumed_dataset_keeps_its_shard_refs_without_the_option(tmp_path, fast_config):
+    from pipeline.plan import Plan, persist_or_check
+    from pipeline.sources import list_sources
+    from shards.storage import Location
+
+    out = tmp_path / "out"
+    made = fast_config("embedded", out=str(out), shard_refs=3)
+    persist_or_check(Plan.make(list_sources("embedded"), made), Location.parse(str(out)))
+    resumed = cli.run_config(cli.build_parser().parse_args(["generate", "--out", str(out)]))
+    assert resumed.shard_refs == 3
+    restarted = cli.run_config(cli.build_parser().parse_args(
+        ["generate", "--out", str(out), "--restart"]))
+    assert restarted.shard_refs == 16
+    with pytest.raises(ValueError, match="shard_refs must be at least 1, got 0"):
+        cli.run_config(cli.build_parser().parse_args(["generate", "--out", str(out),
+                                                      "--shard-refs", "0"]))

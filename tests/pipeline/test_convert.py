@@ -246,14 +246,19 @@ def test_staged_files_an_interrupted_conversion_left_are_named_then_removed(stor
                                                                            tmp_path):
     out = tmp_path / "recipes"
     convert(str(store_datasets["images"]), str(out), "recipes")
-    staged = out / "shards" / "00001.tar.gz.0123.partial"  # a writer killed before its rename
-    staged.write_bytes(b"x" * 1000)
+    staged = [out / "shards" / "00001.tar.gz.0123.partial",  # writers killed before their
+              out / "sources.parquet.4567.partial",          # rename: a shard, the merge,
+              out / "labels-0123abcd.parquet.89ab.partial"]  # and relabel
+    for path in staged:
+        path.write_bytes(b"x" * 1000)
+    theirs = out / "notes.txt.partial"  # a file of the user's, beside the dataset
+    theirs.write_bytes(b"mine")
     lines, problems = inspect(str(out))
-    assert any("1 staged file(s) in shards/ (0.0 MB, e.g. 00001.tar.gz.0123.partial) are no "
-               "part of the dataset" in line for line in lines)
+    assert any("3 staged file(s) (0.0 MB, e.g. " in line and "are no part of the dataset"
+               in line for line in lines)
     assert not any("partial" in problem for problem in problems)  # (no report.json here)
     convert(str(store_datasets["images"]), str(out), "recipes")
-    assert not staged.exists()
+    assert not any(path.exists() for path in staged) and theirs.exists()
     assert not any("staged file(s)" in line for line in inspect(str(out))[0])
 
 

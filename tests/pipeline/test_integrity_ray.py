@@ -158,7 +158,7 @@ def test_resuming_under_another_ensemble_is_refused(local_ray, shifted_sources, 
 
 @pytest.mark.parametrize("damage", ["truncate", "zero"])
 def test_a_damaged_tar_is_named_by_inspect_and_redone_by_a_resume(local_ray, shifted_sources,
-                                                                  fast_config, damage):
+                                                                  fast_config, damage, capsys):
     folder, ensemble = shifted_sources(2)
     config = fast_config(str(folder), shard_refs=1, ensemble_file=str(ensemble))
     generate(config, ClusterOptions(actors=1))
@@ -172,9 +172,15 @@ def test_a_damaged_tar_is_named_by_inspect_and_redone_by_a_resume(local_ray, shi
     sidecar = Path(config.out) / labels_file("0" * 16)  # relabelled before the damage
     sidecar.write_bytes(b"labels of the shards as they were")
     # a resume sees a size change; a corruption of the same size needs --verify
+    capsys.readouterr()
     generate(config, ClusterOptions(actors=1, verify=damage == "zero"))
     assert out.read_bytes(tar) == original
     assert not sidecar.exists()  # it would not match the remade shard
+    # the earlier end's report and merged lists went before the remake (a run stopped during
+    # it reads as unfinished, never as the old dataset), and the end wrote them again
+    assert "note: removed report.json, sources.parquet, failures.jsonl of the earlier run's " \
+        "end" in capsys.readouterr().out
+    assert all(out.exists(out.path(name)) for name in ("report.json", "sources.parquet"))
     assert inspect(config.out)[1] == []
     assert json.loads(out.read_bytes(shard_paths(out, 1)["stats"]))["tar_bytes"] == len(original)
 

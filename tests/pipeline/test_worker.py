@@ -252,6 +252,47 @@ def test_a_source_replaced_in_place_by_one_of_the_same_size_is_not_resumed(
     check_modified_sources(location, b_changed, config, done=[0])
 
 
+def test_a_touched_source_left_out_after_decoding_resumes(tmp_path, fast_config, small_image,
+                                                          mae_ensemble):
+    """A reference quarantined (workers died on it) or whose labels failed (VIF of a flat
+    image is 0/0) has no pixels' SHA-256 recorded: touching its file, or another of its
+    shard, resumes; one that failed to decode and now decodes does not."""
+    from pipeline.worker import Guard
+
+    class Quarantine(Guard):
+        def begin(self, ref_id: str) -> bool:
+            return ref_id != "b"
+
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    Image.fromarray(small_image).save(folder / "a.png")
+    Image.fromarray(small_image[::-1].copy()).save(folder / "b.png")
+    Image.fromarray(np.full_like(small_image, 128)).save(folder / "c.png")  # flat
+    valid = io.BytesIO()  # d: bytes that do not decode, as many as this PNG's
+    Image.fromarray(np.roll(small_image, 30, axis=0)).save(valid, format="PNG", compress_level=0)
+    (folder / "d.png").write_bytes(b"x" * len(valid.getvalue()))
+    config = fast_config(str(folder), shard_refs=4, distortion_ids=(1,), levels=(1,),
+                         metrics=("mae", "vif"))
+    location = Location.parse(config.out)
+    plan = Plan.make(list_sources(str(folder)), config)
+    persist_or_check(plan, location)
+    outcome = produce_shard(0, plan, config,
+                            local_scorer(Labeler(metrics=("mae", "vif"), device="cpu")),
+                            mae_ensemble, location, guard=Quarantine())
+    reasons = {f["ref_id"]: f["reason"] for f in outcome.failures}
+    assert (reasons["b"], reasons["c"]) == ("quarantined", "label_failed") and "d" in reasons
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        os.utime(folder / name, ns=(time.time_ns(), time.time_ns() + 5 * 10**9))
+    check_modified_sources(location, Plan.make(list_sources(str(folder)), config), config,
+                           done=[0])
+    (folder / "d.png").write_bytes(valid.getvalue())  # the same size, and it decodes now
+    os.utime(folder / "d.png", ns=(time.time_ns(), time.time_ns() + 9 * 10**9))
+    with pytest.raises(PlanMismatchError, match=r"1 sources changed .*d\.png holds other "
+                                                r"pixels"):
+        check_modified_sources(location, Plan.make(list_sources(str(folder)), config),
+                               config, done=[0])
+
+
 def test_splits_are_seeded_and_about_80_10_10():
     splits = [split_of(f"ref{i}", seed=0) for i in range(3000)]
     assert splits == [split_of(f"ref{i}", seed=0) for i in range(3000)]
