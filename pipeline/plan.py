@@ -228,7 +228,7 @@ def differences(old: Plan, new: Plan) -> list[str]:
     # a plan leaves a mode at its default out: shown and compared as that default
     before = {key: old.inputs.get(key, MODE_DEFAULTS.get(key)) for key in keys}
     after = {key: new.inputs.get(key, MODE_DEFAULTS.get(key)) for key in keys}
-    changed = [f"{key} {before[key]!r} -> {after[key]!r}" for key in keys
+    changed = [f"{key} {_shown(before[key])} -> {_shown(after[key])}" for key in keys
                if _as_json(before[key]) != _as_json(after[key])]
     if (old.references, old.duplicates) != (new.references, new.duplicates):
         changed.append(f"sources ({len(old.references)} -> {len(new.references)} references, "
@@ -244,6 +244,11 @@ def resized_sources(old: Plan, new: Plan) -> list[str]:
             for ref, before, after in zip(old.references, old.source_bytes, new.source_bytes,
                                           strict=False)
             if before is not None and after is not None and before != after]
+
+
+def _shown(value) -> str:
+    """A plan input as the plan file holds it (a tuple as its list)."""
+    return repr(list(value) if isinstance(value, tuple) else value)
 
 
 def _as_json(value) -> str:

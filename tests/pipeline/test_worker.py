@@ -368,6 +368,9 @@ def test_the_plan_digest_changes_with_what_q_means(fast_config):
     other = Plan.make(sources, config, label_identity("bbbb", ("lpips",)))
     assert differences(base, other) == ["ensemble_hash 'aaaa' -> 'bbbb'",
                                         "metrics_absent [] -> ['lpips']"]
+    fewer = Plan.make(sources, fast_config("embedded", distortion_ids=(1, 13)))  # tuples
+    assert differences(Plan.from_json(json.loads(json.dumps(base.to_json()))), fewer)[0] == \
+        "distortion_ids [1, 13, 26] -> [1, 13]"  # one form, as the plan file holds them
     # a plan read back from its file (lists where the run's config has tuples) differs in
     # nothing; a source path spelled otherwise is named where it first differs
     again = Plan.from_json(json.loads(json.dumps(base.to_json())))
