@@ -397,7 +397,7 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
             try:
                 if kind == "score":
                     scores = labeler.score(*payload)
-                    result = (dict(scores), scores.absent)
+                    result = dict(scores)
                 else:
                     result = distortions.run_learned(*payload)
             except Exception:

@@ -66,7 +66,7 @@ class LabelerActor:
 
     def score_images(self, ref: np.ndarray, versions: np.ndarray,
                      progress: "ray.actor.ActorHandle | None" = None, shard: int = 0
-                     ) -> tuple[dict, tuple[str, ...]]:
+                     ) -> dict[str, np.ndarray]:
         """Scores of N x H x W x 3 versions against `ref` (raw pixels: no decoding here); the
         progress actor hears of each part of them as it is labelled (for `shard`)."""
         def labelled(count: int) -> None:
@@ -75,7 +75,7 @@ class LabelerActor:
 
         with self.counter:
             scores = self.labeler.score(ref, versions, labelled)
-        return {key: np.asarray(values) for key, values in scores.items()}, scores.absent
+        return {key: np.asarray(values) for key, values in scores.items()}
 
 
 QUARANTINE_STRIKES = 2  # worker deaths on one reference before it is left out
@@ -232,7 +232,7 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
     labeler = (nearest_labeler(index, labelers, nodes, ray.get_runtime_context().get_node_id())
                if labelers else None)
 
-    def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled) -> tuple:
+    def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled) -> dict:
         # the actor tells the progress actor itself as parts are labelled
         return remote_result(labeler.score_images.remote(ref, versions, progress, index),
                              LabelerError)

@@ -27,13 +27,12 @@ from shards.storage import Location
 from shards.store_modes import library_versions, stores_pixels
 from shards.writer import ShardWriter
 
-# score_images(reference pixels, N x H x W x 3 version pixels, on_labelled) -> ({metric:
-# scores}, absent metric keys), calling on_labelled(n) as parts of n versions are labelled.
+# score_images(reference pixels, N x H x W x 3 version pixels, on_labelled) -> {metric:
+# scores}, calling on_labelled(n) as parts of n versions are labelled.
 # Raw pixels, not PNGs: a GPU labeler then never decodes on its one CPU, and Ray passes the
 # arrays through its object store without copies.
 Labelled = Callable[[int], None]
-ScoreImages = Callable[[np.ndarray, np.ndarray, Labelled],
-                       tuple[dict[str, np.ndarray], tuple[str, ...]]]
+ScoreImages = Callable[[np.ndarray, np.ndarray, Labelled], dict[str, np.ndarray]]
 # on_progress(samples, failures, left out): told as parts of a reference's versions are
 # labelled (n, 0, 0) and as it ends (its own sample, its failures, and the planned samples it
 # will never make: a failed source's, a version whose distortion failed), so that the counts
@@ -252,10 +251,9 @@ def _compose_all(ref, pixels, config, outcome, chains: list[tuple[int, Chain]]) 
 
 
 def local_scorer(labeler: Labeler) -> ScoreImages:
-    """score_images with a Labeler in this process (tests, and single-process runs)."""
+    """score_images with a Labeler in this process (the Ray-free worker's tests)."""
     def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled: Labelled):
-        scores = labeler.score(ref, versions, on_labelled)
-        return dict(scores), scores.absent
+        return dict(labeler.score(ref, versions, on_labelled))
     return score_images
 
 
@@ -272,7 +270,7 @@ def _label(records, ref: np.ndarray, images: list[np.ndarray], score_images: Sco
         return {}
     if not records:
         return {}
-    scores, _ = score_images(ref, np.stack(images), on_labelled)
+    scores = score_images(ref, np.stack(images), on_labelled)
     unlabelled = _non_finite(scores)
     if unlabelled:
         kept = [i for i in range(len(records)) if i not in unlabelled]

@@ -460,10 +460,10 @@ def test_progress_accounts_for_every_planned_sample_and_failure(tmp_path, fast_c
     real = local_scorer(Labeler(metrics=config.metrics, device="cpu"))
 
     def one_nan(ref, versions, on_labelled):
-        scores, absent = real(ref, versions, on_labelled)
+        scores = real(ref, versions, on_labelled)
         scores["gmsd"] = np.asarray(scores["gmsd"]).copy()
         scores["gmsd"][0] = np.nan
-        return scores, absent
+        return scores
 
     class QuarantineC(Guard):
         def begin(self, ref_id: str) -> bool:
@@ -696,10 +696,10 @@ def test_a_version_a_metric_cannot_score_is_recorded_and_the_others_are_kept(fas
     real = local_scorer(Labeler(metrics=config.metrics, device="cpu"))
 
     def one_nan(ref, versions, on_labelled):
-        scores, absent = real(ref, versions, on_labelled)
+        scores = real(ref, versions, on_labelled)
         scores["gmsd"] = np.asarray(scores["gmsd"]).copy()
         scores["gmsd"][1] = np.nan  # the second version: gaussian_blur level 1
-        return scores, absent
+        return scores
 
     outcome = produce_shard(0, plan, config, one_nan, mae_ensemble, location)
     assert [(f["reason"], f["distortion_id"]) for f in outcome.failures] == [("label_failed", 13)]
