@@ -43,6 +43,7 @@ import traceback
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing import shared_memory
 from pathlib import Path
 
 import cv2
@@ -333,19 +334,48 @@ def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ense
         requests.put((kind, worker, *payload))
         return answers.get()
 
+    def score(ref: np.ndarray, versions: np.ndarray, _) -> dict:
+        with _shared(versions) as handle:
+            return ask("score", ref, handle)
+
     samples, stages, cpu_start = 0, Counter(), time.process_time()  # after the imports
     for index in shards:
-        outcome = produce_shard(index, plan_, config_, lambda r, v, _: ask("score", r, v),
-                                ensemble_, location, None,
+        outcome = produce_shard(index, plan_, config_, score, ensemble_, location, None,
                                 lambda inputs: ask("learned", inputs))
         samples += outcome.samples
         stages.update(outcome.seconds)
     requests.put(("done", worker, samples, dict(stages), time.process_time() - cpu_start))
 
 
+@contextlib.contextmanager
+def _shared(array: np.ndarray) -> Iterator[tuple[str, tuple[int, ...], str]]:
+    """`array` copied into shared memory, for the serving process to read in place (as a Ray
+    actor reads a call's pixels from the object store, never unpickled), until answered."""
+    block = shared_memory.SharedMemory(create=True, size=max(1, array.nbytes))
+    try:
+        np.ndarray(array.shape, array.dtype, buffer=block.buf)[...] = array
+        yield block.name, array.shape, array.dtype.str
+    finally:
+        block.close()
+        block.unlink()
+
+
+def _score_shared(labeler: labelers.Labeler, ref: np.ndarray,
+                  handle: tuple[str, tuple[int, ...], str]) -> dict:
+    """The Labeler's scores of versions a pool process shared (`_shared`), read in place."""
+    name, shape, dtype = handle
+    block = shared_memory.SharedMemory(name=name)  # (the pool shares this process's resource
+    try:                                           # tracker: its creator's unlink forgets it)
+        return dict(labeler.score(ref, np.ndarray(shape, np.dtype(dtype), buffer=block.buf)))
+    finally:
+        with contextlib.suppress(BufferError):  # a view still held: freed with it
+            block.close()
+
+
 def _prefetch(requests, ready: queue.Queue, workers: list) -> None:
-    """A thread: take requests off the pool's queue (unpickling the pixels) ahead of the
-    device, at most two waiting, as a threaded Ray actor receives its next call."""
+    """A thread: take requests off the pool's queue ahead of the device (a version's pixels
+    come as shared memory), at most two waiting, as a threaded Ray actor receives its next
+    call."""
     while True:
         try:
             ready.put(requests.get(timeout=5))
@@ -396,8 +426,7 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
                 tally["peak"] = max(tally["peak"], tally["active"])
             try:
                 if kind == "score":
-                    scores = labeler.score(*payload)
-                    result = dict(scores)
+                    result = _score_shared(labeler, *payload)
                 else:
                     result = distortions.run_learned(*payload)
             except Exception:
