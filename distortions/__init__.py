@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from distortions.banks import BANKS, bank_ids
+from distortions.banks import BANKS, bank_ids, bank_type_levels, grid
 from distortions.denoised import denoise_inputs, denoiser_input
 from distortions.denoiser import active_denoiser, use_denoiser
 from distortions.errors import (
@@ -42,6 +42,9 @@ RECIPE_VERSION = 1
 # recipe parameters that say where a version was made (which denoiser weights, on which
 # device), not what it is: replay checks the denoiser's identity itself
 WHERE_MADE_PARAMS = ("denoiser", "device")
+# parameters added after recipe version 1: a recipe made before one lacks it, and replays with
+# its first meaning (JPEG 2000's rate_control 1, the search it was made with)
+ADDED_PARAMS = ("rate_control",)
 
 _BY_ID = {d.id: d for d in REGISTERED}
 _BY_NAME = {d.name: d for d in REGISTERED}
@@ -65,11 +68,13 @@ __all__ = [
     "all",
     "apply",
     "bank_ids",
+    "bank_type_levels",
     "check_image",
     "check_recipe",
     "compose",
     "derive_seed",
     "get",
+    "grid",
     "prepare_learned",
     "registered",
     "replay",
@@ -227,7 +232,8 @@ def check_recipe(recipe: dict) -> None:
         raise InvalidRecipeError(f"not a distortion recipe: missing {error}") from None
     if not isinstance(params, dict):
         raise InvalidRecipeError(f"a recipe's params are a JSON object, got {params!r}")
-    names = (set(made["params"]) | set(params)) - set(WHERE_MADE_PARAMS)
+    names = ((set(made["params"]) | set(params)) - set(WHERE_MADE_PARAMS)
+             - {name for name in ADDED_PARAMS if name not in params})
     differ = sorted(name for name in names
                     if _as_json(params.get(name)) != _as_json(made["params"].get(name)))
     if differ:

@@ -29,6 +29,30 @@ BANKS: dict[str, tuple[int, ...]] = {
 }
 
 
+# the levels a bank gives some of its types in place of a run's: the multi-task method makes
+# over- and under-exposure at two levels each (7 x 5 + 2 x 2 = 39 classes); ours that match
+# are levels 2 and 4 (one and two stops, docs/distortions-spec-notes.md)
+BANK_TYPE_LEVELS: dict[str, dict[str, tuple[int, ...]]] = {
+    "dbcnn": {"overexposure": (2, 4), "underexposure": (2, 4)},
+}
+
+
+def bank_type_levels(name: str) -> dict[int, tuple[int, ...]]:
+    """{distortion id: its levels} of the types the named bank makes at levels of their own."""
+    bank_ids(name)  # an unknown bank is refused
+    by_name = {d.name: d.id for d in REGISTERED}
+    return {by_name[type_name]: levels
+            for type_name, levels in BANK_TYPE_LEVELS.get(name, {}).items()}
+
+
+def grid(ids: tuple[int, ...], levels: tuple[int, ...],
+         type_levels: dict[int, tuple[int, ...]] | None = None) -> list[tuple[int, int]]:
+    """The (distortion id, level) pairs of a selection, in its id then level order: each type
+    at `levels`, or at its own where `type_levels` gives them."""
+    own = type_levels or {}
+    return [(d, lv) for d in ids for lv in own.get(d, levels)]
+
+
 def bank_ids(name: str) -> tuple[int, ...]:
     """The distortion ids of the named bank, in id order."""
     if name not in BANKS:

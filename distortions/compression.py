@@ -12,7 +12,7 @@ def apply_jpeg(img: np.ndarray, params: dict) -> np.ndarray:
 
 
 def apply_jpeg2000(img: np.ndarray, params: dict) -> np.ndarray:
-    return jpeg2000_roundtrip(img, params["ratio"])
+    return jpeg2000_roundtrip(img, params["ratio"], params.get("rate_control", 1))
 
 
 def apply_jpeg_noisy(img: np.ndarray, params: dict) -> np.ndarray:
@@ -20,4 +20,5 @@ def apply_jpeg_noisy(img: np.ndarray, params: dict) -> np.ndarray:
 
 
 def apply_jpeg2000_noisy(img: np.ndarray, params: dict) -> np.ndarray:
-    return jpeg2000_roundtrip(to_uint8(noisy_image(img, params)), params["ratio"])
+    return jpeg2000_roundtrip(to_uint8(noisy_image(img, params)), params["ratio"],
+                              params.get("rate_control", 1))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from distortions import blur, color, compression, denoised, noise, samplers, spatial, tone
+from distortions.codecs import RATE_CONTROL
 from distortions.errors import InvalidLevelError, InvalidRecipeError
 from distortions.validation import check_image
 
@@ -82,6 +83,7 @@ def _levels(**columns: tuple) -> tuple[dict, ...]:
 
 
 _WHITE = {"noise": "white"}
+_J2K = {"rate_control": RATE_CONTROL}  # the JPEG 2000 rate search a recipe was made with
 _NOISE = samplers.noise_seed
 _DENOISER = samplers.denoiser_run
 
@@ -89,7 +91,7 @@ BANK: tuple[Distortion, ...] = (
     Distortion(1, "jpeg", "compression", _levels(quality=(43, 36, 24, 7, 4)),
                compression.apply_jpeg, kadid_id=10),
     Distortion(2, "jpeg2000", "compression", _levels(ratio=(16, 32, 45, 120, 400)),
-               compression.apply_jpeg2000, kadid_id=9),
+               compression.apply_jpeg2000, fixed=_J2K, kadid_id=9),
     Distortion(3, "white_noise", "noise", _levels(variance=(0.001, 0.002, 0.003, 0.005, 0.01)),
                noise.apply_noise, _NOISE, _WHITE, kadid_id=11),
     Distortion(4, "chroma_noise", "noise",
@@ -157,7 +159,7 @@ BANK: tuple[Distortion, ...] = (
                compression.apply_jpeg_noisy, _NOISE, _WHITE),
     Distortion(33, "jpeg2000_noisy", "multiple",
                _levels(variance=(0.0005, 0.001, 0.002, 0.003, 0.005), ratio=(16, 24, 32, 45, 80)),
-               compression.apply_jpeg2000_noisy, _NOISE, _WHITE),
+               compression.apply_jpeg2000_noisy, _NOISE, {**_WHITE, **_J2K}),
 )
 
 

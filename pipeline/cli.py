@@ -482,7 +482,13 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # listed in the help; the entry point above hands it on
+        print("iqa-factory: `train` runs from the iqa-factory command (or python -m "
+              "iqa_factory, python -m training); `python -m pipeline.cli` has the pipeline's "
+              "commands only", file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except BrokenPipeError:  # the reader went away (`iqa-factory list | head`): nothing to say

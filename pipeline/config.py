@@ -20,7 +20,7 @@ SOURCE_KINDS = ("synthetic", "authentic")
 # out of the plan digest, so datasets made before the modes existed keep theirs
 MODE_DEFAULTS = {"bank": "all", "versions_per_ref": None, "max_side": None,
                  "source_kind": "synthetic", "compose": None, "store": DEFAULT_STORE,
-                 "keep_pngs": (), "compose_share": 0.0}
+                 "keep_pngs": (), "compose_share": 0.0, "type_levels": ()}
 # the plan inputs that say how versions are stored, not what they are (materialize drops them)
 STORAGE_INPUTS = ("store", "keep_pngs")
 
@@ -50,8 +50,15 @@ class RunConfig:
     keep_pngs: tuple[int, ...] = ()       # hybrid: types whose versions also keep their PNG
     compose_share: float = 0.0            # with versions_per_ref: this share of the versions
                                           # composes a second type (Re-IQA's 10%)
+    # ((id, levels), ...): types made at levels of their own in place of `levels`; None: the
+    # bank's (distortions.bank_type_levels: dbcnn's exposure at 2 and 4), for selected types
+    type_levels: tuple[tuple[int, tuple[int, ...]], ...] | None = None
 
     def __post_init__(self):
+        if self.type_levels is None:
+            object.__setattr__(self, "type_levels", tuple(
+                (d, levels) for d, levels in distortions.bank_type_levels(self.bank).items()
+                if d in self.distortion_ids))
         if self.shard_refs < 1:
             raise ValueError(f"shard_refs must be at least 1, got {self.shard_refs}")
         check_seed(self.seed)  # an InvalidSeedError, a ValueError
@@ -88,6 +95,7 @@ class RunConfig:
                              f"types selected), got {self.versions_per_ref}")
         if self.compose_share:
             self._check_compose_share()
+        self._check_type_levels()
         if self.max_side is not None and self.size != NATIVE:
             raise ValueError("max_side applies to the native size policy (--size native)")
         check_max_side(self.max_side)
@@ -131,6 +139,18 @@ class RunConfig:
         if self.versions_per_ref is not None and self.versions_per_ref < 1:
             raise ValueError(f"versions_per_ref must be at least 1, got {self.versions_per_ref}")
 
+    def _check_type_levels(self) -> None:
+        for distortion_id, levels in self.type_levels:
+            if distortion_id not in self.distortion_ids:
+                raise ValueError(f"type_levels: type {distortion_id} is not selected")
+            if not levels or not set(levels) <= set(distortions.LEVELS):
+                raise ValueError(f"type_levels of type {distortion_id} must be a non-empty "
+                                 f"subset of 1-5, got {levels}")
+
+    def levels_of(self, distortion_id: int) -> tuple[int, ...]:
+        """The levels a type is made at: its own (type_levels), or the run's."""
+        return dict(self.type_levels).get(distortion_id, self.levels)
+
     def _check_compose_share(self) -> None:
         share = self.compose_share
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
@@ -173,7 +193,7 @@ class RunConfig:
     @property
     def scenarios(self) -> list[tuple[int, int]]:
         """(distortion id, level) pairs of every reference, in id then level order."""
-        return [(d, lv) for d in self.distortion_ids for lv in self.levels]
+        return distortions.grid(self.distortion_ids, self.levels, dict(self.type_levels))
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -189,6 +209,8 @@ class RunConfig:
         fields["keep_pngs"] = tuple(fields.get("keep_pngs", ()))  # absent before the option
         if fields.get("compose") is not None:
             fields["compose"] = tuple(fields["compose"])
+        fields["type_levels"] = tuple((d, tuple(levels)) for d, levels in  # absent before
+                                      fields.get("type_levels", ()))      # the option
         return cls(**fields)
 
     def plan_inputs(self) -> dict:

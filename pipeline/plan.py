@@ -72,7 +72,19 @@ def scenarios_for(ref_id: str, config: RunConfig) -> list[tuple[int, int]]:
     rng = np.random.default_rng(_hashed("versions", config.seed, ref_id))
     types = rng.choice(config.distortion_ids, size=config.versions_per_ref, replace=False)
     levels = rng.choice(config.levels, size=config.versions_per_ref)
-    return sorted((int(d), int(lv)) for d, lv in zip(types, levels, strict=True))
+    return sorted((int(d), own_level(config, int(d), int(lv), ref_id))
+                  for d, lv in zip(types, levels, strict=True))
+
+
+def own_level(config: RunConfig, distortion_id: int, drawn: int, *seeds: object) -> int:
+    """`drawn` (from the run's levels), or for a type made at levels of its own
+    (type_levels) one of those, drawn apart (seeded by the run seed, `seeds` and the type),
+    so the other types' draws are what they are without type levels."""
+    own = dict(config.type_levels).get(distortion_id)
+    if own is None:
+        return drawn
+    rng = np.random.default_rng(_hashed("own-level", config.seed, *seeds, distortion_id))
+    return int(rng.choice(own))
 
 
 def chains_for(ref_id: str, config: RunConfig) -> list[Chain]:
@@ -87,7 +99,8 @@ def chains_for(ref_id: str, config: RunConfig) -> list[Chain]:
         count = int(rng.integers(low, high + 1))
         types = rng.choice(config.distortion_ids, size=count, replace=False)
         levels = rng.choice(config.levels, size=count)
-        chains.append(tuple((int(d), int(lv)) for d, lv in zip(types, levels, strict=True)))
+        chains.append(tuple((int(d), own_level(config, int(d), int(lv), ref_id, index))
+                            for d, lv in zip(types, levels, strict=True)))
     return chains
 
 
@@ -106,7 +119,8 @@ def second_links(ref_id: str, config: RunConfig) -> dict[int, tuple[int, int]]:
         if rng.random() >= config.compose_share or first not in composable:
             continue
         second = rng.choice([d for d in composable if d != first])
-        seconds[index] = (int(second), int(rng.choice(config.levels)))
+        level = own_level(config, int(second), int(rng.choice(config.levels)), ref_id, index)
+        seconds[index] = (int(second), level)
     return seconds
 
 

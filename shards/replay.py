@@ -55,7 +55,8 @@ def mismatch_message(key: str, recipe: dict, libraries: dict | None) -> str:
         why = "libraries that differ from the manifest: " + ", ".join(
             f"{name} {made} there, {here} here" for name, (made, here) in differ.items())
     else:
-        why = "every recorded library version is the same here"
+        why = ("every recorded library version is the same here: the bank's own code may "
+               "differ from the code that made it")
     devices = {link["params"].get("device") for link in recipe.get("chain", [recipe])
                if isinstance(link.get("params"), dict)} - {None}
     made_on = f"; made by the learned denoiser on {', '.join(sorted(devices))}" if devices else ""

@@ -16,7 +16,7 @@ AUTHENTIC_LIKE = "1,13,15,40,41,42,43"  # JPEG, blurs, exposure, RGB shift, cont
 
 
 def _run(*arguments: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", *arguments],
+    result = subprocess.run([sys.executable, "-m", "iqa_factory", *arguments],
                             cwd=REPOSITORY, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import IterableDataset
 
+from distortions.banks import grid
 from labelers.ensemble import Ensemble, EnsembleError
 from shards.dataset import readable_shards, sample_stream
 from shards.layout import MANIFEST_FILE, store_of, tar_path
@@ -37,10 +38,12 @@ Grid = tuple[tuple[int, int], ...]
 
 
 def run_grid(location: Location) -> Grid:
-    """The run's (distortion id, level) pairs, sorted: its selection in manifest.json."""
+    """The run's (distortion id, level) pairs, sorted: its selection in manifest.json (each
+    type at the run's levels, or at its own: type_levels)."""
     try:
         config = json.loads(location.read_bytes(location.path(MANIFEST_FILE)))["config"]
-        return tuple(sorted(itertools.product(config["distortion_ids"], config["levels"])))
+        own = {d: tuple(levels) for d, levels in config.get("type_levels") or ()}
+        return tuple(sorted(grid(config["distortion_ids"], config["levels"], own)))
     except (OSError, KeyError, ValueError) as error:
         raise ValueError(f"{location.root}: no run selection (manifest.json config "
                          f"distortion_ids and levels) for the class/multihot targets: {error}"

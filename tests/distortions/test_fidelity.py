@@ -43,6 +43,33 @@ def test_jpeg2000_ratio_within_5_percent_at_512x384():
     assert _achieved(hubble, 400) == pytest.approx(400, rel=0.05)
 
 
+def test_a_jpeg2000_recipe_made_before_the_rate_search_replays_as_it_was_made():
+    """Recipes without rate_control were made by one correction of the rate (the closer of
+    two encodings, made here by hand): they replay so, and the check takes them."""
+    import io
+
+    import skimage.data
+    from PIL import Image
+
+    from pipeline.sizing import TargetSize, cover_and_crop
+
+    img = cover_and_crop(skimage.data.hubble_deep_field(), TargetSize(192, 176))
+    first = codecs.jpeg2000_encode(img, 32)
+    second = codecs.jpeg2000_encode(img, 32 * 32 / (img.size / len(first)))
+    closer = min((first, second), key=lambda data: abs(img.size / len(data) / 32 - 1))
+    assert abs(img.size / len(first) / 32 - 1) > 0.02  # so the second encoding was made
+    with Image.open(io.BytesIO(closer)) as decoded:
+        by_hand = np.asarray(decoded.convert("RGB"))
+    made, recipe = distortions.apply(img, "jpeg2000", 2, seed=3)  # ratio 32
+    assert recipe["params"] == {"ratio": 32, "rate_control": codecs.RATE_CONTROL}
+    older = {**recipe, "params": {"ratio": 32}}
+    distortions.check_recipe(older)
+    assert np.array_equal(distortions.replay(img, older), by_hand)
+    assert not np.array_equal(made, by_hand)  # the search reaches another codestream here
+    with pytest.raises(distortions.InvalidRecipeError, match="rate_control"):
+        distortions.check_recipe({**recipe, "params": {"ratio": 32, "rate_control": 7}})
+
+
 def test_jpeg2000_refuses_a_ratio_the_codec_cannot_reach():
     """A checkerboard codes in fewer bytes than ratio 16 allows, at any rate asked: the sample
     is refused (a DistortionError the pipeline records), never kept at another ratio."""

@@ -469,3 +469,28 @@ def test_a_resumed_dataset_keeps_its_shard_refs_without_the_option(tmp_path, fas
     with pytest.raises(ValueError, match="shard_refs must be at least 1, got 0"):
         cli.run_config(cli.build_parser().parse_args(["generate", "--out", str(out),
                                                       "--shard-refs", "0"]))
+
+
+def test_the_dbcnn_bank_makes_the_multi_task_methods_39_classes(tmp_path):
+    """seed-methods.md: 7 types at 5 levels and over- and under-exposure at 2 levels = 39
+    classes; ours: exposure at levels 2 and 4 (one and two stops). Elsewhere, and in configs
+    read from manifests written before type levels, every type takes the run's levels."""
+    from pipeline.config import RunConfig
+    from pipeline.plan import scenarios_for
+
+    config = cli.run_config(cli.build_parser().parse_args(
+        ["generate", "--out", str(tmp_path / "o"), "--bank", "dbcnn", "--metrics", "none"]))
+    exposure = {distortions.get(name).id for name in ("overexposure", "underexposure")}
+    assert len(config.scenarios) == 7 * 5 + 2 * 2 == config.versions_count
+    assert {lv for d, lv in config.scenarios if d in exposure} == {2, 4}
+    assert config.plan_inputs()["type_levels"] == tuple((d, (2, 4)) for d in sorted(exposure))
+    drawn = dataclasses.replace(config, versions_per_ref=9)
+    for ref_id in (f"r{i}" for i in range(50)):  # drawn levels keep to a type's own
+        assert all(lv in (2, 4) for d, lv in scenarios_for(ref_id, drawn) if d in exposure)
+    older = {**config.to_json()}
+    del older["type_levels"]  # a manifest made before type levels: every type at 1-5
+    assert len(RunConfig.from_json(older).scenarios) == 9 * 5
+    assert RunConfig.from_json(config.to_json()) == config
+    plain = cli.run_config(cli.build_parser().parse_args(
+        ["generate", "--out", str(tmp_path / "p"), "--bank", "registered", "--metrics", "none"]))
+    assert plain.type_levels == () and "type_levels" not in plain.plan_inputs()

@@ -18,10 +18,20 @@ TINY = ["--backbone", "test_resnet", "--init", "random", "--crop", "32", "--work
 
 
 def test_train_commands_are_reached_through_iqa_factory(capsys):
+    import subprocess
+    import sys
+
+    from pipeline.cli import main as pipeline_main
+
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--help"])
     assert exit_info.value.code == 0
     assert "pretrain" in capsys.readouterr().out
+    assert pipeline_main(["train", "pretrain", "x"]) == 2  # the pipeline's room has no training
+    assert "runs from the iqa-factory command" in capsys.readouterr().err
+    module = subprocess.run([sys.executable, "-m", "iqa_factory", "train", "--help"],
+                            capture_output=True, text=True, timeout=300)
+    assert module.returncode == 0 and "pretrain" in module.stdout
 
 
 def test_pretraining_without_validation_references_says_how_to_name_some(tiny_dataset, tmp_path,

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from iqa_factory.cli import main
 from labelers.ensemble import Ensemble, Mapping01
-from pipeline.cli import main
 from shards import open_dataset
 from shards.storage import Location
 from training.pretrain import ensemble_target

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.cli import main
+from iqa_factory.cli import main
 from training import checkpoint, pretrain
 from training.benchmarks import load as load_images
 from training.distributed import Context

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.cli import main
+from iqa_factory.cli import main
 from shards import open_dataset
 from shards.storage import Location
 from training import checkpoint
@@ -186,3 +186,16 @@ def test_a_multi_target_run_resumes(grid_dataset, tmp_path):
     summary = pretrain(config(2), resume=True)
     assert [record["epoch"] for record in summary["history"]] == [0, 1]
     assert summary["history"][1]["val_score"] == summary["history"][1]["val_class_accuracy"]
+
+
+def test_the_grid_takes_a_types_own_levels_from_the_manifest(tmp_path):
+    """A run whose bank gives some types levels of their own (dbcnn's exposure at 2 and 4):
+    the class grid holds those pairs only (as the run made them), and older manifests
+    without type_levels give every type the run's levels."""
+    config = {"distortion_ids": [40, 1], "levels": [1, 2, 3, 4, 5], "type_levels": [[40, [2, 4]]]}
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": config}))
+    expected = sorted([(1, level) for level in range(1, 6)] + [(40, 2), (40, 4)])
+    assert list(run_grid(Location.parse(str(tmp_path)))) == expected
+    del config["type_levels"]
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": config}))
+    assert len(run_grid(Location.parse(str(tmp_path)))) == 10
