@@ -37,19 +37,17 @@ def _recorded(location: Location, shard: int) -> dict[str, dict]:
 
 def _differs(recorded: dict, now: dict) -> bool:
     """Whether a source decodes now to other pixels than its shard recorded, or decodes
-    where it did not (or the reverse). A source left out after it decoded has no recorded
-    SHA-256 to compare: it counts as unchanged."""
+    where it did not (or the reverse)."""
     if recorded.get("sha256"):
         return now["sha256"] != recorded["sha256"]
-    if recorded.get("reason") in LEFT_OUT_AFTER_DECODING:
-        return False
     return now["status"] == "ok"  # it failed to decode, and decodes now
 
 
 def changed_pixels(location: Location, plan: Plan, config: RunConfig, indices: list[int],
                    done: set[int]) -> list[str]:
     """In words, each of the references `indices` in a finished shard of `done` whose source
-    no longer gives the pixels (or the failure) its shard recorded."""
+    no longer gives the pixels (or the failure) its shard recorded; one left out after it
+    decoded (labels failed, quarantined) has no SHA-256 to compare, and is not decoded."""
     in_done = [i for i in indices if i // plan.shard_refs in done]
     changed, recorded = [], {}
     for index in tqdm(in_done, desc="modified sources checked", unit="source", leave=False,
@@ -57,8 +55,10 @@ def changed_pixels(location: Location, plan: Plan, config: RunConfig, indices: l
         ref, shard = plan.references[index], index // plan.shard_refs
         if shard not in recorded:
             recorded[shard] = _recorded(location, shard)
-        row = prepare_reference(ref, config, ShardOutcome(shard))[1]
-        if _differs(recorded[shard].get(ref.ref_id, {}), row):
+        before = recorded[shard].get(ref.ref_id, {})
+        if before.get("reason") in LEFT_OUT_AFTER_DECODING:
+            continue  # no SHA-256 recorded to compare (and a quarantined one killed workers)
+        if _differs(before, prepare_reference(ref, config, ShardOutcome(shard))[1]):
             changed.append(f"{printable(ref.uri)} holds other pixels than shard "
                            f"{shard_name(shard)} was made from")
     return changed

@@ -253,7 +253,7 @@ def test_a_source_replaced_in_place_by_one_of_the_same_size_is_not_resumed(
 
 
 def test_a_touched_source_left_out_after_decoding_resumes(tmp_path, fast_config, small_image,
-                                                          mae_ensemble):
+                                                          mae_ensemble, monkeypatch):
     """A reference quarantined (workers died on it) or whose labels failed (VIF of a flat
     image is 0/0) has no pixels' SHA-256 recorded: touching its file, or another of its
     shard, resumes; one that failed to decode and now decodes does not."""
@@ -283,8 +283,18 @@ def test_a_touched_source_left_out_after_decoding_resumes(tmp_path, fast_config,
     assert (reasons["b"], reasons["c"]) == ("quarantined", "label_failed") and "d" in reasons
     for name in ("a.png", "b.png", "c.png", "d.png"):
         os.utime(folder / name, ns=(time.time_ns(), time.time_ns() + 5 * 10**9))
+    from pipeline import source_changes
+
+    decoded = []
+
+    def spy(ref, *rest):
+        decoded.append(ref.ref_id)
+        return prepare(ref, *rest)
+    prepare = source_changes.prepare_reference
+    monkeypatch.setattr(source_changes, "prepare_reference", spy)
     check_modified_sources(location, Plan.make(list_sources(str(folder)), config), config,
                            done=[0])
+    assert decoded == ["a", "d"]  # b killed workers, c's labels failed: nothing to compare
     (folder / "d.png").write_bytes(valid.getvalue())  # the same size, and it decodes now
     os.utime(folder / "d.png", ns=(time.time_ns(), time.time_ns() + 9 * 10**9))
     with pytest.raises(PlanMismatchError, match=r"1 sources changed .*d\.png holds other "
