@@ -117,21 +117,28 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
-    """The RunConfig of parsed `generate` arguments; without --shard-refs, the plan's of a
-    dataset being resumed, else sized to the spec's shard (RunConfig.sized_shard_refs)."""
+    """The RunConfig of parsed `generate` arguments. What no option sets is the plan's of a
+    dataset being resumed (not with --restart): its shard_refs unless --shard-refs is given,
+    and its types' own levels (absent in plans made before them: none); else the shard is
+    sized to the spec's (RunConfig.sized_shard_refs) and the bank gives the types' levels."""
     config = _given_config(args)
-    if args.shard_refs is not None:
+    planned = None if getattr(args, "restart", False) else _planned_inputs(args.out)
+    if planned is None:
+        if args.shard_refs is None:
+            config = dataclasses.replace(config, shard_refs=config.sized_shard_refs())
         return config
-    planned = None if getattr(args, "restart", False) else _planned_shard_refs(args.out)
-    return dataclasses.replace(config, shard_refs=planned or config.sized_shard_refs())
+    own = tuple((d, tuple(levels)) for d, levels in planned.get("type_levels", ())
+                if d in config.distortion_ids)
+    shard_refs = planned["shard_refs"] if args.shard_refs is None else args.shard_refs
+    return dataclasses.replace(config, shard_refs=shard_refs, type_levels=own)
 
 
-def _planned_shard_refs(out: str) -> int | None:
-    """The shard_refs of the plan already in `out` (None: no readable plan there)."""
+def _planned_inputs(out: str) -> dict | None:
+    """The inputs of the plan already in `out` (None: no readable plan there)."""
     try:
         location = Location.parse(out)
         if location.exists(location.path(PLAN_FILE)):
-            return read_plan(location).shard_refs
+            return read_plan(location).inputs
     except (OSError, ValueError):
         pass  # generate names a damaged plan itself
     return None
@@ -324,7 +331,8 @@ def _add_generate(commands) -> None:
     generate.add_argument("--distortions", type=_distortion_ids,
                           help="narrow the bank: ids, ranges or names (default: all of it)")
     generate.add_argument("--levels", type=_ints, default=distortions.LEVELS,
-                          help="subset of levels, e.g. 1,3,5 (default 1-5)")
+                          help="subset of levels, e.g. 1,3,5 (default 1-5); a bank's types "
+                               "with levels of their own keep them (dbcnn: exposure at 2, 4)")
     generate.add_argument("--versions-per-ref", type=int, metavar="K",
                           help="K distinct types per reference, drawn (seeded by the reference) "
                                "from those selected, each at one drawn level (default: the "

@@ -261,8 +261,12 @@ def resized_sources(old: Plan, new: Plan) -> list[str]:
 
 
 def _shown(value) -> str:
-    """A plan input as the plan file holds it (a tuple as its list)."""
-    return repr(list(value) if isinstance(value, tuple) else value)
+    """A plan input as the plan file holds it (tuples, nested too, as lists)."""
+    return repr(_listed(value))
+
+
+def _listed(value):
+    return [_listed(item) for item in value] if isinstance(value, tuple | list) else value
 
 
 def _as_json(value) -> str:

@@ -494,3 +494,27 @@ def test_the_dbcnn_bank_makes_the_multi_task_methods_39_classes(tmp_path):
     plain = cli.run_config(cli.build_parser().parse_args(
         ["generate", "--out", str(tmp_path / "p"), "--bank", "registered", "--metrics", "none"]))
     assert plain.type_levels == () and "type_levels" not in plain.plan_inputs()
+
+
+def test_a_dbcnn_dataset_made_before_type_levels_resumes_as_it_was_made(tmp_path):
+    """Its plan has no type_levels: a resume keeps every type at the run's levels (the same
+    digest), and says what differs only where the run itself changed; --restart takes the
+    bank's levels."""
+    from pipeline.plan import Plan, differences, persist_or_check
+    from pipeline.sources import list_sources
+    from shards.storage import Location
+
+    out = tmp_path / "old"
+    words = ["generate", "--out", str(out), "--bank", "dbcnn", "--metrics", "none"]
+    made = dataclasses.replace(cli.run_config(cli.build_parser().parse_args(words)),
+                               type_levels=())  # as the code before type levels made it
+    persist_or_check(Plan.make(list_sources("embedded"), made), Location.parse(str(out)))
+    resumed = cli.run_config(cli.build_parser().parse_args(words))
+    assert resumed.type_levels == () and len(resumed.scenarios) == 45
+    assert persist_or_check(Plan.make(list_sources("embedded"), resumed),
+                            Location.parse(str(out))) is True
+    restarted = cli.run_config(cli.build_parser().parse_args([*words, "--restart"]))
+    assert len(restarted.scenarios) == 39
+    changed = differences(Plan.make(list_sources("embedded"), made),
+                          Plan.make(list_sources("embedded"), restarted))
+    assert "type_levels [] -> [[40, [2, 4]], [41, [2, 4]]]" in changed  # the file's form
