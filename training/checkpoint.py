@@ -60,6 +60,21 @@ def load(path: Path) -> dict:
     return state
 
 
+def trained(path: Path) -> dict:
+    """The checkpoint of an `iqa-factory train` run at `path`: FileNotFoundError where there is
+    none, CheckpointError where it cannot be read or does not name its backbone in its saved
+    config (a plain state dict, another tool's file)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    state = read(path)
+    config = state.get("config") if isinstance(state, dict) else None
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict) or model.get("backbone") is None or "model" not in state:
+        raise CheckpointError(f"{path} does not name its backbone (config.model.backbone): "
+                              "not a checkpoint of `iqa-factory train`")
+    return state
+
+
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     """The torch generators this process draws from (dropout, drop-path): the CPU one, and
     the device's when it is a GPU. The data streams seed their own (seed, epoch, rank)."""

@@ -97,11 +97,8 @@ def quality_model(path: str, crop: int | None, device: torch.device) -> QualityM
     """The quality model (or a multi-head model's quality head) of the checkpoint at `path`,
     at `crop` (default its training crop); a ValueError naming why where the checkpoint has
     none (label-free, or classes only)."""
-    saved = checkpoint.load(Path(path))
-    backbone = saved.get("config", {}).get("model", {}).get("backbone")
-    if backbone is None:
-        raise ValueError(f"{path} does not name its backbone: not a checkpoint of "
-                         "`iqa-factory train`")
+    saved = checkpoint.trained(Path(path))
+    backbone = saved["config"]["model"]["backbone"]
     objective = saved["config"].get("objective")
     if objective:  # recorded only for the label-free objectives
         raise ValueError(f"{path} was pretrained {objective['name']} (label-free): its "

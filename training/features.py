@@ -64,25 +64,6 @@ class Encoder:
     notices: tuple[str, ...]
 
 
-def _nested(mapping: object, *keys: str) -> object:
-    """mapping[key0][key1]..., or None where a level is missing or not a dict."""
-    for key in keys:
-        if not isinstance(mapping, dict):
-            return None
-        mapping = mapping.get(key)
-    return mapping
-
-
-def _read_checkpoint(path: str) -> dict:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    saved = checkpoint.read(Path(path))
-    if _nested(saved, "config", "model", "backbone") is None:
-        raise ValueError(f"{path} does not name its backbone (config.model.backbone): not a "
-                         "checkpoint of `iqa-factory train`")
-    return saved
-
-
 def _check_all_loaded(model: nn.Module, path: str, backbone: str) -> None:
     """Every tensor of the encoder must come from the checkpoint: a feature left at its random
     start would make a probe of nothing in particular."""
@@ -96,7 +77,7 @@ def _check_all_loaded(model: nn.Module, path: str, backbone: str) -> None:
 
 
 def _from_checkpoint(config: EncoderConfig, device: torch.device) -> Encoder:
-    saved = _read_checkpoint(config.checkpoint)
+    saved = checkpoint.trained(Path(config.checkpoint))
     backbone = saved["config"]["model"]["backbone"]
     if config.backbone is not None and config.backbone != backbone:
         raise ValueError(f"{config.checkpoint} holds a {backbone} backbone, not "
@@ -104,8 +85,7 @@ def _from_checkpoint(config: EncoderConfig, device: torch.device) -> Encoder:
     built = build_model(ModelConfig(backbone, init="random",
                                     pretrained_file=config.checkpoint), outputs=0)
     _check_all_loaded(built.model, config.checkpoint, backbone)
-    precision = Precision.resolve(_nested(saved, "config", "model", "precision") or "auto",
-                                  device)
+    precision = Precision.resolve(saved["config"]["model"].get("precision") or "auto", device)
     return Encoder(_frozen(built.model, precision, device), backbone, built.start,
                    saved_augment(saved["config"], backbone, config.crop), precision,
                    file_sha256(Path(config.checkpoint)), tuple(built.notices))
