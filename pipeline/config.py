@@ -147,10 +147,6 @@ class RunConfig:
                 raise ValueError(f"type_levels of type {distortion_id} must be a non-empty "
                                  f"subset of 1-5, got {levels}")
 
-    def levels_of(self, distortion_id: int) -> tuple[int, ...]:
-        """The levels a type is made at: its own (type_levels), or the run's."""
-        return dict(self.type_levels).get(distortion_id, self.levels)
-
     def _check_compose_share(self) -> None:
         share = self.compose_share
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
