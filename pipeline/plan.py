@@ -303,15 +303,20 @@ def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> b
                 "another --out")
         changed = resized_sources(existing, plan)
         if changed:
-            raise PlanMismatchError(
-                f"{location.root}: {len(changed)} sources changed since it was planned "
-                f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}). Resuming "
-                "would mix images made from two versions of them: restore them, or rerun with "
-                "--restart to start over")
+            raise sources_changed(location, changed, "since it was planned")
         return True
     location.makedirs(location.root)
     record_plan(location, plan)
     return False
+
+
+def sources_changed(location: Location, changed: list[str], since: str) -> PlanMismatchError:
+    """The refusal of a resume whose sources changed (`changed`: each, in words)."""
+    return PlanMismatchError(
+        f"{location.root}: {len(changed)} sources changed {since} "
+        f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}). Resuming would mix "
+        "images made from two versions of them: restore them, or rerun with --restart to "
+        "start over")
 
 
 def record_plan(location: Location, plan: Plan) -> None:

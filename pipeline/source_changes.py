@@ -9,8 +9,7 @@ import json
 from tqdm import tqdm
 
 from pipeline.config import RunConfig
-from pipeline.errors import PlanMismatchError
-from pipeline.plan import Plan, read_plan, record_plan
+from pipeline.plan import Plan, read_plan, record_plan, sources_changed
 from pipeline.sources import printable
 from pipeline.worker import ShardOutcome, prepare_reference
 from shards.layout import shard_name, shard_paths
@@ -72,11 +71,7 @@ def check_modified_sources(location: Location, plan: Plan, config: RunConfig,
     previous = read_plan(location)
     changed = changed_pixels(location, plan, config, touched(previous, plan), set(done))
     if changed:
-        raise PlanMismatchError(
-            f"{location.root}: {len(changed)} sources changed since their shards were made "
-            f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}). Resuming would "
-            "mix images made from two versions of them: restore them, or rerun with "
-            "--restart to start over")
+        raise sources_changed(location, changed, "since their shards were made")
     if (previous.source_bytes, previous.source_mtimes) != (plan.source_bytes,
                                                            plan.source_mtimes):
         record_plan(location, plan)
