@@ -6,17 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from training import benchmarks, checkpoint, distributed
+from training import benchmarks, distributed
 from training.finetune import test_figures
 from training.image_data import split
-from training.model import ModelConfig, backbone_input, build_model
+from training.model import ModelConfig, build_model
 from training.plots import scatter
 from training.precision import Precision
 from training.results_files import figures_line, write_json
 from training.shard_data import CLASS_TARGETS, GRID_TARGETS
+from training.trained import TrainedRun
 from training.transforms import EVAL_CROPS, Augment
 
 
@@ -41,26 +41,15 @@ class EvaluateConfig:
     ensemble: str | None = None  # shards: Q under this ensemble, not the stored one
 
 
-def saved_augment(saved: dict, backbone: str, crop: int | None) -> Augment:
-    """The input the checkpoint was trained on: its crop (unless `crop`) and normalisation
-    (checkpoints older than the per-backbone normalisation were trained on ImageNet's)."""
-    trained = saved.get("augment", {})
-    expected = backbone_input(backbone)
-    crop = crop or trained.get("crop") or expected.size
-    expected.check_crop(backbone, crop)
-    return Augment(crop=crop, mean=tuple(trained.get("mean", IMAGENET_DEFAULT_MEAN)),
-                   std=tuple(trained.get("std", IMAGENET_DEFAULT_STD)))
-
-
 SPLIT_DEFAULTS = {"split_by": "reference", "seed": 0, "repeat": 0}
 
 
-def _own(trained: dict, config: EvaluateConfig) -> bool:
+def _own(trained: TrainedRun, config: EvaluateConfig) -> bool:
     """Whether the checkpoint was fine-tuned on the dataset evaluated (its split recorded)."""
-    return trained.get("dataset") == config.dataset and "repeat" in trained
+    return trained.fine_tuned and trained.dataset == config.dataset
 
 
-def test_split(trained: dict, config: EvaluateConfig) -> dict:
+def test_split(trained: TrainedRun, config: EvaluateConfig) -> dict:
     """{split_by, seed, repeat} of the test part. A checkpoint fine-tuned on this dataset is
     tested on its own split's test part: another split's holds images it trained on, so a
     choice that differs from the recorded one is refused (as are other --refs)."""
@@ -68,12 +57,12 @@ def test_split(trained: dict, config: EvaluateConfig) -> dict:
     if not _own(trained, config):
         return {name: SPLIT_DEFAULTS[name] if value is None else value
                 for name, value in chosen.items()}
-    recorded = {name: trained.get(name, SPLIT_DEFAULTS[name]) for name in SPLIT_DEFAULTS}
+    recorded = {name: getattr(trained, name) for name in SPLIT_DEFAULTS}
     differ = [f"--{name.replace('_', '-')} {value} (it was {recorded[name]})"
               for name, value in chosen.items() if value is not None and value != recorded[name]]
-    if sorted(trained.get("refs") or ()) != sorted(config.refs):
+    if sorted(trained.refs) != sorted(config.refs):
         differ.append(f"--refs {','.join(config.refs) or '(all)'} (it was "
-                      f"{','.join(trained.get('refs') or ()) or '(all)'})")
+                      f"{','.join(trained.refs) or '(all)'})")
     if differ:
         raise ValueError(f"{config.checkpoint} was fine-tuned on split {recorded['repeat']} of "
                          f"{config.dataset} (seed {recorded['seed']}, by "
@@ -90,35 +79,31 @@ class QualityModel:
     model: nn.Module
     precision: Precision
     augment: Augment      # the input it was trained on (crop, normalisation)
-    trained: dict         # the checkpoint's training settings
+    trained: TrainedRun   # the run that made the checkpoint
 
 
 def quality_model(path: str, crop: int | None, device: torch.device) -> QualityModel:
     """The quality model (or a multi-head model's quality head) of the checkpoint at `path`,
     at `crop` (default its training crop); a ValueError naming why where the checkpoint has
     none (label-free, or classes only)."""
-    saved = checkpoint.trained(Path(path))
-    backbone = saved["config"]["model"]["backbone"]
-    objective = saved["config"].get("objective")
-    if objective:  # recorded only for the label-free objectives
-        raise ValueError(f"{path} was pretrained {objective['name']} (label-free): its "
+    trained = TrainedRun.read(path)
+    if trained.objective:  # recorded only for the label-free objectives
+        raise ValueError(f"{path} was pretrained {trained.objective} (label-free): its "
                          "quality head never learnt; fine-tune it (train finetune "
                          "--pretrained-file) or probe its features (train probe)")
-    names = saved["config"].get("target", "quality").split(",")
+    names = trained.targets
     # one head: any regression target; several: the quality head is read
     usable = ("quality" in names if len(names) > 1
               else names[0] not in (*CLASS_TARGETS, *GRID_TARGETS))
     if not usable:
-        raise ValueError(f"{path} learnt {saved['config']['target']}; a quality model (or "
-                         "head) is needed here")
-    trained = saved["config"].get("model", {})
-    model_config = ModelConfig(backbone, init="random", pretrained_file=path,
-                               precision=trained.get("precision", "auto"))
+        raise ValueError(f"{path} learnt {','.join(names)}; a quality model (or head) is "
+                         "needed here")
+    model_config = ModelConfig(trained.backbone, init="random", pretrained_file=path,
+                               precision=trained.precision)
     model = build_model(model_config).model
     precision = Precision.resolve(model_config.precision, device)
     precision.prepare(model.to(device))
-    return QualityModel(model, precision, saved_augment(saved["config"], backbone, crop),
-                        saved["config"])
+    return QualityModel(model, precision, trained.augment(crop), trained)
 
 
 def evaluate(config: EvaluateConfig) -> dict:
@@ -127,7 +112,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         scorer = quality_model(config.checkpoint, config.crop, context.device)
         augment = scorer.augment
         if config.subset == "test" and not config.refs and _own(scorer.trained, config):
-            config = replace(config, refs=tuple(scorer.trained.get("refs") or ()))
+            config = replace(config, refs=scorer.trained.refs)
         images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
         benchmarks.check_crop(images, augment.crop)
         parts = test_split(scorer.trained, config) if config.subset == "test" else None
@@ -146,7 +131,7 @@ def evaluate(config: EvaluateConfig) -> dict:
                   "root": config.root, "subset": config.subset, "split": parts,
                   "figures": figures,
                   "ensemble": config.ensemble,
-                  "trained_on": scorer.trained.get("dataset")}  # for `train compare`
+                  "trained_on": scorer.trained.dataset}  # for `train compare`
         write_json(out / "evaluation.json", result)
         np.savez(out / "predictions.npz", predicted=predicted, opinion=opinion)
         scatter(predicted, opinion, figures, f"{config.dataset} ({config.subset})",

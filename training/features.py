@@ -15,10 +15,9 @@ from torch import nn
 from tqdm import tqdm
 
 from labelers.weights import file_sha256
-from training import checkpoint, distributed
+from training import distributed
 from training.benchmarks import LabelledImage
 from training.distributed import Context
-from training.evaluate import saved_augment
 from training.finetune import eval_loader
 from training.model import (
     ModelConfig,
@@ -29,6 +28,7 @@ from training.model import (
     fit_layout,
 )
 from training.precision import Precision
+from training.trained import TrainedRun
 from training.transforms import Augment
 
 BASELINE_INITS = ("random", "imagenet")
@@ -77,17 +77,17 @@ def _check_all_loaded(model: nn.Module, path: str, backbone: str) -> None:
 
 
 def _from_checkpoint(config: EncoderConfig, device: torch.device) -> Encoder:
-    saved = checkpoint.trained(Path(config.checkpoint))
-    backbone = saved["config"]["model"]["backbone"]
+    trained = TrainedRun.read(config.checkpoint)
+    backbone = trained.backbone
     if config.backbone is not None and config.backbone != backbone:
         raise ValueError(f"{config.checkpoint} holds a {backbone} backbone, not "
                          f"--backbone {config.backbone}")
     built = build_model(ModelConfig(backbone, init="random",
                                     pretrained_file=config.checkpoint), outputs=0)
     _check_all_loaded(built.model, config.checkpoint, backbone)
-    precision = Precision.resolve(saved["config"]["model"].get("precision") or "auto", device)
+    precision = Precision.resolve(trained.precision, device)
     return Encoder(_frozen(built.model, precision, device), backbone, built.start,
-                   saved_augment(saved["config"], backbone, config.crop), precision,
+                   trained.augment(config.crop), precision,
                    file_sha256(Path(config.checkpoint)), tuple(built.notices))
 
 

@@ -125,5 +125,5 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
                    "checkpoint": str(out / "best.pt"), "start": built.start}
         write_json(out / "summary.json", summary)
         print(f"best validation loss {figure_text(-summary['best_score'])} at epoch "
-              f"{summary['best_epoch'] + 1}; weights in {out / 'best.pt'}")
+              f"{summary['best_epoch']}; weights in {out / 'best.pt'}")
     return summary

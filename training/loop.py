@@ -366,7 +366,7 @@ def _log(writer, record: dict) -> None:
         return
     for name, value in record.items():
         if name != "epoch" and isinstance(value, int | float) and np.isfinite(value):
-            writer.add_scalar(name.replace("_", "/", 1), value, record["epoch"])
+            writer.add_scalar(name.replace("_", "/", 1), value, counted(record)["epoch"])
     writer.flush()
 
 
@@ -375,7 +375,7 @@ def _describe(record: dict, epochs: int, improved: bool) -> str:
                         f"{record[name]:.4f}" for name in record
                         if name.startswith("val_")
                         and name.endswith(("srocc", "plcc", "accuracy", "_map", "_loss")))
-    return (f"epoch {record['epoch'] + 1}/{epochs}  loss {record['train_loss']:.4f}  "
+    return (f"epoch {counted(record)['epoch']}/{epochs}  loss {record['train_loss']:.4f}  "
             f"{figures}  lr {record['lr']:.2e}  {record['seconds']:.1f} s"
             + ("  (best)" if improved else ""))
 
@@ -435,5 +435,11 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
             break
     if writer is not None:
         writer.close()
-    return {"epochs_run": len(history), "best_epoch": stopping.best_epoch,
-            "best_score": stopping.best, "history": history}
+    return {"epochs_run": len(history), "best_epoch": stopping.best_epoch + 1,
+            "best_score": stopping.best, "history": [counted(record) for record in history]}
+
+
+def counted(record: dict) -> dict:
+    """An epoch's record as summaries, TensorBoard and the console show it: epochs count
+    from 1 (checkpoints keep the 0-based index the loop runs on)."""
+    return {**record, "epoch": record["epoch"] + 1}

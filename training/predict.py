@@ -22,6 +22,7 @@ from training.finetune import rank_share_loader
 from training.loop import predict
 from training.plots import extremes
 from training.results_files import write_json
+from training.trained import TrainedRun
 from training.transforms import EVAL_CROPS, Augment, eval_views
 
 SCORES_FILE = "predictions.csv"
@@ -128,17 +129,6 @@ def _write_scores(path: Path, files: list[Path], scores: dict[str, float],
             writer.writerow([file, "" if score is None else repr(score), failed.get(file, "")])
 
 
-def score_meaning(trained: dict) -> str:
-    """What the model's scores stand for, from its training settings."""
-    if "repeat" in trained:  # fine-tuned on a human-rated dataset
-        return (f"{trained.get('dataset')}'s opinion scores, rescaled to [0, 1] (higher is "
-                "better)")
-    names = trained.get("target", "quality").split(",")
-    if "quality" in names:
-        return f"the ensemble label Q of {trained.get('dataset')} (0 to 1, higher is better)"
-    return f"the raw {names[0]} scores of {trained.get('dataset')}"
-
-
 def predict_images(config: PredictConfig) -> dict:
     context = distributed.start(config.device)
     try:
@@ -163,14 +153,14 @@ def predict_images(config: PredictConfig) -> dict:
         distributed.stop(context)
 
 
-def _report(config: PredictConfig, trained: dict, files: list[Path], scores: dict[str, float],
+def _report(config: PredictConfig, trained: TrainedRun, files: list[Path], scores: dict[str, float],
             failed: dict[str, str]) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     _write_scores(out / SCORES_FILE, files, scores, failed)
     values = np.array(list(scores.values()))
     summary = {"checkpoint": config.checkpoint, "inputs": list(config.inputs),
-               "meaning": score_meaning(trained), "crops": config.eval_crops,
+               "meaning": trained.score_meaning(), "crops": config.eval_crops,
                "images": len(files), "scored": len(scores), "failed": len(failed),
                "mean": float(values.mean()) if len(values) else None,
                "min": float(values.min()) if len(values) else None,

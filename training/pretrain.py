@@ -256,5 +256,5 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
                    "heads": [asdict(head) for head in heads], "objective": "regression"}
         write_json(out / "summary.json", summary)
         print(f"best validation score {figure_text(summary['best_score'])} at epoch "
-              f"{summary['best_epoch'] + 1}; weights in {out / 'best.pt'}")
+              f"{summary['best_epoch']}; weights in {out / 'best.pt'}")
     return summary

@@ -126,14 +126,34 @@ def test_nasnetalarge_pretrains_and_evaluates_with_its_own_normalisation(tiny_da
 
 
 def test_evaluate_takes_the_checkpoints_input_and_falls_back_to_imagenet():
-    from training.evaluate import saved_augment
+    from training.trained import TrainedRun
 
-    nasnet = saved_augment({"augment": {"crop": 96, "mean": [0.5] * 3, "std": [0.5] * 3}},
-                           "nasnetalarge", None)
+    def run(config: dict) -> TrainedRun:
+        return TrainedRun.of({"model": {"backbone": config.pop("backbone")}, **config})
+
+    nasnet = run({"backbone": "nasnetalarge",
+                  "augment": {"crop": 96, "mean": [0.5] * 3, "std": [0.5] * 3}}).augment()
     assert (nasnet.crop, nasnet.mean) == (96, (0.5, 0.5, 0.5))
-    older = saved_augment({"augment": {"crop": 64}}, "resnet50", None)
+    older = run({"backbone": "resnet50", "augment": {"crop": 64}}).augment()
     assert older.mean == IMAGENET_DEFAULT_MEAN and older.std == IMAGENET_DEFAULT_STD
-    assert saved_augment({}, "nasnetalarge", None).crop == 331
+    assert run({"backbone": "nasnetalarge"}).augment().crop == 331  # timm's input size
+    assert run({"backbone": "nasnetalarge"}).augment(crop=128).crop == 128
+
+
+def test_a_checkpoint_says_what_its_scores_mean():
+    from training.trained import TrainedRun
+
+    fine_tuned = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "koniq10k",
+                                "repeat": 2, "seed": 5, "split_by": "image", "refs": ["a"]})
+    assert fine_tuned.fine_tuned and (fine_tuned.repeat, fine_tuned.seed) == (2, 5)
+    assert fine_tuned.score_meaning().startswith("koniq10k's opinion scores")
+    pretrained = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "out/run",
+                                "target": "vif"})
+    assert not pretrained.fine_tuned and pretrained.refs == ()
+    assert pretrained.score_meaning() == "the raw vif scores of out/run"
+    label_free = TrainedRun.of({"model": {"backbone": "resnet18"},
+                                "objective": {"name": "contrastive"}})
+    assert label_free.objective == "contrastive" and label_free.targets == ("quality",)
 
 
 def test_a_checkpoint_file_that_cannot_be_read_is_named_not_a_traceback(tmp_path, capsys):

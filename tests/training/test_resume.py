@@ -148,7 +148,11 @@ def test_resuming_a_run_that_stopped_early_trains_no_epoch_unless_patience_grows
     def validate(model) -> dict:
         return {"score": next(scores)}
 
-    assert fit(run(1), lambda epoch: batches, 2, validate)["epochs_run"] == 2
+    first = fit(run(1), lambda epoch: batches, 2, validate)
+    assert first["epochs_run"] == 2
+    # the summary counts epochs from 1, as the console does: the first epoch was the best
+    assert first["best_epoch"] == 1 and [r["epoch"] for r in first["history"]] == [1, 2]
+    assert "epoch 1/4" in capsys.readouterr().out
     stopped = checkpoint.load(tmp_path / checkpoint.LAST)
     summary = fit(run(1), lambda epoch: batches, 2, validate, resume=True)  # a requeue
     assert summary["epochs_run"] == 2 and "nothing to train" in capsys.readouterr().out

@@ -1,0 +1,71 @@
+"""What a checkpoint of `iqa-factory train` says of the run that made it, typed: the settings
+evaluate, predict and the probe's features read back. Checkpoints of earlier versions lack
+some of them; the defaults are what those runs did."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from training import checkpoint
+from training.model import backbone_input
+from training.transforms import Augment
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    backbone: str
+    precision: str = "auto"                  # the model's --precision
+    targets: tuple[str, ...] = ("quality",)  # what its heads learnt
+    objective: str | None = None             # a label-free objective's name (None: labels)
+    dataset: str | None = None               # what it was trained on
+    crop: int | None = None                  # its training crop
+    # the normalisation it saw (runs older than the per-backbone normalisation saw ImageNet's)
+    mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
+    std: tuple[float, ...] = IMAGENET_DEFAULT_STD
+    # where it was fine-tuned on a human-rated dataset: which seeded split it trained on
+    repeat: int | None = None
+    split_by: str = "reference"
+    seed: int = 0
+    refs: tuple[str, ...] = ()
+
+    @classmethod
+    def read(cls, path: str | Path) -> "TrainedRun":
+        """The run of the checkpoint at `path` (checkpoint.trained's errors where it is not
+        one of `iqa-factory train`)."""
+        return cls.of(checkpoint.trained(Path(path))["config"])
+
+    @classmethod
+    def of(cls, config: dict) -> "TrainedRun":
+        """From a checkpoint's saved config (the run config's to_json)."""
+        model, augment = config["model"], config.get("augment") or {}
+        objective = config.get("objective")
+        return cls(backbone=model["backbone"], precision=model.get("precision") or "auto",
+                   targets=tuple(config.get("target", "quality").split(",")),
+                   objective=objective["name"] if objective else None,
+                   dataset=config.get("dataset"), crop=augment.get("crop"),
+                   mean=tuple(augment.get("mean", IMAGENET_DEFAULT_MEAN)),
+                   std=tuple(augment.get("std", IMAGENET_DEFAULT_STD)),
+                   repeat=config.get("repeat"),
+                   split_by=config.get("split_by", cls.split_by),
+                   seed=config.get("seed", cls.seed), refs=tuple(config.get("refs") or ()))
+
+    @property
+    def fine_tuned(self) -> bool:
+        """Whether it learnt a human-rated dataset's scores (a split of it recorded)."""
+        return self.repeat is not None
+
+    def augment(self, crop: int | None = None) -> Augment:
+        """The input it was trained on: its crop (unless `crop`; else its backbone's own) and
+        its normalisation."""
+        crop = crop or self.crop or backbone_input(self.backbone).size
+        backbone_input(self.backbone).check_crop(self.backbone, crop)
+        return Augment(crop=crop, mean=self.mean, std=self.std)
+
+    def score_meaning(self) -> str:
+        """What a quality model's scores stand for."""
+        if self.fine_tuned:
+            return f"{self.dataset}'s opinion scores, rescaled to [0, 1] (higher is better)"
+        if "quality" in self.targets:
+            return f"the ensemble label Q of {self.dataset} (0 to 1, higher is better)"
+        return f"the raw {self.targets[0]} scores of {self.dataset}"
