@@ -152,7 +152,7 @@ def _optim(args) -> OptimConfig:
 
     def given(name: str):
         value = getattr(args, name, None)
-        return chosen[name] if value is None else value
+        return getattr(chosen, name) if value is None else value
     return OptimConfig(given("lr"), args.halve_every, args.epochs, args.batch_size,
                        args.patience, args.loss, args.soft_rank_temperature,
                        args.checkpoint_every, given("optimizer"), given("schedule"),

@@ -59,8 +59,8 @@ def share(batch: dict, context: Context) -> dict:
 def steps(name: str, context: Context, batches: list[dict], out: Path) -> dict:
     objective = build(name, context)
     defaults = OPTIM_DEFAULTS[name]
-    optim = OptimConfig(defaults["lr"], 10, 1, GLOBAL_BATCH, optimizer=defaults["optimizer"],
-                        schedule=defaults["schedule"], weight_decay=defaults["weight_decay"])
+    optim = OptimConfig(defaults.lr, 10, 1, GLOBAL_BATCH, optimizer=defaults.optimizer,
+                        schedule=defaults.schedule, weight_decay=defaults.weight_decay)
     network = (DistributedDataParallel(objective.model) if context.distributed
                else objective.model)
     optimizer, _ = optimiser(objective.model, optim)

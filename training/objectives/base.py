@@ -14,15 +14,21 @@ OBJECTIVES = ("regression", "contrastive", "reconstruction", "restoration")
 # each objective's optimiser where the command line names none: the reference setup's Adam
 # with halving for regression; MoCo-v2's SGD (lr 0.03 for a batch of 256, weight decay 1e-4)
 # with a cosine schedule for contrastive; Adam at 1e-3 for the encoder-decoders
+@dataclass(frozen=True)
+class OptimDefaults:
+    """An objective's optimiser where the command line names none."""
+
+    lr: float
+    optimizer: str = "adam"
+    schedule: str = "halving"
+    weight_decay: float = 0.0
+
+
 OPTIM_DEFAULTS = {
-    "regression": {"optimizer": "adam", "schedule": "halving", "weight_decay": 0.0,
-                   "lr": PRETRAIN.lr},
-    "contrastive": {"optimizer": "sgd", "schedule": "cosine", "weight_decay": 1e-4,
-                    "lr": 0.03},
-    "reconstruction": {"optimizer": "adam", "schedule": "halving", "weight_decay": 0.0,
-                       "lr": 1e-3},
-    "restoration": {"optimizer": "adam", "schedule": "halving", "weight_decay": 0.0,
-                    "lr": 1e-3},
+    "regression": OptimDefaults(PRETRAIN.lr),
+    "contrastive": OptimDefaults(0.03, "sgd", "cosine", 1e-4),
+    "reconstruction": OptimDefaults(1e-3),
+    "restoration": OptimDefaults(1e-3),
 }
 
 
