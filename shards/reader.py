@@ -92,9 +92,8 @@ def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
         missing = [kind for kind in ("tar", "parquet") if names[kind] not in sizes]
         if missing:
             damaged[index] = f"{' and '.join(missing)} missing"
-        elif sizes[names["tar"]] != stats.get("tar_bytes"):
-            damaged[index] = (f"tar is {sizes[names['tar']]} bytes, its stats say "
-                              f"{stats.get('tar_bytes')}")
+        elif problem := tar_size_problem(sizes[names["tar"]], stats):
+            damaged[index] = problem
         else:
             complete.append(index)
     return complete, damaged
@@ -138,6 +137,14 @@ def shard_stats(location: Location, index: int) -> dict:
     return stats
 
 
+def tar_size_problem(size: int | None, stats: dict) -> str | None:
+    """What is wrong with a shard's tar of `size` bytes by its stats (None: the size they
+    record)."""
+    if size == stats.get("tar_bytes"):
+        return None
+    return f"tar is {size} bytes, its stats say {stats.get('tar_bytes')}"
+
+
 def tar_sha256(location: Location, path: str) -> str:
     with location.fs.open_input_stream(path, compression=None) as stream:
         return HashingStream(stream).hexdigest_to_end()
@@ -166,9 +173,8 @@ def shard_problems(location: Location, index: int, digest: str | None, store: st
                         f"run's {digest[:12]}")
     if stats.get("samples") != rows:
         problems.append(f"stats say {stats.get('samples')} samples, parquet has {rows}")
-    size = location.fs.get_file_info(paths["tar"]).size
-    if stats.get("tar_bytes") != size:
-        problems.append(f"tar is {size} bytes, stats say {stats.get('tar_bytes')}")
+    if problem := tar_size_problem(location.fs.get_file_info(paths["tar"]).size, stats):
+        problems.append(problem)
     elif verify_hash and tar_sha256(location, paths["tar"]) != stats.get("tar_sha256"):
         problems.append(TAR_CHANGED)
     return problems
