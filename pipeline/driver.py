@@ -6,7 +6,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +52,7 @@ from shards.reader import shard_problems, shard_stats, shards_with_stats
 from shards.storage import Location
 
 DASHBOARD_PORT = 8265
+DASHBOARD_ATTEMPTS = 3  # starts of a local Ray whose dashboard port was taken meanwhile
 PROGRESS_SECONDS = 2.0
 STOP_SECONDS = 30.0  # for the shard tasks of a run that ends early to stop
 ACTOR_START_SECONDS = 600  # loading ten metrics (VGG16 included) takes seconds, not minutes
@@ -121,10 +122,31 @@ def _start_ray() -> None:
         _check_cluster_answers(os.environ["RAY_ADDRESS"])
         context = ray.init()
     else:
-        context = ray.init(include_dashboard=True, dashboard_host="127.0.0.1",
-                           dashboard_port=dashboard_port(), log_to_driver=False)
+        context = _start_local_ray()
     if context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}" + _token_hint(), flush=True)
+
+
+def _start_local_ray(ports: Callable[[], int] | None = None):
+    """ray.init of a local instance with its dashboard on `ports()` (dashboard_port): where
+    something binds that port between the probe and Ray's own check (Ray then refuses with
+    ValueError 'already occupied'), Ray stops and starts again on another, a few times."""
+    ports = ports or dashboard_port
+
+    def start(port: int):
+        return ray.init(include_dashboard=True, dashboard_host="127.0.0.1",
+                        dashboard_port=port, log_to_driver=False)
+    for _ in range(DASHBOARD_ATTEMPTS - 1):
+        port = ports()
+        try:
+            return start(port)
+        except ValueError as error:
+            if "already occupied" not in str(error):
+                raise
+            ray.shutdown()
+            print(f"note: dashboard port {port} was taken as Ray started; trying another",
+                  flush=True)
+    return start(ports())
 
 
 def dashboard_port(preferred: int = DASHBOARD_PORT) -> int:

@@ -229,6 +229,28 @@ def test_the_local_dashboard_address_and_the_token_hint_are_printed_at_start(mon
         assert "(it asks for Ray's token: `ray get-auth-token` prints it)" in printed
 
 
+@pytest.mark.ray
+def test_a_dashboard_port_taken_after_the_probe_moves_the_dashboard(capsys):
+    """The race between dashboard_port's probe and Ray's own check: another process binds
+    the probed port first. Ray refuses it (ValueError 'already occupied'); the start is tried
+    again on another port, and that one serves the dashboard."""
+    import ray
+
+    from pipeline.driver import _start_local_ray, dashboard_port
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        ports = iter([taken, dashboard_port(taken)])
+        context = _start_local_ray(lambda: next(ports))
+        try:
+            assert f"dashboard port {taken} was taken" in capsys.readouterr().out
+            assert context.dashboard_url and not context.dashboard_url.endswith(f":{taken}")
+        finally:
+            ray.shutdown()
+
+
 def test_an_output_that_is_a_file_is_refused_before_anything(tmp_path, capsys):
     taken = tmp_path / "notes.txt"
     taken.write_text("mine")
