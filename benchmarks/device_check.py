@@ -11,10 +11,10 @@ Sections (each writes its JSON as soon as it ends, so a run cut short keeps what
   same recipe replayed on the device and on the CPU (largest pixel difference);
 - training: the training loop's own epoch function (bf16 autocast + channels_last on CUDA) for
   resnet50 at 224 and nasnetalarge at 331: images/s and peak memory;
-- pipeline: the Ray-free shard worker in a process pool (one process per CPU but one), its
-  labels and learned-denoiser network passes served by one process holding the Labeler and
-  the denoiser on the device, two calls at once as the GPU actor serves them: labelled
-  images/s end to end, and the seconds spent in those calls;
+- pipeline (device_pool.py): the Ray-free shard worker in a process pool (one process per
+  CPU but one), its labels and learned-denoiser network passes served by one process holding
+  the Labeler and the denoiser on the device, two calls at once as the GPU actor serves them:
+  labelled images/s end to end, and the seconds spent in those calls;
 - loader: the training shard loader on the pipeline's shards, one worker per CPU but one;
 - ddp: a pretraining run launched by torchrun on the pipeline's shards (NCCL on CUDA); two
   ranks where two GPUs are visible, one rank otherwise (and it says so);
@@ -30,20 +30,14 @@ working between device sessions. Writes device-check.json and device-check.md to
 import argparse
 import contextlib
 import json
-import multiprocessing
 import os
 import platform
-import queue
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from multiprocessing import shared_memory
 from pathlib import Path
 
 import cv2
@@ -51,65 +45,22 @@ import numpy as np
 import torch
 from bench_labelers import environment_variable, random_backbones_if_absent, workload
 from bench_train import loader as shard_loader
-from report_files import write_report
-from synthetic import synthetic_sources
+from device_plan import DATASET_SECTIONS, FULL, SECTIONS, TINY, Sizes
+from device_pool import pipeline_speed
+from device_report import markdown, merge_runs
 
 import distortions
 import labelers
 from distortions import denoiser
-from labelers import weights
-from labelers.ensemble import Ensemble
-from labelers.ensemble import load as load_ensemble
-from pipeline.config import RunConfig
-from pipeline.plan import Plan, label_identity, persist_or_check
-from pipeline.report import merge, write_run_files
-from pipeline.scheduling import GPU_ACTOR_CONCURRENCY
-from pipeline.sizing import TargetSize
-from pipeline.sources import list_sources
-from pipeline.worker import produce_shard
-from shards.storage import Location
 from training.distributed import Context
 from training.loop import Run, _loss_function, train_epoch
 from training.model import ModelConfig, build_model
 from training.optim import OptimConfig, optimiser
 from training.precision import Precision
 
-SECTIONS = ("environment", "labelers", "training", "denoiser", "pipeline", "loader",
-            "agreement", "ddp", "objectives")
 LABEL_FREE = ("contrastive", "reconstruction", "restoration")
-DATASET_SECTIONS = ("loader", "ddp", "objectives")  # those that read the pipeline's shards
 AGREEMENT_TOLERANCE = 1e-4   # |device - cpu| <= atol + rtol |cpu|, both 1e-4 (tests too)
 LEARNED = tuple(d.id for d in distortions.all() if d.learned)
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How much each section does: the full device run, or the tiny CPU check."""
-
-    image: TargetSize
-    versions: int           # distorted versions per labeler measurement
-    agreement_photos: tuple[str, ...]
-    agreement_versions: int
-    denoise_images: int
-    train: tuple[tuple[str, int, int, int], ...]   # (backbone, crop, batch, steps)
-    pipeline_refs: int
-    pipeline_shard_refs: int
-    pipeline_distortions: tuple[int, ...]
-    pipeline_levels: tuple[int, ...]
-    pipeline_metrics: tuple[str, ...]
-    ddp_backbone: str
-    ddp_crop: int
-    objective_batch: int    # groups per step of the objectives' runs (4 steps each)
-    objective_crop: int     # their crop: contrastive's two overlapping views fit at x1/2
-
-
-FULL = Sizes(TargetSize(512, 384), 64, ("astronaut", "coffee"), 6, 16,
-             (("resnet50", 224, 256, 12), ("nasnetalarge", 331, 64, 6)),
-             45, 1, tuple(d.id for d in distortions.all()), distortions.LEVELS,
-             labelers.METRICS, "resnet50", 224, 32, 128)
-TINY = Sizes(TargetSize(192, 176), 3, ("astronaut",), 2, 2,
-             (("resnet18", 64, 4, 2),), 2, 1, (1, 8, 13), (1, 3), ("mae", "gmsd"),
-             "resnet18", 64, 2, 48)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -319,195 +270,6 @@ def training_speed(device: torch.device, sizes: Sizes) -> dict:
     return {"runs": rows}
 
 
-# ---------------------------------------------------------------- pipeline
-
-def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ensemble: dict,
-                  requests, answers) -> None:
-    """A pool process: produce its shards; labels and learned types come from the server. It
-    sees no GPU, as a Ray shard task (num_gpus=0) does not."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    torch.set_num_threads(1)
-    plan_, config_ = Plan.from_json(plan), RunConfig.from_json(config)
-    ensemble_, location = Ensemble.from_json(ensemble), Location.parse(config_.out)
-
-    def ask(kind: str, *payload):
-        requests.put((kind, worker, *payload))
-        return answers.get()
-
-    def score(ref: np.ndarray, versions: np.ndarray, _) -> dict:
-        with _shared(versions) as handle:
-            return ask("score", ref, handle)
-
-    samples, stages, cpu_start = 0, Counter(), time.process_time()  # after the imports
-    for index in shards:
-        outcome = produce_shard(index, plan_, config_, score, ensemble_, location, None,
-                                lambda inputs: ask("learned", inputs))
-        samples += outcome.samples
-        stages.update(outcome.seconds)
-    requests.put(("done", worker, samples, dict(stages), time.process_time() - cpu_start))
-
-
-@contextlib.contextmanager
-def _shared(array: np.ndarray) -> Iterator[tuple[str, tuple[int, ...], str]]:
-    """`array` copied into shared memory, for the serving process to read in place (as a Ray
-    actor reads a call's pixels from the object store, never unpickled), until answered."""
-    block = shared_memory.SharedMemory(create=True, size=max(1, array.nbytes))
-    try:
-        np.ndarray(array.shape, array.dtype, buffer=block.buf)[...] = array
-        yield block.name, array.shape, array.dtype.str
-    finally:
-        block.close()
-        block.unlink()
-
-
-def _score_shared(labeler: labelers.Labeler, ref: np.ndarray,
-                  handle: tuple[str, tuple[int, ...], str]) -> dict:
-    """The Labeler's scores of versions a pool process shared (`_shared`), read in place."""
-    name, shape, dtype = handle
-    block = shared_memory.SharedMemory(name=name)  # (the pool shares this process's resource
-    try:                                           # tracker: its creator's unlink forgets it)
-        return dict(labeler.score(ref, np.ndarray(shape, np.dtype(dtype), buffer=block.buf)))
-    finally:
-        with contextlib.suppress(BufferError):  # a view still held: freed with it
-            block.close()
-
-
-def _prefetch(requests, ready: queue.Queue, workers: list) -> None:
-    """A thread: take requests off the pool's queue ahead of the device (a version's pixels
-    come as shared memory), at most two waiting, as a threaded Ray actor receives its next
-    call."""
-    while True:
-        try:
-            ready.put(requests.get(timeout=5))
-        except queue.Empty:
-            if all(w.exitcode is not None for w in workers):
-                ready.put(("dead", -1, [w.exitcode for w in workers]))
-                return
-
-
-def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
-           concurrency: int = GPU_ACTOR_CONCURRENCY) -> dict:
-    """Answer the pool's requests until every worker is done, `concurrency` at once (threads
-    sharing the Labeler, each pass sized to its share of the memory budget), as the GPU actor
-    serves its calls; the seconds spent in calls of each kind, summed over the threads."""
-    labeler.memory_budget //= concurrency
-    ready: queue.Queue = queue.Queue(maxsize=concurrency)
-    threading.Thread(target=_prefetch, args=(requests, ready, workers), daemon=True).start()
-    lock = threading.Lock()
-    busy = {"score": 0.0, "learned": 0.0}
-    tally: dict = {"done": 0, "samples": 0, "first": None, "failed": None, "active": 0,
-                   "peak": 0, "stages": Counter(), "cpu": 0.0,
-                   "occupied": 0.0, "since": 0.0}  # seconds with a call in progress
-    stopping = threading.Event()
-
-    def answer() -> None:
-        while not stopping.is_set():
-            try:
-                kind, worker, *payload = ready.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            with lock:
-                tally["first"] = tally["first"] or time.perf_counter()
-                if kind == "done":
-                    tally["done"] += 1
-                    tally["samples"] += payload[0]
-                    tally["stages"].update(payload[1])
-                    tally["cpu"] += payload[2]
-                if kind == "dead" and tally["done"] < len(workers):
-                    tally["failed"] = f"the pool processes ended early (exit codes {payload[0]})"
-                if tally["done"] == len(workers) or tally["failed"]:
-                    stopping.set()
-            if kind in ("done", "dead"):
-                continue
-            start = time.perf_counter()
-            with lock:
-                tally["since"] = start if tally["active"] == 0 else tally["since"]
-                tally["active"] += 1
-                tally["peak"] = max(tally["peak"], tally["active"])
-            try:
-                if kind == "score":
-                    result = _score_shared(labeler, *payload)
-                else:
-                    result = distortions.run_learned(*payload)
-            except Exception:
-                tally["failed"] = traceback.format_exc()
-                stopping.set()
-                return
-            with lock:
-                now = time.perf_counter()
-                busy[kind] += now - start
-                tally["active"] -= 1
-                tally["occupied"] += now - tally["since"] if tally["active"] == 0 else 0.0
-            answers[worker].put(result)
-
-    servers = [threading.Thread(target=answer) for _ in range(concurrency)]
-    for server in servers:
-        server.start()
-    for server in servers:
-        server.join()
-    if tally["failed"]:
-        raise RuntimeError(tally["failed"])
-    return {"samples": tally["samples"], "concurrency": concurrency,
-            "pool_stage_seconds": {k: round(v, 1) for k, v in tally["stages"].items()},
-            "pool_cpu_seconds": round(tally["cpu"], 1),
-            "peak_concurrent": tally["peak"],
-            "busy_seconds": {k: round(v, 1) for k, v in busy.items()},
-            "occupied_seconds": round(tally["occupied"], 1),
-            "serving_seconds": round(time.perf_counter() - tally["first"], 1)}
-
-
-def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
-    work = Path(tempfile.mkdtemp(prefix="device-check-"))
-    sources = synthetic_sources(sizes.pipeline_refs, work / "sources", sizes.image.width,
-                                sizes.image.height)
-    config = RunConfig(sources=sources, out=str(work / "dataset"), size=sizes.image,
-                       shard_refs=sizes.pipeline_shard_refs,
-                       distortion_ids=sizes.pipeline_distortions, levels=sizes.pipeline_levels,
-                       metrics=sizes.pipeline_metrics, allow_missing_metrics=True)
-    ensemble = load_ensemble(None)
-    absent = tuple(weights.missing(config.metrics))
-    plan = Plan.make(list_sources(config.sources), config, label_identity(ensemble.hash, absent))
-    location = Location.parse(config.out)
-    persist_or_check(plan, location)
-    write_run_files(location, config, plan, ensemble, absent)
-    processes = max(1, min((os.cpu_count() or 2) - 1, plan.shard_count))
-    spawn = multiprocessing.get_context("spawn")
-    requests = spawn.Queue()
-    answers = [spawn.Queue() for _ in range(processes)]
-    denoiser.use_denoiser(device=str(device))
-    labeler = labelers.Labeler(config.metrics, device, allow_missing=True)
-    arguments = (plan.to_json(), config.to_json(), ensemble.to_json())
-    started = time.perf_counter()
-    workers = [spawn.Process(target=_shard_worker, args=(k, list(range(k, plan.shard_count,
-                                                                     processes)),
-                                                         *arguments, requests, answers[k]))
-               for k in range(processes)]
-    for worker in workers:
-        worker.start()
-    served = _serve(labeler, requests, answers, workers)
-    wall = time.perf_counter() - started
-    for worker in workers:
-        worker.join()
-    merge(location, plan)  # sources.parquet: the dataset is complete, training can read it
-    labelled = served["samples"] - len(plan.references)
-    return {"references": len(plan.references), "shards": plan.shard_count,
-            "processes": processes, "samples": served["samples"],
-            "labelled_images": labelled, "wall_seconds": round(wall, 1),
-            "labelled_images_per_s": round(labelled / wall, 1),
-            "labelling_process_busy": served["busy_seconds"],
-            # the seconds in which it served at least one call (its calls' union)
-            "labelling_process_occupied": served["occupied_seconds"],
-            # where the pool's time went (wall seconds summed over its processes; label and
-            # the learned types' wait on the labelling process) and its CPU time per image
-            "pool_stage_seconds": served["pool_stage_seconds"],
-            "pool_cpu_ms_per_image": round(1000 * served["pool_cpu_seconds"] / labelled, 1),
-            "labelling_concurrency": served["concurrency"],
-            "labelling_peak_concurrent": served["peak_concurrent"],
-            "from_first_request_seconds": served["serving_seconds"],
-            "metrics": list(labeler.keys), "absent": list(labeler.absent),
-            "dataset": config.out}
-
-
 # ---------------------------------------------------------------- loader
 
 def loader_speed(device: torch.device, sizes: Sizes, dataset: str | None) -> dict:
@@ -587,122 +349,6 @@ def objectives(device: torch.device, sizes: Sizes, dataset: str | None) -> dict:
         print(f"objective {name} {rows[name]}", flush=True)
     return {"backbone": sizes.ddp_backbone, "crop": sizes.objective_crop,
             "batch": sizes.objective_batch, "steps": steps, "runs": rows}
-
-
-# ---------------------------------------------------------------- report
-
-def markdown(results: dict) -> str:
-    env = results.get("environment", {})
-    lines = ["# Device check", "",
-             f"{env.get('date')}: {env.get('gpu', 'CPU')} (driver {env.get('driver', '-')}), "
-             f"torch {env.get('torch')}, CUDA {env.get('cuda')}, {env.get('cpus')} CPUs "
-             f"({env.get('physical_cores') or '?'} physical cores), "
-             f"Python {env.get('python')}.", ""]
-    speed = results.get("labelers", {})
-    if "metrics" in speed:
-        profiled = speed.get("profile", {}).get("per_metric", {})
-        lines += [f"## Labelers ({speed['size']}, {speed['versions']} versions of one "
-                  "reference)", "", "Images/s of each metric alone and of the Labeler with "
-                  "all ten; device ms: the profiler's device time of each metric inside one "
-                  "all-ten call (where the time goes).", "",
-                  "| metric | images/s | pass size | peak MB | device ms |",
-                  "|---|---:|---:|---:|---:|"]
-        for key, row in speed["metrics"].items():
-            lines.append(f"| {key} | {row['images_per_s']} | {row['pass_size'][key]} | "
-                         f"{row['peak_mb']} | {profiled.get(key, {}).get('device_ms', '')} |")
-        together = speed["all_ten"]
-        lines += [f"| **all ten** | **{together['images_per_s']}** | | "
-                  f"{together['peak_mb']} | |", ""]
-    agree = results.get("agreement", {})
-    if "metrics" in agree:
-        lines += ["## Device against CPU", "", f"Tolerance {agree['tolerance']}.", "",
-                  "| metric | max abs | max rel | within |", "|---|---:|---:|---|"]
-        lines += [f"| {k} | {r['max_abs']:.2e} | {r['max_rel']:.2e} | {r['within_tolerance']} |"
-                  for k, r in agree["metrics"].items()]
-        lines.append("")
-    noise = results.get("denoiser", {})
-    if "through_bank_images_per_s" in noise:
-        lines += ["## Denoiser (types 8-12)", "", "The network alone in batches of "
-                  f"{noise['batch']}: **{noise['network_batched_images_per_s']} images/s**. "
-                  "Through the bank one image at a time (noise, sigma estimate on the CPU, "
-                  "network) and the same recipe replayed on the CPU:", "",
-                  "| type | images/s | replay: most levels apart | pixels differing |",
-                  "|---|---:|---:|---:|"]
-        for name, rate in noise["through_bank_images_per_s"].items():
-            replay = noise["replay_device_vs_cpu"][name]
-            lines.append(f"| {name} | {rate} | {replay['max_levels']} | "
-                         f"{100 * replay['pixels_differing']:.1f}% |")
-        lines.append("")
-    train = results.get("training", {})
-    if "runs" in train:
-        lines += ["## Training step", "", "| backbone | crop | batch | precision | images/s | "
-                  "peak MB |", "|---|---:|---:|---|---:|---:|"]
-        lines += [f"| {r['backbone']} | {r['crop']} | {r['batch']} | {r['precision']} | "
-                  f"{r['images_per_s']} | {r['peak_mb']} |" for r in train["runs"]]
-        lines.append("")
-    pipe = results.get("pipeline", {})
-    if "labelled_images_per_s" in pipe:
-        lines += ["## Pipeline end to end", "",
-                  f"{pipe['references']} references, {pipe['labelled_images']} labelled images "
-                  f"in {pipe['wall_seconds']} s with {pipe['processes']} shard processes: "
-                  f"**{pipe['labelled_images_per_s']} labelled images/s**; the labelling "
-                  f"process served up to {pipe.get('labelling_concurrency', 1)} call(s) at "
-                  f"once ({pipe.get('labelling_peak_concurrent', '?')} at the most), "
-                  f"in calls for {pipe['labelling_process_busy']} s (summed)"
-                  + (f", {pipe['labelling_process_occupied']} s with a call in progress"
-                     if "labelling_process_occupied" in pipe else "")
-                  + (f"; {pipe['from_first_request_seconds']} s from its first request "
-                     f"({round(pipe['labelled_images'] / pipe['from_first_request_seconds'], 1)}"
-                     " images/s once the pool had started)"
-                     if pipe.get("from_first_request_seconds") else "") + "."
-                  + (f" The pool's processes spent {pipe['pool_cpu_ms_per_image']} CPU ms per "
-                     f"labelled image (wall seconds by stage, summed over them: "
-                     f"{pipe['pool_stage_seconds']}; label and the learned types' network wait "
-                     "on the labelling process)" if "pool_cpu_ms_per_image" in pipe else ""),
-                  ""]
-    feed = results.get("loader", {})
-    if "images_per_s" in feed:
-        lines += ["## Training loader", "", f"{feed['workers']} workers, batches of "
-                  f"{feed['batch']}, crop {feed['crop']}: **{feed['images_per_s']} images/s**.",
-                  ""]
-    ranks = results.get("ddp", {})
-    if "summary" in ranks:
-        lines += ["## Distributed pretraining", "", f"`torchrun` with {ranks['ranks']} "
-                  f"rank(s) over {ranks['backend']}: one epoch ran in {ranks['seconds']} s "
-                  f"(batches per rank {ranks['summary']['rank_batches']}). {ranks['note']}", ""]
-    runs = results.get("objectives", {}).get("runs", {})
-    if runs:
-        section = results["objectives"]
-        lines += ["## Label-free objectives", "",
-                  f"`train pretrain --objective ...`, {section['backbone']} at "
-                  f"{section['crop']} px, {section['steps']} steps of {section['batch']} groups, "
-                  "one process:", "", "| objective | epoch s | images/s | train loss |",
-                  "|---|---|---|---|"]
-        lines += [f"| {name} | {r['epoch_seconds']} | {r['images_per_s']} | "
-                  f"{r['train_loss']:.4g} |" for name, r in runs.items()]
-        lines.append("")
-    for name in SECTIONS:
-        if "error" in results.get(name, {}):
-            lines += [f"**{name} failed**: {results[name]['error']}", ""]
-    return "\n".join(lines)
-
-
-def merge_runs(files: list[Path], out: Path) -> None:
-    """docs/bench-gpu.{json,md}: each section from the last of `files` (device-check.json of
-    successive runs, oldest first) that measured it, with the run it came from."""
-    merged: dict = {"sources": {}}
-    for path in files:
-        run = json.loads(path.read_text())
-        for name in SECTIONS:
-            if name in run and "error" not in run[name]:
-                merged[name] = run[name]
-                merged["sources"][name] = f"{path.parent.name} ({run['environment']['date']})"
-        merged["backbones"] = run.get("backbones")
-    origin = ", ".join(f"{name}: {source}" for name, source in merged["sources"].items())
-    write_report(out, "bench-gpu", merged, markdown(merged).replace(
-        "# Device check", "# GPU benchmark (`benchmarks/device_check.sh`)", 1)
-        + f"\nEach section from the latest run that measured it: {origin}. LPIPS/DISTS "
-        f"backbones: {merged['backbones']}.\n")
 
 
 @contextlib.contextmanager

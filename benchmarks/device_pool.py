@@ -1,0 +1,224 @@
+"""The device check's pipeline section: the Ray-free shard worker in a process pool (one
+process per CPU but one), its labels and the learned types' network passes served by one
+process holding the Labeler and the denoiser on the device, as many calls at once as the GPU
+actor serves; the pixels handed over in shared memory, read in place as a Ray actor reads a
+call's from the object store."""
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import tempfile
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Iterator
+from multiprocessing import shared_memory
+from pathlib import Path
+
+import numpy as np
+import torch
+from device_plan import Sizes
+from synthetic import synthetic_sources
+
+import distortions
+import labelers
+from distortions import denoiser
+from labelers import weights
+from labelers.ensemble import Ensemble
+from labelers.ensemble import load as load_ensemble
+from pipeline.config import RunConfig
+from pipeline.plan import Plan, label_identity, persist_or_check
+from pipeline.report import merge, write_run_files
+from pipeline.scheduling import GPU_ACTOR_CONCURRENCY
+from pipeline.sources import list_sources
+from pipeline.worker import produce_shard
+from shards.storage import Location
+
+
+def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ensemble: dict,
+                  requests, answers) -> None:
+    """A pool process: produce its shards; labels and learned types come from the server. It
+    sees no GPU, as a Ray shard task (num_gpus=0) does not."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    torch.set_num_threads(1)
+    plan_, config_ = Plan.from_json(plan), RunConfig.from_json(config)
+    ensemble_, location = Ensemble.from_json(ensemble), Location.parse(config_.out)
+
+    def ask(kind: str, *payload):
+        requests.put((kind, worker, *payload))
+        return answers.get()
+
+    def score(ref: np.ndarray, versions: np.ndarray, _) -> dict:
+        with _shared(versions) as handle:
+            return ask("score", ref, handle)
+
+    samples, stages, cpu_start = 0, Counter(), time.process_time()  # after the imports
+    for index in shards:
+        outcome = produce_shard(index, plan_, config_, score, ensemble_, location, None,
+                                lambda inputs: ask("learned", inputs))
+        samples += outcome.samples
+        stages.update(outcome.seconds)
+    requests.put(("done", worker, samples, dict(stages), time.process_time() - cpu_start))
+
+
+@contextlib.contextmanager
+def _shared(array: np.ndarray) -> Iterator[tuple[str, tuple[int, ...], str]]:
+    """`array` copied into shared memory, for the serving process to read in place (as a Ray
+    actor reads a call's pixels from the object store, never unpickled), until answered."""
+    block = shared_memory.SharedMemory(create=True, size=max(1, array.nbytes))
+    try:
+        np.ndarray(array.shape, array.dtype, buffer=block.buf)[...] = array
+        yield block.name, array.shape, array.dtype.str
+    finally:
+        block.close()
+        block.unlink()
+
+
+def _score_shared(labeler: labelers.Labeler, ref: np.ndarray,
+                  handle: tuple[str, tuple[int, ...], str]) -> dict:
+    """The Labeler's scores of versions a pool process shared (`_shared`), read in place."""
+    name, shape, dtype = handle
+    block = shared_memory.SharedMemory(name=name)  # (the pool shares this process's resource
+    try:                                           # tracker: its creator's unlink forgets it)
+        return dict(labeler.score(ref, np.ndarray(shape, np.dtype(dtype), buffer=block.buf)))
+    finally:
+        with contextlib.suppress(BufferError):  # a view still held: freed with it
+            block.close()
+
+
+def _prefetch(requests, ready: queue.Queue, workers: list) -> None:
+    """A thread: take requests off the pool's queue ahead of the device (a version's pixels
+    come as shared memory), at most two waiting, as a threaded Ray actor receives its next
+    call."""
+    while True:
+        try:
+            ready.put(requests.get(timeout=5))
+        except queue.Empty:
+            if all(w.exitcode is not None for w in workers):
+                ready.put(("dead", -1, [w.exitcode for w in workers]))
+                return
+
+
+def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
+           concurrency: int = GPU_ACTOR_CONCURRENCY) -> dict:
+    """Answer the pool's requests until every worker is done, `concurrency` at once (threads
+    sharing the Labeler, each pass sized to its share of the memory budget), as the GPU actor
+    serves its calls; the seconds spent in calls of each kind, summed over the threads."""
+    labeler.memory_budget //= concurrency
+    ready: queue.Queue = queue.Queue(maxsize=concurrency)
+    threading.Thread(target=_prefetch, args=(requests, ready, workers), daemon=True).start()
+    lock = threading.Lock()
+    busy = {"score": 0.0, "learned": 0.0}
+    tally: dict = {"done": 0, "samples": 0, "first": None, "failed": None, "active": 0,
+                   "peak": 0, "stages": Counter(), "cpu": 0.0,
+                   "occupied": 0.0, "since": 0.0}  # seconds with a call in progress
+    stopping = threading.Event()
+
+    def answer() -> None:
+        while not stopping.is_set():
+            try:
+                kind, worker, *payload = ready.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            with lock:
+                tally["first"] = tally["first"] or time.perf_counter()
+                if kind == "done":
+                    tally["done"] += 1
+                    tally["samples"] += payload[0]
+                    tally["stages"].update(payload[1])
+                    tally["cpu"] += payload[2]
+                if kind == "dead" and tally["done"] < len(workers):
+                    tally["failed"] = f"the pool processes ended early (exit codes {payload[0]})"
+                if tally["done"] == len(workers) or tally["failed"]:
+                    stopping.set()
+            if kind in ("done", "dead"):
+                continue
+            start = time.perf_counter()
+            with lock:
+                tally["since"] = start if tally["active"] == 0 else tally["since"]
+                tally["active"] += 1
+                tally["peak"] = max(tally["peak"], tally["active"])
+            try:
+                if kind == "score":
+                    result = _score_shared(labeler, *payload)
+                else:
+                    result = distortions.run_learned(*payload)
+            except Exception:
+                tally["failed"] = traceback.format_exc()
+                stopping.set()
+                return
+            with lock:
+                now = time.perf_counter()
+                busy[kind] += now - start
+                tally["active"] -= 1
+                tally["occupied"] += now - tally["since"] if tally["active"] == 0 else 0.0
+            answers[worker].put(result)
+
+    servers = [threading.Thread(target=answer) for _ in range(concurrency)]
+    for server in servers:
+        server.start()
+    for server in servers:
+        server.join()
+    if tally["failed"]:
+        raise RuntimeError(tally["failed"])
+    return {"samples": tally["samples"], "concurrency": concurrency,
+            "pool_stage_seconds": {k: round(v, 1) for k, v in tally["stages"].items()},
+            "pool_cpu_seconds": round(tally["cpu"], 1),
+            "peak_concurrent": tally["peak"],
+            "busy_seconds": {k: round(v, 1) for k, v in busy.items()},
+            "occupied_seconds": round(tally["occupied"], 1),
+            "serving_seconds": round(time.perf_counter() - tally["first"], 1)}
+
+
+def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="device-check-"))
+    sources = synthetic_sources(sizes.pipeline_refs, work / "sources", sizes.image.width,
+                                sizes.image.height)
+    config = RunConfig(sources=sources, out=str(work / "dataset"), size=sizes.image,
+                       shard_refs=sizes.pipeline_shard_refs,
+                       distortion_ids=sizes.pipeline_distortions, levels=sizes.pipeline_levels,
+                       metrics=sizes.pipeline_metrics, allow_missing_metrics=True)
+    ensemble = load_ensemble(None)
+    absent = tuple(weights.missing(config.metrics))
+    plan = Plan.make(list_sources(config.sources), config, label_identity(ensemble.hash, absent))
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    write_run_files(location, config, plan, ensemble, absent)
+    processes = max(1, min((os.cpu_count() or 2) - 1, plan.shard_count))
+    spawn = multiprocessing.get_context("spawn")
+    requests = spawn.Queue()
+    answers = [spawn.Queue() for _ in range(processes)]
+    denoiser.use_denoiser(device=str(device))
+    labeler = labelers.Labeler(config.metrics, device, allow_missing=True)
+    arguments = (plan.to_json(), config.to_json(), ensemble.to_json())
+    started = time.perf_counter()
+    workers = [spawn.Process(target=_shard_worker, args=(k, list(range(k, plan.shard_count,
+                                                                     processes)),
+                                                         *arguments, requests, answers[k]))
+               for k in range(processes)]
+    for worker in workers:
+        worker.start()
+    served = _serve(labeler, requests, answers, workers)
+    wall = time.perf_counter() - started
+    for worker in workers:
+        worker.join()
+    merge(location, plan)  # sources.parquet: the dataset is complete, training can read it
+    labelled = served["samples"] - len(plan.references)
+    return {"references": len(plan.references), "shards": plan.shard_count,
+            "processes": processes, "samples": served["samples"],
+            "labelled_images": labelled, "wall_seconds": round(wall, 1),
+            "labelled_images_per_s": round(labelled / wall, 1),
+            "labelling_process_busy": served["busy_seconds"],
+            # the seconds in which it served at least one call (its calls' union)
+            "labelling_process_occupied": served["occupied_seconds"],
+            # where the pool's time went (wall seconds summed over its processes; label and
+            # the learned types' wait on the labelling process) and its CPU time per image
+            "pool_stage_seconds": served["pool_stage_seconds"],
+            "pool_cpu_ms_per_image": round(1000 * served["pool_cpu_seconds"] / labelled, 1),
+            "labelling_concurrency": served["concurrency"],
+            "labelling_peak_concurrent": served["peak_concurrent"],
+            "from_first_request_seconds": served["serving_seconds"],
+            "metrics": list(labeler.keys), "absent": list(labeler.absent),
+            "dataset": config.out}

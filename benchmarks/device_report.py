@@ -1,0 +1,124 @@
+"""The device check's Markdown summary, and docs/bench-gpu.{json,md} merged from successive
+runs (each section from the latest run that measured it)."""
+
+import json
+from pathlib import Path
+
+from device_plan import SECTIONS
+from report_files import write_report
+
+
+def markdown(results: dict) -> str:
+    env = results.get("environment", {})
+    lines = ["# Device check", "",
+             f"{env.get('date')}: {env.get('gpu', 'CPU')} (driver {env.get('driver', '-')}), "
+             f"torch {env.get('torch')}, CUDA {env.get('cuda')}, {env.get('cpus')} CPUs"
+             + (f" ({env['physical_cores']} physical cores)" if env.get("physical_cores")
+                else "") + f", Python {env.get('python')}.", ""]
+    speed = results.get("labelers", {})
+    if "metrics" in speed:
+        profiled = speed.get("profile", {}).get("per_metric", {})
+        lines += [f"## Labelers ({speed['size']}, {speed['versions']} versions of one "
+                  "reference)", "", "Images/s of each metric alone and of the Labeler with "
+                  "all ten; device ms: the profiler's device time of each metric inside one "
+                  "all-ten call (where the time goes).", "",
+                  "| metric | images/s | pass size | peak MB | device ms |",
+                  "|---|---:|---:|---:|---:|"]
+        for key, row in speed["metrics"].items():
+            lines.append(f"| {key} | {row['images_per_s']} | {row['pass_size'][key]} | "
+                         f"{row['peak_mb']} | {profiled.get(key, {}).get('device_ms', '')} |")
+        together = speed["all_ten"]
+        lines += [f"| **all ten** | **{together['images_per_s']}** | | "
+                  f"{together['peak_mb']} | |", ""]
+    agree = results.get("agreement", {})
+    if "metrics" in agree:
+        lines += ["## Device against CPU", "", f"Tolerance {agree['tolerance']}.", "",
+                  "| metric | max abs | max rel | within |", "|---|---:|---:|---|"]
+        lines += [f"| {k} | {r['max_abs']:.2e} | {r['max_rel']:.2e} | {r['within_tolerance']} |"
+                  for k, r in agree["metrics"].items()]
+        lines.append("")
+    noise = results.get("denoiser", {})
+    if "through_bank_images_per_s" in noise:
+        lines += ["## Denoiser (types 8-12)", "", "The network alone in batches of "
+                  f"{noise['batch']}: **{noise['network_batched_images_per_s']} images/s**. "
+                  "Through the bank one image at a time (noise, sigma estimate on the CPU, "
+                  "network) and the same recipe replayed on the CPU:", "",
+                  "| type | images/s | replay: most levels apart | pixels differing |",
+                  "|---|---:|---:|---:|"]
+        for name, rate in noise["through_bank_images_per_s"].items():
+            replay = noise["replay_device_vs_cpu"][name]
+            lines.append(f"| {name} | {rate} | {replay['max_levels']} | "
+                         f"{100 * replay['pixels_differing']:.1f}% |")
+        lines.append("")
+    train = results.get("training", {})
+    if "runs" in train:
+        lines += ["## Training step", "", "| backbone | crop | batch | precision | images/s | "
+                  "peak MB |", "|---|---:|---:|---|---:|---:|"]
+        lines += [f"| {r['backbone']} | {r['crop']} | {r['batch']} | {r['precision']} | "
+                  f"{r['images_per_s']} | {r['peak_mb']} |" for r in train["runs"]]
+        lines.append("")
+    pipe = results.get("pipeline", {})
+    if "labelled_images_per_s" in pipe:
+        lines += ["## Pipeline end to end", "",
+                  f"{pipe['references']} references, {pipe['labelled_images']} labelled images "
+                  f"in {pipe['wall_seconds']} s with {pipe['processes']} shard processes: "
+                  f"**{pipe['labelled_images_per_s']} labelled images/s**; the labelling "
+                  "process "
+                  + (f"served up to {pipe['labelling_concurrency']} call(s) at once "
+                     f"({pipe['labelling_peak_concurrent']} at the most), "
+                     if "labelling_concurrency" in pipe else "served one call at a time, ")
+                  + f"in calls for {pipe['labelling_process_busy']} s (summed)"
+                  + (f", {pipe['labelling_process_occupied']} s with a call in progress"
+                     if "labelling_process_occupied" in pipe else "")
+                  + (f"; {pipe['from_first_request_seconds']} s from its first request "
+                     f"({round(pipe['labelled_images'] / pipe['from_first_request_seconds'], 1)}"
+                     " images/s once the pool had started)"
+                     if pipe.get("from_first_request_seconds") else "") + "."
+                  + (f" The pool's processes spent {pipe['pool_cpu_ms_per_image']} CPU ms per "
+                     f"labelled image (wall seconds by stage, summed over them: "
+                     f"{pipe['pool_stage_seconds']}; label and the learned types' network wait "
+                     "on the labelling process)" if "pool_cpu_ms_per_image" in pipe else ""),
+                  ""]
+    feed = results.get("loader", {})
+    if "images_per_s" in feed:
+        lines += ["## Training loader", "", f"{feed['workers']} workers, batches of "
+                  f"{feed['batch']}, crop {feed['crop']}: **{feed['images_per_s']} images/s**.",
+                  ""]
+    ranks = results.get("ddp", {})
+    if "summary" in ranks:
+        lines += ["## Distributed pretraining", "", f"`torchrun` with {ranks['ranks']} "
+                  f"rank(s) over {ranks['backend']}: one epoch ran in {ranks['seconds']} s "
+                  f"(batches per rank {ranks['summary']['rank_batches']}). {ranks['note']}", ""]
+    runs = results.get("objectives", {}).get("runs", {})
+    if runs:
+        section = results["objectives"]
+        lines += ["## Label-free objectives", "",
+                  f"`train pretrain --objective ...`, {section['backbone']} at "
+                  f"{section['crop']} px, {section['steps']} steps of {section['batch']} groups, "
+                  "one process:", "", "| objective | epoch s | images/s | train loss |",
+                  "|---|---|---|---|"]
+        lines += [f"| {name} | {r['epoch_seconds']} | {r['images_per_s']} | "
+                  f"{r['train_loss']:.4g} |" for name, r in runs.items()]
+        lines.append("")
+    for name in SECTIONS:
+        if "error" in results.get(name, {}):
+            lines += [f"**{name} failed**: {results[name]['error']}", ""]
+    return "\n".join(lines)
+
+
+def merge_runs(files: list[Path], out: Path) -> None:
+    """docs/bench-gpu.{json,md}: each section from the last of `files` (device-check.json of
+    successive runs, oldest first) that measured it, with the run it came from."""
+    merged: dict = {"sources": {}}
+    for path in files:
+        run = json.loads(path.read_text())
+        for name in SECTIONS:
+            if name in run and "error" not in run[name]:
+                merged[name] = run[name]
+                merged["sources"][name] = f"{path.parent.name} ({run['environment']['date']})"
+        merged["backbones"] = run.get("backbones")
+    origin = ", ".join(f"{name}: {source}" for name, source in merged["sources"].items())
+    write_report(out, "bench-gpu", merged, markdown(merged).replace(
+        "# Device check", "# GPU benchmark (`benchmarks/device_check.sh`)", 1)
+        + f"\nEach section from the latest run that measured it: {origin}. LPIPS/DISTS "
+        f"backbones: {merged['backbones']}.\n")
