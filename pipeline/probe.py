@@ -2,6 +2,7 @@
 written, so a path only the head can see fails at once with a clear error."""
 
 import uuid
+from itertools import islice
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -11,9 +12,11 @@ from pipeline.plan import Plan, PlannedReference
 from pipeline.sources import read_bytes
 from shards.storage import Location
 
+PROBE_CANDIDATES = 8  # sources the driver tries to read for the probe before probing none
+
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _probe(first: PlannedReference | None, store: str, out: str) -> tuple[str, list[str]]:
+def probe_storage(first: PlannedReference | None, store: str, out: str) -> tuple[str, list[str]]:
     """(this node's address, problems found) after reading a source and writing to OUT."""
     problems = []
     if first is not None:
@@ -39,13 +42,29 @@ def _another_node() -> str | None:
     return others[0] if others else None
 
 
+def probe_subject(plan: Plan, sources: str) -> PlannedReference | None:
+    """The first source (not embedded, among the first few) that the driver itself can read:
+    a worker that cannot read it sees other storage. A source unreadable here too is a bad
+    source, recorded with its reason when its shard meets it, not a sign of storage that only
+    the driver sees."""
+    candidates = (ref for ref in plan.references if not ref.uri.startswith("embedded:"))
+    for ref in islice(candidates, PROBE_CANDIDATES):
+        try:
+            read_bytes(ref.uri, ref.key, sources)
+        except ValueError:
+            continue
+        return ref
+    return None
+
+
 def check_reachable(plan: Plan, sources: str, out: str) -> None:
-    """Raise UnreachableStorageError unless a worker node can read SOURCES and write OUT."""
-    first = next((ref for ref in plan.references if not ref.uri.startswith("embedded:")), None)
+    """Raise UnreachableStorageError unless a worker node can read SOURCES (a source the driver
+    reads) and write OUT."""
+    first = probe_subject(plan, sources)
     node = _another_node()
     options = ({"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
                if node else {})
-    address, problems = ray.get(_probe.options(**options).remote(first, sources, out))
+    address, problems = ray.get(probe_storage.options(**options).remote(first, sources, out))
     if problems:
         raise UnreachableStorageError(
             f"from worker node {address}: {'; '.join(problems)}. On a cluster, SOURCES and OUT "

@@ -15,7 +15,7 @@ from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import UnreachableStorageError
 from pipeline.inspect_dataset import inspect
 from pipeline.plan import Plan, PlannedReference
-from pipeline.probe import check_reachable
+from pipeline.probe import check_reachable, probe_storage, probe_subject
 from pipeline.sources import list_sources
 from shards.layout import shard_paths, tar_path
 from shards.reader import complete_shards, read_index, tar_urls
@@ -94,10 +94,18 @@ def test_the_probe_refuses_unreachable_sources_and_outputs(local_ray, shifted_so
     blocker.write_text("not a directory")
     with pytest.raises(UnreachableStorageError, match=r"OUT .*a-file"):
         check_reachable(plan, config.sources, str(blocker / "out"))
-    missing = Plan(plan.inputs, (PlannedReference("gone", str(tmp_path / "gone.png"), "gone.png",
-                                                  "train"),))
-    with pytest.raises(UnreachableStorageError, match="SOURCES: unreadable"):
-        check_reachable(missing, config.sources, str(tmp_path / "fine"))
+    # a source the worker cannot read (here: gone after the driver chose it) is refused
+    gone = PlannedReference("gone", str(tmp_path / "gone.png"), "gone.png", "train")
+    _, problems = ray.get(probe_storage.remote(gone, config.sources, str(tmp_path / "fine")))
+    assert problems == [f"SOURCES: unreadable: {gone.uri}: no such file"]
+    # a source the driver cannot read either is a bad source, recorded as its shard meets it:
+    # the probe reads the first one the driver can (a dangling link sorts first here)
+    (tmp_path / "0dangling.png").symlink_to(tmp_path / "nowhere.png")
+    dangling = PlannedReference("0dangling", str(tmp_path / "0dangling.png"), "", "train")
+    bad_first = Plan(plan.inputs, (gone, dangling, *plan.references))
+    assert probe_subject(bad_first, config.sources) == plan.references[0]
+    check_reachable(bad_first, config.sources, str(tmp_path / "fine"))
+    assert probe_subject(Plan(plan.inputs, (gone, dangling)), config.sources) is None
 
 
 def test_learned_denoiser_on_the_actors_gives_the_same_bytes(local_ray, shifted_sources,
