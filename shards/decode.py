@@ -74,12 +74,16 @@ def _decoded_sixteen_bit(data: bytes, rawmode: str, conversions: list[str]) -> I
 
 def _to_rgb(image: Image.Image, conversions: list[str]) -> Image.Image:
     """8-bit RGB from any mode, appending what was done to `conversions`. Floating-point
-    images (no agreed range) and 32-bit ones beyond 16 bits are refused, never guessed."""
+    images (no agreed range) and integer ones outside 0..65535 (signed, or beyond 16 bits)
+    are refused, never guessed."""
     if image.mode == "F":
         raise DecodeError("unsupported_mode", "floating-point pixels (mode F): no agreed range "
                                               "to map to 8 bits")
-    if image.mode == "I" and image.getextrema()[1] > 65535:
-        raise DecodeError("unsupported_mode", "32-bit pixels beyond the 16-bit range (mode I)")
+    if image.mode == "I":
+        low, high = image.getextrema()
+        if low < 0 or high > 65535:
+            raise DecodeError("unsupported_mode", f"32-bit pixels {low}..{high}, outside the "
+                                                  "16-bit range 0..65535 (mode I)")
     if image.mode in SIXTEEN_BIT_GRAY:
         conversions.append(f"{image.mode}->8-bit")
         image = Image.fromarray(to_eight_bits(np.asarray(image)))
@@ -99,6 +103,19 @@ def _to_rgb(image: Image.Image, conversions: list[str]) -> Image.Image:
         conversions.append(f"{image.mode}->RGB")
         image = image.convert("RGB")
     return image
+
+
+def _signature(data: bytes) -> str | None:
+    """The format whose signature `data` opens with, by Pillow's own checks (None: none), for
+    a file Pillow could not open: a damaged image, not something else."""
+    Image.init()
+    for name, (_, accept) in Image.OPEN.items():
+        try:
+            if accept is not None and accept(data[:16]):
+                return name
+        except (IndexError, TypeError, ValueError):  # a prefix too short for its check
+            continue
+    return None
 
 
 def _frames(image: Image.Image) -> list[str]:
@@ -138,6 +155,10 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise DecodeError("too_many_pixels", str(error)) from None
     except UnidentifiedImageError:
+        format_name = _signature(data)
+        if format_name:
+            raise DecodeError("corrupt", f"a {format_name} signature, but its header cannot be "
+                                         "read") from None
         raise DecodeError("not_an_image", "no image format recognised") from None
     except DecodeError:
         raise

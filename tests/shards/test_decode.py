@@ -39,3 +39,32 @@ def test_an_animation_or_a_multi_page_file_gives_its_first_frame_and_says_so(sma
     assert said in decoded.conversions
     assert not any("frame" in c for c in decode(_encoded(frames[0].convert("RGB"), format))
                    .conversions)  # one frame: nothing to say
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32])
+def test_signed_pixels_below_zero_are_refused_not_clipped(small_image, dtype):
+    """A signed TIFF has no agreed map to 8 bits (as floats have none): refused, naming its
+    range, where clipping at 0 would flatten every negative pixel."""
+    values = small_image[..., 0].astype(dtype) - 128  # -128 .. 127
+    with pytest.raises(DecodeError) as refused:
+        decode(_encoded(Image.fromarray(values), "TIFF"))
+    assert refused.value.reason == "unsupported_mode"
+    assert f"pixels {values.min()}..{values.max()}, outside the 16-bit range" in str(refused.value)
+    unsigned = decode(_encoded(Image.fromarray(values.astype(np.int32) + 128), "TIFF"))
+    assert unsigned.conversions[0] == "I->8-bit"  # 0 .. 255 of 65535: kept, as 16-bit values
+
+
+@pytest.mark.parametrize("format, signature", [("JPEG", b"\xff\xd8\xff"), ("PNG", b"\x89PNG")])
+def test_an_image_with_a_damaged_header_is_corrupt_not_a_non_image(small_image, format,
+                                                                    signature):
+    data = bytearray(_encoded(Image.fromarray(small_image), format))
+    assert data.startswith(signature)
+    data[12:40] = b"\xff" * 28  # the signature stays; the header after it is broken
+    with pytest.raises(DecodeError) as refused:
+        decode(bytes(data))
+    assert (refused.value.reason, str(refused.value)) == (
+        "corrupt", f"corrupt: a {format} signature, but its header cannot be read")
+    for other in (b"plain text, not an image", b"<html><body>a page</body></html>"):
+        with pytest.raises(DecodeError) as refused:
+            decode(other)
+        assert refused.value.reason == "not_an_image"
