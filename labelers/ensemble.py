@@ -119,6 +119,10 @@ class Ensemble:
         if not used or total <= 0:
             raise EnsembleError(f"no metric of positive weight among the ensemble's "
                                 f"{list(self.weights)} is in the scores ({list(scores)})")
+        shapes = {key: np.shape(scores[key]) for key in used}
+        if len(set(shapes.values())) > 1:
+            raise EnsembleError(f"the metrics' scores are not one per sample alike (shapes "
+                                f"{shapes}): no Q from them")
         for key in used:
             bad = int(np.count_nonzero(~np.isfinite(np.asarray(scores[key], dtype=np.float64))))
             if bad:

@@ -24,7 +24,9 @@ eigenvalues and the denominator) is computed once in `prepare`; the pyramid comp
 two orientations used, and neither residual. The clamps are vifvec.m's, quirks included: where
 g < 0 (or the reference window is flat) sv^2 is the distorted window's variance SUM, not divided
 by the window area, and g is set to 0, so a negative image scores 0. A flat reference has no
-information (the ratio is 0 / 0; MATLAB returns rounding noise): it raises LabelerError.
+information (the ratio is 0 / 0; MATLAB returns rounding noise): it raises LabelerError, as
+does one whose C_u is singular (MATLAB's inv returns Inf): neighbourhoods that vary along one
+direction only, a ramp or stripes.
 """
 
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ SUBBANDS = (4, 7, 10, 13, 16, 19, 22, 25)    # vifvec.m's cells of ind2wtree's a
 M = 3                                        # side of the GSM neighbourhood (M x M vectors)
 SIGMA_NSQ = 0.4                              # variance of the visual noise
 TOL = 1e-15                                  # vifsub_est_M's tolerance for zero variance
+SINGULAR = torch.finfo(torch.float64).eps    # C_u's eigenvalue ratio below which MATLAB warns
 
 # matlabPyrTools sp5Filters.m, as published (the high-pass residual's hi0filt is not needed).
 SP5_LO0 = (  # lo0filt, 5 x 5
@@ -226,16 +229,23 @@ def crop_border(field: torch.Tensor, blocks: int) -> torch.Tensor:
     return field[..., blocks : rows - blocks, blocks : cols - blocks]
 
 
-def gsm_parameters(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gsm_parameters(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """refparams_vecgsm for one subband (1 x 1 x h x w, sides multiples of M): C_u, the covariance
-    of all overlapping M x M blocks (as M^2-vectors, mean removed, divided by their count), and
-    the S field x' C_u^-1 x / M^2 of the non-overlapping blocks x, h/M x w/M."""
+    of all overlapping M x M blocks (as M^2-vectors, mean removed, divided by their count), its
+    eigenvalues, and the S field x' C_u^-1 x / M^2 of the non-overlapping blocks x, h/M x w/M.
+    A C_u singular to working precision (blocks that vary along one direction only: a ramp,
+    stripes) raises LabelerError, where MATLAB's inv warns and returns Inf."""
     vectors = F.unfold(y, M)[0]
     centred = vectors - vectors.mean(dim=1, keepdim=True)
     covariance = centred @ centred.T / vectors.shape[1]
+    eigenvalues = torch.linalg.eigvalsh(covariance)
+    if not eigenvalues[0] > SINGULAR * eigenvalues[-1]:
+        raise LabelerError("vif: the reference's 3 x 3 neighbourhoods of a subband vary along "
+                           "fewer than 9 directions (a ramp, stripes): their covariance C_u is "
+                           "singular and VIF undefined")
     tiles = F.unfold(y, M, stride=M)[0]
     s_field = (torch.linalg.solve(covariance, tiles) * tiles).sum(dim=0) / (M * M)
-    return covariance, s_field.reshape(y.shape[-2] // M, y.shape[-1] // M)
+    return covariance, eigenvalues, s_field.reshape(y.shape[-2] // M, y.shape[-1] // M)
 
 
 def information(snr: torch.Tensor, eigenvalues: torch.Tensor) -> torch.Tensor:
@@ -290,7 +300,7 @@ def reference_subband(band: torch.Tensor, cell: int, level: int, slot: int) -> R
     area = side * side
     mean = at_block_centres(y, side)
     variance = (at_block_centres(y * y, side) * area - area * mean**2).clamp_min(0)
-    covariance, s_field = gsm_parameters(y)
+    _, eigenvalues, s_field = gsm_parameters(y)
     return ReferenceSubband(
         level=level,
         slot=slot,
@@ -299,7 +309,7 @@ def reference_subband(band: torch.Tensor, cell: int, level: int, slot: int) -> R
         mean=mean,
         variance=variance,
         s_field=crop_border(s_field, border_blocks(side)),
-        eigenvalues=torch.linalg.eigvalsh(covariance),
+        eigenvalues=eigenvalues,
     )
 
 

@@ -107,6 +107,17 @@ def test_quality_refuses_scores_that_are_not_finite():
         toy.quality({"mae": np.array([0.1, np.nan, 0.2])})
 
 
+@pytest.mark.parametrize("gmsd", [[0.0], [0.0, 0.1, 0.2]])
+def test_quality_refuses_score_arrays_of_other_lengths(gmsd):
+    """One score per sample from every metric, or no Q: numpy would reuse a lone value for
+    every sample (or fail with its own words)."""
+    shipped = ens.load()
+    scores = {key: np.array([m.best, m.worst]) for key, m in shipped.mappings.items()}
+    assert len(shipped.quality(scores)[0]) == 2
+    with pytest.raises(ens.EnsembleError, match="not one per sample alike"):
+        shipped.quality({**scores, "gmsd": np.array(gmsd)})
+
+
 def test_split_is_by_reference_and_seeded():
     refs = np.repeat([f"r{i}" for i in range(10)], 5)
     train = split_by_reference(refs, seed=3)

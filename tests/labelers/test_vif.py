@@ -220,7 +220,8 @@ def test_windows_grow_with_the_level_and_set_the_border_cut():
 
 def test_gsm_covariance_and_s_field_follow_refparams_vecgsm():
     y = np.random.default_rng(3).normal(0, 5, (12, 15))
-    covariance, s_field = gsm_parameters(_as_image(y))
+    covariance, eigenvalues, s_field = gsm_parameters(_as_image(y))
+    np.testing.assert_allclose(eigenvalues, np.linalg.eigvalsh(covariance), rtol=1e-12)
     windows = np.lib.stride_tricks.sliding_window_view(y, (3, 3)).reshape(-1, 9)
     np.testing.assert_allclose(covariance, np.cov(windows.T, bias=True), rtol=1e-12)
     assert s_field.shape == (4, 5)
@@ -283,6 +284,26 @@ def test_flat_images(astronaut_gray):
     assert metric.score(texture, flat).item() == 0.0  # g = 0 everywhere: nothing kept
     with pytest.raises(LabelerError, match="flat"):
         metric.score(flat, texture)
+
+
+def _ramp_and_stripes() -> list[np.ndarray]:
+    ramp = np.tile(np.linspace(0, 255, 256).round(), (192, 1))
+    stripes = np.tile((np.arange(256) // 8) % 2 * 200 + 20, (192, 1))
+    halves = np.zeros((192, 256))
+    halves[:, 128:] = 255
+    return [ramp, stripes, halves]
+
+
+@pytest.mark.parametrize("reference", _ramp_and_stripes(), ids=["ramp", "stripes", "halves"])
+def test_a_reference_varying_along_one_direction_only_is_refused(reference):
+    """Every row the same: its 3 x 3 neighbourhoods have three equal rows (rank 3 at most, by
+    numpy), and so do those of every subband (filtering keeps the rows equal), so C_u is
+    singular and VIF undefined: a LabelerError (which leaves the reference out of a run), not
+    a linear-algebra error that fails its shard."""
+    windows = np.lib.stride_tricks.sliding_window_view(reference, (3, 3)).reshape(-1, 9)
+    assert np.linalg.matrix_rank(np.cov(windows.T)) <= 3
+    with pytest.raises(LabelerError, match="C_u is singular"):
+        VIF().score(_gray_rgb(reference), _gray_rgb(reference))
 
 
 def test_short_side_below_72_is_rejected(astronaut_gray):
