@@ -6,8 +6,11 @@ so of two drivers started in the same instant one wins. pyarrow's other object s
 offer no conditional put: there the lease is checked, then written, which catches a second
 driver started later but not two in the same instant. A lease whose holder stopped refreshing
 it (a killed driver) is stale: one left by a dead process on this host is taken over at once,
-any other after `--take-over`."""
+any other after `--take-over`. Taking over is exclusive too: of the drivers that found the
+same stale lease, the one that creates the takeover marker named after it (as the lease is
+created) and then still finds that lease writes its own; the others are refused."""
 
+import hashlib
 import json
 import os
 import socket
@@ -15,12 +18,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import pyarrow.fs as pafs
+
 from pipeline.errors import PipelineError
 from shards.storage import Location
 
 LEASE_FILE = "generate.lease"
 REFRESH_SECONDS = 30.0
 STALE_SECONDS = 5 * REFRESH_SECONDS
+# a takeover marker lives for milliseconds: one older was left by a driver that died holding it
+ABANDONED_MARKER_SECONDS = 60.0
+TAKEOVER_MARKERS = 8  # abandoned markers passed over before a takeover gives up
 
 
 class LeaseHeldError(PipelineError):
@@ -81,7 +89,9 @@ class Lease:
                         if stale else " Wait for it, or write to another output folder.")
                 raise LeaseHeldError(f"{self.location.root} is being written by another "
                                      f"driver ({_describe(current)}).{hint}")
-            self._write()
+            if not self._take_over(current):
+                raise LeaseHeldError(f"{self.location.root}: another driver took over the "
+                                     f"stale lease first ({_describe(self._read())})")
         threading.Thread(target=self._refresh, daemon=True).start()
         return notices
 
@@ -93,6 +103,34 @@ class Lease:
             self.location.delete(self.path)
         if self._made_root and self.location.is_empty_dir(self.location.root):
             self.location.fs.delete_dir(self.location.root)  # a run refused before writing
+
+    def _take_over(self, stale: dict) -> bool:
+        """Write this driver's lease over `stale`, unless another driver does first: the one
+        that creates the next takeover marker named after `stale` exclusively (passing over
+        markers a dead driver left) and then still finds `stale` there writes."""
+        digest = hashlib.sha256(json.dumps(stale, sort_keys=True).encode()).hexdigest()[:16]
+        for attempt in range(TAKEOVER_MARKERS):
+            marker = self.location.path(f"{LEASE_FILE}.takeover-{digest}-{attempt}")
+            if self.location.create_exclusive(marker, json.dumps(self.holder).encode()):
+                break
+            if not self._abandoned(marker):
+                return False  # another driver is taking it over now
+        else:
+            return False
+        try:
+            if self._read() != stale:  # another driver took it over before this marker
+                return False
+            self._write()
+            return True
+        finally:
+            self.location.delete(marker)
+
+    def _abandoned(self, marker: str) -> bool:
+        info = self.location.fs.get_file_info(marker)
+        if info.type == pafs.FileType.NotFound:  # its driver finished with it just now
+            return True
+        return info.mtime is not None and (
+            time.time() - info.mtime.timestamp() > ABANDONED_MARKER_SECONDS)
 
     def _create(self) -> bool:
         """Create the lease file; False if it exists."""

@@ -2,7 +2,9 @@
 a dead driver is taken over, a stale one only when asked, on local disk and on an object
 store (pyarrow's in-memory filesystem stands in for one)."""
 
+import hashlib
 import json
+import multiprocessing
 import os
 import re
 import socket
@@ -69,6 +71,57 @@ def test_a_lease_left_by_a_dead_driver_on_this_host_is_taken_over(location):
     assert "took over" in notice
     assert json.loads(location.read_bytes(location.path(LEASE_FILE)))["pid"] == taker.holder["pid"]
     taker.release()
+
+
+def _race_for(out: str, barrier, won) -> None:
+    barrier.wait()
+    try:
+        Lease(Location.parse(out)).acquire()
+        won.put(os.getpid())
+    except LeaseHeldError:
+        won.put(None)
+
+
+def test_of_two_drivers_taking_over_a_dead_drivers_lease_at_once_one_wins(tmp_path):
+    """Both find the same lease of a dead driver and race to replace it: exactly one gets
+    it, round after round (without the takeover marker both did, most rounds)."""
+    context = multiprocessing.get_context("fork")
+    for round_ in range(8):
+        location = Location.parse(str(tmp_path / f"out{round_}"))
+        location.makedirs(location.root)
+        Lease(location, holder={**Lease(location).holder, "pid": _dead_pid()})._write()
+        barrier, won = context.Barrier(2), context.Queue()
+        racers = [context.Process(target=_race_for, args=(location.root, barrier, won))
+                  for _ in range(2)]
+        for racer in racers:
+            racer.start()
+        winners = [pid for pid in (won.get(timeout=60), won.get(timeout=60)) if pid]
+        for racer in racers:
+            racer.join()
+        assert len(winners) == 1
+        holder = json.loads(location.read_bytes(location.path(LEASE_FILE)))
+        assert holder["pid"] == winners[0]
+        assert sorted(os.listdir(location.root)) == [LEASE_FILE]  # no marker left
+
+
+def test_a_takeover_after_another_is_refused_and_a_dead_takers_marker_is_passed_over(
+        location):
+    dead = Lease(location, holder={**Lease(location).holder, "pid": _dead_pid()})
+    location.makedirs(location.root)
+    dead._write()
+    stale = dict(dead.holder)
+    first, late = Lease(location), Lease(location)
+    first.acquire()
+    assert not late._take_over(stale)  # it read the dead one's lease before `first` wrote
+    first.release()
+    if location.atomic_rename:  # a marker whose driver died holding it, a minute ago
+        dead._write()
+        digest = hashlib.sha256(json.dumps(stale, sort_keys=True).encode()).hexdigest()[:16]
+        left = location.path(f"{LEASE_FILE}.takeover-{digest}-0")
+        location.write_bytes(left, b"{}")
+        os.utime(left, (time.time() - 2 * lease_module.ABANDONED_MARKER_SECONDS,) * 2)
+        assert late._take_over(stale)
+        assert json.loads(location.read_bytes(location.path(LEASE_FILE)))["pid"] == os.getpid()
 
 
 def test_a_stale_lease_of_another_host_needs_take_over(location):
