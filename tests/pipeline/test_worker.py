@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -742,3 +743,24 @@ def test_deep_inspection_lists_an_undecodable_shard_and_an_unreadable_index(fast
     Path(shard_paths(location, 1)["parquet"]).write_bytes(b"not parquet")
     _, problems = deep_check(location, 100)
     assert len(problems) == 1 and problems[0].startswith("deep check: ")
+
+
+def test_a_jpeg2000_ratio_the_codec_cannot_reach_is_recorded_and_the_others_kept(
+        tmp_path, fast_config, mae_ensemble):
+    """OpenJPEG's achievable ratios on this noise jump past 400 +- 5%: its JPEG 2000 level 5
+    is left out as distortion_failed, naming the ratio it reached at best (never kept at
+    another ratio), and its other versions are made."""
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    noise = np.random.default_rng(1).integers(0, 256, (176, 192, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "noise.png")  # 192 x 176: kept as it is
+    config = fast_config(str(folder), distortion_ids=(1, 2), levels=(1, 5))
+    _, location, [outcome] = _run_all(config, mae_ensemble)
+    [failure] = outcome.failures
+    assert (failure["reason"], failure["distortion_id"], failure["level"]) == (
+        "distortion_failed", 2, 5)
+    reached = re.search(r"reaches ratio ([\d.]+) at best, not within 5% of 400",
+                        failure["detail"])
+    assert reached and abs(float(reached[1]) / 400 - 1) > 0.05
+    rows = [row for row in read_index(location).to_pylist() if row["kind"] == "distorted"]
+    assert sorted((row["distortion_id"], row["level"]) for row in rows) == [(1, 1), (1, 5), (2, 1)]
