@@ -49,9 +49,12 @@ class GroupSpec:
         (`scale` "half": the half-scale members' own, drawn anew on the smaller image)."""
         names = ([key] if self.kind != "chunk" else []) + ([scale] if scale else [])
         rng = self.rng(ref_id, *names)
-        if self.views == 2:
-            return two_views(shape, self.crop, rng)
-        return [one_box(shape, self.crop, rng)]
+        try:
+            if self.views == 2:
+                return two_views(shape, self.crop, rng)
+            return [one_box(shape, self.crop, rng)]
+        except ValueError as error:  # a crop that does not fit: which group, at which scale
+            raise ValueError(f"{ref_id} at {scale or 'full'} scale: {error}") from error
 
     def chosen(self, ref_id: str, versions: list[tuple[str, int]]) -> set[str]:
         """The keys taking part among a reference's (key, distortion_id) versions."""

@@ -122,10 +122,7 @@ class _Chunk:
         """The member at x1/2, cut with the chunk's half-scale box(es), drawn on first use."""
         smaller = half_scale(pixels)
         if self.half_boxes is None:
-            try:
-                self.half_boxes = self.spec.boxes(smaller.shape, self.ref_id, scale="half")
-            except ValueError as error:
-                raise ValueError(f"{self.ref_id} at half scale: {error}") from error
+            self.half_boxes = self.spec.boxes(smaller.shape, self.ref_id, scale="half")
         return cut(smaller, self.half_boxes)
 
     def group(self) -> dict:

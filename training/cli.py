@@ -103,10 +103,9 @@ def _add_optim(parser: argparse.ArgumentParser, defaults: OptimConfig,
     group.add_argument("--loss", default=defaults.loss,
                        help="'+'-joined terms among mse, mae, srocc, plcc "
                             "(default mse+mae+srocc)")
-    group.add_argument("--soft-rank-temperature", type=float, default=defaults.temperature)
-    group.add_argument("--checkpoint-every", type=NON_NEGATIVE, default=0, metavar="N",
-                       help="also write last.pt every N batches of an epoch, to resume from "
-                            "exactly there (default 0: at epoch ends only)")
+    group.add_argument("--soft-rank-temperature", type=float, default=defaults.temperature,
+                       help="temperature of the soft rank in the srocc loss term (default "
+                            f"{defaults.temperature:g})")
 
 
 def _add_augment(parser: argparse.ArgumentParser) -> None:
@@ -125,7 +124,8 @@ def _add_common(parser: argparse.ArgumentParser, seed_help: str = "0 or more (de
                 ) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=NON_NEGATIVE, default=0, help=seed_help)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: cuda where a GPU is visible, else cpu (default auto)")
     parser.add_argument("--workers", type=NON_NEGATIVE, default=2,
                         help="data loader processes per rank (default 2)")
 
@@ -155,8 +155,8 @@ def _optim(args) -> OptimConfig:
         return getattr(chosen, name) if value is None else value
     return OptimConfig(given("lr"), args.halve_every, args.epochs, args.batch_size,
                        args.patience, args.loss, args.soft_rank_temperature,
-                       args.checkpoint_every, given("optimizer"), given("schedule"),
-                       given("weight_decay"))
+                       getattr(args, "checkpoint_every", 0),  # pretrain's: it resumes
+                       given("optimizer"), given("schedule"), given("weight_decay"))
 
 
 def _objective(args) -> ObjectiveConfig:
@@ -307,7 +307,8 @@ def _add_predict(commands) -> None:
                              f"(default {EVAL_CROPS}, as evaluate)")
     parser.add_argument("--batch-size", type=POSITIVE, default=16,
                         help="images per batch, all ranks together (default 16)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: cuda where a GPU is visible, else cpu (default auto)")
     parser.add_argument("--workers", type=NON_NEGATIVE, default=2,
                         help="data loader processes per rank (default 2)")
     parser.set_defaults(run=_predict)
@@ -373,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="validate on about this many samples per epoch, the first of the "
                           "val shards (0: all; default 20000)")
     pre.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    pre.add_argument("--checkpoint-every", type=NON_NEGATIVE, default=0, metavar="N",
+                     help="also write last.pt every N batches of an epoch, for --resume to "
+                          "continue from exactly there (default 0: at epoch ends only)")
     _add_training(pre, PRETRAIN, _pretrain,
                   "learning rate (default: the objective's, regression 5e-3, contrastive 0.03 "
                   "as MoCo-v2 for a batch of 256, reconstruction and restoration 1e-3)")

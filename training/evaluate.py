@@ -46,7 +46,7 @@ SPLIT_DEFAULTS = {"split_by": "reference", "seed": 0, "repeat": 0}
 
 def _own(trained: TrainedRun, config: EvaluateConfig) -> bool:
     """Whether the checkpoint was fine-tuned on the dataset evaluated (its split recorded)."""
-    return trained.fine_tuned and trained.dataset == config.dataset
+    return trained.fine_tuned_on(config.dataset, config.root)
 
 
 def test_split(trained: TrainedRun, config: EvaluateConfig) -> dict:

@@ -15,7 +15,7 @@ from training import benchmarks, checkpoint, distributed
 from training.benchmarks import DatasetLayoutError
 from training.correlation import MIN_PAIRS, report
 from training.distributed import Context
-from training.image_data import ImageViews, split
+from training.image_data import ImageViews, Split, split
 from training.loop import Run, fit, predict, validation_figures
 from training.model import ModelConfig, build_model
 from training.optim import FINETUNE, OptimConfig
@@ -88,8 +88,10 @@ def _train_batches(context: Context, config: FinetuneConfig, images, seed: int):
     return batches, len(loader)
 
 
-def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) -> dict:
-    seed = config.seed + repeat  # of the weights' start, crops and batch order
+def checked_split(config: FinetuneConfig, images, repeat: int, world_size: int) -> Split:
+    """Split `repeat`, refused (DatasetLayoutError) where a part is too small to use: fewer
+    than MIN_PAIRS images to validate or test on, validation scores all alike, or a training
+    part that gives a rank no batch (a lone image is left out of a batch: batch norm)."""
     parts = split(images, config.split_by, config.seed, repeat)
     for part, held in (("validation", parts.val), ("test", parts.test)):
         if len(held) < MIN_PAIRS:
@@ -102,6 +104,18 @@ def _one_split(context: Context, config: FinetuneConfig, images, repeat: int) ->
             f"split {repeat}: the {len(parts.val)} images of its validation part all score "
             f"{parts.val[0].score:g} (rescaled to 0-1): no correlation can choose the best "
             "epoch; give the dataset more references, or scores that vary within them")
+    per_rank = -(-len(parts.train) // world_size)  # DistributedSampler's share
+    if per_rank < (2 if config.optim.local_batch(world_size) > 1 else 1):
+        raise DatasetLayoutError(
+            f"split {repeat}: its training part holds {len(parts.train)} image(s) of "
+            f"{len(images)}, {per_rank} per rank of {world_size}: too few for one batch (a "
+            "lone image is left out of batches of several: batch norm); give the dataset "
+            "more images (or references, split by reference)")
+    return parts
+
+
+def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: int) -> dict:
+    seed = config.seed + repeat  # of the weights' start, crops and batch order
     out = Path(config.out) / f"split-{repeat}"
     torch.manual_seed(seed)
     built = build_model(config.model)
@@ -164,17 +178,26 @@ def undefined_figures(results: list[dict]) -> dict[str, int]:
     return {name: count for name, count in counts.items() if count}
 
 
-def _replace_earlier_run(out: Path, repeats: int) -> None:
-    """Say that an earlier run's files are replaced; its splits this run does not make are
-    removed (the summary and the scatter plots would otherwise mix two runs)."""
+def _earlier_splits(out: Path, repeats: int) -> list[Path]:
+    """The split folders of an earlier run in `out` that a run of `repeats` does not make."""
     numbered = {int(path.name.removeprefix("split-")): path for path in out.glob("split-*")
                 if path.is_dir() and path.name.removeprefix("split-").isdigit()}
-    beyond = [numbered[number] for number in sorted(numbered) if number >= repeats]
-    for folder in beyond:
-        shutil.rmtree(folder)
-    removed = f" ({', '.join(p.name for p in beyond)} of it removed)" if beyond else ""
+    return [numbered[number] for number in sorted(numbered) if number >= repeats]
+
+
+def _notice_earlier_run(out: Path, repeats: int) -> None:
+    beyond = _earlier_splits(out, repeats)
+    removed = (f" ({', '.join(p.name for p in beyond)} of it removed when this one ends)"
+               if beyond else "")
     print(f"NOTICE: {out} holds an earlier fine-tuning run: its files are replaced as this "
           f"one writes its own{removed}")
+
+
+def _drop_earlier_splits(out: Path, repeats: int) -> None:
+    """At a run's end: the earlier run's splits it did not make go (the summary and the
+    scatter plots would otherwise mix two runs)."""
+    for folder in _earlier_splits(out, repeats):
+        shutil.rmtree(folder)
 
 
 def finetune(config: FinetuneConfig) -> dict:
@@ -186,18 +209,21 @@ def finetune(config: FinetuneConfig) -> dict:
             which = ("the stored ensemble labels Q" if config.ensemble is None else
                      f"Q under ensemble {config.ensemble}, made from the raw scores,")
             print(f"NOTICE: {which} stand in for opinion scores here")
-        if context.is_main and (Path(config.out) / "results.json").exists():
-            _replace_earlier_run(Path(config.out), config.repeats)
-        results = [_one_split(context, config, images, r) for r in range(config.repeats)]
+        splits = [checked_split(config, images, r, context.world_size)
+                  for r in range(config.repeats)]  # every split refused before any is run
+        out = Path(config.out)
+        if context.is_main and (out / "results.json").exists():
+            _notice_earlier_run(out, config.repeats)
+        results = [_one_split(context, config, parts, r) for r, parts in enumerate(splits)]
         if not context.is_main:
             return {}
+        _drop_earlier_splits(out, config.repeats)
         summary = {"dataset": config.dataset, "root": config.root, "ensemble": config.ensemble,
                    "split_by": config.split_by,
                    "repeats": config.repeats, "images": len(images),
                    "median": median_figures(results), "splits": results,
                    "undefined": undefined_figures(results),
                    "start": results[0]["start"]}
-        out = Path(config.out)
         write_json(out / "results.json", summary)
         print(f"test figures, median of {config.repeats} split(s): "
               + figures_line(summary["median"], FIGURES))

@@ -1,6 +1,7 @@
 """Fine-tuning and evaluation data: seeded splits of a labelled-image list (by reference or by
 image) and the torch dataset of its views."""
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,19 +34,25 @@ def _pick(images: list[LabelledImage], mask: np.ndarray) -> list[LabelledImage]:
 
 
 def held_out_groups(groups: np.ndarray, seed: int, repeat: int,
-                test_fraction: float = 0.2) -> set:
-    """The test groups of split `repeat`: the groups in a seeded order, cut into k =
-    round(1 / test_fraction) folds of near-equal size (at most one group apart; k is at most
-    the number of groups); repeat r tests on fold r, so the first k repeats are a k-fold
-    (every group tested once), and later rounds reshuffle with the next seed."""
+                    test_fraction: float = 0.2) -> set:
+    """The test groups of split `repeat`. Where the share is 1/k (a fifth by default), the
+    groups in a seeded order cut into k folds of near-equal size (at most one group apart; k
+    is at most the number of groups): repeat r tests on fold r, so the first k repeats are a
+    k-fold (every group tested once), and later rounds reshuffle with the next seed. Any other
+    share: each repeat draws round(share x groups) of them (at least one, and one fewer than
+    all), seeded by (seed, repeat)."""
     unique = np.unique(groups)
     if len(unique) < 2:
         raise ValueError(f"a train/test split needs two groups (references) at least; "
                          f"got {len(unique)}")
-    folds = min(len(unique), max(2, round(1 / test_fraction)))
-    round_, fold = divmod(repeat, folds)
-    order = np.random.default_rng([seed, round_]).permutation(unique)
-    return set(np.array_split(order, folds)[fold])
+    folds = round(1 / test_fraction)
+    if folds >= 2 and math.isclose(folds * test_fraction, 1.0, rel_tol=1e-6):
+        folds = min(len(unique), folds)
+        round_, fold = divmod(repeat, folds)
+        order = np.random.default_rng([seed, round_]).permutation(unique)
+        return set(np.array_split(order, folds)[fold])
+    count = min(len(unique) - 1, max(1, round(test_fraction * len(unique))))
+    return set(np.random.default_rng([seed, repeat]).permutation(unique)[:count])
 
 
 def split(images: list[LabelledImage], split_by: str, seed: int, repeat: int = 0,

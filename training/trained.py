@@ -2,6 +2,7 @@
 evaluate, predict and the probe's features read back. Checkpoints of earlier versions lack
 some of them; the defaults are what those runs did."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,8 @@ class TrainedRun:
     precision: str = "auto"                  # the model's --precision
     targets: tuple[str, ...] = ("quality",)  # what its heads learnt
     objective: str | None = None             # a label-free objective's name (None: labels)
-    dataset: str | None = None               # what it was trained on
+    dataset: str | None = None               # what it was trained on (finetune: the kind)
+    root: str | None = None                  # finetune: where that dataset was read from
     crop: int | None = None                  # its training crop
     # the normalisation it saw (runs older than the per-backbone normalisation saw ImageNet's)
     mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
@@ -43,7 +45,8 @@ class TrainedRun:
         return cls(backbone=model["backbone"], precision=model.get("precision") or "auto",
                    targets=tuple(config.get("target", "quality").split(",")),
                    objective=objective["name"] if objective else None,
-                   dataset=config.get("dataset"), crop=augment.get("crop"),
+                   dataset=config.get("dataset"), root=config.get("root"),
+                   crop=augment.get("crop"),
                    mean=tuple(augment.get("mean", IMAGENET_DEFAULT_MEAN)),
                    std=tuple(augment.get("std", IMAGENET_DEFAULT_STD)),
                    repeat=config.get("repeat"),
@@ -54,6 +57,12 @@ class TrainedRun:
     def fine_tuned(self) -> bool:
         """Whether it learnt a human-rated dataset's scores (a split of it recorded)."""
         return self.repeat is not None
+
+    def fine_tuned_on(self, dataset: str, root: str) -> bool:
+        """Whether it was fine-tuned on this dataset read from this root (a path spelled
+        otherwise is the same root; a checkpoint that recorded none matches by kind)."""
+        return (self.fine_tuned and self.dataset == dataset
+                and (self.root is None or _same_root(self.root, root)))
 
     def augment(self, crop: int | None = None) -> Augment:
         """The input it was trained on: its crop (unless `crop`; else its backbone's own) and
@@ -69,3 +78,9 @@ class TrainedRun:
         if "quality" in self.targets:
             return f"the ensemble label Q of {self.dataset} (0 to 1, higher is better)"
         return f"the raw {self.targets[0]} scores of {self.dataset}"
+
+
+def _same_root(recorded: str, given: str) -> bool:
+    if "://" in recorded or "://" in given:
+        return recorded.rstrip("/") == given.rstrip("/")
+    return os.path.realpath(recorded) == os.path.realpath(given)

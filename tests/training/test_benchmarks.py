@@ -179,6 +179,24 @@ def test_repeated_splits_test_on_disjoint_references_first():
         held_out_groups(np.array(["only"] * 4), seed=0, repeat=0)
 
 
+@pytest.mark.parametrize("share, tested", [(0.8, 16), (0.4, 8), (0.3, 6), (0.25, 5),
+                                           (0.5, 10), (0.05, 1), (0.99, 19)])
+def test_a_test_share_that_is_no_fold_is_drawn_as_asked(share, tested):
+    """20 references: the test part holds round(share x 20) of them (at least one, never
+    all), a fresh seeded draw each repeat; a share of 1/k stays a k-fold."""
+    names = np.array([f"ref{i:02}" for i in range(20)])
+    draws = [held_out_groups(names, seed=3, repeat=r, test_fraction=share) for r in range(4)]
+    assert all(len(draw) == tested for draw in draws)
+    assert draws == [held_out_groups(names, seed=3, repeat=r, test_fraction=share)
+                     for r in range(4)]  # seeded
+    if 1 < tested < 19:
+        assert len({frozenset(draw) for draw in draws}) > 1  # each repeat its own
+    if share in (0.25, 0.5, 0.05):  # 1/4, 1/2, 1/20: disjoint folds covering every reference
+        folds = round(1 / share)
+        rotation = [held_out_groups(names, 3, r, share) for r in range(folds)]
+        assert sorted(ref for fold in rotation for ref in fold) == sorted(names)
+
+
 def test_evaluation_views_are_seeded_random_crops(kadid_folder):
     images = benchmarks.load("kadid10k", str(kadid_folder))
     views = ImageViews(images, Augment(crop=32), train=False, crops=10)

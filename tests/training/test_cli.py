@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import shutil
 from fractions import Fraction
@@ -146,6 +147,12 @@ def test_a_checkpoint_says_what_its_scores_mean():
     fine_tuned = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "koniq10k",
                                 "repeat": 2, "seed": 5, "split_by": "image", "refs": ["a"]})
     assert fine_tuned.fine_tuned and (fine_tuned.repeat, fine_tuned.seed) == (2, 5)
+    assert fine_tuned.fine_tuned_on("koniq10k", "/anywhere")  # recorded no root: by kind
+    rooted = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "csv",
+                            "root": "data/a.csv", "repeat": 0})
+    assert rooted.fine_tuned_on("csv", os.path.abspath("data/a.csv"))  # the same file
+    assert not rooted.fine_tuned_on("csv", "data/b.csv")  # another CSV: not its own split
+    assert not rooted.fine_tuned_on("koniq10k", "data/a.csv")
     assert fine_tuned.score_meaning().startswith("koniq10k's opinion scores")
     pretrained = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "out/run",
                                 "target": "vif"})

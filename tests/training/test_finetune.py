@@ -9,7 +9,7 @@ import pytest
 
 from training.evaluate import EvaluateConfig, evaluate
 from training.finetune import FinetuneConfig, finetune
-from training.model import ModelConfig
+from training.model import ModelConfig, ModelInitError
 from training.optim import OptimConfig
 from training.transforms import Augment
 
@@ -47,9 +47,19 @@ def test_a_second_run_into_the_same_folder_says_it_replaces_the_first(finetuned,
     config, _ = finetuned
     finetune(dataclasses.replace(config, repeats=1))
     assert (f"NOTICE: {config.out} holds an earlier fine-tuning run: its files are replaced as "
-            "this one writes its own (split-1 of it removed)") in capsys.readouterr().out
+            "this one writes its own (split-1 of it removed when this one ends)"
+            ) in capsys.readouterr().out
     assert read_json(Path(config.out) / "results.json")["repeats"] == 1
     assert sorted(p.name for p in Path(config.out).glob("split-*")) == ["split-0"]
+
+
+def test_a_run_refused_at_its_start_leaves_the_earlier_run_whole(finetuned):
+    config, summary = finetuned
+    with pytest.raises(ModelInitError, match="does not exist"):
+        finetune(dataclasses.replace(config, repeats=1, model=dataclasses.replace(
+            config.model, pretrained_file="/nowhere/best.pt")))
+    assert read_json(Path(config.out) / "results.json") == json.loads(json.dumps(summary))
+    assert sorted(p.name for p in Path(config.out).glob("split-*")) == ["split-0", "split-1"]
 
 
 def test_evaluate_reproduces_the_test_figures_of_a_split(finetuned, tmp_path):
@@ -141,6 +151,28 @@ def test_a_split_too_small_for_its_figures_is_refused_before_training(kadid_fold
                                                  r"\d image\(s\) of 3; its correlations need"):
         finetune(config)
     assert not (tmp_path / "finetune" / "split-0").exists()
+
+
+def test_a_training_part_too_small_for_a_batch_is_refused_before_training(kadid_folder,
+                                                                         tmp_path):
+    """A lone image is left out of a batch of several (batch norm): a training part of one
+    image per rank would train nothing yet report test figures, so the split is refused."""
+    from training import benchmarks
+    from training.benchmarks import DatasetLayoutError
+    from training.finetune import checked_split
+
+    config = _one_split_run(kadid_folder, tmp_path)  # 4 references of 6: 12 train images
+    images = benchmarks.load(config.dataset, config.root)
+    parts = checked_split(config, images, 0, world_size=1)
+    assert len(parts.train) == 12
+    assert checked_split(config, images, 0, world_size=4) == parts  # 3 per rank
+    def batch(size: int) -> FinetuneConfig:
+        return dataclasses.replace(config, optim=dataclasses.replace(config.optim,
+                                                                     batch_size=size))
+    with pytest.raises(DatasetLayoutError, match=r"split 0: its training part holds 12 "
+                                                 r"image\(s\) of 24, 1 per rank of 12"):
+        checked_split(batch(24), images, 0, world_size=12)  # batches of 2 per rank
+    assert checked_split(batch(12), images, 0, world_size=12) == parts  # of 1: as asked
 
 
 def test_a_validation_part_of_one_score_is_refused_before_training(kadid_folder, tmp_path):

@@ -184,6 +184,16 @@ def test_a_half_scale_too_small_for_two_views_is_named(square_dataset):
         next(iter(stream))
 
 
+@pytest.mark.parametrize("kind, views", [("chunk", 2), ("pair", 1), ("triplet", 1)])
+def test_a_full_scale_crop_too_large_is_named_with_its_reference(square_dataset, kind, views):
+    """64 x 64 images: two overlapping 40-pixel views need 68 rows, one 80-pixel box 80."""
+    crop = 40 if views == 2 else 80
+    stream = group_dataset(str(square_dataset), kind, "train", rank=0, world_size=1,
+                           crop=crop, versions=1, views=views)
+    with pytest.raises(ValueError, match=rf"r\d at full scale: .*{crop} x {crop}"):
+        next(iter(stream))
+
+
 def test_the_validation_figure_is_in_batch_info_nce_by_hand():
     query = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
     key = np.array([[0.8, 0.6], [0.6, 0.8], [-1.0, 0.0]])

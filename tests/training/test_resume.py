@@ -195,12 +195,21 @@ def test_resume_may_change_checkpoint_every_but_no_other_setting(tiny_dataset, t
     assert "--checkpoint-every: must be at least 0, got -1" in capsys.readouterr().err
 
 
-def test_finetune_takes_checkpoint_every():
+def test_only_pretrain_takes_checkpoint_every_for_only_it_resumes(capsys):
+    """A step checkpoint is for --resume, which only pretrain has: finetune refuses both."""
     from training.cli import _optim, build_parser
 
-    args = build_parser().parse_args(["finetune", "--dataset", "kadid10k", "--root", "x",
-                                      "--out", "y", "--checkpoint-every", "5"])
+    parser = build_parser()
+    args = parser.parse_args(["pretrain", "d", "--out", "y", "--checkpoint-every", "5"])
     assert _optim(args).checkpoint_every == 5
+    for option in ("--checkpoint-every", "--resume"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["finetune", "--dataset", "kadid10k", "--root", "x", "--out",
+                               "y", option, *(["5"] if option == "--checkpoint-every" else [])])
+        assert f"unrecognized arguments: {option}" in capsys.readouterr().err
+    finetune = parser.parse_args(["finetune", "--dataset", "kadid10k", "--root", "x",
+                                  "--out", "y"])
+    assert _optim(finetune).checkpoint_every == 0
 
 
 def test_a_step_checkpoint_never_saves_non_finite_weights(tmp_path):
