@@ -461,6 +461,8 @@ def test_inspect_deep_takes_a_count_not_a_negative(capsys):
     (["--bank", "reiqa", "--versions-per-ref", "11", "--metrics", "none"], 12, 512 * 384),
     (["--size", "1024x768"], 166, 1024 * 768),
     (["--size", "native", "--max-side", "1024", "--versions-per-ref", "11"], 12, 1024 * 768),
+    (["--size", "native", "--versions-per-ref", "11"], 12, 1024 * 768),  # assumed 1024x768
+    (["--size", "native", "--max-side", "512"], 166, 512 * 384),  # its --max-side
 ])
 def test_shards_are_sized_as_the_spec_says_without_shard_refs(tmp_path, options, images,
                                                               pixels):

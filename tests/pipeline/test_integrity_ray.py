@@ -178,8 +178,11 @@ def test_a_damaged_tar_is_named_by_inspect_and_redone_by_a_resume(local_ray, shi
     assert not sidecar.exists()  # it would not match the remade shard
     # the earlier end's report and merged lists went before the remake (a run stopped during
     # it reads as unfinished, never as the old dataset), and the end wrote them again
+    printed = capsys.readouterr().out
     assert "note: removed report.json, sources.parquet, failures.jsonl of the earlier run's " \
-        "end" in capsys.readouterr().out
+        "end" in printed
+    assert (f"note: removed {sidecar.name}, made before these shards; relabel again when "
+            "done") in printed
     assert all(out.exists(out.path(name)) for name in ("report.json", "sources.parquet"))
     assert inspect(config.out)[1] == []
     assert json.loads(out.read_bytes(shard_paths(out, 1)["stats"]))["tar_bytes"] == len(original)

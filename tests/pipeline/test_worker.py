@@ -593,11 +593,12 @@ def test_a_kadis_style_csv_names_its_images_in_the_first_column(tmp_path, small_
     assert listed.skipped == {".txt": 1}  # the header row is not counted
 
 
-def test_a_text_list_takes_each_line_whole_commas_included(tmp_path, small_image):
+@pytest.mark.parametrize("suffix", [".txt", ".lst", ".LST"])
+def test_a_text_list_takes_each_line_whole_commas_included(tmp_path, small_image, suffix):
     names = ("img,1.png", "b.png", "c, d.jpg")
     for name in names:
         Image.fromarray(small_image).save(tmp_path / name, format="PNG")
-    listing_file = tmp_path / "list.txt"
+    listing_file = tmp_path / f"list{suffix}"
     listing_file.write_text("\n".join(str(tmp_path / name) for name in names) + "\nnotes\n")
     listed = listing(str(listing_file))
     assert sorted(Path(source.uri).name for source in listed.sources) == sorted(names)

@@ -117,6 +117,24 @@ def test_abort_leaves_no_partial_file(tmp_path):
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == []
 
 
+def test_a_published_file_and_its_folder_are_synced_locally(tmp_path, monkeypatch):
+    """The staged file's bytes are synced (by its staged name: before the rename, which
+    removes that name) and then its folder (the rename itself)."""
+    import os
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(
+        os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
+    location = Location.parse(str(tmp_path))
+    final = location.path("notes.json")
+    location.write_bytes(final, b"{}")
+    [staged_name, folder] = synced
+    assert staged_name != final and os.path.dirname(staged_name) == str(tmp_path)
+    assert folder == str(tmp_path) and (tmp_path / "notes.json").read_bytes() == b"{}"
+    assert not os.path.exists(staged_name)
+
+
 def test_reading_an_empty_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no complete shard"):
         read_index(Location.parse(str(tmp_path)))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from training import benchmarks
-from training.benchmarks import DatasetLayoutError
+from training.benchmarks import DatasetLayoutError, LabelledImage
 from training.image_data import ImageViews, held_out_groups, split
 from training.transforms import Augment
 
@@ -162,6 +162,15 @@ def test_split_by_reference_keeps_references_whole(kadid_folder):
     by_image = split(images, "image", seed=0)
     assert {i.group for i in by_image.train} & {i.group for i in by_image.test}
     assert split(images, "reference", seed=0) == parts  # seeded
+
+
+def test_a_split_holds_out_a_fifth_to_test_and_an_eighth_of_the_rest_to_validate():
+    images = [LabelledImage(f"ref{i:02}_{v}", 0.1 * v, f"ref{i:02}")
+              for i in range(40) for v in range(3)]
+    parts = split(images, "reference", seed=0)
+    references = [len({image.group for image in part})
+                  for part in (parts.train, parts.val, parts.test)]
+    assert references == [28, 4, 8]  # 40 x 4/5 x 7/8, 40 x 4/5 x 1/8, 40 / 5
 
 
 def test_repeated_splits_test_on_disjoint_references_first():

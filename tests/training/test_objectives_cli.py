@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from PIL import Image
 
 from shards import open_dataset
 from training import checkpoint, label_free
@@ -152,6 +153,13 @@ def test_evaluate_refuses_a_label_free_checkpoint_its_head_never_learnt(best_fil
     assert (f"was pretrained {objective} (label-free): its quality head never learnt"
             in capsys.readouterr().err)
     assert not (tmp_path / "eval").exists()
+    image = tmp_path / "one.png"  # and predict, as evaluate
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(image)
+    assert main(["predict", "--checkpoint", str(best_files[objective]), str(image), "--out",
+                 str(tmp_path / "scores"), "--workers", "0", "--device", "cpu"]) == 2
+    assert (f"was pretrained {objective} (label-free): its quality head never learnt"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "scores").exists()
 
 
 def _centre_features(best: Path, images: list[np.ndarray], crop: int) -> np.ndarray:

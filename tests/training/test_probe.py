@@ -34,6 +34,12 @@ def _planted(rng: np.random.Generator, samples: int, width: int, informative: in
     return features, 0.3 + features @ weights + noise * rng.normal(size=samples), weights
 
 
+def test_the_penalty_grid_spans_1e_6_to_1e3_in_half_decades():
+    from training.ridge import ALPHA_GRID
+
+    np.testing.assert_allclose(ALPHA_GRID, np.logspace(-6, 3, 19), rtol=1e-12)
+
+
 def test_ridge_recovers_a_planted_linear_relation():
     rng = np.random.default_rng(1)
     features, targets, weights = _planted(rng, 400, 12, 12, noise=0.01)
