@@ -5,13 +5,18 @@ flight. Pure arithmetic on Ray's resource totals, so it is tested without a clus
 On a node of 16 CPUs + 1 GPU: one GPU actor holding 1 CPU and serving 2 calls at once (one
 call's pixels arrive and upload while the other's run on the GPU), and 15 shard tasks, one per
 remaining CPU, distorting and encoding. Without GPUs the actors take part of the CPUs (the
-labels are the costly stage there) and the shard tasks the rest."""
+labels are the costly stage there) and the shard tasks the rest. Whatever the counts, the
+actors leave the shard tasks one whole CPU at least (a task needs one: without it no shard
+would ever start)."""
 
 from dataclasses import dataclass
+
+from pipeline.errors import LabelersUnavailableError
 
 GPU_ACTOR_CONCURRENCY = 2   # calls a GPU actor serves at once (threads)
 CPUS_PER_CPU_ACTOR = 4      # without GPUs: one labeler actor per this many CPUs
 MAX_CPU_ACTOR_SHARE = 2.0   # ... each holding at most this many CPUs
+MIN_CPU_ACTOR_SHARE = 0.25  # ... and, where --actors names how many, at least this many
 
 
 @dataclass(frozen=True)
@@ -35,14 +40,22 @@ def layout(cpus: float, gpus: int, actors: int | None = None,
     tasks take every CPU."""
     if not labelled:
         return Layout(0, {}, 0, 0, max_in_flight or max(1, int(cpus)))
+    spare = max(0.0, cpus - 1)  # what the actors may hold: the shard tasks need a whole CPU
     if gpus:
         count = actors or gpus
-        resources, threads, concurrency = {"num_gpus": 1, "num_cpus": 1}, 1, \
+        # a CPU each (it decodes nothing: pixels come raw), less where the CPUs are fewer
+        actor_cpu = min(1.0, spare / count)
+        resources, threads, concurrency = {"num_gpus": 1, "num_cpus": actor_cpu}, 1, \
             GPU_ACTOR_CONCURRENCY
-        actor_cpus = float(count)
+        actor_cpus = actor_cpu * count
     else:
         count = actors or max(1, int(cpus // CPUS_PER_CPU_ACTOR))
-        share = max(0.25, min(MAX_CPU_ACTOR_SHARE, (cpus - 1) / count))
+        share = min(MAX_CPU_ACTOR_SHARE, spare / count)
+        if actors and share < MIN_CPU_ACTOR_SHARE:
+            raise LabelersUnavailableError(
+                f"--actors {actors} on {cpus:g} CPUs: each CPU labeler actor needs "
+                f"{MIN_CPU_ACTOR_SHARE} CPU at least and the shard tasks one whole CPU; at "
+                f"most {max(1, int(spare / MIN_CPU_ACTOR_SHARE))} actors here")
         # labelling is the bottleneck: each actor's torch may use its share of every core
         resources, threads, concurrency = {"num_cpus": share}, max(1, int(cpus // count)), 1
         actor_cpus = share * count

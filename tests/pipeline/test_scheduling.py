@@ -29,6 +29,24 @@ def test_cpu_only_machines_split_the_cores_between_labels_and_distortion():
     assert big.actors == 4 and actor_cpus + big.in_flight == 16
 
 
+@pytest.mark.parametrize("cpus, gpus, actors", [(1, 0, None), (2, 2, None), (8, 8, None),
+                                                 (2, 0, 4), (4, 0, 12), (1, 1, None),
+                                                 (16, 1, None), (2, 1, 2)])
+def test_the_actors_always_leave_a_whole_cpu_to_the_shard_tasks(cpus, gpus, actors):
+    """A shard task takes 1 CPU: actors holding more than cpus - 1 would leave every shard
+    pending for ever (a node of 2 CPUs + 2 GPUs once did)."""
+    chosen = layout(cpus=cpus, gpus=gpus, actors=actors)
+    held = chosen.actors * chosen.actor_resources["num_cpus"]
+    assert cpus - held >= 1 and chosen.in_flight >= 1
+
+
+def test_more_cpu_actors_than_the_cpus_allow_are_refused_naming_how_many_fit():
+    from pipeline.errors import LabelersUnavailableError
+
+    with pytest.raises(LabelersUnavailableError, match=r"--actors 5 on 2 CPUs: .* at most 4"):
+        layout(cpus=2, gpus=0, actors=5)
+
+
 def test_overrides_win():
     assert layout(cpus=16, gpus=1, actors=1, max_in_flight=3).in_flight == 3
     assert layout(cpus=16, gpus=0, actors=2).actors == 2
