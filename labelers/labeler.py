@@ -1,6 +1,7 @@
 """The Labeler: every metric loaded once, each reference prepared once and scored against all
 its distorted versions in batches sized to the device's memory."""
 
+import threading
 from collections.abc import Callable, Sequence, Sized
 
 import numpy as np
@@ -70,6 +71,7 @@ class Labeler:
         self.batch_size = batch_size
         self.memory_budget = memory_budget or self._default_budget()
         self.per_image_bytes: dict[str, float] = {}
+        self._measuring = threading.Lock()
         self.metrics = {key: cls(self.device) for key, cls in classes.items() if key not in absent}
 
     def _default_budget(self) -> int:
@@ -149,15 +151,18 @@ class Labeler:
 
     def _compare_pass(self, key: str, metric: Metric, prepared, chunk: torch.Tensor
                       ) -> torch.Tensor:
-        """One pass; on CUDA the first pass of a metric records its peak bytes per image."""
-        measuring = self.device.type == "cuda" and key not in self.per_image_bytes \
-            and self.batch_size is None
-        if measuring:
+        """One pass; on CUDA the first pass of a metric records its peak bytes per image.
+        Measurements take turns (the GPU actor serves two calls at once from threads): one
+        thread's reset of the device's peak would hide another's. A pass running beside a
+        measurement only makes it larger, so the batches smaller: never an overrun."""
+        if self.device.type != "cuda" or self.batch_size is not None \
+                or key in self.per_image_bytes:
+            return metric.compare(prepared, chunk)  # already on the device (score uploads once)
+        with self._measuring:
             torch.cuda.synchronize(self.device)
             baseline = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        scores = metric.compare(prepared, chunk)  # already on the device (score uploads once)
-        if measuring:
+            scores = metric.compare(prepared, chunk)
             peak = torch.cuda.max_memory_allocated(self.device) - baseline
-            self.per_image_bytes[key] = max(peak, 1) / len(chunk)
+            self.per_image_bytes.setdefault(key, max(peak, 1) / len(chunk))
         return scores

@@ -13,11 +13,10 @@ stages (shards.order, shards.tar_stream). Only complete shards of the dataset's 
 import numbers
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import webdataset as wds
 
 from shards.group_spec import GroupSpec, chosen_versions
 from shards.groups import assemble
@@ -33,7 +32,7 @@ from shards.reader import (
     tar_urls,
 )
 from shards.records import decode as decode_image
-from shards.records import decoded, is_reference, member_filter, record
+from shards.records import decode_each, is_reference, member_filter, record
 from shards.replay import ReplayContext, replaying
 from shards.sidecar import Sidecar
 from shards.storage import Location
@@ -56,9 +55,10 @@ def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
         context, select = ReplayContext.of(location, verify), member_filter("all", refs)
 
         def records(opened: dict) -> Iterator[dict]:
-            return replaying(map(record, shard_samples(opened, select)), context,
-                             decode_image, lambda key: wanted(f"{key}.json"))
-    after = [wds.map(decoded)] if decode else []
+            recorded = map(partial(record, recipes=True), shard_samples(opened, select))
+            return replaying(recorded, context, decode_image,
+                             lambda key: wanted(f"{key}.json"))
+    after = [decode_each] if decode else []
     return Stream(lambda: pipeline(urls, [each_shard(location, labelled(records, labels))],
                                    seed, order, after))
 
@@ -186,7 +186,7 @@ class Dataset:
             def select(name: str) -> bool:
                 key = name.partition(".")[0]
                 return members(name) and (is_reference(key) or key in drawn)
-            records = map(record, shard_samples(opened, select))
+            records = map(partial(record, recipes=replays), shard_samples(opened, select))
             if replays:
                 records = replaying(records, context, decode_image)
             if self.labels is not None:

@@ -4,6 +4,7 @@ shards.replay.Pending once its shard's reference is known)}, decoded on request 
 (H x W x 3 uint8); and which members a reader asks the tar for."""
 
 import json
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -39,9 +40,10 @@ class SampleError(ValueError):
     that do not decode, more than one image."""
 
 
-def record(sample: dict) -> dict:
+def record(sample: dict, recipes: bool = False) -> dict:
     """A webdataset sample of a shard as {key, ref_id, meta, encoded}; `encoded` is None for a
-    distorted version stored without pixels (--store recipes or hybrid)."""
+    distorted version stored without pixels, which only a dataset that stores `recipes`
+    (--store recipes or hybrid) has: elsewhere a SampleError."""
     where = f"{sample['__url__']}: sample {sample['__key__']}"
     image = sorted(name for name in sample if name != "json" and not name.startswith("__"))
     if "json" not in sample:
@@ -54,7 +56,7 @@ def record(sample: dict) -> dict:
         raise SampleError(f"{where}: its .json record names no ref_id")
     if meta.get("kind") == "distorted":
         meta["chain"] = chain_of(meta)  # derived where a dataset predates chains
-        if not image:
+        if not image and recipes:
             return {"key": sample["__key__"], "ref_id": meta["ref_id"], "meta": meta,
                     "encoded": None}
     if len(image) != 1:
@@ -78,3 +80,9 @@ def decoded(item: dict) -> dict:
     """A record with `image` (decoded pixels) in place of `encoded`."""
     fields = {name: value for name, value in item.items() if name != "encoded"}
     return {**fields, "image": decode(item["encoded"], item["key"])}
+
+
+def decode_each(items: Iterator[dict]) -> Iterator[dict]:
+    """A pipeline stage: each record `decoded` (and nothing added: webdataset's map stage
+    would put a `__key__` in every item)."""
+    return map(decoded, items)

@@ -46,6 +46,16 @@ def test_a_sample_is_its_stored_pixels_and_record(generated, generated_images):
         assert hashlib.sha256(image.tobytes()).hexdigest() == record["sha256"]
 
 
+def test_a_sample_holds_the_documented_fields_and_no_others(generated):
+    """README: `{key, ref_id, image, meta}` (or `encoded` undecoded), nothing webdataset's
+    own stages would add."""
+    dataset = open_dataset(str(generated))
+    assert sorted(next(iter(dataset.samples()))) == ["image", "key", "meta", "ref_id"]
+    assert sorted(next(iter(dataset.pristine()))) == ["image", "key", "meta", "ref_id"]
+    assert sorted(next(iter(dataset.samples(decode=False)))) == ["encoded", "key", "meta",
+                                                                 "ref_id"]
+
+
 def test_undecoded_samples_carry_the_stored_bytes(generated):
     dataset = open_dataset(str(generated))
     encoded = next(iter(dataset.samples(decode=False)))

@@ -176,6 +176,10 @@ def _tar_of(members: dict[str, bytes]) -> bytes:
     ({"a_ref.json": b"[]", "a_ref.png": b"png"}, "its .json record names no ref_id"),
     ({"a_ref.json": b'{"ref_id": "a", "kind": "reference"}', "a_ref.png": b"png"},
      "sample a_ref: its 3 image bytes do not decode"),
+    # an images dataset stores every version's pixels: one without is damage, not a recipe
+    ({"a_d01_l1.json": b'{"ref_id": "a", "kind": "distorted", "distortion_id": 1, '
+                       b'"level": 1}'},
+     r"sample a_d01_l1 has members \[\], not one image and its .json"),
 ])
 def test_a_bad_sample_is_a_sample_error_naming_it(tmp_path, hand_made, members, why):
     import shutil
