@@ -172,9 +172,13 @@ class ProgressActor:
     def end(self, index: int) -> None:
         self.making.pop(index, None)
 
-    def shard_failed(self, index: int) -> None:
-        """The driver heard shard `index` failed: a strike, and its live counts dropped."""
-        self.failed(index)
+    def shard_failed(self, index: int, died: bool = True) -> None:
+        """The driver heard shard `index` failed: a strike where its worker process died (not
+        where it raised), and its live counts dropped."""
+        if died:
+            self.failed(index)
+        else:
+            self.making.pop(index, None)
         self.tally.forget(index)
 
     def failed(self, index: int) -> None:

@@ -35,6 +35,7 @@ from pipeline.output_folder import (
 )
 from pipeline.plan import Plan, chosen, label_identity, persist_or_check
 from pipeline.probe import check_reachable
+from pipeline.quarantine import pardoned_shards, strikes
 from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout
 from pipeline.source_changes import check_modified_sources
@@ -56,6 +57,7 @@ DASHBOARD_ATTEMPTS = 3  # starts of a local Ray whose dashboard port was taken m
 PROGRESS_SECONDS = 2.0
 STOP_SECONDS = 30.0  # for the shard tasks of a run that ends early to stop
 ACTOR_START_SECONDS = 600  # loading ten metrics (VGG16 included) takes seconds, not minutes
+ACTOR_STATS_SECONDS = 10.0  # for the labeler actors to report their calls at the end
 
 
 @dataclass(frozen=True)
@@ -240,8 +242,7 @@ class _Progress:
     def __init__(self, location: Location, plan: Plan, per_reference: int, done: list[int]):
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         self.location, self.strikes_path = location, location.path(STRIKES_FILE)
-        self.strikes = (json.loads(location.read_bytes(self.strikes_path))
-                        if location.exists(self.strikes_path) else {})
+        self.strikes = strikes(location)
         self.settled: dict[int, int] = {}  # shard -> failures, as told to the actor
         planned = [len(plan.shard(i)) * per_reference for i in range(plan.shard_count)]
         self.actor = ProgressActor.options(name=f"progress-{plan.digest[:8]}",
@@ -278,11 +279,12 @@ class _Progress:
         self.settled[index] = summary["failures"]
         self.actor.settle.remote(index, summary["failures"])
 
-    def shard_failed(self, index: int) -> None:
-        """A strike for the reference the shard was making, if any (the strikes saved); its
-        counts so far dropped. A progress actor that died meanwhile knew nothing to strike."""
+    def shard_failed(self, index: int, died: bool = True) -> None:
+        """Where its worker process `died`, a strike for the reference the shard was making,
+        if any (the strikes saved); its counts so far dropped. A progress actor that died
+        meanwhile knew nothing to strike."""
         with contextlib.suppress(ray.exceptions.RayActorError):
-            ray.get(self.actor.shard_failed.remote(index))
+            ray.get(self.actor.shard_failed.remote(index, died))
         self.save_strikes()
 
     def save_strikes(self) -> None:
@@ -324,13 +326,34 @@ def _run_shards(todo, submit, max_in_flight, progress: _Progress) -> list[int]:
             except (ray.exceptions.RayError, OSError) as error:
                 failed.append(index)
                 tqdm.write(f"shard {shard_name(index)} failed: {type(error).__name__}: {error}")
-                progress.shard_failed(index)
+                # a strike only where its worker process died: an error it raised (a labeler
+                # actor gone, a full disk) says nothing of the reference it was making
+                progress.shard_failed(index, died=not isinstance(
+                    error, ray.exceptions.RayTaskError | OSError))
                 continue
             progress.shard_done(index, summary)
     except BaseException:  # an interrupt, or the driver's own error
         _stop(list(pending))
         raise
     return failed
+
+
+def _actor_calls(actors: list, timeout: float = ACTOR_STATS_SECONDS) -> list[dict]:
+    """Each labeler actor's calls for the report. Every shard is settled by now: an actor that
+    does not answer within `timeout` (its node lost for good, so it restarts for ever) is
+    recorded as unavailable, never waited on."""
+    asked = [actor.stats.remote() for actor in actors]
+    answered, _ = ray.wait(asked, num_returns=len(asked), timeout=timeout)
+    calls = []
+    for reply in asked:
+        if reply not in answered:
+            calls.append({"unavailable": f"no answer within {timeout:g} s"})
+            continue
+        try:
+            calls.append(ray.get(reply))
+        except ray.exceptions.RayError as error:  # it died for good
+            calls.append({"unavailable": f"{type(error).__name__}: {error}"})
+    return calls
 
 
 def _stop(tasks: list) -> None:
@@ -381,6 +404,12 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     done = [i for i in range(plan.shard_count) if i not in todo]
     if resumed:
         check_modified_sources(location, plan, config, done)
+        pardoned = pardoned_shards(location, plan, done)
+        if pardoned:
+            print(f"note: making shard(s) {', '.join(map(shard_name, pardoned))} again: "
+                  f"references they left out as quarantined are no longer struck out in "
+                  f"{STRIKES_FILE}")
+            todo, done = sorted(todo + pardoned), [i for i in done if i not in pardoned]
     write_run_files(location, config, plan, ensemble, absent)
     _start_ray()
     check_reachable(plan, config.sources, config.out)
@@ -414,7 +443,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
                 failed = _run_shards(failed, submit, scheduling.in_flight, progress)
         finally:
             progress.close()
-        actor_calls = ray.get([a.stats.remote() for a in actors])
+        actor_calls = _actor_calls(actors)
     if failed:
         raise ShardsFailedError(f"shards {failed} failed twice; rerun to resume them")
     report = build_report(merge(location, plan), time.perf_counter() - started, absent,

@@ -91,7 +91,8 @@ def _kill_while_making(ref_id: str, done: threading.Event, kills: list[int]) -> 
             armed = True
 
 
-def test_a_reference_that_kills_its_worker_twice_is_quarantined(shifted_sources, fast_config):
+def test_a_reference_that_kills_its_worker_twice_is_quarantined(shifted_sources, fast_config,
+                                                                capsys):
     folder, ensemble = shifted_sources(3)  # p0 p1 p2 in one shard; p1 kills its worker
     config = fast_config(str(folder), shard_refs=3, ensemble_file=str(ensemble),
                          distortion_ids=(1, 8, 13), levels=(1, 3, 5))
@@ -117,16 +118,24 @@ def test_a_reference_that_kills_its_worker_twice_is_quarantined(shifted_sources,
     assert inspect(config.out)[1] == []
 
     # the strikes outlive the run: the shard made again (its stats gone) leaves p1 out again,
-    # with no kill this time; once strikes.json is deleted, p1 is made
-    assert _remake_shard_0(config)["failures_by_reason"] == {"quarantined": 1}
+    # with no kill this time; a plain rerun keeps the finished shard as it is
+    assert _rerun(config, remake=True)["failures_by_reason"] == {"quarantined": 1}
+    assert _rerun(config)["samples_this_run"] == 0
+    # once strikes.json is deleted (as the README says), a plain rerun makes p1: the shard
+    # that left it out is made again
     (Path(config.out) / "strikes.json").unlink()
-    assert _remake_shard_0(config)["failures_by_reason"] == {}
+    capsys.readouterr()
+    assert _rerun(config)["failures_by_reason"] == {}
+    assert "note: making shard(s) 00000 again: references they left out as quarantined" \
+        in capsys.readouterr().out
     keys = read_index(Location.parse(config.out)).column("key").to_pylist()
     assert {key.split("_")[0] for key in keys} == {"p0", "p1", "p2"}
+    assert inspect(config.out)[1] == []
 
 
-def _remake_shard_0(config) -> dict:
-    Path(shard_paths(Location.parse(config.out), 0)["stats"]).unlink()
+def _rerun(config, remake: bool = False) -> dict:
+    if remake:
+        Path(shard_paths(Location.parse(config.out), 0)["stats"]).unlink()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         return generate(config, ClusterOptions(actors=1))
@@ -165,6 +174,61 @@ def test_a_restarted_progress_actor_is_told_again_the_shards_settled_and_the_str
     finally:
         ray.shutdown()
     assert json.loads((Path(config.out) / "strikes.json").read_text()) == {"p1": 1, "p2": 1}
+
+
+def test_a_shard_that_raised_strikes_no_reference_one_whose_worker_died_does(
+        shifted_sources, fast_config):
+    """A shard task that raised (its labeler actor gone for good, a full disk) says nothing of
+    the reference it was making: only a worker death is a strike against it."""
+    folder, _ = shifted_sources(2)
+    config = fast_config(str(folder), shard_refs=1)
+    plan = Plan.make(list_sources(config.sources), config)
+    out = Location.parse(config.out)
+    out.makedirs(out.root)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        progress = _Progress(out, plan, per_reference=7, done=[])
+        assert ray.get(progress.actor.begin.remote(0, "p0"))
+        progress.shard_failed(0, died=False)  # it raised
+        assert ray.get(progress.actor.begin.remote(0, "p0"))  # its retry: no strike either
+        assert ray.get(progress.actor.ledger.remote())["strikes"] == {}
+        assert ray.get(progress.actor.begin.remote(1, "p1"))
+        progress.shard_failed(1)  # its worker died making p1
+        assert ray.get(progress.actor.ledger.remote())["strikes"] == {"p1": 1}
+        progress.close()
+    finally:
+        ray.shutdown()
+
+
+@ray.remote(num_cpus=0)
+class _Labeler:
+    """Stands in for a labeler actor at the run's end: answers, hangs, or is gone."""
+
+    def __init__(self, hangs: bool):
+        self.hangs = hangs
+
+    def stats(self) -> dict:
+        if self.hangs:
+            time.sleep(60)
+        return {"calls": 3, "peak_concurrent": 1}
+
+
+def test_the_run_ends_without_the_calls_of_a_labeler_that_cannot_answer():
+    """A labeler actor whose node is lost for good restarts for ever: the report records it
+    as unavailable rather than wait on it (the run once never ended)."""
+    from pipeline.driver import _actor_calls
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        fine, hanging, gone = (_Labeler.remote(hangs) for hangs in (False, True, False))
+        ray.get(gone.__ray_ready__.remote())
+        ray.kill(gone, no_restart=True)
+        calls = _actor_calls([fine, hanging, gone], timeout=2)
+    finally:
+        ray.shutdown()
+    assert calls[0] == {"calls": 3, "peak_concurrent": 1}
+    assert calls[1] == {"unavailable": "no answer within 2 s"}
+    assert calls[2]["unavailable"].startswith("ActorDiedError")
 
 
 def _settled_shards(actor) -> int | None:

@@ -42,7 +42,7 @@ def test_a_shard_of_only_bad_sources_completes_and_the_run_succeeds(local_ray, t
     assert complete_shards(out) == [0, 1]
     empty = shard_stats(out, 1)
     assert (empty["samples"], empty["references"], empty["failures"]) == (0, 0, 2)
-    assert report["failures_by_reason"] == {"not_an_image": 1, "empty": 1}
+    assert report["failures_by_reason"] == {"corrupt": 1, "empty": 1}  # a PNG signature
     assert inspect(config.out)[1] == []
 
 

@@ -1,0 +1,41 @@
+"""A reference on which worker processes died twice is left out of its shard as quarantined
+(the strikes kept in OUT/strikes.json across reruns). Deleting that file, or lowering a
+reference's count in it, tries the reference again: the finished shards that left out a
+reference no longer struck out are made again on the next run."""
+
+import json
+
+from pipeline.actors import QUARANTINE_STRIKES
+from pipeline.output_folder import STRIKES_FILE
+from pipeline.plan import Plan
+from shards.layout import FAILURES_FILE, REPORT_FILE, shard_paths
+from shards.storage import Location
+
+
+def strikes(location: Location) -> dict[str, int]:
+    """OUT/strikes.json: worker deaths counted against each reference ({} without the file)."""
+    path = location.path(STRIKES_FILE)
+    return json.loads(location.read_bytes(path)) if location.exists(path) else {}
+
+
+def pardoned_shards(location: Location, plan: Plan, done: list[int]) -> list[int]:
+    """The shards of `done` that left out a reference as quarantined which strikes.json no
+    longer strikes out."""
+    struck = strikes(location)
+    left_out = {failure["ref_id"] for failure in _failures(location, done)
+                if failure.get("reason") == "quarantined"}
+    pardoned = {ref_id for ref_id in left_out if struck.get(ref_id, 0) < QUARANTINE_STRIKES}
+    shard_of = {ref.ref_id: position // plan.shard_refs
+                for position, ref in enumerate(plan.references)}
+    return sorted({shard_of[ref_id] for ref_id in pardoned if ref_id in shard_of} & set(done))
+
+
+def _failures(location: Location, done: list[int]) -> list[dict]:
+    """The failures of the finished shards: the merged list where the last run ended
+    (report.json written; one file), else each finished shard's own."""
+    if location.exists(location.path(REPORT_FILE)):
+        paths = [location.path(FAILURES_FILE)]
+    else:
+        paths = [shard_paths(location, index)["failures"] for index in done]
+    return [json.loads(line) for path in paths if location.exists(path)
+            for line in location.read_bytes(path).decode().splitlines() if line.strip()]
