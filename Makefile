@@ -109,11 +109,12 @@ WHEEL_PLATFORMS := $(foreach n,28 27 17,--platform manylinux_2_$(n)_x86_64) \
 device-check: $(STAMP) ## the GPU check: rehearse it here on the CPU, fetch its wheels, say how to run it
 	PYTHON=$(BIN)/python OUT=out/device-check-cpu bash benchmarks/device_check.sh --device cpu --tiny
 	@grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+	rm -rf .whl  # two versions of one package would fail the install on the device
 	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
 		--implementation cp $(WHEEL_PLATFORMS) -d .whl $(DEVICE_WHEELS)
 	@echo; echo "CPU rehearsal passed; the device lacks $(DEVICE_WHEELS): their wheels are in .whl/."
-	@echo "In a session lent a GPU, one device call (about 4 minutes, carry .whl):"
-	@echo "    run(command='bash benchmarks/device_check.sh', carry=['.whl'], timeout_s=540)"
+	@echo "In a session lent a GPU, one device call (about 5-7 minutes, carry .whl):"
+	@echo "    run(command='bash benchmarks/device_check.sh 2>&1 | tee \$$OUT/log.txt', carry=['.whl'], timeout_s=570)"
 	@echo "then copy \$$OUT/device-check.json to docs/device/runN/ and make bench-gpu."
 
 bench-gpu: $(STAMP) ## merge docs/device/run*/device-check.json -> docs/bench-gpu.*, redo the projection

@@ -7,8 +7,11 @@ import distortions
 import labelers
 from pipeline.sizing import TargetSize
 
-SECTIONS = ("environment", "labelers", "training", "denoiser", "pipeline", "loader",
-            "agreement", "ddp", "objectives")
+# the order a run takes them in: training (the most GPU memory) after the pipeline, whose
+# Labeler sizes its passes from the memory free when it starts; the objectives, never yet
+# measured on a GPU, last, so that a run cut short loses only them
+SECTIONS = ("environment", "agreement", "labelers", "denoiser", "pipeline", "loader",
+            "training", "ddp", "objectives")
 DATASET_SECTIONS = ("loader", "ddp", "objectives")  # those that read the pipeline's shards
 
 

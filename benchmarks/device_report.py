@@ -115,7 +115,8 @@ def merge_runs(files: list[Path], out: Path) -> None:
         for name in SECTIONS:
             if name in run and "error" not in run[name]:
                 merged[name] = run[name]
-                merged["sources"][name] = f"{path.parent.name} ({run['environment']['date']})"
+                merged["sources"][name] = (f"{path.parent.name} "
+                                           f"({run.get('environment', {}).get('date')})")
         merged["backbones"] = run.get("backbones")
     origin = ", ".join(f"{name}: {source}" for name, source in merged["sources"].items())
     write_report(out, "bench-gpu", merged, markdown(merged).replace(

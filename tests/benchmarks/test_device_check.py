@@ -50,3 +50,28 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     assert set(results["labelers"]["metrics"]) == set(results["agreement"]["metrics"])
     assert "## Pipeline end to end" in (tmp_path / "device-check.md").read_text()
     assert left == []  # nothing left behind (760 MB of random backbones were, once)
+
+
+def test_a_run_of_some_sections_says_where_it_ran_and_merges(tmp_path, monkeypatch):
+    """Every run measures `environment` first, named or not; a run's JSON without it (cut
+    short) still merges into bench-gpu.*, each section from the latest run that has it."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from device_check import chosen_sections
+    from device_report import merge_runs
+
+    assert chosen_sections("pipeline,loader") == ["environment", "pipeline", "loader"]
+    assert chosen_sections("environment,ddp") == ["environment", "ddp"]
+    with pytest.raises(SystemExit, match="no section gpu"):
+        chosen_sections("pipeline,gpu")
+    first, second = tmp_path / "run1" / "device-check.json", tmp_path / "run2" / "device-check.json"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    first.write_text(json.dumps({"environment": {"date": "2026-11-30"},
+                                 "loader": {"workers": 15, "batch": 64, "crop": 224,
+                                            "images_per_s": 1000.0}}))
+    second.write_text(json.dumps({"loader": {"workers": 15, "batch": 64, "crop": 224,
+                                             "images_per_s": 1200.0}}))
+    merge_runs([first, second], tmp_path)
+    merged = json.loads((tmp_path / "bench-gpu.json").read_text())
+    assert merged["loader"]["images_per_s"] == 1200.0
+    assert merged["sources"] == {"environment": "run1 (2026-11-30)", "loader": "run2 (None)"}
