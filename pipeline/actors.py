@@ -144,6 +144,11 @@ class ProgressActor:
         self.strikes = dict(strikes or {})  # ref_id -> attempts that died on it
         self.making: dict[int, str] = {}    # shard index -> ref_id being made
 
+    def attempt(self, shard: int) -> None:
+        """An attempt at `shard` begins: what an earlier one that died counted is dropped
+        (Ray retries a task whose worker died without the driver hearing of it)."""
+        self.tally.forget(shard)
+
     def add(self, shard: int, done: int, failures: int) -> None:
         self.tally.add(shard, done, failures)
 
@@ -233,6 +238,7 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
     """Produce one shard; the labels (and, with denoise_on_actor, the learned-denoiser
     network) come from a labeler actor, on this node where one lives (none in a label-free
     run). Returns its summary."""
+    ray.get(progress.attempt.remote(index))
     labeler = (nearest_labeler(index, labelers, nodes, ray.get_runtime_context().get_node_id())
                if labelers else None)
 

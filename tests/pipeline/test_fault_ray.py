@@ -176,7 +176,7 @@ def test_a_restarted_progress_actor_is_told_again_the_shards_settled_and_the_str
     assert json.loads((Path(config.out) / "strikes.json").read_text()) == {"p1": 1, "p2": 1}
 
 
-def test_a_shard_that_raised_strikes_no_reference_one_whose_worker_died_does(
+def test_strikes_only_for_a_worker_that_died_and_a_retry_counts_afresh(
         shifted_sources, fast_config):
     """A shard task that raised (its labeler actor gone for good, a full disk) says nothing of
     the reference it was making: only a worker death is a strike against it."""
@@ -195,6 +195,11 @@ def test_a_shard_that_raised_strikes_no_reference_one_whose_worker_died_does(
         assert ray.get(progress.actor.begin.remote(1, "p1"))
         progress.shard_failed(1)  # its worker died making p1
         assert ray.get(progress.actor.ledger.remote())["strikes"] == {"p1": 1}
+        # an attempt whose worker died and that Ray retried: its counts go as the next begins
+        ray.get(progress.actor.add.remote(1, 5, 1))
+        assert ray.get(progress.actor.read.remote()) == (5, 1, 0)
+        ray.get(progress.actor.attempt.remote(1))
+        assert ray.get(progress.actor.read.remote()) == (0, 0, 0)
         progress.close()
     finally:
         ray.shutdown()
@@ -222,7 +227,11 @@ def test_the_run_ends_without_the_calls_of_a_labeler_that_cannot_answer():
     try:
         fine, hanging, gone = (_Labeler.remote(hangs) for hangs in (False, True, False))
         ray.get(gone.__ray_ready__.remote())
-        ray.kill(gone, no_restart=True)
+        ray.kill(gone, no_restart=True)  # takes effect a moment later
+        with pytest.raises(ray.exceptions.RayActorError):
+            for _ in range(WAIT_SECONDS * 10):
+                ray.get(gone.stats.remote())
+                time.sleep(0.1)
         calls = _actor_calls([fine, hanging, gone], timeout=2)
     finally:
         ray.shutdown()
