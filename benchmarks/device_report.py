@@ -95,7 +95,9 @@ def markdown(results: dict) -> str:
         lines += ["## Label-free objectives", "",
                   f"`train pretrain --objective ...`, {section['backbone']} at "
                   f"{section['crop']} px, {section['steps']} steps of {section['batch']} groups, "
-                  "one process:", "", "| objective | epoch s | images/s | train loss |",
+                  "one process; images/s over the whole epoch (warm-up and validation "
+                  "included: a working check, not the GPU's rate):", "",
+                  "| objective | epoch s | images/s | train loss |",
                   "|---|---|---|---|"]
         lines += [f"| {name} | {r['epoch_seconds']} | {r['images_per_s']} | "
                   f"{r['train_loss']:.4g} |" for name, r in runs.items()]
