@@ -154,7 +154,8 @@ class Labeler:
         """One pass; on CUDA the first pass of a metric records its peak bytes per image.
         Measurements take turns (the GPU actor serves two calls at once from threads): one
         thread's reset of the device's peak would hide another's. A pass running beside a
-        measurement only makes it larger, so the batches smaller: never an overrun."""
+        measurement can still move it either way; a pass that then overruns the memory is
+        retried in halves (_compare), and the smaller size kept."""
         if self.device.type != "cuda" or self.batch_size is not None \
                 or key in self.per_image_bytes:
             return metric.compare(prepared, chunk)  # already on the device (score uploads once)

@@ -48,6 +48,7 @@ from shards.layout import (
     SOURCES_FILE,
     labels_files,
     shard_name,
+    shard_paths,
 )
 from shards.reader import shard_problems, shard_stats, shards_with_stats
 from shards.storage import Location
@@ -326,16 +327,22 @@ def _run_shards(todo, submit, max_in_flight, progress: _Progress) -> list[int]:
             except (ray.exceptions.RayError, OSError) as error:
                 failed.append(index)
                 tqdm.write(f"shard {shard_name(index)} failed: {type(error).__name__}: {error}")
-                # a strike only where its worker process died: an error it raised (a labeler
-                # actor gone, a full disk) says nothing of the reference it was making
-                progress.shard_failed(index, died=not isinstance(
-                    error, ray.exceptions.RayTaskError | OSError))
+                progress.shard_failed(index, died=_died(error))
                 continue
             progress.shard_done(index, summary)
     except BaseException:  # an interrupt, or the driver's own error
         _stop(list(pending))
         raise
     return failed
+
+
+def _died(error: Exception) -> bool:
+    """Whether a shard failed as a process making its reference died: its own worker, or
+    the labeler actor scoring it (a reference that crashes a metric), not an error its code
+    raised (a full disk, say), which says nothing of the reference."""
+    if isinstance(error, ray.exceptions.RayTaskError):
+        return isinstance(error.cause, ray.exceptions.RayActorError)
+    return not isinstance(error, OSError)
 
 
 def _actor_calls(actors: list, timeout: float = ACTOR_STATS_SECONDS) -> list[dict]:
@@ -402,6 +409,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     todo = [i for i in range(plan.shard_count)
             if not shard_is_complete(location, i, plan.digest, config.store, options.verify)]
     done = [i for i in range(plan.shard_count) if i not in todo]
+    pardoned = []
     if resumed:
         check_modified_sources(location, plan, config, done)
         pardoned = pardoned_shards(location, plan, done)
@@ -417,6 +425,8 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
         print(f"resuming: {len(done)} of {plan.shard_count} shards done")
     if todo:
         _drop_stale_results(location)
+    for index in pardoned:  # unfinished until made again (its lists are rewritten first)
+        location.delete(shard_paths(location, index)["stats"])
     if absent:
         print(f"note: labels without {', '.join(absent)} (weights missing; Q renormalised)")
     unscored = sorted(set(ensemble.weights) - set(config.metrics)) if config.labelled else []

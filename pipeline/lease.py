@@ -90,8 +90,12 @@ class Lease:
                 raise LeaseHeldError(f"{self.location.root} is being written by another "
                                      f"driver ({_describe(current)}).{hint}")
             if not self._take_over(current):
-                raise LeaseHeldError(f"{self.location.root}: another driver took over the "
-                                     f"stale lease first ({_describe(self._read())})")
+                now = self._read()
+                who = (f"another driver took it over first ({_describe(now)})"
+                       if now != current else "another driver is taking it over now")
+                raise LeaseHeldError(f"{self.location.root}: the stale lease of "
+                                     f"{_describe(current)}: {who}; wait for it, or write to "
+                                     "another output folder")
         threading.Thread(target=self._refresh, daemon=True).start()
         return notices
 
@@ -109,8 +113,9 @@ class Lease:
         that creates the next takeover marker named after `stale` exclusively (passing over
         markers a dead driver left) and then still finds `stale` there writes."""
         digest = hashlib.sha256(json.dumps(stale, sort_keys=True).encode()).hexdigest()[:16]
-        for attempt in range(TAKEOVER_MARKERS):
-            marker = self.location.path(f"{LEASE_FILE}.takeover-{digest}-{attempt}")
+        markers = [self.location.path(f"{LEASE_FILE}.takeover-{digest}-{attempt}")
+                   for attempt in range(TAKEOVER_MARKERS)]
+        for marker in markers:
             if self.location.create_exclusive(marker, json.dumps(self.holder).encode()):
                 break
             if not self._abandoned(marker):
@@ -121,6 +126,8 @@ class Lease:
             if self._read() != stale:  # another driver took it over before this marker
                 return False
             self._write()
+            for left in markers[:markers.index(marker)]:  # passed over: their drivers died
+                self.location.delete(left)
             return True
         finally:
             self.location.delete(marker)

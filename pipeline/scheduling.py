@@ -16,7 +16,7 @@ from pipeline.errors import LabelersUnavailableError
 GPU_ACTOR_CONCURRENCY = 2   # calls a GPU actor serves at once (threads)
 CPUS_PER_CPU_ACTOR = 4      # without GPUs: one labeler actor per this many CPUs
 MAX_CPU_ACTOR_SHARE = 2.0   # ... each holding at most this many CPUs
-MIN_CPU_ACTOR_SHARE = 0.25  # ... and, where --actors names how many, at least this many
+MIN_CPU_ACTOR_SHARE = 0.25  # ... and at least this many, but one actor where none is spare
 
 
 @dataclass(frozen=True)
@@ -43,19 +43,23 @@ def layout(cpus: float, gpus: int, actors: int | None = None,
     spare = max(0.0, cpus - 1)  # what the actors may hold: the shard tasks need a whole CPU
     if gpus:
         count = actors or gpus
-        # a CPU each (it decodes nothing: pixels come raw), less where the CPUs are fewer
-        actor_cpu = min(1.0, spare / count)
+        # a CPU each (it decodes nothing: pixels come raw) where the cluster has a CPU more
+        # than actors, none otherwise: then some node keeps a whole CPU for shard tasks
+        # (were every node's CPUs no more than its GPUs, the CPUs would be no more than the
+        # actors); a fraction each could leave every node a fraction short
+        actor_cpu = 1.0 if spare >= count else 0.0
         resources, threads, concurrency = {"num_gpus": 1, "num_cpus": actor_cpu}, 1, \
             GPU_ACTOR_CONCURRENCY
         actor_cpus = actor_cpu * count
     else:
         count = actors or max(1, int(cpus // CPUS_PER_CPU_ACTOR))
-        share = min(MAX_CPU_ACTOR_SHARE, spare / count)
-        if actors and share < MIN_CPU_ACTOR_SHARE:
+        fit = max(1, int(spare / MIN_CPU_ACTOR_SHARE))  # one always: with no CPU to spare,
+        if count > fit:                                 # it holds none (as by default)
             raise LabelersUnavailableError(
-                f"--actors {actors} on {cpus:g} CPUs: each CPU labeler actor needs "
+                f"--actors {count} on {cpus:g} CPUs: each CPU labeler actor needs "
                 f"{MIN_CPU_ACTOR_SHARE} CPU at least and the shard tasks one whole CPU; at "
-                f"most {max(1, int(spare / MIN_CPU_ACTOR_SHARE))} actors here")
+                f"most {fit} actor(s) here")
+        share = min(MAX_CPU_ACTOR_SHARE, spare / count)
         # labelling is the bottleneck: each actor's torch may use its share of every core
         resources, threads, concurrency = {"num_cpus": share}, max(1, int(cpus // count)), 1
         actor_cpus = share * count

@@ -57,8 +57,8 @@ class Guard:
 
 
 ADMIT_ALL = Guard()
-QUARANTINED = ("its worker process died twice while making it (killed, out of memory or "
-               "crashed): left out")
+QUARANTINED = ("a process died twice while making it (its shard's worker or the labeler "
+               "scoring it: killed, out of memory or crashed): left out")
 
 
 @dataclass

@@ -8,6 +8,7 @@ first frame is kept (each recorded); zero-byte, truncated, corrupt and non-image
 decompression bombs (more pixels than the limit) raise DecodeError with a reason."""
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
+SAMPLE_FORMAT = 339  # the TIFF tag saying whether samples are unsigned, signed or floats
 # the file names of the formats Pillow reads (its AVIF plugin included): what a folder of
 # images is taken to hold (anything else in it is skipped)
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp",
@@ -74,15 +76,18 @@ def _decoded_sixteen_bit(data: bytes, rawmode: str, conversions: list[str]) -> I
 
 def _to_rgb(image: Image.Image, conversions: list[str]) -> Image.Image:
     """8-bit RGB from any mode, appending what was done to `conversions`. Floating-point
-    images (no agreed range) and integer ones outside 0..65535 (signed, or beyond 16 bits)
-    are refused, never guessed."""
+    images and signed ones (no agreed range) and integer ones outside 0..65535 are refused,
+    never guessed."""
     if image.mode == "F":
         raise DecodeError("unsupported_mode", "floating-point pixels (mode F): no agreed range "
                                               "to map to 8 bits")
+    if 2 in _sample_formats(image):
+        raise DecodeError("unsupported_mode", "signed integer pixels (TIFF SampleFormat 2): no "
+                                              "agreed map to 8 bits")
     if image.mode == "I":
         low, high = image.getextrema()
         if low < 0 or high > 65535:
-            raise DecodeError("unsupported_mode", f"32-bit pixels {low}..{high}, outside the "
+            raise DecodeError("unsupported_mode", f"integer pixels {low}..{high}, outside the "
                                                   "16-bit range 0..65535 (mode I)")
     if image.mode in SIXTEEN_BIT_GRAY:
         conversions.append(f"{image.mode}->8-bit")
@@ -105,15 +110,25 @@ def _to_rgb(image: Image.Image, conversions: list[str]) -> Image.Image:
     return image
 
 
+def _sample_formats(image: Image.Image) -> tuple[int, ...]:
+    """A TIFF's SampleFormat values (1 unsigned, 2 signed, 3 floating point); () elsewhere."""
+    value = getattr(image, "tag_v2", {}).get(SAMPLE_FORMAT, ())
+    return tuple(value) if isinstance(value, tuple | list) else (value,)
+
+
 def _signature(data: bytes) -> str | None:
-    """The format whose signature `data` opens with, by Pillow's own checks (None: none), for
-    a file Pillow could not open: a damaged image, not something else."""
+    """The format among those a source may be (IMAGE_EXTENSIONS) whose signature `data`
+    opens with, by Pillow's own checks (None: none), for a file Pillow could not open: a
+    damaged image, not something else."""
     Image.init()
-    for name, (_, accept) in Image.OPEN.items():
+    extensions = Image.registered_extensions()
+    formats = {extensions[ext] for ext in IMAGE_EXTENSIONS if ext in extensions}
+    for name in sorted(formats):
+        _, accept = Image.OPEN.get(name, (None, None))
         try:
             if accept is not None and accept(data[:16]):
                 return name
-        except (IndexError, TypeError, ValueError):  # a prefix too short for its check
+        except (IndexError, TypeError, ValueError, struct.error):  # a prefix too short
             continue
     return None
 

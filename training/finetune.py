@@ -22,6 +22,7 @@ from training.optim import FINETUNE, OptimConfig
 from training.plots import scatter
 from training.precision import FP32, Precision
 from training.results_files import figures_line, write_json
+from training.trained import resolved_root
 from training.transforms import EVAL_CROPS, Augment
 
 FIGURES = ("srocc", "plcc", "plcc_raw", "krcc", "rmse", "rmse_raw")
@@ -140,7 +141,8 @@ def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: i
         return validation_figures(*predict(context, network, val_loader, precision=precision),
                                   classes=0)
 
-    run = Run(context, model, config.optim, 0, out, {**config.to_json(), "repeat": repeat},
+    run = Run(context, model, config.optim, 0, out,
+              {**config.to_json(), "repeat": repeat, "root_resolved": resolved_root(config.root)},
               seed, precision)
     summary = fit(run, batches, steps, validate)
     distributed.barrier(context)  # rank 0 has written best.pt

@@ -4,7 +4,7 @@ some of them; the defaults are what those runs did."""
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -20,7 +20,8 @@ class TrainedRun:
     targets: tuple[str, ...] = ("quality",)  # what its heads learnt
     objective: str | None = None             # a label-free objective's name (None: labels)
     dataset: str | None = None               # what it was trained on (finetune: the kind)
-    root: str | None = None                  # finetune: where that dataset was read from
+    root: str | None = None                  # finetune: where that dataset was read from,
+    root_resolved: str | None = None         # as typed, and resolved (resolved_root)
     crop: int | None = None                  # its training crop
     # the normalisation it saw (runs older than the per-backbone normalisation saw ImageNet's)
     mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
@@ -46,6 +47,7 @@ class TrainedRun:
                    targets=tuple(config.get("target", "quality").split(",")),
                    objective=objective["name"] if objective else None,
                    dataset=config.get("dataset"), root=config.get("root"),
+                   root_resolved=config.get("root_resolved"),
                    crop=augment.get("crop"),
                    mean=tuple(augment.get("mean", IMAGENET_DEFAULT_MEAN)),
                    std=tuple(augment.get("std", IMAGENET_DEFAULT_STD)),
@@ -59,10 +61,15 @@ class TrainedRun:
         return self.repeat is not None
 
     def fine_tuned_on(self, dataset: str, root: str) -> bool:
-        """Whether it was fine-tuned on this dataset read from this root (a path spelled
-        otherwise is the same root; a checkpoint that recorded none matches by kind)."""
-        return (self.fine_tuned and self.dataset == dataset
-                and (self.root is None or _same_root(self.root, root)))
+        """Whether it was fine-tuned on this dataset read from this root, however spelled.
+        A checkpoint that recorded its root only as typed (a relative path resolves where it
+        ran, unknown here) matches a root of the same name; one that recorded none, any:
+        never is its own dataset taken for another, whose test part would be its training."""
+        if not (self.fine_tuned and self.dataset == dataset):
+            return False
+        if self.root_resolved is not None:
+            return self.root_resolved == resolved_root(root)
+        return self.root is None or _name(self.root) == _name(root)
 
     def augment(self, crop: int | None = None) -> Augment:
         """The input it was trained on: its crop (unless `crop`; else its backbone's own) and
@@ -80,7 +87,15 @@ class TrainedRun:
         return f"the raw {self.targets[0]} scores of {self.dataset}"
 
 
-def _same_root(recorded: str, given: str) -> bool:
-    if "://" in recorded or "://" in given:
-        return recorded.rstrip("/") == given.rstrip("/")
-    return os.path.realpath(recorded) == os.path.realpath(given)
+
+def resolved_root(root: str) -> str:
+    """A dataset root as one string however it is spelled: a local path (or file:// URI)
+    absolute with its links resolved, another URI as given (without a trailing slash)."""
+    path = root.removeprefix("file://")
+    if "://" in path:
+        return path.rstrip("/")
+    return os.path.realpath(path)
+
+
+def _name(root: str) -> str:
+    return PurePosixPath(root.removeprefix("file://").rstrip("/")).name

@@ -205,6 +205,20 @@ def test_strikes_only_for_a_worker_that_died_and_a_retry_counts_afresh(
         ray.shutdown()
 
 
+def test_a_strike_is_for_a_process_that_died_making_the_reference():
+    """Its worker, or the labeler actor scoring it (a reference that crashes a metric), and
+    not an error its code raised (a full disk): that says nothing of the reference."""
+    from pipeline.driver import _died
+
+    errors = ray.exceptions
+    assert _died(errors.WorkerCrashedError())
+    assert _died(errors.RayTaskError("shard_task", "", errors.ActorDiedError()))
+    assert _died(errors.RayTaskError("shard_task", "", errors.ActorUnavailableError("gone", None)))
+    assert not _died(errors.RayTaskError("shard_task", "", OSError(28, "No space left")))
+    assert not _died(errors.RayTaskError("shard_task", "", ValueError("bad")))
+    assert not _died(OSError(5, "Input/output error"))
+
+
 @ray.remote(num_cpus=0)
 class _Labeler:
     """Stands in for a labeler actor at the run's end: answers, hangs, or is gone."""

@@ -122,6 +122,22 @@ def test_a_takeover_after_another_is_refused_and_a_dead_takers_marker_is_passed_
         os.utime(left, (time.time() - 2 * lease_module.ABANDONED_MARKER_SECONDS,) * 2)
         assert late._take_over(stale)
         assert json.loads(location.read_bytes(location.path(LEASE_FILE)))["pid"] == os.getpid()
+        assert sorted(os.listdir(location.root)) == [LEASE_FILE]  # the dead one's marker gone
+
+
+def test_a_takeover_under_way_is_named_as_such(tmp_path):
+    """A stale lease another driver holds the takeover marker of: refused, saying so (not
+    naming the dead holder as the one that took it over)."""
+    location = Location.parse(str(tmp_path / "out"))
+    location.makedirs(location.root)
+    dead = Lease(location, holder={**Lease(location).holder, "pid": _dead_pid()})
+    dead._write()
+    digest = hashlib.sha256(json.dumps(dead.holder, sort_keys=True).encode()).hexdigest()[:16]
+    location.write_bytes(location.path(f"{LEASE_FILE}.takeover-{digest}-0"), b"{}")  # just now
+    with pytest.raises(LeaseHeldError, match=rf"the stale lease of host \S+ pid "
+                                             rf"{dead.holder['pid']}, .*: another driver is "
+                                             r"taking it over now"):
+        Lease(location).acquire()
 
 
 def test_a_stale_lease_of_another_host_needs_take_over(location):

@@ -40,11 +40,23 @@ def test_the_actors_always_leave_a_whole_cpu_to_the_shard_tasks(cpus, gpus, acto
     assert cpus - held >= 1 and chosen.in_flight >= 1
 
 
+def test_gpu_actors_hold_a_whole_cpu_or_none_so_some_node_keeps_one():
+    """Two nodes of 1 CPU + 1 GPU: half a CPU per actor would leave each node half a CPU,
+    and no shard task anywhere; whole CPUs or none leave a node a whole one."""
+    for cpus, gpus, per_actor in ((2, 2, 0.0), (3, 2, 1.0), (17, 1, 1.0), (2, 1, 1.0)):
+        assert layout(cpus=cpus, gpus=gpus).actor_resources["num_cpus"] == per_actor
+
+
 def test_more_cpu_actors_than_the_cpus_allow_are_refused_naming_how_many_fit():
     from pipeline.errors import LabelersUnavailableError
 
-    with pytest.raises(LabelersUnavailableError, match=r"--actors 5 on 2 CPUs: .* at most 4"):
+    with pytest.raises(LabelersUnavailableError, match=r"--actors 5 on 2 CPUs: .* at most 4 "):
         layout(cpus=2, gpus=0, actors=5)
+    assert layout(cpus=2, gpus=0, actors=4).actor_resources == {"num_cpus": 0.25}
+    # one CPU: the one actor holds none, asked for or not (the shard tasks take the CPU)
+    assert layout(cpus=1, gpus=0, actors=1) == layout(cpus=1, gpus=0)
+    with pytest.raises(LabelersUnavailableError, match=r"at most 1 actor\(s\) here"):
+        layout(cpus=1, gpus=0, actors=2)
 
 
 def test_overrides_win():

@@ -41,17 +41,33 @@ def test_an_animation_or_a_multi_page_file_gives_its_first_frame_and_says_so(sma
                    .conversions)  # one frame: nothing to say
 
 
-@pytest.mark.parametrize("dtype", [np.int16, np.int32])
-def test_signed_pixels_below_zero_are_refused_not_clipped(small_image, dtype):
-    """A signed TIFF has no agreed map to 8 bits (as floats have none): refused, naming its
-    range, where clipping at 0 would flatten every negative pixel."""
-    values = small_image[..., 0].astype(dtype) - 128  # -128 .. 127
-    with pytest.raises(DecodeError) as refused:
-        decode(_encoded(Image.fromarray(values), "TIFF"))
-    assert refused.value.reason == "unsupported_mode"
-    assert f"pixels {values.min()}..{values.max()}, outside the 16-bit range" in str(refused.value)
-    unsigned = decode(_encoded(Image.fromarray(values.astype(np.int32) + 128), "TIFF"))
-    assert unsigned.conversions[0] == "I->8-bit"  # 0 .. 255 of 65535: kept, as 16-bit values
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32])
+def test_signed_tiffs_are_refused_not_wrapped_or_clipped(small_image, dtype):
+    """A signed TIFF (SampleFormat 2) has no agreed map to 8 bits, as floats have none:
+    refused, whatever its values (Pillow opens int8 as 8-bit gray, wrapping -1 to 255)."""
+    import tifffile
+
+    for values in (small_image[..., 0].astype(dtype) // 2 - 60,  # some below 0
+                   small_image[..., 0].astype(dtype) // 2):         # none below 0
+        buffer = io.BytesIO()
+        tifffile.imwrite(buffer, values)
+        with pytest.raises(DecodeError) as refused:
+            decode(buffer.getvalue())
+        assert str(refused.value) == ("unsupported_mode: signed integer pixels (TIFF "
+                                      "SampleFormat 2): no agreed map to 8 bits")
+
+
+def test_unsigned_16_bit_tiffs_are_kept_and_wider_integers_refused(small_image):
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, small_image[..., 0].astype(np.uint16) * 257)
+    assert np.array_equal(decode(buffer.getvalue()).pixels[..., 0], small_image[..., 0])
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, small_image[..., 0].astype(np.uint32) * 70_000)
+    with pytest.raises(DecodeError, match=r"unsupported_mode: integer pixels 0\.\.\d+, "
+                                          r"outside the 16-bit range"):
+        decode(buffer.getvalue())
 
 
 @pytest.mark.parametrize("format, signature", [("JPEG", b"\xff\xd8\xff"), ("PNG", b"\x89PNG")])
@@ -64,7 +80,8 @@ def test_an_image_with_a_damaged_header_is_corrupt_not_a_non_image(small_image, 
         decode(bytes(data))
     assert (refused.value.reason, str(refused.value)) == (
         "corrupt", f"corrupt: a {format} signature, but its header cannot be read")
-    for other in (b"plain text, not an image", b"<html><body>a page</body></html>"):
+    for other in (b"plain text, not an image", b"<html><body>a page</body></html>", b"ab",
+                  b"P", b"#define WIDTH 8", b"%!PS-Adobe-3.0", b"\x01\x00\x00\x00 x"):
         with pytest.raises(DecodeError) as refused:
             decode(other)
         assert refused.value.reason == "not_an_image"

@@ -148,11 +148,19 @@ def test_a_checkpoint_says_what_its_scores_mean():
                                 "repeat": 2, "seed": 5, "split_by": "image", "refs": ["a"]})
     assert fine_tuned.fine_tuned and (fine_tuned.repeat, fine_tuned.seed) == (2, 5)
     assert fine_tuned.fine_tuned_on("koniq10k", "/anywhere")  # recorded no root: by kind
-    rooted = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "csv",
-                            "root": "data/a.csv", "repeat": 0})
-    assert rooted.fine_tuned_on("csv", os.path.abspath("data/a.csv"))  # the same file
-    assert not rooted.fine_tuned_on("csv", "data/b.csv")  # another CSV: not its own split
-    assert not rooted.fine_tuned_on("koniq10k", "data/a.csv")
+    from training.trained import resolved_root
+    resolved = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "csv",
+                              "root": "data/a.csv", "repeat": 0,
+                              "root_resolved": resolved_root("data/a.csv")})
+    for spelling in (os.path.abspath("data/a.csv"), "./data/a.csv",
+                     "file://" + os.path.abspath("data/a.csv")):
+        assert resolved.fine_tuned_on("csv", spelling)  # the same file
+    assert not resolved.fine_tuned_on("csv", "data/b.csv")  # another CSV: not its own split
+    assert not resolved.fine_tuned_on("koniq10k", "data/a.csv")
+    typed = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "csv",
+                           "root": "data/a.csv", "repeat": 0})  # before roots were resolved
+    assert typed.fine_tuned_on("csv", "/elsewhere/data/a.csv")  # by name: never missed
+    assert not typed.fine_tuned_on("csv", "data/b.csv")
     assert fine_tuned.score_meaning().startswith("koniq10k's opinion scores")
     pretrained = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "out/run",
                                 "target": "vif"})
