@@ -178,8 +178,8 @@ class ProgressActor:
         self.making.pop(index, None)
 
     def shard_failed(self, index: int, died: bool = True) -> None:
-        """The driver heard shard `index` failed: a strike where its worker process died (not
-        where it raised), and its live counts dropped."""
+        """The driver heard shard `index` failed: a strike where a process making it died
+        (not where its code raised), and its live counts dropped."""
         if died:
             self.failed(index)
         else:

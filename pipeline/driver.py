@@ -281,9 +281,9 @@ class _Progress:
         self.actor.settle.remote(index, summary["failures"])
 
     def shard_failed(self, index: int, died: bool = True) -> None:
-        """Where its worker process `died`, a strike for the reference the shard was making,
-        if any (the strikes saved); its counts so far dropped. A progress actor that died
-        meanwhile knew nothing to strike."""
+        """Where a process making it `died` (_died), a strike for the reference the shard was
+        making, if any (the strikes saved); its counts so far dropped. A progress actor that
+        died meanwhile knew nothing to strike."""
         with contextlib.suppress(ray.exceptions.RayActorError):
             ray.get(self.actor.shard_failed.remote(index, died))
         self.save_strikes()
