@@ -97,8 +97,12 @@ class Ensemble:
             raise EnsembleError("weights and mappings must name the same metrics")
         if any(w < 0 or not math.isfinite(w) for w in self.weights.values()):
             raise EnsembleError("weights must be finite and non-negative")
-        if sum(self.weights.values()) <= 0:
+        total = sum(self.weights.values())
+        if total <= 0:
             raise EnsembleError("an ensemble needs a metric of positive weight")
+        if not math.isfinite(total):
+            raise EnsembleError("the weights' sum overflows (each finite, their sum not): "
+                                "scale them down, only their ratios matter")
 
     def definition(self) -> dict:
         """What the hash covers: name, weights and mappings (notes are commentary)."""

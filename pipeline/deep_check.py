@@ -110,6 +110,11 @@ def deep_check(location: Location, count: int, seed: int = 0) -> tuple[list[str]
         except (OSError, ValueError, tarfile.TarError) as error:  # the damage it looks for
             problems.append(f"deep check: shard {shard}: {error}")
             continue
+        absent = sorted(wanted - set(pixels))
+        if absent:  # the index lists them; the tar (changed after it was written) lacks them
+            problems.append(f"deep check: shard {shard}: {len(absent)} sample(s) the index "
+                            f"lists are not in its tar ({', '.join(absent[:3])}...)")
+            continue
         for row in shard_rows:
             reference, stored = pixels[f"{row['ref_id']}_ref"], pixels[row["key"]]
             if stored is None:

@@ -99,8 +99,8 @@ def _figure(value: float | None) -> str:
 
 def relabel_command(args) -> int:
     """Q for every sample of a dataset from the raw scores in its parquet index, written as a
-    sidecar labels-<hash>.parquet (key, quality; the metrics used in its metadata); the shard
-    tars are untouched. A metric of the ensemble that the dataset never scored is left out
+    sidecar labels-<hash>.parquet (key, quality, shard; the metrics used in its metadata); the
+    shard tars are untouched. A metric of the ensemble that the dataset never scored is left out
     (Q renormalised over the rest, and said); one scored for some samples only is refused."""
     ensemble = ens.load(args.ensemble)
     location = Location.parse(args.out)  # a folder or a URI (file://, s3://, gs://)

@@ -284,8 +284,12 @@ def _first_reference_difference(old: Plan, new: Plan) -> str:
 
 
 def read_plan(location: Location) -> Plan:
-    """The plan in a dataset's plan.json (a ValueError where it is not one)."""
-    return Plan.from_json(json.loads(location.read_bytes(location.path(PLAN_FILE))))
+    """The plan in a dataset's plan.json (a ValueError naming the file where it is not one)."""
+    path = location.path(PLAN_FILE)
+    try:
+        return Plan.from_json(json.loads(location.read_bytes(path)))
+    except ValueError as error:  # not JSON (undecodable bytes too), or not a plan
+        raise ValueError(f"{path}: {error}") from None
 
 
 def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> bool:

@@ -57,11 +57,38 @@ def shard_samples(opened: dict, select: Select | None = None) -> Iterator[dict]:
 def each_shard(location: Location, per_shard: Callable[[dict], Iterable]
                ) -> Callable[[Iterable[dict]], Iterator]:
     """A stage from shard urls to what `per_shard(opened)` makes of each opened shard (with
-    `shard_samples`: records, groups), so per-shard state ends with its shard."""
+    `shard_samples`: records, groups), so per-shard state ends with its shard. A plain tar
+    whose archive ends well before its file does (zeroed or overwritten in place, at the size
+    its stats record) is a ShardReadError, never read as a shorter shard."""
     def stage(sources: Iterable[dict]) -> Iterator:
         for opened in open_tars(location)(sources):
-            yield from per_shard(opened)
+            counted = CountingStream(opened["stream"])
+            yield from per_shard({**opened, "stream": counted})
+            _check_read_to_end(location, opened["url"], counted.count)
     return stage
+
+
+class CountingStream:
+    """A stream that counts the bytes read through it (pyarrow's input streams cannot tell)."""
+
+    def __init__(self, stream):
+        self.stream, self.count = stream, 0
+
+    def read(self, size: int = -1) -> bytes:
+        block = self.stream.read(None if size is None or size < 0 else size)
+        self.count += len(block)
+        return block
+
+
+def _check_read_to_end(location: Location, url: str, read: int) -> None:
+    """After a plain tar's last member: its end-of-archive marker lies in its last record
+    (tarfile pads the file to whole records); more left unread is damage."""
+    if not url.endswith(".tar"):
+        return  # a .tar.gz that is damaged does not inflate
+    size = location.fs.get_file_info(url).size
+    if size is not None and size - read > tarfile.RECORDSIZE:
+        raise ShardReadError(f"{url} is unreadable: its archive ends after {read} of its "
+                             f"{size} bytes (zeroed or overwritten after it was written)")
 
 
 def read_tar(location: Location, url: str, select: Select | None = None,

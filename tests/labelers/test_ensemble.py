@@ -101,6 +101,17 @@ def test_a_file_that_is_no_ensemble_is_named(tmp_path):
             ens.load(str(manifest))
 
 
+def test_weights_whose_sum_overflows_are_refused():
+    """Each 1e308 is finite; their sum is not, and Q would be inf / inf (NaN)."""
+    mapping = ens.Mapping01("linear", best=0, worst=1)
+    with pytest.raises(ens.EnsembleError, match="sum overflows"):
+        ens.Ensemble("huge", {"mae": 1e308, "gmsd": 1e308}, {"mae": mapping, "gmsd": mapping})
+    scaled = ens.Ensemble("fine", {"mae": 1e307, "gmsd": 1e307}, {"mae": mapping,
+                                                                   "gmsd": mapping})
+    q, _ = scaled.quality({"mae": np.array([0.0, 1.0]), "gmsd": np.array([0.0, 1.0])})
+    np.testing.assert_allclose(q, [1.0, 0.0])
+
+
 def test_quality_refuses_scores_that_are_not_finite():
     toy = ens.Ensemble("toy", {"mae": 1.0}, {"mae": ens.Mapping01("linear", best=0, worst=1)})
     with pytest.raises(ens.EnsembleError, match="1 mae score"):

@@ -327,3 +327,10 @@ def test_weights_import_reports_a_folder_without_the_files(tmp_path, monkeypatch
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
     assert cli.main(["weights", "import", str(tmp_path)]) == 2
     assert "vgg16-397923af.pth" in capsys.readouterr().err
+
+
+def test_relabel_names_a_plan_json_that_is_not_one(scored_dataset, tmp_path, capsys):
+    out = _copy(scored_dataset, tmp_path)
+    (out / "plan.json").write_text("garbage")
+    assert cli.main(["relabel", str(out), "--ensemble", "default"]) == 2
+    assert f"{out / 'plan.json'}: Expecting value" in capsys.readouterr().err

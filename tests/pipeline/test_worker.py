@@ -734,13 +734,27 @@ def test_deep_inspection_lists_an_undecodable_shard_and_an_unreadable_index(fast
     config = fast_config("embedded", limit=2, shard_refs=1, distortion_ids=(1,), levels=(1,))
     _, location, _ = _run_all(config, mae_ensemble)
     tar = Path(tar_path(location, 0, "images"))
-    data = bytearray(tar.read_bytes())
+    original = tar.read_bytes()
+    data = bytearray(original)
     at = data.index(b"IDAT") + 40  # inside the first PNG's compressed pixels
     data[at] ^= 0xFF
     tar.write_bytes(bytes(data))
     lines, problems = deep_check(location, 100)
     assert any(problem.startswith("deep check: shard 0: ") for problem in problems)
     assert lines  # the summary of what could be checked is still there
+    # a tar of the same size, one member renamed and the other zeroed: the samples its index
+    # lists are named as absent (it once stopped on a KeyError)
+    data = bytearray(original)
+    data[data.index(b"_d01_l1.png")] = ord("X")
+    tar.write_bytes(bytes(data))
+    _, problems = deep_check(location, 100)
+    assert any(re.match(r"deep check: shard 0: \d sample\(s\) the index lists are not in "
+                        r"its tar \(\w+_d01_l1", problem) for problem in problems)
+    other = Path(tar_path(location, 1, "images"))
+    other.write_bytes(bytes(other.stat().st_size))
+    _, problems = deep_check(location, 100)
+    assert any(problem.startswith("deep check: shard 1: ") and "not in its tar" in problem
+               for problem in problems)
     Path(shard_paths(location, 1)["parquet"]).write_bytes(b"not parquet")
     _, problems = deep_check(location, 100)
     assert len(problems) == 1 and problems[0].startswith("deep check: ")

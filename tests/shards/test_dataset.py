@@ -153,6 +153,32 @@ def test_a_finished_shard_whose_tar_was_cut_is_refused_not_read_short(tmp_path, 
     assert complete_shards(Location.parse(str(damaged))) == []
 
 
+@pytest.mark.parametrize("damage", ["zeroed", "cut, then padded to its size"])
+def test_a_tar_damaged_at_its_recorded_size_is_refused_not_read_short(tmp_path, hand_made,
+                                                                      damage):
+    """Its size is what its stats say, so only its SHA-256 (inspect, --verify) or reading it
+    to its end tells: tarfile reads a zero block as the end of the archive, here at byte 0."""
+    from shards.groups import IncompleteShardError
+    from shards.tar_stream import ShardReadError
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(hand_made, damaged)
+    tar = damaged / "shards" / "00000.tar"
+    size = tar.stat().st_size
+    if damage == "zeroed":
+        tar.write_bytes(bytes(size))
+    else:
+        _cut_at_a_member_boundary(tar)
+        tar.write_bytes(tar.read_bytes().ljust(size, b"\0"))
+    assert tar.stat().st_size == size
+    dataset = open_dataset(str(damaged))
+    with pytest.raises(ShardReadError, match=r"00000\.tar is unreadable: its archive ends "
+                                             rf"after \d+ of its {size} bytes"):
+        list(dataset.samples(kind="all"))
+    with pytest.raises((ShardReadError, IncompleteShardError)):  # whichever sees it first
+        list(dataset.groups("pair", crop=16))
+
+
 def test_only_complete_shards_are_read(tmp_path, hand_made):
     partial = tmp_path / "partial"
     shutil.copytree(hand_made, partial)
