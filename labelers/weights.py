@@ -96,6 +96,8 @@ def check_hash(path: Path, backbone: Backbone) -> None:
 
 def import_from(folder: Path) -> list[Path]:
     """Copy the backbone files found in `folder` into the cache, checking their hashes."""
+    if not Path(folder).is_dir():
+        raise WeightsMissingError(f"{folder}: no such folder")
     copied = []
     for backbone in BACKBONES.values():
         source = Path(folder) / backbone.filename

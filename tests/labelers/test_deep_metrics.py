@@ -102,8 +102,11 @@ def test_import_refuses_a_file_whose_whole_hash_differs(tmp_path, monkeypatch):
     with pytest.raises(weights.WeightsHashError):
         weights.import_from(source)
     assert not (weights.checkpoint_dir() / name).exists()
+    (tmp_path / "empty").mkdir()
     with pytest.raises(weights.WeightsMissingError, match="none of"):
-        weights.import_from(tmp_path / "home")
+        weights.import_from(tmp_path / "empty")
+    with pytest.raises(weights.WeightsMissingError, match="nowhere: no such folder"):
+        weights.import_from(tmp_path / "nowhere")
 
 
 def test_import_copies_a_file_whose_hash_matches(tmp_path, monkeypatch):
