@@ -199,7 +199,8 @@ def resolve(name_or_path: Path | str | None = None) -> Path:
         return Path(name_or_path)
     if isinstance(name_or_path, str) and name_or_path in SHIPPED_ENSEMBLES:
         return SHIPPED_ENSEMBLES[name_or_path]
-    raise EnsembleError(f"cannot read ensemble file {str(name_or_path)!r}: no such file, and no "
+    what = "a folder, not a file" if Path(name_or_path).is_dir() else "no such file"
+    raise EnsembleError(f"cannot read ensemble file {str(name_or_path)!r}: {what}, and no "
                         f"shipped ensemble has that name (names: {', '.join(SHIPPED_ENSEMBLES)})")
 
 

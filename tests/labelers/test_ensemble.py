@@ -101,6 +101,15 @@ def test_a_file_that_is_no_ensemble_is_named(tmp_path):
             ens.load(str(manifest))
 
 
+def test_an_ensemble_named_by_a_folder_is_refused_as_a_folder(tmp_path):
+    folder = tmp_path / "tilted.json"
+    folder.mkdir()
+    with pytest.raises(ens.EnsembleError, match=r"tilted\.json': a folder, not a file"):
+        ens.load(str(folder))
+    with pytest.raises(ens.EnsembleError, match=r"nothing\.json': no such file"):
+        ens.load(str(tmp_path / "nothing.json"))
+
+
 def test_weights_whose_sum_overflows_are_refused():
     """Each 1e308 is finite; their sum is not, and Q would be inf / inf (NaN)."""
     mapping = ens.Mapping01("linear", best=0, worst=1)
