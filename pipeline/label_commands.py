@@ -109,7 +109,8 @@ def relabel_command(args) -> int:
     used = _relabel_metrics(ensemble, location, indexes, args.out)
     target = location.path(labels_file(ensemble.hash))
     schema = SIDECAR_SCHEMA.with_metadata({"ensemble_hash": ensemble.hash,
-                                           "metrics_used": json.dumps(used)})
+                                           "metrics_used": json.dumps(used),
+                                           "plan_digest": plan.digest})
     written = 0
     with location.staged_output(target) as stream, pq.ParquetWriter(stream, schema) as writer:
         for shard, index in enumerate(indexes):  # a row group per shard, as readers take it

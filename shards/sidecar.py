@@ -12,7 +12,7 @@ from functools import cached_property
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shards.layout import labels_file, labels_files
+from shards.layout import labels_file, labels_files, shard_paths
 from shards.storage import Location
 
 
@@ -62,8 +62,25 @@ class Sidecar:
             return self._whole
         return _by_key(self._read(filters=[("shard", "==", shard)]))
 
+    @cached_property
+    def _plan_digest(self) -> str | None:
+        """The plan of the dataset relabel read (sidecars written before it say none)."""
+        return (self._schema.metadata or {}).get(b"plan_digest", b"").decode() or None
+
+    def _check_dataset(self, shard: int) -> None:
+        """A SidecarError where the sidecar was made for another dataset than the one whose
+        shard `shard` is read (the same sources make the same keys: keys alone cannot tell)."""
+        if self._plan_digest is None:
+            return
+        stats = json.loads(self.location.read_bytes(shard_paths(self.location, shard)["stats"]))
+        if stats.get("plan_digest") != self._plan_digest:
+            raise SidecarError(f"{self.name} was made for another dataset (plan "
+                               f"{self._plan_digest[:12]}; shard {shard} here is of plan "
+                               f"{str(stats.get('plan_digest'))[:12]}): relabel this one")
+
     def relabelled(self, records: Iterator[dict], shard: int) -> Iterator[dict]:
         """The records of one shard, each distorted one with the sidecar's Q."""
+        self._check_dataset(shard)
         qualities = self.qualities(shard)
         for item in records:
             meta = item["meta"]

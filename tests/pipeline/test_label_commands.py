@@ -123,9 +123,23 @@ def test_relabel_writes_a_sidecar_from_the_raw_scores(scored_dataset, tmp_path, 
         out / "shards" / f"0000{shard}.parquet").to_pylist()}
     assert labels["shard"] == [shard_of[key] for key in labels["key"]]
     _read_with_the_sidecar(named, ensemble, expected)
-    sidecar = out / f"labels-{ensemble.hash}.parquet"  # as relabel wrote it before the shard
-    pq.write_table(pq.read_table(sidecar).drop_columns(["shard"]), sidecar)  # column: read
-    _read_with_the_sidecar(named, ensemble, expected)                        # whole
+    sidecar = out / f"labels-{ensemble.hash}.parquet"
+    written = pq.read_table(sidecar)
+    metadata = written.schema.metadata
+    # a sidecar of another dataset made from the same sources has the same keys: its plan
+    # tells it apart
+    assert metadata[b"plan_digest"].decode() == json.loads(
+        (out / "shards" / "00000_stats.json").read_text())["plan_digest"]
+    pq.write_table(written.replace_schema_metadata({**metadata, b"plan_digest": b"f" * 64}),
+                   sidecar)
+    from shards import open_dataset
+    from shards.sidecar import SidecarError
+    with pytest.raises(SidecarError, match=r"was made for another dataset \(plan ffffffffffff"):
+        list(open_dataset(named, labels=ensemble.hash).samples(decode=False))
+    # as relabel wrote it before the shard column and the plan: read whole, trusted by keys
+    old = {key: value for key, value in metadata.items() if key != b"plan_digest"}
+    pq.write_table(written.drop_columns(["shard"]).replace_schema_metadata(old), sidecar)
+    _read_with_the_sidecar(named, ensemble, expected)
 
 
 def _read_with_the_sidecar(named: str, ensemble: ens.Ensemble, expected: dict) -> None:
