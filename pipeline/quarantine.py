@@ -37,5 +37,5 @@ def _failures(location: Location, done: list[int]) -> list[dict]:
         paths = [location.path(FAILURES_FILE)]
     else:
         paths = [shard_paths(location, index)["failures"] for index in done]
-    return [json.loads(line) for path in paths if location.exists(path)
-            for line in location.read_bytes(path).decode().splitlines() if line.strip()]
+    return [failure for path in paths if location.exists(path)
+            for failure in location.read_json_lines(path)]

@@ -112,8 +112,7 @@ def merge(location: Location, plan: Plan) -> Tally:
         for index in range(plan.shard_count):
             paths = shard_paths(location, index)
             sources = json.loads(location.read_bytes(paths["sources"]))
-            text = location.read_bytes(paths["failures"]).decode()
-            failures = [json.loads(line) for line in text.splitlines() if line]
+            failures = location.read_json_lines(paths["failures"])
             sources_writer.write_table(pa.Table.from_pylist(sources, schema=SOURCES_SCHEMA))
             failures_stream.write("".join(json.dumps(f, sort_keys=True) + "\n"
                                           for f in failures).encode())

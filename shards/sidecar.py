@@ -12,7 +12,8 @@ from functools import cached_property
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shards.layout import labels_file, labels_files, shard_paths
+from shards.layout import labels_file, labels_files
+from shards.reader import shard_stats
 from shards.storage import Location
 
 
@@ -72,7 +73,7 @@ class Sidecar:
         shard `shard` is read (the same sources make the same keys: keys alone cannot tell)."""
         if self._plan_digest is None:
             return
-        stats = json.loads(self.location.read_bytes(shard_paths(self.location, shard)["stats"]))
+        stats = shard_stats(self.location, shard)
         if stats.get("plan_digest") != self._plan_digest:
             raise SidecarError(f"{self.name} was made for another dataset (plan "
                                f"{self._plan_digest[:12]}; shard {shard} here is of plan "

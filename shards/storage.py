@@ -78,6 +78,11 @@ class Location:
     def makedirs(self, path: str) -> None:
         self.fs.create_dir(path, recursive=True)
 
+    def read_json_lines(self, path: str) -> list[dict]:
+        """The records of a JSON-lines file (a failures list), blank lines skipped."""
+        return [json.loads(line) for line in self.read_bytes(path).decode().splitlines()
+                if line.strip()]
+
     def write_json(self, path: str, document) -> None:
         """Write a run file's JSON (keys sorted, one per line) as write_bytes does."""
         self.write_bytes(path, json.dumps(document, sort_keys=True, indent=1).encode())
@@ -188,14 +193,27 @@ def _s3_put_if_absent(fs: pafs.S3FileSystem, path: str, data: bytes) -> bool:
     return True
 
 
-class HashingStream:
-    """A stream that hashes every byte read through it."""
+class CountingStream:
+    """A stream that counts the bytes read through it (pyarrow's input streams cannot tell)."""
 
     def __init__(self, stream):
-        self.stream, self.digest = stream, hashlib.sha256()
+        self.stream, self.count = stream, 0
 
     def read(self, size: int = -1) -> bytes:
         block = self.stream.read(None if size is None or size < 0 else size)
+        self.count += len(block)
+        return block
+
+
+class HashingStream(CountingStream):
+    """A stream that hashes (and counts) every byte read through it."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        block = super().read(size)
         self.digest.update(block)
         return block
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from shards.storage import HashingStream, Location
+from shards.storage import CountingStream, HashingStream, Location
 
 Select = Callable[[str], bool]  # a member's file name -> read it
 
@@ -66,18 +66,6 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable]
             yield from per_shard({**opened, "stream": counted})
             _check_read_to_end(location, opened["url"], counted.count)
     return stage
-
-
-class CountingStream:
-    """A stream that counts the bytes read through it (pyarrow's input streams cannot tell)."""
-
-    def __init__(self, stream):
-        self.stream, self.count = stream, 0
-
-    def read(self, size: int = -1) -> bytes:
-        block = self.stream.read(None if size is None or size < 0 else size)
-        self.count += len(block)
-        return block
 
 
 def _check_read_to_end(location: Location, url: str, read: int) -> None:
