@@ -76,8 +76,7 @@ class DISTS(Metric):
                  vgg_state: dict[str, torch.Tensor] | None = None):
         super().__init__(device)
         if vgg_state is None:
-            vgg_state = torch.load(weights.require("dists"), map_location="cpu",
-                                   weights_only=True)
+            vgg_state = weights.load_state("dists")
         self.stages = vgg_stages(vgg_state).to(self.device).eval()
         ab = torch.load(alpha_beta_path(), map_location="cpu", weights_only=True)
         total = ab["alpha"].sum() + ab["beta"].sum()

@@ -98,10 +98,18 @@ def backfit(scores: dict[str, np.ndarray], opinion: np.ndarray, rising: dict[str
     return mappings, fit_weights(features, opinion)[1]
 
 
+def check_opinions(opinion: np.ndarray, references: np.ndarray) -> None:
+    """A clear error for opinion scores no ensemble can be fitted to (finite, not all equal)
+    or references too few to split; the fit-ensemble command calls it before any scoring."""
+    opinion = np.asarray(opinion, dtype=np.float64)
+    if opinion.size == 0 or not np.isfinite(opinion).all() or np.ptp(opinion) == 0:
+        raise EnsembleError("the opinion scores must be finite and not all equal")
+    if len(np.unique(references)) < 2:
+        raise EnsembleError("fitting needs at least two reference images to split")
+
+
 def _check_fittable(scores: dict[str, np.ndarray], opinion: np.ndarray) -> None:
     """A clear error for what no curve can be fitted to: equal or non-finite values."""
-    if not np.isfinite(opinion).all() or np.ptp(opinion) == 0:
-        raise EnsembleError("the opinion scores must be finite and not all equal")
     for key, values in scores.items():
         if not np.isfinite(values).all() or np.ptp(values) == 0:
             raise EnsembleError(f"the {key} scores must be finite and not all equal: leave "
@@ -128,6 +136,7 @@ def fit_ensemble(scores: dict[str, np.ndarray], opinion: np.ndarray, references:
     given = rising or {}
     rising = {key: given[key] if key in given else metric_class(key).higher_is_better
               for key in scores}
+    check_opinions(opinion, references)
     _check_fittable(scores, opinion)
     train = split_by_reference(references, seed)
     mappings, raw = backfit({key: values[train] for key, values in scores.items()},

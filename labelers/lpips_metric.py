@@ -29,11 +29,11 @@ def load_alexnet_trunk(network: lpips.LPIPS, state: dict[str, torch.Tensor]) -> 
 
 def official_network() -> lpips.LPIPS:
     """The package's LPIPS (alex, v0.1, its linear weights) with ImageNet AlexNet weights."""
-    path = weights.require("lpips")
+    state = weights.load_state("lpips")
     with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=`
         warnings.simplefilter("ignore", UserWarning)
         network = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
-    load_alexnet_trunk(network, torch.load(path, map_location="cpu", weights_only=True))
+    load_alexnet_trunk(network, state)
     return network
 
 

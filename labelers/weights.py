@@ -45,6 +45,10 @@ class WeightsHashError(LabelerError):
     """A weight file's SHA-256 is not the published file's."""
 
 
+class WeightsUnreadableError(LabelerError):
+    """A cached weight file is there but torch cannot read it (truncated, or another file)."""
+
+
 def checkpoint_dir() -> Path:
     """$TORCH_HOME/hub/checkpoints (torch.hub's own rule for the directory)."""
     return Path(torch.hub.get_dir()) / "checkpoints"
@@ -76,6 +80,31 @@ def require(metric: str) -> Path:
     if not path.is_file():
         raise WeightsMissingError(missing_message([metric]))
     return path
+
+
+def load_state(metric: str) -> dict[str, torch.Tensor]:
+    """The state dict in the backbone file of `metric`; WeightsMissingError without the file,
+    WeightsUnreadableError (naming the file, its SHA-256 against the published one, and the
+    commands that replace it) when torch cannot read it."""
+    path = require(metric)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch's zip, pickle and EOF errors alike: the file is bad
+        raise WeightsUnreadableError(_unreadable(path, metric, f"{type(error).__name__}: "
+                                                 f"{str(error).splitlines()[0][:200]}")) from error
+    if not isinstance(state, dict):
+        raise WeightsUnreadableError(_unreadable(path, metric, f"it holds a "
+                                                 f"{type(state).__name__}, not a state dict"))
+    return state
+
+
+def _unreadable(path: Path, metric: str, why: str) -> str:
+    backbone = BACKBONES[metric]
+    found = file_sha256(path)
+    hashes = ("its SHA-256 is the published file's" if found == backbone.sha256 else
+              f"its SHA-256 {found[:16]}... is not the published {backbone.sha256[:16]}...")
+    return (f"{path} cannot be read as {metric}'s backbone ({why}; {hashes}). Delete it, then "
+            "run `iqa-factory weights fetch` or `iqa-factory weights import DIR`.")
 
 
 def file_sha256(path: Path) -> str:

@@ -18,6 +18,8 @@ from pipeline.sources import EMBEDDED_PREFIX, read_rgb
 from shards.layout import DEFAULT_STORE, PLAN_FILE, STORE_MODES
 from shards.storage import Location
 
+DEEP_SAMPLES = 8  # versions `inspect --deep` replays when no count is given
+
 
 def _list_bank(args: argparse.Namespace) -> int:
     """Print every registered distortion (the paper's 33, then ids 34 and up): id, name,
@@ -254,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect", help="summarise and validate a dataset (tar, parquet, stats, plan agree)",
         description=_inspect.__doc__)
     inspecting.add_argument("out", metavar="OUT")
-    inspecting.add_argument("--deep", type=_count, nargs="?", const=8, default=0, metavar="N",
+    inspecting.add_argument("--deep", type=_count, nargs="?", const=DEEP_SAMPLES, default=0,
+                            metavar="N",
                             help="also replay N sampled versions from their recipes and "
                                  "re-score them (default 8)")
     inspecting.set_defaults(run=_inspect)
@@ -418,6 +421,16 @@ def _validate_levels(args: argparse.Namespace) -> int:
     return 1 if failing else 0
 
 
+def _deep_count_given(argv: list[str]) -> list[str]:
+    """`inspect --deep OUT` as `inspect --deep=8 OUT`: argparse would take OUT for the
+    optional N and refuse it as not a number."""
+    if argv[:1] != ["inspect"]:
+        return argv
+    follows = [*argv[1:], ""]
+    return [f"--deep={DEEP_SAMPLES}" if word == "--deep" and not follows[i].lstrip("-").isdigit()
+            else word for i, word in enumerate(argv)]
+
+
 def _count(text: str) -> int:
     """A whole number, 0 or more."""
     if not text.isdigit():
@@ -496,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
               "iqa_factory, python -m training); `python -m pipeline.cli` has the pipeline's "
               "commands only", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_deep_count_given(argv))
     try:
         return args.run(args)
     except BrokenPipeError:  # the reader went away (`iqa-factory list | head`): nothing to say

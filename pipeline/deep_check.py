@@ -22,6 +22,7 @@ from shards.reader import read_index, tar_members
 from shards.replay import Pending, ReplayContext, ReplayError
 from shards.schema import pixel_sha256
 from shards.storage import Location
+from shards.store_modes import stores_pixels
 
 SCORE_TOLERANCE = 1e-4  # absolute and relative: a GPU's scores against this CPU's (bench-gpu)
 
@@ -84,8 +85,11 @@ def _rescore(row: dict, reference: np.ndarray, stored: np.ndarray, labeler: Labe
     return None
 
 
-def deep_check(location: Location, count: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    """(summary lines, problems) of `count` sampled versions replayed and re-scored."""
+def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[int, ...] = ()
+               ) -> tuple[list[str], list[str]]:
+    """(summary lines, problems) of `count` sampled versions replayed and re-scored; a
+    version without its PNG where the store mode keeps one (`keep_pngs`: the run's
+    --keep-pngs) is a problem, not a replay."""
     try:
         rows = _sample(location, count, seed)
     except (OSError, pa.ArrowException) as error:  # a missing or unreadable index
@@ -117,6 +121,11 @@ def deep_check(location: Location, count: int, seed: int = 0) -> tuple[list[str]
             continue
         for row in shard_rows:
             reference, stored = pixels[f"{row['ref_id']}_ref"], pixels[row["key"]]
+            if stored is None and stores_pixels(store, row, keep_pngs):
+                problems.append(f"{row['key']}: its tar holds no PNG of it, though the store "
+                                f"mode {store} keeps one")
+                notes.append("PNG missing")
+                continue
             if stored is None:
                 problem, note, stored = _recipe_only(row, reference, context)
             else:

@@ -218,7 +218,7 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
         lines, problems = lines + storage_lines, problems + storage_problems
     lines += _staged_note(location)
     if deep:
-        deep_lines, deep_problems = deep_check(location, deep)
+        deep_lines, deep_problems = deep_check(location, deep, keep_pngs=config.keep_pngs)
         lines, problems = lines + deep_lines, problems + deep_problems
     return lines, problems
 

@@ -13,7 +13,7 @@ from tqdm import tqdm
 import labelers
 from labelers import ensemble as ens
 from labelers import weights
-from labelers.fitting import fit_ensemble
+from labelers.fitting import check_opinions, fit_ensemble
 from pipeline.plan import finished_plan
 from pipeline.sources import read_rgb
 from shards.layout import labels_file, shard_paths
@@ -47,7 +47,26 @@ def read_opinion_table(path: Path) -> list[tuple[str, str, float]]:
         if not needed <= set(reader.fieldnames or ()):
             raise ValueError(f"{path}: expected columns {sorted(needed)} (KADID-10k dmos.csv), "
                              f"got {reader.fieldnames}")
-        return [(row["dist_img"], row["ref_img"], float(row["dmos"])) for row in reader]
+        return [(row["dist_img"], row["ref_img"], _opinion(row["dmos"], path, line))
+                for line, row in enumerate(reader, start=2)]
+
+
+def _opinion(text: str | None, path: Path, line: int) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path} line {line}: dmos {text!r} is not a number") from None
+
+
+def check_table(rows: list[tuple[str, str, float]], ref_dir: Path, dist_dir: Path) -> None:
+    """Before any scoring (hours on KADID-10k): opinions a fit can use, and every image the
+    table names present; a ValueError naming what is not."""
+    check_opinions(np.array([row[2] for row in rows]), np.array([row[1] for row in rows]))
+    named = {ref_dir / ref for _, ref, _ in rows} | {dist_dir / dist for dist, _, _ in rows}
+    absent = sorted(str(path) for path in named if not path.is_file())
+    if absent:
+        raise ValueError(f"{len(absent)} image(s) the table names are not there, e.g. "
+                         f"{', '.join(absent[:3])} (--ref-dir, --dist-dir choose the folders)")
 
 
 def score_table(rows, ref_dir: Path, dist_dir: Path, labeler: labelers.Labeler):
@@ -72,6 +91,7 @@ def fit_ensemble_command(args) -> int:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # before hours of scoring
     ref_dir = Path(args.ref_dir or table.parent / "images")
     dist_dir = Path(args.dist_dir or ref_dir)
+    check_table(rows, ref_dir, dist_dir)
     labeler = labelers.Labeler(metrics=args.metrics, allow_missing=args.allow_missing_metrics)
     if labeler.absent:
         print(f"note: fitting without {', '.join(labeler.absent)} (weights missing)")

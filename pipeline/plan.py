@@ -15,7 +15,7 @@ from pipeline.config import MODE_DEFAULTS, SPLIT_FRACTIONS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.sources import Source, printable
 from shards.keys import ref_ids
-from shards.layout import MANIFEST_FILE, PLAN_FILE
+from shards.layout import MANIFEST_FILE, PLAN_FILE, REPORT_FILE
 from shards.reader import damage_message, shard_problems, shard_states
 from shards.storage import Location
 
@@ -330,15 +330,18 @@ def record_plan(location: Location, plan: Plan) -> None:
 
 
 def finished_plan(location: Location) -> "Plan":
-    """The plan of a dataset generate finished: every shard complete, none damaged (its
-    lists there, its parquet of the samples its stats count); an UnfinishedDatasetError
-    naming what is missing otherwise (nothing partial is read)."""
+    """The plan of a dataset generate finished: its report written (a run's last act), every
+    shard complete, none damaged (its lists there, its parquet of the samples its stats count);
+    an UnfinishedDatasetError naming what is missing otherwise (nothing partial is read)."""
     if not location.exists(location.path(PLAN_FILE)):
         raise UnfinishedDatasetError(f"{location.root} has no {PLAN_FILE}: not a dataset written "
                                      "by generate")
     if not location.exists(location.path(MANIFEST_FILE)):
         raise UnfinishedDatasetError(f"{location.root} has no {MANIFEST_FILE}: not a finished "
                                      "dataset (generate resumes it)")
+    if not location.exists(location.path(REPORT_FILE)):
+        raise UnfinishedDatasetError(f"{location.root} has no {REPORT_FILE}: generate has not "
+                                     "finished it (rerun it to resume)")
     plan = read_plan(location)
     complete, damaged = shard_states(location)
     store = plan.inputs.get("store", MODE_DEFAULTS["store"])

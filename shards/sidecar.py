@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -38,13 +39,23 @@ class Sidecar:
         return cls(location, chosen)
 
     def _read(self, **options) -> pa.Table:
-        with self.location.fs.open_input_file(self.location.path(self.name)) as handle:
-            return pq.read_table(handle, columns=["key", "quality"], **options)
+        try:
+            with self.location.fs.open_input_file(self.location.path(self.name)) as handle:
+                return pq.read_table(handle, columns=["key", "quality"], **options)
+        except (pa.ArrowException, OSError) as error:  # no such column, not a parquet file
+            raise SidecarError(self._unreadable(error)) from error
 
     @cached_property
     def _schema(self) -> pa.Schema:
-        with self.location.fs.open_input_file(self.location.path(self.name)) as handle:
-            return pq.read_schema(handle)
+        try:
+            with self.location.fs.open_input_file(self.location.path(self.name)) as handle:
+                return pq.read_schema(handle)
+        except (pa.ArrowException, OSError) as error:
+            raise SidecarError(self._unreadable(error)) from error
+
+    def _unreadable(self, error: Exception) -> str:
+        return (f"{self.name} cannot be read as a relabel sidecar ({error}); delete it and "
+                "relabel again")
 
     @cached_property
     def metadata(self) -> dict:
@@ -55,13 +66,13 @@ class Sidecar:
 
     @cached_property
     def _whole(self) -> dict[str, float]:
-        return _by_key(self._read())
+        return self._by_key(self._read())
 
     def qualities(self, shard: int) -> dict[str, float]:
         """key -> Q of the sidecar's rows of one shard."""
         if "shard" not in self._schema.names:
             return self._whole
-        return _by_key(self._read(filters=[("shard", "==", shard)]))
+        return self._by_key(self._read(filters=[("shard", "==", shard)]))
 
     @cached_property
     def _plan_digest(self) -> str | None:
@@ -94,6 +105,18 @@ class Sidecar:
                                          **self.metadata}}
             yield item
 
-
-def _by_key(table: pa.Table) -> dict[str, float]:
-    return dict(zip(table["key"].to_pylist(), table["quality"].to_pylist(), strict=True))
+    def _by_key(self, table: pa.Table) -> dict[str, float]:
+        """key -> Q; a SidecarError naming the first sample whose Q is not a number in 0..1
+        (Q is clipped there by its definition: anything else is not a relabel's Q)."""
+        column = table["quality"]
+        if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+            raise SidecarError(f"{self.name}: its quality column holds {column.type}, not "
+                               "numbers; delete it and relabel again")
+        values = column.to_numpy(zero_copy_only=False).astype(np.float64)  # null: NaN
+        outside = np.flatnonzero(~((values >= 0) & (values <= 1)))
+        if outside.size:
+            first = outside[0]
+            raise SidecarError(f"{self.name}: sample {table['key'][first].as_py()} has Q "
+                               f"{column[first].as_py()}, not a number in 0..1 "
+                               f"({outside.size} such); delete it and relabel again")
+        return dict(zip(table["key"].to_pylist(), values.tolist(), strict=True))

@@ -79,7 +79,7 @@ def store_datasets(tmp_path_factory) -> dict[str, Path]:
     from labelers.ensemble import Ensemble, Mapping01
     from pipeline.config import RunConfig
     from pipeline.plan import Plan, persist_or_check
-    from pipeline.report import merge, write_run_files
+    from pipeline.report import write_run_files
     from pipeline.sizing import TargetSize
     from pipeline.sources import list_sources
     from pipeline.worker import local_scorer, produce_shard
@@ -101,17 +101,29 @@ def store_datasets(tmp_path_factory) -> dict[str, Path]:
         write_run_files(location, config, plan, ensemble, ())
         for index in range(plan.shard_count):
             produce_shard(index, plan, config, scorer, ensemble, location)
-        merge(location, plan)
+        finish(location, plan, config)
         made[name] = base / name
     return made
 
 
-def rewrite_tar(tar: Path, change=None, order=None) -> None:
+def finish(location, plan, config) -> dict:
+    """What generate's end writes once every shard is made: the merged run files and
+    report.json (a relabel or convert refuses a dataset without it). Returns the report."""
+    from pipeline.report import build_report, merge
+
+    report = build_report(merge(location, plan), 1.0, (), config.modes())
+    location.write_json(location.path("report.json"), report)
+    return report
+
+
+def rewrite_tar(tar: Path, change=None, order=None, keep=None) -> None:
     """Rewrite a shard tar (gzipped or not) with tarfile: each member's bytes become
     change(its name, its bytes) (kept where `change` is None), in the order `order` (a sort
-    key of member names) or their own; its stats then agree with the new bytes."""
+    key of member names) or their own, without the members whose name `keep` (a predicate)
+    refuses; its stats then agree with the new bytes."""
     with tarfile.open(tar) as archive:
-        members = [(m, archive.extractfile(m).read()) for m in archive.getmembers()]
+        members = [(m, archive.extractfile(m).read()) for m in archive.getmembers()
+                   if keep is None or keep(m.name)]
     if order is not None:
         members.sort(key=lambda item: order(item[0].name))
     mode = "w:gz" if tar.suffix == ".gz" else "w"

@@ -2,6 +2,7 @@
 missing weights are a clear error; official calibration where the real weights exist."""
 
 import hashlib
+import io
 import warnings
 
 import pytest
@@ -66,6 +67,34 @@ def test_missing_weights_name_files_directory_and_commands(tmp_path, monkeypatch
     message = str(error.value)
     assert metric.key in message and str(tmp_path / "hub" / "checkpoints") in message
     assert "iqa-factory weights fetch" in message and "iqa-factory weights import" in message
+
+
+@pytest.mark.parametrize("metric", [LPIPS, DISTS])
+def test_an_unreadable_cached_file_names_itself_its_hash_and_the_fix(random_hub, tmp_path,
+                                                                      monkeypatch, metric):
+    """A download cut short or another file under the backbone's name: present to `missing`,
+    but building the metric says which file, that its SHA-256 is not the published one, and
+    how to replace it (torch's own zip or unpickling error otherwise)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    name = weights.BACKBONES[metric.key].filename
+    whole = (random_hub / "hub" / "checkpoints" / name).read_bytes()
+    for content in (whole[: len(whole) // 2], b"<html>Access denied</html>",
+                    _saved(torch.zeros(3))):
+        (folder / name).write_bytes(content)
+        assert weights.missing([metric.key]) == []
+        with pytest.raises(weights.WeightsUnreadableError) as error:
+            metric()
+        message = str(error.value)
+        assert str(folder / name) in message and "iqa-factory weights fetch" in message
+        assert f"is not the published {weights.BACKBONES[metric.key].sha256[:16]}" in message
+
+
+def _saved(value) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
 
 
 def test_missing_lists_only_absent_backbones(random_weights, tmp_path, monkeypatch):

@@ -456,6 +456,16 @@ def test_inspect_deep_takes_a_count_not_a_negative(capsys):
     assert "--deep" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "deep"), [
+    (["inspect", "--deep", "OUT"], 8), (["inspect", "OUT", "--deep"], 8),
+    (["inspect", "--deep", "3", "OUT"], 3), (["inspect", "--deep=5", "OUT"], 5),
+    (["inspect", "OUT"], 0)])
+def test_inspect_deep_before_the_folder_takes_its_default_count(argv, deep):
+    """argparse alone reads `inspect --deep OUT` as N = OUT and refuses it."""
+    args = cli.build_parser().parse_args(cli._deep_count_given(argv))
+    assert (args.out, args.deep) == ("OUT", deep)
+
+
 @pytest.mark.parametrize(("options", "images", "pixels"), [
     ([], 166, 512 * 384),  # the spec's own case: R = 16
     (["--bank", "reiqa", "--versions-per-ref", "11", "--metrics", "none"], 12, 512 * 384),

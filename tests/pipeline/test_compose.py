@@ -16,7 +16,7 @@ from pipeline.config import RunConfig
 from pipeline.contact_sheet import render_shard_sheet
 from pipeline.inspect_dataset import inspect
 from pipeline.plan import Plan, chains_for, persist_or_check
-from pipeline.report import build_report, merge, write_run_files
+from pipeline.report import write_run_files
 from pipeline.sources import list_sources
 from pipeline.validate_levels import validate_levels
 from pipeline.worker import local_scorer, produce_shard
@@ -27,6 +27,7 @@ from shards.png import decode_png
 from shards.reader import read_index, tar_members
 from shards.schema import chain_of
 from shards.storage import Location
+from tests.conftest import finish
 
 TYPES = (1, 3, 13, 16, 20)  # jpeg, white noise, gaussian blur, brighten, contrast change
 
@@ -40,8 +41,7 @@ def _run(config, ensemble):
     scorer = local_scorer(Labeler(metrics=config.metrics or ("mae",), device="cpu"))
     for index in range(plan.shard_count):
         produce_shard(index, plan, config, scorer, ensemble, location)
-    report = build_report(merge(location, plan), 1.0, (), config.modes())
-    location.write_bytes(location.path("report.json"), json.dumps(report).encode())
+    finish(location, plan, config)
     return plan, location
 
 

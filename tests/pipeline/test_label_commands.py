@@ -12,6 +12,7 @@ from PIL import Image
 from labelers import ensemble as ens
 from pipeline import cli
 from shards import open_dataset
+from tests.conftest import finish
 
 
 @pytest.fixture
@@ -47,6 +48,29 @@ def test_fit_ensemble_writes_an_ensemble_and_a_report(kadid_like, tmp_path, caps
     assert "ensemble" in capsys.readouterr().out
 
 
+def test_fit_ensemble_checks_the_table_before_scoring(kadid_like, tmp_path, capsys):
+    """Hours of scoring on KADID-10k must not end in an error the table showed at the start:
+    a missing image, an opinion that is not a number, opinions all equal, one reference."""
+    lines = kadid_like.read_text().splitlines()
+    cases = [
+        ([*lines, "I09_01_01.png,I09.png,3.0,0.1"], "2 image(s) the table names are not there, "
+         f"e.g. {tmp_path / 'images' / 'I09.png'}, {tmp_path / 'images' / 'I09_01_01.png'}"),
+        ([*lines[:3], "I00_01_03.png,I00.png,n/a,0.1", *lines[4:]],
+         f"{kadid_like} line 4: dmos 'n/a' is not a number"),
+        ([lines[0], *(line.rsplit(",", 2)[0] + ",3.0,0.1" for line in lines[1:])],
+         "the opinion scores must be finite and not all equal"),
+        ([line for line in lines if not line.startswith(("I01", "I02", "I03", "I04"))],
+         "at least two reference images"),
+        (lines[:1], "the opinion scores must be finite and not all equal"),
+    ]
+    for table, said in cases:
+        kadid_like.write_text("\n".join(table) + "\n")
+        assert cli.main(["fit-ensemble", str(kadid_like), "--metrics", "dists", "-o",
+                         str(tmp_path / "fitted.json")]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "weights missing" not in err  # refused before the labeler
+
+
 def test_fit_ensemble_rejects_a_table_without_kadid_columns(tmp_path, capsys):
     table = tmp_path / "scores.csv"
     table.write_text("image,score\na.png,3\n")
@@ -61,7 +85,7 @@ def scored_dataset(tmp_path_factory) -> Path:
     from labelers import Labeler
     from pipeline.config import RunConfig
     from pipeline.plan import Plan, persist_or_check
-    from pipeline.report import build_report, merge, write_run_files
+    from pipeline.report import write_run_files
     from pipeline.sizing import TargetSize
     from pipeline.sources import list_sources
     from pipeline.worker import local_scorer, produce_shard
@@ -79,8 +103,7 @@ def scored_dataset(tmp_path_factory) -> Path:
     scorer = local_scorer(Labeler(metrics=config.metrics, device="cpu"))
     for shard in range(plan.shard_count):
         produce_shard(shard, plan, config, scorer, ensemble, location)
-    report = build_report(merge(location, plan), 1.0, (), config.modes())
-    location.write_bytes(location.path("report.json"), json.dumps(report).encode())
+    finish(location, plan, config)
     return out
 
 
@@ -167,6 +190,36 @@ def _read_with_the_sidecar(named: str, ensemble: ens.Ensemble, expected: dict) -
         open_dataset(named, labels="other")
 
 
+def test_a_reader_refuses_a_sidecar_without_a_q_in_0_1_for_each_row(scored_dataset, tmp_path):
+    """Q is clipped to 0..1 by its definition (labels.md): a NaN, a null, a 1.5, a column of
+    text or none at all is a damaged sidecar, named, never a label handed to a trainer."""
+    from shards.sidecar import SidecarError
+
+    out = _copy(scored_dataset, tmp_path)
+    _halves().save(tmp_path / "halves.json")
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 0
+    sidecar = out / f"labels-{_halves().hash}.parquet"
+    table = pq.read_table(sidecar)
+    first = table["key"][0].as_py()  # shard 0's first row: the first read
+    quality = table["quality"].to_pylist()
+    for value, said in [(np.nan, "Q nan"), (None, "Q None"), (1.5, "Q 1.5"), (-0.1, "Q -0.1")]:
+        pq.write_table(table.set_column(1, "quality", pa.array([value, *quality[1:]],
+                                                               pa.float64())), sidecar)
+        with pytest.raises(SidecarError, match=rf"sample {first} has {re.escape(said)}, not a "
+                                               r"number in 0\.\.1 \(1 such\)"):
+            list(open_dataset(out, labels=_halves().hash).samples(decode=False))
+    pq.write_table(table.set_column(1, "quality", pa.array(["high"] * len(table))), sidecar)
+    with pytest.raises(SidecarError, match="its quality column holds string, not numbers"):
+        list(open_dataset(out, labels=_halves().hash).samples(decode=False))
+    pq.write_table(table.drop_columns(["quality"]), sidecar)
+    with pytest.raises(SidecarError, match=rf"{sidecar.name} cannot be read as a relabel "
+                                           r"sidecar \(.*quality"):
+        list(open_dataset(out, labels=_halves().hash).samples(decode=False))
+    sidecar.write_bytes(b"not parquet")
+    with pytest.raises(SidecarError, match="cannot be read as a relabel sidecar"):
+        list(open_dataset(out, labels=_halves().hash).samples(decode=False))
+
+
 def test_relabel_leaves_out_a_metric_the_dataset_never_scored_and_says_so(scored_dataset,
                                                                          tmp_path, capsys):
     out = _copy(scored_dataset, tmp_path)
@@ -207,6 +260,11 @@ def test_relabel_refuses_an_unfinished_dataset(scored_dataset, tmp_path, capsys)
                                  "samples": json.loads(stats.read_text())["samples"] + 1}))
     assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 2
     assert re.search(r"00000: stats say \d+ samples, parquet has \d+", capsys.readouterr().err)
+    assert not list(out.glob("labels-*.parquet"))
+    out = _copy(scored_dataset, tmp_path / "unmerged")  # every shard, but the run's end not written
+    (out / "report.json").unlink()
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 2
+    assert "has no report.json: generate has not finished it" in capsys.readouterr().err
     assert not list(out.glob("labels-*.parquet"))
 
 

@@ -15,13 +15,14 @@ from labelers import Labeler
 from pipeline import cli
 from pipeline.config import RunConfig
 from pipeline.plan import Plan, persist_or_check, scenarios_for
-from pipeline.report import build_report, merge, write_run_files
+from pipeline.report import merge, write_run_files
 from pipeline.sizing import NATIVE
 from pipeline.sources import list_sources
 from pipeline.worker import local_scorer, produce_shard
 from shards.layout import shard_paths
 from shards.reader import read_index
 from shards.storage import Location
+from tests.conftest import finish
 
 
 def _run(config, ensemble):
@@ -161,8 +162,7 @@ def test_validate_levels_checks_the_report_a_run_writes(fast_config, mae_ensembl
     config = fast_config("embedded", limit=3, shard_refs=2, distortion_ids=(1, 18, 24),
                          levels=(1, 2, 3, 4, 5))
     plan, location = _run(config, mae_ensemble)
-    report = build_report(merge(location, plan), 1.0, ())
-    location.write_bytes(location.path("report.json"), json.dumps(report).encode())
+    finish(location, plan, config)
     target = tmp_path / "validated"
     assert cli.main(["validate-levels", config.out, "--target", str(target)]) == 0
     assert "all level orders hold" in capsys.readouterr().out

@@ -25,6 +25,7 @@ from pipeline import cli
 from pipeline.deep_check import deep_check
 from pipeline.duplicates import find_duplicates
 from pipeline.errors import PlanMismatchError
+from pipeline.inspect_dataset import inspect
 from pipeline.plan import (
     Plan,
     chosen,
@@ -38,10 +39,11 @@ from pipeline.report import merge
 from pipeline.source_changes import check_modified_sources
 from pipeline.sources import IMAGE_EXTENSIONS, list_sources, listing, load, skipped_note
 from pipeline.worker import Guard, local_scorer, produce_shard
-from shards.layout import shard_paths, tar_path
+from shards.layout import shard_paths, store_of, tar_path
 from shards.reader import read_index, tar_urls
 from shards.schema import INDEX_SCHEMA
 from shards.storage import Location
+from tests.conftest import rewrite_tar
 
 
 def _run_all(config, ensemble):
@@ -548,6 +550,27 @@ def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_p
     assert problems[0].startswith(f"{victim['key']}: its recipe cannot be replayed: ")
     assert f"parameters {name} are not those the level and seed give" in problems[0]
     assert "1 recipe refused" in lines[0]
+
+
+@pytest.mark.parametrize(("mode", "kept_type"), [("images", 1), ("hybrid_kept", 26)])
+def test_deep_inspection_names_a_version_whose_png_the_store_mode_keeps_but_is_gone(
+        store_datasets, tmp_path, mode, kept_type):
+    """A version the store mode keeps as pixels, found with its recipe alone, is a problem,
+    not a replay (images: every version; hybrid --keep-pngs 26: the colour-block ones)."""
+    out = tmp_path / mode
+    shutil.copytree(store_datasets[mode], out)
+    location = Location.parse(str(out))
+    tar = Path(tar_path(location, 0, store_of(location)))
+    victim = next(row["key"] for row in read_index(location, [0]).to_pylist()
+                  if row["distortion_id"] == kept_type)
+    rewrite_tar(tar, keep=lambda name: name != f"{victim}.png")
+    lines, problems = deep_check(location, 100, keep_pngs=(26,) if mode == "hybrid_kept"
+                                 else ())
+    assert problems == [f"{victim}: its tar holds no PNG of it, though the store mode "
+                        f"{store_of(location)} keeps one"]
+    assert "1 PNG missing" in lines[0]
+    _, shallow = inspect(str(out))
+    assert any("samples lack or hold a PNG against the store mode" in p for p in shallow)
 
 
 def test_the_report_folds_each_shards_labels_into_per_scenario_sums(fast_config,
