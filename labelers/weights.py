@@ -9,6 +9,7 @@ weights.
 """
 
 import hashlib
+import pickle
 import shutil
 import urllib.error
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ def load_state(metric: str) -> dict[str, torch.Tensor]:
     path = require(metric)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch's zip, pickle and EOF errors alike: the file is bad
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
         raise WeightsUnreadableError(_unreadable(path, metric, f"{type(error).__name__}: "
                                                  f"{str(error).splitlines()[0][:200]}")) from error
     if not isinstance(state, dict):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from training import benchmarks, distributed
-from training.finetune import test_figures
+from training.finetune import FinetuneConfig, test_figures
 from training.image_data import split
 from training.model import ModelConfig, build_model
 from training.plots import scatter
@@ -41,7 +41,8 @@ class EvaluateConfig:
     ensemble: str | None = None  # shards: Q under this ensemble, not the stored one
 
 
-SPLIT_DEFAULTS = {"split_by": "reference", "seed": 0, "repeat": 0}
+# the split finetune makes first with its defaults (split-0)
+SPLIT_DEFAULTS = {"split_by": FinetuneConfig.split_by, "seed": FinetuneConfig.seed, "repeat": 0}
 
 
 def _own(trained: TrainedRun, config: EvaluateConfig) -> bool:

@@ -256,7 +256,7 @@ def test_staged_files_an_interrupted_conversion_left_are_named_then_removed(stor
     lines, problems = inspect(str(out))
     assert any("3 staged file(s) (0.0 MB, e.g. " in line and "are no part of the dataset"
                in line for line in lines)
-    assert not any("partial" in problem for problem in problems)  # (no report.json here)
+    assert not any("partial" in problem for problem in problems)
     convert(str(store_datasets["images"]), str(out), "recipes")
     assert not any(path.exists() for path in staged) and theirs.exists()
     assert not any("staged file(s)" in line for line in inspect(str(out))[0])

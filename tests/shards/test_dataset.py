@@ -236,7 +236,7 @@ def test_inspect_names_stats_without_their_counts(tmp_path, store_datasets):
 
     copy = tmp_path / "copy"
     shutil.copytree(store_datasets["images"], copy)
-    before = inspect(str(copy))[1]  # (the fixture writes no report.json)
+    before = inspect(str(copy))[1]
     assert not any("stats" in problem for problem in before)
     stats_path = copy / "shards" / "00000_stats.json"
     stats = json.loads(stats_path.read_text())
