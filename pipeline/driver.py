@@ -55,6 +55,9 @@ from shards.storage import Location
 
 DASHBOARD_PORT = 8265
 DASHBOARD_ATTEMPTS = 3  # starts of a local Ray whose dashboard port was taken meanwhile
+# what Ray says where the dashboard port was taken after dashboard_port probed it: at its own
+# check (ValueError), or as its dashboard process binds it (an Exception quoting its log)
+DASHBOARD_PORT_TAKEN = ("already occupied", "Failed to find a valid port for dashboard")
 PROGRESS_SECONDS = 2.0
 STOP_SECONDS = 30.0  # for the shard tasks of a run that ends early to stop
 ACTOR_START_SECONDS = 600  # loading ten metrics (VGG16 included) takes seconds, not minutes
@@ -133,7 +136,9 @@ def _start_ray() -> None:
 def _start_local_ray(ports: Callable[[], int] | None = None):
     """ray.init of a local instance with its dashboard on `ports()` (dashboard_port): where
     something binds that port between the probe and Ray's own check (Ray then refuses with
-    ValueError 'already occupied'), Ray stops and starts again on another, a few times."""
+    ValueError 'already occupied'), or between that check and its dashboard process's bind
+    (an Exception quoting the dashboard's log: 'Failed to find a valid port for dashboard'),
+    Ray stops and starts again on another, a few times."""
     ports = ports or dashboard_port
 
     def start(port: int):
@@ -143,8 +148,8 @@ def _start_local_ray(ports: Callable[[], int] | None = None):
         port = ports()
         try:
             return start(port)
-        except ValueError as error:
-            if "already occupied" not in str(error):
+        except Exception as error:  # Ray raises a bare Exception for the later race
+            if not any(said in str(error) for said in DASHBOARD_PORT_TAKEN):
                 raise
             ray.shutdown()
             print(f"note: dashboard port {port} was taken as Ray started; trying another",

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from pipeline.commands.storage_check import storage_summary
 from pipeline.config import RunConfig
@@ -196,7 +197,8 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
         return [], [f"{out}: {error}"]
     per_reference = 1 + config.versions_count
     shard_problems = []
-    for index in range(plan.shard_count):
+    for index in tqdm(range(plan.shard_count), desc="shards checked", unit="shard",
+                      leave=False, disable=plan.shard_count < 4):  # each tar read and hashed
         shard_problems += check_shard(location, plan, index, per_reference, config.store,
                                       config.keep_pngs)
     stray = stray_files(location, plan.shard_count, config.store)

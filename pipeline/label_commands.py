@@ -133,7 +133,8 @@ def relabel_command(args) -> int:
                                            "plan_digest": plan.digest})
     written = 0
     with location.staged_output(target) as stream, pq.ParquetWriter(stream, schema) as writer:
-        for shard, index in enumerate(indexes):  # a row group per shard, as readers take it
+        for shard, index in enumerate(tqdm(indexes, desc="relabel", unit="shard",
+                                           disable=len(indexes) < 4)):  # a row group a shard
             scores, keys = _distorted_scores(location, index)
             quality = ensemble.quality({key: scores[key] for key in used})[0]
             writer.write_table(pa.table({"key": keys, "quality": quality,
@@ -159,7 +160,8 @@ def _relabel_metrics(ensemble: ens.Ensemble, location: Location, indexes: list[s
     metric that only some have (Q would mean two things in one dataset), or none of them."""
     finite: dict[str, int] = defaultdict(int)
     total = 0
-    for index in indexes:
+    for index in tqdm(indexes, desc="scores checked", unit="shard", leave=False,
+                      disable=len(indexes) < 4):
         scores, keys = _distorted_scores(location, index)
         total += len(keys)
         for key, count in finite_counts(scores).items():

@@ -3,11 +3,13 @@ sources and failures, and the report."""
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from labelers.ensemble import Ensemble
 from labelers.registry import metric_versions, package_version
 from pipeline.config import MODE_DEFAULTS, RunConfig
 from pipeline.plan import Plan
@@ -26,8 +28,8 @@ from shards.storage import Location, redact
 from shards.store_modes import library_versions
 
 
-def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble, absent
-                    ) -> None:
+def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble: Ensemble,
+                    absent: Iterable[str]) -> None:
     """manifest.json and, in a labelled run, ensemble.json, written before any shard
     (credentials in the sources or output URI are redacted)."""
     settings = {**config.to_json(), "sources": redact(config.sources), "out": redact(config.out)}
@@ -41,8 +43,16 @@ def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble,
     location.write_json(location.path(MANIFEST_FILE), manifest)
     if not config.labelled:
         return
-    document = {**ensemble.to_json(), "metrics_absent": list(absent)}
+    document = {**ensemble.to_json(), "metrics_used": metrics_used(ensemble, config, absent),
+                "metrics_absent": list(absent)}
     location.write_json(location.path(ENSEMBLE_FILE), document)
+
+
+def metrics_used(ensemble: Ensemble, config: RunConfig, absent: Iterable[str]) -> list[str]:
+    """The ensemble's metrics Q is made of in this run (labels.md: the ensemble file records
+    them): those --metrics computes whose weights are here; the weights renormalised over
+    them."""
+    return [key for key in ensemble.weights if key in config.metrics and key not in absent]
 
 
 @dataclass

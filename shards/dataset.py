@@ -12,7 +12,7 @@ stages (shards.order, shards.tar_stream). Only complete shards of the dataset's 
 
 import numbers
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, partial
 
 import pyarrow.compute as pc
@@ -158,7 +158,8 @@ class Dataset:
         """Groups of `kind` (shards.groups): pair, triplet or chunk dicts {ref_id, reference,
         distorted (a list, one per version), meta (their records), box} (+ ssim_map for
         triplets), every member cut with the same box(es): `crop` (h, w) drawn per group from
-        (seed, epoch, ref_id[, key]), None for whole images; `views=2` two overlapping ones
+        (seed, epoch, ref_id[, key]) (and, in a resampled order, the shard's draw), None for
+        whole images; `views=2` two overlapping ones
         (box a list of two, images 2 x h x w x 3). `versions=n` draws n versions per
         reference (`distinct_types`: of n distinct distortion ids; all where a reference has
         fewer) per (seed, epoch, ref_id). `half_scale` (chunks with a crop): also
@@ -180,7 +181,8 @@ class Dataset:
         replays = store_of(self.location) != DEFAULT_STORE
 
         def per_shard(opened: dict) -> Iterator[dict]:
-            chosen = chosen_versions(spec, self._rows(opened["url"]))
+            shard_spec = replace(spec, draw=opened.get("draw", ()))
+            chosen = chosen_versions(shard_spec, self._rows(opened["url"]))
             drawn = set().union(*chosen.values())
 
             def select(name: str) -> bool:
@@ -191,7 +193,7 @@ class Dataset:
                 records = replaying(records, context, decode_image)
             if self.labels is not None:
                 records = self.labels.relabelled(records, shard_of(opened["url"]))
-            return assemble(spec, opened["url"], records, chosen)
+            return assemble(shard_spec, opened["url"], records, chosen)
         return Stream(lambda: pipeline(urls, [each_shard(self.location, per_shard)], seed,
                                        order))
 

@@ -1,6 +1,8 @@
 """What a group is: its kind, crop, views and version draw, and the seeded choices that make
 it (its box(es) from (seed, epoch, ref_id[, key]), its versions from (seed, epoch, ref_id)),
-so a group is the same whatever order the shard or the reader takes."""
+so a group is the same whatever order the shard or the reader takes. A resampled stream
+(shards drawn with replacement) adds the shard's draw to those seeds: a shard drawn twice in
+an epoch gives other versions and crops the second time, never the same groups again."""
 
 import numbers
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ class GroupSpec:
     views: int = 1                  # 2: two overlapping views per image (Re-IQA)
     distinct_types: bool = False    # the draw takes each distortion id at most once
     half_scale: bool = False        # chunks: also every member at x1/2 with its own box(es)
+    draw: tuple[int, ...] = ()      # a resampled shard's draw (rank, worker, place): seeds too
 
     def __post_init__(self):
         if self.kind not in GROUP_KINDS:
@@ -41,7 +44,7 @@ class GroupSpec:
             raise ValueError(f"versions must be at least 1; got {self.versions}")
 
     def rng(self, *names: str) -> np.random.Generator:
-        return np.random.default_rng(stream_seed(self.seed, self.epoch, *names))
+        return np.random.default_rng(stream_seed(self.seed, self.epoch, *self.draw, *names))
 
     def boxes(self, shape: tuple[int, ...], ref_id: str, key: str | None = None,
               scale: str = "") -> list[Box]:

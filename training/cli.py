@@ -177,7 +177,8 @@ def _add_objective(parser: argparse.ArgumentParser) -> None:
                             "LPIPS when its weights exist); restoration: MT-IRN's "
                             "encoder-decoder predicting the reference and the SSIM map (L1)")
     group.add_argument("--versions", type=POSITIVE, default=None,
-                       help="label-free: versions drawn per reference and epoch (default all)")
+                       help="label-free: versions drawn per reference and epoch (default "
+                            "all; contrastive: 11 of different types, Re-IQA's chunk)")
     group.add_argument("--temperature", type=float, default=0.2,
                        help="contrastive: InfoNCE temperature (default 0.2, MoCo-v2's)")
     group.add_argument("--queue-size", type=POSITIVE, default=65536,

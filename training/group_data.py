@@ -100,7 +100,8 @@ def collate_groups(groups: list[dict]) -> dict:
     counts = {len(group["distorted"]) for group in groups}
     if len(counts) > 1:
         raise ValueError(f"groups of {sorted(counts)} versions cannot stack: read chunks "
-                         "with versions=n (train pretrain: --versions N)")
+                         "with versions=n, of references that have n (train pretrain leaves "
+                         "out those short of n)")
     batch = {"ref_id": [group["ref_id"] for group in groups],
              "meta": [group["meta"] for group in groups],
              "reference": _channels_first([group["reference"] for group in groups]),

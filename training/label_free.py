@@ -39,14 +39,40 @@ def _refs(splits: dict[str, str], name: str, dataset: str) -> frozenset[str]:
     return refs
 
 
-def group_count(location: Location, refs: frozenset[str], request: GroupRequest) -> int:
-    """Groups of one pass over `refs`: a chunk per reference with versions, a pair or triplet
-    per drawn version (all, or `request.versions` per reference)."""
-    index = distorted_index(location)
+def group_count(index, refs: frozenset[str], request: GroupRequest) -> int:
+    """Groups of one pass over `refs` (the distorted_index): a chunk per reference with
+    versions, a pair or triplet per drawn version (all, or `request.versions` per reference)."""
     counts = Counter(ref for ref in index["ref_id"].to_pylist() if ref in refs)
     if request.kind == "chunk":
         return len(counts)
     return sum(min(count, request.versions or count) for count in counts.values())
+
+
+def full_chunks(index, refs: frozenset[str], request: GroupRequest, name: str,
+                dataset: str) -> tuple[frozenset[str], str | None]:
+    """The references of `refs` that give a whole chunk of `request.versions` versions (of as
+    many types, where they must differ), and a notice naming the others: failed versions left
+    them fewer, and chunks of unequal size do not stack into a batch."""
+    if request.kind != "chunk" or request.versions is None:
+        return refs, None
+    types: dict[str, set[int]] = {}
+    versions: Counter = Counter()
+    for ref, distortion in zip(index["ref_id"].to_pylist(), index["distortion_id"].to_pylist(),
+                               strict=True):
+        if ref in refs:
+            types.setdefault(ref, set()).add(distortion)
+            versions[ref] += 1
+    sizes = {ref: len(types[ref]) if request.distinct_types else versions[ref] for ref in types}
+    short = sorted(ref for ref, size in sizes.items() if size < request.versions)
+    whole = refs - set(short)
+    what = "types" if request.distinct_types else "versions"
+    if short and not whole & set(sizes):
+        raise ValueError(f"{dataset}: no {name} reference has {request.versions} {what} for a "
+                         f"chunk (the most: {max(sizes.values())}): lower --versions")
+    notice = (f"{len(short)} {name} reference(s) have fewer than {request.versions} {what} "
+              f"(failed versions), so no whole chunk: left out ({', '.join(short[:3])}"
+              f"{', ...' if len(short) > 3 else ''})") if short else None
+    return whole, notice
 
 
 def _loader(config: "PretrainConfig", objective: Objective, refs: frozenset[str],
@@ -88,14 +114,18 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
     inputs = Inputs(config.augment.mean, config.augment.std, context.device, precision)
     objective = build_objective(config.objective, built.model, config.augment.crop, inputs,
                                 context)
-    groups = group_count(location, train, objective.request)
+    index = distorted_index(location)
+    train, train_notice = full_chunks(index, train, objective.request, "train", config.dataset)
+    val, val_notice = full_chunks(index, val, objective.request, "val", config.dataset)
+    notices = [*objective.notices, *filter(None, (train_notice, val_notice))]
+    groups = group_count(index, train, objective.request)
     if not groups:
         raise ValueError(f"{config.dataset}: no train reference has a distorted version, "
                          f"so there is no {objective.request.kind} to train on")
     steps = config.steps_per_epoch or max(1, math.ceil(groups / config.optim.batch_size))
     local = config.optim.local_batch(context.world_size)
     if context.is_main:
-        for notice in (*built.notices, *objective.notices):
+        for notice in (*built.notices, *notices):
             print(f"NOTICE: {notice}")
         print(f"pretraining {config.model.backbone} ({objective.name}, "
               f"{objective.request.kind}s of {config.augment.crop} px crops) on "

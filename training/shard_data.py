@@ -98,6 +98,7 @@ class Target:
             return self._grid_value(record)
         if self.name in CLASS_TARGETS:
             field, count = CLASS_TARGETS[self.name]
+            self._single(record)
             index = int(record[field]) - 1
             if not 0 <= index < count:
                 raise ValueError(f"sample {record['key']} has {field} {record[field]}, beyond "
@@ -116,6 +117,14 @@ class Target:
                              "another --target")
         return float(value)
 
+    def _single(self, record: dict) -> None:
+        """A ValueError for a composed sample: a class target names one distortion."""
+        links = chain(record)
+        if len(links) != 1:
+            raise ValueError(f"sample {record['key']} is composed of {len(links)} distortions: "
+                             f"the {self.name} target has one class per sample; train "
+                             "multihot on mixtures")
+
     def _ensemble_quality(self, record: dict) -> float:
         raw = {key: np.array([record_score(record, key)]) for key in self.ensemble_metrics}
         try:
@@ -132,10 +141,7 @@ class Target:
             raise ValueError(f"sample {record['key']} has (id, level) {outside}, not in the "
                              "run's selection (manifest.json)")
         if self.name == "class":
-            if len(links) != 1:
-                raise ValueError(f"sample {record['key']} is composed of {len(links)} "
-                                 "distortions: the class target has one class per (type, "
-                                 "level); train multihot on mixtures")
+            self._single(record)
             return self.grid.index(links[0])
         bits = [0.0] * len(self.grid)
         for link in links:
@@ -191,12 +197,13 @@ class SplitShards:
 
 
 def distorted_index(location: Location) -> pa.Table:
-    """ref_id, quality, scores, ensemble_hash and shard of every distorted sample of the
-    dataset: the parquet indexes, read once for all the questions a run asks of them
-    (training.pretrain.check_labels reads quality and scores). A dataset with a damaged shard
+    """ref_id, distortion_id, quality, scores, ensemble_hash and shard of every distorted
+    sample of the dataset: the parquet indexes, read once for all the questions a run asks of
+    them (training.pretrain.check_labels reads quality and scores). A dataset with a damaged shard
     is refused as open_dataset refuses it (DamagedShardError), never read as a smaller one."""
     table = read_index(location, list(readable_shards(location)),
-                       columns=["ref_id", "kind", "quality", "scores", "ensemble_hash"],
+                       columns=["ref_id", "distortion_id", "kind", "quality", "scores",
+                                "ensemble_hash"],
                        with_shard=True)
     return table.filter(pc.equal(table["kind"], "distorted"))
 

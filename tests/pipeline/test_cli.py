@@ -251,6 +251,38 @@ def test_a_dashboard_port_taken_after_the_probe_moves_the_dashboard(capsys):
             ray.shutdown()
 
 
+@pytest.mark.ray
+def test_a_dashboard_port_taken_as_the_dashboard_binds_it_moves_the_dashboard(capsys,
+                                                                           monkeypatch):
+    """The later race: the port is free at Ray's own check (a bind with SO_REUSEADDR) and
+    taken when its dashboard process binds it a moment later; Ray stops with an Exception
+    quoting the dashboard's log ('Failed to find a valid port for dashboard'). Started
+    again on another port. The holder starts listening from the call Ray makes right after
+    its check (a hook for the timing; Ray itself is real)."""
+    import ray
+    import ray._private.utils as ray_utils
+
+    from pipeline.driver import _start_local_ray, dashboard_port
+
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))  # bound, not listening: Ray's check binds it too
+        taken = holder.getsockname()[1]
+        after_check = ray_utils.get_dashboard_dependency_error
+
+        def listen_then(*args, **kwargs):
+            holder.listen()
+            return after_check(*args, **kwargs)
+        monkeypatch.setattr(ray_utils, "get_dashboard_dependency_error", listen_then)
+        ports = iter([taken, dashboard_port(taken)])
+        context = _start_local_ray(lambda: next(ports))
+        try:
+            assert f"dashboard port {taken} was taken" in capsys.readouterr().out
+            assert context.dashboard_url and not context.dashboard_url.endswith(f":{taken}")
+        finally:
+            ray.shutdown()
+
+
 def test_an_output_that_is_a_file_is_refused_before_anything(tmp_path, capsys):
     taken = tmp_path / "notes.txt"
     taken.write_text("mine")
@@ -371,6 +403,7 @@ def test_a_run_with_one_metric_lacking_its_weights_is_refused_unless_allowed(tmp
 
 def test_allowed_missing_metrics_are_named_in_every_run_file_and_the_summary(
         tmp_path, monkeypatch, shifted_sources, fast_config, mae_ensemble):
+    from labelers.ensemble import load as load_ensemble
     from pipeline.driver import _check_weights
     from pipeline.plan import Plan, label_identity
     from pipeline.report import Tally, build_report, summary_lines, write_run_files
@@ -388,6 +421,11 @@ def test_allowed_missing_metrics_are_named_in_every_run_file_and_the_summary(
     write_run_files(location, config, plan, mae_ensemble, absent)
     for name in ("manifest.json", "ensemble.json"):
         assert json.loads(location.read_bytes(location.path(name)))["metrics_absent"] == ["lpips"]
+    # labels.md: the ensemble file records which metrics Q used, --metrics' narrowing too
+    write_run_files(location, config, plan, load_ensemble("default"), absent)
+    written = json.loads(location.read_bytes(location.path("ensemble.json")))
+    assert (written["metrics_used"], written["metrics_absent"]) == (["mae"], ["lpips"])
+    assert len(written["weights"]) == 10  # the ensemble's own definition, unchanged
     report = build_report(Tally(), 1.0, absent)
     assert report["metrics_absent"] == ["lpips"]
     assert "labels without: lpips (weights missing)" in summary_lines(report, config.out)

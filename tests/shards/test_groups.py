@@ -78,6 +78,27 @@ def test_boxes_depend_on_the_seed_not_on_the_read_order(generated):
     assert len(set(plain.values())) > 1  # one box per pair, not one for all
 
 
+def test_a_shard_drawn_twice_in_a_resampled_epoch_gives_new_groups(generated):
+    """Resampling draws shards with replacement: a second draw of a shard in one epoch brings
+    its references again, with other versions and crops (identical groups twice in an epoch
+    teach nothing new, and a contrastive queue would hold a query's own crop as a
+    negative)."""
+    dataset = open_dataset(str(generated))
+    order = Order(resampled=True, length=60)  # 3 shards, 20 draws: each shard drawn again
+    chunks = [(chunk["ref_id"], tuple(m["key"] for m in chunk["meta"]), chunk["box"])
+              for chunk in dataset.groups("chunk", crop=(32, 32), seed=4, versions=2,
+                                          order=order)]
+    by_ref: dict[str, list] = {}
+    for ref_id, keys, box in chunks:
+        by_ref.setdefault(ref_id, []).append((keys, box))
+    again = [draws for draws in by_ref.values() if len(draws) > 1]
+    assert again  # some reference came back
+    assert all(len(set(draws)) == len(draws) for draws in again), again
+    twice = [(c["ref_id"], c["box"]) for c in dataset.groups(
+        "chunk", crop=(32, 32), seed=4, versions=2, order=order)]
+    assert twice == [(ref_id, box) for ref_id, _, box in chunks]  # still reproducible
+
+
 def test_whole_images_when_no_crop(hand_made, hand_images):
     group = next(iter(open_dataset(str(hand_made)).groups("chunk")))
     height, width = group["reference"].shape[:2]

@@ -46,10 +46,12 @@ def _record(ref_id: str, key: str, kind: str, pixels: np.ndarray, **fields) -> d
             "quality": None, "ensemble_hash": None, "metrics_used": None, **fields}
 
 
-def write_tiny_dataset(root: Path, shard_refs: int = 3, size: tuple[int, int] = SIZE) -> Path:
+def write_tiny_dataset(root: Path, shard_refs: int = 3, size: tuple[int, int] = SIZE,
+                       failed: frozenset[tuple[str, int]] = frozenset()) -> Path:
     """Six references (4 train, 1 val, 1 test) of `size` (width, height), 2 distortion ids x
-    3 noise levels each, in shards of `shard_refs` references; Q from a one-metric (MAE)
-    ensemble."""
+    3 noise levels each but the (ref_id, distortion id) pairs `failed` names (as if every
+    level of that type had failed), in shards of `shard_refs` references; Q from a one-metric
+    (MAE) ensemble."""
     ensemble = Ensemble("tiny", {"mae": 1.0}, {"mae": Mapping01("linear", best=0.0, worst=0.1)})
     location = Location.parse(str(root))
     location.makedirs(str(root))
@@ -64,7 +66,7 @@ def write_tiny_dataset(root: Path, shard_refs: int = 3, size: tuple[int, int] = 
                        png(reference))
             sources.append({"ref_id": ref_id, "uri": f"{ref_id}.png", "shard": shard,
                             "split": SPLITS[ref_id], "status": "ok"})
-            for distortion_id in (9, 10):
+            for distortion_id in sorted({9, 10} - {d for r, d in failed if r == ref_id}):
                 for level, sigma in NOISE.items():
                     noise = np.random.default_rng([number, distortion_id, level]).normal(
                         0, sigma, reference.shape)

@@ -132,6 +132,16 @@ def test_contrastive_chunks_hold_versions_of_different_types(square_dataset):
     assert len(chunks) == 6 and all(sorted(types) == [9, 10] for types in chunks), chunks
 
 
+def test_a_contrastive_chunk_has_re_iqas_eleven_versions_unless_told():
+    backbone = timm.create_model("test_resnet", num_classes=0)
+    inputs = Inputs(MEAN, STD, CPU.device, FP32)
+    for versions, expected in ((None, 11), (4, 4)):  # seed-methods: n = 11
+        config = ObjectiveConfig("contrastive", versions=versions, queue_size=64)
+        request = build_objective(config, backbone, 16, inputs, CPU).request
+        assert (request.kind, request.versions, request.distinct_types) == ("chunk", expected,
+                                                                            True)
+
+
 def test_half_of_a_chunk_swaps_its_query_and_key_views():
     images = torch.arange(6 * 2 * 3 * 2 * 2, dtype=torch.uint8).view(6, 2, 3, 2, 2)
     queries, keys = query_and_key_views(images, members=3)  # two chunks of three

@@ -16,7 +16,7 @@ from training import checkpoint, label_free
 from training.cli import main
 from training.model import ModelConfig, build_model
 
-from .conftest import read_json
+from .conftest import read_json, write_tiny_dataset
 from .crashing import Crash, crashing_fit
 from .test_resume import assert_same_run
 
@@ -29,6 +29,24 @@ def pretrain_args(dataset, out, objective: str, *extra: str) -> list[str]:
             "--steps-per-epoch", "4", "--batch-size", "2", "--workers", "0", "--device",
             "cpu", "--patience", "5", "--val-refs", "r5", "--versions", "2",
             "--queue-size", "64", "--epochs", "2", *extra]
+
+
+def test_contrastive_leaves_out_references_that_cannot_give_a_whole_chunk(tmp_path, capsys):
+    """Re-IQA's chunk is the reference and n versions of n different types; a reference whose
+    failed versions leave it fewer types is left out, and said (chunks of unequal size do not
+    stack into a batch: the run stopped on the first such batch)."""
+    dataset = write_tiny_dataset(tmp_path / "dataset", size=(64, 64),
+                                 failed=frozenset({("r1", 10)}))
+    assert main(pretrain_args(dataset, tmp_path / "out", "contrastive", "--epochs", "1")) == 0
+    printed = capsys.readouterr().out
+    assert ("NOTICE: 1 train reference(s) have fewer than 2 types (failed versions), so no "
+            "whole chunk: left out (r1)") in printed
+    summary = read_json(tmp_path / "out" / "summary.json")
+    assert (summary["train_refs"], summary["chunk_versions"]) == (3, 2)
+    assert main(pretrain_args(dataset, tmp_path / "three", "contrastive", "--versions", "3")
+                ) == 2
+    assert ("no train reference has 3 types for a chunk (the most: 2): lower --versions"
+            in capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("objective", list(CROPS))

@@ -58,8 +58,9 @@ def test_multihot_sets_a_bit_per_link_of_the_chain_and_class_refuses_mixtures():
     assert [i for i, bit in enumerate(bits) if bit] == sorted(
         [GRID.index((10, 2)), GRID.index((3, 1))])
     assert len(bits) == 9 and sum(bits) == 2
-    with pytest.raises(ValueError, match="composed of 2 distortions"):
-        Target("class", grid).value(mixture)
+    for name in ("class", "distortion", "level"):  # one class per sample: not a mixture's
+        with pytest.raises(ValueError, match=f"composed of 2 distortions: the {name} target"):
+            Target(name, grid).value(mixture)
     single = {"key": "s", "distortion_id": 9, "level": 3, "chain": [{"id": 9, "level": 3}]}
     older = {"key": "o", "distortion_id": 9, "level": 3}  # no chain: derived from the fields
     for record in (single, older):

@@ -30,6 +30,8 @@ from training.objectives.base import (
     flatten_members,
 )
 
+CHUNK_VERSIONS = 11  # Re-IQA's n: the versions of a chunk where --versions is not given
+
 
 def projection_head(width: int, dim: int) -> nn.Sequential:
     """MoCo-v2's MLP: features -> width -> ReLU -> dim."""
@@ -155,8 +157,8 @@ class Contrastive(Objective):
                  context: Context):
         self.config, self.inputs, self.context = config, inputs, context
         self.model = MoCo(backbone, config.projection_dim, config.queue_size)
-        # Re-IQA's chunk: the reference and versions of as many DIFFERENT types
-        self.request = GroupRequest("chunk", crop, config.versions, views=2,
+        # Re-IQA's chunk: the reference and versions of as many DIFFERENT types (n = 11)
+        self.request = GroupRequest("chunk", crop, config.versions or CHUNK_VERSIONS, views=2,
                                     half_scale=config.half_scale, distinct_types=True)
         self.pending: list[torch.Tensor] = []  # this step's keys, one tensor per scale
 
@@ -197,4 +199,5 @@ class Contrastive(Objective):
         return {"objective": self.name, "temperature": self.config.temperature,
                 "queue_size": self.config.queue_size,
                 "moco_momentum": self.config.moco_momentum,
-                "half_scale": self.config.half_scale, "key_splits": self.config.key_splits}
+                "half_scale": self.config.half_scale, "key_splits": self.config.key_splits,
+                "chunk_versions": self.request.versions}
