@@ -102,13 +102,14 @@ def _distortion_ids(text: str) -> tuple[int, ...]:
 def _generate(args: argparse.Namespace) -> int:
     """Distort, label and shard a set of pristine images on Ray."""
     from pipeline.driver import ClusterOptions, generate
-    from pipeline.submit import submit_to_cluster
+    from pipeline.submit import cluster_paths, submit_to_cluster
 
     options = ClusterOptions(  # checked here, before a job goes to a cluster
         actors=args.actors, max_in_flight=args.max_in_flight, restart=args.restart,
         verify=args.verify, take_over=args.take_over)
     if args.address:
-        return submit_to_cluster(args.address, sys.argv[1:])
+        return submit_to_cluster(args.address, sys.argv[1:],
+                                 cluster_paths(args.out, args.sources, args.ensemble))
     report = generate(run_config(args), options)
     if report["sources"] and not report["sources_ok"]:
         print(f"error: none of the {report['sources']} sources could be used (the failures "

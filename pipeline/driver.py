@@ -392,13 +392,13 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
     for notice in lease.acquire(options.take_over):
         print(f"note: {notice}")
     try:
-        return _generate(config, options, location, absent, started)
+        return _generate(config, options, location, absent, started, lease)
     finally:
         lease.release()
 
 
 def _generate(config: RunConfig, options: ClusterOptions, location: Location,
-              absent: tuple[str, ...], started: float) -> dict:
+              absent: tuple[str, ...], started: float, lease: Lease) -> dict:
     ensemble = load_ensemble(config.ensemble_file)
     listed = listing(config.sources)
     if listed.skipped:
@@ -449,6 +449,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
         progress = _Progress(location, plan, 1 + config.versions_count, done)
 
         def submit(index: int):
+            lease.check()  # a driver whose output another took over sends nothing more out
             return shard_task.options(name=f"shard-{shard_name(index)}").remote(
                 index, *arguments, actors, nodes, progress.actor, on_actors and bool(actors))
 
@@ -461,6 +462,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
         actor_calls = _actor_calls(actors)
     if failed:
         raise ShardsFailedError(f"shards {failed} failed twice; rerun to resume them")
+    lease.check()
     report = build_report(merge(location, plan), time.perf_counter() - started, absent,
                           config.modes(), progress.written)
     report["names_skipped"] = dict(listed.skipped)

@@ -6,9 +6,15 @@ so of two drivers started in the same instant one wins. pyarrow's other object s
 offer no conditional put: there the lease is checked, then written, which catches a second
 driver started later but not two in the same instant. A lease whose holder stopped refreshing
 it (a killed driver) is stale: one left by a dead process on this host is taken over at once,
-any other after `--take-over`. Taking over is exclusive too: of the drivers that found the
-same stale lease, the one that creates the takeover marker named after it (as the lease is
-created) and then still finds that lease writes its own; the others are refused."""
+any other after `--take-over` (never while its process is alive on this host: a stopped or
+suspended driver would wake to write again). Taking over is exclusive too: of the drivers that
+found the same stale lease, the one that creates the takeover marker named after it (as the
+lease is created) and then still finds that lease writes its own; the others are refused.
+
+A driver whose lease another took over (it was suspended, or cut off from the storage, for
+longer than STALE_SECONDS) finds out at its next refresh or `check` and stops: LeaseLostError
+before it sends another shard out or merges. A refresh reads the lease before it writes, so it
+does not write over the new holder's (but for a moment between the two, on every store)."""
 
 import hashlib
 import json
@@ -33,6 +39,10 @@ TAKEOVER_MARKERS = 8  # abandoned markers passed over before a takeover gives up
 
 class LeaseHeldError(PipelineError):
     """Another driver is writing this output."""
+
+
+class LeaseLostError(PipelineError):
+    """Another driver took this driver's lease over: the output is no longer this run's."""
 
 
 def _holder() -> dict:
@@ -65,6 +75,8 @@ class Lease:
     holder: dict = field(default_factory=_holder)
     _stop: threading.Event = field(default_factory=threading.Event)
     _made_root: bool = False  # OUT did not exist before this lease: gone again if left empty
+    _lost: threading.Event = field(default_factory=threading.Event)
+    _lost_message: str = ""
 
     @property
     def path(self) -> str:
@@ -79,6 +91,11 @@ class Lease:
             current = self._read()
             alive = _alive_here(current)
             stale = time.time() - current.get("refreshed", 0) > STALE_SECONDS
+            if take_over and stale and alive:
+                raise LeaseHeldError(f"{self.location.root} is held by {_describe(current)}, "
+                                     "whose process still exists on this host: stop it first "
+                                     f"(kill {current.get('pid')}); it would write again as it "
+                                     "wakes")
             if alive is False or (take_over and stale):
                 notices.append(f"took over the lease of a stopped driver ({_describe(current)})")
             elif take_over:
@@ -101,9 +118,7 @@ class Lease:
 
     def release(self) -> None:
         self._stop.set()
-        current = self._read()
-        if (current.get("host"), current.get("pid")) == (self.holder["host"],
-                                                          self.holder["pid"]):
+        if self._ours(self._read()):
             self.location.delete(self.path)
         if self._made_root and self.location.is_empty_dir(self.location.root):
             self.location.fs.delete_dir(self.location.root)  # a run refused before writing
@@ -152,8 +167,28 @@ class Lease:
     def _write(self) -> None:
         self.location.write_bytes(self.path, json.dumps(self.holder).encode())
 
+    def _ours(self, lease: dict) -> bool:
+        return all(lease.get(name) == self.holder[name] for name in ("host", "pid", "started"))
+
+    def check(self) -> None:
+        """LeaseLostError where another driver holds the lease now (one that is unreadable
+        for a moment is not taken for lost: the refresh writes it again)."""
+        if self._lost.is_set():
+            raise LeaseLostError(self._lost_message)
+        current = self._read()
+        if current and not self._ours(current):
+            self._lost_message = (f"{self.location.root}: another driver took this run's lease "
+                                  f"over ({_describe(current)}); this run stops and writes "
+                                  "nothing more: the output is that driver's now")
+            self._lost.set()
+            raise LeaseLostError(self._lost_message)
+
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH_SECONDS):
+            try:
+                self.check()
+            except LeaseLostError:
+                return  # never written over the new holder's: `check` tells the driver
             self.holder["refreshed"] = time.time()
             try:
                 self._write()

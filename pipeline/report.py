@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from labelers.ensemble import Ensemble
 from labelers.registry import metric_versions, package_version
 from pipeline.config import MODE_DEFAULTS, RunConfig
+from pipeline.errors import PlanMismatchError
 from pipeline.plan import Plan
 from pipeline.sources import printable, skipped_note
 from shards.layout import (
@@ -20,6 +21,7 @@ from shards.layout import (
     FAILURES_FILE,
     MANIFEST_FILE,
     SOURCES_FILE,
+    shard_name,
     shard_paths,
 )
 from shards.reader import shard_stats
@@ -123,10 +125,16 @@ def merge(location: Location, plan: Plan) -> Tally:
             paths = shard_paths(location, index)
             sources = json.loads(location.read_bytes(paths["sources"]))
             failures = location.read_json_lines(paths["failures"])
+            stats = shard_stats(location, index)
+            if stats.get("plan_digest") != plan.digest:  # another driver's, written meanwhile
+                raise PlanMismatchError(f"{location.root}: shard {shard_name(index)} was made "
+                                         f"under plan {str(stats.get('plan_digest'))[:12]}, "
+                                         f"not this run's {plan.digest[:12]}: another driver "
+                                         "wrote this output; nothing merged")
             sources_writer.write_table(pa.Table.from_pylist(sources, schema=SOURCES_SCHEMA))
             failures_stream.write("".join(json.dumps(f, sort_keys=True) + "\n"
                                           for f in failures).encode())
-            tally.add(shard_stats(location, index), sources, failures)
+            tally.add(stats, sources, failures)
         sources, failures = duplicate_records(plan)
         sources_writer.write_table(pa.Table.from_pylist(sources, schema=SOURCES_SCHEMA))
         failures_stream.write("".join(json.dumps(f, sort_keys=True) + "\n"

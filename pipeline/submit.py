@@ -8,6 +8,7 @@ from pathlib import Path
 import ray.exceptions
 
 from pipeline.errors import ClusterAuthError
+from pipeline.sources import EMBEDDED, EMBEDDED_PREFIX
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -26,10 +27,32 @@ def job_arguments(argv: list[str]) -> list[str]:
     return kept
 
 
-def job_entrypoint(argv: list[str]) -> str:
+def job_entrypoint(argv: list[str], anchored: list[str] = ()) -> str:
     """The job's shell command: each argument quoted, so a value with a space, a quote or a
-    `;` reaches the job as one argument and never as shell syntax."""
-    return shlex.join(["python", "-m", "pipeline.cli", *job_arguments(argv)])
+    `;` reaches the job as one argument and never as shell syntax; `anchored` (cluster_paths)
+    last, so that they are the values the job reads."""
+    return shlex.join(["python", "-m", "pipeline.cli", *job_arguments(argv), *anchored])
+
+
+def cluster_paths(out: str, sources: str, ensemble: str | None) -> list[str]:
+    """--out, --sources and an --ensemble file given as relative local paths (or --out left
+    at its default), made absolute from here: the job runs in a temporary copy of this
+    checkout, where a relative path would put the dataset (gone with Ray's session) or look
+    for the sources. Object-store URIs, `embedded` and shipped ensemble names stay as they
+    are; absolute paths must exist on the cluster's nodes (a shared file system)."""
+    anchored = []
+    if _relative_local(out):
+        anchored += ["--out", str(Path(out).absolute())]
+    if _relative_local(sources) and sources != EMBEDDED and not sources.startswith(
+            EMBEDDED_PREFIX):
+        anchored += ["--sources", str(Path(sources).absolute())]
+    if ensemble is not None and _relative_local(ensemble) and Path(ensemble).is_file():
+        anchored += ["--ensemble", str(Path(ensemble).absolute())]
+    return anchored
+
+
+def _relative_local(text: str) -> bool:
+    return "://" not in text and not Path(text).is_absolute()
 
 
 def runtime_environment() -> dict:
@@ -44,19 +67,22 @@ def runtime_environment() -> dict:
 AUTHENTICATION_ERRORS = getattr(ray.exceptions, "AuthenticationError", ())
 
 
-def submit_to_cluster(address: str, argv: list[str]) -> int:
+def submit_to_cluster(address: str, argv: list[str], anchored: list[str] = ()) -> int:
     """Submit, print where to watch, follow the job to its end; exit 0 only on success."""
+    for option, path in zip(anchored[::2], anchored[1::2], strict=True):
+        print(f"note: {option} is {path} for the job (a relative path would name a place in "
+              "the job's temporary copy of this checkout)", flush=True)
     try:
-        return _submit_and_follow(address, argv)
+        return _submit_and_follow(address, argv, anchored)
     except AUTHENTICATION_ERRORS:
         raise ClusterAuthError.for_address(address) from None
 
 
-def _submit_and_follow(address: str, argv: list[str]) -> int:
+def _submit_and_follow(address: str, argv: list[str], anchored: list[str]) -> int:
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(address)
-    job_id = client.submit_job(entrypoint=job_entrypoint(argv),
+    job_id = client.submit_job(entrypoint=job_entrypoint(argv, anchored),
                                runtime_env=runtime_environment())
     print(f"submitted job {job_id} to {address}; watch it in the dashboard there, or with "
           f"`ray job logs --address {address} --follow {job_id}`", flush=True)

@@ -135,6 +135,28 @@ def test_the_job_entrypoint_quotes_every_argument():
         "--out", "s3://b/o'k"]
 
 
+def test_relative_local_paths_reach_a_cluster_job_absolute(tmp_path, monkeypatch):
+    """The job runs in a temporary copy of the checkout: `--out out/demo` (the default too)
+    would put the dataset there, gone with Ray's session; the job gets them absolute, as
+    the job's own parser reads them (the last value wins)."""
+    from pipeline.submit import cluster_paths, job_entrypoint
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "mine.json").write_text("{}")
+    anchored = cluster_paths("out/demo", "photos", "mine.json")
+    assert anchored == ["--out", str(tmp_path / "out" / "demo"), "--sources",
+                        str(tmp_path / "photos"), "--ensemble", str(tmp_path / "mine.json")]
+    argv = ["generate", "--sources", "photos", "--address", "http://head:8265", "--ensemble",
+            "mine.json"]  # --out left at its default
+    job = cli.build_parser().parse_args(shlex.split(job_entrypoint(argv, anchored))[3:])
+    assert (job.out, job.sources, job.ensemble) == (
+        str(tmp_path / "out" / "demo"), str(tmp_path / "photos"), str(tmp_path / "mine.json"))
+    assert cluster_paths("s3://bucket/out", "embedded", "pmos") == []  # as they are
+    assert cluster_paths("/data/out", "embedded:astronaut", None) == []
+    assert cluster_paths("/data/out", "gs://bucket/photos", "default") == []
+
+
 def test_credentials_never_reach_files_or_logs():
     from shards.storage import redact
 

@@ -17,7 +17,8 @@ import pytest
 
 from pipeline import lease as lease_module
 from pipeline.driver import ClusterOptions, generate
-from pipeline.lease import LEASE_FILE, Lease, LeaseHeldError
+from pipeline.errors import PlanMismatchError
+from pipeline.lease import LEASE_FILE, Lease, LeaseHeldError, LeaseLostError
 from shards.storage import Location
 
 
@@ -150,6 +151,66 @@ def test_a_stale_lease_of_another_host_needs_take_over(location):
     taker = Lease(location)
     assert "took over" in taker.acquire(take_over=True)[0]
     taker.release()
+
+
+def test_a_driver_whose_lease_was_taken_over_stops_and_never_writes_over_it(location,
+                                                                             monkeypatch):
+    """A driver suspended past STALE_SECONDS wakes to find another holding its output: its
+    refresh leaves the new lease alone, and `check` (before every shard it sends out, and
+    before the merge) raises LeaseLostError naming the new holder."""
+    monkeypatch.setattr(lease_module, "REFRESH_SECONDS", 0.05)
+    woken = Lease(location)
+    woken.acquire()
+    woken.check()  # its own: nothing to say
+    taker = Lease(location, holder={**Lease(location).holder, "host": "elsewhere", "pid": 7})
+    taker._write()  # as --take-over on another host writes it
+    time.sleep(0.5)  # ten refresh periods
+    assert json.loads(location.read_bytes(location.path(LEASE_FILE)))["host"] == "elsewhere"
+    with pytest.raises(LeaseLostError, match=r"another driver took this run's lease over "
+                                             r"\(host elsewhere pid 7"):
+        woken.check()
+    woken.release()  # not its lease: left to its holder
+    assert json.loads(location.read_bytes(location.path(LEASE_FILE)))["pid"] == 7
+
+
+def test_a_stale_lease_whose_process_lives_on_this_host_is_not_taken_over(location):
+    """Stale but alive here: a stopped or suspended driver that would write again as it
+    wakes. --take-over says to stop it first, naming its pid."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = {"host": socket.gethostname(), "pid": sleeper.pid, "started": 0.0,
+                 "refreshed": time.time() - 2 * lease_module.STALE_SECONDS}
+        location.makedirs(location.root)
+        location.write_bytes(location.path(LEASE_FILE), json.dumps(stale).encode())
+        with pytest.raises(LeaseHeldError, match=rf"still exists on this host: stop it first "
+                                                 rf"\(kill {sleeper.pid}\)"):
+            Lease(location).acquire(take_over=True)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    taker = Lease(location)  # its process gone: taken over at once, as a dead driver's
+    assert "took over" in taker.acquire()[0]
+    taker.release()
+
+
+def test_the_merge_refuses_a_shard_of_another_plan(store_datasets, tmp_path):
+    """What a driver that lost its lease may have left: a shard made under its plan among
+    this run's. The merge names it instead of reporting a mixed dataset as finished."""
+    import shutil
+
+    from pipeline.plan import read_plan
+    from pipeline.report import merge
+
+    copy = tmp_path / "mixed"
+    shutil.copytree(store_datasets["images"], copy)
+    location = Location.parse(str(copy))
+    plan = read_plan(location)
+    merge(location, plan)  # its own shards: merged
+    stats = copy / "shards" / "00001_stats.json"
+    stats.write_text(json.dumps({**json.loads(stats.read_text()), "plan_digest": "e" * 64}))
+    with pytest.raises(PlanMismatchError, match=r"shard 00001 was made under plan eeeeeeeeeeee, "
+                                                rf"not this run's {plan.digest[:12]}"):
+        merge(location, plan)
 
 
 def test_a_live_lease_of_another_host_is_never_taken(location):
