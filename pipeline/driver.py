@@ -27,8 +27,8 @@ from pipeline.errors import (
 )
 from pipeline.lease import Lease
 from pipeline.output_folder import (
-    RUN_FILES,
     STRIKES_FILE,
+    clear_previous_run,
     refuse_file,
     refuse_foreign,
     remove_staged,
@@ -44,13 +44,12 @@ from pipeline.submit import AUTHENTICATION_ERRORS
 from shards.layout import (
     FAILURES_FILE,
     REPORT_FILE,
-    SHARDS_DIR,
     SOURCES_FILE,
     labels_files,
     shard_name,
     shard_paths,
 )
-from shards.reader import shard_problems, shard_stats, shards_with_stats
+from shards.reader import shard_problems, shard_stats
 from shards.storage import Location
 
 DASHBOARD_PORT = 8265
@@ -88,17 +87,6 @@ def shard_is_complete(location: Location, index: int, digest: str, store: str,
     """All files there, made under this plan, parquet rows and tar size as the stats say; with
     `verify` the tar's SHA-256 too (reads every byte)."""
     return not shard_problems(location, index, digest, store, verify_hash=verify)
-
-
-def _clear_previous_run(location: Location) -> None:
-    """--restart: remove the shards and run files an earlier run left in OUT, and say so."""
-    shards = location.path(SHARDS_DIR)
-    if location.exists(shards):
-        count = len(shards_with_stats(location))
-        location.fs.delete_dir(shards)
-        print(f"restart: removed {shards} ({count} finished shards of the previous run)")
-    for name in (*RUN_FILES, *labels_files(location)):
-        location.delete(location.path(name))
 
 
 def _drop_stale_results(location: Location) -> None:
@@ -408,7 +396,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     plan = Plan.make(sources, config, identity, find_duplicates(sources, config.sources))
     refuse_foreign(location)
     if options.restart:
-        _clear_previous_run(location)
+        clear_previous_run(location)
     remove_staged(location)
     resumed = persist_or_check(plan, location, restart=options.restart)
     todo = [i for i in range(plan.shard_count)

@@ -3,6 +3,7 @@ lease, before it writes: that the folder is new or a dataset of this project (ne
 else's files overwritten), and that no file an interrupted writer staged is left."""
 
 import fnmatch
+import re
 
 import pyarrow.fs as pafs
 
@@ -16,6 +17,7 @@ from shards.layout import (
     REPORT_FILE,
     SHARDS_DIR,
     SOURCES_FILE,
+    labels_files,
 )
 from shards.storage import STAGED_SUFFIX, Location
 
@@ -45,6 +47,37 @@ def refuse_foreign(location: Location) -> None:
         raise ForeignOutputError(f"{location.root} holds {', '.join(theirs)} but no {PLAN_FILE}: "
                                  "not a dataset of iqa-factory; choose another output folder "
                                  "(nothing there was changed)")
+
+
+# what a run (or a writer it interrupted) leaves in shards/: NNNNN.tar[.gz], .parquet,
+# _stats.json, _sources.json, _failures.jsonl, each maybe staged (.<attempt>.partial)
+RUN_SHARD_FILE = re.compile(r"\d{5,}(\.tar|\.tar\.gz|\.parquet|_stats\.json|_sources\.json"
+                            r"|_failures\.jsonl)(\.[0-9a-f]+\.partial)?")
+
+
+def clear_previous_run(location: Location) -> None:
+    """--restart: remove the shards, run files and relabel sidecars an earlier run left in
+    OUT, and say so. A file or folder in shards/ that no run writes is someone's: the restart
+    is refused, nothing removed, rather than deleting it with the folder."""
+    shards = location.path(SHARDS_DIR)
+    listed = location.fs.get_file_info(pafs.FileSelector(shards, allow_not_found=True))
+    theirs = sorted(info.base_name for info in listed
+                    if info.type != pafs.FileType.File or not RUN_SHARD_FILE.fullmatch(
+                        info.base_name))
+    if theirs:
+        raise ForeignOutputError(f"--restart: {shards} holds {len(theirs)} file(s) or "
+                                 f"folder(s) no run writes ({', '.join(theirs[:3])}"
+                                 f"{', ...' if len(theirs) > 3 else ''}): move them out first "
+                                 "(nothing was removed)")
+    if listed:
+        finished = sum(info.base_name.endswith("_stats.json") for info in listed)
+        location.fs.delete_dir(shards)
+        print(f"restart: removed {shards} ({finished} finished shards of the previous run)")
+    for name in RUN_FILES:
+        location.delete(location.path(name))
+    for name in labels_files(location):
+        location.delete(location.path(name))
+        print(f"restart: removed {name} (a relabel of the previous run's samples)")
 
 
 def staged_files(location: Location) -> list[pafs.FileInfo]:

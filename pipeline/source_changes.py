@@ -5,6 +5,7 @@ that shard recorded, so a photo replaced by another of the same byte size is nam
 mixed in, while a file only touched (or rewritten with the same pixels) resumes."""
 
 import json
+from dataclasses import replace
 
 from tqdm import tqdm
 
@@ -16,12 +17,33 @@ from shards.layout import shard_name, shard_paths
 from shards.storage import Location
 
 
+def _each(values: tuple, count: int) -> tuple:
+    """A plan's per-reference listing values, None for each where it holds none (())."""
+    return values or (None,) * count
+
+
 def touched(old: Plan, new: Plan) -> list[int]:
-    """Indices of the references whose modification time differs now (where both listings
-    told it)."""
+    """Indices of the references whose modification time differs now, or is told now where
+    the earlier listing could not (a dangling link since repaired); none where this listing
+    cannot tell it."""
+    count = len(new.references)
     return [index for index, (before, after) in enumerate(
-                zip(old.source_mtimes, new.source_mtimes, strict=False))
-            if before is not None and after is not None and before != after]
+                zip(_each(old.source_mtimes, count), _each(new.source_mtimes, count),
+                    strict=False))
+            if after is not None and before != after]
+
+
+def known_listing(old: Plan, new: Plan) -> Plan:
+    """`new` with the earlier listing's size and time of each source this one cannot tell
+    (unreadable now): recorded as None, a replacement made later would go unnoticed."""
+    count = len(new.references)
+
+    def kept(before: tuple, after: tuple) -> tuple:
+        merged = tuple(now if now is not None else was for was, now in
+                       zip(_each(before, count), _each(after, count), strict=True))
+        return merged if any(value is not None for value in merged) else ()
+    return replace(new, source_bytes=kept(old.source_bytes, new.source_bytes),
+                   source_mtimes=kept(old.source_mtimes, new.source_mtimes))
 
 
 # reasons a source is left out after it decoded: its pixels' SHA-256 is not recorded
@@ -72,6 +94,16 @@ def check_modified_sources(location: Location, plan: Plan, config: RunConfig,
     changed = changed_pixels(location, plan, config, touched(previous, plan), set(done))
     if changed:
         raise sources_changed(location, changed, "since their shards were made")
-    if (previous.source_bytes, previous.source_mtimes) != (plan.source_bytes,
-                                                           plan.source_mtimes):
-        record_plan(location, plan)
+    count = len(plan.references)
+    unseen = [printable(ref.uri) for index, (ref, was, now) in enumerate(zip(
+                  plan.references, _each(previous.source_mtimes, count),
+                  _each(plan.source_mtimes, count), strict=True))
+              if now is None and was is not None and index // plan.shard_refs in done]
+    if unseen:
+        print(f"note: {len(unseen)} source(s) of finished shards cannot be read now "
+              f"({', '.join(unseen[:3])}{', ...' if len(unseen) > 3 else ''}): their shards "
+              "stay as made, and their size and time as recorded")
+    listed = known_listing(previous, plan)
+    if (previous.source_bytes, previous.source_mtimes) != (listed.source_bytes,
+                                                           listed.source_mtimes):
+        record_plan(location, listed)

@@ -39,12 +39,13 @@ clipped to [0, 1]); the datasets without references use each image as its own gr
 
 import csv
 import hashlib
+import itertools
 import math
 import os
 import re
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -109,19 +110,33 @@ def _rows(path: Path, delimiter: str = ",") -> list[dict]:
     rows = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle, delimiter=delimiter)
+            lines, skipped = _from_header(handle, delimiter)
+            reader = csv.DictReader(lines, delimiter=delimiter)
             for row in reader:
                 if None in row:  # DictReader's key for the fields past the header's
                     raise DatasetLayoutError(
-                        f"{path}: line {reader.line_num} has {len(row) - 1 + len(row[None])} "
-                        f"fields, the header {len(reader.fieldnames)} (a decimal comma? quote "
-                        "a value that holds the delimiter)")
+                        f"{path}: line {skipped + reader.line_num} has "
+                        f"{len(reader.fieldnames) + len(row[None])} fields, the header "
+                        f"{len(reader.fieldnames)} (a decimal comma? quote a value that holds "
+                        "the delimiter)")
                 if any((value or "").strip() for value in row.values()):  # not ",,," rows
                     rows.append(row)
     except (UnicodeDecodeError, csv.Error) as error:
         raise DatasetLayoutError(f"{path} is not a UTF-8 table ({type(error).__name__}: "
                                  f"{error})") from None
     return rows
+
+
+def _from_header(handle: Iterable[str], delimiter: str) -> tuple[Iterator[str], int]:
+    """The lines from the first that holds a value (the header) on, and how many came before:
+    a sheet saved as CSV from a table that starts lower down (CSIQ's all_by_image sheet, its
+    header in row 4) opens with rows of empty cells."""
+    lines, skipped = iter(handle), 0
+    for line in lines:
+        if line.strip(delimiter + " \t\r\n"):
+            return itertools.chain([line], lines), skipped
+        skipped += 1
+    return iter(()), skipped
 
 
 def _column(row: dict, name: str, source: Path) -> str:
@@ -205,7 +220,7 @@ def kadid10k(root: Path, **_) -> list[LabelledImage]:
 def tid2013(root: Path, **_) -> list[LabelledImage]:
     table = root / "mos_with_names.txt"
     folder = _folder(root, ("distorted_images", "."))
-    by_lower = {path.name.lower(): path for path in folder.iterdir()}
+    by_lower = _by_lower_name([folder])
     if not table.is_file():
         raise DatasetLayoutError(f"{table} does not exist")
     images = []
@@ -242,15 +257,29 @@ def _biq_table(root: Path, part: str) -> Path:
 
 
 def biq2021(root: Path, **_) -> list[LabelledImage]:
-    folder = _folder(root, ("Images", "."))
+    """BIQ2021 as its repository publishes it: Images/ (Subset_01..03/ in its first release)
+    and the Train and Test lists; names found whatever their letter case (the list writes
+    `ss02 (1014).jpg`, the file is `.JPG`), MOS clipped to [0, 1] (the first release's list
+    holds a few values below 0)."""
+    folders = ([root / "Images"] if (root / "Images").is_dir() else
+               [root, *sorted(root.glob("Subset_*"))])
+    by_lower = _by_lower_name(folders)
     images = []
     for part in ("Train", "Test"):
         table = _biq_table(root, part)
         for row in _rows(table):
             name = _column(row, "Image Name", table)
-            images.append(LabelledImage(name, _score(row, "MOS", table), name,
-                                        str(folder / name), published_split=part.lower()))
+            path = by_lower.get(name.lower(), folders[0] / name)
+            images.append(LabelledImage(name, _unit(_score(row, "MOS", table), 0, 1), name,
+                                        str(path), published_split=part.lower()))
     return _check_files(images, root)
+
+
+def _by_lower_name(folders: list[Path]) -> dict[str, Path]:
+    """The files of `folders` by their lower-case name (a list and its files may disagree on
+    letter case, which a case-sensitive file system does not forgive)."""
+    return {path.name.lower(): path for folder in folders if folder.is_dir()
+            for path in folder.iterdir() if path.is_file()}
 
 
 def _first_file(root: Path, candidates: tuple[str, ...]) -> Path:

@@ -242,6 +242,39 @@ def test_a_folder_of_other_files_is_never_written_and_a_lease_is_respected(store
     assert not (busy / LEASE_FILE).exists() and (busy / "plan.json").exists()
 
 
+def test_restart_clears_a_runs_files_naming_sidecars_and_refuses_anyone_elses(
+        store_datasets, tmp_path, capsys):
+    """--restart removes what runs write (shards of any index, staged ones, run files,
+    relabel sidecars, each sidecar named); a file or folder in shards/ that no run writes
+    stops it before anything is removed."""
+    from pipeline.errors import ForeignOutputError
+    from pipeline.output_folder import clear_previous_run
+
+    out = tmp_path / "old"
+    shutil.copytree(store_datasets["recipes"], out)
+    sidecar = out / "labels-0123456789abcdef.parquet"
+    sidecar.write_bytes(b"old labels")
+    (out / "shards" / "00007_stats.json").write_text("{}")  # a shard of a larger old plan
+    (out / "shards" / "00001.tar.gz.0123abcd4567.partial").write_bytes(b"x")  # staged
+    notes = out / "shards" / "README.txt"
+    notes.write_text("mine")
+    (out / "shards" / "mine").mkdir()
+    location = Location.parse(str(out))
+    with pytest.raises(ForeignOutputError, match=r"shards holds 2 file\(s\) or folder\(s\) "
+                                                 r"no run writes \(README\.txt, mine\)"):
+        clear_previous_run(location)
+    assert sidecar.exists() and (out / "plan.json").exists() and notes.exists()
+    notes.unlink()
+    (out / "shards" / "mine").rmdir()
+    clear_previous_run(location)
+    printed = capsys.readouterr().out
+    assert f"restart: removed {out / 'shards'} (3 finished shards of the previous run)" \
+        in printed
+    assert f"restart: removed {sidecar.name} (a relabel of the previous run's samples)" \
+        in printed
+    assert sorted(path.name for path in out.iterdir()) == []
+
+
 def test_staged_files_an_interrupted_conversion_left_are_named_then_removed(store_datasets,
                                                                            tmp_path):
     out = tmp_path / "recipes"

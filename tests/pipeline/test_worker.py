@@ -256,6 +256,47 @@ def test_a_source_replaced_in_place_by_one_of_the_same_size_is_not_resumed(
     check_modified_sources(location, b_changed, config, done=[0])
 
 
+def test_a_source_unreadable_at_one_resume_keeps_its_recorded_size_and_time(
+        tmp_path, fast_config, small_image, mae_ensemble, capsys):
+    """A resume while a source of a finished shard cannot be listed (a dangling link) keeps
+    what the earlier listing recorded, and says so: a replacement made afterwards is still
+    compared with its shard. A source that could not be listed when its shard was made, and
+    decodes now, is compared too (it failed to decode then)."""
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    Image.fromarray(small_image).save(folder / "a.png", compress_level=0)
+    (folder / "b.png").symlink_to(tmp_path / "nowhere.png")  # dangling from the start
+    config = fast_config(str(folder), shard_refs=2, distortion_ids=(1,), levels=(1,),
+                         metrics=("mae",))
+    location = Location.parse(config.out)
+    plan = Plan.make(list_sources(str(folder)), config)
+    assert plan.source_mtimes[1] is None
+    persist_or_check(plan, location)
+    produce_shard(0, plan, config, local_scorer(Labeler(metrics=("mae",), device="cpu")),
+                  mae_ensemble, location)
+    recorded = read_plan(location)
+    (folder / "a.png").rename(tmp_path / "kept.png")
+    (folder / "a.png").symlink_to(tmp_path / "gone.png")  # unreadable for this resume
+    check_modified_sources(location, Plan.make(list_sources(str(folder)), config), config,
+                           done=[0])
+    assert f"1 source(s) of finished shards cannot be read now ({folder / 'a.png'})" in \
+        capsys.readouterr().out
+    assert read_plan(location).source_bytes == recorded.source_bytes  # not None over them
+    (folder / "a.png").unlink()
+    other = small_image[::-1].copy()  # another photo of the same size, written later
+    Image.fromarray(other).save(folder / "a.png", compress_level=0)
+    with pytest.raises(PlanMismatchError, match=r"a\.png holds other pixels"):
+        check_modified_sources(location, Plan.make(list_sources(str(folder)), config),
+                               config, done=[0])
+    (folder / "a.png").unlink()
+    (tmp_path / "kept.png").rename(folder / "a.png")
+    (folder / "b.png").unlink()
+    Image.fromarray(np.roll(small_image, 30, axis=0)).save(folder / "b.png")  # repaired
+    with pytest.raises(PlanMismatchError, match=r"b\.png holds other pixels"):
+        check_modified_sources(location, Plan.make(list_sources(str(folder)), config),
+                               config, done=[0])
+
+
 def test_a_touched_source_left_out_after_decoding_resumes(tmp_path, fast_config, small_image,
                                                           mae_ensemble, monkeypatch):
     """A reference quarantined (workers died on it) or whose labels failed (VIF of a flat

@@ -110,6 +110,16 @@ def test_csiq_inverts_dmos_and_finds_its_file_names(tmp_path):
     assert images[0].pixels().shape == (24, 32, 3)
     (tmp_path / "csiq.DMOS.csv").write_text("\n".join(rows) + "\n,,,,,\n,,,,,\n")  # Excel's
     assert len(benchmarks.load("csiq", str(tmp_path))) == 12  # empty rows are no rows
+    # the all_by_image sheet saved as CSV: its table starts at D4 (CSIQ's csiq.DMOS.xlsx),
+    # so three rows of empty cells come first and three empty cells open every row
+    exported = [",,,,,,,,"] * 3 + [",,," + row for row in rows]
+    (tmp_path / "csiq.DMOS.csv").write_text("\r\n".join(exported) + "\r\n")
+    assert sorted((i.name, i.score) for i in benchmarks.load("csiq", str(tmp_path))) == \
+        sorted((name, pytest.approx(score)) for name, (score, _) in expected.items())
+    (tmp_path / "csiq.DMOS.csv").write_text("\n".join(exported[:4])
+                                            + "\n,,,1600,1,noise,1,0.02,0.2,0.5\n")
+    with pytest.raises(DatasetLayoutError, match=r"line 5 has 10 fields, the header 9"):
+        benchmarks.load("csiq", str(tmp_path))
     (tmp_path / "csiq.DMOS.csv").write_text(rows[0] + "\n1600,1,sharpen,1,0.1,0.2\n")
     with pytest.raises(DatasetLayoutError, match="unknown dst_type 'sharpen'"):
         benchmarks.load("csiq", str(tmp_path))

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -54,6 +56,22 @@ def test_koniq_and_biq2021_layouts(tmp_path):
     images = benchmarks.load("biq2021", str(biq))
     parts = split(images, "reference", seed=5)
     assert [i.name for i in parts.test] == ["ss01 (2).jpg"]  # the published split is kept
+    # the repository's own names: its list says ss02 (1014).jpg, its file is .JPG
+    (biq / "Images" / "ss02 (1014).JPG").write_bytes(_image(4))
+    (biq / "Train (Images and MOS).csv").write_text(
+        "Image Name,MOS,,\nss01 (0).jpg,0.2,,\nss02 (1014).jpg,0.7,,\n")
+    (biq / "Train.csv").unlink()
+    assert {i.name: Path(i.path).name for i in benchmarks.load("biq2021", str(biq))}[
+        "ss02 (1014).jpg"] == "ss02 (1014).JPG"
+    # its first release: Subset_01..03/ and a few MOS below 0 (clipped to the [0, 1] scale)
+    first = tmp_path / "biq-first"
+    for number, subset in ((0, "Subset_01"), (1, "Subset_03")):
+        (first / subset).mkdir(parents=True, exist_ok=True)
+        (first / subset / f"ss0{number + 1} ({number}).jpg").write_bytes(_image(number))
+    (first / "Train.csv").write_text("Image Name,MOS\nss01 (0).jpg,-0.22748\n")
+    (first / "Test.csv").write_text("Image Name,MOS\nss02 (1).jpg,0.83292\n")
+    assert [(i.name, i.score) for i in benchmarks.load("biq2021", str(first))] == [
+        ("ss01 (0).jpg", 0.0), ("ss02 (1).jpg", 0.83292)]
 
 
 def test_generic_csv_rescales_scores(tmp_path):
