@@ -9,7 +9,6 @@ weights.
 """
 
 import hashlib
-import pickle
 import shutil
 import urllib.error
 from dataclasses import dataclass
@@ -90,9 +89,10 @@ def load_state(metric: str) -> dict[str, torch.Tensor]:
     path = require(metric)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-        raise WeightsUnreadableError(_unreadable(path, metric, f"{type(error).__name__}: "
-                                                 f"{str(error).splitlines()[0][:200]}")) from error
+    except Exception as error:  # torch's zip, pickle, EOF and index errors on a bad file
+        said = (str(error).splitlines() or [""])[0][:200]
+        raise WeightsUnreadableError(_unreadable(path, metric, f"{type(error).__name__}"
+                                                 + (f": {said}" if said else ""))) from error
     if not isinstance(state, dict):
         raise WeightsUnreadableError(_unreadable(path, metric, f"it holds a "
                                                  f"{type(state).__name__}, not a state dict"))

@@ -423,13 +423,19 @@ def _validate_levels(args: argparse.Namespace) -> int:
 
 
 def _deep_count_given(argv: list[str]) -> list[str]:
-    """`inspect --deep OUT` as `inspect --deep=8 OUT`: argparse would take OUT for the
-    optional N and refuse it as not a number."""
+    """`inspect --deep OUT` as `inspect --deep=8 OUT` (argparse would take OUT for the
+    optional N and refuse it as not a number), --deep's abbreviations too, nothing after
+    `--`."""
     if argv[:1] != ["inspect"]:
         return argv
-    follows = [*argv[1:], ""]
-    return [f"--deep={DEEP_SAMPLES}" if word == "--deep" and not follows[i].lstrip("-").isdigit()
-            else word for i, word in enumerate(argv)]
+    words = list(argv)
+    for place, word in enumerate(words):
+        if word == "--":
+            break
+        after = words[place + 1] if place + 1 < len(words) else ""
+        if len(word) > 2 and "--deep".startswith(word) and not after.lstrip("-").isdigit():
+            words[place] = f"--deep={DEEP_SAMPLES}"
+    return words
 
 
 def _count(text: str) -> int:

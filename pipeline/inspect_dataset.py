@@ -6,7 +6,6 @@ import tarfile
 from collections import Counter
 from collections.abc import Iterable
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -38,6 +37,7 @@ from shards.reader import (
     stray_files,
     tar_sha256,
 )
+from shards.sidecar import quality_problem
 from shards.storage import Location
 from shards.store_modes import stores_pixels
 from shards.tar_stream import TAR_CHANGED, ChangedTarError, VerifiedTar
@@ -307,7 +307,7 @@ def _sidecar_problems(location: Location, name: str, expected: set[str]) -> list
         with location.fs.open_input_file(location.path(name)) as handle:
             table = pq.read_table(handle)
         keys = table["key"].to_pylist()
-        quality = np.asarray(table["quality"].to_numpy(zero_copy_only=False), dtype=np.float64)
+        quality = quality_problem(table)
     except (OSError, KeyError, ValueError, TypeError, pa.ArrowException) as error:
         return [f"{name} is unreadable ({type(error).__name__}: {error}): relabel again"]
     recorded = (table.schema.metadata or {}).get(b"ensemble_hash", b"").decode()
@@ -319,9 +319,8 @@ def _sidecar_problems(location: Location, name: str, expected: set[str]) -> list
         problems.append(f"{name} labels {len(set(keys))} samples ({len(keys)} rows) but the "
                         f"dataset has {len(expected)} distorted ones"
                         f"{_first_difference(set(keys), expected)}: relabel again")
-    bad = int(np.count_nonzero(~np.isfinite(quality)))
-    if bad:
-        problems.append(f"{name}: {bad} Q values are not finite numbers")
+    if quality:
+        problems.append(f"{name}: {quality}: relabel again")
     return problems
 
 

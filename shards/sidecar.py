@@ -54,6 +54,8 @@ class Sidecar:
             raise SidecarError(self._unreadable(error)) from error
 
     def _unreadable(self, error: Exception) -> str:
+        if isinstance(error, OSError):  # the storage's (a network error), not the file's
+            return f"{self.name} could not be read ({error}); try again"
         return (f"{self.name} cannot be read as a relabel sidecar ({error}); delete it and "
                 "relabel again")
 
@@ -106,17 +108,25 @@ class Sidecar:
             yield item
 
     def _by_key(self, table: pa.Table) -> dict[str, float]:
-        """key -> Q; a SidecarError naming the first sample whose Q is not a number in 0..1
-        (Q is clipped there by its definition: anything else is not a relabel's Q)."""
-        column = table["quality"]
-        if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
-            raise SidecarError(f"{self.name}: its quality column holds {column.type}, not "
-                               "numbers; delete it and relabel again")
-        values = column.to_numpy(zero_copy_only=False).astype(np.float64)  # null: NaN
-        outside = np.flatnonzero(~((values >= 0) & (values <= 1)))
-        if outside.size:
-            first = outside[0]
-            raise SidecarError(f"{self.name}: sample {table['key'][first].as_py()} has Q "
-                               f"{column[first].as_py()}, not a number in 0..1 "
-                               f"({outside.size} such); delete it and relabel again")
+        """key -> Q; a SidecarError where a Q is not one (quality_problem)."""
+        problem = quality_problem(table)
+        if problem:
+            raise SidecarError(f"{self.name}: {problem}; delete it and relabel again")
+        values = table["quality"].to_numpy(zero_copy_only=False).astype(np.float64)
         return dict(zip(table["key"].to_pylist(), values.tolist(), strict=True))
+
+
+def quality_problem(table: pa.Table) -> str | None:
+    """What makes a sidecar's quality column no relabel's Q, in words (None: nothing): Q is
+    clipped to 0..1 by its definition (labels.md), so a text, a null, a NaN or a 1.5 is not
+    one; the first such sample is named."""
+    column = table["quality"]
+    if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+        return f"its quality column holds {column.type}, not numbers"
+    values = column.to_numpy(zero_copy_only=False).astype(np.float64)  # null: NaN
+    outside = np.flatnonzero(~((values >= 0) & (values <= 1)))
+    if not outside.size:
+        return None
+    first = outside[0]
+    return (f"sample {table['key'][first].as_py()} has Q {column[first].as_py()}, not a "
+            f"number in 0..1 ({outside.size} such)")

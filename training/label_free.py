@@ -70,7 +70,8 @@ def full_chunks(index, refs: frozenset[str], request: GroupRequest, name: str,
         raise ValueError(f"{dataset}: no {name} reference has {request.versions} {what} for a "
                          f"chunk (the most: {max(sizes.values())}): lower --versions")
     notice = (f"{len(short)} {name} reference(s) have fewer than {request.versions} {what} "
-              f"(failed versions), so no whole chunk: left out ({', '.join(short[:3])}"
+              f"among their versions (some failed, or composed ones share a first type), so "
+              f"no whole chunk: left out ({', '.join(short[:3])}"
               f"{', ...' if len(short) > 3 else ''})") if short else None
     return whole, notice
 

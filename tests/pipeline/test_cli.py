@@ -519,11 +519,12 @@ def test_inspect_deep_takes_a_count_not_a_negative(capsys):
 @pytest.mark.parametrize(("argv", "deep"), [
     (["inspect", "--deep", "OUT"], 8), (["inspect", "OUT", "--deep"], 8),
     (["inspect", "--deep", "3", "OUT"], 3), (["inspect", "--deep=5", "OUT"], 5),
-    (["inspect", "OUT"], 0)])
+    (["inspect", "OUT"], 0), (["inspect", "--de", "OUT"], 8), (["inspect", "--d", "2", "OUT"], 2),
+    (["inspect", "--deep", "--", "OUT"], 8), (["inspect", "--", "--deep"], 0)])
 def test_inspect_deep_before_the_folder_takes_its_default_count(argv, deep):
     """argparse alone reads `inspect --deep OUT` as N = OUT and refuses it."""
     args = cli.build_parser().parse_args(cli._deep_count_given(argv))
-    assert (args.out, args.deep) == ("OUT", deep)
+    assert (args.out, args.deep) == ("--deep" if argv[1] == "--" else "OUT", deep)
 
 
 @pytest.mark.parametrize(("options", "images", "pixels"), [

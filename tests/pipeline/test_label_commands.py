@@ -298,11 +298,14 @@ def test_inspect_checks_each_sidecar_against_the_dataset(scored_dataset, tmp_pat
     pq.write_table(table.set_column(1, "quality", pa.array([np.nan, *quality[1:]]))
                    .replace_schema_metadata({"ensemble_hash": "0" * 16}), sidecar)
     code, printed = _inspect(out, capsys)
-    assert code == 1 and "1 Q values are not finite" in printed
+    assert code == 1 and f"sample {first} has Q nan, not a number in 0..1 (1 such)" in printed
     assert f"records ensemble {'0' * 16}, not the one its name says" in printed
+    pq.write_table(table.set_column(1, "quality", pa.array([1.5, *quality[1:]])), sidecar)
+    code, printed = _inspect(out, capsys)  # what a reader refuses, inspect names
+    assert code == 1 and f"sample {first} has Q 1.5, not a number in 0..1" in printed
     pq.write_table(table.set_column(1, "quality", pa.array(["high"] * len(table))), sidecar)
     code, printed = _inspect(out, capsys)
-    assert code == 1 and f"{sidecar.name} is unreadable (ValueError" in printed
+    assert code == 1 and "its quality column holds string, not numbers" in printed
     sidecar.write_bytes(b"not parquet")
     code, printed = _inspect(out, capsys)
     assert code == 1 and f"{sidecar.name} is unreadable" in printed

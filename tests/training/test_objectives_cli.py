@@ -39,8 +39,9 @@ def test_contrastive_leaves_out_references_that_cannot_give_a_whole_chunk(tmp_pa
                                  failed=frozenset({("r1", 10)}))
     assert main(pretrain_args(dataset, tmp_path / "out", "contrastive", "--epochs", "1")) == 0
     printed = capsys.readouterr().out
-    assert ("NOTICE: 1 train reference(s) have fewer than 2 types (failed versions), so no "
-            "whole chunk: left out (r1)") in printed
+    assert ("NOTICE: 1 train reference(s) have fewer than 2 types among their versions "
+            "(some failed, or composed ones share a first type), so no whole chunk: left out "
+            "(r1)") in printed
     summary = read_json(tmp_path / "out" / "summary.json")
     assert (summary["train_refs"], summary["chunk_versions"]) == (3, 2)
     assert main(pretrain_args(dataset, tmp_path / "three", "contrastive", "--versions", "3")
