@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow.fs as pafs
 
@@ -51,7 +52,9 @@ def _holder() -> dict:
 
 
 def _alive_here(holder: dict) -> bool | None:
-    """Whether the holder's process is alive, where it ran on this host (None elsewhere)."""
+    """Whether the holder's process is alive, where it ran on this host (None elsewhere): a
+    process of its pid that started after the lease did is another one (the pid reused, after
+    a reboot say), and the holder is dead."""
     if holder.get("host") != socket.gethostname():
         return None
     try:
@@ -60,7 +63,23 @@ def _alive_here(holder: dict) -> bool | None:
         return False
     except (PermissionError, KeyError, ValueError):
         return True
-    return True
+    started = _process_started(int(holder["pid"]))
+    return started is None or started <= float(holder.get("started", 0)) + PID_CLOCK_SLACK
+
+
+PID_CLOCK_SLACK = 2.0  # seconds: /proc's start time counts in clock ticks since boot
+
+
+def _process_started(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), from Linux's /proc; None where
+    that cannot be read (another system)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text()
+                    .splitlines() if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _describe(holder: dict) -> str:

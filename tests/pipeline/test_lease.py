@@ -178,7 +178,7 @@ def test_a_stale_lease_whose_process_lives_on_this_host_is_not_taken_over(locati
     wakes. --take-over says to stop it first, naming its pid."""
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        stale = {"host": socket.gethostname(), "pid": sleeper.pid, "started": 0.0,
+        stale = {"host": socket.gethostname(), "pid": sleeper.pid, "started": time.time(),
                  "refreshed": time.time() - 2 * lease_module.STALE_SECONDS}
         location.makedirs(location.root)
         location.write_bytes(location.path(LEASE_FILE), json.dumps(stale).encode())
@@ -191,6 +191,24 @@ def test_a_stale_lease_whose_process_lives_on_this_host_is_not_taken_over(locati
     taker = Lease(location)  # its process gone: taken over at once, as a dead driver's
     assert "took over" in taker.acquire()[0]
     taker.release()
+
+
+def test_a_pid_reused_by_a_later_process_is_not_the_holder(location):
+    """After a reboot another process may hold the dead driver's pid: it started after the
+    lease did (Linux's /proc tells when), so the lease is a dead driver's, taken over at
+    once."""
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lease = {"host": socket.gethostname(), "pid": later.pid,
+                 "started": time.time() - 3600, "refreshed": time.time()}
+        location.makedirs(location.root)
+        location.write_bytes(location.path(LEASE_FILE), json.dumps(lease).encode())
+        taker = Lease(location)
+        assert "took over the lease of a stopped driver" in taker.acquire()[0]
+        taker.release()
+    finally:
+        later.kill()
+        later.wait()
 
 
 def test_the_merge_refuses_a_shard_of_another_plan(store_datasets, tmp_path):
