@@ -5,13 +5,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 from PIL import Image
 
 from labelers import ensemble as ens
 from pipeline import cli
 from shards import open_dataset
+from shards.storage import Location
 from tests.conftest import finish
 
 
@@ -193,7 +196,7 @@ def _read_with_the_sidecar(named: str, ensemble: ens.Ensemble, expected: dict) -
 def test_a_reader_refuses_a_sidecar_without_a_q_in_0_1_for_each_row(scored_dataset, tmp_path):
     """Q is clipped to 0..1 by its definition (labels.md): a NaN, a null, a 1.5, a column of
     text or none at all is a damaged sidecar, named, never a label handed to a trainer."""
-    from shards.sidecar import SidecarError
+    from shards.sidecar import Sidecar, SidecarError
 
     out = _copy(scored_dataset, tmp_path)
     _halves().save(tmp_path / "halves.json")
@@ -218,6 +221,20 @@ def test_a_reader_refuses_a_sidecar_without_a_q_in_0_1_for_each_row(scored_datas
     sidecar.write_bytes(b"not parquet")
     with pytest.raises(SidecarError, match="cannot be read as a relabel sidecar"):
         list(open_dataset(out, labels=_halves().hash).samples(decode=False))
+    pq.write_table(table, sidecar)  # whole again, on a store that drops the connection
+    flaky = Location(pafs.PyFileSystem(pafs.FSSpecHandler(_Unreachable())), str(out))
+    with pytest.raises(SidecarError, match=r"could not be read \(Connection reset by peer\); "
+                                           r"try again$"):  # not called damaged
+        Sidecar.named(flaky, _halves().hash).qualities(0)
+
+
+class _Unreachable(LocalFileSystem):
+    """A local folder whose parquet files the network fails to bring."""
+
+    def _open(self, path, mode="rb", **options):
+        if path.endswith(".parquet"):
+            raise ConnectionResetError("Connection reset by peer")
+        return super()._open(path, mode, **options)
 
 
 def test_relabel_leaves_out_a_metric_the_dataset_never_scored_and_says_so(scored_dataset,
