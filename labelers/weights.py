@@ -9,6 +9,7 @@ weights.
 """
 
 import hashlib
+import os
 import shutil
 import urllib.error
 from dataclasses import dataclass
@@ -125,7 +126,11 @@ def check_hash(path: Path, backbone: Backbone) -> None:
 
 
 def import_from(folder: Path) -> list[Path]:
-    """Copy the backbone files found in `folder` into the cache, checking their hashes."""
+    """Copy the backbone files found in `folder` into the cache, each checked against its
+    published hash as copied and renamed into place whole (an import cut short leaves no
+    partial file under the published name)."""
+    if Path(folder).is_file():
+        raise WeightsMissingError(f"{folder} is a file: name the folder that holds the files")
     if not Path(folder).is_dir():
         raise WeightsMissingError(f"{folder}: no such folder")
     copied = []
@@ -134,34 +139,50 @@ def import_from(folder: Path) -> list[Path]:
         if not source.is_file():
             continue
         check_hash(source, backbone)
-        checkpoint_dir().mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, checkpoint_dir() / backbone.filename)
-        copied.append(checkpoint_dir() / backbone.filename)
+        copied.append(_placed(backbone, lambda staged, source=source: shutil.copyfile(
+            source, staged)))
     if not copied:
         names = ", ".join(b.filename for b in BACKBONES.values())
         raise WeightsMissingError(f"none of {names} is in {folder}")
     return copied
 
 
+def _placed(backbone: Backbone, write) -> Path:
+    """`write(staged path)`, its hash checked, then renamed to the cache's published name;
+    nothing left behind where either fails."""
+    checkpoint_dir().mkdir(parents=True, exist_ok=True)
+    final = checkpoint_dir() / backbone.filename
+    staged = final.with_name(f"{final.name}.{os.getpid()}.partial")
+    try:
+        write(staged)
+        check_hash(staged, backbone)
+        staged.replace(final)
+    finally:
+        staged.unlink(missing_ok=True)
+    return final
+
+
+def unpublished() -> list[str]:
+    """The metrics whose cached backbone file is there but not the published one (cut
+    short, or another file under its name); hashes every cached file."""
+    return [metric for metric, backbone in BACKBONES.items()
+            if weight_path(metric).is_file() and
+            file_sha256(weight_path(metric)) != backbone.sha256]
+
+
 def fetch() -> list[Path]:
-    """Download the missing backbone files (where a network exists), checking their hashes; a
-    download that is not the published file is deleted."""
+    """Download the backbone files the cache lacks or holds other bytes of (where a network
+    exists), each checked against its published hash before it takes the published name."""
     fetched = []
-    for metric in missing(list(BACKBONES)):
+    for metric in [*missing(list(BACKBONES)), *unpublished()]:
         backbone = BACKBONES[metric]
-        checkpoint_dir().mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(DOWNLOAD_ROOT + backbone.filename,
-                                           str(weight_path(metric)))
-        except (urllib.error.URLError, OSError) as error:
-            raise WeightsMissingError(
-                f"could not download {backbone.filename}: {error}. "
-                "Copy the files from a machine that has them with `iqa-factory weights import DIR`."
-            ) from error
-        try:
-            check_hash(weight_path(metric), backbone)
-        except WeightsHashError:
-            weight_path(metric).unlink()
-            raise
-        fetched.append(weight_path(metric))
+
+        def download(staged: Path, backbone=backbone) -> None:
+            try:
+                torch.hub.download_url_to_file(DOWNLOAD_ROOT + backbone.filename, str(staged))
+            except (urllib.error.URLError, OSError) as error:
+                raise WeightsMissingError(
+                    f"could not download {backbone.filename}: {error}. Copy the files from a "
+                    "machine that has them with `iqa-factory weights import DIR`.") from error
+        fetched.append(_placed(backbone, download))
     return fetched

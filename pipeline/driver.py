@@ -129,8 +129,8 @@ def _start_local_ray(ports: Callable[[], int] | None = None):
     Ray stops and starts again on another, a few times."""
     ports = ports or dashboard_port
 
-    def start(port: int):
-        return ray.init(include_dashboard=True, dashboard_host="127.0.0.1",
+    def start(port: int):  # "local": never a cluster another program started here
+        return ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
                         dashboard_port=port, log_to_driver=False)
     for _ in range(DASHBOARD_ATTEMPTS - 1):
         port = ports()

@@ -27,7 +27,8 @@ def weights_fetch(args) -> int:
     for path in fetched:
         print(f"downloaded {path}")
     if not fetched:
-        print(f"all backbone weights are already in {weights.checkpoint_dir()}")
+        print(f"all backbone weights are already in {weights.checkpoint_dir()} (each the "
+              "published file: hashes checked)")
     return 0
 
 

@@ -4,6 +4,7 @@ missing weights are a clear error; official calibration where the real weights e
 import hashlib
 import io
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,6 +168,29 @@ def test_fetch_keeps_the_published_file_and_refuses_another(tmp_path, monkeypatc
     assert weights.fetch() == [weights.checkpoint_dir() / name]
     assert (weights.checkpoint_dir() / name).read_bytes() == b"published"
     assert weights.fetch() == []  # nothing missing: nothing downloaded
+    (weights.checkpoint_dir() / name).write_bytes(b"publ")  # cut short: present, not it
+    assert weights.unpublished() == ["lpips"]
+    assert weights.fetch() == [weights.checkpoint_dir() / name]  # replaced
+    assert (weights.checkpoint_dir() / name).read_bytes() == b"published"
+    assert list(weights.checkpoint_dir().iterdir()) == [weights.checkpoint_dir() / name]
+
+
+def test_an_import_cut_short_leaves_nothing_under_the_published_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    name = _published(monkeypatch, b"published")
+    monkeypatch.setattr(weights, "BACKBONES", {"lpips": weights.BACKBONES["lpips"]})
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / name).write_bytes(b"published")
+
+    def interrupted(source, target):  # Ctrl-C half way through the copy
+        Path(target).write_bytes(Path(source).read_bytes()[:4])
+        raise KeyboardInterrupt
+    monkeypatch.setattr(weights.shutil, "copyfile", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        weights.import_from(tmp_path / "downloads")
+    assert list(weights.checkpoint_dir().iterdir()) == []
+    with pytest.raises(weights.WeightsMissingError, match="is a file: name the folder"):
+        weights.import_from(tmp_path / "downloads" / name)
 
 
 @pytest.mark.weights

@@ -112,3 +112,18 @@ def test_ray_address_of_a_token_cluster_without_the_token_gets_the_hint(ray_head
     assert f"RAY_ADDRESS={ray_head.gcs} requires Ray's authentication token" in refused.stderr
     assert "RAY_AUTH_MODE=token" in refused.stderr and "Traceback" not in refused.stderr
     assert refused.stderr.count("Failed to get cluster ID") <= 1  # the probe, not a retry loop
+
+
+def test_a_local_run_never_joins_a_cluster_another_program_started(ray_head, monkeypatch):
+    """Without RAY_ADDRESS a run starts its own Ray: a bare ray.init() would join the cluster
+    `ray start` made on this machine (and die with it, or run on its other environment)."""
+    import ray
+
+    from pipeline.driver import _start_local_ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    context = _start_local_ray()
+    try:
+        assert context.address_info["gcs_address"] != ray_head.gcs
+    finally:
+        ray.shutdown()
