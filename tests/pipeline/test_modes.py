@@ -194,6 +194,26 @@ def test_validate_levels_never_passes_what_it_did_not_check(tmp_path, capsys):
     assert "level order fails for: ['jpeg']" in capsys.readouterr().out
 
 
+def test_validate_levels_checks_the_added_types_too(tmp_path, capsys):
+    """Types 34-43 (overexposure 40, underexposure 41, ...) are checked and plotted like the
+    paper's 33 (they were left out, and a run of them alone was called unlabelled)."""
+    falling = {f"{d:02d}-{level}": 1.0 - 0.1 * level for d in (13, 40, 41)
+               for level in range(1, 6)}
+    (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": falling,
+                                                      "sources_ok": 2}))
+    assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 0
+    rows = json.loads((tmp_path / "v" / "validate-levels.json").read_text())
+    assert [(row["id"], row["new"]) for row in rows] == [(13, False), (40, True), (41, True)]
+    every = {f"{d.id:02d}-{level}": 1.0 - 0.1 * level for d in distortions.registered()
+             for level in range(1, 6)}  # all 43: the figure grows to hold them
+    (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": every,
+                                                      "sources_ok": 2}))
+    cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "all")])
+    from PIL import Image
+    with Image.open(tmp_path / "all" / "validate-levels.png") as figure:
+        assert figure.height > 80 * (2.4 * 6 + 0.8) - 2  # seven rows of panels, not five
+
+
 
     from labelers.registry import AVAILABLE_METRICS
     from shards.schema import METRIC_KEYS
