@@ -60,16 +60,22 @@ def _sheet(args: argparse.Namespace) -> int:
 
 
 def _check_picture_path(path: Path) -> None:
-    """A file name Pillow can write an image to: not a folder, and ending in a format's
-    extension."""
+    """A file name Pillow can write an RGB picture to: not a folder, and ending in the
+    extension of a format it writes RGB in (a 1-pixel picture is written to memory: formats
+    Pillow only reads, or writes only in other modes, are refused before the rendering)."""
+    import io
+
     from PIL import Image
 
     if path.is_dir():
         raise ValueError(f"-o {path} is a folder: name the picture's file (say "
                          f"{path / 'sheet.png'})")
-    if path.suffix.lower() not in Image.registered_extensions():
-        raise ValueError(f"-o {path}: end the name in an image format's extension (.png, "
-                         ".jpg, ...)")
+    picture_format = Image.registered_extensions().get(path.suffix.lower())
+    try:
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), format=picture_format)
+    except (KeyError, OSError, ValueError, TypeError):
+        raise ValueError(f"-o {path}: end the name in the extension of an image format Pillow "
+                         "writes (.png, .jpg, .webp, .tif, ...)") from None
 
 
 def _ints(text: str) -> tuple[int, ...]:

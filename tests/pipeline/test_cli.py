@@ -68,10 +68,16 @@ def test_sheet_refuses_a_too_small_image_clearly(tmp_path, capsys):
     table.write_bytes(b"PAR1 not an image")
     assert cli.main(["sheet", str(table), "-o", str(tmp_path / "s.png")]) == 2
     assert f"not_an_image: {table}: no image format recognised" in capsys.readouterr().err
+    written = "end the name in the extension of an image format Pillow writes"
     for output, why in ((tmp_path, "is a folder: name the picture's file"),
-                        (tmp_path / "sheet", "end the name in an image format's extension")):
+                        (tmp_path / "sheet", written),
+                        # formats Pillow reads but does not write, or not in RGB: refused
+                        # before minutes of rendering, not a KeyError after them
+                        (tmp_path / "s.fits", written), (tmp_path / "s.xbm", written),
+                        (tmp_path / "s.bufr", written)):
         assert cli.main(["sheet", "embedded:coffee", "-o", str(output)]) == 2
         assert why in capsys.readouterr().err
+    assert not list(tmp_path.glob("s.*"))
 
 
 def test_cover_and_crop_scales_by_the_larger_ratio_and_centres():
