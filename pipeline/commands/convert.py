@@ -13,11 +13,13 @@ already complete in DST."""
 
 import json
 import multiprocessing
+import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pyarrow.fs as pafs
 from tqdm import tqdm
 
 from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
@@ -228,6 +230,7 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
     if workers < 1:
         raise ConversionError(f"workers must be at least 1, got {workers}")
     source, target = Location.parse(source_root), Location.parse(target_root)
+    _refuse_overlap(source, target)
     plan, config = _source(source)
     was = Storage.of(config)
     becomes = Storage.of(replace(config, out=target_root, store=store,
@@ -256,6 +259,21 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
     return {"shards": plan.shard_count, "skipped": plan.shard_count - len(jobs),
             "replayed": sum(replayed for replayed, _ in counts),
             "dropped": sum(dropped for _, dropped in counts)}
+
+
+def _refuse_overlap(source: Location, target: Location) -> None:
+    """A ConversionError where the target is the source, or one lies inside the other (the
+    source would be read as it is written, or count the other's files as its own)."""
+    if type(source.fs) is not type(target.fs):
+        return
+    paths = [os.path.realpath(where.root) if isinstance(where.fs, pafs.LocalFileSystem)
+             else where.root.rstrip("/") for where in (source, target)]
+    if paths[0] == paths[1]:
+        raise ConversionError(f"{target.root} is the source itself: a conversion writes a new "
+                              "dataset; name another DST (the source stays as it is)")
+    if any(inner.startswith(outer + "/") for inner, outer in (paths, paths[::-1])):
+        raise ConversionError(f"{target.root} and {source.root} lie one inside the other: "
+                              "name a DST outside the source, and not holding it")
 
 
 def _claim(target: Location, plan: Plan) -> None:

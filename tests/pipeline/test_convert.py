@@ -9,6 +9,7 @@ import shutil
 import socket
 import tarfile
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -240,6 +241,20 @@ def test_a_folder_of_other_files_is_never_written_and_a_lease_is_respected(store
     assert cli.main(["convert", str(store_datasets["images"]), str(busy), "--store", "recipes",
                      "--take-over"]) == 0  # the option the advice names
     assert not (busy / LEASE_FILE).exists() and (busy / "plan.json").exists()
+
+
+def test_a_target_that_is_the_source_or_nests_with_it_is_refused(store_datasets, tmp_path,
+                                                                   capsys):
+    source = tmp_path / "source"
+    shutil.copytree(store_datasets["recipes"], source)
+    for target, said in ((source, "is the source itself"),
+                         (source / "shards" / "inner", "lie one inside the other"),
+                         (tmp_path, "lie one inside the other"),
+                         (Path(f"{source}/../source"), "is the source itself")):
+        assert cli.main(["materialize", str(source), str(target)]) == 2
+        assert said in capsys.readouterr().err
+    assert not (source / "shards" / "inner").exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["source"]
 
 
 def test_restart_clears_a_runs_files_naming_sidecars_and_refuses_anyone_elses(
