@@ -19,6 +19,7 @@ from shards.layout import DEFAULT_STORE, PLAN_FILE, STORE_MODES
 from shards.storage import Location
 
 DEEP_SAMPLES = 8  # versions `inspect --deep` replays when no count is given
+RESUMABLE = ("generate", "convert", "materialize")  # the same command finishes what it began
 
 
 def _list_bank(args: argparse.Namespace) -> int:
@@ -387,11 +388,18 @@ def _add_generate(commands) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    """Print a dataset's summary and validate it; exit 1 when a problem is found."""
+    """Print a dataset's summary and validate it; exit 1 when a problem is found (2 when
+    there is no dataset folder to look at)."""
     from pipeline.inspect_dataset import inspect
 
+    if not args.out.strip():
+        raise ValueError("no dataset path given")
+    location = Location.parse(args.out)
+    if not location.exists(location.root):
+        raise ValueError(f"{args.out} does not exist")
     lines, problems = inspect(args.out, args.deep)
-    print("\n".join(lines))
+    if lines:
+        print("\n".join(lines))
     for problem in problems:
         print(f"PROBLEM: {problem}")
     print("valid" if not problems else f"{len(problems)} problem(s)")
@@ -533,8 +541,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iqa-factory: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        resume = " (the same command resumes a generate run)" if args.command == "generate" \
-            else ""
+        resume = (f" (the same command resumes a {args.command} run)"
+                  if args.command in RESUMABLE else "")
         print(f"\niqa-factory: interrupted{resume}", file=sys.stderr)
         return 130
 

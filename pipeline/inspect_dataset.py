@@ -143,8 +143,8 @@ class RunFileError(ValueError):
 def _run_file(location: Location, name: str) -> dict:
     """A run file's JSON object; a RunFileError says what is wrong with it."""
     if not location.exists(location.path(name)):
-        raise RunFileError(f"no {name}: not a dataset written by generate, or one it has not "
-                           "begun")
+        raise RunFileError(f"no {name}: not a dataset written by generate or convert, or one "
+                           "they have not finished beginning (the same command resumes it)")
     try:
         data = json.loads(location.read_bytes(location.path(name)))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

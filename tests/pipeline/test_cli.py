@@ -512,8 +512,28 @@ def test_list_options_name_what_is_wrong(option, value, message, capsys):
 
 
 def test_inspect_of_a_path_that_does_not_exist_says_so(tmp_path, capsys):
-    assert cli.main(["inspect", str(tmp_path / "nope")]) == 1
-    assert f"{tmp_path / 'nope'} does not exist" in capsys.readouterr().out
+    """Nothing to inspect is bad input (exit 2), not a dataset with problems (exit 1)."""
+    assert cli.main(["inspect", str(tmp_path / "nope")]) == 2
+    assert f"{tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    assert cli.main(["inspect", ""]) == 2
+    assert "no dataset path given" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "module", "name", "said"), [
+    (["materialize", "SRC", "DST"], "pipeline.commands.convert", "convert",
+     "interrupted (the same command resumes a materialize run)"),
+    (["convert", "SRC", "DST", "--store", "recipes"], "pipeline.commands.convert", "convert",
+     "interrupted (the same command resumes a convert run)"),
+    (["inspect", "."], "pipeline.inspect_dataset", "inspect", "interrupted\n")])
+def test_an_interrupt_says_whether_the_same_command_resumes(monkeypatch, capsys, argv, module,
+                                                           name, said):
+    import importlib
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the command works
+        raise KeyboardInterrupt
+    monkeypatch.setattr(importlib.import_module(module), name, interrupted)
+    assert cli.main(argv) == 130
+    assert said in capsys.readouterr().err
 
 
 def test_inspect_deep_takes_a_count_not_a_negative(capsys):
