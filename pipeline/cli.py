@@ -50,6 +50,9 @@ def _sheet(args: argparse.Namespace) -> int:
                              "image; a shard's sheet shows them as the shard stores them")
         sheet = render_shard_sheet(args.image, args.ref_id, cell_width=args.cell_width)
     else:
+        if args.ref_id is not None:
+            raise ValueError("--ref-id chooses a reference of a shard; an image's sheet shows "
+                             "that image")
         img = _prepared(args.image, args.size or TargetSize(), args.allow_upscale)
         ref_id = Path(args.image.removeprefix(EMBEDDED_PREFIX)).stem
         sheet = render_contact_sheet(img, seed=args.seed or 0, ref_id=ref_id,
@@ -302,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     levels = commands.add_parser(
         "validate-levels", help="check that mean labels fall with the level (table and plot)",
         description=_validate_levels.__doc__)
-    levels.add_argument("out", metavar="OUT", nargs="?", default="out/demo")
+    levels.add_argument("out", metavar="OUT", nargs="?", default="out/demo",
+                        help="the dataset (default out/demo, what make generate writes)")
     levels.add_argument("--target", default="docs", help="where to write (default docs/)")
     levels.set_defaults(run=_validate_levels)
     _add_label_commands(commands)

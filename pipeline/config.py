@@ -118,12 +118,12 @@ class RunConfig:
 
     def _check_keep_pngs(self) -> None:
         if self.keep_pngs and self.store != "hybrid":
-            raise ValueError(f"keep_pngs applies to --store hybrid, not {self.store}")
+            raise ValueError(f"--keep-pngs applies to --store hybrid, not {self.store}")
         unused = sorted(set(self.keep_pngs) - set(self.distortion_ids))
         if unused:
-            raise ValueError(f"keep_pngs {unused}: not among the run's distortion types")
+            raise ValueError(f"--keep-pngs {unused}: not among the run's distortion types")
         if list(self.keep_pngs) != sorted(set(self.keep_pngs)):
-            raise ValueError(f"keep_pngs must be distinct ids in increasing order, got "
+            raise ValueError(f"--keep-pngs must be distinct ids in increasing order, got "
                              f"{list(self.keep_pngs)}")
 
     def _check_compose(self) -> None:

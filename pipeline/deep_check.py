@@ -12,6 +12,7 @@ import tarfile
 
 import numpy as np
 import pyarrow as pa
+from tqdm import tqdm
 
 import distortions
 from distortions.denoiser import active_denoiser
@@ -103,6 +104,8 @@ def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[i
                else None)  # label-free, or only metrics whose weights are absent here
     problems, notes = [], []
     context, store = ReplayContext.of(location), store_of(location)
+    checked = tqdm(total=len(rows), desc="deep check", unit="version", leave=False,
+                   disable=len(rows) < 4)  # each replayed and re-scored: seconds on a CPU
     by_shard: dict[int, list[dict]] = {}
     for row in rows:
         by_shard.setdefault(row["shard"], []).append(row)
@@ -120,6 +123,7 @@ def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[i
                             f"lists are not in its tar ({', '.join(absent[:3])}...)")
             continue
         for row in shard_rows:
+            checked.update()
             reference, stored = pixels[f"{row['ref_id']}_ref"], pixels[row["key"]]
             if stored is None and stores_pixels(store, row, keep_pngs):
                 problems.append(f"{row['key']}: its tar holds no PNG of it, though the store "
@@ -136,6 +140,7 @@ def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[i
                 continue
             rescored = _rescore(row, reference, stored, labeler) if labeler else None
             problems += [p for p in (problem, rescored) if p]
+    checked.close()
     counts = {note: notes.count(note) for note in sorted(set(notes))}
     return [f"deep check: {len(rows)} sampled versions: "
             + "; ".join(f"{n} {note}" for note, n in counts.items())

@@ -53,7 +53,8 @@ def cover_and_crop(img: np.ndarray, size: TargetSize, allow_upscale: bool = Fals
     scale = max(size.width / width, size.height / height)
     if scale > 1 and not allow_upscale:
         raise SourceTooSmallError(
-            f"source is {width}x{height}, smaller than the target {size}; allow upscaling to use it"
+            f"source is {width}x{height}, smaller than the target {size}; allow upscaling to "
+            "use it (--allow-upscale)"
         )
     if scale != 1:
         new_size = (max(size.width, math.ceil(width * scale - 1e-9)),

@@ -78,6 +78,9 @@ def test_sheet_refuses_a_too_small_image_clearly(tmp_path, capsys):
         assert cli.main(["sheet", "embedded:coffee", "-o", str(output)]) == 2
         assert why in capsys.readouterr().err
     assert not list(tmp_path.glob("s.*"))
+    assert cli.main(["sheet", "embedded:coffee", "--ref-id", "x", "-o",
+                     str(tmp_path / "s.png")]) == 2  # a shard's option, never ignored
+    assert "--ref-id chooses a reference of a shard" in capsys.readouterr().err
 
 
 def test_cover_and_crop_scales_by_the_larger_ratio_and_centres():

@@ -136,7 +136,7 @@ def test_convert_resumes_and_refuses_what_it_cannot_do(store_datasets, tmp_path)
         materialize(str(store_datasets["images"]), str(tmp_path / "other"))
     with pytest.raises(ConversionError, match="already a hybrid --keep-pngs 26 dataset"):
         convert(str(store_datasets["hybrid_kept"]), str(tmp_path / "other"), "hybrid", (26,))
-    with pytest.raises(ValueError, match="keep_pngs applies to --store hybrid, not recipes"):
+    with pytest.raises(ValueError, match="--keep-pngs applies to --store hybrid, not recipes"):
         convert(str(store_datasets["hybrid"]), str(tmp_path / "other"), "recipes", (26,))
     with pytest.raises(ConversionError, match=r"holds another dataset's plan, not this "
                        r"conversion's \(store 'recipes' -> 'images'.*new or empty DST"):

@@ -46,9 +46,9 @@ def test_keep_pngs_is_a_storage_input_of_hybrid_runs_only(tmp_path):
     assert "keep_pngs" not in hybrid.inputs and kept.inputs["keep_pngs"] == (2, 29)
     assert kept.digest != hybrid.digest
     assert RunConfig.from_json(config(store="hybrid", keep_pngs=(2,)).to_json()).keep_pngs == (2,)
-    with pytest.raises(ValueError, match="keep_pngs applies to --store hybrid, not recipes"):
+    with pytest.raises(ValueError, match="--keep-pngs applies to --store hybrid, not recipes"):
         config(store="recipes", keep_pngs=(2,))
-    with pytest.raises(ValueError, match=r"keep_pngs \[40\]: not among the run's distortion"):
+    with pytest.raises(ValueError, match=r"--keep-pngs \[40\]: not among the run's distortion"):
         config(store="hybrid", keep_pngs=(40,))
     with pytest.raises(ValueError, match="distinct ids in increasing order"):
         config(store="hybrid", keep_pngs=(29, 2))
