@@ -233,9 +233,11 @@ class _Progress:
     (those of shards an earlier run finished and the duplicates left out included, as in the
     summary); and the strikes it counts against references, kept in OUT/strikes.json."""
 
-    def __init__(self, location: Location, plan: Plan, per_reference: int, done: list[int]):
+    def __init__(self, location: Location, plan: Plan, per_reference: int, done: list[int],
+                 lease: Lease):
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         self.location, self.strikes_path = location, location.path(STRIKES_FILE)
+        self.lease = lease  # strikes.json is written only while the output is this run's
         self.strikes = strikes(location)
         self.settled: dict[int, int] = {}  # shard -> failures, as told to the actor
         planned = [len(plan.shard(i)) * per_reference for i in range(plan.shard_count)]
@@ -288,7 +290,7 @@ class _Progress:
         except ray.exceptions.RayActorError:
             ledger = {"strikes": {}}
         merge_strikes(self.strikes, ledger["strikes"])
-        if self.strikes:
+        if self.strikes and self.lease.held():
             self.location.write_bytes(self.strikes_path,
                                       json.dumps(self.strikes, sort_keys=True).encode())
 
@@ -434,7 +436,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     if on_actors is None:
         on_actors = resources.get("GPU", 0) > 0
     with _labeler_pool(config, scheduling, plan.digest[:8]) as (actors, nodes):
-        progress = _Progress(location, plan, 1 + config.versions_count, done)
+        progress = _Progress(location, plan, 1 + config.versions_count, done, lease)
 
         def submit(index: int):
             lease.check()  # a driver whose output another took over sends nothing more out

@@ -51,10 +51,11 @@ def _holder() -> dict:
             "refreshed": time.time()}
 
 
-def _alive_here(holder: dict) -> bool | None:
-    """Whether the holder's process is alive, where it ran on this host (None elsewhere): a
-    process of its pid that started after the lease did is another one (the pid reused, after
-    a reboot say), and the holder is dead."""
+def _alive_here(holder: dict, stale: bool) -> bool | None:
+    """Whether the holder's process is alive, where it ran on this host (None elsewhere). A
+    zombie is dead; so, where its lease is stale, is a process of its pid that started after
+    the lease did (the pid reused, after a reboot say: a fresh lease is never judged by start
+    times, which a clock stepped forward would shift)."""
     if holder.get("host") != socket.gethostname():
         return None
     try:
@@ -63,23 +64,26 @@ def _alive_here(holder: dict) -> bool | None:
         return False
     except (PermissionError, KeyError, ValueError):
         return True
-    started = _process_started(int(holder["pid"]))
-    return started is None or started <= float(holder.get("started", 0)) + PID_CLOCK_SLACK
+    state, started = _process_state(int(holder["pid"]))
+    if state in ("Z", "X"):
+        return False
+    return not (stale and started is not None
+                and started > float(holder.get("started", 0)) + PID_CLOCK_SLACK)
 
 
 PID_CLOCK_SLACK = 2.0  # seconds: /proc's start time counts in clock ticks since boot
 
 
-def _process_started(pid: int) -> float | None:
-    """When process `pid` started (seconds since the epoch), from Linux's /proc; None where
-    that cannot be read (another system)."""
+def _process_state(pid: int) -> tuple[str | None, float | None]:
+    """Process `pid`'s state letter (Z: a zombie) and when it started (seconds since the
+    epoch), from Linux's /proc; (None, None) where that cannot be read (another system)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text()
                     .splitlines() if line.startswith("btime "))
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return fields[0], boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
-        return None
+        return None, None
 
 
 def _describe(holder: dict) -> str:
@@ -108,8 +112,8 @@ class Lease:
         notices = []
         if not self._create():
             current = self._read()
-            alive = _alive_here(current)
             stale = time.time() - current.get("refreshed", 0) > STALE_SECONDS
+            alive = _alive_here(current, stale)
             if take_over and stale and alive:
                 raise LeaseHeldError(f"{self.location.root} is held by {_describe(current)}, "
                                      "whose process still exists on this host: stop it first "
@@ -121,7 +125,9 @@ class Lease:
                 raise LeaseHeldError(f"{self.location.root} is being written by "
                                      f"{_describe(current)}: not stale, not taken over")
             else:
-                hint = (" It looks stale: if that driver is gone, rerun with --take-over."
+                hint = (f" It looks stale, but its process still exists on this host: stop "
+                        f"it (kill {current.get('pid')}), then rerun." if stale and alive else
+                        " It looks stale: if that driver is gone, rerun with --take-over."
                         if stale else " Wait for it, or write to another output folder.")
                 raise LeaseHeldError(f"{self.location.root} is being written by another "
                                      f"driver ({_describe(current)}).{hint}")
@@ -201,6 +207,14 @@ class Lease:
                                   "nothing more: the output is that driver's now")
             self._lost.set()
             raise LeaseLostError(self._lost_message)
+
+    def held(self) -> bool:
+        """Whether this driver still holds the lease (`check` without the error)."""
+        try:
+            self.check()
+        except LeaseLostError:
+            return False
+        return True
 
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH_SECONDS):

@@ -25,11 +25,12 @@ def _each(values: tuple, count: int) -> tuple:
 def touched(old: Plan, new: Plan) -> list[int]:
     """Indices of the references whose modification time differs now, or is told now where
     the earlier listing could not (a dangling link since repaired); none where this listing
-    cannot tell it."""
+    cannot tell it, nor where the earlier plan kept no times at all."""
+    if not old.source_mtimes:  # a plan from before times were kept: nothing to compare
+        return []
     count = len(new.references)
     return [index for index, (before, after) in enumerate(
-                zip(_each(old.source_mtimes, count), _each(new.source_mtimes, count),
-                    strict=False))
+                zip(old.source_mtimes, _each(new.source_mtimes, count), strict=False))
             if after is not None and before != after]
 
 

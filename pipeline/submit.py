@@ -1,6 +1,7 @@
 """Submitting `generate` to a Ray cluster through the Jobs API: the same command, minus
 --address, runs as a job whose driver connects with ray.init() (Ray sets RAY_ADDRESS)."""
 
+import fnmatch
 import shlex
 import time
 from pathlib import Path
@@ -35,24 +36,40 @@ def job_entrypoint(argv: list[str], anchored: list[str] = ()) -> str:
 
 
 def cluster_paths(out: str, sources: str, ensemble: str | None) -> list[str]:
-    """--out, --sources and an --ensemble file given as relative local paths (or --out left
-    at its default), made absolute from here: the job runs in a temporary copy of this
-    checkout, where a relative path would put the dataset (gone with Ray's session) or look
-    for the sources. Object-store URIs, `embedded` and shipped ensemble names stay as they
-    are; absolute paths must exist on the cluster's nodes (a shared file system)."""
+    """The job runs in a temporary copy of this checkout (runtime_environment). --out given
+    as a relative local path (or left at its default) would put the dataset there, gone with
+    Ray's session: it is made absolute from here. --sources and an --ensemble file given as
+    relative paths are named as the job finds them: inside the uploaded checkout relative to
+    it, elsewhere absolute. Object-store URIs, `embedded` and shipped ensemble names stay as
+    they are; absolute paths must exist on the cluster's nodes (a shared file system)."""
     anchored = []
     if _relative_local(out):
         anchored += ["--out", str(Path(out).absolute())]
-    if _relative_local(sources) and sources != EMBEDDED and not sources.startswith(
-            EMBEDDED_PREFIX):
-        anchored += ["--sources", str(Path(sources).absolute())]
-    if ensemble is not None and _relative_local(ensemble) and Path(ensemble).is_file():
-        anchored += ["--ensemble", str(Path(ensemble).absolute())]
+    if (_relative_local(sources) and sources != EMBEDDED and not sources.startswith(
+            EMBEDDED_PREFIX) and _as_the_job_finds(sources) != sources):
+        anchored += ["--sources", _as_the_job_finds(sources)]
+    if (ensemble is not None and _relative_local(ensemble) and Path(ensemble).is_file()
+            and _as_the_job_finds(ensemble) != ensemble):
+        anchored += ["--ensemble", _as_the_job_finds(ensemble)]
     return anchored
 
 
 def _relative_local(text: str) -> bool:
     return "://" not in text and not Path(text).is_absolute()
+
+
+def _as_the_job_finds(path: str) -> str:
+    """A local input path as the job sees it: relative to the uploaded checkout where the
+    upload carries it, else absolute."""
+    absolute = Path(path).resolve()
+    try:
+        inside = absolute.relative_to(REPOSITORY)
+    except ValueError:
+        return str(absolute)
+    excluded = runtime_environment()["excludes"]
+    if inside.parts and any(fnmatch.fnmatch(inside.parts[0], pattern) for pattern in excluded):
+        return str(absolute)
+    return inside.as_posix()
 
 
 def runtime_environment() -> dict:

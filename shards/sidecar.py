@@ -54,8 +54,9 @@ class Sidecar:
             raise SidecarError(self._unreadable(error)) from error
 
     def _unreadable(self, error: Exception) -> str:
-        if isinstance(error, OSError):  # the storage's (a network error), not the file's
-            return f"{self.name} could not be read ({error}); try again"
+        if isinstance(error, OSError):  # a network error, or pyarrow's on damaged metadata
+            return (f"{self.name} could not be read ({error}): if the storage answers, it is "
+                    "damaged (delete it and relabel again); else try again")
         return (f"{self.name} cannot be read as a relabel sidecar ({error}); delete it and "
                 "relabel again")
 

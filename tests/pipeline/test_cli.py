@@ -161,6 +161,15 @@ def test_relative_local_paths_reach_a_cluster_job_absolute(tmp_path, monkeypatch
     job = cli.build_parser().parse_args(shlex.split(job_entrypoint(argv, anchored))[3:])
     assert (job.out, job.sources, job.ensemble) == (
         str(tmp_path / "out" / "demo"), str(tmp_path / "photos"), str(tmp_path / "mine.json"))
+    # inside the uploaded checkout (the job's working directory): as the job finds them
+    from pipeline.submit import REPOSITORY
+    monkeypatch.chdir(REPOSITORY / "labelers")
+    assert cluster_paths("/data/out", "../README.md", "pmos_ensemble.json") == [
+        "--sources", "README.md", "--ensemble", "labelers/pmos_ensemble.json"]
+    monkeypatch.chdir(REPOSITORY)
+    assert cluster_paths("/data/out", "list.csv", "labelers/pmos_ensemble.json") == []
+    assert cluster_paths("/data/out", "docs/x.csv", None) == [  # docs/ is not uploaded
+        "--sources", str(REPOSITORY / "docs" / "x.csv")]
     assert cluster_paths("s3://bucket/out", "embedded", "pmos") == []  # as they are
     assert cluster_paths("/data/out", "embedded:astronaut", None) == []
     assert cluster_paths("/data/out", "gs://bucket/photos", "default") == []

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
@@ -162,6 +163,7 @@ def test_a_driver_whose_lease_was_taken_over_stops_and_never_writes_over_it(loca
     woken = Lease(location)
     woken.acquire()
     woken.check()  # its own: nothing to say
+    assert woken.held()
     taker = Lease(location, holder={**Lease(location).holder, "host": "elsewhere", "pid": 7})
     taker._write()  # as --take-over on another host writes it
     time.sleep(0.5)  # ten refresh periods
@@ -169,6 +171,7 @@ def test_a_driver_whose_lease_was_taken_over_stops_and_never_writes_over_it(loca
     with pytest.raises(LeaseLostError, match=r"another driver took this run's lease over "
                                              r"\(host elsewhere pid 7"):
         woken.check()
+    assert not woken.held()  # what its strikes.json writes ask first
     woken.release()  # not its lease: left to its holder
     assert json.loads(location.read_bytes(location.path(LEASE_FILE)))["pid"] == 7
 
@@ -185,6 +188,9 @@ def test_a_stale_lease_whose_process_lives_on_this_host_is_not_taken_over(locati
         with pytest.raises(LeaseHeldError, match=rf"still exists on this host: stop it first "
                                                  rf"\(kill {sleeper.pid}\)"):
             Lease(location).acquire(take_over=True)
+        with pytest.raises(LeaseHeldError, match=rf"looks stale, but its process still exists "
+                                                 rf"on this host: stop it \(kill {sleeper.pid}"):
+            Lease(location).acquire()  # not advised to rerun with --take-over
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -193,22 +199,46 @@ def test_a_stale_lease_whose_process_lives_on_this_host_is_not_taken_over(locati
     taker.release()
 
 
-def test_a_pid_reused_by_a_later_process_is_not_the_holder(location):
+def test_a_pid_reused_by_a_later_process_is_not_the_holder_of_a_stale_lease(location):
     """After a reboot another process may hold the dead driver's pid: it started after the
-    lease did (Linux's /proc tells when), so the lease is a dead driver's, taken over at
-    once."""
+    lease did (Linux's /proc tells when), so a stale lease is a dead driver's, taken over at
+    once. A fresh lease is never judged by start times (a clock stepped forward shifts
+    them): its holder is alive."""
     later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lease = {"host": socket.gethostname(), "pid": later.pid,
                  "started": time.time() - 3600, "refreshed": time.time()}
         location.makedirs(location.root)
         location.write_bytes(location.path(LEASE_FILE), json.dumps(lease).encode())
+        with pytest.raises(LeaseHeldError, match="being written by another driver"):
+            Lease(location).acquire()
+        stale = {**lease, "refreshed": time.time() - 2 * lease_module.STALE_SECONDS}
+        location.write_bytes(location.path(LEASE_FILE), json.dumps(stale).encode())
         taker = Lease(location)
         assert "took over the lease of a stopped driver" in taker.acquire()[0]
         taker.release()
     finally:
         later.kill()
         later.wait()
+
+
+def test_a_zombie_holder_is_a_dead_one(location):
+    """A driver that exited but was not reaped still answers kill(pid, 0): it is dead."""
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    try:
+        lease = {"host": socket.gethostname(), "pid": zombie.pid, "started": time.time(),
+                 "refreshed": time.time()}
+        location.makedirs(location.root)
+        location.write_bytes(location.path(LEASE_FILE), json.dumps(lease).encode())
+        taker = Lease(location)
+        assert "took over the lease of a stopped driver" in taker.acquire()[0]
+        taker.release()
+    finally:
+        zombie.wait()
 
 
 def test_the_merge_refuses_a_shard_of_another_plan(store_datasets, tmp_path):

@@ -275,6 +275,10 @@ def test_a_source_unreadable_at_one_resume_keeps_its_recorded_size_and_time(
     produce_shard(0, plan, config, local_scorer(Labeler(metrics=("mae",), device="cpu")),
                   mae_ensemble, location)
     recorded = read_plan(location)
+    from dataclasses import replace
+
+    from pipeline.source_changes import touched  # a plan from before times were kept:
+    assert touched(replace(recorded, source_mtimes=()), plan) == []  # none decoded again
     (folder / "a.png").rename(tmp_path / "kept.png")
     (folder / "a.png").symlink_to(tmp_path / "gone.png")  # unreadable for this resume
     check_modified_sources(location, Plan.make(list_sources(str(folder)), config), config,
