@@ -92,6 +92,27 @@ def _describe(holder: dict) -> str:
             f"{age:.0f} s ago")
 
 
+def _refusal(root: str, current: dict, take_over: bool) -> str | None:
+    """Why the lease `current` is not to be taken over, in words (None: take it over): one of
+    a dead process on this host is taken at once, a stale one elsewhere after --take-over,
+    never one whose process lives on this host (it would write again as it wakes)."""
+    stale = time.time() - current.get("refreshed", 0) > STALE_SECONDS
+    alive = _alive_here(current, stale)
+    if alive is False or (take_over and stale and alive is None):
+        return None
+    stop = f"stop it first (kill {current.get('pid')})"
+    if take_over and stale:
+        return (f"{root} is held by {_describe(current)}, whose process still exists on this "
+                f"host: {stop}; it would write again as it wakes")
+    if take_over:
+        return f"{root} is being written by {_describe(current)}: not stale, not taken over"
+    hint = (f"It looks stale, but its process still exists on this host: {stop}, then rerun."
+            if stale and alive else
+            "It looks stale: if that driver is gone, rerun with --take-over." if stale else
+            "Wait for it, or write to another output folder.")
+    return f"{root} is being written by another driver ({_describe(current)}). {hint}"
+
+
 @dataclass
 class Lease:
     location: Location
@@ -112,25 +133,10 @@ class Lease:
         notices = []
         if not self._create():
             current = self._read()
-            stale = time.time() - current.get("refreshed", 0) > STALE_SECONDS
-            alive = _alive_here(current, stale)
-            if take_over and stale and alive:
-                raise LeaseHeldError(f"{self.location.root} is held by {_describe(current)}, "
-                                     "whose process still exists on this host: stop it first "
-                                     f"(kill {current.get('pid')}); it would write again as it "
-                                     "wakes")
-            if alive is False or (take_over and stale):
-                notices.append(f"took over the lease of a stopped driver ({_describe(current)})")
-            elif take_over:
-                raise LeaseHeldError(f"{self.location.root} is being written by "
-                                     f"{_describe(current)}: not stale, not taken over")
-            else:
-                hint = (f" It looks stale, but its process still exists on this host: stop "
-                        f"it (kill {current.get('pid')}), then rerun." if stale and alive else
-                        " It looks stale: if that driver is gone, rerun with --take-over."
-                        if stale else " Wait for it, or write to another output folder.")
-                raise LeaseHeldError(f"{self.location.root} is being written by another "
-                                     f"driver ({_describe(current)}).{hint}")
+            refusal = _refusal(self.location.root, current, take_over)
+            if refusal:
+                raise LeaseHeldError(refusal)
+            notices.append(f"took over the lease of a stopped driver ({_describe(current)})")
             if not self._take_over(current):
                 now = self._read()
                 who = (f"another driver took it over first ({_describe(now)})"

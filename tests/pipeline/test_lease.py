@@ -188,8 +188,9 @@ def test_a_stale_lease_whose_process_lives_on_this_host_is_not_taken_over(locati
         with pytest.raises(LeaseHeldError, match=rf"still exists on this host: stop it first "
                                                  rf"\(kill {sleeper.pid}\)"):
             Lease(location).acquire(take_over=True)
-        with pytest.raises(LeaseHeldError, match=rf"looks stale, but its process still exists "
-                                                 rf"on this host: stop it \(kill {sleeper.pid}"):
+        with pytest.raises(LeaseHeldError, match=rf"looks stale, but its process still "
+                                                 rf"exists on this host: stop it first "
+                                                 rf"\(kill {sleeper.pid}"):
             Lease(location).acquire()  # not advised to rerun with --take-over
     finally:
         sleeper.kill()
