@@ -139,7 +139,9 @@ def test_convert_resumes_and_refuses_what_it_cannot_do(store_datasets, tmp_path)
     with pytest.raises(ValueError, match="--keep-pngs applies to --store hybrid, not recipes"):
         convert(str(store_datasets["hybrid"]), str(tmp_path / "other"), "recipes", (26,))
     with pytest.raises(ConversionError, match=r"holds another dataset's plan, not this "
-                       r"conversion's \(store 'recipes' -> 'images'.*new or empty DST"):
+                       r"conversion's \(store 'hybrid' -> 'images'.*new or empty DST"):
+        convert(str(store_datasets["recipes"]), str(store_datasets["hybrid"]), "images")
+    with pytest.raises(ConversionError, match="is the source itself"):
         convert(str(store_datasets["recipes"]), str(store_datasets["recipes"]), "images")
     with pytest.raises(ConversionError, match=r"has no plan\.json"):
         materialize(str(tmp_path / "nothing"), str(tmp_path / "other"))
