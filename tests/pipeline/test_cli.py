@@ -269,26 +269,32 @@ def test_the_local_dashboard_address_and_the_token_hint_are_printed_at_start(mon
         assert "(it asks for Ray's token: `ray get-auth-token` prints it)" in printed
 
 
+def _assert_started_elsewhere(taken: int, capsys) -> None:
+    """Ray started with `taken` offered first: the start says so, and is tried again on
+    another port, which serves the dashboard."""
+    import ray
+
+    from pipeline.driver import _start_local_ray, dashboard_port
+
+    ports = iter([taken, dashboard_port(taken)])
+    context = _start_local_ray(lambda: next(ports))
+    try:
+        assert f"dashboard port {taken} was taken" in capsys.readouterr().out
+        assert context.dashboard_url and not context.dashboard_url.endswith(f":{taken}")
+    finally:
+        ray.shutdown()
+
+
 @pytest.mark.ray
 def test_a_dashboard_port_taken_after_the_probe_moves_the_dashboard(capsys):
     """The race between dashboard_port's probe and Ray's own check: another process binds
     the probed port first. Ray refuses it (ValueError 'already occupied'); the start is tried
     again on another port, and that one serves the dashboard."""
-    import ray
-
-    from pipeline.driver import _start_local_ray, dashboard_port
-
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        ports = iter([taken, dashboard_port(taken)])
-        context = _start_local_ray(lambda: next(ports))
-        try:
-            assert f"dashboard port {taken} was taken" in capsys.readouterr().out
-            assert context.dashboard_url and not context.dashboard_url.endswith(f":{taken}")
-        finally:
-            ray.shutdown()
+        _assert_started_elsewhere(taken, capsys)
 
 
 @pytest.mark.ray
@@ -299,10 +305,7 @@ def test_a_dashboard_port_taken_as_the_dashboard_binds_it_moves_the_dashboard(ca
     quoting the dashboard's log ('Failed to find a valid port for dashboard'). Started
     again on another port. The holder starts listening from the call Ray makes right after
     its check (a hook for the timing; Ray itself is real)."""
-    import ray
     import ray._private.utils as ray_utils
-
-    from pipeline.driver import _start_local_ray, dashboard_port
 
     with socket.socket() as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -314,13 +317,7 @@ def test_a_dashboard_port_taken_as_the_dashboard_binds_it_moves_the_dashboard(ca
             holder.listen()
             return after_check(*args, **kwargs)
         monkeypatch.setattr(ray_utils, "get_dashboard_dependency_error", listen_then)
-        ports = iter([taken, dashboard_port(taken)])
-        context = _start_local_ray(lambda: next(ports))
-        try:
-            assert f"dashboard port {taken} was taken" in capsys.readouterr().out
-            assert context.dashboard_url and not context.dashboard_url.endswith(f":{taken}")
-        finally:
-            ray.shutdown()
+        _assert_started_elsewhere(taken, capsys)
 
 
 def test_an_output_that_is_a_file_is_refused_before_anything(tmp_path, capsys):

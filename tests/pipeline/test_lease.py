@@ -213,14 +213,20 @@ def test_a_pid_reused_by_a_later_process_is_not_the_holder_of_a_stale_lease(loca
         location.write_bytes(location.path(LEASE_FILE), json.dumps(lease).encode())
         with pytest.raises(LeaseHeldError, match="being written by another driver"):
             Lease(location).acquire()
-        stale = {**lease, "refreshed": time.time() - 2 * lease_module.STALE_SECONDS}
-        location.write_bytes(location.path(LEASE_FILE), json.dumps(stale).encode())
-        taker = Lease(location)
-        assert "took over the lease of a stopped driver" in taker.acquire()[0]
-        taker.release()
+        _taken_over_at_once(location, {**lease, "refreshed": time.time()
+                                       - 2 * lease_module.STALE_SECONDS})
     finally:
         later.kill()
         later.wait()
+
+
+def _taken_over_at_once(location: Location, lease: dict) -> None:
+    """`lease` in OUT is a dead driver's: a driver that starts takes it over, unasked."""
+    location.makedirs(location.root)
+    location.write_bytes(location.path(LEASE_FILE), json.dumps(lease).encode())
+    taker = Lease(location)
+    assert "took over the lease of a stopped driver" in taker.acquire()[0]
+    taker.release()
 
 
 def test_a_zombie_holder_is_a_dead_one(location):
@@ -231,13 +237,8 @@ def test_a_zombie_holder_is_a_dead_one(location):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     try:
-        lease = {"host": socket.gethostname(), "pid": zombie.pid, "started": time.time(),
-                 "refreshed": time.time()}
-        location.makedirs(location.root)
-        location.write_bytes(location.path(LEASE_FILE), json.dumps(lease).encode())
-        taker = Lease(location)
-        assert "took over the lease of a stopped driver" in taker.acquire()[0]
-        taker.release()
+        _taken_over_at_once(location, {"host": socket.gethostname(), "pid": zombie.pid,
+                                       "started": time.time(), "refreshed": time.time()})
     finally:
         zombie.wait()
 
