@@ -17,6 +17,7 @@ from ray.util.state import list_actors, list_tasks
 
 from pipeline.driver import ClusterOptions, _Progress, _run_shards, generate
 from pipeline.inspect_dataset import inspect
+from pipeline.lease import Lease
 from pipeline.plan import Plan
 from pipeline.sources import list_sources
 from shards.layout import shard_paths
@@ -153,7 +154,7 @@ def test_a_restarted_progress_actor_is_told_again_the_shards_settled_and_the_str
     (Path(config.out) / "strikes.json").write_text(json.dumps({"p2": 1}))  # an earlier run's
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        progress = _Progress(out, plan, per_reference=7, done=[])
+        progress = _Progress(out, plan, per_reference=7, done=[], lease=Lease(out))
         progress.shard_done(0, {"failures": 2})
         assert ray.get(progress.actor.begin.remote(1, "p1"))
         progress.shard_failed(1)  # the attempt making p1 died: a strike
@@ -186,8 +187,10 @@ def test_strikes_only_for_a_worker_that_died_and_a_retry_counts_afresh(
     out = Location.parse(config.out)
     out.makedirs(out.root)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    lease = Lease(out)
+    lease.acquire()
     try:
-        progress = _Progress(out, plan, per_reference=7, done=[])
+        progress = _Progress(out, plan, per_reference=7, done=[], lease=lease)
         assert ray.get(progress.actor.begin.remote(0, "p0"))
         progress.shard_failed(0, died=False)  # it raised
         assert ray.get(progress.actor.begin.remote(0, "p0"))  # its retry: no strike either
@@ -200,9 +203,18 @@ def test_strikes_only_for_a_worker_that_died_and_a_retry_counts_afresh(
         assert ray.get(progress.actor.read.remote()) == (5, 1, 0)
         ray.get(progress.actor.attempt.remote(1))
         assert ray.get(progress.actor.read.remote()) == (0, 0, 0)
-        progress.close()
+        strikes = Path(config.out) / "strikes.json"
+        assert json.loads(strikes.read_text()) == {"p1": 1}
+        theirs = {"host": "elsewhere", "pid": 7, "started": 0.0, "refreshed": time.time()}
+        Path(lease.path).write_text(json.dumps(theirs))  # another driver took the output over
+        strikes.write_text(json.dumps({"theirs": 1}))
+        assert ray.get(progress.actor.begin.remote(0, "p0"))
+        progress.shard_failed(0)
+        progress.close()  # a driver that lost its lease writes no strikes.json over theirs
+        assert json.loads(strikes.read_text()) == {"theirs": 1}
     finally:
         ray.shutdown()
+        lease.release()
 
 
 def test_a_strike_is_for_a_process_that_died_making_the_reference():
