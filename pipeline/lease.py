@@ -224,9 +224,7 @@ class Lease:
 
     def _refresh(self) -> None:
         while not self._stop.wait(REFRESH_SECONDS):
-            try:
-                self.check()
-            except LeaseLostError:
+            if not self.held():
                 return  # never written over the new holder's: `check` tells the driver
             self.holder["refreshed"] = time.time()
             try:

@@ -42,15 +42,15 @@ def cluster_paths(out: str, sources: str, ensemble: str | None) -> list[str]:
     relative paths are named as the job finds them: inside the uploaded checkout relative to
     it, elsewhere absolute. Object-store URIs, `embedded` and shipped ensemble names stay as
     they are; absolute paths must exist on the cluster's nodes (a shared file system)."""
-    anchored = []
-    if _relative_local(out):
-        anchored += ["--out", str(Path(out).absolute())]
-    if (_relative_local(sources) and sources != EMBEDDED and not sources.startswith(
-            EMBEDDED_PREFIX) and _as_the_job_finds(sources) != sources):
-        anchored += ["--sources", _as_the_job_finds(sources)]
-    if (ensemble is not None and _relative_local(ensemble) and Path(ensemble).is_file()
-            and _as_the_job_finds(ensemble) != ensemble):
-        anchored += ["--ensemble", _as_the_job_finds(ensemble)]
+    anchored = ["--out", str(Path(out).absolute())] if _relative_local(out) else []
+    local_sources = (_relative_local(sources) and sources != EMBEDDED
+                     and not sources.startswith(EMBEDDED_PREFIX))
+    local_ensemble = ensemble is not None and _relative_local(ensemble) and Path(
+        ensemble).is_file()
+    for option, path, local in (("--sources", sources, local_sources),
+                                ("--ensemble", ensemble, local_ensemble)):
+        if local and (found := _as_the_job_finds(path)) != path:
+            anchored += [option, found]
     return anchored
 
 

@@ -55,14 +55,13 @@ def full_chunks(index, refs: frozenset[str], request: GroupRequest, name: str,
     them fewer, and chunks of unequal size do not stack into a batch."""
     if request.kind != "chunk" or request.versions is None:
         return refs, None
-    types: dict[str, set[int]] = {}
-    versions: Counter = Counter()
+    drawn: dict[str, list[int]] = {}  # ref -> the distortion id of each of its versions
     for ref, distortion in zip(index["ref_id"].to_pylist(), index["distortion_id"].to_pylist(),
                                strict=True):
         if ref in refs:
-            types.setdefault(ref, set()).add(distortion)
-            versions[ref] += 1
-    sizes = {ref: len(types[ref]) if request.distinct_types else versions[ref] for ref in types}
+            drawn.setdefault(ref, []).append(distortion)
+    sizes = {ref: len(set(ids)) if request.distinct_types else len(ids)
+             for ref, ids in drawn.items()}
     short = sorted(ref for ref, size in sizes.items() if size < request.versions)
     whole = refs - set(short)
     what = "types" if request.distinct_types else "versions"
