@@ -199,7 +199,8 @@ class ActorGuard(Guard):
     """The worker's Guard on a cluster: the progress actor keeps the count (each call waits
     for it, so the actor knows before work that may kill the process begins)."""
 
-    def __init__(self, progress: "ray.actor.ActorHandle", index: int):
+    def __init__(self, progress: "ray.actor.ActorHandle", index: int, lease_holder: dict):
+        super().__init__(lease_holder)
         self.progress, self.index = progress, index
 
     def begin(self, ref_id: str) -> bool:
@@ -234,10 +235,11 @@ def nearest_labeler(index: int, labelers: list, nodes: list[str], here: str):
 @ray.remote(max_retries=3)
 def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
                labelers: list, nodes: list[str], progress: "ray.actor.ActorHandle",
-               denoise_on_actor: bool) -> dict:
+               denoise_on_actor: bool, lease_holder: dict) -> dict:
     """Produce one shard; the labels (and, with denoise_on_actor, the learned-denoiser
     network) come from a labeler actor, on this node where one lives (none in a label-free
-    run). Returns its summary."""
+    run). It is published only while the driver `lease_holder` holds OUT's lease. Returns its
+    summary."""
     ray.get(progress.attempt.remote(index))
     labeler = (nearest_labeler(index, labelers, nodes, ray.get_runtime_context().get_node_id())
                if labelers else None)
@@ -256,7 +258,7 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
     outcome = produce_shard(index, Plan.from_json(plan), RunConfig.from_json(config), score_images,
                             Ensemble.from_json(ensemble), Location.parse(out), on_progress,
                             on_actor if denoise_on_actor else distortions.run_learned,
-                            ActorGuard(progress, index))
+                            ActorGuard(progress, index, lease_holder))
     record_shard(outcome)
     return {"index": index, "samples": outcome.samples, "failures": len(outcome.failures),
             "seconds": outcome.seconds}

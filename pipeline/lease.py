@@ -14,7 +14,10 @@ lease is created) and then still finds that lease writes its own; the others are
 A driver whose lease another took over (it was suspended, or cut off from the storage, for
 longer than STALE_SECONDS) finds out at its next refresh or `check` and stops: LeaseLostError
 before it sends another shard out or merges. A refresh reads the lease before it writes, so it
-does not write over the new holder's (but for a moment between the two, on every store)."""
+does not write over the new holder's (but for a moment between the two, on every store). The
+shard tasks it sent out before it stopped ask `check_writer` before they write into OUT: a
+shard whose driver let go of the lease, lost it, or has not refreshed it for half the stale
+time is not published (the driver may be suspended, and its lease taken over any moment)."""
 
 import hashlib
 import json
@@ -36,6 +39,9 @@ STALE_SECONDS = 5 * REFRESH_SECONDS
 # a takeover marker lives for milliseconds: one older was left by a driver that died holding it
 ABANDONED_MARKER_SECONDS = 60.0
 TAKEOVER_MARKERS = 8  # abandoned markers passed over before a takeover gives up
+# a shard task publishes nothing under a lease older than this: a takeover needs STALE_SECONDS,
+# so the shard lands at least this long before another driver could hold the output
+WRITER_STALE_SECONDS = STALE_SECONDS / 2
 
 
 class LeaseHeldError(PipelineError):
@@ -44,6 +50,9 @@ class LeaseHeldError(PipelineError):
 
 class LeaseLostError(PipelineError):
     """Another driver took this driver's lease over: the output is no longer this run's."""
+
+
+IDENTITY = ("host", "pid", "started")  # what names a holder ("refreshed" moves)
 
 
 def _holder() -> dict:
@@ -199,7 +208,11 @@ class Lease:
         self.location.write_bytes(self.path, json.dumps(self.holder).encode())
 
     def _ours(self, lease: dict) -> bool:
-        return all(lease.get(name) == self.holder[name] for name in ("host", "pid", "started"))
+        return _same_holder(lease, self.holder)
+
+    def identity(self) -> dict:
+        """What names this driver's lease, for the shard tasks it sends out (check_writer)."""
+        return {name: self.holder[name] for name in IDENTITY}
 
     def check(self) -> None:
         """LeaseLostError where another driver holds the lease now (one that is unreadable
@@ -231,3 +244,33 @@ class Lease:
                 self._write()
             except OSError:  # storage briefly unreachable: the next beat tries again
                 continue
+
+
+def _same_holder(lease: dict, holder: dict) -> bool:
+    return all(lease.get(name) == holder[name] for name in IDENTITY)
+
+
+def check_writer(location: Location, holder: dict) -> None:
+    """LeaseLostError unless OUT's lease is still `holder`'s (Lease.identity) and refreshed
+    within WRITER_STALE_SECONDS: what a shard task asks before it writes into OUT, so that the
+    tasks of a driver that ended, lost its output or stopped refreshing (suspended, cut off
+    from the storage) publish nothing that another driver's run could be mixed with."""
+    path = location.path(LEASE_FILE)
+    why = None
+    if not location.exists(path):
+        why = "its lease is gone (the run ended or was stopped)"
+    else:
+        try:
+            current = json.loads(location.read_bytes(path))
+        except ValueError:
+            current = {}
+        age = time.time() - float(current.get("refreshed", 0))
+        if not current:
+            why = "its lease cannot be read"
+        elif not _same_holder(current, holder):
+            why = f"another driver holds its lease now ({_describe(current)})"
+        elif age > WRITER_STALE_SECONDS:
+            why = (f"its driver last refreshed the lease {age:.0f} s ago (suspended or cut "
+                   "off from the storage): another driver may take the output over")
+    if why:
+        raise LeaseLostError(f"{location.root}: {why}; this shard is not published")

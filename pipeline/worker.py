@@ -14,6 +14,7 @@ from labelers.ensemble import Ensemble
 from labelers.errors import LabelerError
 from labelers.labeler import Labeler
 from pipeline.config import RunConfig
+from pipeline.lease import check_writer
 from pipeline.plan import Chain, Plan, PlannedReference, planned_versions
 from pipeline.sizing import NATIVE, SourceTooSmallError, cover_and_crop, limit_side
 from pipeline.sources import load, printable
@@ -45,8 +46,19 @@ Denoise = Callable[[list[distortions.LearnedInput]], list[tuple[np.ndarray, dict
 
 class Guard:
     """Told as each reference starts and ends, so that a reference on which worker processes
-    die can be quarantined (pipeline.actors.ProgressActor keeps the count on a cluster). This
-    one, for runs in one process, admits every reference."""
+    die can be quarantined (pipeline.actors.ProgressActor keeps the count on a cluster), and
+    asked before the shard writes into OUT. This one admits every reference; given the lease
+    identity of the driver that sent the shard out, it lets the shard write only while that
+    driver holds OUT's lease (pipeline.lease.check_writer). Without one (runs in one process,
+    no lease) it lets it write."""
+
+    def __init__(self, lease_holder: dict | None = None):
+        self.lease_holder = lease_holder
+
+    def publishing(self, location: Location) -> None:
+        """LeaseLostError where the shard may no longer write into `location`."""
+        if self.lease_holder is not None:
+            check_writer(location, self.lease_holder)
 
     def begin(self, ref_id: str) -> bool:
         """Whether to make `ref_id` (False: it is quarantined)."""
@@ -304,7 +316,7 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: Score
     staged tar as they are decoded; the distorted samples follow, in a seeded shuffled order,
     once all are labelled (they wait on local disk, not in memory). `on_progress` is told as
     parts of a reference's versions are labelled and as each reference ends (Progress);
-    `guard` as each starts and ends."""
+    `guard` as each starts and ends, and before the shard writes into OUT."""
     outcome = ShardOutcome(index)
     writer = ShardWriter(location, index, config.store)
     try:
@@ -318,7 +330,7 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: Score
                 with _Timer(outcome.seconds, "write"):  # to local disk until the shard ends
                     distorted.extend(samples)
                 guard.end()
-            _finish(writer, distorted, config, outcome, location, plan.digest)
+            _finish(writer, distorted, config, outcome, location, plan.digest, guard)
     except BaseException:
         writer.abort()
         raise
@@ -391,19 +403,21 @@ def _encode_and_label(ref, pixels, made, config, score_images, ensemble, outcome
                      in enumerate(zip(made, pngs, strict=True)) if i not in unlabelled]
 
 
-def _finish(writer, distorted, config, outcome, location, digest: str) -> None:
+def _finish(writer, distorted, config, outcome, location, digest: str, guard: Guard) -> None:
     """The distorted samples in a seeded shuffled order, the shard's own lists, then publish
-    (the stats, which hold the write stage's seconds, last)."""
+    (the stats, which hold the write stage's seconds, last), as long as `guard` lets it."""
     with _Timer(outcome.seconds, "write"):
         order = np.random.default_rng([config.seed, outcome.index]).permutation(len(distorted))
         for i in order:
             writer.add(*distorted[i])
         outcome.samples = outcome.references + len(distorted)
         paths = shard_paths(location, outcome.index)
+        guard.publishing(location)
         location.write_bytes(paths["sources"], json.dumps(outcome.sources).encode())
         location.write_bytes(paths["failures"], "".join(
             json.dumps(f, sort_keys=True) + "\n" for f in outcome.failures).encode())
         writer.publish()
+        guard.publishing(location)  # the stats finish the shard: asked again at the last
     writer.write_stats({"plan_digest": digest, "references": outcome.references,
                    "distorted": len(distorted),
                    "failures": len(outcome.failures), "seconds": outcome.seconds,

@@ -15,11 +15,19 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
+import ray
 
 from pipeline import lease as lease_module
 from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import PlanMismatchError
-from pipeline.lease import LEASE_FILE, Lease, LeaseHeldError, LeaseLostError
+from pipeline.lease import (
+    LEASE_FILE,
+    WRITER_STALE_SECONDS,
+    Lease,
+    LeaseHeldError,
+    LeaseLostError,
+    check_writer,
+)
 from shards.storage import Location
 
 
@@ -281,3 +289,65 @@ def test_generate_refuses_an_output_another_driver_holds(tmp_path, fast_config):
     finally:
         holder.release()
     assert not (tmp_path / "held" / "plan.json").exists()  # refused before writing anything
+
+
+def test_a_shard_writes_only_while_its_driver_holds_a_fresh_lease(location):
+    """check_writer, asked by a shard task before it writes into OUT: the lease of the driver
+    that sent it out, refreshed lately, lets it write; a lease another driver took over, one
+    its driver stopped refreshing half the stale time ago (suspended: the takeover may come
+    any moment), or none (the run ended) does not."""
+    lease = Lease(location)
+    lease.acquire()
+    sent_by = lease.identity()
+    assert set(sent_by) == {"host", "pid", "started"}
+    check_writer(location, sent_by)
+    lease.holder["refreshed"] = time.time() - WRITER_STALE_SECONDS - 5
+    lease._write()  # as a driver suspended since then left it
+    with pytest.raises(LeaseLostError, match=r"last refreshed the lease \d+ s ago.*not published"):
+        check_writer(location, sent_by)
+    Lease(location, holder={**lease.holder, "host": "elsewhere", "pid": 7,
+                            "refreshed": time.time()})._write()
+    with pytest.raises(LeaseLostError, match=r"another driver holds its lease now "
+                                             r"\(host elsewhere pid 7"):
+        check_writer(location, sent_by)
+    location.delete(location.path(LEASE_FILE))
+    with pytest.raises(LeaseLostError, match="its lease is gone"):
+        check_writer(location, sent_by)
+
+
+@pytest.mark.ray
+def test_a_shard_task_whose_driver_lost_the_lease_publishes_nothing(local_ray, shifted_sources,
+                                                                    fast_config, mae_ensemble):
+    """The shard tasks of a suspended driver run on: one that ends after another driver took
+    the output over raises LeaseLostError and leaves no file in OUT/shards; the same task sent
+    under the lease that is still its driver's publishes its shard."""
+    from pipeline.actors import ProgressActor, shard_task
+    from pipeline.driver import shard_is_complete
+    from pipeline.plan import Plan, chosen, persist_or_check
+    from pipeline.sources import list_sources
+
+    folder, _ = shifted_sources(1)
+    config = fast_config(str(folder), distortion_ids=(1,), levels=(1,), metrics=())
+    plan = Plan.make(chosen(list_sources(config.sources), config), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    lease = Lease(location)
+    lease.acquire()
+    try:
+        def run_shard() -> dict:
+            progress = ProgressActor.remote([2])
+            return ray.get(shard_task.remote(0, plan.to_json(), config.to_json(),
+                                             mae_ensemble.to_json(), config.out, [], [],
+                                             progress, False, lease.identity()))
+
+        Lease(location, holder={**lease.holder, "host": "elsewhere", "pid": 7})._write()
+        with pytest.raises(ray.exceptions.RayTaskError) as raised:
+            run_shard()
+        assert isinstance(raised.value.cause, LeaseLostError)
+        assert "another driver holds its lease now (host elsewhere" in str(raised.value.cause)
+        assert sorted(os.listdir(location.path("shards"))) == []
+        lease._write()  # the lease is the driver's again
+        assert run_shard()["samples"] == 2
+        assert shard_is_complete(location, 0, plan.digest, config.store, verify=True)
+    finally:
+        lease.release()
