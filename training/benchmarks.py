@@ -40,6 +40,7 @@ clipped to [0, 1]); the datasets without references use each image as its own gr
 import csv
 import hashlib
 import itertools
+import json
 import math
 import os
 import re
@@ -446,6 +447,14 @@ def _ensemble_quality(root: str | Path, samples: list[dict], ensemble: str) -> l
     except EnsembleError as error:
         raise DatasetLayoutError(f"{root}: {error}") from None
     return chosen.quality({key: scores[key] for key in used})[0].tolist()
+
+
+def fingerprint(images: list[LabelledImage]) -> str:
+    """What names a dataset's images wherever they lie: their names and references (not the
+    root they are read from, nor the scores an ensemble gives them). The same images copied
+    or moved elsewhere keep it."""
+    names = sorted((image.group, image.name) for image in images)
+    return hashlib.sha256(json.dumps(names).encode()).hexdigest()[:16]
 
 
 LOADERS: dict[str, Callable[..., list[LabelledImage]]] = {

@@ -3,7 +3,9 @@ IQA evaluations fit from prediction to opinion), SROCC, KRCC (tau-b) and RMSE.
 
 The correlations are scipy.stats' (Kendall's tau-b in O(n log n) time and O(n) memory); this
 module adds what scipy lacks: the rising logistic fit and the RMSE after it. Fewer than 3 pairs
-are refused; a constant or non-finite series gives NaN, without warnings."""
+are refused; a constant or non-finite series gives NaN, without warnings. Predictions that run
+against the opinions have no rising fit better than a constant: their fitted PLCC is the raw
+one (negative), not the NaN of a flat curve."""
 
 import warnings
 
@@ -89,6 +91,8 @@ def report(predicted, opinion) -> dict[str, float]:
     """PLCC (raw and fitted), SROCC, KRCC, RMSE (raw and fitted), and the pair count."""
     x, y = _as_pair(predicted, opinion)
     fitted = logistic(x, *fit_logistic(x, y))
-    return {"plcc": plcc(fitted, y), "plcc_raw": plcc(x, y), "srocc": srocc(x, y),
+    raw = plcc(x, y)
+    flat = np.isfinite(fitted).all() and np.ptp(fitted) == 0  # the best rising curve
+    return {"plcc": raw if flat else plcc(fitted, y), "plcc_raw": raw, "srocc": srocc(x, y),
             "krcc": krcc(x, y), "rmse": rmse(fitted, y), "rmse_raw": rmse(x, y),
             "count": len(x)}

@@ -8,14 +8,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from labelers.registry import metric_class
 from training import benchmarks, distributed
+from training.correlation import report
 from training.finetune import FinetuneConfig, test_figures
 from training.image_data import split
 from training.model import ModelConfig, build_model
 from training.plots import scatter
 from training.precision import Precision
 from training.results_files import figures_line, write_json
-from training.shard_data import CLASS_TARGETS, GRID_TARGETS
+from training.shard_data import CLASS_TARGETS, GRID_TARGETS, METRIC_KEYS
 from training.trained import TrainedRun
 from training.transforms import EVAL_CROPS, Augment
 
@@ -45,17 +47,53 @@ class EvaluateConfig:
 SPLIT_DEFAULTS = {"split_by": FinetuneConfig.split_by, "seed": FinetuneConfig.seed, "repeat": 0}
 
 
-def _own(trained: TrainedRun, config: EvaluateConfig) -> bool:
-    """Whether the checkpoint was fine-tuned on the dataset evaluated (its split recorded)."""
-    return trained.fine_tuned_on(config.dataset, config.root)
+def _own_choices(trained: TrainedRun, config: EvaluateConfig,
+                 notices: list[str]) -> EvaluateConfig:
+    """On the dataset the checkpoint was fine-tuned on: its references (for its own split's
+    test part) and the ensemble whose Q it learnt, where no others are chosen."""
+    if config.subset == "test" and not config.refs:
+        config = replace(config, refs=trained.refs)
+    if config.ensemble is None and trained.ensemble is not None:
+        notices.append(f"Q under ensemble {trained.ensemble}, which {config.checkpoint} was "
+                       "fine-tuned on")
+        config = replace(config, ensemble=trained.ensemble)
+    elif config.ensemble != trained.ensemble:
+        notices.append(f"{config.checkpoint} was fine-tuned on Q under ensemble "
+                       f"{trained.ensemble or '(the stored one)'}; it is tested on Q under "
+                       f"{config.ensemble}")
+    return config
 
 
-def test_split(trained: TrainedRun, config: EvaluateConfig) -> dict:
-    """{split_by, seed, repeat} of the test part. A checkpoint fine-tuned on this dataset is
-    tested on its own split's test part: another split's holds images it trained on, so a
-    choice that differs from the recorded one is refused (as are other --refs)."""
+def _load(trained: TrainedRun, config: EvaluateConfig, notices: list[str]
+          ) -> tuple[EvaluateConfig, list, bool]:
+    """(the config with the checkpoint's own choices where the dataset is its own, the
+    images, whether it is its own: read from the root it was fine-tuned on, or holding the
+    same images elsewhere)."""
+    own = trained.fine_tuned_on(config.dataset, config.root)
+    if own:
+        config = _own_choices(trained, config, notices)
+    images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
+    if own or not (trained.fine_tuned and trained.dataset == config.dataset):
+        return config, images, own
+    if trained.fine_tuned_on(config.dataset, config.root, benchmarks.fingerprint(images)):
+        notices.append(f"{config.root} holds the images {config.checkpoint} was fine-tuned "
+                       f"on (read from {trained.root} then): tested as its own dataset")
+        chosen = _own_choices(trained, config, notices)
+        if chosen != config:
+            images = benchmarks.load(chosen.dataset, chosen.root, chosen.refs, chosen.ensemble)
+        return chosen, images, True
+    notices.append(f"{config.checkpoint} was fine-tuned on {config.dataset} read from "
+                   f"{trained.root}, and {config.root} is not known to hold the same images: "
+                   "it is tested as a dataset the checkpoint never saw")
+    return config, images, False
+
+
+def test_split(trained: TrainedRun, config: EvaluateConfig, own: bool) -> dict:
+    """{split_by, seed, repeat} of the test part. A checkpoint fine-tuned on this dataset
+    (`own`) is tested on its own split's test part: another split's holds images it trained
+    on, so a choice that differs from the recorded one is refused (as are other --refs)."""
     chosen = {name: getattr(config, name) for name in SPLIT_DEFAULTS}
-    if not _own(trained, config):
+    if not own:
         return {name: SPLIT_DEFAULTS[name] if value is None else value
                 for name, value in chosen.items()}
     recorded = {name: getattr(trained, name) for name in SPLIT_DEFAULTS}
@@ -81,6 +119,14 @@ class QualityModel:
     precision: Precision
     augment: Augment      # the input it was trained on (crop, normalisation)
     trained: TrainedRun   # the run that made the checkpoint
+
+    @property
+    def lower_is_better(self) -> bool:
+        """Whether it predicts a metric whose lower scores are better (one head that learnt
+        GMSD's, MAE's, ... raw scores): opinion scores rise with quality, so its predictions
+        are negated before they are compared with them."""
+        target, *others = self.trained.targets
+        return not others and target in METRIC_KEYS and not metric_class(target).higher_is_better
 
 
 def quality_model(path: str, crop: int | None, device: torch.device) -> QualityModel:
@@ -112,11 +158,12 @@ def evaluate(config: EvaluateConfig) -> dict:
     try:
         scorer = quality_model(config.checkpoint, config.crop, context.device)
         augment = scorer.augment
-        if config.subset == "test" and not config.refs and _own(scorer.trained, config):
-            config = replace(config, refs=scorer.trained.refs)
-        images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
+        notices: list[str] = []
+        config, images, own = _load(scorer.trained, config, notices)
+        for notice in notices if context.is_main else ():
+            print(f"NOTICE: {notice}")
         benchmarks.check_crop(images, augment.crop)
-        parts = test_split(scorer.trained, config) if config.subset == "test" else None
+        parts = test_split(scorer.trained, config, own) if config.subset == "test" else None
         if parts is not None:
             images = split(images, parts["split_by"], parts["seed"], parts["repeat"]).test
         elif config.subset != "all":
@@ -124,6 +171,9 @@ def evaluate(config: EvaluateConfig) -> dict:
         predicted, opinion, figures = test_figures(
             context, scorer.model, images, augment, config.eval_crops,
             config.workers, max(1, config.batch_size // context.world_size), scorer.precision)
+        if scorer.lower_is_better:
+            predicted = -predicted
+            figures = report(predicted, opinion)
         if not context.is_main:
             return {}
         out = Path(config.out)
@@ -132,6 +182,8 @@ def evaluate(config: EvaluateConfig) -> dict:
                   "root": config.root, "subset": config.subset, "split": parts,
                   "figures": figures,
                   "ensemble": config.ensemble,
+                  "predictions": (f"-{scorer.trained.targets[0]} (lower is better: negated)"
+                                  if scorer.lower_is_better else scorer.trained.targets[0]),
                   "trained_on": scorer.trained.dataset}  # for `train compare`
         write_json(out / "evaluation.json", result)
         np.savez(out / "predictions.npz", predicted=predicted, opinion=opinion)

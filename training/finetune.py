@@ -115,7 +115,8 @@ def checked_split(config: FinetuneConfig, images, repeat: int, world_size: int) 
     return parts
 
 
-def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: int) -> dict:
+def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: int,
+               recorded: dict) -> dict:
     seed = config.seed + repeat  # of the weights' start, crops and batch order
     out = Path(config.out) / f"split-{repeat}"
     torch.manual_seed(seed)
@@ -142,7 +143,7 @@ def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: i
                                   classes=0)
 
     run = Run(context, model, config.optim, 0, out,
-              {**config.to_json(), "repeat": repeat, "root_resolved": resolved_root(config.root)},
+              {**config.to_json(), "repeat": repeat, **recorded},
               seed, precision)
     summary = fit(run, batches, steps, validate)
     distributed.barrier(context)  # rank 0 has written best.pt
@@ -178,6 +179,17 @@ def undefined_figures(results: list[dict]) -> dict[str, int]:
     """How many splits left each figure undefined (NaN), where any did."""
     counts = {name: sum(not math.isfinite(r["test"][name]) for r in results) for name in FIGURES}
     return {name: count for name, count in counts.items() if count}
+
+
+def median_line(summary: dict, repeats: int) -> str:
+    """The median test figures on one line, with the splits that left a figure undefined
+    (constant predictions) and so out of its median."""
+    line = (f"test figures, median of {repeats} split(s): "
+            + figures_line(summary["median"], FIGURES))
+    if summary["undefined"]:
+        line += "; left out as undefined: " + ", ".join(
+            f"{name.upper()} in {count} split(s)" for name, count in summary["undefined"].items())
+    return line
 
 
 def _earlier_splits(out: Path, repeats: int) -> list[Path]:
@@ -216,7 +228,10 @@ def finetune(config: FinetuneConfig) -> dict:
         out = Path(config.out)
         if context.is_main and (out / "results.json").exists():
             _notice_earlier_run(out, config.repeats)
-        results = [_one_split(context, config, parts, r) for r, parts in enumerate(splits)]
+        recorded = {"root_resolved": resolved_root(config.root),
+                    "images_fingerprint": benchmarks.fingerprint(images)}  # what evaluate knows
+        results = [_one_split(context, config, parts, r, recorded)
+                   for r, parts in enumerate(splits)]
         if not context.is_main:
             return {}
         _drop_earlier_splits(out, config.repeats)
@@ -227,8 +242,7 @@ def finetune(config: FinetuneConfig) -> dict:
                    "undefined": undefined_figures(results),
                    "start": results[0]["start"]}
         write_json(out / "results.json", summary)
-        print(f"test figures, median of {config.repeats} split(s): "
-              + figures_line(summary["median"], FIGURES))
+        print(median_line(summary, config.repeats))
         print(f"results in {out / 'results.json'}, scatter plots in {out}/split-*/scatter.png")
         return summary
     finally:

@@ -22,10 +22,10 @@ from training.features import (
     cached_features,
     frozen_encoder,
 )
-from training.finetune import FIGURES, median_figures, undefined_figures
+from training.finetune import median_figures, median_line, undefined_figures
 from training.image_data import split
 from training.plots import scatter
-from training.results_files import figures_line, write_json
+from training.results_files import write_json
 from training.ridge import ALPHA_GRID, select_ridge
 from training.transforms import EVAL_CROPS
 
@@ -223,8 +223,7 @@ def _write(config: ProbeConfig, summary: dict, predicted: np.ndarray,
     scatter(predicted, opinion, median["test"],
             f"probe {summary['dataset']} -> {summary['test_dataset']}, split "
             f"{median['repeat']} (the median)", out / "scatter.png")
-    print(f"test figures, median of {config.repeats} split(s): "
-          + figures_line(summary["median"], FIGURES))
+    print(median_line(summary, config.repeats))
     print(f"results in {out / 'results.json'}, scatter plot of the median split in "
           f"{out / 'scatter.png'}")
 

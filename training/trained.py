@@ -31,6 +31,8 @@ class TrainedRun:
     split_by: str = "reference"
     seed: int = 0
     refs: tuple[str, ...] = ()
+    ensemble: str | None = None              # shards: the ensemble whose Q it learnt
+    images: str | None = None                # benchmarks.fingerprint of the images it split
 
     @classmethod
     def read(cls, path: str | Path) -> "TrainedRun":
@@ -53,20 +55,25 @@ class TrainedRun:
                    std=tuple(augment.get("std", IMAGENET_DEFAULT_STD)),
                    repeat=config.get("repeat"),
                    split_by=config.get("split_by", cls.split_by),
-                   seed=config.get("seed", cls.seed), refs=tuple(config.get("refs") or ()))
+                   seed=config.get("seed", cls.seed), refs=tuple(config.get("refs") or ()),
+                   ensemble=config.get("ensemble"), images=config.get("images_fingerprint"))
 
     @property
     def fine_tuned(self) -> bool:
         """Whether it learnt a human-rated dataset's scores (a split of it recorded)."""
         return self.repeat is not None
 
-    def fine_tuned_on(self, dataset: str, root: str) -> bool:
-        """Whether it was fine-tuned on this dataset read from this root, however spelled.
-        A checkpoint that recorded its root only as typed (a relative path resolves where it
-        ran, unknown here) matches a root of the same name; one that recorded none, any:
-        never is its own dataset taken for another, whose test part would be its training."""
+    def fine_tuned_on(self, dataset: str, root: str, images: str | None = None) -> bool:
+        """Whether it was fine-tuned on this dataset: read from this root, however spelled, or
+        holding the same images (`images`: their benchmarks.fingerprint, where they were
+        copied or moved). A checkpoint that recorded its root only as typed (a relative path
+        resolves where it ran, unknown here) matches a root of the same name; one that
+        recorded none, any: never is its own dataset taken for another, whose test part would
+        be its training."""
         if not (self.fine_tuned and self.dataset == dataset):
             return False
+        if images is not None and images == self.images:
+            return True
         if self.root_resolved is not None:
             return self.root_resolved == resolved_root(root)
         return self.root is None or _name(self.root) == _name(root)

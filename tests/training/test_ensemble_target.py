@@ -161,3 +161,14 @@ def test_finetune_on_shards_under_another_ensemble_says_which_q_it_learns(tiny_d
     tested = json.loads((out / "split-0" / "test.json").read_text())
     assert json.loads((own / "evaluation.json").read_text())["figures"]["count"] == \
         tested["test"]["count"]
+    # ... and so is the ensemble whose Q it learnt, where none is chosen: the split's figures
+    capsys.readouterr()
+    assert main(["train", "evaluate", "--checkpoint", str(out / "split-0" / "best.pt"),
+                 "--dataset", "shards", "--root", str(tiny_dataset), "--subset", "test",
+                 "--out", str(tmp_path / "own-default"), "--eval-crops", "1",
+                 "--workers", "0", "--device", "cpu"]) == 0
+    assert f"NOTICE: Q under ensemble {strict}, which" in capsys.readouterr().out
+    result = json.loads((tmp_path / "own-default" / "evaluation.json").read_text())
+    assert result["ensemble"] == str(strict)
+    for name in ("srocc", "plcc", "rmse"):
+        assert result["figures"][name] == pytest.approx(tested["test"][name], abs=1e-6)

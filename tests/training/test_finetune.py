@@ -97,6 +97,32 @@ def test_evaluate_tests_a_checkpoint_on_its_own_split_and_refuses_another(finetu
             evaluate(dataclasses.replace(evaluation, **other))
 
 
+def test_the_same_images_elsewhere_are_tested_on_the_checkpoints_own_split(finetuned, tmp_path,
+                                                                        capsys):
+    """A dataset copied (or moved) after fine-tuning is still the checkpoint's own: its names
+    and references are recorded, so split-1's checkpoint is tested on split 1's test part, not
+    on split 0's (which holds images it trained on). A dataset with other images is not."""
+    import shutil
+
+    config, summary = finetuned
+    copy = tmp_path / "copied"
+    shutil.copytree(config.root, copy)
+    evaluation = EvaluateConfig(f"{config.out}/split-1/best.pt", "kadid10k", str(copy),
+                                str(tmp_path / "moved"), subset="test", eval_crops=3,
+                                batch_size=4, workers=0, device="cpu")
+    result = evaluate(evaluation)
+    assert "tested as its own dataset" in capsys.readouterr().out
+    assert result["split"] == {"split_by": "reference", "seed": 0, "repeat": 1}
+    assert result["figures"]["srocc"] == pytest.approx(summary["splits"][1]["test"]["srocc"],
+                                                       abs=1e-6)
+    table = copy / "dmos.csv"
+    lines = table.read_text().splitlines()
+    table.write_text("\n".join(lines[:-6]) + "\n")  # one reference fewer: other images
+    other = evaluate(dataclasses.replace(evaluation, out=str(tmp_path / "other")))
+    assert "is not known to hold the same images" in capsys.readouterr().out
+    assert other["split"] == {"split_by": "reference", "seed": 0, "repeat": 0}
+
+
 def test_an_image_smaller_than_the_crop_is_named_before_any_training(kadid_folder, tmp_path):
     from PIL import Image
 
@@ -117,7 +143,7 @@ def test_an_image_smaller_than_the_crop_is_named_before_any_training(kadid_folde
 
 
 def test_a_split_without_a_figure_leaves_the_others_median_and_is_counted():
-    from training.finetune import median_figures, undefined_figures
+    from training.finetune import median_figures, median_line, undefined_figures
 
     def split(srocc: float, plcc: float) -> dict:
         return {"test": {"srocc": srocc, "plcc": plcc, "plcc_raw": 0.3, "krcc": 0.1,
@@ -129,6 +155,9 @@ def test_a_split_without_a_figure_leaves_the_others_median_and_is_counted():
     assert medians["srocc"] == 0.6 and medians["plcc"] == pytest.approx(np.median([0.97, 0.49]))
     assert undefined_figures(results) == {"plcc": 1}
     assert np.isnan(median_figures([split(0.5, float("nan"))])["plcc"])
+    line = median_line({"median": medians, "undefined": undefined_figures(results)}, 3)
+    assert line.startswith("test figures, median of 3 split(s): SROCC 0.6000")
+    assert line.endswith("; left out as undefined: PLCC in 1 split(s)")
 
 
 def _one_split_run(root: Path, tmp_path: Path) -> FinetuneConfig:

@@ -142,6 +142,26 @@ def test_an_old_single_head_checkpoint_still_loads_in_evaluate(tiny_dataset, tmp
         assert _evaluate(old, tiny_dataset, tmp_path / "refused") == 2
 
 
+def test_a_lower_is_better_metric_model_is_negated_before_its_figures(tiny_dataset, tmp_path):
+    """Opinion scores rise with quality: the same weights saved as a model of MAE (lower is
+    better) are evaluated on their negated predictions, as a model of VIF or Q is not."""
+    model = build_model(ModelConfig("test_resnet", init="random")).model
+    results = {}
+    for target in ("quality", "vif", "mae"):
+        saved = tmp_path / f"{target}.pt"
+        torch.save({"model": model.state_dict(), "config": {
+            "model": {"backbone": "test_resnet"}, "target": target, "augment": {"crop": 32}}},
+            saved)
+        assert _evaluate(saved, tiny_dataset, tmp_path / target) == 0
+        results[target] = (json.loads((tmp_path / target / "evaluation.json").read_text()),
+                           np.load(tmp_path / target / "predictions.npz")["predicted"])
+    (quality, predicted), (vif, as_vif), (mae, as_mae) = results.values()
+    np.testing.assert_array_equal(as_vif, predicted)
+    np.testing.assert_array_equal(as_mae, -predicted)
+    assert mae["predictions"] == "-mae (lower is better: negated)" and vif["predictions"] == "vif"
+    assert mae["figures"]["srocc"] == pytest.approx(-quality["figures"]["srocc"], abs=1e-12)
+
+
 def test_targets_and_loss_weights_are_checked(grid_dataset, tiny_dataset, tmp_path, capsys):
     def run(dataset, *options) -> int:
         return main(["train", "pretrain", str(dataset), "--out", str(tmp_path / "run"),
