@@ -39,7 +39,7 @@ from pipeline.quarantine import pardoned_shards, strikes
 from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout
 from pipeline.source_changes import check_modified_sources
-from pipeline.sources import listing, skipped_note
+from pipeline.sources import byte_limit, listing, skipped_note, unlisted_note
 from pipeline.submit import AUTHENTICATION_ERRORS
 from shards.layout import (
     FAILURES_FILE,
@@ -393,9 +393,13 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     listed = listing(config.sources)
     if listed.skipped:
         print(f"note: {skipped_note(listed.skipped)}")
+    if listed.unlisted:
+        print(f"warning: folders of SOURCES that cannot be read, their images left out: "
+              f"{unlisted_note(listed.unlisted)}")
     sources = chosen(listed.sources, config)
     identity = label_identity(ensemble.hash if config.labelled else None, absent)
-    plan = Plan.make(sources, config, identity, find_duplicates(sources, config.sources))
+    plan = Plan.make(sources, config, identity,
+                     find_duplicates(sources, config.sources, byte_limit(config.max_pixels)))
     refuse_foreign(location)
     if options.restart:
         clear_previous_run(location)
@@ -457,6 +461,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     report = build_report(merge(location, plan), time.perf_counter() - started, absent,
                           config.modes(), progress.written)
     report["names_skipped"] = dict(listed.skipped)
+    report["folders_unlisted"] = listed.unlisted
     report["scheduling"] = {**scheduling.to_json(), "peak_in_flight": progress.peak_in_flight,
                             "actor_calls": actor_calls}
     location.write_json(location.path(REPORT_FILE), report)

@@ -12,33 +12,43 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from pipeline.sources import Source, read_bytes
-from shards.decode import DecodeError
+from pipeline.sources import Source, byte_limit, open_source
+from shards.decode import DEFAULT_MAX_PIXELS, DecodeError
 
 READ_THREADS = 16
+HASH_PART = 1 << 20  # bytes read at a time
 
 
-def _same_size_groups(sources: list[Source]) -> list[list[int]]:
+def _same_size_groups(sources: list[Source], max_bytes: int) -> list[list[int]]:
     by_size = defaultdict(list)
     for index, source in enumerate(sources):
-        if source.size:  # empty files fail on their own, and are not duplicates of anything
+        # empty files fail on their own, and are not duplicates of anything; nor are files too
+        # large to be read (each is refused as too_large)
+        if source.size and source.size <= max_bytes:
             by_size[source.size].append(index)
     return [group for group in by_size.values() if len(group) > 1]
 
 
 def _digest(source: Source, store: str) -> str | None:
-    """SHA-256 of the source's bytes; None when it cannot be read (its shard records why)."""
+    """SHA-256 of the source's bytes, read a part at a time; None when it cannot be read (its
+    shard records why)."""
+    digest = hashlib.sha256()
     try:
-        return hashlib.sha256(read_bytes(source.uri, source.key, store)).hexdigest()
+        with open_source(source.uri, source.key, store) as stream:
+            while part := stream.read(HASH_PART):
+                digest.update(part)
     except DecodeError:
         return None
+    return digest.hexdigest()
 
 
-def find_duplicates(sources: list[Source], store: str = "") -> dict[int, int]:
+def find_duplicates(sources: list[Source], store: str = "",
+                    max_bytes: int = byte_limit(DEFAULT_MAX_PIXELS)) -> dict[int, int]:
     """{index: index of the source kept} for every source with the same bytes as another:
     of each set, the first in listing order that is not a symbolic link is kept (the first,
-    if all are); `store` is the listing URI of object-store keys."""
-    candidates = sorted(i for group in _same_size_groups(sources) for i in group)
+    if all are); `store` is the listing URI of object-store keys; sources of more than
+    `max_bytes` (the run's byte_limit) are not read."""
+    candidates = sorted(i for group in _same_size_groups(sources, max_bytes) for i in group)
     if not candidates:
         return {}
     with ThreadPoolExecutor(READ_THREADS) as pool:

@@ -9,10 +9,17 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipeline.errors import UnreachableStorageError
 from pipeline.plan import Plan, PlannedReference
-from pipeline.sources import read_bytes
+from pipeline.sources import open_source
 from shards.storage import Location
 
 PROBE_CANDIDATES = 8  # sources the driver tries to read for the probe before probing none
+
+
+def readable(uri: str, key: str, store: str) -> None:
+    """Open the source and read its first byte (never the whole of a large one); DecodeError
+    where it cannot be read."""
+    with open_source(uri, key, store) as stream:
+        stream.read(1)
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -21,7 +28,7 @@ def probe_storage(first: PlannedReference | None, store: str, out: str) -> tuple
     problems = []
     if first is not None:
         try:
-            read_bytes(first.uri, first.key, store)
+            readable(first.uri, first.key, store)
         except ValueError as error:
             problems.append(f"SOURCES: {error}")
     location = Location.parse(out)
@@ -50,7 +57,7 @@ def probe_subject(plan: Plan, sources: str) -> PlannedReference | None:
     candidates = (ref for ref in plan.references if not ref.uri.startswith("embedded:"))
     for ref in islice(candidates, PROBE_CANDIDATES):
         try:
-            read_bytes(ref.uri, ref.key, sources)
+            readable(ref.uri, ref.key, sources)
         except ValueError:
             continue
         return ref

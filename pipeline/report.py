@@ -14,7 +14,7 @@ from labelers.registry import metric_versions, package_version
 from pipeline.config import MODE_DEFAULTS, RunConfig
 from pipeline.errors import PlanMismatchError
 from pipeline.plan import Plan
-from pipeline.sources import printable, skipped_note
+from pipeline.sources import printable, skipped_note, unlisted_note
 from shards.layout import (
     DEFAULT_STORE,
     ENSEMBLE_FILE,
@@ -218,6 +218,9 @@ def summary_lines(report: dict, out: str) -> list[str]:
         lines.append("warning: " + libraries_differing_message(report))
     if report.get("names_skipped"):
         lines.append("note: " + skipped_note(Counter(report["names_skipped"])))
+    if report.get("folders_unlisted"):
+        lines.append("warning: folders of SOURCES that cannot be read, their images left out: "
+                     + unlisted_note(report["folders_unlisted"]))
     return lines
 
 

@@ -1,12 +1,14 @@
 """Listing sources (a local folder, a list file, an object-store prefix, or the embedded photos)
 in a stable order, and loading one as 8-bit RGB."""
 
+import contextlib
 import csv
 import functools
 import os
 import stat
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -36,6 +38,7 @@ class Source:
 class Listing:
     sources: list[Source]  # sorted by order_key
     skipped: Counter       # names listed that are not image names, by extension ("" for none)
+    unlisted: dict[str, str] = field(default_factory=dict)  # folders that could not be read
 
 
 def _is_image_name(name: str) -> bool:
@@ -50,12 +53,18 @@ def _taken(name: str, skipped: Counter) -> bool:
     return False
 
 
-def _from_local_folder(folder: Path, skipped: Counter) -> list[Source]:
+def _from_local_folder(folder: Path, skipped: Counter, unlisted: dict[str, str]
+                       ) -> list[Source]:
     """Every image-named entry below `folder`, dangling links included (they fail later,
-    recorded, rather than vanish from the listing). Linked folders are followed once each: a
-    link back up the tree (a loop) is not walked again."""
+    recorded, rather than vanish from the listing); the folders that cannot be read go to
+    `unlisted`, with why. Linked folders are followed once each: a link back up the tree (a
+    loop) is not walked again."""
     found, seen = [], set()
-    for directory, subfolders, files in os.walk(folder, followlinks=True):
+
+    def unreadable(error: OSError) -> None:
+        unlisted[printable(str(error.filename))] = error.strerror or str(error)
+
+    for directory, subfolders, files in os.walk(folder, onerror=unreadable, followlinks=True):
         status = os.stat(directory)
         seen.add((status.st_dev, status.st_ino))
         subfolders[:] = [name for name in subfolders
@@ -72,7 +81,7 @@ def _regular_stat(path: Path) -> dict:
     """The size and mtime_ns of a regular file (links followed); None for anything else."""
     try:
         status = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name (a list of find -print0)
         return {}
     return {"size": status.st_size, "mtime_ns": status.st_mtime_ns} \
         if stat.S_ISREG(status.st_mode) else {}
@@ -86,11 +95,28 @@ def _folder_identity(path: Path) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=8)
+def _from_uri(spec: str) -> tuple[pafs.FileSystem, str]:
+    return pafs.FileSystem.from_uri(spec)
+
+
 def store_filesystem(spec: str) -> pafs.FileSystem:
     """The filesystem of an object-store listing URI (with its endpoint and options), made once
     per process."""
-    return pafs.FileSystem.from_uri(spec)[0]
+    return _from_uri(spec)[0]
+
+
+def _literal(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and path of a URI named on its own (a list file's line, a command's
+    argument), its path taken as written after the scheme and authority: a '#', '?' or '%' is
+    part of a file name, as in a folder's or a bucket's listing, never a fragment, a query or
+    an escape."""
+    scheme, rest = uri.split("://", 1)
+    authority, _, path = rest.partition("/")
+    if scheme == "file":
+        return pafs.LocalFileSystem(), "/" + path
+    filesystem, root = _from_uri(f"{scheme}://{authority}")
+    return filesystem, f"{root.rstrip('/')}/{path}"
 
 
 def _from_object_store(uri: str, skipped: Counter) -> list[Source]:
@@ -107,10 +133,14 @@ def _from_object_store(uri: str, skipped: Counter) -> list[Source]:
 def _list_entries(path: Path) -> list[str]:
     """A .txt or .lst list's lines, whole (a comma is part of a name there); a .csv's first
     column, without a header row (one that names no image)."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:  # a BOM, as Excel writes
-        if path.suffix.lower() != ".csv":
-            return [line.strip() for line in handle if line.strip()]
-        rows = [row[0].strip() for row in csv.reader(handle) if row and row[0].strip()]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # a BOM, as Excel writes
+            if path.suffix.lower() != ".csv":
+                return [line.strip() for line in handle if line.strip()]
+            rows = [row[0].strip() for row in csv.reader(handle) if row and row[0].strip()]
+    except UnicodeDecodeError as error:
+        raise ValueError(f"sources {str(path)!r}: not UTF-8 text ({error}); save the list as "
+                         "UTF-8") from None
     return rows[1:] if rows and not _is_image_name(rows[0]) else rows
 
 
@@ -144,43 +174,74 @@ def listing(spec: str) -> Listing:
     """The sources `spec` names, sorted by their relative path or URI (none is an error), and
     the names it lists that are not image names."""
     skipped: Counter = Counter()
+    unlisted: dict[str, str] = {}
     if spec == EMBEDDED:
         found = [Source(EMBEDDED_PREFIX + name, name, name) for name in EMBEDDED_PHOTOS]
     elif "://" in spec:
         found = _from_object_store(spec, skipped)
     elif Path(spec).is_dir():
-        found = _from_local_folder(Path(spec), skipped)
+        found = _from_local_folder(Path(spec), skipped, unlisted)
     elif Path(spec).is_file() and Path(spec).suffix.lower() in LIST_EXTENSIONS:
         found = _from_list_file(Path(spec), skipped)
     else:
         raise ValueError(f"sources {spec!r}: not 'embedded', a folder, a list file "
                          f"({', '.join(sorted(LIST_EXTENSIONS))}) or an object-store URI")
     if not found:
+        unread = f"; folders that cannot be read: {unlisted_note(unlisted)}" if unlisted else ""
         raise ValueError(f"sources {spec!r} name no image (files ending in "
-                         f"{', '.join(sorted(IMAGE_EXTENSIONS))}, any case)")
-    return Listing(sorted(found, key=lambda source: source.order_key), skipped)
+                         f"{', '.join(sorted(IMAGE_EXTENSIONS))}, any case){unread}")
+    return Listing(sorted(found, key=lambda source: source.order_key), skipped, unlisted)
 
 
-def read_bytes(uri: str, key: str = "", store: str = "") -> bytes:
-    """The bytes behind a path or URI, or behind `key` in the filesystem of the listing URI
-    `store`; unreadable sources raise DecodeError('unreadable')."""
+def unlisted_note(unlisted: dict[str, str]) -> str:
+    """The folders a listing could not read, in words (the first few)."""
+    shown = "; ".join(f"{folder} ({why})" for folder, why in list(unlisted.items())[:3])
+    more = f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""
+    return f"{len(unlisted)}: {shown}{more}"
+
+
+def byte_limit(max_pixels: int) -> int:
+    """The most bytes a source within `max_pixels` is read for: the pixels uncompressed at 16
+    bits in RGBA (8 bytes each) and 64 MiB of metadata. A larger file is refused unread."""
+    return 8 * max_pixels + (64 << 20)
+
+
+@contextlib.contextmanager
+def open_source(uri: str, key: str = "", store: str = "") -> Iterator:
+    """A binary stream of the bytes behind a path or URI (its path taken as written: _literal),
+    or behind `key` in the filesystem of the listing URI `store`; a source that cannot be read
+    raises DecodeError('unreadable'), also where a read of the stream fails."""
     try:
-        if key:
-            with store_filesystem(store).open_input_stream(key) as stream:
-                return stream.read()
-        if "://" in uri:
-            fs, path = pafs.FileSystem.from_uri(uri)
-            with fs.open_input_stream(path) as stream:
-                return stream.read()
-        path = Path(uri)
-        if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never end
-            raise DecodeError("not_a_file", f"{uri}: not a regular file")
-        return path.read_bytes()
+        with _opened(uri, key, store) as stream:
+            yield stream
     except FileNotFoundError:
         detail = "dangling link" if os.path.islink(uri) else "no such file"
         raise DecodeError("unreadable", f"{uri}: {detail}") from None
     except OSError as error:
         raise DecodeError("unreadable", f"{uri}: {error}") from None
+
+
+def _opened(uri: str, key: str, store: str):
+    if key:
+        return store_filesystem(store).open_input_stream(key)
+    if "://" in uri:
+        filesystem, path = _literal(uri)
+        return filesystem.open_input_stream(path)
+    path = Path(uri)
+    if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never end
+        raise DecodeError("not_a_file", f"{uri}: not a regular file")
+    return path.open("rb")
+
+
+def read_bytes(uri: str, key: str = "", store: str = "", limit: int | None = None) -> bytes:
+    """The bytes behind a source (open_source); with `limit`, DecodeError('too_large') for a
+    source of more bytes, read no further than that."""
+    with open_source(uri, key, store) as stream:
+        data = stream.read() if limit is None else stream.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise DecodeError("too_large", f"{uri}: more than {limit} bytes, more than an image "
+                                       "within the pixel limit (--max-pixels) takes")
+    return data
 
 
 def printable(uri: str) -> str:
@@ -213,4 +274,4 @@ def load(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS, store: str = "") 
     if source.uri.startswith(EMBEDDED_PREFIX):
         pixels = embedded_photo(source.uri.removeprefix(EMBEDDED_PREFIX))
         return Decoded(pixels, (pixels.shape[1], pixels.shape[0]), ())
-    return decode(read_bytes(source.uri, source.key, store), max_pixels)
+    return decode(read_bytes(source.uri, source.key, store, byte_limit(max_pixels)), max_pixels)

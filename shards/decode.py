@@ -3,9 +3,11 @@ typed: the one decoder of every image that enters the system from outside, a run
 (pipeline) as a fine-tuning dataset's images (training), so both see the same pixels.
 
 Grayscale, gray+alpha, RGBA, palette, CMYK, 16-bit and EXIF-rotated images are converted
-(orientation applied; alpha composited on white), and of an animation or a multi-page file the
-first frame is kept (each recorded); zero-byte, truncated, corrupt and non-image files, and
-decompression bombs (more pixels than the limit) raise DecodeError with a reason."""
+(orientation applied; alpha, and a PNG's transparent colour in any mode, composited on white),
+and of an animation or a multi-page file the first frame is kept (each recorded); zero-byte,
+truncated, corrupt and non-image files (and files of formats that are not images here, such as
+PostScript), and decompression bombs (more pixels than the limit) raise DecodeError with a
+reason."""
 
 import io
 import struct
@@ -89,9 +91,17 @@ def _to_rgb(image: Image.Image, conversions: list[str]) -> Image.Image:
         if low < 0 or high > 65535:
             raise DecodeError("unsupported_mode", f"integer pixels {low}..{high}, outside the "
                                                   "16-bit range 0..65535 (mode I)")
+    key = image.info.get("transparency") if image.mode in ("L", "RGB", *SIXTEEN_BIT_GRAY) \
+        else None
     if image.mode in SIXTEEN_BIT_GRAY:
         conversions.append(f"{image.mode}->8-bit")
-        image = Image.fromarray(to_eight_bits(np.asarray(image)))
+        values = np.asarray(image)
+        image = Image.fromarray(to_eight_bits(values))
+        if isinstance(key, int):  # the transparent gray value, before it was rounded
+            image.putalpha(Image.fromarray(np.where(values == key, 0, 255).astype(np.uint8)))
+    elif key is not None:  # a transparent colour (PNG tRNS): as a palette's, through alpha
+        conversions.append(f"{image.mode} with a transparent colour->RGBA")
+        image = image.convert("RGBA")
     if image.mode == "P":
         conversions.append("palette->RGBA")
         image = image.convert("RGBA")
@@ -116,14 +126,20 @@ def _sample_formats(image: Image.Image) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, tuple | list) else (value,)
 
 
-def _signature(data: bytes) -> str | None:
-    """The format among those a source may be (IMAGE_EXTENSIONS) whose signature `data`
-    opens with, by Pillow's own checks (None: none), for a file Pillow could not open: a
-    damaged image, not something else."""
+def image_formats() -> list[str]:
+    """Pillow's names of the formats a source may be (those of IMAGE_EXTENSIONS; JPEG's opens
+    cameras' multi-picture JPEGs too): the only plugins a source is opened with. Pillow's
+    others are not images here (its EPS plugin would hand the bytes to Ghostscript)."""
     Image.init()
     extensions = Image.registered_extensions()
-    formats = {extensions[ext] for ext in IMAGE_EXTENSIONS if ext in extensions}
-    for name in sorted(formats):
+    return sorted({extensions[ext] for ext in IMAGE_EXTENSIONS if ext in extensions})
+
+
+def _signature(data: bytes) -> str | None:
+    """The format among those a source may be (image_formats) whose signature `data` opens
+    with, by Pillow's own checks (None: none), for a file Pillow could not open: a damaged
+    image, not something else."""
+    for name in image_formats():
         _, accept = Image.OPEN.get(name, (None, None))
         try:
             if accept is not None and accept(data[:16]):
@@ -150,7 +166,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data), formats=image_formats()) as image:
                 if image.width * image.height > max_pixels:
                     raise DecodeError("too_many_pixels",
                                       f"{image.width}x{image.height} exceeds {max_pixels} pixels")

@@ -1,10 +1,15 @@
 """Sample keys and reference ids. Keys contain no dots: WebDataset splits a member name into
-key and extension at the first dot."""
+key and extension at the first dot; and they are short enough to be file names once a shard is
+unpacked."""
 
+import hashlib
 import re
 from collections.abc import Iterable
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+# the longest id base: a member name (id, suffix such as _d01_l1, extension) within the 255
+# bytes that file systems allow a name, so a shard unpacks with tar
+MAX_BASE = 200
 _DISTORTED = re.compile(r"^(?P<ref>.+)_d(?P<id>\d{2})_l(?P<level>\d)$")
 _COMPOSED = re.compile(r"^(?P<ref>.+)_c(?P<index>\d{3,})$")
 
@@ -33,14 +38,25 @@ def ref_id_of(key: str) -> str:
     return match["ref"]
 
 
+def _safe(stem: str) -> str:
+    """The stem with characters outside [A-Za-z0-9_-] replaced by '_'; one longer than
+    MAX_BASE cut, with 8 hex digits of its SHA-256 in place of the rest."""
+    base = _UNSAFE.sub("_", stem) or "image"
+    if len(base) <= MAX_BASE:
+        return base
+    digest = hashlib.sha256(stem.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{base[:MAX_BASE - 9]}-{digest}"
+
+
 def ref_ids(stems: Iterable[str]) -> list[str]:
-    """One id per source, in order: the stem with characters outside [A-Za-z0-9_-] replaced by
-    '_', made unique by a numeric suffix where two sources would collide, letter case aside
-    (Same.jpg and same.jpg would be one file once a tar is unpacked on macOS or Windows)."""
+    """One id per source, in order: the stem made safe (_safe: a short name of allowed
+    characters), made unique by a numeric suffix where two sources would collide, letter case
+    aside (Same.jpg and same.jpg would be one file once a tar is unpacked on macOS or
+    Windows)."""
     taken: set[str] = set()
     ids = []
     for stem in stems:
-        base = _UNSAFE.sub("_", stem) or "image"
+        base = _safe(stem)
         candidate, counter = base, 1
         while candidate.lower() in taken:
             candidate = f"{base}-{counter}"

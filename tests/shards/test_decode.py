@@ -2,6 +2,7 @@
 terms: its size against the limit given, the frames it leaves out."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -85,3 +86,39 @@ def test_an_image_with_a_damaged_header_is_corrupt_not_a_non_image(small_image, 
         with pytest.raises(DecodeError) as refused:
             decode(other)
         assert refused.value.reason == "not_an_image"
+
+
+def test_formats_that_are_not_images_here_are_never_opened(monkeypatch, tmp_path):
+    """An EPS file named .png: Pillow's EPS plugin would run Ghostscript on its bytes. Only
+    the plugins of the image formats a source may be are offered: it is not an image, and no
+    program is started (a `gs` on PATH that would leave a mark leaves none)."""
+    marker = tmp_path / "gs-ran"
+    gs = tmp_path / "bin" / "gs"
+    gs.parent.mkdir()
+    gs.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{gs.parent}:{os.environ['PATH']}")
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 600 450\nshowpage\n"
+    assert Image.open(io.BytesIO(eps)).format == "EPS"  # what Pillow alone would make of it
+    with pytest.raises(DecodeError) as refused:
+        decode(eps)
+    assert refused.value.reason == "not_an_image" and not marker.exists()
+
+
+@pytest.mark.parametrize(("mode", "key"), [("RGB", (10, 20, 30)), ("L", 10), ("I;16", 0)])
+def test_a_transparent_colour_is_composited_on_white_in_every_mode(mode, key):
+    """A PNG's tRNS colour key marks pixels transparent as a palette's does; at 8 bits as at
+    16, those pixels come out white (the others as they are), as RGBA's transparent ones."""
+    if mode == "I;16":
+        values = (np.arange(16, dtype=np.uint16).reshape(4, 4) * 1000)
+        image = Image.fromarray(values)
+        kept = (values[0, 1] / 257).round()
+    else:
+        values = np.full((4, 4, 3), (10, 20, 30), np.uint8)
+        values[0, 1] = (1, 2, 3)
+        image = Image.fromarray(values if mode == "RGB" else values[..., 0])
+        kept = values[0, 1] if mode == "RGB" else values[0, 1, 0]
+    decoded = decode(_encoded(image, transparency=key))
+    assert (decoded.pixels[0, 0] == 255).all()  # the key colour
+    assert (decoded.pixels[0, 1] == kept).all()
+    assert "alpha composited on white" in " ".join(decoded.conversions)

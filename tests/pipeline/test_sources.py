@@ -1,0 +1,125 @@
+"""Hostile sources: names taken as written, files too large to be images refused unread,
+folders that cannot be listed named, list files that are not text named, ids short enough to
+unpack."""
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labelers.ensemble import load as load_ensemble
+from pipeline.duplicates import find_duplicates
+from pipeline.plan import Plan, chosen, persist_or_check
+from pipeline.probe import readable
+from pipeline.sources import byte_limit, list_sources, listing, load, unlisted_note
+from pipeline.worker import produce_shard
+from shards.decode import DecodeError
+from shards.keys import MAX_BASE, ref_ids
+from shards.layout import tar_path
+from shards.storage import Location
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _save(path: Path, value: int) -> np.ndarray:
+    pixels = np.full((24, 32, 3), value, np.uint8)
+    Image.fromarray(pixels).save(path, "PNG")
+    return pixels
+
+
+def test_a_uri_in_a_list_file_names_its_file_as_written(tmp_path):
+    """'#', '?' and '%' are parts of file names: a file:// line names the file of exactly
+    that name, never the one before a '#' or '?', nor one with '%20' decoded."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    names = {"shot.png": 10, "shot.png#v2.png": 20, "q.png": 30, "q.png?x=1.png": 40,
+             "photo x.png": 50, "photo%20x.png": 60}
+    expected = {name: _save(folder / name, value) for name, value in names.items()}
+    table = tmp_path / "list.txt"
+    table.write_text("".join(f"file://{folder / name}\n" for name in names))
+    sources = list_sources(str(table))
+    assert len(sources) == len(names)
+    for source in sources:
+        name = source.uri.rsplit("/", 1)[1]
+        np.testing.assert_array_equal(load(source).pixels, expected[name])
+
+
+def test_a_file_larger_than_any_image_within_the_limit_is_refused_unread(tmp_path):
+    """A 1 TB file (sparse: it takes no disk) is refused as too_large at once, never read
+    into memory; the duplicate check passes over two of them; the probe reads one byte."""
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    for name in ("a.tif", "b.tif"):
+        with open(folder / name, "wb") as handle:
+            handle.truncate(1 << 40)
+    _save(folder / "c.png", 7)
+    sources = list_sources(str(folder))
+    assert byte_limit(1_000_000) == 8_000_000 + 64 * 2 ** 20  # 16-bit RGBA, and metadata
+    with pytest.raises(DecodeError) as refused:
+        load(sources[0], max_pixels=1_000_000)
+    assert refused.value.reason == "too_large"
+    assert f"more than {byte_limit(1_000_000)} bytes" in str(refused.value)
+    assert find_duplicates(sources) == {}  # same size, too large to be read: not compared
+    readable(sources[0].uri, "", "")
+    assert load(sources[2]).pixels.shape == (24, 32, 3)
+
+
+def test_a_folder_that_cannot_be_listed_is_named_not_passed_over(tmp_path):
+    """os.walk passes over a folder it cannot read; the listing names it (the run warns of it
+    at its start and in its summary, and report.json holds it). Root reads every folder: the
+    listing then runs without the capabilities that let it."""
+    folder = tmp_path / "sources"
+    (folder / "open").mkdir(parents=True)
+    (folder / "locked").mkdir()
+    _save(folder / "open" / "a.png", 1)
+    _save(folder / "locked" / "b.png", 2)
+    (folder / "locked").chmod(0)
+    code = ("import json, sys; from pipeline.sources import listing; "
+            "found = listing(sys.argv[1]); "
+            "print(json.dumps([[s.order_key for s in found.sources], found.unlisted]))")
+    unprivileged = (["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+                    if os.geteuid() == 0 else [])
+    try:
+        done = subprocess.run([*unprivileged, sys.executable, "-c", code, str(folder)],
+                              capture_output=True, text=True, cwd=ROOT, check=True)
+    finally:
+        (folder / "locked").chmod(0o755)
+    keys, unlisted = json.loads(done.stdout)
+    assert keys == ["open/a.png"]
+    assert unlisted == {str(folder / "locked"): "Permission denied"}
+    assert unlisted_note(unlisted) == f"1: {folder / 'locked'} (Permission denied)"
+
+
+def test_a_list_file_that_is_not_utf8_is_named(tmp_path):
+    table = tmp_path / "list.txt"
+    table.write_bytes("café.png\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"list.txt'?: not UTF-8 text .*save the list as UTF-8"):
+        listing(str(table))
+
+
+def test_a_long_name_gives_an_id_that_unpacks(tmp_path, small_image, fast_config):
+    """Ids are cut to MAX_BASE characters with a hash of the whole name, so two long names
+    that share their start stay apart and every member of a shard is a legal file name."""
+    stems = ["L" * 250, "L" * 249 + "M", "short"]
+    ids = ref_ids(stems)
+    assert len(set(ids)) == 3 and ids[2] == "short"
+    assert all(len(i) <= MAX_BASE for i in ids) and ids[0][:150] == "L" * 150
+    folder = tmp_path / "long"
+    folder.mkdir()
+    Image.fromarray(small_image).save(folder / f"{stems[0]}.png")
+    config = fast_config(str(folder), distortion_ids=(1,), levels=(1,), metrics=())
+    plan = Plan.make(chosen(list_sources(config.sources), config), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    produce_shard(0, plan, config, None, load_ensemble(None), location)
+    with tarfile.open(tar_path(location, 0, config.store)) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")  # OSError on a name too long
+    unpacked = sorted(path.name for path in (tmp_path / "unpacked").iterdir())
+    assert unpacked == sorted(f"{ids[0]}{suffix}" for suffix in (
+        "_ref.png", "_ref.json", "_d01_l1.png", "_d01_l1.json"))
