@@ -96,7 +96,8 @@ def gpu_rates(path: Path) -> dict | None:
             "node_rate": round(pipe["labelled_images"] / pipe["from_first_request_seconds"], 1),
             "node_rate_wall": pipe["labelled_images_per_s"],
             "source": f"measured on {gpu['environment']['gpu']} ({gpu['sources']['pipeline']}, "
-                      f"{path.name})"}
+                      f"{path.name}; its labelling process served "
+                      f"{pipe.get('labelling_concurrency', 1)} call(s) at once)"}
 
 
 def projection(run: dict, gpu: dict | None, assumed_label_rate: float,
