@@ -45,11 +45,20 @@ class LabelerActor:
     def __init__(self, metrics: tuple[str, ...], allow_missing: bool, threads: int,
                  concurrency: int = 1):
         torch.set_num_threads(max(1, threads))
-        self.labeler = Labeler(metrics=metrics, allow_missing=allow_missing)
-        self.labeler.memory_budget //= max(1, concurrency)
         self.counter = _CallCounter()
+        try:
+            self.labeler = Labeler(metrics=metrics, allow_missing=allow_missing)
+        except LabelerError as error:  # told by describe, in its own words: not an actor death
+            self.unusable = error
+            return
+        self.unusable = None
+        self.labeler.memory_budget //= max(1, concurrency)
 
     def describe(self) -> dict:
+        """Where it runs and what it computes; the LabelerError that kept it from loading its
+        metrics (a weight file that cannot be read on its node, say), raised again."""
+        if self.unusable is not None:
+            raise self.unusable
         return {"device": str(self.labeler.device), "metrics": self.labeler.keys,
                 "absent": self.labeler.absent, "pid": os.getpid(),
                 "node_id": ray.get_runtime_context().get_node_id()}

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from labelers import weights
 from labelers.ensemble import load as load_ensemble
+from labelers.errors import LabelerError
 from pipeline.actors import LabelerActor, ProgressActor, merge_strikes, shard_task
 from pipeline.config import RunConfig
 from pipeline.duplicates import find_duplicates
@@ -213,6 +214,11 @@ def _described(actors: list, plan: Layout) -> list[dict]:
             "(--actors) or add nodes") from None
     except ray.exceptions.RayActorError as error:
         raise LabelersUnavailableError(f"a labeler actor failed to start: {error}") from error
+    except ray.exceptions.RayTaskError as error:
+        if not isinstance(error.cause, LabelerError):
+            raise
+        raise LabelersUnavailableError(f"a labeler actor could not load its metrics: "
+                                       f"{error.cause}") from None
 
 
 def _check_weights(config: RunConfig) -> tuple[str, ...]:

@@ -111,3 +111,35 @@ def test_labelers_the_cluster_cannot_place_fail_with_a_clear_error(gpu_node, shi
     config = fast_config(str(folder), metrics=("mae",), ensemble_file=str(ensemble))
     with pytest.raises(LabelersUnavailableError, match="2 labeler actor"):
         generate(config, ClusterOptions(actors=2))  # one GPU: the second actor never starts
+
+
+@pytest.mark.ray
+def test_a_weight_file_a_labeler_cannot_read_is_named_not_an_actor_death(tmp_path,
+                                                                         shifted_sources,
+                                                                         fast_config,
+                                                                         monkeypatch):
+    """Present to the driver's check, unreadable where the actor loads it (a download cut
+    short): the run stops before any shard with the file, its SHA-256 and the fix in the
+    weights module's words, not Ray's 'actor died' with a traceback."""
+    from labelers import weights
+    from pipeline.errors import LabelersUnavailableError
+
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / weights.BACKBONES["lpips"].filename).write_bytes(b"<html>Access denied</html>")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"TORCH_HOME": str(tmp_path / "torch")}})
+    try:
+        sources, ensemble = shifted_sources(1)
+        config = fast_config(str(sources), metrics=("mae", "lpips"), distortion_ids=(1,),
+                             levels=(1,), ensemble_file=str(ensemble))
+        with pytest.raises(LabelersUnavailableError) as refused:
+            generate(config, ClusterOptions(actors=1))
+    finally:
+        ray.shutdown()
+    message = str(refused.value)
+    assert message.startswith("a labeler actor could not load its metrics: ")
+    assert str(folder) in message and "is not the published" in message
+    assert "iqa-factory weights fetch" in message and "actor died" not in message
+    assert not list((tmp_path / "out").glob("shards/*.tar"))
