@@ -372,8 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--steps-per-epoch", type=POSITIVE, default=None,
                      help="batches per rank per epoch (default: the train split once)")
     pre.add_argument("--val-limit", type=NON_NEGATIVE, default=20_000,
-                     help="validate on about this many samples per epoch, the first of the "
-                          "val shards (0: all; default 20000)")
+                     help="validate on whole val references of a seeded order until they "
+                          "hold this many samples (label-free: groups); 0: all; default 20000")
     pre.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     pre.add_argument("--checkpoint-every", type=NON_NEGATIVE, default=0, metavar="N",
                      help="also write last.pt every N batches of an epoch, for --resume to "

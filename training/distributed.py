@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn
 
 TIMEOUT_VARIABLE = "IQA_FACTORY_NCCL_TIMEOUT_MIN"
 
@@ -89,6 +90,21 @@ def gather_rows(context: Context, rows: torch.Tensor) -> torch.Tensor:
     return torch.cat([part[: int(c.item())] for part, c in zip(gathered, counts, strict=True)])
 
 
+def gather_with_gradients(context: Context, values: torch.Tensor) -> torch.Tensor:
+    """Every rank's 1-D `values` (unequal counts allowed), concatenated in rank order, through
+    which gradients flow back to each rank's own: a figure of the global batch (a correlation)
+    computed on every rank trains as one process on that batch would."""
+    if not context.distributed:
+        return values
+    count = torch.tensor([len(values)], device=values.device)
+    counts = [torch.zeros_like(count) for _ in range(context.world_size)]
+    dist.all_gather(counts, count)
+    sizes = [int(c.item()) for c in counts]
+    padded = torch.nn.functional.pad(values, (0, max(sizes) - len(values)))
+    parts = torch.distributed.nn.functional.all_gather(padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
+
+
 def broadcast_flag(context: Context, flag: bool) -> bool:
     """Rank 0's decision, on every rank (so every rank stops at the same epoch)."""
     if not context.distributed:
@@ -96,6 +112,15 @@ def broadcast_flag(context: Context, flag: bool) -> bool:
     value = torch.tensor([1 if flag else 0], device=context.device)
     dist.broadcast(value, src=0)
     return bool(value.item())
+
+
+def broadcast_buffers(context: Context, module: torch.nn.Module) -> None:
+    """Rank 0's buffers (batch-norm running statistics, ...) on every rank: each rank's forward
+    passes moved its own, and rank 0's are what its checkpoints hold."""
+    if not context.distributed:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)
 
 
 def all_sum(context: Context, value: float) -> float:

@@ -6,7 +6,6 @@ checkpoints, exact resume, TensorBoard, seeding), early stopping on the mean val
 
 import math
 from collections import Counter
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +22,7 @@ from training.objectives import Inputs, Objective, build_objective
 from training.objectives.base import GroupRequest
 from training.precision import Precision
 from training.results_files import figure_text, write_json
-from training.shard_data import distorted_index, reference_splits
+from training.shard_data import distorted_index, reference_splits, references_up_to
 
 if TYPE_CHECKING:
     from training.pretrain import PretrainConfig
@@ -31,21 +30,28 @@ if TYPE_CHECKING:
 SHUFFLE_GROUPS = 16  # a group holds many crops: a small buffer mixes them
 
 
-def _refs(splits: dict[str, str], name: str, dataset: str) -> frozenset[str]:
+def _refs(splits: dict[str, str], name: str, dataset: str, index) -> frozenset[str]:
+    """The split's references that have a version in a complete shard (the distorted_index):
+    those of a shard still being written, or whose versions all failed, give no group."""
     refs = frozenset(ref for ref, split in splits.items() if split == name)
     if not refs:
         hint = ": name some with --val-refs" if name == "val" else ""
         raise ValueError(f"{dataset} has no `{name}` reference{hint}")
-    return refs
+    return refs & frozenset(index["ref_id"].to_pylist())
+
+
+def groups_per_reference(index, refs: frozenset[str], request: GroupRequest) -> Counter:
+    """Groups of one pass over each of `refs` (the distorted_index): a chunk per reference
+    with versions, a pair or triplet per drawn version (all, or `request.versions`)."""
+    counts = Counter(ref for ref in index["ref_id"].to_pylist() if ref in refs)
+    if request.kind == "chunk":
+        return Counter(dict.fromkeys(counts, 1))
+    return Counter({ref: min(count, request.versions or count) for ref, count in counts.items()})
 
 
 def group_count(index, refs: frozenset[str], request: GroupRequest) -> int:
-    """Groups of one pass over `refs` (the distorted_index): a chunk per reference with
-    versions, a pair or triplet per drawn version (all, or `request.versions` per reference)."""
-    counts = Counter(ref for ref in index["ref_id"].to_pylist() if ref in refs)
-    if request.kind == "chunk":
-        return len(counts)
-    return sum(min(count, request.versions or count) for count in counts.values())
+    """Groups of one pass over `refs` (groups_per_reference, summed)."""
+    return sum(groups_per_reference(index, refs, request).values())
 
 
 def full_chunks(index, refs: frozenset[str], request: GroupRequest, name: str,
@@ -85,14 +91,13 @@ def _loader(config: "PretrainConfig", objective: Objective, refs: frozenset[str]
                       pin_memory=context.device.type == "cuda")
 
 
-def validation_loss(context: Context, objective: Objective, loader,
-                    batches: int | None) -> dict:
-    """The mean loss over every rank's validation groups (at most `batches` per rank);
-    score = -loss, so that higher is better as early stopping wants."""
+def validation_loss(context: Context, objective: Objective, loader) -> dict:
+    """The mean loss over every rank's validation groups; score = -loss, so that higher is
+    better as early stopping wants."""
     objective.model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for batch in islice(loader, batches):
+        for batch in loader:
             size = len(batch["ref_id"])
             total += float(objective.loss(objective.model, batch)) * size
             count += size
@@ -106,7 +111,8 @@ def validation_loss(context: Context, objective: Objective, loader,
 def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool) -> dict:
     location = Location.parse(config.dataset)
     splits = reference_splits(location, config.val_refs, config.exclude_refs)
-    train, val = (_refs(splits, name, config.dataset) for name in ("train", "val"))
+    index = distorted_index(location)
+    train, val = (_refs(splits, name, config.dataset, index) for name in ("train", "val"))
     dataset = open_dataset(config.dataset)
     precision = Precision.resolve(config.model.precision, context.device)
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
@@ -114,14 +120,17 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
     inputs = Inputs(config.augment.mean, config.augment.std, context.device, precision)
     objective = build_objective(config.objective, built.model, config.augment.crop, inputs,
                                 context)
-    index = distorted_index(location)
     train, train_notice = full_chunks(index, train, objective.request, "train", config.dataset)
     val, val_notice = full_chunks(index, val, objective.request, "val", config.dataset)
     notices = [*objective.notices, *filter(None, (train_notice, val_notice))]
     groups = group_count(index, train, objective.request)
-    if not groups:
-        raise ValueError(f"{config.dataset}: no train reference has a distorted version, "
-                         f"so there is no {objective.request.kind} to train on")
+    val_groups = groups_per_reference(index, val, objective.request)
+    for name, count in (("train", groups), ("val", sum(val_groups.values()))):
+        if not count:
+            raise ValueError(f"{config.dataset}: no {name} reference has a distorted version "
+                             f"in a complete shard, so there is no {objective.request.kind} "
+                             f"to {'train' if name == 'train' else 'validate'} on")
+    val = references_up_to(val_groups, config.val_limit, config.seed)
     steps = config.steps_per_epoch or max(1, math.ceil(groups / config.optim.batch_size))
     local = config.optim.local_batch(context.world_size)
     if context.is_main:
@@ -135,15 +144,13 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
     train_loader = _loader(config, objective, train, Reading(SHUFFLE_GROUPS, True,
                                                              steps * local), context, dataset)
     val_loader = _loader(config, objective, val, ONE_PASS, context, dataset)
-    val_batches = (math.ceil(config.val_limit / config.optim.batch_size) if config.val_limit
-                   else None)
 
     def batches(epoch: int) -> DataLoader:
         train_loader.dataset.set_epoch(epoch)
         return train_loader
 
     def validate(model) -> dict:
-        return validation_loss(context, objective, val_loader, val_batches)
+        return validation_loss(context, objective, val_loader)
 
     out = Path(config.out)
     run = Run(context, objective.model, config.optim, 0, out, config.to_json(), config.seed,

@@ -22,9 +22,11 @@ from training.distributed import (
     Context,
     all_sum,
     all_true,
+    broadcast_buffers,
     broadcast_flag,
     gather_objects,
     gather_rows,
+    gather_with_gradients,
 )
 from training.losses import Head, MultiTargetLoss, QualityLoss, head_slices
 from training.model import ScheduledDropPath
@@ -69,12 +71,13 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def _criterion(run: Run) -> Callable:
+    gather = partial(gather_with_gradients, run.context) if run.context.distributed else None
+    quality = QualityLoss.parse(run.optim.loss, run.optim.temperature, gather)
     if run.heads:
-        return MultiTargetLoss(run.heads, QualityLoss.parse(run.optim.loss,
-                                                            run.optim.temperature))
+        return MultiTargetLoss(run.heads, quality)
     if run.classes:
         return nn.CrossEntropyLoss()
-    return QualityLoss.parse(run.optim.loss, run.optim.temperature)
+    return quality
 
 
 def _loss_function(run: Run) -> Callable:
@@ -334,10 +337,10 @@ def _last_state(run: Run, epoch: int, optimizer, scheduler, stopping: EarlyStopp
 def _save(run: Run, epoch: int, optimizer, scheduler, stopping: EarlyStopping, history: list,
           improved: bool) -> None:
     state = _last_state(run, epoch, optimizer, scheduler, stopping, history)
-    checkpoint.save(state, run.out / checkpoint.LAST)
-    if improved:
+    if improved:  # first: last.pt records this epoch as the best, so best.pt must hold it
         checkpoint.save({"model": state["model"], "epoch": epoch, "config": run.config},
                         run.out / checkpoint.BEST)
+    checkpoint.save(state, run.out / checkpoint.LAST)
 
 
 def _save_mid_epoch(run: Run, epoch: int, optimizer, scheduler, stopping: EarlyStopping,
@@ -416,6 +419,7 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
         save = partial(_save_mid_epoch, run, epoch, optimizer, scheduler, stopping, history)
         trained = train_epoch(run, network, batches, steps, loss_fn, optimizer, progress, save)
         scheduler.step()
+        broadcast_buffers(context, run.model)  # every rank validates the model rank 0 saves
         figures = validate(run.model)
         record = {"epoch": epoch, "train_loss": trained["loss"],
                   "rank_batches": trained["rank_batches"],

@@ -2,6 +2,7 @@
 soft rank so it has gradients; a PLCC term is available."""
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,10 +36,14 @@ def plcc_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class QualityLoss:
-    """A sum of terms among mse, mae, srocc (1 - soft SROCC), plcc (1 - PLCC)."""
+    """A sum of terms among mse, mae, srocc (1 - soft SROCC), plcc (1 - PLCC). Under DDP
+    `gather` (distributed.gather_with_gradients) gives the correlations every rank's batch:
+    a correlation of each rank's few samples is not the global batch's (of two it is always
+    +-1, with no gradient), while MSE and MAE average over ranks as they are."""
 
     terms: tuple[str, ...] = ("mse", "mae", "srocc")
     temperature: float = 1e-2
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self):
         unknown = [term for term in self.terms if term not in TERMS]
@@ -51,21 +56,25 @@ class QualityLoss:
                              f"{self.temperature}")
 
     @classmethod
-    def parse(cls, text: str, temperature: float = 1e-2) -> "QualityLoss":
-        return cls(tuple(term.strip() for term in text.split("+") if term.strip()), temperature)
+    def parse(cls, text: str, temperature: float = 1e-2,
+              gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> "QualityLoss":
+        return cls(tuple(term.strip() for term in text.split("+") if term.strip()), temperature,
+                   gather)
 
     def __call__(self, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         predicted, target = predicted.reshape(-1), target.reshape(-1).to(predicted.dtype)
-        parts = {"mse": lambda: F.mse_loss(predicted, target),
-                 "mae": lambda: F.l1_loss(predicted, target),
-                 "srocc": lambda: 1 - soft_srocc(predicted, target, self.temperature),
-                 "plcc": lambda: plcc_loss(predicted, target)}
-        correlation_terms = {"srocc", "plcc"}
         total = predicted.new_zeros(())
         for term in self.terms:
-            if term in correlation_terms and len(predicted) < 2:
-                continue  # a correlation of one sample is undefined
-            total = total + parts[term]()
+            if term in ("mse", "mae"):
+                total = total + (F.mse_loss if term == "mse" else F.l1_loss)(predicted, target)
+        correlated = [term for term in self.terms if term in ("srocc", "plcc")]
+        if correlated:
+            whole, wanted = ((self.gather(predicted), self.gather(target)) if self.gather
+                             else (predicted, target))
+            if len(whole) >= 2:  # a correlation of one sample is undefined
+                for term in correlated:
+                    total = total + (1 - soft_srocc(whole, wanted, self.temperature)
+                                     if term == "srocc" else plcc_loss(whole, wanted))
         return total
 
 

@@ -34,6 +34,7 @@ from training.shard_data import (
     StreamConfig,
     Target,
     distorted_index,
+    limited_split,
     multi_head,
     reference_splits,
     run_grid,
@@ -167,8 +168,7 @@ def _stream(config: PretrainConfig, shards: SplitShards, train: bool,
             context) -> tuple[ShardStream, DataLoader]:
     targets = config.targets if multi_head(config.targets) else config.targets[0]
     stream = ShardStream(StreamConfig(config.dataset, shards, targets, config.augment,
-                                      config.seed, train=train,
-                                      limit=None if train else config.val_limit),
+                                      config.seed, train=train),
                          context.rank, context.world_size)
     return stream, DataLoader(stream, batch_size=config.optim.local_batch(context.world_size),
                               pin_memory=context.device.type == "cuda",
@@ -211,6 +211,7 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     if not val.samples:
         raise ValueError(f"{config.dataset} has no `val` reference for early stopping: name "
                          "some with --val-refs")
+    validated = limited_split(location, index, val, config.val_limit, config.seed)
     steps = config.steps_per_epoch or max(1, math.ceil(train.samples / config.optim.batch_size))
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
     built = build_model(config.model, config.targets[0].outputs,
@@ -218,17 +219,17 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     if context.is_main:
         for notice in built.notices + ensemble_notices(config.targets):
             print(f"NOTICE: {notice}")
-        limited = config.val_limit and val.samples > config.val_limit
         print(f"pretraining {config.model.backbone} on {train.samples} samples of "
               f"{len(train.refs)} references ({len(train.urls)} shards), validating on "
               f"{val.samples} of {len(val.refs)}"
-              + (f" (about {config.val_limit} of them per epoch)" if limited else "")
+              + (f" ({validated.samples} of {len(validated.refs)} of them: --val-limit)"
+                 if validated is not val else "")
               + f"; target {', '.join(f'{h.name} (x{h.weight:g})' for h in heads)}"
               + (f" (ensemble {labels})" if labels else "")
               + f"; {context.world_size} rank(s) on {context.device}, {steps} batches of "
               f"{config.optim.batch_size} per epoch", flush=True)
     train_stream, train_loader = _stream(config, train, True, context)
-    _, val_loader = _stream(config, val, False, context)
+    _, val_loader = _stream(config, validated, False, context)
 
     def batches(epoch: int) -> DataLoader:
         train_stream.set_epoch(epoch)

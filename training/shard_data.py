@@ -5,7 +5,6 @@ Training streams resample shards without end (each rank takes a fixed number of 
 epoch, so no rank waits at an all-reduce); evaluation streams read each shard once, split by
 rank and worker."""
 
-import itertools
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -210,13 +209,42 @@ def distorted_index(location: Location) -> pa.Table:
 
 def split_shards(location: Location, index: pa.Table, splits: dict[str, str],
                  name: str) -> SplitShards:
-    """The split's references, the shards holding their samples (from `distorted_index`)."""
-    refs = frozenset(ref for ref, split in splits.items() if split == name)
-    wanted = pc.is_in(index["ref_id"], value_set=pa.array(sorted(refs), pa.string()))
-    counts = Counter(index.filter(wanted)["shard"].to_pylist())
+    """The split's references that have samples in complete shards (`distorted_index`), and
+    the shards holding them."""
+    named = sorted(ref for ref, split in splits.items() if split == name)
+    held = index.filter(pc.is_in(index["ref_id"], value_set=pa.array(named, pa.string())))
+    refs = frozenset(held["ref_id"].to_pylist())
+    counts = Counter(held["shard"].to_pylist())
     store = store_of(location)
     urls = tuple(tar_path(location, shard, store) for shard in sorted(counts))
     return SplitShards(name, refs, urls, sum(counts.values()))
+
+
+def references_up_to(counts: dict[str, int], limit: int | None, seed: int) -> frozenset[str]:
+    """Whole references, the first of a seeded order until their counts reach `limit` (all of
+    them where they hold no more, or no limit is set): a validation set that is the same
+    whatever the ranks and workers that read it."""
+    if not limit or sum(counts.values()) <= limit:
+        return frozenset(counts)
+    order = sorted(counts)
+    np.random.default_rng(seed).shuffle(order)
+    chosen, total = [], 0
+    for ref in order:
+        if total >= limit:
+            break
+        chosen.append(ref)
+        total += counts[ref]
+    return frozenset(chosen)
+
+
+def limited_split(location: Location, index: pa.Table, shards: SplitShards,
+                  limit: int | None, seed: int) -> SplitShards:
+    """`shards` cut to whole references of about `limit` samples (references_up_to)."""
+    counts = Counter(ref for ref in index["ref_id"].to_pylist() if ref in shards.refs)
+    kept = references_up_to(counts, limit, seed)
+    if kept == frozenset(counts):
+        return shards
+    return split_shards(location, index, dict.fromkeys(kept, shards.name), shards.name)
 
 
 @dataclass(frozen=True)
@@ -228,8 +256,6 @@ class StreamConfig:
     seed: int = 0
     train: bool = True           # resampled, augmented, shuffled; else each shard once
     shuffle_buffer: int = 500
-    limit: int | None = None     # evaluation: about this many samples in all, the first of
-                                 # each rank's and worker's shards
 
 
 class ShardStream(IterableDataset):
@@ -256,15 +282,11 @@ class ShardStream(IterableDataset):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         config, order = self.config, self._order()
-        _, _, worker, workers = order.place()
+        worker = order.place()[2]
         rng = np.random.default_rng([config.seed, self.epoch, self.rank, worker])
-        records = iter(sample_stream(Location.parse(config.root), list(config.shards.urls),
-                                     "distorted", config.shards.refs, config.seed, order,
-                                     decode=False))
-        if not config.train and config.limit:
-            share = max(1, config.limit // (self.world_size * workers))
-            records = itertools.islice(records, share)
-        for record in records:
+        for record in sample_stream(Location.parse(config.root), list(config.shards.urls),
+                                    "distorted", config.shards.refs, config.seed, order,
+                                    decode=False):
             pixels = decode(record["encoded"], record["key"])
             view = (train_view(pixels, config.augment, rng) if config.train
                     else centre_view(pixels, config.augment))

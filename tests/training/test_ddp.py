@@ -117,3 +117,28 @@ def test_a_timeout_that_is_not_whole_minutes_is_refused_clearly(value, monkeypat
                  "absent.csv", "--out", "o", "--device", "cpu"]) == 2
     assert f"error: {TIMEOUT} must be a whole number of minutes, at least 1; got '{value}'" \
         in capsys.readouterr().err
+
+
+def _validated_buffers(rank: int, folder: str) -> None:
+    """One of two gloo ranks: a batch-norm layer whose running statistics its own forward
+    moved, then the buffers fit broadcasts before it validates."""
+    from training.distributed import Context, broadcast_buffers
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank,
+                            world_size=2, timeout=timedelta(seconds=60))
+    norm = torch.nn.BatchNorm1d(3)
+    norm(torch.full((4, 3), float(rank + 1)) + torch.arange(4.0)[:, None])  # its own data
+    moved = norm.running_mean.clone()
+    broadcast_buffers(Context(rank, 2, rank, torch.device("cpu")), norm)
+    torch.save({"moved": moved, "validated": norm.running_mean}, f"{folder}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_every_rank_validates_with_rank_0s_batch_norm_statistics(tmp_path):
+    """Each rank's forward passes move its own running statistics; rank 0's are what its
+    checkpoint holds, so every rank takes them before it validates."""
+    torch.multiprocessing.spawn(_validated_buffers, args=(str(tmp_path),), nprocs=2)
+    first, second = (torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1))
+    assert not torch.equal(first["moved"], second["moved"])
+    torch.testing.assert_close(second["validated"], first["moved"], rtol=0, atol=0)
+    torch.testing.assert_close(first["validated"], first["moved"], rtol=0, atol=0)

@@ -40,3 +40,51 @@ def test_quality_loss_terms():
 def test_unknown_loss_terms_are_refused():
     with pytest.raises(ValueError, match="loss terms"):
         QualityLoss.parse("mse+huber")
+
+
+def _ddp_gradient(rank: int, folder: str) -> None:
+    """One of two gloo ranks: its half (two samples) of a fixed batch of four through a linear
+    model under DDP and the default loss with the ranks' gather; the gradient saved."""
+    from datetime import timedelta
+    from functools import partial
+
+    from training.distributed import Context, gather_with_gradients
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store",
+                                         rank=rank, world_size=2,
+                                         timeout=timedelta(seconds=60))
+    features, target = _batch()
+    model = _linear()
+    network = torch.nn.parallel.DistributedDataParallel(model)
+    context = Context(rank, 2, rank, torch.device("cpu"))
+    loss = QualityLoss(gather=partial(gather_with_gradients, context))
+    half = slice(2 * rank, 2 * rank + 2)
+    loss(network(features[half])[:, 0], target[half]).backward()
+    torch.save(model.weight.grad, f"{folder}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    return torch.randn(4, 5, generator=generator), torch.rand(4, generator=generator)
+
+
+def _linear() -> torch.nn.Linear:
+    torch.manual_seed(0)
+    return torch.nn.Linear(5, 1, bias=False)
+
+
+def test_two_ranks_train_the_correlation_of_the_whole_batch(tmp_path):
+    """Two ranks of two samples each give the gradient one process gives on the four: MSE and
+    MAE average over the ranks, and the soft SROCC is the global batch's (of two samples alone
+    it is always +-1 and has no gradient)."""
+    torch.multiprocessing.spawn(_ddp_gradient, args=(str(tmp_path),), nprocs=2)
+    first, second = (torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1))
+    features, target = _batch()
+    model = _linear()
+    QualityLoss()(model(features)[:, 0], target).backward()
+    torch.testing.assert_close(first, second)
+    torch.testing.assert_close(first, model.weight.grad, rtol=1e-5, atol=1e-7)
+    apart = _linear()
+    QualityLoss(terms=("mse", "mae"))(apart(features)[:, 0], target).backward()
+    assert not torch.allclose(model.weight.grad, apart.weight.grad, atol=1e-4)  # SROCC counts

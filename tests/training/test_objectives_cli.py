@@ -50,6 +50,41 @@ def test_contrastive_leaves_out_references_that_cannot_give_a_whole_chunk(tmp_pa
             in capsys.readouterr().err)
 
 
+def test_val_references_without_groups_are_refused_before_any_training(tmp_path, capsys,
+                                                                       monkeypatch):
+    """r4 and r5 the val references, every version of them failed: nothing to validate on,
+    said before the first batch (not after an epoch's training)."""
+    dataset = write_tiny_dataset(tmp_path / "dataset", size=(64, 64), failed=frozenset(
+        (ref, distortion) for ref in ("r4", "r5") for distortion in (9, 10)))
+    trained = []
+    monkeypatch.setattr(label_free, "fit", lambda *args, **kwargs: trained.append(1))
+    assert main(pretrain_args(dataset, tmp_path / "out", "reconstruction")) == 2
+    assert ("no val reference has a distorted version in a complete shard, so there is no "
+            "pair to validate on") in capsys.readouterr().err
+    assert not trained
+
+
+def test_a_shard_still_being_written_is_left_out_not_refused(tmp_path, capsys):
+    """A dataset read while its run goes on (a shard without its stats): its references give
+    no group, and the others train, as a regression run trains on the complete shards."""
+    dataset = write_tiny_dataset(tmp_path / "dataset", size=(64, 64), shard_refs=1)
+    (dataset / "shards" / "00002_stats.json").unlink()  # r2's shard
+    assert main(pretrain_args(dataset, tmp_path / "out", "reconstruction", "--epochs",
+                              "1")) == 0
+    assert read_json(tmp_path / "out" / "summary.json")["train_refs"] == 3
+    assert "on 3 references, validating on 2" in capsys.readouterr().out
+
+
+def test_a_validation_limit_keeps_whole_val_references(tmp_path, capsys):
+    """--val-limit in groups: whole references of a seeded order, as many ranks or not."""
+    dataset = write_tiny_dataset(tmp_path / "dataset", size=(64, 64))
+    args = pretrain_args(dataset, tmp_path / "out", "reconstruction", "--epochs", "1",
+                         "--val-refs", "r4,r5", "--val-limit", "2")
+    assert main(args) == 0
+    assert "validating on 1" in capsys.readouterr().out  # 2 pairs each: r4 or r5, not both
+    assert read_json(tmp_path / "out" / "summary.json")["history"][0]["val_count"] == 2
+
+
 @pytest.mark.parametrize("objective", list(CROPS))
 def test_a_run_resumed_mid_epoch_ends_as_if_never_interrupted(square_dataset, tmp_path,
                                                               monkeypatch, objective):

@@ -136,6 +136,31 @@ def test_last_pt_is_written_every_n_batches_and_records_its_place(tmp_path, monk
     assert written == [(0, 2), (0, 4), ("end of", 0), (1, 2), (1, 4), ("end of", 1)]
 
 
+def test_a_crash_between_the_two_checkpoints_never_loses_the_best_weights(tmp_path,
+                                                                          monkeypatch):
+    """best.pt is written before last.pt records its epoch as the best: a run that dies
+    between the two resumes with a last.pt that does not yet know the epoch, and redoes it."""
+    batches, scores = _batches(2), iter([0.5, 0.9, 0.9, 0.7])
+    save = checkpoint.save
+
+    def dying_save(state: dict, path: Path) -> None:
+        if path.name == checkpoint.LAST and state["epoch"] == 1:
+            raise OSError("the node died")
+        save(state, path)
+
+    monkeypatch.setattr(checkpoint, "save", dying_save)
+    with pytest.raises(OSError, match="the node died"):
+        fit(_tiny_run(tmp_path, epochs=3, every=0), lambda epoch: batches, 2,
+            lambda model: {"score": next(scores)})
+    monkeypatch.setattr(checkpoint, "save", save)
+    best = checkpoint.load(tmp_path / checkpoint.BEST)
+    assert best["epoch"] == 1 and checkpoint.load(tmp_path / checkpoint.LAST)["epoch"] == 0
+    summary = fit(_tiny_run(tmp_path, epochs=3, every=0), lambda epoch: batches, 2,
+                  lambda model: {"score": next(scores)}, resume=True)
+    assert summary["best_epoch"] == 2  # counted from 1: epoch index 1, made again
+    assert checkpoint.load(tmp_path / checkpoint.BEST)["epoch"] == 1
+
+
 def test_resuming_a_run_that_stopped_early_trains_no_epoch_unless_patience_grows(tmp_path,
                                                                                 capsys):
     scores = iter([1.0, 0.5, 0.4, 0.3])  # epoch 0 is the best: patience 1 stops after epoch 1

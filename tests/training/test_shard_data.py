@@ -7,7 +7,9 @@ from training.shard_data import (
     StreamConfig,
     Target,
     distorted_index,
+    limited_split,
     reference_splits,
+    references_up_to,
     split_shards,
 )
 from training.transforms import Augment
@@ -18,10 +20,11 @@ CROP = Augment(crop=32)
 def _stream(root, name, train, splits=None, rank=0, world=1, epoch=0, target="quality",
             limit=None):
     location = Location.parse(str(root))
-    shards = split_shards(location, distorted_index(location),
-                          splits or reference_splits(location), name)
+    index = distorted_index(location)
+    shards = limited_split(location, index, split_shards(
+        location, index, splits or reference_splits(location), name), limit, seed=1)
     stream = ShardStream(StreamConfig(str(root), shards, Target(target), CROP, seed=1,
-                                      train=train, shuffle_buffer=8, limit=limit), rank, world)
+                                      train=train, shuffle_buffer=8), rank, world)
     stream.set_epoch(epoch)
     return shards, stream
 
@@ -61,8 +64,26 @@ def test_evaluation_streams_split_every_sample_once_across_ranks(tiny_dataset):
         seen.append([float(target) for _, target in stream])
     assert (len(seen[0]), len(seen[1])) == (6, 12)  # shard 0 holds r0; shard 1 r3 and r4
     assert sum(len(s) for s in seen) == 18
-    _, limited = _stream(tiny_dataset, "val", False, splits, 1, 2, limit=10)
-    assert [float(target) for _, target in limited] == seen[1][:5]  # its share of 10
+
+
+
+def test_a_validation_limit_keeps_whole_references_whatever_the_ranks(tiny_dataset):
+    """--val-limit 10 of 18 samples (three references of 6): the first two references of a
+    seeded order, 12 samples, read in full however many ranks share them; a limit the split
+    is within keeps it whole."""
+    splits = reference_splits(Location.parse(str(tiny_dataset)), val_refs=("r0", "r3", "r4"))
+    samples = {}
+    for world in (1, 2, 3):
+        read = []
+        for rank in range(world):
+            shards, stream = _stream(tiny_dataset, "val", False, splits, rank, world, limit=10)
+            read += [float(target) for _, target in stream]
+        assert len(shards.refs) == 2 and shards.samples == len(read) == 12
+        samples[world] = sorted(read)
+    assert samples[1] == samples[2] == samples[3]
+    assert references_up_to({"a": 6, "b": 6, "c": 6}, 18, seed=1) == {"a", "b", "c"}
+    assert references_up_to({"a": 6, "b": 6, "c": 6}, None, seed=1) == {"a", "b", "c"}
+    assert len(references_up_to({"a": 6, "b": 6, "c": 6}, 7, seed=1)) == 2
 
 
 def test_training_stream_is_endless_seeded_and_skips_references(tiny_dataset):
