@@ -16,7 +16,7 @@ from training.group_data import collate_groups, group_dataset
 from training.objectives import Inputs, ObjectiveConfig, build_objective
 from training.objectives.contrastive import (
     MoCo,
-    in_batch_info_nce,
+    in_chunk_info_nce,
     info_nce,
     query_and_key_views,
     shuffled_keys,
@@ -204,14 +204,21 @@ def test_a_full_scale_crop_too_large_is_named_with_its_reference(square_dataset,
         next(iter(stream))
 
 
-def test_the_validation_figure_is_in_batch_info_nce_by_hand():
-    query = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
-    key = np.array([[0.8, 0.6], [0.6, 0.8], [-1.0, 0.0]])
-    by_hand = [-math.log(math.exp(query[i] @ key[i] / 0.5)
-                         / sum(math.exp(query[i] @ other / 0.5) for other in key))
-               for i in range(3)]
-    loss = in_batch_info_nce(torch.tensor(query), torch.tensor(key), 0.5)
+def test_the_validation_figure_is_in_chunk_info_nce_by_hand():
+    """Two chunks of two members: each query against its own chunk's keys only, so the figure
+    is the same however the chunks are batched or spread over ranks."""
+    rng = np.random.default_rng(0)
+    query, key = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    by_hand = []
+    for i in range(4):
+        chunk = key[2 * (i // 2): 2 * (i // 2) + 2]
+        by_hand.append(-math.log(math.exp(query[i] @ key[i] / 0.5)
+                                 / sum(math.exp(query[i] @ other / 0.5) for other in chunk)))
+    loss = in_chunk_info_nce(torch.tensor(query), torch.tensor(key), 2, 0.5)
     assert float(loss) == pytest.approx(np.mean(by_hand), rel=1e-12)
+    halves = [in_chunk_info_nce(torch.tensor(query[part]), torch.tensor(key[part]), 2, 0.5)
+              for part in (slice(0, 2), slice(2, 4))]  # one chunk a batch (or a rank)
+    assert float(sum(halves) / 2) == pytest.approx(float(loss), rel=1e-12)
 
 
 def test_shuffling_bn_encodes_shuffled_parts_and_puts_the_keys_back_in_order():

@@ -48,12 +48,16 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor,
                                                device=query.device))
 
 
-def in_batch_info_nce(query: torch.Tensor, key: torch.Tensor,
+def in_chunk_info_nce(query: torch.Tensor, key: torch.Tensor, members: int,
                       temperature: float) -> torch.Tensor:
-    """InfoNCE of each query against every key of its batch, its own (same row) the positive:
-    the validation figure, which does not depend on the training queue's contents."""
-    logits = query @ key.T / temperature
-    return F.cross_entropy(logits, torch.arange(len(query), device=query.device))
+    """InfoNCE of each query against the keys of its own chunk (`members` rows in a row: the
+    reference and its versions of other types), its own the positive: the validation figure,
+    which depends neither on the training queue's contents nor on how the chunks fall into
+    batches and ranks."""
+    queries, keys = query.view(-1, members, query.shape[1]), key.view(-1, members, key.shape[1])
+    logits = queries @ keys.transpose(1, 2) / temperature  # chunk x query x key
+    own = torch.arange(members, device=query.device).repeat(len(queries))
+    return F.cross_entropy(logits.reshape(-1, members), own)
 
 
 def shuffled_keys(encode: Callable[[torch.Tensor], torch.Tensor], views: torch.Tensor,
@@ -165,7 +169,7 @@ class Contrastive(Objective):
     def loss(self, network: nn.Module, batch: dict) -> torch.Tensor:
         """InfoNCE of each image's query view against its key view and the queue,
         averaged over the images of both scales; the keys wait for `after_step`. In eval
-        mode (validation) the negatives are the other keys of the batch instead."""
+        mode (validation) the negatives are the other keys of the image's chunk instead."""
         scales = [flatten_members(batch)]
         if self.config.half_scale:
             scales.append(flatten_members(batch, "_half"))
@@ -181,8 +185,8 @@ class Contrastive(Objective):
             losses = [info_nce(q, k, queue, self.config.temperature) * len(q)
                       for q, k in zip(queries, keys, strict=True)]
             self.pending = keys
-        else:  # validation: against the batch's own keys; nothing is enqueued
-            losses = [in_batch_info_nce(q, k, self.config.temperature) * len(q)
+        else:  # validation: against the chunk's own keys; nothing is enqueued
+            losses = [in_chunk_info_nce(q, k, members, self.config.temperature) * len(q)
                       for q, k in zip(queries, keys, strict=True)]
         return sum(losses) / sum(len(q) for q in queries)
 
