@@ -2,9 +2,12 @@
 (local paths and object stores alike; webdataset's own gopen does not know pyarrow), then
 expanded into samples by webdataset's `tar_file_expander` and `group_by_keys`, one shard at a
 time and one member at a time (a shard is never held whole). A gzipped tar (.tar.gz: recipes
-and hybrid datasets) is opened as its bytes and inflated by tarfile as it streams."""
+and hybrid datasets) is inflated by gzip as it streams, which checks the CRC and length its
+gzip trailer records once the last byte is read (tarfile's own inflating checks neither)."""
 
+import gzip
 import tarfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 
 import webdataset as wds
@@ -62,21 +65,43 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable]
     its stats record) is a ShardReadError, never read as a shorter shard."""
     def stage(sources: Iterable[dict]) -> Iterator:
         for opened in open_tars(location)(sources):
-            counted = CountingStream(opened["stream"])
+            url, gzipped = opened["url"], opened["url"].endswith(".gz")
+            counted = CountingStream(gzip.GzipFile(fileobj=opened["stream"], mode="rb")
+                                     if gzipped else opened["stream"])
             yield from per_shard({**opened, "stream": counted})
-            _check_read_to_end(location, opened["url"], counted.count)
+            if gzipped:
+                _check_inflated_to_end(url, counted)
+            else:
+                _check_read_to_end(location, url, counted.count)
     return stage
 
 
 def _check_read_to_end(location: Location, url: str, read: int) -> None:
     """After a plain tar's last member: its end-of-archive marker lies in its last record
     (tarfile pads the file to whole records); more left unread is damage."""
-    if not url.endswith(".tar"):
-        return  # a .tar.gz that is damaged does not inflate
     size = location.fs.get_file_info(url).size
     if size is not None and size - read > tarfile.RECORDSIZE:
         raise ShardReadError(f"{url} is unreadable: its archive ends after {read} of its "
                              f"{size} bytes (zeroed or overwritten after it was written)")
+
+
+def _check_inflated_to_end(url: str, inflated: CountingStream) -> None:
+    """After a gzipped tar's last member: what is left to inflate is its last record at most,
+    and the gzip trailer's CRC and length agree with what was inflated (checked as the end is
+    read). A damaged .tar.gz whose tar stops early, or inflates to other bytes, is named."""
+    read, left = inflated.count, 0
+    try:
+        while block := inflated.read(tarfile.RECORDSIZE):
+            left += len(block)
+            if left > tarfile.RECORDSIZE:
+                break
+    except (OSError, EOFError, zlib.error) as error:
+        raise ShardReadError(f"{url} is unreadable: {error} (damaged after it was "
+                             "written)") from error
+    if left > tarfile.RECORDSIZE:
+        raise ShardReadError(f"{url} is unreadable: its archive ends after {read} of its "
+                             "inflated bytes, with more after it (zeroed or overwritten "
+                             "after it was written)")
 
 
 def read_tar(location: Location, url: str, select: Select | None = None,

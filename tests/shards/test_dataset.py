@@ -179,6 +179,30 @@ def test_a_tar_damaged_at_its_recorded_size_is_refused_not_read_short(tmp_path, 
         list(dataset.groups("pair", crop=16))
 
 
+@pytest.mark.parametrize("damage", ["zeroed", "zeroed after its first part", "its CRC"])
+def test_a_gzipped_tar_damaged_at_its_size_is_refused_not_read_short(tmp_path, store_datasets,
+                                                                     damage):
+    """A recipes shard (.tar.gz) keeps its size: tarfile's own inflating would read a zeroed
+    or corrupted stream as an archive that ends early, or read changed bytes; the gzip
+    trailer's CRC and the inflated end are checked once its last member is read (a changed
+    CRC stands for deflated bytes that inflate to others: the same check fails)."""
+    from shards.tar_stream import ShardReadError
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(store_datasets["recipes"], damaged)
+    tar = damaged / "shards" / "00000.tar.gz"
+    data = bytearray(tar.read_bytes())
+    if damage == "zeroed":
+        data[:] = bytes(len(data))
+    elif damage == "zeroed after its first part":
+        data[len(data) // 3:] = bytes(len(data) - len(data) // 3)
+    else:
+        data[-8] ^= 0x10  # the trailer: CRC-32, then the inflated length
+    tar.write_bytes(bytes(data))
+    with pytest.raises(ShardReadError, match=r"00000\.tar\.gz is unreadable"):
+        list(open_dataset(str(damaged)).samples(kind="all"))
+
+
 def test_only_complete_shards_are_read(tmp_path, hand_made):
     partial = tmp_path / "partial"
     shutil.copytree(hand_made, partial)
