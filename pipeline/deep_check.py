@@ -21,7 +21,7 @@ from shards.layout import store_of, tar_path
 from shards.png import decode_png
 from shards.reader import read_index, tar_members
 from shards.replay import Pending, ReplayContext, ReplayError
-from shards.schema import pixel_sha256
+from shards.schema import INDEX_SCHEMA, index_row, pixel_sha256
 from shards.storage import Location
 from shards.store_modes import stores_pixels
 
@@ -36,12 +36,25 @@ def _sample(location: Location, count: int, seed: int) -> list[dict]:
     return [rows[i] for i in sorted(picks)]
 
 
-def _pixels(location: Location, tar: str, keys: set[str]) -> dict[str, np.ndarray | None]:
-    """The stored pixels of `keys` in the shard tar `tar` (None for a version stored as its
-    recipe only); only those members are read."""
+def _pixels(location: Location, tar: str, keys: set[str]
+            ) -> dict[str, tuple[np.ndarray | None, dict | None]]:
+    """The stored pixels (None for a version stored as its recipe only) and the record of
+    `keys` in the shard tar `tar`; only those members are read."""
     members = tar_members(location, tar, keys=keys)
-    return {key: decode_png(parts["png"]) if "png" in parts else None
+    return {key: (decode_png(parts["png"]) if "png" in parts else None,
+                  json.loads(parts["json"]) if "json" in parts else None)
             for key, parts in members.items()}
+
+
+def _record_differs(row: dict, record: dict | None) -> str | None:
+    """Where a version's record in its tar (what readers replay) is not its index row (what
+    the deep check samples): a problem naming the fields, or None."""
+    if record is None:
+        return f"{row['key']}: its tar holds no .json record of it"
+    indexed = pa.Table.from_pylist([index_row(record)], schema=INDEX_SCHEMA).to_pylist()[0]
+    differing = [name for name, value in indexed.items() if row.get(name) != value]
+    return (f"{row['key']}: its tar record and its index row differ in "
+            f"{', '.join(differing)} (changed after it was written)" if differing else None)
 
 
 def _recipe_only(row: dict, reference: np.ndarray, context: ReplayContext
@@ -124,7 +137,12 @@ def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[i
             continue
         for row in shard_rows:
             checked.update()
-            reference, stored = pixels[f"{row['ref_id']}_ref"], pixels[row["key"]]
+            reference, (stored, record) = pixels[f"{row['ref_id']}_ref"][0], pixels[row["key"]]
+            differs = _record_differs(row, record)
+            if differs:  # readers replay the record: the index's copy would check another
+                problems.append(differs)
+                notes.append("record differs from the index")
+                continue
             if stored is None and stores_pixels(store, row, keep_pngs):
                 problems.append(f"{row['key']}: its tar holds no PNG of it, though the store "
                                 f"mode {store} keeps one")

@@ -582,19 +582,35 @@ def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_p
     path = shard_paths(location, 1)["parquet"]
     rows = pq.read_table(path).to_pylist()
     victim = next(row for row in rows if row["kind"] == "distorted")
-    victim["scores"]["mae"] += 0.01
-    pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), path)
+
+    def tamper(**fields) -> None:
+        """The victim's record changed in its tar and its index row alike."""
+        victim.update({name: json.dumps(value, sort_keys=True, separators=(",", ":"))
+                       if name == "recipe" else value for name, value in fields.items()})
+        pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), path)
+        rewrite_tar(Path(tar_path(location, 1, "images")), change=lambda member, data: (
+            json.dumps({**json.loads(data), **fields}).encode()
+            if member == f"{victim['key']}.json" else data))
+
+    stored = victim["scores"]["mae"]
+    tamper(scores={**victim["scores"], "mae": stored + 0.01})
     _, problems = deep_check(location, 100)
-    assert problems == [f"{victim['key']}: mae scores {victim['scores']['mae'] - 0.01:.6g} "
-                        f"here, {victim['scores']['mae']} stored"]
+    assert problems == [f"{victim['key']}: mae scores {stored:.6g} here, {stored + 0.01} "
+                        "stored"]
     recipe = json.loads(victim["recipe"])  # a level value of its own is not replayed
     name = next(iter(distortions.get(recipe["distortion_id"]).levels[0]))
-    victim["recipe"] = json.dumps({**recipe, "params": {**recipe["params"], name: 10**6}})
-    pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), path)
+    tamper(recipe={**recipe, "params": {**recipe["params"], name: 10**6}})
     lines, problems = deep_check(location, 100)
     assert problems[0].startswith(f"{victim['key']}: its recipe cannot be replayed: ")
     assert f"parameters {name} are not those the level and seed give" in problems[0]
     assert "1 recipe refused" in lines[0]
+    # the index alone changed: the record readers replay is not the copy the check samples
+    victim["recipe"] = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+    pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), path)
+    lines, problems = deep_check(location, 100)
+    assert problems == [f"{victim['key']}: its tar record and its index row differ in recipe "
+                        "(changed after it was written)"]
+    assert "1 record differs from the index" in lines[0]
 
 
 @pytest.mark.parametrize(("mode", "kept_type"), [("images", 1), ("hybrid_kept", 26)])
