@@ -67,8 +67,9 @@ def library_versions() -> dict[str, str | None]:
     """The versions of every library a replay depends on: NumPy, SciPy and scikit-image
     (float code of most types), OpenCV (with the instruction sets it dispatches to) and its
     libjpeg-turbo/OpenJPEG/libpng, Pillow and its libjpeg-turbo/OpenJPEG/zlib (JPEG, JPEG 2000
-    and PNG), torch (the learned denoiser). Looked up once per process (every shard a worker
-    makes records them)."""
+    and PNG), torch (the learned denoiser) and PyWavelets (the noise estimate it is given:
+    scikit-image's wavelet sigma, to which a one-ulp change moves pixels). Looked up once per
+    process (every shard a worker makes records them)."""
     return dict(_library_versions())
 
 
@@ -77,7 +78,8 @@ def _library_versions() -> dict[str, str | None]:
     from PIL import features
 
     versions = {package.lower(): package_version(package) for package in
-                ("numpy", "scipy", "scikit-image", "opencv-python-headless", "Pillow", "torch")}
+                ("numpy", "scipy", "scikit-image", "opencv-python-headless", "Pillow", "torch",
+                 "PyWavelets")}
     if versions["opencv-python-headless"] is None:
         versions["opencv-python-headless"] = package_version("opencv-python")
     versions.update(_opencv_codecs(), opencv_dispatch=_opencv_dispatch())

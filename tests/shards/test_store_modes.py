@@ -5,6 +5,7 @@ a replay whose pixels are not the recorded ones is an error naming the sample an
 libraries that differ."""
 
 import hashlib
+import importlib.metadata
 import io
 import json
 import shutil
@@ -69,6 +70,9 @@ def test_recipe_tars_keep_references_and_only_the_modes_pngs(store_datasets):
     manifest = json.loads((store_datasets["hybrid"] / "manifest.json").read_text())
     assert manifest["store"] == "hybrid" and manifest["replay_libraries"] == library_versions()
     assert {"numpy", "torch", "pillow", "opencv_jpeg"} <= set(manifest["replay_libraries"])
+    # the denoiser's noise estimate (scikit-image's wavelet sigma) goes through PyWavelets
+    # (whose own pywt.__version__ of the 1.9.0 wheel still says 1.8.0: the installed one counts)
+    assert manifest["replay_libraries"]["pywavelets"] == importlib.metadata.version("PyWavelets")
 
 
 def test_recipe_modes_gzip_their_tars_and_a_version_costs_less_than_a_tar_header(
