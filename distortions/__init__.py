@@ -167,17 +167,32 @@ def run_learned(inputs: list[LearnedInput]) -> list[tuple[np.ndarray, dict]]:
             for image, item in zip(images, inputs, strict=True)]
 
 
+def check_chain(ids: list[int]) -> None:
+    """InvalidRecipeError unless the distortion ids of a chain are ones a chain may hold: each
+    type once (so no longer than the bank), and no learned-denoiser type (its network runs
+    batched apart). A chain read from a shard never runs thousands of links."""
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise InvalidRecipeError(f"a chain holds each type once; {repeated} come again in "
+                                 f"{ids}")
+    learned = [i for i in ids if get(i).learned]
+    if learned:
+        raise InvalidRecipeError(f"a chain holds no learned-denoiser type; it holds {learned}")
+
+
 def compose(img: np.ndarray, links: list[tuple[int, int, int]]) -> tuple[np.ndarray, dict]:
     """Apply a chain of (distortion id, level, seed) links in order, each to the previous
-    link's output; returns (image, recipe), the recipe a recipe of the links' recipes."""
+    link's output; returns (image, recipe), the recipe a recipe of the links' recipes. The
+    chain holds each type once and no learned-denoiser type (check_chain)."""
     if not isinstance(links, list | tuple | np.ndarray) or len(links) == 0:
         raise InvalidRecipeError(f"a chain is a non-empty list of (distortion id, level, seed) "
                                  f"links, got {links!r}")
+    if any(not isinstance(link, list | tuple | np.ndarray) or len(link) != 3 for link in links):
+        raise InvalidRecipeError(f"a chain's links are (distortion id, level, seed), got "
+                                 f"{links!r}")
+    check_chain([link[0] for link in links])
     recipes = []
     for link in links:
-        if not isinstance(link, list | tuple | np.ndarray) or len(link) != 3:
-            raise InvalidRecipeError(f"a chain's link is (distortion id, level, seed), got "
-                                     f"{link!r}")
         img, recipe = apply(img, *link)
         recipes.append(recipe)
     return img, {"version": RECIPE_VERSION, "chain": recipes}
@@ -221,7 +236,10 @@ def check_recipe(recipe: dict) -> None:
         if not isinstance(recipe["chain"], list) or not recipe["chain"]:
             raise InvalidRecipeError("a composed recipe needs a non-empty list of links")
         for link in recipe["chain"]:
+            if isinstance(link, dict) and "chain" in link:
+                raise InvalidRecipeError("a chain's link is one distortion, not another chain")
             check_recipe(link)
+        check_chain([link["distortion_id"] for link in recipe["chain"]])
         return
     try:
         made = _recipe(get(recipe["distortion_id"]), recipe["level"], recipe["seed"])

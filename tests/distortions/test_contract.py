@@ -66,6 +66,22 @@ def test_a_composed_recipe_replays_its_chain_byte_for_byte(small_image):
         distortions.check_recipe({"version": 1, "chain": []})
 
 
+def test_a_chain_holds_each_type_once_and_no_learned_type(small_image):
+    """What generate's --compose makes (distinct types, no learned denoiser), and so what a
+    chain read from a shard may hold: a hostile one of thousands of links, or of denoiser
+    passes, is refused before any link runs."""
+    _, blur = distortions.apply(small_image, 13, 3, 1)
+    _, learned = distortions.apply(small_image, 8, 1, 2)
+    for links, why in (([blur] * 5000, r"each type once; \[13\] come again"),
+                       ([blur, learned], r"no learned-denoiser type; it holds \[8\]"),
+                       ([{"version": 1, "chain": [blur]}], "not another chain")):
+        with pytest.raises(distortions.InvalidRecipeError, match=why):
+            distortions.check_recipe({"version": 1, "chain": links})
+    for links in ([(13, 3, 1), (13, 2, 2)], [(13, 3, 1), (8, 1, 2)]):
+        with pytest.raises(distortions.InvalidRecipeError, match="a chain holds"):
+            distortions.compose(small_image, links)
+
+
 def _edited(recipe: dict, **params) -> dict:
     return {**recipe, "params": {**recipe["params"], **params}}
 
