@@ -3,6 +3,7 @@ x 5 levels (plus the reference), made from an image with the bank, or read back 
 its labels (a row per type the shard holds)."""
 
 import json
+import posixpath
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -100,6 +101,9 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
     if reference is None:
         raise ValueError(f"{tar_path} has no reference {chosen!r}")
     cells = {}
+    # the dataset's manifest (OUT/shards/NAME's OUT) names the libraries a replay needs
+    context = ReplayContext.of(Location.parse(
+        posixpath.dirname(posixpath.dirname(tar_path)) or "."))
     for record, png in mine:
         if record["kind"] == "reference":
             continue
@@ -110,7 +114,7 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
         label = "" if record["quality"] is None else f" Q={record['quality']:.2f}"  # label-free
         caption = d.describe(record["level"]) + label
         pixels = (decode_png(png) if png is not None else
-                  Pending(record["key"], reference, record, ReplayContext()).pixels())
+                  Pending(record["key"], reference, record, context).pixels())
         cells[(d.id, record["level"])] = (pixels, caption)
     if not cells:
         raise ValueError(f"{tar_path} holds no version of {chosen!r} (its failures.jsonl says "

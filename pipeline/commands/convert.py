@@ -205,7 +205,7 @@ def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage)
     storage = {"store": becomes.store, "keep_pngs": list(becomes.keep_pngs)}
     manifest = json.loads(source.read_bytes(source.path(MANIFEST_FILE)))
     manifest["config"].update(storage, out=target.root)
-    manifest["modes"].update(storage)
+    manifest.setdefault("modes", {}).update(storage)  # datasets of 2026-11-30 record none
     manifest.update(store=becomes.store, plan_digest=plan.digest, converted_from=source.root)
     # an images dataset made before the storage modes records none: every recipe the target
     # holds was then a PNG whose replay this machine verified
@@ -215,7 +215,7 @@ def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage)
         _copy(source, target, source.path(name), target.path(name))
     if source.exists(source.path(REPORT_FILE)):
         report = json.loads(source.read_bytes(source.path(REPORT_FILE)))
-        report["modes"].update(storage)
+        report.setdefault("modes", {}).update(storage)
         report["converted_from"] = source.root
         target.write_json(target.path(REPORT_FILE), report)
 

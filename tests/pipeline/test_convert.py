@@ -75,6 +75,21 @@ def test_convert_gives_the_dataset_generate_writes_in_that_mode(store_datasets, 
     assert (done["replayed"], done["dropped"]) == (max(gained, 0), max(-gained, 0))
 
 
+def test_a_dataset_whose_run_files_record_no_modes_converts(store_datasets, tmp_path):
+    """Datasets of 2026-11-30 hold no `modes` in manifest.json and report.json: the target's
+    are its storage."""
+    source = tmp_path / "older"
+    shutil.copytree(store_datasets["images"], source)
+    for name in ("manifest.json", "report.json"):
+        document = json.loads((source / name).read_text())
+        del document["modes"]
+        (source / name).write_text(json.dumps(document))
+    convert(str(source), str(tmp_path / "recipes"), "recipes")
+    for name in ("manifest.json", "report.json"):
+        assert json.loads((tmp_path / "recipes" / name).read_text())["modes"] == {
+            "store": "recipes", "keep_pngs": []}
+
+
 def _png_count(root) -> int:
     count = 0
     for path in (root / "shards").glob("*.tar*"):

@@ -24,6 +24,7 @@ from pipeline.inspect_dataset import check_shard, inspect
 from pipeline.plan import Plan
 from shards import open_dataset
 from shards.layout import store_of
+from shards.reader import read_index
 from shards.replay import Pending, ReplayContext, ReplayError, ReplayMismatchError
 from shards.storage import Location
 from shards.store_modes import library_versions
@@ -181,6 +182,11 @@ def test_a_replay_that_differs_is_an_error_naming_sample_and_libraries(store_dat
     unverified = {s["key"]: s["image"] for s in dataset.samples(verify=False)}
     expected = _pil(_members(store_datasets["images"])[key]["png"])
     np.testing.assert_array_equal(unverified[key], expected)  # verify=False: not checked
+    [row] = [row for row in read_index(Location.parse(str(copy)), with_shard=True).to_pylist()
+             if row["key"] == key]
+    with pytest.raises(ReplayMismatchError, match=r"numpy 1\.0\.0 there"):  # the sheet too
+        render_shard_sheet(str(copy / "shards" / f"{row['shard']:05d}.tar.gz"),
+                           ref_id=row["ref_id"])
 
 
 def test_a_recipe_its_level_and_seed_do_not_make_is_refused_before_it_runs(store_datasets,
