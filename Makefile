@@ -114,7 +114,7 @@ device-check: $(STAMP) ## the GPU check: rehearse it here on the CPU, fetch its 
 		--implementation cp $(WHEEL_PLATFORMS) -d .whl $(DEVICE_WHEELS)
 	@echo; echo "CPU rehearsal passed; the device lacks $(DEVICE_WHEELS): their wheels are in .whl/."
 	@echo "In a session lent a GPU, one device call (about 5-7 minutes, carry .whl):"
-	@echo "    run(command='bash benchmarks/device_check.sh 2>&1 | tee \$$OUT/log.txt', carry=['.whl'], timeout_s=570)"
+	@echo "    run(command='set -o pipefail; bash benchmarks/device_check.sh 2>&1 | tee \$$OUT/log.txt', carry=['.whl'], timeout_s=570)"
 	@echo "then copy \$$OUT/device-check.json to docs/device/runN/ and make bench-gpu."
 
 bench-gpu: $(STAMP) ## merge docs/device/run*/device-check.json -> docs/bench-gpu.*, redo the projection

@@ -80,6 +80,17 @@ def _peak_mb(device: torch.device) -> float | None:
     return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
 
+def guarded(label: str, measure) -> dict:
+    """measure()'s figures, or its error (one failing row of a section keeps the others')."""
+    try:
+        row = measure()
+    except Exception as error:
+        row = {"error": f"{type(error).__name__}: {error}"[:600],
+               "traceback": traceback.format_exc()[-1500:]}
+    print(f"{label} {({k: v for k, v in row.items() if k != 'traceback'})}", flush=True)
+    return row
+
+
 def timed(action) -> float:
     start = time.perf_counter()
     action()
@@ -130,20 +141,22 @@ def agreement(device: torch.device, sizes: Sizes) -> dict:
     """Each metric on `device` against the CPU, on versions of real photos."""
     pairs = [workload(sizes.agreement_versions, sizes.image, photo)
              for photo in sizes.agreement_photos]
-    rows = {}
-    for key in labelers.METRICS:
+    def compare(key: str) -> dict:
         on_cpu = labelers.Labeler([key], "cpu")
         on_device = labelers.Labeler([key], device)
         cpu = np.concatenate([on_cpu.score(ref, versions)[key] for ref, versions in pairs])
         other = np.concatenate([on_device.score(ref, versions)[key] for ref, versions in pairs])
         error = np.abs(other - cpu)
         allowed = AGREEMENT_TOLERANCE + AGREEMENT_TOLERANCE * np.abs(cpu)
-        rows[key] = {"max_abs": float(error.max()),
-                     "max_rel": float((error / np.maximum(np.abs(cpu), 1e-12)).max()),
-                     "within_tolerance": bool((error <= allowed).all()), "count": len(cpu)}
-        print(f"agreement {key:8s} {rows[key]}", flush=True)
+        return {"max_abs": float(error.max()),
+                "max_rel": float((error / np.maximum(np.abs(cpu), 1e-12)).max()),
+                "within_tolerance": bool((error <= allowed).all()), "count": len(cpu)}
+
+    rows = {key: guarded(f"agreement {key:8s}", lambda k=key: compare(k))
+            for key in labelers.METRICS}
     return {"tolerance": f"atol {AGREEMENT_TOLERANCE:g} + rtol {AGREEMENT_TOLERANCE:g}",
-            "metrics": rows, "all_within": all(r["within_tolerance"] for r in rows.values())}
+            "metrics": rows,
+            "all_within": all(r.get("within_tolerance", False) for r in rows.values())}
 
 
 # ---------------------------------------------------------------- labelers
@@ -187,15 +200,14 @@ def _profile(labeler: labelers.Labeler, ref, versions, device) -> dict:
 
 def labeler_speed(device: torch.device, sizes: Sizes) -> dict:
     ref, versions = workload(sizes.versions, sizes.image)
-    rows = {}
-    for key in labelers.METRICS:
-        rows[key] = _labeler_rate(labelers.Labeler([key], device), ref, versions, device)
-        print(f"labeler {key:8s} {rows[key]}", flush=True)
+    rows = {key: guarded(f"labeler {key:8s}", lambda k=key: _labeler_rate(
+        labelers.Labeler([k], device), ref, versions, device)) for key in labelers.METRICS}
     everything = labelers.Labeler(device=device)
-    together = _labeler_rate(everything, ref, versions, device)
-    print(f"labeler all ten {together}", flush=True)
+    together = guarded("labeler all ten", lambda: _labeler_rate(everything, ref, versions,
+                                                                device))
     return {"size": str(sizes.image), "versions": len(versions), "metrics": rows,
-            "all_ten": together, "profile": _profile(everything, ref, versions, device)}
+            "all_ten": together,
+            "profile": guarded("profile", lambda: _profile(everything, ref, versions, device))}
 
 
 # ---------------------------------------------------------------- denoiser
@@ -268,8 +280,11 @@ def training_speed(device: torch.device, sizes: Sizes) -> dict:
     rows = []
     for backbone, crop, batch, steps in sizes.train:
         for precision in (("auto", "fp32") if device.type == "cuda" else ("auto",)):
-            rows.append(_train_rate(device, backbone, crop, batch, steps, precision))
-            print(f"training {rows[-1]}", flush=True)
+            named = {"backbone": backbone, "crop": crop, "batch": batch,
+                     "precision": precision}
+            rows.append({**named, **guarded("training", lambda b=backbone, c=crop, n=batch,
+                                            s=steps, p=precision: _train_rate(
+                                                device, b, c, n, s, p))})
     return {"runs": rows}
 
 
@@ -337,19 +352,21 @@ def objectives(device: torch.device, sizes: Sizes, dataset: str | None) -> dict:
     version for contrastive, at two scales; reference + version otherwise), its loss."""
     if dataset is None:
         return {"skipped": "no dataset (the pipeline section did not run)"}
-    steps, rows = 4, {}
-    for name in LABEL_FREE:
+    steps = 4
+
+    def run(name: str) -> dict:
         summary, seconds, _ = _pretrain([sys.executable], dataset, sizes, device, [
             "--objective", name, "--steps-per-epoch", str(steps), "--batch-size",
             str(sizes.objective_batch), "--versions", "1"], sizes.objective_crop)
         epoch = summary["history"][-1]
         images = steps * sizes.objective_batch * (8 if name == "contrastive" else 2)
-        rows[name] = {"seconds": seconds, "epoch_seconds": round(epoch["seconds"], 2),
-                      "images_per_s": round(images / epoch["seconds"], 1),
-                      "train_loss": epoch["train_loss"],
-                      "skipped_nonfinite": epoch["skipped_nonfinite"],
-                      "notices": summary.get("notices", [])}
-        print(f"objective {name} {rows[name]}", flush=True)
+        return {"seconds": seconds, "epoch_seconds": round(epoch["seconds"], 2),
+                "images_per_s": round(images / epoch["seconds"], 1),
+                "train_loss": epoch["train_loss"],
+                "skipped_nonfinite": epoch["skipped_nonfinite"],
+                "notices": summary.get("notices", [])}
+
+    rows = {name: guarded(f"objective {name}", lambda n=name: run(n)) for name in LABEL_FREE}
     return {"backbone": sizes.ddp_backbone, "crop": sizes.objective_crop,
             "batch": sizes.objective_batch, "steps": steps, "runs": rows}
 
@@ -385,11 +402,14 @@ def run_sections(names: list[str], device: torch.device, sizes: Sizes, out: Path
             except Exception as error:
                 results[name] = {"error": f"{type(error).__name__}: {error}",
                                  "traceback": traceback.format_exc()[-3000:]}
-            if device.type == "cuda":  # what a section cached is no later one's budget
-                torch.cuda.empty_cache()
             results[name]["section_seconds"] = round(time.perf_counter() - started, 1)
             print(f"== {name}: {results[name]['section_seconds']} s", flush=True)
             (out / "device-check.json").write_text(json.dumps(results, indent=1))
+            if device.type == "cuda":  # what a section cached is no later one's budget
+                try:  # after a CUDA error that poisons the context this raises too: the
+                    torch.cuda.empty_cache()  # sections in processes of their own still run
+                except RuntimeError as error:
+                    print(f"== torch.cuda.empty_cache after {name}: {error}", flush=True)
     return results
 
 

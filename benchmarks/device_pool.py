@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from multiprocessing import shared_memory
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from distortions import denoiser
 from labelers import weights
 from labelers.ensemble import Ensemble
 from labelers.ensemble import load as load_ensemble
+from labelers.errors import LabelerError
 from pipeline.config import RunConfig
 from pipeline.plan import Plan, label_identity, persist_or_check
 from pipeline.report import merge, write_run_files
@@ -35,6 +37,23 @@ from pipeline.scheduling import GPU_ACTOR_CONCURRENCY
 from pipeline.sources import list_sources
 from pipeline.worker import produce_shard
 from shards.storage import Location
+
+
+class Failed(NamedTuple):
+    """A call the serving process could not answer, sent back in its place: a LabelerError or
+    DistortionError (`expected`: the input's fault) is raised again in the pool process, as a
+    Ray actor's reaches its shard task (recorded as label_failed or distortion_failed); any
+    other error stops the section."""
+
+    kind: str
+    expected: bool
+    message: str
+
+    def raise_again(self):
+        if not self.expected:
+            raise RuntimeError(f"the labelling process failed: {self.message}")
+        raise (LabelerError if self.kind == "score" else distortions.DistortionError)(
+            self.message)
 
 
 def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ensemble: dict,
@@ -48,7 +67,10 @@ def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ense
 
     def ask(kind: str, *payload):
         requests.put((kind, worker, *payload))
-        return answers.get()
+        answer = answers.get()
+        if isinstance(answer, Failed):
+            answer.raise_again()
+        return answer
 
     def score(ref: np.ndarray, versions: np.ndarray, _) -> dict:
         with _shared(versions) as handle:
@@ -145,10 +167,12 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
                     result = _score_shared(labeler, *payload)
                 else:
                     result = distortions.run_learned(*payload)
-            except Exception:
-                tally["failed"] = traceback.format_exc()
-                stopping.set()
-                return
+            except Exception as error:  # answered, so that the pool process never waits
+                expected = isinstance(error, LabelerError | distortions.DistortionError)
+                result = Failed(kind, expected, f"{type(error).__name__}: {error}")
+                if not expected:
+                    tally["failed"] = traceback.format_exc()
+                    stopping.set()
             with lock:
                 now = time.perf_counter()
                 busy[kind] += now - start
@@ -196,14 +220,19 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
     started = time.perf_counter()
     workers = [spawn.Process(target=_shard_worker, args=(k, list(range(k, plan.shard_count,
                                                                      processes)),
-                                                         *arguments, requests, answers[k]))
+                                                         *arguments, requests, answers[k]),
+                             daemon=True)
                for k in range(processes)]
     for worker in workers:
         worker.start()
-    served = _serve(labeler, requests, answers, workers)
+    try:
+        served = _serve(labeler, requests, answers, workers)
+    finally:  # a section that failed leaves no process behind to wait for
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
     wall = time.perf_counter() - started
-    for worker in workers:
-        worker.join()
     merge(location, plan)  # sources.parquet: the dataset is complete, training can read it
     labelled = served["samples"] - len(plan.references)
     return {"references": len(plan.references), "shards": plan.shard_count,

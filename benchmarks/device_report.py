@@ -8,6 +8,13 @@ from device_plan import SECTIONS
 from report_files import write_report
 
 
+def _failed(row: dict, columns: int) -> str | None:
+    """The table cells of a row whose measure failed (its error, then empty cells), or None."""
+    if "error" not in row:
+        return None
+    return f"failed: {row['error'][:80]} |" + " |" * (columns - 1)
+
+
 def markdown(results: dict) -> str:
     env = results.get("environment", {})
     lines = ["# Device check", "",
@@ -25,17 +32,19 @@ def markdown(results: dict) -> str:
                   "| metric | images/s | pass size | peak MB | device ms |",
                   "|---|---:|---:|---:|---:|"]
         for key, row in speed["metrics"].items():
-            lines.append(f"| {key} | {row['images_per_s']} | {row['pass_size'][key]} | "
-                         f"{row['peak_mb']} | {profiled.get(key, {}).get('device_ms', '')} |")
+            lines.append(f"| {key} | " + (_failed(row, 4) or (
+                f"{row['images_per_s']} | {row['pass_size'][key]} | {row['peak_mb']} | "
+                f"{profiled.get(key, {}).get('device_ms', '')} |")))
         together = speed["all_ten"]
-        lines += [f"| **all ten** | **{together['images_per_s']}** | | "
-                  f"{together['peak_mb']} | |", ""]
+        lines += ["| **all ten** | " + (_failed(together, 4) or (
+            f"**{together['images_per_s']}** | | {together['peak_mb']} | |")), ""]
     agree = results.get("agreement", {})
     if "metrics" in agree:
         lines += ["## Device against CPU", "", f"Tolerance {agree['tolerance']}.", "",
                   "| metric | max abs | max rel | within |", "|---|---:|---:|---|"]
-        lines += [f"| {k} | {r['max_abs']:.2e} | {r['max_rel']:.2e} | {r['within_tolerance']} |"
-                  for k, r in agree["metrics"].items()]
+        lines += [f"| {k} | " + (_failed(r, 3) or (
+            f"{r['max_abs']:.2e} | {r['max_rel']:.2e} | {r['within_tolerance']} |"))
+            for k, r in agree["metrics"].items()]
         lines.append("")
     noise = results.get("denoiser", {})
     if "through_bank_images_per_s" in noise:
@@ -55,7 +64,8 @@ def markdown(results: dict) -> str:
         lines += ["## Training step", "", "| backbone | crop | batch | precision | images/s | "
                   "peak MB |", "|---|---:|---:|---|---:|---:|"]
         lines += [f"| {r['backbone']} | {r['crop']} | {r['batch']} | {r['precision']} | "
-                  f"{r['images_per_s']} | {r['peak_mb']} |" for r in train["runs"]]
+                  + (_failed(r, 2) or f"{r['images_per_s']} | {r['peak_mb']} |")
+                  for r in train["runs"]]
         lines.append("")
     pipe = results.get("pipeline", {})
     if "labelled_images_per_s" in pipe:
@@ -99,8 +109,9 @@ def markdown(results: dict) -> str:
                   "included: a working check, not the GPU's rate):", "",
                   "| objective | epoch s | images/s | train loss |",
                   "|---|---|---|---|"]
-        lines += [f"| {name} | {r['epoch_seconds']} | {r['images_per_s']} | "
-                  f"{r['train_loss']:.4g} |" for name, r in runs.items()]
+        lines += [f"| {name} | " + (_failed(r, 3) or (
+            f"{r['epoch_seconds']} | {r['images_per_s']} | {r['train_loss']:.4g} |"))
+            for name, r in runs.items()]
         lines.append("")
     for name in SECTIONS:
         if "error" in results.get(name, {}):
@@ -108,14 +119,24 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _has_error(figures) -> bool:
+    """Whether a section, or any row in it, failed: a section is merged from the latest run
+    that measured all of it."""
+    if isinstance(figures, dict):
+        return "error" in figures or any(_has_error(value) for value in figures.values())
+    if isinstance(figures, list):
+        return any(_has_error(value) for value in figures)
+    return False
+
+
 def merge_runs(files: list[Path], out: Path) -> None:
     """docs/bench-gpu.{json,md}: each section from the last of `files` (device-check.json of
-    successive runs, oldest first) that measured it, with the run it came from."""
+    successive runs, oldest first) that measured all of it, with the run it came from."""
     merged: dict = {"sources": {}}
     for path in files:
         run = json.loads(path.read_text())
         for name in SECTIONS:
-            if name in run and "error" not in run[name]:
+            if name in run and not _has_error(run[name]):
                 merged[name] = run[name]
                 merged["sources"][name] = (f"{path.parent.name} "
                                            f"({run.get('environment', {}).get('date')})")

@@ -1,6 +1,7 @@
 """The Labeler: every metric loaded once, each reference prepared once and scored against all
 its distorted versions in batches sized to the device's memory."""
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence, Sized
 
@@ -71,7 +72,7 @@ class Labeler:
         self.batch_size = batch_size
         self.memory_budget = memory_budget or self._default_budget()
         self.per_image_bytes: dict[str, float] = {}
-        self._measuring = threading.Lock()
+        self._measuring = threading.Lock()  # a call that measures runs alone
         self.metrics = {key: cls(self.device) for key, cls in classes.items() if key not in absent}
 
     def _default_budget(self) -> int:
@@ -89,7 +90,17 @@ class Labeler:
               on_progress: Callable[[int], None] | None = None) -> Scores:
         """Raw scores of each distorted image (N x H x W x 3 uint8, or a list) against `ref`.
         The versions go through all metrics a part at a time; `on_progress(n)` is told as each
-        part of n versions is fully labelled."""
+        part of n versions is fully labelled. On CUDA, a call that measures a metric's memory
+        (its first) runs alone: the device's peak would count another thread's tensors."""
+        with self._measuring if self._measures() else contextlib.nullcontext():
+            return self._score(ref, dists, on_progress)
+
+    def _measures(self) -> bool:
+        return (self.device.type == "cuda" and self.batch_size is None
+                and any(key not in self.per_image_bytes for key in self.metrics))
+
+    def _score(self, ref: np.ndarray, dists: np.ndarray | Sequence[np.ndarray],
+               on_progress: Callable[[int], None] | None) -> Scores:
         ref_batch = to_batch(ref, self.device)
         no_versions = isinstance(dists, Sized) and len(dists) == 0  # None is a bad input
         dist_batch = (torch.empty((0, *ref_batch.shape[1:]), dtype=torch.uint8) if no_versions
@@ -151,19 +162,16 @@ class Labeler:
 
     def _compare_pass(self, key: str, metric: Metric, prepared, chunk: torch.Tensor
                       ) -> torch.Tensor:
-        """One pass; on CUDA the first pass of a metric records its peak bytes per image.
-        Measurements take turns (the GPU actor serves two calls at once from threads): one
-        thread's reset of the device's peak would hide another's. A pass running beside a
-        measurement can still move it either way; a pass that then overruns the memory is
-        retried in halves (_compare), and the smaller size kept."""
+        """One pass; on CUDA the first pass of a metric records its peak bytes per image (in
+        a call that runs alone: `score`). A pass that overruns the memory later is retried in
+        halves (_compare), and the smaller size kept."""
         if self.device.type != "cuda" or self.batch_size is not None \
                 or key in self.per_image_bytes:
             return metric.compare(prepared, chunk)  # already on the device (score uploads once)
-        with self._measuring:
-            torch.cuda.synchronize(self.device)
-            baseline = torch.cuda.memory_allocated(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            scores = metric.compare(prepared, chunk)
-            peak = torch.cuda.max_memory_allocated(self.device) - baseline
-            self.per_image_bytes.setdefault(key, max(peak, 1) / len(chunk))
+        torch.cuda.synchronize(self.device)
+        baseline = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        scores = metric.compare(prepared, chunk)
+        peak = torch.cuda.max_memory_allocated(self.device) - baseline
+        self.per_image_bytes.setdefault(key, max(peak, 1) / len(chunk))
         return scores

@@ -75,3 +75,66 @@ def test_a_run_of_some_sections_says_where_it_ran_and_merges(tmp_path, monkeypat
     merged = json.loads((tmp_path / "bench-gpu.json").read_text())
     assert merged["loader"]["images_per_s"] == 1200.0
     assert merged["sources"] == {"environment": "run1 (2026-11-30)", "loader": "run2 (None)"}
+
+
+@pytest.mark.slow
+def test_a_labelling_call_that_fails_is_answered_not_waited_on(monkeypatch, tmp_path):
+    """The pipeline section's serving process answers a call it cannot serve: a LabelerError
+    (the input's fault) reaches the pool process, which records that reference's versions as
+    label_failed and goes on, as a shard task does with the Ray actor's; any other error ends
+    the section at once, its pool processes stopped (never waited on until the timeout)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    import torch
+    from device_plan import TINY
+    from device_pool import pipeline_speed
+
+    import labelers
+    from labelers.errors import LabelerError
+
+    score, calls = labelers.Labeler.score, []
+
+    def failing_once(self, ref, versions, on_progress=None):
+        calls.append(1)
+        if len(calls) == 1:
+            raise LabelerError("vif: the reference is flat")
+        return score(self, ref, versions, on_progress)
+
+    monkeypatch.setattr(labelers.Labeler, "score", failing_once)
+    result = pipeline_speed(torch.device("cpu"), TINY)
+    assert result["samples"] == 2 * (1 + 6) - (1 + 6)  # one reference left out, with versions
+    failures = [json.loads(line) for line in (Path(result["dataset"]) / "failures.jsonl")
+                .read_text().splitlines()]
+    assert {f["reason"] for f in failures} == {"label_failed"}
+    assert "vif: the reference is flat" in failures[0]["detail"]
+
+    def broken(self, ref, versions, on_progress=None):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(labelers.Labeler, "score", broken)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        pipeline_speed(torch.device("cpu"), TINY)
+    import multiprocessing
+    assert multiprocessing.active_children() == []
+
+
+def test_a_section_with_a_failed_row_is_shown_and_not_merged_over_a_whole_one(tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from device_report import markdown, merge_runs
+
+    row = {"images_per_s": 300.0, "peak_mb": 1.0, "pass_size": {"mae": 64}}
+    whole = {"size": "512x384", "versions": 64, "metrics": {"mae": row},
+             "all_ten": {"images_per_s": 300.0, "peak_mb": 1.0}}
+    failed = {**whole, "metrics": {"mae": {"error": "OutOfMemoryError: CUDA out of memory"}}}
+    assert "| mae | failed: OutOfMemoryError: CUDA out of memory | | | |" in markdown(
+        {"labelers": failed})
+    runs = []
+    for number, section in enumerate((whole, failed), start=1):
+        runs.append(tmp_path / f"run{number}" / "device-check.json")
+        runs[-1].parent.mkdir()
+        runs[-1].write_text(json.dumps({"labelers": section}))
+    merge_runs(runs, tmp_path)
+    merged = json.loads((tmp_path / "bench-gpu.json").read_text())
+    assert merged["labelers"] == whole and merged["sources"]["labelers"] == "run1 (None)"
