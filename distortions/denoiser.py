@@ -45,7 +45,11 @@ class DenoiserSpec:
 
 
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """CUDA where this process can use a GPU: not in one forked after its parent started CUDA
+    (a GPU trainer's DataLoader worker replaying a recipe), where CUDA cannot start again and
+    the network runs on the CPU."""
+    usable = torch.cuda.is_available() and not torch.cuda._is_in_bad_fork()
+    return "cuda" if usable else "cpu"
 
 
 def ffdnet_weights_path() -> Path:

@@ -15,9 +15,20 @@ PICKLE_PROTOCOL = b"\x80"  # a legacy torch.save file opens with a pickle's prot
 
 
 def save(state: dict, path: Path) -> None:
+    """Write `state` to `path` whole or not at all: a staged file, on the disk before it is
+    renamed, and the rename on the disk before this returns (a node that loses power never
+    leaves an empty checkpoint in place of the last one)."""
     staged = path.with_suffix(path.suffix + ".partial")
-    torch.save(state, staged)
+    with open(staged, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(staged, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 class CheckpointError(ValueError):
@@ -85,6 +96,8 @@ def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
 
 
 def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    """The generators rng_state saved; a GPU's is left out on a CPU (a run made on a GPU
+    resumed on a CPU: not bit-exact there in any case)."""
     torch.set_rng_state(state["cpu"])
-    if "cuda" in state:
+    if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)

@@ -182,3 +182,14 @@ def test_a_channel_without_detail_has_no_noise_and_the_image_survives(small_imag
     assert np.abs(out[..., :2].astype(float).mean(axis=(0, 1))
                   - image[..., :2].mean(axis=(0, 1))).max() < 10
     assert out[..., 2].mean() < 5  # the empty channel stays nearly empty
+
+
+def test_a_process_forked_after_its_parent_started_cuda_denoises_on_the_cpu(monkeypatch):
+    """A GPU trainer's DataLoader worker (forked) that replays a recipe cannot start CUDA
+    again (torch raises 'Cannot re-initialize CUDA in forked subprocess'): the network runs on
+    its CPU there, on the GPU in a process that can use one."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: False)
+    assert denoiser.default_device() == "cuda"
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: True)
+    assert denoiser.default_device() == "cpu"

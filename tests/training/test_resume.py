@@ -271,3 +271,14 @@ def test_a_finetuning_epoch_never_ends_on_a_lone_image(kadid_folder, tmp_path, c
     images = load_images("kadid10k", str(kadid_folder))[:count]
     batches, steps = _train_batches(CPU, config, images, seed=0)
     assert [len(targets) for _, targets in batches(0)] == sizes and steps == len(sizes)
+
+
+def test_a_gpu_runs_random_state_resumes_on_a_cpu_without_its_cuda_generator():
+    """A mid-epoch checkpoint written on a GPU holds its CUDA generator too: on a CPU the CPU
+    generator is put back and the CUDA one left out, rather than failing in torch.cuda."""
+    torch.manual_seed(7)
+    saved = checkpoint.rng_state(torch.device("cpu"))
+    expected = torch.rand(3)
+    checkpoint.set_rng_state({**saved, "cuda": torch.zeros(16, dtype=torch.uint8)},
+                             torch.device("cpu"))
+    assert torch.equal(torch.rand(3), expected)
