@@ -160,6 +160,10 @@ def evaluate(config: EvaluateConfig) -> dict:
         augment = scorer.augment
         notices: list[str] = []
         config, images, own = _load(scorer.trained, config, notices)
+        if own and config.subset == "all":
+            notices.append(f"{config.checkpoint} was fine-tuned on this dataset: all of it "
+                           "holds the images it trained on (optimistic figures); --subset test "
+                           "tests its own split's test part")
         for notice in notices if context.is_main else ():
             print(f"NOTICE: {notice}")
         benchmarks.check_crop(images, augment.crop)

@@ -15,7 +15,7 @@ from training import benchmarks, checkpoint, distributed
 from training.benchmarks import DatasetLayoutError
 from training.correlation import MIN_PAIRS, report
 from training.distributed import Context
-from training.image_data import ImageViews, Split, split
+from training.image_data import ImageViews, Split, published_split_notice, split
 from training.loop import Run, fit, predict, validation_figures
 from training.model import ModelConfig, build_model
 from training.optim import FINETUNE, OptimConfig
@@ -223,6 +223,9 @@ def finetune(config: FinetuneConfig) -> dict:
             which = ("the stored ensemble labels Q" if config.ensemble is None else
                      f"Q under ensemble {config.ensemble}, made from the raw scores,")
             print(f"NOTICE: {which} stand in for opinion scores here")
+        published = published_split_notice(images, config.dataset, config.repeats)
+        if context.is_main and published:
+            print(f"NOTICE: {published}")
         splits = [checked_split(config, images, r, context.world_size)
                   for r in range(config.repeats)]  # every split refused before any is run
         out = Path(config.out)

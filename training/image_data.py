@@ -55,6 +55,14 @@ def held_out_groups(groups: np.ndarray, seed: int, repeat: int,
     return set(np.random.default_rng([seed, repeat]).permutation(unique)[:count])
 
 
+def published_split_notice(images: list[LabelledImage], kind: str, repeats: int) -> str | None:
+    """What repeats mean on a dataset with a published train/test split (None elsewhere)."""
+    if repeats > 1 and images and all(image.published_split for image in images):
+        return (f"{kind} has a published train/test split: every repeat tests on its test set "
+                "(only the validation part changes)")
+    return None
+
+
 def split(images: list[LabelledImage], split_by: str, seed: int, repeat: int = 0,
           val_fraction: float = 0.125, test_fraction: float = 0.2) -> Split:
     """Split `repeat` of a seeded train/test scheme, 80/20 by default (see `held_out_groups`);

@@ -23,7 +23,7 @@ from training.features import (
     frozen_encoder,
 )
 from training.finetune import median_figures, median_line, undefined_figures
-from training.image_data import split
+from training.image_data import published_split_notice, split
 from training.plots import scatter
 from training.results_files import write_json
 from training.ridge import ALPHA_GRID, select_ridge
@@ -165,10 +165,8 @@ def _median_split(results: list[dict]) -> int:
 
 
 def _notices(config: ProbeConfig, table: Table, results: list[dict]) -> list[str]:
-    notices = []
-    if all(image.published_split for image in table.images) and config.repeats > 1:
-        notices.append(f"{config.dataset.kind} has a published train/test split: every repeat "
-                       "tests on its test set (only the validation part changes)")
+    notices = list(filter(None, [published_split_notice(table.images, config.dataset.kind,
+                                                        config.repeats)]))
     if any(result["val_is_train"] for result in results):
         notices.append("too few references to hold a validation part out: the penalty was "
                        "chosen by leave-one-out on the training images (by image: optimistic "

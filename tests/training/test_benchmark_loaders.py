@@ -1,6 +1,7 @@
 """The LIVE, CSIQ, LIVE Challenge, SPAQ and FLIVE loaders on tiny copies of their layouts."""
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from scipy.io import savemat
 from training import benchmarks
 from training.benchmarks import LOADERS, DatasetLayoutError
 from training.cli import build_parser
-from training.image_data import split
+from training.image_data import published_split_notice, split
 
 LIVE_COUNTS = {"jp2k": 227, "jpeg": 233, "wn": 174, "gblur": 174, "fastfading": 174}
 
@@ -196,6 +197,13 @@ def test_flive_keeps_the_published_test_set(flive_folder):
         parts = split(images, "reference", seed=repeat, repeat=repeat)
         assert [i.name for i in parts.test] == ["voc_emotic_ava/EMOTIC__cwpvmtkuw83q2or3za.jpg"]
         assert len(parts.train) + len(parts.val) == 4
+    # finetune and probe say so where more than one repeat is asked for
+    assert published_split_notice(images, "flive", 3) == (
+        "flive has a published train/test split: every repeat tests on its test set (only "
+        "the validation part changes)")
+    assert published_split_notice(images, "flive", 1) is None
+    assert published_split_notice([replace(i, published_split=None) for i in images],
+                                  "flive", 3) is None
 
 
 def test_flive_names_a_missing_or_foreign_test_list(flive_folder):

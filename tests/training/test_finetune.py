@@ -62,7 +62,7 @@ def test_a_run_refused_at_its_start_leaves_the_earlier_run_whole(finetuned):
     assert sorted(p.name for p in Path(config.out).glob("split-*")) == ["split-0", "split-1"]
 
 
-def test_evaluate_reproduces_the_test_figures_of_a_split(finetuned, tmp_path):
+def test_evaluate_reproduces_the_test_figures_of_a_split(finetuned, tmp_path, capsys):
     config, summary = finetuned
     checkpoint = f"{config.out}/split-0/best.pt"
     result = evaluate(EvaluateConfig(checkpoint, "kadid10k", config.root,
@@ -77,6 +77,7 @@ def test_evaluate_reproduces_the_test_figures_of_a_split(finetuned, tmp_path):
                                     str(tmp_path / "all"), eval_crops=3, workers=0,
                                     device="cpu"))
     assert whole["figures"]["count"] == 24
+    assert "all of it holds the images it trained on" in capsys.readouterr().out
 
 
 def test_evaluate_tests_a_checkpoint_on_its_own_split_and_refuses_another(finetuned, tmp_path):
