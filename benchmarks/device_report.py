@@ -119,13 +119,13 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _has_error(figures) -> bool:
+def has_error(figures) -> bool:
     """Whether a section, or any row in it, failed: a section is merged from the latest run
     that measured all of it."""
     if isinstance(figures, dict):
-        return "error" in figures or any(_has_error(value) for value in figures.values())
+        return "error" in figures or any(has_error(value) for value in figures.values())
     if isinstance(figures, list):
-        return any(_has_error(value) for value in figures)
+        return any(has_error(value) for value in figures)
     return False
 
 
@@ -136,7 +136,7 @@ def merge_runs(files: list[Path], out: Path) -> None:
     for path in files:
         run = json.loads(path.read_text())
         for name in SECTIONS:
-            if name in run and not _has_error(run[name]):
+            if name in run and not has_error(run[name]):
                 merged[name] = run[name]
                 merged["sources"][name] = (f"{path.parent.name} "
                                            f"({run.get('environment', {}).get('date')})")

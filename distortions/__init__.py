@@ -14,6 +14,7 @@ network over many prepared inputs at once, wherever the denoiser lives).
 """
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 
 import cv2
@@ -171,7 +172,8 @@ def check_chain(ids: list[int]) -> None:
     """InvalidRecipeError unless the distortion ids of a chain are ones a chain may hold: each
     type once (so no longer than the bank), and no learned-denoiser type (its network runs
     batched apart). A chain read from a shard never runs thousands of links."""
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    counts = Counter(i if isinstance(i, int | str) else repr(i) for i in ids)
+    repeated = [i for i, count in counts.items() if count > 1]
     if repeated:
         raise InvalidRecipeError(f"a chain holds each type once; {repeated} come again in "
                                  f"{ids}")
@@ -235,11 +237,14 @@ def check_recipe(recipe: dict) -> None:
     if "chain" in recipe:
         if not isinstance(recipe["chain"], list) or not recipe["chain"]:
             raise InvalidRecipeError("a composed recipe needs a non-empty list of links")
-        for link in recipe["chain"]:
-            if isinstance(link, dict) and "chain" in link:
-                raise InvalidRecipeError("a chain's link is one distortion, not another chain")
+        links = recipe["chain"]
+        for link in links:  # (`all` is this module's list of distortions)
+            if not isinstance(link, dict) or "chain" in link:
+                raise InvalidRecipeError("a chain's links are single distortions (JSON "
+                                         "objects), not other chains")
+        check_chain([link.get("distortion_id") for link in links])  # before any link's check
+        for link in links:
             check_recipe(link)
-        check_chain([link["distortion_id"] for link in recipe["chain"]])
         return
     try:
         made = _recipe(get(recipe["distortion_id"]), recipe["level"], recipe["seed"])

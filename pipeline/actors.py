@@ -54,11 +54,16 @@ class LabelerActor:
         self.unusable = None
         self.labeler.memory_budget //= max(1, concurrency)
 
-    def describe(self) -> dict:
-        """Where it runs and what it computes; the LabelerError that kept it from loading its
-        metrics (a weight file that cannot be read on its node, say), raised again."""
+    def _usable(self) -> Labeler:
+        """Its Labeler; the LabelerError that kept it from loading its metrics (a weight file
+        that cannot be read on its node, say: at a restart too), raised again."""
         if self.unusable is not None:
             raise self.unusable
+        return self.labeler
+
+    def describe(self) -> dict:
+        """Where it runs and what it computes (_usable's error where it cannot)."""
+        self._usable()
         return {"device": str(self.labeler.device), "metrics": self.labeler.keys,
                 "absent": self.labeler.absent, "pid": os.getpid(),
                 "node_id": ray.get_runtime_context().get_node_id()}
@@ -70,6 +75,7 @@ class LabelerActor:
     def denoise(self, inputs: list[distortions.LearnedInput]) -> list:
         """The learned-denoiser network over a reference's prepared inputs, batched on this
         actor's device (its GPU); the noise and its estimate were made on the shard task."""
+        self._usable()
         with self.counter:
             return distortions.run_learned(inputs)
 
@@ -82,8 +88,9 @@ class LabelerActor:
             if progress is not None:
                 progress.add.remote(shard, count, 0)
 
+        labeler = self._usable()
         with self.counter:
-            scores = self.labeler.score(ref, versions, labelled)
+            scores = labeler.score(ref, versions, labelled)
         return {key: np.asarray(values) for key, values in scores.items()}
 
 

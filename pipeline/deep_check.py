@@ -21,7 +21,7 @@ from shards.layout import store_of, tar_path
 from shards.png import decode_png
 from shards.reader import read_index, tar_members
 from shards.replay import Pending, ReplayContext, ReplayError
-from shards.schema import INDEX_SCHEMA, index_row, pixel_sha256
+from shards.schema import INDEX_SCHEMA, chain_of, index_row, pixel_sha256
 from shards.storage import Location
 from shards.store_modes import stores_pixels
 
@@ -51,7 +51,9 @@ def _record_differs(row: dict, record: dict | None) -> str | None:
     the deep check samples): a problem naming the fields, or None."""
     if record is None:
         return f"{row['key']}: its tar holds no .json record of it"
-    indexed = pa.Table.from_pylist([index_row(record)], schema=INDEX_SCHEMA).to_pylist()[0]
+    # as read_index reads a shard made before chains were recorded: the chain derived
+    as_read = index_row({**record, "chain": chain_of(record)})
+    indexed = pa.Table.from_pylist([as_read], schema=INDEX_SCHEMA).to_pylist()[0]
     differing = [name for name, value in indexed.items() if row.get(name) != value]
     return (f"{row['key']}: its tar record and its index row differ in "
             f"{', '.join(differing)} (changed after it was written)" if differing else None)

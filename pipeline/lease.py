@@ -255,22 +255,26 @@ def check_writer(location: Location, holder: dict) -> None:
     within WRITER_STALE_SECONDS: what a shard task asks before it writes into OUT, so that the
     tasks of a driver that ended, lost its output or stopped refreshing (suspended, cut off
     from the storage) publish nothing that another driver's run could be mixed with."""
-    path = location.path(LEASE_FILE)
-    why = None
-    if not location.exists(path):
-        why = "its lease is gone (the run ended or was stopped)"
-    else:
-        try:
-            current = json.loads(location.read_bytes(path))
-        except ValueError:
-            current = {}
-        age = time.time() - float(current.get("refreshed", 0))
-        if not current:
-            why = "its lease cannot be read"
-        elif not _same_holder(current, holder):
-            why = f"another driver holds its lease now ({_describe(current)})"
-        elif age > WRITER_STALE_SECONDS:
-            why = (f"its driver last refreshed the lease {age:.0f} s ago (suspended or cut "
-                   "off from the storage): another driver may take the output over")
+    why = _writer_refusal(location, holder)
     if why:
         raise LeaseLostError(f"{location.root}: {why}; this shard is not published")
+
+
+def _writer_refusal(location: Location, holder: dict) -> str | None:
+    path = location.path(LEASE_FILE)
+    if not location.exists(path):
+        return "its lease is gone (the run ended or was stopped)"
+    try:
+        current = json.loads(location.read_bytes(path))
+    except ValueError:
+        current = None
+    if not isinstance(current, dict) or not current:
+        return "its lease cannot be read"
+    if not _same_holder(current, holder):
+        return f"another driver holds its lease now ({_describe(current)})"
+    age = time.time() - float(current.get("refreshed", 0))
+    if age > WRITER_STALE_SECONDS:
+        return (f"its driver last refreshed the lease {age:.0f} s ago by this node's clock "
+                "(suspended, cut off from the storage, or its clock is that far behind this "
+                "node's): another driver may take the output over")
+    return None

@@ -222,26 +222,28 @@ def open_source(uri: str, key: str = "", store: str = "") -> Iterator:
 
 
 def _opened(uri: str, key: str, store: str):
+    """A readable file that knows its size (pyarrow's random-access files, a local file)."""
     if key:
-        return store_filesystem(store).open_input_stream(key)
+        return store_filesystem(store).open_input_file(key)
     if "://" in uri:
         filesystem, path = _literal(uri)
-        return filesystem.open_input_stream(path)
+        return filesystem.open_input_file(path)
     path = Path(uri)
     if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never end
         raise DecodeError("not_a_file", f"{uri}: not a regular file")
     return path.open("rb")
 
 
-def read_bytes(uri: str, key: str = "", store: str = "", limit: int | None = None) -> bytes:
-    """The bytes behind a source (open_source); with `limit`, DecodeError('too_large') for a
-    source of more bytes, read no further than that."""
+def read_bytes(uri: str, key: str, store: str, limit: int) -> bytes:
+    """The bytes behind a source (open_source); DecodeError('too_large') for a source of more
+    than `limit` bytes, refused by its size before any byte is read."""
     with open_source(uri, key, store) as stream:
-        data = stream.read() if limit is None else stream.read(limit + 1)
-    if limit is not None and len(data) > limit:
-        raise DecodeError("too_large", f"{uri}: more than {limit} bytes, more than an image "
-                                       "within the pixel limit (--max-pixels) takes")
-    return data
+        size = stream.size() if callable(getattr(stream, "size", None)) \
+            else os.fstat(stream.fileno()).st_size
+        if size > limit:
+            raise DecodeError("too_large", f"{uri}: {size} bytes, more than an image within the "
+                                           f"pixel limit (--max-pixels) takes ({limit})")
+        return stream.read()
 
 
 def printable(uri: str) -> str:

@@ -53,7 +53,8 @@ def mismatch_message(key: str, recipe: dict, libraries: dict | None) -> str:
         why = "the dataset records no library versions (no manifest.json replay_libraries)"
     elif differ:
         why = "libraries that differ from the manifest: " + ", ".join(
-            f"{name} {made} there, {here} here" for name, (made, here) in differ.items())
+            f"{name} {'not recorded' if made is None else made} there, {here} here"
+            for name, (made, here) in differ.items())
     else:
         why = ("every recorded library version is the same here: the bank's own code may "
                "differ from the code that made it")

@@ -68,7 +68,12 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable]
             url, gzipped = opened["url"], opened["url"].endswith(".gz")
             counted = CountingStream(gzip.GzipFile(fileobj=opened["stream"], mode="rb")
                                      if gzipped else opened["stream"])
-            yield from per_shard({**opened, "stream": counted})
+            try:
+                yield from per_shard({**opened, "stream": counted})
+            except Exception:  # a damaged .tar.gz reads as bad records: named as damage
+                if gzipped:
+                    _check_inflated_to_end(url, counted, ended=False)
+                raise
             if gzipped:
                 _check_inflated_to_end(url, counted)
             else:
@@ -85,20 +90,22 @@ def _check_read_to_end(location: Location, url: str, read: int) -> None:
                              f"{size} bytes (zeroed or overwritten after it was written)")
 
 
-def _check_inflated_to_end(url: str, inflated: CountingStream) -> None:
-    """After a gzipped tar's last member: what is left to inflate is its last record at most,
-    and the gzip trailer's CRC and length agree with what was inflated (checked as the end is
-    read). A damaged .tar.gz whose tar stops early, or inflates to other bytes, is named."""
+def _check_inflated_to_end(url: str, inflated: CountingStream, ended: bool = True) -> None:
+    """After a gzipped tar's last member (`ended`): what is left to inflate is its last record
+    at most, and the gzip trailer's CRC and length agree with what was inflated (checked as
+    the end is read). A damaged .tar.gz whose tar stops early, or inflates to other bytes, is
+    named. Where reading stopped on a bad record instead, the rest is inflated for its CRC
+    only (a sound archive with a bad record is that record's error)."""
     read, left = inflated.count, 0
     try:
-        while block := inflated.read(tarfile.RECORDSIZE):
+        while block := inflated.read(1 << 20 if not ended else tarfile.RECORDSIZE):
             left += len(block)
-            if left > tarfile.RECORDSIZE:
+            if ended and left > tarfile.RECORDSIZE:
                 break
     except (OSError, EOFError, zlib.error) as error:
         raise ShardReadError(f"{url} is unreadable: {error} (damaged after it was "
                              "written)") from error
-    if left > tarfile.RECORDSIZE:
+    if ended and left > tarfile.RECORDSIZE:
         raise ShardReadError(f"{url} is unreadable: its archive ends after {read} of its "
                              "inflated bytes, with more after it (zeroed or overwritten "
                              "after it was written)")

@@ -16,6 +16,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from labelers.ensemble import logistic
 
 MIN_PAIRS = 3  # the fewest pairs every figure (PLCC's logistic fit included) is defined on
+FLAT = 1e-6    # a fitted curve spreading less than this share of the opinions' range is flat
 
 
 def _as_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +93,9 @@ def report(predicted, opinion) -> dict[str, float]:
     x, y = _as_pair(predicted, opinion)
     fitted = logistic(x, *fit_logistic(x, y))
     raw = plcc(x, y)
-    flat = np.isfinite(fitted).all() and np.ptp(fitted) == 0  # the best rising curve
+    # the best rising curve is a constant (up to the fit's rounding: a spread of 1e-13 is no
+    # curve, and its correlation is noise)
+    flat = np.isfinite(fitted).all() and np.ptp(fitted) <= FLAT * max(np.ptp(y), 1e-300)
     return {"plcc": raw if flat else plcc(fitted, y), "plcc_raw": raw, "srocc": srocc(x, y),
             "krcc": krcc(x, y), "rmse": rmse(fitted, y), "rmse_raw": rmse(x, y),
             "count": len(x)}

@@ -75,7 +75,9 @@ def _load(trained: TrainedRun, config: EvaluateConfig, notices: list[str]
     images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
     if own or not (trained.fine_tuned and trained.dataset == config.dataset):
         return config, images, own
-    if trained.fine_tuned_on(config.dataset, config.root, benchmarks.fingerprint(images)):
+    wanted = set(trained.refs)  # the references it was fine-tuned on, among those read
+    chosen_images = [image for image in images if image.group in wanted] if wanted else images
+    if trained.fine_tuned_on(config.dataset, config.root, benchmarks.fingerprint(chosen_images)):
         notices.append(f"{config.root} holds the images {config.checkpoint} was fine-tuned "
                        f"on (read from {trained.root} then): tested as its own dataset")
         chosen = _own_choices(trained, config, notices)

@@ -3,6 +3,7 @@ human-rated dataset's opinion scores on seeded splits, and is tested on the held
 with the mean of 10 random crops per image; the median over repeated splits is reported."""
 
 import math
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -231,8 +232,10 @@ def finetune(config: FinetuneConfig) -> dict:
         out = Path(config.out)
         if context.is_main and (out / "results.json").exists():
             _notice_earlier_run(out, config.repeats)
-        recorded = {"root_resolved": resolved_root(config.root),
-                    "images_fingerprint": benchmarks.fingerprint(images)}  # what evaluate knows
+        recorded = {"root_resolved": resolved_root(config.root),  # what evaluate knows
+                    "images_fingerprint": benchmarks.fingerprint(images)}
+        if config.ensemble and os.path.isfile(config.ensemble):  # found from any folder
+            recorded["ensemble"] = os.path.abspath(config.ensemble)
         results = [_one_split(context, config, parts, r, recorded)
                    for r, parts in enumerate(splits)]
         if not context.is_main:

@@ -74,7 +74,7 @@ def test_a_chain_holds_each_type_once_and_no_learned_type(small_image):
     _, learned = distortions.apply(small_image, 8, 1, 2)
     for links, why in (([blur] * 5000, r"each type once; \[13\] come again"),
                        ([blur, learned], r"no learned-denoiser type; it holds \[8\]"),
-                       ([{"version": 1, "chain": [blur]}], "not another chain")):
+                       ([{"version": 1, "chain": [blur]}], "not other chains")):
         with pytest.raises(distortions.InvalidRecipeError, match=why):
             distortions.check_recipe({"version": 1, "chain": links})
     for links in ([(13, 3, 1), (13, 2, 2)], [(13, 3, 1), (8, 1, 2)]):

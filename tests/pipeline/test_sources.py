@@ -61,10 +61,12 @@ def test_a_file_larger_than_any_image_within_the_limit_is_refused_unread(tmp_pat
     _save(folder / "c.png", 7)
     sources = list_sources(str(folder))
     assert byte_limit(1_000_000) == 8_000_000 + 64 * 2 ** 20  # 16-bit RGBA, and metadata
-    with pytest.raises(DecodeError) as refused:
-        load(sources[0], max_pixels=1_000_000)
-    assert refused.value.reason == "too_large"
-    assert f"more than {byte_limit(1_000_000)} bytes" in str(refused.value)
+    for max_pixels in (1_000_000, 100_000_000):  # the default limit: 867 MB
+        with pytest.raises(DecodeError) as refused:  # judged by its size, before any read
+            load(sources[0], max_pixels=max_pixels)
+        assert refused.value.reason == "too_large"
+        assert (f"{1 << 40} bytes, more than an image within the pixel limit (--max-pixels) "
+                f"takes ({byte_limit(max_pixels)})") in str(refused.value)
     assert find_duplicates(sources) == {}  # same size, too large to be read: not compared
     readable(sources[0].uri, "", "")
     assert load(sources[2]).pixels.shape == (24, 32, 3)

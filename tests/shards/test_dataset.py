@@ -179,7 +179,8 @@ def test_a_tar_damaged_at_its_recorded_size_is_refused_not_read_short(tmp_path, 
         list(dataset.groups("pair", crop=16))
 
 
-@pytest.mark.parametrize("damage", ["zeroed", "zeroed after its first part", "its CRC"])
+@pytest.mark.parametrize("damage", ["zeroed", "zeroed after its first part", "its CRC",
+                                    "a byte in its middle"])
 def test_a_gzipped_tar_damaged_at_its_size_is_refused_not_read_short(tmp_path, store_datasets,
                                                                      damage):
     """A recipes shard (.tar.gz) keeps its size: tarfile's own inflating would read a zeroed
@@ -196,8 +197,10 @@ def test_a_gzipped_tar_damaged_at_its_size_is_refused_not_read_short(tmp_path, s
         data[:] = bytes(len(data))
     elif damage == "zeroed after its first part":
         data[len(data) // 3:] = bytes(len(data) - len(data) // 3)
-    else:
+    elif damage == "its CRC":
         data[-8] ^= 0x10  # the trailer: CRC-32, then the inflated length
+    else:  # tarfile then meets a broken member (a record without its .json, say) first
+        data[len(data) // 2] ^= 0xFF
     tar.write_bytes(bytes(data))
     with pytest.raises(ShardReadError, match=r"00000\.tar\.gz is unreadable"):
         list(open_dataset(str(damaged)).samples(kind="all"))

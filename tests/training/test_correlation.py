@@ -56,13 +56,15 @@ def test_predictions_that_run_against_the_opinions_keep_their_negative_plcc():
     """No rising curve fits them better than a constant: the fitted PLCC is the raw one
     (Pearson's, negative), not the NaN of a flat curve that a median would pass over."""
     rng = np.random.default_rng(0)
-    y = rng.uniform(0, 1, 50)
-    for x in (-y + rng.normal(0, 0.1, 50), -0.2 * y + rng.normal(0, 0.3, 50)):
+    short, long = rng.uniform(0, 1, 50), rng.uniform(0, 1, 500)
+    for x, y in ((-short + rng.normal(0, 0.1, 50), short),
+                 (-0.2 * short + rng.normal(0, 0.3, 50), short),
+                 (-long + rng.normal(0, 0.01, 500), long)):
         figures = report(x, y)
         assert np.isfinite(figures["plcc"])
         assert figures["plcc"] == pytest.approx(stats.pearsonr(x, y).statistic, abs=1e-3)
         assert figures["plcc"] < 0
-    assert np.isnan(report(np.ones(50), y)["plcc"])  # constant predictions: undefined
+    assert np.isnan(report(np.ones(50), short)["plcc"])  # constant predictions: undefined
 
 
 def test_bad_input_is_refused():

@@ -2,6 +2,7 @@
 another ensemble (as `relabel` makes it), in place of the Q stored in the shards."""
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -172,3 +173,11 @@ def test_finetune_on_shards_under_another_ensemble_says_which_q_it_learns(tiny_d
     assert result["ensemble"] == str(strict)
     for name in ("srocc", "plcc", "rmse"):
         assert result["figures"][name] == pytest.approx(tested["test"][name], abs=1e-6)
+    # the same shards copied elsewhere, read with more references: its own, and those refused
+    shutil.copytree(tiny_dataset, tmp_path / "copied")
+    assert main(["train", "evaluate", "--checkpoint", str(out / "split-0" / "best.pt"),
+                 "--dataset", "shards", "--root", str(tmp_path / "copied"), "--subset", "test",
+                 "--refs", "r0,r1,r2,r3,r4,r5", "--out", str(tmp_path / "copied-eval"),
+                 "--eval-crops", "1", "--workers", "0", "--device", "cpu"]) == 2
+    printed = capsys.readouterr()
+    assert "holds the images" in printed.out and "would hold images it trained on" in printed.err
