@@ -56,14 +56,37 @@ def to_eight_bits(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values.astype(np.float64) / 257), 0, 255).astype(np.uint8)
 
 
-def _sixteen_bit_colour(image: Image.Image) -> str | None:
-    """The raw mode of a 16-bit-per-channel colour image (e.g. RGB;16B), which Pillow opens
-    as 8-bit by keeping each value's high byte; None for any other image. Read before load."""
-    if not image.tile or image.mode not in ("RGB", "RGBA"):
+def _rawmode(image: Image.Image) -> str | None:
+    """How the file stores its pixels (e.g. RGB;16B, L;4), where Pillow says. Read before
+    load."""
+    if not image.tile:
         return None
     args = image.tile[0].args  # PNG: the raw mode; TIFF: (raw mode, ...)
     rawmode = args[0] if isinstance(args, tuple) and args else args
-    return rawmode if isinstance(rawmode, str) and ";16" in rawmode else None
+    return rawmode if isinstance(rawmode, str) else None
+
+
+def _sixteen_bit_colour(image: Image.Image) -> str | None:
+    """The raw mode of a 16-bit-per-channel colour image (e.g. RGB;16B), which Pillow opens
+    as 8-bit by keeping each value's high byte; None for any other image. Read before load."""
+    rawmode = _rawmode(image)
+    return rawmode if image.mode in ("RGB", "RGBA") and rawmode and ";16" in rawmode else None
+
+
+LOW_BIT_GRAY = {"1": 1, "L;2": 2, "L;4": 4}  # raw mode -> bits: Pillow scales such pixels
+
+
+def _transparent_colour(image: Image.Image) -> int | tuple | None:
+    """A PNG's transparent colour (tRNS) on the scale of the pixels Pillow gives (a 1-, 2- or
+    4-bit gray key scaled as its pixels are: Pillow leaves it raw); None for none. Read
+    before load."""
+    key = image.info.get("transparency")
+    if image.mode == "RGB" and isinstance(key, tuple):
+        return key
+    if image.mode not in ("1", "L", *SIXTEEN_BIT_GRAY) or not isinstance(key, int):
+        return None
+    bits = LOW_BIT_GRAY.get(_rawmode(image) or "")
+    return key * (255 // (2 ** bits - 1)) if bits else key
 
 
 def _decoded_sixteen_bit(data: bytes, rawmode: str, conversions: list[str]) -> Image.Image:
@@ -76,10 +99,12 @@ def _decoded_sixteen_bit(data: bytes, rawmode: str, conversions: list[str]) -> I
     return Image.fromarray(to_eight_bits(cv2.cvtColor(values, code)))
 
 
-def _to_rgb(image: Image.Image, conversions: list[str]) -> Image.Image:
-    """8-bit RGB from any mode, appending what was done to `conversions`. Floating-point
-    images and signed ones (no agreed range) and integer ones outside 0..65535 are refused,
-    never guessed."""
+def _to_rgb(image: Image.Image, conversions: list[str], key: int | tuple | None
+            ) -> Image.Image:
+    """8-bit RGB from any mode, appending what was done to `conversions`; `key`: its
+    transparent colour (_transparent_colour), composited as alpha is. Floating-point images
+    and signed ones (no agreed range) and integer ones outside 0..65535 are refused, never
+    guessed."""
     if image.mode == "F":
         raise DecodeError("unsupported_mode", "floating-point pixels (mode F): no agreed range "
                                               "to map to 8 bits")
@@ -91,17 +116,19 @@ def _to_rgb(image: Image.Image, conversions: list[str]) -> Image.Image:
         if low < 0 or high > 65535:
             raise DecodeError("unsupported_mode", f"integer pixels {low}..{high}, outside the "
                                                   "16-bit range 0..65535 (mode I)")
-    key = image.info.get("transparency") if image.mode in ("L", "RGB", *SIXTEEN_BIT_GRAY) \
-        else None
+    mode, gray = image.mode, None
     if image.mode in SIXTEEN_BIT_GRAY:
         conversions.append(f"{image.mode}->8-bit")
-        values = np.asarray(image)
-        image = Image.fromarray(to_eight_bits(values))
-        if isinstance(key, int):  # the transparent gray value, before it was rounded
-            image.putalpha(Image.fromarray(np.where(values == key, 0, 255).astype(np.uint8)))
-    elif key is not None:  # a transparent colour (PNG tRNS): as a palette's, through alpha
-        conversions.append(f"{image.mode} with a transparent colour->RGBA")
+        gray = np.asarray(image)  # the transparent value is matched before it is rounded
+        image = Image.fromarray(to_eight_bits(gray))
+    if isinstance(key, tuple):  # a transparent colour (PNG tRNS): as a palette's, as alpha
+        conversions.append(f"{mode} with a transparent colour->RGBA")
         image = image.convert("RGBA")
+    elif key is not None:
+        conversions.append(f"{mode} with a transparent value->LA")
+        gray = np.asarray(image.convert("L")) if gray is None else gray
+        image = image.convert("L")
+        image.putalpha(Image.fromarray(np.where(gray == key, 0, 255).astype(np.uint8)))
     if image.mode == "P":
         conversions.append("palette->RGBA")
         image = image.convert("RGBA")
@@ -173,6 +200,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
                 Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own check of later frames
                 original_size = image.size
                 deep = _sixteen_bit_colour(image)
+                key = None if deep else _transparent_colour(image)  # 16-bit: OpenCV's alpha
                 conversions: list[str] = _frames(image)
                 image.load()
                 orientation = image.getexif().get(0x0112, 1)
@@ -181,7 +209,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
                 if orientation in UPRIGHT:
                     conversions.append(f"EXIF orientation {orientation} applied")
                     image = image.transpose(UPRIGHT[orientation])
-                rgb = _to_rgb(image, conversions)
+                rgb = _to_rgb(image, conversions, key)
                 return Decoded(np.asarray(rgb).copy(), original_size, tuple(conversions))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise DecodeError("too_many_pixels", str(error)) from None

@@ -105,10 +105,22 @@ def test_formats_that_are_not_images_here_are_never_opened(monkeypatch, tmp_path
     assert refused.value.reason == "not_an_image" and not marker.exists()
 
 
-@pytest.mark.parametrize(("mode", "key"), [("RGB", (10, 20, 30)), ("L", 10), ("I;16", 0)])
+@pytest.mark.parametrize(("mode", "key"), [("RGB", (10, 20, 30)), ("L", 10), ("I;16", 0),
+                                         ("1", 0), ("L;2", 1), ("L;4", 1)])
 def test_a_transparent_colour_is_composited_on_white_in_every_mode(mode, key):
-    """A PNG's tRNS colour key marks pixels transparent as a palette's does; at 8 bits as at
-    16, those pixels come out white (the others as they are), as RGBA's transparent ones."""
+    """A PNG's tRNS colour key marks pixels transparent as a palette's does; at 1, 2, 4, 8 and
+    16 bits, those pixels come out white (the others as they are), as RGBA's transparent ones
+    (Pillow gives 1-4-bit pixels scaled to 0..255 and their key raw)."""
+    if mode in ("1", "L;2", "L;4"):
+        bits = {"1": 1, "L;2": 2, "L;4": 4}[mode]
+        raw = np.array([[key, 1 - key], [1 - key, key]], np.uint8)  # the key at (0, 0)
+        scale = 255 // (2 ** bits - 1)
+        image = (Image.fromarray(raw.astype(bool)) if bits == 1
+                 else Image.fromarray(raw * scale, "L"))
+        decoded = decode(_encoded(image, bits=bits, transparency=key))
+        assert (decoded.pixels[0, 0] == 255).all()
+        assert (decoded.pixels[0, 1] == (1 - key) * scale).all()
+        return
     if mode == "I;16":
         values = (np.arange(16, dtype=np.uint16).reshape(4, 4) * 1000)
         image = Image.fromarray(values)
