@@ -5,8 +5,15 @@ from distortions.errors import UnknownBankError
 from distortions.registry import BANK, REGISTERED
 
 MT4_NAMES = ("jpeg", "jpeg2000", "gaussian_blur", "white_noise")
-REIQA_ADDED = ("resize_bicubic", "resize_bilinear", "resize_lanczos", "resize_nearest",
-               "denoise_blur")
+# Re-IQA's 26 (its datasets/dataset.py draws from choices 1-26): the KADID types but JPEG
+# 2000, the two quantizations and KADID's learned denoise (its own noise-then-blur "denoise"
+# instead), and four resize types
+REIQA_NAMES = ("gaussian_blur", "lens_blur", "color_diffusion", "color_shift",
+               "saturation_hsv", "saturation_lab", "jpeg", "white_noise", "chroma_noise",
+               "impulse_noise", "speckle_noise", "denoise_blur", "brighten", "darken",
+               "mean_shift", "resize_bicubic", "unsharp_mask", "contrast_change", "color_block",
+               "pixelate", "non_eccentricity", "jitter", "resize_bilinear", "resize_nearest",
+               "resize_lanczos", "motion_blur")
 # DB-CNN's nine synthetic types; colour dithering is color_quantization (a median-cut palette
 # with Floyd-Steinberg dithering)
 DBCNN_NAMES = ("jpeg", "jpeg2000", "gaussian_blur", "white_noise", "pink_noise",
@@ -19,9 +26,9 @@ BANKS: dict[str, tuple[int, ...]] = {
     "kadid25": tuple(d.id for d in BANK if d.kadid_id is not None),
     # multitask restoration's four: JPEG, JPEG 2000, Gaussian blur, white noise
     "mt4": tuple(d.id for d in BANK if d.name in MT4_NAMES),
-    # Re-IQA: the KADID 25, its four resize types and its noise-then-blur "denoise"
-    "reiqa": tuple(d.id for d in REGISTERED
-                   if d.kadid_id is not None or d.name in REIQA_ADDED),
+    # Re-IQA's 26: 21 of the KADID types, its four resize types and its noise-then-blur
+    # "denoise"
+    "reiqa": tuple(d.id for d in REGISTERED if d.name in REIQA_NAMES),
     # the multi-task method's synthetic mode (DB-CNN's classes)
     "dbcnn": tuple(d.id for d in REGISTERED if d.name in DBCNN_NAMES),
     # every registered type (1-43)

@@ -340,9 +340,9 @@ def _add_generate(commands) -> None:
     generate.add_argument("--bank", choices=tuple(distortions.BANKS), default="all",
                           help="a named bank: all (the paper's 33 types, default), kadid25 "
                                "(the KADID-10k types), mt4 (JPEG, JPEG 2000, Gaussian blur, "
-                               "white noise), reiqa (KADID's and Re-IQA's resize and "
-                               "denoise types), dbcnn (the multi-task method's 9), registered "
-                               "(all 43)")
+                               "white noise), reiqa (Re-IQA's 26: 21 KADID types, its resize "
+                               "and denoise types), dbcnn (the multi-task method's 9), "
+                               "registered (all 43)")
     generate.add_argument("--distortions", type=_distortion_ids,
                           help="narrow the bank: ids, ranges or names (default: all of it)")
     generate.add_argument("--levels", type=_ints, default=distortions.LEVELS,

@@ -67,8 +67,14 @@ def test_named_banks_list_their_types():
 
     assert distortions.bank_ids("all") == tuple(range(1, 34))
     assert distortions.bank_ids("registered") == tuple(range(1, 44))
-    assert distortions.bank_ids("reiqa") == (
-        *distortions.bank_ids("kadid25"), 34, 35, 36, 37, 38)
+    # Re-IQA's iqa_transformations choices 1-26 (imblurgauss, imblurlens, imcolordiffuse,
+    # imcolorshift, imcolorsaturate, imsaturate, imcompressjpeg, imnoisegauss,
+    # imnoisecolormap, imnoiseimpulse, imnoisemultiplicative, imdenoise, imbrighten, imdarken,
+    # immeanshift, imresizedist, imsharpenHi, imcontrastc, imcolorblock, impixelate,
+    # imnoneccentricity, imjitter, imresizedist_bilinear/_nearest/_lanczos, imblurmotion) as
+    # this bank's ids: no JPEG 2000 (2), learned denoise (8), quantizations (25, 29)
+    assert distortions.bank_ids("reiqa") == (1, 3, 4, 6, 7, 13, 14, 15, 16, 17, 18, 19, 20, 22,
+                                             23, 24, 26, 27, 28, 30, 31, 34, 35, 36, 37, 38)
     assert names("dbcnn") == [
         "jpeg", "jpeg2000", "white_noise", "gaussian_blur", "contrast_change",
         "color_quantization", "pink_noise", "overexposure", "underexposure"]
