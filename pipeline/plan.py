@@ -104,24 +104,30 @@ def chains_for(ref_id: str, config: RunConfig) -> list[Chain]:
     return chains
 
 
-def second_links(ref_id: str, config: RunConfig) -> dict[int, tuple[int, int]]:
-    """With compose_share p: {index in scenarios_for: the second link} of the versions of one
+def second_links(ref_id: str, config: RunConfig) -> dict[int, Chain]:
+    """With compose_share p: {index in scenarios_for: its chain of two} of the versions of one
     reference that compose a second distortion. Each version composes with probability p (a
     learned-denoiser version never does), its second type drawn from the other selected types
-    that compose, at a level drawn from the selected levels; seeded by the run seed, the
-    ref_id and the version's index."""
+    that compose. The two share one level as Re-IQA's code splits it (l1 ~ U{0..4},
+    l2 ~ U{0..l1}; the first type at l1 - l2, the second at l2): by rank among the selected
+    levels, the two ranks sum to a drawn rank, so no composed version is worse than the worst
+    single level twice over. Seeded by the run seed, the ref_id and the version's index."""
     if not config.compose_share:
         return {}
     composable = [d for d in config.distortion_ids if not distortions.get(d).learned]
-    seconds = {}
+    levels = sorted(config.levels)
+    chains = {}
     for index, (first, _) in enumerate(scenarios_for(ref_id, config)):
         rng = np.random.default_rng(_hashed("compose-share", config.seed, ref_id, index))
         if rng.random() >= config.compose_share or first not in composable:
             continue
-        second = rng.choice([d for d in composable if d != first])
-        level = own_level(config, int(second), int(rng.choice(config.levels)), ref_id, index)
-        seconds[index] = (int(second), level)
-    return seconds
+        second = int(rng.choice([d for d in composable if d != first]))
+        total = int(rng.integers(len(levels)))
+        second_rank = int(rng.integers(total + 1))
+        chains[index] = tuple(
+            (distortion, own_level(config, distortion, levels[rank], ref_id, index))
+            for distortion, rank in ((first, total - second_rank), (second, second_rank)))
+    return chains
 
 
 def planned_versions(ref_id: str, config: RunConfig
@@ -131,9 +137,9 @@ def planned_versions(ref_id: str, config: RunConfig
     compose_share, the drawn types of which some compose a second (second_links)."""
     if config.compose:
         return [], list(enumerate(chains_for(ref_id, config)))
-    scenarios, seconds = scenarios_for(ref_id, config), second_links(ref_id, config)
-    return ([scenario for index, scenario in enumerate(scenarios) if index not in seconds],
-            [(index, (scenarios[index], second)) for index, second in seconds.items()])
+    scenarios, composed = scenarios_for(ref_id, config), second_links(ref_id, config)
+    return ([scenario for index, scenario in enumerate(scenarios) if index not in composed],
+            list(composed.items()))
 
 
 def chosen(sources: list[Source], config: RunConfig) -> list[Source]:

@@ -192,7 +192,9 @@ def test_compose_share_composes_about_that_share_of_the_drawn_versions(fast_conf
     """Re-IQA (seed-methods.md): 11 copies of distinct types, rarely (10%) one composing two
     distortions. The drawn types stay those of the run without composition; a second type is
     never the first nor a learned one; the share over 2,200 versions is 10% within 3 binomial
-    standard deviations (sqrt(2200 x 0.1 x 0.9) = 14)."""
+    standard deviations (sqrt(2200 x 0.1 x 0.9) = 14). The two links share one level as
+    Re-IQA's code splits it (l1 ~ U{0..4}, l2 ~ U{0..l1}, the links at l1 - l2 and l2): their
+    0-based levels sum to at most 4, and every split of each sum occurs."""
     from pipeline.plan import planned_versions, scenarios_for, second_links
 
     bank = distortions.bank_ids("reiqa")
@@ -200,20 +202,24 @@ def test_compose_share_composes_about_that_share_of_the_drawn_versions(fast_conf
                         versions_per_ref=11)
     config = fast_config("embedded", bank="reiqa", distortion_ids=bank,
                          levels=(1, 2, 3, 4, 5), versions_per_ref=11, compose_share=0.1)
-    composed = 0
+    composed, splits = 0, set()
     for ref_id in (f"ref{i}" for i in range(200)):
         scenarios = scenarios_for(ref_id, config)
         assert scenarios == scenarios_for(ref_id, plain)
-        seconds = second_links(ref_id, config)
-        assert seconds == second_links(ref_id, config)  # seeded
-        for index, (second, level) in seconds.items():
-            assert second != scenarios[index][0] and not distortions.get(second).learned
-            assert not distortions.get(scenarios[index][0]).learned and level in config.levels
-        singles, chains = planned_versions(ref_id, config)
-        assert len(singles) + len(chains) == 11
-        assert sorted([*singles, *(chain[0] for _, chain in chains)]) == scenarios
+        chains = second_links(ref_id, config)
+        assert chains == second_links(ref_id, config)  # seeded
+        for index, ((first, first_level), (second, second_level)) in chains.items():
+            assert first == scenarios[index][0] and second != first
+            assert not distortions.get(first).learned and not distortions.get(second).learned
+            assert (first_level - 1) + (second_level - 1) <= 4
+            splits.add((first_level, second_level))
+        singles, planned = planned_versions(ref_id, config)
+        assert len(singles) + len(planned) == 11
+        types = [d for d, _ in singles] + [chain[0][0] for _, chain in planned]
+        assert sorted(types) == sorted(d for d, _ in scenarios)  # the first links' types
         composed += len(chains)
     assert abs(composed - 220) <= 3 * 14
+    assert splits == {(a, b) for a in range(1, 6) for b in range(1, 6) if a + b - 2 <= 4}
 
 
 @pytest.mark.slow
