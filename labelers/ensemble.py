@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from labelers.errors import LabelerError
-from labelers.registry import AVAILABLE_METRICS
+from labelers.registry import AVAILABLE_METRICS, metric_class
 
 DEFAULT_ENSEMBLE_FILE = Path(__file__).with_name("default_ensemble.json")
 PMOS_ENSEMBLE_FILE = Path(__file__).with_name("pmos_ensemble.json")
@@ -45,6 +45,11 @@ class Mapping01:
             raise EnsembleError(f"unknown mapping kind {self.kind!r}")
         return np.clip(q, 0.0, 1.0)
 
+    @property
+    def rising(self) -> bool:
+        """Whether q rises with the raw score (for metrics where higher is better)."""
+        return self.best > self.worst if self.kind == "linear" else self.scale > 0
+
     def to_json(self) -> dict:
         if self.kind == "linear":
             return {"kind": "linear", "best": float(self.best), "worst": float(self.worst)}
@@ -70,15 +75,20 @@ class Mapping01:
 
 def _number(value, what: str) -> float:
     """A finite JSON number as a float; an EnsembleError naming `what` for anything else (a
-    string, true, null, NaN, Infinity)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise EnsembleError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
+    string, true, null, NaN, Infinity, an integer too large for a float)."""
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            raise ValueError
+        return float(value)
+    except (ValueError, OverflowError):
+        raise EnsembleError(f"{what} must be a finite number, got {value!r:.40}") from None
 
 
 def logistic(s: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
-    """The 4-parameter logistic of IQA model fitting: b2 + (b1 - b2) / (1 + exp(-(s - b3)/b4))."""
-    b4 = b4 if abs(b4) > 1e-12 else 1e-12
+    """The 4-parameter logistic of IQA model fitting: b2 + (b1 - b2) / (1 + exp(-(s - b3)/b4));
+    a scale too small to divide by is taken as 1e-12 of its own sign."""
+    b4 = b4 if abs(b4) > 1e-12 else math.copysign(1e-12, b4)
     z = np.clip(-(np.asarray(s, dtype=np.float64) - b3) / b4, -500, 500)
     return b2 + (b1 - b2) / (1 + np.exp(z))
 
@@ -184,6 +194,12 @@ class Ensemble:
         if unknown:
             raise EnsembleError(f"unknown metric(s) {unknown}: the metrics are "
                                 f"{', '.join(AVAILABLE_METRICS)}")
+        backwards = sorted(key for key, mapping in ensemble.mappings.items()
+                           if mapping.rising != metric_class(key).higher_is_better)
+        if backwards:
+            raise EnsembleError(f"the mapping of {', '.join(backwards)} gives a better score a "
+                                "lower q (linear: best and worst swapped; sigmoid: the scale's "
+                                "sign): q must rise with quality")
         if "hash" in data and data["hash"] != ensemble.hash:
             raise EnsembleError(f"ensemble hash {data['hash']} does not match its content "
                                 f"({ensemble.hash}): the file was edited without rehashing")

@@ -152,7 +152,7 @@ class Labeler:
             try:
                 chunks.append(self._compare_pass(key, metric, prepared, dists[start:start + size]))
             except torch.cuda.OutOfMemoryError:
-                if size == 1:
+                if size == 1 or self.batch_size is not None:  # a size chosen: never shrunk
                     raise
                 self.per_image_bytes[key] = 2 * self.memory_budget / size  # half as many next
                 torch.cuda.empty_cache()

@@ -73,6 +73,14 @@ LINEAR = {"kind": "linear", "best": 0, "worst": 1}
      "scale must be a finite number"),
     ({"mae": 1}, {"kind": "sigmoid", "center": 0, "scale": "0"}, "x", "scale must be a finite"),
     ({"mae": 1}, LINEAR, 5, "name must be a string"),
+    ({"mae": 10 ** 400}, LINEAR, "x", "the weight of mae must be a finite number"),
+    # MAE: lower is better, so q must fall as the score rises
+    ({"mae": 1}, {"kind": "linear", "best": 1, "worst": 0}, "x",
+     "the mapping of mae gives a better score a lower q"),
+    ({"mae": 1}, {"kind": "sigmoid", "center": 0.5, "scale": 1e-13}, "x",
+     "the mapping of mae gives a better score a lower q"),
+    ({"vif": 1}, {"kind": "sigmoid", "center": 0.5, "scale": -2.0}, "x",
+     "the mapping of vif gives a better score a lower q"),
 ])
 def test_hostile_ensemble_files_are_refused_naming_the_field(weights, mapping, name, message):
     data = {"name": name, "weights": weights, "mappings": {key: mapping for key in weights}}
@@ -248,3 +256,12 @@ def test_q_is_made_over_the_metrics_every_sample_has():
         ensemble.metrics_every_sample_has({"lpips": 4}, 4)
     with pytest.raises(ens.EnsembleError, match="no distorted sample"):
         ensemble.metrics_every_sample_has({}, 0)
+
+
+def test_a_sigmoid_of_a_tiny_scale_keeps_its_direction():
+    """A scale below what the logistic divides by is taken at 1e-12 of its own sign: a
+    falling curve stays a step down (a better, lower score gets q 1), never turns into a rise."""
+    falling = ens.Mapping01("sigmoid", center=0.5, scale=-1e-13)
+    np.testing.assert_allclose(falling([0.4, 0.6]), [1.0, 0.0], atol=1e-200)
+    rising = ens.Mapping01("sigmoid", center=0.5, scale=1e-13)
+    np.testing.assert_allclose(rising([0.4, 0.6]), [0.0, 1.0], atol=1e-200)

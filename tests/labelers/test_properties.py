@@ -202,3 +202,15 @@ def test_a_pass_that_runs_out_of_memory_is_split_and_the_scores_are_unchanged(no
         scores = labeler._compare("mae", tight, prepared, dists)
     torch.testing.assert_close(scores, expected, rtol=0, atol=0)
     assert tight.sizes == [12, 6, 3, 3, 3, 3]  # halved until it fits, then kept
+
+
+def test_a_chosen_pass_size_that_runs_out_of_memory_is_an_error_not_retried(noisy_versions):
+    """batch_size fixes every pass's size: a pass of it that runs out of memory cannot get
+    smaller, so it is raised, not retried at the same size for ever."""
+    ref, dists = noisy_versions
+    labeler = labelers.Labeler(["mae"], "cpu", batch_size=3)
+    metric = labeler.metrics["mae"]
+    tight = _OutOfMemoryAbove(metric, limit=2)
+    with torch.inference_mode(), pytest.raises(torch.cuda.OutOfMemoryError):
+        labeler._compare("mae", tight, metric.prepare(ref), dists)
+    assert tight.sizes == [3]
