@@ -215,7 +215,7 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
         problems += sources_problems(location, plan)
     lines, problems = lines + report_lines, shard_problems + problems
     if not shard_problems:  # a sidecar matches the dataset it was made of: a whole one
-        problems += sidecar_problems(location)
+        problems += sidecar_problems(location, plan.digest)
         storage_lines, storage_problems = storage_summary(location, config.store)
         lines, problems = lines + storage_lines, problems + storage_problems
     lines += _staged_note(location)
@@ -288,9 +288,10 @@ def sources_problems(location: Location, plan: Plan) -> list[str]:
             ] if moved else []
 
 
-def sidecar_problems(location: Location) -> list[str]:
+def sidecar_problems(location: Location, digest: str) -> list[str]:
     """Problems of relabel's sidecars: each must hold one finite Q for every distorted sample
-    of the dataset, under the ensemble its name says."""
+    of the dataset (the plan `digest`'s, as readers require), under the ensemble its name
+    says."""
     names = labels_files(location)
     if not names:
         return []
@@ -299,10 +300,12 @@ def sidecar_problems(location: Location) -> list[str]:
     except (OSError, ValueError):
         return []  # the shards' own problems are reported by check_shard
     expected = set(index.filter(pc.equal(index["kind"], "distorted"))["key"].to_pylist())
-    return [problem for name in names for problem in _sidecar_problems(location, name, expected)]
+    return [problem for name in names
+            for problem in _sidecar_problems(location, name, expected, digest)]
 
 
-def _sidecar_problems(location: Location, name: str, expected: set[str]) -> list[str]:
+def _sidecar_problems(location: Location, name: str, expected: set[str], digest: str
+                      ) -> list[str]:
     try:
         with location.fs.open_input_file(location.path(name)) as handle:
             table = pq.read_table(handle)
@@ -310,11 +313,16 @@ def _sidecar_problems(location: Location, name: str, expected: set[str]) -> list
         quality = quality_problem(table)
     except (OSError, KeyError, ValueError, TypeError, pa.ArrowException) as error:
         return [f"{name} is unreadable ({type(error).__name__}: {error}): relabel again"]
-    recorded = (table.schema.metadata or {}).get(b"ensemble_hash", b"").decode()
+    metadata = table.schema.metadata or {}
+    recorded = metadata.get(b"ensemble_hash", b"").decode()
+    made_for = metadata.get(b"plan_digest", b"").decode()  # none: a sidecar made before
     problems = []
     if name != labels_file(recorded):
         problems.append(f"{name} records ensemble {recorded or 'none'}, not the one its name "
                         "says")
+    if made_for and made_for != digest:
+        problems.append(f"{name} was made for another dataset (plan {made_for[:12]}, this one "
+                        f"{digest[:12]}): readers refuse it; relabel again")
     if len(keys) != len(set(keys)) or set(keys) != expected:
         problems.append(f"{name} labels {len(set(keys))} samples ({len(keys)} rows) but the "
                         f"dataset has {len(expected)} distorted ones"

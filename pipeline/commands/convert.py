@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
@@ -176,6 +177,16 @@ def _copy(source: Location, target: Location, path: str, to: str) -> None:
         target.write_bytes(to, source.read_bytes(path))
 
 
+def _copy_sidecar(source: Location, target: Location, name: str, digest: str) -> None:
+    """A relabel sidecar, its plan digest the target's: the same samples under the same keys,
+    and readers check it against the plan of the shards they read."""
+    with source.fs.open_input_file(source.path(name)) as handle:
+        table = pq.read_table(handle)
+    metadata = {**(table.schema.metadata or {}), b"plan_digest": digest.encode()}
+    with target.staged_output(target.path(name)) as stream:
+        pq.write_table(table.replace_schema_metadata(metadata), stream)
+
+
 def _source(source: Location) -> tuple[Plan, RunConfig]:
     """The source's plan and run configuration, refusing a dataset that is not a complete one
     written by generate."""
@@ -183,7 +194,7 @@ def _source(source: Location) -> tuple[Plan, RunConfig]:
         plan = finished_plan(source)
     except UnfinishedDatasetError as error:
         raise ConversionError(str(error)) from None
-    problems = sources_problems(source, plan) + sidecar_problems(source)
+    problems = sources_problems(source, plan) + sidecar_problems(source, plan.digest)
     if problems:  # copied as they are: a damaged one would pass for the target's own
         raise ConversionError(f"{source.root}: {'; '.join(problems)}")
     manifest = json.loads(source.read_bytes(source.path(MANIFEST_FILE)))
@@ -211,8 +222,10 @@ def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage)
     # holds was then a PNG whose replay this machine verified
     manifest.setdefault("replay_libraries", library_versions())
     target.write_json(target.path(MANIFEST_FILE), manifest)
-    for name in (*COPIED_FILES, *labels_files(source)):  # relabel's sidecars: keyed by sample
+    for name in COPIED_FILES:
         _copy(source, target, source.path(name), target.path(name))
+    for name in labels_files(source):  # relabel's: keyed by sample, made for the target now
+        _copy_sidecar(source, target, name, plan.digest)
     if source.exists(source.path(REPORT_FILE)):
         report = json.loads(source.read_bytes(source.path(REPORT_FILE)))
         report.setdefault("modes", {}).update(storage)

@@ -183,7 +183,8 @@ def test_relabel_sidecars_travel_with_the_dataset_and_damaged_run_files_stay(sto
     _sidecar(source, _distorted_keys(source))
     convert(str(source), str(tmp_path / "recipes"), "recipes")
     sidecar = "labels-0123abcd.parquet"
-    assert (tmp_path / "recipes" / sidecar).read_bytes() == (source / sidecar).read_bytes()
+    assert pq.read_table(tmp_path / "recipes" / sidecar).to_pylist() == \
+        pq.read_table(source / sidecar).to_pylist()  # its rows; its metadata names the target
     _sidecar(source, _distorted_keys(source)[1:])  # one sample unlabelled: damaged
     with pytest.raises(ConversionError, match=rf"{sidecar} labels \d+ samples .* relabel"):
         convert(str(source), str(tmp_path / "recipes2"), "recipes")
@@ -193,6 +194,30 @@ def test_relabel_sidecars_travel_with_the_dataset_and_damaged_run_files_stay(sto
     with pytest.raises(ConversionError, match=r"sources\.parquet lists \d+ sources, the plan"):
         convert(str(source), str(tmp_path / "recipes2"), "recipes")
     assert not (tmp_path / "recipes2").exists()  # refused before anything is written
+
+
+def test_a_relabelled_dataset_converts_and_its_sidecar_is_read_and_inspected(store_datasets,
+                                                                             tmp_path):
+    """relabel's sidecar records the plan of the dataset it labelled; a conversion is another
+    plan (the store mode is in it), so the sidecar travels made for the target: readers take
+    its Q there, and inspect, which checks the sidecar's plan as readers do, finds nothing."""
+    from shards import open_dataset
+
+    source = tmp_path / "relabelled"
+    shutil.copytree(store_datasets["images"], source)
+    assert cli.main(["relabel", str(source), "--ensemble", "default"]) == 0
+    [sidecar] = [p.name for p in source.glob("labels-*.parquet")]
+    labels = sidecar.removeprefix("labels-").removesuffix(".parquet")
+    relabelled = {s["key"]: s["meta"]["quality"] for s in open_dataset(
+        str(source), labels=labels).samples(kind="distorted")}
+    convert(str(source), str(tmp_path / "recipes"), "recipes")
+    target = {s["key"]: s["meta"]["quality"] for s in open_dataset(
+        str(tmp_path / "recipes"), labels=labels).samples(kind="distorted")}
+    assert target == relabelled
+    assert inspect(str(tmp_path / "recipes"))[1] == []
+    shutil.copyfile(source / sidecar, tmp_path / "recipes" / sidecar)  # the source's, as is
+    assert any("was made for another dataset" in problem
+               for problem in inspect(str(tmp_path / "recipes"))[1])
 
 
 def test_a_tar_changed_after_it_was_written_is_not_converted(store_datasets, tmp_path):
