@@ -26,21 +26,26 @@ class EnsembleError(LabelerError):
 @dataclass(frozen=True)
 class Mapping01:
     """Raw score -> quality in [0, 1]. 'linear': best maps to 1, worst to 0, clipped.
-    'sigmoid': 1 / (1 + exp(-(s - center) / scale)), a fitted mapping (scale < 0 for metrics
-    where lower is better)."""
+    'sigmoid': f(s) = 1 / (1 + exp(-(s - center) / scale)), a fitted mapping (scale < 0 for
+    metrics where lower is better), stretched so that f = low gives 0 and f = high gives 1
+    (clipped; fit-ensemble sets them to f's range over the scores it was fitted on, so that q
+    spans [0, 1] there; 0 and 1 by default)."""
 
     kind: str
     best: float | None = None
     worst: float | None = None
     center: float | None = None
     scale: float | None = None
+    low: float = 0.0
+    high: float = 1.0
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         s = np.asarray(scores, dtype=np.float64)
         if self.kind == "linear":
             q = (s - self.worst) / (self.best - self.worst)
         elif self.kind == "sigmoid":
-            q = logistic(s, 1.0, 0.0, self.center, self.scale)
+            q = (logistic(s, 1.0, 0.0, self.center, self.scale) - self.low) / (
+                self.high - self.low)
         else:
             raise EnsembleError(f"unknown mapping kind {self.kind!r}")
         return np.clip(q, 0.0, 1.0)
@@ -53,7 +58,10 @@ class Mapping01:
     def to_json(self) -> dict:
         if self.kind == "linear":
             return {"kind": "linear", "best": float(self.best), "worst": float(self.worst)}
-        return {"kind": "sigmoid", "center": float(self.center), "scale": float(self.scale)}
+        stretch = {} if (self.low, self.high) == (0.0, 1.0) else {
+            "low": float(self.low), "high": float(self.high)}  # files without them: unchanged
+        return {"kind": "sigmoid", "center": float(self.center), "scale": float(self.scale),
+                **stretch}
 
     @classmethod
     def from_json(cls, data: dict) -> "Mapping01":
@@ -67,7 +75,13 @@ class Mapping01:
                 scale = _number(data["scale"], "scale")
                 if scale == 0:
                     raise EnsembleError("a sigmoid mapping needs a non-zero scale")
-                return cls("sigmoid", center=_number(data["center"], "center"), scale=scale)
+                low = _number(data.get("low", 0.0), "low")
+                high = _number(data.get("high", 1.0), "high")
+                if not 0 <= low < high <= 1:
+                    raise EnsembleError(f"a sigmoid mapping's low and high are in [0, 1], low "
+                                        f"below high; got {low} and {high}")
+                return cls("sigmoid", center=_number(data["center"], "center"), scale=scale,
+                           low=low, high=high)
             raise EnsembleError(f"unknown mapping kind {data['kind']!r}")
         except (KeyError, TypeError) as error:
             raise EnsembleError(f"malformed mapping {data!r}: {error}") from None

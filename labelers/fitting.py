@@ -3,14 +3,15 @@ on the other 20% (labels.md).
 
 Per metric, a 4-parameter logistic from raw score to opinion score fixes the mapping's shape
 (centre and scale; it rises or falls as the metric's own direction says, never against it);
-the ensemble uses that curve normalised to [0, 1]. The weights are
+the ensemble uses that curve stretched to span [0, 1] over the training scores (a curve flat
+over them weighs 0). The weights are
 fitted jointly: opinion ~ intercept + sum_k W_k q_k with W >= 0 (bounded least squares). The
 logistic's own amplitude is not a weight: fitted one metric at a time, it absorbs how much the
 other metrics explain. Backfitting then refits each metric's logistic to its partial residual
 (the opinion less the other metrics' weighted terms), which removes the others' variation from
 its fit, and the weights are refitted; a few rounds converge."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import curve_fit, lsq_linear
@@ -94,8 +95,24 @@ def backfit(scores: dict[str, np.ndarray], opinion: np.ndarray, rising: dict[str
             if weights[index] > 0:
                 mappings[key] = fit_sigmoid(scores[key], opinion - intercept - others,
                                             rising[key])
-    features = np.column_stack([mappings[key](scores[key]) for key in keys])
-    return mappings, fit_weights(features, opinion)[1]
+    spanned = {key: spanning(mappings[key], scores[key]) for key in keys}
+    used = [key for key in keys if spanned[key] is not None]
+    weights = np.zeros(len(keys))  # a curve flat over the scores says nothing: weight 0
+    if used:
+        features = np.column_stack([spanned[key](scores[key]) for key in used])
+        weights[[keys.index(key) for key in used]] = fit_weights(features, opinion)[1]
+    return {key: spanned[key] or mappings[key] for key in keys}, weights
+
+
+def spanning(mapping: Mapping01, scores: np.ndarray) -> Mapping01 | None:
+    """`mapping` stretched so that its q spans [0, 1] over `scores` (None where the curve is
+    flat over them): a fitted curve whose middle lies beyond the scores (its tail fitted, its
+    amplitude left out) would otherwise give q a sliver of [0, 1], and Q with it."""
+    values = logistic(scores, 1.0, 0.0, mapping.center, mapping.scale)
+    low, high = float(values.min()), float(values.max())
+    if not high - low > 1e-9:
+        return None
+    return replace(mapping, low=low, high=high)
 
 
 def check_opinions(opinion: np.ndarray, references: np.ndarray) -> None:
@@ -108,12 +125,14 @@ def check_opinions(opinion: np.ndarray, references: np.ndarray) -> None:
         raise EnsembleError("fitting needs at least two reference images to split")
 
 
-def _check_fittable(scores: dict[str, np.ndarray], opinion: np.ndarray) -> None:
-    """A clear error for what no curve can be fitted to: equal or non-finite values."""
+def _check_fittable(scores: dict[str, np.ndarray], opinion: np.ndarray, where: str = ""
+                    ) -> None:
+    """A clear error for what no curve can be fitted to: equal or non-finite values (`where`:
+    on which part of the data)."""
     for key, values in scores.items():
         if not np.isfinite(values).all() or np.ptp(values) == 0:
-            raise EnsembleError(f"the {key} scores must be finite and not all equal: leave "
-                                f"{key} out (--metrics)")
+            raise EnsembleError(f"the {key} scores must be finite and not all equal{where}: "
+                                f"leave {key} out (--metrics)")
 
 
 def _correlations(predicted: np.ndarray, target: np.ndarray) -> dict[str, float | None]:
@@ -139,6 +158,8 @@ def fit_ensemble(scores: dict[str, np.ndarray], opinion: np.ndarray, references:
     check_opinions(opinion, references)
     _check_fittable(scores, opinion)
     train = split_by_reference(references, seed)
+    _check_fittable({key: values[train] for key, values in scores.items()}, opinion[train],
+                    " on the training references")
     mappings, raw = backfit({key: values[train] for key, values in scores.items()},
                             opinion[train], rising)
     if raw.sum() <= 0:

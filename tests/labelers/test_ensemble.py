@@ -203,6 +203,29 @@ def test_fitting_refuses_what_no_curve_fits():
         fit_ensemble({"gmsd": np.ones(20)}, np.arange(20.0), references)
 
 
+def test_a_fitted_q_spans_the_unit_range_and_a_noise_metric_gets_no_weight():
+    """Opinions made from GMSD alone, beside a metric of pure noise: each fitted curve is
+    stretched to span [0, 1] over the training scores, so Q spans [0, 1] and the noise metric,
+    whose curve explains nothing, weighs next to nothing (its saturated q once took the weight,
+    Q then a sliver of [0, 1] with fine correlations); a metric constant on the training
+    references is refused."""
+    rng = np.random.default_rng(0)
+    references = np.repeat(np.arange(20), 8)
+    gmsd, noise = rng.uniform(0.01, 0.3, 160), rng.uniform(0, 0.1, 160)
+    opinion = 5 - 10 * gmsd + rng.normal(0, 0.1, 160)
+    report = fit_ensemble({"gmsd": gmsd, "mae": noise}, opinion, references, seed=0)
+    quality, _ = report.ensemble.quality({"gmsd": gmsd, "mae": noise})
+    assert np.ptp(quality) > 0.95 and report.ensemble.weights["mae"] < 1e-6
+    assert report.ensemble_test["plcc"] > 0.99
+    saved = ens.Ensemble.from_json(json.loads(json.dumps(report.ensemble.to_json())))
+    np.testing.assert_array_equal(saved.quality({"gmsd": gmsd, "mae": noise})[0], quality)
+    train = split_by_reference(references, 6)
+    constant = np.where(train, 0.05, noise)  # varies on the test references only
+    with pytest.raises(ens.EnsembleError, match="mae scores must be finite and not all equal "
+                                                "on the training references"):
+        fit_ensemble({"gmsd": gmsd, "mae": constant}, opinion, references, seed=6)
+
+
 def test_the_shipped_default_ensemble_has_the_paper_weights_and_identity_bests():
     from pipeline.commands.default_ensemble import BEST, PAPER_WEIGHTS
 
