@@ -141,8 +141,8 @@ class Ensemble:
 
     def quality(self, scores: Mapping[str, np.ndarray]) -> tuple[np.ndarray, tuple[str, ...]]:
         """Q for each sample from raw scores, and the metrics used (weights renormalised over
-        the metrics of this ensemble present in `scores`)."""
-        used = tuple(key for key in self.weights if key in scores)
+        the metrics of this ensemble present in `scores`; one of weight 0 is none of them)."""
+        used = tuple(key for key in self.weights if key in scores and self.weights[key] > 0)
         total = sum(self.weights[key] for key in used)
         if not used or total <= 0:
             raise EnsembleError(f"no metric of positive weight among the ensemble's "
@@ -167,20 +167,23 @@ class Ensemble:
         is a dataset with none of the ensemble's metrics."""
         if total == 0:
             raise EnsembleError("no distorted sample to make Q of")
-        partial = {key: total - finite.get(key, 0) for key in self.weights
+        weighed = [key for key, weight in self.weights.items() if weight > 0]
+        partial = {key: total - finite.get(key, 0) for key in weighed
                    if 0 < finite.get(key, 0) < total}
         if partial:
             raise EnsembleError("some samples have no score of " + ", ".join(
                 f"{key} ({missing} of {total})" for key, missing in partial.items())
                 + ": their Q would not be comparable; use an ensemble without them")
-        used = tuple(key for key in self.weights if finite.get(key, 0) == total)
+        used = tuple(key for key in weighed if finite.get(key, 0) == total)
+        unweighed = [key for key in self.weights
+                     if key not in weighed and finite.get(key, 0) == total]
+        if not used and unweighed:
+            raise EnsembleError(f"the samples have scores of {', '.join(unweighed)} only, which "
+                                "the ensemble weighs 0: Q would be undefined")
         if not used:
             raise EnsembleError(f"no sample has a score of any of the ensemble's metrics "
                                 f"{list(self.weights)} (generated label-free, or with other "
                                 "metrics)")
-        if sum(self.weights[key] for key in used) <= 0:
-            raise EnsembleError(f"the samples have scores of {', '.join(used)} only, which the "
-                                "ensemble weighs 0: Q would be undefined")
         return used
 
     def to_json(self) -> dict:

@@ -10,7 +10,7 @@ import torch
 
 from labelers import weights
 from labelers.base import Metric
-from labelers.errors import LabelerError
+from labelers.errors import InvalidPairError, LabelerError
 from labelers.inputs import to_batch
 from labelers.registry import METRICS, metric_class
 
@@ -103,6 +103,10 @@ class Labeler:
                on_progress: Callable[[int], None] | None) -> Scores:
         ref_batch = to_batch(ref, self.device)
         no_versions = isinstance(dists, Sized) and len(dists) == 0  # None is a bad input
+        if no_versions and isinstance(dists, np.ndarray) and (
+                dists.dtype != np.uint8 or dists.shape[1:] != np.shape(ref)):
+            raise InvalidPairError(f"no versions, but as {dists.dtype} {dists.shape[1:]}, not "
+                                   f"the reference's uint8 {np.shape(ref)}")
         dist_batch = (torch.empty((0, *ref_batch.shape[1:]), dtype=torch.uint8) if no_versions
                       else to_batch(dists, "cpu"))
         for metric in self.metrics.values():

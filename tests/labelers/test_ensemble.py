@@ -268,9 +268,17 @@ def test_q_is_made_over_the_metrics_every_sample_has():
     linear = ens.Mapping01("linear", best=0.0, worst=1.0)
     ensemble = ens.Ensemble("e", {"mae": 1.0, "gmsd": 2.0, "vif": 0.0},
                             {key: linear for key in ("mae", "gmsd", "vif")})
+    # vif weighs 0: Q is not made of it, so it is not used, and only some samples having it
+    # (or none having a finite one) stops nothing
     assert ensemble.metrics_every_sample_has({"mae": 4, "gmsd": 4, "vif": 4}, 4) == \
-        ("mae", "gmsd", "vif")
-    assert ensemble.metrics_every_sample_has({"mae": 4, "vif": 4}, 4) == ("mae", "vif")
+        ("mae", "gmsd")
+    assert ensemble.metrics_every_sample_has({"mae": 4, "vif": 4}, 4) == ("mae",)
+    assert ensemble.metrics_every_sample_has({"mae": 4, "gmsd": 4, "vif": 2}, 4) == \
+        ("mae", "gmsd")
+    scores = {"mae": np.array([0.1, 0.2]), "gmsd": np.array([0.1, 0.3]),
+              "vif": np.array([np.nan, 0.5])}
+    quality, used = ensemble.quality(scores)
+    assert used == ("mae", "gmsd") and np.isfinite(quality).all()
     with pytest.raises(ens.EnsembleError, match=r"no score of gmsd \(1 of 4\)"):
         ensemble.metrics_every_sample_has({"mae": 4, "gmsd": 3}, 4)
     with pytest.raises(ens.EnsembleError, match="vif only, which the ensemble weighs 0"):

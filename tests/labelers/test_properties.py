@@ -132,6 +132,9 @@ def test_labeler_arguments_at_their_edges(small_image):
                                                                          np.uint8))
     assert len(none["mae"]) == 0
     assert len(labelers.Labeler(metrics=["mae"]).score(small_image, [])["mae"]) == 0
+    for empty in (np.empty((0, 5, 5, 3), np.uint8), np.empty((0, *small_image.shape))):
+        with pytest.raises(InvalidPairError, match="no versions, but as"):  # not the ref's
+            labelers.Labeler(metrics=["mae"]).score(small_image, empty)
     with pytest.raises(InputTooSmallError):  # no version, but the reference is still checked
         labelers.Labeler(metrics=["mad"]).score(small_image[:16, :16], [])
     with pytest.raises(InvalidPairError, match="differ in shape"):
