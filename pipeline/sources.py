@@ -120,9 +120,9 @@ def _literal(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def _from_object_store(uri: str, skipped: Counter) -> list[Source]:
-    root = pafs.FileSystem.from_uri(uri)[1]
+    filesystem, root = _from_uri(uri)
     scheme = uri.split("://", 1)[0]
-    infos = store_filesystem(uri).get_file_info(pafs.FileSelector(root, recursive=True))
+    infos = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
     return [Source(f"{scheme}://{info.path}", info.path.removeprefix(root).lstrip("/"),
                    PurePosixPath(info.path).stem, key=info.path, size=info.size,
                    mtime_ns=info.mtime_ns)
