@@ -168,10 +168,11 @@ def _labeler_rate(labeler: labelers.Labeler, ref, versions, device) -> dict:
     labeler.score(ref, versions)
     _peak_reset(device)
     seconds = timed(lambda: labeler.score(ref, versions))
-    passes = {key: labeler._pass_size(key, len(versions)) for key in labeler.keys}
+    pixels = ref.shape[0] * ref.shape[1]  # every version has the reference's H x W
+    passes = {key: labeler._pass_size(key, len(versions), pixels) for key in labeler.keys}
     return {"images_per_s": round(len(versions) / seconds, 2), "peak_mb": _peak_mb(device),
             "pass_size": passes,
-            "bytes_per_image": {k: round(v) for k, v in labeler.per_image_bytes.items()}}
+            "bytes_per_image": {k: round(v * pixels) for k, v in labeler.bytes_per_pixel.items()}}
 
 
 def _profile(labeler: labelers.Labeler, ref, versions, device) -> dict:

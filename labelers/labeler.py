@@ -31,6 +31,11 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def pixels(versions: torch.Tensor) -> int:
+    """Pixels of each image of an N x 3 x H x W batch."""
+    return versions.shape[-2] * versions.shape[-1]
+
+
 def batch_for_budget(per_image_bytes: float, budget_bytes: float, remaining: int) -> int:
     """Versions per pass so that their working memory stays within the budget (at least 1)."""
     if per_image_bytes <= 0:
@@ -48,9 +53,9 @@ class Labeler:
     absent ones in `Scores.absent` instead of raising WeightsMissingError (which is raised
     all the same when no metric would be left).
     batch_size: distorted images scored per pass; None sizes passes to memory: 16 on a CPU; on
-    CUDA each metric's first pass measures its peak memory per image, later passes hold as many
-    versions as `memory_budget` bytes allow (default half the GPU memory free at start), and a
-    pass that runs out of memory is split in two and retried.
+    CUDA each metric's first pass measures its peak memory per pixel, later passes hold as many
+    versions of their size as `memory_budget` bytes allow (default half the GPU memory free at
+    start), and a pass that runs out of memory is split in two and retried.
     """
 
     def __init__(self, metrics: Sequence[str] | None = None,
@@ -71,7 +76,7 @@ class Labeler:
         self.absent = absent
         self.batch_size = batch_size
         self.memory_budget = memory_budget or self._default_budget()
-        self.per_image_bytes: dict[str, float] = {}
+        self.bytes_per_pixel: dict[str, float] = {}  # a metric's peak bytes / version pixels
         self._measuring = threading.Lock()  # a call that measures runs alone
         self.metrics = {key: cls(self.device) for key, cls in classes.items() if key not in absent}
 
@@ -97,7 +102,7 @@ class Labeler:
 
     def _measures(self) -> bool:
         return (self.device.type == "cuda" and self.batch_size is None
-                and any(key not in self.per_image_bytes for key in self.metrics))
+                and any(key not in self.bytes_per_pixel for key in self.metrics))
 
     def _score(self, ref: np.ndarray, dists: np.ndarray | Sequence[np.ndarray],
                on_progress: Callable[[int], None] | None) -> Scores:
@@ -121,7 +126,8 @@ class Labeler:
                         for key, metric in self.metrics.items()}
             start = 0
             while start < len(dist_batch):  # every metric over one part, then the next part
-                size = min(self._pass_size(key, len(dist_batch) - start) for key in parts)
+                size = min(self._pass_size(key, len(dist_batch) - start, pixels(dist_batch))
+                           for key in parts)
                 part = dist_batch[start:start + size]
                 for key, metric in self.metrics.items():
                     parts[key].append(self._timed(key, self._compare, key, metric,
@@ -138,27 +144,30 @@ class Labeler:
         with torch.profiler.record_function(f"metric:{key}"):
             return action(*arguments)
 
-    def _pass_size(self, key: str, remaining: int) -> int:
+    def _pass_size(self, key: str, remaining: int, image_pixels: int) -> int:
+        """Versions of `image_pixels` pixels each in this metric's next pass."""
         if self.batch_size is not None:
             return min(self.batch_size, remaining)
         if self.device.type != "cuda":
             return min(CPU_BATCH, remaining)
-        if key not in self.per_image_bytes:
+        if key not in self.bytes_per_pixel:
             return min(PROBE_IMAGES, remaining)
-        return batch_for_budget(self.per_image_bytes[key], self.memory_budget, remaining)
+        return batch_for_budget(self.bytes_per_pixel[key] * image_pixels, self.memory_budget,
+                                remaining)
 
     def _compare(self, key: str, metric: Metric, prepared, dists: torch.Tensor) -> torch.Tensor:
         """Scores of `dists` in passes of this metric's size; a pass that runs out of GPU
         memory is retried in halves, and the smaller size is kept."""
         chunks, start = [], 0
         while start < len(dists):
-            size = self._pass_size(key, len(dists) - start)
+            size = self._pass_size(key, len(dists) - start, pixels(dists))
             try:
                 chunks.append(self._compare_pass(key, metric, prepared, dists[start:start + size]))
             except torch.cuda.OutOfMemoryError:
                 if size == 1 or self.batch_size is not None:  # a size chosen: never shrunk
                     raise
-                self.per_image_bytes[key] = 2 * self.memory_budget / size  # half as many next
+                # half as many next time, at this size or at any other
+                self.bytes_per_pixel[key] = 2 * self.memory_budget / (size * pixels(dists))
                 torch.cuda.empty_cache()
                 continue
             start += size
@@ -166,16 +175,16 @@ class Labeler:
 
     def _compare_pass(self, key: str, metric: Metric, prepared, chunk: torch.Tensor
                       ) -> torch.Tensor:
-        """One pass; on CUDA the first pass of a metric records its peak bytes per image (in
-        a call that runs alone: `score`). A pass that overruns the memory later is retried in
-        halves (_compare), and the smaller size kept."""
+        """One pass; on CUDA the first pass of a metric records its peak bytes per pixel of
+        its versions (in a call that runs alone: `score`). A pass that overruns the memory
+        later is retried in halves (_compare), and the smaller size kept."""
         if self.device.type != "cuda" or self.batch_size is not None \
-                or key in self.per_image_bytes:
+                or key in self.bytes_per_pixel:
             return metric.compare(prepared, chunk)  # already on the device (score uploads once)
         torch.cuda.synchronize(self.device)
         baseline = torch.cuda.memory_allocated(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         scores = metric.compare(prepared, chunk)
         peak = torch.cuda.max_memory_allocated(self.device) - baseline
-        self.per_image_bytes.setdefault(key, max(peak, 1) / len(chunk))
+        self.bytes_per_pixel.setdefault(key, max(peak, 1) / (len(chunk) * pixels(chunk)))
         return scores

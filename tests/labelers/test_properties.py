@@ -200,11 +200,25 @@ def test_a_pass_that_runs_out_of_memory_is_split_and_the_scores_are_unchanged(no
         prepared = metric.prepare(ref)
         expected = metric.compare(prepared, dists)
         labeler.device = torch.device("cuda")  # the GPU route's pass sizes; tensors stay here
-        labeler.memory_budget, labeler.per_image_bytes["mae"] = 12_000, 1_000  # all 12 fit
+        pixels = dists.shape[-2] * dists.shape[-1]
+        labeler.memory_budget, labeler.bytes_per_pixel["mae"] = 12_000, 1_000 / pixels  # 12 fit
         tight = _OutOfMemoryAbove(metric, limit=3)
         scores = labeler._compare("mae", tight, prepared, dists)
     torch.testing.assert_close(scores, expected, rtol=0, atol=0)
     assert tight.sizes == [12, 6, 3, 3, 3, 3]  # halved until it fits, then kept
+
+
+def test_pass_sizes_scale_with_the_pixels_of_each_call():
+    """Memory is measured per pixel: a metric measured on small images takes proportionally
+    fewer versions of a larger size in one pass (and more of a smaller), so a --size native
+    run does not size its 4000 x 3000 passes by a 512 x 384 first image."""
+    labeler = labelers.Labeler(["mae"], "cpu")
+    labeler.device = torch.device("cuda")  # the GPU route's pass sizes; nothing runs
+    labeler.memory_budget, labeler.bytes_per_pixel["mae"] = 12_000_000, 1.0
+    small, large = 512 * 384, 4000 * 3000
+    assert labeler._pass_size("mae", 165, small) == 12_000_000 // small  # 61
+    assert labeler._pass_size("mae", 165, large) == 1                    # 12e6 bytes each
+    assert labeler._pass_size("mae", 165, 100 * 100) == 165              # all that is left
 
 
 def test_a_chosen_pass_size_that_runs_out_of_memory_is_an_error_not_retried(noisy_versions):
