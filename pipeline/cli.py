@@ -515,6 +515,7 @@ def _add_label_commands(commands) -> None:
                          "(file://, s3://, gs://)")
     relabel.add_argument("--ensemble", required=True,
                          help="the ensemble to apply: a file or a shipped name (default, pmos)")
+    _add_take_over(relabel, "OUT")
     relabel.set_defaults(run=lc.relabel_command)
 
 

@@ -14,6 +14,7 @@ import labelers
 from labelers import ensemble as ens
 from labelers import weights
 from labelers.fitting import check_opinions, fit_ensemble
+from pipeline.lease import Lease
 from pipeline.plan import finished_plan
 from pipeline.sources import read_rgb
 from shards.layout import labels_file, shard_paths
@@ -122,12 +123,25 @@ def relabel_command(args) -> int:
     """Q for every sample of a dataset from the raw scores in its parquet index, written as a
     sidecar labels-<hash>.parquet (key, quality, shard; the metrics used in its metadata); the
     shard tars are untouched. A metric of the ensemble that the dataset never scored is left out
-    (Q renormalised over the rest, and said); one scored for some samples only is refused."""
+    (Q renormalised over the rest, and said); one scored for some samples only is refused.
+    It holds OUT's lease as generate does: a generate resumed meanwhile could redo shards under
+    a sidecar computed from their earlier scores."""
     ensemble = ens.load(args.ensemble)
     location = Location.parse(args.out)  # a folder or a URI (file://, s3://, gs://)
+    lease = Lease(location, "relabel")
+    for notice in lease.acquire(args.take_over):
+        print(f"note: {notice}")
+    try:
+        return _relabel(ensemble, location, args.out, lease)
+    finally:
+        lease.release()
+
+
+def _relabel(ensemble: ens.Ensemble, location: Location, out: str, lease: Lease) -> int:
+    """relabel_command's work, under `lease` (checked before the sidecar is published)."""
     plan = finished_plan(location)  # every shard, or no labels at all
     indexes = [shard_paths(location, index)["parquet"] for index in range(plan.shard_count)]
-    used = _relabel_metrics(ensemble, location, indexes, args.out)
+    used = _relabel_metrics(ensemble, location, indexes, out)
     target = location.path(labels_file(ensemble.hash))
     schema = SIDECAR_SCHEMA.with_metadata({"ensemble_hash": ensemble.hash,
                                            "metrics_used": json.dumps(used),
@@ -142,6 +156,7 @@ def relabel_command(args) -> int:
                                          "shard": np.full(len(keys), shard, np.int32)},
                                         schema=schema))
             written += len(keys)
+        lease.check()  # LeaseLostError: the sidecar is not published
     print(f"wrote {target}: {written} labels under ensemble {ensemble.name} ({ensemble.hash})")
     return 0
 

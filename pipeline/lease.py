@@ -97,7 +97,8 @@ def _process_state(pid: int) -> tuple[str | None, float | None]:
 
 def _describe(holder: dict) -> str:
     age = time.time() - holder.get("refreshed", 0)
-    return (f"host {holder.get('host')} pid {holder.get('pid')}, last refreshed "
+    command = f"iqa-factory {holder['command']} on " if holder.get("command") else ""
+    return (f"{command}host {holder.get('host')} pid {holder.get('pid')}, last refreshed "
             f"{age:.0f} s ago")
 
 
@@ -125,11 +126,15 @@ def _refusal(root: str, current: dict, take_over: bool) -> str | None:
 @dataclass
 class Lease:
     location: Location
+    command: str = "generate"  # the iqa-factory command writing, named to the writers refused
     holder: dict = field(default_factory=_holder)
     _stop: threading.Event = field(default_factory=threading.Event)
     _made_root: bool = False  # OUT did not exist before this lease: gone again if left empty
     _lost: threading.Event = field(default_factory=threading.Event)
     _lost_message: str = ""
+
+    def __post_init__(self):
+        self.holder.setdefault("command", self.command)
 
     @property
     def path(self) -> str:

@@ -253,7 +253,7 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
                               f"{was.describe()} dataset: nothing to convert")
     plan = stored_plan(plan, becomes)
     refuse_file(target)
-    lease = Lease(target)
+    lease = Lease(target, "convert")
     for notice in lease.acquire(take_over):
         print(f"note: {notice}")
     try:

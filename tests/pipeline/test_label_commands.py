@@ -13,6 +13,8 @@ from PIL import Image
 
 from labelers import ensemble as ens
 from pipeline import cli
+from pipeline import label_commands as lc
+from pipeline.lease import LEASE_FILE, Lease
 from shards import open_dataset
 from shards.storage import Location
 from tests.conftest import finish
@@ -283,6 +285,49 @@ def test_relabel_refuses_an_unfinished_dataset(scored_dataset, tmp_path, capsys)
     assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 2
     assert "has no report.json: generate has not finished it" in capsys.readouterr().err
     assert not list(out.glob("labels-*.parquet"))
+
+
+def test_relabel_is_refused_while_another_command_writes_the_dataset(scored_dataset, tmp_path,
+                                                                    capsys):
+    """relabel holds OUT's lease as generate does: while a generate (here, a lease this process
+    holds) writes OUT, relabel writes nothing; once it is done, relabel runs and lets go."""
+    out = _copy(scored_dataset, tmp_path)
+    _halves().save(tmp_path / "halves.json")
+    writer = Lease(Location.parse(str(out)))
+    writer.acquire()
+    try:
+        assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 2
+        assert "being written by another driver (iqa-factory generate on host" in \
+            capsys.readouterr().err
+        assert not list(out.glob("labels-*.parquet"))
+    finally:
+        writer.release()
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 0
+    assert len(list(out.glob("labels-*.parquet"))) == 1
+    assert not (out / LEASE_FILE).exists()
+
+
+def test_relabel_whose_lease_is_taken_over_publishes_nothing(scored_dataset, tmp_path, capsys,
+                                                             monkeypatch):
+    """A relabel suspended past the stale time whose lease another writer took over finds it
+    out before its sidecar is published."""
+    out = _copy(scored_dataset, tmp_path)
+    _halves().save(tmp_path / "halves.json")
+    location, read, calls = Location.parse(str(out)), lc._distorted_scores, []
+    indexes = len(list((out / "shards").glob("*.parquet")))
+
+    def taken_over_while_writing(*arguments):
+        calls.append(1)
+        if len(calls) == indexes + 1:  # every index checked; the sidecar's writing begins
+            holder = {**Lease(location).holder, "host": "elsewhere", "pid": 7}
+            Lease(location, holder=holder)._write()
+        return read(*arguments)
+    monkeypatch.setattr(lc, "_distorted_scores", taken_over_while_writing)
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 2
+    assert "another driver took this run's lease over (iqa-factory generate on host " \
+           "elsewhere pid 7" in capsys.readouterr().err
+    assert not list(out.glob("labels-*.parquet")) and not list(out.glob("*.staged*"))
+    assert json.loads((out / LEASE_FILE).read_text())["host"] == "elsewhere"  # left as found
 
 
 def test_relabel_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys):

@@ -144,7 +144,8 @@ def test_a_takeover_under_way_is_named_as_such(tmp_path):
     dead._write()
     digest = hashlib.sha256(json.dumps(dead.holder, sort_keys=True).encode()).hexdigest()[:16]
     location.write_bytes(location.path(f"{LEASE_FILE}.takeover-{digest}-0"), b"{}")  # just now
-    with pytest.raises(LeaseHeldError, match=rf"the stale lease of host \S+ pid "
+    with pytest.raises(LeaseHeldError, match=r"the stale lease of iqa-factory generate on host "
+                                             rf"\S+ pid "
                                              rf"{dead.holder['pid']}, .*: another driver is "
                                              r"taking it over now"):
         Lease(location).acquire()
@@ -177,7 +178,7 @@ def test_a_driver_whose_lease_was_taken_over_stops_and_never_writes_over_it(loca
     time.sleep(0.5)  # ten refresh periods
     assert json.loads(location.read_bytes(location.path(LEASE_FILE)))["host"] == "elsewhere"
     with pytest.raises(LeaseLostError, match=r"another driver took this run's lease over "
-                                             r"\(host elsewhere pid 7"):
+                                             r"\(iqa-factory generate on host elsewhere pid 7"):
         woken.check()
     assert not woken.held()  # what its strikes.json writes ask first
     woken.release()  # not its lease: left to its holder
@@ -308,7 +309,7 @@ def test_a_shard_writes_only_while_its_driver_holds_a_fresh_lease(location):
     Lease(location, holder={**lease.holder, "host": "elsewhere", "pid": 7,
                             "refreshed": time.time()})._write()
     with pytest.raises(LeaseLostError, match=r"another driver holds its lease now "
-                                             r"\(host elsewhere pid 7"):
+                                             r"\(iqa-factory generate on host elsewhere pid 7"):
         check_writer(location, sent_by)
     location.delete(location.path(LEASE_FILE))
     with pytest.raises(LeaseLostError, match="its lease is gone"):
@@ -344,7 +345,8 @@ def test_a_shard_task_whose_driver_lost_the_lease_publishes_nothing(local_ray, s
         with pytest.raises(ray.exceptions.RayTaskError) as raised:
             run_shard()
         assert isinstance(raised.value.cause, LeaseLostError)
-        assert "another driver holds its lease now (host elsewhere" in str(raised.value.cause)
+        assert "another driver holds its lease now (iqa-factory generate on host elsewhere" \
+            in str(raised.value.cause)
         assert sorted(os.listdir(location.path("shards"))) == []
         lease._write()  # the lease is the driver's again
         assert run_shard()["samples"] == 2
