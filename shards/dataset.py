@@ -29,6 +29,7 @@ from shards.reader import (
     read_index,
     read_sources,
     shard_states,
+    shard_stats,
     tar_urls,
 )
 from shards.records import decode as decode_image
@@ -59,8 +60,14 @@ def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
             return replaying(recorded, context, decode_image,
                              lambda key: wanted(f"{key}.json"))
     after = [decode_each] if decode else []
-    return Stream(lambda: pipeline(urls, [each_shard(location, labelled(records, labels))],
-                                   seed, order, after))
+    return Stream(lambda: pipeline(
+        urls, [each_shard(location, labelled(records, labels), recorded_samples(location))],
+        seed, order, after))
+
+
+def recorded_samples(location: Location) -> Callable[[str], int]:
+    """url of a shard tar -> the samples its stats count (what reading it must give)."""
+    return lambda url: shard_stats(location, shard_of(url))["samples"]
 
 
 def labelled(per_shard: Callable[[dict], Iterator[dict]], labels: Sidecar | None
@@ -194,8 +201,9 @@ class Dataset:
             if self.labels is not None:
                 records = self.labels.relabelled(records, shard_of(opened["url"]))
             return assemble(shard_spec, opened["url"], records, chosen)
-        return Stream(lambda: pipeline(urls, [each_shard(self.location, per_shard)], seed,
-                                       order))
+        return Stream(lambda: pipeline(
+            urls, [each_shard(self.location, per_shard, recorded_samples(self.location))],
+            seed, order))
 
 
 def open_dataset(path: str, labels: str | None = None) -> Dataset:

@@ -51,25 +51,36 @@ def _unreadable(url: str) -> Callable[[Exception], bool]:
 
 def shard_samples(opened: dict, select: Select | None = None) -> Iterator[dict]:
     """The webdataset samples ({"__key__", "__url__", extension: bytes}) of one opened shard,
-    in member order, reading only the members `select` accepts."""
+    in member order, reading only the members `select` accepts. Where `opened` has a "keys"
+    set (each_shard's), the key of every member is added to it, read or not."""
     handler = _unreadable(opened["url"])
-    members = tar_file_expander([opened], handler=handler, select_files=select)
+    seen = opened.get("keys")
+
+    def selected(name: str) -> bool:
+        if seen is not None:
+            seen.add(name.partition(".")[0])  # the sample's key, as group_by_keys takes it
+        return select is None or select(name)
+    members = tar_file_expander([opened], handler=handler, select_files=selected)
     return group_by_keys(members, handler=handler)
 
 
-def each_shard(location: Location, per_shard: Callable[[dict], Iterable]
+def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
+               recorded: Callable[[str], int] | None = None
                ) -> Callable[[Iterable[dict]], Iterator]:
     """A stage from shard urls to what `per_shard(opened)` makes of each opened shard (with
     `shard_samples`: records, groups), so per-shard state ends with its shard. A plain tar
     whose archive ends well before its file does (zeroed or overwritten in place, at the size
-    its stats record) is a ShardReadError, never read as a shorter shard."""
+    its stats record) is a ShardReadError, never read as a shorter shard; with `recorded`
+    (url -> the samples its stats count), so is a tar whose archive held fewer samples or
+    more (a last member zeroed: within the tar's last record)."""
     def stage(sources: Iterable[dict]) -> Iterator:
         for opened in open_tars(location)(sources):
             url, gzipped = opened["url"], opened["url"].endswith(".gz")
             counted = CountingStream(gzip.GzipFile(fileobj=opened["stream"], mode="rb")
                                      if gzipped else opened["stream"])
+            keys: set[str] = set()
             try:
-                yield from per_shard({**opened, "stream": counted})
+                yield from per_shard({**opened, "stream": counted, "keys": keys})
             except Exception:  # a damaged .tar.gz reads as bad records: named as damage
                 if gzipped:
                     _check_inflated_to_end(url, counted, ended=False)
@@ -78,6 +89,10 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable]
                 _check_inflated_to_end(url, counted)
             else:
                 _check_read_to_end(location, url, counted.count)
+            if recorded is not None and len(keys) != (count := recorded(url)):
+                raise ShardReadError(f"{url} is unreadable: its archive holds {len(keys)} "
+                                     f"samples, its stats {count} (damaged after it was "
+                                     "written)")
     return stage
 
 

@@ -206,6 +206,59 @@ def test_a_gzipped_tar_damaged_at_its_size_is_refused_not_read_short(tmp_path, s
         list(open_dataset(str(damaged)).samples(kind="all"))
 
 
+def test_a_tar_whose_last_sample_was_zeroed_at_its_recorded_size_is_refused(tmp_path,
+                                                                            hand_made):
+    """A small last sample zeroed in place ends the archive inside the tar's last record(s),
+    where the bytes left unread do not tell: the samples its stats count do."""
+    from shards.tar_stream import ShardReadError
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(hand_made, damaged)
+    tar = damaged / "shards" / "00000.tar"
+    with tarfile.open(tar) as archive:
+        members = archive.getmembers()
+    last = members[-1].name.partition(".")[0]
+    start = min(m.offset for m in members if m.name.partition(".")[0] == last)
+    data = bytearray(tar.read_bytes())
+    data[start:] = bytes(len(data) - start)
+    tar.write_bytes(bytes(data))
+    recorded = json.loads((damaged / "shards" / "00000_stats.json").read_text())["samples"]
+    assert recorded == len({m.name.partition(".")[0] for m in members})  # one key a sample
+    dataset = open_dataset(str(damaged))
+    with pytest.raises(ShardReadError, match=rf"00000\.tar is unreadable: its archive holds "
+                                             rf"{recorded - 1} samples, its stats {recorded}"):
+        list(dataset.samples(kind="all"))
+
+
+def test_a_gzipped_tar_remade_without_its_last_records_is_refused(tmp_path, store_datasets):
+    """A .tar.gz made again without its last records (a sound gzip stream, its CRC its own)
+    and padded with zeros to its recorded size: gzip passes the padding over; the samples its
+    stats count tell."""
+    import gzip
+    import io
+
+    from shards.tar_stream import ShardReadError
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(store_datasets["recipes"], damaged)
+    tar = damaged / "shards" / "00000.tar.gz"
+    size = tar.stat().st_size
+    with tarfile.open(tar) as archive:
+        members = [(m, archive.extractfile(m).read()) for m in archive.getmembers()]
+    keys = list(dict.fromkeys(m.name.partition(".")[0] for m, _ in members))
+    kept = io.BytesIO()
+    with tarfile.open(fileobj=kept, mode="w") as archive:
+        for member, data in members:
+            if member.name.partition(".")[0] != keys[-1]:
+                archive.addfile(member, io.BytesIO(data))
+    shorter = gzip.compress(kept.getvalue())
+    assert len(shorter) < size
+    tar.write_bytes(shorter.ljust(size, b"\0"))
+    with pytest.raises(ShardReadError, match=rf"its archive holds {len(keys) - 1} samples, "
+                                             rf"its stats {len(keys)}"):
+        list(open_dataset(str(damaged)).samples(kind="all"))
+
+
 def test_only_complete_shards_are_read(tmp_path, hand_made):
     partial = tmp_path / "partial"
     shutil.copytree(hand_made, partial)
