@@ -3,13 +3,16 @@ overlapping views as Re-IQA draws them (offset y in [0.70 h, 0.90 h), x so that 
 10-30% of a view, both inside the image)."""
 
 import math
+from fractions import Fraction
 
 import cv2
 import numpy as np
 
 Box = tuple[int, int, int, int]
-OVERLAP = (0.10, 0.30)   # the views' shared area, as a fraction of one view
-OFFSET = (0.70, 0.90)    # the second view's vertical offset, as a fraction of h
+# exact fractions: a bound that falls on a whole pixel is that pixel (in floats, 0.3 w / 0.3
+# can come to a hair above w, ceil'd to one pixel past the widest offset the image allows)
+OVERLAP = (Fraction(1, 10), Fraction(3, 10))  # the views' shared area, a fraction of one view
+OFFSET = (Fraction(7, 10), Fraction(9, 10))   # the second view's vertical offset, of h
 MIN_VIEW_HEIGHT = 4      # below, no whole-pixel offset lies in [0.70 h, 0.90 h)
 
 
@@ -37,7 +40,7 @@ def two_views(shape: tuple[int, ...], crop: tuple[int, int],
         raise ValueError(f"two overlapping {h} x {w} views need an image of at least "
                          f"{h + low} x {w}; this one is {height} x {width}")
     dy = int(rng.integers(low, min(math.ceil(OFFSET[1] * h), height - h + 1)))
-    kept = (h - dy) / h  # the rows the views share, as a fraction of h
+    kept = Fraction(h - dy, h)  # the rows the views share, as a fraction of h
     widest = min(math.floor(w - OVERLAP[0] * w / kept), width - w)
     dx = int(rng.integers(max(0, math.ceil(w - OVERLAP[1] * w / kept)), widest + 1))
     top = int(rng.integers(height - h - dy + 1))

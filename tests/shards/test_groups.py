@@ -164,6 +164,20 @@ def test_two_views_overlap_inside_the_image_with_one_pair_of_boxes(generated,
         _assert_aligned(chunk, generated_images, views=2)
 
 
+def test_two_views_fit_an_image_exactly_as_wide_as_them():
+    """An image as wide as the views leaves them no sideways offset: the overlap must then
+    come from the rows alone, dy = 0.7 h gives 30% (for a 150-row view, dy = 105): a draw
+    there is allowed, never a 'low >= high' of the bounds' rounding."""
+    from shards.boxes import two_views
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        first, second = two_views((270, 124), (150, 124), rng)
+        assert first[1] == second[1] == 0
+        rows = min(first[0], second[0]) + 150 - max(first[0], second[0])
+        assert 105 <= abs(second[0] - first[0]) < 135 and 0.10 <= rows / 150 <= 0.30
+
+
 def test_crops_that_do_not_fit_are_refused(generated):
     dataset = open_dataset(str(generated))
     with pytest.raises(ValueError, match="does not fit"):
