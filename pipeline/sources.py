@@ -147,14 +147,43 @@ def _list_entries(path: Path) -> list[str]:
 def _from_list_file(path: Path, skipped: Counter) -> list[Source]:
     """One path or URI per line (first column of a CSV such as kadis700k_ref_imgs.csv).
     Relative paths are relative to the list file."""
-    found = []
-    for entry in _list_entries(path):
-        if not _taken(entry, skipped):
+    named = [(entry, entry if "://" in entry or Path(entry).is_absolute()
+              else str(path.parent / entry))
+             for entry in _list_entries(path) if _taken(entry, skipped)]
+    stats = _uri_stats([uri for _, uri in named if "://" in uri])
+    return [Source(uri, entry, PurePosixPath(entry).stem,
+                   **(stats.get(uri, {}) if "://" in uri else _regular_stat(Path(uri))))
+            for entry, uri in named]
+
+
+def _uri_stats(uris: list[str]) -> dict[str, dict]:
+    """The size and mtime_ns of each URI of a list file that names a file, so that a resume
+    sees it changed: a file:// one by a stat, the others from one listing of each folder they
+    lie in (an object store answers a request per thousand files, not one per file). A URI
+    that is not found, is malformed, or lies in a folder that cannot be listed has none (its
+    reading names the problem later)."""
+    stats, folders = {}, {}
+    for uri in uris:
+        try:
+            filesystem, file_path = _literal(uri)
+        except (OSError, ValueError):
             continue
-        uri = entry if "://" in entry or Path(entry).is_absolute() else str(path.parent / entry)
-        found.append(Source(uri, entry, PurePosixPath(entry).stem,
-                            **({} if "://" in uri else _regular_stat(Path(uri)))))
-    return found
+        if isinstance(filesystem, pafs.LocalFileSystem):
+            stats[uri] = _regular_stat(Path(file_path))
+        else:
+            folder = (id(filesystem), file_path.rpartition("/")[0])
+            folders.setdefault(folder, (filesystem, []))[1].append((uri, file_path))
+    for (_, folder), (filesystem, members) in folders.items():
+        try:
+            infos = filesystem.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        except OSError:
+            continue
+        listed = {info.path: info for info in infos if info.type == pafs.FileType.File}
+        for uri, file_path in members:
+            if file_path in listed:
+                stats[uri] = {"size": listed[file_path].size,
+                              "mtime_ns": listed[file_path].mtime_ns}
+    return stats
 
 
 def skipped_note(skipped: Counter) -> str:

@@ -52,6 +52,27 @@ def test_odd_keys_are_listed_and_read_as_listed(s3_bucket, small_image):
         assert s3_bucket.secret not in source.uri and s3_bucket.access not in source.uri
 
 
+def test_s3_uris_in_a_list_file_carry_their_size_and_time(s3_bucket, small_image, tmp_path,
+                                                          monkeypatch):
+    """Each s3:// line of a list file gets its object's size and time (from one listing of
+    its folder), so a resume sees it changed; a missing object gets none (its read names it)."""
+    _upload_odd_sources(s3_bucket, small_image, "listed")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{s3_bucket.endpoint}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_bucket.access)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_bucket.secret)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    table = tmp_path / "list.txt"
+    names = [*ODD_KEYS, "missing.png"]
+    table.write_text("".join(f"s3://{s3_bucket.name}/listed/{name}\n" for name in names))
+    told = {source.order_key.rpartition("/")[2]: (source.size, source.mtime_ns)
+            for source in list_sources(str(table))}
+    for name in ODD_KEYS:
+        head = s3_bucket.client.head_object(Bucket=s3_bucket.name, Key=f"listed/{name}")
+        assert told[name] == (head["ContentLength"],
+                              int(head["LastModified"].timestamp()) * 1_000_000_000)
+    assert told["missing.png"] == (None, None)
+
+
 def _every_object(s3_bucket, prefix: str) -> dict[str, bytes]:
     client, bucket = s3_bucket.client, s3_bucket.name
     listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])

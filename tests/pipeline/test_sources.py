@@ -50,6 +50,32 @@ def test_a_uri_in_a_list_file_names_its_file_as_written(tmp_path):
         np.testing.assert_array_equal(load(source).pixels, expected[name])
 
 
+def test_a_file_uri_in_a_list_file_is_checked_for_changes_on_resume(tmp_path, fast_config):
+    """A file:// line carries its file's size and time, as a plain path does: a source
+    rewritten between an interruption and the resume is named, not mixed in."""
+    from pipeline.plan import PlanMismatchError
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for name, value in (("a.png", 10), ("b#2.png", 20)):
+        _save(folder / name, value)
+    table = tmp_path / "list.txt"
+    table.write_text(f"file://{folder / 'a.png'}\nfile://{folder / 'b#2.png'}\n")
+    sources = list_sources(str(table))
+    assert [(s.size, s.mtime_ns) for s in sources] == [
+        ((folder / n).stat().st_size, (folder / n).stat().st_mtime_ns)
+        for n in ("a.png", "b#2.png")]
+    config = fast_config(str(table))
+    plan = Plan.make(sources, config)
+    persist_or_check(plan, Location.parse(config.out))
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)).save(
+        folder / "b#2.png")
+    with pytest.raises(PlanMismatchError, match=r"1 sources changed since it was planned \("
+                       rf"file://{folder / 'b#2.png'} is \d+ bytes"):
+        persist_or_check(Plan.make(list_sources(str(table)), config),
+                         Location.parse(config.out))
+
+
 def test_a_file_larger_than_any_image_within_the_limit_is_refused_unread(tmp_path):
     """A 1 TB file (sparse: it takes no disk) is refused as too_large at once, never read
     into memory; the duplicate check passes over two of them; the probe reads one byte."""
