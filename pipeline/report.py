@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from labelers.ensemble import Ensemble
 from labelers.registry import metric_versions, package_version
 from pipeline.config import MODE_DEFAULTS, RunConfig
-from pipeline.errors import PlanMismatchError
+from pipeline.errors import PipelineError, PlanMismatchError
 from pipeline.plan import Plan
 from pipeline.sources import printable, skipped_note, unlisted_note
 from shards.layout import (
@@ -24,7 +24,7 @@ from shards.layout import (
     shard_name,
     shard_paths,
 )
-from shards.reader import shard_stats
+from shards.reader import ShardListsError, shard_lists, shard_stats
 from shards.schema import SOURCES_SCHEMA
 from shards.storage import Location, redact
 from shards.store_modes import library_versions
@@ -123,9 +123,13 @@ def merge(location: Location, plan: Plan) -> Tally:
             location.staged_output(location.path(FAILURES_FILE)) as failures_stream:
         for index in range(plan.shard_count):
             paths = shard_paths(location, index)
-            sources = json.loads(location.read_bytes(paths["sources"]))
-            failures = location.read_json_lines(paths["failures"])
             stats = shard_stats(location, index)
+            try:
+                sources, failures = shard_lists(location, paths, stats)
+            except ShardListsError as error:  # changed since the shard was done
+                raise PipelineError(f"{location.root}: shard {shard_name(index)}: {error}; "
+                                    "nothing merged: run generate again to make it anew"
+                                    ) from None
             if stats.get("plan_digest") != plan.digest:  # another driver's, written meanwhile
                 raise PlanMismatchError(f"{location.root}: shard {shard_name(index)} was made "
                                          f"under plan {str(stats.get('plan_digest'))[:12]}, "
@@ -229,8 +233,9 @@ def libraries_differing_message(report: dict) -> str:
     differing = ", ".join(f"{name} {version} in {count} shard{'s' if count > 1 else ''}"
                           for name, versions in report["libraries_differing"].items()
                           for version, count in versions.items())
-    message = (f"shards were made with other library versions than manifest.json records "
-               f"({differing}): a rerun on the recorded versions would not give their bytes")
+    message = (f"shards were made with other library versions or code than manifest.json "
+               f"records ({differing}): a rerun on the recorded versions would not give their "
+               "bytes, and other code may have scored or distorted them otherwise")
     if replays_recipes(report["modes"]):
         message += (", and their recipes replay only on those versions (a reader elsewhere "
                     "stops at the first replay whose SHA-256 differs)")

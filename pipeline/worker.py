@@ -418,7 +418,7 @@ def _finish(writer, distorted, config, outcome, location, digest: str, guard: Gu
             json.dumps(f, sort_keys=True) + "\n" for f in outcome.failures).encode())
         writer.publish()
         guard.publishing(location)  # the stats finish the shard: asked again at the last
-    writer.write_stats({"plan_digest": digest, "references": outcome.references,
-                   "distorted": len(distorted),
-                   "failures": len(outcome.failures), "seconds": outcome.seconds,
-                   "labels": outcome.labels, "libraries": library_versions()})
+    writer.write_stats({"plan_digest": digest, "sources": len(outcome.sources),
+                        "references": outcome.references, "distorted": len(distorted),
+                        "failures": len(outcome.failures), "seconds": outcome.seconds,
+                        "labels": outcome.labels, "libraries": library_versions()})

@@ -154,8 +154,9 @@ def shard_problems(location: Location, index: int, digest: str | None, store: st
                    verify_hash: bool = False) -> list[str]:
     """Why shard `index` of a dataset in mode `store` is not a complete shard of the plan
     `digest` (empty when it is): its files (the merge needs its sources and failures lists
-    too), its stats' plan digest, its parquet row count and its tar's byte size against the
-    stats, and with `verify_hash` the tar's SHA-256 too (reads the whole tar)."""
+    too, and they must hold what the stats count), its stats' plan digest, its parquet row
+    count and its tar's byte size against the stats, and with `verify_hash` the tar's SHA-256
+    too (reads the whole tar)."""
     paths = shard_files(location, index, store)
     missing = [kind for kind in ("tar", "parquet", "stats", "sources", "failures")
                if not location.exists(paths[kind])]
@@ -167,7 +168,7 @@ def shard_problems(location: Location, index: int, digest: str | None, store: st
             rows = pq.read_metadata(handle).num_rows
     except (ValueError, OSError, pa.ArrowException) as error:
         return [f"stats or parquet unreadable ({type(error).__name__}: {error})"]
-    problems = []
+    problems = [problem] if (problem := lists_problem(location, paths, stats)) else []
     if digest is not None and stats.get("plan_digest") != digest:
         problems.append(f"made under plan {str(stats.get('plan_digest'))[:12]}, not this "
                         f"run's {digest[:12]}")
@@ -178,6 +179,45 @@ def shard_problems(location: Location, index: int, digest: str | None, store: st
     elif verify_hash and tar_sha256(location, paths["tar"]) != stats.get("tar_sha256"):
         problems.append(TAR_CHANGED)
     return problems
+
+
+class ShardListsError(ValueError):
+    """A shard's sources or failures list that is not what its stats count."""
+
+
+def shard_lists(location: Location, paths: dict[str, str], stats: dict
+                ) -> tuple[list[dict], list[dict]]:
+    """A shard's sources rows and failures, checked against its stats: a row per source, the
+    references made and the failures they count (a count the stats of an older shard lack is
+    not compared); a ShardListsError naming what is wrong."""
+    try:
+        sources = json.loads(location.read_bytes(paths["sources"]))
+        failures = location.read_json_lines(paths["failures"])
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ShardListsError(f"sources or failures list unreadable ({error})") from None
+    if not isinstance(sources, list) or not all(
+            isinstance(row, dict) and "ref_id" in row for row in sources) or not all(
+            isinstance(failure, dict) for failure in failures):
+        raise ShardListsError("sources or failures list holds other than its rows")
+    made = sum(row.get("status") == "ok" for row in sources)
+    counted = {"sources": (len(sources), "sources"), "references": (made, "references made"),
+               "failures": (len(failures), "failures")}
+    wrong = [f"{count} {what}, its stats {stats[name]}"
+             for name, (count, what) in counted.items()
+             if isinstance(stats.get(name), int) and stats[name] != count]
+    if wrong:
+        raise ShardListsError(f"its lists hold {', '.join(wrong)}")
+    return sources, failures
+
+
+def lists_problem(location: Location, paths: dict[str, str], stats: dict) -> str | None:
+    """What is wrong with a shard's sources and failures lists (shard_lists), None if
+    nothing."""
+    try:
+        shard_lists(location, paths, stats)
+    except ShardListsError as error:
+        return str(error)
+    return None
 
 
 def no_complete_shard(location: Location) -> FileNotFoundError:

@@ -55,6 +55,9 @@ def mismatch_message(key: str, recipe: dict, libraries: dict | None) -> str:
         why = "libraries that differ from the manifest: " + ", ".join(
             f"{name} {'not recorded' if made is None else made} there, {here} here"
             for name, (made, here) in differ.items())
+    elif "distortions_code" in libraries:
+        why = ("every recorded library version and the bank's code are the same here: the "
+               "processor's instruction set may move its float results")
     else:
         why = ("every recorded library version is the same here: the bank's own code may "
                "differ from the code that made it")

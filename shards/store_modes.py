@@ -15,6 +15,9 @@ The mode of a dataset is in its plan (plan.json's inputs, only when not images),
 never mixes two modes; the modes' names and file layout are in shards.layout."""
 
 import functools
+import hashlib
+import importlib.util
+from pathlib import Path
 
 import distortions
 from labelers.registry import package_version
@@ -63,14 +66,30 @@ def _opencv_dispatch() -> str:
     return " ".join(feature for feature in available if not feature.startswith("AVX512"))
 
 
+CODE_ROOMS = ("distortions", "labelers")  # this project's code of a version's pixels, scores
+
+
 def library_versions() -> dict[str, str | None]:
     """The versions of every library a replay depends on: NumPy, SciPy and scikit-image
     (float code of most types), OpenCV (with the instruction sets it dispatches to) and its
     libjpeg-turbo/OpenJPEG/libpng, Pillow and its libjpeg-turbo/OpenJPEG/zlib (JPEG, JPEG 2000
     and PNG), torch (the learned denoiser) and PyWavelets (the noise estimate it is given:
-    scikit-image's wavelet sigma, to which a one-ulp change moves pixels). Looked up once per
-    process (every shard a worker makes records them)."""
+    scikit-image's wavelet sigma, to which a one-ulp change moves pixels); and this project's
+    own: its version and a digest of the code that makes pixels and scores (`CODE_ROOMS`; an
+    editable install keeps its version across commits). Looked up once per process (every
+    shard a worker makes records them)."""
     return dict(_library_versions())
+
+
+def code_digest(room: str) -> str:
+    """SHA-256 (16 hex digits) of a room's source files (*.py, *.json: names and bytes)."""
+    spec = importlib.util.find_spec(room)
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.suffix in (".py", ".json")):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0".encode())
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 @functools.cache
@@ -85,6 +104,8 @@ def _library_versions() -> dict[str, str | None]:
     versions.update(_opencv_codecs(), opencv_dispatch=_opencv_dispatch())
     versions.update({f"pillow_{name}": features.version(name) for name in
                      ("libjpeg_turbo", "jpg_2000", "zlib")})
+    versions["iqa-factory"] = package_version("iqa-factory")
+    versions.update({f"{room}_code": code_digest(room) for room in CODE_ROOMS})
     return versions
 
 

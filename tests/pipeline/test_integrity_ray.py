@@ -117,8 +117,8 @@ def test_shards_made_on_other_library_versions_are_named_by_the_report_and_inspe
     assert cli.main(command) == 0  # a resume: nothing to make, the report made again
     report = json.loads((out / "report.json").read_text())
     assert report["libraries_differing"] == {"numpy": {other: 1}}
-    assert f"warning: shards were made with other library versions than manifest.json " \
-           f"records (numpy {other} in 1 shard)" in capsys.readouterr().out
+    assert f"warning: shards were made with other library versions or code than " \
+           f"manifest.json records (numpy {other} in 1 shard)" in capsys.readouterr().out
     lines, problems = inspect(str(out))
     [named] = [text for text in lines + problems if f"numpy {other} in 1 shard" in text]
     assert (named in problems) == (store == "recipes")

@@ -311,6 +311,40 @@ def test_a_shard_without_its_lists_is_redone_and_unreadable_stats_are_damage(tmp
         assert "not an object" in shard_problems(location, 2, digest, "images")[0]
 
 
+def test_a_shard_whose_lists_miss_rows_or_break_is_not_complete(tmp_path, generated):
+    """A sources row or failure lost from a shard's lists would leave it out of the dataset's
+    sources.parquet and failures.jsonl: such a shard is not complete (resumes make it again,
+    inspect names it), and a merge that meets one names it, not a bare JSON error."""
+    from pipeline.errors import PipelineError
+    from pipeline.plan import read_plan
+    from pipeline.report import merge
+
+    copy = tmp_path / "copy"
+    shutil.copytree(generated, copy)
+    location = Location.parse(str(copy))
+    digest = json.loads((copy / "plan.json").read_text())["digest"]
+    listed = copy / "shards" / "00001_sources.json"
+    rows = json.loads(listed.read_text())
+    made = sum(row["status"] == "ok" for row in rows)
+    listed.write_text(json.dumps(rows[:-1]))
+    assert shard_problems(location, 1, digest, "images") == [
+        f"its lists hold {len(rows) - 1} sources, its stats {len(rows)}, "
+        f"{made - 1} references made, its stats {made}"]
+    with pytest.raises(PipelineError, match=r"shard 00001: its lists hold .* nothing merged"):
+        merge(location, read_plan(location))
+    listed.write_text(json.dumps(rows))
+    failures = copy / "shards" / "00000_failures.jsonl"
+    kept = failures.read_text()
+    failures.write_text(kept + json.dumps({"ref_id": "x", "reason": "empty"}) + "\n")
+    assert shard_problems(location, 0, digest, "images") == [
+        f"its lists hold {kept.count(chr(10)) + 1} failures, its stats {kept.count(chr(10))}"]
+    failures.write_text(kept + '{"ref_id":\n')
+    assert shard_problems(location, 0, digest, "images")[0].startswith(
+        "sources or failures list unreadable")
+    failures.write_text(kept)
+    assert shard_problems(location, 0, digest, "images") == []
+
+
 def test_inspect_names_stats_without_their_counts(tmp_path, store_datasets):
     from pipeline.inspect_dataset import inspect
 

@@ -171,6 +171,30 @@ def _tampered(root, tmp_path, key: str):
     return copy
 
 
+def test_the_code_of_pixels_and_scores_is_recorded_by_its_digest(tmp_path, monkeypatch):
+    """Every shard records a digest of the distortions and labelers code (an editable install
+    keeps its version across commits): it moves with any source file's name or bytes, not
+    with compiled files beside them."""
+    from shards.store_modes import code_digest
+
+    recorded = library_versions()
+    assert recorded["distortions_code"] == code_digest("distortions")
+    assert recorded["labelers_code"] == code_digest("labelers")
+    assert recorded["iqa-factory"] == importlib.metadata.version("iqa-factory")
+    room = tmp_path / "probe_room"
+    room.mkdir()
+    (room / "__init__.py").write_text("")
+    (room / "a.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = code_digest("probe_room")
+    expected = hashlib.sha256(b"__init__.py\0\0a.py\0X = 1\n\0").hexdigest()[:16]
+    assert before == expected  # names and bytes, sorted by name
+    (room / "a.cpython-311.pyc").write_bytes(b"compiled")
+    assert code_digest("probe_room") == before
+    (room / "a.py").write_text("X = 2\n")
+    assert code_digest("probe_room") != before
+
+
 def test_a_replay_that_differs_is_an_error_naming_sample_and_libraries(store_datasets,
                                                                        tmp_path):
     key = next(k for k, parts in _members(store_datasets["recipes"]).items()
@@ -218,8 +242,12 @@ def test_pending_replays_lazily_and_says_when_libraries_are_the_same(small_image
     np.testing.assert_array_equal(Pending("k", small_image, meta, same).pixels(), image)
     wrong = {**meta, "sha256": "f" * 64}
     with pytest.raises(ReplayMismatchError, match=r"sample k: .*every recorded library "
-                                                  "version is the same here"):
+                                                  "version and the bank's code are the same "
+                                                  "here"):
         Pending("k", small_image, wrong, same).pixels()
+    earlier = {k: v for k, v in library_versions().items() if not k.endswith("_code")}
+    with pytest.raises(ReplayMismatchError, match="distortions_code not recorded there"):
+        Pending("k", small_image, wrong, ReplayContext(earlier)).pixels()
     with pytest.raises(ReplayMismatchError, match="records no library versions"):
         Pending("k", small_image, wrong, ReplayContext(None)).pixels()
     for params in ({"ratio": "x"}, {}, {"ratio": [45]}):  # a recipe no replay can take
@@ -235,14 +263,16 @@ def test_inspect_names_stats_that_miscount_and_files_of_no_planned_shard(store_d
     shutil.copytree(store_datasets["images"], copy)
     stats_path = copy / "shards" / "00000_stats.json"
     stats = json.loads(stats_path.read_text())
-    stats_path.write_text(json.dumps({**stats, "references": stats["references"] + 1,
-                                      "labels": stats["labels"][:3]}))
+    stats_path.write_text(json.dumps({**stats, "references": stats["references"] + 1}))
+    other_path = copy / "shards" / "00001_stats.json"
+    other = json.loads(other_path.read_text())
+    other_path.write_text(json.dumps({**other, "labels": other["labels"][:3]}))
     shutil.copyfile(copy / "shards" / "00000.tar", copy / "shards" / "00005.tar")
     (copy / "shards" / "00001.tar.gz").write_bytes(b"")  # another mode's name
     problems = inspect(str(copy))[1]
-    assert f"shard 00000: its stats count {stats['references'] + 1} references, its parquet " \
-           f"{stats['references']}" in problems
-    assert f"shard 00000: its stats count 3 labels, its parquet {len(stats['labels'])}" \
+    assert f"shard 00000: its lists hold {stats['references']} references made, its stats " \
+           f"{stats['references'] + 1}" in problems  # the lists, counted before the parquet
+    assert f"shard 00001: its stats count 3 labels, its parquet {len(other['labels'])}" \
         in problems
     assert ("2 file(s) in shards/ belong to none of the plan's 2 shards (00001.tar.gz, "
             "00005.tar): left by another run or copied in; remove them") in problems
