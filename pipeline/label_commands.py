@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 from tqdm import tqdm
 
 import labelers
@@ -61,14 +62,35 @@ def _opinion(text: str | None, path: Path, line: int) -> float:
 
 
 def check_table(rows: list[tuple[str, str, float]], ref_dir: Path, dist_dir: Path) -> None:
-    """Before any scoring (hours on KADID-10k): opinions a fit can use, and every image the
-    table names present; a ValueError naming what is not."""
+    """Before any scoring (hours on KADID-10k): opinions a fit can use, every image the table
+    names present and readable as one (its header), and each pair of one size; a ValueError
+    naming what is not."""
     check_opinions(np.array([row[2] for row in rows]), np.array([row[1] for row in rows]))
     named = {ref_dir / ref for _, ref, _ in rows} | {dist_dir / dist for dist, _, _ in rows}
     absent = sorted(str(path) for path in named if not path.is_file())
     if absent:
         raise ValueError(f"{len(absent)} image(s) the table names are not there, e.g. "
                          f"{', '.join(absent[:3])} (--ref-dir, --dist-dir choose the folders)")
+    sizes = {path: _image_size(path) for path in sorted(named)}
+    unreadable = [str(path) for path, size in sizes.items() if size is None]
+    if unreadable:
+        raise ValueError(f"{len(unreadable)} image(s) the table names cannot be read as "
+                         f"images, e.g. {', '.join(unreadable[:3])}")
+    unequal = [f"{dist} {sizes[dist_dir / dist]} against {ref} {sizes[ref_dir / ref]}"
+               for dist, ref, _ in rows if sizes[dist_dir / dist] != sizes[ref_dir / ref]]
+    if unequal:
+        raise ValueError(f"{len(unequal)} pair(s) of the table differ in size (width, height), "
+                         f"e.g. {'; '.join(unequal[:3])}: a full-reference metric compares "
+                         "images of one size")
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """An image file's (width, height) from its header, None where it is not one."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def score_table(rows, ref_dir: Path, dist_dir: Path, labeler: labelers.Labeler):

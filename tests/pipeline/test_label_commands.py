@@ -55,9 +55,17 @@ def test_fit_ensemble_writes_an_ensemble_and_a_report(kadid_like, tmp_path, caps
 
 def test_fit_ensemble_checks_the_table_before_scoring(kadid_like, tmp_path, capsys):
     """Hours of scoring on KADID-10k must not end in an error the table showed at the start:
-    a missing image, an opinion that is not a number, opinions all equal, one reference."""
+    a pair of two sizes, a file that is no image, a missing image, an opinion that is not a
+    number, opinions all equal, one reference."""
     lines = kadid_like.read_text().splitlines()
+    folder = tmp_path / "images"
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(folder / "small.png")
+    (folder / "text.png").write_text("not an image")
     cases = [
+        ([*lines, "small.png,I00.png,3.0,0.1"], "1 pair(s) of the table differ in size (width, "
+         "height), e.g. small.png (12, 10) against I00.png (192, 176)"),
+        ([*lines, "text.png,I00.png,3.0,0.1"], "1 image(s) the table names cannot be read as "
+         f"images, e.g. {folder / 'text.png'}"),
         ([*lines, "I09_01_01.png,I09.png,3.0,0.1"], "2 image(s) the table names are not there, "
          f"e.g. {tmp_path / 'images' / 'I09.png'}, {tmp_path / 'images' / 'I09_01_01.png'}"),
         ([*lines[:3], "I00_01_03.png,I00.png,n/a,0.1", *lines[4:]],
