@@ -154,7 +154,9 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
 
     out = Path(config.out)
     run = Run(context, objective.model, config.optim, 0, out, config.to_json(), config.seed,
-              precision, objective=objective)
+              precision, objective=objective,
+              data={"train groups": groups,
+                    "val groups": sum(val_groups[ref] for ref in val)})
     summary = fit(run, batches, steps, validate, resume)
     if context.is_main:
         summary = {**summary, **objective.summary(), "dataset": config.dataset,

@@ -6,7 +6,7 @@ TensorBoard on rank 0, resume (exact, from mid-epoch too)."""
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -64,6 +64,8 @@ class Run:
     heads: tuple[Head, ...] = ()  # a multi-head model: its targets, in output order
     objective: Objective | None = None  # a label-free one (its model is `model`); None:
                                         # batches of (images, targets) under `optim.loss`
+    data: dict = field(default_factory=dict)  # what it trains and validates on (counts per
+                                              # split): a resume over other data is refused
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -301,6 +303,12 @@ def _restore(run: Run, optimizer,
         changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
         raise ValueError(f"--resume with other settings than {run.out / checkpoint.LAST} "
                          f"({', '.join(changed)}); use another --out to start a new run")
+    if "data" in state and state["data"] != run.data:  # (checkpoints before it: not kept)
+        raise ValueError(f"--resume over other data than {run.out / checkpoint.LAST} was "
+                         f"trained on ({_data_change(state['data'], run.data)}: shards of the "
+                         "dataset finished, remade or lost since); early stopping would "
+                         "compare validations of two sets. Use another --out to start a new "
+                         "run on the dataset as it is now")
     partial = state.get("partial_epoch")
     if partial is not None and len(partial["ranks"]) != run.context.world_size:
         raise ValueError(f"{run.out / checkpoint.LAST} stopped mid-epoch with "
@@ -317,6 +325,13 @@ def _restore(run: Run, optimizer,
             state["history"], place)
 
 
+def _data_change(before: dict, now: dict) -> str:
+    """How a run's data differs now, in words."""
+    return ", ".join(f"{name} {before.get(name)} then, {now.get(name)} now"
+                     for name in sorted(before.keys() | now.keys())
+                     if before.get(name) != now.get(name))
+
+
 def _check_finite(run: Run, when: str) -> None:
     """Raise before non-finite weights are saved (the same weights on every rank under DDP,
     so every rank stops here together)."""
@@ -331,7 +346,7 @@ def _last_state(run: Run, epoch: int, optimizer, scheduler, stopping: EarlyStopp
     """What resuming after `epoch` (-1: none yet) needs."""
     return {"model": run.model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "stopping": stopping.state(),
-            "history": history, "config": run.config}
+            "history": history, "config": run.config, "data": run.data}
 
 
 def _save(run: Run, epoch: int, optimizer, scheduler, stopping: EarlyStopping, history: list,

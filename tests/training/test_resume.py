@@ -220,6 +220,29 @@ def test_resume_may_change_checkpoint_every_but_no_other_setting(tiny_dataset, t
     assert "--checkpoint-every: must be at least 0, got -1" in capsys.readouterr().err
 
 
+def test_resume_over_other_data_is_refused(tiny_dataset, tmp_path, capsys):
+    """A dataset whose shards changed since the run began (here one lost its stats, as one
+    still being made has none): early stopping would compare validations of two sets."""
+    import shutil
+
+    dataset = tmp_path / "data"
+    shutil.copytree(tiny_dataset, dataset)
+    out = tmp_path / "run"
+    common = ["train", "pretrain", str(dataset), "--out", str(out), "--backbone",
+              "test_resnet", "--init", "random", "--crop", "32", "--workers", "0", "--device",
+              "cpu", "--steps-per-epoch", "2", "--batch-size", "4", "--val-refs", "r5"]
+    assert main([*common, "--epochs", "1"]) == 0
+    before = checkpoint.load(out / checkpoint.LAST)["data"]
+    stats = sorted((dataset / "shards").glob("*_stats.json"))
+    assert len(stats) > 1
+    stats[0].unlink()
+    capsys.readouterr()
+    assert main([*common, "--epochs", "2", "--resume"]) == 2
+    error = capsys.readouterr().err
+    assert "--resume over other data than" in error
+    assert f"train samples {before['train samples']} then" in error
+
+
 def test_only_pretrain_takes_checkpoint_every_for_only_it_resumes(capsys):
     """A step checkpoint is for --resume, which only pretrain has: finetune refuses both."""
     from training.cli import _optim, build_parser
