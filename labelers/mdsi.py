@@ -33,7 +33,10 @@ def _gradient(luminance: torch.Tensor) -> torch.Tensor:
 
 
 def deviation_pooling(gcs: torch.Tensor) -> torch.Tensor:
-    """mad((GCS.^0.5).^0.5)^0.25 of each map (N x 1 x H x W -> N), with complex roots."""
+    """mad((GCS.^0.5).^0.5)^0.25 of each map (N x 1 x H x W -> N), with complex roots; one
+    fourth power, not two square roots, so the GCS values one ulp below 1 that MDSI.m's own
+    sums leave for identical images round to 1 and score the definition's 0 (MATLAB: 3.6e-5,
+    docs/labels-spec-notes.md)."""
     z = gcs.flatten(1).to(torch.complex128) ** 0.25
     # the real and imaginary parts' means: torch's complex mean (a complex division) of n
     # ones can be one ulp below 1, which the outer fourth root turns into 1e-4 for identical
