@@ -166,7 +166,7 @@ def _labeler_rate(labeler: labelers.Labeler, ref, versions, device) -> dict:
     # on the first pass of a shape. A fresh labeler's first call probes memory in passes of
     # 2, then the rest: only its second runs the timed call's passes (after a warm-up of 4,
     # run 2 timed DISTS alone at 106 images/s, while its device time inside all ten came to
-    # 60 ms for the 64; run 3's single warm-up call still timed a pass size never run)
+    # 60 ms for the 64; one warm-up call would still time a pass size never run)
     for _ in range(2):
         labeler.score(ref, versions)
     _peak_reset(device)
