@@ -66,7 +66,6 @@ __all__ = [
     "LearnedInput",
     "UnknownBankError",
     "UnknownDistortionError",
-    "all",
     "apply",
     "bank_ids",
     "bank_type_levels",
@@ -144,7 +143,8 @@ def prepare_learned(img: np.ndarray, id_or_name: int | str, level: int, seed: in
     """The CPU half of a learned-denoiser type (8-12): equal to `apply` once `run_learned`."""
     distortion = get(id_or_name)
     if not distortion.learned:
-        raise UnknownDistortionError(f"{distortion.name} is not a learned-denoiser type")
+        raise InvalidRecipeError(f"{distortion.name} is not a learned-denoiser type (those "
+                                 "are 8-12): apply() makes it")
     check_image(img)
     recipe = _recipe(distortion, level, seed)
     return LearnedInput(*denoiser_input(img, recipe["params"]), recipe)
@@ -172,12 +172,13 @@ def check_chain(ids: list[int]) -> None:
     """InvalidRecipeError unless the distortion ids of a chain are ones a chain may hold: each
     type once (so no longer than the bank), and no learned-denoiser type (its network runs
     batched apart). A chain read from a shard never runs thousands of links."""
-    counts = Counter(i if isinstance(i, int | str) else repr(i) for i in ids)
+    types = [get(i) for i in ids]  # 1, np.int64(1) and 'jpeg' are one type
+    counts = Counter(distortion.id for distortion in types)
     repeated = [i for i, count in counts.items() if count > 1]
     if repeated:
         raise InvalidRecipeError(f"a chain holds each type once; {repeated} come again in "
-                                 f"{ids}")
-    learned = [i for i in ids if get(i).learned]
+                                 f"{[distortion.id for distortion in types]}")
+    learned = [distortion.id for distortion in types if distortion.learned]
     if learned:
         raise InvalidRecipeError(f"a chain holds no learned-denoiser type; it holds {learned}")
 

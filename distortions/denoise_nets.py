@@ -34,6 +34,11 @@ class FFDNet(nn.Module):
         super().__init__()
         self.body = _conv_stack(state)
         self.channels = self.body[-1].out_channels // 4
+        shape = (self.body[0].in_channels, self.body[-1].out_channels)
+        if self.channels not in (1, 3) or shape != (4 * self.channels + 1, 4 * self.channels):
+            raise ValueError(f"its convolutions take {shape[0]} channels in and give "
+                             f"{shape[1]}: FFDNet's take 4 C + 1 (the noise map) and give 4 C "
+                             "for C = 1 or 3")
 
     def forward(self, noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """noisy: N x C x H x W in [0, 1]; sigma: N noise standard deviations on that scale."""
@@ -52,6 +57,11 @@ class DnCNN(nn.Module):
         super().__init__()
         self.body = _conv_stack(state)
         self.channels = self.body[0].in_channels
+        shape = (self.channels, self.body[-1].out_channels)
+        if self.channels not in (1, 3) or shape[1] != self.channels:
+            raise ValueError(f"its convolutions take {shape[0]} channels in and give "
+                             f"{shape[1]}: DnCNN's take and give C = 1 or 3 (the noise it "
+                             "predicts)")
 
     def forward(self, noisy: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         """noisy: N x C x H x W in [0, 1]; sigma is ignored (the network is blind)."""

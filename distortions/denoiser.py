@@ -92,7 +92,11 @@ class LoadedDenoiser:
             ) from error
         self.spec = spec
         self.identity = spec.identity
-        self.network = network.to(spec.device).eval()
+        try:
+            self.network = network.to(spec.device).eval()
+        except (RuntimeError, ValueError) as error:  # a device torch does not know, or lacks
+            raise DenoiserUnavailableError(
+                f"cannot put the denoiser on device {spec.device!r}: {error}") from error
 
     @property
     def batch(self) -> int:
@@ -175,7 +179,7 @@ def estimated_sigma(noisy: np.ndarray) -> float:
     clipped to FFDNet's range. A channel without detail (all zero, say: speckle noise keeps
     zeros) has none; scikit-image's estimate is 0 / 0 there, which would make the network's
     output NaN, then black."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # its mean of no coefficient
         per_channel = estimate_sigma(noisy.astype(np.float64), channel_axis=-1,
                                      average_sigmas=False)

@@ -77,9 +77,10 @@ def test_a_chain_holds_each_type_once_and_no_learned_type(small_image):
                        ([{"version": 1, "chain": [blur]}], "not other chains")):
         with pytest.raises(distortions.InvalidRecipeError, match=why):
             distortions.check_recipe({"version": 1, "chain": links})
-    for links in ([(13, 3, 1), (13, 2, 2)], [(13, 3, 1), (8, 1, 2)]):
+    for links in ([(13, 3, 1), (13, 2, 2)], [(13, 3, 1), (8, 1, 2)],
+                  [(1, 1, 0), ("jpeg", 5, 1)], [(np.int64(13), 2, 0), ("gaussian_blur", 5, 1)]):
         with pytest.raises(distortions.InvalidRecipeError, match="a chain holds"):
-            distortions.compose(small_image, links)
+            distortions.compose(small_image, links)  # one type however it is named
 
 
 def _edited(recipe: dict, **params) -> dict:
