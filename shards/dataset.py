@@ -65,9 +65,9 @@ def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
         seed, order, after))
 
 
-def recorded_samples(location: Location) -> Callable[[str], int]:
+def recorded_samples(location: Location) -> Callable[[str], int | None]:
     """url of a shard tar -> the samples its stats count (what reading it must give)."""
-    return lambda url: shard_stats(location, shard_of(url))["samples"]
+    return lambda url: shard_stats(location, shard_of(url)).get("samples")
 
 
 def labelled(per_shard: Callable[[dict], Iterator[dict]], labels: Sidecar | None

@@ -65,14 +65,15 @@ def shard_samples(opened: dict, select: Select | None = None) -> Iterator[dict]:
 
 
 def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
-               recorded: Callable[[str], int] | None = None
+               recorded: Callable[[str], int | None] | None = None
                ) -> Callable[[Iterable[dict]], Iterator]:
     """A stage from shard urls to what `per_shard(opened)` makes of each opened shard (with
     `shard_samples`: records, groups), so per-shard state ends with its shard. A plain tar
     whose archive ends well before its file does (zeroed or overwritten in place, at the size
     its stats record) is a ShardReadError, never read as a shorter shard; with `recorded`
-    (url -> the samples its stats count), so is a tar whose archive held fewer samples or
-    more (a last member zeroed: within the tar's last record)."""
+    (url -> the samples its stats count, None where they count none), so is a tar whose
+    archive held fewer samples or more (a last member zeroed: within the tar's last
+    record)."""
     def stage(sources: Iterable[dict]) -> Iterator:
         for opened in open_tars(location)(sources):
             url, gzipped = opened["url"], opened["url"].endswith(".gz")
@@ -89,7 +90,8 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
                 _check_inflated_to_end(url, counted)
             else:
                 _check_read_to_end(location, url, counted.count)
-            if recorded is not None and len(keys) != (count := recorded(url)):
+            count = recorded(url) if recorded is not None else None
+            if count is not None and len(keys) != count:
                 raise ShardReadError(f"{url} is unreadable: its archive holds {len(keys)} "
                                      f"samples, its stats {count} (damaged after it was "
                                      "written)")
