@@ -94,7 +94,8 @@ class LoadedDenoiser:
         self.identity = spec.identity
         try:
             self.network = network.to(spec.device).eval()
-        except (RuntimeError, ValueError) as error:  # a device torch does not know, or lacks
+        except (RuntimeError, ValueError, AssertionError) as error:  # a device torch does
+            # not know, lacks, or was built without ("Torch not compiled with CUDA enabled")
             raise DenoiserUnavailableError(
                 f"cannot put the denoiser on device {spec.device!r}: {error}") from error
 

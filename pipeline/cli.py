@@ -421,7 +421,7 @@ def _convert(args: argparse.Namespace) -> int:
     from pipeline.commands.convert import convert
 
     done = convert(args.source, args.target, args.store, _sorted_ids(args.keep_pngs),
-                   args.workers, args.take_over)
+                   args.workers, args.take_over, args.command)  # convert or materialize
     print(f"converted {args.source} into {args.target} ({args.store}): {done['shards']} "
           f"shards ({done['skipped']} already complete), {done['replayed']} versions replayed "
           f"and verified, {done['dropped']} PNGs dropped after their replay was verified")

@@ -16,7 +16,7 @@ from pipeline.config import RunConfig
 from pipeline.deep_check import deep_check
 from pipeline.output_folder import staged_files
 from pipeline.plan import Plan
-from pipeline.report import libraries_differing_message, modes_line, replays_recipes
+from pipeline.report import libraries_differing_message, modes_line, replay_differs
 from shards.layout import (
     DEFAULT_STORE,
     MANIFEST_FILE,
@@ -255,8 +255,8 @@ def _report(location: Location) -> tuple[list[str], list[str]]:
         problems += [f"{d['ref_id']} is the same pixels as {d['of']} in another split "
                     f"({' and '.join(d['splits'])}): remove one of the two sources"
                     for d in report.get("pixel_duplicates", ()) if len(d["splits"]) > 1]
-        if report.get("libraries_differing"):  # a problem where readers replay recipes
-            (problems if replays_recipes(report["modes"]) else lines).append(
+        if report.get("libraries_differing"):  # a problem where readers replay them
+            (problems if replay_differs(report) else lines).append(
                 libraries_differing_message(report))
     except DAMAGE as error:
         return [], [str(_damaged(REPORT_FILE, error))]

@@ -18,6 +18,7 @@ from labelers.fitting import check_opinions, fit_ensemble
 from pipeline.lease import Lease
 from pipeline.plan import finished_plan
 from pipeline.sources import read_rgb
+from shards.decode import upright_size
 from shards.layout import labels_file, shard_paths
 from shards.schema import SIDECAR_SCHEMA, finite_counts, score_arrays
 from shards.storage import Location
@@ -85,10 +86,11 @@ def check_table(rows: list[tuple[str, str, float]], ref_dir: Path, dist_dir: Pat
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
-    """An image file's (width, height) from its header, None where it is not one."""
+    """An image file's (width, height) as scoring decodes it (EXIF orientation applied),
+    from its header; None where it is not one."""
     try:
         with Image.open(path) as image:
-            return image.size
+            return upright_size(image)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
@@ -150,6 +152,7 @@ def relabel_command(args) -> int:
     a sidecar computed from their earlier scores."""
     ensemble = ens.load(args.ensemble)
     location = Location.parse(args.out)  # a folder or a URI (file://, s3://, gs://)
+    finished_plan(location)  # not a finished dataset: refused before the lease makes OUT
     lease = Lease(location, "relabel")
     for notice in lease.acquire(args.take_over):
         print(f"note: {notice}")

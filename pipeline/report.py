@@ -27,7 +27,7 @@ from shards.layout import (
 from shards.reader import ShardListsError, shard_lists, shard_stats
 from shards.schema import SOURCES_SCHEMA
 from shards.storage import Location, redact
-from shards.store_modes import library_versions
+from shards.store_modes import NOT_REPLAYED, library_versions
 
 
 def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble: Ensemble,
@@ -236,10 +236,17 @@ def libraries_differing_message(report: dict) -> str:
     message = (f"shards were made with other library versions or code than manifest.json "
                f"records ({differing}): a rerun on the recorded versions would not give their "
                "bytes, and other code may have scored or distorted them otherwise")
-    if replays_recipes(report["modes"]):
+    if replay_differs(report):
         message += (", and their recipes replay only on those versions (a reader elsewhere "
                     "stops at the first replay whose SHA-256 differs)")
     return message
+
+
+def replay_differs(report: dict) -> bool:
+    """Whether readers of the dataset replay recipes and a library or code that a replay runs
+    differs between its shards (not only the labelers', the pipeline's or the version)."""
+    return replays_recipes(report["modes"]) and any(
+        name not in NOT_REPLAYED for name in report.get("libraries_differing") or {})
 
 
 def replays_recipes(modes: dict) -> bool:

@@ -51,6 +51,14 @@ UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
            8: Image.Transpose.ROTATE_90}
 
 
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image once its EXIF orientation is applied, as `decode`
+    applies it (orientations 5-8 exchange the two), from the header alone."""
+    width, height = image.size
+    turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    return (height, width) if turned else (width, height)
+
+
 def to_eight_bits(values: np.ndarray) -> np.ndarray:
     """16-bit values to 8 bits, nearest (v / 257 rounded): 65535 -> 255, 257 k -> k."""
     return np.clip(np.rint(values.astype(np.float64) / 257), 0, 255).astype(np.uint8)

@@ -66,7 +66,10 @@ def _opencv_dispatch() -> str:
     return " ".join(feature for feature in available if not feature.startswith("AVX512"))
 
 
-CODE_ROOMS = ("distortions", "labelers")  # this project's code of a version's pixels, scores
+# this project's code of a dataset's bytes: pixels (references sized by the pipeline, versions
+# distorted), scores, records and tars; and what of it a recipe's replay does not run
+CODE_ROOMS = ("distortions", "labelers", "shards", "pipeline")
+NOT_REPLAYED = ("iqa-factory", "labelers_code", "pipeline_code")
 
 
 def library_versions() -> dict[str, str | None]:
@@ -75,15 +78,18 @@ def library_versions() -> dict[str, str | None]:
     libjpeg-turbo/OpenJPEG/libpng, Pillow and its libjpeg-turbo/OpenJPEG/zlib (JPEG, JPEG 2000
     and PNG), torch (the learned denoiser) and PyWavelets (the noise estimate it is given:
     scikit-image's wavelet sigma, to which a one-ulp change moves pixels); and this project's
-    own: its version and a digest of the code that makes pixels and scores (`CODE_ROOMS`; an
-    editable install keeps its version across commits). Looked up once per process (every
-    shard a worker makes records them)."""
+    own: its version and a digest of each room of its code that makes a dataset's bytes
+    (`CODE_ROOMS`; an editable install keeps its version across commits). Looked up once per
+    process (every shard a worker makes records them)."""
     return dict(_library_versions())
 
 
-def code_digest(room: str) -> str:
-    """SHA-256 (16 hex digits) of a room's source files (*.py, *.json: names and bytes)."""
+def code_digest(room: str) -> str | None:
+    """SHA-256 (16 hex digits) of a room's source files (*.py, *.json: names and bytes);
+    None where the room is not installed. Found, never imported."""
     spec = importlib.util.find_spec(room)
+    if spec is None or not spec.submodule_search_locations:
+        return None
     folder = Path(next(iter(spec.submodule_search_locations)))
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.suffix in (".py", ".json")):
@@ -110,9 +116,9 @@ def _library_versions() -> dict[str, str | None]:
 
 
 def differing_libraries(recorded: dict | None) -> dict[str, tuple]:
-    """{library: (recorded version, this machine's)} of each library whose version differs
-    from the one recorded (every library when none is recorded)."""
+    """{library: (recorded version, this machine's)} of each library or code a replay runs
+    whose version differs from the one recorded (every one when none is recorded)."""
     here = library_versions()
     recorded = recorded or {}
     return {name: (recorded.get(name), version) for name, version in sorted(here.items())
-            if recorded.get(name) != version}
+            if recorded.get(name) != version and name not in NOT_REPLAYED}

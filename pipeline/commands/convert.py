@@ -234,12 +234,13 @@ def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage)
 
 
 def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
-            keep_pngs: tuple[int, ...] = (), workers: int = 1, take_over: bool = False
-            ) -> dict:
+            keep_pngs: tuple[int, ...] = (), workers: int = 1, take_over: bool = False,
+            command: str = "convert") -> dict:
     """Convert the dataset at `source_root` into `target_root` stored as `store` (and
     `keep_pngs`); {shards, skipped, replayed, dropped}. The target is written under its lease
-    (one writer at a time, as generate's; `take_over` takes a stale one over); one holding
-    another plan, or files that are no dataset's, is refused."""
+    (one writer at a time, as generate's, named `command` to the writers it refuses;
+    `take_over` takes a stale one over); one holding another plan, or files that are no
+    dataset's, is refused."""
     if workers < 1:
         raise ConversionError(f"workers must be at least 1, got {workers}")
     source, target = Location.parse(source_root), Location.parse(target_root)
@@ -253,7 +254,7 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
                               f"{was.describe()} dataset: nothing to convert")
     plan = stored_plan(plan, becomes)
     refuse_file(target)
-    lease = Lease(target, "convert")
+    lease = Lease(target, command)
     for notice in lease.acquire(take_over):
         print(f"note: {notice}")
     try:

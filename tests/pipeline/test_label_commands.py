@@ -84,6 +84,36 @@ def test_fit_ensemble_checks_the_table_before_scoring(kadid_like, tmp_path, caps
         assert said in err and "weights missing" not in err  # refused before the labeler
 
 
+def test_fit_ensemble_compares_sizes_as_scoring_decodes_them(tmp_path, small_image):
+    """A JPEG stored on its side with EXIF orientation 6 decodes upright (read_rgb): its pair
+    is of one size when upright, whatever its header says, and the other way round."""
+    import io
+
+    from pipeline.label_commands import check_table
+    from pipeline.sources import read_rgb
+
+    Image.fromarray(small_image).save(tmp_path / "ref.png")  # 192 wide, 176 high
+    Image.fromarray(small_image).save(tmp_path / "other.png")  # a fit needs two references
+
+    def sideways(name: str, pixels: np.ndarray) -> None:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+        encoded = io.BytesIO()
+        Image.fromarray(pixels).save(encoded, "JPEG", exif=exif.tobytes())
+        (tmp_path / name).write_bytes(encoded.getvalue())
+
+    sideways("upright.jpg", np.rot90(small_image))  # stored 176 wide: 192 x 176 upright
+    sideways("turned.jpg", small_image)             # stored 192 wide: 176 x 192 upright
+    assert read_rgb(str(tmp_path / "upright.jpg")).shape == small_image.shape
+    check_table([("upright.jpg", "ref.png", 1.0), ("ref.png", "other.png", 2.0)],
+                tmp_path, tmp_path)
+    with pytest.raises(ValueError, match=r"1 pair\(s\) of the table differ in size \(width, "
+                                         r"height\), e.g. turned.jpg \(176, 192\) against "
+                                         r"ref.png \(192, 176\)"):
+        check_table([("turned.jpg", "ref.png", 1.0), ("ref.png", "other.png", 2.0)],
+                    tmp_path, tmp_path)
+
+
 def test_fit_ensemble_rejects_a_table_without_kadid_columns(tmp_path, capsys):
     table = tmp_path / "scores.csv"
     table.write_text("image,score\na.png,3\n")
@@ -341,6 +371,11 @@ def test_relabel_whose_lease_is_taken_over_publishes_nothing(scored_dataset, tmp
 def test_relabel_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys):
     assert cli.main(["relabel", str(tmp_path), "--ensemble", "x.json"]) == 2
     assert "cannot read ensemble file" in capsys.readouterr().err
+    _halves().save(tmp_path / "halves.json")
+    mistyped = tmp_path / "runs" / "no" / "such"
+    assert cli.main(["relabel", str(mistyped), "--ensemble", str(tmp_path / "halves.json")]) == 2
+    assert "plan.json" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused before its lease would make OUT
 
 
 def _inspect(out: Path, capsys) -> tuple[int, str]:

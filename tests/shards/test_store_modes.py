@@ -178,9 +178,10 @@ def test_the_code_of_pixels_and_scores_is_recorded_by_its_digest(tmp_path, monke
     from shards.store_modes import code_digest
 
     recorded = library_versions()
-    assert recorded["distortions_code"] == code_digest("distortions")
-    assert recorded["labelers_code"] == code_digest("labelers")
+    for room in ("distortions", "labelers", "shards", "pipeline"):  # references are sized,
+        assert recorded[f"{room}_code"] == code_digest(room)       # records written there
     assert recorded["iqa-factory"] == importlib.metadata.version("iqa-factory")
+    assert code_digest("no_such_room") is None
     room = tmp_path / "probe_room"
     room.mkdir()
     (room / "__init__.py").write_text("")
@@ -248,6 +249,12 @@ def test_pending_replays_lazily_and_says_when_libraries_are_the_same(small_image
     earlier = {k: v for k, v in library_versions().items() if not k.endswith("_code")}
     with pytest.raises(ReplayMismatchError, match="distortions_code not recorded there"):
         Pending("k", small_image, wrong, ReplayContext(earlier)).pixels()
+    # code a replay never runs (the labelers', the pipeline's) is not blamed for it
+    other_labels = {**library_versions(), "labelers_code": "0" * 16, "iqa-factory": "0.0.9",
+                    "pipeline_code": "1" * 16}
+    with pytest.raises(ReplayMismatchError, match="every recorded library version and the "
+                                                  "bank's code are the same here"):
+        Pending("k", small_image, wrong, ReplayContext(other_labels)).pixels()
     with pytest.raises(ReplayMismatchError, match="records no library versions"):
         Pending("k", small_image, wrong, ReplayContext(None)).pixels()
     for params in ({"ratio": "x"}, {}, {"ratio": [45]}):  # a recipe no replay can take
@@ -277,6 +284,28 @@ def test_inspect_names_stats_that_miscount_and_files_of_no_planned_shard(store_d
     assert ("2 file(s) in shards/ belong to none of the plan's 2 shards (00001.tar.gz, "
             "00005.tar): left by another run or copied in; remove them") in problems
     assert not any("distorted" in problem for problem in problems)
+
+
+def test_inspect_calls_other_code_a_replay_problem_only_for_code_a_replay_runs(
+        store_datasets, tmp_path):
+    """A recipes dataset whose shards were made by other labeler or pipeline code (a resume
+    after an upgrade) is named, as a note: its replays run neither. Other bank code, or
+    another NumPy, is a problem there: its replays may give other pixels."""
+    copy = tmp_path / "copy"
+    shutil.copytree(store_datasets["recipes"], copy)
+    report_path = copy / "report.json"
+    report = json.loads(report_path.read_text())
+    for differing, replayed in (({"labelers_code": {"0" * 16: 1}}, False),
+                                ({"pipeline_code": {"1" * 16: 1}, "iqa-factory": {"0.0.9": 1}},
+                                 False),
+                                ({"distortions_code": {"2" * 16: 1}}, True),
+                                ({"numpy": {"1.0.0": 1}}, True)):
+        report_path.write_text(json.dumps({**report, "libraries_differing": differing}))
+        lines, problems = inspect(str(copy))
+        [named] = [text for text in lines + problems
+                   if "shards were made with other library versions or code" in text]
+        assert (named in problems) == replayed, differing
+        assert ("their recipes replay only on those versions" in named) == replayed
 
 
 def test_inspect_counts_every_file_of_a_dataset(store_datasets):
