@@ -49,13 +49,14 @@ UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
            8: Image.Transpose.ROTATE_90}
+TURNING = {5, 6, 7, 8}  # the orientations whose UPRIGHT transpose exchanges width and height
 
 
 def upright_size(image: Image.Image) -> tuple[int, int]:
     """(width, height) of an opened image once its EXIF orientation is applied, as `decode`
     applies it (orientations 5-8 exchange the two), from the header alone."""
     width, height = image.size
-    turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    turned = image.getexif().get(0x0112, 1) in TURNING
     return (height, width) if turned else (width, height)
 
 
