@@ -8,7 +8,13 @@
     scores = labeler.score(ref, dists)       # {'gmsd': array([...]), ...}; scores.absent
 """
 
-from labelers.errors import InputTooSmallError, InvalidPairError, LabelerError, UnknownMetricError
+from labelers.errors import (
+    DeviceMemoryError,
+    InputTooSmallError,
+    InvalidPairError,
+    LabelerError,
+    UnknownMetricError,
+)
 from labelers.labeler import Labeler, Scores
 from labelers.registry import AVAILABLE_METRICS, DEEP_METRICS, METRICS, metric_class
 from labelers.weights import WeightsMissingError
@@ -17,6 +23,7 @@ __all__ = [
     "AVAILABLE_METRICS",
     "DEEP_METRICS",
     "METRICS",
+    "DeviceMemoryError",
     "InputTooSmallError",
     "InvalidPairError",
     "Labeler",

@@ -10,13 +10,14 @@ import torch
 
 from labelers import weights
 from labelers.base import Metric
-from labelers.errors import InvalidPairError, LabelerError
+from labelers.errors import DeviceMemoryError, InvalidPairError, LabelerError
 from labelers.inputs import to_batch
 from labelers.registry import METRICS, metric_class
 
 CPU_BATCH = 16                 # versions per forward pass on a CPU (memory is not the limit)
 CUDA_BUDGET_FRACTION = 0.5     # default budget: this share of the GPU memory free at start
 PROBE_IMAGES = 2               # versions in the first pass that measures a metric's memory
+MEMORY_TRIES = 3               # tries of work that cannot get smaller before DeviceMemoryError
 
 
 class Scores(dict):
@@ -43,6 +44,11 @@ def batch_for_budget(per_image_bytes: float, budget_bytes: float, remaining: int
     return max(1, min(remaining, int(budget_bytes // per_image_bytes)))
 
 
+def _size(batch: torch.Tensor) -> str:
+    """'W x H' of an N x 3 x H x W batch's images."""
+    return f"{batch.shape[-1]}x{batch.shape[-2]}"
+
+
 class Labeler:
     """Scores distorted versions against their reference with the chosen metrics.
 
@@ -55,7 +61,8 @@ class Labeler:
     batch_size: distorted images scored per pass; None sizes passes to memory: 16 on a CPU; on
     CUDA each metric's first pass measures its peak memory per pixel, later passes hold as many
     versions of their size as `memory_budget` bytes allow (default half the GPU memory free at
-    start), and a pass that runs out of memory is split in two and retried.
+    start), and a pass that runs out of memory is split in two and retried; work that cannot
+    get smaller and still runs out (a reference's prepare, one version) is a DeviceMemoryError.
     """
 
     def __init__(self, metrics: Sequence[str] | None = None,
@@ -122,7 +129,7 @@ class Labeler:
             dist_batch = dist_batch.pin_memory().to(self.device, non_blocking=True)
         parts: dict[str, list[torch.Tensor]] = {key: [] for key in self.metrics}
         with torch.inference_mode():
-            prepared = {key: self._timed(key, metric.prepare, ref_batch)
+            prepared = {key: self._timed(key, self._prepare, key, metric, ref_batch)
                         for key, metric in self.metrics.items()}
             start = 0
             while start < len(dist_batch):  # every metric over one part, then the next part
@@ -144,6 +151,18 @@ class Labeler:
         with torch.profiler.record_function(f"metric:{key}"):
             return action(*arguments)
 
+    def _prepare(self, key: str, metric: Metric, ref_batch: torch.Tensor):
+        """The metric's reference side. One that runs out of device memory is tried again
+        with the cache emptied (another call may have held the memory), then is a
+        DeviceMemoryError: the reference is left out, not the calls after it."""
+        for _ in range(MEMORY_TRIES):
+            try:
+                return metric.prepare(ref_batch)
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+        raise DeviceMemoryError(f"{key} ran out of {self.device} memory preparing a "
+                                f"{_size(ref_batch)} reference ({MEMORY_TRIES} tries)")
+
     def _pass_size(self, key: str, remaining: int, image_pixels: int) -> int:
         """Versions of `image_pixels` pixels each in this metric's next pass."""
         if self.batch_size is not None:
@@ -157,18 +176,27 @@ class Labeler:
 
     def _compare(self, key: str, metric: Metric, prepared, dists: torch.Tensor) -> torch.Tensor:
         """Scores of `dists` in passes of this metric's size; a pass that runs out of GPU
-        memory is retried in halves, and the smaller size is kept."""
-        chunks, start = [], 0
+        memory is retried in halves, and the smaller size is kept. A pass that cannot get
+        smaller (one version, or the size chosen) is tried again with the cache emptied, then
+        is a DeviceMemoryError."""
+        chunks, start, tries = [], 0, 0
         while start < len(dists):
             size = self._pass_size(key, len(dists) - start, pixels(dists))
             try:
                 chunks.append(self._compare_pass(key, metric, prepared, dists[start:start + size]))
-            except torch.cuda.OutOfMemoryError:
-                if size == 1 or self.batch_size is not None:  # a size chosen: never shrunk
-                    raise
-                # half as many next time, at this size or at any other
-                self.bytes_per_pixel[key] = 2 * self.memory_budget / (size * pixels(dists))
+            except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()
+                if size > 1 and self.batch_size is None:
+                    # half as many next time, at this size or at any other
+                    self.bytes_per_pixel[key] = 2 * self.memory_budget / (size * pixels(dists))
+                    continue
+                tries += 1
+                if tries == MEMORY_TRIES:
+                    raise DeviceMemoryError(
+                        f"{key} ran out of {self.device} memory on a pass of {size} "
+                        f"{_size(dists)} version(s) ({MEMORY_TRIES} tries"
+                        + ("; the batch size chosen" if self.batch_size is not None else "")
+                        + ")") from None
                 continue
             start += size
         return torch.cat(chunks)

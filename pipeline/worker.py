@@ -361,7 +361,8 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
         try:
             ref_png, made = _encode_and_label(ref, pixels, made, config, score_images,
                                               ensemble, outcome, on_progress)
-        except LabelerError as error:  # raised before any part is labelled (and told)
+        except LabelerError as error:  # raised before any part is labelled, or (out of
+            # device memory) after some were told: the live tally caps a shard at its plan
             row.update(status="failed", reason="label_failed", sha256=None)
             outcome.failures.append(_failure(ref, "label_failed", f"{error}: the reference "
                                              "and its versions are left out"))

@@ -10,7 +10,7 @@ import torch
 
 import labelers
 from labelers.errors import InputTooSmallError, InvalidPairError, LabelerError
-from labelers.labeler import batch_for_budget
+from labelers.labeler import MEMORY_TRIES, batch_for_budget
 from labelers.registry import METRIC_CLASSES
 from tests.labelers.conftest import tensor
 
@@ -221,13 +221,73 @@ def test_pass_sizes_scale_with_the_pixels_of_each_call():
     assert labeler._pass_size("mae", 165, 100 * 100) == 165              # all that is left
 
 
-def test_a_chosen_pass_size_that_runs_out_of_memory_is_an_error_not_retried(noisy_versions):
+def test_a_chosen_pass_size_that_runs_out_of_memory_is_an_error_not_retried_for_ever(
+        noisy_versions):
     """batch_size fixes every pass's size: a pass of it that runs out of memory cannot get
-    smaller, so it is raised, not retried at the same size for ever."""
+    smaller, so after MEMORY_TRIES tries it is a DeviceMemoryError (a LabelerError: the
+    pipeline leaves the reference out), not retried at the same size for ever."""
     ref, dists = noisy_versions
     labeler = labelers.Labeler(["mae"], "cpu", batch_size=3)
     metric = labeler.metrics["mae"]
     tight = _OutOfMemoryAbove(metric, limit=2)
-    with torch.inference_mode(), pytest.raises(torch.cuda.OutOfMemoryError):
+    with torch.inference_mode(), pytest.raises(labelers.DeviceMemoryError,
+                                               match=r"pass of 3 .*the batch size chosen"):
         labeler._compare("mae", tight, metric.prepare(ref), dists)
-    assert tight.sizes == [3]
+    assert tight.sizes == [3] * MEMORY_TRIES
+    assert issubclass(labelers.DeviceMemoryError, labelers.LabelerError)
+
+
+def test_one_version_that_does_not_fit_is_a_device_memory_error(noisy_versions):
+    ref, dists = noisy_versions
+    labeler = labelers.Labeler(["mae"], "cpu")
+    labeler.device = torch.device("cuda")  # the GPU route's pass sizes; tensors stay here
+    labeler.memory_budget, labeler.bytes_per_pixel["mae"] = 10**9, 1e-3
+    metric = labeler.metrics["mae"]
+    tight = _OutOfMemoryAbove(metric, limit=0)
+    with torch.inference_mode(), pytest.raises(labelers.DeviceMemoryError,
+                                               match=r"mae ran out of cuda memory on a pass "
+                                                     r"of 1 \d+x\d+ version"):
+        labeler._compare("mae", tight, metric.prepare(ref), dists)
+    assert tight.sizes == [3, 1, 1, 1]  # halved to one version, then tried MEMORY_TRIES times
+
+
+class _PrepareOutOfMemory:
+    """A metric whose reference side runs out of memory its first `failures` times."""
+
+    def __init__(self, metric, failures: int):
+        self.metric, self.failures, self.tries = metric, failures, 0
+
+    def __getattr__(self, name):
+        return getattr(self.metric, name)
+
+    def prepare(self, ref):
+        self.tries += 1
+        if self.tries <= self.failures:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return self.metric.prepare(ref)
+
+
+def _brighter(image: np.ndarray, steps=(3, 9)) -> np.ndarray:
+    return np.stack([np.clip(image.astype(int) + step, 0, 255).astype(np.uint8)
+                     for step in steps])
+
+
+@pytest.mark.parametrize("failures", [1, MEMORY_TRIES - 1])
+def test_a_prepare_that_runs_out_of_memory_once_is_tried_again(small_image, failures):
+    ref, dists = small_image, _brighter(small_image)
+    labeler = labelers.Labeler(["mae"], "cpu")
+    expected = labeler.score(ref, dists)["mae"]
+    labeler.metrics["mae"] = _PrepareOutOfMemory(labeler.metrics["mae"], failures)
+    np.testing.assert_array_equal(labeler.score(ref, dists)["mae"], expected)
+    assert labeler.metrics["mae"].tries == failures + 1
+
+
+def test_a_reference_that_never_fits_is_a_device_memory_error(small_image):
+    ref, dists = small_image, _brighter(small_image)
+    labeler = labelers.Labeler(["mae"], "cpu")
+    labeler.metrics["mae"] = _PrepareOutOfMemory(labeler.metrics["mae"], MEMORY_TRIES)
+    with pytest.raises(labelers.DeviceMemoryError,
+                       match=rf"mae ran out of cpu memory preparing a {ref.shape[1]}x"
+                             rf"{ref.shape[0]} reference"):
+        labeler.score(ref, dists)
+    assert labeler.metrics["mae"].tries == MEMORY_TRIES
