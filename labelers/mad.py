@@ -5,10 +5,11 @@ Input: the gray image 0..255 (`gray_rounded`, float64). Lower is better; identic
 score 0. Two stages, combined by a blend that depends on the first:
 
 - detection (d_detect, "hi_index"): lightness k * I^(2.2/3) with k = 0.02874 (the code's form;
-  the paper writes (b + k I)^gamma then a cube root), a CSF applied in the Fourier domain, local
-  contrast of the reference (ical_std: 16 x 16 block mean, min of 8 x 8 block stds) and of the
-  error (16 x 16 block std) on a stride-4 grid, a log-contrast mask times the local MSE of the
-  raw gray images (16 x 16 box, symmetric padding), RMS inside the edge crop, times 200;
+  the paper writes (b + k I)^gamma then a cube root; its LUT reads white as 254), a CSF
+  applied in the Fourier domain, local contrast of the reference (ical_std: 16 x 16 block
+  mean, min of 8 x 8 block stds) and of the error (16 x 16 block std) on a stride-4 grid, a
+  log-contrast mask times the local MSE of the raw gray images (16 x 16 box, symmetric
+  padding), RMS inside the edge crop, times 200;
 - appearance (d_appear, "lo_index"): a log-Gabor bank (5 scales x 4 orientations, Kovesi's
   gaborconvolve as Larson altered it), block std / skewness / kurtosis of each response
   magnitude (ical_stat: 16 x 16 blocks, stride 4), weighted differences, RMS inside the crop;
@@ -34,6 +35,7 @@ from labelers.inputs import gray_rounded
 # Detection stage (hi_index)
 LIGHTNESS_K = 0.02874
 LIGHTNESS_EXPONENT = 2.2 / 3
+WHITE_READ_AS = 254  # uint8 255 + 1 is 255 in MATLAB: the LUT's index of 254
 CSF_NFREQ = 32              # make_csf(M, N, 32): cycles per degree at the Nyquist column
 CSF_SYMMETRY_W = 0.7        # about 3 dB down along the diagonals
 CSF_LAMBDA = 0.114
@@ -72,8 +74,9 @@ DTYPE = torch.float64
 
 
 def lightness(gray: torch.Tensor) -> torch.Tensor:
-    """hi_index's luminance LUT: k * I^(2.2/3) of gray values 0..255."""
-    return LIGHTNESS_K * gray.pow(LIGHTNESS_EXPONENT)
+    """hi_index's luminance LUT of gray values 0..255: LUT(img + 1) with LUT(i) = k (i - 1)^(2.2/3)
+    on the uint8 gray image, whose + 1 saturates at 255 in MATLAB: white reads as 254."""
+    return LIGHTNESS_K * gray.clamp(max=WHITE_READ_AS).pow(LIGHTNESS_EXPONENT)
 
 
 def make_csf(rows: int, cols: int, device: torch.device | str = "cpu") -> torch.Tensor:

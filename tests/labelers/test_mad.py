@@ -46,11 +46,11 @@ from labelers.mad import (
 F64 = torch.float64
 
 # This port on the gray calibration pairs (regression values, not independent).
-FAITHFUL = {"I03": 152.71773674223, "I08": 88.07365293383, "I19": 113.85031676008,
+FAITHFUL = {"I03": 152.71773689521, "I08": 88.073277001601, "I19": 113.85031129864,
             "I04": 0.0, "I06": 0.0}
-FAITHFUL_STAGES = {"I03": (204110.40050210, 6.4921419358689),
-                   "I08": (277778.45757703, 2.9502985788627),
-                   "I19": (32849.708428046, 4.8810768557372)}
+FAITHFUL_STAGES = {"I03": (204110.41052837, 6.4921419358689),
+                   "I08": (277868.41262005, 2.9502985788627),
+                   "I19": (32849.691824504, 4.8810768557372)}
 # viqa 3.0.1, MAD().score(ref, dist) on the same gray images (numpy 1.26); I04 and I06 give 0.0.
 VIQA_3_0_1 = {"I03": 151.6357330262314, "I08": 83.76844805264862, "I19": 115.26116865168545}
 
@@ -67,9 +67,19 @@ def _corners(length: int) -> range:
 
 
 def test_lightness_is_the_hi_index_lut():
-    values = lightness(_t([0.0, 1.0, 255.0]))
-    np.testing.assert_allclose(values, [0.0, 0.02874, 0.02874 * 255 ** (2.2 / 3)], rtol=1e-15)
-    assert values[2].item() == pytest.approx(1.6721795046, abs=1e-10)
+    values = lightness(_t([0.0, 1.0, 254.0]))
+    np.testing.assert_allclose(values, [0.0, 0.02874, 0.02874 * 254 ** (2.2 / 3)], rtol=1e-15)
+    assert values[2].item() == pytest.approx(1.6673681038, abs=1e-10)
+
+
+def test_lightness_indexes_the_lut_as_matlab_does_a_uint8_image():
+    """hi_index: LUT = k (0:255)^(2.2/3); ref = LUT(ref_img + 1) on rgb2gray's uint8 image.
+    MATLAB's uint8 arithmetic saturates (255 + 1 is 255), and indexes from 1."""
+    gray = np.arange(256, dtype=np.uint8)
+    saturated = np.minimum(gray.astype(np.int64) + 1, 255)    # uint8 ref_img + 1, in MATLAB
+    lut = 0.02874 * np.arange(256, dtype=np.float64) ** (2.2 / 3)
+    np.testing.assert_allclose(lightness(_t(gray.astype(np.float64))), lut[saturated - 1],
+                               rtol=1e-15, atol=0)
 
 
 def test_csf_at_hand_computed_frequencies():
@@ -305,10 +315,14 @@ def viqa_3_0_1(metric: MAD, ref: torch.Tensor, dist: torch.Tensor) -> float:
     2. the reference's modified std is the minimum of 16 x 16 block stds at the corner and the
        three next corners, not of ical_std's 8 x 8 block stds;
     3. the edge crop is [16:-16] instead of mp(BSIZE+1:end-BSIZE-1);
-    4. beta1 = 0.467 and beta2 = 0.130, rounded."""
+    4. beta1 = 0.467 and beta2 = 0.130, rounded;
+    5. it takes float images: its lightness k I^(2.2/3) reads white as 255 (no uint8 LUT)."""
     swapped_ref, swapped_dist = gray_rounded(dist, F64)[0, 0], gray_rounded(ref, F64)[0, 0]  # 1.
     rows, cols = swapped_ref.shape
     csf = make_csf(rows, cols)
+    def lightness(gray):  # 5.
+        return 0.02874 * gray ** (2.2 / 3)
+
     filtered = csf_filter(lightness(swapped_ref), csf)
     mean, std16 = block_mean_std(filtered)
     _, err_std = block_mean_std(csf_filter(lightness(swapped_dist), csf) - filtered)
