@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 from shards.group_spec import GroupSpec, chosen_versions
 from shards.groups import assemble
 from shards.layout import DEFAULT_STORE, SOURCES_FILE, SPLITS, shard_of, store_of
-from shards.order import ONE_PASS, Order, Stream, pipeline
+from shards.order import ONE_PASS, Order, Stream, interleaving, pipeline
 from shards.reader import (
     DamagedShardError,
     damage_message,
@@ -61,7 +61,8 @@ def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
                              lambda key: wanted(f"{key}.json"))
     after = [decode_each] if decode else []
     return Stream(lambda: pipeline(
-        urls, [each_shard(location, labelled(records, labels), recorded_samples(location))],
+        urls, [each_shard(location, labelled(records, labels), recorded_samples(location),
+                          interleaving(seed, order))],
         seed, order, after))
 
 
@@ -202,7 +203,8 @@ class Dataset:
                 records = self.labels.relabelled(records, shard_of(opened["url"]))
             return assemble(shard_spec, opened["url"], records, chosen)
         return Stream(lambda: pipeline(
-            urls, [each_shard(self.location, per_shard, recorded_samples(self.location))],
+            urls, [each_shard(self.location, per_shard, recorded_samples(self.location),
+                              interleaving(seed, order))],
             seed, order))
 
 

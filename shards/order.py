@@ -7,7 +7,7 @@ import hashlib
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 
 import numpy as np
 import webdataset as wds
@@ -21,7 +21,10 @@ class Order:
     resampled: shards drawn with replacement without end, per (seed, epoch, rank, worker);
     else one pass, each shard to exactly one rank and DataLoader worker. rank, world_size:
     explicit, or None to ask torch.distributed (or RANK and WORLD_SIZE) through webdataset.
-    length: items per epoch per worker (webdataset's with_epoch), the pass repeated if short."""
+    length: items per epoch per worker (webdataset's with_epoch), the pass repeated if short.
+    interleave: shards read at once, each next item taken from one of them drawn per (seed,
+    epoch, rank, worker), so that items a shard holds together (a reference's versions) mix
+    with other shards' before any buffer; 1 reads shard after shard."""
 
     epoch: int = 0
     shuffle: int = 0
@@ -29,6 +32,7 @@ class Order:
     rank: int | None = 0
     world_size: int | None = 1
     length: int | None = None
+    interleave: int = 1
 
     def __post_init__(self):
         if (self.rank is None) != (self.world_size is None):
@@ -37,6 +41,8 @@ class Order:
             raise ValueError(f"rank {self.rank} is not in [0, {self.world_size})")
         if self.shuffle < 0 or self.epoch < 0 or (self.length is not None and self.length < 1):
             raise ValueError("shuffle and epoch must be >= 0, length >= 1")
+        if self.interleave < 1:
+            raise ValueError(f"interleave must be >= 1 shard, got {self.interleave}")
 
     def place(self) -> tuple[int, int, int, int]:
         """(rank, world_size, worker, workers) of the process iterating now."""
@@ -94,6 +100,33 @@ def shard_stages(urls: list[str], seed: int, order: Order) -> list:
     by_rank = (wds.split_by_node if order.rank is None else
                lambda source: _rank_share(source, rank, world_size))
     return [listing, by_rank, wds.split_by_worker]
+
+
+def interleaving(seed: int, order: Order) -> Callable[[Iterable[Iterator]], Iterator]:
+    """How the item streams of successive shards become one (tar_stream.each_shard's merge):
+    one after another, or `order.interleave` of them at once (a shard that ends gives its
+    place to the next), each item from one drawn per (seed, epoch, rank, worker)."""
+    def merge(shards: Iterable[Iterator]) -> Iterator:
+        if order.interleave == 1:
+            return chain.from_iterable(shards)
+        rank, _, worker, _ = order.place()
+        rng = random.Random(stream_seed(seed, order.epoch, rank, worker, "interleave"))
+        return _interleaved(iter(shards), order.interleave, rng)
+    return merge
+
+
+def _interleaved(shards: Iterator[Iterator], width: int, rng: random.Random) -> Iterator:
+    active = list(islice(shards, width))
+    while active:
+        place = rng.randrange(len(active))
+        try:
+            yield next(active[place])
+        except StopIteration:
+            following = next(shards, None)
+            if following is None:
+                active.pop(place)
+            else:
+                active[place] = following
 
 
 def pipeline(urls: list[str], stages: list, seed: int, order: Order,

@@ -9,6 +9,7 @@ import gzip
 import tarfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 
 import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander
@@ -27,16 +28,6 @@ TAR_CHANGED = "tar SHA-256 differs from its stats (changed after it was written)
 
 class ChangedTarError(ShardReadError):
     """A shard tar whose bytes are not the SHA-256 its stats record."""
-
-
-def open_tars(location: Location) -> Callable[[Iterable[dict]], Iterator[dict]]:
-    """The url-opener stage: each {"url": path} gets its "stream", closed once the next shard
-    is asked for (or the pipeline is dropped)."""
-    def stage(sources: Iterable[dict]) -> Iterator[dict]:
-        for source in sources:
-            with location.fs.open_input_stream(source["url"], compression=None) as stream:
-                yield {**source, "stream": stream}
-    return stage
 
 
 def _unreadable(url: str) -> Callable[[Exception], bool]:
@@ -65,23 +56,26 @@ def shard_samples(opened: dict, select: Select | None = None) -> Iterator[dict]:
 
 
 def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
-               recorded: Callable[[str], int | None] | None = None
+               recorded: Callable[[str], int | None] | None = None,
+               merge: Callable[[Iterable[Iterator]], Iterator] = chain.from_iterable
                ) -> Callable[[Iterable[dict]], Iterator]:
     """A stage from shard urls to what `per_shard(opened)` makes of each opened shard (with
-    `shard_samples`: records, groups), so per-shard state ends with its shard. A plain tar
-    whose archive ends well before its file does (zeroed or overwritten in place, at the size
-    its stats record) is a ShardReadError, never read as a shorter shard; with `recorded`
-    (url -> the samples its stats count, None where they count none), so is a tar whose
-    archive held fewer samples or more (a last member zeroed: within the tar's last
-    record)."""
-    def stage(sources: Iterable[dict]) -> Iterator:
-        for opened in open_tars(location)(sources):
-            url, gzipped = opened["url"], opened["url"].endswith(".gz")
-            counted = CountingStream(gzip.GzipFile(fileobj=opened["stream"], mode="rb")
-                                     if gzipped else opened["stream"])
+    `shard_samples`: records, groups), so per-shard state ends with its shard; `merge` makes
+    one stream of the shards' (one after another, or order.interleaving's). Each tar is
+    opened through the dataset's filesystem when its first item is asked for, and closed at
+    its end (or when the pipeline is dropped). A plain tar whose archive ends well before its
+    file does (zeroed or overwritten in place, at the size its stats record) is a
+    ShardReadError, never read as a shorter shard; with `recorded` (url -> the samples its
+    stats count, None where they count none), so is a tar whose archive held fewer samples or
+    more (a last member zeroed: within the tar's last record)."""
+    def one(source: dict) -> Iterator:
+        url, gzipped = source["url"], source["url"].endswith(".gz")
+        with location.fs.open_input_stream(url, compression=None) as stream:
+            counted = CountingStream(gzip.GzipFile(fileobj=stream, mode="rb")
+                                     if gzipped else stream)
             keys: set[str] = set()
             try:
-                yield from per_shard({**opened, "stream": counted, "keys": keys})
+                yield from per_shard({**source, "stream": counted, "keys": keys})
             except Exception:  # a damaged .tar.gz reads as bad records: named as damage
                 if gzipped:
                     _check_inflated_to_end(url, counted, ended=False)
@@ -90,11 +84,14 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
                 _check_inflated_to_end(url, counted)
             else:
                 _check_read_to_end(location, url, counted.count)
-            count = recorded(url) if recorded is not None else None
-            if count is not None and len(keys) != count:
-                raise ShardReadError(f"{url} is unreadable: its archive holds {len(keys)} "
-                                     f"samples, its stats {count} (damaged after it was "
-                                     "written)")
+        count = recorded(url) if recorded is not None else None
+        if count is not None and len(keys) != count:
+            raise ShardReadError(f"{url} is unreadable: its archive holds {len(keys)} "
+                                 f"samples, its stats {count} (damaged after it was "
+                                 "written)")
+
+    def stage(sources: Iterable[dict]) -> Iterator:
+        return merge(one(source) for source in sources)
     return stage
 
 

@@ -18,11 +18,13 @@ from shards.order import Order
 @dataclass(frozen=True)
 class Reading:
     """How one rank reads: a shuffle buffer of that many items (0: shard order), shards
-    resampled without end, `length` items per epoch and worker (webdataset's with_epoch)."""
+    resampled without end, `length` items per epoch and worker (webdataset's with_epoch),
+    `interleave` shards read at once (shards.order.Order)."""
 
     shuffle: int = 0
     resampled: bool = False
     length: int | None = None
+    interleave: int = 1
 
 
 ONE_PASS = Reading()
@@ -61,7 +63,7 @@ class DatasetStream(IterableDataset):
 
     def order(self) -> Order:
         return Order(self.epoch, self.reading.shuffle, self.reading.resampled, self.rank,
-                     self.world_size, self.reading.length)
+                     self.world_size, self.reading.length, self.reading.interleave)
 
     def __iter__(self):
         request = self.request

@@ -22,12 +22,26 @@ from training.objectives import Inputs, Objective, build_objective
 from training.objectives.base import GroupRequest
 from training.precision import Precision
 from training.results_files import figure_text, write_json
-from training.shard_data import distorted_index, reference_splits, references_up_to
+from training.shard_data import (
+    INTERLEAVED_SHARDS,
+    distorted_index,
+    reference_splits,
+    references_up_to,
+)
 
 if TYPE_CHECKING:
     from training.pretrain import PretrainConfig
 
-SHUFFLE_GROUPS = 16  # a group holds many crops: a small buffer mixes them
+SHUFFLE_GROUPS = 16  # groups in the shuffle buffer (a chunk holds many crops already)
+
+
+def training_reading(kind: str, length: int) -> Reading:
+    """How a training rank reads groups: shards resampled, a shuffle buffer, and pairs and
+    triplets from INTERLEAVED_SHARDS shards at once (a shard yields each reference's pairs
+    together: read one after another, a batch of 16 held one reference). A chunk is a
+    reference's versions already; its shards are read one at a time (a chunk shard holds its
+    incomplete chunks' crops)."""
+    return Reading(SHUFFLE_GROUPS, True, length, 1 if kind == "chunk" else INTERLEAVED_SHARDS)
 
 
 def _refs(splits: dict[str, str], name: str, dataset: str, index) -> frozenset[str]:
@@ -141,8 +155,9 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
               f"{len(train)} references, validating on {len(val)}; {context.world_size} "
               f"rank(s) on {context.device}, {steps} batches of {config.optim.batch_size} "
               "per epoch", flush=True)
-    train_loader = _loader(config, objective, train, Reading(SHUFFLE_GROUPS, True,
-                                                             steps * local), context, dataset)
+    train_loader = _loader(config, objective, train, training_reading(objective.request.kind,
+                                                                      steps * local),
+                           context, dataset)
     val_loader = _loader(config, objective, val, ONE_PASS, context, dataset)
 
     def batches(epoch: int) -> DataLoader:

@@ -247,6 +247,12 @@ def limited_split(location: Location, index: pa.Table, shards: SplitShards,
     return split_shards(location, index, dict.fromkeys(kept, shards.name), shards.name)
 
 
+# Shards a training rank reads at once: a shard holds each reference's versions together, so
+# one read after another gives batches of a few references; 16 at once give a batch of 16
+# about ten (before the shuffle buffer mixes more).
+INTERLEAVED_SHARDS = 16
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     root: str
@@ -256,6 +262,7 @@ class StreamConfig:
     seed: int = 0
     train: bool = True           # resampled, augmented, shuffled; else each shard once
     shuffle_buffer: int = 500
+    interleave: int = INTERLEAVED_SHARDS
 
 
 class ShardStream(IterableDataset):
@@ -277,7 +284,8 @@ class ShardStream(IterableDataset):
         one rank and worker."""
         if self.config.train:
             return Order(self.epoch, self.config.shuffle_buffer, resampled=True,
-                         rank=self.rank, world_size=self.world_size)
+                         rank=self.rank, world_size=self.world_size,
+                         interleave=self.config.interleave)
         return Order(self.epoch, rank=self.rank, world_size=self.world_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

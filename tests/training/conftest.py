@@ -47,8 +47,9 @@ def _record(ref_id: str, key: str, kind: str, pixels: np.ndarray, **fields) -> d
 
 
 def write_tiny_dataset(root: Path, shard_refs: int = 3, size: tuple[int, int] = SIZE,
-                       failed: frozenset[tuple[str, int]] = frozenset()) -> Path:
-    """Six references (4 train, 1 val, 1 test) of `size` (width, height), 2 distortion ids x
+                       failed: frozenset[tuple[str, int]] = frozenset(),
+                       distortion_ids: tuple[int, ...] = (9, 10)) -> Path:
+    """Six references (4 train, 1 val, 1 test) of `size` (width, height), `distortion_ids` x
     3 noise levels each but the (ref_id, distortion id) pairs `failed` names (as if every
     level of that type had failed), in shards of `shard_refs` references; Q from a one-metric
     (MAE) ensemble."""
@@ -66,7 +67,8 @@ def write_tiny_dataset(root: Path, shard_refs: int = 3, size: tuple[int, int] = 
                        png(reference))
             sources.append({"ref_id": ref_id, "uri": f"{ref_id}.png", "shard": shard,
                             "split": SPLITS[ref_id], "status": "ok"})
-            for distortion_id in sorted({9, 10} - {d for r, d in failed if r == ref_id}):
+            for distortion_id in sorted(set(distortion_ids)
+                                        - {d for r, d in failed if r == ref_id}):
                 for level, sigma in NOISE.items():
                     noise = np.random.default_rng([number, distortion_id, level]).normal(
                         0, sigma, reference.shape)

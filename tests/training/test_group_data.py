@@ -4,6 +4,7 @@ worker); batches of groups stack into tensors; the fine-tuning 'shards' loader r
 named references' versions."""
 
 from collections import Counter
+from itertools import pairwise
 
 import pytest
 import torch
@@ -25,6 +26,14 @@ WORLD, WORKERS = 2, 2
 def six_shards(tmp_path_factory):
     """The tiny dataset with one reference per shard: six shards for 2 ranks x 2 workers."""
     return write_tiny_dataset(tmp_path_factory.mktemp("six_shards"), shard_refs=1)
+
+
+@pytest.fixture(scope="module")
+def many_versions(tmp_path_factory):
+    """Six shards of one reference each, with 60 versions per reference (more than the
+    shuffle buffer of label-free training holds)."""
+    return write_tiny_dataset(tmp_path_factory.mktemp("many_versions"), shard_refs=1,
+                              size=(24, 24), distortion_ids=tuple(range(9, 29)))
 
 
 def _distorted_keys(root, split=None) -> list[str]:
@@ -119,3 +128,47 @@ def test_without_an_explicit_rank_webdataset_asks_the_environment(six_shards, mo
     monkeypatch.setenv("WORLD_SIZE", str(WORLD))
     implicit = [s["key"] for s in dataset.samples(order=Order(rank=None, world_size=None))]
     assert implicit == explicit and 0 < len(explicit) < len(_distorted_keys(six_shards))
+
+
+def _switches(items: list[str]) -> int:
+    return sum(a != b for a, b in pairwise(items))
+
+
+def test_interleaved_shards_mix_references_and_lose_nothing(six_shards):
+    """Order.interleave reads that many shards at once: every sample still comes once, each
+    reference's samples keep their order, and successive samples come from other references
+    far more often than shard after shard (5 changes for 6 one-reference shards)."""
+    def read(interleave: int, epoch: int = 0) -> list[tuple[str, str]]:
+        order = Order(epoch=epoch, interleave=interleave)
+        return [(sample["meta"]["ref_id"], sample["key"]) for sample in
+                open_dataset(str(six_shards)).samples(order=order, decode=False)]
+
+    plain, mixed = read(1), read(3)
+    assert sorted(mixed) == sorted(plain) and len(set(mixed)) == len(mixed)
+    for ref in {ref for ref, _ in plain}:
+        assert [key for r, key in mixed if r == ref] == [key for r, key in plain if r == ref]
+    assert _switches([ref for ref, _ in plain]) == 5
+    assert _switches([ref for ref, _ in mixed]) > 15  # about 2/3 of 35 for three at once
+    assert read(3) == mixed and read(3, epoch=1) != mixed
+    with pytest.raises(ValueError, match="interleave"):
+        Order(interleave=0)
+
+
+def test_label_free_training_batches_of_pairs_hold_many_references(many_versions):
+    """A shard yields each reference's pairs together: read one shard after another through
+    a buffer of 16, a batch of 16 pairs held one or two references (CoAE wants pairs
+    shuffled across references). Training reads pairs from 16 shards at once."""
+    from training.label_free import SHUFFLE_GROUPS, training_reading
+
+    def references_per_batch(reading: Reading) -> float:
+        stream = group_dataset(str(many_versions), "pair", crop=16, reading=reading,
+                               rank=0, world_size=1)
+        batches = list(DataLoader(stream, batch_size=16, collate_fn=collate_groups))
+        return sum(len(set(batch["ref_id"])) for batch in batches) / len(batches)
+
+    length = 160
+    one_at_a_time = references_per_batch(Reading(SHUFFLE_GROUPS, True, length))
+    assert one_at_a_time < 2.5  # 1.5 measured
+    assert references_per_batch(training_reading("pair", length)) > 4  # of 6 (5.8 measured)
+    assert training_reading("triplet", length).interleave > 1
+    assert training_reading("chunk", length).interleave == 1
