@@ -91,9 +91,15 @@ def _add_optim(parser: argparse.ArgumentParser, defaults: OptimConfig,
     group = parser.add_argument_group("optimisation")
     group.add_argument("--lr", type=float, default=defaults.lr,
                        help=lr_help or f"Adam learning rate (default {defaults.lr})")
+    by_objective = lr_help is not None  # pretrain: the step schedule is the objective's too
     group.add_argument("--halve-every", type=POSITIVE, default=defaults.halve_every,
-                       help=f"halve the learning rate every N epochs "
-                            f"(default {defaults.halve_every})")
+                       help="step the learning rate down (x --lr-decay) every N epochs "
+                            + ("(default: the objective's, 20; restoration 10, MT-IRN's)"
+                               if by_objective else f"(default {defaults.halve_every})"))
+    group.add_argument("--lr-decay", type=float, default=defaults.decay, metavar="FACTOR",
+                       help="the step schedule's factor, in (0, 1] "
+                            + ("(default: the objective's, 0.5; restoration 0.9, MT-IRN's)"
+                               if by_objective else f"(default {defaults.decay:g}: halving)"))
     group.add_argument("--epochs", type=POSITIVE, default=defaults.epochs,
                        help=f"at most this many epochs (default {defaults.epochs})")
     group.add_argument("--batch-size", type=POSITIVE, default=defaults.batch_size,
@@ -152,11 +158,12 @@ def _optim(args) -> OptimConfig:
 
     def given(name: str):
         value = getattr(args, name, None)
-        return getattr(chosen, name) if value is None else value
-    return OptimConfig(given("lr"), args.halve_every, args.epochs, args.batch_size,
+        return getattr(chosen, name.removeprefix("lr_")) if value is None else value
+    return OptimConfig(given("lr"), given("halve_every"), args.epochs, args.batch_size,
                        args.patience, args.loss, args.soft_rank_temperature,
                        getattr(args, "checkpoint_every", 0),  # pretrain's: it resumes
-                       given("optimizer"), given("schedule"), given("weight_decay"))
+                       given("optimizer"), given("schedule"), given("weight_decay"),
+                       given("lr_decay"))
 
 
 def _objective(args) -> ObjectiveConfig:
@@ -199,7 +206,8 @@ def _add_objective(parser: argparse.ArgumentParser) -> None:
                        help="learning-rate schedule; default: the objective's (halving; "
                             "cosine for contrastive)")
     group.add_argument("--weight-decay", type=float, default=None,
-                       help="default: the objective's (0; 1e-4 for contrastive)")
+                       help="default: the objective's (0; 1e-4 for contrastive, 5e-4 for "
+                            "restoration)")
 
 
 def _augment(args) -> Augment:
@@ -381,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(pre, PRETRAIN, _pretrain,
                   "learning rate (default: the objective's, regression 5e-3, contrastive 0.03 "
                   "as MoCo-v2 for a batch of 256, reconstruction and restoration 1e-3)")
-    pre.set_defaults(lr=None)  # the objective's (OPTIM_DEFAULTS)
+    pre.set_defaults(lr=None, halve_every=None, lr_decay=None)  # the objective's (OPTIM_DEFAULTS)
     _add_objective(pre)
 
     fine = commands.add_parser("finetune", help="fine-tune and test on a human-rated dataset")

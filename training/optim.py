@@ -1,6 +1,7 @@
 """Optimiser, schedule and stopping rule: the reference setup's Adam with a learning rate
-halved every N epochs, or SGD with momentum and a cosine schedule (MoCo-v2, Re-IQA); the batch
-given globally across ranks, early stopping on validation."""
+halved (or multiplied by another factor) every N epochs, or SGD with momentum and a cosine
+schedule (MoCo-v2, Re-IQA); the batch given globally across ranks, early stopping on
+validation."""
 
 import math
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from training.losses import QualityLoss
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("halving", "cosine")
 SGD_MOMENTUM = 0.9  # MoCo-v2's
+HALF = 0.5          # the reference setup's step: the learning rate halved
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,9 @@ class OptimConfig:
     temperature: float = 1e-2  # of the soft rank in the SROCC term
     checkpoint_every: int = 0  # steps (batches) between mid-epoch checkpoints; 0: epoch ends
     optimizer: str = "adam"    # adam | sgd (momentum 0.9)
-    schedule: str = "halving"  # halving (every `halve_every` epochs) | cosine (to 0 at the end)
+    schedule: str = "halving"  # halving (x `decay` every `halve_every` epochs) | cosine (to 0)
     weight_decay: float = 0.0
+    decay: float = HALF        # the step schedule's factor (MT-IRN's 0.9 every 10 epochs)
 
     def __post_init__(self):
         if not (0 < self.lr < math.inf and 0 <= self.weight_decay < math.inf):  # NaN too
@@ -36,6 +39,8 @@ class OptimConfig:
         if (self.halve_every < 1 or self.epochs < 1 or self.batch_size < 1
                 or self.checkpoint_every < 0):
             raise ValueError(f"invalid optimisation settings {self}")
+        if not 0 < self.decay <= 1:
+            raise ValueError(f"the learning-rate decay must be in (0, 1]; got {self.decay}")
         QualityLoss.parse(self.loss, self.temperature)  # its terms and temperature, at once
         if self.optimizer not in OPTIMIZERS or self.schedule not in SCHEDULES:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS} and schedule one of "
@@ -44,7 +49,8 @@ class OptimConfig:
     @property
     def reference_setup(self) -> bool:
         """Adam, halving, no weight decay: the settings runs had before these options."""
-        return (self.optimizer, self.schedule, self.weight_decay) == ("adam", "halving", 0.0)
+        return (self.optimizer, self.schedule, self.weight_decay, self.decay) == (
+            "adam", "halving", 0.0, HALF)
 
     def local_batch(self, world_size: int) -> int:
         if self.batch_size % world_size:
@@ -69,7 +75,7 @@ def optimiser(model: nn.Module, config: OptimConfig):
     if config.schedule == "cosine":
         return chosen, torch.optim.lr_scheduler.CosineAnnealingLR(chosen, T_max=config.epochs)
     return chosen, torch.optim.lr_scheduler.StepLR(chosen, step_size=config.halve_every,
-                                                   gamma=0.5)
+                                                   gamma=config.decay)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from training.label_free import pretrain_label_free
 from training.loop import Run, fit, head_figures, predict, validation_figures
 from training.model import ModelConfig, build_model
 from training.objectives import ObjectiveConfig
-from training.optim import PRETRAIN, OptimConfig
+from training.optim import HALF, PRETRAIN, OptimConfig
 from training.precision import Precision
 from training.results_files import figure_text, write_json
 from training.shard_data import (
@@ -87,8 +87,8 @@ class PretrainConfig:
     def to_json(self) -> dict:
         """The settings; `target` the comma-joined names (one name as before), the weights
         only with several targets, the objective only when label-free, the optimiser's kind,
-        schedule and weight decay only when not the reference setup's (so checkpoints of
-        earlier runs resume as they were)."""
+        schedule and weight decay only when not the reference setup's, the step schedule's
+        factor only when not one half (so checkpoints of earlier runs resume as they were)."""
         data = asdict(self)
         del data["targets"], data["loss_weights"]
         if self.ensemble is None:
@@ -98,6 +98,8 @@ class PretrainConfig:
         if self.optim.reference_setup:
             for name in ("optimizer", "schedule", "weight_decay"):
                 del data["optim"][name]
+        if self.optim.decay == HALF:  # as every run was before the factor could be chosen
+            del data["optim"]["decay"]
         data["target"] = ",".join(target.name for target in self.targets)
         if len(self.targets) > 1:
             data["loss_weights"] = list(self.weights)

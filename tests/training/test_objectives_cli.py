@@ -249,3 +249,33 @@ def test_train_probe_reads_out_every_objectives_frozen_encoder(best_files, squar
     images = [pixels[name] for name in saved["names"].tolist()]
     np.testing.assert_allclose(saved["features"],
                                _centre_features(best_files[objective], images, 32), atol=1e-4)
+
+
+def test_restoration_trains_with_mt_irns_weight_decay_and_step_schedule():
+    """seed-methods.md, MT-IRN: weight decay 5e-4 and the learning rate x 0.9 every 10
+    epochs; a regression run keeps the reference setup (halved every 20, written as before)."""
+    from training.cli import _optim, build_parser
+    from training.optim import optimiser
+
+    parser = build_parser()
+    restoration = _optim(parser.parse_args(["pretrain", "d", "--out", "y", "--objective",
+                                            "restoration"]))
+    assert (restoration.weight_decay, restoration.halve_every, restoration.decay) == (
+        5e-4, 10, 0.9)
+    optimizer, schedule = optimiser(torch.nn.Linear(2, 1), restoration)
+    rates = []
+    for _ in range(25):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    np.testing.assert_allclose(rates, [1e-3 * 0.9 ** (epoch // 10) for epoch in range(25)],
+                               rtol=1e-12)
+    chosen = _optim(parser.parse_args(["pretrain", "d", "--out", "y", "--objective",
+                                       "restoration", "--lr-decay", "0.8",
+                                       "--halve-every", "3"]))
+    assert (chosen.halve_every, chosen.decay) == (3, 0.8)
+    regression = _optim(parser.parse_args(["pretrain", "d", "--out", "y"]))
+    assert (regression.halve_every, regression.decay, regression.reference_setup) == (
+        20, 0.5, True)
+    with pytest.raises(ValueError, match="decay must be in"):
+        _optim(parser.parse_args(["pretrain", "d", "--out", "y", "--lr-decay", "1.5"]))

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from training.optim import PRETRAIN
+from training.optim import HALF, PRETRAIN
 from training.precision import Precision
 
 OBJECTIVES = ("regression", "contrastive", "reconstruction", "restoration")
 # each objective's optimiser where the command line names none: the reference setup's Adam
 # with halving for regression; MoCo-v2's SGD (lr 0.03 for a batch of 256, weight decay 1e-4)
-# with a cosine schedule for contrastive; Adam at 1e-3 for the encoder-decoders
+# with a cosine schedule for contrastive; Adam at 1e-3 for the encoder-decoders, MT-IRN's
+# weight decay 5e-4 and learning rate x 0.9 every 10 epochs for restoration
 @dataclass(frozen=True)
 class OptimDefaults:
     """An objective's optimiser where the command line names none."""
@@ -22,13 +23,15 @@ class OptimDefaults:
     optimizer: str = "adam"
     schedule: str = "halving"
     weight_decay: float = 0.0
+    halve_every: int = PRETRAIN.halve_every  # epochs between the step schedule's steps
+    decay: float = HALF                       # its factor
 
 
 OPTIM_DEFAULTS = {
     "regression": OptimDefaults(PRETRAIN.lr),
     "contrastive": OptimDefaults(0.03, "sgd", "cosine", 1e-4),
     "reconstruction": OptimDefaults(1e-3),
-    "restoration": OptimDefaults(1e-3),
+    "restoration": OptimDefaults(1e-3, weight_decay=5e-4, halve_every=10, decay=0.9),
 }
 
 
