@@ -18,9 +18,19 @@ def soft_rank(values: torch.Tensor, temperature: float) -> torch.Tensor:
     return 0.5 + torch.sigmoid(differences).sum(dim=1)
 
 
+FLAT = 1e-6  # values whose spread is below this share of their size are one value
+
+
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson's r; 0, with no gradient, where x or y is one value (a collapsed head, or
+    bf16 rounding every prediction to one number): r is undefined there, and its gradient,
+    which grows as 1 / spread, would be ~1e15 and poison Adam's moments for thousands of
+    steps."""
     dx, dy = x - x.mean(), y - y.mean()
-    return (dx * dy).sum() / (dx.norm() * dy.norm()).clamp_min(1e-12)
+    spread_x, spread_y = dx.norm(), dy.norm()
+    flat = (spread_x <= FLAT * x.abs().max()) | (spread_y <= FLAT * y.abs().max())
+    r = (dx * dy).sum() / (spread_x * spread_y).clamp_min(1e-12)
+    return torch.where(flat, torch.zeros_like(r), r)
 
 
 def soft_srocc(predicted: torch.Tensor, target: torch.Tensor,

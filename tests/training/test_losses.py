@@ -37,6 +37,34 @@ def test_quality_loss_terms():
         0.0625 + 0.25)  # one sample: no correlation term
 
 
+@pytest.mark.parametrize("terms", ["plcc", "srocc", "mse+mae+srocc+plcc"])
+def test_one_predicted_value_gives_the_correlations_no_gradient(terms):
+    """Pearson's r of a constant is undefined: its terms add 1 - 0 with no gradient (it
+    was 1e12 x the targets' deviations), and MSE + MAE keep their own gradients, those of
+    a constant prediction (mean of 2 (p - t) / n and sign(p - t) / n)."""
+    target = torch.rand(16, generator=torch.Generator().manual_seed(0))
+    predicted = torch.full((16,), 0.5, requires_grad=True)
+    loss = QualityLoss.parse(terms)(predicted, target)
+    loss.backward()
+    expected = torch.zeros(16)
+    if "mse" in terms:
+        expected += 2 * (0.5 - target) / 16 + torch.sign(0.5 - target) / 16
+    torch.testing.assert_close(predicted.grad, expected)
+    correlations = sum(term in terms for term in ("plcc", "srocc"))
+    assert float(loss.detach()) >= correlations  # each correlation term is 1 - 0
+
+
+def test_a_small_spread_still_trains_the_correlation():
+    """Predictions spread by 1e-3 (a bf16 quantum at 0.5 is 2e-3) are not one value: PLCC
+    still ranks them, with the gradient Pearson's r has (finite, non-zero)."""
+    target = torch.linspace(0, 1, 16)
+    predicted = (0.5 + 1e-3 * torch.linspace(1, -1, 16)).requires_grad_()  # reversed
+    loss = QualityLoss.parse("plcc")(predicted, target)
+    assert float(loss.detach()) == pytest.approx(2.0, abs=1e-4)
+    loss.backward()
+    assert torch.isfinite(predicted.grad).all() and predicted.grad.abs().sum() > 0
+
+
 def test_unknown_loss_terms_are_refused():
     with pytest.raises(ValueError, match="loss terms"):
         QualityLoss.parse("mse+huber")
