@@ -70,22 +70,29 @@ def _rising(x: np.ndarray, rise: float, b2: float, b3: float, b4: float) -> np.n
 
 def fit_logistic(predicted, opinion) -> np.ndarray:
     """Least-squares b1..b4 of the RISING logistic from predictions to opinion scores (b1 >= b2,
-    b4 > 0): a model that ranks images backwards must not earn a high fitted PLCC. NaN
-    parameters (so NaN fitted values) for non-finite input."""
+    b4 > 0): a model that ranks images backwards must not earn a high fitted PLCC. The fit runs
+    on the standardised predictions, so its figures do not depend on their scale; where it
+    does not converge, or ends worse than a constant (the flat curve, itself a rising logistic
+    of no rise), the better of its start and that constant is kept. NaN parameters (so NaN
+    fitted values) for non-finite input."""
     x, y = _as_pair(predicted, opinion)
     if not _finite(x, y):
         return np.full(4, np.nan)
-    spread = float(np.std(x)) or 1.0
-    start = (float(np.ptp(y)) or 1.0, float(y.min()), float(np.mean(x)), spread / 2)
-    bounds = ([0.0, -np.inf, -np.inf, 1e-9 * spread], np.inf)
+    centre, spread = float(np.mean(x)), float(np.std(x)) or 1.0
+    z = (x - centre) / spread
+    start = (float(np.ptp(y)) or 1.0, float(y.min()), 0.0, 0.5)
+    constant = (0.0, float(np.mean(y)), 0.0, 1.0)
+    candidates = [start, constant]
     try:
         with warnings.catch_warnings():  # the parameters' covariance is not used
             warnings.simplefilter("ignore", OptimizeWarning)
-            (rise, b2, b3, b4), _ = curve_fit(_rising, x, y, p0=start, bounds=bounds,
-                                              maxfev=20000)
-    except RuntimeError:  # no convergence: the start is the honest fallback
-        rise, b2, b3, b4 = start
-    return np.array([b2 + rise, b2, b3, b4])
+            fitted, _ = curve_fit(_rising, z, y, p0=start, bounds=([0.0, -np.inf, -np.inf, 1e-9],
+                                                                      np.inf), maxfev=20000)
+        candidates.append(tuple(fitted))
+    except RuntimeError:  # no convergence: the start or the constant, whichever fits better
+        pass
+    rise, b2, b3, b4 = min(candidates, key=lambda p: float(np.sum((_rising(z, *p) - y) ** 2)))
+    return np.array([b2 + rise, b2, centre + spread * b3, spread * b4])
 
 
 def report(predicted, opinion) -> dict[str, float]:

@@ -97,3 +97,29 @@ def test_short_or_mismatched_series_are_still_refused():
         krcc([1.0, 2.0], [2.0, 1.0])
     with pytest.raises(ValueError, match="one length"):
         report([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_the_logistic_fit_does_not_depend_on_the_predictions_scale():
+    """The 4-parameter logistic family is closed under x -> a x + b (a > 0): its least-squares
+    figures must be the same (a weak correlation at a spread of 1e-3 used to stop at the
+    start curve: fitted PLCC 0.356 below the raw 0.359, RMSE 0.301 above a constant's 0.179)."""
+    rng = np.random.default_rng(338)
+    x = rng.normal(size=100)
+    y = 0.4 * x + rng.normal(size=100)
+    y = (y - y.min()) / np.ptp(y)
+    figures = report(x, y)
+    for scaled in (x * 1e-3, x * 1e3 + 7):
+        other = report(scaled, y)
+        assert other["plcc"] == pytest.approx(figures["plcc"], abs=1e-9)
+        assert other["rmse"] == pytest.approx(figures["rmse"], abs=1e-9)
+    assert figures["plcc"] >= figures["plcc_raw"]  # the line is close to the logistic's middle
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_fitted_curve_is_never_worse_than_a_constant(seed):
+    """A constant (the opinions' mean) is a rising logistic of no rise: the least-squares fit
+    has an RMSE no larger than the opinions' standard deviation."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=80) * 1e-3
+    y = 0.2 * x / 1e-3 + rng.normal(size=80)
+    assert report(x, y)["rmse"] <= np.std(y) + 1e-12
