@@ -90,14 +90,24 @@ def _load(trained: TrainedRun, config: EvaluateConfig, notices: list[str]
     return config, images, False
 
 
-def test_split(trained: TrainedRun, config: EvaluateConfig, own: bool) -> dict:
+def test_split(trained: TrainedRun, config: EvaluateConfig, own: bool,
+               images: list[benchmarks.LabelledImage]) -> dict:
     """{split_by, seed, repeat} of the test part. A checkpoint fine-tuned on this dataset
     (`own`) is tested on its own split's test part: another split's holds images it trained
-    on, so a choice that differs from the recorded one is refused (as are other --refs)."""
+    on, so a choice that differs from the recorded one is refused (as are other --refs), and
+    so is a dataset whose images are no longer those it split (its split is a function of
+    them: made again over others, its test part would hold references it trained on)."""
     chosen = {name: getattr(config, name) for name in SPLIT_DEFAULTS}
     if not own:
         return {name: SPLIT_DEFAULTS[name] if value is None else value
                 for name, value in chosen.items()}
+    now = benchmarks.fingerprint(images)
+    if trained.images is not None and now != trained.images:
+        raise ValueError(f"{config.root} no longer holds the images {config.checkpoint} was "
+                         f"fine-tuned on (fingerprint {trained.images} then, {now} now: "
+                         "images added, removed or renamed), so its split's test part cannot "
+                         "be made again; test it on a dataset it never saw, or with --subset "
+                         "all (images it trained on included)")
     recorded = {name: getattr(trained, name) for name in SPLIT_DEFAULTS}
     differ = [f"--{name.replace('_', '-')} {value} (it was {recorded[name]})"
               for name, value in chosen.items() if value is not None and value != recorded[name]]
@@ -169,7 +179,8 @@ def evaluate(config: EvaluateConfig) -> dict:
         for notice in notices if context.is_main else ():
             print(f"NOTICE: {notice}")
         benchmarks.check_crop(images, augment.crop)
-        parts = test_split(scorer.trained, config, own) if config.subset == "test" else None
+        parts = (test_split(scorer.trained, config, own, images) if config.subset == "test"
+                 else None)
         if parts is not None:
             images = split(images, parts["split_by"], parts["seed"], parts["repeat"]).test
         elif config.subset != "all":

@@ -124,6 +124,23 @@ def test_the_same_images_elsewhere_are_tested_on_the_checkpoints_own_split(finet
     assert other["split"] == {"split_by": "reference", "seed": 0, "repeat": 0}
 
 
+def test_a_dataset_changed_in_place_has_no_test_part_of_the_checkpoints_split(finetuned,
+                                                                               tmp_path):
+    """The split is a function of the images: made again over a root that now holds others
+    (a reference left out here), its test part would hold references the checkpoint trained
+    on. Its recorded fingerprint differs: --subset test is refused; --subset all still runs."""
+    config, _ = finetuned
+    table = Path(config.root) / "dmos.csv"
+    lines = table.read_text().splitlines()
+    table.write_text("\n".join(lines[:-6]) + "\n")  # the last reference's six versions gone
+    evaluation = EvaluateConfig(f"{config.out}/split-1/best.pt", "kadid10k", config.root,
+                                str(tmp_path / "changed"), subset="test", eval_crops=3,
+                                batch_size=4, workers=0, device="cpu")
+    with pytest.raises(ValueError, match="no longer holds the images .* cannot be made again"):
+        evaluate(evaluation)
+    assert evaluate(dataclasses.replace(evaluation, subset="all"))["figures"]["count"] == 18
+
+
 def test_an_image_smaller_than_the_crop_is_named_before_any_training(kadid_folder, tmp_path):
     from PIL import Image
 
