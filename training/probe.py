@@ -27,6 +27,7 @@ from training.image_data import published_split_notice, split
 from training.plots import scatter
 from training.results_files import write_json
 from training.ridge import ALPHA_GRID, select_ridge
+from training.trained import TrainedRun
 from training.transforms import EVAL_CROPS
 
 KIND = "probe"  # results.json's `kind`, for `train compare`
@@ -164,7 +165,8 @@ def _median_split(results: list[dict]) -> int:
     return int(order[(len(order) - 1) // 2])
 
 
-def _notices(config: ProbeConfig, table: Table, results: list[dict]) -> list[str]:
+def _notices(config: ProbeConfig, table: Table, results: list[dict],
+             test_images: list[LabelledImage]) -> list[str]:
     notices = list(filter(None, [published_split_notice(table.images, config.dataset.kind,
                                                         config.repeats)]))
     if any(result["val_is_train"] for result in results):
@@ -173,7 +175,22 @@ def _notices(config: ProbeConfig, table: Table, results: list[dict]) -> list[str
                        "where images share a reference)")
     if config.dataset.kind == "shards":
         notices.append("the shards' ensemble labels Q stand in for opinion scores here")
+    checkpoint = config.encoder.checkpoint
+    tested = config.test_dataset or config.dataset
+    if checkpoint is not None and TrainedRun.read(checkpoint).fine_tuned_on(
+            tested.kind, tested.root, benchmarks.fingerprint(test_images)):
+        notices.append(f"{checkpoint} was fine-tuned on {tested.root}: its features learnt "
+                       "the scores of images tested here (optimistic figures); probe a "
+                       "pretrained checkpoint, or test on a dataset it never saw")
     return notices
+
+
+def check_cross_dataset(table: Table, test_table: Table) -> None:
+    """A cross-dataset test on the images the ridge trains on is no cross-dataset test."""
+    if benchmarks.fingerprint(table.images) == benchmarks.fingerprint(test_table.images):
+        raise ValueError("--test-dataset holds the images of --dataset, on which the ridge "
+                         "is fitted: it would be tested on its training images; leave "
+                         "--test-dataset out to test on each split's held-out part")
 
 
 def _summary(config: ProbeConfig, encoder: Encoder, table: Table, test_table: Table | None,
@@ -238,9 +255,11 @@ def probe(config: ProbeConfig) -> dict:
                                 "test_features.npz") if config.test_dataset else None)
         if not context.is_main:
             return {}
+        if test_table is not None:
+            check_cross_dataset(table, test_table)
         runs = [one_split(config, table, test_table, r) for r in range(config.repeats)]
         results = [result for result, _, _ in runs]
-        for notice in _notices(config, table, results):
+        for notice in _notices(config, table, results, (test_table or table).images):
             print(f"NOTICE: {notice}")
         for result in results:
             print(f"split {result['repeat']}: {result['train_images']} train, "

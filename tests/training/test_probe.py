@@ -255,6 +255,11 @@ def test_the_probe_recovers_a_planted_relation_and_compare_lists_every_kind(pret
     # the checkpoint was pretrained on the tiny shards (the `pretrained` fixture)
     assert read_json(evaluation / "evaluation.json")["trained_on"] == str(tiny_dataset)
     capsys.readouterr()
+    # a checkpoint fine-tuned on the probed dataset learnt its test images' scores: said
+    assert main(_probe(finetune / "split-0" / "best.pt", csv, tmp_path / "probe-finetuned",
+                       "--repeats", "1")) == 0
+    assert (f"NOTICE: {finetune / 'split-0' / 'best.pt'} was fine-tuned on {csv}: its features "
+            "learnt the scores of images tested here") in capsys.readouterr().out
     assert main(["compare", str(out / "results.json"), str(finetune / "results.json"),
                  str(evaluation / "evaluation.json")]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
@@ -268,7 +273,8 @@ def test_the_probe_recovers_a_planted_relation_and_compare_lists_every_kind(pret
 
 
 def test_a_multi_head_encoder_probes_across_datasets_and_against_a_random_start(pretrained,
-                                                                                tmp_path):
+                                                                                tmp_path,
+                                                                                capsys):
     checkpoint = pretrained["heads"]  # backbone.* and heads.quality/level.*
     source = _planted_csv(tmp_path / "source", checkpoint, references=60, seed=1)
     target = _planted_csv(tmp_path / "target", checkpoint, references=10, seed=2)
@@ -281,6 +287,10 @@ def test_a_multi_head_encoder_probes_across_datasets_and_against_a_random_start(
     assert summary["median"]["srocc"] > 0.99  # the same planted weights hold there
     assert all(result["held_out"]["count"] == 36 for result in summary["splits"])
     assert (out / "test_features.npz").is_file()
+    # a "cross-dataset" test on the ridge's own training images is refused
+    assert main(_probe(checkpoint, source, tmp_path / "same", "--test-dataset", "csv",
+                       "--test-root", str(source))) == 2
+    assert "--test-dataset holds the images of --dataset" in capsys.readouterr().err
     baseline = tmp_path / "random"
     assert main(["probe", "--init", "random", "--backbone", "test_resnet", "--dataset", "csv",
                  "--root", str(source), "--out", str(baseline), "--eval-crops", "1",
