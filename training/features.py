@@ -26,6 +26,7 @@ from training.model import (
     build_model,
     checkpoint_state,
     fit_layout,
+    pooled_width,
 )
 from training.precision import Precision
 from training.trained import TrainedRun
@@ -130,7 +131,7 @@ def encoder_features(context: Context, encoder: Encoder, images: list[LabelledIm
     each image's pooled features averaged over its `crops` seeded random crops (one crop:
     the centre)."""
     loader = eval_loader(context, images, encoder.augment, crops, workers, batch, seed)
-    rows = [torch.zeros((0, encoder.model.num_features), device=context.device)]
+    rows = [torch.zeros((0, pooled_width(encoder.model)), device=context.device)]
     bar = tqdm(loader, desc="features", unit="batch", disable=not context.is_main)
     with torch.inference_mode():
         for views, _ in bar:

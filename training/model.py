@@ -169,6 +169,13 @@ def checkpoint_state(path: str | Path, backbone: str | None = None) -> dict[str,
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
+def pooled_width(backbone: nn.Module) -> int:
+    """The width of a timm backbone's pooled output (built with num_classes=0): its
+    head_hidden_size where timm has one (MobileNetV3, GhostNet: a hidden layer after the
+    pooling, 1024 after mobilenetv3_small_050's 288 features), else its num_features."""
+    return getattr(backbone, "head_hidden_size", None) or backbone.num_features
+
+
 class MultiHead(nn.Module):
     """A timm backbone without its classifier and one linear head per target, named by the
     target; the outputs are the heads' side by side, in order."""
@@ -176,7 +183,7 @@ class MultiHead(nn.Module):
     def __init__(self, backbone: nn.Module, heads: dict[str, int]):
         super().__init__()
         self.backbone = backbone
-        self.heads = nn.ModuleDict({name: nn.Linear(backbone.num_features, outputs)
+        self.heads = nn.ModuleDict({name: nn.Linear(pooled_width(backbone), outputs)
                                     for name, outputs in heads.items()})
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -184,14 +191,19 @@ class MultiHead(nn.Module):
         return torch.cat([head(features) for head in self.heads.values()], dim=1)
 
 
-def _classifier_name(model: nn.Module) -> str:
-    head = model.get_classifier()
-    return next(name for name, module in model.named_modules() if module is head)
+def _classifier_names(model: nn.Module) -> list[str]:
+    """The names of timm's classifier: two for a distilled model (head, head_dist), whose
+    outputs it averages when it evaluates."""
+    heads = model.get_classifier()
+    heads = heads if isinstance(heads, tuple) else (heads,)
+    return [name for name, module in model.named_modules()
+            if any(module is head for head in heads)]
 
 
 def fit_layout(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """A checkpoint's tensors named for `model`: a multi-head checkpoint for a one-head model
-    gives its backbone and its `quality` head (as timm's classifier); a one-head checkpoint
+    gives its backbone and its `quality` head (as timm's classifier, both of a distilled
+    model's, whose average is then the quality head's output); a one-head checkpoint
     for a multi-head model gives its backbone (its classifier fits no head). A label-free
     objective's checkpoint (`backbone.` and other parts: projection, decoder, momentum
     encoder, queue) gives its backbone; the other parts are left out."""
@@ -207,8 +219,9 @@ def fit_layout(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, to
     for key, value in state.items():
         if key.startswith("backbone."):
             renamed[key.removeprefix("backbone.")] = value
-        elif key.startswith("heads.quality."):
-            renamed[_classifier_name(model) + key.removeprefix("heads.quality")] = value
+        elif key.startswith("heads.quality."):  # each of a distilled model's two classifiers
+            for name in _classifier_names(model):
+                renamed[name + key.removeprefix("heads.quality")] = value
         elif key.startswith("heads."):
             renamed[key] = value  # another target's head: fits nothing, reported skipped
     return renamed

@@ -183,3 +183,26 @@ def test_offline_imagenet_weights_come_from_timms_cache(tmp_path, cached):
             assert "ModelInitError: cannot load ImageNet weights" in child.stderr
         else:
             assert child.stdout.split() == ["random"], child.stderr
+
+
+@pytest.mark.parametrize(("backbone", "size"), [("mobilenetv3_small_050", 32),
+                                                ("ghostnet_100", 32),
+                                                ("deit_tiny_distilled_patch16_224", 224)])
+def test_multi_head_models_fit_backbones_with_a_hidden_head_or_two_classifiers(backbone, size):
+    """MobileNetV3 and GhostNet pool into a hidden layer wider than num_features (1024 after
+    288): the heads take its width. A distilled DeiT has two classifiers, averaged when it
+    evaluates: a multi-head checkpoint gives both the quality head, so the one-head model
+    predicts what the quality head did."""
+    from training.model import MultiHead, fit_layout, pooled_width
+
+    torch.manual_seed(0)
+    heads = MultiHead(timm.create_model(backbone, num_classes=0), {"quality": 1, "class": 5})
+    images = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        features = heads.backbone.eval()(images)
+        outputs = heads.eval()(images)
+    assert features.shape[1] == pooled_width(heads.backbone) and outputs.shape == (2, 6)
+    one_head = timm.create_model(backbone, num_classes=1)
+    one_head.load_state_dict(fit_layout(heads.state_dict(), one_head), strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(one_head.eval()(images), outputs[:, :1])

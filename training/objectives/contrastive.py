@@ -22,6 +22,7 @@ from torch import distributed as dist
 from torch import nn
 
 from training.distributed import Context, gather_rows
+from training.model import pooled_width
 from training.objectives.base import (
     GroupRequest,
     Inputs,
@@ -94,7 +95,7 @@ class MoCo(nn.Module):
     def __init__(self, backbone: nn.Module, dim: int, queue_size: int):
         super().__init__()
         self.backbone = backbone
-        self.projection = projection_head(backbone.num_features, dim)
+        self.projection = projection_head(pooled_width(backbone), dim)
         self.momentum = nn.ModuleDict({"backbone": copy.deepcopy(backbone),
                                        "projection": copy.deepcopy(self.projection)})
         self.momentum.requires_grad_(False)
