@@ -71,4 +71,7 @@ def _thumbnail(path: Path, longest: int = 256) -> np.ndarray:
 
 
 def _short(name: str, most: int = 28) -> str:
+    """A file name to print: bytes that are not UTF-8 (kept by the file system as surrogates)
+    shown as U+FFFD, cut to `most` characters."""
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return name if len(name) <= most else name[: most - 3] + "..."

@@ -121,7 +121,9 @@ def _checked(files: list[Path], crop: int) -> tuple[list[LabelledImage], dict[st
 
 def _write_scores(path: Path, files: list[Path], scores: dict[str, float],
                   failed: dict[str, str]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    # a file name that is not UTF-8 (bytes the file system took as they came) is written as
+    # those bytes, so that the row names that file (read it back with surrogateescape)
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "score", "error"])
         for file in map(str, files):

@@ -136,7 +136,7 @@ def test_a_dataset_changed_in_place_has_no_test_part_of_the_checkpoints_split(fi
     evaluation = EvaluateConfig(f"{config.out}/split-1/best.pt", "kadid10k", config.root,
                                 str(tmp_path / "changed"), subset="test", eval_crops=3,
                                 batch_size=4, workers=0, device="cpu")
-    with pytest.raises(ValueError, match="no longer holds the images .* cannot be made again"):
+    with pytest.raises(ValueError, match=r"no longer holds the images .* cannot be made again"):
         evaluate(evaluation)
     assert evaluate(dataclasses.replace(evaluation, subset="all"))["figures"]["count"] == 18
 

@@ -4,6 +4,7 @@ with why; an image scores the same wherever it is listed."""
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,26 @@ def test_an_image_scores_the_same_wherever_it_is_listed(checkpoint, tmp_path):
         assert scores[2][path] == pytest.approx(value, rel=1e-6)
     # the crops do move the score: one crop at two places scores two values
     assert len({round(value, 6) for value in scores[1].values()}) == 4
+
+
+def test_a_file_name_that_is_not_utf8_keeps_its_row_and_its_bytes(checkpoint, tmp_path):
+    """Linux takes any bytes for a name: b'caf\\xe9.png' (Latin-1) is scored, and its row
+    holds those bytes, so it names that file (read with surrogateescape, as Python lists it)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    odd = os.fsdecode(b"caf\xe9.png")
+    (folder / odd).write_bytes(png(_texture(0, 32)))
+    (folder / "plain.png").write_bytes(png(_texture(1, 32)))
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--eval-crops", "1", "--workers", "0", "--device", "cpu"]) == 0
+    with open(out / "predictions.csv", newline="", encoding="utf-8",
+              errors="surrogateescape") as handle:
+        rows = {row["path"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {str(folder / odd), str(folder / "plain.png")}
+    assert all(row["score"] and not row["error"] for row in rows.values())
+    assert Path(next(path for path in rows if "caf" in path)).is_file()
+    assert json.loads((out / "prediction.json").read_text())["scored"] == 2
 
 
 def test_bad_inputs_are_named(checkpoint, tmp_path, capsys):
