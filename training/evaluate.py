@@ -13,7 +13,7 @@ from training import benchmarks, distributed
 from training.correlation import report
 from training.finetune import FinetuneConfig, test_figures
 from training.image_data import split
-from training.model import ModelConfig, build_model
+from training.model import ModelConfig, build_model, check_all_loaded
 from training.plots import scatter
 from training.precision import Precision
 from training.results_files import figures_line, write_json
@@ -160,6 +160,7 @@ def quality_model(path: str, crop: int | None, device: torch.device) -> QualityM
     model_config = ModelConfig(trained.backbone, init="random", pretrained_file=path,
                                precision=trained.precision)
     model = build_model(model_config).model
+    check_all_loaded(model, path, trained.backbone)
     precision = Precision.resolve(model_config.precision, device)
     precision.prepare(model.to(device))
     return QualityModel(model, precision, trained.augment(crop), trained)

@@ -24,8 +24,7 @@ from training.model import (
     ModelInitError,
     backbone_input,
     build_model,
-    checkpoint_state,
-    fit_layout,
+    check_all_loaded,
     pooled_width,
 )
 from training.precision import Precision
@@ -65,18 +64,6 @@ class Encoder:
     notices: tuple[str, ...]
 
 
-def _check_all_loaded(model: nn.Module, path: str, backbone: str) -> None:
-    """Every tensor of the encoder must come from the checkpoint: a feature left at its random
-    start would make a probe of nothing in particular."""
-    state = fit_layout(checkpoint_state(path), model)
-    missing = [key for key, value in model.state_dict().items()
-               if key not in state or state[key].shape != value.shape]
-    if missing:
-        raise ModelInitError(f"{path} does not hold the {backbone} backbone its config names: "
-                             f"{len(missing)} of {len(model.state_dict())} tensors are missing "
-                             f"or of another shape ({', '.join(missing[:4])}...)")
-
-
 def _from_checkpoint(config: EncoderConfig, device: torch.device) -> Encoder:
     trained = TrainedRun.read(config.checkpoint)
     backbone = trained.backbone
@@ -85,7 +72,7 @@ def _from_checkpoint(config: EncoderConfig, device: torch.device) -> Encoder:
                          f"--backbone {config.backbone}")
     built = build_model(ModelConfig(backbone, init="random",
                                     pretrained_file=config.checkpoint), outputs=0)
-    _check_all_loaded(built.model, config.checkpoint, backbone)
+    check_all_loaded(built.model, config.checkpoint, backbone)
     precision = Precision.resolve(trained.precision, device)
     return Encoder(_frozen(built.model, precision, device), backbone, built.start,
                    trained.augment(config.crop), precision,

@@ -227,6 +227,19 @@ def fit_layout(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, to
     return renamed
 
 
+def check_all_loaded(model: nn.Module, path: str, backbone: str) -> None:
+    """Every tensor of `model` must come from the checkpoint at `path`: a tensor left at its
+    random start (a backbone or head of another shape) would score or probe nothing in
+    particular. A ModelInitError names what is missing."""
+    state = fit_layout(checkpoint_state(path), model)
+    missing = [key for key, value in model.state_dict().items()
+               if key not in state or state[key].shape != value.shape]
+    if missing:
+        raise ModelInitError(f"{path} does not hold the {backbone} model its config names: "
+                             f"{len(missing)} of {len(model.state_dict())} tensors are missing "
+                             f"or of another shape ({', '.join(missing[:4])}...)")
+
+
 def _load_file(model: nn.Module, path: str, backbone: str, notices: list[str]) -> None:
     """Load the matching tensors; a head of another shape (another task) is left new."""
     saved = checkpoint_state(path, backbone)

@@ -327,12 +327,19 @@ def test_foreign_checkpoints_and_files_are_named_clearly(pretrained, tmp_path, c
                                    if not key.startswith("layer4.")}}, truncated)
     cases = [(text, (), "is not a readable checkpoint"),
              (plain, (), "does not name its backbone"),
-             (truncated, (), "does not hold the test_resnet backbone"),
+             (truncated, (), "does not hold the test_resnet model"),
              (pretrained["quality"], ("--backbone", "resnet18"), "not --backbone resnet18"),
              (tmp_path / "absent.pt", (), "no checkpoint at")]
     for checkpoint, extra, message in cases:
         assert main(_probe(checkpoint, csv, tmp_path / "out", *extra)) == 2
         assert message in capsys.readouterr().err
+    # evaluate and predict refuse a checkpoint that leaves tensors at their random start too
+    assert main(["evaluate", "--checkpoint", str(truncated), "--dataset", "csv", "--root",
+                 str(csv), "--out", str(tmp_path / "evaluated"), *TINY]) == 2
+    assert "does not hold the test_resnet model" in capsys.readouterr().err
+    assert main(["predict", str(csv.parent), "--checkpoint", str(truncated), "--out",
+                 str(tmp_path / "predicted"), *TINY]) == 2
+    assert "does not hold the test_resnet model" in capsys.readouterr().err
     assert main(_probe(pretrained["quality"], csv, tmp_path / "out", "--test-dataset",
                        "csv")) == 2
     assert "--test-dataset and --test-root go together" in capsys.readouterr().err
