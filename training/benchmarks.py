@@ -251,7 +251,9 @@ def koniq10k(root: Path, **_) -> list[LabelledImage]:
 
 
 def _biq_table(root: Path, part: str) -> Path:
-    for name in (f"{part}.csv", f"{part} (Images and MOS).csv"):
+    """The current release's list, else the first release's (whose scores it revised: both
+    present, as after copying one release over the other, the current one's are read)."""
+    for name in (f"{part} (Images and MOS).csv", f"{part}.csv"):
         if (root / name).is_file():
             return root / name
     raise DatasetLayoutError(f"{root} has no {part}.csv (BIQ2021's published {part} list)")

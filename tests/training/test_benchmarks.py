@@ -60,9 +60,11 @@ def test_koniq_and_biq2021_layouts(tmp_path):
     (biq / "Images" / "ss02 (1014).JPG").write_bytes(_image(4))
     (biq / "Train (Images and MOS).csv").write_text(
         "Image Name,MOS,,\nss01 (0).jpg,0.2,,\nss02 (1014).jpg,0.7,,\n")
-    (biq / "Train.csv").unlink()
+    # the first release's Train.csv still beside it (copied over): the current list is read
     assert {i.name: Path(i.path).name for i in benchmarks.load("biq2021", str(biq))}[
         "ss02 (1014).jpg"] == "ss02 (1014).JPG"
+    (biq / "Train.csv").unlink()
+    assert {i.name: i.score for i in benchmarks.load("biq2021", str(biq))}["ss01 (0).jpg"] == 0.2
     # its first release: Subset_01..03/ and a few MOS below 0 (clipped to the [0, 1] scale)
     first = tmp_path / "biq-first"
     for number, subset in ((0, "Subset_01"), (1, "Subset_03")):
