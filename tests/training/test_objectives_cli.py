@@ -42,6 +42,8 @@ def test_contrastive_leaves_out_references_that_cannot_give_a_whole_chunk(tmp_pa
     assert ("NOTICE: 1 train reference(s) have fewer than 2 types among their versions "
             "(some failed, or composed ones share a first type), so no whole chunk: left out "
             "(r1)") in printed
+    # test_resnet has batch norm: on one rank, keys without shuffling share their queries' BN
+    assert "NOTICE: one rank and --key-splits 1: keys are encoded with the batch-norm" in printed
     summary = read_json(tmp_path / "out" / "summary.json")
     assert (summary["train_refs"], summary["chunk_versions"]) == (3, 2)
     assert main(pretrain_args(dataset, tmp_path / "three", "contrastive", "--versions", "3")
@@ -279,3 +281,15 @@ def test_restoration_trains_with_mt_irns_weight_decay_and_step_schedule():
         20, 0.5, True)
     with pytest.raises(ValueError, match="decay must be in"):
         _optim(parser.parse_args(["pretrain", "d", "--out", "y", "--lr-decay", "1.5"]))
+
+
+def test_the_unshuffled_notice_names_only_a_batch_norm_backbone_on_one_key_part():
+    from training.distributed import Context
+    from training.objectives.contrastive import unshuffled_notice
+
+    one, two = (Context(rank=0, world_size=size, local_rank=0, device=torch.device("cpu"))
+                for size in (1, 2))
+    norm = timm.create_model("test_resnet", num_classes=0)
+    plain = timm.create_model("vit_tiny_patch16_224", num_classes=0)  # layer norm only
+    assert unshuffled_notice(norm, one, 1) and not unshuffled_notice(norm, one, 2)
+    assert not unshuffled_notice(norm, two, 1) and not unshuffled_notice(plain, one, 1)

@@ -155,6 +155,18 @@ def query_and_key_views(images: torch.Tensor, members: int
     return torch.where(odd, second, first), torch.where(odd, first, second)
 
 
+def unshuffled_notice(backbone: nn.Module, context: Context, splits: int) -> tuple[str, ...]:
+    """Where shuffling BN does nothing (one rank, one key part) on a backbone with batch
+    norm: its keys and queries are normalised with the statistics of one same batch, the leak
+    MoCo's shuffling closes (a query can find its key through them)."""
+    if context.world_size * splits > 1 or not any(
+            isinstance(module, nn.modules.batchnorm._BatchNorm) for module in backbone.modules()):
+        return ()
+    return ("one rank and --key-splits 1: keys are encoded with the batch-norm statistics "
+            "of their queries' batch (MoCo's shuffling BN does nothing); --key-splits 2 to 8 "
+            "shuffles them into that many parts",)
+
+
 class Contrastive(Objective):
     name = "contrastive"
 
@@ -166,6 +178,7 @@ class Contrastive(Objective):
         self.request = GroupRequest("chunk", crop, config.versions or CHUNK_VERSIONS, views=2,
                                     half_scale=config.half_scale, distinct_types=True)
         self.pending: list[torch.Tensor] = []  # this step's keys, one tensor per scale
+        self.notices = unshuffled_notice(backbone, context, config.key_splits)
 
     def loss(self, network: nn.Module, batch: dict) -> torch.Tensor:
         """InfoNCE of each image's query view against its key view and the queue,
