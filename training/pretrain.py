@@ -125,6 +125,13 @@ def check_labels(location: Location, index: pa.Table, target: Target) -> str | N
             f"{location.root} has no {target.name} values (generated label-free with "
             f"--metrics none, or without that metric): train a class target "
             f"({', '.join((*CLASS_TARGETS, *GRID_TARGETS))}) on it, or generate it with labels")
+    if values.null_count:  # a run would stop at the first such sample, mid-epoch
+        shards = sorted(set(index.filter(pc.is_null(values))["shard"].to_pylist()))
+        raise ValueError(
+            f"{location.root}: {values.null_count} of {len(values)} distorted samples have no "
+            f"{target.name} value (in shard(s) {', '.join(map(str, shards[:5]))}"
+            f"{', ...' if len(shards) > 5 else ''}: made without that metric, its weights "
+            "absent where they ran?); choose another --target, or generate those shards again")
     if target.name != "quality":
         return None
     if target.ensemble is not None:  # Q made here from the raw scores (ensemble_target)

@@ -34,6 +34,16 @@ def test_a_metric_target_the_run_scored_is_accepted(tmp_path):
         check_labels(Location.parse(str(tmp_path)), index, Target("gmsd"))
 
 
+def test_a_target_only_some_samples_have_is_refused_before_training(tmp_path):
+    """A metric scored on some shards only (its weights absent on some nodes) would stop a
+    run at its first unscored sample, mid-epoch: refused at the start, naming the shards."""
+    index = _index([0.5, 0.7, 0.6], [{"lpips": 0.1}, {"lpips": None}, {"lpips": 0.3}])
+    index = index.append_column("shard", pa.array([0, 3, 4]))
+    with pytest.raises(ValueError, match=r"1 of 3 distorted samples have no lpips value "
+                                         r"\(in shard\(s\) 3"):
+        check_labels(Location.parse(str(tmp_path)), index, Target("lpips"))
+
+
 def test_the_distortion_class_target_refuses_types_beyond_the_papers_bank():
     record = {"key": "r_d38_l1", "distortion_id": 38, "level": 1}
     with pytest.raises(ValueError, match="distortion_id 38, beyond the 33 classes"):
