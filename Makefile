@@ -44,7 +44,7 @@ format: $(STAMP) ## ruff --fix
 sheet: $(STAMP) ## contact sheet of one image: make sheet IMAGE=embedded:astronaut
 	$(BIN)/iqa-factory sheet $(or $(IMAGE),embedded:astronaut) -o $(or $(SHEET),$(OUT)/sheet.png)
 
-bench-distortions: $(STAMP) ## ms per 512x384 image for all 165 scenarios -> docs/bench-distortions.*
+bench-distortions: $(STAMP) ## ms per 512x384 image for every registered type x level -> docs/bench-distortions.*
 	$(BIN)/python benchmarks/bench_distortions.py --out docs
 
 bench-pipeline: $(STAMP) ## samples/s, peak memory, 23.1M projection -> docs/bench-pipeline.*
