@@ -38,7 +38,7 @@ from pipeline.plan import Plan, chosen, label_identity, persist_or_check
 from pipeline.probe import check_reachable
 from pipeline.quarantine import pardoned_shards, strikes
 from pipeline.report import build_report, merge, summary_lines, write_run_files
-from pipeline.scheduling import Layout, layout
+from pipeline.scheduling import Layout, layout, layout_line
 from pipeline.source_changes import check_modified_sources
 from pipeline.sources import byte_limit, listing, skipped_note, unlisted_note
 from pipeline.submit import AUTHENTICATION_ERRORS
@@ -441,6 +441,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     resources = ray.cluster_resources()
     scheduling = layout(resources.get("CPU", 1.0), int(resources.get("GPU", 0)),
                         options.actors, options.max_in_flight, config.labelled)
+    print(f"note: {layout_line(resources, scheduling)}")
     arguments = (plan.to_json(), config.to_json(), ensemble.to_json(), config.out)
     on_actors = options.denoise_on_actors
     if on_actors is None:

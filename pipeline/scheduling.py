@@ -65,3 +65,17 @@ def layout(cpus: float, gpus: int, actors: int | None = None,
         actor_cpus = share * count
     in_flight = max_in_flight or max(2 * count, int(cpus - actor_cpus))
     return Layout(count, resources, threads, concurrency, in_flight)
+
+
+def layout_line(resources: dict[str, float], chosen: Layout) -> str:
+    """What a run found and how it lays itself out, for its log: it is sized once, at its
+    start, so nodes that join later (an autoscaler's, a worker still booting) go unused."""
+    gpus = int(resources.get("GPU", 0))
+    where = "GPU" if chosen.actor_resources.get("num_gpus") else "CPU"
+    actors = (f"{chosen.actors} labeler actor(s) on {where}" if chosen.actors
+              else "no labeler actor (label-free)")
+    line = (f"the cluster has {resources.get('CPU', 0):g} CPUs and {gpus} GPUs now: {actors}, "
+            f"{chosen.in_flight} shard tasks in flight; nodes that join later are not used")
+    if not gpus and chosen.actors:
+        line += " (no GPU: labels on CPU, slowly; start GPU workers first, see `ray status`)"
+    return line

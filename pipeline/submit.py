@@ -3,6 +3,8 @@
 
 import fnmatch
 import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -67,9 +69,21 @@ def _as_the_job_finds(path: str) -> str:
     except ValueError:
         return str(absolute)
     excluded = runtime_environment()["excludes"]
-    if inside.parts and any(fnmatch.fnmatch(inside.parts[0], pattern) for pattern in excluded):
+    if inside.parts and (any(fnmatch.fnmatch(inside.parts[0], pattern) for pattern in excluded)
+                         or _ignored_by_git(inside)):
         return str(absolute)
     return inside.as_posix()
+
+
+def _ignored_by_git(inside: Path) -> bool:
+    """Whether the checkout's .gitignore leaves `inside` out: Ray's upload of a working_dir
+    leaves such paths out too (build/, device-check/, ...). False where git cannot say."""
+    try:
+        checked = subprocess.run(["git", "-C", str(REPOSITORY), "check-ignore", "-q", "--",
+                                  inside.as_posix()], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return checked.returncode == 0
 
 
 def runtime_environment() -> dict:
@@ -103,8 +117,18 @@ def _submit_and_follow(address: str, argv: list[str], anchored: list[str]) -> in
                                runtime_env=runtime_environment())
     print(f"submitted job {job_id} to {address}; watch it in the dashboard there, or with "
           f"`ray job logs --address {address} --follow {job_id}`", flush=True)
-    while (status := str(client.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:
-        time.sleep(5)
+    try:
+        while (status := str(client.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:
+            time.sleep(5)
+    except KeyboardInterrupt:  # what stops here is the following, not the job
+        print(f"\nstopped following job {job_id}: it runs on in the cluster; `ray job stop "
+              f"--address {address} {job_id}` stops it, `ray job logs --address {address} "
+              f"--follow {job_id}` follows it again", file=sys.stderr)
+        return 130
     print(client.get_job_logs(job_id))
-    print(f"job {job_id}: {status}")
+    message = client.get_job_info(job_id).message if status != "SUCCEEDED" else None
+    # a job that failed before its command ran (its runtime environment, its supervisor)
+    # says why only here: its logs are empty
+    why = message.strip().splitlines()[0].rstrip(":") if message and message.strip() else ""
+    print(f"job {job_id}: {status}" + (f" ({why})" if why else ""))
     return 0 if status == "SUCCEEDED" else 1

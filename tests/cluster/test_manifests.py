@@ -17,13 +17,35 @@ WEIGHTS = "/home/ray/.cache/torch/hub/checkpoints"
 @pytest.mark.parametrize("name", LAUNCHERS)
 def test_launcher_files(name):
     config = yaml.safe_load((CLUSTER / name).read_text())
-    assert config["head_node_type"] in config["available_node_types"]
     head_start = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start
     assert any("pip install -e" in command for command in config["setup_commands"])
     assert any("torch/hub/checkpoints" in target for target in config["file_mounts"])
     if config["provider"]["type"] != "local":
+        assert config["head_node_type"] in config["available_node_types"]
         assert {"cpu_worker", "gpu_worker"} <= set(config["available_node_types"])
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_ray_up_would_accept_each_launcher_file(name):
+    """What `ray up` does first, offline: Ray's own prepare_config and validate_config (an
+    on-prem file naming its node types skipped the local provider's defaults and failed)."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(yaml.safe_load((CLUSTER / name).read_text())))
+
+
+@pytest.mark.parametrize("name", ["aws.yaml", "gcp.yaml"])
+def test_cloud_workers_declare_their_resources_and_all_start(name):
+    """Ray fills a node type's resources in on AWS and Kubernetes only: declared here, so the
+    scheduler knows a GPU worker's GPU on every cloud. generate sizes its actors and tasks to
+    the nodes up when it starts and never queues work that would make the autoscaler add
+    more, so every worker starts with the cluster (min_workers = max_workers)."""
+    types = yaml.safe_load((CLUSTER / name).read_text())["available_node_types"]
+    assert types["cpu_worker"]["resources"] == {"CPU": 16}
+    assert types["gpu_worker"]["resources"] == {"CPU": 16, "GPU": 1}
+    for worker in ("cpu_worker", "gpu_worker"):
+        assert types[worker]["min_workers"] == types[worker]["max_workers"] > 0
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
@@ -69,6 +91,9 @@ def test_kuberay_manifests(name):
 
 @pytest.mark.parametrize("name", KUBERAY)
 def test_every_ray_container_authenticates_with_a_secret_token_and_a_pinned_image(name):
+    # the operator sends the token to the dashboard (a RayJob's status) only under authOptions
+    assert _cluster_spec(_documents(name))["authOptions"] == {
+        "mode": "token", "secretName": "iqa-factory-ray-token"}
     for template in _pod_templates(_documents(name)):
         for container in template["spec"]["containers"]:
             env = {item["name"]: item for item in container["env"]}
@@ -100,3 +125,27 @@ def test_the_rayjob_driver_finds_the_weights_it_checks():
     head = job["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
     mounts = [m["mountPath"] for m in head["containers"][0].get("volumeMounts", [])]
     assert WEIGHTS in mounts or "--allow-missing-metrics" in job["entrypoint"]
+
+
+def _quantity(text: str) -> float:
+    units = {"Gi": 2**30, "Mi": 2**20, "m": 1e-3}
+    for suffix, factor in units.items():
+        if str(text).endswith(suffix):
+            return float(str(text)[: -len(suffix)]) * factor
+    return float(text)
+
+
+@pytest.mark.parametrize("name", KUBERAY)
+def test_ray_pods_request_less_than_the_node_they_are_sized_for(name):
+    """Without requests Kubernetes requests the limits, and a pod of a 16-CPU node's 16 CPUs
+    never fits one: the kubelet, the system and the daemon sets hold part of it (Allocatable).
+    Each Ray container requests less than its limits (Ray counts the limits), the GPU alike."""
+    spec = _cluster_spec(_documents(name))
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    for group in groups:
+        [container] = group["template"]["spec"]["containers"]
+        resources = container["resources"]
+        for kind in ("cpu", "memory"):
+            assert _quantity(resources["requests"][kind]) < _quantity(resources["limits"][kind])
+        assert resources["requests"].get("nvidia.com/gpu") == resources["limits"].get(
+            "nvidia.com/gpu")

@@ -170,6 +170,9 @@ def test_relative_local_paths_reach_a_cluster_job_absolute(tmp_path, monkeypatch
     assert cluster_paths("/data/out", "list.csv", "labelers/pmos_ensemble.json") == []
     assert cluster_paths("/data/out", "docs/x.csv", None) == [  # docs/ is not uploaded
         "--sources", str(REPOSITORY / "docs" / "x.csv")]
+    # nor what .gitignore leaves out (Ray's upload honours it): build/ is ignored
+    assert cluster_paths("/data/out", "build/refs", None) == [
+        "--sources", str(REPOSITORY / "build" / "refs")]
     assert cluster_paths("s3://bucket/out", "embedded", "pmos") == []  # as they are
     assert cluster_paths("/data/out", "embedded:astronaut", None) == []
     assert cluster_paths("/data/out", "gs://bucket/photos", "default") == []

@@ -29,6 +29,20 @@ def test_cpu_only_machines_split_the_cores_between_labels_and_distortion():
     assert big.actors == 4 and actor_cpus + big.in_flight == 16
 
 
+def test_the_log_says_what_the_run_found_and_that_later_nodes_go_unused():
+    """A run is sized once, at its start (Ray's autoscaler sees no queued demand): the log
+    names the resources and the layout, and a cluster without a GPU yet is pointed out."""
+    from pipeline.scheduling import layout_line
+
+    gpu = layout_line({"CPU": 16.0, "GPU": 1.0}, layout(cpus=16, gpus=1))
+    assert gpu == ("the cluster has 16 CPUs and 1 GPUs now: 1 labeler actor(s) on GPU, 15 "
+                   "shard tasks in flight; nodes that join later are not used")
+    cpu = layout_line({"CPU": 2.0}, layout(cpus=2, gpus=0))
+    assert "1 labeler actor(s) on CPU" in cpu and "no GPU: labels on CPU" in cpu
+    free = layout_line({"CPU": 2.0}, layout(cpus=2, gpus=0, labelled=False))
+    assert "no labeler actor (label-free)" in free and "no GPU" not in free
+
+
 @pytest.mark.parametrize("cpus, gpus, actors", [(1, 0, None), (2, 2, None), (8, 8, None),
                                                  (2, 0, 4), (4, 0, 12), (1, 1, None),
                                                  (16, 1, None), (2, 1, 2)])

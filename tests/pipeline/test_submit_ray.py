@@ -2,6 +2,7 @@
 Jobs API: here a real Ray head started for the test, with its dashboard's job server."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -99,6 +100,43 @@ def test_address_submits_the_run_as_a_job_and_follows_it(ray_head, shifted_sourc
     assert complete_shards(Location.parse(str(out))) == [0, 1]
     _, problems = inspect(str(out))
     assert problems == []
+    # a job that fails says why in its last line (a runtime environment that cannot be set up
+    # leaves no logs: Ray's job message is all there is)
+    failed = _generate(ray_head.jobs, tmp_path / "absent", ensemble, tmp_path / "out2",
+                       {**_without_token(), **TOKEN})
+    assert failed.returncode == 1
+    last = failed.stdout.rstrip().splitlines()[-1]
+    assert "FAILED (Job entrypoint command failed with exit code 2" in last
+
+
+def test_interrupting_the_follow_leaves_the_job_running_and_says_so(ray_head,
+                                                                     shifted_sources,
+                                                                     tmp_path, monkeypatch):
+    from ray.job_submission import JobSubmissionClient
+
+    folder, ensemble = shifted_sources(1)
+    command = [sys.executable, "-m", "pipeline.cli", "generate", "--address", ray_head.jobs,
+               "--sources", str(folder), "--out", str(tmp_path / "out"), "--size", "192x176",
+               "--distortions", "1", "--levels", "1", "--metrics", "mae",
+               "--ensemble", str(ensemble)]
+    environment = {**_without_token(), **TOKEN}
+    following = subprocess.Popen(command, cwd=REPOSITORY, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=environment)
+    first = following.stdout.readline()
+    assert first.startswith("submitted job"), first
+    job = first.split()[2]
+    following.send_signal(signal.SIGINT)
+    _, stderr = following.communicate(timeout=120)
+    assert following.returncode == 130
+    assert f"stopped following job {job}: it runs on in the cluster; `ray job stop" in stderr
+    for name, value in TOKEN.items():
+        monkeypatch.setenv(name, value)
+    client = JobSubmissionClient(ray_head.jobs)
+    deadline = time.monotonic() + 600
+    while str(client.get_job_status(job)).split(".")[-1] not in ("SUCCEEDED", "FAILED"):
+        assert time.monotonic() < deadline
+        time.sleep(2)
+    assert str(client.get_job_status(job)).endswith("SUCCEEDED")  # it ran on to its end
 
 
 def test_ray_address_of_a_token_cluster_without_the_token_gets_the_hint(ray_head, tmp_path):
