@@ -68,8 +68,9 @@ class Mapping01:
         try:
             if data["kind"] == "linear":
                 best, worst = _number(data["best"], "best"), _number(data["worst"], "worst")
-                if best == worst:
-                    raise EnsembleError("a linear mapping needs best != worst")
+                if best == worst or not math.isfinite(best - worst):
+                    raise EnsembleError(f"a linear mapping needs best != worst, their "
+                                        f"difference a finite number; got {best}, {worst}")
                 return cls("linear", best, worst)
             if data["kind"] == "sigmoid":
                 scale = _number(data["scale"], "scale")

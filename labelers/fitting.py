@@ -143,6 +143,17 @@ def _correlations(predicted: np.ndarray, target: np.ndarray) -> dict[str, float 
             "plcc": float(pearsonr(predicted, target).statistic)}
 
 
+def _canonical(scores: dict[str, np.ndarray], opinion: np.ndarray, references: np.ndarray
+               ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The samples in one order (by reference, opinion, then scores) and the metrics by name:
+    the optimisers stop at points that depend on the order of their data, so a fit (and the
+    hash that names it) would otherwise move with the table's row order and --metrics'."""
+    keys = sorted(scores)
+    arrays = {key: np.asarray(scores[key], dtype=np.float64) for key in keys}
+    order = np.lexsort([*(arrays[key] for key in reversed(keys)), opinion, references])
+    return ({key: arrays[key][order] for key in keys}, opinion[order], references[order])
+
+
 def fit_ensemble(scores: dict[str, np.ndarray], opinion: np.ndarray, references: np.ndarray,
                  seed: int = 0, name: str = "fitted",
                  rising: dict[str, bool] | None = None) -> FitReport:
@@ -157,6 +168,7 @@ def fit_ensemble(scores: dict[str, np.ndarray], opinion: np.ndarray, references:
               for key in scores}
     check_opinions(opinion, references)
     _check_fittable(scores, opinion)
+    scores, opinion, references = _canonical(scores, opinion, references)
     train = split_by_reference(references, seed)
     _check_fittable({key: values[train] for key, values in scores.items()}, opinion[train],
                     " on the training references")

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import posixpath
 from collections import defaultdict
 from pathlib import Path
 
@@ -44,14 +45,16 @@ def weights_import(args) -> int:
 
 def read_opinion_table(path: Path) -> list[tuple[str, str, float]]:
     """(distorted image, reference image, opinion score) rows of a KADID-10k dmos.csv
-    (columns dist_img, ref_img, dmos[, var]); higher scores are better."""
+    (columns dist_img, ref_img, dmos[, var]); higher scores are better. Names are normalised
+    (`./I01.png` is `I01.png`), so one image spelled two ways is one reference of the split."""
     with Path(path).open(newline="") as handle:
         reader = csv.DictReader(handle)
         needed = {"dist_img", "ref_img", "dmos"}
         if not needed <= set(reader.fieldnames or ()):
             raise ValueError(f"{path}: expected columns {sorted(needed)} (KADID-10k dmos.csv), "
                              f"got {reader.fieldnames}")
-        return [(row["dist_img"], row["ref_img"], _opinion(row["dmos"], path, line))
+        return [(posixpath.normpath(row["dist_img"]), posixpath.normpath(row["ref_img"]),
+                 _opinion(row["dmos"], path, line))
                 for line, row in enumerate(reader, start=2)]
 
 

@@ -72,6 +72,9 @@ LINEAR = {"kind": "linear", "best": 0, "worst": 1}
     ({"mae": 1}, {"kind": "sigmoid", "center": 0, "scale": float("nan")}, "x",
      "scale must be a finite number"),
     ({"mae": 1}, {"kind": "sigmoid", "center": 0, "scale": "0"}, "x", "scale must be a finite"),
+    # a span that overflows would make q NaN (or 0 for every score)
+    ({"vif": 1}, {"kind": "linear", "best": 1.5e308, "worst": -1.5e308}, "x",
+     "their difference a finite number"),
     ({"mae": 1}, LINEAR, 5, "name must be a string"),
     ({"mae": 10 ** 400}, LINEAR, "x", "the weight of mae must be a finite number"),
     # MAE: lower is better, so q must fall as the score rises
@@ -174,6 +177,23 @@ def test_fit_recovers_known_weights_and_mappings():
     assert report.ensemble_test["srocc"] > 0.999 and report.ensemble_test["plcc"] > 0.999
     assert report.train_references == 160 and report.test_references == 40
     assert report.per_metric["a"]["srocc"] < report.ensemble_test["srocc"]
+
+
+def test_a_fit_does_not_depend_on_the_order_of_rows_or_metrics():
+    """The hash names the label: the same data, seed and metrics fit one ensemble whatever
+    the order of the table's rows and of --metrics (the optimisers' stopping points moved
+    with it, and the hash with them)."""
+    rng = np.random.default_rng(4)
+    n = 90
+    references = np.repeat(np.array([f"r{k}.png" for k in range(6)]), n // 6)
+    opinion = rng.uniform(1, 5, n)
+    scores = {"mae": 0.2 - 0.03 * opinion + rng.normal(0, 0.02, n),
+              "gmsd": 0.3 - 0.05 * opinion + rng.normal(0, 0.05, n)}
+    plain = fit_ensemble(scores, opinion, references, seed=2).ensemble
+    order = rng.permutation(n)
+    shuffled = fit_ensemble({key: scores[key][order] for key in ("gmsd", "mae")},
+                            opinion[order], references[order], seed=2).ensemble
+    assert shuffled.hash == plain.hash and shuffled.to_json() == plain.to_json()
 
 
 def test_a_metric_is_never_fitted_against_its_own_direction():

@@ -514,3 +514,14 @@ def test_relabel_names_a_plan_json_that_is_not_one(scored_dataset, tmp_path, cap
     (out / "plan.json").write_text("garbage")
     assert cli.main(["relabel", str(out), "--ensemble", "default"]) == 2
     assert f"{out / 'plan.json'}: Expecting value" in capsys.readouterr().err
+
+
+def test_one_image_spelled_two_ways_is_one_reference_of_the_fit(tmp_path):
+    """`./r1.png` and `r1.png` name one file: read as one reference, so the fit's split by
+    reference never puts one image on both sides (its held-out figures would be its own)."""
+    from pipeline.label_commands import read_opinion_table
+
+    table = tmp_path / "dmos.csv"
+    table.write_text("dist_img,ref_img,dmos\nd1.png,./r1.png,3.0\nsub/../d2.png,r1.png,2.0\n")
+    rows = read_opinion_table(table)
+    assert [(dist, ref) for dist, ref, _ in rows] == [("d1.png", "r1.png"), ("d2.png", "r1.png")]
