@@ -151,7 +151,8 @@ def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[i
                 notes.append("PNG missing")
                 continue
             if stored is None:
-                problem, note, stored = _recipe_only(row, reference, context)
+                problem, note, stored = _recipe_only(row, reference,
+                                                     context.for_shard(location, shard))
             else:
                 problem, note = _replay(row, reference, stored)
             notes.append(note)

@@ -57,7 +57,8 @@ def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
 
         def records(opened: dict) -> Iterator[dict]:
             recorded = map(partial(record, recipes=True), shard_samples(opened, select))
-            return replaying(recorded, context, decode_image,
+            return replaying(recorded, context.for_shard(location, shard_of(opened["url"])),
+                             decode_image,
                              lambda key: wanted(f"{key}.json"))
     after = [decode_each] if decode else []
     return Stream(lambda: pipeline(
@@ -198,7 +199,9 @@ class Dataset:
                 return members(name) and (is_reference(key) or key in drawn)
             records = map(partial(record, recipes=replays), shard_samples(opened, select))
             if replays:
-                records = replaying(records, context, decode_image)
+                records = replaying(records, context.for_shard(self.location,
+                                                               shard_of(opened["url"])),
+                                    decode_image)
             if self.labels is not None:
                 records = self.labels.relabelled(records, shard_of(opened["url"]))
             return assemble(shard_spec, opened["url"], records, chosen)

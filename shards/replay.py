@@ -11,12 +11,13 @@ dataset's manifest."""
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 import distortions
 from shards.layout import MANIFEST_FILE
+from shards.reader import shard_stats
 from shards.schema import pixel_sha256
 from shards.storage import Location
 from shards.store_modes import differing_libraries
@@ -44,6 +45,13 @@ class ReplayContext:
         manifest = json.loads(location.read_bytes(path)) if location.exists(path) else {}
         return cls(manifest.get("replay_libraries"), verify)
 
+    def for_shard(self, location: Location, index: int) -> "ReplayContext":
+        """The versions that made shard `index` (its stats record them; a resume under other
+        code rewrites the manifest's), so that a mismatch names what differs for its shard;
+        the manifest's where its stats record none."""
+        recorded = shard_stats(location, index).get("libraries")
+        return replace(self, libraries=recorded) if isinstance(recorded, dict) else self
+
 
 def mismatch_message(key: str, recipe: dict, libraries: dict | None) -> str:
     """Why a replay may have differed: the libraries whose versions differ, and the device a
@@ -63,7 +71,10 @@ def mismatch_message(key: str, recipe: dict, libraries: dict | None) -> str:
                "differ from the code that made it")
     devices = {link["params"].get("device") for link in recipe.get("chain", [recipe])
                if isinstance(link.get("params"), dict)} - {None}
-    made_on = f"; made by the learned denoiser on {', '.join(sorted(devices))}" if devices else ""
+    made_on = (f"; made by the learned denoiser on {', '.join(sorted(devices))}, whose float "
+               "results also move with the device and, on a CPU, with the vector instructions "
+               "its oneDNN uses (AVX-512 against AVX2), which no version records"
+               if devices else "")
     return (f"sample {key}: replayed pixels differ from the recorded SHA-256 ({why}{made_on}); "
             "read a dataset generated with --store images or hybrid, or replay on the "
             "recorded versions")

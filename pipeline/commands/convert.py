@@ -262,7 +262,8 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
         remove_staged(target)
         _claim(target, plan)
         context = ReplayContext.of(source, verify=True)
-        jobs = [Job(source_root, was, target_root, becomes, index, plan.digest, context)
+        jobs = [Job(source_root, was, target_root, becomes, index, plan.digest,
+                    context.for_shard(source, index))
                 for index in range(plan.shard_count)
                 if shard_problems(target, index, plan.digest, becomes.store)]
         counts = list(tqdm(_made(jobs, workers), total=len(jobs), unit="shard",

@@ -161,13 +161,17 @@ def _rewritten(root, tmp_path, key: str, change) -> Path:
 
 
 def _tampered(root, tmp_path, key: str):
-    """A copy of a dataset whose sample `key` records another SHA-256, and whose manifest
-    records another numpy version."""
+    """A copy of a dataset whose sample `key` records another SHA-256, and whose manifest and
+    shard stats record another numpy version (as made with it)."""
     copy = _rewritten(root, tmp_path, key, lambda record: {**record, "sha256": "0" * 64})
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["replay_libraries"]["numpy"] = "1.0.0"
     del manifest["replay_libraries"]["pywavelets"]  # as datasets made before it was recorded
     (copy / "manifest.json").write_text(json.dumps(manifest))
+    for path in (copy / "shards").glob("*_stats.json"):
+        stats = json.loads(path.read_text())
+        stats["libraries"] = manifest["replay_libraries"]
+        path.write_text(json.dumps(stats))
     return copy
 
 
@@ -214,6 +218,24 @@ def test_a_replay_that_differs_is_an_error_naming_sample_and_libraries(store_dat
     with pytest.raises(ReplayMismatchError, match=r"numpy 1\.0\.0 there"):  # the sheet too
         render_shard_sheet(str(copy / "shards" / f"{row['shard']:05d}.tar.gz"),
                            ref_id=row["ref_id"])
+
+
+def test_a_mismatch_names_what_made_its_shard_not_what_a_resume_recorded_last(
+        store_datasets, tmp_path):
+    """A resume under other code rewrites the manifest with the resuming driver's versions;
+    each shard's stats keep those that made it. A replay that differs names the shard's (here
+    other bank code), never blames the processor because the manifest matches."""
+    key = next(k for k, parts in _members(store_datasets["recipes"]).items()
+               if "png" not in parts)
+    copy = _rewritten(store_datasets["recipes"], tmp_path, key,
+                      lambda record: {**record, "sha256": "0" * 64})
+    for path in (copy / "shards").glob("*_stats.json"):
+        stats = json.loads(path.read_text())
+        stats["libraries"] = {**stats["libraries"], "distortions_code": "6f89" * 4}
+        path.write_text(json.dumps(stats))
+    with pytest.raises(ReplayMismatchError, match=rf"sample {key}: .*distortions_code "
+                                                  f"{'6f89' * 4} there"):
+        list(open_dataset(str(copy)).samples())
 
 
 def test_a_recipe_its_level_and_seed_do_not_make_is_refused_before_it_runs(store_datasets,
