@@ -101,13 +101,6 @@ def test_split(trained: TrainedRun, config: EvaluateConfig, own: bool,
     if not own:
         return {name: SPLIT_DEFAULTS[name] if value is None else value
                 for name, value in chosen.items()}
-    now = benchmarks.fingerprint(images)
-    if trained.images is not None and now != trained.images:
-        raise ValueError(f"{config.root} no longer holds the images {config.checkpoint} was "
-                         f"fine-tuned on (fingerprint {trained.images} then, {now} now: "
-                         "images added, removed or renamed), so its split's test part cannot "
-                         "be made again; test it on a dataset it never saw, or with --subset "
-                         "all (images it trained on included)")
     recorded = {name: getattr(trained, name) for name in SPLIT_DEFAULTS}
     differ = [f"--{name.replace('_', '-')} {value} (it was {recorded[name]})"
               for name, value in chosen.items() if value is not None and value != recorded[name]]
@@ -120,6 +113,13 @@ def test_split(trained: TrainedRun, config: EvaluateConfig, own: bool,
                          f"{recorded['split_by']}): with {', '.join(differ)} its test part "
                          "would hold images it trained on; leave them out to test on its own "
                          "split, or use --subset all")
+    now = benchmarks.fingerprint(images)
+    if trained.images is not None and now != trained.images:
+        raise ValueError(f"{config.root} no longer holds the images {config.checkpoint} was "
+                         f"fine-tuned on (fingerprint {trained.images} then, {now} now: "
+                         "images added, removed or renamed), so its split's test part cannot "
+                         "be made again; test it on a dataset it never saw, or with --subset "
+                         "all (images it trained on included)")
     return recorded
 
 
