@@ -85,6 +85,9 @@ def centre_view(pixels: np.ndarray, augment: Augment) -> torch.Tensor:
 
 def eval_views(pixels: np.ndarray, augment: Augment, rng: np.random.Generator,
                count: int = EVAL_CROPS) -> torch.Tensor:
-    """`count` random crops, stacked: the model's score is their mean."""
+    """`count` random crops, stacked: the model's score is their mean; one crop is the
+    centre (as evaluate and probe take it: a single random crop would score by chance)."""
+    if count == 1:
+        return centre_view(pixels, augment)[None]
     return torch.stack([to_tensor(random_crop(pixels, augment.crop, rng), augment)
                         for _ in range(count)])

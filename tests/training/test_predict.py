@@ -116,6 +116,20 @@ def test_a_multi_head_model_is_scored_by_its_quality_head(tiny_dataset, tmp_path
                  str(tmp_path / "out2"), "--workers", "0", "--device", "cpu"]) == 2
 
 
+def test_one_crop_is_the_centre_as_evaluate_takes_it():
+    """predict, evaluate and probe score one crop the same way: the centre one (a single
+    random crop made a score a matter of chance, and predict's differ from evaluate's)."""
+    from training.transforms import Augment, centre_view, eval_views
+
+    pixels = _texture(5, 48)
+    augment = Augment(crop=32)
+    for seed in range(3):
+        torch.testing.assert_close(eval_views(pixels, augment, np.random.default_rng(seed), 1),
+                                   centre_view(pixels, augment)[None], rtol=0, atol=0)
+    torch.testing.assert_close(centre_view(pixels, augment),
+                               centre_view(pixels[8:40, 8:40], augment), rtol=0, atol=0)
+
+
 def test_an_image_scores_the_same_wherever_it_is_listed(checkpoint, tmp_path):
     """Its crops come from its own pixels, not its place in the list."""
     paths = []
