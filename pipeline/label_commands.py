@@ -15,6 +15,7 @@ from tqdm import tqdm
 import labelers
 from labelers import ensemble as ens
 from labelers import weights
+from labelers.errors import LabelerError
 from labelers.fitting import check_opinions, fit_ensemble
 from pipeline.lease import Lease
 from pipeline.plan import finished_plan
@@ -70,6 +71,7 @@ def check_table(rows: list[tuple[str, str, float]], ref_dir: Path, dist_dir: Pat
     names present and readable as one (its header), and each pair of one size; a ValueError
     naming what is not."""
     check_opinions(np.array([row[2] for row in rows]), np.array([row[1] for row in rows]))
+    _check_each_named_once(rows)
     named = {ref_dir / ref for _, ref, _ in rows} | {dist_dir / dist for dist, _, _ in rows}
     absent = sorted(str(path) for path in named if not path.is_file())
     if absent:
@@ -88,6 +90,19 @@ def check_table(rows: list[tuple[str, str, float]], ref_dir: Path, dist_dir: Pat
                          "images of one size")
 
 
+def _check_each_named_once(rows: list[tuple[str, str, float]]) -> None:
+    """A ValueError naming the distorted images the table lists more than once: a fit would
+    count such a pair twice (and with two opinions, learn from both)."""
+    lines = defaultdict(list)
+    for line, (dist, _, _) in enumerate(rows, start=2):
+        lines[dist].append(line)
+    repeated = [f"{dist} (lines {', '.join(map(str, at))})" for dist, at in lines.items()
+                if len(at) > 1]
+    if repeated:
+        raise ValueError(f"{len(repeated)} distorted image(s) the table lists more than once, "
+                         f"e.g. {'; '.join(repeated[:3])}: one row per distorted image")
+
+
 def _image_size(path: Path) -> tuple[int, int] | None:
     """An image file's (width, height) as scoring decodes it (EXIF orientation applied),
     from its header; None where it is not one."""
@@ -98,19 +113,46 @@ def _image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def score_table(rows, ref_dir: Path, dist_dir: Path, labeler: labelers.Labeler):
-    """Raw scores of every row's pair, each reference decoded and prepared once."""
+def score_table(rows, ref_dir: Path, dist_dir: Path, labeler: labelers.Labeler
+                ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Raw scores of every row's pair, each reference decoded and prepared once, and why a
+    reference the metrics refused (a LabelerError: a flat image VIF cannot rate, say) was not
+    scored: its rows score NaN and scoring goes on."""
     by_reference = defaultdict(list)
     for index, (dist_name, ref_name, _) in enumerate(rows):
         by_reference[ref_name].append((index, dist_name))
-    scores = {key: np.empty(len(rows)) for key in labeler.keys}
+    scores = {key: np.full(len(rows), np.nan) for key in labeler.keys}
+    refused = {}
     for ref_name, members in tqdm(by_reference.items(), desc="scoring", unit="reference"):
         ref = read_rgb(str(ref_dir / ref_name))
         dists = [read_rgb(str(dist_dir / name)) for _, name in members]
-        result = labeler.score(ref, dists)
+        try:
+            result = labeler.score(ref, dists)
+        except LabelerError as error:
+            refused[ref_name] = str(error)
+            continue
         for key in labeler.keys:
             scores[key][[index for index, _ in members]] = result[key]
-    return scores
+    return scores, refused
+
+
+def finite_rows(scores: dict[str, np.ndarray], rows: list[tuple[str, str, float]],
+                refused: dict[str, str]):
+    """The scores and rows of the pairs every metric scored finitely, and what was left out
+    and why: each refused reference with its reason, each other pair with the metrics that did
+    not score it finitely. Hours of scoring go on past one pair no metric could rate."""
+    finite = np.logical_and.reduce([np.isfinite(values) for values in scores.values()])
+    left_out = [f"{ref} ({reason})" for ref, reason in refused.items()]
+    left_out += [f"{rows[i][0]} (not finite: {', '.join(_not_finite_at(scores, i))})"
+                 for i in np.flatnonzero(~finite) if rows[i][1] not in refused]
+    if not finite.any():
+        raise ValueError(f"no pair was scored by every metric: {'; '.join(left_out[:3])}")
+    return ({key: values[finite] for key, values in scores.items()},
+            [row for row, keep in zip(rows, finite, strict=True) if keep], left_out)
+
+
+def _not_finite_at(scores: dict[str, np.ndarray], index: int) -> list[str]:
+    return [key for key, values in scores.items() if not np.isfinite(values[index])]
 
 
 def fit_ensemble_command(args) -> int:
@@ -124,12 +166,17 @@ def fit_ensemble_command(args) -> int:
     labeler = labelers.Labeler(metrics=args.metrics, allow_missing=args.allow_missing_metrics)
     if labeler.absent:
         print(f"note: fitting without {', '.join(labeler.absent)} (weights missing)")
-    scores = score_table(rows, ref_dir, dist_dir, labeler)
+    scores, refused = score_table(rows, ref_dir, dist_dir, labeler)
+    scores, rows, left_out = finite_rows(scores, rows, refused)
+    if left_out:
+        print(f"note: left out of the fit: {'; '.join(left_out[:5])}"
+              f"{f' and {len(left_out) - 5} more' if len(left_out) > 5 else ''}")
     report = fit_ensemble(scores, np.array([r[2] for r in rows]), np.array([r[1] for r in rows]),
                           seed=args.seed, name=args.name)
     output = Path(args.output)
     report.ensemble.save(output)
-    output.with_suffix(".report.json").write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    report_json = {**report.to_json(), "left_out": left_out}
+    output.with_suffix(".report.json").write_text(json.dumps(report_json, indent=1) + "\n")
     print(f"{'metric':10s} {'weight':>7s} {'SROCC':>7s} {'PLCC':>7s}   (held-out "
           f"{report.test_references} references)")
     for key, values in report.per_metric.items():

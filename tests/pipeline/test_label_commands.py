@@ -75,6 +75,8 @@ def test_fit_ensemble_checks_the_table_before_scoring(kadid_like, tmp_path, caps
         ([line for line in lines if not line.startswith(("I01", "I02", "I03", "I04"))],
          "at least two reference images"),
         (lines[:1], "the opinion scores must be finite and not all equal"),
+        ([*lines, lines[3]], "1 distorted image(s) the table lists more than once, e.g. "
+         "I00_01_03.png (lines 4, 22): one row per distorted image"),
     ]
     for table, said in cases:
         kadid_like.write_text("\n".join(table) + "\n")
@@ -82,6 +84,42 @@ def test_fit_ensemble_checks_the_table_before_scoring(kadid_like, tmp_path, caps
                          str(tmp_path / "fitted.json")]) == 2
         err = capsys.readouterr().err
         assert said in err and "weights missing" not in err  # refused before the labeler
+
+
+def test_fit_ensemble_leaves_out_a_reference_a_metric_refuses_and_says_why(kadid_like,
+                                                                           tmp_path, capsys):
+    """A flat reference VIF cannot rate (0 / 0 information) is found only when scored: its
+    pairs are left out, named with the reason, and the fit goes on with the other five."""
+    folder = tmp_path / "images"
+    Image.fromarray(np.full((176, 192, 3), 90, np.uint8)).save(folder / "flat.png")
+    lines = kadid_like.read_text().splitlines()
+    for level in (1, 2):
+        Image.fromarray(np.full((176, 192, 3), 90 + 20 * level, np.uint8)).save(
+            folder / f"flat_{level}.png")
+        lines.append(f"flat_{level}.png,flat.png,{3 - level},0.1")
+    kadid_like.write_text("\n".join(lines) + "\n")
+    output = tmp_path / "fitted.json"
+    assert cli.main(["fit-ensemble", str(kadid_like), "--metrics", "mae,vif", "-o",
+                     str(output)]) == 0
+    report = json.loads(output.with_suffix(".report.json").read_text())
+    assert report["train_references"] + report["test_references"] == 5
+    assert len(report["left_out"]) == 1
+    assert report["left_out"][0].startswith("flat.png (vif: the reference image is flat")
+    assert f"note: left out of the fit: {report['left_out'][0]}" in capsys.readouterr().out
+
+
+def test_pairs_with_a_score_that_is_not_finite_are_left_out_with_their_metrics():
+    rows = [("a.png", "r1.png", 1.0), ("b.png", "r1.png", 2.0), ("c.png", "r2.png", 3.0),
+            ("d.png", "r3.png", 4.0)]
+    scores = {"mae": np.array([1.0, np.nan, 3.0, np.nan]),
+              "gmsd": np.array([0.1, np.inf, 0.3, np.nan])}
+    kept, kept_rows, left_out = lc.finite_rows(scores, rows, {"r3.png": "too small"})
+    assert kept_rows == [rows[0], rows[2]]
+    np.testing.assert_array_equal(kept["mae"], [1.0, 3.0])
+    np.testing.assert_array_equal(kept["gmsd"], [0.1, 0.3])
+    assert left_out == ["r3.png (too small)", "b.png (not finite: mae, gmsd)"]
+    with pytest.raises(ValueError, match="no pair was scored by every metric: r3.png"):
+        lc.finite_rows({"mae": np.full(4, np.nan)}, rows, {"r3.png": "too small"})
 
 
 def test_fit_ensemble_compares_sizes_as_scoring_decodes_them(tmp_path, small_image):
