@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from paper_scale import PAPER_VERSIONS
 from report_files import write_report
 from synthetic import synthetic_sources
 
@@ -28,7 +29,6 @@ from pipeline.config import RunConfig
 from pipeline.driver import ClusterOptions, generate
 from pipeline.scheduling import layout
 
-PAPER_IMAGES = 23_100_000
 NODE_CPUS = 16
 
 
@@ -118,7 +118,7 @@ def projection(run: dict, gpu: dict | None, assumed_label_rate: float,
         label_rate, source = assumed_label_rate, "ASSUMED (no GPU measured)"
         node_rate = min(cpu_rate, label_rate)
     rows = [{"nodes": n, "images_per_s": round(n * node_rate, 1),
-             "hours": round(PAPER_IMAGES / (n * node_rate) / 3600, 1)} for n in nodes]
+             "hours": round(PAPER_VERSIONS / (n * node_rate) / 3600, 1)} for n in nodes]
     # a run from before the network was timed apart counts it in distort
     return {"layout": node.to_json(), "cpu_rate_this_machine": round(cpu_rate, 1),
             "network_apart": "network" in run["stage_seconds"],
@@ -137,7 +137,7 @@ def markdown(result: dict) -> str:
     lines += [f"| {r['name']} | {r['references']} | {r['samples']} | {r['wall_seconds']} | "
               f"{r['samples_per_second']} | {r['peak_driver_mb']} | {r['peak_ray_processes_mb']} |"
               for r in result["runs"]]
-    lines += ["", f"## Projection to {PAPER_IMAGES:,} images", "",
+    lines += ["", f"## Projection to {PAPER_VERSIONS:,} images", "",
               f"Nodes of {NODE_CPUS} CPUs + 1 GPU laid out as the driver does "
               f"({plan['layout']['max_in_flight']} shard tasks, one GPU actor serving "
               f"{plan['layout']['actor_concurrency']} calls). Node rate "

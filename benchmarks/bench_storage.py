@@ -24,12 +24,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from paper_scale import PAPER_REFERENCES, PAPER_VERSIONS
 from report_files import write_report
 from torch.utils.data import DataLoader
 
 import distortions
 from pipeline.commands.convert import convert
-from shards.layout import DEFAULT_STORE, SHARDS_DIR, store_of, tar_path
+from shards.layout import DEFAULT_STORE, SHARDS_DIR, STORE_MODES, store_of, tar_path
 from shards.png import decode_png
 from shards.reader import complete_shards, read_index, read_sources
 from shards.schema import pixel_sha256
@@ -39,9 +40,6 @@ from training.shard_data import ShardStream, StreamConfig, Target, distorted_ind
 from training.transforms import Augment
 
 LOADER_GOAL, SIZE_GOAL = 0.8, 50  # issue 11: hybrid at 80% of images' rate, 50x smaller
-PAPER_REFERENCES = 140_000
-PAPER_VERSIONS = 23_100_000
-MODES = ("images", "recipes", "hybrid")
 KEPT = "hybrid_kept"  # hybrid with --keep-pngs: the slow types the frontier says reach the goal
 WORKERS = (1, 2, 8)
 
@@ -304,7 +302,7 @@ def main() -> None:
         parser.error(f"{args.dataset} is not an images dataset")
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as scratch:
         roots, seconds = {"images": Path(args.dataset)}, {}
-        for mode in MODES[1:]:
+        for mode in STORE_MODES[1:]:
             roots[mode], seconds[mode] = converted(Path(args.dataset), mode, Path(scratch) / mode)
 
         def rates(root: Path) -> dict[str, float]:

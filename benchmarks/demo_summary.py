@@ -14,8 +14,9 @@ from pathlib import Path
 
 from report_files import write_report
 
+from training.correlation import CORE_FIGURES
+
 OBJECTIVES = ("contrastive", "reconstruction", "restoration", "regression")
-FIGURES = ("srocc", "plcc", "krcc", "rmse")
 
 
 def _results(path: Path) -> dict:
@@ -30,7 +31,7 @@ def _row(objective: str, read_out: str, trained: dict, baseline: dict, crop: int
     pairs = zip(trained["splits"], baseline["splits"], strict=True)
     won = sum(ours["test"]["srocc"] > theirs["test"]["srocc"] for ours, theirs in pairs)
     return {"objective": objective, "read_out": read_out, "crop": crop,
-            **{name: round(trained["median"][name], 3) for name in FIGURES},
+            **{name: round(trained["median"][name], 3) for name in CORE_FIGURES},
             "baseline_srocc": round(baseline["median"]["srocc"], 3),
             "splits_won": won, "splits": len(trained["splits"])}
 

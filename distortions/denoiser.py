@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from skimage.restoration import estimate_sigma
 
 from distortions.denoise_nets import DnCNN, FFDNet
 from distortions.errors import DenoiserMismatchError, DenoiserUnavailableError
@@ -45,9 +44,9 @@ class DenoiserSpec:
 
 
 def default_device() -> str:
-    """CUDA where this process can use a GPU: not in one forked after its parent started CUDA
-    (a GPU trainer's DataLoader worker replaying a recipe), where CUDA cannot start again and
-    the network runs on the CPU."""
+    """The device this process computes on (the denoiser, and a Labeler not told one): CUDA
+    where it can use a GPU, not in one forked after its parent started CUDA (a GPU trainer's
+    DataLoader worker replaying a recipe), where CUDA cannot start again: the CPU there."""
     usable = torch.cuda.is_available() and not torch.cuda._is_in_bad_fork()
     return "cuda" if usable else "cpu"
 
@@ -180,6 +179,8 @@ def estimated_sigma(noisy: np.ndarray) -> float:
     clipped to FFDNet's range. A channel without detail (all zero, say: speckle noise keeps
     zeros) has none; scikit-image's estimate is 0 / 0 there, which would make the network's
     output NaN, then black."""
+    from skimage.restoration import estimate_sigma  # here: its import (scipy.stats) costs 0.5 s
+
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # its mean of no coefficient
         per_channel = estimate_sigma(noisy.astype(np.float64), channel_axis=-1,

@@ -18,6 +18,12 @@ def check_seed(seed) -> int:
 
 def derive_seed(run_seed: int, ref_id: str, distortion_id: int, level: int) -> int:
     """A 63-bit seed from SHA-256 of the four identifiers (stable across Python runs)."""
-    text = f"iqa-factory|{int(run_seed)}|{ref_id}|{int(distortion_id)}|{int(level)}"
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") >> (64 - SEED_BITS)
+    hashed = stable_hash("iqa-factory", int(run_seed), ref_id, int(distortion_id), int(level))
+    return hashed >> (64 - SEED_BITS)
+
+
+def stable_hash(*parts: object) -> int:
+    """A 64-bit number from the SHA-256 of the '|'-joined parts: the same on every machine
+    (Python's hash() is salted per process)."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big")

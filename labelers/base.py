@@ -15,8 +15,8 @@ class Metric(ABC):
 
     key: ClassVar[str]                # the metric's key in shards, e.g. "gmsd"
     higher_is_better: ClassVar[bool]  # direction: + (True) or - (False)
+    best: ClassVar[float]             # the score of two identical images
     min_size: ClassVar[int]           # minimum short side of the input, in pixels
-    needs_weights: ClassVar[bool] = False  # needs downloaded ImageNet weights
     cpu_chunk: ClassVar[int | None] = None  # versions per pass on a CPU (bounds its memory)
 
     def __init__(self, device: torch.device | str = "cpu"):

@@ -192,6 +192,7 @@ class CWSSIM(Metric):
 
     key = "cw_ssim"
     higher_is_better = True
+    best = 1.0
     min_size = 64  # buildSCFpyr height <= floor(log2(short side)) - 2, so 4 levels need 64
     cpu_chunk = 32
 

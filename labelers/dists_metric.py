@@ -69,8 +69,8 @@ def vgg_stages(state: dict[str, torch.Tensor]) -> nn.ModuleList:
 class DISTS(Metric):
     key = "dists"
     higher_is_better = False
+    best = 0.0
     min_size = 32
-    needs_weights = True
 
     def __init__(self, device: torch.device | str = "cpu",
                  vgg_state: dict[str, torch.Tensor] | None = None):

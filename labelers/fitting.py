@@ -125,8 +125,7 @@ def check_opinions(opinion: np.ndarray, references: np.ndarray) -> None:
         raise EnsembleError("fitting needs at least two reference images to split")
 
 
-def _check_fittable(scores: dict[str, np.ndarray], opinion: np.ndarray, where: str = ""
-                    ) -> None:
+def _check_fittable(scores: dict[str, np.ndarray], where: str = "") -> None:
     """A clear error for what no curve can be fitted to: equal or non-finite values (`where`:
     on which part of the data)."""
     for key, values in scores.items():
@@ -167,10 +166,10 @@ def fit_ensemble(scores: dict[str, np.ndarray], opinion: np.ndarray, references:
     rising = {key: given[key] if key in given else metric_class(key).higher_is_better
               for key in scores}
     check_opinions(opinion, references)
-    _check_fittable(scores, opinion)
+    _check_fittable(scores)
     scores, opinion, references = _canonical(scores, opinion, references)
     train = split_by_reference(references, seed)
-    _check_fittable({key: values[train] for key, values in scores.items()}, opinion[train],
+    _check_fittable({key: values[train] for key, values in scores.items()},
                     " on the training references")
     mappings, raw = backfit({key: values[train] for key, values in scores.items()},
                             opinion[train], rising)

@@ -32,6 +32,7 @@ def pooled(rgb: torch.Tensor) -> torch.Tensor:
 class FSIM(Metric):
     key = "fsim"
     higher_is_better = True
+    best = 1.0
     min_size = 8
 
     def _features(self, rgb: torch.Tensor, bank=None) -> dict:

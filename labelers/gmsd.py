@@ -41,6 +41,7 @@ def reference_gradient(ref_gray: torch.Tensor) -> torch.Tensor:
 class GMSD(Metric):
     key = "gmsd"
     higher_is_better = False
+    best = 0.0
     min_size = 4
 
     def prepare(self, ref: torch.Tensor) -> torch.Tensor:

@@ -92,3 +92,15 @@ def box_downsample(x: torch.Tensor, f: int) -> torch.Tensor:
     if f == 1:
         return x
     return F.avg_pool2d(F.pad(x, ((f - 1) // 2, f // 2) * 2), f)
+
+
+def symmetric_pad(x: torch.Tensor, before: int, after: int | None = None) -> torch.Tensor:
+    """MATLAB's 'symmetric' padding (numpy's too: the edge sample repeated, -1 -> 0 and
+    length -> length - 1) of the last two dimensions, `before` samples ahead of each and
+    `after` (default: `before`) behind."""
+    after = before if after is None else after
+    for dim in (-2, -1):
+        length = x.shape[dim]
+        index = torch.arange(-before, length + after, device=x.device).remainder(2 * length)
+        x = x.index_select(dim, torch.where(index >= length, 2 * length - 1 - index, index))
+    return x

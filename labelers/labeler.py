@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence, Sized
 import numpy as np
 import torch
 
+from distortions.denoiser import default_device
 from labelers import weights
 from labelers.base import Metric
 from labelers.errors import DeviceMemoryError, InvalidPairError, LabelerError
@@ -26,10 +27,6 @@ class Scores(dict):
     def __init__(self, values: dict[str, np.ndarray], absent: tuple[str, ...]):
         super().__init__(values)
         self.absent = absent
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def pixels(versions: torch.Tensor) -> int:
@@ -79,7 +76,7 @@ class Labeler:
         absent = tuple(weights.missing(keys))
         if absent and (not allow_missing or len(absent) == len(keys)):
             raise weights.WeightsMissingError(weights.missing_message(list(absent)))
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = torch.device(device if device is not None else default_device())
         self.absent = absent
         self.batch_size = batch_size
         self.memory_budget = memory_budget or self._default_budget()

@@ -40,8 +40,8 @@ def official_network() -> lpips.LPIPS:
 class LPIPS(Metric):
     key = "lpips"
     higher_is_better = False
+    best = 0.0
     min_size = 32
-    needs_weights = True
 
     def __init__(self, device: torch.device | str = "cpu", network: lpips.LPIPS | None = None):
         super().__init__(device)

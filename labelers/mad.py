@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from labelers.base import Metric
-from labelers.inputs import gray_rounded
+from labelers.inputs import gray_rounded, symmetric_pad
 
 # Detection stage (hi_index)
 LIGHTNESS_K = 0.02874
@@ -299,20 +299,10 @@ def local_mse(ref_gray: torch.Tensor, dist_gray: torch.Tensor) -> torch.Tensor:
     """imfilter((ref - dst).^2, ones(16)/256, 'symmetric', 'same', 'conv'): the mean over rows
     p-7..p+8 and columns q-7..q+8 with mirrored (edge-repeating) borders."""
     squared = (ref_gray - dist_gray) ** 2
-    rows, cols = squared.shape[-2:]
-    before, after = (BLOCK - 1) // 2, BLOCK // 2
-    row_index = _symmetric_index(rows, before, after, squared.device)
-    col_index = _symmetric_index(cols, before, after, squared.device)
-    padded = squared.index_select(-2, row_index).index_select(-1, col_index)
+    padded = symmetric_pad(squared, (BLOCK - 1) // 2, BLOCK // 2)
     flat = padded.reshape(-1, 1, *padded.shape[-2:])
     box = F.avg_pool2d(F.avg_pool2d(flat, (BLOCK, 1), stride=1), (1, BLOCK), stride=1)
     return box.reshape(squared.shape)
-
-
-def _symmetric_index(length: int, before: int, after: int, device) -> torch.Tensor:
-    """Indices of a symmetric (edge-repeating) padding: -1 -> 0, length -> length - 1."""
-    index = torch.arange(-before, length + after, device=device).remainder(2 * length)
-    return torch.where(index >= length, 2 * length - 1 - index, index)
 
 
 # ---- combination ------------------------------------------------------------------------
@@ -350,6 +340,7 @@ class MAD(Metric):
 
     key = "mad"
     higher_is_better = False
+    best = 0.0
     min_size = 2 * EDGE + 2  # the edge crop keeps at least one row and column
     cpu_chunk = 16
 

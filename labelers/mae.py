@@ -9,6 +9,7 @@ from labelers.inputs import image_means, unit_rgb
 class MAE(Metric):
     key = "mae"
     higher_is_better = False
+    best = 0.0
     min_size = 1
 
     def prepare(self, ref: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,7 @@ def deviation_pooling(gcs: torch.Tensor) -> torch.Tensor:
 class MDSI(Metric):
     key = "mdsi"
     higher_is_better = False
+    best = 0.0
     min_size = 3  # the 3 x 3 Prewitt window
 
     def prepare(self, ref: torch.Tensor) -> Prepared:

@@ -38,7 +38,7 @@ def _halve(gray: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(padded, 2)
 
 
-def _moments(gray: torch.Tensor, taps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def moments(gray: torch.Tensor, taps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Local mean and mean of squares over the 'valid' region."""
     return filter_valid(gray, taps), filter_valid(gray * gray, taps)
 
@@ -46,6 +46,7 @@ def _moments(gray: torch.Tensor, taps: torch.Tensor) -> tuple[torch.Tensor, torc
 class MSSSIM(Metric):
     key = "ms_ssim"
     higher_is_better = True
+    best = 1.0
     min_size = 176  # 11 x 11 'valid' window at the fifth scale (176 / 16 = 11)
 
     def prepare(self, ref: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
@@ -55,7 +56,7 @@ class MSSSIM(Metric):
         for level in range(len(WEIGHTS)):
             if level:
                 gray = _halve(gray)
-            scales.append((gray, *_moments(gray, taps)))
+            scales.append((gray, *moments(gray, taps)))
         return scales
 
     def compare(self, prepared: list, dist: torch.Tensor) -> torch.Tensor:
@@ -65,7 +66,7 @@ class MSSSIM(Metric):
         for level, (ref_gray, mu1, mean_sq1) in enumerate(prepared):
             if level:
                 gray = _halve(gray)
-            mu2, mean_sq2 = _moments(gray, taps)
+            mu2, mean_sq2 = moments(gray, taps)
             cross = filter_valid(ref_gray * gray, taps)
             sigma1, sigma2, sigma12 = mean_sq1 - mu1**2, mean_sq2 - mu2**2, cross - mu1 * mu2
             cs = (2 * sigma12 + C2) / (sigma1 + sigma2 + C2)

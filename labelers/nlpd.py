@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from labelers.base import Metric
-from labelers.inputs import gray_rounded
+from labelers.inputs import gray_rounded, symmetric_pad
 
 PYRAMID_LEVELS = 6
 BURT_ADELSON_TAPS = (0.05, 0.25, 0.4, 0.25, 0.05)
@@ -59,22 +59,11 @@ def lowpass_taps(device: torch.device | str = "cpu") -> torch.Tensor:
     return torch.tensor(BURT_ADELSON_TAPS, dtype=torch.float64, device=device)
 
 
-def _symmetric_pad(image: torch.Tensor, width: int) -> torch.Tensor:
-    """MATLAB 'symmetric' padding (the edge sample is repeated) of the last two dimensions;
-    each of them must be at least `width` long."""
-    for dim in (-2, -1):
-        length = image.shape[dim]
-        inner = torch.arange(length, device=image.device)
-        index = torch.cat([inner[:width].flip(0), inner, inner[length - width:].flip(0)])
-        image = image.index_select(dim, index)
-    return image
-
-
 def reduce(image: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """imfilter(I, f' * f, 'symmetric'), then I(1:2:end, 1:2:end): B x 1 x H x W ->
     B x 1 x ceil(H/2) x ceil(W/2). The separable filter is applied at the kept samples only
     (stride 2), a column pass then a row pass."""
-    columns = F.conv2d(_symmetric_pad(image, 2), taps.view(1, 1, -1, 1), stride=(2, 1))
+    columns = F.conv2d(symmetric_pad(image, 2), taps.view(1, 1, -1, 1), stride=(2, 1))
     return F.conv2d(columns, taps.view(1, 1, 1, -1), stride=(1, 2))
 
 
@@ -125,6 +114,7 @@ def normalise_level(band: torch.Tensor, dn_filter: Filter5x5, sigma: float) -> t
 class NLPD(Metric):
     key = "nlpd"
     higher_is_better = False
+    best = 0.0
     # Five halvings of a side of 17 or more end at 2 pixels or more before the last reduce, so
     # every level is a genuine decimation and the 2-pixel symmetric padding never wraps.
     min_size = 17

@@ -13,21 +13,21 @@ import torch
 
 from labelers.base import Metric
 from labelers.errors import InvalidPairError
-from labelers.inputs import gray_rounded, to_batch
-from labelers.ms_ssim import C1, C2, WINDOW_SIZE, filter_valid, gaussian_taps
+from labelers.inputs import gray_rounded, symmetric_pad, to_batch
+from labelers.ms_ssim import C1, C2, WINDOW_SIZE, filter_valid, gaussian_taps, moments
 
 Prepared = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # gray, local mean, mean of squares
 
 
 def _prepare_gray(gray: torch.Tensor, taps: torch.Tensor) -> Prepared:
-    return gray, filter_valid(gray, taps), filter_valid(gray * gray, taps)
+    return gray, *moments(gray, taps)
 
 
 def _map_of_gray(prepared: Prepared, gray: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """ssim_map of ssim_index.m for N gray images (N x 1 x H x W) against a prepared reference:
     N x 1 x (H - 10) x (W - 10)."""
     ref_gray, mu1, mean_sq1 = prepared
-    mu2, mean_sq2 = filter_valid(gray, taps), filter_valid(gray * gray, taps)
+    mu2, mean_sq2 = moments(gray, taps)
     mu1_sq, mu2_sq, mu1_mu2 = mu1 * mu1, mu2 * mu2, mu1 * mu2
     sigma1_sq, sigma2_sq = mean_sq1 - mu1_sq, mean_sq2 - mu2_sq
     sigma12 = filter_valid(ref_gray * gray, taps) - mu1_mu2
@@ -38,6 +38,7 @@ def _map_of_gray(prepared: Prepared, gray: torch.Tensor, taps: torch.Tensor) -> 
 class SSIM(Metric):
     key = "ssim"
     higher_is_better = True
+    best = 1.0
     min_size = WINDOW_SIZE  # ssim_index.m refuses images smaller than the window
 
     def prepare(self, ref: torch.Tensor) -> Prepared:
@@ -47,13 +48,6 @@ class SSIM(Metric):
         ssim = _map_of_gray(prepared, gray_rounded(dist, torch.float64),
                             gaussian_taps(self.device))
         return ssim.flatten(1).mean(dim=1)
-
-
-def _pad_symmetric(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """numpy.pad(x, pad, 'symmetric') over the last two axes (edge pixel repeated)."""
-    rows = torch.from_numpy(np.pad(np.arange(x.shape[-2]), pad, mode="symmetric"))
-    cols = torch.from_numpy(np.pad(np.arange(x.shape[-1]), pad, mode="symmetric"))
-    return x[..., rows, :][..., cols]
 
 
 def ssim_maps(reference: np.ndarray, distorted: np.ndarray | list[np.ndarray]) -> np.ndarray:
@@ -66,8 +60,8 @@ def ssim_maps(reference: np.ndarray, distorted: np.ndarray | list[np.ndarray]) -
     pad = WINDOW_SIZE // 2
     with torch.inference_mode():
         taps = gaussian_taps(torch.device("cpu"))
-        prepared = _prepare_gray(_pad_symmetric(gray_rounded(ref, torch.float64), pad), taps)
-        maps = _map_of_gray(prepared, _pad_symmetric(gray_rounded(dist, torch.float64), pad),
+        prepared = _prepare_gray(symmetric_pad(gray_rounded(ref, torch.float64), pad), taps)
+        maps = _map_of_gray(prepared, symmetric_pad(gray_rounded(dist, torch.float64), pad),
                             taps)
     return maps[:, 0].to(torch.float32).numpy()
 

@@ -335,6 +335,7 @@ class VIF(Metric):
 
     key = "vif"
     higher_is_better = True
+    best = 1.0
     min_size = 72  # buildSpyr builds 4 levels only if the side halved 3 times is >= 9 (lofilt)
     cpu_chunk = 32
 

@@ -111,6 +111,7 @@ def _features(rgb: torch.Tensor) -> Prepared:
 class VSI(Metric):
     key = "vsi"
     higher_is_better = True
+    best = 1.0
     min_size = 3  # the 3 x 3 Scharr window
 
     def prepare(self, ref: torch.Tensor) -> Prepared:

@@ -74,14 +74,13 @@ def render_grid(reference: np.ndarray, cells: dict[tuple[int, int], tuple[np.nda
 
 
 def render_contact_sheet(img: np.ndarray, seed: int = 0, ref_id: str = "sheet",
-                         cell_width: int = DEFAULT_CELL_WIDTH,
-                         show_progress: bool = True) -> Image.Image:
+                         cell_width: int = DEFAULT_CELL_WIDTH) -> Image.Image:
     """Render every registered type at every level of `img` (distorted with the run's seed
     scheme) in a grid."""
     distortions.check_image(img)
     scenarios = [(d, lv) for d in distortions.registered() for lv in distortions.LEVELS]
     cells = {}
-    for d, level in tqdm(scenarios, desc="contact sheet", unit="img", disable=not show_progress):
+    for d, level in tqdm(scenarios, desc="contact sheet", unit="img"):
         out, _ = distortions.apply(img, d.id, level,
                                    distortions.derive_seed(seed, ref_id, d.id, level))
         cells[(d.id, level)] = (out, d.describe(level))

@@ -5,7 +5,6 @@ distinct photographs that is a small part of it. Sources whose size the listing 
 (URIs in a list file, the embedded photos) are not compared; images that are the same pixels in
 different bytes are found later, from the decoded pixels (the report's pixel_duplicates)."""
 
-import hashlib
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +13,9 @@ from tqdm import tqdm
 
 from pipeline.sources import Source, byte_limit, open_source
 from shards.decode import DEFAULT_MAX_PIXELS, DecodeError
+from shards.storage import HashingStream
 
 READ_THREADS = 16
-HASH_PART = 1 << 20  # bytes read at a time
 
 
 def _same_size_groups(sources: list[Source], max_bytes: int) -> list[list[int]]:
@@ -32,14 +31,11 @@ def _same_size_groups(sources: list[Source], max_bytes: int) -> list[list[int]]:
 def _digest(source: Source, store: str) -> str | None:
     """SHA-256 of the source's bytes, read a part at a time; None when it cannot be read (its
     shard records why)."""
-    digest = hashlib.sha256()
     try:
         with open_source(source.uri, source.key, store) as stream:
-            while part := stream.read(HASH_PART):
-                digest.update(part)
+            return HashingStream(stream).hexdigest_to_end()
     except DecodeError:
         return None
-    return digest.hexdigest()
 
 
 def find_duplicates(sources: list[Source], store: str = "",

@@ -11,6 +11,7 @@ from functools import cached_property
 import numpy as np
 
 import distortions
+from distortions.seeding import stable_hash
 from pipeline.config import MODE_DEFAULTS, SPLIT_FRACTIONS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.sources import Source, printable
@@ -45,16 +46,9 @@ class Duplicate:
     of: str
 
 
-def _hashed(*parts: object) -> int:
-    """A 64-bit number from the SHA-256 of the '|'-joined parts: the same on every machine
-    (Python's hash() is salted per process)."""
-    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big")
-
-
 def split_of(ref_id: str, seed: int) -> str:
     """train / val / test (80/10/10) from a seeded hash of the ref_id."""
-    u = _hashed("split", seed, ref_id) / 2**64
+    u = stable_hash("split", seed, ref_id) / 2**64
     train, val, _ = SPLIT_FRACTIONS
     return "train" if u < train else "val" if u < train + val else "test"
 
@@ -69,7 +63,7 @@ def scenarios_for(ref_id: str, config: RunConfig) -> list[tuple[int, int]]:
     replay draws the same)."""
     if not config.versions_per_ref:
         return config.scenarios
-    rng = np.random.default_rng(_hashed("versions", config.seed, ref_id))
+    rng = np.random.default_rng(stable_hash("versions", config.seed, ref_id))
     types = rng.choice(config.distortion_ids, size=config.versions_per_ref, replace=False)
     levels = rng.choice(config.levels, size=config.versions_per_ref)
     return sorted((int(d), own_level(config, int(d), int(lv), ref_id))
@@ -83,7 +77,7 @@ def own_level(config: RunConfig, distortion_id: int, drawn: int, *seeds: object)
     own = dict(config.type_levels).get(distortion_id)
     if own is None:
         return drawn
-    rng = np.random.default_rng(_hashed("own-level", config.seed, *seeds, distortion_id))
+    rng = np.random.default_rng(stable_hash("own-level", config.seed, *seeds, distortion_id))
     return int(rng.choice(own))
 
 
@@ -95,7 +89,7 @@ def chains_for(ref_id: str, config: RunConfig) -> list[Chain]:
     low, high = config.compose
     chains = []
     for index in range(config.versions_count):
-        rng = np.random.default_rng(_hashed("compose", config.seed, ref_id, index))
+        rng = np.random.default_rng(stable_hash("compose", config.seed, ref_id, index))
         count = int(rng.integers(low, high + 1))
         types = rng.choice(config.distortion_ids, size=count, replace=False)
         levels = rng.choice(config.levels, size=count)
@@ -118,7 +112,7 @@ def second_links(ref_id: str, config: RunConfig) -> dict[int, Chain]:
     levels = sorted(config.levels)
     chains = {}
     for index, (first, _) in enumerate(scenarios_for(ref_id, config)):
-        rng = np.random.default_rng(_hashed("compose-share", config.seed, ref_id, index))
+        rng = np.random.default_rng(stable_hash("compose-share", config.seed, ref_id, index))
         if rng.random() >= config.compose_share or first not in composable:
             continue
         second = int(rng.choice([d for d in composable if d != first]))

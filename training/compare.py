@@ -6,9 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.correlation import CORE_FIGURES
 from training.finetune import FIGURES
-
-CORE = ("srocc", "plcc", "krcc", "rmse")  # what every kind of run has reported from the start
 
 
 class UnknownResultsError(ValueError):
@@ -57,7 +56,7 @@ def read_row(path: Path) -> Row:
         if isinstance(figures, dict) and all(  # None: a figure the run left undefined
                 name in figures and (figures[name] is None
                                      or isinstance(figures[name], int | float))
-                for name in CORE):
+                for name in CORE_FIGURES):
             if summary.get("kind") == "probe":
                 return _probe(summary)
             if "median" in summary:

@@ -15,6 +15,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from labelers.ensemble import logistic
 
+CORE_FIGURES = ("srocc", "plcc", "krcc", "rmse")  # what every kind of run has reported
 MIN_PAIRS = 3  # the fewest pairs every figure (PLCC's logistic fit included) is defined on
 FLAT = 1e-6    # a fitted curve spreading less than this share of the opinions' range is flat
 
@@ -61,7 +62,11 @@ def average_ranks(values) -> np.ndarray:
 
 def rmse(x, y) -> float:
     x, y = _as_pair(x, y)
-    return float(np.sqrt(np.mean((x - y) ** 2)))
+    return root_mean_square(x - y)
+
+
+def root_mean_square(values) -> float:
+    return float(np.sqrt(np.mean(np.square(values))))
 
 
 def _rising(x: np.ndarray, rise: float, b2: float, b3: float, b4: float) -> np.ndarray:

@@ -10,7 +10,7 @@ from torch import nn
 
 from labelers.registry import metric_class
 from training import benchmarks, distributed
-from training.correlation import report
+from training.correlation import CORE_FIGURES, report
 from training.finetune import FinetuneConfig, test_figures
 from training.image_data import split
 from training.model import ModelConfig, build_model, check_all_loaded
@@ -207,7 +207,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         np.savez(out / "predictions.npz", predicted=predicted, opinion=opinion)
         scatter(predicted, opinion, figures, f"{config.dataset} ({config.subset})",
                 out / "scatter.png")
-        print(figures_line(figures, ("srocc", "plcc", "krcc", "rmse"))
+        print(figures_line(figures, CORE_FIGURES)
               + f"  on {figures['count']} images; {out / 'evaluation.json'}")
         return result
     finally:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.correlation import root_mean_square
+
 ALPHA_GRID: tuple[float, ...] = tuple(float(10.0 ** k) for k in np.arange(-6.0, 3.5, 0.5))
 ROUNDING_SPREAD = 1e-5  # a feature's spread below this share of its mean is rounding noise
 
@@ -80,7 +82,7 @@ class _Decomposed:
         kept = 1.0 - 1.0 / len(self.centred) - (self.left ** 2) @ shrink
         if kept.min() <= 1e-12:  # a sample that is fitted exactly whatever its target
             return float("inf")
-        return _rmse((self.centred - fitted) / kept, 0.0)
+        return root_mean_square((self.centred - fitted) / kept)
 
 
 def _decomposed(features: np.ndarray, targets: np.ndarray, alphas: tuple[float, ...]
@@ -106,10 +108,6 @@ def ridge_path(features: np.ndarray, targets: np.ndarray,
     constant on the fitting part (or constant but for rounding) gets weight 0."""
     decomposed = _decomposed(features, targets, alphas)
     return [decomposed.fit(alpha) for alpha in alphas]
-
-
-def _rmse(predicted: np.ndarray, targets) -> float:
-    return float(np.sqrt(np.mean((np.asarray(predicted) - np.asarray(targets)) ** 2)))
 
 
 @dataclass(frozen=True)
@@ -138,5 +136,6 @@ def select_ridge(train: tuple[np.ndarray, np.ndarray],
     if val_features.shape[1] != len(decomposed.mean):
         raise ValueError(f"validation features have {val_features.shape[1]} columns, the "
                          f"fitting part {len(decomposed.mean)}")
-    errors = tuple(_rmse(fit.predict(val_features), val_targets) for fit in fits)
+    errors = tuple(root_mean_square(fit.predict(val_features) - np.asarray(val_targets))
+                   for fit in fits)
     return Selection(fits[int(np.argmin(errors))], errors)

@@ -305,7 +305,8 @@ def _claim(target: Location, plan: Plan) -> None:
 def materialize(source_root: str, target_root: str, workers: int = 1,
                 take_over: bool = False) -> dict:
     """A recipes or hybrid dataset as the images one `generate --store images` writes."""
-    return convert(source_root, target_root, DEFAULT_STORE, (), workers, take_over)
+    return convert(source_root, target_root, DEFAULT_STORE, (), workers, take_over,
+                   command="materialize")
 
 
 def _made(todo: list[Job], workers: int):

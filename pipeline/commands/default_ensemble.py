@@ -26,8 +26,6 @@ from pipeline.sizing import TargetSize, cover_and_crop
 PAPER_WEIGHTS = {"gmsd": 0.0324, "fsim": 0.0398, "vif": 0.0549, "cw_ssim": 0.0643,
                  "nlpd": 0.0951, "mae": 0.1878, "ms_ssim": 0.1920, "mad": 0.1085,
                  "dists": 0.1097, "lpips": 0.1153}
-BEST = {"gmsd": 0.0, "fsim": 1.0, "vif": 1.0, "cw_ssim": 1.0, "nlpd": 0.0, "mae": 0.0,
-        "ms_ssim": 1.0, "mad": 0.0, "dists": 0.0, "lpips": 0.0}
 # Used only where the backbone weights are absent: about 1.1 x the official scores of the
 # severe TID2013 calibration pair I03 (LPIPS 0.724, DISTS 0.474).
 PROVISIONAL_WORST = {"lpips": 0.8, "dists": 0.52}
@@ -75,7 +73,7 @@ def build(photos: list[str]) -> Ensemble:
         else:
             worst = PROVISIONAL_WORST[key]
             sources[key] = "provisional: ImageNet weights absent when the file was made"
-        mappings[key] = Mapping01("linear", best=BEST[key], worst=worst)
+        mappings[key] = Mapping01("linear", best=metric_class(key).best, worst=worst)
     return Ensemble("default-v1", dict(PAPER_WEIGHTS), mappings,
                     notes={"worst_source": sources, "photos": photos,
                            "absent_when_made": list(labeler.absent)})

@@ -17,17 +17,18 @@ import numpy as np
 
 from labelers.ensemble import PMOS_ENSEMBLE_FILE, Ensemble, Mapping01
 from labelers.labeler import Labeler
+from labelers.registry import metric_class
 from pipeline.commands.default_ensemble import PERCENTILE, bank_scores, worst_bound
 from pipeline.embedded import EMBEDDED_PHOTOS
 
 PMOS_METRICS = ("ssim", "ms_ssim", "mdsi", "vsi", "fsim", "gmsd")
-BEST = {"ssim": 1.0, "ms_ssim": 1.0, "mdsi": 0.0, "vsi": 1.0, "fsim": 1.0, "gmsd": 0.0}
 
 
 def build(photos: list[str]) -> tuple[Ensemble, dict[str, np.ndarray]]:
     """The ensemble, and the bank scores its bounds come from."""
     scores = bank_scores(photos, Labeler(PMOS_METRICS))
-    mappings = {key: Mapping01("linear", best=BEST[key], worst=worst_bound(key, scores[key]))
+    mappings = {key: Mapping01("linear", best=metric_class(key).best,
+                               worst=worst_bound(key, scores[key]))
                 for key in PMOS_METRICS}
     source = f"bank: {len(photos)} embedded photos x 165, {PERCENTILE:g}th pct"
     ensemble = Ensemble("pmos-v1", dict.fromkeys(PMOS_METRICS, 1 / len(PMOS_METRICS)), mappings,

@@ -17,6 +17,10 @@ from labelers import weights
 
 REPO = Path(__file__).resolve().parents[2]
 CALIBRATION = Path(os.environ.get("IQA_CALIBRATION_DIR", REPO.parent / "shared" / "calibration"))
+# Identical images: each metric's exact best value (a similarity's 1, a distance's 0)
+BEST = {"gmsd": 0.0, "fsim": 1.0, "vif": 1.0, "cw_ssim": 1.0, "nlpd": 0.0, "mae": 0.0,
+        "ms_ssim": 1.0, "mad": 0.0, "dists": 0.0, "lpips": 0.0, "ssim": 1.0, "mdsi": 0.0,
+        "vsi": 1.0}
 
 
 def _load(path: Path) -> np.ndarray:

@@ -247,7 +247,8 @@ def test_a_fitted_q_spans_the_unit_range_and_a_noise_metric_gets_no_weight():
 
 
 def test_the_shipped_default_ensemble_has_the_paper_weights_and_identity_bests():
-    from pipeline.commands.default_ensemble import BEST, PAPER_WEIGHTS
+    from pipeline.commands.default_ensemble import PAPER_WEIGHTS
+    from tests.labelers.conftest import BEST
 
     default = ens.load()
     assert default.weights == PAPER_WEIGHTS

@@ -9,7 +9,8 @@ import pytest
 import distortions
 import labelers
 from labelers import ensemble as ens
-from pipeline.commands.pmos_ensemble import BEST, PMOS_METRICS
+from pipeline.commands.pmos_ensemble import PMOS_METRICS
+from tests.labelers.conftest import BEST
 
 DEFAULT_HASH = "45e0cf50148a6555"  # default-v1, as shipped before the named ensembles
 

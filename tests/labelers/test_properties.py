@@ -12,14 +12,10 @@ import labelers
 from labelers.errors import InputTooSmallError, InvalidPairError, LabelerError
 from labelers.labeler import MEMORY_TRIES, batch_for_budget
 from labelers.registry import METRIC_CLASSES
-from tests.labelers.conftest import tensor
+from tests.labelers.conftest import BEST, tensor
 
 AVAILABLE = [key for key, target in METRIC_CLASSES.items()
              if importlib.util.find_spec(target.split(":")[0]) is not None]
-# Identical images: the exact best value of each metric.
-BEST = {"gmsd": 0.0, "fsim": 1.0, "vif": 1.0, "cw_ssim": 1.0, "nlpd": 0.0, "mae": 0.0,
-        "ms_ssim": 1.0, "mad": 0.0, "dists": 0.0, "lpips": 0.0, "ssim": 1.0, "mdsi": 0.0,
-        "vsi": 1.0}
 
 
 @pytest.fixture
@@ -32,8 +28,10 @@ def metric_factory(random_weights):
 @pytest.mark.parametrize("key", AVAILABLE)
 def test_identical_images_give_the_best_value(metric_factory, noisy_versions, key):
     ref, _ = noisy_versions
-    value = metric_factory(key).score(ref, ref).item()
+    metric = metric_factory(key)
+    value = metric.score(ref, ref).item()
     assert value == pytest.approx(BEST[key], abs=1e-6)
+    assert metric.best == BEST[key]  # what the shipped ensembles' linear mappings start from
 
 
 def test_ms_ssim_of_an_anti_correlated_pair_is_not_a_number(metric_factory, noisy_versions):
@@ -291,3 +289,15 @@ def test_a_reference_that_never_fits_is_a_device_memory_error(small_image):
                              rf"{ref.shape[0]} reference"):
         labeler.score(ref, dists)
     assert labeler.metrics["mae"].tries == MEMORY_TRIES
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 2), (5, 5), (7, 8), (0, 3)])
+def test_symmetric_pad_is_numpys_symmetric_padding(before, after):
+    """The one padding SSIM's dense maps, NLPD's pyramid and MAD's local MSE share, against
+    numpy.pad's 'symmetric' mode (MATLAB imfilter's, the edge sample repeated)."""
+    from labelers.inputs import symmetric_pad
+
+    image = np.random.default_rng(0).random((2, 1, 9, 13))
+    expected = np.pad(image, ((0, 0), (0, 0), (before, after), (before, after)), "symmetric")
+    np.testing.assert_array_equal(symmetric_pad(torch.from_numpy(image), before, after).numpy(),
+                                  expected)
