@@ -26,12 +26,14 @@ from shards.layout import (
     labels_file,
     labels_files,
     shard_name,
+    shard_paths,
     tar_path,
 )
 from shards.reader import (
     DamagedRunFileError,
     read_index,
     read_sources,
+    shard_lists,
     shard_problems,
     shard_stats,
     stray_files,
@@ -110,11 +112,13 @@ def _shard_problems(location: Location, plan: Plan, index: int, per_reference: i
         problems.append(f"references not in its plan: {sorted(strangers)}")
     if not isinstance(stats.get("failures"), int):
         return [*problems, "its stats record no failures count"]
-    references = sum(row["kind"] == "reference" for row in rows)
-    problems += _count_problems(stats, rows, references)
-    failed_sources = len(planned) - references
-    sample_failures = stats["failures"] - failed_sources
-    expected = references * per_reference - sample_failures
+    references = {row["ref_id"] for row in rows if row["kind"] == "reference"}
+    problems += _count_problems(stats, rows, len(references))
+    _, failures = shard_lists(location, shard_paths(location, index), stats)
+    # the failed versions of the references written (one left out whole may have lost some
+    # versions before its labels failed: its failures count no sample of the tar)
+    version_failures = sum(failure.get("ref_id") in references for failure in failures)
+    expected = len(references) * per_reference - version_failures
     if len(rows) != expected:
         problems.append(f"{len(rows)} samples, but the plan and the recorded failures account "
                         f"for {expected}")

@@ -29,7 +29,7 @@ from shards.reader import (
     read_index,
     read_sources,
     shard_states,
-    shard_stats,
+    stats_reader,
     tar_urls,
 )
 from shards.records import decode as decode_image
@@ -49,6 +49,7 @@ def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
     versions stored without pixels replayed as they are decoded, checked against their
     SHA-256 unless `verify` is False (benchmarks only). With `labels`, Q from that sidecar."""
     wanted = member_filter(kind, refs)
+    stats_of = stats_reader(location)
     if store_of(location) == DEFAULT_STORE or kind == "reference":  # nothing to replay
         def records(opened: dict) -> Iterator[dict]:
             return map(record, shard_samples(opened, wanted))
@@ -57,27 +58,31 @@ def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
 
         def records(opened: dict) -> Iterator[dict]:
             recorded = map(partial(record, recipes=True), shard_samples(opened, select))
-            return replaying(recorded, context.for_shard(location, shard_of(opened["url"])),
+            return replaying(recorded, context.for_stats(stats_of(shard_of(opened["url"]))),
                              decode_image,
                              lambda key: wanted(f"{key}.json"))
     after = [decode_each] if decode else []
     return Stream(lambda: pipeline(
-        urls, [each_shard(location, labelled(records, labels), recorded_samples(location),
-                          interleaving(seed, order))],
+        urls, [each_shard(location, labelled(records, labels, stats_of),
+                          recorded_samples(stats_of), interleaving(seed, order))],
         seed, order, after))
 
 
-def recorded_samples(location: Location) -> Callable[[str], int | None]:
+def recorded_samples(stats_of: Callable[[int], dict]) -> Callable[[str], int | None]:
     """url of a shard tar -> the samples its stats count (what reading it must give)."""
-    return lambda url: shard_stats(location, shard_of(url)).get("samples")
+    return lambda url: stats_of(shard_of(url)).get("samples")
 
 
-def labelled(per_shard: Callable[[dict], Iterator[dict]], labels: Sidecar | None
-             ) -> Callable[[dict], Iterator[dict]]:
+def labelled(per_shard: Callable[[dict], Iterator[dict]], labels: Sidecar | None,
+             stats_of: Callable[[int], dict]) -> Callable[[dict], Iterator[dict]]:
     """`per_shard`, its distorted records given Q from the sidecar `labels` (where given)."""
     if labels is None:
         return per_shard
-    return lambda opened: labels.relabelled(per_shard(opened), shard_of(opened["url"]))
+
+    def relabelled(opened: dict) -> Iterator[dict]:
+        shard = shard_of(opened["url"])
+        return labels.relabelled(per_shard(opened), shard, stats_of(shard))
+    return relabelled
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,7 @@ class Dataset:
         members = member_filter("all", wanted)
         context = ReplayContext.of(self.location, verify)
         replays = store_of(self.location) != DEFAULT_STORE
+        stats_of = stats_reader(self.location)
 
         def per_shard(opened: dict) -> Iterator[dict]:
             shard_spec = replace(spec, draw=opened.get("draw", ()))
@@ -198,15 +204,14 @@ class Dataset:
                 key = name.partition(".")[0]
                 return members(name) and (is_reference(key) or key in drawn)
             records = map(partial(record, recipes=replays), shard_samples(opened, select))
+            shard = shard_of(opened["url"])
             if replays:
-                records = replaying(records, context.for_shard(self.location,
-                                                               shard_of(opened["url"])),
-                                    decode_image)
+                records = replaying(records, context.for_stats(stats_of(shard)), decode_image)
             if self.labels is not None:
-                records = self.labels.relabelled(records, shard_of(opened["url"]))
+                records = self.labels.relabelled(records, shard, stats_of(shard))
             return assemble(shard_spec, opened["url"], records, chosen)
         return Stream(lambda: pipeline(
-            urls, [each_shard(self.location, per_shard, recorded_samples(self.location),
+            urls, [each_shard(self.location, per_shard, recorded_samples(stats_of),
                               interleaving(seed, order))],
             seed, order))
 

@@ -1,8 +1,11 @@
 """Reading a dataset: which shards are complete, the parquet index, the tar URLs for
 WebDataset readers."""
 
+import functools
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -16,7 +19,6 @@ from shards.layout import (
     SOURCES_FILE,
     shard_files,
     shard_name,
-    shard_of,
     shard_paths,
     store_of,
     tar_path,
@@ -36,6 +38,7 @@ class DamagedRunFileError(ValueError):
     """A run file a reader needs (sources.parquet) cannot be read as what generate writes."""
 
 
+STATS_NAME = re.compile(r"([0-9]+)_stats\.json")
 SOURCES_COLUMNS = ("ref_id", "shard", "split", "status")  # what the readers take from it
 
 
@@ -48,7 +51,10 @@ def _listing(location: Location) -> dict[str, int]:
 
 
 def _stats_indices(names: Iterable[str]) -> list[int]:
-    return sorted(shard_of(name) for name in names if name.endswith("_stats.json"))
+    """The shards whose stats file is among `names`: a shard's own name only, not another
+    file ending the same way (`._00000_stats.json`, a macOS copy's, is no shard's)."""
+    return sorted(int(match[1]) for name in names if (match := STATS_NAME.fullmatch(name))
+                  and match[1] == shard_name(int(match[1])))
 
 
 def shards_with_stats(location: Location) -> list[int]:
@@ -135,6 +141,16 @@ def shard_stats(location: Location, index: int) -> dict:
     if not isinstance(stats, dict):
         raise ValueError(f"a JSON {type(stats).__name__}, not an object")
     return stats
+
+
+STATS_KEPT = 64  # shards whose stats one stream remembers (more than it reads at once)
+
+
+def stats_reader(location: Location) -> Callable[[int], dict]:
+    """shard index -> its stats, those of the last STATS_KEPT shards remembered: what a stream
+    asks of a shard more than once (the versions its replays name, a sidecar's plan, the count
+    it checks at the shard's end) is read once, one round trip on an object store."""
+    return functools.lru_cache(maxsize=STATS_KEPT)(partial(shard_stats, location))
 
 
 def tar_size_problem(size: int | None, stats: dict) -> str | None:

@@ -46,10 +46,14 @@ class ReplayContext:
         return cls(manifest.get("replay_libraries"), verify)
 
     def for_shard(self, location: Location, index: int) -> "ReplayContext":
-        """The versions that made shard `index` (its stats record them; a resume under other
+        """The context of shard `index`'s replays (`for_stats` of its stats)."""
+        return self.for_stats(shard_stats(location, index))
+
+    def for_stats(self, stats: dict) -> "ReplayContext":
+        """The versions that made the shard of `stats` (they record them; a resume under other
         code rewrites the manifest's), so that a mismatch names what differs for its shard;
         the manifest's where its stats record none."""
-        recorded = shard_stats(location, index).get("libraries")
+        recorded = stats.get("libraries")
         return replace(self, libraries=recorded) if isinstance(recorded, dict) else self
 
 

@@ -82,20 +82,23 @@ class Sidecar:
         """The plan of the dataset relabel read (sidecars written before it say none)."""
         return (self._schema.metadata or {}).get(b"plan_digest", b"").decode() or None
 
-    def _check_dataset(self, shard: int) -> None:
+    def _check_dataset(self, shard: int, stats: dict | None) -> None:
         """A SidecarError where the sidecar was made for another dataset than the one whose
-        shard `shard` is read (the same sources make the same keys: keys alone cannot tell)."""
+        shard `shard` (of `stats`, read where not given) is read (the same sources make the
+        same keys: keys alone cannot tell)."""
         if self._plan_digest is None:
             return
-        stats = shard_stats(self.location, shard)
+        stats = shard_stats(self.location, shard) if stats is None else stats
         if stats.get("plan_digest") != self._plan_digest:
             raise SidecarError(f"{self.name} was made for another dataset (plan "
                                f"{self._plan_digest[:12]}; shard {shard} here is of plan "
                                f"{str(stats.get('plan_digest'))[:12]}): relabel this one")
 
-    def relabelled(self, records: Iterator[dict], shard: int) -> Iterator[dict]:
-        """The records of one shard, each distorted one with the sidecar's Q."""
-        self._check_dataset(shard)
+    def relabelled(self, records: Iterator[dict], shard: int, stats: dict | None = None
+                   ) -> Iterator[dict]:
+        """The records of one shard (of `stats`, read where not given), each distorted one
+        with the sidecar's Q."""
+        self._check_dataset(shard, stats)
         qualities = self.qualities(shard)
         for item in records:
             meta = item["meta"]

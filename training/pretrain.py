@@ -19,6 +19,7 @@ from shards.layout import ENSEMBLE_FILE
 from shards.schema import finite_counts, score_arrays
 from shards.storage import Location
 from training import checkpoint, distributed
+from training.correlation import MIN_PAIRS
 from training.label_free import pretrain_label_free
 from training.loop import Run, fit, head_figures, predict, validation_figures
 from training.model import ModelConfig, build_model
@@ -202,6 +203,9 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
         return pretrain_label_free(config, context, resume)
     location = Location.parse(config.dataset)
     index = distorted_index(location)
+    if len(index) == 0:
+        raise ValueError(f"{config.dataset} has no distorted sample: every source or version "
+                         "failed (its report.json and failures.jsonl say why)")
     if config.ensemble is not None:
         config = replace(config, targets=tuple(
             ensemble_target(location, index, target, config.ensemble)
@@ -221,6 +225,12 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
         raise ValueError(f"{config.dataset} has no `val` reference for early stopping: name "
                          "some with --val-refs")
     validated = limited_split(location, index, val, config.val_limit, config.seed)
+    if (any(target.kind == "regression" for target in config.targets)
+            and validated.samples < MIN_PAIRS):  # found before an epoch, not after it
+        raise ValueError(f"{config.dataset}: validating on {validated.samples} sample(s) of "
+                         f"{len(validated.refs)} reference(s); the correlations that choose "
+                         f"the best epoch need at least {MIN_PAIRS}: name more --val-refs"
+                         + (" or a larger --val-limit" if validated is not val else ""))
     steps = config.steps_per_epoch or max(1, math.ceil(train.samples / config.optim.batch_size))
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
     built = build_model(config.model, config.targets[0].outputs,

@@ -570,6 +570,35 @@ def test_a_flat_reference_vif_cannot_measure_is_left_out_with_its_versions(tmp_p
     assert sum(failures for _, failures, _ in calls) == 1
 
 
+def test_inspect_counts_a_reference_left_out_after_some_versions_failed(tmp_path, fast_config,
+                                                                       small_image,
+                                                                       mae_ensemble):
+    """A flat image's JPEG 2000 version fails (its rate control cannot reach the ratio), then
+    VIF refuses the reference: its versions' failures count no sample of the tar, and the
+    shard is sound (inspect once subtracted them twice and called it a problem)."""
+    from pipeline.report import write_run_files
+    from tests.conftest import finish
+
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    Image.fromarray(small_image).save(folder / "a.png")
+    Image.fromarray(np.full_like(small_image, 128)).save(folder / "flat.png")
+    config = fast_config(str(folder), distortion_ids=(2, 13), levels=(1,),
+                         metrics=("mae", "gmsd", "vif"))
+    plan = Plan.make(list_sources(str(folder)), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    write_run_files(location, config, plan, mae_ensemble, ())
+    outcome = produce_shard(0, plan, config, local_scorer(Labeler(config.metrics, "cpu")),
+                            mae_ensemble, location)
+    assert sorted((f["ref_id"], f["reason"]) for f in outcome.failures) == [
+        ("flat", "distortion_failed"), ("flat", "label_failed")]
+    assert outcome.samples == 1 + 2  # a's reference and its two versions
+    finish(location, plan, config)
+    _, problems = inspect(config.out)
+    assert problems == []
+
+
 @pytest.mark.slow
 def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_path,
                                                                           fast_config,

@@ -268,6 +268,25 @@ def test_only_complete_shards_are_read(tmp_path, hand_made):
     assert {sample["ref_id"] for sample in dataset.samples(kind="all")} == {"a", "b"}
 
 
+def test_files_named_like_stats_but_of_no_shard_are_not_read(tmp_path, store_datasets):
+    """A macOS copy's `._00000_stats.json` (AppleDouble) and other names that only end like a
+    shard's stats are no shard's: the dataset reads as it did (they stopped every reader with
+    `invalid literal for int()`), and inspect names them as files of no planned shard."""
+    from pipeline.inspect_dataset import inspect
+
+    copy = tmp_path / "copy"
+    shutil.copytree(store_datasets["images"], copy)
+    for name in ("._00000_stats.json", "000001_stats.json", "x_stats.json", "1_stats.json"):
+        (copy / "shards" / name).write_bytes(b"\x00\x05\x16\x07")
+    dataset = open_dataset(str(copy))
+    assert dataset.shards == (0, 1)
+    original = [sample["key"] for sample in open_dataset(str(store_datasets["images"])).samples()]
+    assert [sample["key"] for sample in dataset.samples()] == original
+    _, problems = inspect(str(copy))
+    assert any("4 file(s) in shards/ belong to none of the plan's 2 shards" in problem
+               for problem in problems), problems
+
+
 def test_a_finished_dataset_never_reads_as_a_smaller_one(tmp_path, store_datasets):
     """Once a run of the plan has ended (report.json), every planned shard must be complete:
     one whose stats were lost or replaced by another plan's is damage, not left out; stats

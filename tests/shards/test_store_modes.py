@@ -394,3 +394,23 @@ def test_inspect_reads_shards_made_before_chains_were_recorded(store_datasets, t
         rewrite_tar(path, without_chain)
     problems = inspect(str(copy))[1]
     assert problems == []
+
+
+@pytest.mark.parametrize("read", ["samples", "groups"])
+def test_a_recipe_stream_reads_each_shards_stats_once_a_pass(store_datasets, monkeypatch, read):
+    """Its replays name the versions that made the shard and its end checks the count the
+    stats hold: one read of them (a round trip on an object store), not one for each."""
+    dataset = open_dataset(str(store_datasets["recipes"]))
+
+    def stream():
+        return dataset.samples() if read == "samples" else dataset.groups("pair", crop=32)
+    assert list(stream())  # what the dataset itself reads once is read now
+    reads = []
+    original = Location.read_bytes
+
+    def counting(self, path):
+        reads.extend([path] if path.endswith("_stats.json") else [])
+        return original(self, path)
+    monkeypatch.setattr(Location, "read_bytes", counting)
+    assert list(stream())
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == 2  # the fixture's 2 shards

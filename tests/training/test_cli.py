@@ -43,6 +43,26 @@ def test_pretraining_without_validation_references_says_how_to_name_some(tiny_da
     assert "no `val` reference" in capsys.readouterr().err
 
 
+def test_pretraining_refuses_before_an_epoch_what_it_cannot_validate_or_learn(
+        tmp_path, monkeypatch, capsys):
+    """A regression run whose validation holds fewer samples than its correlations need (it
+    trained an epoch, then stopped), and a dataset whose every version failed (it was told
+    the dataset was made label-free), are refused at once, saying what is wrong."""
+    from tests.training import conftest
+
+    monkeypatch.setattr(conftest, "NOISE", {1: 4.0, 2: 24.0})  # two versions a reference
+    two = conftest.write_tiny_dataset(tmp_path / "two", distortion_ids=(9,))
+    assert main(["train", "pretrain", str(two), "--out", str(tmp_path / "run"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "validating on 2 sample(s) of 1 reference(s); the correlations that choose the best " \
+           "epoch need at least 3: name more --val-refs" in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+    every = frozenset((ref, 9) for ref in conftest.SPLITS)
+    failed = conftest.write_tiny_dataset(tmp_path / "failed", distortion_ids=(9,), failed=every)
+    assert main(["train", "pretrain", str(failed), "--out", str(tmp_path / "run"), *TINY]) == 2
+    assert "has no distorted sample: every source or version failed" in capsys.readouterr().err
+
+
 def test_resume_without_a_checkpoint_and_bad_datasets_fail_clearly(tiny_dataset, tmp_path,
                                                                  capsys):
     assert main(["train", "pretrain", str(tiny_dataset), "--out", str(tmp_path / "none"),
