@@ -47,16 +47,27 @@ def weights_import(args) -> int:
 def read_opinion_table(path: Path) -> list[tuple[str, str, float]]:
     """(distorted image, reference image, opinion score) rows of a KADID-10k dmos.csv
     (columns dist_img, ref_img, dmos[, var]); higher scores are better. Names are normalised
-    (`./I01.png` is `I01.png`), so one image spelled two ways is one reference of the split."""
+    (`./I01.png` is `I01.png`), so one image spelled two ways is one reference of the split;
+    a ValueError names the file's line of a score that is no number and of a distorted image
+    listed twice (a fit would count its pair twice)."""
     with Path(path).open(newline="") as handle:
         reader = csv.DictReader(handle)
         needed = {"dist_img", "ref_img", "dmos"}
         if not needed <= set(reader.fieldnames or ()):
             raise ValueError(f"{path}: expected columns {sorted(needed)} (KADID-10k dmos.csv), "
                              f"got {reader.fieldnames}")
-        return [(posixpath.normpath(row["dist_img"]), posixpath.normpath(row["ref_img"]),
-                 _opinion(row["dmos"], path, line))
-                for line, row in enumerate(reader, start=2)]
+        rows, lines = [], defaultdict(list)
+        for row in reader:  # line_num: the file's line, blank lines counted
+            dist = posixpath.normpath(row["dist_img"])
+            rows.append((dist, posixpath.normpath(row["ref_img"]),
+                         _opinion(row["dmos"], path, reader.line_num)))
+            lines[dist].append(reader.line_num)
+    repeated = [f"{dist} (lines {', '.join(map(str, at))})" for dist, at in lines.items()
+                if len(at) > 1]
+    if repeated:
+        raise ValueError(f"{path}: {len(repeated)} distorted image(s) listed more than once, "
+                         f"e.g. {'; '.join(repeated[:3])}: one row per distorted image")
+    return rows
 
 
 def _opinion(text: str | None, path: Path, line: int) -> float:
@@ -71,7 +82,6 @@ def check_table(rows: list[tuple[str, str, float]], ref_dir: Path, dist_dir: Pat
     names present and readable as one (its header), and each pair of one size; a ValueError
     naming what is not."""
     check_opinions(np.array([row[2] for row in rows]), np.array([row[1] for row in rows]))
-    _check_each_named_once(rows)
     named = {ref_dir / ref for _, ref, _ in rows} | {dist_dir / dist for dist, _, _ in rows}
     absent = sorted(str(path) for path in named if not path.is_file())
     if absent:
@@ -88,19 +98,6 @@ def check_table(rows: list[tuple[str, str, float]], ref_dir: Path, dist_dir: Pat
         raise ValueError(f"{len(unequal)} pair(s) of the table differ in size (width, height), "
                          f"e.g. {'; '.join(unequal[:3])}: a full-reference metric compares "
                          "images of one size")
-
-
-def _check_each_named_once(rows: list[tuple[str, str, float]]) -> None:
-    """A ValueError naming the distorted images the table lists more than once: a fit would
-    count such a pair twice (and with two opinions, learn from both)."""
-    lines = defaultdict(list)
-    for line, (dist, _, _) in enumerate(rows, start=2):
-        lines[dist].append(line)
-    repeated = [f"{dist} (lines {', '.join(map(str, at))})" for dist, at in lines.items()
-                if len(at) > 1]
-    if repeated:
-        raise ValueError(f"{len(repeated)} distorted image(s) the table lists more than once, "
-                         f"e.g. {'; '.join(repeated[:3])}: one row per distorted image")
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:

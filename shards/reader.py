@@ -5,7 +5,6 @@ import functools
 import json
 import re
 from collections.abc import Callable, Iterable
-from functools import partial
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -144,13 +143,18 @@ def shard_stats(location: Location, index: int) -> dict:
 
 
 STATS_KEPT = 64  # shards whose stats one stream remembers (more than it reads at once)
+STREAM_STATS = ("samples", "libraries", "plan_digest")  # what a stream asks of them
 
 
 def stats_reader(location: Location) -> Callable[[int], dict]:
-    """shard index -> its stats, those of the last STATS_KEPT shards remembered: what a stream
-    asks of a shard more than once (the versions its replays name, a sidecar's plan, the count
-    it checks at the shard's end) is read once, one round trip on an object store."""
-    return functools.lru_cache(maxsize=STATS_KEPT)(partial(shard_stats, location))
+    """shard index -> the STREAM_STATS of its stats, those of the last STATS_KEPT shards
+    remembered: what a stream asks of a shard more than once (the versions its replays name,
+    a sidecar's plan, the count it checks at the shard's end) is read once, one round trip
+    on an object store (and not its per-version labels, kept 64 times over)."""
+    def read(index: int) -> dict:
+        stats = shard_stats(location, index)
+        return {name: stats[name] for name in STREAM_STATS if name in stats}
+    return functools.lru_cache(maxsize=STATS_KEPT)(read)
 
 
 def tar_size_problem(size: int | None, stats: dict) -> str | None:

@@ -68,15 +68,16 @@ def test_fit_ensemble_checks_the_table_before_scoring(kadid_like, tmp_path, caps
          f"images, e.g. {folder / 'text.png'}"),
         ([*lines, "I09_01_01.png,I09.png,3.0,0.1"], "2 image(s) the table names are not there, "
          f"e.g. {tmp_path / 'images' / 'I09.png'}, {tmp_path / 'images' / 'I09_01_01.png'}"),
-        ([*lines[:3], "I00_01_03.png,I00.png,n/a,0.1", *lines[4:]],
-         f"{kadid_like} line 4: dmos 'n/a' is not a number"),
+        ([lines[0], "", *lines[1:3], "I00_01_03.png,I00.png,n/a,0.1", *lines[4:]],
+         f"{kadid_like} line 5: dmos 'n/a' is not a number"),
         ([lines[0], *(line.rsplit(",", 2)[0] + ",3.0,0.1" for line in lines[1:])],
          "the opinion scores must be finite and not all equal"),
         ([line for line in lines if not line.startswith(("I01", "I02", "I03", "I04"))],
          "at least two reference images"),
         (lines[:1], "the opinion scores must be finite and not all equal"),
-        ([*lines, lines[3]], "1 distorted image(s) the table lists more than once, e.g. "
-         "I00_01_03.png (lines 4, 22): one row per distorted image"),
+        ([*lines[:5], "", *lines[5:], lines[3]], f"{kadid_like}: 1 distorted image(s) "
+         "listed more than once, e.g. I00_01_03.png (lines 4, 23): one row per distorted "
+         "image"),  # the file's lines, its blank line counted
     ]
     for table, said in cases:
         kadid_like.write_text("\n".join(table) + "\n")
