@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from pipeline.commands.storage_check import storage_summary
 from pipeline.config import RunConfig
-from pipeline.deep_check import deep_check
+from pipeline.deep_check import deep_check, record_differences
 from pipeline.output_folder import staged_files
 from pipeline.plan import Plan
 from pipeline.report import libraries_differing_message, modes_line, replay_differs
@@ -48,18 +48,31 @@ IMAGE_MEMBERS = ("json", "png")
 
 
 Listing = list[tuple[str, tuple[str, ...]]]  # (key, its member extensions, sorted), in order
+Records = dict[str, dict | None]  # key -> its parsed .json record (None: none, or unreadable)
 
 
-def _listing(samples: Iterable[dict]) -> Listing:
-    return [(sample["__key__"], tuple(sorted(name for name in sample
-                                              if not name.startswith("__"))))
-            for sample in samples]
+def _listing(samples: Iterable[dict]) -> tuple[Listing, Records]:
+    listing, records = [], {}
+    for sample in samples:
+        listing.append((sample["__key__"], tuple(sorted(name for name in sample
+                                                        if not name.startswith("__")))))
+        records[sample["__key__"]] = _parsed(sample.get("json"))
+    return listing, records
+
+
+def _parsed(data: bytes | None) -> dict | None:
+    try:
+        record = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def verified_listing(location: Location, index: int, store: str, sha256: str | None
-                     ) -> Listing | str:
-    """The listing of a shard's tar read once, its bytes hashed as they stream past: the
-    problem instead where they are not `sha256` (its stats') or the tar cannot be read."""
+                     ) -> tuple[Listing, Records] | str:
+    """The listing and records of a shard's tar read once, its bytes hashed as they stream
+    past: the problem instead where they are not `sha256` (its stats') or the tar cannot be
+    read."""
     path = tar_path(location, index, store)
     try:
         return _listing(VerifiedTar(location, path, sha256))
@@ -95,13 +108,16 @@ def _shard_problems(location: Location, plan: Plan, index: int, per_reference: i
     if problems:
         return problems
     stats = shard_stats(location, index)
-    listing = verified_listing(location, index, store, stats.get("tar_sha256"))
-    if isinstance(listing, str):
-        return [listing]
-    rows = read_index(location, [index], columns=["key", "ref_id", "kind", "distortion_id",
-                                                  "chain"]).to_pylist()  # (chains derived)
+    read = verified_listing(location, index, store, stats.get("tar_sha256"))
+    if isinstance(read, str):
+        return [read]
+    listing, records = read
+    rows = read_index(location, [index]).to_pylist()  # (chains derived)
     if [key for key, _ in listing] != [row["key"] for row in rows]:
         problems.append("tar members and parquet rows differ")
+    elif differing := record_differences(rows, records):
+        problems.append(f"{len(differing)} record(s) of the tar differ from the index, e.g. "
+                        f"{differing[0]}")
     misstored = _misstored(listing, rows, store, keep_pngs)
     if misstored:
         problems.append(f"{len(misstored)} samples lack or hold a PNG against the store mode "

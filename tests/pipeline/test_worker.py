@@ -599,6 +599,28 @@ def test_inspect_counts_a_reference_left_out_after_some_versions_failed(tmp_path
     assert problems == []
 
 
+def test_inspect_compares_every_record_with_its_index_row(fast_config, mae_ensemble):
+    """The index alone changed (its row count, all the stats hold of it, unchanged): what
+    training's checks, splits and counts read is no longer what its samples say. inspect
+    compares every record of every tar with its row, not only the deep check's sample."""
+    from pipeline.report import write_run_files
+    from tests.conftest import finish
+
+    config = fast_config("embedded", limit=2, shard_refs=1, distortion_ids=(1, 13))
+    plan, location, _ = _run_all(config, mae_ensemble)
+    write_run_files(location, config, plan, mae_ensemble, ())
+    finish(location, plan, config)
+    assert inspect(config.out)[1] == []
+    path = shard_paths(location, 1)["parquet"]
+    rows = pq.read_table(path).to_pylist()
+    victim = next(row for row in rows if row["kind"] == "distorted")
+    victim["quality"] = victim["quality"] / 2 + 0.25  # another Q in 0..1
+    pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), path)
+    assert inspect(config.out)[1] == [
+        f"shard 00001: 1 record(s) of the tar differ from the index, e.g. {victim['key']}: its "
+        "tar record and its index row differ in quality (changed after it was written)"]
+
+
 @pytest.mark.slow
 def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_path,
                                                                           fast_config,
