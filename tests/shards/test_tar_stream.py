@@ -47,7 +47,7 @@ def test_tar_members_and_the_contact_sheet_read_every_member(generated, generate
         assert list(tar_members(location, tar, keys=set(mine[:2]))) == mine[:2]
 
 
-def _verified_listing(location: Location, shard: int) -> list | str:
+def _verified_listing(location: Location, shard: int) -> tuple[list, dict] | str:
     sha256 = shard_stats(location, shard)["tar_sha256"]
     return verified_listing(location, shard, "images", sha256)
 
@@ -58,9 +58,10 @@ def test_the_verified_listing_lists_the_indexed_keys_and_names_a_changed_tar(gen
 
     location = Location.parse(str(generated))
     for shard in range(3):
-        listing = _verified_listing(location, shard)
+        listing, records = _verified_listing(location, shard)
         assert [key for key, _ in listing] == _index_keys(location, shard)
         assert {members for _, members in listing} == {("json", "png")}
+        assert [record["key"] for record in records.values()] == _index_keys(location, shard)
     original = Path(tar_path(location, 0, "images")).read_bytes()
     root = tmp_path / "changed"
     shutil.copytree(generated, root)
