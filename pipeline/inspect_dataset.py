@@ -26,16 +26,14 @@ from shards.layout import (
     labels_file,
     labels_files,
     shard_name,
-    shard_paths,
     tar_path,
 )
 from shards.reader import (
     DamagedRunFileError,
+    ShardExamination,
+    examine_shard,
     read_index,
     read_sources,
-    shard_lists,
-    shard_problems,
-    shard_stats,
     stray_files,
     tar_sha256,
 )
@@ -98,27 +96,39 @@ def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
     """Problems found in one shard (empty when it is sound), each naming the shard: its
     files, plan, sizes and tar SHA-256 against its stats, then its members against the
     parquet index and the plan."""
-    return [f"shard {shard_name(index)}: {problem}" for problem in
-            _shard_problems(location, plan, index, per_reference, store, keep_pngs)]
+    return _checked_shard(location, plan, index, per_reference, store, keep_pngs)[0]
 
 
-def _shard_problems(location: Location, plan: Plan, index: int, per_reference: int,
-                    store: str, keep_pngs: tuple[int, ...]) -> list[str]:
-    problems = shard_problems(location, index, plan.digest, store)
-    if problems:
-        return problems
-    stats = shard_stats(location, index)
+def _checked_shard(location: Location, plan: Plan, index: int, per_reference: int,
+                   store: str, keep_pngs: tuple[int, ...]) -> tuple[list[str], int]:
+    """(check_shard's problems, the samples its stats count): its stats, lists and tar are
+    each read once."""
+    examination = examine_shard(location, index, plan.digest, store)
+    problems = [f"shard {shard_name(index)}: {problem}" for problem in
+                examination.problems or _content_problems(location, plan, index,
+                                                          per_reference, examination,
+                                                          (store, keep_pngs))]
+    return problems, (examination.stats or {}).get("samples", 0)
+
+
+def _content_problems(location: Location, plan: Plan, index: int, per_reference: int,
+                      examination: ShardExamination, modes: tuple[str, tuple[int, ...]]
+                      ) -> list[str]:
+    """What is wrong inside a shard whose files agree with its stats: its tar's records
+    against its parquet rows, the store mode, the plan and the recorded failures."""
+    stats, store = examination.stats, modes[0]
     read = verified_listing(location, index, store, stats.get("tar_sha256"))
     if isinstance(read, str):
         return [read]
     listing, records = read
     rows = read_index(location, [index]).to_pylist()  # (chains derived)
+    problems = []
     if [key for key, _ in listing] != [row["key"] for row in rows]:
         problems.append("tar members and parquet rows differ")
     elif differing := record_differences(rows, records):
         problems.append(f"{len(differing)} record(s) of the tar differ from the index, e.g. "
                         f"{differing[0]}")
-    misstored = _misstored(listing, rows, store, keep_pngs)
+    misstored = _misstored(listing, rows, *modes)
     if misstored:
         problems.append(f"{len(misstored)} samples lack or hold a PNG against the store mode "
                         f"{store} (first {misstored[0]})")
@@ -130,10 +140,10 @@ def _shard_problems(location: Location, plan: Plan, index: int, per_reference: i
         return [*problems, "its stats record no failures count"]
     references = {row["ref_id"] for row in rows if row["kind"] == "reference"}
     problems += _count_problems(stats, rows, len(references))
-    _, failures = shard_lists(location, shard_paths(location, index), stats)
     # the failed versions of the references written (one left out whole may have lost some
     # versions before its labels failed: its failures count no sample of the tar)
-    version_failures = sum(failure.get("ref_id") in references for failure in failures)
+    version_failures = sum(failure.get("ref_id") in references
+                           for failure in examination.failures)
     expected = len(references) * per_reference - version_failures
     if len(rows) != expected:
         problems.append(f"{len(rows)} samples, but the plan and the recorded failures account "
@@ -216,11 +226,12 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
     except RunFileError as error:
         return [], [f"{out}: {error}"]
     per_reference = 1 + config.versions_count
-    shard_problems = []
+    shard_problems, samples = [], 0
     for index in tqdm(range(plan.shard_count), desc="shards checked", unit="shard",
                       leave=False, disable=plan.shard_count < 4):  # each tar read and hashed
-        shard_problems += check_shard(location, plan, index, per_reference, config.store,
-                                      config.keep_pngs)
+        problems, counted = _checked_shard(location, plan, index, per_reference,
+                                           config.store, config.keep_pngs)
+        shard_problems, samples = shard_problems + problems, samples + counted
     stray = stray_files(location, plan.shard_count, config.store)
     if stray:
         shard_problems.append(
@@ -234,9 +245,11 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
     if location.exists(location.path(REPORT_FILE)):  # the run finished: its sources.parquet
         problems += sources_problems(location, plan)
     lines, problems = lines + report_lines, shard_problems + problems
-    if not shard_problems:  # a sidecar matches the dataset it was made of: a whole one
-        problems += sidecar_problems(location, plan.digest)
-        storage_lines, storage_problems = storage_summary(location, config.store)
+    if not shard_problems:  # every planned shard complete; a sidecar matches a whole dataset
+        shards = list(range(plan.shard_count))
+        problems += sidecar_problems(location, plan.digest, shards)
+        storage_lines, storage_problems = storage_summary(location, config.store, shards,
+                                                          samples)
         lines, problems = lines + storage_lines, problems + storage_problems
     lines += _staged_note(location)
     if deep:
@@ -308,15 +321,16 @@ def sources_problems(location: Location, plan: Plan) -> list[str]:
             ] if moved else []
 
 
-def sidecar_problems(location: Location, digest: str) -> list[str]:
+def sidecar_problems(location: Location, digest: str, shards: list[int] | None = None
+                     ) -> list[str]:
     """Problems of relabel's sidecars: each must hold one finite Q for every distorted sample
-    of the dataset (the plan `digest`'s, as readers require), under the ensemble its name
-    says."""
+    of the dataset (the plan `digest`'s, as readers require; of its complete shards, or of
+    `shards` where the caller knows them complete), under the ensemble its name says."""
     names = labels_files(location)
     if not names:
         return []
     try:
-        index = read_index(location, columns=["key", "kind"])
+        index = read_index(location, shards, columns=["key", "kind"])
     except (OSError, ValueError):
         return []  # the shards' own problems are reported by check_shard
     expected = set(index.filter(pc.equal(index["kind"], "distorted"))["key"].to_pylist())

@@ -5,6 +5,7 @@ import functools
 import json
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -170,25 +171,40 @@ def tar_sha256(location: Location, path: str) -> str:
         return HashingStream(stream).hexdigest_to_end()
 
 
-def shard_problems(location: Location, index: int, digest: str | None, store: str,
-                   verify_hash: bool = False) -> list[str]:
+@dataclass(frozen=True)
+class ShardExamination:
+    """What examining a shard found: its problems (none: a complete shard of the plan) and
+    the stats and failures list it read on the way (None where it could not read them), for
+    a caller with more to check of the shard not to read them again."""
+    problems: list[str]
+    stats: dict | None = None
+    failures: list[dict] | None = None
+
+
+def examine_shard(location: Location, index: int, digest: str | None, store: str,
+                  verify_hash: bool = False) -> ShardExamination:
     """Why shard `index` of a dataset in mode `store` is not a complete shard of the plan
-    `digest` (empty when it is): its files (the merge needs its sources and failures lists
-    too, and they must hold what the stats count), its stats' plan digest, its parquet row
-    count and its tar's byte size against the stats, and with `verify_hash` the tar's SHA-256
-    too (reads the whole tar)."""
+    `digest` (no problem when it is): its files (the merge needs its sources and failures
+    lists too, and they must hold what the stats count), its stats' plan digest, its parquet
+    row count and its tar's byte size against the stats, and with `verify_hash` the tar's
+    SHA-256 too (reads the whole tar). Reads the stats and each list once."""
     paths = shard_files(location, index, store)
     missing = [kind for kind in ("tar", "parquet", "stats", "sources", "failures")
                if not location.exists(paths[kind])]
     if missing:
-        return [f"missing {', '.join(missing)}"]
+        return ShardExamination([f"missing {', '.join(missing)}"])
     try:
         stats = shard_stats(location, index)
         with location.fs.open_input_file(paths["parquet"]) as handle:
             rows = pq.read_metadata(handle).num_rows
     except (ValueError, OSError, pa.ArrowException) as error:
-        return [f"stats or parquet unreadable ({type(error).__name__}: {error})"]
-    problems = [problem] if (problem := lists_problem(location, paths, stats)) else []
+        return ShardExamination([f"stats or parquet unreadable ({type(error).__name__}: "
+                                 f"{error})"])
+    try:
+        _, failures = shard_lists(location, paths, stats)
+        problems = []
+    except ShardListsError as error:
+        failures, problems = None, [str(error)]
     if digest is not None and stats.get("plan_digest") != digest:
         problems.append(f"made under plan {str(stats.get('plan_digest'))[:12]}, not this "
                         f"run's {digest[:12]}")
@@ -198,7 +214,13 @@ def shard_problems(location: Location, index: int, digest: str | None, store: st
         problems.append(problem)
     elif verify_hash and tar_sha256(location, paths["tar"]) != stats.get("tar_sha256"):
         problems.append(TAR_CHANGED)
-    return problems
+    return ShardExamination(problems, stats, failures)
+
+
+def shard_problems(location: Location, index: int, digest: str | None, store: str,
+                   verify_hash: bool = False) -> list[str]:
+    """The problems `examine_shard` finds (empty for a complete shard of the plan)."""
+    return examine_shard(location, index, digest, store, verify_hash).problems
 
 
 class ShardListsError(ValueError):
@@ -228,16 +250,6 @@ def shard_lists(location: Location, paths: dict[str, str], stats: dict
     if wrong:
         raise ShardListsError(f"its lists hold {', '.join(wrong)}")
     return sources, failures
-
-
-def lists_problem(location: Location, paths: dict[str, str], stats: dict) -> str | None:
-    """What is wrong with a shard's sources and failures lists (shard_lists), None if
-    nothing."""
-    try:
-        shard_lists(location, paths, stats)
-    except ShardListsError as error:
-        return str(error)
-    return None
 
 
 def no_complete_shard(location: Location) -> FileNotFoundError:

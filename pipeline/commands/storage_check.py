@@ -9,37 +9,38 @@ import pyarrow.fs as pafs
 
 from shards.dataset import sample_stream
 from shards.layout import DEFAULT_STORE
-from shards.reader import complete_shards, shard_stats, tar_urls
+from shards.reader import tar_urls
 from shards.replay import Pending, ReplayError
 from shards.storage import Location
 
 
-def bytes_line(location: Location, store: str) -> str:
+def bytes_line(location: Location, store: str, shards: list[int], samples: int) -> str:
     """The store mode, the bytes of every file of the dataset in all and per sample of its
-    complete shards, and its tars' share."""
-    shards = complete_shards(location)
-    tars = sum(location.fs.get_file_info(url).size for url in tar_urls(location, shards))
+    complete `shards` (which hold `samples`), and those shards' tars' share: one listing."""
     listing = location.fs.get_file_info(pafs.FileSelector(location.root, recursive=True))
-    total = sum(info.size for info in listing if info.type == pafs.FileType.File)
-    samples = sum(shard_stats(location, index)["samples"] for index in shards)
+    sizes = {info.path: info.size for info in listing if info.type == pafs.FileType.File}
+    total = sum(sizes.values())
+    tars = sum(sizes[url] for url in tar_urls(location, shards))  # listed under the same root
     per_sample = f"{total / samples / 1e3:.1f} kB per sample" if samples else "no sample"
     return (f"storage: {store}, {total / 1e6:.1f} MB for {samples} samples ({per_sample}; "
             f"tars {tars / 1e6:.1f} MB)")
 
 
-def first_recipe_sample(location: Location) -> Pending | None:
-    """The first version of the dataset stored as its recipe (None where there is none)."""
-    for url in tar_urls(location):
+def first_recipe_sample(location: Location, shards: list[int]) -> Pending | None:
+    """The first version of the complete `shards` stored as its recipe (None where there is
+    none)."""
+    for url in tar_urls(location, shards):
         for sample in sample_stream(location, [url], decode=False):
             if isinstance(sample["encoded"], Pending):
                 return sample["encoded"]
     return None
 
 
-def replay_check(location: Location) -> tuple[list[str], list[str]]:
-    """(lines, problems) of one recipe sample replayed and verified."""
+def replay_check(location: Location, shards: list[int]) -> tuple[list[str], list[str]]:
+    """(lines, problems) of one recipe sample of the complete `shards` replayed and
+    verified."""
     try:
-        pending = first_recipe_sample(location)
+        pending = first_recipe_sample(location, shards)
     except (ValueError, OSError, tarfile.TarError) as error:  # a shard damaged since checked
         return [], [f"replay check: {error}"]
     if pending is None:
@@ -54,12 +55,14 @@ def replay_check(location: Location) -> tuple[list[str], list[str]]:
             f"{took:.0f} ms, its SHA-256 the recorded one"], []
 
 
-def storage_summary(location: Location, store: str) -> tuple[list[str], list[str]]:
-    """(lines, problems) of the dataset's storage."""
-    if not complete_shards(location):
+def storage_summary(location: Location, store: str, shards: list[int], samples: int
+                    ) -> tuple[list[str], list[str]]:
+    """(lines, problems) of the dataset's storage: its complete `shards`, which hold
+    `samples`."""
+    if not shards:
         return [], []
-    lines = [bytes_line(location, store)]
+    lines = [bytes_line(location, store, shards, samples)]
     if store == DEFAULT_STORE:
         return lines, []
-    replay_lines, problems = replay_check(location)
+    replay_lines, problems = replay_check(location, shards)
     return lines + replay_lines, problems

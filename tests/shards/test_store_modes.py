@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,6 @@ import webdataset as wds
 from PIL import Image
 
 import distortions
-from pipeline.commands.storage_check import bytes_line
 from pipeline.contact_sheet import render_shard_sheet
 from pipeline.inspect_dataset import check_shard, inspect
 from pipeline.plan import Plan
@@ -335,9 +335,10 @@ def test_inspect_counts_every_file_of_a_dataset(store_datasets):
     total = sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
     tars = sum(path.stat().st_size for path in (root / "shards").glob("*.tar.gz"))
     samples = 3 * (1 + 6)  # 3 references, 6 versions each
-    assert bytes_line(Location.parse(str(root)), "recipes") == (
-        f"storage: recipes, {total / 1e6:.1f} MB for {samples} samples "
-        f"({total / samples / 1e3:.1f} kB per sample; tars {tars / 1e6:.1f} MB)")
+    lines, problems = inspect(str(root))
+    assert problems == []
+    assert (f"storage: recipes, {total / 1e6:.1f} MB for {samples} samples "
+            f"({total / samples / 1e3:.1f} kB per sample; tars {tars / 1e6:.1f} MB)") in lines
 
 
 def test_a_denoiser_version_made_on_a_gpu_that_differs_here_says_where_it_was_made(
@@ -414,3 +415,22 @@ def test_a_recipe_stream_reads_each_shards_stats_once_a_pass(store_datasets, mon
     monkeypatch.setattr(Location, "read_bytes", counting)
     assert list(stream())
     assert sorted(reads) == sorted(set(reads)) and len(reads) == 2  # the fixture's 2 shards
+
+
+def test_inspect_reads_each_shards_stats_and_lists_once(store_datasets, monkeypatch):
+    """Checking a shard, counting its samples and the storage line share one read of its
+    stats, sources and failures (a round trip each on an object store); the replay check
+    reads the stats of the shard it replays from once more, as any reader does."""
+    reads = []
+    original = Location.read_bytes
+
+    def counting(self, path):
+        reads.append(path)
+        return original(self, path)
+    monkeypatch.setattr(Location, "read_bytes", counting)
+    lines, problems = inspect(str(store_datasets["recipes"]))
+    assert problems == [] and any(line.startswith("replay check:") for line in lines)
+    counts = Counter(path.rpartition("/shards/")[2] for path in reads if "/shards/" in path)
+    once = Counter(f"0000{index}_{name}" for index in (0, 1)
+                   for name in ("stats.json", "sources.json", "failures.jsonl"))
+    assert counts == once + Counter(["00000_stats.json"])
