@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                             metavar="N",
                             help="also replay N sampled versions from their recipes and "
                                  "re-score them (default 8)")
+    inspecting.add_argument("--sample-seed", type=_count, default=0, metavar="SEED",
+                            help="the seed that draws --deep's sample (default 0: the same "
+                                 "versions each time; another seed checks others)")
     inspecting.set_defaults(run=_inspect)
     materializing = commands.add_parser(
         "materialize", help="turn a recipes or hybrid dataset into an images one",
@@ -401,7 +404,7 @@ def _inspect(args: argparse.Namespace) -> int:
     location = Location.parse(args.out)
     if not location.exists(location.root):
         raise ValueError(f"{args.out} does not exist")
-    lines, problems = inspect(args.out, args.deep)
+    lines, problems = inspect(args.out, args.deep, args.sample_seed)
     if lines:
         print("\n".join(lines))
     for problem in problems:

@@ -214,9 +214,10 @@ def _read_manifest(location: Location) -> tuple[RunConfig, str]:
         raise _damaged(MANIFEST_FILE, error) from error
 
 
-def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
-    """(summary lines, problems) of the dataset in `out`; with `deep` > 0 that many sampled
-    versions are also replayed from their recipes and re-scored (pipeline.deep_check)."""
+def inspect(out: str, deep: int = 0, sample_seed: int = 0) -> tuple[list[str], list[str]]:
+    """(summary lines, problems) of the dataset in `out`; with `deep` > 0 that many versions
+    (drawn with `sample_seed`) are also replayed from their recipes and re-scored
+    (pipeline.deep_check)."""
     location = Location.parse(out)
     if not location.exists(location.root):
         return [], [f"{out} does not exist"]
@@ -253,7 +254,8 @@ def inspect(out: str, deep: int = 0) -> tuple[list[str], list[str]]:
         lines, problems = lines + storage_lines, problems + storage_problems
     lines += _staged_note(location)
     if deep:
-        deep_lines, deep_problems = deep_check(location, deep, keep_pngs=config.keep_pngs)
+        deep_lines, deep_problems = deep_check(location, deep, sample_seed,
+                                               keep_pngs=config.keep_pngs)
         lines, problems = lines + deep_lines, problems + deep_problems
     return lines, problems
 

@@ -565,6 +565,16 @@ def test_inspect_deep_before_the_folder_takes_its_default_count(argv, deep):
     assert (args.out, args.deep) == ("--deep" if argv[1] == "--" else "OUT", deep)
 
 
+@pytest.mark.parametrize(("argv", "deep", "seed"), [
+    (["inspect", "OUT", "--deep", "--sample-seed", "3"], 8, 3),
+    (["inspect", "--sample-seed=4", "--deep", "2", "OUT"], 2, 4),
+    (["inspect", "--deep", "OUT"], 8, 0)])
+def test_inspect_sample_seed_draws_another_sample(argv, deep, seed):
+    args = cli.build_parser().parse_args(cli._deep_count_given(argv))
+    assert (args.out, args.deep, args.sample_seed) == ("OUT", deep, seed)
+
+
+
 @pytest.mark.parametrize(("options", "images", "pixels"), [
     ([], 166, 512 * 384),  # the spec's own case: R = 16
     (["--bank", "reiqa", "--versions-per-ref", "11", "--metrics", "none"], 12, 512 * 384),

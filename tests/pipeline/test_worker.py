@@ -648,6 +648,8 @@ def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_p
     _, problems = deep_check(location, 100)
     assert problems == [f"{victim['key']}: mae scores {stored:.6g} here, {stored + 0.01} "
                         "stored"]
+    found = [bool(deep_check(location, 1, seed)[1]) for seed in range(48)]
+    assert any(found) and not all(found)  # a seed draws one of the 12 versions
     recipe = json.loads(victim["recipe"])  # a level value of its own is not replayed
     name = next(iter(distortions.get(recipe["distortion_id"]).levels[0]))
     tamper(recipe={**recipe, "params": {**recipe["params"], name: 10**6}})
