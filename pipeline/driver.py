@@ -30,8 +30,8 @@ from pipeline.lease import Lease
 from pipeline.output_folder import (
     STRIKES_FILE,
     clear_previous_run,
-    refuse_file,
     refuse_foreign,
+    refuse_unusable,
     remove_staged,
 )
 from pipeline.plan import Plan, chosen, label_identity, persist_or_check
@@ -383,7 +383,7 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
     started = time.perf_counter()
     absent = _check_weights(config)
     location = Location.parse(config.out)
-    refuse_file(location)
+    refuse_unusable(location)
     lease = Lease(location)
     for notice in lease.acquire(options.take_over):
         print(f"note: {notice}")

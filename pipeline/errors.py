@@ -13,6 +13,10 @@ class ForeignOutputError(PipelineError):
     """The output directory holds files of a dataset generate did not write (no plan.json)."""
 
 
+class OutputPathError(PipelineError):
+    """OUT names a local folder whose shards plain webdataset readers could not open."""
+
+
 class UnreachableStorageError(PipelineError):
     """SOURCES or OUT cannot be reached from a worker node."""
 

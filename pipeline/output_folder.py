@@ -7,7 +7,7 @@ import re
 
 import pyarrow.fs as pafs
 
-from pipeline.errors import ForeignOutputError
+from pipeline.errors import ForeignOutputError, OutputPathError
 from shards.layout import (
     ENSEMBLE_FILE,
     FAILURES_FILE,
@@ -27,11 +27,20 @@ RUN_FILES = (MANIFEST_FILE, ENSEMBLE_FILE, REPORT_FILE, SOURCES_FILE, FAILURES_F
              PLAN_FILE, STRIKES_FILE)
 
 
-def refuse_file(location: Location) -> None:
-    """The output must be a folder (or nothing yet), not a file (checked before its lease)."""
+URL_CUTS = "#?"  # where a URL's path ends: webdataset opens a local tar's path as a URL
+
+
+def refuse_unusable(location: Location) -> None:
+    """The output must be a folder (or nothing yet), not a file, and (local) a path whose
+    tars plain webdataset can open (checked before its lease)."""
     if location.fs.get_file_info(location.root).type == pafs.FileType.File:
         raise ForeignOutputError(f"{location.root} is a file, not a folder: choose another "
                                  "output folder")
+    cut = next((char for char in location.root if char in URL_CUTS), None)
+    if cut is not None and location.fs.type_name == "local":
+        raise OutputPathError(f"{location.root}: webdataset reads a tar's path as a URL, which "
+                              f"ends at the {cut!r}, so readers of its shards would look for "
+                              "another file: choose an output folder without '#' or '?'")
 
 
 def refuse_foreign(location: Location) -> None:

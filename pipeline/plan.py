@@ -251,13 +251,15 @@ def differences(old: Plan, new: Plan) -> list[str]:
     return changed
 
 
-def resized_sources(old: Plan, new: Plan) -> list[str]:
-    """The references of the same plan whose file size differs now, in words (where both
-    listings told it)."""
+def resized_sources(old: Plan, new: Plan, done: set[int]) -> list[str]:
+    """The references of the same plan in the finished shards `done` whose file size differs
+    now, in words (where both listings told it); a source of a shard not made yet is made
+    from what it holds now."""
     return [f"{printable(ref.uri)} is {after} bytes, was {before}"
-            for ref, before, after in zip(old.references, old.source_bytes, new.source_bytes,
-                                          strict=False)
-            if before is not None and after is not None and before != after]
+            for index, (ref, before, after) in enumerate(zip(
+                old.references, old.source_bytes, new.source_bytes, strict=False))
+            if before is not None and after is not None and before != after
+            and index // old.shard_refs in done]
 
 
 def _shown(value) -> str:
@@ -294,8 +296,9 @@ def read_plan(location: Location) -> Plan:
 
 def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> bool:
     """Write the plan, or check it against the one already there. Returns True when an
-    earlier run of this same plan exists (resume). A different plan raises PlanMismatchError
-    unless `restart` is set, in which case the caller clears the output first."""
+    earlier run of this same plan exists (resume: source_changes then checks its sources
+    against the finished shards). A different plan raises PlanMismatchError unless `restart`
+    is set, in which case the caller clears the output first."""
     path = location.path(PLAN_FILE)
     if location.exists(path) and not restart:
         existing = read_plan(location)
@@ -305,9 +308,6 @@ def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> b
                 f"({plan.digest[:12]}): {'; '.join(differences(existing, plan))}. Resuming "
                 "would mix two datasets: rerun with --restart to start over, or choose "
                 "another --out")
-        changed = resized_sources(existing, plan)
-        if changed:
-            raise sources_changed(location, changed, "since it was planned")
         return True
     location.makedirs(location.root)
     record_plan(location, plan)

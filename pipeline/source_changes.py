@@ -1,8 +1,9 @@
-"""Sources modified in place since their shard was made. A resume refuses a source whose size
-changed at once (plan.resized_sources); one whose size is the same but whose modification time
-is not is decoded again, as its shard's worker did, and its pixels compared with the SHA-256
-that shard recorded, so a photo replaced by another of the same byte size is named rather than
-mixed in, while a file only touched (or rewritten with the same pixels) resumes."""
+"""Sources modified in place since their shard was made. A resume refuses a source of a
+finished shard whose size changed at once (plan.resized_sources); one whose size is the same
+but whose modification time is not is decoded again, as its shard's worker did, and its
+pixels compared with the SHA-256 that shard recorded, so a photo replaced by another of the
+same byte size is named rather than mixed in, while a file only touched (or rewritten with
+the same pixels) resumes. A source of a shard not made yet is made from what it holds now."""
 
 import json
 from dataclasses import replace
@@ -10,7 +11,7 @@ from dataclasses import replace
 from tqdm import tqdm
 
 from pipeline.config import RunConfig
-from pipeline.plan import Plan, read_plan, record_plan, sources_changed
+from pipeline.plan import Plan, read_plan, record_plan, resized_sources, sources_changed
 from pipeline.sources import printable
 from pipeline.worker import ShardOutcome, prepare_reference
 from shards.layout import shard_name, shard_paths
@@ -92,7 +93,8 @@ def check_modified_sources(location: Location, plan: Plan, config: RunConfig,
     sources of finished shards that changed in place; else the listing's sizes and times are
     recorded, so that the next resume compares against these."""
     previous = read_plan(location)
-    changed = changed_pixels(location, plan, config, touched(previous, plan), set(done))
+    changed = (resized_sources(previous, plan, set(done))
+               or changed_pixels(location, plan, config, touched(previous, plan), set(done)))
     if changed:
         raise sources_changed(location, changed, "since their shards were made")
     count = len(plan.references)

@@ -27,7 +27,7 @@ from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.inspect_dataset import sidecar_problems, sources_problems
 from pipeline.lease import Lease
-from pipeline.output_folder import refuse_file, refuse_foreign, remove_staged
+from pipeline.output_folder import refuse_foreign, refuse_unusable, remove_staged
 from pipeline.plan import Plan, differences, finished_plan, persist_or_check, read_plan
 from shards.layout import (
     DEFAULT_STORE,
@@ -253,7 +253,7 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
         raise ConversionError(f"{source.root} is already a{'n' * (store == 'images')} "
                               f"{was.describe()} dataset: nothing to convert")
     plan = stored_plan(plan, becomes)
-    refuse_file(target)
+    refuse_unusable(target)
     lease = Lease(target, command)
     for notice in lease.acquire(take_over):
         print(f"note: {notice}")

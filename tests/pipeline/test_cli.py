@@ -332,6 +332,26 @@ def test_an_output_that_is_a_file_is_refused_before_anything(tmp_path, capsys):
     assert taken.read_text() == "mine"
 
 
+@pytest.mark.parametrize("cut", ["#", "?"])
+def test_an_output_whose_tars_webdataset_could_not_open_is_refused_before_anything(
+        tmp_path, capsys, cut):
+    """webdataset opens a local tar's path as a URL: one with '#' or '?' is cut there."""
+    import tarfile
+
+    import webdataset as wds
+
+    tar = tmp_path / f"x{cut}2.tar"
+    with tarfile.open(tar, "w") as handle:
+        handle.add(__file__, arcname="k.txt")
+    with pytest.raises(FileNotFoundError):
+        list(wds.WebDataset(str(tar), shardshuffle=False))
+    out = tmp_path / f"run{cut}2"
+    assert cli.main(["generate", "--sources", "embedded", "--out", str(out), "--metrics",
+                     "mae"]) == 2
+    assert "choose an output folder without '#' or '?'" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("option", ["--actors", "--max-in-flight"])
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_actor_and_in_flight_counts_below_one_are_refused(option, value, tmp_path, capsys):

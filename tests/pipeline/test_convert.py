@@ -18,7 +18,7 @@ import pytest
 import distortions
 from pipeline import cli
 from pipeline.commands.convert import ConversionError, convert, materialize
-from pipeline.errors import ForeignOutputError
+from pipeline.errors import ForeignOutputError, OutputPathError
 from pipeline.inspect_dataset import inspect
 from pipeline.lease import LEASE_FILE, LeaseHeldError
 from shards.reader import read_index
@@ -267,6 +267,9 @@ def test_a_folder_of_other_files_is_never_written_and_a_lease_is_respected(store
     assert (foreign / "manifest.json").read_text() == "theirs"
     with pytest.raises(ForeignOutputError, match="is a file, not a folder"):
         convert(str(store_datasets["images"]), str(foreign / "manifest.json"), "recipes")
+    with pytest.raises(OutputPathError, match=r"without '#' or '\?'"):
+        convert(str(store_datasets["images"]), str(tmp_path / "a?b"), "recipes")
+    assert not (tmp_path / "a?b").exists()
     assert sorted(p.name for p in foreign.iterdir()) == ["manifest.json", "shards"]
     busy = tmp_path / "busy"
     busy.mkdir()

@@ -54,6 +54,7 @@ def test_a_file_uri_in_a_list_file_is_checked_for_changes_on_resume(tmp_path, fa
     """A file:// line carries its file's size and time, as a plain path does: a source
     rewritten between an interruption and the resume is named, not mixed in."""
     from pipeline.plan import PlanMismatchError
+    from pipeline.source_changes import check_modified_sources
 
     folder = tmp_path / "odd"
     folder.mkdir()
@@ -70,10 +71,10 @@ def test_a_file_uri_in_a_list_file_is_checked_for_changes_on_resume(tmp_path, fa
     persist_or_check(plan, Location.parse(config.out))
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)).save(
         folder / "b#2.png")
-    with pytest.raises(PlanMismatchError, match=r"1 sources changed since it was planned \("
-                       rf"file://{folder / 'b#2.png'} is \d+ bytes"):
-        persist_or_check(Plan.make(list_sources(str(table)), config),
-                         Location.parse(config.out))
+    with pytest.raises(PlanMismatchError, match=r"1 sources changed since their shards were "
+                       rf"made \(file://{folder / 'b#2.png'} is \d+ bytes"):
+        check_modified_sources(Location.parse(config.out),
+                               Plan.make(list_sources(str(table)), config), config, done=[0])
 
 
 def test_a_file_larger_than_any_image_within_the_limit_is_refused_unread(tmp_path):

@@ -183,31 +183,40 @@ def test_plan_is_deterministic_and_refuses_another_plan(tmp_path, fast_config):
     assert persist_or_check(other, location, restart=True) is False
 
 
-def test_a_source_whose_size_changed_since_the_plan_is_not_resumed(tmp_path, fast_config,
-                                                                    small_image):
+def test_a_source_whose_size_changed_since_its_shard_was_made_is_not_resumed(
+        tmp_path, fast_config, small_image, mae_ensemble):
     """A source exported again between an interruption and the resume (the same names):
-    resuming would make its shard from other pixels than the shards already made."""
+    resuming would mix its finished shard's versions with those made of other pixels. One
+    whose shard is not made yet is made from what it holds now (its new size recorded)."""
     folder = tmp_path / "sources"
     folder.mkdir()
     for name, shift in (("a", 0), ("b", 40)):
         Image.fromarray(np.roll(small_image, shift, axis=1)).save(folder / f"{name}.png")
-    config = fast_config(str(folder))
+    config = fast_config(str(folder), shard_refs=1, distortion_ids=(1,), levels=(1,),
+                         metrics=("mae",))
     location = Location.parse(config.out)
     plan = Plan.make(list_sources(str(folder)), config)
     assert plan.source_bytes == tuple((folder / n).stat().st_size for n in ("a.png", "b.png"))
     persist_or_check(plan, location)
+    produce_shard(0, plan, config, local_scorer(Labeler(metrics=("mae",), device="cpu")),
+                  mae_ensemble, location)  # shard 0 (a.png) finished, shard 1 not begun
     Image.fromarray(small_image[::-1]).save(folder / "b.png", compress_level=0)
-    changed = Plan.make(list_sources(str(folder)), config)
-    assert changed.digest == plan.digest  # the same names: the same dataset, by its plan
-    with pytest.raises(PlanMismatchError, match=rf"1 sources changed since it was planned "
-                       rf"\({folder / 'b.png'} is {(folder / 'b.png').stat().st_size} bytes, "
-                       rf"was {plan.source_bytes[1]}\)\. .*--restart"):
-        persist_or_check(changed, location)
+    b_resized = Plan.make(list_sources(str(folder)), config)
+    assert b_resized.digest == plan.digest  # the same names: the same dataset, by its plan
+    assert persist_or_check(b_resized, location) is True
+    check_modified_sources(location, b_resized, config, done=[0])
+    assert read_plan(location).source_bytes[1] == (folder / "b.png").stat().st_size
+    Image.fromarray(small_image[::-1]).save(folder / "a.png", compress_level=0)
+    a_resized = Plan.make(list_sources(str(folder)), config)
+    with pytest.raises(PlanMismatchError, match=rf"1 sources changed since their shards were "
+                       rf"made \({folder / 'a.png'} is {(folder / 'a.png').stat().st_size} "
+                       rf"bytes, was {plan.source_bytes[0]}\)\. .*--restart"):
+        check_modified_sources(location, a_resized, config, done=[0])
     old = {k: v for k, v in json.loads((tmp_path / "out" / "plan.json").read_text()).items()
-           if k != "source_bytes"}  # a plan made before sizes were kept: not compared
+           if k not in ("source_bytes", "source_mtimes")}  # a plan made before sizes were kept
     (tmp_path / "out" / "plan.json").write_text(json.dumps(old))
-    assert persist_or_check(changed, location) is True
-    assert persist_or_check(changed, location, restart=True) is False
+    check_modified_sources(location, a_resized, config, done=[0])  # not compared
+    assert persist_or_check(a_resized, location, restart=True) is False
     with pytest.raises(ValueError, match="source_bytes is not one integer"):
         Plan.from_json({**plan.to_json(), "source_bytes": [1]})
 
