@@ -26,6 +26,7 @@ without unfolding every 16 x 16 block: four merges per block instead of sixteen 
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -71,6 +72,7 @@ BETA1 = math.exp(-THRESH1 / THRESH2)
 BETA2 = 1.0 / (math.log(10.0) * THRESH2)
 
 DTYPE = torch.float64
+IMAGES_PER_GROUP = 2  # CPU: distorted images a log-Gabor pass takes (its arrays stay in cache)
 
 
 def lightness(gray: torch.Tensor) -> torch.Tensor:
@@ -95,9 +97,35 @@ def make_csf(rows: int, cols: int, device: torch.device | str = "cpu") -> torch.
 
 
 def csf_filter(image: torch.Tensor, csf: torch.Tensor) -> torch.Tensor:
-    """real(ifft2(ifftshift(fftshift(fft2(image)) .* csf))) over the last two dims."""
-    spectrum = torch.fft.fft2(image) * torch.fft.ifftshift(csf, dim=(-2, -1))
-    return torch.fft.ifft2(spectrum).real
+    """real(ifft2(ifftshift(fftshift(fft2(image)) .* csf))) over the last two dims, by real
+    transforms: for a real image that real part is the filtering by the even part of the
+    (ifftshifted) CSF, (s(k) + s(-k)) / 2, whose product with the spectrum is Hermitian."""
+    shifted = torch.fft.ifftshift(csf, dim=(-2, -1))
+    mirrored = torch.roll(shifted.flip(-2, -1), (1, 1), (-2, -1))  # s(-k mod size)
+    even = ((shifted + mirrored) / 2)[..., : csf.shape[-1] // 2 + 1]
+    return torch.fft.irfft2(torch.fft.rfft2(image) * even, s=image.shape[-2:])
+
+
+def full_spectrum(image: torch.Tensor) -> torch.Tensor:
+    """fft2 of real images from their rfft2 (a third of the work), the other columns by
+    Hermitian symmetry: X[r, c] = conj(X[-r, -c])."""
+    cols = image.shape[-1]
+    half = torch.fft.rfft2(image)
+    spectrum = torch.empty((*half.shape[:-1], cols), dtype=half.dtype, device=half.device)
+    kept = half.shape[-1]
+    spectrum[..., :kept] = half
+    if cols > kept:  # columns kept .. cols-1 mirror columns cols-kept .. 1, rows negated
+        mirrored = half[..., 1 : cols - kept + 1].flip(-1, -2).roll(1, -2)
+        spectrum[..., kept:] = mirrored.conj()
+    return spectrum
+
+
+def magnitude(z: torch.Tensor) -> torch.Tensor:
+    """|z| of a complex tensor: on a CPU by numpy's vectorised complex abs (torch's CPU one
+    is about ten times slower; the two differ by at most an ulp)."""
+    if z.device.type != "cpu":
+        return z.abs()
+    return torch.from_numpy(np.abs(z.numpy()))
 
 
 def gabor_wavelengths() -> tuple[float, ...]:
@@ -172,39 +200,53 @@ def grid_size(length: int) -> int:
 
 
 def _cell_moments(x: torch.Tensor, order: int) -> list[torch.Tensor]:
-    """Mean and central sums of powers 2..order of each non-overlapping 4 x 4 cell."""
+    """Mean and central sums of powers 2..order of each non-overlapping 4 x 4 cell: its 16
+    samples as 16 strided views, accumulated on cell-sized arrays (no 16-sample copies)."""
     rows, cols = x.shape[-2] // STRIDE, x.shape[-1] // STRIDE
-    cells = x[..., : rows * STRIDE, : cols * STRIDE]
-    cells = cells.reshape(*x.shape[:-2], rows, STRIDE, cols, STRIDE)
-    mean = cells.mean(dim=(-3, -1))
-    d = cells - mean[..., :, None, :, None]
-    d2 = d * d
-    moments = [mean, d2.sum(dim=(-3, -1))]
-    if order > 2:
-        moments += [(d2 * d).sum(dim=(-3, -1)), (d2 * d2).sum(dim=(-3, -1))]
-    return moments
+    x = x[..., : rows * STRIDE, : cols * STRIDE]
+    samples = [x[..., i::STRIDE, j::STRIDE] for i in range(STRIDE) for j in range(STRIDE)]
+    mean = samples[0].clone()
+    for sample in samples[1:]:
+        mean += sample
+    mean /= len(samples)
+    sums = [torch.zeros_like(mean) for _ in range(order - 1)]  # powers 2 .. order
+    d, d2 = torch.empty_like(mean), torch.empty_like(mean)
+    for sample in samples:
+        torch.sub(sample, mean, out=d)
+        torch.mul(d, d, out=d2)
+        sums[0] += d2
+        if order > 2:
+            sums[1].addcmul_(d2, d)
+            sums[2].addcmul_(d2, d2)
+    return [mean, *sums]
 
 
 def _block_moments(x: torch.Tensor, size: int, order: int) -> tuple[torch.Tensor, ...]:
     """Mean and central sums of powers 2..order (2 or 4) of the size x size blocks at stride 4 whose
     corners lie on the grid, from 4 x 4 cells merged in pairs of equal count (Chan et al. /
     Pebay updates): neighbouring cells along the columns, then those pairs, then the same down
-    the rows, so a 16 x 16 block takes four merges over every block of every image at once."""
+    the rows, so a 16 x 16 block takes four merges over every block of every image at once.
+    The merges run on the cell grids flattened (contiguous operands): a neighbour `step` cells
+    on is `step` places on along the columns, `step * cols` down the rows; a pair that wraps
+    past a row's (or an image's) end is one of a cell no kept block starts in."""
     grid_rows, grid_cols = grid_size(x.shape[-2]), grid_size(x.shape[-1])
     span = size // STRIDE  # a power of two: 4 for BLOCK, 2 for SUB_BLOCK
     moments = _cell_moments(x, order)
     if grid_rows == 0 or grid_cols == 0:
         return tuple(m[..., :grid_rows, :grid_cols] for m in moments[:order])
+    shape = moments[0].shape
+    flat = [m.reshape(-1) for m in moments]
     count = STRIDE * STRIDE
-    for dim in (-1, -2):
+    for unit in (1, shape[-1]):
         step = 1
         while step < span:
-            length = moments[0].shape[dim] - step
-            first = [m.narrow(dim, 0, length) for m in moments]
-            second = [m.narrow(dim, step, length) for m in moments]
-            moments = _merge_equal(first, second, count)
+            shift = step * unit
+            length = flat[0].numel() - shift
+            flat = _merge_equal([m[:length] for m in flat], [m[shift:] for m in flat], count)
             count, step = 2 * count, 2 * step
-    return tuple(m[..., :grid_rows, :grid_cols] for m in moments[:order])
+    missing = shape.numel() - flat[0].numel()  # the last cells, which no kept block starts in
+    return tuple(F.pad(m, (0, missing)).reshape(shape)[..., :grid_rows, :grid_cols]
+                 for m in flat[:order])
 
 
 def _merge_equal(a: list[torch.Tensor], b: list[torch.Tensor], count: int
@@ -300,9 +342,13 @@ def local_mse(ref_gray: torch.Tensor, dist_gray: torch.Tensor) -> torch.Tensor:
     p-7..p+8 and columns q-7..q+8 with mirrored (edge-repeating) borders."""
     squared = (ref_gray - dist_gray) ** 2
     padded = symmetric_pad(squared, (BLOCK - 1) // 2, BLOCK // 2)
-    flat = padded.reshape(-1, 1, *padded.shape[-2:])
-    box = F.avg_pool2d(F.avg_pool2d(flat, (BLOCK, 1), stride=1), (1, BLOCK), stride=1)
-    return box.reshape(squared.shape)
+    # box sums as differences of running sums: the squares of differences of integer gray
+    # values are integers, so every sum is exact (< 2^53) in any order
+    for dim in (-2, -1):
+        running = F.pad(padded.cumsum(dim), (1, 0) if dim == -1 else (0, 0, 1, 0))
+        length = running.shape[dim] - BLOCK
+        padded = running.narrow(dim, BLOCK, length) - running.narrow(dim, 0, length)
+    return padded / (BLOCK * BLOCK)
 
 
 # ---- combination ------------------------------------------------------------------------
@@ -331,8 +377,9 @@ class MADReference:
     filtered: torch.Tensor      # H x W, CSF-filtered lightness
     mean: torch.Tensor          # grid, 16 x 16 block mean of `filtered`
     min_std: torch.Tensor       # grid, ical_std's modified std of `filtered`
-    gabor_bank: torch.Tensor    # 5 x 4 x H x W, fftshifted log-Gabor filters
-    gabor_stats: torch.Tensor   # 5 x 4 x 3 x grid: std, skewness, kurtosis of |responses|
+    gabor_bank: torch.Tensor    # 20 x H x W complex, fftshifted log-Gabor filters, (scale,
+                                # orientation) in order
+    gabor_stats: torch.Tensor   # 20 x 3 x grid: std, skewness, kurtosis of |responses|
 
 
 class MAD(Metric):
@@ -349,10 +396,12 @@ class MAD(Metric):
         self._banks: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _filters(self, rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The CSF and the log-Gabor bank for this size, kept for the last size seen."""
+        """The CSF and the log-Gabor bank (complex: multiplied by spectra, never promoted
+        per pass) for this size, kept for the last size seen."""
         if (rows, cols) not in self._banks:
+            bank = log_gabor_bank(rows, cols, self.device).flatten(0, 1)
             self._banks = {(rows, cols): (make_csf(rows, cols, self.device),
-                                          log_gabor_bank(rows, cols, self.device))}
+                                          bank.to(torch.complex128))}
         return self._banks[(rows, cols)]
 
     def prepare(self, ref: torch.Tensor) -> MADReference:
@@ -360,8 +409,8 @@ class MAD(Metric):
         csf, bank = self._filters(*gray.shape)
         filtered = csf_filter(lightness(gray), csf)
         mean, _ = block_mean_std(filtered)
-        responses = torch.fft.ifft2(torch.fft.fft2(gray) * bank).abs()
-        stats = torch.stack(block_std_skew_kurt(responses), dim=2)
+        responses = magnitude(torch.fft.ifft2(full_spectrum(gray) * bank))
+        stats = torch.stack(block_std_skew_kurt(responses), dim=1)
         return MADReference(gray, csf, filtered, mean, block_min_std(filtered), bank, stats)
 
     def compare(self, prepared: MADReference, dist: torch.Tensor) -> torch.Tensor:
@@ -387,19 +436,30 @@ class MAD(Metric):
         """d_appear of N gray images (N x H x W, 0..255) against the prepared reference: the
         log-Gabor responses of several filters per pass (all 20 on a GPU)."""
         rows, cols = gray.shape[-2:]
-        spectrum = torch.fft.fft2(gray)[:, None]
-        bank = prepared.gabor_bank.flatten(0, 1)
-        ref_stats = prepared.gabor_stats.flatten(0, 1)
-        weights = torch.tensor(scale_weights(), dtype=DTYPE, device=gray.device)
+        spectra = full_spectrum(gray)[:, None]
+        cuda = self.device.type == "cuda"
+        per_pass = len(prepared.gabor_bank) if cuda else 1  # CPU: cache-sized passes of
+        per_group = len(gray) if cuda else IMAGES_PER_GROUP  # one filter on a few images
+        return edge_rms(grid_to_pixels(torch.cat([
+            self._appearance_grid(prepared, spectra[first : first + per_group], per_pass)
+            for first in range(0, len(gray), per_group)]), rows, cols))
+
+    @staticmethod
+    def _appearance_grid(prepared: MADReference, spectra: torch.Tensor, per_pass: int
+                         ) -> torch.Tensor:
+        """The weighted statistics differences on the block grid of N images from their
+        spectra (N x 1 x H x W), `per_pass` filters at a time."""
+        rows, cols = spectra.shape[-2:]
+        weights = torch.tensor(scale_weights(), dtype=DTYPE, device=spectra.device)
         weights = weights.repeat_interleave(GABOR_ORIENTATIONS).view(-1, 1, 1)
-        per_pass = len(bank) if self.device.type == "cuda" else 1  # CPU: cache-sized
-        difference = torch.zeros_like(gray[..., : grid_size(rows), : grid_size(cols)])
-        for start in range(0, len(bank), per_pass):
+        difference = torch.zeros((len(spectra), grid_size(rows), grid_size(cols)), dtype=DTYPE,
+                                 device=spectra.device)
+        for start in range(0, len(prepared.gabor_bank), per_pass):
             part = slice(start, start + per_pass)
-            response = torch.fft.ifft2(spectrum * bank[part]).abs()
+            response = magnitude(torch.fft.ifft2(spectra * prepared.gabor_bank[part]))
             std, skew, kurt = block_std_skew_kurt(response)
-            ref_std, ref_skew, ref_kurt = ref_stats[part].unbind(dim=1)
+            ref_std, ref_skew, ref_kurt = prepared.gabor_stats[part].unbind(dim=1)
             terms = ((ref_std - std).abs() + SKEW_WEIGHT * (ref_skew - skew).abs()
                      + (ref_kurt - kurt).abs())
             difference = difference + (weights[part] * terms).sum(dim=1)
-        return edge_rms(grid_to_pixels(difference, rows, cols))
+        return difference

@@ -155,7 +155,29 @@ def corr_dn(
     image mirrored about its edge samples (x[-1] = x[1]), evaluated at rows and columns start,
     start + step, ... below stop (0-based, exclusive; default the image size). N x K x h x w."""
     window = _reflected_window(images, filters.shape[-1], step, start, stop)
-    return F.conv2d(window, filters[:, None], stride=step)
+    if window.device.type != "cpu":
+        return F.conv2d(window, filters[:, None], stride=step)
+    return _tap_sum(window, filters, step)
+
+
+def _tap_sum(window: torch.Tensor, filters: torch.Tensor, step: int) -> torch.Tensor:
+    """F.conv2d(window, filters[:, None], stride=step) on a CPU as the sum, tap by tap in
+    row-major order, of the window's shifted (strided) views times the tap: float64 conv2d
+    there copies the window k^2 times (im2col) for a product with one or two filters."""
+    size = filters.shape[-1]
+    rows = (window.shape[-2] - size) // step + 1
+    cols = (window.shape[-1] - size) // step + 1
+    taps = filters[None, :, :, :, None, None]  # 1 x K x k x k x 1 x 1
+    total = None
+    for row in range(size):
+        for col in range(size):
+            view = window[..., row : row + step * (rows - 1) + 1 : step,
+                          col : col + step * (cols - 1) + 1 : step]
+            if total is None:
+                total = view * taps[:, :, row, col]
+            else:
+                total.addcmul_(view, taps[:, :, row, col])
+    return total
 
 
 def _reflected_window(images: torch.Tensor, size: int, step: int, start: tuple[int, int],
@@ -211,10 +233,15 @@ def at_block_centres(images: torch.Tensor, side: int) -> torch.Tensor:
     """corrDn(images, ones(side)/side^2, 'reflect1', [M M], floor(M/2) + 1, size - ceil(M/2) + 1):
     the mean of a side x side box centred on every M x M block of images whose sides are
     multiples of M (average pooling: the same sums as the convolution, much faster)."""
+    return F.avg_pool2d(block_window(images, side), side, stride=M)
+
+
+def block_window(images: torch.Tensor, side: int) -> torch.Tensor:
+    """The reflected region `at_block_centres` pools (gathered values: the window of a
+    product is the product of the windows)."""
     rows, cols = images.shape[-2:]
     stop = (rows - ceil(M / 2) + 1, cols - ceil(M / 2) + 1)
-    window = _reflected_window(images, side, M, (M // 2, M // 2), stop)
-    return F.avg_pool2d(window, side, stride=M)
+    return _reflected_window(images, side, M, (M // 2, M // 2), stop)
 
 
 def crop_to_blocks(band: torch.Tensor) -> torch.Tensor:
@@ -265,6 +292,7 @@ class ReferenceSubband:
     variance: torch.Tensor      # ss_x: window sums of squares less side^2 mean^2, >= 0
     s_field: torch.Tensor       # border-cropped S field
     eigenvalues: torch.Tensor   # the M^2 eigenvalues of C_u
+    window: torch.Tensor        # block_window of the coefficients
 
 
 @dataclass(frozen=True)
@@ -279,10 +307,13 @@ def channel(ref: ReferenceSubband, dist: torch.Tensor) -> tuple[torch.Tensor, to
     """vifsub_est_M: gain g and noise variance sv^2 of dist = g ref + v at every block centre,
     border-cropped, for N distorted subbands (N x 1 x h x w), with the reference's clamps."""
     area = ref.side * ref.side
-    mean = at_block_centres(dist, ref.side)
-    sums = at_block_centres(torch.cat([ref.coefficients * dist, dist * dist]), ref.side) * area
-    covariance = sums[: len(dist)] - area * ref.mean * mean
-    variance = (sums[len(dist) :] - area * mean**2).clamp_min(0)
+    window = block_window(dist, ref.side)
+
+    def pooled(values: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(values, ref.side, stride=M)
+    mean = pooled(window)
+    covariance = pooled(ref.window * window) * area - area * ref.mean * mean
+    variance = (pooled(window * window) * area - area * mean**2).clamp_min(0)
     gain = covariance / (ref.variance + TOL)
     noise = (variance - gain * covariance) / area
     flat_ref, flat_dist = ref.variance < TOL, variance < TOL
@@ -310,6 +341,7 @@ def reference_subband(band: torch.Tensor, cell: int, level: int, slot: int) -> R
         variance=variance,
         s_field=crop_border(s_field, border_blocks(side)),
         eigenvalues=eigenvalues,
+        window=block_window(y, side),
     )
 
 

@@ -340,9 +340,9 @@ def viqa_3_0_1(metric: MAD, ref: torch.Tensor, dist: torch.Tensor) -> float:
     difference = torch.zeros_like(mean)
     for s, weight in enumerate(scale_weights()):
         for o in range(4):
-            response = torch.fft.ifft2(spectrum * prepared.gabor_bank[s, o]).abs()
+            response = torch.fft.ifft2(spectrum * prepared.gabor_bank[4 * s + o]).abs()
             std, skew, kurt = block_std_skew_kurt(response)
-            ref_std, ref_skew, ref_kurt = prepared.gabor_stats[s, o]
+            ref_std, ref_skew, ref_kurt = prepared.gabor_stats[4 * s + o]
             difference += weight * ((ref_std - std).abs() + 2 * (ref_skew - skew).abs()
                                     + (ref_kurt - kurt).abs())
     d_appear = crop_rms(grid_to_pixels(difference, rows, cols))

@@ -291,7 +291,8 @@ def test_a_reference_that_never_fits_is_a_device_memory_error(small_image):
     assert labeler.metrics["mae"].tries == MEMORY_TRIES
 
 
-@pytest.mark.parametrize(("before", "after"), [(2, 2), (5, 5), (7, 8), (0, 3)])
+@pytest.mark.parametrize(("before", "after"), [(2, 2), (5, 5), (7, 8), (0, 3), (9, 13), (10, 12),
+                                               (0, 30)])  # pads past a side reflect again
 def test_symmetric_pad_is_numpys_symmetric_padding(before, after):
     """The one padding SSIM's dense maps, NLPD's pyramid and MAD's local MSE share, against
     numpy.pad's 'symmetric' mode (MATLAB imfilter's, the edge sample repeated)."""
@@ -301,3 +302,21 @@ def test_symmetric_pad_is_numpys_symmetric_padding(before, after):
     expected = np.pad(image, ((0, 0), (0, 0), (before, after), (before, after)), "symmetric")
     np.testing.assert_array_equal(symmetric_pad(torch.from_numpy(image), before, after).numpy(),
                                   expected)
+
+
+def test_the_gray_image_is_the_same_for_every_colour_on_a_cpu_as_the_device_expression():
+    """All 2^24 colours: the CPU's gray (numpy, channels added in order) equals the expression
+    a GPU runs (torch's float64 weighted sum over the channels, then rounded)."""
+    from distortions.colorspace import GRAY_WEIGHTS
+    from labelers.inputs import gray_rounded
+
+    values = torch.arange(256, dtype=torch.uint8)
+    colours = torch.stack(torch.meshgrid(values, values, values, indexing="ij")).reshape(
+        1, 3, 4096, 4096)
+    weights = torch.tensor(GRAY_WEIGHTS, dtype=torch.float64).view(1, 3, 1, 1)
+    expected = torch.floor((colours.double() * weights).sum(dim=1, keepdim=True) + 0.5)
+    assert torch.equal(gray_rounded(colours, torch.float64), expected)
+    channels_last = colours.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # as loaded
+    corner = channels_last[..., :64, :64]
+    for images in (corner, corner.float()):  # strided, and float
+        assert torch.equal(gray_rounded(images, torch.float64), expected[..., :64, :64])
