@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from shards.storage import Location
 from training.losses import QualityLoss
 from training.model import ModelConfig, build_model
+from training.precision import FP32, Inputs
 from training.shard_data import (
     ShardStream,
     StreamConfig,
@@ -36,7 +37,8 @@ def loader(dataset: str, crop: int, batch: int, workers: int) -> DataLoader:
     splits = reference_splits(location)
     shards = split_shards(location, distorted_index(location), splits, "train")
     stream = ShardStream(StreamConfig(dataset, shards, Target(), Augment(crop=crop)))
-    return DataLoader(stream, batch_size=batch, num_workers=workers)
+    return DataLoader(stream, batch_size=batch, num_workers=workers,
+                      pin_memory=torch.cuda.is_available())
 
 
 def _rate(images_per_step: int, steps: int, step) -> float:
@@ -57,11 +59,13 @@ def model_step(backbone: str, device: torch.device, batch: int, crop: int):
     model = build_model(ModelConfig(backbone, init="random")).model
     model.to(device).train()
     adam, loss_fn = torch.optim.Adam(model.parameters(), lr=1e-4), QualityLoss()
-    images = torch.randn(batch, 3, crop, crop, device=device)
+    augment = Augment(crop=crop)
+    inputs = Inputs(augment.mean, augment.std, device, FP32)  # as the loop normalises
+    images = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8, device=device)
     targets = torch.rand(batch, device=device)
 
     def step(images=images, targets=targets):
-        loss = loss_fn(model(images.to(device))[:, 0], targets.to(device))
+        loss = loss_fn(model(inputs(images))[:, 0], targets.to(device))
         adam.zero_grad(set_to_none=True)
         loss.backward()
         adam.step()

@@ -262,7 +262,7 @@ def _train_rate(device: torch.device, backbone: str, crop: int, batch: int, step
               {}, precision=resolved)
     resolved.prepare(model.to(device))
     optimizer, _ = optimiser(model, run.optim)
-    images = torch.randn(batch, 3, crop, crop)
+    images = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8)  # as loaded
     targets = torch.rand(batch)
     if device.type == "cuda":
         images, targets = images.pin_memory(), targets.pin_memory()

@@ -186,13 +186,14 @@ def _add_objective(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--versions", type=POSITIVE, default=None,
                        help="label-free: versions drawn per reference and epoch (default "
                             "all; contrastive: 11 of different types, Re-IQA's chunk)")
-    group.add_argument("--temperature", type=float, default=0.2,
+    group.add_argument("--temperature", type=float, default=ObjectiveConfig().temperature,
                        help="contrastive: InfoNCE temperature (default 0.2, MoCo-v2's)")
-    group.add_argument("--queue-size", type=POSITIVE, default=65536,
+    group.add_argument("--queue-size", type=POSITIVE, default=ObjectiveConfig().queue_size,
                        help="contrastive: negative keys kept (default 65536, MoCo's)")
-    group.add_argument("--moco-momentum", type=float, default=0.999,
+    group.add_argument("--moco-momentum", type=float,
+                       default=ObjectiveConfig().moco_momentum,
                        help="contrastive: the key encoder's momentum (default 0.999)")
-    group.add_argument("--key-splits", type=POSITIVE, default=1,
+    group.add_argument("--key-splits", type=POSITIVE, default=ObjectiveConfig().key_splits,
                        help="contrastive: shuffling-BN parts per rank: the keys of every "
                             "rank are shuffled and encoded in ranks x this many parts "
                             "(default 1, MoCo's one per GPU; on one GPU 1 leaves batch-norm "
@@ -219,7 +220,31 @@ def _augment(args) -> Augment:
                    expected.std)
 
 
+def _unread_options(args) -> list[str]:
+    """The options given (away from their defaults) that pretrain's --objective never reads:
+    they would be recorded in its checkpoints, and refuse a resume, for nothing."""
+    unset = ObjectiveConfig()
+    given = {
+        "contrastive": {"--temperature": args.temperature != unset.temperature,
+                        "--queue-size": args.queue_size != unset.queue_size,
+                        "--moco-momentum": args.moco_momentum != unset.moco_momentum,
+                        "--key-splits": args.key_splits != unset.key_splits,
+                        "--no-half-scale": args.no_half_scale},
+        "regression": {"--loss": args.loss != PRETRAIN.loss,
+                       "--soft-rank-temperature": args.soft_rank_temperature
+                       != PRETRAIN.temperature}}
+    unread = [name for objective, options in given.items() if objective != args.objective
+              for name, set_ in options.items() if set_]
+    return unread + (["--versions"] if args.objective == "regression" and args.versions
+                     else [])
+
+
 def _pretrain(args) -> int:
+    unread = _unread_options(args)
+    if unread:
+        raise ValueError(f"{', '.join(unread)} {'does' if len(unread) == 1 else 'do'} not "
+                         f"apply to --objective {args.objective}: leave "
+                         f"{'it' if len(unread) == 1 else 'them'} out")
     pretrain(PretrainConfig(
         args.dataset, args.out, _model(args), _optim(args),
         tuple(Target(name) for name in args.target), _augment(args), _names(args.val_refs),

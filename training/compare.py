@@ -72,15 +72,19 @@ def _cell(value: float | None) -> str:
 
 
 def table(results: list[Path]) -> str:
-    """A text table, one row per results.json or evaluation.json, labelled by its folder."""
-    header = (f"{'run':<24}{'kind':<10}{'start':<32}{'train -> test':<28}"
+    """A text table, one row per results.json or evaluation.json, labelled by its folder; each
+    text column as wide as its longest entry (names and paths whole)."""
+    read = [(path.parent.name or ".", read_row(path)) for path in results]
+    texts = [("run", [label for label, _ in read]), ("kind", [row.kind for _, row in read]),
+             ("start", [row.start for _, row in read]),
+             ("train -> test", [row.datasets for _, row in read])]
+    widths = [max([len(name), *map(len, column)]) + 2 for name, column in texts]
+    header = ("".join(f"{name:<{width}}" for (name, _), width in zip(texts, widths, strict=True))
               + "".join(f"{name.upper():>10}" for name in FIGURES) + f"{'repeats':>9}")
     rows = [header, "-" * len(header)]
-    for path in results:
-        row = read_row(path)
-        label = path.parent.name or "."
-        rows.append(f"{label[-22:]:<24}{row.kind:<10}{row.start[-30:]:<32}"
-                    f"{row.datasets[-26:]:<28}"
+    for index, (_, row) in enumerate(read):
+        rows.append("".join(f"{column[index]:<{width}}"
+                            for (_, column), width in zip(texts, widths, strict=True))
                     + "".join(_cell(row.figures.get(name)) for name in FIGURES)
                     + f"{row.repeats:>9}")
     return "\n".join(rows)

@@ -64,11 +64,31 @@ def _own_choices(trained: TrainedRun, config: EvaluateConfig,
     return config
 
 
+def _pretrained_choices(trained: TrainedRun, config: EvaluateConfig,
+                        notices: list[str]) -> EvaluateConfig:
+    """On the shards the checkpoint was pretrained on: Q under the ensemble it learnt where
+    no other is chosen, and a notice naming the references it trained on among those
+    evaluated."""
+    if config.ensemble is None and trained.ensemble is not None:
+        notices.append(f"Q under ensemble {trained.ensemble}, which {config.checkpoint} was "
+                       "pretrained on")
+        config = replace(config, ensemble=trained.ensemble)
+    elif config.ensemble != trained.ensemble:
+        notices.append(f"{config.checkpoint} was pretrained on Q under ensemble "
+                       f"{trained.ensemble or '(the stored one)'}; it is tested on Q under "
+                       f"{config.ensemble}")
+    seen = trained.seen_notice(config.checkpoint, config.root, set(config.refs), "evaluate")
+    notices.extend([seen] if seen else [])
+    return config
+
+
 def _load(trained: TrainedRun, config: EvaluateConfig, notices: list[str]
           ) -> tuple[EvaluateConfig, list, bool]:
     """(the config with the checkpoint's own choices where the dataset is its own, the
     images, whether it is its own: read from the root it was fine-tuned on, or holding the
     same images elsewhere)."""
+    if config.dataset == "shards" and trained.pretrained_on(config.root):
+        config = _pretrained_choices(trained, config, notices)
     own = trained.fine_tuned_on(config.dataset, config.root)
     if own:
         config = _own_choices(trained, config, notices)

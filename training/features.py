@@ -27,7 +27,7 @@ from training.model import (
     check_all_loaded,
     pooled_width,
 )
-from training.precision import Precision
+from training.precision import Inputs, Precision
 from training.trained import TrainedRun
 from training.transforms import Augment
 
@@ -119,12 +119,14 @@ def encoder_features(context: Context, encoder: Encoder, images: list[LabelledIm
     the centre)."""
     loader = eval_loader(context, images, encoder.augment, crops, workers, batch, seed)
     rows = [torch.zeros((0, pooled_width(encoder.model)), device=context.device)]
+    inputs = Inputs(encoder.augment.mean, encoder.augment.std, context.device,
+                    encoder.precision)
     bar = tqdm(loader, desc="features", unit="batch", disable=not context.is_main)
     with torch.inference_mode():
         for views, _ in bar:
             stacked = views if views.ndim == 5 else views[:, None]
-            flat = encoder.precision.inputs(stacked.flatten(0, 1), context.device)
-            with encoder.precision.context(context.device):
+            flat = inputs(stacked.flatten(0, 1))
+            with inputs.autocast():
                 pooled = encoder.model(flat).float()
             rows.append(pooled.view(len(stacked), stacked.shape[1], -1).mean(dim=1))
     gathered = distributed.gather_rows(context, torch.cat(rows)).cpu().numpy()

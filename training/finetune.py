@@ -21,7 +21,7 @@ from training.loop import Run, fit, predict, validation_figures
 from training.model import ModelConfig, build_model
 from training.optim import FINETUNE, OptimConfig
 from training.plots import scatter
-from training.precision import FP32, Precision
+from training.precision import FP32, Inputs, Precision
 from training.results_files import figures_line, write_json
 from training.trained import resolved_root
 from training.transforms import EVAL_CROPS, Augment
@@ -67,7 +67,8 @@ def rank_share_loader(context: Context, dataset, workers: int, batch: int) -> Da
 def test_figures(context: Context, model, images, augment: Augment, crops: int, workers: int,
                  batch: int, precision: Precision = FP32) -> tuple[np.ndarray, np.ndarray, dict]:
     loader = eval_loader(context, images, augment, crops, workers, batch)
-    predicted, opinion = predict(context, model, loader, precision=precision)
+    inputs = Inputs(augment.mean, augment.std, context.device, precision)
+    predicted, opinion = predict(context, model, loader, inputs)
     return predicted, opinion, report(predicted, opinion)
 
 
@@ -139,13 +140,14 @@ def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: i
 
     precision = Precision.resolve(config.model.precision, context.device)
 
+    inputs = Inputs(config.augment.mean, config.augment.std, context.device, precision)
+
     def validate(network) -> dict:
-        return validation_figures(*predict(context, network, val_loader, precision=precision),
-                                  classes=0)
+        return validation_figures(*predict(context, network, val_loader, inputs), classes=0)
 
     run = Run(context, model, config.optim, 0, out,
               {**config.to_json(), "repeat": repeat, **recorded},
-              seed, precision)
+              seed, precision, augment=config.augment)
     summary = fit(run, batches, steps, validate)
     distributed.barrier(context)  # rank 0 has written best.pt
     model.load_state_dict(checkpoint.load(out / checkpoint.BEST)["model"])

@@ -18,9 +18,9 @@ from training.distributed import Context, all_sum
 from training.group_data import ONE_PASS, Reading, collate_groups, group_dataset
 from training.loop import Run, fit
 from training.model import build_model
-from training.objectives import Inputs, Objective, build_objective
+from training.objectives import Objective, build_objective
 from training.objectives.base import GroupRequest
-from training.precision import Precision
+from training.precision import Inputs, Precision
 from training.results_files import figure_text, write_json
 from training.shard_data import (
     INTERLEAVED_SHARDS,
@@ -169,7 +169,7 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
 
     out = Path(config.out)
     run = Run(context, objective.model, config.optim, 0, out, config.to_json(), config.seed,
-              precision, objective=objective,
+              precision, objective=objective, augment=config.augment,
               data={"train groups": groups,
                     "val groups": sum(val_groups[ref] for ref in val)})
     summary = fit(run, batches, steps, validate, resume)

@@ -4,6 +4,7 @@ on rank 0 and broadcast, checkpoints (at epoch ends, and every N batches when as
 TensorBoard on rank 0, resume (exact, from mid-epoch too)."""
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,8 @@ from training.model import ScheduledDropPath
 from training.objectives.base import Objective
 from training.objectives.regression import SupervisedLoss
 from training.optim import EarlyStopping, OptimConfig, optimiser
-from training.precision import FP32, Precision
+from training.precision import FP32, Inputs, Precision
+from training.transforms import Augment
 
 # settings a resumed run may change (`out` is where its last.pt was found, wherever the run
 # folder has moved); anything else must match the checkpoint
@@ -66,6 +68,12 @@ class Run:
                                         # batches of (images, targets) under `optim.loss`
     data: dict = field(default_factory=dict)  # what it trains and validates on (counts per
                                               # split): a resume over other data is refused
+    augment: Augment = field(default_factory=Augment)  # its normalisation applies on the device
+
+    @property
+    def inputs(self) -> Inputs:
+        """Its uint8 batches -> the model's normalised input on its device."""
+        return Inputs(self.augment.mean, self.augment.std, self.context.device, self.precision)
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -86,8 +94,7 @@ def _loss_function(run: Run) -> Callable:
     """loss(network, batch): the objective's, or the supervised one of (images, targets)."""
     if run.objective is not None:
         return run.objective.loss
-    return SupervisedLoss(_criterion(run), run.precision, run.context.device,
-                          bool(run.classes or run.heads))
+    return SupervisedLoss(_criterion(run), run.inputs, bool(run.classes or run.heads))
 
 
 @dataclass
@@ -196,18 +203,17 @@ def _continue_epoch(batches: Iterable, saved: dict,
 
 
 @torch.no_grad()
-def predict(context: Context, model: nn.Module, loader: Iterable, classes: int = 0,
-            precision: Precision = FP32,
-            heads: tuple[Head, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and targets of every rank, gathered (padding dropped). Inputs of shape
-    (batch, views, C, H, W) are scored as the mean over their views. With `heads` (a
+def predict(context: Context, model: nn.Module, loader: Iterable, inputs: Inputs,
+            classes: int = 0, heads: tuple[Head, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and targets of every rank, gathered (padding dropped). uint8 images of
+    shape (batch, views, C, H, W) are scored as the mean over their views. With `heads` (a
     multi-head model's): every output column and every target column, as 2-D arrays."""
     model.eval()
     rows = []
     for images, targets in loader:
         views = images.shape[1] if images.ndim == 5 else 0
-        flat = precision.inputs(images.flatten(0, 1) if views else images, context.device)
-        with precision.context(context.device):
+        flat = inputs(images.flatten(0, 1) if views else images)
+        with inputs.autocast():
             outputs = model(flat).float()
         if views:
             outputs = outputs.view(len(images), views, -1).mean(dim=1)
@@ -371,12 +377,20 @@ def _save_mid_epoch(run: Run, epoch: int, optimizer, scheduler, stopping: EarlyS
         checkpoint.save(state, run.out / checkpoint.LAST)
 
 
-def _tensorboard(run: Run):
+TENSORBOARD = "tensorboard"  # OUT's folder of TensorBoard logs
+
+
+def _tensorboard(run: Run, resume: bool):
+    """Rank 0's TensorBoard writer; a run that does not resume first removes the logs an
+    earlier run left in OUT (their curves would read as this run's)."""
     if not run.context.is_main:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(run.out / "tensorboard"))
+    folder = run.out / TENSORBOARD
+    if not resume:
+        shutil.rmtree(folder, ignore_errors=True)
+    return SummaryWriter(str(folder))
 
 
 def _log(writer, record: dict) -> None:
@@ -421,7 +435,7 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
                       "larger --patience trains on")
             start = run.optim.epochs
     drop_path, loss_fn, writer = ScheduledDropPath(run.model), _loss_function(run), \
-        _tensorboard(run)
+        _tensorboard(run, resume)
     for epoch in range(start, run.optim.epochs):
         began = time.perf_counter()
         torch.manual_seed(epoch_seed(run.seed, epoch, context.rank))

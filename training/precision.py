@@ -48,3 +48,35 @@ class Precision:
 
 
 FP32 = Precision(None, channels_last=False)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """uint8 (..., 3, h, w) batches -> the backbone's normalised float input on the device:
+    views travel from the loader's workers as uint8 (a quarter of float32's bytes, no
+    normalisation on the CPU) and are normalised here, after the copy."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    device: torch.device
+    precision: Precision
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.normalise(self.unit(images))
+
+    def normalise(self, unit: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] on the device -> the backbone's input."""
+        mean = torch.tensor(self.mean, device=self.device).view(3, 1, 1)
+        std = torch.tensor(self.std, device=self.device).view(3, 1, 1)
+        return (unit - mean) / std
+
+    def autocast(self):
+        """The forward passes' autocast region (bf16 on CUDA by default)."""
+        return self.precision.context(self.device)
+
+    def unit(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images on the device (in the model's layout) in [0, 1]: the input before
+        normalisation, and the reconstruction targets."""
+        if images.dtype != torch.uint8:  # a view normalised twice would still train, wrongly
+            raise TypeError(f"images must be uint8 (0..255), got {images.dtype}")
+        return self.precision.inputs(images, self.device).float() / 255.0

@@ -21,6 +21,7 @@ from training.evaluate import quality_model
 from training.finetune import rank_share_loader
 from training.loop import predict
 from training.plots import extremes
+from training.precision import Inputs
 from training.results_files import write_json
 from training.trained import TrainedRun
 from training.transforms import EVAL_CROPS, Augment, eval_views
@@ -89,7 +90,8 @@ class CropViews(Dataset):
             views = eval_views(pixels, self.augment, content_rng(pixels), self.crops)
             return views, torch.tensor(float(index))
         except ValueError:  # DatasetLayoutError, or a crop larger than the decoded image
-            blank = torch.zeros((self.crops, 3, self.augment.crop, self.augment.crop))
+            blank = torch.zeros((self.crops, 3, self.augment.crop, self.augment.crop),
+                                dtype=torch.uint8)
             return blank, torch.tensor(float(-1 - index))
 
 
@@ -140,7 +142,9 @@ def predict_images(config: PredictConfig) -> dict:
         views = CropViews(images, scorer.augment, config.eval_crops)
         loader = rank_share_loader(context, views, config.workers,
                                    max(1, config.batch_size // context.world_size))
-        predicted, index = predict(context, scorer.model, loader, precision=scorer.precision)
+        inputs = Inputs(scorer.augment.mean, scorer.augment.std, context.device,
+                        scorer.precision)
+        predicted, index = predict(context, scorer.model, loader, inputs)
         if not context.is_main:
             return {}
         scores = {}

@@ -25,7 +25,7 @@ from training.loop import Run, fit, head_figures, predict, validation_figures
 from training.model import ModelConfig, build_model
 from training.objectives import ObjectiveConfig
 from training.optim import HALF, PRETRAIN, OptimConfig
-from training.precision import Precision
+from training.precision import Inputs, Precision
 from training.results_files import figure_text, write_json
 from training.shard_data import (
     CLASS_TARGETS,
@@ -191,8 +191,8 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
         earlier = Path(config.out) / checkpoint.LAST
         if context.is_main and not resume and earlier.is_file():
             print(f"NOTICE: {config.out} holds an earlier pretraining run ({earlier.name}): "
-                  "this one replaces its checkpoints as it writes its own (--resume "
-                  "continues it instead)")
+                  "this one replaces its checkpoints as it writes its own, and its "
+                  "TensorBoard logs at once (--resume continues it instead)")
         return _pretrain(config, context, resume)
     finally:
         distributed.stop(context)
@@ -258,17 +258,20 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
 
     classes = config.targets[0].classes
 
+    inputs = Inputs(config.augment.mean, config.augment.std, context.device, precision)
+
     def validate(network) -> dict:
         if multi:
-            return head_figures(*predict(context, network, val_loader, precision=precision,
-                                         heads=heads), heads)
-        return validation_figures(*predict(context, network, val_loader, classes, precision),
+            return head_figures(*predict(context, network, val_loader, inputs, heads=heads),
+                                heads)
+        return validation_figures(*predict(context, network, val_loader, inputs, classes),
                                   classes)
 
     out = Path(config.out)
     run = Run(context, built.model, config.optim, 0 if multi else classes, out,
               config.to_json(), config.seed, precision, heads if multi else (),
-              data={"train samples": train.samples, "val samples": validated.samples})
+              data={"train samples": train.samples, "val samples": validated.samples},
+              augment=config.augment)
     summary = fit(run, batches, steps, validate, resume)
     if context.is_main:
         summary = {**summary, "dataset": config.dataset, "ensemble": labels,

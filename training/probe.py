@@ -177,11 +177,16 @@ def _notices(config: ProbeConfig, table: Table, results: list[dict],
         notices.append("the shards' ensemble labels Q stand in for opinion scores here")
     checkpoint = config.encoder.checkpoint
     tested = config.test_dataset or config.dataset
-    if checkpoint is not None and TrainedRun.read(checkpoint).fine_tuned_on(
-            tested.kind, tested.root, benchmarks.fingerprint(test_images)):
+    trained = TrainedRun.read(checkpoint) if checkpoint is not None else None
+    if trained is not None and trained.fine_tuned_on(tested.kind, tested.root,
+                                                     benchmarks.fingerprint(test_images)):
         notices.append(f"{checkpoint} was fine-tuned on {tested.root}: its features learnt "
                        "the scores of images tested here (optimistic figures); probe a "
                        "pretrained checkpoint, or test on a dataset it never saw")
+    if trained is not None and tested.kind == "shards":
+        seen = trained.seen_notice(checkpoint, tested.root,
+                                   {image.group for image in test_images}, "probe")
+        notices.extend([seen] if seen else [])
     return notices
 
 

@@ -8,8 +8,10 @@ from pathlib import Path, PurePosixPath
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from shards.storage import Location
 from training import checkpoint
 from training.model import backbone_input
+from training.shard_data import reference_splits
 from training.transforms import Augment
 
 
@@ -33,6 +35,9 @@ class TrainedRun:
     refs: tuple[str, ...] = ()
     ensemble: str | None = None              # shards: the ensemble whose Q it learnt
     images: str | None = None                # benchmarks.fingerprint of the images it split
+    # pretrain: references moved to validation, and those never read
+    val_refs: tuple[str, ...] = ()
+    exclude_refs: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, path: str | Path) -> "TrainedRun":
@@ -56,7 +61,9 @@ class TrainedRun:
                    repeat=config.get("repeat"),
                    split_by=config.get("split_by", cls.split_by),
                    seed=config.get("seed", cls.seed), refs=tuple(config.get("refs") or ()),
-                   ensemble=config.get("ensemble"), images=config.get("images_fingerprint"))
+                   ensemble=config.get("ensemble"), images=config.get("images_fingerprint"),
+                   val_refs=tuple(config.get("val_refs") or ()),
+                   exclude_refs=tuple(config.get("exclude_refs") or ()))
 
     @property
     def fine_tuned(self) -> bool:
@@ -78,6 +85,32 @@ class TrainedRun:
             return self.root_resolved == resolved_root(root)
         return self.root is None or _name(self.root) == _name(root)
 
+    def pretrained_on(self, root: str) -> bool:
+        """Whether it was pretrained (not fine-tuned) on the shards dataset at `root`, however
+        spelled."""
+        return (not self.fine_tuned and self.dataset is not None
+                and resolved_root(self.dataset) == resolved_root(root))
+
+    def trained_references(self, root: str) -> frozenset[str]:
+        """The references of the shards at `root` whose samples it pretrained on (its train
+        split: none where it was not pretrained on them)."""
+        if not self.pretrained_on(root):
+            return frozenset()
+        splits = reference_splits(Location.parse(root), self.val_refs, self.exclude_refs)
+        return frozenset(ref for ref, split in splits.items() if split == "train")
+
+    def seen_notice(self, checkpoint: str, root: str, refs: set[str], command: str
+                    ) -> str | None:
+        """The notice of `command` (evaluate, probe) run on references `refs` of the shards
+        at `root` of which it pretrained on some (None: on none of them)."""
+        seen = sorted(self.trained_references(root) & refs)
+        if not seen:
+            return None
+        return (f"{checkpoint} was pretrained on the samples of {len(seen)} of the references "
+                f"given ({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}): optimistic "
+                f"figures; {command} it on references it never read (its val split, "
+                "--exclude-refs)")
+
     def augment(self, crop: int | None = None) -> Augment:
         """The input it was trained on: its crop (unless `crop`; else its backbone's own) and
         its normalisation."""
@@ -90,7 +123,9 @@ class TrainedRun:
         if self.fine_tuned:
             return f"{self.dataset}'s opinion scores, rescaled to [0, 1] (higher is better)"
         if "quality" in self.targets:
-            return f"the ensemble label Q of {self.dataset} (0 to 1, higher is better)"
+            under = f" under ensemble {self.ensemble}" if self.ensemble else ""
+            return (f"the ensemble label Q{under} of {self.dataset} (0 to 1, higher is "
+                    "better)")
         return f"the raw {self.targets[0]} scores of {self.dataset}"
 
 

@@ -19,6 +19,7 @@ class Augment:
     translate: float = 0.0   # largest shift, as a fraction of width and height
     rotate: float = 0.0      # largest rotation in degrees
     mean: tuple[float, float, float] = IMAGENET_DEFAULT_MEAN  # the backbone's normalisation
+                                                              # (on the device: Inputs)
     std: tuple[float, float, float] = IMAGENET_DEFAULT_STD
 
     def __post_init__(self):
@@ -31,12 +32,10 @@ class Augment:
             raise ValueError("translate must be in [0, 0.5) and rotate in [0, 45] degrees")
 
 
-def to_tensor(pixels: np.ndarray, augment: Augment) -> torch.Tensor:
-    """CHW float32, normalised with the backbone's mean and deviation (augment.mean, .std)."""
-    mean = np.asarray(augment.mean, dtype=np.float32)
-    std = np.asarray(augment.std, dtype=np.float32)
-    scaled = (pixels.astype(np.float32) / 255.0 - mean) / std
-    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+def to_chw(pixels: np.ndarray) -> torch.Tensor:
+    """An H x W x 3 uint8 view as a CHW uint8 tensor: normalised with the backbone's mean and
+    deviation (augment.mean, .std) on the device, by training.precision.Inputs."""
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
 
 def _check_size(pixels: np.ndarray, crop: int) -> None:
@@ -76,11 +75,11 @@ def train_view(pixels: np.ndarray, augment: Augment, rng: np.random.Generator) -
     view = random_crop(pixels, augment.crop, rng)
     if augment.flip and rng.random() < 0.5:
         view = view[:, ::-1]
-    return to_tensor(view, augment)
+    return to_chw(view)
 
 
 def centre_view(pixels: np.ndarray, augment: Augment) -> torch.Tensor:
-    return to_tensor(centre_crop(pixels, augment.crop), augment)
+    return to_chw(centre_crop(pixels, augment.crop))
 
 
 def eval_views(pixels: np.ndarray, augment: Augment, rng: np.random.Generator,
@@ -89,5 +88,5 @@ def eval_views(pixels: np.ndarray, augment: Augment, rng: np.random.Generator,
     centre (as evaluate and probe take it: a single random crop would score by chance)."""
     if count == 1:
         return centre_view(pixels, augment)[None]
-    return torch.stack([to_tensor(random_crop(pixels, augment.crop, rng), augment)
+    return torch.stack([to_chw(random_crop(pixels, augment.crop, rng))
                         for _ in range(count)])

@@ -20,11 +20,11 @@ from training import distributed
 from training.distributed import Context
 from training.group_data import collate_groups, group_dataset
 from training.loop import Run, train_epoch
-from training.objectives import Inputs, ObjectiveConfig, build_objective
+from training.objectives import ObjectiveConfig, build_objective
 from training.objectives.base import OPTIM_DEFAULTS
 from training.objectives.contrastive import shuffled_keys
 from training.optim import OptimConfig, optimiser
-from training.precision import FP32
+from training.precision import FP32, Inputs
 
 BACKBONE = "test_efficientnet_gn"
 CROPS = {"contrastive": 16, "reconstruction": 32, "restoration": 32}

@@ -63,6 +63,21 @@ def test_pretraining_refuses_before_an_epoch_what_it_cannot_validate_or_learn(
     assert "has no distorted sample: every source or version failed" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("objective", "given", "named"), [
+    ("restoration", ["--queue-size", "8", "--loss", "mse"], "--queue-size, --loss do not"),
+    ("reconstruction", ["--no-half-scale"], "--no-half-scale does not"),
+    ("contrastive", ["--soft-rank-temperature", "0.5"], "--soft-rank-temperature does not"),
+    ("regression", ["--versions", "3", "--temperature", "0.1"], "--temperature, --versions"),
+])
+def test_pretrain_refuses_options_its_objective_never_reads(tmp_path, capsys, objective,
+                                                            given, named):
+    """They would be recorded in its checkpoints, and refuse a resume, for nothing."""
+    assert main(["train", "pretrain", str(tmp_path), "--out", str(tmp_path / "run"),
+                 "--objective", objective, *given, *TINY]) == 2
+    assert f"{named}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_without_a_checkpoint_and_bad_datasets_fail_clearly(tiny_dataset, tmp_path,
                                                                  capsys):
     assert main(["train", "pretrain", str(tiny_dataset), "--out", str(tmp_path / "none"),
@@ -186,6 +201,11 @@ def test_a_checkpoint_says_what_its_scores_mean():
                                 "target": "vif"})
     assert not pretrained.fine_tuned and pretrained.refs == ()
     assert pretrained.score_meaning() == "the raw vif scores of out/run"
+    under_pmos = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "out/run",
+                                "ensemble": "pmos"})
+    assert under_pmos.score_meaning().startswith("the ensemble label Q under ensemble pmos of")
+    assert under_pmos.pretrained_on(os.path.abspath("out/run")) and not \
+        fine_tuned.pretrained_on("data/a.csv")
     label_free = TrainedRun.of({"model": {"backbone": "resnet18"},
                                 "objective": {"name": "contrastive"}})
     assert label_free.objective == "contrastive" and label_free.targets == ("quality",)

@@ -88,6 +88,39 @@ def test_pretrain_records_the_ensemble_it_learnt(tiny_dataset, tmp_path, capsys)
     assert "ensemble_hash" in capsys.readouterr().err  # the file now defines another Q
 
 
+def test_a_pretrained_checkpoint_is_evaluated_on_its_own_shards_under_its_ensemble(
+        tiny_dataset, tmp_path, capsys):
+    """On the shards it was pretrained on: Q under the ensemble it learnt unless another is
+    chosen, and the references whose samples it trained on named (optimistic figures)."""
+    strict = _save(_strict(), tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "1",
+                 "--steps-per-epoch", "1", "--ensemble", str(strict), "--val-refs", "r0",
+                 *TINY]) == 0  # trains on r1, r2, r3 (r0 moved to val)
+    capsys.readouterr()
+
+    def evaluate(refs: str, name: str) -> tuple[str, dict]:
+        assert main(["train", "evaluate", "--checkpoint", str(out / "best.pt"), "--dataset",
+                     "shards", "--root", str(tiny_dataset), "--refs", refs, "--out",
+                     str(tmp_path / name), "--eval-crops", "1", "--workers", "0", "--device",
+                     "cpu"]) == 0
+        return (capsys.readouterr().out,
+                json.loads((tmp_path / name / "evaluation.json").read_text()))
+
+    printed, result = evaluate("r0,r1,r5", "seen")
+    assert f"NOTICE: Q under ensemble {strict}, which {out / 'best.pt'} was pretrained on" \
+        in printed and result["ensemble"] == str(strict)
+    assert "was pretrained on the samples of 1 of the references given (r1): optimistic" \
+        in printed
+    opinion = np.load(tmp_path / "seen" / "predictions.npz")["opinion"]
+    records = open_dataset(str(tiny_dataset)).samples(refs={"r0", "r1", "r5"},
+                                                      kind="distorted")
+    np.testing.assert_allclose(sorted(opinion), sorted(
+        _expected(s["meta"]["scores"]["mae"]) for s in records), atol=1e-6)
+    printed, _ = evaluate("r0,r5", "unseen")
+    assert "pretrained on the samples" not in printed
+
+
 def test_an_ensemble_needs_scores_every_sample_has(tmp_path, capsys):
     root = write_tiny_dataset(tmp_path / "dataset")
     index_file = root / "shards" / "00000.parquet"

@@ -270,3 +270,22 @@ def test_an_undefined_figure_is_null_in_the_json_and_a_dash_in_compare(tmp_path,
     assert figures_line(figures, ("srocc", "plcc")) == "SROCC undefined  PLCC 0.5000"
     row = table([path]).splitlines()[2].split()
     assert row[-7:] == ["-", "0.5000", "0.4000", "-", "0.0000", "0.1000", "1"]
+
+
+def test_compare_shows_names_and_paths_whole(tmp_path):
+    """A long run folder, checkpoint path and dataset names are never cut (kadid10k read as
+    adid10k)."""
+    from training.compare import table
+    from training.results_files import write_json
+
+    figures = {"srocc": 0.9, "plcc": 0.8, "plcc_raw": 0.7, "krcc": 0.6, "rmse": 0.1,
+               "rmse_raw": 0.2}
+    checkpoint = "/data/runs/a-rather-long-folder-name/kadid10k-finetune/split-0/best.pt"
+    path = tmp_path / "evaluation-of-kadid10k-on-koniq10k" / "evaluation.json"
+    path.parent.mkdir()
+    write_json(path, {"checkpoint": checkpoint, "dataset": "koniq10k", "subset": "all",
+                      "trained_on": "kadid10k", "figures": figures})
+    assert table([]).splitlines()[0].split()[:2] == ["run", "kind"]
+    text = table([path])
+    assert "evaluation-of-kadid10k-on-koniq10k" in text and checkpoint in text
+    assert "kadid10k -> koniq10k" in text.splitlines()[2]

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from training.distributed import Context
 from training.group_data import collate_groups, group_dataset
-from training.objectives import Inputs, ObjectiveConfig, build_objective
+from training.objectives import ObjectiveConfig, build_objective
 from training.objectives.contrastive import (
     MoCo,
     in_chunk_info_nce,
@@ -21,7 +21,7 @@ from training.objectives.contrastive import (
     query_and_key_views,
     shuffled_keys,
 )
-from training.precision import FP32
+from training.precision import FP32, Inputs
 from training.pretrain import PretrainConfig
 from training.shard_data import Target
 

@@ -27,8 +27,8 @@ def pretrain_args(dataset, out, objective: str, *extra: str) -> list[str]:
     return ["pretrain", str(dataset), "--out", str(out), "--objective", objective,
             "--crop", str(CROPS[objective]), "--backbone", "test_resnet", "--init", "random",
             "--steps-per-epoch", "4", "--batch-size", "2", "--workers", "0", "--device",
-            "cpu", "--patience", "5", "--val-refs", "r5", "--versions", "2",
-            "--queue-size", "64", "--epochs", "2", *extra]
+            "cpu", "--patience", "5", "--val-refs", "r5", "--versions", "2", "--epochs", "2",
+            *(["--queue-size", "64"] if objective == "contrastive" else []), *extra]
 
 
 def test_contrastive_leaves_out_references_that_cannot_give_a_whole_chunk(tmp_path, capsys):

@@ -1,9 +1,11 @@
 """How models compute: bf16 autocast and channels_last on CUDA, float32 on a CPU unless asked,
 the training loop's step under each, and its guard against non-finite losses."""
 
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +19,7 @@ from training.loop import (
 )
 from training.model import ModelConfig, build_model
 from training.optim import OptimConfig, optimiser
-from training.precision import FP32, Precision
+from training.precision import FP32, Inputs, Precision
 
 
 def test_auto_is_bf16_with_channels_last_on_cuda_and_float32_on_a_cpu():
@@ -38,6 +40,25 @@ def test_channels_last_inputs_are_laid_out_for_the_matrix_units():
     assert torch.equal(moved, images)
 
 
+def _uint8(*shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    return torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+
+
+def test_inputs_normalise_uint8_views_on_the_device_as_the_backbone_expects():
+    """(x / 255 - mean) / std per channel, in float32, the loader's views left uint8."""
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    images = _uint8(2, 3, 5, 7)
+    inputs = Inputs(mean, std, torch.device("cpu"), Precision(torch.bfloat16, True))
+    normalised = inputs(images)
+    expected = (images.numpy().astype(np.float32) / np.float32(255)
+                - np.float32(mean)[:, None, None]) / np.float32(std)[:, None, None]
+    assert normalised.dtype == torch.float32
+    assert normalised.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_array_equal(normalised.numpy(), expected)
+    with pytest.raises(TypeError, match="images must be uint8"):
+        inputs(images.float())  # a view normalised on the CPU as well
+
+
 @pytest.mark.parametrize("name", ["bf16", "fp32"])
 def test_the_training_step_computes_in_the_chosen_precision(name, tmp_path: Path):
     device = torch.device("cpu")
@@ -48,7 +69,7 @@ def test_the_training_step_computes_in_the_chosen_precision(name, tmp_path: Path
     run = Run(Context(0, 1, 0, device), model, OptimConfig(1e-3, 10, 1, 4), 0, tmp_path, {},
               precision=precision)
     optimizer, _ = optimiser(model, run.optim)
-    batches = [(torch.randn(4, 3, 32, 32), torch.rand(4)) for _ in range(2)]
+    batches = [(_uint8(4, 3, 32, 32), torch.rand(4)) for _ in range(2)]
     result = train_epoch(run, model, iter(batches), 2, _loss_function(run), optimizer)
     assert seen == [torch.bfloat16 if name == "bf16" else torch.float32] * 2
     assert torch.isfinite(torch.tensor(result["loss"]))
@@ -62,13 +83,32 @@ def _step_run(tmp_path: Path):
     return run, optimiser(model, run.optim)[0]
 
 
+def poisoning(model: torch.nn.Module, batches, poisoned) -> Iterator:
+    """`batches`, the forward passes of those at the `poisoned` places turned NaN in the
+    model's first layer (one sample's activation: a run diverging in bf16, say), so the batch
+    norms see them too."""
+    flag = [False]
+    first = next(module for module in model.modules() if isinstance(module, torch.nn.Conv2d))
+
+    def hook(module, args, output):
+        if flag[0]:
+            output = output.clone()
+            output[0, 0, 0, 0] = float("nan")
+        return output
+    handle = first.register_forward_hook(hook)
+    try:
+        for place, batch in enumerate(batches):
+            flag[0] = place in poisoned
+            yield batch
+    finally:
+        handle.remove()
+
+
 def test_a_nan_batch_is_skipped_and_never_reaches_the_weights(tmp_path):
     run, optimizer = _step_run(tmp_path)
-    poisoned = torch.randn(4, 3, 32, 32)
-    poisoned[0, 0, 0, 0] = float("nan")  # one broken sample makes the batch's loss NaN
-    batches = [(torch.randn(4, 3, 32, 32), torch.rand(4)), (poisoned, torch.rand(4)),
-               (torch.randn(4, 3, 32, 32), torch.rand(4))]
-    result = train_epoch(run, run.model, iter(batches), 3, _loss_function(run), optimizer)
+    batches = [(_uint8(4, 3, 32, 32), torch.rand(4)) for _ in range(3)]
+    result = train_epoch(run, run.model, poisoning(run.model, batches, {1}), 3,
+                         _loss_function(run), optimizer)
     assert result["skipped_nonfinite"] == 1 and result["rank_batches"] == [3]
     assert torch.isfinite(torch.tensor(result["loss"]))
     state = run.model.state_dict()  # weights and batch-norm statistics alike
@@ -90,14 +130,12 @@ def _two_rank_epochs(rank: int, folder: str) -> None:
     optimizer = optimiser(model, run.optim)[0]
     generator = torch.Generator().manual_seed(rank)
 
-    def batches(count: int, poisoned: range) -> list:
-        made = [(torch.randn(4, 3, 32, 32, generator=generator),
+    def batches(count: int, poisoned: range) -> Iterator:
+        made = [(_uint8(4, 3, 32, 32, generator=generator),
                  torch.rand(4, generator=generator)) for _ in range(count)]
-        for index in poisoned if rank == 1 else ():
-            made[index][0][0, 0, 0, 0] = float("nan")
-        return made
+        return poisoning(model, made, poisoned if rank == 1 else ())
 
-    result = train_epoch(run, network, iter(batches(3, range(1, 2))), 3, _loss_function(run),
+    result = train_epoch(run, network, batches(3, range(1, 2)), 3, _loss_function(run),
                          optimizer)
     weights = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
     fetched = []
@@ -140,8 +178,8 @@ def test_more_than_20_non_finite_batches_stop_every_rank_together(two_ranks):
 
 
 def _nan_epoch(run: Run, optimizer, count: int) -> dict:
-    nan = torch.full((4, 3, 32, 32), float("nan"))
-    return train_epoch(run, run.model, iter([(nan, torch.rand(4))] * count), count,
+    batches = [(_uint8(4, 3, 32, 32), torch.rand(4))] * count
+    return train_epoch(run, run.model, poisoning(run.model, batches, range(count)), count,
                        _loss_function(run), optimizer)
 
 

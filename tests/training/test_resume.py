@@ -113,8 +113,8 @@ def _tiny_run(out: Path, epochs: int, every: int) -> Run:
 
 def _batches(count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     generator = torch.Generator().manual_seed(1)
-    return [(torch.randn(4, 3, 32, 32, generator=generator), torch.rand(4, generator=generator))
-            for _ in range(count)]
+    return [(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=generator),
+             torch.rand(4, generator=generator)) for _ in range(count)]
 
 
 def test_last_pt_is_written_every_n_batches_and_records_its_place(tmp_path, monkeypatch):
@@ -280,7 +280,7 @@ def test_a_step_checkpoint_never_saves_non_finite_weights(tmp_path):
 def test_a_batch_of_one_on_a_1x1_feature_map_is_a_typed_error_naming_the_fix(tmp_path):
     # batch norm in training needs more than one value per channel: 1 image x 1 x 1 has one
     run = _tiny_run(tmp_path, epochs=1, every=0)
-    tiny = [(torch.randn(1, 3, 8, 8), torch.rand(1))]
+    tiny = [(torch.zeros((1, 3, 8, 8), dtype=torch.uint8), torch.rand(1))]
     with pytest.raises(BatchTooSmallError, match=r"at least 2 images .*--batch-size.* --crop"):
         fit(run, lambda epoch: iter(tiny), 1, lambda model: {"score": 0.0})
 
@@ -305,3 +305,28 @@ def test_a_gpu_runs_random_state_resumes_on_a_cpu_without_its_cuda_generator():
     checkpoint.set_rng_state({**saved, "cuda": torch.zeros(16, dtype=torch.uint8)},
                              torch.device("cpu"))
     assert torch.equal(torch.rand(3), expected)
+
+
+def _logged_epochs(out: Path) -> list[int]:
+    """The epochs of the train/loss curve in OUT's TensorBoard logs, as TensorBoard reads
+    them (every event file of the folder)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = EventAccumulator(str(out / "tensorboard"))
+    logs.Reload()
+    return [event.step for event in logs.Scalars("train/loss")]
+
+
+def test_a_new_run_into_an_old_runs_folder_starts_fresh_tensorboard_curves(tmp_path):
+    """Without --resume the earlier run's curves would read as this run's; a resume keeps
+    them and goes on."""
+    batches = _batches(2)
+    fit(_tiny_run(tmp_path, epochs=2, every=0), lambda epoch: batches, 2,
+        lambda model: {"score": 0.0})
+    assert _logged_epochs(tmp_path) == [1, 2]
+    fit(_tiny_run(tmp_path, epochs=1, every=0), lambda epoch: batches, 2,
+        lambda model: {"score": 0.0})
+    assert _logged_epochs(tmp_path) == [1]
+    fit(_tiny_run(tmp_path, epochs=3, every=0), lambda epoch: batches, 2,
+        lambda model: {"score": 0.0}, resume=True)
+    assert _logged_epochs(tmp_path) == [1, 2, 3]

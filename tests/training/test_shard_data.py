@@ -97,7 +97,7 @@ def test_training_stream_is_endless_seeded_and_skips_references(tiny_dataset):
     assert other != first
     assert all(0 < q < 1 for q in first)  # references (no Q) never appear
     view, _ = next(iter(stream))
-    assert view.shape == (3, 32, 32) and view.dtype == torch.float32
+    assert view.shape == (3, 32, 32) and view.dtype == torch.uint8  # normalised on the device
 
 
 def test_class_targets_and_absent_metrics(tiny_dataset):

@@ -4,12 +4,13 @@ contrastive (Re-IQA / MoCo-v2), reconstruction (CoAE), restoration (MT-IRN)."""
 from torch import nn
 
 from training.distributed import Context
-from training.objectives.base import OBJECTIVES, Inputs, Objective, ObjectiveConfig
+from training.objectives.base import OBJECTIVES, Objective, ObjectiveConfig
 from training.objectives.contrastive import Contrastive
 from training.objectives.reconstruction import Reconstruction
 from training.objectives.restoration import Restoration
+from training.precision import Inputs
 
-__all__ = ["OBJECTIVES", "Inputs", "Objective", "ObjectiveConfig", "build_objective"]
+__all__ = ["OBJECTIVES", "Objective", "ObjectiveConfig", "build_objective"]
 
 
 def build_objective(config: ObjectiveConfig, backbone: nn.Module, crop: int, inputs: Inputs,

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from training.optim import HALF, PRETRAIN
-from training.precision import Precision
 
 OBJECTIVES = ("regression", "contrastive", "reconstruction", "restoration")
 # each objective's optimiser where the command line names none: the reference setup's Adam
@@ -80,34 +79,6 @@ class GroupRequest:
     def arguments(self) -> dict:
         return {"crop": self.crop, "versions": self.versions, "views": self.views,
                 "half_scale": self.half_scale, "distinct_types": self.distinct_types}
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """uint8 (..., 3, h, w) batches -> the backbone's normalised float input on the device."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    device: torch.device
-    precision: Precision
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.normalise(self.unit(images))
-
-    def normalise(self, unit: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] on the device -> the backbone's input."""
-        mean = torch.tensor(self.mean, device=self.device).view(3, 1, 1)
-        std = torch.tensor(self.std, device=self.device).view(3, 1, 1)
-        return (unit - mean) / std
-
-    def autocast(self):
-        """The forward passes' autocast region (bf16 on CUDA by default)."""
-        return self.precision.context(self.device)
-
-    def unit(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images on the device (in the model's layout) in [0, 1]: the input before
-        normalisation, and the reconstruction targets."""
-        return self.precision.inputs(images, self.device).float() / 255.0
 
 
 class Objective:

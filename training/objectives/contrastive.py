@@ -25,11 +25,11 @@ from training.distributed import Context, gather_rows
 from training.model import pooled_width
 from training.objectives.base import (
     GroupRequest,
-    Inputs,
     Objective,
     ObjectiveConfig,
     flatten_members,
 )
+from training.precision import Inputs
 
 CHUNK_VERSIONS = 11  # Re-IQA's n: the versions of a chunk where --versions is not given
 

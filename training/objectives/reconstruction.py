@@ -8,8 +8,9 @@ from torch import nn
 
 from labelers.lpips_metric import official_network
 from labelers.weights import WeightsMissingError
-from training.objectives.base import GroupRequest, Inputs, Objective, ObjectiveConfig
+from training.objectives.base import GroupRequest, Objective, ObjectiveConfig
 from training.objectives.decoder import EncoderDecoder
+from training.precision import Inputs
 
 L1_ONLY = "L1 only: LPIPS weights unavailable"
 

@@ -5,8 +5,9 @@ reference (L1, in [0, 1]) and a second head its dense SSIM map against it (L1), 
 import torch
 from torch import nn
 
-from training.objectives.base import GroupRequest, Inputs, Objective, ObjectiveConfig
+from training.objectives.base import GroupRequest, Objective, ObjectiveConfig
 from training.objectives.decoder import EncoderDecoder
+from training.precision import Inputs
 
 
 class Restoration(Objective):
