@@ -8,6 +8,8 @@ the input's size with a symmetric border (MATLAB imfilter 'symmetric', the edge 
 float32 H x W, exactly 1 wherever the two images agree over the whole window (everywhere for
 identical images)."""
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -66,18 +68,51 @@ def ssim_maps(reference: np.ndarray, distorted: np.ndarray | list[np.ndarray]) -
     return maps[:, 0].to(torch.float32).numpy()
 
 
-def ssim_map_in_box(reference: np.ndarray, distorted: np.ndarray,
+@dataclass(frozen=True)
+class BoxReference:
+    """A reference prepared once for the dense SSIM maps of its versions in boxes (a triplet
+    reader's): its gray image padded as a whole, as the dense map pads it, and its local
+    moments, so each version computes only its own side, on its box."""
+
+    shape: tuple[int, int]  # H, W
+    gray: torch.Tensor      # 1 x 1 x (H + 10) x (W + 10)
+    mean: torch.Tensor      # 1 x 1 x H x W
+    mean_sq: torch.Tensor
+
+
+def box_reference(reference: np.ndarray) -> BoxReference:
+    """The reference (uint8 H x W x 3) prepared for `ssim_map_in_box`."""
+    ref = to_batch(reference, "cpu")
+    SSIM().check_pair(ref, ref)
+    with torch.inference_mode():
+        gray = symmetric_pad(gray_rounded(ref, torch.float64), WINDOW_SIZE // 2)
+        mean, mean_sq = moments(gray, gaussian_taps(torch.device("cpu")))
+    return BoxReference(tuple(ref.shape[2:]), gray, mean, mean_sq)
+
+
+def ssim_map_in_box(reference: np.ndarray | BoxReference, distorted: np.ndarray,
                     box: tuple[int, int, int, int]) -> np.ndarray:
-    """The dense SSIM map of the whole pair cut with `box` (y, x, h, w): computed on the box
-    widened by the window's radius, where the window sees what it sees in the whole image (at
-    the image's own edges, the same symmetric padding), so the values are the whole map's."""
+    """The dense SSIM map of the whole pair cut with `box` (y, x, h, w): the version's side
+    computed on the box widened by the window's radius, where the window sees what it sees in
+    the whole image (at the image's own edges, the same symmetric padding), the reference's
+    read from its whole-image preparation, so the values are the whole map's."""
+    prepared = reference if isinstance(reference, BoxReference) else box_reference(reference)
+    if np.shape(distorted)[:2] != prepared.shape:
+        raise InvalidPairError(f"ssim: reference is {prepared.shape} but the distorted image "
+                               f"is {np.shape(distorted)[:2]}")
     y, x, h, w = box
     pad = WINDOW_SIZE // 2
-    height, width = np.shape(reference)[:2]
+    height, width = prepared.shape
     top, left = max(0, y - pad), max(0, x - pad)
     bottom, right = min(height, y + h + pad), min(width, x + w + pad)
-    dense = ssim_map(reference[top:bottom, left:right], distorted[top:bottom, left:right])
-    return dense[y - top:y - top + h, x - left:x - left + w]
+    dist = to_batch(distorted[top:bottom, left:right], "cpu")
+    with torch.inference_mode():
+        region = (prepared.gray[..., top:bottom + 2 * pad, left:right + 2 * pad],
+                  prepared.mean[..., top:bottom, left:right],
+                  prepared.mean_sq[..., top:bottom, left:right])
+        dense = _map_of_gray(region, symmetric_pad(gray_rounded(dist, torch.float64), pad),
+                             gaussian_taps(torch.device("cpu")))
+    return dense[0, 0, y - top:y - top + h, x - left:x - left + w].to(torch.float32).numpy()
 
 
 def ssim_map(reference: np.ndarray, distorted: np.ndarray) -> np.ndarray:

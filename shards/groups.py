@@ -19,10 +19,19 @@ from shards.group_spec import GroupSpec
 from shards.records import decode, is_reference
 
 
-def ssim_maps(reference: np.ndarray, version: np.ndarray, boxes: list[Box]) -> np.ndarray:
-    """The dense SSIM map of the whole version against the whole reference, cut with the
-    box(es) (labelers.ssim: computed on each box widened by the window's radius)."""
-    from labelers.ssim import ssim_map_in_box  # (torch, only where triplets are read)
+def ssim_reference(reference: np.ndarray):
+    """The reference prepared once for the SSIM maps of its versions (labelers.ssim's
+    BoxReference: its whole gray image padded, and its local moments)."""
+    from labelers.ssim import box_reference  # (torch, only where triplets are read)
+
+    return box_reference(reference)
+
+
+def ssim_maps(reference, version: np.ndarray, boxes: list[Box]) -> np.ndarray:
+    """The dense SSIM map of the whole version against the whole reference (prepared by
+    `ssim_reference`), cut with the box(es) (labelers.ssim: the version's side computed on
+    each box widened by the window's radius)."""
+    from labelers.ssim import ssim_map_in_box
 
     maps = [ssim_map_in_box(reference, version, box) for box in boxes]
     return maps[0] if len(maps) == 1 else np.stack(maps)
@@ -58,6 +67,7 @@ def pairs(spec: GroupSpec, url: str, records: Iterator[dict],
     of versions read before their reference, encoded (none in the spec's layout). A drawn
     version of a reference the shard holds that never comes is an IncompleteShardError."""
     references: dict[str, np.ndarray] = {}
+    prepared: dict[str, object] = {}  # triplets: ref_id -> its ssim_reference
     waiting: dict[str, list[dict]] = {}
     expected: dict[str, set[str]] = {}  # ref_id -> drawn versions not read yet, once read
 
@@ -68,7 +78,11 @@ def pairs(spec: GroupSpec, url: str, records: Iterator[dict],
             raise ValueError(f"{item['key']} is {pixels.shape[:2]}, its reference "
                              f"{reference.shape[:2]}: a pair's members must share one size")
         boxes = spec.boxes(pixels.shape, item["ref_id"], item["key"])
-        maps = [ssim_maps(reference, pixels, boxes)] if spec.kind == "triplet" else None
+        maps = None
+        if spec.kind == "triplet":
+            if item["ref_id"] not in prepared:
+                prepared[item["ref_id"]] = ssim_reference(reference)
+            maps = [ssim_maps(prepared[item["ref_id"]], pixels, boxes)]
         return group(spec, item["ref_id"], cut(reference, boxes), boxes,
                      [(item["meta"], cut(pixels, boxes))], maps)
 
@@ -77,6 +91,7 @@ def pairs(spec: GroupSpec, url: str, records: Iterator[dict],
         expected.setdefault(ref_id, set(chosen.get(ref_id, ())))
         if is_reference(item["key"]):
             references[ref_id] = decode(item["encoded"], item["key"])
+            prepared.pop(ref_id, None)
             yield from (made(early, references[ref_id]) for early in waiting.pop(ref_id, []))
         elif item["key"] in chosen.get(ref_id, ()):
             if ref_id in references:

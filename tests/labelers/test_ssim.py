@@ -10,7 +10,7 @@ import distortions
 import labelers
 from labelers.errors import InvalidPairError
 from labelers.inputs import gray_rounded
-from labelers.ssim import SSIM, ssim_map, ssim_map_in_box, ssim_maps
+from labelers.ssim import SSIM, box_reference, ssim_map, ssim_map_in_box, ssim_maps
 from tests.labelers.conftest import tensor
 
 OFFICIAL = {"I03": 0.6993, "I08": 0.9669}  # shared/spec/labels.md, 4 decimals
@@ -75,11 +75,16 @@ def test_a_boxed_map_is_the_whole_maps_window(pairs):
     """Inside, at an edge, in a corner: the widened box gives the whole map's values."""
     ref, dist = pairs[0]
     whole = ssim_map(ref, dist)
+    prepared = box_reference(ref)
     height, width = whole.shape
     for y, x, h, w in ((20, 30, 16, 24), (0, 0, 11, 11), (height - 16, width - 24, 16, 24),
                        (3, width - 40, 20, 40), (0, 0, height, width)):
         np.testing.assert_array_equal(ssim_map_in_box(ref, dist, (y, x, h, w)),
                                       whole[y:y + h, x:x + w])
+        np.testing.assert_array_equal(ssim_map_in_box(prepared, dist, (y, x, h, w)),
+                                      whole[y:y + h, x:x + w])  # the reference prepared once
+    with pytest.raises(InvalidPairError, match="reference is"):
+        ssim_map_in_box(prepared, dist[:-1], (0, 0, 11, 11))
 
 
 def test_dense_map_is_exactly_one_for_identical_images(small_image):
