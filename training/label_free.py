@@ -125,9 +125,9 @@ def validation_loss(context: Context, objective: Objective, loader) -> dict:
 def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool) -> dict:
     location = Location.parse(config.dataset)
     splits = reference_splits(location, config.val_refs, config.exclude_refs)
-    index = distorted_index(location)
-    train, val = (_refs(splits, name, config.dataset, index) for name in ("train", "val"))
     dataset = open_dataset(config.dataset)
+    index = distorted_index(location, dataset.shards)  # (each shard's stats read once)
+    train, val = (_refs(splits, name, config.dataset, index) for name in ("train", "val"))
     precision = Precision.resolve(config.model.precision, context.device)
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
     built = build_model(config.model, outputs=0)

@@ -195,12 +195,13 @@ class SplitShards:
     samples: int
 
 
-def distorted_index(location: Location) -> pa.Table:
+def distorted_index(location: Location, shards: tuple[int, ...] | None = None) -> pa.Table:
     """ref_id, distortion_id, quality, scores, ensemble_hash and shard of every distorted
-    sample of the dataset: the parquet indexes, read once for all the questions a run asks of
-    them (training.pretrain.check_labels reads quality and scores). A dataset with a damaged shard
+    sample of the dataset (of its complete `shards`, where the caller has them from
+    open_dataset): the parquet indexes, read once for all the questions a run asks of them
+    (training.pretrain.check_labels reads quality and scores). A dataset with a damaged shard
     is refused as open_dataset refuses it (DamagedShardError), never read as a smaller one."""
-    table = read_index(location, list(readable_shards(location)),
+    table = read_index(location, list(readable_shards(location) if shards is None else shards),
                        columns=["ref_id", "distortion_id", "kind", "quality", "scores",
                                 "ensemble_hash"],
                        with_shard=True)
