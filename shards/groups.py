@@ -83,6 +83,8 @@ def pairs(spec: GroupSpec, url: str, records: Iterator[dict],
             if item["ref_id"] not in prepared:
                 prepared[item["ref_id"]] = ssim_reference(reference)
             maps = [ssim_maps(prepared[item["ref_id"]], pixels, boxes)]
+            if not expected[item["ref_id"]]:  # its last drawn version: its preparation
+                del prepared[item["ref_id"]]  # (24 bytes a pixel) held no longer
         return group(spec, item["ref_id"], cut(reference, boxes), boxes,
                      [(item["meta"], cut(pixels, boxes))], maps)
 

@@ -8,10 +8,9 @@ from pathlib import Path, PurePosixPath
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from shards.storage import Location
+from shards.dataset import open_dataset
 from training import checkpoint
 from training.model import backbone_input
-from training.shard_data import reference_splits
 from training.transforms import Augment
 
 
@@ -92,12 +91,18 @@ class TrainedRun:
                 and resolved_root(self.dataset) == resolved_root(root))
 
     def trained_references(self, root: str) -> frozenset[str]:
-        """The references of the shards at `root` whose samples it pretrained on (its train
-        split: none where it was not pretrained on them)."""
+        """The references of the shards at `root` whose samples it pretrained on: those of
+        their train split it did not move to val or leave out (none where it was not
+        pretrained on them, or where their splits cannot be read: a notice, never a reason
+        to refuse)."""
         if not self.pretrained_on(root):
             return frozenset()
-        splits = reference_splits(Location.parse(root), self.val_refs, self.exclude_refs)
-        return frozenset(ref for ref, split in splits.items() if split == "train")
+        try:
+            splits = open_dataset(root).references
+        except (OSError, ValueError):  # no complete shard, damaged, unreadable
+            return frozenset()
+        return frozenset(ref for ref, (split, _) in splits.items() if split == "train"
+                         and ref not in self.val_refs and ref not in self.exclude_refs)
 
     def seen_notice(self, checkpoint: str, root: str, refs: set[str], command: str
                     ) -> str | None:

@@ -3,6 +3,8 @@ is the same window of its full stored image), one box per group, drawn reproduci
 the read order; versions=n draws n distinct versions per seed; two views overlap inside the
 image; member order inside a shard does not matter."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -232,6 +234,36 @@ def test_triplets_add_the_whole_pairs_ssim_map_cut_with_the_box(hand_made, hand_
             _assert_aligned(triplet, hand_images, views)
             if key.endswith("_d01_l1"):  # the identity version: SSIM 1 everywhere
                 assert np.all(dense == 1)
+
+
+def test_a_references_ssim_preparation_is_let_go_after_its_last_triplet(hand_made,
+                                                                        monkeypatch):
+    """Each reference is prepared once (its whole gray image and moments, 24 bytes a pixel)
+    and not held past its last drawn version: a shard of 16 large references would hold
+    gigabytes in every loader worker."""
+    import gc
+    import weakref
+
+    from shards import groups
+
+    made, prepare = [], groups.ssim_reference
+
+    def recording(reference):
+        prepared = prepare(reference)
+        made.append(weakref.ref(prepared))
+        return prepared
+    dataset = open_dataset(str(hand_made))
+    left = Counter(triplet["ref_id"] for triplet in dataset.groups("triplet", crop=16, seed=1))
+    monkeypatch.setattr(groups, "ssim_reference", recording)
+    owners: dict[str, weakref.ref] = {}
+    for triplet in dataset.groups("triplet", crop=16, seed=1):
+        ref_id = triplet["ref_id"]
+        if ref_id not in owners:  # prepared for this, its first triplet
+            owners[ref_id] = made[len(owners)]
+        left[ref_id] -= 1
+        gc.collect()
+        assert (owners[ref_id]() is None) == (left[ref_id] == 0), ref_id
+    assert len(made) == len(owners) > 1  # once each
 
 
 def test_a_pair_whose_version_is_not_its_references_size_is_named(tmp_path):

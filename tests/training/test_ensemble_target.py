@@ -93,15 +93,16 @@ def test_a_pretrained_checkpoint_is_evaluated_on_its_own_shards_under_its_ensemb
     """On the shards it was pretrained on: Q under the ensemble it learnt unless another is
     chosen, and the references whose samples it trained on named (optimistic figures)."""
     strict = _save(_strict(), tmp_path)
-    out = tmp_path / "run"
-    assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "1",
+    out, shards = tmp_path / "run", tmp_path / "dataset"
+    shutil.copytree(tiny_dataset, shards)
+    assert main(["train", "pretrain", str(shards), "--out", str(out), "--epochs", "1",
                  "--steps-per-epoch", "1", "--ensemble", str(strict), "--val-refs", "r0",
                  *TINY]) == 0  # trains on r1, r2, r3 (r0 moved to val)
     capsys.readouterr()
 
     def evaluate(refs: str, name: str) -> tuple[str, dict]:
         assert main(["train", "evaluate", "--checkpoint", str(out / "best.pt"), "--dataset",
-                     "shards", "--root", str(tiny_dataset), "--refs", refs, "--out",
+                     "shards", "--root", str(shards), "--refs", refs, "--out",
                      str(tmp_path / name), "--eval-crops", "1", "--workers", "0", "--device",
                      "cpu"]) == 0
         return (capsys.readouterr().out,
@@ -119,6 +120,9 @@ def test_a_pretrained_checkpoint_is_evaluated_on_its_own_shards_under_its_ensemb
         _expected(s["meta"]["scores"]["mae"]) for s in records), atol=1e-6)
     printed, _ = evaluate("r0,r5", "unseen")
     assert "pretrained on the samples" not in printed
+    (shards / "sources.parquet").unlink()  # as a resume that extends the dataset leaves it
+    printed, _ = evaluate("r0,r1,r5", "no-sources")  # the splits from the shards' indexes
+    assert "was pretrained on the samples of 1 of the references given (r1)" in printed
 
 
 def test_an_ensemble_needs_scores_every_sample_has(tmp_path, capsys):
