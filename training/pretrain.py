@@ -275,7 +275,8 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     summary = fit(run, batches, steps, validate, resume)
     if context.is_main:
         summary = {**summary, "dataset": config.dataset, "ensemble": labels,
-                   "train_samples": train.samples, "val_samples": val.samples,
+                   "train_samples": train.samples, "val_samples": validated.samples,
+                   "val_split_samples": val.samples,  # (--val-limit reads validated)
                    "checkpoint": str(out / "best.pt"), "start": built.start,
                    "heads": [asdict(head) for head in heads], "objective": "regression"}
         write_json(out / "summary.json", summary)

@@ -78,6 +78,17 @@ def test_pretrain_refuses_options_its_objective_never_reads(tmp_path, capsys, ob
     assert not (tmp_path / "run").exists()
 
 
+def test_the_summary_counts_the_validation_samples_read(tiny_dataset, tmp_path):
+    """--val-limit 7 of the 18 samples of r0, r3, r4 (6 each): two whole references."""
+    out = tmp_path / "run"
+    assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "1",
+                 "--steps-per-epoch", "1", "--val-refs", "r0,r3", "--val-limit", "7",
+                 *TINY]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["val_samples"] == summary["history"][0]["val_count"] == 12
+    assert summary["val_split_samples"] == 18
+
+
 def test_resume_without_a_checkpoint_and_bad_datasets_fail_clearly(tiny_dataset, tmp_path,
                                                                  capsys):
     assert main(["train", "pretrain", str(tiny_dataset), "--out", str(tmp_path / "none"),
