@@ -40,7 +40,8 @@ from training.transforms import Augment
 # settings a resumed run may change (`out` is where its last.pt was found, wherever the run
 # folder has moved); anything else must match the checkpoint
 RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every", "out",
-                     "ensemble"}  # its file's path; ensemble_hash says what Q it defines
+                     "ensemble",  # its file's path; ensemble_hash says what Q it defines
+                     "dataset_resolved"}  # the dataset itself is compared (LOCAL_PATH_...)
 LOCAL_PATH_SETTINGS = {"dataset"}  # compared as absolute paths: ds/ and ./ds are one dataset
 MAX_NONFINITE_BATCHES = 20  # per epoch: more means the run has diverged
 

@@ -5,6 +5,7 @@ target's figure); or, with a label-free objective (contrastive, reconstruction, 
 its backbone learns from groups of the shards (training.label_free)."""
 
 import math
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from training.shard_data import (
     run_grid,
     split_shards,
 )
+from training.trained import resolved_root
 from training.transforms import Augment
 
 
@@ -94,6 +96,9 @@ class PretrainConfig:
         del data["targets"], data["loss_weights"]
         if self.ensemble is None:
             del data["ensemble"]
+        elif os.path.isfile(self.ensemble):  # found by evaluate from any folder
+            data["ensemble"] = os.path.abspath(self.ensemble)
+        data["dataset_resolved"] = resolved_root(self.dataset)  # what evaluate and probe know
         if not self.objective.label_free:
             del data["objective"]
         if self.optim.reference_setup:

@@ -23,6 +23,7 @@ class TrainedRun:
     dataset: str | None = None               # what it was trained on (finetune: the kind)
     root: str | None = None                  # finetune: where that dataset was read from,
     root_resolved: str | None = None         # as typed, and resolved (resolved_root)
+    dataset_resolved: str | None = None      # pretrain: its dataset resolved where it ran
     crop: int | None = None                  # its training crop
     # the normalisation it saw (runs older than the per-backbone normalisation saw ImageNet's)
     mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
@@ -54,6 +55,7 @@ class TrainedRun:
                    objective=objective["name"] if objective else None,
                    dataset=config.get("dataset"), root=config.get("root"),
                    root_resolved=config.get("root_resolved"),
+                   dataset_resolved=config.get("dataset_resolved"),
                    crop=augment.get("crop"),
                    mean=tuple(augment.get("mean", IMAGENET_DEFAULT_MEAN)),
                    std=tuple(augment.get("std", IMAGENET_DEFAULT_STD)),
@@ -87,8 +89,9 @@ class TrainedRun:
     def pretrained_on(self, root: str) -> bool:
         """Whether it was pretrained (not fine-tuned) on the shards dataset at `root`, however
         spelled."""
-        return (not self.fine_tuned and self.dataset is not None
-                and resolved_root(self.dataset) == resolved_root(root))
+        if self.fine_tuned or self.dataset is None:
+            return False
+        return (self.dataset_resolved or resolved_root(self.dataset)) == resolved_root(root)
 
     def trained_references(self, root: str) -> frozenset[str]:
         """The references of the shards at `root` whose samples it pretrained on: those of

@@ -217,6 +217,13 @@ def test_a_checkpoint_says_what_its_scores_mean():
     assert under_pmos.score_meaning().startswith("the ensemble label Q under ensemble pmos of")
     assert under_pmos.pretrained_on(os.path.abspath("out/run")) and not \
         fine_tuned.pretrained_on("data/a.csv")
+    elsewhere = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "out/run",
+                               "dataset_resolved": "/data/out/run"})  # run in /data
+    assert elsewhere.pretrained_on("/data/out/run") and not elsewhere.pretrained_on("out/run")
+    from training.pretrain import PretrainConfig
+    recorded = PretrainConfig("out/run", "runs/x").to_json()
+    assert recorded["dataset"] == "out/run"
+    assert recorded["dataset_resolved"] == os.path.realpath("out/run")
     label_free = TrainedRun.of({"model": {"backbone": "resnet18"},
                                 "objective": {"name": "contrastive"}})
     assert label_free.objective == "contrastive" and label_free.targets == ("quality",)
