@@ -47,21 +47,28 @@ class EvaluateConfig:
 SPLIT_DEFAULTS = {"split_by": FinetuneConfig.split_by, "seed": FinetuneConfig.seed, "repeat": 0}
 
 
+def _learnt_ensemble(trained: TrainedRun, config: EvaluateConfig, notices: list[str],
+                     how: str) -> EvaluateConfig:
+    """Q under the ensemble whose Q the checkpoint learnt (`how`: fine-tuned, pretrained),
+    where no other is chosen; a notice either way."""
+    if config.ensemble is None and trained.ensemble is not None:
+        notices.append(f"Q under ensemble {trained.ensemble}, which {config.checkpoint} was "
+                       f"{how} on")
+        return replace(config, ensemble=trained.ensemble)
+    if config.ensemble != trained.ensemble:
+        notices.append(f"{config.checkpoint} was {how} on Q under ensemble "
+                       f"{trained.ensemble or '(the stored one)'}; it is tested on Q under "
+                       f"{config.ensemble}")
+    return config
+
+
 def _own_choices(trained: TrainedRun, config: EvaluateConfig,
                  notices: list[str]) -> EvaluateConfig:
     """On the dataset the checkpoint was fine-tuned on: its references (for its own split's
     test part) and the ensemble whose Q it learnt, where no others are chosen."""
     if config.subset == "test" and not config.refs:
         config = replace(config, refs=trained.refs)
-    if config.ensemble is None and trained.ensemble is not None:
-        notices.append(f"Q under ensemble {trained.ensemble}, which {config.checkpoint} was "
-                       "fine-tuned on")
-        config = replace(config, ensemble=trained.ensemble)
-    elif config.ensemble != trained.ensemble:
-        notices.append(f"{config.checkpoint} was fine-tuned on Q under ensemble "
-                       f"{trained.ensemble or '(the stored one)'}; it is tested on Q under "
-                       f"{config.ensemble}")
-    return config
+    return _learnt_ensemble(trained, config, notices, "fine-tuned")
 
 
 def _pretrained_choices(trained: TrainedRun, config: EvaluateConfig,
@@ -69,14 +76,7 @@ def _pretrained_choices(trained: TrainedRun, config: EvaluateConfig,
     """On the shards the checkpoint was pretrained on: Q under the ensemble it learnt where
     no other is chosen, and a notice naming the references it trained on among those
     evaluated."""
-    if config.ensemble is None and trained.ensemble is not None:
-        notices.append(f"Q under ensemble {trained.ensemble}, which {config.checkpoint} was "
-                       "pretrained on")
-        config = replace(config, ensemble=trained.ensemble)
-    elif config.ensemble != trained.ensemble:
-        notices.append(f"{config.checkpoint} was pretrained on Q under ensemble "
-                       f"{trained.ensemble or '(the stored one)'}; it is tested on Q under "
-                       f"{config.ensemble}")
+    config = _learnt_ensemble(trained, config, notices, "pretrained")
     seen = trained.seen_notice(config.checkpoint, config.root, set(config.refs), "evaluate")
     notices.extend([seen] if seen else [])
     return config
