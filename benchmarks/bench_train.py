@@ -17,7 +17,7 @@ import torch
 from report_files import write_report
 from torch.utils.data import DataLoader
 
-from shards.storage import Location
+from shards.dataset import open_dataset
 from training.losses import QualityLoss
 from training.model import ModelConfig, build_model
 from training.precision import FP32, Inputs
@@ -33,9 +33,9 @@ from training.transforms import Augment
 
 
 def loader(dataset: str, crop: int, batch: int, workers: int) -> DataLoader:
-    location = Location.parse(dataset)
-    splits = reference_splits(location)
-    shards = split_shards(location, distorted_index(location), splits, "train")
+    data = open_dataset(dataset)
+    shards = split_shards(data.location, distorted_index(data.location, data.shards),
+                          reference_splits(data), "train")
     stream = ShardStream(StreamConfig(dataset, shards, Target(), Augment(crop=crop)))
     return DataLoader(stream, batch_size=batch, num_workers=workers,
                       pin_memory=torch.cuda.is_available())

@@ -13,7 +13,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from shards.dataset import open_dataset
-from shards.storage import Location
 from training.distributed import Context, all_sum
 from training.group_data import ONE_PASS, Reading, collate_groups, group_dataset
 from training.loop import Run, fit
@@ -123,9 +122,9 @@ def validation_loss(context: Context, objective: Objective, loader) -> dict:
 
 
 def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool) -> dict:
-    location = Location.parse(config.dataset)
-    splits = reference_splits(location, config.val_refs, config.exclude_refs)
     dataset = open_dataset(config.dataset)
+    location = dataset.location
+    splits = reference_splits(dataset, config.val_refs, config.exclude_refs)
     index = distorted_index(location, dataset.shards)  # (each shard's stats read once)
     train, val = (_refs(splits, name, config.dataset, index) for name in ("train", "val"))
     precision = Precision.resolve(config.model.precision, context.device)

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
+from shards.dataset import open_dataset
 from shards.layout import ENSEMBLE_FILE
 from shards.schema import finite_counts, score_arrays
 from shards.storage import Location
@@ -206,8 +207,9 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
 def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     if config.objective.label_free:
         return pretrain_label_free(config, context, resume)
-    location = Location.parse(config.dataset)
-    index = distorted_index(location)
+    dataset = open_dataset(config.dataset)
+    location = dataset.location
+    index = distorted_index(location, dataset.shards)  # (each shard's stats read once)
     if len(index) == 0:
         raise ValueError(f"{config.dataset} has no distorted sample: every source or version "
                          "failed (its report.json and failures.jsonl say why)")
@@ -224,7 +226,7 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     heads = tuple(target.head(weight) for target, weight in zip(config.targets,
                                                                   config.weights, strict=True))
     multi = multi_head(config.targets)
-    splits = reference_splits(location, config.val_refs, config.exclude_refs)
+    splits = reference_splits(dataset, config.val_refs, config.exclude_refs)
     train, val = (split_shards(location, index, splits, name) for name in ("train", "val"))
     if not val.samples:
         raise ValueError(f"{config.dataset} has no `val` reference for early stopping: name "

@@ -18,10 +18,10 @@ from torch.utils.data import IterableDataset
 
 from distortions.banks import grid
 from labelers.ensemble import Ensemble, EnsembleError
-from shards.dataset import readable_shards, sample_stream
+from shards.dataset import Dataset, readable_shards, sample_stream
 from shards.layout import MANIFEST_FILE, store_of, tar_path
 from shards.order import Order
-from shards.reader import read_index, read_sources
+from shards.reader import read_index
 from shards.records import decode
 from shards.schema import METRIC_KEYS, chain_of, record_score
 from shards.storage import Location
@@ -166,23 +166,31 @@ def encode(target: Target | tuple[Target, ...], record: dict) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32)
 
 
-def reference_splits(location: Location, val_refs: tuple[str, ...] = (),
+def reference_splits(dataset: Dataset, val_refs: tuple[str, ...] = (),
                      exclude_refs: tuple[str, ...] = ()) -> dict[str, str]:
-    """ref_id -> split from sources.parquet (usable sources only), with references moved to
-    `val` or excluded on request (held out for fine-tuning, say)."""
-    table = read_sources(location)
-    ok = table.filter(pc.equal(table["status"], "ok"))
-    splits = dict(zip(ok["ref_id"].to_pylist(), ok["split"].to_pylist(), strict=True))
+    """ref_id -> split of the references in the dataset's complete shards (sources.parquet,
+    or the shards' indexes where a resume dropped it), with references moved to `val` or
+    excluded on request (held out for fine-tuning, say): an id it does not hold, or one given
+    to both, is an error."""
+    splits = {ref: split for ref, (split, _) in dataset.references.items()}
     unknown = sorted((set(val_refs) | set(exclude_refs)) - set(splits))
     if unknown:
-        raise ValueError(f"unknown reference ids {unknown}; the dataset has {sorted(splits)}")
+        raise ValueError(f"unknown reference ids {unknown[:10]}: not in a complete shard of "
+                         f"{dataset.location.root} (it has {len(splits)}, e.g. "
+                         f"{sorted(splits)[:5]})")
     both = sorted(set(val_refs) & set(exclude_refs))
     if both:
         raise ValueError(f"references {both} are given to both --val-refs and --exclude-refs: "
                          "validate on them or hold them out, not both")
-    splits.update(dict.fromkeys(val_refs, "val"))
-    splits.update(dict.fromkeys(exclude_refs, EXCLUDED))
-    return splits
+    return held_out(splits, val_refs, exclude_refs)
+
+
+def held_out(splits: dict[str, str], val_refs: tuple[str, ...],
+             exclude_refs: tuple[str, ...]) -> dict[str, str]:
+    """`splits` with `val_refs` moved to val and `exclude_refs` excluded (ids it lacks left
+    out)."""
+    moved = {**dict.fromkeys(val_refs, "val"), **dict.fromkeys(exclude_refs, EXCLUDED)}
+    return {ref: moved.get(ref, split) for ref, split in splits.items()}
 
 
 @dataclass(frozen=True)

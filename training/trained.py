@@ -11,6 +11,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from shards.dataset import open_dataset
 from training import checkpoint
 from training.model import backbone_input
+from training.shard_data import held_out
 from training.transforms import Augment
 
 
@@ -101,11 +102,12 @@ class TrainedRun:
         if not self.pretrained_on(root):
             return frozenset()
         try:
-            splits = open_dataset(root).references
+            splits = {ref: split for ref, (split, _) in open_dataset(root).references.items()}
         except (OSError, ValueError):  # no complete shard, damaged, unreadable
             return frozenset()
-        return frozenset(ref for ref, (split, _) in splits.items() if split == "train"
-                         and ref not in self.val_refs and ref not in self.exclude_refs)
+        return frozenset(ref for ref, split in held_out(splits, self.val_refs,
+                                                        self.exclude_refs).items()
+                         if split == "train")
 
     def seen_notice(self, checkpoint: str, root: str, refs: set[str], command: str
                     ) -> str | None:

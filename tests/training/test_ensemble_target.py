@@ -53,7 +53,7 @@ def test_each_sample_learns_q_of_the_chosen_ensemble(tiny_dataset):
     assert records and all(target.value(r) == pytest.approx(_expected(r["scores"]["mae"]),
                                                             abs=1e-12) for r in records)
     assert any(target.value(r) != pytest.approx(r["quality"]) for r in records)  # not stored Q
-    shards = split_shards(location, index, reference_splits(location), "val")
+    shards = split_shards(location, index, reference_splits(open_dataset(str(tiny_dataset))), "val")
     stream = ShardStream(StreamConfig(str(tiny_dataset), shards, target, Augment(crop=32),
                                       train=False), 0, 1)
     streamed = sorted(value.item() for _, value in stream)

@@ -1,12 +1,17 @@
+import shutil
+
 import pytest
 import torch
 
+from shards.dataset import open_dataset
+from shards.layout import SOURCES_FILE
 from shards.storage import Location
 from training.shard_data import (
     ShardStream,
     StreamConfig,
     Target,
     distorted_index,
+    held_out,
     limited_split,
     reference_splits,
     references_up_to,
@@ -22,7 +27,7 @@ def _stream(root, name, train, splits=None, rank=0, world=1, epoch=0, target="qu
     location = Location.parse(str(root))
     index = distorted_index(location)
     shards = limited_split(location, index, split_shards(
-        location, index, splits or reference_splits(location), name), limit, seed=1)
+        location, index, splits or reference_splits(open_dataset(str(root))), name), limit, seed=1)
     stream = ShardStream(StreamConfig(str(root), shards, Target(target), CROP, seed=1,
                                       train=train, shuffle_buffer=8), rank, world)
     stream.set_epoch(epoch)
@@ -34,29 +39,40 @@ def _targets(stream, count: int) -> list[float]:
 
 
 def test_splits_come_from_sources_with_overrides(tiny_dataset):
-    location = Location.parse(str(tiny_dataset))
-    splits = reference_splits(location, val_refs=("r1",), exclude_refs=("r0",))
+    dataset = open_dataset(str(tiny_dataset))
+    splits = reference_splits(dataset, val_refs=("r1",), exclude_refs=("r0",))
     assert splits == {"r0": "excluded", "r1": "val", "r2": "train", "r3": "train",
                       "r4": "val", "r5": "test"}
     with pytest.raises(ValueError, match="unknown reference ids"):
-        reference_splits(location, val_refs=("nope",))
+        reference_splits(dataset, val_refs=("nope",))
     with pytest.raises(ValueError, match=r"\['r1'\] are given to both --val-refs and "
                                          "--exclude-refs"):
-        reference_splits(location, val_refs=("r1", "r2"), exclude_refs=("r1",))
+        reference_splits(dataset, val_refs=("r1", "r2"), exclude_refs=("r1",))
+    assert held_out({"r0": "train", "r1": "train"}, ("r1", "gone"), ("r9",)) == {
+        "r0": "train", "r1": "val"}  # ids it lacks left out, never added
+
+
+def test_splits_without_sources_parquet_come_from_the_shards_indexes(tiny_dataset, tmp_path):
+    """A resume can drop sources.parquet: the splits are the references' own (their rows in
+    the indexes), the same as sources.parquet gave."""
+    expected = reference_splits(open_dataset(str(tiny_dataset)))
+    copy = shutil.copytree(tiny_dataset, tmp_path / "copy")
+    (copy / SOURCES_FILE).unlink()
+    assert reference_splits(open_dataset(str(copy))) == expected
 
 
 def test_split_shards_count_only_distorted_samples_of_the_split(tiny_dataset):
-    location = Location.parse(str(tiny_dataset))
-    index = distorted_index(location)
-    train = split_shards(location, index, reference_splits(location), "train")
+    dataset = open_dataset(str(tiny_dataset))
+    index = distorted_index(dataset.location)
+    train = split_shards(dataset.location, index, reference_splits(dataset), "train")
     assert train.samples == 4 * 6
     assert len(train.urls) == 2  # r0-r2 in shard 0, r3 in shard 1
-    val = split_shards(location, index, reference_splits(location), "val")
+    val = split_shards(dataset.location, index, reference_splits(dataset), "val")
     assert (val.samples, len(val.urls)) == (6, 1)
 
 
 def test_evaluation_streams_split_every_sample_once_across_ranks(tiny_dataset):
-    splits = reference_splits(Location.parse(str(tiny_dataset)),
+    splits = reference_splits(open_dataset(str(tiny_dataset)),
                               val_refs=("r0", "r3", "r4"))
     seen = []
     for rank in range(2):
@@ -71,7 +87,7 @@ def test_a_validation_limit_keeps_whole_references_whatever_the_ranks(tiny_datas
     """--val-limit 10 of 18 samples (three references of 6): the first two references of a
     seeded order, 12 samples, read in full however many ranks share them; a limit the split
     is within keeps it whole."""
-    splits = reference_splits(Location.parse(str(tiny_dataset)), val_refs=("r0", "r3", "r4"))
+    splits = reference_splits(open_dataset(str(tiny_dataset)), val_refs=("r0", "r3", "r4"))
     samples = {}
     for world in (1, 2, 3):
         read = []
