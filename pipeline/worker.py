@@ -23,7 +23,7 @@ from shards.decode import DecodeError
 from shards.keys import composed_key, distorted_key, reference_key
 from shards.layout import shard_paths
 from shards.png import encode_png
-from shards.schema import INDEX_SCHEMA, pixel_sha256
+from shards.schema import INDEX_SCHEMA, pixel_sha256, record_scores
 from shards.storage import Location
 from shards.store_modes import library_versions, stores_pixels
 from shards.writer import ShardWriter
@@ -290,7 +290,7 @@ def _label(records, ref: np.ndarray, images: list[np.ndarray], score_images: Sco
         records = [records[i] for i in kept]
     quality, used = ensemble.quality(scores) if records else ([], ())
     for i, record in enumerate(records):
-        record["scores"] = {key: float(values[i]) for key, values in scores.items()}
+        record["scores"] = record_scores({key: values[i] for key, values in scores.items()})
         record["quality"] = float(quality[i])
         record["ensemble_hash"] = ensemble.hash
         record["metrics_used"] = list(used) if set(used) != set(ensemble.weights) else None

@@ -24,6 +24,15 @@ def score_arrays(scores: pa.ChunkedArray | pa.Array) -> dict[str, np.ndarray]:
             for field, values in zip(column.type, column.flatten(), strict=True)}
 
 
+def record_scores(scores: dict[str, float]) -> dict[str, float | None]:
+    """A sample's `scores` field: every metric of METRIC_KEYS, null where the run did not
+    score it (the .json holds the fields of its parquet row: spec/shards.md)."""
+    unknown = sorted(set(scores) - set(METRIC_KEYS))
+    if unknown:
+        raise ValueError(f"scores of unknown metrics {unknown}: a record holds {METRIC_KEYS}")
+    return {key: None if key not in scores else float(scores[key]) for key in METRIC_KEYS}
+
+
 def record_score(record: dict, metric: str) -> float:
     """A sample record's raw score of `metric` as a float: NaN where it has none (a reference,
     a label-free run, a metric not scored), as score_arrays gives it."""

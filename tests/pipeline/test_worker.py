@@ -41,7 +41,7 @@ from pipeline.sources import IMAGE_EXTENSIONS, list_sources, listing, load, skip
 from pipeline.worker import Guard, local_scorer, produce_shard
 from shards.layout import shard_paths, store_of, tar_path
 from shards.reader import read_index, tar_urls
-from shards.schema import INDEX_SCHEMA
+from shards.schema import INDEX_SCHEMA, SCORES_TYPE
 from shards.storage import Location
 from tests.conftest import rewrite_tar
 
@@ -109,6 +109,14 @@ def test_parquet_rows_equal_tar_members_and_labels_are_present(sources_folder, f
             assert all(record[name] is None for name in
                        ("distortion_id", "distortion", "category", "level", "seed", "recipe",
                         "scores", "quality"))
+    # a distorted sample's .json scores are its parquet row's: every metric, null unscored
+    rows = {row["key"]: row for row in index}
+    for sample in samples:
+        record = json.loads(sample["json"])
+        if record["kind"] == "distorted":
+            assert record["scores"] == rows[sample["__key__"]]["scores"]
+            assert set(record["scores"]) == {field.name for field in SCORES_TYPE}
+            assert record["scores"]["mae"] is not None and record["scores"]["lpips"] is None
     # each shard: references first, then the distorted samples
     kinds = [row["kind"] for row in pq.read_table(shard_paths(location, 0)["parquet"]).to_pylist()]
     assert kinds == sorted(kinds, key=lambda kind: kind != "reference")
