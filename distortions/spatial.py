@@ -92,18 +92,20 @@ def apply_quantization(img: np.ndarray, params: dict) -> np.ndarray:
     on KADID's min-max stretched image (mapmm), stretched back.
 
     Values at or below t_1 become the image's minimum (0 once stretched), those in
-    (t_{k-1}, t_k] become t_k, those above t_N its maximum (1 once stretched). Comparisons
-    are made on histogram bins, where they are exact.
+    (t_{k-1}, t_k] become t_k, those above t_N its maximum (1 once stretched). The thresholds
+    are found on the histogram's bins, but each value is compared with them as imquantize
+    compares it, not its bin: (v - min) / (max - min) <= b / 255, in integers (exact).
     """
     low, high = int(img.min()), int(img.max())
     if low == high:
         return img.copy()
-    bins = _histogram_bins(img)
-    threshold_bins = otsu_threshold_bins(np.bincount(bins.ravel(), minlength=256),
-                                         params["thresholds"])
+    threshold_bins = otsu_threshold_bins(
+        np.bincount(_histogram_bins(img).ravel(), minlength=256), params["thresholds"])
     thresholds = (low + threshold_bins / 255 * (high - low)) / 255
     values = np.concatenate([[low / 255], thresholds[1:], [high / 255]]).astype(np.float32)
-    return to_uint8(values[np.searchsorted(threshold_bins, bins, side="left")])
+    classes = np.searchsorted(np.asarray(threshold_bins, np.int64) * (high - low),
+                              (img.astype(np.int64) - low) * 255, side="left")
+    return to_uint8(values[classes])
 
 
 def apply_color_block(img: np.ndarray, params: dict) -> np.ndarray:

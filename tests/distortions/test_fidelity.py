@@ -175,6 +175,26 @@ def test_quantization_keeps_the_range_of_an_image_that_spans_part_of_it(small_im
     assert error < full_error  # half the range, at most as coarse a quantization
 
 
+@pytest.mark.parametrize("level", [1, 3, 5])
+def test_quantization_compares_values_not_bins_with_the_thresholds(small_image, level):
+    """imquantize's classes: v <= t_1, t_{k-1} < v <= t_k, v > t_N, on the stretched values
+    (v - min) / (max - min) with t = bin / 255 (multithresh's thresholds stretched). On an image
+    spanning 30..217 most values fall between bins: a value just above a threshold, within half
+    a bin, belongs to the class above (compared by its rounded bin it went below)."""
+    img = (30 + small_image.astype(np.int64) * 187 // 255).astype(np.uint8)
+    low, high = int(img.min()), int(img.max())
+    stretched = (img.astype(np.float64) - low) / (high - low)
+    bins = np.floor(stretched * 255 + 0.5).astype(np.int64)  # imhist's bins (no .5 tie here)
+    thresholds = otsu.otsu_threshold_bins(np.bincount(bins.ravel(), minlength=256),
+                                          [20, 16, 13, 10, 7][level - 1]) / 255
+    classes = (stretched[..., None] > thresholds).sum(axis=-1)
+    values = np.concatenate([[0.0], thresholds[1:], [1.0]])
+    expected = np.floor((low + values[classes] * (high - low)) + 0.5).astype(np.uint8)
+    out, _ = distortions.apply(img, "quantization", level, seed=0)
+    assert np.array_equal(out, expected)
+    assert np.mean(stretched * 255 % 1 != 0) > 0.5  # most values lie between bins
+
+
 def test_quantization_uses_at_most_thresholds_plus_one_values(small_image):
     for level, thresholds in enumerate([20, 16, 13, 10, 7], start=1):
         out, _ = distortions.apply(small_image, "quantization", level, seed=0)
