@@ -87,6 +87,15 @@ def test_jpeg2000_refuses_a_ratio_the_codec_cannot_reach():
         codecs.jpeg2000_at_ratio(board, 16)
 
 
+def test_jpeg2000_refuses_noise_whose_ratios_jump_past_the_band():
+    """Uniform noise at the bank's minimum size: OpenJPEG's ratios skip the band around 400 for
+    this seed (372.7 the closest: the README's figure), so the version is refused."""
+    noise = np.random.default_rng(1).integers(0, 256, (176, 192, 3), np.uint8)
+    with pytest.raises(distortions.DistortionError, match=r"reaches ratio 372\.7 at best, "
+                                                          r"not within 5% of 400"):
+        codecs.jpeg2000_at_ratio(noise, 400)
+
+
 # --- JPEG: IJG quality tables, 4:2:0 chroma ----------------------------------------------------
 # ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), in row order
 IJG_LUMINANCE = [
