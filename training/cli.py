@@ -220,9 +220,10 @@ def _augment(args) -> Augment:
                    expected.std)
 
 
-def _unread_options(args) -> list[str]:
-    """The options given (away from their defaults) that pretrain's --objective never reads:
-    they would be recorded in its checkpoints, and refuse a resume, for nothing."""
+def _unread_options(args) -> dict[str, list[str]]:
+    """The options given (away from their defaults) that pretrain never reads with its
+    --objective, --target and --schedule, by what leaves them unread: they would be recorded
+    in its checkpoints, and refuse a resume, for nothing."""
     unset = ObjectiveConfig()
     given = {
         "contrastive": {"--temperature": args.temperature != unset.temperature,
@@ -233,18 +234,30 @@ def _unread_options(args) -> list[str]:
         "regression": {"--loss": args.loss != PRETRAIN.loss,
                        "--soft-rank-temperature": args.soft_rank_temperature
                        != PRETRAIN.temperature}}
-    unread = [name for objective, options in given.items() if objective != args.objective
-              for name, set_ in options.items() if set_]
-    return unread + (["--versions"] if args.objective == "regression" and args.versions
-                     else [])
+    regression = args.objective == "regression"
+    by_objective = [name for objective, options in given.items() if objective != args.objective
+                    for name, set_ in options.items() if set_]
+    by_objective += ["--versions"] if regression and args.versions else []
+    classes_only = regression and all(Target(name).kind != "regression" for name in args.target)
+    by_target = [name for name, set_ in given["regression"].items() if set_ and classes_only]
+    schedule = args.schedule or OPTIM_DEFAULTS[args.objective].schedule
+    by_schedule = [name for name, value in (("--halve-every", args.halve_every),
+                                            ("--lr-decay", args.lr_decay))
+                   if value is not None and schedule == "cosine"]
+    return {why: names for why, names in (
+        (f"--objective {args.objective}", by_objective),
+        (f"--target {','.join(args.target)} (classes: cross-entropy)", by_target),
+        ("the cosine schedule (it takes no steps)", by_schedule)) if names}
 
 
 def _pretrain(args) -> int:
     unread = _unread_options(args)
     if unread:
-        raise ValueError(f"{', '.join(unread)} {'does' if len(unread) == 1 else 'do'} not "
-                         f"apply to --objective {args.objective}: leave "
-                         f"{'it' if len(unread) == 1 else 'them'} out")
+        count = sum(map(len, unread.values()))
+        raise ValueError("; ".join(
+            f"{', '.join(names)} {'does' if len(names) == 1 else 'do'} not apply to {why}"
+            for why, names in unread.items())
+            + f": leave {'it' if count == 1 else 'them'} out")
     pretrain(PretrainConfig(
         args.dataset, args.out, _model(args), _optim(args),
         tuple(Target(name) for name in args.target), _augment(args), _names(args.val_refs),

@@ -78,6 +78,9 @@ class PretrainConfig:
             raise ValueError(f"--target, --loss-weights and --ensemble are labels to regress: "
                              f"they do not apply to --objective {self.objective.name}")
         weights = self.loss_weights
+        if weights and len(names) == 1:
+            raise ValueError(f"--loss-weights weighs the losses of several targets; with one "
+                             f"({names[0]}) it changes nothing: leave it out")
         if weights and (len(weights) != len(names) or not all(
                 math.isfinite(w) and w >= 0 for w in weights) or not any(weights)):
             raise ValueError(f"--loss-weights must be {len(names)} finite non-negative "

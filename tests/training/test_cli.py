@@ -68,6 +68,12 @@ def test_pretraining_refuses_before_an_epoch_what_it_cannot_validate_or_learn(
     ("reconstruction", ["--no-half-scale"], "--no-half-scale does not"),
     ("contrastive", ["--soft-rank-temperature", "0.5"], "--soft-rank-temperature does not"),
     ("regression", ["--versions", "3", "--temperature", "0.1"], "--temperature, --versions"),
+    ("contrastive", ["--halve-every", "5", "--lr-decay", "0.1"],
+     "--halve-every, --lr-decay do not apply to the cosine schedule"),
+    ("regression", ["--schedule", "cosine", "--halve-every", "5"],
+     "--halve-every does not apply to the cosine schedule (it takes no steps): leave it out"),
+    ("regression", ["--target", "class,level", "--loss", "mae"],
+     "--loss does not apply to --target class,level (classes: cross-entropy)"),
 ])
 def test_pretrain_refuses_options_its_objective_never_reads(tmp_path, capsys, objective,
                                                             given, named):

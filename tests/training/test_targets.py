@@ -171,6 +171,8 @@ def test_targets_and_loss_weights_are_checked(grid_dataset, tiny_dataset, tmp_pa
     assert "--loss-weights must be 2" in capsys.readouterr().err
     for weights in ("1,-1", "0,0", "1,nan"):
         assert run(grid_dataset, "--target", "quality,class", "--loss-weights", weights) == 2
+    assert run(grid_dataset, "--loss-weights", "7") == 2  # one target: nothing to weigh
+    assert "with one (quality) it changes nothing" in capsys.readouterr().err
     assert run(grid_dataset, "--target", "quality,quality") == 2
     assert "distinct" in capsys.readouterr().err
     for bad in (["--target", "quality,nope"], ["--loss-weights", "1,x"]):
