@@ -259,11 +259,11 @@ def _pretrain(args) -> int:
             for why, names in unread.items())
             + f": leave {'it' if count == 1 else 'them'} out")
     pretrain(PretrainConfig(
-        args.dataset, args.out, _model(args), _optim(args),
+        args.dataset[0], args.out, _model(args), _optim(args),
         tuple(Target(name) for name in args.target), _augment(args), _names(args.val_refs),
         _names(args.exclude_refs), args.steps_per_epoch, args.val_limit or None, args.workers,
-        args.seed, args.device, args.loss_weights, _objective(args), args.ensemble),
-        resume=args.resume)
+        args.seed, args.device, args.loss_weights, _objective(args), args.ensemble,
+        tuple(args.dataset[1:])), resume=args.resume)
     return 0
 
 
@@ -399,7 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     pre = commands.add_parser("pretrain", help="pretrain on a generated dataset's shards")
-    pre.add_argument("dataset", help="the dataset folder or URI (OUT of generate)")
+    pre.add_argument("dataset", nargs="+",
+                     help="the dataset folder or URI (OUT of generate); the label-free "
+                          "objectives read several, their groups mixed (Re-IQA's synthetic "
+                          "and authentic sources), each with its own splits")
     pre.add_argument("--target", type=_targets, default=("quality",),
                      help="quality (Q), a raw metric, distortion/level classes, class (the "
                           "run's type x level grid) or multihot (its bits, for mixtures); "

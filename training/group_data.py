@@ -4,6 +4,7 @@ triplets) or single samples of one rank, split again across DataLoader workers. 
 every random choice is seeded by (seed, epoch, rank, worker), and crops and drawn versions by
 (seed, epoch, ref_id[, key]). `collate_groups` stacks groups into tensors."""
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,6 +72,45 @@ class DatasetStream(IterableDataset):
         return iter(read(request.kind, request.split, **request.arguments, order=self.order())
                     if request.method == "groups" else
                     read(request.split, request.kind, **request.arguments, order=self.order()))
+
+
+class MixedStream(IterableDataset):
+    """Several streams of one rank read as one. In a pass (validation) one after another, so
+    that each group is read once; resampled (training), each item from a stream drawn in
+    proportion to its `weight` (the groups of one pass over it), seeded by (seed, epoch, rank,
+    worker), `length` items per epoch and worker as each stream's with_epoch."""
+
+    def __init__(self, streams: list[DatasetStream], weights: list[int], seed: int):
+        super().__init__()
+        if len(streams) != len(weights) or not streams or min(weights) < 0 or not any(weights):
+            raise ValueError(f"need a non-negative weight, not all 0, per stream; got {weights}")
+        self.streams, self.weights, self.seed, self.epoch = streams, weights, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        for stream in self.streams:
+            stream.set_epoch(epoch)
+
+    def __iter__(self):
+        reading = self.streams[0].reading
+        if not reading.resampled:
+            return itertools.chain.from_iterable(self.streams)
+        return self._drawn(reading.length)
+
+    def _drawn(self, length: int | None):
+        _, _, worker, _ = pytorch_worker_info()
+        rng = np.random.default_rng([self.seed, self.epoch, self.streams[0].rank, worker])
+        streams = [iter(stream) for stream in self.streams]
+        weights = np.asarray(self.weights, np.float64)
+        drawn = 0
+        while (length is None or drawn < length) and weights.any():
+            chosen = rng.choice(len(streams), p=weights / weights.sum())
+            item = next(streams[chosen], None)
+            if item is None:  # (a resampled stream ends only at its with_epoch)
+                weights[chosen] = 0
+                continue
+            drawn += 1
+            yield item
 
 
 def group_dataset(root: str | Dataset, kind: str, split: str | None = None,

@@ -6,15 +6,22 @@ checkpoints, exact resume, TensorBoard, seeding), early stopping on the mean val
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
 
-from shards.dataset import open_dataset
+from shards.dataset import Dataset, open_dataset
 from training.distributed import Context, all_sum
-from training.group_data import ONE_PASS, Reading, collate_groups, group_dataset
+from training.group_data import (
+    ONE_PASS,
+    MixedStream,
+    Reading,
+    collate_groups,
+    group_dataset,
+)
 from training.loop import Run, fit
 from training.model import build_model
 from training.objectives import Objective, build_objective
@@ -23,8 +30,8 @@ from training.precision import Inputs, Precision
 from training.results_files import figure_text, write_json
 from training.shard_data import (
     INTERLEAVED_SHARDS,
+    datasets_splits,
     distorted_index,
-    reference_splits,
     references_up_to,
 )
 
@@ -43,14 +50,43 @@ def training_reading(kind: str, length: int) -> Reading:
     return Reading(SHUFFLE_GROUPS, True, length, 1 if kind == "chunk" else INTERLEAVED_SHARDS)
 
 
-def _refs(splits: dict[str, str], name: str, dataset: str, index) -> frozenset[str]:
-    """The split's references that have a version in a complete shard (the distorted_index):
-    those of a shard still being written, or whose versions all failed, give no group."""
-    refs = frozenset(ref for ref, split in splits.items() if split == name)
-    if not refs:
-        hint = ": name some with --val-refs" if name == "val" else ""
-        raise ValueError(f"{dataset} has no `{name}` reference{hint}")
-    return refs & frozenset(index["ref_id"].to_pylist())
+@dataclass(frozen=True)
+class Part:
+    """One dataset's share of a run: its train and val references that give groups, and the
+    groups of one pass over each."""
+
+    name: str  # as given
+    dataset: Dataset
+    train: frozenset[str]
+    val: frozenset[str]
+    train_groups: int
+    val_groups: Counter
+
+
+def _parts(config: "PretrainConfig", request: GroupRequest) -> tuple[list[Part], list[str]]:
+    """The run's datasets (the first, then --also's ones), each with its own splits (a
+    --val-refs or --exclude-refs id moves in each that holds it), and the notices of the
+    references left out for want of a whole chunk."""
+    names = (config.dataset, *config.also)
+    datasets = tuple(open_dataset(name) for name in names)
+    every_splits = datasets_splits(datasets, config.val_refs, config.exclude_refs)
+    for split in ("train", "val"):
+        if not any(split in splits.values() for splits in every_splits):
+            hint = ": name some with --val-refs" if split == "val" else ""
+            raise ValueError(f"{' and '.join(names)} has no `{split}` reference{hint}")
+    parts, notices = [], []
+    for name, dataset, splits in zip(names, datasets, every_splits, strict=True):
+        index = distorted_index(dataset.location, dataset.shards)  # each shard's stats once
+        made = frozenset(index["ref_id"].to_pylist())
+        refs = {}
+        for split in ("train", "val"):
+            named = frozenset(ref for ref, its in splits.items() if its == split) & made
+            refs[split], notice = full_chunks(index, named, request, split, name)
+            notices += [notice] if notice else []
+        parts.append(Part(name, dataset, refs["train"], refs["val"],
+                          group_count(index, refs["train"], request),
+                          groups_per_reference(index, refs["val"], request)))
+    return parts, notices
 
 
 def groups_per_reference(index, refs: frozenset[str], request: GroupRequest) -> Counter:
@@ -94,11 +130,15 @@ def full_chunks(index, refs: frozenset[str], request: GroupRequest, name: str,
     return whole, notice
 
 
-def _loader(config: "PretrainConfig", objective: Objective, refs: frozenset[str],
-            reading: Reading, context: Context, dataset) -> DataLoader:
-    stream = group_dataset(dataset, objective.request.kind, None, reading, context.rank,
-                           context.world_size, seed=config.seed, refs=refs,
-                           **objective.request.arguments())
+def _loader(config: "PretrainConfig", objective: Objective, parts: list[Part],
+            refs: dict[str, frozenset[str]], reading: Reading, context: Context) -> DataLoader:
+    """The groups of `refs` (by part name) of each part, mixed in proportion to their train
+    groups (one part: its stream alone)."""
+    streams = [group_dataset(part.dataset, objective.request.kind, None, reading, context.rank,
+                             context.world_size, seed=config.seed, refs=refs[part.name],
+                             **objective.request.arguments()) for part in parts]
+    stream = streams[0] if len(streams) == 1 else MixedStream(
+        streams, [part.train_groups for part in parts], config.seed)
     return DataLoader(stream, batch_size=config.optim.local_batch(context.world_size),
                       collate_fn=collate_groups, num_workers=config.workers,
                       pin_memory=context.device.type == "cuda")
@@ -122,42 +162,43 @@ def validation_loss(context: Context, objective: Objective, loader) -> dict:
 
 
 def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool) -> dict:
-    dataset = open_dataset(config.dataset)
-    location = dataset.location
-    splits = reference_splits(dataset, config.val_refs, config.exclude_refs)
-    index = distorted_index(location, dataset.shards)  # (each shard's stats read once)
-    train, val = (_refs(splits, name, config.dataset, index) for name in ("train", "val"))
     precision = Precision.resolve(config.model.precision, context.device)
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
     built = build_model(config.model, outputs=0)
     inputs = Inputs(config.augment.mean, config.augment.std, context.device, precision)
     objective = build_objective(config.objective, built.model, config.augment.crop, inputs,
                                 context)
-    train, train_notice = full_chunks(index, train, objective.request, "train", config.dataset)
-    val, val_notice = full_chunks(index, val, objective.request, "val", config.dataset)
-    notices = [*objective.notices, *filter(None, (train_notice, val_notice))]
-    groups = group_count(index, train, objective.request)
-    val_groups = groups_per_reference(index, val, objective.request)
+    parts, notices = _parts(config, objective.request)
+    groups = sum(part.train_groups for part in parts)
+    val_groups = Counter({(part.name, ref): count for part in parts
+                          for ref, count in part.val_groups.items()})
     for name, count in (("train", groups), ("val", sum(val_groups.values()))):
         if not count:
-            raise ValueError(f"{config.dataset}: no {name} reference has a distorted version "
-                             f"in a complete shard, so there is no {objective.request.kind} "
-                             f"to {'train' if name == 'train' else 'validate'} on")
-    val = references_up_to(val_groups, config.val_limit, config.seed)
+            raise ValueError(f"{' and '.join(part.name for part in parts)}: no {name} "
+                             "reference has a distorted version in a complete shard, so there "
+                             f"is no {objective.request.kind} to "
+                             f"{'train' if name == 'train' else 'validate'} on")
+    validated = references_up_to(val_groups, config.val_limit, config.seed)
+    train = {part.name: part.train for part in parts}
+    val = {part.name: frozenset(ref for name, ref in validated if name == part.name)
+           for part in parts}
+    train_refs, val_refs = (sum(map(len, refs.values())) for refs in (train, val))
     steps = config.steps_per_epoch or max(1, math.ceil(groups / config.optim.batch_size))
     local = config.optim.local_batch(context.world_size)
     if context.is_main:
-        for notice in (*built.notices, *notices):
+        for notice in (*built.notices, *objective.notices, *notices):
             print(f"NOTICE: {notice}")
+        mixed = (f" of {len(parts)} datasets ("
+                 + ", ".join(f"{part.name}: {len(train[part.name])}" for part in parts)
+                 + ")") if len(parts) > 1 else ""
         print(f"pretraining {config.model.backbone} ({objective.name}, "
               f"{objective.request.kind}s of {config.augment.crop} px crops) on "
-              f"{len(train)} references, validating on {len(val)}; {context.world_size} "
-              f"rank(s) on {context.device}, {steps} batches of {config.optim.batch_size} "
-              "per epoch", flush=True)
-    train_loader = _loader(config, objective, train, training_reading(objective.request.kind,
-                                                                      steps * local),
-                           context, dataset)
-    val_loader = _loader(config, objective, val, ONE_PASS, context, dataset)
+              f"{train_refs} references{mixed}, validating on {val_refs}; "
+              f"{context.world_size} rank(s) on {context.device}, {steps} batches of "
+              f"{config.optim.batch_size} per epoch", flush=True)
+    train_loader = _loader(config, objective, parts, train,
+                           training_reading(objective.request.kind, steps * local), context)
+    val_loader = _loader(config, objective, parts, val, ONE_PASS, context)
 
     def batches(epoch: int) -> DataLoader:
         train_loader.dataset.set_epoch(epoch)
@@ -170,11 +211,12 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
     run = Run(context, objective.model, config.optim, 0, out, config.to_json(), config.seed,
               precision, objective=objective, augment=config.augment,
               data={"train groups": groups,
-                    "val groups": sum(val_groups[ref] for ref in val)})
+                    "val groups": sum(val_groups[key] for key in validated)})
     summary = fit(run, batches, steps, validate, resume)
     if context.is_main:
         summary = {**summary, **objective.summary(), "dataset": config.dataset,
-                   "train_refs": len(train), "val_refs": len(val),
+                   **({"also": list(config.also)} if config.also else {}),
+                   "train_refs": train_refs, "val_refs": val_refs,
                    "checkpoint": str(out / "best.pt"), "start": built.start}
         write_json(out / "summary.json", summary)
         print(f"best validation loss {figure_text(-summary['best_score'])} at epoch "

@@ -42,7 +42,7 @@ from training.transforms import Augment
 RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every", "out",
                      "ensemble",  # its file's path; ensemble_hash says what Q it defines
                      "dataset_resolved"}  # the dataset itself is compared (LOCAL_PATH_...)
-LOCAL_PATH_SETTINGS = {"dataset"}  # compared as absolute paths: ds/ and ./ds are one dataset
+LOCAL_PATH_SETTINGS = {"dataset", "also"}  # compared as absolute paths: ds/ and ./ds are one
 MAX_NONFINITE_BATCHES = 20  # per epoch: more means the run has diverged
 
 
@@ -283,14 +283,20 @@ def head_figures(outputs: np.ndarray, targets: np.ndarray, heads: tuple[Head, ..
     return figures
 
 
+def _absolute(path: str) -> str:
+    """A local path absolute (a URI as given)."""
+    return os.path.abspath(path) if isinstance(path, str) and "://" not in path else path
+
+
 def _settings(config: dict, prefix: str = "") -> dict:
     """The settings as flat dotted names, less those a resumed run may change."""
     flat = {}
     for name, value in config.items():
         if isinstance(value, dict):
             flat.update(_settings(value, f"{prefix}{name}."))
-        elif name in LOCAL_PATH_SETTINGS and isinstance(value, str) and "://" not in value:
-            flat[prefix + name] = os.path.abspath(value)
+        elif name in LOCAL_PATH_SETTINGS:
+            flat[prefix + name] = ([_absolute(each) for each in value]
+                                   if isinstance(value, list | tuple) else _absolute(value))
         elif name not in RESUMABLE_CHANGES:
             flat[prefix + name] = value
     return flat

@@ -65,8 +65,15 @@ class PretrainConfig:
     loss_weights: tuple[float, ...] = ()  # one per target (default all 1)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     ensemble: str | None = None  # Q from the raw scores under this ensemble (name or file)
+    also: tuple[str, ...] = ()   # label-free: more datasets, their groups mixed in
 
     def __post_init__(self):
+        if self.also and not self.objective.label_free:
+            raise ValueError("several datasets are read by the label-free objectives (their "
+                             "groups mixed); regression learns one dataset's labels: give one")
+        roots = [resolved_root(name) for name in (self.dataset, *self.also)]
+        if len(set(roots)) != len(roots):
+            raise ValueError(f"a dataset is given twice: {', '.join((self.dataset, *self.also))}")
         names = [target.name for target in self.targets]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"targets must be one or more distinct names, got {names}")
@@ -98,6 +105,10 @@ class PretrainConfig:
         factor only when not one half (so checkpoints of earlier runs resume as they were)."""
         data = asdict(self)
         del data["targets"], data["loss_weights"]
+        if self.also:
+            data["also"] = list(self.also)
+        else:  # (as every run was before several datasets could be read)
+            del data["also"]
         if self.ensemble is None:
             del data["ensemble"]
         elif os.path.isfile(self.ensemble):  # found by evaluate from any folder

@@ -172,17 +172,26 @@ def reference_splits(dataset: Dataset, val_refs: tuple[str, ...] = (),
     or the shards' indexes where a resume dropped it), with references moved to `val` or
     excluded on request (held out for fine-tuning, say): an id it does not hold, or one given
     to both, is an error."""
-    splits = {ref: split for ref, (split, _) in dataset.references.items()}
-    unknown = sorted((set(val_refs) | set(exclude_refs)) - set(splits))
+    return datasets_splits((dataset,), val_refs, exclude_refs)[0]
+
+
+def datasets_splits(datasets: tuple[Dataset, ...], val_refs: tuple[str, ...] = (),
+                    exclude_refs: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """reference_splits of each dataset read together: an id moves in every dataset that
+    holds it, and is an error only where none does."""
+    splits = [{ref: split for ref, (split, _) in dataset.references.items()}
+              for dataset in datasets]
+    known = set().union(*splits)
+    unknown = sorted((set(val_refs) | set(exclude_refs)) - known)
     if unknown:
+        where = " or ".join(dataset.location.root for dataset in datasets)
         raise ValueError(f"unknown reference ids {unknown[:10]}: not in a complete shard of "
-                         f"{dataset.location.root} (it has {len(splits)}, e.g. "
-                         f"{sorted(splits)[:5]})")
+                         f"{where} (it has {len(known)}, e.g. {sorted(known)[:5]})")
     both = sorted(set(val_refs) & set(exclude_refs))
     if both:
         raise ValueError(f"references {both} are given to both --val-refs and --exclude-refs: "
                          "validate on them or hold them out, not both")
-    return held_out(splits, val_refs, exclude_refs)
+    return [held_out(each, val_refs, exclude_refs) for each in splits]
 
 
 def held_out(splits: dict[str, str], val_refs: tuple[str, ...],
@@ -229,10 +238,10 @@ def split_shards(location: Location, index: pa.Table, splits: dict[str, str],
     return SplitShards(name, refs, urls, sum(counts.values()))
 
 
-def references_up_to(counts: dict[str, int], limit: int | None, seed: int) -> frozenset[str]:
-    """Whole references, the first of a seeded order until their counts reach `limit` (all of
-    them where they hold no more, or no limit is set): a validation set that is the same
-    whatever the ranks and workers that read it."""
+def references_up_to(counts: dict, limit: int | None, seed: int) -> frozenset:
+    """Whole references (ids, or (dataset, id) pairs), the first of a seeded order until their
+    counts reach `limit` (all of them where they hold no more, or no limit is set): a
+    validation set that is the same whatever the ranks and workers that read it."""
     if not limit or sum(counts.values()) <= limit:
         return frozenset(counts)
     order = sorted(counts)

@@ -15,7 +15,13 @@ from shards.order import Order
 from shards.reader import read_index
 from shards.storage import Location
 from training.benchmarks import DatasetLayoutError, shard_samples
-from training.group_data import Reading, collate_groups, group_dataset, sample_dataset
+from training.group_data import (
+    MixedStream,
+    Reading,
+    collate_groups,
+    group_dataset,
+    sample_dataset,
+)
 
 from .conftest import write_tiny_dataset
 
@@ -172,3 +178,29 @@ def test_label_free_training_batches_of_pairs_hold_many_references(many_versions
     assert references_per_batch(training_reading("pair", length)) > 4  # of 6 (5.8 measured)
     assert training_reading("triplet", length).interleave > 1
     assert training_reading("chunk", length).interleave == 1
+
+
+def test_streams_of_several_datasets_mix_by_their_groups_and_validate_each_once(tmp_path):
+    """Two datasets (types 9 and 10 in one, 11 in the other: 24 and 12 train pairs): a
+    training rank draws from each in proportion to its pairs, the same draws for the same
+    (seed, epoch) and others for another epoch; a pass reads every val pair of both once."""
+    first = write_tiny_dataset(tmp_path / "first", size=(24, 24))
+    second = write_tiny_dataset(tmp_path / "second", size=(24, 24), distortion_ids=(11,))
+    train = frozenset({"r0", "r1", "r2", "r3"})
+
+    def mixed(reading: Reading, refs: frozenset[str], epoch: int = 0) -> list[int]:
+        streams = [group_dataset(str(root), "pair", None, reading, 0, 1, seed=3, refs=refs,
+                                 crop=16) for root in (first, second)]
+        stream = MixedStream(streams, [24, 12], seed=3)
+        stream.set_epoch(epoch)
+        return [group["meta"][0]["distortion_id"] for group in stream]
+
+    drawn = mixed(Reading(4, True, 300), train)
+    assert len(drawn) == 300
+    from_second = drawn.count(11)
+    assert 100 - 3 * 8.2 < from_second < 100 + 3 * 8.2  # binomial(300, 1/3): 100 +- 3 sd
+    assert drawn == mixed(Reading(4, True, 300), train)
+    assert drawn != mixed(Reading(4, True, 300), train, epoch=1)
+    assert Counter(mixed(Reading(), frozenset({"r4"}))) == {9: 3, 10: 3, 11: 3}
+    with pytest.raises(ValueError, match="weight"):
+        MixedStream([], [], seed=0)

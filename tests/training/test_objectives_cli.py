@@ -125,6 +125,40 @@ def test_resume_under_another_objective_is_refused(square_dataset, tmp_path, cap
     assert "objective.name" in capsys.readouterr().err
 
 
+def test_label_free_pretraining_reads_several_datasets_mixed(tmp_path, capsys):
+    """Re-IQA's synthetic and authentic sources, made by two generate runs: one pretraining
+    over both, each with its own splits (--val-refs in each that holds it); the datasets are
+    settings of the run (a resume with others is refused); regression reads one."""
+    first = write_tiny_dataset(tmp_path / "first", size=(64, 64))
+    second = write_tiny_dataset(tmp_path / "second", size=(48, 48), distortion_ids=(11,))
+    out = tmp_path / "out"
+    args = pretrain_args(first, out, "reconstruction", "--epochs", "1")
+    args.insert(2, str(second))
+    assert main(args) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert (f"on 8 references of 2 datasets ({first}: 4, {second}: 4), validating on 4"
+            in printed)  # r5 moved to val in both
+    summary = read_json(out / "summary.json")
+    assert summary["also"] == [str(second)] and summary["train_refs"] == 8
+    assert summary["history"][0]["val_count"] == 4 * 2  # r4 and r5 of each: --versions 2
+    assert checkpoint.load(out / checkpoint.LAST)["config"]["also"] == [str(second)]
+    alone = pretrain_args(first, out, "reconstruction", "--epochs", "2", "--resume")
+    assert main(alone) == 2
+    assert "also" in capsys.readouterr().err
+    both = pretrain_args(first, out, "reconstruction", "--epochs", "2", "--resume")
+    both.insert(2, f"{second}/")  # the same datasets, spelled otherwise
+    assert main(both) == 0, capsys.readouterr().err
+    assert checkpoint.load(out / checkpoint.LAST)["epoch"] == 1
+    regression = ["pretrain", str(first), str(second), "--out", str(tmp_path / "reg"),
+                  "--device", "cpu"]
+    assert main(regression) == 2
+    assert "regression learns one dataset's labels" in capsys.readouterr().err
+    twice = pretrain_args(first, tmp_path / "twice", "reconstruction")
+    twice.insert(2, f"{first}/")
+    assert main(twice) == 2
+    assert "a dataset is given twice" in capsys.readouterr().err
+
+
 def test_a_resume_takes_the_same_paths_spelled_otherwise(square_dataset, tmp_path,
                                                          monkeypatch, capsys):
     first = tmp_path / "run"
