@@ -39,9 +39,10 @@ from training.transforms import Augment
 
 # settings a resumed run may change (`out` is where its last.pt was found, wherever the run
 # folder has moved); anything else must match the checkpoint
+# (the datasets themselves are compared as LOCAL_PATH_SETTINGS, not as resolved)
 RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every", "out",
                      "ensemble",  # its file's path; ensemble_hash says what Q it defines
-                     "dataset_resolved"}  # the dataset itself is compared (LOCAL_PATH_...)
+                     "dataset_resolved", "also_resolved"}
 LOCAL_PATH_SETTINGS = {"dataset", "also"}  # compared as absolute paths: ds/ and ./ds are one
 MAX_NONFINITE_BATCHES = 20  # per epoch: more means the run has diverged
 

@@ -107,6 +107,7 @@ class PretrainConfig:
         del data["targets"], data["loss_weights"]
         if self.also:
             data["also"] = list(self.also)
+            data["also_resolved"] = [resolved_root(name) for name in self.also]
         else:  # (as every run was before several datasets could be read)
             del data["also"]
         if self.ensemble is None:

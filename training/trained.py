@@ -25,6 +25,7 @@ class TrainedRun:
     root: str | None = None                  # finetune: where that dataset was read from,
     root_resolved: str | None = None         # as typed, and resolved (resolved_root)
     dataset_resolved: str | None = None      # pretrain: its dataset resolved where it ran
+    also_resolved: tuple[str, ...] = ()      # pretrain: the other datasets it read, resolved
     crop: int | None = None                  # its training crop
     # the normalisation it saw (runs older than the per-backbone normalisation saw ImageNet's)
     mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
@@ -57,6 +58,7 @@ class TrainedRun:
                    dataset=config.get("dataset"), root=config.get("root"),
                    root_resolved=config.get("root_resolved"),
                    dataset_resolved=config.get("dataset_resolved"),
+                   also_resolved=tuple(config.get("also_resolved") or ()),
                    crop=augment.get("crop"),
                    mean=tuple(augment.get("mean", IMAGENET_DEFAULT_MEAN)),
                    std=tuple(augment.get("std", IMAGENET_DEFAULT_STD)),
@@ -88,11 +90,12 @@ class TrainedRun:
         return self.root is None or _name(self.root) == _name(root)
 
     def pretrained_on(self, root: str) -> bool:
-        """Whether it was pretrained (not fine-tuned) on the shards dataset at `root`, however
-        spelled."""
+        """Whether it was pretrained (not fine-tuned) on the shards dataset at `root` (or read
+        it beside another: a label-free run's), however spelled."""
         if self.fine_tuned or self.dataset is None:
             return False
-        return (self.dataset_resolved or resolved_root(self.dataset)) == resolved_root(root)
+        return resolved_root(root) in (self.dataset_resolved or resolved_root(self.dataset),
+                                       *self.also_resolved)
 
     def trained_references(self, root: str) -> frozenset[str]:
         """The references of the shards at `root` whose samples it pretrained on: those of

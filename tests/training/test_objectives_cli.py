@@ -15,6 +15,7 @@ from shards import open_dataset
 from training import checkpoint, label_free
 from training.cli import main
 from training.model import ModelConfig, build_model
+from training.trained import TrainedRun
 
 from .conftest import read_json, write_tiny_dataset
 from .crashing import Crash, crashing_fit
@@ -142,6 +143,9 @@ def test_label_free_pretraining_reads_several_datasets_mixed(tmp_path, capsys):
     assert summary["also"] == [str(second)] and summary["train_refs"] == 8
     assert summary["history"][0]["val_count"] == 4 * 2  # r4 and r5 of each: --versions 2
     assert checkpoint.load(out / checkpoint.LAST)["config"]["also"] == [str(second)]
+    trained = TrainedRun.read(out / checkpoint.BEST)  # probe names the references it read
+    assert trained.pretrained_on(str(second)) and trained.pretrained_on(f"{first}/")
+    assert trained.trained_references(str(second)) == {"r0", "r1", "r2", "r3"}
     alone = pretrain_args(first, out, "reconstruction", "--epochs", "2", "--resume")
     assert main(alone) == 2
     assert "also" in capsys.readouterr().err
