@@ -6,8 +6,8 @@ image bytes. The replay itself runs when the sample is decoded (`shards.records.
 after a shuffle buffer and on whichever DataLoader worker decodes it. A recipe runs only if
 its parameters are those its type, level and seed give (`distortions.check_recipe`); its
 pixels' SHA-256 is checked against the recorded one, and a mismatch raises
-`ReplayMismatchError` naming the sample and the libraries whose versions differ from the
-dataset's manifest."""
+`ReplayMismatchError` naming the sample and the libraries whose versions differ from those
+that made its shard (its stats; the manifest's where they record none)."""
 
 import json
 from collections.abc import Callable, Iterator
@@ -57,22 +57,33 @@ class ReplayContext:
         return replace(self, libraries=recorded) if isinstance(recorded, dict) else self
 
 
+# what a processor has, not a version one installs (shards.store_modes.library_versions)
+PROCESSOR_FEATURES = frozenset({"opencv_dispatch"})
+MATERIALIZE = "`iqa-factory materialize` to --store images"
+
+
 def mismatch_message(key: str, recipe: dict, libraries: dict | None) -> str:
-    """Why a replay may have differed: the libraries whose versions differ, and the device a
-    learned-denoiser version was made on."""
+    """Why a replay may have differed (the libraries whose versions differ from those that
+    made its shard, the device a learned-denoiser version was made on) and what to do."""
     differ = differing_libraries(libraries)
     if libraries is None:
         why = "the dataset records no library versions (no manifest.json replay_libraries)"
+        advice = f"read it, or {MATERIALIZE}, on the machine that made it"
     elif differ:
-        why = "libraries that differ from the manifest: " + ", ".join(
+        why = "versions that differ from those that made its shard: " + ", ".join(
             f"{name} {'not recorded' if made is None else made} there, {here} here"
             for name, (made, here) in differ.items())
+        advice = (f"read it, or {MATERIALIZE}, on a processor like the one that made it"
+                  if set(differ) <= PROCESSOR_FEATURES else
+                  f"install the recorded versions, or {MATERIALIZE} where they are")
     elif "distortions_code" in libraries:
         why = ("every recorded library version and the bank's code are the same here: the "
                "processor's instruction set may move its float results")
+        advice = f"read it, or {MATERIALIZE}, on a processor like the one that made it"
     else:
         why = ("every recorded library version is the same here: the bank's own code may "
                "differ from the code that made it")
+        advice = f"read it, or {MATERIALIZE}, with the code that made it"
     devices = {link["params"].get("device") for link in recipe.get("chain", [recipe])
                if isinstance(link.get("params"), dict)} - {None}
     made_on = (f"; made by the learned denoiser on {', '.join(sorted(devices))}, whose float "
@@ -80,8 +91,7 @@ def mismatch_message(key: str, recipe: dict, libraries: dict | None) -> str:
                "its oneDNN uses (AVX-512 against AVX2), which no version records"
                if devices else "")
     return (f"sample {key}: replayed pixels differ from the recorded SHA-256 ({why}{made_on}); "
-            "read a dataset generated with --store images or hybrid, or replay on the "
-            "recorded versions")
+            f"{advice}")
 
 
 @dataclass(frozen=True)
@@ -111,9 +121,14 @@ def replaying(records: Iterator[dict], context: ReplayContext, decode: Callable,
     """One shard's records with each recipe sample's `encoded` a `Pending`; references are
     held decoded for the shard's replays; records are passed on only where `keep(key)`."""
     references: dict[str, np.ndarray] = {}
+    changed: set[str] = set()  # references whose pixels are not those recorded
     for item in records:
         if item["meta"].get("kind") == "reference":
             references[item["ref_id"]] = decode(item["encoded"], item["key"])
+            recorded = item["meta"].get("sha256")
+            if context.verify and recorded and pixel_sha256(references[item["ref_id"]]) != (
+                    recorded):
+                changed.add(item["ref_id"])
         if not keep(item["key"]):
             continue
         if item["encoded"] is not None:
@@ -121,6 +136,11 @@ def replaying(records: Iterator[dict], context: ReplayContext, decode: Callable,
         elif item["ref_id"] not in references:
             raise ReplayError(f"sample {item['key']} has no pixels and its reference "
                               f"{item['ref_id']}_ref is not before it in its shard")
+        elif item["ref_id"] in changed:
+            raise ReplayMismatchError(
+                f"sample {item['key']}: its reference {item['ref_id']}_ref's pixels are not "
+                "those recorded (SHA-256): its shard changed after it was written, so no "
+                "version of that reference replays (restore the shard, or generate it again)")
         else:
             yield {**item, "encoded": Pending(item["key"], references[item["ref_id"]],
                                               item["meta"], context)}

@@ -99,7 +99,7 @@ class LabelledImage:
                 return decode_source(handle.read()).pixels
         except (OSError, ValueError) as error:
             raise DatasetLayoutError(f"{self.path or self.name} cannot be read as an image "
-                                     f"({type(error).__name__}: {error})") from None
+                                     f"({type(error).__name__}: {error})") from error
 
 
 def _rows(path: Path, delimiter: str = ",") -> list[dict]:

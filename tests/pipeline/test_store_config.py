@@ -52,3 +52,8 @@ def test_keep_pngs_is_a_storage_input_of_hybrid_runs_only(tmp_path):
         config(store="hybrid", keep_pngs=(40,))
     with pytest.raises(ValueError, match="distinct ids in increasing order"):
         config(store="hybrid", keep_pngs=(29, 2))
+    # hybrid keeps the learned types' PNGs anyway: recorded, they would be one dataset
+    # under two plan digests
+    with pytest.raises(ValueError, match=r"--keep-pngs \[8\]: the learned denoiser's versions "
+                                         "keep their PNG in hybrid already"):
+        config(store="hybrid", keep_pngs=(2, 8))

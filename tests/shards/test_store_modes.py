@@ -238,6 +238,32 @@ def test_a_mismatch_names_what_made_its_shard_not_what_a_resume_recorded_last(
         list(open_dataset(str(copy)).samples())
 
 
+def test_a_reference_changed_since_its_shard_was_written_is_named_not_the_processor(
+        store_datasets, tmp_path):
+    """One pixel of a reference's PNG flipped (its shard's stats rewritten to agree): its
+    versions cannot replay, and the error names the reference and why, not the libraries."""
+    root = store_datasets["recipes"]
+    ref_key = next(k for k in _members(root) if k.endswith("_ref"))
+    copy = tmp_path / "changed"
+    shutil.copytree(root, copy)
+
+    def flipped(name: str, data: bytes) -> bytes:
+        if name != f"{ref_key}.png":
+            return data
+        pixels = _pil(data).copy()
+        pixels[0, 0, 0] ^= 1
+        encoded = io.BytesIO()
+        Image.fromarray(pixels).save(encoded, format="PNG")
+        return encoded.getvalue()
+
+    for path in (copy / "shards").glob("*.tar*"):
+        rewrite_tar(path, flipped)
+    with pytest.raises(ReplayMismatchError, match=rf"its reference {ref_key}'s pixels are not "
+                                                  r"those recorded \(SHA-256\): its shard "
+                                                  "changed after it was written"):
+        list(open_dataset(str(copy)).samples())
+
+
 def test_a_recipe_its_level_and_seed_do_not_make_is_refused_before_it_runs(store_datasets,
                                                                           tmp_path):
     """A hostile or damaged recipe shard: a sample's recipe with a level parameter of its own
@@ -279,6 +305,18 @@ def test_pending_replays_lazily_and_says_when_libraries_are_the_same(small_image
         Pending("k", small_image, wrong, ReplayContext(other_labels)).pixels()
     with pytest.raises(ReplayMismatchError, match="records no library versions"):
         Pending("k", small_image, wrong, ReplayContext(None)).pixels()
+    # what to do: a processor feature is no version one installs; a library version is
+    elsewhere = {**library_versions(), "opencv_dispatch": "SSE SSE2"}
+    with pytest.raises(ReplayMismatchError, match=r"opencv_dispatch SSE SSE2 there, .* here\); "
+                                                  "read it, or `iqa-factory materialize` to "
+                                                  "--store images, on a processor like the "
+                                                  "one that made it$"):
+        Pending("k", small_image, wrong, ReplayContext(elsewhere)).pixels()
+    older = {**elsewhere, "numpy": "1.0.0"}
+    with pytest.raises(ReplayMismatchError, match=r"; install the recorded versions, or "
+                                                  r"`iqa-factory materialize` to --store images "
+                                                  r"where they are$"):
+        Pending("k", small_image, wrong, ReplayContext(older)).pixels()
     for params in ({"ratio": "x"}, {}, {"ratio": [45]}):  # a recipe no replay can take
         _, made = distortions.apply(small_image, 2, 3, seed=11)
         broken = {**meta, "recipe": {**made, "params": params}}
