@@ -169,11 +169,19 @@ def _given_config(args: argparse.Namespace) -> RunConfig:
         ensemble_file=args.ensemble, max_pixels=args.max_pixels, bank=args.bank,
         versions_per_ref=args.versions_per_ref, max_side=args.max_side,
         source_kind=args.source_kind, compose=args.compose, store=args.store,
-        keep_pngs=_sorted_ids(args.keep_pngs), compose_share=args.compose_share)
+        keep_pngs=_kept_pngs(args.keep_pngs), compose_share=args.compose_share)
 
 
-def _sorted_ids(ids: tuple[int, ...] | None) -> tuple[int, ...]:
-    return tuple(sorted(set(ids or ())))
+def _kept_pngs(ids: tuple[int, ...] | None) -> tuple[int, ...]:
+    """--keep-pngs as recorded: sorted, without a learned type, which hybrid keeps anyway
+    (recorded, it would make one dataset under two plan digests; refused on the command
+    line, where a recorded plan's is read as it is)."""
+    kept = tuple(sorted(set(ids or ())))
+    learned = [d for d in kept if distortions.get(d).learned]
+    if learned:
+        raise ValueError(f"--keep-pngs {learned}: the learned denoiser's versions keep their "
+                         "PNG in hybrid already: leave them out")
+    return kept
 
 
 def _compose(text: str) -> tuple[int, int]:
@@ -423,7 +431,7 @@ def _convert(args: argparse.Namespace) -> int:
     """Rewrite a dataset in another storage mode (materialize: images)."""
     from pipeline.commands.convert import convert
 
-    done = convert(args.source, args.target, args.store, _sorted_ids(args.keep_pngs),
+    done = convert(args.source, args.target, args.store, _kept_pngs(args.keep_pngs),
                    args.workers, args.take_over, args.command)  # convert or materialize
     print(f"converted {args.source} into {args.target} ({args.store}): {done['shards']} "
           f"shards ({done['skipped']} already complete), {done['replayed']} versions replayed "

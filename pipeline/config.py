@@ -122,10 +122,6 @@ class RunConfig:
         unused = sorted(set(self.keep_pngs) - set(self.distortion_ids))
         if unused:
             raise ValueError(f"--keep-pngs {unused}: not among the run's distortion types")
-        learned = [d for d in self.keep_pngs if distortions.get(d).learned]
-        if learned:
-            raise ValueError(f"--keep-pngs {learned}: the learned denoiser's versions keep "
-                             "their PNG in hybrid already: leave them out")
         if list(self.keep_pngs) != sorted(set(self.keep_pngs)):
             raise ValueError(f"--keep-pngs must be distinct ids in increasing order, got "
                              f"{list(self.keep_pngs)}")

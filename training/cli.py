@@ -251,7 +251,9 @@ def _unread_options(args) -> dict[str, list[str]]:
 
 
 def _pretrain(args) -> int:
-    unread = _unread_options(args)
+    # (a resume takes its checkpoint's settings, whatever a later version refuses of them:
+    # one given that the checkpoint lacks is refused as another setting)
+    unread = {} if args.resume else _unread_options(args)
     if unread:
         count = sum(map(len, unread.values()))
         raise ValueError("; ".join(

@@ -75,17 +75,25 @@ def _parts(config: "PretrainConfig", request: GroupRequest) -> tuple[list[Part],
             hint = ": name some with --val-refs" if split == "val" else ""
             raise ValueError(f"{' and '.join(names)} has no `{split}` reference{hint}")
     parts, notices = [], []
+    short: dict[str, list[str]] = {"train": [], "val": []}  # datasets with no whole chunk
     for name, dataset, splits in zip(names, datasets, every_splits, strict=True):
         index = distorted_index(dataset.location, dataset.shards)  # each shard's stats once
         made = frozenset(index["ref_id"].to_pylist())
         refs = {}
         for split in ("train", "val"):
             named = frozenset(ref for ref, its in splits.items() if its == split) & made
-            refs[split], notice = full_chunks(index, named, request, split, name)
+            try:
+                refs[split], notice = full_chunks(index, named, request, split, name)
+            except ValueError as error:  # another dataset may have whole chunks
+                refs[split], notice = frozenset(), f"{error}; left out"
+                short[split].append(str(error))
             notices += [notice] if notice else []
         parts.append(Part(name, dataset, refs["train"], refs["val"],
                           group_count(index, refs["train"], request),
                           groups_per_reference(index, refs["val"], request)))
+    for split, errors in short.items():
+        if errors and not any(getattr(part, split) for part in parts):
+            raise ValueError("; ".join(errors))
     return parts, notices
 
 
@@ -170,8 +178,8 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
                                 context)
     parts, notices = _parts(config, objective.request)
     groups = sum(part.train_groups for part in parts)
-    val_groups = Counter({(part.name, ref): count for part in parts
-                          for ref, count in part.val_groups.items()})
+    val_groups = Counter({(number, ref): count for number, part in enumerate(parts)
+                          for ref, count in part.val_groups.items()})  # (however typed)
     for name, count in (("train", groups), ("val", sum(val_groups.values()))):
         if not count:
             raise ValueError(f"{' and '.join(part.name for part in parts)}: no {name} "
@@ -180,7 +188,7 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
                              f"{'train' if name == 'train' else 'validate'} on")
     validated = references_up_to(val_groups, config.val_limit, config.seed)
     train = {part.name: part.train for part in parts}
-    val = {part.name: frozenset(ref for name, ref in validated if name == part.name)
+    val = {part.name: frozenset(ref for number, ref in validated if parts[number] is part)
            for part in parts}
     train_refs, val_refs = (sum(map(len, refs.values())) for refs in (train, val))
     steps = config.steps_per_epoch or max(1, math.ceil(groups / config.optim.batch_size))

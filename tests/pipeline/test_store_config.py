@@ -53,7 +53,12 @@ def test_keep_pngs_is_a_storage_input_of_hybrid_runs_only(tmp_path):
     with pytest.raises(ValueError, match="distinct ids in increasing order"):
         config(store="hybrid", keep_pngs=(29, 2))
     # hybrid keeps the learned types' PNGs anyway: recorded, they would be one dataset
-    # under two plan digests
+    # under two plan digests; refused on the command line, read as it is from a plan
+    args = cli.build_parser().parse_args(["generate", "--out", str(tmp_path), "--store",
+                                          "hybrid", "--distortions", "2,8", "--keep-pngs",
+                                          "8,2"])
     with pytest.raises(ValueError, match=r"--keep-pngs \[8\]: the learned denoiser's versions "
                                          "keep their PNG in hybrid already"):
-        config(store="hybrid", keep_pngs=(2, 8))
+        cli.run_config(args)
+    recorded = config(store="hybrid", distortion_ids=(2, 8), keep_pngs=(2, 8)).to_json()
+    assert RunConfig.from_json(recorded).keep_pngs == (2, 8)

@@ -35,7 +35,7 @@ def test_each_objectives_demo_pretrains_it_and_probes_it_against_a_random_start(
     finetunes = ["finetune", "finetune"] if objective == "regression" else []
     assert kinds == ["pretrain", "probe", "probe", *finetunes, "compare"]
     pretrain, probed, baseline = commands[:3]
-    assert pretrain.objective == objective and pretrain.dataset == "/data/demo"
+    assert pretrain.objective == objective and pretrain.dataset == ["/data/demo"]
     assert set(pretrain.exclude_refs.split(",")) == {"astronaut", "coffee"}
     assert probed.checkpoint == f"{pretrain.out}/best.pt" and probed.init is None
     assert baseline.init == "random" and baseline.backbone == pretrain.backbone

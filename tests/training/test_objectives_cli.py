@@ -3,6 +3,7 @@ checkpoints, resumes mid-epoch exactly, refuses a resume under another objective
 best.pt gives `train finetune --pretrained-file`, `train probe` and any plain timm model its
 backbone."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ from PIL import Image
 
 from shards import open_dataset
 from training import checkpoint, label_free
-from training.cli import main
+from training.cli import _augment, _model, _objective, _optim, build_parser, main
 from training.model import ModelConfig, build_model
+from training.pretrain import PretrainConfig, pretrain
 from training.trained import TrainedRun
 
 from .conftest import read_json, write_tiny_dataset
@@ -161,6 +163,58 @@ def test_label_free_pretraining_reads_several_datasets_mixed(tmp_path, capsys):
     twice.insert(2, f"{first}/")
     assert main(twice) == 2
     assert "a dataset is given twice" in capsys.readouterr().err
+
+
+def test_several_datasets_validate_on_the_same_groups_however_their_paths_are_typed(
+        tmp_path, monkeypatch):
+    """--val-limit draws whole val references of the datasets in a seeded order: the same
+    whatever the spelling of their paths (here one that sorts them the other way round)."""
+    first = write_tiny_dataset(tmp_path / "first", size=(64, 64))
+    second = write_tiny_dataset(tmp_path / "second", size=(64, 64), distortion_ids=(11,))
+    monkeypatch.chdir(tmp_path)
+    losses = []
+    for number, paths in enumerate(([str(first), str(second)], [str(first), "./second"])):
+        args = pretrain_args(paths[0], tmp_path / f"out{number}", "reconstruction",
+                             "--epochs", "1", "--val-limit", "4", "--seed", "1")
+        args.insert(2, paths[1])  # (seed 1: the typed paths' order drew other references)
+        assert main(args) == 0
+        history = read_json(tmp_path / f"out{number}" / "summary.json")["history"]
+        losses.append((history[0]["val_count"], history[0]["val_loss"]))
+    assert losses[0] == losses[1] and losses[0][0] == 4
+
+
+def test_a_dataset_without_whole_val_chunks_is_left_out_of_validation_not_refused(
+        tmp_path, capsys):
+    """Its only val reference lacks a type: no whole chunk of 2 types there, said; the other
+    dataset validates (alone, it is refused: nothing to validate on)."""
+    first = write_tiny_dataset(tmp_path / "first", size=(64, 64))
+    short = write_tiny_dataset(tmp_path / "short", size=(64, 64), distortion_ids=(11, 12),
+                               failed=frozenset({("r4", 12)}))
+    args = pretrain_args(first, tmp_path / "out", "contrastive", "--epochs", "1",
+                         "--val-refs", "", "--no-half-scale")
+    args.insert(2, str(short))
+    assert main(args) == 0, capsys.readouterr().err
+    assert (f"{short}: no val reference has 2 types for a chunk (the most: 1): lower "
+            "--versions; left out") in capsys.readouterr().out
+    alone = pretrain_args(short, tmp_path / "alone", "contrastive", "--val-refs", "",
+                          "--no-half-scale")
+    assert main(alone) == 2
+    assert "no val reference has 2 types" in capsys.readouterr().err
+
+
+def test_a_run_made_with_an_option_now_refused_still_resumes(square_dataset, tmp_path):
+    """--halve-every under the cosine schedule was recorded before pretrain refused it: its
+    checkpoint resumes with the option given again (its cosine schedule over its 1 epoch)."""
+    out = tmp_path / "run"
+    given = build_parser().parse_args(pretrain_args(square_dataset, out, "contrastive",
+                                                    "--epochs", "1"))
+    pretrain(PretrainConfig(str(square_dataset), str(out), _model(given),
+                            replace(_optim(given), halve_every=5), augment=_augment(given),
+                            val_refs=("r5",), steps_per_epoch=4, workers=0, device="cpu",
+                            objective=_objective(given)))
+    resumed = pretrain_args(square_dataset, out, "contrastive", "--epochs", "1", "--resume")
+    assert main(resumed) == 2  # without it, another setting
+    assert main([*resumed, "--halve-every", "5"]) == 0
 
 
 def test_a_resume_takes_the_same_paths_spelled_otherwise(square_dataset, tmp_path,
