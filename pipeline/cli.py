@@ -38,7 +38,7 @@ def _prepared(source: str, size: TargetSize | str, allow_upscale: bool):
 
 def _sheet(args: argparse.Namespace) -> int:
     """Render the contact sheet of one image."""
-    from pipeline.contact_sheet import render_contact_sheet, render_shard_sheet
+    from pipeline.commands.contact_sheet import render_contact_sheet, render_shard_sheet
 
     _check_picture_path(args.output)  # before minutes of rendering
     image_options = [name for name, value in (("--size", args.size), ("--seed", args.seed),
@@ -405,7 +405,7 @@ def _add_generate(commands) -> None:
 def _inspect(args: argparse.Namespace) -> int:
     """Print a dataset's summary and validate it; exit 1 when a problem is found (2 when
     there is no dataset folder to look at)."""
-    from pipeline.inspect_dataset import inspect
+    from pipeline.commands.inspect_dataset import inspect
 
     if not args.out.strip():
         raise ValueError("no dataset path given")
@@ -442,7 +442,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _validate_levels(args: argparse.Namespace) -> int:
     """Mean label Q by distortion and level of a generated dataset, checked against the
     spec's level order; writes a table (markdown, JSON) and a plot (PNG)."""
-    from pipeline.validate_levels import validate_levels
+    from pipeline.commands.validate_levels import validate_levels
 
     rows = validate_levels(args.out, Path(args.target))
     failing = [row["name"] for row in rows if not row["order_holds"]]
@@ -486,7 +486,7 @@ def _cell_width(text: str) -> int:
 
 
 def _add_label_commands(commands) -> None:
-    from pipeline import label_commands as lc
+    from pipeline.commands import label_commands as lc
 
     weights = commands.add_parser(
         "weights", help="get the LPIPS/DISTS ImageNet weights into the torch hub cache",

@@ -23,9 +23,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from pipeline.commands.inspect_dataset import sidecar_problems, sources_problems
 from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
-from pipeline.inspect_dataset import sidecar_problems, sources_problems
 from pipeline.lease import Lease
 from pipeline.output_folder import refuse_foreign, refuse_unusable, remove_staged
 from pipeline.plan import Plan, differences, finished_plan, persist_or_check, read_plan

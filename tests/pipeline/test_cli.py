@@ -556,7 +556,7 @@ def test_inspect_of_a_path_that_does_not_exist_says_so(tmp_path, capsys):
      "interrupted (the same command resumes a materialize run)"),
     (["convert", "SRC", "DST", "--store", "recipes"], "pipeline.commands.convert", "convert",
      "interrupted (the same command resumes a convert run)"),
-    (["inspect", "."], "pipeline.inspect_dataset", "inspect", "interrupted\n")])
+    (["inspect", "."], "pipeline.commands.inspect_dataset", "inspect", "interrupted\n")])
 def test_an_interrupt_says_whether_the_same_command_resumes(monkeypatch, capsys, argv, module,
                                                            name, said):
     import importlib

@@ -13,14 +13,14 @@ import pytest
 import distortions
 from labelers import Labeler
 from pipeline import cli
+from pipeline.commands.contact_sheet import render_shard_sheet
+from pipeline.commands.deep_check import deep_check
+from pipeline.commands.inspect_dataset import inspect
+from pipeline.commands.validate_levels import validate_levels
 from pipeline.config import RunConfig
-from pipeline.contact_sheet import render_shard_sheet
-from pipeline.deep_check import deep_check
-from pipeline.inspect_dataset import inspect
 from pipeline.plan import Plan, chains_for, persist_or_check
 from pipeline.report import write_run_files
 from pipeline.sources import list_sources
-from pipeline.validate_levels import validate_levels
 from pipeline.worker import local_scorer, produce_shard
 from shards import open_dataset
 from shards.keys import composed_key, ref_id_of

@@ -18,8 +18,8 @@ import pytest
 import distortions
 from pipeline import cli
 from pipeline.commands.convert import ConversionError, convert, materialize
+from pipeline.commands.inspect_dataset import inspect
 from pipeline.errors import ForeignOutputError, OutputPathError
-from pipeline.inspect_dataset import inspect
 from pipeline.lease import LEASE_FILE, LeaseHeldError
 from shards.reader import read_index
 from shards.storage import Location

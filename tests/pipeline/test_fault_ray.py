@@ -15,8 +15,8 @@ import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors, list_tasks
 
+from pipeline.commands.inspect_dataset import inspect
 from pipeline.driver import ClusterOptions, _Progress, _run_shards, generate
-from pipeline.inspect_dataset import inspect
 from pipeline.lease import Lease
 from pipeline.plan import Plan
 from pipeline.sources import list_sources

@@ -11,9 +11,9 @@ import ray
 import webdataset as wds
 from ray.util.state import list_tasks
 
+from pipeline.commands.inspect_dataset import inspect
 from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import UnreachableStorageError
-from pipeline.inspect_dataset import inspect
 from pipeline.plan import Plan, PlannedReference
 from pipeline.probe import check_reachable, probe_storage, probe_subject
 from pipeline.sources import list_sources

@@ -15,9 +15,9 @@ from PIL import Image
 
 from labelers.ensemble import Ensemble, Mapping01
 from pipeline import cli
+from pipeline.commands.inspect_dataset import inspect
 from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import PlanMismatchError
-from pipeline.inspect_dataset import inspect
 from pipeline.plan import split_of
 from shards.layout import labels_file, shard_paths, tar_path
 from shards.reader import complete_shards, read_index, shard_stats, shards_with_stats

@@ -13,7 +13,7 @@ from PIL import Image
 
 from labelers import ensemble as ens
 from pipeline import cli
-from pipeline import label_commands as lc
+from pipeline.commands import label_commands as lc
 from pipeline.lease import LEASE_FILE, Lease
 from shards import open_dataset
 from shards.storage import Location
@@ -128,7 +128,7 @@ def test_fit_ensemble_compares_sizes_as_scoring_decodes_them(tmp_path, small_ima
     is of one size when upright, whatever its header says, and the other way round."""
     import io
 
-    from pipeline.label_commands import check_table
+    from pipeline.commands.label_commands import check_table
     from pipeline.sources import read_rgb
 
     Image.fromarray(small_image).save(tmp_path / "ref.png")  # 192 wide, 176 high
@@ -558,7 +558,7 @@ def test_relabel_names_a_plan_json_that_is_not_one(scored_dataset, tmp_path, cap
 def test_one_image_spelled_two_ways_is_one_reference_of_the_fit(tmp_path):
     """`./r1.png` and `r1.png` name one file: read as one reference, so the fit's split by
     reference never puts one image on both sides (its held-out figures would be its own)."""
-    from pipeline.label_commands import read_opinion_table
+    from pipeline.commands.label_commands import read_opinion_table
 
     table = tmp_path / "dmos.csv"
     table.write_text("dist_img,ref_img,dmos\nd1.png,./r1.png,3.0\nsub/../d2.png,r1.png,2.0\n")

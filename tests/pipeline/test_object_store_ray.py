@@ -16,8 +16,8 @@ from PIL import Image
 
 from labelers.ensemble import Ensemble, Mapping01
 from pipeline import cli
+from pipeline.commands.inspect_dataset import inspect
 from pipeline.driver import ClusterOptions, generate
-from pipeline.inspect_dataset import inspect
 from pipeline.lease import Lease, LeaseHeldError
 from pipeline.sources import list_sources, load
 from shards import open_dataset

@@ -10,8 +10,8 @@ import pytest
 from labelers import Labeler
 from labelers.ensemble import load as load_ensemble
 from pipeline import cli
+from pipeline.commands.inspect_dataset import inspect
 from pipeline.config import RunConfig
-from pipeline.inspect_dataset import inspect
 from pipeline.plan import Plan
 from pipeline.sources import list_sources
 from pipeline.worker import local_scorer, produce_shard

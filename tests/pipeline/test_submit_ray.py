@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.inspect_dataset import inspect
+from pipeline.commands.inspect_dataset import inspect
 from shards.reader import complete_shards
 from shards.storage import Location
 

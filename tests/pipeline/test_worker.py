@@ -22,10 +22,10 @@ from PIL import Image
 import distortions
 from labelers import Labeler
 from pipeline import cli
-from pipeline.deep_check import deep_check
+from pipeline.commands.deep_check import deep_check
+from pipeline.commands.inspect_dataset import inspect
 from pipeline.duplicates import find_duplicates
 from pipeline.errors import PlanMismatchError
-from pipeline.inspect_dataset import inspect
 from pipeline.plan import (
     Plan,
     chosen,
@@ -380,7 +380,7 @@ def test_splits_are_seeded_and_about_80_10_10():
 
 def test_level_order_check_for_one_and_two_sided_types():
     import distortions
-    from pipeline.validate_levels import level_order_holds
+    from pipeline.commands.validate_levels import level_order_holds
 
     jpeg, blur, shift = (distortions.get(n) for n in ("jpeg", "gaussian_blur", "mean_shift"))
     assert level_order_holds(jpeg, [0.9, 0.8, 0.7, 0.5, 0.3])

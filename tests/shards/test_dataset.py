@@ -272,7 +272,7 @@ def test_files_named_like_stats_but_of_no_shard_are_not_read(tmp_path, store_dat
     """A macOS copy's `._00000_stats.json` (AppleDouble) and other names that only end like a
     shard's stats are no shard's: the dataset reads as it did (they stopped every reader with
     `invalid literal for int()`), and inspect names them as files of no planned shard."""
-    from pipeline.inspect_dataset import inspect
+    from pipeline.commands.inspect_dataset import inspect
 
     copy = tmp_path / "copy"
     shutil.copytree(store_datasets["images"], copy)
@@ -365,7 +365,7 @@ def test_a_shard_whose_lists_miss_rows_or_break_is_not_complete(tmp_path, genera
 
 
 def test_inspect_names_stats_without_their_counts(tmp_path, store_datasets):
-    from pipeline.inspect_dataset import inspect
+    from pipeline.commands.inspect_dataset import inspect
 
     copy = tmp_path / "copy"
     shutil.copytree(store_datasets["images"], copy)

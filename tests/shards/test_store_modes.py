@@ -19,8 +19,8 @@ import webdataset as wds
 from PIL import Image
 
 import distortions
-from pipeline.contact_sheet import render_shard_sheet
-from pipeline.inspect_dataset import check_shard, inspect
+from pipeline.commands.contact_sheet import render_shard_sheet
+from pipeline.commands.inspect_dataset import check_shard, inspect
 from pipeline.plan import Plan
 from shards import open_dataset
 from shards.layout import store_of

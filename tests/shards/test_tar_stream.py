@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.contact_sheet import first_reference, shard_samples
-from pipeline.inspect_dataset import verified_listing
+from pipeline.commands.contact_sheet import first_reference, shard_samples
+from pipeline.commands.inspect_dataset import verified_listing
 from shards import open_dataset
 from shards.layout import tar_path
 from shards.reader import read_index, shard_stats, tar_members
@@ -97,7 +97,7 @@ def test_a_truncated_or_malformed_tar_raises_a_tar_error_naming_it(tmp_path, han
     with pytest.raises(ShardReadError, match=r"00000\.tar is unreadable: unexpected end") as raised:
         list(open_dataset(str(root)).samples())
     assert str(raised.value).count("is unreadable") == 1
-    from pipeline.contact_sheet import render_shard_sheet
+    from pipeline.commands.contact_sheet import render_shard_sheet
 
     refused = []
     for percent in range(2, 100, 2):  # wherever it is cut: one line, never the tuple of

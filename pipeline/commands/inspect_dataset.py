@@ -11,9 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from pipeline.commands.deep_check import deep_check, record_differences
 from pipeline.commands.storage_check import storage_summary
 from pipeline.config import RunConfig
-from pipeline.deep_check import deep_check, record_differences
 from pipeline.output_folder import staged_files
 from pipeline.plan import Plan
 from pipeline.report import libraries_differing_message, modes_line, replay_differs
@@ -217,7 +217,7 @@ def _read_manifest(location: Location) -> tuple[RunConfig, str]:
 def inspect(out: str, deep: int = 0, sample_seed: int = 0) -> tuple[list[str], list[str]]:
     """(summary lines, problems) of the dataset in `out`; with `deep` > 0 that many versions
     (drawn with `sample_seed`) are also replayed from their recipes and re-scored
-    (pipeline.deep_check)."""
+    (pipeline.commands.deep_check)."""
     location = Location.parse(out)
     if not location.exists(location.root):
         return [], [f"{out} does not exist"]
