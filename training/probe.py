@@ -1,9 +1,9 @@
-"""`train probe`: how much quality a frozen encoder's features hold, read out linearly (Re-IQA's
-protocol): ridge regression on the pooled features of a checkpoint (any objective's) or of a
-baseline start, on repeated seeded 70/10/20 splits of a human-rated dataset (by reference),
-the penalty chosen on the validation part, the median test figures reported as fine-tuning
-reports them. With a test dataset, each split's read-out is tested on all of that one instead
-(cross-dataset)."""
+"""`train probe`: how much quality a frozen encoder's features hold, read out linearly (as
+Re-IQA's evaluation, but on crops at one scale: see README): ridge regression on the pooled
+features of a checkpoint (any objective's) or of a baseline start, on repeated seeded 70/10/20
+splits of a human-rated dataset (by reference), the penalty chosen on the validation part,
+the median test figures reported as fine-tuning reports them. With a test dataset, each
+split's read-out is tested on all of that one instead (cross-dataset)."""
 
 import math
 from dataclasses import asdict, dataclass, field
@@ -160,9 +160,13 @@ def one_split(config: ProbeConfig, table: Table, test_table: Table | None,
 
 
 def _median_split(results: list[dict]) -> int:
-    """The split whose test SROCC is the median (the lower middle of an even count)."""
-    order = np.argsort([result["test"]["srocc"] for result in results], kind="stable")
-    return int(order[(len(order) - 1) // 2])
+    """The split whose test SROCC is the median of those that are numbers, as median_figures
+    takes them (the lower middle of an even count; the first split where none is)."""
+    numbers = [i for i, result in enumerate(results) if math.isfinite(result["test"]["srocc"])]
+    if not numbers:
+        return 0
+    numbers.sort(key=lambda i: results[i]["test"]["srocc"])  # (stable: ties by split)
+    return numbers[(len(numbers) - 1) // 2]
 
 
 def _notices(config: ProbeConfig, table: Table, results: list[dict],

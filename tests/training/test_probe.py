@@ -14,8 +14,9 @@ from scipy import stats
 
 from training.benchmarks import LabelledImage
 from training.cli import main
+from training.finetune import FIGURES, median_figures
 from training.image_data import split
-from training.probe import Fractions
+from training.probe import Fractions, _median_split
 from training.ridge import ALPHA_GRID, ridge_path, select_ridge
 
 from .conftest import png, read_json
@@ -391,3 +392,15 @@ def test_two_ranks_give_the_features_of_one_process(pretrained, tmp_path):
     # in their sixth digit
     assert read_json(tmp_path / "two" / "results.json")["median"] == pytest.approx(
         read_json(tmp_path / "one" / "results.json")["median"], rel=1e-5)
+
+
+def test_the_median_split_is_the_one_of_the_reported_median():
+    """Splits whose predictions were constant have no SROCC (NaN): the median split shown
+    (scatter.png, test_predictions.npz) is the lower middle of the others, as the reported
+    median leaves NaN out."""
+    srocc = [0.4, float("nan"), 0.1, 0.3, float("nan"), 0.2]
+    results = [{"test": dict.fromkeys(FIGURES, value)} for value in srocc]
+    chosen = _median_split(results)
+    assert srocc[chosen] == 0.2  # of 0.1, 0.2, 0.3, 0.4 (the reported median is 0.25)
+    assert median_figures(results)["srocc"] == pytest.approx(0.25)
+    assert _median_split([{"test": dict.fromkeys(FIGURES, float("nan"))}] * 3) == 0
