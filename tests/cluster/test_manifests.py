@@ -3,6 +3,8 @@ installed on every node, a dashboard never exposed publicly, Ray's token authent
 every node and container, pinned images, a NetworkPolicy that admits only the cluster's own
 pods and the operator, and a RayJob whose driver finds the weights it checks."""
 
+import importlib.metadata
+import re
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,17 @@ def test_ray_pods_request_less_than_the_node_they_are_sized_for(name):
             assert _quantity(resources["requests"][kind]) < _quantity(resources["limits"][kind])
         assert resources["requests"].get("nvidia.com/gpu") == resources["limits"].get(
             "nvidia.com/gpu")
+
+
+@pytest.mark.parametrize("name", KUBERAY)
+def test_the_cluster_runs_the_ray_version_the_project_pins(name):
+    """A driver joins only a cluster of its own Ray version: the operator's rayVersion and
+    the image comment's rayproject tag are pyproject's pin, which is what is installed."""
+    pinned = re.search(r'"ray\[default\]==([\d.]+)"',
+                       (CLUSTER.parent / "pyproject.toml").read_text()).group(1)
+    assert pinned == importlib.metadata.version("ray")
+    assert _cluster_spec(_documents(name))["rayVersion"] == pinned
+    text = (CLUSTER / name).read_text()
+    assert set(re.findall(r"rayproject/ray:([\d.]+)", text)) <= {pinned}
+    assert set(re.findall(r"rayproject/ray:([\d.]+)",
+                          (CLUSTER / "README.md").read_text())) == {pinned}
