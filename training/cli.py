@@ -311,7 +311,8 @@ def _probe(args) -> int:
         Benchmark(args.dataset, args.root, _names(args.refs), args.ensemble), args.out,
         EncoderConfig(args.checkpoint, args.init, args.backbone, args.crop),
         _test_dataset(args), args.split_by, args.repeats, Fractions.parse(args.fractions),
-        args.eval_crops, args.batch_size, args.workers, args.seed, args.device))
+        args.eval_crops, args.batch_size, args.workers, args.seed, args.device,
+        args.half_scale))
     return 0
 
 
@@ -392,6 +393,9 @@ def _add_probe(commands) -> None:
                              "backbone's)")
     parser.add_argument("--batch-size", type=POSITIVE, default=32,
                         help="images per feature batch, all ranks together (default 32)")
+    parser.add_argument("--half-scale", action="store_true",
+                        help="Re-IQA's read-out: each crop's features joined with those of "
+                             "its half-size copy (bicubic)")
     _add_common(parser)
     parser.set_defaults(run=_probe)
 

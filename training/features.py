@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from labelers.weights import file_sha256
@@ -113,12 +114,15 @@ def _rank_major(count: int, world_size: int) -> np.ndarray:
 
 
 def encoder_features(context: Context, encoder: Encoder, images: list[LabelledImage],
-                     crops: int, batch: int, workers: int, seed: int) -> np.ndarray | None:
+                     crops: int, batch: int, workers: int, seed: int,
+                     half_scale: bool = False) -> np.ndarray | None:
     """(images, features) float32 on rank 0, in the order of `images` (None on other ranks):
     each image's pooled features averaged over its `crops` seeded random crops (one crop:
-    the centre)."""
+    the centre); with `half_scale`, followed by those of the same crops at half size (bicubic,
+    antialiased: Re-IQA's read-out joins an image's features with its half-size copy's)."""
     loader = eval_loader(context, images, encoder.augment, crops, workers, batch, seed)
-    rows = [torch.zeros((0, pooled_width(encoder.model)), device=context.device)]
+    width = pooled_width(encoder.model) * (2 if half_scale else 1)
+    rows = [torch.zeros((0, width), device=context.device)]
     inputs = Inputs(encoder.augment.mean, encoder.augment.std, context.device,
                     encoder.precision)
     bar = tqdm(loader, desc="features", unit="batch", disable=not context.is_main)
@@ -126,8 +130,9 @@ def encoder_features(context: Context, encoder: Encoder, images: list[LabelledIm
         for views, _ in bar:
             stacked = views if views.ndim == 5 else views[:, None]
             flat = inputs(stacked.flatten(0, 1))
+            scales = [flat, half_size(flat)] if half_scale else [flat]
             with inputs.autocast():
-                pooled = encoder.model(flat).float()
+                pooled = torch.cat([encoder.model(views).float() for views in scales], dim=1)
             rows.append(pooled.view(len(stacked), stacked.shape[1], -1).mean(dim=1))
     gathered = distributed.gather_rows(context, torch.cat(rows)).cpu().numpy()
     if not context.is_main:
@@ -173,9 +178,15 @@ class FeatureFile:
         os.replace(staged, self.path)
 
 
+def half_size(views: torch.Tensor) -> torch.Tensor:
+    """N x C x h x w views at half their size: bicubic, antialiased (as PIL's resize)."""
+    return F.interpolate(views, size=(views.shape[-2] // 2, views.shape[-1] // 2),
+                         mode="bicubic", antialias=True, align_corners=False)
+
+
 def cached_features(context: Context, encoder: Encoder, images: list[LabelledImage],
                     cache: FeatureFile, crops: int, batch: int, workers: int,
-                    seed: int) -> np.ndarray | None:
+                    seed: int, half_scale: bool = False) -> np.ndarray | None:
     """The features of `images` (rank 0; None elsewhere): from `cache` when it matches, else
     computed on every rank and saved. Rank 0 decides, so the ranks agree."""
     names = [image.name for image in images]
@@ -185,7 +196,8 @@ def cached_features(context: Context, encoder: Encoder, images: list[LabelledIma
         if context.is_main:
             print(f"features of {len(names)} images read from {cache.path}", flush=True)
         return kept
-    features = encoder_features(context, encoder, images, crops, batch, workers, seed)
+    features = encoder_features(context, encoder, images, crops, batch, workers, seed,
+                                half_scale)
     if context.is_main:
         cache.save(names, contents, features)
     return features

@@ -1,5 +1,5 @@
 """`train probe`: how much quality a frozen encoder's features hold, read out linearly (as
-Re-IQA's evaluation, but on crops at one scale: see README): ridge regression on the pooled
+Re-IQA's evaluation, on crops; `half_scale` joins their half-size copies'): ridge on the pooled
 features of a checkpoint (any objective's) or of a baseline start, on repeated seeded 70/10/20
 splits of a human-rated dataset (by reference), the penalty chosen on the validation part,
 the median test figures reported as fine-tuning reports them. With a test dataset, each
@@ -100,6 +100,7 @@ class ProbeConfig:
     workers: int = 2
     seed: int = 0
     device: str = "auto"
+    half_scale: bool = False  # also the crops at half size, their features joined (Re-IQA)
 
     def __post_init__(self):
         if self.repeats < 1 or self.eval_crops < 1 or self.batch_size < 1:
@@ -207,6 +208,7 @@ def _summary(config: ProbeConfig, encoder: Encoder, table: Table, test_table: Ta
     tested = config.test_dataset or config.dataset
     return {"kind": KIND, "start": encoder.start, "backbone": encoder.backbone,
             "crop": encoder.augment.crop, "eval_crops": config.eval_crops,
+            "half_scale": config.half_scale,
             "dataset": config.dataset.kind, "root": config.dataset.root,
             "test_dataset": tested.kind, "test_root": tested.root,
             "cross_dataset": config.test_dataset is not None, "split_by": config.split_by,
@@ -229,12 +231,12 @@ def _features(context: Context, config: ProbeConfig, encoder: Encoder, benchmark
               "augment": asdict(encoder.augment), "precision": encoder.precision.name,
               "dataset": benchmark.kind, "root": str(Path(benchmark.root).resolve()),
               "refs": list(benchmark.refs), "eval_crops": config.eval_crops,
-              "seed": config.seed}
+              "seed": config.seed, **({"half_scale": True} if config.half_scale else {})}
     features = cached_features(context, encoder, images,
                                FeatureFile(Path(config.out) / file_name, source),
                                config.eval_crops,
                                max(1, config.batch_size // context.world_size),
-                               config.workers, config.seed)
+                               config.workers, config.seed, config.half_scale)
     return Table(images, features) if context.is_main else None
 
 

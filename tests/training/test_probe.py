@@ -394,6 +394,26 @@ def test_two_ranks_give_the_features_of_one_process(pretrained, tmp_path):
         read_json(tmp_path / "one" / "results.json")["median"], rel=1e-5)
 
 
+def test_half_scale_joins_each_crops_features_with_its_half_size_copys(pretrained, tmp_path):
+    """Re-IQA's read-out: the features of each image and of its half-size copy side by side;
+    the copy here made by PIL's bicubic resize (Re-IQA's), outside the probe."""
+    checkpoint = pretrained["quality"]
+    csv = _planted_csv(tmp_path / "planted", checkpoint, references=8, seed=0)
+    out = tmp_path / "probe"
+    assert main(_probe(checkpoint, csv, out, "--repeats", "1", "--half-scale")) == 0
+    assert read_json(out / "results.json")["half_scale"] is True
+    saved = np.load(out / "features.npz")["features"]
+    images = [Image.open(csv.parent / f"img{i:03d}.png") for i in range(24)]
+    full = _features_outside(checkpoint, [np.asarray(image) for image in images])
+    half = _features_outside(checkpoint, [np.asarray(image.resize((16, 16), Image.BICUBIC))
+                                          for image in images])
+    assert saved.shape == (24, 2 * full.shape[1])
+    assert np.allclose(saved[:, :full.shape[1]], full, atol=1e-4)
+    near = 0.02 * np.abs(half).max()  # PIL rounds its copy to 8 bits (0.6% measured)
+    assert np.allclose(saved[:, full.shape[1]:], half, atol=near)
+    assert not np.allclose(saved[:, full.shape[1]:], full, atol=near)
+
+
 def test_the_median_split_is_the_one_of_the_reported_median():
     """Splits whose predictions were constant have no SROCC (NaN): the median split shown
     (scatter.png, test_predictions.npz) is the lower middle of the others, as the reported
