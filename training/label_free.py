@@ -64,7 +64,7 @@ class Part:
 
 
 def _parts(config: "PretrainConfig", request: GroupRequest) -> tuple[list[Part], list[str]]:
-    """The run's datasets (the first, then --also's ones), each with its own splits (a
+    """The run's datasets (its `dataset`, then those `also` names), each with its own splits (a
     --val-refs or --exclude-refs id moves in each that holds it), and the notices of the
     references left out for want of a whole chunk."""
     names = (config.dataset, *config.also)
