@@ -115,9 +115,9 @@ def _submit_and_follow(address: str, argv: list[str], anchored: list[str]) -> in
     client = JobSubmissionClient(address)
     job_id = client.submit_job(entrypoint=job_entrypoint(argv, anchored),
                                runtime_env=runtime_environment())
-    print(f"submitted job {job_id} to {address}; watch it in the dashboard there, or with "
-          f"`ray job logs --address {address} --follow {job_id}`", flush=True)
-    try:
+    try:  # (from the first word on: an interrupt as soon as the job is named stops following)
+        print(f"submitted job {job_id} to {address}; watch it in the dashboard there, or with "
+              f"`ray job logs --address {address} --follow {job_id}`", flush=True)
         while (status := str(client.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:
             time.sleep(5)
     except KeyboardInterrupt:  # what stops here is the following, not the job
