@@ -113,6 +113,12 @@ class Dataset:
                 table.select(["ref_id", "split", "shard"]).to_pylist()
                 if row["shard"] in complete}
 
+    @cached_property
+    def splits(self) -> dict[str, str]:
+        """ref_id -> split of every reference in a complete shard (`references` without
+        their shards)."""
+        return {ref: split for ref, (split, _) in self.references.items()}
+
     def where(self, split: str | None = None, refs: Iterable[str] | None = None
               ) -> tuple[list[str], frozenset[str] | None]:
         """(tar urls, the references to read, None for all) of a split and/or reference ids
@@ -128,10 +134,10 @@ class Dataset:
             if unknown:
                 raise ValueError(f"unknown reference ids {unknown[:10]}: not in a complete shard "
                                  f"of {self.location.root}")
-        wanted = {ref for ref, (its_split, _) in self.references.items()
+        wanted = {ref for ref, its_split in self.splits.items()
                   if split is None or its_split == split}
         if not wanted and refs is None:
-            splits = sorted({its_split for its_split, _ in self.references.values()})
+            splits = sorted(set(self.splits.values()))
             raise ValueError(f"{self.location.root} has no reference in split {split!r} "
                              f"(its splits: {splits})")
         if refs is not None:

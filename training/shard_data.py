@@ -179,8 +179,7 @@ def datasets_splits(datasets: tuple[Dataset, ...], val_refs: tuple[str, ...] = (
                     exclude_refs: tuple[str, ...] = ()) -> list[dict[str, str]]:
     """reference_splits of each dataset read together: an id moves in every dataset that
     holds it, and is an error only where none does."""
-    splits = [{ref: split for ref, (split, _) in dataset.references.items()}
-              for dataset in datasets]
+    splits = [dataset.splits for dataset in datasets]
     known = set().union(*splits)
     unknown = sorted((set(val_refs) | set(exclude_refs)) - known)
     if unknown:

@@ -105,7 +105,7 @@ class TrainedRun:
         if not self.pretrained_on(root):
             return frozenset()
         try:
-            splits = {ref: split for ref, (split, _) in open_dataset(root).references.items()}
+            splits = open_dataset(root).splits
         except (OSError, ValueError):  # no complete shard, damaged, unreadable
             return frozenset()
         return frozenset(ref for ref, split in held_out(splits, self.val_refs,
