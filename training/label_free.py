@@ -64,10 +64,10 @@ class Part:
 
 
 def _parts(config: "PretrainConfig", request: GroupRequest) -> tuple[list[Part], list[str]]:
-    """The run's datasets (its `dataset`, then those `also` names), each with its own splits (a
+    """The run's datasets (config.datasets), each with its own splits (a
     --val-refs or --exclude-refs id moves in each that holds it), and the notices of the
     references left out for want of a whole chunk."""
-    names = (config.dataset, *config.also)
+    names = config.datasets
     datasets = tuple(open_dataset(name) for name in names)
     every_splits = datasets_splits(datasets, config.val_refs, config.exclude_refs)
     for split in ("train", "val"):

@@ -71,9 +71,9 @@ class PretrainConfig:
         if self.also and not self.objective.label_free:
             raise ValueError("several datasets are read by the label-free objectives (their "
                              "groups mixed); regression learns one dataset's labels: give one")
-        roots = [resolved_root(name) for name in (self.dataset, *self.also)]
+        roots = [resolved_root(name) for name in self.datasets]
         if len(set(roots)) != len(roots):
-            raise ValueError(f"a dataset is given twice: {', '.join((self.dataset, *self.also))}")
+            raise ValueError(f"a dataset is given twice: {', '.join(self.datasets)}")
         names = [target.name for target in self.targets]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"targets must be one or more distinct names, got {names}")
@@ -93,6 +93,11 @@ class PretrainConfig:
             raise ValueError(f"--loss-weights must be {len(names)} finite non-negative "
                              f"number(s), not all 0, one per target ({','.join(names)}); "
                              f"got {list(weights)}")
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """Every dataset it reads: `dataset`, then `also`'s."""
+        return (self.dataset, *self.also)
 
     @property
     def weights(self) -> tuple[float, ...]:
