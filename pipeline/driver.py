@@ -48,7 +48,6 @@ from shards.layout import (
     SOURCES_FILE,
     labels_files,
     shard_name,
-    shard_paths,
 )
 from shards.reader import shard_problems, shard_stats
 from shards.storage import Location
@@ -430,8 +429,6 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
         print(f"resuming: {len(done)} of {plan.shard_count} shards done")
     if todo:
         _drop_stale_results(location)
-    for index in pardoned:  # unfinished until made again (its lists are rewritten first)
-        location.delete(shard_paths(location, index)["stats"])
     if absent:
         print(f"note: labels without {', '.join(absent)} (weights missing; Q renormalised)")
     unscored = sorted(set(ensemble.weights) - set(config.metrics)) if config.labelled else []

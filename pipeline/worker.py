@@ -406,7 +406,8 @@ def _encode_and_label(ref, pixels, made, config, score_images, ensemble, outcome
 
 def _finish(writer, distorted, config, outcome, location, digest: str, guard: Guard) -> None:
     """The distorted samples in a seeded shuffled order, the shard's own lists, then publish
-    (the stats, which hold the write stage's seconds, last), as long as `guard` lets it."""
+    (the stats, which hold the write stage's seconds, last), as long as `guard` lets it. Stats
+    of an earlier make go first: a make stopped midway must not leave them beside its tar."""
     with _Timer(outcome.seconds, "write"):
         order = np.random.default_rng([config.seed, outcome.index]).permutation(len(distorted))
         for i in order:
@@ -414,6 +415,7 @@ def _finish(writer, distorted, config, outcome, location, digest: str, guard: Gu
         outcome.samples = outcome.references + len(distorted)
         paths = shard_paths(location, outcome.index)
         guard.publishing(location)
+        location.delete(paths["stats"])  # an earlier make's: the shard is unfinished until its own
         location.write_bytes(paths["sources"], json.dumps(outcome.sources).encode())
         location.write_bytes(paths["failures"], "".join(
             json.dumps(f, sort_keys=True) + "\n" for f in outcome.failures).encode())

@@ -40,9 +40,10 @@ from pipeline.source_changes import check_modified_sources
 from pipeline.sources import IMAGE_EXTENSIONS, list_sources, listing, load, skipped_note
 from pipeline.worker import Guard, local_scorer, produce_shard
 from shards.layout import shard_paths, store_of, tar_path
-from shards.reader import read_index, tar_urls
+from shards.reader import read_index, shard_problems, tar_urls
 from shards.schema import INDEX_SCHEMA, SCORES_TYPE
 from shards.storage import Location
+from shards.writer import ShardWriter
 from tests.conftest import rewrite_tar
 
 
@@ -175,6 +176,31 @@ def test_the_stats_hold_the_write_stage_and_no_network_time_without_learned_type
     seconds = json.loads(Path(shard_paths(location, 0)["stats"]).read_text())["seconds"]
     assert seconds == outcome.seconds
     assert seconds["write"] > 0 and seconds["network"] == 0.0
+
+
+def test_a_shard_made_again_and_stopped_before_its_stats_reads_as_unfinished(
+        tmp_path, fast_config, mae_ensemble, monkeypatch):
+    """Its tar and index are published before its stats: the stats of the make before must go
+    first, or a resume takes the new tar beside the old stats (whose hash is another tar's)."""
+    config = fast_config("embedded", out=str(tmp_path / "out"), limit=1, distortion_ids=(1,),
+                         levels=(1,), metrics=("mae",))
+    plan = Plan.make(chosen(list_sources(config.sources), config), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    scorer = local_scorer(Labeler(metrics=("mae",), device="cpu"))
+    produce_shard(0, plan, config, scorer, mae_ensemble, location)
+    stats = Path(shard_paths(location, 0)["stats"])
+    assert stats.exists() and not shard_problems(location, 0, plan.digest, config.store)
+
+    def stopped(writer, stats):
+        raise KeyboardInterrupt("stopped before the stats")
+
+    monkeypatch.setattr(ShardWriter, "write_stats", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        produce_shard(0, plan, config, scorer, mae_ensemble, location)
+    assert Path(shard_paths(location, 0)["parquet"]).exists()  # published, then stopped
+    assert not stats.exists()
+    assert shard_problems(location, 0, plan.digest, config.store)
 
 
 def test_plan_is_deterministic_and_refuses_another_plan(tmp_path, fast_config):
