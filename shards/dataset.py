@@ -64,13 +64,13 @@ def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
     after = [decode_each] if decode else []
     return Stream(lambda: pipeline(
         urls, [each_shard(location, labelled(records, labels, stats_of),
-                          recorded_samples(stats_of), interleaving(seed, order))],
+                          recorded_stats(stats_of), interleaving(seed, order))],
         seed, order, after))
 
 
-def recorded_samples(stats_of: Callable[[int], dict]) -> Callable[[str], int | None]:
-    """url of a shard tar -> the samples its stats count (what reading it must give)."""
-    return lambda url: stats_of(shard_of(url)).get("samples")
+def recorded_stats(stats_of: Callable[[int], dict]) -> Callable[[str], dict]:
+    """url of a shard tar -> its stats (the samples and SHA-256 reading it must give)."""
+    return lambda url: stats_of(shard_of(url))
 
 
 def labelled(per_shard: Callable[[dict], Iterator[dict]], labels: Sidecar | None,
@@ -217,7 +217,7 @@ class Dataset:
                 records = self.labels.relabelled(records, shard, stats_of(shard))
             return assemble(shard_spec, opened["url"], records, chosen)
         return Stream(lambda: pipeline(
-            urls, [each_shard(self.location, per_shard, recorded_samples(stats_of),
+            urls, [each_shard(self.location, per_shard, recorded_stats(stats_of),
                               interleaving(seed, order))],
             seed, order))
 

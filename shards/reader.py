@@ -144,13 +144,13 @@ def shard_stats(location: Location, index: int) -> dict:
 
 
 STATS_KEPT = 64  # shards whose stats one stream remembers (more than it reads at once)
-STREAM_STATS = ("samples", "libraries", "plan_digest")  # what a stream asks of them
+STREAM_STATS = ("samples", "tar_sha256", "libraries", "plan_digest")  # what a stream asks
 
 
 def stats_reader(location: Location) -> Callable[[int], dict]:
     """shard index -> the STREAM_STATS of its stats, those of the last STATS_KEPT shards
     remembered: what a stream asks of a shard more than once (the versions its replays name,
-    a sidecar's plan, the count it checks at the shard's end) is read once, one round trip
+    a sidecar's plan, the count and hash it checks at the shard's end) is read once, one round trip
     on an object store (and not its per-version labels, kept 64 times over)."""
     def read(index: int) -> dict:
         stats = shard_stats(location, index)

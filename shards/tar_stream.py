@@ -56,7 +56,7 @@ def shard_samples(opened: dict, select: Select | None = None) -> Iterator[dict]:
 
 
 def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
-               recorded: Callable[[str], int | None] | None = None,
+               recorded: Callable[[str], dict] | None = None,
                merge: Callable[[Iterable[Iterator]], Iterator] = chain.from_iterable
                ) -> Callable[[Iterable[dict]], Iterator]:
     """A stage from shard urls to what `per_shard(opened)` makes of each opened shard (with
@@ -65,14 +65,17 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
     opened through the dataset's filesystem when its first item is asked for, and closed at
     its end (or when the pipeline is dropped). A plain tar whose archive ends well before its
     file does (zeroed or overwritten in place, at the size its stats record) is a
-    ShardReadError, never read as a shorter shard; with `recorded` (url -> the samples its
-    stats count, None where they count none), so is a tar whose archive held fewer samples or
-    more (a last member zeroed: within the tar's last record)."""
+    ShardReadError, never read as a shorter shard. With `recorded` (url -> its stats), a
+    shard read to its end must hold the samples they count and hash to their SHA-256 (its
+    bytes pass through the hash as they are read): a tar of the same size put in its place
+    (another shard's, another run's) is a ChangedTarError, never read as this shard."""
     def one(source: dict) -> Iterator:
         url, gzipped = source["url"], source["url"].endswith(".gz")
-        with location.fs.open_input_stream(url, compression=None) as stream:
-            counted = CountingStream(gzip.GzipFile(fileobj=stream, mode="rb")
-                                     if gzipped else stream)
+        stats = recorded(url) if recorded is not None else {}
+        with location.fs.open_input_stream(url, compression=None) as stored:
+            hashing = HashingStream(stored)
+            counted = CountingStream(gzip.GzipFile(fileobj=hashing, mode="rb")
+                                     if gzipped else hashing)
             keys: set[str] = set()
             try:
                 yield from per_shard({**source, "stream": counted, "keys": keys})
@@ -84,15 +87,23 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
                 _check_inflated_to_end(url, counted)
             else:
                 _check_read_to_end(location, url, counted.count)
-        count = recorded(url) if recorded is not None else None
-        if count is not None and len(keys) != count:
-            raise ShardReadError(f"{url} is unreadable: its archive holds {len(keys)} "
-                                 f"samples, its stats {count} (damaged after it was "
-                                 "written)")
+            _check_against_stats(url, keys, hashing, stats)
 
     def stage(sources: Iterable[dict]) -> Iterator:
         return merge(one(source) for source in sources)
     return stage
+
+
+def _check_against_stats(url: str, keys: set[str], read: HashingStream, stats: dict) -> None:
+    """A shard read to its end against its stats: the samples they count, then the SHA-256
+    of its bytes (what is left after the archive's end read now: its last record at most)."""
+    count = stats.get("samples")
+    if count is not None and len(keys) != count:
+        raise ShardReadError(f"{url} is unreadable: its archive holds {len(keys)} "
+                             f"samples, its stats {count} (damaged after it was written)")
+    sha256 = stats.get("tar_sha256")
+    if sha256 is not None and read.hexdigest_to_end() != sha256:
+        raise ChangedTarError(f"{url}: {TAR_CHANGED}")
 
 
 def _check_read_to_end(location: Location, url: str, read: int) -> None:

@@ -4,6 +4,7 @@ and a clear error for a dataset without a complete shard."""
 
 import hashlib
 import json
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -257,6 +258,27 @@ def test_a_gzipped_tar_remade_without_its_last_records_is_refused(tmp_path, stor
     with pytest.raises(ShardReadError, match=rf"its archive holds {len(keys) - 1} samples, "
                                              rf"its stats {len(keys)}"):
         list(open_dataset(str(damaged)).samples(kind="all"))
+
+
+@pytest.mark.parametrize("read", ["samples", "pairs"])
+def test_a_tar_with_other_bytes_at_its_recorded_size_is_refused(tmp_path, generated, read):
+    """Another run's or another shard's tar of the same size (tarfile pads every tar to
+    10 KiB records, so similar shards often are), or a label edited in place: complete by
+    its size, and read to its end it hashes to another SHA-256 than its stats record."""
+    from shards.tar_stream import TAR_CHANGED, ChangedTarError
+
+    changed = tmp_path / "changed"
+    shutil.copytree(generated, changed)
+    tar = changed / "shards" / "00000.tar"
+    data = bytearray(tar.read_bytes())
+    digit = data.index(b'"quality":0.') + len(b'"quality":0.')
+    data[digit] = ord("1") if data[digit] != ord("1") else ord("2")  # a label, in place
+    tar.write_bytes(bytes(data))
+    dataset = open_dataset(str(changed))
+    assert dataset.shards == (0, 1, 2)
+    stream = dataset.samples(kind="all") if read == "samples" else dataset.groups("pair")
+    with pytest.raises(ChangedTarError, match=re.escape(f"00000.tar: {TAR_CHANGED}")):
+        list(stream)
 
 
 def test_only_complete_shards_are_read(tmp_path, hand_made):
