@@ -76,13 +76,14 @@ def _rank_share(source: Iterable, rank: int, world_size: int) -> Iterator:
     yield from islice(source, rank, None, world_size)
 
 
-def _numbered(rank: int, worker: int) -> Callable[[Iterable[dict]], Iterator[dict]]:
+def _numbered(rank: int, worker: int, pool: int) -> Callable[[Iterable[dict]], Iterator[dict]]:
     """Each drawn shard's "draw": (rank, worker, its place in this worker's stream), so what
     is seeded per draw differs where one shard is drawn twice in an epoch (resampling draws
-    with replacement, in every worker)."""
+    with replacement, in every worker); and "pool", the shards drawn from (a reader that
+    finds every one of them without an item stops drawing: tar_stream.each_shard)."""
     def stage(sources: Iterable[dict]) -> Iterator[dict]:
         for place, source in enumerate(sources):
-            yield {**source, "draw": (rank, worker, place)}
+            yield {**source, "draw": (rank, worker, place), "pool": pool}
     return stage
 
 
@@ -94,7 +95,7 @@ def shard_stages(urls: list[str], seed: int, order: Order) -> list:
     if order.resampled:
         return [wds.ResampledShards(urls, seed=stream_seed(seed, order.epoch, rank, worker),
                                     worker_seed=_same_seed_for_every_worker,
-                                    deterministic=True), _numbered(rank, worker)]
+                                    deterministic=True), _numbered(rank, worker, len(set(urls)))]
     listing = wds.SimpleShardList(urls, seed=stream_seed(seed, order.epoch)
                                   if order.shuffle else None)
     by_rank = (wds.split_by_node if order.rank is None else

@@ -30,6 +30,11 @@ class ChangedTarError(ShardReadError):
     """A shard tar whose bytes are not the SHA-256 its stats record."""
 
 
+class NothingToDrawError(ValueError):
+    """A resampled stream whose every shard holds no item of its selection (it would draw
+    shards without end and never yield)."""
+
+
 def _unreadable(url: str) -> Callable[[Exception], bool]:
     """webdataset's exception handler for one shard: raise one clear error naming the tar."""
     def handler(error: Exception) -> bool:
@@ -68,8 +73,10 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
     ShardReadError, never read as a shorter shard. With `recorded` (url -> its stats), a
     shard read to its end must hold the samples they count and hash to their SHA-256 (its
     bytes pass through the hash as they are read): a tar of the same size put in its place
-    (another shard's, another run's) is a ChangedTarError, never read as this shard."""
-    def one(source: dict) -> Iterator:
+    (another shard's, another run's) is a ChangedTarError, never read as this shard. Where
+    the shards are drawn without end (a source's "pool": the shards drawn from), a stream
+    that has read each of them without an item raises NothingToDrawError."""
+    def one(source: dict, barren: set[str]) -> Iterator:
         url, gzipped = source["url"], source["url"].endswith(".gz")
         stats = recorded(url) if recorded is not None else {}
         with location.fs.open_input_stream(url, compression=None) as stored:
@@ -77,8 +84,11 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
             counted = CountingStream(gzip.GzipFile(fileobj=hashing, mode="rb")
                                      if gzipped else hashing)
             keys: set[str] = set()
+            items = 0
             try:
-                yield from per_shard({**source, "stream": counted, "keys": keys})
+                for item in per_shard({**source, "stream": counted, "keys": keys}):
+                    items += 1
+                    yield item
             except Exception:  # a damaged .tar.gz reads as bad records: named as damage
                 if gzipped:
                     _check_inflated_to_end(url, counted, ended=False)
@@ -88,9 +98,12 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
             else:
                 _check_read_to_end(location, url, counted.count)
             _check_against_stats(url, keys, hashing, stats)
+        if not items and "pool" in source:
+            _check_something_to_draw(barren, url, source["pool"])
 
     def stage(sources: Iterable[dict]) -> Iterator:
-        return merge(one(source) for source in sources)
+        barren: set[str] = set()  # drawn shards read to their end without an item
+        return merge(one(source, barren) for source in sources)
     return stage
 
 
@@ -104,6 +117,14 @@ def _check_against_stats(url: str, keys: set[str], read: HashingStream, stats: d
     sha256 = stats.get("tar_sha256")
     if sha256 is not None and read.hexdigest_to_end() != sha256:
         raise ChangedTarError(f"{url}: {TAR_CHANGED}")
+
+
+def _check_something_to_draw(barren: set[str], url: str, pool: int) -> None:
+    barren.add(url)
+    if len(barren) >= pool:
+        raise NothingToDrawError(f"none of the {pool} shard(s) this resampled stream draws "
+                                 "from holds an item of its selection (its split, "
+                                 "references and kind): there is nothing to draw")
 
 
 def _check_read_to_end(location: Location, url: str, read: int) -> None:

@@ -281,6 +281,34 @@ def test_a_tar_with_other_bytes_at_its_recorded_size_is_refused(tmp_path, genera
         list(stream)
 
 
+def test_a_resampled_stream_over_no_item_of_its_selection_raises_rather_than_draws_forever(
+        tmp_path, hand_made):
+    """A split whose references lost every version (each failed) has a reference and no
+    distorted sample: one pass reads nothing; a resampled stream would draw its shards
+    without end and never yield (a DataLoader worker, then a DDP job, hanging)."""
+    from shards.keys import reference_key
+    from shards.order import Order
+    from shards.tar_stream import NothingToDrawError
+    from shards.writer import ShardWriter
+    from tests.shards.conftest import _png, _record, pattern
+
+    root = tmp_path / "versionless"
+    shutil.copytree(hand_made, root)
+    writer = ShardWriter(Location.parse(str(root)), 2)
+    writer.add(_record("d", reference_key("d"), pattern(3), split="val"), _png(pattern(3)))
+    writer.finish({})
+    dataset = open_dataset(str(root))
+    endless = Order(resampled=True, length=5)
+    assert list(dataset.samples("val")) == []
+    with pytest.raises(NothingToDrawError, match="none of the 1 shard"):
+        list(dataset.samples("val", order=endless))
+    with pytest.raises(NothingToDrawError):
+        list(dataset.groups("pair", "val", order=endless))
+    # a shard without an item beside one with items: drawn from as before
+    assert len(list(dataset.samples(refs=["c", "d"], order=endless))) == 5
+    assert len(list(dataset.pristine("val", order=endless))) == 5
+
+
 def test_only_complete_shards_are_read(tmp_path, hand_made):
     partial = tmp_path / "partial"
     shutil.copytree(hand_made, partial)
