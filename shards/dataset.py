@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 
 from shards.group_spec import GroupSpec, chosen_versions
 from shards.groups import assemble
-from shards.layout import DEFAULT_STORE, SOURCES_FILE, SPLITS, shard_of, store_of
+from shards.layout import DEFAULT_STORE, SOURCES_FILE, SPLITS, plan_file, shard_of, store_of
 from shards.order import ONE_PASS, Order, Stream, interleaving, pipeline
 from shards.reader import (
     DamagedShardError,
@@ -96,6 +96,12 @@ class Dataset:
     @cached_property
     def urls(self) -> dict[int, str]:
         return dict(zip(self.shards, tar_urls(self.location, list(self.shards)), strict=True))
+
+    @cached_property
+    def plan_digest(self) -> str | None:
+        """The digest of the plan its shards were made under (None: a dataset without
+        plan.json): another generate run of other sources or options has another."""
+        return plan_file(self.location).get("digest")
 
     @cached_property
     def references(self) -> dict[str, tuple[str, int]]:

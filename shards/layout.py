@@ -40,13 +40,17 @@ def compresses(store: str) -> bool:
     return _TAR_SUFFIX[check_store(store)] != ".tar"
 
 
+def plan_file(location: Location) -> dict:
+    """The dataset's plan.json ({} where it has none). Call it once per dataset, not once per
+    shard."""
+    path = location.path(PLAN_FILE)
+    return json.loads(location.read_bytes(path)) if location.exists(path) else {}
+
+
 def store_of(location: Location) -> str:
     """The storage mode a dataset was generated in (images where its plan names none, or where
-    it has no plan). Reads plan.json: call it once per dataset, not once per shard."""
-    path = location.path(PLAN_FILE)
-    if not location.exists(path):
-        return DEFAULT_STORE
-    return json.loads(location.read_bytes(path))["inputs"].get("store", DEFAULT_STORE)
+    it has no plan)."""
+    return plan_file(location).get("inputs", {}).get("store", DEFAULT_STORE)
 
 
 def labels_file(ensemble_hash: str) -> str:

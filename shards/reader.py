@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 
 from shards.layout import (
     DEFAULT_STORE,
-    PLAN_FILE,
     REPORT_FILE,
     SHARDS_DIR,
     SOURCES_FILE,
+    plan_file,
     shard_files,
     shard_name,
     shard_paths,
@@ -72,8 +72,7 @@ def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
     plan's shards are no part of it. Reads each stats file and lists the folder once; reads
     no tar."""
     sizes = _listing(location)
-    plan_path = location.path(PLAN_FILE)
-    plan = json.loads(location.read_bytes(plan_path)) if location.exists(plan_path) else {}
+    plan = plan_file(location)
     store = plan.get("inputs", {}).get("store", DEFAULT_STORE)
     planned = planned_shards(plan)
     finished = planned is not None and location.exists(location.path(REPORT_FILE))

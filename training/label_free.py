@@ -219,7 +219,8 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
     run = Run(context, objective.model, config.optim, 0, out, config.to_json(), config.seed,
               precision, objective=objective, augment=config.augment,
               data={"train groups": groups,
-                    "val groups": sum(val_groups[key] for key in validated)})
+                    "val groups": sum(val_groups[key] for key in validated),
+                    "plans": [part.dataset.plan_digest for part in parts]})
     summary = fit(run, batches, steps, validate, resume)
     if context.is_main:
         summary = {**summary, **objective.summary(), "dataset": config.dataset,

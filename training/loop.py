@@ -317,12 +317,12 @@ def _restore(run: Run, optimizer,
         changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
         raise ValueError(f"--resume with other settings than {run.out / checkpoint.LAST} "
                          f"({', '.join(changed)}); use another --out to start a new run")
-    if "data" in state and state["data"] != run.data:  # (checkpoints before it: not kept)
+    if change := _data_change(state.get("data", {}), run.data):
         raise ValueError(f"--resume over other data than {run.out / checkpoint.LAST} was "
-                         f"trained on ({_data_change(state['data'], run.data)}: shards of the "
-                         "dataset finished, remade or lost since); early stopping would "
-                         "compare validations of two sets. Use another --out to start a new "
-                         "run on the dataset as it is now")
+                         f"trained on ({change}: shards of the dataset finished, remade or "
+                         "lost since, or the dataset made again under another plan); early "
+                         "stopping would compare validations of two sets. Use another --out "
+                         "to start a new run on the dataset as it is now")
     partial = state.get("partial_epoch")
     if partial is not None and len(partial["ranks"]) != run.context.world_size:
         raise ValueError(f"{run.out / checkpoint.LAST} stopped mid-epoch with "
@@ -340,10 +340,12 @@ def _restore(run: Run, optimizer,
 
 
 def _data_change(before: dict, now: dict) -> str:
-    """How a run's data differs now, in words."""
-    return ", ".join(f"{name} {before.get(name)} then, {now.get(name)} now"
-                     for name in sorted(before.keys() | now.keys())
-                     if before.get(name) != now.get(name))
+    """How a run's data differs now, in words ("": as it was), of what both record (a
+    checkpoint of an earlier version records less: the plans since 2026-12-02, nothing
+    before the counts)."""
+    return ", ".join(f"{name} {before[name]} then, {now[name]} now"
+                     for name in sorted(before.keys() & now.keys())
+                     if before[name] != now[name])
 
 
 def _check_finite(run: Run, when: str) -> None:

@@ -297,7 +297,8 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     out = Path(config.out)
     run = Run(context, built.model, config.optim, 0 if multi else classes, out,
               config.to_json(), config.seed, precision, heads if multi else (),
-              data={"train samples": train.samples, "val samples": validated.samples},
+              data={"train samples": train.samples, "val samples": validated.samples,
+                    "plan": dataset.plan_digest},
               augment=config.augment)
     summary = fit(run, batches, steps, validate, resume)
     if context.is_main:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pyarrow.parquet import read_table
 
 from iqa_factory.cli import main
 from training import checkpoint, pretrain
@@ -241,6 +242,42 @@ def test_resume_over_other_data_is_refused(tiny_dataset, tmp_path, capsys):
     error = capsys.readouterr().err
     assert "--resume over other data than" in error
     assert f"train samples {before['train samples']} then" in error
+
+
+def _made_under_plan(dataset: Path, digest: str) -> None:
+    """The dataset as generate leaves it under a plan of `digest`: plan.json, and every
+    shard's stats naming it."""
+    import json
+
+    refs = [row["ref_id"] for row in read_table(dataset / "sources.parquet").to_pylist()]
+    (dataset / "plan.json").write_text(json.dumps(
+        {"digest": digest, "references": refs, "inputs": {"shard_refs": 3}}))
+    for stats in (dataset / "shards").glob("*_stats.json"):
+        stats.write_text(json.dumps({**json.loads(stats.read_text()), "plan_digest": digest}))
+
+
+def test_resume_over_the_dataset_made_again_under_another_plan_is_refused(tiny_dataset,
+                                                                          tmp_path, capsys):
+    """generate --restart at the same path with other options (other distortion types,
+    another ensemble) can give the same sample counts: the plan tells the datasets apart."""
+    import shutil
+
+    dataset = tmp_path / "data"
+    shutil.copytree(tiny_dataset, dataset)
+    _made_under_plan(dataset, "a" * 64)
+    out = tmp_path / "run"
+    common = ["train", "pretrain", str(dataset), "--out", str(out), "--backbone",
+              "test_resnet", "--init", "random", "--crop", "32", "--workers", "0", "--device",
+              "cpu", "--steps-per-epoch", "2", "--batch-size", "4", "--val-refs", "r5"]
+    assert main([*common, "--epochs", "1"]) == 0
+    assert checkpoint.load(out / checkpoint.LAST)["data"]["plan"] == "a" * 64
+    _made_under_plan(dataset, "b" * 64)
+    capsys.readouterr()
+    assert main([*common, "--epochs", "2", "--resume"]) == 2
+    error = capsys.readouterr().err
+    assert "--resume over other data than" in error and f"plan {'a' * 64} then" in error
+    _made_under_plan(dataset, "a" * 64)
+    assert main([*common, "--epochs", "2", "--resume"]) == 0
 
 
 def test_only_pretrain_takes_checkpoint_every_for_only_it_resumes(capsys):
