@@ -57,23 +57,35 @@ def _from_local_folder(folder: Path, skipped: Counter, unlisted: dict[str, str]
                        ) -> list[Source]:
     """Every image-named entry below `folder`, dangling links included (they fail later,
     recorded, rather than vanish from the listing); the folders that cannot be read go to
-    `unlisted`, with why. Linked folders are followed once each: a link back up the tree (a
-    loop) is not walked again."""
-    found, seen = [], set()
+    `unlisted`, with why. The folder's own tree first, then the linked folders in the order
+    they are met (by name, each folder's entries sorted): a folder is walked once, under its
+    own path where the tree holds it, else under the first link to it, and a link back up
+    the tree (a loop) is not walked again. Neither depends on the order the file system
+    lists a folder in (the plan is a function of the sources)."""
+    found, seen, walks = [], set(), [folder]
 
     def unreadable(error: OSError) -> None:
         unlisted[printable(str(error.filename))] = error.strerror or str(error)
 
-    for directory, subfolders, files in os.walk(folder, onerror=unreadable, followlinks=True):
-        status = os.stat(directory)
-        seen.add((status.st_dev, status.st_ino))
-        subfolders[:] = [name for name in subfolders
-                         if _folder_identity(Path(directory) / name) not in seen]
-        for name in files:
-            if _taken(name, skipped):
-                path = Path(directory) / name
-                found.append(Source(str(path), path.relative_to(folder).as_posix(), path.stem,
-                                    **_regular_stat(path)))
+    def walked(path: Path) -> bool:
+        identity = _folder_identity(path)
+        return identity is not None and identity in seen
+
+    while walks:
+        start = walks.pop(0)
+        if walked(start):
+            continue
+        for directory, subfolders, files in os.walk(start, onerror=unreadable):
+            seen.add(_folder_identity(Path(directory)))
+            links = sorted(name for name in subfolders if os.path.islink(Path(directory) / name))
+            walks.extend(Path(directory) / name for name in links)
+            subfolders[:] = sorted(name for name in subfolders
+                                   if name not in links and not walked(Path(directory) / name))
+            for name in files:
+                if _taken(name, skipped):
+                    path = Path(directory) / name
+                    found.append(Source(str(path), path.relative_to(folder).as_posix(),
+                                        path.stem, **_regular_stat(path)))
     return found
 
 

@@ -152,3 +152,53 @@ def test_a_long_name_gives_an_id_that_unpacks(tmp_path, small_image, fast_config
     unpacked = sorted(path.name for path in (tmp_path / "unpacked").iterdir())
     assert unpacked == sorted(f"{ids[0]}{suffix}" for suffix in (
         "_ref.png", "_ref.json", "_d01_l1.png", "_d01_l1.json"))
+
+
+def _linked_tree(root: Path, link_first: bool) -> None:
+    """A folder held by the tree and reached through links too (one beside it, one deeper
+    in another folder), a folder reached only through a link, and a link back up the tree;
+    the links made before or after what they name (a file system may list a folder's
+    entries in the order they were made: tmpfs does)."""
+    outside = root.parent / f"{root.name}_outside"
+    outside.mkdir()
+    _save(outside / "far.png", 5)
+    (root / "b").mkdir(parents=True)
+
+    def links():
+        os.symlink("c/d", root / "a")
+        os.symlink("../c/d", root / "b" / "l")
+        os.symlink(outside, root / "e")
+
+    if link_first:
+        links()
+    (root / "c" / "d").mkdir(parents=True)
+    _save(root / "c" / "d" / "x.png", 1)
+    _save(root / "b" / "y.png", 2)
+    os.symlink("..", root / "c" / "up")
+    if not link_first:
+        links()
+
+
+@pytest.mark.parametrize("place", ["tmp", "shm"])
+def test_a_linked_folder_is_listed_once_under_its_own_path_whatever_the_listing_order(
+        tmp_path, place):
+    """The plan is a function of the sources: the same tree lists the same sources (the real
+    path of a folder the tree holds, a folder outside it under its link) and the same plan,
+    in whatever order the file system lists a folder's entries."""
+    base = tmp_path
+    if place == "shm":
+        if not os.access("/dev/shm", os.W_OK):
+            pytest.skip("no writable /dev/shm (tmpfs) here")
+        base = Path(subprocess.check_output(["mktemp", "-d", "-p", "/dev/shm"], text=True).strip())
+    try:
+        listed = []
+        for link_first in (True, False):
+            root = base / f"tree_{link_first}"
+            _linked_tree(root, link_first)
+            sources = listing(str(root)).sources
+            listed.append([source.order_key for source in sources])
+            assert not find_duplicates(sources, str(root))
+        assert listed[0] == listed[1] == ["b/y.png", "c/d/x.png", "e/far.png"]
+    finally:
+        if place == "shm":
+            subprocess.run(["rm", "-rf", str(base)], check=True)
