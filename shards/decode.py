@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
 SAMPLE_FORMAT = 339  # the TIFF tag saying whether samples are unsigned, signed or floats
@@ -199,6 +199,10 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
         raise DecodeError("empty", "zero-byte file")
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # the header's size is checked here, against our limit
+    # a PNG's metadata chunk (an ICC profile, XMP) may fill Pillow's 64 MiB for them all, not
+    # only its 1 MiB per chunk: an intact image with a large profile is no damaged file
+    previous_chunk, PngImagePlugin.MAX_TEXT_CHUNK = (PngImagePlugin.MAX_TEXT_CHUNK,
+                                                     PngImagePlugin.MAX_TEXT_MEMORY)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -231,6 +235,11 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     except DecodeError:
         raise
     except (OSError, SyntaxError, ValueError) as error:
+        if "MAX_TEXT" in str(error):  # Pillow's bound on metadata, decompressed
+            raise DecodeError("too_large", f"PNG metadata beyond Pillow's "
+                                           f"{PngImagePlugin.MAX_TEXT_MEMORY >> 20} MiB for "
+                                           f"it: {error}") from None
         raise DecodeError("corrupt", f"{type(error).__name__}: {error}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
+        PngImagePlugin.MAX_TEXT_CHUNK = previous_chunk

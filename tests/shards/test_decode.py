@@ -134,3 +134,25 @@ def test_a_transparent_colour_is_composited_on_white_in_every_mode(mode, key):
     assert (decoded.pixels[0, 0] == 255).all()  # the key colour
     assert (decoded.pixels[0, 1] == kept).all()
     assert "alpha composited on white" in " ".join(decoded.conversions)
+
+
+def test_a_png_with_metadata_past_pillows_chunk_bound_decodes_and_past_its_total_is_named():
+    """Pillow refuses a metadata chunk (ICC profile, XMP) that inflates past 1 MiB as it
+    would a damaged file; an intact image with one decodes to its pixels, and metadata past
+    Pillow's 64 MiB for all of it is `too_large`, not `corrupt`."""
+    from PIL import PngImagePlugin
+
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)
+    image = Image.fromarray(pixels)
+    profiled = _encoded(image, icc_profile=b"\x01" * 10 + bytes(2 << 20))
+    xmp = PngImagePlugin.PngInfo()
+    xmp.add_itxt("XML:com.adobe.xmp", "x" * (2 << 20), zip=True)
+    with_xmp = _encoded(image, pnginfo=xmp)
+    for data in (profiled, with_xmp):
+        assert len(data) < 1 << 20  # compressed: a small file
+        assert np.array_equal(decode(data).pixels, pixels)
+    assert PngImagePlugin.MAX_TEXT_CHUNK == 1 << 20  # Pillow's own, as it was
+    huge = _encoded(image, icc_profile=bytes(PngImagePlugin.MAX_TEXT_MEMORY + 1))
+    with pytest.raises(DecodeError) as refused:
+        decode(huge)
+    assert refused.value.reason == "too_large" and "MiB" in str(refused.value)
