@@ -158,6 +158,9 @@ def _planned_inputs(out: str) -> dict | None:
 
 
 def _given_config(args: argparse.Namespace) -> RunConfig:
+    if args.metrics == () and args.ensemble is not None:  # (a recorded one is still read)
+        raise ValueError("--ensemble makes each version's Q from its scores, and --metrics "
+                         "none computes none: drop one of them")
     return RunConfig(
         sources=args.sources, out=args.out, seed=args.seed, size=args.size,
         allow_upscale=args.allow_upscale,

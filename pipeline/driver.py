@@ -31,6 +31,7 @@ from pipeline.output_folder import (
     STRIKES_FILE,
     clear_previous_run,
     refuse_foreign,
+    refuse_inside_sources,
     refuse_unusable,
     remove_staged,
 )
@@ -232,6 +233,18 @@ def _check_weights(config: RunConfig) -> tuple[str, ...]:
     return absent
 
 
+def _check_weighed(config: RunConfig, ensemble, absent: tuple[str, ...]) -> None:
+    """Stop before any work where the ensemble weighs none of the metrics computed: every
+    version would be scored and then left without a Q."""
+    computed = set(config.metrics) - set(absent)
+    if config.labelled and not any(ensemble.weights.get(key, 0) > 0 for key in computed):
+        weighed = sorted(key for key, weight in ensemble.weights.items() if weight > 0)
+        raise ValueError(f"the ensemble {ensemble.name} weighs none of the metrics computed "
+                         f"({', '.join(sorted(computed))}), so no version would get a Q: add "
+                         f"one of {', '.join(weighed)} to --metrics, name an ensemble that "
+                         "weighs them (--ensemble), or --metrics none for a label-free run")
+
+
 class _Progress:
     """The terminal bar, fed by the ProgressActor: the plan's samples done (written, or known
     never to be: it reaches the total when the run ends), with ETA, shards done and failures
@@ -381,8 +394,10 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
     """Run the plan of `config` into config.out, holding its lease (one writer per output)."""
     started = time.perf_counter()
     absent = _check_weights(config)
+    _check_weighed(config, load_ensemble(config.ensemble_file), absent)
     location = Location.parse(config.out)
     refuse_unusable(location)
+    refuse_inside_sources(location, config.sources)
     lease = Lease(location)
     for notice in lease.acquire(options.take_over):
         print(f"note: {notice}")

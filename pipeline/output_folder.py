@@ -3,6 +3,7 @@ lease, before it writes: that the folder is new or a dataset of this project (ne
 else's files overwritten), and that no file an interrupted writer staged is left."""
 
 import fnmatch
+import os
 import re
 
 import pyarrow.fs as pafs
@@ -41,6 +42,33 @@ def refuse_unusable(location: Location) -> None:
         raise OutputPathError(f"{location.root}: webdataset reads a tar's path as a URL, which "
                               f"ends at the {cut!r}, so readers of its shards would look for "
                               "another file: choose an output folder without '#' or '?'")
+
+
+def overlap(first: Location, second: Location) -> str | None:
+    """"same" where two locations are one folder, "nested" where one lies inside the other
+    (local paths compared with their links resolved), None where they are apart."""
+    if type(first.fs) is not type(second.fs):
+        return None
+    paths = [os.path.realpath(where.root) if isinstance(where.fs, pafs.LocalFileSystem)
+             else where.root.rstrip("/") for where in (first, second)]
+    if paths[0] == paths[1]:
+        return "same"
+    inside = any(inner.startswith(outer.rstrip("/") + "/")
+                 for inner, outer in (paths, paths[::-1]))
+    return "nested" if inside else None
+
+
+def refuse_inside_sources(location: Location, sources: str) -> None:
+    """The output must be apart from a folder (or object-store prefix) of sources: inside
+    it, a run's own files would be listed as sources (its images: another plan on resume);
+    holding it, the sources would sit among the dataset's files."""
+    if "://" not in sources and not os.path.isdir(sources):
+        return  # the embedded photos, or a list file
+    if overlap(location, Location.parse(sources)):
+        raise OutputPathError(f"{location.root} and the sources {sources} are one folder or "
+                              "lie one inside the other: a run's files would be listed as its "
+                              "sources; choose an output folder outside the sources, and not "
+                              "holding them")
 
 
 def refuse_foreign(location: Location) -> None:

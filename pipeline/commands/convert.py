@@ -13,13 +13,11 @@ already complete in DST."""
 
 import json
 import multiprocessing
-import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -27,7 +25,7 @@ from pipeline.commands.inspect_dataset import sidecar_problems, sources_problems
 from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.lease import Lease
-from pipeline.output_folder import refuse_foreign, refuse_unusable, remove_staged
+from pipeline.output_folder import overlap, refuse_foreign, refuse_unusable, remove_staged
 from pipeline.plan import Plan, differences, finished_plan, persist_or_check, read_plan
 from shards.layout import (
     DEFAULT_STORE,
@@ -279,14 +277,11 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
 def _refuse_overlap(source: Location, target: Location) -> None:
     """A ConversionError where the target is the source, or one lies inside the other (the
     source would be read as it is written, or count the other's files as its own)."""
-    if type(source.fs) is not type(target.fs):
-        return
-    paths = [os.path.realpath(where.root) if isinstance(where.fs, pafs.LocalFileSystem)
-             else where.root.rstrip("/") for where in (source, target)]
-    if paths[0] == paths[1]:
+    found = overlap(source, target)
+    if found == "same":
         raise ConversionError(f"{target.root} is the source itself: a conversion writes a new "
                               "dataset; name another DST (the source stays as it is)")
-    if any(inner.startswith(outer + "/") for inner, outer in (paths, paths[::-1])):
+    if found == "nested":
         raise ConversionError(f"{target.root} and {source.root} lie one inside the other: "
                               "name a DST outside the source, and not holding it")
 

@@ -422,6 +422,39 @@ def test_generate_never_clears_or_overwrites_a_folder_it_did_not_write(tmp_path,
     assert (theirs / "shards" / "important.py").read_text() == "precious"
 
 
+@pytest.mark.parametrize("out", [".", "run", "run/inner", ".."])
+def test_an_output_that_is_or_lies_in_or_holds_the_sources_folder_is_refused(tmp_path, capsys,
+                                                                             small_image,
+                                                                             out):
+    """Its own files (a lease, a sheet a user writes there) would be listed as sources: a
+    resume would find another plan, and its images would be distorted as references."""
+    sources = tmp_path / "photos" / "mine"
+    sources.mkdir(parents=True)
+    Image.fromarray(small_image).save(sources / "a.png")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = cli.main(["generate", "--sources", str(sources), "--out", str(sources / out),
+                     "--metrics", "mae"])
+    assert code == 2
+    assert "lie one inside the other" in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_an_ensemble_that_weighs_none_of_the_metrics_asked_for_stops_before_any_work(
+        tmp_path, capsys):
+    """The default ensemble weighs neither ssim nor vsi: every version would be scored, then
+    left without a Q."""
+    out = tmp_path / "out"
+    assert cli.main(["generate", "--sources", "embedded", "--out", str(out), "--metrics",
+                     "ssim,vsi"]) == 2
+    error = capsys.readouterr().err
+    assert "weighs none of the metrics computed (ssim, vsi)" in error and "mae" in error
+    assert not out.exists()
+    assert cli.main(["generate", "--sources", "embedded", "--out", str(out), "--metrics",
+                     "none", "--ensemble", "pmos"]) == 2
+    assert "--metrics none computes none" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_ctrl_c_ends_with_a_line_saying_how_to_resume_not_a_traceback(monkeypatch, capsys):
     def interrupted(args):
         """The user's Ctrl-C, wherever the run is."""
