@@ -266,7 +266,11 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
                 if shard_problems(target, index, plan.digest, becomes.store)]
         counts = list(tqdm(_made(jobs, workers), total=len(jobs), unit="shard",
                            desc="convert"))
-        _run_files(source, target, plan, becomes)
+        if jobs or not target.exists(target.path(REPORT_FILE)):  # (written last)
+            _run_files(source, target, plan, becomes)
+        else:  # a finished dataset of this plan: its own provenance stays
+            print(f"note: {target.root} already holds this plan's dataset, every shard "
+                  "complete: nothing converted, its run files kept as they are")
     finally:
         lease.release()
     return {"shards": plan.shard_count, "skipped": plan.shard_count - len(jobs),

@@ -164,6 +164,20 @@ def test_convert_resumes_and_refuses_what_it_cannot_do(store_datasets, tmp_path)
         materialize(str(store_datasets["recipes"]), str(tmp_path / "other"), workers=0)
 
 
+def test_converting_into_a_finished_dataset_of_the_plan_keeps_its_provenance(store_datasets,
+                                                                             tmp_path, capsys):
+    """Every shard of the target complete already (the images dataset generate wrote):
+    nothing is converted, and its manifest and report do not become a conversion's."""
+    target = tmp_path / "generated"
+    shutil.copytree(store_datasets["images"], target)
+    before = {name: (target / name).read_bytes() for name in ("manifest.json", "report.json")}
+    done = materialize(str(store_datasets["recipes"]), str(target))
+    assert done["skipped"] == done["shards"] and done["replayed"] == 0
+    assert "nothing converted, its run files kept" in capsys.readouterr().out
+    assert {name: (target / name).read_bytes() for name in before} == before
+    assert "converted_from" not in json.loads(before["manifest.json"])  # generate's own
+
+
 def _sidecar(root, keys: list[str]) -> None:
     """A relabel sidecar of ensemble 0123abcd labelling `keys` 0.5."""
     table = pa.table({"key": keys, "quality": [0.5] * len(keys)})
