@@ -96,7 +96,9 @@ def _process_state(pid: int) -> tuple[str | None, float | None]:
 
 
 def _describe(holder: dict) -> str:
-    age = time.time() - holder.get("refreshed", 0)
+    if not isinstance(holder.get("refreshed"), int | float):
+        return f"a holder its lease file {LEASE_FILE} does not name: it is empty or damaged"
+    age = time.time() - holder["refreshed"]
     command = f"iqa-factory {holder['command']} on " if holder.get("command") else ""
     return (f"{command}host {holder.get('host')} pid {holder.get('pid')}, last refreshed "
             f"{age:.0f} s ago")
@@ -204,10 +206,12 @@ class Lease:
         return self.location.create_exclusive(self.path, json.dumps(self.holder).encode())
 
     def _read(self) -> dict:
+        """The holder the lease file names ({} where it names none: empty or damaged)."""
         try:
-            return json.loads(self.location.read_bytes(self.path))
+            holder = json.loads(self.location.read_bytes(self.path))
         except (OSError, ValueError):
             return {}
+        return holder if isinstance(holder, dict) else {}
 
     def _write(self) -> None:
         self.location.write_bytes(self.path, json.dumps(self.holder).encode())

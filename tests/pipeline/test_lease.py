@@ -163,6 +163,22 @@ def test_a_stale_lease_of_another_host_needs_take_over(location):
     taker.release()
 
 
+@pytest.mark.parametrize("content", [b"", b"{garbage", b"[1, 2]", b'{"host": "x"}'])
+def test_a_lease_file_that_names_no_holder_is_said_to_be_damaged(location, content):
+    """Not a holder "host None pid None, last refreshed 1796205580 s ago": taken over as a
+    stale one is, with --take-over."""
+    location.makedirs(location.root)
+    location.write_bytes(location.path(LEASE_FILE), content)
+    with pytest.raises(LeaseHeldError) as refused:
+        Lease(location).acquire()
+    message = str(refused.value)
+    assert "does not name: it is empty or damaged" in message and "--take-over" in message
+    assert "None" not in message
+    taker = Lease(location)
+    assert "took over" in taker.acquire(take_over=True)[0]
+    taker.release()
+
+
 def test_a_driver_whose_lease_was_taken_over_stops_and_never_writes_over_it(location,
                                                                              monkeypatch):
     """A driver suspended past STALE_SECONDS wakes to find another holding its output: its
