@@ -8,6 +8,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
 import distortions
 from pipeline.config import SOURCE_KINDS, SPEC_SHARD_REFS, RunConfig
 from pipeline.embedded import EMBEDDED_PHOTOS
@@ -413,8 +415,10 @@ def _inspect(args: argparse.Namespace) -> int:
     if not args.out.strip():
         raise ValueError("no dataset path given")
     location = Location.parse(args.out)
-    if not location.exists(location.root):
-        raise ValueError(f"{args.out} does not exist")
+    kind = location.fs.get_file_info(location.root).type
+    if kind != pafs.FileType.Directory:
+        raise ValueError(f"{args.out} is a file, not a dataset folder"
+                         if kind == pafs.FileType.File else f"{args.out} does not exist")
     lines, problems = inspect(args.out, args.deep, args.sample_seed)
     if lines:
         print("\n".join(lines))

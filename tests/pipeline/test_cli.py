@@ -582,6 +582,9 @@ def test_inspect_of_a_path_that_does_not_exist_says_so(tmp_path, capsys):
     assert f"{tmp_path / 'nope'} does not exist" in capsys.readouterr().err
     assert cli.main(["inspect", ""]) == 2
     assert "no dataset path given" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("not a dataset")
+    assert cli.main(["inspect", str(tmp_path / "afile")]) == 2
+    assert f"{tmp_path / 'afile'} is a file, not a dataset folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("argv", "module", "name", "said"), [
