@@ -323,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=_validate_levels.__doc__)
     levels.add_argument("out", metavar="OUT", nargs="?", default="out/demo",
                         help="the dataset (default out/demo, what make generate writes)")
-    levels.add_argument("--target", default="docs", help="where to write (default docs/)")
+    levels.add_argument("--target", help="the folder to write them into (default: the "
+                                          "dataset's own, OUT; a local folder where OUT is "
+                                          "an object store: the current one)")
     levels.set_defaults(run=_validate_levels)
     _add_label_commands(commands)
     return parser
@@ -451,9 +453,10 @@ def _validate_levels(args: argparse.Namespace) -> int:
     spec's level order; writes a table (markdown, JSON) and a plot (PNG)."""
     from pipeline.commands.validate_levels import validate_levels
 
-    rows = validate_levels(args.out, Path(args.target))
+    target = args.target or (args.out if "://" not in args.out else ".")
+    rows = validate_levels(args.out, Path(target))
     failing = [row["name"] for row in rows if not row["order_holds"]]
-    print(f"wrote {args.target}/validate-levels.md, .json and .png ({len(rows)} types)")
+    print(f"wrote {Path(target) / 'validate-levels'}.md, .json and .png ({len(rows)} types)")
     print("all level orders hold" if not failing else f"level order fails for: {failing}")
     return 1 if failing else 0
 

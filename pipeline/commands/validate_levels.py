@@ -11,6 +11,7 @@ from pathlib import Path
 
 import distortions
 from shards.layout import REPORT_FILE
+from shards.reader import DamagedShardError, damage_message, shard_states
 from shards.storage import Location
 
 NEW_TYPES = (5, 9, 10, 11, 12, 21, 32, 33)
@@ -91,6 +92,9 @@ def validate_levels(out: str, target: Path) -> list[dict]:
     if not location.exists(location.path(REPORT_FILE)):
         raise ValueError(f"{out} has no report.json: not a dataset, or its generate run has "
                          "not finished (the same command resumes it)")
+    damaged = shard_states(location)[1]
+    if damaged:  # the report's means would speak for samples no reader reads
+        raise DamagedShardError(damage_message(location, damaged))
     report = json.loads(location.read_bytes(location.path(REPORT_FILE)))
     if report.get("modes", {}).get("compose"):
         raise ValueError(f"{out} was made with --compose: a chain of types has no level of "

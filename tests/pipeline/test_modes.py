@@ -3,6 +3,7 @@ native sizes and the source kind; each recorded and in the plan digest (at its d
 it)."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,10 @@ def test_validate_levels_checks_the_report_a_run_writes(fast_config, mae_ensembl
     shift = rows[1]["quality"]
     assert shift[2] == 1.0 and max(shift) == shift[2]  # level 3 leaves the photo as it is
     assert (target / "validate-levels.png").stat().st_size > 0
+    tar = next(Path(config.out, "shards").glob("*.tar"))
+    os.truncate(tar, tar.stat().st_size // 2)  # as inspect, convert and train refuse it
+    assert cli.main(["validate-levels", config.out, "--target", str(target)]) == 2
+    assert "do not match their stats" in capsys.readouterr().err
 
 
 def test_validate_levels_refuses_a_label_free_dataset(tmp_path, capsys):
