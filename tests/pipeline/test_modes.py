@@ -236,3 +236,18 @@ def test_an_ensemble_alone_chooses_the_metrics_it_weighs():
     chosen = cli.run_config(cli.build_parser().parse_args(
         ["generate", "--ensemble", "pmos", "--metrics", "mae"]))
     assert chosen.metrics == ("mae",)
+
+
+def test_validate_levels_writes_into_the_dataset_without_a_target(tmp_path, monkeypatch,
+                                                                  capsys):
+    """Not into the current folder's docs/ (run from a checkout, over its committed ones)."""
+    falling = {f"01-{level}": 1.0 - 0.1 * level for level in range(1, 6)}
+    (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": falling,
+                                                      "sources_ok": 2}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli.main(["validate-levels", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("validate-levels.*")) == [
+        "validate-levels.json", "validate-levels.md", "validate-levels.png"]
+    assert not any(elsewhere.iterdir())
