@@ -23,7 +23,8 @@ class ShardReadError(tarfile.ReadError):
     """A shard tar that cannot be read to its end (truncated, corrupted, duplicate members)."""
 
 
-TAR_CHANGED = "tar SHA-256 differs from its stats (changed after it was written)"
+TAR_CHANGED = ("tar SHA-256 differs from its stats (changed after it was written; "
+               "`generate --verify` with the run's options makes it again)")
 
 
 class ChangedTarError(ShardReadError):
