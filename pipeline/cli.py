@@ -15,6 +15,7 @@ from pipeline.config import SOURCE_KINDS, SPEC_SHARD_REFS, RunConfig
 from pipeline.embedded import EMBEDDED_PHOTOS
 from pipeline.errors import PipelineError
 from pipeline.plan import read_plan
+from pipeline.scheduling import CPUS_PER_CPU_ACTOR
 from pipeline.sizing import NATIVE, TargetSize, cover_and_crop, parse_size
 from pipeline.sources import EMBEDDED_PREFIX, read_rgb
 from shards.layout import DEFAULT_STORE, PLAN_FILE, STORE_MODES
@@ -387,7 +388,8 @@ def _add_generate(commands) -> None:
     generate.add_argument("--ensemble", help="ensemble for Q: a file or a shipped name "
                                              "(default, pmos; default: default)")
     generate.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                          help="refuse sources with more pixels (decompression bombs)")
+                          help="refuse sources with more pixels (decompression bombs; "
+                               f"default {DEFAULT_MAX_PIXELS:,})")
     generate.add_argument("--store", choices=STORE_MODES, default=DEFAULT_STORE,
                           help="what the shards keep of each distorted version: images (its "
                                "PNG, the default), recipes (its recipe, labels and pixel "
@@ -404,8 +406,12 @@ def _add_generate(commands) -> None:
     generate.add_argument("--verify", action="store_true",
                           help="on resume, check every finished tar's SHA-256 (reads them all)")
     generate.add_argument("--address", help="submit to a Ray cluster: http://HEAD:8265")
-    generate.add_argument("--actors", type=int, help="labeler actors (default: one per GPU)")
-    generate.add_argument("--max-in-flight", type=int, help="shards in flight at once")
+    generate.add_argument("--actors", type=int,
+                          help="labeler actors (default: one per GPU; on a cluster without "
+                               f"GPUs one per {CPUS_PER_CPU_ACTOR} CPUs, one at least)")
+    generate.add_argument("--max-in-flight", type=int,
+                          help="shard tasks in flight at once (default: the CPUs the actors "
+                               "leave, twice the actors at least)")
     generate.set_defaults(run=_generate)
 
 
@@ -519,14 +525,16 @@ def _add_label_commands(commands) -> None:
                                        "beside the table)")
     fit.add_argument("--dist-dir", help="folder of the distorted images (default: --ref-dir)")
     fit.add_argument("-o", "--output", default="fitted_ensemble.json",
-                     help="ensemble file to write (a .report.json goes beside it)")
+                     help="ensemble file to write, a .report.json beside it (default "
+                          "fitted_ensemble.json in the current folder)")
     fit.add_argument("--metrics", type=lambda text: text.split(","), default=None,
                      help="comma-separated metric keys (default: all ten)")
     fit.add_argument("--allow-missing-metrics", action="store_true",
                      help="fit without LPIPS/DISTS when their weights are missing")
     fit.add_argument("--seed", type=_count, default=0,
                      help="seed of the 80/20 reference split, 0 or more (default 0)")
-    fit.add_argument("--name", default="fitted", help="name recorded in the ensemble file")
+    fit.add_argument("--name", default="fitted",
+                     help="name recorded in the ensemble file (default fitted)")
     fit.set_defaults(run=lc.fit_ensemble_command)
 
     relabel = commands.add_parser(

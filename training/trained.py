@@ -134,7 +134,7 @@ class TrainedRun:
     def score_meaning(self) -> str:
         """What a quality model's scores stand for."""
         if self.fine_tuned:
-            return f"{self.dataset}'s opinion scores, rescaled to [0, 1] (higher is better)"
+            return f"the opinion scores of {self.dataset}, rescaled to [0, 1] (higher is better)"
         if "quality" in self.targets:
             under = f" under ensemble {self.ensemble}" if self.ensemble else ""
             return (f"the ensemble label Q{under} of {self.dataset} (0 to 1, higher is "
