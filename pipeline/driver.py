@@ -401,10 +401,13 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
     lease = Lease(location)
     for notice in lease.acquire(options.take_over):
         print(f"note: {notice}")
+    ours = not ray.is_initialized()  # a caller's Ray (a test's, a notebook's) stays up
     try:
         return _generate(config, options, location, absent, started, lease)
     finally:
         lease.release()
+        if ours and ray.is_initialized():  # here, where a Ctrl-C is the command's to
+            ray.shutdown()                 # answer, not in an exit handler after it
 
 
 def _generate(config: RunConfig, options: ClusterOptions, location: Location,
