@@ -14,8 +14,10 @@ network over many prepared inputs at once, wherever the denoiser lives).
 """
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import cv2
 import numpy as np
@@ -266,13 +268,29 @@ def check_recipe(recipe: dict) -> None:
             f"{', '.join(differ)} are not those the level and seed give")
 
 
+def _check_param(distortion: Distortion, name: str, value) -> None:
+    if name.endswith("seed") and (isinstance(value, bool) or not isinstance(value, Integral)
+                                  or value < 0):
+        raise InvalidRecipeError(f"{distortion.name}: parameter {name} must be a non-negative "
+                                 f"integer (the replay's seed), got {value!r}")
+    if value is None or (isinstance(value, Real) and not math.isfinite(value)):
+        raise InvalidRecipeError(f"{distortion.name}: parameter {name} is {value!r}, not a "
+                                 "value it can apply")
+    for item in value if isinstance(value, list | tuple) else ():
+        _check_param(distortion, name, item)
+
+
 def _as_json(value) -> str:
     return json.dumps(value, sort_keys=True)
 
 
 def _replayed(distortion: Distortion, img: np.ndarray, params: dict) -> np.ndarray:
     """`distortion` with a recipe's parameters, which come from outside (a file, a shard): a
-    parameter it cannot apply, or an output of another shape, is InvalidRecipeError."""
+    parameter it cannot apply, one that is null or not finite, a seed that is not a
+    non-negative integer (numpy would draw a fresh one: no replay), or an output of another
+    shape, is InvalidRecipeError."""
+    for name, value in params.items():
+        _check_param(distortion, name, value)
     try:
         out = distortion.apply(img, params)
     except DistortionError:

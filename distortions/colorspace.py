@@ -38,7 +38,11 @@ def to_float(img: np.ndarray) -> np.ndarray:
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
-    """float in [0, 1] -> uint8: clip, then round half to even (as numpy's rint)."""
+    """float in [0, 1] -> uint8: clip, then round half to even (as numpy's rint). A ValueError
+    where a pixel is NaN (a parameter the distortion cannot apply: NaN, a zero width), which
+    the cast would make black."""
+    if np.isnan(img).any():
+        raise ValueError("the distortion gave NaN pixels: a parameter it cannot apply")
     return np.rint(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 

@@ -127,3 +127,27 @@ def test_where_a_learned_version_was_made_is_not_checked(small_image):
     distortions.check_recipe(_edited(recipe, device="cuda:3"))
     with pytest.raises(distortions.InvalidRecipeError, match="parameters noise_seed"):
         distortions.check_recipe(_edited(recipe, device="cuda:3", noise_seed=7))
+
+
+def test_replay_refuses_a_parameter_it_would_not_apply_the_same_twice_or_would_make_black(
+        small_image):
+    """replay takes any parameters a type can apply, but a null or non-finite one (numpy's
+    cast makes NaN pixels black), a seed that is not a non-negative integer (numpy would
+    draw a fresh one: two replays differ) and a width of zero are InvalidRecipeError."""
+    _, noise = distortions.apply(small_image, "white_noise", 2, seed=5)
+    _, blur = distortions.apply(small_image, "gaussian_blur", 3, seed=5)
+    _, lens = distortions.apply(small_image, "lens_blur", 3, seed=5)
+    _, brighten = distortions.apply(small_image, "brighten", 3, seed=5)
+    for recipe, why in ((_edited(noise, noise_seed=None), "noise_seed must be a non-negative"),
+                        (_edited(noise, noise_seed=-3), "noise_seed must be a non-negative"),
+                        (_edited(noise, noise_seed=2.5), "noise_seed must be a non-negative"),
+                        (_edited(noise, variance=float("nan")), "variance is nan"),
+                        (_edited(brighten, amount=None), "amount is None"),
+                        (_edited(blur, sigma=float("inf")), "sigma is inf"),
+                        (_edited(blur, sigma=0), "NaN pixels"),
+                        (_edited(lens, radius=0), "NaN pixels")):
+        with pytest.raises(distortions.InvalidRecipeError, match=why):
+            distortions.replay(small_image, recipe)
+    again = _edited(noise, noise_seed=np.int64(11))  # any integer type
+    assert np.array_equal(distortions.replay(small_image, again),
+                          distortions.replay(small_image, again))

@@ -126,7 +126,7 @@ def test_every_output_is_a_writable_array(small_image, name):
     ("white_noise", {"variance": -0.01}, "cannot be applied"),
     ("resize_bicubic", {"factor": 0}, "cannot be applied"),
     ("resize_bicubic", {"filter": "cubic"}, "parameter value 'cubic' is not one it knows"),
-    ("jpeg", {"quality": None}, "cannot be applied"),
+    ("jpeg", {"quality": None}, "quality is None, not a value it can apply"),
 ])
 def test_replaying_an_edited_recipe_is_a_typed_error(small_image, name, edit, message):
     _, recipe = distortions.apply(small_image, name, 2, 0)
