@@ -1,6 +1,8 @@
 """The run configuration: one frozen, validated object, written into the output."""
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 
 import distortions
 from distortions.seeding import check_seed
@@ -23,6 +25,19 @@ MODE_DEFAULTS = {"bank": "all", "versions_per_ref": None, "max_side": None,
                  "keep_pngs": (), "compose_share": 0.0, "type_levels": ()}
 # the plan inputs that say how versions are stored, not what they are (materialize drops them)
 STORAGE_INPUTS = ("store", "keep_pngs")
+
+
+def _whole(name: str, value) -> int:
+    """`value` as an int: a ValueError naming `name` where it is no whole number."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"{name} takes whole numbers, got {value!r}")
+    return int(value)
+
+
+def _listed(name: str, values) -> tuple:
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise ValueError(f"{name} must be a list or tuple, got {values!r}")
+    return tuple(values)
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,7 @@ class RunConfig:
     type_levels: tuple[tuple[int, tuple[int, ...]], ...] | None = None
 
     def __post_init__(self):
+        self._check_types()
         if self.type_levels is None:
             object.__setattr__(self, "type_levels", tuple(
                 (d, levels) for d, levels in distortions.bank_type_levels(self.bank).items()
@@ -104,6 +120,34 @@ class RunConfig:
         if self.source_kind not in SOURCE_KINDS:
             raise ValueError(f"source_kind must be one of {SOURCE_KINDS}, got "
                              f"{self.source_kind!r}")
+
+    def _check_types(self) -> None:
+        """Whole numbers where counts, ids and levels go (3.0 == 3 and True == 1 would pass
+        the range checks, then every version fail in the bank), held as Python ints and
+        tuples (numpy's and lists taken); flags as bools; the size a TargetSize or NATIVE."""
+        for name in ("shard_refs", "limit", "versions_per_ref", "max_side"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _whole(name, value))
+        for name in ("distortion_ids", "levels", "keep_pngs", "compose"):
+            values = getattr(self, name)
+            if values is not None:
+                object.__setattr__(self, name, tuple(_whole(name, value)
+                                                     for value in _listed(name, values)))
+        if self.type_levels is not None:
+            object.__setattr__(self, "type_levels", tuple(
+                (_whole("type_levels", d), tuple(_whole("type_levels", v)
+                                                 for v in _listed("type_levels", levels)))
+                for d, levels in _listed("type_levels", self.type_levels)))
+        if not all(isinstance(m, str) for m in _listed("metrics", self.metrics)):
+            raise ValueError(f"metrics must be metric names, got {self.metrics!r}")
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+        for name in ("allow_upscale", "allow_missing_metrics"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.size != NATIVE and not isinstance(self.size, TargetSize):
+            raise ValueError(f"size must be a TargetSize or {NATIVE!r} (parse_size reads "
+                             f"'512x384'), got {self.size!r}")
 
     def _check_max_pixels(self) -> None:
         """Below the smallest image the run makes, every source would be refused."""

@@ -34,6 +34,10 @@ class TargetSize:
         return cls(width, height)
 
     def __post_init__(self) -> None:
+        if not all(isinstance(side, int) and not isinstance(side, bool)
+                   for side in (self.width, self.height)):
+            raise ValueError(f"a size's width and height are whole numbers, got "
+                             f"{self.width!r} x {self.height!r}")
         if (min(self.width, self.height) < MIN_SHORT_SIDE
                 or max(self.width, self.height) < MIN_LONG_SIDE):
             raise ValueError(f"size {self} is below the distortion bank's minimum "

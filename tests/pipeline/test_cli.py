@@ -717,3 +717,32 @@ def test_a_dbcnn_dataset_made_before_type_levels_resumes_as_it_was_made(tmp_path
     changed = differences(Plan.make(list_sources("embedded"), made),
                           Plan.make(list_sources("embedded"), restarted))
     assert "type_levels [] -> [[40, [2, 4]], [41, [2, 4]]]" in changed  # the file's form
+
+
+@pytest.mark.parametrize(("given", "named"), [
+    ({"levels": (3.0,)}, "levels takes whole numbers, got 3.0"),
+    ({"levels": (True, 5)}, "levels takes whole numbers, got True"),
+    ({"levels": 3}, "levels must be a list or tuple"),
+    ({"distortion_ids": (1.0,)}, "distortion_ids takes whole numbers"),
+    ({"shard_refs": 2.5}, "shard_refs takes whole numbers"),
+    ({"limit": 2.5}, "limit takes whole numbers"),
+    ({"compose": (1.5, 2)}, "compose takes whole numbers"),
+    ({"type_levels": ((1, (2.0,)),)}, "type_levels takes whole numbers"),
+    ({"metrics": "mae"}, "metrics must be a list or tuple"),
+    ({"allow_upscale": "no"}, "allow_upscale must be True or False"),
+    ({"size": "512x384"}, "size must be a TargetSize or 'native'"),
+])
+def test_a_run_configuration_of_the_wrong_types_is_refused_naming_the_field(given, named):
+    """3.0 == 3 and True == 1 pass a range check; then the bank refuses every version of
+    the run (recorded as failures: a run of references only)."""
+    with pytest.raises(ValueError, match=re.escape(named)):
+        RunConfig(sources="embedded", out="o", **given)
+
+
+def test_a_run_configuration_takes_numpy_integers_and_lists_as_python_ones():
+    """What the manifest writes as JSON (numpy's integers are not JSON)."""
+    config = RunConfig(sources="embedded", out="o", levels=[np.int64(1), 2],
+                       distortion_ids=np.array([1, 13]), shard_refs=np.int32(4))
+    assert config.levels == (1, 2) and config.distortion_ids == (1, 13)
+    assert type(config.shard_refs) is int and type(config.levels[0]) is int
+    json.dumps(config.to_json())
