@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn
 
+from training.settings import check_device
+
 TIMEOUT_VARIABLE = "IQA_FACTORY_NCCL_TIMEOUT_MIN"
 
 
@@ -50,6 +52,7 @@ def launched_by_torchrun() -> bool:
 def start(device: str = "auto") -> Context:
     """Join the torchrun process group (NCCL with GPUs, gloo otherwise), or run alone."""
     timeout = collective_timeout()  # a bad value is refused even when running alone
+    check_device(device)  # "cuda:0", "gpu" or "mps" would have run on the CPU
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but torch sees no CUDA device (use "

@@ -2,12 +2,15 @@
 (no resampling) by default; translation and small rotation on request, as in the reference
 setup; the 10 random crops of evaluation."""
 
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from training.settings import check_count
 
 EVAL_CROPS = 10
 
@@ -23,11 +26,12 @@ class Augment:
     std: tuple[float, float, float] = IMAGENET_DEFAULT_STD
 
     def __post_init__(self):
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"mean and std need three values (std > 0), got {self.mean} "
-                             f"and {self.std}")
-        if self.crop < 16:
-            raise ValueError(f"crop must be at least 16 pixels, got {self.crop}")
+        if (len(self.mean) != 3 or len(self.std) != 3
+                or not all(math.isfinite(value) for value in (*self.mean, *self.std))
+                or min(self.std) <= 0):
+            raise ValueError(f"mean and std need three finite values (std > 0), got "
+                             f"{self.mean} and {self.std}")
+        check_count("crop", self.crop, 16)
         if not 0 <= self.translate < 0.5 or not 0 <= self.rotate <= 45:
             raise ValueError("translate must be in [0, 0.5) and rotate in [0, 45] degrees")
 

@@ -213,7 +213,7 @@ def test_a_checkpoint_says_what_its_scores_mean():
                            "root": "data/a.csv", "repeat": 0})  # before roots were resolved
     assert typed.fine_tuned_on("csv", "/elsewhere/data/a.csv")  # by name: never missed
     assert not typed.fine_tuned_on("csv", "data/b.csv")
-    assert fine_tuned.score_meaning().startswith("koniq10k's opinion scores")
+    assert fine_tuned.score_meaning().startswith("the opinion scores of koniq10k")
     pretrained = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "out/run",
                                 "target": "vif"})
     assert not pretrained.fine_tuned and pretrained.refs == ()
@@ -342,3 +342,38 @@ def test_init_auto_says_it_starts_from_random_weights_and_imagenet_refuses(tiny_
     assert main([*run, "--out", str(tmp_path / "imagenet"), "--init", "imagenet"]) == 2
     assert "iqa-factory train: error: cannot download ImageNet weights for test_resnet: " \
         "hub.invalid does not resolve" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("config", "given", "named"), [
+    ("pretrain", {"steps_per_epoch": -5}, "steps_per_epoch must be a whole number of at "
+                                          "least 1, got -5"),
+    ("pretrain", {"steps_per_epoch": 0}, "steps_per_epoch must be"),
+    ("pretrain", {"val_limit": -1}, "val_limit must be"),
+    ("pretrain", {"workers": 2.5}, "workers must be"),
+    ("pretrain", {"seed": -1}, "seed must be"),
+    ("pretrain", {"device": "cuda:0"}, "device must be one of auto, cpu, cuda, got 'cuda:0'"),
+    ("pretrain", {"device": "mps"}, "device must be one of"),
+    ("pretrain", {"val_refs": "astronaut"}, "val_refs is a collection of names"),
+    ("finetune", {"repeats": 0}, "repeats must be a whole number of at least 1, got 0"),
+    ("finetune", {"eval_crops": 0}, "eval_crops must be"),
+    ("finetune", {"device": "gpu"}, "device must be one of"),
+    ("augment", {"std": (float("nan"), 1.0, 1.0)}, "three finite values"),
+    ("augment", {"mean": (0.5, float("inf"), 0.5)}, "three finite values"),
+    ("augment", {"crop": 16.5}, "crop must be a whole number of at least 16"),
+])
+def test_a_training_setting_out_of_its_domain_is_refused_as_the_config_is_built(
+        tmp_path, config, given, named):
+    """The API's, as the command line's parsers refuse them: a run on the CPU where CUDA
+    was meant, zero batches reported as a success, every batch skipped as non-finite, an
+    earlier run's splits removed before an IndexError."""
+    from training.finetune import FinetuneConfig
+    from training.pretrain import PretrainConfig
+    from training.transforms import Augment
+
+    build = {"pretrain": lambda: PretrainConfig(str(tmp_path), str(tmp_path / "o"), **given),
+             "finetune": lambda: FinetuneConfig("kadid10k", str(tmp_path), str(tmp_path / "o"),
+                                                **given),
+             "augment": lambda: Augment(**given)}[config]
+    with pytest.raises(ValueError, match=re.escape(named)):
+        build()
+    assert not (tmp_path / "o").exists()
