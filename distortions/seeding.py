@@ -17,7 +17,12 @@ def check_seed(seed) -> int:
 
 
 def derive_seed(run_seed: int, ref_id: str, distortion_id: int, level: int) -> int:
-    """A 63-bit seed from SHA-256 of the four identifiers (stable across Python runs)."""
+    """A 63-bit seed from SHA-256 of the four identifiers (stable across Python runs); an
+    InvalidSeedError where a number is not an integer (1.5 would give 1's seed)."""
+    check_seed(run_seed)
+    for name, value in (("distortion_id", distortion_id), ("level", level)):
+        if not is_integer(value):
+            raise InvalidSeedError(f"derive_seed: {name} must be an integer, got {value!r}")
     hashed = stable_hash("iqa-factory", int(run_seed), ref_id, int(distortion_id), int(level))
     return hashed >> (64 - SEED_BITS)
 

@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 from shards.group_spec import GroupSpec, chosen_versions
 from shards.groups import assemble
 from shards.layout import DEFAULT_STORE, SOURCES_FILE, SPLITS, plan_file, shard_of, store_of
-from shards.order import ONE_PASS, Order, Stream, interleaving, pipeline
+from shards.order import ONE_PASS, Order, Stream, check_reading, interleaving, pipeline
 from shards.reader import (
     DamagedShardError,
     damage_message,
@@ -48,6 +48,7 @@ def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
     recipes or hybrid dataset the shard's references are read too (for the replays) and the
     versions stored without pixels replayed as they are decoded, checked against their
     SHA-256 unless `verify` is False (benchmarks only). With `labels`, Q from that sidecar."""
+    check_reading(seed, order)
     wanted = member_filter(kind, refs)
     stats_of = stats_reader(location)
     if store_of(location) == DEFAULT_STORE or kind == "reference":  # nothing to replay
@@ -198,6 +199,7 @@ class Dataset:
         each) or, without a crop, encoded: in the spec's layout up to a shard's drawn members,
         R x (1 + versions) of them. A shuffle buffer adds `order.shuffle` groups. Recipe
         samples are replayed (verified unless `verify` is False) as their group decodes them."""
+        check_reading(seed, order)
         size = (crop, crop) if isinstance(crop, numbers.Integral) else crop
         spec = GroupSpec(kind, size, seed, order.epoch, versions, views, distinct_types,
                          half_scale)

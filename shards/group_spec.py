@@ -33,6 +33,10 @@ class GroupSpec:
         if self.crop is not None and not _positive_size(self.crop):
             raise ValueError(f"crop must be a positive size of integers (h, w, or one side), "
                              f"or None; got {self.crop!r}")
+        if not all(isinstance(value, numbers.Integral) and not isinstance(value, bool)
+                   for value in (self.views, self.versions) if value is not None):
+            raise ValueError(f"views and versions are whole numbers; got {self.views!r} and "
+                             f"{self.versions!r}")
         if self.views not in (1, 2) or (self.views == 2 and self.crop is None):
             raise ValueError("views must be 1, or 2 with a crop size")
         if self.views == 2 and self.crop[0] < MIN_VIEW_HEIGHT:

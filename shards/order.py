@@ -8,6 +8,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain, islice
+from numbers import Integral
 
 import numpy as np
 import webdataset as wds
@@ -35,6 +36,10 @@ class Order:
     interleave: int = 1
 
     def __post_init__(self):
+        for name in ("epoch", "shuffle", "length", "interleave", "rank", "world_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
         if (self.rank is None) != (self.world_size is None):
             raise ValueError("give rank and world_size together, or neither")
         if self.world_size is not None and not 0 <= self.rank < self.world_size:
@@ -55,11 +60,20 @@ class Order:
 ONE_PASS = Order()  # every shard once, in order (split across DataLoader workers, if any)
 
 
+def check_reading(seed, order) -> None:
+    """A ValueError unless `seed` is a non-negative whole number (numpy's too) and `order`
+    an Order (checked as a stream is asked for, not as it is read)."""
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative whole number, got {seed!r}")
+    if not isinstance(order, Order):
+        raise ValueError(f"order must be a shards.order.Order, got {order!r}")
+
+
 def stream_seed(*parts: int | str) -> int:
-    """A 32-bit seed from integers and names, the same in every process (no hash())."""
-    words = [part if isinstance(part, int) else
-             int.from_bytes(hashlib.sha256(part.encode()).digest()[:8], "little")
-             for part in parts]
+    """A 32-bit seed from non-negative integers and names, the same in every process (no
+    hash())."""
+    words = [int.from_bytes(hashlib.sha256(part.encode()).digest()[:8], "little")
+             if isinstance(part, str) else int(part) for part in parts]
     return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 

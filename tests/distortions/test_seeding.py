@@ -2,8 +2,10 @@
 
 import hashlib
 import multiprocessing
+import re
 
 import numpy as np
+import pytest
 
 import distortions
 from distortions.seeding import derive_seed
@@ -41,3 +43,18 @@ def test_another_process_gives_the_same_bytes(small_image):
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         there = pool.map(_digest_case, [(small_image, *case) for case in CASES])
     assert here == there
+
+
+@pytest.mark.parametrize(("given", "named"), [
+    ({"run_seed": 1.5}, "seed must be a non-negative integer, got 1.5"),
+    ({"run_seed": -1}, "seed must be a non-negative integer"),
+    ({"level": 2.7}, "level must be an integer, got 2.7"),
+    ({"distortion_id": "1"}, "distortion_id must be an integer"),
+])
+def test_derive_seed_refuses_numbers_it_would_truncate(given, named):
+    """1.5 gave run seed 1's seeds, level 2.7 level 2's: two runs that differ, the same
+    versions."""
+    arguments = {"run_seed": 0, "ref_id": "a", "distortion_id": 1, "level": 2, **given}
+    with pytest.raises(distortions.InvalidSeedError, match=re.escape(named)):
+        derive_seed(**arguments)
+    assert derive_seed(np.int64(0), "a", np.int8(1), np.int64(2)) == derive_seed(0, "a", 1, 2)

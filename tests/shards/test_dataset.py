@@ -427,3 +427,29 @@ def test_inspect_names_stats_without_their_counts(tmp_path, store_datasets):
     stats_path.write_text(json.dumps(stats))
     after = inspect(str(copy))[1]
     assert sorted(set(after) - set(before)) == ["shard 00000: its stats record no failures count"]
+
+
+def test_a_reading_takes_numpy_seeds_and_refuses_what_is_no_seed_or_order(generated):
+    """numpy's integers are seeds as ints are (the bank takes them); a float, a negative or
+    None seed, a float epoch, a float views or versions and an order that is no Order are
+    ValueErrors naming them as the stream is asked for, not errors deep in its reading."""
+    from shards.order import Order
+
+    dataset = open_dataset(str(generated))
+    shuffled = Order(shuffle=4)
+    assert ([s["key"] for s in dataset.samples(seed=np.int64(3), order=shuffled)]
+            == [s["key"] for s in dataset.samples(seed=3, order=shuffled)])
+    assert len(list(dataset.groups("pair", crop=64, seed=np.int64(0)))) == len(
+        list(dataset.groups("pair", crop=64, seed=0)))
+    for seed in (-1, 1.5, None, True):
+        with pytest.raises(ValueError, match="seed must be a non-negative whole number"):
+            dataset.samples(seed=seed, order=shuffled)
+        with pytest.raises(ValueError, match="seed must be a non-negative whole number"):
+            dataset.groups("pair", crop=64, seed=seed)
+    with pytest.raises(ValueError, match=r"order must be a shards\.order\.Order"):
+        dataset.samples(order=None)
+    with pytest.raises(ValueError, match="epoch must be a whole number"):
+        Order(epoch=1.5)
+    for given in ({"views": 2.0}, {"views": True}, {"versions": 2.5}, {"versions": True}):
+        with pytest.raises(ValueError, match="views and versions are whole numbers"):
+            dataset.groups("chunk", crop=64, **given)
