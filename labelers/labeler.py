@@ -4,6 +4,7 @@ its distorted versions in batches sized to the device's memory."""
 import contextlib
 import threading
 from collections.abc import Callable, Sequence, Sized
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -46,6 +47,22 @@ def _size(batch: torch.Tensor) -> str:
     return f"{batch.shape[-1]}x{batch.shape[-2]}"
 
 
+def _labelling_device(device: torch.device | str | None) -> torch.device:
+    """The torch device the metrics run on (None: CUDA where torch sees it); a LabelerError
+    where it is not a CPU or a CUDA device torch sees (not torch's errors, at the first
+    tensor)."""
+    try:
+        chosen = torch.device(device if device is not None else default_device())
+    except (RuntimeError, TypeError) as error:
+        raise LabelerError(f"device {device!r} is not a torch device ({error})") from None
+    if chosen.type not in ("cpu", "cuda"):
+        raise LabelerError(f"the metrics run on cpu or cuda, not {device!r}")
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if chosen.type == "cuda" and (chosen.index or 0) >= visible:
+        raise LabelerError(f"device {device!r}: torch sees {visible} CUDA device(s) here")
+    return chosen
+
+
 class Labeler:
     """Scores distorted versions against their reference with the chosen metrics.
 
@@ -70,13 +87,16 @@ class Labeler:
             else tuple(metrics)
         if not keys:
             raise LabelerError("a Labeler needs at least one metric")
-        if batch_size is not None and batch_size < 1:
-            raise LabelerError(f"batch_size must be at least 1, got {batch_size}")
+        for name, value in (("batch_size", batch_size), ("memory_budget", memory_budget)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
+                                      or value < 1):
+                raise LabelerError(f"{name} must be a whole number of at least 1 (or None), "
+                                   f"got {value!r}")
         classes = {key: metric_class(key) for key in keys}
         absent = tuple(weights.missing(keys))
         if absent and (not allow_missing or len(absent) == len(keys)):
             raise weights.WeightsMissingError(weights.missing_message(list(absent)))
-        self.device = torch.device(device if device is not None else default_device())
+        self.device = _labelling_device(device)
         self.absent = absent
         self.batch_size = batch_size
         self.memory_budget = memory_budget or self._default_budget()

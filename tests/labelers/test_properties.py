@@ -3,6 +3,7 @@ equals image-by-image scoring, reference reuse equals recomputation, CPU equals 
 below the minimum size is a typed error. Deep metrics run with random backbone weights."""
 
 import importlib.util
+import re
 
 import numpy as np
 import pytest
@@ -123,9 +124,19 @@ def test_labeler_arguments_at_their_edges(small_image):
     for bad in ([], ()):
         with pytest.raises(LabelerError, match="at least one metric"):
             labelers.Labeler(metrics=bad)
-    for size in (0, -1):
-        with pytest.raises(LabelerError, match="batch_size must be at least 1"):
+    for size in (0, -1, 2.5, "4", True):
+        with pytest.raises(LabelerError, match="batch_size must be a whole number of at least 1"):
             labelers.Labeler(metrics=["mae"], batch_size=size)
+    with pytest.raises(LabelerError, match="memory_budget must be a whole number"):
+        labelers.Labeler(metrics=["mae"], memory_budget="x")
+    assert labelers.Labeler(metrics=["mae"], batch_size=np.int64(4)).batch_size == 4
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for device, said in (("mps", "run on cpu or cuda, not 'mps'"),
+                         ("gpu", "is not a torch device"),
+                         ("meta", "run on cpu or cuda, not 'meta'"),
+                         (f"cuda:{cuda}", f"torch sees {cuda} CUDA device(s) here")):
+        with pytest.raises(LabelerError, match=re.escape(said)):  # not torch's, at a tensor
+            labelers.Labeler(metrics=["mae"], device=device)
     none = labelers.Labeler(metrics=["mae"]).score(small_image, np.empty((0, *small_image.shape),
                                                                          np.uint8))
     assert len(none["mae"]) == 0
