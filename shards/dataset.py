@@ -148,6 +148,11 @@ class Dataset:
             raise ValueError(f"{self.location.root} has no reference in split {split!r} "
                              f"(its splits: {splits})")
         if refs is not None:
+            elsewhere = sorted(refs - wanted)
+            if elsewhere:  # (read, they would give nothing, silently)
+                raise ValueError(f"references {elsewhere[:10]} are in split(s) "
+                                 f"{sorted({self.splits[ref] for ref in elsewhere})}, not "
+                                 f"{split!r}: name them without the split, or choose theirs")
             wanted &= refs
         shards = sorted({self.references[ref][1] for ref in wanted})
         return [self.urls[shard] for shard in shards], frozenset(wanted)

@@ -95,6 +95,12 @@ def test_samples_of_given_references_read_only_their_shards(generated):
     assert [s["key"] for s in dataset.samples(refs=last, kind="all")] == keys  # one id alone
     with pytest.raises(ValueError, match=r"unknown reference ids \['nobody'\]"):
         dataset.samples(refs=["nobody", last])
+    split = dataset.splits[last]
+    other = next(name for name in ("train", "val", "test") if name != split)
+    assert [s["key"] for s in dataset.samples(split, refs=[last], kind="all")] == keys
+    with pytest.raises(ValueError, match=rf"references \['{last}'\] are in split\(s\) "
+                                         rf"\['{split}'\], not '{other}'"):
+        dataset.samples(other, refs=[last])  # (it read nothing, silently)
 
 
 def test_a_file_uri_reads_as_the_path_does(generated):
