@@ -25,11 +25,19 @@ def gaussian_taps(device: torch.device) -> torch.Tensor:
 def filter_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """filter2(window, x, 'valid') with the separable window, as sums of shifted slices (much
     faster than a one-channel float64 convolution on the CPU)."""
-    size = taps.numel()
-    width = x.shape[-1] - size + 1
-    rows = sum(taps[k] * x[..., :, k:k + width] for k in range(size))
-    height = x.shape[-2] - size + 1
-    return sum(taps[k] * rows[..., k:k + height, :] for k in range(size))
+    return _shifted_sum(_shifted_sum(x, taps, -1), taps, -2)
+
+
+def _shifted_sum(x: torch.Tensor, taps: torch.Tensor, dim: int) -> torch.Tensor:
+    """sum_k taps[k] * (x shifted by k along `dim`), 'valid': the products added in k order
+    into one tensor, through one buffer (the bits of summing them, without a new tensor for
+    each tap: a quarter of MS-SSIM's time on a CPU)."""
+    length = x.shape[dim] - taps.numel() + 1
+    total = x.narrow(dim, 0, length) * taps[0]
+    product = torch.empty_like(total)
+    for k in range(1, taps.numel()):
+        total.add_(torch.mul(x.narrow(dim, k, length), taps[k], out=product))
+    return total
 
 
 def _halve(gray: torch.Tensor) -> torch.Tensor:
