@@ -269,6 +269,18 @@ def check_writer(location: Location, holder: dict) -> None:
         raise LeaseLostError(f"{location.root}: {why}; this shard is not published")
 
 
+def live_writer(location: Location) -> str | None:
+    """Who writes `location` now, in words: the holder of a lease refreshed within the stale
+    time (None: no lease, or a stale or unreadable one)."""
+    path = location.path(LEASE_FILE)
+    if not location.exists(path):
+        return None
+    holder = Lease(location)._read()
+    refreshed = holder.get("refreshed")
+    fresh = isinstance(refreshed, int | float) and time.time() - refreshed <= STALE_SECONDS
+    return _describe(holder) if fresh else None
+
+
 def _writer_refusal(location: Location, holder: dict) -> str | None:
     path = location.path(LEASE_FILE)
     if not location.exists(path):

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from pipeline.commands.deep_check import deep_check, record_differences
 from pipeline.commands.storage_check import storage_summary
 from pipeline.config import RunConfig
+from pipeline.lease import live_writer
 from pipeline.output_folder import staged_files
 from pipeline.plan import Plan
 from pipeline.report import libraries_differing_message, modes_line, replay_differs
@@ -276,7 +277,10 @@ def _staged_note(location: Location) -> list[str]:
 def _report(location: Location) -> tuple[list[str], list[str]]:
     """report.json's summary lines and problems (absent: the run has not finished)."""
     if not location.exists(location.path(REPORT_FILE)):
-        return [], ["no report.json: the run has not finished (rerun generate to resume)"]
+        writer = live_writer(location)
+        return [], ["no report.json: " + (f"a run is writing it now ({writer})" if writer else
+                                          "the run has not finished (rerun generate to "
+                                          "resume)")]
     try:
         report = _run_file(location, REPORT_FILE)
         lines = [f"samples {report['samples']} ({report['distorted']} distorted), sources ok "

@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -369,3 +370,23 @@ def test_a_shard_task_whose_driver_lost_the_lease_publishes_nothing(local_ray, s
         assert shard_is_complete(location, 0, plan.digest, config.store, verify=True)
     finally:
         lease.release()
+
+
+def test_inspect_of_a_dataset_being_written_names_its_writer(store_datasets, tmp_path):
+    """No report.json while a fresh lease is held: a run under way, not one to resume."""
+    from pipeline.commands.inspect_dataset import inspect
+
+    under_way = tmp_path / "under_way"
+    shutil.copytree(store_datasets["images"], under_way)
+    (under_way / "report.json").unlink()
+    location = Location.parse(str(under_way))
+    holder = {"host": "node-7", "pid": 4242, "started": 1.0, "command": "generate"}
+    location.write_bytes(location.path(LEASE_FILE),
+                         json.dumps({**holder, "refreshed": time.time()}).encode())
+    assert ("no report.json: a run is writing it now (iqa-factory generate on host node-7 pid "
+            "4242" in " ".join(inspect(str(under_way))[1]))
+    stale = time.time() - 2 * lease_module.STALE_SECONDS
+    location.write_bytes(location.path(LEASE_FILE),
+                         json.dumps({**holder, "refreshed": stale}).encode())
+    assert ("no report.json: the run has not finished (rerun generate to resume)"
+            in inspect(str(under_way))[1])
