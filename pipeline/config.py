@@ -125,6 +125,10 @@ class RunConfig:
         """Whole numbers where counts, ids and levels go (3.0 == 3 and True == 1 would pass
         the range checks, then every version fail in the bank), held as Python ints and
         tuples (numpy's and lists taken); flags as bools; the size a TargetSize or NATIVE."""
+        for name in ("seed", "max_pixels"):  # (numpy's as ints: checked below, named)
+            value = getattr(self, name)
+            if isinstance(value, Integral) and not isinstance(value, bool):
+                object.__setattr__(self, name, int(value))
         for name in ("shard_refs", "limit", "versions_per_ref", "max_side"):
             value = getattr(self, name)
             if value is not None:

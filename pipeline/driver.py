@@ -239,10 +239,13 @@ def _check_weighed(config: RunConfig, ensemble, absent: tuple[str, ...]) -> None
     computed = set(config.metrics) - set(absent)
     if config.labelled and not any(ensemble.weights.get(key, 0) > 0 for key in computed):
         weighed = sorted(key for key, weight in ensemble.weights.items() if weight > 0)
+        unweighed = sorted(key for key in weighed if key in absent)
+        remedy = (f"fetch the weights of {', '.join(unweighed)} (iqa-factory weights fetch)"
+                  if unweighed else f"add one of {', '.join(weighed)} to --metrics")
         raise ValueError(f"the ensemble {ensemble.name} weighs none of the metrics computed "
-                         f"({', '.join(sorted(computed))}), so no version would get a Q: add "
-                         f"one of {', '.join(weighed)} to --metrics, name an ensemble that "
-                         "weighs them (--ensemble), or --metrics none for a label-free run")
+                         f"({', '.join(sorted(computed))}), so no version would get a Q: "
+                         f"{remedy}, name an ensemble that weighs them (--ensemble), or "
+                         "--metrics none for a label-free run")
 
 
 class _Progress:

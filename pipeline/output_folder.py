@@ -9,6 +9,7 @@ import re
 import pyarrow.fs as pafs
 
 from pipeline.errors import ForeignOutputError, OutputPathError
+from pipeline.sources import EMBEDDED, EMBEDDED_PREFIX
 from shards.layout import (
     ENSEMBLE_FILE,
     FAILURES_FILE,
@@ -62,8 +63,9 @@ def refuse_inside_sources(location: Location, sources: str) -> None:
     """The output must be apart from a folder (or object-store prefix) of sources: inside
     it, a run's own files would be listed as sources (its images: another plan on resume);
     holding it, the sources would sit among the dataset's files."""
-    if "://" not in sources and not os.path.isdir(sources):
-        return  # the embedded photos, or a list file
+    if sources == EMBEDDED or sources.startswith(EMBEDDED_PREFIX) or (
+            "://" not in sources and not os.path.isdir(sources)):
+        return  # the embedded photos (whatever folder of that name is here), or a list file
     if overlap(location, Location.parse(sources)):
         raise OutputPathError(f"{location.root} and the sources {sources} are one folder or "
                               "lie one inside the other: a run's files would be listed as its "

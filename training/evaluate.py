@@ -17,6 +17,7 @@ from training.model import ModelConfig, build_model, check_all_loaded
 from training.plots import scatter
 from training.precision import Precision
 from training.results_files import figures_line, write_json
+from training.settings import check_count, check_shared
 from training.shard_data import CLASS_TARGETS, GRID_TARGETS, METRIC_KEYS
 from training.trained import TrainedRun
 from training.transforms import EVAL_CROPS, Augment
@@ -41,6 +42,13 @@ class EvaluateConfig:
     workers: int = 2
     device: str = "auto"
     ensemble: str | None = None  # shards: Q under this ensemble, not the stored one
+
+    def __post_init__(self):
+        check_shared(self.workers, 0 if self.seed is None else self.seed, self.device)
+        check_count("repeat", self.repeat, 0, optional=True)
+        check_count("crop", self.crop, 16, optional=True)
+        check_count("eval_crops", self.eval_crops, 1)
+        check_count("batch_size", self.batch_size, 1)
 
 
 # the split finetune makes first with its defaults (split-0)

@@ -23,6 +23,7 @@ from training.loop import predict
 from training.plots import extremes
 from training.precision import Inputs
 from training.results_files import write_json
+from training.settings import check_count, check_shared
 from training.trained import TrainedRun
 from training.transforms import EVAL_CROPS, Augment, eval_views
 
@@ -41,6 +42,12 @@ class PredictConfig:
     batch_size: int = 16
     workers: int = 2
     device: str = "auto"
+
+    def __post_init__(self):
+        check_shared(self.workers, 0, self.device)
+        check_count("crop", self.crop, 16, optional=True)
+        check_count("eval_crops", self.eval_crops, 1)
+        check_count("batch_size", self.batch_size, 1)
 
 
 def image_files(inputs: tuple[str, ...], out: str | None = None) -> list[Path]:

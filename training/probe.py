@@ -27,6 +27,7 @@ from training.image_data import published_split_notice, split
 from training.plots import scatter
 from training.results_files import write_json
 from training.ridge import ALPHA_GRID, select_ridge
+from training.settings import check_count, check_shared
 from training.trained import TrainedRun
 from training.transforms import EVAL_CROPS
 
@@ -103,8 +104,9 @@ class ProbeConfig:
     half_scale: bool = False  # also the crops at half size, their features joined (Re-IQA)
 
     def __post_init__(self):
-        if self.repeats < 1 or self.eval_crops < 1 or self.batch_size < 1:
-            raise ValueError("--repeats, --eval-crops and --batch-size must be at least 1")
+        check_shared(self.workers, self.seed, self.device)
+        for name in ("repeats", "eval_crops", "batch_size"):
+            check_count(name, getattr(self, name), 1)
 
 
 @dataclass(frozen=True)

@@ -439,6 +439,36 @@ def test_an_output_that_is_or_lies_in_or_holds_the_sources_folder_is_refused(tmp
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
+def test_the_embedded_photos_are_no_folder_an_output_could_lie_in(tmp_path, monkeypatch):
+    """`--sources embedded` names the photos scikit-image ships, whatever folder of that name
+    the current one holds (as the listing reads it): an output there is apart from them."""
+    from pipeline.output_folder import refuse_inside_sources
+    from shards.storage import Location
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "embedded").mkdir()
+    for sources in ("embedded", "embedded:astronaut"):
+        refuse_inside_sources(Location.parse("embedded"), sources)
+
+
+def test_an_ensemble_weighing_only_metrics_whose_weights_are_missing_says_to_fetch_them(
+        tmp_path, capsys, monkeypatch):
+    from labelers.ensemble import Ensemble, Mapping01
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    only_lpips = tmp_path / "lpips_only.json"
+    Ensemble("lpips_only", {"lpips": 1.0, "mae": 0.0},
+             {"lpips": Mapping01("linear", best=0.0, worst=0.5),
+              "mae": Mapping01("linear", best=0.0, worst=0.2)}).save(only_lpips)
+    out = tmp_path / "out"
+    assert cli.main(["generate", "--sources", "embedded", "--out", str(out), "--metrics",
+                     "lpips,mae", "--allow-missing-metrics", "--ensemble",
+                     str(only_lpips)]) == 2
+    error = capsys.readouterr().err
+    assert "fetch the weights of lpips (iqa-factory weights fetch)" in error
+    assert "add one of" not in error and not out.exists()
+
+
 def test_an_ensemble_that_weighs_none_of_the_metrics_asked_for_stops_before_any_work(
         tmp_path, capsys):
     """The default ensemble weighs neither ssim nor vsi: every version would be scored, then
@@ -742,7 +772,9 @@ def test_a_run_configuration_of_the_wrong_types_is_refused_naming_the_field(give
 def test_a_run_configuration_takes_numpy_integers_and_lists_as_python_ones():
     """What the manifest writes as JSON (numpy's integers are not JSON)."""
     config = RunConfig(sources="embedded", out="o", levels=[np.int64(1), 2],
-                       distortion_ids=np.array([1, 13]), shard_refs=np.int32(4))
+                       distortion_ids=np.array([1, 13]), shard_refs=np.int32(4),
+                       seed=np.int64(3), max_pixels=np.int64(10**8))
     assert config.levels == (1, 2) and config.distortion_ids == (1, 13)
-    assert type(config.shard_refs) is int and type(config.levels[0]) is int
+    assert all(type(value) is int for value in (config.shard_refs, config.levels[0],
+                                                 config.seed, config.max_pixels))
     json.dumps(config.to_json())

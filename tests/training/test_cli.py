@@ -360,20 +360,36 @@ def test_init_auto_says_it_starts_from_random_weights_and_imagenet_refuses(tiny_
     ("augment", {"std": (float("nan"), 1.0, 1.0)}, "three finite values"),
     ("augment", {"mean": (0.5, float("inf"), 0.5)}, "three finite values"),
     ("augment", {"crop": 16.5}, "crop must be a whole number of at least 16"),
+    ("evaluate", {"workers": -1}, "workers must be a whole number of at least 0"),
+    ("evaluate", {"seed": -3}, "seed must be"),
+    ("predict", {"workers": 2.5}, "workers must be"),
+    ("predict", {"device": "cuda:0"}, "device must be one of"),
+    ("probe", {"seed": -1}, "seed must be"),
+    ("probe", {"repeats": 0}, "repeats must be a whole number of at least 1"),
 ])
 def test_a_training_setting_out_of_its_domain_is_refused_as_the_config_is_built(
         tmp_path, config, given, named):
     """The API's, as the command line's parsers refuse them: a run on the CPU where CUDA
     was meant, zero batches reported as a success, every batch skipped as non-finite, an
     earlier run's splits removed before an IndexError."""
+    from training.evaluate import EvaluateConfig
     from training.finetune import FinetuneConfig
+    from training.predict import PredictConfig
     from training.pretrain import PretrainConfig
+    from training.probe import Benchmark, EncoderConfig, ProbeConfig
     from training.transforms import Augment
 
     build = {"pretrain": lambda: PretrainConfig(str(tmp_path), str(tmp_path / "o"), **given),
              "finetune": lambda: FinetuneConfig("kadid10k", str(tmp_path), str(tmp_path / "o"),
                                                 **given),
-             "augment": lambda: Augment(**given)}[config]
+             "augment": lambda: Augment(**given),
+             "evaluate": lambda: EvaluateConfig("c.pt", "kadid10k", str(tmp_path),
+                                                str(tmp_path / "o"), **given),
+             "predict": lambda: PredictConfig("c.pt", (str(tmp_path),), str(tmp_path / "o"),
+                                              **given),
+             "probe": lambda: ProbeConfig(Benchmark("kadid10k", str(tmp_path)),
+                                          str(tmp_path / "o"), EncoderConfig("c.pt"),
+                                          **given)}[config]
     with pytest.raises(ValueError, match=re.escape(named)):
         build()
     assert not (tmp_path / "o").exists()
