@@ -17,7 +17,7 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 
 import cv2
 import numpy as np
@@ -269,8 +269,7 @@ def check_recipe(recipe: dict) -> None:
 
 
 def _check_param(distortion: Distortion, name: str, value) -> None:
-    if name.endswith("seed") and (isinstance(value, bool) or not isinstance(value, Integral)
-                                  or value < 0):
+    if name.endswith("seed") and (not is_integer(value) or value < 0):
         raise InvalidRecipeError(f"{distortion.name}: parameter {name} must be a non-negative "
                                  f"integer (the replay's seed), got {value!r}")
     if value is None or (isinstance(value, Real) and not math.isfinite(value)):

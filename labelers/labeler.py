@@ -4,12 +4,12 @@ its distorted versions in batches sized to the device's memory."""
 import contextlib
 import threading
 from collections.abc import Callable, Sequence, Sized
-from numbers import Integral
 
 import numpy as np
 import torch
 
 from distortions.denoiser import default_device
+from distortions.registry import is_integer
 from labelers import weights
 from labelers.base import Metric
 from labelers.errors import DeviceMemoryError, InvalidPairError, LabelerError
@@ -88,8 +88,7 @@ class Labeler:
         if not keys:
             raise LabelerError("a Labeler needs at least one metric")
         for name, value in (("batch_size", batch_size), ("memory_budget", memory_budget)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
-                                      or value < 1):
+            if value is not None and (not is_integer(value) or value < 1):
                 raise LabelerError(f"{name} must be a whole number of at least 1 (or None), "
                                    f"got {value!r}")
         classes = {key: metric_class(key) for key in keys}

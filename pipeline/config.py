@@ -2,9 +2,9 @@
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from numbers import Integral
 
 import distortions
+from distortions.registry import is_integer
 from distortions.seeding import check_seed
 from distortions.validation import MIN_LONG_SIDE, MIN_SHORT_SIDE
 from labelers.registry import AVAILABLE_METRICS, METRICS
@@ -29,7 +29,7 @@ STORAGE_INPUTS = ("store", "keep_pngs")
 
 def _whole(name: str, value) -> int:
     """`value` as an int: a ValueError naming `name` where it is no whole number."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
+    if not is_integer(value):
         raise ValueError(f"{name} takes whole numbers, got {value!r}")
     return int(value)
 
@@ -127,7 +127,7 @@ class RunConfig:
         tuples (numpy's and lists taken); flags as bools; the size a TargetSize or NATIVE."""
         for name in ("seed", "max_pixels"):  # (numpy's as ints: checked below, named)
             value = getattr(self, name)
-            if isinstance(value, Integral) and not isinstance(value, bool):
+            if is_integer(value):
                 object.__setattr__(self, name, int(value))
         for name in ("shard_refs", "limit", "versions_per_ref", "max_side"):
             value = getattr(self, name)

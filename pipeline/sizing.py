@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from distortions.registry import is_integer
 from distortions.validation import MIN_LONG_SIDE, MIN_SHORT_SIDE
 
 NATIVE = "native"
@@ -34,8 +35,7 @@ class TargetSize:
         return cls(width, height)
 
     def __post_init__(self) -> None:
-        if not all(isinstance(side, int) and not isinstance(side, bool)
-                   for side in (self.width, self.height)):
+        if not all(is_integer(side) for side in (self.width, self.height)):
             raise ValueError(f"a size's width and height are whole numbers, got "
                              f"{self.width!r} x {self.height!r}")
         if (min(self.width, self.height) < MIN_SHORT_SIDE

@@ -4,11 +4,11 @@ so a group is the same whatever order the shard or the reader takes. A resampled
 (shards drawn with replacement) adds the shard's draw to those seeds: a shard drawn twice in
 an epoch gives other versions and crops the second time, never the same groups again."""
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
+from distortions.registry import is_integer
 from shards.boxes import MIN_VIEW_HEIGHT, Box, one_box, two_views
 from shards.order import stream_seed
 
@@ -33,8 +33,8 @@ class GroupSpec:
         if self.crop is not None and not _positive_size(self.crop):
             raise ValueError(f"crop must be a positive size of integers (h, w, or one side), "
                              f"or None; got {self.crop!r}")
-        if not all(isinstance(value, numbers.Integral) and not isinstance(value, bool)
-                   for value in (self.views, self.versions) if value is not None):
+        if not all(is_integer(value) for value in (self.views, self.versions)
+                   if value is not None):
             raise ValueError(f"views and versions are whole numbers; got {self.views!r} and "
                              f"{self.versions!r}")
         if self.views not in (1, 2) or (self.views == 2 and self.crop is None):
@@ -90,5 +90,4 @@ def chosen_versions(spec: GroupSpec, rows: list[dict]) -> dict[str, set[str]]:
 
 def _positive_size(size) -> bool:
     return (isinstance(size, tuple | list) and len(size) == 2
-            and all(isinstance(side, numbers.Integral) and not isinstance(side, bool)
-                    and side >= 1 for side in size))
+            and all(is_integer(side) and side >= 1 for side in size))

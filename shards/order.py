@@ -8,11 +8,12 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain, islice
-from numbers import Integral
 
 import numpy as np
 import webdataset as wds
 from webdataset.utils import pytorch_worker_info
+
+from distortions.registry import is_integer
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Order:
     def __post_init__(self):
         for name in ("epoch", "shuffle", "length", "interleave", "rank", "world_size"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+            if value is not None and not is_integer(value):
                 raise ValueError(f"{name} must be a whole number, got {value!r}")
         if (self.rank is None) != (self.world_size is None):
             raise ValueError("give rank and world_size together, or neither")
@@ -63,7 +64,7 @@ ONE_PASS = Order()  # every shard once, in order (split across DataLoader worker
 def check_reading(seed, order) -> None:
     """A ValueError unless `seed` is a non-negative whole number (numpy's too) and `order`
     an Order (checked as a stream is asked for, not as it is read)."""
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+    if not is_integer(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative whole number, got {seed!r}")
     if not isinstance(order, Order):
         raise ValueError(f"order must be a shards.order.Order, got {order!r}")

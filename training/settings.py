@@ -1,7 +1,7 @@
 """The checks of settings the training commands share, made where a config is built (the
 command line's parsers check the same, for their own messages): whole counts and the device."""
 
-from numbers import Integral
+from distortions.registry import is_integer
 
 DEVICES = ("auto", "cpu", "cuda")  # cuda: this rank's GPU (LOCAL_RANK's under torchrun)
 
@@ -11,7 +11,7 @@ def check_count(name: str, value, least: int, optional: bool = False) -> None:
     None, where `optional`)."""
     if optional and value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
+    if not is_integer(value) or value < least:
         raise ValueError(f"{name} must be a whole number of at least {least}, got {value!r}")
 
 
