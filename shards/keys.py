@@ -52,15 +52,21 @@ def ref_ids(stems: Iterable[str]) -> list[str]:
     """One id per source, in order: the stem made safe (_safe: a short name of allowed
     characters), made unique by a numeric suffix where two sources would collide, letter case
     aside (Same.jpg and same.jpg would be one file once a tar is unpacked on macOS or
-    Windows)."""
+    Windows). Each base's suffixes are tried on from the last one given, not from 1 again:
+    140,000 sources of one name (img.jpg in as many folders) take a tenth of a second, where
+    they took some 10^10 lookups."""
     taken: set[str] = set()
+    untried: dict[str, int] = {}  # base, lower case -> its first suffix not yet found taken
     ids = []
     for stem in stems:
         base = _safe(stem)
-        candidate, counter = base, 1
-        while candidate.lower() in taken:
+        candidate, counter = base, untried.get(base.lower(), 1)
+        if counter > 1 or candidate.lower() in taken:  # (the suffixes below: taken for good)
             candidate = f"{base}-{counter}"
-            counter += 1
+            while candidate.lower() in taken:
+                counter += 1
+                candidate = f"{base}-{counter}"
+            untried[base.lower()] = counter + 1
         taken.add(candidate.lower())
         ids.append(candidate)
     return ids

@@ -159,3 +159,27 @@ def test_score_arrays_give_nan_where_a_score_or_the_whole_struct_is_null():
     np.testing.assert_array_equal(arrays["mae"], [0.25, np.nan, 0.5])
     np.testing.assert_array_equal(arrays["gmsd"], [np.nan, np.nan, 0.125])
     assert np.isnan(arrays["lpips"]).all() and arrays["mae"].dtype == np.float64
+
+
+def _ref_ids_trying_every_suffix(stems: list[str]) -> list[str]:
+    """The rule as first written: each source tries base, base-1, base-2, ... from the start."""
+    taken, ids = set(), []
+    for stem in stems:
+        base = keys._safe(stem)
+        candidate, counter = base, 1
+        while candidate.lower() in taken:
+            candidate, counter = f"{base}-{counter}", counter + 1
+        taken.add(candidate.lower())
+        ids.append(candidate)
+    return ids
+
+
+def test_ref_ids_go_on_from_the_last_suffix_and_give_the_ids_of_trying_every_one():
+    """Names repeated across folders (img.jpg in each) took quadratic time; the ids are those
+    the plain rule gives, literal suffixed names and letter case mixed in."""
+    rng = np.random.default_rng(0)
+    words = ["img", "IMG", "img-1", "img-2", "Img-3", "a b", "a_b", "x", "x-1", "x.y", ""]
+    for _ in range(300):
+        stems = [words[i] for i in rng.integers(0, len(words), int(rng.integers(1, 60)))]
+        assert keys.ref_ids(stems) == _ref_ids_trying_every_suffix(stems)
+    assert keys.ref_ids(["img"] * 3000) == ["img"] + [f"img-{n}" for n in range(1, 3000)]
