@@ -113,11 +113,16 @@ class Tally:
                 if set(versions) - {recorded.get(name)}}
 
 
+# sources.parquet's rows per row group: one group per shard made a file of 8,751 groups at
+# paper scale, 2.2-2.9 s to read where one group takes 0.1-0.2 s
+SOURCES_ROW_GROUP = 1 << 16
+
+
 def merge(location: Location, plan: Plan) -> Tally:
     """sources.parquet and failures.jsonl from every shard's own lists, written as the shards
     are read and published when all are (a merge that fails leaves the earlier files as they
     were); returns the tally for the report."""
-    tally = Tally()
+    tally, pending = Tally(), []
     with location.staged_output(location.path(SOURCES_FILE)) as sources_stream, \
             pq.ParquetWriter(sources_stream, SOURCES_SCHEMA) as sources_writer, \
             location.staged_output(location.path(FAILURES_FILE)) as failures_stream:
@@ -135,12 +140,16 @@ def merge(location: Location, plan: Plan) -> Tally:
                                          f"under plan {str(stats.get('plan_digest'))[:12]}, "
                                          f"not this run's {plan.digest[:12]}: another driver "
                                          "wrote this output; nothing merged")
-            sources_writer.write_table(pa.Table.from_pylist(sources, schema=SOURCES_SCHEMA))
+            pending += sources
+            if len(pending) >= SOURCES_ROW_GROUP:
+                sources_writer.write_table(pa.Table.from_pylist(pending, schema=SOURCES_SCHEMA))
+                pending = []
             failures_stream.write("".join(json.dumps(f, sort_keys=True) + "\n"
                                           for f in failures).encode())
             tally.add(stats, sources, failures)
         sources, failures = duplicate_records(plan)
-        sources_writer.write_table(pa.Table.from_pylist(sources, schema=SOURCES_SCHEMA))
+        sources_writer.write_table(pa.Table.from_pylist(pending + sources,
+                                                        schema=SOURCES_SCHEMA))
         failures_stream.write("".join(json.dumps(f, sort_keys=True) + "\n"
                                       for f in failures).encode())
         tally.add_sources(sources, failures)
