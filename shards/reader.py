@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -260,14 +261,19 @@ def no_complete_shard(location: Location) -> FileNotFoundError:
 
 
 def read_index(location: Location, shards: list[int] | None = None,
-               columns: list[str] | None = None, with_shard: bool = False) -> pa.Table:
+               columns: list[str] | None = None, with_shard: bool = False,
+               kind: str | None = None) -> pa.Table:
     """The parquet index of the given (default: every complete) shard, concatenated; with
-    `with_shard` a `shard` column says which shard each row came from."""
+    `with_shard` a `shard` column says which shard each row came from; with `kind`, only the
+    rows of that kind (kept shard by shard: no second copy of every row; `columns` must
+    hold kind)."""
     indices = complete_shards(location) if shards is None else shards
     tables = []
     for index in indices:
         with location.fs.open_input_file(shard_paths(location, index)["parquet"]) as handle:
             table = _with_chain(pq.ParquetFile(handle), columns)
+        if kind is not None:
+            table = table.filter(pc.equal(table["kind"], kind))
         if with_shard:
             table = table.append_column("shard", pa.array([index] * len(table), pa.int32()))
         tables.append(table)

@@ -6,7 +6,6 @@ epoch, so no rank waits at an all-reduce); evaluation streams read each shard on
 rank and worker."""
 
 import json
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -217,11 +216,10 @@ def distorted_index(location: Location, shards: tuple[int, ...] | None = None) -
     open_dataset): the parquet indexes, read once for all the questions a run asks of them
     (training.pretrain.check_labels reads quality and scores). A dataset with a damaged shard
     is refused as open_dataset refuses it (DamagedShardError), never read as a smaller one."""
-    table = read_index(location, list(readable_shards(location) if shards is None else shards),
-                       columns=["ref_id", "distortion_id", "kind", "quality", "scores",
-                                "ensemble_hash"],
-                       with_shard=True)
-    return table.filter(pc.equal(table["kind"], "distorted"))
+    return read_index(location, list(readable_shards(location) if shards is None else shards),
+                      columns=["ref_id", "distortion_id", "kind", "quality", "scores",
+                               "ensemble_hash"],
+                      with_shard=True, kind="distorted")
 
 
 def split_shards(location: Location, index: pa.Table, splits: dict[str, str],
@@ -229,12 +227,22 @@ def split_shards(location: Location, index: pa.Table, splits: dict[str, str],
     """The split's references that have samples in complete shards (`distorted_index`), and
     the shards holding them."""
     named = sorted(ref for ref, split in splits.items() if split == name)
-    held = index.filter(pc.is_in(index["ref_id"], value_set=pa.array(named, pa.string())))
-    refs = frozenset(held["ref_id"].to_pylist())
-    counts = Counter(held["shard"].to_pylist())
+    held = _rows_of(index.select(["ref_id", "shard"]), named)  # (not a copy of every column)
+    refs = frozenset(pc.unique(held["ref_id"]).to_pylist())
+    counts = _value_counts(held["shard"])
     store = store_of(location)
     urls = tuple(tar_path(location, shard, store) for shard in sorted(counts))
     return SplitShards(name, refs, urls, sum(counts.values()))
+
+
+def _rows_of(table: pa.Table, refs: list[str]) -> pa.Table:
+    """The rows of `table` of the references `refs`."""
+    return table.filter(pc.is_in(table["ref_id"], value_set=pa.array(refs, pa.string())))
+
+
+def _value_counts(column: pa.ChunkedArray) -> dict:
+    """value -> its rows, counted by Arrow (a Python list of 23M ids is gigabytes)."""
+    return {row["values"]: row["counts"] for row in pc.value_counts(column).to_pylist()}
 
 
 def references_up_to(counts: dict, limit: int | None, seed: int) -> frozenset:
@@ -257,7 +265,7 @@ def references_up_to(counts: dict, limit: int | None, seed: int) -> frozenset:
 def limited_split(location: Location, index: pa.Table, shards: SplitShards,
                   limit: int | None, seed: int) -> SplitShards:
     """`shards` cut to whole references of about `limit` samples (references_up_to)."""
-    counts = Counter(ref for ref in index["ref_id"].to_pylist() if ref in shards.refs)
+    counts = _value_counts(_rows_of(index.select(["ref_id"]), sorted(shards.refs))["ref_id"])
     kept = references_up_to(counts, limit, seed)
     if kept == frozenset(counts):
         return shards

@@ -459,3 +459,14 @@ def test_a_reading_takes_numpy_seeds_and_refuses_what_is_no_seed_or_order(genera
     for given in ({"views": 2.0}, {"views": True}, {"versions": 2.5}, {"versions": True}):
         with pytest.raises(ValueError, match="views and versions are whole numbers"):
             dataset.groups("chunk", crop=64, **given)
+
+
+def test_an_index_read_for_one_kind_is_the_whole_index_filtered(generated):
+    """Kept shard by shard (at paper scale the whole index, then a filtered copy, held 3.4
+    times its size in a training process)."""
+    location = Location.parse(str(generated))
+    whole = read_index(location, with_shard=True)
+    for kind in ("distorted", "reference"):
+        kept = read_index(location, with_shard=True, kind=kind)
+        assert kept.to_pylist() == whole.filter(pc.equal(whole["kind"], kind)).to_pylist()
+        assert kept.num_rows and set(kept["kind"].to_pylist()) == {kind}
