@@ -172,7 +172,7 @@ def check_labels(location: Location, index: pa.Table, target: Target) -> str | N
     if target.ensemble is not None:  # Q made here from the raw scores (ensemble_target)
         return target.ensemble.hash
     ensemble = load_ensemble(location.path(ENSEMBLE_FILE))
-    hashes = set(index["ensemble_hash"].drop_null().to_pylist())
+    hashes = set(pc.unique(index["ensemble_hash"].drop_null()).to_pylist())  # (23M at scale)
     if hashes - {ensemble.hash}:
         raise ValueError(f"{location.root}: samples carry Q under ensembles {sorted(hashes)} "
                          f"but ensemble.json is {ensemble.hash}")
