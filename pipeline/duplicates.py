@@ -5,6 +5,7 @@ distinct photographs that is a small part of it. Sources whose size the listing 
 (URIs in a list file, the embedded photos) are not compared; images that are the same pixels in
 different bytes are found later, from the decoded pixels (the report's pixel_duplicates)."""
 
+import hashlib
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -28,14 +29,35 @@ def _same_size_groups(sources: list[Source], max_bytes: int) -> list[list[int]]:
     return [group for group in by_size.values() if len(group) > 1]
 
 
-def _digest(source: Source, store: str) -> str | None:
-    """SHA-256 of the source's bytes, read a part at a time; None when it cannot be read (its
-    shard records why)."""
+PREFIX_BYTES = 1 << 16  # read of every same-size source first; whole files only where equal
+
+
+def _digest(source: Source, store: str, limit: int | None) -> str | None:
+    """SHA-256 of the source's bytes (its first `limit` only, where given), read a part at a
+    time; None when it cannot be read (its shard records why)."""
     try:
         with open_source(source.uri, source.key, store) as stream:
+            if limit is not None:
+                return hashlib.sha256(stream.read(limit)).hexdigest()
             return HashingStream(stream).hexdigest_to_end()
     except DecodeError:
         return None
+
+
+def _equal_groups(sources: list[Source], groups: list[list[int]], store: str,
+                  limit: int | None) -> list[list[int]]:
+    """Each group (sources of one size) split by the SHA-256 of their bytes (the first `limit`
+    of them), in index order; the groups of two or more."""
+    indices = sorted(i for group in groups for i in group)
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        digests = list(tqdm(pool.map(lambda i: _digest(sources[i], store, limit), indices),
+                            total=len(indices), desc="same-size sources compared",
+                            unit="file", leave=False, disable=len(indices) < 1000))
+    same: dict[tuple, list[int]] = defaultdict(list)
+    for index, digest in zip(indices, digests, strict=True):
+        if digest is not None:
+            same[sources[index].size, digest].append(index)
+    return [group for group in same.values() if len(group) > 1]
 
 
 def find_duplicates(sources: list[Source], store: str = "",
@@ -43,20 +65,16 @@ def find_duplicates(sources: list[Source], store: str = "",
     """{index: index of the source kept} for every source with the same bytes as another:
     of each set, the first in listing order that is not a symbolic link is kept (the first,
     if all are); `store` is the listing URI of object-store keys; sources of more than
-    `max_bytes` (the run's byte_limit) are not read."""
-    candidates = sorted(i for group in _same_size_groups(sources, max_bytes) for i in group)
-    if not candidates:
-        return {}
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        digests = list(tqdm(pool.map(lambda i: _digest(sources[i], store), candidates),
-                            total=len(candidates), desc="same-size sources compared",
-                            unit="file", leave=False, disable=len(candidates) < 1000))
-    same: dict[str, list[int]] = defaultdict(list)
-    for index, digest in zip(candidates, digests, strict=True):
-        if digest is not None:
-            same[digest].append(index)
+    `max_bytes` (the run's byte_limit) are not read. Sources of one size are compared by
+    their first 64 KiB, and only those equal there read whole (distinct photos of one size
+    differ early: half a corpus shares its size with another file)."""
+    prefixed = _equal_groups(sources, _same_size_groups(sources, max_bytes), store,
+                             PREFIX_BYTES)
+    same = [group for group in prefixed if sources[group[0]].size <= PREFIX_BYTES]  # whole
+    longer = [group for group in prefixed if sources[group[0]].size > PREFIX_BYTES]
+    same += _equal_groups(sources, longer, store, None)
     duplicates = {}
-    for indices in same.values():
+    for indices in same:
         kept = next((i for i in indices if not _is_link(sources[i])), indices[0])
         duplicates.update({i: kept for i in indices if i != kept})
     return duplicates

@@ -69,3 +69,25 @@ def test_a_list_naming_one_file_twice_plans_it_once(tmp_path, small_image, fast_
 
 def test_sources_without_a_known_size_are_not_compared():
     assert find_duplicates(list_sources("embedded")) == {}
+
+
+def test_sources_equal_in_their_first_64_kib_are_read_whole_before_they_are_duplicates(
+        tmp_path, small_image):
+    """Sources of one size are compared by their first 64 KiB, then read whole where those
+    agree: a photo edited below its top rows is no duplicate; files under 64 KiB compare
+    whole at once."""
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    _ppm(folder / "a.ppm", small_image)                   # 101 kB: past the first 64 KiB
+    edited = small_image.copy()
+    edited[-1, -1] ^= 0xFF                                # its last pixel, past 64 KiB
+    _ppm(folder / "b.ppm", edited)
+    shutil.copyfile(folder / "a.ppm", folder / "c.ppm")
+    _ppm(folder / "d.ppm", small_image[:40])              # 23 kB: under 64 KiB
+    shutil.copyfile(folder / "d.ppm", folder / "e.ppm")
+    _ppm(folder / "f.ppm", edited[:40] ^ 1)               # d's size, other bytes
+    sources = list_sources(str(folder))
+    names = [s.order_key for s in sources]
+    assert (folder / "a.ppm").stat().st_size > 1 << 16 > (folder / "d.ppm").stat().st_size
+    assert find_duplicates(sources) == {names.index("c.ppm"): names.index("a.ppm"),
+                                        names.index("e.ppm"): names.index("d.ppm")}
