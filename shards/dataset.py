@@ -178,9 +178,8 @@ class Dataset:
 
     def _rows(self, url: str) -> list[dict]:
         """The index rows of the shard whose tar is `url` (read as the shard opens)."""
-        shard = {its_url: index for index, its_url in self.urls.items()}[url]
-        return read_index(self.location, [shard], ["key", "ref_id", "kind",
-                                                   "distortion_id"]).to_pylist()
+        return read_index(self.location, [shard_of(url)], ["key", "ref_id", "kind",
+                                                           "distortion_id"]).to_pylist()
 
     def groups(self, kind: str, split: str | None = None,
                crop: int | tuple[int, int] | None = None, seed: int = 0,
