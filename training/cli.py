@@ -21,6 +21,7 @@ from training.objectives.base import OPTIM_DEFAULTS
 from training.optim import FINETUNE, OPTIMIZERS, PRETRAIN, SCHEDULES, OptimConfig
 from training.pretrain import PretrainConfig, pretrain
 from training.probe import Benchmark, Fractions, ProbeConfig, probe
+from training.settings import DEVICES
 from training.shard_data import TARGETS, Target
 from training.transforms import EVAL_CROPS, Augment
 
@@ -130,7 +131,7 @@ def _add_common(parser: argparse.ArgumentParser, seed_help: str = "0 or more (de
                 ) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=NON_NEGATIVE, default=0, help=seed_help)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: cuda where a GPU is visible, else cpu (default auto)")
     parser.add_argument("--workers", type=NON_NEGATIVE, default=2,
                         help="data loader processes per rank (default 2)")

@@ -44,7 +44,7 @@ class EvaluateConfig:
     ensemble: str | None = None  # shards: Q under this ensemble, not the stored one
 
     def __post_init__(self):
-        check_shared(self.workers, 0 if self.seed is None else self.seed, self.device)
+        check_shared(self.workers, self.seed, self.device)
         check_count("repeat", self.repeat, 0, optional=True)
         check_count("crop", self.crop, 16, optional=True)
         check_count("eval_crops", self.eval_crops, 1)

@@ -23,7 +23,7 @@ from training.optim import FINETUNE, OptimConfig
 from training.plots import scatter
 from training.precision import FP32, Inputs, Precision
 from training.results_files import figures_line, write_json
-from training.settings import check_count, check_shared
+from training.settings import check_count, check_names, check_shared
 from training.trained import resolved_root
 from training.transforms import EVAL_CROPS, Augment
 
@@ -51,8 +51,7 @@ class FinetuneConfig:
         check_shared(self.workers, self.seed, self.device)
         check_count("repeats", self.repeats, 1)  # (0: earlier splits removed, none made)
         check_count("eval_crops", self.eval_crops, 1)
-        if isinstance(self.refs, str):
-            raise ValueError(f"refs is a collection of names, got the string {self.refs!r}")
+        check_names("refs", self.refs)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -44,7 +44,7 @@ class PredictConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        check_shared(self.workers, 0, self.device)
+        check_shared(self.workers, None, self.device)
         check_count("crop", self.crop, 16, optional=True)
         check_count("eval_crops", self.eval_crops, 1)
         check_count("batch_size", self.batch_size, 1)

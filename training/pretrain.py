@@ -29,7 +29,7 @@ from training.objectives import ObjectiveConfig
 from training.optim import HALF, PRETRAIN, OptimConfig
 from training.precision import Inputs, Precision
 from training.results_files import figure_text, write_json
-from training.settings import check_count, check_shared
+from training.settings import check_count, check_names, check_shared
 from training.shard_data import (
     CLASS_TARGETS,
     GRID_TARGETS,
@@ -73,9 +73,7 @@ class PretrainConfig:
         check_count("steps_per_epoch", self.steps_per_epoch, 1, optional=True)
         check_count("val_limit", self.val_limit, 1, optional=True)
         for name in ("val_refs", "exclude_refs", "also"):
-            if isinstance(getattr(self, name), str):  # not its characters
-                raise ValueError(f"{name} is a collection of names, got the string "
-                                 f"{getattr(self, name)!r}")
+            check_names(name, getattr(self, name))
         if self.also and not self.objective.label_free:
             raise ValueError("several datasets are read by the label-free objectives (their "
                              "groups mixed); regression learns one dataset's labels: give one")

@@ -22,6 +22,14 @@ def check_device(device) -> None:
 
 
 def check_shared(workers, seed, device) -> None:
+    """workers and seed (None: a command that draws nothing, or takes its checkpoint's)
+    whole numbers of at least 0, and the device one of DEVICES."""
     check_count("workers", workers, 0)
-    check_count("seed", seed, 0)
+    check_count("seed", seed, 0, optional=True)
     check_device(device)
+
+
+def check_names(name: str, value) -> None:
+    """A ValueError where a collection of names is one string (read letter by letter)."""
+    if isinstance(value, str):
+        raise ValueError(f"{name} is a collection of names, got the string {value!r}")
