@@ -32,6 +32,7 @@ direction only, a ramp or stripes.
 from dataclasses import dataclass
 from math import ceil
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -264,7 +265,7 @@ def gsm_parameters(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     stripes) raises LabelerError, where MATLAB's inv warns and returns Inf."""
     vectors = F.unfold(y, M)[0]
     centred = vectors - vectors.mean(dim=1, keepdim=True)
-    covariance = centred @ centred.T / vectors.shape[1]
+    covariance = _outer_sum(centred) / vectors.shape[1]
     eigenvalues = torch.linalg.eigvalsh(covariance)
     if not eigenvalues[0] > SINGULAR * eigenvalues[-1]:
         raise LabelerError("vif: the reference's 3 x 3 neighbourhoods of a subband vary along "
@@ -273,6 +274,17 @@ def gsm_parameters(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     tiles = F.unfold(y, M, stride=M)[0]
     s_field = (torch.linalg.solve(covariance, tiles) * tiles).sum(dim=0) / (M * M)
     return covariance, eigenvalues, s_field.reshape(y.shape[-2] // M, y.shape[-1] // M)
+
+
+def _outer_sum(centred: torch.Tensor) -> torch.Tensor:
+    """centred @ centred.T (M^2 x M^2, over every block). On the CPU a matrix product of that
+    shape splits its long sum among the threads, so its last bits, and VIF's, moved with the
+    labeler's thread count (the cluster's size); numpy's einsum sums on one thread, in one
+    order."""
+    if centred.device.type != "cpu":
+        return centred @ centred.T
+    values = centred.numpy()
+    return torch.from_numpy(np.einsum("in,jn->ij", values, values))
 
 
 def information(snr: torch.Tensor, eigenvalues: torch.Tensor) -> torch.Tensor:

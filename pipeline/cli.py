@@ -19,7 +19,7 @@ from pipeline.scheduling import CPUS_PER_CPU_ACTOR
 from pipeline.sizing import NATIVE, TargetSize, cover_and_crop, parse_size
 from pipeline.sources import EMBEDDED_PREFIX, read_rgb
 from shards.layout import DEFAULT_STORE, PLAN_FILE, STORE_MODES
-from shards.storage import Location
+from shards.storage import Location, redact
 
 DEEP_SAMPLES = 8  # versions `inspect --deep` replays when no count is given
 RESUMABLE = ("generate", "convert", "materialize")  # the same command finishes what it began
@@ -169,8 +169,9 @@ def _given_config(args: argparse.Namespace) -> RunConfig:
         allow_upscale=args.allow_upscale,
         shard_refs=SPEC_SHARD_REFS if args.shard_refs is None else args.shard_refs,
         limit=args.limit,
-        distortion_ids=_in_bank(args.bank, args.distortions), levels=args.levels,
-        metrics=_ensemble_metrics(args.ensemble) if args.metrics is None else args.metrics,
+        distortion_ids=_in_bank(args.bank, args.distortions), levels=tuple(sorted(args.levels)),
+        metrics=(_ensemble_metrics(args.ensemble) if args.metrics is None else
+                 _in_registry_order(args.metrics)),
         allow_missing_metrics=args.allow_missing_metrics,
         ensemble_file=args.ensemble, max_pixels=args.max_pixels, bank=args.bank,
         versions_per_ref=args.versions_per_ref, max_side=args.max_side,
@@ -228,6 +229,17 @@ def _ensemble_metrics(ensemble: str | None) -> tuple[str, ...]:
         return METRICS
     weighed = load(ensemble).weights
     return tuple(key for key in AVAILABLE_METRICS if key in weighed)
+
+
+def _in_registry_order(metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """--metrics in the registry's order (as --distortions in the bank's, --levels sorted):
+    one dataset whatever order they are typed in (the order changed the plan's digest, and
+    --levels the samples' order or, with --compose, which were drawn); unknown keys kept
+    last, for RunConfig to name."""
+    from labelers.registry import AVAILABLE_METRICS
+
+    return (tuple(key for key in AVAILABLE_METRICS if key in metrics)
+            + tuple(key for key in metrics if key not in AVAILABLE_METRICS))
 
 
 def _in_bank(bank: str, chosen: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -288,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspecting.add_argument("--sample-seed", type=_count, default=0, metavar="SEED",
                             help="the seed that draws --deep's sample (default 0: the same "
                                  "versions each time; another seed checks others)")
+    inspecting.add_argument("--workers", type=_positive, default=os.cpu_count() or 1,
+                            metavar="N",
+                            help="processes that check shards at once, each given a few "
+                                 "shards at least (default: this machine's CPUs, "
+                                 f"{os.cpu_count() or 1})")
     inspecting.set_defaults(run=_inspect)
     materializing = commands.add_parser(
         "materialize", help="turn a recipes or hybrid dataset into an images one",
@@ -297,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT_IMAGES are skipped.")
     materializing.add_argument("source", metavar="OUT_RECIPES")
     materializing.add_argument("target", metavar="OUT_IMAGES")
-    materializing.add_argument("--workers", type=int, default=1,
+    materializing.add_argument("--workers", type=_positive, default=1,
                                help="shards replayed at once, in processes (default 1)")
     _add_take_over(materializing, "OUT_IMAGES")
     materializing.set_defaults(run=_convert, store=DEFAULT_STORE, keep_pngs=None)
@@ -315,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="the target's storage mode")
     converting.add_argument("--keep-pngs", type=_distortion_ids, metavar="TYPES",
                             help="with --store hybrid: also keep these types' PNGs")
-    converting.add_argument("--workers", type=int, default=1,
+    converting.add_argument("--workers", type=_positive, default=1,
                             help="shards converted at once, in processes (default 1)")
     _add_take_over(converting, "TARGET")
     converting.set_defaults(run=_convert)
@@ -425,9 +442,9 @@ def _inspect(args: argparse.Namespace) -> int:
     location = Location.parse(args.out)
     kind = location.fs.get_file_info(location.root).type
     if kind != pafs.FileType.Directory:
-        raise ValueError(f"{args.out} is a file, not a dataset folder"
-                         if kind == pafs.FileType.File else f"{args.out} does not exist")
-    lines, problems = inspect(args.out, args.deep, args.sample_seed)
+        raise ValueError(f"{redact(args.out)} is a file, not a dataset folder"
+                         if kind == pafs.FileType.File else f"{redact(args.out)} does not exist")
+    lines, problems = inspect(args.out, args.deep, args.sample_seed, args.workers)
     if lines:
         print("\n".join(lines))
     for problem in problems:
@@ -448,7 +465,8 @@ def _convert(args: argparse.Namespace) -> int:
 
     done = convert(args.source, args.target, args.store, _kept_pngs(args.keep_pngs),
                    args.workers, args.take_over, args.command)  # convert or materialize
-    print(f"converted {args.source} into {args.target} ({args.store}): {done['shards']} "
+    print(f"converted {redact(args.source)} into {redact(args.target)} ({args.store}): "
+          f"{done['shards']} "
           f"shards ({done['skipped']} already complete), {done['replayed']} versions replayed "
           f"and verified, {done['dropped']} PNGs dropped after their replay was verified")
     return 0
@@ -487,6 +505,13 @@ def _count(text: str) -> int:
     """A whole number, 0 or more."""
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"a whole number, 0 or more, got {text!r}")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    """A whole number, 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number, 1 or more, got {text!r}")
     return int(text)
 
 

@@ -35,6 +35,7 @@ from shards.storage import Location
 
 LEASE_FILE = "generate.lease"
 REFRESH_SECONDS = 30.0
+RELEASE_WAIT_SECONDS = 60  # the longest release waits for a refresh's write to end
 STALE_SECONDS = 5 * REFRESH_SECONDS
 # a takeover marker lives for milliseconds: one older was left by a driver that died holding it
 ABANDONED_MARKER_SECONDS = 60.0
@@ -134,6 +135,7 @@ class Lease:
     _made_root: bool = False  # OUT did not exist before this lease: gone again if left empty
     _lost: threading.Event = field(default_factory=threading.Event)
     _lost_message: str = ""
+    _refresher: threading.Thread | None = None
 
     def __post_init__(self):
         self.holder.setdefault("command", self.command)
@@ -160,11 +162,16 @@ class Lease:
                 raise LeaseHeldError(f"{self.location.root}: the stale lease of "
                                      f"{_describe(current)}: {who}; wait for it, or write to "
                                      "another output folder")
-        threading.Thread(target=self._refresh, daemon=True).start()
+        self._refresher = threading.Thread(target=self._refresh, daemon=True)
+        self._refresher.start()
         return notices
 
     def release(self) -> None:
+        """Stop refreshing (a refresh under way finishes first: it would write the lease
+        again after its deletion), then delete the lease where it is still this driver's."""
         self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join(RELEASE_WAIT_SECONDS)
         if self._ours(self._read()):
             self.location.delete(self.path)
         if self._made_root and self.location.is_empty_dir(self.location.root):

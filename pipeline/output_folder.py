@@ -21,7 +21,7 @@ from shards.layout import (
     SOURCES_FILE,
     labels_files,
 )
-from shards.storage import STAGED_SUFFIX, Location
+from shards.storage import STAGED_SUFFIX, Location, redact
 
 STRIKES_FILE = "strikes.json"  # references worker processes died on (pipeline.actors)
 # what a run writes beside its shards (--restart removes them with the shards)
@@ -67,10 +67,10 @@ def refuse_inside_sources(location: Location, sources: str) -> None:
             "://" not in sources and not os.path.isdir(sources)):
         return  # the embedded photos (whatever folder of that name is here), or a list file
     if overlap(location, Location.parse(sources)):
-        raise OutputPathError(f"{location.root} and the sources {sources} are one folder or "
-                              "lie one inside the other: a run's files would be listed as its "
-                              "sources; choose an output folder outside the sources, and not "
-                              "holding them")
+        raise OutputPathError(f"{location.root} and the sources {redact(sources)} are one "
+                              "folder or lie one inside the other: a run's files would be "
+                              "listed as its sources; choose an output folder outside the "
+                              "sources, and not holding them")
 
 
 def refuse_foreign(location: Location) -> None:

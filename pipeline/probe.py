@@ -10,7 +10,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from pipeline.errors import UnreachableStorageError
 from pipeline.plan import Plan, PlannedReference
 from pipeline.sources import open_source
-from shards.storage import Location
+from shards.storage import Location, redact
 
 PROBE_CANDIDATES = 8  # sources the driver tries to read for the probe before probing none
 
@@ -38,7 +38,7 @@ def probe_storage(first: PlannedReference | None, store: str, out: str) -> tuple
         location.write_bytes(probe, b"probe")
         location.delete(probe)
     except OSError as error:
-        problems.append(f"OUT {out}: {error}")
+        problems.append(f"OUT {redact(out)}: {error}")
     return ray.util.get_node_ip_address(), problems
 
 

@@ -14,6 +14,7 @@ from labelers.registry import metric_versions, package_version
 from pipeline.config import MODE_DEFAULTS, RunConfig
 from pipeline.errors import PipelineError, PlanMismatchError
 from pipeline.plan import Plan
+from pipeline.scenario_quality import recorded_sums
 from pipeline.sources import printable, skipped_note, unlisted_note
 from shards.layout import (
     DEFAULT_STORE,
@@ -59,8 +60,8 @@ def metrics_used(ensemble: Ensemble, config: RunConfig, absent: Iterable[str]) -
 
 @dataclass
 class Tally:
-    """What the report needs, added up shard by shard (the per-sample label lists are folded
-    into sums as each shard is read, so the driver's memory does not grow with the dataset)."""
+    """What the report needs, added up shard by shard (each shard's stats hold Q summed by
+    scenario, so the driver's memory does not grow with the dataset)."""
 
     sources: int = 0
     sources_ok: int = 0
@@ -81,12 +82,9 @@ class Tally:
         self.seconds.update(stats["seconds"])
         for name, version in stats.get("libraries", {}).items():  # none before they were kept
             self.libraries.setdefault(name, Counter())[version] += 1
-        for distortion_id, level, quality in stats["labels"]:
-            if quality is None:  # a label-free run
-                continue
-            scenario = f"{distortion_id:02d}-{level}"
-            self.quality_sum[scenario] += quality
-            self.quality_count[scenario] += 1
+        for scenario, (count, total) in recorded_sums(stats).items():
+            self.quality_count[scenario] += count
+            self.quality_sum[scenario] += total
 
     def add_sources(self, sources: list[dict], failures: list[dict]) -> None:
         """Count sources and failures; note references whose sized pixels repeat an earlier

@@ -16,6 +16,7 @@ import pyarrow.fs as pafs
 
 from pipeline.embedded import EMBEDDED_PHOTOS, embedded_photo
 from shards.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, Decoded, DecodeError, decode
+from shards.storage import check_uri, redact
 
 EMBEDDED = "embedded"
 EMBEDDED_PREFIX = "embedded:"
@@ -109,6 +110,7 @@ def _folder_identity(path: Path) -> tuple[int, int] | None:
 
 @functools.lru_cache(maxsize=8)
 def _from_uri(spec: str) -> tuple[pafs.FileSystem, str]:
+    check_uri(spec)  # a prefix whose '#' pyarrow would drop: refused
     return pafs.FileSystem.from_uri(spec)
 
 
@@ -225,11 +227,11 @@ def listing(spec: str) -> Listing:
     elif Path(spec).is_file() and Path(spec).suffix.lower() in LIST_EXTENSIONS:
         found = _from_list_file(Path(spec), skipped)
     else:
-        raise ValueError(f"sources {spec!r}: not 'embedded', a folder, a list file "
+        raise ValueError(f"sources {redact(spec)!r}: not 'embedded', a folder, a list file "
                          f"({', '.join(sorted(LIST_EXTENSIONS))}) or an object-store URI")
     if not found:
         unread = f"; folders that cannot be read: {unlisted_note(unlisted)}" if unlisted else ""
-        raise ValueError(f"sources {spec!r} name no image (files ending in "
+        raise ValueError(f"sources {redact(spec)!r} name no image (files ending in "
                          f"{', '.join(sorted(IMAGE_EXTENSIONS))}, any case){unread}")
     return Listing(sorted(found, key=lambda source: source.order_key), skipped, unlisted)
 

@@ -16,6 +16,7 @@ from labelers.labeler import Labeler
 from pipeline.config import RunConfig
 from pipeline.lease import check_writer
 from pipeline.plan import Chain, Plan, PlannedReference, planned_versions
+from pipeline.scenario_quality import add_labels
 from pipeline.sizing import NATIVE, SourceTooSmallError, cover_and_crop, limit_side
 from pipeline.sources import load, printable
 from pipeline.spill import SpilledSamples
@@ -83,7 +84,8 @@ class ShardOutcome:
     seconds: dict[str, float] = field(default_factory=lambda: {
         "decode": 0.0, "distort": 0.0, "network": 0.0, "encode": 0.0, "label": 0.0,
         "write": 0.0})  # network: the learned denoiser's (on a GPU actor: the wait for it)
-    labels: list[tuple[int, int, float]] = field(default_factory=list)  # (id, level, Q)
+    labels: int = 0  # single-type versions written (a chain has no type and level of its own)
+    quality_by_scenario: dict[str, list] = field(default_factory=dict)  # scenario_quality
 
 
 class _Timer:
@@ -373,8 +375,10 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
                 writer.add(_reference_record(ref, pixels), ref_png)
     if pixels is not None:
         outcome.references += 1
-        outcome.labels.extend((r["distortion_id"], r["level"], r["quality"]) for r, _ in made
-                              if len(r["chain"]) == 1)  # a chain has no (type, level) of its own
+        labels = [(r["distortion_id"], r["level"], r["quality"]) for r, _ in made
+                  if len(r["chain"]) == 1]
+        outcome.labels += len(labels)
+        add_labels(outcome.quality_by_scenario, labels)
     if on_progress:
         made_reference = int(pixels is not None)
         on_progress(made_reference, len(outcome.failures) - failures_before,
@@ -424,4 +428,6 @@ def _finish(writer, distorted, config, outcome, location, digest: str, guard: Gu
     writer.write_stats({"plan_digest": digest, "sources": len(outcome.sources),
                         "references": outcome.references, "distorted": len(distorted),
                         "failures": len(outcome.failures), "seconds": outcome.seconds,
-                        "labels": outcome.labels, "libraries": library_versions()})
+                        "labels": outcome.labels,
+                        "quality_by_scenario": outcome.quality_by_scenario,
+                        "libraries": library_versions()})

@@ -43,6 +43,25 @@ def _fsync(path: str) -> None:
         os.close(descriptor)
 
 
+class StorageUriError(ValueError):
+    """A URI part of which its filesystem would drop: it would name another folder."""
+
+
+def check_uri(uri: str) -> None:
+    """A '#' begins a fragment, and a file:// URI takes no options after '?': pyarrow drops
+    both (with the query of an s3:// URI after a '#'), so `file:///data/run#2` named
+    /data/run, another dataset's folder."""
+    parts = urlsplit(uri)
+    if "#" in uri:
+        raise StorageUriError(f"{redact(uri)}: '#' begins a URI fragment, which is dropped "
+                              "(the URI would name another folder): write it as %23, or "
+                              "choose a name without it")
+    if parts.scheme == "file" and parts.query:
+        raise StorageUriError(f"{redact(uri)}: a file:// URI takes no '?' options (the URI "
+                              "would name another folder): write '?' as %3F, or give the "
+                              "path itself")
+
+
 @dataclass(frozen=True)
 class Location:
     """A filesystem and a root path on it."""
@@ -52,7 +71,10 @@ class Location:
 
     @classmethod
     def parse(cls, uri_or_path: str) -> "Location":
+        """The filesystem and root of a local path or a URI (file://, s3://, gs://, ...); a
+        StorageUriError where part of a URI would be dropped unseen."""
         if "://" in uri_or_path:
+            check_uri(uri_or_path)
             fs, root = pafs.FileSystem.from_uri(uri_or_path)
         else:
             fs, root = pafs.LocalFileSystem(), str(uri_or_path)
@@ -123,18 +145,30 @@ class Location:
     def publish(self, staged: str, final: str) -> None:
         """Move a staged file to its final name (no-op where staging used the final name).
         Locally the file's bytes reach the disk before the rename, and the rename before the
-        call returns (its folder is synced too)."""
+        call returns (its folder is synced too); on object stores the staged object is
+        copied by the store (S3: one copy holds up to 5 GB), then removed."""
         if staged == final:
+            return
+        if not self.atomic_rename:
+            self.fs.copy_file(staged, final)
+            self.fs.delete_file(staged)
             return
         _fsync(staged)
         self.fs.move(staged, final)
         _fsync(os.path.dirname(final) or ".")
 
     def staging_name(self, final: str) -> str:
-        """Where to write a file before publication: a name unique to this attempt (two
-        attempts at one shard never write the same file), or the final one on object stores."""
-        return (f"{final}.{uuid.uuid4().hex[:12]}{STAGED_SUFFIX}" if self.atomic_rename
-                else final)
+        """Where to write a small file before publication: an attempt's own name locally, the
+        final one on object stores (written whole in one upload)."""
+        return self.attempt_name(final) if self.atomic_rename else final
+
+    @staticmethod
+    def attempt_name(final: str) -> str:
+        """A name unique to one attempt at writing `final`, on every store: two attempts at
+        one shard never write the same file, and one that fails or is refused drops its own
+        file only (on object stores an upload completes even when its writer gives up:
+        written under the final name, it would replace a file another attempt published)."""
+        return f"{final}.{uuid.uuid4().hex[:12]}{STAGED_SUFFIX}"
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Write `path` only where no file has that name yet; False where one does. Locally an

@@ -45,7 +45,7 @@ class ShardWriter:
         self.index = index
         self.paths = shard_files(location, index, store)
         location.makedirs(location.path(SHARDS_DIR))
-        self._staged_tar = location.staging_name(self.paths["tar"])
+        self._staged_tar = location.attempt_name(self.paths["tar"])
         self._stream = location.fs.open_output_stream(self._staged_tar, compression=None)
         self._hashing = _Hashing(self._stream)
         # closed in finish() or abort(): the tar and its gzip layer live as long as the writer
@@ -86,7 +86,7 @@ class ShardWriter:
         if self._gzip is not None:
             self._gzip.close()
         self._stream.close()
-        staged_parquet = self.location.staging_name(self.paths["parquet"])
+        staged_parquet = self.location.attempt_name(self.paths["parquet"])
         table = pa.Table.from_pylist(self._rows, schema=INDEX_SCHEMA)
         with self.location.fs.open_output_stream(staged_parquet, compression=None) as stream:
             pq.write_table(table, stream, compression=INDEX_COMPRESSION[0],

@@ -12,9 +12,7 @@ Shards are independent: several run at once with `workers`, and a rerun skips th
 already complete in DST."""
 
 import json
-import multiprocessing
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -27,6 +25,7 @@ from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.lease import Lease
 from pipeline.output_folder import overlap, refuse_foreign, refuse_unusable, remove_staged
 from pipeline.plan import Plan, differences, finished_plan, persist_or_check, read_plan
+from pipeline.processes import in_processes
 from shards.layout import (
     DEFAULT_STORE,
     ENSEMBLE_FILE,
@@ -264,8 +263,8 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
                     context.for_shard(source, index))
                 for index in range(plan.shard_count)
                 if shard_problems(target, index, plan.digest, becomes.store)]
-        counts = list(tqdm(_made(jobs, workers), total=len(jobs), unit="shard",
-                           desc="convert"))
+        counts = list(tqdm(in_processes(convert_shard, jobs, workers), total=len(jobs),
+                           unit="shard", desc="convert"))
         if jobs or not target.exists(target.path(REPORT_FILE)):  # (written last)
             _run_files(source, target, plan, becomes)
         else:  # a finished dataset of this plan: its own provenance stays
@@ -306,13 +305,3 @@ def materialize(source_root: str, target_root: str, workers: int = 1,
     """A recipes or hybrid dataset as the images one `generate --store images` writes."""
     return convert(source_root, target_root, DEFAULT_STORE, (), workers, take_over,
                    command="materialize")
-
-
-def _made(todo: list[Job], workers: int):
-    """Each job's counts as its shard is done: here, or in `workers` processes."""
-    if workers == 1:
-        yield from map(convert_shard, todo)
-        return
-    # spawned, not forked: a fork of a process whose torch threads are running can hang
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from pool.map(convert_shard, todo)

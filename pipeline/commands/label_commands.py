@@ -23,7 +23,7 @@ from pipeline.sources import read_rgb
 from shards.decode import upright_size
 from shards.layout import labels_file, shard_paths
 from shards.schema import SIDECAR_SCHEMA, finite_counts, score_arrays
-from shards.storage import Location
+from shards.storage import Location, redact
 
 
 def weights_fetch(args) -> int:
@@ -257,9 +257,9 @@ def _relabel_metrics(ensemble: ens.Ensemble, location: Location, indexes: list[s
     try:
         used = list(ensemble.metrics_every_sample_has(finite, total))
     except ens.EnsembleError as error:
-        raise ValueError(f"{out}: {error}") from error
+        raise ValueError(f"{redact(out)}: {error}") from error
     left_out = [key for key in ensemble.weights if key not in used]
     if left_out:
-        print(f"note: {out} has no {', '.join(left_out)} scores: Q is renormalised over "
+        print(f"note: {redact(out)} has no {', '.join(left_out)} scores: Q is renormalised over "
               f"{', '.join(used)}")
     return used

@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 
 import distortions
+from pipeline.scenario_quality import scenario
 from shards.layout import REPORT_FILE
 from shards.reader import DamagedShardError, damage_message, shard_states
-from shards.storage import Location
+from shards.storage import Location, redact
 
 NEW_TYPES = (5, 9, 10, 11, 12, 21, 32, 33)
 PLOT_COLUMNS = 7
@@ -34,7 +35,7 @@ def table(mean_quality: dict[str, float]) -> list[dict]:
     rows = []
     paper = distortions.all()
     for d in distortions.registered():
-        quality = [mean_quality.get(f"{d.id:02d}-{level}") for level in distortions.LEVELS]
+        quality = [mean_quality.get(scenario(d.id, level)) for level in distortions.LEVELS]
         if any(q is None for q in quality):
             continue
         rows.append({"id": d.id, "name": d.name, "new": d.id in NEW_TYPES or d not in paper,
@@ -88,26 +89,26 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def validate_levels(out: str, target: Path) -> list[dict]:
     """Write validate-levels.{md,json,png} into `target` from the run report in `out`."""
-    location = Location.parse(out)
+    location, shown = Location.parse(out), redact(out)  # credentials never in a message or file
     if not location.exists(location.path(REPORT_FILE)):
-        raise ValueError(f"{out} has no report.json: not a dataset, or its generate run has "
+        raise ValueError(f"{shown} has no report.json: not a dataset, or its generate run has "
                          "not finished (the same command resumes it)")
     damaged = shard_states(location)[1]
     if damaged:  # the report's means would speak for samples no reader reads
         raise DamagedShardError(damage_message(location, damaged))
     report = json.loads(location.read_bytes(location.path(REPORT_FILE)))
     if report.get("modes", {}).get("compose"):
-        raise ValueError(f"{out} was made with --compose: a chain of types has no level of "
+        raise ValueError(f"{shown} was made with --compose: a chain of types has no level of "
                          "its own to validate")
     if not report["mean_quality_by_scenario"]:
-        raise ValueError(f"{out} has no labels (a label-free run, --metrics none): nothing "
+        raise ValueError(f"{shown} has no labels (a label-free run, --metrics none): nothing "
                          "to validate")
     rows = table(report["mean_quality_by_scenario"])
     if not rows:
-        raise ValueError(f"no type of {out} has labels at all five levels (made with --levels "
+        raise ValueError(f"no type of {shown} has labels at all five levels (made with --levels "
                          "or --versions-per-ref): nothing to validate")
     target.mkdir(parents=True, exist_ok=True)
-    source = f"{report['sources_ok']} references of {out}"
+    source = f"{report['sources_ok']} references of {shown}"
     (target / "validate-levels.md").write_text(markdown(rows, source))
     (target / "validate-levels.json").write_text(json.dumps(rows, indent=1) + "\n")
     plot(rows, target / "validate-levels.png")

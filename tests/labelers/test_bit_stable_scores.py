@@ -14,6 +14,7 @@ import torch
 
 import distortions
 from labelers import Labeler
+from labelers.registry import AVAILABLE_METRICS, DEEP_METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
@@ -26,7 +27,7 @@ from PIL import Image
 torch.set_num_threads(int(sys.argv[1]))
 ref = np.asarray(Image.open(MINIMUM_IMAGE).convert("RGB")).copy()
 versions = np.stack([distortions.apply(ref, d, 3, 5)[0] for d in (1, 3, 13, 16)])
-scores = Labeler(metrics=("gmsd", "mae"), device="cpu").score(ref, versions)
+scores = Labeler(metrics=tuple(sys.argv[2].split(",")), device="cpu").score(ref, versions)
 print(json.dumps({key: [float(s).hex() for s in values] for key, values in scores.items()}))
 """
 
@@ -56,8 +57,8 @@ def test_a_version_scores_the_same_bits_alone_and_in_any_batch(small_image):
             assert scores[key].tobytes() == expected.tobytes(), (key, batch)
 
 
-def _scores(threads: int, **environment) -> dict[str, list[str]]:
-    run = subprocess.run([sys.executable, "-c", SCRIPT, str(threads)], cwd=ROOT,
+def _scores(threads: int, metrics: str = "gmsd,mae", **environment) -> dict[str, list[str]]:
+    run = subprocess.run([sys.executable, "-c", SCRIPT, str(threads), metrics], cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT), **environment},
                          capture_output=True, text=True, check=True, timeout=300)
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -70,6 +71,17 @@ def test_the_scores_do_not_depend_on_threads_or_the_blas_code_path():
         assert _scores(2, MKL_CBWR=path) == expected
     assert _scores(2, ATEN_CPU_CAPABILITY="default") == expected  # torch's own, unvectorised
     assert torch.backends.mkl.is_available()  # so the paths above were MKL's
+
+
+def test_no_metric_moves_with_the_thread_count():
+    """A labeler actor's torch threads follow the node's CPUs and the actor count: a shard
+    made again on another cluster must label its samples with the same bits. VIF's covariance,
+    a BLAS product whose long sum was split among the threads, moved in its last bits."""
+    metrics = ",".join(key for key in AVAILABLE_METRICS if key not in DEEP_METRICS)
+    expected = _scores(1, metrics)
+    assert sorted(expected) == sorted(metrics.split(","))
+    assert _scores(2, metrics) == expected
+    assert _scores(4, metrics) == expected
 
 
 def test_the_other_metrics_move_only_in_their_last_bits_with_the_batch(small_image):

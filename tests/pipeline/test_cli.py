@@ -406,6 +406,26 @@ def test_a_level_given_twice_is_refused(text, tmp_path, capsys):
     assert cli.run_config(args).distortion_ids == (1, 3)
 
 
+def test_levels_and_metrics_typed_in_any_order_make_one_plan():
+    from pipeline.plan import Plan, planned_versions
+    from pipeline.sources import list_sources
+
+    def configured(levels: str, metrics: str) -> RunConfig:
+        return cli.run_config(cli.build_parser().parse_args([
+            "generate", "--sources", "embedded", "--out", "o", "--levels", levels,
+            "--metrics", metrics, "--compose", "2", "--distortions", "1-7,13-20"]))
+
+    first, second = configured("1,3", "gmsd,mae"), configured("3,1", "mae,gmsd")
+    plan = Plan.make(list_sources("embedded"), first)
+    assert plan.digest == Plan.make(list_sources("embedded"), second).digest
+    for ref in plan.references:  # the chains drawn (each link's level from the levels given)
+        assert planned_versions(ref.ref_id, first) == planned_versions(ref.ref_id, second)
+    args = cli.build_parser().parse_args(["generate", "--sources", "embedded", "--out", "o",
+                                          "--metrics", "mae,bogus,vif"])
+    with pytest.raises(ValueError, match=r"unknown metrics \['bogus'\]"):
+        cli.run_config(args)
+
+
 @pytest.mark.parametrize("restart", [[], ["--restart"]])
 def test_generate_never_clears_or_overwrites_a_folder_it_did_not_write(tmp_path, capsys,
                                                                         restart):

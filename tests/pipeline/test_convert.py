@@ -392,3 +392,29 @@ def test_a_version_before_its_reference_is_named(store_datasets, tmp_path):
     with pytest.raises(ConversionError, match=r"sample \S+: its reference \S+_ref is not "
                                               "before it in its shard"):
         materialize(str(copy), str(tmp_path / "images"))
+
+
+def test_commands_on_an_object_store_never_print_its_credentials(store_datasets, s3_bucket,
+                                                                  capsys, tmp_path):
+    target = s3_bucket.uri(f"converted-{tmp_path.name}")
+    assert cli.main(["convert", str(store_datasets["recipes"]), target, "--store",
+                     "images"]) == 0
+    assert cli.main(["inspect", target]) == 0
+    assert cli.main(["inspect", s3_bucket.uri("missing")]) == 2
+    assert cli.main(["validate-levels", target, "--target", str(tmp_path)]) == 2  # 2 levels
+    printed = capsys.readouterr()
+    assert f"converted {store_datasets['recipes']} into s3://***@" in printed.out
+    assert "dataset s3://***@" in printed.out and "no type of s3://***@" in printed.err
+    assert s3_bucket.secret not in printed.out + printed.err
+    assert s3_bucket.access not in printed.out + printed.err
+
+
+@pytest.mark.parametrize("uri", ["file:///data/run#2", "s3://bucket/run#2?region=eu",
+                                 "file:///data/run?v=2"])
+def test_a_uri_whose_filesystem_would_drop_a_part_is_refused(uri, capsys):
+    from shards.storage import StorageUriError
+
+    with pytest.raises(StorageUriError, match="would name another folder"):
+        Location.parse(uri)
+    assert cli.main(["inspect", uri]) == 2
+    assert "would name another folder" in capsys.readouterr().err

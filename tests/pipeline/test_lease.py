@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -71,6 +72,27 @@ def test_the_lease_is_refreshed_every_30_s_while_held(location, monkeypatch):
         time.sleep(0.05)
     held.release()
     assert latest > first
+
+
+def test_a_refresh_under_way_at_release_never_writes_the_lease_again(location,
+                                                                     monkeypatch):
+    monkeypatch.setattr(lease_module, "REFRESH_SECONDS", 0.05)
+    refreshing, write = threading.Event(), Lease._write
+
+    def slow_write(lease):  # a refresh's round trip to an object store
+        if threading.current_thread() is not threading.main_thread():
+            refreshing.set()
+            time.sleep(0.3)
+        write(lease)
+
+    monkeypatch.setattr(Lease, "_write", slow_write)
+    location.makedirs(location.path("shards"))  # a folder release leaves in place
+    held = Lease(location)
+    held.acquire()
+    assert refreshing.wait(10)
+    held.release()  # while the refresh writes
+    time.sleep(0.5)
+    assert not location.exists(location.path(LEASE_FILE))
 
 
 def test_a_lease_left_by_a_dead_driver_on_this_host_is_taken_over(location):

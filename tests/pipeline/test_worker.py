@@ -35,12 +35,12 @@ from pipeline.plan import (
     read_plan,
     split_of,
 )
-from pipeline.report import merge
+from pipeline.report import Tally, merge
 from pipeline.source_changes import check_modified_sources
 from pipeline.sources import IMAGE_EXTENSIONS, list_sources, listing, load, skipped_note
 from pipeline.worker import Guard, local_scorer, produce_shard
 from shards.layout import shard_paths, store_of, tar_path
-from shards.reader import read_index, shard_problems, tar_urls
+from shards.reader import read_index, shard_problems, shard_stats, tar_urls
 from shards.schema import INDEX_SCHEMA, SCORES_TYPE
 from shards.storage import Location
 from shards.writer import ShardWriter
@@ -730,21 +730,52 @@ def test_deep_inspection_names_a_version_whose_png_the_store_mode_keeps_but_is_g
     assert any("samples lack or hold a PNG against the store mode" in p for p in shallow)
 
 
+def _quality_by_scenario(rows: list[dict]) -> dict[str, list[float]]:
+    """Each distorted row's Q under its "id-level" key, as a reader sees the samples."""
+    by_scenario: dict[str, list[float]] = {}
+    for row in rows:
+        if row["kind"] == "distorted":
+            scenario = f"{row['distortion_id']:02d}-{row['level']}"
+            by_scenario.setdefault(scenario, []).append(row["quality"])
+    return by_scenario
+
+
 def test_the_report_folds_each_shards_labels_into_per_scenario_sums(fast_config,
                                                                     mae_ensemble):
     config = fast_config("embedded", limit=3, shard_refs=1, distortion_ids=(1, 13),
                          levels=(1, 5))
     plan, location, _ = _run_all(config, mae_ensemble)
     tally = merge(location, plan)
-    by_scenario: dict[str, list[float]] = {}
-    for row in read_index(location).to_pylist():  # the samples as a reader sees them
-        if row["kind"] == "distorted":
-            scenario = f"{row['distortion_id']:02d}-{row['level']}"
-            by_scenario.setdefault(scenario, []).append(row["quality"])
+    by_scenario = _quality_by_scenario(read_index(location).to_pylist())
     assert sorted(tally.quality_count) == sorted(by_scenario)  # one sum per scenario, so
     for scenario, values in by_scenario.items():                # memory does not grow with
         assert tally.quality_count[scenario] == len(values) == 3  # the samples
         assert tally.quality_sum[scenario] / len(values) == pytest.approx(np.mean(values))
+
+
+def test_shard_stats_hold_q_summed_by_scenario_and_older_label_lists_add_up_alike(
+        fast_config, mae_ensemble):
+    config = fast_config("embedded", limit=2, shard_refs=2, distortion_ids=(1, 13),
+                         levels=(1, 5))
+    _, location, _ = _run_all(config, mae_ensemble)
+    stats = shard_stats(location, 0)
+    rows = read_index(location, [0]).to_pylist()
+    by_scenario = _quality_by_scenario(rows)
+    assert stats["labels"] == sum(map(len, by_scenario.values())) == 2 * 2 * 2
+    assert sorted(stats["quality_by_scenario"]) == sorted(by_scenario)
+    for scenario, values in by_scenario.items():
+        count, total = stats["quality_by_scenario"][scenario]
+        assert count == len(values) and total == pytest.approx(sum(values))
+    older = {key: value for key, value in stats.items() if key != "quality_by_scenario"}
+    older["labels"] = [[row["distortion_id"], row["level"], row["quality"]] for row in rows
+                       if row["kind"] == "distorted"]  # the per-version list stats once held
+    sums, older_sums = Tally(), Tally()
+    sums.add(stats, [], [])
+    older_sums.add(older, [], [])
+    assert sorted(older_sums.quality_count) == sorted(sums.quality_count)
+    for scenario, count in sums.quality_count.items():
+        assert older_sums.quality_count[scenario] == count
+        assert older_sums.quality_sum[scenario] == pytest.approx(sums.quality_sum[scenario])
 
 
 def test_a_list_file_with_a_byte_order_mark_and_crlf_keeps_its_first_entry(tmp_path,
@@ -963,3 +994,42 @@ def test_a_jpeg2000_ratio_the_codec_cannot_reach_is_recorded_and_the_others_kept
     assert reached and abs(float(reached[1]) / 400 - 1) > 0.05
     rows = [row for row in read_index(location).to_pylist() if row["kind"] == "distorted"]
     assert sorted((row["distortion_id"], row["level"]) for row in rows) == [(1, 1), (1, 5), (2, 1)]
+
+
+def test_inspect_checks_shards_in_processes_with_the_serial_findings_in_shard_order(
+        fast_config, mae_ensemble, monkeypatch):
+    from pipeline import processes
+    from pipeline.commands import inspect_dataset
+    from pipeline.report import write_run_files
+    from tests.conftest import finish
+
+    config = fast_config("embedded", limit=4, shard_refs=1, distortion_ids=(1, 13),
+                         levels=(1, 5), metrics=("mae",))
+    plan, location, _ = _run_all(config, mae_ensemble)
+    write_run_files(location, config, plan, mae_ensemble, ())
+    finish(location, plan, config)
+    stats_path = Path(shard_paths(location, 1)["stats"])
+    stats = json.loads(stats_path.read_text())
+    stats_path.write_text(json.dumps({**stats, "labels": stats["labels"] + 1}))
+    tar = Path(tar_path(location, 3, store_of(location)))
+    damaged = bytearray(tar.read_bytes())
+    damaged[700] ^= 0xFF  # inside the first member's bytes: the tar's SHA-256 differs
+    tar.write_bytes(bytes(damaged))
+    pools = []
+
+    class CountedPool(processes.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(processes, "ProcessPoolExecutor", CountedPool)
+    monkeypatch.setattr(inspect_dataset, "SHARDS_PER_PROCESS", 2)
+    serial = inspect(config.out)
+    assert not pools
+    pooled = inspect(config.out, workers=3)
+    assert pools == [(2,)]  # four shards, two a process at least: two processes
+    assert pooled == serial
+    shard_problems = [p for p in serial[1] if p.startswith("shard ")]
+    assert [p[:11] for p in shard_problems] == ["shard 00001", "shard 00003"]
+    assert f"its stats count {stats['labels'] + 1} labels" in shard_problems[0]
+    assert "SHA-256" in shard_problems[1]

@@ -334,17 +334,21 @@ def test_inspect_names_stats_that_miscount_and_files_of_no_planned_shard(store_d
     stats_path.write_text(json.dumps({**stats, "references": stats["references"] + 1}))
     other_path = copy / "shards" / "00001_stats.json"
     other = json.loads(other_path.read_text())
-    other_path.write_text(json.dumps({**other, "labels": other["labels"][:3]}))
+    older_form = [[1, 1, 0.5]] * 3  # the per-version list stats held before their sums
+    other_path.write_text(json.dumps({**other, "labels": older_form}))
     shutil.copyfile(copy / "shards" / "00000.tar", copy / "shards" / "00005.tar")
     (copy / "shards" / "00001.tar.gz").write_bytes(b"")  # another mode's name
     problems = inspect(str(copy))[1]
     assert f"shard 00000: its lists hold {stats['references']} references made, its stats " \
            f"{stats['references'] + 1}" in problems  # the lists, counted before the parquet
-    assert f"shard 00001: its stats count 3 labels, its parquet {len(other['labels'])}" \
+    assert f"shard 00001: its stats count 3 labels, its parquet {other['labels']}" \
         in problems
     assert ("2 file(s) in shards/ belong to none of the plan's 2 shards (00001.tar.gz, "
             "00005.tar): left by another run or copied in; remove them") in problems
     assert not any("distorted" in problem for problem in problems)
+    stats_path.write_text(json.dumps({**stats, "labels": stats["labels"] - 1}))
+    assert f"shard 00000: its stats count {stats['labels'] - 1} labels, its parquet " \
+        f"{stats['labels']}" in inspect(str(copy))[1]
 
 
 def test_inspect_calls_other_code_a_replay_problem_only_for_code_a_replay_runs(

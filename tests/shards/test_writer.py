@@ -6,6 +6,7 @@ import tarfile
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
@@ -115,6 +116,31 @@ def test_abort_leaves_no_partial_file(tmp_path):
     writer.add(*_records()[0])
     writer.abort()
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == []
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_an_attempt_given_up_leaves_the_shard_another_attempt_published(store, tmp_path,
+                                                                        s3_bucket):
+    """Two attempts at one shard (a retry beside a task of a driver whose lease was taken
+    over): the later one finishes, the earlier one fails or is refused and aborts. On an
+    object store, whose uploads complete even when the writer gives up, its partial tar
+    replaced the finished one, then its abort deleted it."""
+    location = Location.parse(s3_bucket.uri(f"attempts-{tmp_path.name}") if store == "s3"
+                              else str(tmp_path))
+    given_up = ShardWriter(location, 0)
+    given_up.add(*_records()[0])
+    finished = ShardWriter(location, 0)
+    for record, data in _records():
+        finished.add(record, data)
+    stats = finished.finish({"failures": 0})
+    given_up.abort()
+    assert complete_shards(location) == [0]
+    tar = location.read_bytes(tar_path(location, 0, "images"))
+    assert (len(tar), hashlib.sha256(tar).hexdigest()) == (stats["tar_bytes"],
+                                                          stats["tar_sha256"])
+    listed = location.fs.get_file_info(pafs.FileSelector(location.path("shards")))
+    assert sorted(info.base_name for info in listed) == ["00000.parquet", "00000.tar",
+                                                         "00000_stats.json"]  # none staged
 
 
 def test_a_published_file_and_its_folder_are_synced_locally(tmp_path, monkeypatch):
