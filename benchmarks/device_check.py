@@ -52,6 +52,7 @@ from device_report import has_error, markdown, merge_runs
 import distortions
 import labelers
 from distortions import denoiser
+from labelers.base import DEVICE_TOLERANCE
 from training.distributed import Context
 from training.loop import Run, _loss_function, train_epoch
 from training.model import ModelConfig, build_model
@@ -59,7 +60,6 @@ from training.optim import OptimConfig, optimiser
 from training.precision import Precision
 
 LABEL_FREE = ("contrastive", "reconstruction", "restoration")
-AGREEMENT_TOLERANCE = 1e-4   # |device - cpu| <= atol + rtol |cpu|, both 1e-4 (tests too)
 LEARNED = tuple(d.id for d in distortions.all() if d.learned)
 
 
@@ -147,14 +147,14 @@ def agreement(device: torch.device, sizes: Sizes) -> dict:
         cpu = np.concatenate([on_cpu.score(ref, versions)[key] for ref, versions in pairs])
         other = np.concatenate([on_device.score(ref, versions)[key] for ref, versions in pairs])
         error = np.abs(other - cpu)
-        allowed = AGREEMENT_TOLERANCE + AGREEMENT_TOLERANCE * np.abs(cpu)
+        allowed = DEVICE_TOLERANCE + DEVICE_TOLERANCE * np.abs(cpu)
         return {"max_abs": float(error.max()),
                 "max_rel": float((error / np.maximum(np.abs(cpu), 1e-12)).max()),
                 "within_tolerance": bool((error <= allowed).all()), "count": len(cpu)}
 
     rows = {key: guarded(f"agreement {key:8s}", lambda k=key: compare(k))
             for key in labelers.METRICS}
-    return {"tolerance": f"atol {AGREEMENT_TOLERANCE:g} + rtol {AGREEMENT_TOLERANCE:g}",
+    return {"tolerance": f"atol {DEVICE_TOLERANCE:g} + rtol {DEVICE_TOLERANCE:g}",
             "metrics": rows,
             "all_within": all(r.get("within_tolerance", False) for r in rows.values())}
 

@@ -5,7 +5,6 @@ over its bins, which dynamic programming solves exactly in O(classes * bins^2), 
 exhaustive search over threshold combinations is hopeless beyond four classes.
 """
 
-import itertools
 
 import numpy as np
 
@@ -49,17 +48,3 @@ def otsu_threshold_bins(counts: np.ndarray, n_thresholds: int) -> np.ndarray:
         end = start[end] - 1
         ends.append(end)
     return np.array(ends[::-1], dtype=np.int64)
-
-
-def between_class_score(counts: np.ndarray, threshold_bins: np.ndarray) -> float:
-    """Sum of S^2 / W over the classes the thresholds make: the quantity Otsu maximises."""
-    counts = np.asarray(counts, dtype=np.float64)
-    bins = np.arange(counts.size)
-    edges = np.concatenate([[-1], threshold_bins, [counts.size - 1]])
-    total = 0.0
-    for lo, hi in itertools.pairwise(edges):
-        member = (bins > lo) & (bins <= hi)
-        weight = counts[member].sum()
-        if weight > 0:
-            total += (counts[member] * bins[member]).sum() ** 2 / weight
-    return total

@@ -8,6 +8,10 @@ import torch
 
 from labelers.errors import InputTooSmallError, InvalidPairError
 
+# how far one metric's score on a GPU (or replayed elsewhere) may stand from this CPU's, absolute
+# and relative (|score - cpu| <= DEVICE_TOLERANCE (1 + |cpu|)): bench-gpu's agreement check,
+# the GPU tests and `inspect --deep`'s re-scoring
+DEVICE_TOLERANCE = 1e-4
 
 class Metric(ABC):
     """A full-reference metric. Subclasses set the class attributes and implement

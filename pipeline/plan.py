@@ -16,7 +16,7 @@ from pipeline.config import MODE_DEFAULTS, SPLIT_FRACTIONS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.sources import Source, printable
 from shards.keys import ref_ids
-from shards.layout import MANIFEST_FILE, PLAN_FILE, REPORT_FILE
+from shards.layout import MANIFEST_FILE, PLAN_FILE, REPORT_FILE, shard_count
 from shards.reader import damage_message, shard_problems, shard_states
 from shards.storage import Location
 
@@ -175,7 +175,7 @@ class Plan:
 
     @property
     def shard_count(self) -> int:
-        return -(-len(self.references) // self.shard_refs)
+        return shard_count(len(self.references), self.shard_refs)
 
     def shard(self, index: int) -> tuple[PlannedReference, ...]:
         return self.references[index * self.shard_refs:(index + 1) * self.shard_refs]

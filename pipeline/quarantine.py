@@ -3,7 +3,6 @@
 reference's count in it, tries the reference again: the finished shards that left out a
 reference no longer struck out are made again on the next run."""
 
-import json
 
 from pipeline.actors import QUARANTINE_STRIKES
 from pipeline.output_folder import STRIKES_FILE
@@ -14,8 +13,7 @@ from shards.storage import Location
 
 def strikes(location: Location) -> dict[str, int]:
     """OUT/strikes.json: worker deaths counted against each reference ({} without the file)."""
-    path = location.path(STRIKES_FILE)
-    return json.loads(location.read_bytes(path)) if location.exists(path) else {}
+    return location.read_json_or_empty(location.path(STRIKES_FILE))
 
 
 def pardoned_shards(location: Location, plan: Plan, done: list[int]) -> list[int]:

@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 
 from shards.group_spec import GroupSpec, chosen_versions
 from shards.groups import assemble
+from shards.keys import is_reference
 from shards.layout import DEFAULT_STORE, SOURCES_FILE, SPLITS, plan_file, shard_of, store_of
 from shards.order import ONE_PASS, Order, Stream, check_reading, interleaving, pipeline
 from shards.reader import (
@@ -33,7 +34,7 @@ from shards.reader import (
     tar_urls,
 )
 from shards.records import decode as decode_image
-from shards.records import decode_each, is_reference, member_filter, record
+from shards.records import decode_each, member_filter, record
 from shards.replay import ReplayContext, replaying
 from shards.sidecar import Sidecar
 from shards.storage import Location

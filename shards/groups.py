@@ -16,7 +16,8 @@ import numpy as np
 
 from shards.boxes import Box, cut, half_scale, one_box
 from shards.group_spec import GroupSpec
-from shards.records import decode, is_reference
+from shards.keys import is_reference, reference_key
+from shards.records import decode
 
 
 def ssim_reference(reference: np.ndarray):
@@ -101,7 +102,7 @@ def pairs(spec: GroupSpec, url: str, records: Iterator[dict],
             else:
                 waiting.setdefault(ref_id, []).append(item)
     if waiting:
-        raise _incomplete(url, {ref: [f"{ref}_ref"] for ref in waiting})
+        raise _incomplete(url, {ref: [reference_key(ref)] for ref in waiting})
     missing = {ref: keys for ref, keys in expected.items() if keys}
     if missing:
         raise _incomplete(url, missing)
@@ -112,7 +113,7 @@ class _Chunk:
     (the box is drawn from the first member's size: all members share it), else encoded."""
 
     def __init__(self, spec: GroupSpec, ref_id: str, expected: set[str]):
-        self.spec, self.ref_id, self.missing = spec, ref_id, {f"{ref_id}_ref", *expected}
+        self.spec, self.ref_id, self.missing = spec, ref_id, {reference_key(ref_id), *expected}
         self.boxes: list[Box] | None = None
         self.shape: tuple[int, ...] | None = None
         self.members: dict[str, tuple[dict, object]] = {}
@@ -147,11 +148,11 @@ class _Chunk:
         if self.spec.crop is None:  # whole images: decoded only now
             members = {key: (meta, decode(data, key)) for key, (meta, data) in members.items()}
             self.boxes = [one_box(next(iter(members.values()))[1].shape, None, None)]
-        _, reference = members.pop(f"{self.ref_id}_ref")
+        _, reference = members.pop(reference_key(self.ref_id))
         made = group(self.spec, self.ref_id, reference, self.boxes, list(members.values()))
         if self.spec.half_scale:  # the same members, in the same (key) order
-            keys = sorted(key for key in self.halves if key != f"{self.ref_id}_ref")
-            made |= {"reference_half": self.halves[f"{self.ref_id}_ref"],
+            keys = sorted(key for key in self.halves if key != reference_key(self.ref_id))
+            made |= {"reference_half": self.halves[reference_key(self.ref_id)],
                      "distorted_half": [self.halves[key] for key in keys],
                      "box_half": (self.half_boxes[0] if self.spec.views == 1
                                   else self.half_boxes)}

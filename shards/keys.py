@@ -14,8 +14,15 @@ _DISTORTED = re.compile(r"^(?P<ref>.+)_d(?P<id>\d{2})_l(?P<level>\d)$")
 _COMPOSED = re.compile(r"^(?P<ref>.+)_c(?P<index>\d{3,})$")
 
 
+REFERENCE_SUFFIX = "_ref"
+
+
 def reference_key(ref_id: str) -> str:
-    return f"{ref_id}_ref"
+    return f"{ref_id}{REFERENCE_SUFFIX}"
+
+
+def is_reference(key: str) -> bool:
+    return key.endswith(REFERENCE_SUFFIX)
 
 
 def distorted_key(ref_id: str, distortion_id: int, level: int) -> str:
@@ -30,8 +37,8 @@ def composed_key(ref_id: str, index: int) -> str:
 def ref_id_of(key: str) -> str:
     """The reference id a sample key belongs to (a reference's, a distorted or a composed
     version's)."""
-    if key.endswith("_ref"):
-        return key.removesuffix("_ref")
+    if is_reference(key):
+        return key.removesuffix(REFERENCE_SUFFIX)
     match = _DISTORTED.match(key) or _COMPOSED.match(key)
     if match is None:
         raise ValueError(f"{key!r} is not a sample key of this format")

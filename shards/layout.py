@@ -8,7 +8,6 @@ an images dataset's PNGs would not shrink and its loader would pay the decompres
 mode a dataset is in, its plan says (`store_of`); webdataset and `tar` read both forms."""
 
 import fnmatch
-import json
 
 import pyarrow.fs as pafs
 
@@ -43,8 +42,7 @@ def compresses(store: str) -> bool:
 def plan_file(location: Location) -> dict:
     """The dataset's plan.json ({} where it has none). Call it once per dataset, not once per
     shard."""
-    path = location.path(PLAN_FILE)
-    return json.loads(location.read_bytes(path)) if location.exists(path) else {}
+    return location.read_json_or_empty(location.path(PLAN_FILE))
 
 
 def store_of(location: Location) -> str:
@@ -63,6 +61,11 @@ def labels_files(location: Location) -> list[str]:
     selector = pafs.FileSelector(location.root, allow_not_found=True)
     return sorted(info.base_name for info in location.fs.get_file_info(selector)
                   if fnmatch.fnmatch(info.base_name, LABELS_FILES))
+
+
+def shard_count(references: int, shard_refs: int) -> int:
+    """How many shards hold `references` at `shard_refs` a shard (the last may hold fewer)."""
+    return -(-references // shard_refs)
 
 
 def shard_name(index: int) -> str:

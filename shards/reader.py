@@ -18,6 +18,7 @@ from shards.layout import (
     SHARDS_DIR,
     SOURCES_FILE,
     plan_file,
+    shard_count,
     shard_files,
     shard_name,
     shard_paths,
@@ -117,7 +118,7 @@ def stray_files(location: Location, planned: int, store: str) -> list[str]:
 def planned_shards(plan: dict) -> int | None:
     """How many shards a plan.json's plan has (None: no plan, or not one)."""
     try:
-        return -(-len(plan["references"]) // int(plan["inputs"]["shard_refs"]))
+        return shard_count(len(plan["references"]), int(plan["inputs"]["shard_refs"]))
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
 

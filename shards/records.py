@@ -8,17 +8,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from shards.keys import ref_id_of
+from shards.keys import is_reference, ref_id_of
 from shards.png import decode_png
 from shards.replay import Pending
 from shards.schema import chain_of
 from shards.tar_stream import Select
 
 KINDS = ("distorted", "reference", "all")
-
-
-def is_reference(key: str) -> bool:
-    return key.endswith("_ref")
 
 
 def member_filter(kind: str = "all", refs: frozenset[str] | None = None) -> Select:

@@ -9,7 +9,6 @@ pixels' SHA-256 is checked against the recorded one, and a mismatch raises
 `ReplayMismatchError` naming the sample and the libraries whose versions differ from those
 that made its shard (its stats; the manifest's where they record none)."""
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -41,8 +40,7 @@ class ReplayContext:
 
     @classmethod
     def of(cls, location: Location, verify: bool = True) -> "ReplayContext":
-        path = location.path(MANIFEST_FILE)
-        manifest = json.loads(location.read_bytes(path)) if location.exists(path) else {}
+        manifest = location.read_json_or_empty(location.path(MANIFEST_FILE))
         return cls(manifest.get("replay_libraries"), verify)
 
     def for_shard(self, location: Location, index: int) -> "ReplayContext":

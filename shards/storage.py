@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pyarrow as pa
@@ -41,6 +42,27 @@ def _fsync(path: str) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A local file written whole or not at all (a checkpoint, a features cache, a results
+    file): the block writes a staged file of this attempt's own, which reaches the disk,
+    then is renamed into place, the rename on the disk before this returns; where the block
+    raises, the staged file is removed and `path` left as it was."""
+    final = os.fspath(path)
+    staged = Location.attempt_name(final)
+    try:
+        with open(staged, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(staged)
+        raise
+    os.replace(staged, final)
+    _fsync(os.path.dirname(final) or ".")
 
 
 class StorageUriError(ValueError):
@@ -104,6 +126,10 @@ class Location:
         """The records of a JSON-lines file (a failures list), blank lines skipped."""
         return [json.loads(line) for line in self.read_bytes(path).decode().splitlines()
                 if line.strip()]
+
+    def read_json_or_empty(self, path: str) -> dict:
+        """A JSON file's document, {} where there is no such file."""
+        return json.loads(self.read_bytes(path)) if self.exists(path) else {}
 
     def write_json(self, path: str, document) -> None:
         """Write a run file's JSON (keys sorted, one per line) as write_bytes does."""

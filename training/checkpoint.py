@@ -2,11 +2,12 @@
 (atomically: a temporary file renamed), read back with torch.load(weights_only=True); the
 random state a mid-epoch checkpoint keeps to continue exactly."""
 
-import os
 import pickle
 from pathlib import Path
 
 import torch
+
+from shards.storage import atomic_file
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -15,20 +16,10 @@ PICKLE_PROTOCOL = b"\x80"  # a legacy torch.save file opens with a pickle's prot
 
 
 def save(state: dict, path: Path) -> None:
-    """Write `state` to `path` whole or not at all: a staged file, on the disk before it is
-    renamed, and the rename on the disk before this returns (a node that loses power never
-    leaves an empty checkpoint in place of the last one)."""
-    staged = path.with_suffix(path.suffix + ".partial")
-    with open(staged, "wb") as handle:
+    """Write `state` to `path` whole or not at all (a node that loses power never leaves an
+    empty checkpoint in place of the last one: shards.storage.atomic_file)."""
+    with atomic_file(path) as handle:
         torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staged, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 class CheckpointError(ValueError):

@@ -55,11 +55,6 @@ def krcc(x, y) -> float:
     return _correlation(stats.kendalltau, x, y)
 
 
-def average_ranks(values) -> np.ndarray:
-    """Ranks 1..n, ties sharing the mean of their positions."""
-    return stats.rankdata(values)
-
-
 def rmse(x, y) -> float:
     x, y = _as_pair(x, y)
     return root_mean_square(x - y)

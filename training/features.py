@@ -4,7 +4,6 @@ mean over the evaluation crops), computed once, without gradients, split across 
 and kept in a file that a later run with the same settings reuses."""
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from labelers.weights import file_sha256
+from shards.storage import atomic_file
 from training import distributed
 from training.benchmarks import LabelledImage
 from training.distributed import Context
@@ -168,14 +168,12 @@ class FeatureFile:
             return None
 
     def save(self, names: list[str], contents: list[str], features: np.ndarray) -> None:
-        """Written whole or not at all (a temporary file renamed)."""
+        """Written whole or not at all (shards.storage.atomic_file)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        staged = self.path.with_name(self.path.name + ".partial")
-        with open(staged, "wb") as handle:
+        with atomic_file(self.path) as handle:
             np.savez(handle, features=features, names=np.array(names),
                      contents=np.array(contents),
                      source=np.array(json.dumps(self.source, sort_keys=True)))
-        os.replace(staged, self.path)
 
 
 def half_size(views: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from shards.order import stream_seed
 from training import checkpoint
 from training.correlation import report
 from training.distributed import (
@@ -76,10 +77,6 @@ class Run:
     def inputs(self) -> Inputs:
         """Its uint8 batches -> the model's normalised input on its device."""
         return Inputs(self.augment.mean, self.augment.std, self.context.device, self.precision)
-
-
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
 def _criterion(run: Run) -> Callable:
@@ -448,7 +445,7 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
         _tensorboard(run, resume)
     for epoch in range(start, run.optim.epochs):
         began = time.perf_counter()
-        torch.manual_seed(epoch_seed(run.seed, epoch, context.rank))
+        torch.manual_seed(stream_seed(run.seed, epoch, context.rank))
         drop_path.set_progress((epoch + 1) / run.optim.epochs)
         lr = optimizer.param_groups[0]["lr"]
         batches, progress = train_batches(epoch), EpochProgress()

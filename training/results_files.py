@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from shards.storage import atomic_file
+
 
 def json_safe(value):
     """`value` with every non-finite float, however deep in dicts and lists, as None."""
@@ -19,7 +21,10 @@ def json_safe(value):
 
 
 def write_json(path: Path, document: dict) -> None:
-    path.write_text(json.dumps(json_safe(document), indent=1, sort_keys=True, allow_nan=False))
+    """A result file, whole or not at all (shards.storage.atomic_file)."""
+    text = json.dumps(json_safe(document), indent=1, sort_keys=True, allow_nan=False)
+    with atomic_file(path) as handle:
+        handle.write(text.encode())
 
 
 def figure_text(value: float | None) -> str:

@@ -10,9 +10,8 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 import distortions
-from shards.keys import ref_id_of
+from shards.keys import is_reference, ref_id_of
 from shards.png import decode_png
-from shards.records import is_reference
 from shards.replay import Pending, ReplayContext
 from shards.storage import Location
 from shards.tar_stream import read_tar

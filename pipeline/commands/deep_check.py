@@ -17,6 +17,8 @@ from tqdm import tqdm
 import distortions
 from distortions.denoiser import active_denoiser
 from labelers import Labeler, weights
+from labelers.base import DEVICE_TOLERANCE
+from shards.keys import reference_key
 from shards.layout import store_of, tar_path
 from shards.png import decode_png
 from shards.reader import read_index, tar_members
@@ -24,8 +26,6 @@ from shards.replay import Pending, ReplayContext, ReplayError
 from shards.schema import INDEX_SCHEMA, chain_of, index_row, pixel_sha256
 from shards.storage import Location
 from shards.store_modes import stores_pixels
-
-SCORE_TOLERANCE = 1e-4  # absolute and relative: a GPU's scores against this CPU's (bench-gpu)
 
 
 def _sample(location: Location, count: int, seed: int) -> list[dict]:
@@ -124,7 +124,7 @@ def _rescore(row: dict, reference: np.ndarray, stored: np.ndarray, labeler: Labe
     scores = labeler.score(reference, stored[None])
     for key in labeler.keys:
         recorded, again = row["scores"][key], float(scores[key][0])
-        if recorded is None or abs(again - recorded) > SCORE_TOLERANCE * (1 + abs(recorded)):
+        if recorded is None or abs(again - recorded) > DEVICE_TOLERANCE * (1 + abs(recorded)):
             return f"{row['key']}: {key} scores {again:.6g} here, {recorded} stored"
     return None
 
@@ -153,7 +153,7 @@ def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[i
     for row in rows:
         by_shard.setdefault(row["shard"], []).append(row)
     for shard, shard_rows in by_shard.items():
-        wanted = {row["key"] for row in shard_rows} | {f"{row['ref_id']}_ref"
+        wanted = {row["key"] for row in shard_rows} | {reference_key(row["ref_id"])
                                                        for row in shard_rows}
         try:
             pixels = _pixels(location, tar_path(location, shard, store), wanted)
@@ -167,7 +167,8 @@ def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[i
             continue
         for row in shard_rows:
             checked.update()
-            reference, (stored, record) = pixels[f"{row['ref_id']}_ref"][0], pixels[row["key"]]
+            reference = pixels[reference_key(row["ref_id"])][0]
+            stored, record = pixels[row["key"]]
             differs = record_differences([row], {row["key"]: record})
             if differs:  # readers replay the record: the index's copy would check another
                 problems += differs

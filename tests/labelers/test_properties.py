@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import labelers
+from labelers.base import DEVICE_TOLERANCE
 from labelers.errors import InputTooSmallError, InvalidPairError, LabelerError
 from labelers.labeler import MEMORY_TRIES, batch_for_budget
 from labelers.registry import METRIC_CLASSES
@@ -72,7 +73,7 @@ def test_cpu_and_cuda_agree(metric_factory, noisy_versions, key):
     ref, dists = noisy_versions
     cpu = metric_factory(key, "cpu").score(ref, dists)
     cuda = metric_factory(key, "cuda").score(ref, dists).cpu()
-    torch.testing.assert_close(cuda, cpu, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cuda, cpu, atol=DEVICE_TOLERANCE, rtol=DEVICE_TOLERANCE)
 
 
 @pytest.mark.parametrize("key", AVAILABLE)

@@ -161,6 +161,28 @@ def test_a_published_file_and_its_folder_are_synced_locally(tmp_path, monkeypatc
     assert not os.path.exists(staged_name)
 
 
+def test_an_atomic_file_is_synced_then_renamed_or_left_as_it_was(tmp_path, monkeypatch):
+    """The one local write-whole-or-not-at-all of checkpoints, feature caches and results."""
+    import os
+
+    from shards.storage import atomic_file
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(
+        os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
+    final = tmp_path / "last.pt"
+    with atomic_file(final) as handle:
+        handle.write(b"first")
+    [staged_name, folder] = synced
+    assert staged_name != str(final) and folder == str(tmp_path)
+    assert final.read_bytes() == b"first"
+    with pytest.raises(RuntimeError), atomic_file(final) as handle:
+        handle.write(b"torn")
+        raise RuntimeError("the writer failed midway")
+    assert final.read_bytes() == b"first" and sorted(tmp_path.iterdir()) == [final]
+
+
 def test_reading_an_empty_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no complete shard"):
         read_index(Location.parse(str(tmp_path)))

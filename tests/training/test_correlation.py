@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from training.correlation import average_ranks, krcc, plcc, report, rmse, srocc
+from training.correlation import krcc, plcc, report, rmse, srocc
 
 
 @pytest.fixture
@@ -26,11 +26,6 @@ def test_kendall_chunks_agree_with_scipy_on_a_long_series():
     x = rng.integers(0, 50, 5000).astype(float)
     y = x + rng.integers(0, 30, 5000)
     assert krcc(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
-
-
-def test_average_ranks_equal_scipy():
-    values = np.array([3.0, 1.0, 3.0, 2.0, 3.0, 1.0])
-    np.testing.assert_array_equal(average_ranks(values), stats.rankdata(values))
 
 
 def test_logistic_fit_straightens_a_monotone_curve():
