@@ -58,7 +58,7 @@ bench-train: $(STAMP) ## training img/s: shard loader vs model, CPU (+GPU) -> do
 
 # The demo pretrains on three of the embedded photos (rocket validates) and tests on the two it
 # never saw, astronaut and coffee. OBJECTIVE=regression (default) learns Q, then fine-tunes from
-# those weights and from the default start on the same splits; every objective (regression,
+# those weights and from random weights on the same splits; every objective (regression,
 # contrastive, reconstruction, restoration) is then probed: ridge on its frozen features
 # against the same backbone's random start, 10 splits by image of the held-out photos.
 OBJECTIVE ?= regression
@@ -85,13 +85,13 @@ pretrain-demo: $(STAMP) ## after make generate: pretrain [OBJECTIVE=regression|c
 	@test -n "$(DEMO_PRETRAIN_$(OBJECTIVE))" || { echo "OBJECTIVE must be regression, contrastive, reconstruction or restoration"; exit 2; }
 	@test -f $(OUT)/sources.parquet || { echo "no dataset in $(OUT): run make generate first"; exit 2; }
 	$(BIN)/iqa-factory train pretrain $(OUT) --out $(DEMO_RUN)/pretrain --exclude-refs $(DEMO_HELD_OUT) \
-		--val-refs rocket $(DEMO_PRETRAIN_$(OBJECTIVE)) $(DEMO_MODEL)
+		--val-refs rocket $(DEMO_PRETRAIN_$(OBJECTIVE)) $(DEMO_MODEL) --init random
 	$(BIN)/iqa-factory $(DEMO_PROBE) --checkpoint $(DEMO_RUN)/pretrain/best.pt --out $(DEMO_RUN)/probe
 	$(BIN)/iqa-factory $(DEMO_PROBE) --init random --backbone resnet18 --crop $(DEMO_CROP) \
 		--out $(DEMO)/random-$(DEMO_CROP)/probe
 ifeq ($(OBJECTIVE),regression)
 	$(BIN)/iqa-factory $(DEMO_FINETUNE) --out $(DEMO_RUN)/pretrained --pretrained-file $(DEMO_RUN)/pretrain/best.pt
-	$(BIN)/iqa-factory $(DEMO_FINETUNE) --out $(DEMO_RUN)/baseline
+	$(BIN)/iqa-factory $(DEMO_FINETUNE) --out $(DEMO_RUN)/baseline --init random
 	$(BIN)/iqa-factory train compare $(DEMO_RUN)/probe/results.json $(DEMO)/random-$(DEMO_CROP)/probe/results.json \
 		$(DEMO_RUN)/pretrained/results.json $(DEMO_RUN)/baseline/results.json
 else

@@ -58,8 +58,8 @@ def markdown(rows: list[dict]) -> str:
     lines = ["# `make pretrain-demo`", "",
              "resnet18 from random weights, pretrained on the embedded dataset's hubble_deep_field "
              "and motorcycle_left (rocket validating), read out on astronaut and coffee, which "
-             "it never saw; medians over the splits. Baseline: the same backbone's random start "
-             "(probe) or the default start (fine-tune). Q of the held-out photos stands in for "
+             "it never saw; medians over the splits. Baseline: the same backbone from random "
+             "weights, probed or fine-tuned alike. Q of the held-out photos stands in for "
              "opinion scores.", "",
              "| objective | read-out | crop | SROCC | PLCC | KRCC | RMSE | baseline SROCC | "
              "splits won |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]

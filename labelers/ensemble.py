@@ -242,13 +242,23 @@ def load(name_or_path: Path | str | None = None) -> Ensemble:
     """An ensemble file, a shipped ensemble by name ("default", "pmos"), or the default."""
     file = resolve(name_or_path)
     try:
-        data = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        data = file.read_bytes()
+    except OSError as error:
         raise EnsembleError(f"cannot read ensemble file {file}: {error}") from error
-    if not isinstance(data, dict):
-        raise EnsembleError(f"{file} is not an ensemble file: a JSON {type(data).__name__}, "
-                            "not an object")
+    return parsed(data, str(file))
+
+
+def parsed(data: bytes, name: str) -> Ensemble:
+    """The ensemble an ensemble file's bytes hold (`name`: the file, for the errors), wherever
+    the file was read (a dataset's ensemble.json on an object store too)."""
     try:
-        return Ensemble.from_json(data)
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EnsembleError(f"cannot read ensemble file {name}: {error}") from error
+    if not isinstance(document, dict):
+        raise EnsembleError(f"{name} is not an ensemble file: a JSON "
+                            f"{type(document).__name__}, not an object")
+    try:
+        return Ensemble.from_json(document)
     except EnsembleError as error:
-        raise EnsembleError(f"{file}: {error}") from None
+        raise EnsembleError(f"{name}: {error}") from None

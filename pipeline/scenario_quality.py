@@ -4,7 +4,7 @@ labels, and what the report's mean per scenario is made of.
 A shard's stats hold `labels`, the number of its single-type versions (a chain has no type and
 level of its own), and `quality_by_scenario`, {"01-1": [count, sum of Q]} over those with a Q
 (a label-free run has none). Stats written before this form held the labels themselves, a list
-of [id, level, Q] per version (117 kB a shard at 165 versions, most of the time of reading
+of [id, level, Q] per version (116 kB a shard of 16 references, most of the time of reading
 every shard's stats at paper scale): `recorded_sums` reads both forms.
 """
 

@@ -36,6 +36,30 @@ def redact(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def without_credentials(value):
+    """`value` with every URI in its strings, however deep in dicts, lists and tuples,
+    `redact`ed: what a run writes into its files (a checkpoint's settings, a summary)."""
+    if isinstance(value, str):
+        return redact(value) if "://" in value else value
+    if isinstance(value, dict):
+        return {key: without_credentials(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(without_credentials(item) for item in value)
+    return value
+
+
+def canonical_uri(uri: str) -> str:
+    """One spelling of an object-store URI, without its credentials: the host without a
+    user:password@, the path without a trailing slash, the options (but secret ones) sorted.
+    The same data however the URI is spelled, and whichever keys read it (they rotate)."""
+    parts = urlsplit(uri)
+    options = sorted((name, value) for name, value in parse_qsl(parts.query,
+                                                                keep_blank_values=True)
+                     if not _SECRET_PARAMETER.search(name))
+    return urlunsplit((parts.scheme.lower(), parts.netloc.rpartition("@")[2],
+                       parts.path.rstrip("/"), urlencode(options), ""))
+
+
 def _fsync(path: str) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:

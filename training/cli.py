@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+from shards.storage import redact
 from training import predict as prediction
 from training.benchmarks import LOADERS, DatasetLayoutError
 from training.compare import table
@@ -478,8 +479,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if Path(getattr(args, "out", None) or "").is_file():  # before any data is read
-            raise ValueError(f"--out {args.out} is a file, not a folder")
+        out = getattr(args, "out", None) or ""
+        if "://" in out:  # it would be written as a local folder of that name
+            raise ValueError(f"--out {redact(out)}: a run's files go to a local folder; copy "
+                             "them to the object store afterwards")
+        if Path(out).is_file():  # before any data is read
+            raise ValueError(f"--out {out} is a file, not a folder")
         return args.run(args)
     except (ValueError, OSError, ModelInitError, DatasetLayoutError, NonFiniteError) as error:
         print(f"iqa-factory train: error: {_last_line(str(error))}", file=sys.stderr)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from labelers.registry import metric_class
+from shards.storage import redact
 from training import benchmarks, distributed
 from training.correlation import CORE_FIGURES, report
 from training.finetune import FinetuneConfig, test_figures
@@ -106,15 +107,17 @@ def _load(trained: TrainedRun, config: EvaluateConfig, notices: list[str]
     wanted = set(trained.refs)  # the references it was fine-tuned on, among those read
     chosen_images = [image for image in images if image.group in wanted] if wanted else images
     if trained.fine_tuned_on(config.dataset, config.root, benchmarks.fingerprint(chosen_images)):
-        notices.append(f"{config.root} holds the images {config.checkpoint} was fine-tuned "
-                       f"on (read from {trained.root} then): tested as its own dataset")
+        notices.append(f"{redact(str(config.root))} holds the images {config.checkpoint} was "
+                       f"fine-tuned on (read from {redact(str(trained.root))} then): tested as its "
+                       "own dataset")
         chosen = _own_choices(trained, config, notices)
         if chosen != config:
             images = benchmarks.load(chosen.dataset, chosen.root, chosen.refs, chosen.ensemble)
         return chosen, images, True
     notices.append(f"{config.checkpoint} was fine-tuned on {config.dataset} read from "
-                   f"{trained.root}, and {config.root} is not known to hold the same images: "
-                   "it is tested as a dataset the checkpoint never saw")
+                   f"{redact(str(trained.root))}, and {redact(str(config.root))} is not known "
+                   "to hold the same images: it is tested as a dataset the checkpoint never "
+                   "saw")
     return config, images, False
 
 
@@ -143,11 +146,12 @@ def test_split(trained: TrainedRun, config: EvaluateConfig, own: bool,
                          "split, or use --subset all")
     now = benchmarks.fingerprint(images)
     if trained.images is not None and now != trained.images:
-        raise ValueError(f"{config.root} no longer holds the images {config.checkpoint} was "
-                         f"fine-tuned on (fingerprint {trained.images} then, {now} now: "
-                         "images added, removed or renamed), so its split's test part cannot "
-                         "be made again; test it on a dataset it never saw, or with --subset "
-                         "all (images it trained on included)")
+        raise ValueError(f"{redact(str(config.root))} no longer holds the images "
+                         f"{config.checkpoint} was fine-tuned on (fingerprint "
+                         f"{trained.images} then, {now} now: images added, removed or "
+                         "renamed), so its split's test part cannot be made again; test it "
+                         "on a dataset it never saw, or with --subset all (images it trained "
+                         "on included)")
     return recorded
 
 

@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from shards.order import stream_seed
+from shards.storage import canonical_uri, without_credentials
 from training import checkpoint
 from training.correlation import report
 from training.distributed import (
@@ -45,6 +46,7 @@ RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every", "out",
                      "ensemble",  # its file's path; ensemble_hash says what Q it defines
                      "dataset_resolved", "also_resolved"}
 LOCAL_PATH_SETTINGS = {"dataset", "also"}  # compared as absolute paths: ds/ and ./ds are one
+# (a URI anywhere in the settings is compared in one spelling without its credentials)
 MAX_NONFINITE_BATCHES = 20  # per epoch: more means the run has diverged
 
 
@@ -72,6 +74,9 @@ class Run:
     data: dict = field(default_factory=dict)  # what it trains and validates on (counts per
                                               # split): a resume over other data is refused
     augment: Augment = field(default_factory=Augment)  # its normalisation applies on the device
+
+    def __post_init__(self):
+        self.config = without_credentials(self.config)  # what checkpoints keep of a URI
 
     @property
     def inputs(self) -> Inputs:
@@ -281,9 +286,16 @@ def head_figures(outputs: np.ndarray, targets: np.ndarray, heads: tuple[Head, ..
     return figures
 
 
-def _absolute(path: str) -> str:
-    """A local path absolute (a URI as given)."""
-    return os.path.abspath(path) if isinstance(path, str) and "://" not in path else path
+def _one_spelling(value, local_path: bool):
+    """A URI in one spelling without its credentials (they rotate); with `local_path` a
+    local path absolute; anything else as it is."""
+    if isinstance(value, list | tuple):
+        return [_one_spelling(each, local_path) for each in value]
+    if not isinstance(value, str):
+        return value
+    if "://" in value:
+        return canonical_uri(value)
+    return os.path.abspath(value) if local_path else value
 
 
 def _settings(config: dict, prefix: str = "") -> dict:
@@ -292,11 +304,8 @@ def _settings(config: dict, prefix: str = "") -> dict:
     for name, value in config.items():
         if isinstance(value, dict):
             flat.update(_settings(value, f"{prefix}{name}."))
-        elif name in LOCAL_PATH_SETTINGS:
-            flat[prefix + name] = ([_absolute(each) for each in value]
-                                   if isinstance(value, list | tuple) else _absolute(value))
         elif name not in RESUMABLE_CHANGES:
-            flat[prefix + name] = value
+            flat[prefix + name] = _one_spelling(value, name in LOCAL_PATH_SETTINGS)
     return flat
 
 

@@ -16,10 +16,11 @@ from torch.utils.data import DataLoader
 
 from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
+from labelers.ensemble import parsed as parse_ensemble
 from shards.dataset import open_dataset
 from shards.layout import ENSEMBLE_FILE
 from shards.schema import finite_counts, score_arrays
-from shards.storage import Location
+from shards.storage import Location, redact
 from training import checkpoint, distributed
 from training.correlation import MIN_PAIRS
 from training.label_free import pretrain_label_free
@@ -79,7 +80,7 @@ class PretrainConfig:
                              "groups mixed); regression learns one dataset's labels: give one")
         roots = [resolved_root(name) for name in self.datasets]
         if len(set(roots)) != len(roots):
-            raise ValueError(f"a dataset is given twice: {', '.join(self.datasets)}")
+            raise ValueError(f"a dataset is given twice: {', '.join(map(redact, self.datasets))}")
         names = [target.name for target in self.targets]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"targets must be one or more distinct names, got {names}")
@@ -169,7 +170,8 @@ def check_labels(location: Location, index: pa.Table, target: Target) -> str | N
         return None
     if target.ensemble is not None:  # Q made here from the raw scores (ensemble_target)
         return target.ensemble.hash
-    ensemble = load_ensemble(location.path(ENSEMBLE_FILE))
+    path = location.path(ENSEMBLE_FILE)  # read through the dataset's filesystem (s3://: no
+    ensemble = parse_ensemble(location.read_bytes(path), path)  # local file of that name)
     hashes = set(pc.unique(index["ensemble_hash"].drop_null()).to_pylist())  # (23M at scale)
     if hashes - {ensemble.hash}:
         raise ValueError(f"{location.root}: samples carry Q under ensembles {sorted(hashes)} "

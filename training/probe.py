@@ -28,7 +28,7 @@ from training.plots import scatter
 from training.results_files import write_json
 from training.ridge import ALPHA_GRID, select_ridge
 from training.settings import check_count, check_shared
-from training.trained import TrainedRun
+from training.trained import TrainedRun, resolved_root
 from training.transforms import EVAL_CROPS
 
 KIND = "probe"  # results.json's `kind`, for `train compare`
@@ -231,7 +231,7 @@ def _features(context: Context, config: ProbeConfig, encoder: Encoder, benchmark
     benchmarks.check_crop(images, encoder.augment.crop)
     source = {"encoder": encoder.fingerprint, "backbone": encoder.backbone,
               "augment": asdict(encoder.augment), "precision": encoder.precision.name,
-              "dataset": benchmark.kind, "root": str(Path(benchmark.root).resolve()),
+              "dataset": benchmark.kind, "root": resolved_root(benchmark.root),
               "refs": list(benchmark.refs), "eval_crops": config.eval_crops,
               "seed": config.seed, **({"half_scale": True} if config.half_scale else {})}
     features = cached_features(context, encoder, images,

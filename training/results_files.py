@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from shards.storage import atomic_file
+from shards.storage import atomic_file, without_credentials
 
 
 def json_safe(value):
@@ -22,7 +22,8 @@ def json_safe(value):
 
 def write_json(path: Path, document: dict) -> None:
     """A result file, whole or not at all (shards.storage.atomic_file)."""
-    text = json.dumps(json_safe(document), indent=1, sort_keys=True, allow_nan=False)
+    text = json.dumps(json_safe(without_credentials(document)), indent=1, sort_keys=True,
+                      allow_nan=False)
     with atomic_file(path) as handle:
         handle.write(text.encode())
 

@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from shards.dataset import open_dataset
+from shards.storage import canonical_uri, redact
 from training import checkpoint
 from training.model import backbone_input
 from training.shard_data import held_out
@@ -134,21 +135,23 @@ class TrainedRun:
     def score_meaning(self) -> str:
         """What a quality model's scores stand for."""
         if self.fine_tuned:
-            return f"the opinion scores of {self.dataset}, rescaled to [0, 1] (higher is better)"
+            return (f"the opinion scores of {redact(str(self.dataset))}, rescaled to [0, 1] "
+                    "(higher is better)")
         if "quality" in self.targets:
             under = f" under ensemble {self.ensemble}" if self.ensemble else ""
-            return (f"the ensemble label Q{under} of {self.dataset} (0 to 1, higher is "
-                    "better)")
-        return f"the raw {self.targets[0]} scores of {self.dataset}"
+            return (f"the ensemble label Q{under} of {redact(str(self.dataset))} (0 to 1, "
+                    "higher is better)")
+        return f"the raw {self.targets[0]} scores of {redact(str(self.dataset))}"
 
 
 
 def resolved_root(root: str) -> str:
     """A dataset root as one string however it is spelled: a local path (or file:// URI)
-    absolute with its links resolved, another URI as given (without a trailing slash)."""
+    absolute with its links resolved, another URI in one spelling without its credentials
+    (shards.storage.canonical_uri)."""
     path = root.removeprefix("file://")
     if "://" in path:
-        return path.rstrip("/")
+        return canonical_uri(path)
     return os.path.realpath(path)
 
 
