@@ -302,9 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "versions each time; another seed checks others)")
     inspecting.add_argument("--workers", type=_positive, default=os.cpu_count() or 1,
                             metavar="N",
-                            help="processes that check shards at once, each given a few "
-                                 "shards at least (default: this machine's CPUs, "
-                                 f"{os.cpu_count() or 1})")
+                            help="processes that check shards at once, each given 2 GiB "
+                                 "of tars at least: a smaller dataset is checked in one "
+                                 f"(default: this machine's CPUs, {os.cpu_count() or 1})")
     inspecting.set_defaults(run=_inspect)
     materializing = commands.add_parser(
         "materialize", help="turn a recipes or hybrid dataset into an images one",

@@ -5,13 +5,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 
-def in_processes(function: Callable, jobs: list, workers: int, jobs_per_process: int = 1
-                 ) -> Iterator:
-    """function(job) of each job, in order: in up to `workers` processes, each given
-    `jobs_per_process` jobs at least (a process costs seconds to start: it imports what the
-    function needs), or here where that leaves one. The processes are spawned, not forked:
-    a fork of a process whose torch threads are running can hang."""
-    processes = min(workers, len(jobs) // jobs_per_process)
+def in_processes(function: Callable, jobs: list, processes: int) -> Iterator:
+    """function(job) of each job, in order: in up to `processes` processes (no more than
+    jobs), or here where that leaves one. A process costs about 2 s to start (it imports what
+    the function needs: torch, through webdataset); they are spawned, not forked: a fork of a
+    process whose torch threads are running can hang."""
+    processes = min(processes, len(jobs))
     if processes <= 1:
         yield from map(function, jobs)
         return

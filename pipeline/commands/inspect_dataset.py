@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -25,6 +26,7 @@ from shards.layout import (
     MANIFEST_FILE,
     PLAN_FILE,
     REPORT_FILE,
+    SHARDS_DIR,
     SOURCES_FILE,
     labels_file,
     labels_files,
@@ -46,8 +48,10 @@ from shards.store_modes import stores_pixels
 from shards.tar_stream import TAR_CHANGED, ChangedTarError, VerifiedTar
 
 IMAGE_MEMBERS = ("json", "png")
-SHARDS_PER_PROCESS = 4  # a process starts in ~2.5 s (its imports); a demo shard (54 MB) is
-# checked in 0.23 s, one of paper scale (16 references, ~0.9 GB) in about 4
+# the tar bytes a checking process is given at least: one starts in about 2 s (its imports),
+# and checks about 750 MB/s (16 shards of 42 MB on this 2-core machine: 0.9 s in one process,
+# 2.5 s in two, their start included)
+BYTES_PER_PROCESS = 2 << 30
 
 
 Listing = list[tuple[str, tuple[str, ...]]]  # (key, its member extensions, sorted), in order
@@ -250,7 +254,8 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
     jobs = [ShardCheck.of(location, plan, index, 1 + config.versions_count, config.store,
                           config.keep_pngs) for index in range(plan.shard_count)]
     shard_problems, samples = [], 0
-    checked = in_processes(checked_shard, jobs, workers, SHARDS_PER_PROCESS)
+    processes = min(workers, _shard_bytes(location) // BYTES_PER_PROCESS)
+    checked = in_processes(checked_shard, jobs, processes)
     for problems, counted in tqdm(checked, total=len(jobs),
                                   desc="shards checked", unit="shard", leave=False,
                                   disable=len(jobs) < 4):  # each tar read and hashed
@@ -280,6 +285,13 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
                                                keep_pngs=config.keep_pngs)
         lines, problems = lines + deep_lines, problems + deep_problems
     return lines, problems
+
+
+def _shard_bytes(location: Location) -> int:
+    """The bytes of the files in shards/ (one listing)."""
+    selector = pafs.FileSelector(location.path(SHARDS_DIR), allow_not_found=True)
+    return sum(info.size or 0 for info in location.fs.get_file_info(selector)
+               if info.type == pafs.FileType.File)
 
 
 def _staged_note(location: Location) -> list[str]:

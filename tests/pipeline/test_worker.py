@@ -1023,11 +1023,12 @@ def test_inspect_checks_shards_in_processes_with_the_serial_findings_in_shard_or
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(processes, "ProcessPoolExecutor", CountedPool)
-    monkeypatch.setattr(inspect_dataset, "SHARDS_PER_PROCESS", 2)
+    shard_bytes = sum(path.stat().st_size for path in Path(config.out, "shards").iterdir())
+    monkeypatch.setattr(inspect_dataset, "BYTES_PER_PROCESS", shard_bytes // 2)
     serial = inspect(config.out)
     assert not pools
     pooled = inspect(config.out, workers=3)
-    assert pools == [(2,)]  # four shards, two a process at least: two processes
+    assert pools == [(2,)]  # each process given half the tar bytes at least: two
     assert pooled == serial
     shard_problems = [p for p in serial[1] if p.startswith("shard ")]
     assert [p[:11] for p in shard_problems] == ["shard 00001", "shard 00003"]
