@@ -96,10 +96,19 @@ def _process_state(pid: int) -> tuple[str | None, float | None]:
         return None, None
 
 
+def _age(holder: dict) -> float | None:
+    """Seconds since `holder` last refreshed its lease (None: the lease names no time: it is
+    empty or damaged)."""
+    refreshed = holder.get("refreshed")
+    if isinstance(refreshed, bool) or not isinstance(refreshed, int | float):
+        return None
+    return time.time() - refreshed
+
+
 def _describe(holder: dict) -> str:
-    if not isinstance(holder.get("refreshed"), int | float):
+    age = _age(holder)
+    if age is None:
         return f"a holder its lease file {LEASE_FILE} does not name: it is empty or damaged"
-    age = time.time() - holder["refreshed"]
     command = f"iqa-factory {holder['command']} on " if holder.get("command") else ""
     return (f"{command}host {holder.get('host')} pid {holder.get('pid')}, last refreshed "
             f"{age:.0f} s ago")
@@ -109,7 +118,8 @@ def _refusal(root: str, current: dict, take_over: bool) -> str | None:
     """Why the lease `current` is not to be taken over, in words (None: take it over): one of
     a dead process on this host is taken at once, a stale one elsewhere after --take-over,
     never one whose process lives on this host (it would write again as it wakes)."""
-    stale = time.time() - current.get("refreshed", 0) > STALE_SECONDS
+    age = _age(current)
+    stale = age is None or age > STALE_SECONDS
     alive = _alive_here(current, stale)
     if alive is False or (take_over and stale and alive is None):
         return None
@@ -283,24 +293,22 @@ def live_writer(location: Location) -> str | None:
     if not location.exists(path):
         return None
     holder = Lease(location)._read()
-    refreshed = holder.get("refreshed")
-    fresh = isinstance(refreshed, int | float) and time.time() - refreshed <= STALE_SECONDS
-    return _describe(holder) if fresh else None
+    age = _age(holder)
+    return _describe(holder) if age is not None and age <= STALE_SECONDS else None
 
 
 def _writer_refusal(location: Location, holder: dict) -> str | None:
     path = location.path(LEASE_FILE)
     if not location.exists(path):
         return "its lease is gone (the run ended or was stopped)"
-    try:
-        current = json.loads(location.read_bytes(path))
-    except ValueError:
-        current = None
-    if not isinstance(current, dict) or not current:
+    current = Lease(location)._read()
+    if not current:
         return "its lease cannot be read"
     if not _same_holder(current, holder):
         return f"another driver holds its lease now ({_describe(current)})"
-    age = time.time() - float(current.get("refreshed", 0))
+    age = _age(current)
+    if age is None:
+        return "its lease names no refresh time: damaged"
     if age > WRITER_STALE_SECONDS:
         return (f"its driver last refreshed the lease {age:.0f} s ago by this node's clock "
                 "(suspended, cut off from the storage, or its clock is that far behind this "
