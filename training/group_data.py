@@ -5,7 +5,7 @@ every random choice is seeded by (seed, epoch, rank, worker), and crops and draw
 (seed, epoch, ref_id[, key]). `collate_groups` stacks groups into tensors."""
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -13,22 +13,7 @@ from torch.utils.data import IterableDataset
 from webdataset.utils import pytorch_worker_info
 
 from shards.dataset import Dataset, open_dataset
-from shards.order import Order
-
-
-@dataclass(frozen=True)
-class Reading:
-    """How one rank reads: a shuffle buffer of that many items (0: shard order), shards
-    resampled without end, `length` items per epoch and worker (webdataset's with_epoch),
-    `interleave` shards read at once (shards.order.Order)."""
-
-    shuffle: int = 0
-    resampled: bool = False
-    length: int | None = None
-    interleave: int = 1
-
-
-ONE_PASS = Reading()
+from shards.order import ONE_PASS, Order
 
 
 @dataclass(frozen=True)
@@ -47,7 +32,7 @@ class DatasetStream(IterableDataset):
     """One rank's share of a request; `rank`/`world_size` None: from torch.distributed (or
     RANK and WORLD_SIZE), resolved here, in the process that builds the loader."""
 
-    def __init__(self, root: str | Dataset, request: Request, reading: Reading = ONE_PASS,
+    def __init__(self, root: str | Dataset, request: Request, reading: Order = ONE_PASS,
                  rank: int | None = None, world_size: int | None = None):
         super().__init__()
         if request.method not in ("groups", "samples"):
@@ -63,8 +48,10 @@ class DatasetStream(IterableDataset):
         self.epoch = epoch
 
     def order(self) -> Order:
-        return Order(self.epoch, self.reading.shuffle, self.reading.resampled, self.rank,
-                     self.world_size, self.reading.length, self.reading.interleave)
+        """`reading` (how one rank reads: its shuffle, resampling, length, interleave) at this
+        stream's epoch, rank and world size."""
+        return replace(self.reading, epoch=self.epoch, rank=self.rank,
+                       world_size=self.world_size)
 
     def __iter__(self):
         request = self.request
@@ -114,7 +101,7 @@ class MixedStream(IterableDataset):
 
 
 def group_dataset(root: str | Dataset, kind: str, split: str | None = None,
-                 reading: Reading = ONE_PASS, rank: int | None = None,
+                 reading: Order = ONE_PASS, rank: int | None = None,
                  world_size: int | None = None, **arguments) -> DatasetStream:
     """Groups of `kind` (Dataset.groups' arguments: crop, seed, versions, views, ...)."""
     return DatasetStream(root, Request("groups", kind, split, arguments), reading, rank,
@@ -122,7 +109,7 @@ def group_dataset(root: str | Dataset, kind: str, split: str | None = None,
 
 
 def sample_dataset(root: str | Dataset, kind: str = "distorted", split: str | None = None,
-                  reading: Reading = ONE_PASS, rank: int | None = None,
+                  reading: Order = ONE_PASS, rank: int | None = None,
                   world_size: int | None = None, **arguments) -> DatasetStream:
     """Single samples of `kind` (Dataset.samples' arguments: refs, seed, decode)."""
     return DatasetStream(root, Request("samples", kind, split, arguments), reading, rank,

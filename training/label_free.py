@@ -14,11 +14,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from shards.dataset import Dataset, open_dataset
+from shards.order import ONE_PASS, Order
 from training.distributed import Context, all_sum
 from training.group_data import (
-    ONE_PASS,
     MixedStream,
-    Reading,
     collate_groups,
     group_dataset,
 )
@@ -41,13 +40,14 @@ if TYPE_CHECKING:
 SHUFFLE_GROUPS = 16  # groups in the shuffle buffer (a chunk holds many crops already)
 
 
-def training_reading(kind: str, length: int) -> Reading:
+def training_reading(kind: str, length: int) -> Order:
     """How a training rank reads groups: shards resampled, a shuffle buffer, and pairs and
     triplets from INTERLEAVED_SHARDS shards at once (a shard yields each reference's pairs
     together: read one after another, a batch of 16 held one reference). A chunk is a
     reference's versions already; its shards are read one at a time (a chunk shard holds its
     incomplete chunks' crops)."""
-    return Reading(SHUFFLE_GROUPS, True, length, 1 if kind == "chunk" else INTERLEAVED_SHARDS)
+    return Order(shuffle=SHUFFLE_GROUPS, resampled=True, length=length,
+                 interleave=1 if kind == "chunk" else INTERLEAVED_SHARDS)
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def full_chunks(index, refs: frozenset[str], request: GroupRequest, name: str,
 
 
 def _loader(config: "PretrainConfig", objective: Objective, parts: list[Part],
-            refs: dict[str, frozenset[str]], reading: Reading, context: Context) -> DataLoader:
+            refs: dict[str, frozenset[str]], reading: Order, context: Context) -> DataLoader:
     """The groups of `refs` (by part name) of each part, mixed in proportion to their train
     groups (one part: its stream alone)."""
     streams = [group_dataset(part.dataset, objective.request.kind, None, reading, context.rank,

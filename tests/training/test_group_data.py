@@ -17,7 +17,6 @@ from shards.storage import Location
 from training.benchmarks import DatasetLayoutError, shard_samples
 from training.group_data import (
     MixedStream,
-    Reading,
     collate_groups,
     group_dataset,
     sample_dataset,
@@ -57,7 +56,7 @@ def _as_worker(monkeypatch, worker: int) -> None:
 def test_each_group_goes_to_exactly_one_rank_and_worker(six_shards, monkeypatch, kind):
     seen = {}
     for rank in range(WORLD):
-        stream = group_dataset(str(six_shards), kind, crop=16, reading=Reading(shuffle=4),
+        stream = group_dataset(str(six_shards), kind, crop=16, reading=Order(shuffle=4),
                                rank=rank, world_size=WORLD)
         for worker in range(WORKERS):
             _as_worker(monkeypatch, worker)
@@ -84,7 +83,7 @@ def test_resampled_streams_are_functions_of_seed_epoch_rank_and_worker(six_shard
     def first(rank: int, worker: int, epoch: int, seed: int = 7) -> list:
         _as_worker(monkeypatch, worker)
         stream = group_dataset(str(six_shards), "pair", crop=16, seed=seed,
-                               reading=Reading(shuffle=5, resampled=True, length=30),
+                               reading=Order(shuffle=5, resampled=True, length=30),
                                rank=rank, world_size=WORLD)
         stream.set_epoch(epoch)
         return [(group["meta"][0]["key"], group["box"]) for group in stream]
@@ -166,14 +165,15 @@ def test_label_free_training_batches_of_pairs_hold_many_references(many_versions
     shuffled across references). Training reads pairs from 16 shards at once."""
     from training.label_free import SHUFFLE_GROUPS, training_reading
 
-    def references_per_batch(reading: Reading) -> float:
+    def references_per_batch(reading: Order) -> float:
         stream = group_dataset(str(many_versions), "pair", crop=16, reading=reading,
                                rank=0, world_size=1)
         batches = list(DataLoader(stream, batch_size=16, collate_fn=collate_groups))
         return sum(len(set(batch["ref_id"])) for batch in batches) / len(batches)
 
     length = 160
-    one_at_a_time = references_per_batch(Reading(SHUFFLE_GROUPS, True, length))
+    one_at_a_time = references_per_batch(Order(shuffle=SHUFFLE_GROUPS, resampled=True,
+                                               length=length))
     assert one_at_a_time < 2.5  # 1.5 measured
     assert references_per_batch(training_reading("pair", length)) > 4  # of 6 (5.8 measured)
     assert training_reading("triplet", length).interleave > 1
@@ -188,19 +188,19 @@ def test_streams_of_several_datasets_mix_by_their_groups_and_validate_each_once(
     second = write_tiny_dataset(tmp_path / "second", size=(24, 24), distortion_ids=(11,))
     train = frozenset({"r0", "r1", "r2", "r3"})
 
-    def mixed(reading: Reading, refs: frozenset[str], epoch: int = 0) -> list[int]:
+    def mixed(reading: Order, refs: frozenset[str], epoch: int = 0) -> list[int]:
         streams = [group_dataset(str(root), "pair", None, reading, 0, 1, seed=3, refs=refs,
                                  crop=16) for root in (first, second)]
         stream = MixedStream(streams, [24, 12], seed=3)
         stream.set_epoch(epoch)
         return [group["meta"][0]["distortion_id"] for group in stream]
 
-    drawn = mixed(Reading(4, True, 300), train)
+    drawn = mixed(Order(shuffle=4, resampled=True, length=300), train)
     assert len(drawn) == 300
     from_second = drawn.count(11)
     assert 100 - 3 * 8.2 < from_second < 100 + 3 * 8.2  # binomial(300, 1/3): 100 +- 3 sd
-    assert drawn == mixed(Reading(4, True, 300), train)
-    assert drawn != mixed(Reading(4, True, 300), train, epoch=1)
-    assert Counter(mixed(Reading(), frozenset({"r4"}))) == {9: 3, 10: 3, 11: 3}
+    assert drawn == mixed(Order(shuffle=4, resampled=True, length=300), train)
+    assert drawn != mixed(Order(shuffle=4, resampled=True, length=300), train, epoch=1)
+    assert Counter(mixed(Order(), frozenset({"r4"}))) == {9: 3, 10: 3, 11: 3}
     with pytest.raises(ValueError, match="weight"):
         MixedStream([], [], seed=0)
