@@ -60,7 +60,7 @@ def model_step(backbone: str, device: torch.device, batch: int, crop: int):
     model.to(device).train()
     adam, loss_fn = torch.optim.Adam(model.parameters(), lr=1e-4), QualityLoss()
     augment = Augment(crop=crop)
-    inputs = Inputs(augment.mean, augment.std, device, FP32)  # as the loop normalises
+    inputs = Inputs.of(augment, device, FP32)  # as the loop normalises
     images = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8, device=device)
     targets = torch.rand(batch, device=device)
 

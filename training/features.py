@@ -123,7 +123,7 @@ def encoder_features(context: Context, encoder: Encoder, images: list[LabelledIm
     loader = eval_loader(context, images, encoder.augment, crops, workers, batch, seed)
     width = pooled_width(encoder.model) * (2 if half_scale else 1)
     rows = [torch.zeros((0, width), device=context.device)]
-    inputs = Inputs(encoder.augment.mean, encoder.augment.std, context.device,
+    inputs = Inputs.of(encoder.augment, context.device,
                     encoder.precision)
     bar = tqdm(loader, desc="features", unit="batch", disable=not context.is_main)
     with torch.inference_mode():

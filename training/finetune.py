@@ -74,7 +74,7 @@ def rank_share_loader(context: Context, dataset, workers: int, batch: int) -> Da
 def test_figures(context: Context, model, images, augment: Augment, crops: int, workers: int,
                  batch: int, precision: Precision = FP32) -> tuple[np.ndarray, np.ndarray, dict]:
     loader = eval_loader(context, images, augment, crops, workers, batch)
-    inputs = Inputs(augment.mean, augment.std, context.device, precision)
+    inputs = Inputs.of(augment, context.device, precision)
     predicted, opinion = predict(context, model, loader, inputs)
     return predicted, opinion, report(predicted, opinion)
 
@@ -147,7 +147,7 @@ def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: i
 
     precision = Precision.resolve(config.model.precision, context.device)
 
-    inputs = Inputs(config.augment.mean, config.augment.std, context.device, precision)
+    inputs = Inputs.of(config.augment, context.device, precision)
 
     def validate(network) -> dict:
         return validation_figures(*predict(context, network, val_loader, inputs), classes=0)

@@ -173,7 +173,7 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
     precision = Precision.resolve(config.model.precision, context.device)
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
     built = build_model(config.model, outputs=0)
-    inputs = Inputs(config.augment.mean, config.augment.std, context.device, precision)
+    inputs = Inputs.of(config.augment, context.device, precision)
     objective = build_objective(config.objective, built.model, config.augment.crop, inputs,
                                 context)
     parts, notices = _parts(config, objective.request)

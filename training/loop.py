@@ -81,7 +81,7 @@ class Run:
     @property
     def inputs(self) -> Inputs:
         """Its uint8 batches -> the model's normalised input on its device."""
-        return Inputs(self.augment.mean, self.augment.std, self.context.device, self.precision)
+        return Inputs.of(self.augment, self.context.device, self.precision)
 
 
 def _criterion(run: Run) -> Callable:

@@ -61,6 +61,11 @@ class Inputs:
     device: torch.device
     precision: Precision
 
+    @classmethod
+    def of(cls, augment, device: torch.device, precision: Precision) -> "Inputs":
+        """The input of a model trained under `augment`'s normalisation (an Augment)."""
+        return cls(augment.mean, augment.std, device, precision)
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.normalise(self.unit(images))
 

@@ -149,7 +149,7 @@ def predict_images(config: PredictConfig) -> dict:
         views = CropViews(images, scorer.augment, config.eval_crops)
         loader = rank_share_loader(context, views, config.workers,
                                    max(1, config.batch_size // context.world_size))
-        inputs = Inputs(scorer.augment.mean, scorer.augment.std, context.device,
+        inputs = Inputs.of(scorer.augment, context.device,
                         scorer.precision)
         predicted, index = predict(context, scorer.model, loader, inputs)
         if not context.is_main:

@@ -293,7 +293,7 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
 
     classes = config.targets[0].classes
 
-    inputs = Inputs(config.augment.mean, config.augment.std, context.device, precision)
+    inputs = Inputs.of(config.augment, context.device, precision)
 
     def validate(network) -> dict:
         if multi:
