@@ -135,7 +135,8 @@ def _generate(args: argparse.Namespace) -> int:
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The RunConfig of parsed `generate` arguments. What no option sets is the plan's of a
     dataset being resumed (not with --restart): its shard_refs unless --shard-refs is given,
-    and its types' own levels (absent in plans made before them: none); else the shard is
+    its types' own levels (absent in plans made before them: none), and its order of the
+    levels and metrics given; else the shard is
     sized to the spec's (RunConfig.sized_shard_refs) and the bank gives the types' levels."""
     config = _given_config(args)
     planned = None if getattr(args, "restart", False) else _planned_inputs(args.out)
@@ -146,7 +147,10 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     own = tuple((d, tuple(levels)) for d, levels in planned.get("type_levels", ())
                 if d in config.distortion_ids)
     shard_refs = planned["shard_refs"] if args.shard_refs is None else args.shard_refs
-    return dataclasses.replace(config, shard_refs=shard_refs, type_levels=own)
+    # a dataset begun before --levels and --metrics were sorted: resumed in its plan's order
+    same_sets = {name: tuple(planned[name]) for name in ("levels", "metrics")
+                 if sorted(planned.get(name) or ()) == sorted(getattr(config, name))}
+    return dataclasses.replace(config, shard_refs=shard_refs, type_levels=own, **same_sets)
 
 
 def _planned_inputs(out: str) -> dict | None:

@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 
 from pipeline.embedded import EMBEDDED_PHOTOS, embedded_photo
 from shards.decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, Decoded, DecodeError, decode
-from shards.storage import check_uri, redact
+from shards.storage import filesystem_of, redact
 
 EMBEDDED = "embedded"
 EMBEDDED_PREFIX = "embedded:"
@@ -110,8 +110,7 @@ def _folder_identity(path: Path) -> tuple[int, int] | None:
 
 @functools.lru_cache(maxsize=8)
 def _from_uri(spec: str) -> tuple[pafs.FileSystem, str]:
-    check_uri(spec)  # a prefix whose '#' pyarrow would drop: refused
-    return pafs.FileSystem.from_uri(spec)
+    return filesystem_of(spec)  # (a prefix whose '#' pyarrow would drop: refused)
 
 
 def store_filesystem(spec: str) -> pafs.FileSystem:

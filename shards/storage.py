@@ -18,29 +18,41 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 STAGED_SUFFIX = ".partial"  # a file staged under it is renamed into place when whole
+S3_COPY_BYTES = 5 << 30  # the largest object one S3 copy request takes (CopyObject)
 _SECRET_PARAMETER = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
 
 
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
 def redact(uri: str) -> str:
-    """`uri` fit for files and logs: a user:password@ part and the values of query parameters
-    that name a key, secret, token, password or credential are replaced by ***."""
+    """`uri` fit for files and logs: everything before its last '@' (a user:password part,
+    whatever characters a password holds unescaped: '/', '#', '?') and the values of options
+    that name a key, secret, token, password or credential are replaced by ***. Not parsed as
+    a URI, so that no spelling a parser refuses or splits elsewhere shows its secret."""
     if "://" not in uri:
         return uri
-    parts = urlsplit(uri)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    if "@" in parts.netloc:
-        netloc = f"***@{netloc}"
-    query = urlencode([(name, "***" if _SECRET_PARAMETER.search(name) else value)
-                       for name, value in parse_qsl(parts.query, keep_blank_values=True)],
-                      safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    scheme, rest = uri.split("://", 1)
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    place, mark, options = rest.partition("?")
+    if mark:
+        options = urlencode([(name, "***" if _SECRET_PARAMETER.search(name) else value)
+                             for name, value in parse_qsl(options, keep_blank_values=True)],
+                            safe="*")
+    return f"{scheme}://{place}{mark}{options}"
+
+
+def redact_text(text: str) -> str:
+    """`text` with each URI in it `redact`ed (a URI ends at white space)."""
+    return _URI.sub(lambda found: redact(found.group()), text)
 
 
 def without_credentials(value):
     """`value` with every URI in its strings, however deep in dicts, lists and tuples,
     `redact`ed: what a run writes into its files (a checkpoint's settings, a summary)."""
     if isinstance(value, str):
-        return redact(value) if "://" in value else value
+        return redact_text(value)
     if isinstance(value, dict):
         return {key: without_credentials(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -70,12 +82,13 @@ def _fsync(path: str) -> None:
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """A local file written whole or not at all (a checkpoint, a features cache, a results
-    file): the block writes a staged file of this attempt's own, which reaches the disk,
-    then is renamed into place, the rename on the disk before this returns; where the block
-    raises, the staged file is removed and `path` left as it was."""
+    """A local file of one writer written whole or not at all (a checkpoint, a features
+    cache, a results file): the block writes `path`.partial, which reaches the disk, then is
+    renamed into place, the rename on the disk before this returns; where the block raises,
+    the staged file is removed and `path` left as it was (one a killed writer left is
+    written over by the next)."""
     final = os.fspath(path)
-    staged = Location.attempt_name(final)
+    staged = final + STAGED_SUFFIX
     try:
         with open(staged, "wb") as handle:
             yield handle
@@ -90,7 +103,21 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
 
 
 class StorageUriError(ValueError):
-    """A URI part of which its filesystem would drop: it would name another folder."""
+    """A URI part of which its filesystem would drop (it would name another folder), or one
+    it cannot read."""
+
+
+def filesystem_of(uri: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem and path of `uri` (check_uri first); a StorageUriError, its
+    credentials redacted, where pyarrow cannot read it (its own message repeats the URI)."""
+    check_uri(uri)
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, ValueError) as error:
+        raise StorageUriError(f"{redact(uri)}: not a URI pyarrow can open "
+                              f"({redact_text(str(error).replace(uri, redact(uri)))}); a "
+                              "password with '/', '#', '?' or '@' must be percent-encoded"
+                              ) from None
 
 
 def check_uri(uri: str) -> None:
@@ -120,8 +147,7 @@ class Location:
         """The filesystem and root of a local path or a URI (file://, s3://, gs://, ...); a
         StorageUriError where part of a URI would be dropped unseen."""
         if "://" in uri_or_path:
-            check_uri(uri_or_path)
-            fs, root = pafs.FileSystem.from_uri(uri_or_path)
+            fs, root = filesystem_of(uri_or_path)
         else:
             fs, root = pafs.LocalFileSystem(), str(uri_or_path)
         return cls(fs, root.rstrip("/"))
@@ -196,11 +222,16 @@ class Location:
         """Move a staged file to its final name (no-op where staging used the final name).
         Locally the file's bytes reach the disk before the rename, and the rename before the
         call returns (its folder is synced too); on object stores the staged object is
-        copied by the store (S3: one copy holds up to 5 GB), then removed."""
+        copied by the store (on S3, one larger than one copy request takes, 5 GiB, in parts),
+        then removed."""
         if staged == final:
             return
         if not self.atomic_rename:
-            self.fs.copy_file(staged, final)
+            if self.fs.type_name == "s3" and (self.fs.get_file_info(staged).size or 0) > \
+                    S3_COPY_BYTES:
+                _s3_copy_in_parts(self.fs, staged, final)
+            else:
+                self.fs.copy_file(staged, final)
             self.fs.delete_file(staged)
             return
         _fsync(staged)
@@ -261,6 +292,14 @@ def _s3_client(fs: pafs.S3FileSystem):
                         aws_access_key_id=options["access_key"] or None,
                         aws_secret_access_key=options["secret_key"] or None,
                         aws_session_token=options["session_token"] or None)
+
+
+def _s3_copy_in_parts(fs: pafs.S3FileSystem, source: str, target: str) -> None:
+    """An S3 object copied by the store in parts (boto3's managed copy: a multipart upload of
+    copied ranges, completed only once every part is there)."""
+    source_bucket, source_key = source.split("/", 1)
+    bucket, key = target.split("/", 1)
+    _s3_client(fs).copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)
 
 
 def _s3_put_if_absent(fs: pafs.S3FileSystem, path: str, data: bytes) -> bool:

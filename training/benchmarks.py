@@ -61,6 +61,7 @@ from shards.decode import decode as decode_source
 from shards.records import decode as decode_stored
 from shards.replay import Pending
 from shards.schema import finite_counts, record_score
+from shards.storage import redact
 
 
 class DatasetLayoutError(ValueError):
@@ -427,13 +428,15 @@ def shard_samples(root: str | Path, refs: tuple[str, ...] = (), ensemble: str | 
               for item, quality in zip(samples, qualities, strict=True)]
     found = {image.group for image in images}
     if found != wanted:
-        raise DatasetLayoutError(f"references {sorted(wanted - found)} have no sample in {root}")
+        raise DatasetLayoutError(f"references {sorted(wanted - found)} have no sample in "
+                                 f"{redact(str(root))}")
     return images
 
 
 def _stored_quality(root: str | Path, samples: list[dict]) -> list[float]:
     if any(item["meta"]["quality"] is None for item in samples):
-        raise DatasetLayoutError(f"{root} has no quality labels (generated label-free with "
+        raise DatasetLayoutError(f"{redact(str(root))} has no quality labels (generated "
+                                 "label-free with "
                                  "--metrics none): nothing to fine-tune on")
     return [float(item["meta"]["quality"]) for item in samples]
 
@@ -447,7 +450,7 @@ def _ensemble_quality(root: str | Path, samples: list[dict], ensemble: str) -> l
     try:
         used = chosen.metrics_every_sample_has(finite_counts(scores), len(samples))
     except EnsembleError as error:
-        raise DatasetLayoutError(f"{root}: {error}") from None
+        raise DatasetLayoutError(f"{redact(str(root))}: {error}") from None
     return chosen.quality({key: scores[key] for key in used})[0].tolist()
 
 

@@ -87,7 +87,7 @@ class TrainedRun:
         if images is not None and images == self.images:
             return True
         if self.root_resolved is not None:
-            return self.root_resolved == resolved_root(root)
+            return _recorded(self.root_resolved) == resolved_root(root)
         return self.root is None or _name(self.root) == _name(root)
 
     def pretrained_on(self, root: str) -> bool:
@@ -95,8 +95,8 @@ class TrainedRun:
         it beside another: a label-free run's), however spelled."""
         if self.fine_tuned or self.dataset is None:
             return False
-        return resolved_root(root) in (self.dataset_resolved or resolved_root(self.dataset),
-                                       *self.also_resolved)
+        recorded = (self.dataset_resolved or resolved_root(self.dataset), *self.also_resolved)
+        return resolved_root(root) in map(_recorded, recorded)
 
     def trained_references(self, root: str) -> frozenset[str]:
         """The references of the shards at `root` whose samples it pretrained on: those of
@@ -153,6 +153,12 @@ def resolved_root(root: str) -> str:
     if "://" in path:
         return canonical_uri(path)
     return os.path.realpath(path)
+
+
+def _recorded(resolved: str) -> str:
+    """A root a checkpoint recorded resolved, in today's spelling: checkpoints written before
+    session 25 kept a URI as typed (its credentials and options' order)."""
+    return resolved_root(resolved) if "://" in resolved else resolved
 
 
 def _name(root: str) -> str:

@@ -179,12 +179,20 @@ def test_relative_local_paths_reach_a_cluster_job_absolute(tmp_path, monkeypatch
 
 
 def test_credentials_never_reach_files_or_logs():
-    from shards.storage import redact
+    from shards.storage import redact, redact_text
 
     assert redact("s3://AKIA:s3cr3t@bucket/refs") == "s3://***@bucket/refs"
     assert redact("s3://bucket/out?region=eu&access_key=AKIA&secret_key=xyz") == \
         "s3://bucket/out?region=eu&access_key=***&secret_key=***"
     assert redact("/data/kadis") == "/data/kadis" and redact("embedded") == "embedded"
+    # what a parser splits elsewhere: a password holding '/', '#' or '@' unescaped, a '#'
+    # before the options, an unbalanced IPv6 bracket
+    for uri in ("s3://AKIA:ab/cd#s3cr3t@bucket/x", "s3://AKIA:s3@cr3t@bucket/x",
+                "s3://bucket/run#2?secret_key=s3cr3t", "s3://AKIA:s3cr3t@[::1/x"):
+        assert "s3cr3t" not in redact(uri) and "AKIA" not in redact(uri)
+    text = "scores of s3://AKIA:s3cr3t@b/ds?endpoint_override=h:9000 (0 to 1, higher is better)"
+    assert redact_text(text) == ("scores of s3://***@b/ds?endpoint_override=h%3A9000 (0 to 1, "
+                                 "higher is better)")
 
 
 @pytest.mark.slow
@@ -406,8 +414,9 @@ def test_a_level_given_twice_is_refused(text, tmp_path, capsys):
     assert cli.run_config(args).distortion_ids == (1, 3)
 
 
-def test_levels_and_metrics_typed_in_any_order_make_one_plan():
-    from pipeline.plan import Plan, planned_versions
+def test_levels_and_metrics_typed_in_any_order_make_one_plan(tmp_path):
+    from pipeline.plan import Plan, persist_or_check, planned_versions
+    from shards.storage import Location
     from pipeline.sources import list_sources
 
     def configured(levels: str, metrics: str) -> RunConfig:
@@ -420,6 +429,15 @@ def test_levels_and_metrics_typed_in_any_order_make_one_plan():
     assert plan.digest == Plan.make(list_sources("embedded"), second).digest
     for ref in plan.references:  # the chains drawn (each link's level from the levels given)
         assert planned_versions(ref.ref_id, first) == planned_versions(ref.ref_id, second)
+    begun = RunConfig(sources="embedded", out=str(tmp_path / "begun"), levels=(3, 1),
+                      metrics=("mae", "gmsd"))  # as a command line gave them until sorted
+    persist_or_check(Plan.make(list_sources("embedded"), begun), Location.parse(begun.out))
+    resumed = cli.run_config(cli.build_parser().parse_args([
+        "generate", "--sources", "embedded", "--out", begun.out, "--levels", "1,3",
+        "--metrics", "gmsd,mae"]))
+    assert (resumed.levels, resumed.metrics) == (begun.levels, begun.metrics)
+    assert Plan.make(list_sources("embedded"), resumed).digest == \
+        Plan.make(list_sources("embedded"), begun).digest
     args = cli.build_parser().parse_args(["generate", "--sources", "embedded", "--out", "o",
                                           "--metrics", "mae,bogus,vif"])
     with pytest.raises(ValueError, match=r"unknown metrics \['bogus'\]"):

@@ -143,6 +143,21 @@ def test_an_attempt_given_up_leaves_the_shard_another_attempt_published(store, t
                                                          "00000_stats.json"]  # none staged
 
 
+def test_a_shard_larger_than_one_s3_copy_is_published_in_parts(s3_bucket, tmp_path,
+                                                                monkeypatch):
+    from shards import storage
+
+    monkeypatch.setattr(storage, "S3_COPY_BYTES", 0)  # every tar above it
+    location = Location.parse(s3_bucket.uri(f"parts-{tmp_path.name}"))
+    writer = ShardWriter(location, 0)
+    for record, data in _records():
+        writer.add(record, data)
+    stats = writer.finish({"failures": 0})
+    tar = location.read_bytes(tar_path(location, 0, "images"))
+    assert hashlib.sha256(tar).hexdigest() == stats["tar_sha256"]
+    assert complete_shards(location) == [0]
+
+
 def test_a_published_file_and_its_folder_are_synced_locally(tmp_path, monkeypatch):
     """The staged file's bytes are synced (by its staged name: before the rename, which
     removes that name) and then its folder (the rename itself)."""
