@@ -416,8 +416,8 @@ def test_a_level_given_twice_is_refused(text, tmp_path, capsys):
 
 def test_levels_and_metrics_typed_in_any_order_make_one_plan(tmp_path):
     from pipeline.plan import Plan, persist_or_check, planned_versions
-    from shards.storage import Location
     from pipeline.sources import list_sources
+    from shards.storage import Location
 
     def configured(levels: str, metrics: str) -> RunConfig:
         return cli.run_config(cli.build_parser().parse_args([
