@@ -148,9 +148,20 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                 if d in config.distortion_ids)
     shard_refs = planned["shard_refs"] if args.shard_refs is None else args.shard_refs
     # a dataset begun before --levels and --metrics were sorted: resumed in its plan's order
-    same_sets = {name: tuple(planned[name]) for name in ("levels", "metrics")
-                 if sorted(planned.get(name) or ()) == sorted(getattr(config, name))}
+    same_sets = {name: _planned_order(planned, name, getattr(config, name))
+                 for name in ("levels", "metrics")}
     return dataclasses.replace(config, shard_refs=shard_refs, type_levels=own, **same_sets)
+
+
+def _planned_order(planned: dict, name: str, given: tuple) -> tuple:
+    """`given` in the order the plan lists the same values (`given` where it lists others,
+    or none it can compare: generate then names the difference)."""
+    recorded = planned.get(name)
+    try:
+        same = isinstance(recorded, list) and sorted(recorded) == sorted(given)
+    except TypeError:  # values of mixed types: a damaged plan
+        same = False
+    return tuple(recorded) if same else given
 
 
 def _planned_inputs(out: str) -> dict | None:

@@ -21,6 +21,7 @@ time is not published (the driver may be suspended, and its lease taken over any
 
 import hashlib
 import json
+import math
 import os
 import socket
 import threading
@@ -100,7 +101,8 @@ def _age(holder: dict) -> float | None:
     """Seconds since `holder` last refreshed its lease (None: the lease names no time: it is
     empty or damaged)."""
     refreshed = holder.get("refreshed")
-    if isinstance(refreshed, bool) or not isinstance(refreshed, int | float):
+    if isinstance(refreshed, bool) or not isinstance(refreshed, int | float) or \
+            not math.isfinite(refreshed):
         return None
     return time.time() - refreshed
 

@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 
 STAGED_SUFFIX = ".partial"  # a file staged under it is renamed into place when whole
 S3_COPY_BYTES = 5 << 30  # the largest object one S3 copy request takes (CopyObject)
+S3_PART_BYTES = 256 << 20  # a larger one is copied in parts of this size
 _SECRET_PARAMETER = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
 
 
@@ -26,15 +27,19 @@ _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 
 
 def redact(uri: str) -> str:
-    """`uri` fit for files and logs: everything before its last '@' (a user:password part,
-    whatever characters a password holds unescaped: '/', '#', '?') and the values of options
-    that name a key, secret, token, password or credential are replaced by ***. Not parsed as
-    a URI, so that no spelling a parser refuses or splits elsewhere shows its secret."""
+    """`uri` fit for files and logs: its user:password part and the values of options that
+    name a key, secret, token, password or credential replaced by ***. The authority ends at
+    the first '/', '?' or '#' (an '@' after it is the path's); where it holds a ':' but no
+    '@' while an '@' follows, a password held an unescaped '/', '#' or '?' (a URI no parser
+    reads as meant): everything up to the last '@' is redacted."""
     if "://" not in uri:
         return uri
     scheme, rest = uri.split("://", 1)
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        rest = "***@" + rest[len(authority.rpartition("@")[0]) + 1:]
+    elif ":" in authority and "@" in rest:
+        rest = "***@" + rest[rest.rindex("@") + 1:]
     place, mark, options = rest.partition("?")
     if mark:
         options = urlencode([(name, "***" if _SECRET_PARAMETER.search(name) else value)
@@ -82,15 +87,21 @@ def _fsync(path: str) -> None:
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """A local file of one writer written whole or not at all (a checkpoint, a features
-    cache, a results file): the block writes `path`.partial, which reaches the disk, then is
-    renamed into place, the rename on the disk before this returns; where the block raises,
-    the staged file is removed and `path` left as it was (one a killed writer left is
-    written over by the next)."""
+    """A local file written whole or not at all (a checkpoint, a features cache, a results
+    file): the block writes a staged file, which reaches the disk, then is renamed into
+    place, the rename on the disk before this returns; where the block raises, the staged
+    file is removed and `path` left as it was. The staged file is `path`.partial, created
+    exclusively: where one exists (another writer's, or one a killed writer left), a name of
+    this writer's own, so that no writer writes into another's."""
     final = os.fspath(path)
     staged = final + STAGED_SUFFIX
     try:
-        with open(staged, "wb") as handle:
+        descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:  # another writer's now, or a killed one's: never written into
+        staged = Location.attempt_name(final)
+        descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with open(descriptor, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -295,11 +306,20 @@ def _s3_client(fs: pafs.S3FileSystem):
 
 
 def _s3_copy_in_parts(fs: pafs.S3FileSystem, source: str, target: str) -> None:
-    """An S3 object copied by the store in parts (boto3's managed copy: a multipart upload of
-    copied ranges, completed only once every part is there)."""
+    """An S3 object copied by the store in parts of S3_PART_BYTES (boto3's managed copy: a
+    multipart upload of copied ranges, completed only once every part is there); an OSError
+    where S3 refuses it, as pyarrow's own calls raise."""
+    from boto3.s3.transfer import TransferConfig
+    from botocore.exceptions import BotoCoreError, ClientError
+
     source_bucket, source_key = source.split("/", 1)
     bucket, key = target.split("/", 1)
-    _s3_client(fs).copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)
+    parts = TransferConfig(multipart_threshold=S3_PART_BYTES, multipart_chunksize=S3_PART_BYTES)
+    try:
+        _s3_client(fs).copy({"Bucket": source_bucket, "Key": source_key}, bucket, key,
+                            Config=parts)
+    except (BotoCoreError, ClientError) as error:
+        raise OSError(f"copying {source} to {target} in parts: {error}") from error
 
 
 def _s3_put_if_absent(fs: pafs.S3FileSystem, path: str, data: bytes) -> bool:

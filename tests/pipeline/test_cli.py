@@ -188,8 +188,11 @@ def test_credentials_never_reach_files_or_logs():
     # what a parser splits elsewhere: a password holding '/', '#' or '@' unescaped, a '#'
     # before the options, an unbalanced IPv6 bracket
     for uri in ("s3://AKIA:ab/cd#s3cr3t@bucket/x", "s3://AKIA:s3@cr3t@bucket/x",
-                "s3://bucket/run#2?secret_key=s3cr3t", "s3://AKIA:s3cr3t@[::1/x"):
+                "s3://AKIA:s3?cr3t@bucket/x", "s3://bucket/run#2?secret_key=s3cr3t",
+                "s3://AKIA:s3cr3t@[::1/x"):
         assert "s3cr3t" not in redact(uri) and "AKIA" not in redact(uri)
+    for uri in ("s3://bucket/runs/kadis@2024/ds", "file:///home/ann/data@512/kadis"):
+        assert redact(uri) == uri  # an '@' of the path: no credential (two such are two)
     text = "scores of s3://AKIA:s3cr3t@b/ds?endpoint_override=h:9000 (0 to 1, higher is better)"
     assert redact_text(text) == ("scores of s3://***@b/ds?endpoint_override=h%3A9000 (0 to 1, "
                                  "higher is better)")
@@ -436,6 +439,8 @@ def test_levels_and_metrics_typed_in_any_order_make_one_plan(tmp_path):
         "generate", "--sources", "embedded", "--out", begun.out, "--levels", "1,3",
         "--metrics", "gmsd,mae"]))
     assert (resumed.levels, resumed.metrics) == (begun.levels, begun.metrics)
+    for damaged in ({}, {"levels": None}, {"levels": [1, "3"]}, {"levels": [1, 2]}):
+        assert cli._planned_order(damaged, "levels", (1, 3)) == (1, 3)  # as given
     assert Plan.make(list_sources("embedded"), resumed).digest == \
         Plan.make(list_sources("embedded"), begun).digest
     args = cli.build_parser().parse_args(["generate", "--sources", "embedded", "--out", "o",

@@ -188,7 +188,8 @@ def test_a_stale_lease_of_another_host_needs_take_over(location):
 
 @pytest.mark.parametrize("content", [b"", b"{garbage", b"[1, 2]", b'{"host": "x"}',
                                      b'{"host": "x", "pid": 1, "refreshed": "yesterday"}',
-                                     b'{"host": "x", "pid": 1, "refreshed": true}'])
+                                     b'{"host": "x", "pid": 1, "refreshed": true}',
+                                     b'{"host": "x", "pid": 1, "refreshed": NaN}'])
 def test_a_lease_file_that_names_no_holder_is_said_to_be_damaged(location, content):
     """Not a holder "host None pid None, last refreshed 1796205580 s ago": taken over as a
     stale one is, with --take-over."""

@@ -148,14 +148,19 @@ def test_a_shard_larger_than_one_s3_copy_is_published_in_parts(s3_bucket, tmp_pa
     from shards import storage
 
     monkeypatch.setattr(storage, "S3_COPY_BYTES", 0)  # every tar above it
+    monkeypatch.setattr(storage, "S3_PART_BYTES", 5 << 20)  # S3's smallest part
     location = Location.parse(s3_bucket.uri(f"parts-{tmp_path.name}"))
     writer = ShardWriter(location, 0)
-    for record, data in _records():
-        writer.add(record, data)
+    (ref, _), (version, _) = _records()
+    writer.add(ref, np.random.default_rng(0).bytes(12 << 20))  # three parts
+    writer.add(version, b"distorted-image-bytes")
     stats = writer.finish({"failures": 0})
     tar = location.read_bytes(tar_path(location, 0, "images"))
     assert hashlib.sha256(tar).hexdigest() == stats["tar_sha256"]
     assert complete_shards(location) == [0]
+    key = f"parts-{tmp_path.name}/shards/00000.tar"
+    etag = s3_bucket.client.head_object(Bucket=s3_bucket.name, Key=key)["ETag"]
+    assert etag.strip('"').endswith("-3")  # a multipart upload's ETag counts its parts
 
 
 def test_a_published_file_and_its_folder_are_synced_locally(tmp_path, monkeypatch):
@@ -196,6 +201,13 @@ def test_an_atomic_file_is_synced_then_renamed_or_left_as_it_was(tmp_path, monke
         handle.write(b"torn")
         raise RuntimeError("the writer failed midway")
     assert final.read_bytes() == b"first" and sorted(tmp_path.iterdir()) == [final]
+    leftover = tmp_path / "last.pt.partial"  # a killed writer's
+    leftover.write_bytes(b"torn")
+    with atomic_file(final) as first, atomic_file(final) as second:  # two writers at once
+        first.write(b"one whole file")
+        second.write(b"another whole file")
+    assert final.read_bytes() in (b"one whole file", b"another whole file")
+    assert leftover.read_bytes() == b"torn"  # never written into
 
 
 def test_reading_an_empty_dataset_is_a_clear_error(tmp_path):
