@@ -125,9 +125,10 @@ def filesystem_of(uri: str) -> tuple[pafs.FileSystem, str]:
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, ValueError) as error:
+        hint = ("; a password with '/', '#', '?' or '@' must be percent-encoded"
+                if "@" in uri else "")
         raise StorageUriError(f"{redact(uri)}: not a URI pyarrow can open "
-                              f"({redact_text(str(error).replace(uri, redact(uri)))}); a "
-                              "password with '/', '#', '?' or '@' must be percent-encoded"
+                              f"({redact_text(str(error).replace(uri, redact(uri)))}){hint}"
                               ) from None
 
 
