@@ -516,18 +516,16 @@ def _deep_count_given(argv: list[str]) -> list[str]:
     return words
 
 
-def _count(text: str) -> int:
-    """A whole number, 0 or more."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"a whole number, 0 or more, got {text!r}")
-    return int(text)
+def _whole_at_least(least: int):
+    """An argparse type: a whole number, `least` or more."""
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < least:
+            raise argparse.ArgumentTypeError(f"a whole number, {least} or more, got {text!r}")
+        return int(text)
+    return parse
 
 
-def _positive(text: str) -> int:
-    """A whole number, 1 or more."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"a whole number, 1 or more, got {text!r}")
-    return int(text)
+_count, _positive = _whole_at_least(0), _whole_at_least(1)
 
 
 def _cell_width(text: str) -> int:

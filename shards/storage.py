@@ -136,12 +136,11 @@ def check_uri(uri: str) -> None:
     """A '#' begins a fragment, and a file:// URI takes no options after '?': pyarrow drops
     both (with the query of an s3:// URI after a '#'), so `file:///data/run#2` named
     /data/run, another dataset's folder."""
-    parts = urlsplit(uri)
     if "#" in uri:
         raise StorageUriError(f"{redact(uri)}: '#' begins a URI fragment, which is dropped "
                               "(the URI would name another folder): write it as %23, or "
                               "choose a name without it")
-    if parts.scheme == "file" and parts.query:
+    if uri.split("://", 1)[0].lower() == "file" and "?" in uri:
         raise StorageUriError(f"{redact(uri)}: a file:// URI takes no '?' options (the URI "
                               "would name another folder): write '?' as %3F, or give the "
                               "path itself")
