@@ -44,7 +44,7 @@ STATS_NAME = re.compile(r"([0-9]+)_stats\.json")
 SOURCES_COLUMNS = ("ref_id", "shard", "split", "status")  # what the readers take from it
 
 
-def _listing(location: Location) -> dict[str, int]:
+def shards_listing(location: Location) -> dict[str, int]:
     """File name -> byte size of every file in the shards folder: one listing (one request,
     or one per thousand files, on an object store)."""
     selector = pafs.FileSelector(location.path(SHARDS_DIR), allow_not_found=True)
@@ -61,7 +61,7 @@ def _stats_indices(names: Iterable[str]) -> list[int]:
 
 def shards_with_stats(location: Location) -> list[int]:
     """Indices of the shards whose stats file exists, whatever run wrote them."""
-    return _stats_indices(_listing(location))
+    return _stats_indices(shards_listing(location))
 
 
 def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
@@ -73,7 +73,7 @@ def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
     that is not complete (a finished dataset never reads as a smaller one). Stats outside the
     plan's shards are no part of it. Reads each stats file and lists the folder once; reads
     no tar."""
-    sizes = _listing(location)
+    sizes = shards_listing(location)
     plan = plan_file(location)
     store = plan.get("inputs", {}).get("store", DEFAULT_STORE)
     planned = planned_shards(plan)
@@ -106,12 +106,14 @@ def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
     return complete, damaged
 
 
-def stray_files(location: Location, planned: int, store: str) -> list[str]:
-    """Files in the shards folder that belong to none of the plan's `planned` shards in mode
-    `store` (a staged `.partial` of a run under way aside)."""
+def stray_files(location: Location, planned: int, store: str,
+                listed: dict[str, int] | None = None) -> list[str]:
+    """Files in the shards folder (`listed`, where the caller listed it: shards_listing) that
+    belong to none of the plan's `planned` shards in mode `store` (a staged `.partial` of a
+    run under way aside)."""
     expected = {path.rpartition("/")[2] for index in range(planned)
                 for path in shard_files(location, index, store).values()}
-    return sorted(name for name in _listing(location)
+    return sorted(name for name in (shards_listing(location) if listed is None else listed)
                   if name not in expected and not name.endswith(STAGED_SUFFIX))
 
 

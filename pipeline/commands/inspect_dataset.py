@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -26,7 +25,6 @@ from shards.layout import (
     MANIFEST_FILE,
     PLAN_FILE,
     REPORT_FILE,
-    SHARDS_DIR,
     SOURCES_FILE,
     labels_file,
     labels_files,
@@ -39,6 +37,7 @@ from shards.reader import (
     examine_shard,
     read_index,
     read_sources,
+    shards_listing,
     stray_files,
     tar_sha256,
 )
@@ -254,13 +253,14 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
     jobs = [ShardCheck.of(location, plan, index, 1 + config.versions_count, config.store,
                           config.keep_pngs) for index in range(plan.shard_count)]
     shard_problems, samples = [], 0
-    processes = min(workers, _shard_bytes(location) // BYTES_PER_PROCESS)
+    listed = shards_listing(location)  # (its files' bytes size the processes)
+    processes = min(workers, sum(size or 0 for size in listed.values()) // BYTES_PER_PROCESS)
     checked = in_processes(checked_shard, jobs, processes)
     for problems, counted in tqdm(checked, total=len(jobs),
                                   desc="shards checked", unit="shard", leave=False,
                                   disable=len(jobs) < 4):  # each tar read and hashed
         shard_problems, samples = shard_problems + problems, samples + counted
-    stray = stray_files(location, plan.shard_count, config.store)
+    stray = stray_files(location, plan.shard_count, config.store, listed)
     if stray:
         shard_problems.append(
             f"{len(stray)} file(s) in shards/ belong to none of the plan's {plan.shard_count} "
@@ -285,13 +285,6 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
                                                keep_pngs=config.keep_pngs)
         lines, problems = lines + deep_lines, problems + deep_problems
     return lines, problems
-
-
-def _shard_bytes(location: Location) -> int:
-    """The bytes of the files in shards/ (one listing)."""
-    selector = pafs.FileSelector(location.path(SHARDS_DIR), allow_not_found=True)
-    return sum(info.size or 0 for info in location.fs.get_file_info(selector)
-               if info.type == pafs.FileType.File)
 
 
 def _staged_note(location: Location) -> list[str]:
