@@ -119,7 +119,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     options = ClusterOptions(  # checked here, before a job goes to a cluster
         actors=args.actors, max_in_flight=args.max_in_flight, restart=args.restart,
-        verify=args.verify, take_over=args.take_over)
+        verify=args.verify, take_over=args.take_over, retry_unreadable=args.retry_unreadable)
     if args.address:
         return submit_to_cluster(args.address, sys.argv[1:],
                                  cluster_paths(args.out, args.sources, args.ensemble))
@@ -437,6 +437,10 @@ def _add_generate(commands) -> None:
     _add_take_over(generate, "OUT")
     generate.add_argument("--verify", action="store_true",
                           help="on resume, check every finished tar's SHA-256 (reads them all)")
+    generate.add_argument("--retry-unreadable", action="store_true",
+                          help="on resume, make again the finished shards that left out a "
+                               "source whose read failed (a network or NFS hiccup, a file "
+                               "restored since): failures.jsonl names them as unreadable")
     generate.add_argument("--address", help="submit to a Ray cluster: http://HEAD:8265")
     generate.add_argument("--actors", type=int,
                           help="labeler actors (default: one per GPU; on a cluster without "

@@ -37,7 +37,7 @@ from pipeline.output_folder import (
 )
 from pipeline.plan import Plan, chosen, label_identity, persist_or_check
 from pipeline.probe import check_reachable
-from pipeline.quarantine import pardoned_shards, strikes
+from pipeline.remakes import pardoned_shards, strikes, unreadable_shards
 from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout, layout_line
 from pipeline.source_changes import check_modified_sources
@@ -73,6 +73,7 @@ class ClusterOptions:
     restart: bool = False
     verify: bool = False                   # a resume also checks every finished tar's SHA-256
     take_over: bool = False                # take a stale lease over
+    retry_unreadable: bool = False         # on resume, remake shards that left out unread sources
     denoise_on_actors: bool | None = None  # None: when the cluster has GPUs
 
     def __post_init__(self):
@@ -322,6 +323,23 @@ class _Progress:
         ray.kill(self.actor)  # its name is free at once for a rerun in this session
 
 
+def _made_again(location: Location, plan: Plan, done: list[int],
+                retry_unreadable: bool) -> list[int]:
+    """The finished shards a resume makes again (pipeline.remakes), each named in a note: those
+    that left out a quarantined reference no longer struck out, and with `retry_unreadable`
+    those that left out a source whose read failed."""
+    pardoned = pardoned_shards(location, plan, done)
+    if pardoned:
+        print(f"note: making shard(s) {', '.join(map(shard_name, pardoned))} again: "
+              f"references they left out as quarantined are no longer struck out in "
+              f"{STRIKES_FILE}")
+    retried = unreadable_shards(location, plan, done) if retry_unreadable else []
+    if retried:
+        print(f"note: making shard(s) {', '.join(map(shard_name, retried))} again "
+              "(--retry-unreadable): they left out sources that could not be read")
+    return sorted(set(pardoned) | set(retried))
+
+
 def _run_shards(todo, submit, max_in_flight, progress: _Progress) -> list[int]:
     """Run shards with at most max_in_flight at once; return those that failed. The most
     held in flight goes to progress.peak_in_flight."""
@@ -434,15 +452,10 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     todo = [i for i in range(plan.shard_count)
             if not shard_is_complete(location, i, plan.digest, config.store, options.verify)]
     done = [i for i in range(plan.shard_count) if i not in todo]
-    pardoned = []
     if resumed:
+        again = _made_again(location, plan, done, options.retry_unreadable)
+        todo, done = sorted(todo + again), [i for i in done if i not in again]
         check_modified_sources(location, plan, config, done)
-        pardoned = pardoned_shards(location, plan, done)
-        if pardoned:
-            print(f"note: making shard(s) {', '.join(map(shard_name, pardoned))} again: "
-                  f"references they left out as quarantined are no longer struck out in "
-                  f"{STRIKES_FILE}")
-            todo, done = sorted(todo + pardoned), [i for i in done if i not in pardoned]
     write_run_files(location, config, plan, ensemble, absent)
     _start_ray()
     check_reachable(plan, config.sources, config.out)

@@ -15,7 +15,7 @@ from pipeline.config import MODE_DEFAULTS, RunConfig
 from pipeline.errors import PipelineError, PlanMismatchError
 from pipeline.plan import Plan
 from pipeline.scenario_quality import recorded_sums
-from pipeline.sources import printable, skipped_note, unlisted_note
+from pipeline.sources import UNREADABLE, printable, skipped_note, unlisted_note
 from shards.layout import (
     DEFAULT_STORE,
     ENSEMBLE_FILE,
@@ -218,6 +218,10 @@ def summary_lines(report: dict, out: str) -> list[str]:
     if report["failures_by_reason"]:
         lines.append("failures by reason: " + ", ".join(
             f"{reason} {count}" for reason, count in report["failures_by_reason"].items()))
+    if report["failures_by_reason"].get(UNREADABLE):
+        lines.append(f"note: {report['failures_by_reason'][UNREADABLE]} source(s) could not be "
+                     f"read (failures.jsonl names them): the same command with "
+                     "--retry-unreadable reads them again")
     across = [d for d in report["pixel_duplicates"] if len(d["splits"]) > 1]
     if report["pixel_duplicates"]:
         lines.append(f"warning: {len(report['pixel_duplicates'])} references are the same "

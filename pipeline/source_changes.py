@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from pipeline.config import RunConfig
 from pipeline.plan import Plan, read_plan, record_plan, resized_sources, sources_changed
-from pipeline.sources import printable
+from pipeline.sources import UNREADABLE, printable
 from pipeline.worker import ShardOutcome, prepare_reference
 from shards.layout import shard_name, shard_paths
 from shards.storage import Location
@@ -48,6 +48,11 @@ def known_listing(old: Plan, new: Plan) -> Plan:
                    source_mtimes=kept(old.source_mtimes, new.source_mtimes))
 
 
+def _first(uris: list[str]) -> str:
+    """The first three URIs, and '...' where there are more."""
+    return f"{', '.join(uris[:3])}{', ...' if len(uris) > 3 else ''}"
+
+
 # reasons a source is left out after it decoded: its pixels' SHA-256 is not recorded
 LEFT_OUT_AFTER_DECODING = ("label_failed", "quarantined")
 
@@ -67,12 +72,14 @@ def _differs(recorded: dict, now: dict) -> bool:
 
 
 def changed_pixels(location: Location, plan: Plan, config: RunConfig, indices: list[int],
-                   done: set[int]) -> list[str]:
-    """In words, each of the references `indices` in a finished shard of `done` whose source
-    no longer gives the pixels (or the failure) its shard recorded; one left out after it
-    decoded (labels failed, quarantined) has no SHA-256 to compare, and is not decoded."""
+                   done: set[int]) -> tuple[list[str], list[str]]:
+    """Of the references `indices` in a finished shard of `done`: in words, each whose source
+    no longer gives the pixels (or the failure) its shard recorded; and the URI of each left
+    out as unreadable whose source can be read now (nothing of it is in its shard: it stays
+    so, unless --retry-unreadable makes the shard again). One left out after it decoded
+    (labels failed, quarantined) has no SHA-256 to compare, and is not decoded."""
     in_done = [i for i in indices if i // plan.shard_refs in done]
-    changed, recorded = [], {}
+    changed, readable, recorded = [], [], {}
     for index in tqdm(in_done, desc="modified sources checked", unit="source", leave=False,
                       disable=len(in_done) < 20):
         ref, shard = plan.references[index], index // plan.shard_refs
@@ -81,10 +88,14 @@ def changed_pixels(location: Location, plan: Plan, config: RunConfig, indices: l
         before = recorded[shard].get(ref.ref_id, {})
         if before.get("reason") in LEFT_OUT_AFTER_DECODING:
             continue  # no SHA-256 recorded to compare (and a quarantined one killed workers)
-        if _differs(before, prepare_reference(ref, config, ShardOutcome(shard))[1]):
+        now = prepare_reference(ref, config, ShardOutcome(shard))[1]
+        if before.get("reason") == UNREADABLE:
+            if now["status"] == "ok":
+                readable.append(printable(ref.uri))
+        elif _differs(before, now):
             changed.append(f"{printable(ref.uri)} holds other pixels than shard "
                            f"{shard_name(shard)} was made from")
-    return changed
+    return changed, readable
 
 
 def check_modified_sources(location: Location, plan: Plan, config: RunConfig,
@@ -93,10 +104,17 @@ def check_modified_sources(location: Location, plan: Plan, config: RunConfig,
     sources of finished shards that changed in place; else the listing's sizes and times are
     recorded, so that the next resume compares against these."""
     previous = read_plan(location)
-    changed = (resized_sources(previous, plan, set(done))
-               or changed_pixels(location, plan, config, touched(previous, plan), set(done)))
+    changed = resized_sources(previous, plan, set(done))
+    readable = []
+    if not changed:
+        changed, readable = changed_pixels(location, plan, config, touched(previous, plan),
+                                           set(done))
     if changed:
         raise sources_changed(location, changed, "since their shards were made")
+    if readable:
+        print(f"note: {len(readable)} source(s) left out of finished shards as unreadable can "
+              f"be read now ({_first(readable)}): their shards stay as made unless "
+              "--retry-unreadable makes them again")
     count = len(plan.references)
     unseen = [printable(ref.uri) for index, (ref, was, now) in enumerate(zip(
                   plan.references, _each(previous.source_mtimes, count),
@@ -104,8 +122,8 @@ def check_modified_sources(location: Location, plan: Plan, config: RunConfig,
               if now is None and was is not None and index // plan.shard_refs in done]
     if unseen:
         print(f"note: {len(unseen)} source(s) of finished shards cannot be read now "
-              f"({', '.join(unseen[:3])}{', ...' if len(unseen) > 3 else ''}): their shards "
-              "stay as made, and their size and time as recorded")
+              f"({_first(unseen)}): their shards stay as made, and their size and time as "
+              "recorded")
     listed = known_listing(previous, plan)
     if (previous.source_bytes, previous.source_mtimes) != (listed.source_bytes,
                                                            listed.source_mtimes):

@@ -21,6 +21,7 @@ from shards.storage import filesystem_of, redact
 EMBEDDED = "embedded"
 EMBEDDED_PREFIX = "embedded:"
 LIST_EXTENSIONS = {".txt", ".csv", ".lst"}
+UNREADABLE = "unreadable"  # the failure reason of a source whose bytes could not be read
 
 
 @dataclass(frozen=True)
@@ -258,9 +259,9 @@ def open_source(uri: str, key: str = "", store: str = "") -> Iterator:
             yield stream
     except FileNotFoundError:
         detail = "dangling link" if os.path.islink(uri) else "no such file"
-        raise DecodeError("unreadable", f"{uri}: {detail}") from None
+        raise DecodeError(UNREADABLE, f"{uri}: {detail}") from None
     except OSError as error:
-        raise DecodeError("unreadable", f"{uri}: {error}") from None
+        raise DecodeError(UNREADABLE, f"{uri}: {error}") from None
 
 
 def _opened(uri: str, key: str, store: str):

@@ -146,6 +146,39 @@ def test_restart_leaves_no_shard_of_the_old_run(local_ray, shifted_sources, fast
     assert set(read_index(out).column("level").drop_null().to_pylist()) == {1}
 
 
+def test_a_source_that_could_not_be_read_is_read_again_with_retry_unreadable(
+        local_ray, shifted_sources, fast_config, small_image, tmp_path, capsys):
+    """A source whose read failed (here a dangling link, repaired after the run) stays left out
+    of its finished shard on a plain resume, which says it can be read now; a resume with
+    --retry-unreadable makes that shard again, and only that one, with the source in it."""
+    folder, ensemble = shifted_sources(3)  # p0 p1 | p2 p3
+    restored = tmp_path / "restored.png"
+    (folder / "p3.png").symlink_to(restored)  # not there yet: the read fails
+    config = fast_config(str(folder), shard_refs=2, ensemble_file=str(ensemble))
+    report = generate(config, ClusterOptions(actors=1))
+    assert report["failures_by_reason"] == {"unreadable": 1}
+    assert "note: 1 source(s) could not be read (failures.jsonl names them): the same command " \
+        "with --retry-unreadable reads them again" in capsys.readouterr().out
+    out = Location.parse(config.out)
+    first_shard = Path(tar_path(out, 0, config.store)).read_bytes()
+    Image.fromarray(np.roll(small_image, 101, axis=1)).save(restored)
+
+    assert generate(config, ClusterOptions(actors=1))["samples_this_run"] == 0
+    assert f"note: 1 source(s) left out of finished shards as unreadable can be read now " \
+        f"({folder / 'p3.png'}): their shards stay as made unless --retry-unreadable makes " \
+        "them again" in capsys.readouterr().out
+    assert "p3" not in read_index(out).column("ref_id").to_pylist()
+
+    report = generate(config, ClusterOptions(actors=1, retry_unreadable=True))
+    assert "note: making shard(s) 00001 again (--retry-unreadable)" in capsys.readouterr().out
+    per_reference = 1 + len(config.scenarios)
+    assert report["samples_this_run"] == 2 * per_reference  # p2 and p3: shard 1 alone
+    assert report["failures_by_reason"] == {}
+    assert Path(tar_path(out, 0, config.store)).read_bytes() == first_shard
+    assert sorted(set(read_index(out).column("ref_id").to_pylist())) == ["p0", "p1", "p2", "p3"]
+    assert inspect(config.out)[1] == []
+
+
 def test_resuming_under_another_ensemble_is_refused(local_ray, shifted_sources, fast_config,
                                                     tmp_path):
     folder, ensemble = shifted_sources(1)

@@ -1,0 +1,53 @@
+"""Finished shards made again when a run resumes.
+
+A reference on which worker processes died twice is left out of its shard as quarantined (the
+strikes kept in OUT/strikes.json across reruns). Deleting that file, or lowering a reference's
+count in it, tries the reference again: the finished shards that left out a reference no
+longer struck out are made again on the next run. With --retry-unreadable, so are the finished
+shards that left out a source whose read failed (a network or NFS hiccup, a file restored
+since): it is read again, with the rest of its shard."""
+
+from pipeline.actors import QUARANTINE_STRIKES
+from pipeline.output_folder import STRIKES_FILE
+from pipeline.plan import Plan
+from pipeline.sources import UNREADABLE
+from shards.layout import FAILURES_FILE, REPORT_FILE, shard_paths
+from shards.storage import Location
+
+
+def strikes(location: Location) -> dict[str, int]:
+    """OUT/strikes.json: worker deaths counted against each reference ({} without the file)."""
+    return location.read_json_or_empty(location.path(STRIKES_FILE))
+
+
+def pardoned_shards(location: Location, plan: Plan, done: list[int]) -> list[int]:
+    """The shards of `done` that left out a reference as quarantined which strikes.json no
+    longer strikes out."""
+    struck = strikes(location)
+    left_out = {failure["ref_id"] for failure in _failures(location, done)
+                if failure.get("reason") == "quarantined"}
+    return _shards_of(plan, {ref_id for ref_id in left_out
+                             if struck.get(ref_id, 0) < QUARANTINE_STRIKES}, done)
+
+
+def unreadable_shards(location: Location, plan: Plan, done: list[int]) -> list[int]:
+    """The shards of `done` that left out a source because its bytes could not be read."""
+    return _shards_of(plan, {failure["ref_id"] for failure in _failures(location, done)
+                             if failure.get("reason") == UNREADABLE}, done)
+
+
+def _shards_of(plan: Plan, ref_ids: set[str], done: list[int]) -> list[int]:
+    """The shards of `done` that hold any of the references `ref_ids` in the plan."""
+    return sorted({position // plan.shard_refs for position, ref in enumerate(plan.references)
+                   if ref.ref_id in ref_ids} & set(done))
+
+
+def _failures(location: Location, done: list[int]) -> list[dict]:
+    """The failures of the finished shards: the merged list where the last run ended
+    (report.json written; one file), else each finished shard's own."""
+    if location.exists(location.path(REPORT_FILE)):
+        paths = [location.path(FAILURES_FILE)]
+    else:
+        paths = [shard_paths(location, index)["failures"] for index in done]
+    return [failure for path in paths if location.exists(path)
+            for failure in location.read_json_lines(path)]
