@@ -17,7 +17,7 @@ from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.sources import Source, printable
 from shards.keys import ref_ids
 from shards.layout import MANIFEST_FILE, PLAN_FILE, REPORT_FILE, shard_count
-from shards.reader import damage_message, shard_problems, shard_states
+from shards.reader import RunFileError, damage_message, run_file, shard_problems, shard_states
 from shards.storage import Location
 
 
@@ -286,12 +286,12 @@ def _first_reference_difference(old: Plan, new: Plan) -> str:
 
 
 def read_plan(location: Location) -> Plan:
-    """The plan in a dataset's plan.json (a ValueError naming the file where it is not one)."""
-    path = location.path(PLAN_FILE)
+    """The plan in a dataset's plan.json; a RunFileError where there is none or it is not one."""
+    document = run_file(location, PLAN_FILE)
     try:
-        return Plan.from_json(json.loads(location.read_bytes(path)))
-    except ValueError as error:  # not JSON (undecodable bytes too), or not a plan
-        raise ValueError(f"{path}: {error}") from None
+        return Plan.from_json(document)
+    except ValueError as error:
+        raise RunFileError(f"{location.path(PLAN_FILE)}: {error}") from None
 
 
 def persist_or_check(plan: Plan, location: Location, restart: bool = False) -> bool:

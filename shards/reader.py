@@ -26,7 +26,7 @@ from shards.layout import (
     tar_path,
 )
 from shards.schema import CHAIN_TYPE, chain_of
-from shards.storage import STAGED_SUFFIX, HashingStream, Location
+from shards.storage import STAGED_SUFFIX, HashingStream, Location, redact
 from shards.tar_stream import TAR_CHANGED, read_tar
 
 
@@ -36,8 +36,29 @@ class DamagedShardError(ValueError):
     boundary reads as a valid, shorter one, so a reader alone would not notice)."""
 
 
-class DamagedRunFileError(ValueError):
+class RunFileError(ValueError):
+    """A run file (plan, manifest, report) is missing or not what generate writes."""
+
+
+class DamagedRunFileError(RunFileError):
     """A run file a reader needs (sources.parquet) cannot be read as what generate writes."""
+
+
+def run_file(location: Location, name: str) -> dict:
+    """The JSON object of the run file `name` of a dataset; a RunFileError says what is wrong
+    with it (missing, not JSON, not an object)."""
+    if not location.exists(location.path(name)):
+        raise RunFileError(f"no {name}: not a dataset written by generate or convert, or one "
+                           "they have not finished beginning (the same command resumes it)")
+    shown = redact(location.path(name))
+    try:
+        data = json.loads(location.read_bytes(location.path(name)))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunFileError(f"{shown} is not JSON ({error}): damaged; rerun generate on the "
+                           "dataset to make it again") from error
+    if not isinstance(data, dict):
+        raise RunFileError(f"{shown} holds {type(data).__name__}, not an object: damaged")
+    return data
 
 
 STATS_NAME = re.compile(r"([0-9]+)_stats\.json")

@@ -5,7 +5,6 @@ Training streams resample shards without end (each rank takes a fixed number of 
 epoch, so no rank waits at an all-reduce); evaluation streams read each shard once, split by
 rank and worker."""
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from labelers.ensemble import Ensemble, EnsembleError
 from shards.dataset import Dataset, readable_shards, sample_stream
 from shards.layout import MANIFEST_FILE, store_of, tar_path
 from shards.order import Order
-from shards.reader import read_index
+from shards.reader import read_index, run_file
 from shards.records import decode
 from shards.schema import METRIC_KEYS, chain_of, record_score
 from shards.storage import Location
@@ -39,7 +38,7 @@ def run_grid(location: Location) -> Grid:
     """The run's (distortion id, level) pairs, sorted: its selection in manifest.json (each
     type at the run's levels, or at its own: type_levels)."""
     try:
-        config = json.loads(location.read_bytes(location.path(MANIFEST_FILE)))["config"]
+        config = run_file(location, MANIFEST_FILE)["config"]
         own = {d: tuple(levels) for d, levels in config.get("type_levels") or ()}
         return tuple(sorted(grid(config["distortion_ids"], config["levels"], own)))
     except (OSError, KeyError, ValueError) as error:

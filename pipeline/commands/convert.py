@@ -38,7 +38,7 @@ from shards.layout import (
     tar_path,
 )
 from shards.png import decode_png, encode_png
-from shards.reader import shard_problems, shard_stats
+from shards.reader import run_file, shard_problems, shard_stats
 from shards.replay import Pending, ReplayContext, ReplayError
 from shards.schema import pixel_sha256
 from shards.storage import Location
@@ -194,7 +194,7 @@ def _source(source: Location) -> tuple[Plan, RunConfig]:
     problems = sources_problems(source, plan) + sidecar_problems(source, plan.digest)
     if problems:  # copied as they are: a damaged one would pass for the target's own
         raise ConversionError(f"{source.root}: {'; '.join(problems)}")
-    manifest = json.loads(source.read_bytes(source.path(MANIFEST_FILE)))
+    manifest = run_file(source, MANIFEST_FILE)
     return plan, RunConfig.from_json(manifest["config"])
 
 
@@ -211,7 +211,7 @@ def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage)
     """The manifest and report (the target's storage and plan digest, where they came from)
     and the run's merged files, copied."""
     storage = {"store": becomes.store, "keep_pngs": list(becomes.keep_pngs)}
-    manifest = json.loads(source.read_bytes(source.path(MANIFEST_FILE)))
+    manifest = run_file(source, MANIFEST_FILE)
     manifest["config"].update(storage, out=target.root)
     manifest.setdefault("modes", {}).update(storage)  # datasets of 2026-11-30 record none
     manifest.update(store=becomes.store, plan_digest=plan.digest, converted_from=source.root)
@@ -224,7 +224,7 @@ def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage)
     for name in labels_files(source):  # relabel's: keyed by sample, made for the target now
         _copy_sidecar(source, target, name, plan.digest)
     if source.exists(source.path(REPORT_FILE)):
-        report = json.loads(source.read_bytes(source.path(REPORT_FILE)))
+        report = run_file(source, REPORT_FILE)
         report.setdefault("modes", {}).update(storage)
         report["converted_from"] = source.root
         target.write_json(target.path(REPORT_FILE), report)

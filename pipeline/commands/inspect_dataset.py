@@ -17,13 +17,12 @@ from pipeline.commands.storage_check import storage_summary
 from pipeline.config import RunConfig
 from pipeline.lease import live_writer
 from pipeline.output_folder import staged_files
-from pipeline.plan import Plan
+from pipeline.plan import Plan, read_plan
 from pipeline.processes import in_processes
 from pipeline.report import libraries_differing_message, modes_line, replay_differs
 from shards.layout import (
     DEFAULT_STORE,
     MANIFEST_FILE,
-    PLAN_FILE,
     REPORT_FILE,
     SOURCES_FILE,
     labels_file,
@@ -33,10 +32,12 @@ from shards.layout import (
 )
 from shards.reader import (
     DamagedRunFileError,
+    RunFileError,
     ShardExamination,
     examine_shard,
     read_index,
     read_sources,
+    run_file,
     shards_listing,
     stray_files,
     tar_sha256,
@@ -189,25 +190,6 @@ def _count_problems(stats: dict, rows: list[dict], references: int) -> list[str]
             for name in recorded if recorded[name] != counts[name]]
 
 
-class RunFileError(ValueError):
-    """A run file (plan, manifest, report) is missing or not what generate writes."""
-
-
-def _run_file(location: Location, name: str) -> dict:
-    """A run file's JSON object; a RunFileError says what is wrong with it."""
-    if not location.exists(location.path(name)):
-        raise RunFileError(f"no {name}: not a dataset written by generate or convert, or one "
-                           "they have not finished beginning (the same command resumes it)")
-    try:
-        data = json.loads(location.read_bytes(location.path(name)))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunFileError(f"{name} is not JSON ({error}): damaged; rerun generate on the "
-                           "dataset to make it again") from error
-    if not isinstance(data, dict):
-        raise RunFileError(f"{name} holds {type(data).__name__}, not an object: damaged")
-    return data
-
-
 DAMAGE = (KeyError, TypeError, ValueError, AttributeError)  # what a mangled field raises
 
 
@@ -220,17 +202,10 @@ def _damaged(name: str, error: Exception) -> RunFileError:
     return RunFileError(f"{name} is damaged ({type(error).__name__}: {error})")
 
 
-def _read_plan(location: Location) -> Plan:
-    try:
-        return Plan.from_json(_run_file(location, PLAN_FILE))
-    except DAMAGE as error:
-        raise _damaged(PLAN_FILE, error) from error
-
-
 def _read_manifest(location: Location) -> tuple[RunConfig, str]:
     """The run's configuration and ensemble hash."""
     try:
-        manifest = _run_file(location, MANIFEST_FILE)
+        manifest = run_file(location, MANIFEST_FILE)
         config = RunConfig.from_json(manifest["config"])
         return config, str(manifest["ensemble_hash"])
     except DAMAGE as error:
@@ -246,7 +221,7 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
     if not location.exists(location.root):
         return [], [f"{redact(out)} does not exist"]
     try:
-        plan = _read_plan(location)
+        plan = read_plan(location)
         config, ensemble_hash = _read_manifest(location)
     except RunFileError as error:
         return [], [f"{redact(out)}: {error}"]
@@ -308,7 +283,7 @@ def _report(location: Location) -> tuple[list[str], list[str]]:
                                           "the run has not finished (rerun generate to "
                                           "resume)")]
     try:
-        report = _run_file(location, REPORT_FILE)
+        report = run_file(location, REPORT_FILE)
         lines = [f"samples {report['samples']} ({report['distorted']} distorted), sources ok "
                  f"{report['sources_ok']}/{report['sources']}, failures "
                  f"{dict(Counter(report['failures_by_reason']))}"]

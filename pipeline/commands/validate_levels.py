@@ -13,7 +13,7 @@ from pathlib import Path
 import distortions
 from pipeline.scenario_quality import scenario
 from shards.layout import REPORT_FILE
-from shards.reader import DamagedShardError, damage_message, shard_states
+from shards.reader import DamagedShardError, damage_message, run_file, shard_states
 from shards.storage import Location, redact
 
 NEW_TYPES = (5, 9, 10, 11, 12, 21, 32, 33)
@@ -98,7 +98,7 @@ def validate_levels(out: str, target: Path) -> list[dict]:
     damaged = shard_states(location)[1]
     if damaged:  # the report's means would speak for samples no reader reads
         raise DamagedShardError(damage_message(location, damaged))
-    report = json.loads(location.read_bytes(location.path(REPORT_FILE)))
+    report = run_file(location, REPORT_FILE)
     if report.get("modes", {}).get("compose"):
         raise ValueError(f"{shown} was made with --compose: a chain of types has no level of "
                          "its own to validate")

@@ -21,7 +21,7 @@ from pipeline.commands.convert import ConversionError, convert, materialize
 from pipeline.commands.inspect_dataset import inspect
 from pipeline.errors import ForeignOutputError, OutputPathError
 from pipeline.lease import LEASE_FILE, LeaseHeldError
-from shards.reader import read_index
+from shards.reader import RunFileError, read_index
 from shards.storage import Location
 from tests.conftest import rewrite_tar, stats_agree
 
@@ -383,6 +383,15 @@ def test_a_source_with_a_damaged_shard_or_no_manifest_is_refused(store_datasets,
     (damaged / "manifest.json").unlink()
     with pytest.raises(ConversionError, match=r"no manifest\.json: not a finished dataset"):
         materialize(str(damaged), str(tmp_path / "out"))
+
+
+def test_a_source_whose_manifest_is_not_json_is_refused_naming_it(store_datasets, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(store_datasets["recipes"], damaged)
+    (damaged / "manifest.json").write_text("{cut")
+    with pytest.raises(RunFileError, match=rf"{damaged / 'manifest.json'} is not JSON"):
+        materialize(str(damaged), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_version_before_its_reference_is_named(store_datasets, tmp_path):

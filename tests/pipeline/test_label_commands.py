@@ -552,7 +552,7 @@ def test_relabel_names_a_plan_json_that_is_not_one(scored_dataset, tmp_path, cap
     out = _copy(scored_dataset, tmp_path)
     (out / "plan.json").write_text("garbage")
     assert cli.main(["relabel", str(out), "--ensemble", "default"]) == 2
-    assert f"{out / 'plan.json'}: Expecting value" in capsys.readouterr().err
+    assert f"{out / 'plan.json'} is not JSON (Expecting value" in capsys.readouterr().err
 
 
 def test_one_image_spelled_two_ways_is_one_reference_of_the_fit(tmp_path):
