@@ -336,7 +336,8 @@ def _made_again(location: Location, plan: Plan, done: list[int],
     retried = unreadable_shards(location, plan, done) if retry_unreadable else []
     if retried:
         print(f"note: making shard(s) {', '.join(map(shard_name, retried))} again "
-              "(--retry-unreadable): they left out sources that could not be read")
+              "(--retry-unreadable): they left out sources that could not be read when they "
+              "were made")
     return sorted(set(pardoned) | set(retried))
 
 
@@ -452,10 +453,14 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     todo = [i for i in range(plan.shard_count)
             if not shard_is_complete(location, i, plan.digest, config.store, options.verify)]
     done = [i for i in range(plan.shard_count) if i not in todo]
-    if resumed:
+    if resumed:  # every finished shard checked, those to make again too: a remake that
+        # stops leaves its shard as it was, finished
+        check_modified_sources(location, plan, config, done)
         again = _made_again(location, plan, done, options.retry_unreadable)
         todo, done = sorted(todo + again), [i for i in done if i not in again]
-        check_modified_sources(location, plan, config, done)
+    elif options.retry_unreadable:
+        print("note: --retry-unreadable has nothing to read again: no earlier run of this "
+              "plan in OUT")
     write_run_files(location, config, plan, ensemble, absent)
     _start_ray()
     check_reachable(plan, config.sources, config.out)

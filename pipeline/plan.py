@@ -251,15 +251,15 @@ def differences(old: Plan, new: Plan) -> list[str]:
     return changed
 
 
-def resized_sources(old: Plan, new: Plan, done: set[int]) -> list[str]:
+def resized_sources(old: Plan, new: Plan, done: set[int], unread: set[str]) -> list[str]:
     """The references of the same plan in the finished shards `done` whose file size differs
     now, in words (where both listings told it); a source of a shard not made yet is made
-    from what it holds now."""
+    from what it holds now, and one its shard could not read (`unread` ref_ids) is not in it."""
     return [f"{printable(ref.uri)} is {after} bytes, was {before}"
             for index, (ref, before, after) in enumerate(zip(
                 old.references, old.source_bytes, new.source_bytes, strict=False))
             if before is not None and after is not None and before != after
-            and index // old.shard_refs in done]
+            and index // old.shard_refs in done and ref.ref_id not in unread]
 
 
 def _shown(value) -> str:

@@ -32,8 +32,14 @@ def pardoned_shards(location: Location, plan: Plan, done: list[int]) -> list[int
 
 def unreadable_shards(location: Location, plan: Plan, done: list[int]) -> list[int]:
     """The shards of `done` that left out a source because its bytes could not be read."""
-    return _shards_of(plan, {failure["ref_id"] for failure in _failures(location, done)
-                             if failure.get("reason") == UNREADABLE}, done)
+    return _shards_of(plan, left_out_unreadable(location, done), done)
+
+
+def left_out_unreadable(location: Location, done: list[int]) -> set[str]:
+    """The ref_ids the finished shards `done` left out because their bytes could not be read
+    (nothing of them is in those shards)."""
+    return {failure["ref_id"] for failure in _failures(location, done)
+            if failure.get("reason") == UNREADABLE}
 
 
 def _shards_of(plan: Plan, ref_ids: set[str], done: list[int]) -> list[int]:

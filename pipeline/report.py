@@ -221,7 +221,7 @@ def summary_lines(report: dict, out: str) -> list[str]:
     if report["failures_by_reason"].get(UNREADABLE):
         lines.append(f"note: {report['failures_by_reason'][UNREADABLE]} source(s) could not be "
                      f"read (failures.jsonl names them): the same command with "
-                     "--retry-unreadable reads them again")
+                     "--retry-unreadable tries them again")
     across = [d for d in report["pixel_duplicates"] if len(d["splits"]) > 1]
     if report["pixel_duplicates"]:
         lines.append(f"warning: {len(report['pixel_duplicates'])} references are the same "

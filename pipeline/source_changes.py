@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from pipeline.config import RunConfig
 from pipeline.plan import Plan, read_plan, record_plan, resized_sources, sources_changed
+from pipeline.remakes import left_out_unreadable
 from pipeline.sources import UNREADABLE, printable
 from pipeline.worker import ShardOutcome, prepare_reference
 from shards.layout import shard_name, shard_paths
@@ -104,7 +105,7 @@ def check_modified_sources(location: Location, plan: Plan, config: RunConfig,
     sources of finished shards that changed in place; else the listing's sizes and times are
     recorded, so that the next resume compares against these."""
     previous = read_plan(location)
-    changed = resized_sources(previous, plan, set(done))
+    changed = resized_sources(previous, plan, set(done), left_out_unreadable(location, done))
     readable = []
     if not changed:
         changed, readable = changed_pixels(location, plan, config, touched(previous, plan),

@@ -155,10 +155,12 @@ def test_a_source_that_could_not_be_read_is_read_again_with_retry_unreadable(
     restored = tmp_path / "restored.png"
     (folder / "p3.png").symlink_to(restored)  # not there yet: the read fails
     config = fast_config(str(folder), shard_refs=2, ensemble_file=str(ensemble))
-    report = generate(config, ClusterOptions(actors=1))
+    report = generate(config, ClusterOptions(actors=1, retry_unreadable=True))
     assert report["failures_by_reason"] == {"unreadable": 1}
+    printed = capsys.readouterr().out
+    assert "note: --retry-unreadable has nothing to read again" in printed  # a first run
     assert "note: 1 source(s) could not be read (failures.jsonl names them): the same command " \
-        "with --retry-unreadable reads them again" in capsys.readouterr().out
+        "with --retry-unreadable tries them again" in printed
     out = Location.parse(config.out)
     first_shard = Path(tar_path(out, 0, config.store)).read_bytes()
     Image.fromarray(np.roll(small_image, 101, axis=1)).save(restored)
@@ -169,6 +171,11 @@ def test_a_source_that_could_not_be_read_is_read_again_with_retry_unreadable(
         "them again" in capsys.readouterr().out
     assert "p3" not in read_index(out).column("ref_id").to_pylist()
 
+    p2 = (folder / "p2.png").read_bytes()  # a source of the shard to make again, replaced:
+    Image.fromarray(small_image[::-1].copy()).save(folder / "p2.png")  # still refused, as a
+    with pytest.raises(PlanMismatchError, match=r"p2\.png is \d+ bytes, was"):  # remake
+        generate(config, ClusterOptions(actors=1, retry_unreadable=True))  # may not finish
+    (folder / "p2.png").write_bytes(p2)
     report = generate(config, ClusterOptions(actors=1, retry_unreadable=True))
     assert "note: making shard(s) 00001 again (--retry-unreadable)" in capsys.readouterr().out
     per_reference = 1 + len(config.scenarios)

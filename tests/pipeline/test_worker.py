@@ -346,6 +346,47 @@ def test_a_source_unreadable_at_one_resume_keeps_its_recorded_size_and_time(
         f"({folder / 'b.png'})" in capsys.readouterr().out
 
 
+def test_a_source_whose_read_failed_is_not_compared_on_resume(tmp_path, fast_config,
+                                                            small_image, mae_ensemble,
+                                                            monkeypatch):
+    """A source listed with its size whose read failed (EIO: an NFS hiccup) is not in its
+    shard: a resume after it changed, in size too, keeps the shard as made (nothing of the
+    source is in it to mix); a readable source that changed size is still refused."""
+    import errno
+
+    import pipeline.sources as sources
+
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    for name, shift in (("a", 0), ("b", 40)):
+        Image.fromarray(np.roll(small_image, shift, axis=1)).save(folder / f"{name}.png")
+    config = fast_config(str(folder), shard_refs=2, distortion_ids=(1,), levels=(1,),
+                         metrics=("mae",))
+    location = Location.parse(config.out)
+    plan = Plan.make(list_sources(str(folder)), config)
+    persist_or_check(plan, location)
+    opened = sources._opened
+
+    def failing_b(uri, key, store):
+        if uri.endswith("b.png"):
+            raise OSError(errno.EIO, "Input/output error", uri)
+        return opened(uri, key, store)
+    monkeypatch.setattr(sources, "_opened", failing_b)
+    outcome = produce_shard(0, plan, config,
+                            local_scorer(Labeler(metrics=("mae",), device="cpu")),
+                            mae_ensemble, location)
+    assert [f["reason"] for f in outcome.failures] == ["unreadable"]
+    monkeypatch.undo()
+    Image.fromarray(small_image[::-1].copy()).save(folder / "b.png")  # another size
+    assert plan.source_bytes[1] != (folder / "b.png").stat().st_size
+    check_modified_sources(location, Plan.make(list_sources(str(folder)), config), config,
+                           done=[0])
+    Image.fromarray(small_image[::-1].copy()).save(folder / "a.png", compress_level=0)
+    with pytest.raises(PlanMismatchError, match=r"a\.png is \d+ bytes, was"):
+        check_modified_sources(location, Plan.make(list_sources(str(folder)), config),
+                               config, done=[0])
+
+
 def test_a_touched_source_left_out_after_decoding_resumes(tmp_path, fast_config, small_image,
                                                           mae_ensemble, monkeypatch):
     """A reference quarantined (workers died on it) or whose labels failed (VIF of a flat
