@@ -6,6 +6,7 @@ import csv
 import functools
 import os
 import stat
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ EMBEDDED = "embedded"
 EMBEDDED_PREFIX = "embedded:"
 LIST_EXTENSIONS = {".txt", ".csv", ".lst"}
 UNREADABLE = "unreadable"  # the failure reason of a source whose bytes could not be read
+READ_RETRY_SECONDS = (1.0, 4.0)  # waits before the 2nd and 3rd read of a source whose read failed
+LASTING = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 @dataclass(frozen=True)
@@ -260,8 +263,8 @@ def open_source(uri: str, key: str = "", store: str = "") -> Iterator:
     except FileNotFoundError:
         detail = "dangling link" if os.path.islink(uri) else "no such file"
         raise DecodeError(UNREADABLE, f"{uri}: {detail}") from None
-    except OSError as error:
-        raise DecodeError(UNREADABLE, f"{uri}: {error}") from None
+    except OSError as error:  # the cause kept: read_bytes tries a passing failure again
+        raise DecodeError(UNREADABLE, f"{uri}: {error}") from error
 
 
 def _opened(uri: str, key: str, store: str):
@@ -279,7 +282,25 @@ def _opened(uri: str, key: str, store: str):
 
 def read_bytes(uri: str, key: str, store: str, limit: int) -> bytes:
     """The bytes behind a source (open_source); DecodeError('too_large') for a source of more
-    than `limit` bytes, refused by its size before any byte is read."""
+    than `limit` bytes, refused by its size before any byte is read. A read that fails for a
+    reason that may pass (EIO, a timeout, an object store's error) is tried again after each
+    of READ_RETRY_SECONDS; a missing file, a folder or a denied one at once."""
+    for wait in READ_RETRY_SECONDS:
+        try:
+            return _read_once(uri, key, store, limit)
+        except DecodeError as error:
+            if not _may_pass(error):
+                raise
+        time.sleep(wait)
+    return _read_once(uri, key, store, limit)
+
+
+def _may_pass(error: DecodeError) -> bool:
+    """Whether a failed read may succeed if tried again: an OSError but the lasting kinds."""
+    return isinstance(error.__cause__, OSError) and not isinstance(error.__cause__, LASTING)
+
+
+def _read_once(uri: str, key: str, store: str, limit: int) -> bytes:
     with open_source(uri, key, store) as stream:
         size = stream.size() if callable(getattr(stream, "size", None)) \
             else os.fstat(stream.fileno()).st_size

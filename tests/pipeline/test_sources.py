@@ -202,3 +202,36 @@ def test_a_linked_folder_is_listed_once_under_its_own_path_whatever_the_listing_
     finally:
         if place == "shm":
             subprocess.run(["rm", "-rf", str(base)], check=True)
+
+
+@pytest.mark.parametrize(("failure", "fails", "reads"), [
+    (OSError(5, "Input/output error"), 1, 2),       # passes: read again
+    (OSError(5, "Input/output error"), 9, 3),       # lasts: unreadable after three reads
+    (TimeoutError("timed out"), 2, 3),
+    (PermissionError(13, "Permission denied"), 9, 1),  # lasting kinds: read once
+    (FileNotFoundError(2, "No such file"), 9, 1),
+])
+def test_a_read_that_may_pass_is_tried_again(tmp_path, small_image, monkeypatch, failure,
+                                             fails, reads):
+    """A source whose read fails with an error that may pass (an NFS hiccup, a store's
+    timeout) is read up to three times before it is recorded unreadable; a missing or
+    denied file only once."""
+    import pipeline.sources as sources
+
+    path = tmp_path / "a.png"
+    Image.fromarray(small_image).save(path)
+    opened, calls = sources._opened, []
+
+    def failing(uri, key, store):  # the first `fails` reads fail
+        calls.append(uri)
+        if len(calls) <= fails:
+            raise failure
+        return opened(uri, key, store)
+    monkeypatch.setattr(sources, "_opened", failing)
+    monkeypatch.setattr(sources, "READ_RETRY_SECONDS", (0.0, 0.0))
+    if fails < reads:
+        assert np.array_equal(sources.read_rgb(str(path)), small_image)
+    else:
+        with pytest.raises(DecodeError, match="unreadable"):
+            sources.read_rgb(str(path))
+    assert len(calls) == reads
