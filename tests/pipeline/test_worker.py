@@ -107,6 +107,7 @@ def test_parquet_rows_equal_tar_members_and_labels_are_present(sources_folder, f
         if sample["__key__"].endswith("_ref"):
             record = json.loads(sample["json"])
             assert set(spec_fields) <= set(record)
+            assert set(index[0]) <= set(record)  # and every index column (split, chain, ...)
             assert all(record[name] is None for name in
                        ("distortion_id", "distortion", "category", "level", "seed", "recipe",
                         "scores", "quality"))

@@ -68,6 +68,15 @@ BACKBONES = [("nasnetalarge", 96), ("resnet50", 64), ("efficientnet_b0", 64),
              ("convnext_tiny", 64), ("vit_tiny_patch16_224", 224)]
 
 
+def test_a_backbone_that_takes_no_drop_path_says_so():
+    """timm's GhostNet takes no drop_path_rate and has no NASNet cells: it builds without
+    drop-path, and the notice the run prints at start says so."""
+    built = build_model(ModelConfig("ghostnet_050", init="random", drop_path=0.1))
+    assert "ghostnet_050 takes no drop-path in timm: --drop-path 0.1 is NOT applied" in \
+        built.notices
+    assert not ScheduledDropPath(built.model).active
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("backbone", "size"), BACKBONES)
 def test_every_named_backbone_builds_and_takes_a_training_step(backbone, size):
