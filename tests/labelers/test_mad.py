@@ -373,3 +373,12 @@ def test_a_dark_reference_has_no_detection_stage_so_mad_is_zero():
 def _rgb(gray: np.ndarray) -> torch.Tensor:
     """N x 1 x H x W gray values as uint8 N x 3 x H x W."""
     return torch.from_numpy(np.repeat(gray, 3, axis=1).astype(np.uint8))
+
+
+def test_the_cpu_magnitude_is_the_complex_abs_cuda_runs():
+    """MAD's |z| on a CPU (numpy's abs) and on CUDA (torch's) differ by rounding only."""
+    from labelers.mad import magnitude
+
+    rng = np.random.default_rng(5)
+    z = torch.from_numpy(rng.normal(size=(3, 64, 64)) + 1j * rng.normal(size=(3, 64, 64)))
+    assert torch.allclose(magnitude(z), z.abs(), rtol=1e-15, atol=0)

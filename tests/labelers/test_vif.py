@@ -361,3 +361,25 @@ def test_cuda_matches_cpu(noisy_versions):
     cpu = VIF("cpu").score(ref, dist)
     cuda = VIF("cuda").score(ref, dist).cpu()
     torch.testing.assert_close(cuda, cpu, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize(("size", "step", "filters"), [(7, 1, 4), (9, 2, 1), (3, 1, 2)])
+def test_the_cpu_tap_sum_is_the_convolution_cuda_runs(size, step, filters):
+    """corr_dn's CPU path (a sum tap by tap) and its CUDA path (F.conv2d) compute one
+    correlation: on the CPU both agree within float64 rounding, so a CUDA label differs from
+    its CPU one by rounding only (the device check compares them on a GPU)."""
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(size)
+    window = torch.from_numpy(rng.uniform(0, 255, (2, 1, 40, 36)))
+    taps = torch.from_numpy(rng.normal(size=(filters, size, size)))
+    by_taps = vif._tap_sum(window, taps, step)
+    by_conv = F.conv2d(window, taps[:, None], stride=step)
+    assert by_taps.shape == by_conv.shape
+    assert torch.allclose(by_taps, by_conv, rtol=1e-12, atol=1e-9)
+
+
+def test_the_cpu_outer_sum_is_the_matrix_product_cuda_runs():
+    rng = np.random.default_rng(3)
+    centred = torch.from_numpy(rng.normal(size=(9, 5000)))
+    assert torch.allclose(vif._outer_sum(centred), centred @ centred.T, rtol=1e-12, atol=1e-9)
