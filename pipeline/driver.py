@@ -15,6 +15,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 from labelers import weights
+from labelers.ensemble import Ensemble
 from labelers.ensemble import load as load_ensemble
 from labelers.errors import LabelerError
 from pipeline.actors import LabelerActor, ProgressActor, merge_strikes, shard_task
@@ -41,7 +42,7 @@ from pipeline.remakes import pardoned_shards, strikes, unreadable_shards
 from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout, layout_line
 from pipeline.source_changes import check_modified_sources
-from pipeline.sources import byte_limit, listing, skipped_note, unlisted_note
+from pipeline.sources import Listing, byte_limit, listing, skipped_note, unlisted_note
 from pipeline.submit import AUTHENTICATION_ERRORS
 from shards.layout import (
     FAILURES_FILE,
@@ -436,31 +437,8 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
               absent: tuple[str, ...], started: float, lease: Lease) -> dict:
     ensemble = load_ensemble(config.ensemble_file)
     listed = listing(config.sources)
-    if listed.skipped:
-        print(f"note: {skipped_note(listed.skipped)}")
-    if listed.unlisted:
-        print(f"warning: folders of SOURCES that cannot be read, their images left out: "
-              f"{unlisted_note(listed.unlisted)}")
-    sources = chosen(listed.sources, config)
-    identity = label_identity(ensemble.hash if config.labelled else None, absent)
-    plan = Plan.make(sources, config, identity,
-                     find_duplicates(sources, config.sources, byte_limit(config.max_pixels)))
-    refuse_foreign(location)
-    if options.restart:
-        clear_previous_run(location)
-    remove_staged(location)
-    resumed = persist_or_check(plan, location, restart=options.restart)
-    todo = [i for i in range(plan.shard_count)
-            if not shard_is_complete(location, i, plan.digest, config.store, options.verify)]
-    done = [i for i in range(plan.shard_count) if i not in todo]
-    if resumed:  # every finished shard checked, those to make again too: a remake that
-        # stops leaves its shard as it was, finished
-        check_modified_sources(location, plan, config, done)
-        again = _made_again(location, plan, done, options.retry_unreadable)
-        todo, done = sorted(todo + again), [i for i in done if i not in again]
-    elif options.retry_unreadable:
-        print("note: --retry-unreadable has nothing to read again: no earlier run of this "
-              "plan in OUT")
+    plan = _listed_plan(listed, config, ensemble, absent)
+    todo, done, resumed = _shards_to_make(plan, config, options, location)
     write_run_files(location, config, plan, ensemble, absent)
     _start_ray()
     check_reachable(plan, config.sources, config.out)
@@ -468,20 +446,15 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
         print(f"resuming: {len(done)} of {plan.shard_count} shards done")
     if todo:
         _drop_stale_results(location)
-    if absent:
-        print(f"note: labels without {', '.join(absent)} (weights missing; Q renormalised)")
-    unscored = sorted(set(ensemble.weights) - set(config.metrics)) if config.labelled else []
-    if unscored:
-        print(f"note: the ensemble {ensemble.name} also weighs {', '.join(unscored)}, which "
-              "--metrics does not compute: Q is renormalised over the rest")
+    _say_what_labels_lack(config, ensemble, absent)
     resources = ray.cluster_resources()
     scheduling = layout(resources.get("CPU", 1.0), int(resources.get("GPU", 0)),
                         options.actors, options.max_in_flight, config.labelled)
     print(f"note: {layout_line(resources, scheduling)}")
-    arguments = (plan.to_json(), config.to_json(), ensemble.to_json(), config.out)
     on_actors = options.denoise_on_actors
     if on_actors is None:
         on_actors = resources.get("GPU", 0) > 0
+    arguments = (plan.to_json(), config.to_json(), ensemble.to_json(), config.out)
     with _labeler_pool(config, scheduling, plan.digest[:8]) as (actors, nodes):
         progress = _Progress(location, plan, 1 + config.versions_count, done, lease)
 
@@ -510,3 +483,51 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     location.write_json(location.path(REPORT_FILE), report)
     print("\n".join(summary_lines(report, config.out)))
     return report
+
+
+def _listed_plan(listed: Listing, config: RunConfig, ensemble: Ensemble,
+                 absent: tuple[str, ...]) -> Plan:
+    """The run's plan of the listed sources (what the listing skipped said first)."""
+    if listed.skipped:
+        print(f"note: {skipped_note(listed.skipped)}")
+    if listed.unlisted:
+        print(f"warning: folders of SOURCES that cannot be read, their images left out: "
+              f"{unlisted_note(listed.unlisted)}")
+    sources = chosen(listed.sources, config)
+    identity = label_identity(ensemble.hash if config.labelled else None, absent)
+    return Plan.make(sources, config, identity,
+                     find_duplicates(sources, config.sources, byte_limit(config.max_pixels)))
+
+
+def _shards_to_make(plan: Plan, config: RunConfig, options: ClusterOptions,
+                    location: Location) -> tuple[list[int], list[int], bool]:
+    """(the shards to make, those finished, whether an earlier run of the plan is resumed),
+    with OUT readied: an earlier run's files cleared (--restart), staged leftovers removed,
+    the plan written or checked, a resume's sources checked against its finished shards."""
+    refuse_foreign(location)
+    if options.restart:
+        clear_previous_run(location)
+    remove_staged(location)
+    resumed = persist_or_check(plan, location, restart=options.restart)
+    todo = [i for i in range(plan.shard_count)
+            if not shard_is_complete(location, i, plan.digest, config.store, options.verify)]
+    done = [i for i in range(plan.shard_count) if i not in todo]
+    if resumed:  # every finished shard checked, those to make again too: a remake that
+        # stops leaves its shard as it was, finished
+        check_modified_sources(location, plan, config, done)
+        again = _made_again(location, plan, done, options.retry_unreadable)
+        todo, done = sorted(todo + again), [i for i in done if i not in again]
+    elif options.retry_unreadable:
+        print("note: --retry-unreadable has nothing to read again: no earlier run of this "
+              "plan in OUT")
+    return todo, done, resumed
+
+
+def _say_what_labels_lack(config: RunConfig, ensemble: Ensemble, absent: tuple[str, ...]) -> None:
+    """Notes on the metrics the ensemble weighs that this run does not compute."""
+    if absent:
+        print(f"note: labels without {', '.join(absent)} (weights missing; Q renormalised)")
+    unscored = sorted(set(ensemble.weights) - set(config.metrics)) if config.labelled else []
+    if unscored:
+        print(f"note: the ensemble {ensemble.name} also weighs {', '.join(unscored)}, which "
+              "--metrics does not compute: Q is renormalised over the rest")

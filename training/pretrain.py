@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
 from labelers.ensemble import parsed as parse_ensemble
-from shards.dataset import open_dataset
+from shards.dataset import Dataset, open_dataset
 from shards.layout import ENSEMBLE_FILE
 from shards.schema import finite_counts, score_arrays
 from shards.storage import Location, redact
@@ -232,15 +232,10 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
         distributed.stop(context)
 
 
-def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
-    if config.objective.label_free:
-        return pretrain_label_free(config, context, resume)
-    dataset = open_dataset(config.dataset)
-    location = dataset.location
-    index = distorted_index(location, dataset.shards)  # (each shard's stats read once)
-    if len(index) == 0:
-        raise ValueError(f"{config.dataset} has no distorted sample: every source or version "
-                         "failed (its report.json and failures.jsonl say why)")
+def _with_labels(config: PretrainConfig, location: Location, index: pa.Table
+                 ) -> tuple[PretrainConfig, str | None]:
+    """The config with its targets bound to the dataset (an --ensemble's quality, the run's
+    grid for class/multihot), and the hash of the ensemble that made the labels read."""
     if config.ensemble is not None:
         config = replace(config, targets=tuple(
             ensemble_target(location, index, target, config.ensemble)
@@ -251,9 +246,15 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
         grid = run_grid(location)
         config = replace(config, targets=tuple(replace(target, grid=grid)
                                                for target in config.targets))
-    heads = tuple(target.head(weight) for target, weight in zip(config.targets,
-                                                                  config.weights, strict=True))
-    multi = multi_head(config.targets)
+    return config, labels
+
+
+def _splits(config: PretrainConfig, dataset: Dataset, index: pa.Table
+            ) -> tuple[SplitShards, SplitShards, SplitShards]:
+    """The train and val splits' shards, and the part of val validated on (--val-limit);
+    a ValueError where val is empty, or too small for the correlations that choose the best
+    epoch (found before an epoch, not after it)."""
+    location = dataset.location
     splits = reference_splits(dataset, config.val_refs, config.exclude_refs)
     train, val = (split_shards(location, index, splits, name) for name in ("train", "val"))
     if not val.samples:
@@ -261,11 +262,28 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
                          "some with --val-refs")
     validated = limited_split(location, index, val, config.val_limit, config.seed)
     if (any(target.kind == "regression" for target in config.targets)
-            and validated.samples < MIN_PAIRS):  # found before an epoch, not after it
+            and validated.samples < MIN_PAIRS):
         raise ValueError(f"{config.dataset}: validating on {validated.samples} sample(s) of "
                          f"{len(validated.refs)} reference(s); the correlations that choose "
                          f"the best epoch need at least {MIN_PAIRS}: name more --val-refs"
                          + (" or a larger --val-limit" if validated is not val else ""))
+    return train, val, validated
+
+
+def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
+    if config.objective.label_free:
+        return pretrain_label_free(config, context, resume)
+    dataset = open_dataset(config.dataset)
+    location = dataset.location
+    index = distorted_index(location, dataset.shards)  # (each shard's stats read once)
+    if len(index) == 0:
+        raise ValueError(f"{config.dataset} has no distorted sample: every source or version "
+                         "failed (its report.json and failures.jsonl say why)")
+    config, labels = _with_labels(config, location, index)
+    heads = tuple(target.head(weight) for target, weight in zip(config.targets,
+                                                                  config.weights, strict=True))
+    multi = multi_head(config.targets)
+    train, val, validated = _splits(config, dataset, index)
     steps = config.steps_per_epoch or max(1, math.ceil(train.samples / config.optim.batch_size))
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
     built = build_model(config.model, config.targets[0].outputs,
@@ -290,9 +308,7 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
         return train_loader
 
     precision = Precision.resolve(config.model.precision, context.device)
-
     classes = config.targets[0].classes
-
     inputs = Inputs.of(config.augment, context.device, precision)
 
     def validate(network) -> dict:
