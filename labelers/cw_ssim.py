@@ -170,8 +170,8 @@ def pyramid_bands(gray: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
     return torch.fft.ifft2(torch.fft.ifftshift(spectrum * filters, dim=(-2, -1)))
 
 
-def cssim_pooled(ref_bands: torch.Tensor, dist_bands: torch.Tensor, weights: torch.Tensor,
-                 k: float = K) -> torch.Tensor:
+def cssim_pooled(ref_bands: torch.Tensor, dist_bands: torch.Tensor, weights: torch.Tensor
+                 ) -> torch.Tensor:
     """Per-band CW-SSIM (N x nbands): box-averaged cross-correlation and energy, cssim map,
     Gaussian-weighted sum."""
     corr = ref_bands * dist_bands.conj()
@@ -179,8 +179,8 @@ def cssim_pooled(ref_bands: torch.Tensor, dist_bands: torch.Tensor, weights: tor
     stats = torch.cat([corr.real, corr.imag, varr], dim=1)
     stats = F.avg_pool2d(F.avg_pool2d(stats, (WINDOW, 1), stride=1), (1, WINDOW), stride=1)
     corr_re, corr_im, varr = stats.chunk(3, dim=1)
-    numerator = 2 * torch.sqrt(corr_re**2 + corr_im**2) + k
-    denominator = varr + k
+    numerator = 2 * torch.sqrt(corr_re**2 + corr_im**2) + K
+    denominator = varr + K
     cssim = torch.where(
         denominator > 0, numerator / denominator.clamp_min(torch.finfo(varr.dtype).tiny), 1.0
     )

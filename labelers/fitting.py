@@ -81,13 +81,13 @@ def fit_weights(features: np.ndarray, target: np.ndarray) -> tuple[float, np.nda
     return float(solution[0]), solution[1:]
 
 
-def backfit(scores: dict[str, np.ndarray], opinion: np.ndarray, rising: dict[str, bool],
-            rounds: int = BACKFIT_ROUNDS) -> tuple[dict[str, Mapping01], np.ndarray]:
+def backfit(scores: dict[str, np.ndarray], opinion: np.ndarray, rising: dict[str, bool]
+            ) -> tuple[dict[str, Mapping01], np.ndarray]:
     """Per-metric sigmoid mappings (each in its metric's direction) and joint weights, refined
     by backfitting."""
     keys = list(scores)
     mappings = {key: fit_sigmoid(scores[key], opinion, rising[key]) for key in keys}
-    for _ in range(rounds):
+    for _ in range(BACKFIT_ROUNDS):
         features = np.column_stack([mappings[key](scores[key]) for key in keys])
         intercept, weights = fit_weights(features, opinion)
         for index, key in enumerate(keys):
