@@ -16,15 +16,33 @@ OFFSET = (Fraction(7, 10), Fraction(9, 10))   # the second view's vertical offse
 MIN_VIEW_HEIGHT = 4      # below, no whole-pixel offset lies in [0.70 h, 0.90 h)
 
 
+def misfit(shape: tuple[int, ...], crop: tuple[int, int] | None, views: int = 1) -> str | None:
+    """Why `views` boxes of `crop` (one_box, two_views) cannot be drawn on an image of
+    `shape`; None where they can."""
+    height, width = shape[:2]
+    if crop is None:
+        return None
+    h, w = crop
+    if views == 2:
+        low = math.ceil(OFFSET[0] * h)
+        if height < h + low or width < w:
+            return (f"two overlapping {h} x {w} views need an image of at least "
+                    f"{h + low} x {w}; this one is {height} x {width}")
+    elif h > height or w > width:
+        return f"a {h} x {w} crop does not fit a {height} x {width} image"
+    return None
+
+
 def one_box(shape: tuple[int, ...], crop: tuple[int, int] | None,
             rng: np.random.Generator) -> Box:
     """A uniform random h x w box inside an image of `shape` (the whole image for None)."""
     height, width = shape[:2]
     if crop is None:
         return (0, 0, height, width)
+    why = misfit(shape, crop)
+    if why:
+        raise ValueError(why)
     h, w = crop
-    if h > height or w > width:
-        raise ValueError(f"a {h} x {w} crop does not fit a {height} x {width} image")
     return (int(rng.integers(height - h + 1)), int(rng.integers(width - w + 1)), h, w)
 
 
@@ -33,12 +51,12 @@ def two_views(shape: tuple[int, ...], crop: tuple[int, int],
     """Two h x w boxes whose overlap is 10-30% of one, both inside the image; the second lies
     below the first, to its right or left. Offsets are capped where the image is small (the
     overlap stays in the band)."""
+    why = misfit(shape, crop, views=2)
+    if why:
+        raise ValueError(why)
     height, width = shape[:2]
     h, w = crop
     low = math.ceil(OFFSET[0] * h)
-    if height < h + low or width < w:
-        raise ValueError(f"two overlapping {h} x {w} views need an image of at least "
-                         f"{h + low} x {w}; this one is {height} x {width}")
     dy = int(rng.integers(low, min(math.ceil(OFFSET[1] * h), height - h + 1)))
     kept = Fraction(h - dy, h)  # the rows the views share, as a fraction of h
     widest = min(math.floor(w - OVERLAP[0] * w / kept), width - w)
@@ -62,4 +80,9 @@ def half_scale(image: np.ndarray) -> np.ndarray:
     height, width = image.shape[:2]
     if height < 2 or width < 2:
         raise ValueError(f"a {height} x {width} image has no half scale")
-    return cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(image, half_shape((height, width))[::-1], interpolation=cv2.INTER_CUBIC)
+
+
+def half_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The (height, width) of an image of `shape` at half scale (half_scale)."""
+    return shape[0] // 2, shape[1] // 2

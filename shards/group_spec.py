@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from distortions.registry import is_integer
-from shards.boxes import MIN_VIEW_HEIGHT, Box, one_box, two_views
+from shards.boxes import MIN_VIEW_HEIGHT, Box, half_shape, misfit, one_box, two_views
 from shards.order import stream_seed
 
 GROUP_KINDS = ("pair", "chunk", "triplet")
@@ -62,6 +62,17 @@ class GroupSpec:
             return [one_box(shape, self.crop, rng)]
         except ValueError as error:  # a crop that does not fit: which group, at which scale
             raise ValueError(f"{ref_id} at {scale or 'full'} scale: {error}") from error
+
+    def misfit(self, shape: tuple[int, ...]) -> str | None:
+        """Why the group's box(es) cannot be drawn on an image of `shape` at one of its scales
+        (full, and half with half_scale); None where they can at every one."""
+        scales = [("full", shape[:2])] + ([("half", half_shape(shape))] if self.half_scale
+                                          else [])
+        for scale, size in scales:
+            why = misfit(size, self.crop, self.views)
+            if why:
+                return f"at {scale} scale: {why}"
+        return None
 
     def chosen(self, ref_id: str, versions: list[tuple[str, int]]) -> set[str]:
         """The keys taking part among a reference's (key, distortion_id) versions."""

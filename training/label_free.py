@@ -14,7 +14,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from shards.dataset import Dataset, open_dataset
+from shards.group_spec import GroupSpec
 from shards.order import ONE_PASS, Order
+from shards.reader import read_index
 from training.distributed import Context, all_sum
 from training.group_data import (
     MixedStream,
@@ -83,11 +85,13 @@ def _parts(config: "PretrainConfig", request: GroupRequest) -> tuple[list[Part],
         for split in ("train", "val"):
             named = frozenset(ref for ref, its in splits.items() if its == split) & made
             try:
-                refs[split], notice = full_chunks(index, named, request, split, name)
+                whole, chunk_notice = full_chunks(index, named, request, split, name)
+                refs[split], size_notice = fitting(dataset, whole, request, split, name)
+                found = [chunk_notice, size_notice]
             except ValueError as error:  # another dataset may have whole chunks
-                refs[split], notice = frozenset(), f"{error}; left out"
+                refs[split], found = frozenset(), [f"{error}; left out"]
                 short[split].append(str(error))
-            notices += [notice] if notice else []
+            notices += [notice for notice in found if notice]
         parts.append(Part(name, dataset, refs["train"], refs["val"],
                           group_count(index, refs["train"], request),
                           groups_per_reference(index, refs["val"], request)))
@@ -95,6 +99,33 @@ def _parts(config: "PretrainConfig", request: GroupRequest) -> tuple[list[Part],
         if errors and not any(getattr(part, split) for part in parts):
             raise ValueError("; ".join(errors))
     return parts, notices
+
+
+def fitting(dataset: Dataset, refs: frozenset[str], request: GroupRequest, name: str,
+            dataset_name: str) -> tuple[frozenset[str], str | None]:
+    """The references of `refs` on whose images the request's box(es) can be drawn at every
+    scale, and a notice naming the others (a --size native dataset's small photos, a --crop
+    too large), so that none stops the run when its group is cut; a ValueError where none
+    can be."""
+    spec = GroupSpec(request.kind, (request.crop, request.crop), views=request.views,
+                     half_scale=request.half_scale)
+    sizes = read_index(dataset.location, list(dataset.shards),
+                       columns=["ref_id", "kind", "height", "width"], kind="reference")
+    small = {}
+    for ref, height, width in zip(*(sizes[column].to_pylist()
+                                    for column in ("ref_id", "height", "width")), strict=True):
+        why = spec.misfit((height, width)) if ref in refs else None
+        if why:
+            small[ref] = why
+    if not small:
+        return refs, None
+    first = next(iter(sorted(small)))
+    if not refs - set(small):
+        raise ValueError(f"{dataset_name}: no {name} reference is large enough for the "
+                         f"groups' crops (e.g. {first} {small[first]}): lower --crop")
+    return refs - set(small), (
+        f"{len(small)} {name} reference(s) of {dataset_name} are too small for the groups' "
+        f"crops, left out (e.g. {first} {small[first]})")
 
 
 def groups_per_reference(index, refs: frozenset[str], request: GroupRequest) -> Counter:

@@ -278,3 +278,34 @@ def test_a_pair_whose_version_is_not_its_references_size_is_named(tmp_path):
     for kind in ("pair", "triplet"):
         with pytest.raises(ValueError, match="a pair's members must share one size"):
             list(open_dataset(str(tmp_path)).groups(kind, crop=16))
+
+
+def test_a_spec_says_which_images_its_boxes_fit_at_every_scale():
+    """GroupSpec.misfit is None exactly where every scale's box(es) can be drawn: then they lie
+    inside the image and inside its half-scale image (of the shape half_scale makes); where it
+    names a scale, a box of the crop (or two views, offset 0.7 h at least) is larger there."""
+    from shards.boxes import half_scale
+    from shards.group_spec import GroupSpec
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        height, width = (int(side) for side in rng.integers(8, 90, 2))
+        crop = tuple(int(side) for side in rng.integers(4, 40, 2))
+        spec = GroupSpec("chunk", crop, views=int(rng.integers(1, 3)),
+                         half_scale=bool(rng.integers(2)))
+        half = half_scale(np.zeros((height, width, 3), np.uint8)).shape[:2]
+        scales = {"full": (height, width), "half": half}
+        why = spec.misfit((height, width))
+        if why is None:
+            for scale, shape in scales.items():
+                if scale == "full" or spec.half_scale:
+                    for y, x, h, w in spec.boxes(shape, "r", scale=scale):
+                        assert y >= 0 and y + h <= shape[0] and x >= 0 and x + w <= shape[1]
+        else:
+            scale = why.split()[1]
+            rows, cols = scales[scale]
+            needed = crop[0] + (int(np.ceil(0.7 * crop[0])) if spec.views == 2 else 0)
+            assert rows < needed or cols < crop[1]
+    wide = GroupSpec("chunk", (16, 16), views=2, half_scale=True)
+    assert wide.misfit((40, 64)).startswith("at half scale: two overlapping 16 x 16 views")
+    assert wide.misfit((56, 64)) is None

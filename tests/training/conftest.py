@@ -48,8 +48,10 @@ def _record(ref_id: str, key: str, kind: str, pixels: np.ndarray, **fields) -> d
 
 def write_tiny_dataset(root: Path, shard_refs: int = 3, size: tuple[int, int] = SIZE,
                        failed: frozenset[tuple[str, int]] = frozenset(),
-                       distortion_ids: tuple[int, ...] = (9, 10)) -> Path:
-    """Six references (4 train, 1 val, 1 test) of `size` (width, height), `distortion_ids` x
+                       distortion_ids: tuple[int, ...] = (9, 10),
+                       sizes: dict[str, tuple[int, int]] | None = None) -> Path:
+    """Six references (4 train, 1 val, 1 test) of `size` (width, height; `sizes` gives some
+    another), `distortion_ids` x
     3 noise levels each but the (ref_id, distortion id) pairs `failed` names (as if every
     level of that type had failed), in shards of `shard_refs` references; Q from a one-metric
     (MAE) ensemble."""
@@ -62,7 +64,7 @@ def write_tiny_dataset(root: Path, shard_refs: int = 3, size: tuple[int, int] = 
     for shard, start in enumerate(range(0, len(refs), shard_refs)):
         writer = ShardWriter(location, shard)
         for number, ref_id in enumerate(refs[start:start + shard_refs], start=start):
-            reference = reference_image(number, size)
+            reference = reference_image(number, (sizes or {}).get(ref_id, size))
             writer.add(_record(ref_id, reference_key(ref_id), "reference", reference),
                        png(reference))
             sources.append({"ref_id": ref_id, "uri": f"{ref_id}.png", "shard": shard,

@@ -55,6 +55,30 @@ def test_contrastive_leaves_out_references_that_cannot_give_a_whole_chunk(tmp_pa
             in capsys.readouterr().err)
 
 
+def test_references_too_small_for_the_crops_are_left_out_before_training(tmp_path, capsys):
+    """A --size native dataset holds photos of many sizes: one whose image cannot give the
+    group's boxes, at full scale or (contrastive) at half scale, is left out and said before
+    any training, not met mid-run when its group is cut."""
+    dataset = write_tiny_dataset(tmp_path / "dataset", size=(64, 64),
+                                 sizes={"r1": (40, 24), "r2": (64, 40)})
+    assert main(pretrain_args(dataset, tmp_path / "pairs", "reconstruction", "--epochs", "1")
+                ) == 0
+    assert ("NOTICE: 1 train reference(s) of " + str(dataset) + " are too small for the "
+            "groups' crops, left out (e.g. r1 at full scale: a 32 x 32 crop does not fit a "
+            "24 x 40 image)") in capsys.readouterr().out
+    # two views of 16 need 16 + 12 rows: r1 has 24; r2's 40 give 20 at half scale
+    assert main(pretrain_args(dataset, tmp_path / "chunks", "contrastive", "--epochs", "1")
+                ) == 0
+    assert ("NOTICE: 2 train reference(s) of " + str(dataset) + " are too small for the "
+            "groups' crops, left out (e.g. r1 at full scale: two overlapping 16 x 16 views "
+            "need an image of at least 28 x 16; this one is 24 x 40)") in capsys.readouterr().out
+    assert read_json(tmp_path / "chunks" / "summary.json")["train_refs"] == 2
+    assert main(pretrain_args(dataset, tmp_path / "none", "reconstruction", "--crop", "65")
+                ) == 2
+    assert "no train reference is large enough for the groups' crops" in \
+        capsys.readouterr().err
+
+
 def test_val_references_without_groups_are_refused_before_any_training(tmp_path, capsys,
                                                                        monkeypatch):
     """r4 and r5 the val references, every version of them failed: nothing to validate on,
