@@ -16,7 +16,6 @@ from torch.utils.data import DataLoader
 from shards.dataset import Dataset, open_dataset
 from shards.group_spec import GroupSpec
 from shards.order import ONE_PASS, Order
-from shards.reader import read_index
 from training.distributed import Context, all_sum
 from training.group_data import (
     MixedStream,
@@ -33,6 +32,7 @@ from training.shard_data import (
     INTERLEAVED_SHARDS,
     datasets_splits,
     distorted_index,
+    reference_sizes,
     references_up_to,
 )
 
@@ -109,14 +109,8 @@ def fitting(dataset: Dataset, refs: frozenset[str], request: GroupRequest, name:
     can be."""
     spec = GroupSpec(request.kind, (request.crop, request.crop), views=request.views,
                      half_scale=request.half_scale)
-    sizes = read_index(dataset.location, list(dataset.shards),
-                       columns=["ref_id", "kind", "height", "width"], kind="reference")
-    small = {}
-    for ref, height, width in zip(*(sizes[column].to_pylist()
-                                    for column in ("ref_id", "height", "width")), strict=True):
-        why = spec.misfit((height, width)) if ref in refs else None
-        if why:
-            small[ref] = why
+    sizes = reference_sizes(dataset.location, dataset.shards)
+    small = {ref: why for ref in refs if ref in sizes and (why := spec.misfit(sizes[ref]))}
     if not small:
         return refs, None
     first = next(iter(sorted(small)))

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
 from labelers.ensemble import parsed as parse_ensemble
+from shards.boxes import misfit
 from shards.dataset import Dataset, open_dataset
 from shards.layout import ENSEMBLE_FILE
 from shards.schema import finite_counts, score_arrays
@@ -33,6 +34,7 @@ from training.results_files import figure_text, write_json
 from training.settings import check_count, check_names, check_shared
 from training.shard_data import (
     CLASS_TARGETS,
+    EXCLUDED,
     GRID_TARGETS,
     ShardStream,
     SplitShards,
@@ -41,6 +43,7 @@ from training.shard_data import (
     distorted_index,
     limited_split,
     multi_head,
+    reference_sizes,
     reference_splits,
     run_grid,
     split_shards,
@@ -250,12 +253,19 @@ def _with_labels(config: PretrainConfig, location: Location, index: pa.Table
 
 
 def _splits(config: PretrainConfig, dataset: Dataset, index: pa.Table
-            ) -> tuple[SplitShards, SplitShards, SplitShards]:
-    """The train and val splits' shards, and the part of val validated on (--val-limit);
-    a ValueError where val is empty, or too small for the correlations that choose the best
-    epoch (found before an epoch, not after it)."""
+            ) -> tuple[SplitShards, SplitShards, SplitShards, list[str]]:
+    """The train and val splits' shards, the part of val validated on (--val-limit), and a
+    notice of the references left out as smaller than the crop (a --size native dataset's
+    small photos, which would stop the run when read); a ValueError where val is empty, or
+    too small for the correlations that choose the best epoch (found before an epoch)."""
     location = dataset.location
     splits = reference_splits(dataset, config.val_refs, config.exclude_refs)
+    crop = (config.augment.crop, config.augment.crop)
+    small = {ref: why for ref, size in reference_sizes(location, dataset.shards).items()
+             if splits.get(ref) in ("train", "val") and (why := misfit(size, crop))}
+    notices = [f"{len(small)} reference(s) are smaller than the {config.augment.crop}-pixel "
+               f"crop, left out (e.g. {min(small)}: {small[min(small)]})"] if small else []
+    splits = {ref: EXCLUDED if ref in small else split for ref, split in splits.items()}
     train, val = (split_shards(location, index, splits, name) for name in ("train", "val"))
     if not val.samples:
         raise ValueError(f"{config.dataset} has no `val` reference for early stopping: name "
@@ -267,7 +277,7 @@ def _splits(config: PretrainConfig, dataset: Dataset, index: pa.Table
                          f"{len(validated.refs)} reference(s); the correlations that choose "
                          f"the best epoch need at least {MIN_PAIRS}: name more --val-refs"
                          + (" or a larger --val-limit" if validated is not val else ""))
-    return train, val, validated
+    return train, val, validated, notices
 
 
 def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
@@ -283,13 +293,13 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     heads = tuple(target.head(weight) for target, weight in zip(config.targets,
                                                                   config.weights, strict=True))
     multi = multi_head(config.targets)
-    train, val, validated = _splits(config, dataset, index)
+    train, val, validated, split_notices = _splits(config, dataset, index)
     steps = config.steps_per_epoch or max(1, math.ceil(train.samples / config.optim.batch_size))
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
     built = build_model(config.model, config.targets[0].outputs,
                         {head.name: head.outputs for head in heads} if multi else None)
     if context.is_main:
-        for notice in built.notices + ensemble_notices(config.targets):
+        for notice in built.notices + ensemble_notices(config.targets) + split_notices:
             print(f"NOTICE: {notice}")
         print(f"pretraining {config.model.backbone} on {train.samples} samples of "
               f"{len(train.refs)} references ({len(train.urls)} shards), validating on "

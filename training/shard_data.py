@@ -221,6 +221,15 @@ def distorted_index(location: Location, shards: tuple[int, ...] | None = None) -
                       with_shard=True, kind="distorted")
 
 
+def reference_sizes(location: Location, shards: tuple[int, ...]) -> dict[str, tuple[int, int]]:
+    """ref_id -> (height, width) of each reference image of the complete `shards` (its
+    versions share it)."""
+    table = read_index(location, list(shards), columns=["ref_id", "kind", "height", "width"],
+                       kind="reference")
+    return {ref: (height, width) for ref, height, width in zip(
+        *(table[column].to_pylist() for column in ("ref_id", "height", "width")), strict=True)}
+
+
 def split_shards(location: Location, index: pa.Table, splits: dict[str, str],
                  name: str) -> SplitShards:
     """The split's references that have samples in complete shards (`distorted_index`), and

@@ -79,6 +79,17 @@ def test_references_too_small_for_the_crops_are_left_out_before_training(tmp_pat
         capsys.readouterr().err
 
 
+def test_regression_leaves_out_references_smaller_than_its_crop(tmp_path, capsys):
+    dataset = write_tiny_dataset(tmp_path / "dataset", size=(64, 64), sizes={"r1": (40, 24)})
+    assert main(["pretrain", str(dataset), "--out", str(tmp_path / "run"), "--crop", "32",
+                 "--backbone", "test_resnet", "--init", "random", "--steps-per-epoch", "2",
+                 "--batch-size", "2", "--workers", "0", "--device", "cpu", "--epochs", "1"]
+                ) == 0
+    assert ("NOTICE: 1 reference(s) are smaller than the 32-pixel crop, left out (e.g. r1: a "
+            "32 x 32 crop does not fit a 24 x 40 image)") in capsys.readouterr().out
+    assert read_json(tmp_path / "run" / "summary.json")["train_samples"] == 3 * 6
+
+
 def test_val_references_without_groups_are_refused_before_any_training(tmp_path, capsys,
                                                                        monkeypatch):
     """r4 and r5 the val references, every version of them failed: nothing to validate on,
