@@ -19,7 +19,7 @@ from labelers.ensemble import load as load_ensemble
 from labelers.ensemble import parsed as parse_ensemble
 from shards.boxes import misfit
 from shards.dataset import Dataset, open_dataset
-from shards.layout import ENSEMBLE_FILE
+from shards.layout import ENSEMBLE_FILE, MANIFEST_FILE
 from shards.schema import finite_counts, score_arrays
 from shards.storage import Location, redact
 from training import checkpoint, distributed
@@ -182,6 +182,28 @@ def check_labels(location: Location, index: pa.Table, target: Target) -> str | N
     return ensemble.hash
 
 
+def check_classes(location: Location, target: Target) -> None:
+    """A class target the dataset's selection cannot give, refused at the start rather than at
+    its first such sample, mid-epoch: composed samples (--compose, --compose-share) have no
+    single class, and `distortion` and `level` classes are the paper's 33 types and 5 levels
+    (manifest.json's config; a dataset without one is checked as its samples are read)."""
+    if target.kind != "class":
+        return
+    config = location.read_json_or_empty(location.path(MANIFEST_FILE)).get("config") or {}
+    if config.get("compose") or config.get("compose_share"):
+        raise ValueError(f"{location.root} was made with --compose or --compose-share: a "
+                         f"composed sample has no single class for the {target.name} target; "
+                         "train multihot on mixtures")
+    if target.name in CLASS_TARGETS:
+        field, count = CLASS_TARGETS[target.name]
+        chosen = config.get("distortion_ids" if field == "distortion_id" else "levels") or ()
+        beyond = sorted(value for value in chosen if not 1 <= value <= count)
+        if beyond:
+            raise ValueError(f"{location.root} holds {field} {beyond}, beyond the {count} "
+                             f"classes of the {target.name} target (the paper's bank): train "
+                             "the `class` target (the run's own grid)")
+
+
 def ensemble_target(location: Location, index: pa.Table, target: Target,
                     ensemble: str) -> Target:
     """The quality target with Q under `ensemble` (a name or file) from each sample's raw
@@ -243,6 +265,8 @@ def _with_labels(config: PretrainConfig, location: Location, index: pa.Table
         config = replace(config, targets=tuple(
             ensemble_target(location, index, target, config.ensemble)
             if target.name == "quality" else target for target in config.targets))
+    for target in config.targets:
+        check_classes(location, target)
     hashes = [check_labels(location, index, target) for target in config.targets]
     labels = next((value for value in hashes if value), None)
     if any(target.name in GRID_TARGETS for target in config.targets):

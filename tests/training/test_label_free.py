@@ -1,6 +1,8 @@
 """A label-free dataset (generate --metrics none) trains class targets; regression targets it
 has no values of are refused with what to do instead."""
 
+import json
+
 import pyarrow as pa
 import pytest
 
@@ -49,3 +51,31 @@ def test_the_distortion_class_target_refuses_types_beyond_the_papers_bank():
     with pytest.raises(ValueError, match="distortion_id 38, beyond the 33 classes"):
         Target("distortion").value(record)
     assert Target("distortion").value({**record, "distortion_id": 33}) == 32
+
+
+@pytest.mark.parametrize(("config", "target", "said"), [
+    ({"compose": [2, 3]}, "level", "made with --compose or --compose-share"),
+    ({"compose_share": 0.1}, "class", "no single class for the class target"),
+    ({"distortion_ids": [1, 38], "levels": [1, 2]}, "distortion",
+     r"distortion_id \[38\], beyond the 33 classes"),
+])
+def test_a_class_target_the_selection_cannot_give_is_refused_at_the_start(tmp_path, config,
+                                                                         target, said):
+    """Read from manifest.json before training, not at the first such sample mid-epoch."""
+    from training.pretrain import check_classes
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": config}))
+    with pytest.raises(ValueError, match=said):
+        check_classes(Location.parse(str(tmp_path)), Target(target))
+    check_classes(Location.parse(str(tmp_path)), Target("multihot"))  # mixtures: its bits
+    check_classes(Location.parse(str(tmp_path)), Target("quality"))
+
+
+def test_a_class_target_the_selection_gives_is_accepted(tmp_path):
+    from training.pretrain import check_classes
+
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"config": {"distortion_ids": [1, 33], "levels": [1, 5], "compose": None,
+                    "compose_share": 0.0}}))
+    for name in ("distortion", "level", "class"):
+        check_classes(Location.parse(str(tmp_path)), Target(name))
