@@ -18,6 +18,9 @@ REIQA_NAMES = ("gaussian_blur", "lens_blur", "color_diffusion", "color_shift",
 # with Floyd-Steinberg dithering)
 DBCNN_NAMES = ("jpeg", "jpeg2000", "gaussian_blur", "white_noise", "pink_noise",
                "contrast_change", "color_quantization", "overexposure", "underexposure")
+# its authentic mode's seven, mixed on the target dataset's own photos
+DBCNN_AUTHENTIC_NAMES = ("jpeg", "gaussian_blur", "motion_blur", "contrast_reduction",
+                         "rgb_shift", "overexposure", "underexposure")
 
 BANKS: dict[str, tuple[int, ...]] = {
     # the paper's 33 (ids 1-33)
@@ -31,6 +34,8 @@ BANKS: dict[str, tuple[int, ...]] = {
     "reiqa": tuple(d.id for d in REGISTERED if d.name in REIQA_NAMES),
     # the multi-task method's synthetic mode (DB-CNN's classes)
     "dbcnn": tuple(d.id for d in REGISTERED if d.name in DBCNN_NAMES),
+    # its authentic mode (mixtures: --compose), each type at its own levels
+    "dbcnn_authentic": tuple(d.id for d in REGISTERED if d.name in DBCNN_AUTHENTIC_NAMES),
     # every registered type (1-43)
     "registered": tuple(d.id for d in REGISTERED),
 }
@@ -38,9 +43,12 @@ BANKS: dict[str, tuple[int, ...]] = {
 
 # the levels a bank gives some of its types in place of a run's: the multi-task method makes
 # over- and under-exposure at two levels each (7 x 5 + 2 x 2 = 39 classes); ours that match
-# are levels 2 and 4 (one and two stops, docs/distortions-spec-notes.md)
+# are levels 2 and 4 (one and two stops, docs/distortions-spec-notes.md). Its authentic mode
+# makes its other five types at three levels: ours are 1, 3 and 5 (mild, middle, severe)
+EXPOSURE_LEVELS = {"overexposure": (2, 4), "underexposure": (2, 4)}
 BANK_TYPE_LEVELS: dict[str, dict[str, tuple[int, ...]]] = {
-    "dbcnn": {"overexposure": (2, 4), "underexposure": (2, 4)},
+    "dbcnn": EXPOSURE_LEVELS,
+    "dbcnn_authentic": {**dict.fromkeys(DBCNN_AUTHENTIC_NAMES, (1, 3, 5)), **EXPOSURE_LEVELS},
 }
 
 

@@ -393,6 +393,7 @@ def _add_generate(commands) -> None:
                                "(the KADID-10k types), mt4 (JPEG, JPEG 2000, Gaussian blur, "
                                "white noise), reiqa (Re-IQA's 26: 21 KADID types, its resize "
                                "and denoise types), dbcnn (the multi-task method's 9), "
+                               "dbcnn_authentic (its authentic mode's 7, for --compose), "
                                "registered (all 43)")
     generate.add_argument("--distortions", type=_distortion_ids,
                           help="narrow the bank: ids, ranges or names (default: all of it)")

@@ -78,6 +78,9 @@ def test_named_banks_list_their_types():
     assert names("dbcnn") == [
         "jpeg", "jpeg2000", "white_noise", "gaussian_blur", "contrast_change",
         "color_quantization", "pink_noise", "overexposure", "underexposure"]
+    assert names("dbcnn_authentic") == [  # seed-methods.md's seven of the authentic mode
+        "jpeg", "gaussian_blur", "motion_blur", "overexposure", "underexposure", "rgb_shift",
+        "contrast_reduction"]
 
 
 def test_categories_follow_the_spec():

@@ -768,6 +768,32 @@ def test_the_dbcnn_bank_makes_the_multi_task_methods_39_classes(tmp_path):
     assert plain.type_levels == () and "type_levels" not in plain.plan_inputs()
 
 
+def test_the_dbcnn_authentic_bank_makes_its_mixtures_of_seven_types_at_their_levels(tmp_path):
+    """seed-methods.md's authentic mode: over- and under-exposure at 2 levels, motion blur,
+    out-of-focus (Gaussian) blur, per-channel RGB shift, global contrast reduction and JPEG at
+    3 levels each (ours 1, 3, 5), mixed (--compose): 2 x 2 + 5 x 3 = 19 (type, level) bits,
+    every link of a chain at one of its type's own levels."""
+    from pipeline.plan import chains_for
+
+    config = cli.run_config(cli.build_parser().parse_args(
+        ["generate", "--out", str(tmp_path / "o"), "--bank", "dbcnn_authentic", "--metrics",
+         "none", "--compose", "2-3"]))
+    names = sorted(distortions.get(d).name for d in config.distortion_ids)
+    assert names == ["contrast_reduction", "gaussian_blur", "jpeg", "motion_blur",
+                     "overexposure", "rgb_shift", "underexposure"]
+    own = dict(config.type_levels)
+    exposure = {distortions.get(name).id for name in ("overexposure", "underexposure")}
+    assert {d: own[d] for d in exposure} == dict.fromkeys(exposure, (2, 4))
+    assert all(own[d] == (1, 3, 5) for d in set(config.distortion_ids) - exposure)
+    assert len(config.scenarios) == 2 * 2 + 5 * 3
+    chains = [chain for ref_id in (f"r{i}" for i in range(20))
+              for chain in chains_for(ref_id, config)]
+    assert {len(chain) for chain in chains} == {2, 3}
+    links = [link for chain in chains for link in chain]
+    assert all(level in own[d] for d, level in links)
+    assert {link for link in links} == set(config.scenarios)  # every bit is drawn
+
+
 def test_a_dbcnn_dataset_made_before_type_levels_resumes_as_it_was_made(tmp_path):
     """Its plan has no type_levels: a resume keeps every type at the run's levels (the same
     digest), and says what differs only where the run itself changed; --restart takes the
