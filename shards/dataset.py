@@ -185,8 +185,9 @@ class Dataset:
     def groups(self, kind: str, split: str | None = None,
                crop: int | tuple[int, int] | None = None, seed: int = 0,
                versions: int | None = None, views: int = 1, *, distinct_types: bool = False,
-               half_scale: bool = False, refs: Iterable[str] | None = None,
-               order: Order = ONE_PASS, verify: bool = True) -> Stream:
+               half_scale: bool = False, flip: bool = False,
+               refs: Iterable[str] | None = None, order: Order = ONE_PASS,
+               verify: bool = True) -> Stream:
         """Groups of `kind` (shards.groups): pair, triplet or chunk dicts {ref_id, reference,
         distorted (a list, one per version), meta (their records), box} (+ ssim_map for
         triplets), every member cut with the same box(es): `crop` (h, w) drawn per group from
@@ -196,7 +197,10 @@ class Dataset:
         reference (`distinct_types`: of n distinct distortion ids; all where a reference has
         fewer) per (seed, epoch, ref_id). `half_scale` (chunks with a crop): also
         reference_half, distorted_half and box_half, every member downsampled x1/2 (bicubic)
-        and cut with box(es) drawn anew on it from (seed, epoch, ref_id, "half").
+        and cut with box(es) drawn anew on it from (seed, epoch, ref_id, "half"). `flip`:
+        one group in two (drawn from (seed, epoch, ref_id[, key], "flip")) mirrored
+        left-right, every member and map alike; `flipped` says which (its box is where it
+        was cut, before the mirror).
 
         Memory: pairs and triplets hold the shard's references decoded (R x H x W x 3 bytes)
         and any version read before its reference, encoded (none in the spec's layout).
@@ -207,7 +211,7 @@ class Dataset:
         check_reading(seed, order)
         size = (crop, crop) if isinstance(crop, numbers.Integral) else crop
         spec = GroupSpec(kind, size, seed, order.epoch, versions, views, distinct_types,
-                         half_scale)
+                         half_scale, flip=flip)
         urls, wanted = self.where(split, refs)
         members = member_filter("all", wanted)
         context = ReplayContext.of(self.location, verify)

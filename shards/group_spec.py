@@ -26,6 +26,7 @@ class GroupSpec:
     distinct_types: bool = False    # the draw takes each distortion id at most once
     half_scale: bool = False        # chunks: also every member at x1/2 with its own box(es)
     draw: tuple[int, ...] = ()      # a resampled shard's draw (rank, worker, place): seeds too
+    flip: bool = False              # half the groups mirrored left-right, every member alike
 
     def __post_init__(self):
         if self.kind not in GROUP_KINDS:
@@ -62,6 +63,14 @@ class GroupSpec:
             return [one_box(shape, self.crop, rng)]
         except ValueError as error:  # a crop that does not fit: which group, at which scale
             raise ValueError(f"{ref_id} at {scale or 'full'} scale: {error}") from error
+
+    def flipped(self, ref_id: str, key: str | None = None) -> bool:
+        """Whether the group of (ref_id[, key: a pair's or triplet's version]) is mirrored
+        left-right: with `flip`, one in two, drawn as its boxes are (its own stream)."""
+        if not self.flip:
+            return False
+        names = [key] if self.kind != "chunk" else []
+        return bool(self.rng(ref_id, *names, "flip").random() < 0.5)
 
     def misfit(self, shape: tuple[int, ...]) -> str | None:
         """Why the group's box(es) cannot be drawn on an image of `shape` at one of its scales

@@ -179,5 +179,30 @@ def chunks(spec: GroupSpec, url: str, records: Iterator[dict],
 
 def assemble(spec: GroupSpec, url: str, records: Iterator[dict],
              chosen: dict[str, set[str]]) -> Iterator[dict]:
-    """The groups of `spec.kind` in one shard's records."""
-    return (chunks if spec.kind == "chunk" else pairs)(spec, url, records, chosen)
+    """The groups of `spec.kind` in one shard's records (with spec.flip, half of them
+    mirrored)."""
+    made = (chunks if spec.kind == "chunk" else pairs)(spec, url, records, chosen)
+    return (mirrored(spec, group) for group in made) if spec.flip else made
+
+
+IMAGE_FIELDS = ("reference", "distorted", "reference_half", "distorted_half")  # (.., w, 3)
+
+
+def mirrored(spec: GroupSpec, made: dict) -> dict:
+    """The group with `flipped` said, every image and SSIM map mirrored left-right where its
+    draw (GroupSpec.flipped) says so; its boxes stay where they were cut in the image."""
+    key = made["meta"][0]["key"] if spec.kind != "chunk" else None
+    made["flipped"] = spec.flipped(made["ref_id"], key)
+    if made["flipped"]:
+        for name in (*IMAGE_FIELDS, "ssim_map"):
+            if name in made:
+                axis = -1 if name == "ssim_map" else -2  # (.., h, w) maps; (.., h, w, 3) images
+                made[name] = _flipped(made[name], axis)
+    return made
+
+
+def _flipped(images, axis: int):
+    """An image, or a list of them, mirrored along `axis` (a contiguous copy)."""
+    if isinstance(images, list):
+        return [_flipped(image, axis) for image in images]
+    return np.ascontiguousarray(np.flip(images, axis))

@@ -239,8 +239,8 @@ def _unread_options(args) -> dict[str, list[str]]:
     regression = args.objective == "regression"
     by_objective = [name for objective, options in given.items() if objective != args.objective
                     for name, set_ in options.items() if set_]
-    single_views = {"--no-flip": args.no_flip, "--translate": args.translate != 0,
-                    "--rotate": args.rotate != 0}  # groups share plain crops
+    single_views = {"--translate": args.translate != 0,
+                    "--rotate": args.rotate != 0}  # groups share plain (or mirrored) crops
     by_objective += [] if regression else [name for name, set_ in single_views.items() if set_]
     by_objective += ["--versions"] if regression and args.versions else []
     classes_only = regression and all(Target(name).kind != "regression" for name in args.target)

@@ -164,12 +164,13 @@ def full_chunks(index, refs: frozenset[str], request: GroupRequest, name: str,
 
 
 def _loader(config: "PretrainConfig", objective: Objective, parts: list[Part],
-            refs: dict[str, frozenset[str]], reading: Order, context: Context) -> DataLoader:
+            refs: dict[str, frozenset[str]], reading: Order, context: Context,
+            flip: bool = False) -> DataLoader:
     """The groups of `refs` (by part name) of each part, mixed in proportion to their train
-    groups (one part: its stream alone)."""
+    groups (one part: its stream alone); with `flip` half of them mirrored."""
     streams = [group_dataset(part.dataset, objective.request.kind, None, reading, context.rank,
                              context.world_size, seed=config.seed, refs=refs[part.name],
-                             **objective.request.arguments()) for part in parts]
+                             flip=flip, **objective.request.arguments()) for part in parts]
     stream = streams[0] if len(streams) == 1 else MixedStream(
         streams, [part.train_groups for part in parts], config.seed)
     return DataLoader(stream, batch_size=config.optim.local_batch(context.world_size),
@@ -230,7 +231,8 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
               f"{context.world_size} rank(s) on {context.device}, {steps} batches of "
               f"{config.optim.batch_size} per epoch", flush=True)
     train_loader = _loader(config, objective, parts, train,
-                           training_reading(objective.request.kind, steps * local), context)
+                           training_reading(objective.request.kind, steps * local), context,
+                           flip=config.augment.flip)  # validation groups: never mirrored
     val_loader = _loader(config, objective, parts, val, ONE_PASS, context)
 
     def batches(epoch: int) -> DataLoader:

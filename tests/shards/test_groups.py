@@ -309,3 +309,36 @@ def test_a_spec_says_which_images_its_boxes_fit_at_every_scale():
     wide = GroupSpec("chunk", (16, 16), views=2, half_scale=True)
     assert wide.misfit((40, 64)).startswith("at half scale: two overlapping 16 x 16 views")
     assert wide.misfit((56, 64)) is None
+
+
+@pytest.mark.parametrize(("kind", "options"), [
+    ("pair", {"crop": (24, 32)}),
+    ("triplet", {"crop": (24, 32)}),
+    ("chunk", {"crop": (16, 24), "views": 2, "half_scale": True}),
+])
+def test_flipped_groups_are_their_unflipped_selves_mirrored(generated, kind, options):
+    """flip=True mirrors about half the groups left-right, every member (and SSIM map, and
+    half-scale member) alike, and nothing else: the same boxes and versions as flip=False,
+    the same groups mirrored on every read of the seed."""
+    dataset = open_dataset(str(generated))
+
+    def read(flip: bool) -> dict:
+        return {(group["ref_id"], group["meta"][0]["key"] if kind != "chunk" else None): group
+                for group in dataset.groups(kind, seed=5, flip=flip, **options)}
+    plain, flipped, again = read(False), read(True), read(True)
+    assert set(plain) == set(flipped)
+    mirrored = [name for name, group in flipped.items() if group["flipped"]]
+    assert mirrored and len(mirrored) < len(flipped)
+    assert [name for name, group in again.items() if group["flipped"]] == mirrored
+    if kind != "chunk":  # enough groups to show about one in two
+        assert 0.2 < len(mirrored) / len(flipped) < 0.8
+    for name, group in flipped.items():
+        base = plain[name]
+        assert group["box"] == base["box"] and group["meta"] == base["meta"]
+        for field, axis in (("reference", -2), ("distorted", -2), ("ssim_map", -1),
+                            ("reference_half", -2), ("distorted_half", -2)):
+            if field in base:
+                expected = np.flip(np.asarray(base[field]), axis) if group["flipped"] \
+                    else np.asarray(base[field])
+                assert np.array_equal(np.asarray(group[field]), expected), (name, field)
+    assert "flipped" not in next(iter(plain.values()))

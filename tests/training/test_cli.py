@@ -68,7 +68,6 @@ def test_pretraining_refuses_before_an_epoch_what_it_cannot_validate_or_learn(
     ("reconstruction", ["--no-half-scale"], "--no-half-scale does not"),
     ("restoration", ["--translate", "0.1", "--rotate", "5"],
      "--translate, --rotate do not apply to --objective restoration"),
-    ("contrastive", ["--no-flip"], "--no-flip does not apply to --objective contrastive"),
     ("contrastive", ["--soft-rank-temperature", "0.5"], "--soft-rank-temperature does not"),
     ("regression", ["--versions", "3", "--temperature", "0.1"], "--temperature, --versions"),
     ("contrastive", ["--halve-every", "5", "--lr-decay", "0.1"],

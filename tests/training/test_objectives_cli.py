@@ -420,3 +420,21 @@ def test_the_unshuffled_notice_names_only_a_batch_norm_backbone_on_one_key_part(
     plain = timm.create_model("vit_tiny_patch16_224", num_classes=0)  # layer norm only
     assert unshuffled_notice(norm, one, 1) and not unshuffled_notice(norm, one, 2)
     assert not unshuffled_notice(norm, two, 1) and not unshuffled_notice(plain, one, 1)
+
+
+@pytest.mark.parametrize(("given", "mirrors"), [([], True), (["--no-flip"], False)])
+def test_label_free_training_groups_are_mirrored_unless_no_flip(tmp_path, monkeypatch, given,
+                                                                  mirrors):
+    """Training groups are mirrored left-right one in two (every member alike: a flip keeps
+    quality), as single samples are, unless --no-flip; validation groups never are."""
+    dataset = write_tiny_dataset(tmp_path / "dataset", size=(64, 64))
+    asked = []
+    made = label_free.group_dataset
+
+    def recording(*args, **kwargs):
+        asked.append((args[3].length is not None, kwargs["flip"]))  # (training reading, flip)
+        return made(*args, **kwargs)
+    monkeypatch.setattr(label_free, "group_dataset", recording)
+    assert main(pretrain_args(dataset, tmp_path / "run", "restoration", "--epochs", "1",
+                              *given)) == 0
+    assert sorted(set(asked)) == [(False, False), (True, mirrors)]
