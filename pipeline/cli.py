@@ -179,6 +179,22 @@ def _given_config(args: argparse.Namespace) -> RunConfig:
     if args.metrics == () and args.ensemble is not None:  # (a recorded one is still read)
         raise ValueError("--ensemble makes each version's Q from its scores, and --metrics "
                          "none computes none: drop one of them")
+    config = _config_of(args)
+    own = dict(config.type_levels)
+    if tuple(args.levels) != distortions.LEVELS and all(d in own for d in
+                                                        config.distortion_ids):
+        raise ValueError(f"--levels applies to no type: the bank {args.bank} gives each of "
+                         f"its types its own levels ({_own_levels(own)}); leave it out")
+    return config
+
+
+def _own_levels(own: dict[int, tuple[int, ...]]) -> str:
+    """'jpeg 1,3,5; overexposure 2,4; ...' of a bank's own levels."""
+    return "; ".join(f"{distortions.get(d).name} {','.join(map(str, levels))}"
+                     for d, levels in sorted(own.items()))
+
+
+def _config_of(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         sources=args.sources, out=args.out, seed=args.seed, size=args.size,
         allow_upscale=args.allow_upscale,

@@ -3,6 +3,7 @@ in a stable order, and loading one as 8-bit RGB."""
 
 import contextlib
 import csv
+import errno
 import functools
 import os
 import stat
@@ -24,7 +25,8 @@ EMBEDDED_PREFIX = "embedded:"
 LIST_EXTENSIONS = {".txt", ".csv", ".lst"}
 UNREADABLE = "unreadable"  # the failure reason of a source whose bytes could not be read
 READ_RETRY_SECONDS = (1.0, 4.0)  # waits before the 2nd and 3rd read of a source whose read failed
-LASTING = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+PASSING_ERRNOS = frozenset({errno.EIO, errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.ESTALE,
+                            errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED})
 
 
 @dataclass(frozen=True)
@@ -283,8 +285,8 @@ def _opened(uri: str, key: str, store: str):
 def read_bytes(uri: str, key: str, store: str, limit: int) -> bytes:
     """The bytes behind a source (open_source); DecodeError('too_large') for a source of more
     than `limit` bytes, refused by its size before any byte is read. A read that fails for a
-    reason that may pass (EIO, a timeout, an object store's error) is tried again after each
-    of READ_RETRY_SECONDS; a missing file, a folder or a denied one at once."""
+    reason that may pass (_may_pass) is tried again after each of READ_RETRY_SECONDS; any
+    other failure is final at once."""
     for wait in READ_RETRY_SECONDS:
         try:
             return _read_once(uri, key, store, limit)
@@ -296,8 +298,12 @@ def read_bytes(uri: str, key: str, store: str, limit: int) -> bytes:
 
 
 def _may_pass(error: DecodeError) -> bool:
-    """Whether a failed read may succeed if tried again: an OSError but the lasting kinds."""
-    return isinstance(error.__cause__, OSError) and not isinstance(error.__cause__, LASTING)
+    """Whether a failed read may succeed if tried again: a timeout, a lost connection, or an
+    OSError whose errno says it may pass (EIO, a stale NFS handle, ...). An object store's
+    error (no errno) is not: pyarrow's client has tried it again already."""
+    cause = error.__cause__
+    return isinstance(cause, TimeoutError | ConnectionError) or (
+        isinstance(cause, OSError) and cause.errno in PASSING_ERRNOS)
 
 
 def _read_once(uri: str, key: str, store: str, limit: int) -> bytes:

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from shards.layout import (
     DEFAULT_STORE,
+    PLAN_FILE,
     REPORT_FILE,
     SHARDS_DIR,
     SOURCES_FILE,
@@ -53,9 +54,10 @@ def run_file(location: Location, name: str) -> dict:
     shown = redact(location.path(name))
     try:
         data = json.loads(location.read_bytes(location.path(name)))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunFileError(f"{shown} is not JSON ({error}): damaged; rerun generate on the "
-                           "dataset to make it again") from error
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:  # generate rewrites the others
+        remedy = ("generate cannot resume it: --restart starts over" if name == PLAN_FILE
+                  else "rerun generate on the dataset to make it again")
+        raise RunFileError(f"{shown} is not JSON ({error}): damaged; {remedy}") from error
     if not isinstance(data, dict):
         raise RunFileError(f"{shown} holds {type(data).__name__}, not an object: damaged")
     return data

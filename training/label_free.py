@@ -81,12 +81,13 @@ def _parts(config: "PretrainConfig", request: GroupRequest) -> tuple[list[Part],
     for name, dataset, splits in zip(names, datasets, every_splits, strict=True):
         index = distorted_index(dataset.location, dataset.shards)  # each shard's stats once
         made = frozenset(index["ref_id"].to_pylist())
+        sizes = reference_sizes(dataset.location, dataset.shards)
         refs = {}
         for split in ("train", "val"):
             named = frozenset(ref for ref, its in splits.items() if its == split) & made
             try:
                 whole, chunk_notice = full_chunks(index, named, request, split, name)
-                refs[split], size_notice = fitting(dataset, whole, request, split, name)
+                refs[split], size_notice = fitting(sizes, whole, request, split, name)
                 found = [chunk_notice, size_notice]
             except ValueError as error:  # another dataset may have whole chunks
                 refs[split], found = frozenset(), [f"{error}; left out"]
@@ -101,15 +102,14 @@ def _parts(config: "PretrainConfig", request: GroupRequest) -> tuple[list[Part],
     return parts, notices
 
 
-def fitting(dataset: Dataset, refs: frozenset[str], request: GroupRequest, name: str,
-            dataset_name: str) -> tuple[frozenset[str], str | None]:
-    """The references of `refs` on whose images the request's box(es) can be drawn at every
-    scale, and a notice naming the others (a --size native dataset's small photos, a --crop
-    too large), so that none stops the run when its group is cut; a ValueError where none
-    can be."""
+def fitting(sizes: dict[str, tuple[int, int]], refs: frozenset[str], request: GroupRequest,
+            name: str, dataset_name: str) -> tuple[frozenset[str], str | None]:
+    """The references of `refs` on whose images (`sizes`: reference_sizes) the request's
+    box(es) can be drawn at every scale, and a notice naming the others (a --size native
+    dataset's small photos, a --crop too large), so that none stops the run when its group
+    is cut; a ValueError where none can be."""
     spec = GroupSpec(request.kind, (request.crop, request.crop), views=request.views,
                      half_scale=request.half_scale)
-    sizes = reference_sizes(dataset.location, dataset.shards)
     small = {ref: why for ref in refs if ref in sizes and (why := spec.misfit(sizes[ref]))}
     if not small:
         return refs, None

@@ -20,6 +20,7 @@ from labelers.ensemble import parsed as parse_ensemble
 from shards.boxes import misfit
 from shards.dataset import Dataset, open_dataset
 from shards.layout import ENSEMBLE_FILE, MANIFEST_FILE
+from shards.reader import RunFileError, run_file
 from shards.schema import finite_counts, score_arrays
 from shards.storage import Location, redact
 from training import checkpoint, distributed
@@ -187,10 +188,14 @@ def check_classes(location: Location, target: Target) -> None:
     its first such sample, mid-epoch: composed samples (--compose, --compose-share) have no
     single class, and `distortion` and `level` classes are the paper's 33 types and 5 levels
     (manifest.json's config; a dataset without one is checked as its samples are read)."""
-    if target.kind != "class":
+    if target.kind != "class" or not location.exists(location.path(MANIFEST_FILE)):
         return
-    config = location.read_json_or_empty(location.path(MANIFEST_FILE)).get("config") or {}
-    if config.get("compose") or config.get("compose_share"):
+    config = run_file(location, MANIFEST_FILE).get("config")
+    if not isinstance(config, dict):
+        raise RunFileError(f"{redact(location.path(MANIFEST_FILE))} holds no config object: "
+                           "damaged")
+    compose = config.get("compose") or (1, 1)  # (K, M): chains of K to M links
+    if compose[-1] > 1 or config.get("compose_share"):
         raise ValueError(f"{location.root} was made with --compose or --compose-share: a "
                          f"composed sample has no single class for the {target.name} target; "
                          "train multihot on mixtures")
@@ -289,8 +294,18 @@ def _splits(config: PretrainConfig, dataset: Dataset, index: pa.Table
              if splits.get(ref) in ("train", "val") and (why := misfit(size, crop))}
     notices = [f"{len(small)} reference(s) are smaller than the {config.augment.crop}-pixel "
                f"crop, left out (e.g. {min(small)}: {small[min(small)]})"] if small else []
+    splits_before = splits
     splits = {ref: EXCLUDED if ref in small else split for ref, split in splits.items()}
     train, val = (split_shards(location, index, splits, name) for name in ("train", "val"))
+
+    def too_small(name: str) -> str:  # what the crop took out of a split, where it took any
+        count = sum(splits_before.get(ref) == name for ref in small)
+        return (f" ({count} {name} reference(s) are smaller than the "
+                f"{config.augment.crop}-pixel crop: lower --crop)") if count else ""
+    for split in (train, val):
+        if not split.samples and too_small(split.name):
+            raise ValueError(f"{config.dataset}: no {split.name} sample to read"
+                             + too_small(split.name))
     if not val.samples:
         raise ValueError(f"{config.dataset} has no `val` reference for early stopping: name "
                          "some with --val-refs")
@@ -300,7 +315,8 @@ def _splits(config: PretrainConfig, dataset: Dataset, index: pa.Table
         raise ValueError(f"{config.dataset}: validating on {validated.samples} sample(s) of "
                          f"{len(validated.refs)} reference(s); the correlations that choose "
                          f"the best epoch need at least {MIN_PAIRS}: name more --val-refs"
-                         + (" or a larger --val-limit" if validated is not val else ""))
+                         + (" or a larger --val-limit" if validated is not val else "")
+                         + too_small("val"))
     return train, val, validated, notices
 
 

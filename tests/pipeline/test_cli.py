@@ -792,6 +792,11 @@ def test_the_dbcnn_authentic_bank_makes_its_mixtures_of_seven_types_at_their_lev
     links = [link for chain in chains for link in chain]
     assert all(level in own[d] for d, level in links)
     assert {link for link in links} == set(config.scenarios)  # every bit is drawn
+    with pytest.raises(ValueError, match=r"--levels applies to no type: the bank "
+                                         r"dbcnn_authentic gives each .*jpeg 1,3,5"):
+        cli.run_config(cli.build_parser().parse_args(
+            ["generate", "--out", str(tmp_path / "o"), "--bank", "dbcnn_authentic",
+             "--levels", "1,2"]))
 
 
 def test_a_dbcnn_dataset_made_before_type_levels_resumes_as_it_was_made(tmp_path):

@@ -208,14 +208,17 @@ def test_a_linked_folder_is_listed_once_under_its_own_path_whatever_the_listing_
     (OSError(5, "Input/output error"), 1, 2),       # passes: read again
     (OSError(5, "Input/output error"), 9, 3),       # lasts: unreadable after three reads
     (TimeoutError("timed out"), 2, 3),
+    (ConnectionResetError(104, "Connection reset by peer"), 1, 2),
     (PermissionError(13, "Permission denied"), 9, 1),  # lasting kinds: read once
     (FileNotFoundError(2, "No such file"), 9, 1),
-])
+    (OSError(40, "Too many levels of symbolic links"), 9, 1),  # ELOOP
+    (OSError("AWS Error ACCESS_DENIED during GetObject"), 9, 1),  # a store's (no errno):
+])                                                                # pyarrow's own retries
 def test_a_read_that_may_pass_is_tried_again(tmp_path, small_image, monkeypatch, failure,
                                              fails, reads):
-    """A source whose read fails with an error that may pass (an NFS hiccup, a store's
-    timeout) is read up to three times before it is recorded unreadable; a missing or
-    denied file only once."""
+    """A source whose read fails with an error that may pass (EIO, a timeout, a reset
+    connection) is read up to three times before it is recorded unreadable; a missing or
+    denied file, a link loop or an object store's error (pyarrow retried it) only once."""
     import pipeline.sources as sources
 
     path = tmp_path / "a.png"

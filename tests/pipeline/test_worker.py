@@ -1081,3 +1081,16 @@ def test_inspect_checks_shards_in_processes_with_the_serial_findings_in_shard_or
     assert [p[:11] for p in shard_problems] == ["shard 00001", "shard 00003"]
     assert f"its stats count {stats['labels'] + 1} labels" in shard_problems[0]
     assert "SHA-256" in shard_problems[1]
+
+
+def test_a_damaged_plan_file_refuses_a_resume_saying_restart(tmp_path, fast_config):
+    """generate cannot rebuild the plan a dataset was made under: a plan.json that is not JSON
+    is named, with --restart (not 'rerun generate', which would meet it again)."""
+    from shards.reader import RunFileError
+
+    config = fast_config("embedded")
+    location = Location.parse(config.out)
+    persist_or_check(Plan.make(list_sources("embedded"), config), location)
+    (Path(config.out) / "plan.json").write_text("{cut")
+    with pytest.raises(RunFileError, match=r"plan\.json is not JSON .*--restart starts over"):
+        persist_or_check(Plan.make(list_sources("embedded"), config), location)

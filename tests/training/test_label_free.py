@@ -74,8 +74,22 @@ def test_a_class_target_the_selection_cannot_give_is_refused_at_the_start(tmp_pa
 def test_a_class_target_the_selection_gives_is_accepted(tmp_path):
     from training.pretrain import check_classes
 
-    (tmp_path / "manifest.json").write_text(json.dumps(
-        {"config": {"distortion_ids": [1, 33], "levels": [1, 5], "compose": None,
-                    "compose_share": 0.0}}))
-    for name in ("distortion", "level", "class"):
-        check_classes(Location.parse(str(tmp_path)), Target(name))
+    for compose in (None, [1, 1]):  # chains of one link: single types
+        (tmp_path / "manifest.json").write_text(json.dumps(
+            {"config": {"distortion_ids": [1, 33], "levels": [1, 5], "compose": compose,
+                        "compose_share": 0.0}}))
+        for name in ("distortion", "level", "class"):
+            check_classes(Location.parse(str(tmp_path)), Target(name))
+    (tmp_path / "manifest.json").unlink()  # none: checked as samples are read
+    check_classes(Location.parse(str(tmp_path)), Target("level"))
+
+
+@pytest.mark.parametrize(("text", "said"), [("{cut", "manifest.json is not JSON"),
+                                            ('{"config": [1]}', "holds no config object")])
+def test_a_class_target_on_a_damaged_manifest_names_the_file(tmp_path, text, said):
+    from shards.reader import RunFileError
+    from training.pretrain import check_classes
+
+    (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(RunFileError, match=said):
+        check_classes(Location.parse(str(tmp_path)), Target("level"))

@@ -88,6 +88,12 @@ def test_regression_leaves_out_references_smaller_than_its_crop(tmp_path, capsys
     assert ("NOTICE: 1 reference(s) are smaller than the 32-pixel crop, left out (e.g. r1: a "
             "32 x 32 crop does not fit a 24 x 40 image)") in capsys.readouterr().out
     assert read_json(tmp_path / "run" / "summary.json")["train_samples"] == 3 * 6
+    small_val = write_tiny_dataset(tmp_path / "small_val", size=(64, 64), sizes={"r4": (40, 24)})
+    assert main(["pretrain", str(small_val), "--out", str(tmp_path / "none"), "--crop", "32",
+                 "--backbone", "test_resnet", "--init", "random", "--workers", "0",
+                 "--device", "cpu"]) == 2
+    assert ("no val sample to read (1 val reference(s) are smaller than the 32-pixel crop: "
+            "lower --crop)") in capsys.readouterr().err
 
 
 def test_val_references_without_groups_are_refused_before_any_training(tmp_path, capsys,
