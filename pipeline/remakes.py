@@ -20,26 +20,26 @@ def strikes(location: Location) -> dict[str, int]:
     return location.read_json_or_empty(location.path(STRIKES_FILE))
 
 
-def pardoned_shards(location: Location, plan: Plan, done: list[int]) -> list[int]:
+def pardoned_shards(location: Location, plan: Plan, done: list[int],
+                    failures: list[dict]) -> list[int]:
     """The shards of `done` that left out a reference as quarantined which strikes.json no
-    longer strikes out."""
+    longer strikes out (`failures`: theirs, failures_of)."""
     struck = strikes(location)
-    left_out = {failure["ref_id"] for failure in _failures(location, done)
+    left_out = {failure["ref_id"] for failure in failures
                 if failure.get("reason") == "quarantined"}
     return _shards_of(plan, {ref_id for ref_id in left_out
                              if struck.get(ref_id, 0) < QUARANTINE_STRIKES}, done)
 
 
-def unreadable_shards(location: Location, plan: Plan, done: list[int]) -> list[int]:
+def unreadable_shards(plan: Plan, done: list[int], failures: list[dict]) -> list[int]:
     """The shards of `done` that left out a source because its bytes could not be read."""
-    return _shards_of(plan, left_out_unreadable(location, done), done)
+    return _shards_of(plan, unread_refs(failures), done)
 
 
-def left_out_unreadable(location: Location, done: list[int]) -> set[str]:
-    """The ref_ids the finished shards `done` left out because their bytes could not be read
-    (nothing of them is in those shards)."""
-    return {failure["ref_id"] for failure in _failures(location, done)
-            if failure.get("reason") == UNREADABLE}
+def unread_refs(failures: list[dict]) -> set[str]:
+    """The ref_ids `failures` left out because their bytes could not be read (nothing of
+    them is in their shards)."""
+    return {failure["ref_id"] for failure in failures if failure.get("reason") == UNREADABLE}
 
 
 def _shards_of(plan: Plan, ref_ids: set[str], done: list[int]) -> list[int]:
@@ -48,8 +48,8 @@ def _shards_of(plan: Plan, ref_ids: set[str], done: list[int]) -> list[int]:
                    if ref.ref_id in ref_ids} & set(done))
 
 
-def _failures(location: Location, done: list[int]) -> list[dict]:
-    """The failures of the finished shards: the merged list where the last run ended
+def failures_of(location: Location, done: list[int]) -> list[dict]:
+    """The failures of the finished shards `done`: the merged list where the last run ended
     (report.json written; one file), else each finished shard's own."""
     if location.exists(location.path(REPORT_FILE)):
         paths = [location.path(FAILURES_FILE)]

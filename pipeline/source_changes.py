@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from pipeline.config import RunConfig
 from pipeline.plan import Plan, read_plan, record_plan, resized_sources, sources_changed
-from pipeline.remakes import left_out_unreadable
+from pipeline.remakes import failures_of, unread_refs
 from pipeline.sources import UNREADABLE, printable
 from pipeline.worker import ShardOutcome, prepare_reference
 from shards.layout import shard_name, shard_paths
@@ -100,12 +100,14 @@ def changed_pixels(location: Location, plan: Plan, config: RunConfig, indices: l
 
 
 def check_modified_sources(location: Location, plan: Plan, config: RunConfig,
-                           done: list[int]) -> None:
+                           done: list[int], failures: list[dict] | None = None) -> None:
     """On a resume (plan.json there, of the same digest): a PlanMismatchError naming the
     sources of finished shards that changed in place; else the listing's sizes and times are
     recorded, so that the next resume compares against these."""
     previous = read_plan(location)
-    changed = resized_sources(previous, plan, set(done), left_out_unreadable(location, done))
+    if failures is None:  # (the driver passes the ones it has read)
+        failures = failures_of(location, done)
+    changed = resized_sources(previous, plan, set(done), unread_refs(failures))
     readable = []
     if not changed:
         changed, readable = changed_pixels(location, plan, config, touched(previous, plan),
