@@ -6,6 +6,7 @@ its backbone learns from groups of the shards (training.label_free)."""
 
 import math
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -294,14 +295,13 @@ def _splits(config: PretrainConfig, dataset: Dataset, index: pa.Table
              if splits.get(ref) in ("train", "val") and (why := misfit(size, crop))}
     notices = [f"{len(small)} reference(s) are smaller than the {config.augment.crop}-pixel "
                f"crop, left out (e.g. {min(small)}: {small[min(small)]})"] if small else []
-    splits_before = splits
+    taken = Counter(splits[ref] for ref in small)  # split -> references the crop took out
     splits = {ref: EXCLUDED if ref in small else split for ref, split in splits.items()}
     train, val = (split_shards(location, index, splits, name) for name in ("train", "val"))
 
-    def too_small(name: str) -> str:  # what the crop took out of a split, where it took any
-        count = sum(splits_before.get(ref) == name for ref in small)
-        return (f" ({count} {name} reference(s) are smaller than the "
-                f"{config.augment.crop}-pixel crop: lower --crop)") if count else ""
+    def too_small(name: str) -> str:
+        return (f" ({taken[name]} {name} reference(s) are smaller than the "
+                f"{config.augment.crop}-pixel crop: lower --crop)") if taken[name] else ""
     for split in (train, val):
         if not split.samples and too_small(split.name):
             raise ValueError(f"{config.dataset}: no {split.name} sample to read"
