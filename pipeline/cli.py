@@ -141,6 +141,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     config = _given_config(args)
     planned = None if getattr(args, "restart", False) else _planned_inputs(args.out)
     if planned is None:
+        _check_levels_apply(config)
         if args.shard_refs is None:
             config = dataclasses.replace(config, shard_refs=config.sized_shard_refs())
         return config
@@ -151,6 +152,17 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     same_sets = {name: _planned_order(planned, name, getattr(config, name))
                  for name in ("levels", "metrics")}
     return dataclasses.replace(config, shard_refs=shard_refs, type_levels=own, **same_sets)
+
+
+def _check_levels_apply(config: RunConfig) -> None:
+    """A new plan's --levels (other than all five) must apply to a type: a bank may give
+    every selected type its own levels (a resumed plan keeps the levels it was made with)."""
+    own = dict(config.type_levels)
+    if config.levels != distortions.LEVELS and all(d in own for d in config.distortion_ids):
+        shown = "; ".join(f"{distortions.get(d).name} {','.join(map(str, levels))}"
+                          for d, levels in sorted(own.items()))
+        raise ValueError(f"--levels applies to no type: the bank {config.bank} gives each of "
+                         f"its selected types its own levels ({shown}); leave it out")
 
 
 def _planned_order(planned: dict, name: str, given: tuple) -> tuple:
@@ -179,22 +191,6 @@ def _given_config(args: argparse.Namespace) -> RunConfig:
     if args.metrics == () and args.ensemble is not None:  # (a recorded one is still read)
         raise ValueError("--ensemble makes each version's Q from its scores, and --metrics "
                          "none computes none: drop one of them")
-    config = _config_of(args)
-    own = dict(config.type_levels)
-    if tuple(args.levels) != distortions.LEVELS and all(d in own for d in
-                                                        config.distortion_ids):
-        raise ValueError(f"--levels applies to no type: the bank {args.bank} gives each of "
-                         f"its types its own levels ({_own_levels(own)}); leave it out")
-    return config
-
-
-def _own_levels(own: dict[int, tuple[int, ...]]) -> str:
-    """'jpeg 1,3,5; overexposure 2,4; ...' of a bank's own levels."""
-    return "; ".join(f"{distortions.get(d).name} {','.join(map(str, levels))}"
-                     for d, levels in sorted(own.items()))
-
-
-def _config_of(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         sources=args.sources, out=args.out, seed=args.seed, size=args.size,
         allow_upscale=args.allow_upscale,

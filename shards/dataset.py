@@ -198,9 +198,9 @@ class Dataset:
         fewer) per (seed, epoch, ref_id). `half_scale` (chunks with a crop): also
         reference_half, distorted_half and box_half, every member downsampled x1/2 (bicubic)
         and cut with box(es) drawn anew on it from (seed, epoch, ref_id, "half"). `flip`:
-        one group in two (drawn from (seed, epoch, ref_id[, key], "flip")) mirrored
-        left-right, every member and map alike; `flipped` says which (its box is where it
-        was cut, before the mirror).
+        one group in two (drawn from (seed, epoch, ref_id[, key], "flip") and, in a resampled
+        order, the shard's draw) mirrored left-right, every member and map alike; every group
+        says in `flipped` whether it is (its box is where it was cut, before the mirror).
 
         Memory: pairs and triplets hold the shard's references decoded (R x H x W x 3 bytes)
         and any version read before its reference, encoded (none in the spec's layout).

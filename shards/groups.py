@@ -182,7 +182,7 @@ def assemble(spec: GroupSpec, url: str, records: Iterator[dict],
     """The groups of `spec.kind` in one shard's records (with spec.flip, half of them
     mirrored)."""
     made = (chunks if spec.kind == "chunk" else pairs)(spec, url, records, chosen)
-    return (mirrored(spec, group) for group in made) if spec.flip else made
+    return (mirrored(spec, group) for group in made)
 
 
 IMAGE_FIELDS = ("reference", "distorted", "reference_half", "distorted_half")  # (.., w, 3)

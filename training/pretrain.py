@@ -134,6 +134,8 @@ class PretrainConfig:
         data["dataset_resolved"] = resolved_root(self.dataset)  # what evaluate and probe know
         if not self.objective.label_free:
             del data["objective"]
+        else:  # groups flip since 2026-12-02: a label-free checkpoint without it did not
+            data["group_flips"] = self.augment.flip  # (its resume is refused, not changed)
         if self.optim.reference_setup:
             for name in ("optimizer", "schedule", "weight_decay"):
                 del data["optim"][name]
@@ -196,6 +198,10 @@ def check_classes(location: Location, target: Target) -> None:
         raise RunFileError(f"{redact(location.path(MANIFEST_FILE))} holds no config object: "
                            "damaged")
     compose = config.get("compose") or (1, 1)  # (K, M): chains of K to M links
+    if not (isinstance(compose, list | tuple) and len(compose) == 2
+            and all(type(links) is int for links in compose)):
+        raise RunFileError(f"{redact(location.path(MANIFEST_FILE))}: compose {compose!r} is "
+                           "not (K, M): damaged")
     if compose[-1] > 1 or config.get("compose_share"):
         raise ValueError(f"{location.root} was made with --compose or --compose-share: a "
                          f"composed sample has no single class for the {target.name} target; "

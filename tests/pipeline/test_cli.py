@@ -792,11 +792,20 @@ def test_the_dbcnn_authentic_bank_makes_its_mixtures_of_seven_types_at_their_lev
     links = [link for chain in chains for link in chain]
     assert all(level in own[d] for d, level in links)
     assert {link for link in links} == set(config.scenarios)  # every bit is drawn
+    words = ["generate", "--out", str(tmp_path / "o"), "--bank", "dbcnn_authentic",
+             "--levels", "2,1"]
     with pytest.raises(ValueError, match=r"--levels applies to no type: the bank "
                                          r"dbcnn_authentic gives each .*jpeg 1,3,5"):
-        cli.run_config(cli.build_parser().parse_args(
-            ["generate", "--out", str(tmp_path / "o"), "--bank", "dbcnn_authentic",
-             "--levels", "1,2"]))
+        cli.run_config(cli.build_parser().parse_args(words))
+    # a dataset begun with such --levels (accepted before the check) resumes as it was made
+    from pipeline.plan import Plan, persist_or_check
+    from pipeline.sources import list_sources
+    from shards.storage import Location
+
+    made = dataclasses.replace(config, levels=(1, 2), compose=None)
+    persist_or_check(Plan.make(list_sources("embedded"), made), Location.parse(made.out))
+    resumed = cli.run_config(cli.build_parser().parse_args(words))
+    assert resumed.levels == (1, 2)
 
 
 def test_a_dbcnn_dataset_made_before_type_levels_resumes_as_it_was_made(tmp_path):

@@ -93,3 +93,13 @@ def test_a_class_target_on_a_damaged_manifest_names_the_file(tmp_path, text, sai
     (tmp_path / "manifest.json").write_text(text)
     with pytest.raises(RunFileError, match=said):
         check_classes(Location.parse(str(tmp_path)), Target("level"))
+
+
+@pytest.mark.parametrize("compose", [2, True, "1-2", {"k": 1}, [1]])
+def test_a_class_target_names_a_manifest_whose_compose_is_not_k_m(tmp_path, compose):
+    from shards.reader import RunFileError
+    from training.pretrain import check_classes
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": {"compose": compose}}))
+    with pytest.raises(RunFileError, match="is not \\(K, M\\): damaged"):
+        check_classes(Location.parse(str(tmp_path)), Target("level"))

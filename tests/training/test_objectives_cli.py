@@ -444,3 +444,21 @@ def test_label_free_training_groups_are_mirrored_unless_no_flip(tmp_path, monkey
     assert main(pretrain_args(dataset, tmp_path / "run", "restoration", "--epochs", "1",
                               *given)) == 0
     assert sorted(set(asked)) == [(False, False), (True, mirrors)]
+
+
+def test_a_label_free_checkpoint_from_before_group_flips_is_not_resumed_with_them(tmp_path,
+                                                                                 capsys):
+    """Label-free groups did not flip before 2026-12-02, whatever augment.flip said: such a
+    checkpoint (no group_flips recorded) is refused on resume rather than continued with
+    flips, which would not end as its run would have."""
+    dataset = write_tiny_dataset(tmp_path / "dataset", size=(64, 64))
+    out = tmp_path / "run"
+    assert main(pretrain_args(dataset, out, "reconstruction", "--epochs", "1")) == 0
+    state = checkpoint.load(out / checkpoint.LAST)
+    assert state["config"]["group_flips"] is True
+    del state["config"]["group_flips"]  # as the earlier version wrote it
+    checkpoint.save(state, out / checkpoint.LAST)
+    capsys.readouterr()
+    assert main(pretrain_args(dataset, out, "reconstruction", "--epochs", "2", "--resume")) == 2
+    assert "--resume with other settings" in (said := capsys.readouterr().err)
+    assert "(group_flips)" in said
