@@ -52,14 +52,15 @@ def run_file(location: Location, name: str) -> dict:
         raise RunFileError(f"no {name}: not a dataset written by generate or convert, or one "
                            "they have not finished beginning (the same command resumes it)")
     shown = redact(location.path(name))
+    remedy = ("generate cannot resume it: --restart starts over" if name == PLAN_FILE
+              else "rerun generate on the dataset to make it again")  # it rewrites the others
     try:
         data = json.loads(location.read_bytes(location.path(name)))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:  # generate rewrites the others
-        remedy = ("generate cannot resume it: --restart starts over" if name == PLAN_FILE
-                  else "rerun generate on the dataset to make it again")
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise RunFileError(f"{shown} is not JSON ({error}): damaged; {remedy}") from error
     if not isinstance(data, dict):
-        raise RunFileError(f"{shown} holds {type(data).__name__}, not an object: damaged")
+        raise RunFileError(f"{shown} holds {type(data).__name__}, not an object: damaged; "
+                           f"{remedy}")
     return data
 
 

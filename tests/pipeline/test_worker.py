@@ -1083,14 +1083,17 @@ def test_inspect_checks_shards_in_processes_with_the_serial_findings_in_shard_or
     assert "SHA-256" in shard_problems[1]
 
 
-def test_a_damaged_plan_file_refuses_a_resume_saying_restart(tmp_path, fast_config):
-    """generate cannot rebuild the plan a dataset was made under: a plan.json that is not JSON
-    is named, with --restart (not 'rerun generate', which would meet it again)."""
+@pytest.mark.parametrize(("text", "said"), [("{cut", "is not JSON"),
+                                            ("[1]", "holds list, not an object")])
+def test_a_damaged_plan_file_refuses_a_resume_saying_restart(tmp_path, fast_config, text,
+                                                             said):
+    """generate cannot rebuild the plan a dataset was made under: a plan.json that is not a
+    JSON object is named, with --restart (not 'rerun generate', which would meet it again)."""
     from shards.reader import RunFileError
 
     config = fast_config("embedded")
     location = Location.parse(config.out)
     persist_or_check(Plan.make(list_sources("embedded"), config), location)
-    (Path(config.out) / "plan.json").write_text("{cut")
-    with pytest.raises(RunFileError, match=r"plan\.json is not JSON .*--restart starts over"):
+    (Path(config.out) / "plan.json").write_text(text)
+    with pytest.raises(RunFileError, match=rf"plan\.json {said}.*--restart starts over"):
         persist_or_check(Plan.make(list_sources("embedded"), config), location)
