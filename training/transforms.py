@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from shards.boxes import misfit
 from training.settings import check_count
 
 EVAL_CROPS = 10
@@ -43,8 +44,9 @@ def to_chw(pixels: np.ndarray) -> torch.Tensor:
 
 
 def _check_size(pixels: np.ndarray, crop: int) -> None:
+    """The rule pretrain checks references by before training (shards.boxes.misfit)."""
     height, width = pixels.shape[:2]
-    if height < crop or width < crop:
+    if misfit(pixels.shape, (crop, crop)):
         raise ValueError(f"image of {width}x{height} is smaller than the {crop}-pixel crop: "
                          "pass a smaller --crop")
 
