@@ -159,7 +159,10 @@ def pyramid_bands(gray: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
     """Complex bands (N x nbands x h x w) of gray images N x 1 x H x W (float64); `rows` and
     `cols` index the band's frequencies in fft2's order (unshifted_indices)."""
     height, width = gray.shape[-2:]
-    half = torch.fft.rfft2(gray)  # columns 0 .. width // 2; X[r, c] = conj(X[-r, -c])
+    # the band filters are 1e-16 at DC: without its mean, a flat image's bands are 0, not
+    # FFT rounding that would set its windows' scores (K = 0)
+    centred = gray - gray.mean(dim=(-2, -1), keepdim=True)
+    half = torch.fft.rfft2(centred)  # columns 0 .. width // 2; X[r, c] = conj(X[-r, -c])
     direct = cols <= width // 2
     half_cols = torch.where(direct, cols, (width - cols) % width)
     spectrum = torch.where(

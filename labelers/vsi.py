@@ -79,10 +79,18 @@ def _lab(rgb: torch.Tensor) -> torch.Tensor:
                       200 * (f[:, 1:2] - f[:, 2:])], dim=1)
 
 
+ROUNDING_SPAN = 1e-9  # a plane spanning less, relative to max(1, its largest |value|), is flat
+
+
 def _unit_range(x: torch.Tensor) -> torch.Tensor:
-    """(x - min) / (max - min) of each plane (mat2gray)."""
+    """mat2gray of each plane: (x - min) / (max - min), a constant plane clipped to [0, 1]. A
+    plane constant but for rounding (a flat image's a* after imresize, its saliency: FFT
+    noise near 1e-14) is constant: stretched, the rounding would decide the saliency map."""
     low, high = x.amin(dim=(-2, -1), keepdim=True), x.amax(dim=(-2, -1), keepdim=True)
-    return (x - low) / (high - low).clamp(min=torch.finfo(x.dtype).tiny)
+    scale = torch.maximum(low.abs(), high.abs()).clamp(min=1.0)
+    flat = high - low <= ROUNDING_SPAN * scale
+    stretched = (x - low) / torch.where(flat, 1.0, high - low)
+    return torch.where(flat, x.clamp(0.0, 1.0), stretched)
 
 
 def saliency(rgb: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from pipeline.commands.pmos_ensemble import PMOS_METRICS
+from pipeline.embedded import EMBEDDED_PHOTOS
+from shards import open_dataset
+from tests.labelers.test_pmos_ensemble import _by_hand
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -34,6 +40,10 @@ def test_a_dbcnn_run_with_pseudo_mos_trains_quality_and_class_heads(tmp_path):
          "--metrics", "ssim,ms_ssim,mdsi,vsi,fsim,gmsd", "--ensemble", "pmos")
     manifest = json.loads((dataset / "manifest.json").read_text())
     assert manifest["modes"]["bank"] == "dbcnn" and len(manifest["config"]["distortion_ids"]) == 9
+    metas = [sample["meta"] for sample in open_dataset(str(dataset)).samples(decode=False)]
+    scores = {key: np.array([meta["scores"][key] for meta in metas]) for key in PMOS_METRICS}
+    assert len(metas) == len(EMBEDDED_PHOTOS) * 9 * 2  # nine types at levels 1 and 3
+    assert np.allclose([meta["quality"] for meta in metas], _by_hand(scores), atol=1e-12)
     summary = _pretrain(dataset, tmp_path / "run", "quality,class")
     [record] = summary["history"]
     assert "val_quality_srocc" in record and 0 <= record["val_class_accuracy"] <= 1
@@ -45,6 +55,12 @@ def test_composed_authentic_like_distortions_train_quality_and_multihot_heads(tm
          AUTHENTIC_LIKE, "--compose", "2-4", "--versions-per-ref", "4", "--ensemble", "pmos")
     rows = [json.loads(line) for line in (dataset / "failures.jsonl").read_text().splitlines()]
     assert rows == []
+    chains = [sample["meta"]["chain"]
+              for sample in open_dataset(str(dataset)).samples(decode=False)]
+    assert len(chains) == len(EMBEDDED_PHOTOS) * 4
+    assert all(2 <= len(chain) <= 4 and {link["level"] for link in chain} <= {1, 3}
+               and {link["id"] for link in chain} <= set(map(int, AUTHENTIC_LIKE.split(",")))
+               for chain in chains)
     summary = _pretrain(dataset, tmp_path / "run", "quality,multihot")
     [record] = summary["history"]
     assert "val_quality_srocc" in record and 0 < record["val_multihot_map"] <= 1

@@ -1,22 +1,34 @@
-"""An installed (non-editable) copy carries every file its packages read at run time."""
+"""An installed (non-editable) copy carries every file its packages read at run time: a wheel
+built from the tracked files holds each tracked file of the packages, data files included."""
 
-import fnmatch
+import shutil
 import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_data_file_in_a_package_is_in_its_package_data():
+def _tracked(*paths: str) -> list[str]:
+    return subprocess.run(["git", "ls-files", *paths], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout.split()
+
+
+def test_a_wheel_holds_every_tracked_file_of_the_packages(tmp_path):
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     packages = [name.rstrip("*") for name in config["packages"]["find"]["include"]]
-    patterns = config.get("package-data", {})
-    tracked = subprocess.run(["git", "ls-files", *packages], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.split()
-    data = [Path(name) for name in tracked if not name.endswith(".py")]
-    assert any(path.name == "pmos_ensemble.json" for path in data)  # the listing sees them
-    left_out = [str(path) for path in data
-                if not any(fnmatch.fnmatch(path.name, pattern)
-                           for pattern in patterns.get(path.parts[0], ()))]
-    assert left_out == [], f"not installed by a wheel: {left_out}"
+    wanted = set(_tracked(*packages))
+    assert "labelers/pmos_ensemble.json" in wanted  # the listing sees the data files
+    source = tmp_path / "source"
+    for name in [*wanted, "pyproject.toml", "README.md"]:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", str(source), "-w", str(tmp_path / "wheel")], check=True,
+                   capture_output=True, timeout=300)
+    [wheel] = (tmp_path / "wheel").glob("*.whl")
+    held = {name for name in zipfile.ZipFile(wheel).namelist() if ".dist-info/" not in name}
+    assert sorted(wanted - held) == [], "not installed by a wheel"
+    assert sorted(held - wanted) == [], "installed, though not tracked"

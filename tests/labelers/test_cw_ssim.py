@@ -189,6 +189,16 @@ def test_flat_images_score_one_and_flat_against_texture_zero(even_texture):
     assert metric.score(_gray_rgb(even_texture), flat).item() == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.parametrize("shape", [(96, 128), (176, 192), (181, 203)])
+@pytest.mark.parametrize(("level", "other"), [(0, 128), (40, 200), (128, 129)])
+def test_two_flat_images_of_any_levels_score_one(shape, level, other):
+    """A flat image has no band energy (the bands pass no DC): every window of two flat
+    images is a flat area of both, 1 by the module's rule, whatever their levels or size
+    (FFT rounding of the mean once set these to 0.5, 0.69 or 0.74)."""
+    ref, dist = (_gray_rgb(np.full(shape, value)) for value in (level, other))
+    assert CWSSIM().score(ref, dist).item() == 1.0
+
+
 def test_chunks_of_the_batch_give_the_same_scores(noisy_versions, monkeypatch):
     ref, dist = noisy_versions
     metric = CWSSIM()

@@ -119,3 +119,25 @@ def test_mdsi_and_vsi_are_available_outside_the_default_ensemble():
     for key, cls, higher_is_better in (("mdsi", MDSI, False), ("vsi", VSI, True)):
         assert key in labelers.AVAILABLE_METRICS and key not in labelers.METRICS
         assert labelers.metric_class(key) is cls and cls.higher_is_better is higher_is_better
+
+
+def test_unit_range_is_mat2gray_with_its_constant_image_rule():
+    """mat2gray.m: (A - min) / (max - min); a constant A is A clipped to [0, 1]. A plane
+    constant but for rounding is constant."""
+    planes = torch.tensor([[[[-3.0, -3.0]]], [[[0.4, 0.4 + 1e-14]]], [[[7.0, 7.0]]],
+                           [[[2.0, 6.0]]]], dtype=torch.float64)
+    expected = torch.tensor([[[[0.0, 0.0]]], [[[0.4, 0.4]]], [[[1.0, 1.0]]], [[[0.0, 1.0]]]],
+                            dtype=torch.float64)
+    torch.testing.assert_close(vsi._unit_range(planes), expected, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("shape", [(176, 192), (384, 512), (512, 512), (384, 640)])
+def test_a_flat_image_has_no_saliency_and_two_flat_images_score_one(shape):
+    """SDSP's frequency prior is a log-Gabor band, which passes no DC: a flat image's visual
+    saliency is 0 everywhere. Its gradients are 0 and a gray's chroma (M, N) is 0, so flat
+    black against flat white is similar in every term VSI has (none is luminance): 1, at
+    every size (FFT rounding stretched by mat2gray once gave 0.72 at 384 x 512)."""
+    black, white = (tensor(np.full((*shape, 3), value, np.uint8)) for value in (0, 255))
+    assert vsi.saliency(white.to(torch.float64)).abs().max().item() <= 1e-12
+    assert VSI().score(black, white).item() == pytest.approx(1.0, abs=1e-12)
+

@@ -230,11 +230,13 @@ def test_a_read_that_may_pass_is_tried_again(tmp_path, small_image, monkeypatch,
         if len(calls) <= fails:
             raise failure
         return opened(uri, key, store)
+    waits = []
     monkeypatch.setattr(sources, "_opened", failing)
-    monkeypatch.setattr(sources, "READ_RETRY_SECONDS", (0.0, 0.0))
+    monkeypatch.setattr(sources.time, "sleep", waits.append)
     if fails < reads:
         assert np.array_equal(sources.read_rgb(str(path)), small_image)
     else:
         with pytest.raises(DecodeError, match="unreadable"):
             sources.read_rgb(str(path))
     assert len(calls) == reads
+    assert waits == [1.0, 4.0][:reads - 1]  # the README's "1 s and 4 s apart"

@@ -373,7 +373,7 @@ def test_a_source_whose_read_failed_is_not_compared_on_resume(tmp_path, fast_con
             raise OSError(errno.EIO, "Input/output error", uri)
         return opened(uri, key, store)
     monkeypatch.setattr(sources, "_opened", failing_b)
-    monkeypatch.setattr(sources, "READ_RETRY_SECONDS", (0.0, 0.0))  # read three times
+    monkeypatch.setattr(sources.time, "sleep", lambda seconds: None)  # read three times
     outcome = produce_shard(0, plan, config,
                             local_scorer(Labeler(metrics=("mae",), device="cpu")),
                             mae_ensemble, location)

@@ -14,7 +14,13 @@ from iqa_factory.cli import main
 from shards import open_dataset
 from shards.storage import Location
 from training import checkpoint
-from training.loop import average_precision, mean_average_precision
+from training.loop import (
+    average_precision,
+    head_figures,
+    mean_average_precision,
+    validation_figures,
+)
+from training.losses import Head
 from training.model import ModelConfig, build_model
 from training.optim import OptimConfig
 from training.pretrain import PretrainConfig, pretrain
@@ -84,6 +90,26 @@ def test_average_precision_on_hand_computed_examples():
     labels = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0]])  # column 2: no positive
     assert mean_average_precision(scores, labels) == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
     assert math.isnan(mean_average_precision(scores, np.zeros_like(labels)))
+
+
+def test_each_head_is_scored_on_its_own_columns_by_hand_computed_figures():
+    """Outputs [quality | 3 class logits | 2 multihot logits], targets [quality | class |
+    2 bits]: SROCC of ranks 1234 against 1243 is 1 - 6*2/(4*15) = 0.8; the logits' argmax
+    0,2,1,1 against 0,2,1,0 is right 3 times in 4; the bits' APs are (1 + 2/3)/2 and 1."""
+    heads = (Head("quality", "regression", 1, 1), Head("grid", "class", 3, 1),
+             Head("chain", "multihot", 2, 2))
+    outputs = np.array([[0.1, 5, 1, 0, 0.9, 0.3],
+                        [0.2, 0, 1, 5, 0.1, 0.7],
+                        [0.3, 0, 5, 1, 0.8, 0.2],
+                        [0.4, 1, 5, 0, 0.2, 0.6]])
+    targets = np.array([[1, 0, 1, 0], [2, 2, 0, 1], [4, 1, 0, 0], [3, 0, 1, 1]], float)
+    figures = head_figures(outputs, targets, heads)
+    assert figures["quality_srocc"] == pytest.approx(0.8)
+    assert figures["grid_accuracy"] == 0.75
+    assert figures["chain_map"] == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
+    assert figures["score"] == figures["quality_srocc"] and figures["count"] == 4
+    alone = validation_figures(outputs[:, 1:4].argmax(axis=1), targets[:, 1], classes=3)
+    assert alone["score"] == alone["accuracy"] == 0.75
 
 
 def test_several_targets_train_one_head_each_and_report_each_figure(grid_dataset, tmp_path,
