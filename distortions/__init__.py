@@ -13,6 +13,7 @@ network on a GPU: `prepare_learned` (the seeded noisy input, on a CPU) and `run_
 network over many prepared inputs at once, wherever the denoiser lives).
 """
 
+import functools
 import json
 import math
 from collections import Counter
@@ -205,7 +206,12 @@ def compose(img: np.ndarray, links: list[tuple[int, int, int]]) -> tuple[np.ndar
 
 def replay(img: np.ndarray, recipe: dict) -> np.ndarray:
     """Reproduce a distorted image from its reference and recipe (a composed recipe's links
-    in order)."""
+    in order). Any parameter values the type can apply are taken (`check_recipe` refuses
+    those its level and seed do not give); a recipe of another version, or with a parameter
+    the type does not know, is refused rather than replayed otherwise than it was made."""
+    if isinstance(recipe, dict) and recipe.get("version", RECIPE_VERSION) != RECIPE_VERSION:
+        raise InvalidRecipeError(f"recipe version {recipe['version']!r}: this bank replays "
+                                 f"version {RECIPE_VERSION}")
     if isinstance(recipe, dict) and "chain" in recipe:
         if not isinstance(recipe["chain"], list) or not recipe["chain"]:
             raise InvalidRecipeError("a composed recipe needs a non-empty list of links")
@@ -223,7 +229,28 @@ def replay(img: np.ndarray, recipe: dict) -> np.ndarray:
         raise InvalidRecipeError(
             f"recipe names {recipe['distortion']!r} but id {distortion.id} is {distortion.name!r}"
         )
+    if isinstance(params, dict) and (unknown := _unknown_params(distortion, params)):
+        raise InvalidRecipeError(_unknown_message(distortion, unknown))
     return _replayed(distortion, img, params)
+
+
+@functools.cache
+def _param_names(distortion_id: int) -> frozenset[str]:
+    """Every parameter a recipe of the type may hold: its level table's, its fixed ones, its
+    random draws' (the same names at every level), where it was made and those added since
+    recipe version 1."""
+    drawn = get(distortion_id).sample_params(LEVELS[0], np.random.default_rng(0))
+    return frozenset(drawn) | set(WHERE_MADE_PARAMS) | set(ADDED_PARAMS)
+
+
+def _unknown_params(distortion: Distortion, params: dict) -> list[str]:
+    return sorted(set(params) - _param_names(distortion.id))
+
+
+def _unknown_message(distortion: Distortion, unknown: list[str]) -> str:
+    return (f"{distortion.name}: parameters {', '.join(map(str, unknown))} are unknown to this "
+            f"bank (a recipe of a newer iqa-factory, or a damaged one; this one replays recipe "
+            f"version {RECIPE_VERSION})")
 
 
 def check_recipe(recipe: dict) -> None:
@@ -258,6 +285,8 @@ def check_recipe(recipe: dict) -> None:
         raise InvalidRecipeError(f"not a distortion recipe: missing {error}") from None
     if not isinstance(params, dict):
         raise InvalidRecipeError(f"a recipe's params are a JSON object, got {params!r}")
+    if unknown := _unknown_params(get(recipe["distortion_id"]), params):
+        raise InvalidRecipeError(_unknown_message(get(recipe["distortion_id"]), unknown))
     names = ((set(made["params"]) | set(params)) - set(WHERE_MADE_PARAMS)
              - {name for name in ADDED_PARAMS if name not in params})
     differ = sorted(name for name in names

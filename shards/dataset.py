@@ -177,10 +177,11 @@ class Dataset:
         """The references only (samples of kind "reference")."""
         return self.samples(split, "reference", **options)
 
-    def _rows(self, url: str) -> list[dict]:
+    def _rows(self, url: str, stats_of: Callable[[int], dict]) -> list[dict]:
         """The index rows of the shard whose tar is `url` (read as the shard opens)."""
         return read_index(self.location, [shard_of(url)], ["key", "ref_id", "kind",
-                                                           "distortion_id"]).to_pylist()
+                                                           "distortion_id"],
+                          stats_of=stats_of).to_pylist()
 
     def groups(self, kind: str, split: str | None = None,
                crop: int | tuple[int, int] | None = None, seed: int = 0,
@@ -220,7 +221,7 @@ class Dataset:
 
         def per_shard(opened: dict) -> Iterator[dict]:
             shard_spec = replace(spec, draw=opened.get("draw", ()))
-            chosen = chosen_versions(shard_spec, self._rows(opened["url"]))
+            chosen = chosen_versions(shard_spec, self._rows(opened["url"], stats_of))
             drawn = set().union(*chosen.values())
 
             def select(name: str) -> bool:

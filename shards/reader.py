@@ -2,6 +2,7 @@
 WebDataset readers."""
 
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -123,7 +124,8 @@ def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
         missing = [kind for kind in ("tar", "parquet") if names[kind] not in sizes]
         if missing:
             damaged[index] = f"{' and '.join(missing)} missing"
-        elif problem := tar_size_problem(sizes[names["tar"]], stats):
+        elif problem := (tar_size_problem(sizes[names["tar"]], stats)
+                         or index_size_problem(sizes[names["parquet"]], stats)):
             damaged[index] = problem
         else:
             complete.append(index)
@@ -171,7 +173,8 @@ def shard_stats(location: Location, index: int) -> dict:
 
 
 STATS_KEPT = 64  # shards whose stats one stream remembers (more than it reads at once)
-STREAM_STATS = ("samples", "tar_sha256", "libraries", "plan_digest")  # what a stream asks
+STREAM_STATS = ("samples", "tar_sha256", "parquet_bytes", "parquet_sha256", "libraries",
+                "plan_digest")  # what a stream asks
 
 
 def stats_reader(location: Location) -> Callable[[int], dict]:
@@ -193,6 +196,29 @@ def tar_size_problem(size: int | None, stats: dict) -> str | None:
     return f"tar is {size} bytes, its stats say {stats.get('tar_bytes')}"
 
 
+def index_size_problem(size: int | None, stats: dict) -> str | None:
+    """What is wrong with a shard's parquet index of `size` bytes by its stats (None: the
+    size they record, or stats written before they recorded it)."""
+    if "parquet_bytes" not in stats or size == stats["parquet_bytes"]:
+        return None
+    return f"parquet is {size} bytes, its stats say {stats['parquet_bytes']}"
+
+
+INDEX_CHANGED = ("parquet index differs from its stats' SHA-256 (changed after it was written; "
+                 "generate with the run's options makes it again)")
+
+
+def index_problem(data: bytes, stats: dict) -> str | None:
+    """What is wrong with a shard's parquet index of bytes `data` by its stats (None: their
+    size and SHA-256, or stats written before they recorded them)."""
+    if problem := index_size_problem(len(data), stats):
+        return problem
+    if "parquet_sha256" not in stats or hashlib.sha256(data).hexdigest() == stats[
+            "parquet_sha256"]:
+        return None
+    return INDEX_CHANGED
+
+
 def tar_sha256(location: Location, path: str) -> str:
     with location.fs.open_input_stream(path, compression=None) as stream:
         return HashingStream(stream).hexdigest_to_end()
@@ -201,11 +227,12 @@ def tar_sha256(location: Location, path: str) -> str:
 @dataclass(frozen=True)
 class ShardExamination:
     """What examining a shard found: its problems (none: a complete shard of the plan) and
-    the stats and failures list it read on the way (None where it could not read them), for
-    a caller with more to check of the shard not to read them again."""
+    the stats, failures list and parquet index it read on the way (None where it could not
+    read them), for a caller with more to check of the shard not to read them again."""
     problems: list[str]
     stats: dict | None = None
     failures: list[dict] | None = None
+    index: bytes | None = None  # the parquet index's bytes
 
 
 def examine_shard(location: Location, index: int, digest: str | None, store: str,
@@ -222,8 +249,10 @@ def examine_shard(location: Location, index: int, digest: str | None, store: str
         return ShardExamination([f"missing {', '.join(missing)}"])
     try:
         stats = shard_stats(location, index)
-        with location.fs.open_input_file(paths["parquet"]) as handle:
-            rows = pq.read_metadata(handle).num_rows
+        index_bytes = location.read_bytes(paths["parquet"])
+        if problem := index_problem(index_bytes, stats):
+            return ShardExamination([problem], stats)
+        rows = pq.read_metadata(pa.BufferReader(index_bytes)).num_rows
     except (ValueError, OSError, pa.ArrowException) as error:
         return ShardExamination([f"stats or parquet unreadable ({type(error).__name__}: "
                                  f"{error})"])
@@ -241,7 +270,7 @@ def examine_shard(location: Location, index: int, digest: str | None, store: str
         problems.append(problem)
     elif verify_hash and tar_sha256(location, paths["tar"]) != stats.get("tar_sha256"):
         problems.append(TAR_CHANGED)
-    return ShardExamination(problems, stats, failures)
+    return ShardExamination(problems, stats, failures, index_bytes)
 
 
 def shard_problems(location: Location, index: int, digest: str | None, store: str,
@@ -289,16 +318,18 @@ def no_complete_shard(location: Location) -> FileNotFoundError:
 
 def read_index(location: Location, shards: list[int] | None = None,
                columns: list[str] | None = None, with_shard: bool = False,
-               kind: str | None = None) -> pa.Table:
-    """The parquet index of the given (default: every complete) shard, concatenated; with
-    `with_shard` a `shard` column says which shard each row came from; with `kind`, only the
-    rows of that kind (kept shard by shard: no second copy of every row; `columns` must
-    hold kind)."""
+               kind: str | None = None, stats_of: Callable[[int], dict] | None = None
+               ) -> pa.Table:
+    """The parquet index of the given (default: every complete) shard, concatenated, each
+    checked against its stats (`checked_index`; `stats_of`: shard -> its stats, for a caller
+    that has read them); with `with_shard` a `shard` column says which shard each row came
+    from; with `kind`, only the rows of that kind (kept shard by shard: no second copy of
+    every row; `columns` must hold kind)."""
     indices = complete_shards(location) if shards is None else shards
+    stats_of = stats_of or functools.partial(shard_stats, location)
     tables = []
     for index in indices:
-        with location.fs.open_input_file(shard_paths(location, index)["parquet"]) as handle:
-            table = _with_chain(pq.ParquetFile(handle), columns)
+        table = parse_index(checked_index(location, index, stats_of(index)), columns)
         if kind is not None:
             table = table.filter(pc.equal(table["kind"], kind))
         if with_shard:
@@ -310,9 +341,21 @@ def read_index(location: Location, shards: list[int] | None = None,
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def _with_chain(parquet: pq.ParquetFile, columns: list[str] | None) -> pa.Table:
-    """A shard's index (`columns` of it), each distorted row's `chain` derived from its
-    distortion_id and level where the shard was written before chains were recorded."""
+def checked_index(location: Location, index: int, stats: dict) -> bytes:
+    """The bytes of shard `index`'s parquet index, checked against its `stats`: a
+    DamagedShardError names the file where they are not the size and SHA-256 recorded."""
+    path = shard_paths(location, index)["parquet"]
+    data = location.read_bytes(path)
+    if problem := index_problem(data, stats):
+        raise DamagedShardError(f"{redact(path)}: {problem}")
+    return data
+
+
+def parse_index(data: bytes, columns: list[str] | None = None) -> pa.Table:
+    """A shard's parquet index of bytes `data` (`columns` of it), each distorted row's `chain`
+    derived from its distortion_id and level where the shard was written before chains were
+    recorded."""
+    parquet = pq.ParquetFile(pa.BufferReader(data))
     if columns is not None and "chain" not in columns:
         return parquet.read(columns=columns)
     stored = "chain" in parquet.schema_arrow.names

@@ -92,6 +92,17 @@ def mismatch_message(key: str, recipe: dict, libraries: dict | None) -> str:
             f"{advice}")
 
 
+def changed_reference(key: str, pixels: np.ndarray, meta: dict) -> str | None:
+    """What is wrong with reference `key` whose decoded pixels are `pixels` and record `meta`:
+    None where they are the SHA-256 it records (or it records none)."""
+    recorded = meta.get("sha256")
+    if not recorded or pixel_sha256(pixels) == recorded:
+        return None
+    return (f"reference {key}'s pixels are not those recorded (SHA-256): its shard changed "
+            "after it was written, so none of its versions replays or keeps its labels "
+            "(restore the shard, or generate it again)")
+
+
 @dataclass(frozen=True)
 class Pending:
     """A recipe sample's image, made on request from its reference's pixels."""
@@ -117,16 +128,16 @@ class Pending:
 def replaying(records: Iterator[dict], context: ReplayContext, decode: Callable,
               keep: Callable[[str], bool] = lambda key: True) -> Iterator[dict]:
     """One shard's records with each recipe sample's `encoded` a `Pending`; references are
-    held decoded for the shard's replays; records are passed on only where `keep(key)`."""
+    held decoded for the shard's replays, each checked against its recorded SHA-256 as it is
+    read (a ReplayMismatchError before the reference or any of its versions is passed on);
+    records are passed on only where `keep(key)`."""
     references: dict[str, np.ndarray] = {}
-    changed: set[str] = set()  # references whose pixels are not those recorded
     for item in records:
         if item["meta"].get("kind") == "reference":
             references[item["ref_id"]] = decode(item["encoded"], item["key"])
-            recorded = item["meta"].get("sha256")
-            if context.verify and recorded and pixel_sha256(references[item["ref_id"]]) != (
-                    recorded):
-                changed.add(item["ref_id"])
+            if context.verify and (problem := changed_reference(
+                    item["key"], references[item["ref_id"]], item["meta"])):
+                raise ReplayMismatchError(problem)
         if not keep(item["key"]):
             continue
         if item["encoded"] is not None:
@@ -134,11 +145,6 @@ def replaying(records: Iterator[dict], context: ReplayContext, decode: Callable,
         elif item["ref_id"] not in references:
             raise ReplayError(f"sample {item['key']} has no pixels and its reference "
                               f"{item['ref_id']}_ref is not before it in its shard")
-        elif item["ref_id"] in changed:
-            raise ReplayMismatchError(
-                f"sample {item['key']}: its reference {item['ref_id']}_ref's pixels are not "
-                "those recorded (SHA-256): its shard changed after it was written, so no "
-                "version of that reference replays (restore the shard, or generate it again)")
         else:
             yield {**item, "encoded": Pending(item["key"], references[item["ref_id"]],
                                               item["meta"], context)}

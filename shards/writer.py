@@ -32,6 +32,14 @@ class _Hashing:
         return self.stream.write(data)
 
 
+def _index_bytes(rows: list[dict]) -> bytes:
+    """The parquet index of `rows`: a few kB a shard, made in memory to be hashed."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), sink,
+                   compression=INDEX_COMPRESSION[0], compression_level=INDEX_COMPRESSION[1])
+    return sink.getvalue().to_pybytes()
+
+
 class ShardWriter:
     """Streams samples into shard `index`'s tar; `finish` publishes tar and parquet, then stats.
 
@@ -74,8 +82,8 @@ class ShardWriter:
         self._rows.append(index_row(record))
 
     def finish(self, stats: dict) -> dict:
-        """Close and publish the tar and parquet, then write the stats file last, with the
-        tar's byte size and SHA-256 (what `inspect` and a resume check it against)."""
+        """Close and publish the tar and parquet, then write the stats file last, with their
+        byte sizes and SHA-256s (what readers, `inspect` and a resume check them against)."""
         self.publish()
         return self.write_stats(stats)
 
@@ -87,18 +95,20 @@ class ShardWriter:
             self._gzip.close()
         self._stream.close()
         staged_parquet = self.location.attempt_name(self.paths["parquet"])
-        table = pa.Table.from_pylist(self._rows, schema=INDEX_SCHEMA)
+        index = _index_bytes(self._rows)
+        self._index_digest = {"parquet_bytes": len(index),
+                              "parquet_sha256": hashlib.sha256(index).hexdigest()}
         with self.location.fs.open_output_stream(staged_parquet, compression=None) as stream:
-            pq.write_table(table, stream, compression=INDEX_COMPRESSION[0],
-                           compression_level=INDEX_COMPRESSION[1])
+            stream.write(index)
         self.location.publish(self._staged_tar, self.paths["tar"])
         self.location.publish(staged_parquet, self.paths["parquet"])
 
     def write_stats(self, stats: dict) -> dict:
-        """The stats file, last: `stats` with the tar's byte size and SHA-256."""
+        """The stats file, last: `stats` with the byte sizes and SHA-256s of the tar and the
+        parquet index."""
         full_stats = {**stats, "shard": self.index, "samples": len(self._rows),
                       "tar_bytes": self._hashing.size,
-                      "tar_sha256": self._hashing.sha256.hexdigest(),
+                      "tar_sha256": self._hashing.sha256.hexdigest(), **self._index_digest,
                       "write_seconds": round(time.perf_counter() - self._started, 3)}
         self.location.write_json(self.paths["stats"], full_stats)
         return full_stats

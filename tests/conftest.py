@@ -135,14 +135,25 @@ def rewrite_tar(tar: Path, change=None, order=None, keep=None) -> None:
     stats_agree(tar)
 
 
-def stats_agree(tar: Path) -> None:
-    """Make a rewritten shard tar's stats record its new size and SHA-256, as if its writer
-    had written those bytes (what a damaged-shard check cannot tell from a good shard)."""
-    stats_path = tar.parent / f"{tar.name.partition('.')[0]}_stats.json"
+def stats_agree(shard_file: Path) -> None:
+    """Make the stats of a rewritten shard tar or parquet index record its new size and
+    SHA-256, as if its writer had written those bytes (what a damaged-shard check cannot tell
+    from a good shard)."""
+    stats_path = shard_file.parent / f"{shard_file.name.partition('.')[0]}_stats.json"
     stats = json.loads(stats_path.read_text())
-    data = tar.read_bytes()
-    stats.update(tar_bytes=len(data), tar_sha256=hashlib.sha256(data).hexdigest())
+    data = shard_file.read_bytes()
+    kind = "parquet" if shard_file.suffix == ".parquet" else "tar"
+    stats.update({f"{kind}_bytes": len(data), f"{kind}_sha256": hashlib.sha256(data).hexdigest()})
     stats_path.write_text(json.dumps(stats))
+
+
+def stats_before_index_digests(parquet: Path) -> None:
+    """Make the stats of a shard whose parquet index was rewritten as an older writer wrote
+    them: without the index's size and SHA-256 (what shards made before they did hold)."""
+    stats_path = parquet.with_name(f"{parquet.stem}_stats.json")
+    stats = json.loads(stats_path.read_text())
+    stats_path.write_text(json.dumps({key: value for key, value in stats.items()
+                                      if key not in ("parquet_bytes", "parquet_sha256")}))
 
 
 _EXIT_STATUS: list[int] = []

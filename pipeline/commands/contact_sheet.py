@@ -12,7 +12,7 @@ from tqdm import tqdm
 import distortions
 from shards.keys import is_reference, ref_id_of
 from shards.png import decode_png
-from shards.replay import Pending, ReplayContext
+from shards.replay import Pending, ReplayContext, changed_reference
 from shards.storage import Location
 from shards.tar_stream import read_tar
 
@@ -94,10 +94,12 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
     are held, not the shard."""
     chosen = ref_id or first_reference(tar_path)
     mine = list(shard_samples(tar_path, chosen).values())
-    reference = next((decode_png(png) for record, png in mine
-                      if record["kind"] == "reference"), None)
+    reference, record = next(((decode_png(png), record) for record, png in mine
+                              if record["kind"] == "reference"), (None, None))
     if reference is None:
         raise ValueError(f"{tar_path} has no reference {chosen!r}")
+    if problem := changed_reference(record["key"], reference, record):
+        raise ValueError(f"{tar_path}: {problem}")
     cells = {}
     # the dataset's manifest (OUT/shards/NAME's OUT) names the libraries a replay needs
     context = ReplayContext.of(Location.parse(

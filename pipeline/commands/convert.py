@@ -39,7 +39,7 @@ from shards.layout import (
 )
 from shards.png import decode_png, encode_png
 from shards.reader import run_file, shard_problems, shard_stats
-from shards.replay import Pending, ReplayContext, ReplayError
+from shards.replay import Pending, ReplayContext, ReplayError, changed_reference
 from shards.schema import pixel_sha256
 from shards.storage import Location
 from shards.store_modes import library_versions, stores_pixels
@@ -47,7 +47,8 @@ from shards.tar_stream import VerifiedTar
 from shards.writer import ShardWriter
 
 COPIED_FILES = (SOURCES_FILE, FAILURES_FILE, ENSEMBLE_FILE)
-WRITER_STATS = ("shard", "samples", "tar_bytes", "tar_sha256", "write_seconds")  # finish's own
+WRITER_STATS = ("shard", "samples", "tar_bytes", "tar_sha256", "parquet_bytes",  # finish's own
+                "parquet_sha256", "write_seconds")
 # what a record that is not one of this project's raises as it is read
 MALFORMED = (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError)
 
@@ -158,6 +159,8 @@ def _converted(job: Job, sample: dict, references: dict[str, np.ndarray], counts
     key, keep = sample["__key__"], job.becomes.keeps_png(meta)
     if meta["kind"] == "reference":
         references[meta["ref_id"]] = _decoded(key, png)
+        if problem := changed_reference(key, references[meta["ref_id"]], meta):
+            raise ConversionError(problem)
     elif png is None and keep:
         pending = Pending(key, _reference(references, key, meta), meta, job.context)
         png = encode_png(pending.pixels())

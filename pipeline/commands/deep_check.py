@@ -22,7 +22,7 @@ from shards.keys import reference_key
 from shards.layout import store_of, tar_path
 from shards.png import decode_png
 from shards.reader import read_index, tar_members
-from shards.replay import Pending, ReplayContext, ReplayError
+from shards.replay import Pending, ReplayContext, ReplayError, changed_reference
 from shards.schema import INDEX_SCHEMA, chain_of, index_row, pixel_sha256
 from shards.storage import Location
 from shards.store_modes import stores_pixels
@@ -165,8 +165,15 @@ def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[i
             problems.append(f"deep check: shard {shard}: {len(absent)} sample(s) the index "
                             f"lists are not in its tar ({', '.join(absent[:3])}...)")
             continue
+        changed = {ref_id: problem for ref_id in {row["ref_id"] for row in shard_rows}
+                   if (problem := changed_reference(reference_key(ref_id),
+                                                    *pixels[reference_key(ref_id)]))}
+        problems += [f"deep check: shard {shard}: {problem}" for problem in changed.values()]
         for row in shard_rows:
             checked.update()
+            if row["ref_id"] in changed:
+                notes.append("reference changed")
+                continue
             reference = pixels[reference_key(row["ref_id"])][0]
             stored, record = pixels[row["key"]]
             differs = record_differences([row], {row["key"]: record})

@@ -35,6 +35,7 @@ from shards.reader import (
     RunFileError,
     ShardExamination,
     examine_shard,
+    parse_index,
     read_index,
     read_sources,
     run_file,
@@ -146,7 +147,7 @@ def _content_problems(job: ShardCheck, examination: ShardExamination) -> list[st
     if isinstance(read, str):
         return [read]
     listing, records = read
-    rows = read_index(location, [index]).to_pylist()  # (chains derived)
+    rows = parse_index(examination.index).to_pylist()  # (chains derived)
     problems = []
     if [key for key, _ in listing] != [row["key"] for row in rows]:
         problems.append("tar members and parquet rows differ")

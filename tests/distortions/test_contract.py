@@ -97,7 +97,6 @@ def test_a_recipe_whose_parameters_its_level_and_seed_do_not_give_is_refused(sma
         "sigma": _edited(blur, sigma=1e6),  # level 3's sigma is 1
         "blocks": _edited(blocks, blocks=blocks["params"]["blocks"] * 1000),
         "noise_seed": _edited(noise, noise_seed=noise["params"]["noise_seed"] + 1),
-        "radius": _edited(blur, radius=99),  # a parameter gaussian_blur has not
         "noise": {**noise, "params": {k: v for k, v in noise["params"].items()
                                       if k != "noise"}},
     }
@@ -105,6 +104,9 @@ def test_a_recipe_whose_parameters_its_level_and_seed_do_not_give_is_refused(sma
         with pytest.raises(distortions.InvalidRecipeError,
                            match=rf"parameters {name} are not those the level and seed give"):
             distortions.check_recipe(recipe)
+    with pytest.raises(distortions.InvalidRecipeError,  # a parameter gaussian_blur has not
+                       match="parameters radius are unknown to this bank"):
+        distortions.check_recipe(_edited(blur, radius=99))
     _, chain = distortions.compose(small_image, [(13, 3, 5), (1, 2, 6)])
     chain["chain"][1] = _edited(chain["chain"][1], quality=1)
     with pytest.raises(distortions.InvalidRecipeError, match="jpeg level 2 seed 6: parameters "
@@ -151,3 +153,26 @@ def test_replay_refuses_a_parameter_it_would_not_apply_the_same_twice_or_would_m
     again = _edited(noise, noise_seed=np.int64(11))  # any integer type
     assert np.array_equal(distortions.replay(small_image, again),
                           distortions.replay(small_image, again))
+
+
+@pytest.fixture(scope="module")
+def odd_sizes() -> list[np.ndarray]:
+    """Crops of skimage's chelsea of odd sides just above the minimum, in both orientations,
+    and one of sides that share no factor with the bank's block and patch sizes."""
+    from skimage import data
+
+    cat = data.chelsea()  # 300 x 451
+    return [cat[:177, :193], cat[:193, :177], cat[:211, :331]]
+
+
+@pytest.mark.parametrize("distortion", distortions.registered(), ids=lambda d: d.name)
+def test_every_type_replays_exactly_at_odd_sizes(odd_sizes, distortion):
+    """Sizes decide pixelate's and the resizes' grids, JPEG's and JPEG 2000's blocks and
+    tiles, and where blocks and patches land (positions are fractions of the room there)."""
+    for image in odd_sizes:
+        for level in (1, 5):
+            out, recipe = distortions.apply(image, distortion.id, level, seed=2026)
+            assert out.shape == image.shape and out.dtype == np.uint8
+            replayed = distortions.replay(image, json.loads(json.dumps(recipe)))
+            worst = np.abs(replayed.astype(int) - out.astype(int)).max()
+            assert worst <= (1 if distortion.learned else 0), (image.shape, level)

@@ -139,3 +139,24 @@ def test_a_chain_given_as_a_numpy_array_is_the_same_chain(small_image):
     out, recipe = distortions.compose(small_image, np.array([[1, 3, 5], [13, 2, 6]]))
     expected, expected_recipe = distortions.compose(small_image, [(1, 3, 5), (13, 2, 6)])
     assert np.array_equal(out, expected) and recipe == expected_recipe
+
+
+def test_replay_refuses_a_recipe_of_another_version_or_with_parameters_the_type_lacks(
+        small_image):
+    """Taken as they were, a newer recipe would replay otherwise than it was made (a
+    parameter ignored): refused, naming the version or the parameter."""
+    _, recipe = distortions.apply(small_image, "gaussian_blur", 3, seed=4)
+    with pytest.raises(InvalidRecipeError, match="recipe version 2: this bank replays version 1"):
+        distortions.replay(small_image, {**recipe, "version": 2})
+    newer = {**recipe, "params": {**recipe["params"], "future_mode": "edge-aware"}}
+    for refused in (newer, {"version": 1, "chain": [newer]}):
+        with pytest.raises(InvalidRecipeError, match="gaussian_blur: parameters future_mode "
+                                                     "are unknown to this bank"):
+            distortions.replay(small_image, refused)
+    with pytest.raises(InvalidRecipeError, match="future_mode are unknown to this bank"):
+        distortions.check_recipe(newer)
+    # the parameters a recipe of each type records are all known
+    for distortion in distortions.registered():
+        if not distortion.learned:
+            out, made = distortions.apply(small_image, distortion.id, 2, seed=4)
+            np.testing.assert_array_equal(distortions.replay(small_image, made), out)

@@ -29,7 +29,7 @@ from shards.png import decode_png
 from shards.reader import read_index, tar_members
 from shards.schema import chain_of
 from shards.storage import Location
-from tests.conftest import finish, rewrite_tar
+from tests.conftest import finish, rewrite_tar, stats_before_index_digests
 
 TYPES = (1, 3, 13, 16, 20)  # jpeg, white noise, gaussian blur, brighten, contrast change
 
@@ -175,6 +175,7 @@ def test_single_distortion_samples_read_a_chain_of_one_in_old_datasets_too(fast_
                                 if row["kind"] == "distorted" else None) for row in rows)
     path = shard_paths(Location.parse(config.out), 0)["parquet"]
     pq.write_table(pq.read_table(path).drop_columns(["chain"]), path)  # as before chains
+    stats_before_index_digests(Path(path))  # (and before the stats recorded the index)
     location = Location.parse(config.out)
     assert read_index(location).to_pylist() == rows  # old shard beside a new one
     assert read_index(location, [0], ["key", "chain"]).column_names == ["key", "chain"]

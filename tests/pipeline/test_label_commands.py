@@ -17,7 +17,7 @@ from pipeline.commands import label_commands as lc
 from pipeline.lease import LEASE_FILE, Lease
 from shards import open_dataset
 from shards.storage import Location
-from tests.conftest import finish
+from tests.conftest import finish, stats_agree
 
 
 @pytest.fixture
@@ -338,6 +338,9 @@ def test_relabel_refuses_a_metric_only_some_samples_have(scored_dataset, tmp_pat
     next(row for row in rows if row["kind"] == "distorted")["scores"]["mae"] = None
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(index)), index)
     _halves().save(tmp_path / "halves.json")
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 2
+    assert "00000: parquet is" in capsys.readouterr().err  # changed after it was written
+    stats_agree(index)  # as if written so
     assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 2
     assert "some samples have no score of mae (1 of 8)" in capsys.readouterr().err
     assert not list(out.glob("labels-*.parquet"))

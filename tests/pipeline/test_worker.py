@@ -44,7 +44,7 @@ from shards.reader import read_index, shard_problems, shard_stats, tar_urls
 from shards.schema import INDEX_SCHEMA, SCORES_TYPE
 from shards.storage import Location
 from shards.writer import ShardWriter
-from tests.conftest import rewrite_tar
+from tests.conftest import rewrite_tar, stats_agree
 
 
 def _run_all(config, ensemble):
@@ -706,6 +706,9 @@ def test_inspect_compares_every_record_with_its_index_row(fast_config, mae_ensem
     victim = next(row for row in rows if row["kind"] == "distorted")
     victim["quality"] = victim["quality"] / 2 + 0.25  # another Q in 0..1
     pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), path)
+    [changed] = inspect(config.out)[1]
+    assert re.fullmatch(r"shard 00001: parquet is \d+ bytes, its stats say \d+", changed)
+    stats_agree(Path(path))  # as if written so: the records still differ from the index
     assert inspect(config.out)[1] == [
         f"shard 00001: 1 record(s) of the tar differ from the index, e.g. {victim['key']}: its "
         "tar record and its index row differ in quality (changed after it was written)"]
@@ -729,6 +732,7 @@ def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_p
         victim.update({name: json.dumps(value, sort_keys=True, separators=(",", ":"))
                        if name == "recipe" else value for name, value in fields.items()})
         pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), path)
+        stats_agree(Path(path))
         rewrite_tar(Path(tar_path(location, 1, "images")), change=lambda member, data: (
             json.dumps({**json.loads(data), **fields}).encode()
             if member == f"{victim['key']}.json" else data))
@@ -750,6 +754,7 @@ def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_p
     # the index alone changed: the record readers replay is not the copy the check samples
     victim["recipe"] = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
     pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), path)
+    stats_agree(Path(path))
     lines, problems = deep_check(location, 100)
     assert problems == [f"{victim['key']}: its tar record and its index row differ in recipe "
                         "(changed after it was written)"]

@@ -4,6 +4,7 @@ the read order; versions=n draws n distinct versions per seed; two views overlap
 image; member order inside a shard does not matter."""
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from shards.order import Order
 from shards.reader import read_index
 from shards.storage import Location
 from shards.writer import ShardWriter
+from tests.conftest import stats_agree
 
 from .conftest import _png, _record, pattern, window
 
@@ -213,6 +215,7 @@ def test_a_shard_whose_index_names_a_missing_member_is_an_error(tmp_path, hand_m
     extra = {**table.slice(0, 1).to_pylist()[0], "key": "c_d09_l1", "distortion_id": 9}
     pq.write_table(pa.concat_tables([table, pa.Table.from_pylist([extra],
                                                                  schema=table.schema)]), path)
+    stats_agree(Path(path))  # as if written so: not a damaged shard
     for kind in ("chunk", "pair", "triplet"):
         with pytest.raises(IncompleteShardError, match="c_d09_l1"):
             list(open_dataset(str(broken)).groups(kind, crop=16))

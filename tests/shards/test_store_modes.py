@@ -8,6 +8,7 @@ import hashlib
 import importlib.metadata
 import io
 import json
+import re
 import shutil
 import tarfile
 from collections import Counter
@@ -29,7 +30,7 @@ from shards.replay import Pending, ReplayContext, ReplayError, ReplayMismatchErr
 from shards.storage import Location
 from shards.store_modes import library_versions
 from shards.tar_stream import TAR_CHANGED
-from tests.conftest import rewrite_tar
+from tests.conftest import rewrite_tar, stats_before_index_digests
 
 LEARNED = {d.id for d in distortions.registered() if d.learned}
 
@@ -239,11 +240,17 @@ def test_a_mismatch_names_what_made_its_shard_not_what_a_resume_recorded_last(
         list(open_dataset(str(copy)).samples())
 
 
+@pytest.mark.parametrize("store", ["recipes", "hybrid"])
 def test_a_reference_changed_since_its_shard_was_written_is_named_not_the_processor(
-        store_datasets, tmp_path):
+        store_datasets, tmp_path, store, capsys):
     """One pixel of a reference's PNG flipped (its shard's stats rewritten to agree): its
-    versions cannot replay, and the error names the reference and why, not the libraries."""
-    root = store_datasets["recipes"]
+    versions cannot replay, and the error names the reference and why, not the libraries,
+    before the reference or any version of it (a stored PNG with its labels too) is passed
+    on: by the readers, the deep check, materialize and the contact sheet."""
+    from pipeline import cli
+    from pipeline.commands.deep_check import deep_check
+
+    root = store_datasets[store]
     ref_key = next(k for k in _members(root) if k.endswith("_ref"))
     copy = tmp_path / "changed"
     shutil.copytree(root, copy)
@@ -259,10 +266,23 @@ def test_a_reference_changed_since_its_shard_was_written_is_named_not_the_proces
 
     for path in (copy / "shards").glob("*.tar*"):
         rewrite_tar(path, flipped)
-    with pytest.raises(ReplayMismatchError, match=rf"its reference {ref_key}'s pixels are not "
-                                                  r"those recorded \(SHA-256\): its shard "
-                                                  "changed after it was written"):
-        list(open_dataset(str(copy)).samples())
+    changed = (rf"reference {ref_key}'s pixels are not those recorded \(SHA-256\): its shard "
+               "changed after it was written")
+    dataset = open_dataset(str(copy))
+    for stream in (dataset.samples(), dataset.groups("pair", crop=32)):
+        passed = []
+        with pytest.raises(ReplayMismatchError, match=changed):
+            for item in stream:
+                passed.append(item["ref_id"])
+        assert ref_key.removesuffix("_ref") not in passed
+    _, problems = deep_check(Location.parse(str(copy)), 100)
+    assert any(re.search(changed, problem) for problem in problems)
+    assert not any("processor" in problem for problem in problems)
+    assert cli.main(["materialize", str(copy), str(tmp_path / "images")]) != 0
+    assert re.search(changed, capsys.readouterr().err)
+    shard = sorted((copy / "shards").glob("*.tar*"))[0]  # where _members found it first
+    with pytest.raises(ValueError, match=changed):
+        render_shard_sheet(str(shard), ref_key.removesuffix("_ref"))
 
 
 def test_a_recipe_its_level_and_seed_do_not_make_is_refused_before_it_runs(store_datasets,
@@ -283,6 +303,25 @@ def test_a_recipe_its_level_and_seed_do_not_make_is_refused_before_it_runs(store
     with pytest.raises(ReplayError, match=rf"sample {key} cannot be replayed: .*parameters "
                                           rf"{name} are not those the level and seed give"):
         list(dataset.samples(verify=False))
+
+
+@pytest.mark.parametrize(("newer", "why"), [
+    ({"version": 2}, "recipe version 2: this bank replays version 1"),
+    ({"params": {"future_mode": 1}}, "parameters future_mode are unknown to this bank"),
+])
+def test_a_recipe_of_a_newer_bank_is_refused_naming_what_is_new(store_datasets, tmp_path,
+                                                                 newer, why):
+    key = next(k for k, parts in _members(store_datasets["recipes"]).items()
+               if "png" not in parts)
+
+    def from_a_newer_bank(record: dict) -> dict:
+        recipe = record["recipe"]
+        params = {**recipe["params"], **newer.get("params", {})}
+        return {**record, "recipe": {**recipe, **newer, "params": params}}
+
+    copy = _rewritten(store_datasets["recipes"], tmp_path, key, from_a_newer_bank)
+    with pytest.raises(ReplayError, match=rf"sample {key} cannot be replayed: .*{why}"):
+        list(open_dataset(str(copy)).samples(verify=False))
 
 
 def test_pending_replays_lazily_and_says_when_libraries_are_the_same(small_image):
@@ -420,7 +459,8 @@ def test_inspect_lists_a_damaged_recipe_shard_instead_of_stopping(store_datasets
 
 def test_inspect_reads_shards_made_before_chains_were_recorded(store_datasets, tmp_path):
     """Their parquet has no chain column and their records no chain (as the readers accept):
-    each version's one link is its distortion and level, and inspect finds nothing wrong."""
+    each version's one link is its distortion and level, and inspect finds nothing wrong.
+    (Their stats record no size or SHA-256 of the parquet either.)"""
     import pyarrow.parquet as pq
 
     copy = tmp_path / "copy"
@@ -428,6 +468,7 @@ def test_inspect_reads_shards_made_before_chains_were_recorded(store_datasets, t
     for parquet in (copy / "shards").glob("*.parquet"):
         table = pq.read_table(parquet)
         pq.write_table(table.drop_columns(["chain"]), parquet)
+        stats_before_index_digests(parquet)
     def without_chain(name: str, data: bytes) -> bytes:
         if not name.endswith(".json"):
             return data
@@ -461,8 +502,9 @@ def test_a_recipe_stream_reads_each_shards_stats_once_a_pass(store_datasets, mon
 
 def test_inspect_reads_each_shards_stats_and_lists_once(store_datasets, monkeypatch):
     """Checking a shard, counting its samples and the storage line share one read of its
-    stats, sources and failures (a round trip each on an object store); the replay check
-    reads the stats of the shard it replays from once more, as any reader does."""
+    stats, parquet index, sources and failures (a round trip each on an object store); the
+    replay check reads the stats of the shard it replays from once more, as any reader
+    does."""
     reads = []
     original = Location.read_bytes
 
@@ -474,5 +516,6 @@ def test_inspect_reads_each_shards_stats_and_lists_once(store_datasets, monkeypa
     assert problems == [] and any(line.startswith("replay check:") for line in lines)
     counts = Counter(path.rpartition("/shards/")[2] for path in reads if "/shards/" in path)
     once = Counter(f"0000{index}_{name}" for index in (0, 1)
-                   for name in ("stats.json", "sources.json", "failures.jsonl"))
+                   for name in ("stats.json", "sources.json", "failures.jsonl")) + Counter(
+        f"0000{index}.parquet" for index in (0, 1))
     assert counts == once + Counter(["00000_stats.json"])

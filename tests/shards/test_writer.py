@@ -2,7 +2,9 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +15,15 @@ import webdataset as wds
 
 from shards import keys
 from shards.layout import shard_paths, tar_path
-from shards.reader import complete_shards, read_index, tar_urls
+from shards.reader import (
+    INDEX_CHANGED,
+    DamagedShardError,
+    complete_shards,
+    read_index,
+    shard_problems,
+    shard_states,
+    tar_urls,
+)
 from shards.schema import METRIC_KEYS, SCORES_TYPE, sample_json, score_arrays
 from shards.storage import Location
 from shards.writer import ShardWriter
@@ -258,3 +268,83 @@ def test_ref_ids_go_on_from_the_last_suffix_and_give_the_ids_of_trying_every_one
         stems = [words[i] for i in rng.integers(0, len(words), int(rng.integers(1, 60)))]
         assert keys.ref_ids(stems) == _ref_ids_trying_every_suffix(stems)
     assert keys.ref_ids(["img"] * 3000) == ["img"] + [f"img-{n}" for n in range(1, 3000)]
+
+
+def test_the_stats_record_the_parquet_index_size_and_sha256(tmp_path):
+    location = _write(tmp_path)
+    index = location.read_bytes(shard_paths(location, 0)["parquet"])
+    stats = json.loads(location.read_bytes(shard_paths(location, 0)["stats"]))
+    assert (stats["parquet_bytes"], stats["parquet_sha256"]) == (
+        len(index), hashlib.sha256(index).hexdigest())
+    assert pq.read_table(pa.BufferReader(index)).num_rows == 2
+
+
+def _as_a_run_writes(location: Location) -> Location:
+    """Each shard with the (empty) sources and failures lists a run writes beside it."""
+    for stats in Path(location.path("shards")).glob("*_stats.json"):
+        index = int(stats.name.partition("_")[0])
+        Path(shard_paths(location, index)["sources"]).write_bytes(b"[]")
+        Path(shard_paths(location, index)["failures"]).write_bytes(b"")
+    return location
+
+
+def _damage_index(location: Location, index: int, change) -> str:
+    path = shard_paths(location, index)["parquet"]
+    with open(path, "r+b") as handle:
+        data = bytearray(handle.read())
+        handle.seek(0)
+        handle.truncate()
+        handle.write(change(data))
+    return path
+
+
+def test_an_index_changed_after_it_was_written_is_refused_by_readers_and_resumes(tmp_path):
+    """A bit flipped in a parquet index can leave it readable with other values (a key, a
+    score); the stats' SHA-256 catches it: readers refuse it naming the file, a resume
+    (examine_shard) makes it again. One cut short is damaged by its size alone."""
+    location = _write(tmp_path)
+    _as_a_run_writes(_write(tmp_path, index=1))
+
+    def flip(data: bytearray) -> bytearray:
+        data[len(data) // 3] ^= 0x10
+        return data
+    path = _damage_index(location, 1, flip)
+    with pytest.raises(DamagedShardError, match=f"{path}: {re.escape(INDEX_CHANGED)}"):
+        read_index(location)
+    assert read_index(location, [0]).num_rows == 2  # the other shard reads
+    assert shard_problems(location, 1, None, "images") == [INDEX_CHANGED]
+    _damage_index(location, 1, lambda data: data[:-1])
+    assert shard_states(location)[1] == {1: f"parquet is {len(Path(path).read_bytes())} "
+                                            f"bytes, its stats say "
+                                            f"{len(Path(path).read_bytes()) + 1}"}
+
+
+def test_two_indexes_swapped_are_refused(tmp_path):
+    """Indexes of the same size (the same number of rows) swapped between shards read as
+    valid parquet of the wrong shard without their SHA-256."""
+    location = _write(tmp_path)
+    writer = ShardWriter(location, 1)
+    for record, data in _records():
+        writer.add({**record, "key": record["key"].replace("a_", "b_"), "ref_id": "b"}, data)
+    writer.finish({"failures": 0})
+    _as_a_run_writes(location)
+    first, second = (Path(shard_paths(location, i)["parquet"]) for i in (0, 1))
+    assert first.stat().st_size == second.stat().st_size
+    first_bytes = first.read_bytes()
+    first.write_bytes(second.read_bytes())
+    second.write_bytes(first_bytes)
+    assert shard_states(location)[0] == [0, 1]  # sizes agree: the listing alone cannot tell
+    for index in (0, 1):
+        assert shard_problems(location, index, None, "images") == [INDEX_CHANGED]
+        with pytest.raises(DamagedShardError):
+            read_index(location, [index])
+
+
+def test_stats_written_before_they_recorded_the_index_read_as_before(tmp_path):
+    location = _as_a_run_writes(_write(tmp_path))
+    stats_path = Path(shard_paths(location, 0)["stats"])
+    stats = json.loads(stats_path.read_text())
+    del stats["parquet_bytes"], stats["parquet_sha256"]
+    stats_path.write_text(json.dumps(stats))
+    assert shard_problems(location, 0, None, "images") == []
+    assert read_index(location).num_rows == 2

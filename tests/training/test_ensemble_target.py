@@ -13,6 +13,7 @@ from iqa_factory.cli import main
 from labelers.ensemble import Ensemble, Mapping01
 from shards import open_dataset
 from shards.storage import Location
+from tests.conftest import stats_agree
 from training.pretrain import ensemble_target
 from training.shard_data import (
     ShardStream,
@@ -131,6 +132,7 @@ def test_an_ensemble_needs_scores_every_sample_has(tmp_path, capsys):
     rows = pq.read_table(index_file).to_pylist()
     next(row for row in rows if row["kind"] == "distorted")["scores"]["mae"] = None
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(index_file)), index_file)
+    stats_agree(index_file)  # as if written so: not a damaged shard
 
     def run(*options) -> int:
         return main(["train", "pretrain", str(root), "--out", str(tmp_path / "run"),
