@@ -2,6 +2,7 @@
 shards, retries, resume, a final sweep, progress and the report."""
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -25,6 +26,7 @@ from pipeline.errors import (
     ClusterAuthError,
     ClusterUnreachableError,
     LabelersUnavailableError,
+    OutputFullError,
     ShardsFailedError,
 )
 from pipeline.lease import Lease
@@ -52,7 +54,7 @@ from shards.layout import (
     shard_name,
 )
 from shards.reader import shard_problems, shard_stats
-from shards.storage import Location
+from shards.storage import Location, redact
 
 DASHBOARD_PORT = 8265
 DASHBOARD_ATTEMPTS = 3  # starts of a local Ray whose dashboard port was taken meanwhile
@@ -87,8 +89,8 @@ class ClusterOptions:
 
 def shard_is_complete(location: Location, index: int, digest: str, store: str,
                       verify: bool = False) -> bool:
-    """All files there, made under this plan, parquet rows and tar size as the stats say; with
-    `verify` the tar's SHA-256 too (reads every byte)."""
+    """All files there, made under this plan, the parquet index's size and SHA-256 and the
+    tar's size as the stats say; with `verify` the tar's SHA-256 too (reads every byte)."""
     return not shard_problems(location, index, digest, store, verify_hash=verify)
 
 
@@ -342,9 +344,10 @@ def _made_again(location: Location, plan: Plan, done: list[int], failures: list[
     return sorted(set(pardoned) | set(retried))
 
 
-def _run_shards(todo, submit, max_in_flight, progress: _Progress) -> list[int]:
+def _run_shards(todo, submit, max_in_flight, progress: _Progress, out: str) -> list[int]:
     """Run shards with at most max_in_flight at once; return those that failed. The most
-    held in flight goes to progress.peak_in_flight."""
+    held in flight goes to progress.peak_in_flight. A shard that failed as the output `out`
+    takes no more writes stops the run (OutputFullError): every other would fail as it."""
     pending, failed = {}, []
     queue = list(todo)
     try:
@@ -361,6 +364,11 @@ def _run_shards(todo, submit, max_in_flight, progress: _Progress) -> list[int]:
             try:
                 summary = ray.get(done[0])
             except (ray.exceptions.RayError, OSError) as error:
+                if full := _output_full(error):
+                    raise OutputFullError(
+                        f"{redact(out)} takes no more writes (shard {shard_name(index)}: "
+                        f"{full}): the run stops here; make room there (or --out elsewhere) "
+                        "and run again to resume") from error
                 failed.append(index)
                 tqdm.write(f"shard {shard_name(index)} failed: {type(error).__name__}: {error}")
                 progress.shard_failed(index, died=_died(error))
@@ -370,6 +378,15 @@ def _run_shards(todo, submit, max_in_flight, progress: _Progress) -> list[int]:
         _stop(list(pending))
         raise
     return failed
+
+
+OUTPUT_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)  # no read gives
+
+
+def _output_full(error: Exception) -> OSError | None:
+    """The OSError under a shard's failure where it says the output takes no more writes."""
+    cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else error
+    return cause if isinstance(cause, OSError) and cause.errno in OUTPUT_FULL_ERRNOS else None
 
 
 def _died(error: Exception) -> bool:
@@ -465,9 +482,10 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
                 lease.identity())
 
         try:
-            failed = _run_shards(todo, submit, scheduling.in_flight, progress)
+            failed = _run_shards(todo, submit, scheduling.in_flight, progress, config.out)
             if failed:  # the final sweep: once more for every shard that did not complete
-                failed = _run_shards(failed, submit, scheduling.in_flight, progress)
+                failed = _run_shards(failed, submit, scheduling.in_flight, progress,
+                                     config.out)
         finally:
             progress.close()
         actor_calls = _actor_calls(actors)

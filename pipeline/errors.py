@@ -21,6 +21,11 @@ class UnreachableStorageError(PipelineError):
     """SOURCES or OUT cannot be reached from a worker node."""
 
 
+class OutputFullError(PipelineError):
+    """The output cannot take more writes (no space, quota, read-only, file too large): the
+    run stops at the first such failure instead of making every other shard to fail it."""
+
+
 class ShardsFailedError(PipelineError):
     """Some shards failed twice (their attempts and the final sweep)."""
 

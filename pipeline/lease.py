@@ -24,6 +24,7 @@ import json
 import math
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from pipeline.errors import PipelineError
-from shards.storage import Location
+from shards.storage import Location, redact
 
 LEASE_FILE = "generate.lease"
 REFRESH_SECONDS = 30.0
@@ -264,14 +265,21 @@ class Lease:
         return True
 
     def _refresh(self) -> None:
+        failing = False  # a warning where a refresh fails after one that did not
         while not self._stop.wait(REFRESH_SECONDS):
             if not self.held():
                 return  # never written over the new holder's: `check` tells the driver
             self.holder["refreshed"] = time.time()
             try:
                 self._write()
-            except OSError:  # storage briefly unreachable: the next beat tries again
-                continue
+                failing = False
+            except OSError as error:  # storage briefly unreachable: the next beat tries again
+                if not failing:
+                    print(f"warning: could not refresh "
+                          f"{redact(self.location.path(LEASE_FILE))} ({error}); shard tasks "
+                          f"publish nothing once it is {WRITER_STALE_SECONDS:.0f} s old",
+                          file=sys.stderr)
+                failing = True
 
 
 def _same_holder(lease: dict, holder: dict) -> bool:
@@ -313,6 +321,7 @@ def _writer_refusal(location: Location, holder: dict) -> str | None:
         return "its lease names no refresh time: damaged"
     if age > WRITER_STALE_SECONDS:
         return (f"its driver last refreshed the lease {age:.0f} s ago by this node's clock "
-                "(suspended, cut off from the storage, or its clock is that far behind this "
-                "node's): another driver may take the output over")
+                "(suspended, cut off from the storage, unable to write it (its warnings say "
+                "why: a full disk?), or its clock is that far behind this node's): another "
+                "driver may take the output over")
     return None

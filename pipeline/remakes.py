@@ -12,12 +12,24 @@ from pipeline.output_folder import STRIKES_FILE
 from pipeline.plan import Plan
 from pipeline.sources import UNREADABLE
 from shards.layout import FAILURES_FILE, REPORT_FILE, shard_paths
-from shards.storage import Location
+from shards.reader import RunFileError
+from shards.storage import Location, redact
 
 
 def strikes(location: Location) -> dict[str, int]:
-    """OUT/strikes.json: worker deaths counted against each reference ({} without the file)."""
-    return location.read_json_or_empty(location.path(STRIKES_FILE))
+    """OUT/strikes.json: worker deaths counted against each reference ({} without the file);
+    a RunFileError names the file where it is not such an object (it may be edited by hand)."""
+    path = location.path(STRIKES_FILE)
+    remedy = "fix it, or delete it to try every reference it strikes out again"
+    try:
+        struck = location.read_json_or_empty(path)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RunFileError(f"{redact(path)} is not JSON ({error}): {remedy}") from None
+    if not isinstance(struck, dict) or not all(
+            type(count) is int and count >= 0 for count in struck.values()):
+        raise RunFileError(f"{redact(path)} is not an object of reference ids and worker "
+                           f'deaths (e.g. {{"astronaut": 2}}): {remedy}')
+    return struck
 
 
 def pardoned_shards(location: Location, plan: Plan, done: list[int],
@@ -56,4 +68,18 @@ def failures_of(location: Location, done: list[int]) -> list[dict]:
     else:
         paths = [shard_paths(location, index)["failures"] for index in done]
     return [failure for path in paths if location.exists(path)
-            for failure in location.read_json_lines(path)]
+            for failure in _failures_list(location, path)]
+
+
+def _failures_list(location: Location, path: str) -> list[dict]:
+    """A failures list's records; a RunFileError names the file where it cannot be read."""
+    try:
+        failures = location.read_json_lines(path)
+    except (ValueError, UnicodeDecodeError) as error:
+        failures = error
+    if isinstance(failures, list) and all(isinstance(failure, dict) for failure in failures):
+        return failures
+    why = f"({failures})" if isinstance(failures, Exception) else "(a line is not an object)"
+    raise RunFileError(f"{redact(path)} cannot be read as a failures list {why}: delete it "
+                       f"and {REPORT_FILE}, and the run's end writes them again from the "
+                       "shards' own lists")

@@ -200,9 +200,15 @@ class Location:
         """Write a whole file; locally through a staged name, synced and renamed, so a reader
         sees the old file or the new one, never a torn one."""
         staged = self.staging_name(path)
-        with self.fs.open_output_stream(staged, compression=None) as stream:
-            stream.write(data)
-        self.publish(staged, path)
+        try:
+            with self.fs.open_output_stream(staged, compression=None) as stream:
+                stream.write(data)
+            self.publish(staged, path)
+        except BaseException:
+            if staged != path:  # (an object store's upload that failed replaced nothing)
+                with contextlib.suppress(OSError):
+                    self.delete(staged)
+            raise
 
     @contextlib.contextmanager
     def staged_output(self, path: str) -> Iterator[pa.NativeFile]:
@@ -323,16 +329,22 @@ def _s3_copy_in_parts(fs: pafs.S3FileSystem, source: str, target: str) -> None:
 
 
 def _s3_put_if_absent(fs: pafs.S3FileSystem, path: str, data: bytes) -> bool:
-    from botocore.exceptions import ClientError
+    """Write `path` unless it exists (S3's conditional put): False where it does; an OSError
+    naming the object and S3's error code where the store refuses the put (denied, throttled,
+    or conditional writes not supported), as pyarrow's own calls raise."""
+    from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = path.split("/", 1)
     try:
         _s3_client(fs).put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
     except ClientError as error:
-        if error.response["Error"]["Code"] in ("PreconditionFailed",
-                                               "ConditionalRequestConflict"):
+        code = error.response.get("Error", {}).get("Code")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict"):
             return False
-        raise
+        raise OSError(f"writing {path} only if absent (a conditional put): S3 refused it "
+                      f"({code}: {error})") from error
+    except BotoCoreError as error:
+        raise OSError(f"writing {path} only if absent (a conditional put): {error}") from error
     return True
 
 

@@ -17,6 +17,7 @@ from ray.util.state import list_actors, list_tasks
 
 from pipeline.commands.inspect_dataset import inspect
 from pipeline.driver import ClusterOptions, _Progress, _run_shards, generate
+from pipeline.errors import OutputFullError
 from pipeline.lease import Lease
 from pipeline.plan import Plan
 from pipeline.sources import list_sources
@@ -299,7 +300,7 @@ def test_an_interrupted_run_stops_its_shard_tasks_before_it_lets_go(tmp_path):
             return started[-1]
 
         with pytest.raises(KeyboardInterrupt):
-            _run_shards([0, 1, 2], submit, 2, _InterruptedProgress())
+            _run_shards([0, 1, 2], submit, 2, _InterruptedProgress(), str(tmp_path))
         assert len(started) == 2
         for task in started:  # stopped by the time _run_shards gives the interrupt back
             assert ray.wait([task], timeout=0)[0] == [task]
@@ -309,3 +310,61 @@ def test_an_interrupted_run_stops_its_shard_tasks_before_it_lets_go(tmp_path):
         assert not written.exists()
     finally:
         ray.shutdown()
+
+
+class _QuietProgress:
+    """The driver's progress, for shard tasks that report to no progress actor."""
+    peak_in_flight = 0
+
+    def __init__(self):
+        self.done, self.failed = [], []
+
+    def refresh(self):
+        pass
+
+    def shard_done(self, index, summary):
+        self.done.append(index)
+
+    def shard_failed(self, index, died=True):
+        self.failed.append(index)
+
+
+def test_a_full_output_stops_the_run_at_the_first_shard_that_meets_it(tmp_path):
+    """Shard 1's write fails for real as a full disk fails it (past the file size limit:
+    EFBIG): the run stops there, naming the output and the error, and sends no other shard
+    out to compute its whole shard and fail the same way (nor sweeps them again)."""
+    out = tmp_path / "out"
+    out.mkdir()
+
+    @ray.remote(max_retries=0)
+    def shard(index: int) -> dict:
+        import resource
+        import signal as signals
+
+        location = Location.parse(str(out))
+        if index == 1:
+            signals.signal(signals.SIGXFSZ, signals.SIG_IGN)
+            limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (10, limits[1]))
+            try:
+                location.write_bytes(location.path("00001.tar"), bytes(100))
+            finally:
+                resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        return {"failures": 0}
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        sent, progress = [], _QuietProgress()
+
+        def submit(index):
+            sent.append(index)
+            return shard.remote(index)
+
+        with pytest.raises(OutputFullError, match=rf"{out} takes no more writes \(shard 00001: "
+                                                  r"\[Errno 27\] .*File too large\): the run "
+                                                  "stops here; make room there"):
+            _run_shards([0, 1, 2, 3], submit, 1, progress, str(out))
+    finally:
+        ray.shutdown()
+    assert sent == [0, 1] and progress.done == [0]
+    assert list(out.iterdir()) == []  # the failed write left nothing behind

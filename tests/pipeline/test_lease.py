@@ -415,3 +415,53 @@ def test_inspect_of_a_dataset_being_written_names_its_writer(store_datasets, tmp
                          json.dumps({**holder, "refreshed": stale}).encode())
     assert ("no report.json: the run has not finished (rerun generate to resume)"
             in inspect(str(under_way))[1])
+
+
+_UNWRITABLE_REFRESHES = """
+import json, resource, signal, sys, time
+from pipeline import lease as lease_module
+from pipeline.lease import Lease
+from shards.storage import Location
+
+lease_module.REFRESH_SECONDS = 0.05
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+location = Location.parse(sys.argv[1])
+held = Lease(location)
+held.acquire()
+first = json.loads(location.read_bytes(held.path))["refreshed"]
+resource.setrlimit(resource.RLIMIT_FSIZE, (10, resource.RLIM_INFINITY))  # a full disk
+time.sleep(0.6)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)  # room again
+time.sleep(0.6)
+print(json.loads(location.read_bytes(held.path))["refreshed"] > first)
+held.release()
+"""
+
+
+def test_refreshes_that_cannot_write_warn_once_and_leave_no_staged_file(tmp_path):
+    """Writes fail for real (the file size limit, as a full disk fails them): the driver says
+    so once, not at every beat, each failed write drops its staged file, and the refreshes
+    go on once there is room."""
+    out = tmp_path / "out"
+    out.mkdir()  # (release would remove a folder it made)
+    done = subprocess.run([sys.executable, "-c", _UNWRITABLE_REFRESHES, str(out)],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"]
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "could not refresh" in warnings[0]
+    assert "File too large" in warnings[0]
+    assert sorted(path.name for path in out.iterdir()) == []  # released; nothing staged left
+
+
+def test_a_conditional_put_the_store_refuses_is_an_os_error_naming_the_object(s3_bucket):
+    """S3 answers the lease's conditional put with an error other than "it exists" (here: no
+    such bucket; likewise denied, throttled, not supported): an OSError naming the object and
+    the code, as pyarrow's own calls raise (the CLI reports those), not botocore's own."""
+    elsewhere = Location.parse(s3_bucket.uri("out").replace(f"@{s3_bucket.name}/",
+                                                            "@no-such-bucket/"))
+    with pytest.raises(OSError, match="writing no-such-bucket/out/generate.lease only if "
+                                      r"absent \(a conditional put\): S3 refused it "
+                                      r"\(NoSuchBucket"):
+        elsewhere.create_exclusive(elsewhere.path(LEASE_FILE), b"{}")
