@@ -1,12 +1,15 @@
 """The Ray-free shard worker: bad input is recorded and never stops the run; conversions are
 recorded; parquet rows equal tar members; the same shard twice gives the same bytes."""
 
+import errno
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -1102,3 +1105,70 @@ def test_a_damaged_plan_file_refuses_a_resume_saying_restart(tmp_path, fast_conf
     (Path(config.out) / "plan.json").write_text(text)
     with pytest.raises(RunFileError, match=rf"plan\.json {said}.*--restart starts over"):
         persist_or_check(Plan.make(list_sources("embedded"), config), location)
+
+
+_WRITES_CUT_SHORT = """
+import hashlib, os, resource, signal, sys
+from labelers import Labeler
+from labelers.ensemble import Ensemble, Mapping01
+from pipeline.config import RunConfig
+from pipeline.plan import Plan, persist_or_check
+from pipeline.report import write_run_files
+from pipeline.sizing import TargetSize
+from pipeline.sources import list_sources
+from pipeline.worker import local_scorer, produce_shard
+from shards.layout import tar_path
+from shards.reader import shard_problems
+from shards.storage import Location
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+ensemble = Ensemble("test", {"mae": 1.0}, {"mae": Mapping01("linear", best=0.0, worst=0.2)})
+scorer = local_scorer(Labeler(metrics=("mae",), device="cpu"))
+
+
+def shard(out, limit=None):
+    # shard 0 made in out, first with writes limited to `limit` bytes a file where given:
+    # (the error's errno, the files that attempt left in shards/, the problems a resume
+    # checks, the finished tar's size and SHA-256)
+    config = RunConfig(sources="embedded", out=out, seed=3, size=TargetSize(192, 176),
+                       shard_refs=2, limit=2, distortion_ids=(1, 13), levels=(1, 5),
+                       metrics=("mae",))
+    plan = Plan.make(list_sources("embedded"), config)
+    location = Location.parse(out)
+    persist_or_check(plan, location)
+    write_run_files(location, config, plan, ensemble, ())
+    errno, left = None, None
+    if limit:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        try:
+            produce_shard(0, plan, config, scorer, ensemble, location)
+        except OSError as error:
+            errno = error.errno
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+        left = sorted(os.listdir(location.path("shards")))
+    produce_shard(0, plan, config, scorer, ensemble, location)
+    tar = location.read_bytes(tar_path(location, 0, "images"))
+    return errno, left, shard_problems(location, 0, plan.digest, "images", verify_hash=True), \
+        len(tar), hashlib.sha256(tar).hexdigest()
+
+
+*_, size, whole = shard(os.path.join(sys.argv[1], "whole"))
+for share in (0.05, 0.5, 0.98):
+    out = os.path.join(sys.argv[1], str(share))
+    errno, left, problems, _, again = shard(out, int(share * size))
+    print(share, errno, left, problems, again == whole)
+"""
+
+
+def test_a_shard_whose_writes_fail_midway_leaves_nothing_and_is_made_again_the_same(tmp_path):
+    """Writes fail for real (past the file size limit, EFBIG, as a full disk fails them with
+    ENOSPC) at 5%, 50% and 98% of the shard's tar: the attempt raises the OSError, leaves no
+    file in shards/, and the next attempt makes the shard complete, byte for byte the tar of a
+    shard made without a failure."""
+    done = subprocess.run([sys.executable, "-c", _WRITES_CUT_SHORT, str(tmp_path)],
+                          capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{share} {errno.EFBIG} [] [] True"
+                                        for share in (0.05, 0.5, 0.98)]
