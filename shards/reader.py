@@ -213,10 +213,8 @@ def index_problem(data: bytes, stats: dict) -> str | None:
     size and SHA-256, or stats written before they recorded them)."""
     if problem := index_size_problem(len(data), stats):
         return problem
-    if "parquet_sha256" not in stats or hashlib.sha256(data).hexdigest() == stats[
-            "parquet_sha256"]:
-        return None
-    return INDEX_CHANGED
+    recorded = stats.get("parquet_sha256")
+    return INDEX_CHANGED if recorded and hashlib.sha256(data).hexdigest() != recorded else None
 
 
 def tar_sha256(location: Location, path: str) -> str:
