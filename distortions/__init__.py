@@ -236,11 +236,10 @@ def replay(img: np.ndarray, recipe: dict) -> np.ndarray:
 
 @functools.cache
 def _param_names(distortion_id: int) -> frozenset[str]:
-    """Every parameter a recipe of the type may hold: its level table's, its fixed ones, its
-    random draws' (the same names at every level), where it was made and those added since
-    recipe version 1."""
-    drawn = get(distortion_id).sample_params(LEVELS[0], np.random.default_rng(0))
-    return frozenset(drawn) | set(WHERE_MADE_PARAMS) | set(ADDED_PARAMS)
+    """Every parameter a recipe of the type may hold: its level table's, its fixed ones
+    (JPEG 2000's rate_control among them) and its random draws' (the learned types' where
+    they were made among them), the same names at every level."""
+    return frozenset(get(distortion_id).sample_params(LEVELS[0], np.random.default_rng(0)))
 
 
 def _unknown_params(distortion: Distortion, params: dict) -> list[str]:

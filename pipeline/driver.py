@@ -45,6 +45,7 @@ from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout, layout_line
 from pipeline.source_changes import check_modified_sources
 from pipeline.sources import Listing, byte_limit, listing, skipped_note, unlisted_note
+from pipeline.spill import SpillError
 from pipeline.submit import AUTHENTICATION_ERRORS
 from shards.layout import (
     FAILURES_FILE,
@@ -316,8 +317,12 @@ class _Progress:
             ledger = {"strikes": {}}
         merge_strikes(self.strikes, ledger["strikes"])
         if self.strikes and self.lease.held():
-            self.location.write_bytes(self.strikes_path,
-                                      json.dumps(self.strikes, sort_keys=True).encode())
+            try:
+                self.location.write_bytes(self.strikes_path,
+                                          json.dumps(self.strikes, sort_keys=True).encode())
+            except OSError as error:  # (a full output: the run's own error says so)
+                tqdm.write(f"warning: could not write {redact(self.strikes_path)} ({error}): "
+                           "the strikes of this run are not kept")
 
     def close(self) -> None:
         self.refresh()
@@ -384,9 +389,12 @@ OUTPUT_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)  # n
 
 
 def _output_full(error: Exception) -> OSError | None:
-    """The OSError under a shard's failure where it says the output takes no more writes."""
+    """The OSError under a shard's failure where it says the output takes no more writes (a
+    worker node's own temporary folder filling up is that node's failure: SpillError)."""
     cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else error
-    return cause if isinstance(cause, OSError) and cause.errno in OUTPUT_FULL_ERRNOS else None
+    if isinstance(cause, SpillError) or not isinstance(cause, OSError):
+        return None
+    return cause if cause.errno in OUTPUT_FULL_ERRNOS else None
 
 
 def _died(error: Exception) -> bool:

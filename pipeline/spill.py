@@ -4,6 +4,11 @@ encoded images go to an anonymous temporary file, only their records and offsets
 import tempfile
 
 
+class SpillError(OSError):
+    """A shard's samples could not wait on the worker node's local disk (its temporary
+    folder full): the node's failure, not the output's."""
+
+
 class SpilledSamples:
     """Append (record, image bytes or None: a version stored as its recipe only); read back
     any sample by its position."""
@@ -19,7 +24,12 @@ class SpilledSamples:
             if data is None:
                 self._entries.append((record, self._end, None))
                 continue
-            self._file.write(data)
+            try:
+                self._file.write(data)
+            except OSError as error:
+                why = error.strerror or str(error)
+                raise SpillError(error.errno, f"a shard's samples could not wait in "
+                                 f"{tempfile.gettempdir()} on this node ({why})") from error
             self._entries.append((record, self._end, len(data)))
             self._end += len(data)
 

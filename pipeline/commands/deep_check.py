@@ -21,7 +21,7 @@ from labelers.base import DEVICE_TOLERANCE
 from shards.keys import reference_key
 from shards.layout import store_of, tar_path
 from shards.png import decode_png
-from shards.reader import read_index, tar_members
+from shards.reader import DamagedShardError, read_index, tar_members
 from shards.replay import Pending, ReplayContext, ReplayError, changed_reference
 from shards.schema import INDEX_SCHEMA, chain_of, index_row, pixel_sha256
 from shards.storage import Location
@@ -136,8 +136,8 @@ def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[i
     --keep-pngs) is a problem, not a replay."""
     try:
         rows = _sample(location, count, seed)
-    except (OSError, pa.ArrowException) as error:  # a missing or unreadable index
-        return [], [f"deep check: {error}"]
+    except (OSError, pa.ArrowException, DamagedShardError) as error:  # an index missing,
+        return [], [f"deep check: {error}"]                             # unreadable or changed
     if not rows:
         return [], ["deep check: no distorted sample to check"]
     stored_metrics = [key for key, value in (rows[0]["scores"] or {}).items()

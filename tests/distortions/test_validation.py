@@ -155,6 +155,11 @@ def test_replay_refuses_a_recipe_of_another_version_or_with_parameters_the_type_
             distortions.replay(small_image, refused)
     with pytest.raises(InvalidRecipeError, match="future_mode are unknown to this bank"):
         distortions.check_recipe(newer)
+    # another type's parameters too: JPEG 2000's rate control, a learned type's device
+    _, jpeg = distortions.apply(small_image, "jpeg", 3, seed=4)
+    for name, value in (("rate_control", 2), ("device", "cuda")):
+        with pytest.raises(InvalidRecipeError, match=f"jpeg: parameters {name} are unknown"):
+            distortions.replay(small_image, {**jpeg, "params": {**jpeg["params"], name: value}})
     # the parameters a recipe of each type records are all known
     for distortion in distortions.registered():
         if not distortion.learned:

@@ -3,6 +3,7 @@ exactly once (task retries, actor restarts, the final sweep). A reference on whi
 process dies twice is quarantined, and the run completes without it. A progress actor that
 restarts is told again what it lost."""
 
+import errno
 import json
 import os
 import signal
@@ -16,11 +17,12 @@ from ray.cluster_utils import Cluster
 from ray.util.state import list_actors, list_tasks
 
 from pipeline.commands.inspect_dataset import inspect
-from pipeline.driver import ClusterOptions, _Progress, _run_shards, generate
+from pipeline.driver import ClusterOptions, _output_full, _Progress, _run_shards, generate
 from pipeline.errors import OutputFullError
 from pipeline.lease import Lease
 from pipeline.plan import Plan
 from pipeline.sources import list_sources
+from pipeline.spill import SpillError
 from shards.layout import shard_paths
 from shards.reader import read_index
 from shards.storage import Location
@@ -368,3 +370,7 @@ def test_a_full_output_stops_the_run_at_the_first_shard_that_meets_it(tmp_path):
         ray.shutdown()
     assert sent == [0, 1] and progress.done == [0]
     assert list(out.iterdir()) == []  # the failed write left nothing behind
+    # a worker node's own temporary folder filling up is that node's failure, not OUT's
+    assert _output_full(SpillError(errno.ENOSPC, "no space")) is None
+    assert _output_full(OSError(errno.ENOSPC, "no space")).errno == errno.ENOSPC
+    assert _output_full(OSError(errno.EACCES, "denied")) is None

@@ -519,3 +519,23 @@ def test_inspect_reads_each_shards_stats_and_lists_once(store_datasets, monkeypa
                    for name in ("stats.json", "sources.json", "failures.jsonl")) + Counter(
         f"0000{index}.parquet" for index in (0, 1))
     assert counts == once + Counter(["00000_stats.json"])
+
+
+def test_inspect_deep_names_an_index_changed_after_it_was_written(store_datasets, tmp_path):
+    """The deep check samples versions from the indexes: one that a bit flip changed (its
+    size kept, so the shard still lists as complete) is a problem of the report, not an
+    error that loses the rest of it."""
+    from pipeline.commands.deep_check import deep_check
+
+    copy = tmp_path / "flipped"
+    shutil.copytree(store_datasets["images"], copy)
+    index = copy / "shards" / "00001.parquet"
+    data = bytearray(index.read_bytes())
+    data[len(data) // 3] ^= 0x10
+    index.write_bytes(bytes(data))
+    problems = inspect(str(copy))[1]
+    assert "shard 00001: parquet index differs from its stats' SHA-256" in " ".join(problems)
+    _, deep_problems = deep_check(Location.parse(str(copy)), 5)
+    assert deep_problems == [f"deep check: {index}: parquet index differs from its stats' "
+                             "SHA-256 (changed after it was written; generate with the run's "
+                             "options makes it again)"]
