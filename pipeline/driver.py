@@ -466,7 +466,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     todo, done, resumed = _shards_to_make(plan, config, options, location)
     write_run_files(location, config, plan, ensemble, absent)
     _start_ray()
-    check_reachable(plan, config.sources, config.out)
+    check_reachable(plan, config.sources, config.out, lease.identity())
     if resumed:
         print(f"resuming: {len(done)} of {plan.shard_count} shards done")
     if todo:

@@ -291,7 +291,7 @@ def check_writer(location: Location, holder: dict) -> None:
     within WRITER_STALE_SECONDS: what a shard task asks before it writes into OUT, so that the
     tasks of a driver that ended, lost its output or stopped refreshing (suspended, cut off
     from the storage) publish nothing that another driver's run could be mixed with."""
-    why = _writer_refusal(location, holder)
+    why = writer_refusal(location, holder)
     if why:
         raise LeaseLostError(f"{location.root}: {why}; this shard is not published")
 
@@ -307,10 +307,12 @@ def live_writer(location: Location) -> str | None:
     return _describe(holder) if age is not None and age <= STALE_SECONDS else None
 
 
-def _writer_refusal(location: Location, holder: dict) -> str | None:
+def writer_refusal(location: Location, holder: dict) -> str | None:
+    """Why a shard task of the driver `holder` names must not publish into OUT (None: it may)."""
     path = location.path(LEASE_FILE)
     if not location.exists(path):
-        return "its lease is gone (the run ended or was stopped)"
+        return ("its lease is gone (the run ended or was stopped, or this node does not share "
+                "the folder with the driver's)")
     current = Lease(location)._read()
     if not current:
         return "its lease cannot be read"

@@ -89,9 +89,10 @@ def refuse_foreign(location: Location) -> None:
 
 
 # what a run (or a writer it interrupted) leaves in shards/: NNNNN.tar[.gz], .parquet,
-# _stats.json, _sources.json, _failures.jsonl, each maybe staged (.<attempt>.partial)
-RUN_SHARD_FILE = re.compile(r"\d{5,}(\.tar|\.tar\.gz|\.parquet|_stats\.json|_sources\.json"
-                            r"|_failures\.jsonl)(\.[0-9a-f]+\.partial)?")
+# _stats.json, _sources.json, _failures.jsonl, each maybe staged (.<attempt>.partial), and a
+# storage probe stopped before it deleted its file (pipeline.probe)
+RUN_SHARD_FILE = re.compile(r"(\d{5,}(\.tar|\.tar\.gz|\.parquet|_stats\.json|_sources\.json"
+                            r"|_failures\.jsonl)|probe-[0-9a-f]+\.partial)(\.[0-9a-f]+\.partial)?")
 
 
 def clear_previous_run(location: Location) -> None:

@@ -1,5 +1,6 @@
-"""Before any work on a cluster: check from a worker node that SOURCES can be read and OUT
-written, so a path only the head can see fails at once with a clear error."""
+"""Before any work on a cluster: check from every worker node that SOURCES can be read, that
+OUT is the folder the driver holds (its lease is seen there) and that shards can be written
+in it, so a path only the driver's node can see fails at once with a clear error."""
 
 import uuid
 from itertools import islice
@@ -8,9 +9,11 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipeline.errors import UnreachableStorageError
+from pipeline.lease import LEASE_FILE, writer_refusal
 from pipeline.plan import Plan, PlannedReference
 from pipeline.sources import open_source
-from shards.storage import Location, redact
+from shards.layout import SHARDS_DIR
+from shards.storage import STAGED_SUFFIX, Location, redact
 
 PROBE_CANDIDATES = 8  # sources the driver tries to read for the probe before probing none
 
@@ -23,8 +26,10 @@ def readable(uri: str, key: str, store: str) -> None:
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def probe_storage(first: PlannedReference | None, store: str, out: str) -> tuple[str, list[str]]:
-    """(this node's address, problems found) after reading a source and writing to OUT."""
+def probe_storage(first: PlannedReference | None, store: str, out: str,
+                  holder: dict) -> tuple[str, list[str]]:
+    """(this node's address, problems found) after reading a source, finding the lease of the
+    driver `holder` names in OUT and writing a file where shards are written."""
     problems = []
     if first is not None:
         try:
@@ -32,21 +37,37 @@ def probe_storage(first: PlannedReference | None, store: str, out: str) -> tuple
         except ValueError as error:
             problems.append(f"SOURCES: {error}")
     location = Location.parse(out)
-    probe = location.path(f".probe-{uuid.uuid4().hex}")
-    try:
-        location.makedirs(location.root)
-        location.write_bytes(probe, b"probe")
-        location.delete(probe)
-    except OSError as error:
-        problems.append(f"OUT {redact(out)}: {error}")
+    if problem := _lease_problem(location, holder) or _write_problem(location):
+        problems.append(f"OUT {redact(out)}: {problem}")
     return ray.util.get_node_ip_address(), problems
 
 
-def _another_node() -> str | None:
-    """A live node other than the driver's, when the cluster has one."""
+def _lease_problem(location: Location, holder: dict) -> str | None:
+    """Why this node would refuse to publish a shard of the driver `holder` names."""
+    if not location.exists(location.path(LEASE_FILE)):  # written by the driver just before
+        return (f"this node does not see the {LEASE_FILE} the driver holds there: not the "
+                "folder the driver writes (one on the driver's machine only?)")
+    return writer_refusal(location, holder)
+
+
+def _write_problem(location: Location) -> str | None:
+    """Why a file cannot be written in OUT/shards/ (its name staged: a probe stopped before
+    deleting it is removed with writers' leftovers at the next start)."""
+    probe = location.path(SHARDS_DIR, f"probe-{uuid.uuid4().hex[:12]}{STAGED_SUFFIX}")
+    try:
+        location.makedirs(location.path(SHARDS_DIR))
+        location.write_bytes(probe, b"probe")
+        location.delete(probe)
+    except OSError as error:
+        return str(error)
+    return None
+
+
+def _worker_nodes() -> list[str | None]:
+    """The live nodes other than the driver's (None, the driver's own, where it is alone)."""
     here = ray.get_runtime_context().get_node_id()
     others = [node["NodeID"] for node in ray.nodes() if node["Alive"] and node["NodeID"] != here]
-    return others[0] if others else None
+    return others or [None]
 
 
 def probe_subject(plan: Plan, sources: str) -> PlannedReference | None:
@@ -64,15 +85,21 @@ def probe_subject(plan: Plan, sources: str) -> PlannedReference | None:
     return None
 
 
-def check_reachable(plan: Plan, sources: str, out: str) -> None:
-    """Raise UnreachableStorageError unless a worker node can read SOURCES (a source the driver
-    reads) and write OUT."""
+def check_reachable(plan: Plan, sources: str, out: str, holder: dict) -> None:
+    """Raise UnreachableStorageError unless every worker node can read SOURCES (a source the
+    driver reads), sees the lease of the driver `holder` names in OUT (Lease.identity) and
+    can write OUT's shards."""
     first = probe_subject(plan, sources)
-    node = _another_node()
-    options = ({"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
-               if node else {})
-    address, problems = ray.get(probe_storage.options(**options).remote(first, sources, out))
-    if problems:
+    probes = [probe_storage.options(**_placed_on(node)).remote(first, sources, out, holder)
+              for node in _worker_nodes()]
+    found = [f"from worker node {address}: {'; '.join(problems)}"
+             for address, problems in ray.get(probes) if problems]
+    if found:
         raise UnreachableStorageError(
-            f"from worker node {address}: {'; '.join(problems)}. On a cluster, SOURCES and OUT "
-            "must be object-store URIs (s3://, gs://) or a mount every node shares.")
+            f"{'. '.join(found)}. On a cluster, SOURCES and OUT must be object-store URIs "
+            "(s3://, gs://) or a mount every node shares.")
+
+
+def _placed_on(node: str | None) -> dict:
+    return ({"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+            if node else {})

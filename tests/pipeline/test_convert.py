@@ -330,6 +330,8 @@ def test_restart_clears_a_runs_files_naming_sidecars_and_refuses_anyone_elses(
     sidecar.write_bytes(b"old labels")
     (out / "shards" / "00007_stats.json").write_text("{}")  # a shard of a larger old plan
     (out / "shards" / "00001.tar.gz.0123abcd4567.partial").write_bytes(b"x")  # staged
+    for probe in ("probe-0123456789ab.partial", "probe-0123456789ab.partial.0123abcd4567.partial"):
+        (out / "shards" / probe).write_bytes(b"probe")  # a storage probe stopped midway
     notes = out / "shards" / "README.txt"
     notes.write_text("mine")
     (out / "shards" / "mine").mkdir()

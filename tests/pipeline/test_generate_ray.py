@@ -14,6 +14,7 @@ from ray.util.state import list_tasks
 from pipeline.commands.inspect_dataset import inspect
 from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import UnreachableStorageError
+from pipeline.lease import Lease
 from pipeline.plan import Plan, PlannedReference
 from pipeline.probe import check_reachable, probe_storage, probe_subject
 from pipeline.sources import list_sources
@@ -89,22 +90,37 @@ def test_the_probe_refuses_unreachable_sources_and_outputs(local_ray, shifted_so
     folder, _ = shifted_sources(2)
     config = fast_config(str(folder))
     plan = Plan.make(list_sources(config.sources), config)
-    check_reachable(plan, config.sources, str(tmp_path / "fine"))  # readable, writable
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
-    with pytest.raises(UnreachableStorageError, match=r"OUT .*a-file"):
-        check_reachable(plan, config.sources, str(blocker / "out"))
+    fine, blocked = tmp_path / "fine", tmp_path / "blocked"
+    leases = [Lease(Location.parse(str(out))) for out in (fine, blocked)]
+    for lease in leases:
+        lease.acquire()
+    try:
+        holder = leases[0].identity()
+        check_reachable(plan, config.sources, str(fine), holder)  # readable, writable, its lease
+        assert list((fine / "shards").iterdir()) == []  # the probe's file deleted
+        (blocked / "shards").write_text("a file where shards are written")
+        with pytest.raises(UnreachableStorageError, match=r"OUT .*blocked.*shards"):
+            check_reachable(plan, config.sources, str(blocked), leases[1].identity())
+        # OUT on the driver's machine only: a worker node sees another folder, without the lease
+        with pytest.raises(UnreachableStorageError,
+                           match=r"does not see the generate\.lease the driver holds"):
+            check_reachable(plan, config.sources, str(tmp_path / "elsewhere"), holder)
+        assert not (tmp_path / "elsewhere").exists()  # nothing written where the lease is not
+        with pytest.raises(UnreachableStorageError, match="another driver holds its lease"):
+            check_reachable(plan, config.sources, str(fine), leases[1].identity())
+    finally:
+        for lease in leases:
+            lease.release()
     # a source the worker cannot read (here: gone after the driver chose it) is refused
     gone = PlannedReference("gone", str(tmp_path / "gone.png"), "gone.png", "train")
-    _, problems = ray.get(probe_storage.remote(gone, config.sources, str(tmp_path / "fine")))
-    assert problems == [f"SOURCES: unreadable: {gone.uri}: no such file"]
+    _, problems = ray.get(probe_storage.remote(gone, config.sources, str(fine), holder))
+    assert problems[0] == f"SOURCES: unreadable: {gone.uri}: no such file"
     # a source the driver cannot read either is a bad source, recorded as its shard meets it:
     # the probe reads the first one the driver can (a dangling link sorts first here)
     (tmp_path / "0dangling.png").symlink_to(tmp_path / "nowhere.png")
     dangling = PlannedReference("0dangling", str(tmp_path / "0dangling.png"), "", "train")
     bad_first = Plan(plan.inputs, (gone, dangling, *plan.references))
     assert probe_subject(bad_first, config.sources) == plan.references[0]
-    check_reachable(bad_first, config.sources, str(tmp_path / "fine"))
     assert probe_subject(Plan(plan.inputs, (gone, dangling)), config.sources) is None
 
 
