@@ -50,7 +50,8 @@ class TargetSize:
 
 def cover_and_crop(img: np.ndarray, size: TargetSize, allow_upscale: bool = False,
                    max_pixels: int | None = None) -> np.ndarray:
-    """Scale by max(W/w, H/h) so the image covers `size`, then take the centre crop. The
+    """Scale a w x h image by max(size.width / w, size.height / h) so that it covers `size`,
+    then take the centre crop. The
     scaled image must stay within `max_pixels` (None: no bound): upscaling a sliver such as
     2 x 5000 to cover 512 x 384 would make 640 million pixels to keep 200 thousand."""
     height, width = img.shape[:2]

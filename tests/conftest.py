@@ -157,6 +157,18 @@ def stats_before_index_digests(parquet: Path) -> None:
 
 
 _EXIT_STATUS: list[int] = []
+CALIBRATION_SKIP = "calibration file"  # how a skip for want of a calibration pair begins
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say at the end how many calibration tests skipped for want of the pairs (kept outside the
+    repository): a green run without them has not checked the labels' calibration."""
+    reasons = [str(report.longrepr[-1]) for report in terminalreporter.stats.get("skipped", [])
+               if isinstance(report.longrepr, tuple) and CALIBRATION_SKIP in str(report.longrepr)]
+    if reasons:
+        terminalreporter.write_line(
+            f"note: {len(reasons)} calibration test(s) skipped, the labels' calibration unchecked "
+            f"in this run: {reasons[0].removeprefix('Skipped: ')}", yellow=True)
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

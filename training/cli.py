@@ -112,7 +112,8 @@ def _add_optim(parser: argparse.ArgumentParser, defaults: OptimConfig,
                        help="'+'-joined terms among mse, mae, srocc, plcc "
                             "(default mse+mae+srocc)")
     group.add_argument("--soft-rank-temperature", type=float, default=defaults.temperature,
-                       help="temperature of the soft rank in the srocc loss term (default "
+                       help="temperature of the soft rank in the srocc loss term, a share "
+                            "of the batch predictions' standard deviation (default "
                             f"{defaults.temperature:g})")
 
 

@@ -33,11 +33,24 @@ def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.where(flat, torch.zeros_like(r), r)
 
 
+SOFT_RANK_TEMPERATURE = 0.05  # of the predictions' standard deviation
+
+
+def standardised(values: torch.Tensor) -> torch.Tensor:
+    """(values - their mean) / their standard deviation, the deviation taken as a constant (no
+    gradient through it); all zeros where the values are one value."""
+    spread = values.detach().std().clamp_min(torch.finfo(values.dtype).tiny)
+    return (values - values.detach().mean()) / spread
+
+
 def soft_srocc(predicted: torch.Tensor, target: torch.Tensor,
-               temperature: float = 1e-2) -> torch.Tensor:
-    """Pearson correlation of the predictions' soft ranks with the targets' ranks."""
-    target_ranks = soft_rank(target.detach(), 1e-9)
-    return _pearson(soft_rank(predicted, temperature), target_ranks)
+               temperature: float = SOFT_RANK_TEMPERATURE) -> torch.Tensor:
+    """Pearson correlation of the predictions' soft ranks with the targets' ranks, both ranked
+    once standardised: the temperature is a share of the predictions' standard deviation, so
+    the term has SROCC's indifference to the predictions' scale (a fixed one would leave
+    predictions spread over 0-150, a raw MAD target's, sigmoids saturated and no gradient)."""
+    target_ranks = soft_rank(standardised(target.detach()), 1e-9)
+    return _pearson(soft_rank(standardised(predicted), temperature), target_ranks)
 
 
 def plcc_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -52,7 +65,7 @@ class QualityLoss:
     +-1, with no gradient), while MSE and MAE average over ranks as they are."""
 
     terms: tuple[str, ...] = ("mse", "mae", "srocc")
-    temperature: float = 1e-2
+    temperature: float = SOFT_RANK_TEMPERATURE
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self):
@@ -66,7 +79,7 @@ class QualityLoss:
                              f"{self.temperature}")
 
     @classmethod
-    def parse(cls, text: str, temperature: float = 1e-2,
+    def parse(cls, text: str, temperature: float = SOFT_RANK_TEMPERATURE,
               gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> "QualityLoss":
         return cls(tuple(term.strip() for term in text.split("+") if term.strip()), temperature,
                    gather)

@@ -269,13 +269,36 @@ class Built:
     notices: list[str]    # what a user must see (a random start, skipped tensors)
 
 
+def _float32_output(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+    """The head's output computed again in float32 where autocast gave a lower precision (the
+    head is one small layer): bf16's 8-bit mantissa leaves 128 scores in [0.5, 1), ties that
+    would decide a validation SROCC and every figure after it."""
+    if not isinstance(output, torch.Tensor) or output.dtype == torch.float32:
+        return None
+    with torch.autocast(output.device.type, enabled=False):
+        return module.forward(*(arg.float() if arg.is_floating_point() else arg for arg in args))
+
+
+def keep_heads_float32(model: nn.Module) -> nn.Module:
+    """Make the heads of `model` (a MultiHead's, or timm's classifier: both of a distilled
+    model's) give float32 outputs under autocast; the backbone stays in its precision."""
+    heads = (model.heads.values() if isinstance(model, MultiHead)
+             else [module for name, module in model.named_modules()
+                   if name in _classifier_names(model)])
+    for head in heads:
+        if any(True for _ in head.parameters()):  # not the Identity of a headless backbone
+            head.register_forward_hook(_float32_output)
+    return model
+
+
 def build_model(config: ModelConfig, outputs: int = 1,
                 heads: dict[str, int] | None = None) -> Built:
-    """The backbone with one head of `outputs`, or a MultiHead of `heads` (name -> outputs)."""
+    """The backbone with one head of `outputs`, or a MultiHead of `heads` (name -> outputs),
+    its heads' outputs in float32 (keep_heads_float32)."""
     notices: list[str] = []
 
     def wrap(model: nn.Module) -> nn.Module:
-        return MultiHead(model, heads) if heads else model
+        return keep_heads_float32(MultiHead(model, heads) if heads else model)
 
     if config.pretrained_file is None and config.init != "random":
         model = _imagenet(config, 0 if heads else outputs, notices)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from training.losses import QualityLoss
+from training.losses import SOFT_RANK_TEMPERATURE, QualityLoss
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("halving", "cosine")
@@ -25,7 +25,7 @@ class OptimConfig:
     batch_size: int = 16       # global: split evenly across the ranks
     patience: int = 3          # epochs without validation improvement before stopping
     loss: str = "mse+mae+srocc"
-    temperature: float = 1e-2  # of the soft rank in the SROCC term
+    temperature: float = SOFT_RANK_TEMPERATURE  # of the soft rank in the SROCC term
     checkpoint_every: int = 0  # steps (batches) between mid-epoch checkpoints; 0: epoch ends
     optimizer: str = "adam"    # adam | sgd (momentum 0.9)
     schedule: str = "halving"  # halving (x `decay` every `halve_every` epochs) | cosine (to 0)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -159,7 +160,7 @@ def test_ssim_is_stored_when_asked_for(fast_config, mae_ensemble):
 
 @pytest.mark.slow
 def test_validate_levels_checks_the_report_a_run_writes(fast_config, mae_ensemble, tmp_path,
-                                                        capsys):
+                                                        capsys, s3_bucket):
     # the scenario keys of a real report: JPEG, mean shift (two-sided) and pixelate at all
     # five levels of three photos; MAE and GMSD grow with each type's severity there
     config = fast_config("embedded", limit=3, shard_refs=2, distortion_ids=(1, 18, 24),
@@ -174,6 +175,15 @@ def test_validate_levels_checks_the_report_a_run_writes(fast_config, mae_ensembl
     shift = rows[1]["quality"]
     assert shift[2] == 1.0 and max(shift) == shift[2]  # level 3 leaves the photo as it is
     assert (target / "validate-levels.png").stat().st_size > 0
+    # on an object store: the table names the dataset without its credentials
+    stored = s3_bucket.uri("levels")
+    pafs.copy_files(config.out, Location.parse(stored).root,
+                    destination_filesystem=Location.parse(stored).fs)
+    assert cli.main(["validate-levels", stored, "--target", str(tmp_path / "stored")]) == 0
+    table = (tmp_path / "stored" / "validate-levels.md").read_text()
+    assert f"3 references of s3://***@{s3_bucket.name}/levels" in table
+    assert s3_bucket.secret not in table and s3_bucket.access not in table
+    assert json.loads((tmp_path / "stored" / "validate-levels.json").read_text()) == rows
     tar = next(Path(config.out, "shards").glob("*.tar"))
     os.truncate(tar, tar.stat().st_size // 2)  # as inspect, convert and train refuse it
     assert cli.main(["validate-levels", config.out, "--target", str(target)]) == 2

@@ -26,6 +26,27 @@ def test_soft_srocc_is_close_to_the_exact_srocc_and_has_gradients():
     assert predicted.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 150.0])
+def test_soft_srocc_is_indifferent_to_the_predictions_scale_and_keeps_its_gradient(scale):
+    """SROCC does not change when every prediction is multiplied by c > 0, and neither does
+    the soft term (within rounding); at every scale (150: a raw MAD target's, where a fixed
+    temperature of 0.01 saturated every sigmoid) every prediction has a gradient, c times
+    smaller at c times the scale, as for any function of the predictions / c."""
+    rng = np.random.default_rng(1)
+    target = torch.from_numpy(rng.uniform(size=16))
+    base = target + torch.from_numpy(rng.normal(scale=0.3, size=16))
+    predicted = (scale * base).requires_grad_()
+    soft = soft_srocc(predicted, target)
+    soft.backward()
+    reference = base.clone().requires_grad_()
+    soft_srocc(reference, target).backward()
+    assert float(soft.detach()) == pytest.approx(float(soft_srocc(base, target)), abs=1e-12)
+    assert bool((predicted.grad != 0).all())
+    torch.testing.assert_close(predicted.grad * scale, reference.grad)
+    exact = stats.spearmanr(base.numpy(), target.numpy()).statistic
+    assert float(soft.detach()) == pytest.approx(exact, abs=0.02)
+
+
 def test_quality_loss_terms():
     target = torch.linspace(0, 1, 16)
     assert float(QualityLoss()(target.clone(), target)) == pytest.approx(0.0, abs=1e-3)

@@ -71,9 +71,31 @@ def test_the_training_step_computes_in_the_chosen_precision(name, tmp_path: Path
     optimizer, _ = optimiser(model, run.optim)
     batches = [(_uint8(4, 3, 32, 32), torch.rand(4)) for _ in range(2)]
     result = train_epoch(run, model, iter(batches), 2, _loss_function(run), optimizer)
-    assert seen == [torch.bfloat16 if name == "bf16" else torch.float32] * 2
+    assert seen == [torch.float32] * 2  # the head's output: float32 under bf16 too (below)
     assert torch.isfinite(torch.tensor(result["loss"]))
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
+
+
+@pytest.mark.parametrize("heads", [None, {"quality": 1, "class": 3}])
+def test_under_bf16_the_backbone_computes_in_bf16_and_the_heads_in_float32(heads):
+    """bf16 scores would take at most 128 values in [0.5, 1): ties deciding SROCC. The heads
+    compute in float32 from the backbone's bf16 features: F.linear of those features, by hand."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("test_resnet", init="random"), heads=heads).model.eval()
+    linears = ([model.fc] if heads is None else list(model.heads.values()))
+    inputs, seen = [], []
+    for linear in linears:
+        linear.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+    backbone_layer = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    backbone_layer.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(torch.randn(64, 3, 32, 32))
+    assert seen == [torch.bfloat16] and inputs[0].dtype == torch.bfloat16
+    assert outputs.dtype == torch.float32
+    by_hand = torch.cat([torch.nn.functional.linear(features.float(), linear.weight, linear.bias)
+                         for features, linear in zip(inputs, linears, strict=True)], dim=1)
+    torch.testing.assert_close(outputs, by_hand, rtol=0, atol=0)
+    assert (outputs != outputs.bfloat16().float()).float().mean() > 0.9  # off bf16's grid
 
 
 def _step_run(tmp_path: Path):
