@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from timm.layers import convert_sync_batchnorm
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -428,6 +429,22 @@ def _describe(record: dict, epochs: int, improved: bool) -> str:
             + ("  (best)" if improved else ""))
 
 
+def synchronised_batch_norm(run: Run) -> bool:
+    """Under DDP on GPUs, make the model's batch norms synchronised (timm's conversion: torch's
+    SyncBatchNorm, timm's norm + activation layers kept whole; the same parameters and
+    checkpoint keys): each rank's share of a global batch of 16 on 8 GPUs is 2
+    images, whose statistics would train otherwise than one GPU's 16. Not for an objective
+    whose batch norm must see each rank's own batch (MoCo's shuffling BN), and not on CPU
+    ranks (torch's SyncBatchNorm runs on GPUs only). Whether it did."""
+    if (not run.context.distributed or run.context.device.type != "cuda"
+            or (run.objective is not None and run.objective.rank_batch_norm)
+            or not any(isinstance(module, nn.modules.batchnorm._BatchNorm)
+                       for module in run.model.modules())):
+        return False
+    convert_sync_batchnorm(run.model)  # (a model is no batch norm itself: changed in place)
+    return True
+
+
 def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
         validate: Callable[[nn.Module], dict], resume: bool = False) -> dict:
     """Train for up to `optim.epochs` epochs of `steps` batches per rank; returns the summary.
@@ -436,6 +453,9 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
     figures of `validation_figures` (the same on every rank)."""
     context = run.context
     run.out.mkdir(parents=True, exist_ok=True)
+    if synchronised_batch_norm(run) and context.is_main:
+        print(f"note: batch norm over the global batch of {context.world_size} GPUs "
+              "(SyncBatchNorm)")
     run.precision.prepare(run.model.to(context.device))
     network = (DistributedDataParallel(run.model, device_ids=[context.device.index]
                                        if context.device.type == "cuda" else None)

@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from training import checkpoint
 from training.cli import main
-from training.distributed import collective_timeout, start
+from training.distributed import Context, collective_timeout, start
 
 TINY_RUN = ["--backbone", "test_resnet", "--init", "random", "--crop", "32",
             "--steps-per-epoch", "3", "--batch-size", "4", "--workers", "0", "--device", "cpu",
@@ -142,3 +142,57 @@ def test_every_rank_validates_with_rank_0s_batch_norm_statistics(tmp_path):
     assert not torch.equal(first["moved"], second["moved"])
     torch.testing.assert_close(second["validated"], first["moved"], rtol=0, atol=0)
     torch.testing.assert_close(first["validated"], first["moved"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("objective", [None, "reconstruction", "restoration", "contrastive"])
+def test_batch_norm_is_synchronised_under_ddp_on_gpus_but_for_mocos_shuffling_bn(objective,
+                                                                                 tmp_path):
+    """The conversion itself (torch's SyncBatchNorm runs on GPUs only: its statistics over the
+    ranks are the device check's to see): every batch norm, timm's norm + activation layers
+    (EfficientNet's) kept whole with their activation, the same tensors under the same keys;
+    none for MoCo (its shuffling BN), on CPU ranks, alone, or without batch norm."""
+    from timm.layers import BatchNormAct2d, SyncBatchNormAct
+
+    from training.loop import Run, synchronised_batch_norm
+    from training.model import ModelConfig, build_model
+    from training.objectives import ObjectiveConfig, build_objective
+    from training.optim import OptimConfig
+    from training.precision import FP32, Inputs
+
+    def run_on(device: str, world: int, backbone: str = "test_efficientnet") -> Run:
+        context = Context(0, world, 0, torch.device(device))
+        model = build_model(ModelConfig(backbone, init="random"),
+                            outputs=0 if objective else 1).model
+        built = None
+        if objective:
+            inputs = Inputs((0.5,) * 3, (0.5,) * 3, context.device, FP32)
+            built = build_objective(ObjectiveConfig(objective, queue_size=8), model, 32, inputs,
+                                    context)
+            model = built.model
+        return Run(context, model, OptimConfig(1e-3, 10, 1, 4), 0, tmp_path, {}, objective=built)
+
+    run = run_on("cuda:0", 2)
+    norms = [name for name, module in run.model.named_modules()
+             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    acting = {name: module.act for name, module in run.model.named_modules()
+              if isinstance(module, BatchNormAct2d)}
+    before = dict(run.model.state_dict(keep_vars=True))
+    assert norms and acting
+    synchronised = synchronised_batch_norm(run)
+    assert synchronised == (objective != "contrastive")
+    modules = dict(run.model.named_modules())
+    if synchronised:
+        assert all(isinstance(modules[name], torch.nn.SyncBatchNorm | SyncBatchNormAct)
+                   for name in norms)
+        assert all(isinstance(modules[name], SyncBatchNormAct) and modules[name].act is act
+                   for name, act in acting.items())
+    else:
+        assert not any(isinstance(module, torch.nn.SyncBatchNorm | SyncBatchNormAct)
+                       for module in modules.values())
+    after = run.model.state_dict(keep_vars=True)
+    assert after.keys() == before.keys()
+    assert all(after[key] is before[key] for key in before)
+    for device, world, backbone in (("cpu", 2, "test_efficientnet"),
+                                    ("cuda:0", 1, "test_efficientnet"),
+                                    ("cuda:0", 2, "test_efficientnet_gn")):
+        assert not synchronised_batch_norm(run_on(device, world, backbone))

@@ -89,6 +89,7 @@ class Objective:
     model: nn.Module
     request: GroupRequest
     notices: tuple[str, ...] = ()
+    rank_batch_norm = False  # True: its batch norm must see each rank's own batch
 
     def loss(self, network: nn.Module, batch: dict) -> torch.Tensor:
         """The batch's mean loss (a scalar with a graph to the trainable weights)."""

@@ -169,6 +169,7 @@ def unshuffled_notice(backbone: nn.Module, context: Context, splits: int) -> tup
 
 class Contrastive(Objective):
     name = "contrastive"
+    rank_batch_norm = True  # MoCo's shuffling BN: each rank's keys apart
 
     def __init__(self, backbone: nn.Module, config: ObjectiveConfig, crop: int, inputs: Inputs,
                  context: Context):
