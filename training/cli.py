@@ -279,7 +279,7 @@ def _finetune(args) -> int:
     finetune(FinetuneConfig(
         args.dataset, args.root, args.out, _model(args), _optim(args), _augment(args),
         args.split_by, args.repeats, args.eval_crops, _names(args.refs), args.workers,
-        args.seed, args.device, args.ensemble))
+        args.seed, args.device, args.ensemble), resume=args.resume)
     return 0
 
 
@@ -449,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset(fine)
     fine.add_argument("--repeats", type=POSITIVE, default=1,
                       help="seeded splits; the median figures are reported (default 1)")
+    fine.add_argument("--resume", action="store_true",
+                      help="continue an interrupted run in OUT with the same settings: each "
+                           "split from its split-K/last.pt (a finished one is tested again), "
+                           "those not reached from the start")
     _add_training(fine, FINETUNE, _finetune)
 
     test = commands.add_parser("evaluate", help="a checkpoint's figures on a dataset")

@@ -124,10 +124,15 @@ def checked_split(config: FinetuneConfig, images, repeat: int, world_size: int) 
     return parts
 
 
+def _split_folder(config: FinetuneConfig, repeat: int) -> Path:
+    return Path(config.out) / f"split-{repeat}"
+
+
 def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: int,
-               recorded: dict) -> dict:
+               recorded: dict, resume: bool) -> dict:
+    """Train split `repeat` (continued from its last.pt with `resume`), then test its best."""
     seed = config.seed + repeat  # of the weights' start, crops and batch order
-    out = Path(config.out) / f"split-{repeat}"
+    out = _split_folder(config, repeat)
     torch.manual_seed(seed)
     built = build_model(config.model)
     model = built.model
@@ -155,7 +160,7 @@ def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: i
     run = Run(context, model, config.optim, 0, out,
               {**config.to_json(), "repeat": repeat, **recorded},
               seed, precision, augment=config.augment)
-    summary = fit(run, batches, steps, validate)
+    summary = fit(run, batches, steps, validate, resume)
     distributed.barrier(context)  # rank 0 has written best.pt
     model.load_state_dict(checkpoint.load(out / checkpoint.BEST)["model"])
     predicted, opinion, figures = test_figures(context, model, parts.test, config.augment,
@@ -224,7 +229,22 @@ def _drop_earlier_splits(out: Path, repeats: int) -> None:
         shutil.rmtree(folder)
 
 
-def finetune(config: FinetuneConfig) -> dict:
+def _resumed_splits(config: FinetuneConfig) -> list[bool]:
+    """For --resume: which splits continue from their last.pt (those without one start
+    afresh: the run had not reached them). FileNotFoundError where none has one."""
+    kept = [(_split_folder(config, repeat) / checkpoint.LAST).is_file()
+            for repeat in range(config.repeats)]
+    if not any(kept):
+        raise FileNotFoundError(f"{config.out} holds no split-*/{checkpoint.LAST} of "
+                                f"{config.repeats} split(s): nothing to resume (drop --resume "
+                                "to start afresh)")
+    return kept
+
+
+def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
+    """Fine-tune and test every split; with `resume` an interrupted run of the same settings
+    goes on: each split continues from its last.pt (exactly; a finished one trains no more
+    and is tested again from its best.pt), those it had not reached start."""
     context = distributed.start(config.device)
     try:
         images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
@@ -239,13 +259,14 @@ def finetune(config: FinetuneConfig) -> dict:
         splits = [checked_split(config, images, r, context.world_size)
                   for r in range(config.repeats)]  # every split refused before any is run
         out = Path(config.out)
-        if context.is_main and (out / "results.json").exists():
+        resumed = _resumed_splits(config) if resume else [False] * config.repeats
+        if context.is_main and not resume and (out / "results.json").exists():
             _notice_earlier_run(out, config.repeats)
         recorded = {"root_resolved": resolved_root(config.root),  # what evaluate knows
                     "images_fingerprint": benchmarks.fingerprint(images)}
         if config.ensemble and os.path.isfile(config.ensemble):  # found from any folder
             recorded["ensemble"] = os.path.abspath(config.ensemble)
-        results = [_one_split(context, config, parts, r, recorded)
+        results = [_one_split(context, config, parts, r, recorded, resumed[r])
                    for r, parts in enumerate(splits)]
         if not context.is_main:
             return {}

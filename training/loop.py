@@ -46,7 +46,9 @@ from training.transforms import Augment
 RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every", "out",
                      "ensemble",  # its file's path; ensemble_hash says what Q it defines
                      "dataset_resolved", "also_resolved"}
-LOCAL_PATH_SETTINGS = {"dataset", "also"}  # compared as absolute paths: ds/ and ./ds are one
+# compared as absolute paths: ds/ and ./ds are one (finetune's dataset is a kind, its root the
+# path)
+LOCAL_PATH_SETTINGS = {"dataset", "also", "root"}
 # (a URI anywhere in the settings is compared in one spelling without its credentials)
 MAX_NONFINITE_BATCHES = 20  # per epoch: more means the run has diverged
 

@@ -43,6 +43,43 @@ def test_finetune_reports_the_median_over_splits(finetuned):
     assert len(first) == len(second) == 1 and not first & second  # distinct references
 
 
+def test_an_interrupted_run_resumes_to_the_figures_of_one_never_stopped(finetuned, tmp_path,
+                                                                        monkeypatch, capsys):
+    """Stopped in split 1's second epoch (its last.pt holds the first), `--resume` tests split
+    0 again from its best.pt, continues split 1 and gives what the run never stopped gave."""
+    import training.loop
+
+    config, whole = finetuned
+    stopped = dataclasses.replace(config, out=str(tmp_path / "stopped"))
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        finetune(stopped, resume=True)
+    epochs_ended, broadcast = [], training.loop.broadcast_buffers
+
+    def stop_at_the_fourth(*args):  # once per epoch, before its validation and last.pt
+        epochs_ended.append(1)
+        if len(epochs_ended) == 4:
+            raise KeyboardInterrupt
+        return broadcast(*args)
+    monkeypatch.setattr(training.loop, "broadcast_buffers", stop_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(stopped)
+    monkeypatch.setattr(training.loop, "broadcast_buffers", broadcast)
+    out = Path(stopped.out)
+    assert not (out / "results.json").exists() and not (out / "split-1" / "test.json").exists()
+    with pytest.raises(ValueError, match="other settings"):
+        finetune(dataclasses.replace(stopped, seed=1), resume=True)
+    capsys.readouterr()
+    resumed = finetune(stopped, resume=True)
+    trained = [line.split()[1] for line in capsys.readouterr().out.splitlines()
+               if line.startswith("epoch ")]
+    assert trained == ["2/2"]  # split 1's second epoch alone (a fresh start gives the same)
+    for made, never_stopped in zip(resumed["splits"], whole["splits"], strict=True):
+        assert made["test"] == never_stopped["test"]
+        assert (made["epochs_run"], made["best_epoch"]) == (never_stopped["epochs_run"],
+                                                             never_stopped["best_epoch"])
+    assert resumed["median"] == whole["median"]
+
+
 def test_a_second_run_into_the_same_folder_says_it_replaces_the_first(finetuned, capsys):
     config, _ = finetuned
     finetune(dataclasses.replace(config, repeats=1))
