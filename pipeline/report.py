@@ -35,6 +35,7 @@ def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble:
                     absent: Iterable[str]) -> None:
     """manifest.json and, in a labelled run, ensemble.json, written before any shard
     (credentials in the sources or output URI are redacted)."""
+    absent = tuple(absent)
     settings = {**config.to_json(), "sources": redact(config.sources), "out": redact(config.out)}
     manifest = {"config": settings, "plan_digest": plan.digest, "modes": config.modes(),
                 "shards": plan.shard_count, "references": len(plan.references),
@@ -42,7 +43,8 @@ def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble:
                 "metrics_absent": list(absent), "format": "shared/spec/shards.md",
                 "store": config.store, "replay_libraries": library_versions(),
                 "package_version": package_version("iqa-factory"),
-                "metric_versions": metric_versions(config.metrics)}
+                "metric_versions": metric_versions(  # of the metrics that score
+                    tuple(key for key in config.metrics if key not in absent))}
     location.write_json(location.path(MANIFEST_FILE), manifest)
     if not config.labelled:
         return

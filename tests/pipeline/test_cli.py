@@ -587,6 +587,9 @@ def test_allowed_missing_metrics_are_named_in_every_run_file_and_the_summary(
     write_run_files(location, config, plan, mae_ensemble, absent)
     for name in ("manifest.json", "ensemble.json"):
         assert json.loads(location.read_bytes(location.path(name)))["metrics_absent"] == ["lpips"]
+    # the versions of what made the scores: none for a metric that scored nothing
+    manifest = json.loads(location.read_bytes(location.path("manifest.json")))
+    assert list(manifest["metric_versions"]) == ["mae"]
     # labels.md: the ensemble file records which metrics Q used, --metrics' narrowing too
     write_run_files(location, config, plan, load_ensemble("default"), absent)
     written = json.loads(location.read_bytes(location.path("ensemble.json")))
