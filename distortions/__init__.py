@@ -23,7 +23,7 @@ from numbers import Real
 import cv2
 import numpy as np
 
-from distortions.banks import BANKS, bank_ids, bank_type_levels, grid
+from distortions.banks import BANKS, bank_ids, bank_type_levels, grid, longest_chain, undoing
 from distortions.denoised import denoise_inputs, denoiser_input
 from distortions.denoiser import active_denoiser, use_denoiser
 from distortions.errors import (
@@ -78,10 +78,12 @@ __all__ = [
     "derive_seed",
     "get",
     "grid",
+    "longest_chain",
     "prepare_learned",
     "registered",
     "replay",
     "run_learned",
+    "undoing",
     "use_denoiser",
 ]
 

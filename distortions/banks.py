@@ -44,12 +44,34 @@ BANKS: dict[str, tuple[int, ...]] = {
 # the levels a bank gives some of its types in place of a run's: the multi-task method makes
 # over- and under-exposure at two levels each (7 x 5 + 2 x 2 = 39 classes); ours that match
 # are levels 2 and 4 (one and two stops, docs/distortions-spec-notes.md). Its authentic mode
-# makes its other five types at three levels: ours are 1, 3 and 5 (mild, middle, severe)
+# makes its other five types at three levels: ours are 1, 3 and 5 (mild, middle, severe),
+# but 2, 3 and 5 for the two blurs, whose level 1 leaves a photo as it is (sigma 0.1, a line
+# of one pixel): a mixture's bit would name a distortion it does not hold
 EXPOSURE_LEVELS = {"overexposure": (2, 4), "underexposure": (2, 4)}
+BLUR_LEVELS = {"gaussian_blur": (2, 3, 5), "motion_blur": (2, 3, 5)}
 BANK_TYPE_LEVELS: dict[str, dict[str, tuple[int, ...]]] = {
     "dbcnn": EXPOSURE_LEVELS,
-    "dbcnn_authentic": {**dict.fromkeys(DBCNN_AUTHENTIC_NAMES, (1, 3, 5)), **EXPOSURE_LEVELS},
+    "dbcnn_authentic": {**dict.fromkeys(DBCNN_AUTHENTIC_NAMES, (1, 3, 5)), **BLUR_LEVELS,
+                        **EXPOSURE_LEVELS},
 }
+
+
+# types no chain holds together (--compose, --compose-share): each undoes the other, +a stops
+# then -a stops being the photo again but for clipping, under two labels
+UNDOING_PAIRS = (("overexposure", "underexposure"),)
+
+
+def undoing(distortion_id: int) -> frozenset[int]:
+    """The ids of the types that undo the type `distortion_id`."""
+    by_name = {d.name: d.id for d in REGISTERED}
+    return frozenset(by_name[other] for pair in UNDOING_PAIRS for name, other in
+                     (pair, pair[::-1]) if by_name[name] == distortion_id)
+
+
+def longest_chain(ids: tuple[int, ...]) -> int:
+    """The most types of `ids` one chain can hold: all, less one of each pair among them that
+    undoes itself."""
+    return len(ids) - sum(1 for d in ids for other in undoing(d) if other in ids) // 2
 
 
 def bank_type_levels(name: str) -> dict[int, tuple[int, ...]]:

@@ -176,9 +176,11 @@ class RunConfig:
 
     def _check_compose(self) -> None:
         k, m = self.compose
-        if not 1 <= k <= m <= len(self.distortion_ids):
-            raise ValueError(f"compose {k}-{m}: needs 1 <= K <= M <= {len(self.distortion_ids)} "
-                             "(the types selected; a chain never repeats a type)")
+        longest = distortions.longest_chain(tuple(self.distortion_ids))
+        if not 1 <= k <= m <= longest:
+            raise ValueError(f"compose {k}-{m}: needs 1 <= K <= M <= {longest} (the types "
+                             "selected; a chain never repeats a type, nor holds both of "
+                             "over- and underexposure)")
         learned = [i for i in self.distortion_ids if distortions.get(i).learned]
         if learned:
             raise ValueError(f"compose: the learned-denoiser types {learned} cannot be composed "
@@ -202,9 +204,11 @@ class RunConfig:
         if self.versions_per_ref is None or self.compose is not None:
             raise ValueError("compose_share applies to versions drawn per reference "
                              "(--versions-per-ref), without --compose")
-        if sum(not distortions.get(i).learned for i in self.distortion_ids) < 2:
+        composable = tuple(i for i in self.distortion_ids if not distortions.get(i).learned)
+        if distortions.longest_chain(composable) < 2:
             raise ValueError("compose_share needs two or more types that compose (the "
-                             "learned-denoiser types never do)")
+                             "learned-denoiser types never do, over- and underexposure not "
+                             "with each other)")
 
     def sized_shard_refs(self) -> int:
         """References per shard for about the spec's shard size (16 at 512x384 with 165

@@ -91,11 +91,29 @@ def chains_for(ref_id: str, config: RunConfig) -> list[Chain]:
     for index in range(config.versions_count):
         rng = np.random.default_rng(stable_hash("compose", config.seed, ref_id, index))
         count = int(rng.integers(low, high + 1))
-        types = rng.choice(config.distortion_ids, size=count, replace=False)
+        types = _chain_types(rng.choice(config.distortion_ids, size=count, replace=False),
+                             config, ref_id, index)
         levels = rng.choice(config.levels, size=count)
         chains.append(tuple((int(d), own_level(config, int(d), int(lv), ref_id, index))
                             for d, lv in zip(types, levels, strict=True)))
     return chains
+
+
+def _chain_types(drawn: np.ndarray, config: RunConfig, ref_id: str, index: int) -> list[int]:
+    """A chain's types: those `drawn`, or, where two of them undo each other (over- then
+    underexposure), as many drawn again one at a time, each taking its undoer out of the
+    types left (a chain drawn without such a pair keeps its draw: the plans of datasets made
+    before this rule are unchanged but for those chains)."""
+    types = [int(d) for d in drawn]
+    if not any(other in types for d in types for other in distortions.undoing(d)):
+        return types
+    rng = np.random.default_rng(stable_hash("compose-undone", config.seed, ref_id, index))
+    left, types = list(config.distortion_ids), []
+    while len(types) < len(drawn):  # enough are left: RunConfig checks longest_chain
+        pick = int(rng.choice(left))
+        types.append(pick)
+        left = [d for d in left if d != pick and d not in distortions.undoing(pick)]
+    return types
 
 
 def second_links(ref_id: str, config: RunConfig) -> dict[int, Chain]:
@@ -105,7 +123,8 @@ def second_links(ref_id: str, config: RunConfig) -> dict[int, Chain]:
     that compose. The two share one level as Re-IQA's code splits it (l1 ~ U{0..4},
     l2 ~ U{0..l1}; the first type at l1 - l2, the second at l2): by rank among the selected
     levels, the two ranks sum to a drawn rank, so no composed version is worse than the worst
-    single level twice over. Seeded by the run seed, the ref_id and the version's index."""
+    single level twice over. A type never composes the type that undoes it. Seeded by the run
+    seed, the ref_id and the version's index."""
     if not config.compose_share:
         return {}
     composable = [d for d in config.distortion_ids if not distortions.get(d).learned]
@@ -115,7 +134,10 @@ def second_links(ref_id: str, config: RunConfig) -> dict[int, Chain]:
         rng = np.random.default_rng(stable_hash("compose-share", config.seed, ref_id, index))
         if rng.random() >= config.compose_share or first not in composable:
             continue
-        second = int(rng.choice([d for d in composable if d != first]))
+        others = [d for d in composable if d != first and d not in distortions.undoing(first)]
+        if not others:  # (only its undoer composes)
+            continue
+        second = int(rng.choice(others))
         total = int(rng.integers(len(levels)))
         second_rank = int(rng.integers(total + 1))
         chains[index] = tuple(

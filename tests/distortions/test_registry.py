@@ -83,6 +83,18 @@ def test_named_banks_list_their_types():
         "contrast_reduction"]
 
 
+@pytest.mark.parametrize("bank", sorted(distortions.banks.BANK_TYPE_LEVELS))
+def test_no_level_a_bank_gives_its_types_leaves_the_photo_as_it_is(bank, small_image):
+    """A bank's own levels are its classes and multihot bits: one that changes no pixel (an
+    identity level, such as gaussian_blur's sigma 0.1) would name a distortion the sample
+    does not hold. Checked on the photo, for three seeds, not by the registry's flag alone."""
+    for distortion_id, levels in distortions.banks.bank_type_levels(bank).items():
+        assert distortions.get(distortion_id).identity_level not in levels
+        for level, seed in itertools.product(levels, (1, 2, 3)):
+            output, _ = distortions.apply(small_image, distortion_id, level, seed)
+            assert not np.array_equal(output, small_image), (bank, distortion_id, level)
+
+
 def test_categories_follow_the_spec():
     by_category = {}
     for d in distortions.all():

@@ -264,3 +264,54 @@ def test_compose_share_is_refused_outside_drawn_versions(fast_config):
     assert "compose_share" not in plain.plan_inputs()  # older datasets keep their digest
     assert shared.plan_inputs()["compose_share"] == 0.1
     assert RunConfig.from_json(shared.to_json()) == shared
+
+
+def test_no_chain_holds_two_types_that_undo_each_other(fast_config):
+    """+1 stop then -1 stop gives the photo back but for clipping (checked here on a photo):
+    a chain holding both would be labelled with two distortions it hardly shows. Neither
+    --compose nor --compose-share puts them together; a chain drawn without such a pair is
+    the draw it was before the rule (its types the run rng's first choice); a selection whose
+    chains could not avoid the pair is refused."""
+    from pipeline.plan import second_links
+
+    photo = distortions.apply(np.full((176, 192, 3), 100, np.uint8), 3, 1, 1)[0]
+    over, under = (distortions.get(name).id for name in ("overexposure", "underexposure"))
+    there, _ = distortions.apply(photo, over, 2, 1)
+    back, _ = distortions.apply(there, under, 2, 1)
+    gap = np.abs(back.astype(int) - photo.astype(int))
+    assert gap.max() <= 2 and np.abs(there.astype(int) - photo.astype(int)).mean() > 30
+    assert distortions.undoing(over) == {under} and distortions.undoing(under) == {over}
+    assert distortions.longest_chain((1, over, under, 13)) == 3
+
+    ids = (1, 13, 15, over, under, 42, 43)
+    config = fast_config("embedded", bank="registered", distortion_ids=ids, levels=(1, 3, 5),
+                         compose=(2, 4))
+    held = 0
+    for ref_id in (f"r{i}" for i in range(60)):
+        for index, chain in enumerate(chains_for(ref_id, config)):
+            types = [d for d, _ in chain]
+            assert not {over, under} <= set(types) and len(set(types)) == len(types)
+            rng = np.random.default_rng(distortions.seeding.stable_hash(
+                "compose", config.seed, ref_id, index))
+            count = int(rng.integers(2, 5))
+            first_draw = [int(d) for d in rng.choice(ids, size=count, replace=False)]
+            assert len(types) == count
+            if {over, under} <= set(first_draw):
+                held += 1
+            else:
+                assert types == first_draw
+    assert held > 10  # the rule was met, not avoided by luck
+
+    share = fast_config("embedded", bank="registered", distortion_ids=ids, levels=(1, 3, 5),
+                        versions_per_ref=7,
+                        compose_share=1.0)
+    links = [chain for ref_id in (f"r{i}" for i in range(60))
+             for chain in second_links(ref_id, share).values()]
+    assert len(links) > 300
+    assert not any({over, under} <= {d for d, _ in chain} for chain in links)
+    with pytest.raises(ValueError, match=r"K <= M <= 1 .*over- and underexposure"):
+        fast_config("embedded", bank="registered", distortion_ids=(over, under), levels=(2, 4),
+                    compose=(2, 2))
+    with pytest.raises(ValueError, match="compose_share needs two or more types"):
+        fast_config("embedded", bank="registered", distortion_ids=(over, under), levels=(2, 4),
+                    versions_per_ref=2, compose_share=0.5)
