@@ -18,7 +18,7 @@ import distortions
 from distortions.denoiser import active_denoiser
 from labelers import Labeler, weights
 from labelers.base import DEVICE_TOLERANCE
-from shards.keys import reference_key
+from shards.keys import distorted_key, reference_key
 from shards.layout import store_of, tar_path
 from shards.png import decode_png
 from shards.reader import DamagedShardError, read_index, tar_members
@@ -85,6 +85,30 @@ def _one_indexed(row: dict) -> dict | str:
         return pa.Table.from_pylist([row], schema=INDEX_SCHEMA).to_pylist()[0]
     except (pa.ArrowException, TypeError, ValueError) as error:
         return f"types the index cannot hold ({type(error).__name__})"
+
+
+def label_problem(row: dict) -> str | None:
+    """Where the labels a version trains on (its chain: classes and multihot bits; its
+    distortion_id, distortion, category, level and seed: the first link's; a single
+    version's key) are not those of the recipe its pixels are made and replayed from."""
+    try:
+        recipe = json.loads(row["recipe"])
+        links = recipe.get("chain", [recipe])
+        made = [{"id": link["distortion_id"], "level": link["level"]} for link in links]
+        first = distortions.get(links[0]["distortion_id"])
+    except (TypeError, ValueError, KeyError, IndexError, distortions.DistortionError) as error:
+        return f"{row['key']}: its recipe names no distortion ({type(error).__name__}: {error})"
+    expected = {"chain": made, "distortion_id": first.id, "distortion": first.name,
+                "category": first.category, "level": made[0]["level"],
+                "seed": links[0].get("seed")}
+    if "chain" not in recipe:
+        expected["key"] = distorted_key(row["ref_id"], first.id, made[0]["level"])
+    differing = [name for name, value in expected.items()
+                 if (chain_of(row) if name == "chain" else row.get(name)) != value]
+    if differing:
+        return (f"{row['key']}: its labels differ from its recipe in {', '.join(differing)} "
+                "(they would name another distortion than its pixels hold)")
+    return None
 
 
 def _recipe_only(row: dict, reference: np.ndarray, context: ReplayContext
@@ -180,6 +204,10 @@ def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[i
             if differs:  # readers replay the record: the index's copy would check another
                 problems += differs
                 notes.append("record differs from the index")
+                continue
+            if mislabelled := label_problem(row):
+                problems.append(mislabelled)
+                notes.append("labels differ from the recipe")
                 continue
             if stored is None and stores_pixels(store, row, keep_pngs):
                 problems.append(f"{row['key']}: its tar holds no PNG of it, though the store "

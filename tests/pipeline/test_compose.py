@@ -29,7 +29,7 @@ from shards.png import decode_png
 from shards.reader import read_index, tar_members
 from shards.schema import chain_of
 from shards.storage import Location
-from tests.conftest import finish, rewrite_tar, stats_before_index_digests
+from tests.conftest import finish, rewrite_tar, stats_agree, stats_before_index_digests
 
 TYPES = (1, 3, 13, 16, 20)  # jpeg, white noise, gaussian blur, brighten, contrast change
 
@@ -315,3 +315,43 @@ def test_no_chain_holds_two_types_that_undo_each_other(fast_config):
     with pytest.raises(ValueError, match="compose_share needs two or more types"):
         fast_config("embedded", bank="registered", distortion_ids=(over, under), levels=(2, 4),
                     versions_per_ref=2, compose_share=0.5)
+
+
+@pytest.mark.slow
+def test_inspect_deep_names_labels_that_are_not_their_recipes(fast_config, mae_ensemble):
+    """A version whose chain (its classes and multihot bits), level or distortion were
+    changed in its record and its index row alike (so they agree, and the stats were
+    rewritten to match) still replays: its pixels are its recipe's. The labels it would train
+    on are not: deep check names them, each version once."""
+    import pyarrow as pa
+
+    from shards.schema import INDEX_SCHEMA
+
+    config = fast_config("embedded", limit=1, shard_refs=1, distortion_ids=TYPES, levels=(2, 4),
+                         versions_per_ref=4, compose_share=0.5, metrics=())
+    _, location = _run(config, mae_ensemble)
+    rows = read_index(location).to_pylist()
+    composed = next(row["key"] for row in rows if row["chain"] and len(row["chain"]) == 2)
+    single = next(row["key"] for row in rows if row["chain"] and len(row["chain"]) == 1)
+    assert deep_check(location, 100)[1] == []
+
+    def mislabel(record: dict) -> dict:
+        if record["key"] == composed:  # the second link at the other level
+            link = record["chain"][1]
+            record["chain"] = [record["chain"][0], {**link, "level": 6 - link["level"]}]
+        elif record["key"] == single:  # another type's id, under its own key
+            record["distortion_id"] = next(d for d in TYPES if d != record["distortion_id"])
+        return record
+
+    rewrite_tar(Path(tar_path(location, 0, "images")), change=lambda name, data: (
+        json.dumps(mislabel(json.loads(data))).encode() if name.endswith(".json") else data))
+    parquet = Path(shard_paths(location, 0)["parquet"])
+    pq.write_table(pa.Table.from_pylist([mislabel(row) for row in rows], schema=INDEX_SCHEMA),
+                   parquet)
+    stats_agree(parquet)
+    _, problems = deep_check(location, 100)
+    assert sorted(problems) == sorted([
+        f"{composed}: its labels differ from its recipe in chain (they would name another "
+        "distortion than its pixels hold)",
+        f"{single}: its labels differ from its recipe in distortion_id (they would name "
+        "another distortion than its pixels hold)"])
