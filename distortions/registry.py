@@ -43,6 +43,9 @@ class Distortion:
     # KADID's own levels 1-4 are not in order (pixelate's MATLAB round trip drifts the content
     # by each side's rounding residue); only level 5 is clearly the worst
     worst_level_only: bool = False
+    # its severity also follows a draw per version (denoise_blur's Gaussian or box blur, 50/50):
+    # level means over few images follow the draws; only with the draw held are levels ordered
+    order_follows_draw: bool = False
     learned: bool = False
     kadid_id: int | None = None
 
@@ -178,7 +181,8 @@ ADDED: tuple[Distortion, ...] = (
     Distortion(37, "resize_nearest", "spatial", _levels(factor=(2, 3, 4, 5, 6)),
                spatial.apply_resize, fixed={"filter": "nearest"}),
     Distortion(38, "denoise_blur", "noise", _levels(variance=(0.001, 0.002, 0.003, 0.005, 0.01)),
-               blur.apply_denoise_blur, samplers.denoise_filter, _WHITE),
+               blur.apply_denoise_blur, samplers.denoise_filter, _WHITE,
+               order_follows_draw=True),
     Distortion(39, "pink_noise", "noise", _levels(variance=(0.0005, 0.001, 0.002, 0.005, 0.01)),
                noise.apply_noise, _NOISE, {"noise": "pink"}),
     Distortion(40, "overexposure", "brightness", _levels(ev=_STOPS), tone.apply_exposure),

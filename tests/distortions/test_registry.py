@@ -113,6 +113,7 @@ def test_spec_level_values_spot_check():
     assert distortions.get(33).levels[4] == {"variance": 0.005, "ratio": 80}
     assert [d.id for d in distortions.all() if d.two_sided] == [18, 20]
     assert [d.name for d in distortions.all() if d.worst_level_only] == ["pixelate"]
+    assert [d.name for d in distortions.registered() if d.order_follows_draw] == ["denoise_blur"]
     assert {d.id: d.identity_level for d in distortions.all() if d.identity_level} == {
         13: 1, 15: 1, 18: 3, 31: 1}
     assert [d.id for d in distortions.all() if d.learned] == [8, 9, 10, 11, 12]
