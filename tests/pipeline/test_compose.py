@@ -355,3 +355,28 @@ def test_inspect_deep_names_labels_that_are_not_their_recipes(fast_config, mae_e
         "distortion than its pixels hold)",
         f"{single}: its labels differ from its recipe in distortion_id (they would name "
         "another distortion than its pixels hold)"])
+
+
+def test_compose_share_splits_the_level_as_re_iqas_code_draws_it(fast_config):
+    """Re-IQA's draw: l1 ~ U{0..4}, then l2 ~ U{0..l1}; the first link at l1 - l2, the second
+    at l2 (0-based). So a split (a, b) with a + b = t <= 4 has probability 1/5 x 1/(t + 1):
+    the counts of 1,000 references' composed versions (about 1,100) against it, chi-square
+    (a uniform draw over the 15 splits, which the splits seen alone cannot tell from it, is
+    refused: p < 1e-6 for it at this size)."""
+    from scipy import stats
+
+    from pipeline.plan import second_links
+
+    bank = distortions.bank_ids("reiqa")
+    config = fast_config("embedded", bank="reiqa", distortion_ids=bank,
+                         levels=(1, 2, 3, 4, 5), versions_per_ref=11, compose_share=0.1)
+    splits = [(a, b) for a in range(5) for b in range(5) if a + b <= 4]
+    counts = dict.fromkeys(splits, 0)
+    for ref_id in (f"ref{i}" for i in range(1000)):
+        for (_, first_level), (_, second_level) in second_links(ref_id, config).values():
+            counts[(first_level - 1, second_level - 1)] += 1
+    observed = np.array([counts[split] for split in splits])
+    expected = np.array([1 / 5 / (a + b + 1) for a, b in splits]) * observed.sum()
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+    uniform = np.full(len(splits), observed.sum() / len(splits))
+    assert stats.chisquare(observed, uniform).pvalue < 1e-6
