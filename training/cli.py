@@ -164,7 +164,7 @@ def _optim(args) -> OptimConfig:
         return getattr(chosen, name.removeprefix("lr_")) if value is None else value
     return OptimConfig(given("lr"), given("halve_every"), args.epochs, args.batch_size,
                        args.patience, args.loss, args.soft_rank_temperature,
-                       getattr(args, "checkpoint_every", 0),  # pretrain's: it resumes
+                       getattr(args, "checkpoint_every", 0),  # pretrain's: it resumes mid-epoch
                        given("optimizer"), given("schedule"), given("weight_decay"),
                        given("lr_decay"))
 

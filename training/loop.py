@@ -50,6 +50,10 @@ RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every", "out",
 # path)
 LOCAL_PATH_SETTINGS = {"dataset", "also", "root"}
 # (a URI anywhere in the settings is compared in one spelling without its credentials)
+# why a setting no option changes differs from a checkpoint's
+SETTING_NOTES = {"optim.temperature_unit": "the checkpoint trained the soft SROCC with its "
+                 "temperature in the predictions' own units, before it became a share of "
+                 "their standard deviation: the same --soft-rank-temperature is another loss"}
 MAX_NONFINITE_BATCHES = 20  # per epoch: more means the run has diverged
 
 
@@ -324,8 +328,9 @@ def _restore(run: Run, optimizer,
     saved, asked = _settings(state["config"]), _settings(run.config)
     if saved != asked:
         changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
+        why = "".join(f" ({SETTING_NOTES[name]})" for name in changed if name in SETTING_NOTES)
         raise ValueError(f"--resume with other settings than {run.out / checkpoint.LAST} "
-                         f"({', '.join(changed)}); use another --out to start a new run")
+                         f"({', '.join(changed)}){why}; use another --out to start a new run")
     if change := _data_change(state.get("data", {}), run.data):
         raise ValueError(f"--resume over other data than {run.out / checkpoint.LAST} was "
                          f"trained on ({change}: shards of the dataset finished, remade or "

@@ -34,6 +34,9 @@ def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 SOFT_RANK_TEMPERATURE = 0.05  # of the predictions' standard deviation
+# the soft SROCC's form, kept in a run's settings: checkpoints from before it (the temperature
+# then in the predictions' own units) are not resumed under the same temperature's new meaning
+SOFT_RANK_TEMPERATURE_UNIT = "standard deviations of the predictions"
 
 
 def standardised(values: torch.Tensor) -> torch.Tensor:

@@ -4,12 +4,12 @@ schedule (MoCo-v2, Re-IQA); the batch given globally across ranks, early stoppin
 validation."""
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from training.losses import SOFT_RANK_TEMPERATURE, QualityLoss
+from training.losses import SOFT_RANK_TEMPERATURE, SOFT_RANK_TEMPERATURE_UNIT, QualityLoss
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("halving", "cosine")
@@ -31,6 +31,8 @@ class OptimConfig:
     schedule: str = "halving"  # halving (x `decay` every `halve_every` epochs) | cosine (to 0)
     weight_decay: float = 0.0
     decay: float = HALF        # the step schedule's factor (MT-IRN's 0.9 every 10 epochs)
+    # what `temperature` is measured in (recorded, never set)
+    temperature_unit: str = field(default=SOFT_RANK_TEMPERATURE_UNIT, init=False)
 
     def __post_init__(self):
         if not (0 < self.lr < math.inf and 0 <= self.weight_decay < math.inf):  # NaN too
@@ -45,6 +47,11 @@ class OptimConfig:
         if self.optimizer not in OPTIMIZERS or self.schedule not in SCHEDULES:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS} and schedule one of "
                              f"{SCHEDULES}; got {self.optimizer!r}, {self.schedule!r}")
+
+    @property
+    def ranks_softly(self) -> bool:
+        """Whether its loss holds the soft SROCC term (the one `temperature` is of)."""
+        return "srocc" in QualityLoss.parse(self.loss, self.temperature).terms
 
     @property
     def reference_setup(self) -> bool:

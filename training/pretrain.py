@@ -119,7 +119,9 @@ class PretrainConfig:
         """The settings; `target` the comma-joined names (one name as before), the weights
         only with several targets, the objective only when label-free, the optimiser's kind,
         schedule and weight decay only when not the reference setup's, the step schedule's
-        factor only when not one half (so checkpoints of earlier runs resume as they were)."""
+        factor only when not one half, the soft rank's temperature unit only where a soft
+        SROCC is trained (so checkpoints of earlier runs resume as they were, and those of
+        the soft SROCC before its temperature was of the standard deviation do not)."""
         data = asdict(self)
         del data["targets"], data["loss_weights"]
         if self.also:
@@ -141,6 +143,8 @@ class PretrainConfig:
                 del data["optim"][name]
         if self.optim.decay == HALF:  # as every run was before the factor could be chosen
             del data["optim"]["decay"]
+        if self.objective.label_free or not self.optim.ranks_softly:  # it means nothing
+            del data["optim"]["temperature_unit"]
         data["target"] = ",".join(target.name for target in self.targets)
         if len(self.targets) > 1:
             data["loss_weights"] = list(self.weights)

@@ -215,6 +215,13 @@ def test_resume_may_change_checkpoint_every_but_no_other_setting(tiny_dataset, t
     assert state["epoch"] == 1 and state["config"]["optim"]["checkpoint_every"] == 1
     assert main([*common, "--epochs", "3", "--lr", "1e-4", "--resume"]) == 2
     assert "other settings" in (error := capsys.readouterr().err) and "(optim.lr)" in error
+    unit = state["config"]["optim"]["temperature_unit"]
+    assert unit == "standard deviations of the predictions"
+    del state["config"]["optim"]["temperature_unit"]  # as the soft SROCC's were before it
+    checkpoint.save(state, out / checkpoint.LAST)
+    assert main([*common, "--epochs", "3", "--resume"]) == 2
+    assert "(optim.temperature_unit) (the checkpoint trained the soft SROCC with its " \
+        "temperature in the predictions' own units" in capsys.readouterr().err
     with pytest.raises(SystemExit) as refused:  # refused as the command line is read
         main([*common, "--checkpoint-every", "-1"])
     assert refused.value.code == 2
@@ -280,21 +287,21 @@ def test_resume_over_the_dataset_made_again_under_another_plan_is_refused(tiny_d
     assert main([*common, "--epochs", "2", "--resume"]) == 0
 
 
-def test_only_pretrain_takes_checkpoint_every_for_only_it_resumes(capsys):
-    """A step checkpoint is for --resume, which only pretrain has: finetune refuses both."""
+def test_only_pretrain_takes_checkpoint_every(capsys):
+    """A step checkpoint resumes mid-epoch, which only pretrain does: finetune resumes its
+    splits at epoch ends and refuses the option."""
     from training.cli import _optim, build_parser
 
     parser = build_parser()
     args = parser.parse_args(["pretrain", "d", "--out", "y", "--checkpoint-every", "5"])
     assert _optim(args).checkpoint_every == 5
-    for option in ("--checkpoint-every", "--resume"):
-        with pytest.raises(SystemExit):
-            parser.parse_args(["finetune", "--dataset", "kadid10k", "--root", "x", "--out",
-                               "y", option, *(["5"] if option == "--checkpoint-every" else [])])
-        assert f"unrecognized arguments: {option}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["finetune", "--dataset", "kadid10k", "--root", "x", "--out", "y",
+                           "--checkpoint-every", "5"])
+    assert "unrecognized arguments: --checkpoint-every" in capsys.readouterr().err
     finetune = parser.parse_args(["finetune", "--dataset", "kadid10k", "--root", "x",
-                                  "--out", "y"])
-    assert _optim(finetune).checkpoint_every == 0
+                                  "--out", "y", "--resume"])
+    assert finetune.resume and _optim(finetune).checkpoint_every == 0
 
 
 def test_a_step_checkpoint_never_saves_non_finite_weights(tmp_path):
