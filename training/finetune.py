@@ -229,6 +229,13 @@ def _drop_earlier_splits(out: Path, repeats: int) -> None:
         shutil.rmtree(folder)
 
 
+def _drop_earlier_checkpoints(out: Path) -> None:
+    """At a fresh run's start: an earlier run's split-*/last.pt go, so a --resume of this run
+    never continues a split from a run of other settings it had not reached yet."""
+    for folder in _earlier_splits(out, 0):
+        (folder / checkpoint.LAST).unlink(missing_ok=True)
+
+
 def _resumed_splits(config: FinetuneConfig) -> list[bool]:
     """For --resume: which splits continue from their last.pt (those without one start
     afresh: the run had not reached them). FileNotFoundError where none has one."""
@@ -260,8 +267,10 @@ def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
                   for r in range(config.repeats)]  # every split refused before any is run
         out = Path(config.out)
         resumed = _resumed_splits(config) if resume else [False] * config.repeats
-        if context.is_main and not resume and (out / "results.json").exists():
-            _notice_earlier_run(out, config.repeats)
+        if context.is_main and not resume:
+            if (out / "results.json").exists():
+                _notice_earlier_run(out, config.repeats)
+            _drop_earlier_checkpoints(out)
         recorded = {"root_resolved": resolved_root(config.root),  # what evaluate knows
                     "images_fingerprint": benchmarks.fingerprint(images)}
         if config.ensemble and os.path.isfile(config.ensemble):  # found from any folder

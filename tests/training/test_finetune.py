@@ -80,6 +80,31 @@ def test_an_interrupted_run_resumes_to_the_figures_of_one_never_stopped(finetune
     assert resumed["median"] == whole["median"]
 
 
+def test_a_fresh_run_resumed_never_continues_a_split_of_the_earlier_run(finetuned,
+                                                                         monkeypatch):
+    """A fresh run of other settings into a finished run's folder, stopped in split 0: its
+    --resume starts split 1 afresh (the earlier run's split-1/last.pt went at the start)."""
+    import training.loop
+
+    config, _ = finetuned
+    assert (Path(config.out) / "split-1" / "last.pt").is_file()
+    other = dataclasses.replace(config, seed=1)
+    epochs_ended, broadcast = [], training.loop.broadcast_buffers
+
+    def stop(*args):  # in split 0's second epoch: its last.pt holds the first
+        epochs_ended.append(1)
+        if len(epochs_ended) == 2:
+            raise KeyboardInterrupt
+        return broadcast(*args)
+    monkeypatch.setattr(training.loop, "broadcast_buffers", stop)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(other)
+    monkeypatch.setattr(training.loop, "broadcast_buffers", broadcast)
+    assert not (Path(config.out) / "split-1" / "last.pt").exists()
+    resumed = finetune(other, resume=True)
+    assert [split["epochs_run"] for split in resumed["splits"]] == [2, 2]
+
+
 def test_a_second_run_into_the_same_folder_says_it_replaces_the_first(finetuned, capsys):
     config, _ = finetuned
     finetune(dataclasses.replace(config, repeats=1))
