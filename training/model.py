@@ -269,10 +269,13 @@ class Built:
     notices: list[str]    # what a user must see (a random start, skipped tensors)
 
 
+FLOAT32_HEAD_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)  # (stateless: safe to compute again)
+
+
 def _float32_output(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-    """The head's output computed again in float32 where autocast gave a lower precision (the
-    head is one small layer): bf16's 8-bit mantissa leaves 128 scores in [0.5, 1), ties that
-    would decide a validation SROCC and every figure after it."""
+    """A head layer's output computed again in float32 where autocast gave a lower precision
+    (a linear or convolution layer: stateless, small): bf16's 8-bit mantissa leaves 128
+    scores in [0.5, 1), ties that would decide a validation SROCC and every figure after it."""
     if not isinstance(output, torch.Tensor) or output.dtype == torch.float32:
         return None
     with torch.autocast(output.device.type, enabled=False):
@@ -281,13 +284,16 @@ def _float32_output(module: nn.Module, args: tuple, output: torch.Tensor) -> tor
 
 def keep_heads_float32(model: nn.Module) -> nn.Module:
     """Make the heads of `model` (a MultiHead's, or timm's classifier: both of a distilled
-    model's) give float32 outputs under autocast; the backbone stays in its precision."""
+    model's) give float32 outputs under autocast: their linear and convolution layers are
+    computed again in float32 (a head's batch norm runs once, its running statistics updated
+    once); the backbone stays in its precision. A headless backbone's Identity has none."""
     heads = (model.heads.values() if isinstance(model, MultiHead)
              else [module for name, module in model.named_modules()
                    if name in _classifier_names(model)])
     for head in heads:
-        if any(True for _ in head.parameters()):  # not the Identity of a headless backbone
-            head.register_forward_hook(_float32_output)
+        for layer in head.modules():
+            if isinstance(layer, FLOAT32_HEAD_LAYERS):
+                layer.register_forward_hook(_float32_output)
     return model
 
 

@@ -98,6 +98,20 @@ def test_under_bf16_the_backbone_computes_in_bf16_and_the_heads_in_float32(heads
     assert (outputs != outputs.bfloat16().float()).float().mean() > 0.9  # off bf16's grid
 
 
+def test_a_head_with_batch_norm_runs_it_once_and_gives_float32():
+    """LeViT's head is batch norm then linear (both of its distilled heads): only the linear
+    layers are computed again in float32, so each batch norm counts one batch per forward."""
+    model = build_model(ModelConfig("levit_128s", init="random")).model.train()
+    norms = [layer for head in model.get_classifier() for layer in head.modules()
+             if isinstance(layer, torch.nn.BatchNorm1d)]
+    assert len(norms) == 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(torch.randn(4, 3, 224, 224))
+    assert [int(norm.num_batches_tracked) for norm in norms] == [1, 1]
+    assert all(output.dtype == torch.float32
+               for output in (outputs if isinstance(outputs, tuple) else (outputs,)))
+
+
 def _step_run(tmp_path: Path):
     model = build_model(ModelConfig("test_resnet", init="random")).model
     run = Run(Context(0, 1, 0, torch.device("cpu")), model, OptimConfig(1e-3, 10, 1, 4), 0,
