@@ -135,11 +135,11 @@ def _generate(args: argparse.Namespace) -> int:
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The RunConfig of parsed `generate` arguments. What no option sets is the plan's of a
     dataset being resumed (not with --restart): its shard_refs unless --shard-refs is given,
-    its types' own levels (absent in plans made before them: none), and its order of the
-    levels and metrics given; else the shard is
+    its types' own levels (absent in plans made before them: none), its order of the
+    levels and metrics given, and its chain rule (undoing_apart); else the shard is
     sized to the spec's (RunConfig.sized_shard_refs) and the bank gives the types' levels."""
-    config = _given_config(args)
     planned = None if getattr(args, "restart", False) else _planned_inputs(args.out)
+    config = _given_config(args, _undoing_apart(args, planned))
     if planned is None:
         _check_levels_apply(config)
         if args.shard_refs is None:
@@ -152,6 +152,16 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     same_sets = {name: _planned_order(planned, name, getattr(config, name))
                  for name in ("levels", "metrics")}
     return dataclasses.replace(config, shard_refs=shard_refs, type_levels=own, **same_sets)
+
+
+def _undoing_apart(args: argparse.Namespace, planned: dict | None) -> bool:
+    """The chain rule: False for a composing dataset planned before chains kept a type and
+    its undoer apart (its plan does not say so), which is resumed with its draw."""
+    if planned is None or "undoing_apart" in planned:
+        return True
+    composes = args.compose is not None or bool(args.compose_share)
+    ids = _in_bank(args.bank, args.distortions)
+    return not composes or distortions.longest_chain(ids) == len(ids)
 
 
 def _check_levels_apply(config: RunConfig) -> None:
@@ -187,7 +197,7 @@ def _planned_inputs(out: str) -> dict | None:
     return None
 
 
-def _given_config(args: argparse.Namespace) -> RunConfig:
+def _given_config(args: argparse.Namespace, undoing_apart: bool) -> RunConfig:
     if args.metrics == () and args.ensemble is not None:  # (a recorded one is still read)
         raise ValueError("--ensemble makes each version's Q from its scores, and --metrics "
                          "none computes none: drop one of them")
@@ -203,7 +213,8 @@ def _given_config(args: argparse.Namespace) -> RunConfig:
         ensemble_file=args.ensemble, max_pixels=args.max_pixels, bank=args.bank,
         versions_per_ref=args.versions_per_ref, max_side=args.max_side,
         source_kind=args.source_kind, compose=args.compose, store=args.store,
-        keep_pngs=_kept_pngs(args.keep_pngs), compose_share=args.compose_share)
+        keep_pngs=_kept_pngs(args.keep_pngs), compose_share=args.compose_share,
+        undoing_apart=undoing_apart)
 
 
 def _kept_pngs(ids: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -507,13 +518,13 @@ def _convert(args: argparse.Namespace) -> int:
 def _validate_levels(args: argparse.Namespace) -> int:
     """Mean label Q by distortion and level of a generated dataset, checked against the
     spec's level order; writes a table (markdown, JSON) and a plot (PNG)."""
-    from pipeline.commands.validate_levels import failing, validate_levels
+    from pipeline.commands.validate_levels import failing, not_checked, validate_levels
 
     target = args.target or (args.out if "://" not in args.out else ".")
     rows = validate_levels(args.out, Path(target))
     failed = failing(rows)
     print(f"wrote {Path(target) / 'validate-levels'}.md, .json and .png ({len(rows)} types)")
-    unchecked = [row["name"] for row in rows if row["order_holds"] is None]
+    unchecked = not_checked(rows)
     print(("all level orders hold" if not unchecked else
            f"all level orders checked hold (not checked: {', '.join(unchecked)})")
           if not failed else f"level order fails for: {failed}")

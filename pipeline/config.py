@@ -68,6 +68,9 @@ class RunConfig:
     # ((id, levels), ...): types made at levels of their own in place of `levels`; None: the
     # bank's (distortions.bank_type_levels: dbcnn's exposure at 2 and 4), for selected types
     type_levels: tuple[tuple[int, tuple[int, ...]], ...] | None = None
+    # chains never hold a type and the type that undoes it (over- and underexposure); False:
+    # a dataset planned before this rule, its chains drawn as they were (from_json, resume)
+    undoing_apart: bool = True
 
     def __post_init__(self):
         self._check_types()
@@ -146,7 +149,7 @@ class RunConfig:
         if not all(isinstance(m, str) for m in _listed("metrics", self.metrics)):
             raise ValueError(f"metrics must be metric names, got {self.metrics!r}")
         object.__setattr__(self, "metrics", tuple(self.metrics))
-        for name in ("allow_upscale", "allow_missing_metrics"):
+        for name in ("allow_upscale", "allow_missing_metrics", "undoing_apart"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.size != NATIVE and not isinstance(self.size, TargetSize):
@@ -176,11 +179,11 @@ class RunConfig:
 
     def _check_compose(self) -> None:
         k, m = self.compose
-        longest = distortions.longest_chain(tuple(self.distortion_ids))
+        longest = self._longest_chain(self.distortion_ids)
         if not 1 <= k <= m <= longest:
+            apart = ", nor holds both of over- and underexposure" if self.undoing_apart else ""
             raise ValueError(f"compose {k}-{m}: needs 1 <= K <= M <= {longest} (the types "
-                             "selected; a chain never repeats a type, nor holds both of "
-                             "over- and underexposure)")
+                             f"selected; a chain never repeats a type{apart})")
         learned = [i for i in self.distortion_ids if distortions.get(i).learned]
         if learned:
             raise ValueError(f"compose: the learned-denoiser types {learned} cannot be composed "
@@ -205,10 +208,22 @@ class RunConfig:
             raise ValueError("compose_share applies to versions drawn per reference "
                              "(--versions-per-ref), without --compose")
         composable = tuple(i for i in self.distortion_ids if not distortions.get(i).learned)
-        if distortions.longest_chain(composable) < 2:
+        if self._longest_chain(composable) < 2:
             raise ValueError("compose_share needs two or more types that compose (the "
                              "learned-denoiser types never do, over- and underexposure not "
                              "with each other)")
+
+    def _longest_chain(self, ids: tuple[int, ...]) -> int:
+        """The most types of `ids` one chain can hold under the run's chain rule."""
+        return distortions.longest_chain(tuple(ids)) if self.undoing_apart else len(ids)
+
+    @property
+    def holds_undoing_pairs(self) -> bool:
+        """Whether its versions compose types and a type and its undoer are both selected:
+        then the chain rule (undoing_apart) decides what is drawn."""
+        composes = self.compose is not None or bool(self.compose_share)
+        ids = tuple(self.distortion_ids)
+        return composes and distortions.longest_chain(ids) < len(ids)
 
     def sized_shard_refs(self) -> int:
         """References per shard for about the spec's shard size (16 at 512x384 with 165
@@ -259,6 +274,7 @@ class RunConfig:
             fields["compose"] = tuple(fields["compose"])
         fields["type_levels"] = tuple((d, tuple(levels)) for d, levels in  # absent before
                                       fields.get("type_levels", ()))      # the option
+        fields.setdefault("undoing_apart", False)  # absent before the rule: drawn without it
         return cls(**fields)
 
     def plan_inputs(self) -> dict:
@@ -267,4 +283,7 @@ class RunConfig:
                 "allow_upscale", "max_pixels")
         modes = {key: getattr(self, key) for key, default in MODE_DEFAULTS.items()
                  if getattr(self, key) != default}
-        return {**{key: getattr(self, key) for key in keys}, "size": str(self.size), **modes}
+        # only where it decides the draw, and only the new rule: older plans keep their digest
+        rule = {"undoing_apart": True} if self.undoing_apart and self.holds_undoing_pairs else {}
+        return {**{key: getattr(self, key) for key in keys}, "size": str(self.size), **modes,
+                **rule}

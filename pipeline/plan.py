@@ -105,7 +105,8 @@ def _chain_types(drawn: np.ndarray, config: RunConfig, ref_id: str, index: int) 
     types left (a chain drawn without such a pair keeps its draw: the plans of datasets made
     before this rule are unchanged but for those chains)."""
     types = [int(d) for d in drawn]
-    if not any(other in types for d in types for other in distortions.undoing(d)):
+    if not config.undoing_apart or not any(
+            other in types for d in types for other in distortions.undoing(d)):
         return types
     rng = np.random.default_rng(stable_hash("compose-undone", config.seed, ref_id, index))
     left, types = list(config.distortion_ids), []
@@ -123,8 +124,10 @@ def second_links(ref_id: str, config: RunConfig) -> dict[int, Chain]:
     that compose. The two share one level as Re-IQA's code splits it (l1 ~ U{0..4},
     l2 ~ U{0..l1}; the first type at l1 - l2, the second at l2): by rank among the selected
     levels, the two ranks sum to a drawn rank, so no composed version is worse than the worst
-    single level twice over. A type never composes the type that undoes it. Seeded by the run
-    seed, the ref_id and the version's index."""
+    single level twice over. A type never composes the type that undoes it (where the draw
+    picks it, the second type is drawn again from the others, so versions drawn without it keep
+    the draw of datasets made before this rule). Seeded by the run seed, the ref_id and the
+    version's index."""
     if not config.compose_share:
         return {}
     composable = [d for d in config.distortion_ids if not distortions.get(d).learned]
@@ -134,16 +137,29 @@ def second_links(ref_id: str, config: RunConfig) -> dict[int, Chain]:
         rng = np.random.default_rng(stable_hash("compose-share", config.seed, ref_id, index))
         if rng.random() >= config.compose_share or first not in composable:
             continue
-        others = [d for d in composable if d != first and d not in distortions.undoing(first)]
-        if not others:  # (only its undoer composes)
+        second = _second_type(int(rng.choice([d for d in composable if d != first])), first,
+                              composable, config, ref_id, index)
+        if second is None:  # (only its undoer composes)
             continue
-        second = int(rng.choice(others))
         total = int(rng.integers(len(levels)))
         second_rank = int(rng.integers(total + 1))
         chains[index] = tuple(
             (distortion, own_level(config, distortion, levels[rank], ref_id, index))
             for distortion, rank in ((first, total - second_rank), (second, second_rank)))
     return chains
+
+
+def _second_type(drawn: int, first: int, composable: list[int], config: RunConfig,
+                 ref_id: str, index: int) -> int | None:
+    """The second type of a composed version: `drawn`, or, where it undoes `first` under the
+    run's chain rule, one drawn again from the other composable types (None: there is none)."""
+    if not config.undoing_apart or drawn not in distortions.undoing(first):
+        return drawn
+    others = [d for d in composable if d != first and d not in distortions.undoing(first)]
+    if not others:
+        return None
+    rng = np.random.default_rng(stable_hash("compose-share-undone", config.seed, ref_id, index))
+    return int(rng.choice(others))
 
 
 def planned_versions(ref_id: str, config: RunConfig

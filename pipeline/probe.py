@@ -9,7 +9,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipeline.errors import UnreachableStorageError
-from pipeline.lease import LEASE_FILE, writer_refusal
+from pipeline.lease import writer_refusal
 from pipeline.plan import Plan, PlannedReference
 from pipeline.sources import open_source
 from shards.layout import SHARDS_DIR
@@ -37,17 +37,9 @@ def probe_storage(first: PlannedReference | None, store: str, out: str,
         except ValueError as error:
             problems.append(f"SOURCES: {error}")
     location = Location.parse(out)
-    if problem := _lease_problem(location, holder) or _write_problem(location):
+    if problem := writer_refusal(location, holder) or _write_problem(location):
         problems.append(f"OUT {redact(out)}: {problem}")
     return ray.util.get_node_ip_address(), problems
-
-
-def _lease_problem(location: Location, holder: dict) -> str | None:
-    """Why this node would refuse to publish a shard of the driver `holder` names."""
-    if not location.exists(location.path(LEASE_FILE)):  # written by the driver just before
-        return (f"this node does not see the {LEASE_FILE} the driver holds there: not the "
-                "folder the driver writes (one on the driver's machine only?)")
-    return writer_refusal(location, holder)
 
 
 def _write_problem(location: Location) -> str | None:

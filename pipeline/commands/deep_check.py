@@ -96,7 +96,8 @@ def label_problem(row: dict) -> str | None:
         links = recipe.get("chain", [recipe])
         made = [{"id": link["distortion_id"], "level": link["level"]} for link in links]
         first = distortions.get(links[0]["distortion_id"])
-    except (TypeError, ValueError, KeyError, IndexError, distortions.DistortionError) as error:
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError,
+            distortions.DistortionError) as error:
         return f"{row['key']}: its recipe names no distortion ({type(error).__name__}: {error})"
     expected = {"chain": made, "distortion_id": first.id, "distortion": first.name,
                 "category": first.category, "level": made[0]["level"],

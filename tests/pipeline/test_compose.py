@@ -18,6 +18,7 @@ from pipeline.commands.deep_check import deep_check
 from pipeline.commands.inspect_dataset import inspect
 from pipeline.commands.validate_levels import validate_levels
 from pipeline.config import RunConfig
+from pipeline.errors import PlanMismatchError
 from pipeline.plan import Plan, chains_for, persist_or_check
 from pipeline.report import write_run_files
 from pipeline.sources import list_sources
@@ -305,9 +306,20 @@ def test_no_chain_holds_two_types_that_undo_each_other(fast_config):
     share = fast_config("embedded", bank="registered", distortion_ids=ids, levels=(1, 3, 5),
                         versions_per_ref=7,
                         compose_share=1.0)
-    links = [chain for ref_id in (f"r{i}" for i in range(60))
-             for chain in second_links(ref_id, share).values()]
-    assert len(links) > 300
+    links, redrawn = [], 0
+    for ref_id in (f"r{i}" for i in range(60)):
+        for index, chain in second_links(ref_id, share).items():
+            links.append(chain)
+            rng = np.random.default_rng(distortions.seeding.stable_hash(
+                "compose-share", share.seed, ref_id, index))
+            rng.random()
+            first = chain[0][0]
+            first_draw = int(rng.choice([d for d in ids if d != first]))
+            if first_draw in distortions.undoing(first):
+                redrawn += 1
+            else:
+                assert chain[1][0] == first_draw
+    assert len(links) > 300 and redrawn > 10
     assert not any({over, under} <= {d for d, _ in chain} for chain in links)
     with pytest.raises(ValueError, match=r"K <= M <= 1 .*over- and underexposure"):
         fast_config("embedded", bank="registered", distortion_ids=(over, under), levels=(2, 4),
@@ -318,6 +330,65 @@ def test_no_chain_holds_two_types_that_undo_each_other(fast_config):
 
 
 @pytest.mark.slow
+def test_a_dataset_planned_before_the_undoing_rule_keeps_its_draw(fast_config, tmp_path):
+    """A composing dataset with both exposures, planned before chains kept them apart, has no
+    undoing_apart in its plan or manifest: read back it keeps its draw (pairs and all, its
+    chains as long as the types selected) and its digest, and generate resumes it with that
+    draw; a new plan of the same selection says the rule in its digest, so it never resumes
+    the old dataset silently."""
+    from dataclasses import replace
+
+    over, under = (distortions.get(name).id for name in ("overexposure", "underexposure"))
+    ids = (1, 13, over, under)
+    new = fast_config("embedded", bank="registered", distortion_ids=ids, levels=(1, 3, 5),
+                      compose=(2, 3))
+    recorded = {k: v for k, v in json.loads(json.dumps(new.to_json())).items()
+                if k != "undoing_apart"}  # a manifest's config written before the rule
+    old = RunConfig.from_json({**recorded, "compose": [2, 4]})
+    assert not old.undoing_apart and new.undoing_apart
+    assert RunConfig.from_json(json.loads(json.dumps(new.to_json()))) == new
+    assert "undoing_apart" not in old.plan_inputs() and new.plan_inputs()["undoing_apart"]
+    assert (replace(old, compose=(2, 3)).plan_inputs()
+            == {k: v for k, v in new.plan_inputs().items() if k != "undoing_apart"})
+    plain = fast_config("embedded", bank="registered", distortion_ids=ids, levels=(1, 3, 5))
+    assert "undoing_apart" not in plain.plan_inputs()  # nothing composes: digest as before
+    pairs = 0
+    for ref_id in (f"r{i}" for i in range(40)):
+        for index, chain in enumerate(chains_for(ref_id, old)):
+            rng = np.random.default_rng(distortions.seeding.stable_hash(
+                "compose", old.seed, ref_id, index))
+            count = int(rng.integers(2, 5))
+            assert [d for d, _ in chain] == [int(d) for d in rng.choice(ids, count, False)]
+            pairs += {over, under} <= {d for d, _ in chain}
+    assert pairs > 10
+    with pytest.raises(ValueError, match=r"K <= M <= 3"):
+        replace(old, undoing_apart=True)  # four types hold no chain of four under the rule
+
+    out = tmp_path / "old"
+    words = ["generate", "--sources", "embedded", "--out", str(out), "--bank", "registered",
+             "--distortions", ",".join(map(str, ids)), "--levels", "1,3,5", "--compose", "2-4"]
+    with pytest.raises(ValueError, match=r"K <= M <= 3"):  # a new plan: the rule
+        cli.run_config(cli.build_parser().parse_args(words))
+    planned = cli._given_config(cli.build_parser().parse_args(words), undoing_apart=False)
+    persist_or_check(Plan.make(list_sources("embedded"), planned), Location.parse(str(out)))
+    resumed = cli.run_config(cli.build_parser().parse_args(words))
+    assert not resumed.undoing_apart and resumed.plan_inputs() == planned.plan_inputs()
+    with pytest.raises(ValueError, match=r"K <= M <= 3"):
+        cli.run_config(cli.build_parser().parse_args([*words, "--restart"]))
+    with pytest.raises(PlanMismatchError, match=r"undoing_apart None -> True"):
+        persist_or_check(Plan.make(list_sources("embedded"), replace(
+            planned, compose=(2, 3), undoing_apart=True)), Location.parse(str(out)))
+
+
+@pytest.mark.parametrize("recipe", ["[1, 2]", "5", "null", '{"chain": []}', '{"chain": [3]}',
+                                    '{"distortion_id": 999, "level": 1}', '{"level": 1}'])
+def test_a_recipe_naming_no_distortion_is_a_problem_not_a_crash(recipe):
+    from pipeline.commands.deep_check import label_problem
+
+    row = {"key": "r_01_1", "ref_id": "r", "recipe": recipe}
+    assert label_problem(row).startswith("r_01_1: its recipe names no distortion (")
+
+
 def test_inspect_deep_names_labels_that_are_not_their_recipes(fast_config, mae_ensemble):
     """A version whose chain (its classes and multihot bits), level or distortion were
     changed in its record and its index row alike (so they agree, and the stats were

@@ -209,6 +209,12 @@ def test_validate_levels_never_passes_what_it_did_not_check(tmp_path, capsys):
                                                       "sources_ok": 2}))
     assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 1
     assert "level order fails for: ['jpeg']" in capsys.readouterr().out
+    drawn = {f"38-{level}": 0.9 - 0.01 * level for level in range(1, 6)}  # denoise_blur only
+    (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": drawn,
+                                                      "sources_ok": 2}))
+    assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 2
+    assert "has a level order to check (denoise_blur: it follows a draw" in \
+        capsys.readouterr().err
 
 
 def test_validate_levels_checks_the_added_types_too(tmp_path, capsys):
