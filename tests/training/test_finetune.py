@@ -43,27 +43,33 @@ def test_finetune_reports_the_median_over_splits(finetuned):
     assert len(first) == len(second) == 1 and not first & second  # distinct references
 
 
+def _stopped_in_epoch(config: FinetuneConfig, epoch: int, monkeypatch) -> None:
+    """Run `config`, interrupted at the end of its `epoch`-th epoch over all splits (before
+    that epoch's validation and last.pt: the last.pt holds the one before)."""
+    import training.loop
+
+    epochs_ended, broadcast = [], training.loop.broadcast_buffers
+
+    def stopping(*args):  # once per epoch
+        epochs_ended.append(1)
+        if len(epochs_ended) == epoch:
+            raise KeyboardInterrupt
+        return broadcast(*args)
+    monkeypatch.setattr(training.loop, "broadcast_buffers", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(config)
+    monkeypatch.setattr(training.loop, "broadcast_buffers", broadcast)
+
+
 def test_an_interrupted_run_resumes_to_the_figures_of_one_never_stopped(finetuned, tmp_path,
                                                                         monkeypatch, capsys):
     """Stopped in split 1's second epoch (its last.pt holds the first), `--resume` tests split
     0 again from its best.pt, continues split 1 and gives what the run never stopped gave."""
-    import training.loop
-
     config, whole = finetuned
     stopped = dataclasses.replace(config, out=str(tmp_path / "stopped"))
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         finetune(stopped, resume=True)
-    epochs_ended, broadcast = [], training.loop.broadcast_buffers
-
-    def stop_at_the_fourth(*args):  # once per epoch, before its validation and last.pt
-        epochs_ended.append(1)
-        if len(epochs_ended) == 4:
-            raise KeyboardInterrupt
-        return broadcast(*args)
-    monkeypatch.setattr(training.loop, "broadcast_buffers", stop_at_the_fourth)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(stopped)
-    monkeypatch.setattr(training.loop, "broadcast_buffers", broadcast)
+    _stopped_in_epoch(stopped, 4, monkeypatch)
     out = Path(stopped.out)
     assert not (out / "results.json").exists() and not (out / "split-1" / "test.json").exists()
     with pytest.raises(ValueError, match="other settings"):
@@ -82,24 +88,13 @@ def test_an_interrupted_run_resumes_to_the_figures_of_one_never_stopped(finetune
 
 def test_a_fresh_run_resumed_never_continues_a_split_of_the_earlier_run(finetuned,
                                                                          monkeypatch):
-    """A fresh run of other settings into a finished run's folder, stopped in split 0: its
-    --resume starts split 1 afresh (the earlier run's split-1/last.pt went at the start)."""
-    import training.loop
-
+    """A fresh run of other settings into a finished run's folder, stopped in split 0's second
+    epoch: its --resume starts split 1 afresh (the earlier run's split-1/last.pt went at the
+    start)."""
     config, _ = finetuned
     assert (Path(config.out) / "split-1" / "last.pt").is_file()
     other = dataclasses.replace(config, seed=1)
-    epochs_ended, broadcast = [], training.loop.broadcast_buffers
-
-    def stop(*args):  # in split 0's second epoch: its last.pt holds the first
-        epochs_ended.append(1)
-        if len(epochs_ended) == 2:
-            raise KeyboardInterrupt
-        return broadcast(*args)
-    monkeypatch.setattr(training.loop, "broadcast_buffers", stop)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(other)
-    monkeypatch.setattr(training.loop, "broadcast_buffers", broadcast)
+    _stopped_in_epoch(other, 2, monkeypatch)
     assert not (Path(config.out) / "split-1" / "last.pt").exists()
     resumed = finetune(other, resume=True)
     assert [split["epochs_run"] for split in resumed["splits"]] == [2, 2]
