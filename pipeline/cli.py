@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 import distortions
-from pipeline.config import SOURCE_KINDS, SPEC_SHARD_REFS, RunConfig
+from pipeline.config import SOURCE_KINDS, SPEC_SHARD_REFS, RunConfig, composes_undoing_pairs
 from pipeline.embedded import EMBEDDED_PHOTOS
 from pipeline.errors import PipelineError
 from pipeline.plan import read_plan
@@ -159,9 +159,8 @@ def _undoing_apart(args: argparse.Namespace, planned: dict | None) -> bool:
     its undoer apart (its plan does not say so), which is resumed with its draw."""
     if planned is None or "undoing_apart" in planned:
         return True
-    composes = args.compose is not None or bool(args.compose_share)
-    ids = _in_bank(args.bank, args.distortions)
-    return not composes or distortions.longest_chain(ids) == len(ids)
+    return not composes_undoing_pairs(_in_bank(args.bank, args.distortions), args.compose,
+                                      args.compose_share)
 
 
 def _check_levels_apply(config: RunConfig) -> None:

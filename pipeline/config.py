@@ -40,6 +40,15 @@ def _listed(name: str, values) -> tuple:
     return tuple(values)
 
 
+def composes_undoing_pairs(ids: Iterable[int], compose: tuple[int, int] | None,
+                           compose_share: float) -> bool:
+    """Whether versions compose types (`compose` or a `compose_share`) and a type and its
+    undoer are both among `ids`: then the chain rule (undoing_apart) decides what is drawn."""
+    ids = tuple(ids)
+    composes = compose is not None or bool(compose_share)
+    return composes and distortions.longest_chain(ids) < len(ids)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     sources: str
@@ -219,11 +228,7 @@ class RunConfig:
 
     @property
     def holds_undoing_pairs(self) -> bool:
-        """Whether its versions compose types and a type and its undoer are both selected:
-        then the chain rule (undoing_apart) decides what is drawn."""
-        composes = self.compose is not None or bool(self.compose_share)
-        ids = tuple(self.distortion_ids)
-        return composes and distortions.longest_chain(ids) < len(ids)
+        return composes_undoing_pairs(self.distortion_ids, self.compose, self.compose_share)
 
     def sized_shard_refs(self) -> int:
         """References per shard for about the spec's shard size (16 at 512x384 with 165

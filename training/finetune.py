@@ -129,12 +129,14 @@ def _split_folder(config: FinetuneConfig, repeat: int) -> Path:
 
 
 def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: int,
-               recorded: dict, resume: bool) -> dict:
+               recorded: dict, resume: bool, first_of_fresh_run: bool = False) -> dict:
     """Train split `repeat` (continued from its last.pt with `resume`), then test its best."""
     seed = config.seed + repeat  # of the weights' start, crops and batch order
     out = _split_folder(config, repeat)
     torch.manual_seed(seed)
     built = build_model(config.model)
+    if first_of_fresh_run and context.is_main:
+        _drop_earlier_checkpoints(Path(config.out))
     model = built.model
     notices = list(built.notices)
     if parts.val is parts.train:
@@ -230,10 +232,16 @@ def _drop_earlier_splits(out: Path, repeats: int) -> None:
 
 
 def _drop_earlier_checkpoints(out: Path) -> None:
-    """At a fresh run's start: an earlier run's split-*/last.pt go, so a --resume of this run
-    never continues a split from a run of other settings it had not reached yet."""
-    for folder in _earlier_splits(out, 0):
-        (folder / checkpoint.LAST).unlink(missing_ok=True)
+    """Once a fresh run's first model is built (it can no longer be refused at its start): an
+    earlier run's split-*/last.pt go, so a --resume of this run never continues a split from a
+    run of other settings it had not reached yet."""
+    dropped = [folder / checkpoint.LAST for folder in _earlier_splits(out, 0)
+               if (folder / checkpoint.LAST).is_file()]
+    for path in dropped:
+        path.unlink()
+    if dropped:
+        print(f"NOTICE: removed the earlier run's {', '.join(str(p) for p in dropped)} (a "
+              "--resume of this run must not continue them)")
 
 
 def _resumed_splits(config: FinetuneConfig) -> list[bool]:
@@ -267,15 +275,14 @@ def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
                   for r in range(config.repeats)]  # every split refused before any is run
         out = Path(config.out)
         resumed = _resumed_splits(config) if resume else [False] * config.repeats
-        if context.is_main and not resume:
-            if (out / "results.json").exists():
-                _notice_earlier_run(out, config.repeats)
-            _drop_earlier_checkpoints(out)
+        if context.is_main and not resume and (out / "results.json").exists():
+            _notice_earlier_run(out, config.repeats)
         recorded = {"root_resolved": resolved_root(config.root),  # what evaluate knows
                     "images_fingerprint": benchmarks.fingerprint(images)}
         if config.ensemble and os.path.isfile(config.ensemble):  # found from any folder
             recorded["ensemble"] = os.path.abspath(config.ensemble)
-        results = [_one_split(context, config, parts, r, recorded, resumed[r])
+        results = [_one_split(context, config, parts, r, recorded, resumed[r],
+                              first_of_fresh_run=not resume and r == 0)
                    for r, parts in enumerate(splits)]
         if not context.is_main:
             return {}

@@ -117,6 +117,7 @@ def test_a_run_refused_at_its_start_leaves_the_earlier_run_whole(finetuned):
             config.model, pretrained_file="/nowhere/best.pt")))
     assert read_json(Path(config.out) / "results.json") == json.loads(json.dumps(summary))
     assert sorted(p.name for p in Path(config.out).glob("split-*")) == ["split-0", "split-1"]
+    assert all((Path(config.out) / f"split-{r}" / "last.pt").is_file() for r in range(2))
 
 
 def test_evaluate_reproduces_the_test_figures_of_a_split(finetuned, tmp_path, capsys):
