@@ -5,11 +5,13 @@ default start.
 
     python benchmarks/demo_summary.py --demo out/pretrain-demo --out docs
 
-Writes OUT/pretrain-demo.json and OUT/pretrain-demo.md (what the README's demo table cites).
+Writes OUT/pretrain-demo.json and OUT/pretrain-demo.md (what the README's demo table cites),
+and OUT/pretrain-demo-scatter.png: the fine-tuned regression start's first split's scatter plot.
 """
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from report_files import write_report
@@ -54,6 +56,15 @@ def summary(demo: Path) -> list[dict]:
     return rows
 
 
+def copy_scatter(demo: Path, out: Path) -> Path | None:
+    """The regression demo's first fine-tuned split's scatter plot, copied into `out` (None
+    where that run has not been made)."""
+    scatter = demo / "regression" / "pretrained" / "split-0" / "scatter.png"
+    if not scatter.is_file():
+        return None
+    return Path(shutil.copyfile(scatter, out / "pretrain-demo-scatter.png"))
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["# `make pretrain-demo`", "",
              "resnet18 from random weights, pretrained on the embedded dataset's hubble_deep_field "
@@ -78,6 +89,8 @@ def main() -> None:
     rows = summary(args.demo)
     write_report(args.out, "pretrain-demo", rows, markdown(rows))
     print(markdown(rows))
+    if (scatter := copy_scatter(args.demo, args.out)) is not None:
+        print(f"scatter plot: {scatter}")
 
 
 if __name__ == "__main__":

@@ -39,3 +39,14 @@ def test_rows_count_the_splits_each_run_wins(tmp_path):
 def test_no_run_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="make pretrain-demo"):
         demo_summary.summary(tmp_path)
+
+
+def test_the_scatter_plot_of_the_fine_tuned_first_split_is_copied(tmp_path):
+    split = tmp_path / "demo" / "regression" / "pretrained" / "split-0"
+    split.mkdir(parents=True)
+    (split / "scatter.png").write_bytes(b"a picture")
+    (tmp_path / "docs").mkdir()
+    assert demo_summary.copy_scatter(tmp_path / "demo", tmp_path / "docs") == (
+        tmp_path / "docs" / "pretrain-demo-scatter.png")
+    assert (tmp_path / "docs" / "pretrain-demo-scatter.png").read_bytes() == b"a picture"
+    assert demo_summary.copy_scatter(tmp_path / "none", tmp_path / "docs") is None
