@@ -1,0 +1,80 @@
+"""The README's headline figures are those the benchmarks last wrote (docs/bench-*.json): a
+benchmark run that moves a figure fails here until the README says the new one."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _bench(name: str) -> dict:
+    return json.loads((ROOT / "docs" / f"bench-{name}.json").read_text())
+
+
+def _one(pattern: str) -> re.Match:
+    found = list(re.finditer(pattern, README))
+    assert len(found) == 1, f"README holds {len(found)} matches of {pattern!r}"
+    return found[0]
+
+
+def _as_stated(stated: str, value: float) -> bool:
+    """Whether `stated` is `value` to the decimals it is written with."""
+    decimals = len(stated.partition(".")[2])
+    return float(stated) == round(value, decimals)
+
+
+def _storage_row(mode: str) -> list[str]:
+    """The cells of the README's storage table row of `mode` (its first cell's code span)."""
+    row = _one(rf"\n\| `{re.escape(mode)}`[^\n]*").group(0)
+    return [cell.strip() for cell in row.strip().strip("|").split(" | ")]
+
+
+def test_the_embedded_runs_time_is_the_pipeline_benchmarks():
+    wall = _bench("pipeline")["runs"][0]["wall_seconds"]
+    assert float(_one(r"\(([\d.]+) s in `make bench-pipeline`").group(1)) == wall
+
+
+def test_the_projected_node_rate_and_hours_are_the_pipeline_benchmarks():
+    projection = _bench("pipeline")["projection"]
+    assert _as_stated(_one(r"\*\*([\d.]+) labelled images/s\*\*").group(1),
+                      projection["node_rate"])
+    on_eight = next(row["hours"] for row in projection["rows"] if row["nodes"] == 8)
+    assert float(_one(r"\*\*([\d.]+) hours on 8 such nodes\*\*").group(1)) == on_eight
+
+
+def test_the_all_ten_gpu_rate_is_the_device_benchmarks():
+    measured = _bench("gpu")["labelers"]["all_ten"]["images_per_s"]
+    assert _as_stated(_one(r"\*\*all ten together ([\d.]+) images/s\*\*").group(1), measured)
+
+
+@pytest.mark.parametrize("mode, key", [("images", "images"), ("recipes", "recipes"),
+                                       ("hybrid", "hybrid"), ("hybrid --keep-pngs", "hybrid_kept")])
+def test_the_storage_table_is_the_storage_benchmarks(mode, key):
+    bench = _bench("storage")
+    if key == "hybrid_kept":
+        mode += " " + ",".join(map(str, bench["keep_pngs"]))
+    cells = _storage_row(mode)
+    loader = bench["loader_samples_per_s"][key]["2"]
+    assert _as_stated(cells[-1].removesuffix(" samples/s"), loader)
+    sizes = bench["sizes"]
+    assert _as_stated(re.match(r"([\d.]+) MB", cells[2]).group(1), sizes[key]["total"] / 1e6)
+    if key != "images":
+        smaller = re.search(r"\(([\d.]+) times smaller\)", cells[2]).group(1)
+        assert _as_stated(smaller, sizes["images"]["total"] / sizes[key]["total"])
+
+
+def test_the_kept_sets_share_of_the_images_loader_is_the_storage_benchmarks():
+    share = round(100 * _bench("storage")["measured_share"]["hybrid_kept"], 1)
+    assert float(_one(r"types' PNGs, [\d.]+ times at ([\d.]+)%").group(1)) == share
+    assert float(_one(r"it reaches ([\d.]+)% at").group(1)) == share
+
+
+def test_the_distortion_benchmarks_median_and_slowest_scenarios():
+    summary = _bench("distortions")["summary"]
+    assert int(_one(r"median scenario (\d+) ms").group(1)) == round(summary["median_total_ms"])
+    slowest = int(_one(r"slowest non-learned (\d+) ms").group(1))
+    assert slowest == round(summary["max_classic_total_ms"])
