@@ -9,6 +9,8 @@ level (recorded device vs this one): that is reported, not counted as a problem.
 
 import json
 import tarfile
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -154,6 +156,33 @@ def _rescore(row: dict, reference: np.ndarray, stored: np.ndarray, labeler: Labe
     return None
 
 
+def _check_version(row: dict, pixels: dict, changed: dict,
+                   shard_context: Callable[[], ReplayContext], store: str,
+                   keep_pngs: tuple[int, ...], labeler: Labeler | None
+                   ) -> tuple[list[str], str]:
+    """(problems, note) of one sampled version against its shard's `pixels`."""
+    if row["ref_id"] in changed:
+        return [], "reference changed"
+    reference = pixels[reference_key(row["ref_id"])][0]
+    stored, record = pixels[row["key"]]
+    differs = record_differences([row], {row["key"]: record})
+    if differs:  # readers replay the record: the index's copy would check another
+        return differs, "record differs from the index"
+    if mislabelled := label_problem(row):
+        return [mislabelled], "labels differ from the recipe"
+    if stored is None and stores_pixels(store, row, keep_pngs):
+        return ([f"{row['key']}: its tar holds no PNG of it, though the store mode {store} "
+                 f"keeps one"], "PNG missing")
+    if stored is None:
+        problem, note, stored = _recipe_only(row, reference, shard_context())
+    else:
+        problem, note = _replay(row, reference, stored)
+    if stored is None:
+        return [problem], note
+    rescored = _rescore(row, reference, stored, labeler) if labeler else None
+    return [p for p in (problem, rescored) if p], note
+
+
 def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[int, ...] = ()
                ) -> tuple[list[str], list[str]]:
     """(summary lines, problems) of `count` sampled versions replayed and re-scored; a
@@ -194,38 +223,13 @@ def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[i
                    if (problem := changed_reference(reference_key(ref_id),
                                                     *pixels[reference_key(ref_id)]))}
         problems += [f"deep check: shard {shard}: {problem}" for problem in changed.values()]
+        shard_context = partial(context.for_shard, location, shard)  # read where replayed
         for row in shard_rows:
             checked.update()
-            if row["ref_id"] in changed:
-                notes.append("reference changed")
-                continue
-            reference = pixels[reference_key(row["ref_id"])][0]
-            stored, record = pixels[row["key"]]
-            differs = record_differences([row], {row["key"]: record})
-            if differs:  # readers replay the record: the index's copy would check another
-                problems += differs
-                notes.append("record differs from the index")
-                continue
-            if mislabelled := label_problem(row):
-                problems.append(mislabelled)
-                notes.append("labels differ from the recipe")
-                continue
-            if stored is None and stores_pixels(store, row, keep_pngs):
-                problems.append(f"{row['key']}: its tar holds no PNG of it, though the store "
-                                f"mode {store} keeps one")
-                notes.append("PNG missing")
-                continue
-            if stored is None:
-                problem, note, stored = _recipe_only(row, reference,
-                                                     context.for_shard(location, shard))
-            else:
-                problem, note = _replay(row, reference, stored)
+            found, note = _check_version(row, pixels, changed, shard_context, store,
+                                         keep_pngs, labeler)
+            problems += found
             notes.append(note)
-            if stored is None:
-                problems.append(problem)
-                continue
-            rescored = _rescore(row, reference, stored, labeler) if labeler else None
-            problems += [p for p in (problem, rescored) if p]
     checked.close()
     counts = {note: notes.count(note) for note in sorted(set(notes))}
     return [f"deep check: {len(rows)} sampled versions: "
