@@ -44,6 +44,12 @@ class Metric(ABC):
 
     def check_pair(self, ref: torch.Tensor, dist: torch.Tensor) -> None:
         """Raise a typed error unless ref (1 x 3 x H x W) and dist (N x 3 x H x W) fit."""
+        if not isinstance(ref, torch.Tensor) or not isinstance(dist, torch.Tensor):
+            raise InvalidPairError(
+                f"{self.key}: expected torch tensors (uint8, channels first), got "
+                f"{type(ref).__name__} and {type(dist).__name__} (Labeler.score takes H x W x 3 "
+                f"arrays)"
+            )
         if ref.dtype != torch.uint8 or dist.dtype != torch.uint8:
             raise InvalidPairError(
                 f"{self.key}: expected uint8 images, got {ref.dtype} and {dist.dtype}"

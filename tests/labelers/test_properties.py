@@ -94,6 +94,9 @@ def test_mismatched_pairs_are_typed_errors(metric_factory):
                      torch.zeros(2, 3, 8, 9, dtype=torch.uint8))
     with pytest.raises(InvalidPairError, match="uint8"):
         metric.score(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+    arrays = np.zeros((8, 8, 3), np.uint8)  # Labeler's layout, handed to a metric
+    with pytest.raises(InvalidPairError, match=r"torch tensors.*got ndarray and ndarray"):
+        metric.score(arrays, arrays[None])
 
 
 def test_labeler_scores_every_available_metric(random_weights, noisy_versions):
