@@ -95,6 +95,32 @@ def ours(key: str, ref, dists, device: str) -> dict[str, float]:
     return {"batch_1": one, "batch_16": sixteen}
 
 
+PASS_SIZES = (1, 2, 4, 16)  # versions per CPU pass compared in `cpu_passes`
+
+
+def cpu_passes(ref, dists) -> dict:
+    """On the CPU, images/s of each hand-written metric scoring the versions in one call with
+    passes of each of PASS_SIZES, and of a Labeler of them all in their own passes (each
+    metric's `cpu_chunk`) against passes of 16."""
+    keys = [key for key in labelers.METRICS if key not in labelers.DEEP_METRICS]
+    ref_t, dist_t = to_batch(ref, "cpu"), to_batch(dists, "cpu")
+    per_metric = {}
+    for key in keys:
+        metric = labelers.metric_class(key)("cpu")
+        metric.score(ref_t, dist_t[:2])  # warm-up
+        per_metric[key] = {"own": metric.cpu_chunk}
+        for size in PASS_SIZES:
+            metric.cpu_chunk = size
+            per_metric[key][str(size)] = _rate(len(dists), lambda m=metric: m.score(ref_t, dist_t))
+    labeler = labelers.Labeler(keys, "cpu", batch_size=16)
+    labeler.score(ref, dists[:2])
+    own = _rate(len(dists), lambda: labeler.score(ref, dists))
+    for metric in labeler.metrics.values():
+        metric.cpu_chunk = 16
+    sixteen = _rate(len(dists), lambda: labeler.score(ref, dists))
+    return {"metrics": per_metric, "labeler": {"own": own, "16": sixteen}, "keys": keys}
+
+
 def pyiqa_loop(key: str, ref, dists, device: str, count: int) -> float | None:
     """Images per second of pyiqa scoring one pair at a time (None where it has no such metric
     or cannot build it here). Its deep metrics run without their learned layers
@@ -125,13 +151,17 @@ def run(device: str, count: int, pyiqa_count: int) -> dict:
         rows[key] = row
         print(f"{device} {key:8s} " + json.dumps({k: v and round(v, 2) for k, v in row.items()}),
               flush=True)
+    if device == "cpu":
+        passes = cpu_passes(ref, dists)
+        print("cpu passes " + json.dumps(passes["labeler"]), flush=True)
     labeler = labelers.Labeler(device=device, batch_size=16)
     labeler.score(ref, dists[:2])
     together = _rate(len(dists), lambda: labeler.score(ref, dists))
     pyiqa_seconds = sum(1 / r["pyiqa_loop"] for r in rows.values() if r["pyiqa_loop"])
     return {"device": device, "metrics": rows, "all_ten_batch_16": together,
             "pyiqa_all_available": 1 / pyiqa_seconds,
-            "all_ten_ratio": together * pyiqa_seconds}
+            "all_ten_ratio": together * pyiqa_seconds,
+            **({"cpu_passes": passes} if device == "cpu" else {})}
 
 
 def markdown(result: dict) -> str:
@@ -141,7 +171,9 @@ def markdown(result: dict) -> str:
              f"versions across the bank). pyiqa {result['pyiqa_version']} scores one pair per "
              f"call ({result['pyiqa_images']} pairs) in the same run. Machine: {m['cpu']}, "
              f"{m['cores']} cores, torch {m['torch']}, GPU: {m['gpu'] or 'none'}. "
-             f"Backbones: {result['backbones']}.", ""]
+             f"Backbones: {result['backbones']}. Batch 16: one call of 16 versions, which a "
+             "metric scores on a CPU in passes of its `cpu_chunk` (2 to 4 hand-written, 16 "
+             "for the networks).", ""]
     for run_result in result["runs"]:
         lines += [f"## {run_result['device']}", "",
                   "| metric | batch 1 | batch 16 | pyiqa loop | ratio (batch 16 / pyiqa) |",
@@ -158,7 +190,25 @@ def markdown(result: dict) -> str:
                   f"**{run_result['all_ten_ratio']:.1f}x** (goal {GOAL_RATIO:g}x"
                   + (f"; GPU goal {GOAL_GPU_PAIRS:g} pairs/s" if run_result["device"] == "cuda"
                      else "") + ").", ""]
+        if "cpu_passes" in run_result:
+            lines += cpu_passes_markdown(run_result["cpu_passes"])
     return "\n".join(lines)
+
+
+def cpu_passes_markdown(passes: dict) -> list[str]:
+    sizes = " | ".join(f"passes of {size}" for size in PASS_SIZES)
+    lines = ["### Versions per CPU pass", "",
+             "Images/s of one call of the versions, scored in passes of each size; own: the "
+             "metric's `cpu_chunk`, the passes it takes.", "",
+             f"| metric | own | {sizes} |", "|---|---|" + "---|" * len(PASS_SIZES)]
+    for key, rates in passes["metrics"].items():
+        lines.append(f"| {key} | {rates['own']} | "
+                     + " | ".join(f"{rates[str(size)]:.2f}" for size in PASS_SIZES) + " |")
+    labeler = passes["labeler"]
+    lines += ["", f"The {len(passes['keys'])} together (Labeler): **{labeler['own']:.2f} "
+              f"images/s** in their own passes, {labeler['16']:.2f} in passes of 16 "
+              f"({labeler['own'] / labeler['16']:.2f}x).", ""]
+    return lines
 
 
 def main() -> None:

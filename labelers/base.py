@@ -21,7 +21,9 @@ class Metric(ABC):
     higher_is_better: ClassVar[bool]  # direction: + (True) or - (False)
     best: ClassVar[float]             # the score of two identical images
     min_size: ClassVar[int]           # minimum short side of the input, in pixels
-    cpu_chunk: ClassVar[int | None] = None  # versions per pass on a CPU (bounds its memory)
+    # versions per pass on a CPU: few, so that a pass's arrays stay in the processor's caches
+    # (None: the whole batch, for networks, which gain from larger batches)
+    cpu_chunk: ClassVar[int | None] = 2
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
@@ -36,11 +38,17 @@ class Metric(ABC):
         prepared reference: a float64 tensor of N values."""
 
     def passes(self, dist: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """`dist` in the metric's own chunks on a CPU; whole on a GPU, where the Labeler has
-        already sized the batch to the memory budget."""
+        """`dist` in the metric's own chunks on a CPU (at 512 x 384 on two cores, passes of
+        one to four versions score each 1.1 to 5 times faster than one pass of 16:
+        docs/bench-labelers.md); whole on a GPU, where the Labeler has already sized the
+        batch to the memory budget."""
         if self.cpu_chunk is None or self.device.type == "cuda":
             return (dist,)
         return dist.split(self.cpu_chunk)
+
+    def compare_in_passes(self, prepared: Any, dist: torch.Tensor) -> torch.Tensor:
+        """`compare` over each of `passes(dist)`, the scores joined in order."""
+        return torch.cat([self.compare(prepared, part) for part in self.passes(dist)])
 
     def check_pair(self, ref: torch.Tensor, dist: torch.Tensor) -> None:
         """Raise a typed error unless ref (1 x 3 x H x W) and dist (N x 3 x H x W) fit."""
@@ -74,4 +82,5 @@ class Metric(ABC):
         """Check the inputs, then prepare the reference and compare every distorted version."""
         self.check_pair(ref, dist)
         with torch.inference_mode():
-            return self.compare(self.prepare(ref.to(self.device)), dist.to(self.device))
+            return self.compare_in_passes(self.prepare(ref.to(self.device)),
+                                          dist.to(self.device))

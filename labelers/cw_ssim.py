@@ -197,7 +197,7 @@ class CWSSIM(Metric):
     higher_is_better = True
     best = 1.0
     min_size = 64  # buildSCFpyr height <= floor(log2(short side)) - 2, so 4 levels need 64
-    cpu_chunk = 32
+    cpu_chunk = 4
 
     def prepare(self, ref: torch.Tensor) -> PreparedReference:
         height, width = ref.shape[-2:]
@@ -217,11 +217,6 @@ class CWSSIM(Metric):
         )
 
     def compare(self, prepared: PreparedReference, dist: torch.Tensor) -> torch.Tensor:
-        scores = []  # on a CPU in chunks: the full-size spectra are large
-        for chunk in self.passes(dist):
-            bands = pyramid_bands(
-                gray_rounded(chunk, torch.float64), prepared.rows, prepared.cols,
-                prepared.filters,
-            )
-            scores.append(cssim_pooled(prepared.bands, bands, prepared.weights).mean(dim=1))
-        return torch.cat(scores)
+        bands = pyramid_bands(gray_rounded(dist, torch.float64), prepared.rows, prepared.cols,
+                              prepared.filters)
+        return cssim_pooled(prepared.bands, bands, prepared.weights).mean(dim=1)

@@ -16,7 +16,8 @@ from labelers.errors import DeviceMemoryError, InvalidPairError, LabelerError
 from labelers.inputs import to_batch
 from labelers.registry import METRICS, metric_class
 
-CPU_BATCH = 16                 # versions per forward pass on a CPU (memory is not the limit)
+CPU_BATCH = 16                 # versions per pass on a CPU: the networks' forward pass (the
+                               # hand-written metrics split it by their cpu_chunk)
 CUDA_BUDGET_FRACTION = 0.5     # default budget: this share of the GPU memory free at start
 PROBE_IMAGES = 2               # versions in the first pass that measures a metric's memory
 MEMORY_TRIES = 3               # tries of work that cannot get smaller before DeviceMemoryError
@@ -72,7 +73,8 @@ class Labeler:
     allow_missing: when LPIPS/DISTS weights are absent, run the other metrics and report the
     absent ones in `Scores.absent` instead of raising WeightsMissingError (which is raised
     all the same when no metric would be left).
-    batch_size: distorted images scored per pass; None sizes passes to memory: 16 on a CPU; on
+    batch_size: distorted images scored per pass (on a CPU each metric scores a pass in
+    passes of its `cpu_chunk`, cache-sized); None sizes passes to memory: 16 on a CPU; on
     CUDA each metric's first pass measures its peak memory per pixel, later passes hold as many
     versions of their size as `memory_budget` bytes allow (default half the GPU memory free at
     start), and a pass that runs out of memory is split in two and retried; work that cannot
@@ -224,11 +226,11 @@ class Labeler:
         later is retried in halves (_compare), and the smaller size kept."""
         if self.device.type != "cuda" or self.batch_size is not None \
                 or key in self.bytes_per_pixel:
-            return metric.compare(prepared, chunk)  # already on the device (score uploads once)
+            return metric.compare_in_passes(prepared, chunk)  # on the device (score uploads once)
         torch.cuda.synchronize(self.device)
         baseline = torch.cuda.memory_allocated(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
-        scores = metric.compare(prepared, chunk)
+        scores = metric.compare_in_passes(prepared, chunk)
         peak = torch.cuda.max_memory_allocated(self.device) - baseline
         self.bytes_per_pixel.setdefault(key, max(peak, 1) / (len(chunk) * pixels(chunk)))
         return scores

@@ -389,7 +389,6 @@ class MAD(Metric):
     higher_is_better = False
     best = 0.0
     min_size = 2 * EDGE + 2  # the edge crop keeps at least one row and column
-    cpu_chunk = 16
 
     def __init__(self, device: torch.device | str = "cpu"):
         super().__init__(device)
@@ -414,9 +413,6 @@ class MAD(Metric):
         return MADReference(gray, csf, filtered, mean, block_min_std(filtered), bank, stats)
 
     def compare(self, prepared: MADReference, dist: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self._compare_chunk(prepared, part) for part in self.passes(dist)])
-
-    def _compare_chunk(self, prepared: MADReference, dist: torch.Tensor) -> torch.Tensor:
         gray = gray_rounded(dist, DTYPE)[:, 0]
         d_detect = self.detection(prepared, gray)
         d_appear = self.appearance(prepared, gray)

@@ -381,7 +381,7 @@ class VIF(Metric):
     higher_is_better = True
     best = 1.0
     min_size = 72  # buildSpyr builds 4 levels only if the side halved 3 times is >= 9 (lofilt)
-    cpu_chunk = 32
+    cpu_chunk = 4
 
     def prepare(self, ref: torch.Tensor) -> PreparedReference:
         gray = gray_rounded(ref, torch.float64)
@@ -398,8 +398,5 @@ class VIF(Metric):
         return PreparedReference(tuple(subbands), total)
 
     def compare(self, prepared: PreparedReference, dist: torch.Tensor) -> torch.Tensor:
-        return torch.cat([
-            distorted_information(prepared, gray_rounded(chunk, torch.float64))
-            / prepared.information
-            for chunk in self.passes(dist)
-        ])
+        return (distorted_information(prepared, gray_rounded(dist, torch.float64))
+                / prepared.information)

@@ -78,3 +78,18 @@ def test_the_distortion_benchmarks_median_and_slowest_scenarios():
     assert int(_one(r"median scenario (\d+) ms").group(1)) == round(summary["median_total_ms"])
     slowest = int(_one(r"slowest non-learned (\d+) ms").group(1))
     assert slowest == round(summary["max_classic_total_ms"])
+
+
+def test_the_cpu_labelling_figures_are_the_labeler_benchmarks():
+    cpu = _bench("labelers")["runs"][0]
+    assert cpu["device"] == "cpu"
+    together = _one(r"all\nten together ([\d.]+) images/s against pyiqa's ([\d.]+) for the nine "
+                    r"it has \(([\d.]+)x\)")
+    for stated, value in zip(together.groups(), (cpu["all_ten_batch_16"],
+                                                 cpu["pyiqa_all_available"],
+                                                 cpu["all_ten_ratio"]), strict=True):
+        assert _as_stated(stated, value)
+    passes = _one(r"label \*\*([\d.]+) images/s\*\* in their own passes\nagainst ([\d.]+) in "
+                  r"passes of 16")
+    assert _as_stated(passes.group(1), cpu["cpu_passes"]["labeler"]["own"])
+    assert _as_stated(passes.group(2), cpu["cpu_passes"]["labeler"]["16"])

@@ -175,6 +175,7 @@ def test_a_metrics_own_cpu_chunks_give_the_whole_batchs_scores(metric_factory, n
                                                               key, monkeypatch):
     ref, dists = noisy_versions
     metric = metric_factory(key)
+    monkeypatch.setattr(metric, "cpu_chunk", None)
     whole = metric.score(ref, dists)
     monkeypatch.setattr(metric, "cpu_chunk", 1)
     assert len(metric.passes(dists)) == len(dists)
@@ -197,7 +198,7 @@ class _OutOfMemoryAbove:
     def __getattr__(self, name):
         return getattr(self.metric, name)
 
-    def compare(self, prepared, dist):
+    def compare_in_passes(self, prepared, dist):  # the Labeler's call: one pass on a GPU
         self.sizes.append(len(dist))
         if len(dist) > self.limit:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
@@ -335,3 +336,21 @@ def test_the_gray_image_is_the_same_for_every_colour_on_a_cpu_as_the_device_expr
     corner = channels_last[..., :64, :64]
     for images in (corner, corner.float()):  # strided, and float
         assert torch.equal(gray_rounded(images, torch.float64), expected[..., :64, :64])
+
+
+def test_the_labeler_on_a_cpu_scores_in_each_metrics_own_passes(noisy_versions, monkeypatch):
+    """Passes of `cpu_chunk` versions (cache-sized), not the Labeler's whole part of 16."""
+    labeler = labelers.Labeler(["mae", "cw_ssim", "lpips"], "cpu", allow_missing=True)
+    sizes: dict[str, list[int]] = {}
+    for key, metric in labeler.metrics.items():
+        def recording(prepared, dist, key=key, original=metric.compare):
+            sizes.setdefault(key, []).append(len(dist))
+            return original(prepared, dist)
+        monkeypatch.setattr(metric, "compare", recording)
+    ref, dists = (t.permute(0, 2, 3, 1).numpy() for t in noisy_versions)
+    versions = np.concatenate([dists, dists[:2]])  # 5
+    scores = labeler.score(ref[0], versions)
+    assert {key: metric.cpu_chunk for key, metric in labeler.metrics.items()} == {
+        "mae": 2, "cw_ssim": 4}
+    assert sizes == {"mae": [2, 2, 1], "cw_ssim": [4, 1]}
+    assert scores["mae"][3:].tolist() == scores["mae"][:2].tolist()  # the same pair, any pass
