@@ -98,11 +98,11 @@ def ours(key: str, ref, dists, device: str) -> dict[str, float]:
 PASS_SIZES = (1, 2, 4, 16)  # versions per CPU pass compared in `cpu_passes`
 
 
-def cpu_passes(ref, dists) -> dict:
-    """On the CPU, images/s of each hand-written metric scoring the versions in one call with
+def cpu_passes(ref, dists, keys: tuple[str, ...] = labelers.METRICS) -> dict:
+    """On the CPU, images/s of each metric of `keys` scoring the versions in one call with
     passes of each of PASS_SIZES, and of a Labeler of them all in their own passes (each
     metric's `cpu_chunk`) against passes of 16."""
-    keys = [key for key in labelers.METRICS if key not in labelers.DEEP_METRICS]
+    keys = list(keys)
     ref_t, dist_t = to_batch(ref, "cpu"), to_batch(dists, "cpu")
     per_metric = {}
     for key in keys:
@@ -172,8 +172,7 @@ def markdown(result: dict) -> str:
              f"call ({result['pyiqa_images']} pairs) in the same run. Machine: {m['cpu']}, "
              f"{m['cores']} cores, torch {m['torch']}, GPU: {m['gpu'] or 'none'}. "
              f"Backbones: {result['backbones']}. Batch 16: one call of 16 versions, which a "
-             "metric scores on a CPU in passes of its `cpu_chunk` (2 to 4 hand-written, 16 "
-             "for the networks).", ""]
+             "metric scores on a CPU in passes of its `cpu_chunk` (2; CW-SSIM and VIF 4).", ""]
     for run_result in result["runs"]:
         lines += [f"## {run_result['device']}", "",
                   "| metric | batch 1 | batch 16 | pyiqa loop | ratio (batch 16 / pyiqa) |",
@@ -205,7 +204,7 @@ def cpu_passes_markdown(passes: dict) -> list[str]:
         lines.append(f"| {key} | {rates['own']} | "
                      + " | ".join(f"{rates[str(size)]:.2f}" for size in PASS_SIZES) + " |")
     labeler = passes["labeler"]
-    lines += ["", f"The {len(passes['keys'])} together (Labeler): **{labeler['own']:.2f} "
+    lines += ["", f"All {len(passes['keys'])} together (Labeler): **{labeler['own']:.2f} "
               f"images/s** in their own passes, {labeler['16']:.2f} in passes of 16 "
               f"({labeler['own'] / labeler['16']:.2f}x).", ""]
     return lines

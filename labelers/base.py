@@ -22,8 +22,7 @@ class Metric(ABC):
     best: ClassVar[float]             # the score of two identical images
     min_size: ClassVar[int]           # minimum short side of the input, in pixels
     # versions per pass on a CPU: few, so that a pass's arrays stay in the processor's caches
-    # (None: the whole batch, for networks, which gain from larger batches)
-    cpu_chunk: ClassVar[int | None] = 2
+    cpu_chunk: ClassVar[int] = 2
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
@@ -39,10 +38,10 @@ class Metric(ABC):
 
     def passes(self, dist: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """`dist` in the metric's own chunks on a CPU (at 512 x 384 on two cores, passes of
-        one to four versions score each 1.1 to 5 times faster than one pass of 16:
+        two or four versions score faster than one pass of 16, the networks' too:
         docs/bench-labelers.md); whole on a GPU, where the Labeler has already sized the
         batch to the memory budget."""
-        if self.cpu_chunk is None or self.device.type == "cuda":
+        if self.device.type == "cuda":
             return (dist,)
         return dist.split(self.cpu_chunk)
 

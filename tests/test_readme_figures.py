@@ -89,7 +89,7 @@ def test_the_cpu_labelling_figures_are_the_labeler_benchmarks():
                                                  cpu["pyiqa_all_available"],
                                                  cpu["all_ten_ratio"]), strict=True):
         assert _as_stated(stated, value)
-    passes = _one(r"label \*\*([\d.]+) images/s\*\* in their own passes\nagainst ([\d.]+) in "
+    passes = _one(r"label \*\*([\d.]+) images/s\*\* in\ntheir own passes against ([\d.]+) in "
                   r"passes of 16")
     assert _as_stated(passes.group(1), cpu["cpu_passes"]["labeler"]["own"])
     assert _as_stated(passes.group(2), cpu["cpu_passes"]["labeler"]["16"])

@@ -175,7 +175,7 @@ def test_a_metrics_own_cpu_chunks_give_the_whole_batchs_scores(metric_factory, n
                                                               key, monkeypatch):
     ref, dists = noisy_versions
     metric = metric_factory(key)
-    monkeypatch.setattr(metric, "cpu_chunk", None)
+    monkeypatch.setattr(metric, "cpu_chunk", len(dists))
     whole = metric.score(ref, dists)
     monkeypatch.setattr(metric, "cpu_chunk", 1)
     assert len(metric.passes(dists)) == len(dists)
@@ -338,9 +338,11 @@ def test_the_gray_image_is_the_same_for_every_colour_on_a_cpu_as_the_device_expr
         assert torch.equal(gray_rounded(images, torch.float64), expected[..., :64, :64])
 
 
-def test_the_labeler_on_a_cpu_scores_in_each_metrics_own_passes(noisy_versions, monkeypatch):
-    """Passes of `cpu_chunk` versions (cache-sized), not the Labeler's whole part of 16."""
-    labeler = labelers.Labeler(["mae", "cw_ssim", "lpips"], "cpu", allow_missing=True)
+def test_the_labeler_on_a_cpu_scores_in_each_metrics_own_passes(noisy_versions, random_weights,
+                                                               monkeypatch):
+    """Passes of `cpu_chunk` versions (cache-sized), not the Labeler's whole part of 16, the
+    networks' too."""
+    labeler = labelers.Labeler(["mae", "cw_ssim", "lpips", "dists"], "cpu")
     sizes: dict[str, list[int]] = {}
     for key, metric in labeler.metrics.items():
         def recording(prepared, dist, key=key, original=metric.compare):
@@ -351,6 +353,6 @@ def test_the_labeler_on_a_cpu_scores_in_each_metrics_own_passes(noisy_versions, 
     versions = np.concatenate([dists, dists[:2]])  # 5
     scores = labeler.score(ref[0], versions)
     assert {key: metric.cpu_chunk for key, metric in labeler.metrics.items()} == {
-        "mae": 2, "cw_ssim": 4}
-    assert sizes == {"mae": [2, 2, 1], "cw_ssim": [4, 1]}
+        "mae": 2, "cw_ssim": 4, "lpips": 2, "dists": 2}
+    assert sizes == {"mae": [2, 2, 1], "cw_ssim": [4, 1], "lpips": [2, 2, 1], "dists": [2, 2, 1]}
     assert scores["mae"][3:].tolist() == scores["mae"][:2].tolist()  # the same pair, any pass
