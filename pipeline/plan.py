@@ -320,6 +320,11 @@ def _first_reference_difference(old: Plan, new: Plan) -> str:
             fields = [f"{name} {value!r} -> {getattr(after, name)!r}"
                       for name, value in asdict(before).items() if value != getattr(after, name)]
             return f"; the first that differs, {before.ref_id}: {', '.join(fields)}"
+    shorter = min(len(old.references), len(new.references))
+    if len(old.references) > shorter:  # the same but for the end of the sort order
+        return f"; gone from the end, {old.references[shorter].uri!r} and on"
+    if len(new.references) > shorter:
+        return f"; new at the end, {new.references[shorter].uri!r} and on"
     return ""
 
 

@@ -275,8 +275,13 @@ def _opened(uri: str, key: str, store: str):
         return store_filesystem(store).open_input_file(key)
     if "://" in uri:
         filesystem, path = _literal(uri)
+        if isinstance(filesystem, pafs.LocalFileSystem):  # file://: a local path, as below
+            return _opened_local(Path(path), uri)
         return filesystem.open_input_file(path)
-    path = Path(uri)
+    return _opened_local(Path(uri), uri)
+
+
+def _opened_local(path: Path, uri: str):
     if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never end
         raise DecodeError("not_a_file", f"{uri}: not a regular file")
     return path.open("rb")

@@ -343,7 +343,8 @@ def _quarantine(ref: PlannedReference, config: RunConfig, outcome: ShardOutcome,
                 on_progress: Progress | None) -> None:
     outcome.sources.append({"ref_id": ref.ref_id, "uri": printable(ref.uri),
                             "shard": outcome.index, "split": ref.split, "status": "failed",
-                            "reason": "quarantined", "conversions": []})
+                            "reason": "quarantined", "conversions": [],
+                            "source_kind": config.source_kind})
     outcome.failures.append(_failure(ref, "quarantined", QUARANTINED))
     if on_progress:
         on_progress(0, 1, 1 + config.versions_count)

@@ -23,7 +23,8 @@ class GroupSpec:
     epoch: int = 0
     versions: int | None = None     # a seeded draw of this many versions per reference
     views: int = 1                  # 2: two overlapping views per image (Re-IQA)
-    distinct_types: bool = False    # the draw takes each distortion id at most once
+    distinct_types: bool = False    # the draw takes each distortion id at most once (with
+                                    # versions None: one version of every type)
     half_scale: bool = False        # chunks: also every member at x1/2 with its own box(es)
     draw: tuple[int, ...] = ()      # a resampled shard's draw (rank, worker, place): seeds too
     flip: bool = False              # half the groups mirrored left-right, every member alike
@@ -86,7 +87,7 @@ class GroupSpec:
     def chosen(self, ref_id: str, versions: list[tuple[str, int]]) -> set[str]:
         """The keys taking part among a reference's (key, distortion_id) versions."""
         keys = sorted(key for key, _ in versions)
-        if self.versions is None or (self.versions >= len(keys) and not self.distinct_types):
+        if not self.distinct_types and (self.versions is None or self.versions >= len(keys)):
             return set(keys)
         rng = self.rng(ref_id, "versions")
         if not self.distinct_types:
@@ -95,7 +96,8 @@ class GroupSpec:
         for key, distortion_id in sorted(versions):
             by_type.setdefault(distortion_id, []).append(key)
         types = sorted(by_type)
-        picked = rng.choice(len(types), min(self.versions, len(types)), replace=False)
+        count = len(types) if self.versions is None else min(self.versions, len(types))
+        picked = rng.choice(len(types), count, replace=False)  # (None: one of every type)
         return {by_type[types[i]][int(rng.integers(len(by_type[types[i]])))] for i in picked}
 
 

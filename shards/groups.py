@@ -147,7 +147,12 @@ class _Chunk:
         members = self.members
         if self.spec.crop is None:  # whole images: decoded only now
             members = {key: (meta, decode(data, key)) for key, (meta, data) in members.items()}
-            self.boxes = [one_box(next(iter(members.values()))[1].shape, None, None)]
+            shape = members[reference_key(self.ref_id)][1].shape
+            for key, (_, pixels) in members.items():
+                if pixels.shape != shape:
+                    raise ValueError(f"{key} is {pixels.shape[:2]}, its reference {shape[:2]}: "
+                                     "a chunk's members must share one size")
+            self.boxes = [one_box(shape, None, None)]
         _, reference = members.pop(reference_key(self.ref_id))
         made = group(self.spec, self.ref_id, reference, self.boxes, list(members.values()))
         if self.spec.half_scale:  # the same members, in the same (key) order

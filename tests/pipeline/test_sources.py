@@ -240,3 +240,27 @@ def test_a_read_that_may_pass_is_tried_again(tmp_path, small_image, monkeypatch,
             sources.read_rgb(str(path))
     assert len(calls) == reads
     assert waits == [1.0, 4.0][:reads - 1]  # the README's "1 s and 4 s apart"
+
+
+def test_a_fifo_named_by_a_file_uri_is_not_a_file_never_opened(tmp_path):
+    """Opening a FIFO blocks until a writer comes: a file:// line of a list names one as a
+    plain path does (not_a_file), at once (the read runs in a thread that must end)."""
+    import threading
+
+    from pipeline.sources import read_bytes
+
+    os.mkfifo(tmp_path / "pipe.png")
+    found = []
+    reader = threading.Thread(daemon=True, target=lambda: found.append(_reason_of(
+        lambda: read_bytes(f"file://{tmp_path}/pipe.png", "", "", 1 << 20))))
+    reader.start()
+    reader.join(timeout=20)
+    assert found == ["not_a_file"]
+
+
+def _reason_of(action) -> str | None:
+    try:
+        action()
+    except DecodeError as error:
+        return error.reason
+    return None

@@ -545,6 +545,12 @@ def test_the_plan_digest_changes_with_what_q_means(fast_config):
     first = base.references[0]
     assert sources_line.endswith(f"the first that differs, {first.ref_id}: uri {first.uri!r} "
                                  f"-> '/elsewhere/{first.uri}')")
+    # a source gone from (or new at) the end of the sort order is named too
+    last = base.references[-1]
+    shorter = Plan.from_json({**base.to_json(), "references": [
+        r.to_json() for r in base.references[:-1]]})
+    assert differences(base, shorter)[0].endswith(f"gone from the end, {last.uri!r} and on)")
+    assert differences(shorter, base)[0].endswith(f"new at the end, {last.uri!r} and on)")
 
 
 def test_hostile_local_sources_end_in_a_completed_shard_each_recorded(tmp_path, small_image,

@@ -145,6 +145,10 @@ def test_versions_n_draws_n_distinct_versions_reproducibly(generated):
     by_type = {chunk["ref_id"]: [meta["distortion_id"] for meta in chunk["meta"]] for chunk in
                dataset.groups("chunk", crop=16, versions=100, distinct_types=True)}
     assert all(sorted(ids) == [1, 13, 26] for ids in by_type.values())
+    # and without a count, one version of every type (not all the versions)
+    by_type = {chunk["ref_id"]: [meta["distortion_id"] for meta in chunk["meta"]] for chunk in
+               dataset.groups("chunk", crop=16, distinct_types=True)}
+    assert all(sorted(ids) == [1, 13, 26] for ids in by_type.values())
     assert max(len(keys) for keys in versions.values()) > 3  # (so there was a choice)
 
 
@@ -281,6 +285,9 @@ def test_a_pair_whose_version_is_not_its_references_size_is_named(tmp_path):
     for kind in ("pair", "triplet"):
         with pytest.raises(ValueError, match="a pair's members must share one size"):
             list(open_dataset(str(tmp_path)).groups(kind, crop=16))
+    for crop in (16, None):  # a chunk's too, cut or whole
+        with pytest.raises(ValueError, match="members must share one size"):
+            list(open_dataset(str(tmp_path)).groups("chunk", crop=crop))
 
 
 def test_a_spec_says_which_images_its_boxes_fit_at_every_scale():
