@@ -61,8 +61,9 @@ def upright_size(image: Image.Image) -> tuple[int, int]:
 
 
 def to_eight_bits(values: np.ndarray) -> np.ndarray:
-    """16-bit values to 8 bits, nearest (v / 257 rounded): 65535 -> 255, 257 k -> k."""
-    return np.clip(np.rint(values.astype(np.float64) / 257), 0, 255).astype(np.uint8)
+    """16-bit values to 8 bits, nearest (v / 257 rounded, never a tie: 257 is odd): 65535 ->
+    255, 257 k -> k; in integers (4 bytes a value, not float64's 8 and their copies)."""
+    return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
 def _rawmode(image: Image.Image) -> str | None:
@@ -234,7 +235,9 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
         raise DecodeError("not_an_image", "no image format recognised") from None
     except DecodeError:
         raise
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, KeyError, IndexError,
+            struct.error, RuntimeError) as error:  # what Pillow's plugins raise on damage
+        # (a later TIFF page without its size, a GIF frame cut short, an AVIF libavif refuses)
         if "MAX_TEXT" in str(error):  # Pillow's bound on metadata, decompressed
             raise DecodeError("too_large", f"PNG metadata beyond Pillow's "
                                            f"{PngImagePlugin.MAX_TEXT_MEMORY >> 20} MiB for "

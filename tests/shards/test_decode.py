@@ -156,3 +156,33 @@ def test_a_png_with_metadata_past_pillows_chunk_bound_decodes_and_past_its_total
     with pytest.raises(DecodeError) as refused:
         decode(huge)
     assert refused.value.reason == "too_large" and "MiB" in str(refused.value)
+
+
+def test_a_multi_page_tiff_whose_second_page_lost_its_size_is_corrupt(small_image):
+    """Counting a file's pages reads them: Pillow raises TypeError ('Missing dimensions') on a
+    page without ImageWidth and ImageLength, which must come out typed, as damage."""
+    import struct
+
+    pages = [Image.fromarray(small_image), Image.fromarray(255 - small_image)]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, "TIFF", save_all=True, append_images=pages[1:])
+    data = bytearray(buffer.getvalue())
+    assert data[:2] == b"II"  # little-endian: IFD offsets and entries as "<I", "<H"
+    first = struct.unpack_from("<I", data, 4)[0]
+    second = struct.unpack_from("<I", data, first + 2 + 12 * struct.unpack_from("<H", data,
+                                                                                first)[0])[0]
+    for entry in range(struct.unpack_from("<H", data, second)[0]):
+        at = second + 2 + 12 * entry
+        if struct.unpack_from("<H", data, at)[0] in (256, 257):  # ImageWidth, ImageLength
+            struct.pack_into("<H", data, at, 65000)  # an unknown tag in their place
+    with pytest.raises(DecodeError, match="corrupt: TypeError") as raised:
+        decode(bytes(data))
+    assert raised.value.reason == "corrupt"
+
+
+def test_sixteen_bit_values_go_to_the_nearest_eight_bit_value():
+    from shards.decode import to_eight_bits
+
+    values = np.arange(65536, dtype=np.uint16)
+    expected = np.clip(np.rint(values / 257), 0, 255)  # the formula, in floats
+    np.testing.assert_array_equal(to_eight_bits(values), expected.astype(np.uint8))
