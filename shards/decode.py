@@ -83,11 +83,13 @@ def _sixteen_bit_colour(image: Image.Image) -> str | None:
     return rawmode if image.mode in ("RGB", "RGBA") and rawmode and ";16" in rawmode else None
 
 
-LOW_BIT_GRAY = {"1": 1, "L;2": 2, "L;4": 4}  # raw mode -> bits: Pillow scales such pixels
+# raw mode -> bits: Pillow scales such pixels but leaves their PNG transparent value raw (a
+# 1-bit one it gives as 0 or 255 already)
+LOW_BIT_GRAY = {"L;2": 2, "L;4": 4}
 
 
 def _transparent_colour(image: Image.Image) -> int | tuple | None:
-    """A PNG's transparent colour (tRNS) on the scale of the pixels Pillow gives (a 1-, 2- or
+    """A PNG's transparent colour (tRNS) on the scale of the pixels Pillow gives (a 2- or
     4-bit gray key scaled as its pixels are: Pillow leaves it raw); None for none. Read
     before load."""
     key = image.info.get("transparency")

@@ -186,3 +186,15 @@ def test_sixteen_bit_values_go_to_the_nearest_eight_bit_value():
     values = np.arange(65536, dtype=np.uint16)
     expected = np.clip(np.rint(values / 257), 0, 255)  # the formula, in floats
     np.testing.assert_array_equal(to_eight_bits(values), expected.astype(np.uint8))
+
+
+@pytest.mark.parametrize("key", [0, 1])
+def test_a_one_bit_pngs_transparent_value_is_composited_either_way(key):
+    bits = np.array([[0, 255], [255, 0]], np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(bits).convert("1").save(buffer, "PNG", transparency=key)
+    decoded = decode(buffer.getvalue())
+    assert "LA: alpha composited on white" in decoded.conversions
+    transparent = bits == 255 * key
+    np.testing.assert_array_equal(decoded.pixels[transparent], 255)  # on white
+    np.testing.assert_array_equal(decoded.pixels[~transparent][:, 0], bits[~transparent])
