@@ -218,6 +218,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
                 deep = _sixteen_bit_colour(image)
                 key = None if deep else _transparent_colour(image)  # 16-bit: OpenCV's alpha
                 conversions: list[str] = _frames(image)
+                stated = image.getexif().get(0x0112, 1)  # read before load: see below
                 image.load()
                 orientation = image.getexif().get(0x0112, 1)
                 if deep:
@@ -225,6 +226,8 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
                 if orientation in UPRIGHT:
                     conversions.append(f"EXIF orientation {orientation} applied")
                     image = image.transpose(UPRIGHT[orientation])
+                elif stated in UPRIGHT:  # a TIFF: Pillow turns it upright as it loads it
+                    conversions.append(f"EXIF orientation {stated} applied")
                 rgb = _to_rgb(image, conversions, key)
                 return Decoded(np.asarray(rgb).copy(), original_size, tuple(conversions))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:

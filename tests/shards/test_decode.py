@@ -198,3 +198,21 @@ def test_a_one_bit_pngs_transparent_value_is_composited_either_way(key):
     transparent = bits == 255 * key
     np.testing.assert_array_equal(decoded.pixels[transparent], 255)  # on white
     np.testing.assert_array_equal(decoded.pixels[~transparent][:, 0], bits[~transparent])
+
+
+@pytest.mark.parametrize("format", ["TIFF", "JPEG", "PNG"])
+def test_an_exif_orientation_is_applied_once_and_recorded_in_every_format(format):
+    """Pillow turns a TIFF upright itself as it loads it (and drops the tag): recorded all the
+    same. Orientation 6: the picture turned 90 degrees clockwise."""
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:6, :10] = 255
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    image.save(buffer, format, exif=exif, **({"quality": 95} if format == "JPEG" else {}))
+    decoded = decode(buffer.getvalue())
+    assert decoded.conversions == ("EXIF orientation 6 applied",)
+    upright = np.rot90(pixels, k=-1)
+    assert decoded.pixels.shape == upright.shape
+    assert np.abs(decoded.pixels.astype(int) - upright).mean() < 3  # (JPEG's loss)
