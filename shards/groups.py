@@ -52,6 +52,15 @@ def group(spec: GroupSpec, ref_id: str, reference: np.ndarray, boxes: list[Box],
     return made
 
 
+def _check_size(key: str, shape: tuple[int, ...], expected: tuple[int, ...], of_what: str,
+                group_kind: str) -> None:
+    """A ValueError naming `key` unless its pixels' `shape` is the `expected` one (of_what's):
+    a group's members are cut with one box."""
+    if shape != expected:
+        raise ValueError(f"{key} is {shape[:2]}, {of_what} {expected[:2]}: {group_kind} "
+                         "members must share one size")
+
+
 class IncompleteShardError(ValueError):
     """A shard whose index names members its tar did not deliver."""
 
@@ -75,9 +84,7 @@ def pairs(spec: GroupSpec, url: str, records: Iterator[dict],
     def made(item: dict, reference: np.ndarray) -> dict:
         expected[item["ref_id"]].discard(item["key"])
         pixels = decode(item["encoded"], item["key"])
-        if pixels.shape != reference.shape:
-            raise ValueError(f"{item['key']} is {pixels.shape[:2]}, its reference "
-                             f"{reference.shape[:2]}: a pair's members must share one size")
+        _check_size(item["key"], pixels.shape, reference.shape, "its reference", "a pair's")
         boxes = spec.boxes(pixels.shape, item["ref_id"], item["key"])
         maps = None
         if spec.kind == "triplet":
@@ -128,9 +135,9 @@ class _Chunk:
             if self.boxes is None:
                 self.shape = pixels.shape
                 self.boxes = self.spec.boxes(pixels.shape, self.ref_id)
-            elif pixels.shape != self.shape:
-                raise ValueError(f"{item['key']} is {pixels.shape[:2]}, its chunk's first "
-                                 f"member {self.shape[:2]}: members must share one size")
+            else:
+                _check_size(item["key"], pixels.shape, self.shape, "its chunk's first member",
+                            "a chunk's")
             held = cut(pixels, self.boxes)
             if self.spec.half_scale:
                 self.halves[item["key"]] = self._half(pixels)
@@ -149,9 +156,7 @@ class _Chunk:
             members = {key: (meta, decode(data, key)) for key, (meta, data) in members.items()}
             shape = members[reference_key(self.ref_id)][1].shape
             for key, (_, pixels) in members.items():
-                if pixels.shape != shape:
-                    raise ValueError(f"{key} is {pixels.shape[:2]}, its reference {shape[:2]}: "
-                                     "a chunk's members must share one size")
+                _check_size(key, pixels.shape, shape, "its reference", "a chunk's")
             self.boxes = [one_box(shape, None, None)]
         _, reference = members.pop(reference_key(self.ref_id))
         made = group(self.spec, self.ref_id, reference, self.boxes, list(members.values()))

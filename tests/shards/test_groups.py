@@ -286,7 +286,7 @@ def test_a_pair_whose_version_is_not_its_references_size_is_named(tmp_path):
         with pytest.raises(ValueError, match="a pair's members must share one size"):
             list(open_dataset(str(tmp_path)).groups(kind, crop=16))
     for crop in (16, None):  # a chunk's too, cut or whole
-        with pytest.raises(ValueError, match="members must share one size"):
+        with pytest.raises(ValueError, match="a chunk's members must share one size"):
             list(open_dataset(str(tmp_path)).groups("chunk", crop=crop))
 
 
