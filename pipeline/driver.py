@@ -540,9 +540,9 @@ def _shards_to_make(plan: Plan, config: RunConfig, options: ClusterOptions,
     done = [i for i in range(plan.shard_count) if i not in todo]
     if resumed:  # every finished shard checked, those to make again too: a remake that
         # stops leaves its shard as it was, finished
-        failures = failures_of(location, done)  # read once: the finished shards' lists
-        check_modified_sources(location, plan, config, done, failures)
-        again = _made_again(location, plan, done, failures, options.retry_unreadable)
+        check_modified_sources(location, plan, config, done)
+        again = _made_again(location, plan, done, failures_of(location, done),
+                            options.retry_unreadable)
         todo, done = sorted(todo + again), [i for i in done if i not in again]
     elif options.retry_unreadable:
         print("note: --retry-unreadable has nothing to read again: no earlier run of this "

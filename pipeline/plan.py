@@ -14,7 +14,7 @@ import distortions
 from distortions.seeding import stable_hash
 from pipeline.config import MODE_DEFAULTS, SPLIT_FRACTIONS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
-from pipeline.sources import Source, printable
+from pipeline.sources import Source
 from shards.keys import ref_ids
 from shards.layout import MANIFEST_FILE, PLAN_FILE, REPORT_FILE, shard_count
 from shards.reader import RunFileError, damage_message, run_file, shard_problems, shard_states
@@ -287,17 +287,6 @@ def differences(old: Plan, new: Plan) -> list[str]:
                        f"{len(old.duplicates)} -> {len(new.duplicates)} duplicates"
                        f"{_first_reference_difference(old, new)})")
     return changed
-
-
-def resized_sources(old: Plan, new: Plan, done: set[int], unread: set[str]) -> list[str]:
-    """The references of the same plan in the finished shards `done` whose file size differs
-    now, in words (where both listings told it); a source of a shard not made yet is made
-    from what it holds now, and one its shard could not read (`unread` ref_ids) is not in it."""
-    return [f"{printable(ref.uri)} is {after} bytes, was {before}"
-            for index, (ref, before, after) in enumerate(zip(
-                old.references, old.source_bytes, new.source_bytes, strict=False))
-            if before is not None and after is not None and before != after
-            and index // old.shard_refs in done and ref.ref_id not in unread]
 
 
 def _shown(value) -> str:

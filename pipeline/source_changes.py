@@ -1,9 +1,10 @@
-"""Sources modified in place since their shard was made. A resume refuses a source of a
-finished shard whose size changed at once (plan.resized_sources); one whose size is the same
-but whose modification time is not is decoded again, as its shard's worker did, and its
-pixels compared with the SHA-256 that shard recorded, so a photo replaced by another of the
-same byte size is named rather than mixed in, while a file only touched (or rewritten with
-the same pixels) resumes. A source of a shard not made yet is made from what it holds now."""
+"""Sources modified in place since their shard was made. On a resume, a source of a finished
+shard whose size or modification time differs from the earlier listing's is decoded again, as
+its shard's worker did, and its pixels compared with the SHA-256 that shard recorded: a photo
+replaced by another (of the same byte size too) is named rather than mixed in, while a file
+only touched, encoded again without loss, or changed after the listing but before its shard
+read it (the shard holds what it holds now) resumes. A source of a shard not made yet is made
+from what it holds now."""
 
 import json
 from dataclasses import replace
@@ -11,8 +12,7 @@ from dataclasses import replace
 from tqdm import tqdm
 
 from pipeline.config import RunConfig
-from pipeline.plan import Plan, read_plan, record_plan, resized_sources, sources_changed
-from pipeline.remakes import failures_of, unread_refs
+from pipeline.plan import Plan, read_plan, record_plan, sources_changed
 from pipeline.sources import UNREADABLE, printable
 from pipeline.worker import ShardOutcome, prepare_reference
 from shards.layout import shard_name, shard_paths
@@ -34,6 +34,14 @@ def touched(old: Plan, new: Plan) -> list[int]:
     return [index for index, (before, after) in enumerate(
                 zip(old.source_mtimes, _each(new.source_mtimes, count), strict=False))
             if after is not None and before != after]
+
+
+def resized(old: Plan, new: Plan) -> list[int]:
+    """Indices of the references whose file size differs now, where both listings told it."""
+    count = len(new.references)
+    return [index for index, (before, after) in enumerate(
+                zip(_each(old.source_bytes, count), _each(new.source_bytes, count), strict=True))
+            if None not in (before, after) and before != after]
 
 
 def known_listing(old: Plan, new: Plan) -> Plan:
@@ -100,18 +108,13 @@ def changed_pixels(location: Location, plan: Plan, config: RunConfig, indices: l
 
 
 def check_modified_sources(location: Location, plan: Plan, config: RunConfig,
-                           done: list[int], failures: list[dict] | None = None) -> None:
+                           done: list[int]) -> None:
     """On a resume (plan.json there, of the same digest): a PlanMismatchError naming the
     sources of finished shards that changed in place; else the listing's sizes and times are
     recorded, so that the next resume compares against these."""
     previous = read_plan(location)
-    if failures is None:  # (the driver passes the ones it has read)
-        failures = failures_of(location, done)
-    changed = resized_sources(previous, plan, set(done), unread_refs(failures))
-    readable = []
-    if not changed:
-        changed, readable = changed_pixels(location, plan, config, touched(previous, plan),
-                                           set(done))
+    modified = sorted(set(touched(previous, plan)) | set(resized(previous, plan)))
+    changed, readable = changed_pixels(location, plan, config, modified, set(done))
     if changed:
         raise sources_changed(location, changed, "since their shards were made")
     if readable:

@@ -50,29 +50,34 @@ def test_a_uri_in_a_list_file_names_its_file_as_written(tmp_path):
         np.testing.assert_array_equal(load(source).pixels, expected[name])
 
 
-def test_a_file_uri_in_a_list_file_is_checked_for_changes_on_resume(tmp_path, fast_config):
+def test_a_file_uri_in_a_list_file_is_checked_for_changes_on_resume(tmp_path, fast_config,
+                                                                    small_image, mae_ensemble):
     """A file:// line carries its file's size and time, as a plain path does: a source
     rewritten between an interruption and the resume is named, not mixed in."""
+    from labelers import Labeler
     from pipeline.plan import PlanMismatchError
     from pipeline.source_changes import check_modified_sources
+    from pipeline.worker import local_scorer
 
     folder = tmp_path / "odd"
     folder.mkdir()
-    for name, value in (("a.png", 10), ("b#2.png", 20)):
-        _save(folder / name, value)
+    for name, shift in (("a.png", 0), ("b#2.png", 40)):
+        Image.fromarray(np.roll(small_image, shift, axis=1)).save(folder / name)
     table = tmp_path / "list.txt"
     table.write_text(f"file://{folder / 'a.png'}\nfile://{folder / 'b#2.png'}\n")
     sources = list_sources(str(table))
     assert [(s.size, s.mtime_ns) for s in sources] == [
         ((folder / n).stat().st_size, (folder / n).stat().st_mtime_ns)
         for n in ("a.png", "b#2.png")]
-    config = fast_config(str(table))
+    config = fast_config(str(table), shard_refs=2, distortion_ids=(1,), levels=(1,),
+                         metrics=("mae",))
     plan = Plan.make(sources, config)
     persist_or_check(plan, Location.parse(config.out))
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)).save(
-        folder / "b#2.png")
+    produce_shard(0, plan, config, local_scorer(Labeler(metrics=("mae",), device="cpu")),
+                  mae_ensemble, Location.parse(config.out))
+    Image.fromarray(small_image[::-1].copy()).save(folder / "b#2.png")
     with pytest.raises(PlanMismatchError, match=r"1 sources changed since their shards were "
-                       rf"made \(file://{folder / 'b#2.png'} is \d+ bytes"):
+                       rf"made \(file://{folder / 'b#2.png'} holds other pixels"):
         check_modified_sources(Location.parse(config.out),
                                Plan.make(list_sources(str(table)), config), config, done=[0])
 
