@@ -11,7 +11,10 @@ reason."""
 
 import io
 import struct
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -196,16 +199,36 @@ def _frames(image: Image.Image) -> list[str]:
             else "first frame of an animation"]  # a GIF's frame count means reading them all
 
 
+# decode changes two of Pillow's module settings while it runs: one decode at a time holds
+# them, or threads would restore each other's values and leave Pillow's checks off for good
+_PILLOW_SETTINGS = threading.Lock()
+
+
+@contextmanager
+def _pillow_settings() -> Iterator[None]:
+    """Pillow's pixel limit off (decode checks the header's size against its own limit) and
+    a PNG metadata chunk allowed Pillow's 64 MiB for them all, not only its 1 MiB per chunk
+    (an intact image with a large ICC profile is no damaged file); both restored after."""
+    with _PILLOW_SETTINGS:
+        previous = Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK
+        Image.MAX_IMAGE_PIXELS = None
+        PngImagePlugin.MAX_TEXT_CHUNK = PngImagePlugin.MAX_TEXT_MEMORY
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK = previous
+
+
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode encoded image bytes into uint8 RGB, or raise DecodeError."""
     if not data:
         raise DecodeError("empty", "zero-byte file")
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # the header's size is checked here, against our limit
-    # a PNG's metadata chunk (an ICC profile, XMP) may fill Pillow's 64 MiB for them all, not
-    # only its 1 MiB per chunk: an intact image with a large profile is no damaged file
-    previous_chunk, PngImagePlugin.MAX_TEXT_CHUNK = (PngImagePlugin.MAX_TEXT_CHUNK,
-                                                     PngImagePlugin.MAX_TEXT_MEMORY)
+    with _pillow_settings():
+        return _decoded(data, max_pixels)
+
+
+def _decoded(data: bytes, max_pixels: int) -> Decoded:
+    """decode's work, under _pillow_settings."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -248,6 +271,3 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
                                            f"{PngImagePlugin.MAX_TEXT_MEMORY >> 20} MiB for "
                                            f"it: {error}") from None
         raise DecodeError("corrupt", f"{type(error).__name__}: {error}") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-        PngImagePlugin.MAX_TEXT_CHUNK = previous_chunk

@@ -26,6 +26,28 @@ def test_a_bomb_is_refused_naming_its_size_and_the_limit_given(side):
     assert Image.MAX_IMAGE_PIXELS != 1_000_000  # Pillow's own limit is left as it was
 
 
+def test_decodes_in_threads_leave_pillow_s_own_limits_as_they_were():
+    """decode turns two of Pillow's module settings off while it runs: decodes in threads at
+    once (and one refused there) must not restore each other's values and leave them off."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import PngImagePlugin
+
+    before = Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK
+    small, bomb = _encoded(Image.new("RGB", (8, 8))), _encoded(Image.new("L", (1100, 1100)))
+
+    def one(index: int) -> str:
+        try:
+            return decode(bomb if index % 100 == 0 else small, max_pixels=1_000_000).conversions
+        except DecodeError as error:
+            return error.reason
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(one, range(4000)))
+    assert outcomes.count("too_many_pixels") == 40 and outcomes.count(()) == 3960
+    assert (Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK) == before == (
+        89_478_485, 1 << 20)  # Pillow's defaults, as its documentation gives them
+
+
 @pytest.mark.parametrize("format", ["GIF", "TIFF", "PNG", "WEBP"])
 def test_an_animation_or_a_multi_page_file_gives_its_first_frame_and_says_so(small_image,
                                                                             format):
