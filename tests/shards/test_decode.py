@@ -238,3 +238,17 @@ def test_an_exif_orientation_is_applied_once_and_recorded_in_every_format(format
     upright = np.rot90(pixels, k=-1)
     assert decoded.pixels.shape == upright.shape
     assert np.abs(decoded.pixels.astype(int) - upright).mean() < 3  # (JPEG's loss)
+
+
+def test_a_jpeg_altered_inside_its_scan_decodes_to_other_pixels_a_known_limit(small_image):
+    """JPEG carries no checksum: a bit flipped in its entropy-coded data (bit rot, a bad copy)
+    leaves a file that decodes without error to other pixels, and libjpeg's warnings, which
+    Pillow does not pass on, name only some such files. The README says so; a corpus that
+    ships checksums is checked against them before a run."""
+    intact = _encoded(Image.fromarray(small_image), "JPEG", quality=90)
+    scan = intact.index(b"\xff\xda")  # start of scan: the entropy-coded data follows
+    altered = bytearray(intact)
+    altered[(scan + len(intact)) // 2] ^= 0x10
+    decoded = decode(bytes(altered))
+    assert decoded.pixels.shape == small_image.shape
+    assert not np.array_equal(decoded.pixels, decode(intact).pixels)
