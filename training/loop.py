@@ -126,11 +126,12 @@ def step_checkpoint_due(step: int, steps: int, every: int) -> bool:
 
 
 def running_statistics(model: nn.Module) -> list[torch.Tensor]:
-    """The running statistics of the model's normalisation layers: what a forward pass in
-    training mode moves (other buffers, a contrastive queue say, it leaves alone)."""
+    """The running statistics of the model's normalisation layers and their batch counts:
+    what a forward pass in training mode moves (other buffers, a contrastive queue say, it
+    leaves alone)."""
     return [buffer for module in model.modules()
             if isinstance(module, nn.modules.batchnorm._NormBase)
-            for buffer in module.buffers(recurse=False) if buffer.is_floating_point()]
+            for buffer in module.buffers(recurse=False)]
 
 
 def _train_step(run: Run, network: nn.Module, batch, loss_fn, optimizer) -> float | None:

@@ -229,9 +229,33 @@ def test_more_than_20_non_finite_batches_in_an_epoch_stop_it_with_a_clear_error(
 
 def test_only_normalisation_statistics_are_put_back_after_a_skipped_batch():
     """A non-finite batch restores what its forward pass moved (batch-norm running mean and
-    variance), not other buffers such as a contrastive queue (copying it every step)."""
+    variance, and its batch count: a cumulative average, momentum None, divides by it), not
+    other buffers such as a contrastive queue (copying it every step)."""
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
     model.register_buffer("queue", torch.zeros(1024, 8))
     found = running_statistics(model)
     assert [t.data_ptr() for t in found] == [model[1].running_mean.data_ptr(),
-                                             model[1].running_var.data_ptr()]
+                                             model[1].running_var.data_ptr(),
+                                             model[1].num_batches_tracked.data_ptr()]
+
+
+def test_a_skipped_batch_leaves_the_batch_norm_statistics_as_if_never_seen(tmp_path):
+    """Batch norm with a cumulative average (momentum None): a run with a non-finite batch
+    skipped ends with the running statistics and count of a run that never read it."""
+    runs = []
+    for batches, poisoned in (((0, 1, 2), {1}), ((0, 2), set())):
+        torch.manual_seed(0)
+        run, optimizer = _step_run(tmp_path)
+        for norm in run.model.modules():
+            if isinstance(norm, torch.nn.BatchNorm2d):
+                norm.momentum = None
+        data = [(_uint8(4, 3, 32, 32, generator=torch.Generator().manual_seed(i)),
+                 torch.rand(4, generator=torch.Generator().manual_seed(i))) for i in batches]
+        train_epoch(run, run.model, poisoning(run.model, data, poisoned), len(data),
+                    _loss_function(run), optimizer)
+        runs.append({name: buffer.clone() for name, buffer in run.model.named_buffers()})
+    skipped, never_read = runs
+    assert skipped.keys() == never_read.keys() and any("num_batches" in k for k in skipped)
+    for name in skipped:
+        torch.testing.assert_close(skipped[name], never_read[name], rtol=0, atol=1e-6,
+                                   msg=name)
