@@ -306,15 +306,30 @@ def _test_dataset(args) -> Benchmark | None:
     if (args.test_dataset is None) != (args.test_root is None):
         raise ValueError("--test-dataset and --test-root go together")
     if args.test_dataset is None:
+        if _names(args.test_refs):
+            raise ValueError("--test-refs chooses the references of --test-dataset shards: "
+                             "give --test-dataset and --test-root too (without them each "
+                             "split tests on its own held-out part)")
         return None
     if args.test_dataset == "shards" and not _names(args.test_refs):
         raise ValueError("--test-dataset shards needs --test-refs: the references to test on")
-    return Benchmark(args.test_dataset, args.test_root, _names(args.test_refs))
+    return Benchmark(args.test_dataset, args.test_root, _names(args.test_refs),
+                     _ensemble_of(args, args.test_dataset))
+
+
+def _ensemble_of(args, kind: str) -> str | None:
+    """--ensemble for a probe's dataset of `kind`: each shards one takes it, so the ridge is
+    fitted and tested on Q of one definition; given where neither is, each takes it and
+    refuses it (opinion scores)."""
+    if kind == "shards" or "shards" not in (args.dataset, args.test_dataset):
+        return args.ensemble
+    return None
 
 
 def _probe(args) -> int:
     probe(ProbeConfig(
-        Benchmark(args.dataset, args.root, _names(args.refs), args.ensemble), args.out,
+        Benchmark(args.dataset, args.root, _names(args.refs), _ensemble_of(args, args.dataset)),
+        args.out,
         EncoderConfig(args.checkpoint, args.init, args.backbone, args.crop),
         _test_dataset(args), args.split_by, args.repeats, Fractions.parse(args.fractions),
         args.eval_crops, args.batch_size, args.workers, args.seed, args.device,
@@ -388,7 +403,8 @@ def _add_probe(commands) -> None:
                              "dataset (fitted on the train part of --dataset)")
     parser.add_argument("--test-root", default=None, help="the test dataset's folder")
     parser.add_argument("--test-refs", default="",
-                        help="a shards test dataset's references")
+                        help="a shards test dataset's references (its Q under --ensemble "
+                             "where given, as --dataset's)")
     parser.add_argument("--repeats", type=POSITIVE, default=10,
                         help="seeded splits; the median figures are reported (default 10)")
     parser.add_argument("--fractions", default="70/10/20", metavar="TRAIN/VAL/TEST",

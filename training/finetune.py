@@ -24,7 +24,7 @@ from training.plots import scatter
 from training.precision import FP32, Inputs, Precision
 from training.results_files import figures_line, write_json
 from training.settings import check_count, check_names, check_shared
-from training.trained import resolved_root
+from training.trained import TrainedRun, resolved_root
 from training.transforms import EVAL_CROPS, Augment
 
 FIGURES = ("srocc", "plcc", "plcc_raw", "krcc", "rmse", "rmse_raw")
@@ -256,6 +256,21 @@ def _resumed_splits(config: FinetuneConfig) -> list[bool]:
     return kept
 
 
+def _pretrained_on_them(config: FinetuneConfig, images: list) -> str | None:
+    """The notice of a fine-tune on shards whose start checkpoint was pretrained on some of
+    their references: a split's test part may hold them, whose Q it learnt (None where it
+    was not, or the start is another tool's weights, whose training is not known)."""
+    start = config.model.pretrained_file
+    if config.dataset != "shards" or start is None:
+        return None
+    try:
+        trained = TrainedRun.read(start)
+    except (FileNotFoundError, checkpoint.CheckpointError):
+        return None
+    return trained.seen_notice(start, config.root, {image.group for image in images},
+                               "finetune")
+
+
 def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
     """Fine-tune and test every split; with `resume` an interrupted run of the same settings
     goes on: each split continues from its last.pt (exactly; a finished one trains no more
@@ -268,9 +283,11 @@ def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
             which = ("the stored ensemble labels Q" if config.ensemble is None else
                      f"Q under ensemble {config.ensemble}, made from the raw scores,")
             print(f"NOTICE: {which} stand in for opinion scores here")
-        published = published_split_notice(images, config.dataset, config.repeats)
-        if context.is_main and published:
-            print(f"NOTICE: {published}")
+        for notice in filter(None, [published_split_notice(images, config.dataset,
+                                                           config.repeats),
+                                    _pretrained_on_them(config, images)]):
+            if context.is_main:
+                print(f"NOTICE: {notice}")
         splits = [checked_split(config, images, r, context.world_size)
                   for r in range(config.repeats)]  # every split refused before any is run
         out = Path(config.out)

@@ -182,6 +182,8 @@ def _notices(config: ProbeConfig, table: Table, results: list[dict],
                        "where images share a reference)")
     if config.dataset.kind == "shards":
         notices.append("the shards' ensemble labels Q stand in for opinion scores here")
+    if config.test_dataset is not None:
+        notices.extend(filter(None, [shared_images_notice(table.images, test_images)]))
     checkpoint = config.encoder.checkpoint
     tested = config.test_dataset or config.dataset
     trained = TrainedRun.read(checkpoint) if checkpoint is not None else None
@@ -195,6 +197,20 @@ def _notices(config: ProbeConfig, table: Table, results: list[dict],
                                    {image.group for image in test_images}, "probe")
         notices.extend([seen] if seen else [])
     return notices
+
+
+def shared_images_notice(fitted: list[LabelledImage], tested: list[LabelledImage]
+                         ) -> str | None:
+    """The notice of a cross-dataset test that holds some of the images the ridge is fitted
+    on (the same reference and name in both; none where it holds none)."""
+    shared = sorted({(image.group, image.name) for image in fitted}
+                    & {(image.group, image.name) for image in tested})
+    if not shared:
+        return None
+    return (f"{len(shared)} of the {len(tested)} test images are also in --dataset "
+            f"({', '.join(name for _, name in shared[:3])}{', ...' if len(shared) > 3 else ''})"
+            ": a split whose train part holds them is tested on images its ridge was fitted "
+            "on (optimistic figures); test on images --dataset does not hold")
 
 
 def check_cross_dataset(table: Table, test_table: Table) -> None:

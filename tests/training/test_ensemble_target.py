@@ -222,3 +222,28 @@ def test_finetune_on_shards_under_another_ensemble_says_which_q_it_learns(tiny_d
                  "--eval-crops", "1", "--workers", "0", "--device", "cpu"]) == 2
     printed = capsys.readouterr()
     assert "holds the images" in printed.out and "would hold images it trained on" in printed.err
+
+
+def test_a_probe_tests_shards_on_q_of_its_ensemble_and_names_images_it_was_fitted_on(
+        tiny_dataset, tmp_path, capsys):
+    """`train probe --ensemble`: the ridge is fitted on Q of that ensemble, and a shards test
+    dataset is scored against Q of the same one, not the stored Q; a test dataset sharing
+    images with --dataset (r3 here) is said to; --test-refs alone is refused."""
+    strict = _save(_strict(), tmp_path)
+    out = tmp_path / "probe"
+    probe = ["train", "probe", "--dataset", "shards", "--root", str(tiny_dataset), "--refs",
+             "r0,r1,r2,r3", "--ensemble", str(strict), "--repeats", "1", "--eval-crops", "1",
+             "--out", str(out), *TINY]
+    assert main([*probe, "--test-dataset", "shards", "--test-root", str(tiny_dataset),
+                  "--test-refs", "r3,r4,r5"]) == 0
+    opinion = np.load(out / "test_predictions.npz")["opinion"]
+    records = open_dataset(str(tiny_dataset)).samples(refs={"r3", "r4", "r5"},
+                                                      kind="distorted")
+    np.testing.assert_allclose(sorted(opinion), sorted(
+        _expected(s["meta"]["scores"]["mae"]) for s in records), atol=1e-6)
+    assert "NOTICE: 6 of the 18 test images are also in --dataset (r3_" in \
+        capsys.readouterr().out
+    assert main([*probe, "--test-refs", "r4,r5"]) == 2
+    assert "--test-refs chooses the references of --test-dataset shards" in \
+        capsys.readouterr().err
+

@@ -328,6 +328,10 @@ def test_train_finetune_starts_from_a_contrastive_best_pt(best_files, square_dat
     printed = capsys.readouterr().out
     assert "tensors loaded" in printed and "other parts" in printed
     assert -1 <= read_json(out / "results.json")["median"]["srocc"] <= 1
+    # it pretrained on the train split (r5 was its validation): a test part may hold those
+    assert (f"NOTICE: {best_files['contrastive']} was pretrained on the samples of 4 of the "
+            "references given (r0, r1, r2, ...): optimistic figures; finetune it on "
+            "references it never read") in printed
 
 
 
