@@ -210,6 +210,19 @@ def _distort_all(ref, pixels, config, outcome, denoise: Denoise):
         return made + _compose_all(ref, pixels, config, outcome, chains)
 
 
+NO_EFFECT = "no_effect"
+NO_EFFECT_DETAIL = ("its pixels are the reference's: the distortion changes nothing in this "
+                    "image (a colour type on a grayscale photo, say), so labelled as that type "
+                    "and level it would name a distortion its pixels do not hold")
+
+
+def unchanged(image: np.ndarray, pixels: np.ndarray, chain: list[tuple[int, int]]) -> bool:
+    """Whether a version's pixels are its reference's though a link of its chain is at a
+    level that is not its type's identity level (the spec's gaussian_blur 1, say)."""
+    return (any(distortions.get(d).identity_level != level for d, level in chain)
+            and np.array_equal(image, pixels))
+
+
 def _single_all(ref, pixels, config, outcome, denoise: Denoise,
                 scenarios: list[tuple[int, int]]) -> list:
     """(record, image) of every single-type version that succeeds, in scenario order."""
@@ -230,6 +243,10 @@ def _single_all(ref, pixels, config, outcome, denoise: Denoise,
                                              distortion_id=distortion_id, level=level))
             continue
         image, recipe = results[job]
+        if unchanged(image, pixels, [(distortion_id, level)]):
+            outcome.failures.append(_failure(ref, NO_EFFECT, NO_EFFECT_DETAIL,
+                                             distortion_id=distortion_id, level=level))
+            continue
         record = _base_record(ref, image, distorted_key(ref.ref_id, distortion_id, level),
                               "distorted")
         record.update(distortion_id=distortion_id, distortion=distortion.name,
@@ -254,6 +271,10 @@ def _compose_all(ref, pixels, config, outcome, chains: list[tuple[int, Chain]]) 
             image, recipe = distortions.compose(pixels, links)
         except distortions.DistortionError as error:
             outcome.failures.append(_failure(ref, "distortion_failed", str(error), key=key,
+                                             chain=links_json))
+            continue
+        if unchanged(image, pixels, chain):
+            outcome.failures.append(_failure(ref, NO_EFFECT, NO_EFFECT_DETAIL, key=key,
                                              chain=links_json))
             continue
         first = distortions.get(chain[0][0])

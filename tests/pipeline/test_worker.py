@@ -445,8 +445,8 @@ def test_a_touched_source_left_out_after_decoding_resumes(tmp_path, fast_config,
     valid = io.BytesIO()  # d: bytes that do not decode, as many as this PNG's
     Image.fromarray(np.roll(small_image, 30, axis=0)).save(valid, format="PNG", compress_level=0)
     (folder / "d.png").write_bytes(b"x" * len(valid.getvalue()))
-    config = fast_config(str(folder), shard_refs=4, distortion_ids=(1,), levels=(1,),
-                         metrics=("mae", "vif"))
+    config = fast_config(str(folder), shard_refs=4, distortion_ids=(3,), levels=(1,),
+                         metrics=("mae", "vif"))  # white noise: a flat image's JPEG is itself
     location = Location.parse(config.out)
     plan = Plan.make(list_sources(str(folder)), config)
     persist_or_check(plan, location)
@@ -691,9 +691,9 @@ def test_a_flat_reference_vif_cannot_measure_is_left_out_with_its_versions(tmp_p
     folder.mkdir()
     Image.fromarray(small_image).save(folder / "a.png")
     Image.fromarray(np.full_like(small_image, 128)).save(folder / "flat.png")
-    config = fast_config(str(folder), distortion_ids=(1, 13), levels=(1, 5),
-                         metrics=("mae", "gmsd", "vif"))
-    plan = Plan.make(list_sources(str(folder)), config)
+    config = fast_config(str(folder), distortion_ids=(3, 6), levels=(1, 5),
+                         metrics=("mae", "gmsd", "vif"))  # noise: versions of a flat image
+    plan = Plan.make(list_sources(str(folder)), config)  # that are not the image (no_effect)
     location = Location.parse(config.out)
     persist_or_check(plan, location)
     calls = []
@@ -707,10 +707,51 @@ def test_a_flat_reference_vif_cannot_measure_is_left_out_with_its_versions(tmp_p
     assert rows["a"]["status"] == "ok"
     keys = [sample["__key__"] for sample in wds.WebDataset(tar_urls(location, [0]),
                                                            shardshuffle=False)]
-    assert sorted(keys) == sorted(["a_ref"] + [f"a_d{d:02d}_l{lv}" for d in (1, 13)
+    assert sorted(keys) == sorted(["a_ref"] + [f"a_d{d:02d}_l{lv}" for d in (3, 6)
                                               for lv in (1, 5)])
     assert sum(samples + left_out for samples, _, left_out in calls) == 2 * (1 + 4)
     assert sum(failures for _, failures, _ in calls) == 1
+
+
+def test_a_version_that_leaves_its_reference_as_it_is_is_left_out_as_no_effect(
+        tmp_path, fast_config, mae_ensemble):
+    """A grayscale photo (decoded to R = G = B) has no colour for color_diffusion (27),
+    saturation_hsv (30) or saturation_lab (31) to change: their versions would be copies of
+    the reference labelled as distortions. Each is left out as no_effect, but the spec's
+    identity level (saturation_lab 1), whose pixels may be the reference's: every other
+    version kept (JPEG's) differs from the reference, compared here."""
+    from skimage import data
+
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    Image.fromarray(data.camera()).save(folder / "camera.png")  # 8-bit grayscale
+    config = fast_config(str(folder), distortion_ids=(1, 27, 30, 31), levels=(1, 2, 3, 4, 5),
+                         metrics=("mae",))
+    plan = Plan.make(list_sources(str(folder)), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    outcome = produce_shard(0, plan, config, local_scorer(Labeler(("mae",), "cpu")),
+                            mae_ensemble, location)
+    left_out = sorted((f["distortion_id"], f["level"]) for f in outcome.failures)
+    assert left_out == [(27, lv) for lv in range(1, 6)] + [(30, lv) for lv in range(1, 6)] + [
+        (31, lv) for lv in range(2, 6)]
+    assert {f["reason"] for f in outcome.failures} == {"no_effect"}
+    samples = {sample["__key__"]: sample for sample in wds.WebDataset(
+        tar_urls(location, [0]), shardshuffle=False).decode("rgb8")}
+    reference = samples.pop("camera_ref")["png"]
+    assert np.ptp(reference.astype(int), axis=2).max() == 0  # R = G = B
+    assert sorted(samples) == sorted([f"camera_d01_l{lv}" for lv in range(1, 6)]
+                                     + ["camera_d31_l1"])
+    assert not any(np.array_equal(sample["png"], reference) for key, sample in samples.items()
+                   if key != "camera_d31_l1")  # saturation_lab 1: the spec's identity level
+    chained = fast_config(str(folder), out=str(tmp_path / "chained"), distortion_ids=(27, 30),
+                          levels=(2, 5), compose=(2, 2), versions_per_ref=3, metrics=("mae",))
+    plan = Plan.make(list_sources(str(folder)), chained)
+    persist_or_check(plan, Location.parse(chained.out))
+    outcome = produce_shard(0, plan, chained, local_scorer(Labeler(("mae",), "cpu")),
+                            mae_ensemble, Location.parse(chained.out))
+    assert [(f["reason"], len(f["chain"])) for f in outcome.failures] == [("no_effect", 2)] * 3
+    assert outcome.samples == 1  # the reference alone
 
 
 def test_inspect_counts_a_reference_left_out_after_some_versions_failed(tmp_path, fast_config,
