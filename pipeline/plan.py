@@ -124,10 +124,11 @@ def second_links(ref_id: str, config: RunConfig) -> dict[int, Chain]:
     that compose. The two share one level as Re-IQA's code splits it (l1 ~ U{0..4},
     l2 ~ U{0..l1}; the first type at l1 - l2, the second at l2): by rank among the selected
     levels, the two ranks sum to a drawn rank, so no composed version is worse than the worst
-    single level twice over. A type never composes the type that undoes it (where the draw
-    picks it, the second type is drawn again from the others, so versions drawn without it keep
-    the draw of datasets made before this rule). Seeded by the run seed, the ref_id and the
-    version's index."""
+    single level twice over (a type with levels of its own takes one of them, drawn apart by
+    own_level, whatever its share: its pair may pass the drawn rank). A type never composes
+    the type that undoes it (where the draw picks it, the second type is drawn again from the
+    others, so versions drawn without it keep the draw of datasets made before this rule).
+    Seeded by the run seed, the ref_id and the version's index."""
     if not config.compose_share:
         return {}
     composable = [d for d in config.distortion_ids if not distortions.get(d).learned]
