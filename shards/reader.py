@@ -89,6 +89,16 @@ def shards_with_stats(location: Location) -> list[int]:
     return _stats_indices(shards_listing(location))
 
 
+def misplaced(stats: dict, index: int) -> str | None:
+    """Where shard `index`'s stats are another shard's (its files renamed, or two shards'
+    swapped by a copy): readers choosing shards by their references would miss them."""
+    recorded = stats.get("shard", index)
+    if recorded == index:
+        return None
+    return (f"its stats are shard {recorded!r}'s: its files were renamed or swapped with "
+            "another shard's")
+
+
 def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
     """(complete, damaged) shards of the dataset's plan. Complete: the stats file exists
     (written last), names the plan where the dataset has one (a shard left by another run is
@@ -118,6 +128,9 @@ def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
         if plan.get("digest") is not None and stats.get("plan_digest") != plan["digest"]:
             if finished:
                 damaged[index] = f"stats of another plan ({str(stats.get('plan_digest'))[:12]})"
+            continue
+        if problem := misplaced(stats, index):
+            damaged[index] = problem
             continue
         names = {kind: path.rpartition("/")[2]
                  for kind, path in shard_files(location, index, store).items()}
@@ -262,6 +275,8 @@ def examine_shard(location: Location, index: int, digest: str | None, store: str
     if digest is not None and stats.get("plan_digest") != digest:
         problems.append(f"made under plan {str(stats.get('plan_digest'))[:12]}, not this "
                         f"run's {digest[:12]}")
+    if problem := misplaced(stats, index):
+        problems.append(problem)
     if stats.get("samples") != rows:
         problems.append(f"stats say {stats.get('samples')} samples, parquet has {rows}")
     if problem := tar_size_problem(location.fs.get_file_info(paths["tar"]).size, stats):

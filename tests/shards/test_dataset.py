@@ -160,6 +160,29 @@ def test_a_finished_shard_whose_tar_was_cut_is_refused_not_read_short(tmp_path, 
     assert complete_shards(Location.parse(str(damaged))) == []
 
 
+def test_two_shards_whose_files_were_swapped_are_refused_not_read_for_each_other(tmp_path,
+                                                                               generated):
+    """Every file of shards 0 and 1 swapped (a copy gone wrong): each stats file still
+    matches its own tar and index, but readers choose a reference's shard by its number, and
+    would read nothing of it. The stats name their shard: both are refused, and a resume's
+    check remakes them."""
+    swapped = tmp_path / "swapped"
+    shutil.copytree(generated, swapped)
+    folder = swapped / "shards"
+    for suffix in (".tar", ".parquet", "_stats.json", "_sources.json", "_failures.jsonl"):
+        first, second = folder / f"00000{suffix}", folder / f"00001{suffix}"
+        first.rename(folder / "moving")
+        second.rename(first)
+        (folder / "moving").rename(second)
+    with pytest.raises(DamagedShardError, match=r"00000: its stats are shard 1's: its files "
+                                                r"were renamed or swapped.*00001: its stats "
+                                                r"are shard 0's"):
+        open_dataset(str(swapped))
+    digest = json.loads((swapped / "plan.json").read_text())["digest"]
+    assert "its stats are shard 0's: its files were renamed or swapped with another shard's" \
+        in shard_problems(Location.parse(str(swapped)), 1, digest, "images")
+
+
 @pytest.mark.parametrize("damage", ["zeroed", "cut, then padded to its size"])
 def test_a_tar_damaged_at_its_recorded_size_is_refused_not_read_short(tmp_path, hand_made,
                                                                       damage):
