@@ -140,14 +140,16 @@ def convert_shard(job: Job) -> tuple[int, int]:
                                           f"read ({type(error).__name__}: {error})") from None
                 raise
             writer.add(meta, png)
-        writer.finish({**{key: value for key, value in stats.items()
-                          if key not in WRITER_STATS}, "plan_digest": job.digest})
+        paths = shard_paths(target, job.index)
+        target.delete(paths["stats"])  # an earlier convert's: unfinished until its own
+        for kind in ("sources", "failures"):  # before the stats, which finish the shard
+            _copy(source, target, shard_paths(source, job.index)[kind], paths[kind])
+        writer.publish()
     except BaseException:
         writer.abort()
         raise
-    for kind in ("sources", "failures"):
-        _copy(source, target, shard_paths(source, job.index)[kind],
-              shard_paths(target, job.index)[kind])
+    writer.write_stats({**{key: value for key, value in stats.items()
+                           if key not in WRITER_STATS}, "plan_digest": job.digest})
     return counts["replayed"], counts["dropped"]
 
 

@@ -164,6 +164,26 @@ def test_convert_resumes_and_refuses_what_it_cannot_do(store_datasets, tmp_path)
         materialize(str(store_datasets["recipes"]), str(tmp_path / "other"), workers=0)
 
 
+def test_a_convert_stopped_before_a_shards_lists_are_copied_leaves_it_unfinished(
+        store_datasets, tmp_path, monkeypatch):
+    """A shard's stats finish it (the spec: written last). A convert that stops while it
+    copies a shard's sources and failures lists leaves no stats there, so readers never count
+    it; the rerun makes it, the bytes generate writes in that mode."""
+    from pipeline.commands import convert as command
+
+    out = tmp_path / "images"
+
+    def failing(source, target, path, to):
+        raise OSError(f"stopped copying {path}")
+    monkeypatch.setattr(command, "_copy", failing)
+    with pytest.raises(OSError, match="stopped copying"):
+        materialize(str(store_datasets["recipes"]), str(out))
+    assert not list((out / "shards").glob("*_stats.json"))
+    monkeypatch.undo()
+    assert materialize(str(store_datasets["recipes"]), str(out))["skipped"] == 0
+    _same_as_generated(out, store_datasets["images"])
+
+
 def test_converting_into_a_finished_dataset_of_the_plan_keeps_its_provenance(store_datasets,
                                                                              tmp_path, capsys):
     """Every shard of the target complete already (the images dataset generate wrote):
