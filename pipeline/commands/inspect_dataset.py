@@ -28,6 +28,7 @@ from shards.layout import (
     labels_file,
     labels_files,
     shard_name,
+    shard_paths,
     tar_path,
 )
 from shards.reader import (
@@ -324,9 +325,31 @@ def sources_problems(location: Location, plan: Plan) -> list[str]:
                 "generate with the same options rebuilds it"]
     moved = [f"{row['ref_id']} {expected[row['ref_id']]} -> {row['split']}" for row in rows
              if row["split"] != expected[row["ref_id"]]]
-    return [f"{SOURCES_FILE} puts {len(moved)} sources in another split than the plan "
-            f"({', '.join(moved[:3])}): damaged; generate with the same options rebuilds it"
-            ] if moved else []
+    if moved:
+        return [f"{SOURCES_FILE} puts {len(moved)} sources in another split than the plan "
+                f"({', '.join(moved[:3])}): damaged; generate with the same options rebuilds "
+                "it"]
+    return _routing_problems(location, plan, table.select(["ref_id", "shard", "status"]))
+
+
+def _routing_problems(location: Location, plan: Plan, table: pa.Table) -> list[str]:
+    """Where sources.parquet's shard or status of a source (how readers choose the shards to
+    open and the references to read) is not its shard's own list's (a duplicate: no shard);
+    a shard whose list cannot be read is named by its own check."""
+    lists = {d.ref_id: (None, "duplicate") for d in plan.duplicates}
+    for shard in range(plan.shard_count):
+        try:
+            rows = json.loads(location.read_bytes(shard_paths(location, shard)["sources"]))
+            lists.update({row["ref_id"]: (shard, row["status"]) for row in rows})
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+    differing = [f"{row['ref_id']} {row['status']} in shard {row['shard']}, its shard's list: "
+                 f"{lists[row['ref_id']][1]} in shard {lists[row['ref_id']][0]}"
+                 for row in table.to_pylist() if row["ref_id"] in lists
+                 and (row["shard"], row["status"]) != lists[row["ref_id"]]]
+    return [f"{SOURCES_FILE} routes {len(differing)} sources otherwise than their shards' "
+            f"lists ({'; '.join(differing[:3])}): readers would miss their samples; damaged, "
+            "generate with the same options rebuilds it"] if differing else []
 
 
 def sidecar_problems(location: Location, digest: str, shards: list[int] | None = None
