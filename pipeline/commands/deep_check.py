@@ -2,8 +2,9 @@
 
 Each sampled version is made again from its stored reference and recipe, and its pixels'
 SHA-256 compared with the one recorded (a version a recipes or hybrid dataset stores as its
-recipe: replayed through the reader, which checks it against the recorded SHA-256); its pair
-is scored again on this machine and the raw scores compared with the stored ones. A
+recipe: replayed through the reader, which checks it against the recorded SHA-256); its Q is
+made again from its raw scores under the run's ensemble; its pair is scored again on this
+machine and the raw scores compared with the stored ones. A
 learned-denoiser version made on another device than this one may differ by one intensity
 level (recorded device vs this one): that is reported, not counted as a problem."""
 
@@ -20,8 +21,11 @@ import distortions
 from distortions.denoiser import active_denoiser
 from labelers import Labeler, weights
 from labelers.base import DEVICE_TOLERANCE
+from labelers.ensemble import Ensemble
+from labelers.ensemble import parsed as parse_ensemble
+from labelers.errors import LabelerError
 from shards.keys import distorted_key, reference_key
-from shards.layout import store_of, tar_path
+from shards.layout import ENSEMBLE_FILE, store_of, tar_path
 from shards.png import decode_png
 from shards.reader import DamagedShardError, read_index, tar_members
 from shards.replay import Pending, ReplayContext, ReplayError, changed_reference
@@ -114,6 +118,37 @@ def label_problem(row: dict) -> str | None:
     return None
 
 
+Q_TOLERANCE = 1e-6  # Q made again from raw scores a GPU gave as float32: a few ulps apart
+
+
+def run_ensemble(location: Location) -> Ensemble | None:
+    """The ensemble the run's Q was made with (ensemble.json); None for a label-free run or
+    one whose file cannot be read (inspect names a damaged run file)."""
+    path = location.path(ENSEMBLE_FILE)
+    try:
+        return parse_ensemble(location.read_bytes(path), path) if location.exists(path) else None
+    except (OSError, ValueError, LabelerError):
+        return None
+
+
+def q_of_scores_problem(row: dict, ensemble: Ensemble | None) -> str | None:
+    """Where a version's Q is not its ensemble's Q of its raw scores (of the metrics it
+    records using): a label changed after it was made, in its tar and its index alike."""
+    if ensemble is None or row["quality"] is None or row["ensemble_hash"] != ensemble.hash:
+        return None
+    scores = row["scores"] or {}
+    used = row["metrics_used"] or list(ensemble.weights)
+    try:
+        again = float(ensemble.quality({key: np.array([scores[key]]) for key in used
+                                         if scores.get(key) is not None})[0][0])
+    except LabelerError as error:
+        return f"{row['key']}: its Q cannot be made again from its raw scores ({error})"
+    if abs(again - row["quality"]) <= Q_TOLERANCE:
+        return None
+    return (f"{row['key']}: its Q {row['quality']:.6g} is not {again:.6g}, its ensemble's Q of "
+            "its raw scores (changed after it was made)")
+
+
 def _recipe_only(row: dict, reference: np.ndarray, context: ReplayContext
                  ) -> tuple[str | None, str, np.ndarray | None]:
     """(a problem or None, a note, its pixels) of a version stored as its recipe: replayed
@@ -158,8 +193,8 @@ def _rescore(row: dict, reference: np.ndarray, stored: np.ndarray, labeler: Labe
 
 def _check_version(row: dict, pixels: dict, changed: dict,
                    shard_context: Callable[[], ReplayContext], store: str,
-                   keep_pngs: tuple[int, ...], labeler: Labeler | None
-                   ) -> tuple[list[str], str]:
+                   keep_pngs: tuple[int, ...], labeler: Labeler | None,
+                   ensemble: Ensemble | None) -> tuple[list[str], str]:
     """(problems, note) of one sampled version against its shard's `pixels`."""
     if row["ref_id"] in changed:
         return [], "reference changed"
@@ -180,7 +215,8 @@ def _check_version(row: dict, pixels: dict, changed: dict,
     if stored is None:
         return [problem], note
     rescored = _rescore(row, reference, stored, labeler) if labeler else None
-    return [p for p in (problem, rescored) if p], note
+    # (a raw score changed is named as that: its Q, made of it, differs too)
+    return [p for p in (problem, rescored or q_of_scores_problem(row, ensemble)) if p], note
 
 
 def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[int, ...] = ()
@@ -201,6 +237,7 @@ def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[i
                else None)  # label-free, or only metrics whose weights are absent here
     problems, notes = [], []
     context, store = ReplayContext.of(location), store_of(location)
+    ensemble = run_ensemble(location)
     checked = tqdm(total=len(rows), desc="deep check", unit="version", leave=False,
                    disable=len(rows) < 4)  # each replayed and re-scored: seconds on a CPU
     by_shard: dict[int, list[dict]] = {}
@@ -227,7 +264,7 @@ def deep_check(location: Location, count: int, seed: int = 0, keep_pngs: tuple[i
         for row in shard_rows:
             checked.update()
             found, note = _check_version(row, pixels, changed, shard_context, store,
-                                         keep_pngs, labeler)
+                                         keep_pngs, labeler, ensemble)
             problems += found
             notes.append(note)
     checked.close()

@@ -812,8 +812,11 @@ def test_inspect_compares_every_record_with_its_index_row(fast_config, mae_ensem
 def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_path,
                                                                           fast_config,
                                                                           mae_ensemble):
+    from pipeline.report import write_run_files
+
     config = fast_config("embedded", limit=2, shard_refs=1, distortion_ids=(1, 8, 13))
-    _, location, _ = _run_all(config, mae_ensemble)
+    plan, location, _ = _run_all(config, mae_ensemble)
+    write_run_files(location, config, plan, mae_ensemble, ())  # ensemble.json: Q's ensemble
     lines, problems = deep_check(location, 100)  # all 12 versions
     assert problems == []
     assert "12 replayed exactly" in lines[0] and "re-scored with gmsd, mae" in lines[0]
@@ -831,6 +834,12 @@ def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_p
             json.dumps({**json.loads(data), **fields}).encode()
             if member == f"{victim['key']}.json" else data))
 
+    made = victim["quality"]  # Q changed alone: its scores' Q under the ensemble is not it
+    tamper(quality=made / 2 + 0.25)
+    assert deep_check(location, 100)[1] == [
+        f"{victim['key']}: its Q {made / 2 + 0.25:.6g} is not {made:.6g}, its ensemble's Q "
+        "of its raw scores (changed after it was made)"]
+    tamper(quality=made)
     stored = victim["scores"]["mae"]
     tamper(scores={**victim["scores"], "mae": stored + 0.01})
     _, problems = deep_check(location, 100)
