@@ -238,12 +238,14 @@ def tar_sha256(location: Location, path: str) -> str:
 @dataclass(frozen=True)
 class ShardExamination:
     """What examining a shard found: its problems (none: a complete shard of the plan) and
-    the stats, failures list and parquet index it read on the way (None where it could not
-    read them), for a caller with more to check of the shard not to read them again."""
+    the stats, failures list, parquet index and sources list it read on the way (None where
+    it could not read them), for a caller with more to check of the shard not to read them
+    again."""
     problems: list[str]
     stats: dict | None = None
     failures: list[dict] | None = None
     index: bytes | None = None  # the parquet index's bytes
+    sources: list[dict] | None = None
 
 
 def examine_shard(location: Location, index: int, digest: str | None, store: str,
@@ -268,10 +270,10 @@ def examine_shard(location: Location, index: int, digest: str | None, store: str
         return ShardExamination([f"stats or parquet unreadable ({type(error).__name__}: "
                                  f"{error})"])
     try:
-        _, failures = shard_lists(location, paths, stats)
+        sources, failures = shard_lists(location, paths, stats)
         problems = []
     except ShardListsError as error:
-        failures, problems = None, [str(error)]
+        sources, failures, problems = None, None, [str(error)]
     if digest is not None and stats.get("plan_digest") != digest:
         problems.append(f"made under plan {str(stats.get('plan_digest'))[:12]}, not this "
                         f"run's {digest[:12]}")
@@ -283,7 +285,7 @@ def examine_shard(location: Location, index: int, digest: str | None, store: str
         problems.append(problem)
     elif verify_hash and tar_sha256(location, paths["tar"]) != stats.get("tar_sha256"):
         problems.append(TAR_CHANGED)
-    return ShardExamination(problems, stats, failures, index_bytes)
+    return ShardExamination(problems, stats, failures, index_bytes, sources)
 
 
 def shard_problems(location: Location, index: int, digest: str | None, store: str,

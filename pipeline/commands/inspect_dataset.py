@@ -28,7 +28,6 @@ from shards.layout import (
     labels_file,
     labels_files,
     shard_name,
-    shard_paths,
     tar_path,
 )
 from shards.reader import (
@@ -131,13 +130,18 @@ def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
                                        keep_pngs))[0]
 
 
-def checked_shard(job: ShardCheck) -> tuple[list[str], int]:
-    """(check_shard's problems, the samples its stats count): its stats, lists and tar are
-    each read once."""
+Routes = dict[str, tuple[int | None, str]]  # ref_id -> (its shard, its status) in a list
+
+
+def checked_shard(job: ShardCheck) -> tuple[list[str], int, Routes]:
+    """(check_shard's problems, the samples its stats count, the routes its sources list
+    gives): its stats, lists and tar are each read once."""
     examination = examine_shard(job.location, job.index, job.digest, job.store)
     problems = [f"shard {shard_name(job.index)}: {problem}" for problem in
                 examination.problems or _content_problems(job, examination)]
-    return problems, (examination.stats or {}).get("samples", 0)
+    routes = {row["ref_id"]: (job.index, row.get("status"))
+              for row in examination.sources or ()}
+    return problems, (examination.stats or {}).get("samples", 0), routes
 
 
 def _content_problems(job: ShardCheck, examination: ShardExamination) -> list[str]:
@@ -229,14 +233,15 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
         return [], [f"{redact(out)}: {error}"]
     jobs = [ShardCheck.of(location, plan, index, 1 + config.versions_count, config.store,
                           config.keep_pngs) for index in range(plan.shard_count)]
-    shard_problems, samples = [], 0
+    shard_problems, samples, routes = [], 0, {}
     listed = shards_listing(location)  # (its files' bytes size the processes)
     processes = min(workers, sum(size or 0 for size in listed.values()) // BYTES_PER_PROCESS)
     checked = in_processes(checked_shard, jobs, processes)
-    for problems, counted in tqdm(checked, total=len(jobs),
-                                  desc="shards checked", unit="shard", leave=False,
-                                  disable=len(jobs) < 4):  # each tar read and hashed
+    for problems, counted, routed in tqdm(checked, total=len(jobs),
+                                          desc="shards checked", unit="shard", leave=False,
+                                          disable=len(jobs) < 4):  # each tar read and hashed
         shard_problems, samples = shard_problems + problems, samples + counted
+        routes.update(routed)
     stray = stray_files(location, plan.shard_count, config.store, listed)
     if stray:
         shard_problems.append(
@@ -248,7 +253,7 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
              modes_line(config.modes())]
     report_lines, problems = _report(location)
     if location.exists(location.path(REPORT_FILE)):  # the run finished: its sources.parquet
-        problems += sources_problems(location, plan)
+        problems += sources_problems(location, plan, routes)
     lines, problems = lines + report_lines, shard_problems + problems
     if not shard_problems:  # every planned shard complete; a sidecar matches a whole dataset
         shards = list(range(plan.shard_count))
@@ -305,9 +310,11 @@ def _report(location: Location) -> tuple[list[str], list[str]]:
     return lines, problems
 
 
-def sources_problems(location: Location, plan: Plan) -> list[str]:
+def sources_problems(location: Location, plan: Plan, routes: Routes | None = None
+                     ) -> list[str]:
     """Where sources.parquet, which readers take the splits from, is not one row per planned
-    source (duplicates included) in the plan's split."""
+    source (duplicates included) in the plan's split, or (given the shards' lists' `routes`)
+    routes a source otherwise."""
     try:
         table = read_sources(location)
     except (FileNotFoundError, DamagedRunFileError) as error:
@@ -329,20 +336,16 @@ def sources_problems(location: Location, plan: Plan) -> list[str]:
         return [f"{SOURCES_FILE} puts {len(moved)} sources in another split than the plan "
                 f"({', '.join(moved[:3])}): damaged; generate with the same options rebuilds "
                 "it"]
-    return _routing_problems(location, plan, table.select(["ref_id", "shard", "status"]))
+    if routes is None:
+        return []
+    return _routing_problems(plan, table.select(["ref_id", "shard", "status"]), routes)
 
 
-def _routing_problems(location: Location, plan: Plan, table: pa.Table) -> list[str]:
+def _routing_problems(plan: Plan, table: pa.Table, routes: Routes) -> list[str]:
     """Where sources.parquet's shard or status of a source (how readers choose the shards to
-    open and the references to read) is not its shard's own list's (a duplicate: no shard);
-    a shard whose list cannot be read is named by its own check."""
-    lists = {d.ref_id: (None, "duplicate") for d in plan.duplicates}
-    for shard in range(plan.shard_count):
-        try:
-            rows = json.loads(location.read_bytes(shard_paths(location, shard)["sources"]))
-            lists.update({row["ref_id"]: (shard, row["status"]) for row in rows})
-        except (OSError, ValueError, TypeError, KeyError):
-            continue
+    open and the references to read) is not its shard's own list's (`routes`; a duplicate:
+    no shard); a shard whose list cannot be read is named by its own check."""
+    lists = {**{d.ref_id: (None, "duplicate") for d in plan.duplicates}, **routes}
     differing = [f"{row['ref_id']} {row['status']} in shard {row['shard']}, its shard's list: "
                  f"{lists[row['ref_id']][1]} in shard {lists[row['ref_id']][0]}"
                  for row in table.to_pylist() if row["ref_id"] in lists
