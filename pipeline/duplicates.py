@@ -8,15 +8,13 @@ different bytes are found later, from the decoded pixels (the report's pixel_dup
 import hashlib
 import os
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
 from pipeline.sources import Source, byte_limit, open_source
 from shards.decode import DEFAULT_MAX_PIXELS, DecodeError
+from shards.reads import read_ahead
 from shards.storage import HashingStream
-
-READ_THREADS = 16
 
 
 def _same_size_groups(sources: list[Source], max_bytes: int) -> list[list[int]]:
@@ -49,10 +47,9 @@ def _equal_groups(sources: list[Source], groups: list[list[int]], store: str,
     """Each group (sources of one size) split by the SHA-256 of their bytes (the first `limit`
     of them), in index order; the groups of two or more."""
     indices = sorted(i for group in groups for i in group)
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        digests = list(tqdm(pool.map(lambda i: _digest(sources[i], store, limit), indices),
-                            total=len(indices), desc="same-size sources compared",
-                            unit="file", leave=False, disable=len(indices) < 1000))
+    digests = list(tqdm(read_ahead(lambda i: _digest(sources[i], store, limit), indices),
+                        total=len(indices), desc="same-size sources compared", unit="file",
+                        leave=False, disable=len(indices) < 1000))
     same: dict[tuple, list[int]] = defaultdict(list)
     for index, digest in zip(indices, digests, strict=True):
         if digest is not None:

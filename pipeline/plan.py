@@ -18,6 +18,7 @@ from pipeline.sources import Source
 from shards.keys import ref_ids
 from shards.layout import MANIFEST_FILE, PLAN_FILE, REPORT_FILE, shard_count
 from shards.reader import RunFileError, damage_message, run_file, shard_problems, shard_states
+from shards.reads import read_ahead
 from shards.storage import Location
 
 
@@ -378,8 +379,9 @@ def finished_plan(location: Location) -> "Plan":
     plan = read_plan(location)
     complete, damaged = shard_states(location)
     store = plan.inputs.get("store", MODE_DEFAULTS["store"])
-    for index in complete:  # what a reader does not check: the lists, the parquet's rows
-        problems = shard_problems(location, index, plan.digest, store)
+    checked = read_ahead(lambda index: shard_problems(location, index, plan.digest, store),
+                         complete)  # what a reader does not check: the lists, parquet rows
+    for index, problems in zip(complete, checked, strict=True):
         if problems:
             damaged[index] = "; ".join(problems)
     if damaged:

@@ -7,12 +7,15 @@ longer struck out are made again on the next run. With --retry-unreadable, so ar
 shards that left out a source whose read failed (a network or NFS hiccup, a file restored
 since): it is read again, with the rest of its shard."""
 
+from functools import partial
+
 from pipeline.actors import QUARANTINE_STRIKES
 from pipeline.output_folder import STRIKES_FILE
 from pipeline.plan import Plan
 from pipeline.sources import UNREADABLE
 from shards.layout import FAILURES_FILE, REPORT_FILE, shard_paths
 from shards.reader import RunFileError
+from shards.reads import read_ahead
 from shards.storage import Location, redact
 
 
@@ -67,12 +70,15 @@ def failures_of(location: Location, done: list[int]) -> list[dict]:
         paths = [location.path(FAILURES_FILE)]
     else:
         paths = [shard_paths(location, index)["failures"] for index in done]
-    return [failure for path in paths if location.exists(path)
-            for failure in _failures_list(location, path)]
+    return [failure for failures in read_ahead(partial(_failures_list, location), paths)
+            for failure in failures]
 
 
 def _failures_list(location: Location, path: str) -> list[dict]:
-    """A failures list's records; a RunFileError names the file where it cannot be read."""
+    """A failures list's records (none where the file is not there); a RunFileError names
+    the file where it cannot be read."""
+    if not location.exists(path):
+        return []
     try:
         failures = location.read_json_lines(path)
     except (ValueError, UnicodeDecodeError) as error:

@@ -5,6 +5,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,6 +27,7 @@ from shards.layout import (
     shard_paths,
 )
 from shards.reader import ShardListsError, shard_lists, shard_stats
+from shards.reads import read_ahead
 from shards.schema import SOURCES_SCHEMA
 from shards.storage import Location, redact
 from shards.store_modes import NOT_REPLAYED, library_versions
@@ -118,6 +120,17 @@ class Tally:
 SOURCES_ROW_GROUP = 1 << 16
 
 
+def _lists_of(location: Location, index: int
+              ) -> tuple[dict, list[dict], list[dict]] | ShardListsError:
+    """A finished shard's stats and its sources and failures lists, or the error that says
+    how the lists are not what the stats count."""
+    stats = shard_stats(location, index)
+    try:
+        return (stats, *shard_lists(location, shard_paths(location, index), stats))
+    except ShardListsError as error:
+        return error
+
+
 def merge(location: Location, plan: Plan) -> Tally:
     """sources.parquet and failures.jsonl from every shard's own lists, written as the shards
     are read and published when all are (a merge that fails leaves the earlier files as they
@@ -126,15 +139,13 @@ def merge(location: Location, plan: Plan) -> Tally:
     with location.staged_output(location.path(SOURCES_FILE)) as sources_stream, \
             pq.ParquetWriter(sources_stream, SOURCES_SCHEMA) as sources_writer, \
             location.staged_output(location.path(FAILURES_FILE)) as failures_stream:
-        for index in range(plan.shard_count):
-            paths = shard_paths(location, index)
-            stats = shard_stats(location, index)
-            try:
-                sources, failures = shard_lists(location, paths, stats)
-            except ShardListsError as error:  # changed since the shard was done
-                raise PipelineError(f"{location.root}: shard {shard_name(index)}: {error}; "
-                                    "nothing merged: run generate again to make it anew"
-                                    ) from None
+        shards = range(plan.shard_count)
+        for index, read in zip(shards, read_ahead(partial(_lists_of, location), shards),
+                               strict=True):
+            if isinstance(read, ShardListsError):  # changed since the shard was done
+                raise PipelineError(f"{location.root}: shard {shard_name(index)}: {read}; "
+                                    "nothing merged: run generate again to make it anew")
+            stats, sources, failures = read
             if stats.get("plan_digest") != plan.digest:  # another driver's, written meanwhile
                 raise PlanMismatchError(f"{location.root}: shard {shard_name(index)} was made "
                                          f"under plan {str(stats.get('plan_digest'))[:12]}, "

@@ -27,6 +27,7 @@ from shards.layout import (
     store_of,
     tar_path,
 )
+from shards.reads import read_ahead
 from shards.schema import CHAIN_TYPE, chain_of
 from shards.storage import STAGED_SUFFIX, HashingStream, Location, redact
 from shards.tar_stream import TAR_CHANGED, read_tar
@@ -116,14 +117,12 @@ def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
     complete, damaged = [], {}
     if finished:
         damaged = dict.fromkeys(range(planned), "stats missing: the finished dataset lost it")
-    for index in _stats_indices(sizes):
-        if planned is not None and index >= planned:
-            continue
+    indices = [index for index in _stats_indices(sizes) if planned is None or index < planned]
+    read = read_ahead(functools.partial(_stats_or_error, location), indices)
+    for index, stats in zip(indices, read, strict=True):
         damaged.pop(index, None)
-        try:
-            stats = shard_stats(location, index)
-        except (ValueError, UnicodeDecodeError) as error:
-            damaged[index] = f"stats are not a JSON object ({error})"
+        if isinstance(stats, Exception):
+            damaged[index] = f"stats are not a JSON object ({stats})"
             continue
         if plan.get("digest") is not None and stats.get("plan_digest") != plan["digest"]:
             if finished:
@@ -183,6 +182,14 @@ def shard_stats(location: Location, index: int) -> dict:
     if not isinstance(stats, dict):
         raise ValueError(f"a JSON {type(stats).__name__}, not an object")
     return stats
+
+
+def _stats_or_error(location: Location, index: int) -> dict | ValueError:
+    """A shard's stats, or the error that says why they are not a JSON object."""
+    try:
+        return shard_stats(location, index)
+    except (ValueError, UnicodeDecodeError) as error:
+        return error
 
 
 STATS_KEPT = 64  # shards whose stats one stream remembers (more than it reads at once)
@@ -343,8 +350,9 @@ def read_index(location: Location, shards: list[int] | None = None,
     indices = complete_shards(location) if shards is None else shards
     stats_of = stats_of or functools.partial(shard_stats, location)
     tables = []
-    for index in indices:
-        table = parse_index(checked_index(location, index, stats_of(index)), columns)
+    read = read_ahead(lambda index: checked_index(location, index, stats_of(index)), indices)
+    for index, index_bytes in zip(indices, read, strict=True):
+        table = parse_index(index_bytes, columns)
         if kind is not None:
             table = table.filter(pc.equal(table["kind"], kind))
         if with_shard:

@@ -4,6 +4,7 @@ import csv
 import json
 import posixpath
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from pipeline.plan import finished_plan
 from pipeline.sources import read_rgb
 from shards.decode import upright_size
 from shards.layout import labels_file, shard_paths
+from shards.reads import read_ahead
 from shards.schema import SIDECAR_SCHEMA, finite_counts, score_arrays
 from shards.storage import Location, redact
 
@@ -220,9 +222,9 @@ def _relabel(ensemble: ens.Ensemble, location: Location, out: str, lease: Lease)
                                            "plan_digest": plan.digest})
     written = 0
     with location.staged_output(target) as stream, pq.ParquetWriter(stream, schema) as writer:
-        for shard, index in enumerate(tqdm(indexes, desc="relabel", unit="shard",
-                                           disable=len(indexes) < 4)):  # a row group a shard
-            scores, keys = _distorted_scores(location, index)
+        read = read_ahead(partial(_distorted_scores, location), indexes)  # a row group each
+        for shard, (scores, keys) in enumerate(tqdm(read, total=len(indexes), desc="relabel",
+                                                    unit="shard", disable=len(indexes) < 4)):
             quality = ensemble.quality({key: scores[key] for key in used})[0]
             writer.write_table(pa.table({"key": keys, "quality": quality,
                                          "shard": np.full(len(keys), shard, np.int32)},
@@ -248,9 +250,9 @@ def _relabel_metrics(ensemble: ens.Ensemble, location: Location, indexes: list[s
     metric that only some have (Q would mean two things in one dataset), or none of them."""
     finite: dict[str, int] = defaultdict(int)
     total = 0
-    for index in tqdm(indexes, desc="scores checked", unit="shard", leave=False,
-                      disable=len(indexes) < 4):
-        scores, keys = _distorted_scores(location, index)
+    read = read_ahead(partial(_distorted_scores, location), indexes)
+    for scores, keys in tqdm(read, total=len(indexes), desc="scores checked", unit="shard",
+                             leave=False, disable=len(indexes) < 4):
         total += len(keys)
         for key, count in finite_counts(scores).items():
             finite[key] += count
