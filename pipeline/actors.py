@@ -67,7 +67,9 @@ class LabelerActor:
         self._usable()
         return {"device": str(self.labeler.device), "metrics": self.labeler.keys,
                 "absent": self.labeler.absent, "pid": os.getpid(),
-                "node_id": ray.get_runtime_context().get_node_id()}
+                "node_id": ray.get_runtime_context().get_node_id(),
+                "gpus": ray.get_gpu_ids(), "torch": torch.__version__,
+                "torch_cuda": torch.version.cuda}
 
     def stats(self) -> dict:
         """Calls served and the most served at once."""

@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import ray
@@ -55,6 +56,7 @@ from shards.layout import (
     shard_name,
 )
 from shards.reader import shard_problems, shard_stats
+from shards.reads import read_ahead
 from shards.storage import Location, redact
 
 DASHBOARD_PORT = 8265
@@ -66,6 +68,9 @@ PROGRESS_SECONDS = 2.0
 STOP_SECONDS = 30.0  # for the shard tasks of a run that ends early to stop
 ACTOR_START_SECONDS = 600  # loading ten metrics (VGG16 included) takes seconds, not minutes
 ACTOR_STATS_SECONDS = 10.0  # for the labeler actors to report their calls at the end
+# "1": labelers given a GPU that torch cannot use label on the CPU (GPUs declared to Ray on a
+# machine without one, as the tests do); otherwise such a run stops (_check_devices)
+FAKE_GPUS = "IQA_FACTORY_FAKE_GPUS"
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,9 @@ def _labeler_pool(config: RunConfig, plan: Layout, run_id: str) -> Iterator[tupl
                       plan.concurrency)
               for k in range(plan.actors)]
     try:
-        yield actors, [info["node_id"] for info in _described(actors, plan)]
+        described = _described(actors, plan)
+        _check_devices(described)
+        yield actors, [info["node_id"] for info in described]
     finally:
         for actor in actors:
             ray.kill(actor)
@@ -224,6 +231,25 @@ def _described(actors: list, plan: Layout) -> list[dict]:
             raise
         raise LabelersUnavailableError(f"a labeler actor could not load its metrics: "
                                        f"{error.cause}") from None
+
+
+def _check_devices(described: list[dict]) -> None:
+    """A LabelersUnavailableError where a labeler holds a GPU that torch cannot use on its
+    node (a driver older than torch's CUDA needs): it would label on the CPU, many times
+    slower, and nothing else would say so. FAKE_GPUS=1 lets it (GPUs declared to Ray on a
+    machine without one, as the tests do)."""
+    if os.environ.get(FAKE_GPUS) == "1":
+        return
+    for number, info in enumerate(described):
+        if info["gpus"] and not info["device"].startswith("cuda"):
+            built = (f"built for CUDA {info['torch_cuda']}" if info["torch_cuda"]
+                     else "a build without CUDA")
+            raise LabelersUnavailableError(
+                f"labeler actor {number} holds GPU {info['gpus']} on node "
+                f"{info['node_id'][:12]}, but torch {info['torch']} ({built}) cannot use it "
+                "there: it would label on the CPU. Is the node's NVIDIA driver recent enough "
+                "for that CUDA? (`nvidia-smi` on the node shows its driver and the CUDA it "
+                "supports)")
 
 
 def _check_weights(config: RunConfig) -> tuple[str, ...]:
@@ -271,7 +297,7 @@ class _Progress:
                                            scheduling_strategy=here).remote(planned, self.strikes)
         self.shards, self.done_shards = plan.shard_count, len(done)
         self.peak_in_flight = 0
-        earlier = [shard_stats(location, i) for i in done]  # shards an earlier run finished
+        earlier = list(read_ahead(partial(shard_stats, location), done))  # an earlier run's
         self.written = sum(stats["samples"] for stats in earlier)
         self.offset = sum(planned[i] for i in done)
         self.earlier_failures = len(plan.duplicates) + sum(stats["failures"] for stats in earlier)
@@ -479,7 +505,8 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     on_actors = options.denoise_on_actors
     if on_actors is None:
         on_actors = resources.get("GPU", 0) > 0
-    arguments = (plan.to_json(), config.to_json(), ensemble.to_json(), config.out)
+    # the plan once in the object store (20 MB at paper scale), not pickled into each task
+    arguments = (ray.put(plan.to_json()), config.to_json(), ensemble.to_json(), config.out)
     with _labeler_pool(config, scheduling, plan.digest[:8]) as (actors, nodes):
         progress = _Progress(location, plan, 1 + config.versions_count, done, lease)
 
@@ -535,9 +562,14 @@ def _shards_to_make(plan: Plan, config: RunConfig, options: ClusterOptions,
         clear_previous_run(location)
     remove_staged(location)
     resumed = persist_or_check(plan, location, restart=options.restart)
-    todo = [i for i in range(plan.shard_count)
-            if not shard_is_complete(location, i, plan.digest, config.store, options.verify)]
-    done = [i for i in range(plan.shard_count) if i not in todo]
+    shards = range(plan.shard_count)
+    complete = read_ahead(lambda index: shard_is_complete(
+        location, index, plan.digest, config.store, options.verify), shards)
+    checked = list(zip(shards, tqdm(complete, total=len(shards), desc="finished shards checked",
+                                    unit="shard", leave=False, disable=len(shards) < 100),
+                       strict=True))
+    todo = [index for index, finished in checked if not finished]
+    done = [index for index, finished in checked if finished]
     if resumed:  # every finished shard checked, those to make again too: a remake that
         # stops leaves its shard as it was, finished
         check_modified_sources(location, plan, config, done)

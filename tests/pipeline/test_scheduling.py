@@ -1,8 +1,11 @@
 """The run's layout on a cluster's resources, and the concurrency the driver really keeps on a
 node declared as 16 CPUs + 1 GPU (counted by the driver and the actor, never timed)."""
 
+from pathlib import Path
+
 import pytest
 import ray
+import torch
 
 from pipeline.driver import ClusterOptions, generate
 from pipeline.scheduling import layout
@@ -79,9 +82,12 @@ def test_overrides_win():
 
 
 @pytest.fixture
-def gpu_node():
+def gpu_node(monkeypatch):
     """A local Ray instance that declares the node the design targets (no GPU is needed: the
-    actor's torch sees none and labels on the CPU)."""
+    actor's torch sees none and labels on the CPU, as FAKE_GPUS lets it)."""
+    from pipeline.driver import FAKE_GPUS
+
+    monkeypatch.setenv(FAKE_GPUS, "1")
     ray.init(num_cpus=16, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
@@ -102,6 +108,31 @@ def test_a_16_cpu_1_gpu_node_keeps_15_shards_in_flight(gpu_node, shifted_sources
     [calls] = scheduling["actor_calls"]
     assert calls["calls"] == 18  # one label call per reference; no learned types here
     assert 1 <= calls["peak_concurrent"] <= GPU_CALLS_AT_ONCE
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(torch.cuda.is_available(), reason="torch uses this machine's GPU")
+def test_a_labeler_given_a_gpu_torch_cannot_use_stops_the_run_naming_it(tmp_path,
+                                                                        shifted_sources,
+                                                                        fast_config):
+    """A GPU node whose NVIDIA driver is older than torch's CUDA build: Ray gives the actor
+    the GPU, torch sees none, and the actor would label on one CPU thread for the whole run.
+    The run stops before any shard, naming the actor, its GPU and torch's build."""
+    from pipeline.errors import LabelersUnavailableError
+
+    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        folder, ensemble = shifted_sources(1)
+        config = fast_config(str(folder), metrics=("mae",), distortion_ids=(1,), levels=(1,),
+                             ensemble_file=str(ensemble))
+        with pytest.raises(LabelersUnavailableError) as refused:
+            generate(config, ClusterOptions())
+    finally:
+        ray.shutdown()
+    message = str(refused.value)
+    assert message.startswith("labeler actor 0 holds GPU [")
+    assert f"torch {torch.__version__}" in message and "cannot use it" in message
+    assert not list(Path(config.out).glob("shards/*.tar"))
 
 
 def test_a_shard_task_uses_a_labeler_on_its_own_node():
