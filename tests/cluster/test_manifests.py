@@ -42,12 +42,42 @@ def test_cloud_workers_declare_their_resources_and_all_start(name):
     """Ray fills a node type's resources in on AWS and Kubernetes only: declared here, so the
     scheduler knows a GPU worker's GPU on every cloud. generate sizes its actors and tasks to
     the nodes up when it starts and never queues work that would make the autoscaler add
-    more, so every worker starts with the cluster (min_workers = max_workers)."""
+    more, so every worker starts with the cluster (min_workers = max_workers). A labelled run
+    is bound by labelling, which a GPU node's own CPUs outpace: GPU nodes only, by default."""
     types = yaml.safe_load((CLUSTER / name).read_text())["available_node_types"]
     assert types["cpu_worker"]["resources"] == {"CPU": 16}
     assert types["gpu_worker"]["resources"] == {"CPU": 16, "GPU": 1}
-    for worker in ("cpu_worker", "gpu_worker"):
-        assert types[worker]["min_workers"] == types[worker]["max_workers"] > 0
+    assert types["cpu_worker"]["min_workers"] == types["cpu_worker"]["max_workers"] == 0
+    assert types["gpu_worker"]["min_workers"] == types["gpu_worker"]["max_workers"] > 0
+
+
+def _disk_gb(node_config: dict) -> int:
+    """The boot disk a launcher's node type asks for (AWS or GCP), in GB."""
+    if "BlockDeviceMappings" in node_config:
+        return node_config["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"]
+    return node_config["disks"][0]["initializeParams"]["diskSizeGb"]
+
+
+@pytest.mark.parametrize("name", ["aws.yaml", "gcp.yaml"])
+def test_every_cloud_node_has_disk_for_the_install_and_the_spill(name):
+    """torch's CUDA wheels take several GB and each of 15 shard tasks spills some 1 GB (a
+    default shard's encoded versions): an AMI's default 8 GB root volume would fill."""
+    types = yaml.safe_load((CLUSTER / name).read_text())["available_node_types"]
+    for node_type in types.values():
+        assert _disk_gb(node_type["node_config"]) >= 100
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_every_node_installs_into_a_python_3_11_first_on_the_path(name):
+    """The project pins Python 3.11; a stock image's python3 is another (Ubuntu 22.04's 3.10,
+    24.04's 3.12). Ray runs every command through an interactive shell that reads ~/.bashrc,
+    so the venv put first on PATH there is what `ray`, `pip` and the job's `python` are."""
+    commands = yaml.safe_load((CLUSTER / name).read_text())["setup_commands"]
+    venv = next(i for i, command in enumerate(commands) if "--python 3.11" in command)
+    on_path = next(i for i, command in enumerate(commands)
+                   if ".bashrc" in command and "iqa-venv/bin:$PATH" in command)
+    install = next(i for i, command in enumerate(commands) if "pip install -e" in command)
+    assert venv < on_path < install and "iqa-venv" in commands[venv]
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
@@ -89,6 +119,20 @@ def test_kuberay_manifests(name):
     assert gpu_groups
     if "RayJob" in documents:
         assert documents["RayJob"]["spec"]["entrypoint"].startswith("iqa-factory generate")
+
+
+@pytest.mark.parametrize("name", KUBERAY)
+def test_the_head_runs_no_shard_task_and_workers_have_room_to_spill(name):
+    """The head pod holds Ray's control processes and the driver: shard tasks (each some
+    hundreds of MB and 1 GB of spill) there could take the whole cluster down with it. GPU
+    pods only by default, as the launcher files."""
+    spec = _cluster_spec(_documents(name))
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    for group in spec["workerGroupSpecs"]:
+        [container] = group["template"]["spec"]["containers"]
+        assert _quantity(container["resources"]["requests"]["ephemeral-storage"]) >= 40 * 2**30
+        if "nvidia.com/gpu" not in container["resources"]["limits"]:
+            assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 0
 
 
 @pytest.mark.parametrize("name", KUBERAY)
