@@ -17,8 +17,10 @@ from pathlib import Path
 from report_files import write_report
 
 from training.correlation import CORE_FIGURES
+from training.objectives.base import OBJECTIVES
 
-OBJECTIVES = ("contrastive", "reconstruction", "restoration", "regression")
+# the label-free objectives first, then regression
+SHOWN = (*OBJECTIVES[1:], OBJECTIVES[0])
 
 
 def _results(path: Path) -> dict:
@@ -41,7 +43,7 @@ def _row(objective: str, read_out: str, trained: dict, baseline: dict, crop: int
 def summary(demo: Path) -> list[dict]:
     """One row per read-out of every objective that has run under `demo`."""
     rows = []
-    for objective in OBJECTIVES:
+    for objective in SHOWN:
         run = demo / objective
         if not (run / "probe" / "results.json").is_file():
             continue

@@ -8,7 +8,6 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
@@ -27,7 +26,8 @@ from training.model import build_model
 from training.objectives import Objective, build_objective
 from training.objectives.base import GroupRequest
 from training.precision import Inputs, Precision
-from training.results_files import figure_text, write_json
+from training.pretrain_config import PretrainConfig
+from training.results_files import figure_text, publish_summary
 from training.shard_data import (
     INTERLEAVED_SHARDS,
     datasets_splits,
@@ -35,9 +35,6 @@ from training.shard_data import (
     reference_sizes,
     references_up_to,
 )
-
-if TYPE_CHECKING:
-    from training.pretrain import PretrainConfig
 
 SHUFFLE_GROUPS = 16  # groups in the shuffle buffer (a chunk holds many crops already)
 
@@ -65,7 +62,7 @@ class Part:
     val_groups: Counter
 
 
-def _parts(config: "PretrainConfig", request: GroupRequest) -> tuple[list[Part], list[str]]:
+def _parts(config: PretrainConfig, request: GroupRequest) -> tuple[list[Part], list[str]]:
     """The run's datasets (config.datasets), each with its own splits (a
     --val-refs or --exclude-refs id moves in each that holds it), and the notices of the
     references left out for want of a whole chunk."""
@@ -163,7 +160,7 @@ def full_chunks(index, refs: frozenset[str], request: GroupRequest, name: str,
     return whole, notice
 
 
-def _loader(config: "PretrainConfig", objective: Objective, parts: list[Part],
+def _loader(config: PretrainConfig, objective: Objective, parts: list[Part],
             refs: dict[str, frozenset[str]], reading: Order, context: Context,
             flip: bool = False) -> DataLoader:
     """The groups of `refs` (by part name) of each part, mixed in proportion to their train
@@ -195,7 +192,7 @@ def validation_loss(context: Context, objective: Objective, loader) -> dict:
     return {"score": -total / count, "loss": total / count, "count": int(count)}
 
 
-def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool) -> dict:
+def pretrain_label_free(config: PretrainConfig, context: Context, resume: bool) -> dict:
     precision = Precision.resolve(config.model.precision, context.device)
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
     built = build_model(config.model, outputs=0)
@@ -250,11 +247,9 @@ def pretrain_label_free(config: "PretrainConfig", context: Context, resume: bool
                     "plans": [part.dataset.plan_digest for part in parts]})
     summary = fit(run, batches, steps, validate, resume)
     if context.is_main:
-        summary = {**summary, **objective.summary(), "dataset": config.dataset,
-                   **({"also": list(config.also)} if config.also else {}),
-                   "train_refs": train_refs, "val_refs": val_refs,
-                   "checkpoint": str(out / "best.pt"), "start": built.start}
-        write_json(out / "summary.json", summary)
-        print(f"best validation loss {figure_text(-summary['best_score'])} at epoch "
-              f"{summary['best_epoch']}; weights in {out / 'best.pt'}")
+        summary = publish_summary(out, {
+            **summary, **objective.summary(), "dataset": config.dataset,
+            **({"also": list(config.also)} if config.also else {}),
+            "train_refs": train_refs, "val_refs": val_refs, "start": built.start},
+            f"loss {figure_text(-summary['best_score'])}")
     return summary

@@ -7,6 +7,9 @@ import math
 from pathlib import Path
 
 from shards.storage import atomic_file, without_credentials
+from training.checkpoint import BEST
+
+SUMMARY_FILE = "summary.json"  # a pretraining run's result
 
 
 def json_safe(value):
@@ -35,3 +38,12 @@ def figure_text(value: float | None) -> str:
 def figures_line(figures: dict, names: tuple[str, ...]) -> str:
     """'SROCC 0.9012  PLCC ...' of `names`."""
     return "  ".join(f"{name.upper()} {figure_text(figures[name])}" for name in names)
+
+
+def publish_summary(out: Path, summary: dict, best: str) -> dict:
+    """A pretraining run's summary.json in `out`, naming its best epoch's checkpoint, and the
+    line that says where those weights are (`best`: the epoch's validation figure, in words)."""
+    summary = {**summary, "checkpoint": str(out / BEST)}
+    write_json(out / SUMMARY_FILE, summary)
+    print(f"best validation {best} at epoch {summary['best_epoch']}; weights in {out / BEST}")
+    return summary

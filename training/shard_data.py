@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from distortions.banks import grid
+from distortions.registry import BANK, LEVELS
 from labelers.ensemble import Ensemble, EnsembleError
 from shards.dataset import Dataset, readable_shards, sample_stream
 from shards.layout import MANIFEST_FILE, store_of, tar_path
@@ -26,7 +27,8 @@ from shards.storage import Location
 from training.losses import Head
 from training.transforms import Augment, centre_view, train_view
 
-CLASS_TARGETS = {"distortion": ("distortion_id", 33), "level": ("level", 5)}
+# the paper's classes: its 33 types and 5 levels
+CLASS_TARGETS = {"distortion": ("distortion_id", len(BANK)), "level": ("level", len(LEVELS))}
 GRID_TARGETS = ("class", "multihot")  # over the run's own (type, level) grid (run_grid)
 TARGETS = ("quality", *METRIC_KEYS, *CLASS_TARGETS, *GRID_TARGETS)
 EXCLUDED = "excluded"
