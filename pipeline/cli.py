@@ -17,7 +17,8 @@ from pipeline.errors import PipelineError
 from pipeline.plan import read_plan
 from pipeline.scheduling import CPUS_PER_CPU_ACTOR
 from pipeline.sizing import NATIVE, TargetSize, cover_and_crop, parse_size
-from pipeline.sources import EMBEDDED_PREFIX, read_rgb
+from pipeline.sources import read_rgb, single
+from shards.keys import ref_ids
 from shards.layout import DEFAULT_STORE, PLAN_FILE, STORE_MODES
 from shards.storage import Location, redact
 
@@ -57,7 +58,7 @@ def _sheet(args: argparse.Namespace) -> int:
             raise ValueError("--ref-id chooses a reference of a shard; an image's sheet shows "
                              "that image")
         img = _prepared(args.image, args.size or TargetSize(), args.allow_upscale)
-        ref_id = Path(args.image.removeprefix(EMBEDDED_PREFIX)).stem
+        ref_id = ref_ids([single(args.image).stem])[0]  # its versions' seeds, as generate's
         sheet = render_contact_sheet(img, seed=args.seed or 0, ref_id=ref_id,
                                      cell_width=args.cell_width)
     args.output.parent.mkdir(parents=True, exist_ok=True)

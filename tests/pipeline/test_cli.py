@@ -59,6 +59,21 @@ def test_sheet_renders_a_row_per_registered_type_of_reference_and_5_levels(tmp_p
     assert pixels.std() > 20  # images were drawn, not a blank canvas
 
 
+def test_an_images_sheet_shows_the_versions_generate_makes_of_it(tmp_path):
+    """A version's seed comes from its reference's ref_id: the sheet of `my photo.png` must
+    draw what a dataset holds of it, whose ref_id is `my_photo` (the spec's rule), so the
+    same as the sheet of a copy named `my_photo.png`."""
+    sheets = []
+    for name in ("my photo.png", "my_photo.png"):
+        (tmp_path / name).write_bytes(MINIMUM_IMAGE.read_bytes())
+        output = tmp_path / f"sheet {len(sheets)}.png"
+        assert cli.main(["sheet", str(tmp_path / name), "-o", str(output),
+                         "--size", "192x176", "--cell-width", "64"]) == 0
+        with Image.open(output) as sheet:
+            sheets.append(np.asarray(sheet.convert("RGB")))
+    assert np.array_equal(*sheets)
+
+
 def test_sheet_refuses_a_too_small_image_clearly(tmp_path, capsys):
     tiny = tmp_path / "tiny.png"
     Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(tiny)
