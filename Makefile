@@ -12,7 +12,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline bench-train bench-storage bench-gpu device-check pretrain-demo pretrain-demo-summary default-ensemble pmos-ensemble validate-levels golden clean
+.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline bench-train bench-storage bench-reads bench-gpu device-check pretrain-demo pretrain-demo-summary default-ensemble pmos-ensemble validate-levels golden clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -52,6 +52,9 @@ bench-pipeline: $(STAMP) ## samples/s, peak memory, 23.1M projection -> docs/ben
 
 bench-storage: $(STAMP) ## per --store mode of OUT (an images run): bytes, 23.1M projection, loader samples/s, replay ms -> docs/bench-storage.*
 	$(BIN)/python benchmarks/bench_storage.py --dataset $(OUT) --out docs $(ARGS)
+
+bench-reads: $(STAMP) ## dataset-wide reads (resume check, open, indexes, merge) 1 vs 16 threads, local and S3 at 20 ms -> docs/bench-reads.*
+	$(BIN)/python benchmarks/bench_reads.py --out docs $(ARGS)
 
 bench-train: $(STAMP) ## training img/s: shard loader vs model, CPU (+GPU) -> docs/bench-train.*
 	$(BIN)/python benchmarks/bench_train.py --dataset $(OUT) --out docs $(ARGS)

@@ -93,3 +93,21 @@ def test_the_cpu_labelling_figures_are_the_labeler_benchmarks():
                   r"passes of 16")
     assert _as_stated(passes.group(1), cpu["cpu_passes"]["labeler"]["own"])
     assert _as_stated(passes.group(2), cpu["cpu_passes"]["labeler"]["16"])
+
+
+def test_the_object_store_read_figures_are_the_reads_benchmarks():
+    bench = _bench("reads")
+    s3 = next(figures for store, figures in bench["stores"].items() if store.startswith("S3"))
+    threads = bench["read_threads"]
+    stated = _one(r"a resume's check\nprojects to ([\d.]+) minutes at the paper's ([\d,]+) "
+                  r"shards where one read at a time took ([\d.]+), and\nopening a dataset to "
+                  r"([\d.]+) where it took ([\d.]+)")
+    check, opening = s3["resume check"], s3["open for reading (shard_states)"]
+    assert int(stated.group(2).replace(",", "")) == bench["paper_shards"]
+    for text, value in zip(stated.group(1, 3, 4, 5),
+                           (check[f"paper_minutes_{threads}_threads"],
+                            check["paper_minutes_1_thread"],
+                            opening[f"paper_minutes_{threads}_threads"],
+                            opening["paper_minutes_1_thread"]), strict=True):
+        assert _as_stated(text, value)
+    assert f"run {threads} at once" in README and f"{bench['latency_ms']:g} ms" in README
