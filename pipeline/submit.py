@@ -1,6 +1,7 @@
 """Submitting `generate` to a Ray cluster through the Jobs API: the same command, minus
 --address, runs as a job whose driver connects with ray.init() (Ray sets RAY_ADDRESS)."""
 
+import asyncio
 import fnmatch
 import shlex
 import subprocess
@@ -118,17 +119,38 @@ def _submit_and_follow(address: str, argv: list[str], anchored: list[str]) -> in
     try:  # (from the first word on: an interrupt as soon as the job is named stops following)
         print(f"submitted job {job_id} to {address}; watch it in the dashboard there, or with "
               f"`ray job logs --address {address} --follow {job_id}`", flush=True)
-        while (status := str(client.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:
-            time.sleep(5)
+        status = _follow(client, job_id)
     except KeyboardInterrupt:  # what stops here is the following, not the job
         print(f"\nstopped following job {job_id}: it runs on in the cluster; `ray job stop "
               f"--address {address} {job_id}` stops it, `ray job logs --address {address} "
               f"--follow {job_id}` follows it again", file=sys.stderr)
         return 130
-    print(client.get_job_logs(job_id))
     message = client.get_job_info(job_id).message if status != "SUCCEEDED" else None
     # a job that failed before its command ran (its runtime environment, its supervisor)
     # says why only here: its logs are empty
     why = message.strip().splitlines()[0].rstrip(":") if message and message.strip() else ""
     print(f"job {job_id}: {status}" + (f" ({why})" if why else ""))
     return 0 if status == "SUCCEEDED" else 1
+
+
+def _follow(client, job_id: str) -> str:
+    """The job's output, printed as its driver writes it, until the job ends; its status.
+    Where the log stream breaks (a proxy that refuses WebSockets, say), the job is polled to
+    its end and its whole log printed then."""
+    try:
+        asyncio.run(_print_logs(client, job_id))
+        streamed = True
+    except Exception as error:  # the stream only: the job itself is asked below
+        print(f"note: the job's output cannot be followed as it comes ({type(error).__name__}: "
+              f"{error}); it is printed when the job ends", file=sys.stderr, flush=True)
+        streamed = False
+    while (status := str(client.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:
+        time.sleep(5)
+    if not streamed:
+        print(client.get_job_logs(job_id))
+    return status
+
+
+async def _print_logs(client, job_id: str) -> None:
+    async for chunk in client.tail_job_logs(job_id):
+        print(chunk, end="", flush=True)

@@ -123,6 +123,8 @@ def test_interrupting_the_follow_leaves_the_job_running_and_says_so(ray_head,
     first = following.stdout.readline()
     assert first.startswith("submitted job"), first
     job = first.split()[2]
+    following.stdout.readline()  # the job's first line, followed as the job writes it
+    seen = time.time()
     following.send_signal(signal.SIGINT)
     _, stderr = following.communicate(timeout=120)
     assert following.returncode == 130
@@ -131,7 +133,9 @@ def test_interrupting_the_follow_leaves_the_job_running_and_says_so(ray_head,
     waited = subprocess.run(
         [sys.executable, "-c", WAIT_FOR_JOB, ray_head.jobs, job], capture_output=True,
         text=True, timeout=900, env=environment)
-    assert waited.stdout.strip() == "SUCCEEDED", waited.stderr[-2000:]  # it ran on to its end
+    status, ended = waited.stdout.split()
+    assert status == "SUCCEEDED", waited.stderr[-2000:]  # it ran on to its end
+    assert seen < int(ended) / 1000  # its output came as it ran, not once it had ended
 
 
 WAIT_FOR_JOB = """
@@ -141,7 +145,7 @@ client = JobSubmissionClient(sys.argv[1])
 while (status := str(client.get_job_status(sys.argv[2])).split(".")[-1]) not in (
         "SUCCEEDED", "FAILED", "STOPPED"):
     time.sleep(2)
-print(status)
+print(status, client.get_job_info(sys.argv[2]).end_time)
 """
 
 
