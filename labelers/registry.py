@@ -8,6 +8,7 @@ from importlib import metadata
 
 from labelers.base import Metric
 from labelers.errors import UnknownMetricError
+from labelers.weights import BACKBONES
 
 METRIC_CLASSES = {
     "gmsd": "labelers.gmsd:GMSD",
@@ -55,8 +56,6 @@ def metric_versions(keys: tuple[str, ...]) -> dict[str, dict[str, str | None]]:
     """What each metric's scores depend on, by version: this package's code, torch, the
     packages of METRIC_PACKAGES, and its ImageNet backbone's file (its name holds the start
     of its SHA-256)."""
-    from labelers.weights import BACKBONES
-
     versions = {}
     for key in keys:
         versions[key] = {package: package_version(package) for package in

@@ -299,12 +299,11 @@ class ReferenceSubband:
     level: int
     slot: int                   # its orientation's place among COMPUTED_ORIENTATIONS
     side: int                   # box window side of the channel estimation
-    coefficients: torch.Tensor  # 1 x 1 x h x w, sides multiples of M
     mean: torch.Tensor          # window means at the block centres
     variance: torch.Tensor      # ss_x: window sums of squares less side^2 mean^2, >= 0
     s_field: torch.Tensor       # border-cropped S field
     eigenvalues: torch.Tensor   # the M^2 eigenvalues of C_u
-    window: torch.Tensor        # block_window of the coefficients
+    window: torch.Tensor        # block_window of its coefficients (sides multiples of M)
 
 
 @dataclass(frozen=True)
@@ -348,7 +347,6 @@ def reference_subband(band: torch.Tensor, cell: int, level: int, slot: int) -> R
         level=level,
         slot=slot,
         side=side,
-        coefficients=y,
         mean=mean,
         variance=variance,
         s_field=crop_border(s_field, border_blocks(side)),

@@ -17,11 +17,14 @@ from shards.layout import (
     MANIFEST_FILE,
     PLAN_FILE,
     REPORT_FILE,
+    SHARD_SUFFIXES,
     SHARDS_DIR,
+    SIDE_SUFFIXES,
     SOURCES_FILE,
     labels_files,
 )
 from shards.storage import STAGED_SUFFIX, Location, redact
+from shards.words import a_few
 
 STRIKES_FILE = "strikes.json"  # references worker processes died on (pipeline.actors)
 # what a run writes beside its shards (--restart removes them with the shards)
@@ -91,8 +94,8 @@ def refuse_foreign(location: Location) -> None:
 # what a run (or a writer it interrupted) leaves in shards/: NNNNN.tar[.gz], .parquet,
 # _stats.json, _sources.json, _failures.jsonl, each maybe staged (.<attempt>.partial), and a
 # storage probe stopped before it deleted its file (pipeline.probe)
-RUN_SHARD_FILE = re.compile(r"(\d{5,}(\.tar|\.tar\.gz|\.parquet|_stats\.json|_sources\.json"
-                            r"|_failures\.jsonl)|probe-[0-9a-f]+\.partial)(\.[0-9a-f]+\.partial)?")
+RUN_SHARD_FILE = re.compile(rf"(\d{{5,}}({'|'.join(map(re.escape, SHARD_SUFFIXES))})"
+                            r"|probe-[0-9a-f]+\.partial)(\.[0-9a-f]+\.partial)?")
 
 
 def clear_previous_run(location: Location) -> None:
@@ -106,11 +109,10 @@ def clear_previous_run(location: Location) -> None:
                         info.base_name))
     if theirs:
         raise ForeignOutputError(f"--restart: {shards} holds {len(theirs)} file(s) or "
-                                 f"folder(s) no run writes ({', '.join(theirs[:3])}"
-                                 f"{', ...' if len(theirs) > 3 else ''}): move them out first "
+                                 f"folder(s) no run writes ({a_few(theirs)}): move them out first "
                                  "(nothing was removed)")
     if listed:
-        finished = sum(info.base_name.endswith("_stats.json") for info in listed)
+        finished = sum(info.base_name.endswith(SIDE_SUFFIXES["stats"]) for info in listed)
         location.fs.delete_dir(shards)
         print(f"restart: removed {shards} ({finished} finished shards of the previous run)")
     for name in RUN_FILES:

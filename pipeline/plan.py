@@ -20,6 +20,7 @@ from shards.layout import MANIFEST_FILE, PLAN_FILE, REPORT_FILE, shard_count
 from shards.reader import RunFileError, damage_message, run_file, shard_problems, shard_states
 from shards.reads import read_ahead
 from shards.storage import Location
+from shards.words import a_few
 
 
 @dataclass(frozen=True)
@@ -352,7 +353,7 @@ def sources_changed(location: Location, changed: list[str], since: str) -> PlanM
     """The refusal of a resume whose sources changed (`changed`: each, in words)."""
     return PlanMismatchError(
         f"{location.root}: {len(changed)} sources changed {since} "
-        f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}). Resuming would mix "
+        f"({a_few(changed, '; ')}). Resuming would mix "
         "images made from two versions of them: restore them, or rerun with --restart to "
         "start over")
 

@@ -17,6 +17,7 @@ from pipeline.sources import UNREADABLE, printable
 from pipeline.worker import ShardOutcome, prepare_reference
 from shards.layout import shard_name, shard_paths
 from shards.storage import Location
+from shards.words import a_few
 
 
 def _each(values: tuple, count: int) -> tuple:
@@ -55,11 +56,6 @@ def known_listing(old: Plan, new: Plan) -> Plan:
         return merged if any(value is not None for value in merged) else ()
     return replace(new, source_bytes=kept(old.source_bytes, new.source_bytes),
                    source_mtimes=kept(old.source_mtimes, new.source_mtimes))
-
-
-def _first(uris: list[str]) -> str:
-    """The first three URIs, and '...' where there are more."""
-    return f"{', '.join(uris[:3])}{', ...' if len(uris) > 3 else ''}"
 
 
 # reasons a source is left out after it decoded: its pixels' SHA-256 is not recorded
@@ -119,7 +115,7 @@ def check_modified_sources(location: Location, plan: Plan, config: RunConfig,
         raise sources_changed(location, changed, "since their shards were made")
     if readable:
         print(f"note: {len(readable)} source(s) left out of finished shards as unreadable can "
-              f"be read now ({_first(readable)}): their shards stay as made unless "
+              f"be read now ({a_few(readable)}): their shards stay as made unless "
               "--retry-unreadable makes them again")
     count = len(plan.references)
     unseen = [printable(ref.uri) for index, (ref, was, now) in enumerate(zip(
@@ -128,7 +124,7 @@ def check_modified_sources(location: Location, plan: Plan, config: RunConfig,
               if now is None and was is not None and index // plan.shard_refs in done]
     if unseen:
         print(f"note: {len(unseen)} source(s) of finished shards cannot be read now "
-              f"({_first(unseen)}): their shards stay as made, and their size and time as "
+              f"({a_few(unseen)}): their shards stay as made, and their size and time as "
               "recorded")
     listed = known_listing(previous, plan)
     if (previous.source_bytes, previous.source_mtimes) != (listed.source_bytes,

@@ -25,6 +25,10 @@ STORE_MODES = ("images", "recipes", "hybrid")
 DEFAULT_STORE = "images"
 SPLITS = ("train", "val", "test")  # a reference's split (the spec's)
 _TAR_SUFFIX = {"images": ".tar", "recipes": ".tar.gz", "hybrid": ".tar.gz"}
+# each shard's side files: NNNNN + these (the same in every store mode)
+SIDE_SUFFIXES = {"parquet": ".parquet", "stats": "_stats.json", "sources": "_sources.json",
+                 "failures": "_failures.jsonl"}
+SHARD_SUFFIXES = (*sorted(set(_TAR_SUFFIX.values())), *SIDE_SUFFIXES.values())  # every file's
 
 
 def check_store(store: str) -> str:
@@ -80,8 +84,7 @@ def shard_of(path: str) -> int:
 def shard_paths(location: Location, index: int) -> dict[str, str]:
     """The side files of shard `index` (the same in every store mode)."""
     base = location.path(SHARDS_DIR, shard_name(index))
-    return {"parquet": f"{base}.parquet", "stats": f"{base}_stats.json",
-            "sources": f"{base}_sources.json", "failures": f"{base}_failures.jsonl"}
+    return {kind: base + suffix for kind, suffix in SIDE_SUFFIXES.items()}
 
 
 def tar_path(location: Location, index: int, store: str) -> str:

@@ -18,6 +18,7 @@ from shards.layout import (
     PLAN_FILE,
     REPORT_FILE,
     SHARDS_DIR,
+    SIDE_SUFFIXES,
     SOURCES_FILE,
     plan_file,
     shard_count,
@@ -66,7 +67,7 @@ def run_file(location: Location, name: str) -> dict:
     return data
 
 
-STATS_NAME = re.compile(r"([0-9]+)_stats\.json")
+STATS_NAME = re.compile(r"([0-9]+)" + re.escape(SIDE_SUFFIXES["stats"]))
 SOURCES_COLUMNS = ("ref_id", "shard", "split", "status")  # what the readers take from it
 
 

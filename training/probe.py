@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shards.words import a_few
 from training import benchmarks, distributed
 from training.benchmarks import LabelledImage
 from training.correlation import report
@@ -208,7 +209,7 @@ def shared_images_notice(fitted: list[LabelledImage], tested: list[LabelledImage
     if not shared:
         return None
     return (f"{len(shared)} of the {len(tested)} test images are also in --dataset "
-            f"({', '.join(name for _, name in shared[:3])}{', ...' if len(shared) > 3 else ''})"
+            f"({a_few([name for _, name in shared])})"
             ": a split whose train part holds them is tested on images its ridge was fitted "
             "on (optimistic figures); test on images --dataset does not hold")
 

@@ -10,6 +10,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from shards.dataset import open_dataset
 from shards.storage import canonical_uri, redact
+from shards.words import a_few
 from training import checkpoint
 from training.model import backbone_input
 from training.shard_data import held_out
@@ -121,7 +122,7 @@ class TrainedRun:
         if not seen:
             return None
         return (f"{checkpoint} was pretrained on the samples of {len(seen)} of the references "
-                f"given ({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''}): optimistic "
+                f"given ({a_few(seen)}): optimistic "
                 f"figures; {command} it on references it never read (its val split, "
                 "--exclude-refs)")
 

@@ -47,6 +47,7 @@ from shards.sidecar import quality_problem
 from shards.storage import Location, redact
 from shards.store_modes import stores_pixels
 from shards.tar_stream import TAR_CHANGED, ChangedTarError, VerifiedTar
+from shards.words import a_few
 
 IMAGE_MEMBERS = ("json", "png")
 # the tar bytes a checking process is given at least: one starts in about 2 s (its imports),
@@ -246,7 +247,7 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
     if stray:
         shard_problems.append(
             f"{len(stray)} file(s) in shards/ belong to none of the plan's {plan.shard_count} "
-            f"shards ({', '.join(stray[:3])}{', ...' if len(stray) > 3 else ''}): left by "
+            f"shards ({a_few(stray)}): left by "
             "another run or copied in; remove them")
     lines = [f"dataset {redact(out)}: {len(plan.references)} references in "
              f"{plan.shard_count} shards, plan {plan.digest[:12]}, ensemble {ensemble_hash}",
