@@ -71,10 +71,23 @@ def _cell(value: float | None) -> str:
     return f"{'-':>10}" if value is None else f"{value:>10.4f}"
 
 
+def run_labels(results: list[Path]) -> list[str]:
+    """Each result's folder, with as many of the folders above it as tell the results apart
+    (runs/a/probe and runs/b/probe: a/probe and b/probe)."""
+    folders = [path.parent.parts for path in results]
+    for depth in range(1, max(map(len, folders), default=0) + 1):
+        labels = ["/".join(parts[-depth:]) for parts in folders]
+        if len(set(labels)) == len(labels):
+            return labels
+    return ["/".join(parts) or "." for parts in folders]  # (one result given twice)
+
+
 def table(results: list[Path]) -> str:
-    """A text table, one row per results.json or evaluation.json, labelled by its folder; each
-    text column as wide as its longest entry (names and paths whole)."""
-    read = [(path.parent.name or ".", read_row(path)) for path in results]
+    """A text table, one row per results.json or evaluation.json, labelled by its folder (and
+    those above it where two share a name: run_labels); each text column as wide as its
+    longest entry (names and paths whole)."""
+    read = [(label, read_row(path)) for label, path in zip(run_labels(results), results,
+                                                            strict=True)]
     texts = [("run", [label for label, _ in read]), ("kind", [row.kind for _, row in read]),
              ("start", [row.start for _, row in read]),
              ("train -> test", [row.datasets for _, row in read])]

@@ -10,6 +10,7 @@ from torch import nn
 
 from labelers.registry import metric_class
 from shards.storage import redact
+from shards.words import a_few
 from training import benchmarks, distributed
 from training.correlation import CORE_FIGURES, report
 from training.finetune import FinetuneConfig, test_figures
@@ -89,6 +90,22 @@ def _pretrained_choices(trained: TrainedRun, config: EvaluateConfig,
     seen = trained.seen_notice(config.checkpoint, config.root, set(config.refs), "evaluate")
     notices.extend([seen] if seen else [])
     return config
+
+
+def _trained_images_notice(trained: TrainedRun, config: EvaluateConfig) -> list[str]:
+    """Where all of the dataset a checkpoint was fine-tuned on is evaluated: a notice that
+    the images evaluated hold those it trained on, unless it was fine-tuned on some of the
+    references (--refs) and none of them is evaluated."""
+    if trained.refs and config.refs:
+        shared = sorted(set(trained.refs) & set(config.refs))
+        if not shared:
+            return []
+        return [f"{config.checkpoint} was fine-tuned on a split of references that holds "
+                f"{a_few(shared)} of those evaluated: their images may be ones it trained on "
+                "(optimistic figures); --subset test tests its own split's test part"]
+    return [f"{config.checkpoint} was fine-tuned on this dataset: all of it holds the images "
+            "it trained on (optimistic figures); --subset test tests its own split's test "
+            "part"]
 
 
 def _load(trained: TrainedRun, config: EvaluateConfig, notices: list[str]
@@ -206,9 +223,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         notices: list[str] = []
         config, images, own = _load(scorer.trained, config, notices)
         if own and config.subset == "all":
-            notices.append(f"{config.checkpoint} was fine-tuned on this dataset: all of it "
-                           "holds the images it trained on (optimistic figures); --subset test "
-                           "tests its own split's test part")
+            notices.extend(_trained_images_notice(scorer.trained, config))
         for notice in notices if context.is_main else ():
             print(f"NOTICE: {notice}")
         benchmarks.check_crop(images, augment.crop)

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from shards.dataset import Dataset, open_dataset
 from shards.group_spec import GroupSpec
 from shards.order import ONE_PASS, Order
+from shards.words import a_few
 from training.distributed import Context, all_sum
 from training.group_data import (
     MixedStream,
@@ -155,8 +157,7 @@ def full_chunks(index, refs: frozenset[str], request: GroupRequest, name: str,
                          f"chunk (the most: {max(sizes.values())}): lower --versions")
     notice = (f"{len(short)} {name} reference(s) have fewer than {request.versions} {what} "
               f"among their versions (some failed, or composed ones share a first type), so "
-              f"no whole chunk: left out ({', '.join(short[:3])}"
-              f"{', ...' if len(short) > 3 else ''})") if short else None
+              f"no whole chunk: left out ({a_few(short)})") if short else None
     return whole, notice
 
 
@@ -181,7 +182,8 @@ def validation_loss(context: Context, objective: Objective, loader) -> dict:
     objective.model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for batch in loader:
+        for batch in tqdm(loader, desc="validate", unit="batch", leave=False,
+                          disable=not context.is_main):
             size = len(batch["ref_id"])
             total += float(objective.loss(objective.model, batch)) * size
             count += size

@@ -222,7 +222,8 @@ def predict(context: Context, model: nn.Module, loader: Iterable, inputs: Inputs
     multi-head model's): every output column and every target column, as 2-D arrays."""
     model.eval()
     rows = []
-    for images, targets in loader:
+    for images, targets in tqdm(loader, desc="score", unit="batch", leave=False,
+                                disable=not context.is_main):
         views = images.shape[1] if images.ndim == 5 else 0
         flat = inputs(images.flatten(0, 1) if views else images)
         with inputs.autocast():
@@ -317,6 +318,11 @@ def _settings(config: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _shown(value) -> str:
+    """A setting's value in a message: "(none)" where the run has no such setting."""
+    return "(none)" if value is None else repr(without_credentials(value))
+
+
 def _restore(run: Run, optimizer,
              scheduler) -> tuple[int, EarlyStopping, list, dict | None]:
     """The epoch to start at, the stopping state, the history, and from a mid-epoch
@@ -330,8 +336,10 @@ def _restore(run: Run, optimizer,
     if saved != asked:
         changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
         why = "".join(f" ({SETTING_NOTES[name]})" for name in changed if name in SETTING_NOTES)
+        shown = ", ".join(f"{name} {_shown(saved.get(name))} -> {_shown(asked.get(name))}"
+                          for name in changed)
         raise ValueError(f"--resume with other settings than {run.out / checkpoint.LAST} "
-                         f"({', '.join(changed)}){why}; use another --out to start a new run")
+                         f"({shown}){why}; use another --out to start a new run")
     if change := _data_change(state.get("data", {}), run.data):
         raise ValueError(f"--resume over other data than {run.out / checkpoint.LAST} was "
                          f"trained on ({change}: shards of the dataset finished, remade or "

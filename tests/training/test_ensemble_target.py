@@ -190,6 +190,14 @@ def test_finetune_on_shards_under_another_ensemble_says_which_q_it_learns(tiny_d
                  "--workers", "0", "--device", "cpu"]) == 0
     result = json.loads((evaluation / "evaluation.json").read_text())
     assert result["ensemble"] == str(strict) and result["figures"]["count"] == 6
+    # r5 was no reference it fine-tuned on: no notice of optimistic figures
+    assert "optimistic figures" not in capsys.readouterr().out
+    assert main(["train", "evaluate", "--checkpoint", str(out / "split-0" / "best.pt"),
+                 "--dataset", "shards", "--root", str(tiny_dataset), "--refs", "r4,r5",
+                 "--ensemble", str(strict), "--out", str(tmp_path / "eval-r4"),
+                 "--eval-crops", "1", "--workers", "0", "--device", "cpu"]) == 0
+    assert ("was fine-tuned on a split of references that holds r4 of those evaluated: their "
+            "images may be ones it trained on (optimistic figures)") in capsys.readouterr().out
     opinion = np.load(evaluation / "predictions.npz")["opinion"]
     records = open_dataset(str(tiny_dataset)).samples(refs={"r5"}, kind="distorted")
     np.testing.assert_allclose(sorted(opinion), sorted(

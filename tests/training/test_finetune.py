@@ -347,3 +347,20 @@ def test_compare_shows_names_and_paths_whole(tmp_path):
     text = table([path])
     assert "evaluation-of-kadid10k-on-koniq10k" in text and checkpoint in text
     assert "kadid10k -> koniq10k" in text.splitlines()[2]
+
+
+def test_compare_tells_runs_of_one_folder_name_apart(tmp_path):
+    """make pretrain-demo compares demo/<run>/probe with demo/random-96/probe: two rows named
+    probe said nothing of which was which."""
+    from training.compare import table
+    from training.results_files import write_json
+
+    figures = {"srocc": 0.9, "plcc": 0.8, "plcc_raw": 0.7, "krcc": 0.6, "rmse": 0.1,
+               "rmse_raw": 0.2}
+    paths = [tmp_path / run / "probe" / "evaluation.json" for run in ("resnet18", "random-96")]
+    for path in paths:
+        path.parent.mkdir(parents=True)
+        write_json(path, {"checkpoint": "best.pt", "dataset": "koniq10k", "subset": "all",
+                          "trained_on": "kadid10k", "figures": figures})
+    labels = [line.split()[0] for line in table(paths).splitlines()[2:]]
+    assert labels == ["resnet18/probe", "random-96/probe"]

@@ -11,6 +11,7 @@ import torch
 from iqa_factory.cli import main
 from shards.storage import Location, canonical_uri
 from training import checkpoint, pretrain
+from training.objectives import ObjectiveConfig
 from training.optim import OptimConfig
 from training.pretrain import PretrainConfig
 from training.trained import resolved_root
@@ -63,7 +64,7 @@ def test_one_dataset_however_its_uri_is_spelled(s3_dataset):
         canonical_uri(s3_dataset)
     assert "@" not in resolved_root(s3_dataset) and "?" in resolved_root(s3_dataset)
     with pytest.raises(ValueError, match="given twice"):
-        PretrainConfig(s3_dataset, "out", MODEL, objective=pretrain.ObjectiveConfig(
+        PretrainConfig(s3_dataset, "out", MODEL, objective=ObjectiveConfig(
             "contrastive"), also=(_spelled_otherwise(s3_dataset),))
 
 

@@ -466,4 +466,4 @@ def test_a_label_free_checkpoint_from_before_group_flips_is_not_resumed_with_the
     capsys.readouterr()
     assert main(pretrain_args(dataset, out, "reconstruction", "--epochs", "2", "--resume")) == 2
     assert "--resume with other settings" in (said := capsys.readouterr().err)
-    assert "(group_flips)" in said
+    assert "(group_flips (none) -> True)" in said

@@ -214,14 +214,16 @@ def test_resume_may_change_checkpoint_every_but_no_other_setting(tiny_dataset, t
     state = checkpoint.load(out / checkpoint.LAST)
     assert state["epoch"] == 1 and state["config"]["optim"]["checkpoint_every"] == 1
     assert main([*common, "--epochs", "3", "--lr", "1e-4", "--resume"]) == 2
-    assert "other settings" in (error := capsys.readouterr().err) and "(optim.lr)" in error
+    assert "other settings" in (error := capsys.readouterr().err)
+    assert f"(optim.lr {state['config']['optim']['lr']!r} -> 0.0001)" in error  # what changed
     unit = state["config"]["optim"]["temperature_unit"]
     assert unit == "standard deviations of the predictions"
     del state["config"]["optim"]["temperature_unit"]  # as the soft SROCC's were before it
     checkpoint.save(state, out / checkpoint.LAST)
     assert main([*common, "--epochs", "3", "--resume"]) == 2
-    assert "(optim.temperature_unit) (the checkpoint trained the soft SROCC with its " \
-        "temperature in the predictions' own units" in capsys.readouterr().err
+    assert ("(optim.temperature_unit (none) -> 'standard deviations of the predictions') (the "
+            "checkpoint trained the soft SROCC with its temperature in the predictions' own "
+            "units") in capsys.readouterr().err
     with pytest.raises(SystemExit) as refused:  # refused as the command line is read
         main([*common, "--checkpoint-every", "-1"])
     assert refused.value.code == 2
