@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import urllib.error
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,20 @@ def missing_message(metrics: list[str]) -> str:
         "`iqa-factory weights import DIR` to copy them from a folder "
         "(TORCH_HOME selects the cache directory)."
     )
+
+
+def check_present(metrics: Sequence[str], allow_missing: bool) -> tuple[str, ...]:
+    """The metrics of `metrics` whose weights are missing, where a run may go on without
+    them (--allow-missing-metrics); a WeightsMissingError saying how to get them otherwise,
+    or where no other metric is asked for."""
+    absent = tuple(missing(metrics))
+    if absent and len(absent) == len(metrics):
+        raise WeightsMissingError(missing_message(list(absent)) +
+                                  " No other metric was asked for (--metrics).")
+    if absent and not allow_missing:
+        raise WeightsMissingError(missing_message(list(absent)) +
+                                  " Or pass --allow-missing-metrics.")
+    return absent
 
 
 def require(metric: str) -> Path:

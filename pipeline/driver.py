@@ -254,14 +254,8 @@ def _check_devices(described: list[dict]) -> None:
 
 def _check_weights(config: RunConfig) -> tuple[str, ...]:
     """Stop before any work when deep weights are missing, unless allowed."""
-    absent = tuple(weights.missing(config.metrics))  # none in a label-free run
-    if absent and len(absent) == len(config.metrics):
-        raise weights.WeightsMissingError(weights.missing_message(list(absent)) +
-                                          " No other metric was asked for (--metrics).")
-    if absent and not config.allow_missing_metrics:
-        raise weights.WeightsMissingError(weights.missing_message(list(absent)) +
-                                          " Or pass --allow-missing-metrics.")
-    return absent
+    return weights.check_present(config.metrics, config.allow_missing_metrics)  # (label-free:
+    # no metric, none missing)
 
 
 def _check_weighed(config: RunConfig, ensemble, absent: tuple[str, ...]) -> None:

@@ -9,6 +9,7 @@ import re
 import pyarrow.fs as pafs
 
 from pipeline.errors import ForeignOutputError, OutputPathError
+from pipeline.lease import LEASE_FILE
 from pipeline.sources import EMBEDDED, EMBEDDED_PREFIX
 from shards.layout import (
     ENSEMBLE_FILE,
@@ -83,12 +84,17 @@ def refuse_foreign(location: Location) -> None:
     if location.exists(location.path(PLAN_FILE)):
         return
     selector = pafs.FileSelector(location.root, allow_not_found=True)
-    theirs = sorted(info.base_name for info in location.fs.get_file_info(selector)
-                    if info.base_name in (*RUN_FILES, SHARDS_DIR))
+    names = sorted(info.base_name for info in location.fs.get_file_info(selector))
+    theirs = [name for name in names if name in (*RUN_FILES, SHARDS_DIR)]
     if theirs:
         raise ForeignOutputError(f"{location.root} holds {', '.join(theirs)} but no {PLAN_FILE}: "
                                  "not a dataset of iqa-factory; choose another output folder "
                                  "(nothing there was changed)")
+    others = [name for name in names if not name.startswith(LEASE_FILE)]
+    if others:
+        print(f"note: {redact(location.root)} holds {len(others)} file(s) or folder(s) of its "
+              f"own ({a_few(others)}): the dataset is written beside them (--restart leaves "
+              "them)")
 
 
 # what a run (or a writer it interrupted) leaves in shards/: NNNNN.tar[.gz], .parquet,

@@ -15,6 +15,7 @@ from shards.png import decode_png
 from shards.replay import Pending, ReplayContext, changed_reference
 from shards.storage import Location
 from shards.tar_stream import read_tar
+from shards.words import a_few
 
 DEFAULT_CELL_WIDTH = 160
 LABEL_WIDTH = 170
@@ -97,7 +98,8 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
     reference, record = next(((decode_png(png), record) for record, png in mine
                               if record["kind"] == "reference"), (None, None))
     if reference is None:
-        raise ValueError(f"{tar_path} has no reference {chosen!r}")
+        raise ValueError(f"{tar_path} has no reference {chosen!r} (it holds "
+                         f"{a_few(shard_references(tar_path)) or 'none'})")
     if problem := changed_reference(record["key"], reference, record):
         raise ValueError(f"{tar_path}: {problem}")
     cells = {}
@@ -122,14 +124,23 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
     return render_grid(reference, cells, cell_width)
 
 
-def first_reference(tar_path: str) -> str:
-    """The ref_id of a shard's first reference, its records read up to it (the spec puts a
-    shard's references first)."""
-    location = Location.parse(tar_path)
+def shard_references(tar_path: str) -> list[str]:
+    """The ref_ids of a shard's references, its records read up to its first version (the
+    spec puts a shard's references first)."""
+    location, references = Location.parse(tar_path), []
     for sample in read_tar(location, location.root, select=lambda name: name.endswith(".json")):
-        if is_reference(sample["__key__"]):
-            return ref_id_of(sample["__key__"])
-    raise ValueError(f"{tar_path} holds no reference sample")
+        if not is_reference(sample["__key__"]):
+            break
+        references.append(ref_id_of(sample["__key__"]))
+    return references
+
+
+def first_reference(tar_path: str) -> str:
+    """The ref_id of a shard's first reference."""
+    references = shard_references(tar_path)
+    if not references:
+        raise ValueError(f"{tar_path} holds no reference sample")
+    return references[0]
 
 
 def shard_samples(tar_path: str, ref_id: str | None = None

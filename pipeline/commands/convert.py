@@ -1,5 +1,5 @@
-"""`iqa-factory convert SRC DST --store MODE [--keep-pngs TYPES]` and `iqa-factory materialize
-SRC DST` (convert to images): a finished dataset rewritten in another storage mode, shard by
+"""`iqa-factory convert SOURCE TARGET --store MODE [--keep-pngs TYPES]` and `iqa-factory materialize
+SOURCE TARGET` (convert to images): a finished dataset rewritten in another storage mode, shard by
 shard, into the files `generate --store MODE` writes for the same run: the same tars, byte for
 byte, the same parquet indexes, the same plan digest.
 
@@ -9,7 +9,7 @@ dropped only once its replay here gives the stored pixels (a `ConversionError` n
 that does not: nothing is lost silently). So a dataset travels as recipes (the smallest copy)
 and becomes, where it is trained on, the hybrid or images dataset that machine's loader wants.
 Shards are independent: several run at once with `workers`, and a rerun skips the shards
-already complete in DST."""
+already complete in TARGET."""
 
 import json
 from collections import Counter
@@ -269,7 +269,7 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
                 for index in range(plan.shard_count)
                 if shard_problems(target, index, plan.digest, becomes.store)]
         counts = list(tqdm(in_processes(convert_shard, jobs, workers), total=len(jobs),
-                           unit="shard", desc="convert"))
+                           unit="shard", desc=command))
         if jobs or not target.exists(target.path(REPORT_FILE)):  # (written last)
             _run_files(source, target, plan, becomes)
         else:  # a finished dataset of this plan: its own provenance stays
@@ -288,10 +288,10 @@ def _refuse_overlap(source: Location, target: Location) -> None:
     found = overlap(source, target)
     if found == "same":
         raise ConversionError(f"{target.root} is the source itself: a conversion writes a new "
-                              "dataset; name another DST (the source stays as it is)")
+                              "dataset; name another TARGET (the source stays as it is)")
     if found == "nested":
         raise ConversionError(f"{target.root} and {source.root} lie one inside the other: "
-                              "name a DST outside the source, and not holding it")
+                              "name a TARGET outside the source, and not holding it")
 
 
 def _claim(target: Location, plan: Plan) -> None:
@@ -302,7 +302,7 @@ def _claim(target: Location, plan: Plan) -> None:
         theirs = read_plan(target)
         raise ConversionError(f"{target.root} holds another dataset's plan, not this "
                               f"conversion's ({'; '.join(differences(theirs, plan))}): choose "
-                              "a new or empty DST, or remove that one first") from None
+                              "a new or empty TARGET, or remove that one first") from None
 
 
 def materialize(source_root: str, target_root: str, workers: int = 1,

@@ -52,6 +52,8 @@ def read_opinion_table(path: Path) -> list[tuple[str, str, float]]:
     (`./I01.png` is `I01.png`), so one image spelled two ways is one reference of the split;
     a ValueError names the file's line of a score that is no number and of a distorted image
     listed twice (a fit would count its pair twice)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} does not exist")
     with Path(path).open(newline="") as handle:
         reader = csv.DictReader(handle)
         needed = {"dist_img", "ref_img", "dmos"}
@@ -162,6 +164,7 @@ def fit_ensemble_command(args) -> int:
     ref_dir = Path(args.ref_dir or table.parent / "images")
     dist_dir = Path(args.dist_dir or ref_dir)
     check_table(rows, ref_dir, dist_dir)
+    weights.check_present(args.metrics or labelers.METRICS, args.allow_missing_metrics)
     labeler = labelers.Labeler(metrics=args.metrics, allow_missing=args.allow_missing_metrics)
     if labeler.absent:
         print(f"note: fitting without {', '.join(labeler.absent)} (weights missing)")

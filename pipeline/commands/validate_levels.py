@@ -71,7 +71,9 @@ def markdown(rows: list[dict], source: str) -> str:
              "the content by up to a pixel), must be worst at level 5; denoise_blur, whose",
              "blur is drawn per version (Gaussian or box, 50/50), is not checked: its level",
              "means follow the draws (its order holds with the blur held fixed: the",
-             "distortion tests).", "",
+             "distortion tests). NEW marks the level tables the spec marks new",
+             f"({', '.join(map(str, NEW_TYPES))}) and the types added after the paper's 33",
+             "(ids 34 and up): this table is what validates their levels.", "",
              "| id | name | L1 | L2 | L3 | L4 | L5 | order |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         marks = ("NEW " if r["new"] else "") + ORDER_MARKS[r["order_holds"]]

@@ -154,7 +154,7 @@ def test_convert_resumes_and_refuses_what_it_cannot_do(store_datasets, tmp_path)
     with pytest.raises(ValueError, match="--keep-pngs applies to --store hybrid, not recipes"):
         convert(str(store_datasets["hybrid"]), str(tmp_path / "other"), "recipes", (26,))
     with pytest.raises(ConversionError, match=r"holds another dataset's plan, not this "
-                       r"conversion's \(store 'hybrid' -> 'images'.*new or empty DST"):
+                       r"conversion's \(store 'hybrid' -> 'images'.*new or empty TARGET"):
         convert(str(store_datasets["recipes"]), str(store_datasets["hybrid"]), "images")
     with pytest.raises(ConversionError, match="is the source itself"):
         convert(str(store_datasets["recipes"]), str(store_datasets["recipes"]), "images")
@@ -289,6 +289,17 @@ def test_a_png_that_does_not_decode_is_named_with_its_sample(store_datasets, tmp
     rewrite_tar(path, lambda name, data: bytes(len(data)) if name == f"{key}.png" else data)
     with pytest.raises(ConversionError, match=rf"sample {key}: not a decodable PNG"):
         convert(str(source), str(tmp_path / "recipes"), "recipes")
+
+
+def test_a_target_holding_files_of_its_own_is_written_beside_them_and_says_so(
+        store_datasets, tmp_path, capsys):
+    target = tmp_path / "photos"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    convert(str(store_datasets["images"]), str(target), "recipes")
+    assert (f"note: {target} holds 1 file(s) or folder(s) of its own (notes.txt): the dataset "
+            "is written beside them") in capsys.readouterr().out
+    assert (target / "notes.txt").read_text() == "mine" and (target / "plan.json").is_file()
 
 
 def test_a_folder_of_other_files_is_never_written_and_a_lease_is_respected(store_datasets,

@@ -153,6 +153,17 @@ def test_fit_ensemble_compares_sizes_as_scoring_decodes_them(tmp_path, small_ima
                     tmp_path, tmp_path)
 
 
+def test_fit_ensemble_names_a_missing_table_and_missing_weights_with_their_remedies(
+        kadid_like, tmp_path, capsys, monkeypatch):
+    assert cli.main(["fit-ensemble", str(tmp_path / "nope.csv")]) == 2
+    assert f"{tmp_path / 'nope.csv'} does not exist" in capsys.readouterr().err
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    assert cli.main(["fit-ensemble", str(kadid_like), "--metrics", "mae,lpips", "-o",
+                     str(tmp_path / "fitted.json")]) == 2
+    error = capsys.readouterr().err
+    assert "for lpips" in error and "Or pass --allow-missing-metrics" in error
+
+
 def test_fit_ensemble_rejects_a_table_without_kadid_columns(tmp_path, capsys):
     table = tmp_path / "scores.csv"
     table.write_text("image,score\na.png,3\n")

@@ -532,6 +532,10 @@ def test_sheet_of_a_shard_shows_its_reference_and_labels(sources_folder, fast_co
     assert pixels.shape[:2] == (28 + rows * (cell_height + 16), 170 + 6 * 64)
     assert pixels.std() > 20
     assert cli.main(["sheet", tar, "--ref-id", "nobody", "-o", str(output)]) == 2
+    held = [row["ref_id"] for row in read_index(location, [0], ["ref_id", "kind"]).to_pylist()
+            if row["kind"] == "reference"]  # (the index lists the tar's samples in its order)
+    assert 0 < len(held) <= 3
+    assert f"has no reference 'nobody' (it holds {', '.join(held)})" in capsys.readouterr().err
     for option in (["--seed", "0"], ["--size", "256x192"], ["--allow-upscale"]):
         assert cli.main(["sheet", tar, *option, "-o", str(output)]) == 2
         assert "as the shard stores them" in capsys.readouterr().err
