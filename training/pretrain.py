@@ -156,6 +156,9 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
     context = distributed.start(config.device)
     try:
         earlier = Path(config.out) / checkpoint.LAST
+        if resume and not earlier.is_file():  # said before the dataset is read and announced
+            raise FileNotFoundError(f"{earlier} does not exist: nothing to resume (drop "
+                                    "--resume to start afresh)")
         if context.is_main and not resume and earlier.is_file():
             print(f"NOTICE: {config.out} holds an earlier pretraining run ({earlier.name}): "
                   "this one replaces its checkpoints as it writes its own, and its "

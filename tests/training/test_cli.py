@@ -101,7 +101,9 @@ def test_resume_without_a_checkpoint_and_bad_datasets_fail_clearly(tiny_dataset,
                                                                  capsys):
     assert main(["train", "pretrain", str(tiny_dataset), "--out", str(tmp_path / "none"),
                  "--resume", "--epochs", "1", "--steps-per-epoch", "1", *TINY]) == 2
-    assert "nothing to resume" in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "nothing to resume" in said.err
+    assert "pretraining" not in said.out  # refused before the run is announced
     taken = tmp_path / "file.txt"
     taken.write_text("mine")
     assert main(["train", "pretrain", str(tiny_dataset), "--out", str(taken), *TINY]) == 2
