@@ -4,6 +4,7 @@ its labels (a row per type the shard holds)."""
 
 import json
 import posixpath
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -99,7 +100,7 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
                               if record["kind"] == "reference"), (None, None))
     if reference is None:
         raise ValueError(f"{tar_path} has no reference {chosen!r} (it holds "
-                         f"{a_few(shard_references(tar_path)) or 'none'})")
+                         f"{a_few(list(_reference_ids(tar_path))) or 'none'})")
     if problem := changed_reference(record["key"], reference, record):
         raise ValueError(f"{tar_path}: {problem}")
     cells = {}
@@ -124,23 +125,22 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
     return render_grid(reference, cells, cell_width)
 
 
-def shard_references(tar_path: str) -> list[str]:
-    """The ref_ids of a shard's references, its records read up to its first version (the
-    spec puts a shard's references first)."""
-    location, references = Location.parse(tar_path), []
+def _reference_ids(tar_path: str) -> Iterator[str]:
+    """The ref_ids of a shard's references, in its order, its records read as they are
+    needed."""
+    location = Location.parse(tar_path)
     for sample in read_tar(location, location.root, select=lambda name: name.endswith(".json")):
-        if not is_reference(sample["__key__"]):
-            break
-        references.append(ref_id_of(sample["__key__"]))
-    return references
+        if is_reference(sample["__key__"]):
+            yield ref_id_of(sample["__key__"])
 
 
 def first_reference(tar_path: str) -> str:
-    """The ref_id of a shard's first reference."""
-    references = shard_references(tar_path)
-    if not references:
+    """The ref_id of a shard's first reference, its records read up to it (the spec puts a
+    shard's references first; a shard written otherwise is read further)."""
+    first = next(_reference_ids(tar_path), None)
+    if first is None:
         raise ValueError(f"{tar_path} holds no reference sample")
-    return references[0]
+    return first
 
 
 def shard_samples(tar_path: str, ref_id: str | None = None
