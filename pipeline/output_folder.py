@@ -90,7 +90,8 @@ def refuse_foreign(location: Location) -> None:
         raise ForeignOutputError(f"{location.root} holds {', '.join(theirs)} but no {PLAN_FILE}: "
                                  "not a dataset of iqa-factory; choose another output folder "
                                  "(nothing there was changed)")
-    others = [name for name in names if not name.startswith(LEASE_FILE)]
+    others = [name for name in names  # (a run's own: its lease, files it staged; dotfiles)
+              if not name.startswith((LEASE_FILE, ".")) and not _staged_run_file(name)]
     if others:
         print(f"note: {redact(location.root)} holds {len(others)} file(s) or folder(s) of its "
               f"own ({a_few(others)}): the dataset is written beside them (--restart leaves "

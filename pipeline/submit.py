@@ -135,22 +135,27 @@ def _submit_and_follow(address: str, argv: list[str], anchored: list[str]) -> in
 
 def _follow(client, job_id: str) -> str:
     """The job's output, printed as its driver writes it, until the job ends; its status.
-    Where the log stream breaks (a proxy that refuses WebSockets, say), the job is polled to
-    its end and its whole log printed then."""
+    Where the log stream ends or breaks before the job does (a proxy that refuses WebSockets,
+    an agent restarted), the job is polled to its end and the rest of its log printed then:
+    every character once."""
+    printed: list[str] = []
     try:
-        asyncio.run(_print_logs(client, job_id))
-        streamed = True
+        asyncio.run(_print_logs(client, job_id, printed))
     except Exception as error:  # the stream only: the job itself is asked below
-        print(f"note: the job's output cannot be followed as it comes ({type(error).__name__}: "
-              f"{error}); it is printed when the job ends", file=sys.stderr, flush=True)
-        streamed = False
+        print(f"\nnote: the job's output cannot be followed as it comes ({type(error).__name__}: "
+              f"{error}); the rest is printed when the job ends", file=sys.stderr, flush=True)
     while (status := str(client.get_job_status(job_id)).split(".")[-1]) not in TERMINAL:
         time.sleep(5)
-    if not streamed:
-        print(client.get_job_logs(job_id))
+    shown = "".join(printed)
+    rest = client.get_job_logs(job_id)[len(shown):]
+    print(rest, end="")
+    if (shown + rest) and not (shown + rest).endswith("\n"):
+        print()  # (a progress bar's last update): the status line starts a line of its own
     return status
 
 
-async def _print_logs(client, job_id: str) -> None:
+async def _print_logs(client, job_id: str, printed: list[str]) -> None:
+    """The job's log as it comes, each chunk kept in `printed` too."""
     async for chunk in client.tail_job_logs(job_id):
         print(chunk, end="", flush=True)
+        printed.append(chunk)

@@ -348,7 +348,7 @@ def read_index(location: Location, shards: list[int] | None = None,
     that has read them); with `with_shard` a `shard` column says which shard each row came
     from; with `kind`, only the rows of that kind (kept shard by shard: no second copy of
     every row; `columns` must hold kind)."""
-    indices = complete_shards(location) if shards is None else shards
+    indices = complete_shards(location) if shards is None else list(shards)
     stats_of = stats_of or functools.partial(shard_stats, location)
     tables = []
     read = read_ahead(lambda index: checked_index(location, index, stats_of(index)), indices)

@@ -15,14 +15,16 @@ def read_ahead(function: Callable, items: Iterable) -> Iterator:
     """function(item) for each item, in the items' order, run in READ_THREADS threads at most
     that many items ahead of the caller, so a caller that keeps what it reads only briefly
     never holds more than that many results. An error is raised where its item's result is
-    due; the reads after it that have not started are called off."""
+    due; the reads after it that have not started are called off, and those under way are
+    not waited for (they end on their own)."""
     pending, ahead = iter(items), READ_THREADS
-    pool = ThreadPoolExecutor(ahead)
+    pool, done = ThreadPoolExecutor(ahead), False
     try:
         window = deque(pool.submit(function, item) for item in islice(pending, ahead))
         while window:
             result = window.popleft().result()
             window.extend(pool.submit(function, item) for item in islice(pending, 1))
             yield result
-    finally:
-        pool.shutdown(cancel_futures=True)
+        done = True
+    finally:  # an error or an interrupt reaches the caller at once, not after the reads in
+        pool.shutdown(wait=done, cancel_futures=True)  # flight (whole tars under --verify)

@@ -4,7 +4,7 @@ of `train evaluate`, one test: a checkpoint on another dataset is the cross-data
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from training.correlation import CORE_FIGURES
 from training.finetune import FIGURES
@@ -75,11 +75,11 @@ def run_labels(results: list[Path]) -> list[str]:
     """Each result's folder, with as many of the folders above it as tell the results apart
     (runs/a/probe and runs/b/probe: a/probe and b/probe)."""
     folders = [path.parent.parts for path in results]
+    distinct = set(folders)  # (results of one folder share its label)
     for depth in range(1, max(map(len, folders), default=0) + 1):
-        labels = ["/".join(parts[-depth:]) for parts in folders]
-        if len(set(labels)) == len(labels):
-            return labels
-    return ["/".join(parts) or "." for parts in folders]  # (one result given twice)
+        if len({parts[-depth:] for parts in distinct}) == len(distinct):
+            return [str(PurePath(*parts[-depth:])) for parts in folders]
+    return ["."] * len(folders)  # every result in the working folder
 
 
 def table(results: list[Path]) -> str:

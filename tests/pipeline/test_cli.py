@@ -159,6 +159,37 @@ def test_the_job_entrypoint_quotes_every_argument():
         "--out", "s3://b/o'k"]
 
 
+class _JobsServer:
+    """What the Jobs API answers of one job whose log is `log`: its tail streams the first
+    `streamed` characters, then ends (`breaks`: with the error a dropped WebSocket raises);
+    the job ends as its status is first asked (its whole log written by then)."""
+
+    def __init__(self, log: str, streamed: int, breaks: bool):
+        self.log, self.streamed, self.breaks = log, streamed, breaks
+
+    async def tail_job_logs(self, job_id):
+        yield self.log[:self.streamed]
+        if self.breaks:
+            raise RuntimeError("WebSocket connection closed unexpectedly with close code 1006")
+
+    def get_job_status(self, job_id):
+        return "JobStatus.SUCCEEDED"
+
+    def get_job_logs(self, job_id):
+        return self.log
+
+
+@pytest.mark.parametrize("breaks", [False, True])
+def test_a_job_whose_log_stream_ends_early_prints_the_rest_once(breaks, capsys):
+    """A stream that closes cleanly mid-job (an agent restarted) or breaks (a proxy): each
+    character of the job's log is printed once, and the status line starts a line."""
+    from pipeline.submit import _follow
+
+    log = "line 1\nline 2\nbar 40%\rbar 100%"
+    assert _follow(_JobsServer(log, streamed=7, breaks=breaks), "job") == "SUCCEEDED"
+    assert capsys.readouterr().out == log + "\n"
+
+
 def test_relative_local_paths_reach_a_cluster_job_absolute(tmp_path, monkeypatch):
     """The job runs in a temporary copy of the checkout: `--out out/demo` (the default too)
     would put the dataset there, gone with Ray's session; the job gets them absolute, as

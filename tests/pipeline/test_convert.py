@@ -296,6 +296,8 @@ def test_a_target_holding_files_of_its_own_is_written_beside_them_and_says_so(
     target = tmp_path / "photos"
     target.mkdir()
     (target / "notes.txt").write_text("mine")
+    (target / ".DS_Store").write_bytes(b"\0")  # the desktop's, and a run's staged file: not
+    (target / "plan.json.0123456789ab.partial").write_text("{}")  # named
     convert(str(store_datasets["images"]), str(target), "recipes")
     assert (f"note: {target} holds 1 file(s) or folder(s) of its own (notes.txt): the dataset "
             "is written beside them") in capsys.readouterr().out

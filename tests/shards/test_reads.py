@@ -63,3 +63,30 @@ def test_an_error_is_raised_where_its_items_result_is_due_and_later_reads_are_ca
 
 def test_no_items_read_nothing():
     assert list(read_ahead(lambda item: 1 / 0, [])) == []
+
+
+def test_an_error_reaches_the_caller_while_the_reads_under_way_still_run():
+    """Under `generate --verify` each read hashes a whole tar: an error, or a Ctrl-C, must
+    not wait for the 15 others in flight."""
+    released, running, lock = threading.Event(), [0], threading.Condition()
+
+    def read(item: int) -> int:
+        if item == 0:  # once every other read is under way
+            with lock:
+                lock.wait_for(lambda: running[0] == READ_THREADS - 1, timeout=60)
+            raise OSError("shard 0 is gone")
+        with lock:
+            running[0] += 1
+            lock.notify_all()
+        released.wait(timeout=60)
+        with lock:
+            running[0] -= 1
+        return item
+
+    try:
+        with pytest.raises(OSError, match="shard 0 is gone"):
+            list(read_ahead(read, range(READ_THREADS)))
+        with lock:
+            assert running[0] > 0  # waited for, they would all have ended
+    finally:
+        released.set()

@@ -364,3 +364,8 @@ def test_compare_tells_runs_of_one_folder_name_apart(tmp_path):
                           "trained_on": "kadid10k", "figures": figures})
     labels = [line.split()[0] for line in table(paths).splitlines()[2:]]
     assert labels == ["resnet18/probe", "random-96/probe"]
+    beside = paths[0].with_name("results.json")  # a run folder's two results share its label
+    write_json(beside, {"checkpoint": "best.pt", "dataset": "koniq10k", "subset": "all",
+                        "trained_on": "kadid10k", "figures": figures})
+    labels = [line.split()[0] for line in table([*paths, beside]).splitlines()[2:]]
+    assert labels == ["resnet18/probe", "random-96/probe", "resnet18/probe"]
