@@ -16,15 +16,18 @@ def read_ahead(function: Callable, items: Iterable) -> Iterator:
     that many items ahead of the caller, so a caller that keeps what it reads only briefly
     never holds more than that many results. An error is raised where its item's result is
     due; the reads after it that have not started are called off, and those under way are
-    not waited for (they end on their own)."""
+    not waited for (they end on their own). A caller that stops early waits for them."""
     pending, ahead = iter(items), READ_THREADS
-    pool, done = ThreadPoolExecutor(ahead), False
+    pool, wait = ThreadPoolExecutor(ahead), False
     try:
         window = deque(pool.submit(function, item) for item in islice(pending, ahead))
         while window:
             result = window.popleft().result()
             window.extend(pool.submit(function, item) for item in islice(pending, 1))
             yield result
-        done = True
+        wait = True
+    except GeneratorExit:  # its caller stopped early: the reads under way end before it goes
+        wait = True        # on (none is left running as a process ends)
+        raise
     finally:  # an error or an interrupt reaches the caller at once, not after the reads in
-        pool.shutdown(wait=done, cancel_futures=True)  # flight (whole tars under --verify)
+        pool.shutdown(wait=wait, cancel_futures=True)  # flight (whole tars under --verify)

@@ -90,3 +90,25 @@ def test_an_error_reaches_the_caller_while_the_reads_under_way_still_run():
             assert running[0] > 0  # waited for, they would all have ended
     finally:
         released.set()
+
+
+def test_a_caller_that_stops_early_goes_on_once_the_reads_under_way_have_ended():
+    """No read is left running behind a caller that stopped (a DataLoader worker then
+    ending its process, say)."""
+    released, running, lock = threading.Event(), [0], threading.Lock()
+
+    def read(item: int) -> int:
+        with lock:
+            running[0] += 1
+        if item:
+            released.wait(timeout=60)
+        with lock:
+            running[0] -= 1
+        return item
+
+    reads = read_ahead(read, range(4 * READ_THREADS))
+    assert next(reads) == 0
+    threading.Timer(0.2, released.set).start()  # the reads under way end a moment later
+    reads.close()
+    with lock:
+        assert running[0] == 0
