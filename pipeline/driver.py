@@ -252,12 +252,6 @@ def _check_devices(described: list[dict]) -> None:
                 "supports)")
 
 
-def _check_weights(config: RunConfig) -> tuple[str, ...]:
-    """Stop before any work when deep weights are missing, unless allowed."""
-    return weights.check_present(config.metrics, config.allow_missing_metrics)  # (label-free:
-    # no metric, none missing)
-
-
 def _check_weighed(config: RunConfig, ensemble, absent: tuple[str, ...]) -> None:
     """Stop before any work where the ensemble weighs none of the metrics computed: every
     version would be scored and then left without a Q."""
@@ -461,7 +455,8 @@ def _stop(tasks: list) -> None:
 def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> dict:
     """Run the plan of `config` into config.out, holding its lease (one writer per output)."""
     started = time.perf_counter()
-    absent = _check_weights(config)
+    # stop before any work where deep weights are missing, unless allowed
+    absent = weights.check_present(config.metrics, config.allow_missing_metrics)
     _check_weighed(config, load_ensemble(config.ensemble_file), absent)
     location = Location.parse(config.out)
     refuse_unusable(location)

@@ -616,7 +616,7 @@ def test_a_run_with_one_metric_lacking_its_weights_is_refused_unless_allowed(tmp
 def test_allowed_missing_metrics_are_named_in_every_run_file_and_the_summary(
         tmp_path, monkeypatch, shifted_sources, fast_config, mae_ensemble):
     from labelers.ensemble import load as load_ensemble
-    from pipeline.driver import _check_weights
+    from labelers.weights import check_present
     from pipeline.plan import Plan, label_identity
     from pipeline.report import Tally, build_report, summary_lines, write_run_files
     from pipeline.sources import list_sources
@@ -625,7 +625,8 @@ def test_allowed_missing_metrics_are_named_in_every_run_file_and_the_summary(
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
     folder, _ = shifted_sources(1)
     config = fast_config(str(folder), metrics=("lpips", "mae"), allow_missing_metrics=True)
-    absent = _check_weights(config)  # what generate does first: not refused, lpips absent
+    absent = check_present(config.metrics, config.allow_missing_metrics)  # what generate does
+    # first: not refused, lpips absent
     assert absent == ("lpips",)
     plan = Plan.make(list_sources(str(folder)), config, label_identity(mae_ensemble.hash, absent))
     location = Location.parse(config.out)
