@@ -8,8 +8,7 @@ import labelers
 from pipeline.sizing import TargetSize
 
 # the order a run takes them in: training (the most GPU memory) after the pipeline, whose
-# Labeler sizes its passes from the memory free when it starts; the objectives, never yet
-# measured on a GPU, last, so that a run cut short loses only them
+# Labeler sizes its passes from the memory free when it starts; the objectives last
 SECTIONS = ("environment", "agreement", "labelers", "denoiser", "pipeline", "loader",
             "training", "ddp", "objectives")
 DATASET_SECTIONS = ("loader", "ddp", "objectives")  # those that read the pipeline's shards
@@ -39,7 +38,7 @@ class Sizes:
 FULL = Sizes(TargetSize(512, 384), 64, ("astronaut", "coffee"), 6, 16,
              (("resnet50", 224, 256, 12), ("nasnetalarge", 331, 64, 6)),
              45, 1, tuple(d.id for d in distortions.all()), distortions.LEVELS,
-             labelers.METRICS, "resnet50", 224, 32, 128)
+             labelers.METRICS, "resnet50", 224, 32, 112)
 TINY = Sizes(TargetSize(192, 176), 3, ("astronaut",), 2, 2,
              (("resnet18", 64, 4, 2),), 2, 1, (1, 8, 13), (1, 3), ("mae", "gmsd"),
              "resnet18", 64, 2, 48)

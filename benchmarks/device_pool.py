@@ -26,6 +26,7 @@ from synthetic import synthetic_sources
 import distortions
 import labelers
 from distortions import denoiser
+from distortions.threads import threads_in_use, use_one_thread
 from labelers import weights
 from labelers.ensemble import Ensemble
 from labelers.ensemble import load as load_ensemble
@@ -61,7 +62,7 @@ def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ense
     """A pool process: produce its shards; labels and learned types come from the server. It
     sees no GPU, as a Ray shard task (num_gpus=0) does not."""
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    torch.set_num_threads(1)
+    use_one_thread()  # as a shard task does: one CPU each
     plan_, config_ = Plan.from_json(plan), RunConfig.from_json(config)
     ensemble_, location = Ensemble.from_json(ensemble), Location.parse(config_.out)
 
@@ -82,7 +83,8 @@ def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ense
                                 lambda inputs: ask("learned", inputs))
         samples += outcome.samples
         stages.update(outcome.seconds)
-    requests.put(("done", worker, samples, dict(stages), time.process_time() - cpu_start))
+    requests.put(("done", worker, samples, dict(stages), time.process_time() - cpu_start,
+                  threads_in_use()))
 
 
 @contextlib.contextmanager
@@ -134,7 +136,7 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
     lock = threading.Lock()
     busy = {"score": 0.0, "learned": 0.0}
     tally: dict = {"done": 0, "samples": 0, "first": None, "failed": None, "active": 0,
-                   "peak": 0, "stages": Counter(), "cpu": 0.0,
+                   "peak": 0, "stages": Counter(), "cpu": 0.0, "threads": {},
                    "occupied": 0.0, "since": 0.0}  # seconds with a call in progress
     stopping = threading.Event()
 
@@ -151,6 +153,8 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
                     tally["samples"] += payload[0]
                     tally["stages"].update(payload[1])
                     tally["cpu"] += payload[2]
+                    tally["threads"].update({k: max(n, tally["threads"].get(k, 0))
+                                             for k, n in payload[3].items()})
                 if kind == "dead" and tally["done"] < len(workers):
                     tally["failed"] = f"the pool processes ended early (exit codes {payload[0]})"
                 if tally["done"] == len(workers) or tally["failed"]:
@@ -189,7 +193,7 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
         raise RuntimeError(tally["failed"])
     return {"samples": tally["samples"], "concurrency": concurrency,
             "pool_stage_seconds": {k: round(v, 1) for k, v in tally["stages"].items()},
-            "pool_cpu_seconds": round(tally["cpu"], 1),
+            "pool_cpu_seconds": round(tally["cpu"], 1), "pool_threads": tally["threads"],
             "peak_concurrent": tally["peak"],
             "busy_seconds": {k: round(v, 1) for k, v in busy.items()},
             "occupied_seconds": round(tally["occupied"], 1),
@@ -246,6 +250,7 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
             # the learned types' wait on the labelling process) and its CPU time per image
             "pool_stage_seconds": served["pool_stage_seconds"],
             "pool_cpu_ms_per_image": round(1000 * served["pool_cpu_seconds"] / labelled, 1),
+            "pool_threads": served["pool_threads"],  # OpenCV's and torch's, the most of any
             "labelling_concurrency": served["concurrency"],
             "labelling_peak_concurrent": served["peak_concurrent"],
             "from_first_request_seconds": served["serving_seconds"],

@@ -3,12 +3,12 @@
 import os
 import threading
 
-import cv2
 import numpy as np
 import ray
 import torch
 
 import distortions
+from distortions.threads import use_one_thread
 from labelers.ensemble import Ensemble
 from labelers.errors import LabelerError
 from labelers.labeler import Labeler
@@ -259,9 +259,7 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
     network) come from a labeler actor, on this node where one lives (none in a label-free
     run). It is published only while the driver `lease_holder` holds OUT's lease. Returns its
     summary."""
-    # one CPU per shard task: OpenCV's own thread pool (not bound by OMP_NUM_THREADS) would
-    # take every core of the node in each of the node's shard tasks
-    cv2.setNumThreads(1)
+    use_one_thread()  # one CPU per shard task
     ray.get(progress.attempt.remote(index))
     labeler = (nearest_labeler(index, labelers, nodes, ray.get_runtime_context().get_node_id())
                if labelers else None)

@@ -38,6 +38,7 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     assert pipeline["labelled_images"] == 2 * 3 * 2 and pipeline["samples"] == 2 * (1 + 6)
     assert pipeline["labelling_concurrency"] == 2  # the GPU actor's two calls at once
     assert 1 <= pipeline["labelling_peak_concurrent"] <= 2  # (one pool process on 2 CPUs)
+    assert pipeline["pool_threads"] == {"opencv": 1, "torch": 1}  # one CPU each, as a task
     # the calls' union: no longer than their sum, nor than the time it served
     occupied, summed = pipeline["labelling_process_occupied"], pipeline["labelling_process_busy"]
     assert 0 < occupied <= sum(summed.values()) + 0.1
@@ -138,3 +139,15 @@ def test_a_section_with_a_failed_row_is_shown_and_not_merged_over_a_whole_one(tm
     merge_runs(runs, tmp_path)
     merged = json.loads((tmp_path / "bench-gpu.json").read_text())
     assert merged["labelers"] == whole and merged["sources"]["labelers"] == "run1 (None)"
+
+
+@pytest.mark.parametrize("name", ["FULL", "TINY"])
+def test_the_objectives_crop_gives_contrastive_views_at_half_scale(name):
+    # Re-IQA's second view lies at least 0.70 h below the first, so two h-high views need
+    # h + ceil(0.7 h) rows; contrastive draws them on the image halved too (its default)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import device_plan
+    sizes = getattr(device_plan, name)
+    half_height = sizes.image.height // 2
+    crop = sizes.objective_crop
+    assert crop + math.ceil(0.7 * crop) <= half_height <= sizes.image.width // 2
