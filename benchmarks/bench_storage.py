@@ -29,7 +29,6 @@ from report_files import write_report
 from torch.utils.data import DataLoader
 
 import distortions
-from distortions.threads import use_one_thread
 from pipeline.commands.convert import convert
 from shards.layout import DEFAULT_STORE, SHARDS_DIR, STORE_MODES, store_of, tar_path
 from shards.png import decode_png
@@ -111,8 +110,7 @@ def loader_rate(root: Path, workers: int, seconds: float, crop: int, batch: int 
     shards = split_shards(location, distorted_index(location), splits, "train")
     stream = ShardStream(StreamConfig(str(root), shards, Target("quality"), Augment(crop), seed=0,
                                       train=True, shuffle_buffer=100))
-    loader = iter(DataLoader(stream, batch_size=batch, num_workers=workers,
-                             worker_init_fn=use_one_thread))
+    loader = iter(DataLoader(stream, batch_size=batch, num_workers=workers))
     next(loader)
     started, count = time.perf_counter(), 0
     while time.perf_counter() - started < seconds:

@@ -17,7 +17,6 @@ import torch
 from report_files import write_report
 from torch.utils.data import DataLoader
 
-from distortions.threads import use_one_thread
 from shards.dataset import open_dataset
 from training.losses import QualityLoss
 from training.model import ModelConfig, build_model
@@ -38,7 +37,7 @@ def loader(dataset: str, crop: int, batch: int, workers: int) -> DataLoader:
     shards = split_shards(data.location, distorted_index(data.location, data.shards),
                           reference_splits(data), "train")
     stream = ShardStream(StreamConfig(dataset, shards, Target(), Augment(crop=crop)))
-    return DataLoader(stream, batch_size=batch, num_workers=workers, worker_init_fn=use_one_thread,
+    return DataLoader(stream, batch_size=batch, num_workers=workers,
                       pin_memory=torch.cuda.is_available())
 
 

@@ -5,6 +5,7 @@ recorded with its reason."""
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -411,16 +412,18 @@ def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_
 def _encode_and_label(ref, pixels, made, config, score_images, ensemble, outcome, on_progress):
     """The reference's PNG, and each labelled version's (record, PNG or None); the versions
     a metric could not score are recorded as failures. A LabelerError means that no version
-    can be scored against this reference."""
-    with _Timer(outcome.seconds, "encode"):  # a version the store keeps as a recipe: None
-        ref_png = encode_png(pixels)
-        pngs = [encode_png(image) if stores_pixels(config.store, record, config.keep_pngs)
-                else None for record, image in made]
-    with _Timer(outcome.seconds, "label"):
-        unlabelled = _label([record for record, _ in made], pixels, [image for _, image in made],
-                            score_images, ensemble,
-                            lambda count: on_progress(count, 0, 0) if on_progress else None,
-                            config.labelled)
+    can be scored against this reference. The PNGs are encoded on a thread while the labels
+    are awaited (they are made elsewhere: a GPU actor, a CPU actor's process), so the task's
+    CPU works meanwhile; the encode stage is the wait for them once labelled."""
+    with ThreadPoolExecutor(1, thread_name_prefix="encode") as encoder:
+        encoding = encoder.submit(_encoded, pixels, made, config)
+        with _Timer(outcome.seconds, "label"):
+            unlabelled = _label([record for record, _ in made], pixels,
+                                [image for _, image in made], score_images, ensemble,
+                                lambda count: on_progress(count, 0, 0) if on_progress else None,
+                                config.labelled)
+        with _Timer(outcome.seconds, "encode"):
+            ref_png, pngs = encoding.result()
     for index, why in sorted(unlabelled.items()):
         record = made[index][0]
         outcome.failures.append(_failure(ref, "label_failed", why, key=record["key"],
@@ -428,6 +431,13 @@ def _encode_and_label(ref, pixels, made, config, score_images, ensemble, outcome
                                          level=record["level"], chain=record["chain"]))
     return ref_png, [(record, png) for i, ((record, _), png)
                      in enumerate(zip(made, pngs, strict=True)) if i not in unlabelled]
+
+
+def _encoded(pixels, made, config) -> tuple[bytes, list[bytes | None]]:
+    """The reference's PNG and each version's (None: the store keeps it as its recipe)."""
+    return encode_png(pixels), [encode_png(image) if stores_pixels(config.store, record,
+                                                                   config.keep_pngs)
+                                else None for record, image in made]
 
 
 def _finish(writer, distorted, config, outcome, location, digest: str, guard: Guard) -> None:

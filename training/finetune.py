@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from distortions.threads import use_one_thread
 from training import benchmarks, checkpoint, distributed
 from training.benchmarks import DatasetLayoutError
 from training.correlation import MIN_PAIRS, report
@@ -68,7 +67,7 @@ def eval_loader(context: Context, images, augment: Augment, crops: int, workers:
 def rank_share_loader(context: Context, dataset, workers: int, batch: int) -> DataLoader:
     """A loader of this rank's share of `dataset`: every world_size-th item, in order."""
     share = Subset(dataset, range(context.rank, len(dataset), context.world_size))
-    return DataLoader(share, batch_size=batch, num_workers=workers, worker_init_fn=use_one_thread,
+    return DataLoader(share, batch_size=batch, num_workers=workers,
                       pin_memory=context.device.type == "cuda")
 
 
@@ -89,8 +88,7 @@ def _train_batches(context: Context, config: FinetuneConfig, images, seed: int):
     # that image waits for the next epoch's shuffle instead
     lone = local > 1 and len(sampler) % local == 1
     loader = DataLoader(dataset, batch_size=local, sampler=sampler, num_workers=config.workers,
-                        worker_init_fn=use_one_thread, pin_memory=context.device.type == "cuda",
-                        drop_last=lone)
+                        pin_memory=context.device.type == "cuda", drop_last=lone)
 
     def batches(epoch: int) -> DataLoader:
         sampler.set_epoch(epoch)

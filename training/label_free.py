@@ -13,7 +13,6 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from distortions.threads import use_one_thread
 from shards.dataset import Dataset, open_dataset
 from shards.group_spec import GroupSpec
 from shards.order import ONE_PASS, Order
@@ -174,7 +173,6 @@ def _loader(config: PretrainConfig, objective: Objective, parts: list[Part],
         streams, [part.train_groups for part in parts], config.seed)
     return DataLoader(stream, batch_size=config.optim.local_batch(context.world_size),
                       collate_fn=collate_groups, num_workers=config.workers,
-                      worker_init_fn=use_one_thread,
                       pin_memory=context.device.type == "cuda")
 
 

@@ -3,6 +3,7 @@ batches per rank, validation on predictions gathered from every rank, early stop
 on rank 0 and broadcast, checkpoints (at epoch ends, and every N batches when asked) and
 TensorBoard on rank 0, resume (exact, from mid-epoch too)."""
 
+import math
 import os
 import shutil
 import time
@@ -137,7 +138,9 @@ def running_statistics(model: nn.Module) -> list[torch.Tensor]:
 def _train_step(run: Run, network: nn.Module, batch, loss_fn, optimizer) -> float | None:
     """One optimiser step (then the objective's `after_step`); None, and no step, when the
     loss is not finite on some rank (the batch-norm statistics its forward pass moved are put
-    back)."""
+    back, its gradients dropped). The host waits on the device once a step, after the
+    backward pass is queued: a wait before it would leave a GPU idle while the backward
+    pass's kernels are launched, and one after the step while the next forward pass's are."""
     statistics = running_statistics(run.model)
     before = [b.detach().clone() for b in statistics]
     try:
@@ -151,16 +154,18 @@ def _train_step(run: Run, network: nn.Module, batch, loss_fn, optimizer) -> floa
             "leaves nothing to normalise; give each rank at least 2 images (--batch-size) or "
             "take a larger --crop") from error
     optimizer.zero_grad(set_to_none=True)
-    if not all_true(run.context, bool(torch.isfinite(loss.detach()))):
+    loss.backward()  # (a non-finite loss's gradients too: under DDP every rank reduces them)
+    value = float(loss.detach())  # the step's one wait
+    if not all_true(run.context, math.isfinite(value)):
+        optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             for buffer, kept in zip(statistics, before, strict=True):
                 buffer.copy_(kept)
         return None
-    loss.backward()
     optimizer.step()
     if run.objective is not None:
         run.objective.after_step()
-    return float(loss.detach())
+    return value
 
 
 def train_epoch(run: Run, network: nn.Module, batches: Iterable, steps: int, loss_fn,

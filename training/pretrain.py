@@ -14,7 +14,6 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
 
-from distortions.threads import use_one_thread
 from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
 from labelers.ensemble import parsed as parse_ensemble
@@ -150,7 +149,7 @@ def _stream(config: PretrainConfig, shards: SplitShards, train: bool,
                          context.rank, context.world_size)
     return stream, DataLoader(stream, batch_size=config.optim.local_batch(context.world_size),
                               pin_memory=context.device.type == "cuda",
-                              num_workers=config.workers, worker_init_fn=use_one_thread)
+                              num_workers=config.workers)
 
 
 def pretrain(config: PretrainConfig, resume: bool = False) -> dict:

@@ -1,32 +1,33 @@
-"""Processes that distort side by side run OpenCV and torch on one thread each."""
+"""A process that distorts beside others runs OpenCV and torch on one thread."""
 
+import multiprocessing
 import os
 
 import pytest
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from distortions.threads import threads_in_use, use_one_thread
 
 
-class _Threads(Dataset):
-    """Each item: the threads OpenCV and torch would use in the worker that loads it."""
-
-    def __len__(self) -> int:
-        return 2
-
-    def __getitem__(self, _index: int) -> torch.Tensor:
-        seen = threads_in_use()
-        return torch.tensor([seen["opencv"], seen["torch"]])
+def _threads_seen(one_thread: bool, answers) -> None:
+    if one_thread:
+        use_one_thread()
+    answers.put(threads_in_use())
 
 
-def _seen_by_workers(**options) -> list[list[int]]:
-    loader = DataLoader(_Threads(), batch_size=None, num_workers=2, **options)
-    return [item.tolist() for item in loader]
+def _in_a_fresh_process(one_thread: bool) -> dict[str, int]:
+    """What a spawned process (as a Ray worker or the device check's pool starts) sees."""
+    spawn = multiprocessing.get_context("spawn")
+    answers = spawn.Queue()
+    process = spawn.Process(target=_threads_seen, args=(one_thread, answers))
+    process.start()
+    try:
+        return answers.get(timeout=120)
+    finally:
+        process.join()
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenCV's own default is one thread")
-def test_a_loader_worker_runs_opencv_and_torch_on_one_thread():
-    # without it, OpenCV in a worker keeps a pool of every core (torch alone sets itself to 1)
-    assert all(opencv > 1 for opencv, _ in _seen_by_workers())
-    assert _seen_by_workers(worker_init_fn=use_one_thread) == [[1, 1], [1, 1]]
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one thread is every library's default")
+def test_a_fresh_process_runs_opencv_and_torch_on_one_thread():
+    default = _in_a_fresh_process(one_thread=False)  # each library's own pool of every core
+    assert default["opencv"] > 1 and default["torch"] > 1
+    assert _in_a_fresh_process(one_thread=True) == {"opencv": 1, "torch": 1}

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from PIL import Image
 import distortions
 from labelers import Labeler
 from pipeline import cli
+from pipeline import worker as worker_module
 from pipeline.commands.deep_check import deep_check
 from pipeline.commands.inspect_dataset import inspect
 from pipeline.duplicates import find_duplicates
@@ -166,6 +168,44 @@ def test_the_denoisers_network_is_timed_apart_from_the_distortions(tmp_path, fas
     assert len(waited) == 1 and outcome.seconds["network"] >= waited[0] >= 1000.0
     assert outcome.seconds["distort"] > 0
     assert sum(outcome.seconds.values()) <= wall < 2000.0
+
+
+def test_a_references_pngs_are_encoded_while_its_labels_are_awaited(tmp_path, fast_config,
+                                                                   mae_ensemble, monkeypatch):
+    """The labels are made elsewhere (a GPU actor): the shard's CPU encodes the PNGs
+    meanwhile. Encoding waits to start until the labels are asked for, and the labeler answers
+    only once every PNG is encoded: they overlap, or the test fails."""
+    config = fast_config("embedded", out=str(tmp_path / "out"), limit=1,
+                         distortion_ids=(1, 13), levels=(1, 5))
+    plan = Plan.make(chosen(list_sources(config.sources), config), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    asked, encoded, while_asked = threading.Event(), [], []
+    real_encode = worker_module.encode_png
+
+    def encode_png(image):
+        if not encoded:
+            asked.wait(timeout=5)
+        while_asked.append(asked.is_set())
+        encoded.append(real_encode(image))
+        return encoded[-1]
+
+    scorer = local_scorer(Labeler(metrics=("mae", "gmsd"), device="cpu"))
+
+    def labels_elsewhere(ref, versions, on_labelled):
+        asked.set()
+        deadline = time.monotonic() + 30
+        while len(encoded) < 1 + len(versions) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return scorer(ref, versions, on_labelled)
+
+    monkeypatch.setattr(worker_module, "encode_png", encode_png)
+    outcome = produce_shard(0, plan, config, labels_elsewhere, mae_ensemble, location)
+    assert outcome.samples == 1 + 4 and len(encoded) == 1 + 4
+    assert all(while_asked)
+    with tarfile.open(tar_path(location, 0, "images")) as tar:  # the encoded PNGs, each once
+        pngs = sorted(tar.extractfile(m).read() for m in tar if m.name.endswith(".png"))
+    assert pngs == sorted(encoded)
 
 
 def test_the_stats_hold_the_write_stage_and_no_network_time_without_learned_types(
