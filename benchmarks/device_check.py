@@ -15,6 +15,8 @@ Sections (each writes its JSON as soon as it ends, so a run cut short keeps what
   CPU but one), its labels and learned-denoiser network passes served by one process holding
   the Labeler and the denoiser on the device, two calls at once as the GPU actor serves them:
   labelled images/s end to end, and the seconds spent in those calls;
+- repeat (device_pool.py): the pipeline's plan cut to two references, run twice, each from a
+  labeler started afresh: samples with the same pixels and scores, bit for bit, in both;
 - loader: the training shard loader on the pipeline's shards, one worker per CPU but one;
 - ddp: a pretraining run launched by torchrun on the pipeline's shards (NCCL on CUDA); two
   ranks where two GPUs are visible, one rank otherwise (and it says so);
@@ -46,7 +48,7 @@ import torch
 from bench_labelers import environment_variable, random_backbones_if_absent, workload
 from bench_train import loader as shard_loader
 from device_plan import DATASET_SECTIONS, FULL, SECTIONS, TINY, Sizes
-from device_pool import pipeline_speed
+from device_pool import pipeline_speed, repeat
 from device_report import has_error, markdown, merge_runs
 
 import distortions
@@ -450,7 +452,8 @@ def main() -> int:
 
 
 RUNNERS = {"environment": environment, "agreement": agreement, "labelers": labeler_speed,
-           "denoiser": denoiser_speed, "training": training_speed, "pipeline": pipeline_speed}
+           "denoiser": denoiser_speed, "training": training_speed, "pipeline": pipeline_speed,
+           "repeat": repeat}
 DATASET_RUNNERS = {"loader": loader_speed, "ddp": ddp, "objectives": objectives}
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ if [[ " $* " != *" --device cpu "* ]]; then
     # second call of one session: it ran in the first)
     if [[ "${PYTEST_SECONDS:-120}" != 0 ]]; then
         timeout "${PYTEST_SECONDS:-120}" $PY -m pytest -q -m gpu -p no:cacheprovider \
-            tests/labelers tests/distortions > "$RESULTS/pytest-gpu.txt" 2>&1
+            tests/labelers tests/distortions tests/training > "$RESULTS/pytest-gpu.txt" 2>&1
         tail -25 "$RESULTS/pytest-gpu.txt"
     fi
 fi
-timeout "${CHECK_SECONDS:-420}" $PY benchmarks/device_check.py --out "$RESULTS" "$@"
+timeout "${CHECK_SECONDS:-450}" $PY benchmarks/device_check.py --out "$RESULTS" "$@"

@@ -2,7 +2,8 @@
 process per CPU but one), its labels and the learned types' network passes served by one
 process holding the Labeler and the denoiser on the device, as many calls at once as the GPU
 actor serves; the pixels handed over in shared memory, read in place as a Ray actor reads a
-call's from the object store."""
+call's from the object store. Its repeat section runs one small plan twice, each from a
+labeler started afresh, to say whether two runs write the same samples bit for bit."""
 
 import contextlib
 import multiprocessing
@@ -14,6 +15,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from multiprocessing import shared_memory
 from pathlib import Path
 from typing import NamedTuple
@@ -37,6 +39,7 @@ from pipeline.report import merge, write_run_files
 from pipeline.scheduling import GPU_ACTOR_CONCURRENCY
 from pipeline.sources import list_sources
 from pipeline.worker import produce_shard
+from shards.reader import read_index
 from shards.storage import Location
 
 
@@ -256,3 +259,31 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
             "from_first_request_seconds": served["serving_seconds"],
             "metrics": list(labeler.keys), "absent": list(labeler.absent),
             "dataset": config.out}
+
+
+def repeat(device: torch.device, sizes: Sizes) -> dict:
+    """The pipeline section's plan cut to two references, run twice: how many distorted
+    samples have the same pixels and the same scores, bit for bit, in both (on a GPU a
+    labeler's passes follow the memory free when it starts; on a CPU they never move), and
+    each metric's largest difference."""
+    small = replace(sizes, pipeline_refs=2)
+    first, second = (_samples(pipeline_speed(device, small)["dataset"]) for _ in range(2))
+    if first.keys() != second.keys():
+        raise RuntimeError(f"the runs made different samples: {len(first)} and {len(second)}")
+    differences: Counter = Counter()
+    for key, (_, scores) in first.items():
+        for metric, value in scores.items():
+            other = second[key][1][metric]
+            differences[metric] = max(differences[metric], abs(value - other))
+    return {"references": small.pipeline_refs, "samples": len(first),
+            "same_pixels": sum(first[k][0] == second[k][0] for k in first),
+            "same_scores": sum(first[k][1] == second[k][1] for k in first),
+            "largest_difference": dict(differences)}
+
+
+def _samples(dataset: str) -> dict[str, tuple[str, dict]]:
+    """Each distorted sample's key -> (pixel SHA-256, scores) in a finished dataset."""
+    rows = read_index(Location.parse(dataset), columns=["key", "kind", "sha256", "scores"],
+                      kind="distorted").to_pylist()
+    return {row["key"]: (row["sha256"], {k: v for k, v in row["scores"].items()
+                                         if v is not None}) for row in rows}

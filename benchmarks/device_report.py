@@ -87,8 +87,18 @@ def markdown(results: dict) -> str:
                   + (f" The pool's processes spent {pipe['pool_cpu_ms_per_image']} CPU ms per "
                      f"labelled image (wall seconds by stage, summed over them: "
                      f"{pipe['pool_stage_seconds']}; label and the learned types' network wait "
-                     "on the labelling process)" if "pool_cpu_ms_per_image" in pipe else ""),
+                     "on the labelling process)" if "pool_cpu_ms_per_image" in pipe else "")
+                  + (f"; OpenCV and torch threads in each: {pipe['pool_threads']}"
+                     if "pool_threads" in pipe else ""),
                   ""]
+    again = results.get("repeat", {})
+    if "samples" in again:
+        lines += ["## Two runs of one plan", "",
+                  f"{again['references']} references, {again['samples']} distorted samples, "
+                  "made twice, each run's labeler started afresh: the same pixels in "
+                  f"{again['same_pixels']}, the same scores bit for bit in "
+                  f"{again['same_scores']}; each metric's largest difference: "
+                  f"{again['largest_difference']}.", ""]
     feed = results.get("loader", {})
     if "images_per_s" in feed:
         lines += ["## Training loader", "", f"{feed['workers']} workers, batches of "

@@ -29,8 +29,8 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
         shutil.rmtree(scratch)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((tmp_path / "device-check.json").read_text())
-    sections = ("environment", "labelers", "training", "denoiser", "pipeline", "loader",
-                "agreement", "ddp", "objectives")
+    sections = ("environment", "labelers", "training", "denoiser", "pipeline", "repeat",
+                "loader", "agreement", "ddp", "objectives")
     assert [name for name in sections if "error" in results[name]] == []
     # the CPU against itself: every metric exactly equal
     assert all(row["max_abs"] == 0 for row in results["agreement"]["metrics"].values())
@@ -39,6 +39,11 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     assert pipeline["labelling_concurrency"] == 2  # the GPU actor's two calls at once
     assert 1 <= pipeline["labelling_peak_concurrent"] <= 2  # (one pool process on 2 CPUs)
     assert pipeline["pool_threads"] == {"opencv": 1, "torch": 1}  # one CPU each, as a task
+    again = results["repeat"]  # a CPU's passes never move: the same bits twice
+    assert again["samples"] == 2 * 3 * 2
+    assert again["same_pixels"] == again["same_scores"] == again["samples"]
+    assert set(again["largest_difference"]) == {"mae", "gmsd"}
+    assert not any(again["largest_difference"].values())
     # the calls' union: no longer than their sum, nor than the time it served
     occupied, summed = pipeline["labelling_process_occupied"], pipeline["labelling_process_busy"]
     assert 0 < occupied <= sum(summed.values()) + 0.1

@@ -59,11 +59,18 @@ def test_inputs_normalise_uint8_views_on_the_device_as_the_backbone_expects():
         inputs(images.float())  # a view normalised on the CPU as well
 
 
+# the GPU's own run of a test (`pytest -m gpu`, on the device; skipped without CUDA)
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("name", ["bf16", "fp32"])
-def test_the_training_step_computes_in_the_chosen_precision(name, tmp_path: Path):
-    device = torch.device("cpu")
+def test_the_training_step_computes_in_the_chosen_precision(name, device, tmp_path: Path):
+    device = torch.device(device)
     precision = Precision.resolve(name, device)
-    model = build_model(ModelConfig("test_resnet", init="random")).model
+    model = precision.prepare(build_model(ModelConfig("test_resnet", init="random")).model
+                              .to(device))
     seen = []
     model.fc.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
     run = Run(Context(0, 1, 0, device), model, OptimConfig(1e-3, 10, 1, 4), 0, tmp_path, {},
@@ -112,9 +119,9 @@ def test_a_head_with_batch_norm_runs_it_once_and_gives_float32():
                for output in (outputs if isinstance(outputs, tuple) else (outputs,)))
 
 
-def _step_run(tmp_path: Path):
-    model = build_model(ModelConfig("test_resnet", init="random")).model
-    run = Run(Context(0, 1, 0, torch.device("cpu")), model, OptimConfig(1e-3, 10, 1, 4), 0,
+def _step_run(tmp_path: Path, device: str = "cpu"):
+    model = build_model(ModelConfig("test_resnet", init="random")).model.to(device)
+    run = Run(Context(0, 1, 0, torch.device(device)), model, OptimConfig(1e-3, 10, 1, 4), 0,
               tmp_path, {})
     return run, optimiser(model, run.optim)[0]
 
@@ -140,8 +147,9 @@ def poisoning(model: torch.nn.Module, batches, poisoned) -> Iterator:
         handle.remove()
 
 
-def test_a_nan_batch_is_skipped_and_never_reaches_the_weights(tmp_path):
-    run, optimizer = _step_run(tmp_path)
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_a_nan_batch_is_skipped_and_never_reaches_the_weights(device, tmp_path):
+    run, optimizer = _step_run(tmp_path, device)
     batches = [(_uint8(4, 3, 32, 32), torch.rand(4)) for _ in range(3)]
     result = train_epoch(run, run.model, poisoning(run.model, batches, {1}), 3,
                          _loss_function(run), optimizer)
