@@ -414,16 +414,15 @@ def _encode_and_label(ref, pixels, made, config, score_images, ensemble, outcome
     a metric could not score are recorded as failures. A LabelerError means that no version
     can be scored against this reference. The PNGs are encoded on a thread while the labels
     are awaited (they are made elsewhere: a GPU actor, a CPU actor's process), so the task's
-    CPU works meanwhile; the encode stage is the wait for them once labelled."""
+    CPU works meanwhile: the encode stage (the thread's time) overlaps the label stage."""
     with ThreadPoolExecutor(1, thread_name_prefix="encode") as encoder:
-        encoding = encoder.submit(_encoded, pixels, made, config)
+        encoding = encoder.submit(_encoded, pixels, made, config, outcome.seconds)
         with _Timer(outcome.seconds, "label"):
             unlabelled = _label([record for record, _ in made], pixels,
                                 [image for _, image in made], score_images, ensemble,
                                 lambda count: on_progress(count, 0, 0) if on_progress else None,
                                 config.labelled)
-        with _Timer(outcome.seconds, "encode"):
-            ref_png, pngs = encoding.result()
+        ref_png, pngs = encoding.result()
     for index, why in sorted(unlabelled.items()):
         record = made[index][0]
         outcome.failures.append(_failure(ref, "label_failed", why, key=record["key"],
@@ -433,11 +432,14 @@ def _encode_and_label(ref, pixels, made, config, score_images, ensemble, outcome
                      in enumerate(zip(made, pngs, strict=True)) if i not in unlabelled]
 
 
-def _encoded(pixels, made, config) -> tuple[bytes, list[bytes | None]]:
-    """The reference's PNG and each version's (None: the store keeps it as its recipe)."""
-    return encode_png(pixels), [encode_png(image) if stores_pixels(config.store, record,
-                                                                   config.keep_pngs)
-                                else None for record, image in made]
+def _encoded(pixels, made, config, seconds: dict[str, float]
+             ) -> tuple[bytes, list[bytes | None]]:
+    """The reference's PNG and each version's (None: the store keeps it as its recipe), timed
+    as the encode stage."""
+    with _Timer(seconds, "encode"):
+        return encode_png(pixels), [encode_png(image) if stores_pixels(config.store, record,
+                                                                       config.keep_pngs)
+                                    else None for record, image in made]
 
 
 def _finish(writer, distorted, config, outcome, location, digest: str, guard: Guard) -> None:

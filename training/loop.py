@@ -138,9 +138,10 @@ def running_statistics(model: nn.Module) -> list[torch.Tensor]:
 def _train_step(run: Run, network: nn.Module, batch, loss_fn, optimizer) -> float | None:
     """One optimiser step (then the objective's `after_step`); None, and no step, when the
     loss is not finite on some rank (the batch-norm statistics its forward pass moved are put
-    back, its gradients dropped). The host waits on the device once a step, after the
-    backward pass is queued: a wait before it would leave a GPU idle while the backward
-    pass's kernels are launched, and one after the step while the next forward pass's are."""
+    back, its gradients dropped). The host waits on the device once a step (and once more
+    under DDP, for the ranks' agreement), after the backward pass is queued: a wait before it
+    would leave a GPU idle while the backward pass's kernels are launched, and one after the
+    step while the next forward pass's are."""
     statistics = running_statistics(run.model)
     before = [b.detach().clone() for b in statistics]
     try:

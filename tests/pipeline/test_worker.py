@@ -143,8 +143,9 @@ def test_the_same_shard_twice_gives_the_same_bytes(tmp_path, fast_config, mae_en
 def test_the_denoisers_network_is_timed_apart_from_the_distortions(tmp_path, fast_config,
                                                                     mae_ensemble, monkeypatch):
     """Its own stage (on a GPU node it is the GPU's work, not the shard process's): the stages
-    never overlap, so they add up to no more than the shard's time. The network's call moves
-    the clock on by 1,000 s, longer than everything else the shard does."""
+    never overlap (but encode, on a thread beside label), so they add up to no more than the
+    shard's time. The network's call moves the clock on by 1,000 s, longer than everything
+    else the shard does."""
     config = fast_config("embedded", out=str(tmp_path / "out"), limit=1,
                          distortion_ids=(1, 8), levels=(1, 5))
     sources = chosen(list_sources(config.sources), config)
@@ -167,7 +168,8 @@ def test_the_denoisers_network_is_timed_apart_from_the_distortions(tmp_path, fas
     wall = time.perf_counter() - started
     assert len(waited) == 1 and outcome.seconds["network"] >= waited[0] >= 1000.0
     assert outcome.seconds["distort"] > 0
-    assert sum(outcome.seconds.values()) <= wall < 2000.0
+    beside = outcome.seconds["encode"]
+    assert beside > 0 and sum(outcome.seconds.values()) - beside <= wall < 2000.0
 
 
 def test_a_references_pngs_are_encoded_while_its_labels_are_awaited(tmp_path, fast_config,
