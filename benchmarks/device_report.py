@@ -4,6 +4,7 @@ runs (each section from the latest run that measured it)."""
 import json
 from pathlib import Path
 
+from device_chart import chart
 from device_plan import SECTIONS
 from report_files import write_report
 
@@ -140,8 +141,8 @@ def has_error(figures) -> bool:
 
 
 def merge_runs(files: list[Path], out: Path) -> None:
-    """docs/bench-gpu.{json,md}: each section from the last of `files` (device-check.json of
-    successive runs, oldest first) that measured all of it, with the run it came from."""
+    """docs/bench-gpu.{json,md,png}: each section from the last of `files` (device-check.json
+    of successive runs, oldest first) that measured all of it, with the run it came from."""
     merged: dict = {"sources": {}}
     for path in files:
         run = json.loads(path.read_text())
@@ -152,7 +153,10 @@ def merge_runs(files: list[Path], out: Path) -> None:
                                            f"({run.get('environment', {}).get('date')})")
         merged["backbones"] = run.get("backbones")
     origin = ", ".join(f"{name}: {source}" for name, source in merged["sources"].items())
+    drawn = chart(merged, out / "bench-gpu.png")
     write_report(out, "bench-gpu", merged, markdown(merged).replace(
         "# Device check", "# GPU benchmark (`benchmarks/device_check.sh`)", 1)
+        + ("\n![Where the time goes: device ms by metric, the shard pool's ms by stage]"
+           "(bench-gpu.png)\n" if drawn else "")
         + f"\nEach section from the latest run that measured it: {origin}. LPIPS/DISTS "
         f"backbones: {merged['backbones']}.\n")

@@ -160,3 +160,31 @@ def test_the_objectives_crop_gives_contrastive_views_at_half_scale(name):
     crop = sizes.objective_crop
     assert crop + math.ceil(0.7 * crop) <= half[0] and crop <= half[1]
     assert misfit(half, (crop, crop), views=2) is None
+
+
+def test_the_merged_device_runs_chart_where_the_time_goes(tmp_path, monkeypatch):
+    """bench-gpu.png's bars are the committed runs' figures: each metric's device ms, and the
+    pool's stage seconds per labelled image in ms; the Markdown shows the picture."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from device_chart import chart
+    from device_report import merge_runs
+
+    runs = sorted((ROOT / "docs" / "device").glob("run*/device-check.json"),
+                  key=lambda path: int(path.parent.name.removeprefix("run")))
+    merge_runs(runs, tmp_path)
+    merged = json.loads((tmp_path / "bench-gpu.json").read_text())
+    figure = chart(merged, tmp_path / "again.png")
+    assert (tmp_path / "bench-gpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![Where the time goes" in (tmp_path / "bench-gpu.md").read_text()
+    left, right = figure.axes
+    profile = merged["labelers"]["profile"]["per_metric"]
+    drawn = {tick.get_text(): bar.get_width()
+             for tick, bar in zip(left.get_yticklabels(), left.patches, strict=True)}
+    assert drawn == {key: row["device_ms"] for key, row in profile.items()}
+    pipeline = merged["pipeline"]
+    drawn = {tick.get_text(): bar.get_width()
+             for tick, bar in zip(right.get_yticklabels(), right.patches, strict=True)}
+    assert drawn == pytest.approx({stage: 1000 * seconds / pipeline["labelled_images"]
+                                   for stage, seconds in pipeline["pool_stage_seconds"].items()})
+    assert chart({"sources": {}}, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
