@@ -23,6 +23,7 @@ from png_settings import bank_outputs, png_settings
 from report_files import write_report
 
 import distortions
+from distortions.threads import use_one_thread
 from pipeline.embedded import EMBEDDED_PHOTOS, embedded_photo
 from pipeline.sizing import TargetSize, cover_and_crop
 from shards.png import encode_png
@@ -137,8 +138,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=3, help="how many embedded photos")
     parser.add_argument("--device", default="cpu", help="device for the learned denoiser")
     args = parser.parse_args()
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    use_one_thread()
     size = TargetSize()
     names = list(EMBEDDED_PHOTOS)[: args.photos]
     images = {name: cover_and_crop(embedded_photo(name), size) for name in names}

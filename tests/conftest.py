@@ -11,9 +11,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from shards.layout import STORE_MODES
+
+# the marks of a test of the GPU's own (`pytest -m gpu`: the device check runs them), skipped
+# where torch sees no CUDA device: a test's `pytestmark`, a parameter's marks, or `on_cuda`
+ON_CUDA = [pytest.mark.gpu,
+           pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def on_cuda(test):
+    """`test` marked ON_CUDA."""
+    for mark in ON_CUDA:
+        test = mark(test)
+    return test
+
 
 DATA = Path(__file__).parent / "data"
 MINIMUM_IMAGE = DATA / "astronaut_192x176.png"

@@ -14,6 +14,7 @@ from distortions.colorspace import to_uint8
 from distortions.denoise_nets import FFDNet
 from distortions.denoiser import tensor_to_uint8
 from distortions.errors import DenoiserMismatchError, DenoiserUnavailableError
+from tests.conftest import on_cuda
 
 
 @pytest.fixture
@@ -161,8 +162,7 @@ def test_the_devices_uint8_conversion_is_the_banks():
     assert np.array_equal(tensor_to_uint8(torch.from_numpy(values)).numpy(), to_uint8(values))
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@on_cuda
 def test_cuda_outputs_replay_on_the_cpu_within_one_level(small_image, restore_default_denoiser):
     for distortion_id in LEARNED:
         denoiser.use_denoiser(None, device="cuda")

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import labelers
+from tests.conftest import ON_CUDA
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = ON_CUDA
 
 VERSIONS = 64  # of 512 x 384: a MAD pass of all of them peaked at 10 GB on the H200 (run 4)
 

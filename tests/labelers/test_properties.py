@@ -14,6 +14,7 @@ from labelers.base import DEVICE_TOLERANCE
 from labelers.errors import InputTooSmallError, InvalidPairError, LabelerError
 from labelers.labeler import MEMORY_TRIES, batch_for_budget
 from labelers.registry import METRIC_CLASSES
+from tests.conftest import on_cuda
 from tests.labelers.conftest import BEST, tensor
 
 AVAILABLE = [key for key, target in METRIC_CLASSES.items()
@@ -66,8 +67,7 @@ def test_batch_equals_one_by_one_and_reuse_equals_recomputation(metric_factory, 
     torch.testing.assert_close(reused, batched, atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@on_cuda
 @pytest.mark.parametrize("key", AVAILABLE)
 def test_cpu_and_cuda_agree(metric_factory, noisy_versions, key):
     ref, dists = noisy_versions

@@ -26,6 +26,7 @@ from labelers.vif import (
     window_side,
     wtree_cell,
 )
+from tests.conftest import on_cuda
 from tests.labelers.conftest import tensor
 
 CPU = torch.device("cpu")
@@ -354,8 +355,7 @@ def test_values_of_the_literal_transcription(vif_of, name, value):
     assert vif_of(name) == pytest.approx(value, abs=1e-10)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@on_cuda
 def test_cuda_matches_cpu(noisy_versions):
     ref, dist = noisy_versions
     cpu = VIF("cpu").score(ref, dist)

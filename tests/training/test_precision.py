@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import ON_CUDA
 from training.distributed import Context
 from training.loop import (
     NonFiniteError,
@@ -59,9 +60,7 @@ def test_inputs_normalise_uint8_views_on_the_device_as_the_backbone_expects():
         inputs(images.float())  # a view normalised on the CPU as well
 
 
-# the GPU's own run of a test (`pytest -m gpu`, on the device; skipped without CUDA)
-CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA device")])
+CUDA = pytest.param("cuda", marks=ON_CUDA)  # the GPU's own run (`pytest -m gpu`)
 
 
 @pytest.mark.parametrize("device", ["cpu", CUDA])
