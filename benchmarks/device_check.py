@@ -17,6 +17,9 @@ Sections (each writes its JSON as soon as it ends, so a run cut short keeps what
   labelled images/s end to end, and the seconds spent in those calls;
 - repeat (device_pool.py): the pipeline's plan cut to two references, run twice, each from a
   labeler started afresh: samples with the same pixels and scores, bit for bit, in both;
+- passes: whether a label depends on its batch: each metric's largest difference between
+  two identical calls and between one pass and passes of an eighth, with cuDNN's default
+  algorithms and with deterministic ones only (and the all-ten rate with those);
 - loader: the training shard loader on the pipeline's shards, one worker per CPU but one;
 - ddp: a pretraining run launched by torchrun on the pipeline's shards (NCCL on CUDA); two
   ranks where two GPUs are visible, one rank otherwise (and it says so);
@@ -39,7 +42,9 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -165,10 +170,9 @@ def agreement(device: torch.device, sizes: Sizes) -> dict:
 
 def _labeler_rate(labeler: labelers.Labeler, ref, versions, device) -> dict:
     # warm-up at the timed shapes: CUDA loads each kernel (and cuDNN picks its algorithms)
-    # on the first pass of a shape. A fresh labeler's first call probes memory in passes of
-    # 2, then the rest: only its second runs the timed call's passes (after a warm-up of 4,
-    # run 2 timed DISTS alone at 106 images/s, while its device time inside all ten came to
-    # 60 ms for the 64; one warm-up call would still time a pass size never run)
+    # on the first pass of a shape, and a fresh labeler's first call also measures each
+    # metric's memory on 2 versions (after a warm-up of 4 versions, run 2 timed DISTS alone at
+    # 106 images/s, while its device time inside all ten came to 60 ms for the 64)
     for _ in range(2):
         labeler.score(ref, versions)
     _peak_reset(device)
@@ -214,6 +218,42 @@ def labeler_speed(device: torch.device, sizes: Sizes) -> dict:
     return {"size": str(sizes.image), "versions": len(versions), "metrics": rows,
             "all_ten": together,
             "profile": guarded("profile", lambda: _profile(everything, ref, versions, device))}
+
+
+def _largest_differences(first: labelers.Scores, second: labelers.Scores) -> dict:
+    return {key: float(np.max(np.abs(first[key] - second[key]))) for key in first}
+
+
+def pass_dependence(device: torch.device, sizes: Sizes) -> dict:
+    """Whether a label depends on how it was batched: each metric's largest difference between
+    two identical calls (the versions in one pass), and between one pass and passes of an
+    eighth, with cuDNN's default algorithms and with only deterministic ones (where torch has
+    none for an op, its warning is kept), and the all-ten rate with deterministic ones."""
+    ref, versions = workload(sizes.versions, sizes.image)
+    split = max(1, len(versions) // 8)
+
+    def scores(batch: int) -> labelers.Scores:
+        return labelers.Labeler(device=device, batch_size=batch).score(ref, versions)
+
+    rows = {}
+    for name, deterministic in (("default", False), ("deterministic", True)):
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False,
+                                        deterministic=deterministic), \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.use_deterministic_algorithms(deterministic, warn_only=True)
+            try:
+                one = scores(len(versions))
+                rows[name] = {"same_call": _largest_differences(one, scores(len(versions))),
+                              f"passes_of_{split}": _largest_differences(one, scores(split))}
+                if deterministic:
+                    rows[name]["all_ten"] = _labeler_rate(labelers.Labeler(device=device),
+                                                          ref, versions, device)
+            finally:
+                torch.use_deterministic_algorithms(False)
+        rows[name]["warnings"] = sorted({str(w.message)[:160] for w in caught
+                                         if "deterministic" in str(w.message)})
+    return {"versions": len(versions), "split": split, **rows}
 
 
 # ---------------------------------------------------------------- denoiser
@@ -438,12 +478,16 @@ def main() -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--tiny", action="store_true", help="small inputs (the CPU check)")
     parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--pipeline-refs", type=int,
+                        help="references in the pipeline section (a longer steady state)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
         merge_runs(args.merge, args.out)
         return 0
     device, sizes = torch.device(args.device), TINY if args.tiny else FULL
+    if args.pipeline_refs:
+        sizes = replace(sizes, pipeline_refs=args.pipeline_refs)
     with scratch_tmpdir():
         results = run_sections(chosen_sections(args.sections), device, sizes, args.out)
     (args.out / "device-check.md").write_text(markdown(results))
@@ -453,7 +497,7 @@ def main() -> int:
 
 RUNNERS = {"environment": environment, "agreement": agreement, "labelers": labeler_speed,
            "denoiser": denoiser_speed, "training": training_speed, "pipeline": pipeline_speed,
-           "repeat": repeat}
+           "repeat": repeat, "passes": pass_dependence}
 DATASET_RUNNERS = {"loader": loader_speed, "ddp": ddp, "objectives": objectives}
 
 if __name__ == "__main__":

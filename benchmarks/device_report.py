@@ -100,6 +100,8 @@ def markdown(results: dict) -> str:
                   f"{again['same_pixels']}, the same scores bit for bit in "
                   f"{again['same_scores']}; each metric's largest difference: "
                   f"{again['largest_difference']}.", ""]
+    lines += _batch_lines(results.get("passes", {}))
+    lines += _pipeline_runs_lines(results.get("pipeline_runs", []))
     feed = results.get("loader", {})
     if "images_per_s" in feed:
         lines += ["## Training loader", "", f"{feed['workers']} workers, batches of "
@@ -130,6 +132,55 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def pipeline_run_row(name: str, run: dict) -> dict:
+    """One run's pipeline figures: whole wall, from the first request, the pool's CPU cost."""
+    pipe = run["pipeline"]
+    return {"run": name, "date": run.get("environment", {}).get("date"),
+            "references": pipe["references"], "images_per_s": pipe["labelled_images_per_s"],
+            "from_first_request": round(pipe["labelled_images"]
+                                        / pipe["from_first_request_seconds"], 1)
+            if pipe.get("from_first_request_seconds") else None,
+            "pool_cpu_ms_per_image": pipe.get("pool_cpu_ms_per_image")}
+
+
+def _pipeline_runs_lines(rows: list[dict]) -> list[str]:
+    """Every merged run's pipeline figures side by side (the latest alone hides how much
+    one node's rate moves from run to run)."""
+    if not rows:
+        return []
+    return ["## The pipeline in every run", "",
+            "Labelled images/s over the whole run and from the labelling process's first "
+            "request, and the shard pool's CPU ms per labelled image (blank: not measured "
+            "then).", "",
+            "| run | date | references | images/s | from first request | pool CPU ms/image |",
+            "|---|---|---:|---:|---:|---:|",
+            *(f"| {r['run']} | {r['date']} | {r['references']} | {r['images_per_s']} | "
+              f"{r['from_first_request'] or ''} | {r['pool_cpu_ms_per_image'] or ''} |"
+              for r in rows), ""]
+
+
+def _batch_lines(batching: dict) -> list[str]:
+    """The passes section: each metric's largest score difference between calls and between
+    pass sizes, with cuDNN's default algorithms and with deterministic ones."""
+    if "deterministic" not in batching or "error" in batching["deterministic"]:
+        return []
+    modes = ("default", "deterministic")
+    split = f"passes_of_{batching['split']}"
+    lines = ["## A label and its batch", "",
+             f"{batching['versions']} versions scored in one pass, again, and in passes of "
+             f"{batching['split']}: each metric's largest difference, with cuDNN's default "
+             "algorithms and with deterministic ones only.", "",
+             "| metric | again | passes | again, deterministic | passes, deterministic |",
+             "|---|---:|---:|---:|---:|"]
+    for key in batching["default"]["same_call"]:
+        lines.append(f"| {key} | " + " | ".join(
+            f"{batching[mode][column][key]:.2g}" for mode in modes
+            for column in ("same_call", split)) + " |")
+    rate = batching["deterministic"].get("all_ten", {}).get("images_per_s")
+    return [*lines, "", f"All ten with deterministic algorithms only: {rate} images/s. "
+            f"Torch's warnings: {batching['deterministic']['warnings'] or 'none'}.", ""]
+
+
 def has_error(figures) -> bool:
     """Whether a section, or any row in it, failed: a section is merged from the latest run
     that measured all of it."""
@@ -143,9 +194,11 @@ def has_error(figures) -> bool:
 def merge_runs(files: list[Path], out: Path) -> None:
     """docs/bench-gpu.{json,md,png}: each section from the last of `files` (device-check.json
     of successive runs, oldest first) that measured all of it, with the run it came from."""
-    merged: dict = {"sources": {}}
+    merged: dict = {"sources": {}, "pipeline_runs": []}
     for path in files:
         run = json.loads(path.read_text())
+        if not has_error(run.get("pipeline", {"error": "not run"})):
+            merged["pipeline_runs"].append(pipeline_run_row(path.parent.name, run))
         for name in SECTIONS:
             if name in run and not has_error(run[name]):
                 merged[name] = run[name]

@@ -131,7 +131,7 @@ class Labeler:
 
     def _score(self, ref: np.ndarray, dists: np.ndarray | Sequence[np.ndarray],
                on_progress: Callable[[int], None] | None) -> Scores:
-        ref_batch = to_batch(ref, self.device)
+        ref_batch = to_batch(ref, "cpu")  # uploaded by each metric's _prepare
         no_versions = isinstance(dists, Sized) and len(dists) == 0  # None is a bad input
         if no_versions and isinstance(dists, np.ndarray) and (
                 dists.dtype != np.uint8 or dists.shape[1:] != np.shape(ref)):
@@ -143,17 +143,18 @@ class Labeler:
             metric.check_pair(ref_batch, dist_batch)
         if not len(dist_batch):
             return Scores({key: np.empty(0) for key in self.metrics}, self.absent)
-        if self.device.type == "cuda":  # one pinned, asynchronous upload for every metric
-            dist_batch = dist_batch.pin_memory().to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            dist_batch = self._upload_all(dist_batch)
         parts: dict[str, list[torch.Tensor]] = {key: [] for key in self.metrics}
         with torch.inference_mode():
             prepared = {key: self._timed(key, self._prepare, key, metric, ref_batch)
                         for key, metric in self.metrics.items()}
+            self._measure(prepared, dist_batch)
             start = 0
             while start < len(dist_batch):  # every metric over one part, then the next part
                 size = min(self._pass_size(key, len(dist_batch) - start, pixels(dist_batch))
                            for key in parts)
-                part = dist_batch[start:start + size]
+                part = self._on_device(dist_batch[start:start + size])
                 for key, metric in self.metrics.items():
                     parts[key].append(self._timed(key, self._compare, key, metric,
                                                   prepared[key], part))
@@ -162,6 +163,39 @@ class Labeler:
                     on_progress(size)
         return Scores({key: torch.cat(values).cpu().numpy().astype(np.float64)
                        for key, values in parts.items()}, self.absent)
+
+    def _upload_all(self, versions: torch.Tensor) -> torch.Tensor:
+        """The versions on the device in one pinned, asynchronous upload for every metric;
+        where they do not fit, pinned in host memory, each part uploaded in its turn."""
+        versions = versions.pin_memory()
+        try:
+            return versions.to(self.device, non_blocking=True)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            return versions
+
+    def _on_device(self, versions: torch.Tensor) -> torch.Tensor:
+        """`versions` on the labelling device (as they are where they are there already); an
+        upload that runs out of memory is tried again with the cache emptied, then is a
+        DeviceMemoryError."""
+        for _ in range(MEMORY_TRIES):
+            try:
+                return versions.to(self.device, non_blocking=True)
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+        raise DeviceMemoryError(f"uploading {len(versions)} {_size(versions)} version(s) ran "
+                                f"out of {self.device} memory ({MEMORY_TRIES} tries)")
+
+    def _measure(self, prepared: dict, versions: torch.Tensor) -> None:
+        """On CUDA, each metric's peak memory per pixel not yet known, measured on the first
+        PROBE_IMAGES versions, whose scores are dropped: a call's passes, and so its scores'
+        last bits (a pass's size picks the kernels), never depend on whether it measured."""
+        if not self._measures():
+            return
+        probe = self._on_device(versions[:PROBE_IMAGES])
+        for key, metric in self.metrics.items():
+            if key not in self.bytes_per_pixel:
+                self._timed(key, self._compare, key, metric, prepared[key], probe)
 
     @staticmethod
     def _timed(key: str, action, *arguments):
@@ -175,7 +209,7 @@ class Labeler:
         DeviceMemoryError: the reference is left out, not the calls after it."""
         for _ in range(MEMORY_TRIES):
             try:
-                return metric.prepare(ref_batch)
+                return metric.prepare(ref_batch.to(self.device))
             except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()
         raise DeviceMemoryError(f"{key} ran out of {self.device} memory preparing a "

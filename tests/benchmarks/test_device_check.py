@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import labelers
 from shards.boxes import half_shape, misfit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,7 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((tmp_path / "device-check.json").read_text())
     sections = ("environment", "labelers", "training", "denoiser", "pipeline", "repeat",
-                "loader", "agreement", "ddp", "objectives")
+                "passes", "loader", "agreement", "ddp", "objectives")
     assert [name for name in sections if "error" in results[name]] == []
     # the CPU against itself: every metric exactly equal
     assert all(row["max_abs"] == 0 for row in results["agreement"]["metrics"].values())
@@ -46,6 +47,14 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     assert again["same_pixels"] == again["same_scores"] == again["samples"]
     assert set(again["largest_difference"]) == {"mae", "gmsd"}
     assert not any(again["largest_difference"].values())
+    batching = results["passes"]  # a CPU's call repeats itself; MAE and GMSD in any batch
+    for mode in ("default", "deterministic"):
+        assert set(batching[mode]["same_call"]) == set(labelers.METRICS)
+        assert not any(batching[mode]["same_call"].values())
+        passes = batching[mode][f"passes_of_{batching['split']}"]
+        assert passes["mae"] == passes["gmsd"] == 0
+        assert max(passes.values()) < 1e-6  # the README's batch bounds, float32 networks too
+    assert batching["deterministic"]["all_ten"]["images_per_s"] > 0
     # the calls' union: no longer than their sum, nor than the time it served
     occupied, summed = pipeline["labelling_process_occupied"], pipeline["labelling_process_busy"]
     assert 0 < occupied <= sum(summed.values()) + 0.1
@@ -188,3 +197,30 @@ def test_the_merged_device_runs_chart_where_the_time_goes(tmp_path, monkeypatch)
                                    for stage, seconds in pipeline["pool_stage_seconds"].items()})
     assert chart({"sources": {}}, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_the_merged_report_lists_the_pipeline_of_every_run(tmp_path, monkeypatch):
+    """The latest run alone hides how much a node's rate moves: every committed run that
+    measured the pipeline is a row, with its figures as that run's JSON gives them."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from device_report import merge_runs
+
+    runs = sorted((ROOT / "docs" / "device").glob("run*/device-check.json"),
+                  key=lambda path: int(path.parent.name.removeprefix("run")))
+    merge_runs(runs, tmp_path)
+    text = (tmp_path / "bench-gpu.md").read_text()
+    table = text.split("## The pipeline in every run", 1)[1].split("\n\n")[2].splitlines()[2:]
+    expected = []
+    for path in runs:
+        pipe = json.loads(path.read_text()).get("pipeline", {})
+        if "labelled_images_per_s" in pipe:
+            expected.append((path.parent.name, pipe["references"],
+                             pipe["labelled_images_per_s"], pipe.get("pool_cpu_ms_per_image")))
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in table]
+    assert [(c[0], int(c[2]), float(c[3]), float(c[5]) if c[5] else None) for c in cells] \
+        == expected
+    for c, path in zip(cells, (ROOT / "docs" / "device" / c[0] for c in cells), strict=True):
+        pipe = json.loads((path / "device-check.json").read_text())["pipeline"]
+        if c[4]:  # images over the seconds from the first request, to the tenth
+            assert float(c[4]) == pytest.approx(
+                pipe["labelled_images"] / pipe["from_first_request_seconds"], abs=0.05)
