@@ -229,13 +229,18 @@ class ActorGuard(Guard):
         ray.get(self.progress.end.remote(self.index))
 
 
-def remote_result(ref: ray.ObjectRef, errors: type[Exception]):
+def remote_result(ref: ray.ObjectRef, errors: type[Exception], timeout: float | None = None):
     """ray.get(ref); an `errors` the remote call raised (the input's fault, not the actor's)
-    comes back as an `errors` in its own words, not Ray's traceback. It is raised afresh,
-    outside the handler: no reference cycle (error, traceback, this frame) keeps the actor
-    handles of this worker process, and with them the actors, alive."""
+    comes back as an `errors` in its own words, not Ray's traceback, and so does a call that
+    has not answered within `timeout` seconds (cancelled where it still waits at the actor; one
+    running there finishes, its answer dropped). It is raised afresh, outside the handler: no
+    reference cycle (error, traceback, this frame) keeps the actor handles of this worker
+    process, and with them the actors, alive."""
     try:
-        return ray.get(ref)
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref)
+        why = f"the labeler actor did not answer within {timeout:g} s (--label-timeout)"
     except ray.exceptions.RayTaskError as error:
         if not isinstance(error.cause, errors):
             raise
@@ -254,11 +259,13 @@ def nearest_labeler(index: int, labelers: list, nodes: list[str], here: str):
 @ray.remote(max_retries=3)
 def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
                labelers: list, nodes: list[str], progress: "ray.actor.ActorHandle",
-               denoise_on_actor: bool, lease_holder: dict) -> dict:
+               denoise_on_actor: bool, lease_holder: dict,
+               label_timeout: float | None = None) -> dict:
     """Produce one shard; the labels (and, with denoise_on_actor, the learned-denoiser
     network) come from a labeler actor, on this node where one lives (none in a label-free
-    run). It is published only while the driver `lease_holder` holds OUT's lease. Returns its
-    summary."""
+    run), each call waited for `label_timeout` seconds at most (then that work is recorded as
+    failed). It is published only while the driver `lease_holder` holds OUT's lease. Returns
+    its summary."""
     use_one_thread()  # one CPU per shard task
     ray.get(progress.attempt.remote(index))
     labeler = (nearest_labeler(index, labelers, nodes, ray.get_runtime_context().get_node_id())
@@ -267,13 +274,14 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
     def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled) -> dict:
         # the actor tells the progress actor itself as parts are labelled
         return remote_result(labeler.score_images.remote(ref, versions, progress, index),
-                             LabelerError)
+                             LabelerError, label_timeout)
 
     def on_progress(samples: int, failures: int, left_out: int) -> None:
         progress.add.remote(index, samples + left_out, failures)
 
     def on_actor(inputs: list[distortions.LearnedInput]) -> list:
-        return remote_result(labeler.denoise.remote(inputs), distortions.DistortionError)
+        return remote_result(labeler.denoise.remote(inputs), distortions.DistortionError,
+                             label_timeout)
 
     outcome = produce_shard(index, Plan.from_json(plan), RunConfig.from_json(config), score_images,
                             Ensemble.from_json(ensemble), Location.parse(out), on_progress,

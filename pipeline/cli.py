@@ -120,7 +120,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     options = ClusterOptions(  # checked here, before a job goes to a cluster
         actors=args.actors, max_in_flight=args.max_in_flight, restart=args.restart,
-        verify=args.verify, take_over=args.take_over, retry_unreadable=args.retry_unreadable)
+        verify=args.verify, take_over=args.take_over, retry_unreadable=args.retry_unreadable,
+        label_timeout=args.label_timeout)
     if args.address:
         return submit_to_cluster(args.address, sys.argv[1:],
                                  cluster_paths(args.out, args.sources, args.ensemble))
@@ -472,6 +473,11 @@ def _add_generate(commands) -> None:
     generate.add_argument("--max-in-flight", type=int,
                           help="shard tasks in flight at once (default: the CPUs the actors "
                                "leave, twice the actors at least)")
+    generate.add_argument("--label-timeout", type=float, metavar="SECONDS",
+                          help="how long a shard waits for a labeler actor's answer (a "
+                               "reference's labels, the learned denoiser's network) before it "
+                               "records that reference or version as failed and goes on "
+                               "(default: as long as it takes)")
     generate.set_defaults(run=_generate)
 
 

@@ -4,6 +4,7 @@ shards, retries, resume, a final sweep, progress and the report."""
 import contextlib
 import errno
 import json
+import math
 import os
 import socket
 import time
@@ -84,6 +85,9 @@ class ClusterOptions:
     take_over: bool = False                # take a stale lease over
     retry_unreadable: bool = False         # on resume, remake shards that left out unread sources
     denoise_on_actors: bool | None = None  # None: when the cluster has GPUs
+    # seconds a shard task waits for a labeler actor's answer (labels, the learned denoiser's
+    # network) before it records that work as failed and goes on; None: as long as it takes
+    label_timeout: float | None = None
 
     def __post_init__(self):
         for name in ("actors", "max_in_flight"):
@@ -91,6 +95,9 @@ class ClusterOptions:
             if value is not None and (isinstance(value, bool) or value < 1):
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value} "
                                  "(leave it out for the default)")
+        if self.label_timeout is not None and not 0 < self.label_timeout < math.inf:
+            raise ValueError(f"--label-timeout must be a number of seconds above 0, got "
+                             f"{self.label_timeout} (leave it out to wait as long as it takes)")
 
 
 def shard_is_complete(location: Location, index: int, digest: str, store: str,
@@ -503,7 +510,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
             lease.check()  # a driver whose output another took over sends nothing more out
             return shard_task.options(name=f"shard-{shard_name(index)}").remote(
                 index, *arguments, actors, nodes, progress.actor, on_actors and bool(actors),
-                lease.identity())
+                lease.identity(), options.label_timeout)
 
         try:
             failed = _run_shards(todo, submit, scheduling.in_flight, progress, config.out)

@@ -421,6 +421,17 @@ def test_actor_and_in_flight_counts_below_one_are_refused(option, value, tmp_pat
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_label_timeout_that_is_not_a_positive_number_of_seconds_is_refused(value, tmp_path,
+                                                                           capsys):
+    for address in ((), ("--address", "http://127.0.0.1:9")):  # before any job is sent
+        code = cli.main(["generate", "--sources", "embedded", "--out", str(tmp_path / "o"),
+                         "--label-timeout", value, *address])
+        assert code == 2
+        assert "--label-timeout must be a number of seconds above 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("size, least", [("512x384", 512 * 384), ("native", 192 * 176)])
 def test_a_pixel_limit_below_the_smallest_image_the_run_makes_is_refused(size, least,
                                                                          tmp_path, capsys):

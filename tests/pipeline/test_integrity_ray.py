@@ -83,6 +83,27 @@ def test_a_reference_the_labeler_actor_cannot_measure_is_recorded_and_the_run_go
     _every_cpu_is_free_again()  # its labeler actor was killed at the end of the run
 
 
+def test_a_labeler_call_past_the_label_timeout_is_recorded_and_the_run_goes_on(
+        local_ray, shifted_sources, fast_config):
+    """--label-timeout: a shard waits that long for the labeler actor, then records the
+    reference as label_failed, saying why, and goes on (a call that never returns, a hung GPU,
+    would otherwise hold its shard, and the run, for ever). A millionth of a second is less
+    than any call takes: every reference is left out, every shard still completes."""
+    folder, ensemble = shifted_sources(3)
+    config = fast_config(str(folder), shard_refs=2, distortion_ids=(1,), levels=(1,),
+                         ensemble_file=str(ensemble))
+    report = generate(config, ClusterOptions(actors=1, label_timeout=1e-6))
+    assert report["failures_by_reason"] == {"label_failed": 3}
+    out = Location.parse(config.out)
+    assert complete_shards(out) == [0, 1]
+    details = [json.loads(line)["detail"] for line in
+               out.read_bytes(out.path("failures.jsonl")).decode().splitlines()]
+    assert details == ["the labeler actor did not answer within 1e-06 s (--label-timeout): "
+                       "the reference and its versions are left out"] * 3
+    assert read_index(out).num_rows == 0
+    _every_cpu_is_free_again()  # the calls left running ended with their actor
+
+
 def _every_cpu_is_free_again(seconds: float = 30) -> None:
     """A run leaves no actor holding the cluster's CPUs (a later run would wait for them)."""
     deadline = time.monotonic() + seconds
