@@ -75,10 +75,11 @@ class Labeler:
     all the same when no metric would be left).
     batch_size: distorted images scored per pass (on a CPU each metric scores a pass in
     passes of its `cpu_chunk`, cache-sized); None sizes passes to memory: 16 on a CPU; on
-    CUDA each metric's first pass measures its peak memory per pixel, later passes hold as many
-    versions of their size as `memory_budget` bytes allow (default half the GPU memory free at
-    start), and a pass that runs out of memory is split in two and retried; work that cannot
-    get smaller and still runs out (a reference's prepare, one version) is a DeviceMemoryError.
+    CUDA the first call measures each metric's peak memory per pixel (on two versions whose
+    scores it drops), and every pass holds as many versions of its size as `memory_budget`
+    bytes allow (default half the GPU memory free at start); a pass that runs out of memory is
+    split in two and retried; work that cannot get smaller and still runs out (a reference's
+    prepare, one version, its upload) is a DeviceMemoryError.
     """
 
     def __init__(self, metrics: Sequence[str] | None = None,
