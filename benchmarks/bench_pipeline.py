@@ -93,6 +93,7 @@ def gpu_rates(path: Path) -> dict | None:
     gpu = json.loads(path.read_text())
     pipe = gpu["pipeline"]
     return {"label_rate": gpu["labelers"]["all_ten"]["images_per_s"],
+            "label_source": gpu["sources"]["labelers"],  # maybe not the pipeline's run
             "node_rate": round(pipe["labelled_images"] / pipe["from_first_request_seconds"], 1),
             "node_rate_wall": pipe["labelled_images_per_s"],
             "source": f"measured on {gpu['environment']['gpu']} ({gpu['sources']['pipeline']}, "
@@ -123,6 +124,7 @@ def projection(run: dict, gpu: dict | None, assumed_label_rate: float,
     return {"layout": node.to_json(), "cpu_rate_this_machine": round(cpu_rate, 1),
             "network_apart": "network" in run["stage_seconds"],
             "node_rate_wall": gpu["node_rate_wall"] if gpu else None,
+            "label_source": gpu["label_source"] if gpu else None,
             "label_rate": label_rate, "node_rate": node_rate, "source": source, "rows": rows}
 
 
@@ -144,7 +146,9 @@ def markdown(result: dict) -> str:
               f"**{plan['node_rate']} labelled images/s**, {plan['source']}"
               + (f" ({plan['node_rate_wall']} counting the start of its process pool)"
                  if plan.get("node_rate_wall") else "") + "; the labeler alone "
-              f"labels {plan['label_rate']} images/s there, and this machine's CPU cost per "
+              f"labels {plan['label_rate']} images/s "
+              + (f"on that GPU ({plan['label_source']})" if plan.get("label_source")
+                 else "there") + ", and this machine's CPU cost per "
               + ("image (the learned denoiser's network left to the GPU)"
                  if plan.get("network_apart") else "image (learned denoiser on the CPU)")
               + f" would allow {plan['cpu_rate_this_machine']}"

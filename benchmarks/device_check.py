@@ -60,6 +60,7 @@ import distortions
 import labelers
 from distortions import denoiser
 from labelers.base import DEVICE_TOLERANCE
+from training.cli import POSITIVE
 from training.distributed import Context
 from training.loop import Run, _loss_function, train_epoch
 from training.model import ModelConfig, build_model
@@ -478,7 +479,7 @@ def main() -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--tiny", action="store_true", help="small inputs (the CPU check)")
     parser.add_argument("--sections", default=",".join(SECTIONS))
-    parser.add_argument("--pipeline-refs", type=int,
+    parser.add_argument("--pipeline-refs", type=POSITIVE, metavar="N",
                         help="references in the pipeline section (a longer steady state)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -172,8 +172,9 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
             try:
                 if kind == "score":
                     result = _score_shared(labeler, *payload)
-                else:
-                    result = distortions.run_learned(*payload)
+                else:  # as the labeler actor runs it: never while the labeler measures
+                    with labeler.apart_from_measuring():
+                        result = distortions.run_learned(*payload)
             except Exception as error:  # answered, so that the pool process never waits
                 expected = isinstance(error, LabelerError | distortions.DistortionError)
                 result = Failed(kind, expected, f"{type(error).__name__}: {error}")

@@ -123,8 +123,14 @@ class Labeler:
         The versions go through all metrics a part at a time; `on_progress(n)` is told as each
         part of n versions is fully labelled. On CUDA, a call that measures a metric's memory
         (its first) runs alone: the device's peak would count another thread's tensors."""
-        with self._measuring if self._measures() else contextlib.nullcontext():
+        with self.apart_from_measuring():
             return self._score(ref, dists, on_progress)
+
+    def apart_from_measuring(self) -> contextlib.AbstractContextManager:
+        """A block of work on this process's GPU (a call of this labeler, the learned
+        denoiser's network) that waits while a call measures the metrics' memory: the device's
+        peak would count its tensors too, and the passes sized from it would move."""
+        return self._measuring if self._measures() else contextlib.nullcontext()
 
     def _measures(self) -> bool:
         return (self.device.type == "cuda" and self.batch_size is None

@@ -78,8 +78,8 @@ class LabelerActor:
     def denoise(self, inputs: list[distortions.LearnedInput]) -> list:
         """The learned-denoiser network over a reference's prepared inputs, batched on this
         actor's device (its GPU); the noise and its estimate were made on the shard task."""
-        self._usable()
-        with self.counter:
+        labeler = self._usable()
+        with self.counter, labeler.apart_from_measuring():
             return distortions.run_learned(inputs)
 
     def score_images(self, ref: np.ndarray, versions: np.ndarray,

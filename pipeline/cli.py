@@ -475,9 +475,10 @@ def _add_generate(commands) -> None:
                                "leave, twice the actors at least)")
     generate.add_argument("--label-timeout", type=float, metavar="SECONDS",
                           help="how long a shard waits for a labeler actor's answer (a "
-                               "reference's labels, the learned denoiser's network) before it "
-                               "records that reference or version as failed and goes on "
-                               "(default: as long as it takes)")
+                               "reference's labels, the learned denoiser's network), its "
+                               "queueing at the actor included, before it records that "
+                               "reference or version as failed and goes on (default: as long "
+                               "as it takes)")
     generate.set_defaults(run=_generate)
 
 

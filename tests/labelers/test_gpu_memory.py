@@ -68,7 +68,8 @@ def test_a_fresh_labelers_first_call_scores_the_same_bits_as_its_second(versions
     """A call's passes pick its kernels, so its scores' last bits (device run 7: one pass of 64
     against passes of 8 moved MAD by 2.8e-14, DISTS by 3.4e-7). The first call measures each
     metric's memory on versions whose scores it drops, then runs the passes every later call
-    runs: two runs of one plan label a reference alike whichever reference came first."""
+    runs: two runs of one plan (references of one size) label a reference alike whichever
+    reference came first."""
     ref, dists = versions
     labeler = labelers.Labeler(["mad", "ms_ssim", "vif"], "cuda")
     first = labeler.score(ref, dists)

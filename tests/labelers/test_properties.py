@@ -4,6 +4,7 @@ below the minimum size is a typed error. Deep metrics run with random backbone w
 
 import importlib.util
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -356,3 +357,31 @@ def test_the_labeler_on_a_cpu_scores_in_each_metrics_own_passes(noisy_versions, 
         "mae": 2, "cw_ssim": 4, "lpips": 2, "dists": 2}
     assert sizes == {"mae": [2, 2, 1], "cw_ssim": [4, 1], "lpips": [2, 2, 1], "dists": [2, 2, 1]}
     assert scores["mae"][3:].tolist() == scores["mae"][:2].tolist()  # the same pair, any pass
+
+
+def test_other_gpu_work_waits_while_the_labeler_measures_its_memory():
+    """The device's peak memory counts every tensor of the process: while a call measures the
+    metrics' memory, other GPU work (the learned denoiser on the labeler actor) waits, or the
+    passes sized from that peak would move from run to run; once measured, nothing waits."""
+    labeler = labelers.Labeler(["mae"], "cpu")
+    labeler.device = torch.device("cuda")  # the GPU route's gate; nothing runs on a device
+    order = []
+
+    def other_work() -> None:
+        with labeler.apart_from_measuring():
+            order.append("other")
+
+    with labeler.apart_from_measuring():  # as the call that measures holds it
+        waiting = threading.Thread(target=other_work)
+        waiting.start()
+        waiting.join(0.2)
+        assert waiting.is_alive()
+        order.append("measured")
+    waiting.join(5)
+    assert order == ["measured", "other"]
+    labeler.bytes_per_pixel["mae"] = 1.0  # measured: calls and other work run together
+    with labeler.apart_from_measuring():
+        free = threading.Thread(target=other_work)
+        free.start()
+        free.join(5)
+        assert not free.is_alive()
