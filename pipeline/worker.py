@@ -178,10 +178,10 @@ def apply_locally(pixels: np.ndarray, jobs: list[tuple[int, int, int]]) -> list:
     return results
 
 
-def learned_locally(pixels: np.ndarray, jobs: list[tuple[int, int, int]],
-                    denoise: Denoise, seconds: dict[str, float]) -> list:
-    """Learned-denoiser jobs: inputs prepared here (timed as `distort`), the network through
-    `denoise` (timed as `network`); (image, recipe) or the error message for each."""
+def prepare_learned_jobs(pixels: np.ndarray, jobs: list[tuple[int, int, int]],
+                         seconds: dict[str, float]) -> list:
+    """Learned-denoiser jobs' inputs, prepared here (timed as `distort`): the noisy image and
+    its noise estimate, or the error message, for each."""
     prepared = []
     with _Timer(seconds, "distort"):
         for distortion_id, level, seed in jobs:
@@ -189,6 +189,12 @@ def learned_locally(pixels: np.ndarray, jobs: list[tuple[int, int, int]],
                 prepared.append(distortions.prepare_learned(pixels, distortion_id, level, seed))
             except distortions.DistortionError as error:
                 prepared.append(str(error))
+    return prepared
+
+
+def denoised(prepared: list, denoise: Denoise, seconds: dict[str, float]) -> list:
+    """The network over the prepared inputs through `denoise` (timed as `network`): (image,
+    recipe), or the error message, for each."""
     inputs = [item for item in prepared if not isinstance(item, str)]
     if not inputs:  # no network pass, so no network time (and no rate from timer overhead)
         return prepared
@@ -231,10 +237,14 @@ def _single_all(ref, pixels, config, outcome, denoise: Denoise,
             for d, lv in scenarios]
     learned = [job for job in jobs if distortions.get(job[0]).learned]
     classic = [job for job in jobs if not distortions.get(job[0]).learned]
-    with _Timer(outcome.seconds, "distort"):
-        results = dict(zip(classic, apply_locally(pixels, classic), strict=True))
-    results.update(zip(learned, learned_locally(pixels, learned, denoise, outcome.seconds),
-                       strict=True))
+    prepared = prepare_learned_jobs(pixels, learned, outcome.seconds)
+    # the network runs elsewhere on a cluster (the GPU actor): the other types are distorted
+    # here meanwhile, as the PNGs are encoded while the labels are awaited
+    with ThreadPoolExecutor(1, thread_name_prefix="network") as network:
+        networked = network.submit(denoised, prepared, denoise, outcome.seconds)
+        with _Timer(outcome.seconds, "distort"):
+            results = dict(zip(classic, apply_locally(pixels, classic), strict=True))
+        results.update(zip(learned, networked.result(), strict=True))
     made = []
     for job in jobs:
         distortion_id, level, seed = job

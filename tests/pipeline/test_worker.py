@@ -210,6 +210,40 @@ def test_a_references_pngs_are_encoded_while_its_labels_are_awaited(tmp_path, fa
     assert pngs == sorted(encoded)
 
 
+def test_the_other_types_are_distorted_while_the_denoisers_network_runs(
+        tmp_path, fast_config, mae_ensemble, monkeypatch):
+    """The learned types' network runs elsewhere (the GPU actor): the shard distorts the other
+    types meanwhile. The first other type waits to start until the network is asked, and the
+    network answers only once another type is made: they overlap, or the test fails."""
+    config = fast_config("embedded", out=str(tmp_path / "out"), limit=1,
+                         distortion_ids=(1, 8, 13), levels=(1,))
+    plan = Plan.make(chosen(list_sources(config.sources), config), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    asked, made = threading.Event(), []
+    real_apply = distortions.apply
+
+    def apply(image, distortion, level, seed):
+        if not made:
+            asked.wait(timeout=5)
+        made.append(asked.is_set())
+        return real_apply(image, distortion, level, seed)
+
+    def network_elsewhere(inputs):
+        asked.set()
+        deadline = time.monotonic() + 30
+        while not made and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return distortions.run_learned(inputs)
+
+    monkeypatch.setattr(distortions, "apply", apply)
+    scorer = local_scorer(Labeler(metrics=("mae", "gmsd"), device="cpu"))
+    outcome = produce_shard(0, plan, config, scorer, mae_ensemble, location,
+                            denoise=network_elsewhere)
+    assert outcome.samples == 1 + 3 and made == [True, True]
+    assert outcome.seconds["network"] > 0
+
+
 def test_the_stats_hold_the_write_stage_and_no_network_time_without_learned_types(
         tmp_path, fast_config, mae_ensemble):
     """The write stage (the tar, the local spill, the lists, publishing) is over before the
