@@ -82,9 +82,8 @@ def markdown(results: dict) -> str:
                   + (f", {pipe['labelling_process_occupied']} s with a call in progress"
                      if "labelling_process_occupied" in pipe else "")
                   + (f"; {pipe['from_first_request_seconds']} s from its first request "
-                     f"({round(pipe['labelled_images'] / pipe['from_first_request_seconds'], 1)}"
-                     " images/s once the pool had started)"
-                     if pipe.get("from_first_request_seconds") else "") + "."
+                     f"({rate_once_started(pipe)} images/s once the pool had started)"
+                     if rate_once_started(pipe) else "") + "."
                   + (f" The pool's processes spent {pipe['pool_cpu_ms_per_image']} CPU ms per "
                      f"labelled image (wall seconds by stage, summed over them: "
                      f"{pipe['pool_stage_seconds']}; label and the learned types' network wait "
@@ -132,14 +131,20 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def rate_once_started(pipe: dict) -> float | None:
+    """A pipeline section's labelled images/s from the labelling process's first request
+    (None where a run did not time that)."""
+    if not pipe.get("from_first_request_seconds"):
+        return None
+    return round(pipe["labelled_images"] / pipe["from_first_request_seconds"], 1)
+
+
 def pipeline_run_row(name: str, run: dict) -> dict:
     """One run's pipeline figures: whole wall, from the first request, the pool's CPU cost."""
     pipe = run["pipeline"]
     return {"run": name, "date": run.get("environment", {}).get("date"),
             "references": pipe["references"], "images_per_s": pipe["labelled_images_per_s"],
-            "from_first_request": round(pipe["labelled_images"]
-                                        / pipe["from_first_request_seconds"], 1)
-            if pipe.get("from_first_request_seconds") else None,
+            "from_first_request": rate_once_started(pipe),
             "pool_cpu_ms_per_image": pipe.get("pool_cpu_ms_per_image")}
 
 
