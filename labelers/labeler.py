@@ -138,7 +138,7 @@ class Labeler:
 
     def _score(self, ref: np.ndarray, dists: np.ndarray | Sequence[np.ndarray],
                on_progress: Callable[[int], None] | None) -> Scores:
-        ref_batch = to_batch(ref, "cpu")  # uploaded by each metric's _prepare
+        ref_batch = to_batch(ref, "cpu")  # uploaded once its pair is checked (_on_device)
         no_versions = isinstance(dists, Sized) and len(dists) == 0  # None is a bad input
         if no_versions and isinstance(dists, np.ndarray) and (
                 dists.dtype != np.uint8 or dists.shape[1:] != np.shape(ref)):
@@ -150,6 +150,7 @@ class Labeler:
             metric.check_pair(ref_batch, dist_batch)
         if not len(dist_batch):
             return Scores({key: np.empty(0) for key in self.metrics}, self.absent)
+        ref_batch = self._on_device(ref_batch)
         if self.device.type == "cuda":
             dist_batch = self._upload_all(dist_batch)
         parts: dict[str, list[torch.Tensor]] = {key: [] for key in self.metrics}
@@ -181,17 +182,17 @@ class Labeler:
             torch.cuda.empty_cache()
             return versions
 
-    def _on_device(self, versions: torch.Tensor) -> torch.Tensor:
-        """`versions` on the labelling device (as they are where they are there already); an
-        upload that runs out of memory is tried again with the cache emptied, then is a
-        DeviceMemoryError."""
+    def _on_device(self, images: torch.Tensor) -> torch.Tensor:
+        """`images` (the reference, or versions) on the labelling device (as they are where
+        they are there already); an upload that runs out of memory is tried again with the
+        cache emptied, then is a DeviceMemoryError."""
         for _ in range(MEMORY_TRIES):
             try:
-                return versions.to(self.device, non_blocking=True)
+                return images.to(self.device, non_blocking=True)
             except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()
-        raise DeviceMemoryError(f"uploading {len(versions)} {_size(versions)} version(s) ran "
-                                f"out of {self.device} memory ({MEMORY_TRIES} tries)")
+        raise DeviceMemoryError(f"uploading {len(images)} {_size(images)} image(s) ran out of "
+                                f"{self.device} memory ({MEMORY_TRIES} tries)")
 
     def _measure(self, prepared: dict, versions: torch.Tensor) -> None:
         """On CUDA, each metric's peak memory per pixel not yet known, measured on the first
@@ -216,7 +217,7 @@ class Labeler:
         DeviceMemoryError: the reference is left out, not the calls after it."""
         for _ in range(MEMORY_TRIES):
             try:
-                return metric.prepare(ref_batch.to(self.device))
+                return metric.prepare(ref_batch)
             except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()
         raise DeviceMemoryError(f"{key} ran out of {self.device} memory preparing a "
