@@ -35,7 +35,7 @@ def chart(merged: dict, path: Path) -> Figure | None:
         right.barh(order, [per_image[stage] for stage in order], color="darkorange")
         started = pipeline["labelled_images"] / pipeline["from_first_request_seconds"]
         right.set_title(f"shard pool: {pipeline['processes']} processes, {started:.1f} labelled "
-                        f"images/s once started ({pipeline['pool_cpu_ms_per_image']} CPU ms "
+                        f"images/s once started\n({pipeline['pool_cpu_ms_per_image']} CPU ms "
                         "each)", fontsize=9)
         right.set_xlabel("process ms per labelled image (label, network: waits on the GPU)")
     for axes in (left, right):

@@ -6,6 +6,7 @@ call's from the object store. Its repeat section runs one small plan twice, each
 labeler started afresh, to say whether two runs write the same samples bit for bit."""
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import queue
@@ -223,6 +224,7 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
     requests = spawn.Queue()
     answers = [spawn.Queue() for _ in range(processes)]
     denoiser.use_denoiser(device=str(device))
+    _release_cached_memory(device)
     labeler = labelers.Labeler(config.metrics, device, allow_missing=True)
     arguments = (plan.to_json(), config.to_json(), ensemble.to_json())
     started = time.perf_counter()
@@ -258,8 +260,19 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
             "labelling_concurrency": served["concurrency"],
             "labelling_peak_concurrent": served["peak_concurrent"],
             "from_first_request_seconds": served["serving_seconds"],
+            # each call's share of the memory budget (0 on a CPU): it sizes the passes
+            "memory_budget_mb": round(labeler.memory_budget / 1e6, 1),
             "metrics": list(labeler.keys), "absent": list(labeler.absent),
             "dataset": config.out}
+
+
+def _release_cached_memory(device: torch.device) -> None:
+    """The memory an earlier section's tensors left in torch's cache handed back, so that a
+    labeler's budget (half the memory free at its start) is what a fresh actor's process
+    would get, not what is left beside an earlier labeler's cache."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def repeat(device: torch.device, sizes: Sizes) -> dict:
@@ -268,7 +281,8 @@ def repeat(device: torch.device, sizes: Sizes) -> dict:
     labeler's passes follow the memory free when it starts; on a CPU they never move), and
     each metric's largest difference."""
     small = replace(sizes, pipeline_refs=2)
-    first, second = (_samples(pipeline_speed(device, small)["dataset"]) for _ in range(2))
+    runs = [pipeline_speed(device, small) for _ in range(2)]
+    first, second = (_samples(run["dataset"]) for run in runs)
     if first.keys() != second.keys():
         raise RuntimeError(f"the runs made different samples: {len(first)} and {len(second)}")
     differences: Counter = Counter()
@@ -279,7 +293,8 @@ def repeat(device: torch.device, sizes: Sizes) -> dict:
     return {"references": small.pipeline_refs, "samples": len(first),
             "same_pixels": sum(first[k][0] == second[k][0] for k in first),
             "same_scores": sum(first[k][1] == second[k][1] for k in first),
-            "largest_difference": dict(differences)}
+            "largest_difference": dict(differences),
+            "memory_budget_mb": [run["memory_budget_mb"] for run in runs]}
 
 
 def _samples(dataset: str) -> dict[str, tuple[str, dict]]:

@@ -98,7 +98,9 @@ def markdown(results: dict) -> str:
                   "made twice, each run's labeler started afresh: the same pixels in "
                   f"{again['same_pixels']}, the same scores bit for bit in "
                   f"{again['same_scores']}; each metric's largest difference: "
-                  f"{again['largest_difference']}.", ""]
+                  f"{again['largest_difference']}."
+                  + (f" Each call's memory budget: {again['memory_budget_mb']} MB."
+                     if "memory_budget_mb" in again else ""), ""]
     lines += _batch_lines(results.get("passes", {}))
     lines += _pipeline_runs_lines(results.get("pipeline_runs", []))
     feed = results.get("loader", {})

@@ -37,10 +37,14 @@ def pixels(versions: torch.Tensor) -> int:
 
 
 def batch_for_budget(per_image_bytes: float, budget_bytes: float, remaining: int) -> int:
-    """Versions per pass so that their working memory stays within the budget (at least 1)."""
+    """Versions per pass: the largest power of two whose working memory stays within the
+    budget (at least 1), or all that remain where fewer. A power of two, so that the passes,
+    the kernels they pick and so the scores' last bits stay the same while the memory free at
+    a labeler's start moves by less than half."""
     if per_image_bytes <= 0:
         return remaining
-    return max(1, min(remaining, int(budget_bytes // per_image_bytes)))
+    fit = max(1, int(budget_bytes // per_image_bytes))
+    return min(remaining, 1 << (fit.bit_length() - 1))
 
 
 def _size(batch: torch.Tensor) -> str:
@@ -76,10 +80,11 @@ class Labeler:
     batch_size: distorted images scored per pass (on a CPU each metric scores a pass in
     passes of its `cpu_chunk`, cache-sized); None sizes passes to memory: 16 on a CPU; on
     CUDA the first call measures each metric's peak memory per pixel (on two versions whose
-    scores it drops), and every pass holds as many versions of its size as `memory_budget`
-    bytes allow (default half the GPU memory free at start); a pass that runs out of memory is
-    split in two and retried; work that cannot get smaller and still runs out (a reference's
-    prepare, one version, its upload) is a DeviceMemoryError.
+    scores it drops), and every pass holds the largest power of two of versions of its size
+    that `memory_budget` bytes allow (default half the GPU memory free at start: a power of
+    two, so that a start with a little more or less free memory batches alike); a pass that
+    runs out of memory is split in two and retried; work that cannot get smaller and still
+    runs out (a reference's prepare, one version, its upload) is a DeviceMemoryError.
     """
 
     def __init__(self, metrics: Sequence[str] | None = None,

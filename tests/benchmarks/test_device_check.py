@@ -47,6 +47,7 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     assert again["same_pixels"] == again["same_scores"] == again["samples"]
     assert set(again["largest_difference"]) == {"mae", "gmsd"}
     assert not any(again["largest_difference"].values())
+    assert again["memory_budget_mb"] == [0, 0]  # a CPU's passes follow no memory budget
     batching = results["passes"]  # a CPU's call repeats itself; MAE and GMSD in any batch
     for mode in ("default", "deterministic"):
         assert set(batching[mode]["same_call"]) == set(labelers.METRICS)

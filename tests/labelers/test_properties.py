@@ -3,6 +3,7 @@ equals image-by-image scoring, reference reuse equals recomputation, CPU equals 
 below the minimum size is a typed error. Deep metrics run with random backbone weights."""
 
 import importlib.util
+import math
 import re
 import threading
 
@@ -184,10 +185,23 @@ def test_a_metrics_own_cpu_chunks_give_the_whole_batchs_scores(metric_factory, n
 
 
 def test_pass_sizes_follow_the_memory_budget():
-    # passes hold as many versions as the budget allows, at least one, at most what is left
-    assert batch_for_budget(per_image_bytes=100, budget_bytes=1000, remaining=165) == 10
+    # the largest power of two of versions the budget allows, at least one, at most what is left
+    assert batch_for_budget(per_image_bytes=100, budget_bytes=1000, remaining=165) == 8
     assert batch_for_budget(per_image_bytes=100, budget_bytes=1000, remaining=4) == 4
     assert batch_for_budget(per_image_bytes=5000, budget_bytes=1000, remaining=165) == 1
+    assert batch_for_budget(per_image_bytes=0, budget_bytes=1000, remaining=165) == 165
+
+
+@pytest.mark.parametrize("fit", [1, 2, 3, 7, 8, 63, 64, 92, 127, 128, 129, 1000])
+def test_a_pass_is_the_power_of_two_below_what_the_budget_fits(fit):
+    """2 ** floor(log2(fit)) versions, whatever the budget between fit and fit + 1 images: a
+    labeler started with a little more or less free memory (another process, a resumed run's
+    fresh actor) runs the same passes, and so scores the same bits."""
+    expected = 2 ** math.floor(math.log2(fit))
+    per_image = 1_000_003.0
+    for budget in (fit * per_image, (fit + 0.999) * per_image):
+        assert batch_for_budget(per_image, budget, remaining=10_000) == expected
+    assert batch_for_budget(per_image, 2 * expected * per_image - 1, 10_000) == expected
 
 
 class _OutOfMemoryAbove:
@@ -220,7 +234,7 @@ def test_a_pass_that_runs_out_of_memory_is_split_and_the_scores_are_unchanged(no
         tight = _OutOfMemoryAbove(metric, limit=3)
         scores = labeler._compare("mae", tight, prepared, dists)
     torch.testing.assert_close(scores, expected, rtol=0, atol=0)
-    assert tight.sizes == [12, 6, 3, 3, 3, 3]  # halved until it fits, then kept
+    assert tight.sizes == [8, 4] + [2] * 6  # passes of 8 halved until they fit, then kept
 
 
 def test_pass_sizes_scale_with_the_pixels_of_each_call():
@@ -231,7 +245,7 @@ def test_pass_sizes_scale_with_the_pixels_of_each_call():
     labeler.device = torch.device("cuda")  # the GPU route's pass sizes; nothing runs
     labeler.memory_budget, labeler.bytes_per_pixel["mae"] = 12_000_000, 1.0
     small, large = 512 * 384, 4000 * 3000
-    assert labeler._pass_size("mae", 165, small) == 12_000_000 // small  # 61
+    assert labeler._pass_size("mae", 165, small) == 32                   # 61 fit
     assert labeler._pass_size("mae", 165, large) == 1                    # 12e6 bytes each
     assert labeler._pass_size("mae", 165, 100 * 100) == 165              # all that is left
 
