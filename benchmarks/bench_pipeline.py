@@ -92,9 +92,15 @@ def gpu_rates(path: Path) -> dict | None:
         return None
     gpu = json.loads(path.read_text())
     pipe = gpu["pipeline"]
+    started = round(pipe["labelled_images"] / pipe["from_first_request_seconds"], 1)
+    # a long run's rate: while every shard process kept the GPU fed (where a run timed it)
+    steady = (pipe.get("while_all_worked") or {}).get("labelled_images_per_s")
     return {"label_rate": gpu["labelers"]["all_ten"]["images_per_s"],
             "label_source": gpu["sources"]["labelers"],  # maybe not the pipeline's run
-            "node_rate": round(pipe["labelled_images"] / pipe["from_first_request_seconds"], 1),
+            "node_rate": steady or started,
+            "node_rate_basis": "while all its shard processes worked, as in a long run"
+                               if steady else "from its labelling process's first request",
+            "node_rate_started": started if steady else None,
             "node_rate_wall": pipe["labelled_images_per_s"],
             "source": f"measured on {gpu['environment']['gpu']} ({gpu['sources']['pipeline']}, "
                       f"{path.name}; its labelling process served "
@@ -124,6 +130,8 @@ def projection(run: dict, gpu: dict | None, assumed_label_rate: float,
     return {"layout": node.to_json(), "cpu_rate_this_machine": round(cpu_rate, 1),
             "network_apart": "network" in run["stage_seconds"],
             "node_rate_wall": gpu["node_rate_wall"] if gpu else None,
+            "node_rate_basis": gpu["node_rate_basis"] if gpu else None,
+            "node_rate_started": gpu["node_rate_started"] if gpu else None,
             "label_source": gpu["label_source"] if gpu else None,
             "label_rate": label_rate, "node_rate": node_rate, "source": source, "rows": rows}
 
@@ -143,7 +151,11 @@ def markdown(result: dict) -> str:
               f"Nodes of {NODE_CPUS} CPUs + 1 GPU laid out as the driver does "
               f"({plan['layout']['max_in_flight']} shard tasks, one GPU actor serving "
               f"{plan['layout']['actor_concurrency']} calls). Node rate "
-              f"**{plan['node_rate']} labelled images/s**, {plan['source']}"
+              f"**{plan['node_rate']} labelled images/s**"
+              + (f" {plan['node_rate_basis']}" if plan.get("node_rate_basis") else "")
+              + f", {plan['source']}"
+              + (f" ({plan['node_rate_started']} from the first request)"
+                 if plan.get("node_rate_started") else "")
               + (f" ({plan['node_rate_wall']} counting the start of its process pool)"
                  if plan.get("node_rate_wall") else "") + "; the labeler alone "
               f"labels {plan['label_rate']} images/s "

@@ -141,7 +141,8 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
     busy = {"score": 0.0, "learned": 0.0}
     tally: dict = {"done": 0, "samples": 0, "first": None, "failed": None, "active": 0,
                    "peak": 0, "stages": Counter(), "cpu": 0.0, "threads": {},
-                   "occupied": 0.0, "since": 0.0}  # seconds with a call in progress
+                   "occupied": 0.0, "since": 0.0,  # seconds with a call in progress
+                   "labelled": 0, "all_worked": None}  # (until the first process ended)
     stopping = threading.Event()
 
     def answer() -> None:
@@ -153,6 +154,7 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
             with lock:
                 tally["first"] = tally["first"] or time.perf_counter()
                 if kind == "done":
+                    tally["all_worked"] = tally["all_worked"] or _all_worked(tally)
                     tally["done"] += 1
                     tally["samples"] += payload[0]
                     tally["stages"].update(payload[1])
@@ -184,6 +186,8 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
                     stopping.set()
             with lock:
                 now = time.perf_counter()
+                if kind == "score" and isinstance(result, dict):
+                    tally["labelled"] += payload[1][1][0]  # the shared versions' count
                 busy[kind] += now - start
                 tally["active"] -= 1
                 tally["occupied"] += now - tally["since"] if tally["active"] == 0 else 0.0
@@ -202,7 +206,20 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
             "peak_concurrent": tally["peak"],
             "busy_seconds": {k: round(v, 1) for k, v in busy.items()},
             "occupied_seconds": round(tally["occupied"], 1),
+            "while_all_worked": tally["all_worked"],
             "serving_seconds": round(time.perf_counter() - tally["first"], 1)}
+
+
+def _all_worked(tally: dict) -> dict:
+    """The pipeline's figures from the first request until a pool process ended, while all
+    kept the labelling process fed as a node's shard tasks do until a run's last shards: the
+    rate a long run keeps, without the start or the tail of a short one."""
+    now = time.perf_counter()
+    seconds = now - tally["first"]
+    occupied = tally["occupied"] + (now - tally["since"] if tally["active"] else 0.0)
+    return {"seconds": round(seconds, 1), "labelled_images": tally["labelled"],
+            "labelled_images_per_s": round(tally["labelled"] / seconds, 1) if seconds else None,
+            "labelling_process_occupied": round(occupied, 1)}
 
 
 def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
@@ -260,6 +277,7 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
             "labelling_concurrency": served["concurrency"],
             "labelling_peak_concurrent": served["peak_concurrent"],
             "from_first_request_seconds": served["serving_seconds"],
+            "while_all_worked": served["while_all_worked"],
             # each call's share of the memory budget (0 on a CPU): it sizes the passes
             "memory_budget_mb": round(labeler.memory_budget / 1e6, 1),
             "metrics": list(labeler.keys), "absent": list(labeler.absent),

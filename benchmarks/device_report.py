@@ -84,6 +84,7 @@ def markdown(results: dict) -> str:
                   + (f"; {pipe['from_first_request_seconds']} s from its first request "
                      f"({rate_once_started(pipe)} images/s once the pool had started)"
                      if rate_once_started(pipe) else "") + "."
+                  + _all_worked_sentence(pipe)
                   + (f" The pool's processes spent {pipe['pool_cpu_ms_per_image']} CPU ms per "
                      f"labelled image (wall seconds by stage, summed over them: "
                      f"{pipe['pool_stage_seconds']}; label and the learned types' network wait "
@@ -141,12 +142,29 @@ def rate_once_started(pipe: dict) -> float | None:
     return round(pipe["labelled_images"] / pipe["from_first_request_seconds"], 1)
 
 
+def rate_while_all_worked(pipe: dict) -> float | None:
+    """A pipeline section's labelled images/s while every pool process worked (None where a
+    run did not time that)."""
+    return (pipe.get("while_all_worked") or {}).get("labelled_images_per_s")
+
+
+def _all_worked_sentence(pipe: dict) -> str:
+    if rate_while_all_worked(pipe) is None:
+        return ""
+    steady = pipe["while_all_worked"]
+    return (f" While every one of the {pipe['processes']} pool processes worked (the first "
+            f"{steady['seconds']} s from that request, until one ended): "
+            f"**{steady['labelled_images_per_s']} labelled images/s**, the labelling process "
+            f"with a call in progress {steady['labelling_process_occupied']} s of them.")
+
+
 def pipeline_run_row(name: str, run: dict) -> dict:
     """One run's pipeline figures: whole wall, from the first request, the pool's CPU cost."""
     pipe = run["pipeline"]
     return {"run": name, "date": run.get("environment", {}).get("date"),
             "references": pipe["references"], "images_per_s": pipe["labelled_images_per_s"],
             "from_first_request": rate_once_started(pipe),
+            "while_all_worked": rate_while_all_worked(pipe),
             "pool_cpu_ms_per_image": pipe.get("pool_cpu_ms_per_image")}
 
 
@@ -156,14 +174,16 @@ def _pipeline_runs_lines(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     return ["## The pipeline in every run", "",
-            "Labelled images/s over the whole run and from the labelling process's first "
-            "request, and the shard pool's CPU ms per labelled image (blank: not measured "
-            "then).", "",
-            "| run | date | references | images/s | from first request | pool CPU ms/image |",
-            "|---|---|---:|---:|---:|---:|",
+            "Labelled images/s over the whole run, from the labelling process's first "
+            "request and while all the pool's processes worked (until the first ended: a "
+            "long run's rate), and the shard pool's CPU ms per labelled image (blank: not "
+            "measured then).", "",
+            "| run | date | references | images/s | from first request | while all worked "
+            "| pool CPU ms/image |",
+            "|---|---|---:|---:|---:|---:|---:|",
             *(f"| {r['run']} | {r['date']} | {r['references']} | {r['images_per_s']} | "
-              f"{r['from_first_request'] or ''} | {r['pool_cpu_ms_per_image'] or ''} |"
-              for r in rows), ""]
+              f"{r['from_first_request'] or ''} | {r.get('while_all_worked') or ''} | "
+              f"{r['pool_cpu_ms_per_image'] or ''} |" for r in rows), ""]
 
 
 def _batch_lines(batching: dict) -> list[str]:

@@ -60,13 +60,24 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     occupied, summed = pipeline["labelling_process_occupied"], pipeline["labelling_process_busy"]
     assert 0 < occupied <= sum(summed.values()) + 0.1
     assert occupied <= pipeline["from_first_request_seconds"] + 0.1
+    # until the first pool process ended: on 2 CPUs the only one, so every labelled image
+    steady = pipeline["while_all_worked"]
+    assert steady["labelled_images"] == 12 if pipeline["processes"] == 1 \
+        else 0 <= steady["labelled_images"] <= 12
+    assert 0 < steady["seconds"] <= pipeline["from_first_request_seconds"] + 0.1
+    images, seconds = steady["labelled_images"], steady["seconds"]  # seconds to the tenth
+    assert images / (seconds + 0.05) - 0.05 <= steady["labelled_images_per_s"] \
+        <= images / max(seconds - 0.05, 1e-9) + 0.05
+    assert 0 < steady["labelling_process_occupied"] <= steady["seconds"] + 0.1
     assert results["ddp"]["ranks"] == 2 and results["ddp"]["summary"]["rank_batches"] == [2, 2]
     runs = results["objectives"]["runs"]  # every label-free objective trained its 4 steps
     assert sorted(runs) == ["contrastive", "reconstruction", "restoration"]
     assert all(math.isfinite(r["train_loss"]) and r["skipped_nonfinite"] == 0
                for r in runs.values())
     assert set(results["labelers"]["metrics"]) == set(results["agreement"]["metrics"])
-    assert "## Pipeline end to end" in (tmp_path / "device-check.md").read_text()
+    report = (tmp_path / "device-check.md").read_text()
+    assert "## Pipeline end to end" in report
+    assert f"While every one of the {pipeline['processes']} pool processes" in report
     assert left == []  # nothing left behind (760 MB of random backbones were, once)
 
 
@@ -218,7 +229,7 @@ def test_the_merged_report_lists_the_pipeline_of_every_run(tmp_path, monkeypatch
             expected.append((path.parent.name, pipe["references"],
                              pipe["labelled_images_per_s"], pipe.get("pool_cpu_ms_per_image")))
     cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in table]
-    assert [(c[0], int(c[2]), float(c[3]), float(c[5]) if c[5] else None) for c in cells] \
+    assert [(c[0], int(c[2]), float(c[3]), float(c[6]) if c[6] else None) for c in cells] \
         == expected
     for c, path in zip(cells, (ROOT / "docs" / "device" / c[0] for c in cells), strict=True):
         pipe = json.loads((path / "device-check.json").read_text())["pipeline"]

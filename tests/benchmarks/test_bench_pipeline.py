@@ -1,0 +1,42 @@
+"""The pipeline projection's node rate: what a device run measured, and on what basis."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _device_figures(tmp_path: Path, pipeline: dict) -> Path:
+    path = tmp_path / "bench-gpu.json"
+    path.write_text(json.dumps({
+        "labelers": {"all_ten": {"images_per_s": 325.0}},
+        "sources": {"labelers": "run2", "pipeline": "run3"},
+        "environment": {"gpu": "a GPU"},
+        "pipeline": {"labelled_images": 1000, "from_first_request_seconds": 5.0,
+                     "labelled_images_per_s": 150.0, **pipeline}}))
+    return path
+
+
+@pytest.fixture
+def gpu_rates(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_pipeline import gpu_rates
+    return gpu_rates
+
+
+def test_the_node_rate_is_the_rate_while_every_shard_process_worked(tmp_path, gpu_rates):
+    """A long run keeps every shard process busy until its last shards: the rate of a short
+    device run's middle, not its start or tail, is what 23.1M images see."""
+    rates = gpu_rates(_device_figures(tmp_path, {"while_all_worked": {
+        "seconds": 3.0, "labelled_images": 780, "labelled_images_per_s": 260.0}}))
+    assert rates["node_rate"] == 260.0
+    assert rates["node_rate_started"] == 1000 / 5.0
+    assert "while all its shard processes worked" in rates["node_rate_basis"]
+
+
+def test_a_run_that_did_not_time_it_gives_the_rate_from_the_first_request(tmp_path, gpu_rates):
+    rates = gpu_rates(_device_figures(tmp_path, {}))
+    assert rates["node_rate"] == 1000 / 5.0 and rates["node_rate_started"] is None
+    assert "first request" in rates["node_rate_basis"]
