@@ -7,6 +7,9 @@ Sections (each writes its JSON as soon as it ends, so a run cut short keeps what
 - agreement: every metric on the device against the CPU on embedded photos (max differences);
 - labelers: images/s per metric and for all ten (Labeler, memory-budget batches), peak GPU
   memory, pass size used, and where the time goes (profiler time per metric, top kernels);
+- variants (device_variants.py): ways a metric might run faster on the device (MS-SSIM's
+  window as separable convolutions, DISTS and LPIPS in channels_last), each against the
+  current code in one run: images/s of both, and the largest score difference;
 - denoiser: types 8-12 through the bank (images/s), the network alone in batches, and the
   same recipe replayed on the device and on the CPU (largest pixel difference);
 - training: the training loop's own epoch function (bf16 autocast + channels_last on CUDA) for
@@ -55,6 +58,8 @@ from bench_train import loader as shard_loader
 from device_plan import DATASET_SECTIONS, FULL, SECTIONS, TINY, Sizes
 from device_pool import pipeline_speed, repeat
 from device_report import has_error, markdown, merge_runs
+from device_timing import guarded, labeler_rate, peak_mb, peak_reset, synchronize, timed
+from device_variants import variants
 
 import distortions
 import labelers
@@ -69,40 +74,6 @@ from training.precision import Precision
 
 LABEL_FREE = ("contrastive", "reconstruction", "restoration")
 LEARNED = tuple(d.id for d in distortions.all() if d.learned)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _peak_reset(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_mb(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-
-
-def guarded(label: str, measure) -> dict:
-    """measure()'s figures, or its error (one failing row of a section keeps the others')."""
-    try:
-        row = measure()
-    except Exception as error:
-        row = {"error": f"{type(error).__name__}: {error}"[:600],
-               "traceback": traceback.format_exc()[-1500:]}
-    print(f"{label} {({k: v for k, v in row.items() if k != 'traceback'})}", flush=True)
-    return row
-
-
-def timed(action) -> float:
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
 
 
 # ---------------------------------------------------------------- environment
@@ -169,22 +140,6 @@ def agreement(device: torch.device, sizes: Sizes) -> dict:
 
 # ---------------------------------------------------------------- labelers
 
-def _labeler_rate(labeler: labelers.Labeler, ref, versions, device) -> dict:
-    # warm-up at the timed shapes: CUDA loads each kernel (and cuDNN picks its algorithms)
-    # on the first pass of a shape, and a fresh labeler's first call also measures each
-    # metric's memory on 2 versions (after a warm-up of 4 versions, run 2 timed DISTS alone at
-    # 106 images/s, while its device time inside all ten came to 60 ms for the 64)
-    for _ in range(2):
-        labeler.score(ref, versions)
-    _peak_reset(device)
-    seconds = timed(lambda: labeler.score(ref, versions))
-    pixels = ref.shape[0] * ref.shape[1]  # every version has the reference's H x W
-    passes = {key: labeler._pass_size(key, len(versions), pixels) for key in labeler.keys}
-    return {"images_per_s": round(len(versions) / seconds, 2), "peak_mb": _peak_mb(device),
-            "pass_size": passes,
-            "bytes_per_image": {k: round(v * pixels) for k, v in labeler.bytes_per_pixel.items()}}
-
-
 def _profile(labeler: labelers.Labeler, ref, versions, device) -> dict:
     """Device time per metric (the Labeler's record_function ranges) and the top kernels."""
     activities = [torch.profiler.ProfilerActivity.CPU]
@@ -211,10 +166,10 @@ def _profile(labeler: labelers.Labeler, ref, versions, device) -> dict:
 
 def labeler_speed(device: torch.device, sizes: Sizes) -> dict:
     ref, versions = workload(sizes.versions, sizes.image)
-    rows = {key: guarded(f"labeler {key:8s}", lambda k=key: _labeler_rate(
+    rows = {key: guarded(f"labeler {key:8s}", lambda k=key: labeler_rate(
         labelers.Labeler([k], device), ref, versions, device)) for key in labelers.METRICS}
     everything = labelers.Labeler(device=device)
-    together = guarded("labeler all ten", lambda: _labeler_rate(everything, ref, versions,
+    together = guarded("labeler all ten", lambda: labeler_rate(everything, ref, versions,
                                                                 device))
     return {"size": str(sizes.image), "versions": len(versions), "metrics": rows,
             "all_ten": together,
@@ -248,7 +203,7 @@ def pass_dependence(device: torch.device, sizes: Sizes) -> dict:
                 rows[name] = {"same_call": _largest_differences(one, scores(len(versions))),
                               f"passes_of_{split}": _largest_differences(one, scores(split))}
                 if deterministic:
-                    rows[name]["all_ten"] = _labeler_rate(labelers.Labeler(device=device),
+                    rows[name]["all_ten"] = labeler_rate(labelers.Labeler(device=device),
                                                           ref, versions, device)
             finally:
                 torch.use_deterministic_algorithms(False)
@@ -276,8 +231,8 @@ def denoiser_speed(device: torch.device, sizes: Sizes) -> dict:
     sigmas = torch.full((sizes.denoise_images,), 0.1, device=device)
     with torch.inference_mode():
         network.network(batch, sigmas)
-        _synchronize(device)
-        batched = timed(lambda: (network.network(batch, sigmas), _synchronize(device)))
+        synchronize(device)
+        batched = timed(lambda: (network.network(batch, sigmas), synchronize(device)))
     replay = {}
     for distortion_id in LEARNED:
         made, recipe = distortions.apply(ref, distortion_id, 5, seed=distortion_id)
@@ -313,14 +268,14 @@ def _train_rate(device: torch.device, backbone: str, crop: int, batch: int, step
     def epoch(count: int) -> None:
         train_epoch(run, model, ((images, targets) for _ in range(count)), count,
                     _loss_function(run), optimizer)
-        _synchronize(device)
+        synchronize(device)
 
     epoch(2)  # warm-up: kernels chosen, allocator grown
-    _peak_reset(device)
+    peak_reset(device)
     seconds = timed(lambda: epoch(steps))
     return {"backbone": backbone, "crop": crop, "batch": batch, "precision": resolved.name,
             "channels_last": resolved.channels_last, "steps": steps,
-            "images_per_s": round(batch * steps / seconds, 1), "peak_mb": _peak_mb(device)}
+            "images_per_s": round(batch * steps / seconds, 1), "peak_mb": peak_mb(device)}
 
 
 def training_speed(device: torch.device, sizes: Sizes) -> dict:
@@ -498,7 +453,7 @@ def main() -> int:
 
 RUNNERS = {"environment": environment, "agreement": agreement, "labelers": labeler_speed,
            "denoiser": denoiser_speed, "training": training_speed, "pipeline": pipeline_speed,
-           "repeat": repeat, "passes": pass_dependence}
+           "repeat": repeat, "passes": pass_dependence, "variants": variants}
 DATASET_RUNNERS = {"loader": loader_speed, "ddp": ddp, "objectives": objectives}
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from pipeline.sizing import TargetSize
 
 # the order a run takes them in: training (the most GPU memory) after the pipeline, whose
 # Labeler sizes its passes from the memory free when it starts; the objectives last
-SECTIONS = ("environment", "agreement", "labelers", "denoiser", "pipeline", "repeat", "passes",
-            "loader", "training", "ddp", "objectives")
+SECTIONS = ("environment", "agreement", "labelers", "variants", "denoiser", "pipeline", "repeat",
+            "passes", "loader", "training", "ddp", "objectives")
 DATASET_SECTIONS = ("loader", "ddp", "objectives")  # those that read the pipeline's shards
 
 

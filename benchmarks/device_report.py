@@ -39,6 +39,7 @@ def markdown(results: dict) -> str:
         together = speed["all_ten"]
         lines += ["| **all ten** | " + (_failed(together, 4) or (
             f"**{together['images_per_s']}** | | {together['peak_mb']} | |")), ""]
+    lines += _variant_lines(results.get("variants", {}))
     agree = results.get("agreement", {})
     if "metrics" in agree:
         lines += ["## Device against CPU", "", f"Tolerance {agree['tolerance']}.", "",
@@ -184,6 +185,24 @@ def _pipeline_runs_lines(rows: list[dict]) -> list[str]:
             *(f"| {r['run']} | {r['date']} | {r['references']} | {r['images_per_s']} | "
               f"{r['from_first_request'] or ''} | {r.get('while_all_worked') or ''} | "
               f"{r['pool_cpu_ms_per_image'] or ''} |" for r in rows), ""]
+
+
+def _variant_lines(tried: dict) -> list[str]:
+    """The variants section: each candidate's images/s against the current code's, and how
+    far its scores moved."""
+    if "metrics" not in tried:
+        return []
+    lines = ["## Variants", "", f"Each metric alone ({tried['size']}, {tried['versions']} "
+             "versions), as the labels are made now and as the variant would make them, in "
+             "one run (benchmarks/device_variants.py).", "",
+             "| metric | variant | images/s now | images/s variant | speed-up | max abs "
+             "difference |", "|---|---|---:|---:|---:|---:|"]
+    for key, row in tried["metrics"].items():
+        lines.append(f"| {key} | " + (_failed(row, 5) or (
+            f"{row['variant']} | {row['current_images_per_s']} | "
+            f"{row['variant_images_per_s']} | {row['speedup']} | "
+            f"{row['max_abs_difference']:.1e} |")))
+    return [*lines, ""]
 
 
 def _batch_lines(batching: dict) -> list[str]:

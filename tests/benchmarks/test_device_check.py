@@ -32,11 +32,17 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
         shutil.rmtree(scratch)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((tmp_path / "device-check.json").read_text())
-    sections = ("environment", "labelers", "training", "denoiser", "pipeline", "repeat",
-                "passes", "loader", "agreement", "ddp", "objectives")
+    sections = ("environment", "labelers", "variants", "training", "denoiser", "pipeline",
+                "repeat", "passes", "loader", "agreement", "ddp", "objectives")
     assert [name for name in sections if "error" in results[name]] == []
     # the CPU against itself: every metric exactly equal
     assert all(row["max_abs"] == 0 for row in results["agreement"]["metrics"].values())
+    tried = results["variants"]["metrics"]  # each variant computes the metric it replaces:
+    assert set(tried) == {"ms_ssim", "dists", "lpips"}
+    assert tried["ms_ssim"]["max_abs_difference"] < 1e-12  # float64 sums in another order
+    assert tried["dists"]["max_abs_difference"] < 1e-5     # float32 networks, NHWC kernels
+    assert tried["lpips"]["max_abs_difference"] < 1e-5
+    assert all(row["variant_images_per_s"] > 0 for row in tried.values())
     pipeline = results["pipeline"]  # 2 references x 3 types x 2 levels, every one labelled
     assert pipeline["labelled_images"] == 2 * 3 * 2 and pipeline["samples"] == 2 * (1 + 6)
     assert pipeline["labelling_concurrency"] == 2  # the GPU actor's two calls at once
