@@ -202,6 +202,13 @@ def _variant_lines(tried: dict) -> list[str]:
             f"{row['variant']} | {row['current_images_per_s']} | "
             f"{row['variant_images_per_s']} | {row['speedup']} | "
             f"{row['max_abs_difference']:.1e} |")))
+    sweep = tried.get("pass_sweep", {})
+    if sweep:
+        lines += ["", f"All ten over {2 * tried['versions']} versions in passes of each size "
+                  "(images/s, peak MB):", "", "| pass | images/s | peak MB |",
+                  "|---:|---:|---:|"]
+        lines += [f"| {size} | " + (_failed(row, 2) or f"{row['images_per_s']} | "
+                                    f"{row['peak_mb']} |") for size, row in sweep.items()]
     return [*lines, ""]
 
 

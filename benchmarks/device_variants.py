@@ -8,6 +8,10 @@ metric. None of them makes labels: they live here until a measurement earns one 
   image, each reading and writing the whole batch: a CPU's fastest way, perhaps not a GPU's).
 - dists and lpips, channels_last: their networks' weights in NHWC, the layout Hopper's
   convolution kernels take (the profile's TF32 kernel is an NHWC one, fed by transposes).
+
+And all ten in passes of a quarter, half, one and two times the labelers section's versions:
+whether larger passes than a call's share of the memory budget gives (64 of 512 x 384 on an
+H200 serving two calls at once) would label faster.
 """
 
 import contextlib
@@ -81,10 +85,21 @@ def _against_current(key: str, name: str, change: Callable, device: torch.device
             "max_abs_difference": float(np.max(np.abs(scores - expected)))}
 
 
+def _pass_sweep(device: torch.device, sizes: Sizes) -> dict[int, dict]:
+    """All ten's images/s over twice the labelers section's versions in passes of each size."""
+    ref, versions = workload(2 * sizes.versions, sizes.image)
+    passes = sorted({max(1, sizes.versions * share // 4) for share in (1, 2, 4, 8)})
+    return {size: guarded(f"all ten in passes of {size}", lambda n=size: labeler_rate(
+        labelers.Labeler(device=device, allow_missing=True, batch_size=n), ref, versions,
+        device)) for size in passes}
+
+
 def variants(device: torch.device, sizes: Sizes) -> dict:
-    """Each variant of VARIANTS against the current code, on the labelers section's work."""
+    """Each variant of VARIANTS against the current code, on the labelers section's work;
+    then all ten in passes of several sizes."""
     ref, versions = workload(sizes.versions, sizes.image)
     return {"size": str(sizes.image), "versions": len(versions),
             "metrics": {key: guarded(f"variant {key:8s} {name}", lambda k=key, n=name, c=change:
                                      _against_current(k, n, c, device, ref, versions))
-                        for key, (name, change) in VARIANTS.items()}}
+                        for key, (name, change) in VARIANTS.items()},
+            "pass_sweep": _pass_sweep(device, sizes)}

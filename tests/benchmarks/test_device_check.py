@@ -43,6 +43,10 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     assert tried["dists"]["max_abs_difference"] < 1e-5     # float32 networks, NHWC kernels
     assert tried["lpips"]["max_abs_difference"] < 1e-5
     assert all(row["variant_images_per_s"] > 0 for row in tried.values())
+    sweep = results["variants"]["pass_sweep"]  # 3 versions: passes of 1 (3 // 4, at least
+    assert list(sweep) == ["1", "3", "6"]      # one), 1, 3 and 6 (JSON's keys are strings)
+    assert all(row["pass_size"] == {key: int(size) for key in row["pass_size"]}
+               for size, row in sweep.items())
     pipeline = results["pipeline"]  # 2 references x 3 types x 2 levels, every one labelled
     assert pipeline["labelled_images"] == 2 * 3 * 2 and pipeline["samples"] == 2 * (1 + 6)
     assert pipeline["labelling_concurrency"] == 2  # the GPU actor's two calls at once
