@@ -436,6 +436,9 @@ def main() -> int:
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--pipeline-refs", type=POSITIVE, metavar="N",
                         help="references in the pipeline section (a longer steady state)")
+    parser.add_argument("--pipeline-processes", type=POSITIVE, metavar="N",
+                        help="the pipeline pool's processes (default one per CPU but one; "
+                             "more keep CPUs busy while some wait on labels)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
@@ -444,6 +447,8 @@ def main() -> int:
     device, sizes = torch.device(args.device), TINY if args.tiny else FULL
     if args.pipeline_refs:
         sizes = replace(sizes, pipeline_refs=args.pipeline_refs)
+    if args.pipeline_processes:
+        sizes = replace(sizes, pipeline_processes=args.pipeline_processes)
     with scratch_tmpdir():
         results = run_sections(chosen_sections(args.sections), device, sizes, args.out)
     (args.out / "device-check.md").write_text(markdown(results))

@@ -33,6 +33,7 @@ class Sizes:
     ddp_crop: int
     objective_batch: int    # groups per step of the objectives' runs (4 steps each)
     objective_crop: int     # their crop: contrastive's two overlapping views fit at x1/2
+    pipeline_processes: int | None = None  # the pool's processes (None: one per CPU but one)
 
 
 FULL = Sizes(TargetSize(512, 384), 64, ("astronaut", "coffee"), 6, 16,

@@ -236,7 +236,8 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
     location = Location.parse(config.out)
     persist_or_check(plan, location)
     write_run_files(location, config, plan, ensemble, absent)
-    processes = max(1, min((os.cpu_count() or 2) - 1, plan.shard_count))
+    processes = max(1, min(sizes.pipeline_processes or (os.cpu_count() or 2) - 1,
+                           plan.shard_count))
     spawn = multiprocessing.get_context("spawn")
     requests = spawn.Queue()
     answers = [spawn.Queue() for _ in range(processes)]

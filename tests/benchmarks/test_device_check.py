@@ -246,3 +246,25 @@ def test_the_merged_report_lists_the_pipeline_of_every_run(tmp_path, monkeypatch
         if c[4]:  # images over the seconds from the first request, to the tenth
             assert float(c[4]) == pytest.approx(
                 pipe["labelled_images"] / pipe["from_first_request_seconds"], abs=0.05)
+
+
+@pytest.mark.slow
+def test_the_pipeline_section_runs_the_pool_of_the_size_asked_for(tmp_path):
+    """--pipeline-processes sizes the pool (a device run can set 15 against 19 side by side);
+    with two processes on two shards, the rate while all worked stops at the first's end."""
+    scratch = Path(tempfile.mkdtemp(prefix="dc-"))
+    try:
+        run = subprocess.run(
+            [sys.executable, "benchmarks/device_check.py", "--out", str(tmp_path), "--device",
+             "cpu", "--tiny", "--sections", "pipeline", "--pipeline-processes", "2"],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+            env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'benchmarks'}",
+                 "TMPDIR": str(scratch)})
+    finally:
+        shutil.rmtree(scratch)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    pipeline = json.loads((tmp_path / "device-check.json").read_text())["pipeline"]
+    assert pipeline["processes"] == 2 and pipeline["shards"] == 2
+    steady = pipeline["while_all_worked"]
+    assert 0 <= steady["labelled_images"] <= pipeline["labelled_images"] == 12
+    assert steady["seconds"] <= pipeline["from_first_request_seconds"] + 0.1
