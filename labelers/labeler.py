@@ -21,6 +21,7 @@ CPU_BATCH = 16                 # versions per pass on a CPU: the networks' forwa
 CUDA_BUDGET_FRACTION = 0.5     # default budget: this share of the GPU memory free at start
 PROBE_IMAGES = 2               # versions in the first pass that measures a metric's memory
 MEMORY_TRIES = 3               # tries of work that cannot get smaller before DeviceMemoryError
+FIT_ROUNDING = 1e-9            # relative slack of budget / bytes per version (float rounding)
 
 
 class Scores(dict):
@@ -39,11 +40,13 @@ def pixels(versions: torch.Tensor) -> int:
 def batch_for_budget(per_image_bytes: float, budget_bytes: float, remaining: int) -> int:
     """Versions per pass: the largest power of two whose working memory stays within the
     budget (at least 1), or all that remain where fewer. A power of two, so that the passes,
-    the kernels they pick and so the scores' last bits stay the same while the memory free at
-    a labeler's start moves by less than half."""
+    the kernels they pick and so the scores' last bits stay the same for any budget between
+    two powers of two of versions, not move with each megabyte of free memory. The quotient
+    is taken to within FIT_ROUNDING: a budget set to hold n versions exactly (a pass split in
+    halves) holds n, not n - 1 (which would halve it twice)."""
     if per_image_bytes <= 0:
         return remaining
-    fit = max(1, int(budget_bytes // per_image_bytes))
+    fit = max(1, int(budget_bytes / per_image_bytes * (1 + FIT_ROUNDING)))
     return min(remaining, 1 << (fit.bit_length() - 1))
 
 
