@@ -265,6 +265,8 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
     labelled = served["samples"] - len(plan.references)
     return {"references": len(plan.references), "shards": plan.shard_count,
             "processes": processes, "samples": served["samples"],
+            # a pool sized by --pipeline-processes, not as the driver lays a node out
+            "pool_size_chosen": sizes.pipeline_processes is not None,
             "labelled_images": labelled, "wall_seconds": round(wall, 1),
             "labelled_images_per_s": round(labelled / wall, 1),
             "labelling_process_busy": served["busy_seconds"],

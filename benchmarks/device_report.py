@@ -143,6 +143,11 @@ def rate_once_started(pipe: dict) -> float | None:
     return round(pipe["labelled_images"] / pipe["from_first_request_seconds"], 1)
 
 
+def _as_the_driver_lays_out(section: dict) -> bool:
+    """Whether a section ran as a node runs: not a pipeline pool sized by --pipeline-processes."""
+    return not section.get("pool_size_chosen")
+
+
 def rate_while_all_worked(pipe: dict) -> float | None:
     """A pipeline section's labelled images/s while every pool process worked (None where a
     run did not time that)."""
@@ -163,7 +168,8 @@ def pipeline_run_row(name: str, run: dict) -> dict:
     """One run's pipeline figures: whole wall, from the first request, the pool's CPU cost."""
     pipe = run["pipeline"]
     return {"run": name, "date": run.get("environment", {}).get("date"),
-            "references": pipe["references"], "images_per_s": pipe["labelled_images_per_s"],
+            "references": pipe["references"], "processes": pipe.get("processes"),
+            "images_per_s": pipe["labelled_images_per_s"],
             "from_first_request": rate_once_started(pipe),
             "while_all_worked": rate_while_all_worked(pipe),
             "pool_cpu_ms_per_image": pipe.get("pool_cpu_ms_per_image")}
@@ -179,12 +185,13 @@ def _pipeline_runs_lines(rows: list[dict]) -> list[str]:
             "request and while all the pool's processes worked (until the first ended: a "
             "long run's rate), and the shard pool's CPU ms per labelled image (blank: not "
             "measured then).", "",
-            "| run | date | references | images/s | from first request | while all worked "
-            "| pool CPU ms/image |",
-            "|---|---|---:|---:|---:|---:|---:|",
-            *(f"| {r['run']} | {r['date']} | {r['references']} | {r['images_per_s']} | "
-              f"{r['from_first_request'] or ''} | {r.get('while_all_worked') or ''} | "
-              f"{r['pool_cpu_ms_per_image'] or ''} |" for r in rows), ""]
+            "| run | date | references | pool processes | images/s | from first request "
+            "| while all worked | pool CPU ms/image |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+            *(f"| {r['run']} | {r['date']} | {r['references']} | {r.get('processes') or ''} | "
+              f"{r['images_per_s']} | {r['from_first_request'] or ''} | "
+              f"{r.get('while_all_worked') or ''} | {r['pool_cpu_ms_per_image'] or ''} |"
+              for r in rows), ""]
 
 
 def _variant_lines(tried: dict) -> list[str]:
@@ -246,14 +253,16 @@ def has_error(figures) -> bool:
 
 def merge_runs(files: list[Path], out: Path) -> None:
     """docs/bench-gpu.{json,md,png}: each section from the last of `files` (device-check.json
-    of successive runs, oldest first) that measured all of it, with the run it came from."""
+    of successive runs, oldest first) that measured all of it, with the run it came from; a
+    pipeline run with a pool sized by hand is listed among the runs, never the one merged
+    (the projection models the pool the driver lays out)."""
     merged: dict = {"sources": {}, "pipeline_runs": []}
     for path in files:
         run = json.loads(path.read_text())
         if "labelled_images_per_s" in run.get("pipeline", {}):  # it measured the pipeline
             merged["pipeline_runs"].append(pipeline_run_row(path.parent.name, run))
         for name in SECTIONS:
-            if name in run and not has_error(run[name]):
+            if name in run and not has_error(run[name]) and _as_the_driver_lays_out(run[name]):
                 merged[name] = run[name]
                 merged["sources"][name] = (f"{path.parent.name} "
                                            f"({run.get('environment', {}).get('date')})")

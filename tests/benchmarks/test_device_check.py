@@ -239,12 +239,13 @@ def test_the_merged_report_lists_the_pipeline_of_every_run(tmp_path, monkeypatch
             expected.append((path.parent.name, pipe["references"],
                              pipe["labelled_images_per_s"], pipe.get("pool_cpu_ms_per_image")))
     cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in table]
-    assert [(c[0], int(c[2]), float(c[3]), float(c[6]) if c[6] else None) for c in cells] \
+    assert [(c[0], int(c[2]), float(c[4]), float(c[7]) if c[7] else None) for c in cells] \
         == expected
     for c, path in zip(cells, (ROOT / "docs" / "device" / c[0] for c in cells), strict=True):
         pipe = json.loads((path / "device-check.json").read_text())["pipeline"]
-        if c[4]:  # images over the seconds from the first request, to the tenth
-            assert float(c[4]) == pytest.approx(
+        assert c[3] == str(pipe.get("processes") or "")
+        if c[5]:  # images over the seconds from the first request, to the tenth
+            assert float(c[5]) == pytest.approx(
                 pipe["labelled_images"] / pipe["from_first_request_seconds"], abs=0.05)
 
 
@@ -265,6 +266,36 @@ def test_the_pipeline_section_runs_the_pool_of_the_size_asked_for(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     pipeline = json.loads((tmp_path / "device-check.json").read_text())["pipeline"]
     assert pipeline["processes"] == 2 and pipeline["shards"] == 2
+    assert pipeline["pool_size_chosen"]  # so never merged as the node's pipeline
     steady = pipeline["while_all_worked"]
     assert 0 <= steady["labelled_images"] <= pipeline["labelled_images"] == 12
     assert steady["seconds"] <= pipeline["from_first_request_seconds"] + 0.1
+
+
+def test_a_pool_sized_by_hand_is_listed_but_not_merged_as_the_nodes_pipeline(tmp_path,
+                                                                             monkeypatch):
+    """The projection models the pool the driver lays out on a node: a later run with
+    --pipeline-processes (19 against 15, say) shows in the every-run table, while the merged
+    pipeline section, and so the node rate, stays the run of the default pool."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from device_report import merge_runs
+
+    def pipeline(processes: int, rate: float, chosen: bool) -> dict:
+        return {"references": 135, "processes": processes, "labelled_images": 22275,
+                "labelled_images_per_s": rate, "from_first_request_seconds": 90.0,
+                "wall_seconds": 100.0, "labelling_process_busy": {"score": 140.0},
+                "pool_size_chosen": chosen}
+
+    runs = []
+    for name, section in (("run1", pipeline(15, 200.0, False)),
+                          ("run2", pipeline(19, 230.0, True))):
+        (tmp_path / name).mkdir()
+        runs.append(tmp_path / name / "device-check.json")
+        runs[-1].write_text(json.dumps({"environment": {"date": "2026-12-04"},
+                                        "pipeline": section}))
+    merge_runs(runs, tmp_path)
+    merged = json.loads((tmp_path / "bench-gpu.json").read_text())
+    assert merged["pipeline"]["processes"] == 15 and merged["sources"]["pipeline"].startswith(
+        "run1")
+    assert [(row["run"], row["processes"]) for row in merged["pipeline_runs"]] == [
+        ("run1", 15), ("run2", 19)]
