@@ -236,8 +236,9 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
     location = Location.parse(config.out)
     persist_or_check(plan, location)
     write_run_files(location, config, plan, ensemble, absent)
-    processes = max(1, min(sizes.pipeline_processes or (os.cpu_count() or 2) - 1,
-                           plan.shard_count))
+    as_laid_out = max(1, min((os.cpu_count() or 2) - 1, plan.shard_count))  # one per CPU but one
+    processes = max(1, min(sizes.pipeline_processes, plan.shard_count)) \
+        if sizes.pipeline_processes else as_laid_out
     spawn = multiprocessing.get_context("spawn")
     requests = spawn.Queue()
     answers = [spawn.Queue() for _ in range(processes)]
@@ -265,8 +266,8 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
     labelled = served["samples"] - len(plan.references)
     return {"references": len(plan.references), "shards": plan.shard_count,
             "processes": processes, "samples": served["samples"],
-            # a pool sized by --pipeline-processes, not as the driver lays a node out
-            "pool_size_chosen": sizes.pipeline_processes is not None,
+            # a pool --pipeline-processes sized otherwise than the driver lays a node out
+            "pool_size_chosen": processes != as_laid_out,
             "labelled_images": labelled, "wall_seconds": round(wall, 1),
             "labelled_images_per_s": round(labelled / wall, 1),
             "labelling_process_busy": served["busy_seconds"],
