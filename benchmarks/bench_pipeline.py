@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from paper_scale import PAPER_VERSIONS
+from pipeline_rates import rate_once_started, rate_while_all_worked
 from report_files import write_report
 from synthetic import synthetic_sources
 
@@ -92,9 +93,9 @@ def gpu_rates(path: Path) -> dict | None:
         return None
     gpu = json.loads(path.read_text())
     pipe = gpu["pipeline"]
-    started = round(pipe["labelled_images"] / pipe["from_first_request_seconds"], 1)
+    started = rate_once_started(pipe)
     # a long run's rate: while every shard process kept the GPU fed (where a run timed it)
-    steady = (pipe.get("while_all_worked") or {}).get("labelled_images_per_s")
+    steady = rate_while_all_worked(pipe)
     return {"label_rate": gpu["labelers"]["all_ten"]["images_per_s"],
             "label_source": gpu["sources"]["labelers"],  # maybe not the pipeline's run
             "node_rate": steady or started,

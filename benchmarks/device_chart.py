@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from pipeline_rates import rate_once_started
 
 
 def chart(merged: dict, path: Path) -> Figure | None:
@@ -33,8 +34,8 @@ def chart(merged: dict, path: Path) -> Figure | None:
                      for stage, seconds in stages.items()}
         order = sorted(per_image, key=per_image.get)
         right.barh(order, [per_image[stage] for stage in order], color="darkorange")
-        started = pipeline["labelled_images"] / pipeline["from_first_request_seconds"]
-        right.set_title(f"shard pool: {pipeline['processes']} processes, {started:.1f} labelled "
+        right.set_title(f"shard pool: {pipeline['processes']} processes, "
+                        f"{rate_once_started(pipeline):.1f} labelled "
                         f"images/s once started\n({pipeline['pool_cpu_ms_per_image']} CPU ms "
                         "each)", fontsize=9)
         right.set_xlabel("process ms per labelled image (label, network: waits on the GPU)")

@@ -237,8 +237,7 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
     persist_or_check(plan, location)
     write_run_files(location, config, plan, ensemble, absent)
     as_laid_out = max(1, min((os.cpu_count() or 2) - 1, plan.shard_count))  # one per CPU but one
-    processes = max(1, min(sizes.pipeline_processes, plan.shard_count)) \
-        if sizes.pipeline_processes else as_laid_out
+    processes = max(1, min(sizes.pipeline_processes or as_laid_out, plan.shard_count))
     spawn = multiprocessing.get_context("spawn")
     requests = spawn.Queue()
     answers = [spawn.Queue() for _ in range(processes)]

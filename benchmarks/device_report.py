@@ -6,6 +6,7 @@ from pathlib import Path
 
 from device_chart import chart
 from device_plan import SECTIONS
+from pipeline_rates import rate_once_started, rate_while_all_worked
 from report_files import write_report
 
 
@@ -135,23 +136,9 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def rate_once_started(pipe: dict) -> float | None:
-    """A pipeline section's labelled images/s from the labelling process's first request
-    (None where a run did not time that)."""
-    if not pipe.get("from_first_request_seconds"):
-        return None
-    return round(pipe["labelled_images"] / pipe["from_first_request_seconds"], 1)
-
-
 def _as_the_driver_lays_out(section: dict) -> bool:
     """Whether a section ran as a node runs: not a pipeline pool sized by --pipeline-processes."""
     return not section.get("pool_size_chosen")
-
-
-def rate_while_all_worked(pipe: dict) -> float | None:
-    """A pipeline section's labelled images/s while every pool process worked (None where a
-    run did not time that)."""
-    return (pipe.get("while_all_worked") or {}).get("labelled_images_per_s")
 
 
 def _all_worked_sentence(pipe: dict) -> str:
