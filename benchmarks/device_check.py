@@ -7,9 +7,9 @@ Sections (each writes its JSON as soon as it ends, so a run cut short keeps what
 - agreement: every metric on the device against the CPU on embedded photos (max differences);
 - labelers: images/s per metric and for all ten (Labeler, memory-budget batches), peak GPU
   memory, pass size used, and where the time goes (profiler time per metric, top kernels);
-- variants (device_variants.py): ways a metric might run faster on the device (MS-SSIM's
-  window as separable convolutions, DISTS and LPIPS in channels_last), each against the
-  current code in one run: images/s of both, and the largest score difference;
+- variants (device_variants.py): ways the labels or the denoiser's network might run faster
+  on the device (VIF's correlations as tap sums, the network in channels_last), each against
+  the current code in one run: images/s of both, and the largest output difference;
 - denoiser: types 8-12 through the bank (images/s), the network alone in batches, and the
   same recipe replayed on the device and on the CPU (largest pixel difference);
 - training: the training loop's own epoch function (bf16 autocast + channels_last on CUDA) for
@@ -59,7 +59,7 @@ from device_plan import DATASET_SECTIONS, FULL, SECTIONS, TINY, Sizes
 from device_pool import pipeline_speed, repeat
 from device_report import has_error, markdown, merge_runs
 from device_timing import guarded, labeler_rate, peak_mb, peak_reset, synchronize, timed
-from device_variants import variants
+from device_variants import denoiser_batch, network_rate, variants
 
 import distortions
 import labelers
@@ -225,14 +225,8 @@ def denoiser_speed(device: torch.device, sizes: Sizes) -> dict:
             distortions.apply(ref, d, 1 + i % 5, seed=i) for i in range(n)])
         per_type[distortions.get(distortion_id).name] = round(count / seconds, 2)
     network = denoiser.active_denoiser()
-    noisy = np.clip(ref / 255 + np.random.default_rng(0).normal(0, 0.1, ref.shape), 0, 1)
-    batch = torch.from_numpy(noisy.astype(np.float32).transpose(2, 0, 1))[None]
-    batch = batch.expand(sizes.denoise_images, -1, -1, -1).contiguous().to(device)
-    sigmas = torch.full((sizes.denoise_images,), 0.1, device=device)
-    with torch.inference_mode():
-        network.network(batch, sigmas)
-        synchronize(device)
-        batched = timed(lambda: (network.network(batch, sigmas), synchronize(device)))
+    batched, _ = network_rate(network.network, *denoiser_batch(ref, sizes.denoise_images,
+                                                               device))
     replay = {}
     for distortion_id in LEARNED:
         made, recipe = distortions.apply(ref, distortion_id, 5, seed=distortion_id)
@@ -244,7 +238,7 @@ def denoiser_speed(device: torch.device, sizes: Sizes) -> dict:
             "max_levels": int(difference.max()),
             "pixels_differing": float((difference > 0).mean())}
     return {"through_bank_images_per_s": per_type,
-            "network_batched_images_per_s": round(sizes.denoise_images / batched, 2),
+            "network_batched_images_per_s": batched,
             "batch": sizes.denoise_images, "replay_device_vs_cpu": replay,
             "identity": network.identity}
 

@@ -187,9 +187,10 @@ def _variant_lines(tried: dict) -> list[str]:
     if "metrics" not in tried:
         return []
     lines = ["## Variants", "", f"Each metric alone ({tried['size']}, {tried['versions']} "
-             "versions), as the labels are made now and as the variant would make them, in "
-             "one run (benchmarks/device_variants.py).", "",
-             "| metric | variant | images/s now | images/s variant | speed-up | max abs "
+             "versions) as the labels are made now and as the variant would make them, and "
+             "the denoiser's network (where measured) on the denoiser section's batch, in one "
+             "run (benchmarks/device_variants.py).", "",
+             "| what | variant | images/s now | images/s variant | speed-up | max abs "
              "difference |", "|---|---|---:|---:|---:|---:|"]
     for key, row in tried["metrics"].items():
         lines.append(f"| {key} | " + (_failed(row, 5) or (

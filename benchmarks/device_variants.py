@@ -1,17 +1,21 @@
-"""The device check's variants section: ways a metric might run faster on the device, each
-measured in one run against the way the labels are made now (images/s of each, and the
-largest score difference between them), for a session lent a GPU to read before it changes a
-metric. None of them makes labels: they live here until a measurement earns one its place.
+"""The device check's variants section: ways the serving process's work might run faster on the
+device, each measured in one run against the way it runs now (images/s of each, and the
+largest difference between their outputs), for a session lent a GPU to read before it changes
+the code. None of them makes labels or images: they live here until a measurement earns one
+its place (device run 13 earned DISTS's and LPIPS's networks channels_last on CUDA, 1.06 and
+1.23 times as fast with the same scores, and turned MS-SSIM's window as two float64
+convolutions down, 0.84 times as fast as its shifted slices).
 
-- ms_ssim, separable convolutions: its Gaussian window as two float64 conv2d (a row pass, a
-  column pass) where the labels sum 11 shifted slices per pass (44 kernels per filtered
-  image, each reading and writing the whole batch: a CPU's fastest way, perhaps not a GPU's).
-- dists and lpips, channels_last: their networks' weights in NHWC, the layout Hopper's
-  convolution kernels take (the profile's TF32 kernel is an NHWC one, fed by transposes).
+- vif, tap sums: corrDn's correlations on the device as the CPU computes them, the sum of the
+  window's shifted views times each tap, where the GPU runs float64 conv2d (cuDNN's float64
+  convolutions lost to shifted slices for MS-SSIM's window).
+- the learned denoiser's network in channels_last: its passes share the serving process with
+  the labels.
 
 And all ten in passes of a quarter, half, one and two times the labelers section's versions:
 whether larger passes than a call's share of the memory budget gives (64 of 512 x 384 on an
-H200 serving two calls at once) would label faster.
+H200 serving two calls at once) would label faster (in run 13, 64 did best: 331 images/s,
+against 235 in passes of 16 and 322 in passes of 128).
 """
 
 import contextlib
@@ -19,53 +23,36 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from bench_labelers import workload
 from device_plan import Sizes
-from device_timing import guarded, labeler_rate
+from device_timing import guarded, labeler_rate, synchronize, timed
 
 import labelers
-from labelers import ms_ssim
+from distortions import denoiser
+from labelers import vif
 
 
-def separable_filter_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """ms_ssim.filter_valid (filter2 of the separable window, 'valid') as two convolutions
-    of one channel: along the rows, then along the columns."""
-    leading, (height, width) = x.shape[:-2], x.shape[-2:]
-    size = taps.numel()
-    flat = x.reshape(-1, 1, height, width)
-    rows = F.conv2d(flat, taps.view(1, 1, 1, size))
-    return F.conv2d(rows, taps.view(1, 1, size, 1)).reshape(
-        *leading, height - size + 1, width - size + 1)
-
-
-@contextlib.contextmanager
-def separable_ms_ssim(_metric) -> Iterator[None]:
-    """MS-SSIM's filter_valid replaced by separable_filter_valid inside the block."""
-    current = ms_ssim.filter_valid
-    ms_ssim.filter_valid = separable_filter_valid
-    try:
-        yield
-    finally:
-        ms_ssim.filter_valid = current
+def corr_dn_by_taps(images: torch.Tensor, filters: torch.Tensor, step: int = 1,
+                    start: tuple[int, int] = (0, 0),
+                    stop: tuple[int, int] | None = None) -> torch.Tensor:
+    """vif.corr_dn by the CPU's route (vif._tap_sum) on any device."""
+    window = vif._reflected_window(images, filters.shape[-1], step, start, stop)
+    return vif._tap_sum(window, filters, step)
 
 
 @contextlib.contextmanager
-def channels_last(metric) -> Iterator[None]:
-    """The metric's network in channels_last (its convolutions then run, and give their
-    features, in NHWC) inside the block."""
-    network = metric.stages if metric.key == "dists" else metric.network
-    network.to(memory_format=torch.channels_last)
+def vif_by_taps(_metric) -> Iterator[None]:
+    """VIF's corr_dn replaced by corr_dn_by_taps inside the block."""
+    current = vif.corr_dn
+    vif.corr_dn = corr_dn_by_taps
     try:
         yield
     finally:
-        network.to(memory_format=torch.contiguous_format)
+        vif.corr_dn = current
 
 
 VARIANTS: dict[str, tuple[str, Callable]] = {
-    "ms_ssim": ("separable convolutions", separable_ms_ssim),
-    "dists": ("channels_last", channels_last),
-    "lpips": ("channels_last", channels_last),
+    "vif": ("tap sums", vif_by_taps),
 }
 
 
@@ -80,9 +67,47 @@ def _against_current(key: str, name: str, change: Callable, device: torch.device
     with change(other.metrics[key]):
         changed = labeler_rate(other, ref, versions, device)["images_per_s"]
         scores = other.score(ref, versions)[key]
+    return _compared(name, now, changed, np.max(np.abs(scores - expected)))
+
+
+def _compared(name: str, now: float, changed: float, difference: float) -> dict:
     return {"variant": name, "current_images_per_s": now, "variant_images_per_s": changed,
-            "speedup": round(changed / now, 3),
-            "max_abs_difference": float(np.max(np.abs(scores - expected)))}
+            "speedup": round(changed / now, 3), "max_abs_difference": float(difference)}
+
+
+def denoiser_batch(ref: np.ndarray, count: int, device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` copies of `ref` with Gaussian noise of sigma 0.1 in [0, 1] as the network takes
+    them (float32, N x 3 x H x W on `device`), and their sigmas."""
+    noisy = np.clip(ref / 255 + np.random.default_rng(0).normal(0, 0.1, ref.shape), 0, 1)
+    batch = torch.from_numpy(noisy.astype(np.float32).transpose(2, 0, 1))[None]
+    batch = batch.expand(count, -1, -1, -1).contiguous().to(device)
+    return batch, torch.full((count,), 0.1, device=device)
+
+
+def network_rate(network: torch.nn.Module, batch: torch.Tensor, sigmas: torch.Tensor
+                 ) -> tuple[float, torch.Tensor]:
+    """(images/s of one pass after a warm-up, the output) of the denoiser's network."""
+    with torch.inference_mode():
+        output = network(batch, sigmas)
+        synchronize(batch.device)
+        seconds = timed(lambda: (network(batch, sigmas), synchronize(batch.device)))
+    return round(len(batch) / seconds, 2), output
+
+
+def _denoiser_channels_last(device: torch.device, sizes: Sizes) -> dict:
+    """The denoiser's network as it runs now against channels_last, on the denoiser section's
+    batch: images/s of each and their outputs' largest difference (in [0, 1])."""
+    denoiser.use_denoiser(device=str(device))
+    network = denoiser.active_denoiser().network
+    batch, sigmas = denoiser_batch(workload(1, sizes.image)[0], sizes.denoise_images, device)
+    now, expected = network_rate(network, batch, sigmas)
+    network.to(memory_format=torch.channels_last)
+    try:
+        changed, output = network_rate(network, batch, sigmas)
+    finally:
+        network.to(memory_format=torch.contiguous_format)
+    return _compared("channels_last", now, changed, (output - expected).abs().max().item())
 
 
 def _pass_sweep(device: torch.device, sizes: Sizes) -> dict[int, dict]:
@@ -95,11 +120,13 @@ def _pass_sweep(device: torch.device, sizes: Sizes) -> dict[int, dict]:
 
 
 def variants(device: torch.device, sizes: Sizes) -> dict:
-    """Each variant of VARIANTS against the current code, on the labelers section's work;
-    then all ten in passes of several sizes."""
+    """Each metric variant of VARIANTS against the current code, on the labelers section's
+    work, and the denoiser's; then all ten in passes of several sizes."""
     ref, versions = workload(sizes.versions, sizes.image)
-    return {"size": str(sizes.image), "versions": len(versions),
-            "metrics": {key: guarded(f"variant {key:8s} {name}", lambda k=key, n=name, c=change:
-                                     _against_current(k, n, c, device, ref, versions))
-                        for key, (name, change) in VARIANTS.items()},
+    tried = {key: guarded(f"variant {key:8s} {name}", lambda k=key, n=name, c=change:
+                          _against_current(k, n, c, device, ref, versions))
+             for key, (name, change) in VARIANTS.items()}
+    tried["denoiser network"] = guarded("variant denoiser channels_last",
+                                        lambda: _denoiser_channels_last(device, sizes))
+    return {"size": str(sizes.image), "versions": len(versions), "metrics": tried,
             "pass_sweep": _pass_sweep(device, sizes)}

@@ -5,6 +5,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from labelers.errors import InputTooSmallError, InvalidPairError
 
@@ -12,6 +13,18 @@ from labelers.errors import InputTooSmallError, InvalidPairError
 # and relative (|score - cpu| <= DEVICE_TOLERANCE (1 + |cpu|)): bench-gpu's agreement check,
 # the GPU tests and `inspect --deep`'s re-scoring
 DEVICE_TOLERANCE = 1e-4
+
+
+def network_on(network: nn.Module, device: torch.device) -> nn.Module:
+    """A metric's network on `device` in eval mode; on CUDA with its weights in channels_last,
+    so that its convolutions run and give their features in NHWC, the layout Hopper's kernels
+    take (device run 13: DISTS 1.06 and LPIPS 1.23 times as fast, their scores the same bit for
+    bit); on a CPU as loaded."""
+    network = network.to(device).eval()
+    if device.type == "cuda":
+        network = network.to(memory_format=torch.channels_last)
+    return network
+
 
 class Metric(ABC):
     """A full-reference metric. Subclasses set the class attributes and implement

@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 from labelers import weights
-from labelers.base import Metric
+from labelers.base import Metric, network_on
 from labelers.errors import LabelerError
 from labelers.inputs import unit_rgb
 
@@ -77,7 +77,7 @@ class DISTS(Metric):
         super().__init__(device)
         if vgg_state is None:
             vgg_state = weights.load_state("dists")
-        self.stages = vgg_stages(vgg_state).to(self.device).eval()
+        self.stages = network_on(vgg_stages(vgg_state), self.device)
         ab = torch.load(alpha_beta_path(), map_location="cpu", weights_only=True)
         total = ab["alpha"].sum() + ab["beta"].sum()
         self.alpha = torch.split((ab["alpha"] / total).to(self.device).flatten(), CHANNELS)

@@ -10,7 +10,7 @@ import lpips
 import torch
 
 from labelers import weights
-from labelers.base import Metric
+from labelers.base import Metric, network_on
 from labelers.inputs import unit_rgb
 
 # torchvision's AlexNet `features` index -> lpips trunk slice (conv/relu layers 0-11)
@@ -45,7 +45,7 @@ class LPIPS(Metric):
 
     def __init__(self, device: torch.device | str = "cpu", network: lpips.LPIPS | None = None):
         super().__init__(device)
-        self.network = (network or official_network()).to(self.device).eval()
+        self.network = network_on(network or official_network(), self.device)
 
     def _features(self, rgb: torch.Tensor) -> list[torch.Tensor]:
         signed = unit_rgb(rgb) * 2 - 1

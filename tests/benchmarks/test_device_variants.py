@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy.signal import correlate2d
+from scipy.ndimage import correlate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,32 +18,35 @@ def device_variants(monkeypatch):
     return device_variants
 
 
-def test_separable_filtering_is_the_outer_product_windows_valid_correlation(device_variants):
-    """filter2(w, x, 'valid') is the correlation with w = taps taps^T: lopsided taps would
-    show a row and column pass swapped or flipped."""
-    rng = np.random.default_rng(7)
+@pytest.mark.parametrize("step, start", [(1, (0, 0)), (2, (0, 0)), (3, (1, 1))])
+def test_tap_sums_are_the_reflect1_correlation(device_variants, step, start):
+    """corrDn(x, f, 'reflect1', step, start): scipy's correlation with 'mirror' edges (about
+    the edge sample, as reflect1) sampled at start, start + step, ...; lopsided random filters
+    would show a flipped or shifted tap."""
+    rng = np.random.default_rng(5)
     images = rng.uniform(0, 255, (2, 1, 23, 31))
-    taps = rng.uniform(0.1, 1.0, 5)
-    expected = np.stack([correlate2d(image[0], np.outer(taps, taps), mode="valid")
-                         for image in images])[:, None]
-    filtered = device_variants.separable_filter_valid(torch.from_numpy(images),
-                                                      torch.from_numpy(taps))
-    np.testing.assert_allclose(filtered.numpy(), expected, rtol=1e-12, atol=0)
+    filters = rng.uniform(-1, 1, (2, 7, 7))
+    expected = np.stack([[correlate(image[0], kernel, mode="mirror")[start[0]::step,
+                                                                     start[1]::step]
+                          for kernel in filters] for image in images])
+    filtered = device_variants.corr_dn_by_taps(torch.from_numpy(images),
+                                               torch.from_numpy(filters), step, start)
+    np.testing.assert_allclose(filtered.numpy(), expected, rtol=1e-12, atol=1e-9)
 
 
-def test_ms_ssim_with_the_variant_scores_as_it_does_now_and_is_restored(device_variants):
+def test_vif_with_the_variant_scores_as_it_does_now_and_is_restored(device_variants):
     from bench_labelers import workload
 
     import labelers
-    from labelers import ms_ssim
+    from labelers import vif
     from pipeline.sizing import TargetSize
 
     ref, versions = workload(3, TargetSize(192, 176))
-    labeler = labelers.Labeler(["ms_ssim"], "cpu")
-    now = labeler.score(ref, versions)["ms_ssim"]
-    current = ms_ssim.filter_valid
-    with device_variants.separable_ms_ssim(labeler.metrics["ms_ssim"]):
-        assert ms_ssim.filter_valid is device_variants.separable_filter_valid
-        changed = labeler.score(ref, versions)["ms_ssim"]
-    assert ms_ssim.filter_valid is current
+    labeler = labelers.Labeler(["vif"], "cpu")
+    now = labeler.score(ref, versions)["vif"]
+    current = vif.corr_dn
+    with device_variants.vif_by_taps(labeler.metrics["vif"]):
+        assert vif.corr_dn is device_variants.corr_dn_by_taps
+        changed = labeler.score(ref, versions)["vif"]
+    assert vif.corr_dn is current
     np.testing.assert_allclose(changed, now, rtol=1e-12, atol=0)

@@ -78,6 +78,31 @@ def test_cpu_and_cuda_agree(metric_factory, noisy_versions, key):
     torch.testing.assert_close(cuda, cpu, atol=DEVICE_TOLERANCE, rtol=DEVICE_TOLERANCE)
 
 
+def _convolution_weights(metric) -> list[torch.Tensor]:
+    network = metric.stages if metric.key == "dists" else metric.network
+    return [weight for weight in network.parameters() if weight.ndim == 4]
+
+
+@pytest.mark.parametrize("key", ["dists", "lpips"])
+def test_the_networks_keep_their_loaded_layout_on_a_cpu(metric_factory, key):
+    weights = _convolution_weights(metric_factory(key, "cpu"))
+    assert weights and all(weight.is_contiguous() for weight in weights)
+
+
+@on_cuda
+@pytest.mark.parametrize("key", ["dists", "lpips"])
+def test_the_networks_run_in_channels_last_on_cuda_and_score_as_contiguous_ones(
+        metric_factory, noisy_versions, key):
+    ref, dists = noisy_versions
+    metric = metric_factory(key, "cuda")
+    weights = _convolution_weights(metric)
+    assert all(weight.is_contiguous(memory_format=torch.channels_last) for weight in weights)
+    nhwc = metric.score(ref, dists)
+    for weight in weights:
+        weight.data = weight.data.contiguous()
+    torch.testing.assert_close(metric.score(ref, dists), nhwc, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("key", AVAILABLE)
 def test_input_below_the_minimum_size_is_a_typed_error(metric_factory, key):
     metric = metric_factory(key)
