@@ -8,8 +8,9 @@ Sections (each writes its JSON as soon as it ends, so a run cut short keeps what
 - labelers: images/s per metric and for all ten (Labeler, memory-budget batches), peak GPU
   memory, pass size used, and where the time goes (profiler time per metric, top kernels);
 - variants (device_variants.py): ways the labels or the denoiser's network might run faster
-  on the device (VIF's correlations as tap sums, the network in channels_last), each against
-  the current code in one run: images/s of both, and the largest output difference;
+  on the device (VIF's correlations as tap sums, MS-SSIM's window sums as fused multiply-adds,
+  the network in channels_last), each against the current code in one run: images/s of
+  both, and the largest output difference;
 - denoiser: types 8-12 through the bank (images/s), the network alone in batches, and the
   same recipe replayed on the device and on the CPU (largest pixel difference);
 - training: the training loop's own epoch function (bf16 autocast + channels_last on CUDA) for

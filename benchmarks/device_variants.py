@@ -9,8 +9,14 @@ convolutions down, 0.84 times as fast as its shifted slices).
 - vif, tap sums: corrDn's correlations on the device as the CPU computes them, the sum of the
   window's shifted views times each tap, where the GPU runs float64 conv2d (cuDNN's float64
   convolutions lost to shifted slices for MS-SSIM's window).
+- ms_ssim, fused multiply-adds: each tap of its window's shifted sums added in one kernel
+  (add_ with alpha) where the labels multiply into a buffer, then add it (the CPU's fastest
+  way, with its bits).
 - the learned denoiser's network in channels_last: its passes share the serving process with
   the labels.
+- two calls at once, each on a CUDA stream of its own: the serving process's two threads
+  queue their kernels on the device's one stream now, so one call's small kernels (its
+  reference's prepare, a pyramid's coarse levels) wait behind the other's large ones.
 
 And all ten in passes of a quarter, half, one and two times the labelers section's versions:
 whether larger passes than a call's share of the memory budget gives (64 of 512 x 384 on an
@@ -19,6 +25,7 @@ against 235 in passes of 16 and 322 in passes of 128).
 """
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -29,7 +36,8 @@ from device_timing import guarded, labeler_rate, synchronize, timed
 
 import labelers
 from distortions import denoiser
-from labelers import vif
+from labelers import ms_ssim, vif
+from pipeline.scheduling import GPU_ACTOR_CONCURRENCY
 
 
 def corr_dn_by_taps(images: torch.Tensor, filters: torch.Tensor, step: int = 1,
@@ -51,8 +59,34 @@ def vif_by_taps(_metric) -> Iterator[None]:
         vif.corr_dn = current
 
 
+def shifted_sum_fused(x: torch.Tensor, taps: torch.Tensor, dim: int) -> torch.Tensor:
+    """ms_ssim._shifted_sum with each tap's product added in one kernel (add_ with alpha: a
+    fused multiply-add, three passes over the memory where a product, then its sum, take
+    five)."""
+    length = x.shape[dim] - taps.numel() + 1
+    weights = taps.tolist()
+    total = x.narrow(dim, 0, length) * weights[0]
+    for k in range(1, len(weights)):
+        total.add_(x.narrow(dim, k, length), alpha=weights[k])
+    return total
+
+
+@contextlib.contextmanager
+def ms_ssim_fused(_metric) -> Iterator[None]:
+    """MS-SSIM's _shifted_sum replaced by shifted_sum_fused inside the block."""
+    current = ms_ssim._shifted_sum
+    ms_ssim._shifted_sum = shifted_sum_fused
+    try:
+        yield
+    finally:
+        ms_ssim._shifted_sum = current
+
+
+STREAM_CALLS = 3  # calls each thread makes in the timed run of the streams variant
+
 VARIANTS: dict[str, tuple[str, Callable]] = {
     "vif": ("tap sums", vif_by_taps),
+    "ms_ssim": ("fused multiply-adds", ms_ssim_fused),
 }
 
 
@@ -110,6 +144,52 @@ def _denoiser_channels_last(device: torch.device, sizes: Sizes) -> dict:
     return _compared("channels_last", now, changed, (output - expected).abs().max().item())
 
 
+def _own_stream(device: torch.device) -> contextlib.AbstractContextManager:
+    """A CUDA stream of this thread's own, current inside the block (nothing on a CPU)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.cuda.stream(torch.cuda.Stream(device))
+
+
+def _calls_at_once(labeler: labelers.Labeler, ref: np.ndarray, versions: list[np.ndarray],
+                   own_streams: bool, calls: int) -> tuple[float, dict]:
+    """(images/s, the last call's scores) of GPU_ACTOR_CONCURRENCY threads making `calls`
+    calls each on one labeler, as the GPU actor serves its shard tasks: on the device's one
+    stream (as now), or each thread on a stream of its own (one call's small kernels, its
+    reference's prepare say, then run beside the other's)."""
+    scores = {}
+
+    def serve(thread: int) -> None:
+        with _own_stream(labeler.device) if own_streams else contextlib.nullcontext():
+            for _ in range(calls):
+                scores[thread] = labeler.score(ref, versions)
+
+    def run() -> None:
+        workers = [threading.Thread(target=serve, args=(i,))
+                   for i in range(GPU_ACTOR_CONCURRENCY)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    run()  # warm-up: each thread's first calls at these shapes
+    seconds = timed(run)
+    return round(GPU_ACTOR_CONCURRENCY * calls * len(versions) / seconds, 2), scores[0]
+
+
+def _streams(device: torch.device, sizes: Sizes) -> dict:
+    """Two calls at once on one stream against each on its own, all ten on the labelers
+    section's work: images/s of each and the largest score difference."""
+    ref, versions = workload(sizes.versions, sizes.image)
+    labeler = labelers.Labeler(device=device, allow_missing=True)
+    labeler.memory_budget //= GPU_ACTOR_CONCURRENCY  # each call's share, as the actor's
+    labeler.score(ref, versions)  # measures each metric's memory, alone
+    now, expected = _calls_at_once(labeler, ref, versions, False, STREAM_CALLS)
+    changed, scores = _calls_at_once(labeler, ref, versions, True, STREAM_CALLS)
+    difference = max(float(np.max(np.abs(scores[key] - expected[key]))) for key in expected)
+    return _compared("each call on its own CUDA stream", now, changed, difference)
+
+
 def _pass_sweep(device: torch.device, sizes: Sizes) -> dict[int, dict]:
     """All ten's images/s over twice the labelers section's versions in passes of each size."""
     ref, versions = workload(2 * sizes.versions, sizes.image)
@@ -128,5 +208,6 @@ def variants(device: torch.device, sizes: Sizes) -> dict:
              for key, (name, change) in VARIANTS.items()}
     tried["denoiser network"] = guarded("variant denoiser channels_last",
                                         lambda: _denoiser_channels_last(device, sizes))
+    tried["two calls at once"] = guarded("variant streams", lambda: _streams(device, sizes))
     return {"size": str(sizes.image), "versions": len(versions), "metrics": tried,
             "pass_sweep": _pass_sweep(device, sizes)}

@@ -38,8 +38,10 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     # the CPU against itself: every metric exactly equal
     assert all(row["max_abs"] == 0 for row in results["agreement"]["metrics"].values())
     tried = results["variants"]["metrics"]  # each variant computes the metric it replaces:
-    assert set(tried) == {"vif", "denoiser network"}
+    assert set(tried) == {"vif", "ms_ssim", "denoiser network", "two calls at once"}
+    assert tried["two calls at once"]["max_abs_difference"] < 1e-12  # one labeler, two threads
     assert tried["vif"]["max_abs_difference"] < 1e-12  # float64 sums (a CPU's own route)
+    assert tried["ms_ssim"]["max_abs_difference"] < 1e-12  # float64, one rounding less a tap
     assert tried["denoiser network"]["max_abs_difference"] < 1e-5  # float32, NHWC kernels
     assert all(row["variant_images_per_s"] > 0 for row in tried.values())
     sweep = results["variants"]["pass_sweep"]  # 3 versions: passes of 1 (3 // 4, at least

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.ndimage import correlate
+from scipy.signal import correlate2d
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,4 +50,36 @@ def test_vif_with_the_variant_scores_as_it_does_now_and_is_restored(device_varia
         assert vif.corr_dn is device_variants.corr_dn_by_taps
         changed = labeler.score(ref, versions)["vif"]
     assert vif.corr_dn is current
+    np.testing.assert_allclose(changed, now, rtol=1e-12, atol=0)
+
+
+def test_fused_shifted_sums_are_the_separable_windows_valid_correlation(device_variants):
+    """filter2(w, x, 'valid') with w = taps taps^T, as scipy correlates: the fused sums along
+    the columns, then the rows (lopsided taps would show one flipped or shifted)."""
+    rng = np.random.default_rng(7)
+    images = rng.uniform(0, 255, (2, 1, 23, 31))
+    taps = rng.uniform(0.1, 1.0, 5)
+    expected = np.stack([correlate2d(image[0], np.outer(taps, taps), mode="valid")
+                         for image in images])[:, None]
+    weights = torch.from_numpy(taps)
+    fused = device_variants.shifted_sum_fused
+    filtered = fused(fused(torch.from_numpy(images), weights, -1), weights, -2)
+    np.testing.assert_allclose(filtered.numpy(), expected, rtol=1e-12, atol=0)
+
+
+def test_ms_ssim_with_the_fused_sums_scores_as_it_does_now_and_is_restored(device_variants):
+    from bench_labelers import workload
+
+    import labelers
+    from labelers import ms_ssim
+    from pipeline.sizing import TargetSize
+
+    ref, versions = workload(3, TargetSize(192, 176))
+    labeler = labelers.Labeler(["ms_ssim"], "cpu")
+    now = labeler.score(ref, versions)["ms_ssim"]
+    current = ms_ssim._shifted_sum
+    with device_variants.ms_ssim_fused(labeler.metrics["ms_ssim"]):
+        assert ms_ssim._shifted_sum is device_variants.shifted_sum_fused
+        changed = labeler.score(ref, versions)["ms_ssim"]
+    assert ms_ssim._shifted_sum is current
     np.testing.assert_allclose(changed, now, rtol=1e-12, atol=0)
