@@ -35,24 +35,6 @@ def test_tap_sums_are_the_reflect1_correlation(device_variants, step, start):
     np.testing.assert_allclose(filtered.numpy(), expected, rtol=1e-12, atol=1e-9)
 
 
-def test_vif_with_the_variant_scores_as_it_does_now_and_is_restored(device_variants):
-    from bench_labelers import workload
-
-    import labelers
-    from labelers import vif
-    from pipeline.sizing import TargetSize
-
-    ref, versions = workload(3, TargetSize(192, 176))
-    labeler = labelers.Labeler(["vif"], "cpu")
-    now = labeler.score(ref, versions)["vif"]
-    current = vif.corr_dn
-    with device_variants.vif_by_taps(labeler.metrics["vif"]):
-        assert vif.corr_dn is device_variants.corr_dn_by_taps
-        changed = labeler.score(ref, versions)["vif"]
-    assert vif.corr_dn is current
-    np.testing.assert_allclose(changed, now, rtol=1e-12, atol=0)
-
-
 def test_fused_shifted_sums_are_the_separable_windows_valid_correlation(device_variants):
     """filter2(w, x, 'valid') with w = taps taps^T, as scipy correlates: the fused sums along
     the columns, then the rows (lopsided taps would show one flipped or shifted)."""
@@ -67,19 +49,25 @@ def test_fused_shifted_sums_are_the_separable_windows_valid_correlation(device_v
     np.testing.assert_allclose(filtered.numpy(), expected, rtol=1e-12, atol=0)
 
 
-def test_ms_ssim_with_the_fused_sums_scores_as_it_does_now_and_is_restored(device_variants):
+@pytest.mark.parametrize("key, variant, replaced, replacement", [
+    ("vif", "vif_by_taps", "corr_dn", "corr_dn_by_taps"),
+    ("ms_ssim", "ms_ssim_fused", "_shifted_sum", "shifted_sum_fused")])
+def test_a_metric_with_its_variant_scores_as_it_does_now_and_is_restored(
+        device_variants, key, variant, replaced, replacement):
+    import importlib
+
     from bench_labelers import workload
 
     import labelers
-    from labelers import ms_ssim
     from pipeline.sizing import TargetSize
 
+    module = importlib.import_module(f"labelers.{key}")
     ref, versions = workload(3, TargetSize(192, 176))
-    labeler = labelers.Labeler(["ms_ssim"], "cpu")
-    now = labeler.score(ref, versions)["ms_ssim"]
-    current = ms_ssim._shifted_sum
-    with device_variants.ms_ssim_fused(labeler.metrics["ms_ssim"]):
-        assert ms_ssim._shifted_sum is device_variants.shifted_sum_fused
-        changed = labeler.score(ref, versions)["ms_ssim"]
-    assert ms_ssim._shifted_sum is current
+    labeler = labelers.Labeler([key], "cpu")
+    now = labeler.score(ref, versions)[key]
+    current = getattr(module, replaced)
+    with getattr(device_variants, variant)(labeler.metrics[key]):
+        assert getattr(module, replaced) is getattr(device_variants, replacement)
+        changed = labeler.score(ref, versions)[key]
+    assert getattr(module, replaced) is current
     np.testing.assert_allclose(changed, now, rtol=1e-12, atol=0)
