@@ -118,8 +118,8 @@ device-check: $(STAMP) ## the GPU check: rehearse it here on the CPU, fetch its 
 	@echo; echo "CPU rehearsal passed; the device lacks $(DEVICE_WHEELS): their wheels are in .whl/."
 	@echo "In a session lent a GPU, one device call (about 5-7 minutes, carry .whl):"
 	@echo "    run(command='set -o pipefail; bash benchmarks/device_check.sh 2>&1 | tee \$$OUT/log.txt', carry=['.whl'], timeout_s=570)"
-	@echo "At once after it (a machine idle 30 s is released), the pool at two sizes over 135 references:"
-	@echo "    run(command='for n in 15 19; do OUT=\$$OUT/pool\$$n PYTEST_SECONDS=0 bash benchmarks/device_check.sh --sections pipeline --pipeline-refs 135 --pipeline-processes \$$n; done 2>&1 | tail -40', carry=['.whl'], timeout_s=330)"
+	@echo "At once after it (a machine idle 30 s is released), the pipeline over 135 references twice (19 pool processes gave less than 15 in run 15):"
+	@echo "    run(command='for n in 1 2; do OUT=\$$OUT/pool\$$n PYTEST_SECONDS=0 bash benchmarks/device_check.sh --sections pipeline --pipeline-refs 135; done 2>&1 | tail -40', carry=['.whl'], timeout_s=330)"
 	@echo "then copy each \$$OUT's device-check.json to docs/device/runN/ and make bench-gpu."
 
 bench-gpu: $(STAMP) ## merge docs/device/run*/device-check.json -> docs/bench-gpu.*, redo the projection
