@@ -134,7 +134,7 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
     """Answer the pool's requests until every worker is done, `concurrency` at once (threads
     sharing the Labeler, each pass sized to its share of the memory budget), as the GPU actor
     serves its calls; the seconds spent in calls of each kind, summed over the threads."""
-    labeler.memory_budget //= concurrency
+    labeler.share_among(concurrency)
     ready: queue.Queue = queue.Queue(maxsize=concurrency)
     threading.Thread(target=_prefetch, args=(requests, ready, workers), daemon=True).start()
     lock = threading.Lock()

@@ -182,7 +182,7 @@ def _streams(device: torch.device, sizes: Sizes) -> dict:
     section's work: images/s of each and the largest score difference."""
     ref, versions = workload(sizes.versions, sizes.image)
     labeler = labelers.Labeler(device=device, allow_missing=True)
-    labeler.memory_budget //= GPU_ACTOR_CONCURRENCY  # each call's share, as the actor's
+    labeler.share_among(GPU_ACTOR_CONCURRENCY)  # as the GPU actor does
     labeler.score(ref, versions)  # measures each metric's memory, alone
     now, expected = _calls_at_once(labeler, ref, versions, False, STREAM_CALLS)
     changed, scores = _calls_at_once(labeler, ref, versions, True, STREAM_CALLS)

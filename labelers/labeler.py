@@ -120,6 +120,11 @@ class Labeler:
         free, _ = torch.cuda.mem_get_info(self.device)
         return int(free * CUDA_BUDGET_FRACTION)
 
+    def share_among(self, calls: int) -> None:
+        """Size each call's passes to a `calls`-th of the memory budget: `calls` calls served
+        at once (threads sharing this labeler) then fit in it together."""
+        self.memory_budget //= max(1, calls)
+
     @property
     def keys(self) -> tuple[str, ...]:
         """The metrics this labeler computes."""

@@ -53,7 +53,7 @@ class LabelerActor:
             self.unusable = error
             return
         self.unusable = None
-        self.labeler.memory_budget //= max(1, concurrency)
+        self.labeler.share_among(concurrency)
 
     def _usable(self) -> Labeler:
         """Its Labeler; the LabelerError that kept it from loading its metrics (a weight file

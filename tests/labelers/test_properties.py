@@ -288,6 +288,17 @@ def test_pass_sizes_scale_with_the_pixels_of_each_call():
     assert labeler._pass_size("mae", 165, 100 * 100) == 165              # all that is left
 
 
+def test_calls_served_at_once_share_the_budget_so_their_passes_fit_it_together():
+    labeler = labelers.Labeler(["mae"], "cpu")
+    labeler.device = torch.device("cuda")  # the GPU route's pass sizes; nothing runs
+    labeler.memory_budget, labeler.bytes_per_pixel["mae"] = 12_000, 1_000.0  # 12 fit
+    assert labeler._pass_size("mae", 165, 1) == 8
+    labeler.share_among(2)
+    assert 2 * labeler._pass_size("mae", 165, 1) <= 12 and labeler._pass_size("mae", 165, 1) == 4
+    labeler.share_among(1)
+    assert labeler._pass_size("mae", 165, 1) == 4
+
+
 def test_a_chosen_pass_size_that_runs_out_of_memory_is_an_error_not_retried_for_ever(
         noisy_versions):
     """batch_size fixes every pass's size: a pass of it that runs out of memory cannot get
