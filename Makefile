@@ -12,7 +12,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline bench-train bench-storage bench-reads bench-gpu device-check pretrain-demo pretrain-demo-summary default-ensemble pmos-ensemble validate-levels golden clean
+.PHONY: help install generate test lint format sheet bench-distortions bench-labelers bench-pipeline bench-train bench-storage bench-reads bench-overlap bench-gpu device-check pretrain-demo pretrain-demo-summary default-ensemble pmos-ensemble validate-levels golden clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -55,6 +55,9 @@ bench-storage: $(STAMP) ## per --store mode of OUT (an images run): bytes, 23.1M
 
 bench-reads: $(STAMP) ## dataset-wide reads (resume check, open, indexes, merge) 1 vs 16 threads, local and S3 at 20 ms -> docs/bench-reads.*
 	$(BIN)/python benchmarks/bench_reads.py --out docs $(ARGS)
+
+bench-overlap: $(STAMP) ## a shard's next reference made while one's labels are awaited vs one at a time, this CPU -> docs/bench-overlap.*
+	$(BIN)/python benchmarks/bench_overlap.py --out docs $(ARGS)
 
 bench-train: $(STAMP) ## training img/s: shard loader vs model, CPU (+GPU) -> docs/bench-train.*
 	$(BIN)/python benchmarks/bench_train.py --dataset $(OUT) --out docs $(ARGS)
@@ -118,8 +121,8 @@ device-check: $(STAMP) ## the GPU check: rehearse it here on the CPU, fetch its 
 	@echo; echo "CPU rehearsal passed; the device lacks $(DEVICE_WHEELS): their wheels are in .whl/."
 	@echo "In a session lent a GPU, one device call (about 5-7 minutes, carry .whl):"
 	@echo "    run(command='set -o pipefail; bash benchmarks/device_check.sh 2>&1 | tee \$$OUT/log.txt', carry=['.whl'], timeout_s=570)"
-	@echo "At once after it (a machine idle 30 s is released), the pipeline over 135 references twice (19 pool processes gave less than 15 in run 15):"
-	@echo "    run(command='for n in 1 2; do OUT=\$$OUT/pool\$$n PYTEST_SECONDS=0 bash benchmarks/device_check.sh --sections pipeline --pipeline-refs 135; done 2>&1 | tail -40', carry=['.whl'], timeout_s=330)"
+	@echo "At once after it (a machine idle 30 s is released), the pipeline over 135 references as it is made now and one reference at a time (as before session 39), on the same machine:"
+	@echo "    run(command='(OUT=\$$OUT/meanwhile PYTEST_SECONDS=0 bash benchmarks/device_check.sh --sections pipeline --pipeline-refs 135; OUT=\$$OUT/at_a_time PYTEST_SECONDS=0 bash benchmarks/device_check.sh --sections pipeline --pipeline-refs 135 --pipeline-overlap-bytes 0) 2>&1 | tail -40', carry=['.whl'], timeout_s=330)"
 	@echo "then copy each \$$OUT's device-check.json to docs/device/runN/ and make bench-gpu."
 
 bench-gpu: $(STAMP) ## merge docs/device/run*/device-check.json -> docs/bench-gpu.*, redo the projection

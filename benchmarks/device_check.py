@@ -434,6 +434,9 @@ def main() -> int:
     parser.add_argument("--pipeline-processes", type=POSITIVE, metavar="N",
                         help="the pipeline pool's processes (default one per CPU but one; "
                              "more keep CPUs busy while some wait on labels)")
+    parser.add_argument("--pipeline-overlap-bytes", type=int, metavar="N",
+                        help="the most a pool process's reference may hold while its next is "
+                             "made (0: one reference at a time, as until session 39)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.merge:
@@ -444,6 +447,8 @@ def main() -> int:
         sizes = replace(sizes, pipeline_refs=args.pipeline_refs)
     if args.pipeline_processes:
         sizes = replace(sizes, pipeline_processes=args.pipeline_processes)
+    if args.pipeline_overlap_bytes is not None:
+        sizes = replace(sizes, pipeline_overlap_bytes=args.pipeline_overlap_bytes)
     with scratch_tmpdir():
         results = run_sections(chosen_sections(args.sections), device, sizes, args.out)
     (args.out / "device-check.md").write_text(markdown(results))

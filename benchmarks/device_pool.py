@@ -28,6 +28,7 @@ from synthetic import synthetic_sources
 
 import distortions
 import labelers
+import pipeline.worker
 from distortions import denoiser
 from distortions.threads import threads_in_use, use_one_thread
 from labelers import weights
@@ -42,6 +43,8 @@ from pipeline.sources import list_sources
 from pipeline.worker import produce_shard
 from shards.reader import read_index
 from shards.storage import Location
+
+ANSWERED = ("score", "learned")  # the calls a pool process makes, each answered on its own queue
 
 
 class Failed(NamedTuple):
@@ -62,17 +65,19 @@ class Failed(NamedTuple):
 
 
 def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ensemble: dict,
-                  requests, answers) -> None:
-    """A pool process: produce its shards; labels and learned types come from the server. It
-    sees no GPU, as a Ray shard task (num_gpus=0) does not."""
+                  requests, answers, overlap_bytes: int) -> None:
+    """A pool process: produce its shards, holding a reference of up to `overlap_bytes` while
+    the next is made; labels and learned types come from the server. It sees no GPU, as a Ray
+    shard task (num_gpus=0) does not."""
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     use_one_thread()  # as a shard task does: one CPU each
+    pipeline.worker.OVERLAP_BYTES = overlap_bytes
     plan_, config_ = Plan.from_json(plan), RunConfig.from_json(config)
     ensemble_, location = Ensemble.from_json(ensemble), Location.parse(config_.out)
 
-    def ask(kind: str, *payload):
-        requests.put((kind, worker, *payload))
-        answer = answers.get()
+    def ask(kind: str, *payload):  # (a score and a learned call may wait at once: the
+        requests.put((kind, worker, *payload))  # labels of one reference, the next's network)
+        answer = answers[kind].get()
         if isinstance(answer, Failed):
             answer.raise_again()
         return answer
@@ -191,7 +196,7 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
                 busy[kind] += now - start
                 tally["active"] -= 1
                 tally["occupied"] += now - tally["since"] if tally["active"] == 0 else 0.0
-            answers[worker].put(result)
+            answers[worker][kind].put(result)
 
     servers = [threading.Thread(target=answer) for _ in range(concurrency)]
     for server in servers:
@@ -240,15 +245,18 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
     processes = max(1, min(sizes.pipeline_processes or as_laid_out, plan.shard_count))
     spawn = multiprocessing.get_context("spawn")
     requests = spawn.Queue()
-    answers = [spawn.Queue() for _ in range(processes)]
+    answers = [{kind: spawn.Queue() for kind in ANSWERED} for _ in range(processes)]
     denoiser.use_denoiser(device=str(device))
     _release_cached_memory(device)
     labeler = labelers.Labeler(config.metrics, device, allow_missing=True)
     arguments = (plan.to_json(), config.to_json(), ensemble.to_json())
+    overlap_bytes = sizes.pipeline_overlap_bytes
+    overlap_bytes = pipeline.worker.OVERLAP_BYTES if overlap_bytes is None else overlap_bytes
     started = time.perf_counter()
     workers = [spawn.Process(target=_shard_worker, args=(k, list(range(k, plan.shard_count,
                                                                      processes)),
-                                                         *arguments, requests, answers[k]),
+                                                         *arguments, requests, answers[k],
+                                                         overlap_bytes),
                              daemon=True)
                for k in range(processes)]
     for worker in workers:
@@ -265,6 +273,7 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
     labelled = served["samples"] - len(plan.references)
     return {"references": len(plan.references), "shards": plan.shard_count,
             "processes": processes, "samples": served["samples"],
+            "overlap_bytes": overlap_bytes,  # 0: one reference at a time in each process
             # a pool --pipeline-processes sized otherwise than the driver lays a node out
             "pool_size_chosen": processes != as_laid_out,
             "labelled_images": labelled, "wall_seconds": round(wall, 1),

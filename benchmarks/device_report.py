@@ -74,7 +74,8 @@ def markdown(results: dict) -> str:
     if "labelled_images_per_s" in pipe:
         lines += ["## Pipeline end to end", "",
                   f"{pipe['references']} references, {pipe['labelled_images']} labelled images "
-                  f"in {pipe['wall_seconds']} s with {pipe['processes']} shard processes: "
+                  f"in {pipe['wall_seconds']} s with {pipe['processes']} shard processes"
+                  + _overlap_words(pipe) + ": "
                   f"**{pipe['labelled_images_per_s']} labelled images/s**; the labelling "
                   "process "
                   + (f"served up to {pipe['labelling_concurrency']} call(s) at once "
@@ -139,6 +140,17 @@ def markdown(results: dict) -> str:
 def _as_the_driver_lays_out(section: dict) -> bool:
     """Whether a section ran as a node runs: not a pipeline pool sized by --pipeline-processes."""
     return not section.get("pool_size_chosen")
+
+
+def _overlap_words(pipe: dict) -> str:
+    """How each pool process went from one reference to the next (runs before session 39 made
+    one at a time without saying so)."""
+    if "overlap_bytes" not in pipe:
+        return ""
+    if pipe["overlap_bytes"] == 0:
+        return " (each making one reference at a time)"
+    return (" (each making its next reference while one's labels were awaited, one of up to "
+            f"{pipe['overlap_bytes'] / 2**20:g} MiB held)")
 
 
 def _all_worked_sentence(pipe: dict) -> str:

@@ -155,8 +155,10 @@ class ProgressActor:
     is quarantined.
 
     A reference still marked as being made when its shard begins another one (a retry starts
-    the shard again) or when the driver hears the shard failed was being made by an attempt
-    that died: it gets a strike. At QUARANTINE_STRIKES it is no longer begun."""
+    the shard again) or when the driver hears the shard's worker died was being made by an
+    attempt that died: it gets a strike. So does one whose call a labeler actor died on, told
+    by its shard (the shard may be making the next reference here meanwhile). At
+    QUARANTINE_STRIKES it is no longer begun."""
 
     def __init__(self, planned: list[int], strikes: dict[str, int] | None = None):
         self.tally = ShardTally(planned)
@@ -196,6 +198,10 @@ class ProgressActor:
     def end(self, index: int) -> None:
         self.making.pop(index, None)
 
+    def strike(self, ref_id: str) -> None:
+        """A labeler actor died on a call for `ref_id` (ActorGuard.raised)."""
+        self.strikes[ref_id] = self.strikes.get(ref_id, 0) + 1
+
     def shard_failed(self, index: int, died: bool = True) -> None:
         """The driver heard shard `index` failed: a strike where a process making it died
         (not where its code raised), and its live counts dropped."""
@@ -227,6 +233,13 @@ class ActorGuard(Guard):
 
     def end(self) -> None:
         ray.get(self.progress.end.remote(self.index))
+
+    def raised(self, ref_id: str, error: BaseException) -> None:
+        """A labeler actor that died on a call for `ref_id` (its labels, its learned types'
+        network) is a strike against it, told here: that call names its reference, where the
+        shard may be making the next one meanwhile."""
+        if isinstance(error, ray.exceptions.RayActorError):
+            ray.get(self.progress.strike.remote(ref_id))
 
 
 def remote_result(ref: ray.ObjectRef, errors: type[Exception], timeout: float | None = None):

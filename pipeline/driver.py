@@ -419,12 +419,11 @@ def _output_full(error: Exception) -> OSError | None:
 
 
 def _died(error: Exception) -> bool:
-    """Whether a shard failed as a process making its reference died: its own worker, or
-    the labeler actor scoring it (a reference that crashes a metric), not an error its code
-    raised (a full disk, say), which says nothing of the reference."""
-    if isinstance(error, ray.exceptions.RayTaskError):
-        return isinstance(error.cause, ray.exceptions.RayActorError)
-    return not isinstance(error, OSError)
+    """Whether a shard failed as its own worker died making its reference, not as its code
+    raised: an error such as a full disk says nothing of the reference, and a labeler actor
+    that died on a call (a reference that crashes a metric) was a strike already, told by the
+    shard against the reference of that call (ActorGuard.raised)."""
+    return not isinstance(error, ray.exceptions.RayTaskError | OSError)
 
 
 def _actor_calls(actors: list, timeout: float = ACTOR_STATS_SECONDS) -> list[dict]:

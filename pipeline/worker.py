@@ -4,8 +4,8 @@ recorded with its reason."""
 
 import json
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,12 +47,13 @@ Denoise = Callable[[list[distortions.LearnedInput]], list[tuple[np.ndarray, dict
 
 
 class Guard:
-    """Told as each reference starts and ends, so that a reference on which worker processes
-    die can be quarantined (pipeline.actors.ProgressActor keeps the count on a cluster), and
-    asked before the shard writes into OUT. This one admits every reference; given the lease
-    identity of the driver that sent the shard out, it lets the shard write only while that
-    driver holds OUT's lease (pipeline.lease.check_writer). Without one (runs in one process,
-    no lease) it lets it write."""
+    """Told as each reference begins and ends here, and of an error raised while making one,
+    so that a reference on which worker processes die can be quarantined
+    (pipeline.actors.ProgressActor keeps the count on a cluster), and asked before the shard
+    writes into OUT. This one admits every reference; given the lease identity of the driver
+    that sent the shard out, it lets the shard write only while that driver holds OUT's lease
+    (pipeline.lease.check_writer). Without one (runs in one process, no lease) it lets it
+    write."""
 
     def __init__(self, lease_holder: dict | None = None):
         self.lease_holder = lease_holder
@@ -67,7 +68,12 @@ class Guard:
         return True
 
     def end(self) -> None:
-        """The reference begun last is done."""
+        """The reference begun last is made here (its labels may still be awaited)."""
+
+    def raised(self, ref_id: str, error: BaseException) -> None:
+        """`error`, not the input's typed one, is about to stop the shard, raised while
+        `ref_id` was made here or by a call made elsewhere for it (its labels, its learned
+        types' network): this one ignores it."""
 
 
 ADMIT_ALL = Guard()
@@ -303,20 +309,15 @@ def local_scorer(labeler: Labeler) -> ScoreImages:
     return score_images
 
 
-def _label(records, ref: np.ndarray, images: list[np.ndarray], score_images: ScoreImages,
-           ensemble: Ensemble, on_labelled: Labelled, labelled: bool = True) -> dict[int, str]:
-    """Scores and Q on each record; null ones in a label-free run (the versions count as
-    done at once). Returns {record index: why} of the versions left unlabelled (a metric
-    gave a value that is not a finite number: no Q is made of it)."""
-    if not labelled:
+def _apply_labels(records: list[dict], scores: dict[str, np.ndarray] | None,
+                  ensemble: Ensemble) -> dict[int, str]:
+    """Scores and Q on each record, null ones where `scores` is None (a label-free run).
+    Returns {record index: why} of the versions left unlabelled (a metric gave a value that
+    is not a finite number: no Q is made of it)."""
+    if scores is None:
         for record in records:
             record.update(scores=None, quality=None, ensemble_hash=None, metrics_used=None)
-        if records:
-            on_labelled(len(records))
         return {}
-    if not records:
-        return {}
-    scores = score_images(ref, np.stack(images), on_labelled)
     unlabelled = _non_finite(scores)
     if unlabelled:
         kept = [i for i in range(len(records)) if i not in unlabelled]
@@ -341,29 +342,200 @@ def _non_finite(scores: dict[str, np.ndarray]) -> dict[int, str]:
             for index, keys in bad.items()}
 
 
+# The most a reference's versions (pixels and PNGs) may hold while the next reference is made
+# beside its labels: a larger one (a native-size run of big photos) is settled before the next
+# begins, so that a shard task holds such a reference's versions alone.
+OVERLAP_BYTES = 1 << 30
+
+
+@dataclass
+class _Reference:
+    """A reference between its making here and its settling: its own sources row and
+    failures (merged into the shard's in the plan's order when it settles), its pixels (None:
+    left out), its versions (record, image) and PNGs, and its labels being made elsewhere
+    (None: none asked for: no version, or a label-free run) of the versions' pixels stacked
+    (each version's image then a view of them)."""
+
+    ref: PlannedReference
+    part: ShardOutcome
+    pixels: np.ndarray | None = None
+    row: dict = field(default_factory=dict)
+    made: list = field(default_factory=list)
+    pngs: tuple[bytes, Sequence[bytes | None]] = (b"", ())
+    labels: Future | None = None
+    stacked: np.ndarray | None = None
+
+    def held_bytes(self) -> int:
+        return (sum(image.nbytes for _, image in self.made) + len(self.pngs[0])
+                + sum(len(png) for png in self.pngs[1] if png is not None))
+
+    def labels_raised(self) -> bool:
+        """Whether its labels were asked for and raised an error other than the labeler's
+        typed one (waiting for them)."""
+        error = self.labels.exception() if self.labels else None
+        return error is not None and not isinstance(error, LabelerError)
+
+
+class _ShardMaker:
+    """The making of a shard's references, one after another, so that neither the shard's
+    CPU nor the labeler waits on the other: while one reference's labels are made elsewhere
+    (a GPU actor, a CPU actor's process), its PNGs are encoded and the next reference is
+    decoded and distorted here. What a reference adds to the shard (tar members, rows,
+    failures, progress) is added in the plan's order as it settles, once its labels are in."""
+
+    def __init__(self, outcome: ShardOutcome, config: RunConfig, score_images: ScoreImages,
+                 ensemble: Ensemble, on_progress: Progress | None, denoise: Denoise,
+                 guard: Guard, labels: ThreadPoolExecutor):
+        self.outcome, self.config, self.score_images = outcome, config, score_images
+        self.ensemble, self.on_progress, self.denoise = ensemble, on_progress, denoise
+        self.guard, self.labels = guard, labels
+        self.stopped = False  # an error stops the shard: no more labels are asked for
+
+    def run(self, refs: tuple[PlannedReference, ...], writer: ShardWriter,
+            distorted: SpilledSamples) -> None:
+        """Every reference made and settled, in the plan's order, the next made while the
+        labels of one are awaited."""
+        waiting = None  # the reference whose labels are awaited while the next is made
+        try:
+            for ref in refs:
+                making = self.make(ref, waiting)
+                if waiting is not None:
+                    self.settle(waiting, writer, distorted)
+                waiting = making
+                if making.held_bytes() > OVERLAP_BYTES:
+                    self.settle(making, writer, distorted)
+                    waiting = None
+            if waiting is not None:
+                self.settle(waiting, writer, distorted)
+        except BaseException:
+            self.stopped = True
+            raise
+
+    def make(self, ref: PlannedReference, earlier: "_Reference | None") -> _Reference:
+        """`ref` decoded, distorted and encoded here, its labels asked for before its PNGs
+        are encoded; a quarantined one: its record only. The guard is told as it begins and
+        ends here, and of an error that stops it, unless the labels of the `earlier`
+        reference, asked for while this one was made, raised too: a labeler whose process
+        died on both calls is told once, of the earlier (the one the shard stops at)."""
+        making = _Reference(ref, ShardOutcome(self.outcome.index, seconds=self.outcome.seconds))
+        if not self.guard.begin(ref.ref_id):
+            _quarantine(ref, self.config, making.part)
+            return making
+        try:
+            self._make_here(making)
+        except BaseException as error:
+            if earlier is None or not earlier.labels_raised():
+                self.guard.raised(ref.ref_id, error)
+            raise
+        self.guard.end()
+        return making
+
+    def _make_here(self, making: _Reference) -> None:
+        seconds = making.part.seconds
+        with _Timer(seconds, "decode"):
+            making.pixels, making.row = prepare_reference(making.ref, self.config, making.part)
+        if making.pixels is None:
+            return
+        # times its stages (the denoiser's network: through self.denoise)
+        making.made = _distort_all(making.ref, making.pixels, self.config, making.part,
+                                   self.denoise)
+        if self.config.labelled and making.made:  # stacked here: a worker that dies of the
+            making.stacked = np.stack([image for _, image in making.made])  # memory strikes it
+            making.made = [(record, image) for (record, _), image
+                           in zip(making.made, making.stacked, strict=True)]
+            making.labels = self.labels.submit(self._ask_labels, making)
+        making.pngs = _encoded(making.pixels, making.made, self.config, seconds)
+
+    def _ask_labels(self, making: _Reference) -> dict[str, np.ndarray]:
+        """The versions' scores (on the label thread); an error other than the labeler's
+        typed one is told to the guard first (the labeler's process may have died of it).
+        Once an error stops the shard no more are asked for."""
+        if self.stopped:
+            raise RuntimeError("not asked: the shard stops at an earlier error")
+        try:
+            return self.score_images(making.pixels, making.stacked, self._labelled)
+        except LabelerError:
+            raise
+        except BaseException as error:
+            self.stopped = True
+            self.guard.raised(making.ref.ref_id, error)
+            raise
+
+    def _labelled(self, count: int) -> None:
+        if self.on_progress:
+            self.on_progress(count, 0, 0)
+
+    def settle(self, making: _Reference, writer: ShardWriter,
+               distorted: SpilledSamples) -> None:
+        """`making`'s labels awaited and applied; its reference written to the tar, its
+        labelled versions to the spill; its rows and failures merged into the shard's; the
+        progress told."""
+        # versions told to on_progress as labelled (a score or not), and those written
+        told, samples = self._labels_of(making) if making.pixels is not None else (0, [])
+        if making.pixels is not None:  # (None too where its labels failed: left out)
+            with _Timer(self.outcome.seconds, "write"):  # to local disk until the shard ends
+                writer.add(_reference_record(making.ref, making.pixels), making.pngs[0])
+                distorted.extend(samples)
+            labels = [(r["distortion_id"], r["level"], r["quality"]) for r, _ in samples
+                      if len(r["chain"]) == 1]
+            self.outcome.references += 1
+            self.outcome.labels += len(labels)
+            add_labels(self.outcome.quality_by_scenario, labels)
+        self.outcome.sources += making.part.sources
+        self.outcome.failures += making.part.failures
+        if self.on_progress:
+            made_reference = int(making.pixels is not None)
+            self.on_progress(made_reference, len(making.part.failures),
+                             1 + self.config.versions_count - made_reference - told)
+
+    def _labels_of(self, making: _Reference) -> tuple[int, list]:
+        """(versions told as labelled, the labelled (record, PNG or None) samples); a
+        LabelerError (raised before any part is labelled, or, out of device memory, after some
+        were told: the live tally caps a shard at its plan) leaves the reference and its
+        versions out, with its reason, and the versions a metric could not score are
+        recorded as failures."""
+        ref, part = making.ref, making.part
+        try:
+            with _Timer(part.seconds, "label"):  # the wait for what is not in yet
+                scores = making.labels.result() if making.labels else None
+        except LabelerError as error:
+            making.row.update(status="failed", reason="label_failed", sha256=None)
+            part.failures.append(_failure(ref, "label_failed", f"{error}: the reference "
+                                          "and its versions are left out"))
+            making.pixels = None
+            return 0, []
+        if not self.config.labelled and making.made:
+            self._labelled(len(making.made))  # a label-free run's versions: done at once
+        unlabelled = _apply_labels([record for record, _ in making.made], scores,
+                                   self.ensemble)
+        for index, why in sorted(unlabelled.items()):
+            record = making.made[index][0]
+            part.failures.append(_failure(ref, "label_failed", why, key=record["key"],
+                                          distortion_id=record["distortion_id"],
+                                          level=record["level"], chain=record["chain"]))
+        return len(making.made), [(record, png) for i, ((record, _), png)
+                                  in enumerate(zip(making.made, making.pngs[1], strict=True))
+                                  if i not in unlabelled]
+
+
 def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: ScoreImages,
                   ensemble: Ensemble, location: Location,
                   on_progress: Progress | None = None,
                   denoise: Denoise = distortions.run_learned,
                   guard: Guard = ADMIT_ALL) -> ShardOutcome:
     """Make shard `index` of the plan and publish it (stats last). References stream into the
-    staged tar as they are decoded; the distorted samples follow, in a seeded shuffled order,
-    once all are labelled (they wait on local disk, not in memory). `on_progress` is told as
-    parts of a reference's versions are labelled and as each reference ends (Progress);
-    `guard` as each starts and ends, and before the shard writes into OUT."""
+    staged tar as they are labelled, in the plan's order, the next one made while the labels
+    of one are awaited (_ShardMaker); the distorted samples follow, in a seeded shuffled
+    order, once all are labelled (they wait on local disk, not in memory). `on_progress` is
+    told as parts of a reference's versions are labelled and as each reference settles
+    (Progress); `guard` as each begins and ends here, and before the shard writes into OUT."""
     outcome = ShardOutcome(index)
     writer = ShardWriter(location, index, config.store)
     try:
-        with SpilledSamples() as distorted:
-            for ref in plan.shard(index):
-                if not guard.begin(ref.ref_id):
-                    _quarantine(ref, config, outcome, on_progress)
-                    continue
-                samples = _reference_samples(ref, config, score_images, ensemble, writer,
-                                             outcome, on_progress, denoise)
-                with _Timer(outcome.seconds, "write"):  # to local disk until the shard ends
-                    distorted.extend(samples)
-                guard.end()
+        with SpilledSamples() as distorted, \
+                ThreadPoolExecutor(1, thread_name_prefix="labels") as labels:
+            _ShardMaker(outcome, config, score_images, ensemble, on_progress, denoise, guard,
+                        labels).run(plan.shard(index), writer, distorted)
             _finish(writer, distorted, config, outcome, location, plan.digest, guard)
     except BaseException:
         writer.abort()
@@ -371,75 +543,11 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: Score
     return outcome
 
 
-def _quarantine(ref: PlannedReference, config: RunConfig, outcome: ShardOutcome,
-                on_progress: Progress | None) -> None:
-    outcome.sources.append({"ref_id": ref.ref_id, "uri": printable(ref.uri),
-                            "shard": outcome.index, "split": ref.split, "status": "failed",
-                            "reason": "quarantined", "conversions": [],
-                            "source_kind": config.source_kind})
-    outcome.failures.append(_failure(ref, "quarantined", QUARANTINED))
-    if on_progress:
-        on_progress(0, 1, 1 + config.versions_count)
-
-
-def _reference_samples(ref, config, score_images, ensemble, writer, outcome, on_progress,
-                       denoise):
-    """Write one reference to the tar; return its labelled (record, PNG or None where the run's
-    store keeps the version as its recipe only) distorted samples."""
-    failures_before = len(outcome.failures)
-    with _Timer(outcome.seconds, "decode"):
-        pixels, row = prepare_reference(ref, config, outcome)
-    made, told = [], 0
-    if pixels is not None:
-        made = _distort_all(ref, pixels, config, outcome, denoise)  # times its stages
-        told = len(made)  # each told to on_progress as it is labelled, a score or not
-        try:
-            ref_png, made = _encode_and_label(ref, pixels, made, config, score_images,
-                                              ensemble, outcome, on_progress)
-        except LabelerError as error:  # raised before any part is labelled, or (out of
-            # device memory) after some were told: the live tally caps a shard at its plan
-            row.update(status="failed", reason="label_failed", sha256=None)
-            outcome.failures.append(_failure(ref, "label_failed", f"{error}: the reference "
-                                             "and its versions are left out"))
-            pixels, made, told = None, [], 0
-        else:
-            # written once labelled, so that a reference left out is never in the tar
-            with _Timer(outcome.seconds, "write"):
-                writer.add(_reference_record(ref, pixels), ref_png)
-    if pixels is not None:
-        outcome.references += 1
-        labels = [(r["distortion_id"], r["level"], r["quality"]) for r, _ in made
-                  if len(r["chain"]) == 1]
-        outcome.labels += len(labels)
-        add_labels(outcome.quality_by_scenario, labels)
-    if on_progress:
-        made_reference = int(pixels is not None)
-        on_progress(made_reference, len(outcome.failures) - failures_before,
-                    1 + config.versions_count - made_reference - told)
-    return made
-
-
-def _encode_and_label(ref, pixels, made, config, score_images, ensemble, outcome, on_progress):
-    """The reference's PNG, and each labelled version's (record, PNG or None); the versions
-    a metric could not score are recorded as failures. A LabelerError means that no version
-    can be scored against this reference. The PNGs are encoded on a thread while the labels
-    are awaited (they are made elsewhere: a GPU actor, a CPU actor's process), so the task's
-    CPU works meanwhile: the encode stage (the thread's time) overlaps the label stage."""
-    with ThreadPoolExecutor(1, thread_name_prefix="encode") as encoder:
-        encoding = encoder.submit(_encoded, pixels, made, config, outcome.seconds)
-        with _Timer(outcome.seconds, "label"):
-            unlabelled = _label([record for record, _ in made], pixels,
-                                [image for _, image in made], score_images, ensemble,
-                                lambda count: on_progress(count, 0, 0) if on_progress else None,
-                                config.labelled)
-        ref_png, pngs = encoding.result()
-    for index, why in sorted(unlabelled.items()):
-        record = made[index][0]
-        outcome.failures.append(_failure(ref, "label_failed", why, key=record["key"],
-                                         distortion_id=record["distortion_id"],
-                                         level=record["level"], chain=record["chain"]))
-    return ref_png, [(record, png) for i, ((record, _), png)
-                     in enumerate(zip(made, pngs, strict=True)) if i not in unlabelled]
+def _quarantine(ref: PlannedReference, config: RunConfig, part: ShardOutcome) -> None:
+    part.sources.append({"ref_id": ref.ref_id, "uri": printable(ref.uri), "shard": part.index,
+                         "split": ref.split, "status": "failed", "reason": "quarantined",
+                         "conversions": [], "source_kind": config.source_kind})
+    part.failures.append(_failure(ref, "quarantined", QUARANTINED))
 
 
 def _encoded(pixels, made, config, seconds: dict[str, float]

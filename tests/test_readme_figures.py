@@ -46,6 +46,16 @@ def test_the_projected_node_rate_and_hours_are_the_pipeline_benchmarks():
     assert float(_one(r"\*\*([\d.]+) hours on 8 such nodes\*\*").group(1)) == on_eight
 
 
+def test_the_overlap_figures_are_the_overlap_benchmarks():
+    bench = _bench("overlap")
+    speed_up = _one(r"it labels \*\*([\d.]+) times\*\*\nas fast as one reference at a time "
+                    r"\(([\d.]+) against ([\d.]+) images/s")
+    assert float(speed_up.group(1)) == bench["speed_up"]
+    rates = bench["median_images_per_s"]
+    assert (float(speed_up.group(2)), float(speed_up.group(3))) == (
+        rates["next made meanwhile"], rates["one reference at a time"])
+
+
 def test_the_all_ten_gpu_rate_is_the_device_benchmarks():
     measured = _bench("gpu")["labelers"]["all_ten"]["images_per_s"]
     assert _as_stated(_one(r"\*\*all ten together ([\d.]+) images/s\*\*").group(1), measured)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import labelers
+from pipeline.worker import OVERLAP_BYTES
 from shards.boxes import half_shape, misfit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +54,7 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     assert pipeline["labelling_concurrency"] == 2  # the GPU actor's two calls at once
     assert 1 <= pipeline["labelling_peak_concurrent"] <= 2  # (one pool process on 2 CPUs)
     assert pipeline["pool_threads"] == {"opencv": 1, "torch": 1}  # one CPU each, as a task
+    assert pipeline["overlap_bytes"] == OVERLAP_BYTES  # as a shard task makes its references
     again = results["repeat"]  # a CPU's passes never move: the same bits twice
     assert again["samples"] == 2 * 3 * 2
     assert again["same_pixels"] == again["same_scores"] == again["samples"]
@@ -89,6 +91,8 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     report = (tmp_path / "device-check.md").read_text()
     assert "## Pipeline end to end" in report
     assert f"While every one of the {pipeline['processes']} pool processes" in report
+    assert "(each making its next reference while one's labels were awaited, one of up to " \
+           f"{OVERLAP_BYTES / 2**20:g} MiB held)" in report
     assert left == []  # nothing left behind (760 MB of random backbones were, once)
 
 

@@ -11,11 +11,14 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors, list_tasks
 
+import distortions
+from pipeline.actors import ActorGuard, ProgressActor
 from pipeline.commands.inspect_dataset import inspect
 from pipeline.driver import ClusterOptions, _output_full, _Progress, _run_shards, generate
 from pipeline.errors import OutputFullError
@@ -23,6 +26,7 @@ from pipeline.lease import Lease
 from pipeline.plan import Plan
 from pipeline.sources import list_sources
 from pipeline.spill import SpillError
+from pipeline.worker import produce_shard
 from shards.layout import shard_paths
 from shards.reader import read_index
 from shards.storage import Location
@@ -220,18 +224,98 @@ def test_strikes_only_for_a_worker_that_died_and_a_retry_counts_afresh(
         lease.release()
 
 
-def test_a_strike_is_for_a_process_that_died_making_the_reference():
-    """Its worker, or the labeler actor scoring it (a reference that crashes a metric), and
-    not an error its code raised (a full disk): that says nothing of the reference."""
+def test_the_driver_strikes_only_for_a_shard_whose_own_worker_died():
+    """Its worker died making the reference; not an error its code raised (a full disk says
+    nothing of the reference), and not a labeler actor's death, which the shard told as a
+    strike against the reference of the call that died (the next test)."""
     from pipeline.driver import _died
 
     errors = ray.exceptions
     assert _died(errors.WorkerCrashedError())
-    assert _died(errors.RayTaskError("shard_task", "", errors.ActorDiedError()))
-    assert _died(errors.RayTaskError("shard_task", "", errors.ActorUnavailableError("gone", None)))
+    assert not _died(errors.RayTaskError("shard_task", "", errors.ActorDiedError()))
+    assert not _died(errors.RayTaskError("shard_task", "",
+                                         errors.ActorUnavailableError("gone", None)))
     assert not _died(errors.RayTaskError("shard_task", "", OSError(28, "No space left")))
     assert not _died(errors.RayTaskError("shard_task", "", ValueError("bad")))
     assert not _died(OSError(5, "Input/output error"))
+
+
+@ray.remote(num_cpus=0)
+class _DiesOnItsSecondCall:
+    """A labeler actor's process that dies (exits) on the second reference it is asked to
+    score: a reference that crashes a metric."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def score(self, versions) -> dict:
+        self.calls += 1
+        if self.calls == 2:
+            os._exit(1)
+        return {"mae": np.zeros(len(versions)), "gmsd": np.zeros(len(versions))}
+
+
+def test_a_labeler_that_dies_on_a_references_labels_strikes_that_reference(
+        shifted_sources, fast_config, mae_ensemble):
+    """The shard makes p2 here while p1's labels are awaited: the labeler's process dies on
+    p1's call, so p1 gets the strike (and the shard fails, as the driver then hears), not
+    p2, the reference the shard was making here when the call died."""
+    folder, _ = shifted_sources(3)
+    config = fast_config(str(folder), shard_refs=3, distortion_ids=(1,), levels=(1,))
+    plan = Plan.make(list_sources(config.sources), config)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        progress = ProgressActor.remote([len(plan.shard(0)) * 2])
+        labeler = _DiesOnItsSecondCall.remote()
+
+        def score_images(ref, versions, on_labelled):
+            return ray.get(labeler.score.remote(versions))
+
+        with pytest.raises(ray.exceptions.RayActorError):
+            produce_shard(0, plan, config, score_images, mae_ensemble,
+                          Location.parse(config.out), guard=ActorGuard(progress, 0, None))
+        ledger = ray.get(progress.ledger.remote())
+        assert ledger["strikes"] == {"p1": 1}
+    finally:
+        ray.shutdown()
+
+
+def test_a_labeler_that_dies_on_two_calls_of_a_shard_strikes_the_earlier_reference_alone(
+        shifted_sources, fast_config, mae_ensemble):
+    """p1's labels and p2's learned types' network (made meanwhile) both meet the dead
+    labeler: p1, the reference the shard stops at, gets the strike; p2 none (else a
+    reference that kills the labeler would take its neighbour out with it every time)."""
+    folder, _ = shifted_sources(3)
+    config = fast_config(str(folder), shard_refs=3, distortion_ids=(1, 8), levels=(1,))
+    plan = Plan.make(list_sources(config.sources), config)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        progress = ProgressActor.remote([len(plan.shard(0)) * 3])
+        labeler = _DiesOnItsSecondCall.remote()
+        died, networks = threading.Event(), []
+
+        def score_images(ref, versions, on_labelled):
+            try:
+                return ray.get(labeler.score.remote(versions))
+            except ray.exceptions.RayActorError:
+                died.set()
+                raise
+
+        def denoise(inputs):
+            networks.append(len(networks))
+            if len(networks) < 3:
+                return distortions.run_learned(inputs)
+            assert died.wait(timeout=60)  # p2's network, asked once the labeler is dead
+            return ray.get(labeler.score.remote(inputs))
+
+        with pytest.raises(ray.exceptions.RayActorError):
+            produce_shard(0, plan, config, score_images, mae_ensemble,
+                          Location.parse(config.out), denoise=denoise,
+                          guard=ActorGuard(progress, 0, None))
+        assert len(networks) == 3
+        assert ray.get(progress.ledger.remote())["strikes"] == {"p1": 1}
+    finally:
+        ray.shutdown()
 
 
 @ray.remote(num_cpus=0)

@@ -25,10 +25,12 @@ from PIL import Image
 
 import distortions
 from labelers import Labeler
+from labelers.ensemble import Ensemble, Mapping01
 from pipeline import cli
 from pipeline import worker as worker_module
 from pipeline.commands.deep_check import deep_check
 from pipeline.commands.inspect_dataset import inspect
+from pipeline.config import RunConfig
 from pipeline.duplicates import find_duplicates
 from pipeline.errors import PlanMismatchError
 from pipeline.plan import (
@@ -41,6 +43,7 @@ from pipeline.plan import (
     split_of,
 )
 from pipeline.report import Tally, merge
+from pipeline.sizing import TargetSize
 from pipeline.source_changes import check_modified_sources
 from pipeline.sources import IMAGE_EXTENSIONS, list_sources, listing, load, skipped_note
 from pipeline.worker import Guard, local_scorer, produce_shard
@@ -50,6 +53,24 @@ from shards.schema import INDEX_SCHEMA, SCORES_TYPE
 from shards.storage import Location
 from shards.writer import ShardWriter
 from tests.conftest import rewrite_tar, stats_agree
+
+
+class _Quarantining(Guard):
+    """Leaves `ref_id` out, as the progress actor does a reference workers died on twice."""
+
+    def __init__(self, ref_id: str):
+        super().__init__()
+        self.ref_id = ref_id
+
+    def begin(self, ref_id: str) -> bool:
+        return ref_id != self.ref_id
+
+
+def _with_a_nan(scores: dict, metric: str, version: int) -> dict:
+    """`scores` with `metric`'s score of `version` not a number (a labeler defect)."""
+    scores[metric] = np.asarray(scores[metric]).copy()
+    scores[metric][version] = np.nan
+    return scores
 
 
 def _run_all(config, ensemble):
@@ -142,10 +163,10 @@ def test_the_same_shard_twice_gives_the_same_bytes(tmp_path, fast_config, mae_en
 
 def test_the_denoisers_network_is_timed_apart_from_the_distortions(tmp_path, fast_config,
                                                                     mae_ensemble, monkeypatch):
-    """Its own stage (on a GPU node it is the GPU's work, not the shard process's): the stages
-    never overlap (but encode, on a thread beside label), so they add up to no more than the
-    shard's time. The network's call moves the clock on by 1,000 s, longer than everything
-    else the shard does."""
+    """Its own stage (on a GPU node it is the GPU's work, not the shard process's): the other
+    stages, timed on the shard's own thread, never overlap, so they add up to no more than
+    the shard's time. The network's call moves the clock on by 1,000 s, longer than
+    everything else the shard does."""
     config = fast_config("embedded", out=str(tmp_path / "out"), limit=1,
                          distortion_ids=(1, 8), levels=(1, 5))
     sources = chosen(list_sources(config.sources), config)
@@ -168,8 +189,8 @@ def test_the_denoisers_network_is_timed_apart_from_the_distortions(tmp_path, fas
     wall = time.perf_counter() - started
     assert len(waited) == 1 and outcome.seconds["network"] >= waited[0] >= 1000.0
     assert outcome.seconds["distort"] > 0
-    beside = outcome.seconds["encode"]
-    assert beside > 0 and sum(outcome.seconds.values()) - beside <= wall < 2000.0
+    assert outcome.seconds["encode"] > 0 and outcome.seconds["label"] > 0
+    assert sum(outcome.seconds.values()) - outcome.seconds["network"] <= wall < 2000.0
 
 
 def test_a_references_pngs_are_encoded_while_its_labels_are_awaited(tmp_path, fast_config,
@@ -208,6 +229,118 @@ def test_a_references_pngs_are_encoded_while_its_labels_are_awaited(tmp_path, fa
     with tarfile.open(tar_path(location, 0, "images")) as tar:  # the encoded PNGs, each once
         pngs = sorted(tar.extractfile(m).read() for m in tar if m.name.endswith(".png"))
     assert pngs == sorted(encoded)
+
+
+def test_the_next_reference_is_made_while_a_references_labels_are_awaited(
+        tmp_path, fast_config, mae_ensemble):
+    """The labels are made elsewhere (a GPU actor): the shard's CPU makes the next reference
+    meanwhile, so it never waits on the labeler while it has work and the labeler has the
+    next call coming. The labeler answers for the first reference only once the shard has
+    begun the second: they overlap, or the test fails."""
+    config = fast_config("embedded", out=str(tmp_path / "out"), limit=2, shard_refs=2,
+                         distortion_ids=(1, 13), levels=(1,))
+    plan = Plan.make(chosen(list_sources(config.sources), config), config)
+    first, second = (ref.ref_id for ref in plan.shard(0))
+    begun, events = {first: threading.Event(), second: threading.Event()}, []
+
+    class Watching(Guard):
+        def begin(self, ref_id: str) -> bool:
+            events.append(f"begin {ref_id}")
+            begun[ref_id].set()
+            return True
+
+    scorer = local_scorer(Labeler(metrics=("mae", "gmsd"), device="cpu"))
+
+    def labels_elsewhere(ref, versions, on_labelled):
+        events.append(f"answered while {second} begun: {begun[second].wait(timeout=30)}")
+        return scorer(ref, versions, on_labelled)
+
+    outcome = produce_shard(0, plan, config, labels_elsewhere, mae_ensemble,
+                            Location.parse(config.out), lambda *told: events.append(told),
+                            guard=Watching())
+    assert outcome.samples == 2 * (1 + 2)
+    assert events[:3] == [f"begin {first}", f"begin {second}",
+                          f"answered while {second} begun: True"]
+    told = [event for event in events if isinstance(event, tuple)]
+    assert sum(samples for samples, _, _ in told) == outcome.samples  # each version and
+    # reference told once, as it is labelled or settles
+
+
+def test_a_reference_too_large_to_hold_is_settled_before_the_next_begins(
+        tmp_path, fast_config, mae_ensemble, monkeypatch):
+    """A reference whose versions hold more than OVERLAP_BYTES (a native-size run of big
+    photos) is labelled before the next begins: a shard task never holds two such."""
+    config = fast_config("embedded", out=str(tmp_path / "out"), limit=2, shard_refs=2,
+                         distortion_ids=(1,), levels=(1,))
+    plan = Plan.make(chosen(list_sources(config.sources), config), config)
+    events = []
+
+    class Watching(Guard):
+        def begin(self, ref_id: str) -> bool:
+            events.append("begin")
+            return True
+
+    main = threading.current_thread()
+
+    def settled():
+        events.append("settled")
+
+    version_bytes = config.size.width * config.size.height * 3
+    monkeypatch.setattr(worker_module, "OVERLAP_BYTES", version_bytes - 1)
+    produce_shard(0, plan, config, local_scorer(Labeler(metrics=("mae",), device="cpu")),
+                  mae_ensemble, Location.parse(config.out),
+                  lambda *told: settled() if threading.current_thread() is main else None,
+                  guard=Watching())  # (the labeler tells its parts on the label thread)
+    assert events == ["begin", "settled", "begin", "settled"]
+
+
+def test_making_the_next_reference_meanwhile_changes_nothing_the_shard_writes(
+        tmp_path, small_image, monkeypatch):
+    """A shard of references of every fate (labelled, a version without a label, a flat one
+    whose VIF fails, one that does not decode, one quarantined) writes the same bytes, every
+    one of its files, whether each reference is settled before the next begins or the next
+    is made while its labels are awaited: rows, failures and tar members follow the plan."""
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    for i, name in enumerate("abc"):
+        Image.fromarray(np.roll(small_image, 17 * i, axis=1)).save(folder / f"{name}.png")
+    Image.fromarray(np.full_like(small_image, 128)).save(folder / "d.png")
+    (folder / "e.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    ensemble = Ensemble("test", {"mae": 1.0, "vif": 1.0},
+                        {"mae": Mapping01("linear", best=0.0, worst=0.2),
+                         "vif": Mapping01("linear", best=1.0, worst=0.0)})
+    real = local_scorer(Labeler(metrics=("mae", "vif"), device="cpu"))
+    calls = []
+
+    def one_nan_in_the_second(ref, versions, on_labelled):
+        scores = real(ref, versions, on_labelled)
+        calls.append(len(calls))
+        return _with_a_nan(scores, "mae", 1) if len(calls) == 2 else scores
+
+    def files(overlap: int, out: Path) -> dict[str, bytes]:
+        calls.clear()
+        monkeypatch.setattr(worker_module, "OVERLAP_BYTES", overlap)
+        config = RunConfig(sources=str(folder), out=str(out), size=TargetSize(192, 176),
+                           shard_refs=8, distortion_ids=(1, 13), levels=(1, 5),
+                           metrics=("mae", "vif"), max_pixels=4_000_000)
+        plan = Plan.make(list_sources(str(folder)), config)
+        persist_or_check(plan, Location.parse(config.out))
+        told = []
+        outcome = produce_shard(0, plan, config, one_nan_in_the_second, ensemble,
+                                Location.parse(config.out), lambda *call: told.append(call),
+                                guard=_Quarantining("b"))
+        assert {f["reason"] for f in outcome.failures} == {
+            "quarantined", "label_failed", "corrupt", "no_effect"}
+        written = {path.name: path.read_bytes() for path in (out / "shards").iterdir()}
+        stats = json.loads(written.pop("00000_stats.json"))
+        return {**written, "stats": {k: v for k, v in stats.items()
+                                     if k not in ("seconds", "write_seconds")},
+                "told": sorted(told)}  # (the labeler's parts told on the label thread)
+
+    overlapped = files(worker_module.OVERLAP_BYTES, tmp_path / "out")
+    shutil.move(tmp_path / "out", tmp_path / "first")
+    one_at_a_time = files(0, tmp_path / "out")
+    assert overlapped == one_at_a_time
 
 
 def test_the_other_types_are_distorted_while_the_denoisers_network_runs(
@@ -507,12 +640,6 @@ def test_a_touched_source_left_out_after_decoding_resumes(tmp_path, fast_config,
     """A reference quarantined (workers died on it) or whose labels failed (VIF of a flat
     image is 0/0) has no pixels' SHA-256 recorded: touching its file, or another of its
     shard, resumes; one that failed to decode and now decodes does not."""
-    from pipeline.worker import Guard
-
-    class Quarantine(Guard):
-        def begin(self, ref_id: str) -> bool:
-            return ref_id != "b"
-
     folder = tmp_path / "sources"
     folder.mkdir()
     Image.fromarray(small_image).save(folder / "a.png")
@@ -528,7 +655,7 @@ def test_a_touched_source_left_out_after_decoding_resumes(tmp_path, fast_config,
     persist_or_check(plan, location)
     outcome = produce_shard(0, plan, config,
                             local_scorer(Labeler(metrics=("mae", "vif"), device="cpu")),
-                            mae_ensemble, location, guard=Quarantine())
+                            mae_ensemble, location, guard=_Quarantining("b"))
     reasons = {f["ref_id"]: f["reason"] for f in outcome.failures}
     assert (reasons["b"], reasons["c"]) == ("quarantined", "label_failed") and "d" in reasons
     for name in ("a.png", "b.png", "c.png", "d.png"):
@@ -742,18 +869,11 @@ def test_progress_accounts_for_every_planned_sample_and_failure(tmp_path, fast_c
     real = local_scorer(Labeler(metrics=config.metrics, device="cpu"))
 
     def one_nan(ref, versions, on_labelled):
-        scores = real(ref, versions, on_labelled)
-        scores["gmsd"] = np.asarray(scores["gmsd"]).copy()
-        scores["gmsd"][0] = np.nan
-        return scores
-
-    class QuarantineC(Guard):
-        def begin(self, ref_id: str) -> bool:
-            return ref_id != "c"
+        return _with_a_nan(real(ref, versions, on_labelled), "gmsd", 0)
 
     calls = []
     outcome = produce_shard(0, plan, config, one_nan, mae_ensemble, Location.parse(config.out),
-                            lambda *call: calls.append(call), guard=QuarantineC())
+                            lambda *call: calls.append(call), guard=_Quarantining("c"))
     planned = len(plan.references) * (1 + len(config.scenarios))  # 4 x 5
     assert sum(samples + left_out for samples, _, left_out in calls) == planned == 20
     assert sum(failures for _, failures, _ in calls) == len(outcome.failures) == 4
@@ -1154,11 +1274,8 @@ def test_a_version_a_metric_cannot_score_is_recorded_and_the_others_are_kept(fas
     persist_or_check(plan, location)
     real = local_scorer(Labeler(metrics=config.metrics, device="cpu"))
 
-    def one_nan(ref, versions, on_labelled):
-        scores = real(ref, versions, on_labelled)
-        scores["gmsd"] = np.asarray(scores["gmsd"]).copy()
-        scores["gmsd"][1] = np.nan  # the second version: gaussian_blur level 1
-        return scores
+    def one_nan(ref, versions, on_labelled):  # the second version: gaussian_blur level 1
+        return _with_a_nan(real(ref, versions, on_labelled), "gmsd", 1)
 
     outcome = produce_shard(0, plan, config, one_nan, mae_ensemble, location)
     assert [(f["reason"], f["distortion_id"]) for f in outcome.failures] == [("label_failed", 13)]
