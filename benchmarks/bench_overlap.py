@@ -1,5 +1,5 @@
 """Benchmark a shard process that makes its next reference while one's labels are awaited
-against one that makes one reference at a time (pipeline.worker.OVERLAP_BYTES = 0, as until
+against one that makes one reference at a time (produce_shard(..., overlap_bytes=0), as until
 session 39): the device check's pipeline section (benchmarks/device_pool.py) on this machine's
 CPU, one pool process and one labelling process (one torch thread), a shard of 10 references,
 8 types x 3 levels, labelled by MAE, GMSD, SSIM and MS-SSIM, chosen so that a reference takes

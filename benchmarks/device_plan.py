@@ -34,7 +34,7 @@ class Sizes:
     objective_batch: int    # groups per step of the objectives' runs (4 steps each)
     objective_crop: int     # their crop: contrastive's two overlapping views fit at x1/2
     pipeline_processes: int | None = None  # the pool's processes (None: one per CPU but one)
-    # pipeline.worker.OVERLAP_BYTES in the pool (None: as set there; 0: each reference settled
+    # the pool's produce_shard(overlap_bytes=...) (None: OVERLAP_BYTES; 0: each reference settled
     # before the next begins, its labels awaited while its PNGs are encoded, as until session 39)
     pipeline_overlap_bytes: int | None = None
 

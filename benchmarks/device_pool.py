@@ -28,7 +28,6 @@ from synthetic import synthetic_sources
 
 import distortions
 import labelers
-import pipeline.worker
 from distortions import denoiser
 from distortions.threads import threads_in_use, use_one_thread
 from labelers import weights
@@ -40,7 +39,7 @@ from pipeline.plan import Plan, label_identity, persist_or_check
 from pipeline.report import merge, write_run_files
 from pipeline.scheduling import GPU_ACTOR_CONCURRENCY
 from pipeline.sources import list_sources
-from pipeline.worker import produce_shard
+from pipeline.worker import OVERLAP_BYTES, produce_shard
 from shards.reader import read_index
 from shards.storage import Location
 
@@ -65,13 +64,12 @@ class Failed(NamedTuple):
 
 
 def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ensemble: dict,
-                  requests, answers, overlap_bytes: int) -> None:
+                  requests, answers, overlap_bytes: int | None) -> None:
     """A pool process: produce its shards, holding a reference of up to `overlap_bytes` while
     the next is made; labels and learned types come from the server. It sees no GPU, as a Ray
     shard task (num_gpus=0) does not."""
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     use_one_thread()  # as a shard task does: one CPU each
-    pipeline.worker.OVERLAP_BYTES = overlap_bytes
     plan_, config_ = Plan.from_json(plan), RunConfig.from_json(config)
     ensemble_, location = Ensemble.from_json(ensemble), Location.parse(config_.out)
 
@@ -89,7 +87,8 @@ def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ense
     samples, stages, cpu_start = 0, Counter(), time.process_time()  # after the imports
     for index in shards:
         outcome = produce_shard(index, plan_, config_, score, ensemble_, location, None,
-                                lambda inputs: ask("learned", inputs))
+                                lambda inputs: ask("learned", inputs),
+                                overlap_bytes=overlap_bytes)
         samples += outcome.samples
         stages.update(outcome.seconds)
     requests.put(("done", worker, samples, dict(stages), time.process_time() - cpu_start,
@@ -251,7 +250,6 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
     labeler = labelers.Labeler(config.metrics, device, allow_missing=True)
     arguments = (plan.to_json(), config.to_json(), ensemble.to_json())
     overlap_bytes = sizes.pipeline_overlap_bytes
-    overlap_bytes = pipeline.worker.OVERLAP_BYTES if overlap_bytes is None else overlap_bytes
     started = time.perf_counter()
     workers = [spawn.Process(target=_shard_worker, args=(k, list(range(k, plan.shard_count,
                                                                      processes)),
@@ -273,7 +271,8 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
     labelled = served["samples"] - len(plan.references)
     return {"references": len(plan.references), "shards": plan.shard_count,
             "processes": processes, "samples": served["samples"],
-            "overlap_bytes": overlap_bytes,  # 0: one reference at a time in each process
+            # 0: one reference at a time in each process (as a shard task with CPU labelers)
+            "overlap_bytes": OVERLAP_BYTES if overlap_bytes is None else overlap_bytes,
             # a pool --pipeline-processes sized otherwise than the driver lays a node out
             "pool_size_chosen": processes != as_laid_out,
             "labelled_images": labelled, "wall_seconds": round(wall, 1),

@@ -509,7 +509,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
             lease.check()  # a driver whose output another took over sends nothing more out
             return shard_task.options(name=f"shard-{shard_name(index)}").remote(
                 index, *arguments, actors, nodes, progress.actor, on_actors and bool(actors),
-                lease.identity(), options.label_timeout)
+                lease.identity(), options.label_timeout, scheduling.overlap)
 
         try:
             failed = _run_shards(todo, submit, scheduling.in_flight, progress, config.out)

@@ -4,8 +4,10 @@ flight. Pure arithmetic on Ray's resource totals, so it is tested without a clus
 
 On a node of 16 CPUs + 1 GPU: one GPU actor holding 1 CPU and serving 2 calls at once (one
 call's pixels arrive and upload while the other's run on the GPU), and 15 shard tasks, one per
-remaining CPU, distorting and encoding. Without GPUs the actors take part of the CPUs (the
-labels are the costly stage there) and the shard tasks the rest. Whatever the counts, the
+remaining CPU, distorting and encoding, each making its next reference while the labels of
+one are made on the GPU. Without GPUs the actors take part of the CPUs (the labels are the
+costly stage there) and the shard tasks the rest, each making one reference at a time: the
+actors' torch threads use every core while the shard tasks wait on them. Whatever the counts, the
 actors leave the shard tasks one whole CPU at least (a task needs one: without it no shard
 would ever start)."""
 
@@ -26,11 +28,12 @@ class Layout:
     threads: int                        # torch threads of one actor
     concurrency: int                    # calls one actor serves at once
     in_flight: int                      # shard tasks the driver keeps in flight
+    overlap: bool = False               # a shard task makes its next reference meanwhile
 
     def to_json(self) -> dict:
         return {"actors": self.actors, "actor_resources": self.actor_resources,
                 "actor_threads": self.threads, "actor_concurrency": self.concurrency,
-                "max_in_flight": self.in_flight}
+                "max_in_flight": self.in_flight, "overlap": self.overlap}
 
 
 def layout(cpus: float, gpus: int, actors: int | None = None,
@@ -64,7 +67,7 @@ def layout(cpus: float, gpus: int, actors: int | None = None,
         resources, threads, concurrency = {"num_cpus": share}, max(1, int(cpus // count)), 1
         actor_cpus = share * count
     in_flight = max_in_flight or max(2 * count, int(cpus - actor_cpus))
-    return Layout(count, resources, threads, concurrency, in_flight)
+    return Layout(count, resources, threads, concurrency, in_flight, overlap=bool(gpus))
 
 
 def layout_line(resources: dict[str, float], chosen: Layout) -> str:

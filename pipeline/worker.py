@@ -392,9 +392,9 @@ class _ShardMaker:
         self.stopped = False  # an error stops the shard: no more labels are asked for
 
     def run(self, refs: tuple[PlannedReference, ...], writer: ShardWriter,
-            distorted: SpilledSamples) -> None:
+            distorted: SpilledSamples, overlap_bytes: int) -> None:
         """Every reference made and settled, in the plan's order, the next made while the
-        labels of one are awaited."""
+        labels of one of up to `overlap_bytes` are awaited."""
         waiting = None  # the reference whose labels are awaited while the next is made
         try:
             for ref in refs:
@@ -402,7 +402,7 @@ class _ShardMaker:
                 if waiting is not None:
                     self.settle(waiting, writer, distorted)
                 waiting = making
-                if making.held_bytes() > OVERLAP_BYTES:
+                if making.held_bytes() > overlap_bytes:
                     self.settle(making, writer, distorted)
                     waiting = None
             if waiting is not None:
@@ -522,10 +522,11 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: Score
                   ensemble: Ensemble, location: Location,
                   on_progress: Progress | None = None,
                   denoise: Denoise = distortions.run_learned,
-                  guard: Guard = ADMIT_ALL) -> ShardOutcome:
+                  guard: Guard = ADMIT_ALL, overlap_bytes: int | None = None) -> ShardOutcome:
     """Make shard `index` of the plan and publish it (stats last). References stream into the
     staged tar as they are labelled, in the plan's order, the next one made while the labels
-    of one are awaited (_ShardMaker); the distorted samples follow, in a seeded shuffled
+    of one of up to `overlap_bytes` (None: OVERLAP_BYTES; 0: one reference at a time) are
+    awaited (_ShardMaker); the distorted samples follow, in a seeded shuffled
     order, once all are labelled (they wait on local disk, not in memory). `on_progress` is
     told as parts of a reference's versions are labelled and as each reference settles
     (Progress); `guard` as each begins and ends here, and before the shard writes into OUT."""
@@ -535,7 +536,8 @@ def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: Score
         with SpilledSamples() as distorted, \
                 ThreadPoolExecutor(1, thread_name_prefix="labels") as labels:
             _ShardMaker(outcome, config, score_images, ensemble, on_progress, denoise, guard,
-                        labels).run(plan.shard(index), writer, distorted)
+                        labels).run(plan.shard(index), writer, distorted,
+                                    OVERLAP_BYTES if overlap_bytes is None else overlap_bytes)
             _finish(writer, distorted, config, outcome, location, plan.digest, guard)
     except BaseException:
         writer.abort()

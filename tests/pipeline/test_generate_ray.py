@@ -44,6 +44,7 @@ def test_generate_end_to_end(local_ray, shifted_sources, fast_config, mae_ensemb
     report = generate(config, ClusterOptions(actors=1))
     per_reference = 1 + len(config.scenarios)
     assert report["samples"] == 3 * per_reference and report["failures"] == 0
+    assert not report["scheduling"]["overlap"]  # labels on a CPU actor: one reference at a time
     out = Location.parse(config.out)
     assert complete_shards(out) == [0, 1]
     index = read_index(out).to_pylist()

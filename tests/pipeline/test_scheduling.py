@@ -17,6 +17,7 @@ def test_a_gpu_node_keeps_every_other_cpu_distorting():
     node = layout(cpus=16, gpus=1)
     assert (node.actors, node.concurrency, node.in_flight) == (1, GPU_CALLS_AT_ONCE, 15)
     assert node.actor_resources == {"num_gpus": 1, "num_cpus": 1}
+    assert node.overlap  # labels on the GPU: each shard makes its next reference meanwhile
 
 
 def test_eight_gpu_nodes_scale_both_pools():
@@ -27,6 +28,8 @@ def test_eight_gpu_nodes_scale_both_pools():
 def test_cpu_only_machines_split_the_cores_between_labels_and_distortion():
     small = layout(cpus=2, gpus=0)
     assert (small.actors, small.concurrency, small.in_flight) == (1, 1, 2)
+    assert not small.overlap  # its torch threads use every core while the shards wait
+    assert not layout(cpus=2, gpus=0, labelled=False).overlap  # nothing to wait on
     big = layout(cpus=16, gpus=0)
     actor_cpus = big.actors * big.actor_resources["num_cpus"]
     assert big.actors == 4 and actor_cpus + big.in_flight == 16
@@ -105,6 +108,7 @@ def test_a_16_cpu_1_gpu_node_keeps_15_shards_in_flight(gpu_node, shifted_sources
     assert scheduling["actors"] == 1
     assert scheduling["actor_resources"] == {"num_gpus": 1, "num_cpus": 1}
     assert scheduling["max_in_flight"] == 15 and scheduling["peak_in_flight"] == 15
+    assert scheduling["overlap"]
     [calls] = scheduling["actor_calls"]
     assert calls["calls"] == 18  # one label call per reference; no learned types here
     assert 1 <= calls["peak_concurrent"] <= GPU_CALLS_AT_ONCE

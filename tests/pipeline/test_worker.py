@@ -267,9 +267,10 @@ def test_the_next_reference_is_made_while_a_references_labels_are_awaited(
 
 
 def test_a_reference_too_large_to_hold_is_settled_before_the_next_begins(
-        tmp_path, fast_config, mae_ensemble, monkeypatch):
+        tmp_path, fast_config, mae_ensemble):
     """A reference whose versions hold more than OVERLAP_BYTES (a native-size run of big
-    photos) is labelled before the next begins: a shard task never holds two such."""
+    photos; here one version) is labelled before the next begins: a shard task never holds
+    two such."""
     config = fast_config("embedded", out=str(tmp_path / "out"), limit=2, shard_refs=2,
                          distortion_ids=(1,), levels=(1,))
     plan = Plan.make(chosen(list_sources(config.sources), config), config)
@@ -286,16 +287,16 @@ def test_a_reference_too_large_to_hold_is_settled_before_the_next_begins(
         events.append("settled")
 
     version_bytes = config.size.width * config.size.height * 3
-    monkeypatch.setattr(worker_module, "OVERLAP_BYTES", version_bytes - 1)
     produce_shard(0, plan, config, local_scorer(Labeler(metrics=("mae",), device="cpu")),
                   mae_ensemble, Location.parse(config.out),
                   lambda *told: settled() if threading.current_thread() is main else None,
-                  guard=Watching())  # (the labeler tells its parts on the label thread)
+                  guard=Watching(),  # (the labeler tells its parts on the label thread)
+                  overlap_bytes=version_bytes - 1)
     assert events == ["begin", "settled", "begin", "settled"]
 
 
 def test_making_the_next_reference_meanwhile_changes_nothing_the_shard_writes(
-        tmp_path, small_image, monkeypatch):
+        tmp_path, small_image):
     """A shard of references of every fate (labelled, a version without a label, a flat one
     whose VIF fails, one that does not decode, one quarantined) writes the same bytes, every
     one of its files, whether each reference is settled before the next begins or the next
@@ -317,9 +318,8 @@ def test_making_the_next_reference_meanwhile_changes_nothing_the_shard_writes(
         calls.append(len(calls))
         return _with_a_nan(scores, "mae", 1) if len(calls) == 2 else scores
 
-    def files(overlap: int, out: Path) -> dict[str, bytes]:
+    def files(overlap_bytes: int | None, out: Path) -> dict[str, bytes]:
         calls.clear()
-        monkeypatch.setattr(worker_module, "OVERLAP_BYTES", overlap)
         config = RunConfig(sources=str(folder), out=str(out), size=TargetSize(192, 176),
                            shard_refs=8, distortion_ids=(1, 13), levels=(1, 5),
                            metrics=("mae", "vif"), max_pixels=4_000_000)
@@ -328,7 +328,7 @@ def test_making_the_next_reference_meanwhile_changes_nothing_the_shard_writes(
         told = []
         outcome = produce_shard(0, plan, config, one_nan_in_the_second, ensemble,
                                 Location.parse(config.out), lambda *call: told.append(call),
-                                guard=_Quarantining("b"))
+                                guard=_Quarantining("b"), overlap_bytes=overlap_bytes)
         assert {f["reason"] for f in outcome.failures} == {
             "quarantined", "label_failed", "corrupt", "no_effect"}
         written = {path.name: path.read_bytes() for path in (out / "shards").iterdir()}
@@ -337,7 +337,7 @@ def test_making_the_next_reference_meanwhile_changes_nothing_the_shard_writes(
                                      if k not in ("seconds", "write_seconds")},
                 "told": sorted(told)}  # (the labeler's parts told on the label thread)
 
-    overlapped = files(worker_module.OVERLAP_BYTES, tmp_path / "out")
+    overlapped = files(None, tmp_path / "out")
     shutil.move(tmp_path / "out", tmp_path / "first")
     one_at_a_time = files(0, tmp_path / "out")
     assert overlapped == one_at_a_time
