@@ -64,7 +64,7 @@ class Failed(NamedTuple):
 
 
 def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ensemble: dict,
-                  requests, answers, overlap_bytes: int | None) -> None:
+                  requests, answers, overlap_bytes: int) -> None:
     """A pool process: produce its shards, holding a reference of up to `overlap_bytes` while
     the next is made; labels and learned types come from the server. It sees no GPU, as a Ray
     shard task (num_gpus=0) does not."""
@@ -250,6 +250,7 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
     labeler = labelers.Labeler(config.metrics, device, allow_missing=True)
     arguments = (plan.to_json(), config.to_json(), ensemble.to_json())
     overlap_bytes = sizes.pipeline_overlap_bytes
+    overlap_bytes = OVERLAP_BYTES if overlap_bytes is None else overlap_bytes
     started = time.perf_counter()
     workers = [spawn.Process(target=_shard_worker, args=(k, list(range(k, plan.shard_count,
                                                                      processes)),
@@ -272,7 +273,7 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
     return {"references": len(plan.references), "shards": plan.shard_count,
             "processes": processes, "samples": served["samples"],
             # 0: one reference at a time in each process (as a shard task with CPU labelers)
-            "overlap_bytes": OVERLAP_BYTES if overlap_bytes is None else overlap_bytes,
+            "overlap_bytes": overlap_bytes,
             # a pool --pipeline-processes sized otherwise than the driver lays a node out
             "pool_size_chosen": processes != as_laid_out,
             "labelled_images": labelled, "wall_seconds": round(wall, 1),

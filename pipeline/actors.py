@@ -199,7 +199,8 @@ class ProgressActor:
         self.making.pop(index, None)
 
     def strike(self, ref_id: str) -> None:
-        """A labeler actor died on a call for `ref_id` (ActorGuard.raised)."""
+        """A process died making `ref_id`: its shard's worker (failed), or a labeler actor on
+        a call for it (ActorGuard.raised)."""
         self.strikes[ref_id] = self.strikes.get(ref_id, 0) + 1
 
     def shard_failed(self, index: int, died: bool = True) -> None:
@@ -214,7 +215,7 @@ class ProgressActor:
     def failed(self, index: int) -> None:
         ref_id = self.making.pop(index, None)
         if ref_id is not None:
-            self.strikes[ref_id] = self.strikes.get(ref_id, 0) + 1
+            self.strike(ref_id)
 
     def ledger(self) -> dict:
         return {"strikes": dict(self.strikes), "making": dict(self.making)}

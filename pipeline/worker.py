@@ -379,9 +379,11 @@ class _Reference:
 class _ShardMaker:
     """The making of a shard's references, one after another, so that neither the shard's
     CPU nor the labeler waits on the other: while one reference's labels are made elsewhere
-    (a GPU actor, a CPU actor's process), its PNGs are encoded and the next reference is
-    decoded and distorted here. What a reference adds to the shard (tar members, rows,
-    failures, progress) is added in the plan's order as it settles, once its labels are in."""
+    (a GPU actor, the device check's serving process), its PNGs are encoded and, unless it
+    holds more than the run's overlap_bytes (0 with CPU labeler actors: pipeline.scheduling),
+    the next reference is decoded and distorted here. What a reference adds to the shard (tar
+    members, rows, failures, progress) is added in the plan's order as it settles, once its
+    labels are in."""
 
     def __init__(self, outcome: ShardOutcome, config: RunConfig, score_images: ScoreImages,
                  ensemble: Ensemble, on_progress: Progress | None, denoise: Denoise,
