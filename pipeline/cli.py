@@ -465,7 +465,8 @@ def _add_generate(commands) -> None:
     generate.add_argument("--retry-unreadable", action="store_true",
                           help="on resume, make again the finished shards that left out a "
                                "source whose read failed (a network or NFS hiccup, a file "
-                               "restored since): failures.jsonl names them as unreadable")
+                               "restored since: failures.jsonl names them as unreadable), or "
+                               "one that did not decode and has been repaired since")
     generate.add_argument("--address", help="submit to a Ray cluster: http://HEAD:8265")
     generate.add_argument("--actors", type=int,
                           help="labeler actors (default: one per GPU; on a cluster without "

@@ -42,7 +42,7 @@ from pipeline.output_folder import (
 )
 from pipeline.plan import Plan, chosen, label_identity, persist_or_check
 from pipeline.probe import check_reachable
-from pipeline.remakes import failures_of, pardoned_shards, strikes, unreadable_shards
+from pipeline.remakes import failures_of, pardoned_shards, retried_shards, strikes
 from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout, layout_line
 from pipeline.source_changes import check_modified_sources
@@ -352,21 +352,22 @@ class _Progress:
         ray.kill(self.actor)  # its name is free at once for a rerun in this session
 
 
-def _made_again(location: Location, plan: Plan, done: list[int], failures: list[dict],
-                retry_unreadable: bool) -> list[int]:
+def _made_again(location: Location, plan: Plan, config: RunConfig, done: list[int],
+                failures: list[dict], retry_unreadable: bool) -> list[int]:
     """The finished shards a resume makes again (pipeline.remakes), each named in a note: those
     that left out a quarantined reference no longer struck out, and with `retry_unreadable`
-    those that left out a source whose read failed (`failures`: theirs)."""
+    those that left out a source whose read failed, or one that did not decode then and
+    decodes now (`failures`: theirs)."""
     pardoned = pardoned_shards(location, plan, done, failures)
     if pardoned:
         print(f"note: making shard(s) {', '.join(map(shard_name, pardoned))} again: "
               f"references they left out as quarantined are no longer struck out in "
               f"{STRIKES_FILE}")
-    retried = unreadable_shards(plan, done, failures) if retry_unreadable else []
+    retried = retried_shards(plan, config, done, failures) if retry_unreadable else []
     if retried:
         print(f"note: making shard(s) {', '.join(map(shard_name, retried))} again "
-              "(--retry-unreadable): they left out sources that could not be read when they "
-              "were made")
+              "(--retry-unreadable): they left out sources that could not be read or decoded "
+              "when they were made")
     return sorted(set(pardoned) | set(retried))
 
 
@@ -568,7 +569,7 @@ def _shards_to_make(plan: Plan, config: RunConfig, options: ClusterOptions,
     if resumed:  # every finished shard checked, those to make again too: a remake that
         # stops leaves its shard as it was, finished
         check_modified_sources(location, plan, config, done)
-        again = _made_again(location, plan, done, failures_of(location, done),
+        again = _made_again(location, plan, config, done, failures_of(location, done),
                             options.retry_unreadable)
         todo, done = sorted(todo + again), [i for i in done if i not in again]
     elif options.retry_unreadable:

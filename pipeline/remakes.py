@@ -5,14 +5,20 @@ strikes kept in OUT/strikes.json across reruns). Deleting that file, or lowering
 count in it, tries the reference again: the finished shards that left out a reference no
 longer struck out are made again on the next run. With --retry-unreadable, so are the finished
 shards that left out a source whose read failed (a network or NFS hiccup, a file restored
-since): it is read again, with the rest of its shard."""
+since), or one that did not decode and decodes now (a file repaired): it is read again,
+with the rest of its shard."""
 
 from functools import partial
 
+from tqdm import tqdm
+
 from pipeline.actors import QUARANTINE_STRIKES
+from pipeline.config import RunConfig
 from pipeline.output_folder import STRIKES_FILE
 from pipeline.plan import Plan
+from pipeline.source_changes import LEFT_OUT_AFTER_DECODING
 from pipeline.sources import UNREADABLE
+from pipeline.worker import ShardOutcome, prepare_reference
 from shards.layout import FAILURES_FILE, REPORT_FILE, shard_paths
 from shards.reader import RunFileError
 from shards.reads import read_ahead
@@ -46,9 +52,29 @@ def pardoned_shards(location: Location, plan: Plan, done: list[int],
                              if struck.get(ref_id, 0) < QUARANTINE_STRIKES}, done)
 
 
-def unreadable_shards(plan: Plan, done: list[int], failures: list[dict]) -> list[int]:
-    """The shards of `done` that left out a source because its bytes could not be read."""
-    return _shards_of(plan, unread_refs(failures), done)
+def retried_shards(plan: Plan, config: RunConfig, done: list[int],
+                   failures: list[dict]) -> list[int]:
+    """The shards of `done` that left out a source because its bytes could not be read, or
+    could not be decoded and decode now (each decoded again here, as its worker would)."""
+    planned = {ref.ref_id: (position, ref) for position, ref in enumerate(plan.references)}
+    finished = set(done)
+    undecoded = [planned[ref_id] for ref_id in sorted(undecoded_refs(failures))
+                 if ref_id in planned and planned[ref_id][0] // plan.shard_refs in finished]
+    decodes_now = {ref.ref_id for position, ref in tqdm(
+                       undecoded, desc="undecoded sources tried", unit="source", leave=False,
+                       disable=len(undecoded) < 20)
+                   if prepare_reference(ref, config, ShardOutcome(position // plan.shard_refs))
+                   [0] is not None}
+    return _shards_of(plan, unread_refs(failures) | decodes_now, done)
+
+
+def undecoded_refs(failures: list[dict]) -> set[str]:
+    """The ref_ids `failures` left out, whole, because their bytes did not decode (corrupt,
+    too small, ...): not a version's failure, nor a source unread or left out after it
+    decoded."""
+    return {failure["ref_id"] for failure in failures
+            if "distortion_id" not in failure and "key" not in failure
+            and failure.get("reason") not in (UNREADABLE, *LEFT_OUT_AFTER_DECODING)}
 
 
 def unread_refs(failures: list[dict]) -> set[str]:

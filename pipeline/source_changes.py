@@ -3,8 +3,10 @@ shard whose size or modification time differs from the earlier listing's is deco
 its shard's worker did, and its pixels compared with the SHA-256 that shard recorded: a photo
 replaced by another (of the same byte size too) is named rather than mixed in, while a file
 only touched, encoded again without loss, or changed after the listing but before its shard
-read it (the shard holds what it holds now) resumes. A source of a shard not made yet is made
-from what it holds now."""
+read it (the shard holds what it holds now) resumes. A source left out of its shard because it
+could not be read or decoded (nothing of it there to mix) resumes whatever it holds now; where it
+decodes now it is named, and --retry-unreadable makes its shard again. A source of a shard not
+made yet is made from what it holds now."""
 
 import json
 from dataclasses import replace
@@ -13,7 +15,7 @@ from tqdm import tqdm
 
 from pipeline.config import RunConfig
 from pipeline.plan import Plan, read_plan, record_plan, sources_changed
-from pipeline.sources import UNREADABLE, printable
+from pipeline.sources import printable
 from pipeline.worker import ShardOutcome, prepare_reference
 from shards.layout import shard_name, shard_paths
 from shards.storage import Location
@@ -68,23 +70,25 @@ def _recorded(location: Location, shard: int) -> dict[str, dict]:
     return {row["ref_id"]: row for row in rows}
 
 
-def _differs(recorded: dict, now: dict) -> bool:
-    """Whether a source decodes now to other pixels than its shard recorded, or decodes
-    where it did not (or the reverse)."""
-    if recorded.get("sha256"):
-        return now["sha256"] != recorded["sha256"]
-    return now["status"] == "ok"  # it failed to decode, and decodes now
+def _change(recorded: dict, now: dict, shard: str) -> str | None:
+    """How a source that decoded when its shard was made differs now, in words (None: it
+    gives the same pixels)."""
+    if now["sha256"] == recorded["sha256"]:
+        return None
+    if now["status"] != "ok":
+        return f"no longer decodes ({now['reason']}), where shard {shard} was made from it"
+    return f"holds other pixels than shard {shard} was made from"
 
 
 def changed_pixels(location: Location, plan: Plan, config: RunConfig, indices: list[int],
-                   done: set[int]) -> tuple[list[str], list[str]]:
+                   done: set[int]) -> tuple[list[str], list[int]]:
     """Of the references `indices` in a finished shard of `done`: in words, each whose source
-    no longer gives the pixels (or the failure) its shard recorded; and the URI of each left
-    out as unreadable whose source can be read now (nothing of it is in its shard: it stays
-    so, unless --retry-unreadable makes the shard again). One left out after it decoded
+    no longer gives the pixels its shard recorded; and the index of each left out because it
+    could not be read or decoded (nothing of it is in its shard: it stays so, unless
+    --retry-unreadable makes the shard again) that decodes now. One left out after it decoded
     (labels failed, quarantined) has no SHA-256 to compare, and is not decoded."""
     in_done = [i for i in indices if i // plan.shard_refs in done]
-    changed, readable, recorded = [], [], {}
+    changed, decodes_now, recorded = [], [], {}
     for index in tqdm(in_done, desc="modified sources checked", unit="source", leave=False,
                       disable=len(in_done) < 20):
         ref, shard = plan.references[index], index // plan.shard_refs
@@ -94,29 +98,30 @@ def changed_pixels(location: Location, plan: Plan, config: RunConfig, indices: l
         if before.get("reason") in LEFT_OUT_AFTER_DECODING:
             continue  # no SHA-256 recorded to compare (and a quarantined one killed workers)
         now = prepare_reference(ref, config, ShardOutcome(shard))[1]
-        if before.get("reason") == UNREADABLE:
+        if not before.get("sha256"):  # it could not be read or decoded then
             if now["status"] == "ok":
-                readable.append(printable(ref.uri))
-        elif _differs(before, now):
-            changed.append(f"{printable(ref.uri)} holds other pixels than shard "
-                           f"{shard_name(shard)} was made from")
-    return changed, readable
+                decodes_now.append(index)
+        elif change := _change(before, now, shard_name(shard)):
+            changed.append(f"{printable(ref.uri)} {change}")
+    return changed, decodes_now
 
 
 def check_modified_sources(location: Location, plan: Plan, config: RunConfig,
                            done: list[int]) -> None:
     """On a resume (plan.json there, of the same digest): a PlanMismatchError naming the
     sources of finished shards that changed in place; else the listing's sizes and times are
-    recorded, so that the next resume compares against these."""
+    recorded, so that the next resume compares against these. A source left out as unreadable
+    or undecodable that has changed and decodes now is named in a note."""
     previous = read_plan(location)
     modified = sorted(set(touched(previous, plan)) | set(resized(previous, plan)))
-    changed, readable = changed_pixels(location, plan, config, modified, set(done))
+    changed, decodes_now = changed_pixels(location, plan, config, modified, set(done))
     if changed:
         raise sources_changed(location, changed, "since their shards were made")
-    if readable:
-        print(f"note: {len(readable)} source(s) left out of finished shards as unreadable can "
-              f"be read now ({a_few(readable)}): their shards stay as made unless "
-              "--retry-unreadable makes them again")
+    if decodes_now:
+        names = [printable(plan.references[index].uri) for index in decodes_now]
+        print(f"note: {len(names)} source(s) left out of finished shards as unreadable or "
+              f"undecodable can be read now ({a_few(names)}): their shards stay as made "
+              "unless --retry-unreadable makes them again")
     count = len(plan.references)
     unseen = [printable(ref.uri) for index, (ref, was, now) in enumerate(zip(
                   plan.references, _each(previous.source_mtimes, count),

@@ -187,7 +187,8 @@ def test_a_source_that_could_not_be_read_is_read_again_with_retry_unreadable(
     Image.fromarray(np.roll(small_image, 101, axis=1)).save(restored)
 
     assert generate(config, ClusterOptions(actors=1))["samples_this_run"] == 0
-    assert f"note: 1 source(s) left out of finished shards as unreadable can be read now " \
+    assert f"note: 1 source(s) left out of finished shards as unreadable or " \
+        f"undecodable can be read now " \
         f"({folder / 'p3.png'}): their shards stay as made unless --retry-unreadable makes " \
         "them again" in capsys.readouterr().out
     assert "p3" not in read_index(out).column("ref_id").to_pylist()
@@ -201,6 +202,37 @@ def test_a_source_that_could_not_be_read_is_read_again_with_retry_unreadable(
     assert "note: making shard(s) 00001 again (--retry-unreadable)" in capsys.readouterr().out
     per_reference = 1 + len(config.scenarios)
     assert report["samples_this_run"] == 2 * per_reference  # p2 and p3: shard 1 alone
+    assert report["failures_by_reason"] == {}
+    assert Path(tar_path(out, 0, config.store)).read_bytes() == first_shard
+    assert sorted(set(read_index(out).column("ref_id").to_pylist())) == ["p0", "p1", "p2", "p3"]
+    assert inspect(config.out)[1] == []
+
+
+def test_a_source_repaired_after_it_failed_to_decode_is_made_with_retry_unreadable(
+        local_ray, shifted_sources, fast_config, small_image, tmp_path, capsys):
+    """A source cut short (corrupt) is left out of its finished shard; repaired since, it
+    neither refuses a resume (nothing of it is in its shard to mix) nor enters it unasked: a
+    plain resume names it and makes nothing; one with --retry-unreadable makes its shard
+    again, and only that one, with the source in it."""
+    folder, ensemble = shifted_sources(3)  # p0 p1 | p2 p3
+    repaired = np.roll(small_image, 101, axis=1)
+    Image.fromarray(repaired).save(folder / "p3.png")
+    whole = (folder / "p3.png").read_bytes()
+    (folder / "p3.png").write_bytes(whole[:len(whole) // 2])  # a copy cut short
+    config = fast_config(str(folder), shard_refs=2, ensemble_file=str(ensemble))
+    assert generate(config, ClusterOptions(actors=1))["failures_by_reason"] == {"corrupt": 1}
+    out = Location.parse(config.out)
+    first_shard = Path(tar_path(out, 0, config.store)).read_bytes()
+    (folder / "p3.png").write_bytes(whole)
+    capsys.readouterr()
+
+    assert generate(config, ClusterOptions(actors=1))["samples_this_run"] == 0
+    assert f"note: 1 source(s) left out of finished shards as unreadable or undecodable can " \
+        f"be read now ({folder / 'p3.png'})" in capsys.readouterr().out
+    assert "p3" not in read_index(out).column("ref_id").to_pylist()
+    report = generate(config, ClusterOptions(actors=1, retry_unreadable=True))
+    assert "note: making shard(s) 00001 again (--retry-unreadable)" in capsys.readouterr().out
+    assert report["samples_this_run"] == 2 * (1 + len(config.scenarios))  # p2 and p3
     assert report["failures_by_reason"] == {}
     assert Path(tar_path(out, 0, config.store)).read_bytes() == first_shard
     assert sorted(set(read_index(out).column("ref_id").to_pylist())) == ["p0", "p1", "p2", "p3"]

@@ -589,7 +589,8 @@ def test_a_source_unreadable_at_one_resume_keeps_its_recorded_size_and_time(
     capsys.readouterr()
     check_modified_sources(location, Plan.make(list_sources(str(folder)), config), config,
                            done=[0])  # nothing of b in its shard: nothing mixed
-    assert f"1 source(s) left out of finished shards as unreadable can be read now " \
+    assert f"1 source(s) left out of finished shards as unreadable or " \
+        f"undecodable can be read now " \
         f"({folder / 'b.png'})" in capsys.readouterr().out
 
 
@@ -636,10 +637,12 @@ def test_a_source_whose_read_failed_is_not_compared_on_resume(tmp_path, fast_con
 
 
 def test_a_touched_source_left_out_after_decoding_resumes(tmp_path, fast_config, small_image,
-                                                          mae_ensemble, monkeypatch):
+                                                          mae_ensemble, monkeypatch, capsys):
     """A reference quarantined (workers died on it) or whose labels failed (VIF of a flat
     image is 0/0) has no pixels' SHA-256 recorded: touching its file, or another of its
-    shard, resumes; one that failed to decode and now decodes does not."""
+    shard, resumes. So does one that failed to decode and, repaired, decodes now (nothing of
+    it is in its shard): a note names it, and --retry-unreadable makes its shard again (not
+    while it still fails). One that decoded and no longer does is refused, in those words."""
     folder = tmp_path / "sources"
     folder.mkdir()
     Image.fromarray(small_image).save(folder / "a.png")
@@ -672,10 +675,21 @@ def test_a_touched_source_left_out_after_decoding_resumes(tmp_path, fast_config,
     check_modified_sources(location, Plan.make(list_sources(str(folder)), config), config,
                            done=[0])
     assert decoded == ["a", "d"]  # b killed workers, c's labels failed: nothing to compare
+    from pipeline.remakes import retried_shards
+    assert retried_shards(plan, config, [0], outcome.failures) == []  # d decodes no better
     (folder / "d.png").write_bytes(valid.getvalue())  # the same size, and it decodes now
     os.utime(folder / "d.png", ns=(time.time_ns(), time.time_ns() + 9 * 10**9))
-    with pytest.raises(PlanMismatchError, match=r"1 sources changed .*d\.png holds other "
-                                                r"pixels"):
+    capsys.readouterr()
+    check_modified_sources(location, Plan.make(list_sources(str(folder)), config), config,
+                           done=[0])
+    assert (f"note: 1 source(s) left out of finished shards as unreadable or undecodable can "
+            f"be read now ({folder / 'd.png'})") in capsys.readouterr().out
+    assert retried_shards(plan, config, [0], outcome.failures) == [0]  # --retry-unreadable
+    assert retried_shards(plan, config, [], outcome.failures) == []  # shard 0 not finished
+    (folder / "a.png").write_bytes(valid.getvalue()[:200])  # decoded, then cut short
+    with pytest.raises(PlanMismatchError, match=r"1 sources changed .*a\.png no longer "
+                                                r"decodes \(corrupt\), where shard 00000 "
+                                                r"was made from it"):
         check_modified_sources(location, Plan.make(list_sources(str(folder)), config),
                                config, done=[0])
 
