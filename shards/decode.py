@@ -4,7 +4,8 @@ typed: the one decoder of every image that enters the system from outside, a run
 
 Grayscale, gray+alpha, RGBA, palette, CMYK, 16-bit and EXIF-rotated images are converted
 (orientation applied; alpha, and a PNG's transparent colour in any mode, composited on white),
-and of an animation or a multi-page file the first frame is kept (each recorded); zero-byte,
+and of an animation or a multi-page file the first frame is kept (each recorded; an ICC
+profile is not applied, one other than sRGB's recorded as such); zero-byte,
 truncated, corrupt and non-image files (and files of formats that are not images here, such as
 PostScript), and decompression bombs (more pixels than the limit) raise DecodeError with a
 reason."""
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
 SAMPLE_FORMAT = 339  # the TIFF tag saying whether samples are unsigned, signed or floats
@@ -191,6 +192,23 @@ def _signature(data: bytes) -> str | None:
     return None
 
 
+def _unapplied_profile(image: Image.Image) -> list[str]:
+    """The record of an embedded ICC profile other than sRGB's: decode does not apply one (its
+    values are read as sRGB, as IQA datasets read them), so a wide-gamut photo (Adobe RGB,
+    Display P3) is said to be read so. Read before load."""
+    icc = image.info.get("icc_profile")
+    if not icc:
+        return []
+    try:
+        name = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return ["an ICC profile that cannot be read, not applied (values read as sRGB)"]
+    name = " ".join(name.split())[:80]
+    if "srgb" in name.lower():
+        return []
+    return [f"ICC profile {name or 'without a name'!r} not applied (values read as sRGB)"]
+
+
 def _frames(image: Image.Image) -> list[str]:
     """The conversion an animation or a multi-page file goes through: its first frame."""
     if not getattr(image, "is_animated", False):
@@ -240,7 +258,7 @@ def _decoded(data: bytes, max_pixels: int) -> Decoded:
                 original_size = image.size
                 deep = _sixteen_bit_colour(image)
                 key = None if deep else _transparent_colour(image)  # 16-bit: OpenCV's alpha
-                conversions: list[str] = _frames(image)
+                conversions: list[str] = _unapplied_profile(image) + _frames(image)
                 stated = image.getexif().get(0x0112, 1)  # read before load: see below
                 image.load()
                 orientation = image.getexif().get(0x0112, 1)

@@ -3,6 +3,7 @@ terms: its size against the limit given, the frames it leaves out."""
 
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +253,25 @@ def test_a_jpeg_altered_inside_its_scan_decodes_to_other_pixels_a_known_limit(sm
     decoded = decode(bytes(altered))
     assert decoded.pixels.shape == small_image.shape
     assert not np.array_equal(decoded.pixels, decode(intact).pixels)
+
+
+def test_an_icc_profile_is_not_applied_and_one_other_than_srgb_is_recorded():
+    """skimage's rocket.jpg embeds Adobe RGB (1998), astronaut.png sRGB: both decode to the
+    values Pillow reads without colour management; the Adobe one says so in its conversions,
+    as does a profile that cannot be read."""
+    import skimage.data
+
+    folder = Path(skimage.data.__file__).parent
+    for name, recorded in (("rocket.jpg", ["ICC profile 'Adobe RGB (1998)' not applied (values "
+                                           "read as sRGB)"]),
+                           ("astronaut.png", [])):
+        data = (folder / name).read_bytes()
+        decoded = decode(data)
+        assert list(decoded.conversions) == recorded
+        assert np.array_equal(decoded.pixels,
+                              np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    damaged = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(damaged, format="PNG",
+                                                         icc_profile=b"not a profile")
+    assert decode(damaged.getvalue()).conversions == (
+        "an ICC profile that cannot be read, not applied (values read as sRGB)",)
