@@ -37,8 +37,8 @@ from pipeline.config import RunConfig
 from pipeline.driver import ClusterOptions, _shards_to_make
 from pipeline.plan import finished_plan, read_plan
 from pipeline.report import merge
-from shards.layout import MANIFEST_FILE
-from shards.reader import complete_shards, read_index, run_file
+from shards.layout import MANIFEST_FILE, run_file
+from shards.reader import complete_shards, read_index
 from shards.storage import Location
 
 PAPER_SHARDS = PAPER_REFERENCES // RunConfig.shard_refs  # 8,750 of 16 references

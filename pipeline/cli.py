@@ -103,11 +103,12 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _distortion_ids(text: str) -> tuple[int, ...]:
-    """Ids, ranges or names: '1-5,jpeg2000,gaussian_blur'."""
+    """Ids, ranges or names: '1-5,jpeg2000,gaussian_blur'; each a registered type."""
     ids = []
     for part in text.split(","):
         try:
-            ids += _ints(part) if part[:1].isdigit() else [distortions.get(part).id]
+            named = _ints(part) if part[:1].isdigit() else (part,)
+            ids += [distortions.get(id_or_name).id for id_or_name in named]
         except distortions.UnknownDistortionError as error:
             raise argparse.ArgumentTypeError(f"{error} (`iqa-factory list` shows them)") from None
     return tuple(ids)
@@ -142,6 +143,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     sized to the spec's (RunConfig.sized_shard_refs) and the bank gives the types' levels."""
     planned = None if getattr(args, "restart", False) else _planned_inputs(args.out)
     config = _given_config(args, _undoing_apart(args, planned))
+    _say_left_out(args.bank, args.distortions)
     if planned is None:
         _check_levels_apply(config)
         if args.shard_refs is None:
@@ -290,6 +292,16 @@ def _in_bank(bank: str, chosen: tuple[int, ...] | None) -> tuple[int, ...]:
     if not kept:
         raise ValueError(f"none of --distortions {list(chosen)} is in the bank {bank!r}")
     return kept
+
+
+def _say_left_out(bank: str, chosen: tuple[int, ...] | None) -> None:
+    """A note naming the types of --distortions that the bank does not hold (--distortions
+    narrows the bank: they are left out)."""
+    outside = sorted(set(chosen or ()) - set(distortions.bank_ids(bank)))
+    if outside:
+        named = ", ".join(f"{d} ({distortions.get(d).name})" for d in outside)
+        print(f"note: --distortions {named} not in the bank {bank!r}: left out (--bank "
+              "registered holds every type)")
 
 
 def _metrics(text: str) -> tuple[str, ...]:

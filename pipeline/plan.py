@@ -16,8 +16,8 @@ from pipeline.config import MODE_DEFAULTS, SPLIT_FRACTIONS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.sources import Source
 from shards.keys import ref_ids
-from shards.layout import MANIFEST_FILE, PLAN_FILE, REPORT_FILE, shard_count
-from shards.reader import RunFileError, damage_message, run_file, shard_problems, shard_states
+from shards.layout import MANIFEST_FILE, PLAN_FILE, REPORT_FILE, RunFileError, run_file, shard_count
+from shards.reader import damage_message, shard_problems, shard_states
 from shards.reads import read_ahead
 from shards.storage import Location
 from shards.words import a_few

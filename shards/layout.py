@@ -8,10 +8,11 @@ an images dataset's PNGs would not shrink and its loader would pay the decompres
 mode a dataset is in, its plan says (`store_of`); webdataset and `tar` read both forms."""
 
 import fnmatch
+import json
 
 import pyarrow.fs as pafs
 
-from shards.storage import Location
+from shards.storage import Location, redact
 
 SHARDS_DIR = "shards"
 PLAN_FILE = "plan.json"
@@ -31,6 +32,34 @@ SIDE_SUFFIXES = {"parquet": ".parquet", "stats": "_stats.json", "sources": "_sou
 SHARD_SUFFIXES = (*sorted(set(_TAR_SUFFIX.values())), *SIDE_SUFFIXES.values())  # every file's
 
 
+class RunFileError(ValueError):
+    """A run file (plan, manifest, report) is missing or not what generate writes."""
+
+
+def run_file(location: Location, name: str) -> dict:
+    """The JSON object of the run file `name` of a dataset; a RunFileError says what is wrong
+    with it (missing, not JSON, not an object)."""
+    if not location.exists(location.path(name)):
+        raise RunFileError(f"no {name}: not a dataset written by generate or convert, or one "
+                           "they have not finished beginning (the same command resumes it)")
+    shown = redact(location.path(name))
+    remedy = ("generate cannot resume it: --restart starts over" if name == PLAN_FILE
+              else "rerun generate on the dataset to make it again")  # it rewrites the others
+    try:
+        data = json.loads(location.read_bytes(location.path(name)))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunFileError(f"{shown} is not JSON ({error}): damaged; {remedy}") from error
+    if not isinstance(data, dict):
+        raise RunFileError(f"{shown} holds {type(data).__name__}, not an object: damaged; "
+                           f"{remedy}")
+    return data
+
+
+def run_file_or_empty(location: Location, name: str) -> dict:
+    """The run file `name` as run_file reads it, {} where the dataset has none."""
+    return run_file(location, name) if location.exists(location.path(name)) else {}
+
+
 def check_store(store: str) -> str:
     """`store` when it is a storage mode; a clear error otherwise."""
     if store not in STORE_MODES:
@@ -44,9 +73,9 @@ def compresses(store: str) -> bool:
 
 
 def plan_file(location: Location) -> dict:
-    """The dataset's plan.json ({} where it has none). Call it once per dataset, not once per
-    shard."""
-    return location.read_json_or_empty(location.path(PLAN_FILE))
+    """The dataset's plan.json ({} where it has none; a RunFileError where it is not a JSON
+    object). Call it once per dataset, not once per shard."""
+    return run_file_or_empty(location, PLAN_FILE)
 
 
 def store_of(location: Location) -> str:

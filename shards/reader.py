@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 
 from shards.layout import (
     DEFAULT_STORE,
-    PLAN_FILE,
     REPORT_FILE,
     SHARDS_DIR,
     SIDE_SUFFIXES,
     SOURCES_FILE,
+    RunFileError,
     plan_file,
     shard_count,
     shard_files,
@@ -40,31 +40,8 @@ class DamagedShardError(ValueError):
     boundary reads as a valid, shorter one, so a reader alone would not notice)."""
 
 
-class RunFileError(ValueError):
-    """A run file (plan, manifest, report) is missing or not what generate writes."""
-
-
 class DamagedRunFileError(RunFileError):
     """A run file a reader needs (sources.parquet) cannot be read as what generate writes."""
-
-
-def run_file(location: Location, name: str) -> dict:
-    """The JSON object of the run file `name` of a dataset; a RunFileError says what is wrong
-    with it (missing, not JSON, not an object)."""
-    if not location.exists(location.path(name)):
-        raise RunFileError(f"no {name}: not a dataset written by generate or convert, or one "
-                           "they have not finished beginning (the same command resumes it)")
-    shown = redact(location.path(name))
-    remedy = ("generate cannot resume it: --restart starts over" if name == PLAN_FILE
-              else "rerun generate on the dataset to make it again")  # it rewrites the others
-    try:
-        data = json.loads(location.read_bytes(location.path(name)))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunFileError(f"{shown} is not JSON ({error}): damaged; {remedy}") from error
-    if not isinstance(data, dict):
-        raise RunFileError(f"{shown} holds {type(data).__name__}, not an object: damaged; "
-                           f"{remedy}")
-    return data
 
 
 STATS_NAME = re.compile(r"([0-9]+)" + re.escape(SIDE_SUFFIXES["stats"]))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 import distortions
-from shards.layout import MANIFEST_FILE
+from shards.layout import MANIFEST_FILE, run_file_or_empty
 from shards.reader import shard_stats
 from shards.schema import pixel_sha256
 from shards.storage import Location
@@ -40,7 +40,7 @@ class ReplayContext:
 
     @classmethod
     def of(cls, location: Location, verify: bool = True) -> "ReplayContext":
-        manifest = location.read_json_or_empty(location.path(MANIFEST_FILE))
+        manifest = run_file_or_empty(location, MANIFEST_FILE)
         return cls(manifest.get("replay_libraries"), verify)
 
     def for_shard(self, location: Location, index: int) -> "ReplayContext":

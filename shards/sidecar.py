@@ -29,14 +29,22 @@ class Sidecar:
 
     @classmethod
     def named(cls, location: Location, name: str) -> "Sidecar":
-        """The sidecar called `name`: its file name, or the hash of its ensemble."""
+        """The sidecar called `name`: its file name, or the hash of its ensemble; a
+        SidecarError where there is none, or where it records another ensemble than its
+        name says (a copy under another name would give one ensemble's Q as another's)."""
         names = labels_files(location)
         chosen = name if name in names else labels_file(name)
         if chosen not in names:
             raise SidecarError(f"{location.root} has no relabel sidecar {name!r} (its "
                                f"sidecars: {', '.join(names) or 'none'}); `iqa-factory "
                                "relabel` writes one")
-        return cls(location, chosen)
+        sidecar = cls(location, chosen)
+        recorded = sidecar.metadata["ensemble_hash"]
+        if labels_file(str(recorded)) != chosen:
+            raise SidecarError(f"{chosen} records ensemble {recorded or 'none'}, not the one "
+                               "its name says: a sidecar copied under another name; relabel "
+                               "with the ensemble wanted")
+        return sidecar
 
     def _read(self, **options) -> pa.Table:
         try:

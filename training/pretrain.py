@@ -19,8 +19,7 @@ from labelers.ensemble import load as load_ensemble
 from labelers.ensemble import parsed as parse_ensemble
 from shards.boxes import misfit
 from shards.dataset import Dataset, open_dataset
-from shards.layout import ENSEMBLE_FILE, MANIFEST_FILE
-from shards.reader import RunFileError, run_file
+from shards.layout import ENSEMBLE_FILE, MANIFEST_FILE, RunFileError, run_file
 from shards.schema import finite_counts, score_arrays
 from shards.storage import Location, redact
 from training import checkpoint, distributed

@@ -18,9 +18,9 @@ from distortions.banks import grid
 from distortions.registry import BANK, LEVELS
 from labelers.ensemble import Ensemble, EnsembleError
 from shards.dataset import Dataset, readable_shards, sample_stream
-from shards.layout import MANIFEST_FILE, store_of, tar_path
+from shards.layout import MANIFEST_FILE, run_file, store_of, tar_path
 from shards.order import Order
-from shards.reader import read_index, run_file
+from shards.reader import read_index
 from shards.records import decode
 from shards.schema import METRIC_KEYS, chain_of, record_score
 from shards.storage import Location

@@ -34,11 +34,12 @@ from shards.layout import (
     REPORT_FILE,
     SOURCES_FILE,
     labels_files,
+    run_file,
     shard_paths,
     tar_path,
 )
 from shards.png import decode_png, encode_png
-from shards.reader import run_file, shard_problems, shard_stats
+from shards.reader import shard_problems, shard_stats
 from shards.replay import Pending, ReplayContext, ReplayError, changed_reference
 from shards.schema import pixel_sha256
 from shards.storage import Location

@@ -27,6 +27,7 @@ from shards.layout import (
     SOURCES_FILE,
     labels_file,
     labels_files,
+    run_file,
     shard_name,
     tar_path,
 )
@@ -38,7 +39,6 @@ from shards.reader import (
     parse_index,
     read_index,
     read_sources,
-    run_file,
     shards_listing,
     stray_files,
     tar_sha256,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import distortions
 from pipeline.scenario_quality import scenario
-from shards.layout import REPORT_FILE
-from shards.reader import DamagedShardError, damage_message, run_file, shard_states
+from shards.layout import REPORT_FILE, run_file
+from shards.reader import DamagedShardError, damage_message, shard_states
 from shards.storage import Location, redact
 
 NEW_TYPES = (5, 9, 10, 11, 12, 21, 32, 33)

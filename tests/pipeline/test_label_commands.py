@@ -587,3 +587,40 @@ def test_one_image_spelled_two_ways_is_one_reference_of_the_fit(tmp_path):
     table.write_text("dist_img,ref_img,dmos\nd1.png,./r1.png,3.0\nsub/../d2.png,r1.png,2.0\n")
     rows = read_opinion_table(table)
     assert [(dist, ref) for dist, ref, _ in rows] == [("d1.png", "r1.png"), ("d2.png", "r1.png")]
+
+
+def test_a_reader_refuses_a_sidecar_copied_under_another_ensembles_name(scored_dataset,
+                                                                        tmp_path):
+    """A sidecar's name says which ensemble's Q it holds, and so does its metadata: a reader
+    asked for one ensemble never takes another's Q from a copy under its name (inspect names
+    the same sidecar as a problem)."""
+    out = _copy(scored_dataset, tmp_path)
+    _halves().save(tmp_path / "halves.json")
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 0
+    shutil.copy(out / f"labels-{_halves().hash}.parquet", out / f"labels-{'0' * 16}.parquet")
+    assert len(list(open_dataset(out, labels=_halves().hash).samples(decode=False))) > 0
+    from shards.sidecar import SidecarError
+    with pytest.raises(SidecarError, match=rf"labels-{'0' * 16}\.parquet records ensemble "
+                                           rf"{_halves().hash}, not the one its name says"):
+        open_dataset(out, labels="0" * 16)
+
+
+@pytest.mark.parametrize("content, said", [("[1", "is not JSON"),
+                                           ("[]", "holds list, not an object")])
+def test_readers_name_a_damaged_plan_or_manifest(scored_dataset, tmp_path, content, said):
+    """plan.json and manifest.json as open_dataset and its group readers take them: a file
+    that is not a JSON object is named with what is wrong, never a raw parse error or an
+    AttributeError."""
+    from shards.layout import RunFileError
+
+    out = _copy(scored_dataset, tmp_path)
+    plan = (out / "plan.json").read_bytes()
+    (out / "plan.json").write_text(content)
+    with pytest.raises(RunFileError, match=rf"plan\.json {re.escape(said)}"):
+        open_dataset(out)
+    (out / "plan.json").write_bytes(plan)
+    (out / "manifest.json").write_text(content)
+    dataset = open_dataset(out)
+    assert len(list(dataset.samples(decode=False))) > 0  # samples need no manifest
+    with pytest.raises(RunFileError, match=rf"manifest\.json {re.escape(said)}"):
+        next(iter(dataset.groups("pair", crop=32)))

@@ -118,7 +118,7 @@ def test_native_sizes_survive_into_the_shards(tmp_path, small_image, fast_config
         fast_config("embedded", max_side=400)
 
 
-def test_named_banks_and_the_distortions_that_narrow_them():
+def test_named_banks_and_the_distortions_that_narrow_them(tmp_path, capsys):
     assert distortions.bank_ids("kadid25") == tuple(
         d.id for d in distortions.all() if d.kadid_id is not None)
     assert len(distortions.bank_ids("kadid25")) == 25
@@ -132,6 +132,16 @@ def test_named_banks_and_the_distortions_that_narrow_them():
         RunConfig("embedded", "out", bank="mt4", distortion_ids=(1, 20))
     with pytest.raises(distortions.UnknownBankError, match="kadid25"):
         distortions.bank_ids("kadid10")
+    parser = cli.build_parser()
+    for unknown in ("1,999", "40-44", "1,nope"):  # never dropped unseen: refused
+        with pytest.raises(SystemExit):
+            parser.parse_args(["generate", "--distortions", unknown])
+        assert "no distortion" in capsys.readouterr().err
+    config = cli.run_config(parser.parse_args(["generate", "--out", str(tmp_path / "o"),
+                                               "--bank", "mt4", "--distortions", "1,20,40"]))
+    assert config.distortion_ids == (1,)  # narrowed, the types left out named
+    assert ("note: --distortions 20 (contrast_change), 40 (overexposure) not in the bank "
+            "'mt4': left out") in capsys.readouterr().out
 
 
 def test_modes_enter_the_plan_digest_only_away_from_their_defaults(fast_config):
