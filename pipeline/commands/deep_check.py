@@ -123,7 +123,7 @@ Q_TOLERANCE = 1e-6  # Q made again from raw scores a GPU gave as float32: a few 
 
 def run_ensemble(location: Location) -> Ensemble | None:
     """The ensemble the run's Q was made with (ensemble.json); None for a label-free run or
-    one whose file cannot be read (inspect names a damaged run file)."""
+    one whose file cannot be read (inspect names it: ensemble_problems)."""
     path = location.path(ENSEMBLE_FILE)
     try:
         return parse_ensemble(location.read_bytes(path), path) if location.exists(path) else None

@@ -12,6 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from labelers.ensemble import parsed as parse_ensemble
+from labelers.errors import LabelerError
 from pipeline.commands.deep_check import deep_check, record_differences
 from pipeline.commands.storage_check import storage_summary
 from pipeline.config import RunConfig
@@ -22,6 +24,7 @@ from pipeline.processes import in_processes
 from pipeline.report import libraries_differing_message, modes_line, replay_differs
 from shards.layout import (
     DEFAULT_STORE,
+    ENSEMBLE_FILE,
     MANIFEST_FILE,
     REPORT_FILE,
     SOURCES_FILE,
@@ -253,6 +256,7 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
              f"{plan.shard_count} shards, plan {plan.digest[:12]}, ensemble {ensemble_hash}",
              modes_line(config.modes())]
     report_lines, problems = _report(location)
+    problems += ensemble_problems(location, config, ensemble_hash)
     if location.exists(location.path(REPORT_FILE)):  # the run finished: its sources.parquet
         problems += sources_problems(location, plan, routes)
     lines, problems = lines + report_lines, shard_problems + problems
@@ -268,6 +272,26 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
                                                keep_pngs=config.keep_pngs)
         lines, problems = lines + deep_lines, problems + deep_problems
     return lines, problems
+
+
+def ensemble_problems(location: Location, config: RunConfig, ensemble_hash: str) -> list[str]:
+    """What is wrong with a labelled run's ensemble.json, the ensemble its Q was made with
+    (inspect --deep makes each sampled version's Q again under it), in words: missing, not an
+    ensemble, or another one than the manifest names."""
+    if not config.labelled:
+        return []
+    path, remedy = location.path(ENSEMBLE_FILE), "rerun generate on the dataset to write it again"
+    if not location.exists(path):
+        return [f"no {ENSEMBLE_FILE}: the ensemble the run's Q was made with is not recorded; "
+                f"{remedy}"]
+    try:
+        recorded = parse_ensemble(location.read_bytes(path), ENSEMBLE_FILE).hash
+    except (OSError, ValueError, LabelerError) as error:
+        return [f"{ENSEMBLE_FILE} is damaged ({error}); {remedy}"]
+    if recorded != ensemble_hash:
+        return [f"{ENSEMBLE_FILE} holds ensemble {recorded}, not the run's {ensemble_hash} "
+                f"({MANIFEST_FILE}); {remedy}"]
+    return []
 
 
 def _staged_note(location: Location) -> list[str]:

@@ -481,6 +481,10 @@ def test_inspect_checks_each_sidecar_against_the_dataset(scored_dataset, tmp_pat
     ("plan.json", None, "no plan.json: not a dataset written by generate"),
     ("plan.json", '{"inputs": {}, "references": []}', "not a shard plan (KeyError: 'shard_refs')"),
     ("report.json", None, "no report.json: the run has not finished"),
+    ("ensemble.json", "{half", "ensemble.json is damaged"),
+    ("ensemble.json", None, "no ensemble.json: the ensemble the run's Q was made with"),
+    ("ensemble.json", json.dumps(_halves("vif").to_json()),
+     f"ensemble.json holds ensemble {_halves('vif').hash}, not the run's {_halves().hash}"),
 ])
 def test_inspect_names_a_damaged_run_file(scored_dataset, tmp_path, capsys, name, content,
                                           said):
