@@ -52,7 +52,11 @@ def _sheet(args: argparse.Namespace) -> int:
         if image_options:
             raise ValueError(f"{', '.join(image_options)} shape the versions made from an "
                              "image; a shard's sheet shows them as the shard stores them")
-        sheet = render_shard_sheet(args.image, args.ref_id, cell_width=args.cell_width)
+        sheet, composed = render_shard_sheet(args.image, args.ref_id,
+                                             cell_width=args.cell_width)
+        if composed:
+            print(f"note: {composed} composed version(s) left out: a chain of types has no "
+                  "cell in the type x level grid")
     else:
         if args.ref_id is not None:
             raise ValueError("--ref-id chooses a reference of a shard; an image's sheet shows "

@@ -89,11 +89,12 @@ def render_contact_sheet(img: np.ndarray, seed: int = 0, ref_id: str = "sheet",
 
 
 def render_shard_sheet(tar_path: str, ref_id: str | None = None,
-                       cell_width: int = DEFAULT_CELL_WIDTH) -> Image.Image:
-    """The grid of one reference of a shard (its first by default) as the shard stores it,
-    each cell captioned with its parameters and its quality label Q (a version stored as its
-    recipe is replayed, checked against its recorded SHA-256). Only that reference's members
-    are held, not the shard."""
+                       cell_width: int = DEFAULT_CELL_WIDTH) -> tuple[Image.Image, int]:
+    """(The grid of one reference of a shard (its first by default) as the shard stores it,
+    each cell captioned with its parameters and its quality label Q, the count of its
+    composed versions, left out: a chain has no cell in the type x level grid). A version
+    stored as its recipe is replayed, checked against its recorded SHA-256. Only that
+    reference's members are held, not the shard."""
     chosen = ref_id or first_reference(tar_path)
     mine = list(shard_samples(tar_path, chosen).values())
     reference, record = next(((decode_png(png), record) for record, png in mine
@@ -103,7 +104,7 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
                          f"{a_few(list(_reference_ids(tar_path))) or 'none'})")
     if problem := changed_reference(record["key"], reference, record):
         raise ValueError(f"{tar_path}: {problem}")
-    cells = {}
+    cells, composed = {}, 0
     # the dataset's manifest (OUT/shards/NAME's OUT) names the libraries a replay needs
     context = ReplayContext.of(Location.parse(
         posixpath.dirname(posixpath.dirname(tar_path)) or "."))
@@ -111,18 +112,22 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
         if record["kind"] == "reference":
             continue
         if len(record.get("chain") or ()) > 1:
-            raise ValueError(f"{tar_path}: {record['key']} is a composed version (a chain of "
-                             "types): it has no cell in the type x level grid")
+            composed += 1
+            continue
         d = distortions.get(record["distortion_id"])
         label = "" if record["quality"] is None else f" Q={record['quality']:.2f}"  # label-free
         caption = d.describe(record["level"]) + label
         pixels = (decode_png(png) if png is not None else
                   Pending(record["key"], reference, record, context).pixels())
         cells[(d.id, record["level"])] = (pixels, caption)
+    if composed and not cells:
+        raise ValueError(f"{tar_path} holds only composed versions of {chosen!r} ({composed}): "
+                         "a chain of types has no cell in the type x level grid, no sheet to "
+                         "draw")
     if not cells:
         raise ValueError(f"{tar_path} holds no version of {chosen!r} (its failures.jsonl says "
                          "why): no sheet to draw")
-    return render_grid(reference, cells, cell_width)
+    return render_grid(reference, cells, cell_width), composed
 
 
 def _reference_ids(tar_path: str) -> Iterator[str]:

@@ -247,6 +247,10 @@ def test_a_compose_share_run_stores_its_chains_beside_single_versions(fast_confi
         assert np.array_equal(replayed, stored)
     assert any(len(item[0]["chain"]) == 2 for item in distorted.values())
     assert inspect(str(location.root))[1] == []
+    for ref_id in {record["ref_id"] for record, _ in distorted.values()}:  # a sheet of its
+        chained = sum(len(record["chain"]) > 1 for record, _ in distorted.values()  # singles
+                      if record["ref_id"] == ref_id)
+        assert render_shard_sheet(tar_path(location, 0, "images"), ref_id)[1] == chained
 
 
 def test_compose_share_is_refused_outside_drawn_versions(fast_config):

@@ -99,7 +99,7 @@ def test_recipe_modes_gzip_their_tars_and_a_version_costs_less_than_a_tar_header
 
 def test_a_recipe_shards_contact_sheet_replays_the_images_shards_cells(store_datasets):
     sheets = {mode: np.asarray(render_shard_sheet(str(next(
-        (store_datasets[mode] / "shards").glob("00000.tar*"))))) for mode in store_datasets}
+        (store_datasets[mode] / "shards").glob("00000.tar*"))))[0]) for mode in store_datasets}
     np.testing.assert_array_equal(sheets["recipes"], sheets["images"])
     np.testing.assert_array_equal(sheets["hybrid"], sheets["images"])
 
