@@ -82,6 +82,9 @@ def _check_picture_path(path: Path) -> None:
     if path.is_dir():
         raise ValueError(f"-o {path} is a folder: name the picture's file (say "
                          f"{path / 'sheet.png'})")
+    blocking = next((parent for parent in path.parents if parent.is_file()), None)
+    if blocking is not None:
+        raise ValueError(f"-o {path}: {blocking} is a file where a folder is wanted")
     picture_format = Image.registered_extensions().get(path.suffix.lower())
     try:
         Image.new("RGB", (1, 1)).save(io.BytesIO(), format=picture_format)
@@ -650,6 +653,18 @@ def _add_image_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=_count, default=0, help="run seed, 0 or more (default 0)")
 
 
+def _in_words(error: BaseException) -> str:
+    """An error as the user reads it: a file where a folder was wanted (making the folder, or
+    a path through it) named, not errno's File exists or Not a directory alone."""
+    if isinstance(error, FileExistsError | NotADirectoryError) and error.filename:
+        named = Path(error.filename)
+        blocking = next((path for path in (named, *named.parents) if path.is_file()), None)
+        if blocking is not None:
+            return (f"{blocking} is a file where a folder is wanted ({error.strerror}: "
+                    f"{named}): choose another path, or move the file")
+    return str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # listed in the help; the entry point above hands it on
@@ -665,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (distortions.DistortionError, ValueError, OSError, tarfile.TarError,
             PipelineError) as error:  # (a shard's TarError: ShardReadError names it)
-        print(f"iqa-factory: error: {error}", file=sys.stderr)
+        print(f"iqa-factory: error: {_in_words(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         resume = (f" (the same command resumes a {args.command} run)"

@@ -89,13 +89,27 @@ def test_sheet_refuses_a_too_small_image_clearly(tmp_path, capsys):
                         # formats Pillow reads but does not write, or not in RGB: refused
                         # before minutes of rendering, not a KeyError after them
                         (tmp_path / "s.fits", written), (tmp_path / "s.xbm", written),
-                        (tmp_path / "s.bufr", written)):
+                        (tmp_path / "s.bufr", written),
+                        (tiny / "s.png", f"{tiny} is a file where a folder is wanted")):
         assert cli.main(["sheet", "embedded:coffee", "-o", str(output)]) == 2
         assert why in capsys.readouterr().err
     assert not list(tmp_path.glob("s.*"))
     assert cli.main(["sheet", "embedded:coffee", "--ref-id", "x", "-o",
                      str(tmp_path / "s.png")]) == 2  # a shard's option, never ignored
     assert "--ref-id chooses a reference of a shard" in capsys.readouterr().err
+
+
+def test_a_file_where_a_folder_is_wanted_is_said_so(tmp_path):
+    """Making a folder where a file is (validate-levels --target, a run's OUT), or a path
+    through a file: the error says a file is in the way, not errno's words alone."""
+    blocking = tmp_path / "afile.txt"
+    blocking.write_text("")
+    for make in (lambda: blocking.mkdir(parents=True, exist_ok=True),
+                 lambda: (blocking / "sub").mkdir(parents=True, exist_ok=True)):
+        with pytest.raises(OSError) as raised:
+            make()
+        assert cli._in_words(raised.value).startswith(
+            f"{blocking} is a file where a folder is wanted")
 
 
 def test_cover_and_crop_scales_by_the_larger_ratio_and_centres():
