@@ -42,6 +42,16 @@ def run_file(location: Location, name: str) -> dict:
     if not location.exists(location.path(name)):
         raise RunFileError(f"no {name}: not a dataset written by generate or convert, or one "
                            "they have not finished beginning (the same command resumes it)")
+    return _run_file_object(location, name)
+
+
+def run_file_or_empty(location: Location, name: str) -> dict:
+    """The run file `name` as run_file reads it, {} where the dataset has none."""
+    return _run_file_object(location, name) if location.exists(location.path(name)) else {}
+
+
+def _run_file_object(location: Location, name: str) -> dict:
+    """The JSON object of a run file that is there (RunFileError: it is no JSON object)."""
     shown = redact(location.path(name))
     remedy = ("generate cannot resume it: --restart starts over" if name == PLAN_FILE
               else "rerun generate on the dataset to make it again")  # it rewrites the others
@@ -53,11 +63,6 @@ def run_file(location: Location, name: str) -> dict:
         raise RunFileError(f"{shown} holds {type(data).__name__}, not an object: damaged; "
                            f"{remedy}")
     return data
-
-
-def run_file_or_empty(location: Location, name: str) -> dict:
-    """The run file `name` as run_file reads it, {} where the dataset has none."""
-    return run_file(location, name) if location.exists(location.path(name)) else {}
 
 
 def check_store(store: str) -> str:
