@@ -32,7 +32,9 @@ def read(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, AttributeError,
-            KeyError) as error:
+            KeyError, OSError) as error:  # OSError: a zip cut inside its tensors' data
+        if isinstance(error, FileNotFoundError | PermissionError):
+            raise
         raise CheckpointError(f"{path} is not a readable checkpoint: {_why(path, error)}"
                               ) from None
 

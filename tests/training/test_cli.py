@@ -254,7 +254,12 @@ def test_a_checkpoint_file_that_cannot_be_read_is_named_not_a_traceback(tmp_path
     cut.write_bytes(good.read_bytes()[:200])
     text.write_text('{"not": "a checkpoint"}')
     torch.save({"model": Fraction(1, 3)}, foreign)  # a pickle of an object, not a tensor
-    for broken, why in ((cut, "truncated or damaged"), (text, "not a file torch writes"),
+    large = tmp_path / "large.pt"  # cut inside its tensor's data: torch raises an OSError
+    torch.save({"model": {"w": torch.zeros(4000)}, "config": {}}, large)
+    cut_inside = tmp_path / "cut_inside.pt"
+    cut_inside.write_bytes(large.read_bytes()[:5000])
+    for broken, why in ((cut, "truncated or damaged"), (cut_inside, "truncated or damaged"),
+                        (text, "not a file torch writes"),
                         (foreign, "it holds objects other than tensors and plain data")):
         assert main(["train", "evaluate", "--checkpoint", str(broken), "--dataset", "csv",
                      "--root", str(table), "--out", str(tmp_path / "e")]) == 2
