@@ -20,7 +20,7 @@ from pipeline.sizing import NATIVE, TargetSize, cover_and_crop, parse_size
 from pipeline.sources import read_rgb, single
 from shards.keys import ref_ids
 from shards.layout import DEFAULT_STORE, PLAN_FILE, STORE_MODES
-from shards.storage import Location, redact
+from shards.storage import Location, file_in_the_way, redact
 
 DEEP_SAMPLES = 8  # versions `inspect --deep` replays when no count is given
 RESUMABLE = ("generate", "convert", "materialize")  # the same command finishes what it began
@@ -82,7 +82,7 @@ def _check_picture_path(path: Path) -> None:
     if path.is_dir():
         raise ValueError(f"-o {path} is a folder: name the picture's file (say "
                          f"{path / 'sheet.png'})")
-    blocking = next((parent for parent in path.parents if parent.is_file()), None)
+    blocking = file_in_the_way(path.parent)
     if blocking is not None:
         raise ValueError(f"-o {path}: {blocking} is a file where a folder is wanted")
     picture_format = Image.registered_extensions().get(path.suffix.lower())
@@ -658,7 +658,7 @@ def _in_words(error: BaseException) -> str:
     a path through it) named, not errno's File exists or Not a directory alone."""
     if isinstance(error, FileExistsError | NotADirectoryError) and error.filename:
         named = Path(error.filename)
-        blocking = next((path for path in (named, *named.parents) if path.is_file()), None)
+        blocking = file_in_the_way(named)
         if blocking is not None:
             return (f"{blocking} is a file where a folder is wanted ({error.strerror}: "
                     f"{named}): choose another path, or move the file")

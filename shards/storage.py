@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -75,6 +76,13 @@ def canonical_uri(uri: str) -> str:
                      if not _SECRET_PARAMETER.search(name))
     return urlunsplit((parts.scheme.lower(), parts.netloc.rpartition("@")[2],
                        parts.path.rstrip("/"), urlencode(options), ""))
+
+
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The file at `path` or at one of the folders above it, where `path` is to be a folder
+    (or to lie in one), named as `path` names it; None where there is none. Local paths."""
+    named = Path(path)
+    return next((each for each in (named, *named.parents) if each.is_file()), None)
 
 
 def _fsync(path: str) -> None:

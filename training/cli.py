@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from shards.storage import redact
+from shards.storage import file_in_the_way, redact
 from training import predict as prediction
 from training.benchmarks import LOADERS, DatasetLayoutError
 from training.compare import table
@@ -507,8 +507,10 @@ def main(argv: list[str] | None = None) -> int:
         if "://" in out:  # it would be written as a local folder of that name
             raise ValueError(f"--out {redact(out)}: a run's files go to a local folder; copy "
                              "them to the object store afterwards")
-        if Path(out).is_file():  # before any data is read
-            raise ValueError(f"--out {out} is a file, not a folder")
+        blocking = file_in_the_way(out) if out else None  # before any data is read
+        if blocking is not None:
+            raise ValueError(f"--out {out} is a file, not a folder" if blocking == Path(out)
+                             else f"--out {out}: {blocking} is a file where a folder is wanted")
         return args.run(args)
     except (ValueError, OSError, ModelInitError, DatasetLayoutError, NonFiniteError) as error:
         print(f"iqa-factory train: error: {_last_line(str(error))}", file=sys.stderr)

@@ -23,48 +23,96 @@ class Row:
     repeats: int
 
 
-def _finetune(summary: dict) -> Row:
+RESULTS_FILES = ("results.json", "evaluation.json")  # finetune and probe; evaluate
+
+
+def _finetune(summary: dict, figures: dict, repeats: int) -> Row:
     dataset = summary.get("dataset", "?")
-    return Row("finetune", str(summary.get("start", "?")), f"{dataset} -> {dataset}",
-               summary["median"], summary.get("repeats", 1))
+    return Row("finetune", str(summary.get("start", "?")), f"{dataset} -> {dataset}", figures,
+               repeats)
 
 
-def _probe(summary: dict) -> Row:
+def _probe(summary: dict, figures: dict, repeats: int) -> Row:
     return Row("probe", str(summary.get("start", "?")),
                f"{summary.get('dataset', '?')} -> {summary.get('test_dataset', '?')}",
-               summary["median"], summary.get("repeats", 1))
+               figures, repeats)
 
 
-def _evaluation(summary: dict) -> Row:
+def _evaluation(summary: dict, figures: dict, _repeats: int) -> Row:
     tested = str(summary.get("dataset", "?")) + (" (test)" if summary.get("subset") == "test"
                                                  else "")
     return Row("evaluate", str(summary["checkpoint"]),
-               f"{summary.get('trained_on') or '?'} -> {tested}", summary["figures"], 1)
+               f"{summary.get('trained_on') or '?'} -> {tested}", figures, 1)
+
+
+def _is_figure(value) -> bool:
+    """A number, or None: a figure the run left undefined (never a bool or a text)."""
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _figures(summary: dict, key: str) -> dict | None:
+    """The run's figures under `key` (a results.json's median, an evaluation.json's
+    figures): every core figure there and every figure a number or None; None where not."""
+    figures = summary.get(key)
+    if not isinstance(figures, dict) or not all(name in figures for name in CORE_FIGURES):
+        return None
+    return figures if all(_is_figure(figures.get(name)) for name in FIGURES) else None
+
+
+def _repeats(summary: dict) -> int | None:
+    """How many splits the median is over: 1 where the file does not say; None where what it
+    says is not a count."""
+    repeats = summary.get("repeats", 1)
+    return repeats if type(repeats) is int and repeats >= 1 else None
+
+
+def _kind(summary: dict):
+    """The row maker for the file's kind; None where it is none of them."""
+    if summary.get("kind") == "probe":
+        return _probe
+    if "median" in summary:
+        return _finetune
+    return _evaluation if "checkpoint" in summary else None
+
+
+def results_files(path: Path) -> list[Path]:
+    """The results files `path` names: itself, or where it is a run's folder, the
+    results.json or evaluation.json in it."""
+    if path.is_dir():
+        inside = [path / name for name in RESULTS_FILES if (path / name).is_file()]
+        if not inside:
+            raise FileNotFoundError(f"{path} is a folder without a results.json or "
+                                    "evaluation.json: name a finished finetune, probe or "
+                                    "evaluate run's folder or file")
+        return inside
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `train finetune`, `train probe` "
+                                "or `train evaluate` first")
+    return [path]
 
 
 def read_row(path: Path) -> Row:
     """The row of a results.json (finetune, probe) or an evaluation.json (evaluate)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run `train finetune`, `train probe` "
-                                "or `train evaluate` first")
     try:
         summary = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UnknownResultsError(f"{path} is not JSON ({error})") from None
-    if isinstance(summary, dict):
-        figures = summary.get("median") or summary.get("figures") or {}
-        if isinstance(figures, dict) and all(  # None: a figure the run left undefined
-                name in figures and (figures[name] is None
-                                     or isinstance(figures[name], int | float))
-                for name in CORE_FIGURES):
-            if summary.get("kind") == "probe":
-                return _probe(summary)
-            if "median" in summary:
-                return _finetune(summary)
-            if "checkpoint" in summary:
-                return _evaluation(summary)
-    raise UnknownResultsError(f"{path} is neither a results.json of `train finetune` or `train "
-                              "probe` nor an evaluation.json of `train evaluate`")
+    make = _kind(summary) if isinstance(summary, dict) else None
+    if make is None:
+        raise UnknownResultsError(f"{path} is neither a results.json of `train finetune` or "
+                                  "`train probe` nor an evaluation.json of `train evaluate`")
+    key = "figures" if make is _evaluation else "median"
+    figures, repeats = _figures(summary, key), _repeats(summary)
+    if figures is None:
+        extra = [name for name in FIGURES if name not in CORE_FIGURES]
+        raise UnknownResultsError(
+            f"{path}: its {key} does not hold "
+            f"{', '.join(CORE_FIGURES)} (and {', '.join(extra)} where it has them), each a "
+            "number or null")
+    if repeats is None:
+        raise UnknownResultsError(f"{path}: repeats is {summary['repeats']!r}, not a count of "
+                                  "1 or more")
+    return make(summary, figures, repeats)
 
 
 def _cell(value: float | None) -> str:
@@ -86,6 +134,7 @@ def table(results: list[Path]) -> str:
     """A text table, one row per results.json or evaluation.json, labelled by its folder (and
     those above it where two share a name: run_labels); each text column as wide as its
     longest entry (names and paths whole)."""
+    results = [each for path in results for each in results_files(path)]
     read = [(label, read_row(path)) for label, path in zip(run_labels(results), results,
                                                             strict=True)]
     texts = [("run", [label for label, _ in read]), ("kind", [row.kind for _, row in read]),

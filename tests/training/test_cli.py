@@ -108,6 +108,14 @@ def test_resume_without_a_checkpoint_and_bad_datasets_fail_clearly(tiny_dataset,
     taken.write_text("mine")
     assert main(["train", "pretrain", str(tiny_dataset), "--out", str(taken), *TINY]) == 2
     assert f"--out {taken} is a file, not a folder" in capsys.readouterr().err
+    for command in (["pretrain", str(tiny_dataset), *TINY],  # a file above it: named first
+                    ["evaluate", "--checkpoint", str(taken), "--dataset", "csv", "--root",
+                     str(taken), "--device", "cpu"],
+                    ["predict", str(tmp_path), "--checkpoint", str(taken), "--device", "cpu"]):
+        assert main(["train", *command, "--out", str(taken / "sub" / "run")]) == 2
+        error = capsys.readouterr().err
+        assert f"--out {taken / 'sub' / 'run'}: {taken} is a file where a folder is wanted" \
+            in error, error
     for run in range(2):  # a second run into the folder, without --resume, says it replaces
         assert main(["train", "pretrain", str(tiny_dataset), "--out", str(tmp_path / "pre"),
                      "--epochs", "1", "--steps-per-epoch", "1", *TINY]) == 0
@@ -148,6 +156,39 @@ def test_compare_prints_the_median_figures(tmp_path, capsys):
                                     "0.9000"]
     assert lines[3].split()[:7] == ["baseline", "finetune", "baseline", "?", "->", "?",
                                     "0.7000"]
+
+
+def test_compare_names_a_malformed_results_file_and_reads_a_run_folder(tmp_path, capsys):
+    """Hand-made or damaged results files are named, never a TypeError or KeyError; a run's
+    folder stands for the results.json or evaluation.json in it."""
+    figures = dict.fromkeys(("srocc", "plcc", "plcc_raw", "krcc", "rmse", "rmse_raw"), 0.5)
+    cases = {"null_repeats": ({"median": figures, "repeats": None}, "repeats is None"),
+             "text_repeats": ({"median": figures, "repeats": "3"}, "repeats is '3'"),
+             "zero_repeats": ({"median": figures, "repeats": 0}, "repeats is 0"),
+             "probe_without_median": ({"kind": "probe", "start": "x"}, "its median does not"),
+             "text_figure": ({"median": {**figures, "plcc_raw": "0.4"}}, "its median does not"),
+             "bool_figure": ({"checkpoint": "b.pt", "figures": {**figures, "srocc": True}},
+                             "its figures does not hold"),
+             "figures_not_a_dict": ({"checkpoint": "b.pt", "figures": [0.5]},
+                                    "its figures does not hold"),
+             "a_list": ([figures], "neither a results")}
+    for name, (summary, message) in cases.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(summary))
+        assert main(["train", "compare", str(tmp_path / name / "results.json")]) == 2, name
+        error = capsys.readouterr().err
+        assert "Traceback" not in error and message in error, (name, error)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"start": "random", "median": figures,
+                                                  "repeats": 3}))
+    assert main(["train", "compare", str(run)]) == 0
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[:3] == ["run", "finetune", "random"] and row[-1] == "3"
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "compare", str(tmp_path / "empty")]) == 2
+    assert "is a folder without a results.json or evaluation.json" in capsys.readouterr().err
 
 
 def test_a_classification_target_trains_a_class_head_and_reports_accuracy(tiny_dataset,
