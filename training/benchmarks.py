@@ -462,6 +462,12 @@ def fingerprint(images: list[LabelledImage]) -> str:
     return hashlib.sha256(json.dumps(names).encode()).hexdigest()[:16]
 
 
+def image_id(image: LabelledImage) -> str:
+    """One image's reference and name, wherever it lies, in 12 hex digits: what a fine-tuned
+    checkpoint records of each image it trained on (copies of them keep it)."""
+    return hashlib.sha256(json.dumps([image.group, image.name]).encode()).hexdigest()[:12]
+
+
 LOADERS: dict[str, Callable[..., list[LabelledImage]]] = {
     "kadid10k": kadid10k, "tid2013": tid2013, "koniq10k": koniq10k, "biq2021": biq2021,
     "live": live, "csiq": csiq, "clive": clive, "spaq": spaq, "flive": flive,

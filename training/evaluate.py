@@ -12,7 +12,7 @@ from labelers.registry import metric_class
 from shards.storage import redact
 from shards.words import a_few
 from training import benchmarks, distributed
-from training.correlation import CORE_FIGURES, report
+from training.correlation import CORE_FIGURES, MIN_PAIRS, report
 from training.finetune import FinetuneConfig, test_figures
 from training.image_data import split
 from training.model import ModelConfig, build_model, check_all_loaded
@@ -106,6 +106,31 @@ def _trained_images_notice(trained: TrainedRun, config: EvaluateConfig) -> list[
     return [f"{config.checkpoint} was fine-tuned on this dataset: all of it holds the images "
             "it trained on (optimistic figures); --subset test tests its own split's test "
             "part"]
+
+
+def _without_trained_images(trained: TrainedRun, config: EvaluateConfig, images: list,
+                            notices: list[str]) -> list:
+    """The images to test on a dataset not known as the checkpoint's own (a copy changed
+    since, or another that shares images with it): with --subset test, less those it was
+    fine-tuned on (a test part holds none it trained on); with --subset all, all of them and
+    a notice of those it trained on."""
+    seen = trained.trained_on(images)
+    if not seen:
+        return images
+    part = "of the test part " if config.subset == "test" else ""
+    said = (f"{len(seen)} of the {len(images)} images {part}are ones {config.checkpoint} was "
+            f"fine-tuned on ({a_few([image.name for image in seen])}: the same reference and "
+            "name as in its split's train or validation part)")
+    if config.subset == "all":
+        notices.append(f"{said}: optimistic figures; --subset test leaves them out")
+        return images
+    seen_ids = {id(image) for image in seen}
+    kept = [image for image in images if id(image) not in seen_ids]
+    if len(kept) < MIN_PAIRS:
+        raise ValueError(f"{said}: {len(kept)} left to test, fewer than the {MIN_PAIRS} its "
+                         "correlations need; test it on a dataset it never saw")
+    notices.append(f"{said}: left out, {len(kept)} tested")
+    return kept
 
 
 def _load(trained: TrainedRun, config: EvaluateConfig, notices: list[str]
@@ -224,8 +249,6 @@ def evaluate(config: EvaluateConfig) -> dict:
         config, images, own = _load(scorer.trained, config, notices)
         if own and config.subset == "all":
             notices.extend(_trained_images_notice(scorer.trained, config))
-        for notice in notices if context.is_main else ():
-            print(f"NOTICE: {notice}")
         benchmarks.check_crop(images, augment.crop)
         parts = (test_split(scorer.trained, config, own, images) if config.subset == "test"
                  else None)
@@ -233,6 +256,10 @@ def evaluate(config: EvaluateConfig) -> dict:
             images = split(images, parts["split_by"], parts["seed"], parts["repeat"]).test
         elif config.subset != "all":
             raise ValueError(f"--subset must be all or test, got {config.subset!r}")
+        if not own:  # its own split's test part holds none by its making
+            images = _without_trained_images(scorer.trained, config, images, notices)
+        for notice in notices if context.is_main else ():
+            print(f"NOTICE: {notice}")
         predicted, opinion, figures = test_figures(
             context, scorer.model, images, augment, config.eval_crops,
             config.workers, max(1, config.batch_size // context.world_size), scorer.precision)

@@ -160,7 +160,9 @@ def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: i
         return validation_figures(*predict(context, network, val_loader, inputs), classes=0)
 
     run = Run(context, model, config.optim, 0, out,
-              {**config.to_json(), "repeat": repeat, **recorded},
+              {**config.to_json(), "repeat": repeat, **recorded,
+               "trained_images": sorted({benchmarks.image_id(image)  # evaluate: none tested
+                                         for image in (*parts.train, *parts.val)})},
               seed, precision, augment=config.augment)
     summary = fit(run, batches, steps, validate, resume)
     distributed.barrier(context)  # rank 0 has written best.pt

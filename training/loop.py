@@ -46,7 +46,8 @@ from training.transforms import Augment
 # (the datasets themselves are compared as LOCAL_PATH_SETTINGS, not as resolved)
 RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every", "out",
                      "ensemble",  # its file's path; ensemble_hash says what Q it defines
-                     "dataset_resolved", "also_resolved"}
+                     "dataset_resolved", "also_resolved",
+                     "trained_images"}  # made of the images and split (older runs lack it)
 # compared as absolute paths: ds/ and ./ds are one (finetune's dataset is a kind, its root the
 # path)
 LOCAL_PATH_SETTINGS = {"dataset", "also", "root"}

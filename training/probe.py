@@ -193,6 +193,11 @@ def _notices(config: ProbeConfig, table: Table, results: list[dict],
         notices.append(f"{checkpoint} was fine-tuned on {tested.root}: its features learnt "
                        "the scores of images tested here (optimistic figures); probe a "
                        "pretrained checkpoint, or test on a dataset it never saw")
+    elif trained is not None and (seen := trained.trained_on(test_images)):
+        notices.append(f"{checkpoint} was fine-tuned on {len(seen)} of the {len(test_images)} "
+                       f"images tested here ({a_few([image.name for image in seen])}: the "
+                       "same reference and name): its features learnt their scores "
+                       "(optimistic figures)")
     if trained is not None and tested.kind == "shards":
         seen = trained.seen_notice(checkpoint, tested.root,
                                    {image.group for image in test_images}, "probe")

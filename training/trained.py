@@ -12,6 +12,7 @@ from shards.dataset import open_dataset
 from shards.storage import canonical_uri, redact
 from shards.words import a_few
 from training import checkpoint
+from training.benchmarks import LabelledImage, image_id
 from training.model import backbone_input
 from training.shard_data import held_out
 from training.transforms import Augment
@@ -39,6 +40,7 @@ class TrainedRun:
     refs: tuple[str, ...] = ()
     ensemble: str | None = None              # shards: the ensemble whose Q it learnt
     images: str | None = None                # benchmarks.fingerprint of the images it split
+    trained_images: frozenset[str] = frozenset()  # benchmarks.image_id of its train, val parts
     # pretrain: references moved to validation, and those never read
     val_refs: tuple[str, ...] = ()
     exclude_refs: tuple[str, ...] = ()
@@ -68,6 +70,7 @@ class TrainedRun:
                    split_by=config.get("split_by", cls.split_by),
                    seed=config.get("seed", cls.seed), refs=tuple(config.get("refs") or ()),
                    ensemble=config.get("ensemble"), images=config.get("images_fingerprint"),
+                   trained_images=frozenset(config.get("trained_images") or ()),
                    val_refs=tuple(config.get("val_refs") or ()),
                    exclude_refs=tuple(config.get("exclude_refs") or ()))
 
@@ -90,6 +93,12 @@ class TrainedRun:
         if self.root_resolved is not None:
             return _recorded(self.root_resolved) == resolved_root(root)
         return self.root is None or _name(self.root) == _name(root)
+
+    def trained_on(self, images: list[LabelledImage]) -> list[LabelledImage]:
+        """Those of `images` it was fine-tuned on (its split's train or validation part: the
+        same reference and name, wherever they are read from now; none where it recorded no
+        images, as runs before 2026-12-05)."""
+        return [image for image in images if image_id(image) in self.trained_images]
 
     def pretrained_on(self, root: str) -> bool:
         """Whether it was pretrained (not fine-tuned) on the shards dataset at `root` (or read

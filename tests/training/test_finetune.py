@@ -176,10 +176,49 @@ def test_the_same_images_elsewhere_are_tested_on_the_checkpoints_own_split(finet
                                                        abs=1e-6)
     table = copy / "dmos.csv"
     lines = table.read_text().splitlines()
-    table.write_text("\n".join(lines[:-6]) + "\n")  # one reference fewer: other images
-    other = evaluate(dataclasses.replace(evaluation, out=str(tmp_path / "other")))
-    assert "is not known to hold the same images" in capsys.readouterr().out
-    assert other["split"] == {"split_by": "reference", "seed": 0, "repeat": 0}
+    table.write_text("\n".join(lines[:-1]) + "\n")  # one image fewer: other images
+
+
+def test_a_changed_copy_is_never_tested_on_images_the_checkpoint_trained_on(finetuned, tmp_path,
+                                                                           capsys):
+    """A copy of the dataset with one image dropped is not known as the checkpoint's own (its
+    fingerprint differs): it is split afresh (split 0 by default), whose test part may hold
+    images the checkpoint trained on. Each checkpoint records the images of its train and
+    validation parts (reference and name), so none of them is tested with --subset test, and
+    --subset all says how many it holds."""
+    import csv
+    import shutil
+
+    config, summary = finetuned
+    copy = tmp_path / "copied"
+    shutil.copytree(config.root, copy)
+    table = copy / "dmos.csv"
+    lines = table.read_text().splitlines()
+    table.write_text("\n".join(lines[:-1]) + "\n")
+    rows = list(csv.DictReader(table.open()))
+    reference = {row["dist_img"]: row["ref_img"] for row in rows}
+
+    evaluation = EvaluateConfig(f"{config.out}/split-1/best.pt", "kadid10k", str(copy),
+                                str(tmp_path / "other"), subset="test", eval_crops=3,
+                                batch_size=4, workers=0, device="cpu")
+    # split 0's test reference is one split 1 trained (or validated) on: all of its images
+    assert summary["splits"][0]["test_groups"] != summary["splits"][1]["test_groups"]
+    with pytest.raises(ValueError, match=r"of the test part are ones .* fine-tuned on .* 0 "
+                                         "left to test"):
+        evaluate(evaluation)
+    whole = evaluate(dataclasses.replace(evaluation, subset="all"))
+    untrained = [name for name, ref in reference.items()
+                 if ref in summary["splits"][1]["test_groups"]]  # (KADID's groups)
+    trained = len(rows) - len(untrained)
+    assert whole["figures"]["count"] == len(rows) == 23
+    assert (f"{trained} of the 23 images are ones {evaluation.checkpoint} was fine-tuned on"
+            in capsys.readouterr().out)
+    # split 0's checkpoint never trained on split 0's test reference: tested whole
+    unseen = evaluate(dataclasses.replace(evaluation, checkpoint=f"{config.out}/split-0/best.pt",
+                                          out=str(tmp_path / "unseen")))
+    assert unseen["figures"]["count"] == sum(
+        ref in summary["splits"][0]["test_groups"] for ref in reference.values())
+    assert "fine-tuned on (" not in capsys.readouterr().out
 
 
 def test_a_dataset_changed_in_place_has_no_test_part_of_the_checkpoints_split(finetuned,

@@ -261,6 +261,15 @@ def test_the_probe_recovers_a_planted_relation_and_compare_lists_every_kind(pret
                        "--repeats", "1")) == 0
     assert (f"NOTICE: {finetune / 'split-0' / 'best.pt'} was fine-tuned on {csv}: its features "
             "learnt the scores of images tested here") in capsys.readouterr().out
+    fewer = csv.with_name("fewer.csv")  # a copy less one row: not its dataset, yet it holds
+    fewer.write_text("".join(csv.read_text().splitlines(keepends=True)[:-1]))  # its images
+    assert main(_probe(finetune / "split-0" / "best.pt", fewer, tmp_path / "probe-fewer",
+                       "--repeats", "1")) == 0
+    held_out = set(read_json(finetune / "results.json")["splits"][0]["test_groups"])
+    groups = [line.rsplit(",", 1)[1] for line in fewer.read_text().splitlines()[1:]]
+    trained = sum(group not in held_out for group in groups)
+    assert (f"was fine-tuned on {trained} of the 239 images tested here"
+            in capsys.readouterr().out)
     assert main(["compare", str(out / "results.json"), str(finetune / "results.json"),
                  str(evaluation / "evaluation.json")]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
