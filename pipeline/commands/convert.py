@@ -19,7 +19,11 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline.commands.inspect_dataset import sidecar_problems, sources_problems
+from pipeline.commands.inspect_dataset import (
+    ensemble_problems,
+    sidecar_problems,
+    sources_problems,
+)
 from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.lease import Lease
@@ -197,11 +201,13 @@ def _source(source: Location) -> tuple[Plan, RunConfig]:
         plan = finished_plan(source)
     except UnfinishedDatasetError as error:
         raise ConversionError(str(error)) from None
-    problems = sources_problems(source, plan) + sidecar_problems(source, plan.digest)
+    manifest = run_file(source, MANIFEST_FILE)
+    config = RunConfig.from_json(manifest["config"])
+    problems = (sources_problems(source, plan) + sidecar_problems(source, plan.digest)
+                + ensemble_problems(source, config, str(manifest.get("ensemble_hash"))))
     if problems:  # copied as they are: a damaged one would pass for the target's own
         raise ConversionError(f"{source.root}: {'; '.join(problems)}")
-    manifest = run_file(source, MANIFEST_FILE)
-    return plan, RunConfig.from_json(manifest["config"])
+    return plan, config
 
 
 def stored_plan(plan: Plan, becomes: Storage) -> Plan:

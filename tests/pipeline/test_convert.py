@@ -227,6 +227,14 @@ def test_relabel_sidecars_travel_with_the_dataset_and_damaged_run_files_stay(sto
     pq.write_table(sources.slice(1), source / "sources.parquet")  # a source's row lost
     with pytest.raises(ConversionError, match=r"sources\.parquet lists \d+ sources, the plan"):
         convert(str(source), str(tmp_path / "recipes2"), "recipes")
+    pq.write_table(sources, source / "sources.parquet")
+    ensemble = source / "ensemble.json"
+    ensemble.write_text(ensemble.read_text()[:-20])  # cut: the target would carry it
+    with pytest.raises(ConversionError, match=r"ensemble\.json is damaged"):
+        convert(str(source), str(tmp_path / "recipes2"), "recipes")
+    ensemble.unlink()
+    with pytest.raises(ConversionError, match=r"no ensemble\.json: the ensemble the run's Q"):
+        convert(str(source), str(tmp_path / "recipes2"), "recipes")
     assert not (tmp_path / "recipes2").exists()  # refused before anything is written
 
 
