@@ -368,6 +368,8 @@ def finished_plan(location: Location) -> "Plan":
     """The plan of a dataset generate finished: its report written (a run's last act), every
     shard complete, none damaged (its lists there, its parquet of the samples its stats count);
     an UnfinishedDatasetError naming what is missing otherwise (nothing partial is read)."""
+    if not location.exists(location.root):
+        raise UnfinishedDatasetError(f"{location.root} does not exist")
     if not location.exists(location.path(PLAN_FILE)):
         raise UnfinishedDatasetError(f"{location.root} has no {PLAN_FILE}: not a dataset written "
                                      "by generate")

@@ -116,6 +116,8 @@ def plot(rows: list[dict], path: Path) -> None:
 def validate_levels(out: str, target: Path) -> list[dict]:
     """Write validate-levels.{md,json,png} into `target` from the run report in `out`."""
     location, shown = Location.parse(out), redact(out)  # credentials never in a message or file
+    if not location.exists(location.root):
+        raise ValueError(f"{shown} does not exist")
     if not location.exists(location.path(REPORT_FILE)):
         raise ValueError(f"{shown} has no report.json: not a dataset, or its generate run has "
                          "not finished (the same command resumes it)")

@@ -158,6 +158,9 @@ def test_convert_resumes_and_refuses_what_it_cannot_do(store_datasets, tmp_path)
         convert(str(store_datasets["recipes"]), str(store_datasets["hybrid"]), "images")
     with pytest.raises(ConversionError, match="is the source itself"):
         convert(str(store_datasets["recipes"]), str(store_datasets["recipes"]), "images")
+    with pytest.raises(ConversionError, match=r"nothing does not exist"):
+        materialize(str(tmp_path / "nothing"), str(tmp_path / "other"))
+    (tmp_path / "nothing").mkdir()
     with pytest.raises(ConversionError, match=r"has no plan\.json"):
         materialize(str(tmp_path / "nothing"), str(tmp_path / "other"))
     with pytest.raises(ConversionError, match="workers must be at least 1"):

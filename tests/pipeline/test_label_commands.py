@@ -427,8 +427,11 @@ def test_relabel_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys):
     _halves().save(tmp_path / "halves.json")
     mistyped = tmp_path / "runs" / "no" / "such"
     assert cli.main(["relabel", str(mistyped), "--ensemble", str(tmp_path / "halves.json")]) == 2
-    assert "plan.json" in capsys.readouterr().err
+    assert f"{mistyped} does not exist" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # refused before its lease would make OUT
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["relabel", str(tmp_path / "empty"), "--ensemble", "default"]) == 2
+    assert "has no plan.json: not a dataset written by generate" in capsys.readouterr().err
 
 
 def _inspect(out: Path, capsys) -> tuple[int, str]:

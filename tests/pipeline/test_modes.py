@@ -213,6 +213,9 @@ def test_validate_levels_never_passes_what_it_did_not_check(tmp_path, capsys):
     assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 2
     assert "no type of" in capsys.readouterr().err and not (tmp_path / "v").exists()
     assert cli.main(["validate-levels", str(tmp_path / "nothing"), "--target", "v"]) == 2
+    assert f"{tmp_path / 'nothing'} does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["validate-levels", str(tmp_path / "empty"), "--target", "v"]) == 2
     assert "has no report.json: not a dataset" in capsys.readouterr().err
     rising = {f"01-{level}": 0.5 + 0.1 * level for level in range(1, 6)}  # Q grows: fails
     (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": rising,
