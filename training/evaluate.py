@@ -240,6 +240,11 @@ def quality_model(path: str, crop: int | None, device: torch.device) -> QualityM
     return QualityModel(model, precision, trained.augment(crop), trained)
 
 
+def _say(context: distributed.Context, notices: list[str]) -> None:
+    for notice in notices if context.is_main else ():
+        print(f"NOTICE: {notice}")
+
+
 def evaluate(config: EvaluateConfig) -> dict:
     context = distributed.start(config.device)
     try:
@@ -249,6 +254,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         config, images, own = _load(scorer.trained, config, notices)
         if own and config.subset == "all":
             notices.extend(_trained_images_notice(scorer.trained, config))
+        _say(context, notices)  # before a split is refused: what it was taken for
         benchmarks.check_crop(images, augment.crop)
         parts = (test_split(scorer.trained, config, own, images) if config.subset == "test"
                  else None)
@@ -257,9 +263,9 @@ def evaluate(config: EvaluateConfig) -> dict:
         elif config.subset != "all":
             raise ValueError(f"--subset must be all or test, got {config.subset!r}")
         if not own:  # its own split's test part holds none by its making
-            images = _without_trained_images(scorer.trained, config, images, notices)
-        for notice in notices if context.is_main else ():
-            print(f"NOTICE: {notice}")
+            left: list[str] = []
+            images = _without_trained_images(scorer.trained, config, images, left)
+            _say(context, left)
         predicted, opinion, figures = test_figures(
             context, scorer.model, images, augment, config.eval_crops,
             config.workers, max(1, config.batch_size // context.world_size), scorer.precision)
