@@ -119,8 +119,14 @@ def check_opinions(opinion: np.ndarray, references: np.ndarray) -> None:
     """A clear error for opinion scores no ensemble can be fitted to (finite, not all equal)
     or references too few to split; the fit-ensemble command calls it before any scoring."""
     opinion = np.asarray(opinion, dtype=np.float64)
-    if opinion.size == 0 or not np.isfinite(opinion).all() or np.ptp(opinion) == 0:
-        raise EnsembleError("the opinion scores must be finite and not all equal")
+    if opinion.size == 0:
+        raise EnsembleError("there are no opinion scores to fit to")
+    if not np.isfinite(opinion).all():
+        raise EnsembleError(f"{int((~np.isfinite(opinion)).sum())} of the {opinion.size} "
+                            "opinion scores are not finite numbers")
+    if np.ptp(opinion) == 0:
+        raise EnsembleError(f"the opinion scores are all equal ({opinion[0]:g}): "
+                            "nothing to fit an ensemble to")
     if len(np.unique(references)) < 2:
         raise EnsembleError("fitting needs at least two reference images to split")
 

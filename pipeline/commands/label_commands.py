@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import posixpath
 from collections import defaultdict
 from functools import partial
@@ -66,6 +67,8 @@ def read_opinion_table(path: Path) -> list[tuple[str, str, float]]:
             rows.append((dist, posixpath.normpath(row["ref_img"]),
                          _opinion(row["dmos"], path, reader.line_num)))
             lines[dist].append(reader.line_num)
+    if not rows:
+        raise ValueError(f"{path} has a header but no rows: no opinion scores to fit to")
     repeated = [f"{dist} (lines {', '.join(map(str, at))})" for dist, at in lines.items()
                 if len(at) > 1]
     if repeated:
@@ -76,9 +79,12 @@ def read_opinion_table(path: Path) -> list[tuple[str, str, float]]:
 
 def _opinion(text: str | None, path: Path, line: int) -> float:
     try:
-        return float(text)
+        value = float(text)
     except (TypeError, ValueError):
         raise ValueError(f"{path} line {line}: dmos {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{path} line {line}: dmos {text!r} is not a finite number")
+    return value
 
 
 def check_table(rows: list[tuple[str, str, float]], ref_dir: Path, dist_dir: Path) -> None:

@@ -217,8 +217,13 @@ def test_a_metric_is_never_fitted_against_its_own_direction():
 
 def test_fitting_refuses_what_no_curve_fits():
     references = np.repeat(np.arange(4), 5)
-    with pytest.raises(ens.EnsembleError, match="opinion scores must be finite and not all equal"):
+    with pytest.raises(ens.EnsembleError, match=r"opinion scores are all equal \(1\)"):
         fit_ensemble({"gmsd": np.arange(20.0)}, np.ones(20), references)
+    with pytest.raises(ens.EnsembleError, match="2 of the 20 opinion scores are not finite"):
+        fit_ensemble({"gmsd": np.arange(20.0)}, np.r_[np.arange(18.0), np.nan, np.inf],
+                     references)
+    with pytest.raises(ens.EnsembleError, match="no opinion scores"):
+        fit_ensemble({"gmsd": np.array([])}, np.array([]), np.array([]))
     with pytest.raises(ens.EnsembleError, match="the gmsd scores must be finite"):
         fit_ensemble({"gmsd": np.ones(20)}, np.arange(20.0), references)
 

@@ -70,11 +70,13 @@ def test_fit_ensemble_checks_the_table_before_scoring(kadid_like, tmp_path, caps
          f"e.g. {tmp_path / 'images' / 'I09.png'}, {tmp_path / 'images' / 'I09_01_01.png'}"),
         ([lines[0], "", *lines[1:3], "I00_01_03.png,I00.png,n/a,0.1", *lines[4:]],
          f"{kadid_like} line 5: dmos 'n/a' is not a number"),
+        ([*lines[:3], "I00_01_03.png,I00.png,nan,0.1", *lines[4:]],
+         f"{kadid_like} line 4: dmos 'nan' is not a finite number"),
         ([lines[0], *(line.rsplit(",", 2)[0] + ",3.0,0.1" for line in lines[1:])],
-         "the opinion scores must be finite and not all equal"),
+         "the opinion scores are all equal (3): nothing to fit an ensemble to"),
         ([line for line in lines if not line.startswith(("I01", "I02", "I03", "I04"))],
          "at least two reference images"),
-        (lines[:1], "the opinion scores must be finite and not all equal"),
+        (lines[:1], f"{kadid_like} has a header but no rows: no opinion scores to fit to"),
         ([*lines[:5], "", *lines[5:], lines[3]], f"{kadid_like}: 1 distorted image(s) "
          "listed more than once, e.g. I00_01_03.png (lines 4, 23): one row per distorted "
          "image"),  # the file's lines, its blank line counted
