@@ -21,6 +21,7 @@ from pipeline.sources import read_rgb, single
 from shards.keys import ref_ids
 from shards.layout import DEFAULT_STORE, PLAN_FILE, STORE_MODES
 from shards.storage import Location, file_in_the_way, redact
+from shards.words import a_few
 
 DEEP_SAMPLES = 8  # versions `inspect --deep` replays when no count is given
 RESUMABLE = ("generate", "convert", "materialize")  # the same command finishes what it began
@@ -63,8 +64,12 @@ def _sheet(args: argparse.Namespace) -> int:
                              "that image")
         img = _prepared(args.image, args.size or TargetSize(), args.allow_upscale)
         ref_id = ref_ids([single(args.image).stem])[0]  # its versions' seeds, as generate's
-        sheet = render_contact_sheet(img, seed=args.seed or 0, ref_id=ref_id,
-                                     cell_width=args.cell_width)
+        sheet, failures = render_contact_sheet(img, seed=args.seed or 0, ref_id=ref_id,
+                                               cell_width=args.cell_width)
+        if failures:
+            print(f"note: {len(failures)} version(s) failed, their cells say so: " + a_few(
+                [f"{distortions.get(i).name} level {level}: {why}"
+                 for (i, level), why in failures.items()], separator="; "))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.output)
     print(f"wrote {args.output} ({sheet.width}x{sheet.height})")

@@ -24,6 +24,7 @@ HEADER = 28
 CAPTION = 16
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
+FAILED_FILL = (225, 225, 225)
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -39,11 +40,12 @@ def _caption_font(draw: ImageDraw.ImageDraw, text: str, width: int) -> ImageFont
     return _font(7)
 
 
-def render_grid(reference: np.ndarray, cells: dict[tuple[int, int], tuple[np.ndarray, str]],
+def render_grid(reference: np.ndarray,
+                cells: dict[tuple[int, int], tuple[np.ndarray | None, str]],
                 cell_width: int = DEFAULT_CELL_WIDTH) -> Image.Image:
     """Lay out the reference and (distortion id, level) -> (image, caption) cells in a grid of
     a row per type that has a cell (in the bank's order) x 5 levels; absent levels stay
-    blank."""
+    blank, a cell without an image (a version that failed) is gray and says so."""
     cell_height = round(cell_width * reference.shape[0] / reference.shape[1])
     row_height = cell_height + CAPTION
     present = {distortion_id for distortion_id, _ in cells}
@@ -68,24 +70,34 @@ def render_grid(reference: np.ndarray, cells: dict[tuple[int, int], tuple[np.nda
                 continue
             image, caption = cells[(d.id, level)]
             left = LABEL_WIDTH + level * cell_width
-            sheet.paste(thumbnail(image), (left, top))
+            if image is None:
+                draw.rectangle((left, top, left + cell_width - 1, top + cell_height - 1),
+                               fill=FAILED_FILL)
+                draw.text((left + 4, top + cell_height // 2 - 8), "failed", fill=INK, font=font)
+            else:
+                sheet.paste(thumbnail(image), (left, top))
             draw.text((left + 3, top + cell_height + 1), caption, fill=INK,
                       font=_caption_font(draw, caption, cell_width))
     return sheet
 
 
 def render_contact_sheet(img: np.ndarray, seed: int = 0, ref_id: str = "sheet",
-                         cell_width: int = DEFAULT_CELL_WIDTH) -> Image.Image:
-    """Render every registered type at every level of `img` (distorted with the run's seed
-    scheme) in a grid."""
+                         cell_width: int = DEFAULT_CELL_WIDTH
+                         ) -> tuple[Image.Image, dict[tuple[int, int], str]]:
+    """(Every registered type at every level of `img`, distorted with the run's seed scheme,
+    in a grid; (distortion id, level) -> why, of each version the bank refused to make, as
+    generate records it in failures.jsonl: its cell says failed, the others are drawn)."""
     distortions.check_image(img)
     scenarios = [(d, lv) for d in distortions.registered() for lv in distortions.LEVELS]
-    cells = {}
+    cells, failures = {}, {}
     for d, level in tqdm(scenarios, desc="contact sheet", unit="img"):
-        out, _ = distortions.apply(img, d.id, level,
-                                   distortions.derive_seed(seed, ref_id, d.id, level))
+        try:
+            out, _ = distortions.apply(img, d.id, level,
+                                       distortions.derive_seed(seed, ref_id, d.id, level))
+        except distortions.DistortionError as error:
+            out, failures[(d.id, level)] = None, str(error)
         cells[(d.id, level)] = (out, d.describe(level))
-    return render_grid(img, cells, cell_width)
+    return render_grid(img, cells, cell_width), failures
 
 
 def render_shard_sheet(tar_path: str, ref_id: str | None = None,

@@ -74,6 +74,38 @@ def test_an_images_sheet_shows_the_versions_generate_makes_of_it(tmp_path):
     assert np.array_equal(*sheets)
 
 
+def test_a_sheet_draws_the_versions_the_bank_refuses_as_failed_and_names_why(tmp_path,
+                                                                             capsys):
+    """A flat photo: JPEG 2000 compresses it far beyond any level's ratio, so the bank refuses
+    those versions (as generate records them); the sheet is still drawn, their cells gray with
+    'failed', and the note names them with the bank's reason."""
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((176, 192, 3), 90, np.uint8)).save(flat)
+    img = np.full((176, 192, 3), 90, np.uint8)
+    refused = {}
+    for d in distortions.registered():
+        for level in distortions.LEVELS:
+            try:
+                distortions.apply(img, d.id, level, distortions.derive_seed(0, "flat", d.id,
+                                                                             level))
+            except distortions.DistortionError as error:
+                refused[(d.id, level)] = str(error)
+    assert (2, 1) in refused  # jpeg2000's first level
+    output = tmp_path / "sheet.png"
+    assert cli.main(["sheet", str(flat), "--size", "native", "-o", str(output),
+                     "--cell-width", "64"]) == 0
+    said = capsys.readouterr().out
+    assert f"note: {len(refused)} version(s) failed, their cells say so: " in said
+    assert f"jpeg2000 level 1: {refused[(2, 1)]}" in said
+    with Image.open(output) as sheet:
+        pixels = np.asarray(sheet.convert("RGB"))
+    row = [d.id for d in distortions.registered()].index(2)
+    cell_height = round(64 * 176 / 192)
+    top, left = 28 + row * (cell_height + 16), 170 + 64  # header, label column, reference
+    corner = pixels[top + 2: top + 6, left + 50: left + 60]  # clear of the word 'failed'
+    assert (corner == 225).all()  # not the flat photo's 90
+
+
 def test_sheet_refuses_a_too_small_image_clearly(tmp_path, capsys):
     tiny = tmp_path / "tiny.png"
     Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(tiny)
