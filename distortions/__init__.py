@@ -38,7 +38,14 @@ from distortions.errors import (
     UnknownBankError,
     UnknownDistortionError,
 )
-from distortions.registry import BANK, LEVELS, REGISTERED, Distortion, is_integer
+from distortions.registry import (
+    BANK,
+    LEVELS,
+    REGISTERED,
+    Distortion,
+    check_params,
+    is_integer,
+)
 from distortions.seeding import check_seed, derive_seed
 from distortions.validation import check_image
 
@@ -231,7 +238,8 @@ def replay(img: np.ndarray, recipe: dict) -> np.ndarray:
         raise InvalidRecipeError(
             f"recipe names {recipe['distortion']!r} but id {distortion.id} is {distortion.name!r}"
         )
-    if isinstance(params, dict) and (unknown := _unknown_params(distortion, params)):
+    check_params(distortion, params)
+    if unknown := _unknown_params(distortion, params):
         raise InvalidRecipeError(_unknown_message(distortion, unknown))
     return _replayed(distortion, img, params)
 
@@ -284,8 +292,7 @@ def check_recipe(recipe: dict) -> None:
         raise
     except KeyError as error:
         raise InvalidRecipeError(f"not a distortion recipe: missing {error}") from None
-    if not isinstance(params, dict):
-        raise InvalidRecipeError(f"a recipe's params are a JSON object, got {params!r}")
+    check_params(get(recipe["distortion_id"]), params)
     if unknown := _unknown_params(get(recipe["distortion_id"]), params):
         raise InvalidRecipeError(_unknown_message(get(recipe["distortion_id"]), unknown))
     names = ((set(made["params"]) | set(params)) - set(WHERE_MADE_PARAMS)

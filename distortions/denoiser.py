@@ -9,7 +9,6 @@ identity (kind and weights hash) goes into every recipe that used it.
 import hashlib
 import importlib.util
 import os
-import pickle
 import threading
 import warnings
 from dataclasses import dataclass
@@ -72,17 +71,31 @@ def tensor_to_uint8(image: torch.Tensor) -> torch.Tensor:
     return image.float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
 
 
+def _state_dict(loaded: object, spec: DenoiserSpec) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded weight file (itself, or its "state_dict" entry), or a
+    DenoiserUnavailableError saying it is something else."""
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
+    if not (isinstance(state, dict) and state and all(
+            isinstance(key, str) and isinstance(value, torch.Tensor)
+            for key, value in state.items())):
+        raise DenoiserUnavailableError(
+            f"{spec.path} is not a {spec.kind} weight file: it holds a {type(state).__name__}, "
+            "not a state dict of named tensors")
+    return state
+
+
 class LoadedDenoiser:
     """A denoiser network on its device, with the identity recipes record."""
 
     def __init__(self, spec: DenoiserSpec):
         try:
             state = torch.load(spec.path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        except Exception as error:  # torch's unpickler raises whatever the bytes
+            # make it raise (struct.error, KeyError, ...): any of them means no weights here
             raise DenoiserUnavailableError(
-                f"cannot load denoiser weights {spec.path}: {error}"
+                f"cannot load denoiser weights {spec.path}: {type(error).__name__}: {error}"
             ) from error
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        state = _state_dict(state, spec)
         try:
             network = FFDNet(state) if spec.kind == "ffdnet" else DnCNN(state)
         except (KeyError, ValueError, IndexError) as error:

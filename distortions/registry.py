@@ -64,6 +64,7 @@ class Distortion:
         """Apply with recorded parameters: pure, uint8 RGB in, same shape uint8 RGB out (a
         writable array)."""
         check_image(img)
+        check_params(self, params)
         try:
             out = self.apply_fn(img, params)
         except KeyError as missing:
@@ -77,6 +78,13 @@ class Distortion:
         """The level's parameters as text, e.g. 'quality=43'."""
         table = self.levels[self.check_level(level) - 1]
         return ", ".join(f"{key.removesuffix('_count')}={value}" for key, value in table.items())
+
+
+def check_params(distortion: Distortion, params: object) -> None:
+    """An InvalidRecipeError unless `params` is a dict of parameter names to values."""
+    if not isinstance(params, dict):
+        raise InvalidRecipeError(f"{distortion.name}: its parameters must be a dict of "
+                                 f"name -> value, not a {type(params).__name__}")
 
 
 def _levels(**columns: tuple) -> tuple[dict, ...]:

@@ -113,11 +113,18 @@ def test_a_recipe_whose_parameters_its_level_and_seed_do_not_give_is_refused(sma
                                                              "quality"):
         distortions.check_recipe(chain)
     for recipe, why in (({**blur, "version": 2}, "recipe version 2"),
-                        ({**blur, "params": [1]}, "params are a JSON object"),
+                        ({**blur, "params": [1]}, "parameters must be a dict of name -> "
+                         "value, not a list"),
                         ({k: v for k, v in blur.items() if k != "seed"}, "missing 'seed'"),
                         ("blur", "a recipe is a JSON object")):
         with pytest.raises(distortions.InvalidRecipeError, match=why):
             distortions.check_recipe(recipe)
+    for params in (None, [1, 2], "sigma=1"):  # replay and apply, not an AttributeError
+        with pytest.raises(distortions.InvalidRecipeError, match="gaussian_blur: its "
+                                                                 "parameters must be a dict"):
+            distortions.replay(small_image, {**blur, "params": params})
+        with pytest.raises(distortions.InvalidRecipeError, match="must be a dict of name"):
+            distortions.get("gaussian_blur").apply(small_image, params)
     with pytest.raises(distortions.InvalidLevelError):
         distortions.check_recipe({**blur, "level": 9})
 

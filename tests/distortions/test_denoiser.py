@@ -103,9 +103,16 @@ def test_missing_or_broken_denoiser_files_are_typed_errors(tmp_path, restore_def
     with pytest.raises(DenoiserUnavailableError, match="does not exist"):
         distortions.use_denoiser(tmp_path / "absent.pth")
     broken = tmp_path / "broken.pth"
-    broken.write_bytes(b"not a checkpoint")
-    with pytest.raises(DenoiserUnavailableError, match="cannot load"):
-        distortions.use_denoiser(broken)
+    # torch's unpickler fails on such bytes with struct.error, KeyError, UnpicklingError...
+    for junk in (b"not a checkpoint", b"junk", b"hello this is a text file\n" * 3):
+        broken.write_bytes(junk)
+        with pytest.raises(DenoiserUnavailableError, match="cannot load denoiser weights"):
+            distortions.use_denoiser(broken)
+    for loaded, holds in (([1, 2, 3], "list"), ({1: torch.zeros(3)}, "dict"),
+                          ({"model.0.weight": "text"}, "dict"), ({}, "dict")):
+        torch.save(loaded, broken)
+        with pytest.raises(DenoiserUnavailableError, match=f"holds a {holds}, not a state"):
+            distortions.use_denoiser(broken)
     not_a_net = tmp_path / "wrong.pth"
     torch.save({"model.0.weight": torch.zeros(3)}, not_a_net)
     with pytest.raises(DenoiserUnavailableError, match="not a dncnn weight file"):
