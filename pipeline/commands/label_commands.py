@@ -53,6 +53,8 @@ def read_opinion_table(path: Path) -> list[tuple[str, str, float]]:
     (`./I01.png` is `I01.png`), so one image spelled two ways is one reference of the split;
     a ValueError names the file's line of a score that is no number and of a distorted image
     listed twice (a fit would count its pair twice)."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"{path} is a folder: name the MOS table (a .csv file)")
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} does not exist")
     with Path(path).open(newline="") as handle:
@@ -166,7 +168,7 @@ def fit_ensemble_command(args) -> int:
     """Score a MOS table's pairs, fit an ensemble on 80% of its references, report the rest."""
     table = Path(args.table)
     rows = read_opinion_table(table)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # before hours of scoring
+    _check_outputs(Path(args.output))  # before hours of scoring
     ref_dir = Path(args.ref_dir or table.parent / "images")
     dist_dir = Path(args.dist_dir or ref_dir)
     check_table(rows, ref_dir, dist_dir)
@@ -194,6 +196,16 @@ def fit_ensemble_command(args) -> int:
           f"{_figure(report.ensemble_test['plcc'])}")
     print(f"wrote {output} (hash {report.ensemble.hash}) and {output.with_suffix('.report.json')}")
     return 0
+
+
+def _check_outputs(output: Path) -> None:
+    """The ensemble file and its report beside it can be written: neither is a folder, and
+    their folder is made (a file in its way is named by the command line)."""
+    for path in (output, output.with_suffix(".report.json")):
+        if path.is_dir():
+            raise IsADirectoryError(f"-o {output}: {path} is a folder; name the ensemble's "
+                                    "file (its report is written beside it)")
+    output.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _figure(value: float | None) -> str:

@@ -87,6 +87,20 @@ def test_fit_ensemble_checks_the_table_before_scoring(kadid_like, tmp_path, caps
                          str(tmp_path / "fitted.json")]) == 2
         err = capsys.readouterr().err
         assert said in err and "weights missing" not in err  # refused before the labeler
+    kadid_like.write_text("\n".join(lines) + "\n")
+    (tmp_path / "taken.report.json").mkdir()
+    for output, said in ((tmp_path, f"-o {tmp_path}: {tmp_path} is a folder; name the "
+                          "ensemble's file"),
+                         (tmp_path / "taken.json", f"{tmp_path / 'taken.report.json'} is a "
+                          "folder"),
+                         (kadid_like / "fitted.json", f"{kadid_like} is a file where a folder "
+                          "is wanted")):
+        assert cli.main(["fit-ensemble", str(kadid_like), "--metrics", "dists", "-o",
+                         str(output)]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "weights missing" not in err
+    assert cli.main(["fit-ensemble", str(tmp_path / "images")]) == 2
+    assert f"{tmp_path / 'images'} is a folder: name the MOS table" in capsys.readouterr().err
 
 
 def test_fit_ensemble_leaves_out_a_reference_a_metric_refuses_and_says_why(kadid_like,
