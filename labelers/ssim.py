@@ -103,6 +103,9 @@ def ssim_map_in_box(reference: np.ndarray | BoxReference, distorted: np.ndarray,
     y, x, h, w = box
     pad = WINDOW_SIZE // 2
     height, width = prepared.shape
+    if min(y, x) < 0 or min(h, w) <= 0 or y + h > height or x + w > width:
+        raise ValueError(f"ssim: box (y, x, h, w) {tuple(box)} is not inside the "
+                         f"{height} x {width} image")
     top, left = max(0, y - pad), max(0, x - pad)
     bottom, right = min(height, y + h + pad), min(width, x + w + pad)
     dist = to_batch(distorted[top:bottom, left:right], "cpu")

@@ -86,6 +86,22 @@ def test_phase_congruency_of_a_flat_image_is_0_and_fsim_stays_finite():
     assert 0 < score < 1
 
 
+@pytest.mark.parametrize(("period", "expected"), [(2, None), (4, None), (6, 1.0)])
+def test_stripes_finer_than_the_shortest_wavelength_have_no_fsim_even_against_themselves(
+        period, expected):
+    """FeatureSIM.m pools by the sum of PCm: stripes finer than the log-Gabor bank's 6-pixel
+    shortest wavelength have no phase congruency, so 0 / 0, as docs/labels-spec-notes.md
+    says; at 6 pixels the filters respond and an image against itself scores 1."""
+    rows = (np.arange(180) // (period // 2)) % 2 * 255
+    image = torch.from_numpy(np.broadcast_to(rows[:, None], (180, 190)).astype(np.uint8))
+    image = image.expand(1, 3, 180, 190)
+    score = FSIM().score(image, image).item()
+    if expected is None:
+        assert np.isnan(score)
+    else:
+        assert score == pytest.approx(expected, abs=1e-12)
+
+
 @pytest.mark.parametrize("pair", ["I03", "I08"])
 def test_ms_ssim_within_5e3_of_official(calibration_pair, pair):
     # A faithful msssim.m port gives 0.6700 on I03; the configuration behind the official

@@ -85,6 +85,11 @@ def test_a_boxed_map_is_the_whole_maps_window(pairs):
                                       whole[y:y + h, x:x + w])  # the reference prepared once
     with pytest.raises(InvalidPairError, match="reference is"):
         ssim_map_in_box(prepared, dist[:-1], (0, 0, 11, 11))
+    for box in ((height - 10, 0, 11, 11), (0, width - 10, 11, 11), (-1, 0, 11, 11),
+                (0, 0, 0, 11), (height + 5, width + 5, 4, 4)):  # past an edge, empty, outside
+        with pytest.raises(ValueError, match=rf"box \(y, x, h, w\) .* is not inside the "
+                                             rf"{height} x {width} image"):
+            ssim_map_in_box(prepared, dist, box)
 
 
 def test_dense_map_is_exactly_one_for_identical_images(small_image):
