@@ -94,6 +94,8 @@ def render_contact_sheet(img: np.ndarray, seed: int = 0, ref_id: str = "sheet",
         try:
             out, _ = distortions.apply(img, d.id, level,
                                        distortions.derive_seed(seed, ref_id, d.id, level))
+        except distortions.DenoiserUnavailableError:
+            raise  # the set-up's, not the image's: no sheet of 25 cells saying so
         except distortions.DistortionError as error:
             out, failures[(d.id, level)] = None, str(error)
         cells[(d.id, level)] = (out, d.describe(level))

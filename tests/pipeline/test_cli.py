@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import distortions
+from distortions import denoiser
 from pipeline import cli
 from pipeline.config import RunConfig
 from pipeline.sizing import SourceTooSmallError, TargetSize, cover_and_crop, parse_size
@@ -74,11 +75,12 @@ def test_an_images_sheet_shows_the_versions_generate_makes_of_it(tmp_path):
     assert np.array_equal(*sheets)
 
 
-def test_a_sheet_draws_the_versions_the_bank_refuses_as_failed_and_names_why(tmp_path,
-                                                                             capsys):
+def test_a_sheet_draws_the_versions_the_bank_refuses_as_failed_and_names_why(
+        tmp_path, capsys, monkeypatch):
     """A flat photo: JPEG 2000 compresses it far beyond any level's ratio, so the bank refuses
     those versions (as generate records them); the sheet is still drawn, their cells gray with
-    'failed', and the note names them with the bank's reason."""
+    'failed', and the note names them with the bank's reason. A denoiser weight file that
+    cannot be loaded is the set-up's fault, not the photo's: no sheet."""
     flat = tmp_path / "flat.png"
     Image.fromarray(np.full((176, 192, 3), 90, np.uint8)).save(flat)
     img = np.full((176, 192, 3), 90, np.uint8)
@@ -104,6 +106,13 @@ def test_a_sheet_draws_the_versions_the_bank_refuses_as_failed_and_names_why(tmp
     top, left = 28 + row * (cell_height + 16), 170 + 64  # header, label column, reference
     corner = pixels[top + 2: top + 6, left + 50: left + 60]  # clear of the word 'failed'
     assert (corner == 225).all()  # not the flat photo's 90
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"junk")
+    monkeypatch.setenv(denoiser.ENV_VARIABLE, str(broken))
+    monkeypatch.setattr(denoiser, "_active", None)  # loaded anew from the variable
+    assert cli.main(["sheet", "embedded:coffee", "-o", str(tmp_path / "broken.png")]) == 2
+    assert f"cannot load denoiser weights {broken}" in capsys.readouterr().err
+    assert not (tmp_path / "broken.png").exists()
 
 
 def test_sheet_refuses_a_too_small_image_clearly(tmp_path, capsys):
