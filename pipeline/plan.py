@@ -2,7 +2,6 @@
 ref_id and a seeded train/val/test split, shard k holding references k*R .. k*R+R-1. It is
 persisted with a digest; a rerun with a different plan refuses to resume."""
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -16,7 +15,15 @@ from pipeline.config import MODE_DEFAULTS, SPLIT_FRACTIONS, RunConfig
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.sources import Source
 from shards.keys import ref_ids
-from shards.layout import MANIFEST_FILE, PLAN_FILE, REPORT_FILE, RunFileError, run_file, shard_count
+from shards.layout import (
+    MANIFEST_FILE,
+    PLAN_FILE,
+    REPORT_FILE,
+    RunFileError,
+    plan_digest,
+    run_file,
+    shard_count,
+)
 from shards.reader import damage_message, shard_problems, shard_states
 from shards.reads import read_ahead
 from shards.storage import Location
@@ -239,8 +246,7 @@ class Plan:
 
     @cached_property
     def digest(self) -> str:
-        canonical = json.dumps(self._identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return plan_digest(self._identity())
 
     @classmethod
     def from_json(cls, data: dict) -> "Plan":

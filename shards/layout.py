@@ -8,6 +8,7 @@ an images dataset's PNGs would not shrink and its loader would pay the decompres
 mode a dataset is in, its plan says (`store_of`); webdataset and `tar` read both forms."""
 
 import fnmatch
+import hashlib
 import json
 
 import pyarrow.fs as pafs
@@ -25,6 +26,9 @@ LABELS_FILES = "labels-*.parquet"  # relabel's sidecars (key, quality, shard), o
 STORE_MODES = ("images", "recipes", "hybrid")
 DEFAULT_STORE = "images"
 SPLITS = ("train", "val", "test")  # a reference's split (the spec's)
+# what a plan's digest covers (duplicates only where a run left some out); the sources'
+# listing (sizes, times) lies outside it
+PLAN_IDENTITY = ("inputs", "references", "duplicates")
 _TAR_SUFFIX = {"images": ".tar", "recipes": ".tar.gz", "hybrid": ".tar.gz"}
 # each shard's side files: NNNNN + these (the same in every store mode)
 SIDE_SUFFIXES = {"parquet": ".parquet", "stats": "_stats.json", "sources": "_sources.json",
@@ -62,7 +66,20 @@ def _run_file_object(location: Location, name: str) -> dict:
     if not isinstance(data, dict):
         raise RunFileError(f"{shown} holds {type(data).__name__}, not an object: damaged; "
                            f"{remedy}")
+    if name == PLAN_FILE and data.get("digest") != (held := plan_digest(data)):
+        raise RunFileError(f"{shown}: its digest {str(data.get('digest'))[:12]} is not that of "
+                           f"the plan it holds ({held[:12]}): edited or damaged, its shards "
+                           f"cannot be told apart from another plan's; {remedy}")
     return data
+
+
+def plan_digest(plan: dict) -> str:
+    """The digest of a plan (a plan.json's object, or the fields a Plan writes): SHA-256 of
+    its PLAN_IDENTITY fields as canonical JSON. Each shard's stats name it, so a reader never
+    takes another plan's shard, nor a plan edited by hand, for this one."""
+    identity = {name: plan[name] for name in PLAN_IDENTITY if name in plan}
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def check_store(store: str) -> str:

@@ -18,6 +18,7 @@ from distortions import denoiser
 from pipeline import cli
 from pipeline.config import RunConfig
 from pipeline.sizing import SourceTooSmallError, TargetSize, cover_and_crop, parse_size
+from shards.layout import plan_digest
 from tests.conftest import MINIMUM_IMAGE
 
 
@@ -651,9 +652,13 @@ def test_ctrl_c_ends_with_a_line_saying_how_to_resume_not_a_traceback(monkeypatc
 
 
 def test_inspect_names_a_plan_file_that_is_not_a_plan(tmp_path, capsys):
-    (tmp_path / "plan.json").write_text("{}")
+    (tmp_path / "plan.json").write_text(json.dumps({"digest": plan_digest({})}))
     assert cli.main(["inspect", str(tmp_path)]) == 1  # a problem found, named
     assert "not a shard plan (KeyError: 'inputs')" in capsys.readouterr().out
+    (tmp_path / "plan.json").write_text("{}")
+    assert cli.main(["inspect", str(tmp_path)]) == 1
+    assert "plan.json: its digest None is not that of the plan it holds" in (
+        capsys.readouterr().out)
 
 
 def test_a_run_whose_every_metric_lacks_its_weights_stops_before_any_work(tmp_path, capsys,

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pytest
 
 from shards import open_dataset
-from shards.layout import tar_path
+from shards.layout import RunFileError, plan_digest, tar_path
 from shards.reader import DamagedShardError, complete_shards, read_index, shard_problems
 from shards.storage import Location
 
@@ -128,9 +128,28 @@ def test_a_dataset_without_a_complete_shard_is_refused_clearly(tmp_path, hand_ma
         open_dataset(str(unfinished))
     stale = tmp_path / "stale"
     shutil.copytree(hand_made, stale)
-    (stale / "plan.json").write_text(json.dumps({"digest": "another-plan"}))
+    plan = {"inputs": {"shard_refs": 2}, "references": ["a", "b", "c"]}
+    (stale / "plan.json").write_text(json.dumps({**plan, "digest": plan_digest(plan)}))
     with pytest.raises(FileNotFoundError, match="made under another plan"):
         open_dataset(str(stale))
+
+
+def test_a_plan_edited_by_hand_is_refused_not_read_as_a_smaller_dataset(generated, tmp_path):
+    """A reference dropped from plan.json, or its shard_refs raised, would make the readers
+    plan fewer shards and read short: the plan's digest no longer matches what it holds, and
+    every reader names that."""
+    for edit in (lambda plan: plan["references"].pop(),
+                 lambda plan: plan["inputs"].update(shard_refs=plan["inputs"]["shard_refs"] + 1),
+                 lambda plan: plan.pop("digest")):
+        copy = tmp_path / f"copy{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(generated, copy)
+        plan = json.loads((copy / "plan.json").read_text())
+        assert plan["digest"] == plan_digest(plan)  # as generate wrote it
+        edit(plan)
+        (copy / "plan.json").write_text(json.dumps(plan))
+        with pytest.raises(RunFileError, match=r"plan\.json: its digest .* is not that of the "
+                                               r"plan it holds .*: edited or damaged"):
+            open_dataset(str(copy))
 
 
 def _cut_at_a_member_boundary(tar: Path) -> int:

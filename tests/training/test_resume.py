@@ -253,16 +253,20 @@ def test_resume_over_other_data_is_refused(tiny_dataset, tmp_path, capsys):
     assert f"train samples {before['train samples']} then" in error
 
 
-def _made_under_plan(dataset: Path, digest: str) -> None:
-    """The dataset as generate leaves it under a plan of `digest`: plan.json, and every
-    shard's stats naming it."""
+def _made_under_plan(dataset: Path, seed: int) -> str:
+    """The dataset as generate leaves it under a plan of run seed `seed`: plan.json, and every
+    shard's stats naming its digest (returned)."""
     import json
 
+    from shards.layout import plan_digest
+
     refs = [row["ref_id"] for row in read_table(dataset / "sources.parquet").to_pylist()]
-    (dataset / "plan.json").write_text(json.dumps(
-        {"digest": digest, "references": refs, "inputs": {"shard_refs": 3}}))
+    plan = {"references": refs, "inputs": {"shard_refs": 3, "seed": seed}}
+    digest = plan_digest(plan)
+    (dataset / "plan.json").write_text(json.dumps({**plan, "digest": digest}))
     for stats in (dataset / "shards").glob("*_stats.json"):
         stats.write_text(json.dumps({**json.loads(stats.read_text()), "plan_digest": digest}))
+    return digest
 
 
 def test_resume_over_the_dataset_made_again_under_another_plan_is_refused(tiny_dataset,
@@ -273,19 +277,19 @@ def test_resume_over_the_dataset_made_again_under_another_plan_is_refused(tiny_d
 
     dataset = tmp_path / "data"
     shutil.copytree(tiny_dataset, dataset)
-    _made_under_plan(dataset, "a" * 64)
+    first = _made_under_plan(dataset, 0)
     out = tmp_path / "run"
     common = ["train", "pretrain", str(dataset), "--out", str(out), "--backbone",
               "test_resnet", "--init", "random", "--crop", "32", "--workers", "0", "--device",
               "cpu", "--steps-per-epoch", "2", "--batch-size", "4", "--val-refs", "r5"]
     assert main([*common, "--epochs", "1"]) == 0
-    assert checkpoint.load(out / checkpoint.LAST)["data"]["plan"] == "a" * 64
-    _made_under_plan(dataset, "b" * 64)
+    assert checkpoint.load(out / checkpoint.LAST)["data"]["plan"] == first
+    _made_under_plan(dataset, 1)
     capsys.readouterr()
     assert main([*common, "--epochs", "2", "--resume"]) == 2
     error = capsys.readouterr().err
-    assert "--resume over other data than" in error and f"plan {'a' * 64} then" in error
-    _made_under_plan(dataset, "a" * 64)
+    assert "--resume over other data than" in error and f"plan {first} then" in error
+    _made_under_plan(dataset, 0)
     assert main([*common, "--epochs", "2", "--resume"]) == 0
 
 
