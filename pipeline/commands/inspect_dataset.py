@@ -137,15 +137,22 @@ def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
 Routes = dict[str, tuple[int | None, str]]  # ref_id -> (its shard, its status) in a list
 
 
-def checked_shard(job: ShardCheck) -> tuple[list[str], int, Routes]:
-    """(check_shard's problems, the samples its stats count, the routes its sources list
-    gives): its stats, lists and tar are each read once."""
+REPORT_COUNTS = ("samples", "distorted")  # report.json's counts each shard's stats hold
+
+
+def checked_shard(job: ShardCheck) -> tuple[list[str], Counter, Routes]:
+    """(check_shard's problems, the REPORT_COUNTS its stats give (0 for one that is no
+    count: a problem of its own), the routes its sources list gives): its stats, lists and
+    tar are each read once."""
     examination = examine_shard(job.location, job.index, job.digest, job.store)
     problems = [f"shard {shard_name(job.index)}: {problem}" for problem in
                 examination.problems or _content_problems(job, examination)]
     routes = {row["ref_id"]: (job.index, row.get("status"))
               for row in examination.sources or ()}
-    return problems, (examination.stats or {}).get("samples", 0), routes
+    stats = examination.stats or {}
+    counts = Counter({name: stats[name] for name in REPORT_COUNTS
+                      if type(stats.get(name)) is int})
+    return problems, counts, routes
 
 
 def _content_problems(job: ShardCheck, examination: ShardExamination) -> list[str]:
@@ -237,14 +244,14 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
         return [], [f"{redact(out)}: {error}"]
     jobs = [ShardCheck.of(location, plan, index, 1 + config.versions_count, config.store,
                           config.keep_pngs) for index in range(plan.shard_count)]
-    shard_problems, samples, routes = [], 0, {}
+    shard_problems, counts, routes = [], Counter(), {}
     listed = shards_listing(location)  # (its files' bytes size the processes)
     processes = min(workers, sum(size or 0 for size in listed.values()) // BYTES_PER_PROCESS)
     checked = in_processes(checked_shard, jobs, processes)
     for problems, counted, routed in tqdm(checked, total=len(jobs),
                                           desc="shards checked", unit="shard", leave=False,
                                           disable=len(jobs) < 4):  # each tar read and hashed
-        shard_problems, samples = shard_problems + problems, samples + counted
+        shard_problems, counts = shard_problems + problems, counts + counted
         routes.update(routed)
     stray = stray_files(location, plan.shard_count, config.store, listed)
     if stray:
@@ -255,7 +262,12 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
     lines = [f"dataset {redact(out)}: {len(plan.references)} references in "
              f"{plan.shard_count} shards, plan {plan.digest[:12]}, ensemble {ensemble_hash}",
              modes_line(config.modes())]
-    report_lines, problems = _report(location)
+    held = None if shard_problems else {  # what the shards hold, where all are sound (the
+        # byte duplicates the plan left out are sources too, in no shard)
+        **{name: counts[name] for name in REPORT_COUNTS},
+        "sources": len(routes) + len(plan.duplicates),
+        "sources_ok": sum(status == "ok" for _, status in routes.values())}
+    report_lines, problems = _report(location, held)
     problems += ensemble_problems(location, config, ensemble_hash)
     if location.exists(location.path(REPORT_FILE)):  # the run finished: its sources.parquet
         problems += sources_problems(location, plan, routes)
@@ -264,7 +276,7 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
         shards = list(range(plan.shard_count))
         problems += sidecar_problems(location, plan.digest, shards)
         storage_lines, storage_problems = storage_summary(location, config.store, shards,
-                                                          samples)
+                                                          counts["samples"])
         lines, problems = lines + storage_lines, problems + storage_problems
     lines += _staged_note(location)
     if deep:
@@ -307,8 +319,11 @@ def _staged_note(location: Location) -> list[str]:
             "or one interrupted (the next generate or convert of this folder removes them)"]
 
 
-def _report(location: Location) -> tuple[list[str], list[str]]:
-    """report.json's summary lines and problems (absent: the run has not finished)."""
+def _report(location: Location, held: dict[str, int] | None
+            ) -> tuple[list[str], list[str]]:
+    """report.json's summary lines and problems (absent: the run has not finished); `held`:
+    its counts as the shards give them (None where a shard is not sound), which its own
+    must equal."""
     if not location.exists(location.path(REPORT_FILE)):
         writer = live_writer(location)
         return [], ["no report.json: " + (f"a run is writing it now ({writer})" if writer else
@@ -321,9 +336,12 @@ def _report(location: Location) -> tuple[list[str], list[str]]:
                  f"{dict(Counter(report['failures_by_reason']))}"]
         if report["metrics_absent"]:
             lines.append(f"labels without: {', '.join(report['metrics_absent'])}")
-        problems = [] if report["samples"] else [
-            f"no sample: none of the {report['sources']} sources could be used (their "
-            "reasons are in failures.jsonl)"]
+        problems = [f"{REPORT_FILE} says {name} {report[name]!r} but the shards hold "
+                    f"{count}: edited or damaged; rerun generate on the dataset to make it "
+                    "again" for name, count in (held or {}).items() if report[name] != count]
+        if not (held or report)["samples"]:
+            problems.append(f"no sample: none of the {report['sources']} sources could be "
+                            "used (their reasons are in failures.jsonl)")
         problems += [f"{d['ref_id']} is the same pixels as {d['of']} in another split "
                     f"({' and '.join(d['splits'])}): remove one of the two sources"
                     for d in report.get("pixel_duplicates", ()) if len(d["splits"]) > 1]

@@ -16,6 +16,7 @@ from pipeline import cli
 from pipeline.commands import label_commands as lc
 from pipeline.lease import LEASE_FILE, Lease
 from shards import open_dataset
+from shards.layout import plan_digest
 from shards.storage import Location
 from tests.conftest import finish, stats_agree
 
@@ -498,7 +499,11 @@ def test_inspect_checks_each_sidecar_against_the_dataset(scored_dataset, tmp_pat
     ("manifest.json", "{trunc", "manifest.json is not JSON"),
     ("manifest.json", "{}", "manifest.json lacks the field 'config'"),
     ("plan.json", None, "no plan.json: not a dataset written by generate"),
-    ("plan.json", '{"inputs": {}, "references": []}', "not a shard plan (KeyError: 'shard_refs')"),
+    ("plan.json", json.dumps({"inputs": {}, "references": [],
+                              "digest": plan_digest({"inputs": {}, "references": []})}),
+     "not a shard plan (KeyError: 'shard_refs')"),
+    ("plan.json", '{"inputs": {}, "references": []}', "plan.json: its digest None is not that "
+     "of the plan it holds"),
     ("report.json", None, "no report.json: the run has not finished"),
     ("ensemble.json", "{half", "ensemble.json is damaged"),
     ("ensemble.json", None, "no ensemble.json: the ensemble the run's Q was made with"),
@@ -520,6 +525,8 @@ def test_inspect_names_a_damaged_run_file(scored_dataset, tmp_path, capsys, name
     ("manifest.json", ("config", "size"), 5, "manifest.json is damaged (AttributeError"),
     ("report.json", ("failures_by_reason",), 5, "report.json is damaged (TypeError"),
     ("report.json", ("pixel_duplicates",), [{}], "report.json lacks the field 'splits'"),
+    ("shards/00000_stats.json", ("samples",), None, "shard 00000: "),  # not a TypeError
+    ("shards/00000_stats.json", ("samples",), "7", "shard 00000: "),
 ])
 def test_inspect_names_a_damaged_field_of_a_run_file(scored_dataset, tmp_path, capsys, name,
                                                      field, value, said):
@@ -532,6 +539,30 @@ def test_inspect_names_a_damaged_field_of_a_run_file(scored_dataset, tmp_path, c
     (out / name).write_text(json.dumps(data))
     code, printed = _inspect(out, capsys)
     assert code == 1 and said in printed
+
+
+@pytest.mark.parametrize(("field", "value"), [("samples", 5), ("samples", 0),
+                                              ("distorted", 0), ("sources_ok", 0),
+                                              ("sources", 9)])
+def test_inspect_holds_the_reports_counts_to_the_shards(scored_dataset, tmp_path, capsys,
+                                                        field, value):
+    """report.json's counts as the shards' parquet indices and sources.parquet give them
+    (not the report's word: 0 samples is no 'none of the sources could be used')."""
+    out = _copy(scored_dataset, tmp_path)
+    rows = pa.concat_tables([pq.read_table(path) for path in
+                             sorted((out / "shards").glob("*.parquet"))])
+    sources = pq.read_table(out / "sources.parquet").to_pylist()
+    held = {"samples": len(rows), "distorted": sum(key.rpartition("_")[2] != "ref"
+                                                   for key in rows["key"].to_pylist()),
+            "sources": len(sources),
+            "sources_ok": sum(row["status"] == "ok" for row in sources)}
+    report = json.loads((out / "report.json").read_text())
+    assert {name: report[name] for name in held} == held  # as generate wrote it
+    (out / "report.json").write_text(json.dumps({**report, field: value}))
+    code, printed = _inspect(out, capsys)
+    assert code == 1 and (f"report.json says {field} {value} but the shards hold "
+                          f"{held[field]}: edited or damaged") in printed
+    assert "none of the" not in printed
 
 
 def _sources_edited(table: pa.Table, edit: str) -> pa.Table:
@@ -579,13 +610,35 @@ def test_inspect_names_a_sources_parquet_the_readers_could_not_trust(scored_data
             open_dataset(str(out)).samples(split="train")
 
 
-def test_inspect_calls_a_finished_run_without_a_sample_a_problem(scored_dataset, tmp_path,
-                                                                 capsys):
-    out = _copy(scored_dataset, tmp_path)  # as generate leaves a run none of whose sources
-    report = json.loads((out / "report.json").read_text())  # could be used
-    (out / "report.json").write_text(json.dumps({**report, "samples": 0}))
-    code, printed = _inspect(out, capsys)
+def test_inspect_calls_a_finished_run_without_a_sample_a_problem(tmp_path, capsys):
+    """Two sources that are no images, made by the Ray-free worker: a finished run whose
+    shards hold nothing, named as such (its report agrees with its shards)."""
+    from labelers import Labeler
+    from pipeline.config import RunConfig
+    from pipeline.plan import Plan, persist_or_check
+    from pipeline.report import write_run_files
+    from pipeline.sizing import TargetSize
+    from pipeline.sources import list_sources
+    from pipeline.worker import local_scorer, produce_shard
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_text("no image")
+    config = RunConfig(sources=str(folder), out=str(tmp_path / "data"),
+                       size=TargetSize(192, 176), shard_refs=1, distortion_ids=(1,),
+                       levels=(1,), metrics=("gmsd", "mae"))
+    plan = Plan.make(list_sources(str(folder)), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    write_run_files(location, config, plan, _halves(), ())
+    scorer = local_scorer(Labeler(metrics=config.metrics, device="cpu"))
+    for shard in range(plan.shard_count):
+        produce_shard(shard, plan, config, scorer, _halves(), location)
+    finish(location, plan, config)
+    code, printed = _inspect(tmp_path / "data", capsys)
     assert code == 1 and "no sample: none of the 2 sources could be used" in printed
+    assert "report.json says" not in printed
 
 
 def test_weights_import_reports_a_folder_without_the_files(tmp_path, monkeypatch, capsys):
