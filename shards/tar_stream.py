@@ -51,11 +51,16 @@ def shard_samples(opened: dict, select: Select | None = None) -> Iterator[dict]:
     in member order, reading only the members `select` accepts. Where `opened` has a "keys"
     set (each_shard's), the key of every member is added to it, read or not."""
     handler = _unreadable(opened["url"])
-    seen = opened.get("keys")
+    seen, last = opened.get("keys"), [None]
 
     def selected(name: str) -> bool:
         if seen is not None:
-            seen.add(name.partition(".")[0])  # the sample's key, as group_by_keys takes it
+            key = name.partition(".")[0]  # the sample's key, as group_by_keys takes it
+            if key != last[0] and key in seen:  # a second sample of one key, not one sample
+                raise ShardReadError(f"{opened['url']} is unreadable: sample {key} appears "
+                                     "twice, its members apart (written otherwise)")
+            seen.add(key)
+            last[0] = key
         return select is None or select(name)
     members = tar_file_expander([opened], handler=handler, select_files=selected)
     return group_by_keys(members, handler=handler)

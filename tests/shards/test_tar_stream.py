@@ -122,6 +122,26 @@ def test_a_truncated_or_malformed_tar_raises_a_tar_error_naming_it(tmp_path, han
     assert "duplicate file name" in _verified_listing(location, 0)
 
 
+def test_a_sample_written_twice_is_refused_not_read_twice(tmp_path, generated):
+    """One sample's members appended again at the tar's end, its stats agreeing (its count of
+    distinct keys too): readers would yield that key twice; they name it instead."""
+    import shutil
+
+    root = tmp_path / "twice"
+    shutil.copytree(generated, root)
+    location = Location.parse(str(root))
+    with tarfile.open(tar_path(location, 0, "images")) as tar:
+        members = [(info, tar.extractfile(info).read()) for info in tar.getmembers()]
+    first = members[0][0].name.partition(".")[0]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for info, data in [*members, *(m for m in members if m[0].name.startswith(first + "."))]:
+            tar.addfile(info, io.BytesIO(data))
+    _damage(location, 0, buffer.getvalue())
+    with pytest.raises(ShardReadError, match=rf"is unreadable: sample {first} appears twice"):
+        list(open_dataset(str(root)).samples(kind="all", decode=False))
+
+
 @pytest.fixture(scope="module")
 def s3_copy(generated, s3_bucket):
     """The generated dataset uploaded to moto's S3 server: its s3:// URI."""
