@@ -98,6 +98,10 @@ def _parts(config: PretrainConfig, request: GroupRequest) -> tuple[list[Part], l
     for split, errors in short.items():
         if errors and not any(getattr(part, split) for part in parts):
             raise ValueError("; ".join(errors))
+    if len(parts) > 1:  # one dataset without train references stops the run below
+        notices += [f"{part.name} gives no train {request.kind}s (none of its train "
+                    f"references has one): it adds {'validation only' if part.val else 'nothing'}"
+                    for part in parts if not part.train_groups]
     return parts, notices
 
 

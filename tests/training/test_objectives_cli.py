@@ -206,6 +206,20 @@ def test_label_free_pretraining_reads_several_datasets_mixed(tmp_path, capsys):
     assert "a dataset is given twice" in capsys.readouterr().err
 
 
+def test_a_dataset_that_adds_no_train_group_is_said(tmp_path, capsys):
+    """Every train reference of the second dataset lost its versions: it counts 4 train
+    references, yet gives no pair to train on; the run goes on with the first, and says so
+    (its references alone would not be counted out)."""
+    first = write_tiny_dataset(tmp_path / "first", size=(64, 64))
+    barren = write_tiny_dataset(tmp_path / "barren", size=(64, 64), distortion_ids=(11,),
+                                failed=frozenset((ref, 11) for ref in ("r0", "r1", "r2", "r3")))
+    args = pretrain_args(first, tmp_path / "out", "reconstruction", "--epochs", "1")
+    args.insert(2, str(barren))
+    assert main(args) == 0, capsys.readouterr().err
+    assert (f"NOTICE: {barren} gives no train pairs (none of its train references has one): "
+            "it adds validation only") in capsys.readouterr().out
+
+
 def test_several_datasets_validate_on_the_same_groups_however_their_paths_are_typed(
         tmp_path, monkeypatch):
     """--val-limit draws whole val references of the datasets in a seeded order: the same
