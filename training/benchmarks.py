@@ -6,8 +6,9 @@ rescaled to [0, 1] (higher is better) and the reference each image belongs to:
   ROOT/distorted_images/ (file names matched without regard to case)
 - koniq10k: ROOT/koniq10k_scores_and_distributions.csv (image_name, MOS in 1-5), images in
   ROOT/1024x768/ (or ROOT/512x384/)
-- biq2021: ROOT/Train.csv and ROOT/Test.csv ("Image Name", MOS in 0-1; the published split),
-  images in ROOT/Images/
+- biq2021: ROOT/Train (Images and MOS).csv and ROOT/Test (Images and MOS).csv, images in
+  ROOT/Images/ (the first release: ROOT/Train.csv and ROOT/Test.csv, images in
+  ROOT/Subset_01..03/); "Image Name", MOS in 0-1; the published split
 - live: LIVE release 2: ROOT/dmos.mat (dmos, orgs) and ROOT/refnames_all.mat (refnames_all),
   982 entries in the order jp2k (227), jpeg (233), wn, gblur, fastfading (174 each), images
   ROOT/<folder>/img<k>.bmp (k from 1 in each folder); the 203 entries with orgs = 1 (copies of
@@ -57,6 +58,7 @@ from scipy.io import loadmat
 from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
 from shards.dataset import open_dataset
+from shards.decode import DEFAULT_MAX_PIXELS, image_formats
 from shards.decode import decode as decode_source
 from shards.records import decode as decode_stored
 from shards.replay import Pending
@@ -199,15 +201,19 @@ def check_crop(images: list[LabelledImage], crop: int) -> None:
 
 
 def header_size(image: LabelledImage) -> tuple[int, int] | str:
-    """The file's (width, height) from its header, or why that header is not an image's that
-    Pillow reads; only the header is read."""
+    """The file's (width, height) from its header, or why the decoder would refuse it: a
+    header that is not one of its formats' (Pillow's others, PCX or ICO say, are no images
+    here), or more pixels than it decodes. Only the header is read."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decode's to judge
-            with Image.open(image.path) as opened:
-                return opened.size
+            with Image.open(image.path, formats=image_formats()) as opened:
+                width, height = opened.size
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         return f"{image.path} ({type(error).__name__}: {error})"
+    if width * height > DEFAULT_MAX_PIXELS:
+        return f"{image.path} ({width}x{height} exceeds the {DEFAULT_MAX_PIXELS} pixels decoded)"
+    return width, height
 
 
 def kadid10k(root: Path, **_) -> list[LabelledImage]:
@@ -290,7 +296,8 @@ def _first_file(root: Path, candidates: tuple[str, ...]) -> Path:
     for name in candidates:
         if (root / name).is_file():
             return root / name
-    raise DatasetLayoutError(f"{root / candidates[0]} does not exist")
+    others = "".join(f" (nor {root / name})" for name in candidates[1:])
+    raise DatasetLayoutError(f"{root / candidates[0]} does not exist{others}")
 
 
 def _mat(path: Path, *keys: str) -> list[np.ndarray]:

@@ -167,8 +167,9 @@ def test_spaq_reads_its_exported_sheet(tmp_path, table):
 
 
 def test_spaq_names_its_missing_sheet(tmp_path):
-    with pytest.raises(DatasetLayoutError,
-                       match=r"MOS and Image attribute scores\.csv does not exist"):
+    with pytest.raises(DatasetLayoutError,  # both places it may be
+                       match=r"MOS and Image attribute scores\.csv does not exist \(nor "
+                             rf"{tmp_path}/Annotations/MOS and Image attribute scores\.csv\)"):
         benchmarks.load("spaq", str(tmp_path))
 
 

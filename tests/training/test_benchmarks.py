@@ -1,9 +1,14 @@
+import io
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
+from shards.decode import DecodeError, decode
 from training import benchmarks
 from training.benchmarks import DatasetLayoutError, LabelledImage
 from training.image_data import ImageViews, held_out_groups, split
@@ -125,6 +130,26 @@ def test_files_that_are_not_images_are_named_before_training_and_a_truncated_one
     table.write_text("path,score\n0.png,10\n1.png,20\nempty.png,30\ntext.jpg,40\n")
     with pytest.raises(DatasetLayoutError, match=r"2 of 4 images listed in .* are not "
                                                  r"images: .*empty\.png .*; .*text\.jpg"):
+        benchmarks.load("csv", str(table))
+    # formats Pillow opens that the decoder does not (PCX under a .png name, ICO), and a
+    # header of more pixels than it decodes: each refused by the decoder itself, so named
+    # at load, not after a whole fine-tuning run at the test part's first decode
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(buffer, format="PCX")
+    (tmp_path / "pcx.png").write_bytes(buffer.getvalue())
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "icon.ico")
+    header = struct.pack(">IIBBBBB", 20_000, 6_000, 8, 2, 0, 0, 0)  # 120M pixels, RGB
+    (tmp_path / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        for kind, data in ((b"IHDR", header), (b"IDAT", b""), (b"IEND", b""))))
+    for name in ("pcx.png", "icon.ico", "huge.png"):
+        with pytest.raises(DecodeError):
+            decode((tmp_path / name).read_bytes())
+    table.write_text("path,score\n0.png,10\n1.png,20\npcx.png,30\nicon.ico,40\n"
+                     "huge.png,50\n")
+    with pytest.raises(DatasetLayoutError, match=r"3 of 5 images listed in .* are not images: "
+                                                 r".*pcx\.png .*; .*icon\.ico .*; .*huge\.png "
+                                                 r"\(20000x6000 exceeds the 100000000 pixels"):
         benchmarks.load("csv", str(table))
     (tmp_path / "cut.png").write_bytes(_image(2)[:200])  # its header, then nothing
     table.write_text("path,score\n0.png,10\n1.png,20\ncut.png,30\n")
