@@ -274,27 +274,39 @@ def check_recipe(recipe: dict) -> None:
         raise InvalidRecipeError(f"recipe version {recipe.get('version')!r}: this bank "
                                  f"replays version {RECIPE_VERSION}")
     if "chain" in recipe:
-        if not isinstance(recipe["chain"], list) or not recipe["chain"]:
-            raise InvalidRecipeError("a composed recipe needs a non-empty list of links")
-        links = recipe["chain"]
-        for link in links:  # (`all` is this module's list of distortions)
-            if not isinstance(link, dict) or "chain" in link:
-                raise InvalidRecipeError("a chain's links are single distortions (JSON "
-                                         "objects), not other chains")
-        check_chain([link.get("distortion_id") for link in links])  # before any link's check
-        for link in links:
-            check_recipe(link)
-        return
+        _check_composed(recipe["chain"])
+    else:
+        _check_single(recipe)
+
+
+def _check_composed(links) -> None:
+    """check_recipe of a composed recipe's links: single distortions, a chain the bank
+    composes."""
+    if not isinstance(links, list) or not links:
+        raise InvalidRecipeError("a composed recipe needs a non-empty list of links")
+    for link in links:  # (`all` is this module's list of distortions)
+        if not isinstance(link, dict) or "chain" in link:
+            raise InvalidRecipeError("a chain's links are single distortions (JSON "
+                                     "objects), not other chains")
+    check_chain([link.get("distortion_id") for link in links])  # before any link's check
+    for link in links:
+        check_recipe(link)
+
+
+def _check_single(recipe: dict) -> None:
+    """check_recipe of a single distortion's recipe: its parameters those its level and seed
+    give."""
     try:
-        made = _recipe(get(recipe["distortion_id"]), recipe["level"], recipe["seed"])
+        distortion = get(recipe["distortion_id"])
+        made = _recipe(distortion, recipe["level"], recipe["seed"])
         params = recipe["params"]
     except UnknownDistortionError:
         raise
     except KeyError as error:
         raise InvalidRecipeError(f"not a distortion recipe: missing {error}") from None
-    check_params(get(recipe["distortion_id"]), params)
-    if unknown := _unknown_params(get(recipe["distortion_id"]), params):
-        raise InvalidRecipeError(_unknown_message(get(recipe["distortion_id"]), unknown))
+    check_params(distortion, params)
+    if unknown := _unknown_params(distortion, params):
+        raise InvalidRecipeError(_unknown_message(distortion, unknown))
     names = ((set(made["params"]) | set(params)) - set(WHERE_MADE_PARAMS)
              - {name for name in ADDED_PARAMS if name not in params})
     differ = sorted(name for name in names

@@ -11,6 +11,7 @@ PostScript), and decompression bombs (more pixels than the limit) raise DecodeEr
 reason."""
 
 import io
+import os
 import struct
 import threading
 import warnings
@@ -54,14 +55,6 @@ UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
            8: Image.Transpose.ROTATE_90}
 TURNING = {5, 6, 7, 8}  # the orientations whose UPRIGHT transpose exchanges width and height
-
-
-def upright_size(image: Image.Image) -> tuple[int, int]:
-    """(width, height) of an opened image once its EXIF orientation is applied, as `decode`
-    applies it (orientations 5-8 exchange the two), from the header alone."""
-    width, height = image.size
-    turned = image.getexif().get(0x0112, 1) in TURNING
-    return (height, width) if turned else (width, height)
 
 
 def to_eight_bits(values: np.ndarray) -> np.ndarray:
@@ -247,34 +240,102 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
 
 def _decoded(data: bytes, max_pixels: int) -> Decoded:
     """decode's work, under _pillow_settings."""
+    with _typed_failures(data[:16]), warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data), formats=image_formats()) as image:
+            _check_pixels(image.size, max_pixels)
+            Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own check of later frames
+            deep = _sixteen_bit_colour(image)
+            key = None if deep else _transparent_colour(image)  # 16-bit: OpenCV's alpha
+            conversions: list[str] = _unapplied_profile(image) + _frames(image)
+            stated = image.getexif().get(0x0112, 1)  # read before load: see below
+            original_size = _sizes(image.size, image.format, stated)[0]
+            image.load()
+            orientation = image.getexif().get(0x0112, 1)
+            if deep:
+                image = _decoded_sixteen_bit(data, deep, conversions)
+            if orientation in UPRIGHT:
+                conversions.append(f"EXIF orientation {orientation} applied")
+                image = image.transpose(UPRIGHT[orientation])
+            elif stated in UPRIGHT:  # a TIFF: Pillow turns it upright as it loads it
+                conversions.append(f"EXIF orientation {stated} applied")
+            rgb = _to_rgb(image, conversions, key)
+            return Decoded(np.asarray(rgb).copy(), original_size, tuple(conversions))
+
+
+def header_size(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
+                ) -> tuple[int, int]:
+    """An image file's (width, height) as `decode` returns it (EXIF orientation applied), read
+    from its header alone; or the DecodeError decode would raise on that header: a file of
+    none of image_formats() (Pillow's PCX or ICO say), a damaged header, more pixels than
+    max_pixels. A body cut short shows only at decode."""
+    with open(path, "rb") as file:
+        head = file.read(16)
+    if not head:
+        raise DecodeError("empty", "zero-byte file")
+    with (_pillow_settings(), _typed_failures(head),
+          Image.open(path, formats=image_formats()) as image):
+        _check_pixels(image.size, max_pixels)
+        return _sizes(image.size, image.format, _header_orientation(image, path))[1]
+
+
+def _header_orientation(image: Image.Image, path: str | os.PathLike) -> int:
+    """An opened file's EXIF orientation (1: none) as decode applies it, without decoding the
+    image where its header holds all its metadata: Pillow's PNG plugin decodes a PNG to look
+    for metadata after its image data, which only the rare PNG has."""
+    if image.format == "PNG" and "exif" not in image.info and not _png_metadata_late(path):
+        return Image.Image.getexif(image).get(0x0112, 1)  # the info of the chunks read
+    return image.getexif().get(0x0112, 1)
+
+
+def _png_metadata_late(path: str | os.PathLike) -> bool:
+    """Whether a PNG has a chunk other than image data after its first image data chunk (IDAT):
+    metadata only a decode reads. Read from the chunks' headers, their data skipped; a file
+    cut short ends the walk."""
+    with open(path, "rb") as file:
+        file.seek(8)  # the signature
+        seen_data = False
+        while len(header := file.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"IEND":
+                return False
+            if seen_data and kind != b"IDAT":
+                return True
+            seen_data = seen_data or kind == b"IDAT"
+            file.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    return False
+
+
+def _sizes(size: tuple[int, int], format: str | None, orientation: int
+           ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """An opened image's (width, height) as its file stores it, and once its EXIF orientation
+    is applied (orientations 5-8 exchange the two), from Pillow's size: a TIFF's is upright
+    already (Pillow turns the pixels as it loads them), other formats' as stored."""
+    width, height = size
+    if orientation not in TURNING:
+        return size, size
+    if format == "TIFF":
+        return (height, width), size
+    return size, (height, width)
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    """A DecodeError where a header's size is more pixels than the limit."""
+    width, height = size
+    if width * height > max_pixels:
+        raise DecodeError("too_many_pixels", f"{width}x{height} exceeds {max_pixels} pixels")
+
+
+@contextmanager
+def _typed_failures(head: bytes) -> Iterator[None]:
+    """Pillow's failures to open or decode a file that begins with `head` (its first bytes),
+    as DecodeErrors with their reasons."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=image_formats()) as image:
-                if image.width * image.height > max_pixels:
-                    raise DecodeError("too_many_pixels",
-                                      f"{image.width}x{image.height} exceeds {max_pixels} pixels")
-                Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own check of later frames
-                original_size = image.size
-                deep = _sixteen_bit_colour(image)
-                key = None if deep else _transparent_colour(image)  # 16-bit: OpenCV's alpha
-                conversions: list[str] = _unapplied_profile(image) + _frames(image)
-                stated = image.getexif().get(0x0112, 1)  # read before load: see below
-                image.load()
-                orientation = image.getexif().get(0x0112, 1)
-                if deep:
-                    image = _decoded_sixteen_bit(data, deep, conversions)
-                if orientation in UPRIGHT:
-                    conversions.append(f"EXIF orientation {orientation} applied")
-                    image = image.transpose(UPRIGHT[orientation])
-                elif stated in UPRIGHT:  # a TIFF: Pillow turns it upright as it loads it
-                    conversions.append(f"EXIF orientation {stated} applied")
-                rgb = _to_rgb(image, conversions, key)
-                return Decoded(np.asarray(rgb).copy(), original_size, tuple(conversions))
+        yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise DecodeError("too_many_pixels", str(error)) from None
     except UnidentifiedImageError:
-        format_name = _signature(data)
+        format_name = _signature(head)
         if format_name:
             raise DecodeError("corrupt", f"a {format_name} signature, but its header cannot be "
                                          "read") from None

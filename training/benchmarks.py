@@ -45,21 +45,20 @@ import json
 import math
 import os
 import re
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy.io import loadmat
 
 from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
 from shards.dataset import open_dataset
-from shards.decode import DEFAULT_MAX_PIXELS, image_formats
+from shards.decode import DecodeError
 from shards.decode import decode as decode_source
+from shards.decode import header_size as decode_header_size
 from shards.records import decode as decode_stored
 from shards.replay import Pending
 from shards.schema import finite_counts, record_score
@@ -201,19 +200,13 @@ def check_crop(images: list[LabelledImage], crop: int) -> None:
 
 
 def header_size(image: LabelledImage) -> tuple[int, int] | str:
-    """The file's (width, height) from its header, or why the decoder would refuse it: a
-    header that is not one of its formats' (Pillow's others, PCX or ICO say, are no images
-    here), or more pixels than it decodes. Only the header is read."""
+    """The file's (width, height) upright, from its header, or why the decoder would refuse
+    that header (shards.decode.header_size): Pillow's formats that are no images here (PCX,
+    ICO), more pixels than it decodes. Only the header is read."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # decode's to judge
-            with Image.open(image.path, formats=image_formats()) as opened:
-                width, height = opened.size
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        return f"{image.path} ({type(error).__name__}: {error})"
-    if width * height > DEFAULT_MAX_PIXELS:
-        return f"{image.path} ({width}x{height} exceeds the {DEFAULT_MAX_PIXELS} pixels decoded)"
-    return width, height
+        return decode_header_size(image.path)
+    except DecodeError as error:
+        return f"{image.path} ({error})"
 
 
 def kadid10k(root: Path, **_) -> list[LabelledImage]:

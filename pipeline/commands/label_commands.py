@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 from tqdm import tqdm
 
 import labelers
@@ -22,7 +21,7 @@ from labelers.fitting import check_opinions, fit_ensemble
 from pipeline.lease import Lease
 from pipeline.plan import finished_plan
 from pipeline.sources import read_rgb
-from shards.decode import upright_size
+from shards.decode import DecodeError, header_size
 from shards.layout import labels_file, shard_paths
 from shards.reads import read_ahead
 from shards.schema import SIDECAR_SCHEMA, finite_counts, score_arrays
@@ -99,27 +98,21 @@ def check_table(rows: list[tuple[str, str, float]], ref_dir: Path, dist_dir: Pat
     if absent:
         raise ValueError(f"{len(absent)} image(s) the table names are not there, e.g. "
                          f"{', '.join(absent[:3])} (--ref-dir, --dist-dir choose the folders)")
-    sizes = {path: _image_size(path) for path in sorted(named)}
-    unreadable = [str(path) for path, size in sizes.items() if size is None]
+    sizes, unreadable = {}, []
+    for path in sorted(named):
+        try:
+            sizes[path] = header_size(path)
+        except DecodeError as error:
+            unreadable.append(f"{path} ({error})")
     if unreadable:
         raise ValueError(f"{len(unreadable)} image(s) the table names cannot be read as "
-                         f"images, e.g. {', '.join(unreadable[:3])}")
+                         f"images, e.g. {'; '.join(unreadable[:3])}")
     unequal = [f"{dist} {sizes[dist_dir / dist]} against {ref} {sizes[ref_dir / ref]}"
                for dist, ref, _ in rows if sizes[dist_dir / dist] != sizes[ref_dir / ref]]
     if unequal:
         raise ValueError(f"{len(unequal)} pair(s) of the table differ in size (width, height), "
                          f"e.g. {'; '.join(unequal[:3])}: a full-reference metric compares "
                          "images of one size")
-
-
-def _image_size(path: Path) -> tuple[int, int] | None:
-    """An image file's (width, height) as scoring decodes it (EXIF orientation applied),
-    from its header; None where it is not one."""
-    try:
-        with Image.open(path) as image:
-            return upright_size(image)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
 
 
 def score_table(rows, ref_dir: Path, dist_dir: Path, labeler: labelers.Labeler

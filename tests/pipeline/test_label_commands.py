@@ -62,11 +62,14 @@ def test_fit_ensemble_checks_the_table_before_scoring(kadid_like, tmp_path, caps
     folder = tmp_path / "images"
     Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(folder / "small.png")
     (folder / "text.png").write_text("not an image")
+    Image.fromarray(np.zeros((176, 192, 3), np.uint8)).save(folder / "pcx.png", "PCX")
     cases = [
         ([*lines, "small.png,I00.png,3.0,0.1"], "1 pair(s) of the table differ in size (width, "
          "height), e.g. small.png (12, 10) against I00.png (192, 176)"),
         ([*lines, "text.png,I00.png,3.0,0.1"], "1 image(s) the table names cannot be read as "
-         f"images, e.g. {folder / 'text.png'}"),
+         f"images, e.g. {folder / 'text.png'} (not_an_image: no image format recognised)"),
+        ([*lines, "pcx.png,I00.png,3.0,0.1"], "1 image(s) the table names cannot be read as "
+         f"images, e.g. {folder / 'pcx.png'} (not_an_image"),  # Pillow's, not the decoder's
         ([*lines, "I09_01_01.png,I09.png,3.0,0.1"], "2 image(s) the table names are not there, "
          f"e.g. {tmp_path / 'images' / 'I09.png'}, {tmp_path / 'images' / 'I09_01_01.png'}"),
         ([lines[0], "", *lines[1:3], "I00_01_03.png,I00.png,n/a,0.1", *lines[4:]],
@@ -155,14 +158,17 @@ def test_fit_ensemble_compares_sizes_as_scoring_decodes_them(tmp_path, small_ima
         exif = Image.Exif()
         exif[0x0112] = 6  # rotate 90 degrees clockwise to view
         encoded = io.BytesIO()
-        Image.fromarray(pixels).save(encoded, "JPEG", exif=exif.tobytes())
+        Image.fromarray(pixels).save(encoded, Path(name).suffix[1:].replace("jpg", "JPEG"),
+                                     exif=exif.tobytes())
         (tmp_path / name).write_bytes(encoded.getvalue())
 
     sideways("upright.jpg", np.rot90(small_image))  # stored 176 wide: 192 x 176 upright
+    sideways("upright.tiff", np.rot90(small_image))  # Pillow gives a TIFF's size upright
     sideways("turned.jpg", small_image)             # stored 192 wide: 176 x 192 upright
-    assert read_rgb(str(tmp_path / "upright.jpg")).shape == small_image.shape
-    check_table([("upright.jpg", "ref.png", 1.0), ("ref.png", "other.png", 2.0)],
-                tmp_path, tmp_path)
+    for name in ("upright.jpg", "upright.tiff"):
+        assert read_rgb(str(tmp_path / name)).shape == small_image.shape
+        check_table([(name, "ref.png", 1.0), ("ref.png", "other.png", 2.0)], tmp_path,
+                    tmp_path)
     with pytest.raises(ValueError, match=r"1 pair\(s\) of the table differ in size \(width, "
                                          r"height\), e.g. turned.jpg \(176, 192\) against "
                                          r"ref.png \(192, 176\)"):

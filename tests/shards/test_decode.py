@@ -2,20 +2,39 @@
 terms: its size against the limit given, the frames it leaves out."""
 
 import io
+import itertools
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from shards.decode import DecodeError, decode
+from shards.decode import DecodeError, decode, header_size
 
 
 def _encoded(image: Image.Image, format: str = "PNG", **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format, **options)
     return buffer.getvalue()
+
+
+def _chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    """A PNG's chunks as (type, data), by the PNG specification's layout."""
+    chunks, at = [], 8
+    while at < len(png):
+        length, kind = struct.unpack_from(">I4s", png, at)
+        chunks.append((kind, png[at + 8:at + 8 + length]))
+        at += 12 + length
+    return chunks
+
+
+def _png(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        for kind, data in chunks)
 
 
 @pytest.mark.parametrize("side", [1100, 1500])  # above twice the limit, and between
@@ -184,8 +203,6 @@ def test_a_png_with_metadata_past_pillows_chunk_bound_decodes_and_past_its_total
 def test_a_multi_page_tiff_whose_second_page_lost_its_size_is_corrupt(small_image):
     """Counting a file's pages reads them: Pillow raises TypeError ('Missing dimensions') on a
     page without ImageWidth and ImageLength, which must come out typed, as damage."""
-    import struct
-
     pages = [Image.fromarray(small_image), Image.fromarray(255 - small_image)]
     buffer = io.BytesIO()
     pages[0].save(buffer, "TIFF", save_all=True, append_images=pages[1:])
@@ -236,9 +253,53 @@ def test_an_exif_orientation_is_applied_once_and_recorded_in_every_format(format
     image.save(buffer, format, exif=exif, **({"quality": 95} if format == "JPEG" else {}))
     decoded = decode(buffer.getvalue())
     assert decoded.conversions == ("EXIF orientation 6 applied",)
+    assert decoded.original_size == (40, 20)  # as stored (a TIFF's too: Pillow's is upright)
     upright = np.rot90(pixels, k=-1)
     assert decoded.pixels.shape == upright.shape
     assert np.abs(decoded.pixels.astype(int) - upright).mean() < 3  # (JPEG's loss)
+
+
+def test_a_header_gives_the_size_decode_gives_and_refuses_what_decode_refuses(small_image,
+                                                                               tmp_path):
+    """header_size reads the header only (fit-ensemble's and the benchmark loaders' checks
+    before hours of work): its answer is the decoded image's upright size in every
+    orientation and format, and a file decode refuses for its header it refuses for the
+    same reason (a truncated body alone shows only at decode)."""
+    image = Image.fromarray(small_image[:, :150])  # 150 wide, 176 high
+    for format, orientation in itertools.product(["TIFF", "JPEG", "PNG", "WEBP"], range(1, 9)):
+        exif = image.getexif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"{orientation}.{format.lower()}"
+        path.write_bytes(_encoded(image, format, exif=exif))
+        height, width, _ = decode(path.read_bytes()).pixels.shape
+        assert header_size(path) == (width, height), (format, orientation)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    chunks = _chunks(_encoded(image, "PNG", exif=exif))
+    assert [kind for kind, _ in chunks] == [b"IHDR", b"eXIf", b"IDAT", b"IEND"]
+    late = _png([chunks[0], chunks[2], chunks[1], chunks[3]])  # its EXIF after the pixels
+    (tmp_path / "late.png").write_bytes(late)
+    assert decode(late).pixels.shape == (150, 176, 3) and header_size(tmp_path / "late.png") \
+        == (176, 150)
+    garbled = _png([chunks[0], (b"IDAT", b"x" * 100), chunks[3]])  # only a decode sees it
+    (tmp_path / "garbled.png").write_bytes(garbled)
+    assert header_size(tmp_path / "garbled.png") == (150, 176)
+    with pytest.raises(DecodeError, match="corrupt"):
+        decode(garbled)
+    damaged = bytearray(_encoded(image, "PNG"))
+    damaged[12:40] = b"\xff" * 28
+    refused = {"pcx.png": _encoded(image, "PCX"), "icon.png": _encoded(image, "ICO"),
+               "eps.png": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 600 450\n",
+               "text.png": b"not an image", "empty.png": b"", "damaged.png": bytes(damaged),
+               "huge.png": _encoded(Image.new("L", (1100, 1000)))}
+    for name, data in refused.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DecodeError) as by_decode:
+            decode(data, max_pixels=1_000_000)
+        with pytest.raises(DecodeError) as by_header:
+            header_size(tmp_path / name, max_pixels=1_000_000)
+        assert by_header.value.reason == by_decode.value.reason, name
+    assert str(by_header.value) == "too_many_pixels: 1100x1000 exceeds 1000000 pixels"
 
 
 def test_a_jpeg_altered_inside_its_scan_decodes_to_other_pixels_a_known_limit(small_image):

@@ -149,7 +149,8 @@ def test_files_that_are_not_images_are_named_before_training_and_a_truncated_one
                      "huge.png,50\n")
     with pytest.raises(DatasetLayoutError, match=r"3 of 5 images listed in .* are not images: "
                                                  r".*pcx\.png .*; .*icon\.ico .*; .*huge\.png "
-                                                 r"\(20000x6000 exceeds the 100000000 pixels"):
+                                                 r"\(too_many_pixels: 20000x6000 exceeds "
+                                                 r"100000000 pixels"):
         benchmarks.load("csv", str(table))
     (tmp_path / "cut.png").write_bytes(_image(2)[:200])  # its header, then nothing
     table.write_text("path,score\n0.png,10\n1.png,20\ncut.png,30\n")
