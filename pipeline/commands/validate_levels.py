@@ -8,11 +8,12 @@ change."""
 
 import itertools
 import json
+import math
 from pathlib import Path
 
 import distortions
 from pipeline.scenario_quality import scenario
-from shards.layout import REPORT_FILE, run_file
+from shards.layout import REPORT_FILE, RunFileError, run_file
 from shards.reader import DamagedShardError, damage_message, shard_states
 from shards.storage import Location, redact
 
@@ -125,13 +126,14 @@ def validate_levels(out: str, target: Path) -> list[dict]:
     if damaged:  # the report's means would speak for samples no reader reads
         raise DamagedShardError(damage_message(location, damaged))
     report = run_file(location, REPORT_FILE)
-    if report.get("modes", {}).get("compose"):
+    if (report.get("modes") or {}).get("compose"):
         raise ValueError(f"{shown} was made with --compose: a chain of types has no level of "
                          "its own to validate")
-    if not report["mean_quality_by_scenario"]:
+    mean_quality = _mean_quality(report, shown)
+    if not mean_quality:
         raise ValueError(f"{shown} has no labels (a label-free run, --metrics none): nothing "
                          "to validate")
-    rows = table(report["mean_quality_by_scenario"])
+    rows = table(mean_quality)
     if not rows:
         raise ValueError(f"no type of {shown} has labels at all five levels (made with --levels "
                          "or --versions-per-ref): nothing to validate")
@@ -145,3 +147,23 @@ def validate_levels(out: str, target: Path) -> list[dict]:
     (target / "validate-levels.json").write_text(json.dumps(rows, indent=1) + "\n")
     plot(rows, target / "validate-levels.png")
     return rows
+
+
+def _mean_quality(report: dict, shown: str) -> dict[str, float]:
+    """The report's mean Q by scenario, each a finite number; a RunFileError naming what a
+    damaged or edited report.json holds instead."""
+    means = report.get("mean_quality_by_scenario")
+    if not isinstance(means, dict):
+        raise RunFileError(f"{shown}/{REPORT_FILE} has no mean_quality_by_scenario object "
+                           f"(it holds {type(means).__name__}): damaged; rerun generate on "
+                           "the dataset to make it again")
+    bad = {key: value for key, value in means.items()
+           if isinstance(value, bool) or not isinstance(value, int | float)
+           or not math.isfinite(value)}
+    if bad:
+        key, value = next(iter(bad.items()))
+        raise RunFileError(f"{shown}/{REPORT_FILE}: mean_quality_by_scenario holds "
+                           f"{len(bad)} value(s) that are not finite numbers, e.g. {key}: "
+                           f"{value!r}: damaged; rerun generate on the dataset to make it "
+                           "again")
+    return means

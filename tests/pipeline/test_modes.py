@@ -206,6 +206,22 @@ def test_validate_levels_refuses_a_label_free_dataset(tmp_path, capsys):
     assert "has no labels (a label-free run" in capsys.readouterr().err
 
 
+def test_validate_levels_names_a_damaged_report(tmp_path, capsys):
+    """An edited or damaged report.json is named with what it holds, not a KeyError."""
+    cases = [({}, "has no mean_quality_by_scenario object (it holds NoneType)"),
+             ({"mean_quality_by_scenario": [0.5]}, "(it holds list)"),
+             ({"mean_quality_by_scenario": {f"01-{level}": "0.5" for level in range(1, 6)}},
+              "holds 5 value(s) that are not finite numbers, e.g. 01-1: '0.5'"),
+             ({"mean_quality_by_scenario": {"01-1": True, "01-2": 0.5}},
+              "e.g. 01-1: True"),
+             ({"modes": None, "mean_quality_by_scenario": {"01-1": float("nan")}},
+              "e.g. 01-1: nan")]
+    for report, said in cases:
+        (tmp_path / "report.json").write_text(json.dumps(report))
+        assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 2
+        assert said in capsys.readouterr().err
+
+
 def test_validate_levels_never_passes_what_it_did_not_check(tmp_path, capsys):
     two_levels = {"01-1": 0.9, "01-5": 0.7, "13-1": 0.95, "13-5": 0.6}  # --levels 1,5
     (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": two_levels,
