@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import distortions
+from distortions.registry import is_integer
 from pipeline.scenario_quality import scenario
 from shards.layout import REPORT_FILE, RunFileError, run_file
 from shards.reader import DamagedShardError, damage_message, shard_states
@@ -142,7 +143,8 @@ def validate_levels(out: str, target: Path) -> list[dict]:
                          f"to check ({', '.join(not_checked(rows))}: it follows a draw per "
                          "version): nothing to validate")
     target.mkdir(parents=True, exist_ok=True)
-    source = f"{report['sources_ok']} references of {shown}"
+    references = report.get("sources_ok")
+    source = f"{references} references of {shown}" if is_integer(references) else shown
     (target / "validate-levels.md").write_text(markdown(rows, source))
     (target / "validate-levels.json").write_text(json.dumps(rows, indent=1) + "\n")
     plot(rows, target / "validate-levels.png")

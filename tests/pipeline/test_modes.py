@@ -220,6 +220,11 @@ def test_validate_levels_names_a_damaged_report(tmp_path, capsys):
         (tmp_path / "report.json").write_text(json.dumps(report))
         assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 2
         assert said in capsys.readouterr().err
+    falling = {f"01-{level}": 1.0 - 0.1 * level for level in range(1, 6)}
+    (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": falling}))
+    assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 0
+    assert f"Mean quality label Q over {tmp_path}." in (tmp_path / "v" /
+                                                        "validate-levels.md").read_text()
 
 
 def test_validate_levels_never_passes_what_it_did_not_check(tmp_path, capsys):
