@@ -213,6 +213,9 @@ def _splits(config: PretrainConfig, dataset: Dataset, index: pa.Table
     if not val.samples:
         raise ValueError(f"{config.dataset} has no `val` reference for early stopping: name "
                          "some with --val-refs")
+    if not train.samples:
+        raise ValueError(f"{config.dataset} has no `train` sample to pretrain on: every "
+                         "reference is in val or left out (--val-refs, --exclude-refs)")
     validated = limited_split(location, index, val, config.val_limit, config.seed)
     if (any(target.kind == "regression" for target in config.targets)
             and validated.samples < MIN_PAIRS):

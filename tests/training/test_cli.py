@@ -41,6 +41,11 @@ def test_pretraining_without_validation_references_says_how_to_name_some(tiny_da
                  "--exclude-refs", "r4", *TINY])
     assert code == 2
     assert "no `val` reference" in capsys.readouterr().err
+    code = main(["train", "pretrain", str(tiny_dataset), "--out", str(tmp_path / "run"),
+                 "--val-refs", "r0,r1,r2,r3,r4", *TINY])  # refused before the model is built
+    captured = capsys.readouterr()
+    assert code == 2 and "pretraining" not in captured.out
+    assert "has no `train` sample to pretrain on" in captured.err
 
 
 def test_pretraining_refuses_before_an_epoch_what_it_cannot_validate_or_learn(
