@@ -274,7 +274,8 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
         jobs = [Job(source_root, was, target_root, becomes, index, plan.digest,
                     context.for_shard(source, index))
                 for index in range(plan.shard_count)
-                if shard_problems(target, index, plan.digest, becomes.store)]
+                if shard_problems(target, index, plan.digest, becomes.store)
+                or not _same_references(source, target, index)]
         counts = list(tqdm(in_processes(convert_shard, jobs, workers), total=len(jobs),
                            unit="shard", desc=command))
         if jobs or not target.exists(target.path(REPORT_FILE)):  # (written last)
@@ -287,6 +288,20 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
     return {"shards": plan.shard_count, "skipped": plan.shard_count - len(jobs),
             "replayed": sum(replayed for replayed, _ in counts),
             "dropped": sum(dropped for _, dropped in counts)}
+
+
+def _same_references(source: Location, target: Location, index: int) -> bool:
+    """Whether the target's shard was made of the source's shard's references (each one's
+    status and pixels' SHA-256 as the two shards' sources lists record them). Two datasets of
+    one plan differ where a source's file changed between their runs: a shard converted from
+    the other one is converted again, never kept beside this one's run files."""
+    def references(location: Location) -> list[tuple]:
+        rows = json.loads(location.read_bytes(shard_paths(location, index)["sources"]))
+        return sorted((row["ref_id"], row.get("status"), row.get("sha256")) for row in rows)
+    try:
+        return references(source) == references(target)
+    except (OSError, ValueError, KeyError, TypeError):  # a list that cannot be read: remade
+        return False
 
 
 def _refuse_overlap(source: Location, target: Location) -> None:

@@ -134,7 +134,8 @@ def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
                                        keep_pngs))[0]
 
 
-Routes = dict[str, tuple[int | None, str]]  # ref_id -> (its shard, its status) in a list
+# ref_id -> (its shard, its status, its pixels' SHA-256) in a list
+Routes = dict[str, tuple[int | None, str, str | None]]
 
 
 REPORT_COUNTS = ("samples", "distorted")  # report.json's counts each shard's stats hold
@@ -147,7 +148,7 @@ def checked_shard(job: ShardCheck) -> tuple[list[str], Counter, Routes]:
     examination = examine_shard(job.location, job.index, job.digest, job.store)
     problems = [f"shard {shard_name(job.index)}: {problem}" for problem in
                 examination.problems or _content_problems(job, examination)]
-    routes = {row["ref_id"]: (job.index, row.get("status"))
+    routes = {row["ref_id"]: (job.index, row.get("status"), row.get("sha256"))
               for row in examination.sources or ()}
     stats = examination.stats or {}
     counts = Counter({name: stats[name] for name in REPORT_COUNTS
@@ -266,7 +267,7 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
         # byte duplicates the plan left out are sources too, in no shard)
         **{name: counts[name] for name in REPORT_COUNTS},
         "sources": len(routes) + len(plan.duplicates),
-        "sources_ok": sum(status == "ok" for _, status in routes.values())}
+        "sources_ok": sum(route[1] == "ok" for route in routes.values())}
     report_lines, problems = _report(location, held)
     problems += ensemble_problems(location, config, ensemble_hash)
     if location.exists(location.path(REPORT_FILE)):  # the run finished: its sources.parquet
@@ -381,18 +382,25 @@ def sources_problems(location: Location, plan: Plan, routes: Routes | None = Non
                 "it"]
     if routes is None:
         return []
-    return _routing_problems(plan, table.select(["ref_id", "shard", "status"]), routes)
+    return _routing_problems(plan, table.select(["ref_id", "shard", "status", "sha256"]),
+                            routes)
 
 
 def _routing_problems(plan: Plan, table: pa.Table, routes: Routes) -> list[str]:
-    """Where sources.parquet's shard or status of a source (how readers choose the shards to
-    open and the references to read) is not its shard's own list's (`routes`; a duplicate:
-    no shard); a shard whose list cannot be read is named by its own check."""
-    lists = {**{d.ref_id: (None, "duplicate") for d in plan.duplicates}, **routes}
-    differing = [f"{row['ref_id']} {row['status']} in shard {row['shard']}, its shard's list: "
-                 f"{lists[row['ref_id']][1]} in shard {lists[row['ref_id']][0]}"
-                 for row in table.to_pylist() if row["ref_id"] in lists
-                 and (row["shard"], row["status"]) != lists[row["ref_id"]]]
+    """Where sources.parquet's shard, status or pixels' SHA-256 of a source (how readers
+    choose the shards to open and the references to read, and what the reference is) is not
+    its shard's own list's (`routes`; a duplicate: no shard, the SHA-256 not compared); a
+    shard whose list cannot be read is named by its own check."""
+    lists = {**{d.ref_id: (None, "duplicate", None) for d in plan.duplicates}, **routes}
+
+    def differs(row: dict) -> bool:
+        shard, status, sha256 = lists[row["ref_id"]]
+        return ((row["shard"], row["status"]) != (shard, status)
+                or (sha256 is not None and row["sha256"] != sha256))
+    differing = [f"{row['ref_id']} {row['status']} in shard {row['shard']} (pixels "
+                 f"{str(row['sha256'])[:8]}), its shard's list: {lists[row['ref_id']][1]} in "
+                 f"shard {lists[row['ref_id']][0]} (pixels {str(lists[row['ref_id']][2])[:8]})"
+                 for row in table.to_pylist() if row["ref_id"] in lists and differs(row)]
     return [f"{SOURCES_FILE} routes {len(differing)} sources otherwise than their shards' "
             f"lists ({'; '.join(differing[:3])}): readers would miss their samples; damaged, "
             "generate with the same options rebuilds it"] if differing else []

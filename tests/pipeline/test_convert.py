@@ -473,3 +473,63 @@ def test_a_uri_whose_filesystem_would_drop_a_part_is_refused(uri, capsys):
         Location.parse(uri)
     assert cli.main(["inspect", uri]) == 2
     assert "would name another folder" in capsys.readouterr().err
+
+
+def _made_from_folder(folder: Path, out: Path) -> Path:
+    """A recipes dataset of the photos in `folder`, one reference a shard, by the real shard
+    worker (the run generate makes of them)."""
+    from labelers import Labeler
+    from labelers.ensemble import Ensemble, Mapping01
+    from pipeline.config import RunConfig
+    from pipeline.plan import Plan, persist_or_check
+    from pipeline.report import write_run_files
+    from pipeline.sizing import TargetSize
+    from pipeline.sources import list_sources
+    from pipeline.worker import local_scorer, produce_shard
+    from tests.conftest import finish
+
+    ensemble = Ensemble("test", {"mae": 1.0}, {"mae": Mapping01("linear", best=0.0, worst=0.2)})
+    config = RunConfig(sources=str(folder), out=str(out), size=TargetSize(192, 176),
+                       shard_refs=1, distortion_ids=(1,), levels=(1,), metrics=("mae",),
+                       store="recipes")
+    plan = Plan.make(list_sources(str(folder)), config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    write_run_files(location, config, plan, ensemble, ())
+    for index in range(plan.shard_count):
+        produce_shard(index, plan, config, local_scorer(Labeler(metrics=("mae",), device="cpu")),
+                      ensemble, location)
+    finish(location, plan, config)
+    return out
+
+
+def test_a_shard_converted_from_another_dataset_of_the_plan_is_converted_again(tmp_path):
+    """Two datasets of one plan: a source photo changed between their runs (the plan records
+    names, not pixels). Converting the second into a target holding the first's conversion
+    keeps only the shard made of the same references and converts the other again: the
+    target never holds one dataset's pixels under the other's run files."""
+    from PIL import Image
+    from skimage import data
+
+    from shards.dataset import open_dataset
+    from shards.schema import pixel_sha256
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(data.astronaut()).save(folder / "a.png")
+    Image.fromarray(data.coffee()).save(folder / "b.png")
+    first = _made_from_folder(folder, tmp_path / "first")
+    Image.fromarray(data.chelsea()).save(folder / "b.png")
+    second = _made_from_folder(folder, tmp_path / "second")
+    plans = [json.loads((root / "plan.json").read_text())["digest"] for root in (first, second)]
+    assert plans[0] == plans[1]  # what let the first's shard pass for the second's
+    target = tmp_path / "images"
+    materialize(str(first), str(target))
+    done = materialize(str(second), str(target))
+    assert (done["shards"], done["skipped"]) == (2, 1)  # the shard of a.png is the same
+
+    def references(root: Path) -> dict[str, str]:
+        return {sample["ref_id"]: pixel_sha256(sample["image"])  # the pixels read
+                for sample in open_dataset(str(root)).samples(kind="reference")}
+    assert references(target) == references(second) != references(first)
+    assert inspect(str(target))[1] == []

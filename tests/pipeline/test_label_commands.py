@@ -579,8 +579,9 @@ def _sources_edited(table: pa.Table, edit: str) -> pa.Table:
     if edit == "split moved":
         moved = ["test" if split != "test" else "train" for split in table["split"].to_pylist()]
         return table.set_column(table.column_names.index("split"), "split", pa.array(moved))
-    if edit in ("shard moved", "status changed"):  # the first row's
-        name, value = ("shard", 7) if edit == "shard moved" else ("status", "failed")
+    if edit in ("shard moved", "status changed", "pixels changed"):  # the first row's
+        name, value = {"shard moved": ("shard", 7), "status changed": ("status", "failed"),
+                       "pixels changed": ("sha256", "0" * 64)}[edit]
         column = table[name].to_pylist()
         return table.set_column(table.column_names.index(name), name,
                                 pa.array([value, *column[1:]], table.schema.field(name).type))
@@ -594,9 +595,12 @@ def _sources_edited(table: pa.Table, edit: str) -> pa.Table:
     ("row twice", "sources.parquet lists 4 sources, the plan 2"),
     ("split moved", "sources.parquet puts 2 sources in another split than the plan"),
     ("shard moved", "sources.parquet routes 1 sources otherwise than their shards' lists "
-                    "(astronaut ok in shard 7, its shard's list: ok in shard 0)"),
+                    "(astronaut ok in shard 7 (pixels "),
     ("status changed", "sources.parquet routes 1 sources otherwise than their shards' lists "
-                       "(astronaut failed in shard 0, its shard's list: ok in shard 0)"),
+                       "(astronaut failed in shard 0 (pixels "),
+    ("pixels changed", "sources.parquet routes 1 sources otherwise than their shards' lists "
+                       "(astronaut ok in shard 0 (pixels 00000000), its shard's list: ok in "
+                       "shard 0 (pixels "),  # a mix of two datasets' files
     ("column lost", "sources.parquet lacks the columns ['status']"),
 ])
 def test_inspect_names_a_sources_parquet_the_readers_could_not_trust(scored_dataset, tmp_path,
