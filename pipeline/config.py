@@ -10,7 +10,8 @@ from distortions.validation import MIN_LONG_SIDE, MIN_SHORT_SIDE
 from labelers.registry import AVAILABLE_METRICS, METRICS
 from pipeline.sizing import NATIVE, TargetSize, check_max_side, parse_size
 from shards.decode import DEFAULT_MAX_PIXELS
-from shards.layout import DEFAULT_STORE, check_store
+from shards.layout import DEFAULT_STORE, MANIFEST_FILE, RunFileError, check_store, run_file
+from shards.storage import Location, redact
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # train, val, test
 # shards.md: R chosen so a shard is roughly 0.5-1 GB, R = 16 at 512x384 PNG (the paper's 1 + 165
@@ -292,3 +293,15 @@ class RunConfig:
         rule = {"undoing_apart": True} if self.undoing_apart and self.holds_undoing_pairs else {}
         return {**{key: getattr(self, key) for key in keys}, "size": str(self.size), **modes,
                 **rule}
+
+
+def manifest_config(location: Location) -> RunConfig:
+    """The run configuration a dataset's manifest.json records; a RunFileError naming what is
+    damaged where it cannot be read as one."""
+    manifest, shown = run_file(location, MANIFEST_FILE), redact(location.path(MANIFEST_FILE))
+    try:
+        return RunConfig.from_json(manifest["config"])
+    except KeyError as error:
+        raise RunFileError(f"{shown} lacks the field {error}: damaged") from None
+    except (TypeError, ValueError, AttributeError) as error:
+        raise RunFileError(f"{shown} is damaged ({type(error).__name__}: {error})") from None

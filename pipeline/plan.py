@@ -11,7 +11,13 @@ import numpy as np
 
 import distortions
 from distortions.seeding import stable_hash
-from pipeline.config import MODE_DEFAULTS, SPLIT_FRACTIONS, RunConfig
+from pipeline.config import (
+    MODE_DEFAULTS,
+    SPLIT_FRACTIONS,
+    STORAGE_INPUTS,
+    RunConfig,
+    manifest_config,
+)
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.sources import Source
 from shards.keys import ref_ids
@@ -26,7 +32,7 @@ from shards.layout import (
 )
 from shards.reader import damage_message, shard_problems, shard_states
 from shards.reads import read_ahead
-from shards.storage import Location
+from shards.storage import Location, redact
 from shards.words import a_few
 
 
@@ -370,6 +376,19 @@ def record_plan(location: Location, plan: Plan) -> None:
     location.write_json(location.path(PLAN_FILE), document)
 
 
+def _check_storage(location: Location, plan: "Plan") -> None:
+    """A RunFileError where the manifest's configuration cannot be read, or its storage (how
+    commands read the tars) is not the plan's: an edited or damaged manifest.json."""
+    config = manifest_config(location)
+
+    def storage(inputs: dict) -> str:
+        return json.dumps([inputs.get(name, MODE_DEFAULTS[name]) for name in STORAGE_INPUTS])
+    if storage(config.plan_inputs()) != storage(plan.inputs):
+        raise RunFileError(f"{redact(location.path(MANIFEST_FILE))} stores versions as "
+                           f"{storage(config.plan_inputs())}, the plan as "
+                           f"{storage(plan.inputs)} (store, keep_pngs): edited or damaged")
+
+
 def finished_plan(location: Location) -> "Plan":
     """The plan of a dataset generate finished: its report written (a run's last act), every
     shard complete, none damaged (its lists there, its parquet of the samples its stats count);
@@ -385,7 +404,9 @@ def finished_plan(location: Location) -> "Plan":
     if not location.exists(location.path(REPORT_FILE)):
         raise UnfinishedDatasetError(f"{location.root} has no {REPORT_FILE}: generate has not "
                                      "finished it (rerun it to resume)")
+    run_file(location, REPORT_FILE)  # read at a command's end: named before its work
     plan = read_plan(location)
+    _check_storage(location, plan)
     complete, damaged = shard_states(location)
     store = plan.inputs.get("store", MODE_DEFAULTS["store"])
     checked = read_ahead(lambda index: shard_problems(location, index, plan.digest, store),

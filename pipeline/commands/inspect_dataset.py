@@ -16,7 +16,7 @@ from labelers.ensemble import parsed as parse_ensemble
 from labelers.errors import LabelerError
 from pipeline.commands.deep_check import deep_check, record_differences
 from pipeline.commands.storage_check import storage_summary
-from pipeline.config import RunConfig
+from pipeline.config import RunConfig, manifest_config
 from pipeline.lease import live_writer
 from pipeline.output_folder import staged_files
 from pipeline.plan import Plan, read_plan
@@ -222,10 +222,9 @@ def _damaged(name: str, error: Exception) -> RunFileError:
 
 def _read_manifest(location: Location) -> tuple[RunConfig, str]:
     """The run's configuration and ensemble hash."""
+    config = manifest_config(location)
     try:
-        manifest = run_file(location, MANIFEST_FILE)
-        config = RunConfig.from_json(manifest["config"])
-        return config, str(manifest["ensemble_hash"])
+        return config, str(run_file(location, MANIFEST_FILE)["ensemble_hash"])
     except DAMAGE as error:
         raise _damaged(MANIFEST_FILE, error) from error
 

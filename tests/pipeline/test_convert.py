@@ -5,6 +5,7 @@ gives its pixels; resumable; refused where there is nothing to do."""
 
 import json
 import os
+import re
 import shutil
 import socket
 import tarfile
@@ -438,6 +439,40 @@ def test_a_source_whose_manifest_is_not_json_is_refused_naming_it(store_datasets
     with pytest.raises(RunFileError, match=rf"{damaged / 'manifest.json'} is not JSON"):
         materialize(str(damaged), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (("report.json", "garbage"), "report.json is not JSON"),
+    (("manifest.json", {"config": None}), "manifest.json lacks the field 'config'"),
+    (("manifest.json", {"config": {"store": "images"}}),
+     r'manifest.json stores versions as \["images", \[\]\], the plan as \["recipes", '),
+    (("manifest.json", {"config": {"store": None}}),
+     r"manifest.json is damaged \(ValueError"),
+])
+def test_a_source_whose_run_files_are_damaged_is_refused_before_any_work(
+        store_datasets, tmp_path, capsys, edit, said):
+    """convert, materialize and relabel read the manifest's storage and the report: damage
+    there is named before a shard is written (it was found after every one, or as a KeyError,
+    or as a missing .tar.gz of another mode), and relabel writes no sidecar."""
+    damaged = tmp_path / "damaged"
+    shutil.copytree(store_datasets["recipes"], damaged)
+    name, change = edit
+    if isinstance(change, str):
+        (damaged / name).write_text(change)
+    else:
+        manifest = json.loads((damaged / name).read_text())
+        if change["config"] is None:
+            del manifest["config"]
+        else:
+            manifest["config"].update(change["config"])
+        (damaged / name).write_text(json.dumps(manifest))
+    with pytest.raises(RunFileError, match=said):
+        materialize(str(damaged), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    assert cli.main(["relabel", str(damaged), "--ensemble", "default"]) == 2
+    assert re.search(said, capsys.readouterr().err)
+    assert not list(damaged.glob("labels-*.parquet"))
 
 
 def test_a_version_before_its_reference_is_named(store_datasets, tmp_path):
