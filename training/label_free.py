@@ -70,12 +70,12 @@ def _parts(config: PretrainConfig, request: GroupRequest) -> tuple[list[Part], l
     references left out for want of a whole chunk."""
     names = config.datasets
     datasets = tuple(open_dataset(name) for name in names)
-    every_splits = datasets_splits(datasets, config.val_refs, config.exclude_refs)
+    every_splits, notices = datasets_splits(datasets, config.val_refs, config.exclude_refs)
     for split in ("train", "val"):
         if not any(split in splits.values() for splits in every_splits):
             hint = ": name some with --val-refs" if split == "val" else ""
             raise ValueError(f"{' and '.join(names)} has no `{split}` reference{hint}")
-    parts, notices = [], []
+    parts = []
     short: dict[str, list[str]] = {"train": [], "val": []}  # datasets with no whole chunk
     for name, dataset, splits in zip(names, datasets, every_splits, strict=True):
         index = distorted_index(dataset.location, dataset.shards)  # each shard's stats once

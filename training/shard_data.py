@@ -24,6 +24,7 @@ from shards.reader import read_index
 from shards.records import decode
 from shards.schema import METRIC_KEYS, chain_of, record_score
 from shards.storage import Location
+from shards.words import a_few
 from training.losses import Head
 from training.transforms import Augment, centre_view, train_view
 
@@ -32,6 +33,7 @@ CLASS_TARGETS = {"distortion": ("distortion_id", len(BANK)), "level": ("level", 
 GRID_TARGETS = ("class", "multihot")  # over the run's own (type, level) grid (run_grid)
 TARGETS = ("quality", *METRIC_KEYS, *CLASS_TARGETS, *GRID_TARGETS)
 EXCLUDED = "excluded"
+HELD_OUT_ORDER = {"train": 0, "val": 1, "test": 2, EXCLUDED: 3}  # agreed_splits
 
 Grid = tuple[tuple[int, int], ...]
 
@@ -172,13 +174,16 @@ def reference_splits(dataset: Dataset, val_refs: tuple[str, ...] = (),
     or the shards' indexes where a resume dropped it), with references moved to `val` or
     excluded on request (held out for fine-tuning, say): an id it does not hold, or one given
     to both, is an error."""
-    return datasets_splits((dataset,), val_refs, exclude_refs)[0]
+    return datasets_splits((dataset,), val_refs, exclude_refs)[0][0]
 
 
 def datasets_splits(datasets: tuple[Dataset, ...], val_refs: tuple[str, ...] = (),
-                    exclude_refs: tuple[str, ...] = ()) -> list[dict[str, str]]:
-    """reference_splits of each dataset read together: an id moves in every dataset that
-    holds it, and is an error only where none does."""
+                    exclude_refs: tuple[str, ...] = ()) -> tuple[list[dict[str, str]],
+                                                               list[str]]:
+    """reference_splits of each dataset read together, and a notice of the ids agreed: an
+    id moves in every dataset that holds it, and is an error only where none does; an id
+    several datasets hold in different splits (the same photo, generated with other seeds)
+    is in the most held-out of them in all (agreed_splits)."""
     splits = [dataset.splits for dataset in datasets]
     known = set().union(*splits)
     unknown = sorted((set(val_refs) | set(exclude_refs)) - known)
@@ -190,7 +195,25 @@ def datasets_splits(datasets: tuple[Dataset, ...], val_refs: tuple[str, ...] = (
     if both:
         raise ValueError(f"references {both} are given to both --val-refs and --exclude-refs: "
                          "validate on them or hold them out, not both")
-    return [held_out(each, val_refs, exclude_refs) for each in splits]
+    return agreed_splits([held_out(each, val_refs, exclude_refs) for each in splits])
+
+
+def agreed_splits(every: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[str]]:
+    """Splits of datasets read together, each id in the most held-out split any of them puts
+    it in (left out over test over val over train): never trained on in one dataset and
+    validated or tested on in another; and a notice naming the ids so moved."""
+    most: dict[str, str] = {}
+    for splits in every:
+        for ref, split in splits.items():
+            if ref not in most or HELD_OUT_ORDER.get(split, 0) > HELD_OUT_ORDER.get(most[ref], 0):
+                most[ref] = split
+    agreed = [{ref: most[ref] for ref in splits} for splits in every]
+    moved = sorted({ref for splits in every for ref, split in splits.items()
+                    if split != most[ref]})
+    notices = [f"{len(moved)} reference id(s) are in different splits of the datasets "
+               f"({a_few(moved)}): each is in the most held-out one in all of them, never "
+               "trained on in one and validated on in another"] if moved else []
+    return agreed, notices
 
 
 def held_out(splits: dict[str, str], val_refs: tuple[str, ...],

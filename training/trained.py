@@ -14,7 +14,7 @@ from shards.words import a_few
 from training import checkpoint
 from training.benchmarks import LabelledImage, image_id
 from training.model import backbone_input
-from training.shard_data import held_out
+from training.shard_data import agreed_splits, held_out
 from training.transforms import Augment
 
 
@@ -105,23 +105,34 @@ class TrainedRun:
         it beside another: a label-free run's), however spelled."""
         if self.fine_tuned or self.dataset is None:
             return False
-        recorded = (self.dataset_resolved or resolved_root(self.dataset), *self.also_resolved)
-        return resolved_root(root) in map(_recorded, recorded)
+        return resolved_root(root) in map(_recorded, self._roots())
 
     def trained_references(self, root: str) -> frozenset[str]:
         """The references of the shards at `root` whose samples it pretrained on: those of
-        their train split it did not move to val or leave out (none where it was not
-        pretrained on them, or where their splits cannot be read: a notice, never a reason
-        to refuse)."""
+        their train split it did not move to val or leave out, nor found in a held-out split
+        of another dataset it read beside them (agreed_splits; where one of those cannot be
+        read now, `root`'s own splits: more references called seen, never fewer). None where
+        it was not pretrained on them, or where their splits cannot be read: a notice, never a
+        reason to refuse."""
         if not self.pretrained_on(root):
             return frozenset()
         try:
-            splits = open_dataset(root).splits
+            splits = held_out(open_dataset(root).splits, self.val_refs, self.exclude_refs)
         except (OSError, ValueError):  # no complete shard, damaged, unreadable
             return frozenset()
-        return frozenset(ref for ref, split in held_out(splits, self.val_refs,
-                                                        self.exclude_refs).items()
-                         if split == "train")
+        others = [_recorded(other) for other in self._roots()
+                  if _recorded(other) != resolved_root(root)]
+        try:
+            read_beside = [held_out(open_dataset(other).splits, self.val_refs,
+                                    self.exclude_refs) for other in others]
+            splits = agreed_splits([splits, *read_beside])[0][0]
+        except (OSError, ValueError):
+            pass  # its own splits: conservative
+        return frozenset(ref for ref, split in splits.items() if split == "train")
+
+    def _roots(self) -> tuple[str, ...]:
+        """The roots of the shards datasets it pretrained on, as recorded."""
+        return (self.dataset_resolved or resolved_root(self.dataset), *self.also_resolved)
 
     def seen_notice(self, checkpoint: str, root: str, refs: set[str], command: str
                     ) -> str | None:

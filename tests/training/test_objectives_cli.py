@@ -206,6 +206,32 @@ def test_label_free_pretraining_reads_several_datasets_mixed(tmp_path, capsys):
     assert "a dataset is given twice" in capsys.readouterr().err
 
 
+def test_a_reference_in_different_splits_of_two_datasets_is_never_trained_and_validated_on(
+        tmp_path, capsys, monkeypatch):
+    """The same photo generated twice with other seeds: r0 is train in one dataset, val in
+    the other. Read together, it is validated on in both and trained on in neither (it was
+    trained on through one and validated on through the other, unsaid)."""
+    from tests.training import conftest
+
+    first = write_tiny_dataset(tmp_path / "first", size=(64, 64))
+    monkeypatch.setitem(conftest.SPLITS, "r0", "val")
+    second = write_tiny_dataset(tmp_path / "second", size=(64, 64), distortion_ids=(11,))
+    assert open_dataset(str(second)).splits["r0"] == "val"
+    out = tmp_path / "out"
+    args = pretrain_args(first, out, "reconstruction", "--epochs", "1")
+    args.insert(2, str(second))
+    assert main(args) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert ("NOTICE: 1 reference id(s) are in different splits of the datasets (r0): each is "
+            "in the most held-out one in all of them") in printed
+    assert (f"on 6 references of 2 datasets ({first}: 3, {second}: 3), validating on 6"
+            in printed)  # r1-r3 trained on in each; r0, r4 and r5 validated on in each
+    assert read_json(out / "summary.json")["history"][0]["val_count"] == 6 * 2
+    trained = TrainedRun.read(out / checkpoint.BEST)  # what evaluate and probe call seen
+    assert trained.trained_references(str(first)) == {"r1", "r2", "r3"}
+    assert trained.trained_references(str(second)) == {"r1", "r2", "r3"}
+
+
 def test_a_dataset_that_adds_no_train_group_is_said(tmp_path, capsys):
     """Every train reference of the second dataset lost its versions: it counts 4 train
     references, yet gives no pair to train on; the run goes on with the first, and says so
