@@ -8,7 +8,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -414,20 +413,23 @@ def sidecar_problems(location: Location, digest: str, shards: list[int] | None =
     if not names:
         return []
     try:
-        index = read_index(location, shards, columns=["key", "kind"])
+        index = read_index(location, shards, columns=["key", "kind"], with_shard=True,
+                           kind="distorted")
     except (OSError, ValueError):
         return []  # the shards' own problems are reported by check_shard
-    expected = set(index.filter(pc.equal(index["kind"], "distorted"))["key"].to_pylist())
+    expected = dict(zip(index["key"].to_pylist(), index["shard"].to_pylist(), strict=True))
     return [problem for name in names
             for problem in _sidecar_problems(location, name, expected, digest)]
 
 
-def _sidecar_problems(location: Location, name: str, expected: set[str], digest: str
+def _sidecar_problems(location: Location, name: str, expected: dict[str, int], digest: str
                       ) -> list[str]:
+    """A sidecar's problems; `expected`: the dataset's distorted samples' keys and shards."""
     try:
         with location.fs.open_input_file(location.path(name)) as handle:
             table = pq.read_table(handle)
         keys = table["key"].to_pylist()
+        shards = table["shard"].to_pylist() if "shard" in table.column_names else None
         quality = quality_problem(table)
     except (OSError, KeyError, ValueError, TypeError, pa.ArrowException) as error:
         return [f"{name} is unreadable ({type(error).__name__}: {error}): relabel again"]
@@ -441,10 +443,16 @@ def _sidecar_problems(location: Location, name: str, expected: set[str], digest:
     if made_for and made_for != digest:
         problems.append(f"{name} was made for another dataset (plan {made_for[:12]}, this one "
                         f"{digest[:12]}): readers refuse it; relabel again")
-    if len(keys) != len(set(keys)) or set(keys) != expected:
+    if len(keys) != len(set(keys)) or set(keys) != set(expected):
         problems.append(f"{name} labels {len(set(keys))} samples ({len(keys)} rows) but the "
                         f"dataset has {len(expected)} distorted ones"
-                        f"{_first_difference(set(keys), expected)}: relabel again")
+                        f"{_first_difference(set(keys), set(expected))}: relabel again")
+    elif shards is not None and (elsewhere := [
+            f"{key} in shard {shard}, its sample in shard {expected[key]}"
+            for key, shard in zip(keys, shards, strict=True) if shard != expected[key]]):
+        problems.append(f"{name} files {len(elsewhere)} label(s) under another shard than "
+                        f"their samples' (e.g. {elsewhere[0]}): readers would find no Q for "
+                        "them; relabel again")
     if quality:
         problems.append(f"{name}: {quality}: relabel again")
     return problems

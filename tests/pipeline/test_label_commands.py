@@ -17,6 +17,7 @@ from pipeline.commands import label_commands as lc
 from pipeline.lease import LEASE_FILE, Lease
 from shards import open_dataset
 from shards.layout import plan_digest
+from shards.sidecar import SidecarError
 from shards.storage import Location
 from tests.conftest import finish, stats_agree
 
@@ -478,6 +479,16 @@ def test_inspect_checks_each_sidecar_against_the_dataset(scored_dataset, tmp_pat
     first = table["key"][0].as_py()
     assert code == 1 and f"labels 7 samples (7 rows) but the dataset has 8 distorted ones " \
         f"(first missing {first})" in printed
+    shards = table["shard"].to_pylist()
+    moved = table.set_column(table.column_names.index("shard"), "shard",
+                             pa.array([1 - shards[0], *shards[1:]], table["shard"].type))
+    pq.write_table(moved, sidecar)  # a label filed under the other shard
+    code, printed = _inspect(out, capsys)
+    assert code == 1 and (f"files 1 label(s) under another shard than their samples' (e.g. "
+                          f"{first} in shard {1 - shards[0]}, its sample in shard "
+                          f"{shards[0]})") in printed
+    with pytest.raises(SidecarError, match=f"sample {first} has no Q"):  # as readers refuse it
+        list(open_dataset(str(out), labels=_halves().hash).samples(kind="distorted"))
     quality = table["quality"].to_pylist()
     pq.write_table(table.set_column(1, "quality", pa.array([np.nan, *quality[1:]]))
                    .replace_schema_metadata({"ensemble_hash": "0" * 16}), sidecar)
