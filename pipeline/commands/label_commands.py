@@ -274,7 +274,8 @@ def _relabel_metrics(ensemble: ens.Ensemble, location: Location, indexes: list[s
         used = list(ensemble.metrics_every_sample_has(finite, total))
     except ens.EnsembleError as error:
         raise ValueError(f"{redact(out)}: {error}") from error
-    left_out = [key for key in ensemble.weights if key not in used]
+    left_out = [key for key, weight in ensemble.weights.items()  # (one weighed 0 is no loss)
+                if weight > 0 and key not in used]
     if left_out:
         print(f"note: {redact(out)} has no {', '.join(left_out)} scores: Q is renormalised over "
               f"{', '.join(used)}")

@@ -364,6 +364,10 @@ def test_relabel_leaves_out_a_metric_the_dataset_never_scored_and_says_so(scored
                                [np.clip(1 - stored[key]["gmsd"] / 0.4, 0, 1)
                                 for key in table["key"].to_pylist()])
     assert json.loads(table.schema.metadata[b"metrics_used"]) == ["gmsd"]
+    unweighed = ens.Ensemble("halves", {"gmsd": 1.0, "mae": 0.0}, _halves().mappings)
+    unweighed.save(tmp_path / "unweighed.json")  # mae scored, weighed 0: nothing left out
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "unweighed.json")]) == 0
+    assert "renormalised" not in capsys.readouterr().out
 
 
 def test_relabel_refuses_a_metric_only_some_samples_have(scored_dataset, tmp_path, capsys):
