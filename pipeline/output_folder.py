@@ -24,7 +24,7 @@ from shards.layout import (
     SOURCES_FILE,
     labels_files,
 )
-from shards.storage import STAGED_SUFFIX, Location, redact
+from shards.storage import STAGED_SUFFIX, Location, file_in_the_way, redact
 from shards.words import a_few
 
 STRIKES_FILE = "strikes.json"  # references worker processes died on (pipeline.actors)
@@ -42,8 +42,13 @@ def refuse_unusable(location: Location) -> None:
     if location.fs.get_file_info(location.root).type == pafs.FileType.File:
         raise ForeignOutputError(f"{location.root} is a file, not a folder: choose another "
                                  "output folder")
+    local = location.fs.type_name == "local"
+    if local and (blocking := file_in_the_way(location.root)) is not None:
+        raise ForeignOutputError(f"{blocking} is a file where a folder is wanted: "
+                                 f"{location.root} cannot be made there; choose another "
+                                 "output folder, or move the file")
     cut = next((char for char in location.root if char in URL_CUTS), None)
-    if cut is not None and location.fs.type_name == "local":
+    if cut is not None and local:
         raise OutputPathError(f"{location.root}: webdataset reads a tar's path as a URL, which "
                               f"ends at the {cut!r}, so readers of its shards would look for "
                               "another file: choose an output folder without '#' or '?'")

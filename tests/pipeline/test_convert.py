@@ -326,6 +326,10 @@ def test_a_folder_of_other_files_is_never_written_and_a_lease_is_respected(store
     assert (foreign / "manifest.json").read_text() == "theirs"
     with pytest.raises(ForeignOutputError, match="is a file, not a folder"):
         convert(str(store_datasets["images"]), str(foreign / "manifest.json"), "recipes")
+    under = foreign / "manifest.json" / "images"  # not errno 20's "Cannot create directory"
+    with pytest.raises(ForeignOutputError, match=f"{foreign / 'manifest.json'} is a file where "
+                                                 "a folder is wanted"):
+        convert(str(store_datasets["images"]), str(under), "recipes")
     with pytest.raises(OutputPathError, match=r"without '#' or '\?'"):
         convert(str(store_datasets["images"]), str(tmp_path / "a?b"), "recipes")
     assert not (tmp_path / "a?b").exists()
