@@ -280,8 +280,14 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
         if jobs or not target.exists(target.path(REPORT_FILE)):  # (written last)
             _run_files(source, target, plan, becomes)
         else:  # a finished dataset of this plan: its own provenance stays
+            added = [name for name in labels_files(source)
+                     if not target.exists(target.path(name))]  # a relabel since
+            for name in added:
+                _copy_sidecar(source, target, name, plan.digest)
             print(f"note: {target.root} already holds this plan's dataset, every shard "
-                  "complete: nothing converted, its run files kept as they are")
+                  "complete: nothing converted, its run files kept as they are"
+                  + (f" (the source's newer labels copied: {', '.join(added)})" if added
+                     else ""))
     finally:
         lease.release()
     return {"shards": plan.shard_count, "skipped": plan.shard_count - len(jobs),

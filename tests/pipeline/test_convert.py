@@ -202,6 +202,35 @@ def test_converting_into_a_finished_dataset_of_the_plan_keeps_its_provenance(sto
     assert "converted_from" not in json.loads(before["manifest.json"])  # generate's own
 
 
+
+def test_a_relabel_of_the_source_after_its_conversion_reaches_the_finished_target(
+        store_datasets, tmp_path, capsys):
+    """Converted once, then relabelled: converting again converts nothing, and copies the
+    new sidecar (made for the target's plan), which readers and inspect accept."""
+    from labelers.ensemble import Ensemble, Mapping01
+    from shards.dataset import open_dataset
+
+    source, target = tmp_path / "recipes", tmp_path / "images"
+    shutil.copytree(store_datasets["recipes"], source)
+    materialize(str(source), str(target))
+    ensemble = Ensemble("other", {"mae": 1.0}, {"mae": Mapping01("linear", best=0.0,
+                                                                 worst=0.3)})
+    ensemble.save(tmp_path / "other.json")
+    assert cli.main(["relabel", str(source), "--ensemble", str(tmp_path / "other.json")]) == 0
+    capsys.readouterr()
+    done = materialize(str(source), str(target))
+    assert done["skipped"] == done["shards"]
+    sidecar = f"labels-{ensemble.hash}.parquet"
+    assert f"the source's newer labels copied: {sidecar}" in capsys.readouterr().out
+    assert inspect(str(target))[1] == []
+    qualities = {sample["key"]: sample["meta"]["quality"] for sample in open_dataset(
+        str(target), labels=ensemble.hash).samples(split=None, decode=False)}
+    scores = {row["key"]: row["scores"]["mae"] for row in read_index(
+        Location.parse(str(target))).to_pylist() if row["kind"] == "distorted"}
+    assert qualities == pytest.approx({key: min(max(1 - mae / 0.3, 0), 1)
+                                       for key, mae in scores.items()})  # the linear map
+
+
 def _sidecar(root, keys: list[str]) -> None:
     """A relabel sidecar of ensemble 0123abcd labelling `keys` 0.5."""
     table = pa.table({"key": keys, "quality": [0.5] * len(keys)})
