@@ -3,6 +3,7 @@ ref_id and a seeded train/val/test split, shard k holding references k*R .. k*R+
 persisted with a digest; a rerun with a different plan refuses to resume."""
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -19,6 +20,12 @@ from pipeline.config import (
     manifest_config,
 )
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
+from pipeline.report_check import (
+    held_counts,
+    report_count_problems,
+    report_form_problems,
+    stats_counts,
+)
 from pipeline.sources import Source
 from shards.keys import ref_ids
 from shards.layout import (
@@ -30,7 +37,7 @@ from shards.layout import (
     run_file,
     shard_count,
 )
-from shards.reader import damage_message, shard_problems, shard_states
+from shards.reader import ShardExamination, damage_message, examine_shard, shard_states
 from shards.reads import read_ahead
 from shards.storage import Location, redact
 from shards.words import a_few
@@ -392,7 +399,9 @@ def _check_storage(location: Location, plan: "Plan") -> None:
 def finished_plan(location: Location) -> "Plan":
     """The plan of a dataset generate finished: its report written (a run's last act), every
     shard complete, none damaged (its lists there, its parquet of the samples its stats count);
-    an UnfinishedDatasetError naming what is missing otherwise (nothing partial is read)."""
+    an UnfinishedDatasetError naming what is missing otherwise (nothing partial is read), a
+    RunFileError where a run file is damaged (the report too: its fields, and its counts
+    against the shards')."""
     if not location.exists(location.root):
         raise UnfinishedDatasetError(f"{location.root} does not exist")
     if not location.exists(location.path(PLAN_FILE)):
@@ -404,20 +413,35 @@ def finished_plan(location: Location) -> "Plan":
     if not location.exists(location.path(REPORT_FILE)):
         raise UnfinishedDatasetError(f"{location.root} has no {REPORT_FILE}: generate has not "
                                      "finished it (rerun it to resume)")
-    run_file(location, REPORT_FILE)  # read at a command's end: named before its work
+    report = run_file(location, REPORT_FILE)  # (copied by convert) named before any work
+    if form := report_form_problems(report):
+        raise RunFileError(f"{redact(location.root)}: {'; '.join(form)}")
     plan = read_plan(location)
     _check_storage(location, plan)
     complete, damaged = shard_states(location)
     store = plan.inputs.get("store", MODE_DEFAULTS["store"])
-    checked = read_ahead(lambda index: shard_problems(location, index, plan.digest, store),
-                         complete)  # what a reader does not check: the lists, parquet rows
-    for index, problems in zip(complete, checked, strict=True):
-        if problems:
-            damaged[index] = "; ".join(problems)
+    examined = list(read_ahead(lambda index: examine_shard(location, index, plan.digest, store),
+                               complete))  # what a reader does not check: the lists, parquet rows
+    for index, examination in zip(complete, examined, strict=True):
+        if examination.problems:
+            damaged[index] = "; ".join(examination.problems)
     if damaged:
         raise UnfinishedDatasetError(damage_message(location, damaged))
     missing = sorted(set(range(plan.shard_count)) - set(complete))
     if missing:
         raise UnfinishedDatasetError(f"{location.root}: shards {missing} are not complete; "
                                      "finish the run (generate resumes) first")
+    _check_report_counts(location, report, plan, examined)
     return plan
+
+
+def _check_report_counts(location: Location, report: dict, plan: "Plan",
+                         examined: list[ShardExamination]) -> None:
+    """A RunFileError where report.json's counts are not those its sound shards hold (as
+    `examined`): an edited or damaged report, which convert would copy."""
+    statuses = {row["ref_id"]: row.get("status")
+                for examination in examined for row in examination.sources}
+    held = held_counts(sum((stats_counts(e.stats) for e in examined), Counter()),
+                       statuses.values(), len(plan.duplicates))
+    if differing := report_count_problems(report, held):
+        raise RunFileError(f"{redact(location.root)}: {'; '.join(differing)}")

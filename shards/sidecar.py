@@ -23,6 +23,38 @@ class SidecarError(ValueError):
 
 
 @dataclass(frozen=True)
+class SidecarMetadata:
+    """What a sidecar's parquet metadata records: the ensemble Q was made with, the metrics it
+    was made of, and the plan of the dataset relabel read (a sidecar written before them
+    records none: None)."""
+    ensemble_hash: str | None
+    metrics_used: list[str] | None
+    plan_digest: str | None
+
+    @classmethod
+    def of(cls, schema: pa.Schema, name: str) -> "SidecarMetadata":
+        """The metadata of the sidecar `name` of `schema`; a SidecarError naming it where a
+        field is not text, or metrics_used not a JSON list of metric names."""
+        recorded = schema.metadata or {}
+        damaged = f"{name} is damaged: delete it and relabel again"
+        try:
+            text = {field: recorded.get(field.encode(), b"").decode() or None
+                    for field in ("ensemble_hash", "metrics_used", "plan_digest")}
+            metrics = None if text["metrics_used"] is None else json.loads(text["metrics_used"])
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise SidecarError(f"{damaged} (its metadata: {error})") from None
+        if metrics is not None and not (isinstance(metrics, list) and metrics
+                                        and all(isinstance(m, str) for m in metrics)):
+            raise SidecarError(f"{damaged} (its metrics_used is {metrics!r}, not a list of "
+                               "metric names)")
+        return cls(text["ensemble_hash"], metrics, text["plan_digest"])
+
+    def named_in_records(self) -> dict:
+        """What a record read through the sidecar names of its Q."""
+        return {"ensemble_hash": self.ensemble_hash, "metrics_used": self.metrics_used}
+
+
+@dataclass(frozen=True)
 class Sidecar:
     location: Location
     name: str  # labels-<hash>.parquet
@@ -39,7 +71,7 @@ class Sidecar:
                                f"sidecars: {', '.join(names) or 'none'}); `iqa-factory "
                                "relabel` writes one")
         sidecar = cls(location, chosen)
-        recorded = sidecar.metadata["ensemble_hash"]
+        recorded = sidecar.metadata.ensemble_hash
         if labels_file(str(recorded)) != chosen:
             raise SidecarError(f"{chosen} records ensemble {recorded or 'none'}, not the one "
                                "its name says: a sidecar copied under another name; relabel "
@@ -69,11 +101,9 @@ class Sidecar:
                 "relabel again")
 
     @cached_property
-    def metadata(self) -> dict:
-        """The ensemble's hash and the metrics Q was made of, as the sidecar records them."""
-        recorded = self._schema.metadata or {}
-        return {"ensemble_hash": recorded.get(b"ensemble_hash", b"").decode() or None,
-                "metrics_used": json.loads(recorded.get(b"metrics_used", b"null"))}
+    def metadata(self) -> "SidecarMetadata":
+        """What the sidecar records of its Q (SidecarError: damaged)."""
+        return SidecarMetadata.of(self._schema, self.name)
 
     @cached_property
     def _whole(self) -> dict[str, float]:
@@ -85,21 +115,17 @@ class Sidecar:
             return self._whole
         return self._by_key(self._read(filters=[("shard", "==", shard)]))
 
-    @cached_property
-    def _plan_digest(self) -> str | None:
-        """The plan of the dataset relabel read (sidecars written before it say none)."""
-        return (self._schema.metadata or {}).get(b"plan_digest", b"").decode() or None
-
     def _check_dataset(self, shard: int, stats: dict | None) -> None:
         """A SidecarError where the sidecar was made for another dataset than the one whose
         shard `shard` (of `stats`, read where not given) is read (the same sources make the
         same keys: keys alone cannot tell)."""
-        if self._plan_digest is None:
+        made_for = self.metadata.plan_digest
+        if made_for is None:
             return
         stats = shard_stats(self.location, shard) if stats is None else stats
-        if stats.get("plan_digest") != self._plan_digest:
+        if stats.get("plan_digest") != made_for:
             raise SidecarError(f"{self.name} was made for another dataset (plan "
-                               f"{self._plan_digest[:12]}; shard {shard} here is of plan "
+                               f"{made_for[:12]}; shard {shard} here is of plan "
                                f"{str(stats.get('plan_digest'))[:12]}): relabel this one")
 
     def relabelled(self, records: Iterator[dict], shard: int, stats: dict | None = None
@@ -116,7 +142,7 @@ class Sidecar:
                                        "sidecar of another dataset, or made before this "
                                        "shard; relabel again")
                 item = {**item, "meta": {**meta, "quality": qualities[item["key"]],
-                                         **self.metadata}}
+                                         **self.metadata.named_in_records()}}
             yield item
 
     def _by_key(self, table: pa.Table) -> dict[str, float]:

@@ -164,7 +164,11 @@ class Location:
     @classmethod
     def parse(cls, uri_or_path: str) -> "Location":
         """The filesystem and root of a local path or a URI (file://, s3://, gs://, ...); a
-        StorageUriError where part of a URI would be dropped unseen."""
+        StorageUriError where part of a URI would be dropped unseen, or where there is no
+        path at all (an empty one would name the filesystem's root)."""
+        if not str(uri_or_path).strip():
+            raise StorageUriError(f"{uri_or_path!r} names no folder: give a dataset's path or "
+                                  "URI")
         if "://" in uri_or_path:
             fs, root = filesystem_of(uri_or_path)
         else:
@@ -234,10 +238,10 @@ class Location:
         try:
             with self.fs.open_output_stream(staged, compression=None) as stream:
                 yield stream
+            self.publish(staged, path)  # (refused where `path` is a folder)
         except BaseException:
             self.delete(staged)
             raise
-        self.publish(staged, path)
 
     def read_bytes(self, path: str) -> bytes:
         with self.fs.open_input_stream(path, compression=None) as stream:

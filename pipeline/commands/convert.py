@@ -37,6 +37,7 @@ from shards.layout import (
     MANIFEST_FILE,
     REPORT_FILE,
     SOURCES_FILE,
+    RunFileError,
     labels_files,
     run_file,
     shard_paths,
@@ -218,14 +219,14 @@ def stored_plan(plan: Plan, becomes: Storage) -> Plan:
     return replace(plan, inputs=inputs)
 
 
-def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage) -> None:
-    """The manifest and report (the target's storage and plan digest, where they came from)
-    and the run's merged files, copied."""
-    storage = {"store": becomes.store, "keep_pngs": list(becomes.keep_pngs)}
+def _run_files(source: Location, target: Location, plan: Plan, config: RunConfig) -> None:
+    """The manifest and report (the target's `config`: its storage and modes; its plan
+    digest, where they came from) and the run's merged files, copied."""
+    storage = {"store": config.store, "keep_pngs": list(config.keep_pngs)}
     manifest = run_file(source, MANIFEST_FILE)
     manifest["config"].update(storage, out=target.root)
-    manifest.setdefault("modes", {}).update(storage)  # datasets of 2026-11-30 record none
-    manifest.update(store=becomes.store, plan_digest=plan.digest, converted_from=source.root)
+    manifest.update(store=config.store, modes=config.modes(), plan_digest=plan.digest,
+                    converted_from=source.root)
     # an images dataset made before the storage modes records none: every recipe the target
     # holds was then a PNG whose replay this machine verified
     manifest.setdefault("replay_libraries", library_versions())
@@ -236,8 +237,7 @@ def _run_files(source: Location, target: Location, plan: Plan, becomes: Storage)
         _copy_sidecar(source, target, name, plan.digest)
     if source.exists(source.path(REPORT_FILE)):
         report = run_file(source, REPORT_FILE)
-        report.setdefault("modes", {}).update(storage)
-        report["converted_from"] = source.root
+        report.update(modes=config.modes(), converted_from=source.root)
         target.write_json(target.path(REPORT_FILE), report)
 
 
@@ -255,8 +255,9 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
     _refuse_overlap(source, target)
     plan, config = _source(source)
     was = Storage.of(config)
-    becomes = Storage.of(replace(config, out=target_root, store=store,
-                                 keep_pngs=tuple(keep_pngs)))  # RunConfig checks them
+    target_config = replace(config, out=target_root, store=store,
+                            keep_pngs=tuple(keep_pngs))  # RunConfig checks them
+    becomes = Storage.of(target_config)
     if becomes == was:
         raise ConversionError(f"{source.root} is already a{'n' * (store == 'images')} "
                               f"{was.describe()} dataset: nothing to convert")
@@ -273,12 +274,12 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
         jobs = [Job(source_root, was, target_root, becomes, index, plan.digest,
                     context.for_shard(source, index))
                 for index in range(plan.shard_count)
-                if shard_problems(target, index, plan.digest, becomes.store)
+                if shard_problems(target, index, plan.digest, becomes.store, verify_hash=True)
                 or not _same_references(source, target, index)]
         counts = list(tqdm(in_processes(convert_shard, jobs, workers), total=len(jobs),
                            unit="shard", desc=command))
-        if jobs or not target.exists(target.path(REPORT_FILE)):  # (written last)
-            _run_files(source, target, plan, becomes)
+        if jobs or not _sound(target):
+            _run_files(source, target, plan, target_config)
         else:  # a finished dataset of this plan: its own provenance stays
             added = [name for name in labels_files(source)
                      if not target.exists(target.path(name))]  # a relabel since
@@ -293,6 +294,17 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
     return {"shards": plan.shard_count, "skipped": plan.shard_count - len(jobs),
             "replayed": sum(replayed for replayed, _ in counts),
             "dropped": sum(dropped for _, dropped in counts)}
+
+
+def _sound(target: Location) -> bool:
+    """Whether a target whose shards are all this conversion's is a dataset as sound as a
+    source must be (its run files there and whole): they are then kept (a dataset generate
+    wrote keeps its own provenance), or else written again."""
+    try:
+        _source(target)
+    except (ConversionError, RunFileError):
+        return False
+    return True
 
 
 def _same_references(source: Location, target: Location, index: int) -> bool:

@@ -21,6 +21,12 @@ from pipeline.output_folder import staged_files
 from pipeline.plan import Plan, read_plan
 from pipeline.processes import in_processes
 from pipeline.report import libraries_differing_message, modes_line, replay_differs
+from pipeline.report_check import (
+    held_counts,
+    report_count_problems,
+    report_form_problems,
+    stats_counts,
+)
 from shards.layout import (
     DEFAULT_STORE,
     ENSEMBLE_FILE,
@@ -45,7 +51,7 @@ from shards.reader import (
     stray_files,
     tar_sha256,
 )
-from shards.sidecar import quality_problem
+from shards.sidecar import SidecarError, SidecarMetadata, quality_problem
 from shards.storage import Location, redact
 from shards.store_modes import stores_pixels
 from shards.tar_stream import TAR_CHANGED, ChangedTarError, VerifiedTar
@@ -137,9 +143,6 @@ def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
 Routes = dict[str, tuple[int | None, str, str | None]]
 
 
-REPORT_COUNTS = ("samples", "distorted")  # report.json's counts each shard's stats hold
-
-
 def checked_shard(job: ShardCheck) -> tuple[list[str], Counter, Routes]:
     """(check_shard's problems, the REPORT_COUNTS its stats give (0 for one that is no
     count: a problem of its own), the routes its sources list gives): its stats, lists and
@@ -149,10 +152,7 @@ def checked_shard(job: ShardCheck) -> tuple[list[str], Counter, Routes]:
                 examination.problems or _content_problems(job, examination)]
     routes = {row["ref_id"]: (job.index, row.get("status"), row.get("sha256"))
               for row in examination.sources or ()}
-    stats = examination.stats or {}
-    counts = Counter({name: stats[name] for name in REPORT_COUNTS
-                      if type(stats.get(name)) is int})
-    return problems, counts, routes
+    return problems, stats_counts(examination.stats), routes
 
 
 def _content_problems(job: ShardCheck, examination: ShardExamination) -> list[str]:
@@ -261,11 +261,8 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
     lines = [f"dataset {redact(out)}: {len(plan.references)} references in "
              f"{plan.shard_count} shards, plan {plan.digest[:12]}, ensemble {ensemble_hash}",
              modes_line(config.modes())]
-    held = None if shard_problems else {  # what the shards hold, where all are sound (the
-        # byte duplicates the plan left out are sources too, in no shard)
-        **{name: counts[name] for name in REPORT_COUNTS},
-        "sources": len(routes) + len(plan.duplicates),
-        "sources_ok": sum(route[1] == "ok" for route in routes.values())}
+    held = None if shard_problems else held_counts(  # what sound shards hold
+        counts, (route[1] for route in routes.values()), len(plan.duplicates))
     report_lines, problems = _report(location, held)
     problems += ensemble_problems(location, config, ensemble_hash)
     if location.exists(location.path(REPORT_FILE)):  # the run finished: its sources.parquet
@@ -330,25 +327,25 @@ def _report(location: Location, held: dict[str, int] | None
                                           "resume)")]
     try:
         report = run_file(location, REPORT_FILE)
-        lines = [f"samples {report['samples']} ({report['distorted']} distorted), sources ok "
-                 f"{report['sources_ok']}/{report['sources']}, failures "
-                 f"{dict(Counter(report['failures_by_reason']))}"]
-        if report["metrics_absent"]:
-            lines.append(f"labels without: {', '.join(report['metrics_absent'])}")
-        problems = [f"{REPORT_FILE} says {name} {report[name]!r} but the shards hold "
-                    f"{count}: edited or damaged; rerun generate on the dataset to make it "
-                    "again" for name, count in (held or {}).items() if report[name] != count]
-        if not (held or report)["samples"]:
-            problems.append(f"no sample: none of the {report['sources']} sources could be "
-                            "used (their reasons are in failures.jsonl)")
-        problems += [f"{d['ref_id']} is the same pixels as {d['of']} in another split "
-                    f"({' and '.join(d['splits'])}): remove one of the two sources"
-                    for d in report.get("pixel_duplicates", ()) if len(d["splits"]) > 1]
-        if report.get("libraries_differing"):  # a problem where readers replay them
-            (problems if replay_differs(report) else lines).append(
-                libraries_differing_message(report))
-    except DAMAGE as error:
-        return [], [str(_damaged(REPORT_FILE, error))]
+    except RunFileError as error:
+        return [], [str(error)]
+    if form := report_form_problems(report):
+        return [], form
+    lines = [f"samples {report['samples']} ({report['distorted']} distorted), sources ok "
+             f"{report['sources_ok']}/{report['sources']}, failures "
+             f"{report['failures_by_reason']}"]
+    if report["metrics_absent"]:
+        lines.append(f"labels without: {', '.join(report['metrics_absent'])}")
+    problems = report_count_problems(report, held or {})
+    if not (held or report)["samples"]:
+        problems.append(f"no sample: none of the {report['sources']} sources could be "
+                        "used (their reasons are in failures.jsonl)")
+    problems += [f"{d['ref_id']} is the same pixels as {d['of']} in another split "
+                 f"({' and '.join(d['splits'])}): remove one of the two sources"
+                 for d in report.get("pixel_duplicates", ()) if len(d["splits"]) > 1]
+    if report.get("libraries_differing"):  # a problem where readers replay them
+        (problems if replay_differs(report) else lines).append(
+            libraries_differing_message(report))
     return lines, problems
 
 
@@ -433,13 +430,15 @@ def _sidecar_problems(location: Location, name: str, expected: dict[str, int], d
         quality = quality_problem(table)
     except (OSError, KeyError, ValueError, TypeError, pa.ArrowException) as error:
         return [f"{name} is unreadable ({type(error).__name__}: {error}): relabel again"]
-    metadata = table.schema.metadata or {}
-    recorded = metadata.get(b"ensemble_hash", b"").decode()
-    made_for = metadata.get(b"plan_digest", b"").decode()  # none: a sidecar made before
+    try:
+        metadata = SidecarMetadata.of(table.schema, name)
+    except SidecarError as error:
+        return [str(error)]
+    made_for = metadata.plan_digest  # none: a sidecar made before
     problems = []
-    if name != labels_file(recorded):
-        problems.append(f"{name} records ensemble {recorded or 'none'}, not the one its name "
-                        "says")
+    if name != labels_file(str(metadata.ensemble_hash)):
+        problems.append(f"{name} records ensemble {metadata.ensemble_hash or 'none'}, not the "
+                        "one its name says")
     if made_for and made_for != digest:
         problems.append(f"{name} was made for another dataset (plan {made_for[:12]}, this one "
                         f"{digest[:12]}): readers refuse it; relabel again")

@@ -45,6 +45,9 @@ def _same_as_generated(got, expected) -> None:
     made = json.loads((got / "manifest.json").read_text())
     original = json.loads((expected / "manifest.json").read_text())
     assert made["plan_digest"] == original["plan_digest"]
+    assert made["modes"] == original["modes"]
+    made_report = json.loads((got / "report.json").read_text())
+    assert made_report["modes"] == json.loads((expected / "report.json").read_text())["modes"]
     assert made["config"] == {**original["config"], "out": str(got)}  # its own folder
     assert (made["store"], made["config"]["keep_pngs"]) == (original["store"],
                                                              original["config"]["keep_pngs"])
@@ -86,9 +89,9 @@ def test_a_dataset_whose_run_files_record_no_modes_converts(store_datasets, tmp_
         del document["modes"]
         (source / name).write_text(json.dumps(document))
     convert(str(source), str(tmp_path / "recipes"), "recipes")
-    for name in ("manifest.json", "report.json"):
-        assert json.loads((tmp_path / "recipes" / name).read_text())["modes"] == {
-            "store": "recipes", "keep_pngs": []}
+    for name in ("manifest.json", "report.json"):  # those generate records in that mode
+        assert json.loads((tmp_path / "recipes" / name).read_text())["modes"] == json.loads(
+            (store_datasets["recipes"] / name).read_text())["modes"]
 
 
 def _png_count(root) -> int:
@@ -201,6 +204,31 @@ def test_converting_into_a_finished_dataset_of_the_plan_keeps_its_provenance(sto
     assert {name: (target / name).read_bytes() for name in before} == before
     assert "converted_from" not in json.loads(before["manifest.json"])  # generate's own
 
+
+
+def test_a_rerun_into_a_damaged_finished_target_makes_it_whole(store_datasets, tmp_path,
+                                                              capsys):
+    """A finished conversion that lost a run file, or whose tar changed in place (its size
+    kept), is not 'already converted': the rerun converts the changed shard again and writes
+    the run files again, and inspect then finds the target sound."""
+    source, target = str(store_datasets["recipes"]), tmp_path / "images"
+    materialize(source, str(target))
+    for name in ("manifest.json", "sources.parquet"):
+        (target / name).unlink()
+        done = materialize(source, str(target))
+        assert done["skipped"] == done["shards"]
+        assert (target / name).exists() and inspect(str(target))[1] == []
+    tar = target / "shards" / "00001.tar"
+    data = tar.read_bytes()
+    at = data.index(b'"level":') + len(b'"level":')
+    tar.write_bytes(data[:at] + bytes([(data[at] - 48 + 1) % 10 + 48]) + data[at + 1:])
+    assert inspect(str(target))[1] != []  # (the change is one inspect sees)
+    capsys.readouterr()
+    done = materialize(source, str(target))
+    assert done["skipped"] == done["shards"] - 1
+    assert "nothing converted" not in capsys.readouterr().out
+    assert inspect(str(target))[1] == []
+    _same_as_generated(target, store_datasets["images"])
 
 
 def test_a_relabel_of_the_source_after_its_conversion_reaches_the_finished_target(
@@ -541,6 +569,20 @@ def test_a_uri_whose_filesystem_would_drop_a_part_is_refused(uri, capsys):
         Location.parse(uri)
     assert cli.main(["inspect", uri]) == 2
     assert "would name another folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["convert", "", "{other}", "--store", "recipes"],
+                                     ["convert", "{other}", " ", "--store", "recipes"],
+                                     ["materialize", "{other}", ""],
+                                     ["generate", "--out", "", "--metrics", "mae"]])
+def test_an_empty_path_is_named_not_read_as_the_filesystems_root(command, tmp_path, capsys):
+    """An empty SOURCE, TARGET or OUT (an unset shell variable) names no folder: said so,
+    never taken for '/' (where a run would write) nor called a folder inside the other."""
+    other = str(tmp_path / "data")
+    assert cli.main([part.format(other=other) for part in command]) == 2
+    printed = capsys.readouterr()
+    assert "names no folder: give a dataset's path or URI" in printed.err
+    assert "inside" not in printed.err and not (tmp_path / "data").exists()
 
 
 def _made_from_folder(folder: Path, out: Path) -> Path:

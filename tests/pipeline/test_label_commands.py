@@ -16,7 +16,7 @@ from pipeline import cli
 from pipeline.commands import label_commands as lc
 from pipeline.lease import LEASE_FILE, Lease
 from shards import open_dataset
-from shards.layout import plan_digest
+from shards.layout import plan_digest, shard_name
 from shards.sidecar import SidecarError
 from shards.storage import Location
 from tests.conftest import finish, stats_agree
@@ -351,6 +351,20 @@ class _Unreachable(LocalFileSystem):
         return super()._open(path, mode, **options)
 
 
+def test_relabel_onto_a_folder_of_the_sidecars_name_leaves_nothing_staged(scored_dataset,
+                                                                           tmp_path, capsys):
+    """The sidecar cannot be published where a folder has its name: the error names it, and
+    the staged sidecar is removed (no `.partial` left beside the dataset's files)."""
+    out = _copy(scored_dataset, tmp_path)
+    _halves().save(tmp_path / "halves.json")
+    (out / f"labels-{_halves().hash}.parquet").mkdir()
+    before = sorted(path.name for path in out.iterdir())
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 2
+    printed = capsys.readouterr()
+    assert f"labels-{_halves().hash}.parquet" in printed.err and "Traceback" not in printed.err
+    assert sorted(path.name for path in out.iterdir()) == before
+
+
 def test_relabel_leaves_out_a_metric_the_dataset_never_scored_and_says_so(scored_dataset,
                                                                          tmp_path, capsys):
     out = _copy(scored_dataset, tmp_path)
@@ -544,8 +558,15 @@ def test_inspect_names_a_damaged_run_file(scored_dataset, tmp_path, capsys, name
 
 @pytest.mark.parametrize(("name", "field", "value", "said"), [
     ("manifest.json", ("config", "size"), 5, "manifest.json is damaged (AttributeError"),
-    ("report.json", ("failures_by_reason",), 5, "report.json is damaged (TypeError"),
-    ("report.json", ("pixel_duplicates",), [{}], "report.json lacks the field 'splits'"),
+    ("report.json", ("failures_by_reason",), 5,
+     "report.json's failures_by_reason is 5, not a count by reason"),
+    ("report.json", ("pixel_duplicates",), [{}],
+     "report.json's pixel_duplicates is [{}], not a list of {ref_id, of, splits}"),
+    ("report.json", ("modes",), ["store"],
+     "report.json's modes is ['store'], not an object of the generation modes"),
+    ("report.json", ("samples",), "16", "report.json's samples is '16', not a count"),
+    ("report.json", ("metrics_absent",), None,
+     "report.json's metrics_absent is None, not a list of metric names"),
     ("shards/00000_stats.json", ("samples",), None, "shard 00000: "),  # not a TypeError
     ("shards/00000_stats.json", ("samples",), "7", "shard 00000: "),
 ])
@@ -560,6 +581,21 @@ def test_inspect_names_a_damaged_field_of_a_run_file(scored_dataset, tmp_path, c
     (out / name).write_text(json.dumps(data))
     code, printed = _inspect(out, capsys)
     assert code == 1 and said in printed
+    if name.endswith("stats.json"):  # named as a damaged shard in other words
+        said = f"{shard_name(0)}: stats say {value} samples"
+    _refused_as_a_source(out, tmp_path, capsys, said)
+
+
+def _refused_as_a_source(out: Path, tmp_path: Path, capsys, said: str) -> None:
+    """What inspect names of a dataset, convert (which copies its run files) and relabel
+    refuse before any work, named the same way."""
+    _halves().save(tmp_path / "halves.json")
+    for command in (["convert", str(out), str(tmp_path / "recipes"), "--store", "recipes"],
+                    ["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]):
+        assert cli.main(command) == 2, command
+        printed = capsys.readouterr()
+        assert said in printed.err and "Traceback" not in printed.out + printed.err
+    assert not (tmp_path / "recipes").exists() and not list(out.glob("labels-*"))
 
 
 @pytest.mark.parametrize(("field", "value"), [("samples", 5), ("samples", 0),
@@ -581,9 +617,10 @@ def test_inspect_holds_the_reports_counts_to_the_shards(scored_dataset, tmp_path
     assert {name: report[name] for name in held} == held  # as generate wrote it
     (out / "report.json").write_text(json.dumps({**report, field: value}))
     code, printed = _inspect(out, capsys)
-    assert code == 1 and (f"report.json says {field} {value} but the shards hold "
-                          f"{held[field]}: edited or damaged") in printed
+    said = f"report.json says {field} {value} but the shards hold {held[field]}: edited or damaged"
+    assert code == 1 and said in printed
     assert "none of the" not in printed
+    _refused_as_a_source(out, tmp_path, capsys, said)
 
 
 def _sources_edited(table: pa.Table, edit: str) -> pa.Table:
@@ -704,6 +741,38 @@ def test_a_reader_refuses_a_sidecar_copied_under_another_ensembles_name(scored_d
     with pytest.raises(SidecarError, match=rf"labels-{'0' * 16}\.parquet records ensemble "
                                            rf"{_halves().hash}, not the one its name says"):
         open_dataset(out, labels="0" * 16)
+
+
+@pytest.mark.parametrize(("field", "value", "said"), [
+    (b"metrics_used", b'"gmsd"', "its metrics_used is 'gmsd', not a list of metric names"),
+    (b"metrics_used", b"[1, 2]", "its metrics_used is [1, 2], not a list of metric names"),
+    (b"metrics_used", b"[]", "its metrics_used is [], not a list of metric names"),
+    (b"metrics_used", b"[gmsd", "its metadata: Expecting value"),
+    (b"plan_digest", b"\xff\xfe", "its metadata: 'utf-8' codec can't decode"),
+    (b"ensemble_hash", b"\xff", "its metadata: 'utf-8' codec can't decode"),
+])
+def test_a_sidecar_whose_metadata_is_damaged_is_named_by_readers_inspect_and_convert(
+        scored_dataset, tmp_path, capsys, field, value, said):
+    """A sidecar's metadata says what its Q is (the metrics it is made of: labels.md, and the
+    dataset it was made for): where it is not text, or metrics_used no JSON list of metric
+    names, the file is named as damaged, never a bare decode error nor a label handed on."""
+    out = _copy(scored_dataset, tmp_path)
+    _halves().save(tmp_path / "halves.json")
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 0
+    sidecar = out / f"labels-{_halves().hash}.parquet"
+    table = pq.read_table(sidecar)
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, field: value}),
+                   sidecar)
+    damaged = f"{sidecar.name} is damaged: delete it and relabel again ({said}"
+    with pytest.raises(SidecarError, match=re.escape(damaged)):
+        list(open_dataset(out, labels=_halves().hash).samples(decode=False))
+    code, printed = _inspect(out, capsys)
+    assert code == 1 and damaged in printed
+    assert cli.main(["convert", str(out), str(tmp_path / "recipes"), "--store",
+                     "recipes"]) == 2
+    printed = capsys.readouterr()
+    assert damaged in printed.err and "Traceback" not in printed.out + printed.err
+    assert not (tmp_path / "recipes").exists()
 
 
 @pytest.mark.parametrize("content, said", [("[1", "is not JSON"),
