@@ -52,13 +52,16 @@ OPTIONAL = {
 }
 
 
-def report_form_problems(report: dict) -> list[str]:
-    """The fields of report.json (a JSON object) that are missing or not of their kind."""
-    missing = [f"{REPORT_FILE} lacks the field {name!r}: {REMEDY}" for name in REQUIRED
+def report_form_problems(report: dict, only: tuple[str, ...] | None = None) -> list[str]:
+    """The fields of report.json (a JSON object) that are missing or not of their kind (of
+    those named `only`, where a reader needs no other, each then optional)."""
+    fields = {**REQUIRED, **OPTIONAL}
+    required = REQUIRED if only is None else ()
+    missing = [f"{REPORT_FILE} lacks the field {name!r}: {REMEDY}" for name in required
                if name not in report]
     wrong = [f"{REPORT_FILE}'s {name} is {repr(report[name])[:60]}, not {kind}: {REMEDY}"
-             for name, (kind, test) in {**REQUIRED, **OPTIONAL}.items()
-             if name in report and not test(report[name])]
+             for name, (kind, test) in fields.items()
+             if (only is None or name in only) and name in report and not test(report[name])]
     return missing + wrong
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import distortions
 from distortions.registry import is_integer
+from pipeline.report_check import report_form_problems
 from pipeline.scenario_quality import scenario
 from shards.layout import REPORT_FILE, RunFileError, run_file
 from shards.reader import DamagedShardError, damage_message, shard_states
@@ -127,7 +128,9 @@ def validate_levels(out: str, target: Path) -> list[dict]:
     if damaged:  # the report's means would speak for samples no reader reads
         raise DamagedShardError(damage_message(location, damaged))
     report = run_file(location, REPORT_FILE)
-    if (report.get("modes") or {}).get("compose"):
+    if form := report_form_problems(report, only=("modes",)):  # (its Q checked below)
+        raise RunFileError(f"{shown}: {'; '.join(form)}")
+    if report.get("modes", {}).get("compose"):
         raise ValueError(f"{shown} was made with --compose: a chain of types has no level of "
                          "its own to validate")
     mean_quality = _mean_quality(report, shown)

@@ -214,8 +214,10 @@ def test_validate_levels_names_a_damaged_report(tmp_path, capsys):
               "holds 5 value(s) that are not finite numbers, e.g. 01-1: '0.5'"),
              ({"mean_quality_by_scenario": {"01-1": True, "01-2": 0.5}},
               "e.g. 01-1: True"),
-             ({"modes": None, "mean_quality_by_scenario": {"01-1": float("nan")}},
-              "e.g. 01-1: nan")]
+             ({"modes": {}, "mean_quality_by_scenario": {"01-1": float("nan")}},
+              "e.g. 01-1: nan"),
+             ({"modes": ["compose"], "mean_quality_by_scenario": {"01-1": 0.5}},
+              "report.json's modes is ['compose'], not an object of the generation modes")]
     for report, said in cases:
         (tmp_path / "report.json").write_text(json.dumps(report))
         assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 2
