@@ -45,6 +45,7 @@ from shards.layout import (
 )
 from shards.png import decode_png, encode_png
 from shards.reader import shard_problems, shard_stats
+from shards.reads import read_ahead
 from shards.replay import Pending, ReplayContext, ReplayError, changed_reference
 from shards.schema import pixel_sha256
 from shards.storage import Location
@@ -273,9 +274,7 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
         context = ReplayContext.of(source, verify=True)
         jobs = [Job(source_root, was, target_root, becomes, index, plan.digest,
                     context.for_shard(source, index))
-                for index in range(plan.shard_count)
-                if shard_problems(target, index, plan.digest, becomes.store, verify_hash=True)
-                or not _same_references(source, target, index)]
+                for index in _unconverted(source, target, plan, becomes.store)]
         counts = list(tqdm(in_processes(convert_shard, jobs, workers), total=len(jobs),
                            unit="shard", desc=command))
         if jobs or not _sound(target):
@@ -294,6 +293,17 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
     return {"shards": plan.shard_count, "skipped": plan.shard_count - len(jobs),
             "replayed": sum(replayed for replayed, _ in counts),
             "dropped": sum(dropped for _, dropped in counts)}
+
+
+def _unconverted(source: Location, target: Location, plan: Plan, store: str) -> list[int]:
+    """The shards the target does not hold whole (each finished tar read, to hash it), or
+    holds made of other references than the source's."""
+    def redo(index: int) -> bool:
+        return bool(shard_problems(target, index, plan.digest, store, verify_hash=True)
+                    or not _same_references(source, target, index))
+    shards = range(plan.shard_count)
+    return [index for index, redone in zip(shards, read_ahead(redo, shards), strict=True)
+            if redone]
 
 
 def _sound(target: Location) -> bool:
