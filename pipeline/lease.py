@@ -298,13 +298,15 @@ def check_writer(location: Location, holder: dict) -> None:
 
 def live_writer(location: Location) -> str | None:
     """Who writes `location` now, in words: the holder of a lease refreshed within the stale
-    time (None: no lease, or a stale or unreadable one)."""
+    time whose process, where it ran on this host, still lives (None: no lease, a stale or
+    unreadable one, or one whose driver was killed here)."""
     path = location.path(LEASE_FILE)
     if not location.exists(path):
         return None
     holder = Lease(location)._read()
     age = _age(holder)
-    return _describe(holder) if age is not None and age <= STALE_SECONDS else None
+    fresh = age is not None and age <= STALE_SECONDS
+    return _describe(holder) if fresh and _alive_here(holder, False) is not False else None
 
 
 def writer_refusal(location: Location, holder: dict) -> str | None:

@@ -415,6 +415,13 @@ def test_inspect_of_a_dataset_being_written_names_its_writer(store_datasets, tmp
                          json.dumps({**holder, "refreshed": stale}).encode())
     assert ("no report.json: the run has not finished (rerun generate to resume)"
             in inspect(str(under_way))[1])
+    gone = subprocess.Popen(["true"])  # a driver of this host killed: its lease still fresh
+    gone.wait()
+    location.write_bytes(location.path(LEASE_FILE), json.dumps(
+        {**holder, "host": socket.gethostname(), "pid": gone.pid, "refreshed": time.time()}
+    ).encode())
+    assert ("no report.json: the run has not finished (rerun generate to resume)"
+            in inspect(str(under_way))[1])
 
 
 _UNWRITABLE_REFRESHES = """
