@@ -37,7 +37,7 @@ from shards.layout import (
     run_file,
     shard_count,
 )
-from shards.reader import ShardExamination, damage_message, examine_shard, shard_states
+from shards.reader import damage_message, examine_shard, shard_states
 from shards.reads import read_ahead
 from shards.storage import Location, redact
 from shards.words import a_few
@@ -420,28 +420,30 @@ def finished_plan(location: Location) -> "Plan":
     _check_storage(location, plan)
     complete, damaged = shard_states(location)
     store = plan.inputs.get("store", MODE_DEFAULTS["store"])
-    examined = list(read_ahead(lambda index: examine_shard(location, index, plan.digest, store),
-                               complete))  # what a reader does not check: the lists, parquet rows
-    for index, examination in zip(complete, examined, strict=True):
-        if examination.problems:
-            damaged[index] = "; ".join(examination.problems)
+    counts, statuses = Counter(), {}
+    examined = read_ahead(lambda index: _examined(location, index, plan.digest, store),
+                          complete)  # what a reader does not check: the lists, parquet rows
+    for index, (problems, counted, listed) in zip(complete, examined, strict=True):
+        if problems:
+            damaged[index] = "; ".join(problems)
+        counts.update(counted)
+        statuses.update(listed)
     if damaged:
         raise UnfinishedDatasetError(damage_message(location, damaged))
     missing = sorted(set(range(plan.shard_count)) - set(complete))
     if missing:
         raise UnfinishedDatasetError(f"{location.root}: shards {missing} are not complete; "
                                      "finish the run (generate resumes) first")
-    _check_report_counts(location, report, plan, examined)
+    held = held_counts(counts, statuses.values(), len(plan.duplicates))
+    if differing := report_count_problems(report, held):  # an edited report convert would copy
+        raise RunFileError(f"{redact(location.root)}: {'; '.join(differing)}")
     return plan
 
 
-def _check_report_counts(location: Location, report: dict, plan: "Plan",
-                         examined: list[ShardExamination]) -> None:
-    """A RunFileError where report.json's counts are not those its sound shards hold (as
-    `examined`): an edited or damaged report, which convert would copy."""
-    statuses = {row["ref_id"]: row.get("status")
-                for examination in examined for row in examination.sources}
-    held = held_counts(sum((stats_counts(e.stats) for e in examined), Counter()),
-                       statuses.values(), len(plan.duplicates))
-    if differing := report_count_problems(report, held):
-        raise RunFileError(f"{redact(location.root)}: {'; '.join(differing)}")
+def _examined(location: Location, index: int, digest: str, store: str
+              ) -> tuple[list[str], Counter, dict[str, str | None]]:
+    """A finished shard's problems, the report's counts its stats give, and the status of
+    each source its list names (only these kept: not its index bytes)."""
+    examination = examine_shard(location, index, digest, store)
+    return (examination.problems, stats_counts(examination.stats),
+            {row["ref_id"]: row.get("status") for row in examination.sources or ()})
