@@ -269,7 +269,7 @@ def libraries_differing_message(report: dict) -> str:
 def replay_differs(report: dict) -> bool:
     """Whether readers of the dataset replay recipes and a library or code that a replay runs
     differs between its shards (not only the labelers', the pipeline's or the version)."""
-    return replays_recipes(report["modes"]) and any(
+    return replays_recipes(report.get("modes", {})) and any(
         name not in NOT_REPLAYED for name in report.get("libraries_differing") or {})
 
 

@@ -586,6 +586,20 @@ def test_inspect_names_a_damaged_field_of_a_run_file(scored_dataset, tmp_path, c
     _refused_as_a_source(out, tmp_path, capsys, said)
 
 
+def test_an_older_report_without_modes_is_inspected_with_its_library_differences(
+        scored_dataset, tmp_path, capsys):
+    """A report written before `modes` (2026-11-30) is read without it: shards of another
+    library version in an images dataset are a note, never a KeyError."""
+    out = _copy(scored_dataset, tmp_path)
+    report = json.loads((out / "report.json").read_text())
+    del report["modes"]
+    report["libraries_differing"] = {"numpy": {"0.1": 2}}
+    (out / "report.json").write_text(json.dumps(report))
+    assert cli.main(["inspect", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "numpy 0.1 in 2 shards" in printed.out and "Traceback" not in printed.err
+
+
 def _refused_as_a_source(out: Path, tmp_path: Path, capsys, said: str) -> None:
     """What inspect names of a dataset, convert (which copies its run files) and relabel
     refuse before any work, named the same way."""
