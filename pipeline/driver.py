@@ -391,11 +391,13 @@ def _run_shards(todo, submit, max_in_flight, progress: _Progress, out: str) -> l
             try:
                 summary = ray.get(done[0])
             except (ray.exceptions.RayError, OSError) as error:
-                if full := _output_full(error):
+                if full := _output_full(error, out):
+                    denied = full.errno in OUTPUT_DENIED_ERRNOS
                     raise OutputFullError(
                         f"{redact(out)} takes no more writes (shard {shard_name(index)}: "
-                        f"{full}): the run stops here; make room there (or --out elsewhere) "
-                        "and run again to resume") from error
+                        f"{full}): the run stops here; "
+                        + ("let this user write there" if denied else "make room there")
+                        + " (or --out elsewhere) and run again to resume") from error
                 failed.append(index)
                 tqdm.write(f"shard {shard_name(index)} failed: {type(error).__name__}: {error}")
                 progress.shard_failed(index, died=_died(error))
@@ -408,15 +410,23 @@ def _run_shards(todo, submit, max_in_flight, progress: _Progress, out: str) -> l
 
 
 OUTPUT_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)  # no read gives
+OUTPUT_DENIED_ERRNOS = (errno.EACCES, errno.EPERM)  # a read may give them: the output's only
 
 
-def _output_full(error: Exception) -> OSError | None:
-    """The OSError under a shard's failure where it says the output takes no more writes (a
-    worker node's own temporary folder filling up is that node's failure: SpillError)."""
+def _output_full(error: Exception, out: str | None = None) -> OSError | None:
+    """The OSError under a shard's failure where it says the output takes no more writes:
+    full, out of quota, read-only, past its size limit, or (a file under `out` named in it)
+    refusing this user (a worker node's own temporary folder filling up is that node's
+    failure: SpillError)."""
     cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else error
     if isinstance(cause, SpillError) or not isinstance(cause, OSError):
         return None
-    return cause if cause.errno in OUTPUT_FULL_ERRNOS else None
+    if cause.errno in OUTPUT_FULL_ERRNOS:
+        return cause
+    denied = cause.errno in OUTPUT_DENIED_ERRNOS and out is not None and any(
+        f"{root}/" in f"{cause.filename or ''} {cause}"
+        for root in {out.rstrip("/"), os.path.abspath(out), Location.parse(out).root})
+    return cause if denied else None
 
 
 def _died(error: Exception) -> bool:

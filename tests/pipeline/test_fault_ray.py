@@ -458,3 +458,45 @@ def test_a_full_output_stops_the_run_at_the_first_shard_that_meets_it(tmp_path):
     assert _output_full(SpillError(errno.ENOSPC, "no space")) is None
     assert _output_full(OSError(errno.ENOSPC, "no space")).errno == errno.ENOSPC
     assert _output_full(OSError(errno.EACCES, "denied")) is None
+
+
+def test_an_output_refusing_this_user_stops_the_run_at_the_first_shard_that_meets_it(
+        tmp_path):
+    """A shards folder made unwritable mid-run (chmod a-w): shard 1's open() of its staged
+    tar raises EACCES as it does for any user but root (who is let write, so the error is
+    raised here as open() raises it): the run stops at the first shard refused, naming the
+    output, the error and what to do, not after every shard has failed twice. A permission
+    error on another path (a source, a cache) is the shard's own failure; pyarrow's wording
+    of the output's is the output's."""
+    out = tmp_path / "out"
+    staged = f"{out}/shards/00001.tar.0123456789ab.partial"
+
+    @ray.remote(max_retries=0)
+    def shard(index: int) -> dict:
+        if index == 1:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), staged)
+        return {"failures": 0}
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        sent, progress = [], _QuietProgress()
+
+        def submit(index):
+            sent.append(index)
+            return shard.remote(index)
+        with pytest.raises(OutputFullError, match=rf"{out} takes no more writes \(shard 00001: "
+                                                  r"\[Errno 13\] Permission denied.*\): the run "
+                                                  "stops here; let this user write there"):
+            _run_shards([0, 1, 2, 3], submit, 1, progress, str(out))
+    finally:
+        ray.shutdown()
+    assert sent == [0, 1] and progress.done == [0]
+    denied = PermissionError(errno.EACCES, "Permission denied", staged)
+    assert _output_full(denied, str(out)) is denied
+    assert _output_full(denied, f"file://{out}") is denied
+    worded = PermissionError(errno.EPERM, f"Failed to open local file '{staged}'")  # pyarrow's
+    assert _output_full(worded, str(out)) is worded
+    assert _output_full(PermissionError(errno.EACCES, "Permission denied", "/src/a.png"),
+                        str(out)) is None
+    assert _output_full(PermissionError(errno.EACCES, "denied", f"{out}-old/x"),
+                        str(out)) is None
