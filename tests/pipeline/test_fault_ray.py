@@ -415,6 +415,25 @@ class _QuietProgress:
         self.failed.append(index)
 
 
+def _stopped_at_shard_1(shard, out: Path, said: str) -> None:
+    """Shards 0..3 run one at a time by the remote `shard`: shard 1's failure stops the run
+    with an OutputFullError naming `out` and saying `said` (a pattern), no shard sent after
+    it, shard 0 done."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        sent, progress = [], _QuietProgress()
+
+        def submit(index):
+            sent.append(index)
+            return shard.remote(index)
+        with pytest.raises(OutputFullError,
+                           match=rf"{out} takes no more writes \(shard 00001: {said}"):
+            _run_shards([0, 1, 2, 3], submit, 1, progress, str(out))
+    finally:
+        ray.shutdown()
+    assert sent == [0, 1] and progress.done == [0]
+
+
 def test_a_full_output_stops_the_run_at_the_first_shard_that_meets_it(tmp_path):
     """Shard 1's write fails for real as a full disk fails it (past the file size limit:
     EFBIG): the run stops there, naming the output and the error, and sends no other shard
@@ -438,21 +457,8 @@ def test_a_full_output_stops_the_run_at_the_first_shard_that_meets_it(tmp_path):
                 resource.setrlimit(resource.RLIMIT_FSIZE, limits)
         return {"failures": 0}
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        sent, progress = [], _QuietProgress()
-
-        def submit(index):
-            sent.append(index)
-            return shard.remote(index)
-
-        with pytest.raises(OutputFullError, match=rf"{out} takes no more writes \(shard 00001: "
-                                                  r"\[Errno 27\] .*File too large\): the run "
-                                                  "stops here; make room there"):
-            _run_shards([0, 1, 2, 3], submit, 1, progress, str(out))
-    finally:
-        ray.shutdown()
-    assert sent == [0, 1] and progress.done == [0]
+    _stopped_at_shard_1(shard, out, r"\[Errno 27\] .*File too large\): the run stops here; "
+                        "make room there")
     assert list(out.iterdir()) == []  # the failed write left nothing behind
     # a worker node's own temporary folder filling up is that node's failure, not OUT's
     assert _output_full(SpillError(errno.ENOSPC, "no space")) is None
@@ -477,20 +483,8 @@ def test_an_output_refusing_this_user_stops_the_run_at_the_first_shard_that_meet
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), staged)
         return {"failures": 0}
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        sent, progress = [], _QuietProgress()
-
-        def submit(index):
-            sent.append(index)
-            return shard.remote(index)
-        with pytest.raises(OutputFullError, match=rf"{out} takes no more writes \(shard 00001: "
-                                                  r"\[Errno 13\] Permission denied.*\): the run "
-                                                  "stops here; let this user write there"):
-            _run_shards([0, 1, 2, 3], submit, 1, progress, str(out))
-    finally:
-        ray.shutdown()
-    assert sent == [0, 1] and progress.done == [0]
+    _stopped_at_shard_1(shard, out, r"\[Errno 13\] Permission denied.*\): the run stops "
+                        "here; let this user write there")
     denied = PermissionError(errno.EACCES, "Permission denied", staged)
     assert _output_full(denied, str(out)) is denied
     assert _output_full(denied, f"file://{out}") is denied
