@@ -28,7 +28,7 @@ install: $(STAMP) ## create or update the virtual environment in .venv
 	@echo "environment ready: $(VENV)"
 
 generate: $(STAMP) ## the pipeline: [SOURCES=embedded] [OUT=out/demo] [ADDRESS=http://HEAD:8265]
-	$(BIN)/iqa-factory generate --sources $(SOURCES) --out $(OUT) --seed $(SEED) \
+	$(BIN)/iqa-factory generate --sources "$(SOURCES)" --out "$(OUT)" --seed $(SEED) \
 		$(if $(filter embedded,$(SOURCES)),--allow-missing-metrics --shard-refs 1) \
 		$(if $(ADDRESS),--address $(ADDRESS)) $(ARGS)
 
@@ -42,7 +42,7 @@ format: $(STAMP) ## ruff --fix
 	$(BIN)/ruff check --fix .
 
 sheet: $(STAMP) ## contact sheet of one image: make sheet IMAGE=embedded:astronaut
-	$(BIN)/iqa-factory sheet $(or $(IMAGE),embedded:astronaut) -o $(or $(SHEET),$(OUT)/sheet.png)
+	$(BIN)/iqa-factory sheet "$(or $(IMAGE),embedded:astronaut)" -o "$(or $(SHEET),$(OUT)/sheet.png)"
 
 bench-distortions: $(STAMP) ## ms per 512x384 image for every registered type x level -> docs/bench-distortions.*
 	$(BIN)/python benchmarks/bench_distortions.py --out docs
@@ -51,7 +51,7 @@ bench-pipeline: $(STAMP) ## samples/s, peak memory, 23.1M projection -> docs/ben
 	$(BIN)/python benchmarks/bench_pipeline.py --out docs $(ARGS)
 
 bench-storage: $(STAMP) ## per --store mode of OUT (an images run): bytes, 23.1M projection, loader samples/s, replay ms -> docs/bench-storage.*
-	$(BIN)/python benchmarks/bench_storage.py --dataset $(OUT) --out docs $(ARGS)
+	$(BIN)/python benchmarks/bench_storage.py --dataset "$(OUT)" --out docs $(ARGS)
 
 bench-reads: $(STAMP) ## dataset-wide reads (resume check, open, indexes, merge) 1 vs 16 threads, local and S3 at 20 ms -> docs/bench-reads.*
 	$(BIN)/python benchmarks/bench_reads.py --out docs $(ARGS)
@@ -60,7 +60,7 @@ bench-overlap: $(STAMP) ## a shard's next reference made while one's labels are 
 	$(BIN)/python benchmarks/bench_overlap.py --out docs $(ARGS)
 
 bench-train: $(STAMP) ## training img/s: shard loader vs model, CPU (+GPU) -> docs/bench-train.*
-	$(BIN)/python benchmarks/bench_train.py --dataset $(OUT) --out docs $(ARGS)
+	$(BIN)/python benchmarks/bench_train.py --dataset "$(OUT)" --out docs $(ARGS)
 
 # The demo pretrains on three of the embedded photos (rocket validates) and tests on the two it
 # never saw, astronaut and coffee. OBJECTIVE=regression (default) learns Q, then fine-tunes from
@@ -74,9 +74,9 @@ DEMO_CROP_regression := 128
 DEMO_CROP := $(or $(DEMO_CROP_$(OBJECTIVE)),96)
 DEMO_MODEL := --backbone resnet18 --crop $(DEMO_CROP) --workers 1
 DEMO_SPLITS := --refs $(DEMO_HELD_OUT) --workers 1
-DEMO_FINETUNE := train finetune --dataset shards --root $(OUT) $(DEMO_SPLITS) \
+DEMO_FINETUNE := train finetune --dataset shards --root "$(OUT)" $(DEMO_SPLITS) \
 	--epochs 4 --repeats 2 $(DEMO_MODEL)
-DEMO_PROBE := train probe --dataset shards --root $(OUT) $(DEMO_SPLITS) --split-by image \
+DEMO_PROBE := train probe --dataset shards --root "$(OUT)" $(DEMO_SPLITS) --split-by image \
 	--repeats 10
 DEMO_PRETRAIN_regression := --epochs 8 --patience 8 --steps-per-epoch 40 --lr 1e-3
 DEMO_PRETRAIN_contrastive := --objective contrastive --versions 11 --batch-size 4 \
@@ -89,8 +89,8 @@ DEMO_RUN := $(DEMO)/$(OBJECTIVE)
 
 pretrain-demo: $(STAMP) ## after make generate: pretrain [OBJECTIVE=regression|contrastive|reconstruction|restoration], probe, fine-tune on OUT (CPU, minutes)
 	@test -n "$(DEMO_PRETRAIN_$(OBJECTIVE))" || { echo "OBJECTIVE must be regression, contrastive, reconstruction or restoration"; exit 2; }
-	@test -f $(OUT)/sources.parquet || { echo "no dataset in $(OUT): run make generate first"; exit 2; }
-	$(BIN)/iqa-factory train pretrain $(OUT) --out $(DEMO_RUN)/pretrain --exclude-refs $(DEMO_HELD_OUT) \
+	@test -f "$(OUT)/sources.parquet" || { echo "no dataset in $(OUT): run make generate first"; exit 2; }
+	$(BIN)/iqa-factory train pretrain "$(OUT)" --out $(DEMO_RUN)/pretrain --exclude-refs $(DEMO_HELD_OUT) \
 		--val-refs rocket $(DEMO_PRETRAIN_$(OBJECTIVE)) $(DEMO_MODEL) --init random
 	$(BIN)/iqa-factory $(DEMO_PROBE) --checkpoint $(DEMO_RUN)/pretrain/best.pt --out $(DEMO_RUN)/probe
 	$(BIN)/iqa-factory $(DEMO_PROBE) --init random --backbone resnet18 --crop $(DEMO_CROP) \
@@ -144,8 +144,8 @@ pmos-ensemble: $(STAMP) ## recompute the pmos ensemble's bounds on the embedded 
 	$(BIN)/python -m pipeline.commands.pmos_ensemble
 
 validate-levels: $(STAMP) ## mean Q by distortion and level of OUT -> docs/validate-levels.*
-	@test -f $(OUT)/report.json || $(MAKE) generate OUT=$(OUT)
-	$(BIN)/iqa-factory validate-levels $(OUT) --target docs
+	@test -f "$(OUT)/report.json" || $(MAKE) generate OUT="$(OUT)"
+	$(BIN)/iqa-factory validate-levels "$(OUT)" --target docs
 
 golden: $(STAMP) ## rewrite the golden hashes after a deliberate change of pixels
 	$(BIN)/python tests/distortions/golden.py --write

@@ -2,8 +2,10 @@
 
 import argparse
 import dataclasses
+import functools
 import math
 import os
+import struct
 import sys
 import tarfile
 from pathlib import Path
@@ -37,8 +39,12 @@ def _list_bank(args: argparse.Namespace) -> int:
 
 
 def _prepared(source: str, size: TargetSize | str, allow_upscale: bool):
+    """A source at the size generate would give it (an upscale bounded as generate's is)."""
+    from shards.decode import DEFAULT_MAX_PIXELS
+
     pixels = read_rgb(source)
-    return pixels if size == NATIVE else cover_and_crop(pixels, size, allow_upscale)
+    return pixels if size == NATIVE else cover_and_crop(pixels, size, allow_upscale,
+                                                        max_pixels=DEFAULT_MAX_PIXELS)
 
 
 def _sheet(args: argparse.Namespace) -> int:
@@ -49,12 +55,13 @@ def _sheet(args: argparse.Namespace) -> int:
     image_options = [name for name, value in (("--size", args.size), ("--seed", args.seed),
                                               ("--allow-upscale", args.allow_upscale or None))
                      if value is not None]
-    if args.image.endswith((".tar", ".tar.gz")):
+    fits = functools.partial(_check_picture_size, args.output)
+    if args.image.lower().endswith((".tar", ".tar.gz")):
         if image_options:
             raise ValueError(f"{', '.join(image_options)} shape the versions made from an "
                              "image; a shard's sheet shows them as the shard stores them")
         sheet, composed = render_shard_sheet(args.image, args.ref_id,
-                                             cell_width=args.cell_width)
+                                             cell_width=args.cell_width, check_size=fits)
         if composed:
             print(f"note: {composed} composed version(s) left out: a chain of types has no "
                   "cell in the type x level grid")
@@ -65,7 +72,7 @@ def _sheet(args: argparse.Namespace) -> int:
         img = _prepared(args.image, args.size or TargetSize(), args.allow_upscale)
         ref_id = ref_ids([single(args.image).stem])[0]  # its versions' seeds, as generate's
         sheet, failures = render_contact_sheet(img, seed=args.seed or 0, ref_id=ref_id,
-                                               cell_width=args.cell_width)
+                                               cell_width=args.cell_width, check_size=fits)
         if failures:
             print(f"note: {len(failures)} version(s) failed, their cells say so: " + a_few(
                 [f"{distortions.get(i).name} level {level}: {why}"
@@ -96,6 +103,33 @@ def _check_picture_path(path: Path) -> None:
     except (KeyError, OSError, ValueError, TypeError):
         raise ValueError(f"-o {path}: end the name in the extension of an image format Pillow "
                          "writes (.png, .jpg, .webp, .tif, ...)") from None
+
+
+def _check_picture_size(path: Path, size: tuple[int, int]) -> None:
+    """A picture of `size` (width, height) can be written to `path`'s format at that size:
+    a row and a column of it are written to memory and read back (WebP holds 16383 pixels a
+    side, JPEG 65500; an icon is written smaller), before the rendering."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    picture_format = Image.registered_extensions()[path.suffix.lower()]
+    width, height = size
+    for thin in ((width, 1), (1, height)):
+        written = io.BytesIO()
+        try:
+            Image.new("RGB", thin).save(written, format=picture_format)
+            written.seek(0)
+            kept = Image.open(written).size
+        except UnidentifiedImageError:  # a format Pillow writes but does not read (PDF)
+            continue
+        except (OSError, ValueError, TypeError, OverflowError, RuntimeError, struct.error) as e:
+            raise ValueError(f"-o {path}: the sheet is {width}x{height} pixels, more than "
+                             f"{picture_format} holds ({e}); write a .png, or choose a smaller "
+                             "--cell-width") from None
+        if kept != thin:
+            raise ValueError(f"-o {path}: {picture_format} does not keep a {width}x{height} "
+                             "picture at its size; write a .png")
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -83,7 +83,7 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
     the shards are drawn without end (a source's "pool": the shards drawn from), a stream
     that has read each of them without an item raises NothingToDrawError."""
     def one(source: dict, barren: set[str]) -> Iterator:
-        url, gzipped = source["url"], source["url"].endswith(".gz")
+        url, gzipped = source["url"], source["url"].lower().endswith(".gz")
         stats = recorded(url) if recorded is not None else {}
         with location.fs.open_input_stream(url, compression=None) as stored:
             hashing = HashingStream(stored)

@@ -4,7 +4,7 @@ its labels (a row per type the shard holds)."""
 
 import json
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -22,6 +22,7 @@ DEFAULT_CELL_WIDTH = 160
 LABEL_WIDTH = 170
 HEADER = 28
 CAPTION = 16
+ROW_LABEL = 18  # a row is at least this tall, so its label fits beside a thin thumbnail
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
 FAILED_FILL = (225, 225, 225)
@@ -31,13 +32,37 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _caption_font(draw: ImageDraw.ImageDraw, text: str, width: int) -> ImageFont.ImageFont:
-    """The largest caption font, 11 px down to 7 px, whose text fits the cell width."""
-    for size in range(11, 7, -1):
+def _fitted(draw: ImageDraw.ImageDraw, text: str, width: int, largest: int
+            ) -> tuple[ImageFont.ImageFont, str]:
+    """(The largest font, `largest` px down to 7 px, in which `text` fits `width` less a
+    4 px margin; the text itself, or at 7 px cut short with an ellipsis where it still does
+    not fit: a narrow cell's text never runs into its neighbour's)."""
+    for size in range(largest, 6, -1):
         font = _font(size)
         if draw.textlength(text, font=font) <= width - 4:
-            return font
-    return _font(7)
+            return font, text
+    while text and draw.textlength(text + "\u2026", font=font) > width - 4:
+        text = text[:-1]
+    return font, text + "\u2026"
+
+
+def _cell_height(reference_shape: tuple[int, ...], cell_width: int) -> int:
+    """A thumbnail's height: the reference's aspect at `cell_width`, at least 1 pixel."""
+    return max(1, round(cell_width * reference_shape[0] / reference_shape[1]))
+
+
+def _row_height(reference_shape: tuple[int, ...], cell_width: int) -> int:
+    return max(_cell_height(reference_shape, cell_width), ROW_LABEL) + CAPTION
+
+
+def sheet_size(reference_shape: tuple[int, ...], rows: int, cell_width: int
+               ) -> tuple[int, int]:
+    """(width, height) in pixels of the sheet of `rows` types of a reference of that shape."""
+    return (LABEL_WIDTH + 6 * cell_width,
+            HEADER + rows * _row_height(reference_shape, cell_width))
+
+
+SizeCheck = Callable[[tuple[int, int]], None]  # raises where a sheet of that size can't be kept
 
 
 def render_grid(reference: np.ndarray,
@@ -46,16 +71,15 @@ def render_grid(reference: np.ndarray,
     """Lay out the reference and (distortion id, level) -> (image, caption) cells in a grid of
     a row per type that has a cell (in the bank's order) x 5 levels; absent levels stay
     blank, a cell without an image (a version that failed) is gray and says so."""
-    cell_height = round(cell_width * reference.shape[0] / reference.shape[1])
-    row_height = cell_height + CAPTION
-    present = {distortion_id for distortion_id, _ in cells}
-    bank = [d for d in distortions.registered() if d.id in present]
-    sheet = Image.new("RGB", (LABEL_WIDTH + 6 * cell_width, HEADER + len(bank) * row_height),
-                      BACKGROUND)
+    cell_height = _cell_height(reference.shape, cell_width)
+    row_height = _row_height(reference.shape, cell_width)
+    bank = _rows(cells)
+    sheet = Image.new("RGB", sheet_size(reference.shape, len(bank), cell_width), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     font = _font(14)
     for column, title in enumerate(["reference", *(f"level {lv}" for lv in distortions.LEVELS)]):
-        draw.text((LABEL_WIDTH + column * cell_width + 4, 6), title, fill=INK, font=font)
+        title_font, title = _fitted(draw, title, cell_width, 14)
+        draw.text((LABEL_WIDTH + column * cell_width + 4, 6), title, fill=INK, font=title_font)
 
     def thumbnail(image: np.ndarray) -> Image.Image:
         return Image.fromarray(image).resize((cell_width, cell_height), Image.Resampling.LANCZOS)
@@ -63,7 +87,8 @@ def render_grid(reference: np.ndarray,
     reference_cell = thumbnail(reference)
     for row, d in enumerate(bank):
         top = HEADER + row * row_height
-        draw.text((4, top + cell_height // 2 - 8), f"{d.id:2d} {d.name}", fill=INK, font=font)
+        middle = top + (row_height - CAPTION) // 2 - 8
+        draw.text((4, middle), f"{d.id:2d} {d.name}", fill=INK, font=font)
         sheet.paste(reference_cell, (LABEL_WIDTH, top))
         for level in distortions.LEVELS:
             if (d.id, level) not in cells:
@@ -73,21 +98,32 @@ def render_grid(reference: np.ndarray,
             if image is None:
                 draw.rectangle((left, top, left + cell_width - 1, top + cell_height - 1),
                                fill=FAILED_FILL)
-                draw.text((left + 4, top + cell_height // 2 - 8), "failed", fill=INK, font=font)
+                failed_font, failed = _fitted(draw, "failed", cell_width, 14)
+                draw.text((left + 4, middle), failed, fill=INK, font=failed_font)
             else:
                 sheet.paste(thumbnail(image), (left, top))
-            draw.text((left + 3, top + cell_height + 1), caption, fill=INK,
-                      font=_caption_font(draw, caption, cell_width))
+            caption_font, caption = _fitted(draw, caption, cell_width, 11)
+            draw.text((left + 3, top + row_height - CAPTION + 1), caption, fill=INK,
+                      font=caption_font)
     return sheet
 
 
+def _rows(cells: dict[tuple[int, int], object]) -> list[distortions.Distortion]:
+    """The types that have a cell, in the bank's order: the sheet's rows."""
+    present = {distortion_id for distortion_id, _ in cells}
+    return [d for d in distortions.registered() if d.id in present]
+
+
 def render_contact_sheet(img: np.ndarray, seed: int = 0, ref_id: str = "sheet",
-                         cell_width: int = DEFAULT_CELL_WIDTH
+                         cell_width: int = DEFAULT_CELL_WIDTH, check_size: SizeCheck | None = None
                          ) -> tuple[Image.Image, dict[tuple[int, int], str]]:
     """(Every registered type at every level of `img`, distorted with the run's seed scheme,
     in a grid; (distortion id, level) -> why, of each version the bank refused to make, as
-    generate records it in failures.jsonl: its cell says failed, the others are drawn)."""
+    generate records it in failures.jsonl: its cell says failed, the others are drawn).
+    `check_size` is given the sheet's (width, height) before any version is made."""
     distortions.check_image(img)
+    if check_size is not None:
+        check_size(sheet_size(img.shape, len(distortions.registered()), cell_width))
     scenarios = [(d, lv) for d in distortions.registered() for lv in distortions.LEVELS]
     cells, failures = {}, {}
     for d, level in tqdm(scenarios, desc="contact sheet", unit="img"):
@@ -103,12 +139,14 @@ def render_contact_sheet(img: np.ndarray, seed: int = 0, ref_id: str = "sheet",
 
 
 def render_shard_sheet(tar_path: str, ref_id: str | None = None,
-                       cell_width: int = DEFAULT_CELL_WIDTH) -> tuple[Image.Image, int]:
+                       cell_width: int = DEFAULT_CELL_WIDTH, check_size: SizeCheck | None = None
+                       ) -> tuple[Image.Image, int]:
     """(The grid of one reference of a shard (its first by default) as the shard stores it,
     each cell captioned with its parameters and its quality label Q, the count of its
     composed versions, left out: a chain has no cell in the type x level grid). A version
     stored as its recipe is replayed, checked against its recorded SHA-256. Only that
-    reference's members are held, not the shard."""
+    reference's members are held, not the shard. `check_size` is given the sheet's
+    (width, height) before any version is decoded or replayed."""
     chosen = ref_id or first_reference(tar_path)
     mine = list(shard_samples(tar_path, chosen).values())
     reference, record = next(((decode_png(png), record) for record, png in mine
@@ -118,29 +156,29 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
                          f"{a_few(list(_reference_ids(tar_path))) or 'none'})")
     if problem := changed_reference(record["key"], reference, record):
         raise ValueError(f"{tar_path}: {problem}")
-    cells, composed = {}, 0
-    # the dataset's manifest (OUT/shards/NAME's OUT) names the libraries a replay needs
-    context = ReplayContext.of(Location.parse(
-        posixpath.dirname(posixpath.dirname(tar_path)) or "."))
-    for record, png in mine:
-        if record["kind"] == "reference":
-            continue
-        if len(record.get("chain") or ()) > 1:
-            composed += 1
-            continue
-        d = distortions.get(record["distortion_id"])
-        label = "" if record["quality"] is None else f" Q={record['quality']:.2f}"  # label-free
-        caption = d.describe(record["level"]) + label
-        pixels = (decode_png(png) if png is not None else
-                  Pending(record["key"], reference, record, context).pixels())
-        cells[(d.id, record["level"])] = (pixels, caption)
-    if composed and not cells:
+    versions = [(record, png) for record, png in mine if record["kind"] != "reference"]
+    composed = sum(len(r.get("chain") or ()) > 1 for r, _ in versions)
+    single = {(r["distortion_id"], r["level"]): (r, png) for r, png in versions
+              if len(r.get("chain") or ()) <= 1}
+    if composed and not single:
         raise ValueError(f"{tar_path} holds only composed versions of {chosen!r} ({composed}): "
                          "a chain of types has no cell in the type x level grid, no sheet to "
                          "draw")
-    if not cells:
+    if not single:
         raise ValueError(f"{tar_path} holds no version of {chosen!r} (its failures.jsonl says "
                          "why): no sheet to draw")
+    if check_size is not None:
+        check_size(sheet_size(reference.shape, len(_rows(single)), cell_width))
+    # the dataset's manifest (OUT/shards/NAME's OUT) names the libraries a replay needs
+    context = ReplayContext.of(Location.parse(
+        posixpath.dirname(posixpath.dirname(tar_path)) or "."))
+    cells = {}
+    for (distortion_id, level), (record, png) in single.items():
+        d = distortions.get(distortion_id)
+        label = "" if record["quality"] is None else f" Q={record['quality']:.2f}"  # label-free
+        pixels = (decode_png(png) if png is not None else
+                  Pending(record["key"], reference, record, context).pixels())
+        cells[(d.id, level)] = (pixels, d.describe(level) + label)
     return render_grid(reference, cells, cell_width), composed
 
 

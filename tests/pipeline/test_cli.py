@@ -141,6 +141,62 @@ def test_sheet_refuses_a_too_small_image_clearly(tmp_path, capsys):
     assert "--ref-id chooses a reference of a shard" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("output", "size", "why"), [
+    # WebP holds 16383 pixels a side (libwebp's WEBP_MAX_DIMENSION), JPEG 65500 (libjpeg's
+    # JPEG_MAX_DIMENSION): 43 rows of 512 x 469 (or 1024 x 2133) cells plus their captions
+    ("s.webp", ["--cell-width", "512"], "is 3242x20883 pixels, more than WEBP holds"),
+    ("s.jpg", ["--size", "192x400", "--allow-upscale", "--cell-width", "1024"],
+     "is 6314x92435 pixels, more than JPEG holds"),
+    ("s.ico", [], "is 1130x7037 pixels, more than ICO holds"),  # an icon is 256 at most
+    ("s.icns", [], "ICNS does not keep a 1130x7037 picture at its size"),  # drawn smaller
+])
+def test_a_sheet_its_format_cannot_keep_at_its_size_is_refused_before_it_is_rendered(
+        output, size, why, tmp_path, monkeypatch, capsys):
+    made = []
+    monkeypatch.setattr(distortions, "apply", lambda *args: made.append(args))
+    assert cli.main(["sheet", str(MINIMUM_IMAGE), "--size", "192x176", *size,
+                     "-o", str(tmp_path / output)]) == 2
+    assert why in capsys.readouterr().err
+    assert made == [] and not list(tmp_path.iterdir())  # refused before the rendering
+
+
+def test_a_sheet_of_a_sliver_upscaled_is_refused_as_generate_refuses_it(tmp_path, capsys):
+    """1 x 20000 covering 512 x 384 would be 7,680,000 x 384 pixels (15 GB) before the crop:
+    bounded by generate's default --max-pixels, named, no allocation tried."""
+    sliver = tmp_path / "sliver.png"
+    Image.fromarray(np.full((1, 20000, 3), 128, np.uint8)).save(sliver)
+    assert cli.main(["sheet", str(sliver), "--allow-upscale", "-o",
+                     str(tmp_path / "s.png")]) == 2
+    assert "scales it to 7680000x384, over 100000000 pixels" in capsys.readouterr().err
+
+
+def test_a_sheet_of_a_panorama_keeps_rows_a_label_tall():
+    """At 64 px a cell, a 130000 x 384 panorama's thumbnails are 0.19 px tall: a row is
+    still 18 px (its label's height) plus its caption, not a 0-pixel picture Pillow refuses."""
+    from pipeline.commands.contact_sheet import render_grid
+
+    panorama = np.full((384, 130000, 3), 90, np.uint8)
+    sheet = render_grid(panorama, {(1, 1): (panorama, "q=1"), (2, 1): (None, "ratio=16")}, 64)
+    assert sheet.size == (170 + 6 * 64, 28 + 2 * (18 + 16))
+
+
+def test_a_narrow_sheets_titles_and_captions_stay_inside_their_cells():
+    """At 32 px a cell, "reference" (60 px at 14 px) and a 30-character caption are shrunk,
+    then cut short with an ellipsis: no column's text runs into the next column."""
+    from pipeline.commands.contact_sheet import render_grid
+
+    reference = np.full((176, 192, 3), 255, np.uint8)  # white: only text is ink
+    sheet = render_grid(reference, {(1, 1): (reference, "variance=0.0005, quality=60")}, 32)
+    ink = np.asarray(sheet.convert("L")) < 200
+    caption_band = ink[28 + round(32 * 176 / 192):]
+    assert caption_band[:, 170 + 2 * 32:].sum() == 0  # level 2..5 hold no cell: blank
+    assert caption_band[:, 170 + 32:170 + 2 * 32].sum() > 0  # level 1's caption is drawn
+    for column in range(6):  # a title is drawn from 4 px into its column, never across one
+        start = 170 + column * 32
+        assert ink[:28, start:start + 4].sum() == 0
+        assert ink[:28, start + 4:start + 32].sum() > 0
+
+
 def test_a_file_where_a_folder_is_wanted_is_said_so(tmp_path):
     """Making a folder where a file is (validate-levels --target, a run's OUT), or a path
     through a file: the error says a file is in the way, not errno's words alone."""

@@ -748,6 +748,12 @@ def test_sheet_of_a_shard_shows_its_reference_and_labels(sources_folder, fast_co
     rows = len(config.distortion_ids)  # a row per type the shard holds, not the bank's 43
     assert pixels.shape[:2] == (28 + rows * (cell_height + 16), 170 + 6 * 64)
     assert pixels.std() > 20
+    renamed = tmp_path / "SHARD.TAR"  # a shard by its extension in any case
+    renamed.write_bytes(Path(tar).read_bytes())
+    assert cli.main(["sheet", str(renamed), "-o", str(tmp_path / "renamed.png"),
+                     "--cell-width", "64"]) == 0
+    with Image.open(tmp_path / "renamed.png") as sheet:
+        assert np.array_equal(np.asarray(sheet.convert("RGB")), pixels)
     assert cli.main(["sheet", tar, "--ref-id", "nobody", "-o", str(output)]) == 2
     held = [row["ref_id"] for row in read_index(location, [0], ["ref_id", "kind"]).to_pylist()
             if row["kind"] == "reference"]  # (the index lists the tar's samples in its order)

@@ -47,6 +47,21 @@ def test_tar_members_and_the_contact_sheet_read_every_member(generated, generate
         assert list(tar_members(location, tar, keys=set(mine[:2]))) == mine[:2]
 
 
+def test_a_gzipped_shard_is_inflated_whatever_the_case_of_its_extension(generated, tmp_path):
+    import gzip
+
+    """...and so the CRC and length its gzip trailer records are checked: a .TAR.GZ cut
+    short is damage, never read as the members tarfile alone inflates of it."""
+    tar = tar_path(Location.parse(str(generated)), 1, "images")
+    gzipped = gzip.compress(Path(tar).read_bytes())
+    for name in ("copy.tar.gz", "COPY.TAR.GZ"):
+        (tmp_path / name).write_bytes(gzipped)
+        assert shard_samples(str(tmp_path / name)) == shard_samples(tar)
+        (tmp_path / name).write_bytes(gzipped[:-6])  # the trailer cut
+        with pytest.raises(ShardReadError, match="ended before the end-of-stream marker"):
+            shard_samples(str(tmp_path / name))
+
+
 def _verified_listing(location: Location, shard: int) -> tuple[list, dict] | str:
     sha256 = shard_stats(location, shard)["tar_sha256"]
     return verified_listing(location, shard, "images", sha256)
