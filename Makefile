@@ -143,9 +143,10 @@ default-ensemble: $(STAMP) ## recompute the default ensemble's bounds on the emb
 pmos-ensemble: $(STAMP) ## recompute the pmos ensemble's bounds on the embedded photos
 	$(BIN)/python -m pipeline.commands.pmos_ensemble
 
-validate-levels: $(STAMP) ## mean Q by distortion and level of OUT -> docs/validate-levels.*
-	@test -f "$(OUT)/report.json" || $(MAKE) generate OUT="$(OUT)"
-	$(BIN)/iqa-factory validate-levels "$(OUT)" --target docs
+LEVELS_OUT ?= out/levels
+validate-levels: $(STAMP) ## mean Q by type and level of all 43 registered types (LEVELS_OUT, made with --bank registered if absent) -> docs/validate-levels.*
+	@test -f "$(LEVELS_OUT)/report.json" || $(MAKE) generate OUT="$(LEVELS_OUT)" ARGS="--bank registered $(ARGS)"
+	$(BIN)/iqa-factory validate-levels "$(LEVELS_OUT)" --target docs
 
 golden: $(STAMP) ## rewrite the golden hashes after a deliberate change of pixels
 	$(BIN)/python tests/distortions/golden.py --write

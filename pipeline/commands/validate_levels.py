@@ -89,7 +89,9 @@ def markdown(rows: list[dict], source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def figure_of(rows: list[dict]):
+    """The levels figure: a panel per type (blue: order holds, red: fails, gray: not
+    checked), level numbers under every column's lowest panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,8 +99,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
     grid_rows = -(-len(rows) // PLOT_COLUMNS)  # as many rows of panels as the types need
     figure, axes = plt.subplots(grid_rows, PLOT_COLUMNS, figsize=(17, 2.4 * grid_rows + 0.8),
-                                sharex=True, sharey=True, squeeze=False)
-    for axis, row in zip(axes.flat, rows, strict=False):
+                                sharex=True, sharey=True, squeeze=False, layout="constrained")
+    for index, (axis, row) in enumerate(zip(axes.flat, rows, strict=False)):
         axis.plot(distortions.LEVELS, row["quality"], marker="o",
                   color={True: "tab:blue", False: "tab:red", None: "tab:gray"}[
                       row["order_holds"]])
@@ -106,12 +108,21 @@ def plot(rows: list[dict], path: Path) -> None:
                        fontsize=8)
         axis.set_ylim(0, 1.02)
         axis.grid(alpha=0.3)
+        if index + PLOT_COLUMNS >= len(rows):  # no panel below: its levels are named here
+            axis.tick_params(labelbottom=True)
     for axis in list(axes.flat)[len(rows):]:
         axis.axis("off")
     figure.supxlabel("level")
     figure.supylabel("mean Q")
-    figure.suptitle("Mean label Q by distortion and level (red: level order fails)")
-    figure.tight_layout()
+    figure.suptitle("Mean label Q by distortion and level (red: level order fails, gray: "
+                    "not checked)")
+    return figure
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure = figure_of(rows)
     figure.savefig(path, dpi=80)
     plt.close(figure)
 

@@ -728,6 +728,32 @@ def test_level_order_check_for_one_and_two_sided_types():
     assert "All level orders checked hold. Not checked: denoise_blur." in table
 
 
+@pytest.mark.parametrize("types", [33, 43, 5])
+def test_the_levels_figure_names_the_levels_under_every_column_and_keeps_its_labels_apart(
+        types):
+    """Panels share their x axis: a column whose last panel sits above an empty cell of the
+    grid (ids 27 and 28 of the 33) still shows the level numbers; "mean Q" does not run
+    into the tick labels of the first column."""
+    import distortions
+    from pipeline.commands.validate_levels import figure_of
+
+    rows = [{"id": d.id, "name": d.name, "new": False, "quality": [0.9, 0.8, 0.7, 0.6, 0.5],
+             "order_holds": True} for d in distortions.registered()[:types]]
+    figure = figure_of(rows)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    axes = figure.axes
+    for index in range(len(rows)):
+        if index + 7 >= len(rows):  # no panel below
+            shown = [t.get_text() for t in axes[index].get_xticklabels() if t.get_visible()]
+            assert {"1", "2", "3", "4", "5"} <= set(shown), (index, shown)
+    label = figure._supylabel.get_window_extent(renderer)
+    for index in range(0, len(rows), 7):
+        for tick in axes[index].get_yticklabels():
+            if tick.get_visible() and tick.get_text():
+                assert not label.overlaps(tick.get_window_extent(renderer))
+
+
 @pytest.mark.slow
 def test_sheet_of_a_shard_shows_its_reference_and_labels(sources_folder, fast_config,
                                                          mae_ensemble, tmp_path, capsys):
