@@ -371,11 +371,13 @@ def _made_again(location: Location, plan: Plan, config: RunConfig, done: list[in
     return sorted(set(pardoned) | set(retried))
 
 
-def _run_shards(todo, submit, max_in_flight, progress: _Progress, out: str) -> list[int]:
-    """Run shards with at most max_in_flight at once; return those that failed. The most
-    held in flight goes to progress.peak_in_flight. A shard that failed as the output `out`
-    takes no more writes stops the run (OutputFullError): every other would fail as it."""
-    pending, failed = {}, []
+def _run_shards(todo, submit, max_in_flight, progress: _Progress, out: str
+                ) -> dict[int, str]:
+    """Run shards with at most max_in_flight at once; return those that failed, each with
+    its error in a line. The most held in flight goes to progress.peak_in_flight. A shard
+    that failed as the output `out` takes no more writes stops the run (OutputFullError):
+    every other would fail as it."""
+    pending, failed = {}, {}
     queue = list(todo)
     try:
         while queue or pending:
@@ -398,7 +400,7 @@ def _run_shards(todo, submit, max_in_flight, progress: _Progress, out: str) -> l
                         f"{full}): the run stops here; "
                         + ("let this user write there" if denied else "make room there")
                         + " (or --out elsewhere) and run again to resume") from error
-                failed.append(index)
+                failed[index] = _in_a_line(error)
                 tqdm.write(f"shard {shard_name(index)} failed: {type(error).__name__}: {error}")
                 progress.shard_failed(index, died=_died(error))
                 continue
@@ -427,6 +429,23 @@ def _output_full(error: Exception, out: str | None = None) -> OSError | None:
         f"{root}/" in f"{cause.filename or ''} {cause}"
         for root in {out.rstrip("/"), os.path.abspath(out), Location.parse(out).root})
     return cause if denied else None
+
+
+def _in_a_line(error: Exception, most: int = 300) -> str:
+    """A shard's error as its summary names it: the error a task raised (not Ray's wrapping
+    traceback), its first line, at most `most` characters."""
+    cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else error
+    lines = str(cause).strip().splitlines() or [""]
+    text = f"{type(cause).__name__}: {lines[0]}".rstrip(": ")
+    return text if len(text) <= most else text[:most - 3] + "..."
+
+
+def failed_twice(failed: dict[int, str]) -> str:
+    """What a run says of the shards that failed in their attempt and in the final sweep:
+    each named with its last error (the scrolled-off lines above said them once)."""
+    names = ", ".join(shard_name(index) for index in failed)
+    causes = "; ".join(f"{shard_name(index)}: {why}" for index, why in failed.items())
+    return f"shards {names} failed twice ({causes}); rerun to resume them"
 
 
 def _died(error: Exception) -> bool:
@@ -525,13 +544,13 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
         try:
             failed = _run_shards(todo, submit, scheduling.in_flight, progress, config.out)
             if failed:  # the final sweep: once more for every shard that did not complete
-                failed = _run_shards(failed, submit, scheduling.in_flight, progress,
+                failed = _run_shards(list(failed), submit, scheduling.in_flight, progress,
                                      config.out)
         finally:
             progress.close()
         actor_calls = _actor_calls(actors)
     if failed:
-        raise ShardsFailedError(f"shards {failed} failed twice; rerun to resume them")
+        raise ShardsFailedError(failed_twice(failed))
     lease.check()
     report = build_report(merge(location, plan), time.perf_counter() - started, absent,
                           config.modes(), progress.written)

@@ -20,7 +20,14 @@ from ray.util.state import list_actors, list_tasks
 import distortions
 from pipeline.actors import ActorGuard, ProgressActor
 from pipeline.commands.inspect_dataset import inspect
-from pipeline.driver import ClusterOptions, _output_full, _Progress, _run_shards, generate
+from pipeline.driver import (
+    ClusterOptions,
+    _output_full,
+    _Progress,
+    _run_shards,
+    failed_twice,
+    generate,
+)
 from pipeline.errors import OutputFullError
 from pipeline.lease import Lease
 from pipeline.plan import Plan
@@ -413,6 +420,32 @@ class _QuietProgress:
 
     def shard_failed(self, index, died=True):
         self.failed.append(index)
+
+
+def test_the_shards_that_failed_twice_are_named_with_their_errors():
+    """The run's last line names each shard that failed in the sweep with its own error (the
+    task's, not Ray's traceback around it): the lines that said it first have scrolled
+    away by the end of a long run."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        @ray.remote(max_retries=0)
+        def shard(index: int) -> dict:
+            if index == 1:
+                raise ValueError("shard 1's plan is stale\n(second line)")
+            if index == 3:
+                os._exit(1)  # its worker dies
+            return {"failures": 0}
+
+        failed = _run_shards([0, 1, 2, 3], shard.remote, 2, _QuietProgress(), "/nowhere")
+    finally:
+        ray.shutdown()
+    assert sorted(failed) == [1, 3]
+    assert failed[1] == "ValueError: shard 1's plan is stale"
+    assert failed[3].startswith(("WorkerCrashedError", "RayActorError"))
+    message = failed_twice({1: failed[1], 3: failed[3]})
+    assert message.startswith("shards 00001, 00003 failed twice (00001: ValueError: shard 1's "
+                              "plan is stale; 00003: ")
+    assert message.endswith("); rerun to resume them")
 
 
 def _stopped_at_shard_1(shard, out: Path, said: str) -> None:
