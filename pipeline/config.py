@@ -196,9 +196,10 @@ class RunConfig:
                              f"selected; a chain never repeats a type{apart})")
         learned = [i for i in self.distortion_ids if distortions.get(i).learned]
         if learned:
+            rest = [i for i in self.distortion_ids if i not in learned]
             raise ValueError(f"compose: the learned-denoiser types {learned} cannot be composed "
                              "(their network runs batched apart from the shard task); leave "
-                             "them out with --distortions")
+                             f"them out: --distortions {_as_ranges(rest)}")
         if self.versions_per_ref is not None and self.versions_per_ref < 1:
             raise ValueError(f"versions_per_ref must be at least 1, got {self.versions_per_ref}")
 
@@ -305,3 +306,14 @@ def manifest_config(location: Location) -> RunConfig:
         raise RunFileError(f"{shown} lacks the field {error}: damaged") from None
     except (TypeError, ValueError, AttributeError) as error:
         raise RunFileError(f"{shown} is damaged ({type(error).__name__}: {error})") from None
+
+
+def _as_ranges(ids: list[int]) -> str:
+    """[1, 2, 3, 5, 7, 8] -> '1-3,5,7-8': ids as --distortions reads them."""
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ",".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}" for run in runs)

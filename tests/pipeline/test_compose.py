@@ -147,6 +147,11 @@ def test_compose_is_a_validated_mode_in_the_plan_digest(fast_config):
         fast_config("embedded", compose=(2, 4))
     with pytest.raises(ValueError, match=r"learned-denoiser types \[8, 9\] cannot be composed"):
         fast_config("embedded", distortion_ids=(1, 8, 9, 13), compose=(2, 2))
+    with pytest.raises(ValueError) as refused:  # the paper's 33: what to give instead
+        fast_config("embedded", distortion_ids=tuple(range(1, 34)), compose=(2, 2))
+    value = str(refused.value).rpartition("--distortions ")[2]
+    assert value == "1-7,13-33"
+    assert cli._distortion_ids(value) == tuple(i for i in range(1, 34) if i not in range(8, 13))
     with pytest.raises(ValueError, match="versions_per_ref must be at least 1"):
         fast_config("embedded", compose=(2, 2), versions_per_ref=0)
     assert cli._compose("2") == (2, 2) and cli._compose("2-4") == (2, 4)
