@@ -279,6 +279,9 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
                            unit="shard", desc=command))
         if jobs or not _sound(target):
             _run_files(source, target, plan, target_config)
+            for problem in sidecar_problems(target, plan.digest):  # a relabel of the target's
+                print(f"note: {target.root}: {problem} (a relabel of the target, not of the "
+                      "source: convert leaves it as it is)")
         else:  # a finished dataset of this plan: its own provenance stays
             added = [name for name in labels_files(source)
                      if not target.exists(target.path(name))]  # a relabel since

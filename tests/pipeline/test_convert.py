@@ -259,6 +259,24 @@ def test_a_relabel_of_the_source_after_its_conversion_reaches_the_finished_targe
                                        for key, mae in scores.items()})  # the linear map
 
 
+def test_a_rerun_names_a_damaged_relabel_of_the_target_it_cannot_remake(store_datasets,
+                                                                        tmp_path, capsys):
+    """A sidecar the target alone holds (a relabel of the target after its conversion) that
+    is damaged: the rerun writes the run files again, and says the damage it leaves (the
+    source has no such labels to copy), rather than call the target whole."""
+    source, target = str(store_datasets["recipes"]), tmp_path / "images"
+    materialize(source, str(target))
+    _sidecar(target, _distorted_keys(target)[1:])  # one sample unlabelled
+    problems = inspect(str(target))[1]
+    assert len(problems) == 1 and "labels-0123abcd.parquet" in problems[0]
+    capsys.readouterr()
+    done = materialize(source, str(target))
+    assert done["skipped"] == done["shards"]
+    said = capsys.readouterr().out
+    assert f"note: {target}: {problems[0]} (a relabel of the target" in said
+    assert inspect(str(target))[1] == problems  # left as it is: the target's, not the source's
+
+
 def _sidecar(root, keys: list[str]) -> None:
     """A relabel sidecar of ensemble 0123abcd labelling `keys` 0.5."""
     table = pa.table({"key": keys, "quality": [0.5] * len(keys)})
