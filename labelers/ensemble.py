@@ -5,6 +5,7 @@ recorded with every label so labels can be re-derived without re-scoring (labels
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,11 @@ class Ensemble:
             raise EnsembleError("weights and mappings must name the same metrics")
         if any(w < 0 or not math.isfinite(w) for w in self.weights.values()):
             raise EnsembleError("weights must be finite and non-negative")
+        tiny = {key: w for key, w in self.weights.items() if 0 < w < sys.float_info.min}
+        if tiny:  # subnormal: w x q keeps a few digits of q, or none
+            raise EnsembleError(f"weights {tiny} are below {sys.float_info.min:.4g}, where a "
+                                "weight times a score loses its digits: scale them up, only "
+                                "their ratios matter")
         total = sum(self.weights.values())
         if total <= 0:
             raise EnsembleError("an ensemble needs a metric of positive weight")

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from shards.layout import labels_file, labels_files
 from shards.reader import shard_stats
+from shards.schema import METRIC_KEYS
 from shards.storage import Location
 
 
@@ -34,7 +35,7 @@ class SidecarMetadata:
     @classmethod
     def of(cls, schema: pa.Schema, name: str) -> "SidecarMetadata":
         """The metadata of the sidecar `name` of `schema`; a SidecarError naming it where a
-        field is not text, or metrics_used not a JSON list of metric names."""
+        field is not text, or metrics_used not a JSON list of distinct metric names."""
         recorded = schema.metadata or {}
         damaged = f"{name} is damaged: delete it and relabel again"
         try:
@@ -44,9 +45,11 @@ class SidecarMetadata:
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise SidecarError(f"{damaged} (its metadata: {error})") from None
         if metrics is not None and not (isinstance(metrics, list) and metrics
-                                        and all(isinstance(m, str) for m in metrics)):
+                                        and all(isinstance(m, str) for m in metrics)
+                                        and set(metrics) <= set(METRIC_KEYS)
+                                        and len(set(metrics)) == len(metrics)):
             raise SidecarError(f"{damaged} (its metrics_used is {metrics!r}, not a list of "
-                               "metric names)")
+                               f"distinct metric names among {', '.join(METRIC_KEYS)})")
         return cls(text["ensemble_hash"], metrics, text["plan_digest"])
 
     def named_in_records(self) -> dict:

@@ -415,13 +415,26 @@ def sidecar_problems(location: Location, digest: str, shards: list[int] | None =
     except (OSError, ValueError):
         return []  # the shards' own problems are reported by check_shard
     expected = dict(zip(index["key"].to_pylist(), index["shard"].to_pylist(), strict=True))
+    scored = _scored_metrics(location)
     return [problem for name in names
-            for problem in _sidecar_problems(location, name, expected, digest)]
+            for problem in _sidecar_problems(location, name, expected, digest, scored)]
 
 
-def _sidecar_problems(location: Location, name: str, expected: dict[str, int], digest: str
-                      ) -> list[str]:
-    """A sidecar's problems; `expected`: the dataset's distorted samples' keys and shards."""
+def _scored_metrics(location: Location) -> set[str] | None:
+    """The metrics the run scored (its manifest's, less the report's metrics_absent); None
+    where its run files cannot say (their own problems are reported apart)."""
+    try:
+        config = manifest_config(location)
+        absent = run_file(location, REPORT_FILE).get("metrics_absent", [])
+        return set(config.metrics) - set(absent)
+    except (RunFileError, TypeError, AttributeError):
+        return None
+
+
+def _sidecar_problems(location: Location, name: str, expected: dict[str, int], digest: str,
+                      scored: set[str] | None = None) -> list[str]:
+    """A sidecar's problems; `expected`: the dataset's distorted samples' keys and shards,
+    `scored`: the metrics the run scored (None: unknown)."""
     try:
         with location.fs.open_input_file(location.path(name)) as handle:
             table = pq.read_table(handle)
@@ -439,6 +452,10 @@ def _sidecar_problems(location: Location, name: str, expected: dict[str, int], d
     if name != labels_file(str(metadata.ensemble_hash)):
         problems.append(f"{name} records ensemble {metadata.ensemble_hash or 'none'}, not the "
                         "one its name says")
+    unscored = sorted(set(metadata.metrics_used or ()) - scored) if scored is not None else []
+    if unscored:
+        problems.append(f"{name} says its Q is made of {', '.join(unscored)}, which this "
+                        "dataset never scored: relabel again")
     if made_for and made_for != digest:
         problems.append(f"{name} was made for another dataset (plan {made_for[:12]}, this one "
                         f"{digest[:12]}): readers refuse it; relabel again")

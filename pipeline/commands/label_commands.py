@@ -56,18 +56,11 @@ def read_opinion_table(path: Path) -> list[tuple[str, str, float]]:
         raise IsADirectoryError(f"{path} is a folder: name the MOS table (a .csv file)")
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    with Path(path).open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        needed = {"dist_img", "ref_img", "dmos"}
-        if not needed <= set(reader.fieldnames or ()):
-            raise ValueError(f"{path}: expected columns {sorted(needed)} (KADID-10k dmos.csv), "
-                             f"got {reader.fieldnames}")
-        rows, lines = [], defaultdict(list)
-        for row in reader:  # line_num: the file's line, blank lines counted
-            dist = posixpath.normpath(row["dist_img"])
-            rows.append((dist, posixpath.normpath(row["ref_img"]),
-                         _opinion(row["dmos"], path, reader.line_num)))
-            lines[dist].append(reader.line_num)
+    try:
+        rows, lines = _table_rows(path)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text (byte {error.object[error.start:][:1]!r}: "
+                         f"{error.reason}): save the table as UTF-8") from None
     if not rows:
         raise ValueError(f"{path} has a header but no rows: no opinion scores to fit to")
     repeated = [f"{dist} (lines {', '.join(map(str, at))})" for dist, at in lines.items()
@@ -76,6 +69,34 @@ def read_opinion_table(path: Path) -> list[tuple[str, str, float]]:
         raise ValueError(f"{path}: {len(repeated)} distorted image(s) listed more than once, "
                          f"e.g. {'; '.join(repeated[:3])}: one row per distorted image")
     return rows
+
+
+def _table_rows(path: Path) -> tuple[list[tuple[str, str, float]], dict[str, list[int]]]:
+    """The table's (dist, ref, dmos) rows and each distorted image's lines (utf-8, or utf-8
+    with the byte-order mark spreadsheets write)."""
+    with Path(path).open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        needed = {"dist_img", "ref_img", "dmos"}
+        if not needed <= set(reader.fieldnames or ()):
+            raise ValueError(f"{path}: expected columns {sorted(needed)} (KADID-10k dmos.csv), "
+                             f"got {reader.fieldnames}")
+        rows, lines = [], defaultdict(list)
+        for row in reader:  # line_num: the file's line, blank lines counted
+            dist = _image_name(row, "dist_img", path, reader.line_num)
+            rows.append((dist, _image_name(row, "ref_img", path, reader.line_num),
+                         _opinion(row["dmos"], path, reader.line_num)))
+            lines[dist].append(reader.line_num)
+    return rows, lines
+
+
+def _image_name(row: dict, column: str, path: Path, line: int) -> str:
+    """A row's image name, normalised; a ValueError naming the line where it is empty or the
+    row ends before it."""
+    name = (row.get(column) or "").strip()
+    if not name:
+        raise ValueError(f"{path} line {line}: no {column} (a row names its distorted image, "
+                         "its reference and its dmos)")
+    return posixpath.normpath(name)
 
 
 def _opinion(text: str | None, path: Path, line: int) -> float:
@@ -117,36 +138,49 @@ def check_table(rows: list[tuple[str, str, float]], ref_dir: Path, dist_dir: Pat
 
 def score_table(rows, ref_dir: Path, dist_dir: Path, labeler: labelers.Labeler
                 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Raw scores of every row's pair, each reference decoded and prepared once, and why a
-    reference the metrics refused (a LabelerError: a flat image VIF cannot rate, say) was not
-    scored: its rows score NaN and scoring goes on."""
+    """Raw scores of every row's pair, each reference decoded and prepared once, and why an
+    image was not scored: a reference the metrics refused (a LabelerError: a flat image VIF
+    cannot rate, say) or whose pixels do not decode (its header did: check_table), a
+    distorted image that does not decode. Their rows score NaN and scoring goes on."""
     by_reference = defaultdict(list)
     for index, (dist_name, ref_name, _) in enumerate(rows):
         by_reference[ref_name].append((index, dist_name))
     scores = {key: np.full(len(rows), np.nan) for key in labeler.keys}
     refused = {}
     for ref_name, members in tqdm(by_reference.items(), desc="scoring", unit="reference"):
-        ref = read_rgb(str(ref_dir / ref_name))
-        dists = [read_rgb(str(dist_dir / name)) for _, name in members]
         try:
-            result = labeler.score(ref, dists)
+            ref = read_rgb(str(ref_dir / ref_name))
+        except DecodeError as error:  # its header read; its pixels do not decode
+            refused[ref_name] = str(error)
+            continue
+        readable = []
+        for index, name in members:
+            try:
+                readable.append((index, read_rgb(str(dist_dir / name))))
+            except DecodeError as error:
+                refused[name] = str(error)
+        if not readable:
+            continue
+        try:
+            result = labeler.score(ref, [pixels for _, pixels in readable])
         except LabelerError as error:
             refused[ref_name] = str(error)
             continue
         for key in labeler.keys:
-            scores[key][[index for index, _ in members]] = result[key]
+            scores[key][[index for index, _ in readable]] = result[key]
     return scores, refused
 
 
 def finite_rows(scores: dict[str, np.ndarray], rows: list[tuple[str, str, float]],
                 refused: dict[str, str]):
     """The scores and rows of the pairs every metric scored finitely, and what was left out
-    and why: each refused reference with its reason, each other pair with the metrics that did
+    and why: each refused image with its reason, each other pair with the metrics that did
     not score it finitely. Hours of scoring go on past one pair no metric could rate."""
     finite = np.logical_and.reduce([np.isfinite(values) for values in scores.values()])
-    left_out = [f"{ref} ({reason})" for ref, reason in refused.items()]
+    left_out = [f"{name} ({reason})" for name, reason in refused.items()]
     left_out += [f"{rows[i][0]} (not finite: {', '.join(_not_finite_at(scores, i))})"
-                 for i in np.flatnonzero(~finite) if rows[i][1] not in refused]
+                 for i in np.flatnonzero(~finite)
+                 if rows[i][0] not in refused and rows[i][1] not in refused]
     if not finite.any():
         raise ValueError(f"no pair was scored by every metric: {'; '.join(left_out[:3])}")
     return ({key: values[finite] for key, values in scores.items()},
@@ -161,9 +195,10 @@ def fit_ensemble_command(args) -> int:
     """Score a MOS table's pairs, fit an ensemble on 80% of its references, report the rest."""
     table = Path(args.table)
     rows = read_opinion_table(table)
-    _check_outputs(Path(args.output))  # before hours of scoring
     ref_dir = Path(args.ref_dir or table.parent / "images")
     dist_dir = Path(args.dist_dir or ref_dir)
+    inputs = [table, *{ref_dir / ref for _, ref, _ in rows}, *{dist_dir / d for d, _, _ in rows}]
+    _check_outputs(Path(args.output), inputs)  # before hours of scoring
     check_table(rows, ref_dir, dist_dir)
     weights.check_present(args.metrics or labelers.METRICS, args.allow_missing_metrics)
     labeler = labelers.Labeler(metrics=args.metrics, allow_missing=args.allow_missing_metrics)
@@ -191,13 +226,18 @@ def fit_ensemble_command(args) -> int:
     return 0
 
 
-def _check_outputs(output: Path) -> None:
-    """The ensemble file and its report beside it can be written: neither is a folder, and
-    their folder is made (a file in its way is named by the command line)."""
+def _check_outputs(output: Path, inputs: list[Path]) -> None:
+    """The ensemble file and its report beside it can be written: neither is a folder nor one
+    of the fit's `inputs` (the table, its images), and their folder is made (a file in its
+    way is named by the command line)."""
+    read = {path.resolve() for path in inputs}
     for path in (output, output.with_suffix(".report.json")):
         if path.is_dir():
             raise IsADirectoryError(f"-o {output}: {path} is a folder; name the ensemble's "
                                     "file (its report is written beside it)")
+        if path.resolve() in read:
+            raise ValueError(f"-o {output}: {path} is an input of the fit (the table or an "
+                             "image it names) and would be overwritten; name another file")
     output.parent.mkdir(parents=True, exist_ok=True)
 
 

@@ -132,6 +132,20 @@ def test_weights_whose_sum_overflows_are_refused():
     np.testing.assert_allclose(q, [1.0, 0.0])
 
 
+def test_weights_too_small_to_carry_a_score_are_refused():
+    """5e-324 (the least subnormal) times a q of 0.3 is 5e-324 or 0: Q would come out 0, 0.5
+    or 1 whatever the scores. Weights of a normal float's size keep their ratios' Q."""
+    mapping = ens.Mapping01("linear", best=0, worst=1)
+    for tiny in (5e-324, 1e-310):
+        with pytest.raises(ens.EnsembleError, match=r"below 2\.225e-308, where a weight times "
+                                                    "a score loses its digits"):
+            ens.Ensemble("tiny", {"mae": tiny, "gmsd": tiny}, {"mae": mapping, "gmsd": mapping})
+    small = ens.Ensemble("small", {"mae": 1e-300, "gmsd": 3e-300},
+                         {"mae": mapping, "gmsd": mapping})
+    q, _ = small.quality({"mae": np.array([0.3]), "gmsd": np.array([0.1])})
+    np.testing.assert_allclose(q, [(1 * 0.7 + 3 * 0.9) / 4], rtol=1e-12)
+
+
 def test_quality_refuses_scores_that_are_not_finite():
     toy = ens.Ensemble("toy", {"mae": 1.0}, {"mae": ens.Mapping01("linear", best=0, worst=1)})
     with pytest.raises(ens.EnsembleError, match="1 mae score"):

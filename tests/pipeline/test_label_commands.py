@@ -108,6 +108,69 @@ def test_fit_ensemble_checks_the_table_before_scoring(kadid_like, tmp_path, caps
     assert f"{tmp_path / 'images'} is a folder: name the MOS table" in capsys.readouterr().err
 
 
+def test_fit_ensemble_never_writes_over_its_own_inputs(kadid_like, tmp_path, capsys):
+    """-o naming the table, an image it names, or a file whose report would be one of them
+    (`-o dmos.json` writes dmos.report.json): refused before any scoring, inputs intact."""
+    images = tmp_path / "images"
+    before = {path: path.read_bytes() for path in [kadid_like, *images.iterdir()]}
+    (images / "I00_01_01.report.json").symlink_to(images / "I00_01_02.png")
+    for output in (kadid_like, images / "I00.png", tmp_path / "images" / ".." / "dmos.csv",
+                   images / "I00_01_01.json"):
+        assert cli.main(["fit-ensemble", str(kadid_like), "--metrics", "mae", "-o",
+                         str(output)]) == 2
+        err = capsys.readouterr().err
+        assert "is an input of the fit (the table or an image it names)" in err, output
+    assert {path: path.read_bytes() for path in before} == before
+
+
+@pytest.mark.parametrize(("row", "said"), [
+    ("I00_01_01.png", "line 2: no ref_img"),  # the row ends after its first field
+    ("I00_01_01.png,,4.0", "line 2: no ref_img"),
+    (",I00.png,4.0", "line 2: no dist_img"),
+])
+def test_a_table_row_without_an_image_is_named_by_its_line(kadid_like, row, said, capsys):
+    lines = kadid_like.read_text().splitlines()
+    kadid_like.write_text("\n".join([lines[0], row, *lines[2:]]) + "\n")
+    assert cli.main(["fit-ensemble", str(kadid_like), "--metrics", "mae", "-o",
+                     str(kadid_like.parent / "fitted.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"{kadid_like} {said}" in err and "Traceback" not in err
+
+
+def test_a_table_saved_with_a_byte_order_mark_is_read_and_one_not_utf8_is_named(kadid_like,
+                                                                               capsys):
+    """Spreadsheets' "CSV UTF-8" starts with a byte-order mark; a table in Latin-1 is no
+    UTF-8: named with the file, not a bare codec error."""
+    from pipeline.commands.label_commands import read_opinion_table
+
+    text = kadid_like.read_text()
+    kadid_like.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert read_opinion_table(kadid_like)[0] == ("I00_01_01.png", "I00.png", 4.0)
+    kadid_like.write_bytes(text.replace("I00_01_01.png", "I00_\xe9.png").encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(kadid_like))} is not UTF-8 text "
+                                         r"\(byte b'\\xe9': invalid continuation byte\): save "
+                                         "the table as UTF-8"):
+        read_opinion_table(kadid_like)
+
+
+def test_an_image_whose_pixels_do_not_decode_is_left_out_and_the_fit_goes_on(kadid_like,
+                                                                            tmp_path, capsys):
+    """Its header is whole (the check before scoring reads headers), its pixels cut short:
+    found when scored, left out with its reason (a distorted image: its pair; a reference:
+    its pairs), and the fit goes on."""
+    images = tmp_path / "images"
+    for name in ("I01_01_02.png", "I03.png"):
+        data = (images / name).read_bytes()
+        (images / name).write_bytes(data[:len(data) // 3])
+    output = tmp_path / "fitted.json"
+    assert cli.main(["fit-ensemble", str(kadid_like), "--metrics", "mae,gmsd", "-o",
+                     str(output)]) == 0
+    report = json.loads(output.with_suffix(".report.json").read_text())
+    assert report["train_references"] + report["test_references"] == 4  # I03 left out
+    assert [item.split(" (")[0] for item in report["left_out"]] == ["I01_01_02.png", "I03.png"]
+    assert all("truncated" in item for item in report["left_out"]), report["left_out"]
+
+
 def test_fit_ensemble_leaves_out_a_reference_a_metric_refuses_and_says_why(kadid_like,
                                                                            tmp_path, capsys):
     """A flat reference VIF cannot rate (0 / 0 information) is found only when scored: its
@@ -519,6 +582,11 @@ def test_inspect_checks_each_sidecar_against_the_dataset(scored_dataset, tmp_pat
     pq.write_table(table.set_column(1, "quality", pa.array(["high"] * len(table))), sidecar)
     code, printed = _inspect(out, capsys)
     assert code == 1 and "its quality column holds string, not numbers" in printed
+    metadata = {**table.schema.metadata, b"metrics_used": b'["gmsd", "lpips"]'}
+    pq.write_table(table.replace_schema_metadata(metadata), sidecar)
+    code, printed = _inspect(out, capsys)  # the run scored gmsd and mae: lpips is no Q's part
+    assert code == 1 and (f"{sidecar.name} says its Q is made of lpips, which this dataset "
+                          "never scored") in printed
     sidecar.write_bytes(b"not parquet")
     code, printed = _inspect(out, capsys)
     assert code == 1 and f"{sidecar.name} is unreadable" in printed
@@ -758,9 +826,13 @@ def test_a_reader_refuses_a_sidecar_copied_under_another_ensembles_name(scored_d
 
 
 @pytest.mark.parametrize(("field", "value", "said"), [
-    (b"metrics_used", b'"gmsd"', "its metrics_used is 'gmsd', not a list of metric names"),
-    (b"metrics_used", b"[1, 2]", "its metrics_used is [1, 2], not a list of metric names"),
-    (b"metrics_used", b"[]", "its metrics_used is [], not a list of metric names"),
+    (b"metrics_used", b'"gmsd"', "its metrics_used is 'gmsd', not a list of distinct metric "
+     "names among gmsd, fsim"),
+    (b"metrics_used", b"[1, 2]", "its metrics_used is [1, 2], not a list of distinct"),
+    (b"metrics_used", b"[]", "its metrics_used is [], not a list of distinct"),
+    (b"metrics_used", b'["foo", "bar"]', "its metrics_used is ['foo', 'bar'], not a list of "
+     "distinct"),
+    (b"metrics_used", b'["gmsd", "gmsd"]', "its metrics_used is ['gmsd', 'gmsd'], not a list"),
     (b"metrics_used", b"[gmsd", "its metadata: Expecting value"),
     (b"plan_digest", b"\xff\xfe", "its metadata: 'utf-8' codec can't decode"),
     (b"ensemble_hash", b"\xff", "its metadata: 'utf-8' codec can't decode"),
