@@ -12,13 +12,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from labelers.weights import file_sha256
 from training import benchmarks, checkpoint, distributed
 from training.benchmarks import DatasetLayoutError
 from training.correlation import MIN_PAIRS, report
 from training.distributed import Context
 from training.image_data import ImageViews, Split, published_split_notice, split
 from training.loop import Run, fit, predict, validation_figures
-from training.model import ModelConfig, build_model
+from training.model import ModelConfig, build_to_resume
 from training.optim import FINETUNE, OptimConfig
 from training.plots import scatter
 from training.precision import FP32, Inputs, Precision
@@ -134,7 +135,7 @@ def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: i
     seed = config.seed + repeat  # of the weights' start, crops and batch order
     out = _split_folder(config, repeat)
     torch.manual_seed(seed)
-    built = build_model(config.model)
+    built = build_to_resume(config.model, resume)
     if first_of_fresh_run and context.is_main:
         _drop_earlier_checkpoints(Path(config.out))
     model = built.model
@@ -258,6 +259,21 @@ def _resumed_splits(config: FinetuneConfig) -> list[bool]:
     return kept
 
 
+def _check_same_start(config: FinetuneConfig, resumed: list[bool]) -> None:
+    """Where a resumed run has splits still to start from --pretrained-file: the file holds
+    the weights its other splits started from (the SHA-256 their last.pt records), or a
+    ValueError: one run's figures would mix splits of two starts."""
+    start = config.model.pretrained_file
+    if start is None or not any(resumed) or not Path(start).is_file():
+        return
+    continued = _split_folder(config, resumed.index(True)) / checkpoint.LAST
+    recorded = checkpoint.load(continued)["config"].get("model", {}).get("pretrained_sha256")
+    if recorded is not None and recorded != file_sha256(Path(start)):
+        raise ValueError(f"--pretrained-file {start} holds other weights than {continued} "
+                         f"started from (SHA-256 {recorded[:16]}...): the splits not begun "
+                         "would start from them. Resume with that file, or use another --out")
+
+
 def _pretrained_on_them(config: FinetuneConfig, images: list) -> str | None:
     """The notice of a fine-tune on shards whose start checkpoint was pretrained on some of
     their references: a split's test part may hold them, whose Q it learnt (None where it
@@ -294,6 +310,8 @@ def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
                   for r in range(config.repeats)]  # every split refused before any is run
         out = Path(config.out)
         resumed = _resumed_splits(config) if resume else [False] * config.repeats
+        if not all(resumed):
+            _check_same_start(config, resumed)
         if context.is_main and not resume and (out / "results.json").exists():
             _notice_earlier_run(out, config.repeats)
         recorded = {"root_resolved": resolved_root(config.root),  # what evaluate knows

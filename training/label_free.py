@@ -24,7 +24,7 @@ from training.group_data import (
     group_dataset,
 )
 from training.loop import Run, fit
-from training.model import build_model
+from training.model import build_to_resume
 from training.objectives import Objective, build_objective
 from training.objectives.base import GroupRequest
 from training.precision import Inputs, Precision
@@ -201,7 +201,7 @@ def validation_loss(context: Context, objective: Objective, loader) -> dict:
 def pretrain_label_free(config: PretrainConfig, context: Context, resume: bool) -> dict:
     precision = Precision.resolve(config.model.precision, context.device)
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
-    built = build_model(config.model, outputs=0)
+    built = build_to_resume(config.model, resume, outputs=0)
     inputs = Inputs.of(config.augment, context.device, precision)
     objective = build_objective(config.objective, built.model, config.augment.crop, inputs,
                                 context)

@@ -19,8 +19,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from labelers.weights import file_sha256
 from shards.order import stream_seed
-from shards.storage import canonical_uri, without_credentials
+from shards.storage import STAGED_SUFFIX, canonical_uri, without_credentials
 from training import checkpoint
 from training.correlation import report
 from training.distributed import (
@@ -43,14 +44,15 @@ from training.transforms import Augment
 
 # settings a resumed run may change (`out` is where its last.pt was found, wherever the run
 # folder has moved); anything else must match the checkpoint
-# (the datasets themselves are compared as LOCAL_PATH_SETTINGS, not as resolved)
 RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every", "out",
                      "ensemble",  # its file's path; ensemble_hash says what Q it defines
-                     "dataset_resolved", "also_resolved",
+                     "pretrained_file",  # its path; pretrained_sha256 says what weights
+                     "dataset_resolved", "also_resolved", "root_resolved",  # (as below)
                      "trained_images"}  # made of the images and split (older runs lack it)
-# compared as absolute paths: ds/ and ./ds are one (finetune's dataset is a kind, its root the
-# path)
+# compared as absolute paths, each as <name>_resolved records it where the run started (from
+# any working folder: ds/ and ./ds are one; finetune's dataset is a kind, its root the path)
 LOCAL_PATH_SETTINGS = {"dataset", "also", "root"}
+RESUME_NEEDS = ("model", "optimizer", "scheduler", "epoch", "stopping", "history", "config")
 # (a URI anywhere in the settings is compared in one spelling without its credentials)
 # why a setting no option changes differs from a checkpoint's
 SETTING_NOTES = {"optim.temperature_unit": "the checkpoint trained the soft SROCC with its "
@@ -86,6 +88,11 @@ class Run:
 
     def __post_init__(self):
         self.config = without_credentials(self.config)  # what checkpoints keep of a URI
+        model = self.config.get("model")
+        if isinstance(model, dict) and model.get("pretrained_file"):  # what a resume compares
+            start = Path(model["pretrained_file"])
+            self.config = {**self.config, "model": {
+                **model, "pretrained_sha256": file_sha256(start) if start.is_file() else None}}
 
     @property
     def inputs(self) -> Inputs:
@@ -321,6 +328,8 @@ def _settings(config: dict, prefix: str = "") -> dict:
         if isinstance(value, dict):
             flat.update(_settings(value, f"{prefix}{name}."))
         elif name not in RESUMABLE_CHANGES:
+            if name in LOCAL_PATH_SETTINGS:  # resolved where the run started (older: as typed)
+                value = config.get(f"{name}_resolved", value)
             flat[prefix + name] = _one_spelling(value, name in LOCAL_PATH_SETTINGS)
     return flat
 
@@ -339,10 +348,20 @@ def _restore(run: Run, optimizer,
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{error}: nothing to resume (drop --resume to start "
                                 "afresh)") from None
+    if lacking := [key for key in RESUME_NEEDS if key not in state]:
+        raise checkpoint.CheckpointError(
+            f"{run.out / checkpoint.LAST} holds no {', '.join(lacking)}: not the last.pt a "
+            "training run writes (a best.pt copied over it?); nothing to resume from")
     saved, asked = _settings(state["config"]), _settings(run.config)
+    if "model.pretrained_sha256" not in saved:  # a run from before the start file was hashed
+        asked.pop("model.pretrained_sha256", None)
+    elif asked.get("model.pretrained_sha256", "") is None:  # the file gone: last.pt's weights
+        asked["model.pretrained_sha256"] = saved["model.pretrained_sha256"]
+        run.config["model"]["pretrained_sha256"] = saved["model.pretrained_sha256"]
     if saved != asked:
         changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
-        why = "".join(f" ({SETTING_NOTES[name]})" for name in changed if name in SETTING_NOTES)
+        why = "".join(f" ({SETTING_NOTES[name]})" for name in changed
+                      if name in SETTING_NOTES and name in asked)
         shown = ", ".join(f"{name} {_shown(saved.get(name))} -> {_shown(asked.get(name))}"
                           for name in changed)
         raise ValueError(f"--resume with other settings than {run.out / checkpoint.LAST} "
@@ -367,6 +386,19 @@ def _restore(run: Run, optimizer,
     place = None if partial is None else partial["ranks"][run.context.rank]
     return (state["epoch"] + 1, EarlyStopping(run.optim.patience, **state["stopping"]),
             state["history"], place)
+
+
+def _remove_staged_checkpoints(out: Path) -> None:
+    """The checkpoints a killed run left half-written (`last.pt.partial`, or a name of its
+    own where one was there already: shards.storage.atomic_file): gone, and said, before
+    this run writes its own (a checkpoint of a large model is a gigabyte)."""
+    staged = sorted(path for name in (checkpoint.LAST, checkpoint.BEST)
+                    for path in out.glob(f"{name}*{STAGED_SUFFIX}"))
+    for path in staged:
+        path.unlink(missing_ok=True)
+    if staged:
+        print(f"note: removed {len(staged)} checkpoint(s) a stopped run left half-written "
+              f"({', '.join(path.name for path in staged)})")
 
 
 def _data_change(before: dict, now: dict) -> str:
@@ -476,6 +508,8 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
     figures of `validation_figures` (the same on every rank)."""
     context = run.context
     run.out.mkdir(parents=True, exist_ok=True)
+    if context.is_main:
+        _remove_staged_checkpoints(run.out)
     if synchronised_batch_norm(run) and context.is_main:
         print(f"note: batch norm over the global batch of {context.world_size} GPUs "
               "(SyncBatchNorm)")

@@ -5,7 +5,7 @@ checkpoint, or random with a notice), and the ScheduledDropPath schedule."""
 import os
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -317,6 +317,19 @@ def build_model(config: ModelConfig, outputs: int = 1,
     if config.init == "random":
         notices.append(f"{config.backbone} starts from random weights (--init random)")
     return Built(model, "random", notices)
+
+
+def build_to_resume(config: ModelConfig, resume: bool, outputs: int = 1,
+                    heads: dict[str, int] | None = None) -> Built:
+    """build_model; where a run resumes from its last.pt (whose weights replace the start's)
+    and its --pretrained-file has since moved or gone, the file is not read: the start is
+    still named by it (its SHA-256, which the checkpoint records, is compared on resume)."""
+    start = config.pretrained_file
+    if not (resume and start is not None and not Path(start).is_file()):
+        return build_model(config, outputs, heads)
+    built = build_model(replace(config, pretrained_file=None, init="random"), outputs, heads)
+    return Built(built.model, start, [f"{start} is not there now: the resumed weights are "
+                                      "those of the run's last.pt"])
 
 
 class ScheduledDropPath:

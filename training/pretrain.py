@@ -26,7 +26,7 @@ from training import checkpoint, distributed
 from training.correlation import MIN_PAIRS
 from training.label_free import pretrain_label_free
 from training.loop import Run, fit, head_figures, predict, validation_figures
-from training.model import build_model
+from training.model import build_to_resume
 from training.precision import Inputs, Precision
 from training.pretrain_config import PretrainConfig
 from training.results_files import figure_text, publish_summary
@@ -243,8 +243,8 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     train, val, validated, split_notices = _splits(config, dataset, index)
     steps = config.steps_per_epoch or max(1, math.ceil(train.samples / config.optim.batch_size))
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
-    built = build_model(config.model, config.targets[0].outputs,
-                        {head.name: head.outputs for head in heads} if multi else None)
+    built = build_to_resume(config.model, resume, config.targets[0].outputs,
+                            {head.name: head.outputs for head in heads} if multi else None)
     if context.is_main:
         for notice in built.notices + ensemble_notices(config.targets) + split_notices:
             print(f"NOTICE: {notice}")

@@ -2,11 +2,13 @@
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from training import checkpoint
 from training.evaluate import EvaluateConfig, evaluate
 from training.finetune import FinetuneConfig, finetune
 from training.model import ModelConfig, ModelInitError
@@ -84,6 +86,31 @@ def test_an_interrupted_run_resumes_to_the_figures_of_one_never_stopped(finetune
         assert (made["epochs_run"], made["best_epoch"]) == (never_stopped["epochs_run"],
                                                              never_stopped["best_epoch"])
     assert resumed["median"] == whole["median"]
+
+
+def test_a_resume_whose_start_file_changed_is_refused_before_a_split_starts_from_it(
+        finetuned, tmp_path, monkeypatch):
+    """Stopped in split 0, split 1 not begun: --resume with other weights under the start
+    file's name would start split 1 from them, one run's median mixing two starts."""
+    config, _ = finetuned
+    start = tmp_path / "start.pt"
+    start.write_bytes((Path(config.out) / "split-0" / checkpoint.BEST).read_bytes())
+    stopped = dataclasses.replace(config, out=str(tmp_path / "stopped"), model=ModelConfig(
+        "test_resnet", init="random", pretrained_file=str(start)))
+    _stopped_in_epoch(stopped, 2, monkeypatch)
+    assert not (Path(stopped.out) / "split-1").exists()
+    kept = start.read_bytes()
+    other = checkpoint.load(Path(config.out) / "split-1" / checkpoint.BEST)
+    checkpoint.save(other, start)
+    with pytest.raises(ValueError, match=rf"--pretrained-file {re.escape(str(start))} holds "
+                                         r"other weights than .*split-0/last\.pt started from"):
+        finetune(stopped, resume=True)
+    start.unlink()  # split 1 has no last.pt to take its weights from
+    with pytest.raises(Exception, match=rf"{re.escape(str(start))} does not exist"):
+        finetune(stopped, resume=True)
+    start.write_bytes(kept)
+    resumed = finetune(stopped, resume=True)
+    assert [split["epochs_run"] for split in resumed["splits"]] == [2, 2]
 
 
 def test_a_fresh_run_resumed_never_continues_a_split_of_the_earlier_run(finetuned,

@@ -3,6 +3,7 @@ run interrupted after a step checkpoint and resumed ends with the weights, bit f
 the same run left alone."""
 
 import dataclasses
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,6 +229,102 @@ def test_resume_may_change_checkpoint_every_but_no_other_setting(tiny_dataset, t
         main([*common, "--checkpoint-every", "-1"])
     assert refused.value.code == 2
     assert "--checkpoint-every: must be at least 0, got -1" in capsys.readouterr().err
+
+
+def _pretrain_args(dataset, out, *extra: str) -> list[str]:
+    return ["train", "pretrain", str(dataset), "--out", str(out), "--backbone", "test_resnet",
+            "--init", "random", "--crop", "32", "--workers", "0", "--device", "cpu",
+            "--steps-per-epoch", "2", "--batch-size", "4", *extra]
+
+
+def test_a_run_resumes_from_another_working_folder(tiny_dataset, tmp_path, monkeypatch,
+                                                   capsys):
+    """A requeued job starts elsewhere: the dataset named relative to where the run began is
+    the dataset it names now by another path (compared as resolved where each was given)."""
+    out = tmp_path / "run"
+    monkeypatch.chdir(tiny_dataset.parent)
+    assert main(_pretrain_args(Path(tiny_dataset.name), out, "--epochs", "1")) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "2", "--resume")) == 0, \
+        capsys.readouterr().err
+    assert checkpoint.load(out / checkpoint.LAST)["epoch"] == 1
+
+
+def test_a_resume_knows_its_start_file_by_its_content(tiny_dataset, tmp_path, monkeypatch,
+                                                      capsys):
+    """--pretrained-file is compared by what it holds: the same file named another way (or
+    moved) resumes; another file under its name is refused, naming it (the run would go on
+    from other weights than it started from)."""
+    first = tmp_path / "first"
+    assert main(_pretrain_args(tiny_dataset, first, "--epochs", "1")) == 0
+    start = tmp_path / "start.pt"
+    start.write_bytes((first / checkpoint.BEST).read_bytes())
+    out = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "1", "--pretrained-file",
+                               "start.pt")) == 0
+    recorded = checkpoint.load(out / checkpoint.LAST)["config"]["model"]["pretrained_sha256"]
+    assert recorded == hashlib.sha256(start.read_bytes()).hexdigest()
+    moved = tmp_path / "kept" / "start.pt"
+    moved.parent.mkdir()
+    start.rename(moved)
+    monkeypatch.chdir(moved.parent)
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "2", "--resume",
+                               "--pretrained-file", "./start.pt")) == 0, capsys.readouterr().err
+    kept = moved.read_bytes()
+    state = checkpoint.load(first / checkpoint.LAST)  # another run's weights, as a start file
+    checkpoint.save({**state, "note": "another"}, moved)
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "3", "--resume",
+                               "--pretrained-file", str(moved))) == 2
+    assert f"(model.pretrained_sha256 '{recorded}' -> '" in capsys.readouterr().err
+    moved.unlink()  # gone: the weights come from last.pt, which records what the start was
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "3", "--resume",
+                               "--pretrained-file", str(moved))) == 0, capsys.readouterr().err
+    assert f"{moved} is not there now: the resumed weights are those of the run's last.pt" \
+        in capsys.readouterr().out
+    state = checkpoint.load(out / checkpoint.LAST)
+    assert state["epoch"] == 2 and state["config"]["model"]["pretrained_sha256"] == recorded
+    moved.write_bytes(kept)  # back: still the run's start
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "4", "--resume",
+                               "--pretrained-file", str(moved))) == 0, capsys.readouterr().err
+
+
+def test_a_last_pt_without_its_training_state_is_named(tiny_dataset, tmp_path, capsys):
+    """best.pt copied over last.pt holds the weights but no optimiser or epoch: a clear
+    refusal, not a KeyError."""
+    out = tmp_path / "run"
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "1")) == 0
+    (out / checkpoint.LAST).write_bytes((out / checkpoint.BEST).read_bytes())
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "2", "--resume")) == 2
+    error = capsys.readouterr().err
+    assert f"{out / checkpoint.LAST} holds no optimizer, scheduler" in error
+    assert "not the last.pt a training run writes" in error and "Traceback" not in error
+
+
+def test_checkpoints_a_killed_run_left_half_written_are_removed(tiny_dataset, tmp_path,
+                                                                capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    left = [out / "last.pt.partial", out / "last.pt.0123456789ab.partial",
+            out / "best.pt.partial"]
+    for path in left:
+        path.write_bytes(b"half a checkpoint")
+    (out / "notes.partial").write_text("the user's")  # no checkpoint's: kept
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "1")) == 0
+    assert not any(path.exists() for path in left) and (out / "notes.partial").exists()
+    assert "removed 3 checkpoint(s) a stopped run left half-written" in capsys.readouterr().out
+
+
+def test_a_resume_under_an_objective_without_a_setting_blames_no_old_unit(tiny_dataset,
+                                                                          tmp_path, capsys):
+    """A regression run resumed as reconstruction is refused for its objective; the soft
+    SROCC's unit, a setting the reconstruction run has none of, is no old checkpoint's."""
+    out = tmp_path / "run"
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "1")) == 0
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "2", "--resume", "--objective",
+                               "reconstruction", "--versions", "2")) == 2
+    error = capsys.readouterr().err
+    assert "objective.name" in error and "before it became a share" not in error
 
 
 def test_resume_over_other_data_is_refused(tiny_dataset, tmp_path, capsys):
