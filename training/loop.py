@@ -527,6 +527,9 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
                       f"improvement for {stopping.bad_epochs} epochs): nothing to train; a "
                       "larger --patience trains on")
             start = run.optim.epochs
+        elif start >= run.optim.epochs and context.is_main:  # ran its epochs, or more
+            print(f"resume: {run.out / checkpoint.LAST} has {start} epoch(s) done, "
+                  f"--epochs {run.optim.epochs}: nothing to train; a larger --epochs trains on")
     drop_path, loss_fn, writer = ScheduledDropPath(run.model), _loss_function(run), \
         _tensorboard(run, resume)
     for epoch in range(start, run.optim.epochs):

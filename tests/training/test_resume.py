@@ -289,6 +289,18 @@ def test_a_resume_knows_its_start_file_by_its_content(tiny_dataset, tmp_path, mo
                                "--pretrained-file", str(moved))) == 0, capsys.readouterr().err
 
 
+def test_a_resume_with_no_epoch_left_says_so(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "2")) == 0
+    before = (out / checkpoint.LAST).read_bytes()
+    capsys.readouterr()
+    for epochs in ("2", "1"):
+        assert main(_pretrain_args(tiny_dataset, out, "--epochs", epochs, "--resume")) == 0
+        assert (f"has 2 epoch(s) done, --epochs {epochs}: nothing to train; a larger --epochs "
+                "trains on") in capsys.readouterr().out
+    assert (out / checkpoint.LAST).read_bytes() == before  # nothing trained, nothing saved
+
+
 def test_a_last_pt_without_its_training_state_is_named(tiny_dataset, tmp_path, capsys):
     """best.pt copied over last.pt holds the weights but no optimiser or epoch: a clear
     refusal, not a KeyError."""
