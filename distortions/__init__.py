@@ -195,10 +195,12 @@ def check_chain(ids: list[int]) -> None:
         raise InvalidRecipeError(f"a chain holds no learned-denoiser type; it holds {learned}")
 
 
-def compose(img: np.ndarray, links: list[tuple[int, int, int]]) -> tuple[np.ndarray, dict]:
+def compose(img: np.ndarray, links: list[tuple[int, int, int]],
+            changed: list[bool] | None = None) -> tuple[np.ndarray, dict]:
     """Apply a chain of (distortion id, level, seed) links in order, each to the previous
     link's output; returns (image, recipe), the recipe a recipe of the links' recipes. The
-    chain holds each type once and no learned-denoiser type (check_chain)."""
+    chain holds each type once and no learned-denoiser type (check_chain). `changed`, where
+    given, receives for each link whether its output differs from its input."""
     if not isinstance(links, list | tuple | np.ndarray) or len(links) == 0:
         raise InvalidRecipeError(f"a chain is a non-empty list of (distortion id, level, seed) "
                                  f"links, got {links!r}")
@@ -208,8 +210,11 @@ def compose(img: np.ndarray, links: list[tuple[int, int, int]]) -> tuple[np.ndar
     check_chain([link[0] for link in links])
     recipes = []
     for link in links:
+        before = img
         img, recipe = apply(img, *link)
         recipes.append(recipe)
+        if changed is not None:
+            changed.append(not np.array_equal(img, before))
     return img, {"version": RECIPE_VERSION, "chain": recipes}
 
 

@@ -69,6 +69,9 @@ def _sheet(args: argparse.Namespace) -> int:
         if args.ref_id is not None:
             raise ValueError("--ref-id chooses a reference of a shard; an image's sheet shows "
                              "that image")
+        if args.size == NATIVE and args.allow_upscale:
+            raise ValueError("--allow-upscale applies to a target size (--size WxH): native "
+                             "keeps the image's own size")
         img = _prepared(args.image, args.size or TargetSize(), args.allow_upscale)
         ref_id = ref_ids([single(args.image).stem])[0]  # its versions' seeds, as generate's
         sheet, failures = render_contact_sheet(img, seed=args.seed or 0, ref_id=ref_id,

@@ -127,6 +127,10 @@ class RunConfig:
         self._check_type_levels()
         if self.max_side is not None and self.size != NATIVE:
             raise ValueError("max_side applies to the native size policy (--size native)")
+        if self.allow_upscale and self.size == NATIVE:
+            raise ValueError("allow_upscale applies to a target size (--size WxH): the native "
+                             "policy keeps each source's own size, and one below the bank's "
+                             "minimum is left out as too_small")
         check_max_side(self.max_side)
         check_store(self.store)
         self._check_keep_pngs()

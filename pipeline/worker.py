@@ -227,13 +227,17 @@ NO_EFFECT = "no_effect"
 NO_EFFECT_DETAIL = ("its pixels are the reference's: the distortion changes nothing in this "
                     "image (a colour type on a grayscale photo, say), so labelled as that type "
                     "and level it would name a distortion its pixels do not hold")
+CHAIN_NO_EFFECT_DETAIL = ("it changes nothing in this image (a colour type on a grayscale "
+                          "photo, say), so a chain labelled with it would name a distortion "
+                          "its pixels do not hold")
 
 
-def unchanged(image: np.ndarray, pixels: np.ndarray, chain: list[tuple[int, int]]) -> bool:
-    """Whether a version's pixels are its reference's though a link of its chain is at a
-    level that is not its type's identity level (the spec's gaussian_blur 1, say)."""
-    return (any(distortions.get(d).identity_level != level for d, level in chain)
-            and np.array_equal(image, pixels))
+def idle_links(chain: list[tuple[int, int]], changed: list[bool]) -> list[tuple[int, int]]:
+    """The links of a version's chain (one link: a single type) that left their input as it
+    was, at a level that is not their type's identity level (the spec's gaussian_blur 1, say):
+    labelled with them, the version would name a distortion its pixels do not hold."""
+    return [(d, level) for (d, level), moved in zip(chain, changed, strict=True)
+            if not moved and distortions.get(d).identity_level != level]
 
 
 def _single_all(ref, pixels, config, outcome, denoise: Denoise,
@@ -260,7 +264,7 @@ def _single_all(ref, pixels, config, outcome, denoise: Denoise,
                                              distortion_id=distortion_id, level=level))
             continue
         image, recipe = results[job]
-        if unchanged(image, pixels, [(distortion_id, level)]):
+        if idle_links([(distortion_id, level)], [not np.array_equal(image, pixels)]):
             outcome.failures.append(_failure(ref, NO_EFFECT, NO_EFFECT_DETAIL,
                                              distortion_id=distortion_id, level=level))
             continue
@@ -284,14 +288,17 @@ def _compose_all(ref, pixels, config, outcome, chains: list[tuple[int, Chain]]) 
         key = composed_key(ref.ref_id, index)
         links = [(d, lv, distortions.derive_seed(config.seed, key, d, lv)) for d, lv in chain]
         links_json = [{"id": d, "level": lv} for d, lv in chain]
+        changed: list[bool] = []
         try:
-            image, recipe = distortions.compose(pixels, links)
+            image, recipe = distortions.compose(pixels, links, changed)
         except distortions.DistortionError as error:
             outcome.failures.append(_failure(ref, "distortion_failed", str(error), key=key,
                                              chain=links_json))
             continue
-        if unchanged(image, pixels, chain):
-            outcome.failures.append(_failure(ref, NO_EFFECT, NO_EFFECT_DETAIL, key=key,
+        if idle := idle_links(chain, changed):
+            named = ", ".join(f"{distortions.get(d).name} level {lv}" for d, lv in idle)
+            outcome.failures.append(_failure(ref, NO_EFFECT, f"{named} left its input as it "
+                                             f"was: {CHAIN_NO_EFFECT_DETAIL}", key=key,
                                              chain=links_json))
             continue
         first = distortions.get(chain[0][0])

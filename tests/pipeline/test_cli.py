@@ -139,6 +139,9 @@ def test_sheet_refuses_a_too_small_image_clearly(tmp_path, capsys):
     assert cli.main(["sheet", "embedded:coffee", "--ref-id", "x", "-o",
                      str(tmp_path / "s.png")]) == 2  # a shard's option, never ignored
     assert "--ref-id chooses a reference of a shard" in capsys.readouterr().err
+    assert cli.main(["sheet", "embedded:coffee", "--size", "native", "--allow-upscale", "-o",
+                     str(tmp_path / "s.png")]) == 2  # as generate refuses it
+    assert "--allow-upscale applies to a target size" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("output", "size", "why"), [

@@ -116,6 +116,9 @@ def test_native_sizes_survive_into_the_shards(tmp_path, small_image, fast_config
     assert kinds == ["authentic"] * 3
     with pytest.raises(ValueError, match="max_side applies to the native"):
         fast_config("embedded", max_side=400)
+    with pytest.raises(ValueError, match=r"allow_upscale applies to a target size \(--size "
+                                         r"WxH\): the native policy keeps each source's own"):
+        fast_config("embedded", size=NATIVE, allow_upscale=True)  # would only change the plan
 
 
 def test_named_banks_and_the_distortions_that_narrow_them(tmp_path, capsys):

@@ -998,6 +998,19 @@ def test_a_version_that_leaves_its_reference_as_it_is_is_left_out_as_no_effect(
                             mae_ensemble, Location.parse(chained.out))
     assert [(f["reason"], len(f["chain"])) for f in outcome.failures] == [("no_effect", 2)] * 3
     assert outcome.samples == 1  # the reference alone
+    # JPEG then saturation_hsv (or the other way round): the chain's pixels differ from the
+    # reference's (JPEG's), but the saturation link changed nothing: labelled with it, the
+    # version would name it (its multi-hot, its class): left out too, the link named
+    mixed = fast_config(str(folder), out=str(tmp_path / "mixed"), distortion_ids=(1, 30),
+                        levels=(5,), compose=(2, 2), versions_per_ref=3, metrics=("mae",))
+    plan = Plan.make(list_sources(str(folder)), mixed)
+    persist_or_check(plan, Location.parse(mixed.out))
+    outcome = produce_shard(0, plan, mixed, local_scorer(Labeler(("mae",), "cpu")),
+                            mae_ensemble, Location.parse(mixed.out))
+    assert [f["reason"] for f in outcome.failures] == ["no_effect"] * 3
+    assert all(f["detail"].startswith("saturation_hsv level 5 left its input as it was")
+               for f in outcome.failures)
+    assert outcome.samples == 1
 
 
 def test_inspect_counts_a_reference_left_out_after_some_versions_failed(tmp_path, fast_config,
