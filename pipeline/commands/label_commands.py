@@ -109,12 +109,18 @@ def _opinion(text: str | None, path: Path, line: int) -> float:
     return value
 
 
+def named_images(rows: list[tuple[str, str, float]], ref_dir: Path, dist_dir: Path
+                 ) -> set[Path]:
+    """The paths of every image the table's rows name, references and distorted ones."""
+    return {ref_dir / ref for _, ref, _ in rows} | {dist_dir / dist for dist, _, _ in rows}
+
+
 def check_table(rows: list[tuple[str, str, float]], ref_dir: Path, dist_dir: Path) -> None:
     """Before any scoring (hours on KADID-10k): opinions a fit can use, every image the table
     names present and readable as one (its header), and each pair of one size; a ValueError
     naming what is not."""
     check_opinions(np.array([row[2] for row in rows]), np.array([row[1] for row in rows]))
-    named = {ref_dir / ref for _, ref, _ in rows} | {dist_dir / dist for dist, _, _ in rows}
+    named = named_images(rows, ref_dir, dist_dir)
     absent = sorted(str(path) for path in named if not path.is_file())
     if absent:
         raise ValueError(f"{len(absent)} image(s) the table names are not there, e.g. "
@@ -197,7 +203,7 @@ def fit_ensemble_command(args) -> int:
     rows = read_opinion_table(table)
     ref_dir = Path(args.ref_dir or table.parent / "images")
     dist_dir = Path(args.dist_dir or ref_dir)
-    inputs = [table, *{ref_dir / ref for _, ref, _ in rows}, *{dist_dir / d for d, _, _ in rows}]
+    inputs = [table, *named_images(rows, ref_dir, dist_dir)]
     _check_outputs(Path(args.output), inputs)  # before hours of scoring
     check_table(rows, ref_dir, dist_dir)
     weights.check_present(args.metrics or labelers.METRICS, args.allow_missing_metrics)
