@@ -500,6 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what continues an interrupted run, said when one is
+RESUMES = {"pretrain": " (the same command with --resume goes on from OUT/last.pt, written at "
+                       "each epoch's end and every N batches with --checkpoint-every N)",
+           "finetune": " (the same command with --resume goes on: each split from its "
+                       "split-K/last.pt, those not reached from the start)"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -515,3 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, ModelInitError, DatasetLayoutError, NonFiniteError) as error:
         print(f"iqa-factory train: error: {_last_line(str(error))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\niqa-factory train: interrupted{RESUMES.get(args.command, '')}",
+              file=sys.stderr)
+        return 130

@@ -19,7 +19,7 @@ from training.correlation import MIN_PAIRS, report
 from training.distributed import Context
 from training.image_data import ImageViews, Split, published_split_notice, split
 from training.loop import Run, fit, predict, validation_figures
-from training.model import ModelConfig, build_to_resume
+from training.model import ModelConfig, ModelInitError, build_to_resume
 from training.optim import FINETUNE, OptimConfig
 from training.plots import scatter
 from training.precision import FP32, Inputs, Precision
@@ -260,12 +260,18 @@ def _resumed_splits(config: FinetuneConfig) -> list[bool]:
 
 
 def _check_same_start(config: FinetuneConfig, resumed: list[bool]) -> None:
-    """Where a resumed run has splits still to start from --pretrained-file: the file holds
-    the weights its other splits started from (the SHA-256 their last.pt records), or a
+    """Where a resumed run has splits still to start from --pretrained-file: the file is
+    there (a ModelInitError before any split trains, not once the begun ones have run) and
+    holds the weights its other splits started from (the SHA-256 their last.pt records), or a
     ValueError: one run's figures would mix splits of two starts."""
     start = config.model.pretrained_file
-    if start is None or not any(resumed) or not Path(start).is_file():
+    if start is None or not any(resumed):
         return
+    if not Path(start).is_file():
+        waiting = [r for r, begun in enumerate(resumed) if not begun]
+        raise ModelInitError(f"pretrained file {start} does not exist, and split(s) "
+                             f"{waiting} not begun start from it: put it back before "
+                             "resuming (the begun splits go on from their last.pt)")
     continued = _split_folder(config, resumed.index(True)) / checkpoint.LAST
     recorded = checkpoint.load(continued)["config"].get("model", {}).get("pretrained_sha256")
     if recorded is not None and recorded != file_sha256(Path(start)):

@@ -448,3 +448,34 @@ def test_a_training_setting_out_of_its_domain_is_refused_as_the_config_is_built(
     with pytest.raises(ValueError, match=re.escape(named)):
         build()
     assert not (tmp_path / "o").exists()
+
+
+def test_an_interrupted_pretraining_says_how_to_go_on_without_a_traceback(tiny_dataset,
+                                                                          tmp_path):
+    """Ctrl-C (SIGINT) in the middle of a run: exit status 130 and a line saying that
+    --resume continues from last.pt; then --resume does go on from the epoch written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    words = [sys.executable, "-m", "iqa_factory", "train", "pretrain", str(tiny_dataset),
+             "--out", str(out), "--epochs", "1000", "--steps-per-epoch", "1",
+             "--val-refs", "r0,r3", "--val-limit", "7", *TINY]
+    run = subprocess.Popen(words, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / checkpoint.LAST).is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (out / checkpoint.LAST).is_file(), run.communicate(timeout=60)
+    run.send_signal(signal.SIGINT)
+    stderr = run.communicate(timeout=120)[1]
+    assert run.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert ("iqa-factory train: interrupted (the same command with --resume goes on from "
+            "OUT/last.pt") in stderr
+    done = checkpoint.load(out / checkpoint.LAST)["epoch"] + 1  # (epochs count from 0)
+    assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--resume",
+                 "--epochs", str(done + 1), "--steps-per-epoch", "1", "--val-refs", "r0,r3",
+                 "--val-limit", "7", *TINY]) == 0
+    assert checkpoint.load(out / checkpoint.LAST)["epoch"] + 1 == done + 1

@@ -105,9 +105,12 @@ def test_a_resume_whose_start_file_changed_is_refused_before_a_split_starts_from
     with pytest.raises(ValueError, match=rf"--pretrained-file {re.escape(str(start))} holds "
                                          r"other weights than .*split-0/last\.pt started from"):
         finetune(stopped, resume=True)
-    start.unlink()  # split 1 has no last.pt to take its weights from
-    with pytest.raises(Exception, match=rf"{re.escape(str(start))} does not exist"):
+    start.unlink()  # split 1 has no last.pt to take its weights from: refused before split 0
+    stopped_at = (Path(stopped.out) / "split-0" / checkpoint.LAST).read_bytes()  # goes on
+    with pytest.raises(ModelInitError, match=rf"{re.escape(str(start))} does not exist, and "
+                                             r"split\(s\) \[1\] not begun"):
         finetune(stopped, resume=True)
+    assert (Path(stopped.out) / "split-0" / checkpoint.LAST).read_bytes() == stopped_at
     start.write_bytes(kept)
     resumed = finetune(stopped, resume=True)
     assert [split["epochs_run"] for split in resumed["splits"]] == [2, 2]
