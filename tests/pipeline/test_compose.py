@@ -460,3 +460,19 @@ def test_compose_share_splits_the_level_as_re_iqas_code_draws_it(fast_config):
     assert stats.chisquare(observed, expected).pvalue > 1e-3
     uniform = np.full(len(splits), observed.sum() / len(splits))
     assert stats.chisquare(observed, uniform).pvalue < 1e-6
+
+
+def test_each_chain_is_drawn_on_its_own_so_a_random_types_repeat_differs_by_its_seed(
+        fast_config):
+    """Chains are drawn independently per version (as the README says): with one type at one
+    level, every version of a reference draws the same chain, and a random type's versions
+    still differ, each seeded by its own key."""
+    from shards.keys import composed_key
+
+    noise = fast_config("embedded", distortion_ids=(3,), levels=(2,), compose=(1, 1),
+                        versions_per_ref=3)
+    assert chains_for("r0", noise) == [((3, 2),)] * 3
+    photo = np.full((176, 192, 3), 120, np.uint8)
+    made = [distortions.apply(photo, 3, 2, distortions.derive_seed(
+        noise.seed, composed_key("r0", index), 3, 2))[0] for index in range(3)]
+    assert not np.array_equal(made[0], made[1]) and not np.array_equal(made[1], made[2])
