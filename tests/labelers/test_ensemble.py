@@ -341,3 +341,18 @@ def test_a_sigmoid_of_a_tiny_scale_keeps_its_direction():
     np.testing.assert_allclose(falling([0.4, 0.6]), [1.0, 0.0], atol=1e-200)
     rising = ens.Mapping01("sigmoid", center=0.5, scale=1e-13)
     np.testing.assert_allclose(rising([0.4, 0.6]), [0.0, 1.0], atol=1e-200)
+
+
+@pytest.mark.parametrize("name", ["default", "pmos"])
+def test_a_shipped_files_hash_is_recomputed_from_its_definition_with_the_standard_library(
+        name):
+    """As docs/labels-spec-notes.md states it: SHA-256 of the compact, sorted-key JSON of
+    name, weights and mappings, its first 16 hex digits (notes and the hash left out)."""
+    import hashlib
+
+    path = ens.resolve(name)
+    data = json.loads(path.read_text())
+    definition = {key: data[key] for key in ("name", "weights", "mappings")}
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"))
+    recomputed = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    assert recomputed == data["hash"] == ens.load(name).hash
