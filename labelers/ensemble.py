@@ -158,12 +158,8 @@ class Ensemble:
         if len(set(shapes.values())) > 1:
             raise EnsembleError(f"the metrics' scores are not one per sample alike (shapes "
                                 f"{shapes}): no Q from them")
-        for key in used:
-            bad = int(np.count_nonzero(~np.isfinite(np.asarray(scores[key], dtype=np.float64))))
-            if bad:
-                raise EnsembleError(f"{bad} {key} score(s) are not finite numbers: no Q for "
-                                    "them")
-        q = sum(self.weights[key] * self.mappings[key](scores[key]) for key in used)
+        numbers = {key: _as_numbers(key, scores[key]) for key in used}
+        q = sum(self.weights[key] * self.mappings[key](numbers[key]) for key in used)
         return np.asarray(q / total, dtype=np.float64), used
 
     def metrics_every_sample_has(self, finite: Mapping[str, int], total: int
@@ -242,6 +238,20 @@ def resolve(name_or_path: Path | str | None = None) -> Path:
     what = "a folder, not a file" if Path(name_or_path).is_dir() else "no such file"
     raise EnsembleError(f"cannot read ensemble file {str(name_or_path)!r}: {what}, and no "
                         f"shipped ensemble has that name (names: {', '.join(SHIPPED_ENSEMBLES)})")
+
+
+def _as_numbers(key: str, scores) -> np.ndarray:
+    """A metric's scores as float64, or an EnsembleError naming it: scores that are not
+    numbers, or not finite ones, make no Q."""
+    try:
+        numbers = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise EnsembleError(f"the {key} scores are not numbers ({scores!r:.80}): no Q from "
+                            "them") from None
+    bad = int(np.count_nonzero(~np.isfinite(numbers)))
+    if bad:
+        raise EnsembleError(f"{bad} {key} score(s) are not finite numbers: no Q for them")
+    return numbers
 
 
 def load(name_or_path: Path | str | None = None) -> Ensemble:

@@ -356,3 +356,14 @@ def test_a_shipped_files_hash_is_recomputed_from_its_definition_with_the_standar
     canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"))
     recomputed = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     assert recomputed == data["hash"] == ens.load(name).hash
+
+
+@pytest.mark.parametrize("scores, message", [
+    (["x", 0.1], r"the gmsd scores are not numbers \(\['x', 0\.1\]\)"),
+    ([{"a": 1}], "the gmsd scores are not numbers"),
+    ([0.1, float("nan"), float("inf")], "2 gmsd score"),
+])
+def test_scores_that_are_not_finite_numbers_are_an_ensemble_error_naming_the_metric(
+        scores, message):
+    with pytest.raises(ens.EnsembleError, match=message):
+        _toy().quality({"gmsd": scores, "mae": np.zeros(len(scores))})
