@@ -70,7 +70,7 @@ class DISTS(Metric):
     key = "dists"
     higher_is_better = False
     best = 0.0
-    min_size = 32
+    min_size = 1  # VGG16's stages with padded L2 pooling: DISTS_pytorch scores any size
 
     def __init__(self, device: torch.device | str = "cpu",
                  vgg_state: dict[str, torch.Tensor] | None = None):

@@ -41,7 +41,7 @@ class LPIPS(Metric):
     key = "lpips"
     higher_is_better = False
     best = 0.0
-    min_size = 32
+    min_size = 31  # AlexNet: conv1 (11, stride 4) and two 3 x 3 stride-2 pools leave 1 x 1 at 31
 
     def __init__(self, device: torch.device | str = "cpu", network: lpips.LPIPS | None = None):
         super().__init__(device)

@@ -205,3 +205,40 @@ def test_official_calibration_with_the_real_weights(calibration_pair, metric, na
         pytest.skip(weights.missing_message([metric.key]))
     value = metric().score(*calibration_pair(name)).item()
     assert value == pytest.approx(OFFICIAL[metric.key][name], abs=1e-3)
+
+
+def _random_pair(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(2)
+    return (torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8, generator=generator),
+            torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8, generator=generator))
+
+
+def test_the_smallest_inputs_are_those_the_packages_score(random_weights):
+    """LPIPS's package scores a 31-pixel side and fails below it (AlexNet's pools leave no
+    map), DISTS_pytorch scores any size: each metric takes what its package takes, with the
+    package's value, and names its minimum below it."""
+    import DISTS_pytorch
+    import lpips
+
+    from labelers.errors import InputTooSmallError
+
+    package = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
+    ref, dist = _random_pair(LPIPS.min_size, LPIPS.min_size + 9)
+    expected = package(ref.float().div(255).expand(2, -1, -1, -1), dist.float() / 255,
+                       normalize=True).flatten().double()
+    torch.testing.assert_close(LPIPS(network=package).score(ref, dist), expected,
+                               atol=1e-7, rtol=0)
+    smaller = _random_pair(LPIPS.min_size - 1, LPIPS.min_size + 9)
+    with pytest.raises(RuntimeError):
+        package(smaller[0].float() / 255, smaller[0].float() / 255, normalize=True)
+    with pytest.raises(InputTooSmallError, match="lpips needs a short side of at least 31"):
+        LPIPS(network=package).score(*smaller)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        reference = DISTS_pytorch.DISTS()
+    for height, width in ((1, 1), (2, 5), (31, 33)):
+        ref, dist = _random_pair(height, width)
+        with torch.no_grad():
+            expected = reference(ref.float().div(255).expand(2, -1, -1, -1), dist.float() / 255)
+        torch.testing.assert_close(DISTS().score(ref, dist), expected.double(), atol=1e-6,
+                                   rtol=0)
