@@ -3,7 +3,7 @@ probe runs (their results.json: the median over their splits) and evaluations (e
 of `train evaluate`, one test: a checkpoint on another dataset is the cross-dataset figure)."""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 
 from training.correlation import CORE_FIGURES
@@ -21,6 +21,7 @@ class Row:
     datasets: str     # trained on -> tested on
     figures: dict     # the median figures (one evaluation's own)
     repeats: int
+    undefined: dict[str, int] = field(default_factory=dict)  # splits out of a figure's median
 
 
 RESULTS_FILES = ("results.json", "evaluation.json")  # finetune and probe; evaluate
@@ -112,7 +113,25 @@ def read_row(path: Path) -> Row:
     if repeats is None:
         raise UnknownResultsError(f"{path}: repeats is {summary['repeats']!r}, not a count of "
                                   "1 or more")
-    return make(summary, figures, repeats)
+    return replace(make(summary, figures, repeats), undefined=_undefined(summary, repeats))
+
+
+def _undefined(summary: dict, repeats: int) -> dict[str, int]:
+    """{figure: the splits that left it undefined, so out of its median} where the file
+    counts any (a median over fewer splits than the run's: finetune's `undefined`)."""
+    counts = summary.get("undefined")
+    if not isinstance(counts, dict):
+        return {}
+    return {name: count for name, count in counts.items() if name in FIGURES
+            and type(count) is int and 0 < count <= repeats}
+
+
+def _left_out(row: Row) -> str:
+    """'PLCC 9, SROCC 9 of 10': the splits out of each figure's median; '' where none."""
+    if not row.undefined:
+        return ""
+    return (", ".join(f"{name.upper()} {count}" for name, count in row.undefined.items())
+            + f" of {row.repeats}")
 
 
 def _cell(value: float | None) -> str:
@@ -141,12 +160,14 @@ def table(results: list[Path]) -> str:
              ("start", [row.start for _, row in read]),
              ("train -> test", [row.datasets for _, row in read])]
     widths = [max([len(name), *map(len, column)]) + 2 for name, column in texts]
+    left_out = [_left_out(row) for _, row in read]
+    note = "  undefined in (splits)" if any(left_out) else ""
     header = ("".join(f"{name:<{width}}" for (name, _), width in zip(texts, widths, strict=True))
-              + "".join(f"{name.upper():>10}" for name in FIGURES) + f"{'repeats':>9}")
+              + "".join(f"{name.upper():>10}" for name in FIGURES) + f"{'repeats':>9}" + note)
     rows = [header, "-" * len(header)]
     for index, (_, row) in enumerate(read):
-        rows.append("".join(f"{column[index]:<{width}}"
-                            for (_, column), width in zip(texts, widths, strict=True))
-                    + "".join(_cell(row.figures.get(name)) for name in FIGURES)
-                    + f"{row.repeats:>9}")
+        rows.append(("".join(f"{column[index]:<{width}}"
+                             for (_, column), width in zip(texts, widths, strict=True))
+                     + "".join(_cell(row.figures.get(name)) for name in FIGURES)
+                     + f"{row.repeats:>9}" + (f"  {left_out[index]}" if note else "")).rstrip())
     return "\n".join(rows)

@@ -3,11 +3,14 @@ IQA evaluations fit from prediction to opinion), SROCC, KRCC (tau-b) and RMSE.
 
 The correlations are scipy.stats' (Kendall's tau-b in O(n log n) time and O(n) memory); this
 module adds what scipy lacks: the rising logistic fit and the RMSE after it. Fewer than 3 pairs
-are refused; a constant or non-finite series gives NaN, without warnings. Predictions that run
-against the opinions have no rising fit better than a constant: their fitted PLCC is the raw
-one (negative), not the NaN of a flat curve."""
+are refused; a constant or non-finite series gives NaN, without warnings, as do the fitted
+figures on fewer than 5 pairs (the logistic's 4 parameters pass through any 4 rising points).
+Predictions that run against the opinions have no rising fit better than a constant: their
+fitted PLCC is the raw one (negative), not the NaN of a flat curve."""
 
+import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -16,7 +19,8 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from labelers.ensemble import logistic
 
 CORE_FIGURES = ("srocc", "plcc", "krcc", "rmse")  # what every kind of run has reported
-MIN_PAIRS = 3  # the fewest pairs every figure (PLCC's logistic fit included) is defined on
+MIN_PAIRS = 3  # the fewest pairs the rank and raw figures are defined on
+FIT_PAIRS = 5  # the fewest the fitted PLCC and RMSE are: more than the logistic's 4 parameters
 FLAT = 1e-6    # a fitted curve spreading less than this share of the opinions' range is flat
 
 
@@ -68,7 +72,21 @@ def _rising(x: np.ndarray, rise: float, b2: float, b3: float, b4: float) -> np.n
     return logistic(x, b2 + rise, b2, b3, b4)
 
 
-def fit_logistic(predicted, opinion) -> np.ndarray:
+@dataclass(frozen=True)
+class LogisticFit:
+    """A fitted rising logistic, kept on the standardised predictions z = (s - centre) /
+    spread where it was fitted: its values never meet the logistic's floor on a tiny scale."""
+
+    parameters: tuple[float, float, float, float]  # b1..b4 over z
+    centre: float
+    spread: float
+
+    def __call__(self, predicted) -> np.ndarray:
+        z = (np.asarray(predicted, dtype=np.float64) - self.centre) / self.spread
+        return logistic(z, *self.parameters)
+
+
+def fit_logistic(predicted, opinion) -> LogisticFit:
     """Least-squares b1..b4 of the RISING logistic from predictions to opinion scores (b1 >= b2,
     b4 > 0): a model that ranks images backwards must not earn a high fitted PLCC. The fit runs
     on the standardised predictions, so its figures do not depend on their scale; where it
@@ -77,7 +95,7 @@ def fit_logistic(predicted, opinion) -> np.ndarray:
     fitted values) for non-finite input."""
     x, y = _as_pair(predicted, opinion)
     if not _finite(x, y):
-        return np.full(4, np.nan)
+        return LogisticFit((np.nan,) * 4, 0.0, 1.0)
     centre, spread = float(np.mean(x)), float(np.std(x)) or 1.0
     z = (x - centre) / spread
     start = (float(np.ptp(y)) or 1.0, float(y.min()), 0.0, 0.5)
@@ -92,17 +110,20 @@ def fit_logistic(predicted, opinion) -> np.ndarray:
     except RuntimeError:  # no convergence: the start or the constant, whichever fits better
         pass
     rise, b2, b3, b4 = min(candidates, key=lambda p: float(np.sum((_rising(z, *p) - y) ** 2)))
-    return np.array([b2 + rise, b2, centre + spread * b3, spread * b4])
+    return LogisticFit((b2 + rise, b2, b3, b4), centre, spread)
 
 
 def report(predicted, opinion) -> dict[str, float]:
-    """PLCC (raw and fitted), SROCC, KRCC, RMSE (raw and fitted), and the pair count."""
+    """PLCC (raw and fitted), SROCC, KRCC, RMSE (raw and fitted), and the pair count; the
+    fitted ones NaN on fewer than FIT_PAIRS pairs."""
     x, y = _as_pair(predicted, opinion)
-    fitted = logistic(x, *fit_logistic(x, y))
     raw = plcc(x, y)
+    figures = {"plcc": math.nan, "plcc_raw": raw, "srocc": srocc(x, y), "krcc": krcc(x, y),
+               "rmse": math.nan, "rmse_raw": rmse(x, y), "count": len(x)}
+    if len(x) < FIT_PAIRS:
+        return figures
+    fitted = fit_logistic(x, y)(x)
     # the best rising curve is a constant (up to the fit's rounding: a spread of 1e-13 is no
     # curve, and its correlation is noise)
     flat = np.isfinite(fitted).all() and np.ptp(fitted) <= FLAT * max(np.ptp(y), 1e-300)
-    return {"plcc": raw if flat else plcc(fitted, y), "plcc_raw": raw, "srocc": srocc(x, y),
-            "krcc": krcc(x, y), "rmse": rmse(fitted, y), "rmse_raw": rmse(x, y),
-            "count": len(x)}
+    return {**figures, "plcc": raw if flat else plcc(fitted, y), "rmse": rmse(fitted, y)}

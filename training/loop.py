@@ -40,6 +40,7 @@ from training.objectives.base import Objective
 from training.objectives.regression import SupervisedLoss
 from training.optim import EarlyStopping, OptimConfig, optimiser
 from training.precision import FP32, Inputs, Precision
+from training.results_files import figure_text
 from training.transforms import Augment
 
 # settings a resumed run may change (`out` is where its last.pt was found, wherever the run
@@ -476,7 +477,7 @@ def _log(writer, record: dict) -> None:
 
 def _describe(record: dict, epochs: int, improved: bool) -> str:
     figures = "  ".join(f"{'val loss' if name == 'val_loss' else name.removeprefix('val_')} "
-                        f"{record[name]:.4f}" for name in record
+                        f"{figure_text(record[name])}" for name in record
                         if name.startswith("val_")
                         and name.endswith(("srocc", "plcc", "accuracy", "_map", "_loss")))
     return (f"epoch {counted(record)['epoch']}/{epochs}  loss {record['train_loss']:.4f}  "

@@ -26,7 +26,7 @@ from training.features import (
 from training.finetune import median_figures, median_line, undefined_figures
 from training.image_data import published_split_notice, split
 from training.plots import scatter
-from training.results_files import write_json
+from training.results_files import figure_text, write_json
 from training.ridge import ALPHA_GRID, select_ridge
 from training.settings import check_count, check_shared
 from training.trained import TrainedRun, resolved_root
@@ -164,13 +164,21 @@ def one_split(config: ProbeConfig, table: Table, test_table: Table | None,
 
 
 def _median_split(results: list[dict]) -> int:
-    """The split whose test SROCC is the median of those that are numbers, as median_figures
-    takes them (the lower middle of an even count; the first split where none is)."""
+    """The split whose test SROCC is nearest the median of those that are numbers: the middle
+    split, or of an even count (whose median, median_figures', is the two middles' mean) the
+    lower middle; the first split where none is a number."""
     numbers = [i for i, result in enumerate(results) if math.isfinite(result["test"]["srocc"])]
     if not numbers:
         return 0
     numbers.sort(key=lambda i: results[i]["test"]["srocc"])  # (stable: ties by split)
     return numbers[(len(numbers) - 1) // 2]
+
+
+def split_line(result: dict) -> str:
+    """A split's line on screen: its parts' sizes, the ridge's alpha and the test SROCC."""
+    return (f"split {result['repeat']}: {result['train_images']} train, "
+            f"{result['val_images']} val, {result['test']['count']} test images; alpha "
+            f"{result['alpha']:.3g}; test SROCC {figure_text(result['test']['srocc'])}")
 
 
 def _notices(config: ProbeConfig, table: Table, results: list[dict],
@@ -272,7 +280,7 @@ def _write(config: ProbeConfig, summary: dict, predicted: np.ndarray,
     median = summary["splits"][summary["median_split"]]
     scatter(predicted, opinion, median["test"],
             f"probe {summary['dataset']} -> {summary['test_dataset']}, split "
-            f"{median['repeat']} (the median)", out / "scatter.png")
+            f"{median['repeat']} (nearest the median SROCC)", out / "scatter.png")
     print(median_line(summary, config.repeats))
     print(f"results in {out / 'results.json'}, scatter plot of the median split in "
           f"{out / 'scatter.png'}")
@@ -297,9 +305,7 @@ def probe(config: ProbeConfig) -> dict:
         for notice in _notices(config, table, results, (test_table or table).images):
             print(f"NOTICE: {notice}")
         for result in results:
-            print(f"split {result['repeat']}: {result['train_images']} train, "
-                  f"{result['val_images']} val, {result['test']['count']} test images; alpha "
-                  f"{result['alpha']:.3g}; test SROCC {result['test']['srocc']:.4f}")
+            print(split_line(result))
         summary = _summary(config, encoder, table, test_table, results)
         _, predicted, opinion = runs[summary["median_split"]]
         _write(config, summary, predicted, opinion)

@@ -7,8 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from labelers.ensemble import logistic
-from training.correlation import fit_logistic, krcc, plcc, report, rmse, srocc
+from training.correlation import FIT_PAIRS, fit_logistic, krcc, plcc, report, rmse, srocc
 
 
 def _old_plcc(x, y):
@@ -51,9 +50,12 @@ def test_scipy_figures_equal_the_replaced_ones_with_ties(seed, n, step):
                                         nan_ok=True)
     assert krcc(x, y) == pytest.approx(_old_krcc(x, y), abs=1e-12, nan_ok=True)
     figures = report(x, y)
-    fitted = logistic(x, *fit_logistic(x, y))
-    assert figures["plcc"] == pytest.approx(_old_plcc(fitted, y), abs=1e-12, nan_ok=True)
     assert figures["rmse_raw"] == rmse(x, y)
+    if n < FIT_PAIRS:
+        assert np.isnan(figures["plcc"]) and np.isnan(figures["rmse"])
+        return
+    fitted = fit_logistic(x, y)(x)
+    assert figures["plcc"] == pytest.approx(_old_plcc(fitted, y), abs=1e-12, nan_ok=True)
 
 
 def test_kendall_needs_linear_memory_at_validation_size():
@@ -107,7 +109,7 @@ def test_the_logistic_fit_does_not_depend_on_the_predictions_scale():
     y = 0.4 * x + rng.normal(size=100)
     y = (y - y.min()) / np.ptp(y)
     figures = report(x, y)
-    for scaled in (x * 1e-3, x * 1e3 + 7):
+    for scaled in (x * 1e-3, x * 1e3 + 7, 0.5 + x * 1e-12):  # (1e-12: the logistic's floor)
         other = report(scaled, y)
         assert other["plcc"] == pytest.approx(figures["plcc"], abs=1e-9)
         assert other["rmse"] == pytest.approx(figures["rmse"], abs=1e-9)
@@ -122,3 +124,28 @@ def test_the_fitted_curve_is_never_worse_than_a_constant(seed):
     x = rng.normal(size=80) * 1e-3
     y = 0.2 * x / 1e-3 + rng.normal(size=80)
     assert report(x, y)["rmse"] <= np.std(y) + 1e-12
+
+
+def test_the_fitted_figures_need_more_pairs_than_the_logistic_has_parameters():
+    """Four parameters bend a rising logistic through nearly any 3 or 4 rising points: its
+    PLCC is about 1 whatever the predictions (raw 0.89 here), so the fitted figures are
+    undefined there; the rank and raw figures are not."""
+    predicted, opinion = [0.1, 0.15, 0.9, 0.12], [1.0, 2.0, 3.0, 1.5]
+    for count in (3, 4):
+        x, y = np.asarray(predicted[:count]), np.asarray(opinion[:count])
+        assert plcc(x, y) < 0.95 < 0.999 < plcc(fit_logistic(x, y)(x), y)
+        figures = report(x, y)
+        assert np.isnan(figures["plcc"]) and np.isnan(figures["rmse"])
+        assert figures["srocc"] == 1.0 and figures["plcc_raw"] == pytest.approx(plcc(x, y))
+    five = report([0.1, 0.15, 0.9, 0.12, 0.3], [1.0, 2.0, 3.0, 1.5, 2.5])
+    assert np.isfinite(five["plcc"]) and np.isfinite(five["rmse"])
+
+
+def test_an_epochs_line_says_undefined_for_a_validation_figure_that_is_not_a_number():
+    """Validation on 3 or 4 images has no fitted PLCC; constant predictions no SROCC."""
+    from training.loop import _describe
+
+    line = _describe({"epoch": 0, "train_loss": 0.5, "val_loss": 0.25,
+                      "val_srocc": float("nan"), "val_plcc": 0.3, "lr": 1e-3, "seconds": 1.0},
+                     3, improved=False)
+    assert "srocc undefined" in line and "plcc 0.3000" in line and "nan" not in line

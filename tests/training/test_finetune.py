@@ -399,6 +399,25 @@ def test_an_undefined_figure_is_null_in_the_json_and_a_dash_in_compare(tmp_path,
     assert row[-7:] == ["-", "0.5000", "0.4000", "-", "0.0000", "0.1000", "1"]
 
 
+def test_compare_says_how_many_splits_each_median_left_out(tmp_path):
+    """A run where 9 of 10 splits left PLCC and SROCC undefined: their medians are one split's
+    figures, and the row says so beside the runs whose medians hold every split."""
+    from training.compare import table
+    from training.results_files import write_json
+
+    figures = {"srocc": 0.9, "plcc": 0.95, "plcc_raw": 0.9, "krcc": 0.7, "rmse": 0.1,
+               "rmse_raw": 0.1}
+    for name, undefined in (("few", {"plcc": 9, "srocc": 9}), ("all", {})):
+        (tmp_path / name).mkdir()
+        write_json(tmp_path / name / "results.json",
+                   {"dataset": "kadid10k", "start": "random", "median": figures, "repeats": 10,
+                    "undefined": undefined, "splits": []})
+    lines = table([tmp_path / "few", tmp_path / "all"]).splitlines()
+    assert lines[0].endswith("repeats  undefined in (splits)")
+    assert lines[2].startswith("few") and lines[2].endswith("10  PLCC 9, SROCC 9 of 10")
+    assert lines[3].startswith("all") and lines[3].endswith("10")
+
+
 def test_compare_shows_names_and_paths_whole(tmp_path):
     """A long run folder, checkpoint path and dataset names are never cut (kadid10k read as
     adid10k)."""

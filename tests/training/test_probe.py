@@ -424,13 +424,41 @@ def test_half_scale_joins_each_crops_features_with_its_half_size_copys(pretraine
     assert not np.allclose(saved[:, full.shape[1]:], full, atol=near)
 
 
-def test_the_median_split_is_the_one_of_the_reported_median():
-    """Splits whose predictions were constant have no SROCC (NaN): the median split shown
-    (scatter.png, test_predictions.npz) is the lower middle of the others, as the reported
-    median leaves NaN out."""
+def test_the_split_shown_is_the_one_nearest_the_reported_median():
+    """Splits whose predictions were constant have no SROCC (NaN): the split shown
+    (scatter.png, test_predictions.npz) is the one nearest the reported median, which leaves
+    NaN out; of an even count the lower middle (the two are as near)."""
     srocc = [0.4, float("nan"), 0.1, 0.3, float("nan"), 0.2]
     results = [{"test": dict.fromkeys(FIGURES, value)} for value in srocc]
     chosen = _median_split(results)
-    assert srocc[chosen] == 0.2  # of 0.1, 0.2, 0.3, 0.4 (the reported median is 0.25)
-    assert median_figures(results)["srocc"] == pytest.approx(0.25)
+    median = median_figures(results)["srocc"]
+    assert median == pytest.approx(0.25)  # of 0.1, 0.2, 0.3, 0.4
+    assert abs(srocc[chosen] - median) == pytest.approx(min(
+        abs(value - median) for value in srocc if value == value))
+    assert srocc[chosen] == 0.2
+    odd = [{"test": dict.fromkeys(FIGURES, value)} for value in (0.9, 0.5, 0.7)]
+    assert odd[_median_split(odd)]["test"]["srocc"] == median_figures(odd)["srocc"] == 0.7
     assert _median_split([{"test": dict.fromkeys(FIGURES, float("nan"))}] * 3) == 0
+
+
+def test_a_split_without_a_test_srocc_says_undefined_on_screen_and_in_its_plot(tmp_path,
+                                                                              monkeypatch):
+    """Constant predictions have no SROCC: the split's line and the scatter plot's title say
+    "undefined" (as the median line does), never "nan"."""
+    import matplotlib.axes
+
+    from training.correlation import report
+    from training.plots import scatter
+    from training.probe import split_line
+
+    predicted, opinion = np.full(20, 0.3), np.linspace(0, 1, 20)
+    figures = report(predicted, opinion)
+    line = split_line({"repeat": 0, "train_images": 40, "val_images": 5, "alpha": 0.1,
+                       "test": figures})
+    assert line.endswith("test SROCC undefined") and "nan" not in line
+    titles = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda axes, text, **_: titles.append(text))
+    scatter(predicted, opinion, figures, "constant", tmp_path / "scatter.png")
+    assert "SROCC undefined  PLCC undefined  KRCC undefined" in titles[0]
+    assert "nan" not in titles[0] and (tmp_path / "scatter.png").is_file()
