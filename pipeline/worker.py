@@ -583,8 +583,8 @@ def _finish(writer, distorted, config, outcome, location, digest: str, guard: Gu
         paths = shard_paths(location, outcome.index)
         guard.publishing(location)
         location.delete(paths["stats"])  # an earlier make's: the shard is unfinished until its own
-        location.write_bytes(paths["sources"], json.dumps(outcome.sources).encode())
-        location.write_bytes(paths["failures"], "".join(
+        writer.write_list("sources", json.dumps(outcome.sources).encode())
+        writer.write_list("failures", "".join(
             json.dumps(f, sort_keys=True) + "\n" for f in outcome.failures).encode())
         writer.publish()
         guard.publishing(location)  # the stats finish the shard: asked again at the last

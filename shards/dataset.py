@@ -24,6 +24,7 @@ from shards.keys import is_reference
 from shards.layout import DEFAULT_STORE, SOURCES_FILE, SPLITS, plan_file, shard_of, store_of
 from shards.order import ONE_PASS, Order, Stream, check_reading, interleaving, pipeline
 from shards.reader import (
+    DamagedRunFileError,
     DamagedShardError,
     damage_message,
     no_complete_shard,
@@ -109,7 +110,8 @@ class Dataset:
     def references(self) -> dict[str, tuple[str, int]]:
         """ref_id -> (split, shard) of every reference in a complete shard: from
         sources.parquet, or the shards' own indexes where a dataset has none."""
-        if self.location.exists(self.location.path(SOURCES_FILE)):
+        listed = self.location.exists(self.location.path(SOURCES_FILE))
+        if listed:
             table = read_sources(self.location)
             table = table.filter(pc.equal(table["status"], "ok"))
         else:
@@ -117,9 +119,26 @@ class Dataset:
                                with_shard=True)
             table = table.filter(pc.equal(table["kind"], "reference"))
         complete = set(self.shards)
-        return {row["ref_id"]: (row["split"], row["shard"]) for row in
-                table.select(["ref_id", "split", "shard"]).to_pylist()
-                if row["shard"] in complete}
+        found = {row["ref_id"]: (row["split"], row["shard"]) for row in
+                 table.select(["ref_id", "split", "shard"]).to_pylist()
+                 if row["shard"] in complete}
+        self._check_planned_splits(found, SOURCES_FILE if listed else "the shards' records")
+        return found
+
+    def _check_planned_splits(self, found: dict[str, tuple[str, int]], where: str) -> None:
+        """A DamagedRunFileError where a reference's split is not the one plan.json gives it
+        (plan.json is the one the shards' stats name by its digest; sources.parquet, or an old
+        dataset's records, only copy it): a training reference would be read as a test one."""
+        planned = {entry.get("ref_id"): entry.get("split")
+                   for entry in plan_file(self.location).get("references", ())
+                   if isinstance(entry, dict)}
+        moved = sorted(f"{ref} {planned[ref]} -> {split}" for ref, (split, _) in found.items()
+                       if ref in planned and planned[ref] != split)
+        if moved:
+            raise DamagedRunFileError(
+                f"{self.location.root}: {len(moved)} reference(s) in another split in "
+                f"{where} than in plan.json ({', '.join(moved[:3])}): damaged; generate with "
+                "the same options rebuilds it (inspect names the shards behind it)")
 
     @cached_property
     def splits(self) -> dict[str, str]:

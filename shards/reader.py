@@ -30,7 +30,7 @@ from shards.layout import (
 )
 from shards.reads import read_ahead
 from shards.schema import CHAIN_TYPE, chain_of
-from shards.storage import STAGED_SUFFIX, HashingStream, Location, redact
+from shards.storage import STAGED_SUFFIX, HashingStream, Location, json_lines, redact
 from shards.tar_stream import TAR_CHANGED, read_tar
 
 
@@ -285,12 +285,18 @@ class ShardListsError(ValueError):
 
 def shard_lists(location: Location, paths: dict[str, str], stats: dict
                 ) -> tuple[list[dict], list[dict]]:
-    """A shard's sources rows and failures, checked against its stats: a row per source, the
-    references made and the failures they count (a count the stats of an older shard lack is
-    not compared); a ShardListsError naming what is wrong."""
+    """A shard's sources rows and failures, checked against its stats: each list's SHA-256,
+    a row per source, the references made and the failures they count (a hash or count the
+    stats of an older shard lack is not compared); a ShardListsError naming what is wrong."""
+    listed = {kind: location.read_bytes(paths[kind]) for kind in ("sources", "failures")}
+    changed = [kind for kind, data in listed.items() if stats.get(f"{kind}_sha256") not in
+               (None, hashlib.sha256(data).hexdigest())]
+    if changed:
+        raise ShardListsError(f"its {' and '.join(changed)} list's SHA-256 is not the one its "
+                              "stats record: changed since the shard was written")
     try:
-        sources = json.loads(location.read_bytes(paths["sources"]))
-        failures = location.read_json_lines(paths["failures"])
+        sources = json.loads(listed["sources"])
+        failures = json_lines(listed["failures"])
     except (ValueError, UnicodeDecodeError) as error:
         raise ShardListsError(f"sources or failures list unreadable ({error})") from None
     if not isinstance(sources, list) or not all(

@@ -154,6 +154,11 @@ def check_uri(uri: str) -> None:
                               "path itself")
 
 
+def json_lines(data: bytes) -> list:
+    """The records of JSON-lines bytes (a failures list), blank lines skipped."""
+    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+
+
 @dataclass(frozen=True)
 class Location:
     """A filesystem and a root path on it."""
@@ -197,8 +202,7 @@ class Location:
 
     def read_json_lines(self, path: str) -> list[dict]:
         """The records of a JSON-lines file (a failures list), blank lines skipped."""
-        return [json.loads(line) for line in self.read_bytes(path).decode().splitlines()
-                if line.strip()]
+        return json_lines(self.read_bytes(path))
 
     def read_json_or_empty(self, path: str) -> dict:
         """A JSON file's document, {} where there is no such file."""

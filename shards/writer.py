@@ -64,6 +64,7 @@ class ShardWriter:
             fileobj=self._hashing if self._gzip is None else self._gzip, mode="w|",
             format=tarfile.GNU_FORMAT)
         self._rows: list[dict] = []
+        self._list_digests: dict[str, str] = {}
         self._started = time.perf_counter()
 
     def _member(self, name: str, data: bytes) -> None:
@@ -80,6 +81,13 @@ class ShardWriter:
             self._member(f"{record['key']}.{extension}", image_bytes)
         self._member(f"{record['key']}.json", sample_json(record))
         self._rows.append(index_row(record))
+
+    def write_list(self, kind: str, data: bytes) -> None:
+        """One of the shard's side lists ("sources", "failures"), written before the stats,
+        which record its SHA-256: a list edited afterwards is a changed shard to a resume and
+        to `inspect` (shards.reader.shard_lists)."""
+        self.location.write_bytes(self.paths[kind], data)
+        self._list_digests[f"{kind}_sha256"] = hashlib.sha256(data).hexdigest()
 
     def finish(self, stats: dict) -> dict:
         """Close and publish the tar and parquet, then write the stats file last, with their
@@ -105,10 +113,11 @@ class ShardWriter:
 
     def write_stats(self, stats: dict) -> dict:
         """The stats file, last: `stats` with the byte sizes and SHA-256s of the tar and the
-        parquet index."""
+        parquet index, and the SHA-256s of the lists written through write_list."""
         full_stats = {**stats, "shard": self.index, "samples": len(self._rows),
                       "tar_bytes": self._hashing.size,
                       "tar_sha256": self._hashing.sha256.hexdigest(), **self._index_digest,
+                      **self._list_digests,
                       "write_seconds": round(time.perf_counter() - self._started, 3)}
         self.location.write_json(self.paths["stats"], full_stats)
         return full_stats

@@ -150,7 +150,7 @@ def convert_shard(job: Job) -> tuple[int, int]:
         paths = shard_paths(target, job.index)
         target.delete(paths["stats"])  # an earlier convert's: unfinished until its own
         for kind in ("sources", "failures"):  # before the stats, which finish the shard
-            _copy(source, target, shard_paths(source, job.index)[kind], paths[kind])
+            writer.write_list(kind, source.read_bytes(shard_paths(source, job.index)[kind]))
         writer.publish()
     except BaseException:
         writer.abort()

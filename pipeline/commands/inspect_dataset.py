@@ -117,7 +117,7 @@ class ShardCheck:
     location: Location
     digest: str
     index: int
-    planned: frozenset[str]  # the ref_ids the plan puts in the shard
+    splits: tuple[tuple[str, str], ...]  # (ref_id, split) of the references planned in it
     per_reference: int  # samples a reference makes: itself and its versions
     store: str = DEFAULT_STORE
     keep_pngs: tuple[int, ...] = ()
@@ -126,8 +126,8 @@ class ShardCheck:
     def of(cls, location: Location, plan: Plan, index: int, per_reference: int,
            store: str = DEFAULT_STORE, keep_pngs: tuple[int, ...] = ()) -> "ShardCheck":
         return cls(location, plan.digest, index,
-                   frozenset(ref.ref_id for ref in plan.shard(index)), per_reference, store,
-                   keep_pngs)
+                   tuple((ref.ref_id, ref.split) for ref in plan.shard(index)), per_reference,
+                   store, keep_pngs)
 
 
 def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
@@ -174,9 +174,11 @@ def _content_problems(job: ShardCheck, examination: ShardExamination) -> list[st
     if misstored:
         problems.append(f"{len(misstored)} samples lack or hold a PNG against the store mode "
                         f"{job.store} (first {misstored[0]})")
-    strangers = {row["ref_id"] for row in rows} - job.planned
+    planned = dict(job.splits)
+    strangers = {row["ref_id"] for row in rows} - set(planned)
     if strangers:
         problems.append(f"references not in its plan: {sorted(strangers)}")
+    problems += _split_problems(planned, rows, examination.sources or ())
     if not isinstance(stats.get("failures"), int):
         return [*problems, "its stats record no failures count"]
     references = {row["ref_id"] for row in rows if row["kind"] == "reference"}
@@ -189,6 +191,22 @@ def _content_problems(job: ShardCheck, examination: ShardExamination) -> list[st
     if len(rows) != expected:
         problems.append(f"{len(rows)} samples, but the plan and the recorded failures account "
                         f"for {expected}")
+    return problems
+
+
+def _split_problems(planned: dict[str, str], rows: list[dict], sources: list[dict]
+                    ) -> list[str]:
+    """Where the shard's records or its sources list (which the run's end merges into
+    sources.parquet, where readers take the splits from) put a planned reference in another
+    split than the plan: a training reference would be read as a test one."""
+    problems = []
+    for what, entries in (("records", rows), ("sources list", sources)):
+        moved = sorted({f"{entry['ref_id']} {planned[entry['ref_id']]} -> {entry.get('split')}"
+                        for entry in entries if entry.get("ref_id") in planned
+                        and entry.get("split") != planned[entry["ref_id"]]})
+        if moved:
+            problems.append(f"its {what} put {len(moved)} reference(s) in another split than "
+                            f"the plan ({a_few(moved)}): changed after it was written")
     return problems
 
 

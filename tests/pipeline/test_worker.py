@@ -1067,6 +1067,54 @@ def test_inspect_compares_every_record_with_its_index_row(fast_config, mae_ensem
         "tar record and its index row differ in quality (changed after it was written)"]
 
 
+def test_a_reference_moved_to_another_split_after_writing_is_named_and_never_read_so(
+        fast_config, mae_ensemble):
+    """A shard's sources list edited to put a reference in another split (a training one
+    read as test): the SHA-256 its stats record of the list makes it a changed shard, which
+    a resume makes again and inspect names; without that hash (an older shard's stats)
+    inspect compares the list with the plan; and a reader refuses a sources.parquet whose
+    splits are not the plan's."""
+    from pipeline.report import write_run_files
+    from shards import open_dataset
+    from shards.reader import DamagedRunFileError
+    from tests.conftest import finish
+
+    config = fast_config("embedded", limit=2, shard_refs=1, distortion_ids=(1, 13))
+    plan, location, _ = _run_all(config, mae_ensemble)
+    write_run_files(location, config, plan, mae_ensemble, ())
+    finish(location, plan, config)
+    assert inspect(config.out)[1] == []
+    [moved] = plan.shard(0)
+    other = next(split for split in ("train", "val", "test") if split != moved.split)
+    paths = {kind: Path(path) for kind, path in shard_paths(location, 0).items()}
+    rows = json.loads(paths["sources"].read_text())
+    rows[0]["split"] = other
+    paths["sources"].write_text(json.dumps(rows))
+    assert shard_problems(location, 0, plan.digest, config.store) == [
+        "its sources list's SHA-256 is not the one its stats record: changed since the shard "
+        "was written"]
+    assert len(inspect(config.out)[1]) == 1
+    stats = json.loads(paths["stats"].read_text())
+    del stats["sources_sha256"]  # as the stats of a shard written before they held it
+    paths["stats"].write_text(json.dumps(stats))
+    assert shard_problems(location, 0, plan.digest, config.store) == []
+    assert inspect(config.out)[1] == [
+        f"shard 00000: its sources list put 1 reference(s) in another split than the plan "
+        f"({moved.ref_id} {moved.split} -> {other}): changed after it was written"]
+    assert {split for split in open_dataset(config.out).splits.values()} <= {
+        ref.split for ref in plan.references}  # sources.parquet still holds the plan's
+    merged = location.path("sources.parquet")
+    table = pq.read_table(merged)
+    splits = [other if ref_id == moved.ref_id else split for ref_id, split in
+              zip(table["ref_id"].to_pylist(), table["split"].to_pylist(), strict=True)]
+    pq.write_table(table.set_column(table.schema.get_field_index("split"), "split",
+                                    pa.array(splits)), merged)
+    with pytest.raises(DamagedRunFileError, match=rf"1 reference\(s\) in another split in "
+                                                  rf"sources.parquet than in plan.json "
+                                                  rf"\({moved.ref_id} {moved.split} -> {other}\)"):
+        open_dataset(config.out).samples(split=other)
+
+
 @pytest.mark.slow
 def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_path,
                                                                           fast_config,
