@@ -30,7 +30,9 @@ from pipeline.report_check import (
 from shards.layout import (
     DEFAULT_STORE,
     ENSEMBLE_FILE,
+    FAILURES_FILE,
     MANIFEST_FILE,
+    PLAN_FILE,
     REPORT_FILE,
     SOURCES_FILE,
     labels_file,
@@ -152,7 +154,10 @@ def checked_shard(job: ShardCheck) -> tuple[list[str], Counter, Routes]:
                 examination.problems or _content_problems(job, examination)]
     routes = {row["ref_id"]: (job.index, row.get("status"), row.get("sha256"))
               for row in examination.sources or ()}
-    return problems, stats_counts(examination.stats), routes
+    failures = (examination.stats or {}).get("failures")
+    counted = stats_counts(examination.stats) + Counter(
+        {"failures": failures} if type(failures) is int else {})
+    return problems, counted, routes
 
 
 def _content_problems(job: ShardCheck, examination: ShardExamination) -> list[str]:
@@ -283,9 +288,13 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
         counts, (route[1] for route in routes.values()), len(plan.duplicates))
     report_lines, problems = _report(location, held)
     problems += ensemble_problems(location, config, ensemble_hash)
-    if location.exists(location.path(REPORT_FILE)):  # the run finished: its sources.parquet
+    if location.exists(location.path(REPORT_FILE)):  # the run finished: its merged lists
         problems += sources_problems(location, plan, routes)
-    lines, problems = lines + report_lines, shard_problems + problems
+        if not shard_problems:
+            problems += failures_problems(location, counts["failures"] + len(plan.duplicates))
+    # first: a manifest edited against the plan (the shards are counted by its grid)
+    lines = lines + report_lines
+    problems = manifest_problems(location, plan, config) + shard_problems + problems
     if not shard_problems:  # every planned shard complete; a sidecar matches a whole dataset
         shards = list(range(plan.shard_count))
         problems += sidecar_problems(location, plan.digest, shards)
@@ -298,6 +307,33 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
                                                keep_pngs=config.keep_pngs)
         lines, problems = lines + deep_lines, problems + deep_problems
     return lines, problems
+
+
+def manifest_problems(location: Location, plan: Plan, config: RunConfig) -> list[str]:
+    """Where manifest.json (what readers and training take the run's grid and modes from)
+    is not the run of plan.json (which the shards' stats name by its digest): its plan
+    digest, counts, store and modes (where it records them), and its configuration's plan
+    inputs, in words."""
+    manifest = run_file(location, MANIFEST_FILE)
+    recorded = {"plan_digest": plan.digest, "shards": plan.shard_count,
+                "references": len(plan.references), "store": config.store,
+                "modes": config.modes()}
+    differing = [f"{name} {manifest.get(name)!r}, the plan's {value!r}"
+                 for name, value in recorded.items()  # (a field an older manifest lacks: not)
+                 if name in manifest and json_value(manifest[name]) != json_value(value)]
+    inputs = json_value(config.plan_inputs())
+    differing += [f"config {name} {inputs.get(name)!r}, the plan's {plan.inputs.get(name)!r}"
+                  for name in sorted(set(inputs) | set(plan.inputs))
+                  if inputs.get(name) != plan.inputs.get(name)]
+    if not differing:
+        return []
+    return [f"{MANIFEST_FILE} is not the run of {PLAN_FILE} ({a_few(differing, separator='; ')})"
+            ": edited or damaged; rerun generate on the dataset to write it again"]
+
+
+def json_value(value):
+    """`value` as JSON gives it back (tuples as lists), for comparing with a file's."""
+    return json.loads(json.dumps(value))
 
 
 def ensemble_problems(location: Location, config: RunConfig, ensemble_hash: str) -> list[str]:
@@ -397,6 +433,31 @@ def sources_problems(location: Location, plan: Plan, routes: Routes | None = Non
         return []
     return _routing_problems(plan, table.select(["ref_id", "shard", "status", "sha256"]),
                             routes)
+
+
+def failures_problems(location: Location, held: int) -> list[str]:
+    """Where failures.jsonl, merged from the shards' lists and the plan's duplicates, does
+    not hold the `held` failures they do, or its reasons are not the report's tally."""
+    remedy = "edited or damaged; rerun generate on the dataset to merge it again"
+    try:
+        failures = location.read_json_lines(location.path(FAILURES_FILE))
+    except FileNotFoundError:
+        return [f"no {FAILURES_FILE}: the run's failures are not listed; {remedy}"]
+    except (ValueError, UnicodeDecodeError) as error:
+        return [f"{FAILURES_FILE} is not JSON lines ({error}): {remedy}"]
+    if len(failures) != held:
+        return [f"{FAILURES_FILE} lists {len(failures)} failures, the shards' lists and the "
+                f"plan's duplicates {held}: {remedy}"]
+    reasons = Counter(failure.get("reason") if isinstance(failure, dict) else None
+                      for failure in failures)
+    try:
+        tallied = run_file(location, REPORT_FILE)["failures_by_reason"]
+    except (RunFileError, KeyError, TypeError):
+        return []  # the report's own problems are named by _report
+    if reasons != tallied:
+        return [f"{FAILURES_FILE} lists failures by reason {dict(reasons)}, {REPORT_FILE} "
+                f"{tallied}: {remedy}"]
+    return []
 
 
 def _routing_problems(plan: Plan, table: pa.Table, routes: Routes) -> list[str]:

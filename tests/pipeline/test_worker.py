@@ -1115,6 +1115,41 @@ def test_a_reference_moved_to_another_split_after_writing_is_named_and_never_rea
         open_dataset(config.out).samples(split=other)
 
 
+def test_inspect_names_a_manifest_or_failures_list_that_is_not_the_runs(fast_config,
+                                                                        mae_ensemble):
+    """manifest.json (training takes the grid from it) edited against plan.json, which the
+    shards' stats name by its digest, and failures.jsonl holding a line no shard lists."""
+    from pipeline.report import write_run_files
+    from tests.conftest import finish
+
+    config = fast_config("embedded", limit=2, shard_refs=1, distortion_ids=(1, 13))
+    plan, location, outcomes = _run_all(config, mae_ensemble)
+    write_run_files(location, config, plan, mae_ensemble, ())
+    finish(location, plan, config)
+    assert inspect(config.out)[1] == []
+    manifest_path = Path(location.path("manifest.json"))
+    kept = manifest_path.read_text()
+    edits = {"seed": ("config", "seed", 7), "levels": ("config", "levels", [1, 2, 5]),
+             "shards": (None, "shards", 3), "plan_digest": (None, "plan_digest", "0" * 64)}
+    for what, (section, name, value) in edits.items():
+        manifest = json.loads(kept)
+        (manifest[section] if section else manifest)[name] = value
+        manifest_path.write_text(json.dumps(manifest))
+        problem = inspect(config.out)[1][0]  # (the shards, counted by its grid, may follow)
+        assert problem.startswith("manifest.json is not the run of plan.json (") and (
+            f"{'config ' if section else ''}{what} " in problem), problem
+    manifest_path.write_text(kept)
+    failures_path = Path(location.path("failures.jsonl"))
+    listed = sum(len(outcome.failures) for outcome in outcomes)
+    assert len(failures_path.read_text().splitlines()) == listed
+    with failures_path.open("a") as handle:
+        handle.write(json.dumps({"ref_id": "astronaut", "reason": "label_failed"}) + "\n")
+    assert inspect(config.out)[1] == [
+        f"failures.jsonl lists {listed + 1} failures, the shards' lists and the plan's "
+        f"duplicates {listed}: edited or damaged; rerun generate on the dataset to merge it "
+        "again"]
+
+
 @pytest.mark.slow
 def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_path,
                                                                           fast_config,
