@@ -208,11 +208,16 @@ INDEX_CHANGED = ("parquet index differs from its stats' SHA-256 (changed after i
 
 def index_problem(data: bytes, stats: dict) -> str | None:
     """What is wrong with a shard's parquet index of bytes `data` by its stats (None: their
-    size and SHA-256, or stats written before they recorded them)."""
+    size and SHA-256, or stats written before they recorded them, and its row count, the
+    stats' samples)."""
     if problem := index_size_problem(len(data), stats):
         return problem
     recorded = stats.get("parquet_sha256")
-    return INDEX_CHANGED if recorded and hashlib.sha256(data).hexdigest() != recorded else None
+    if recorded and hashlib.sha256(data).hexdigest() != recorded:
+        return INDEX_CHANGED
+    rows = pq.read_metadata(pa.BufferReader(data)).num_rows
+    return (f"stats say {stats.get('samples')} samples, parquet has {rows}"
+            if stats.get("samples") != rows else None)
 
 
 def tar_sha256(location: Location, path: str) -> str:
@@ -250,7 +255,6 @@ def examine_shard(location: Location, index: int, digest: str | None, store: str
         index_bytes = location.read_bytes(paths["parquet"])
         if problem := index_problem(index_bytes, stats):
             return ShardExamination([problem], stats)
-        rows = pq.read_metadata(pa.BufferReader(index_bytes)).num_rows
     except (ValueError, OSError, pa.ArrowException) as error:
         return ShardExamination([f"stats or parquet unreadable ({type(error).__name__}: "
                                  f"{error})"])
@@ -264,8 +268,6 @@ def examine_shard(location: Location, index: int, digest: str | None, store: str
                         f"run's {digest[:12]}")
     if problem := misplaced(stats, index):
         problems.append(problem)
-    if stats.get("samples") != rows:
-        problems.append(f"stats say {stats.get('samples')} samples, parquet has {rows}")
     if problem := tar_size_problem(location.fs.get_file_info(paths["tar"]).size, stats):
         problems.append(problem)
     elif verify_hash and tar_sha256(location, paths["tar"]) != stats.get("tar_sha256"):
@@ -289,11 +291,6 @@ def shard_lists(location: Location, paths: dict[str, str], stats: dict
     a row per source, the references made and the failures they count (a hash or count the
     stats of an older shard lack is not compared); a ShardListsError naming what is wrong."""
     listed = {kind: location.read_bytes(paths[kind]) for kind in ("sources", "failures")}
-    changed = [kind for kind, data in listed.items() if stats.get(f"{kind}_sha256") not in
-               (None, hashlib.sha256(data).hexdigest())]
-    if changed:
-        raise ShardListsError(f"its {' and '.join(changed)} list's SHA-256 is not the one its "
-                              "stats record: changed since the shard was written")
     try:
         sources = json.loads(listed["sources"])
         failures = json_lines(listed["failures"])
@@ -311,6 +308,11 @@ def shard_lists(location: Location, paths: dict[str, str], stats: dict
              if isinstance(stats.get(name), int) and stats[name] != count]
     if wrong:
         raise ShardListsError(f"its lists hold {', '.join(wrong)}")
+    changed = [kind for kind, data in listed.items() if stats.get(f"{kind}_sha256") not in
+               (None, hashlib.sha256(data).hexdigest())]
+    if changed:
+        raise ShardListsError(f"its {' and '.join(changed)} list's SHA-256 is not the one its "
+                              "stats record: changed since the shard was written")
     return sources, failures
 
 

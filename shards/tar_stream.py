@@ -5,6 +5,7 @@ time and one member at a time (a shard is never held whole). A gzipped tar (.tar
 and hybrid datasets) is inflated by gzip as it streams, which checks the CRC and length its
 gzip trailer records once the last byte is read (tarfile's own inflating checks neither)."""
 
+import contextlib
 import gzip
 import tarfile
 import zlib
@@ -83,25 +84,18 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
     the shards are drawn without end (a source's "pool": the shards drawn from), a stream
     that has read each of them without an item raises NothingToDrawError."""
     def one(source: dict, barren: set[str]) -> Iterator:
-        url, gzipped = source["url"], source["url"].lower().endswith(".gz")
+        url = source["url"]
         stats = recorded(url) if recorded is not None else {}
         with location.fs.open_input_stream(url, compression=None) as stored:
             hashing = HashingStream(stored)
-            counted = CountingStream(gzip.GzipFile(fileobj=hashing, mode="rb")
-                                     if gzipped else hashing)
+            counted = _tar_bytes(url, hashing)
             keys: set[str] = set()
             items = 0
-            try:
+            with _inflated_to_end(url, counted):
                 for item in per_shard({**source, "stream": counted, "keys": keys}):
                     items += 1
                     yield item
-            except Exception:  # a damaged .tar.gz reads as bad records: named as damage
-                if gzipped:
-                    _check_inflated_to_end(url, counted, ended=False)
-                raise
-            if gzipped:
-                _check_inflated_to_end(url, counted)
-            else:
+            if not _gzipped(url):
                 _check_read_to_end(location, url, counted.count)
             _check_against_stats(url, keys, hashing, stats)
         if not items and "pool" in source:
@@ -111,6 +105,32 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
         barren: set[str] = set()  # drawn shards read to their end without an item
         return merge(one(source, barren) for source in sources)
     return stage
+
+
+def _gzipped(url: str) -> bool:
+    return url.lower().endswith(".gz")
+
+
+def _tar_bytes(url: str, stored) -> CountingStream:
+    """The tar's bytes from its `stored` ones (inflated by gzip where it is a .tar.gz),
+    counted as they are read."""
+    return CountingStream(gzip.GzipFile(fileobj=stored, mode="rb") if _gzipped(url)
+                          else stored)
+
+
+@contextlib.contextmanager
+def _inflated_to_end(url: str, counted: CountingStream):
+    """Around reading a .tar.gz's members: once they are read, its gzip trailer is checked
+    (_check_inflated_to_end); where reading stopped on a bad record, the rest is inflated
+    for its CRC first (a damaged .tar.gz reads as bad records: it is named as damage)."""
+    try:
+        yield
+    except Exception:
+        if _gzipped(url):
+            _check_inflated_to_end(url, counted, ended=False)
+        raise
+    if _gzipped(url):
+        _check_inflated_to_end(url, counted)
 
 
 def _check_against_stats(url: str, keys: set[str], read: HashingStream, stats: dict) -> None:
@@ -189,7 +209,9 @@ class VerifiedTar:
     def __iter__(self) -> Iterator[dict]:
         with self.location.fs.open_input_stream(self.url, compression=None) as stream:
             self._hashing = HashingStream(stream)
-            yield from shard_samples({"url": self.url, "stream": self._hashing})
+            counted = _tar_bytes(self.url, self._hashing)
+            with _inflated_to_end(self.url, counted):
+                yield from shard_samples({"url": self.url, "stream": counted})
             self.check()
 
     def check(self) -> None:

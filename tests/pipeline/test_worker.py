@@ -1150,6 +1150,54 @@ def test_inspect_names_a_manifest_or_failures_list_that_is_not_the_runs(fast_con
         "again"]
 
 
+def test_a_reader_refuses_an_index_whose_rows_are_not_its_stats_samples(fast_config,
+                                                                        mae_ensemble):
+    """An index with a row less (or one twice), its stats' size and SHA-256 made to agree: the
+    stats still count the samples the tar holds, so a reader names the shard rather than read
+    a sample short (or twice)."""
+    from pipeline.report import write_run_files
+    from shards.reader import DamagedShardError
+    from tests.conftest import finish, stats_agree
+
+    config = fast_config("embedded", limit=2, shard_refs=1, distortion_ids=(1, 13))
+    plan, location, _ = _run_all(config, mae_ensemble)
+    write_run_files(location, config, plan, mae_ensemble, ())
+    finish(location, plan, config)
+    path = shard_paths(location, 1)["parquet"]
+    rows = pq.read_table(path).to_pylist()
+    for changed in (rows[:-1], rows + rows[-1:]):
+        pq.write_table(pa.Table.from_pylist(changed, schema=INDEX_SCHEMA), path)
+        stats_agree(Path(path))
+        with pytest.raises(DamagedShardError, match=rf"00001.parquet: stats say {len(rows)} "
+                                                    rf"samples, parquet has {len(changed)}"):
+            read_index(location)
+        assert shard_problems(location, 1, plan.digest, config.store) == [
+            f"stats say {len(rows)} samples, parquet has {len(changed)}"]
+
+
+def test_inspect_reads_a_gzipped_shard_to_its_trailer(fast_config, mae_ensemble):
+    """A .tar.gz (recipes store) whose gzip trailer's CRC was flipped, its stats made to
+    agree with the new bytes: every member still reads, but the inflated bytes are not what
+    was written; inspect (not only --deep and the readers) names the shard."""
+    from pipeline.report import write_run_files
+    from tests.conftest import finish, stats_agree
+
+    config = fast_config("embedded", limit=2, shard_refs=1, distortion_ids=(1, 13),
+                         store="recipes")
+    plan, location, _ = _run_all(config, mae_ensemble)
+    write_run_files(location, config, plan, mae_ensemble, ())
+    finish(location, plan, config)
+    assert inspect(config.out)[1] == []
+    path = Path(tar_path(location, 0, config.store))
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0x01  # the trailer: CRC-32, then the inflated length
+    path.write_bytes(bytes(data))
+    stats_agree(path)
+    [problem] = inspect(config.out)[1]
+    assert problem.startswith("shard 00000: tar unreadable (ShardReadError: ") and (
+        "CRC check failed" in problem), problem
+
+
 @pytest.mark.slow
 def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_path,
                                                                           fast_config,

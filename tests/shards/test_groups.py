@@ -3,6 +3,7 @@ is the same window of its full stored image), one box per group, drawn reproduci
 the read order; versions=n draws n distinct versions per seed; two views overlap inside the
 image; member order inside a shard does not matter."""
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from shards.groups import IncompleteShardError
 from shards.keys import distorted_key, reference_key
 from shards.layout import shard_paths
 from shards.order import Order
-from shards.reader import read_index
+from shards.reader import DamagedShardError, read_index
 from shards.storage import Location
 from shards.writer import ShardWriter
 from tests.conftest import stats_agree
@@ -219,7 +220,12 @@ def test_a_shard_whose_index_names_a_missing_member_is_an_error(tmp_path, hand_m
     extra = {**table.slice(0, 1).to_pylist()[0], "key": "c_d09_l1", "distortion_id": 9}
     pq.write_table(pa.concat_tables([table, pa.Table.from_pylist([extra],
                                                                  schema=table.schema)]), path)
-    stats_agree(Path(path))  # as if written so: not a damaged shard
+    stats_agree(Path(path))  # its size and SHA-256, but not the samples its stats count
+    with pytest.raises(DamagedShardError, match=r"stats say 5 samples, parquet has 6"):
+        list(open_dataset(str(broken)).groups("pair", crop=16))
+    stats_path = Path(shard_paths(location, 1)["stats"])
+    stats = json.loads(stats_path.read_text())
+    stats_path.write_text(json.dumps({**stats, "samples": 6}))  # as if written so
     for kind in ("chunk", "pair", "triplet"):
         with pytest.raises(IncompleteShardError, match="c_d09_l1"):
             list(open_dataset(str(broken)).groups(kind, crop=16))
