@@ -509,6 +509,12 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
             ray.shutdown()                 # answer, not in an exit handler after it
 
 
+def _unverified(done: int) -> str:
+    """What a resume without --verify checked of the finished shards it keeps."""
+    return (f" (their {done} tar(s) kept by their sizes, their indexes and lists by their "
+            "SHA-256; --verify hashes the tars too, reading them all)")
+
+
 def _generate(config: RunConfig, options: ClusterOptions, location: Location,
               absent: tuple[str, ...], started: float, lease: Lease) -> dict:
     ensemble = load_ensemble(config.ensemble_file)
@@ -519,7 +525,8 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     _start_ray()
     check_reachable(plan, config.sources, config.out, lease.identity())
     if resumed:
-        print(f"resuming: {len(done)} of {plan.shard_count} shards done")
+        print(f"resuming: {len(done)} of {plan.shard_count} shards done"
+              + (_unverified(len(done)) if done and not options.verify else ""))
     if todo:
         _drop_stale_results(location)
     _say_what_labels_lack(config, ensemble, absent)

@@ -303,7 +303,7 @@ def differences(old: Plan, new: Plan) -> list[str]:
     before = {key: old.inputs.get(key, MODE_DEFAULTS.get(key)) for key in keys}
     after = {key: new.inputs.get(key, MODE_DEFAULTS.get(key)) for key in keys}
     changed = [f"{key} {_shown(before[key])} -> {_shown(after[key])}" for key in keys
-               if _as_json(before[key]) != _as_json(after[key])]
+               if as_json(before[key]) != as_json(after[key])]
     if (old.references, old.duplicates) != (new.references, new.duplicates):
         changed.append(f"sources ({len(old.references)} -> {len(new.references)} references, "
                        f"{len(old.duplicates)} -> {len(new.duplicates)} duplicates"
@@ -320,7 +320,8 @@ def _listed(value):
     return [_listed(item) for item in value] if isinstance(value, tuple | list) else value
 
 
-def _as_json(value) -> str:
+def as_json(value) -> str:
+    """`value` as a file's JSON holds it (a tuple as its list), for comparing two."""
     return json.dumps(value, sort_keys=True)
 
 

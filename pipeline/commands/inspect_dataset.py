@@ -18,7 +18,7 @@ from pipeline.commands.storage_check import storage_summary
 from pipeline.config import RunConfig, manifest_config
 from pipeline.lease import live_writer
 from pipeline.output_folder import staged_files
-from pipeline.plan import Plan, read_plan
+from pipeline.plan import Plan, as_json, differences, label_identity, read_plan
 from pipeline.processes import in_processes
 from pipeline.report import libraries_differing_message, modes_line, replay_differs
 from pipeline.report_check import (
@@ -312,28 +312,26 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
 def manifest_problems(location: Location, plan: Plan, config: RunConfig) -> list[str]:
     """Where manifest.json (what readers and training take the run's grid and modes from)
     is not the run of plan.json (which the shards' stats name by its digest): its plan
-    digest, counts, store and modes (where it records them), and its configuration's plan
-    inputs, in words."""
+    digest, counts, store and modes (where it records them), and the plan inputs its
+    configuration and labels make (as generate makes them), in words."""
     manifest = run_file(location, MANIFEST_FILE)
     recorded = {"plan_digest": plan.digest, "shards": plan.shard_count,
                 "references": len(plan.references), "store": config.store,
                 "modes": config.modes()}
     differing = [f"{name} {manifest.get(name)!r}, the plan's {value!r}"
                  for name, value in recorded.items()  # (a field an older manifest lacks: not)
-                 if name in manifest and json_value(manifest[name]) != json_value(value)]
-    inputs = json_value(config.plan_inputs())
-    differing += [f"config {name} {inputs.get(name)!r}, the plan's {plan.inputs.get(name)!r}"
-                  for name in sorted(set(inputs) | set(plan.inputs))
-                  if inputs.get(name) != plan.inputs.get(name)]
+                 if name in manifest and as_json(manifest[name]) != as_json(value)]
+    try:  # (a plan made before it held what Q means: its inputs alone)
+        labels = (label_identity(manifest.get("ensemble_hash"), manifest.get("metrics_absent"))
+                  if "ensemble_hash" in plan.inputs else {})
+        made = Plan({**config.plan_inputs(), **labels}, plan.references, plan.duplicates)
+        differing += [f"config {change}" for change in differences(plan, made)]
+    except (TypeError, ValueError) as error:  # metrics_absent not a list of names
+        differing.append(f"its labels are not readable ({error})")
     if not differing:
         return []
     return [f"{MANIFEST_FILE} is not the run of {PLAN_FILE} ({a_few(differing, separator='; ')})"
             ": edited or damaged; rerun generate on the dataset to write it again"]
-
-
-def json_value(value):
-    """`value` as JSON gives it back (tuples as lists), for comparing with a file's."""
-    return json.loads(json.dumps(value))
 
 
 def ensemble_problems(location: Location, config: RunConfig, ensemble_hash: str) -> list[str]:

@@ -176,13 +176,13 @@ def test_a_convert_stopped_before_a_shards_lists_are_copied_leaves_it_unfinished
     """A shard's stats finish it (the spec: written last). A convert that stops while it
     copies a shard's sources and failures lists leaves no stats there, so readers never count
     it; the rerun makes it, the bytes generate writes in that mode."""
-    from pipeline.commands import convert as command
+    from shards.writer import ShardWriter
 
     out = tmp_path / "images"
 
-    def failing(source, target, path, to):
-        raise OSError(f"stopped copying {path}")
-    monkeypatch.setattr(command, "_copy", failing)
+    def failing(writer, kind, data):
+        raise OSError(f"stopped copying the {kind} list")
+    monkeypatch.setattr(ShardWriter, "write_list", failing)
     with pytest.raises(OSError, match="stopped copying"):
         materialize(str(store_datasets["recipes"]), str(out))
     assert not list((out / "shards").glob("*_stats.json"))

@@ -81,7 +81,11 @@ def test_actor_count_does_not_change_the_bytes_and_reruns_resume(
         shard_paths(Location.parse(outs[0].out), 0)["stats"])
     capsys.readouterr()
     generate(outs[0], ClusterOptions(actors=1))
-    assert "resuming: 2 of 2 shards done" in capsys.readouterr().out
+    assert ("resuming: 2 of 2 shards done (their 2 tar(s) kept by their sizes, their indexes "
+            "and lists by their SHA-256; --verify hashes the tars too, reading them all)"
+            ) in capsys.readouterr().out
+    generate(outs[0], ClusterOptions(actors=1, verify=True))
+    assert "resuming: 2 of 2 shards done\n" in capsys.readouterr().out
     assert Location.parse(outs[0].out).read_bytes(
         shard_paths(Location.parse(outs[0].out), 0)["stats"]) == stats_before
 
