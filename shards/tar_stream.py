@@ -40,9 +40,10 @@ class NothingToDrawError(ValueError):
 def _unreadable(url: str) -> Callable[[Exception], bool]:
     """webdataset's exception handler for one shard: raise one clear error naming the tar."""
     def handler(error: Exception) -> bool:
-        if isinstance(error, ShardReadError):  # named already, by the stage before (which
-            raise ShardReadError(error.args[0]) from error.__cause__  # appended to its args)
+        # (webdataset appends " @ " and the stream it read to the message of what it passes on)
         reason = str(error.args[0]) if error.args else type(error).__name__
+        if isinstance(error, ShardReadError):  # named already, by the stage before
+            raise ShardReadError(reason.partition(" @ ")[0]) from error.__cause__
         raise ShardReadError(f"{url} is unreadable: {reason.partition(' @ ')[0]}") from error
     return handler
 

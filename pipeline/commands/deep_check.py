@@ -47,9 +47,17 @@ def _pixels(location: Location, tar: str, keys: set[str]
     """The stored pixels (None for a version stored as its recipe only) and the record of
     `keys` in the shard tar `tar`; only those members are read."""
     members = tar_members(location, tar, keys=keys)
-    return {key: (decode_png(parts["png"]) if "png" in parts else None,
+    return {key: (_decoded(key, parts["png"]) if "png" in parts else None,
                   json.loads(parts["json"]) if "json" in parts else None)
             for key, parts in members.items()}
+
+
+def _decoded(key: str, png: bytes) -> np.ndarray:
+    """A sample's stored PNG, decoded; a ValueError naming the sample where it is not one."""
+    try:
+        return decode_png(png)
+    except ValueError as error:
+        raise ValueError(f"sample {key}: {error} (changed after it was written)") from None
 
 
 def record_differences(rows: list[dict], records: dict[str, dict | None]) -> list[str]:

@@ -1198,6 +1198,31 @@ def test_inspect_reads_a_gzipped_shard_to_its_trailer(fast_config, mae_ensemble)
         "CRC check failed" in problem), problem
 
 
+def test_the_deep_check_names_the_sample_whose_png_does_not_decode(fast_config,
+                                                                   mae_ensemble):
+    """A byte flipped inside a reference's PNG (its stats made to agree): the deep check names
+    the sample, not only its shard."""
+    from pipeline.report import write_run_files
+    from shards.keys import reference_key
+    from tests.conftest import finish, rewrite_tar
+
+    config = fast_config("embedded", limit=1, shard_refs=1, distortion_ids=(1,))
+    plan, location, _ = _run_all(config, mae_ensemble)
+    write_run_files(location, config, plan, mae_ensemble, ())
+    finish(location, plan, config)
+    key = reference_key(plan.references[0].ref_id)
+
+    def flipped(name: str, data: bytes) -> bytes:
+        if name != f"{key}.png":
+            return data
+        changed = bytearray(data)
+        changed[len(data) // 2] ^= 0xFF  # inside its image data: its chunk's CRC fails
+        return bytes(changed)
+    rewrite_tar(Path(tar_path(location, 0, config.store)), change=flipped)
+    assert (f"deep check: shard 0: sample {key}: not a decodable PNG (changed after it was "
+            "written)") in deep_check(location, 5)[1]
+
+
 @pytest.mark.slow
 def test_deep_inspection_replays_and_rescores_and_catches_a_tampered_score(tmp_path,
                                                                           fast_config,
