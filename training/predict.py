@@ -7,6 +7,7 @@ of the lowest and highest scored."""
 import csv
 import hashlib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from shards.decode import IMAGE_EXTENSIONS
+from shards.words import a_few
 from training import distributed
 from training.benchmarks import DatasetLayoutError, LabelledImage, header_size
 from training.evaluate import quality_model
@@ -50,29 +52,50 @@ class PredictConfig:
         check_count("batch_size", self.batch_size, 1)
 
 
-def image_files(inputs: tuple[str, ...], out: str | None = None) -> list[Path]:
-    """Each input file as named, each folder's files with an image extension below it (sorted,
-    the output folder `out` left out: a rerun must not score its own pictures), each file once
-    (however named: links and other spellings resolved), in that order; a DatasetLayoutError
-    for an input that does not exist or a list without an image."""
-    skipped = Path(out).resolve() if out else None
+def image_files(inputs: tuple[str, ...], out: str | None = None
+                ) -> tuple[list[Path], dict[str, str], list[str]]:
+    """(each input named, and each folder's files with an image extension below it, sorted;
+    each file once, however named: links and other spellings resolved; in that order), why
+    each of them that is no file cannot be scored (nothing behind the name, a link to
+    nothing: each keeps its row), and the folders below that could not be listed. The
+    pictures predict writes (in `out`, and beside an earlier run's summary) are left out: a
+    rerun must not score them. A DatasetLayoutError for inputs without an image name."""
+    own = _real(Path(out) / EXTREMES_FILE) if out else None
     found: dict[Path, Path] = {}  # resolved -> as first named
+    unlisted: list[str] = []
     for name in inputs:
         path = Path(name)
-        if path.is_dir():
-            listed = sorted(item for item in path.rglob("*")
-                            if item.suffix.lower() in IMAGE_EXTENSIONS and item.is_file()
-                            and not (skipped and item.resolve().is_relative_to(skipped)))
-        elif path.is_file():
-            listed = [path]
-        else:
-            raise DatasetLayoutError(f"{name} does not exist")
-        for item in listed:
-            found.setdefault(item.resolve(), item)
+        for item in _below(path, unlisted) if path.is_dir() else [path]:
+            if _real(item) != own and not _predicts_picture(item):
+                found.setdefault(_real(item), item)
     if not found:
         raise DatasetLayoutError(f"no image file in {', '.join(inputs)} (names ending in "
                                  f"{', '.join(sorted(IMAGE_EXTENSIONS))}, any case)")
-    return list(found.values())
+    files = list(found.values())
+    missing = {str(file): "no file behind the name (nothing there, a link to nothing, or "
+               "links in a loop)" for file in files if not file.is_file()}
+    return files, missing, unlisted
+
+
+def _predicts_picture(path: Path) -> bool:
+    """The picture of an earlier predict run: its extremes.png beside its summary."""
+    return path.name == EXTREMES_FILE and (path.parent / SUMMARY_FILE).is_file()
+
+
+def _real(path: Path) -> Path:
+    """The path with its links resolved (a loop of links is left as far as it resolves)."""
+    return Path(os.path.realpath(path))
+
+
+def _below(folder: Path, unlisted: list[str]) -> list[Path]:
+    """The names with an image extension below `folder` (links to folders not followed),
+    sorted; a folder that cannot be listed is added to `unlisted`."""
+    listed = []
+    for root, _, names in os.walk(folder, onerror=lambda error: unlisted.append(
+            str(error.filename))):
+        listed += [Path(root) / name for name in names
+                   if Path(name).suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(listed)
 
 
 def content_rng(pixels: np.ndarray) -> np.random.Generator:
@@ -96,7 +119,8 @@ class CropViews(Dataset):
             pixels = self.images[index].pixels()
             views = eval_views(pixels, self.augment, content_rng(pixels), self.crops)
             return views, torch.tensor(float(index))
-        except ValueError:  # DatasetLayoutError, or a crop larger than the decoded image
+        except (ValueError, OSError):  # DatasetLayoutError, a crop larger than the decoded
+                                       # image, or a file no longer readable
             blank = torch.zeros((self.crops, 3, self.augment.crop, self.augment.crop),
                                 dtype=torch.uint8)
             return blank, torch.tensor(float(-1 - index))
@@ -106,7 +130,7 @@ def _why_not(image: LabelledImage, augment: Augment) -> str:
     """Why an image the loader could not crop failed (read again here, for its message)."""
     try:
         eval_views(image.pixels(), augment, np.random.default_rng(0), 1)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         return str(error)
     return "could not be read"
 
@@ -117,7 +141,11 @@ def _checked(files: list[Path], crop: int) -> tuple[list[LabelledImage], dict[st
     images, failed = [], {}
     for path in files:
         image = LabelledImage(str(path), math.nan, str(path), str(path))
-        size = header_size(image)
+        try:
+            size = header_size(image)
+        except OSError as error:  # (a file without read permission, say)
+            failed[str(path)] = f"unreadable: {error.strerror or error}"
+            continue
         if isinstance(size, str):
             failed[str(path)] = f"not an image: {size}"
         elif min(size) < crop:
@@ -144,8 +172,10 @@ def predict_images(config: PredictConfig) -> dict:
     context = distributed.start(config.device)
     try:
         scorer = quality_model(config.checkpoint, config.crop, context.device)
-        files = image_files(config.inputs, config.out)
-        images, failed = _checked(files, scorer.augment.crop)
+        files, missing, unlisted = image_files(config.inputs, config.out)
+        images, failed = _checked([file for file in files if str(file) not in missing],
+                                  scorer.augment.crop)
+        failed.update(missing)
         views = CropViews(images, scorer.augment, config.eval_crops)
         loader = rank_share_loader(context, views, config.workers,
                                    max(1, config.batch_size // context.world_size))
@@ -161,20 +191,22 @@ def predict_images(config: PredictConfig) -> dict:
                 scores[image.path] = float(value)
             else:
                 failed[image.path] = _why_not(image, scorer.augment)
-        return _report(config, scorer.trained, files, scores, failed)
+        return _report(config, scorer.trained, files, scores, failed, unlisted)
     finally:
         distributed.stop(context)
 
 
-def _report(config: PredictConfig, trained: TrainedRun, files: list[Path], scores: dict[str, float],
-            failed: dict[str, str]) -> dict:
+def _report(config: PredictConfig, trained: TrainedRun, files: list[Path],
+            scores: dict[str, float], failed: dict[str, str], unlisted: list[str]) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     _write_scores(out / SCORES_FILE, files, scores, failed)
     values = np.array(list(scores.values()))
     summary = {"checkpoint": config.checkpoint, "inputs": list(config.inputs),
-               "meaning": trained.score_meaning(), "crops": config.eval_crops,
-               "images": len(files), "scored": len(scores), "failed": len(failed),
+               "meaning": f"{trained.score_meaning()}; the model's outputs as they are, "
+                          "not clipped to that range",
+               "crops": config.eval_crops, "images": len(files), "scored": len(scores),
+               "failed": len(failed), "unlisted_folders": unlisted,
                "mean": float(values.mean()) if len(values) else None,
                "min": float(values.min()) if len(values) else None,
                "max": float(values.max()) if len(values) else None}
@@ -186,4 +218,7 @@ def _report(config: PredictConfig, trained: TrainedRun, files: list[Path], score
     left = f" ({len(failed)} could not be: see their error there)" if failed else ""
     print(f"scored {len(scores)} of {len(files)} images{left}{spread}; scores are "
           f"{summary['meaning']}; {out / SCORES_FILE}")
+    if unlisted:
+        print(f"warning: {len(unlisted)} folder(s) could not be listed, their images left out: "
+              f"{a_few(unlisted)} ({SUMMARY_FILE} names them all)")
     return summary

@@ -175,11 +175,9 @@ def test_bad_inputs_are_named(checkpoint, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.md").write_text("no image here")
-    for inputs, message in (([str(tmp_path / "missing")], "does not exist"),
-                            ([str(empty)], "no image file in")):
-        assert main(["predict", *inputs, "--checkpoint", str(checkpoint), "--out",
-                     str(tmp_path / "out"), "--workers", "0", "--device", "cpu"]) == 2
-        assert message in capsys.readouterr().err
+    assert main(["predict", str(empty), "--checkpoint", str(checkpoint), "--out",
+                 str(tmp_path / "out"), "--workers", "0", "--device", "cpu"]) == 2
+    assert "no image file in" in capsys.readouterr().err
     image = tmp_path / "one.png"
     image.write_bytes(png(_texture(0, 32)))
     assert main(["predict", str(image), "--checkpoint", str(tmp_path / "none.pt"), "--out",
@@ -226,3 +224,49 @@ def test_each_image_is_scored_once_and_never_the_runs_own_pictures(checkpoint, t
     assert main(["predict", str(folder), "--checkpoint", str(checkpoint), "--out", str(out),
                  "--workers", "0", "--device", "cpu"]) == 1
     assert "none of the 1 images could be scored" in capsys.readouterr().err
+
+
+def test_a_name_without_an_image_keeps_its_row_and_the_others_are_scored(checkpoint,
+                                                                          tmp_path, capsys):
+    """A file named that is not there, a link to nothing and a FIFO in a folder (never opened:
+    it would block), as the README says: each keeps its row with why, the others are
+    scored; a run where no name holds an image says so (exit 1)."""
+    import os
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "good.png").write_bytes(png(_texture(3, 32)))
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(folder / "pipe.png")
+    missing = tmp_path / "missing.jpg"
+    run = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), "--workers", "0",
+           "--device", "cpu"]
+    assert main(["predict", str(missing), str(folder), *run]) == 0
+    rows = {row["path"]: row for row in _rows(tmp_path / "out")}
+    assert list(rows) == [str(missing), str(folder / "gone.png"), str(folder / "good.png"),
+                          str(folder / "pipe.png")]
+    assert rows[str(folder / "good.png")]["score"] and not rows[str(folder / "good.png")]["error"]
+    for name in (missing, folder / "gone.png", folder / "pipe.png"):
+        assert rows[str(name)]["error"].startswith("no file behind the name")
+        assert not rows[str(name)]["score"]
+    assert "scored 1 of 4 images (3 could not be" in capsys.readouterr().out
+    assert main(["predict", str(missing), *run]) == 1
+    assert "none of the 1 images could be scored" in capsys.readouterr().err
+
+
+def test_the_output_folder_may_be_the_input_folder_its_own_picture_left_out(checkpoint,
+                                                                           tmp_path, capsys):
+    """--out the folder scored (or one below it): its photos are scored, twice the same, and
+    only the picture predict writes there (extremes.png) is left out."""
+    folder = tmp_path / "photos"
+    (folder / "2024").mkdir(parents=True)
+    (folder / "top.png").write_bytes(png(_texture(4, 32)))
+    (folder / "2024" / "a.png").write_bytes(png(_texture(5, 32)))
+    for out in (folder, folder / "2024"):
+        for _ in range(2):
+            assert main(["predict", str(folder), "--checkpoint", str(checkpoint), "--out",
+                         str(out), "--workers", "0", "--device", "cpu"]) == 0
+            assert [row["path"] for row in _rows(out)] == [str(folder / "2024" / "a.png"),
+                                                           str(folder / "top.png")]
+            assert (out / "extremes.png").is_file()
+    capsys.readouterr()
