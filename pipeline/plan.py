@@ -20,6 +20,7 @@ from pipeline.config import (
     manifest_config,
 )
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
+from pipeline.lease import live_writer
 from pipeline.report_check import (
     held_counts,
     report_count_problems,
@@ -412,8 +413,11 @@ def finished_plan(location: Location) -> "Plan":
         raise UnfinishedDatasetError(f"{location.root} has no {MANIFEST_FILE}: not a finished "
                                      "dataset (generate resumes it)")
     if not location.exists(location.path(REPORT_FILE)):
-        raise UnfinishedDatasetError(f"{location.root} has no {REPORT_FILE}: generate has not "
-                                     "finished it (rerun it to resume)")
+        writer = live_writer(location)
+        raise UnfinishedDatasetError(
+            f"{location.root} has no {REPORT_FILE}: "
+            + (f"a run is writing it now ({writer}): wait until it ends" if writer else
+               "generate has not finished it (rerun it to resume)"))
     report = run_file(location, REPORT_FILE)  # (copied by convert) named before any work
     if form := report_form_problems(report):
         raise RunFileError(f"{redact(location.root)}: {'; '.join(form)}")

@@ -26,7 +26,7 @@ from pipeline.commands.inspect_dataset import (
 )
 from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig, manifest_config
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
-from pipeline.lease import Lease
+from pipeline.lease import Lease, live_writer
 from pipeline.output_folder import overlap, refuse_foreign, refuse_unusable, remove_staged
 from pipeline.plan import Plan, differences, finished_plan, persist_or_check, read_plan
 from pipeline.processes import in_processes
@@ -48,7 +48,7 @@ from shards.reader import shard_problems, shard_stats
 from shards.reads import read_ahead
 from shards.replay import Pending, ReplayContext, ReplayError, changed_reference
 from shards.schema import pixel_sha256
-from shards.storage import Location
+from shards.storage import Location, redact
 from shards.store_modes import library_versions, stores_pixels
 from shards.tar_stream import VerifiedTar
 from shards.writer import ShardWriter
@@ -86,8 +86,8 @@ class Storage:
 
 @dataclass(frozen=True)
 class Job:
-    """One shard to convert from `source` (stored as `was`) into `target` (stored as `becomes`)
-    under the target plan `digest`."""
+    """One shard to convert from `source` (stored as `was`, its plan `source_digest`) into
+    `target` (stored as `becomes`) under the target plan `digest`."""
 
     source: str
     was: Storage
@@ -96,6 +96,7 @@ class Job:
     index: int
     digest: str
     context: ReplayContext
+    source_digest: str  # the source's plan, as read at the start: its shards' own
 
 
 def _decoded(key: str, png: bytes) -> np.ndarray:
@@ -131,6 +132,9 @@ def convert_shard(job: Job) -> tuple[int, int]:
     """Write one shard of the target dataset: (versions replayed, PNGs dropped)."""
     source, target = Location.parse(job.source), Location.parse(job.target)
     stats = shard_stats(source, job.index)
+    if stats.get("plan_digest") != job.source_digest:
+        raise ConversionError(_source_changed(job.source, f"its shard {job.index} is of plan "
+                                                          f"{str(stats.get('plan_digest'))[:12]}"))
     tar = VerifiedTar(source, tar_path(source, job.index, job.was.store),
                       stats.get("tar_sha256", ""))
     writer = ShardWriter(target, job.index, job.becomes.store)
@@ -196,6 +200,27 @@ def _copy_sidecar(source: Location, target: Location, name: str, digest: str) ->
         pq.write_table(table.replace_schema_metadata(metadata), stream)
 
 
+def _source_changed(source_root: str, what: str) -> str:
+    return (f"{redact(source_root)} changed while it was converted ({what}, not the plan read "
+            "at the start: a generate --restart there?): nothing of it is kept as the "
+            "target's; convert again once the source is finished")
+
+
+def _check_source_unchanged(source: Location, digest: str) -> None:
+    """A ConversionError where the source is no longer the dataset of plan `digest` that the
+    conversion read (its plan, or its manifest's, changed; or a run writes it now)."""
+    try:
+        recorded = {"plan.json": read_plan(source).digest,
+                    MANIFEST_FILE: run_file(source, MANIFEST_FILE).get("plan_digest")}
+    except RunFileError as error:
+        raise ConversionError(_source_changed(source.root, str(error))) from None
+    changed = [f"its {name} is of plan {str(value)[:12]}" for name, value in recorded.items()
+               if value != digest]
+    if changed or (writer := live_writer(source)):
+        raise ConversionError(_source_changed(
+            source.root, "; ".join(changed) or f"a run writes it now: {writer}"))
+
+
 def _source(source: Location) -> tuple[Plan, RunConfig]:
     """The source's plan and run configuration, refusing a dataset that is not a complete one
     written by generate."""
@@ -254,6 +279,10 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
         raise ConversionError(f"workers must be at least 1, got {workers}")
     source, target = Location.parse(source_root), Location.parse(target_root)
     _refuse_overlap(source, target)
+    writer = live_writer(source)
+    if writer:  # (it would change under the conversion: a restart mixes two plans' shards)
+        raise ConversionError(f"{redact(source.root)} is being written now ({writer}): "
+                              "convert it once that run has ended")
     plan, config = _source(source)
     was = Storage.of(config)
     target_config = replace(config, out=target_root, store=store,
@@ -262,7 +291,7 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
     if becomes == was:
         raise ConversionError(f"{source.root} is already a{'n' * (store == 'images')} "
                               f"{was.describe()} dataset: nothing to convert")
-    plan = stored_plan(plan, becomes)
+    source_digest, plan = plan.digest, stored_plan(plan, becomes)
     refuse_unusable(target)
     lease = Lease(target, command)
     for notice in lease.acquire(take_over):
@@ -273,10 +302,11 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
         _claim(target, plan)
         context = ReplayContext.of(source, verify=True)
         jobs = [Job(source_root, was, target_root, becomes, index, plan.digest,
-                    context.for_shard(source, index))
+                    context.for_shard(source, index), source_digest)
                 for index in _unconverted(source, target, plan, becomes.store)]
         counts = list(tqdm(in_processes(convert_shard, jobs, workers), total=len(jobs),
                            unit="shard", desc=command))
+        _check_source_unchanged(source, source_digest)  # before its run files are copied
         if jobs or not _sound(target):
             _run_files(source, target, plan, target_config)
             for problem in sidecar_problems(target, plan.digest):  # a relabel of the target's

@@ -661,3 +661,68 @@ def test_a_shard_converted_from_another_dataset_of_the_plan_is_converted_again(t
                 for sample in open_dataset(str(root)).samples(kind="reference")}
     assert references(target) == references(second) != references(first)
     assert inspect(str(target))[1] == []
+
+
+def test_a_source_being_written_or_remade_during_a_conversion_is_refused(store_datasets,
+                                                                         tmp_path, monkeypatch):
+    """A source a run is writing is refused at the start, naming the writer; a source that
+    becomes another plan's while it is converted (a generate --restart there: its shards are
+    remade one by one) is named, shard by shard and before its run files are copied, rather
+    than give a target that mixes two plans' shards under one plan's stats."""
+    from pipeline.commands import convert as command
+
+    source = tmp_path / "source"
+    shutil.copytree(store_datasets["images"], source)
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
+              "refreshed": time.time()}  # a live writer on this host: this very process
+    (source / LEASE_FILE).write_text(json.dumps(holder))
+    with pytest.raises(ConversionError, match=rf"{re.escape(str(source))} is being written "
+                                              rf"now \(.*{os.getpid()}"):
+        convert(str(source), str(tmp_path / "refused"), "recipes")
+    assert not (tmp_path / "refused").exists()
+    (source / LEASE_FILE).unlink()
+    converted = command.in_processes
+
+    def remade_after_the_first(shard: int | None, run_file: str | None = None):
+        def running(function, jobs, workers):
+            results = []
+            for number, job in enumerate(jobs):
+                results += list(converted(function, [job], workers))
+                if number == 0 and shard is not None:
+                    stats_path = source / "shards" / f"{shard:05d}_stats.json"
+                    stats = json.loads(stats_path.read_text())
+                    stats_path.write_text(json.dumps({**stats, "plan_digest": "f" * 64}))
+            if run_file:
+                document = json.loads((source / run_file).read_text())
+                (source / run_file).write_text(json.dumps({**document, "plan_digest": "e" * 64}))
+            return results
+        return running
+    monkeypatch.setattr(command, "in_processes", remade_after_the_first(1))
+    with pytest.raises(ConversionError, match=r"changed while it was converted \(its shard 1 "
+                                              r"is of plan ffffffffffff, not the plan read"):
+        convert(str(source), str(tmp_path / "mixed"), "recipes")
+    assert not (tmp_path / "mixed" / "report.json").exists()
+    shutil.rmtree(source)
+    shutil.copytree(store_datasets["images"], source)
+    monkeypatch.setattr(command, "in_processes", remade_after_the_first(None, "manifest.json"))
+    with pytest.raises(ConversionError, match=r"its manifest\.json is of plan eeeeeeeeeeee"):
+        convert(str(source), str(tmp_path / "late"), "recipes")
+    assert not (tmp_path / "late" / "report.json").exists()
+
+
+def test_a_command_on_a_dataset_a_run_writes_names_the_writer(store_datasets, tmp_path,
+                                                               capsys):
+    """relabel on a folder generate is still writing: not "rerun it to resume" (that rerun
+    would be refused), but the writer, and to wait."""
+    busy = tmp_path / "busy"
+    shutil.copytree(store_datasets["images"], busy)
+    (busy / "report.json").unlink()
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
+              "refreshed": time.time()}
+    (busy / LEASE_FILE).write_text(json.dumps(holder))
+    assert cli.main(["relabel", str(busy), "--ensemble", "pmos"]) == 2
+    err = capsys.readouterr().err
+    assert "has no report.json: a run is writing it now (" in err and "wait until it ends" in err
+    (busy / LEASE_FILE).unlink()
+    assert cli.main(["relabel", str(busy), "--ensemble", "pmos"]) == 2
+    assert "generate has not finished it (rerun it to resume)" in capsys.readouterr().err
