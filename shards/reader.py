@@ -221,7 +221,7 @@ def index_problem(data: bytes, stats: dict) -> str | None:
 
 
 def tar_sha256(location: Location, path: str) -> str:
-    with location.fs.open_input_stream(path, compression=None) as stream:
+    with location.open_stream(path) as stream:
         return HashingStream(stream).hexdigest_to_end()
 
 

@@ -154,6 +154,12 @@ def check_uri(uri: str) -> None:
                               "path itself")
 
 
+# the bytes an object store's stream asks for at once: one GET of 4 MiB where tarfile reads
+# 10 KiB (a 1 GB shard was 100,000 requests); 16 shards read at once (training's interleave)
+# hold 64 MiB of them
+STORE_READ_BUFFER = 4 << 20
+
+
 def json_lines(data: bytes) -> list:
     """The records of JSON-lines bytes (a failures list), blank lines skipped."""
     return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
@@ -250,6 +256,13 @@ class Location:
     def read_bytes(self, path: str) -> bytes:
         with self.fs.open_input_stream(path, compression=None) as stream:
             return stream.read()
+
+    def open_stream(self, path: str) -> pa.NativeFile:
+        """A file's bytes to read in order (a shard tar streamed): on an object store through
+        a buffer of STORE_READ_BUFFER bytes, so that tarfile's 10 KiB reads are one ranged GET
+        per buffer, not one each; a local file unbuffered (the system caches it)."""
+        buffer = 0 if self.fs.type_name == "local" else STORE_READ_BUFFER
+        return self.fs.open_input_stream(path, compression=None, buffer_size=buffer)
 
     def publish(self, staged: str, final: str) -> None:
         """Move a staged file to its final name (no-op where staging used the final name).

@@ -87,7 +87,7 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
     def one(source: dict, barren: set[str]) -> Iterator:
         url = source["url"]
         stats = recorded(url) if recorded is not None else {}
-        with location.fs.open_input_stream(url, compression=None) as stored:
+        with location.open_stream(url) as stored:
             hashing = HashingStream(stored)
             counted = _tar_bytes(url, hashing)
             keys: set[str] = set()
@@ -208,7 +208,7 @@ class VerifiedTar:
         self._hashing: HashingStream | None = None
 
     def __iter__(self) -> Iterator[dict]:
-        with self.location.fs.open_input_stream(self.url, compression=None) as stream:
+        with self.location.open_stream(self.url) as stream:
             self._hashing = HashingStream(stream)
             counted = _tar_bytes(self.url, self._hashing)
             with _inflated_to_end(self.url, counted):
