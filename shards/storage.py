@@ -24,7 +24,7 @@ S3_PART_BYTES = 256 << 20  # a larger one is copied in parts of this size
 _SECRET_PARAMETER = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
 
 
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")  # (a message quotes one in ' or ")
 
 
 def redact(uri: str) -> str:
@@ -133,7 +133,9 @@ def filesystem_of(uri: str) -> tuple[pafs.FileSystem, str]:
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, ValueError) as error:
-        hint = ("; a password with '/', '#', '?' or '@' must be percent-encoded"
+        hint = ("; write each space (or other white space) in it percent-encoded: %20"
+                if re.search(r"\s", uri) else
+                "; a password with '/', '#', '?' or '@' must be percent-encoded"
                 if "@" in uri else "")
         raise StorageUriError(f"{redact(uri)}: not a URI pyarrow can open "
                               f"({redact_text(str(error).replace(uri, redact(uri)))}){hint}"

@@ -291,7 +291,8 @@ def _relabel(ensemble: ens.Ensemble, location: Location, out: str, lease: Lease)
                                         schema=schema))
             written += len(keys)
         lease.check()  # LeaseLostError: the sidecar is not published
-    print(f"wrote {target}: {written} labels under ensemble {ensemble.name} ({ensemble.hash})")
+    print(f"wrote {labels_file(ensemble.hash)} in {redact(out)}: {written} labels under "
+          f"ensemble {ensemble.name} ({ensemble.hash})")  # (a URI whole, its secrets hidden)
     return 0
 
 

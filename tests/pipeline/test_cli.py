@@ -357,6 +357,19 @@ def test_credentials_never_reach_files_or_logs():
     text = "scores of s3://AKIA:s3cr3t@b/ds?endpoint_override=h:9000 (0 to 1, higher is better)"
     assert redact_text(text) == ("scores of s3://***@b/ds?endpoint_override=h%3A9000 (0 to 1, "
                                  "higher is better)")
+    quoted = "Cannot parse URI: 's3://AKIA:s3/cr3t@b/run?region=us-east-1' due to a syntax error"
+    assert redact_text(quoted) == ("Cannot parse URI: 's3://***@b/run?region=us-east-1' due to "
+                                   "a syntax error")  # its closing quote kept, not %27
+
+
+def test_a_space_in_an_object_store_uri_is_named_as_that_not_as_a_password():
+    from shards.storage import Location, StorageUriError
+
+    with pytest.raises(StorageUriError) as refused:
+        Location.parse("s3://AKIA:s3cr3t@bucket/my run?endpoint_override=127.0.0.1:9&scheme=http")
+    message = str(refused.value)
+    assert message.endswith("write each space (or other white space) in it percent-encoded: "
+                            "%20") and "password" not in message and "s3cr3t" not in message
 
 
 @pytest.mark.slow

@@ -309,13 +309,15 @@ def _stored(out: Path) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("as_uri", [False, True])
-def test_relabel_writes_a_sidecar_from_the_raw_scores(scored_dataset, tmp_path, as_uri):
+def test_relabel_writes_a_sidecar_from_the_raw_scores(scored_dataset, tmp_path, as_uri,
+                                                      capsys):
     out = _copy(scored_dataset, tmp_path)
     halves = _halves()  # the dataset's own; relabelled with gmsd weighing three times mae
     ensemble = ens.Ensemble("tilted", {"gmsd": 3.0, "mae": 1.0}, halves.mappings)
     ensemble.save(tmp_path / "tilted.json")
     named = out.as_uri() if as_uri else str(out)  # a folder, or its file:// URI
     assert cli.main(["relabel", named, "--ensemble", str(tmp_path / "tilted.json")]) == 0
+    assert f"wrote labels-{ensemble.hash}.parquet in {named}: " in capsys.readouterr().out
     labels = pq.read_table(out / f"labels-{ensemble.hash}.parquet").to_pydict()
     stored = _stored(out)
     assert sorted(labels["key"]) == sorted(stored)
