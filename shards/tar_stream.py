@@ -37,14 +37,17 @@ class NothingToDrawError(ValueError):
     shards without end and never yield)."""
 
 
-def _unreadable(url: str) -> Callable[[Exception], bool]:
-    """webdataset's exception handler for one shard: raise one clear error naming the tar."""
+def _unreadable(url: str, stream) -> Callable[[Exception], bool]:
+    """webdataset's exception handler for one shard read from `stream`: raise one clear
+    error naming the tar (without the " @ <stream>" webdataset appends to a message)."""
+    appended = f" @ {stream}"
+
     def handler(error: Exception) -> bool:
-        # (webdataset appends " @ " and the stream it read to the message of what it passes on)
         reason = str(error.args[0]) if error.args else type(error).__name__
+        reason = reason.removesuffix(appended)
         if isinstance(error, ShardReadError):  # named already, by the stage before
-            raise ShardReadError(reason.partition(" @ ")[0]) from error.__cause__
-        raise ShardReadError(f"{url} is unreadable: {reason.partition(' @ ')[0]}") from error
+            raise ShardReadError(reason) from error.__cause__
+        raise ShardReadError(f"{url} is unreadable: {reason}") from error
     return handler
 
 
@@ -52,7 +55,7 @@ def shard_samples(opened: dict, select: Select | None = None) -> Iterator[dict]:
     """The webdataset samples ({"__key__", "__url__", extension: bytes}) of one opened shard,
     in member order, reading only the members `select` accepts. Where `opened` has a "keys"
     set (each_shard's), the key of every member is added to it, read or not."""
-    handler = _unreadable(opened["url"])
+    handler = _unreadable(opened["url"], opened["stream"])
     seen, last = opened.get("keys"), [None]
 
     def selected(name: str) -> bool:

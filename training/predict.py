@@ -59,7 +59,8 @@ def image_files(inputs: tuple[str, ...], out: str | None = None
     each of them that is no file cannot be scored (nothing behind the name, a link to
     nothing: each keeps its row), and the folders below that could not be listed. The
     pictures predict writes (in `out`, and beside an earlier run's summary) are left out: a
-    rerun must not score them. A DatasetLayoutError for inputs without an image name."""
+    rerun must not score them. A DatasetLayoutError where that leaves no name at all (only
+    folders without image files)."""
     own = _real(Path(out) / EXTREMES_FILE) if out else None
     found: dict[Path, Path] = {}  # resolved -> as first named
     unlisted: list[str] = []

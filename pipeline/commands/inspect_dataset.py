@@ -315,12 +315,16 @@ def manifest_problems(location: Location, plan: Plan, config: RunConfig) -> list
     digest, counts, store and modes (where it records them), and the plan inputs its
     configuration and labels make (as generate makes them), in words."""
     manifest = run_file(location, MANIFEST_FILE)
-    recorded = {"plan_digest": plan.digest, "shards": plan.shard_count,
-                "references": len(plan.references), "store": config.store,
-                "modes": config.modes()}
-    differing = [f"{name} {manifest.get(name)!r}, the plan's {value!r}"
-                 for name, value in recorded.items()  # (a field an older manifest lacks: not)
-                 if name in manifest and as_json(manifest[name]) != as_json(value)]
+    planned = {"plan_digest": plan.digest, "shards": plan.shard_count,
+               "references": len(plan.references)}
+    modes = manifest.get("modes") if isinstance(manifest.get("modes"), dict) else {}
+    configured = {"store": config.store,  # a field or mode an older manifest lacks: not
+                  **{f"modes.{name}": value for name, value in config.modes().items()}}
+    recorded = {**manifest, **{f"modes.{name}": value for name, value in modes.items()}}
+    differing = [f"{name} {recorded[name]!r}, {whose} {value!r}"
+                 for whose, expected in (("the plan's", planned), ("its config's", configured))
+                 for name, value in expected.items()
+                 if name in recorded and as_json(recorded[name]) != as_json(value)]
     try:  # (a plan made before it held what Q means: its inputs alone)
         labels = (label_identity(manifest.get("ensemble_hash"), manifest.get("metrics_absent"))
                   if "ensemble_hash" in plan.inputs else {})

@@ -1138,6 +1138,14 @@ def test_inspect_names_a_manifest_or_failures_list_that_is_not_the_runs(fast_con
         problem = inspect(config.out)[1][0]  # (the shards, counted by its grid, may follow)
         assert problem.startswith("manifest.json is not the run of plan.json (") and (
             f"{'config ' if section else ''}{what} " in problem), problem
+    older = json.loads(kept)  # as written before the type_levels mode: not a problem
+    del older["modes"]["type_levels"], older["config"]["type_levels"]
+    manifest_path.write_text(json.dumps(older))
+    assert inspect(config.out)[1] == []
+    older["modes"]["compose_share"] = 0.5
+    manifest_path.write_text(json.dumps(older))
+    assert inspect(config.out)[1][0].startswith(
+        "manifest.json is not the run of plan.json (modes.compose_share 0.5, its config's 0.0")
     manifest_path.write_text(kept)
     failures_path = Path(location.path("failures.jsonl"))
     listed = sum(len(outcome.failures) for outcome in outcomes)
