@@ -42,6 +42,7 @@ class S3Bucket:
     access: str
     secret: str
     endpoint: str  # host:port
+    server: object = None  # moto's ThreadedMotoServer (its WSGI app sees every request)
 
     def uri(self, prefix: str) -> str:
         """An s3:// URI of `prefix` with the credentials and the server's endpoint."""
@@ -62,7 +63,7 @@ def s3_bucket():
     client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
                           aws_access_key_id=access, aws_secret_access_key=secret)
     client.create_bucket(Bucket=name)
-    yield S3Bucket(client, name, access, secret, f"{host}:{port}")
+    yield S3Bucket(client, name, access, secret, f"{host}:{port}", server)
     server.stop()
 
 
