@@ -303,7 +303,13 @@ class RunConfig:
 def manifest_config(location: Location) -> RunConfig:
     """The run configuration a dataset's manifest.json records; a RunFileError naming what is
     damaged where it cannot be read as one."""
-    manifest, shown = run_file(location, MANIFEST_FILE), redact(location.path(MANIFEST_FILE))
+    return recorded_config(run_file(location, MANIFEST_FILE),
+                           redact(location.path(MANIFEST_FILE)))
+
+
+def recorded_config(manifest: dict, shown: str) -> RunConfig:
+    """The run configuration of a read manifest (`shown`: its path, for errors); a
+    RunFileError naming what is damaged where it is not one."""
     try:
         return RunConfig.from_json(manifest["config"])
     except KeyError as error:

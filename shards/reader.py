@@ -4,6 +4,7 @@ WebDataset readers."""
 import functools
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -54,6 +55,32 @@ def shards_listing(location: Location) -> dict[str, int]:
     selector = pafs.FileSelector(location.path(SHARDS_DIR), allow_not_found=True)
     return {info.base_name: info.size for info in location.fs.get_file_info(selector)
             if info.type == pafs.FileType.File}
+
+
+def odd_entries(location: Location) -> dict[str, str]:
+    """Name -> what it is, of each entry in the shards folder that is no readable file: a
+    folder, a pipe or device, and (locally) a link to nothing or a loop of links, which the
+    store's listing leaves out: none is a shard's file, a planned name among them reads as
+    missing."""
+    folder = location.path(SHARDS_DIR)
+    if location.fs.type_name != "local":
+        selector = pafs.FileSelector(folder, allow_not_found=True)
+        return {info.base_name: "a folder" for info in location.fs.get_file_info(selector)
+                if info.type == pafs.FileType.Directory}
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return {}
+    return {entry.name: _odd_kind(entry.path) for entry in entries
+            if not os.path.isfile(entry.path)}
+
+
+def _odd_kind(path: str) -> str:
+    if os.path.isdir(path):
+        return "a folder"
+    if os.path.islink(path):  # (isdir and isfile follow links: this one leads nowhere)
+        return "a link to nothing or a loop of links"
+    return "no regular file (a pipe, socket or device)"
 
 
 def _stats_indices(names: Iterable[str]) -> list[int]:

@@ -67,8 +67,9 @@ def image_files(inputs: tuple[str, ...], out: str | None = None
     for name in inputs:
         path = Path(name)
         for item in _below(path, unlisted) if path.is_dir() else [path]:
-            if _real(item) != own and not _predicts_picture(item):
-                found.setdefault(_real(item), item)
+            real = _real(item)
+            if real != own and not _predicts_picture(item):
+                found.setdefault(real, item)
     if not found:
         raise DatasetLayoutError(f"no image file in {', '.join(inputs)} (names ending in "
                                  f"{', '.join(sorted(IMAGE_EXTENSIONS))}, any case)")

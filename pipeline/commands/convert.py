@@ -24,7 +24,7 @@ from pipeline.commands.inspect_dataset import (
     sidecar_problems,
     sources_problems,
 )
-from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig, manifest_config
+from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig, recorded_config
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
 from pipeline.lease import Lease, live_writer
 from pipeline.output_folder import overlap, refuse_foreign, refuse_unusable, remove_staged
@@ -228,7 +228,8 @@ def _source(source: Location) -> tuple[Plan, RunConfig]:
         plan = finished_plan(source)
     except UnfinishedDatasetError as error:
         raise ConversionError(str(error)) from None
-    config, manifest = manifest_config(source), run_file(source, MANIFEST_FILE)
+    manifest = run_file(source, MANIFEST_FILE)
+    config = recorded_config(manifest, redact(source.path(MANIFEST_FILE)))
     problems = (sources_problems(source, plan) + sidecar_problems(source, plan.digest)
                 + ensemble_problems(source, config, str(manifest.get("ensemble_hash"))))
     if problems:  # copied as they are: a damaged one would pass for the target's own

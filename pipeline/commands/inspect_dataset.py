@@ -15,7 +15,7 @@ from labelers.ensemble import parsed as parse_ensemble
 from labelers.errors import LabelerError
 from pipeline.commands.deep_check import deep_check, record_differences
 from pipeline.commands.storage_check import storage_summary
-from pipeline.config import RunConfig, manifest_config
+from pipeline.config import RunConfig, manifest_config, recorded_config
 from pipeline.lease import live_writer
 from pipeline.output_folder import staged_files
 from pipeline.plan import Plan, as_json, differences, label_identity, read_plan
@@ -46,6 +46,7 @@ from shards.reader import (
     RunFileError,
     ShardExamination,
     examine_shard,
+    odd_entries,
     parse_index,
     read_index,
     read_sources,
@@ -242,11 +243,12 @@ def _damaged(name: str, error: Exception) -> RunFileError:
     return RunFileError(f"{name} is damaged ({type(error).__name__}: {error})")
 
 
-def _read_manifest(location: Location) -> tuple[RunConfig, str]:
-    """The run's configuration and ensemble hash."""
-    config = manifest_config(location)
+def _read_manifest(location: Location) -> tuple[dict, RunConfig, str]:
+    """The run's manifest, its configuration and its ensemble hash."""
+    manifest = run_file(location, MANIFEST_FILE)
+    config = recorded_config(manifest, redact(location.path(MANIFEST_FILE)))
     try:
-        return config, str(run_file(location, MANIFEST_FILE)["ensemble_hash"])
+        return manifest, config, str(manifest["ensemble_hash"])
     except DAMAGE as error:
         raise _damaged(MANIFEST_FILE, error) from error
 
@@ -261,7 +263,7 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
         return [], [f"{redact(out)} does not exist"]
     try:
         plan = read_plan(location)
-        config, ensemble_hash = _read_manifest(location)
+        manifest, config, ensemble_hash = _read_manifest(location)
     except RunFileError as error:
         return [], [f"{redact(out)}: {error}"]
     jobs = [ShardCheck.of(location, plan, index, 1 + config.versions_count, config.store,
@@ -281,6 +283,11 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
             f"{len(stray)} file(s) in shards/ belong to none of the plan's {plan.shard_count} "
             f"shards ({a_few(stray)}): left by "
             "another run or copied in; remove them")
+    if odd := odd_entries(location):
+        named = [f"{name}: {kind}" for name, kind in sorted(odd.items())]
+        shard_problems.append(
+            f"{len(odd)} entr{'y is' if len(odd) == 1 else 'ies are'} in shards/ that no "
+            f"shard file can be ({a_few(named, separator='; ')}): remove them")
     lines = [f"dataset {redact(out)}: {len(plan.references)} references in "
              f"{plan.shard_count} shards, plan {plan.digest[:12]}, ensemble {ensemble_hash}",
              modes_line(config.modes())]
@@ -294,7 +301,7 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
             problems += failures_problems(location, counts["failures"] + len(plan.duplicates))
     # first: a manifest edited against the plan (the shards are counted by its grid)
     lines = lines + report_lines
-    problems = manifest_problems(location, plan, config) + shard_problems + problems
+    problems = manifest_problems(manifest, plan, config) + shard_problems + problems
     if not shard_problems:  # every planned shard complete; a sidecar matches a whole dataset
         shards = list(range(plan.shard_count))
         problems += sidecar_problems(location, plan.digest, shards)
@@ -309,12 +316,11 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
     return lines, problems
 
 
-def manifest_problems(location: Location, plan: Plan, config: RunConfig) -> list[str]:
-    """Where manifest.json (what readers and training take the run's grid and modes from)
-    is not the run of plan.json (which the shards' stats name by its digest): its plan
+def manifest_problems(manifest: dict, plan: Plan, config: RunConfig) -> list[str]:
+    """Where a read manifest.json (what readers and training take the run's grid and modes
+    from) is not the run of plan.json (which the shards' stats name by its digest): its plan
     digest, counts, store and modes (where it records them), and the plan inputs its
     configuration and labels make (as generate makes them), in words."""
-    manifest = run_file(location, MANIFEST_FILE)
     planned = {"plan_digest": plan.digest, "shards": plan.shard_count,
                "references": len(plan.references)}
     modes = manifest.get("modes") if isinstance(manifest.get("modes"), dict) else {}

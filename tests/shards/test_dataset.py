@@ -512,3 +512,30 @@ def test_an_index_read_for_one_kind_is_the_whole_index_filtered(generated):
         kept = read_index(location, with_shard=True, kind=kind)
         assert kept.to_pylist() == whole.filter(pc.equal(whole["kind"], kind)).to_pylist()
         assert kept.num_rows and set(kept["kind"].to_pylist()) == {kind}
+
+
+def test_entries_in_shards_that_are_no_files_are_named(tmp_path, store_datasets):
+    """A folder, a link to nothing, a loop of links and a pipe in shards/ are no shard file:
+    the store's listing leaves the links out (a planned tar that is a loop read as plainly
+    missing), so inspect names each entry and what it is."""
+    import os
+
+    from pipeline.commands.inspect_dataset import inspect
+
+    copy = tmp_path / "copy"
+    shutil.copytree(store_datasets["images"], copy)
+    shards = copy / "shards"
+    (shards / "extra").mkdir()
+    (shards / "gone.tar").symlink_to(tmp_path / "nowhere")
+    (shards / "00001.tar").unlink()
+    (shards / "00001.tar").symlink_to(shards / "loop")
+    (shards / "loop").symlink_to(shards / "00001.tar")
+    os.mkfifo(shards / "pipe")
+    _, problems = inspect(str(copy))
+    named = [problem for problem in problems if "in shards/ that no shard file can be" in problem]
+    assert len(named) == 1, problems
+    for entry in ("00001.tar: a link to nothing or a loop of links", "extra: a folder",
+                  "gone.tar: a link to nothing or a loop of links"):
+        assert entry in named[0] or "..." in named[0], named
+    assert named[0].startswith("5 entries are in shards/"), named
+    assert any("00001: missing tar" in problem for problem in problems), problems
