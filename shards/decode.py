@@ -57,10 +57,13 @@ UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
 TURNING = {5, 6, 7, 8}  # the orientations whose UPRIGHT transpose exchanges width and height
 
 
-def to_eight_bits(values: np.ndarray) -> np.ndarray:
-    """16-bit values to 8 bits, nearest (v / 257 rounded, never a tie: 257 is odd): 65535 ->
-    255, 257 k -> k; in integers (4 bytes a value, not float64's 8 and their copies)."""
-    return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+def to_eight_bits(values: np.ndarray, bits: int = 16) -> np.ndarray:
+    """`bits`-bit values (0 .. 2^bits - 1) to 8 bits, nearest (v * 255 / (2^bits - 1) rounded,
+    never a tie: the top is odd): 16 bits: 65535 -> 255, 257 k -> k; in integers (8 bytes a
+    value at most, not float64's and their copies)."""
+    top = 2 ** bits - 1
+    wide = np.uint32 if bits <= 16 else np.uint64
+    return ((2 * 255 * values.astype(wide) + top) // (2 * top)).astype(np.uint8)
 
 
 def _rawmode(image: Image.Image) -> str | None:
@@ -73,11 +76,58 @@ def _rawmode(image: Image.Image) -> str | None:
     return rawmode if isinstance(rawmode, str) else None
 
 
-def _sixteen_bit_colour(image: Image.Image) -> str | None:
-    """The raw mode of a 16-bit-per-channel colour image (e.g. RGB;16B), which Pillow opens
-    as 8-bit by keeping each value's high byte; None for any other image. Read before load."""
+def _deep_colour(image: Image.Image, data: bytes) -> tuple[str, int] | None:
+    """(how the file stores its pixels, bits per value) of a colour image of more than 8 bits
+    per channel, which Pillow opens as 8-bit (a PNG's or TIFF's keeping each value's high
+    byte, a JPEG 2000's rounding its whitest values over to black); None for any other image.
+    Read before load."""
+    if image.mode not in ("RGB", "RGBA"):
+        return None
     rawmode = _rawmode(image)
-    return rawmode if image.mode in ("RGB", "RGBA") and rawmode and ";16" in rawmode else None
+    if rawmode and ";16" in rawmode:
+        return rawmode, 16
+    bits = jpeg2000_bits(data) if image.format == "JPEG2000" else 8
+    if bits > 16:
+        raise DecodeError("unsupported_mode", f"JPEG 2000 of {bits} bits per value (more than "
+                                              "16)")
+    return (f"{image.mode};{bits}", bits) if bits > 8 else None
+
+
+def jpeg2000_bits(data: bytes) -> int:
+    """The most bits per value among a JPEG 2000 image's components (in its codestream's
+    size segment, SIZ: a JP2 file's codestream box, or a bare codestream); 0 where the bytes
+    hold none."""
+    start = 0 if data[:4] == JPEG2000_CODESTREAM else _codestream_box(data)
+    if start is None or data[start:start + 4] != JPEG2000_CODESTREAM:
+        return 0
+    components_at = start + 42  # SOC, SIZ marker and length, Rsiz, 8 sizes, Csiz
+    if len(data) < components_at:
+        return 0
+    count = struct.unpack_from(">H", data, components_at - 2)[0]
+    precisions = data[components_at:components_at + 3 * count:3]  # Ssiz, XRsiz, YRsiz each
+    return max(((ssiz & 0x7F) + 1 for ssiz in precisions), default=0)
+
+
+JPEG2000_CODESTREAM = b"\xff\x4f\xff\x51"  # SOC then SIZ
+
+
+def _codestream_box(data: bytes) -> int | None:
+    """Where a JP2 file's contiguous codestream box (jp2c) begins its data, walking the
+    top-level boxes by their lengths; None where there is none."""
+    at = 0
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        header = 8
+        if length == 1 and at + 16 <= len(data):  # an extended length
+            length, header = struct.unpack_from(">Q", data, at + 8)[0], 16
+        elif length == 0:  # the last box: to the end
+            length = len(data) - at
+        if kind == b"jp2c":
+            return at + header
+        if length < header:
+            return None
+        at += length
+    return None
 
 
 # raw mode -> bits: Pillow scales such pixels but leaves their PNG transparent value raw (a
@@ -98,14 +148,17 @@ def _transparent_colour(image: Image.Image) -> int | tuple | None:
     return key * (255 // (2 ** bits - 1)) if bits else key
 
 
-def _decoded_sixteen_bit(data: bytes, rawmode: str, conversions: list[str]) -> Image.Image:
-    """The image's 16-bit values, decoded by OpenCV, to 8 bits by `to_eight_bits`."""
+def _decoded_deep(data: bytes, stored: tuple[str, int], conversions: list[str]
+                  ) -> Image.Image:
+    """A colour image of more than 8 bits per value (`stored`: _deep_colour's), decoded by
+    OpenCV (16-bit values as the file holds them), to 8 bits by `to_eight_bits`."""
+    rawmode, bits = stored
     values = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if values is None or values.dtype != np.uint16 or values.ndim != 3:
         raise DecodeError("corrupt", f"{rawmode} pixels that OpenCV cannot decode as 16-bit")
     conversions.append(f"{rawmode}->8-bit")
     code = cv2.COLOR_BGRA2RGBA if values.shape[2] == 4 else cv2.COLOR_BGR2RGB
-    return Image.fromarray(to_eight_bits(cv2.cvtColor(values, code)))
+    return Image.fromarray(to_eight_bits(cv2.cvtColor(values, code), bits))
 
 
 def _to_rgb(image: Image.Image, conversions: list[str], key: int | tuple | None
@@ -245,15 +298,15 @@ def _decoded(data: bytes, max_pixels: int) -> Decoded:
         with Image.open(io.BytesIO(data), formats=image_formats()) as image:
             _check_pixels(image.size, max_pixels)
             Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own check of later frames
-            deep = _sixteen_bit_colour(image)
+            deep = _deep_colour(image, data)
             key = None if deep else _transparent_colour(image)  # 16-bit: OpenCV's alpha
             conversions: list[str] = _unapplied_profile(image) + _frames(image)
             stated = image.getexif().get(0x0112, 1)  # read before load: see below
-            original_size = _sizes(image.size, image.format, stated)[0]
+            original_size = _sizes(image, stated)[0]
             image.load()
             orientation = image.getexif().get(0x0112, 1)
             if deep:
-                image = _decoded_sixteen_bit(data, deep, conversions)
+                image = _decoded_deep(data, deep, conversions)
             if orientation in UPRIGHT:
                 conversions.append(f"EXIF orientation {orientation} applied")
                 image = image.transpose(UPRIGHT[orientation])
@@ -276,7 +329,7 @@ def header_size(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
     with (_pillow_settings(), _typed_failures(head),
           Image.open(path, formats=image_formats()) as image):
         _check_pixels(image.size, max_pixels)
-        return _sizes(image.size, image.format, _header_orientation(image, path))[1]
+        return _sizes(image, _header_orientation(image, path))[1]
 
 
 def _header_orientation(image: Image.Image, path: str | os.PathLike) -> int:
@@ -306,15 +359,15 @@ def _png_metadata_late(path: str | os.PathLike) -> bool:
     return False
 
 
-def _sizes(size: tuple[int, int], format: str | None, orientation: int
-           ) -> tuple[tuple[int, int], tuple[int, int]]:
+def _sizes(image: Image.Image, orientation: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """An opened image's (width, height) as its file stores it, and once its EXIF orientation
-    is applied (orientations 5-8 exchange the two), from Pillow's size: a TIFF's is upright
-    already (Pillow turns the pixels as it loads them), other formats' as stored."""
-    width, height = size
+    is applied (orientations 5-8 exchange the two), from Pillow's size before load: a TIFF
+    whose Orientation tag turns it gives it upright already (and turns the pixels as it
+    loads them), other images (a TIFF whose orientation is only in its XMP too) as stored."""
+    width, height = size = image.size
     if orientation not in TURNING:
         return size, size
-    if format == "TIFF":
+    if image.format == "TIFF" and image.tag_v2.get(0x0112) in TURNING:
         return (height, width), size
     return size, (height, width)
 

@@ -5,9 +5,11 @@ import io
 import itertools
 import os
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -336,3 +338,70 @@ def test_an_icc_profile_is_not_applied_and_one_other_than_srgb_is_recorded():
                                                          icc_profile=b"not a profile")
     assert decode(damaged.getvalue()).conversions == (
         "an ICC profile that cannot be read, not applied (values read as sRGB)",)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_deep_colour_jpeg2000_goes_to_the_nearest_eight_bit_value(channels):
+    """Pillow opens a 16-bit colour JPEG 2000 as 8-bit RGB(A), rounding its whitest values
+    over to black (65408 and up -> 0); decode takes OpenCV's 16-bit values and rounds them
+    as any 16-bit image's, and records it."""
+    from shards.decode import decode
+
+    columns = np.array([0, 32768, 65280, 65407, 65408, 65535], np.uint16)
+    values = np.repeat(np.repeat(columns, 64)[None, :, None], 64, 0).repeat(channels, 2)
+    if channels == 4:
+        values[..., 3] = 65535  # opaque
+    written, data = cv2.imencode(".jp2", values)
+    assert written
+    held = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # the file's values (lossy coding)
+    assert held.dtype == np.uint16
+    decoded = decode(data.tobytes())
+    expected = np.clip(np.rint(held[..., 2::-1] / 257), 0, 255)
+    np.testing.assert_array_equal(decoded.pixels, expected)
+    assert decoded.pixels[0, ::64, 0].min() == 0 and decoded.pixels[0, -1, 0] == 255
+    assert f"{'RGBA' if channels == 4 else 'RGB'};16->8-bit" in decoded.conversions
+
+
+def test_jpeg2000_bits_are_read_from_the_codestream():
+    """The precision in the size segment (SIZ) of a JP2 file's codestream box and of a bare
+    codestream; 0 for bytes holding none."""
+    from shards.decode import jpeg2000_bits
+
+    eight = np.zeros((64, 64, 3), np.uint8)
+    assert jpeg2000_bits(cv2.imencode(".jp2", eight)[1].tobytes()) == 8
+    assert jpeg2000_bits(cv2.imencode(".jp2", eight.astype(np.uint16))[1].tobytes()) == 16
+    buffer = io.BytesIO()
+    Image.fromarray(eight).save(buffer, "JPEG2000", no_jp2=True)  # a bare codestream
+    assert buffer.getvalue()[:4] == b"\xff\x4f\xff\x51"
+    assert jpeg2000_bits(buffer.getvalue()) == 8
+    assert jpeg2000_bits(b"\x00\x00\x00\x0cjP  \r\n\x87\n") == 0
+    assert jpeg2000_bits(b"") == 0
+
+
+@pytest.mark.parametrize("bits", [9, 10, 12, 14, 16])
+def test_deep_values_go_to_the_nearest_eight_bit_value(bits):
+    from shards.decode import to_eight_bits
+
+    values = np.arange(2 ** bits, dtype=np.uint16)
+    expected = np.rint(values.astype(np.float64) * 255 / (2 ** bits - 1))  # in floats
+    np.testing.assert_array_equal(to_eight_bits(values, bits), expected.astype(np.uint8))
+
+
+@pytest.mark.parametrize("tagged", [True, False])
+def test_a_tiffs_orientation_turns_its_sizes_wherever_it_is_stated(tagged):
+    """A TIFF turned by its Orientation tag or only by its XMP's tiff:Orientation: stored
+    400x300, upright 300x400, in decode's pixels, its original_size and header_size alike."""
+    from shards.decode import decode, header_size
+
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+           b'02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/"'
+           b' tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    buffer = io.BytesIO()
+    Image.new("RGB", (400, 300)).save(buffer, "TIFF", tiffinfo={274: 6} if tagged else {700: xmp})
+    decoded = decode(buffer.getvalue())
+    assert decoded.pixels.shape[:2] == (400, 300)  # rows, columns: upright
+    assert decoded.original_size == (400, 300)
+    with tempfile.NamedTemporaryFile(suffix=".tiff") as file:
+        file.write(buffer.getvalue())
+        file.flush()
+        assert header_size(file.name) == (300, 400)
