@@ -86,26 +86,32 @@ def _deep_colour(image: Image.Image, data: bytes) -> tuple[str, int] | None:
     rawmode = _rawmode(image)
     if rawmode and ";16" in rawmode:
         return rawmode, 16
-    bits = jpeg2000_bits(data) if image.format == "JPEG2000" else 8
-    if bits > 16:
-        raise DecodeError("unsupported_mode", f"JPEG 2000 of {bits} bits per value (more than "
-                                              "16)")
-    return (f"{image.mode};{bits}", bits) if bits > 8 else None
+    if image.format != "JPEG2000" or not (components := jpeg2000_components(data)):
+        return None
+    depths, bits = {depth for depth, _ in components}, max(depth for depth, _ in components)
+    if bits <= 8:
+        return None
+    signed = any(signed for _, signed in components)
+    if bits > 16 or len(depths) > 1 or signed:
+        shown = "/".join(map(str, sorted(depths))) + (", signed" if signed else "")
+        raise DecodeError("unsupported_mode", f"JPEG 2000 of {shown} bits per value: only "
+                          "unsigned components of one depth, 16 bits at most, are read")
+    return f"{image.mode};{bits}", bits
 
 
-def jpeg2000_bits(data: bytes) -> int:
-    """The most bits per value among a JPEG 2000 image's components (in its codestream's
-    size segment, SIZ: a JP2 file's codestream box, or a bare codestream); 0 where the bytes
+def jpeg2000_components(data: bytes) -> list[tuple[int, bool]]:
+    """(bits, signed) of each component of a JPEG 2000 image, from its codestream's size
+    segment (SIZ: a JP2 file's codestream box, or a bare codestream); none where the bytes
     hold none."""
     start = 0 if data[:4] == JPEG2000_CODESTREAM else _codestream_box(data)
     if start is None or data[start:start + 4] != JPEG2000_CODESTREAM:
-        return 0
+        return []
     components_at = start + 42  # SOC, SIZ marker and length, Rsiz, 8 sizes, Csiz
     if len(data) < components_at:
-        return 0
+        return []
     count = struct.unpack_from(">H", data, components_at - 2)[0]
-    precisions = data[components_at:components_at + 3 * count:3]  # Ssiz, XRsiz, YRsiz each
-    return max(((ssiz & 0x7F) + 1 for ssiz in precisions), default=0)
+    ssiz = data[components_at:components_at + 3 * count:3]  # Ssiz, XRsiz, YRsiz each
+    return [((value & 0x7F) + 1, bool(value & 0x80)) for value in ssiz]
 
 
 JPEG2000_CODESTREAM = b"\xff\x4f\xff\x51"  # SOC then SIZ

@@ -362,20 +362,35 @@ def test_deep_colour_jpeg2000_goes_to_the_nearest_eight_bit_value(channels):
     assert f"{'RGBA' if channels == 4 else 'RGB'};16->8-bit" in decoded.conversions
 
 
-def test_jpeg2000_bits_are_read_from_the_codestream():
-    """The precision in the size segment (SIZ) of a JP2 file's codestream box and of a bare
-    codestream; 0 for bytes holding none."""
-    from shards.decode import jpeg2000_bits
+def test_jpeg2000_components_are_read_from_the_codestream():
+    """The bits of each component in the size segment (SIZ) of a JP2 file's codestream box
+    and of a bare codestream; none for bytes holding none."""
+    from shards.decode import jpeg2000_components
 
     eight = np.zeros((64, 64, 3), np.uint8)
-    assert jpeg2000_bits(cv2.imencode(".jp2", eight)[1].tobytes()) == 8
-    assert jpeg2000_bits(cv2.imencode(".jp2", eight.astype(np.uint16))[1].tobytes()) == 16
+    assert jpeg2000_components(cv2.imencode(".jp2", eight)[1].tobytes()) == [(8, False)] * 3
+    deep = cv2.imencode(".jp2", eight.astype(np.uint16))[1].tobytes()
+    assert jpeg2000_components(deep) == [(16, False)] * 3
     buffer = io.BytesIO()
     Image.fromarray(eight).save(buffer, "JPEG2000", no_jp2=True)  # a bare codestream
     assert buffer.getvalue()[:4] == b"\xff\x4f\xff\x51"
-    assert jpeg2000_bits(buffer.getvalue()) == 8
-    assert jpeg2000_bits(b"\x00\x00\x00\x0cjP  \r\n\x87\n") == 0
-    assert jpeg2000_bits(b"") == 0
+    assert jpeg2000_components(buffer.getvalue()) == [(8, False)] * 3
+    assert jpeg2000_components(b"\x00\x00\x00\x0cjP  \r\n\x87\n") == []
+    assert jpeg2000_components(b"") == []
+
+
+@pytest.mark.parametrize("ssiz", [7, 0x80 | 15])  # an 8-bit alpha; a signed one
+def test_a_deep_jpeg2000_of_mixed_or_signed_components_is_refused(ssiz):
+    """Components of other depths (OpenCV gives each at its own) or signed ones have no one
+    map to 8 bits: refused as unsupported, never scaled by the wrong depth."""
+    values = np.full((64, 64, 4), 65535, np.uint16)
+    data = bytearray(cv2.imencode(".jp2", values)[1].tobytes())
+    siz = data.index(b"\xff\x4f\xff\x51")  # SOC, SIZ: Csiz at 40, Ssiz every 3 from 42
+    assert struct.unpack_from(">H", data, siz + 40)[0] == 4
+    data[siz + 42 + 3 * 3] = ssiz  # the alpha's
+    with pytest.raises(DecodeError, match="unsupported_mode: JPEG 2000 of") as raised:
+        decode(bytes(data))
+    assert raised.value.reason == "unsupported_mode"
 
 
 @pytest.mark.parametrize("bits", [9, 10, 12, 14, 16])
