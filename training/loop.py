@@ -501,6 +501,17 @@ def synchronised_batch_norm(run: Run) -> bool:
     return True
 
 
+def _distributed(model: nn.Module, context: Context) -> DistributedDataParallel:
+    """The model under DDP. On CPU its gradient buckets keep their first order: DDP
+    otherwise reorders them after its first step, and with three ranks or more gloo then
+    sums each gradient in another grouping, so a resumed run (a new DDP, whose first step
+    is the run's k-th) would round its sums unlike the uninterrupted one. (Finding unused
+    parameters, which keeps the order, costs a walk of the graph each step: not on GPUs.)"""
+    on_cuda = context.device.type == "cuda"
+    return DistributedDataParallel(model, device_ids=[context.device.index] if on_cuda else None,
+                                   find_unused_parameters=not on_cuda)
+
+
 def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
         validate: Callable[[nn.Module], dict], resume: bool = False) -> dict:
     """Train for up to `optim.epochs` epochs of `steps` batches per rank; returns the summary.
@@ -515,9 +526,7 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
         print(f"note: batch norm over the global batch of {context.world_size} GPUs "
               "(SyncBatchNorm)")
     run.precision.prepare(run.model.to(context.device))
-    network = (DistributedDataParallel(run.model, device_ids=[context.device.index]
-                                       if context.device.type == "cuda" else None)
-               if context.distributed else run.model)
+    network = _distributed(run.model, context) if context.distributed else run.model
     optimizer, scheduler = optimiser(run.model, run.optim)
     start, stopping, history, interrupted = 0, EarlyStopping(run.optim.patience), [], None
     if resume:
