@@ -374,14 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_list_bank)
 
     sheet = commands.add_parser(
-        "sheet", help="render every version of one image as a labelled grid (PNG)",
+        "sheet", help="render every version of one image as a labelled grid (a picture)",
         description="Render every distortion type at every level of one image, a row per "
                     f"type (the bank's {len(distortions.registered())} x 5). "
                     "IMAGE is a file or embedded:NAME (" + ", ".join(EMBEDDED_PHOTOS) + "), "
-                    "or a shard (.tar): then one of its references as stored, with labels.")
+                    "or a shard (.tar, or .tar.gz of a recipes or hybrid dataset): then one "
+                    "of its references as stored, with labels.")
     sheet.add_argument("image", metavar="IMAGE")
     sheet.add_argument("-o", "--output", type=Path, default=Path("sheet.png"),
-                       help="where to write the PNG (default: sheet.png)")
+                       help="where to write the picture, its format by its extension "
+                            "(.png, .jpg, .webp, ...; default: sheet.png)")
     sheet.add_argument("--cell-width", type=_cell_width, default=160,
                        help="width of each thumbnail in pixels (default 160)")
     sheet.add_argument("--ref-id", help="with a shard: which reference (default its first)")

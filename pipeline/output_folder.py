@@ -99,8 +99,8 @@ def refuse_foreign(location: Location) -> None:
               if not name.startswith((LEASE_FILE, ".")) and not _staged_run_file(name)]
     if others:
         print(f"note: {redact(location.root)} holds {len(others)} file(s) or folder(s) of its "
-              f"own ({a_few(others)}): the dataset is written beside them (--restart leaves "
-              "them)")
+              f"own ({a_few(others)}): the dataset is written beside them, never over them "
+              "(generate's --restart leaves them too)")
 
 
 # what a run (or a writer it interrupted) leaves in shards/: NNNNN.tar[.gz], .parquet,

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from shards.layout import (
     DEFAULT_STORE,
+    PLAN_FILE,
     REPORT_FILE,
     SHARDS_DIR,
     SIDE_SUFFIXES,
@@ -344,7 +345,17 @@ def shard_lists(location: Location, paths: dict[str, str], stats: dict
 
 
 def no_complete_shard(location: Location) -> FileNotFoundError:
-    """The error for a dataset without a complete shard, saying why when shards are there."""
+    """The error for a dataset without a complete shard, saying why when shards are there;
+    for a folder that is no dataset (neither plan.json nor a shards folder), that, and its
+    dataset where it is a dataset's shards folder (the usual slip)."""
+    if not any(location.exists(location.path(name)) for name in (PLAN_FILE, SHARDS_DIR)):
+        parent, _, name = location.root.rstrip("/").rpartition("/")
+        inside = name == SHARDS_DIR and parent and location.exists(f"{parent}/{PLAN_FILE}")
+        dataset = redact(parent) if location.fs.type_name == "local" else "its parent"
+        return FileNotFoundError(
+            f"{redact(location.root)} is not a dataset written by generate or convert (it has "
+            f"no {PLAN_FILE})" + (f": it is the shards folder of a dataset, give {dataset}"
+                                  if inside else ""))
     stale = len(shards_with_stats(location))
     why = (f": its {stale} finished shards were made under another plan (or before shards "
            "recorded their plan); run generate again, with --restart" if stale else "")

@@ -15,6 +15,18 @@ ZIP_MAGIC = b"PK"          # torch.save's format since torch 1.6
 PICKLE_PROTOCOL = b"\x80"  # a legacy torch.save file opens with a pickle's protocol byte
 
 
+def replaced_run_notices(out: str | Path, resume: bool) -> list[str]:
+    """The notice that a new pretraining run into `out` replaces the earlier one's files
+    there (none for a resume, or a new folder): said once the run's data is checked, before
+    it writes anything, never ahead of an error that leaves the folder as it was."""
+    earlier = Path(out) / LAST
+    if resume or not earlier.is_file():
+        return []
+    return [f"{out} holds an earlier pretraining run ({earlier.name}): this one replaces its "
+            "checkpoints as it writes its own, and its TensorBoard logs at once (--resume "
+            "continues it instead)"]
+
+
 def save(state: dict, path: Path) -> None:
     """Write `state` to `path` whole or not at all (a node that loses power never leaves an
     empty checkpoint in place of the last one: shards.storage.atomic_file)."""

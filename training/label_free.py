@@ -17,6 +17,7 @@ from shards.dataset import Dataset, open_dataset
 from shards.group_spec import GroupSpec
 from shards.order import ONE_PASS, Order
 from shards.words import a_few
+from training import checkpoint
 from training.distributed import Context, all_sum
 from training.group_data import (
     MixedStream,
@@ -223,7 +224,8 @@ def pretrain_label_free(config: PretrainConfig, context: Context, resume: bool) 
     steps = config.steps_per_epoch or max(1, math.ceil(groups / config.optim.batch_size))
     local = config.optim.local_batch(context.world_size)
     if context.is_main:
-        for notice in (*built.notices, *objective.notices, *notices):
+        for notice in (*checkpoint.replaced_run_notices(config.out, resume), *built.notices,
+                       *objective.notices, *notices):
             print(f"NOTICE: {notice}")
         mixed = (f" of {len(parts)} datasets ("
                  + ", ".join(f"{part.name}: {len(train[part.name])}" for part in parts)

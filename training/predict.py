@@ -217,7 +217,9 @@ def _report(config: PredictConfig, trained: TrainedRun, files: list[Path],
         extremes(scores, out / EXTREMES_FILE)
     spread = (f": mean {summary['mean']:.4f}, from {summary['min']:.4f} to "
               f"{summary['max']:.4f}" if scores else "")
-    left = f" ({len(failed)} could not be: see their error there)" if failed else ""
+    first = min(failed, default=None)
+    left = (f" ({len(failed)} could not be, e.g. {first}: {failed[first]}; each one's error "
+            "is in its row)" if failed else "")
     print(f"scored {len(scores)} of {len(files)} images{left}{spread}; scores are "
           f"{summary['meaning']}; {out / SCORES_FILE}")
     if unlisted:

@@ -158,10 +158,6 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
         if resume and not earlier.is_file():  # said before the dataset is read and announced
             raise FileNotFoundError(f"{earlier} does not exist: nothing to resume (drop "
                                     "--resume to start afresh)")
-        if context.is_main and not resume and earlier.is_file():
-            print(f"NOTICE: {config.out} holds an earlier pretraining run ({earlier.name}): "
-                  "this one replaces its checkpoints as it writes its own, and its "
-                  "TensorBoard logs at once (--resume continues it instead)")
         return _pretrain(config, context, resume)
     finally:
         distributed.stop(context)
@@ -246,7 +242,8 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     built = build_to_resume(config.model, resume, config.targets[0].outputs,
                             {head.name: head.outputs for head in heads} if multi else None)
     if context.is_main:
-        for notice in built.notices + ensemble_notices(config.targets) + split_notices:
+        for notice in (*checkpoint.replaced_run_notices(config.out, resume), *built.notices,
+                       *ensemble_notices(config.targets), *split_notices):
             print(f"NOTICE: {notice}")
         print(f"pretraining {config.model.backbone} on {train.samples} samples of "
               f"{len(train.refs)} references ({len(train.urls)} shards), validating on "

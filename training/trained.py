@@ -155,6 +155,9 @@ class TrainedRun:
 
     def score_meaning(self) -> str:
         """What a quality model's scores stand for."""
+        if self.fine_tuned and self.dataset == "shards":  # a dataset of ours: Q stand in
+            return (f"the ensemble label Q of the shards dataset {redact(str(self.root))} "
+                    "(0 to 1, higher is better)")
         if self.fine_tuned:
             return (f"the opinion scores of {redact(str(self.dataset))}, rescaled to [0, 1] "
                     "(higher is better)")

@@ -118,8 +118,18 @@ def test_a_dataset_without_a_complete_shard_is_refused_clearly(tmp_path, hand_ma
     with pytest.raises(ValueError, match="no dataset path given"):
         open_dataset("")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no complete shard"):
+    with pytest.raises(FileNotFoundError, match="empty is not a dataset written by generate "
+                       r"or convert \(it has no plan.json\)$"):
         open_dataset(str(tmp_path / "empty"))
+    with_plan = tmp_path / "with_plan"
+    shutil.copytree(hand_made, with_plan)
+    (with_plan / "plan.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="shards is not a dataset .*: it is the shards "
+                       f"folder of a dataset, give {with_plan}$"):  # the usual slip
+        open_dataset(str(with_plan / "shards"))
+    (tmp_path / "photos" / "shards").mkdir(parents=True)  # a folder of that name, no dataset's
+    with pytest.raises(FileNotFoundError, match=r"has no plan.json\)$"):
+        open_dataset(str(tmp_path / "photos" / "shards"))
     unfinished = tmp_path / "unfinished"
     shutil.copytree(hand_made, unfinished)
     for stats in unfinished.glob("shards/*_stats.json"):

@@ -221,7 +221,7 @@ def test_an_atomic_file_is_synced_then_renamed_or_left_as_it_was(tmp_path, monke
 
 
 def test_reading_an_empty_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no complete shard"):
+    with pytest.raises(FileNotFoundError, match="not a dataset written by generate"):
         read_index(Location.parse(str(tmp_path)))
 
 

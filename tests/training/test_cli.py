@@ -126,6 +126,9 @@ def test_resume_without_a_checkpoint_and_bad_datasets_fail_clearly(tiny_dataset,
                      "--epochs", "1", "--steps-per-epoch", "1", *TINY]) == 0
         said = "holds an earlier pretraining run (last.pt): this one replaces its checkpoints"
         assert (said in capsys.readouterr().out) == (run == 1)
+    assert main(["train", "pretrain", str(tiny_dataset), "--out", str(tmp_path / "pre"),
+                 "--val-refs", "nowhere", *TINY]) == 2  # refused: the earlier run is left,
+    assert "replaces" not in capsys.readouterr().out  # and no notice says otherwise
     assert main(["train", "finetune", "--dataset", "tid2013", "--root", str(tmp_path),
                  "--out", str(tmp_path / "ft"), *TINY]) == 2
     assert "mos_with_names.txt does not exist" in capsys.readouterr().err
@@ -264,6 +267,10 @@ def test_a_checkpoint_says_what_its_scores_mean():
     assert typed.fine_tuned_on("csv", "/elsewhere/data/a.csv")  # by name: never missed
     assert not typed.fine_tuned_on("csv", "data/b.csv")
     assert fine_tuned.score_meaning().startswith("the opinion scores of koniq10k")
+    on_ours = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "shards",
+                             "root": "out/run", "repeat": 0})  # fine-tuned on a dataset of ours
+    assert on_ours.score_meaning() == ("the ensemble label Q of the shards dataset out/run "
+                                       "(0 to 1, higher is better)")
     pretrained = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "out/run",
                                 "target": "vif"})
     assert not pretrained.fine_tuned and pretrained.refs == ()

@@ -251,7 +251,9 @@ def test_a_name_without_an_image_keeps_its_row_and_the_others_are_scored(checkpo
         assert not rows[str(name)]["score"]
     assert "scored 1 of 4 images (3 could not be" in capsys.readouterr().out
     assert main(["predict", str(missing), *run]) == 1
-    assert "none of the 1 images could be scored" in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "none of the 1 images could be scored" in said.err
+    assert f"(1 could not be, e.g. {missing}: no file behind the name" in said.out  # at once
 
 
 def test_the_output_folder_may_be_the_input_folder_its_own_picture_left_out(checkpoint,
