@@ -4,7 +4,6 @@ of it, or the test part of a seeded split), with the scatter plot."""
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -18,7 +17,7 @@ from training.image_data import split
 from training.model import ModelConfig, build_model, check_all_loaded
 from training.plots import scatter
 from training.precision import Precision
-from training.results_files import figures_line, write_json
+from training.results_files import figures_line, write_json, write_predictions
 from training.settings import check_count, check_shared
 from training.shard_data import CLASS_TARGETS, GRID_TARGETS, METRIC_KEYS
 from training.trained import TrainedRun
@@ -284,7 +283,7 @@ def evaluate(config: EvaluateConfig) -> dict:
                                   if scorer.lower_is_better else scorer.trained.targets[0]),
                   "trained_on": scorer.trained.dataset}  # for `train compare`
         write_json(out / "evaluation.json", result)
-        np.savez(out / "predictions.npz", predicted=predicted, opinion=opinion)
+        write_predictions(out / "predictions.npz", predicted, opinion)
         scatter(predicted, opinion, figures, f"{config.dataset} ({config.subset})",
                 out / "scatter.png")
         print(figures_line(figures, CORE_FIGURES)

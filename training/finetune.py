@@ -23,7 +23,7 @@ from training.model import ModelConfig, ModelInitError, build_to_resume
 from training.optim import FINETUNE, OptimConfig
 from training.plots import scatter
 from training.precision import FP32, Inputs, Precision
-from training.results_files import figures_line, write_json
+from training.results_files import figures_line, write_json, write_predictions
 from training.settings import check_count, check_names, check_shared
 from training.trained import TrainedRun, resolved_root
 from training.transforms import EVAL_CROPS, Augment
@@ -178,7 +178,7 @@ def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: i
                   "test_images": len(parts.test),
                   "test_groups": sorted({image.group for image in parts.test})}
         write_json(out / "test.json", result)
-        np.savez(out / "test_predictions.npz", predicted=predicted, opinion=opinion)
+        write_predictions(out / "test_predictions.npz", predicted, opinion)
         scatter(predicted, opinion, figures, f"{config.dataset} split {repeat}",
                 out / "scatter.png")
         return result

@@ -26,7 +26,7 @@ from training.features import (
 from training.finetune import median_figures, median_line, undefined_figures
 from training.image_data import published_split_notice, split
 from training.plots import scatter
-from training.results_files import figure_text, write_json
+from training.results_files import figure_text, write_json, write_predictions
 from training.ridge import ALPHA_GRID, select_ridge
 from training.settings import check_count, check_shared
 from training.trained import TrainedRun, resolved_root
@@ -276,7 +276,7 @@ def _write(config: ProbeConfig, summary: dict, predicted: np.ndarray,
            opinion: np.ndarray) -> None:
     out = Path(config.out)
     write_json(out / "results.json", summary)
-    np.savez(out / "test_predictions.npz", predicted=predicted, opinion=opinion)
+    write_predictions(out / "test_predictions.npz", predicted, opinion)
     median = summary["splits"][summary["median_split"]]
     scatter(predicted, opinion, median["test"],
             f"probe {summary['dataset']} -> {summary['test_dataset']}, split "

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from shards.storage import atomic_file, without_credentials
 from training.checkpoint import BEST
 
@@ -29,6 +31,13 @@ def write_json(path: Path, document: dict) -> None:
                       allow_nan=False)
     with atomic_file(path) as handle:
         handle.write(text.encode())
+
+
+def write_predictions(path: Path, predicted, opinion) -> None:
+    """A test's predictions beside the opinion scores (an .npz of `predicted` and `opinion`),
+    whole or not at all."""
+    with atomic_file(path) as handle:
+        np.savez(handle, predicted=predicted, opinion=opinion)
 
 
 def figure_text(value: float | None) -> str:

@@ -457,3 +457,27 @@ def test_compare_tells_runs_of_one_folder_name_apart(tmp_path):
                         "trained_on": "kadid10k", "figures": figures})
     labels = [line.split()[0] for line in table([*paths, beside]).splitlines()[2:]]
     assert labels == ["resnet18/probe", "random-96/probe", "resnet18/probe"]
+
+
+def test_predictions_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A test's predictions file: read back as numpy wrote it; a write that fails part way
+    leaves the earlier file as it was, and no partial one beside it."""
+    from training.results_files import write_predictions
+
+    path = tmp_path / "test_predictions.npz"
+    predicted, opinion = np.linspace(0, 1, 7), np.arange(7.0)
+    write_predictions(path, predicted, opinion)
+    with np.load(path) as saved:
+        assert np.array_equal(saved["predicted"], predicted)
+        assert np.array_equal(saved["opinion"], opinion)
+    before = path.read_bytes()
+
+    def failing(handle, **arrays):
+        handle.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", failing)
+    with pytest.raises(OSError, match="disk full"):
+        write_predictions(path, predicted, opinion)
+    assert path.read_bytes() == before
+    assert [item.name for item in tmp_path.iterdir()] == [path.name]
