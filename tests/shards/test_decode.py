@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from shards.decode import DecodeError, decode, header_size
 
@@ -420,3 +420,26 @@ def test_a_tiffs_orientation_turns_its_sizes_wherever_it_is_stated(tagged):
         file.write(buffer.getvalue())
         file.flush()
         assert header_size(file.name) == (300, 400)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_an_orientation_stated_only_in_xmp_is_applied(fmt):
+    """XMP's tiff:Orientation 6 (turn 90 degrees clockwise), with no EXIF: the pixels come
+    upright, as numpy's quarter turn makes them, and the stored size is kept."""
+    stored = np.zeros((30, 40, 3), np.uint8)
+    stored[:3, -3:] = 255  # the top right corner: bottom right once turned
+    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+           '02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/"'
+           ' tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    buffer = io.BytesIO()
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", xmp)
+        Image.fromarray(stored).save(buffer, fmt, pnginfo=info)
+    else:
+        Image.fromarray(stored).save(buffer, fmt, xmp=xmp.encode(), quality=100, lossless=True)
+    decoded = decode(buffer.getvalue())
+    upright = np.rot90(stored, k=-1)
+    assert decoded.pixels.shape == upright.shape and decoded.original_size == (40, 30)
+    assert np.abs(decoded.pixels.astype(int) - upright).max() <= (0 if fmt != "JPEG" else 40)
+    assert "EXIF orientation 6 applied" in decoded.conversions
