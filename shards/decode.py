@@ -59,11 +59,10 @@ TURNING = {5, 6, 7, 8}  # the orientations whose UPRIGHT transpose exchanges wid
 
 def to_eight_bits(values: np.ndarray, bits: int = 16) -> np.ndarray:
     """`bits`-bit values (0 .. 2^bits - 1) to 8 bits, nearest (v * 255 / (2^bits - 1) rounded,
-    never a tie: the top is odd): 16 bits: 65535 -> 255, 257 k -> k; in integers (8 bytes a
-    value at most, not float64's and their copies)."""
+    never a tie: the top is odd): 16 bits: 65535 -> 255, 257 k -> k; in integers (4 bytes a
+    value, not float64's 8 and their copies: 2 * 255 * 65535 + 65535 < 2^32)."""
     top = 2 ** bits - 1
-    wide = np.uint32 if bits <= 16 else np.uint64
-    return ((2 * 255 * values.astype(wide) + top) // (2 * top)).astype(np.uint8)
+    return ((2 * 255 * values.astype(np.uint32) + top) // (2 * top)).astype(np.uint8)
 
 
 def _rawmode(image: Image.Image) -> str | None:
