@@ -69,3 +69,13 @@ def test_killed_driver_resumes_to_the_same_bytes(tmp_path, shifted_sources):
     assert earlier > 0 and report["samples_this_run"] == report["samples"] - earlier
     assert not list((killed / "shards").glob("*.partial"))  # the partial shard was made again
     assert _tars(killed) == _tars(clean) and len(_tars(clean)) == 4
+
+    # a rerun of the finished dataset makes nothing and needs no cluster: RAY_ADDRESS names a
+    # port nothing listens on, which fails any Ray start (ClusterUnreachableError, exit 2)
+    again = subprocess.run(_command(folder, ensemble, killed), capture_output=True, text=True,
+                           env={**environment, "RAY_ADDRESS": "127.0.0.1:9"}, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "note: all 4 shards are finished: nothing to make (Ray not started)" in again.stdout
+    rerun_report = json.loads((killed / "report.json").read_text())
+    assert rerun_report["samples_this_run"] == 0 and "scheduling" not in rerun_report
+    assert rerun_report["samples"] == report["samples"] and _tars(killed) == _tars(clean)
