@@ -522,14 +522,40 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     plan = _listed_plan(listed, config, ensemble, absent)
     todo, done, resumed = _shards_to_make(plan, config, options, location)
     write_run_files(location, config, plan, ensemble, absent)
-    _start_ray()
-    check_reachable(plan, config.sources, config.out, lease.identity())
     if resumed:
         print(f"resuming: {len(done)} of {plan.shard_count} shards done"
               + (_unverified(len(done)) if done and not options.verify else ""))
-    if todo:
-        _drop_stale_results(location)
     _say_what_labels_lack(config, ensemble, absent)
+    if todo:
+        written, scheduling = _make_shards(todo, done, plan, config, ensemble, options,
+                                           location, lease)
+    else:  # a rerun of a finished dataset: its lists merged again, no cluster needed
+        print(f"note: all {plan.shard_count} shards are finished: nothing to make "
+              "(Ray not started)")
+        written, scheduling = None, None
+    lease.check()
+    tally = merge(location, plan)
+    report = build_report(tally, time.perf_counter() - started, absent, config.modes(),
+                          tally.samples if written is None else written)
+    report["names_skipped"] = dict(listed.skipped)
+    report["folders_unlisted"] = listed.unlisted
+    if scheduling is not None:
+        report["scheduling"] = scheduling
+    location.write_json(location.path(REPORT_FILE), report)
+    print("\n".join(summary_lines(report, config.out)))
+    return report
+
+
+def _make_shards(todo: list[int], done: list[int], plan: Plan, config: RunConfig,
+                 ensemble: Ensemble, options: ClusterOptions, location: Location,
+                 lease: Lease) -> tuple[int, dict]:
+    """Make the shards `todo` on Ray (started here unless the caller's is up), the cluster's
+    reach of SOURCES and OUT checked first; returns (the samples of the shards `done` an
+    earlier run finished, the scheduling for report.json: the layout, the most shards held in
+    flight and each actor's calls). Raises ShardsFailedError if a shard failed twice."""
+    _start_ray()
+    check_reachable(plan, config.sources, config.out, lease.identity())
+    _drop_stale_results(location)
     resources = ray.cluster_resources()
     scheduling = layout(resources.get("CPU", 1.0), int(resources.get("GPU", 0)),
                         options.actors, options.max_in_flight, config.labelled)
@@ -558,16 +584,8 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
         actor_calls = _actor_calls(actors)
     if failed:
         raise ShardsFailedError(failed_twice(failed))
-    lease.check()
-    report = build_report(merge(location, plan), time.perf_counter() - started, absent,
-                          config.modes(), progress.written)
-    report["names_skipped"] = dict(listed.skipped)
-    report["folders_unlisted"] = listed.unlisted
-    report["scheduling"] = {**scheduling.to_json(), "peak_in_flight": progress.peak_in_flight,
-                            "actor_calls": actor_calls}
-    location.write_json(location.path(REPORT_FILE), report)
-    print("\n".join(summary_lines(report, config.out)))
-    return report
+    return progress.written, {**scheduling.to_json(), "peak_in_flight": progress.peak_in_flight,
+                              "actor_calls": actor_calls}
 
 
 def _listed_plan(listed: Listing, config: RunConfig, ensemble: Ensemble,
