@@ -3,12 +3,15 @@ benchmark run that moves a figure fails here until the README says the new one."
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_storage  # noqa: E402  (the model the README's costs are)
 
 
 def _bench(name: str) -> dict:
@@ -75,6 +78,9 @@ def test_the_storage_table_is_the_storage_benchmarks(mode, key):
     if key != "images":
         smaller = re.search(r"\(([\d.]+) times smaller\)", cells[2]).group(1)
         assert _as_stated(smaller, sizes["images"]["total"] / sizes[key]["total"])
+    paper = re.fullmatch(r"([\d.]+) TB(?: \(([\d.]+) times\))?", cells[3])
+    assert _as_stated(paper.group(1), sizes[key]["paper_scale_tb"])
+    assert key == "images" or _as_stated(paper.group(2), sizes[key]["paper_times_smaller"])
 
 
 def test_the_kept_sets_share_of_the_images_loader_is_the_storage_benchmarks():
@@ -121,3 +127,72 @@ def test_the_object_store_read_figures_are_the_reads_benchmarks():
                             opening["paper_minutes_1_thread"]), strict=True):
         assert _as_stated(text, value)
     assert f"run {threads} at once" in README and f"{bench['latency_ms']:g} ms" in README
+
+
+def test_the_training_figures_are_the_device_benchmarks():
+    gpu = _bench("gpu")
+    rate = {(run["backbone"], run["precision"]): run["images_per_s"]
+            for run in gpu["training"]["runs"]}
+    stated = _one(r"resnet50 at 224 trains at \*\*([\d.]+)\nimages/s\*\* in bf16 with "
+                  r"channels_last \(([\d.]+) in float32\), nasnetalarge at 331 at \*\*([\d.]+)"
+                  r"\nimages/s\*\* in bf16 \(([\d.]+) GB at batch 64; ([\d.]+) images/s and "
+                  r"([\d.]+) GB in float32\)")
+    peak = {run["precision"]: run["peak_mb"] for run in gpu["training"]["runs"]
+            if run["backbone"] == "nasnetalarge"}
+    for text, value in zip(stated.groups(), (
+            rate["resnet50", "bf16"], rate["resnet50", "fp32"], rate["nasnetalarge", "bf16"],
+            peak["bf16"] / 1000, rate["nasnetalarge", "fp32"], peak["fp32"] / 1000), strict=True):
+        assert _as_stated(text, value)
+    loader = gpu["loader"]["images_per_s"]
+    assert _as_stated(_one(r"shard loader feeds \*\*([\d.]+) images/s\*\*").group(1), loader)
+    half = 0.4 <= loader / rate["resnet50", "bf16"] <= 0.6  # "about half the rate"
+    assert half, "README calls the loader about half a resnet50's rate in bf16"
+
+
+def test_the_storage_goals_paragraph_is_the_storage_benchmarks():
+    bench = _bench("storage")
+    sizes, measured = bench["sizes"], bench["measured_share"]
+    times = {key: sizes["images"]["total"] / sizes[key]["total"] for key in sizes}
+    hybrid = _one(r"plain hybrid is ([\d.]+) times smaller at (\d+)%")
+    assert _as_stated(hybrid.group(1), times["hybrid"])
+    assert int(hybrid.group(2)) == round(100 * measured["hybrid"])
+    recipes = _one(r"\(recipes: ([\d.]+) times, ([\d.]+)%\)")
+    assert _as_stated(recipes.group(1), times["recipes"])
+    assert _as_stated(recipes.group(2), 100 * measured["recipes"])
+    paper = _one(r"`recipes` is (\d+) times smaller than\n`images` at the paper's scale")
+    assert int(paper.group(1)) == round(sizes["recipes"]["paper_times_smaller"])
+
+
+def test_the_storage_loader_model_is_the_storage_benchmarks():
+    bench = _bench("storage")
+    model = bench_storage.loader_model(bench)
+    costs = _one(r"A replay costs ([\d.]+) ms on\naverage, a PNG decode ([\d.]+) ms, and the "
+                 r"loader's other work ([\d.]+) ms")
+    for text, value in zip(costs.groups(), (model["replay_ms"], model["decode_ms"],
+                                            model["other_ms"]), strict=True):
+        assert _as_stated(text, value)
+    stated = _one(r"within ([\d.]+) points of the measured one \(recipes\n([\d.]+)% of the "
+                  r"images loader's rate against ([\d.]+)% measured, hybrid ([\d.]+) against "
+                  r"([\d.]+), kept\n([\d.]+) against ([\d.]+)\)")
+    modes = ("recipes", "hybrid", "hybrid_kept")
+    pairs = [(bench["predicted_share"][key], bench["measured_share"][key]) for key in modes]
+    for (predicted, measured), (said_predicted, said_measured) in zip(
+            pairs, zip(stated.groups()[1::2], stated.groups()[2::2], strict=True), strict=True):
+        assert _as_stated(said_predicted, 100 * predicted)
+        assert _as_stated(said_measured, 100 * measured)
+    assert max(abs(p - m) for p, m in pairs) * 100 <= float(stated.group(1))
+
+
+def test_the_pretrain_demo_table_is_the_demo_summarys():
+    """Every row of docs/pretrain-demo.json (make pretrain-demo-summary) stands in the README's
+    table as written, and the table holds no other row."""
+    rows = json.loads((ROOT / "docs" / "pretrain-demo.json").read_text())
+    stated = re.findall(r"\n\| `(\w+)` \| (probe|fine-tune) \| ([^\n]+) \|", README)
+    assert len(stated) == len(rows)
+    for row, (objective, read_out, cells) in zip(rows, stated, strict=True):
+        assert (objective, read_out) == (row["objective"], row["read_out"])
+        *figures, won = cells.split(" | ")
+        for text, key in zip(figures, ("srocc", "plcc", "krcc", "rmse", "baseline_srocc"),
+                             strict=True):
+            assert _as_stated(text, row[key])
+        assert won == f"{row['splits_won']} of {row['splits']}"
