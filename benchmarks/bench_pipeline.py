@@ -105,7 +105,22 @@ def gpu_rates(path: Path) -> dict | None:
             "node_rate_wall": pipe["labelled_images_per_s"],
             "source": f"measured on {gpu['environment']['gpu']} ({gpu['sources']['pipeline']}, "
                       f"{path.name}; its labelling process served "
-                      f"{pipe.get('labelling_concurrency', 1)} call(s) at once)"}
+                      f"{pipe.get('labelling_concurrency', 1)} call(s) at once"
+                      f"{_overlap_said(pipe.get('overlap_bytes'))})"}
+
+
+def _overlap_said(overlap_bytes: int | None) -> str:
+    """How the measured pool's shard processes overlapped their references, against the
+    driver's layout on a GPU node (pipeline.scheduling: the next reference made while the
+    labels of one are awaited)."""
+    if overlap_bytes:
+        return (f"; each shard process made its next reference meanwhile, up to "
+                f"{overlap_bytes:,} bytes")
+    held = ("a run from before shard tasks overlapped their references" if overlap_bytes is None
+            else "run with --pipeline-overlap-bytes 0")
+    return (f"; its shard processes held one reference at a time ({held}), where the "
+            "driver's shard tasks make the next one meanwhile: the rate the driver's layout "
+            "reaches is not measured yet")
 
 
 def projection(run: dict, gpu: dict | None, assumed_label_rate: float,

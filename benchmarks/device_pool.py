@@ -37,7 +37,7 @@ from labelers.errors import LabelerError
 from pipeline.config import RunConfig
 from pipeline.plan import Plan, label_identity, persist_or_check
 from pipeline.report import merge, write_run_files
-from pipeline.scheduling import GPU_ACTOR_CONCURRENCY
+from pipeline.scheduling import GPU_ACTOR_CONCURRENCY, layout
 from pipeline.sources import list_sources
 from pipeline.worker import OVERLAP_BYTES, produce_shard
 from shards.reader import read_index
@@ -110,11 +110,15 @@ def _shared(array: np.ndarray) -> Iterator[tuple[str, tuple[int, ...], str]]:
 
 def _score_shared(labeler: labelers.Labeler, ref: np.ndarray,
                   handle: tuple[str, tuple[int, ...], str]) -> dict:
-    """The Labeler's scores of versions a pool process shared (`_shared`), read in place."""
+    """The Labeler's scores of versions a pool process shared (`_shared`), read in place and
+    read-only, as a Ray actor's call gets them from the object store (so the Labeler copies
+    them as it does there)."""
     name, shape, dtype = handle
     block = shared_memory.SharedMemory(name=name)  # (the pool shares this process's resource
     try:                                           # tracker: its creator's unlink forgets it)
-        return dict(labeler.score(ref, np.ndarray(shape, np.dtype(dtype), buffer=block.buf)))
+        shared = np.ndarray(shape, np.dtype(dtype), buffer=block.buf)
+        shared.flags.writeable = False
+        return dict(labeler.score(ref, shared))
     finally:
         with contextlib.suppress(BufferError):  # a view still held: freed with it
             block.close()
@@ -260,9 +264,12 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
                for k in range(processes)]
     for worker in workers:
         worker.start()
+    threads, actor_threads = torch.get_num_threads(), layout(os.cpu_count() or 1, 1).threads
+    torch.set_num_threads(actor_threads)  # as the GPU actor sets its own (LabelerActor)
     try:
         served = _serve(labeler, requests, answers, workers)
     finally:  # a section that failed leaves no process behind to wait for
+        torch.set_num_threads(threads)
         for worker in workers:
             if worker.is_alive():
                 worker.terminate()
@@ -287,6 +294,7 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
             "pool_cpu_ms_per_image": round(1000 * served["pool_cpu_seconds"] / labelled, 1),
             "pool_threads": served["pool_threads"],  # OpenCV's and torch's, the most of any
             "labelling_concurrency": served["concurrency"],
+            "labelling_threads": actor_threads,  # torch's in the labelling process
             "labelling_peak_concurrent": served["peak_concurrent"],
             "from_first_request_seconds": served["serving_seconds"],
             "while_all_worked": served["while_all_worked"],

@@ -67,8 +67,11 @@ def unit_rgb(rgb: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Ten
     return rgb.to(dtype) / 255.0
 
 
-def to_batch(images: np.ndarray | list[np.ndarray], device: torch.device | str) -> torch.Tensor:
-    """uint8 H x W x 3 (or N x H x W x 3, or a list of H x W x 3) -> uint8 N x 3 x H x W tensor."""
+def to_batch(images: np.ndarray | list[np.ndarray], device: torch.device | str,
+             pinned: bool = False) -> torch.Tensor:
+    """uint8 H x W x 3 (or N x H x W x 3, or a list of H x W x 3) -> uint8 N x 3 x H x W tensor;
+    `pinned` (a CUDA machine's): copied once, into page-locked host memory for an asynchronous
+    upload (a read-only array, such as Ray's object store gives, is copied anyway)."""
     if isinstance(images, list | tuple):
         if not images:
             raise InvalidPairError("no distorted images given")
@@ -84,8 +87,12 @@ def to_batch(images: np.ndarray | list[np.ndarray], device: torch.device | str) 
             f"expected uint8 RGB images H x W x 3 (or N x H x W x 3), got {array.dtype} "
             f"{array.shape}"
         )
-    writable = np.require(array, requirements=["C_CONTIGUOUS", "WRITEABLE"])  # PIL's are not
-    return torch.from_numpy(writable).permute(0, 3, 1, 2).to(device)
+    if pinned:
+        batch = torch.empty(array.shape, dtype=torch.uint8, pin_memory=True)
+        batch.numpy()[...] = array
+    else:
+        batch = torch.from_numpy(np.require(array, requirements=["C_CONTIGUOUS", "WRITEABLE"]))
+    return batch.permute(0, 3, 1, 2).to(device)
 
 
 def pooling_factor(height: int, width: int) -> int:

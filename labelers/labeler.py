@@ -158,7 +158,7 @@ class Labeler:
             raise InvalidPairError(f"no versions, but as {dists.dtype} {dists.shape[1:]}, not "
                                    f"the reference's uint8 {np.shape(ref)}")
         dist_batch = (torch.empty((0, *ref_batch.shape[1:]), dtype=torch.uint8) if no_versions
-                      else to_batch(dists, "cpu"))
+                      else to_batch(dists, "cpu", pinned=self.device.type == "cuda"))
         for metric in self.metrics.values():
             metric.check_pair(ref_batch, dist_batch)
         if not len(dist_batch):
@@ -186,9 +186,8 @@ class Labeler:
                        for key, values in parts.items()}, self.absent)
 
     def _upload_all(self, versions: torch.Tensor) -> torch.Tensor:
-        """The versions on the device in one pinned, asynchronous upload for every metric;
-        where they do not fit, pinned in host memory, each part uploaded in its turn."""
-        versions = versions.pin_memory()
+        """The versions (pinned in host memory by to_batch) on the device in one asynchronous
+        upload for every metric; where they do not fit, each part uploaded in its turn."""
         try:
             return versions.to(self.device, non_blocking=True)
         except torch.OutOfMemoryError:

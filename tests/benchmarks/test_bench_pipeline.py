@@ -40,3 +40,19 @@ def test_a_run_that_did_not_time_it_gives_the_rate_from_the_first_request(tmp_pa
     rates = gpu_rates(_device_figures(tmp_path, {}))
     assert rates["node_rate"] == 1000 / 5.0 and rates["node_rate_started"] is None
     assert "first request" in rates["node_rate_basis"]
+
+
+@pytest.mark.parametrize("overlap, said", [
+    (None, "one reference at a time (a run from before shard tasks overlapped"),
+    (0, "one reference at a time (run with --pipeline-overlap-bytes 0)"),
+    (2**30, "made its next reference meanwhile, up to 1,073,741,824 bytes")])
+def test_the_source_says_whether_the_measured_pool_overlapped_as_the_driver_does(
+        tmp_path, gpu_rates, overlap, said):
+    """On a GPU node the driver's shard tasks make their next reference while one's labels are
+    awaited (pipeline.scheduling); a rate measured without that is not the driver's."""
+    from pipeline.scheduling import layout
+    assert layout(16, 1).overlap
+    figures = {} if overlap is None else {"overlap_bytes": overlap}
+    source = gpu_rates(_device_figures(tmp_path, figures))["source"]
+    assert said in source
+    assert ("not measured yet" in source) == (not overlap)

@@ -55,6 +55,7 @@ def test_the_device_check_runs_every_section_on_the_cpu(tmp_path):
     assert 1 <= pipeline["labelling_peak_concurrent"] <= 2  # (one pool process on 2 CPUs)
     assert pipeline["pool_threads"] == {"opencv": 1, "torch": 1}  # one CPU each, as a task
     assert pipeline["overlap_bytes"] == OVERLAP_BYTES  # as a shard task makes its references
+    assert pipeline["labelling_threads"] == 1  # torch's, as the GPU actor (pipeline.scheduling)
     again = results["repeat"]  # a CPU's passes never move: the same bits twice
     assert again["samples"] == 2 * 3 * 2
     assert again["same_pixels"] == again["same_scores"] == again["samples"]
@@ -305,3 +306,26 @@ def test_a_pool_sized_by_hand_is_listed_but_not_merged_as_the_nodes_pipeline(tmp
         "run1")
     assert [(row["run"], row["processes"]) for row in merged["pipeline_runs"]] == [
         ("run1", 15), ("run2", 19)]
+
+
+def test_the_pool_hands_the_labeler_read_only_pixels_as_the_object_store_does(monkeypatch):
+    """A Ray actor's call gets its versions zero-copy from the object store, read-only, and
+    the Labeler copies them: the pool's labelling process pays the same copy."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import numpy as np
+    from device_pool import _score_shared, _shared
+
+    class Recording(labelers.Labeler):
+        def score(self, ref, dists, on_progress=None):
+            seen.append(dists.flags.writeable)
+            return super().score(ref, dists, on_progress)
+
+    seen = []
+    rng = np.random.default_rng(1)
+    ref, versions = (rng.integers(0, 256, shape, dtype=np.uint8)
+                     for shape in ((32, 48, 3), (3, 32, 48, 3)))
+    with _shared(versions) as handle:
+        scores = _score_shared(Recording(["mae"], "cpu"), ref, handle)
+    assert seen == [False]
+    expected = labelers.Labeler(["mae"], "cpu").score(ref, versions)["mae"]
+    assert scores["mae"].tobytes() == expected.tobytes()

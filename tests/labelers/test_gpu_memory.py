@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import labelers
+from labelers.inputs import to_batch
 from tests.conftest import ON_CUDA
 
 pytestmark = ON_CUDA
@@ -76,3 +77,17 @@ def test_a_fresh_labelers_first_call_scores_the_same_bits_as_its_second(versions
     second = labeler.score(ref, dists)
     for key, scores in first.items():
         assert scores.tobytes() == second[key].tobytes(), key
+
+
+def test_read_only_versions_are_pinned_in_one_copy_and_score_as_writable_ones(versions):
+    """A Ray actor's call reads its versions from the object store, read-only: to_batch copies
+    them once, into the page-locked memory their asynchronous upload needs."""
+    ref, dists = versions
+    frozen = dists[:8].copy()
+    frozen.flags.writeable = False
+    batch = to_batch(frozen, "cpu", pinned=True)
+    assert batch.is_pinned() and batch.shape == (8, 3, 384, 512)
+    assert torch.equal(batch.permute(0, 2, 3, 1), torch.from_numpy(dists[:8]))
+    labeler = labelers.Labeler(["mae", "gmsd"], "cuda")
+    for key, scores in labeler.score(ref, frozen).items():
+        assert scores.tobytes() == labeler.score(ref, dists[:8].copy())[key].tobytes(), key
