@@ -13,7 +13,6 @@ import numpy as np
 import distortions
 from labelers.ensemble import Ensemble
 from labelers.errors import LabelerError
-from labelers.labeler import Labeler
 from pipeline.config import RunConfig
 from pipeline.lease import check_writer
 from pipeline.plan import Chain, Plan, PlannedReference, planned_versions
@@ -307,13 +306,6 @@ def _compose_all(ref, pixels, config, outcome, chains: list[tuple[int, Chain]]) 
                       level=chain[0][1], seed=links[0][2], recipe=recipe, chain=links_json)
         made.append((record, image))
     return made
-
-
-def local_scorer(labeler: Labeler) -> ScoreImages:
-    """score_images with a Labeler in this process (the Ray-free worker's tests)."""
-    def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled: Labelled):
-        return dict(labeler.score(ref, versions, on_labelled))
-    return score_images
 
 
 def _apply_labels(records: list[dict], scores: dict[str, np.ndarray] | None,

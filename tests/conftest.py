@@ -29,6 +29,14 @@ def on_cuda(test):
     return test
 
 
+def local_scorer(labeler):
+    """pipeline.worker's score_images answered by a Labeler in this process, as the labeler
+    actor answers a shard task's calls (the Ray-free worker's tests)."""
+    def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled) -> dict:
+        return dict(labeler.score(ref, versions, on_labelled))
+    return score_images
+
+
 DATA = Path(__file__).parent / "data"
 MINIMUM_IMAGE = DATA / "astronaut_192x176.png"
 
@@ -97,7 +105,7 @@ def store_datasets(tmp_path_factory) -> dict[str, Path]:
     from pipeline.report import write_run_files
     from pipeline.sizing import TargetSize
     from pipeline.sources import list_sources
-    from pipeline.worker import local_scorer, produce_shard
+    from pipeline.worker import produce_shard
     from shards.storage import Location
 
     base = tmp_path_factory.mktemp("stores")

@@ -15,8 +15,9 @@ from pipeline import cli
 from pipeline.plan import Plan, persist_or_check, split_of
 from pipeline.report import merge
 from pipeline.sources import list_sources
-from pipeline.worker import local_scorer, produce_shard
+from pipeline.worker import produce_shard
 from shards.storage import Location
+from tests.conftest import local_scorer
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SECTION = re.compile(r"<!-- method: (\w+) -->\s*```bash\n(.*?)```\s*```python\n(.*?)```",

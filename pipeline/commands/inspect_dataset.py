@@ -133,23 +133,15 @@ class ShardCheck:
                    store, keep_pngs)
 
 
-def check_shard(location: Location, plan: Plan, index: int, per_reference: int,
-                store: str = DEFAULT_STORE, keep_pngs: tuple[int, ...] = ()) -> list[str]:
-    """Problems found in one shard (empty when it is sound), each naming the shard: its
-    files, plan, sizes and tar SHA-256 against its stats, then its members against the
-    parquet index and the plan."""
-    return checked_shard(ShardCheck.of(location, plan, index, per_reference, store,
-                                       keep_pngs))[0]
-
-
 # ref_id -> (its shard, its status, its pixels' SHA-256) in a list
 Routes = dict[str, tuple[int | None, str, str | None]]
 
 
 def checked_shard(job: ShardCheck) -> tuple[list[str], Counter, Routes]:
-    """(check_shard's problems, the REPORT_COUNTS its stats give (0 for one that is no
-    count: a problem of its own), the routes its sources list gives): its stats, lists and
-    tar are each read once."""
+    """(the shard's problems (none: it is sound), each naming the shard: its files, plan,
+    sizes and tar SHA-256 against its stats, then its members against the parquet index and
+    the plan; the REPORT_COUNTS its stats give (0 for one that is no count: a problem of its
+    own); the routes its sources list gives): its stats, lists and tar are each read once."""
     examination = examine_shard(job.location, job.index, job.digest, job.store)
     problems = [f"shard {shard_name(job.index)}: {problem}" for problem in
                 examination.problems or _content_problems(job, examination)]
@@ -500,7 +492,7 @@ def sidecar_problems(location: Location, digest: str, shards: list[int] | None =
         index = read_index(location, shards, columns=["key", "kind"], with_shard=True,
                            kind="distorted")
     except (OSError, ValueError):
-        return []  # the shards' own problems are reported by check_shard
+        return []  # the shards' own problems are reported by checked_shard
     expected = dict(zip(index["key"].to_pylist(), index["shard"].to_pylist(), strict=True))
     scored = _scored_metrics(location)
     return [problem for name in names

@@ -22,7 +22,7 @@ from pipeline.errors import PlanMismatchError
 from pipeline.plan import Plan, chains_for, persist_or_check
 from pipeline.report import write_run_files
 from pipeline.sources import list_sources
-from pipeline.worker import local_scorer, produce_shard
+from pipeline.worker import produce_shard
 from shards import open_dataset
 from shards.keys import composed_key, ref_id_of
 from shards.layout import shard_paths, tar_path
@@ -30,7 +30,13 @@ from shards.png import decode_png
 from shards.reader import read_index, tar_members
 from shards.schema import chain_of
 from shards.storage import Location
-from tests.conftest import finish, rewrite_tar, stats_agree, stats_before_index_digests
+from tests.conftest import (
+    finish,
+    local_scorer,
+    rewrite_tar,
+    stats_agree,
+    stats_before_index_digests,
+)
 
 TYPES = (1, 3, 13, 16, 20)  # jpeg, white noise, gaussian blur, brighten, contrast change
 

@@ -613,8 +613,8 @@ def _made_from_folder(folder: Path, out: Path) -> Path:
     from pipeline.report import write_run_files
     from pipeline.sizing import TargetSize
     from pipeline.sources import list_sources
-    from pipeline.worker import local_scorer, produce_shard
-    from tests.conftest import finish
+    from pipeline.worker import produce_shard
+    from tests.conftest import finish, local_scorer
 
     ensemble = Ensemble("test", {"mae": 1.0}, {"mae": Mapping01("linear", best=0.0, worst=0.2)})
     config = RunConfig(sources=str(folder), out=str(out), size=TargetSize(192, 176),

@@ -268,8 +268,9 @@ def scored_dataset(tmp_path_factory) -> Path:
     from pipeline.report import write_run_files
     from pipeline.sizing import TargetSize
     from pipeline.sources import list_sources
-    from pipeline.worker import local_scorer, produce_shard
+    from pipeline.worker import produce_shard
     from shards.storage import Location
+    from tests.conftest import local_scorer
 
     out = tmp_path_factory.mktemp("relabel") / "data"
     config = RunConfig(sources="embedded", out=str(out), size=TargetSize(192, 176), limit=2,
@@ -765,7 +766,8 @@ def test_inspect_calls_a_finished_run_without_a_sample_a_problem(tmp_path, capsy
     from pipeline.report import write_run_files
     from pipeline.sizing import TargetSize
     from pipeline.sources import list_sources
-    from pipeline.worker import local_scorer, produce_shard
+    from pipeline.worker import produce_shard
+    from tests.conftest import local_scorer
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -20,11 +20,11 @@ from pipeline.plan import Plan, persist_or_check, scenarios_for
 from pipeline.report import merge, write_run_files
 from pipeline.sizing import NATIVE
 from pipeline.sources import list_sources
-from pipeline.worker import local_scorer, produce_shard
+from pipeline.worker import produce_shard
 from shards.layout import shard_paths
 from shards.reader import read_index
 from shards.storage import Location
-from tests.conftest import finish
+from tests.conftest import finish, local_scorer
 
 
 def _run(config, ensemble):

@@ -57,7 +57,7 @@ def test_a_file_uri_in_a_list_file_is_checked_for_changes_on_resume(tmp_path, fa
     from labelers import Labeler
     from pipeline.plan import PlanMismatchError
     from pipeline.source_changes import check_modified_sources
-    from pipeline.worker import local_scorer
+    from tests.conftest import local_scorer
 
     folder = tmp_path / "odd"
     folder.mkdir()

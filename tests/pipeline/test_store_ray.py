@@ -14,8 +14,9 @@ from pipeline.commands.inspect_dataset import inspect
 from pipeline.config import RunConfig
 from pipeline.plan import Plan
 from pipeline.sources import list_sources
-from pipeline.worker import local_scorer, produce_shard
+from pipeline.worker import produce_shard
 from shards.storage import Location
+from tests.conftest import local_scorer
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -46,13 +46,13 @@ from pipeline.report import Tally, merge
 from pipeline.sizing import TargetSize
 from pipeline.source_changes import check_modified_sources
 from pipeline.sources import IMAGE_EXTENSIONS, list_sources, listing, load, skipped_note
-from pipeline.worker import Guard, local_scorer, produce_shard
+from pipeline.worker import Guard, produce_shard
 from shards.layout import shard_paths, store_of, tar_path
 from shards.reader import read_index, shard_problems, shard_stats, tar_urls
 from shards.schema import INDEX_SCHEMA, SCORES_TYPE
 from shards.storage import Location
 from shards.writer import ShardWriter
-from tests.conftest import rewrite_tar, stats_agree
+from tests.conftest import local_scorer, rewrite_tar, stats_agree
 
 
 class _Quarantining(Guard):
@@ -1636,7 +1636,8 @@ from pipeline.plan import Plan, persist_or_check
 from pipeline.report import write_run_files
 from pipeline.sizing import TargetSize
 from pipeline.sources import list_sources
-from pipeline.worker import local_scorer, produce_shard
+from pipeline.worker import produce_shard
+from tests.conftest import local_scorer
 from shards.layout import tar_path
 from shards.reader import shard_problems
 from shards.storage import Location

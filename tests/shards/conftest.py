@@ -21,11 +21,12 @@ from pipeline.plan import Plan, chosen, persist_or_check
 from pipeline.report import merge
 from pipeline.sizing import TargetSize
 from pipeline.sources import list_sources
-from pipeline.worker import local_scorer, produce_shard
+from pipeline.worker import produce_shard
 from shards.keys import distorted_key, reference_key
 from shards.reader import tar_urls
 from shards.storage import Location
 from shards.writer import ShardWriter
+from tests.conftest import local_scorer
 
 HAND_SIZE = (40, 56)  # height, width
 

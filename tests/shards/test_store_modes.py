@@ -21,7 +21,7 @@ from PIL import Image
 
 import distortions
 from pipeline.commands.contact_sheet import render_shard_sheet
-from pipeline.commands.inspect_dataset import check_shard, inspect
+from pipeline.commands.inspect_dataset import ShardCheck, checked_shard, inspect
 from pipeline.plan import Plan
 from shards import open_dataset
 from shards.layout import store_of
@@ -109,9 +109,10 @@ def test_inspect_checks_a_hybrid_shards_pngs_against_its_kept_types(store_datase
     plan = Plan.from_json(json.loads((store_datasets["hybrid_kept"] / "plan.json").read_text()))
     assert plan.inputs["keep_pngs"] == [26]
     for index in range(plan.shard_count):
-        assert check_shard(location, plan, index, 7, "hybrid", (26,)) == []
+        assert checked_shard(ShardCheck.of(location, plan, index, 7, "hybrid", (26,)))[0] == []
+        problems, _, _ = checked_shard(ShardCheck.of(location, plan, index, 7, "hybrid"))
         assert any("lack or hold a PNG against the store mode hybrid" in problem
-                   for problem in check_shard(location, plan, index, 7, "hybrid"))
+                   for problem in problems)
 
 
 @pytest.mark.parametrize("store", ["recipes", "hybrid", "hybrid_kept"])
