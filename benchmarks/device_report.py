@@ -18,123 +18,158 @@ def _failed(row: dict, columns: int) -> str | None:
 
 
 def markdown(results: dict) -> str:
-    env = results.get("environment", {})
-    lines = ["# Device check", "",
-             f"{env.get('date')}: {env.get('gpu', 'CPU')} (driver {env.get('driver', '-')}), "
-             f"torch {env.get('torch')}, CUDA {env.get('cuda')}, {env.get('cpus')} CPUs"
-             + (f" ({env['physical_cores']} physical cores)" if env.get("physical_cores")
-                else "") + f", Python {env.get('python')}.", ""]
-    speed = results.get("labelers", {})
-    if "metrics" in speed:
-        profiled = speed.get("profile", {}).get("per_metric", {})
-        lines += [f"## Labelers ({speed['size']}, {speed['versions']} versions of one "
-                  "reference)", "", "Images/s of each metric alone and of the Labeler with "
-                  "all ten; device ms: the profiler's device time of each metric inside one "
-                  "all-ten call (where the time goes).", "",
-                  "| metric | images/s | pass size | peak MB | device ms |",
-                  "|---|---:|---:|---:|---:|"]
-        for key, row in speed["metrics"].items():
-            lines.append(f"| {key} | " + (_failed(row, 4) or (
-                f"{row['images_per_s']} | {row['pass_size'][key]} | {row['peak_mb']} | "
-                f"{profiled.get(key, {}).get('device_ms', '')} |")))
-        together = speed["all_ten"]
-        lines += ["| **all ten** | " + (_failed(together, 4) or (
-            f"**{together['images_per_s']}** | | {together['peak_mb']} | |")), ""]
+    lines = ["# Device check", "", _environment_line(results.get("environment", {})), ""]
+    lines += _labeler_lines(results.get("labelers", {}))
     lines += _variant_lines(results.get("variants", {}))
-    agree = results.get("agreement", {})
-    if "metrics" in agree:
-        lines += ["## Device against CPU", "", f"Tolerance {agree['tolerance']}.", "",
-                  "| metric | max abs | max rel | within |", "|---|---:|---:|---|"]
-        lines += [f"| {k} | " + (_failed(r, 3) or (
-            f"{r['max_abs']:.2e} | {r['max_rel']:.2e} | {r['within_tolerance']} |"))
-            for k, r in agree["metrics"].items()]
-        lines.append("")
-    noise = results.get("denoiser", {})
-    if "through_bank_images_per_s" in noise:
-        lines += ["## Denoiser (types 8-12)", "", "The network alone in batches of "
-                  f"{noise['batch']}: **{noise['network_batched_images_per_s']} images/s**. "
-                  "Through the bank one image at a time (noise, sigma estimate on the CPU, "
-                  "network) and the same recipe replayed on the CPU:", "",
-                  "| type | images/s | replay: most levels apart | pixels differing |",
-                  "|---|---:|---:|---:|"]
-        for name, rate in noise["through_bank_images_per_s"].items():
-            replay = noise["replay_device_vs_cpu"][name]
-            lines.append(f"| {name} | {rate} | {replay['max_levels']} | "
-                         f"{100 * replay['pixels_differing']:.1f}% |")
-        lines.append("")
-    train = results.get("training", {})
-    if "runs" in train:
-        lines += ["## Training step", "", "| backbone | crop | batch | precision | images/s | "
-                  "peak MB |", "|---|---:|---:|---|---:|---:|"]
-        lines += [f"| {r['backbone']} | {r['crop']} | {r['batch']} | {r['precision']} | "
-                  + (_failed(r, 2) or f"{r['images_per_s']} | {r['peak_mb']} |")
-                  for r in train["runs"]]
-        lines.append("")
-    pipe = results.get("pipeline", {})
-    if "labelled_images_per_s" in pipe:
-        lines += ["## Pipeline end to end", "",
-                  f"{pipe['references']} references, {pipe['labelled_images']} labelled images "
-                  f"in {pipe['wall_seconds']} s with {pipe['processes']} shard processes"
-                  + _overlap_words(pipe) + ": "
-                  f"**{pipe['labelled_images_per_s']} labelled images/s**; the labelling "
-                  "process "
-                  + (f"served up to {pipe['labelling_concurrency']} call(s) at once "
-                     f"({pipe['labelling_peak_concurrent']} at the most), "
-                     if "labelling_concurrency" in pipe else "served one call at a time, ")
-                  + f"in calls for {pipe['labelling_process_busy']} s (summed)"
-                  + (f", {pipe['labelling_process_occupied']} s with a call in progress"
-                     if "labelling_process_occupied" in pipe else "")
-                  + (f"; {pipe['from_first_request_seconds']} s from its first request "
-                     f"({rate_once_started(pipe)} images/s once the pool had started)"
-                     if rate_once_started(pipe) else "") + "."
-                  + _all_worked_sentence(pipe)
-                  + (f" The pool's processes spent {pipe['pool_cpu_ms_per_image']} CPU ms per "
-                     f"labelled image (wall seconds by stage, summed over them: "
-                     f"{pipe['pool_stage_seconds']}; label and the learned types' network wait "
-                     "on the labelling process)" if "pool_cpu_ms_per_image" in pipe else "")
-                  + (f"; OpenCV and torch threads in each: {pipe['pool_threads']}"
-                     if "pool_threads" in pipe else ""),
-                  ""]
-    again = results.get("repeat", {})
-    if "samples" in again:
-        lines += ["## Two runs of one plan", "",
-                  f"{again['references']} references, {again['samples']} distorted samples, "
-                  "made twice, each run's labeler started afresh: the same pixels in "
-                  f"{again['same_pixels']}, the same scores bit for bit in "
-                  f"{again['same_scores']}; each metric's largest difference: "
-                  f"{again['largest_difference']}."
-                  + (f" Each call's memory budget: {again['memory_budget_mb']} MB."
-                     if "memory_budget_mb" in again else ""), ""]
+    lines += _agreement_lines(results.get("agreement", {}))
+    lines += _denoiser_lines(results.get("denoiser", {}))
+    lines += _training_lines(results.get("training", {}))
+    lines += _pipeline_lines(results.get("pipeline", {}))
+    lines += _repeat_lines(results.get("repeat", {}))
     lines += _batch_lines(results.get("passes", {}))
     lines += _pipeline_runs_lines(results.get("pipeline_runs", []))
-    feed = results.get("loader", {})
-    if "images_per_s" in feed:
-        lines += ["## Training loader", "", f"{feed['workers']} workers, batches of "
-                  f"{feed['batch']}, crop {feed['crop']}: **{feed['images_per_s']} images/s**.",
-                  ""]
-    ranks = results.get("ddp", {})
-    if "summary" in ranks:
-        lines += ["## Distributed pretraining", "", f"`torchrun` with {ranks['ranks']} "
-                  f"rank(s) over {ranks['backend']}: one epoch ran in {ranks['seconds']} s "
-                  f"(batches per rank {ranks['summary']['rank_batches']}). {ranks['note']}", ""]
-    runs = results.get("objectives", {}).get("runs", {})
-    if runs:
-        section = results["objectives"]
-        lines += ["## Label-free objectives", "",
-                  f"`train pretrain --objective ...`, {section['backbone']} at "
-                  f"{section['crop']} px, {section['steps']} steps of {section['batch']} groups, "
-                  "one process; images/s over the whole epoch (warm-up and validation "
-                  "included: a working check, not the GPU's rate):", "",
-                  "| objective | epoch s | images/s | train loss |",
-                  "|---|---|---|---|"]
-        lines += [f"| {name} | " + (_failed(r, 3) or (
-            f"{r['epoch_seconds']} | {r['images_per_s']} | {r['train_loss']:.4g} |"))
-            for name, r in runs.items()]
-        lines.append("")
+    lines += _loader_lines(results.get("loader", {}))
+    lines += _ddp_lines(results.get("ddp", {}))
+    lines += _objective_lines(results.get("objectives", {}))
     for name in SECTIONS:
         if "error" in results.get(name, {}):
             lines += [f"**{name} failed**: {results[name]['error']}", ""]
     return "\n".join(lines)
+
+
+def _environment_line(env: dict) -> str:
+    return (f"{env.get('date')}: {env.get('gpu', 'CPU')} (driver {env.get('driver', '-')}), "
+            f"torch {env.get('torch')}, CUDA {env.get('cuda')}, {env.get('cpus')} CPUs"
+            + (f" ({env['physical_cores']} physical cores)" if env.get("physical_cores")
+               else "") + f", Python {env.get('python')}.")
+
+
+def _labeler_lines(speed: dict) -> list[str]:
+    if "metrics" not in speed:
+        return []
+    profiled = speed.get("profile", {}).get("per_metric", {})
+    lines = [f"## Labelers ({speed['size']}, {speed['versions']} versions of one "
+             "reference)", "", "Images/s of each metric alone and of the Labeler with "
+             "all ten; device ms: the profiler's device time of each metric inside one "
+             "all-ten call (where the time goes).", "",
+             "| metric | images/s | pass size | peak MB | device ms |",
+             "|---|---:|---:|---:|---:|"]
+    for key, row in speed["metrics"].items():
+        lines.append(f"| {key} | " + (_failed(row, 4) or (
+            f"{row['images_per_s']} | {row['pass_size'][key]} | {row['peak_mb']} | "
+            f"{profiled.get(key, {}).get('device_ms', '')} |")))
+    together = speed["all_ten"]
+    lines.append("| **all ten** | " + (_failed(together, 4) or (
+        f"**{together['images_per_s']}** | | {together['peak_mb']} | |")))
+    return [*lines, ""]
+
+
+def _agreement_lines(agree: dict) -> list[str]:
+    if "metrics" not in agree:
+        return []
+    return ["## Device against CPU", "", f"Tolerance {agree['tolerance']}.", "",
+            "| metric | max abs | max rel | within |", "|---|---:|---:|---|",
+            *(f"| {k} | " + (_failed(r, 3) or (
+                f"{r['max_abs']:.2e} | {r['max_rel']:.2e} | {r['within_tolerance']} |"))
+              for k, r in agree["metrics"].items()), ""]
+
+
+def _denoiser_lines(noise: dict) -> list[str]:
+    if "through_bank_images_per_s" not in noise:
+        return []
+    lines = ["## Denoiser (types 8-12)", "", "The network alone in batches of "
+             f"{noise['batch']}: **{noise['network_batched_images_per_s']} images/s**. "
+             "Through the bank one image at a time (noise, sigma estimate on the CPU, "
+             "network) and the same recipe replayed on the CPU:", "",
+             "| type | images/s | replay: most levels apart | pixels differing |",
+             "|---|---:|---:|---:|"]
+    for name, rate in noise["through_bank_images_per_s"].items():
+        replay = noise["replay_device_vs_cpu"][name]
+        lines.append(f"| {name} | {rate} | {replay['max_levels']} | "
+                     f"{100 * replay['pixels_differing']:.1f}% |")
+    return [*lines, ""]
+
+
+def _training_lines(train: dict) -> list[str]:
+    if "runs" not in train:
+        return []
+    return ["## Training step", "", "| backbone | crop | batch | precision | images/s | "
+            "peak MB |", "|---|---:|---:|---|---:|---:|",
+            *(f"| {r['backbone']} | {r['crop']} | {r['batch']} | {r['precision']} | "
+              + (_failed(r, 2) or f"{r['images_per_s']} | {r['peak_mb']} |")
+              for r in train["runs"]), ""]
+
+
+def _pipeline_lines(pipe: dict) -> list[str]:
+    if "labelled_images_per_s" not in pipe:
+        return []
+    return ["## Pipeline end to end", "",
+            f"{pipe['references']} references, {pipe['labelled_images']} labelled images "
+            f"in {pipe['wall_seconds']} s with {pipe['processes']} shard processes"
+            + _overlap_words(pipe) + ": "
+            f"**{pipe['labelled_images_per_s']} labelled images/s**; the labelling "
+            "process "
+            + (f"served up to {pipe['labelling_concurrency']} call(s) at once "
+               f"({pipe['labelling_peak_concurrent']} at the most), "
+               if "labelling_concurrency" in pipe else "served one call at a time, ")
+            + f"in calls for {pipe['labelling_process_busy']} s (summed)"
+            + (f", {pipe['labelling_process_occupied']} s with a call in progress"
+               if "labelling_process_occupied" in pipe else "")
+            + (f"; {pipe['from_first_request_seconds']} s from its first request "
+               f"({rate_once_started(pipe)} images/s once the pool had started)"
+               if rate_once_started(pipe) else "") + "."
+            + _all_worked_sentence(pipe)
+            + (f" The pool's processes spent {pipe['pool_cpu_ms_per_image']} CPU ms per "
+               f"labelled image (wall seconds by stage, summed over them: "
+               f"{pipe['pool_stage_seconds']}; label and the learned types' network wait "
+               "on the labelling process)" if "pool_cpu_ms_per_image" in pipe else "")
+            + (f"; OpenCV and torch threads in each: {pipe['pool_threads']}"
+               if "pool_threads" in pipe else ""),
+            ""]
+
+
+def _repeat_lines(again: dict) -> list[str]:
+    if "samples" not in again:
+        return []
+    return ["## Two runs of one plan", "",
+            f"{again['references']} references, {again['samples']} distorted samples, "
+            "made twice, each run's labeler started afresh: the same pixels in "
+            f"{again['same_pixels']}, the same scores bit for bit in "
+            f"{again['same_scores']}; each metric's largest difference: "
+            f"{again['largest_difference']}."
+            + (f" Each call's memory budget: {again['memory_budget_mb']} MB."
+               if "memory_budget_mb" in again else ""), ""]
+
+
+def _loader_lines(feed: dict) -> list[str]:
+    if "images_per_s" not in feed:
+        return []
+    return ["## Training loader", "", f"{feed['workers']} workers, batches of "
+            f"{feed['batch']}, crop {feed['crop']}: **{feed['images_per_s']} images/s**.", ""]
+
+
+def _ddp_lines(ranks: dict) -> list[str]:
+    if "summary" not in ranks:
+        return []
+    return ["## Distributed pretraining", "", f"`torchrun` with {ranks['ranks']} "
+            f"rank(s) over {ranks['backend']}: one epoch ran in {ranks['seconds']} s "
+            f"(batches per rank {ranks['summary']['rank_batches']}). {ranks['note']}", ""]
+
+
+def _objective_lines(section: dict) -> list[str]:
+    runs = section.get("runs", {})
+    if not runs:
+        return []
+    return ["## Label-free objectives", "",
+            f"`train pretrain --objective ...`, {section['backbone']} at "
+            f"{section['crop']} px, {section['steps']} steps of {section['batch']} groups, "
+            "one process; images/s over the whole epoch (warm-up and validation "
+            "included: a working check, not the GPU's rate):", "",
+            "| objective | epoch s | images/s | train loss |",
+            "|---|---|---|---|",
+            *(f"| {name} | " + (_failed(r, 3) or (
+                f"{r['epoch_seconds']} | {r['images_per_s']} | {r['train_loss']:.4g} |"))
+              for name, r in runs.items()), ""]
 
 
 def _as_the_driver_lays_out(section: dict) -> bool:
