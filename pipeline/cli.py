@@ -452,98 +452,122 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_generate(commands) -> None:
-    from shards.decode import DEFAULT_MAX_PIXELS
-
     generate = commands.add_parser(
         "generate", help="distort, label and shard pristine images on Ray (local or a cluster)",
         description=_generate.__doc__ + " Local Ray by default (dashboard on 127.0.0.1:8265); "
         "--address http://HEAD:8265 submits the same command to a cluster as a Ray job.")
-    generate.add_argument("--sources", default="embedded",
-                          help="a folder, a list file, an object-store URI (s3://...), or "
-                               "'embedded' for the photos scikit-image ships (default)")
-    generate.add_argument("--out", default="out/demo",
-                          help="output dataset (path or URI; default out/demo)")
-    _add_image_options(generate)
-    generate.add_argument("--max-side", type=int, metavar="N",
-                          help="with --size native: downscale sources whose long side exceeds "
-                               "N (never below the bank's minimum)")
-    generate.add_argument("--source-kind", choices=SOURCE_KINDS, default="synthetic",
-                          help="what the sources are, recorded per reference: synthetic "
-                               "(pristine photos to distort, default) or authentic")
-    generate.add_argument("--limit", type=int, help="use only the first N sources")
-    generate.add_argument("--shard-refs", type=int,
-                          help="references per shard (default: a resumed dataset's; else "
-                               "sized for about 0.5-1 GB of images a shard: 16 at 512x384 "
-                               "with 165 versions, more with fewer or smaller images)")
-    generate.add_argument("--bank", choices=tuple(distortions.BANKS), default="all",
-                          help="a named bank: all (the paper's 33 types, default), kadid25 "
-                               "(the KADID-10k types), mt4 (JPEG, JPEG 2000, Gaussian blur, "
-                               "white noise), reiqa (Re-IQA's 26: 21 KADID types, its resize "
-                               "and denoise types), dbcnn (the multi-task method's 9), "
-                               "dbcnn_authentic (its authentic mode's 7, for --compose), "
-                               "registered (all 43)")
-    generate.add_argument("--distortions", type=_distortion_ids,
-                          help="narrow the bank: ids, ranges or names (default: all of it)")
-    generate.add_argument("--levels", type=_ints, default=distortions.LEVELS,
-                          help="subset of levels, e.g. 1,3,5 (default 1-5); a bank's types "
-                               "with levels of their own keep them (dbcnn: exposure at 2, 4)")
-    generate.add_argument("--versions-per-ref", type=int, metavar="K",
-                          help="K distinct types per reference, drawn (seeded by the reference) "
-                               "from those selected, each at one drawn level (default: the "
-                               "full grid)")
-    generate.add_argument("--compose", type=_compose, metavar="K[-M]",
-                          help="each version a chain of K (to M) distinct types drawn per "
-                               "version, each at a drawn level, applied in order; versions "
-                               "per reference: --versions-per-ref, or one per selected type")
-    generate.add_argument("--compose-share", type=_fraction, default=0.0, metavar="P",
-                          help="with --versions-per-ref: each drawn version composes a second "
-                               "type (another that composes, at a drawn level) with "
-                               "probability P, e.g. 0.1 as Re-IQA (default 0: none)")
-    generate.add_argument("--metrics", type=_metrics,
-                          help="comma-separated metric keys (default: those the ensemble "
-                               "weighs, the ten of the default one), or none for a label-free "
-                               "run (no labeler actors, null scores and Q)")
-    generate.add_argument("--allow-missing-metrics", action="store_true",
-                          help="label without LPIPS/DISTS when their weights are missing")
-    generate.add_argument("--ensemble", help="ensemble for Q: a file or a shipped name "
-                                             "(default, pmos; default: default)")
-    generate.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                          help="refuse sources with more pixels (decompression bombs; "
-                               f"default {DEFAULT_MAX_PIXELS:,})")
-    generate.add_argument("--store", choices=STORE_MODES, default=DEFAULT_STORE,
-                          help="what the shards keep of each distorted version: images (its "
-                               "PNG, the default), recipes (its recipe, labels and pixel "
-                               "SHA-256 only: readers replay it) or hybrid "
-                               "(recipes plus the PNGs of the learned-denoiser versions, whose "
-                               "replay is not portable; recommended)")
-    generate.add_argument("--keep-pngs", type=_distortion_ids, metavar="TYPES",
-                          help="with --store hybrid: also keep the PNGs of these types' "
-                               "versions (ids, ranges or names), trading bytes for loader "
-                               "speed: docs/bench-storage.md lists each type's replay cost")
-    generate.add_argument("--restart", action="store_true",
-                          help="remove an earlier run's shards and run files from OUT, start over")
-    _add_take_over(generate, "OUT")
-    generate.add_argument("--verify", action="store_true",
-                          help="on resume, check every finished tar's SHA-256 (reads them all)")
-    generate.add_argument("--retry-unreadable", action="store_true",
-                          help="on resume, make again the finished shards that left out a "
-                               "source whose read failed (a network or NFS hiccup, a file "
-                               "restored since: failures.jsonl names them as unreadable), or "
-                               "one that did not decode and has been repaired since")
-    generate.add_argument("--address", help="submit to a Ray cluster: http://HEAD:8265")
-    generate.add_argument("--actors", type=int,
-                          help="labeler actors (default: one per GPU; on a cluster without "
-                               f"GPUs one per {CPUS_PER_CPU_ACTOR} CPUs, one at least)")
-    generate.add_argument("--max-in-flight", type=int,
-                          help="shard tasks in flight at once (default: the CPUs the actors "
-                               "leave, twice the actors at least)")
-    generate.add_argument("--label-timeout", type=float, metavar="SECONDS",
-                          help="how long a shard waits for a labeler actor's answer (a "
-                               "reference's labels, the learned denoiser's network), its "
-                               "queueing at the actor included, before it records that "
-                               "reference or version as failed and goes on (default: as long "
-                               "as it takes)")
+    _add_source_options(generate.add_argument_group("sources and sizes"))
+    _add_bank_options(generate.add_argument_group("distortions"))
+    _add_label_options(generate.add_argument_group("labels"))
+    _add_storage_options(generate.add_argument_group("storage"))
+    _add_resume_options(generate.add_argument_group("resume"))
+    _add_cluster_options(generate.add_argument_group("cluster"))
     generate.set_defaults(run=_generate)
+
+
+def _add_source_options(group) -> None:
+    from shards.decode import DEFAULT_MAX_PIXELS
+
+    group.add_argument("--sources", default="embedded",
+                       help="a folder, a list file, an object-store URI (s3://...), or "
+                            "'embedded' for the photos scikit-image ships (default)")
+    group.add_argument("--out", default="out/demo",
+                       help="output dataset (path or URI; default out/demo)")
+    _add_image_options(group)
+    group.add_argument("--max-side", type=int, metavar="N",
+                       help="with --size native: downscale sources whose long side exceeds "
+                            "N (never below the bank's minimum)")
+    group.add_argument("--source-kind", choices=SOURCE_KINDS, default="synthetic",
+                       help="what the sources are, recorded per reference: synthetic "
+                            "(pristine photos to distort, default) or authentic")
+    group.add_argument("--limit", type=int, help="use only the first N sources")
+    group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                       help="refuse sources with more pixels (decompression bombs; "
+                            f"default {DEFAULT_MAX_PIXELS:,})")
+
+
+def _add_bank_options(group) -> None:
+    group.add_argument("--bank", choices=tuple(distortions.BANKS), default="all",
+                       help="a named bank: all (the paper's 33 types, default), kadid25 "
+                            "(the KADID-10k types), mt4 (JPEG, JPEG 2000, Gaussian blur, "
+                            "white noise), reiqa (Re-IQA's 26: 21 KADID types, its resize "
+                            "and denoise types), dbcnn (the multi-task method's 9), "
+                            "dbcnn_authentic (its authentic mode's 7, for --compose), "
+                            "registered (all 43)")
+    group.add_argument("--distortions", type=_distortion_ids,
+                       help="narrow the bank: ids, ranges or names (default: all of it)")
+    group.add_argument("--levels", type=_ints, default=distortions.LEVELS,
+                       help="subset of levels, e.g. 1,3,5 (default 1-5); a bank's types "
+                            "with levels of their own keep them (dbcnn: exposure at 2, 4)")
+    group.add_argument("--versions-per-ref", type=int, metavar="K",
+                       help="K distinct types per reference, drawn (seeded by the reference) "
+                            "from those selected, each at one drawn level (default: the "
+                            "full grid)")
+    group.add_argument("--compose", type=_compose, metavar="K[-M]",
+                       help="each version a chain of K (to M) distinct types drawn per "
+                            "version, each at a drawn level, applied in order; versions "
+                            "per reference: --versions-per-ref, or one per selected type")
+    group.add_argument("--compose-share", type=_fraction, default=0.0, metavar="P",
+                       help="with --versions-per-ref: each drawn version composes a second "
+                            "type (another that composes, at a drawn level) with "
+                            "probability P, e.g. 0.1 as Re-IQA (default 0: none)")
+
+
+def _add_label_options(group) -> None:
+    group.add_argument("--metrics", type=_metrics,
+                       help="comma-separated metric keys (default: those the ensemble "
+                            "weighs, the ten of the default one), or none for a label-free "
+                            "run (no labeler actors, null scores and Q)")
+    group.add_argument("--allow-missing-metrics", action="store_true",
+                       help="label without LPIPS/DISTS when their weights are missing")
+    group.add_argument("--ensemble", help="ensemble for Q: a file or a shipped name "
+                                          "(default, pmos; default: default)")
+
+
+def _add_storage_options(group) -> None:
+    group.add_argument("--shard-refs", type=int,
+                       help="references per shard (default: a resumed dataset's; else "
+                            "sized for about 0.5-1 GB of images a shard: 16 at 512x384 "
+                            "with 165 versions, more with fewer or smaller images)")
+    group.add_argument("--store", choices=STORE_MODES, default=DEFAULT_STORE,
+                       help="what the shards keep of each distorted version: images (its "
+                            "PNG, the default), recipes (its recipe, labels and pixel "
+                            "SHA-256 only: readers replay it) or hybrid "
+                            "(recipes plus the PNGs of the learned-denoiser versions, whose "
+                            "replay is not portable; recommended)")
+    group.add_argument("--keep-pngs", type=_distortion_ids, metavar="TYPES",
+                       help="with --store hybrid: also keep the PNGs of these types' "
+                            "versions (ids, ranges or names), trading bytes for loader "
+                            "speed: docs/bench-storage.md lists each type's replay cost")
+
+
+def _add_resume_options(group) -> None:
+    group.add_argument("--restart", action="store_true",
+                       help="remove an earlier run's shards and run files from OUT, start over")
+    _add_take_over(group, "OUT")
+    group.add_argument("--verify", action="store_true",
+                       help="on resume, check every finished tar's SHA-256 (reads them all)")
+    group.add_argument("--retry-unreadable", action="store_true",
+                       help="on resume, make again the finished shards that left out a "
+                            "source whose read failed (a network or NFS hiccup, a file "
+                            "restored since: failures.jsonl names them as unreadable), or "
+                            "one that did not decode and has been repaired since")
+
+
+def _add_cluster_options(group) -> None:
+    group.add_argument("--address", help="submit to a Ray cluster: http://HEAD:8265")
+    group.add_argument("--actors", type=int,
+                       help="labeler actors (default: one per GPU; on a cluster without "
+                            f"GPUs one per {CPUS_PER_CPU_ACTOR} CPUs, one at least)")
+    group.add_argument("--max-in-flight", type=int,
+                       help="shard tasks in flight at once (default: the CPUs the actors "
+                            "leave, twice the actors at least)")
+    group.add_argument("--label-timeout", type=float, metavar="SECONDS",
+                       help="how long a shard waits for a labeler actor's answer (a "
+                            "reference's labels, the learned denoiser's network), its "
+                            "queueing at the actor included, before it records that "
+                            "reference or version as failed and goes on (default: as long "
+                            "as it takes)")
 
 
 def _inspect(args: argparse.Namespace) -> int:
