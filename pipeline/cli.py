@@ -373,6 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
                                   description=_list_bank.__doc__)
     listing.set_defaults(run=_list_bank)
 
+    _add_sheet(commands)
+    _add_generate(commands)
+    _add_inspect(commands)
+    _add_store_commands(commands)
+    _add_validate_levels(commands)
+    _add_label_commands(commands)
+    return parser
+
+
+def _add_sheet(commands) -> None:
     sheet = commands.add_parser(
         "sheet", help="render every version of one image as a labelled grid (a picture)",
         description="Render every distortion type at every level of one image, a row per "
@@ -390,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_options(sheet)
     sheet.set_defaults(run=_sheet, size=None, seed=None)  # None: not given (refused for shards)
 
-    _add_generate(commands)
+
+def _add_inspect(commands) -> None:
     inspecting = commands.add_parser(
         "inspect", help="summarise and validate a dataset (tar, parquet, stats, plan agree)",
         description=_inspect.__doc__)
@@ -408,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  "of tars at least: a smaller dataset is checked in one "
                                  f"(default: this machine's CPUs, {os.cpu_count() or 1})")
     inspecting.set_defaults(run=_inspect)
+
+
+def _add_store_commands(commands) -> None:
+    """materialize and convert: a dataset rewritten in another storage mode."""
     materializing = commands.add_parser(
         "materialize", help="turn a recipes or hybrid dataset into an images one",
         description="Replay every version a recipes or hybrid dataset stores as its recipe, "
@@ -438,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="shards converted at once, in processes (default 1)")
     _add_take_over(converting, "TARGET")
     converting.set_defaults(run=_convert)
+
+
+def _add_validate_levels(commands) -> None:
     levels = commands.add_parser(
         "validate-levels", help="check that mean labels fall with the level (table and plot)",
         description=_validate_levels.__doc__)
@@ -447,8 +465,6 @@ def build_parser() -> argparse.ArgumentParser:
                                           "dataset's own, OUT; a local folder where OUT is "
                                           "an object store: the current one)")
     levels.set_defaults(run=_validate_levels)
-    _add_label_commands(commands)
-    return parser
 
 
 def _add_generate(commands) -> None:

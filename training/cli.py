@@ -425,7 +425,16 @@ def _add_probe(commands) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iqa-factory train", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_pretrain(commands)
+    _add_finetune(commands)
+    _add_evaluate(commands)
+    _add_predict(commands)
+    _add_probe(commands)
+    _add_compare(commands)
+    return parser
 
+
+def _add_pretrain(commands) -> None:
     pre = commands.add_parser("pretrain", help="pretrain on a generated dataset's shards")
     pre.add_argument("dataset", nargs="+",
                      help="the dataset folder or URI (OUT of generate); the label-free "
@@ -461,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.set_defaults(lr=None, halve_every=None, lr_decay=None)  # the objective's (OPTIM_DEFAULTS)
     _add_objective(pre)
 
+
+def _add_finetune(commands) -> None:
     fine = commands.add_parser("finetune", help="fine-tune and test on a human-rated dataset")
     _add_dataset(fine)
     fine.add_argument("--repeats", type=POSITIVE, default=1,
@@ -471,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "those not reached from the start")
     _add_training(fine, FINETUNE, _finetune)
 
+
+def _add_evaluate(commands) -> None:
     test = commands.add_parser("evaluate", help="a checkpoint's figures on a dataset")
     test.add_argument("--checkpoint", required=True, help="a checkpoint of train (best.pt)")
     _add_dataset(test, "the checkpoint's own split where it was fine-tuned on this dataset, "
@@ -488,16 +501,14 @@ def build_parser() -> argparse.ArgumentParser:
                       "where it was fine-tuned on this dataset, else 0)")
     test.set_defaults(run=_evaluate, seed=None, split_by=None)  # the checkpoint's (test_split)
 
-    _add_predict(commands)
-    _add_probe(commands)
 
+def _add_compare(commands) -> None:
     compare = commands.add_parser("compare", help="test figures of finetune, probe and "
                                                   "evaluate runs side by side")
     compare.add_argument("results", nargs="+",
                          help="results.json files of train finetune or probe (their median "
                               "figures), evaluation.json files of train evaluate")
     compare.set_defaults(run=_compare)
-    return parser
 
 
 # what continues an interrupted run, said when one is
