@@ -74,9 +74,15 @@ def image_files(inputs: tuple[str, ...], out: str | None = None
         raise DatasetLayoutError(f"no image file in {', '.join(inputs)} (names ending in "
                                  f"{', '.join(sorted(IMAGE_EXTENSIONS))}, any case)")
     files = list(found.values())
-    missing = {str(file): "no file behind the name (nothing there, a link to nothing, or "
-               "links in a loop)" for file in files if not file.is_file()}
+    missing = {str(file): _why_no_file(file) for file in files if not file.is_file()}
     return files, missing, unlisted
+
+
+def _why_no_file(path: Path) -> str:
+    """Why a name predict lists holds no image file (is_file is false: links followed)."""
+    if path.exists():
+        return "no regular file behind the name (a pipe, socket or device: never opened)"
+    return "no file behind the name (nothing there, a link to nothing, or links in a loop)"
 
 
 def _predicts_picture(path: Path) -> bool:

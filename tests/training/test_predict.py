@@ -246,9 +246,12 @@ def test_a_name_without_an_image_keeps_its_row_and_the_others_are_scored(checkpo
     assert list(rows) == [str(missing), str(folder / "gone.png"), str(folder / "good.png"),
                           str(folder / "pipe.png")]
     assert rows[str(folder / "good.png")]["score"] and not rows[str(folder / "good.png")]["error"]
-    for name in (missing, folder / "gone.png", folder / "pipe.png"):
-        assert rows[str(name)]["error"].startswith("no file behind the name")
-        assert not rows[str(name)]["score"]
+    for name in (missing, folder / "gone.png"):
+        assert rows[str(name)]["error"].startswith("no file behind the name (nothing there")
+    assert rows[str(folder / "pipe.png")]["error"].startswith(
+        "no regular file behind the name (a pipe")
+    assert not any(rows[str(name)]["score"] for name in (missing, folder / "gone.png",
+                                                         folder / "pipe.png"))
     assert "scored 1 of 4 images (3 could not be" in capsys.readouterr().out
     assert main(["predict", str(missing), *run]) == 1
     said = capsys.readouterr()
