@@ -143,6 +143,7 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
     sharing the Labeler, each pass sized to its share of the memory budget), as the GPU actor
     serves its calls; the seconds spent in calls of each kind, summed over the threads."""
     labeler.share_among(concurrency)
+    threads = torch.get_num_threads()  # the labelling process's, as it serves
     ready: queue.Queue = queue.Queue(maxsize=concurrency)
     threading.Thread(target=_prefetch, args=(requests, ready, workers), daemon=True).start()
     lock = threading.Lock()
@@ -215,7 +216,8 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
             "busy_seconds": {k: round(v, 1) for k, v in busy.items()},
             "occupied_seconds": round(tally["occupied"], 1),
             "while_all_worked": tally["all_worked"],
-            "serving_seconds": round(time.perf_counter() - tally["first"], 1)}
+            "serving_seconds": round(time.perf_counter() - tally["first"], 1),
+            "torch_threads": threads}
 
 
 def _all_worked(tally: dict) -> dict:
@@ -294,7 +296,7 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
             "pool_cpu_ms_per_image": round(1000 * served["pool_cpu_seconds"] / labelled, 1),
             "pool_threads": served["pool_threads"],  # OpenCV's and torch's, the most of any
             "labelling_concurrency": served["concurrency"],
-            "labelling_threads": actor_threads,  # torch's in the labelling process
+            "labelling_threads": served["torch_threads"],  # torch's, as the GPU actor's
             "labelling_peak_concurrent": served["peak_concurrent"],
             "from_first_request_seconds": served["serving_seconds"],
             "while_all_worked": served["while_all_worked"],

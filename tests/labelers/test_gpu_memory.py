@@ -79,9 +79,9 @@ def test_a_fresh_labelers_first_call_scores_the_same_bits_as_its_second(versions
         assert scores.tobytes() == second[key].tobytes(), key
 
 
-def test_read_only_versions_are_pinned_in_one_copy_and_score_as_writable_ones(versions):
+def test_read_only_versions_are_pinned_for_their_upload_and_score_as_writable_ones(versions):
     """A Ray actor's call reads its versions from the object store, read-only: to_batch copies
-    them once, into the page-locked memory their asynchronous upload needs."""
+    them into the page-locked memory their asynchronous upload needs, as they are."""
     ref, dists = versions
     frozen = dists[:8].copy()
     frozen.flags.writeable = False
