@@ -9,6 +9,7 @@ from functools import partial
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from labelers.ensemble import Ensemble
 from labelers.registry import metric_versions, package_version
@@ -140,8 +141,10 @@ def merge(location: Location, plan: Plan) -> Tally:
             pq.ParquetWriter(sources_stream, SOURCES_SCHEMA) as sources_writer, \
             location.staged_output(location.path(FAILURES_FILE)) as failures_stream:
         shards = range(plan.shard_count)
-        for index, read in zip(shards, read_ahead(partial(_lists_of, location), shards),
-                               strict=True):
+        lists = tqdm(read_ahead(partial(_lists_of, location), shards), total=len(shards),
+                     desc="shards' lists merged", unit="shard", leave=False,
+                     disable=len(shards) < 100)  # (a minute or two at the paper's scale)
+        for index, read in zip(shards, lists, strict=True):
             if isinstance(read, ShardListsError):  # changed since the shard was done
                 raise PipelineError(f"{location.root}: shard {shard_name(index)}: {read}; "
                                     "nothing merged: run generate again to make it anew")
