@@ -161,18 +161,7 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
             except queue.Empty:
                 continue
             with lock:
-                tally["first"] = tally["first"] or time.perf_counter()
-                if kind == "done":
-                    tally["all_worked"] = tally["all_worked"] or _all_worked(tally)
-                    tally["done"] += 1
-                    tally["samples"] += payload[0]
-                    tally["stages"].update(payload[1])
-                    tally["cpu"] += payload[2]
-                    tally["threads"].update({k: max(n, tally["threads"].get(k, 0))
-                                             for k, n in payload[3].items()})
-                if kind == "dead" and tally["done"] < len(workers):
-                    tally["failed"] = f"the pool processes ended early (exit codes {payload[0]})"
-                if tally["done"] == len(workers) or tally["failed"]:
+                if _settle(tally, kind, payload, len(workers)):
                     stopping.set()
             if kind in ("done", "dead"):
                 continue
@@ -181,18 +170,10 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
                 tally["since"] = start if tally["active"] == 0 else tally["since"]
                 tally["active"] += 1
                 tally["peak"] = max(tally["peak"], tally["active"])
-            try:
-                if kind == "score":
-                    result = _score_shared(labeler, *payload)
-                else:  # as the labeler actor runs it: never while the labeler measures
-                    with labeler.apart_from_measuring():
-                        result = distortions.run_learned(*payload)
-            except Exception as error:  # answered, so that the pool process never waits
-                expected = isinstance(error, LabelerError | distortions.DistortionError)
-                result = Failed(kind, expected, f"{type(error).__name__}: {error}")
-                if not expected:
-                    tally["failed"] = traceback.format_exc()
-                    stopping.set()
+            result, failure = _call(labeler, kind, payload)
+            if failure:
+                tally["failed"] = failure
+                stopping.set()
             with lock:
                 now = time.perf_counter()
                 if kind == "score" and isinstance(result, dict):
@@ -220,6 +201,38 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
             "torch_threads": threads}
 
 
+def _settle(tally: dict, kind: str, payload: list, workers: int) -> bool:
+    """A request's mark on the tally (a pool process's "done" with its figures, or "dead":
+    every one ended); whether serving stops: all `workers` done, or a failure."""
+    tally["first"] = tally["first"] or time.perf_counter()
+    if kind == "done":
+        tally["all_worked"] = tally["all_worked"] or _all_worked(tally)
+        tally["done"] += 1
+        tally["samples"] += payload[0]
+        tally["stages"].update(payload[1])
+        tally["cpu"] += payload[2]
+        tally["threads"].update({k: max(n, tally["threads"].get(k, 0))
+                                 for k, n in payload[3].items()})
+    if kind == "dead" and tally["done"] < workers:
+        tally["failed"] = f"the pool processes ended early (exit codes {payload[0]})"
+    return tally["done"] == workers or bool(tally["failed"])
+
+
+def _call(labeler: labelers.Labeler, kind: str, payload: list) -> tuple[object, str | None]:
+    """(a call's answer, None), or where it failed (Failed, the traceback where the failure
+    is not the input's fault: it stops the section). Every call is answered, so that the pool
+    process never waits."""
+    try:
+        if kind == "score":
+            return _score_shared(labeler, *payload), None
+        with labeler.apart_from_measuring():  # as the labeler actor runs it: never while
+            return distortions.run_learned(*payload), None  # the labeler measures
+    except Exception as error:
+        expected = isinstance(error, LabelerError | distortions.DistortionError)
+        return (Failed(kind, expected, f"{type(error).__name__}: {error}"),
+                None if expected else traceback.format_exc())
+
+
 def _all_worked(tally: dict) -> dict:
     """The pipeline's figures from the first request until a pool process ended, while all
     kept the labelling process fed as a node's shard tasks do until a run's last shards: the
@@ -233,49 +246,17 @@ def _all_worked(tally: dict) -> dict:
 
 
 def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
-    work = Path(tempfile.mkdtemp(prefix="device-check-"))
-    sources = synthetic_sources(sizes.pipeline_refs, work / "sources", sizes.image.width,
-                                sizes.image.height)
-    config = RunConfig(sources=sources, out=str(work / "dataset"), size=sizes.image,
-                       shard_refs=sizes.pipeline_shard_refs,
-                       distortion_ids=sizes.pipeline_distortions, levels=sizes.pipeline_levels,
-                       metrics=sizes.pipeline_metrics, allow_missing_metrics=True)
-    ensemble = load_ensemble(None)
-    absent = tuple(weights.missing(config.metrics))
-    plan = Plan.make(list_sources(config.sources), config, label_identity(ensemble.hash, absent))
+    config, plan, ensemble = _pipeline_plan(sizes)
     location = Location.parse(config.out)
-    persist_or_check(plan, location)
-    write_run_files(location, config, plan, ensemble, absent)
     as_laid_out = max(1, min((os.cpu_count() or 2) - 1, plan.shard_count))  # one per CPU but one
     processes = max(1, min(sizes.pipeline_processes or as_laid_out, plan.shard_count))
-    spawn = multiprocessing.get_context("spawn")
-    requests = spawn.Queue()
-    answers = [{kind: spawn.Queue() for kind in ANSWERED} for _ in range(processes)]
     denoiser.use_denoiser(device=str(device))
     _release_cached_memory(device)
     labeler = labelers.Labeler(config.metrics, device, allow_missing=True)
-    arguments = (plan.to_json(), config.to_json(), ensemble.to_json())
     overlap_bytes = sizes.pipeline_overlap_bytes
     overlap_bytes = OVERLAP_BYTES if overlap_bytes is None else overlap_bytes
     started = time.perf_counter()
-    workers = [spawn.Process(target=_shard_worker, args=(k, list(range(k, plan.shard_count,
-                                                                     processes)),
-                                                         *arguments, requests, answers[k],
-                                                         overlap_bytes),
-                             daemon=True)
-               for k in range(processes)]
-    for worker in workers:
-        worker.start()
-    threads, actor_threads = torch.get_num_threads(), layout(os.cpu_count() or 1, 1).threads
-    torch.set_num_threads(actor_threads)  # as the GPU actor sets its own (LabelerActor)
-    try:
-        served = _serve(labeler, requests, answers, workers)
-    finally:  # a section that failed leaves no process behind to wait for
-        torch.set_num_threads(threads)
-        for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
-            worker.join()
+    served = _pool_served(labeler, (plan, config, ensemble), processes, overlap_bytes)
     wall = time.perf_counter() - started
     merge(location, plan)  # sources.parquet: the dataset is complete, training can read it
     labelled = served["samples"] - len(plan.references)
@@ -304,6 +285,53 @@ def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
             "memory_budget_mb": round(labeler.memory_budget / 1e6, 1),
             "metrics": list(labeler.keys), "absent": list(labeler.absent),
             "dataset": config.out}
+
+
+def _pipeline_plan(sizes: Sizes) -> tuple[RunConfig, Plan, Ensemble]:
+    """The section's run: synthetic sources, its plan and run files written in a folder of
+    its own, as generate writes them before its first shard."""
+    work = Path(tempfile.mkdtemp(prefix="device-check-"))
+    sources = synthetic_sources(sizes.pipeline_refs, work / "sources", sizes.image.width,
+                                sizes.image.height)
+    config = RunConfig(sources=sources, out=str(work / "dataset"), size=sizes.image,
+                       shard_refs=sizes.pipeline_shard_refs,
+                       distortion_ids=sizes.pipeline_distortions, levels=sizes.pipeline_levels,
+                       metrics=sizes.pipeline_metrics, allow_missing_metrics=True)
+    ensemble = load_ensemble(None)
+    absent = tuple(weights.missing(config.metrics))
+    plan = Plan.make(list_sources(config.sources), config, label_identity(ensemble.hash, absent))
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    write_run_files(location, config, plan, ensemble, absent)
+    return config, plan, ensemble
+
+
+def _pool_served(labeler: labelers.Labeler, run: tuple[Plan, RunConfig, Ensemble],
+                 processes: int, overlap_bytes: int) -> dict:
+    """The run's shards made by `processes` spawned pool processes (shard k, k + processes,
+    ... each), their calls served here on torch's threads of a GPU actor (_serve); no pool
+    process is left behind, whatever happens."""
+    plan, config, ensemble = run
+    spawn = multiprocessing.get_context("spawn")
+    requests = spawn.Queue()
+    answers = [{kind: spawn.Queue() for kind in ANSWERED} for _ in range(processes)]
+    arguments = (plan.to_json(), config.to_json(), ensemble.to_json())
+    workers = [spawn.Process(target=_shard_worker,
+                             args=(k, list(range(k, plan.shard_count, processes)), *arguments,
+                                   requests, answers[k], overlap_bytes), daemon=True)
+               for k in range(processes)]
+    for worker in workers:
+        worker.start()
+    threads, actor_threads = torch.get_num_threads(), layout(os.cpu_count() or 1, 1).threads
+    torch.set_num_threads(actor_threads)  # as the GPU actor sets its own (LabelerActor)
+    try:
+        return _serve(labeler, requests, answers, workers)
+    finally:  # a section that failed leaves no process behind to wait for
+        torch.set_num_threads(threads)
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
 
 
 def _release_cached_memory(device: torch.device) -> None:
