@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from shards.boxes import misfit
+from shards.boxes import misfit, one_box
 from training.settings import check_count
 
 EVAL_CROPS = 10
@@ -52,11 +52,10 @@ def _check_size(pixels: np.ndarray, crop: int) -> None:
 
 
 def random_crop(pixels: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniform random crop x crop window (a view), drawn as shards.boxes.one_box draws."""
     _check_size(pixels, crop)
-    height, width = pixels.shape[:2]
-    top = int(rng.integers(0, height - crop + 1))
-    left = int(rng.integers(0, width - crop + 1))
-    return pixels[top:top + crop, left:left + crop]
+    top, left, height, width = one_box(pixels.shape, (crop, crop), rng)
+    return pixels[top:top + height, left:left + width]
 
 
 def centre_crop(pixels: np.ndarray, crop: int) -> np.ndarray:
