@@ -199,6 +199,15 @@ def validation_loss(context: Context, objective: Objective, loader) -> dict:
     return {"score": -total / count, "loss": total / count, "count": int(count)}
 
 
+def _check_counts(parts: list[Part], counts: dict[str, int], kind: str) -> None:
+    """A ValueError naming the datasets where the train or val split holds no group."""
+    for name, count in counts.items():
+        if not count:
+            raise ValueError(f"{' and '.join(part.name for part in parts)}: no {name} "
+                             "reference has a distorted version in a complete shard, so there "
+                             f"is no {kind} to {'train' if name == 'train' else 'validate'} on")
+
+
 def pretrain_label_free(config: PretrainConfig, context: Context, resume: bool) -> dict:
     precision = Precision.resolve(config.model.precision, context.device)
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
@@ -210,12 +219,8 @@ def pretrain_label_free(config: PretrainConfig, context: Context, resume: bool) 
     groups = sum(part.train_groups for part in parts)
     val_groups = Counter({(number, ref): count for number, part in enumerate(parts)
                           for ref, count in part.val_groups.items()})  # (however typed)
-    for name, count in (("train", groups), ("val", sum(val_groups.values()))):
-        if not count:
-            raise ValueError(f"{' and '.join(part.name for part in parts)}: no {name} "
-                             "reference has a distorted version in a complete shard, so there "
-                             f"is no {objective.request.kind} to "
-                             f"{'train' if name == 'train' else 'validate'} on")
+    _check_counts(parts, {"train": groups, "val": sum(val_groups.values())},
+                  objective.request.kind)
     validated = references_up_to(val_groups, config.val_limit, config.seed)
     train = {part.name: part.train for part in parts}
     val = {part.name: frozenset(ref for number, ref in validated if parts[number] is part)

@@ -512,6 +512,24 @@ def _distributed(model: nn.Module, context: Context) -> DistributedDataParallel:
                                    find_unused_parameters=not on_cuda)
 
 
+def _resumed(run: Run, optimizer, scheduler) -> tuple[int, EarlyStopping, list, dict | None]:
+    """`_restore`'s (first epoch, early stopping, history, interrupted epoch), the first epoch
+    moved past the last where the restored run had ended (stopped early, or its epochs run),
+    which it says."""
+    start, stopping, history, interrupted = _restore(run, optimizer, scheduler)
+    is_main = run.context.is_main
+    if interrupted is None and stopping.should_stop:  # a requeued run that had ended
+        if is_main:
+            print(f"resume: {run.out / checkpoint.LAST} stopped early (no validation "
+                  f"improvement for {stopping.bad_epochs} epochs): nothing to train; a "
+                  "larger --patience trains on")
+        start = run.optim.epochs
+    elif start >= run.optim.epochs and is_main:  # ran its epochs, or more
+        print(f"resume: {run.out / checkpoint.LAST} has {start} epoch(s) done, "
+              f"--epochs {run.optim.epochs}: nothing to train; a larger --epochs trains on")
+    return start, stopping, history, interrupted
+
+
 def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
         validate: Callable[[nn.Module], dict], resume: bool = False) -> dict:
     """Train for up to `optim.epochs` epochs of `steps` batches per rank; returns the summary.
@@ -528,18 +546,8 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
     run.precision.prepare(run.model.to(context.device))
     network = _distributed(run.model, context) if context.distributed else run.model
     optimizer, scheduler = optimiser(run.model, run.optim)
-    start, stopping, history, interrupted = 0, EarlyStopping(run.optim.patience), [], None
-    if resume:
-        start, stopping, history, interrupted = _restore(run, optimizer, scheduler)
-        if interrupted is None and stopping.should_stop:  # a requeued run that had ended
-            if context.is_main:
-                print(f"resume: {run.out / checkpoint.LAST} stopped early (no validation "
-                      f"improvement for {stopping.bad_epochs} epochs): nothing to train; a "
-                      "larger --patience trains on")
-            start = run.optim.epochs
-        elif start >= run.optim.epochs and context.is_main:  # ran its epochs, or more
-            print(f"resume: {run.out / checkpoint.LAST} has {start} epoch(s) done, "
-                  f"--epochs {run.optim.epochs}: nothing to train; a larger --epochs trains on")
+    start, stopping, history, interrupted = (_resumed(run, optimizer, scheduler) if resume else
+                                             (0, EarlyStopping(run.optim.patience), [], None))
     drop_path, loss_fn, writer = ScheduledDropPath(run.model), _loss_function(run), \
         _tensorboard(run, resume)
     for epoch in range(start, run.optim.epochs):

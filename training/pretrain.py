@@ -223,6 +223,23 @@ def _splits(config: PretrainConfig, dataset: Dataset, index: pa.Table
     return train, val, validated, notices
 
 
+def _what_trains(config: PretrainConfig, context, splits: tuple, heads: tuple, labels,
+                 steps: int) -> str:
+    """The line a pretraining starts with: backbone, samples and references of the train and
+    validation splits (`splits`: train, val and the part of val validated on), targets,
+    ranks and batches."""
+    train, val, validated = splits
+    return (f"pretraining {config.model.backbone} on {train.samples} samples of "
+            f"{len(train.refs)} references ({len(train.urls)} shards), validating on "
+            f"{val.samples} of {len(val.refs)}"
+            + (f" ({validated.samples} of {len(validated.refs)} of them: --val-limit)"
+               if validated is not val else "")
+            + f"; target {', '.join(f'{h.name} (x{h.weight:g})' for h in heads)}"
+            + (f" (ensemble {labels})" if labels else "")
+            + f"; {context.world_size} rank(s) on {context.device}, {steps} batches of "
+            f"{config.optim.batch_size} per epoch")
+
+
 def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     if config.objective.label_free:
         return pretrain_label_free(config, context, resume)
@@ -245,15 +262,8 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
         for notice in (*checkpoint.replaced_run_notices(config.out, resume), *built.notices,
                        *ensemble_notices(config.targets), *split_notices):
             print(f"NOTICE: {notice}")
-        print(f"pretraining {config.model.backbone} on {train.samples} samples of "
-              f"{len(train.refs)} references ({len(train.urls)} shards), validating on "
-              f"{val.samples} of {len(val.refs)}"
-              + (f" ({validated.samples} of {len(validated.refs)} of them: --val-limit)"
-                 if validated is not val else "")
-              + f"; target {', '.join(f'{h.name} (x{h.weight:g})' for h in heads)}"
-              + (f" (ensemble {labels})" if labels else "")
-              + f"; {context.world_size} rank(s) on {context.device}, {steps} batches of "
-              f"{config.optim.batch_size} per epoch", flush=True)
+        print(_what_trains(config, context, (train, val, validated), heads, labels, steps),
+              flush=True)
     train_stream, train_loader = _stream(config, train, True, context)
     _, val_loader = _stream(config, validated, False, context)
 
