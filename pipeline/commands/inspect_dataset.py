@@ -245,19 +245,10 @@ def _read_manifest(location: Location) -> tuple[dict, RunConfig, str]:
         raise _damaged(MANIFEST_FILE, error) from error
 
 
-def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
-            ) -> tuple[list[str], list[str]]:
-    """(summary lines, problems) of the dataset in `out`, its shards checked in `workers`
-    processes; with `deep` > 0 that many versions (drawn with `sample_seed`) are also
-    replayed from their recipes and re-scored (pipeline.commands.deep_check)."""
-    location = Location.parse(out)
-    if not location.exists(location.root):
-        return [], [f"{redact(out)} does not exist"]
-    try:
-        plan = read_plan(location)
-        manifest, config, ensemble_hash = _read_manifest(location)
-    except RunFileError as error:
-        return [], [f"{redact(out)}: {error}"]
+def _shards_checked(location: Location, plan: Plan, config: RunConfig, workers: int
+                    ) -> tuple[list[str], Counter, dict]:
+    """Every planned shard checked (`checked_shard`, in up to `workers` processes), and the
+    files in shards/ that belong to none: (problems, counts, routes)."""
     jobs = [ShardCheck.of(location, plan, index, 1 + config.versions_count, config.store,
                           config.keep_pngs) for index in range(plan.shard_count)]
     shard_problems, counts, routes = [], Counter(), {}
@@ -280,6 +271,23 @@ def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
         shard_problems.append(
             f"{len(odd)} entr{'y is' if len(odd) == 1 else 'ies are'} in shards/ that no "
             f"shard file can be ({a_few(named, separator='; ')}): remove them")
+    return shard_problems, counts, routes
+
+
+def inspect(out: str, deep: int = 0, sample_seed: int = 0, workers: int = 1
+            ) -> tuple[list[str], list[str]]:
+    """(summary lines, problems) of the dataset in `out`, its shards checked in `workers`
+    processes; with `deep` > 0 that many versions (drawn with `sample_seed`) are also
+    replayed from their recipes and re-scored (pipeline.commands.deep_check)."""
+    location = Location.parse(out)
+    if not location.exists(location.root):
+        return [], [f"{redact(out)} does not exist"]
+    try:
+        plan = read_plan(location)
+        manifest, config, ensemble_hash = _read_manifest(location)
+    except RunFileError as error:
+        return [], [f"{redact(out)}: {error}"]
+    shard_problems, counts, routes = _shards_checked(location, plan, config, workers)
     lines = [f"dataset {redact(out)}: {len(plan.references)} references in "
              f"{plan.shard_count} shards, plan {plan.digest[:12]}, ensemble {ensemble_hash}",
              modes_line(config.modes())]
