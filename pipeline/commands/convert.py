@@ -268,6 +268,27 @@ def _run_files(source: Location, target: Location, plan: Plan, config: RunConfig
         target.write_json(target.path(REPORT_FILE), report)
 
 
+def _publish_run_files(source: Location, target: Location, plan: Plan, config: RunConfig,
+                       converted: bool) -> None:
+    """The target's run files from the source's, where shards were `converted` or the target
+    is not sound; a finished target of this plan keeps its own, gaining only the source's
+    newer label sidecars."""
+    if converted or not _sound(target):
+        _run_files(source, target, plan, config)
+        for problem in sidecar_problems(target, plan.digest):  # a relabel of the target's
+            print(f"note: {target.root}: {problem} (a relabel of the target, not of the "
+                  "source: convert leaves it as it is)")
+    else:  # a finished dataset of this plan: its own provenance stays
+        added = [name for name in labels_files(source)
+                 if not target.exists(target.path(name))]  # a relabel since
+        for name in added:
+            _copy_sidecar(source, target, name, plan.digest)
+        print(f"note: {target.root} already holds this plan's dataset, every shard "
+              "complete: nothing converted, its run files kept as they are"
+              + (f" (the source's newer labels copied: {', '.join(added)})" if added
+                 else ""))
+
+
 def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
             keep_pngs: tuple[int, ...] = (), workers: int = 1, take_over: bool = False,
             command: str = "convert") -> dict:
@@ -308,20 +329,7 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
         counts = list(tqdm(in_processes(convert_shard, jobs, workers), total=len(jobs),
                            unit="shard", desc=command))
         _check_source_unchanged(source, source_digest)  # before its run files are copied
-        if jobs or not _sound(target):
-            _run_files(source, target, plan, target_config)
-            for problem in sidecar_problems(target, plan.digest):  # a relabel of the target's
-                print(f"note: {target.root}: {problem} (a relabel of the target, not of the "
-                      "source: convert leaves it as it is)")
-        else:  # a finished dataset of this plan: its own provenance stays
-            added = [name for name in labels_files(source)
-                     if not target.exists(target.path(name))]  # a relabel since
-            for name in added:
-                _copy_sidecar(source, target, name, plan.digest)
-            print(f"note: {target.root} already holds this plan's dataset, every shard "
-                  "complete: nothing converted, its run files kept as they are"
-                  + (f" (the source's newer labels copied: {', '.join(added)})" if added
-                     else ""))
+        _publish_run_files(source, target, plan, target_config, converted=bool(jobs))
     finally:
         lease.release()
     return {"shards": plan.shard_count, "skipped": plan.shard_count - len(jobs),
