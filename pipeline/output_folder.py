@@ -123,15 +123,16 @@ def clear_previous_run(location: Location) -> None:
         raise ForeignOutputError(f"--restart: {shards} holds {len(theirs)} file(s) or "
                                  f"folder(s) no run writes ({a_few(theirs)}): move them out first "
                                  "(nothing was removed)")
+    location.delete(location.path(REPORT_FILE))  # first: the run is no longer finished, so
+    for name in labels_files(location):            # one stopped here is an unfinished run
+        location.delete(location.path(name))
+        print(f"restart: removed {name} (a relabel of the previous run's samples)")
     if listed:
         finished = sum(info.base_name.endswith(SIDE_SUFFIXES["stats"]) for info in listed)
         location.fs.delete_dir(shards)
         print(f"restart: removed {shards} ({finished} finished shards of the previous run)")
     for name in RUN_FILES:
         location.delete(location.path(name))
-    for name in labels_files(location):
-        location.delete(location.path(name))
-        print(f"restart: removed {name} (a relabel of the previous run's samples)")
 
 
 def staged_files(location: Location) -> list[pafs.FileInfo]:

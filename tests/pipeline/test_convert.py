@@ -475,6 +475,37 @@ def test_restart_clears_a_runs_files_naming_sidecars_and_refuses_anyone_elses(
     assert sorted(path.name for path in out.iterdir()) == []
 
 
+class _StoppedAtTheShards:
+    """A file system on which removing a folder is where the process was killed."""
+
+    def __init__(self, fs):
+        self.fs = fs
+
+    def __getattr__(self, name):
+        return getattr(self.fs, name)
+
+    def delete_dir(self, path):
+        raise KeyboardInterrupt(f"killed while removing {path}")
+
+
+def test_a_restart_stopped_as_it_removes_the_shards_leaves_an_unfinished_run(store_datasets,
+                                                                           tmp_path):
+    """report.json (a finished run's mark) and the relabels go before the shards: a restart
+    killed there leaves a run that reads as unfinished, not a finished one without shards."""
+    from pipeline.output_folder import clear_previous_run
+
+    out = tmp_path / "old"
+    shutil.copytree(store_datasets["images"], out)
+    (out / "labels-0123456789abcdef.parquet").write_bytes(b"old labels")
+    assert (out / "report.json").exists()
+    location = Location.parse(str(out))
+    with pytest.raises(KeyboardInterrupt):
+        clear_previous_run(Location(_StoppedAtTheShards(location.fs), location.root))
+    assert sorted(path.name for path in out.iterdir()) == [
+        "ensemble.json", "failures.jsonl", "manifest.json", "plan.json", "shards",
+        "sources.parquet"]
+
+
 def test_staged_files_an_interrupted_conversion_left_are_named_then_removed(store_datasets,
                                                                            tmp_path):
     out = tmp_path / "recipes"
