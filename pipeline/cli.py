@@ -20,6 +20,7 @@ from pipeline.plan import read_plan
 from pipeline.scheduling import CPUS_PER_CPU_ACTOR
 from pipeline.sizing import NATIVE, TargetSize, cover_and_crop, parse_size
 from pipeline.sources import read_rgb, single
+from pipeline.stopping import terminated
 from shards.keys import ref_ids
 from shards.layout import DEFAULT_STORE, PLAN_FILE, STORE_MODES
 from shards.storage import Location, file_in_the_way, redact
@@ -769,8 +770,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         resume = (f" (the same command resumes a {args.command} run)"
                   if args.command in RESUMABLE else "")
-        print(f"\niqa-factory: interrupted{resume}", file=sys.stderr)
-        return 130
+        how, code = ("terminated (SIGTERM)", 143) if terminated() else ("interrupted", 130)
+        print(f"\niqa-factory: {how}{resume}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

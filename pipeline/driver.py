@@ -48,6 +48,7 @@ from pipeline.scheduling import Layout, layout, layout_line
 from pipeline.source_changes import check_modified_sources
 from pipeline.sources import Listing, byte_limit, listing, skipped_note, unlisted_note
 from pipeline.spill import SpillError
+from pipeline.stopping import answer_sigterm, sigterm_as_interrupt
 from pipeline.submit import AUTHENTICATION_ERRORS
 from shards.layout import (
     FAILURES_FILE,
@@ -135,6 +136,7 @@ def _start_ray() -> None:
         context = ray.init()
     else:
         context = _start_local_ray()
+    answer_sigterm()  # Ray's core worker put its own handler in place, which aborts
     if context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}" + _token_hint(), flush=True)
 
@@ -497,16 +499,17 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
     location = Location.parse(config.out)
     refuse_unusable(location)
     refuse_inside_sources(location, config.sources)
-    lease = Lease(location)
-    for notice in lease.acquire(options.take_over):
-        print(f"note: {notice}")
-    ours = not ray.is_initialized()  # a caller's Ray (a test's, a notebook's) stays up
-    try:
-        return _generate(config, options, location, absent, started, lease)
-    finally:
-        lease.release()
-        if ours and ray.is_initialized():  # here, where a Ctrl-C is the command's to
-            ray.shutdown()                 # answer, not in an exit handler after it
+    with sigterm_as_interrupt():  # a SIGTERM, as a Ctrl-C, lets the lease go
+        lease = Lease(location)
+        for notice in lease.acquire(options.take_over):
+            print(f"note: {notice}")
+        ours = not ray.is_initialized()  # a caller's Ray (a test's, a notebook's) stays up
+        try:
+            return _generate(config, options, location, absent, started, lease)
+        finally:
+            lease.release()
+            if ours and ray.is_initialized():  # here, where a Ctrl-C is the command's to
+                ray.shutdown()                 # answer, not in an exit handler after it
 
 
 def _unverified(done: int) -> str:
