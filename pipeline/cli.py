@@ -574,8 +574,9 @@ def _add_resume_options(group) -> None:
 def _add_cluster_options(group) -> None:
     group.add_argument("--address", help="submit to a Ray cluster: http://HEAD:8265")
     group.add_argument("--actors", type=int,
-                       help="labeler actors (default: one per GPU; on a cluster without "
-                            f"GPUs one per {CPUS_PER_CPU_ACTOR} CPUs, one at least)")
+                       help="labeler actors (default: one per GPU, at most that; on a "
+                            f"cluster without GPUs one per {CPUS_PER_CPU_ACTOR} CPUs, one at "
+                            "least)")
     group.add_argument("--max-in-flight", type=int,
                        help="shard tasks in flight at once (default: the CPUs the actors "
                             "leave, twice the actors at least)")

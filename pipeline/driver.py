@@ -549,6 +549,12 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     return report
 
 
+def _largest_node_cpus() -> float | None:
+    """The CPUs of the cluster's largest live node (None where Ray lists none)."""
+    return max((node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]),
+               default=None)
+
+
 def _make_shards(todo: list[int], done: list[int], plan: Plan, config: RunConfig,
                  ensemble: Ensemble, options: ClusterOptions, location: Location,
                  lease: Lease) -> tuple[int, dict]:
@@ -561,7 +567,8 @@ def _make_shards(todo: list[int], done: list[int], plan: Plan, config: RunConfig
     _drop_stale_results(location)
     resources = ray.cluster_resources()
     scheduling = layout(resources.get("CPU", 1.0), int(resources.get("GPU", 0)),
-                        options.actors, options.max_in_flight, config.labelled)
+                        options.actors, options.max_in_flight, config.labelled,
+                        _largest_node_cpus())
     print(f"note: {layout_line(resources, scheduling)}")
     on_actors = options.denoise_on_actors
     if on_actors is None:

@@ -37,15 +37,21 @@ class Layout:
 
 
 def layout(cpus: float, gpus: int, actors: int | None = None,
-           max_in_flight: int | None = None, labelled: bool = True) -> Layout:
-    """The layout for a cluster of `cpus` CPUs and `gpus` GPUs in all; `actors` and
-    `max_in_flight` override the derived numbers. A label-free run has no actors: its shard
-    tasks take every CPU."""
+           max_in_flight: int | None = None, labelled: bool = True,
+           node_cpus: float | None = None) -> Layout:
+    """The layout for a cluster of `cpus` CPUs and `gpus` GPUs in all, whose largest node has
+    `node_cpus` (None: one node); `actors` and `max_in_flight` override the derived numbers
+    (a GPU actor holds a whole GPU: more than `gpus` are refused). A label-free run has no
+    actors: its shard tasks take every CPU."""
     if not labelled:
         return Layout(0, {}, 0, 0, max_in_flight or max(1, int(cpus)))
     spare = max(0.0, cpus - 1)  # what the actors may hold: the shard tasks need a whole CPU
     if gpus:
         count = actors or gpus
+        if count > gpus:  # the others would wait for a GPU until the start's time-out
+            raise LabelersUnavailableError(
+                f"--actors {count} on {gpus} GPU(s): each GPU labeler actor holds a whole GPU; "
+                f"at most {gpus} here")
         # a CPU each (it decodes nothing: pixels come raw) where the cluster has a CPU more
         # than actors, none otherwise: then some node keeps a whole CPU for shard tasks
         # (were every node's CPUs no more than its GPUs, the CPUs would be no more than the
@@ -62,7 +68,8 @@ def layout(cpus: float, gpus: int, actors: int | None = None,
                 f"--actors {count} on {cpus:g} CPUs: each CPU labeler actor needs "
                 f"{MIN_CPU_ACTOR_SHARE} CPU at least and the shard tasks one whole CPU; at "
                 f"most {fit} actor(s) here")
-        share = min(MAX_CPU_ACTOR_SHARE, spare / count)
+        # no more than a node holds: on nodes of 1 CPU an actor of 2 would never start
+        share = min(MAX_CPU_ACTOR_SHARE, spare / count, node_cpus or cpus)
         # labelling is the bottleneck: each actor's torch may use its share of every core
         resources, threads, concurrency = {"num_cpus": share}, max(1, int(cpus // count)), 1
         actor_cpus = share * count

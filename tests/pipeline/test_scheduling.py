@@ -51,7 +51,7 @@ def test_the_log_says_what_the_run_found_and_that_later_nodes_go_unused():
 
 @pytest.mark.parametrize("cpus, gpus, actors", [(1, 0, None), (2, 2, None), (8, 8, None),
                                                  (2, 0, 4), (4, 0, 12), (1, 1, None),
-                                                 (16, 1, None), (2, 1, 2)])
+                                                 (16, 1, None), (3, 2, 2)])
 def test_the_actors_always_leave_a_whole_cpu_to_the_shard_tasks(cpus, gpus, actors):
     """A shard task takes 1 CPU: actors holding more than cpus - 1 would leave every shard
     pending for ever (a node of 2 CPUs + 2 GPUs once did)."""
@@ -77,6 +77,25 @@ def test_more_cpu_actors_than_the_cpus_allow_are_refused_naming_how_many_fit():
     assert layout(cpus=1, gpus=0, actors=1) == layout(cpus=1, gpus=0)
     with pytest.raises(LabelersUnavailableError, match=r"at most 1 actor\(s\) here"):
         layout(cpus=1, gpus=0, actors=2)
+
+
+def test_more_gpu_actors_than_gpus_are_refused_at_once():
+    """Each holds a whole GPU: an actor more than the GPUs would wait for one until the
+    actors' start times out (10 minutes), then fail."""
+    from pipeline.errors import LabelersUnavailableError
+
+    with pytest.raises(LabelersUnavailableError, match=r"--actors 4 on 1 GPU\(s\): .* at most 1 "):
+        layout(cpus=16, gpus=1, actors=4)
+    assert layout(cpus=32, gpus=2, actors=2).actors == 2
+
+
+def test_a_cpu_actor_holds_no_more_than_a_node_has():
+    """Three nodes of 1 CPU: an actor of 2 CPUs (the share the totals allow) would never
+    start; one of 1 takes a node, the shard tasks the other two."""
+    spread = layout(cpus=3, gpus=0, node_cpus=1)
+    assert spread.actor_resources == {"num_cpus": 1} and spread.in_flight == 2
+    assert layout(cpus=3, gpus=0).actor_resources == {"num_cpus": 2.0}  # one node of 3
+    assert layout(cpus=16, gpus=0, node_cpus=16) == layout(cpus=16, gpus=0)
 
 
 def test_overrides_win():
@@ -149,6 +168,12 @@ def test_a_shard_task_uses_a_labeler_on_its_own_node():
     assert [nearest_labeler(i, actors, nodes, "n9") for i in range(3)] == actors
 
 
+@ray.remote(num_gpus=1, num_cpus=0)
+class _HoldsTheGpu:
+    def ready(self) -> bool:
+        return True
+
+
 @pytest.mark.ray
 def test_labelers_the_cluster_cannot_place_fail_with_a_clear_error(gpu_node, shifted_sources,
                                                                    fast_config, monkeypatch):
@@ -158,8 +183,10 @@ def test_labelers_the_cluster_cannot_place_fail_with_a_clear_error(gpu_node, shi
     monkeypatch.setattr(driver, "ACTOR_START_SECONDS", 5)
     folder, ensemble = shifted_sources(1)
     config = fast_config(str(folder), metrics=("mae",), ensemble_file=str(ensemble))
-    with pytest.raises(LabelersUnavailableError, match="2 labeler actor"):
-        generate(config, ClusterOptions(actors=2))  # one GPU: the second actor never starts
+    holder = _HoldsTheGpu.remote()  # another job's actor: the labeler's GPU is taken
+    ray.get(holder.ready.remote())
+    with pytest.raises(LabelersUnavailableError, match="1 labeler actor"):
+        generate(config, ClusterOptions(actors=1))
 
 
 @pytest.mark.ray
