@@ -80,7 +80,7 @@ def _shard_worker(worker: int, shards: list[int], plan: dict, config: dict, ense
             answer.raise_again()
         return answer
 
-    def score(ref: np.ndarray, versions: np.ndarray, _) -> dict:
+    def score(ref: np.ndarray, versions: np.ndarray, _, ref_id: str) -> dict:
         with _shared(versions) as handle:
             return ask("score", ref, handle)
 

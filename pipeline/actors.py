@@ -13,6 +13,7 @@ from labelers.ensemble import Ensemble
 from labelers.errors import LabelerError
 from labelers.labeler import Labeler
 from pipeline.config import RunConfig
+from pipeline.labeler_calls import ALONE, REFUSED, RUN, CallLedger
 from pipeline.plan import Plan
 from pipeline.progress_metrics import record_shard
 from pipeline.worker import Guard, produce_shard
@@ -47,6 +48,8 @@ class LabelerActor:
                  concurrency: int = 1):
         torch.set_num_threads(max(1, threads))
         self.counter = _CallCounter()
+        context = ray.get_runtime_context()
+        self.calls = CallLedger(context.get_actor_id(), context.was_current_actor_reconstructed)
         try:
             self.labeler = Labeler(metrics=metrics, allow_missing=allow_missing)
         except LabelerError as error:  # told by describe, in its own words: not an actor death
@@ -75,24 +78,29 @@ class LabelerActor:
         """Calls served and the most served at once."""
         return {"calls": self.counter.calls, "peak_concurrent": self.counter.peak}
 
-    def denoise(self, inputs: list[distortions.LearnedInput]) -> list:
+    def denoise(self, inputs: list[distortions.LearnedInput],
+                progress: "ray.actor.ActorHandle | None" = None, ref_id: str | None = None
+                ) -> list:
         """The learned-denoiser network over a reference's prepared inputs, batched on this
-        actor's device (its GPU); the noise and its estimate were made on the shard task."""
+        actor's device (its GPU); the noise and its estimate were made on the shard task. A
+        call for `ref_id`, recorded with `progress` while it runs (pipeline.labeler_calls)."""
         labeler = self._usable()
-        with self.counter, labeler.apart_from_measuring():
+        with self.calls.call(progress, ref_id, distortions.DistortionError), self.counter, \
+                labeler.apart_from_measuring():
             return distortions.run_learned(inputs)
 
     def score_images(self, ref: np.ndarray, versions: np.ndarray,
-                     progress: "ray.actor.ActorHandle | None" = None, shard: int = 0
-                     ) -> dict[str, np.ndarray]:
+                     progress: "ray.actor.ActorHandle | None" = None, shard: int = 0,
+                     ref_id: str | None = None) -> dict[str, np.ndarray]:
         """Scores of N x H x W x 3 versions against `ref` (raw pixels: no decoding here); the
-        progress actor hears of each part of them as it is labelled (for `shard`)."""
+        progress actor hears of each part of them as it is labelled (for `shard`). A call
+        for `ref_id`, recorded with `progress` while it runs (pipeline.labeler_calls)."""
         def labelled(count: int) -> None:
             if progress is not None:
                 progress.add.remote(shard, count, 0)
 
         labeler = self._usable()
-        with self.counter:
+        with self.calls.call(progress, ref_id, LabelerError), self.counter:
             scores = labeler.score(ref, versions, labelled)
         return {key: np.asarray(values) for key, values in scores.items()}
 
@@ -156,14 +164,17 @@ class ProgressActor:
 
     A reference still marked as being made when its shard begins another one (a retry starts
     the shard again) or when the driver hears the shard's worker died was being made by an
-    attempt that died: it gets a strike. So does one whose call a labeler actor died on, told
-    by its shard (the shard may be making the next reference here meanwhile). At
-    QUARANTINE_STRIKES it is no longer begun."""
+    attempt that died: it gets a strike. So does one whose call a labeler actor died on, alone
+    (pipeline.labeler_calls: the calls each labeler runs now are kept here). At
+    QUARANTINE_STRIKES it is no longer begun, and its calls are refused."""
 
     def __init__(self, planned: list[int], strikes: dict[str, int] | None = None):
         self.tally = ShardTally(planned)
         self.strikes = dict(strikes or {})  # ref_id -> attempts that died on it
         self.making: dict[int, str] = {}    # shard index -> ref_id being made
+        self.labelling: dict[str, dict[int, tuple[str, bool]]] = {}  # labeler actor ->
+        # {call number: (ref_id, run alone)} of the calls it runs now
+        self.suspects: set[str] = set()     # refs a labeler died on beside others
 
     def attempt(self, shard: int) -> None:
         """An attempt at `shard` begins: what an earlier one that died counted is dropped
@@ -200,7 +211,7 @@ class ProgressActor:
 
     def strike(self, ref_id: str) -> None:
         """A process died making `ref_id`: its shard's worker (failed), or a labeler actor on
-        a call for it (ActorGuard.raised)."""
+        a call for it (labeler_restarted)."""
         self.strikes[ref_id] = self.strikes.get(ref_id, 0) + 1
 
     def shard_failed(self, index: int, died: bool = True) -> None:
@@ -218,29 +229,52 @@ class ProgressActor:
             self.strike(ref_id)
 
     def ledger(self) -> dict:
-        return {"strikes": dict(self.strikes), "making": dict(self.making)}
+        return {"strikes": dict(self.strikes), "making": dict(self.making),
+                "suspects": sorted(self.suspects)}
+
+    def call_begins(self, actor: str, number: int, ref_id: str, alone: bool) -> str:
+        """A labeler actor's call for `ref_id` is about to run: REFUSED where the reference is
+        struck out, ALONE where it is a suspect and the call does not run alone yet (it asks
+        again once it does), RUN otherwise (then it is recorded as running)."""
+        if self.strikes.get(ref_id, 0) >= QUARANTINE_STRIKES:
+            return REFUSED
+        if ref_id in self.suspects and not alone:
+            return ALONE
+        self.labelling.setdefault(actor, {})[number] = (ref_id, alone)
+        return RUN
+
+    def call_ends(self, actor: str, number: int) -> None:
+        """The call ran to its end (a suspect's, alone: no longer a suspect)."""
+        ref_id, alone = self.labelling.get(actor, {}).pop(number, (None, False))
+        if alone:
+            self.suspects.discard(ref_id)
+
+    def labeler_restarted(self, actor: str) -> None:
+        """`actor`'s process died with the calls recorded as running: a strike where one
+        was, suspects where several were (none where it died between calls)."""
+        running = {ref_id for ref_id, _ in self.labelling.pop(actor, {}).values()}
+        if len(running) == 1:
+            self.strike(*running)
+        else:
+            self.suspects |= running
 
 
 class ActorGuard(Guard):
     """The worker's Guard on a cluster: the progress actor keeps the count (each call waits
-    for it, so the actor knows before work that may kill the process begins)."""
+    for it, so the actor knows before work that may kill the process begins). `making` is
+    the reference begun last here (whose learned types' network the labeler runs)."""
 
     def __init__(self, progress: "ray.actor.ActorHandle", index: int, lease_holder: dict):
         super().__init__(lease_holder)
         self.progress, self.index = progress, index
+        self.making: str | None = None
 
     def begin(self, ref_id: str) -> bool:
+        self.making = ref_id
         return ray.get(self.progress.begin.remote(self.index, ref_id))
 
     def end(self) -> None:
         ray.get(self.progress.end.remote(self.index))
-
-    def raised(self, ref_id: str, error: BaseException) -> None:
-        """A labeler actor that died on a call for `ref_id` (its labels, its learned types'
-        network) is a strike against it, told here: that call names its reference, where the
-        shard may be making the next one meanwhile."""
-        if isinstance(error, ray.exceptions.RayActorError):
-            ray.get(self.progress.strike.remote(ref_id))
 
 
 def remote_result(ref: ray.ObjectRef, errors: type[Exception], timeout: float | None = None):
@@ -286,23 +320,24 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
     labeler = (nearest_labeler(index, labelers, nodes, ray.get_runtime_context().get_node_id())
                if labelers else None)
 
-    def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled) -> dict:
+    guard = ActorGuard(progress, index, lease_holder)
+
+    def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled, ref_id: str) -> dict:
         # the actor tells the progress actor itself as parts are labelled
-        return remote_result(labeler.score_images.remote(ref, versions, progress, index),
-                             LabelerError, label_timeout)
+        return remote_result(labeler.score_images.remote(ref, versions, progress, index,
+                                                         ref_id), LabelerError, label_timeout)
 
     def on_progress(samples: int, failures: int, left_out: int) -> None:
         progress.add.remote(index, samples + left_out, failures)
 
-    def on_actor(inputs: list[distortions.LearnedInput]) -> list:
-        return remote_result(labeler.denoise.remote(inputs), distortions.DistortionError,
-                             label_timeout)
+    def on_actor(inputs: list[distortions.LearnedInput]) -> list:  # (for the ref made here)
+        return remote_result(labeler.denoise.remote(inputs, progress, guard.making),
+                             distortions.DistortionError, label_timeout)
 
     outcome = produce_shard(index, Plan.from_json(plan), RunConfig.from_json(config), score_images,
                             Ensemble.from_json(ensemble), Location.parse(out), on_progress,
                             on_actor if denoise_on_actor else distortions.run_learned,
-                            ActorGuard(progress, index, lease_holder),
-                            None if overlap else 0)
+                            guard, None if overlap else 0)
     record_shard(outcome)
     return {"index": index, "samples": outcome.samples, "failures": len(outcome.failures),
             "seconds": outcome.seconds}

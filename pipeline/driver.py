@@ -454,7 +454,7 @@ def _died(error: Exception) -> bool:
     """Whether a shard failed as its own worker died making its reference, not as its code
     raised: an error such as a full disk says nothing of the reference, and a labeler actor
     that died on a call (a reference that crashes a metric) was a strike already, told by the
-    shard against the reference of that call (ActorGuard.raised)."""
+    actor's restart (pipeline.labeler_calls)."""
     return not isinstance(error, ray.exceptions.RayTaskError | OSError)
 
 

@@ -29,8 +29,8 @@ from shards.storage import Location
 from shards.store_modes import library_versions, stores_pixels
 from shards.writer import ShardWriter
 
-# score_images(reference pixels, N x H x W x 3 version pixels, on_labelled) -> {metric:
-# scores}, calling on_labelled(n) as parts of n versions are labelled.
+# score_images(reference pixels, N x H x W x 3 version pixels, on_labelled, ref_id) -> {metric:
+# scores}, calling on_labelled(n) as parts of n versions are labelled (ref_id: whose they are).
 # Raw pixels, not PNGs: a GPU labeler then never decodes on its one CPU, and Ray passes the
 # arrays through its object store without copies.
 Labelled = Callable[[int], None]
@@ -46,8 +46,8 @@ Denoise = Callable[[list[distortions.LearnedInput]], list[tuple[np.ndarray, dict
 
 
 class Guard:
-    """Told as each reference begins and ends here, and of an error raised while making one,
-    so that a reference on which worker processes die can be quarantined
+    """Told as each reference begins and ends here, so that a reference on which worker
+    processes die can be quarantined
     (pipeline.actors.ProgressActor keeps the count on a cluster), and asked before the shard
     writes into OUT. This one admits every reference; given the lease identity of the driver
     that sent the shard out, it lets the shard write only while that driver holds OUT's lease
@@ -69,10 +69,6 @@ class Guard:
     def end(self) -> None:
         """The reference begun last is made here (its labels may still be awaited)."""
 
-    def raised(self, ref_id: str, error: BaseException) -> None:
-        """`error`, not the input's typed one, is about to stop the shard, raised while
-        `ref_id` was made here or by a call made elsewhere for it (its labels, its learned
-        types' network): this one ignores it."""
 
 
 ADMIT_ALL = Guard()
@@ -368,11 +364,6 @@ class _Reference:
         return (sum(image.nbytes for _, image in self.made) + len(self.pngs[0])
                 + sum(len(png) for png in self.pngs[1] if png is not None))
 
-    def labels_raised(self) -> bool:
-        """Whether its labels were asked for and raised an error other than the labeler's
-        typed one (waiting for them)."""
-        error = self.labels.exception() if self.labels else None
-        return error is not None and not isinstance(error, LabelerError)
 
 
 class _ShardMaker:
@@ -399,7 +390,7 @@ class _ShardMaker:
         waiting = None  # the reference whose labels are awaited while the next is made
         try:
             for ref in refs:
-                making = self.make(ref, waiting)
+                making = self.make(ref)
                 if waiting is not None:
                     self.settle(waiting, writer, distorted)
                 waiting = making
@@ -412,22 +403,15 @@ class _ShardMaker:
             self.stopped = True
             raise
 
-    def make(self, ref: PlannedReference, earlier: "_Reference | None") -> _Reference:
+    def make(self, ref: PlannedReference) -> _Reference:
         """`ref` decoded, distorted and encoded here, its labels asked for before its PNGs
         are encoded; a quarantined one: its record only. The guard is told as it begins and
-        ends here, and of an error that stops it, unless the labels of the `earlier`
-        reference, asked for while this one was made, raised too: a labeler whose process
-        died on both calls is told once, of the earlier (the one the shard stops at)."""
+        ends here (a labeler actor that dies on a call for it: pipeline.labeler_calls)."""
         making = _Reference(ref, ShardOutcome(self.outcome.index, seconds=self.outcome.seconds))
         if not self.guard.begin(ref.ref_id):
             _quarantine(ref, self.config, making.part)
             return making
-        try:
-            self._make_here(making)
-        except BaseException as error:
-            if earlier is None or not earlier.labels_raised():
-                self.guard.raised(ref.ref_id, error)
-            raise
+        self._make_here(making)
         self.guard.end()
         return making
 
@@ -448,18 +432,17 @@ class _ShardMaker:
         making.pngs = _encoded(making.pixels, making.made, self.config, seconds)
 
     def _ask_labels(self, making: _Reference) -> dict[str, np.ndarray]:
-        """The versions' scores (on the label thread); an error other than the labeler's
-        typed one is told to the guard first (the labeler's process may have died of it).
-        Once an error stops the shard no more are asked for."""
+        """The versions' scores (on the label thread). Once an error other than the
+        labeler's typed one stops the shard no more are asked for."""
         if self.stopped:
             raise RuntimeError("not asked: the shard stops at an earlier error")
         try:
-            return self.score_images(making.pixels, making.stacked, self._labelled)
+            return self.score_images(making.pixels, making.stacked, self._labelled,
+                                     making.ref.ref_id)
         except LabelerError:
             raise
-        except BaseException as error:
+        except BaseException:
             self.stopped = True
-            self.guard.raised(making.ref.ref_id, error)
             raise
 
     def _labelled(self, count: int) -> None:

@@ -32,7 +32,7 @@ def on_cuda(test):
 def local_scorer(labeler):
     """pipeline.worker's score_images answered by a Labeler in this process, as the labeler
     actor answers a shard task's calls (the Ray-free worker's tests)."""
-    def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled) -> dict:
+    def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled, ref_id: str) -> dict:
         return dict(labeler.score(ref, versions, on_labelled))
     return score_images
 

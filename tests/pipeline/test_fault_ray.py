@@ -17,8 +17,14 @@ import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors, list_tasks
 
-import distortions
-from pipeline.actors import ActorGuard, ProgressActor
+from labelers.errors import LabelerError
+from pipeline.actors import (
+    QUARANTINE_STRIKES,
+    ActorGuard,
+    LabelerActor,
+    ProgressActor,
+    remote_result,
+)
 from pipeline.commands.inspect_dataset import inspect
 from pipeline.driver import (
     ClusterOptions,
@@ -29,6 +35,7 @@ from pipeline.driver import (
     generate,
 )
 from pipeline.errors import OutputFullError
+from pipeline.labeler_calls import REFUSED_CALL, CallLedger
 from pipeline.lease import Lease
 from pipeline.plan import Plan
 from pipeline.sources import list_sources
@@ -247,80 +254,87 @@ def test_the_driver_strikes_only_for_a_shard_whose_own_worker_died():
     assert not _died(OSError(5, "Input/output error"))
 
 
+# the labeler actor's own restarts and retries (Ray resubmits the calls it held)
+LABELER_RESTARTS = {key: LabelerActor._default_options[key]
+                    for key in ("max_restarts", "max_task_retries")}
+
+
 @ray.remote(num_cpus=0)
-class _DiesOnItsSecondCall:
-    """A labeler actor's process that dies (exits) on the second reference it is asked to
-    score: a reference that crashes a metric."""
+class _DiesOnPoison:
+    """A labeler actor whose process exits while it scores `poison` (a reference that crashes
+    a metric), its calls recorded as LabelerActor records them (pipeline.labeler_calls)."""
 
-    def __init__(self):
-        self.calls = 0
+    def __init__(self, poison: str):
+        context = ray.get_runtime_context()
+        self.calls = CallLedger(context.get_actor_id(), context.was_current_actor_reconstructed)
+        self.poison = poison
 
-    def score(self, versions) -> dict:
-        self.calls += 1
-        if self.calls == 2:
-            os._exit(1)
-        return {"mae": np.zeros(len(versions)), "gmsd": np.zeros(len(versions))}
+    def score(self, progress, ref_id: str, versions: int, seconds: float = 0.0) -> dict:
+        with self.calls.call(progress, ref_id, LabelerError):
+            time.sleep(seconds)
+            if ref_id == self.poison:
+                os._exit(1)
+            return {"mae": np.zeros(versions), "gmsd": np.zeros(versions)}
 
 
-def test_a_labeler_that_dies_on_a_references_labels_strikes_that_reference(
+def test_a_labeler_that_dies_beside_other_calls_strikes_only_the_reference_that_killed_it():
+    """Two shards' calls run in one actor at once; one's reference kills its process. Ray
+    resubmits both: each then runs alone, so the innocent one ends well and is never struck,
+    and the poison's deaths alone strike it out; its next call is refused (a LabelerError,
+    which its shard records), not run to kill the actor again."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        progress = ProgressActor.remote([10, 10])
+        labeler = _DiesOnPoison.options(max_concurrency=2, **LABELER_RESTARTS).remote("poison")
+        results = {}
+
+        def shard(ref_id: str, seconds: float) -> None:
+            try:
+                results[ref_id] = ray.get(labeler.score.remote(progress, ref_id, 3, seconds))
+            except Exception as error:  # (the caller's typed error, or Ray's)
+                results[ref_id] = error
+
+        innocent = threading.Thread(target=shard, args=("innocent", 2.0))
+        poison = threading.Thread(target=shard, args=("poison", 0.5))
+        innocent.start()
+        time.sleep(0.3)
+        poison.start()
+        for thread in (innocent, poison):
+            thread.join(timeout=WAIT_SECONDS)
+        assert list(results["innocent"]) == ["mae", "gmsd"]
+        assert isinstance(results["poison"], LabelerError)
+        assert REFUSED_CALL in str(results["poison"])
+        ledger = ray.get(progress.ledger.remote())
+        assert ledger["strikes"] == {"poison": QUARANTINE_STRIKES}
+        assert "innocent" not in ledger["suspects"]
+    finally:
+        ray.shutdown()
+
+
+def test_a_reference_whose_labels_kill_the_labeler_is_left_out_and_its_shard_completes(
         shifted_sources, fast_config, mae_ensemble):
     """The shard makes p2 here while p1's labels are awaited: the labeler's process dies on
-    p1's call, so p1 gets the strike (and the shard fails, as the driver then hears), not
-    p2, the reference the shard was making here when the call died."""
+    p1's call, alone, so p1 is struck (twice, as Ray retries the call), not p2, the reference
+    the shard was making meanwhile; p1's next call is refused and the shard completes without
+    it (its failure recorded), where it used to fail."""
     folder, _ = shifted_sources(3)
     config = fast_config(str(folder), shard_refs=3, distortion_ids=(1,), levels=(1,))
     plan = Plan.make(list_sources(config.sources), config)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         progress = ProgressActor.remote([len(plan.shard(0)) * 2])
-        labeler = _DiesOnItsSecondCall.remote()
+        labeler = _DiesOnPoison.options(**LABELER_RESTARTS).remote("p1")
 
-        def score_images(ref, versions, on_labelled):
-            return ray.get(labeler.score.remote(versions))
+        def score_images(ref, versions, on_labelled, ref_id):
+            return remote_result(labeler.score.remote(progress, ref_id, len(versions)),
+                                 LabelerError)
 
-        with pytest.raises(ray.exceptions.RayActorError):
-            produce_shard(0, plan, config, score_images, mae_ensemble,
-                          Location.parse(config.out), guard=ActorGuard(progress, 0, None))
-        ledger = ray.get(progress.ledger.remote())
-        assert ledger["strikes"] == {"p1": 1}
-    finally:
-        ray.shutdown()
-
-
-def test_a_labeler_that_dies_on_two_calls_of_a_shard_strikes_the_earlier_reference_alone(
-        shifted_sources, fast_config, mae_ensemble):
-    """p1's labels and p2's learned types' network (made meanwhile) both meet the dead
-    labeler: p1, the reference the shard stops at, gets the strike; p2 none (else a
-    reference that kills the labeler would take its neighbour out with it every time)."""
-    folder, _ = shifted_sources(3)
-    config = fast_config(str(folder), shard_refs=3, distortion_ids=(1, 8), levels=(1,))
-    plan = Plan.make(list_sources(config.sources), config)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        progress = ProgressActor.remote([len(plan.shard(0)) * 3])
-        labeler = _DiesOnItsSecondCall.remote()
-        died, networks = threading.Event(), []
-
-        def score_images(ref, versions, on_labelled):
-            try:
-                return ray.get(labeler.score.remote(versions))
-            except ray.exceptions.RayActorError:
-                died.set()
-                raise
-
-        def denoise(inputs):
-            networks.append(len(networks))
-            if len(networks) < 3:
-                return distortions.run_learned(inputs)
-            assert died.wait(timeout=60)  # p2's network, asked once the labeler is dead
-            return ray.get(labeler.score.remote(inputs))
-
-        with pytest.raises(ray.exceptions.RayActorError):
-            produce_shard(0, plan, config, score_images, mae_ensemble,
-                          Location.parse(config.out), denoise=denoise,
-                          guard=ActorGuard(progress, 0, None))
-        assert len(networks) == 3
-        assert ray.get(progress.ledger.remote())["strikes"] == {"p1": 1}
+        outcome = produce_shard(0, plan, config, score_images, mae_ensemble,
+                                Location.parse(config.out), guard=ActorGuard(progress, 0, None))
+        assert ray.get(progress.ledger.remote())["strikes"] == {"p1": QUARANTINE_STRIKES}
+        assert [(f["ref_id"], f["reason"]) for f in outcome.failures] == [("p1", "label_failed")]
+        assert REFUSED_CALL in outcome.failures[0]["detail"]
+        assert outcome.references == 2
     finally:
         ray.shutdown()
 

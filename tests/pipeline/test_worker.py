@@ -215,12 +215,12 @@ def test_a_references_pngs_are_encoded_while_its_labels_are_awaited(tmp_path, fa
 
     scorer = local_scorer(Labeler(metrics=("mae", "gmsd"), device="cpu"))
 
-    def labels_elsewhere(ref, versions, on_labelled):
+    def labels_elsewhere(ref, versions, on_labelled, ref_id):
         asked.set()
         deadline = time.monotonic() + 30
         while len(encoded) < 1 + len(versions) and time.monotonic() < deadline:
             time.sleep(0.01)
-        return scorer(ref, versions, on_labelled)
+        return scorer(ref, versions, on_labelled, ref_id)
 
     monkeypatch.setattr(worker_module, "encode_png", encode_png)
     outcome = produce_shard(0, plan, config, labels_elsewhere, mae_ensemble, location)
@@ -251,9 +251,9 @@ def test_the_next_reference_is_made_while_a_references_labels_are_awaited(
 
     scorer = local_scorer(Labeler(metrics=("mae", "gmsd"), device="cpu"))
 
-    def labels_elsewhere(ref, versions, on_labelled):
+    def labels_elsewhere(ref, versions, on_labelled, ref_id):
         events.append(f"answered while {second} begun: {begun[second].wait(timeout=30)}")
-        return scorer(ref, versions, on_labelled)
+        return scorer(ref, versions, on_labelled, ref_id)
 
     outcome = produce_shard(0, plan, config, labels_elsewhere, mae_ensemble,
                             Location.parse(config.out), lambda *told: events.append(told),
@@ -313,8 +313,8 @@ def test_making_the_next_reference_meanwhile_changes_nothing_the_shard_writes(
     real = local_scorer(Labeler(metrics=("mae", "vif"), device="cpu"))
     calls = []
 
-    def one_nan_in_the_second(ref, versions, on_labelled):
-        scores = real(ref, versions, on_labelled)
+    def one_nan_in_the_second(ref, versions, on_labelled, ref_id):
+        scores = real(ref, versions, on_labelled, ref_id)
         calls.append(len(calls))
         return _with_a_nan(scores, "mae", 1) if len(calls) == 2 else scores
 
@@ -914,8 +914,8 @@ def test_progress_accounts_for_every_planned_sample_and_failure(tmp_path, fast_c
     persist_or_check(plan, Location.parse(config.out))
     real = local_scorer(Labeler(metrics=config.metrics, device="cpu"))
 
-    def one_nan(ref, versions, on_labelled):
-        return _with_a_nan(real(ref, versions, on_labelled), "gmsd", 0)
+    def one_nan(ref, versions, on_labelled, ref_id):
+        return _with_a_nan(real(ref, versions, on_labelled, ref_id), "gmsd", 0)
 
     calls = []
     outcome = produce_shard(0, plan, config, one_nan, mae_ensemble, Location.parse(config.out),
@@ -1497,8 +1497,8 @@ def test_a_version_a_metric_cannot_score_is_recorded_and_the_others_are_kept(fas
     persist_or_check(plan, location)
     real = local_scorer(Labeler(metrics=config.metrics, device="cpu"))
 
-    def one_nan(ref, versions, on_labelled):  # the second version: gaussian_blur level 1
-        return _with_a_nan(real(ref, versions, on_labelled), "gmsd", 1)
+    def one_nan(ref, versions, on_labelled, ref_id):  # the second version: gaussian_blur level 1
+        return _with_a_nan(real(ref, versions, on_labelled, ref_id), "gmsd", 1)
 
     outcome = produce_shard(0, plan, config, one_nan, mae_ensemble, location)
     assert [(f["reason"], f["distortion_id"]) for f in outcome.failures] == [("label_failed", 13)]
