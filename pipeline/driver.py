@@ -620,8 +620,8 @@ def _shards_to_make(plan: Plan, config: RunConfig, options: ClusterOptions,
     refuse_foreign(location)
     if options.restart:
         clear_previous_run(location)
-    remove_staged(location)
-    resumed = persist_or_check(plan, location, restart=options.restart)
+    resumed = persist_or_check(plan, location, restart=options.restart)  # (another plan is
+    remove_staged(location)                                 # refused, its staged files kept)
     shards = range(plan.shard_count)
     complete = read_ahead(lambda index: shard_is_complete(
         location, index, plan.digest, config.store, options.verify), shards)

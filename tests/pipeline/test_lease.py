@@ -314,6 +314,28 @@ def test_the_merge_refuses_a_shard_of_another_plan(store_datasets, tmp_path):
         merge(location, plan)
 
 
+def test_a_run_of_another_plan_is_refused_before_it_removes_anything(store_datasets,
+                                                                   tmp_path):
+    """What a killed run of the output's plan staged stays for that plan's rerun to remove:
+    a run of another plan is refused first, the folder as it was."""
+    import dataclasses
+    import shutil
+
+    from pipeline.driver import _shards_to_make
+    from pipeline.plan import read_plan
+
+    copy = tmp_path / "killed"
+    shutil.copytree(store_datasets["images"], copy)
+    staged = copy / "shards" / "00001.tar.0123abcd4567.partial"
+    staged.write_bytes(b"a killed run's tar")
+    location = Location.parse(str(copy))
+    plan = read_plan(location)
+    other = dataclasses.replace(plan, inputs={**plan.inputs, "seed": plan.inputs["seed"] + 1})
+    with pytest.raises(PlanMismatchError, match="holds another plan"):
+        _shards_to_make(other, None, ClusterOptions(), location)
+    assert staged.exists()
+
+
 def test_a_live_lease_of_another_host_is_never_taken(location):
     live = {"host": "elsewhere", "pid": 1, "started": time.time(), "refreshed": time.time()}
     location.makedirs(location.root)
