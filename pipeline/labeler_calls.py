@@ -71,19 +71,32 @@ class CallLedger:
         if progress is None or ref_id is None:
             yield
             return
-        with self._reporting:
+        with self._reporting, _unless_lost():
             if self._unreported:
                 ray.get(progress.labeler_restarted.remote(self.actor_id))
                 self._unreported = False
         number = next(self._numbers)
-        verdict = ray.get(progress.call_begins.remote(self.actor_id, number, ref_id, False))
+        verdict = _asked(progress.call_begins, self.actor_id, number, ref_id, False)
         with self.turns.turn(verdict == ALONE):
             if verdict == ALONE:
-                verdict = ray.get(progress.call_begins.remote(self.actor_id, number, ref_id,
-                                                              True))
+                verdict = _asked(progress.call_begins, self.actor_id, number, ref_id, True)
             if verdict == REFUSED:
                 raise refused(REFUSED_CALL)
             try:
                 yield
             finally:
-                ray.get(progress.call_ends.remote(self.actor_id, number))
+                with _unless_lost():
+                    ray.get(progress.call_ends.remote(self.actor_id, number))
+
+
+def _unless_lost() -> contextlib.AbstractContextManager:
+    """A progress actor lost (restarting: it keeps no calls then) costs a call its record,
+    never the call itself."""
+    return contextlib.suppress(ray.exceptions.RayActorError)
+
+
+def _asked(method, *arguments) -> str:
+    """The progress actor's verdict on a call; RUN (unrecorded) where it is lost."""
+    with _unless_lost():
+        return ray.get(method.remote(*arguments))
+    return RUN
