@@ -13,7 +13,7 @@ from labelers.ensemble import Ensemble
 from labelers.errors import LabelerError
 from labelers.labeler import Labeler
 from pipeline.config import RunConfig
-from pipeline.labeler_calls import ALONE, REFUSED, RUN, CallLedger
+from pipeline.labeler_calls import REFUSED, RUN, CallLedger
 from pipeline.plan import Plan
 from pipeline.progress_metrics import record_shard
 from pipeline.worker import Guard, produce_shard
@@ -233,13 +233,10 @@ class ProgressActor:
                 "suspects": sorted(self.suspects)}
 
     def call_begins(self, actor: str, number: int, ref_id: str, alone: bool) -> str:
-        """A labeler actor's call for `ref_id` is about to run: REFUSED where the reference is
-        struck out, ALONE where it is a suspect and the call does not run alone yet (it asks
-        again once it does), RUN otherwise (then it is recorded as running)."""
+        """A labeler actor's call for `ref_id` runs now (`alone`: its other calls wait):
+        REFUSED where the reference is struck out, RUN otherwise (recorded as running)."""
         if self.strikes.get(ref_id, 0) >= QUARANTINE_STRIKES:
             return REFUSED
-        if ref_id in self.suspects and not alone:
-            return ALONE
         self.labelling.setdefault(actor, {})[number] = (ref_id, alone)
         return RUN
 
@@ -249,14 +246,16 @@ class ProgressActor:
         if alone:
             self.suspects.discard(ref_id)
 
-    def labeler_restarted(self, actor: str) -> None:
+    def labeler_restarted(self, actor: str) -> list[str]:
         """`actor`'s process died with the calls recorded as running: a strike where one
-        was, suspects where several were (none where it died between calls)."""
+        was, suspects where several were (none where it died between calls). Returns the
+        suspects, whose calls the restarted process runs alone."""
         running = {ref_id for ref_id, _ in self.labelling.pop(actor, {}).values()}
         if len(running) == 1:
             self.strike(*running)
         else:
             self.suspects |= running
+        return sorted(self.suspects)
 
 
 class ActorGuard(Guard):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import ray
 
-RUN, ALONE, REFUSED = "run", "alone", "refused"  # the progress actor's verdicts on a call
+RUN, REFUSED = "run", "refused"  # the progress actor's verdicts on a call
 REFUSED_CALL = ("a labeler actor's process died twice running this reference's calls "
                 "(killed, out of memory or crashed): left out")
 
@@ -58,6 +58,7 @@ class CallLedger:
     def __init__(self, actor_id: str, reconstructed: bool):
         self.actor_id = actor_id
         self.turns = Turns()
+        self.suspects: set[str] = set()  # as the restart's report left them
         self._numbers = itertools.count()
         self._unreported = reconstructed
         self._reporting = threading.Lock()
@@ -65,28 +66,27 @@ class CallLedger:
     @contextlib.contextmanager
     def call(self, progress: "ray.actor.ActorHandle | None", ref_id: str | None,
              refused: Callable[[str], Exception]) -> Iterator[None]:
-        """The block runs as a call for `ref_id`, recorded while it runs; `refused(why)` is
-        raised instead for a reference struck out. Without a progress actor or a reference
-        (a caller of the actor's own), the block just runs."""
+        """The block runs as a call for `ref_id` in its turn (alone for a suspect), recorded
+        from when its turn comes (a call waiting for it runs nothing) until it ends;
+        `refused(why)` is raised instead for a reference struck out. Without a progress actor
+        or a reference (a caller of the actor's own), the block just runs."""
         if progress is None or ref_id is None:
             yield
             return
         with self._reporting, _unless_lost():
             if self._unreported:
-                ray.get(progress.labeler_restarted.remote(self.actor_id))
+                self.suspects = set(ray.get(progress.labeler_restarted.remote(self.actor_id)))
                 self._unreported = False
-        number = next(self._numbers)
-        verdict = _asked(progress.call_begins, self.actor_id, number, ref_id, False)
-        with self.turns.turn(verdict == ALONE):
-            if verdict == ALONE:
-                verdict = _asked(progress.call_begins, self.actor_id, number, ref_id, True)
-            if verdict == REFUSED:
+        number, alone = next(self._numbers), ref_id in self.suspects
+        with self.turns.turn(alone):
+            if _asked(progress.call_begins, self.actor_id, number, ref_id, alone) == REFUSED:
                 raise refused(REFUSED_CALL)
             try:
                 yield
             finally:
                 with _unless_lost():
                     ray.get(progress.call_ends.remote(self.actor_id, number))
+        self.suspects.discard(ref_id)  # (alone, it ended well)
 
 
 def _unless_lost() -> contextlib.AbstractContextManager:

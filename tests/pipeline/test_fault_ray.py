@@ -6,6 +6,7 @@ restarts is told again what it lost."""
 import errno
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -278,35 +279,35 @@ class _DiesOnPoison:
 
 
 def test_a_labeler_that_dies_beside_other_calls_strikes_only_the_reference_that_killed_it():
-    """Two shards' calls run in one actor at once; one's reference kills its process. Ray
-    resubmits both: each then runs alone, so the innocent one ends well and is never struck,
-    and the poison's deaths alone strike it out; its next call is refused (a LabelerError,
-    which its shard records), not run to kill the actor again."""
+    """Calls of several shards wait at one actor, two run at once; one reference kills its
+    process. Ray resubmits every call it held: the poison's then runs alone, and the calls
+    that wait for their turn meanwhile are not taken as running, so its deaths alone strike
+    it; its next call is refused (a LabelerError, which its shard records), not run to kill
+    the actor again, and every other call, queued or beside it, returns its scores."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        progress = ProgressActor.remote([10, 10])
+        progress = ProgressActor.remote([10])
         labeler = _DiesOnPoison.options(max_concurrency=2, **LABELER_RESTARTS).remote("poison")
+        # (a review's case: the thread beside the poison's lone turn takes a queued call,
+        # which waits for its turn without being taken as running when the poison kills)
+        names = ["poison", *(f"innocent{k}" for k in range(8))]
+        calls = {name: labeler.score.remote(progress, name, 3, 0.5 if name == "poison"
+                                            else 1.0) for name in names}
         results = {}
-
-        def shard(ref_id: str, seconds: float) -> None:
+        for name, call in calls.items():
             try:
-                results[ref_id] = ray.get(labeler.score.remote(progress, ref_id, 3, seconds))
+                results[name] = ray.get(call, timeout=WAIT_SECONDS)
             except Exception as error:  # (the caller's typed error, or Ray's)
-                results[ref_id] = error
-
-        innocent = threading.Thread(target=shard, args=("innocent", 2.0))
-        poison = threading.Thread(target=shard, args=("poison", 0.5))
-        innocent.start()
-        time.sleep(0.3)
-        poison.start()
-        for thread in (innocent, poison):
-            thread.join(timeout=WAIT_SECONDS)
-        assert list(results["innocent"]) == ["mae", "gmsd"]
-        assert isinstance(results["poison"], LabelerError)
-        assert REFUSED_CALL in str(results["poison"])
+                results[name] = error
+        assert isinstance(results.pop("poison"), LabelerError)
+        innocent = [name for name in names if name != "poison"]
+        assert {name: list(scores) for name, scores in results.items()} == {
+            name: ["mae", "gmsd"] for name in innocent}
+        with pytest.raises(LabelerError, match=re.escape(REFUSED_CALL)):
+            ray.get(labeler.score.remote(progress, "poison", 3))
         ledger = ray.get(progress.ledger.remote())
         assert ledger["strikes"] == {"poison": QUARANTINE_STRIKES}
-        assert "innocent" not in ledger["suspects"]
+        assert not set(ledger["suspects"]) & set(innocent)
     finally:
         ray.shutdown()
 
