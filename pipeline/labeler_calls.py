@@ -51,9 +51,9 @@ class Turns:
 
 
 class CallLedger:
-    """A labeler actor's calls, each recorded with the progress actor while it runs, in the
-    turn the progress actor gives it; a restart (`reconstructed`: this process took over from
-    one that died) is told before the first call runs."""
+    """A labeler actor's calls, each recorded with the progress actor while it runs, a
+    suspect's alone; a restart (`reconstructed`: this process took over from one that died)
+    is told before the first call runs, and its report gives the suspects."""
 
     def __init__(self, actor_id: str, reconstructed: bool):
         self.actor_id = actor_id
