@@ -14,8 +14,8 @@ REIQA_NAMES = ("gaussian_blur", "lens_blur", "color_diffusion", "color_shift",
                "mean_shift", "resize_bicubic", "unsharp_mask", "contrast_change", "color_block",
                "pixelate", "non_eccentricity", "jitter", "resize_bilinear", "resize_nearest",
                "resize_lanczos", "motion_blur")
-# DB-CNN's nine synthetic types; colour dithering is color_quantization (a median-cut palette
-# with Floyd-Steinberg dithering)
+# DB-CNN's nine synthetic types; colour dithering is color_quantization (a minimum-variance
+# palette with Floyd-Steinberg dithering)
 DBCNN_NAMES = ("jpeg", "jpeg2000", "gaussian_blur", "white_noise", "pink_noise",
                "contrast_change", "color_quantization", "overexposure", "underexposure")
 # its authentic mode's seven, mixed on the target dataset's own photos

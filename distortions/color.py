@@ -6,6 +6,7 @@ from PIL import Image
 
 from distortions.colorspace import lab_to_rgb, rgb_to_gray, rgb_to_lab, to_float, to_uint8
 from distortions.kernels import gaussian_blur_replicate
+from distortions.palette import minimum_variance_palette
 
 EDGE_SIGMA = 4.0
 EDGE_FLOOR = 0.1
@@ -62,13 +63,12 @@ def apply_rgb_shift(img: np.ndarray, params: dict) -> np.ndarray:
 
 
 def apply_color_quantization(img: np.ndarray, params: dict) -> np.ndarray:
-    """Median-cut palette of n colours, then Floyd-Steinberg dithering against that palette
-    (Pillow ignores dithering while it builds a palette, so the image is quantized twice)."""
-    source = Image.fromarray(img)
-    palette = source.quantize(colors=params["colors"], method=Image.Quantize.MEDIANCUT,
-                              dither=Image.Dither.NONE)
-    dithered = source.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
-    return np.asarray(dithered.convert("RGB"))
+    """Minimum-variance palette of n colours (Wu's, as MATLAB's rgb2ind), then Floyd-Steinberg
+    dithering against it (Pillow's error diffusion to the nearest palette colour)."""
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(minimum_variance_palette(img, params["colors"]).tobytes())  # n entries
+    dithered = Image.fromarray(img).quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
+    return np.array(dithered.convert("RGB"))
 
 
 def apply_saturation_hsv(img: np.ndarray, params: dict) -> np.ndarray:
