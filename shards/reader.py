@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -371,14 +371,8 @@ def read_index(location: Location, shards: list[int] | None = None,
     that has read them); with `with_shard` a `shard` column says which shard each row came
     from; with `kind`, only the rows of that kind (kept shard by shard: no second copy of
     every row; `columns` must hold kind)."""
-    indices = complete_shards(location) if shards is None else list(shards)
-    stats_of = stats_of or functools.partial(shard_stats, location)
     tables = []
-    read = read_ahead(lambda index: checked_index(location, index, stats_of(index)), indices)
-    for index, index_bytes in zip(indices, read, strict=True):
-        table = parse_index(index_bytes, columns)
-        if kind is not None:
-            table = table.filter(pc.equal(table["kind"], kind))
+    for index, table in shard_indexes(location, shards, columns, kind, stats_of):
         if with_shard:
             table = table.append_column("shard", pa.array([index] * len(table), pa.int32()))
         tables.append(table)
@@ -386,6 +380,20 @@ def read_index(location: Location, shards: list[int] | None = None,
         raise no_complete_shard(location)
     # shards written before the ssim column read beside newer ones (a null ssim)
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def shard_indexes(location: Location, shards: list[int] | None = None,
+                  columns: list[str] | None = None, kind: str | None = None,
+                  stats_of: Callable[[int], dict] | None = None
+                  ) -> Iterator[tuple[int, pa.Table]]:
+    """(shard, its parquet index) of the given (default: every complete) shards in order, as
+    `read_index` reads them, one at a time (the next ones read ahead)."""
+    indices = complete_shards(location) if shards is None else list(shards)
+    stats_of = stats_of or functools.partial(shard_stats, location)
+    read = read_ahead(lambda index: checked_index(location, index, stats_of(index)), indices)
+    for index, index_bytes in zip(indices, read, strict=True):
+        table = parse_index(index_bytes, columns)
+        yield index, (table if kind is None else table.filter(pc.equal(table["kind"], kind)))
 
 
 def checked_index(location: Location, index: int, stats: dict) -> bytes:

@@ -27,7 +27,13 @@ from labelers.errors import LabelerError
 from shards.keys import distorted_key, reference_key
 from shards.layout import ENSEMBLE_FILE, store_of, tar_path
 from shards.png import decode_png
-from shards.reader import DamagedShardError, read_index, tar_members
+from shards.reader import (
+    DamagedShardError,
+    no_complete_shard,
+    read_index,
+    shard_indexes,
+    tar_members,
+)
 from shards.replay import Pending, ReplayContext, ReplayError, changed_reference
 from shards.schema import INDEX_SCHEMA, chain_of, index_row, pixel_sha256
 from shards.storage import Location
@@ -35,11 +41,28 @@ from shards.store_modes import stores_pixels
 
 
 def _sample(location: Location, count: int, seed: int) -> list[dict]:
-    """`count` distorted rows of the index (each with its shard), seeded."""
-    index = read_index(location, with_shard=True)
-    rows = [row for row in index.to_pylist() if row["kind"] == "distorted"]
-    picks = np.random.default_rng(seed).permutation(len(rows))[:count]
-    return [rows[i] for i in sorted(picks)]
+    """`count` distorted rows of the index (each with its shard), seeded. The shards' kind
+    columns are counted first and only the sampled shards read whole: a paper-scale index
+    (23.1M rows) does not fit in memory as rows."""
+    distorted = {shard: table.num_rows for shard, table in
+                 shard_indexes(location, columns=["kind"], kind="distorted")}
+    if not distorted:
+        raise no_complete_shard(location)
+    shards, counts = np.array(list(distorted), np.int64), np.array(list(distorted.values()))
+    starts = np.cumsum(counts) - counts
+    total = int(counts.sum())
+    picks = np.sort(np.random.default_rng(seed).choice(total, min(count, total), replace=False))
+    of_shard = np.searchsorted(starts, picks, side="right") - 1
+    sampled = np.unique(of_shard)
+    if not len(sampled):
+        return []
+    # one table of the sampled shards, as read_index makes it (a shard written before a
+    # metric's column reads beside newer ones with a null score)
+    table = read_index(location, [int(shards[i]) for i in sampled], with_shard=True,
+                       kind="distorted")
+    offsets = np.cumsum(counts[sampled]) - counts[sampled]  # each sampled shard's first row
+    rows = picks - starts[of_shard] + offsets[np.searchsorted(sampled, of_shard)]
+    return table.take(rows).to_pylist()
 
 
 def _pixels(location: Location, tar: str, keys: set[str]

@@ -551,6 +551,37 @@ def _inspect(out: Path, capsys) -> tuple[int, str]:
                            if line.startswith("PROBLEM:"))
 
 
+def test_inspect_names_a_sidecars_duplicated_unknown_and_untyped_keys(scored_dataset, tmp_path,
+                                                                     capsys):
+    out = _copy(scored_dataset, tmp_path)
+    _halves().save(tmp_path / "halves.json")
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 0
+    sidecar = out / f"labels-{_halves().hash}.parquet"
+    table = pq.read_table(sidecar)
+    keys = table["key"].to_pylist()
+    pq.write_table(pa.concat_tables([table, table.slice(2, 1)]), sidecar)  # a label twice
+    code, printed = _inspect(out, capsys)
+    assert code == 1 and "labels 8 samples (9 rows) but the dataset has 8 distorted ones: " \
+        "relabel again" in printed
+    renamed = ["zz_not_a_sample", "aa_nor_this", *keys[2:]]
+    pq.write_table(table.set_column(0, "key", pa.array(renamed)), sidecar)
+    code, printed = _inspect(out, capsys)
+    assert code == 1 and (f"labels 8 samples (8 rows) but the dataset has 8 distorted ones "
+                          f"(first missing {min(keys[:2])}) (first unknown aa_nor_this)"
+                          ) in printed
+    pq.write_table(table.set_column(0, "key", pa.array(range(len(keys)))), sidecar)
+    code, printed = _inspect(out, capsys)
+    assert code == 1 and f"labels-{_halves().hash}.parquet is unreadable" in printed
+    shard = table.column_names.index("shard")
+    unfiled = pa.array([None, *table["shard"].to_pylist()[1:]], table["shard"].type)
+    pq.write_table(table.set_column(shard, "shard", unfiled), sidecar)  # a label in no shard
+    code, printed = _inspect(out, capsys)
+    assert code == 1 and f"files 1 label(s) under another shard than their samples' (e.g. " \
+        f"{keys[0]} in shard None" in printed
+    pq.write_table(table.set_column(0, "key", table["key"].cast(pa.large_string())), sidecar)
+    assert _inspect(out, capsys) == (0, "")  # keys written as large strings are keys
+
+
 def test_inspect_checks_each_sidecar_against_the_dataset(scored_dataset, tmp_path, capsys):
     out = _copy(scored_dataset, tmp_path)
     _halves().save(tmp_path / "halves.json")
