@@ -14,7 +14,7 @@ from labelers.errors import LabelerError
 from labelers.labeler import Labeler
 from pipeline.config import RunConfig
 from pipeline.labeler_calls import REFUSED, RUN, CallLedger
-from pipeline.plan import Plan
+from pipeline.plan import ShardPlan
 from pipeline.progress_metrics import record_shard
 from pipeline.worker import Guard, produce_shard
 from shards.storage import Location
@@ -308,12 +308,12 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
                labelers: list, nodes: list[str], progress: "ray.actor.ActorHandle",
                denoise_on_actor: bool, lease_holder: dict,
                label_timeout: float | None = None, overlap: bool = False) -> dict:
-    """Produce one shard; the labels (and, with denoise_on_actor, the learned-denoiser
-    network) come from a labeler actor, on this node where one lives (none in a label-free
-    run), each call waited for `label_timeout` seconds at most (then that work is recorded as
-    failed); with `overlap` (labels on a GPU) it makes its next reference meanwhile
-    (pipeline.scheduling). It is published only while the driver `lease_holder` holds OUT's
-    lease. Returns its summary."""
+    """Produce one shard (`plan`: its part of the plan, ShardPlan.to_json); the labels (and, with
+    denoise_on_actor, the learned-denoiser network) come from a labeler actor, on this node where
+    one lives (none in a label-free run), each call waited for `label_timeout` seconds at most (then
+    that work is recorded as failed); with `overlap` (labels on a GPU) it makes its next reference
+    meanwhile (pipeline.scheduling). It is published only while the driver `lease_holder` holds
+    OUT's lease. Returns its summary."""
     use_one_thread()  # one CPU per shard task
     ray.get(progress.attempt.remote(index))
     labeler = (nearest_labeler(index, labelers, nodes, ray.get_runtime_context().get_node_id())
@@ -333,9 +333,9 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
         return remote_result(labeler.denoise.remote(inputs, progress, guard.making),
                              distortions.DistortionError, label_timeout)
 
-    outcome = produce_shard(index, Plan.from_json(plan), RunConfig.from_json(config), score_images,
-                            Ensemble.from_json(ensemble), Location.parse(out), on_progress,
-                            on_actor if denoise_on_actor else distortions.run_learned,
+    outcome = produce_shard(index, ShardPlan.from_json(plan), RunConfig.from_json(config),
+                            score_images, Ensemble.from_json(ensemble), Location.parse(out),
+                            on_progress, on_actor if denoise_on_actor else distortions.run_learned,
                             guard, None if overlap else 0)
     record_shard(outcome)
     return {"index": index, "samples": outcome.samples, "failures": len(outcome.failures),

@@ -573,16 +573,16 @@ def _make_shards(todo: list[int], done: list[int], plan: Plan, config: RunConfig
     on_actors = options.denoise_on_actors
     if on_actors is None:
         on_actors = resources.get("GPU", 0) > 0
-    # the plan once in the object store (20 MB at paper scale), not pickled into each task
-    arguments = (ray.put(plan.to_json()), config.to_json(), ensemble.to_json(), config.out)
+    arguments = (config.to_json(), ensemble.to_json(), config.out)
     with _labeler_pool(config, scheduling, plan.digest[:8]) as (actors, nodes):
         progress = _Progress(location, plan, 1 + config.versions_count, done, lease)
 
         def submit(index: int):
             lease.check()  # a driver whose output another took over sends nothing more out
             return shard_task.options(name=f"shard-{shard_name(index)}").remote(
-                index, *arguments, actors, nodes, progress.actor, on_actors and bool(actors),
-                lease.identity(), options.label_timeout, scheduling.overlap)
+                index, plan.part(index).to_json(), *arguments, actors, nodes, progress.actor,
+                on_actors and bool(actors), lease.identity(), options.label_timeout,
+                scheduling.overlap)
 
         try:
             failed = _run_shards(todo, submit, scheduling.in_flight, progress, config.out)

@@ -9,12 +9,14 @@ decodes now it is named, and --retry-unreadable makes its shard again. A source 
 made yet is made from what it holds now."""
 
 import json
+import os
 from dataclasses import replace
 
 from tqdm import tqdm
 
 from pipeline.config import RunConfig
-from pipeline.plan import Plan, read_plan, record_plan, sources_changed
+from pipeline.plan import Plan, PlannedReference, read_plan, record_plan, sources_changed
+from pipeline.processes import in_processes
 from pipeline.sources import printable
 from pipeline.worker import ShardOutcome, prepare_reference
 from shards.layout import shard_name, shard_paths
@@ -86,24 +88,40 @@ def changed_pixels(location: Location, plan: Plan, config: RunConfig, indices: l
     no longer gives the pixels its shard recorded; and the index of each left out because it
     could not be read or decoded (nothing of it is in its shard: it stays so, unless
     --retry-unreadable makes the shard again) that decodes now. One left out after it decoded
-    (labels failed, quarantined) has no SHA-256 to compare, and is not decoded."""
+    (labels failed, quarantined) has no SHA-256 to compare, and is not decoded. They are
+    decoded in a process per CPU where there are many (sources copied without their times:
+    every one of a paper-scale run, hours in one process)."""
     in_done = [i for i in indices if i // plan.shard_refs in done]
-    changed, decodes_now, recorded = [], [], {}
-    for index in tqdm(in_done, desc="modified sources checked", unit="source", leave=False,
-                      disable=len(in_done) < 20):
-        ref, shard = plan.references[index], index // plan.shard_refs
-        if shard not in recorded:
-            recorded[shard] = _recorded(location, shard)
-        before = recorded[shard].get(ref.ref_id, {})
-        if before.get("reason") in LEFT_OUT_AFTER_DECODING:
-            continue  # no SHA-256 recorded to compare (and a quarantined one killed workers)
-        now = prepare_reference(ref, config, ShardOutcome(shard))[1]
+    recorded = {shard: _recorded(location, shard)
+                for shard in sorted({i // plan.shard_refs for i in in_done})}
+    befores = [(index, recorded[index // plan.shard_refs].get(plan.references[index].ref_id, {}))
+               for index in in_done]
+    # no SHA-256 recorded to compare where it was left out after decoding (and a quarantined
+    # one killed workers)
+    befores = [(index, before) for index, before in befores
+               if before.get("reason") not in LEFT_OUT_AFTER_DECODING]
+    jobs = [(plan.references[index], config, index // plan.shard_refs) for index, _ in befores]
+    decoded = in_processes(_decoded_row, jobs,
+                           (os.cpu_count() or 1) if len(jobs) >= DECODE_HERE_BELOW else 1)
+    changed, decodes_now = [], []
+    for (index, before), now in zip(befores, tqdm(
+            decoded, total=len(jobs), desc="modified sources checked", unit="source",
+            leave=False, disable=len(jobs) < 20), strict=True):
         if not before.get("sha256"):  # it could not be read or decoded then
             if now["status"] == "ok":
                 decodes_now.append(index)
-        elif change := _change(before, now, shard_name(shard)):
-            changed.append(f"{printable(ref.uri)} {change}")
+        elif change := _change(before, now, shard_name(index // plan.shard_refs)):
+            changed.append(f"{printable(plan.references[index].uri)} {change}")
     return changed, decodes_now
+
+
+DECODE_HERE_BELOW = 64  # fewer sources to decode than this: here (a process takes ~2 s to start)
+
+
+def _decoded_row(job: tuple[PlannedReference, RunConfig, int]) -> dict:
+    """The sources row a reference gives now, as the worker of its shard makes it."""
+    ref, config, shard = job
+    return prepare_reference(ref, config, ShardOutcome(shard))[1]
 
 
 def check_modified_sources(location: Location, plan: Plan, config: RunConfig,

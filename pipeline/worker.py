@@ -15,7 +15,7 @@ from labelers.ensemble import Ensemble
 from labelers.errors import LabelerError
 from pipeline.config import RunConfig
 from pipeline.lease import check_writer
-from pipeline.plan import Chain, Plan, PlannedReference, planned_versions
+from pipeline.plan import Chain, Plan, PlannedReference, ShardPlan, planned_versions
 from pipeline.scenario_quality import add_labels
 from pipeline.sizing import NATIVE, SourceTooSmallError, cover_and_crop, limit_side
 from pipeline.sources import load, printable
@@ -502,18 +502,18 @@ class _ShardMaker:
                                   if i not in unlabelled]
 
 
-def produce_shard(index: int, plan: Plan, config: RunConfig, score_images: ScoreImages,
+def produce_shard(index: int, plan: Plan | ShardPlan, config: RunConfig, score_images: ScoreImages,
                   ensemble: Ensemble, location: Location,
                   on_progress: Progress | None = None,
                   denoise: Denoise = distortions.run_learned,
                   guard: Guard = ADMIT_ALL, overlap_bytes: int | None = None) -> ShardOutcome:
-    """Make shard `index` of the plan and publish it (stats last). References stream into the
-    staged tar as they are labelled, in the plan's order, the next one made while the labels
-    of one of up to `overlap_bytes` (None: OVERLAP_BYTES; 0: one reference at a time) are
-    awaited (_ShardMaker); the distorted samples follow, in a seeded shuffled
-    order, once all are labelled (they wait on local disk, not in memory). `on_progress` is
-    told as parts of a reference's versions are labelled and as each reference settles
-    (Progress); `guard` as each begins and ends here, and before the shard writes into OUT."""
+    """Make shard `index` of the plan (or of its part for that shard) and publish it (stats last).
+    References stream into the staged tar as they are labelled, in the plan's order, the next one
+    made while the labels of one of up to `overlap_bytes` (None: OVERLAP_BYTES; 0: one reference at
+    a time) are awaited (_ShardMaker); the distorted samples follow, in a seeded shuffled order,
+    once all are labelled (they wait on local disk, not in memory). `on_progress` is told as parts
+    of a reference's versions are labelled and as each reference settles (Progress); `guard` as each
+    begins and ends here, and before the shard writes into OUT."""
     outcome = ShardOutcome(index)
     writer = ShardWriter(location, index, config.store)
     try:

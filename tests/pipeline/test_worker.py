@@ -35,6 +35,7 @@ from pipeline.duplicates import find_duplicates
 from pipeline.errors import PlanMismatchError
 from pipeline.plan import (
     Plan,
+    ShardPlan,
     chosen,
     differences,
     label_identity,
@@ -47,7 +48,7 @@ from pipeline.sizing import TargetSize
 from pipeline.source_changes import check_modified_sources
 from pipeline.sources import IMAGE_EXTENSIONS, list_sources, listing, load, skipped_note
 from pipeline.worker import Guard, produce_shard
-from shards.layout import shard_paths, store_of, tar_path
+from shards.layout import plan_digest, shard_paths, store_of, tar_path
 from shards.reader import read_index, shard_problems, shard_stats, tar_urls
 from shards.schema import INDEX_SCHEMA, SCORES_TYPE
 from shards.storage import Location
@@ -546,6 +547,43 @@ def test_a_source_replaced_in_place_by_one_of_the_same_size_is_not_resumed(
     check_modified_sources(location, b_changed, config, done=[0])
 
 
+@pytest.mark.slow
+def test_many_touched_sources_are_decoded_in_processes_and_a_replaced_one_is_named(
+        tmp_path, fast_config, small_image, mae_ensemble):
+    """Sources copied without their times: every one of a finished shard is decoded again (in
+    worker processes, from DECODE_HERE_BELOW on) and compared with its recorded SHA-256; the
+    one replaced by other pixels is named, the others resume."""
+    from pipeline.source_changes import DECODE_HERE_BELOW
+
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    count = DECODE_HERE_BELOW + 2
+    for i in range(count):
+        Image.fromarray(np.roll(small_image, 3 * i, axis=1)).save(folder / f"p{i:03d}.png",
+                                                                  compress_level=0)
+    config = fast_config(str(folder), shard_refs=count, distortion_ids=(1,), levels=(1,),
+                         metrics=("mae",))
+    location = Location.parse(config.out)
+    plan = Plan.make(list_sources(str(folder)), config)
+    persist_or_check(plan, location)
+    produce_shard(0, plan, config, local_scorer(Labeler(metrics=("mae",), device="cpu")),
+                  mae_ensemble, location)
+    later = plan.source_mtimes[0] + 10**9
+    for path in folder.iterdir():  # every time changed (a copy), no pixel
+        os.utime(path, ns=(later, later))
+    copied = Plan.make(list_sources(str(folder)), config)
+    check_modified_sources(location, copied, config, done=[0])
+    assert read_plan(location).source_mtimes == copied.source_mtimes
+    replaced = folder / f"p{count - 5:03d}.png"
+    Image.fromarray(small_image[::-1].copy()).save(replaced, compress_level=0)
+    os.utime(replaced, ns=(later + 10**9, later + 10**9))
+    with pytest.raises(PlanMismatchError, match=rf"1 sources changed since their shards were "
+                       rf"made \({replaced} holds other pixels than shard 00000 was made "
+                       rf"from\)"):
+        check_modified_sources(location, Plan.make(list_sources(str(folder)), config), config,
+                               done=[0])
+
+
 def test_a_source_unreadable_at_one_resume_keeps_its_recorded_size_and_time(
         tmp_path, fast_config, small_image, mae_ensemble, capsys):
     """A resume while a source of a finished shard cannot be listed (a dangling link) keeps
@@ -806,6 +844,36 @@ def test_a_source_that_raises_anything_is_recorded_and_its_shard_goes_on(tmp_pat
     assert failure["reason"] == "internal_error"
     assert "nosuch://: not a URI pyarrow can open (Unrecognized filesystem type" in \
         failure["detail"]
+
+
+def test_a_shard_made_from_its_part_of_the_plan_is_the_shard_the_whole_plan_makes(
+        fast_config, mae_ensemble, tmp_path):
+    """Shard tasks get ShardPlan (their references and the plan's digest), not the plan."""
+    config = fast_config("embedded", distortion_ids=(1,), levels=(1,), metrics=("mae",),
+                         shard_refs=2, limit=3)
+    plan = Plan.make(list_sources("embedded"), config)
+    part = ShardPlan.from_json(json.loads(json.dumps(plan.part(1).to_json())))
+    assert part.references == plan.shard(1) == plan.references[2:3]
+    assert part.digest == plan_digest(json.loads(json.dumps(plan.to_json())))
+    with pytest.raises(ValueError, match="the plan's part of shard 1, asked for shard 0"):
+        part.shard(0)
+    scorer = local_scorer(Labeler(metrics=("mae",), device="cpu"))
+    made = {}
+    for name, given in (("whole", plan), ("part", part)):
+        location = Location.parse(str(tmp_path / name))
+        persist_or_check(plan, location)
+        produce_shard(1, given, config, scorer, mae_ensemble, location)
+        made[name] = {path.name: _untimed(path) for path in (tmp_path / name).rglob("*")
+                      if path.is_file()}
+    assert made["part"] == made["whole"] and any(n.endswith(".tar") for n in made["whole"])
+    assert made["part"]["00001_stats.json"]["plan_digest"] == plan.digest
+
+
+def _untimed(path: Path) -> bytes | dict:
+    """A file's bytes; a stats file's fields less its timings."""
+    if not path.name.endswith("_stats.json"):
+        return path.read_bytes()
+    return {k: v for k, v in json.loads(path.read_text()).items() if not k.endswith("seconds")}
 
 
 def test_the_plan_digest_changes_with_what_q_means(fast_config):
