@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from tqdm import tqdm
 
+from distortions.threads import use_one_thread
 from pipeline.config import RunConfig
 from pipeline.plan import Plan, PlannedReference, read_plan, record_plan, sources_changed
 from pipeline.processes import in_processes
@@ -102,7 +103,8 @@ def changed_pixels(location: Location, plan: Plan, config: RunConfig, indices: l
                if before.get("reason") not in LEFT_OUT_AFTER_DECODING]
     jobs = [(plan.references[index], config, index // plan.shard_refs) for index, _ in befores]
     decoded = in_processes(_decoded_row, jobs,
-                           (os.cpu_count() or 1) if len(jobs) >= DECODE_HERE_BELOW else 1)
+                           (os.cpu_count() or 1) if len(jobs) >= DECODE_HERE_BELOW else 1,
+                           use_one_thread)  # a process per CPU, each on one thread
     changed, decodes_now = [], []
     for (index, before), now in zip(befores, tqdm(
             decoded, total=len(jobs), desc="modified sources checked", unit="source",

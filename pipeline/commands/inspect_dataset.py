@@ -561,9 +561,9 @@ def _placement_problem(labelled: pa.Table, expected: pa.Table) -> str:
     each distorted sample of the dataset once, filed under the sample's shard; else what
     differs."""
     key = labelled["key"]
-    if pa.types.is_large_string(key.type) or (pa.types.is_dictionary(key.type)
-                                              and pa.types.is_string(key.type.value_type)):
-        labelled = labelled.set_column(0, "key", key.cast(pa.string()))  # as the index's keys
+    text = key.type.value_type if pa.types.is_dictionary(key.type) else key.type
+    if pa.types.is_string(text) or pa.types.is_large_string(text):  # as the index's keys
+        labelled = labelled.set_column(0, "key", key.cast(pa.string()))
     if mismatch := _key_mismatch(labelled, expected):
         return f"labels {mismatch}: relabel again"
     if "shard" in labelled.column_names and (elsewhere := _filed_elsewhere(labelled, expected)):

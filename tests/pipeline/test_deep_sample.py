@@ -33,3 +33,17 @@ def test_a_sample_is_count_distinct_distorted_rows_the_seed_decides(store_datase
         assert all(every[row["key"]] == row for row in rows)
     assert deep_check._sample(location, count, 3) == samples[3]
     assert len({tuple(_keys(rows)) for rows in samples}) > 1
+
+
+def test_only_the_sampled_shards_are_read_whole(store_datasets, monkeypatch):
+    """Every shard's kind column is counted; the full rows are read of the shards the sample
+    falls in only (a paper-scale index does not fit in memory as rows)."""
+    location = Location.parse(str(store_datasets["images"]))
+    read_whole = []
+
+    def watched(location, shards=None, columns=None, **options):  # the real reader, watched
+        read_whole.append((shards, columns))
+        return read_index(location, shards, columns, **options)
+    monkeypatch.setattr(deep_check, "read_index", watched)
+    [row] = deep_check._sample(location, 1, seed=5)
+    assert read_whole == [([row["shard"]], None)]

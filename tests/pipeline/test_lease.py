@@ -401,7 +401,7 @@ def test_a_shard_task_whose_driver_lost_the_lease_publishes_nothing(local_ray, s
     try:
         def run_shard() -> dict:
             progress = ProgressActor.remote([2])
-            return ray.get(shard_task.remote(0, plan.to_json(), config.to_json(),
+            return ray.get(shard_task.remote(0, plan.part(0).to_json(), config.to_json(),
                                              mae_ensemble.to_json(), config.out, [], [],
                                              progress, False, lease.identity()))
 

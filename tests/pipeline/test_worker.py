@@ -24,6 +24,7 @@ import webdataset as wds
 from PIL import Image
 
 import distortions
+from distortions.threads import use_one_thread
 from labelers import Labeler
 from labelers.ensemble import Ensemble, Mapping01
 from pipeline import cli
@@ -43,6 +44,7 @@ from pipeline.plan import (
     read_plan,
     split_of,
 )
+from pipeline.processes import in_processes
 from pipeline.report import Tally, merge
 from pipeline.sizing import TargetSize
 from pipeline.source_changes import check_modified_sources
@@ -549,11 +551,19 @@ def test_a_source_replaced_in_place_by_one_of_the_same_size_is_not_resumed(
 
 @pytest.mark.slow
 def test_many_touched_sources_are_decoded_in_processes_and_a_replaced_one_is_named(
-        tmp_path, fast_config, small_image, mae_ensemble):
+        tmp_path, fast_config, small_image, mae_ensemble, monkeypatch):
     """Sources copied without their times: every one of a finished shard is decoded again (in
     worker processes, from DECODE_HERE_BELOW on) and compared with its recorded SHA-256; the
     one replaced by other pixels is named, the others resume."""
+    from pipeline import source_changes
     from pipeline.source_changes import DECODE_HERE_BELOW
+
+    pools = []
+
+    def recorded_pool(function, jobs, processes, initializer=None):  # the real pool, watched
+        pools.append((len(jobs), processes, initializer))
+        return in_processes(function, jobs, processes, initializer)
+    monkeypatch.setattr(source_changes, "in_processes", recorded_pool)
 
     folder = tmp_path / "sources"
     folder.mkdir()
@@ -574,6 +584,7 @@ def test_many_touched_sources_are_decoded_in_processes_and_a_replaced_one_is_nam
     copied = Plan.make(list_sources(str(folder)), config)
     check_modified_sources(location, copied, config, done=[0])
     assert read_plan(location).source_mtimes == copied.source_mtimes
+    assert pools == [(count, os.cpu_count(), use_one_thread)]
     replaced = folder / f"p{count - 5:03d}.png"
     Image.fromarray(small_image[::-1].copy()).save(replaced, compress_level=0)
     os.utime(replaced, ns=(later + 10**9, later + 10**9))
