@@ -23,6 +23,7 @@ from pipeline.sources import read_rgb, single
 from pipeline.stopping import terminated
 from shards.keys import ref_ids
 from shards.layout import DEFAULT_STORE, PLAN_FILE, STORE_MODES
+from shards.lease import LeaseError
 from shards.storage import Location, file_in_the_way, redact
 from shards.words import a_few
 
@@ -765,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (distortions.DistortionError, ValueError, OSError, tarfile.TarError,
-            PipelineError) as error:  # (a shard's TarError: ShardReadError names it)
+            PipelineError, LeaseError) as error:  # (a shard's TarError: ShardReadError names it)
         print(f"iqa-factory: error: {_in_words(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

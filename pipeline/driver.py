@@ -31,7 +31,6 @@ from pipeline.errors import (
     OutputFullError,
     ShardsFailedError,
 )
-from pipeline.lease import Lease
 from pipeline.output_folder import (
     STRIKES_FILE,
     clear_previous_run,
@@ -57,6 +56,7 @@ from shards.layout import (
     labels_files,
     shard_name,
 )
+from shards.lease import Lease
 from shards.reader import shard_problems, shard_stats
 from shards.reads import read_ahead
 from shards.storage import Location, redact

@@ -9,7 +9,6 @@ import re
 import pyarrow.fs as pafs
 
 from pipeline.errors import ForeignOutputError, OutputPathError
-from pipeline.lease import LEASE_FILE
 from pipeline.sources import EMBEDDED, EMBEDDED_PREFIX
 from shards.layout import (
     ENSEMBLE_FILE,
@@ -24,6 +23,7 @@ from shards.layout import (
     SOURCES_FILE,
     labels_files,
 )
+from shards.lease import LEASE_FILE
 from shards.storage import STAGED_SUFFIX, Location, file_in_the_way, redact
 from shards.words import a_few
 

@@ -20,7 +20,6 @@ from pipeline.config import (
     manifest_config,
 )
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
-from pipeline.lease import live_writer
 from pipeline.report_check import (
     held_counts,
     report_count_problems,
@@ -38,6 +37,7 @@ from shards.layout import (
     run_file,
     shard_count,
 )
+from shards.lease import live_writer
 from shards.reader import damage_message, examine_shard, shard_states
 from shards.reads import read_ahead
 from shards.storage import Location, redact

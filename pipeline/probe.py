@@ -9,10 +9,10 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipeline.errors import UnreachableStorageError
-from pipeline.lease import writer_refusal
 from pipeline.plan import Plan, PlannedReference
 from pipeline.sources import open_source
 from shards.layout import SHARDS_DIR
+from shards.lease import writer_refusal
 from shards.storage import STAGED_SUFFIX, Location, redact
 
 PROBE_CANDIDATES = 8  # sources the driver tries to read for the probe before probing none

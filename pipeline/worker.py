@@ -14,7 +14,6 @@ import distortions
 from labelers.ensemble import Ensemble
 from labelers.errors import LabelerError
 from pipeline.config import RunConfig
-from pipeline.lease import check_writer
 from pipeline.plan import Chain, Plan, PlannedReference, ShardPlan, planned_versions
 from pipeline.scenario_quality import add_labels
 from pipeline.sizing import NATIVE, SourceTooSmallError, cover_and_crop, limit_side
@@ -23,6 +22,7 @@ from pipeline.spill import SpilledSamples
 from shards.decode import DecodeError
 from shards.keys import composed_key, distorted_key, reference_key
 from shards.layout import shard_paths
+from shards.lease import check_writer
 from shards.png import encode_png
 from shards.schema import INDEX_SCHEMA, pixel_sha256, record_scores
 from shards.storage import Location
@@ -51,7 +51,7 @@ class Guard:
     (pipeline.actors.ProgressActor keeps the count on a cluster), and asked before the shard
     writes into OUT. This one admits every reference; given the lease identity of the driver
     that sent the shard out, it lets the shard write only while that driver holds OUT's lease
-    (pipeline.lease.check_writer). Without one (runs in one process, no lease) it lets it
+    (shards.lease.check_writer). Without one (runs in one process, no lease) it lets it
     write."""
 
     def __init__(self, lease_holder: dict | None = None):

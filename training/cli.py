@@ -3,11 +3,15 @@
 when not launched by torchrun)."""
 
 import argparse
+import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from shards.storage import file_in_the_way, redact
+from shards.lease import TRAIN_LEASE_FILE, Lease, LeaseError
+from shards.storage import Location, file_in_the_way, redact
 from training import predict as prediction
 from training.benchmarks import LOADERS, DatasetLayoutError
 from training.compare import table
@@ -518,6 +522,25 @@ RESUMES = {"pretrain": " (the same command with --resume goes on from OUT/last.p
                        "split-K/last.pt, those not reached from the start)"}
 
 
+@contextmanager
+def sole_writer(out: str, command: str) -> Iterator[None]:
+    """The run's lease on its --out folder (TRAIN_LEASE_FILE, as generate holds its output's):
+    a second run into the same folder while this one lives is refused (LeaseHeldError, before
+    it removes or writes a file: two runs' checkpoints, summaries and logs would mix); one left
+    by a run killed on this host, or not refreshed for STALE_SECONDS elsewhere, is taken over.
+    Under torchrun rank 0 holds it."""
+    if not out or os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    lease = Lease(Location.parse(out), f"train {command}", TRAIN_LEASE_FILE)
+    for notice in lease.acquire(take_over=True):
+        print(f"NOTICE: {notice}")
+    try:
+        yield
+    finally:
+        lease.release()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -529,8 +552,10 @@ def main(argv: list[str] | None = None) -> int:
         if blocking is not None:
             raise ValueError(f"--out {out} is a file, not a folder" if blocking == Path(out)
                              else f"--out {out}: {blocking} is a file where a folder is wanted")
-        return args.run(args)
-    except (ValueError, OSError, ModelInitError, DatasetLayoutError, NonFiniteError) as error:
+        with sole_writer(out, args.command):
+            return args.run(args)
+    except (ValueError, OSError, ModelInitError, DatasetLayoutError, NonFiniteError,
+            LeaseError) as error:
         print(f"iqa-factory train: error: {_last_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

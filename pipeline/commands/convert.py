@@ -26,7 +26,6 @@ from pipeline.commands.inspect_dataset import (
 )
 from pipeline.config import MODE_DEFAULTS, STORAGE_INPUTS, RunConfig, recorded_config
 from pipeline.errors import PlanMismatchError, UnfinishedDatasetError
-from pipeline.lease import Lease, live_writer
 from pipeline.output_folder import overlap, refuse_foreign, refuse_unusable, remove_staged
 from pipeline.plan import Plan, differences, finished_plan, persist_or_check, read_plan
 from pipeline.processes import in_processes
@@ -43,6 +42,7 @@ from shards.layout import (
     shard_paths,
     tar_path,
 )
+from shards.lease import Lease, live_writer
 from shards.png import decode_png, encode_png
 from shards.reader import shard_problems, shard_stats
 from shards.reads import read_ahead

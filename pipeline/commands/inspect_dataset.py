@@ -17,7 +17,6 @@ from labelers.errors import LabelerError
 from pipeline.commands.deep_check import deep_check, record_differences
 from pipeline.commands.storage_check import storage_summary
 from pipeline.config import RunConfig, manifest_config, recorded_config
-from pipeline.lease import live_writer
 from pipeline.output_folder import staged_files
 from pipeline.plan import Plan, as_json, differences, label_identity, read_plan
 from pipeline.processes import in_processes
@@ -42,6 +41,7 @@ from shards.layout import (
     shard_name,
     tar_path,
 )
+from shards.lease import live_writer
 from shards.reader import (
     DamagedRunFileError,
     RunFileError,

@@ -18,11 +18,11 @@ from labelers import ensemble as ens
 from labelers import weights
 from labelers.errors import LabelerError
 from labelers.fitting import check_opinions, fit_ensemble
-from pipeline.lease import Lease
 from pipeline.plan import finished_plan
 from pipeline.sources import read_rgb
 from shards.decode import DecodeError, header_size
 from shards.layout import labels_file, shard_paths
+from shards.lease import Lease
 from shards.reads import read_ahead
 from shards.schema import SIDECAR_SCHEMA, finite_counts, score_arrays
 from shards.storage import Location, redact

@@ -21,7 +21,7 @@ from pipeline import cli
 from pipeline.commands.convert import ConversionError, convert, materialize
 from pipeline.commands.inspect_dataset import inspect
 from pipeline.errors import ForeignOutputError, OutputPathError
-from pipeline.lease import LEASE_FILE, LeaseHeldError
+from shards.lease import LEASE_FILE, LeaseHeldError
 from shards.reader import RunFileError, read_index
 from shards.storage import Location
 from tests.conftest import rewrite_tar, stats_agree

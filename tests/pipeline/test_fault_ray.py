@@ -37,12 +37,12 @@ from pipeline.driver import (
 )
 from pipeline.errors import OutputFullError
 from pipeline.labeler_calls import REFUSED_CALL, CallLedger
-from pipeline.lease import Lease
 from pipeline.plan import Plan
 from pipeline.sources import list_sources
 from pipeline.spill import SpillError
 from pipeline.worker import produce_shard
 from shards.layout import shard_paths
+from shards.lease import Lease
 from shards.reader import read_index
 from shards.storage import Location
 

@@ -14,11 +14,11 @@ from ray.util.state import list_tasks
 from pipeline.commands.inspect_dataset import inspect
 from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import UnreachableStorageError
-from pipeline.lease import Lease
 from pipeline.plan import Plan, PlannedReference
 from pipeline.probe import check_reachable, probe_storage, probe_subject
 from pipeline.sources import list_sources
 from shards.layout import shard_paths, tar_path
+from shards.lease import Lease
 from shards.reader import complete_shards, read_index, tar_urls
 from shards.storage import Location
 

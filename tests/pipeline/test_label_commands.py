@@ -14,9 +14,9 @@ from PIL import Image
 from labelers import ensemble as ens
 from pipeline import cli
 from pipeline.commands import label_commands as lc
-from pipeline.lease import LEASE_FILE, Lease
 from shards import open_dataset
 from shards.layout import plan_digest, shard_name
+from shards.lease import LEASE_FILE, Lease
 from shards.sidecar import SidecarError
 from shards.storage import Location
 from tests.conftest import finish, stats_agree

@@ -19,10 +19,10 @@ import pyarrow.fs as pafs
 import pytest
 import ray
 
-from pipeline import lease as lease_module
 from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import PlanMismatchError
-from pipeline.lease import (
+from shards import lease as lease_module
+from shards.lease import (
     LEASE_FILE,
     WRITER_STALE_SECONDS,
     Lease,
@@ -448,8 +448,8 @@ def test_inspect_of_a_dataset_being_written_names_its_writer(store_datasets, tmp
 
 _UNWRITABLE_REFRESHES = """
 import json, resource, signal, sys, time
-from pipeline import lease as lease_module
-from pipeline.lease import Lease
+from shards import lease as lease_module
+from shards.lease import Lease
 from shards.storage import Location
 
 lease_module.REFRESH_SECONDS = 0.05

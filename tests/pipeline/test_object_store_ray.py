@@ -18,9 +18,9 @@ from labelers.ensemble import Ensemble, Mapping01
 from pipeline import cli
 from pipeline.commands.inspect_dataset import inspect
 from pipeline.driver import ClusterOptions, generate
-from pipeline.lease import Lease, LeaseHeldError
 from pipeline.sources import list_sources, load
 from shards import open_dataset
+from shards.lease import Lease, LeaseHeldError
 from shards.reader import complete_shards, read_index
 from shards.storage import Location
 

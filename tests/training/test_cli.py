@@ -9,6 +9,7 @@ import pytest
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from iqa_factory.cli import main
+from shards.lease import TRAIN_LEASE_FILE
 from training import checkpoint
 
 from .conftest import png
@@ -458,10 +459,13 @@ def test_a_training_setting_out_of_its_domain_is_refused_as_the_config_is_built(
 
 
 def test_an_interrupted_pretraining_says_how_to_go_on_without_a_traceback(tiny_dataset,
-                                                                          tmp_path):
+                                                                          tmp_path, capsys):
     """Ctrl-C (SIGINT) in the middle of a run: exit status 130 and a line saying that
-    --resume continues from last.pt; then --resume does go on from the epoch written."""
+    --resume continues from last.pt; then --resume does go on from the epoch written. While
+    it runs, a second run into its folder is refused before it touches a file (it would
+    remove the first's staged checkpoints, and mix their checkpoints and summaries)."""
     import signal
+    import socket
     import subprocess
     import sys
     import time
@@ -475,6 +479,14 @@ def test_an_interrupted_pretraining_says_how_to_go_on_without_a_traceback(tiny_d
     while not (out / checkpoint.LAST).is_file() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert (out / checkpoint.LAST).is_file(), run.communicate(timeout=60)
+    staged = out / "best.pt.partial"  # as a live run's checkpoint being written looks
+    staged.write_bytes(b"a checkpoint being written")
+    second = main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "1",
+                   *TINY])  # a second run into the same folder while the first lives
+    assert second == 2 and staged.read_bytes() == b"a checkpoint being written"
+    assert (f"is being written by iqa-factory train pretrain on host {socket.gethostname()} "
+            f"pid {run.pid}") in capsys.readouterr().err
+    staged.unlink()
     run.send_signal(signal.SIGINT)
     stderr = run.communicate(timeout=120)[1]
     assert run.returncode == 130, stderr
@@ -486,3 +498,4 @@ def test_an_interrupted_pretraining_says_how_to_go_on_without_a_traceback(tiny_d
                  "--epochs", str(done + 1), "--steps-per-epoch", "1", "--val-refs", "r0,r3",
                  "--val-limit", "7", *TINY]) == 0
     assert checkpoint.load(out / checkpoint.LAST)["epoch"] + 1 == done + 1
+    assert not (out / TRAIN_LEASE_FILE).exists()  # each run let go of its folder

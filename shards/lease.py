@@ -1,5 +1,7 @@
 """One writer per output: a lease file in OUT that a driver creates before any work, refreshes
 while it runs and removes at the end. A second driver is refused with the holder's name.
+(Generate's driver and the commands that rewrite a dataset hold LEASE_FILE; a training run
+holds TRAIN_LEASE_FILE in its --out folder: its checkpoints and summaries are one run's too.)
 
 The lease is created exclusively: O_EXCL locally, a conditional put (If-None-Match: *) on S3,
 so of two drivers started in the same instant one wins. pyarrow's other object stores (GCS)
@@ -32,10 +34,10 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from pipeline.errors import PipelineError
 from shards.storage import Location, redact
 
 LEASE_FILE = "generate.lease"
+TRAIN_LEASE_FILE = "train.lease"
 REFRESH_SECONDS = 30.0
 RELEASE_WAIT_SECONDS = 60  # the longest release waits for a refresh's write to end
 STALE_SECONDS = 5 * REFRESH_SECONDS
@@ -47,11 +49,15 @@ TAKEOVER_MARKERS = 8  # abandoned markers passed over before a takeover gives up
 WRITER_STALE_SECONDS = STALE_SECONDS / 2
 
 
-class LeaseHeldError(PipelineError):
+class LeaseError(RuntimeError):
+    """The output is, or became, another writer's; the message says whose and what to do."""
+
+
+class LeaseHeldError(LeaseError):
     """Another driver is writing this output."""
 
 
-class LeaseLostError(PipelineError):
+class LeaseLostError(LeaseError):
     """Another driver took this driver's lease over: the output is no longer this run's."""
 
 
@@ -108,16 +114,17 @@ def _age(holder: dict) -> float | None:
     return time.time() - refreshed
 
 
-def _describe(holder: dict) -> str:
+def _describe(holder: dict, file_name: str = LEASE_FILE) -> str:
     age = _age(holder)
     if age is None:
-        return f"a holder its lease file {LEASE_FILE} does not name: it is empty or damaged"
+        return f"a holder its lease file {file_name} does not name: it is empty or damaged"
     command = f"iqa-factory {holder['command']} on " if holder.get("command") else ""
     return (f"{command}host {holder.get('host')} pid {holder.get('pid')}, last refreshed "
             f"{age:.0f} s ago")
 
 
-def _refusal(root: str, current: dict, take_over: bool) -> str | None:
+def _refusal(root: str, current: dict, take_over: bool, file_name: str = LEASE_FILE
+             ) -> str | None:
     """Why the lease `current` is not to be taken over, in words (None: take it over): one of
     a dead process on this host is taken at once, a stale one elsewhere after --take-over,
     never one whose process lives on this host (it would write again as it wakes)."""
@@ -127,22 +134,25 @@ def _refusal(root: str, current: dict, take_over: bool) -> str | None:
     if alive is False or (take_over and stale and alive is None):
         return None
     stop = f"stop it first (kill {current.get('pid')})"
+    holder = _describe(current, file_name)
     if take_over and stale:
-        return (f"{root} is held by {_describe(current)}, whose process still exists on this "
+        return (f"{root} is held by {holder}, whose process still exists on this "
                 f"host: {stop}; it would write again as it wakes")
     if take_over:
-        return f"{root} is being written by {_describe(current)}: not stale, not taken over"
+        return (f"{root} is being written by {holder}: not stale, not taken over; wait for "
+                "it, or write to another output folder")
     hint = (f"It looks stale, but its process still exists on this host: {stop}, then rerun."
             if stale and alive else
             "It looks stale: if that driver is gone, rerun with --take-over." if stale else
             "Wait for it, or write to another output folder.")
-    return f"{root} is being written by another driver ({_describe(current)}). {hint}"
+    return f"{root} is being written by another driver ({holder}). {hint}"
 
 
 @dataclass
 class Lease:
     location: Location
     command: str = "generate"  # the iqa-factory command writing, named to the writers refused
+    file_name: str = LEASE_FILE
     holder: dict = field(default_factory=_holder)
     _stop: threading.Event = field(default_factory=threading.Event)
     _made_root: bool = False  # OUT did not exist before this lease: gone again if left empty
@@ -154,8 +164,15 @@ class Lease:
         self.holder.setdefault("command", self.command)
 
     @property
+    def _unrefreshed(self) -> str:
+        """What an unrefreshed lease leads to, for its warning."""
+        if self.file_name == LEASE_FILE:
+            return f"shard tasks publish nothing once it is {WRITER_STALE_SECONDS:.0f} s old"
+        return f"another run may take the output over once it is {STALE_SECONDS:.0f} s old"
+
+    @property
     def path(self) -> str:
-        return self.location.path(LEASE_FILE)
+        return self.location.path(self.file_name)
 
     def acquire(self, take_over: bool = False) -> list[str]:
         """Take the lease or raise LeaseHeldError; returns notices (a stale lease taken over)."""
@@ -164,17 +181,18 @@ class Lease:
         notices = []
         if not self._create():
             current = self._read()
-            refusal = _refusal(self.location.root, current, take_over)
+            refusal = _refusal(self.location.root, current, take_over, self.file_name)
             if refusal:
                 raise LeaseHeldError(refusal)
-            notices.append(f"took over the lease of a stopped driver ({_describe(current)})")
+            notices.append(f"took over the lease of a stopped driver "
+                           f"({_describe(current, self.file_name)})")
             if not self._take_over(current):
                 now = self._read()
-                who = (f"another driver took it over first ({_describe(now)})"
+                who = (f"another driver took it over first ({_describe(now, self.file_name)})"
                        if now != current else "another driver is taking it over now")
                 raise LeaseHeldError(f"{self.location.root}: the stale lease of "
-                                     f"{_describe(current)}: {who}; wait for it, or write to "
-                                     "another output folder")
+                                     f"{_describe(current, self.file_name)}: {who}; wait for "
+                                     "it, or write to another output folder")
         self._refresher = threading.Thread(target=self._refresh, daemon=True)
         self._refresher.start()
         return notices
@@ -195,7 +213,7 @@ class Lease:
         that creates the next takeover marker named after `stale` exclusively (passing over
         markers a dead driver left) and then still finds `stale` there writes."""
         digest = hashlib.sha256(json.dumps(stale, sort_keys=True).encode()).hexdigest()[:16]
-        markers = [self.location.path(f"{LEASE_FILE}.takeover-{digest}-{attempt}")
+        markers = [self.location.path(f"{self.file_name}.takeover-{digest}-{attempt}")
                    for attempt in range(TAKEOVER_MARKERS)]
         for marker in markers:
             if self.location.create_exclusive(marker, json.dumps(self.holder).encode()):
@@ -275,10 +293,8 @@ class Lease:
                 failing = False
             except OSError as error:  # storage briefly unreachable: the next beat tries again
                 if not failing:
-                    print(f"warning: could not refresh "
-                          f"{redact(self.location.path(LEASE_FILE))} ({error}); shard tasks "
-                          f"publish nothing once it is {WRITER_STALE_SECONDS:.0f} s old",
-                          file=sys.stderr)
+                    print(f"warning: could not refresh {redact(self.path)} ({error}); "
+                          f"{self._unrefreshed}", file=sys.stderr)
                 failing = True
 
 
