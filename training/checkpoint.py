@@ -22,8 +22,8 @@ def replaced_run_notices(out: str | Path, resume: bool) -> list[str]:
     earlier = Path(out) / LAST
     if resume or not earlier.is_file():
         return []
-    return [f"{out} holds an earlier pretraining run ({earlier.name}): this one replaces its "
-            "checkpoints as it writes its own, and its TensorBoard logs at once (--resume "
+    return [f"{out} holds an earlier pretraining run ({earlier.name}): this one removes its "
+            "checkpoints, summary and TensorBoard logs before it writes its own (--resume "
             "continues it instead)"]
 
 

@@ -40,7 +40,7 @@ from training.objectives.base import Objective
 from training.objectives.regression import SupervisedLoss
 from training.optim import EarlyStopping, OptimConfig, optimiser
 from training.precision import FP32, Inputs, Precision
-from training.results_files import figure_text
+from training.results_files import SUMMARY_FILE, figure_text
 from training.transforms import Augment
 
 # settings a resumed run may change (`out` is where its last.pt was found, wherever the run
@@ -389,6 +389,15 @@ def _restore(run: Run, optimizer,
             state["history"], place)
 
 
+def _remove_earlier_run(out: Path) -> None:
+    """What an earlier run left in OUT (checkpoint.replaced_run_notices says so first): its
+    checkpoints and summary, gone before this run writes its own, so that OUT never holds
+    one run's best.pt or summary.json beside the other's last.pt (this run stopped before
+    its first epoch ended, say)."""
+    for name in (checkpoint.LAST, checkpoint.BEST, SUMMARY_FILE):
+        (out / name).unlink(missing_ok=True)
+
+
 def _remove_staged_checkpoints(out: Path) -> None:
     """The checkpoints a killed run left half-written (`last.pt.partial`, or a name of its
     own where one was there already: shards.storage.atomic_file): gone, and said, before
@@ -540,6 +549,8 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
     run.out.mkdir(parents=True, exist_ok=True)
     if context.is_main:
         _remove_staged_checkpoints(run.out)
+        if not resume:
+            _remove_earlier_run(run.out)
     if synchronised_batch_norm(run) and context.is_main:
         print(f"note: batch norm over the global batch of {context.world_size} GPUs "
               "(SyncBatchNorm)")

@@ -125,7 +125,7 @@ def test_resume_without_a_checkpoint_and_bad_datasets_fail_clearly(tiny_dataset,
     for run in range(2):  # a second run into the folder, without --resume, says it replaces
         assert main(["train", "pretrain", str(tiny_dataset), "--out", str(tmp_path / "pre"),
                      "--epochs", "1", "--steps-per-epoch", "1", *TINY]) == 0
-        said = "holds an earlier pretraining run (last.pt): this one replaces its checkpoints"
+        said = "holds an earlier pretraining run (last.pt): this one removes its checkpoints"
         assert (said in capsys.readouterr().out) == (run == 1)
     assert main(["train", "pretrain", str(tiny_dataset), "--out", str(tmp_path / "pre"),
                  "--val-refs", "nowhere", *TINY]) == 2  # refused: the earlier run is left,
@@ -456,6 +456,27 @@ def test_a_training_setting_out_of_its_domain_is_refused_as_the_config_is_built(
     with pytest.raises(ValueError, match=re.escape(named)):
         build()
     assert not (tmp_path / "o").exists()
+
+
+def test_a_new_run_that_stops_in_its_first_epoch_leaves_nothing_of_the_earlier_one(
+        tiny_dataset, tmp_path, monkeypatch, capsys):
+    """Without --resume a run into a folder holding an earlier run removes that run's
+    checkpoints and summary before it writes its own: stopped in its first epoch, it leaves
+    no best.pt or summary.json that describes another run beside its own files."""
+    from training import pretrain as pretrain_module
+
+    from .crashing import Crash, crashing_fit
+
+    out = tmp_path / "pre"
+    assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "1",
+                 "--steps-per-epoch", "1", *TINY]) == 0
+    assert all((out / name).is_file() for name in ("last.pt", "best.pt", "summary.json"))
+    monkeypatch.setattr(pretrain_module, "fit", crashing_fit(epoch=0, batch=1))
+    with pytest.raises(Crash):
+        main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "1",
+              "--steps-per-epoch", "1", "--seed", "3", *TINY])
+    assert "removes its checkpoints, summary and TensorBoard logs" in capsys.readouterr().out
+    assert not any((out / name).exists() for name in ("last.pt", "best.pt", "summary.json"))
 
 
 def test_an_interrupted_pretraining_says_how_to_go_on_without_a_traceback(tiny_dataset,
