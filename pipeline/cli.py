@@ -20,10 +20,10 @@ from pipeline.plan import read_plan
 from pipeline.scheduling import CPUS_PER_CPU_ACTOR
 from pipeline.sizing import NATIVE, TargetSize, cover_and_crop, parse_size
 from pipeline.sources import read_rgb, single
-from pipeline.stopping import terminated
 from shards.keys import ref_ids
 from shards.layout import DEFAULT_STORE, PLAN_FILE, STORE_MODES
 from shards.lease import LeaseError
+from shards.stopping import terminated
 from shards.storage import Location, file_in_the_way, redact
 from shards.words import a_few
 

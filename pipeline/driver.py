@@ -47,7 +47,6 @@ from pipeline.scheduling import Layout, layout, layout_line
 from pipeline.source_changes import check_modified_sources
 from pipeline.sources import Listing, byte_limit, listing, skipped_note, unlisted_note
 from pipeline.spill import SpillError
-from pipeline.stopping import answer_sigterm, sigterm_as_interrupt
 from pipeline.submit import AUTHENTICATION_ERRORS
 from shards.layout import (
     FAILURES_FILE,
@@ -59,6 +58,7 @@ from shards.layout import (
 from shards.lease import Lease
 from shards.reader import shard_problems, shard_stats
 from shards.reads import read_ahead
+from shards.stopping import answer_sigterm, sigterm_as_interrupt
 from shards.storage import Location, redact
 
 DASHBOARD_PORT = 8265

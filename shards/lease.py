@@ -29,6 +29,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,8 +124,8 @@ def _describe(holder: dict, file_name: str = LEASE_FILE) -> str:
             f"{age:.0f} s ago")
 
 
-def _refusal(root: str, current: dict, take_over: bool, file_name: str = LEASE_FILE
-             ) -> str | None:
+def _refusal(root: str, current: dict, take_over: bool, file_name: str = LEASE_FILE,
+             writer: str = "driver") -> str | None:
     """Why the lease `current` is not to be taken over, in words (None: take it over): one of
     a dead process on this host is taken at once, a stale one elsewhere after --take-over,
     never one whose process lives on this host (it would write again as it wakes)."""
@@ -145,7 +146,7 @@ def _refusal(root: str, current: dict, take_over: bool, file_name: str = LEASE_F
             if stale and alive else
             "It looks stale: if that driver is gone, rerun with --take-over." if stale else
             "Wait for it, or write to another output folder.")
-    return f"{root} is being written by another driver ({holder}). {hint}"
+    return f"{root} is being written by another {writer} ({holder}). {hint}"
 
 
 @dataclass
@@ -153,6 +154,7 @@ class Lease:
     location: Location
     command: str = "generate"  # the iqa-factory command writing, named to the writers refused
     file_name: str = LEASE_FILE
+    on_lost: Callable[[], None] | None = None  # told (on the refresh thread) once it is lost
     holder: dict = field(default_factory=_holder)
     _stop: threading.Event = field(default_factory=threading.Event)
     _made_root: bool = False  # OUT did not exist before this lease: gone again if left empty
@@ -162,6 +164,11 @@ class Lease:
 
     def __post_init__(self):
         self.holder.setdefault("command", self.command)
+
+    @property
+    def _writer(self) -> str:
+        """What its holders are called in messages: generate's drivers, training runs."""
+        return "driver" if self.file_name == LEASE_FILE else "run"
 
     @property
     def _unrefreshed(self) -> str:
@@ -181,15 +188,17 @@ class Lease:
         notices = []
         if not self._create():
             current = self._read()
-            refusal = _refusal(self.location.root, current, take_over, self.file_name)
+            refusal = _refusal(self.location.root, current, take_over, self.file_name,
+                               self._writer)
             if refusal:
                 raise LeaseHeldError(refusal)
-            notices.append(f"took over the lease of a stopped driver "
+            notices.append(f"took over the lease of a stopped {self._writer} "
                            f"({_describe(current, self.file_name)})")
             if not self._take_over(current):
                 now = self._read()
-                who = (f"another driver took it over first ({_describe(now, self.file_name)})"
-                       if now != current else "another driver is taking it over now")
+                who = (f"another {self._writer} took it over first "
+                       f"({_describe(now, self.file_name)})" if now != current
+                       else f"another {self._writer} is taking it over now")
                 raise LeaseHeldError(f"{self.location.root}: the stale lease of "
                                      f"{_describe(current, self.file_name)}: {who}; wait for "
                                      "it, or write to another output folder")
@@ -268,9 +277,10 @@ class Lease:
             raise LeaseLostError(self._lost_message)
         current = self._read()
         if current and not self._ours(current):
-            self._lost_message = (f"{self.location.root}: another driver took this run's lease "
-                                  f"over ({_describe(current)}); this run stops and writes "
-                                  "nothing more: the output is that driver's now")
+            self._lost_message = (f"{self.location.root}: another {self._writer} took this "
+                                  f"run's lease over ({_describe(current, self.file_name)}); "
+                                  "this run stops and writes nothing more: the output is that "
+                                  f"{self._writer}'s now")
             self._lost.set()
             raise LeaseLostError(self._lost_message)
 
@@ -285,8 +295,10 @@ class Lease:
     def _refresh(self) -> None:
         failing = False  # a warning where a refresh fails after one that did not
         while not self._stop.wait(REFRESH_SECONDS):
-            if not self.held():
-                return  # never written over the new holder's: `check` tells the driver
+            if not self.held():  # never written over the new holder's: `check` tells the driver
+                if self.on_lost is not None:
+                    self.on_lost()
+                return
             self.holder["refreshed"] = time.time()
             try:
                 self._write()

@@ -5,16 +5,20 @@ when not launched by torchrun)."""
 import argparse
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from shards.lease import TRAIN_LEASE_FILE, Lease, LeaseError
+from shards.stopping import sigterm_as_interrupt, terminated
 from shards.storage import Location, file_in_the_way, redact
 from training import predict as prediction
 from training.benchmarks import LOADERS, DatasetLayoutError
 from training.compare import table
+from training.distributed import launched_by_torchrun
 from training.evaluate import EvaluateConfig, evaluate
 from training.features import BASELINE_INITS, EncoderConfig
 from training.finetune import FinetuneConfig, finetune
@@ -522,21 +526,41 @@ RESUMES = {"pretrain": " (the same command with --resume goes on from OUT/last.p
                        "split-K/last.pt, those not reached from the start)"}
 
 
+def _check_start_file(args, out: str) -> None:
+    """A ValueError where --pretrained-file lies in --out, whose checkpoints a run that does
+    not resume removes as it starts (the weights would be gone were it stopped early)."""
+    start = getattr(args, "pretrained_file", None)
+    if start and out and not getattr(args, "resume", False) and \
+            Path(start).resolve().is_relative_to(Path(out).resolve()):
+        raise ValueError(f"--pretrained-file {start} is inside --out {out}, whose checkpoints "
+                         "this run removes as it starts: copy it elsewhere first")
+
+
+def _interrupt_main() -> None:
+    """A SIGINT to the main thread: a KeyboardInterrupt there, even in a blocking call."""
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+
 @contextmanager
 def sole_writer(out: str, command: str) -> Iterator[None]:
     """The run's lease on its --out folder (TRAIN_LEASE_FILE, as generate holds its output's):
     a second run into the same folder while this one lives is refused (LeaseHeldError, before
     it removes or writes a file: two runs' checkpoints, summaries and logs would mix); one left
-    by a run killed on this host, or not refreshed for STALE_SECONDS elsewhere, is taken over.
-    Under torchrun rank 0 holds it."""
-    if not out or os.environ.get("RANK", "0") != "0":
+    by a run killed on this host, or not refreshed for STALE_SECONDS elsewhere, is taken over,
+    and a run whose lease another took over (it was suspended that long) stops
+    (LeaseLostError). Under torchrun rank 0 holds it."""
+    if not out or (launched_by_torchrun() and os.environ["RANK"] != "0"):
         yield
         return
-    lease = Lease(Location.parse(out), f"train {command}", TRAIN_LEASE_FILE)
+    lease = Lease(Location.parse(out), f"train {command}", TRAIN_LEASE_FILE,
+                  on_lost=_interrupt_main)  # (a run suspended past the stale time)
     for notice in lease.acquire(take_over=True):
         print(f"NOTICE: {notice}")
     try:
         yield
+    except KeyboardInterrupt:
+        lease.check()  # LeaseLostError where the interrupt is the lease lost: said as such
+        raise
     finally:
         lease.release()
 
@@ -552,13 +576,14 @@ def main(argv: list[str] | None = None) -> int:
         if blocking is not None:
             raise ValueError(f"--out {out} is a file, not a folder" if blocking == Path(out)
                              else f"--out {out}: {blocking} is a file where a folder is wanted")
-        with sole_writer(out, args.command):
+        _check_start_file(args, out)
+        with sigterm_as_interrupt(), sole_writer(out, args.command):
             return args.run(args)
     except (ValueError, OSError, ModelInitError, DatasetLayoutError, NonFiniteError,
             LeaseError) as error:
         print(f"iqa-factory train: error: {_last_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\niqa-factory train: interrupted{RESUMES.get(args.command, '')}",
-              file=sys.stderr)
-        return 130
+        how, code = ("terminated (SIGTERM)", 143) if terminated() else ("interrupted", 130)
+        print(f"\niqa-factory train: {how}{RESUMES.get(args.command, '')}", file=sys.stderr)
+        return code

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipeline.stopping import sigterm_as_interrupt, terminated
+from shards.stopping import sigterm_as_interrupt, terminated
 
 
 def test_a_sigterm_in_the_block_interrupts_and_the_handler_before_comes_back():

@@ -520,3 +520,60 @@ def test_an_interrupted_pretraining_says_how_to_go_on_without_a_traceback(tiny_d
                  "--val-limit", "7", *TINY]) == 0
     assert checkpoint.load(out / checkpoint.LAST)["epoch"] + 1 == done + 1
     assert not (out / TRAIN_LEASE_FILE).exists()  # each run let go of its folder
+
+
+def test_a_run_whose_folder_another_run_took_over_stops_and_leaves_it_theirs(tmp_path,
+                                                                              monkeypatch):
+    """A run suspended past the stale time finds, as its lease's refresh wakes, that another
+    run took its folder over: it stops (LeaseLostError) and leaves that run's lease."""
+    import time
+
+    from shards import lease as lease_module
+    from shards.lease import LeaseLostError
+    from training.cli import sole_writer
+
+    monkeypatch.setattr(lease_module, "REFRESH_SECONDS", 0.05)
+    path = tmp_path / "out" / TRAIN_LEASE_FILE
+    lost = pytest.raises(LeaseLostError, match="another run took this run's lease over "
+                                               r"\(iqa-factory train pretrain on host elsewhere")
+    with lost, sole_writer(str(tmp_path / "out"), "pretrain"):
+        theirs = {**json.loads(path.read_text()), "host": "elsewhere", "pid": 7}
+        path.write_text(json.dumps(theirs))  # as a run that took it over writes it
+        time.sleep(30)  # a training step: interrupted well before its end
+    assert json.loads(path.read_text()) == theirs
+
+
+def test_a_sigtermed_pretraining_lets_go_of_its_folder_and_says_so(tiny_dataset, tmp_path):
+    """SIGTERM (a scheduler's stop, torchrun's when another rank fails) stops a run as Ctrl-C
+    does: exit 143, a line saying so, and its lease let go (a run on another host sharing the
+    folder would otherwise be refused for the stale time)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    run = subprocess.Popen([sys.executable, "-m", "iqa_factory", "train", "pretrain",
+                            str(tiny_dataset), "--out", str(out), "--epochs", "1000",
+                            "--steps-per-epoch", "1", "--val-refs", "r0,r3", *TINY],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / checkpoint.LAST).is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (out / TRAIN_LEASE_FILE).is_file(), run.communicate(timeout=60)
+    run.send_signal(signal.SIGTERM)
+    stderr = run.communicate(timeout=120)[1]
+    assert run.returncode == 143, stderr
+    assert "iqa-factory train: terminated (SIGTERM)" in stderr and "Traceback" not in stderr
+    assert not (out / TRAIN_LEASE_FILE).exists()
+
+
+def test_a_start_file_inside_out_is_refused(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "best.pt").write_bytes(b"weights")
+    assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out),
+                 "--pretrained-file", str(out / "best.pt"), *TINY]) == 2
+    assert f"--pretrained-file {out / 'best.pt'} is inside --out {out}" in \
+        capsys.readouterr().err
+    assert (out / "best.pt").read_bytes() == b"weights"

@@ -1,9 +1,9 @@
-"""SIGTERM (`kill`, a batch scheduler's or Kubernetes' stop) ends a generate as Ctrl-C does: a
-KeyboardInterrupt in the main thread, so that its stop path runs (shard tasks cancelled,
-actors closed, the output's lease let go) where the signal's default would kill the process
-mid-write and Ray's core worker, once started, aborts it. Ray's blocking calls raise a plain
-KeyboardInterrupt for any exception a handler raises, so the signal is also remembered
-(`terminated`)."""
+"""SIGTERM (`kill`, a batch scheduler's or Kubernetes' stop, torchrun's when a rank fails) ends
+a generate or a training run as Ctrl-C does: a KeyboardInterrupt in the main thread, so that
+its stop path runs (shard tasks cancelled, actors closed, the output's lease let go) where the
+signal's default would kill the process mid-write and Ray's core worker, once started, aborts
+it. Ray's blocking calls raise a plain KeyboardInterrupt for any exception a handler raises,
+so the signal is also remembered (`terminated`)."""
 
 import contextlib
 import signal
