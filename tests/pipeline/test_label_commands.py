@@ -332,6 +332,10 @@ def test_relabel_writes_a_sidecar_from_the_raw_scores(scored_dataset, tmp_path, 
     sidecar = out / f"labels-{ensemble.hash}.parquet"
     written = pq.read_table(sidecar)
     metadata = written.schema.metadata
+    assert pq.ParquetFile(sidecar).num_row_groups == 2  # relabel's: a row group a shard, found
+    for statistics in (True, False):  # by their statistics; one row group, or none: by filter
+        pq.write_table(written, sidecar, write_statistics=statistics)
+        _read_with_the_sidecar(named, ensemble, expected)
     # a sidecar of another dataset made from the same sources has the same keys: its plan
     # tells it apart
     assert metadata[b"plan_digest"].decode() == json.loads(
