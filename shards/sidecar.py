@@ -120,21 +120,23 @@ class Sidecar:
         if "shard" not in self._schema.names:
             return self._whole
         groups = self._shard_groups
-        if groups is None:
-            return self._by_key(self._read(filters=[("shard", "==", shard)]))
-        try:
-            with self.location.fs.open_input_file(self.location.path(self.name)) as handle:
-                table = pq.ParquetFile(handle, metadata=self._footer).read_row_groups(
-                    groups.get(shard, []), columns=["key", "quality", "shard"])
-        except (pa.ArrowException, OSError) as error:
-            raise SidecarError(self._unreadable(error)) from error
-        return self._by_key(table.filter(pc.equal(table["shard"], shard)))
+        if groups is not None:
+            try:
+                with self.location.fs.open_input_file(self.location.path(self.name)) as handle:
+                    if handle.size() == self._footer[1]:  # else replaced since: read as it is
+                        table = pq.ParquetFile(handle, metadata=self._footer[0]).read_row_groups(
+                            groups.get(shard, []), columns=["key", "quality", "shard"])
+                        return self._by_key(table.filter(pc.equal(table["shard"], shard)))
+            except (pa.ArrowException, OSError):
+                pass  # (replaced as it was read)
+        return self._by_key(self._read(filters=[("shard", "==", shard)]))
 
     @cached_property
-    def _footer(self) -> pq.FileMetaData:
+    def _footer(self) -> tuple[pq.FileMetaData, int]:
+        """The file's parquet footer and its size in bytes then."""
         try:
             with self.location.fs.open_input_file(self.location.path(self.name)) as handle:
-                return pq.read_metadata(handle)
+                return pq.read_metadata(handle), handle.size()
         except (pa.ArrowException, OSError) as error:
             raise SidecarError(self._unreadable(error)) from error
 
@@ -143,12 +145,13 @@ class Sidecar:
         """shard -> the row groups holding its rows, from each group's statistics of the
         shard column, read once; None where a group's do not name one shard (a sidecar
         another tool wrote: read by filter)."""
-        column = self._footer.schema.to_arrow_schema().get_field_index("shard")
+        footer = self._footer[0]
+        column = footer.schema.to_arrow_schema().get_field_index("shard")
         groups: dict[int, list[int]] = {}
-        for group in range(self._footer.num_row_groups):
-            if not self._footer.row_group(group).num_rows:
+        for group in range(footer.num_row_groups):
+            if not footer.row_group(group).num_rows:
                 continue
-            stats = self._footer.row_group(group).column(column).statistics
+            stats = footer.row_group(group).column(column).statistics
             if stats is None or not stats.has_min_max or stats.min != stats.max:
                 return None
             groups.setdefault(stats.min, []).append(group)

@@ -17,6 +17,7 @@ from shards.stopping import sigterm_as_interrupt, terminated
 from shards.storage import Location, file_in_the_way, redact
 from training import predict as prediction
 from training.benchmarks import LOADERS, DatasetLayoutError
+from training.checkpoint import BEST, LAST
 from training.compare import table
 from training.distributed import launched_by_torchrun
 from training.evaluate import EvaluateConfig, evaluate
@@ -527,18 +528,33 @@ RESUMES = {"pretrain": " (the same command with --resume goes on from OUT/last.p
 
 
 def _check_start_file(args, out: str) -> None:
-    """A ValueError where --pretrained-file lies in --out, whose checkpoints a run that does
-    not resume removes as it starts (the weights would be gone were it stopped early)."""
+    """A ValueError where --pretrained-file is a checkpoint in --out that a run which does not
+    resume removes as it starts (OUT/last.pt, OUT/best.pt, a split's): the weights would be
+    gone were it stopped early."""
     start = getattr(args, "pretrained_file", None)
-    if start and out and not getattr(args, "resume", False) and \
-            Path(start).resolve().is_relative_to(Path(out).resolve()):
-        raise ValueError(f"--pretrained-file {start} is inside --out {out}, whose checkpoints "
+    if not start or not out or getattr(args, "resume", False):
+        return
+    start_path, folder = Path(start).resolve(), Path(out).resolve()
+    if not start_path.is_relative_to(folder):
+        return
+    parts = start_path.relative_to(folder).parts
+    if parts[-1] in (LAST, BEST) and (len(parts) == 1 or (
+            len(parts) == 2 and parts[0].startswith("split-"))):
+        raise ValueError(f"--pretrained-file {start} is a checkpoint of --out {out}, which "
                          "this run removes as it starts: copy it elsewhere first")
 
 
+LEASE_LOST_SIGNAL = signal.SIGUSR1  # sent to the main thread where another run took --out
+
+
+def _stop_for_a_lost_lease(signum, frame) -> None:
+    raise KeyboardInterrupt("lease lost")
+
+
 def _interrupt_main() -> None:
-    """A SIGINT to the main thread: a KeyboardInterrupt there, even in a blocking call."""
-    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    """LEASE_LOST_SIGNAL to the main thread: a KeyboardInterrupt there, even in a blocking
+    call (a SIGINT would not do: a job started in the background ignores it)."""
+    signal.pthread_kill(threading.main_thread().ident, LEASE_LOST_SIGNAL)
 
 
 @contextmanager
@@ -548,21 +564,27 @@ def sole_writer(out: str, command: str) -> Iterator[None]:
     it removes or writes a file: two runs' checkpoints, summaries and logs would mix); one left
     by a run killed on this host, or not refreshed for STALE_SECONDS elsewhere, is taken over,
     and a run whose lease another took over (it was suspended that long) stops
-    (LeaseLostError). Under torchrun rank 0 holds it."""
+    (LeaseLostError; in the main thread). Under torchrun rank 0 holds it."""
     if not out or (launched_by_torchrun() and os.environ["RANK"] != "0"):
         yield
         return
+    main_thread = threading.current_thread() is threading.main_thread()
     lease = Lease(Location.parse(out), f"train {command}", TRAIN_LEASE_FILE,
-                  on_lost=_interrupt_main)  # (a run suspended past the stale time)
-    for notice in lease.acquire(take_over=True):
-        print(f"NOTICE: {notice}")
+                  on_lost=_interrupt_main if main_thread else None)
+    before = signal.signal(LEASE_LOST_SIGNAL, _stop_for_a_lost_lease) if main_thread else None
     try:
-        yield
-    except KeyboardInterrupt:
-        lease.check()  # LeaseLostError where the interrupt is the lease lost: said as such
-        raise
+        for notice in lease.acquire(take_over=True):
+            print(f"NOTICE: {notice}")
+        try:
+            yield
+        except KeyboardInterrupt:
+            lease.check()  # LeaseLostError where the interrupt is the lease lost: said as such
+            raise
+        finally:
+            lease.release()
     finally:
-        lease.release()
+        if main_thread:
+            signal.signal(LEASE_LOST_SIGNAL, signal.SIG_DFL if before is None else before)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -587,3 +609,9 @@ def main(argv: list[str] | None = None) -> int:
         how, code = ("terminated (SIGTERM)", 143) if terminated() else ("interrupted", 130)
         print(f"\niqa-factory train: {how}{RESUMES.get(args.command, '')}", file=sys.stderr)
         return code
+    except RuntimeError:  # a SIGTERM to the process group: DataLoader workers die of it too
+        if not terminated():
+            raise
+        print(f"\niqa-factory train: terminated (SIGTERM){RESUMES.get(args.command, '')}",
+              file=sys.stderr)
+        return 143

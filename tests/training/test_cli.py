@@ -522,10 +522,14 @@ def test_an_interrupted_pretraining_says_how_to_go_on_without_a_traceback(tiny_d
     assert not (out / TRAIN_LEASE_FILE).exists()  # each run let go of its folder
 
 
+@pytest.mark.parametrize("sigint", ["default", "ignored"])  # ignored: a background job's
 def test_a_run_whose_folder_another_run_took_over_stops_and_leaves_it_theirs(tmp_path,
-                                                                              monkeypatch):
+                                                                              monkeypatch,
+                                                                              request, sigint):
     """A run suspended past the stale time finds, as its lease's refresh wakes, that another
-    run took its folder over: it stops (LeaseLostError) and leaves that run's lease."""
+    run took its folder over: it stops (LeaseLostError) and leaves that run's lease, also
+    where SIGINT is ignored (a job started in the background by a script)."""
+    import signal
     import time
 
     from shards import lease as lease_module
@@ -533,6 +537,9 @@ def test_a_run_whose_folder_another_run_took_over_stops_and_leaves_it_theirs(tmp
     from training.cli import sole_writer
 
     monkeypatch.setattr(lease_module, "REFRESH_SECONDS", 0.05)
+    if sigint == "ignored":
+        before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        request.addfinalizer(lambda: signal.signal(signal.SIGINT, before))
     path = tmp_path / "out" / TRAIN_LEASE_FILE
     lost = pytest.raises(LeaseLostError, match="another run took this run's lease over "
                                                r"\(iqa-factory train pretrain on host elsewhere")
@@ -574,6 +581,11 @@ def test_a_start_file_inside_out_is_refused(tiny_dataset, tmp_path, capsys):
     (out / "best.pt").write_bytes(b"weights")
     assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out),
                  "--pretrained-file", str(out / "best.pt"), *TINY]) == 2
-    assert f"--pretrained-file {out / 'best.pt'} is inside --out {out}" in \
+    assert f"--pretrained-file {out / 'best.pt'} is a checkpoint of --out {out}" in \
         capsys.readouterr().err
     assert (out / "best.pt").read_bytes() == b"weights"
+    (out / "earlier").mkdir()  # a checkpoint elsewhere in the folder is not removed: taken
+    (out / "best.pt").rename(out / "earlier" / "best.pt")
+    main(["train", "pretrain", str(tiny_dataset), "--out", str(out),
+          "--pretrained-file", str(out / "earlier" / "best.pt"), *TINY])
+    assert "is a checkpoint of --out" not in capsys.readouterr().err
