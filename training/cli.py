@@ -3,23 +3,17 @@
 when not launched by torchrun)."""
 
 import argparse
-import os
 import re
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from shards.lease import TRAIN_LEASE_FILE, Lease, LeaseError
+from shards.lease import LeaseError
 from shards.stopping import sigterm_as_interrupt, terminated
-from shards.storage import Location, file_in_the_way, redact
+from shards.storage import file_in_the_way, redact
 from training import predict as prediction
 from training.benchmarks import LOADERS, DatasetLayoutError
 from training.checkpoint import BEST, LAST
 from training.compare import table
-from training.distributed import launched_by_torchrun
 from training.evaluate import EvaluateConfig, evaluate
 from training.features import BASELINE_INITS, EncoderConfig
 from training.finetune import FinetuneConfig, finetune
@@ -29,6 +23,7 @@ from training.model import INIT_MODES, PRECISIONS, ModelConfig, ModelInitError, 
 from training.objectives import OBJECTIVES, ObjectiveConfig
 from training.objectives.base import OPTIM_DEFAULTS
 from training.optim import FINETUNE, OPTIMIZERS, PRETRAIN, SCHEDULES, OptimConfig
+from training.output_lease import sole_writer
 from training.pretrain import PretrainConfig, pretrain
 from training.probe import Benchmark, Fractions, ProbeConfig, probe
 from training.settings import DEVICES
@@ -544,49 +539,6 @@ def _check_start_file(args, out: str) -> None:
                          "this run removes as it starts: copy it elsewhere first")
 
 
-LEASE_LOST_SIGNAL = signal.SIGUSR1  # sent to the main thread where another run took --out
-
-
-def _stop_for_a_lost_lease(signum, frame) -> None:
-    raise KeyboardInterrupt("lease lost")
-
-
-def _interrupt_main() -> None:
-    """LEASE_LOST_SIGNAL to the main thread: a KeyboardInterrupt there, even in a blocking
-    call (a SIGINT would not do: a job started in the background ignores it)."""
-    signal.pthread_kill(threading.main_thread().ident, LEASE_LOST_SIGNAL)
-
-
-@contextmanager
-def sole_writer(out: str, command: str) -> Iterator[None]:
-    """The run's lease on its --out folder (TRAIN_LEASE_FILE, as generate holds its output's):
-    a second run into the same folder while this one lives is refused (LeaseHeldError, before
-    it removes or writes a file: two runs' checkpoints, summaries and logs would mix); one left
-    by a run killed on this host, or not refreshed for STALE_SECONDS elsewhere, is taken over,
-    and a run whose lease another took over (it was suspended that long) stops
-    (LeaseLostError; in the main thread). Under torchrun rank 0 holds it."""
-    if not out or (launched_by_torchrun() and os.environ["RANK"] != "0"):
-        yield
-        return
-    main_thread = threading.current_thread() is threading.main_thread()
-    lease = Lease(Location.parse(out), f"train {command}", TRAIN_LEASE_FILE,
-                  on_lost=_interrupt_main if main_thread else None)
-    before = signal.signal(LEASE_LOST_SIGNAL, _stop_for_a_lost_lease) if main_thread else None
-    try:
-        for notice in lease.acquire(take_over=True):
-            print(f"NOTICE: {notice}")
-        try:
-            yield
-        except KeyboardInterrupt:
-            lease.check()  # LeaseLostError where the interrupt is the lease lost: said as such
-            raise
-        finally:
-            lease.release()
-    finally:
-        if main_thread:
-            signal.signal(LEASE_LOST_SIGNAL, signal.SIG_DFL if before is None else before)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -606,12 +558,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iqa-factory train: error: {_last_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        how, code = ("terminated (SIGTERM)", 143) if terminated() else ("interrupted", 130)
-        print(f"\niqa-factory train: {how}{RESUMES.get(args.command, '')}", file=sys.stderr)
-        return code
+        return _stopped(args.command)
     except RuntimeError:  # a SIGTERM to the process group: DataLoader workers die of it too
         if not terminated():
             raise
-        print(f"\niqa-factory train: terminated (SIGTERM){RESUMES.get(args.command, '')}",
-              file=sys.stderr)
-        return 143
+        return _stopped(args.command)
+
+
+def _stopped(command: str) -> int:
+    """Says how a run was stopped (Ctrl-C, or SIGTERM) and how it goes on; its exit status."""
+    how, code = ("terminated (SIGTERM)", 143) if terminated() else ("interrupted", 130)
+    print(f"\niqa-factory train: {how}{RESUMES.get(command, '')}", file=sys.stderr)
+    return code

@@ -534,7 +534,7 @@ def test_a_run_whose_folder_another_run_took_over_stops_and_leaves_it_theirs(tmp
 
     from shards import lease as lease_module
     from shards.lease import LeaseLostError
-    from training.cli import sole_writer
+    from training.output_lease import sole_writer
 
     monkeypatch.setattr(lease_module, "REFRESH_SECONDS", 0.05)
     if sigint == "ignored":

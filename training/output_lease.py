@@ -1,0 +1,55 @@
+"""One training run per output folder: the run's lease on its --out (shards.lease, the file
+TRAIN_LEASE_FILE, as generate holds its output's), and the stop of a run whose lease another
+run took over."""
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from shards.lease import TRAIN_LEASE_FILE, Lease
+from shards.storage import Location
+from training.distributed import launched_by_torchrun
+
+LEASE_LOST_SIGNAL = signal.SIGUSR1  # sent to the main thread where another run took --out
+
+
+def _stop_for_a_lost_lease(signum, frame) -> None:
+    raise KeyboardInterrupt("lease lost")
+
+
+def _interrupt_main() -> None:
+    """LEASE_LOST_SIGNAL to the main thread: a KeyboardInterrupt there, even in a blocking
+    call (a SIGINT would not do: a job started in the background ignores it)."""
+    signal.pthread_kill(threading.main_thread().ident, LEASE_LOST_SIGNAL)
+
+
+@contextmanager
+def sole_writer(out: str, command: str) -> Iterator[None]:
+    """The run's lease on its --out folder (TRAIN_LEASE_FILE, as generate holds its output's):
+    a second run into the same folder while this one lives is refused (LeaseHeldError, before
+    it removes or writes a file: two runs' checkpoints, summaries and logs would mix); one left
+    by a run killed on this host, or not refreshed for STALE_SECONDS elsewhere, is taken over,
+    and a run whose lease another took over (it was suspended that long) stops
+    (LeaseLostError; in the main thread). Under torchrun rank 0 holds it."""
+    if not out or (launched_by_torchrun() and os.environ["RANK"] != "0"):
+        yield
+        return
+    main_thread = threading.current_thread() is threading.main_thread()
+    lease = Lease(Location.parse(out), f"train {command}", TRAIN_LEASE_FILE,
+                  on_lost=_interrupt_main if main_thread else None)
+    before = signal.signal(LEASE_LOST_SIGNAL, _stop_for_a_lost_lease) if main_thread else None
+    try:
+        for notice in lease.acquire(take_over=True):
+            print(f"NOTICE: {notice}")
+        try:
+            yield
+        except KeyboardInterrupt:
+            lease.check()  # LeaseLostError where the interrupt is the lease lost: said as such
+            raise
+        finally:
+            lease.release()
+    finally:
+        if main_thread:
+            signal.signal(LEASE_LOST_SIGNAL, signal.SIG_DFL if before is None else before)
