@@ -364,15 +364,18 @@ def no_complete_shard(location: Location) -> FileNotFoundError:
 
 def read_index(location: Location, shards: list[int] | None = None,
                columns: list[str] | None = None, with_shard: bool = False,
-               kind: str | None = None, stats_of: Callable[[int], dict] | None = None
-               ) -> pa.Table:
+               kind: str | None = None, stats_of: Callable[[int], dict] | None = None,
+               each: Callable[[pa.Table], pa.Table] | None = None) -> pa.Table:
     """The parquet index of the given (default: every complete) shard, concatenated, each
     checked against its stats (`checked_index`; `stats_of`: shard -> its stats, for a caller
     that has read them); with `with_shard` a `shard` column says which shard each row came
     from; with `kind`, only the rows of that kind (kept shard by shard: no second copy of
-    every row; `columns` must hold kind)."""
+    every row; `columns` must hold kind); `each` makes of every shard's table, as it is
+    read, what is kept of it."""
     tables = []
     for index, table in shard_indexes(location, shards, columns, kind, stats_of):
+        if each is not None:
+            table = each(table)
         if with_shard:
             table = table.append_column("shard", pa.array([index] * len(table), pa.int32()))
         tables.append(table)

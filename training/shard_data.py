@@ -20,7 +20,7 @@ from labelers.ensemble import Ensemble, EnsembleError
 from shards.dataset import Dataset, readable_shards, sample_stream
 from shards.layout import MANIFEST_FILE, run_file, store_of, tar_path
 from shards.order import Order
-from shards.reader import no_complete_shard, read_index, shard_indexes
+from shards.reader import read_index
 from shards.records import decode
 from shards.schema import METRIC_KEYS, chain_of, record_score
 from shards.storage import Location
@@ -243,24 +243,22 @@ def distorted_index(location: Location, shards: tuple[int, ...] | None = None,
     """`columns` and the shard of every distorted sample of the dataset (of its complete
     `shards`, where the caller has them from open_dataset): the parquet indexes, read once
     for all the questions a run asks of them (training.pretrain.check_labels reads quality,
-    scores and ensemble_hash). The ensemble hash, one string on every row, is dictionary-
-    encoded shard by shard: at 23.1M rows it held 1.6 GB, and the scores (13 numbers a row)
-    2.5 GB more, which a run reads only where it needs them. A dataset with a damaged shard
-    is refused as open_dataset refuses it (DamagedShardError), never read as a smaller one."""
-    tables = []
-    for shard, table in shard_indexes(location, list(readable_shards(location) if shards is None
-                                                     else shards),
-                                      [*columns, "kind"], kind="distorted"):
-        table = table.drop_columns(["kind"])
-        if "ensemble_hash" in columns:
-            table = table.set_column(table.column_names.index("ensemble_hash"), "ensemble_hash",
-                                     pc.dictionary_encode(table["ensemble_hash"]))
-        tables.append(table.append_column("shard", pa.array(np.full(len(table), shard,
-                                                                     np.int32))))
-    if not tables:
-        raise no_complete_shard(location)
-    # shards written before the ssim column read beside newer ones (a null ssim)
-    return pa.concat_tables(tables, promote_options="permissive")
+    scores and ensemble_hash), each shard's kept compact (`_compact`: at 23.1M rows the
+    ensemble hash held 1.6 GB, and the scores, 13 numbers a row, 2.5 GB more, which a run
+    reads only where it needs them). A dataset with a damaged shard is refused as open_dataset
+    refuses it (DamagedShardError), never read as a smaller one."""
+    return read_index(location, list(readable_shards(location) if shards is None else shards),
+                      [*columns, "kind"], with_shard=True, kind="distorted", each=_compact)
+
+
+def _compact(table: pa.Table) -> pa.Table:
+    """A shard's distorted rows as the index keeps them: `kind` dropped (all are distorted),
+    the ensemble hash (one string on every row) dictionary-encoded."""
+    table = table.drop_columns(["kind"])
+    if "ensemble_hash" not in table.column_names:
+        return table
+    return table.set_column(table.column_names.index("ensemble_hash"), "ensemble_hash",
+                            pc.dictionary_encode(table["ensemble_hash"]))
 
 
 def reference_sizes(location: Location, shards: tuple[int, ...]) -> dict[str, tuple[int, int]]:
