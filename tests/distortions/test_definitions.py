@@ -408,3 +408,20 @@ def test_color_quantization_is_a_palette_of_n_colours_dithered(small_image, leve
         return float(np.abs(local_means).mean())
 
     assert local_error(out.astype(np.float64)) < 0.98 * local_error(nearest)
+
+
+def test_chroma_and_mono_noise_convert_each_image_anew_whatever_came_before(small_image):
+    """The YCbCr of the image converted last is kept (a reference's 20 chroma and mono noise
+    versions start from it): images interleaved, each one's noisy version is the one its own
+    conversion gives (computed here without the kept one)."""
+    from distortions.colorspace import rgb_to_ycbcr, to_float
+    from distortions.noise import ALL_PLANES, LUMA_PLANE, noisy_image, ycbcr_noise
+
+    other = np.ascontiguousarray(small_image[::-1])
+    same_bytes_other_shape = np.ascontiguousarray(small_image.reshape(176 * 2, 96, 3))
+    for img in (small_image, other, small_image, same_bytes_other_shape, small_image.copy()):
+        for noise, planes in (("chroma", ALL_PLANES), ("mono", LUMA_PLANE)):
+            params = {"noise": noise, "variance": 0.01, "noise_seed": 5}
+            expected = ycbcr_noise(rgb_to_ycbcr(to_float(img)), 0.01, 5, planes)
+            assert np.array_equal(noisy_image(img, params), expected)
+            assert np.array_equal(noisy_image(img, params), expected)  # the kept one, unchanged
