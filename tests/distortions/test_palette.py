@@ -104,12 +104,13 @@ def test_the_dithered_output_holds_palette_colours_only():
 @pytest.mark.parametrize("colors", [64, 48, 32, 16, 8])
 def test_minimum_variance_leaves_less_error_than_pillows_median_cut(embedded_small, colors):
     """Wu's cuts minimise each split's squared error, so on photos the nearest-colour error is
-    below median cut's (the paper's comparison; for rocket at 64 colours it is under half)."""
+    below median cut's (the paper's comparison): on the five embedded photos at 256x192, at
+    most 0.78 of it (coffee at 48 colours), 0.09 of it at the least (hubble_deep_field)."""
     for photo in embedded_small.values():
         median_cut = Image.fromarray(photo).quantize(colors, method=Image.Quantize.MEDIANCUT)
         theirs = np.array(median_cut.getpalette()[:3 * colors], np.float64).reshape(-1, 3)
         ours = minimum_variance_palette(photo, colors).astype(np.float64)
-        assert _nearest_error(photo, ours) < _nearest_error(photo, theirs)
+        assert _nearest_error(photo, ours) < 0.8 * _nearest_error(photo, theirs)
 
 
 def test_an_image_of_fewer_colours_gets_exactly_its_colours():

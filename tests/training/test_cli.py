@@ -2,6 +2,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -471,12 +473,14 @@ def test_a_new_run_that_stops_in_its_first_epoch_leaves_nothing_of_the_earlier_o
     assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "1",
                  "--steps-per-epoch", "1", *TINY]) == 0
     assert all((out / name).is_file() for name in ("last.pt", "best.pt", "summary.json"))
+    earlier_logs = {path.name for path in (out / "tensorboard").iterdir()}
     monkeypatch.setattr(pretrain_module, "fit", crashing_fit(epoch=0, batch=1))
     with pytest.raises(Crash):
         main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "1",
               "--steps-per-epoch", "1", "--seed", "3", *TINY])
     assert "removes its checkpoints, summary and TensorBoard logs" in capsys.readouterr().out
     assert not any((out / name).exists() for name in ("last.pt", "best.pt", "summary.json"))
+    assert earlier_logs and not earlier_logs & {p.name for p in (out / "tensorboard").iterdir()}
 
 
 def test_an_interrupted_pretraining_says_how_to_go_on_without_a_traceback(tiny_dataset,
@@ -589,3 +593,24 @@ def test_a_start_file_inside_out_is_refused(tiny_dataset, tmp_path, capsys):
     main(["train", "pretrain", str(tiny_dataset), "--out", str(out),
           "--pretrained-file", str(out / "earlier" / "best.pt"), *TINY])
     assert "is a checkpoint of --out" not in capsys.readouterr().err
+
+
+def test_the_lease_of_a_run_killed_on_this_host_is_taken_over_with_a_notice(tiny_dataset,
+                                                                          tmp_path, capsys):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = {"host": socket.gethostname(), "pid": int(dead.stdout), "started": time.time(),
+              "refreshed": time.time(), "command": "train pretrain"}
+    (out / TRAIN_LEASE_FILE).write_text(json.dumps(holder))  # as a SIGKILLed run leaves it
+    code = main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--val-refs",
+                 "nowhere", *TINY])  # refused after the lease is taken: nothing trained
+    printed = capsys.readouterr()
+    assert code == 2 and "unknown reference ids" in printed.err
+    assert (f"NOTICE: took over the lease of a stopped run (iqa-factory train pretrain on host "
+            f"{socket.gethostname()} pid {holder['pid']}") in printed.out
+    assert not (out / TRAIN_LEASE_FILE).exists()
