@@ -23,7 +23,6 @@ from training.model import INIT_MODES, PRECISIONS, ModelConfig, ModelInitError, 
 from training.objectives import OBJECTIVES, ObjectiveConfig
 from training.objectives.base import OPTIM_DEFAULTS
 from training.optim import FINETUNE, OPTIMIZERS, PRETRAIN, SCHEDULES, OptimConfig
-from training.output_lease import sole_writer
 from training.pretrain import PretrainConfig, pretrain
 from training.probe import Benchmark, Fractions, ProbeConfig, probe
 from training.settings import DEVICES
@@ -551,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--out {out} is a file, not a folder" if blocking == Path(out)
                              else f"--out {out}: {blocking} is a file where a folder is wanted")
         _check_start_file(args, out)
-        with sigterm_as_interrupt(), sole_writer(out, args.command):
+        with sigterm_as_interrupt():  # each command's run holds its --out (sole_writer)
             return args.run(args)
     except (ValueError, OSError, ModelInitError, DatasetLayoutError, NonFiniteError,
             LeaseError) as error:

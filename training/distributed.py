@@ -2,6 +2,8 @@
 plain process otherwise; gathering predictions of unequal length and broadcasting decisions."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -70,6 +72,16 @@ def start(device: str = "auto") -> Context:
 def stop(context: Context) -> None:
     if context.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def started(device: str = "auto") -> Iterator[Context]:
+    """The process group for the length of a run (start, then stop however it ends)."""
+    context = start(device)
+    try:
+        yield context
+    finally:
+        stop(context)
 
 
 def barrier(context: Context) -> None:

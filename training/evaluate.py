@@ -15,6 +15,7 @@ from training.correlation import CORE_FIGURES, MIN_PAIRS, report
 from training.finetune import FinetuneConfig, test_figures
 from training.image_data import split
 from training.model import ModelConfig, build_model, check_all_loaded
+from training.output_lease import sole_writer
 from training.plots import scatter
 from training.precision import Precision
 from training.results_files import figures_line, write_json, write_predictions
@@ -245,8 +246,7 @@ def _say(context: distributed.Context, notices: list[str]) -> None:
 
 
 def evaluate(config: EvaluateConfig) -> dict:
-    context = distributed.start(config.device)
-    try:
+    with sole_writer(config.out, "evaluate"), distributed.started(config.device) as context:
         scorer = quality_model(config.checkpoint, config.crop, context.device)
         augment = scorer.augment
         notices: list[str] = []
@@ -289,5 +289,3 @@ def evaluate(config: EvaluateConfig) -> dict:
         print(figures_line(figures, CORE_FIGURES)
               + f"  on {figures['count']} images; {out / 'evaluation.json'}")
         return result
-    finally:
-        distributed.stop(context)

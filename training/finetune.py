@@ -21,6 +21,7 @@ from training.image_data import ImageViews, Split, published_split_notice, split
 from training.loop import Run, fit, predict, validation_figures
 from training.model import ModelConfig, ModelInitError, build_to_resume
 from training.optim import FINETUNE, OptimConfig
+from training.output_lease import sole_writer
 from training.plots import scatter
 from training.precision import FP32, Inputs, Precision
 from training.results_files import figures_line, write_json, write_predictions
@@ -299,8 +300,7 @@ def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
     """Fine-tune and test every split; with `resume` an interrupted run of the same settings
     goes on: each split continues from its last.pt (exactly; a finished one trains no more
     and is tested again from its best.pt), those it had not reached start."""
-    context = distributed.start(config.device)
-    try:
+    with sole_writer(config.out, "finetune"), distributed.started(config.device) as context:
         images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
         benchmarks.check_crop(images, config.augment.crop)
         if context.is_main and config.dataset == "shards":
@@ -340,5 +340,3 @@ def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
         print(median_line(summary, config.repeats))
         print(f"results in {out / 'results.json'}, scatter plots in {out}/split-*/scatter.png")
         return summary
-    finally:
-        distributed.stop(context)

@@ -26,18 +26,20 @@ def _interrupt_main() -> None:
 
 
 @contextmanager
-def sole_writer(out: str, command: str) -> Iterator[None]:
+def sole_writer(out: str | os.PathLike, command: str) -> Iterator[None]:
     """The run's lease on its --out folder (TRAIN_LEASE_FILE, as generate holds its output's):
     a second run into the same folder while this one lives is refused (LeaseHeldError, before
     it removes or writes a file: two runs' checkpoints, summaries and logs would mix); one left
     by a run killed on this host, or not refreshed for STALE_SECONDS elsewhere, is taken over,
     and a run whose lease another took over (it was suspended that long) stops
-    (LeaseLostError; in the main thread). Under torchrun rank 0 holds it."""
+    (LeaseLostError; in the main thread). Under torchrun rank 0 holds it. Each training
+    command's function takes it first (pretrain, finetune, evaluate, predict_images, probe):
+    a program that calls one holds the folder as the command line does."""
     if not out or (launched_by_torchrun() and os.environ["RANK"] != "0"):
         yield
         return
     main_thread = threading.current_thread() is threading.main_thread()
-    lease = Lease(Location.parse(out), f"train {command}", TRAIN_LEASE_FILE,
+    lease = Lease(Location.parse(os.fspath(out)), f"train {command}", TRAIN_LEASE_FILE,
                   on_lost=_interrupt_main if main_thread else None)
     before = signal.signal(LEASE_LOST_SIGNAL, _stop_for_a_lost_lease) if main_thread else None
     try:

@@ -22,6 +22,7 @@ from training.benchmarks import DatasetLayoutError, LabelledImage, header_size
 from training.evaluate import quality_model
 from training.finetune import rank_share_loader
 from training.loop import predict
+from training.output_lease import sole_writer
 from training.plots import extremes
 from training.precision import Inputs
 from training.results_files import write_json
@@ -177,8 +178,7 @@ def _write_scores(path: Path, files: list[Path], scores: dict[str, float],
 
 
 def predict_images(config: PredictConfig) -> dict:
-    context = distributed.start(config.device)
-    try:
+    with sole_writer(config.out, "predict"), distributed.started(config.device) as context:
         scorer = quality_model(config.checkpoint, config.crop, context.device)
         files, missing, unlisted = image_files(config.inputs, config.out)
         images, failed = _checked([file for file in files if str(file) not in missing],
@@ -200,8 +200,6 @@ def predict_images(config: PredictConfig) -> dict:
             else:
                 failed[image.path] = _why_not(image, scorer.augment)
         return _report(config, scorer.trained, files, scores, failed, unlisted)
-    finally:
-        distributed.stop(context)
 
 
 def _report(config: PredictConfig, trained: TrainedRun, files: list[Path],

@@ -27,6 +27,7 @@ from training.correlation import MIN_PAIRS
 from training.label_free import pretrain_label_free
 from training.loop import Run, fit, head_figures, predict, validation_figures
 from training.model import build_to_resume
+from training.output_lease import sole_writer
 from training.precision import Inputs, Precision
 from training.pretrain_config import PretrainConfig
 from training.results_files import figure_text, publish_summary
@@ -154,15 +155,12 @@ def _stream(config: PretrainConfig, shards: SplitShards, train: bool,
 
 
 def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
-    context = distributed.start(config.device)
-    try:
+    with sole_writer(config.out, "pretrain"), distributed.started(config.device) as context:
         earlier = Path(config.out) / checkpoint.LAST
         if resume and not earlier.is_file():  # said before the dataset is read and announced
             raise FileNotFoundError(f"{earlier} does not exist: nothing to resume (drop "
                                     "--resume to start afresh)")
         return _pretrain(config, context, resume)
-    finally:
-        distributed.stop(context)
 
 
 def _bound(config: PretrainConfig, dataset: Dataset

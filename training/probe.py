@@ -25,6 +25,7 @@ from training.features import (
 )
 from training.finetune import median_figures, median_line, undefined_figures
 from training.image_data import published_split_notice, split
+from training.output_lease import sole_writer
 from training.plots import scatter
 from training.results_files import figure_text, write_json, write_predictions
 from training.ridge import ALPHA_GRID, select_ridge
@@ -287,8 +288,7 @@ def _write(config: ProbeConfig, summary: dict, predicted: np.ndarray,
 
 
 def probe(config: ProbeConfig) -> dict:
-    context = distributed.start(config.device)
-    try:
+    with sole_writer(config.out, "probe"), distributed.started(config.device) as context:
         encoder = frozen_encoder(config.encoder, context.device, config.seed)
         if context.is_main:
             for notice in encoder.notices:
@@ -310,5 +310,3 @@ def probe(config: ProbeConfig) -> dict:
         _, predicted, opinion = runs[summary["median_split"]]
         _write(config, summary, predicted, opinion)
         return summary
-    finally:
-        distributed.stop(context)

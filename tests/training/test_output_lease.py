@@ -1,0 +1,54 @@
+"""Each training command's function holds its output folder as the command line does, so a
+program calling them (not `iqa-factory train`) cannot mix two runs' files in one folder."""
+
+import pytest
+
+from shards.lease import TRAIN_LEASE_FILE, Lease, LeaseHeldError
+from shards.storage import Location
+
+
+def _runs(tmp_path):
+    """Each command's function with a config whose output folder is tmp_path/"o" (their other
+    inputs do not exist: a run that got past the lease would fail on them instead)."""
+    from training.evaluate import EvaluateConfig, evaluate
+    from training.finetune import FinetuneConfig, finetune
+    from training.predict import PredictConfig, predict_images
+    from training.pretrain import PretrainConfig, pretrain
+    from training.probe import Benchmark, EncoderConfig, ProbeConfig, probe
+
+    out, missing = str(tmp_path / "o"), str(tmp_path / "missing")
+    return {"pretrain": lambda: pretrain(PretrainConfig(missing, out, device="cpu")),
+            "finetune": lambda: finetune(FinetuneConfig("kadid10k", missing, out,
+                                                        device="cpu")),
+            "evaluate": lambda: evaluate(EvaluateConfig("c.pt", "kadid10k", missing, out,
+                                                        device="cpu")),
+            "predict": lambda: predict_images(PredictConfig("c.pt", (missing,), out,
+                                                            device="cpu")),
+            "probe": lambda: probe(ProbeConfig(Benchmark("kadid10k", missing), out,
+                                               EncoderConfig("c.pt"), device="cpu"))}
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate", "predict", "probe"])
+def test_a_training_function_refuses_a_folder_another_run_holds(tmp_path, command):
+    out = tmp_path / "o"
+    holder = Lease(Location.parse(str(out)), "train pretrain", TRAIN_LEASE_FILE)
+    holder.acquire()
+    try:
+        staged = out / "best.pt.partial"  # as a live run's checkpoint being written looks
+        staged.write_bytes(b"a checkpoint being written")
+        with pytest.raises(LeaseHeldError, match="is being written by iqa-factory train "
+                                                 "pretrain on host"):
+            _runs(tmp_path)[command]()
+        assert sorted(p.name for p in out.iterdir()) == ["best.pt.partial", TRAIN_LEASE_FILE]
+        assert staged.read_bytes() == b"a checkpoint being written"
+    finally:
+        holder.release()
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate", "predict", "probe"])
+def test_a_training_function_lets_go_of_its_folder_however_it_ends(tmp_path, command):
+    """Refused for its missing inputs after taking the lease: the lease is gone, and another
+    run may take the folder."""
+    with pytest.raises((ValueError, OSError)):
+        _runs(tmp_path)[command]()
+    assert not (tmp_path / "o" / TRAIN_LEASE_FILE).exists()
