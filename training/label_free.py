@@ -7,6 +7,7 @@ checkpoints, exact resume, TensorBoard, seeding), early stopping on the mean val
 import math
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,7 +21,7 @@ from shards.group_spec import GroupSpec
 from shards.order import ONE_PASS, Order
 from shards.words import a_few
 from training import checkpoint
-from training.distributed import Context, all_sum
+from training.distributed import Context, all_sum, computed_on_main
 from training.group_data import (
     MixedStream,
     collate_groups,
@@ -67,7 +68,8 @@ class Part:
     val_groups: Counter
 
 
-def _parts(config: PretrainConfig, request: GroupRequest) -> tuple[list[Part], list[str]]:
+def _parts(config: PretrainConfig, request: GroupRequest, context: Context
+           ) -> tuple[list[Part], list[str]]:
     """The run's datasets (config.datasets), each with its own splits (a
     --val-refs or --exclude-refs id moves in each that holds it), and the notices of the
     references left out for want of a whole chunk."""
@@ -81,10 +83,8 @@ def _parts(config: PretrainConfig, request: GroupRequest) -> tuple[list[Part], l
     parts = []
     short: dict[str, list[str]] = {"train": [], "val": []}  # datasets with no whole chunk
     for name, dataset, splits in zip(names, datasets, every_splits, strict=True):
-        drawn = drawn_versions(distorted_index(dataset.location, dataset.shards,
-                                               ("ref_id", "distortion_id")))
+        drawn, sizes = computed_on_main(context, partial(_drawn_and_sizes, dataset))
         made = frozenset(drawn)
-        sizes = reference_sizes(dataset.location, dataset.shards)
         refs = {}
         for split in ("train", "val"):
             named = frozenset(ref for ref, its in splits.items() if its == split) & made
@@ -107,6 +107,14 @@ def _parts(config: PretrainConfig, request: GroupRequest) -> tuple[list[Part], l
                     f"references has one): it adds {'validation only' if part.val else 'nothing'}"
                     for part in parts if not part.train_groups]
     return parts, notices
+
+
+def _drawn_and_sizes(dataset: Dataset) -> tuple[dict[str, tuple[int, int]],
+                                                dict[str, tuple[int, int]]]:
+    """The dataset's drawn versions (drawn_versions) and reference sizes (reference_sizes),
+    from its indexes (on rank 0 alone under torchrun: computed_on_main)."""
+    index = distorted_index(dataset.location, dataset.shards, ("ref_id", "distortion_id"))
+    return drawn_versions(index), reference_sizes(dataset.location, dataset.shards)
 
 
 def fitting(sizes: dict[str, tuple[int, int]], refs: frozenset[str], request: GroupRequest,
@@ -227,7 +235,7 @@ def pretrain_label_free(config: PretrainConfig, context: Context, resume: bool) 
     inputs = Inputs.of(config.augment, context.device, precision)
     objective = build_objective(config.objective, built.model, config.augment.crop, inputs,
                                 context)
-    parts, notices = _parts(config, objective.request)
+    parts, notices = _parts(config, objective.request, context)
     groups = sum(part.train_groups for part in parts)
     val_groups = Counter({(number, ref): count for number, part in enumerate(parts)
                           for ref, count in part.val_groups.items()})  # (however typed)

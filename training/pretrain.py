@@ -261,7 +261,8 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     if config.objective.label_free:
         return pretrain_label_free(config, context, resume)
     dataset = open_dataset(config.dataset)
-    config, labels, (train, val, validated, split_notices) = _bound(config, dataset)
+    config, labels, (train, val, validated, split_notices) = distributed.computed_on_main(
+        context, lambda: _bound(config, dataset))  # the index read once, not by every rank
     heads = tuple(target.head(weight) for target, weight in zip(config.targets,
                                                                   config.weights, strict=True))
     multi = multi_head(config.targets)
