@@ -246,7 +246,8 @@ def _say(context: distributed.Context, notices: list[str]) -> None:
 
 
 def evaluate(config: EvaluateConfig) -> dict:
-    with sole_writer(config.out, "evaluate"), distributed.started(config.device) as context:
+    with distributed.started(config.device) as context, \
+            sole_writer(config.out, "evaluate", context):
         scorer = quality_model(config.checkpoint, config.crop, context.device)
         augment = scorer.augment
         notices: list[str] = []

@@ -73,11 +73,24 @@ def rank_share_loader(context: Context, dataset, workers: int, batch: int) -> Da
                       pin_memory=context.device.type == "cuda")
 
 
+def in_dataset_order(gathered: np.ndarray, world_size: int) -> np.ndarray:
+    """The rows of rank_share_loader's items as gathered from the ranks (rank 0's share, then
+    rank 1's, ...) put back in the dataset's order, which is then the same on any number of
+    ranks."""
+    positions = np.concatenate([np.arange(rank, len(gathered), world_size)
+                                for rank in range(world_size)])
+    ordered = np.empty_like(gathered)
+    ordered[positions] = gathered
+    return ordered
+
+
 def test_figures(context: Context, model, images, augment: Augment, crops: int, workers: int,
                  batch: int, precision: Precision = FP32) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The images' predictions and opinion scores, in their order, and the figures."""
     loader = eval_loader(context, images, augment, crops, workers, batch)
     inputs = Inputs.of(augment, context.device, precision)
-    predicted, opinion = predict(context, model, loader, inputs)
+    predicted, opinion = (in_dataset_order(values, context.world_size)
+                          for values in predict(context, model, loader, inputs))
     return predicted, opinion, report(predicted, opinion)
 
 
@@ -300,7 +313,8 @@ def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
     """Fine-tune and test every split; with `resume` an interrupted run of the same settings
     goes on: each split continues from its last.pt (exactly; a finished one trains no more
     and is tested again from its best.pt), those it had not reached start."""
-    with sole_writer(config.out, "finetune"), distributed.started(config.device) as context:
+    with distributed.started(config.device) as context, \
+            sole_writer(config.out, "finetune", context):
         images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
         benchmarks.check_crop(images, config.augment.crop)
         if context.is_main and config.dataset == "shards":

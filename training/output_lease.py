@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 from shards.lease import TRAIN_LEASE_FILE, Lease
 from shards.storage import Location
-from training.distributed import launched_by_torchrun
+from training.distributed import Context, computed_on_main
 
 LEASE_LOST_SIGNAL = signal.SIGUSR1  # sent to the main thread where another run took --out
 
@@ -26,24 +26,31 @@ def _interrupt_main() -> None:
 
 
 @contextmanager
-def sole_writer(out: str | os.PathLike, command: str) -> Iterator[None]:
+def sole_writer(out: str | os.PathLike, command: str, context: Context) -> Iterator[None]:
     """The run's lease on its --out folder (TRAIN_LEASE_FILE, as generate holds its output's):
     a second run into the same folder while this one lives is refused (LeaseHeldError, before
     it removes or writes a file: two runs' checkpoints, summaries and logs would mix); one left
     by a run killed on this host, or not refreshed for STALE_SECONDS elsewhere, is taken over,
     and a run whose lease another took over (it was suspended that long) stops
-    (LeaseLostError; in the main thread). Under torchrun rank 0 holds it. Each training
-    command's function takes it first (pretrain, finetune, evaluate, predict_images, probe):
-    a program that calls one holds the folder as the command line does."""
-    if not out or (launched_by_torchrun() and os.environ["RANK"] != "0"):
+    (LeaseLostError; in the main thread). Rank 0 holds it, in the process group `context`
+    (distributed.started): its refusal reaches every rank, which would otherwise wait on it
+    in their first collective. Each training command's function takes it first (pretrain,
+    finetune, evaluate, predict_images, probe): a program that calls one holds the folder as
+    the command line does."""
+    if not out:
         yield
         return
     main_thread = threading.current_thread() is threading.main_thread()
     lease = Lease(Location.parse(os.fspath(out)), f"train {command}", TRAIN_LEASE_FILE,
-                  on_lost=_interrupt_main if main_thread else None)
-    before = signal.signal(LEASE_LOST_SIGNAL, _stop_for_a_lost_lease) if main_thread else None
+                  on_lost=_interrupt_main if main_thread else None) if context.is_main else None
+    handled = lease is not None and main_thread
+    before = signal.signal(LEASE_LOST_SIGNAL, _stop_for_a_lost_lease) if handled else None
     try:
-        for notice in lease.acquire(take_over=True):
+        notices = computed_on_main(context, lambda: lease.acquire(take_over=True))
+        if lease is None:  # another rank's: rank 0 took it
+            yield
+            return
+        for notice in notices:
             print(f"NOTICE: {notice}")
         try:
             yield
@@ -53,5 +60,5 @@ def sole_writer(out: str | os.PathLike, command: str) -> Iterator[None]:
         finally:
             lease.release()
     finally:
-        if main_thread:
+        if handled:
             signal.signal(LEASE_LOST_SIGNAL, signal.SIG_DFL if before is None else before)

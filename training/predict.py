@@ -178,7 +178,8 @@ def _write_scores(path: Path, files: list[Path], scores: dict[str, float],
 
 
 def predict_images(config: PredictConfig) -> dict:
-    with sole_writer(config.out, "predict"), distributed.started(config.device) as context:
+    with distributed.started(config.device) as context, \
+            sole_writer(config.out, "predict", context):
         scorer = quality_model(config.checkpoint, config.crop, context.device)
         files, missing, unlisted = image_files(config.inputs, config.out)
         images, failed = _checked([file for file in files if str(file) not in missing],

@@ -155,7 +155,8 @@ def _stream(config: PretrainConfig, shards: SplitShards, train: bool,
 
 
 def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
-    with sole_writer(config.out, "pretrain"), distributed.started(config.device) as context:
+    with distributed.started(config.device) as context, \
+            sole_writer(config.out, "pretrain", context):
         earlier = Path(config.out) / checkpoint.LAST
         if resume and not earlier.is_file():  # said before the dataset is read and announced
             raise FileNotFoundError(f"{earlier} does not exist: nothing to resume (drop "

@@ -288,7 +288,8 @@ def _write(config: ProbeConfig, summary: dict, predicted: np.ndarray,
 
 
 def probe(config: ProbeConfig) -> dict:
-    with sole_writer(config.out, "probe"), distributed.started(config.device) as context:
+    with distributed.started(config.device) as context, \
+            sole_writer(config.out, "probe", context):
         encoder = frozen_encoder(config.encoder, context.device, config.seed)
         if context.is_main:
             for notice in encoder.notices:

@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from iqa_factory.cli import main
@@ -538,6 +539,7 @@ def test_a_run_whose_folder_another_run_took_over_stops_and_leaves_it_theirs(tmp
 
     from shards import lease as lease_module
     from shards.lease import LeaseLostError
+    from training.distributed import Context
     from training.output_lease import sole_writer
 
     monkeypatch.setattr(lease_module, "REFRESH_SECONDS", 0.05)
@@ -547,7 +549,8 @@ def test_a_run_whose_folder_another_run_took_over_stops_and_leaves_it_theirs(tmp
     path = tmp_path / "out" / TRAIN_LEASE_FILE
     lost = pytest.raises(LeaseLostError, match="another run took this run's lease over "
                                                r"\(iqa-factory train pretrain on host elsewhere")
-    with lost, sole_writer(str(tmp_path / "out"), "pretrain"):
+    alone = Context(0, 1, 0, torch.device("cpu"))
+    with lost, sole_writer(str(tmp_path / "out"), "pretrain", alone):
         theirs = {**json.loads(path.read_text()), "host": "elsewhere", "pid": 7}
         path.write_text(json.dumps(theirs))  # as a run that took it over writes it
         time.sleep(30)  # a training step: interrupted well before its end

@@ -199,3 +199,30 @@ def test_batch_norm_is_synchronised_under_ddp_on_gpus_but_for_mocos_shuffling_bn
                                     ("cuda:0", 1, "test_efficientnet"),
                                     ("cuda:0", 2, "test_efficientnet_gn")):
         assert not synchronised_batch_norm(run_on(device, world, backbone))
+
+
+@pytest.mark.slow
+def test_two_ranks_evaluate_to_the_predictions_of_one_in_the_same_order(tiny_dataset,
+                                                                        tmp_path):
+    """Each rank scores every second image; the gathered predictions are written in the
+    images' order, so predictions.npz and the figures are those of one rank (up to float32
+    rounding: other batches, one thread a rank)."""
+    import json
+
+    import numpy as np
+
+    out = tmp_path / "run"
+    assert main(["pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "1",
+                 *TINY_RUN]) == 0
+    evaluation = ["evaluate", "--checkpoint", str(out / checkpoint.BEST), "--dataset",
+                  "shards", "--root", str(tiny_dataset), "--refs", "r3,r4,r5", "--eval-crops",
+                  "1", "--workers", "0", "--device", "cpu"]
+    assert main([*evaluation, "--out", str(tmp_path / "one")]) == 0
+    torchrun(*evaluation, "--out", str(tmp_path / "two"))
+    one, two = (np.load(tmp_path / name / "predictions.npz") for name in ("one", "two"))
+    assert len(one["predicted"]) == 18  # three references' six versions
+    assert np.array_equal(one["opinion"], two["opinion"])
+    assert np.allclose(one["predicted"], two["predicted"], rtol=0, atol=1e-6)
+    figures = [json.loads((tmp_path / name / "evaluation.json").read_text())["figures"]
+               for name in ("one", "two")]
+    assert figures[1] == pytest.approx(figures[0], abs=1e-5)

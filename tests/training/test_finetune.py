@@ -481,3 +481,21 @@ def test_predictions_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
         write_predictions(path, predicted, opinion)
     assert path.read_bytes() == before
     assert [item.name for item in tmp_path.iterdir()] == [path.name]
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("count", [0, 1, 5, 8, 11])
+def test_predictions_gathered_from_rank_shares_are_put_back_in_dataset_order(count,
+                                                                            world_size):
+    """Each rank's share as rank_share_loader hands it out, concatenated in rank order as
+    the gather does, comes back as the dataset's items in their order."""
+    import torch
+
+    from training.distributed import Context
+    from training.finetune import in_dataset_order, rank_share_loader
+
+    items = np.arange(100, 100 + count)
+    gathered = [int(value) for rank in range(world_size) for batch in rank_share_loader(
+        Context(rank, world_size, rank, torch.device("cpu")), items, 0, 3) for value in batch]
+    assert list(in_dataset_order(np.array(gathered, dtype=np.int64), world_size)) == \
+        list(items)

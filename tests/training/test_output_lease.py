@@ -52,3 +52,30 @@ def test_a_training_function_lets_go_of_its_folder_however_it_ends(tmp_path, com
     with pytest.raises((ValueError, OSError)):
         _runs(tmp_path)[command]()
     assert not (tmp_path / "o" / TRAIN_LEASE_FILE).exists()
+
+
+@pytest.mark.slow
+def test_under_torchrun_every_rank_stops_at_rank_0s_refusal(tiny_dataset, tmp_path):
+    """Rank 0 holds the lease; the others learn of its refusal (they would wait for it in
+    the process group's start, deaf to torchrun's SIGTERM until killed 30 s later)."""
+    import subprocess
+    import sys
+
+    from .test_ddp import TINY_RUN
+
+    out = tmp_path / "o"
+    holder = Lease(Location.parse(str(out)), "train pretrain", TRAIN_LEASE_FILE)
+    holder.acquire()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone",
+             "--nproc_per_node=2", "-m", "iqa_factory", "train", "pretrain", str(tiny_dataset),
+             "--out", str(out), "--epochs", "1", *TINY_RUN],
+            capture_output=True, text=True, timeout=600)
+    finally:
+        holder.release()
+    assert result.returncode != 0
+    refusal = "iqa-factory train: error: " + str(out)
+    assert result.stderr.count(refusal) == 2, result.stderr[-3000:]  # said on both ranks
+    assert "is being written by iqa-factory train pretrain" in result.stderr
+    assert "forcefully exiting" not in result.stderr  # no rank left waiting to be killed
