@@ -284,6 +284,11 @@ class Lease:
             self._lost.set()
             raise LeaseLostError(self._lost_message)
 
+    @property
+    def acquired(self) -> bool:
+        """Whether `acquire` took it (and `release` has it to let go)."""
+        return self._refresher is not None
+
     def held(self) -> bool:
         """Whether this driver still holds the lease (`check` without the error)."""
         try:

@@ -19,7 +19,7 @@ from shards.storage import atomic_file
 from training import distributed
 from training.benchmarks import LabelledImage
 from training.distributed import Context
-from training.finetune import eval_loader
+from training.finetune import eval_loader, in_dataset_order
 from training.model import (
     ModelConfig,
     ModelInitError,
@@ -108,11 +108,6 @@ def frozen_encoder(config: EncoderConfig, device: torch.device, seed: int = 0) -
     return _baseline(config, device, seed)
 
 
-def _rank_major(count: int, world_size: int) -> np.ndarray:
-    """The image index of each gathered row: rank r computed images r, r + W, r + 2W, ..."""
-    return np.concatenate([np.arange(rank, count, world_size) for rank in range(world_size)])
-
-
 def encoder_features(context: Context, encoder: Encoder, images: list[LabelledImage],
                      crops: int, batch: int, workers: int, seed: int,
                      half_scale: bool = False) -> np.ndarray | None:
@@ -137,8 +132,7 @@ def encoder_features(context: Context, encoder: Encoder, images: list[LabelledIm
     gathered = distributed.gather_rows(context, torch.cat(rows)).cpu().numpy()
     if not context.is_main:
         return None
-    features = np.empty_like(gathered)
-    features[_rank_major(len(images), context.world_size)] = gathered
+    features = in_dataset_order(gathered, context.world_size)
     if not np.isfinite(features).all():
         raise ValueError(f"the encoder ({encoder.start}) gives features that are not finite")
     return features

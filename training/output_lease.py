@@ -40,25 +40,24 @@ def sole_writer(out: str | os.PathLike, command: str, context: Context) -> Itera
     if not out:
         yield
         return
+    if not context.is_main:  # rank 0 holds it; its refusal is raised here too
+        computed_on_main(context, lambda: None)
+        yield
+        return
     main_thread = threading.current_thread() is threading.main_thread()
     lease = Lease(Location.parse(os.fspath(out)), f"train {command}", TRAIN_LEASE_FILE,
-                  on_lost=_interrupt_main if main_thread else None) if context.is_main else None
-    handled = lease is not None and main_thread
-    before = signal.signal(LEASE_LOST_SIGNAL, _stop_for_a_lost_lease) if handled else None
+                  on_lost=_interrupt_main if main_thread else None)
+    before = signal.signal(LEASE_LOST_SIGNAL, _stop_for_a_lost_lease) if main_thread else None
     try:
-        notices = computed_on_main(context, lambda: lease.acquire(take_over=True))
-        if lease is None:  # another rank's: rank 0 took it
-            yield
-            return
-        for notice in notices:
+        for notice in computed_on_main(context, lambda: lease.acquire(take_over=True)):
             print(f"NOTICE: {notice}")
         try:
             yield
         except KeyboardInterrupt:
             lease.check()  # LeaseLostError where the interrupt is the lease lost: said as such
             raise
-        finally:
-            lease.release()
     finally:
-        if handled:
+        if lease.acquired:  # (also where telling the other ranks failed: a peer gone)
+            lease.release()
+        if main_thread:
             signal.signal(LEASE_LOST_SIGNAL, signal.SIG_DFL if before is None else before)

@@ -79,3 +79,20 @@ def test_under_torchrun_every_rank_stops_at_rank_0s_refusal(tiny_dataset, tmp_pa
     assert result.stderr.count(refusal) == 2, result.stderr[-3000:]  # said on both ranks
     assert "is being written by iqa-factory train pretrain" in result.stderr
     assert "forcefully exiting" not in result.stderr  # no rank left waiting to be killed
+
+
+@pytest.mark.slow
+def test_rank_0_lets_go_of_its_lease_where_another_rank_dies_before_it_is_told(tiny_dataset,
+                                                                              tmp_path):
+    import subprocess
+    import sys
+
+    from .test_ddp import TINY_RUN
+
+    out = tmp_path / "o"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "tests.training.dying_rank", "pretrain", str(tiny_dataset), "--out", str(out),
+         "--epochs", "1", *TINY_RUN], capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert not out.exists(), result.stderr[-3000:]  # the lease gone, and the folder it made
