@@ -270,7 +270,7 @@ def parsed(data: bytes, name: str) -> Ensemble:
     try:
         document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise EnsembleError(f"cannot read ensemble file {name}: {error}") from error
+        raise EnsembleError(f"cannot read ensemble file {name}: not JSON text ({error})") from error
     if not isinstance(document, dict):
         raise EnsembleError(f"{name} is not an ensemble file: a JSON "
                             f"{type(document).__name__}, not an object")

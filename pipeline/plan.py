@@ -435,6 +435,8 @@ def finished_plan(location: Location) -> "Plan":
     against the shards')."""
     if not location.exists(location.root):
         raise UnfinishedDatasetError(f"{location.root} does not exist")
+    if not location.is_dir(location.root):
+        raise UnfinishedDatasetError(f"{location.root} is a file, not a dataset folder")
     if not location.exists(location.path(PLAN_FILE)):
         raise UnfinishedDatasetError(f"{location.root} has no {PLAN_FILE}: not a dataset written "
                                      "by generate")

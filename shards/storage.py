@@ -199,9 +199,12 @@ class Location:
     def exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 
+    def is_dir(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type == pafs.FileType.Directory
+
     def is_empty_dir(self, path: str) -> bool:
         """Whether `path` is a directory holding nothing."""
-        if self.fs.get_file_info(path).type != pafs.FileType.Directory:
+        if not self.is_dir(path):
             return False
         return not self.fs.get_file_info(pafs.FileSelector(path))
 

@@ -86,9 +86,11 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
                        help="start from a local checkpoint (this project's, or a state dict)")
     group.add_argument("--drop-path", type=float, default=0.0,
                        help="final ScheduledDropPath rate (nasnetalarge: on every cell's "
-                            "operations, as NASNet; other backbones: where timm has drop-path)")
+                            "operations, as NASNet; other backbones: where timm has drop-path; "
+                            "default 0: none)")
     group.add_argument("--precision", choices=PRECISIONS, default="auto",
-                       help="auto: bf16 autocast and channels_last on CUDA, float32 on a CPU")
+                       help="auto: bf16 autocast and channels_last on CUDA, float32 on a CPU "
+                            "(default auto)")
 
 
 def _add_optim(parser: argparse.ArgumentParser, defaults: OptimConfig,
@@ -447,7 +449,7 @@ def _add_pretrain(commands) -> None:
                      help="quality (Q), a raw metric, distortion/level classes, class (the "
                           "run's type x level grid) or multihot (its bits, for mixtures); "
                           "several comma-separated (quality,class): one head each on a "
-                          "shared backbone, early stopping on the first")
+                          "shared backbone, early stopping on the first (default quality)")
     pre.add_argument("--ensemble", default=None, metavar="NAME|FILE",
                      help="learn Q under this ensemble (default, pmos or a file), made from "
                           "each sample's raw scores as `iqa-factory relabel` makes it, "

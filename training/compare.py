@@ -73,7 +73,8 @@ def _kind(summary: dict):
         return _probe
     if "median" in summary:
         return _finetune
-    return _evaluation if "checkpoint" in summary else None
+    # (a pretraining's summary.json names its checkpoint too, but holds no test figures)
+    return _evaluation if "checkpoint" in summary and "figures" in summary else None
 
 
 def results_files(path: Path) -> list[Path]:
@@ -107,7 +108,7 @@ def read_row(path: Path) -> Row:
     if figures is None:
         extra = [name for name in FIGURES if name not in CORE_FIGURES]
         raise UnknownResultsError(
-            f"{path}: its {key} does not hold "
+            f"{path}: its {key} {'do' if key == 'figures' else 'does'} not hold "
             f"{', '.join(CORE_FIGURES)} (and {', '.join(extra)} where it has them), each a "
             "number or null")
     if repeats is None:

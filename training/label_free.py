@@ -14,7 +14,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from shards.dataset import Dataset, open_dataset
 from shards.group_spec import GroupSpec
@@ -27,7 +26,7 @@ from training.group_data import (
     collate_groups,
     group_dataset,
 )
-from training.loop import Run, fit
+from training.loop import Run, fit, with_progress
 from training.model import build_to_resume
 from training.objectives import Objective, build_objective
 from training.objectives.base import GroupRequest
@@ -201,14 +200,14 @@ def _loader(config: PretrainConfig, objective: Objective, parts: list[Part],
                       pin_memory=context.device.type == "cuda")
 
 
-def validation_loss(context: Context, objective: Objective, loader) -> dict:
-    """The mean loss over every rank's validation groups; score = -loss, so that higher is
-    better as early stopping wants."""
+def validation_loss(context: Context, objective: Objective, loader,
+                    groups: int | None = None) -> dict:
+    """The mean loss over every rank's validation groups (`groups` of them, for the
+    progress); score = -loss, so that higher is better as early stopping wants."""
     objective.model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for batch in tqdm(loader, desc="validate", unit="batch", leave=False,
-                          disable=not context.is_main):
+        for batch in with_progress(loader, context, "validate", groups):
             size = len(batch["ref_id"])
             total += float(objective.loss(objective.model, batch)) * size
             count += size
@@ -270,7 +269,8 @@ def pretrain_label_free(config: PretrainConfig, context: Context, resume: bool) 
         return train_loader
 
     def validate(model) -> dict:
-        return validation_loss(context, objective, val_loader)
+        return validation_loss(context, objective, val_loader,
+                               sum(val_groups[key] for key in validated))
 
     out = Path(config.out)
     run = Run(context, objective.model, config.optim, 0, out, config.to_json(), config.seed,

@@ -229,16 +229,34 @@ def _continue_epoch(batches: Iterable, saved: dict,
                                    saved["skipped"])
 
 
+def with_progress(loader: Iterable, context: Context, desc: str, items: int | None = None
+                  ) -> Iterator:
+    """The loader's batches behind rank 0's progress bar: counted in batches where the loader
+    knows its length, else in samples (or groups) against this rank's share of `items`, the
+    count of all ranks together (exact on one rank; ranks share whole shards, about evenly)."""
+    if items is None or hasattr(getattr(loader, "dataset", None), "__len__"):
+        yield from tqdm(loader, desc=desc, unit="batch", leave=False,
+                        disable=not context.is_main)
+        return
+    with tqdm(total=math.ceil(items / context.world_size), desc=desc, unit="sample",
+              leave=False, disable=not context.is_main) as bar:
+        for batch in loader:
+            yield batch
+            bar.update(len(batch[0]) if isinstance(batch, tuple | list)
+                       else len(batch["ref_id"]))
+
+
 @torch.no_grad()
 def predict(context: Context, model: nn.Module, loader: Iterable, inputs: Inputs,
-            classes: int = 0, heads: tuple[Head, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+            classes: int = 0, heads: tuple[Head, ...] = (), items: int | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Predictions and targets of every rank, gathered (padding dropped). uint8 images of
     shape (batch, views, C, H, W) are scored as the mean over their views. With `heads` (a
-    multi-head model's): every output column and every target column, as 2-D arrays."""
+    multi-head model's): every output column and every target column, as 2-D arrays.
+    `items`: how many all ranks score, for the progress of a loader without a length."""
     model.eval()
     rows = []
-    for images, targets in tqdm(loader, desc="score", unit="batch", leave=False,
-                                disable=not context.is_main):
+    for images, targets in with_progress(loader, context, "score", items):
         views = images.shape[1] if images.ndim == 5 else 0
         flat = inputs(images.flatten(0, 1) if views else images)
         with inputs.autocast():

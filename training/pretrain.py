@@ -290,10 +290,10 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
 
     def validate(network) -> dict:
         if multi:
-            return head_figures(*predict(context, network, val_loader, inputs, heads=heads),
-                                heads)
-        return validation_figures(*predict(context, network, val_loader, inputs, classes),
-                                  classes)
+            return head_figures(*predict(context, network, val_loader, inputs, heads=heads,
+                                         items=validated.samples), heads)
+        return validation_figures(*predict(context, network, val_loader, inputs, classes,
+                                           items=validated.samples), classes)
 
     out = Path(config.out)
     run = Run(context, built.model, config.optim, 0 if multi else classes, out,

@@ -544,6 +544,14 @@ def test_relabel_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli.main(["relabel", str(tmp_path / "empty"), "--ensemble", "default"]) == 2
     assert "has no plan.json: not a dataset written by generate" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("a file")
+    for command in (["relabel", str(tmp_path / "notes.txt"), "--ensemble", "default"],
+                    ["materialize", str(tmp_path / "notes.txt"), str(tmp_path / "m")]):
+        assert cli.main(command) == 2
+        assert "notes.txt is a file, not a dataset folder" in capsys.readouterr().err
+    (tmp_path / "empty.json").write_text("")
+    assert cli.main(["relabel", str(tmp_path), "--ensemble", str(tmp_path / "empty.json")]) == 2
+    assert "empty.json: not JSON text" in capsys.readouterr().err
 
 
 def _inspect(out: Path, capsys) -> tuple[int, str]:

@@ -269,3 +269,15 @@ def _reason_of(action) -> str | None:
     except DecodeError as error:
         return error.reason
     return None
+
+
+def test_sources_that_name_nothing_are_refused_as_missing(tmp_path):
+    """A list file or folder that is not there is said to be missing, not of another kind."""
+    from pipeline.sources import listing
+
+    for name in ("photos.txt", "photos"):
+        with pytest.raises(ValueError, match=r"photos(\.txt)?': no such folder or file"):
+            listing(str(tmp_path / name))
+    (tmp_path / "photo.jpg").write_bytes(b"")  # there, but neither a folder nor a list
+    with pytest.raises(ValueError, match=r"photo\.jpg': not 'embedded', a folder, a list file"):
+        listing(str(tmp_path / "photo.jpg"))

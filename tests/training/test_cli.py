@@ -180,10 +180,13 @@ def test_compare_names_a_malformed_results_file_and_reads_a_run_folder(tmp_path,
              "probe_without_median": ({"kind": "probe", "start": "x"}, "its median does not"),
              "text_figure": ({"median": {**figures, "plcc_raw": "0.4"}}, "its median does not"),
              "bool_figure": ({"checkpoint": "b.pt", "figures": {**figures, "srocc": True}},
-                             "its figures does not hold"),
+                             "its figures do not hold"),
              "figures_not_a_dict": ({"checkpoint": "b.pt", "figures": [0.5]},
-                                    "its figures does not hold"),
-             "a_list": ([figures], "neither a results")}
+                                    "its figures do not hold"),
+             "a_list": ([figures], "neither a results"),
+             # a pretraining's summary.json: its best checkpoint, its validation only
+             "a_pretraining": ({"checkpoint": "b.pt", "best_score": 0.5, "best_epoch": 1},
+                               "neither a results")}
     for name, (summary, message) in cases.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(summary))
