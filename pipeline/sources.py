@@ -231,12 +231,12 @@ def listing(spec: str) -> Listing:
         found = _from_local_folder(Path(spec), skipped, unlisted)
     elif Path(spec).is_file() and Path(spec).suffix.lower() in LIST_EXTENSIONS:
         found = _from_list_file(Path(spec), skipped)
-    elif not Path(spec).exists():
-        raise ValueError(f"sources {redact(spec)!r}: no such folder or file (nothing there, or a "
-                         "link to nothing)")
     else:
-        raise ValueError(f"sources {redact(spec)!r}: not 'embedded', a folder, a list file "
-                         f"({', '.join(sorted(LIST_EXTENSIONS))}) or an object-store URI")
+        what = ("no such folder or file (nothing there, or a link to nothing)"
+                if not Path(spec).exists() else "neither a folder nor a list file")
+        raise ValueError(f"sources {redact(spec)!r}: {what}; sources are 'embedded', a folder, "
+                         f"a list file ({', '.join(sorted(LIST_EXTENSIONS))}) or an "
+                         "object-store URI")
     if not found:
         unread = f"; folders that cannot be read: {unlisted_note(unlisted)}" if unlisted else ""
         raise ValueError(f"sources {redact(spec)!r} name no image (files ending in "

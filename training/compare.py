@@ -101,8 +101,11 @@ def read_row(path: Path) -> Row:
         raise UnknownResultsError(f"{path} is not JSON ({error})") from None
     make = _kind(summary) if isinstance(summary, dict) else None
     if make is None:
+        pretraining = isinstance(summary, dict) and "best_score" in summary
         raise UnknownResultsError(f"{path} is neither a results.json of `train finetune` or "
-                                  "`train probe` nor an evaluation.json of `train evaluate`")
+                                  "`train probe` nor an evaluation.json of `train evaluate`"
+                                  + ("; it is a pretraining's summary (validation only): "
+                                     "`train evaluate` its checkpoint" if pretraining else ""))
     key = "figures" if make is _evaluation else "median"
     figures, repeats = _figures(summary, key), _repeats(summary)
     if figures is None:

@@ -207,7 +207,7 @@ def validation_loss(context: Context, objective: Objective, loader,
     objective.model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for batch in with_progress(loader, context, "validate", groups):
+        for batch in with_progress(loader, context, "validate", groups, unit="group"):
             size = len(batch["ref_id"])
             total += float(objective.loss(objective.model, batch)) * size
             count += size

@@ -229,16 +229,17 @@ def _continue_epoch(batches: Iterable, saved: dict,
                                    saved["skipped"])
 
 
-def with_progress(loader: Iterable, context: Context, desc: str, items: int | None = None
-                  ) -> Iterator:
+def with_progress(loader: Iterable, context: Context, desc: str, items: int | None = None,
+                  unit: str = "sample") -> Iterator:
     """The loader's batches behind rank 0's progress bar: counted in batches where the loader
-    knows its length, else in samples (or groups) against this rank's share of `items`, the
-    count of all ranks together (exact on one rank; ranks share whole shards, about evenly)."""
+    knows its length, else in `unit`s (samples, groups) against `items`, the count of all
+    ranks together, where one rank reads them all (ranks share whole shards, unevenly where
+    there are few: under DDP the bar counts without a total)."""
     if items is None or hasattr(getattr(loader, "dataset", None), "__len__"):
         yield from tqdm(loader, desc=desc, unit="batch", leave=False,
                         disable=not context.is_main)
         return
-    with tqdm(total=math.ceil(items / context.world_size), desc=desc, unit="sample",
+    with tqdm(total=None if context.distributed else items, desc=desc, unit=unit,
               leave=False, disable=not context.is_main) as bar:
         for batch in loader:
             yield batch

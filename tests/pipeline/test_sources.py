@@ -279,5 +279,6 @@ def test_sources_that_name_nothing_are_refused_as_missing(tmp_path):
         with pytest.raises(ValueError, match=r"photos(\.txt)?': no such folder or file"):
             listing(str(tmp_path / name))
     (tmp_path / "photo.jpg").write_bytes(b"")  # there, but neither a folder nor a list
-    with pytest.raises(ValueError, match=r"photo\.jpg': not 'embedded', a folder, a list file"):
+    with pytest.raises(ValueError, match=r"photo\.jpg': neither a folder nor a list file; "
+                                         "sources are 'embedded', a folder, a list file"):
         listing(str(tmp_path / "photo.jpg"))

@@ -186,7 +186,7 @@ def test_compare_names_a_malformed_results_file_and_reads_a_run_folder(tmp_path,
              "a_list": ([figures], "neither a results"),
              # a pretraining's summary.json: its best checkpoint, its validation only
              "a_pretraining": ({"checkpoint": "b.pt", "best_score": 0.5, "best_epoch": 1},
-                               "neither a results")}
+                               "it is a pretraining's summary (validation only)")}
     for name, (summary, message) in cases.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps(summary))

@@ -49,8 +49,9 @@ def test_a_loader_with_a_length_is_counted_in_batches(monkeypatch):
     assert (bars[0].total, bars[0].n, bars[0].unit) == (3, 3, "batch")
 
 
-def test_each_rank_counts_against_its_share(monkeypatch):
+def test_under_ddp_the_bar_counts_without_a_total(monkeypatch):
+    """Ranks share whole shards: rank 0 may read all of a split of one shard, or none."""
     bars = _bars(monkeypatch)
-    rank_1 = Context(1, 2, 1, torch.device("cpu"))
-    list(loop.with_progress(DataLoader(Stream(4), batch_size=2), rank_1, "score", items=7))
-    assert (bars[0].total, bars[0].disable) == (4, True)  # shown on rank 0 only
+    rank_0 = Context(0, 2, 0, torch.device("cpu"))
+    list(loop.with_progress(DataLoader(Stream(7), batch_size=2), rank_0, "score", items=7))
+    assert (bars[0].total, bars[0].n) == (None, 7)
