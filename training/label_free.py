@@ -241,6 +241,7 @@ def pretrain_label_free(config: PretrainConfig, context: Context, resume: bool) 
     _check_counts(parts, {"train": groups, "val": sum(val_groups.values())},
                   objective.request.kind)
     validated = references_up_to(val_groups, config.val_limit, config.seed)
+    validated_groups = sum(val_groups[key] for key in validated)
     train = {part.name: part.train for part in parts}
     val = {part.name: frozenset(ref for number, ref in validated if parts[number] is part)
            for part in parts}
@@ -269,14 +270,13 @@ def pretrain_label_free(config: PretrainConfig, context: Context, resume: bool) 
         return train_loader
 
     def validate(model) -> dict:
-        return validation_loss(context, objective, val_loader,
-                               sum(val_groups[key] for key in validated))
+        return validation_loss(context, objective, val_loader, validated_groups)
 
     out = Path(config.out)
     run = Run(context, objective.model, config.optim, 0, out, config.to_json(), config.seed,
               precision, objective=objective, augment=config.augment,
               data={"train groups": groups,
-                    "val groups": sum(val_groups[key] for key in validated),
+                    "val groups": validated_groups,
                     "plans": [part.dataset.plan_digest for part in parts]})
     summary = fit(run, batches, steps, validate, resume)
     if context.is_main:
