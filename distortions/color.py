@@ -4,7 +4,7 @@
 import numpy as np
 from PIL import Image
 
-from distortions.colorspace import lab_to_rgb, rgb_to_gray, rgb_to_lab, to_float, to_uint8
+from distortions.colorspace import image_lab, lab_to_rgb, rgb_to_gray, to_float, to_uint8
 from distortions.kernels import gaussian_blur_replicate
 from distortions.palette import minimum_variance_palette
 
@@ -16,7 +16,7 @@ EDGE_PERCENTILES = (1.0, 99.0)
 def apply_color_diffusion(img: np.ndarray, params: dict) -> np.ndarray:
     """Blur a* and b* with a Gaussian of std 1.5 a + 2, then scale them by a."""
     amount = params["amount"]
-    lab = rgb_to_lab(img)
+    lab = image_lab(img)
     chroma = np.ascontiguousarray(lab[..., 1:])
     lab[..., 1:] = gaussian_blur_replicate(chroma, 1.5 * amount + 2) * np.float32(amount)
     return to_uint8(lab_to_rgb(lab))
@@ -83,6 +83,6 @@ def apply_saturation_lab(img: np.ndarray, params: dict) -> np.ndarray:
     """a* and b* times f (f = 1 is the identity, returned as is)."""
     if params["factor"] == 1:
         return img.copy()
-    lab = rgb_to_lab(img)
+    lab = image_lab(img)
     lab[..., 1:] *= np.float32(params["factor"])
     return to_uint8(lab_to_rgb(lab))

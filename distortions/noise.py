@@ -5,13 +5,11 @@ Every generator draws from numpy's PCG64 seeded with the recipe's `noise_seed`, 
 part of the recipe. Noisy images are clipped to [0, 1] as MATLAB's imnoise does.
 """
 
-import hashlib
 import math
-import threading
 
 import numpy as np
 
-from distortions.colorspace import rgb_to_ycbcr, to_float, to_uint8, ycbcr_to_rgb
+from distortions.colorspace import image_ycbcr, to_float, to_uint8, ycbcr_to_rgb
 
 
 def _normal(shape: tuple[int, ...], variance: float, seed: int) -> np.ndarray:
@@ -29,21 +27,6 @@ def ycbcr_noise(ycc: np.ndarray, variance: float, seed: int, planes: slice) -> n
     changed here), clipped there, to RGB."""
     ycc[..., planes] += _normal(ycc[..., planes].shape, variance, seed)
     return np.clip(ycbcr_to_rgb(np.clip(ycc, 0.0, 1.0)), 0.0, 1.0)
-
-
-_converted = threading.local()  # the YCbCr of the image converted last on this thread
-
-
-def image_ycbcr(img: np.ndarray) -> np.ndarray:
-    """rgb_to_ycbcr(to_float(img)) as a fresh array, converted once for consecutive calls on
-    the same pixels (told by their digest) on a thread: a reference's 20 chroma and mono
-    noise versions (types 4, 5, 9, 10) all start from it (7.5 ms each at 512x384, in float64
-    for the same bits on every CPU; a digest and a copy take under 1 ms)."""
-    pixels = np.ascontiguousarray(img)
-    key = (pixels.shape, pixels.dtype.str, hashlib.blake2b(pixels.data, digest_size=16).digest())
-    if getattr(_converted, "key", None) != key:
-        _converted.key, _converted.ycbcr = key, rgb_to_ycbcr(to_float(pixels))
-    return _converted.ycbcr.copy()
 
 
 def impulse(x: np.ndarray, density: float, seed: int) -> np.ndarray:

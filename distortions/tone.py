@@ -9,9 +9,9 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from distortions.colorspace import (
+    image_lab,
     lab_to_rgb,
     linear_to_srgb,
-    rgb_to_lab,
     srgb_to_linear,
     to_float,
     to_uint8,
@@ -37,7 +37,7 @@ def apply_brighten(img: np.ndarray, params: dict) -> np.ndarray:
     well, then blended 2:1."""
     mid = 0.5 + params["amount"] / 2
     rgb_curve = _through_lut(img, np.clip(midpoint_curve(_LEVELS, mid), 0, 1))
-    lab = rgb_to_lab(img)
+    lab = image_lab(img)
     lab[..., 0] = np.clip(midpoint_curve(lab[..., 0] / 100, mid), 0, 1) * 100
     return to_uint8((2 * rgb_curve + np.clip(lab_to_rgb(lab), 0, 1)) / 3)
 
@@ -52,7 +52,7 @@ def apply_mean_shift(img: np.ndarray, params: dict) -> np.ndarray:
 
 def apply_unsharp_mask(img: np.ndarray, params: dict) -> np.ndarray:
     """L* + amount * (L* - Gaussian(L*)), Gaussian std 3 on a 13 x 13 support."""
-    lab = rgb_to_lab(img)
+    lab = image_lab(img)
     lightness = np.ascontiguousarray(lab[..., 0])
     blurred = gaussian_blur_replicate(lightness, 3.0, 13)
     lab[..., 0] = lightness + np.float32(params["amount"]) * (lightness - blurred)

@@ -425,3 +425,25 @@ def test_chroma_and_mono_noise_convert_each_image_anew_whatever_came_before(smal
             expected = ycbcr_noise(rgb_to_ycbcr(to_float(img)), 0.01, 5, planes)
             assert np.array_equal(noisy_image(img, params), expected)
             assert np.array_equal(noisy_image(img, params), expected)  # the kept one, unchanged
+
+
+@pytest.mark.parametrize("name", ["brighten", "unsharp_mask", "color_diffusion",
+                                  "saturation_lab"])
+def test_the_lab_types_convert_each_image_anew_whatever_came_before(small_image, name):
+    """The Lab of the image converted last on a thread is kept (a reference's versions of
+    types 16, 19, 27 and 31 start from it): images interleaved, each version is the one a
+    thread that never converted another image makes (a fresh thread keeps nothing)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import distortions
+
+    distortion = distortions.get(name)
+    other = np.ascontiguousarray(small_image[::-1])
+    same_bytes_other_shape = np.ascontiguousarray(small_image.reshape(192, 176, 3))
+    for img in (small_image, other, small_image, same_bytes_other_shape, small_image.copy()):
+        for level in (2, 5):
+            params = distortion.sample_params(level, np.random.default_rng(level))
+            with ThreadPoolExecutor(1) as fresh:
+                expected = fresh.submit(distortion.apply, img, params).result()
+            assert np.array_equal(distortion.apply(img, params), expected)
+            assert np.array_equal(distortion.apply(img, params), expected)  # kept, unchanged
