@@ -19,10 +19,15 @@ TINY_RUN = ["--backbone", "test_resnet", "--init", "random", "--crop", "32",
             "--patience", "5", "--val-refs", "r5"]
 
 
-def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+def launched(module: str, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    """`python -m module args` on `processes` ranks through torchrun, its outcome unchecked."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={processes}", "-m", "training", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+               f"--nproc_per_node={processes}", "-m", module, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    result = launched("training", *args, processes=processes)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -70,10 +75,8 @@ def test_a_run_resumed_mid_epoch_gives_the_weights_of_an_uninterrupted_run(tiny_
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     run = ["pretrain", str(tiny_dataset), "--epochs", "2", "--drop-path", "0.3", *TINY_RUN]
     torchrun(*run, "--out", str(straight))
-    crashed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "tests.training.crashing", "1", "3", *run, "--out", str(broken),
-         "--checkpoint-every", "2"], capture_output=True, text=True, timeout=600)
+    crashed = launched("tests.training.crashing", "1", "3", *run, "--out", str(broken),
+                       "--checkpoint-every", "2")
     assert crashed.returncode != 0 and "crashed fetching batch 3" in crashed.stderr
     partial = checkpoint.load(broken / checkpoint.LAST)["partial_epoch"]
     assert (partial["epoch"], partial["step"], len(partial["ranks"])) == (1, 2, 2)

@@ -3,21 +3,17 @@ and sends what the run takes from it to the other ranks; an error it meets stops
 with the same message."""
 
 import subprocess
-import sys
 
 import pytest
 
-from .test_ddp import TINY_RUN
+from .test_ddp import TINY_RUN, launched
 
 LABEL_FREE = ["--objective", "contrastive", "--crop", "16", "--versions", "2",
               "--queue-size", "64"]
 
 
 def counted_torchrun(log, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=2", "-m", "tests.training.counting_ranks",
-                           str(log), *args], capture_output=True, text=True,
-                          timeout=600)
+    return launched("tests.training.counting_ranks", str(log), *args)
 
 
 @pytest.mark.slow

@@ -2,15 +2,13 @@
 on two agree, every rank holds the same weights, momentum encoder and queue, and a two-rank run
 of each objective resumed from its mid-epoch checkpoint ends as if never stopped."""
 
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from training import checkpoint
 
-from .test_ddp import torchrun
+from .test_ddp import launched, torchrun
 from .test_resume import assert_same_run
 
 RUN = ["--backbone", "test_resnet", "--init", "random", "--steps-per-epoch", "2",
@@ -21,10 +19,7 @@ RUN = ["--backbone", "test_resnet", "--init", "random", "--steps-per-epoch", "2"
 @pytest.mark.slow
 def test_two_ranks_take_the_steps_of_one_rank_with_the_global_batch(square_dataset,
                                                                     tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", "-m", "tests.training.objective_ranks",
-               str(square_dataset), str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = launched("tests.training.objective_ranks", str(square_dataset), str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     first, second = (torch.load(tmp_path / f"rank-{rank}.pt") for rank in (0, 1))
     for name in ("contrastive", "reconstruction", "restoration"):
@@ -60,10 +55,8 @@ def test_a_two_rank_run_resumed_mid_epoch_ends_as_if_never_interrupted(square_da
            *(["--queue-size", "64"] if objective == "contrastive" else [])]
     result = torchrun(*run, "--out", str(straight))
     assert "2 rank(s) on cpu" in result.stdout
-    crashed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "tests.training.crashing", "1", "2", *run, "--out", str(broken),
-         "--checkpoint-every", "1"], capture_output=True, text=True, timeout=600)
+    crashed = launched("tests.training.crashing", "1", "2", *run, "--out", str(broken),
+                       "--checkpoint-every", "1")
     assert crashed.returncode != 0 and "crashed fetching batch 2" in crashed.stderr
     torchrun(*run, "--out", str(broken), "--checkpoint-every", "1", "--resume")
     expected = checkpoint.load(straight / checkpoint.LAST)

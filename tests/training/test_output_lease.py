@@ -58,20 +58,14 @@ def test_a_training_function_lets_go_of_its_folder_however_it_ends(tmp_path, com
 def test_under_torchrun_every_rank_stops_at_rank_0s_refusal(tiny_dataset, tmp_path):
     """Rank 0 holds the lease; the others learn of its refusal (they would wait for it in
     the process group's start, deaf to torchrun's SIGTERM until killed 30 s later)."""
-    import subprocess
-    import sys
-
-    from .test_ddp import TINY_RUN
+    from .test_ddp import TINY_RUN, launched
 
     out = tmp_path / "o"
     holder = Lease(Location.parse(str(out)), "train pretrain", TRAIN_LEASE_FILE)
     holder.acquire()
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone",
-             "--nproc_per_node=2", "-m", "iqa_factory", "train", "pretrain", str(tiny_dataset),
-             "--out", str(out), "--epochs", "1", *TINY_RUN],
-            capture_output=True, text=True, timeout=600)
+        result = launched("iqa_factory", "train", "pretrain", str(tiny_dataset), "--out",
+                          str(out), "--epochs", "1", *TINY_RUN)
     finally:
         holder.release()
     assert result.returncode != 0
@@ -84,15 +78,10 @@ def test_under_torchrun_every_rank_stops_at_rank_0s_refusal(tiny_dataset, tmp_pa
 @pytest.mark.slow
 def test_rank_0_lets_go_of_its_lease_where_another_rank_dies_before_it_is_told(tiny_dataset,
                                                                               tmp_path):
-    import subprocess
-    import sys
-
-    from .test_ddp import TINY_RUN
+    from .test_ddp import TINY_RUN, launched
 
     out = tmp_path / "o"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "tests.training.dying_rank", "pretrain", str(tiny_dataset), "--out", str(out),
-         "--epochs", "1", *TINY_RUN], capture_output=True, text=True, timeout=600)
+    result = launched("tests.training.dying_rank", "pretrain", str(tiny_dataset), "--out",
+                      str(out), "--epochs", "1", *TINY_RUN)
     assert result.returncode != 0
     assert not out.exists(), result.stderr[-3000:]  # the lease gone, and the folder it made
