@@ -4,7 +4,14 @@
 import numpy as np
 from PIL import Image
 
-from distortions.colorspace import image_lab, lab_to_rgb, rgb_to_gray, to_float, to_uint8
+from distortions.colorspace import (
+    image_lab,
+    kept_per_image,
+    lab_to_rgb,
+    rgb_to_gray,
+    to_float,
+    to_uint8,
+)
 from distortions.kernels import gaussian_blur_replicate
 from distortions.palette import minimum_variance_palette
 
@@ -37,6 +44,10 @@ def edge_weight(x: np.ndarray) -> np.ndarray:
     return edges.astype(np.float32)
 
 
+# a reference's 5 colour shift versions weigh by the same edges (5 ms each at 512x384)
+image_edge_weight = kept_per_image(lambda img: edge_weight(to_float(img)))
+
+
 def shifted_replicate(plane: np.ndarray, dx: int, dy: int) -> np.ndarray:
     """plane moved by (dx, dy) pixels, the border replicated into the uncovered strip."""
     height, width = plane.shape
@@ -48,7 +59,7 @@ def shifted_replicate(plane: np.ndarray, dx: int, dy: int) -> np.ndarray:
 def apply_color_shift(img: np.ndarray, params: dict) -> np.ndarray:
     """Shift G and blend it with the original G through the edge weight."""
     x = to_float(img)
-    weight = edge_weight(x)
+    weight = image_edge_weight(img)
     green = x[..., 1]
     moved = shifted_replicate(green, params["shift_x"], params["shift_y"])
     x[..., 1] = weight * moved + (1 - weight) * green

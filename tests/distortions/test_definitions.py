@@ -410,29 +410,13 @@ def test_color_quantization_is_a_palette_of_n_colours_dithered(small_image, leve
     assert local_error(out.astype(np.float64)) < 0.98 * local_error(nearest)
 
 
-def test_chroma_and_mono_noise_convert_each_image_anew_whatever_came_before(small_image):
-    """The YCbCr of the image converted last is kept (a reference's 20 chroma and mono noise
-    versions start from it): images interleaved, each one's noisy version is the one its own
-    conversion gives (computed here without the kept one)."""
-    from distortions.colorspace import rgb_to_ycbcr, to_float
-    from distortions.noise import ALL_PLANES, LUMA_PLANE, noisy_image, ycbcr_noise
-
-    other = np.ascontiguousarray(small_image[::-1])
-    same_bytes_other_shape = np.ascontiguousarray(small_image.reshape(176 * 2, 96, 3))
-    for img in (small_image, other, small_image, same_bytes_other_shape, small_image.copy()):
-        for noise, planes in (("chroma", ALL_PLANES), ("mono", LUMA_PLANE)):
-            params = {"noise": noise, "variance": 0.01, "noise_seed": 5}
-            expected = ycbcr_noise(rgb_to_ycbcr(to_float(img)), 0.01, 5, planes)
-            assert np.array_equal(noisy_image(img, params), expected)
-            assert np.array_equal(noisy_image(img, params), expected)  # the kept one, unchanged
-
-
-@pytest.mark.parametrize("name", ["brighten", "unsharp_mask", "color_diffusion",
-                                  "saturation_lab"])
-def test_the_lab_types_convert_each_image_anew_whatever_came_before(small_image, name):
-    """The Lab of the image converted last on a thread is kept (a reference's versions of
-    types 16, 19, 27 and 31 start from it): images interleaved, each version is the one a
-    thread that never converted another image makes (a fresh thread keeps nothing)."""
+@pytest.mark.parametrize("name", ["chroma_noise", "mono_noise", "brighten", "unsharp_mask",
+                                  "color_diffusion", "color_shift", "saturation_lab"])
+def test_the_types_that_keep_a_conversion_convert_each_image_anew(small_image, name):
+    """The YCbCr, Lab or edge weight of the image converted last on a thread is kept (a
+    reference's versions of types 4, 5, 16, 19, 27, 28 and 31 start from it): images
+    interleaved, each version is the one a thread that never converted another image makes
+    (a fresh thread keeps nothing)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import distortions
