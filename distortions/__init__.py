@@ -14,7 +14,6 @@ network over many prepared inputs at once, wherever the denoiser lives).
 """
 
 import functools
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import cv2
 import numpy as np
 
 from distortions.banks import BANKS, bank_ids, bank_type_levels, grid, longest_chain, undoing
+from distortions.canonical import canonical_json
 from distortions.denoised import denoise_inputs, denoiser_input
 from distortions.denoiser import active_denoiser, use_denoiser
 from distortions.errors import (
@@ -315,7 +315,7 @@ def _check_single(recipe: dict) -> None:
     names = ((set(made["params"]) | set(params)) - set(WHERE_MADE_PARAMS)
              - {name for name in ADDED_PARAMS if name not in params})
     differ = sorted(name for name in names
-                    if _as_json(params.get(name)) != _as_json(made["params"].get(name)))
+                    if canonical_json(params.get(name)) != canonical_json(made["params"].get(name)))
     if differ:
         raise InvalidRecipeError(
             f"{made['distortion']} level {made['level']} seed {made['seed']}: parameters "
@@ -331,10 +331,6 @@ def _check_param(distortion: Distortion, name: str, value) -> None:
                                  "value it can apply")
     for item in value if isinstance(value, list | tuple) else ():
         _check_param(distortion, name, item)
-
-
-def _as_json(value) -> str:
-    return json.dumps(value, sort_keys=True)
 
 
 def _replayed(distortion: Distortion, img: np.ndarray, params: dict) -> np.ndarray:

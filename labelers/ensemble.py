@@ -2,7 +2,6 @@
 [0, 1] (higher is better) and W the weights of a versioned ensemble file. The file's hash is
 recorded with every label so labels can be re-derived without re-scoring (labels.md)."""
 
-import hashlib
 import json
 import math
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distortions.canonical import canonical_digest
 from labelers.errors import LabelerError
 from labelers.registry import AVAILABLE_METRICS, metric_class
 
@@ -143,8 +143,7 @@ class Ensemble:
 
     @property
     def hash(self) -> str:
-        canonical = json.dumps(self.definition(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return canonical_digest(self.definition())[:16]
 
     def quality(self, scores: Mapping[str, np.ndarray]) -> tuple[np.ndarray, tuple[str, ...]]:
         """Q for each sample from raw scores, and the metrics used (weights renormalised over

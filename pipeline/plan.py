@@ -11,6 +11,7 @@ from functools import cached_property
 import numpy as np
 
 import distortions
+from distortions.canonical import canonical_json
 from distortions.seeding import stable_hash
 from pipeline.config import (
     MODE_DEFAULTS,
@@ -333,7 +334,7 @@ def differences(old: Plan, new: Plan) -> list[str]:
     before = {key: old.inputs.get(key, MODE_DEFAULTS.get(key)) for key in keys}
     after = {key: new.inputs.get(key, MODE_DEFAULTS.get(key)) for key in keys}
     changed = [f"{key} {_shown(before[key])} -> {_shown(after[key])}" for key in keys
-               if as_json(before[key]) != as_json(after[key])]
+               if canonical_json(before[key]) != canonical_json(after[key])]
     if (old.references, old.duplicates) != (new.references, new.duplicates):
         changed.append(f"sources ({len(old.references)} -> {len(new.references)} references, "
                        f"{len(old.duplicates)} -> {len(new.duplicates)} duplicates"
@@ -348,11 +349,6 @@ def _shown(value) -> str:
 
 def _listed(value):
     return [_listed(item) for item in value] if isinstance(value, tuple | list) else value
-
-
-def as_json(value) -> str:
-    """`value` as a file's JSON holds it (a tuple as its list), for comparing two."""
-    return json.dumps(value, sort_keys=True)
 
 
 def _first_reference_difference(old: Plan, new: Plan) -> str:

@@ -8,11 +8,11 @@ an images dataset's PNGs would not shrink and its loader would pay the decompres
 mode a dataset is in, its plan says (`store_of`); webdataset and `tar` read both forms."""
 
 import fnmatch
-import hashlib
 import json
 
 import pyarrow.fs as pafs
 
+from distortions.canonical import canonical_digest
 from shards.storage import Location, redact
 
 SHARDS_DIR = "shards"
@@ -78,8 +78,7 @@ def plan_digest(plan: dict) -> str:
     its PLAN_IDENTITY fields as canonical JSON. Each shard's stats name it, so a reader never
     takes another plan's shard, nor a plan edited by hand, for this one."""
     identity = {name: plan[name] for name in PLAN_IDENTITY if name in plan}
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return canonical_digest(identity)
 
 
 def check_store(store: str) -> str:

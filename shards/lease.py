@@ -21,7 +21,6 @@ shard tasks it sent out before it stopped ask `check_writer` before they write i
 shard whose driver let go of the lease, lost it, or has not refreshed it for half the stale
 time is not published (the driver may be suspended, and its lease taken over any moment)."""
 
-import hashlib
 import json
 import math
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from distortions.canonical import canonical_digest
 from shards.storage import Location, redact
 
 LEASE_FILE = "generate.lease"
@@ -221,7 +221,7 @@ class Lease:
         """Write this driver's lease over `stale`, unless another driver does first: the one
         that creates the next takeover marker named after `stale` exclusively (passing over
         markers a dead driver left) and then still finds `stale` there writes."""
-        digest = hashlib.sha256(json.dumps(stale, sort_keys=True).encode()).hexdigest()[:16]
+        digest = canonical_digest(stale)[:16]
         markers = [self.location.path(f"{self.file_name}.takeover-{digest}-{attempt}")
                    for attempt in range(TAKEOVER_MARKERS)]
         for marker in markers:

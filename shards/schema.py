@@ -1,11 +1,12 @@
 """The per-sample record: the sample .json and, column for column, the parquet index."""
 
 import hashlib
-import json
 import math
 
 import numpy as np
 import pyarrow as pa
+
+from distortions.canonical import canonical_json
 
 # every metric a run can compute (labelers.registry.AVAILABLE_METRICS, a test checks): the
 # default ensemble's ten, then ssim, mdsi and vsi (appended: stored fields keep their places)
@@ -103,12 +104,12 @@ def chain_of(record: dict) -> list[dict] | None:
 
 def sample_json(record: dict) -> bytes:
     """The sample's .json member: sorted keys, compact, UTF-8 (byte-reproducible)."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+    return canonical_json(record).encode()
 
 
 def index_row(record: dict) -> dict:
     """The parquet row of a sample record (the recipe as a JSON string)."""
     row = {name: record.get(name) for name in INDEX_SCHEMA.names}
     if row["recipe"] is not None:
-        row["recipe"] = json.dumps(row["recipe"], sort_keys=True, separators=(",", ":"))
+        row["recipe"] = canonical_json(row["recipe"])
     return row

@@ -12,13 +12,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from distortions.canonical import canonical_json
 from labelers.ensemble import parsed as parse_ensemble
 from labelers.errors import LabelerError
 from pipeline.commands.deep_check import deep_check, record_differences
 from pipeline.commands.storage_check import storage_summary
 from pipeline.config import RunConfig, manifest_config, recorded_config
 from pipeline.output_folder import staged_files
-from pipeline.plan import Plan, as_json, differences, label_identity, read_plan
+from pipeline.plan import Plan, differences, label_identity, read_plan
 from pipeline.processes import in_processes
 from pipeline.report import libraries_differing_message, modes_line, replay_differs
 from pipeline.report_check import (
@@ -331,7 +332,7 @@ def manifest_problems(manifest: dict, plan: Plan, config: RunConfig) -> list[str
     differing = [f"{name} {recorded[name]!r}, {whose} {value!r}"
                  for whose, expected in (("the plan's", planned), ("its config's", configured))
                  for name, value in expected.items()
-                 if name in recorded and as_json(recorded[name]) != as_json(value)]
+                 if name in recorded and canonical_json(recorded[name]) != canonical_json(value)]
     try:  # (a plan made before it held what Q means: its inputs alone)
         labels = (label_identity(manifest.get("ensemble_hash"), manifest.get("metrics_absent"))
                   if "ensemble_hash" in plan.inputs else {})

@@ -2,7 +2,6 @@
 a dead driver is taken over, a stale one only when asked, on local disk and on an object
 store (pyarrow's in-memory filesystem stands in for one)."""
 
-import hashlib
 import json
 import multiprocessing
 import os
@@ -19,6 +18,7 @@ import pyarrow.fs as pafs
 import pytest
 import ray
 
+from distortions.canonical import canonical_digest
 from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import PlanMismatchError
 from shards import lease as lease_module
@@ -149,7 +149,7 @@ def test_a_takeover_after_another_is_refused_and_a_dead_takers_marker_is_passed_
     first.release()
     if location.atomic_rename:  # a marker whose driver died holding it, a minute ago
         dead._write()
-        digest = hashlib.sha256(json.dumps(stale, sort_keys=True).encode()).hexdigest()[:16]
+        digest = canonical_digest(stale)[:16]
         left = location.path(f"{LEASE_FILE}.takeover-{digest}-0")
         location.write_bytes(left, b"{}")
         os.utime(left, (time.time() - 2 * lease_module.ABANDONED_MARKER_SECONDS,) * 2)
@@ -165,7 +165,7 @@ def test_a_takeover_under_way_is_named_as_such(tmp_path):
     location.makedirs(location.root)
     dead = Lease(location, holder={**Lease(location).holder, "pid": _dead_pid()})
     dead._write()
-    digest = hashlib.sha256(json.dumps(dead.holder, sort_keys=True).encode()).hexdigest()[:16]
+    digest = canonical_digest(dead.holder)[:16]
     location.write_bytes(location.path(f"{LEASE_FILE}.takeover-{digest}-0"), b"{}")  # just now
     with pytest.raises(LeaseHeldError, match=r"the stale lease of iqa-factory generate on host "
                                              rf"\S+ pid "
