@@ -43,14 +43,15 @@ BANKS: dict[str, tuple[int, ...]] = {
 
 # the levels a bank gives some of its types in place of a run's: the multi-task method makes
 # over- and under-exposure at two levels each (7 x 5 + 2 x 2 = 39 classes); ours that match
-# are levels 2 and 4 (one and two stops, docs/distortions-spec-notes.md). Its authentic mode
-# makes its other five types at three levels: ours are 1, 3 and 5 (mild, middle, severe),
-# but 2, 3 and 5 for the two blurs, whose level 1 leaves a photo as it is (sigma 0.1, a line
-# of one pixel): a mixture's bit would name a distortion it does not hold
+# are levels 2 and 4 (one and two stops, docs/distortions-spec-notes.md). Gaussian and motion
+# blur's level 1 leaves a photo as it is (sigma 0.1, a line of one pixel): a class or a
+# mixture's bit would name a distortion its images do not hold, so the synthetic mode makes
+# Gaussian blur at levels 2-5 (38 classes) and the authentic mode, whose other five types
+# take three levels (ours 1, 3 and 5: mild, middle, severe), makes the blurs at 2, 3 and 5
 EXPOSURE_LEVELS = {"overexposure": (2, 4), "underexposure": (2, 4)}
 BLUR_LEVELS = {"gaussian_blur": (2, 3, 5), "motion_blur": (2, 3, 5)}
 BANK_TYPE_LEVELS: dict[str, dict[str, tuple[int, ...]]] = {
-    "dbcnn": EXPOSURE_LEVELS,
+    "dbcnn": {**EXPOSURE_LEVELS, "gaussian_blur": (2, 3, 4, 5)},
     "dbcnn_authentic": {**dict.fromkeys(DBCNN_AUTHENTIC_NAMES, (1, 3, 5)), **BLUR_LEVELS,
                         **EXPOSURE_LEVELS},
 }

@@ -936,19 +936,28 @@ def test_a_resumed_dataset_keeps_its_shard_refs_without_the_option(tmp_path, fas
                                                       "--shard-refs", "0"]))
 
 
-def test_the_dbcnn_bank_makes_the_multi_task_methods_39_classes(tmp_path):
+def test_the_dbcnn_bank_makes_the_multi_task_methods_classes_each_a_distortion(tmp_path):
     """seed-methods.md: 7 types at 5 levels and over- and under-exposure at 2 levels = 39
-    classes; ours: exposure at levels 2 and 4 (one and two stops). Elsewhere, and in configs
-    read from manifests written before type levels, every type takes the run's levels."""
+    classes; ours: exposure at levels 2 and 4 (one and two stops), Gaussian blur at 2-5 (its
+    level 1 is an identity), 38 classes, none of which holds the photo unchanged. Elsewhere,
+    and in configs read from manifests written before type levels, every type takes the run's
+    levels."""
     from pipeline.config import RunConfig
     from pipeline.plan import scenarios_for
 
     config = cli.run_config(cli.build_parser().parse_args(
         ["generate", "--out", str(tmp_path / "o"), "--bank", "dbcnn", "--metrics", "none"]))
     exposure = {distortions.get(name).id for name in ("overexposure", "underexposure")}
-    assert len(config.scenarios) == 7 * 5 + 2 * 2 == config.versions_count
+    blur = distortions.get("gaussian_blur").id
+    assert len(config.scenarios) == 6 * 5 + 4 + 2 * 2 == config.versions_count
     assert {lv for d, lv in config.scenarios if d in exposure} == {2, 4}
-    assert config.plan_inputs()["type_levels"] == tuple((d, (2, 4)) for d in sorted(exposure))
+    assert {lv for d, lv in config.scenarios if d == blur} == {2, 3, 4, 5}
+    assert dict(config.plan_inputs()["type_levels"]) == {
+        **dict.fromkeys(exposure, (2, 4)), blur: (2, 3, 4, 5)}
+    photo = np.asarray(Image.open(MINIMUM_IMAGE).convert("RGB"))
+    unchanged = [(d, lv) for d, lv in config.scenarios
+                 if np.array_equal(distortions.apply(photo, d, lv, seed=lv)[0], photo)]
+    assert unchanged == []  # a class of undistorted copies would name a distortion they lack
     drawn = dataclasses.replace(config, versions_per_ref=9)
     for ref_id in (f"r{i}" for i in range(50)):  # drawn levels keep to a type's own
         assert all(lv in (2, 4) for d, lv in scenarios_for(ref_id, drawn) if d in exposure)
@@ -1008,7 +1017,8 @@ def test_the_dbcnn_authentic_bank_makes_its_mixtures_of_seven_types_at_their_lev
 def test_a_dbcnn_dataset_made_before_type_levels_resumes_as_it_was_made(tmp_path):
     """Its plan has no type_levels: a resume keeps every type at the run's levels (the same
     digest), and says what differs only where the run itself changed; --restart takes the
-    bank's levels."""
+    bank's levels. One made when the bank gave only exposure levels of its own (39 classes)
+    resumes with those."""
     from pipeline.plan import Plan, differences, persist_or_check
     from pipeline.sources import list_sources
     from shards.storage import Location
@@ -1023,10 +1033,15 @@ def test_a_dbcnn_dataset_made_before_type_levels_resumes_as_it_was_made(tmp_path
     assert persist_or_check(Plan.make(list_sources("embedded"), resumed),
                             Location.parse(str(out))) is True
     restarted = cli.run_config(cli.build_parser().parse_args([*words, "--restart"]))
-    assert len(restarted.scenarios) == 39
+    assert len(restarted.scenarios) == 38
     changed = differences(Plan.make(list_sources("embedded"), made),
                           Plan.make(list_sources("embedded"), restarted))
-    assert "type_levels [] -> [[40, [2, 4]], [41, [2, 4]]]" in changed  # the file's form
+    assert "type_levels [] -> [[40, [2, 4]], [41, [2, 4]], [13, [2, 3, 4, 5]]]" in changed
+    exposure_only = dataclasses.replace(made, type_levels=((40, (2, 4)), (41, (2, 4))))
+    persist_or_check(Plan.make(list_sources("embedded"), exposure_only),
+                     Location.parse(str(tmp_path / "39")))
+    words[2] = str(tmp_path / "39")
+    assert len(cli.run_config(cli.build_parser().parse_args(words)).scenarios) == 39
 
 
 @pytest.mark.parametrize(("given", "named"), [
