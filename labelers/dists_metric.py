@@ -19,6 +19,8 @@ from labelers.base import Metric, network_on
 from labelers.errors import LabelerError
 from labelers.inputs import unit_rgb
 
+# DISTS's own input normalisation (part of the metric's definition, as its reference code has
+# it; training takes each backbone's from timm's pretrained config instead)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CHANNELS = (3, 64, 128, 256, 512, 512)

@@ -27,11 +27,11 @@ from shards.layout import (
     shard_name,
     shard_paths,
 )
+from shards.provenance import NOT_REPLAYED, library_versions
 from shards.reader import ShardListsError, shard_lists, shard_stats
 from shards.reads import read_ahead
 from shards.schema import SOURCES_SCHEMA
 from shards.storage import Location, redact
-from shards.store_modes import NOT_REPLAYED, library_versions
 
 
 def write_run_files(location: Location, config: RunConfig, plan: Plan, ensemble: Ensemble,
@@ -211,7 +211,7 @@ def build_report(tally: Tally, wall_seconds: float, absent: tuple[str, ...],
         "mean_quality_by_scenario": {k: round(tally.quality_sum[k] / tally.quality_count[k], 4)
                                      for k in sorted(tally.quality_count)},
         "pixel_duplicates": tally.pixel_duplicates,
-        # manifest.json records this driver's versions (shards.store_modes.library_versions)
+        # manifest.json records this driver's versions (shards.provenance.library_versions)
         "libraries_differing": tally.libraries_differing(library_versions()),
     }
 

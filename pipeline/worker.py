@@ -24,9 +24,10 @@ from shards.keys import composed_key, distorted_key, reference_key
 from shards.layout import shard_paths
 from shards.lease import check_writer
 from shards.png import encode_png
+from shards.provenance import library_versions
 from shards.schema import INDEX_SCHEMA, pixel_sha256, record_scores
 from shards.storage import Location
-from shards.store_modes import library_versions, stores_pixels
+from shards.store_modes import stores_pixels
 from shards.writer import ShardWriter
 
 # score_images(reference pixels, N x H x W x 3 version pixels, on_labelled, ref_id) -> {metric:

@@ -16,10 +16,10 @@ import numpy as np
 
 import distortions
 from shards.layout import MANIFEST_FILE, run_file_or_empty
+from shards.provenance import differing_libraries
 from shards.reader import shard_stats
 from shards.schema import pixel_sha256
 from shards.storage import Location
-from shards.store_modes import differing_libraries
 
 
 class ReplayError(ValueError):

@@ -1,5 +1,5 @@
-"""What a dataset stores of its distorted versions (`generate --store`), and the library
-versions a replay depends on.
+"""What a dataset stores of its distorted versions (`generate --store`); the library versions
+its replay depends on are shards.provenance's.
 
 - images (the default, and every dataset made before the modes): every version's PNG.
 - recipes: the references' PNGs and every sample's record (recipe, labels, SHA-256 of the
@@ -14,13 +14,7 @@ versions a replay depends on.
 The mode of a dataset is in its plan (plan.json's inputs, only when not images), so a dataset
 never mixes two modes; the modes' names and file layout are in shards.layout."""
 
-import functools
-import hashlib
-import importlib.util
-from pathlib import Path
-
 import distortions
-from labelers.registry import package_version
 from shards.layout import DEFAULT_STORE
 from shards.schema import chain_of
 
@@ -39,86 +33,3 @@ def stores_pixels(store: str, record: dict, keep_pngs: tuple[int, ...] = ()) -> 
         return True
     return store == "hybrid" and (not_portable(record) or any(
         link["id"] in keep_pngs for link in chain_of(record)))
-
-
-def _opencv_codecs() -> dict[str, str]:
-    """The codec libraries built into OpenCV, from its build information."""
-    import cv2
-
-    found = {}
-    for line in cv2.getBuildInformation().splitlines():
-        name, _, value = line.strip().partition(":")
-        if name in ("JPEG", "JPEG 2000", "PNG", "ZLib") and "(ver" in value:
-            found[f"opencv_{name.lower().replace(' ', '')}"] = (
-                value.split("(ver", 1)[1].strip(" )"))
-    return found
-
-
-def _opencv_dispatch() -> str:
-    """The instruction sets OpenCV dispatches its kernels to on this machine: its float filters
-    round differently without AVX2 (on another architecture too), so a replay is exact only
-    where this matches. AVX-512 is left out: it changes no output (tests/distortions/
-    test_golden.py)."""
-    import cv2
-
-    available = (feature.lstrip("*") for feature in cv2.getCPUFeaturesLine().split()
-                 if not feature.endswith("?"))  # "?": built in, not usable here
-    return " ".join(feature for feature in available if not feature.startswith("AVX512"))
-
-
-# this project's code of a dataset's bytes: pixels (references sized by the pipeline, versions
-# distorted), scores, records and tars; and what of it a recipe's replay does not run
-CODE_ROOMS = ("distortions", "labelers", "shards", "pipeline")
-NOT_REPLAYED = ("iqa-factory", "labelers_code", "pipeline_code")
-
-
-def library_versions() -> dict[str, str | None]:
-    """The versions of every library a replay depends on: NumPy, SciPy and scikit-image
-    (float code of most types), OpenCV (with the instruction sets it dispatches to) and its
-    libjpeg-turbo/OpenJPEG/libpng, Pillow and its libjpeg-turbo/OpenJPEG/zlib (JPEG, JPEG 2000
-    and PNG), torch (the learned denoiser) and PyWavelets (the noise estimate it is given:
-    scikit-image's wavelet sigma, to which a one-ulp change moves pixels); and this project's
-    own: its version and a digest of each room of its code that makes a dataset's bytes
-    (`CODE_ROOMS`; an editable install keeps its version across commits). Looked up once per
-    process (every shard a worker makes records them)."""
-    return dict(_library_versions())
-
-
-def code_digest(room: str) -> str | None:
-    """SHA-256 (16 hex digits) of a room's source files (*.py, *.json: names and bytes);
-    None where the room is not installed. Found, never imported."""
-    spec = importlib.util.find_spec(room)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.suffix in (".py", ".json")):
-        digest.update(f"{path.relative_to(folder).as_posix()}\0".encode())
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-@functools.cache
-def _library_versions() -> dict[str, str | None]:
-    from PIL import features
-
-    versions = {package.lower(): package_version(package) for package in
-                ("numpy", "scipy", "scikit-image", "opencv-python-headless", "Pillow", "torch",
-                 "PyWavelets")}
-    if versions["opencv-python-headless"] is None:
-        versions["opencv-python-headless"] = package_version("opencv-python")
-    versions.update(_opencv_codecs(), opencv_dispatch=_opencv_dispatch())
-    versions.update({f"pillow_{name}": features.version(name) for name in
-                     ("libjpeg_turbo", "jpg_2000", "zlib")})
-    versions["iqa-factory"] = package_version("iqa-factory")
-    versions.update({f"{room}_code": code_digest(room) for room in CODE_ROOMS})
-    return versions
-
-
-def differing_libraries(recorded: dict | None) -> dict[str, tuple]:
-    """{library: (recorded version, this machine's)} of each library or code a replay runs
-    whose version differs from the one recorded (every one when none is recorded)."""
-    here = library_versions()
-    recorded = recorded or {}
-    return {name: (recorded.get(name), version) for name, version in sorted(here.items())
-            if recorded.get(name) != version and name not in NOT_REPLAYED}

@@ -44,12 +44,13 @@ from shards.layout import (
 )
 from shards.lease import Lease, live_writer
 from shards.png import decode_png, encode_png
+from shards.provenance import library_versions
 from shards.reader import shard_problems, shard_stats
 from shards.reads import read_ahead
 from shards.replay import Pending, ReplayContext, ReplayError, changed_reference
 from shards.schema import pixel_sha256
 from shards.storage import Location, redact
-from shards.store_modes import library_versions, stores_pixels
+from shards.store_modes import stores_pixels
 from shards.tar_stream import VerifiedTar
 from shards.writer import ShardWriter
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import distortions
-from shards.store_modes import library_versions
+from shards.provenance import library_versions
 from tests.distortions.golden import GOLDEN_FILE, output_hashes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ OPENCV_AVX512 = ",".join(feature.strip("*?") for feature in cv2.getCPUFeaturesLi
 WITHOUT_AVX512 = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
                   "OPENBLAS_CORETYPE": "Haswell", "OPENCV_CPU_DISABLE": OPENCV_AVX512}
 CHILD = ("import json, numpy as np; from PIL import Image; "
-         "from shards.store_modes import library_versions; "
+         "from shards.provenance import library_versions; "
          "from tests.distortions.golden import IMAGE_FILE, output_hashes; "
          "image = np.asarray(Image.open(IMAGE_FILE).convert('RGB')); "
          "print(json.dumps([output_hashes(image), library_versions()]))")

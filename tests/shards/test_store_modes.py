@@ -25,10 +25,10 @@ from pipeline.commands.inspect_dataset import ShardCheck, checked_shard, inspect
 from pipeline.plan import Plan
 from shards import open_dataset
 from shards.layout import store_of
+from shards.provenance import library_versions
 from shards.reader import read_index
 from shards.replay import Pending, ReplayContext, ReplayError, ReplayMismatchError
 from shards.storage import Location
-from shards.store_modes import library_versions
 from shards.tar_stream import TAR_CHANGED
 from tests.conftest import rewrite_tar, stats_before_index_digests
 
@@ -182,7 +182,7 @@ def test_the_code_of_pixels_and_scores_is_recorded_by_its_digest(tmp_path, monke
     """Every shard records a digest of the distortions and labelers code (an editable install
     keeps its version across commits): it moves with any source file's name or bytes, not
     with compiled files beside them."""
-    from shards.store_modes import code_digest
+    from shards.provenance import code_digest
 
     recorded = library_versions()
     for room in ("distortions", "labelers", "shards", "pipeline"):  # references are sized,
