@@ -5,7 +5,6 @@ import dataclasses
 import functools
 import math
 import os
-import struct
 import sys
 import tarfile
 from pathlib import Path
@@ -51,13 +50,18 @@ def _prepared(source: str, size: TargetSize | str, allow_upscale: bool):
 
 def _sheet(args: argparse.Namespace) -> int:
     """Render the contact sheet of one image."""
-    from pipeline.commands.contact_sheet import render_contact_sheet, render_shard_sheet
+    from pipeline.commands.contact_sheet import (
+        check_picture_path,
+        check_picture_size,
+        render_contact_sheet,
+        render_shard_sheet,
+    )
 
-    _check_picture_path(args.output)  # before minutes of rendering
+    check_picture_path(args.output)  # before minutes of rendering
     image_options = [name for name, value in (("--size", args.size), ("--seed", args.seed),
                                               ("--allow-upscale", args.allow_upscale or None))
                      if value is not None]
-    fits = functools.partial(_check_picture_size, args.output)
+    fits = functools.partial(check_picture_size, args.output)
     if args.image.lower().endswith((".tar", ".tar.gz")):
         if image_options:
             raise ValueError(f"{', '.join(image_options)} shape the versions made from an "
@@ -86,55 +90,6 @@ def _sheet(args: argparse.Namespace) -> int:
     sheet.save(args.output)
     print(f"wrote {args.output} ({sheet.width}x{sheet.height})")
     return 0
-
-
-def _check_picture_path(path: Path) -> None:
-    """A file name Pillow can write an RGB picture to: not a folder, and ending in the
-    extension of a format it writes RGB in (a 1-pixel picture is written to memory: formats
-    Pillow only reads, or writes only in other modes, are refused before the rendering)."""
-    import io
-
-    from PIL import Image
-
-    if path.is_dir():
-        raise ValueError(f"-o {path} is a folder: name the picture's file (say "
-                         f"{path / 'sheet.png'})")
-    blocking = file_in_the_way(path.parent)
-    if blocking is not None:
-        raise ValueError(f"-o {path}: {blocking} is a file where a folder is wanted")
-    picture_format = Image.registered_extensions().get(path.suffix.lower())
-    try:
-        Image.new("RGB", (1, 1)).save(io.BytesIO(), format=picture_format)
-    except (KeyError, OSError, ValueError, TypeError):
-        raise ValueError(f"-o {path}: end the name in the extension of an image format Pillow "
-                         "writes (.png, .jpg, .webp, .tif, ...)") from None
-
-
-def _check_picture_size(path: Path, size: tuple[int, int]) -> None:
-    """A picture of `size` (width, height) can be written to `path`'s format at that size:
-    a row and a column of it are written to memory and read back (WebP holds 16383 pixels a
-    side, JPEG 65500; an icon is written smaller), before the rendering."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    picture_format = Image.registered_extensions()[path.suffix.lower()]
-    width, height = size
-    for thin in ((width, 1), (1, height)):
-        written = io.BytesIO()
-        try:
-            Image.new("RGB", thin).save(written, format=picture_format)
-            written.seek(0)
-            kept = Image.open(written).size
-        except UnidentifiedImageError:  # a format Pillow writes but does not read (PDF)
-            continue
-        except (OSError, ValueError, TypeError, OverflowError, RuntimeError, struct.error) as e:
-            raise ValueError(f"-o {path}: the sheet is {width}x{height} pixels, more than "
-                             f"{picture_format} holds ({e}); write a .png, or choose a smaller "
-                             "--cell-width") from None
-        if kept != thin:
-            raise ValueError(f"-o {path}: {picture_format} does not keep a {width}x{height} "
-                             "picture at its size; write a .png")
 
 
 def _ints(text: str) -> tuple[int, ...]:

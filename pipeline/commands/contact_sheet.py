@@ -2,19 +2,22 @@
 x 5 levels (plus the reference), made from an image with the bank, or read back from a shard with
 its labels (a row per type the shard holds)."""
 
+import io
 import json
 import posixpath
+import struct
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from tqdm import tqdm
 
 import distortions
 from shards.keys import is_reference, ref_id_of
 from shards.png import decode_png
 from shards.replay import Pending, ReplayContext, changed_reference
-from shards.storage import Location
+from shards.storage import Location, file_in_the_way
 from shards.tar_stream import read_tar
 from shards.words import a_few
 
@@ -210,3 +213,44 @@ def shard_samples(tar_path: str, ref_id: str | None = None
         lambda name: ref_id_of(name.partition(".")[0]) == ref_id)
     return {sample["__key__"]: (json.loads(sample["json"]), sample.get("png"))
             for sample in read_tar(location, location.root, select) if "json" in sample}
+
+
+def check_picture_path(path: Path) -> None:
+    """A file name Pillow can write an RGB picture to: not a folder, and ending in the
+    extension of a format it writes RGB in (a 1-pixel picture is written to memory: formats
+    Pillow only reads, or writes only in other modes, are refused before the rendering)."""
+    if path.is_dir():
+        raise ValueError(f"-o {path} is a folder: name the picture's file (say "
+                         f"{path / 'sheet.png'})")
+    blocking = file_in_the_way(path.parent)
+    if blocking is not None:
+        raise ValueError(f"-o {path}: {blocking} is a file where a folder is wanted")
+    picture_format = Image.registered_extensions().get(path.suffix.lower())
+    try:
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), format=picture_format)
+    except (KeyError, OSError, ValueError, TypeError):
+        raise ValueError(f"-o {path}: end the name in the extension of an image format Pillow "
+                         "writes (.png, .jpg, .webp, .tif, ...)") from None
+
+
+def check_picture_size(path: Path, size: tuple[int, int]) -> None:
+    """A picture of `size` (width, height) can be written to `path`'s format at that size:
+    a row and a column of it are written to memory and read back (WebP holds 16383 pixels a
+    side, JPEG 65500; an icon is written smaller), before the rendering."""
+    picture_format = Image.registered_extensions()[path.suffix.lower()]
+    width, height = size
+    for thin in ((width, 1), (1, height)):
+        written = io.BytesIO()
+        try:
+            Image.new("RGB", thin).save(written, format=picture_format)
+            written.seek(0)
+            kept = Image.open(written).size
+        except UnidentifiedImageError:  # a format Pillow writes but does not read (PDF)
+            continue
+        except (OSError, ValueError, TypeError, OverflowError, RuntimeError, struct.error) as e:
+            raise ValueError(f"-o {path}: the sheet is {width}x{height} pixels, more than "
+                             f"{picture_format} holds ({e}); write a .png, or choose a smaller "
+                             "--cell-width") from None
+        if kept != thin:
+            raise ValueError(f"-o {path}: {picture_format} does not keep a {width}x{height} "
+                             "picture at its size; write a .png")
