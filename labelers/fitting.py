@@ -11,12 +11,13 @@ other metrics explain. Backfitting then refits each metric's logistic to its par
 (the opinion less the other metrics' weighted terms), which removes the others' variation from
 its fit, and the weights are refitted; a few rounds converge."""
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import curve_fit, lsq_linear
-from scipy.stats import pearsonr, spearmanr
 
+from labelers.correlation import MIN_PAIRS, plcc, srocc
 from labelers.ensemble import Ensemble, EnsembleError, Mapping01, logistic
 from labelers.registry import metric_class
 
@@ -141,11 +142,12 @@ def _check_fittable(scores: dict[str, np.ndarray], where: str = "") -> None:
 
 
 def _correlations(predicted: np.ndarray, target: np.ndarray) -> dict[str, float | None]:
-    """SROCC and PLCC; None where one side is constant (no correlation is defined)."""
-    if np.ptp(predicted) == 0 or np.ptp(target) == 0:
+    """SROCC and PLCC; None where none is defined (fewer than MIN_PAIRS samples, one side
+    constant)."""
+    if len(predicted) < MIN_PAIRS:
         return {"srocc": None, "plcc": None}
-    return {"srocc": float(spearmanr(predicted, target).statistic),
-            "plcc": float(pearsonr(predicted, target).statistic)}
+    found = {"srocc": srocc(predicted, target), "plcc": plcc(predicted, target)}
+    return {name: None if math.isnan(value) else value for name, value in found.items()}
 
 
 def _canonical(scores: dict[str, np.ndarray], opinion: np.ndarray, references: np.ndarray

@@ -1,66 +1,29 @@
 """The benchmark figures of an IQA model: PLCC (raw, and after the 4-parameter logistic that
 IQA evaluations fit from prediction to opinion), SROCC, KRCC (tau-b) and RMSE.
 
-The correlations are scipy.stats' (Kendall's tau-b in O(n log n) time and O(n) memory); this
-module adds what scipy lacks: the rising logistic fit and the RMSE after it. Fewer than 3 pairs
-are refused; a constant or non-finite series gives NaN, without warnings, as do the fitted
-figures on fewer than 5 pairs (the logistic's 4 parameters pass through any 4 rising points).
-Predictions that run against the opinions have no rising fit better than a constant: their
-fitted PLCC is the raw one (negative), not the NaN of a flat curve."""
+The correlations are labelers.correlation's (scipy.stats', fewer than 3 pairs refused, NaN for
+a constant or non-finite series); this module adds what scipy lacks: the rising logistic fit
+and the RMSE after it, NaN on fewer than 5 pairs (the logistic's 4 parameters pass through
+any 4 rising points). Predictions that run against the opinions have no rising fit better
+than a constant: their fitted PLCC is the raw one (negative), not the NaN of a flat curve."""
 
 import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from labelers.correlation import as_pair, finite, krcc, plcc, srocc
 from labelers.ensemble import logistic
 
 CORE_FIGURES = ("srocc", "plcc", "krcc", "rmse")  # what every kind of run has reported
-MIN_PAIRS = 3  # the fewest pairs the rank and raw figures are defined on
 FIT_PAIRS = 5  # the fewest the fitted PLCC and RMSE are: more than the logistic's 4 parameters
 FLAT = 1e-6    # a fitted curve spreading less than this share of the opinions' range is flat
 
 
-def _as_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"need two 1-D arrays of one length, got {x.shape} and {y.shape}")
-    if len(x) < MIN_PAIRS:
-        raise ValueError(f"correlations need at least {MIN_PAIRS} pairs, got {len(x)}")
-    return x, y
-
-
-def _finite(x: np.ndarray, y: np.ndarray) -> bool:
-    return bool(np.isfinite(x).all() and np.isfinite(y).all())
-
-
-def _correlation(statistic, x, y) -> float:
-    x, y = _as_pair(x, y)
-    if not _finite(x, y) or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    with warnings.catch_warnings():  # scipy's near-constant-input warnings, for one
-        warnings.simplefilter("ignore")
-        return float(statistic(x, y).statistic)
-
-
-def plcc(x, y) -> float:
-    return _correlation(stats.pearsonr, x, y)
-
-
-def srocc(x, y) -> float:
-    return _correlation(stats.spearmanr, x, y)
-
-
-def krcc(x, y) -> float:
-    """Kendall's tau-b (ties in either variable corrected)."""
-    return _correlation(stats.kendalltau, x, y)
-
-
 def rmse(x, y) -> float:
-    x, y = _as_pair(x, y)
+    x, y = as_pair(x, y)
     return root_mean_square(x - y)
 
 
@@ -93,8 +56,8 @@ def fit_logistic(predicted, opinion) -> LogisticFit:
     does not converge, or ends worse than a constant (the flat curve, itself a rising logistic
     of no rise), the better of its start and that constant is kept. NaN parameters (so NaN
     fitted values) for non-finite input."""
-    x, y = _as_pair(predicted, opinion)
-    if not _finite(x, y):
+    x, y = as_pair(predicted, opinion)
+    if not finite(x, y):
         return LogisticFit((np.nan,) * 4, 0.0, 1.0)
     centre, spread = float(np.mean(x)), float(np.std(x)) or 1.0
     z = (x - centre) / spread
@@ -116,7 +79,7 @@ def fit_logistic(predicted, opinion) -> LogisticFit:
 def report(predicted, opinion) -> dict[str, float]:
     """PLCC (raw and fitted), SROCC, KRCC, RMSE (raw and fitted), and the pair count; the
     fitted ones NaN on fewer than FIT_PAIRS pairs."""
-    x, y = _as_pair(predicted, opinion)
+    x, y = as_pair(predicted, opinion)
     raw = plcc(x, y)
     figures = {"plcc": math.nan, "plcc_raw": raw, "srocc": srocc(x, y), "krcc": krcc(x, y),
                "rmse": math.nan, "rmse_raw": rmse(x, y), "count": len(x)}

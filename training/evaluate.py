@@ -7,11 +7,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from labelers.correlation import MIN_PAIRS
 from labelers.registry import metric_class
 from shards.storage import redact
 from shards.words import a_few
 from training import benchmarks, distributed
-from training.correlation import CORE_FIGURES, MIN_PAIRS, report
+from training.correlation import CORE_FIGURES, report
 from training.finetune import FinetuneConfig, test_figures
 from training.image_data import split
 from training.model import ModelConfig, build_model, check_all_loaded

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from labelers.correlation import MIN_PAIRS
 from labelers.weights import file_sha256
 from training import benchmarks, checkpoint, distributed
 from training.benchmarks import DatasetLayoutError
-from training.correlation import MIN_PAIRS, report
+from training.correlation import report
 from training.distributed import Context
 from training.image_data import ImageViews, Split, published_split_notice, split
 from training.loop import Run, fit, predict, validation_figures

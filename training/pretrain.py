@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
 
+from labelers.correlation import MIN_PAIRS
 from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
 from labelers.ensemble import parsed as parse_ensemble
@@ -23,7 +24,6 @@ from shards.layout import ENSEMBLE_FILE, MANIFEST_FILE, RunFileError, run_file
 from shards.schema import finite_counts, score_arrays
 from shards.storage import Location, redact
 from training import checkpoint, distributed
-from training.correlation import MIN_PAIRS
 from training.label_free import pretrain_label_free
 from training.loop import Run, fit, head_figures, predict, validation_figures
 from training.model import build_to_resume

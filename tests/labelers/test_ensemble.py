@@ -367,3 +367,19 @@ def test_scores_that_are_not_finite_numbers_are_an_ensemble_error_naming_the_met
         scores, message):
     with pytest.raises(ens.EnsembleError, match=message):
         _toy().quality({"gmsd": scores, "mae": np.zeros(len(scores))})
+
+
+def test_the_fit_reports_scipys_correlations_and_none_where_none_is_defined():
+    """The fit's test figures are scipy.stats' SROCC and PLCC; null in its report (never NaN,
+    which JSON lacks) for a constant side or fewer than three samples."""
+    from scipy import stats
+
+    from labelers.fitting import _correlations
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=40), rng.normal(size=40)
+    assert _correlations(x, x + y) == pytest.approx(
+        {"srocc": stats.spearmanr(x, x + y).statistic, "plcc": stats.pearsonr(x, x + y).statistic})
+    for predicted, target in ((np.full(5, 0.5), y[:5]), (x[:5], np.ones(5)), (x[:2], y[:2]),
+                              (np.array([0.1, np.nan, 0.3]), y[:3])):
+        assert _correlations(predicted, target) == {"srocc": None, "plcc": None}
