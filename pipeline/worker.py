@@ -169,29 +169,30 @@ def _reference_record(ref: PlannedReference, pixels: np.ndarray) -> dict:
             **_base_record(ref, pixels, reference_key(ref.ref_id), "reference")}
 
 
-def apply_locally(pixels: np.ndarray, jobs: list[tuple[int, int, int]]) -> list:
-    """(image, recipe), or the error message, for each (distortion id, level, seed)."""
+def _each_or_error(make: Callable, pixels: np.ndarray, jobs: list[tuple[int, int, int]]
+                   ) -> list:
+    """make(pixels, distortion id, level, seed) for each job, or its DistortionError's
+    message."""
     results = []
     for distortion_id, level, seed in jobs:
         try:
-            results.append(distortions.apply(pixels, distortion_id, level, seed))
+            results.append(make(pixels, distortion_id, level, seed))
         except distortions.DistortionError as error:
             results.append(str(error))
     return results
+
+
+def apply_locally(pixels: np.ndarray, jobs: list[tuple[int, int, int]]) -> list:
+    """(image, recipe), or the error message, for each (distortion id, level, seed)."""
+    return _each_or_error(distortions.apply, pixels, jobs)
 
 
 def prepare_learned_jobs(pixels: np.ndarray, jobs: list[tuple[int, int, int]],
                          seconds: dict[str, float]) -> list:
     """Learned-denoiser jobs' inputs, prepared here (timed as `distort`): the noisy image and
     its noise estimate, or the error message, for each."""
-    prepared = []
     with _Timer(seconds, "distort"):
-        for distortion_id, level, seed in jobs:
-            try:
-                prepared.append(distortions.prepare_learned(pixels, distortion_id, level, seed))
-            except distortions.DistortionError as error:
-                prepared.append(str(error))
-    return prepared
+        return _each_or_error(distortions.prepare_learned, pixels, jobs)
 
 
 def denoised(prepared: list, denoise: Denoise, seconds: dict[str, float]) -> list:
