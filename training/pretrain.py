@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
 
+import distortions
 from labelers.correlation import MIN_PAIRS
 from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
@@ -126,6 +127,21 @@ def ensemble_target(location: Location, index: pa.Table, target: Target,
     except EnsembleError as error:
         raise ValueError(f"{location.root}: {error}") from error
     return replace(target, ensemble=chosen, ensemble_metrics=used)
+
+
+def identity_notices(targets: tuple[Target, ...]) -> list[str]:
+    """The grid's (type, level) pairs a class or multihot target learns that leave a photo as
+    it is (their type's identity level, gaussian_blur's sigma 0.1 say): their samples are
+    undistorted copies under a distortion's name (the dbcnn banks make none)."""
+    notices = []
+    for target in targets:
+        same = [f"{distortions.get(d).name} level {level}" for d, level in target.grid
+                if distortions.get(d).identity_level == level]
+        holding = "those classes hold" if target.kind == "class" else "those bits name"
+        if same:
+            notices.append(f"the {target.name} target's {', '.join(same)} leave a photo as it "
+                           f"is (identity levels): {holding} undistorted copies")
+    return notices
 
 
 def ensemble_notices(targets: tuple[Target, ...]) -> list[str]:
@@ -273,7 +289,8 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
                             {head.name: head.outputs for head in heads} if multi else None)
     if context.is_main:
         for notice in (*checkpoint.replaced_run_notices(config.out, resume), *built.notices,
-                       *ensemble_notices(config.targets), *split_notices):
+                       *ensemble_notices(config.targets), *identity_notices(config.targets),
+                       *split_notices):
             print(f"NOTICE: {notice}")
         print(_what_trains(config, context, (train, val, validated), heads, labels, steps),
               flush=True)

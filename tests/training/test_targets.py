@@ -248,3 +248,24 @@ def test_the_grid_takes_a_types_own_levels_from_the_manifest(tmp_path):
     del config["type_levels"]
     (tmp_path / "manifest.json").write_text(json.dumps({"config": config}))
     assert len(run_grid(Location.parse(str(tmp_path)))) == 10
+
+
+def test_a_grid_target_is_told_which_of_its_pairs_leave_the_photo_as_it_is(small_image):
+    """A class or multihot target over a grid that holds an identity level (the paper's bank:
+    gaussian_blur and motion_blur at level 1, mean_shift at 3) is told which: the pairs
+    named are those whose version of a photo is the photo (found here by applying them)."""
+    import distortions
+    from training.pretrain import identity_notices
+
+    grid = tuple((d, level) for d in (3, 13, 15, 18, 20) for level in distortions.LEVELS)
+    unchanged = [f"{distortions.get(d).name} level {level}" for d, level in grid
+                 if np.array_equal(distortions.apply(small_image, d, level, 7)[0], small_image)]
+    assert len(unchanged) == 3
+    [class_notice, bits_notice] = identity_notices((Target("class", grid),
+                                                   Target("multihot", grid)))
+    assert f"class target's {', '.join(unchanged)} leave a photo" in class_notice
+    assert "those classes hold undistorted copies" in class_notice
+    assert "those bits name undistorted copies" in bits_notice
+    dbcnn = tuple(sorted(distortions.grid(distortions.bank_ids("dbcnn"), distortions.LEVELS,
+                                          distortions.bank_type_levels("dbcnn"))))
+    assert identity_notices((Target("class", dbcnn), Target("quality"))) == []
