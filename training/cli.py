@@ -11,7 +11,6 @@ from shards.lease import LeaseError
 from shards.stopping import sigterm_as_interrupt, terminated
 from shards.storage import file_in_the_way, redact
 from training import predict as prediction
-from training.benchmarks import LOADERS, DatasetLayoutError
 from training.checkpoint import BEST, LAST
 from training.compare import table
 from training.evaluate import EvaluateConfig, evaluate
@@ -25,6 +24,7 @@ from training.objectives.base import OPTIM_DEFAULTS
 from training.optim import FINETUNE, OPTIMIZERS, PRETRAIN, SCHEDULES, OptimConfig
 from training.pretrain import PretrainConfig, pretrain
 from training.probe import Benchmark, Fractions, ProbeConfig, probe
+from training.rated_datasets import LOADERS, DatasetLayoutError
 from training.settings import DEVICES
 from training.shard_data import TARGETS, Target
 from training.transforms import EVAL_CROPS, Augment

@@ -11,7 +11,7 @@ from labelers.correlation import MIN_PAIRS
 from labelers.registry import metric_class
 from shards.storage import redact
 from shards.words import a_few
-from training import benchmarks, distributed
+from training import distributed, rated_datasets
 from training.correlation import CORE_FIGURES, report
 from training.finetune import FinetuneConfig, test_figures
 from training.image_data import split
@@ -144,18 +144,19 @@ def _load(trained: TrainedRun, config: EvaluateConfig, notices: list[str]
     own = trained.fine_tuned_on(config.dataset, config.root)
     if own:
         config = _own_choices(trained, config, notices)
-    images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
+    images = rated_datasets.load(config.dataset, config.root, config.refs, config.ensemble)
     if own or not (trained.fine_tuned and trained.dataset == config.dataset):
         return config, images, own
     wanted = set(trained.refs)  # the references it was fine-tuned on, among those read
     chosen_images = [image for image in images if image.group in wanted] if wanted else images
-    if trained.fine_tuned_on(config.dataset, config.root, benchmarks.fingerprint(chosen_images)):
+    fingerprint = rated_datasets.fingerprint(chosen_images)
+    if trained.fine_tuned_on(config.dataset, config.root, fingerprint):
         notices.append(f"{redact(str(config.root))} holds the images {config.checkpoint} was "
                        f"fine-tuned on (read from {redact(str(trained.root))} then): tested as its "
                        "own dataset")
         chosen = _own_choices(trained, config, notices)
         if chosen != config:
-            images = benchmarks.load(chosen.dataset, chosen.root, chosen.refs, chosen.ensemble)
+            images = rated_datasets.load(chosen.dataset, chosen.root, chosen.refs, chosen.ensemble)
         return chosen, images, True
     notices.append(f"{config.checkpoint} was fine-tuned on {config.dataset} read from "
                    f"{redact(str(trained.root))}, and {redact(str(config.root))} is not known "
@@ -165,7 +166,7 @@ def _load(trained: TrainedRun, config: EvaluateConfig, notices: list[str]
 
 
 def test_split(trained: TrainedRun, config: EvaluateConfig, own: bool,
-               images: list[benchmarks.LabelledImage]) -> dict:
+               images: list[rated_datasets.LabelledImage]) -> dict:
     """{split_by, seed, repeat} of the test part. A checkpoint fine-tuned on this dataset
     (`own`) is tested on its own split's test part: another split's holds images it trained
     on, so a choice that differs from the recorded one is refused (as are other --refs), and
@@ -187,7 +188,7 @@ def test_split(trained: TrainedRun, config: EvaluateConfig, own: bool,
                          f"{recorded['split_by']}): with {', '.join(differ)} its test part "
                          "would hold images it trained on; leave them out to test on its own "
                          "split, or use --subset all")
-    now = benchmarks.fingerprint(images)
+    now = rated_datasets.fingerprint(images)
     if trained.images is not None and now != trained.images:
         raise ValueError(f"{redact(str(config.root))} no longer holds the images "
                          f"{config.checkpoint} was fine-tuned on (fingerprint "
@@ -256,7 +257,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         if own and config.subset == "all":
             notices.extend(_trained_images_notice(scorer.trained, config))
         _say(context, notices)  # before a split is refused: what it was taken for
-        benchmarks.check_crop(images, augment.crop)
+        rated_datasets.check_crop(images, augment.crop)
         parts = (test_split(scorer.trained, config, own, images) if config.subset == "test"
                  else None)
         if parts is not None:

@@ -17,7 +17,6 @@ from tqdm import tqdm
 from labelers.weights import file_sha256
 from shards.storage import atomic_file
 from training import distributed
-from training.benchmarks import LabelledImage
 from training.distributed import Context
 from training.finetune import eval_loader, in_dataset_order
 from training.model import (
@@ -29,6 +28,7 @@ from training.model import (
     pooled_width,
 )
 from training.precision import Inputs, Precision
+from training.rated_datasets import LabelledImage
 from training.trained import TrainedRun
 from training.transforms import Augment
 

@@ -14,8 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from labelers.correlation import MIN_PAIRS
 from labelers.weights import file_sha256
-from training import benchmarks, checkpoint, distributed
-from training.benchmarks import DatasetLayoutError
+from training import checkpoint, distributed, rated_datasets
 from training.correlation import report
 from training.distributed import Context
 from training.image_data import ImageViews, Split, published_split_notice, split
@@ -25,6 +24,7 @@ from training.optim import FINETUNE, OptimConfig
 from training.output_lease import sole_writer
 from training.plots import scatter
 from training.precision import FP32, Inputs, Precision
+from training.rated_datasets import DatasetLayoutError
 from training.results_files import figures_line, write_json, write_predictions
 from training.settings import check_count, check_names, check_shared
 from training.trained import TrainedRun, resolved_root
@@ -35,7 +35,7 @@ FIGURES = ("srocc", "plcc", "plcc_raw", "krcc", "rmse", "rmse_raw")
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    dataset: str                        # a kind of training.benchmarks.LOADERS
+    dataset: str                        # a kind of training.rated_datasets.LOADERS
     root: str
     out: str
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -177,7 +177,7 @@ def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: i
 
     run = Run(context, model, config.optim, 0, out,
               {**config.to_json(), "repeat": repeat, **recorded,
-               "trained_images": sorted({benchmarks.image_id(image)  # evaluate: none tested
+               "trained_images": sorted({rated_datasets.image_id(image)  # evaluate: none tested
                                          for image in (*parts.train, *parts.val)})},
               seed, precision, augment=config.augment)
     summary = fit(run, batches, steps, validate, resume)
@@ -316,8 +316,8 @@ def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
     and is tested again from its best.pt), those it had not reached start."""
     with distributed.started(config.device) as context, \
             sole_writer(config.out, "finetune", context):
-        images = benchmarks.load(config.dataset, config.root, config.refs, config.ensemble)
-        benchmarks.check_crop(images, config.augment.crop)
+        images = rated_datasets.load(config.dataset, config.root, config.refs, config.ensemble)
+        rated_datasets.check_crop(images, config.augment.crop)
         if context.is_main and config.dataset == "shards":
             which = ("the stored ensemble labels Q" if config.ensemble is None else
                      f"Q under ensemble {config.ensemble}, made from the raw scores,")
@@ -336,7 +336,7 @@ def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
         if context.is_main and not resume and (out / "results.json").exists():
             _notice_earlier_run(out, config.repeats)
         recorded = {"root_resolved": resolved_root(config.root),  # what evaluate knows
-                    "images_fingerprint": benchmarks.fingerprint(images)}
+                    "images_fingerprint": rated_datasets.fingerprint(images)}
         if config.ensemble and os.path.isfile(config.ensemble):  # found from any folder
             recorded["ensemble"] = os.path.abspath(config.ensemble)
         results = [_one_split(context, config, parts, r, recorded, resumed[r],

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from labelers.fitting import split_by_reference
-from training.benchmarks import LabelledImage
+from training.rated_datasets import LabelledImage
 from training.transforms import Augment, centre_view, eval_views, train_view
 
 SPLIT_BY = ("reference", "image")

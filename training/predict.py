@@ -18,13 +18,13 @@ from torch.utils.data import Dataset
 from shards.decode import IMAGE_EXTENSIONS
 from shards.words import a_few
 from training import distributed
-from training.benchmarks import DatasetLayoutError, LabelledImage, header_size
 from training.evaluate import quality_model
 from training.finetune import rank_share_loader
 from training.loop import predict
 from training.output_lease import sole_writer
 from training.plots import extremes
 from training.precision import Inputs
+from training.rated_datasets import DatasetLayoutError, LabelledImage, header_size
 from training.results_files import write_json
 from training.settings import check_count, check_shared
 from training.trained import TrainedRun

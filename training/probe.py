@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from shards.words import a_few
-from training import benchmarks, distributed
-from training.benchmarks import LabelledImage
+from training import distributed, rated_datasets
 from training.correlation import report
 from training.distributed import Context
 from training.features import (
@@ -27,6 +26,7 @@ from training.finetune import median_figures, median_line, undefined_figures
 from training.image_data import published_split_notice, split
 from training.output_lease import sole_writer
 from training.plots import scatter
+from training.rated_datasets import LabelledImage
 from training.results_files import figure_text, write_json, write_predictions
 from training.ridge import ALPHA_GRID, select_ridge
 from training.settings import check_count, check_shared
@@ -72,18 +72,18 @@ class Fractions:
 
 @dataclass(frozen=True)
 class Benchmark:
-    kind: str                       # a kind of training.benchmarks.LOADERS
+    kind: str                       # a kind of training.rated_datasets.LOADERS
     root: str
     refs: tuple[str, ...] = ()      # shards only: the references to use
     ensemble: str | None = None     # shards only: Q under this ensemble, not the stored one
 
     def load(self) -> list[LabelledImage]:
         """Its images; their names key the features, so they must not repeat."""
-        images = benchmarks.load(self.kind, self.root, self.refs, self.ensemble)
+        images = rated_datasets.load(self.kind, self.root, self.refs, self.ensemble)
         names = [image.name for image in images]
         if len(set(names)) != len(names):
             repeated = sorted({name for name in names if names.count(name) > 1})
-            raise benchmarks.DatasetLayoutError(
+            raise rated_datasets.DatasetLayoutError(
                 f"{self.root} lists images more than once ({', '.join(repeated[:3])}): a "
                 "probe keys features by image name")
         return images
@@ -198,7 +198,7 @@ def _notices(config: ProbeConfig, table: Table, results: list[dict],
     tested = config.test_dataset or config.dataset
     trained = TrainedRun.read(checkpoint) if checkpoint is not None else None
     if trained is not None and trained.fine_tuned_on(tested.kind, tested.root,
-                                                     benchmarks.fingerprint(test_images)):
+                                                     rated_datasets.fingerprint(test_images)):
         notices.append(f"{checkpoint} was fine-tuned on {tested.root}: its features learnt "
                        "the scores of images tested here (optimistic figures); probe a "
                        "pretrained checkpoint, or test on a dataset it never saw")
@@ -230,7 +230,7 @@ def shared_images_notice(fitted: list[LabelledImage], tested: list[LabelledImage
 
 def check_cross_dataset(table: Table, test_table: Table) -> None:
     """A cross-dataset test on the images the ridge trains on is no cross-dataset test."""
-    if benchmarks.fingerprint(table.images) == benchmarks.fingerprint(test_table.images):
+    if rated_datasets.fingerprint(table.images) == rated_datasets.fingerprint(test_table.images):
         raise ValueError("--test-dataset holds the images of --dataset, on which the ridge "
                          "is fitted: it would be tested on its training images; leave "
                          "--test-dataset out to test on each split's held-out part")
@@ -259,7 +259,7 @@ def _summary(config: ProbeConfig, encoder: Encoder, table: Table, test_table: Ta
 def _features(context: Context, config: ProbeConfig, encoder: Encoder, benchmark: Benchmark,
               file_name: str) -> Table | None:
     images = benchmark.load()
-    benchmarks.check_crop(images, encoder.augment.crop)
+    rated_datasets.check_crop(images, encoder.augment.crop)
     source = {"encoder": encoder.fingerprint, "backbone": encoder.backbone,
               "augment": asdict(encoder.augment), "precision": encoder.precision.name,
               "dataset": benchmark.kind, "root": resolved_root(benchmark.root),

@@ -12,8 +12,8 @@ from shards.dataset import open_dataset
 from shards.storage import canonical_uri, redact
 from shards.words import a_few
 from training import checkpoint
-from training.benchmarks import LabelledImage, image_id
 from training.model import backbone_input
+from training.rated_datasets import LabelledImage, image_id
 from training.shard_data import agreed_splits, held_out
 from training.transforms import Augment
 
@@ -39,8 +39,8 @@ class TrainedRun:
     seed: int = 0
     refs: tuple[str, ...] = ()
     ensemble: str | None = None              # shards: the ensemble whose Q it learnt
-    images: str | None = None                # benchmarks.fingerprint of the images it split
-    trained_images: frozenset[str] = frozenset()  # benchmarks.image_id of its train, val parts
+    images: str | None = None                # rated_datasets.fingerprint of the images it split
+    trained_images: frozenset[str] = frozenset()  # rated_datasets.image_id of its train, val parts
     # pretrain: references moved to validation, and those never read
     val_refs: tuple[str, ...] = ()
     exclude_refs: tuple[str, ...] = ()
@@ -81,7 +81,7 @@ class TrainedRun:
 
     def fine_tuned_on(self, dataset: str, root: str, images: str | None = None) -> bool:
         """Whether it was fine-tuned on this dataset: read from this root, however spelled, or
-        holding the same images (`images`: their benchmarks.fingerprint, where they were
+        holding the same images (`images`: their rated_datasets.fingerprint, where they were
         copied or moved). A checkpoint that recorded its root only as typed (a relative path
         resolves where it ran, unknown here) matches a root of the same name; one that
         recorded none, any: never is its own dataset taken for another, whose test part would

@@ -153,11 +153,11 @@ def test_an_ensemble_needs_scores_every_sample_has(tmp_path, capsys):
 def test_the_shards_benchmark_scores_its_images_under_the_chosen_ensemble(tiny_dataset,
                                                                           tmp_path):
     """finetune, evaluate and probe on `--dataset shards --ensemble`: Q from the raw scores."""
-    from training import benchmarks
+    from training import rated_datasets
 
     refs = ("r0", "r1")
-    stored = benchmarks.load("shards", str(tiny_dataset), refs)
-    chosen = benchmarks.load("shards", str(tiny_dataset), refs,
+    stored = rated_datasets.load("shards", str(tiny_dataset), refs)
+    chosen = rated_datasets.load("shards", str(tiny_dataset), refs,
                              str(_save(_strict("vif"), tmp_path)))
     records = {s["key"]: s["meta"] for s in open_dataset(str(tiny_dataset)).samples(
         refs=set(refs), kind="distorted")}
@@ -168,9 +168,9 @@ def test_the_shards_benchmark_scores_its_images_under_the_chosen_ensemble(tiny_d
     assert [i.score for i in stored] == [records[i.name]["quality"] for i in stored]
     assert any(a.score != pytest.approx(b.score) for a, b in zip(chosen, stored, strict=True))
     with pytest.raises(ValueError, match="applies to --dataset shards, not csv"):
-        benchmarks.load("csv", str(tmp_path / "table.csv"), ensemble="default")
+        rated_datasets.load("csv", str(tmp_path / "table.csv"), ensemble="default")
     with pytest.raises(ValueError, match=r"--refs chooses .* not kadid10k"):  # never ignored
-        benchmarks.load("kadid10k", str(tmp_path), refs=("r0",))
+        rated_datasets.load("kadid10k", str(tmp_path), refs=("r0",))
 
 
 def test_finetune_on_shards_under_another_ensemble_says_which_q_it_learns(tiny_dataset,

@@ -271,7 +271,7 @@ def test_a_dataset_changed_in_place_has_no_test_part_of_the_checkpoints_split(fi
 def test_an_image_smaller_than_the_crop_is_named_before_any_training(kadid_folder, tmp_path):
     from PIL import Image
 
-    from training.benchmarks import DatasetLayoutError
+    from training.rated_datasets import DatasetLayoutError
 
     small = kadid_folder / "images" / "I04_01_01.png"
     with Image.open(small) as image:
@@ -314,7 +314,7 @@ def _one_split_run(root: Path, tmp_path: Path) -> FinetuneConfig:
 
 
 def test_a_split_too_small_for_its_figures_is_refused_before_training(kadid_folder, tmp_path):
-    from training.benchmarks import DatasetLayoutError
+    from training.rated_datasets import DatasetLayoutError
 
     table = kadid_folder / "dmos.csv"  # 2 references: a part of 1 image
     header = table.read_text().splitlines()[0]
@@ -331,12 +331,12 @@ def test_a_training_part_too_small_for_a_batch_is_refused_before_training(kadid_
                                                                          tmp_path):
     """A lone image is left out of a batch of several (batch norm): a training part of one
     image per rank would train nothing yet report test figures, so the split is refused."""
-    from training import benchmarks
-    from training.benchmarks import DatasetLayoutError
+    from training import rated_datasets
     from training.finetune import checked_split
+    from training.rated_datasets import DatasetLayoutError
 
     config = _one_split_run(kadid_folder, tmp_path)  # 4 references of 6: 12 train images
-    images = benchmarks.load(config.dataset, config.root)
+    images = rated_datasets.load(config.dataset, config.root)
     parts = checked_split(config, images, 0, world_size=1)
     assert len(parts.train) == 12
     assert checked_split(config, images, 0, world_size=4) == parts  # 3 per rank
@@ -351,7 +351,7 @@ def test_a_training_part_too_small_for_a_batch_is_refused_before_training(kadid_
 
 def test_a_validation_part_of_one_score_is_refused_before_training(kadid_folder, tmp_path):
     """Its correlations are undefined every epoch: no epoch could be chosen as the best."""
-    from training.benchmarks import DatasetLayoutError
+    from training.rated_datasets import DatasetLayoutError
 
     table = kadid_folder / "dmos.csv"  # every version of a reference scores the same
     header, *rows = table.read_text().splitlines()

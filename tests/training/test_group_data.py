@@ -14,13 +14,13 @@ from shards import open_dataset
 from shards.order import Order
 from shards.reader import read_index
 from shards.storage import Location
-from training.benchmarks import DatasetLayoutError, shard_samples
 from training.group_data import (
     MixedStream,
     collate_groups,
     group_dataset,
     sample_dataset,
 )
+from training.rated_datasets import DatasetLayoutError, shard_samples
 
 from .conftest import write_tiny_dataset
 

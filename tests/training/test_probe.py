@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 from scipy import stats
 
-from training.benchmarks import LabelledImage
 from training.cli import main
 from training.finetune import FIGURES, median_figures
 from training.image_data import split
 from training.probe import Fractions, _median_split
+from training.rated_datasets import LabelledImage
 from training.ridge import ALPHA_GRID, ridge_path, select_ridge
 
 from .conftest import png, read_json

@@ -13,7 +13,6 @@ from pyarrow.parquet import read_table
 
 from iqa_factory.cli import main
 from training import checkpoint, pretrain
-from training.benchmarks import load as load_images
 from training.distributed import Context
 from training.finetune import FinetuneConfig, _train_batches
 from training.image_data import split
@@ -21,6 +20,7 @@ from training.loop import BatchTooSmallError, NonFiniteError, Run, fit
 from training.model import ModelConfig, build_model
 from training.optim import OptimConfig
 from training.pretrain import PretrainConfig
+from training.rated_datasets import load as load_images
 from training.transforms import Augment
 
 from .crashing import Crash, crashing_at, crashing_fit

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from shards.decode import DecodeError, decode
-from training import benchmarks
-from training.benchmarks import DatasetLayoutError, LabelledImage
+from training import rated_datasets
 from training.image_data import ImageViews, held_out_groups, split
+from training.rated_datasets import DatasetLayoutError, LabelledImage
 from training.transforms import Augment
 
 from .conftest import png
@@ -22,7 +22,7 @@ def _image(seed: int) -> bytes:
 
 
 def test_kadid_layout(kadid_folder):
-    images = benchmarks.load("kadid10k", str(kadid_folder))
+    images = rated_datasets.load("kadid10k", str(kadid_folder))
     assert len(images) == 24
     first = images[0]
     assert (first.name, first.group) == ("I01_01_01.png", "I01.png")
@@ -36,13 +36,13 @@ def test_tid2013_matches_names_without_case(tmp_path):
     (tmp_path / "distorted_images" / "i02_01_1.bmp").write_bytes(_image(1))
     table = tmp_path / "mos_with_names.txt"
     table.write_text("4.5 i01_01_1.bmp\n6.75 i02_01_1.bmp\n")
-    images = benchmarks.load("tid2013", str(tmp_path))
+    images = rated_datasets.load("tid2013", str(tmp_path))
     assert [(i.group, i.score) for i in images] == [("i01", 0.5), ("i02", 0.75)]
     table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())  # a BOM, as Notepad writes
-    assert benchmarks.load("tid2013", str(tmp_path)) == images
+    assert rated_datasets.load("tid2013", str(tmp_path)) == images
     table.write_text("4.5 i01_01_1.bmp\n", encoding="utf-16")
     with pytest.raises(DatasetLayoutError, match=r"mos_with_names\.txt is not UTF-8 text"):
-        benchmarks.load("tid2013", str(tmp_path))
+        rated_datasets.load("tid2013", str(tmp_path))
 
 
 def test_koniq_and_biq2021_layouts(tmp_path):
@@ -51,14 +51,14 @@ def test_koniq_and_biq2021_layouts(tmp_path):
     (koniq / "1024x768" / "a.jpg").write_bytes(_image(2))
     (koniq / "koniq10k_scores_and_distributions.csv").write_text(
         'image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,MOS_zscore\n"a.jpg",0,0,1,0,0,1,3.0,0.1,50\n')
-    assert benchmarks.load("koniq10k", str(koniq))[0].score == 0.5
+    assert rated_datasets.load("koniq10k", str(koniq))[0].score == 0.5
     biq = tmp_path / "biq"
     (biq / "Images").mkdir(parents=True)
     for number in range(3):
         (biq / "Images" / f"ss01 ({number}).jpg").write_bytes(_image(number))
     (biq / "Train.csv").write_text("Image Name,MOS\nss01 (0).jpg,0.2\nss01 (1).jpg,0.7\n")
     (biq / "Test.csv").write_text("Image Name,MOS\nss01 (2).jpg,0.5\n")
-    images = benchmarks.load("biq2021", str(biq))
+    images = rated_datasets.load("biq2021", str(biq))
     parts = split(images, "reference", seed=5)
     assert [i.name for i in parts.test] == ["ss01 (2).jpg"]  # the published split is kept
     # the repository's own names: its list says ss02 (1014).jpg, its file is .JPG
@@ -66,10 +66,11 @@ def test_koniq_and_biq2021_layouts(tmp_path):
     (biq / "Train (Images and MOS).csv").write_text(
         "Image Name,MOS,,\nss01 (0).jpg,0.2,,\nss02 (1014).jpg,0.7,,\n")
     # the first release's Train.csv still beside it (copied over): the current list is read
-    assert {i.name: Path(i.path).name for i in benchmarks.load("biq2021", str(biq))}[
+    assert {i.name: Path(i.path).name for i in rated_datasets.load("biq2021", str(biq))}[
         "ss02 (1014).jpg"] == "ss02 (1014).JPG"
     (biq / "Train.csv").unlink()
-    assert {i.name: i.score for i in benchmarks.load("biq2021", str(biq))}["ss01 (0).jpg"] == 0.2
+    scores = {i.name: i.score for i in rated_datasets.load("biq2021", str(biq))}
+    assert scores["ss01 (0).jpg"] == 0.2
     # its first release: Subset_01..03/ and a few MOS below 0 (clipped to the [0, 1] scale)
     first = tmp_path / "biq-first"
     for number, subset in ((0, "Subset_01"), (1, "Subset_03")):
@@ -77,7 +78,7 @@ def test_koniq_and_biq2021_layouts(tmp_path):
         (first / subset / f"ss0{number + 1} ({number}).jpg").write_bytes(_image(number))
     (first / "Train.csv").write_text("Image Name,MOS\nss01 (0).jpg,-0.22748\n")
     (first / "Test.csv").write_text("Image Name,MOS\nss02 (1).jpg,0.83292\n")
-    assert [(i.name, i.score) for i in benchmarks.load("biq2021", str(first))] == [
+    assert [(i.name, i.score) for i in rated_datasets.load("biq2021", str(first))] == [
         ("ss01 (0).jpg", 0.0), ("ss02 (1).jpg", 0.83292)]
 
 
@@ -86,12 +87,12 @@ def test_generic_csv_rescales_scores(tmp_path):
         (tmp_path / f"{number}.png").write_bytes(_image(number))
     table = tmp_path / "scores.csv"
     table.write_text("path,score\n0.png,10\n1.png,55\n2.png,100\n")
-    assert [i.score for i in benchmarks.load("csv", str(table))] == [0.0, 0.5, 1.0]
+    assert [i.score for i in rated_datasets.load("csv", str(table))] == [0.0, 0.5, 1.0]
     with pytest.raises(DatasetLayoutError, match="is a folder, not a table"):
-        benchmarks.load("csv", str(tmp_path))
+        rated_datasets.load("csv", str(tmp_path))
     (tmp_path / "again.csv").write_text("path,score\n0.png,10\n1.png,55\n./0.png,100\n")
     with pytest.raises(DatasetLayoutError, match=r"more than once \(1\), e\.g\. .*0\.png"):
-        benchmarks.load("csv", str(tmp_path / "again.csv"))
+        rated_datasets.load("csv", str(tmp_path / "again.csv"))
 
 
 def test_sixteen_bit_images_are_read_as_the_pipeline_reads_its_sources(tmp_path):
@@ -102,7 +103,8 @@ def test_sixteen_bit_images_are_read_as_the_pipeline_reads_its_sources(tmp_path)
     colour = np.stack([values, values[:, ::-1], np.full_like(values, 1000)], axis=-1)
     cv2.imwrite(str(tmp_path / "colour.tif"), colour[..., ::-1])  # OpenCV writes BGR
     (tmp_path / "scores.csv").write_text("path,score\ngray.png,1\ncolour.tif,2\n")
-    gray, rgb = (image.pixels() for image in benchmarks.load("csv", str(tmp_path / "scores.csv")))
+    gray, rgb = (image.pixels()
+                 for image in rated_datasets.load("csv", str(tmp_path / "scores.csv")))
     expected = np.floor(values / 257 + 0.5).astype(np.uint8)  # 128/257 < 1/2, 40000/257 = 155.6
     assert gray.dtype == np.uint8 and np.array_equal(gray, np.stack([expected] * 3, axis=-1))
     assert np.array_equal(rgb, np.floor(colour / 257 + 0.5).astype(np.uint8))
@@ -111,11 +113,11 @@ def test_sixteen_bit_images_are_read_as_the_pipeline_reads_its_sources(tmp_path)
 def test_missing_images_and_unknown_kinds_are_named(kadid_folder):
     (kadid_folder / "images" / "I02_01_01.png").unlink()
     with pytest.raises(DatasetLayoutError, match=r"1 of 24 images .* missing"):
-        benchmarks.load("kadid10k", str(kadid_folder))
+        rated_datasets.load("kadid10k", str(kadid_folder))
     with pytest.raises(ValueError, match="dataset must be one of"):
-        benchmarks.load("nope", str(kadid_folder))
+        rated_datasets.load("nope", str(kadid_folder))
     with pytest.raises(DatasetLayoutError, match=r"dmos\.csv does not exist"):
-        benchmarks.load("kadid10k", str(kadid_folder / "images"))
+        rated_datasets.load("kadid10k", str(kadid_folder / "images"))
 
 
 def test_files_that_are_not_images_are_named_before_training_and_a_truncated_one_at_decode(
@@ -130,7 +132,7 @@ def test_files_that_are_not_images_are_named_before_training_and_a_truncated_one
     table.write_text("path,score\n0.png,10\n1.png,20\nempty.png,30\ntext.jpg,40\n")
     with pytest.raises(DatasetLayoutError, match=r"2 of 4 images listed in .* are not "
                                                  r"images: .*empty\.png .*; .*text\.jpg"):
-        benchmarks.load("csv", str(table))
+        rated_datasets.load("csv", str(table))
     # formats Pillow opens that the decoder does not (PCX under a .png name, ICO), and a
     # header of more pixels than it decodes: each refused by the decoder itself, so named
     # at load, not after a whole fine-tuning run at the test part's first decode
@@ -151,10 +153,10 @@ def test_files_that_are_not_images_are_named_before_training_and_a_truncated_one
                                                  r".*pcx\.png .*; .*icon\.ico .*; .*huge\.png "
                                                  r"\(too_many_pixels: 20000x6000 exceeds "
                                                  r"100000000 pixels"):
-        benchmarks.load("csv", str(table))
+        rated_datasets.load("csv", str(table))
     (tmp_path / "cut.png").write_bytes(_image(2)[:200])  # its header, then nothing
     table.write_text("path,score\n0.png,10\n1.png,20\ncut.png,30\n")
-    [cut] = [image for image in benchmarks.load("csv", str(table)) if image.name == "cut.png"]
+    [cut] = [image for image in rated_datasets.load("csv", str(table)) if image.name == "cut.png"]
     with pytest.raises(DatasetLayoutError, match=r"cut\.png cannot be read as an image"):
         cut.pixels()
 
@@ -167,22 +169,22 @@ def test_a_score_that_is_not_a_finite_number_is_named(tmp_path, bad):
     table.write_text(f"path,score\n0.png,10\n1.png,{bad}\n2.png,100\n")
     with pytest.raises(DatasetLayoutError, match=rf"path='1\.png'.* has score '{bad}', not a "
                                                  "finite number"):
-        benchmarks.load("csv", str(table))
+        rated_datasets.load("csv", str(table))
     (tmp_path / "mos_with_names.txt").write_text(f"4.5 0.png\n{bad or '-'} 1.png\n")
     (tmp_path / "distorted_images").mkdir()
     with pytest.raises(DatasetLayoutError, match=rf"name='1\.png'.* has mos '{bad or '-'}'"):
-        benchmarks.load("tid2013", str(tmp_path))
+        rated_datasets.load("tid2013", str(tmp_path))
 
 
 def test_a_table_without_its_columns_or_fields_is_named(tmp_path, kadid_folder):
     table = kadid_folder / "dmos.csv"
     table.write_text(table.read_text().replace("dist_img", "distorted"))
     with pytest.raises(DatasetLayoutError, match="has no column 'dist_img'"):
-        benchmarks.load("kadid10k", str(kadid_folder))
+        rated_datasets.load("kadid10k", str(kadid_folder))
     (tmp_path / "distorted_images").mkdir()
     (tmp_path / "mos_with_names.txt").write_text("4.5 a.bmp\n5.0 b.bmp extra\n")
     with pytest.raises(DatasetLayoutError, match=r"line 2: '5\.0 b\.bmp extra' is not"):
-        benchmarks.load("tid2013", str(tmp_path))
+        rated_datasets.load("tid2013", str(tmp_path))
 
 
 def test_a_row_past_its_header_or_a_table_that_is_not_text_is_named(tmp_path):
@@ -192,15 +194,15 @@ def test_a_row_past_its_header_or_a_table_that_is_not_text_is_named(tmp_path):
     table.write_text("path,score,group\n0.png,1,a\n1.png,3,5,b\n2.png,4,c\n")
     with pytest.raises(DatasetLayoutError, match=r"scores\.csv: line 3 has 4 fields, the "
                                                  r"header 3 \(a decimal comma\?"):
-        benchmarks.load("csv", str(table))
+        rated_datasets.load("csv", str(table))
     table.write_bytes("path,score\n0.png,1\nd\xe9j\xe0.png,2\n".encode("latin-1"))
     with pytest.raises(DatasetLayoutError, match=r"scores\.csv is not a UTF-8 table "
                                                  r"\(UnicodeDecodeError"):
-        benchmarks.load("csv", str(table))
+        rated_datasets.load("csv", str(table))
 
 
 def test_split_by_reference_keeps_references_whole(kadid_folder):
-    images = benchmarks.load("kadid10k", str(kadid_folder))
+    images = rated_datasets.load("kadid10k", str(kadid_folder))
     parts = split(images, "reference", seed=0)
     groups = [{i.group for i in part} for part in (parts.train, parts.val, parts.test)]
     assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
@@ -253,7 +255,7 @@ def test_a_test_share_that_is_no_fold_is_drawn_as_asked(share, tested):
 
 
 def test_evaluation_views_are_seeded_random_crops(kadid_folder):
-    images = benchmarks.load("kadid10k", str(kadid_folder))
+    images = rated_datasets.load("kadid10k", str(kadid_folder))
     views = ImageViews(images, Augment(crop=32), train=False, crops=10)
     stack, score = views[3]
     assert stack.shape == (10, 3, 32, 32)
@@ -265,12 +267,12 @@ def test_evaluation_views_are_seeded_random_crops(kadid_folder):
 def test_the_shards_dataset_loads_from_a_uri_as_from_its_folder(tiny_dataset):
     """`--root` of a shards dataset may be a URI: its images are the folder's (a Path would
     have folded file:///... into file:/..., and s3:// into s3:/)."""
-    from_folder = benchmarks.load("shards", str(tiny_dataset), ("r0", "r1"))
-    from_uri = benchmarks.load("shards", tiny_dataset.as_uri(), ("r0", "r1"))
+    from_folder = rated_datasets.load("shards", str(tiny_dataset), ("r0", "r1"))
+    from_uri = rated_datasets.load("shards", tiny_dataset.as_uri(), ("r0", "r1"))
     assert [(i.name, i.score, i.group) for i in from_uri] == \
         [(i.name, i.score, i.group) for i in from_folder]
     assert {image.group for image in from_uri} == {"r0", "r1"}
     assert all(np.array_equal(a.pixels(), b.pixels()) for a, b in zip(from_uri, from_folder,
                                                                        strict=True))
     with pytest.raises(FileNotFoundError, match="absent does not exist"):
-        benchmarks.load("shards", (tiny_dataset.parent / "absent").as_uri(), ("r0",))
+        rated_datasets.load("shards", (tiny_dataset.parent / "absent").as_uri(), ("r0",))

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from training import benchmarks
-from training.benchmarks import LOADERS, DatasetLayoutError
+from training import rated_datasets
 from training.cli import build_parser
 from training.image_data import published_split_notice, split
+from training.rated_datasets import LOADERS, DatasetLayoutError
 
 LIVE_COUNTS = {"jp2k": 227, "jpeg": 233, "wn": 174, "gblur": 174, "fastfading": 174}
 
@@ -54,7 +54,7 @@ def live_folder(tmp_path) -> tuple[Path, np.ndarray, np.ndarray, list[str]]:
 
 def test_live_inverts_dmos_and_groups_by_reference(live_folder):
     root, dmos, originals, refs = live_folder
-    images = benchmarks.load("live", str(root))
+    images = rated_datasets.load("live", str(root))
     kept = originals == 0
     assert len(images) == kept.sum() == 785
     by_name = {image.name: image for image in images}
@@ -73,18 +73,18 @@ def test_live_names_a_missing_or_short_file(live_folder):
     root, dmos, originals, _ = live_folder
     savemat(root / "dmos.mat", {"dmos": dmos[None, :-1], "orgs": originals[None, :-1]})
     with pytest.raises(DatasetLayoutError, match="LIVE release 2 has 982"):
-        benchmarks.load("live", str(root))
+        rated_datasets.load("live", str(root))
     savemat(root / "dmos.mat", {"dmos": dmos[None, :]})
     with pytest.raises(DatasetLayoutError, match=r"dmos\.mat has no variable 'orgs'"):
-        benchmarks.load("live", str(root))
+        rated_datasets.load("live", str(root))
     (root / "refnames_all.mat").unlink()
     savemat(root / "dmos.mat", {"dmos": dmos[None, :], "orgs": originals[None, :]})
     with pytest.raises(DatasetLayoutError, match=r"refnames_all\.mat does not exist"):
-        benchmarks.load("live", str(root))
+        rated_datasets.load("live", str(root))
     for damaged in (b"", b"MATLAB 5.0 MAT-file cut", b"\x89HDF\r\n\x1a\n" + bytes(600)):
         (root / "dmos.mat").write_bytes(damaged)  # empty, truncated, a v7.3 (HDF5) file
         with pytest.raises(DatasetLayoutError, match=r"dmos\.mat is not a MATLAB file scipy"):
-            benchmarks.load("live", str(root))
+            rated_datasets.load("live", str(root))
 
 
 def test_csiq_inverts_dmos_and_finds_its_file_names(tmp_path):
@@ -102,7 +102,7 @@ def test_csiq_inverts_dmos_and_finds_its_file_names(tmp_path):
                 rows.append(f"{image},{number},{kind},{level},0.02,{dmos:.3f}")
                 expected[name] = (1 - round(dmos, 3), image)
     (tmp_path / "csiq.DMOS.csv").write_text("\n".join(rows) + "\n")
-    images = benchmarks.load("csiq", str(tmp_path))
+    images = rated_datasets.load("csiq", str(tmp_path))
     assert len(images) == 12
     for image in images:
         assert image.score == pytest.approx(expected[image.name][0])
@@ -110,26 +110,26 @@ def test_csiq_inverts_dmos_and_finds_its_file_names(tmp_path):
         assert Path(image.path).parent.name in ("awgn", "jpeg2000", "blur")
     assert images[0].pixels().shape == (24, 32, 3)
     (tmp_path / "csiq.DMOS.csv").write_text("\n".join(rows) + "\n,,,,,\n,,,,,\n")  # Excel's
-    assert len(benchmarks.load("csiq", str(tmp_path))) == 12  # empty rows are no rows
+    assert len(rated_datasets.load("csiq", str(tmp_path))) == 12  # empty rows are no rows
     # the all_by_image sheet saved as CSV: its table starts at D4 (CSIQ's csiq.DMOS.xlsx),
     # so three rows of empty cells come first and three empty cells open every row
     exported = [",,,,,,,,"] * 3 + [",,," + row for row in rows]
     (tmp_path / "csiq.DMOS.csv").write_text("\r\n".join(exported) + "\r\n")
-    assert sorted((i.name, i.score) for i in benchmarks.load("csiq", str(tmp_path))) == \
+    assert sorted((i.name, i.score) for i in rated_datasets.load("csiq", str(tmp_path))) == \
         sorted((name, pytest.approx(score)) for name, (score, _) in expected.items())
     (tmp_path / "csiq.DMOS.csv").write_text("\n".join(exported[:4])
                                             + "\n,,,1600,1,noise,1,0.02,0.2,0.5\n")
     with pytest.raises(DatasetLayoutError, match=r"line 5 has 10 fields, the header 9"):
-        benchmarks.load("csiq", str(tmp_path))
+        rated_datasets.load("csiq", str(tmp_path))
     (tmp_path / "csiq.DMOS.csv").write_text(rows[0] + "\n1600,1,sharpen,1,0.1,0.2\n")
     with pytest.raises(DatasetLayoutError, match="unknown dst_type 'sharpen'"):
-        benchmarks.load("csiq", str(tmp_path))
+        rated_datasets.load("csiq", str(tmp_path))
     (tmp_path / "csiq.DMOS.csv").write_text(rows[0] + "\n1600,1,noise,,0.1,0.2\n")
     with pytest.raises(DatasetLayoutError, match=r"csiq\.DMOS\.csv.*dst_lev"):
-        benchmarks.load("csiq", str(tmp_path))
+        rated_datasets.load("csiq", str(tmp_path))
     (tmp_path / "csiq.DMOS.csv").unlink()
     with pytest.raises(DatasetLayoutError, match=r"csiq\.DMOS\.csv does not exist"):
-        benchmarks.load("csiq", str(tmp_path))
+        rated_datasets.load("csiq", str(tmp_path))
 
 
 def test_clive_reads_the_mat_files_and_leaves_out_the_instruction_images(tmp_path):
@@ -142,12 +142,12 @@ def test_clive_reads_the_mat_files_and_leaves_out_the_instruction_images(tmp_pat
     savemat(tmp_path / "Data" / "AllImages_release.mat",
             {"AllImages_release": _cells(names, (len(names), 1))})
     savemat(tmp_path / "Data" / "AllMOS_release.mat", {"AllMOS_release": mos[None, :]})
-    images = benchmarks.load("clive", str(tmp_path))
+    images = rated_datasets.load("clive", str(tmp_path))
     assert [(i.name, i.group) for i in images] == [(n, n) for n in names[2:]]
     np.testing.assert_allclose([i.score for i in images], mos[2:] / 100)
     (tmp_path / "Data" / "AllMOS_release.mat").unlink()
     with pytest.raises(DatasetLayoutError, match=r"AllMOS_release\.mat does not exist"):
-        benchmarks.load("clive", str(tmp_path))
+        rated_datasets.load("clive", str(tmp_path))
 
 
 @pytest.mark.parametrize("table", ["MOS and Image attribute scores.csv",
@@ -160,7 +160,7 @@ def test_spaq_reads_its_exported_sheet(tmp_path, table):
         "Image name,MOS,Brightness,Colorfulness,Contrast,Noisiness,Sharpness\n"
         "00001.jpg,48.86,47.43,55.57,55.71,37.86,42.57\n00002.jpg,62.5,1,1,1,1,1\n"
         "00003.jpg,100,1,1,1,1,1\n")
-    images = benchmarks.load("spaq", str(tmp_path))
+    images = rated_datasets.load("spaq", str(tmp_path))
     assert [(i.name, i.score) for i in images] == [
         ("00001.jpg", pytest.approx(0.4886)), ("00002.jpg", 0.625), ("00003.jpg", 1.0)]
     assert images[0].pixels().shape == (24, 32, 3)
@@ -170,7 +170,7 @@ def test_spaq_names_its_missing_sheet(tmp_path):
     with pytest.raises(DatasetLayoutError,  # both places it may be
                        match=r"MOS and Image attribute scores\.csv does not exist \(nor "
                              rf"{tmp_path}/Annotations/MOS and Image attribute scores\.csv\)"):
-        benchmarks.load("spaq", str(tmp_path))
+        rated_datasets.load("spaq", str(tmp_path))
 
 
 @pytest.fixture
@@ -190,7 +190,7 @@ def flive_folder(tmp_path) -> Path:
 
 
 def test_flive_keeps_the_published_test_set(flive_folder):
-    images = benchmarks.load("flive", str(flive_folder))
+    images = rated_datasets.load("flive", str(flive_folder))
     assert [i.score for i in images] == pytest.approx([0.505, 0.605, 0.705, 0.805, 0.905])
     assert [i.published_split for i in images] == ["train"] * 3 + ["test", "train"]
     assert all(i.group == i.name for i in images)
@@ -210,10 +210,10 @@ def test_flive_keeps_the_published_test_set(flive_folder):
 def test_flive_names_a_missing_or_foreign_test_list(flive_folder):
     (flive_folder / "labels640.csv").write_text("name_image\nsomewhere/else.jpg\n")
     with pytest.raises(DatasetLayoutError, match=r"no image of .*labels640\.csv"):
-        benchmarks.load("flive", str(flive_folder))
+        rated_datasets.load("flive", str(flive_folder))
     (flive_folder / "labels640.csv").unlink()
     with pytest.raises(DatasetLayoutError, match=r"labels640\.csv does not exist"):
-        benchmarks.load("flive", str(flive_folder))
+        rated_datasets.load("flive", str(flive_folder))
 
 
 @pytest.mark.parametrize("kind", ["live", "csiq", "clive", "spaq", "flive"])
@@ -223,4 +223,4 @@ def test_the_new_kinds_are_registered_and_offered_by_the_cli(kind, tmp_path):
                                       "--root", str(tmp_path), "--out", str(tmp_path)])
     assert args.dataset == kind
     with pytest.raises(DatasetLayoutError, match="does not exist"):  # an empty folder
-        benchmarks.load(kind, str(tmp_path))
+        rated_datasets.load(kind, str(tmp_path))
