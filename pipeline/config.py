@@ -93,6 +93,18 @@ class RunConfig:
         check_seed(self.seed)  # an InvalidSeedError, a ValueError
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1, got {self.limit}")
+        self._check_grid()
+        unknown = [m for m in self.metrics if m not in AVAILABLE_METRICS]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; choose from "
+                             f"{', '.join(AVAILABLE_METRICS)}, or none")
+        self._check_max_pixels()
+        if self.codec != "png":
+            raise ValueError(f"codec must be png (lossless), got {self.codec!r}")
+        self._check_modes()
+
+    def _check_grid(self) -> None:
+        """The distortions (known, in the bank) and levels (1-5), each listed once."""
         for distortion_id in self.distortion_ids:
             distortions.get(distortion_id)  # raises UnknownDistortionError
         outside = sorted(set(self.distortion_ids) - set(distortions.bank_ids(self.bank)))
@@ -106,14 +118,6 @@ class RunConfig:
             twice = sorted({v for v in values if list(values).count(v) > 1})
             if twice:  # each would write its samples' keys twice into one tar
                 raise ValueError(f"{name} {twice} listed more than once in {list(values)}")
-        unknown = [m for m in self.metrics if m not in AVAILABLE_METRICS]
-        if unknown:
-            raise ValueError(f"unknown metrics {unknown}; choose from "
-                             f"{', '.join(AVAILABLE_METRICS)}, or none")
-        self._check_max_pixels()
-        if self.codec != "png":
-            raise ValueError(f"codec must be png (lossless), got {self.codec!r}")
-        self._check_modes()
 
     def _check_modes(self) -> None:
         if self.compose is not None:
