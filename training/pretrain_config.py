@@ -47,6 +47,11 @@ class PretrainConfig:
         roots = [resolved_root(name) for name in self.datasets]
         if len(set(roots)) != len(roots):
             raise ValueError(f"a dataset is given twice: {', '.join(map(redact, self.datasets))}")
+        self._check_targets()
+
+    def _check_targets(self) -> None:
+        """Distinct targets; --ensemble with quality among them; none of them, nor weights,
+        for a label-free objective; one finite non-negative weight per target, not all 0."""
         names = [target.name for target in self.targets]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"targets must be one or more distinct names, got {names}")
