@@ -83,18 +83,11 @@ def _parts(config: PretrainConfig, request: GroupRequest, context: Context
     short: dict[str, list[str]] = {"train": [], "val": []}  # datasets with no whole chunk
     for name, dataset, splits in zip(names, datasets, every_splits, strict=True):
         drawn, sizes = computed_on_main(context, partial(_drawn_and_sizes, dataset))
-        made = frozenset(drawn)
         refs = {}
         for split in ("train", "val"):
-            named = frozenset(ref for ref, its in splits.items() if its == split) & made
-            try:
-                whole, chunk_notice = full_chunks(drawn, named, request, split, name)
-                refs[split], size_notice = fitting(sizes, whole, request, split, name)
-                found = [chunk_notice, size_notice]
-            except ValueError as error:  # another dataset may have whole chunks
-                refs[split], found = frozenset(), [f"{error}; left out"]
-                short[split].append(str(error))
-            notices += [notice for notice in found if notice]
+            refs[split], found, error = _whole_refs(name, drawn, sizes, splits, split, request)
+            notices += found
+            short[split] += [error] if error else []
         parts.append(Part(name, dataset, refs["train"], refs["val"],
                           group_count(drawn, refs["train"], request),
                           groups_per_reference(drawn, refs["val"], request)))
@@ -106,6 +99,20 @@ def _parts(config: PretrainConfig, request: GroupRequest, context: Context
                     f"references has one): it adds {'validation only' if part.val else 'nothing'}"
                     for part in parts if not part.train_groups]
     return parts, notices
+
+
+def _whole_refs(name: str, drawn: dict, sizes: dict, splits: dict[str, str], split: str,
+                request: GroupRequest) -> tuple[frozenset[str], list[str], str | None]:
+    """The references of `split` in the dataset `name` that give whole groups at the crop's
+    size, the notices of those left out, and the error where none does (another dataset of
+    the run may have whole groups)."""
+    named = frozenset(ref for ref, its in splits.items() if its == split) & frozenset(drawn)
+    try:
+        whole, chunk_notice = full_chunks(drawn, named, request, split, name)
+        refs, size_notice = fitting(sizes, whole, request, split, name)
+    except ValueError as error:
+        return frozenset(), [f"{error}; left out"], str(error)
+    return refs, [notice for notice in (chunk_notice, size_notice) if notice], None
 
 
 def _drawn_and_sizes(dataset: Dataset) -> tuple[dict[str, tuple[int, int]],
