@@ -228,12 +228,10 @@ def _augment(args) -> Augment:
                    expected.std)
 
 
-def _unread_options(args) -> dict[str, list[str]]:
-    """The options given (away from their defaults) that pretrain never reads with its
-    --objective, --target and --schedule, by what leaves them unread: they would be recorded
-    in its checkpoints, and refuse a resume, for nothing."""
+def _given_objective_options(args) -> dict[str, dict[str, bool]]:
+    """objective -> its own options -> whether each is given away from its default."""
     unset = ObjectiveConfig()
-    given = {
+    return {
         "contrastive": {"--temperature": args.temperature != unset.temperature,
                         "--queue-size": args.queue_size != unset.queue_size,
                         "--moco-momentum": args.moco_momentum != unset.moco_momentum,
@@ -242,23 +240,45 @@ def _unread_options(args) -> dict[str, list[str]]:
         "regression": {"--loss": args.loss != PRETRAIN.loss,
                        "--soft-rank-temperature": args.soft_rank_temperature
                        != PRETRAIN.temperature}}
+
+
+def _unread_by_objective(args, given: dict[str, dict[str, bool]]) -> list[str]:
+    """The given options of other objectives, the single-view augmentations of a grouped one
+    (groups share plain or mirrored crops) and --versions of any but regression."""
     regression = args.objective == "regression"
-    by_objective = [name for objective, options in given.items() if objective != args.objective
-                    for name, set_ in options.items() if set_]
-    single_views = {"--translate": args.translate != 0,
-                    "--rotate": args.rotate != 0}  # groups share plain (or mirrored) crops
-    by_objective += [] if regression else [name for name, set_ in single_views.items() if set_]
-    by_objective += ["--versions"] if regression and args.versions else []
-    classes_only = regression and all(Target(name).kind != "regression" for name in args.target)
-    by_target = [name for name, set_ in given["regression"].items() if set_ and classes_only]
+    names = [name for objective, options in given.items() if objective != args.objective
+             for name, set_ in options.items() if set_]
+    if not regression:
+        names += [name for name, set_ in (("--translate", args.translate != 0),
+                                          ("--rotate", args.rotate != 0)) if set_]
+    return names + (["--versions"] if regression and args.versions else [])
+
+
+def _unread_by_target(args, given: dict[str, dict[str, bool]]) -> list[str]:
+    """The given regression-loss options when every target is a class (cross-entropy)."""
+    classes_only = (args.objective == "regression"
+                    and all(Target(name).kind != "regression" for name in args.target))
+    return [name for name, set_ in given["regression"].items() if set_ and classes_only]
+
+
+def _unread_by_schedule(args) -> list[str]:
+    """The step options of the halving schedule, given with the cosine one."""
     schedule = args.schedule or OPTIM_DEFAULTS[args.objective].schedule
-    by_schedule = [name for name, value in (("--halve-every", args.halve_every),
-                                            ("--lr-decay", args.lr_decay))
-                   if value is not None and schedule == "cosine"]
+    return [name for name, value in (("--halve-every", args.halve_every),
+                                     ("--lr-decay", args.lr_decay))
+            if value is not None and schedule == "cosine"]
+
+
+def _unread_options(args) -> dict[str, list[str]]:
+    """The options given (away from their defaults) that pretrain never reads with its
+    --objective, --target and --schedule, by what leaves them unread: they would be recorded
+    in its checkpoints, and refuse a resume, for nothing."""
+    given = _given_objective_options(args)
     return {why: names for why, names in (
-        (f"--objective {args.objective}", by_objective),
-        (f"--target {','.join(args.target)} (classes: cross-entropy)", by_target),
-        ("the cosine schedule (it takes no steps)", by_schedule)) if names}
+        (f"--objective {args.objective}", _unread_by_objective(args, given)),
+        (f"--target {','.join(args.target)} (classes: cross-entropy)",
+         _unread_by_target(args, given)),
+        ("the cosine schedule (it takes no steps)", _unread_by_schedule(args))) if names}
 
 
 def _pretrain(args) -> int:

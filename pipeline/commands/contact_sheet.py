@@ -152,6 +152,17 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
     (width, height) before any version is decoded or replayed."""
     chosen = ref_id or first_reference(tar_path)
     mine = list(shard_samples(tar_path, chosen).values())
+    reference = _checked_reference(tar_path, chosen, mine)
+    single, composed = _grid_versions(tar_path, chosen, mine)
+    if check_size is not None:
+        check_size(sheet_size(reference.shape, len(_rows(single)), cell_width))
+    return render_grid(reference, _stored_cells(tar_path, reference, single), cell_width), composed
+
+
+def _checked_reference(tar_path: str, chosen: str, mine: list[tuple[dict, bytes | None]]
+                       ) -> np.ndarray:
+    """The decoded pixels of reference `chosen` among its shard samples `mine`, checked
+    against its record."""
     reference, record = next(((decode_png(png), record) for record, png in mine
                               if record["kind"] == "reference"), (None, None))
     if reference is None:
@@ -159,6 +170,13 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
                          f"{a_few(list(_reference_ids(tar_path))) or 'none'})")
     if problem := changed_reference(record["key"], reference, record):
         raise ValueError(f"{tar_path}: {problem}")
+    return reference
+
+
+def _grid_versions(tar_path: str, chosen: str, mine: list[tuple[dict, bytes | None]]
+                   ) -> tuple[dict[tuple[int, int], tuple[dict, bytes | None]], int]:
+    """((distortion id, level) -> (record, PNG or None) of the single-type versions among
+    `mine`, the count of its composed ones); an error when there is no cell to draw."""
     versions = [(record, png) for record, png in mine if record["kind"] != "reference"]
     composed = sum(len(r.get("chain") or ()) > 1 for r, _ in versions)
     single = {(r["distortion_id"], r["level"]): (r, png) for r, png in versions
@@ -170,9 +188,14 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
     if not single:
         raise ValueError(f"{tar_path} holds no version of {chosen!r} (its failures.jsonl says "
                          "why): no sheet to draw")
-    if check_size is not None:
-        check_size(sheet_size(reference.shape, len(_rows(single)), cell_width))
-    # the dataset's manifest (OUT/shards/NAME's OUT) names the libraries a replay needs
+    return single, composed
+
+
+def _stored_cells(tar_path: str, reference: np.ndarray,
+                  single: dict[tuple[int, int], tuple[dict, bytes | None]]
+                  ) -> dict[tuple[int, int], tuple[np.ndarray, str]]:
+    """(distortion id, level) -> (pixels, caption with Q) of each stored version, a recipe
+    replayed with the libraries the dataset's manifest (OUT/shards/NAME's OUT) names."""
     context = ReplayContext.of(Location.parse(
         posixpath.dirname(posixpath.dirname(tar_path)) or "."))
     cells = {}
@@ -182,7 +205,7 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
         pixels = (decode_png(png) if png is not None else
                   Pending(record["key"], reference, record, context).pixels())
         cells[(d.id, level)] = (pixels, d.describe(level) + label)
-    return render_grid(reference, cells, cell_width), composed
+    return cells
 
 
 def _reference_ids(tar_path: str) -> Iterator[str]:
