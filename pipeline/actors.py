@@ -2,6 +2,7 @@
 
 import os
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import ray
@@ -303,23 +304,40 @@ def nearest_labeler(index: int, labelers: list, nodes: list[str], here: str):
     return pool[index % len(pool)]
 
 
-@ray.remote(max_retries=3)
-def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
-               labelers: list, nodes: list[str], progress: "ray.actor.ActorHandle",
-               denoise_on_actor: bool, lease_holder: dict,
-               label_timeout: float | None = None, overlap: bool = False) -> dict:
-    """Produce one shard (`plan`: its part of the plan, ShardPlan.to_json); the labels (and, with
-    denoise_on_actor, the learned-denoiser network) come from a labeler actor, on this node where
-    one lives (none in a label-free run), each call waited for `label_timeout` seconds at most (then
-    that work is recorded as failed); with `overlap` (labels on a GPU) it makes its next reference
-    meanwhile (pipeline.scheduling). It is published only while the driver `lease_holder` holds
-    OUT's lease. Returns its summary."""
-    use_one_thread()  # one CPU per shard task
-    ray.get(progress.attempt.remote(index))
-    labeler = (nearest_labeler(index, labelers, nodes, ray.get_runtime_context().get_node_id())
-               if labelers else None)
+@dataclass(frozen=True)
+class ShardTaskContext:
+    """What every shard task of a run shares: the labeler actors (none in a label-free run)
+    and the node each lives on, the progress actor, whether the labelers run the learned
+    denoiser, the driver's lease identity (a shard is published only while it holds OUT's
+    lease), how long a labeler call is waited for (None: no limit) and whether a shard makes
+    its next reference while one's labels are awaited (labels on a GPU)."""
+    config: RunConfig
+    ensemble: Ensemble
+    out: str
+    labelers: list
+    nodes: list[str]
+    progress: "ray.actor.ActorHandle"
+    denoise_on_actor: bool
+    lease_holder: dict
+    label_timeout: float | None = None
+    overlap: bool = False
 
-    guard = ActorGuard(progress, index, lease_holder)
+
+@ray.remote(max_retries=3)
+def shard_task(index: int, plan: dict, run: ShardTaskContext) -> dict:
+    """Produce one shard (`plan`: its part of the plan, ShardPlan.to_json); the labels (and, with
+    run.denoise_on_actor, the learned-denoiser network) come from a labeler actor, on this node
+    where one lives, each call waited for run.label_timeout seconds at most (then that work is
+    recorded as failed); with run.overlap it makes its next reference meanwhile
+    (pipeline.scheduling). Returns its summary."""
+    use_one_thread()  # one CPU per shard task
+    progress, label_timeout = run.progress, run.label_timeout
+    ray.get(progress.attempt.remote(index))
+    labeler = (nearest_labeler(index, run.labelers, run.nodes,
+                               ray.get_runtime_context().get_node_id())
+               if run.labelers else None)
+
+    guard = ActorGuard(progress, index, run.lease_holder)
 
     def score_images(ref: np.ndarray, versions: np.ndarray, on_labelled, ref_id: str) -> dict:
         # the actor tells the progress actor itself as parts are labelled
@@ -333,10 +351,10 @@ def shard_task(index: int, plan: dict, config: dict, ensemble: dict, out: str,
         return remote_result(labeler.denoise.remote(inputs, progress, guard.making),
                              distortions.DistortionError, label_timeout)
 
-    outcome = produce_shard(index, ShardPlan.from_json(plan), RunConfig.from_json(config),
-                            score_images, Ensemble.from_json(ensemble), Location.parse(out),
-                            on_progress, on_actor if denoise_on_actor else distortions.run_learned,
-                            guard, None if overlap else 0)
+    outcome = produce_shard(index, ShardPlan.from_json(plan), run.config, score_images,
+                            run.ensemble, Location.parse(run.out), on_progress,
+                            on_actor if run.denoise_on_actor else distortions.run_learned,
+                            guard, None if run.overlap else 0)
     record_shard(outcome)
     return {"index": index, "samples": outcome.samples, "failures": len(outcome.failures),
             "seconds": outcome.seconds}

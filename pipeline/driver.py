@@ -21,7 +21,13 @@ from labelers import weights
 from labelers.ensemble import Ensemble
 from labelers.ensemble import load as load_ensemble
 from labelers.errors import LabelerError
-from pipeline.actors import LabelerActor, ProgressActor, merge_strikes, shard_task
+from pipeline.actors import (
+    LabelerActor,
+    ProgressActor,
+    ShardTaskContext,
+    merge_strikes,
+    shard_task,
+)
 from pipeline.config import RunConfig
 from pipeline.duplicates import find_duplicates
 from pipeline.errors import (
@@ -573,16 +579,16 @@ def _make_shards(todo: list[int], done: list[int], plan: Plan, config: RunConfig
     on_actors = options.denoise_on_actors
     if on_actors is None:
         on_actors = resources.get("GPU", 0) > 0
-    arguments = (config.to_json(), ensemble.to_json(), config.out)
     with _labeler_pool(config, scheduling, plan.digest[:8]) as (actors, nodes):
         progress = _Progress(location, plan, 1 + config.versions_count, done, lease)
+        run = ShardTaskContext(config, ensemble, config.out, actors, nodes, progress.actor,
+                               on_actors and bool(actors), lease.identity(),
+                               options.label_timeout, scheduling.overlap)
 
         def submit(index: int):
             lease.check()  # a driver whose output another took over sends nothing more out
             return shard_task.options(name=f"shard-{shard_name(index)}").remote(
-                index, plan.part(index).to_json(), *arguments, actors, nodes, progress.actor,
-                on_actors and bool(actors), lease.identity(), options.label_timeout,
-                scheduling.overlap)
+                index, plan.part(index).to_json(), run)
 
         try:
             failed = _run_shards(todo, submit, scheduling.in_flight, progress, config.out)
