@@ -386,7 +386,7 @@ def test_a_shard_task_whose_driver_lost_the_lease_publishes_nothing(local_ray, s
     """The shard tasks of a suspended driver run on: one that ends after another driver took
     the output over raises LeaseLostError and leaves no file in OUT/shards; the same task sent
     under the lease that is still its driver's publishes its shard."""
-    from pipeline.actors import ProgressActor, shard_task
+    from pipeline.actors import ProgressActor, ShardTaskContext, shard_task
     from pipeline.driver import shard_is_complete
     from pipeline.plan import Plan, chosen, persist_or_check
     from pipeline.sources import list_sources
@@ -401,9 +401,9 @@ def test_a_shard_task_whose_driver_lost_the_lease_publishes_nothing(local_ray, s
     try:
         def run_shard() -> dict:
             progress = ProgressActor.remote([2])
-            return ray.get(shard_task.remote(0, plan.part(0).to_json(), config.to_json(),
-                                             mae_ensemble.to_json(), config.out, [], [],
-                                             progress, False, lease.identity()))
+            run = ShardTaskContext(config, mae_ensemble, config.out, [], [], progress, False,
+                                   lease.identity())
+            return ray.get(shard_task.remote(0, plan.part(0).to_json(), run))
 
         Lease(location, holder={**lease.holder, "host": "elsewhere", "pid": 7})._write()
         with pytest.raises(ray.exceptions.RayTaskError) as raised:
