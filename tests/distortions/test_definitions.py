@@ -416,7 +416,7 @@ def test_the_types_that_keep_a_conversion_convert_each_image_anew(small_image, n
     """The YCbCr, Lab or edge weight of the image converted last on a thread is kept (a
     reference's versions of types 4, 5, 16, 19, 27, 28 and 31 start from it): images
     interleaved, each version is the one a thread that never converted another image makes
-    (a fresh thread keeps nothing)."""
+    (a fresh thread keeps nothing); one that differs only in its last row is another image."""
     from concurrent.futures import ThreadPoolExecutor
 
     import distortions
@@ -424,7 +424,10 @@ def test_the_types_that_keep_a_conversion_convert_each_image_anew(small_image, n
     distortion = distortions.get(name)
     other = np.ascontiguousarray(small_image[::-1])
     same_bytes_other_shape = np.ascontiguousarray(small_image.reshape(192, 176, 3))
-    for img in (small_image, other, small_image, same_bytes_other_shape, small_image.copy()):
+    last_row_other = small_image.copy()
+    last_row_other[-1] = 255 - last_row_other[-1]
+    for img in (small_image, other, small_image, last_row_other, same_bytes_other_shape,
+                small_image.copy()):
         for level in (2, 5):
             params = distortion.sample_params(level, np.random.default_rng(level))
             with ThreadPoolExecutor(1) as fresh:

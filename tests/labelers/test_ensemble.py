@@ -383,3 +383,59 @@ def test_the_fit_reports_scipys_correlations_and_none_where_none_is_defined():
     for predicted, target in ((np.full(5, 0.5), y[:5]), (x[:5], np.ones(5)), (x[:2], y[:2]),
                               (np.array([0.1, np.nan, 0.3]), y[:3])):
         assert _correlations(predicted, target) == {"srocc": None, "plcc": None}
+
+
+def _noisy_fit_data(seed: int, n: int = 120, references: int = 10):
+    """Two metrics that follow the opinions through noise, over `references` references."""
+    rng = np.random.default_rng(seed)
+    opinion = rng.uniform(1, 5, n)
+    scores = {"mae": 0.2 - 0.03 * opinion + rng.normal(0, 0.03, n),
+              "gmsd": 0.3 - 0.05 * opinion + rng.normal(0, 0.08, n)}
+    return scores, opinion, np.repeat(np.array([f"r{k}.png" for k in range(references)]),
+                                      n // references)
+
+
+def test_the_per_metric_figures_are_scipys_on_the_held_out_references():
+    """labels.md: each metric's SROCC and PLCC are reported on the other 20%, the references
+    the fit never saw: scipy's figures of its fitted q on their rows, not on the training
+    rows."""
+    from scipy import stats
+
+    scores, opinion, references = _noisy_fit_data(5)
+    report = fit_ensemble(scores, opinion, references, seed=3)
+    test = ~split_by_reference(references, seed=3)
+    for key in scores:
+        q = report.ensemble.mappings[key](scores[key])[test]
+        assert report.per_metric[key] == pytest.approx(
+            {"srocc": stats.spearmanr(q, opinion[test]).statistic,
+             "plcc": stats.pearsonr(q, opinion[test]).statistic}, abs=1e-12)
+
+
+def test_rows_tied_in_opinion_fit_one_ensemble_in_any_order():
+    """Rows of one reference with equal opinion scores (MOS on a coarse scale) are put in one
+    order by their scores too: the fit and its hash do not move with the table's order."""
+    scores, opinion, references = _noisy_fit_data(6)
+    opinion = np.round(opinion)  # five values: ties within every reference
+    plain = fit_ensemble(scores, opinion, references, seed=2).ensemble
+    order = np.random.default_rng(7).permutation(len(opinion))
+    shuffled = fit_ensemble({key: values[order] for key, values in scores.items()},
+                            opinion[order], references[order], seed=2).ensemble
+    assert shuffled.hash == plain.hash and shuffled.to_json() == plain.to_json()
+
+
+def test_of_two_references_one_is_held_out_for_the_test():
+    """80% of two references rounds to both: one is kept back all the same, or nothing would
+    be left to report on."""
+    references = np.repeat(["a.png", "b.png"], 4)
+    for seed in range(5):
+        train = split_by_reference(references, seed)
+        assert len(set(references[train])) == 1 and len(set(references[~train])) == 1
+
+
+def test_a_fitted_ensemble_records_its_split_seed():
+    """The seed picks the training references: the ensemble file says which it was."""
+    scores, opinion, references = _noisy_fit_data(5)
+    for seed in (3, 11):
+        ensemble = fit_ensemble(scores, opinion, references, seed=seed).ensemble
+        assert ensemble.notes["split_seed"] == seed
+        assert ens.Ensemble.from_json(ensemble.to_json()).notes["split_seed"] == seed

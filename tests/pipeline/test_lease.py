@@ -227,6 +227,20 @@ def test_a_driver_whose_lease_was_taken_over_stops_and_never_writes_over_it(loca
     assert json.loads(location.read_bytes(location.path(LEASE_FILE)))["pid"] == 7
 
 
+def test_a_takeover_by_a_holder_of_the_same_pid_is_still_a_takeover(location):
+    """Containers on shared storage can share pids: a lease another host's driver of this
+    pid wrote, or a later driver of this pid on this host, is not this driver's (a holder is
+    its host, pid and start time)."""
+    for other in ({"host": "elsewhere"}, {"started": time.time() + 100}):
+        woken = Lease(location)
+        woken.acquire()
+        Lease(location, holder={**woken.holder, **other})._write()
+        with pytest.raises(LeaseLostError, match="took this run's lease over"):
+            woken.check()
+        woken.release()  # not its lease: left to its holder
+        location.delete(location.path(LEASE_FILE))
+
+
 def test_a_stale_lease_whose_process_lives_on_this_host_is_not_taken_over(location):
     """Stale but alive here: a stopped or suspended driver that would write again as it
     wakes. --take-over says to stop it first, naming its pid."""

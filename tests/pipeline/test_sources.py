@@ -2,6 +2,7 @@
 folders that cannot be listed named, list files that are not text named, ids short enough to
 unpack."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -157,6 +158,15 @@ def test_a_long_name_gives_an_id_that_unpacks(tmp_path, small_image, fast_config
     unpacked = sorted(path.name for path in (tmp_path / "unpacked").iterdir())
     assert unpacked == sorted(f"{ids[0]}{suffix}" for suffix in (
         "_ref.png", "_ref.json", "_d01_l1.png", "_d01_l1.json"))
+
+
+def test_a_name_of_200_characters_is_kept_whole_and_one_of_201_is_cut():
+    """docs/shards-spec-notes.md: a stem longer than 200 characters is cut there, 8 hex digits
+    of its SHA-256 in place of the rest; one of 200 is kept as it is."""
+    whole, cut = ref_ids(["a" * 200, "b" * 201])
+    assert whole == "a" * 200
+    digest = hashlib.sha256(("b" * 201).encode()).hexdigest()[:8]
+    assert len(cut) == 200 and cut.startswith("b" * 190) and cut.endswith(digest)
 
 
 def _linked_tree(root: Path, link_first: bool) -> None:

@@ -203,6 +203,36 @@ def test_the_code_of_pixels_and_scores_is_recorded_by_its_digest(tmp_path, monke
     assert code_digest("probe_room") != before
 
 
+def test_a_rooms_json_files_are_part_of_its_code_digest(tmp_path, monkeypatch):
+    """A room's tables (*.json beside its *.py) make bytes as its code does: editing one
+    moves the digest."""
+    from shards.provenance import code_digest
+
+    room = tmp_path / "probe_tables"
+    room.mkdir()
+    (room / "__init__.py").write_text("")
+    (room / "levels.json").write_text('{"a": 1}')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = code_digest("probe_tables")
+    assert before == hashlib.sha256(b'__init__.py\0\0levels.json\0{"a": 1}\0').hexdigest()[:16]
+    (room / "levels.json").write_text('{"a": 2}')
+    assert code_digest("probe_tables") != before
+
+
+def test_the_recorded_versions_name_opencvs_jpeg_jpeg2000_and_png_libraries():
+    """The bank encodes JPEG, JPEG 2000 and PNG through OpenCV: the libraries its build
+    information lists for them, with their versions, are recorded."""
+    import cv2
+
+    recorded = library_versions()
+    info = cv2.getBuildInformation()
+    for codec, key in (("JPEG", "opencv_jpeg"), ("JPEG 2000", "opencv_jpeg2000"),
+                       ("PNG", "opencv_png")):
+        listed = re.search(rf"^\s*{codec}:.*\(ver ([^)]*)\)\s*$", info, re.MULTILINE)
+        if listed is not None:
+            assert recorded[key] == listed[1].strip()
+
+
 def test_a_replay_that_differs_is_an_error_naming_sample_and_libraries(store_datasets,
                                                                        tmp_path):
     key = next(k for k, parts in _members(store_datasets["recipes"]).items()

@@ -67,3 +67,12 @@ def test_bad_input_is_refused():
         srocc([1, 2], [2, 1])
     with pytest.raises(ValueError, match="one length"):
         plcc([1, 2, 3], [1, 2])
+
+
+def test_input_of_two_dimensions_is_refused():
+    """Two tables of one shape are no pair of series: refused, not flattened (Kendall's tau)
+    nor read as columns of variables."""
+    table = np.arange(12.0).reshape(4, 3)
+    for correlation in (plcc, srocc, krcc, rmse):
+        with pytest.raises(ValueError, match="1-D"):
+            correlation(table, table[::-1])
