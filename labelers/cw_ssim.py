@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from distortions.kernels import fspecial_gaussian
 from labelers.base import Metric
+from labelers.fixed_bits import fixed_mean, fixed_sum
 from labelers.inputs import gray_rounded
 
 LEVEL = 4          # pyramid level whose bands are compared (also the pyramid height)
@@ -161,7 +162,7 @@ def pyramid_bands(gray: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
     height, width = gray.shape[-2:]
     # the band filters are 1e-16 at DC: without its mean, a flat image's bands are 0, not
     # FFT rounding that would set its windows' scores (K = 0)
-    centred = gray - gray.mean(dim=(-2, -1), keepdim=True)
+    centred = gray - fixed_mean(gray, (-2, -1), keepdim=True)
     half = torch.fft.rfft2(centred)  # columns 0 .. width // 2; X[r, c] = conj(X[-r, -c])
     direct = cols <= width // 2
     half_cols = torch.where(direct, cols, (width - cols) % width)
@@ -176,7 +177,7 @@ def pyramid_bands(gray: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
 def cssim_pooled(ref_bands: torch.Tensor, dist_bands: torch.Tensor, weights: torch.Tensor
                  ) -> torch.Tensor:
     """Per-band CW-SSIM (N x nbands): box-averaged cross-correlation and energy, cssim map,
-    Gaussian-weighted sum."""
+    Gaussian-weighted mean (the weights sum to 1)."""
     corr = ref_bands * dist_bands.conj()
     varr = ref_bands.abs() ** 2 + dist_bands.abs() ** 2
     stats = torch.cat([corr.real, corr.imag, varr], dim=1)
@@ -187,7 +188,9 @@ def cssim_pooled(ref_bands: torch.Tensor, dist_bands: torch.Tensor, weights: tor
     cssim = torch.where(
         denominator > 0, numerator / denominator.clamp_min(torch.finfo(varr.dtype).tiny), 1.0
     )
-    return (cssim * weights).sum(dim=(-2, -1))
+    # divided by the weights' own sum, added in the same order: 1 exactly where cssim is 1
+    # everywhere (the Gaussian's weights sum to 1 but for rounding)
+    return fixed_sum(cssim * weights, (-2, -1)) / fixed_sum(weights, (-2, -1))
 
 
 class CWSSIM(Metric):

@@ -11,6 +11,7 @@ import torch
 from piq.functional import gradient_map, scharr_filter, similarity_map
 
 from labelers.base import Metric
+from labelers.fixed_bits import fixed_sum
 from labelers.inputs import box_downsample, pooling_factor
 from labelers.phase_congruency import filters, phase_congruency
 
@@ -56,4 +57,4 @@ class FSIM(Metric):
         chroma = (similarity_map(prepared["i"], d["i"], T3)
                   * similarity_map(prepared["q"], d["q"], T4))
         score = score * (chroma.to(torch.complex128) ** LAMBDA).real
-        return score.sum(dim=[1, 2, 3]) / pc_max.sum(dim=[1, 2, 3])
+        return fixed_sum(score, (1, 2, 3)) / fixed_sum(pc_max, (1, 2, 3))

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from labelers.base import Metric
-from labelers.inputs import box_downsample, gray_rounded, ieee_sqrt, image_stds
+from labelers.fixed_bits import ieee_sqrt, image_stds
+from labelers.inputs import box_downsample, gray_rounded
 
 T = 170.0
 

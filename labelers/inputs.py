@@ -34,34 +34,6 @@ def gray_rounded(rgb: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
     return torch.floor(gray + 0.5).to(dtype)
 
 
-def ieee_sqrt(x: torch.Tensor) -> torch.Tensor:
-    """The correctly rounded square root, on every machine: torch's CPU sqrt goes through MKL's
-    vector library, whose result for the same float64 differs by an ulp from one instruction
-    path (AVX-512, AVX2) to another and from IEEE's; numpy's is IEEE's, as CUDA's is."""
-    if x.device.type != "cpu":
-        return torch.sqrt(x)
-    return torch.from_numpy(np.sqrt(x.detach().contiguous().numpy()))
-
-
-def image_means(values: torch.Tensor) -> torch.Tensor:
-    """Each image's mean over all its values (N x ... -> N), the same bits for an image in any
-    batch and with any thread count: on a CPU as numpy's sum of each row (torch's reduction of
-    a batch of one adds in another order than of several); torch's on CUDA."""
-    flat = values.flatten(1)
-    if flat.device.type != "cpu":
-        return flat.mean(dim=1)
-    return torch.from_numpy(flat.detach().contiguous().numpy().mean(axis=1))
-
-
-def image_stds(values: torch.Tensor) -> torch.Tensor:
-    """Each image's standard deviation with N - 1 normalisation (MATLAB's std2), the same bits
-    for an image in any batch and with any thread count, as `image_means`."""
-    flat = values.flatten(1)
-    if flat.device.type != "cpu":
-        return flat.std(dim=1, correction=1)
-    return torch.from_numpy(flat.detach().contiguous().numpy().std(axis=1, ddof=1))
-
-
 def unit_rgb(rgb: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 -> float RGB in [0, 1]."""
     return rgb.to(dtype) / 255.0

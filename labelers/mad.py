@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from labelers.base import Metric
+from labelers.fixed_bits import fixed_mean
 from labelers.inputs import gray_rounded, symmetric_pad
 
 # Detection stage (hi_index)
@@ -316,7 +317,7 @@ def edge_rms(pixel_map: torch.Tensor) -> torch.Tensor:
     """norm(mp2(:)) / sqrt(numel(mp2)) of mp2 = mp(BSIZE+1:end-BSIZE-1, BSIZE+1:end-BSIZE-1)."""
     rows, cols = pixel_map.shape[-2:]
     crop = pixel_map[..., EDGE : rows - EDGE - 1, EDGE : cols - EDGE - 1]
-    return torch.sqrt((crop**2).mean(dim=(-2, -1)))
+    return torch.sqrt(fixed_mean(crop**2, (-2, -1)))
 
 
 # ---- detection stage --------------------------------------------------------------------

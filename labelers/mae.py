@@ -3,7 +3,8 @@
 import torch
 
 from labelers.base import Metric
-from labelers.inputs import image_means, unit_rgb
+from labelers.fixed_bits import image_means
+from labelers.inputs import unit_rgb
 
 
 class MAE(Metric):

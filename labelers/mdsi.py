@@ -15,6 +15,7 @@ import torch
 from piq.functional import gradient_map, prewitt_filter, rgb2lhm, similarity_map
 
 from labelers.base import Metric
+from labelers.fixed_bits import fixed_mean
 from labelers.inputs import box_downsample, pooling_factor
 
 C1, C2, C3, ALPHA = 140.0, 55.0, 550.0, 0.6
@@ -41,8 +42,9 @@ def deviation_pooling(gcs: torch.Tensor) -> torch.Tensor:
     # the real and imaginary parts' means: torch's complex mean (a complex division) of n
     # ones can be one ulp below 1, which the outer fourth root turns into 1e-4 for identical
     # images (MATLAB's mean gives exactly 1)
-    mean = torch.complex(z.real.mean(dim=1, keepdim=True), z.imag.mean(dim=1, keepdim=True))
-    return (z - mean).abs().mean(dim=1) ** 0.25
+    mean = torch.complex(fixed_mean(z.real, (1,), keepdim=True),
+                         fixed_mean(z.imag, (1,), keepdim=True))
+    return fixed_mean((z - mean).abs(), (1,)) ** 0.25
 
 
 class MDSI(Metric):

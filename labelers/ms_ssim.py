@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from distortions.kernels import gaussian_kernel_1d
 from labelers.base import Metric
+from labelers.fixed_bits import image_means
 from labelers.inputs import gray_rounded
 
 WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -80,5 +81,5 @@ class MSSSIM(Metric):
             cs = (2 * sigma12 + C2) / (sigma1 + sigma2 + C2)
             if level == len(WEIGHTS) - 1:
                 cs = cs * (2 * mu1 * mu2 + C1) / (mu1**2 + mu2**2 + C1)
-            score = score * cs.flatten(1).mean(dim=1) ** WEIGHTS[level]
+            score = score * image_means(cs) ** WEIGHTS[level]
         return score

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from labelers.base import Metric
+from labelers.fixed_bits import image_means
 from labelers.inputs import gray_rounded, symmetric_pad
 
 PYRAMID_LEVELS = 6
@@ -138,7 +139,7 @@ class NLPD(Metric):
     def compare(self, prepared: list[torch.Tensor], dist: torch.Tensor) -> torch.Tensor:
         distorted = self._normalised_pyramid(dist)
         level_rms = [
-            ((ref_level - dist_level) ** 2).mean(dim=(1, 2, 3)).sqrt()
+            image_means((ref_level - dist_level) ** 2).sqrt()
             for ref_level, dist_level in zip(prepared, distorted, strict=True)
         ]
         return torch.stack(level_rms, dim=1).mean(dim=1)

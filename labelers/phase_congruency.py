@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from labelers.fixed_bits import fixed_sum
+
 SCALES = ORIENTATIONS = 4
 MIN_WAVELENGTH, MULT, SIGMA_ON_F, D_THETA_ON_SIGMA = 6.0, 2.0, 0.55, 1.2
 NOISE_K, EPSILON = 2.0, 1e-4
@@ -68,10 +70,10 @@ def _noise_gain(bank: torch.Tensor) -> torch.Tensor:
     phasecong2's EstNoiseEnergy2."""
     height, width = bank.shape[-2:]
     spatial = torch.fft.ifft2(bank).real * math.sqrt(height * width)
-    squares = (spatial**2).sum(dim=(1, 2, 3))
-    crossed = sum((spatial[:, i] * spatial[:, j]).sum(dim=(-2, -1))
+    squares = fixed_sum(spatial**2, (1, 2, 3))
+    crossed = sum(fixed_sum(spatial[:, i] * spatial[:, j], (-2, -1))
                   for i in range(SCALES - 1) for j in range(i + 1, SCALES))
-    return (2 * squares + 4 * crossed) / (bank[:, 0] ** 2).sum(dim=(-2, -1))
+    return (2 * squares + 4 * crossed) / fixed_sum(bank[:, 0] ** 2, (-2, -1))
 
 
 def matlab_median(values: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 
 from labelers.base import Metric
 from labelers.errors import InvalidPairError
+from labelers.fixed_bits import image_means
 from labelers.inputs import gray_rounded, symmetric_pad, to_batch
 from labelers.ms_ssim import C1, C2, WINDOW_SIZE, filter_valid, gaussian_taps, moments
 
@@ -49,7 +50,7 @@ class SSIM(Metric):
     def compare(self, prepared: Prepared, dist: torch.Tensor) -> torch.Tensor:
         ssim = _map_of_gray(prepared, gray_rounded(dist, torch.float64),
                             gaussian_taps(self.device))
-        return ssim.flatten(1).mean(dim=1)
+        return image_means(ssim)
 
 
 def ssim_maps(reference: np.ndarray, distorted: np.ndarray | list[np.ndarray]) -> np.ndarray:

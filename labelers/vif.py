@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from labelers.base import Metric
 from labelers.errors import LabelerError
+from labelers.fixed_bits import fixed_mean, fixed_sum
 from labelers.inputs import gray_rounded
 
 HEIGHT = 4                                   # pyramid levels
@@ -264,7 +265,7 @@ def gsm_parameters(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     A C_u singular to working precision (blocks that vary along one direction only: a ramp,
     stripes) raises LabelerError, where MATLAB's inv warns and returns Inf."""
     vectors = F.unfold(y, M)[0]
-    centred = vectors - vectors.mean(dim=1, keepdim=True)
+    centred = vectors - fixed_mean(vectors, (1,), keepdim=True)
     covariance = _outer_sum(centred) / vectors.shape[1]
     eigenvalues = torch.linalg.eigvalsh(covariance)
     if not eigenvalues[0] > SINGULAR * eigenvalues[-1]:
@@ -289,7 +290,7 @@ def _outer_sum(centred: torch.Tensor) -> torch.Tensor:
 
 def information(snr: torch.Tensor, eigenvalues: torch.Tensor) -> torch.Tensor:
     """sum_j sum_blocks log2(1 + snr lambda_j), per image (N x 1 x h x w -> N)."""
-    return sum(torch.log2(1 + snr * value).sum(dim=(-3, -2, -1)) for value in eigenvalues)
+    return sum(fixed_sum(torch.log2(1 + snr * value), (-3, -2, -1)) for value in eigenvalues)
 
 
 @dataclass(frozen=True)

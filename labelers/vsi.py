@@ -32,6 +32,7 @@ from piq.functional import (
 from piq.vsi import _log_gabor
 
 from labelers.base import Metric
+from labelers.fixed_bits import fixed_sum
 from labelers.inputs import box_downsample, pooling_factor
 
 C1, C2, C3, ALPHA, LAMBDA = 1.27, 386.0, 130.0, 0.4, 0.02
@@ -42,15 +43,16 @@ LAB_WHITE = (0.9642, 1.0, 0.8251)  # SDSP.m's RGB2Lab
 Prepared = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # saliency, LMN, gradient of L
 
 
-def imresize_matrix(n_in: int, n_out: int, device: torch.device,
-                    scale: float | None = None) -> torch.Tensor:
-    """MATLAB imresize(..., 'bilinear') along one axis as an n_out x n_in matrix (imresize.m's
-    contributions): a triangle kernel, widened by 1 / scale when shrinking (antialiasing),
-    weights summing to 1, indices beyond the edges clamped, as MATLAB R2012b's output quoted in
-    Octave's tests shows (later imresize.m releases mirror them instead, `aux = [1:n,
-    n:-1:1]`, which differs where an index falls below 1 or reaches n + 2: the first and last
-    outputs of a shrink from more than 3 x n_out, VSI 1.5e-7 apart at 750 x 1000). `scale`
-    defaults to n_out / n_in, as when imresize is given the output size."""
+def imresize_taps(n_in: int, n_out: int, device: torch.device,
+                  scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MATLAB imresize(..., 'bilinear') along one axis as each output's input indices and
+    weights (n_out x taps each; imresize.m's contributions): a triangle kernel, widened by
+    1 / scale when shrinking (antialiasing), weights summing to 1, indices beyond the edges
+    clamped, as MATLAB R2012b's output quoted in Octave's tests shows (later imresize.m
+    releases mirror them instead, `aux = [1:n, n:-1:1]`, which differs where an index falls
+    below 1 or reaches n + 2: the first and last outputs of a shrink from more than 3 x n_out,
+    VSI 1.5e-7 apart at 750 x 1000). `scale` defaults to n_out / n_in, as when imresize is
+    given the output size."""
     scale = scale or n_out / n_in
     shrink = min(scale, 1.0)
     u = torch.arange(1, n_out + 1, dtype=torch.float64, device=device) / scale \
@@ -59,15 +61,30 @@ def imresize_matrix(n_in: int, n_out: int, device: torch.device,
     indices = torch.floor(u - 1 / shrink)[:, None] + taps
     weights = (1 - (u[:, None] - indices).abs() * shrink).clamp(min=0)
     columns = (indices.long() - 1).clamp(0, n_in - 1)
-    matrix = torch.zeros(n_out, n_in, dtype=torch.float64, device=device)
-    return matrix.scatter_add_(1, columns, weights / weights.sum(dim=1, keepdim=True))
+    return columns, weights / weights.sum(dim=1, keepdim=True)
+
+
+def resize_rows(x: torch.Tensor, n_out: int, scale: float | None = None) -> torch.Tensor:
+    """imresize(..., 'bilinear') of float64 `x` along its rows (dim -2) to n_out: each output
+    row its taps' weighted sum, added in tap order, elementwise (a matrix product's bits moved
+    with the CPU's thread count, VSI's by an ulp)."""
+    columns, weights = imresize_taps(x.shape[-2], n_out, x.device, scale)
+    weights = weights[:, :, None]
+    total = x.index_select(-2, columns[:, 0]) * weights[:, 0]
+    gathered = torch.empty_like(total)
+    for tap in range(1, columns.shape[1]):
+        total.addcmul_(torch.index_select(x, -2, columns[:, tap], out=gathered), weights[:, tap])
+    return total
+
+
+def _transposed(x: torch.Tensor) -> torch.Tensor:
+    return x.transpose(-1, -2).contiguous()  # (whole rows gathered: faster than columns)
 
 
 def imresize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """imresize(x, [height, width], 'bilinear') of each plane of a float64 N x C x H x W."""
-    rows = imresize_matrix(x.shape[-2], height, x.device)
-    cols = imresize_matrix(x.shape[-1], width, x.device)
-    return rows @ x @ cols.T
+    """imresize(x, [height, width], 'bilinear') of each plane of a float64 N x C x H x W, rows
+    first."""
+    return _transposed(resize_rows(_transposed(resize_rows(x, height)), width))
 
 
 def _lab(rgb: torch.Tensor) -> torch.Tensor:
@@ -135,4 +152,4 @@ class VSI(Metric):
         score = (similarity_map(vs1, vs2, C1) * similarity_map(g1, g2, C2) ** ALPHA
                  * (chroma.to(torch.complex128) ** LAMBDA).real * weight)
         eps = torch.finfo(torch.float64).eps  # piq's guard: two flat images score 1, not 0/0
-        return (score.sum(dim=(1, 2, 3)) + eps) / (weight.sum(dim=(1, 2, 3)) + eps)
+        return (fixed_sum(score, (1, 2, 3)) + eps) / (fixed_sum(weight, (1, 2, 3)) + eps)

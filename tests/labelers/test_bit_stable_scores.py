@@ -19,15 +19,21 @@ from labelers.registry import AVAILABLE_METRICS, DEEP_METRICS
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json, sys
-import numpy as np, torch
+import numpy as np, skimage.data, torch
 import distortions
 from labelers import Labeler
+from pipeline.sizing import cover_and_crop, parse_size
 from tests.conftest import MINIMUM_IMAGE
 from PIL import Image
-torch.set_num_threads(int(sys.argv[1]))
-ref = np.asarray(Image.open(MINIMUM_IMAGE).convert("RGB")).copy()
+threads, metrics, size, batch = sys.argv[1:]
+torch.set_num_threads(int(threads))
+if size == "small":
+    ref = np.asarray(Image.open(MINIMUM_IMAGE).convert("RGB")).copy()
+else:
+    ref = cover_and_crop(skimage.data.astronaut(), parse_size(size))
 versions = np.stack([distortions.apply(ref, d, 3, 5)[0] for d in (1, 3, 13, 16)])
-scores = Labeler(metrics=tuple(sys.argv[2].split(",")), device="cpu").score(ref, versions)
+scores = Labeler(metrics=tuple(metrics.split(",")), device="cpu",
+                 batch_size=int(batch) or None).score(ref, versions)
 print(json.dumps({key: [float(s).hex() for s in values] for key, values in scores.items()}))
 """
 
@@ -57,8 +63,12 @@ def test_a_version_scores_the_same_bits_alone_and_in_any_batch(small_image):
             assert scores[key].tobytes() == expected.tobytes(), (key, batch)
 
 
-def _scores(threads: int, metrics: str = "gmsd,mae", **environment) -> dict[str, list[str]]:
-    run = subprocess.run([sys.executable, "-c", SCRIPT, str(threads), metrics], cwd=ROOT,
+def _scores(threads: int, metrics: str = "gmsd,mae", size: str = "small", batch: int = 0,
+            **environment) -> dict[str, list[str]]:
+    """The hex scores of four versions of the astronaut (the committed crop, or cropped to
+    `size`) on `threads` torch threads, in passes of `batch` (0: the metrics' own)."""
+    run = subprocess.run([sys.executable, "-c", SCRIPT, str(threads), metrics, size, str(batch)],
+                         cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT), **environment},
                          capture_output=True, text=True, check=True, timeout=300)
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -76,12 +86,15 @@ def test_the_scores_do_not_depend_on_threads_or_the_blas_code_path():
 def test_no_metric_moves_with_the_thread_count():
     """A labeler actor's torch threads follow the node's CPUs and the actor count: a shard
     made again on another cluster must label its samples with the same bits. VIF's covariance,
-    a BLAS product whose long sum was split among the threads, moved in its last bits."""
+    a BLAS product whose long sum was split among the threads, moved in its last bits, and
+    so did eight metrics' pooling sums at 512 x 384 in a pass of one version (a reference's
+    last pass often holds one): torch splits a long sum among its threads there."""
     metrics = ",".join(key for key in AVAILABLE_METRICS if key not in DEEP_METRICS)
-    expected = _scores(1, metrics)
-    assert sorted(expected) == sorted(metrics.split(","))
-    assert _scores(2, metrics) == expected
-    assert _scores(4, metrics) == expected
+    for size, batch in (("small", 0), ("512x384", 1)):
+        expected = _scores(1, metrics, size, batch)
+        assert sorted(expected) == sorted(metrics.split(","))
+        for threads in (2, 3, 4):
+            assert _scores(threads, metrics, size, batch) == expected, (size, threads)
 
 
 def test_the_other_metrics_move_only_in_their_last_bits_with_the_batch(small_image):
