@@ -121,6 +121,10 @@ class Ensemble:
     def __post_init__(self):
         if set(self.weights) != set(self.mappings):
             raise EnsembleError("weights and mappings must name the same metrics")
+        # held in the metrics' sorted order, whatever a file's: Q adds its terms in that order,
+        # so one definition (one hash) gives the same bits of Q however it was written
+        object.__setattr__(self, "weights", dict(sorted(self.weights.items())))
+        object.__setattr__(self, "mappings", dict(sorted(self.mappings.items())))
         if any(w < 0 or not math.isfinite(w) for w in self.weights.values()):
             raise EnsembleError("weights must be finite and non-negative")
         tiny = {key: w for key, w in self.weights.items() if 0 < w < sys.float_info.min}
