@@ -4,6 +4,7 @@ random state a mid-epoch checkpoint keeps to continue exactly."""
 
 import pickle
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -31,7 +32,20 @@ def save(state: dict, path: Path) -> None:
     """Write `state` to `path` whole or not at all (a node that loses power never leaves an
     empty checkpoint in place of the last one: shards.storage.atomic_file)."""
     with atomic_file(path) as handle:
+        write(state, handle)
+
+
+def write(state: dict, handle: BinaryIO) -> None:
+    """torch.save(state, handle). A Ctrl-C (or a SIGTERM, raised as one) while it writes is
+    raised as the KeyboardInterrupt it is: torch's zip writer, closed in the middle of a
+    record, raises a RuntimeError in its place ("unexpected pos"), which the command line
+    would show as a crash where it says how to resume."""
+    try:
         torch.save(state, handle)
+    except RuntimeError as error:
+        if isinstance(error.__context__, KeyboardInterrupt):
+            raise error.__context__ from None
+        raise
 
 
 class CheckpointError(ValueError):
