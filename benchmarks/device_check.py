@@ -305,11 +305,18 @@ def loader_speed(device: torch.device, sizes: Sizes, dataset: str | None) -> dic
 
 # ---------------------------------------------------------------- ddp
 
+def _text(output: bytes | str | None) -> str:
+    """What a timed-out subprocess printed (bytes even in text mode, or None)."""
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
+
+
 def _pretrain(launcher: list[str], dataset: str, sizes: Sizes, device: torch.device,
-              options: list[str], crop: int) -> tuple[dict, float, str]:
+              options: list[str], crop: int, seconds: float = 300) -> tuple[dict, float, str]:
     """`train pretrain` on the pipeline's shards (one epoch at `crop`, the first reference
     held out for validation) under `launcher`: (its summary.json, seconds, the output's
-    tail)."""
+    tail); a RuntimeError with the tail of what it printed where it runs past `seconds`."""
     refs = sorted({p.stem for p in Path(dataset).parent.joinpath("sources").iterdir()})
     out = Path(tempfile.mkdtemp(prefix="device-check-pretrain-"))
     command = [*launcher, "-m", "training", "pretrain", dataset, "--out", str(out),
@@ -317,7 +324,12 @@ def _pretrain(launcher: list[str], dataset: str, sizes: Sizes, device: torch.dev
                "--val-refs", refs[0], "--val-limit", "8", "--workers", "1", "--init", "random",
                "--device", device.type, *options]
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=seconds)
+    except subprocess.TimeoutExpired as expired:  # where it stood, not only that it hung
+        printed = "".join(_text(part) for part in (expired.stdout, expired.stderr))
+        raise RuntimeError(f"{' '.join(command[:6])} ... did not end within {seconds:g} s; "
+                           f"its output's tail: {printed[-1500:]}") from None
     summary = out / "summary.json"
     if result.returncode != 0 or not summary.is_file():
         raise RuntimeError(f"{' '.join(command[:6])} ... exited {result.returncode}: "

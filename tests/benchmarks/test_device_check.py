@@ -122,6 +122,24 @@ def test_a_run_of_some_sections_says_where_it_ran_and_merges(tmp_path, monkeypat
     assert merged["sources"] == {"environment": "run1 (2026-11-30)", "loader": "run2 (None)"}
 
 
+def test_a_pretraining_that_hangs_is_reported_with_where_it_stood(tmp_path, monkeypatch):
+    """The CPU check's two-rank pretraining once ran its 300 s out (once in many CI runs):
+    the section's error then holds the tail of what the run printed, not only that it hung."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import torch
+    from device_check import _pretrain
+    from device_plan import TINY
+
+    (tmp_path / "sources").mkdir()
+    (tmp_path / "sources" / "r0.json").write_text("{}")
+    hanging = [sys.executable, "-c", "import sys, time; print('rank 1 waits at validation'); "
+               "sys.stdout.flush(); time.sleep(60)"]
+    with pytest.raises(RuntimeError, match="did not end within 2 s; its output's tail: "
+                                           "rank 1 waits at validation"):
+        _pretrain(hanging, str(tmp_path / "shards"), TINY, torch.device("cpu"), [], 32,
+                  seconds=2)
+
+
 @pytest.mark.slow
 def test_a_labelling_call_that_fails_is_answered_not_waited_on(monkeypatch, tmp_path):
     """The pipeline section's serving process answers a call it cannot serve: a LabelerError
