@@ -178,6 +178,17 @@ def _tampered(root, tmp_path, key: str):
     return copy
 
 
+def _probe_room(tmp_path: Path, monkeypatch, name: str, files: dict[str, str]) -> Path:
+    """An importable package `name` of an empty __init__.py and `files` (name -> text)."""
+    room = tmp_path / name
+    room.mkdir()
+    (room / "__init__.py").write_text("")
+    for file, text in files.items():
+        (room / file).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return room
+
+
 def test_the_code_of_pixels_and_scores_is_recorded_by_its_digest(tmp_path, monkeypatch):
     """Every shard records a digest of the distortions and labelers code (an editable install
     keeps its version across commits): it moves with any source file's name or bytes, not
@@ -189,11 +200,7 @@ def test_the_code_of_pixels_and_scores_is_recorded_by_its_digest(tmp_path, monke
         assert recorded[f"{room}_code"] == code_digest(room)       # records written there
     assert recorded["iqa-factory"] == importlib.metadata.version("iqa-factory")
     assert code_digest("no_such_room") is None
-    room = tmp_path / "probe_room"
-    room.mkdir()
-    (room / "__init__.py").write_text("")
-    (room / "a.py").write_text("X = 1\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    room = _probe_room(tmp_path, monkeypatch, "probe_room", {"a.py": "X = 1\n"})
     before = code_digest("probe_room")
     expected = hashlib.sha256(b"__init__.py\0\0a.py\0X = 1\n\0").hexdigest()[:16]
     assert before == expected  # names and bytes, sorted by name
@@ -208,11 +215,7 @@ def test_a_rooms_json_files_are_part_of_its_code_digest(tmp_path, monkeypatch):
     moves the digest."""
     from shards.provenance import code_digest
 
-    room = tmp_path / "probe_tables"
-    room.mkdir()
-    (room / "__init__.py").write_text("")
-    (room / "levels.json").write_text('{"a": 1}')
-    monkeypatch.syspath_prepend(str(tmp_path))
+    room = _probe_room(tmp_path, monkeypatch, "probe_tables", {"levels.json": '{"a": 1}'})
     before = code_digest("probe_tables")
     assert before == hashlib.sha256(b'__init__.py\0\0levels.json\0{"a": 1}\0').hexdigest()[:16]
     (room / "levels.json").write_text('{"a": 2}')
