@@ -87,8 +87,9 @@ def test_no_metric_moves_with_the_thread_count():
     """A labeler actor's torch threads follow the node's CPUs and the actor count: a shard
     made again on another cluster must label its samples with the same bits. VIF's covariance,
     a BLAS product whose long sum was split among the threads, moved in its last bits, and
-    so did eight metrics' pooling sums at 512 x 384 in a pass of one version (a reference's
-    last pass often holds one): torch splits a long sum among its threads there."""
+    so did the pooling sums of FSIM, NLPD, SSIM and VSI (and VSI's resize, a matrix product)
+    at 512 x 384 in a pass of one version (a reference's last pass often holds one): torch
+    splits a long sum among its threads there."""
     metrics = ",".join(key for key in AVAILABLE_METRICS if key not in DEEP_METRICS)
     for size, batch in (("small", 0), ("512x384", 1)):
         expected = _scores(1, metrics, size, batch)
