@@ -59,7 +59,7 @@ def image_means(values: torch.Tensor) -> torch.Tensor:
 def image_stds(values: torch.Tensor) -> torch.Tensor:
     """Each image's standard deviation with N - 1 normalisation (MATLAB's std2), the same bits
     for an image in any batch and with any thread count, as `fixed_mean`."""
-    flat = values.flatten(1)
-    if flat.device.type != "cpu":
-        return flat.std(dim=1, correction=1)
-    return torch.from_numpy(flat.detach().contiguous().numpy().std(axis=1, ddof=1))
+    if values.device.type != "cpu":
+        return values.flatten(1).std(dim=1, correction=1)
+    rows = _rows(values, tuple(range(1, values.dim())))
+    return torch.from_numpy(np.asarray(rows.std(axis=-1, ddof=1)))
