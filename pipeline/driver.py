@@ -64,7 +64,7 @@ from shards.layout import (
 from shards.lease import Lease
 from shards.reader import shard_problems, shard_stats
 from shards.reads import read_ahead
-from shards.stopping import answer_sigterm, sigterm_as_interrupt
+from shards.stopping import answer_sigterm, sigterm_as_interrupt, stop_point
 from shards.storage import Location, redact
 
 DASHBOARD_PORT = 8265
@@ -394,6 +394,7 @@ def _run_shards(todo, submit, max_in_flight, progress: _Progress, out: str
                 pending[submit(index)] = index
             progress.peak_in_flight = max(progress.peak_in_flight, len(pending))
             done, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_SECONDS)
+            stop_point()
             progress.refresh()
             if not done:
                 continue

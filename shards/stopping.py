@@ -3,24 +3,48 @@ a generate or a training run as Ctrl-C does: a KeyboardInterrupt in the main thr
 its stop path runs (shard tasks cancelled, actors closed, the output's lease let go) where the
 signal's default would kill the process mid-write and Ray's core worker, once started, aborts
 it. Ray's blocking calls raise a plain KeyboardInterrupt for any exception a handler raises,
-so the signal is also remembered (`terminated`)."""
+so the signal is also remembered (`terminated`).
+
+A handler's exception is lost where the signal lands while a finalizer runs (an object's
+`__del__` as the garbage collector frees it, a weakref callback: Python prints "Exception
+ignored" and goes on). So each interrupt a handler raises (`interrupt`) is remembered until its
+block begins again, `stop_point` raises it again between the steps of long work (a training
+step, a scored batch, a turn of generate's loop), a block that ends without it raises it as
+it ends, and inside the block no "Exception ignored" traceback is printed for it."""
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
+from functools import partial
+from typing import NoReturn
 
-_RECEIVED = threading.Event()
+SIGTERM_REASON = "SIGTERM"
+_RAISED: set[str] = set()  # the reasons of the interrupts handlers raised (see `interrupt`)
+_ANSWERED: set[str] = set()  # the reasons whose block runs now (`signal_as_interrupt`)
+
+
+def interrupt(reason: str) -> NoReturn:
+    """For a signal handler: KeyboardInterrupt(reason), remembered for `stop_point`."""
+    _RAISED.add(reason)
+    raise KeyboardInterrupt(reason)
+
+
+def stop_point() -> None:
+    """KeyboardInterrupt where a handler raised one (`interrupt`) in a block that runs: again,
+    where the first was lost in a finalizer. Nothing otherwise (nor after the block)."""
+    if raised := _RAISED & _ANSWERED:
+        raise KeyboardInterrupt(min(raised))
 
 
 def _interrupt(signum, frame) -> None:
-    _RECEIVED.set()
-    raise KeyboardInterrupt("SIGTERM")
+    interrupt(SIGTERM_REASON)
 
 
 def terminated() -> bool:
     """Whether a SIGTERM answered here has arrived."""
-    return _RECEIVED.is_set()
+    return SIGTERM_REASON in _RAISED
 
 
 def answer_sigterm() -> None:
@@ -31,16 +55,41 @@ def answer_sigterm() -> None:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """answer_sigterm inside the block (`terminated` false as it begins); the handler from
-    before it (the default where that one was not Python's) afterwards."""
+def signal_as_interrupt(signum: signal.Signals, handler, reason: str) -> Iterator[None]:
+    """`handler` (one that calls `interrupt(reason)`) answers `signum` inside the block, which
+    begins with no such interrupt remembered and ends with a KeyboardInterrupt where one was
+    raised and lost; the handler from before it (the default where that one was not Python's)
+    afterwards. Nothing where this is not the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.getsignal(signal.SIGTERM)
-    _RECEIVED.clear()
-    answer_sigterm()
+    before, nested = signal.getsignal(signum), reason in _ANSWERED
+    hook_before = sys.unraisablehook
+    _RAISED.discard(reason)
+    _ANSWERED.add(reason)
+    sys.unraisablehook = partial(_unless_lost, hook_before)
+    signal.signal(signum, handler)
     try:
         yield
+        if reason in _RAISED:
+            raise KeyboardInterrupt(reason)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
+        signal.signal(signum, signal.SIG_DFL if before is None else before)
+        sys.unraisablehook = hook_before
+        if not nested:
+            _ANSWERED.discard(reason)
+
+
+def _unless_lost(hook, unraisable) -> None:
+    """`hook` (sys.unraisablehook's) for what a finalizer raised, but not for an interrupt of
+    ours, which `stop_point` raises again: no "Exception ignored" traceback beside the run's
+    own word that it stopped."""
+    error = unraisable.exc_value
+    if not (isinstance(error, KeyboardInterrupt) and error.args and error.args[0] in _RAISED):
+        hook(unraisable)
+
+
+def sigterm_as_interrupt() -> contextlib.AbstractContextManager[None]:
+    """answer_sigterm inside the block (`terminated` false as it begins); the handler from
+    before it (the default where that one was not Python's) afterwards."""
+    return signal_as_interrupt(signal.SIGTERM, _interrupt, SIGTERM_REASON)

@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import sys
 import tarfile
 from dataclasses import dataclass
@@ -20,6 +21,21 @@ from shards.layout import STORE_MODES
 # where torch sees no CUDA device: a test's `pytestmark`, a parameter's marks, or `on_cuda`
 ON_CUDA = [pytest.mark.gpu,
            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+class _SignalledAsItIsFreed:
+    def __init__(self, signum: signal.Signals):
+        self.signum = signum
+
+    def __del__(self):
+        signal.raise_signal(self.signum)
+
+
+def lose_a_signal(signum: signal.Signals = signal.SIGTERM) -> None:
+    """`signum` raised in a finalizer: a handler's KeyboardInterrupt is raised there, where
+    Python prints "Exception ignored" and drops it (as where SIGTERM lands while the garbage
+    collector frees a progress bar)."""
+    _SignalledAsItIsFreed(signum)  # freed at once, in this line
 
 
 def on_cuda(test):

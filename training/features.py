@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from labelers.weights import file_sha256
 from shards.storage import atomic_file
 from training import distributed
 from training.distributed import Context
 from training.finetune import eval_loader, in_dataset_order
+from training.loop import with_progress
 from training.model import (
     ModelConfig,
     ModelInitError,
@@ -120,9 +120,8 @@ def encoder_features(context: Context, encoder: Encoder, images: list[LabelledIm
     rows = [torch.zeros((0, width), device=context.device)]
     inputs = Inputs.of(encoder.augment, context.device,
                     encoder.precision)
-    bar = tqdm(loader, desc="features", unit="batch", disable=not context.is_main)
     with torch.inference_mode():
-        for views, _ in bar:
+        for views, _ in with_progress(loader, context, "features"):
             stacked = views if views.ndim == 5 else views[:, None]
             flat = inputs(stacked.flatten(0, 1))
             scales = [flat, half_size(flat)] if half_scale else [flat]

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from labelers.weights import file_sha256
 from shards.order import stream_seed
+from shards.stopping import stop_point
 from shards.storage import STAGED_SUFFIX, canonical_uri, without_credentials
 from training import checkpoint
 from training.correlation import report
@@ -197,6 +198,7 @@ def train_epoch(run: Run, network: nn.Module, batches: Iterable, steps: int, los
         except StopIteration:
             raise RuntimeError(f"the training data ran out after {step - 1} of {steps} "
                                f"batches on rank {run.context.rank}") from None
+        stop_point()
         loss = _train_step(run, network, batch, loss_fn, optimizer)
         if loss is None:
             done.skipped += 1
@@ -236,12 +238,15 @@ def with_progress(loader: Iterable, context: Context, desc: str, items: int | No
     ranks together, where one rank reads them all (ranks share whole shards, unevenly where
     there are few: under DDP the bar counts without a total)."""
     if items is None or hasattr(getattr(loader, "dataset", None), "__len__"):
-        yield from tqdm(loader, desc=desc, unit="batch", leave=False,
-                        disable=not context.is_main)
+        for batch in tqdm(loader, desc=desc, unit="batch", leave=False,
+                          disable=not context.is_main):
+            stop_point()
+            yield batch
         return
     with tqdm(total=None if context.distributed else items, desc=desc, unit=unit,
               leave=False, disable=not context.is_main) as bar:
         for batch in loader:
+            stop_point()
             yield batch
             bar.update(len(batch[0]) if isinstance(batch, tuple | list)
                        else len(batch["ref_id"]))

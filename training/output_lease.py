@@ -9,14 +9,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from shards.lease import TRAIN_LEASE_FILE, Lease
+from shards.stopping import interrupt, signal_as_interrupt
 from shards.storage import Location
 from training.distributed import Context, computed_on_main
 
 LEASE_LOST_SIGNAL = signal.SIGUSR1  # sent to the main thread where another run took --out
+LEASE_LOST_REASON = "lease lost"
 
 
 def _stop_for_a_lost_lease(signum, frame) -> None:
-    raise KeyboardInterrupt("lease lost")
+    interrupt(LEASE_LOST_REASON)
 
 
 def _interrupt_main() -> None:
@@ -47,17 +49,15 @@ def sole_writer(out: str | os.PathLike, command: str, context: Context) -> Itera
     main_thread = threading.current_thread() is threading.main_thread()
     lease = Lease(Location.parse(os.fspath(out)), f"train {command}", TRAIN_LEASE_FILE,
                   on_lost=_interrupt_main if main_thread else None)
-    before = signal.signal(LEASE_LOST_SIGNAL, _stop_for_a_lost_lease) if main_thread else None
     try:
-        for notice in computed_on_main(context, lambda: lease.acquire(take_over=True)):
-            print(f"NOTICE: {notice}")
-        try:
+        with signal_as_interrupt(LEASE_LOST_SIGNAL, _stop_for_a_lost_lease, LEASE_LOST_REASON):
+            for notice in computed_on_main(context, lambda: lease.acquire(take_over=True)):
+                print(f"NOTICE: {notice}")
             yield
-        except KeyboardInterrupt:
+    except KeyboardInterrupt:
+        if lease.acquired:
             lease.check()  # LeaseLostError where the interrupt is the lease lost: said as such
-            raise
+        raise
     finally:
         if lease.acquired:  # (also where telling the other ranks failed: a peer gone)
             lease.release()
-        if main_thread:
-            signal.signal(LEASE_LOST_SIGNAL, signal.SIG_DFL if before is None else before)

@@ -1,14 +1,17 @@
 """A SIGTERM inside generate's block is a KeyboardInterrupt (its stop path runs), remembered as
 a SIGTERM; outside it, the handler from before is back (the Ray-started path:
-test_ray_lifetime_ray.py)."""
+test_ray_lifetime_ray.py). One whose interrupt a finalizer swallowed is raised again at the
+next stop point of long work, or as its block ends (generate's loop: test_fault_ray.py)."""
 
 import os
 import signal
+import sys
 import time
 
 import pytest
 
-from shards.stopping import sigterm_as_interrupt, terminated
+from shards.stopping import sigterm_as_interrupt, stop_point, terminated
+from tests.conftest import lose_a_signal
 
 
 def test_a_sigterm_in_the_block_interrupts_and_the_handler_before_comes_back():
@@ -28,3 +31,66 @@ def test_a_sigterm_in_the_block_interrupts_and_the_handler_before_comes_back():
             assert not terminated()  # each block begins afresh
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_a_sigterm_lost_in_a_finalizer_is_raised_at_the_next_stop_point():
+    reached = []
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), sigterm_as_interrupt():
+        lose_a_signal()
+        reached.append("after the lost interrupt")
+        assert terminated()
+        stop_point()
+        reached.append("after the stop point")
+    assert reached == ["after the lost interrupt"]
+    stop_point()  # after its block, nothing: a later run in this process is not stopped
+
+
+class _FailsAsItIsFreed:
+    def __del__(self):
+        raise ValueError("a finalizer's own error")
+
+
+def test_a_block_whose_sigterm_was_lost_ends_in_the_interrupt(monkeypatch):
+    """Where no stop point comes after it, the block itself ends as the interrupt: the run's
+    caller reports it as terminated, as where the handler's exception was not lost, with no
+    "Exception ignored" traceback beside it; a finalizer's own error is reported as before."""
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), sigterm_as_interrupt():
+        lose_a_signal()
+        _FailsAsItIsFreed()
+    assert terminated()
+    assert [type(u.exc_value) for u in unraisable] == [ValueError]
+    assert sys.unraisablehook == unraisable.append
+    with sigterm_as_interrupt():
+        stop_point()  # each block begins afresh
+
+
+def test_stop_points_run_between_a_training_epochs_steps_and_a_scores_batches(tmp_path):
+    """A SIGTERM lost while the second batch is read stops the epoch before its second step,
+    and a scoring pass before its second batch (features and validation read through it)."""
+    import torch
+
+    from training.distributed import Context
+    from training.loop import Run, _loss_function, train_epoch, with_progress
+    from training.model import ModelConfig, build_model
+    from training.optim import OptimConfig, optimiser
+
+    def batches(count: int):
+        for number in range(count):
+            if number == 1:
+                lose_a_signal()
+            yield torch.zeros((2, 3, 32, 32), dtype=torch.uint8), torch.rand(2)
+
+    context = Context(0, 1, 0, torch.device("cpu"))
+    scored = []
+    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+        scored.extend(with_progress(batches(3), context, "score"))
+    assert len(scored) == 1
+    model = build_model(ModelConfig("test_resnet", init="random")).model
+    run = Run(context, model, OptimConfig(1e-3, 10, 1, 4), 0, tmp_path, {})
+    steps = []
+    model.register_forward_hook(lambda module, args, output: steps.append(len(steps)))
+    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+        train_epoch(run, model, batches(3), 3, _loss_function(run), optimiser(model, run.optim)[0])
+    assert steps == [0]

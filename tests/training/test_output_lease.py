@@ -85,3 +85,25 @@ def test_rank_0_lets_go_of_its_lease_where_another_rank_dies_before_it_is_told(t
                       str(out), "--epochs", "1", *TINY_RUN)
     assert result.returncode != 0
     assert not out.exists(), result.stderr[-3000:]  # the lease gone, and the folder it made
+
+
+def test_a_lease_lost_while_a_finalizer_ran_still_stops_the_run(tmp_path):
+    """The lease's stop signal landing in a finalizer loses its interrupt (see
+    shards.stopping): the block ends in LeaseLostError all the same, leaving the new holder's
+    lease."""
+    import json
+
+    import torch
+
+    from shards.lease import LeaseLostError
+    from tests.conftest import lose_a_signal
+    from training.distributed import Context
+    from training.output_lease import LEASE_LOST_SIGNAL, sole_writer
+
+    path = tmp_path / "o" / TRAIN_LEASE_FILE
+    with pytest.raises(LeaseLostError, match="another run took this run's lease over"), \
+            sole_writer(str(tmp_path / "o"), "pretrain", Context(0, 1, 0, torch.device("cpu"))):
+        theirs = {**json.loads(path.read_text()), "host": "elsewhere", "pid": 7}
+        path.write_text(json.dumps(theirs))  # as a run that took it over writes it
+        lose_a_signal(LEASE_LOST_SIGNAL)  # as the refresh thread sends it on finding that
+    assert json.loads(path.read_text()) == theirs
