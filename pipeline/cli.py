@@ -19,6 +19,7 @@ from pipeline.plan import read_plan
 from pipeline.scheduling import CPUS_PER_CPU_ACTOR
 from pipeline.sizing import NATIVE, TargetSize, cover_and_crop, parse_size
 from pipeline.sources import read_rgb, single
+from shards.arguments import integer_at_least
 from shards.keys import ref_ids
 from shards.layout import DEFAULT_STORE, PLAN_FILE, STORE_MODES
 from shards.lease import LeaseError
@@ -616,16 +617,7 @@ def _deep_count_given(argv: list[str]) -> list[str]:
     return words
 
 
-def _whole_at_least(least: int):
-    """An argparse type: a whole number, `least` or more."""
-    def parse(text: str) -> int:
-        if not text.isdigit() or int(text) < least:
-            raise argparse.ArgumentTypeError(f"a whole number, {least} or more, got {text!r}")
-        return int(text)
-    return parse
-
-
-_count, _positive = _whole_at_least(0), _whole_at_least(1)
+_count, _positive = integer_at_least(0), integer_at_least(1)
 
 
 def _cell_width(text: str) -> int:

@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+from shards.arguments import integer_at_least
 from shards.lease import LeaseError
 from shards.stopping import sigterm_as_interrupt, terminated
 from shards.storage import file_in_the_way, redact
@@ -29,21 +30,7 @@ from training.settings import DEVICES
 from training.shard_data import TARGETS, Target
 from training.transforms import EVAL_CROPS, Augment
 
-
-def _at_least(low: int):
-    """An argparse type: an integer of at least `low`."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-    return parse
-
-
-POSITIVE, NON_NEGATIVE = _at_least(1), _at_least(0)
+POSITIVE, NON_NEGATIVE = integer_at_least(1), integer_at_least(0)
 
 
 def _last_line(message: str) -> str:
