@@ -21,7 +21,15 @@ import pyarrow.fs as pafs
 from shards.group_spec import GroupSpec, chosen_versions
 from shards.groups import assemble
 from shards.keys import is_reference
-from shards.layout import DEFAULT_STORE, SOURCES_FILE, SPLITS, plan_file, shard_of, store_of
+from shards.layout import (
+    DEFAULT_STORE,
+    SOURCES_FILE,
+    SPLITS,
+    moved_splits,
+    plan_file,
+    shard_of,
+    store_of,
+)
 from shards.order import ONE_PASS, Order, Stream, check_reading, interleaving, pipeline
 from shards.reader import (
     DamagedRunFileError,
@@ -132,8 +140,7 @@ class Dataset:
         planned = {entry.get("ref_id"): entry.get("split")
                    for entry in plan_file(self.location).get("references", ())
                    if isinstance(entry, dict)}
-        moved = sorted(f"{ref} {planned[ref]} -> {split}" for ref, (split, _) in found.items()
-                       if ref in planned and planned[ref] != split)
+        moved = moved_splits(planned, ((ref, split) for ref, (split, _) in found.items()))
         if moved:
             raise DamagedRunFileError(
                 f"{self.location.root}: {len(moved)} reference(s) in another split in "

@@ -9,6 +9,7 @@ mode a dataset is in, its plan says (`store_of`); webdataset and `tar` read both
 
 import fnmatch
 import json
+from collections.abc import Iterable, Mapping
 
 import pyarrow.fs as pafs
 
@@ -34,6 +35,14 @@ _TAR_SUFFIX = {"images": ".tar", "recipes": ".tar.gz", "hybrid": ".tar.gz"}
 SIDE_SUFFIXES = {"parquet": ".parquet", "stats": "_stats.json", "sources": "_sources.json",
                  "failures": "_failures.jsonl"}
 SHARD_SUFFIXES = (*sorted(set(_TAR_SUFFIX.values())), *SIDE_SUFFIXES.values())  # every file's
+
+
+def moved_splits(planned: Mapping[str, str], found: Iterable[tuple[str, str]]) -> list[str]:
+    """"REF PLANNED -> FOUND", sorted and each once, for each (ref_id, split) of `found` that
+    `planned` (ref_id -> split) puts in another split; references it does not hold are not
+    its to judge."""
+    return sorted({f"{ref} {planned[ref]} -> {split}" for ref, split in found
+                   if ref in planned and planned[ref] != split})
 
 
 class RunFileError(ValueError):

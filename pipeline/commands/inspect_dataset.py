@@ -38,6 +38,7 @@ from shards.layout import (
     SOURCES_FILE,
     labels_file,
     labels_files,
+    moved_splits,
     run_file,
     shard_name,
     tar_path,
@@ -201,9 +202,8 @@ def _split_problems(planned: dict[str, str], rows: list[dict], sources: list[dic
     split than the plan: a training reference would be read as a test one."""
     problems = []
     for what, entries in (("records", rows), ("sources list", sources)):
-        moved = sorted({f"{entry['ref_id']} {planned[entry['ref_id']]} -> {entry.get('split')}"
-                        for entry in entries if entry.get("ref_id") in planned
-                        and entry.get("split") != planned[entry["ref_id"]]})
+        moved = moved_splits(planned, ((entry.get("ref_id"), entry.get("split"))
+                                       for entry in entries))
         if moved:
             problems.append(f"its {what} put {len(moved)} reference(s) in another split than "
                             f"the plan ({a_few(moved)}): changed after it was written")
@@ -433,8 +433,7 @@ def sources_problems(location: Location, plan: Plan, routes: Routes | None = Non
                 f"planned: {unplanned}, not listed: {absent}, listed twice: "
                 f"{sorted(ref for ref, count in listed.items() if count > 1)[:3]}): damaged; "
                 "generate with the same options rebuilds it"]
-    moved = [f"{row['ref_id']} {expected[row['ref_id']]} -> {row['split']}" for row in rows
-             if row["split"] != expected[row["ref_id"]]]
+    moved = moved_splits(expected, ((row["ref_id"], row["split"]) for row in rows))
     if moved:
         return [f"{SOURCES_FILE} puts {len(moved)} sources in another split than the plan "
                 f"({', '.join(moved[:3])}): damaged; generate with the same options rebuilds "
