@@ -90,6 +90,7 @@ def _unless_lost(hook, unraisable) -> None:
 
 
 def sigterm_as_interrupt() -> contextlib.AbstractContextManager[None]:
-    """answer_sigterm inside the block (`terminated` false as it begins); the handler from
-    before it (the default where that one was not Python's) afterwards."""
+    """answer_sigterm inside the block (`terminated` false as it begins, a SIGTERM whose
+    interrupt was lost raised as it ends); the handler from before it (the default where that
+    one was not Python's) afterwards."""
     return signal_as_interrupt(signal.SIGTERM, _interrupt, SIGTERM_REASON)
