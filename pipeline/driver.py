@@ -64,7 +64,7 @@ from shards.layout import (
 from shards.lease import Lease
 from shards.reader import shard_problems, shard_stats
 from shards.reads import read_ahead
-from shards.stopping import answer_sigterm, sigterm_as_interrupt, stop_point
+from shards.stopping import answer_sigterm, stop_point, stops_as_interrupts
 from shards.storage import Location, redact
 
 DASHBOARD_PORT = 8265
@@ -506,7 +506,7 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
     location = Location.parse(config.out)
     refuse_unusable(location)
     refuse_inside_sources(location, config.sources)
-    with sigterm_as_interrupt():  # a SIGTERM, as a Ctrl-C, lets the lease go
+    with stops_as_interrupts():  # a SIGTERM, as a Ctrl-C, lets the lease go
         lease = Lease(location)
         for notice in lease.acquire(options.take_over):
             print(f"note: {notice}")

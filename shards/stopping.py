@@ -3,7 +3,8 @@ a generate or a training run as Ctrl-C does: a KeyboardInterrupt in the main thr
 its stop path runs (shard tasks cancelled, actors closed, the output's lease let go) where the
 signal's default would kill the process mid-write and Ray's core worker, once started, aborts
 it. Ray's blocking calls raise a plain KeyboardInterrupt for any exception a handler raises,
-so the signal is also remembered (`terminated`).
+so the signal is also remembered (`terminated`). Ctrl-C is answered the same way, for what
+follows.
 
 A handler's exception is lost where the signal lands while a finalizer runs (an object's
 `__del__` as the garbage collector frees it, a weakref callback: Python prints "Exception
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 from functools import partial
 from typing import NoReturn
 
-SIGTERM_REASON = "SIGTERM"
+SIGTERM_REASON, SIGINT_REASON = "SIGTERM", "SIGINT"
 _RAISED: set[str] = set()  # the reasons of the interrupts handlers raised (see `interrupt`)
 _ANSWERED: set[str] = set()  # the reasons whose block runs now (`signal_as_interrupt`)
 
@@ -40,6 +41,10 @@ def stop_point() -> None:
 
 def _interrupt(signum, frame) -> None:
     interrupt(SIGTERM_REASON)
+
+
+def _ctrl_c(signum, frame) -> None:
+    interrupt(SIGINT_REASON)
 
 
 def terminated() -> bool:
@@ -89,8 +94,15 @@ def _unless_lost(hook, unraisable) -> None:
         hook(unraisable)
 
 
-def sigterm_as_interrupt() -> contextlib.AbstractContextManager[None]:
-    """answer_sigterm inside the block (`terminated` false as it begins, a SIGTERM whose
-    interrupt was lost raised as it ends); the handler from before it (the default where that
-    one was not Python's) afterwards."""
-    return signal_as_interrupt(signal.SIGTERM, _interrupt, SIGTERM_REASON)
+@contextlib.contextmanager
+def stops_as_interrupts() -> Iterator[None]:
+    """SIGTERM inside the block as answer_sigterm has it, and Ctrl-C (SIGINT) where Python's
+    own handler answers it (an ignored one, as a job started in the background has, stays
+    ignored; a caller's own handler stays), each remembered as `signal_as_interrupt` says:
+    `terminated` false as the block begins, an interrupt lost in a finalizer raised again at
+    a stop point or as the block ends. The handlers from before it afterwards."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(signal_as_interrupt(signal.SIGTERM, _interrupt, SIGTERM_REASON))
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            stack.enter_context(signal_as_interrupt(signal.SIGINT, _ctrl_c, SIGINT_REASON))
+        yield

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from shards.arguments import integer_at_least
 from shards.lease import LeaseError
-from shards.stopping import sigterm_as_interrupt, terminated
+from shards.stopping import stops_as_interrupts, terminated
 from shards.storage import file_in_the_way, redact
 from training import predict as prediction
 from training.checkpoint import BEST, LAST
@@ -559,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--out {out} is a file, not a folder" if blocking == Path(out)
                              else f"--out {out}: {blocking} is a file where a folder is wanted")
         _check_start_file(args, out)
-        with sigterm_as_interrupt():  # each command's run holds its --out (sole_writer)
+        with stops_as_interrupts():  # each command's run holds its --out (sole_writer)
             return args.run(args)
     except (ValueError, OSError, ModelInitError, DatasetLayoutError, NonFiniteError,
             LeaseError) as error:

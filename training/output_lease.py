@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from shards.lease import TRAIN_LEASE_FILE, Lease
-from shards.stopping import interrupt, signal_as_interrupt
+from shards.stopping import interrupt, signal_as_interrupt, stop_point
 from shards.storage import Location
 from training.distributed import Context, computed_on_main
 
@@ -49,15 +49,18 @@ def sole_writer(out: str | os.PathLike, command: str, context: Context) -> Itera
     main_thread = threading.current_thread() is threading.main_thread()
     lease = Lease(Location.parse(os.fspath(out)), f"train {command}", TRAIN_LEASE_FILE,
                   on_lost=_interrupt_main if main_thread else None)
-    try:
-        with signal_as_interrupt(LEASE_LOST_SIGNAL, _stop_for_a_lost_lease, LEASE_LOST_REASON):
+    # the handler stays until the refresh has stopped: a lease lost meanwhile is no default
+    # SIGUSR1, which would kill the process
+    with signal_as_interrupt(LEASE_LOST_SIGNAL, _stop_for_a_lost_lease, LEASE_LOST_REASON):
+        try:
             for notice in computed_on_main(context, lambda: lease.acquire(take_over=True)):
                 print(f"NOTICE: {notice}")
             yield
-    except KeyboardInterrupt:
-        if lease.acquired:
-            lease.check()  # LeaseLostError where the interrupt is the lease lost: said as such
-        raise
-    finally:
-        if lease.acquired:  # (also where telling the other ranks failed: a peer gone)
-            lease.release()
+            stop_point()  # a lost lease whose interrupt a finalizer dropped: raised here
+        except KeyboardInterrupt:
+            if lease.acquired:
+                lease.check()  # LeaseLostError where the interrupt is the lease lost: said so
+            raise
+        finally:
+            if lease.acquired:  # (also where telling the other ranks failed: a peer gone)
+                lease.release()

@@ -44,7 +44,7 @@ from pipeline.worker import produce_shard
 from shards.layout import shard_paths
 from shards.lease import Lease
 from shards.reader import read_index
-from shards.stopping import sigterm_as_interrupt
+from shards.stopping import stops_as_interrupts
 from shards.storage import Location
 from tests.conftest import lose_a_signal
 
@@ -416,7 +416,7 @@ def test_an_interrupted_run_stops_its_shard_tasks_before_it_lets_go(tmp_path, st
             return started[-1]
 
         progress = _QuietProgress() if lost else _InterruptedProgress()
-        with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+        with pytest.raises(KeyboardInterrupt), stops_as_interrupts():
             _run_shards([0, 1, 2], submit, 2, progress, str(tmp_path))
         assert len(started) == 2
         for task in started:  # stopped by the time _run_shards gives the interrupt back

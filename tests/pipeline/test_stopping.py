@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from shards.stopping import sigterm_as_interrupt, stop_point, terminated
+from shards.stopping import stop_point, stops_as_interrupts, terminated
 from tests.conftest import lose_a_signal
 
 
@@ -19,7 +19,7 @@ def test_a_sigterm_in_the_block_interrupts_and_the_handler_before_comes_back():
     before = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda signum, frame: heard.append(signum))
     try:
-        with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+        with pytest.raises(KeyboardInterrupt), stops_as_interrupts():
             assert not terminated()
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(10)  # (the handler runs at once: the sleep is cut short)
@@ -27,7 +27,7 @@ def test_a_sigterm_in_the_block_interrupts_and_the_handler_before_comes_back():
         os.kill(os.getpid(), signal.SIGTERM)  # the handler from before the block again
         time.sleep(0.1)
         assert heard == [signal.SIGTERM]
-        with sigterm_as_interrupt():
+        with stops_as_interrupts():
             assert not terminated()  # each block begins afresh
     finally:
         signal.signal(signal.SIGTERM, before)
@@ -35,7 +35,7 @@ def test_a_sigterm_in_the_block_interrupts_and_the_handler_before_comes_back():
 
 def test_a_sigterm_lost_in_a_finalizer_is_raised_at_the_next_stop_point():
     reached = []
-    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), sigterm_as_interrupt():
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), stops_as_interrupts():
         lose_a_signal()
         reached.append("after the lost interrupt")
         assert terminated()
@@ -56,13 +56,13 @@ def test_a_block_whose_sigterm_was_lost_ends_in_the_interrupt(monkeypatch):
     "Exception ignored" traceback beside it; a finalizer's own error is reported as before."""
     unraisable = []
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
-    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), sigterm_as_interrupt():
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), stops_as_interrupts():
         lose_a_signal()
         _FailsAsItIsFreed()
     assert terminated()
     assert [type(u.exc_value) for u in unraisable] == [ValueError]
     assert sys.unraisablehook == unraisable.append
-    with sigterm_as_interrupt():
+    with stops_as_interrupts():
         stop_point()  # each block begins afresh
 
 
@@ -84,13 +84,34 @@ def test_stop_points_run_between_a_training_epochs_steps_and_a_scores_batches(tm
 
     context = Context(0, 1, 0, torch.device("cpu"))
     scored = []
-    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+    with pytest.raises(KeyboardInterrupt), stops_as_interrupts():
         scored.extend(with_progress(batches(3), context, "score"))
     assert len(scored) == 1
     model = build_model(ModelConfig("test_resnet", init="random")).model
     run = Run(context, model, OptimConfig(1e-3, 10, 1, 4), 0, tmp_path, {})
     steps = []
     model.register_forward_hook(lambda module, args, output: steps.append(len(steps)))
-    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+    with pytest.raises(KeyboardInterrupt), stops_as_interrupts():
         train_epoch(run, model, batches(3), 3, _loss_function(run), optimiser(model, run.optim)[0])
     assert steps == [0]
+
+
+def test_a_ctrl_c_lost_in_a_finalizer_is_raised_again_and_an_ignored_one_stays_ignored():
+    """Ctrl-C's KeyboardInterrupt is as easily lost as SIGTERM's: where Python's own handler
+    answers SIGINT it is remembered too (an interruption, not a termination). A SIGINT
+    ignored, as a job started in the background has it, is left ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt, match="SIGINT"), stops_as_interrupts():
+            lose_a_signal(signal.SIGINT)
+            stop_point()
+        assert not terminated()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with stops_as_interrupts():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            stop_point()
+    finally:
+        signal.signal(signal.SIGINT, before)

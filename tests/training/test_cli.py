@@ -488,7 +488,8 @@ def test_a_new_run_that_stops_in_its_first_epoch_leaves_nothing_of_the_earlier_o
 
 
 def test_an_interrupted_pretraining_says_how_to_go_on_without_a_traceback(tiny_dataset,
-                                                                          tmp_path, capsys):
+                                                                          tmp_path, capsys,
+                                                                          request):
     """Ctrl-C (SIGINT) in the middle of a run: exit status 130 and a line saying that
     --resume continues from last.pt; then --resume does go on from the epoch written. While
     it runs, a second run into its folder is refused before it touches a file (it would
@@ -501,14 +502,17 @@ def test_an_interrupted_pretraining_says_how_to_go_on_without_a_traceback(tiny_d
 
     out = tmp_path / "run"
     words = [sys.executable, "-m", "iqa_factory", "train", "pretrain", str(tiny_dataset),
-             "--out", str(out), "--epochs", "1000", "--steps-per-epoch", "1",
-             "--val-refs", "r0,r3", "--val-limit", "7", *TINY]
+             "--out", str(out), "--epochs", "1000", "--patience", "1000",
+             "--steps-per-epoch", "1", "--val-refs", "r0,r3", "--val-limit", "7", *TINY]
     run = subprocess.Popen(words, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    request.addfinalizer(run.kill)  # no 1000-epoch run left behind where an assert fails
     deadline = time.monotonic() + 300
     while not (out / checkpoint.LAST).is_file() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert (out / checkpoint.LAST).is_file(), run.communicate(timeout=60)
-    staged = out / "best.pt.partial"  # as a live run's checkpoint being written looks
+    # as a live run's checkpoint being written looks (the name of one staged beside another:
+    # never one the run writes now, which would rename it away)
+    staged = out / "best.pt.0123456789ab.partial"
     staged.write_bytes(b"a checkpoint being written")
     second = main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--epochs", "1",
                    *TINY])  # a second run into the same folder while the first lives
@@ -524,8 +528,8 @@ def test_an_interrupted_pretraining_says_how_to_go_on_without_a_traceback(tiny_d
             "OUT/last.pt") in stderr
     done = checkpoint.load(out / checkpoint.LAST)["epoch"] + 1  # (epochs count from 0)
     assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out), "--resume",
-                 "--epochs", str(done + 1), "--steps-per-epoch", "1", "--val-refs", "r0,r3",
-                 "--val-limit", "7", *TINY]) == 0
+                 "--epochs", str(done + 1), "--patience", "1000", "--steps-per-epoch", "1",
+                 "--val-refs", "r0,r3", "--val-limit", "7", *TINY]) == 0
     assert checkpoint.load(out / checkpoint.LAST)["epoch"] + 1 == done + 1
     assert not (out / TRAIN_LEASE_FILE).exists()  # each run let go of its folder
 
@@ -560,7 +564,8 @@ def test_a_run_whose_folder_another_run_took_over_stops_and_leaves_it_theirs(tmp
     assert json.loads(path.read_text()) == theirs
 
 
-def test_a_sigtermed_pretraining_lets_go_of_its_folder_and_says_so(tiny_dataset, tmp_path):
+def test_a_sigtermed_pretraining_lets_go_of_its_folder_and_says_so(tiny_dataset, tmp_path,
+                                                                    request):
     """SIGTERM (a scheduler's stop, torchrun's when another rank fails) stops a run as Ctrl-C
     does: exit 143, a line saying so, and its lease let go (a run on another host sharing the
     folder would otherwise be refused for the stale time)."""
@@ -572,8 +577,10 @@ def test_a_sigtermed_pretraining_lets_go_of_its_folder_and_says_so(tiny_dataset,
     out = tmp_path / "run"
     run = subprocess.Popen([sys.executable, "-m", "iqa_factory", "train", "pretrain",
                             str(tiny_dataset), "--out", str(out), "--epochs", "1000",
-                            "--steps-per-epoch", "1", "--val-refs", "r0,r3", *TINY],
+                            "--patience", "1000", "--steps-per-epoch", "1", "--val-refs",
+                            "r0,r3", *TINY],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    request.addfinalizer(run.kill)  # no 1000-epoch run left behind where an assert fails
     deadline = time.monotonic() + 300
     while not (out / checkpoint.LAST).is_file() and time.monotonic() < deadline:
         time.sleep(0.2)

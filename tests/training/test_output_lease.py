@@ -107,3 +107,26 @@ def test_a_lease_lost_while_a_finalizer_ran_still_stops_the_run(tmp_path):
         path.write_text(json.dumps(theirs))  # as a run that took it over writes it
         lose_a_signal(LEASE_LOST_SIGNAL)  # as the refresh thread sends it on finding that
     assert json.loads(path.read_text()) == theirs
+
+
+def test_the_lease_lost_handler_stays_until_the_refresh_has_stopped(tmp_path, monkeypatch):
+    """A refresh that finds the lease lost sends LEASE_LOST_SIGNAL (SIGUSR1) to the main
+    thread; one sent as the run lets go would, under the signal's default, kill the process.
+    So the handler is the run's while the lease is released, the one from before after."""
+    import signal
+
+    import torch
+
+    from training.distributed import Context
+    from training.output_lease import LEASE_LOST_SIGNAL, sole_writer
+
+    at_release = []
+    release = Lease.release
+    monkeypatch.setattr(Lease, "release", lambda lease: (
+        at_release.append(signal.getsignal(LEASE_LOST_SIGNAL)), release(lease)))
+    before = signal.getsignal(LEASE_LOST_SIGNAL)
+    with sole_writer(str(tmp_path / "o"), "pretrain", Context(0, 1, 0, torch.device("cpu"))):
+        during = signal.getsignal(LEASE_LOST_SIGNAL)
+    assert during not in (signal.SIG_DFL, signal.SIG_IGN, None, before)
+    assert at_release == [during]
+    assert signal.getsignal(LEASE_LOST_SIGNAL) == before
