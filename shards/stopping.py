@@ -11,7 +11,8 @@ A handler's exception is lost where the signal lands while a finalizer runs (an 
 ignored" and goes on). So each interrupt a handler raises (`interrupt`) is remembered until its
 block begins again, `stop_point` raises it again between the steps of long work (a training
 step, a scored batch, a turn of generate's loop), a block that ends without it raises it as
-it ends, and inside the block no "Exception ignored" traceback is printed for it."""
+it ends, and inside the block no "Exception ignored" traceback is printed for it. The same
+holds an interrupt back from work that must finish whole (`interrupts_held`)."""
 
 import contextlib
 import signal
@@ -19,17 +20,36 @@ import sys
 import threading
 from collections.abc import Iterator
 from functools import partial
-from typing import NoReturn
 
 SIGTERM_REASON, SIGINT_REASON = "SIGTERM", "SIGINT"
 _RAISED: set[str] = set()  # the reasons of the interrupts handlers raised (see `interrupt`)
 _ANSWERED: set[str] = set()  # the reasons whose block runs now (`signal_as_interrupt`)
+_HOLDS = 0  # how many `interrupts_held` blocks the main thread is in
 
 
-def interrupt(reason: str) -> NoReturn:
-    """For a signal handler: KeyboardInterrupt(reason), remembered for `stop_point`."""
+def interrupt(reason: str) -> None:
+    """For a signal handler: KeyboardInterrupt(reason), remembered for `stop_point`; inside
+    `interrupts_held`, only remembered."""
     _RAISED.add(reason)
-    raise KeyboardInterrupt(reason)
+    if not _HOLDS:
+        raise KeyboardInterrupt(reason)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """For work that must finish whole once begun (a lease taken or let go: one left half
+    made stays for another run to wait out): an interrupt a handler raises inside the block is
+    only remembered, and raised at the next stop point or as its signal's block ends. Nothing
+    where this is not the main thread, where handlers run."""
+    global _HOLDS
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _HOLDS += 1
+    try:
+        yield
+    finally:
+        _HOLDS -= 1
 
 
 def stop_point() -> None:

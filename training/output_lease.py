@@ -55,6 +55,7 @@ def sole_writer(out: str | os.PathLike, command: str, context: Context) -> Itera
         try:
             for notice in computed_on_main(context, lambda: lease.acquire(take_over=True)):
                 print(f"NOTICE: {notice}")
+            stop_point()  # one that came as the lease was taken (held back: Lease.acquire)
             yield
             stop_point()  # a lost lease whose interrupt a finalizer dropped: raised here
         except KeyboardInterrupt:

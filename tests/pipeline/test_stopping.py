@@ -115,3 +115,40 @@ def test_a_ctrl_c_lost_in_a_finalizer_is_raised_again_and_an_ignored_one_stays_i
             stop_point()
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_lease_is_taken_and_let_go_whole_where_a_sigterm_comes_meanwhile(tmp_path,
+                                                                         monkeypatch):
+    """A SIGTERM as the lease file is written, then as it is deleted: each held back until the
+    lease is taken (so `acquired`, and let go) or gone with the folder it made, then raised.
+    Inside, the first would leave a lease no one lets go (another run refused or made to wait
+    out its staleness), the second a lease and folder behind."""
+    from shards.lease import Lease
+    from shards.storage import Location
+
+    lease = Lease(Location.parse(str(tmp_path / "out")))
+    create, read = lease._create, lease._read
+
+    def create_then_signal() -> bool:
+        made = create()
+        os.kill(os.getpid(), signal.SIGTERM)
+        return made
+
+    def read_then_signal() -> dict:
+        found = read()
+        os.kill(os.getpid(), signal.SIGTERM)
+        return found
+
+    monkeypatch.setattr(lease, "_create", create_then_signal)
+    taken, released = [], []
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), stops_as_interrupts():
+        try:
+            lease.acquire()
+            taken.append(lease.acquired)
+            stop_point()
+        finally:
+            monkeypatch.setattr(lease, "_read", read_then_signal)
+            lease.release()
+            released.append(True)
+    assert taken == [True] and released == [True]
+    assert not (tmp_path / "out").exists()
