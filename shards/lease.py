@@ -182,14 +182,11 @@ class Lease:
     def path(self) -> str:
         return self.location.path(self.file_name)
 
+    @interrupts_held()
     def acquire(self, take_over: bool = False) -> list[str]:
         """Take the lease or raise LeaseHeldError; returns notices (a stale lease taken over).
         Whole: an interrupt meanwhile comes after it (shards.stopping.interrupts_held), where
         one inside it would leave a lease written and not `acquired`, never let go."""
-        with interrupts_held():
-            return self._acquire(take_over)
-
-    def _acquire(self, take_over: bool) -> list[str]:
         self._made_root = not self.location.exists(self.location.root)
         self.location.makedirs(self.location.root)
         notices = []
@@ -213,14 +210,11 @@ class Lease:
         self._refresher.start()
         return notices
 
+    @interrupts_held()
     def release(self) -> None:
         """Stop refreshing (a refresh under way finishes first: it would write the lease
         again after its deletion), then delete the lease where it is still this driver's.
         Whole, as `acquire` is: an interrupt meanwhile comes after it."""
-        with interrupts_held():
-            self._release()
-
-    def _release(self) -> None:
         self._stop.set()
         if self._refresher is not None:
             self._refresher.join(RELEASE_WAIT_SECONDS)
