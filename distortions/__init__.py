@@ -239,14 +239,19 @@ def replay(img: np.ndarray, recipe: dict) -> np.ndarray:
         raise
     except (KeyError, TypeError) as error:
         raise InvalidRecipeError(f"not a distortion recipe: missing {error}") from None
-    if recipe.get("distortion") not in (None, distortion.name):
-        raise InvalidRecipeError(
-            f"recipe names {recipe['distortion']!r} but id {distortion.id} is {distortion.name!r}"
-        )
+    _check_name(recipe, distortion)
     check_params(distortion, params)
     if unknown := _unknown_params(distortion, params):
         raise InvalidRecipeError(_unknown_message(distortion, unknown))
     return _replayed(distortion, img, params)
+
+
+def _check_name(recipe: dict, distortion: Distortion) -> None:
+    """InvalidRecipeError where the recipe's name, if it has one, is not its id's."""
+    if recipe.get("distortion") not in (None, distortion.name):
+        raise InvalidRecipeError(
+            f"recipe names {recipe['distortion']!r} but id {distortion.id} is {distortion.name!r}"
+        )
 
 
 @functools.cache
@@ -309,6 +314,7 @@ def _check_single(recipe: dict) -> None:
         raise
     except KeyError as error:
         raise InvalidRecipeError(f"not a distortion recipe: missing {error}") from None
+    _check_name(recipe, distortion)
     check_params(distortion, params)
     if unknown := _unknown_params(distortion, params):
         raise InvalidRecipeError(_unknown_message(distortion, unknown))

@@ -6,10 +6,32 @@ this form, so two machines that hold equal values agree on their bytes."""
 import hashlib
 import json
 
+import numpy as np
+
+
+def _python_number(value):
+    """A numpy number or array as the Python number or list JSON reads back (np.int64(24) is
+    24); a TypeError for anything else JSON cannot write."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def plain(value):
+    """`value` with numpy numbers and arrays as Python's (_python_number), inside dicts, lists
+    and tuples too; anything else as it is."""
+    if isinstance(value, np.generic | np.ndarray):
+        return _python_number(value)
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(plain(item) for item in value)
+    return value
+
 
 def canonical_json(value) -> str:
-    """`value` as canonical JSON text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    """`value` as canonical JSON text (numpy numbers as their Python values)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_python_number)
 
 
 def canonical_digest(value) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from distortions import blur, color, compression, denoised, noise, samplers, spatial, tone
+from distortions.canonical import plain
 from distortions.codecs import RATE_CONTROL
 from distortions.errors import InvalidLevelError, InvalidRecipeError
 from distortions.validation import check_image
@@ -62,9 +63,11 @@ class Distortion:
 
     def apply(self, img: np.ndarray, params: dict) -> np.ndarray:
         """Apply with recorded parameters: pure, uint8 RGB in, same shape uint8 RGB out (a
-        writable array)."""
+        writable array). Numpy numbers among them are taken as the Python numbers a recipe's
+        JSON gives (the same bytes as the recipe replayed from its text)."""
         check_image(img)
         check_params(self, params)
+        params = plain(params)
         try:
             out = self.apply_fn(img, params)
         except KeyError as missing:

@@ -2,6 +2,8 @@
 
 import hashlib
 
+import numpy as np
+
 from distortions.canonical import canonical_digest, canonical_json
 
 
@@ -17,3 +19,9 @@ def test_the_digest_is_sha256_of_that_text():
     text = b'{"name":"x","weights":{"gmsd":0.5,"mae":0.5}}'
     assert canonical_digest(value) == hashlib.sha256(text).hexdigest()
     assert canonical_digest(value) != canonical_digest({**value, "name": "y"})
+
+
+def test_numpy_numbers_are_written_as_the_python_numbers_they_hold():
+    value = {"q": np.int64(24), "r": np.float64(0.1), "xs": np.array([1, 2]),
+             "f": np.float32(0.5), "t": (np.uint8(3),)}
+    assert canonical_json(value) == '{"f":0.5,"q":24,"r":0.1,"t":[3],"xs":[1,2]}'

@@ -5,6 +5,7 @@ import pytest
 
 import distortions
 from distortions.errors import ImageTooSmallError, InvalidImageError, InvalidRecipeError
+from distortions.registry import is_integer
 
 
 @pytest.mark.parametrize(
@@ -83,6 +84,28 @@ def test_numpy_integers_work_as_ids_and_levels_and_recipes_stay_json(small_image
     assert np.array_equal(out, expected)
     assert type(recipe["level"]) is int and type(recipe["seed"]) is int
     assert json.loads(json.dumps(recipe)) == recipe
+
+
+@pytest.mark.parametrize("integer", [np.int64, np.uint64])
+def test_numpy_parameters_are_the_numbers_the_recipes_text_gives(small_image, integer):
+    """A recipe's numbers held as numpy's replay and check as its JSON text's do (Pillow's
+    blurs refused a numpy radius; the check's canonical text refused numpy numbers)."""
+    for name in ("denoise_blur", "jpeg", "white_noise", "color_shift", "rgb_shift"):
+        out, recipe = distortions.apply(small_image, name, 2, seed=0)
+        params = {key: np.asarray(value) if isinstance(value, list)
+                  else integer(value) if is_integer(value)
+                  else np.float64(value) if isinstance(value, float) else value
+                  for key, value in recipe["params"].items()}
+        numpy_recipe = {**recipe, "params": params}
+        assert np.array_equal(distortions.replay(small_image, numpy_recipe), out)
+        distortions.check_recipe(numpy_recipe)
+
+
+def test_a_recipe_whose_name_is_not_its_ids_is_checked_as_it_is_replayed(small_image):
+    _, recipe = distortions.apply(small_image, "jpeg", 3, seed=7)
+    for check in (distortions.check_recipe, lambda r: distortions.replay(small_image, r)):
+        with pytest.raises(InvalidRecipeError, match="names 'gaussian_blur' but id 1 is 'jpeg'"):
+            check({**recipe, "distortion": "gaussian_blur"})
 
 
 @pytest.mark.parametrize(("id_or_name", "level", "error"), [
