@@ -62,7 +62,7 @@ from shards.layout import (
     shard_name,
 )
 from shards.lease import Lease
-from shards.reader import shard_problems, shard_stats
+from shards.reader import NEVER_WRITTEN, shard_problems, shard_stats
 from shards.reads import read_ahead
 from shards.stopping import answer_sigterm, stop_point, stops_as_interrupts
 from shards.storage import Location, redact
@@ -105,13 +105,6 @@ class ClusterOptions:
         if self.label_timeout is not None and not 0 < self.label_timeout < math.inf:
             raise ValueError(f"--label-timeout must be a number of seconds above 0, got "
                              f"{self.label_timeout} (leave it out to wait as long as it takes)")
-
-
-def shard_is_complete(location: Location, index: int, digest: str, store: str,
-                      verify: bool = False) -> bool:
-    """All files there, made under this plan, the parquet index's size and SHA-256 and the
-    tar's size as the stats say; with `verify` the tar's SHA-256 too (reads every byte)."""
-    return not shard_problems(location, index, digest, store, verify_hash=verify)
 
 
 def _drop_stale_results(location: Location) -> None:
@@ -521,8 +514,10 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
                 ray.shutdown()                 # answer, not in an exit handler after it
 
 
-def _unverified(done: int) -> str:
-    """What a resume without --verify checked of the finished shards it keeps."""
+def _checked(done: int, verify: bool) -> str:
+    """What a resume checked of the finished shards it keeps."""
+    if verify:
+        return f" (their {done} tar(s), indexes and lists kept by their SHA-256)"
     return (f" (their {done} tar(s) kept by their sizes, their indexes and lists by their "
             "SHA-256; --verify hashes the tars too, reading them all)")
 
@@ -536,7 +531,7 @@ def _generate(config: RunConfig, options: ClusterOptions, location: Location,
     write_run_files(location, config, plan, ensemble, absent)
     if resumed:
         print(f"resuming: {len(done)} of {plan.shard_count} shards done"
-              + (_unverified(len(done)) if done and not options.verify else ""))
+              + (_checked(len(done), options.verify) if done else ""))
     _say_what_labels_lack(config, ensemble, absent)
     if todo:
         written, scheduling = _make_shards(todo, done, plan, config, ensemble, options,
@@ -632,15 +627,18 @@ def _shards_to_make(plan: Plan, config: RunConfig, options: ClusterOptions,
     resumed = persist_or_check(plan, location, restart=options.restart)  # (another plan is
     remove_staged(location)                                 # refused, its staged files kept)
     shards = range(plan.shard_count)
-    complete = read_ahead(lambda index: shard_is_complete(
-        location, index, plan.digest, config.store, options.verify), shards)
-    checked = list(zip(shards, tqdm(complete, total=len(shards), desc="finished shards checked",
+    examined = read_ahead(lambda index: shard_problems(
+        location, index, plan.digest, config.store, verify_hash=options.verify), shards)
+    checked = list(zip(shards, tqdm(examined, total=len(shards), desc="finished shards checked",
                                     unit="shard", leave=False, disable=len(shards) < 100),
                        strict=True))
-    todo = [index for index, finished in checked if not finished]
-    done = [index for index, finished in checked if finished]
+    todo = [index for index, problems in checked if problems]
+    done = [index for index, problems in checked if not problems]
     if resumed:  # every finished shard checked, those to make again too: a remake that
         # stops leaves its shard as it was, finished
+        for index, problems in checked:
+            if problems and problems != [NEVER_WRITTEN]:
+                print(f"note: shard {index:05d} is made again: {'; '.join(problems)}")
         check_modified_sources(location, plan, config, done)
         again = _made_again(location, plan, config, done, failures_of(location, done),
                             options.retry_unreadable)

@@ -266,6 +266,10 @@ class ShardExamination:
     sources: list[dict] | None = None
 
 
+SHARD_FILES = ("tar", "parquet", "stats", "sources", "failures")
+NEVER_WRITTEN = f"missing {', '.join(SHARD_FILES)}"  # a shard no run has finished or begun
+
+
 def examine_shard(location: Location, index: int, digest: str | None, store: str,
                   verify_hash: bool = False) -> ShardExamination:
     """Why shard `index` of a dataset in mode `store` is not a complete shard of the plan
@@ -274,8 +278,7 @@ def examine_shard(location: Location, index: int, digest: str | None, store: str
     row count and its tar's byte size against the stats, and with `verify_hash` the tar's
     SHA-256 too (reads the whole tar). Reads the stats and each list once."""
     paths = shard_files(location, index, store)
-    missing = [kind for kind in ("tar", "parquet", "stats", "sources", "failures")
-               if not location.exists(paths[kind])]
+    missing = [kind for kind in SHARD_FILES if not location.exists(paths[kind])]
     if missing:
         return ShardExamination([f"missing {', '.join(missing)}"])
     try:

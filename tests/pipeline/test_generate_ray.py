@@ -85,7 +85,8 @@ def test_actor_count_does_not_change_the_bytes_and_reruns_resume(
             "and lists by their SHA-256; --verify hashes the tars too, reading them all)"
             ) in capsys.readouterr().out
     generate(outs[0], ClusterOptions(actors=1, verify=True))
-    assert "resuming: 2 of 2 shards done\n" in capsys.readouterr().out
+    assert ("resuming: 2 of 2 shards done (their 2 tar(s), indexes and lists kept by their "
+            "SHA-256)\n") in capsys.readouterr().out
     assert Location.parse(outs[0].out).read_bytes(
         shard_paths(Location.parse(outs[0].out), 0)["stats"]) == stats_before
 

@@ -276,6 +276,9 @@ def test_a_damaged_tar_is_named_by_inspect_and_redone_by_a_resume(local_ray, shi
         "end" in printed
     assert (f"note: removed {sidecar.name}, made before these shards; relabel again when "
             "done") in printed
+    why = "tar SHA-256 differs from its stats" if damage == "zero" else "tar is"
+    assert f"note: shard 00001 is made again: {why}" in printed  # a resume says which, and why
+    assert "shard 00000 is made again" not in printed
     assert all(out.exists(out.path(name)) for name in ("report.json", "sources.parquet"))
     assert inspect(config.out)[1] == []
     assert json.loads(out.read_bytes(shard_paths(out, 1)["stats"]))["tar_bytes"] == len(original)

@@ -30,6 +30,7 @@ from shards.lease import (
     LeaseLostError,
     check_writer,
 )
+from shards.reader import shard_problems
 from shards.storage import Location
 
 
@@ -401,7 +402,6 @@ def test_a_shard_task_whose_driver_lost_the_lease_publishes_nothing(local_ray, s
     the output over raises LeaseLostError and leaves no file in OUT/shards; the same task sent
     under the lease that is still its driver's publishes its shard."""
     from pipeline.actors import ProgressActor, ShardTaskContext, shard_task
-    from pipeline.driver import shard_is_complete
     from pipeline.plan import Plan, chosen, persist_or_check
     from pipeline.sources import list_sources
 
@@ -428,7 +428,7 @@ def test_a_shard_task_whose_driver_lost_the_lease_publishes_nothing(local_ray, s
         assert sorted(os.listdir(location.path("shards"))) == []
         lease._write()  # the lease is the driver's again
         assert run_shard()["samples"] == 2
-        assert shard_is_complete(location, 0, plan.digest, config.store, verify=True)
+        assert shard_problems(location, 0, plan.digest, config.store, verify_hash=True) == []
     finally:
         lease.release()
 
