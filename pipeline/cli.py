@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 import distortions
+from distortions.validation import MIN_LONG_SIDE
 from pipeline.config import SOURCE_KINDS, SPEC_SHARD_REFS, RunConfig, composes_undoing_pairs
 from pipeline.embedded import EMBEDDED_PHOTOS
 from pipeline.errors import PipelineError
@@ -107,6 +108,15 @@ def _ints(text: str) -> tuple[int, ...]:
             raise argparse.ArgumentTypeError(f"the range {part!r} runs backwards")
         values += range(first, last + 1)
     return tuple(values)
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    """--levels: _ints among the bank's levels 1-5."""
+    values = _ints(text)
+    outside = [value for value in values if value not in distortions.LEVELS]
+    if outside:
+        raise argparse.ArgumentTypeError(f"the levels are 1-5, not {outside}")
+    return values
 
 
 def _distortion_ids(text: str) -> tuple[int, ...]:
@@ -448,13 +458,13 @@ def _add_source_options(group) -> None:
     group.add_argument("--out", default="out/demo",
                        help="output dataset (path or URI; default out/demo)")
     _add_image_options(group)
-    group.add_argument("--max-side", type=int, metavar="N",
+    group.add_argument("--max-side", type=integer_at_least(MIN_LONG_SIDE), metavar="N",
                        help="with --size native: downscale sources whose long side exceeds "
                             "N (never below the bank's minimum)")
     group.add_argument("--source-kind", choices=SOURCE_KINDS, default="synthetic",
                        help="what the sources are, recorded per reference: synthetic "
                             "(pristine photos to distort, default) or authentic")
-    group.add_argument("--limit", type=int, help="use only the first N sources")
+    group.add_argument("--limit", type=_positive, help="use only the first N sources")
     group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                        help="refuse sources with more pixels (decompression bombs; "
                             f"default {DEFAULT_MAX_PIXELS:,})")
@@ -470,10 +480,10 @@ def _add_bank_options(group) -> None:
                             "registered (all 43)")
     group.add_argument("--distortions", type=_distortion_ids,
                        help="narrow the bank: ids, ranges or names (default: all of it)")
-    group.add_argument("--levels", type=_ints, default=distortions.LEVELS,
+    group.add_argument("--levels", type=_levels, default=distortions.LEVELS,
                        help="subset of levels, e.g. 1,3,5 (default 1-5); a bank's types "
                             "with levels of their own keep them (dbcnn: exposure at 2, 4)")
-    group.add_argument("--versions-per-ref", type=int, metavar="K",
+    group.add_argument("--versions-per-ref", type=_positive, metavar="K",
                        help="K distinct types per reference, drawn (seeded by the reference) "
                             "from those selected, each at one drawn level (default: the "
                             "full grid)")
@@ -499,7 +509,7 @@ def _add_label_options(group) -> None:
 
 
 def _add_storage_options(group) -> None:
-    group.add_argument("--shard-refs", type=int,
+    group.add_argument("--shard-refs", type=_positive,
                        help="references per shard (default: a resumed dataset's; else "
                             "sized for about 0.5-1 GB of images a shard: 16 at 512x384 "
                             "with 165 versions, more with fewer or smaller images)")
@@ -717,8 +727,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iqa-factory: error: {_in_words(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        resume = (f" (the same command resumes a {args.command} run)"
-                  if args.command in RESUMABLE else "")
+        again = ("the same command without --restart" if getattr(args, "restart", False)
+                 else "the same command")  # with it, a rerun would clear what this one made
+        resume = f" ({again} resumes a {args.command} run)" if args.command in RESUMABLE else ""
         how, code = ("terminated (SIGTERM)", 143) if terminated() else ("interrupted", 130)
         print(f"\niqa-factory: {how}{resume}", file=sys.stderr)
         return code

@@ -130,7 +130,7 @@ class RunConfig:
             self._check_compose_share()
         self._check_type_levels()
         if self.max_side is not None and self.size != NATIVE:
-            raise ValueError("max_side applies to the native size policy (--size native)")
+            raise ValueError("--max-side applies to the native size policy (--size native)")
         if self.allow_upscale and self.size == NATIVE:
             raise ValueError("allow_upscale applies to a target size (--size WxH): the native "
                              "policy keeps each source's own size, and one below the bank's "
@@ -182,7 +182,7 @@ class RunConfig:
                 else f"the target {self.size}")
         if (not isinstance(self.max_pixels, int) or isinstance(self.max_pixels, bool)
                 or self.max_pixels < smallest):
-            raise ValueError(f"max_pixels must be at least {smallest} ({what}), got "
+            raise ValueError(f"--max-pixels must be at least {smallest} ({what}), got "
                              f"{self.max_pixels!r}")
 
     def _check_keep_pngs(self) -> None:

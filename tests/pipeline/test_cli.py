@@ -566,7 +566,7 @@ def test_a_pixel_limit_below_the_smallest_image_the_run_makes_is_refused(size, l
     """Under it every source would be refused (a cover crop's scaled image must fit it)."""
     code = cli.main(["generate", "--sources", "embedded", "--out", str(tmp_path / "o"),
                      "--size", size, "--max-pixels", str(least - 1)])
-    assert code == 2 and f"max_pixels must be at least {least}" in capsys.readouterr().err
+    assert code == 2 and f"--max-pixels must be at least {least}" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     for fine in (least, least + 1):
         RunConfig(sources="embedded", out="o", size=parse_size(size), max_pixels=fine)
@@ -721,6 +721,10 @@ def test_ctrl_c_ends_with_a_line_saying_how_to_resume_not_a_traceback(monkeypatc
     monkeypatch.setattr(cli, "_generate", interrupted)
     assert cli.main(["generate", "--sources", "embedded", "--out", "o"]) == 130
     assert "interrupted (the same command resumes a generate run)" in capsys.readouterr().err
+    # rerun with --restart, it would clear the shards the interrupted run finished
+    assert cli.main(["generate", "--sources", "embedded", "--out", "o", "--restart"]) == 130
+    assert ("interrupted (the same command without --restart resumes a generate run)"
+            in capsys.readouterr().err)
 
 
 def test_inspect_names_a_plan_file_that_is_not_a_plan(tmp_path, capsys):
@@ -931,9 +935,21 @@ def test_a_resumed_dataset_keeps_its_shard_refs_without_the_option(tmp_path, fas
     restarted = cli.run_config(cli.build_parser().parse_args(
         ["generate", "--out", str(out), "--restart"]))
     assert restarted.shard_refs == 16
-    with pytest.raises(ValueError, match="shard_refs must be at least 1, got 0"):
-        cli.run_config(cli.build_parser().parse_args(["generate", "--out", str(out),
-                                                      "--shard-refs", "0"]))
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--shard-refs", "0", "argument --shard-refs: must be at least 1, got 0"),
+    ("--limit", "0", "argument --limit: must be at least 1, got 0"),
+    ("--versions-per-ref", "0", "argument --versions-per-ref: must be at least 1, got 0"),
+    ("--max-side", "100", "argument --max-side: must be at least 192, got 100"),
+    ("--levels", "0,3,6", "argument --levels: the levels are 1-5, not [0, 6]"),
+])
+def test_a_count_out_of_range_is_named_by_its_option_with_the_usage(option, value, message,
+                                                                    tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["generate", "--out", str(tmp_path / "o"), option, value])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and message in err and err.startswith("usage:")
 
 
 def test_the_dbcnn_bank_makes_the_multi_task_methods_classes_each_a_distortion(tmp_path):

@@ -114,7 +114,7 @@ def test_native_sizes_survive_into_the_shards(tmp_path, small_image, fast_config
     merge(location, plan)
     kinds = pq.read_table(location.path("sources.parquet")).column("source_kind").to_pylist()
     assert kinds == ["authentic"] * 3
-    with pytest.raises(ValueError, match="max_side applies to the native"):
+    with pytest.raises(ValueError, match="--max-side applies to the native"):
         fast_config("embedded", max_side=400)
     with pytest.raises(ValueError, match=r"allow_upscale applies to a target size \(--size "
                                          r"WxH\): the native policy keeps each source's own"):
