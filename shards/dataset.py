@@ -23,6 +23,7 @@ from shards.groups import assemble
 from shards.keys import is_reference
 from shards.layout import (
     DEFAULT_STORE,
+    REPORT_FILE,
     SOURCES_FILE,
     SPLITS,
     moved_splits,
@@ -36,6 +37,7 @@ from shards.reader import (
     DamagedShardError,
     damage_message,
     no_complete_shard,
+    planned_shards,
     read_index,
     read_sources,
     shard_states,
@@ -46,7 +48,7 @@ from shards.records import decode as decode_image
 from shards.records import decode_each, member_filter, record
 from shards.replay import ReplayContext, replaying
 from shards.sidecar import Sidecar
-from shards.storage import Location
+from shards.storage import Location, redact
 from shards.tar_stream import each_shard, shard_samples
 
 
@@ -107,6 +109,19 @@ class Dataset:
     @cached_property
     def urls(self) -> dict[int, str]:
         return dict(zip(self.shards, tar_urls(self.location, list(self.shards)), strict=True))
+
+    @cached_property
+    def unfinished(self) -> str | None:
+        """Where the generate (or convert) run of its plan has not ended (plan.json, no
+        report.json), what a reader reads of it: the shards complete so far, of those planned;
+        None for a finished one, or one written without a plan."""
+        plan = plan_file(self.location)
+        if not plan or self.location.exists(self.location.path(REPORT_FILE)):
+            return None
+        planned = planned_shards(plan)
+        return (f"{redact(self.location.root)}: its run has not finished (no {REPORT_FILE}): "
+                f"only the {len(self.shards)} shard(s) complete so far are read"
+                + (f", of {planned} planned" if planned is not None else ""))
 
     @cached_property
     def plan_digest(self) -> str | None:

@@ -75,6 +75,7 @@ def _parts(config: PretrainConfig, request: GroupRequest, context: Context
     names = config.datasets
     datasets = tuple(open_dataset(name) for name in names)
     every_splits, notices = datasets_splits(datasets, config.val_refs, config.exclude_refs)
+    notices += [dataset.unfinished for dataset in datasets if dataset.unfinished]
     for split in ("train", "val"):
         if not any(split in splits.values() for splits in every_splits):
             hint = ": name some with --val-refs" if split == "val" else ""

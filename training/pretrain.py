@@ -218,10 +218,11 @@ def _with_labels(config: PretrainConfig, location: Location, index: pa.Table
 
 def _splits(config: PretrainConfig, dataset: Dataset, index: pa.Table
             ) -> tuple[SplitShards, SplitShards, SplitShards, list[str]]:
-    """The train and val splits' shards, the part of val validated on (--val-limit), and a
-    notice of the references left out as smaller than the crop (a --size native dataset's
-    small photos, which would stop the run when read); a ValueError where val is empty, or
-    too small for the correlations that choose the best epoch (found before an epoch)."""
+    """The train and val splits' shards, the part of val validated on (--val-limit), and
+    notices: of the references left out as smaller than the crop (a --size native dataset's
+    small photos, which would stop the run when read), and of a dataset whose run has not
+    finished; a ValueError where val or train is empty, or val too small for the correlations
+    that choose the best epoch (found before an epoch)."""
     location = dataset.location
     splits = reference_splits(dataset, config.val_refs, config.exclude_refs)
     crop = (config.augment.crop, config.augment.crop)
@@ -229,6 +230,7 @@ def _splits(config: PretrainConfig, dataset: Dataset, index: pa.Table
              if splits.get(ref) in ("train", "val") and (why := misfit(size, crop))}
     notices = [f"{len(small)} reference(s) are smaller than the {config.augment.crop}-pixel "
                f"crop, left out (e.g. {min(small)}: {small[min(small)]})"] if small else []
+    notices += [dataset.unfinished] if dataset.unfinished else []  # (it reads what there is)
     taken = Counter(splits[ref] for ref in small)  # split -> references the crop took out
     splits = {ref: EXCLUDED if ref in small else split for ref, split in splits.items()}
     train, val = (split_shards(location, index, splits, name) for name in ("train", "val"))
@@ -240,12 +242,14 @@ def _splits(config: PretrainConfig, dataset: Dataset, index: pa.Table
         if not split.samples and too_small(split.name):
             raise ValueError(f"{config.dataset}: no {split.name} sample to read"
                              + too_small(split.name))
+    unfinished = f"; {dataset.unfinished}" if dataset.unfinished else ""
     if not val.samples:
         raise ValueError(f"{config.dataset} has no `val` reference for early stopping: name "
-                         "some with --val-refs")
+                         "some with --val-refs" + unfinished)
     if not train.samples:
         raise ValueError(f"{config.dataset} has no `train` sample to pretrain on: every "
-                         "reference is in val or left out (--val-refs, --exclude-refs)")
+                         "reference is in val or left out (--val-refs, --exclude-refs)"
+                         + unfinished)
     validated = limited_split(location, index, val, config.val_limit, config.seed)
     if (any(target.kind == "regression" for target in config.targets)
             and validated.samples < MIN_PAIRS):

@@ -414,7 +414,12 @@ def test_a_finished_dataset_never_reads_as_a_smaller_one(tmp_path, store_dataset
                                                 "lost it"):
         open_dataset(str(finished))
     (finished / "report.json").unlink()  # a run still going: its complete shards are read
-    assert open_dataset(str(finished)).shards == (0,)
+    going = open_dataset(str(finished))
+    assert going.shards == (0,)
+    # and readers are told so (training prints it as a NOTICE)
+    assert going.unfinished == (f"{finished}: its run has not finished (no report.json): only "
+                                "the 1 shard(s) complete so far are read, of 2 planned")
+    assert open_dataset(str(store_datasets["images"])).unfinished is None
 
 
 def test_a_shard_without_its_lists_is_redone_and_unreadable_stats_are_damage(tmp_path,

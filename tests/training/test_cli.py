@@ -52,6 +52,32 @@ def test_pretraining_without_validation_references_says_how_to_name_some(tiny_da
     assert "has no `train` sample to pretrain on" in captured.err
 
 
+def test_pretraining_on_a_dataset_still_being_generated_says_what_it_reads(
+        store_datasets, tmp_path, capsys):
+    """A dataset whose run has not ended (no report.json) reads its complete shards only:
+    a NOTICE says how many of those planned, and a split it leaves empty names that cause."""
+    from shards.dataset import open_dataset
+
+    going = tmp_path / "going"
+    shutil.copytree(store_datasets["images"], going)
+    (going / "report.json").unlink()
+    (going / "shards" / "00001_stats.json").unlink()  # shard 1 not finished yet
+    refs = sorted(open_dataset(str(going)).references)  # astronaut (train), coffee (test)
+    common = ["train", "pretrain", str(going), "--init", "random", "--backbone", "test_resnet",
+              "--crop", "32", "--workers", "0", "--device", "cpu", "--batch-size", "2"]
+    unfinished = (f"{going}: its run has not finished (no report.json): only the 1 shard(s) "
+                  "complete so far are read, of 2 planned")
+    assert main([*common, "--out", str(tmp_path / "none"), "--val-refs", ",".join(refs)]) == 2
+    assert f"reference is in val or left out (--val-refs, --exclude-refs); {unfinished}" \
+        in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "run"), "--val-refs", refs[1], "--epochs",
+                 "1", "--steps-per-epoch", "1"]) == 0
+    assert f"NOTICE: {unfinished}" in capsys.readouterr().out
+    assert main([*common, "--out", str(tmp_path / "pairs"), "--val-refs", refs[1], "--epochs",
+                 "1", "--steps-per-epoch", "1", "--objective", "reconstruction"]) == 0
+    assert f"NOTICE: {unfinished}" in capsys.readouterr().out  # the label-free objectives too
+
+
 def test_pretraining_refuses_before_an_epoch_what_it_cannot_validate_or_learn(
         tmp_path, monkeypatch, capsys):
     """A regression run whose validation holds fewer samples than its correlations need (it
