@@ -129,7 +129,8 @@ def projection(run: dict, gpu: dict | None, assumed_label_rate: float,
     them out (pipeline.scheduling: one GPU actor serving 2 calls, 15 shard tasks). Each node
     works on its own: shard tasks use the labeler on their node. With a GPU measurement the
     node rate is the measured end-to-end rate of such a node; without, the smaller of its CPU
-    rate (from this machine's per-image CPU cost) and an ASSUMED labelling rate."""
+    rate (from this machine's decode, distort and encode seconds per image, in its shard
+    tasks) and an ASSUMED labelling rate."""
     node = layout(NODE_CPUS, 1)
     distorted = run["samples"] - run["references"]
     # the learned denoiser's network ("network") runs on the node's GPU: not a CPU cost there
@@ -156,10 +157,10 @@ def markdown(result: dict) -> str:
     plan = result["projection"]
     lines = ["# Pipeline benchmark", "",
              f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
-             f"{result['machine']['memory_gb']} GB, no GPU. Labels without "
+             f"{result['machine']['memory_gb']} GiB, no GPU. Labels without "
              f"{', '.join(result['runs'][0]['metrics_absent']) or 'nothing'} (weights absent).",
-             "", "| run | references | samples | wall s | samples/s | peak driver MB | "
-             "peak Ray processes MB |", "|---|---|---|---|---|---|---|"]
+             "", "| run | references | samples | wall s | samples/s | peak driver MiB | "
+             "peak Ray processes MiB |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['references']} | {r['samples']} | {r['wall_seconds']} | "
               f"{r['samples_per_second']} | {r['peak_driver_mb']} | {r['peak_ray_processes_mb']} |"
               for r in result["runs"]]
@@ -176,7 +177,7 @@ def markdown(result: dict) -> str:
                  if plan.get("node_rate_wall") else "") + "; the labeler alone "
               f"labels {plan['label_rate']} images/s "
               + (f"on that GPU ({plan['label_source']})" if plan.get("label_source")
-                 else "there") + ", and this machine's CPU cost per "
+                 else "there") + ", and this machine's decode, distort and encode seconds per "
               + ("image (the learned denoiser's network left to the GPU)"
                  if plan.get("network_apart") else "image (learned denoiser on the CPU)")
               + f" would allow {plan['cpu_rate_this_machine']}"

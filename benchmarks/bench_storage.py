@@ -78,13 +78,19 @@ def dataset_bytes(root: Path) -> dict[str, int]:
 
 
 def sizes(roots: dict[str, Path]) -> dict[str, dict]:
-    """Per mode: the dataset's bytes, per reference PNG and per version (every other byte,
-    shared by the versions), and their projection to 140k references and 23.1M versions."""
-    found = {}
-    for mode, root in roots.items():
-        spent = dataset_bytes(root)
+    """Per mode: the dataset's bytes (dataset_bytes), with their projection (projected)."""
+    return projected({mode: dataset_bytes(root) for mode, root in roots.items()})
+
+
+def projected(spent_by_mode: dict[str, dict]) -> dict[str, dict]:
+    """Per mode: its dataset_bytes, per reference PNG and per version (every other byte,
+    shared by the versions), and their projection to 140k references and 23.1M versions; each
+    mode's ratios to images from unrounded bytes."""
+    found, paper_bytes = {}, {}
+    for mode, spent in spent_by_mode.items():
         per_ref = spent["reference_pngs"] / spent["references"]
         per_version = (spent["total"] - spent["reference_pngs"]) / spent["versions"]
+        paper_bytes[mode] = PAPER_REFERENCES * per_ref + PAPER_VERSIONS * per_version
         found[mode] = {**spent,
                        "bytes_per_reference_png": round(per_ref),
                        "bytes_per_version": round(per_version),
@@ -92,13 +98,11 @@ def sizes(roots: dict[str, Path]) -> dict[str, dict]:
                                                       / spent["versions"]),
                        "index_bytes_per_row": round(spent["indexes"] / (spent["references"]
                                                                         + spent["versions"])),
-                       "paper_scale_tb": round((PAPER_REFERENCES * per_ref
-                                                + PAPER_VERSIONS * per_version) / 1e12, 3)}
+                       "paper_scale_tb": round(paper_bytes[mode] / 1e12, 3)}
     for mode in found:
         found[mode]["times_smaller_than_images"] = round(
             found["images"]["total"] / found[mode]["total"], 1)
-        found[mode]["paper_times_smaller"] = round(
-            found["images"]["paper_scale_tb"] / found[mode]["paper_scale_tb"], 1)
+        found[mode]["paper_times_smaller"] = round(paper_bytes["images"] / paper_bytes[mode], 1)
     return found
 
 

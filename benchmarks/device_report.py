@@ -52,7 +52,7 @@ def _labeler_lines(speed: dict) -> list[str]:
              "reference)", "", "Images/s of each metric alone and of the Labeler with "
              "all ten; device ms: the profiler's device time of each metric inside one "
              "all-ten call (where the time goes).", "",
-             "| metric | images/s | pass size | peak MB | device ms |",
+             "| metric | images/s | pass size | peak MiB | device ms |",
              "|---|---:|---:|---:|---:|"]
     for key, row in speed["metrics"].items():
         lines.append(f"| {key} | " + (_failed(row, 4) or (
@@ -94,7 +94,7 @@ def _training_lines(train: dict) -> list[str]:
     if "runs" not in train:
         return []
     return ["## Training step", "", "| backbone | crop | batch | precision | images/s | "
-            "peak MB |", "|---|---:|---:|---|---:|---:|",
+            "peak MiB |", "|---|---:|---:|---|---:|---:|",
             *(f"| {r['backbone']} | {r['crop']} | {r['batch']} | {r['precision']} | "
               + (_failed(r, 2) or f"{r['images_per_s']} | {r['peak_mb']} |")
               for r in train["runs"]), ""]
@@ -247,7 +247,7 @@ def _variant_lines(tried: dict) -> list[str]:
     sweep = tried.get("pass_sweep", {})
     if sweep:
         lines += ["", f"All ten over {2 * tried['versions']} versions in passes of each size "
-                  "(images/s, peak MB):", "", "| pass | images/s | peak MB |",
+                  "(images/s, peak MiB):", "", "| pass | images/s | peak MiB |",
                   "|---:|---:|---:|"]
         lines += [f"| {size} | " + (_failed(row, 2) or f"{row['images_per_s']} | "
                                     f"{row['peak_mb']} |") for size, row in sweep.items()]

@@ -22,6 +22,8 @@ def peak_reset(device: torch.device) -> None:
 
 
 def peak_mb(device: torch.device) -> float | None:
+    """The device's peak allocated memory since the last reset, in MiB (2**20 bytes: the
+    reports' `peak_mb` fields and "peak MiB" columns); None off CUDA."""
     if device.type != "cuda":
         return None
     return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)

@@ -18,6 +18,18 @@ def test_every_byte_of_a_dataset_is_counted(store_datasets):
     assert spent["total"] == sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
+def test_the_paper_scale_ratio_is_the_runs_own_where_its_versions_per_reference_are_the_papers():
+    """140k references and 23.1M versions are 165 versions per reference, as the embedded run's
+    5 and 825: the projection scales both modes' bytes alike, so their ratio is the run's
+    (from rounded terabytes it read 127.2 for recipes, where the bytes give 126.1)."""
+    spent = {mode: {"tars": 0, "indexes": 10, "side_files": 0, "run_files": 0,
+                    "reference_pngs": 1618246, "references": 5, "versions": 825, "total": total}
+             for mode, total in (("images", 267945661), ("recipes", 2124358))}
+    found = bench_storage.projected(spent)
+    assert found["recipes"]["times_smaller_than_images"] == round(267945661 / 2124358, 1)
+    assert found["recipes"]["paper_times_smaller"] == found["recipes"]["times_smaller_than_images"]
+
+
 def test_the_loader_model_replaces_each_decode_by_its_replay():
     replay = [{"id": 1, "name": "a", "replay_ms": 2.0, "png_decode_ms": 4.0, "png_bytes": 10,
                "stored_in_hybrid": False},
