@@ -75,11 +75,13 @@ def _parts(config: PretrainConfig, request: GroupRequest, context: Context
     names = config.datasets
     datasets = tuple(open_dataset(name) for name in names)
     every_splits, notices = datasets_splits(datasets, config.val_refs, config.exclude_refs)
-    notices += [dataset.unfinished for dataset in datasets if dataset.unfinished]
+    unfinished = [dataset.unfinished for dataset in datasets if dataset.unfinished]
+    notices += unfinished
     for split in ("train", "val"):
         if not any(split in splits.values() for splits in every_splits):
             hint = ": name some with --val-refs" if split == "val" else ""
-            raise ValueError(f"{' and '.join(names)} has no `{split}` reference{hint}")
+            raise ValueError(f"{' and '.join(names)} has no `{split}` reference{hint}"
+                             + "".join(f"; {why}" for why in unfinished))
     parts = []
     short: dict[str, list[str]] = {"train": [], "val": []}  # datasets with no whole chunk
     for name, dataset, splits in zip(names, datasets, every_splits, strict=True):

@@ -76,6 +76,10 @@ def test_pretraining_on_a_dataset_still_being_generated_says_what_it_reads(
     assert main([*common, "--out", str(tmp_path / "pairs"), "--val-refs", refs[1], "--epochs",
                  "1", "--steps-per-epoch", "1", "--objective", "reconstruction"]) == 0
     assert f"NOTICE: {unfinished}" in capsys.readouterr().out  # the label-free objectives too
+    assert main([*common, "--out", str(tmp_path / "no_val"), "--objective", "reconstruction"]
+                ) == 2  # coffee is a test reference: no val but named ones
+    assert f"has no `val` reference: name some with --val-refs; {unfinished}" \
+        in capsys.readouterr().err
 
 
 def test_pretraining_refuses_before_an_epoch_what_it_cannot_validate_or_learn(
