@@ -18,7 +18,7 @@ from training import checkpoint, distributed, rated_datasets
 from training.correlation import report
 from training.distributed import Context
 from training.image_data import ImageViews, Split, published_split_notice, split
-from training.loop import Run, fit, predict, validation_figures
+from training.loop import Run, check_start_kept, fit, predict, validation_figures
 from training.model import ModelConfig, ModelInitError, build_to_resume
 from training.optim import FINETUNE, OptimConfig
 from training.output_lease import sole_writer
@@ -288,7 +288,9 @@ def _check_same_start(config: FinetuneConfig, resumed: list[bool]) -> None:
                              f"{waiting} not begun start from it: put it back before "
                              "resuming (the begun splits go on from their last.pt)")
     continued = _split_folder(config, resumed.index(True)) / checkpoint.LAST
-    recorded = checkpoint.load(continued)["config"].get("model", {}).get("pretrained_sha256")
+    saved = checkpoint.load(continued)["config"]
+    check_start_kept(saved, config.to_json(), continued)
+    recorded = saved.get("model", {}).get("pretrained_sha256")
     if recorded is not None and recorded != file_sha256(Path(start)):
         raise ValueError(f"--pretrained-file {start} holds other weights than {continued} "
                          f"started from (SHA-256 {recorded[:16]}...): the splits not begun "

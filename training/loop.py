@@ -364,6 +364,22 @@ def _shown(value) -> str:
     return "(none)" if value is None else repr(without_credentials(value))
 
 
+def start_file(config: dict) -> str | None:
+    """The --pretrained-file a run's settings name (None: it began from --init's weights)."""
+    model = config.get("model")
+    return model.get("pretrained_file") if isinstance(model, dict) else None
+
+
+def check_start_kept(saved: dict, asked: dict, last: Path) -> None:
+    """A ValueError where a resume names a --pretrained-file for a run that began without
+    one: its weights came from --init, and a file now would be recorded as its start (a
+    run that began with one is held to it by the file's SHA-256)."""
+    if start_file(saved) is None and start_file(asked) is not None:
+        raise ValueError(f"--resume with --pretrained-file {start_file(asked)}: {last} began "
+                         "from --init's weights, not a file; resume without it, or use another "
+                         "--out to start from the file")
+
+
 def _restore(run: Run, optimizer,
              scheduler) -> tuple[int, EarlyStopping, list, dict | None]:
     """The epoch to start at, the stopping state, the history, and from a mid-epoch
@@ -377,6 +393,7 @@ def _restore(run: Run, optimizer,
         raise checkpoint.CheckpointError(
             f"{run.out / checkpoint.LAST} holds no {', '.join(lacking)}: not the last.pt a "
             "training run writes (a best.pt copied over it?); nothing to resume from")
+    check_start_kept(state["config"], run.config, run.out / checkpoint.LAST)
     saved, asked = _settings(state["config"]), _settings(run.config)
     if "model.pretrained_sha256" not in saved:  # a run from before the start file was hashed
         asked.pop("model.pretrained_sha256", None)

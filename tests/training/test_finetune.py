@@ -114,6 +114,14 @@ def test_a_resume_whose_start_file_changed_is_refused_before_a_split_starts_from
     start.write_bytes(kept)
     resumed = finetune(stopped, resume=True)
     assert [split["epochs_run"] for split in resumed["splits"]] == [2, 2]
+    # a run begun from --init's weights, resumed with a start file: split 0 would go on from
+    # random weights, split 1 start from the file, and results.json name the file for both
+    random_start = dataclasses.replace(config, out=str(tmp_path / "random"))
+    _stopped_in_epoch(random_start, 2, monkeypatch)
+    with pytest.raises(ValueError, match=rf"--resume with --pretrained-file "
+                                         rf"{re.escape(str(start))}: .*split-0/last\.pt began "
+                                         r"from --init's weights, not a file"):
+        finetune(dataclasses.replace(random_start, model=stopped.model), resume=True)
 
 
 def test_a_fresh_run_resumed_never_continues_a_split_of_the_earlier_run(finetuned,

@@ -260,6 +260,12 @@ def test_a_resume_knows_its_start_file_by_its_content(tiny_dataset, tmp_path, mo
     assert main(_pretrain_args(tiny_dataset, first, "--epochs", "1")) == 0
     start = tmp_path / "start.pt"
     start.write_bytes((first / checkpoint.BEST).read_bytes())
+    # a run begun from --init's weights takes no start file on resume (it would be recorded
+    # as the start of weights that never came from it)
+    assert main(_pretrain_args(tiny_dataset, first, "--epochs", "2", "--resume",
+                               "--pretrained-file", str(start))) == 2
+    assert (f"--resume with --pretrained-file {start}: {first / checkpoint.LAST} began from "
+            "--init's weights, not a file") in capsys.readouterr().err
     out = tmp_path / "run"
     monkeypatch.chdir(tmp_path)
     assert main(_pretrain_args(tiny_dataset, out, "--epochs", "1", "--pretrained-file",
