@@ -135,12 +135,15 @@ def identity_notices(targets: tuple[Target, ...]) -> list[str]:
     undistorted copies under a distortion's name (the dbcnn banks make none)."""
     notices = []
     for target in targets:
+        if target.name not in GRID_TARGETS:  # (the run's grid is given to each of its targets)
+            continue
         same = [f"{distortions.get(d).name} level {level}" for d, level in target.grid
                 if distortions.get(d).identity_level == level]
         holding = "those classes hold" if target.kind == "class" else "those bits name"
         if same:
-            notices.append(f"the {target.name} target's {', '.join(same)} leave a photo as it "
-                           f"is (identity levels): {holding} undistorted copies")
+            notices.append(f"the {target.name} target's {', '.join(same)} leave"
+                           f"{'s' if len(same) == 1 else ''} a photo as it is (identity "
+                           f"levels): {holding} undistorted copies")
     return notices
 
 

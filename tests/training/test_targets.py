@@ -269,3 +269,7 @@ def test_a_grid_target_is_told_which_of_its_pairs_leave_the_photo_as_it_is(small
     dbcnn = tuple(sorted(distortions.grid(distortions.bank_ids("dbcnn"), distortions.LEVELS,
                                           distortions.bank_type_levels("dbcnn"))))
     assert identity_notices((Target("class", dbcnn), Target("quality"))) == []
+    # a run's grid is given to each of its targets: a regression target has no classes to name
+    assert identity_notices((Target("quality", grid=grid),)) == []
+    [one] = identity_notices((Target("class", ((13, 1), (13, 2))),))
+    assert "class target's gaussian_blur level 1 leaves a photo as it is" in one
