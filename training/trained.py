@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from labelers.registry import metric_class
 from shards.dataset import open_dataset
 from shards.storage import canonical_uri, redact
 from shards.words import a_few
@@ -165,7 +166,9 @@ class TrainedRun:
             under = f" under ensemble {self.ensemble}" if self.ensemble else ""
             return (f"the ensemble label Q{under} of {redact(str(self.dataset))} (0 to 1, "
                     "higher is better)")
-        return f"the raw {self.targets[0]} scores of {redact(str(self.dataset))}"
+        better = "higher" if metric_class(self.targets[0]).higher_is_better else "lower"
+        return (f"the raw {self.targets[0]} scores of {redact(str(self.dataset))} ({better} "
+                "is better)")
 
 
 

@@ -311,7 +311,10 @@ def test_a_checkpoint_says_what_its_scores_mean():
     pretrained = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "out/run",
                                 "target": "vif"})
     assert not pretrained.fine_tuned and pretrained.refs == ()
-    assert pretrained.score_meaning() == "the raw vif scores of out/run"
+    assert pretrained.score_meaning() == "the raw vif scores of out/run (higher is better)"
+    gmsd = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "out/run",
+                          "target": "gmsd"})  # a distance: GMSD.m gives 0 for a copy
+    assert gmsd.score_meaning() == "the raw gmsd scores of out/run (lower is better)"
     under_pmos = TrainedRun.of({"model": {"backbone": "resnet18"}, "dataset": "out/run",
                                 "ensemble": "pmos"})
     assert under_pmos.score_meaning().startswith("the ensemble label Q under ensemble pmos of")
