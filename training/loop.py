@@ -402,6 +402,9 @@ def _restore(run: Run, optimizer,
         run.config["model"]["pretrained_sha256"] = saved["model.pretrained_sha256"]
     if saved != asked:
         changed = sorted(k for k in saved.keys() | asked.keys() if saved.get(k) != asked.get(k))
+        if "objective.name" in changed:  # another objective: its own settings come with it
+            changed = [k for k in changed if not k.startswith("objective.")
+                       or k == "objective.name"]
         why = "".join(f" ({SETTING_NOTES[name]})" for name in changed
                       if name in SETTING_NOTES and name in asked)
         shown = ", ".join(f"{name} {_shown(saved.get(name))} -> {_shown(asked.get(name))}"

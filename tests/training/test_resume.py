@@ -296,6 +296,21 @@ def test_a_resume_knows_its_start_file_by_its_content(tiny_dataset, tmp_path, mo
                                "--pretrained-file", str(moved))) == 0, capsys.readouterr().err
 
 
+def test_a_resume_under_another_objective_names_that_change_alone(tiny_dataset, tmp_path,
+                                                                   capsys):
+    """The objective's own settings (a contrastive queue, a temperature) come with it: the
+    refusal names the objective, not each of them (the run's other changed defaults, its
+    learning rate say, stay named)."""
+    out = tmp_path / "run"
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "2", "--resume", "--objective",
+                               "reconstruction")) == 2
+    error = capsys.readouterr().err
+    assert "objective.name (none) -> 'reconstruction'" in error
+    assert "objective.queue_size" not in error and "objective.temperature" not in error
+
+
 def test_a_resume_with_no_epoch_left_says_so(tiny_dataset, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_pretrain_args(tiny_dataset, out, "--epochs", "2")) == 0
