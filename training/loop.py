@@ -364,7 +364,7 @@ def _shown(value) -> str:
     return "(none)" if value is None else repr(without_credentials(value))
 
 
-def start_file(config: dict) -> str | None:
+def _start_file(config: dict) -> str | None:
     """The --pretrained-file a run's settings name (None: it began from --init's weights)."""
     model = config.get("model")
     return model.get("pretrained_file") if isinstance(model, dict) else None
@@ -374,8 +374,8 @@ def check_start_kept(saved: dict, asked: dict, last: Path) -> None:
     """A ValueError where a resume names a --pretrained-file for a run that began without
     one: its weights came from --init, and a file now would be recorded as its start (a
     run that began with one is held to it by the file's SHA-256)."""
-    if start_file(saved) is None and start_file(asked) is not None:
-        raise ValueError(f"--resume with --pretrained-file {start_file(asked)}: {last} began "
+    if _start_file(saved) is None and _start_file(asked) is not None:
+        raise ValueError(f"--resume with --pretrained-file {_start_file(asked)}: {last} began "
                          "from --init's weights, not a file; resume without it, or use another "
                          "--out to start from the file")
 
