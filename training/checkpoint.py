@@ -41,11 +41,29 @@ def write(state: dict, handle: BinaryIO) -> None:
     record, raises a RuntimeError in its place ("unexpected pos"), which the command line
     would show as a crash where it says how to resume."""
     try:
-        torch.save(state, handle)
+        torch.save(state, _WhileOpen(handle))
     except RuntimeError as error:
         if isinstance(error.__context__, KeyboardInterrupt):
             raise error.__context__ from None
         raise
+
+
+class _WhileOpen:
+    """`handle` as torch.save writes to it: written while it is open, written past once it is
+    closed. torch's zip writer writes the archive's end when it is freed if it has not yet;
+    where an interrupt stopped torch.save before then, it is freed only once the interrupt is
+    handled, after atomic_file closed the staged file, and a write that raises inside its C++
+    destructor aborts the process (SIGABRT: "write to closed file")."""
+
+    def __init__(self, handle: BinaryIO):
+        self._handle = handle
+
+    def write(self, data: bytes) -> int | None:
+        return None if self._handle.closed else self._handle.write(data)
+
+    def flush(self) -> None:
+        if not self._handle.closed:
+            self._handle.flush()
 
 
 class CheckpointError(ValueError):
