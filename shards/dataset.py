@@ -111,14 +111,18 @@ class Dataset:
         return dict(zip(self.shards, tar_urls(self.location, list(self.shards)), strict=True))
 
     @cached_property
+    def plan(self) -> dict:
+        """Its plan.json ({} for a dataset written without one), read once."""
+        return plan_file(self.location)
+
+    @cached_property
     def unfinished(self) -> str | None:
         """Where the generate (or convert) run of its plan has not ended (plan.json, no
         report.json), what a reader reads of it: the shards complete so far, of those planned;
         None for a finished one, or one written without a plan."""
-        plan = plan_file(self.location)
-        if not plan or self.location.exists(self.location.path(REPORT_FILE)):
+        if not self.plan or self.location.exists(self.location.path(REPORT_FILE)):
             return None
-        planned = planned_shards(plan)
+        planned = planned_shards(self.plan)
         return (f"{redact(self.location.root)}: its run has not finished (no {REPORT_FILE}): "
                 f"only the {len(self.shards)} shard(s) complete so far are read"
                 + (f", of {planned} planned" if planned is not None else ""))
@@ -127,7 +131,7 @@ class Dataset:
     def plan_digest(self) -> str | None:
         """The digest of the plan its shards were made under (None: a dataset without
         plan.json): another generate run of other sources or options has another."""
-        return plan_file(self.location).get("digest")
+        return self.plan.get("digest")
 
     @cached_property
     def references(self) -> dict[str, tuple[str, int]]:
@@ -153,7 +157,7 @@ class Dataset:
         (plan.json is the one the shards' stats name by its digest; sources.parquet, or an old
         dataset's records, only copy it): a training reference would be read as a test one."""
         planned = {entry.get("ref_id"): entry.get("split")
-                   for entry in plan_file(self.location).get("references", ())
+                   for entry in self.plan.get("references", ())
                    if isinstance(entry, dict)}
         moved = moved_splits(planned, ((ref, split) for ref, (split, _) in found.items()))
         if moved:
