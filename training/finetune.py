@@ -179,7 +179,7 @@ def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: i
               {**config.to_json(), "repeat": repeat, **recorded,
                "trained_images": sorted({rated_datasets.image_id(image)  # evaluate: none tested
                                          for image in (*parts.train, *parts.val)})},
-              seed, precision, augment=config.augment)
+              seed, precision, augment=config.augment, start=built.start)
     summary = fit(run, batches, steps, validate, resume)
     distributed.barrier(context)  # rank 0 has written best.pt
     model.load_state_dict(checkpoint.load(out / checkpoint.BEST)["model"])
@@ -187,7 +187,7 @@ def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: i
                                                config.eval_crops, config.workers, local,
                                                precision)
     if context.is_main:
-        result = {"repeat": repeat, "seed": config.seed, "start": built.start,
+        result = {"repeat": repeat, "seed": config.seed, "start": summary["start"],
                   "epochs_run": summary["epochs_run"],
                   "best_epoch": summary["best_epoch"], "test": figures,
                   "test_images": len(parts.test),

@@ -287,12 +287,13 @@ def pretrain_label_free(config: PretrainConfig, context: Context, resume: bool) 
               precision, objective=objective, augment=config.augment,
               data={"train groups": groups,
                     "val groups": validated_groups,
-                    "plans": [part.dataset.plan_digest for part in parts]})
+                    "plans": [part.dataset.plan_digest for part in parts]},
+              start=built.start)
     summary = fit(run, batches, steps, validate, resume)
     if context.is_main:
         summary = publish_summary(out, {
             **summary, **objective.summary(), "dataset": config.dataset,
             **({"also": list(config.also)} if config.also else {}),
-            "train_refs": train_refs, "val_refs": val_refs, "start": built.start},
+            "train_refs": train_refs, "val_refs": val_refs},
             f"loss {figure_text(-summary['best_score'])}")
     return summary

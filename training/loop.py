@@ -87,6 +87,8 @@ class Run:
     data: dict = field(default_factory=dict)  # what it trains and validates on (counts per
                                               # split): a resume over other data is refused
     augment: Augment = field(default_factory=Augment)  # its normalisation applies on the device
+    start: str | None = None  # where its weights began (model.Built.start); a resume takes
+                              # last.pt's
 
     def __post_init__(self):
         self.config = without_credentials(self.config)  # what checkpoints keep of a URI
@@ -421,6 +423,7 @@ def _restore(run: Run, optimizer,
     if partial is not None and len(partial["ranks"]) != run.context.world_size:
         raise ValueError(f"{run.out / checkpoint.LAST} stopped mid-epoch with "
                          f"{len(partial['ranks'])} rank(s): resume it with as many")
+    run.start = state.get("start") or _start_before_it_was_kept(state["config"])
     run.model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -431,6 +434,13 @@ def _restore(run: Run, optimizer,
     place = None if partial is None else partial["ranks"][run.context.rank]
     return (state["epoch"] + 1, EarlyStopping(run.optim.patience, **state["stopping"]),
             state["history"], place)
+
+
+def _start_before_it_was_kept(config: dict) -> str | None:
+    """The start of a last.pt written before checkpoints kept it (2026-12-07): its start file,
+    or its --init (auto: ImageNet's weights, or random ones where they were out of reach)."""
+    model = config.get("model", {})
+    return model.get("pretrained_file") or model.get("init")
 
 
 def _remove_earlier_run(out: Path) -> None:
@@ -478,7 +488,7 @@ def _last_state(run: Run, epoch: int, optimizer, scheduler, stopping: EarlyStopp
     """What resuming after `epoch` (-1: none yet) needs."""
     return {"model": run.model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "stopping": stopping.state(),
-            "history": history, "config": run.config, "data": run.data}
+            "history": history, "config": run.config, "data": run.data, "start": run.start}
 
 
 def _save(run: Run, epoch: int, optimizer, scheduler, stopping: EarlyStopping, history: list,
@@ -638,7 +648,8 @@ def fit(run: Run, train_batches: Callable[[int], Iterable], steps: int,
     if writer is not None:
         writer.close()
     return {"epochs_run": len(history), "best_epoch": stopping.best_epoch + 1,
-            "best_score": stopping.best, "history": [counted(record) for record in history]}
+            "best_score": stopping.best, "history": [counted(record) for record in history],
+            "start": run.start}
 
 
 def counted(record: dict) -> dict:

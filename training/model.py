@@ -265,7 +265,8 @@ def _load_file(model: nn.Module, path: str, backbone: str, notices: list[str]) -
 @dataclass
 class Built:
     model: nn.Module
-    start: str            # imagenet | random | the checkpoint file it was initialised from
+    start: str | None     # imagenet | random | the checkpoint file it was initialised from;
+                          # None: a resume's (last.pt records it)
     notices: list[str]    # what a user must see (a random start, skipped tensors)
 
 
@@ -315,21 +316,28 @@ def build_model(config: ModelConfig, outputs: int = 1,
         _load_file(model, config.pretrained_file, config.backbone, notices)
         return Built(model, config.pretrained_file, notices)
     if config.init == "random":
-        notices.append(f"{config.backbone} starts from random weights (--init random)")
+        notices.append(_random_start(config.backbone))
     return Built(model, "random", notices)
 
 
 def build_to_resume(config: ModelConfig, resume: bool, outputs: int = 1,
                     heads: dict[str, int] | None = None) -> Built:
-    """build_model; where a run resumes from its last.pt (whose weights replace the start's)
-    and its --pretrained-file has since moved or gone, the file is not read: the start is
-    still named by it (its SHA-256, which the checkpoint records, is compared on resume)."""
-    start = config.pretrained_file
-    if not (resume and start is not None and not Path(start).is_file()):
+    """build_model; for a resume, the model alone, its weights random (no download, no start
+    file read, no notice of a start: the weights are last.pt's, which records where they
+    began, loop.Run.start). Its start is None there. A start file named but gone is said."""
+    if not resume:
         return build_model(config, outputs, heads)
     built = build_model(replace(config, pretrained_file=None, init="random"), outputs, heads)
-    return Built(built.model, start, [f"{start} is not there now: the resumed weights are "
-                                      "those of the run's last.pt"])
+    notices = [notice for notice in built.notices if notice != _random_start(config.backbone)]
+    start = config.pretrained_file
+    if start is not None and not Path(start).is_file():
+        notices.append(f"{start} is not there now: the resumed weights are those of the "
+                       "run's last.pt")
+    return Built(built.model, None, notices)
+
+
+def _random_start(backbone: str) -> str:
+    return f"{backbone} starts from random weights (--init random)"
 
 
 class ScheduledDropPath:

@@ -324,13 +324,13 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
               config.to_json(), config.seed, precision, heads if multi else (),
               data={"train samples": train.samples, "val samples": validated.samples,
                     "plan": dataset.plan_digest},
-              augment=config.augment)
+              augment=config.augment, start=built.start)
     summary = fit(run, batches, steps, validate, resume)
     if context.is_main:
         summary = publish_summary(out, {
             **summary, "dataset": config.dataset, "ensemble": labels,
             "train_samples": train.samples, "val_samples": validated.samples,
             "val_split_samples": val.samples,  # (--val-limit reads validated)
-            "start": built.start, "heads": [asdict(head) for head in heads],
+            "heads": [asdict(head) for head in heads],
             "objective": "regression"}, f"score {figure_text(summary['best_score'])}")
     return summary

@@ -5,6 +5,7 @@ the same run left alone."""
 import dataclasses
 import hashlib
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from training.model import ModelConfig, build_model
 from training.optim import OptimConfig
 from training.pretrain import PretrainConfig
 from training.rated_datasets import load as load_images
+from training.results_files import SUMMARY_FILE
 from training.transforms import Augment
 
 from .crashing import Crash, crashing_at, crashing_fit
@@ -294,6 +296,28 @@ def test_a_resume_knows_its_start_file_by_its_content(tiny_dataset, tmp_path, mo
     moved.write_bytes(kept)  # back: still the run's start
     assert main(_pretrain_args(tiny_dataset, out, "--epochs", "4", "--resume",
                                "--pretrained-file", str(moved))) == 0, capsys.readouterr().err
+
+
+def test_a_resume_takes_its_start_from_last_pt_and_fetches_no_weights(tiny_dataset, tmp_path,
+                                                                      monkeypatch, capsys):
+    """A resume's weights are last.pt's: it neither says it starts from random weights nor
+    fetches ImageNet's (a run begun where the hub was reachable resumes where it is not,
+    under --init imagenet too), and its summary names the start the run began from."""
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # out of reach here, always
+    out = tmp_path / "run"
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "1")) == 0
+    assert "test_resnet starts from random weights" in capsys.readouterr().out
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "2", "--resume")) == 0
+    assert "random weights" not in capsys.readouterr().out
+    assert json.loads((out / SUMMARY_FILE).read_text())["start"] == "random"
+    state = checkpoint.load(out / checkpoint.LAST)  # as a run begun from ImageNet's weights
+    state["config"]["model"]["init"], state["start"] = "imagenet", "imagenet"
+    checkpoint.save(state, out / checkpoint.LAST)
+    imagenet = [arg if arg != "random" else "imagenet" for arg in _pretrain_args(
+        tiny_dataset, out, "--epochs", "3", "--resume")]
+    assert main(imagenet) == 0, capsys.readouterr().err
+    assert "ImageNet" not in capsys.readouterr().out
+    assert json.loads((out / SUMMARY_FILE).read_text())["start"] == "imagenet"
 
 
 def test_a_resume_under_another_objective_names_that_change_alone(tiny_dataset, tmp_path,
