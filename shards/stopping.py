@@ -52,6 +52,20 @@ def interrupts_held() -> Iterator[None]:
         _HOLDS -= 1
 
 
+@contextlib.contextmanager
+def interrupt_kept() -> Iterator[None]:
+    """An error raised in the block while an interrupt unwinds it (a library's cleanup that
+    fails on the half-done work the interrupt left: torch's zip writer, "unexpected pos";
+    zipfile's, "Can't close the ZIP file while there is an open writing handle") raised as
+    that interrupt, which a command answers with how to go on, not as a crash."""
+    try:
+        yield
+    except Exception as error:
+        if isinstance(error.__context__, KeyboardInterrupt):
+            raise error.__context__ from None
+        raise
+
+
 def stop_point() -> None:
     """KeyboardInterrupt where a handler raised one (`interrupt`) in a block that runs: again,
     where the first was lost in a finalizer. Nothing otherwise (nor after the block)."""

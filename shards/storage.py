@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from shards.stopping import interrupt_kept
+
 STAGED_SUFFIX = ".partial"  # a file staged under it is renamed into place when whole
 S3_COPY_BYTES = 5 << 30  # the largest object one S3 copy request takes (CopyObject)
 S3_PART_BYTES = 256 << 20  # a larger one is copied in parts of this size
@@ -98,7 +100,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A local file written whole or not at all (a checkpoint, a features cache, a results
     file): the block writes a staged file, which reaches the disk, then is renamed into
     place, the rename on the disk before this returns; where the block raises, the staged
-    file is removed and `path` left as it was. The staged file is `path`.partial, created
+    file is removed and `path` left as it was (an interrupt comes out as itself where the
+    block's cleanup fails on it: interrupt_kept). The staged file is `path`.partial, created
     exclusively: where one exists (another writer's, or one a killed writer left), a name of
     this writer's own, so that no writer writes into another's."""
     final = os.fspath(path)
@@ -109,15 +112,15 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
         staged = Location.attempt_name(final)
         descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        with open(descriptor, "wb") as handle:
+        with open(descriptor, "wb") as handle, interrupt_kept():
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.replace(staged, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(staged)
         raise
-    os.replace(staged, final)
     _fsync(os.path.dirname(final) or ".")
 
 

@@ -8,6 +8,7 @@ from typing import BinaryIO
 
 import torch
 
+from shards.stopping import interrupt_kept
 from shards.storage import atomic_file
 
 LAST = "last.pt"
@@ -40,12 +41,8 @@ def write(state: dict, handle: BinaryIO) -> None:
     raised as the KeyboardInterrupt it is: torch's zip writer, closed in the middle of a
     record, raises a RuntimeError in its place ("unexpected pos"), which the command line
     would show as a crash where it says how to resume."""
-    try:
+    with interrupt_kept():
         torch.save(state, _WhileOpen(handle))
-    except RuntimeError as error:
-        if isinstance(error.__context__, KeyboardInterrupt):
-            raise error.__context__ from None
-        raise
 
 
 class _WhileOpen:

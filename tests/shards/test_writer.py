@@ -220,6 +220,79 @@ def test_an_atomic_file_is_synced_then_renamed_or_left_as_it_was(tmp_path, monke
     assert leftover.read_bytes() == b"torn"  # never written into
 
 
+def _interrupting_at(step: int, module: str):
+    """A trace function raising KeyboardInterrupt (a SIGTERM's, as the commands answer it) at
+    the `step`-th line, call or return of `module`'s code, and a count of the steps seen."""
+    seen = [0]
+
+    def trace(frame, event, arg):
+        if module in frame.f_code.co_filename:
+            seen[0] += 1
+            if seen[0] == step:
+                raise KeyboardInterrupt("SIGTERM")
+        return trace
+    return trace, seen
+
+
+def test_an_interrupt_at_any_step_of_a_zip_written_whole_is_that_interrupt(tmp_path):
+    """zipfile's cleanup can fail on a write an interrupt left open ("Can't close the ZIP file
+    while there is an open writing handle"), and its ValueError replaced the interrupt: a
+    command showed a crash where it says how to go on (a features cache, predictions). At
+    each step of np.savez's zipfile in turn: that KeyboardInterrupt, the file as it was, no
+    staged file; after its last step, the new file whole."""
+    import sys
+
+    from shards.storage import atomic_file
+
+    final = tmp_path / "features.npz"
+    final.write_bytes(b"as it was")
+    step = 0
+    while final.read_bytes() == b"as it was":
+        step += 1
+        trace, seen = _interrupting_at(step, "zipfile")
+        sys.settrace(trace)
+        try:
+            with atomic_file(final) as handle:
+                np.savez(handle, features=np.arange(12.0), names=np.array(["a", "b"]))
+        except KeyboardInterrupt:
+            assert seen[0] == step
+        finally:
+            sys.settrace(None)
+        assert [path.name for path in tmp_path.iterdir()] == [final.name]
+    assert step > 100  # (an interrupt at the last steps is one a finalizer drops)
+    assert np.load(final)["features"].tolist() == list(np.arange(12.0))
+
+
+def test_an_interrupt_as_an_atomic_file_is_synced_and_renamed_leaves_one_whole_file(tmp_path):
+    """The rename was outside the block that removes the staged file: an interrupt just before
+    it left the new file whole beside the old one, as `*.partial`. At each step of
+    atomic_file's own code after the block wrote: the file old or new, never a staged one."""
+    import sys
+
+    from shards.storage import atomic_file
+
+    final = tmp_path / "summary.json"
+    final.write_bytes(b"old")
+    step, kept = 0, set()
+    while True:
+        step += 1
+        trace, seen = _interrupting_at(step, "shards/storage.py")
+        try:
+            with atomic_file(final) as handle:
+                handle.write(b"new")
+                sys.settrace(trace)  # from here: the sync and the rename
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        assert [path.name for path in tmp_path.iterdir()] == [final.name], step
+        kept.add(final.read_bytes())
+        if seen[0] < step:  # it ran to its end
+            break
+        final.write_bytes(b"old")
+    assert step > 5 and kept == {b"old", b"new"}
+
+
 def test_reading_an_empty_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a dataset written by generate"):
         read_index(Location.parse(str(tmp_path)))
