@@ -14,6 +14,7 @@ from shards.storage import file_in_the_way, redact
 from training import predict as prediction
 from training.checkpoint import BEST, LAST
 from training.compare import table
+from training.distributed import CollectiveError
 from training.evaluate import EvaluateConfig, evaluate
 from training.features import BASELINE_INITS, EncoderConfig
 from training.finetune import FinetuneConfig, finetune
@@ -567,6 +568,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return _stopped(args.command)
+    except CollectiveError as error:  # under torchrun, as another rank stopped
+        if terminated():
+            return _stopped(args.command)
+        print(f"iqa-factory train: error: {error}", file=sys.stderr)
+        return 1
     except RuntimeError:  # a SIGTERM to the process group: DataLoader workers die of it too
         if not terminated():
             raise

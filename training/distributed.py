@@ -4,6 +4,7 @@ what rank 0 alone works out."""
 
 import os
 import pickle
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,14 +79,49 @@ def stop(context: Context) -> None:
         dist.destroy_process_group()
 
 
+class CollectiveError(Exception):
+    """A collective that failed: another rank stopped (its own output says why), hung past the
+    collective timeout, or the network between them failed."""
+
+
 @contextmanager
 def started(device: str = "auto") -> Iterator[Context]:
-    """The process group for the length of a run (start, then stop however it ends)."""
+    """The process group for the length of a run (start, then stop however it ends); a
+    collective's failure (gloo's RuntimeError, NCCL's DistError) raised as a CollectiveError
+    that names this rank."""
     context = start(device)
     try:
         yield context
+    except RuntimeError as error:
+        if not (context.distributed and _of_a_collective(error)):
+            raise
+        raise CollectiveError(
+            f"rank {context.rank} of {context.world_size} stops: a collective failed "
+            f"({_first_words(error)}): another rank stopped (its own output says why), hung "
+            f"past the collective timeout ({TIMEOUT_VARIABLE}), or the network between them "
+            "failed") from error
     finally:
         stop(context)
+
+
+def _of_a_collective(error: RuntimeError) -> bool:
+    return isinstance(error, dist.DistError) or "/gloo/" in str(error)
+
+
+def _first_words(error: RuntimeError) -> str:
+    """The first sentence of torch's message, without gloo's source location."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip()).partition("\n")[0]
+    return text.split(". ")[0]
+
+
+def same_on_every_rank(context: Context, option: str, value) -> None:
+    """A ValueError on every rank where `value`, an option's, is not the same on every rank
+    (each rank runs its own command line: a node's could lack --resume, say)."""
+    values = gather_objects(context, value)
+    if any(other != values[0] for other in values):
+        ranks = ", ".join(f"rank {rank}: {other}" for rank, other in enumerate(values))
+        raise ValueError(f"{option} differs between the ranks ({ranks}): give every rank "
+                         "the same command")
 
 
 def barrier(context: Context) -> None:

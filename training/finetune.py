@@ -318,6 +318,7 @@ def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
     and is tested again from its best.pt), those it had not reached start."""
     with distributed.started(config.device) as context, \
             sole_writer(config.out, "finetune", context):
+        distributed.same_on_every_rank(context, "--resume", resume)
         images = rated_datasets.load(config.dataset, config.root, config.refs, config.ensemble)
         rated_datasets.check_crop(images, config.augment.crop)
         if context.is_main and config.dataset == "shards":

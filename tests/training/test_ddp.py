@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from shards.lease import TRAIN_LEASE_FILE
 from training import checkpoint
 from training.cli import main
 from training.distributed import Context, collective_timeout, start
@@ -87,6 +88,32 @@ def test_a_run_resumed_mid_epoch_gives_the_weights_of_an_uninterrupted_run(tiny_
         assert torch.equal(value, actual["model"][key]), key
     assert [r["train_loss"] for r in expected["history"]] == \
         [r["train_loss"] for r in actual["history"]]
+
+
+@pytest.mark.slow
+def test_ranks_told_apart_are_refused_and_a_rank_that_dies_is_said_in_a_line(tiny_dataset,
+                                                                              tmp_path):
+    """Each rank runs its own command line: one without --resume would train on from scratch
+    beside ranks that resumed (mixed state, a last.pt that looks sound), so the run is refused
+    before it trains. A rank that dies leaves the others a collective that fails: each says
+    so in a line (exit 1, no traceback) and rank 0 lets go of the folder's lease."""
+    out = tmp_path / "run"
+    run = ["pretrain", str(tiny_dataset), "--out", str(out), *TINY_RUN]
+    torchrun(*run, "--epochs", "1")
+    before = (out / checkpoint.LAST).read_bytes()
+    told_apart = launched("tests.training.one_rank_differs", "1", "without-resume", *run,
+                          "--epochs", "2", "--resume")
+    assert told_apart.returncode != 0
+    assert ("--resume differs between the ranks (rank 0: True, rank 1: False): give every "
+            "rank the same command") in told_apart.stderr, told_apart.stderr[-3000:]
+    assert (out / checkpoint.LAST).read_bytes() == before
+    lost = launched("tests.training.one_rank_differs", "1", "exits", *run, "--epochs", "2",
+                    "--resume")
+    assert lost.returncode != 0
+    assert "iqa-factory train: error: rank 0 of 2 stops: a collective failed (" in lost.stderr, \
+        lost.stderr[-3000:]
+    assert "[rank0]: Traceback" not in lost.stderr
+    assert not (out / TRAIN_LEASE_FILE).exists()
 
 
 TIMEOUT = "IQA_FACTORY_NCCL_TIMEOUT_MIN"
