@@ -317,9 +317,9 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
     source_digest, plan = plan.digest, stored_plan(plan, becomes)
     refuse_unusable(target)
     lease = Lease(target, command)
-    for notice in lease.acquire(take_over):
-        print(f"note: {notice}")
-    try:
+    try:  # (an interrupt as acquire returns: released all the same)
+        for notice in lease.acquire(take_over):
+            print(f"note: {notice}")
         refuse_foreign(target)
         remove_staged(target)
         _claim(target, plan)
@@ -332,7 +332,8 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
         _check_source_unchanged(source, source_digest)  # before its run files are copied
         _publish_run_files(source, target, plan, target_config, converted=bool(jobs))
     finally:
-        lease.release()
+        if lease.acquired:
+            lease.release()
     return {"shards": plan.shard_count, "skipped": plan.shard_count - len(jobs),
             "replayed": sum(replayed for replayed, _ in counts),
             "dropped": sum(dropped for _, dropped in counts)}

@@ -426,6 +426,22 @@ def test_a_folder_of_other_files_is_never_written_and_a_lease_is_respected(store
     assert not (busy / LEASE_FILE).exists() and (busy / "plan.json").exists()
 
 
+def test_a_convert_interrupted_as_its_lease_is_taken_lets_the_lease_go(store_datasets, tmp_path,
+                                                                       monkeypatch):
+    """As relabel's: an interrupt as the lease's acquire returns left the target held."""
+    from shards.lease import Lease
+
+    acquire = Lease.acquire
+
+    def interrupted_as_it_returns(self, *arguments, **options):
+        acquire(self, *arguments, **options)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Lease, "acquire", interrupted_as_it_returns)
+    with pytest.raises(KeyboardInterrupt):
+        convert(str(store_datasets["images"]), str(tmp_path / "recipes"), "recipes")
+    assert not (tmp_path / "recipes" / LEASE_FILE).exists()
+
+
 def test_a_target_that_is_the_source_or_nests_with_it_is_refused(store_datasets, tmp_path,
                                                                    capsys):
     source = tmp_path / "source"

@@ -510,6 +510,23 @@ def test_relabel_is_refused_while_another_command_writes_the_dataset(scored_data
     assert not (out / LEASE_FILE).exists()
 
 
+def test_relabel_interrupted_as_its_lease_is_taken_lets_the_lease_go(scored_dataset, tmp_path,
+                                                                      monkeypatch):
+    """An interrupt that comes as the lease's acquire returns (before the notices it gives
+    are printed) came before the block that lets the lease go: OUT stayed held, every other
+    writer refused for the stale time."""
+    out = _copy(scored_dataset, tmp_path)
+    _halves().save(tmp_path / "halves.json")
+    acquire = Lease.acquire
+
+    def interrupted_as_it_returns(self, *arguments, **options):
+        acquire(self, *arguments, **options)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Lease, "acquire", interrupted_as_it_returns)
+    assert cli.main(["relabel", str(out), "--ensemble", str(tmp_path / "halves.json")]) == 130
+    assert not (out / LEASE_FILE).exists() and not list(out.glob("labels-*.parquet"))
+
+
 def test_relabel_whose_lease_is_taken_over_publishes_nothing(scored_dataset, tmp_path, capsys,
                                                              monkeypatch):
     """A relabel suspended past the stale time whose lease another writer took over finds it
