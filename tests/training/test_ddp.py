@@ -20,10 +20,13 @@ TINY_RUN = ["--backbone", "test_resnet", "--init", "random", "--crop", "32",
             "--patience", "5", "--val-refs", "r5"]
 
 
-def launched(module: str, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
-    """`python -m module args` on `processes` ranks through torchrun, its outcome unchecked."""
+def launched(module: str, *args: str, processes: int = 2,
+             monitor_seconds: float = 0.1) -> subprocess.CompletedProcess:
+    """`python -m module args` on `processes` ranks through torchrun, its outcome unchecked;
+    torchrun stops the other ranks (SIGTERM) within `monitor_seconds` of one's exit."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={processes}", "-m", module, *args]
+               f"--nproc_per_node={processes}", f"--monitor-interval={monitor_seconds}",
+               "-m", module, *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
@@ -108,12 +111,16 @@ def test_ranks_told_apart_are_refused_and_a_rank_that_dies_is_said_in_a_line(tin
             "rank the same command") in told_apart.stderr, told_apart.stderr[-3000:]
     assert (out / checkpoint.LAST).read_bytes() == before
     lost = launched("tests.training.one_rank_differs", "1", "exits", *run, "--epochs", "2",
-                    "--resume")
+                    "--resume", monitor_seconds=30)  # as on another node: no SIGTERM first
     assert lost.returncode != 0
     assert "iqa-factory train: error: rank 0 of 2 stops: a collective failed (" in lost.stderr, \
         lost.stderr[-3000:]
     assert "[rank0]: Traceback" not in lost.stderr
     assert not (out / TRAIN_LEASE_FILE).exists()
+    assert (out / checkpoint.LAST).read_bytes() == before
+    assert main([*run, "--epochs", "2", "--resume"]) == 0  # an epoch's end: on one rank too
+    history = checkpoint.load(out / checkpoint.LAST)["history"]
+    assert [record["rank_batches"] for record in history] == [[3, 3], [3]]
 
 
 TIMEOUT = "IQA_FACTORY_NCCL_TIMEOUT_MIN"

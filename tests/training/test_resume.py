@@ -320,6 +320,22 @@ def test_a_resume_takes_its_start_from_last_pt_and_fetches_no_weights(tiny_datas
     assert json.loads((out / SUMMARY_FILE).read_text())["start"] == "imagenet"
 
 
+def test_a_mid_epoch_checkpoint_of_two_ranks_is_resumed_on_two_alone(tiny_dataset, tmp_path,
+                                                                      capsys):
+    """Each rank's place in the epoch and random state are in it: one rank cannot go on for
+    two (an epoch's end resumes on any number: test_ddp.py)."""
+    out = tmp_path / "run"
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "1")) == 0
+    state = checkpoint.load(out / checkpoint.LAST)
+    place = {"step": 1, "rng": checkpoint.rng_state(torch.device("cpu"))}
+    state["partial_epoch"] = {"epoch": 1, "step": 1, "ranks": [place, place]}
+    checkpoint.save(state, out / checkpoint.LAST)
+    capsys.readouterr()
+    assert main(_pretrain_args(tiny_dataset, out, "--epochs", "2", "--resume")) == 2
+    assert (f"{out / checkpoint.LAST} stopped mid-epoch with 2 rank(s): resume it with as "
+            "many") in capsys.readouterr().err
+
+
 def test_a_resume_under_another_objective_names_that_change_alone(tiny_dataset, tmp_path,
                                                                    capsys):
     """The objective's own settings (a contrastive queue, a temperature) come with it: the
