@@ -41,8 +41,8 @@ lint: $(STAMP) ## ruff
 format: $(STAMP) ## ruff --fix
 	$(BIN)/ruff check --fix .
 
-sheet: $(STAMP) ## contact sheet of one image: make sheet IMAGE=embedded:astronaut
-	$(BIN)/iqa-factory sheet "$(or $(IMAGE),embedded:astronaut)" -o "$(or $(SHEET),$(OUT)/sheet.png)"
+sheet: $(STAMP) ## contact sheet of one image: make sheet IMAGE=embedded:astronaut [SHEET=OUT/sheet.png] [ARGS=--allow-upscale]
+	$(BIN)/iqa-factory sheet "$(or $(IMAGE),embedded:astronaut)" -o "$(or $(SHEET),$(OUT)/sheet.png)" $(ARGS)
 
 bench-distortions: $(STAMP) ## ms per 512x384 image for every registered type x level -> docs/bench-distortions.*
 	$(BIN)/python benchmarks/bench_distortions.py --out docs

@@ -329,7 +329,9 @@ def _metrics(text: str) -> tuple[str, ...]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iqa-factory",
-        description="Distort pristine photos (33 types x 5 levels), label them with ten "
+        description=f"Distort pristine photos (the paper's {len(distortions.BANKS['all'])} "
+                    f"types x 5 levels by default, of {len(distortions.registered())} "
+                    "registered), label them with ten "
                     "full-reference metrics, and write WebDataset shards for IQA pretraining.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -477,7 +479,7 @@ def _add_bank_options(group) -> None:
                             "white noise), reiqa (Re-IQA's 26: 21 KADID types, its resize "
                             "and denoise types), dbcnn (the multi-task method's 9), "
                             "dbcnn_authentic (its authentic mode's 7, for --compose), "
-                            "registered (all 43)")
+                            f"registered (all {len(distortions.registered())})")
     group.add_argument("--distortions", type=_distortion_ids,
                        help="narrow the bank: ids, ranges or names (default: all of it)")
     group.add_argument("--levels", type=_levels, default=distortions.LEVELS,

@@ -28,6 +28,9 @@ def test_help_lists_the_commands(capsys):
     text = capsys.readouterr().out
     for command in ("list", "sheet", "generate"):
         assert command in text
+    # the paper's bank (spec/distortions.md: 33 types) by default, of those `list` prints
+    assert "the paper's 33 types x 5 levels by default, of 43 registered" in " ".join(
+        text.split())
 
 
 def test_list_prints_the_whole_bank(capsys):
