@@ -6,6 +6,7 @@ import io
 import json
 import posixpath
 import struct
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -254,6 +255,21 @@ def check_picture_path(path: Path) -> None:
     except (KeyError, OSError, ValueError, TypeError):
         raise ValueError(f"-o {path}: end the name in the extension of an image format Pillow "
                          "writes (.png, .jpg, .webp, .tif, ...)") from None
+    _check_writable(path)
+
+
+def _check_writable(path: Path) -> None:
+    """A file can be made in the folder of `path`, or in the nearest folder above it that
+    exists (where the folders it lacks are made): a file made there and removed at once."""
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"-o {path}: {folder} cannot be written to "
+                         f"({error.strerror or error})") from None
 
 
 def check_picture_size(path: Path, size: tuple[int, int]) -> None:

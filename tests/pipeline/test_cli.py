@@ -135,7 +135,9 @@ def test_sheet_refuses_a_too_small_image_clearly(tmp_path, capsys):
                         # before minutes of rendering, not a KeyError after them
                         (tmp_path / "s.fits", written), (tmp_path / "s.xbm", written),
                         (tmp_path / "s.bufr", written),
-                        (tiny / "s.png", f"{tiny} is a file where a folder is wanted")):
+                        (tiny / "s.png", f"{tiny} is a file where a folder is wanted"),
+                        # sysfs makes no file, for root neither: refused before the rendering
+                        (Path("/sys/iqa-factory/s.png"), "/sys cannot be written to")):
         assert cli.main(["sheet", "embedded:coffee", "-o", str(output)]) == 2
         assert why in capsys.readouterr().err
     assert not list(tmp_path.glob("s.*"))
