@@ -8,7 +8,6 @@ change."""
 
 import itertools
 import json
-import math
 from pathlib import Path
 
 import distortions
@@ -166,8 +165,8 @@ def validate_levels(out: str, target: Path) -> list[dict]:
 
 
 def _mean_quality(report: dict, shown: str) -> dict[str, float]:
-    """The report's mean Q by scenario, each a finite number; a RunFileError naming what a
-    damaged or edited report.json holds instead."""
+    """The report's mean Q by scenario, each a number in 0..1 (Q's range: spec/labels.md); a
+    RunFileError naming what a damaged or edited report.json holds instead."""
     means = report.get("mean_quality_by_scenario")
     if not isinstance(means, dict):
         raise RunFileError(f"{shown}/{REPORT_FILE} has no mean_quality_by_scenario object "
@@ -175,11 +174,11 @@ def _mean_quality(report: dict, shown: str) -> dict[str, float]:
                            "the dataset to make it again")
     bad = {key: value for key, value in means.items()
            if isinstance(value, bool) or not isinstance(value, int | float)
-           or not math.isfinite(value)}
+           or not 0 <= value <= 1}  # (NaN too)
     if bad:
         key, value = next(iter(bad.items()))
         raise RunFileError(f"{shown}/{REPORT_FILE}: mean_quality_by_scenario holds "
-                           f"{len(bad)} value(s) that are not finite numbers, e.g. {key}: "
+                           f"{len(bad)} value(s) that are not numbers in 0..1, e.g. {key}: "
                            f"{value!r}: damaged; rerun generate on the dataset to make it "
                            "again")
     return means
