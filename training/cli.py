@@ -529,6 +529,7 @@ RESUMES = {"pretrain": " (the same command with --resume goes on from OUT/last.p
                        "each epoch's end and every N batches with --checkpoint-every N)",
            "finetune": " (the same command with --resume goes on: each split from its "
                        "split-K/last.pt, those not reached from the start)"}
+SAVED = {"pretrain": LAST, "finetune": f"split-*/{LAST}"}  # what --resume goes on from
 
 
 def _check_start_file(args, out: str) -> None:
@@ -567,20 +568,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iqa-factory train: error: {_last_line(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return _stopped(args.command)
+        return _stopped(args)
     except CollectiveError as error:  # under torchrun, as another rank stopped
         if terminated():
-            return _stopped(args.command)
+            return _stopped(args)
         print(f"iqa-factory train: error: {error}", file=sys.stderr)
         return 1
     except RuntimeError:  # a SIGTERM to the process group: DataLoader workers die of it too
         if not terminated():
             raise
-        return _stopped(args.command)
+        return _stopped(args)
 
 
-def _stopped(command: str) -> int:
+def _stopped(args) -> int:
     """Says how a run was stopped (Ctrl-C, or SIGTERM) and how it goes on; its exit status."""
     how, code = ("terminated (SIGTERM)", 143) if terminated() else ("interrupted", 130)
-    print(f"\niqa-factory train: {how}{RESUMES.get(command, '')}", file=sys.stderr)
+    goes_on = RESUMES.get(args.command, "")
+    if goes_on and not any(Path(args.out).glob(SAVED[args.command])):
+        goes_on = (" before its first checkpoint (the same command starts it again; --resume "
+                   "has nothing to go on from)")
+    print(f"\niqa-factory train: {how}{goes_on}", file=sys.stderr)
     return code

@@ -597,6 +597,23 @@ def test_a_run_whose_folder_another_run_took_over_stops_and_leaves_it_theirs(tmp
     assert json.loads(path.read_text()) == theirs
 
 
+def test_a_run_stopped_before_its_first_checkpoint_says_it_starts_again(tiny_dataset,
+                                                                         tmp_path, capsys,
+                                                                         monkeypatch):
+    """Where no last.pt was written yet, --resume has nothing to go on from (it is refused:
+    'nothing to resume'), so the advice is to run the same command again."""
+    from training import pretrain
+
+    def stopped_at_once(*arguments, **options):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pretrain, "fit", stopped_at_once)
+    out = tmp_path / "run"
+    assert main(["train", "pretrain", str(tiny_dataset), "--out", str(out), *TINY]) == 130
+    assert ("iqa-factory train: interrupted before its first checkpoint (the same command "
+            "starts it again; --resume has nothing to go on from)") in capsys.readouterr().err
+    assert not (out / checkpoint.LAST).exists()
+
+
 def test_a_sigtermed_pretraining_lets_go_of_its_folder_and_says_so(tiny_dataset, tmp_path,
                                                                     request):
     """SIGTERM (a scheduler's stop, torchrun's when another rank fails) stops a run as Ctrl-C
