@@ -130,10 +130,14 @@ class Table:
 
 
 def _figures(predicted: np.ndarray, opinion: np.ndarray, what: str) -> dict:
-    if len(opinion) < 3:
-        raise ValueError(f"{what} has {len(opinion)} image(s); the correlations need 3 at "
-                         "least (a larger dataset, or a larger test fraction)")
+    _check_correlated(len(opinion), what)
     return report(predicted, opinion)
+
+
+def _check_correlated(images: int, what: str) -> None:
+    if images < 3:
+        raise ValueError(f"{what} has {images} image(s); the correlations need 3 at least "
+                         "(a larger dataset, or a larger test fraction)")
 
 
 def one_split(config: ProbeConfig, table: Table, test_table: Table | None,
@@ -228,9 +232,9 @@ def shared_images_notice(fitted: list[LabelledImage], tested: list[LabelledImage
             "on (optimistic figures); test on images --dataset does not hold")
 
 
-def check_cross_dataset(table: Table, test_table: Table) -> None:
+def check_cross_dataset(images: list[LabelledImage], test_images: list[LabelledImage]) -> None:
     """A cross-dataset test on the images the ridge trains on is no cross-dataset test."""
-    if rated_datasets.fingerprint(table.images) == rated_datasets.fingerprint(test_table.images):
+    if rated_datasets.fingerprint(images) == rated_datasets.fingerprint(test_images):
         raise ValueError("--test-dataset holds the images of --dataset, on which the ridge "
                          "is fitted: it would be tested on its training images; leave "
                          "--test-dataset out to test on each split's held-out part")
@@ -256,9 +260,27 @@ def _summary(config: ProbeConfig, encoder: Encoder, table: Table, test_table: Ta
             "median_split": _median_split(results), "splits": results}
 
 
+def _check_parts(config: ProbeConfig, images: list[LabelledImage],
+                 test_images: list[LabelledImage] | None) -> None:
+    """A ValueError, before any feature is computed, where a split's train part is too small
+    for the ridge (2 images), or what is tested (its test part, or the test dataset) for the
+    correlations."""
+    if test_images is not None:
+        _check_correlated(len(test_images), f"the test dataset {config.test_dataset.root}")
+    for repeat in range(config.repeats):
+        parts = split(images, config.split_by, config.seed, repeat,
+                      val_fraction=config.fractions.val_share,
+                      test_fraction=config.fractions.test_share)
+        if len(parts.train) < 2:
+            raise ValueError(f"the train part of split {repeat} has {len(parts.train)} "
+                             "image(s); the ridge needs 2 at least (a larger dataset, or "
+                             "smaller --fractions for validation and test)")
+        if test_images is None:
+            _check_correlated(len(parts.test), f"the test part of split {repeat}")
+
+
 def _features(context: Context, config: ProbeConfig, encoder: Encoder, benchmark: Benchmark,
-              file_name: str) -> Table | None:
-    images = benchmark.load()
+              images: list[LabelledImage], file_name: str) -> Table | None:
     rated_datasets.check_crop(images, encoder.augment.crop)
     source = {"encoder": encoder.fingerprint, "backbone": encoder.backbone,
               "augment": asdict(encoder.augment), "precision": encoder.precision.name,
@@ -294,13 +316,16 @@ def probe(config: ProbeConfig) -> dict:
         if context.is_main:
             for notice in encoder.notices:
                 print(f"NOTICE: {notice}")
-        table = _features(context, config, encoder, config.dataset, "features.npz")
-        test_table = (_features(context, config, encoder, config.test_dataset,
-                                "test_features.npz") if config.test_dataset else None)
+        images = config.dataset.load()
+        test_images = config.test_dataset.load() if config.test_dataset else None
+        if test_images is not None:
+            check_cross_dataset(images, test_images)
+        _check_parts(config, images, test_images)
+        table = _features(context, config, encoder, config.dataset, images, "features.npz")
+        test_table = (_features(context, config, encoder, config.test_dataset, test_images,
+                                "test_features.npz") if test_images is not None else None)
         if not context.is_main:
             return {}
-        if test_table is not None:
-            check_cross_dataset(table, test_table)
         runs = [one_split(config, table, test_table, r) for r in range(config.repeats)]
         results = [result for result, _, _ in runs]
         for notice in _notices(config, table, results, (test_table or table).images):

@@ -301,6 +301,20 @@ def test_a_multi_head_encoder_probes_across_datasets_and_against_a_random_start(
     assert main(_probe(checkpoint, source, tmp_path / "same", "--test-dataset", "csv",
                        "--test-root", str(source))) == 2
     assert "--test-dataset holds the images of --dataset" in capsys.readouterr().err
+    assert not list((tmp_path / "same").glob("*.npz"))  # refused before any feature
+    # too few images for a split's ridge, or to correlate: refused before any feature too
+    few = _planted_csv(tmp_path / "few", checkpoint, references=1, seed=3)
+    two = few.with_name("two.csv")
+    two.write_text("".join(few.read_text().splitlines(keepends=True)[:3]))
+    lines = source.read_text().splitlines(keepends=True)
+    pair = source.with_name("pair.csv")  # an image of each of two references
+    pair.write_text(lines[0] + lines[1] + lines[4])
+    for dataset, tested, said in ((source, two, f"the test dataset {two} has 2 image(s)"),
+                                  (pair, None, "the train part of split 0 has 1 image(s)")):
+        test = ["--test-dataset", "csv", "--test-root", str(tested)] if tested else []
+        assert main(_probe(checkpoint, dataset, tmp_path / "few-out", *test)) == 2
+        assert said in capsys.readouterr().err
+        assert not list((tmp_path / "few-out").glob("*.npz"))
     baseline = tmp_path / "random"
     assert main(["probe", "--init", "random", "--backbone", "test_resnet", "--dataset", "csv",
                  "--root", str(source), "--out", str(baseline), "--eval-crops", "1",
