@@ -427,7 +427,9 @@ def _add_store_commands(commands) -> None:
 
 def _add_validate_levels(commands) -> None:
     levels = commands.add_parser(
-        "validate-levels", help="check that mean labels fall with the level (table and plot)",
+        "validate-levels", help="check mean labels against each type's level order: falling "
+                                "with the level, or as the spec orders two-sided types "
+                                "(table and plot)",
         description=_validate_levels.__doc__)
     levels.add_argument("out", metavar="OUT", nargs="?", default="out/demo",
                         help="the dataset (default out/demo, what make generate writes)")
@@ -602,7 +604,8 @@ def _validate_levels(args: argparse.Namespace) -> int:
     spec's level order; writes a table (markdown, JSON) and a plot (PNG)."""
     from pipeline.commands.validate_levels import failing, not_checked, validate_levels
 
-    target = args.target or (args.out if "://" not in args.out else ".")
+    location = Location.parse(args.out)  # a file:// URI is a local folder too
+    target = args.target or (location.root if location.atomic_rename else ".")
     rows = validate_levels(args.out, Path(target))
     failed = failing(rows)
     print(f"wrote {Path(target) / 'validate-levels'}.md, .json and .png ({len(rows)} types)")

@@ -209,7 +209,7 @@ def test_validate_levels_refuses_a_label_free_dataset(tmp_path, capsys):
     assert "has no labels (a label-free run" in capsys.readouterr().err
 
 
-def test_validate_levels_names_a_damaged_report(tmp_path, capsys):
+def test_validate_levels_names_a_damaged_report(tmp_path, capsys, monkeypatch):
     """An edited or damaged report.json is named with what it holds, not a KeyError."""
     cases = [({}, "has no mean_quality_by_scenario object (it holds NoneType)"),
              ({"mean_quality_by_scenario": [0.5]}, "(it holds list)"),
@@ -232,6 +232,11 @@ def test_validate_levels_names_a_damaged_report(tmp_path, capsys):
     assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 0
     assert f"Mean quality label Q over {tmp_path}." in (tmp_path / "v" /
                                                         "validate-levels.md").read_text()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a file:// URI is a local folder: its files go there too
+    assert cli.main(["validate-levels", f"file://{tmp_path}"]) == 0
+    assert (tmp_path / "validate-levels.md").is_file() and not list(elsewhere.iterdir())
 
 
 def test_validate_levels_never_passes_what_it_did_not_check(tmp_path, capsys):
