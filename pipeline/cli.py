@@ -66,7 +66,8 @@ def _sheet(args: argparse.Namespace) -> int:
     fits = functools.partial(check_picture_size, args.output)
     if args.image.lower().endswith((".tar", ".tar.gz")):
         if image_options:
-            raise ValueError(f"{', '.join(image_options)} shape the versions made from an "
+            shape = "shape" if len(image_options) > 1 else "shapes"
+            raise ValueError(f"{', '.join(image_options)} {shape} the versions made from an "
                              "image; a shard's sheet shows them as the shard stores them")
         sheet, composed = render_shard_sheet(args.image, args.ref_id,
                                              cell_width=args.cell_width, check_size=fits)

@@ -811,6 +811,12 @@ def test_sheet_names_an_unknown_photo_and_an_unreadable_shard_without_a_tracebac
     (tmp_path / "00000.tar").write_bytes(buffer.getvalue()[:1024])  # cut inside the member
     assert cli.main(["sheet", str(tmp_path / "00000.tar"), "-o", str(tmp_path / "s.png")]) == 2
     assert "iqa-factory: error:" in capsys.readouterr().err
+    for options, said in ((["--size", "native"], "--size shapes the versions made from an "
+                                                 "image; a shard's sheet shows them as"),
+                          (["--seed", "3", "--allow-upscale"], "--seed, --allow-upscale shape")):
+        assert cli.main(["sheet", str(tmp_path / "00000.tar"), *options, "-o",
+                         str(tmp_path / "s.png")]) == 2
+        assert said in capsys.readouterr().err
 
 
 def test_a_sheet_of_a_reference_without_versions_says_so(tmp_path, small_image, capsys):
