@@ -54,6 +54,7 @@ class ShardWriter:
         self.paths = shard_files(location, index, store)
         location.makedirs(location.path(SHARDS_DIR))
         self._staged_tar = location.attempt_name(self.paths["tar"])
+        self._staged_parquet = location.attempt_name(self.paths["parquet"])
         self._stream = location.fs.open_output_stream(self._staged_tar, compression=None)
         self._hashing = _Hashing(self._stream)
         # closed in finish() or abort(): the tar and its gzip layer live as long as the writer
@@ -102,14 +103,14 @@ class ShardWriter:
         if self._gzip is not None:
             self._gzip.close()
         self._stream.close()
-        staged_parquet = self.location.attempt_name(self.paths["parquet"])
         index = _index_bytes(self._rows)
         self._index_digest = {"parquet_bytes": len(index),
                               "parquet_sha256": hashlib.sha256(index).hexdigest()}
-        with self.location.fs.open_output_stream(staged_parquet, compression=None) as stream:
+        with self.location.fs.open_output_stream(self._staged_parquet,
+                                                 compression=None) as stream:
             stream.write(index)
         self.location.publish(self._staged_tar, self.paths["tar"])
-        self.location.publish(staged_parquet, self.paths["parquet"])
+        self.location.publish(self._staged_parquet, self.paths["parquet"])
 
     def write_stats(self, stats: dict) -> dict:
         """The stats file, last: `stats` with the byte sizes and SHA-256s of the tar and the
@@ -123,9 +124,11 @@ class ShardWriter:
         return full_stats
 
     def abort(self) -> None:
-        """Drop what was staged (a failed shard leaves no partial files behind)."""
+        """Drop what was staged, the tar and the parquet index (a failed or cancelled shard
+        leaves no partial files behind)."""
         layers = (self._tar, self._gzip, self._stream)
         for closing in (layer.close for layer in layers if layer is not None):
             with contextlib.suppress(OSError, tarfile.TarError):
                 closing()
-        self.location.delete(self._staged_tar)
+        for staged in (self._staged_tar, self._staged_parquet):
+            self.location.delete(staged)

@@ -126,6 +126,19 @@ def test_abort_leaves_no_partial_file(tmp_path):
     writer.add(*_records()[0])
     writer.abort()
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == []
+    # stopped as it publishes (a cancelled task's interrupt), its index staged: gone too
+    writer, publish = ShardWriter(location, 0), location.publish
+    writer.add(*_records()[0])
+
+    def stopped_at_the_index(staged: str, final: str) -> None:
+        if final.endswith(".parquet"):
+            raise KeyboardInterrupt
+        publish(staged, final)
+    object.__setattr__(location, "publish", stopped_at_the_index)
+    with pytest.raises(KeyboardInterrupt):
+        writer.publish()
+    writer.abort()
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["00000.tar"]
 
 
 @pytest.mark.parametrize("store", ["local", "s3"])
