@@ -5,6 +5,7 @@ when not launched by torchrun)."""
 import argparse
 import re
 import sys
+from functools import partial
 from pathlib import Path
 
 from shards.arguments import integer_at_least
@@ -582,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stopped(args) -> int:
     """Says how a run was stopped (Ctrl-C, or SIGTERM) and how it goes on; its exit status."""
+    if terminated():  # (for what is left of the process: it exits now)
+        sys.unraisablehook = partial(_unless_a_terminated_worker, sys.unraisablehook)
     how, code = ("terminated (SIGTERM)", 143) if terminated() else ("interrupted", 130)
     goes_on = RESUMES.get(args.command, "")
     if goes_on and not any(Path(args.out).glob(SAVED[args.command])):
@@ -589,3 +592,12 @@ def _stopped(args) -> int:
                    "has nothing to go on from)")
     print(f"\niqa-factory train: {how}{goes_on}", file=sys.stderr)
     return code
+
+
+def _unless_a_terminated_worker(hook, unraisable) -> None:
+    """`hook` (sys.unraisablehook's) but for a DataLoader's finalizer saying that its workers,
+    in the process group the SIGTERM reached (torchrun's to each rank's), died of it
+    ("DataLoader worker (pid N) is killed by signal: Terminated"): the run said it stopped."""
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and "is killed by signal: Terminated" in str(error)):
+        hook(unraisable)

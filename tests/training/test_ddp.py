@@ -123,6 +123,37 @@ def test_ranks_told_apart_are_refused_and_a_rank_that_dies_is_said_in_a_line(tin
     assert [record["rank_batches"] for record in history] == [[3, 3], [3]]
 
 
+@pytest.mark.slow
+def test_a_sigterm_to_torchrun_stops_ranks_and_their_loader_workers_in_a_line(tiny_dataset,
+                                                                              tmp_path,
+                                                                              request):
+    """torchrun passes a SIGTERM to each rank's process group: the DataLoader workers die of
+    it too, and each loader's finalizer said so ("Exception ignored in ... DataLoader worker
+    (pid N) is killed by signal: Terminated") after the rank's own line."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    workers = [("2" if before == "--workers" else word)
+               for before, word in zip(["", *TINY_RUN], TINY_RUN, strict=False)]
+    run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            "--nproc_per_node=2", "-m", "training", "pretrain",
+                            str(tiny_dataset), "--out", str(out), "--epochs", "1000",
+                            *workers, "--patience", "1000", "--steps-per-epoch", "200"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    request.addfinalizer(run.kill)  # no 1000-epoch run left behind where an assert fails
+    deadline = time.monotonic() + 300
+    while not (out / "tensorboard").is_dir() and time.monotonic() < deadline:
+        time.sleep(0.2)  # (fit makes it as it begins)
+    time.sleep(4)  # in the first epoch's 200 steps, the loader workers at work
+    run.send_signal(signal.SIGTERM)
+    stderr = run.communicate(timeout=120)[1]
+    assert stderr.count("iqa-factory train: terminated (SIGTERM)") == 2, stderr[-3000:]
+    assert "Exception ignored" not in stderr, stderr[-3000:]
+    assert "]: Traceback" not in stderr, stderr[-3000:]  # (torch writes "[rank0]: Traceback")
+    assert not (out / TRAIN_LEASE_FILE).exists()
+
+
 TIMEOUT = "IQA_FACTORY_NCCL_TIMEOUT_MIN"
 
 
