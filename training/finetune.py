@@ -319,6 +319,7 @@ def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
     with distributed.started(config.device) as context, \
             sole_writer(config.out, "finetune", context):
         distributed.same_on_every_rank(context, "--resume", resume)
+        config.optim.local_batch(context.world_size)  # an uneven one: before the data is read
         images = rated_datasets.load(config.dataset, config.root, config.refs, config.ensemble)
         rated_datasets.check_crop(images, config.augment.crop)
         if context.is_main and config.dataset == "shards":

@@ -177,6 +177,7 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> dict:
     with distributed.started(config.device) as context, \
             sole_writer(config.out, "pretrain", context):
         distributed.same_on_every_rank(context, "--resume", resume)
+        config.optim.local_batch(context.world_size)  # an uneven one: before the data is read
         earlier = Path(config.out) / checkpoint.LAST
         if resume and not earlier.is_file():  # said before the dataset is read and announced
             raise FileNotFoundError(f"{earlier} does not exist: nothing to resume (drop "

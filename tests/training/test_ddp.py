@@ -110,6 +110,9 @@ def test_ranks_told_apart_are_refused_and_a_rank_that_dies_is_said_in_a_line(tin
     assert ("--resume differs between the ranks (rank 0: True, rank 1: False): give every "
             "rank the same command") in told_apart.stderr, told_apart.stderr[-3000:]
     assert (out / checkpoint.LAST).read_bytes() == before
+    uneven = launched("training", *run, "--epochs", "2", "--resume", "--batch-size", "3")
+    assert "--batch-size 3 is the global batch and must divide evenly across 2 ranks" in \
+        uneven.stderr and "pretraining" not in uneven.stdout  # refused before it starts
     lost = launched("tests.training.one_rank_differs", "1", "exits", *run, "--epochs", "2",
                     "--resume", monitor_seconds=30)  # as on another node: no SIGTERM first
     assert lost.returncode != 0
