@@ -73,7 +73,10 @@ def layout(cpus: float, gpus: int, actors: int | None = None,
         # labelling is the bottleneck: each actor's torch may use its share of every core
         resources, threads, concurrency = {"num_cpus": share}, max(1, int(cpus // count)), 1
         actor_cpus = share * count
-    in_flight = max_in_flight or max(2 * count, int(cpus - actor_cpus))
+    # no more than the CPUs the actors leave: a shard task queued beyond them would take the
+    # CPU of a labeler that died, whose restart then waits for one while every shard task
+    # waits on its labels (a run on 2 CPUs hung)
+    in_flight = max_in_flight or max(1, int(cpus - actor_cpus))
     return Layout(count, resources, threads, concurrency, in_flight, overlap=bool(gpus))
 
 

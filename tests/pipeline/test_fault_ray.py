@@ -116,6 +116,50 @@ def _kill_while_making(ref_id: str, done: threading.Event, kills: list[int]) -> 
             armed = True
 
 
+def _kill_the_labeler_twice(stats: Path, done: threading.Event, killed: list) -> None:
+    """Kill the run's labeler actor once `stats` (a first shard's) exists, and again 1.5 s
+    later (Ray restarts it each time)."""
+    while not done.is_set() and not stats.exists():
+        time.sleep(0.05)
+    for _ in range(2):
+        names = [name for name in ray.util.list_named_actors() if name.startswith("labeler-")]
+        if done.is_set() or not names:
+            return
+        ray.kill(ray.get_actor(names[0]), no_restart=False)
+        killed.append(names[0])
+        time.sleep(1.5)
+
+
+@pytest.mark.slow
+def test_a_labeler_killed_on_two_cpus_restarts_and_the_run_completes(shifted_sources,
+                                                                      fast_config):
+    """On 2 CPUs the labeler holds one and a shard task the other. With a second shard task
+    queued for a CPU, that task took the dead labeler's, its restart waited for one for ever,
+    and every shard task waited on it: the run hung (here, its label calls time out). A
+    reference whose calls the labeler died in twice is left out, as ever."""
+    folder, ensemble = shifted_sources(6)
+    config = fast_config(str(folder), shard_refs=1, ensemble_file=str(ensemble),
+                         distortion_ids=(1, 13), levels=(1, 5), metrics=("mae", "gmsd"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    done, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_the_labeler_twice, args=(
+        Path(shard_paths(Location.parse(config.out), 0)["stats"]), done, killed))
+    killer.start()
+    try:
+        report = generate(config, ClusterOptions(label_timeout=60))
+    finally:
+        done.set()
+        killer.join()
+        ray.shutdown()
+    assert len(killed) == 2
+    failures = [json.loads(line) for line in
+                (Path(config.out) / "failures.jsonl").read_text().splitlines()]
+    assert not [failure for failure in failures if "--label-timeout" in failure["detail"]]
+    assert report["failures"] == len(failures) <= 1
+    assert report["samples"] == (6 - len(failures)) * (1 + len(config.scenarios))
+    assert inspect(config.out)[1] == []
+
+
 def test_a_reference_that_kills_its_worker_twice_is_quarantined(shifted_sources, fast_config,
                                                                 capsys):
     folder, ensemble = shifted_sources(3)  # p0 p1 p2 in one shard; p1 kills its worker

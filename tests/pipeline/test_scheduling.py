@@ -27,7 +27,7 @@ def test_eight_gpu_nodes_scale_both_pools():
 
 def test_cpu_only_machines_split_the_cores_between_labels_and_distortion():
     small = layout(cpus=2, gpus=0)
-    assert (small.actors, small.concurrency, small.in_flight) == (1, 1, 2)
+    assert (small.actors, small.concurrency, small.in_flight) == (1, 1, 1)
     assert not small.overlap  # its torch threads use every core while the shards wait
     assert not layout(cpus=2, gpus=0, labelled=False).overlap  # nothing to wait on
     big = layout(cpus=16, gpus=0)
@@ -54,10 +54,12 @@ def test_the_log_says_what_the_run_found_and_that_later_nodes_go_unused():
                                                  (16, 1, None), (3, 2, 2)])
 def test_the_actors_always_leave_a_whole_cpu_to_the_shard_tasks(cpus, gpus, actors):
     """A shard task takes 1 CPU: actors holding more than cpus - 1 would leave every shard
-    pending for ever (a node of 2 CPUs + 2 GPUs once did)."""
+    pending for ever (a node of 2 CPUs + 2 GPUs once did). And no more shard tasks than the
+    CPUs the actors leave: one queued beyond them takes a dead labeler's CPU, and its restart
+    waits for ever (test_fault_ray.py: a labeler killed on 2 CPUs)."""
     chosen = layout(cpus=cpus, gpus=gpus, actors=actors)
     held = chosen.actors * chosen.actor_resources["num_cpus"]
-    assert cpus - held >= 1 and chosen.in_flight >= 1
+    assert cpus - held >= 1 and 1 <= chosen.in_flight <= cpus - held
 
 
 def test_gpu_actors_hold_a_whole_cpu_or_none_so_some_node_keeps_one():
