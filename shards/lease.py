@@ -21,6 +21,7 @@ shard tasks it sent out before it stopped ask `check_writer` before they write i
 shard whose driver let go of the lease, lost it, or has not refreshed it for half the stale
 time is not published (the driver may be suspended, and its lease taken over any moment)."""
 
+import contextlib
 import json
 import math
 import os
@@ -28,7 +29,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -289,6 +290,16 @@ class Lease:
                                   f"{self._writer}'s now")
             self._lost.set()
             raise LeaseLostError(self._lost_message)
+
+    @contextlib.contextmanager
+    def taken(self, take_over: bool = False) -> Iterator[list[str]]:
+        """The lease for the block (`acquire`'s notices given to it), let go however the block
+        ends: also where an interrupt comes as `acquire` returns, before the block begins."""
+        try:
+            yield self.acquire(take_over)
+        finally:
+            if self.acquired:
+                self.release()
 
     @property
     def acquired(self) -> bool:

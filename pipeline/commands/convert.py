@@ -316,9 +316,8 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
                               f"{was.describe()} dataset: nothing to convert")
     source_digest, plan = plan.digest, stored_plan(plan, becomes)
     refuse_unusable(target)
-    lease = Lease(target, command)
-    try:  # (an interrupt as acquire returns: released all the same)
-        for notice in lease.acquire(take_over):
+    with Lease(target, command).taken(take_over) as notices:
+        for notice in notices:
             print(f"note: {notice}")
         refuse_foreign(target)
         remove_staged(target)
@@ -331,9 +330,6 @@ def convert(source_root: str, target_root: str, store: str = DEFAULT_STORE,
                            unit="shard", desc=command))
         _check_source_unchanged(source, source_digest)  # before its run files are copied
         _publish_run_files(source, target, plan, target_config, converted=bool(jobs))
-    finally:
-        if lease.acquired:
-            lease.release()
     return {"shards": plan.shard_count, "skipped": plan.shard_count - len(jobs),
             "replayed": sum(replayed for replayed, _ in counts),
             "dropped": sum(dropped for _, dropped in counts)}

@@ -263,13 +263,10 @@ def relabel_command(args) -> int:
     location = Location.parse(args.out)  # a folder or a URI (file://, s3://, gs://)
     finished_plan(location)  # not a finished dataset: refused before the lease makes OUT
     lease = Lease(location, "relabel")
-    try:  # (an interrupt as acquire returns: released all the same)
-        for notice in lease.acquire(args.take_over):
+    with lease.taken(args.take_over) as notices:
+        for notice in notices:
             print(f"note: {notice}")
         return _relabel(ensemble, location, args.out, lease)
-    finally:
-        if lease.acquired:
-            lease.release()
 
 
 def _relabel(ensemble: ens.Ensemble, location: Location, out: str, lease: Lease) -> int:
