@@ -160,6 +160,24 @@ def test_a_sigterm_to_torchrun_stops_ranks_and_their_loader_workers_in_a_line(ti
 TIMEOUT = "IQA_FACTORY_NCCL_TIMEOUT_MIN"
 
 
+def test_a_collective_that_timed_out_is_said_as_a_peer_lost_is(monkeypatch):
+    """A rank that hangs (SIGSTOP) leaves the others gloo's timeout, not a closed connection:
+    the same one line, its first words gloo's own (the text torch 2.14's gloo gave)."""
+    from training.distributed import CollectiveError, started
+
+    monkeypatch.setattr("training.distributed.start",
+                        lambda device: Context(0, 2, 0, torch.device("cpu")))
+    monkeypatch.setattr("training.distributed.stop", lambda context: None)
+    timed_out = RuntimeError("[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:129] "
+                             "Timed out waiting 60000ms for send operation to complete")
+    said = (r"^rank 0 of 2 stops: a collective failed \(Timed out waiting 60000ms for send "
+            r"operation to complete\): another rank")
+    with pytest.raises(CollectiveError, match=said), started("cpu"):
+        raise timed_out
+    with pytest.raises(RuntimeError, match="a bug of ours"), started("cpu"):
+        raise RuntimeError("a bug of ours")  # not a collective's: as it is
+
+
 def test_collectives_time_out_after_30_minutes_or_the_variables_minutes(monkeypatch):
     monkeypatch.delenv(TIMEOUT, raising=False)
     assert collective_timeout() == timedelta(minutes=30)  # the README's
