@@ -503,13 +503,12 @@ def generate(config: RunConfig, options: ClusterOptions = ClusterOptions()) -> d
         lease = Lease(location)
         ours = not ray.is_initialized()  # a caller's Ray (a test's, a notebook's) stays up
         try:
-            for notice in lease.acquire(options.take_over):
-                print(f"note: {notice}")
-            stop_point()  # one that came as the lease was taken (held back: Lease.acquire)
-            return _generate(config, options, location, absent, started, lease)
+            with lease.taken(options.take_over) as notices:
+                for notice in notices:
+                    print(f"note: {notice}")
+                stop_point()  # one that came as the lease was taken (held back: Lease.acquire)
+                return _generate(config, options, location, absent, started, lease)
         finally:
-            if lease.acquired:
-                lease.release()
             if ours and ray.is_initialized():  # here, where a Ctrl-C is the command's to
                 ray.shutdown()                 # answer, not in an exit handler after it
 

@@ -5,6 +5,7 @@ when not launched by torchrun)."""
 import argparse
 import re
 import sys
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -525,12 +526,20 @@ def _add_compare(commands) -> None:
     compare.set_defaults(run=_compare)
 
 
-# what continues an interrupted run, said when one is
-RESUMES = {"pretrain": " (the same command with --resume goes on from OUT/last.pt, written at "
-                       "each epoch's end and every N batches with --checkpoint-every N)",
-           "finetune": " (the same command with --resume goes on: each split from its "
-                       "split-K/last.pt, those not reached from the start)"}
-SAVED = {"pretrain": LAST, "finetune": f"split-*/{LAST}"}  # what --resume goes on from
+@dataclass(frozen=True)
+class Resumable:
+    """How a stopped run of a command goes on: what it says, and the checkpoints it needs."""
+    says: str
+    saved: str  # a glob under --out
+
+
+RESUMABLE = {
+    "pretrain": Resumable(" (the same command with --resume goes on from OUT/last.pt, written "
+                          "at each epoch's end and every N batches with --checkpoint-every N)",
+                          LAST),
+    "finetune": Resumable(" (the same command with --resume goes on: each split from its "
+                          "split-K/last.pt, those not reached from the start)", f"split-*/{LAST}"),
+}
 
 
 def _check_start_file(args, out: str) -> None:
@@ -583,11 +592,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stopped(args) -> int:
     """Says how a run was stopped (Ctrl-C, or SIGTERM) and how it goes on; its exit status."""
-    if terminated():  # (for what is left of the process: it exits now)
-        sys.unraisablehook = partial(_unless_a_terminated_worker, sys.unraisablehook)
+    hook = sys.unraisablehook
+    if terminated() and getattr(hook, "func", None) is not _unless_a_terminated_worker:
+        sys.unraisablehook = partial(_unless_a_terminated_worker, hook)  # for what is left
     how, code = ("terminated (SIGTERM)", 143) if terminated() else ("interrupted", 130)
-    goes_on = RESUMES.get(args.command, "")
-    if goes_on and not any(Path(args.out).glob(SAVED[args.command])):
+    resumable = RESUMABLE.get(args.command)
+    goes_on = resumable.says if resumable else ""
+    if resumable and not any(Path(args.out).glob(resumable.saved)):
         goes_on = (" before its first checkpoint (the same command starts it again; --resume "
                    "has nothing to go on from)")
     print(f"\niqa-factory train: {how}{goes_on}", file=sys.stderr)

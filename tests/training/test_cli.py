@@ -677,3 +677,30 @@ def test_the_lease_of_a_run_killed_on_this_host_is_taken_over_with_a_notice(tiny
     assert (f"NOTICE: took over the lease of a stopped run (iqa-factory train pretrain on host "
             f"{socket.gethostname()} pid {holder['pid']}") in printed.out
     assert not (out / TRAIN_LEASE_FILE).exists()
+
+
+def test_sigterms_answered_in_one_process_filter_the_terminated_workers_once(tmp_path,
+                                                                             monkeypatch):
+    """Each SIGTERMed run filters DataLoader's 'killed by signal: Terminated' from the
+    unraisable hook; runs after it in the same process (a notebook's, a test's) do not wrap
+    the hook again and again. Other unraisable errors still reach the hook."""
+    import argparse
+    import sys
+    import types
+
+    from shards import stopping
+    from training import cli
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    monkeypatch.setattr(stopping, "_RAISED", {stopping.SIGTERM_REASON})
+    args = argparse.Namespace(command="pretrain", out=str(tmp_path))
+    assert [cli._stopped(args) for _ in range(3)] == [143] * 3
+    assert sys.unraisablehook.func is cli._unless_a_terminated_worker
+    assert sys.unraisablehook.args == (seen.append,)
+    worker = types.SimpleNamespace(
+        exc_value=RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated."))
+    other = types.SimpleNamespace(exc_value=RuntimeError("something else"))
+    sys.unraisablehook(worker)
+    sys.unraisablehook(other)
+    assert seen == [other]
