@@ -550,8 +550,9 @@ def _add_cluster_options(group) -> None:
                             f"cluster without GPUs one per {CPUS_PER_CPU_ACTOR} CPUs, one at "
                             "least)")
     group.add_argument("--max-in-flight", type=int,
-                       help="shard tasks in flight at once (default: the CPUs the actors "
-                            "leave, twice the actors at least)")
+                       help="shard tasks in flight at once (default: the whole CPUs the "
+                            "labeler actors leave, one at least; more risks a hang where a "
+                            "labeler dies)")
     group.add_argument("--label-timeout", type=float, metavar="SECONDS",
                        help="how long a shard waits for a labeler actor's answer (a "
                             "reference's labels, the learned denoiser's network), its "

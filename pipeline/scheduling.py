@@ -29,6 +29,7 @@ class Layout:
     concurrency: int                    # calls one actor serves at once
     in_flight: int                      # shard tasks the driver keeps in flight
     overlap: bool = False               # a shard task makes its next reference meanwhile
+    room: int = 0                       # shard tasks the CPUs the actors leave can run
 
     def to_json(self) -> dict:
         return {"actors": self.actors, "actor_resources": self.actor_resources,
@@ -76,8 +77,9 @@ def layout(cpus: float, gpus: int, actors: int | None = None,
     # no more than the CPUs the actors leave: a shard task queued beyond them would take the
     # CPU of a labeler that died, whose restart then waits for one while every shard task
     # waits on its labels (a run on 2 CPUs hung)
-    in_flight = max_in_flight or max(1, int(cpus - actor_cpus))
-    return Layout(count, resources, threads, concurrency, in_flight, overlap=bool(gpus))
+    room = max(1, int(cpus - actor_cpus))
+    return Layout(count, resources, threads, concurrency, max_in_flight or room,
+                  overlap=bool(gpus), room=room)
 
 
 def layout_line(resources: dict[str, float], chosen: Layout) -> str:
@@ -89,6 +91,10 @@ def layout_line(resources: dict[str, float], chosen: Layout) -> str:
               else "no labeler actor (label-free)")
     line = (f"the cluster has {resources.get('CPU', 0):g} CPUs and {gpus} GPUs now: {actors}, "
             f"{chosen.in_flight} shard tasks in flight; nodes that join later are not used")
+    if chosen.actors and chosen.in_flight > chosen.room:
+        line += (f" (--max-in-flight {chosen.in_flight}: more than the {chosen.room} the CPUs "
+                 "the actors leave run; a labeler that dies waits for a CPU to restart on, "
+                 "and the shards waiting on its labels hold them)")
     if not gpus and chosen.actors:
         line += " (no GPU: labels on CPU, slowly; start GPU workers first, see `ray status`)"
     return line

@@ -8,7 +8,7 @@ import ray
 import torch
 
 from pipeline.driver import ClusterOptions, generate
-from pipeline.scheduling import layout
+from pipeline.scheduling import layout, layout_line
 
 GPU_CALLS_AT_ONCE = 2  # the README: the GPU labeler actor serves "two calls at once"
 
@@ -38,8 +38,6 @@ def test_cpu_only_machines_split_the_cores_between_labels_and_distortion():
 def test_the_log_says_what_the_run_found_and_that_later_nodes_go_unused():
     """A run is sized once, at its start (Ray's autoscaler sees no queued demand): the log
     names the resources and the layout, and a cluster without a GPU yet is pointed out."""
-    from pipeline.scheduling import layout_line
-
     gpu = layout_line({"CPU": 16.0, "GPU": 1.0}, layout(cpus=16, gpus=1))
     assert gpu == ("the cluster has 16 CPUs and 1 GPUs now: 1 labeler actor(s) on GPU, 15 "
                    "shard tasks in flight; nodes that join later are not used")
@@ -103,6 +101,17 @@ def test_a_cpu_actor_holds_no_more_than_a_node_has():
 def test_overrides_win():
     assert layout(cpus=16, gpus=1, actors=1, max_in_flight=3).in_flight == 3
     assert layout(cpus=16, gpus=0, actors=2).actors == 2
+
+
+def test_more_shard_tasks_in_flight_than_the_actors_leave_cpus_for_is_warned_of():
+    """16 CPUs, one GPU actor holding one: 15 tasks run. --max-in-flight 20 is taken, and the
+    run's layout line says what it risks; 15 or fewer, or a label-free run, say nothing."""
+    resources = {"CPU": 16, "GPU": 1}
+    warned = layout_line(resources, layout(cpus=16, gpus=1, max_in_flight=20))
+    assert "--max-in-flight 20: more than the 15 the CPUs the actors leave run" in warned
+    for quiet in (layout(cpus=16, gpus=1, max_in_flight=15), layout(cpus=16, gpus=1),
+                  layout(cpus=16, gpus=1, labelled=False, max_in_flight=20)):
+        assert "--max-in-flight" not in layout_line(resources, quiet)
 
 
 @pytest.fixture
