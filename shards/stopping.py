@@ -36,20 +36,24 @@ def interrupt(reason: str) -> None:
 
 
 @contextlib.contextmanager
-def interrupts_held() -> Iterator[None]:
+def interrupts_held(raised_as_it_ends: bool = False) -> Iterator[None]:
     """For work that must finish whole once begun (a lease taken or let go: one left half
     made stays for another run to wait out): an interrupt a handler raises inside the block is
-    only remembered, and raised at the next stop point or as its signal's block ends. Nothing
-    where this is not the main thread, where handlers run."""
+    only remembered, and raised at the next stop point or as its signal's block ends; with
+    `raised_as_it_ends`, as the block ends (what it made is in the caller's hands by then).
+    Nothing where this is not the main thread, where handlers run."""
     global _HOLDS
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    before = set(_RAISED)
     _HOLDS += 1
     try:
         yield
     finally:
         _HOLDS -= 1
+    if raised_as_it_ends and (came := (_RAISED - before) & _ANSWERED):
+        raise KeyboardInterrupt(min(came))
 
 
 @contextlib.contextmanager

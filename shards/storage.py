@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from shards.stopping import interrupt_kept
+from shards.stopping import interrupt_kept, interrupts_held
 
 STAGED_SUFFIX = ".partial"  # a file staged under it is renamed into place when whole
 S3_COPY_BYTES = 5 << 30  # the largest object one S3 copy request takes (CopyObject)
@@ -105,23 +105,35 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     exclusively: where one exists (another writer's, or one a killed writer left), a name of
     this writer's own, so that no writer writes into another's."""
     final = os.fspath(path)
-    staged = final + STAGED_SUFFIX
+    staged = handle = None
     try:
-        descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:  # another writer's now, or a killed one's: never written into
-        staged = Location.attempt_name(final)
-        descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with open(descriptor, "wb") as handle, interrupt_kept():
+        with interrupts_held(raised_as_it_ends=True):  # one as it is made: it is removed
+            staged, handle = _staged_file(final)
+        with handle, interrupt_kept():
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(staged, final)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(staged)
+        if handle is not None:
+            handle.close()
+        if staged is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(staged)
         raise
     _fsync(os.path.dirname(final) or ".")
+
+
+def _staged_file(final: str) -> tuple[str, BinaryIO]:
+    """`final`.partial, created exclusively and open for writing, or, where one exists
+    (another writer's now, or a killed one's: never written into), a name of its own."""
+    staged = final + STAGED_SUFFIX
+    try:
+        descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        staged = Location.attempt_name(final)
+        descriptor = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    return staged, open(descriptor, "wb")
 
 
 class StorageUriError(ValueError):

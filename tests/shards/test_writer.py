@@ -2,6 +2,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
 import tarfile
 from pathlib import Path
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from shards import keys
+from shards import keys, stopping
 from shards.layout import shard_paths, tar_path
 from shards.reader import (
     INDEX_CHANGED,
@@ -233,15 +234,19 @@ def test_an_atomic_file_is_synced_then_renamed_or_left_as_it_was(tmp_path, monke
     assert leftover.read_bytes() == b"torn"  # never written into
 
 
-def _interrupting_at(step: int, module: str):
+def _interrupting_at(step: int, module: str, as_the_handler: bool = False):
     """A trace function raising KeyboardInterrupt (a SIGTERM's, as the commands answer it) at
-    the `step`-th line, call or return of `module`'s code, and a count of the steps seen."""
+    the `step`-th line, call or return of `module`'s code, and a count of the steps seen.
+    `as_the_handler`: at its lines and calls only (no handler runs as a generator yields), and
+    raised as the commands' SIGTERM handler does (held inside `interrupts_held`)."""
     seen = [0]
 
     def trace(frame, event, arg):
-        if module in frame.f_code.co_filename:
+        if module in frame.f_code.co_filename and not (as_the_handler and event == "return"):
             seen[0] += 1
-            if seen[0] == step:
+            if seen[0] == step and as_the_handler:
+                stopping.interrupt(stopping.SIGTERM_REASON)
+            elif seen[0] == step:
                 raise KeyboardInterrupt("SIGTERM")
         return trace
     return trace, seen
@@ -303,6 +308,46 @@ def test_an_interrupt_as_an_atomic_file_is_synced_and_renamed_leaves_one_whole_f
         if seen[0] < step:  # it ran to its end
             break
         final.write_bytes(b"old")
+    assert step > 5 and kept == {b"old", b"new"}
+
+
+@pytest.mark.parametrize("another_writer", [False, True])
+def test_a_signal_as_an_atomic_file_is_opened_leaves_no_staged_file_nor_descriptor(
+        tmp_path, another_writer):
+    """A signal that came after the staged file was created but before atomic_file's cleanup
+    could see it left the file (and its descriptor) behind. At each step of atomic_file's own
+    code before its block, a SIGTERM as the commands' handler answers it: the file old or new,
+    another writer's staged file untouched, none of this writer's left, no descriptor open."""
+    import contextlib
+    import sys
+
+    from shards.storage import STAGED_SUFFIX, atomic_file
+
+    final = tmp_path / "summary.json"
+    theirs = tmp_path / (final.name + STAGED_SUFFIX)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    step, kept = 0, set()
+    while True:
+        step += 1
+        final.write_bytes(b"old")
+        if another_writer:
+            theirs.write_bytes(b"theirs")
+        trace, seen = _interrupting_at(step, "shards/storage.py", as_the_handler=True)
+        with contextlib.suppress(KeyboardInterrupt), stopping.stops_as_interrupts():
+            sys.settrace(trace)
+            try:
+                with atomic_file(final) as handle:
+                    sys.settrace(None)
+                    handle.write(b"new")
+            finally:
+                sys.settrace(None)
+        left = sorted(path.name for path in tmp_path.iterdir())
+        assert left == sorted([final.name, *([theirs.name] if another_writer else [])]), step
+        assert not another_writer or theirs.read_bytes() == b"theirs"
+        assert len(os.listdir("/proc/self/fd")) == descriptors, step
+        kept.add(final.read_bytes())
+        if seen[0] < step:  # it ran to its block
+            break
     assert step > 5 and kept == {b"old", b"new"}
 
 
