@@ -953,6 +953,35 @@ def test_hostile_local_sources_end_in_a_completed_shard_each_recorded(tmp_path, 
     assert {row["source_kind"] for row in rows} == {"synthetic"}  # the duplicate's too
 
 
+def test_a_source_deleted_after_listing_is_recorded_unreadable_and_its_shard_goes_on(
+        tmp_path, small_image, fast_config, mae_ensemble):
+    """A source listed and planned, then deleted before its shard reads it (a sync that
+    prunes, a user's clean-up): a failure that names it and why, the other source made, and
+    the merged sources list says so; nothing raises."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, shift in (("kept.png", 0), ("gone.png", 40)):
+        Image.fromarray(np.roll(small_image, shift, axis=0)).save(folder / name)
+    config = fast_config(str(folder), distortion_ids=(1,), levels=(1,), shard_refs=2)
+    sources = chosen(list_sources(config.sources), config)
+    plan = Plan.make(sources, config)
+    location = Location.parse(config.out)
+    persist_or_check(plan, location)
+    (folder / "gone.png").unlink()
+    outcome = produce_shard(0, plan, config, local_scorer(Labeler(metrics=config.metrics,
+                                                                  device="cpu")),
+                            mae_ensemble, location)
+    [failure] = outcome.failures
+    assert failure["ref_id"] == "gone" and failure["reason"] == "unreadable"
+    assert failure["detail"] == f"unreadable: {folder / 'gone.png'}: no such file"
+    assert outcome.references == 1 and outcome.samples == 2  # kept.png and its version
+    merge(location, plan)
+    rows = {row["ref_id"]: row for row in
+            pq.read_table(location.path("sources.parquet")).to_pylist()}
+    assert (rows["gone"]["status"], rows["gone"]["reason"]) == ("failed", "unreadable")
+    assert rows["kept"]["status"] == "ok"
+
+
 def test_an_upscaled_source_says_so_in_its_conversions(tmp_path, fast_config, small_image,
                                                       mae_ensemble):
     folder = tmp_path / "sources"
