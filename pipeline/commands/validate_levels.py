@@ -181,4 +181,11 @@ def _mean_quality(report: dict, shown: str) -> dict[str, float]:
                            f"{len(bad)} value(s) that are not numbers in 0..1, e.g. {key}: "
                            f"{value!r}: damaged; rerun generate on the dataset to make it "
                            "again")
+    known = {scenario(d.id, level) for d in distortions.registered()
+             for level in distortions.LEVELS}
+    if unknown := sorted(set(means) - known):
+        raise RunFileError(f"{shown}/{REPORT_FILE}: mean_quality_by_scenario names "
+                           f"{len(unknown)} scenario(s) of no type of this bank, e.g. "
+                           f"{unknown[0]!r}: made by another version of iqa-factory, or "
+                           "edited")
     return means

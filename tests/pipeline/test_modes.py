@@ -221,6 +221,9 @@ def test_validate_levels_names_a_damaged_report(tmp_path, capsys, monkeypatch):
               "e.g. 01-1: True"),
              ({"modes": {}, "mean_quality_by_scenario": {"01-1": float("nan")}},
               "e.g. 01-1: nan"),
+             ({"mean_quality_by_scenario": {"01-1": 0.9, "99-1": 0.5, "1-1": 0.5}},
+              "names 2 scenario(s) of no type of this bank, e.g. '1-1': made by another "
+              "version of iqa-factory, or edited"),
              ({"modes": ["compose"], "mean_quality_by_scenario": {"01-1": 0.5}},
               "report.json's modes is ['compose'], not an object of the generation modes")]
     for report, said in cases:
