@@ -5,6 +5,7 @@ this form, so two machines that hold equal values agree on their bytes."""
 
 import hashlib
 import json
+from collections.abc import Callable
 
 import numpy as np
 
@@ -17,16 +18,21 @@ def _python_number(value):
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def each_leaf(value, change: Callable):
+    """`value` with `change` applied to each item in it, however deep in dicts, lists and
+    tuples, that is none of those (dict keys as they are)."""
+    if isinstance(value, dict):
+        return {key: each_leaf(item, change) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(each_leaf(item, change) for item in value)
+    return change(value)
+
+
 def plain(value):
     """`value` with numpy numbers and arrays as Python's (_python_number), inside dicts, lists
     and tuples too; anything else as it is."""
-    if isinstance(value, np.generic | np.ndarray):
-        return _python_number(value)
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(plain(item) for item in value)
-    return value
+    return each_leaf(value, lambda leaf: _python_number(leaf)
+                     if isinstance(leaf, np.generic | np.ndarray) else leaf)
 
 
 def canonical_json(value) -> str:

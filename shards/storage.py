@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from distortions.canonical import each_leaf
 from shards.stopping import interrupt_kept, interrupts_held
 
 STAGED_SUFFIX = ".partial"  # a file staged under it is renamed into place when whole
@@ -59,13 +60,7 @@ def redact_text(text: str) -> str:
 def without_credentials(value):
     """`value` with every URI in its strings, however deep in dicts, lists and tuples,
     `redact`ed: what a run writes into its files (a checkpoint's settings, a summary)."""
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, dict):
-        return {key: without_credentials(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(without_credentials(item) for item in value)
-    return value
+    return each_leaf(value, lambda leaf: redact_text(leaf) if isinstance(leaf, str) else leaf)
 
 
 def canonical_uri(uri: str) -> str:

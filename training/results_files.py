@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distortions.canonical import each_leaf
 from shards.storage import atomic_file, without_credentials
 from training.checkpoint import BEST
 
@@ -16,13 +17,8 @@ SUMMARY_FILE = "summary.json"  # a pretraining run's result
 
 def json_safe(value):
     """`value` with every non-finite float, however deep in dicts and lists, as None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    return value
+    return each_leaf(value, lambda leaf: None
+                     if isinstance(leaf, float) and not math.isfinite(leaf) else leaf)
 
 
 def write_json(path: Path, document: dict) -> None:
