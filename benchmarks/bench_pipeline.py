@@ -103,10 +103,17 @@ def gpu_rates(path: Path) -> dict | None:
                                if steady else "from its labelling process's first request",
             "node_rate_started": started if steady else None,
             "node_rate_wall": pipe["labelled_images_per_s"],
-            "source": f"measured on {gpu['environment']['gpu']} ({gpu['sources']['pipeline']}, "
+            "source": f"measured on {_machine_of(gpu, 'pipeline')} "
+                      f"({gpu['sources']['pipeline']}, "
                       f"{path.name}; its labelling process served "
                       f"{pipe.get('labelling_concurrency', 1)} call(s) at once"
                       f"{_overlap_said(pipe.get('overlap_bytes'))})"}
+
+
+def _machine_of(gpu: dict, section: str) -> str:
+    """The GPU of the run a merged section came from (merges before runs named theirs: the
+    header's)."""
+    return gpu.get("machines", {}).get(section) or gpu["environment"]["gpu"]
 
 
 def _overlap_said(overlap_bytes: int | None) -> str:

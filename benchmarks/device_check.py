@@ -423,14 +423,16 @@ def run_sections(names: list[str], device: torch.device, sizes: Sizes, out: Path
 
 
 def chosen_sections(text: str) -> list[str]:
-    """The sections named (comma-separated), environment first whether named or not (every
-    run's results say where they were measured); an unknown name is refused at once."""
-    names = [name for name in text.split(",") if name]
-    unknown = sorted(set(names) - set(SECTIONS))
+    """The sections named (comma-separated) in the check's own order, environment first
+    whether named or not (every run's results say where they were measured), the pipeline
+    before those that read its dataset however they are named; an unknown name is refused at
+    once."""
+    names = {name for name in text.split(",") if name}
+    unknown = sorted(names - set(SECTIONS))
     if unknown:
         raise SystemExit(f"--sections: no section {', '.join(unknown)} (sections: "
                          f"{', '.join(SECTIONS)})")
-    return ["environment", *(name for name in names if name != "environment")]
+    return [name for name in SECTIONS if name in names | {"environment"}]
 
 
 def main() -> int:

@@ -172,9 +172,17 @@ def _objective_lines(section: dict) -> list[str]:
               for name, r in runs.items()), ""]
 
 
-def _as_the_driver_lays_out(section: dict) -> bool:
-    """Whether a section ran as a node runs: not a pipeline pool sized by --pipeline-processes."""
-    return not section.get("pool_size_chosen")
+def _as_a_node_runs(section: dict) -> bool:
+    """Whether a section ran as a node runs: not a pipeline pool sized by --pipeline-processes,
+    nor one whose processes made one reference at a time (--pipeline-overlap-bytes 0)."""
+    return not section.get("pool_size_chosen") and section.get("overlap_bytes") != 0
+
+
+def _measured(section) -> bool:
+    """Whether a run measured all of a section: no error in it, not skipped (a section that
+    reads the pipeline's dataset where none was made), and as a node runs."""
+    return (isinstance(section, dict) and not has_error(section) and "skipped" not in section
+            and _as_a_node_runs(section))
 
 
 def _overlap_words(pipe: dict) -> str:
@@ -288,25 +296,36 @@ def has_error(figures) -> bool:
 
 def merge_runs(files: list[Path], out: Path) -> None:
     """docs/bench-gpu.{json,md,png}: each section from the last of `files` (device-check.json
-    of successive runs, oldest first) that measured all of it, with the run it came from; a
-    pipeline run with a pool sized by hand is listed among the runs, never the one merged
-    (the projection models the pool the driver lays out)."""
-    merged: dict = {"sources": {}, "pipeline_runs": []}
+    of successive runs, oldest first) that measured all of it (_measured), with the run it
+    came from and that run's machine (`machines`: the header names the environment section's);
+    a pipeline run with a pool sized by hand, or made one reference at a time, is listed among
+    the runs, never the one merged (the projection models the pool the driver lays out). The
+    LPIPS/DISTS backbones are those of the run the labelers come from."""
+    merged: dict = {"sources": {}, "machines": {}, "pipeline_runs": []}
     for path in files:
         run = json.loads(path.read_text())
         if "labelled_images_per_s" in run.get("pipeline", {}):  # it measured the pipeline
             merged["pipeline_runs"].append(pipeline_run_row(path.parent.name, run))
         for name in SECTIONS:
-            if name in run and not has_error(run[name]) and _as_the_driver_lays_out(run[name]):
+            if _measured(run.get(name)):
                 merged[name] = run[name]
                 merged["sources"][name] = (f"{path.parent.name} "
                                            f"({run.get('environment', {}).get('date')})")
-        merged["backbones"] = run.get("backbones")
-    origin = ", ".join(f"{name}: {source}" for name, source in merged["sources"].items())
+                merged["machines"][name] = run.get("environment", {}).get("gpu")
+        if _measured(run.get("labelers")):
+            merged["backbones"] = run.get("backbones")
+    origin = ", ".join(f"{name}: {source}" + _machine_unlike_the_header(merged, name)
+                       for name, source in merged["sources"].items())
     drawn = chart(merged, out / "bench-gpu.png")
     write_report(out, "bench-gpu", merged, markdown(merged).replace(
         "# Device check", "# GPU benchmark (`benchmarks/device_check.sh`)", 1)
         + ("\n![Where the time goes: device ms by metric, the shard pool's ms by stage]"
            "(bench-gpu.png)\n" if drawn else "")
         + f"\nEach section from the latest run that measured it: {origin}. LPIPS/DISTS "
-        f"backbones: {merged['backbones']}.\n")
+        f"backbones: {merged.get('backbones')}.\n")
+
+
+def _machine_unlike_the_header(merged: dict, name: str) -> str:
+    """Where a section was measured on another GPU than the one the header names, that GPU."""
+    machine = merged["machines"].get(name)
+    return f" on {machine}" if machine != merged["machines"].get("environment") else ""

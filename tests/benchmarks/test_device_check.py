@@ -105,6 +105,8 @@ def test_a_run_of_some_sections_says_where_it_ran_and_merges(tmp_path, monkeypat
     from device_report import merge_runs
 
     assert chosen_sections("pipeline,loader") == ["environment", "pipeline", "loader"]
+    # the loader reads the pipeline's dataset: named first, it would find none and skip
+    assert chosen_sections("loader,pipeline,loader") == ["environment", "pipeline", "loader"]
     assert chosen_sections("environment,ddp") == ["environment", "ddp"]
     with pytest.raises(SystemExit, match="no section gpu"):
         chosen_sections("pipeline,gpu")
@@ -324,6 +326,53 @@ def test_a_pool_sized_by_hand_is_listed_but_not_merged_as_the_nodes_pipeline(tmp
         "run1")
     assert [(row["run"], row["processes"]) for row in merged["pipeline_runs"]] == [
         ("run1", 15), ("run2", 19)]
+
+
+def test_a_later_run_that_skipped_a_section_or_made_one_reference_at_a_time_keeps_the_merge(
+        tmp_path, monkeypatch):
+    """A run whose pipeline failed skips the sections that read its dataset, and a run with
+    --pipeline-overlap-bytes 0 (the Makefile's at-a-time comparison, run after the default)
+    is not how a node runs: neither replaces what an earlier run measured. The LPIPS/DISTS
+    backbones come with the labelers' run, and a section measured on another GPU than the
+    header's says so."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_pipeline import gpu_rates
+    from device_report import merge_runs
+
+    labelers = {"size": "512x384", "versions": 64, "metrics": {},
+                "all_ten": {"images_per_s": 300.0, "peak_mb": 1.0}}
+    loader = {"workers": 15, "batch": 64, "crop": 224, "images_per_s": 1800.0}
+
+    def pipeline(rate: float, overlap: int) -> dict:
+        return {"references": 135, "processes": 15, "labelled_images": 22275,
+                "labelled_images_per_s": rate, "from_first_request_seconds": 90.0,
+                "wall_seconds": 100.0, "labelling_process_busy": {"score": 140.0},
+                "overlap_bytes": overlap}
+
+    runs = {"run1": {"environment": {"date": "d1", "gpu": "NVIDIA H200"}, "labelers": labelers,
+                     "backbones": "random", "pipeline": pipeline(230.0, 1 << 26),
+                     "loader": loader},
+            "run2": {"environment": {"date": "d2", "gpu": "NVIDIA H100"},
+                     "pipeline": {"error": "RuntimeError: no"},
+                     "loader": {"skipped": "no dataset (the pipeline section did not run)"}},
+            "run3": {"environment": {"date": "d3", "gpu": "NVIDIA H100"},
+                     "pipeline": pipeline(180.0, 0)}}
+    paths = []
+    for name, run in runs.items():
+        (tmp_path / name).mkdir()
+        paths.append(tmp_path / name / "device-check.json")
+        paths[-1].write_text(json.dumps(run))
+    merge_runs(paths, tmp_path)
+    merged = json.loads((tmp_path / "bench-gpu.json").read_text())
+    assert merged["loader"] == loader and merged["sources"]["loader"] == "run1 (d1)"
+    assert merged["pipeline"]["labelled_images_per_s"] == 230.0
+    assert [row["run"] for row in merged["pipeline_runs"]] == ["run1", "run3"]
+    assert merged["backbones"] == "random"
+    text = (tmp_path / "bench-gpu.md").read_text()
+    assert "## Training loader" in text and "d3: NVIDIA H100" in text
+    assert "loader: run1 (d1) on NVIDIA H200" in text and "LPIPS/DISTS backbones: random" in text
+    rates = gpu_rates(tmp_path / "bench-gpu.json")
+    assert rates["node_rate_wall"] == 230.0 and rates["source"].startswith("measured on NVIDIA H200")
 
 
 def test_the_pool_hands_the_labeler_read_only_pixels_as_the_object_store_does(monkeypatch):
