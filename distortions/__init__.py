@@ -241,6 +241,10 @@ def replay(img: np.ndarray, recipe: dict) -> np.ndarray:
         raise InvalidRecipeError(f"not a distortion recipe: missing {error}") from None
     _check_name(recipe, distortion)
     check_params(distortion, params)
+    for name in WHERE_MADE_PARAMS:
+        if name in params and not isinstance(params[name], str):
+            raise InvalidRecipeError(f"{distortion.name}: parameter {name} names where it was "
+                                     f"made, in words; got {params[name]!r}")
     if unknown := _unknown_params(distortion, params):
         raise InvalidRecipeError(_unknown_message(distortion, unknown))
     return _replayed(distortion, img, params)
@@ -280,9 +284,10 @@ def check_recipe(recipe: dict) -> None:
     blocks); `replay` alone takes any parameters the type can apply."""
     if not isinstance(recipe, dict):
         raise InvalidRecipeError(f"a recipe is a JSON object, got {type(recipe).__name__}")
-    if recipe.get("version") != RECIPE_VERSION:
-        raise InvalidRecipeError(f"recipe version {recipe.get('version')!r}: this bank "
-                                 f"replays version {RECIPE_VERSION}")
+    version = recipe.get("version")
+    if not is_integer(version) or version != RECIPE_VERSION:  # (True and 1.0 are not 1)
+        raise InvalidRecipeError(f"recipe version {version!r}: this bank replays version "
+                                 f"{RECIPE_VERSION}")
     if "chain" in recipe:
         _check_composed(recipe["chain"])
     else:
@@ -316,6 +321,10 @@ def _check_single(recipe: dict) -> None:
         raise InvalidRecipeError(f"not a distortion recipe: missing {error}") from None
     _check_name(recipe, distortion)
     check_params(distortion, params)
+    for name in WHERE_MADE_PARAMS:
+        if name in params and not isinstance(params[name], str):
+            raise InvalidRecipeError(f"{distortion.name}: parameter {name} names where it was "
+                                     f"made, in words; got {params[name]!r}")
     if unknown := _unknown_params(distortion, params):
         raise InvalidRecipeError(_unknown_message(distortion, unknown))
     names = ((set(made["params"]) | set(params)) - set(WHERE_MADE_PARAMS)

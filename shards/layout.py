@@ -70,7 +70,7 @@ def _run_file_object(location: Location, name: str) -> dict:
               else "rerun generate on the dataset to make it again")  # it rewrites the others
     try:
         data = json.loads(location.read_bytes(location.path(name)))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise RunFileError(f"{shown} is not JSON ({error}): damaged; {remedy}") from error
     if not isinstance(data, dict):
         raise RunFileError(f"{shown} holds {type(data).__name__}, not an object: damaged; "

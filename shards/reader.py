@@ -325,7 +325,7 @@ def shard_lists(location: Location, paths: dict[str, str], stats: dict
     try:
         sources = json.loads(listed["sources"])
         failures = json_lines(listed["failures"])
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise ShardListsError(f"sources or failures list unreadable ({error})") from None
     if not isinstance(sources, list) or not all(
             isinstance(row, dict) and "ref_id" in row for row in sources) or not all(

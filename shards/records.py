@@ -46,7 +46,7 @@ def record(sample: dict, recipes: bool = False) -> dict:
         raise SampleError(f"{where} has no .json record (members {image})")
     try:
         meta = json.loads(sample["json"])
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:  # (nested past reason)
         raise SampleError(f"{where}: its .json record is not JSON ({error})") from None
     if not isinstance(meta, dict) or "ref_id" not in meta:
         raise SampleError(f"{where}: its .json record names no ref_id")

@@ -92,15 +92,32 @@ def mismatch_message(key: str, recipe: dict, libraries: dict | None) -> str:
             f"{advice}")
 
 
+def _recorded_shape(meta: dict) -> tuple | None:
+    """The (height, width) a record gives its pixels; None where it gives none."""
+    height, width = meta.get("height"), meta.get("width")
+    return None if height is None or width is None else (height, width)
+
+
+def differs_from_record(pixels: np.ndarray, meta: dict) -> bool:
+    """Whether `pixels` are not those record `meta` describes: another SHA-256, or the same
+    bytes in another shape (the SHA-256 is of the bytes alone)."""
+    shape = _recorded_shape(meta)
+    return (pixel_sha256(pixels) != meta.get("sha256")
+            or (shape is not None and tuple(pixels.shape[:2]) != shape))
+
+
 def changed_reference(key: str, pixels: np.ndarray, meta: dict) -> str | None:
     """What is wrong with reference `key` whose decoded pixels are `pixels` and record `meta`:
-    None where they are the SHA-256 it records (or it records none)."""
-    recorded = meta.get("sha256")
-    if not recorded or pixel_sha256(pixels) == recorded:
+    None where they are the pixels it records (SHA-256 and shape)."""
+    if not meta.get("sha256"):
+        return (f"reference {key}'s record has no SHA-256 to check its pixels by: damaged, so "
+                "none of its versions can be verified (restore the shard, or generate it "
+                "again)")
+    if not differs_from_record(pixels, meta):
         return None
-    return (f"reference {key}'s pixels are not those recorded (SHA-256): its shard changed "
-            "after it was written, so none of its versions replays or keeps its labels "
-            "(restore the shard, or generate it again)")
+    return (f"reference {key}'s pixels are not those recorded (SHA-256 and shape): its shard "
+            "changed after it was written, so none of its versions replays or keeps its "
+            "labels (restore the shard, or generate it again)")
 
 
 @dataclass(frozen=True)
@@ -119,7 +136,12 @@ class Pending:
             image = distortions.replay(self.reference, self.meta["recipe"])
         except (KeyError, TypeError, ValueError) as error:  # DistortionError is a ValueError
             raise ReplayError(f"sample {self.key} cannot be replayed: {error}") from error
-        if self.context.verify and pixel_sha256(image) != self.meta.get("sha256"):
+        if not self.context.verify:
+            return image
+        if not self.meta.get("sha256"):
+            raise ReplayError(f"sample {self.key}'s record has no SHA-256 to verify its replay "
+                              "by: damaged (restore the shard, or generate it again)")
+        if differs_from_record(image, self.meta):
             raise ReplayMismatchError(mismatch_message(self.key, self.meta["recipe"],
                                                        self.context.libraries))
         return image

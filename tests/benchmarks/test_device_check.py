@@ -372,7 +372,8 @@ def test_a_later_run_that_skipped_a_section_or_made_one_reference_at_a_time_keep
     assert "## Training loader" in text and "d3: NVIDIA H100" in text
     assert "loader: run1 (d1) on NVIDIA H200" in text and "LPIPS/DISTS backbones: random" in text
     rates = gpu_rates(tmp_path / "bench-gpu.json")
-    assert rates["node_rate_wall"] == 230.0 and rates["source"].startswith("measured on NVIDIA H200")
+    assert rates["node_rate_wall"] == 230.0
+    assert rates["source"].startswith("measured on NVIDIA H200")
 
 
 def test_the_pool_hands_the_labeler_read_only_pixels_as_the_object_store_does(monkeypatch):

@@ -1,6 +1,7 @@
 """The contract every (id, level) pair keeps: shape, dtype, exact replay, change vs identity."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -113,6 +114,8 @@ def test_a_recipe_whose_parameters_its_level_and_seed_do_not_give_is_refused(sma
                                                              "quality"):
         distortions.check_recipe(chain)
     for recipe, why in (({**blur, "version": 2}, "recipe version 2"),
+                        ({**blur, "version": True}, "recipe version True"),
+                        ({**blur, "version": 1.0}, "recipe version 1.0"),
                         ({**blur, "params": [1]}, "parameters must be a dict of name -> "
                          "value, not a list"),
                         ({k: v for k, v in blur.items() if k != "seed"}, "missing 'seed'"),
@@ -136,6 +139,12 @@ def test_where_a_learned_version_was_made_is_not_checked(small_image):
     distortions.check_recipe(_edited(recipe, device="cuda:3"))
     with pytest.raises(distortions.InvalidRecipeError, match="parameters noise_seed"):
         distortions.check_recipe(_edited(recipe, device="cuda:3", noise_seed=7))
+    # but where it was made is said in words: a reader joins and compares them
+    for name, value in (("device", 5), ("device", ["cpu"]), ("denoiser", {"a": 1})):
+        with pytest.raises(distortions.InvalidRecipeError,
+                           match=rf"denoise_white: parameter {name} names where it was made, "
+                                 rf"in words; got {re.escape(repr(value))}"):
+            distortions.check_recipe(_edited(recipe, **{name: value}))
 
 
 def test_replay_refuses_a_parameter_it_would_not_apply_the_same_twice_or_would_make_black(

@@ -27,7 +27,14 @@ from shards import open_dataset
 from shards.layout import store_of
 from shards.provenance import library_versions
 from shards.reader import read_index
-from shards.replay import Pending, ReplayContext, ReplayError, ReplayMismatchError
+from shards.replay import (
+    Pending,
+    ReplayContext,
+    ReplayError,
+    ReplayMismatchError,
+    changed_reference,
+)
+from shards.schema import pixel_sha256
 from shards.storage import Location
 from shards.tar_stream import TAR_CHANGED
 from tests.conftest import rewrite_tar, stats_before_index_digests
@@ -300,8 +307,8 @@ def test_a_reference_changed_since_its_shard_was_written_is_named_not_the_proces
 
     for path in (copy / "shards").glob("*.tar*"):
         rewrite_tar(path, flipped)
-    changed = (rf"reference {ref_key}'s pixels are not those recorded \(SHA-256\): its shard "
-               "changed after it was written")
+    changed = (rf"reference {ref_key}'s pixels are not those recorded \(SHA-256 and shape\): "
+               "its shard changed after it was written")
     dataset = open_dataset(str(copy))
     for stream in (dataset.samples(), dataset.groups("pair", crop=32)):
         passed = []
@@ -396,6 +403,34 @@ def test_pending_replays_lazily_and_says_when_libraries_are_the_same(small_image
         broken = {**meta, "recipe": {**made, "params": params}}
         with pytest.raises(ReplayError, match="sample k cannot be replayed"):
             Pending("k", small_image, broken, same).pixels()
+
+
+def test_pixels_of_another_shape_or_a_record_without_its_sha256_are_never_passed_on(
+        small_image):
+    """The SHA-256 is of the pixels' bytes alone: a reference re-encoded transposed (the same
+    bytes, H and W swapped) passed it, and its versions replayed scrambled, verified. The
+    shape the record gives is checked too; a record with no SHA-256 says so, neither passed
+    unverified (a reference) nor blamed on the libraries (a version)."""
+    image, recipe = distortions.apply(small_image, 17, 3, seed=11)  # darken: pixel by pixel
+    height, width = small_image.shape[:2]
+    assert height != width
+    reference = {"sha256": pixel_sha256(small_image), "height": height, "width": width}
+    transposed = small_image.reshape(width, height, 3)  # the same bytes, another shape
+    assert pixel_sha256(transposed) == reference["sha256"]
+    assert changed_reference("r_ref", small_image, reference) is None
+    assert "pixels are not those recorded (SHA-256 and shape)" in changed_reference(
+        "r_ref", transposed, reference)
+    assert "record has no SHA-256 to check its pixels by" in changed_reference(
+        "r_ref", small_image, {"height": height, "width": width})
+    meta = {"recipe": recipe, "sha256": pixel_sha256(image), "height": height, "width": width}
+    context = ReplayContext(library_versions())
+    np.testing.assert_array_equal(Pending("k", small_image, meta, context).pixels(), image)
+    with pytest.raises(ReplayMismatchError, match="sample k: replayed pixels differ"):
+        Pending("k", transposed, meta, context).pixels()
+    with pytest.raises(ReplayError, match="sample k's record has no SHA-256 to verify its "
+                                          "replay by: damaged") as raised:
+        Pending("k", small_image, {**meta, "sha256": None}, context).pixels()
+    assert not isinstance(raised.value, ReplayMismatchError)
 
 
 def test_inspect_names_stats_that_miscount_and_files_of_no_planned_shard(store_datasets,

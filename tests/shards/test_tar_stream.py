@@ -238,6 +238,8 @@ def _tar_of(members: dict[str, bytes]) -> bytes:
 @pytest.mark.parametrize(("members", "why"), [
     ({"a_ref.png": b"png"}, r"sample a_ref has no \.json record"),
     ({"a_ref.json": b"{not json", "a_ref.png": b"png"}, "its .json record is not JSON"),
+    ({"a_ref.json": b"[" * 100_000 + b"]" * 100_000, "a_ref.png": b"png"},  # past recursion
+     "its .json record is not JSON"),
     ({"a_ref.json": b"[]", "a_ref.png": b"png"}, "its .json record names no ref_id"),
     ({"a_ref.json": b'{"ref_id": "a", "kind": "reference"}', "a_ref.png": b"png"},
      "sample a_ref: its 3 image bytes do not decode"),
