@@ -15,10 +15,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 import distortions
+from shards.keys import distorted_key
 from shards.layout import MANIFEST_FILE, run_file_or_empty
 from shards.provenance import differing_libraries
 from shards.reader import shard_stats
-from shards.schema import pixel_sha256
+from shards.schema import chain_of, pixel_sha256
 from shards.storage import Location
 
 
@@ -120,6 +121,30 @@ def changed_reference(key: str, pixels: np.ndarray, meta: dict) -> str | None:
             "labels (restore the shard, or generate it again)")
 
 
+def labels_problem(key: str, record: dict, recipe) -> str | None:
+    """Where the labels a version `key` trains on (its chain: classes and multihot bits; its
+    distortion_id, distortion, category, level and seed: the first link's; a single
+    version's key) are not those of the recipe its pixels are made and replayed from."""
+    try:
+        links = recipe.get("chain", [recipe])
+        made = [{"id": link["distortion_id"], "level": link["level"]} for link in links]
+        first = distortions.get(links[0]["distortion_id"])
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError,
+            distortions.DistortionError) as error:
+        return f"{key}: its recipe names no distortion ({type(error).__name__}: {error})"
+    expected = {"chain": made, "distortion_id": first.id, "distortion": first.name,
+                "category": first.category, "level": made[0]["level"],
+                "seed": links[0].get("seed")}
+    if "chain" not in recipe:
+        expected["key"] = distorted_key(record.get("ref_id"), first.id, made[0]["level"])
+    differing = [name for name, value in expected.items()
+                 if (chain_of(record) if name == "chain" else record.get(name)) != value]
+    if differing:
+        return (f"{key}: its labels differ from its recipe in {', '.join(differing)} (they "
+                "would name another distortion than its pixels hold)")
+    return None
+
+
 @dataclass(frozen=True)
 class Pending:
     """A recipe sample's image, made on request from its reference's pixels."""
@@ -138,6 +163,8 @@ class Pending:
             raise ReplayError(f"sample {self.key} cannot be replayed: {error}") from error
         if not self.context.verify:
             return image
+        if problem := labels_problem(self.key, self.meta, self.meta["recipe"]):
+            raise ReplayError(f"sample {problem}")
         if not self.meta.get("sha256"):
             raise ReplayError(f"sample {self.key}'s record has no SHA-256 to verify its replay "
                               "by: damaged (restore the shard, or generate it again)")

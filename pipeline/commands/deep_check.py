@@ -24,7 +24,7 @@ from labelers.base import DEVICE_TOLERANCE
 from labelers.ensemble import Ensemble
 from labelers.ensemble import parsed as parse_ensemble
 from labelers.errors import LabelerError
-from shards.keys import distorted_key, reference_key
+from shards.keys import reference_key
 from shards.layout import ENSEMBLE_FILE, store_of, tar_path
 from shards.png import decode_png
 from shards.reader import (
@@ -34,7 +34,13 @@ from shards.reader import (
     shard_indexes,
     tar_members,
 )
-from shards.replay import Pending, ReplayContext, ReplayError, changed_reference
+from shards.replay import (
+    Pending,
+    ReplayContext,
+    ReplayError,
+    changed_reference,
+    labels_problem,
+)
 from shards.schema import INDEX_SCHEMA, chain_of, index_row, pixel_sha256
 from shards.storage import Location
 from shards.store_modes import stores_pixels
@@ -125,28 +131,13 @@ def _one_indexed(row: dict) -> dict | str:
 
 
 def label_problem(row: dict) -> str | None:
-    """Where the labels a version trains on (its chain: classes and multihot bits; its
-    distortion_id, distortion, category, level and seed: the first link's; a single
-    version's key) are not those of the recipe its pixels are made and replayed from."""
+    """Where the labels of an index row are not those of the recipe it holds (as JSON text):
+    shards.replay.labels_problem."""
     try:
         recipe = json.loads(row["recipe"])
-        links = recipe.get("chain", [recipe])
-        made = [{"id": link["distortion_id"], "level": link["level"]} for link in links]
-        first = distortions.get(links[0]["distortion_id"])
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError,
-            distortions.DistortionError) as error:
+    except (TypeError, ValueError) as error:
         return f"{row['key']}: its recipe names no distortion ({type(error).__name__}: {error})"
-    expected = {"chain": made, "distortion_id": first.id, "distortion": first.name,
-                "category": first.category, "level": made[0]["level"],
-                "seed": links[0].get("seed")}
-    if "chain" not in recipe:
-        expected["key"] = distorted_key(row["ref_id"], first.id, made[0]["level"])
-    differing = [name for name, value in expected.items()
-                 if (chain_of(row) if name == "chain" else row.get(name)) != value]
-    if differing:
-        return (f"{row['key']}: its labels differ from its recipe in {', '.join(differing)} "
-                "(they would name another distortion than its pixels hold)")
-    return None
+    return labels_problem(row["key"], row, recipe)
 
 
 Q_TOLERANCE = 1e-6  # Q made again from raw scores a GPU gave as float32: a few ulps apart

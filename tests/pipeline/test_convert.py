@@ -110,34 +110,44 @@ def test_the_command_line_converts_with_kept_types(store_datasets, tmp_path, cap
     _same_as_generated(out, store_datasets["hybrid_kept"])
 
 
-def _with_a_wrong_recipe(root, tmp_path) -> str:
-    """A copy of an images dataset whose first JPEG version's recipe is the one of another
-    level, with that level's quality (a recipe the bank makes, not this version's; its PNG,
-    its SHA-256 and the parquet index untouched); that version's key."""
+def _another_levels_recipe(meta: dict) -> dict:
+    """The recipe the bank makes of another level, with that level's quality: not this
+    version's (its labels name the level its pixels are)."""
+    other = meta["recipe"]["level"] % 5 + 1
+    recipe = {**meta["recipe"], "level": other, "params": distortions.get(1).levels[other - 1]}
+    return {**meta, "recipe": recipe}
+
+
+def _another_sha256(meta: dict) -> dict:
+    """This version's recipe and labels, and a SHA-256 its replay here does not give (as
+    where other libraries made it)."""
+    return {**meta, "sha256": "0" * 64}
+
+
+def _with_a_record_edited(root, tmp_path, edit) -> str:
+    """A copy of an images dataset whose first JPEG version's record is `edit`ed (its PNG and
+    the parquet index untouched); that version's key."""
     copy = tmp_path / "wrong"
     shutil.copytree(root, copy)
     path = copy / "shards" / "00000.tar"
     with tarfile.open(path) as tar:
         key = next(n.partition(".")[0] for n in tar.getnames() if "_d01_" in n)
 
-    def other_level(name: str, data: bytes) -> bytes:
-        if name != f"{key}.json":
-            return data
-        meta = json.loads(data)
-        other = meta["recipe"]["level"] % 5 + 1
-        meta["recipe"]["level"] = other
-        meta["recipe"]["params"] = distortions.get(1).levels[other - 1]
-        return json.dumps(meta).encode()
+    def edited(name: str, data: bytes) -> bytes:
+        return json.dumps(edit(json.loads(data))).encode() if name == f"{key}.json" else data
 
-    rewrite_tar(path, other_level)  # a shard as written, not one damaged since
+    rewrite_tar(path, edited)  # a shard as written, not one damaged since
     return key
 
 
-def test_a_png_whose_replay_differs_is_not_dropped(store_datasets, tmp_path):
-    key = _with_a_wrong_recipe(store_datasets["images"], tmp_path)
+@pytest.mark.parametrize(("edit", "why"), [
+    (_another_levels_recipe, "its labels differ from its recipe in chain, level, key"),
+    (_another_sha256, "replayed pixels differ"),
+])
+def test_a_png_whose_replay_differs_is_not_dropped(store_datasets, tmp_path, edit, why):
+    key = _with_a_record_edited(store_datasets["images"], tmp_path, edit)
     out = tmp_path / "recipes"
-    with pytest.raises(ConversionError, match=rf"sample {key}: replayed pixels differ .*its "
-                                              "PNG is kept"):
+    with pytest.raises(ConversionError, match=rf"sample {key}: {why} .*its PNG is kept"):
         convert(str(tmp_path / "wrong"), str(out), "recipes")
     assert not list((out / "shards").glob("00000*"))  # the shard was not written
 

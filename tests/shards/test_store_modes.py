@@ -12,6 +12,7 @@ import re
 import shutil
 import tarfile
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from pipeline.commands.contact_sheet import render_shard_sheet
 from pipeline.commands.inspect_dataset import ShardCheck, checked_shard, inspect
 from pipeline.plan import Plan
 from shards import open_dataset
+from shards.keys import distorted_key
 from shards.layout import store_of
 from shards.provenance import library_versions
 from shards.reader import read_index
@@ -365,9 +367,39 @@ def test_a_recipe_of_a_newer_bank_is_refused_naming_what_is_new(store_datasets, 
         list(open_dataset(str(copy)).samples(verify=False))
 
 
+def _version_record(recipe: dict, image: np.ndarray, ref_id: str = "r") -> dict:
+    """The record a shard keeps of a single-type version: its labels, pixels' SHA-256 and
+    shape, and recipe."""
+    distortion = distortions.get(recipe["distortion_id"])
+    return {"key": distorted_key(ref_id, distortion.id, recipe["level"]), "ref_id": ref_id,
+            "kind": "distorted", "distortion_id": distortion.id, "distortion": distortion.name,
+            "category": distortion.category, "level": recipe["level"], "seed": recipe["seed"],
+            "recipe": recipe, "sha256": pixel_sha256(image), "height": image.shape[0],
+            "width": image.shape[1]}
+
+
+def test_a_version_whose_labels_are_not_its_recipes_is_never_passed_on(small_image):
+    """A record saying jpeg level 1 whose recipe makes color quantization level 5 replays
+    and verifies (the SHA-256 is the recipe's pixels'), and was served under jpeg's labels:
+    each label a version trains on is checked against its recipe, as the deep check does."""
+    image, recipe = distortions.apply(small_image, 29, 5, seed=11)
+    context = ReplayContext(library_versions())
+    meta = _version_record(recipe, image)
+    np.testing.assert_array_equal(Pending(meta["key"], small_image, meta, context).pixels(),
+                                  image)
+    jpeg = distortions.get(1)
+    relabelled = {**meta, "distortion_id": 1, "distortion": jpeg.name,
+                  "category": jpeg.category, "level": 1}
+    with pytest.raises(ReplayError, match=r"sample r_d29_l5: its labels differ from its recipe "
+                                          r"in chain, distortion_id, distortion, category, level"):
+        Pending(meta["key"], small_image, relabelled, context).pixels()
+    assert Pending("k", small_image, relabelled, replace(context, verify=False)).pixels() \
+        is not None  # (unverified reads check nothing)
+
+
 def test_pending_replays_lazily_and_says_when_libraries_are_the_same(small_image):
     image, recipe = distortions.apply(small_image, 1, 3, seed=11)
-    meta = {"recipe": recipe, "sha256": hashlib.sha256(image.tobytes()).hexdigest()}
+    meta = _version_record(recipe, image)
     same = ReplayContext(library_versions())
     np.testing.assert_array_equal(Pending("k", small_image, meta, same).pixels(), image)
     wrong = {**meta, "sha256": "f" * 64}
@@ -422,7 +454,7 @@ def test_pixels_of_another_shape_or_a_record_without_its_sha256_are_never_passed
         "r_ref", transposed, reference)
     assert "record has no SHA-256 to check its pixels by" in changed_reference(
         "r_ref", small_image, {"height": height, "width": width})
-    meta = {"recipe": recipe, "sha256": pixel_sha256(image), "height": height, "width": width}
+    meta = _version_record(recipe, image)
     context = ReplayContext(library_versions())
     np.testing.assert_array_equal(Pending("k", small_image, meta, context).pixels(), image)
     with pytest.raises(ReplayMismatchError, match="sample k: replayed pixels differ"):
@@ -498,7 +530,7 @@ def test_a_denoiser_version_made_on_a_gpu_that_differs_here_says_where_it_was_ma
     on_gpu = {**recipe, "params": {**recipe["params"], "device": "cuda"}}  # as a GPU records it
     gpu_pixels = image.copy()
     gpu_pixels[0, 0, 0] ^= 1  # the GPU's float32 rounded one intensity level the other way
-    meta = {"recipe": on_gpu, "sha256": hashlib.sha256(gpu_pixels.tobytes()).hexdigest()}
+    meta = _version_record(on_gpu, gpu_pixels)
     with pytest.raises(ReplayMismatchError, match=r"sample k: .*made by the learned denoiser "
                                                   r"on cuda, whose float results also move "
                                                   r"with the device and, on a CPU, with the "
