@@ -59,7 +59,7 @@ def vgg_stages(state: dict[str, torch.Tensor]) -> nn.ModuleList:
     """VGG16's five convolutional stages; stages 2-5 open with an L2 pool where VGG16 has a
     max pool. Each stage ends at relu1_2, relu2_2, relu3_3, relu4_3, relu5_3."""
     vgg = torchvision.models.vgg16(weights=None)
-    vgg.load_state_dict(state)
+    weights.load_into("dists", vgg, state)
     stages, start = [], 0
     for index, end in enumerate(STAGE_ENDS):
         pool = [L2Pool(CHANNELS[index])] if index else []

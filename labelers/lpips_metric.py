@@ -24,7 +24,7 @@ def load_alexnet_trunk(network: lpips.LPIPS, state: dict[str, torch.Tensor]) -> 
         parts = name.split(".")
         if parts[0] == "features" and int(parts[1]) in _SLICE_OF_LAYER:
             trunk[f"slice{_SLICE_OF_LAYER[int(parts[1])]}.{parts[1]}.{parts[2]}"] = tensor
-    network.net.load_state_dict(trunk)
+    weights.load_into("lpips", network.net, trunk)
 
 
 def official_network() -> lpips.LPIPS:

@@ -115,6 +115,18 @@ def load_state(metric: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_into(metric: str, network: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """`network` given `state`, read from the backbone file of `metric`; WeightsUnreadableError
+    naming the file where the state is not that network's (another network's file under its
+    name: torch read it, its tensors do not fit)."""
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as error:
+        said = (str(error).splitlines() or [""])[0][:200]
+        raise WeightsUnreadableError(_unreadable(weight_path(metric), metric,
+                                                 f"not its network's weights: {said}")) from error
+
+
 def _unreadable(path: Path, metric: str, why: str) -> str:
     backbone = BACKBONES[metric]
     found = file_sha256(path)

@@ -85,8 +85,10 @@ def test_an_unreadable_cached_file_names_itself_its_hash_and_the_fix(random_hub,
     folder.mkdir(parents=True)
     name = weights.BACKBONES[metric.key].filename
     whole = (random_hub / "hub" / "checkpoints" / name).read_bytes()
+    another_network = {"features.0.weight": torch.zeros(2, 3, 3, 3)}  # torch reads it
     for content in (whole[: len(whole) // 2], b"<html>Access denied</html>",
-                    _saved(torch.zeros(3)), b"", b"abc"):  # b"": a download cut at once
+                    _saved(torch.zeros(3)), b"", b"abc",  # b"": a download cut at once
+                    _saved(another_network)):
         (folder / name).write_bytes(content)
         assert weights.missing([metric.key]) == []
         with pytest.raises(weights.WeightsUnreadableError) as error:
