@@ -118,12 +118,13 @@ class Labeler:
         if self.device.type != "cuda":
             return 0
         free, _ = torch.cuda.mem_get_info(self.device)
-        return int(free * CUDA_BUDGET_FRACTION)
+        return max(1, int(free * CUDA_BUDGET_FRACTION))  # (none: passes halve down to one)
 
     def share_among(self, calls: int) -> None:
         """Size each call's passes to a `calls`-th of the memory budget: `calls` calls served
-        at once (threads sharing this labeler) then fit in it together."""
-        self.memory_budget //= max(1, calls)
+        at once (threads sharing this labeler) then fit in it together; a byte at least, so
+        that a pass that runs out of memory is halved (a budget of none took all at once)."""
+        self.memory_budget = max(1, self.memory_budget // max(1, calls))
 
     @property
     def keys(self) -> tuple[str, ...]:

@@ -275,6 +275,26 @@ def test_a_pass_that_runs_out_of_memory_is_split_and_the_scores_are_unchanged(no
     assert tight.sizes == [8, 4] + [2] * 6  # passes of 8 halved until they fit, then kept
 
 
+def test_a_budget_shared_down_to_nothing_still_halves_a_pass_that_runs_out(noisy_versions):
+    """A budget of one byte shared by two calls was none, and a pass that ran out of memory
+    then set its metric's bytes to none: the next pass took every version again, for ever.
+    It halves down to one version, which the metric can take, and the scores are unchanged."""
+    ref, dists = noisy_versions
+    dists = dists.repeat(4, 1, 1, 1)  # 12 versions
+    labeler = labelers.Labeler(["mae"], "cpu", memory_budget=1)
+    metric = labeler.metrics["mae"]
+    labeler.share_among(2)
+    with torch.inference_mode():
+        prepared = metric.prepare(ref)
+        expected = metric.compare(prepared, dists)
+        labeler.device = torch.device("cuda")  # the GPU route's pass sizes; tensors stay here
+        labeler.bytes_per_pixel["mae"] = 1e-9  # measured tiny: all 12 "fit" one byte
+        tight = _OutOfMemoryAbove(metric, limit=1)
+        scores = labeler._compare("mae", tight, prepared, dists)
+    torch.testing.assert_close(scores, expected, rtol=0, atol=0)
+    assert tight.sizes[:4] == [12, 4, 2, 1] and set(tight.sizes[4:]) == {1}  # (powers of two)
+
+
 def test_pass_sizes_scale_with_the_pixels_of_each_call():
     """Memory is measured per pixel: a metric measured on small images takes proportionally
     fewer versions of a larger size in one pass (and more of a smaller), so a --size native
