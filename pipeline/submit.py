@@ -11,7 +11,7 @@ from pathlib import Path
 
 import ray.exceptions
 
-from pipeline.errors import ClusterAuthError
+from pipeline.errors import ClusterAuthError, ClusterUnreachableError
 from pipeline.sources import EMBEDDED, EMBEDDED_PREFIX
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -110,10 +110,23 @@ def submit_to_cluster(address: str, argv: list[str], anchored: list[str] = ()) -
         raise ClusterAuthError.for_address(address) from None
 
 
-def _submit_and_follow(address: str, argv: list[str], anchored: list[str]) -> int:
+def _client(address: str):
+    """Ray's Jobs API client of the dashboard at `address`. What no running Ray dashboard
+    answers (a refused port, a web server of another kind: its 404, an address without a
+    scheme, read as a GCS address, that no GCS answers) is one error naming the address."""
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(address)
+    try:
+        return JobSubmissionClient(address)
+    except (OSError, RuntimeError, ray.exceptions.RpcError) as error:
+        raise ClusterUnreachableError(
+            f"no Ray dashboard answers at --address {address} ({error}): give the dashboard "
+            "address of a running Ray cluster, http://HEAD:8265 (through `ray dashboard` or "
+            "a port-forward, http://127.0.0.1:8265), and check that the cluster is up") from None
+
+
+def _submit_and_follow(address: str, argv: list[str], anchored: list[str]) -> int:
+    client = _client(address)
     job_id = client.submit_job(entrypoint=job_entrypoint(argv, anchored),
                                runtime_env=runtime_environment())
     try:  # (from the first word on: an interrupt as soon as the job is named stops following)
