@@ -51,6 +51,33 @@ def test_cloud_workers_declare_their_resources_and_all_start(name):
     assert types["gpu_worker"]["min_workers"] == types["gpu_worker"]["max_workers"] > 0
 
 
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_every_launcher_head_runs_no_shard_task(name):
+    """The head holds Ray's control processes and the driver. A cloud head type declares CPU 0,
+    which Ray starts it with; the local provider declares no resources (Ray's own preparation
+    of the file shows it), so the on-prem head says so itself, or Ray counts its CPUs."""
+    from ray.autoscaler._private.util import prepare_config
+
+    config = prepare_config(yaml.safe_load((CLUSTER / name).read_text()))
+    declared = config["available_node_types"][config["head_node_type"]]["resources"]
+    [start] = [command for command in config["head_start_ray_commands"]
+               if "ray start --head" in command]
+    if config["provider"]["type"] == "local":
+        assert declared == {} and "--num-cpus=0" in start.split()
+    else:
+        assert declared["CPU"] == 0
+
+
+def test_the_gcp_gpu_workers_scheduling_is_one_object_that_stops_them_for_maintenance():
+    """Ray's GCP provider sends a node_config as the Compute API's instance body, whose
+    `scheduling` is an object (a list is refused); a VM with a GPU cannot live-migrate."""
+    types = yaml.safe_load((CLUSTER / "gcp.yaml").read_text())["available_node_types"]
+    for node_type in types.values():
+        config = node_type["node_config"]
+        if "scheduling" in config or "guestAccelerators" in config:
+            assert config["scheduling"] == {"onHostMaintenance": "TERMINATE"}
+
+
 def _disk_gb(node_config: dict) -> int:
     """The boot disk a launcher's node type asks for (AWS or GCP), in GB."""
     if "BlockDeviceMappings" in node_config:
@@ -136,6 +163,14 @@ def test_the_head_runs_no_shard_task_and_workers_have_room_to_spill(name):
 
 
 @pytest.mark.parametrize("name", KUBERAY)
+def test_every_worker_group_starts_whole_with_the_cluster(name):
+    """generate sizes itself to the pods up at its start and never queues work, so a group's
+    maxReplicas above its replicas would never be reached (no in-tree autoscaling): min = max."""
+    for group in _cluster_spec(_documents(name))["workerGroupSpecs"]:
+        assert group["replicas"] == group["minReplicas"] == group["maxReplicas"]
+
+
+@pytest.mark.parametrize("name", KUBERAY)
 def test_every_ray_container_authenticates_with_a_secret_token_and_a_pinned_image(name):
     # the operator sends the token to the dashboard (a RayJob's status) only under authOptions
     assert _cluster_spec(_documents(name))["authOptions"] == {
@@ -205,7 +240,9 @@ def test_the_cluster_runs_the_ray_version_the_project_pins(name):
                        (CLUSTER.parent / "pyproject.toml").read_text()).group(1)
     assert pinned == importlib.metadata.version("ray")
     assert _cluster_spec(_documents(name))["rayVersion"] == pinned
+    # the image to build from: Ray's GPU image (CUDA for the GPU pods), the same everywhere
+    image = {f"{pinned}-py311-gpu"}
     text = (CLUSTER / name).read_text()
-    assert set(re.findall(r"rayproject/ray:([\d.]+)", text)) <= {pinned}
-    assert set(re.findall(r"rayproject/ray:([\d.]+)",
-                          (CLUSTER / "README.md").read_text())) == {pinned}
+    assert set(re.findall(r"rayproject/ray:([\w.-]+)", text)) <= image
+    assert set(re.findall(r"rayproject/ray:([\w.-]+)",
+                          (CLUSTER / "README.md").read_text())) == image
