@@ -444,7 +444,8 @@ def _add_generate(commands) -> None:
     generate = commands.add_parser(
         "generate", help="distort, label and shard pristine images on Ray (local or a cluster)",
         description=_generate.__doc__ + " Local Ray by default (dashboard on 127.0.0.1:8265); "
-        "--address http://HEAD:8265 submits the same command to a cluster as a Ray job.")
+        "--address http://127.0.0.1:8265 (a tunnel to a cluster's dashboard: `ray dashboard`, "
+        "a port-forward) submits the same command to the cluster as a Ray job.")
     _add_source_options(generate.add_argument_group("sources and sizes"))
     _add_bank_options(generate.add_argument_group("distortions"))
     _add_label_options(generate.add_argument_group("labels"))
@@ -544,7 +545,8 @@ def _add_resume_options(group) -> None:
 
 
 def _add_cluster_options(group) -> None:
-    group.add_argument("--address", help="submit to a Ray cluster: http://HEAD:8265")
+    group.add_argument("--address", help="submit to a Ray cluster: its dashboard's address, "
+                       "http://127.0.0.1:8265 through `ray dashboard` or a port-forward")
     group.add_argument("--actors", type=int,
                        help="labeler actors (default: one per GPU, at most that; on a "
                             f"cluster without GPUs one per {CPUS_PER_CPU_ACTOR} CPUs, one at "

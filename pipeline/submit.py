@@ -120,9 +120,9 @@ def _client(address: str):
         return JobSubmissionClient(address)
     except (OSError, RuntimeError, ray.exceptions.RpcError) as error:
         raise ClusterUnreachableError(
-            f"no Ray dashboard answers at --address {address} ({error}): give the dashboard "
-            "address of a running Ray cluster, http://HEAD:8265 (through `ray dashboard` or "
-            "a port-forward, http://127.0.0.1:8265), and check that the cluster is up") from None
+            f"no Ray dashboard answers at --address {address} ({error}): give the address of "
+            "a running Ray cluster's dashboard (http://127.0.0.1:8265 through `ray dashboard` "
+            "or a port-forward to the head's port 8265)") from None
 
 
 def _submit_and_follow(address: str, argv: list[str], anchored: list[str]) -> int:

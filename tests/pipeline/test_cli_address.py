@@ -16,7 +16,7 @@ import pytest
 from pipeline import cli
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-HINT = "give the dashboard address of a running Ray cluster, http://HEAD:8265"
+HINT = "give the address of a running Ray cluster's dashboard (http://127.0.0.1:8265 through"
 
 
 class _NotFound(http.server.BaseHTTPRequestHandler):
