@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create or update the virtual environment in .venv
 	@echo "environment ready: $(VENV)"
 
-generate: $(STAMP) ## the pipeline: [SOURCES=embedded] [OUT=out/demo] [ADDRESS=http://HEAD:8265]
+generate: $(STAMP) ## the pipeline: [SOURCES=embedded] [OUT=out/demo] [ADDRESS=http://127.0.0.1:8265, the dashboard tunnelled]
 	$(BIN)/iqa-factory generate --sources "$(SOURCES)" --out "$(OUT)" --seed $(SEED) \
 		$(if $(filter embedded,$(SOURCES)),--allow-missing-metrics --shard-refs 1) \
 		$(if $(ADDRESS),--address $(ADDRESS)) $(ARGS)

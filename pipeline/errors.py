@@ -41,7 +41,7 @@ class ClusterAuthError(PipelineError):
 
 
 class ClusterUnreachableError(PipelineError):
-    """The Ray cluster RAY_ADDRESS names does not answer."""
+    """The Ray cluster named (--address, or RAY_ADDRESS) does not answer."""
 
 
 class LabelersUnavailableError(PipelineError):
