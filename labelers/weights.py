@@ -27,7 +27,7 @@ DOWNLOAD_ROOT = "https://download.pytorch.org/models/"
 class Backbone:
     metric: str
     filename: str
-    megabytes: int
+    mebibytes: int  # the file's size, as torch's download shows it
     sha256: str  # of the whole published file (its name holds the first 8 hex digits)
 
 
@@ -66,7 +66,7 @@ def missing(metrics: list[str] | tuple[str, ...]) -> list[str]:
 
 
 def missing_message(metrics: list[str]) -> str:
-    files = ", ".join(f"{BACKBONES[m].filename} ({BACKBONES[m].megabytes} MB, for {m})"
+    files = ", ".join(f"{BACKBONES[m].filename} ({BACKBONES[m].mebibytes} MiB, for {m})"
                       for m in metrics)
     return (
         f"pretrained weights missing: {files} in {checkpoint_dir()}. "

@@ -205,3 +205,13 @@ def test_the_pretrain_demo_table_is_the_demo_summarys():
                              strict=True):
             assert _as_stated(text, row[key])
         assert won == f"{row['splits_won']} of {row['splits']}"
+
+
+def test_the_learned_denoisers_replay_cost_is_the_storage_benchmarks():
+    """The README's range of a learned-denoiser version's replay (types 8-12) is the
+    storage benchmark's least and most, to the millisecond."""
+    stated = _one(r"\((\d+)-(\d+) ms each on this CPU in docs/bench-storage\.json")
+    replays = [row["replay_ms"] for row in _bench("storage")["replay"] if 8 <= row["id"] <= 12]
+    assert len(replays) == 5
+    assert (int(stated.group(1)), int(stated.group(2))) == (round(min(replays)),
+                                                            round(max(replays)))
