@@ -78,12 +78,13 @@ def fit_logistic(predicted, opinion) -> LogisticFit:
 
 def report(predicted, opinion) -> dict[str, float]:
     """PLCC (raw and fitted), SROCC, KRCC, RMSE (raw and fitted), and the pair count; the
-    fitted ones NaN on fewer than FIT_PAIRS pairs."""
+    fitted ones NaN on fewer than FIT_PAIRS pairs, or on opinions all alike (a curve fitted
+    to one value has an RMSE of 0 whatever was predicted)."""
     x, y = as_pair(predicted, opinion)
     raw = plcc(x, y)
     figures = {"plcc": math.nan, "plcc_raw": raw, "srocc": srocc(x, y), "krcc": krcc(x, y),
                "rmse": math.nan, "rmse_raw": rmse(x, y), "count": len(x)}
-    if len(x) < FIT_PAIRS:
+    if len(x) < FIT_PAIRS or np.ptp(y) == 0:
         return figures
     fitted = fit_logistic(x, y)(x)
     # the best rising curve is a constant (up to the fit's rounding: a spread of 1e-13 is no

@@ -268,6 +268,7 @@ def evaluate(config: EvaluateConfig) -> dict:
             left: list[str] = []
             images = _without_trained_images(scorer.trained, config, images, left)
             _say(context, left)
+        rated_datasets.check_testable(images, f"{config.dataset} ({config.subset})")
         predicted, opinion, figures = test_figures(
             context, scorer.model, images, augment, config.eval_crops,
             config.workers, max(1, config.batch_size // context.world_size), scorer.precision)

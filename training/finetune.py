@@ -24,7 +24,7 @@ from training.optim import FINETUNE, OptimConfig
 from training.output_lease import sole_writer
 from training.plots import scatter
 from training.precision import FP32, Inputs, Precision
-from training.rated_datasets import DatasetLayoutError
+from training.rated_datasets import DatasetLayoutError, check_testable
 from training.results_files import figures_line, write_json, write_predictions
 from training.settings import check_count, check_names, check_shared
 from training.trained import TrainedRun, resolved_root
@@ -116,20 +116,20 @@ def _train_batches(context: Context, config: FinetuneConfig, images, seed: int):
 
 def checked_split(config: FinetuneConfig, images, repeat: int, world_size: int) -> Split:
     """Split `repeat`, refused (DatasetLayoutError) where a part is too small to use: fewer
-    than MIN_PAIRS images to validate or test on, validation scores all alike, or a training
+    than MIN_PAIRS images to validate or test on, validation or test scores all alike, or a training
     part that gives a rank no batch (a lone image is left out of a batch: batch norm)."""
     parts = split(images, config.split_by, config.seed, repeat)
-    for part, held in (("validation", parts.val), ("test", parts.test)):
-        if len(held) < MIN_PAIRS:
-            raise DatasetLayoutError(
-                f"split {repeat}: its {part} part holds {len(held)} image(s) of "
-                f"{len(images)}; its correlations need at least {MIN_PAIRS}: give "
-                "the dataset more images (or references, split by reference)")
+    if len(parts.val) < MIN_PAIRS:
+        raise DatasetLayoutError(
+            f"split {repeat}: its validation part holds {len(parts.val)} image(s) of "
+            f"{len(images)}; its correlations need at least {MIN_PAIRS}: give the dataset "
+            "more images (or references, split by reference)")
     if len({image.score for image in parts.val}) == 1:
         raise DatasetLayoutError(
             f"split {repeat}: the {len(parts.val)} images of its validation part all score "
             f"{parts.val[0].score:g} (rescaled to 0-1): no correlation can choose the best "
             "epoch; give the dataset more references, or scores that vary within them")
+    check_testable(parts.test, f"split {repeat}: its test part")
     per_rank = -(-len(parts.train) // world_size)  # DistributedSampler's share
     if per_rank < (2 if config.optim.local_batch(world_size) > 1 else 1):
         raise DatasetLayoutError(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from labelers.correlation import MIN_PAIRS
 from shards.words import a_few
 from training import distributed, rated_datasets
 from training.correlation import report
@@ -26,7 +27,7 @@ from training.finetune import median_figures, median_line, undefined_figures
 from training.image_data import published_split_notice, split
 from training.output_lease import sole_writer
 from training.plots import scatter
-from training.rated_datasets import LabelledImage
+from training.rated_datasets import LabelledImage, check_testable
 from training.results_files import figure_text, write_json, write_predictions
 from training.ridge import ALPHA_GRID, select_ridge
 from training.settings import check_count, check_shared
@@ -129,17 +130,6 @@ class Table:
         return self.features[rows], self.scores[rows]
 
 
-def _figures(predicted: np.ndarray, opinion: np.ndarray, what: str) -> dict:
-    _check_correlated(len(opinion), what)
-    return report(predicted, opinion)
-
-
-def _check_correlated(images: int, what: str) -> None:
-    if images < 3:
-        raise ValueError(f"{what} has {images} image(s); the correlations need 3 at least "
-                         "(a larger dataset, or a larger test fraction)")
-
-
 def one_split(config: ProbeConfig, table: Table, test_table: Table | None,
               repeat: int) -> tuple[dict, np.ndarray, np.ndarray]:
     """Split `repeat`: the read-out fitted on its train part (penalty by its validation part),
@@ -156,15 +146,14 @@ def one_split(config: ProbeConfig, table: Table, test_table: Table | None,
               "train_images": len(parts.train), "val_images": 0 if no_val else len(parts.val),
               "val_is_train": no_val, "test_images": len(parts.test),
               "test_groups": sorted({image.group for image in parts.test})}
-    if test_table is None:
-        (features, opinion), tested = held_out, f"the test part of split {repeat}"
+    if test_table is None:  # (what is tested was checked before: _check_parts)
+        features, opinion = held_out
     else:
         features, opinion = test_table.features, test_table.scores
-        tested = f"the test dataset {config.test_dataset.root}"
-        if len(parts.test) >= 3:  # the first dataset's own test part, for reference
+        if len(parts.test) >= MIN_PAIRS:  # the first dataset's own test part, for reference
             result["held_out"] = report(chosen.predict(held_out[0]), held_out[1])
     predicted = chosen.predict(features)
-    result["test"] = _figures(predicted, opinion, tested)
+    result["test"] = report(predicted, opinion)
     return result, predicted, opinion
 
 
@@ -266,7 +255,7 @@ def _check_parts(config: ProbeConfig, images: list[LabelledImage],
     for the ridge (2 images), or what is tested (its test part, or the test dataset) for the
     correlations."""
     if test_images is not None:
-        _check_correlated(len(test_images), f"the test dataset {config.test_dataset.root}")
+        check_testable(test_images, f"the test dataset {config.test_dataset.root}")
     for repeat in range(config.repeats):
         parts = split(images, config.split_by, config.seed, repeat,
                       val_fraction=config.fractions.val_share,
@@ -276,7 +265,7 @@ def _check_parts(config: ProbeConfig, images: list[LabelledImage],
                              "image(s); the ridge needs 2 at least (a larger dataset, or "
                              "smaller --fractions for validation and test)")
         if test_images is None:
-            _check_correlated(len(parts.test), f"the test part of split {repeat}")
+            check_testable(parts.test, f"the test part of split {repeat}")
 
 
 def _features(context: Context, config: ProbeConfig, encoder: Encoder, benchmark: Benchmark,

@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 from scipy.io import loadmat
 
+from labelers.correlation import MIN_PAIRS
 from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
 from shards.dataset import open_dataset
@@ -185,6 +186,21 @@ def _check_files(images: list[LabelledImage], root: Path) -> list[LabelledImage]
         raise DatasetLayoutError(f"{len(unreadable)} of {len(images)} images listed in {root} "
                                  f"are not images: {'; '.join(unreadable[:3])}")
     return [replace(image, size=size) for image, size in zip(images, sizes, strict=True)]
+
+
+def check_testable(images: list[LabelledImage], what: str) -> None:
+    """A DatasetLayoutError, before anything is scored, where `what` (a split's test part, a
+    dataset tested whole) cannot be tested: fewer than MIN_PAIRS images, or all of one score
+    (no correlation is defined, and a curve fitted to one score has an RMSE of 0 whatever the
+    model predicts)."""
+    if len(images) < MIN_PAIRS:
+        raise DatasetLayoutError(f"{what} holds {len(images)} image(s); its correlations need "
+                                 f"at least {MIN_PAIRS} (a larger dataset, or a larger test "
+                                 "part)")
+    if len({image.score for image in images}) == 1:
+        raise DatasetLayoutError(f"{what}: its {len(images)} images all score "
+                                 f"{images[0].score:g} (rescaled to 0-1): no figure of a model "
+                                 "can be measured on them; test on images whose scores vary")
 
 
 def check_crop(images: list[LabelledImage], crop: int) -> None:

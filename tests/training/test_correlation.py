@@ -76,3 +76,13 @@ def test_input_of_two_dimensions_is_refused():
     for correlation in (plcc, srocc, krcc, rmse):
         with pytest.raises(ValueError, match="1-D"):
             correlation(table, table[::-1])
+
+
+def test_opinions_all_alike_leave_the_fitted_figures_undefined():
+    """A curve fitted to one opinion score is that score: its RMSE was 0 whatever was
+    predicted, the best figure there is. Undefined, as the correlations are; the raw RMSE
+    (predictions against the opinions as they are) stays a number."""
+    predicted = np.array([0.1, 0.5, 0.9, 0.3, 0.7])
+    figures = report(predicted, np.full(5, 0.4))
+    assert np.isnan(figures["rmse"]) and np.isnan(figures["plcc"])
+    assert figures["rmse_raw"] == pytest.approx(np.sqrt(np.mean((predicted - 0.4) ** 2)))

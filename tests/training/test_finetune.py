@@ -176,6 +176,30 @@ def test_evaluate_reproduces_the_test_figures_of_a_split(finetuned, tmp_path, ca
     assert "all of it holds the images it trained on" in capsys.readouterr().out
 
 
+def test_evaluate_refuses_images_of_one_score_before_scoring_them(finetuned, tmp_path,
+                                                                  monkeypatch):
+    """Another dataset whose scores are all alike: no figure measures the model (the fitted
+    RMSE was 0, the best there is). Refused before a single image is scored."""
+    import shutil
+
+    from training import evaluate as evaluate_module
+    from training.rated_datasets import DatasetLayoutError
+
+    config, _ = finetuned
+    alike = tmp_path / "alike"
+    shutil.copytree(config.root, alike)
+    header, *rows = (alike / "dmos.csv").read_text().splitlines()
+    (alike / "dmos.csv").write_text("\n".join(
+        [header] + [",".join([*row.split(",")[:2], "3.0", "0"]) for row in rows]) + "\n")
+    scored = []
+    monkeypatch.setattr(evaluate_module, "test_figures", lambda *a, **k: scored.append(a))
+    with pytest.raises(DatasetLayoutError, match=r"kadid10k \(all\): its 24 images all score "
+                                                 r"0\.5 \(rescaled to 0-1\)"):
+        evaluate(EvaluateConfig(f"{config.out}/split-0/best.pt", "kadid10k", str(alike),
+                                str(tmp_path / "out"), eval_crops=1, workers=0, device="cpu"))
+    assert scored == [] and not (tmp_path / "out" / "evaluation.json").exists()
+
+
 def test_evaluate_tests_a_checkpoint_on_its_own_split_and_refuses_another(finetuned, tmp_path):
     """split-1's checkpoint trained on images of split 0's test part: evaluate takes the split
     the checkpoint records, and refuses one that differs, rather than test on training images."""
@@ -331,6 +355,29 @@ def test_a_split_too_small_for_its_figures_is_refused_before_training(kadid_fold
     config = _one_split_run(kadid_folder, tmp_path)
     with pytest.raises(DatasetLayoutError, match=r"split 0: its (validation|test) part holds "
                                                  r"\d image\(s\) of 3; its correlations need"):
+        finetune(config)
+    assert not (tmp_path / "finetune" / "split-0").exists()
+
+
+def test_a_test_part_of_one_score_is_refused_before_training(kadid_folder, tmp_path):
+    """A curve fitted to one opinion score is that score: the split's test RMSE was 0, the
+    best there is, whatever the model (and its correlations undefined). Refused as a
+    validation part of one score is, before training."""
+    from training import rated_datasets
+    from training.image_data import split
+    from training.rated_datasets import DatasetLayoutError
+
+    config = _one_split_run(kadid_folder, tmp_path)
+    parts = split(rated_datasets.load(config.dataset, config.root), config.split_by,
+                  config.seed, 0)
+    tested = {Path(image.name).name for image in parts.test}
+    table = kadid_folder / "dmos.csv"
+    header, *rows = table.read_text().splitlines()
+    table.write_text("\n".join([header] + [
+        f"{row.split(',')[0]},{row.split(',')[1]},3.0,0" if row.split(",")[0] in tested
+        else row for row in rows]) + "\n")
+    with pytest.raises(DatasetLayoutError, match=rf"split 0: its test part: its {len(tested)} "
+                                                 r"images all score [\d.]+ \(rescaled to 0-1\)"):
         finetune(config)
     assert not (tmp_path / "finetune" / "split-0").exists()
 

@@ -309,7 +309,7 @@ def test_a_multi_head_encoder_probes_across_datasets_and_against_a_random_start(
     lines = source.read_text().splitlines(keepends=True)
     pair = source.with_name("pair.csv")  # an image of each of two references
     pair.write_text(lines[0] + lines[1] + lines[4])
-    for dataset, tested, said in ((source, two, f"the test dataset {two} has 2 image(s)"),
+    for dataset, tested, said in ((source, two, f"the test dataset {two} holds 2 image(s)"),
                                   (pair, None, "the train part of split 0 has 1 image(s)")):
         test = ["--test-dataset", "csv", "--test-root", str(tested)] if tested else []
         assert main(_probe(checkpoint, dataset, tmp_path / "few-out", *test)) == 2
