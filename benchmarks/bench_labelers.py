@@ -15,13 +15,13 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision
+from device_timing import synchronize, timed
 from report_files import write_report
 
 import distortions
@@ -79,10 +79,12 @@ def random_backbones_if_absent() -> Iterator[bool]:
         yield True
 
 
-def _rate(count: int, action) -> float:
-    start = time.perf_counter()
-    action()
-    return count / (time.perf_counter() - start)
+def _rate(count: int, action, device: str) -> float:
+    """Images/s of `action()` scoring `count` images, the clock stopping once the device has
+    done its work (CUDA runs it after the call returns) and starting after earlier work."""
+    where = torch.device(device)
+    synchronize(where)
+    return count / timed(lambda: (action(), synchronize(where)))
 
 
 def ours(key: str, ref, dists, device: str) -> dict[str, float]:
@@ -90,8 +92,8 @@ def ours(key: str, ref, dists, device: str) -> dict[str, float]:
     ref_t, dist_t = to_batch(ref, device), to_batch(dists, device)
     metric.score(ref_t, dist_t[:2])  # warm-up
     one = _rate(len(dists), lambda: [metric.score(ref_t, dist_t[i:i + 1])
-                                     for i in range(len(dists))])
-    sixteen = _rate(len(dists), lambda: metric.score(ref_t, dist_t))
+                                     for i in range(len(dists))], device)
+    sixteen = _rate(len(dists), lambda: metric.score(ref_t, dist_t), device)
     return {"batch_1": one, "batch_16": sixteen}
 
 
@@ -111,19 +113,20 @@ def cpu_passes(ref, dists, keys: tuple[str, ...] = labelers.METRICS) -> dict:
         per_metric[key] = {"own": metric.cpu_chunk}
         for size in PASS_SIZES:
             metric.cpu_chunk = size
-            per_metric[key][str(size)] = _rate(len(dists), lambda m=metric: m.score(ref_t, dist_t))
+            per_metric[key][str(size)] = _rate(
+                len(dists), lambda m=metric: m.score(ref_t, dist_t), "cpu")
     labeler = labelers.Labeler(keys, "cpu", batch_size=16)
     labeler.score(ref, dists[:2])
-    own = _rate(len(dists), lambda: labeler.score(ref, dists))
+    own = _rate(len(dists), lambda: labeler.score(ref, dists), "cpu")
     for metric in labeler.metrics.values():
         metric.cpu_chunk = 16
-    sixteen = _rate(len(dists), lambda: labeler.score(ref, dists))
+    sixteen = _rate(len(dists), lambda: labeler.score(ref, dists), "cpu")
     return {"metrics": per_metric, "labeler": {"own": own, "16": sixteen}, "keys": keys}
 
 
 def pyiqa_loop(key: str, ref, dists, device: str, count: int) -> float | None:
-    """Images per second of pyiqa scoring one pair at a time (None where it has no such metric
-    or cannot build it here). Its deep metrics run without their learned layers
+    """Images per second of pyiqa scoring the first `count` pairs one at a time (None where it
+    has no such metric or cannot build it here). Its deep metrics run without their learned layers
     (pretrained=False, which pyiqa would download; the cost is the same)."""
     if key not in PYIQA_NAMES:
         return None
@@ -138,7 +141,8 @@ def pyiqa_loop(key: str, ref, dists, device: str, count: int) -> float | None:
     to_unit = lambda img: torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255).to(device)  # noqa: E731
     ref_t = to_unit(ref)
     metric(ref_t, to_unit(dists[0]))  # warm-up
-    return _rate(count, lambda: [metric(ref_t, to_unit(d)) for d in dists[:count]])
+    pairs = dists[:count]
+    return _rate(len(pairs), lambda: [metric(ref_t, to_unit(d)) for d in pairs], device)
 
 
 def run(device: str, count: int, pyiqa_count: int) -> dict:
@@ -156,7 +160,7 @@ def run(device: str, count: int, pyiqa_count: int) -> dict:
         print("cpu passes " + json.dumps(passes["labeler"]), flush=True)
     labeler = labelers.Labeler(device=device, batch_size=16)
     labeler.score(ref, dists[:2])
-    together = _rate(len(dists), lambda: labeler.score(ref, dists))
+    together = _rate(len(dists), lambda: labeler.score(ref, dists), device)
     pyiqa_seconds = sum(1 / r["pyiqa_loop"] for r in rows.values() if r["pyiqa_loop"])
     return {"device": device, "metrics": rows, "all_ten_batch_16": together,
             "pyiqa_all_available": 1 / pyiqa_seconds,
@@ -216,6 +220,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--pyiqa-images", type=int, default=4)
     args = parser.parse_args()
+    if args.pyiqa_images > args.images:
+        parser.error(f"--pyiqa-images {args.pyiqa_images} is more than the {args.images} "
+                     "distorted versions (--images) there are to score")
     import pyiqa
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -1,6 +1,6 @@
-"""Timing for the device check's sections: a measurement's figures or its error, seconds of
-an action, the device's peak memory, and a Labeler's images/s at the shapes it was warmed up
-on."""
+"""Timing for the device check's sections and the labeler benchmark's rates: a measurement's
+figures or its error, seconds of an action, the device's peak memory, and a Labeler's images/s
+at the shapes it was warmed up on."""
 
 import time
 import traceback
