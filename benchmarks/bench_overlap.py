@@ -63,6 +63,11 @@ def measure(sizes: Sizes, rounds: int) -> dict:
                               / rates["one reference at a time"], 2)}
 
 
+def median_of(runs: list[dict], figure) -> float:
+    """The median over `runs` of figure(run), to 2 decimals."""
+    return round(statistics.median(figure(run) for run in runs), 2)
+
+
 def markdown(result: dict) -> str:
     lines = ["# A shard's next reference made while one's labels are awaited", "",
              f"The device check's pipeline section on this CPU ({result['machine']}): one pool "
@@ -71,13 +76,13 @@ def markdown(result: dict) -> str:
              f"{result['levels']}, labelled by {', '.join(result['metrics'])}; "
              f"{result['rounds']} rounds, the modes alternating. Rates from the labelling "
              "process's first request; label = the pool process's wait for labels.", "",
-             "| mode | labelled images/s (median) | runs (images/s) | labelling busy s | "
-             "pool's label wait s |", "|---|---:|---|---:|---:|"]
+             "| mode | labelled images/s (median) | runs (images/s) | labelling busy s "
+             "(median) | pool's label wait s (median) |", "|---|---:|---|---:|---:|"]
     for mode, runs in result["runs"].items():
         lines.append(f"| {mode} | {result['median_images_per_s'][mode]} | "
                      f"{', '.join(str(r['images_per_s']) for r in runs)} | "
-                     f"{runs[-1]['labelling_busy_seconds']} | "
-                     f"{runs[-1]['pool_stage_seconds']['label']} |")
+                     f"{median_of(runs, lambda r: r['labelling_busy_seconds'])} | "
+                     f"{median_of(runs, lambda r: r['pool_stage_seconds']['label'])} |")
     lines += ["", f"Made meanwhile: **{result['speed_up']} times** the rate of one reference at "
               "a time. Both modes write the same shard (`tests/pipeline/test_worker.py`).", ""]
     return "\n".join(lines)

@@ -35,3 +35,21 @@ def test_both_modes_label_the_same_plan_into_the_same_dataset(tmp_path, monkeypa
                                        2)
     report = bench_overlap.markdown(result)
     assert all(f"| {mode} |" in report for mode in bench_overlap.MODES)
+
+
+def _run(images_per_s: float, busy: float, label_wait: float) -> dict:
+    return {"images_per_s": images_per_s, "labelling_busy_seconds": busy,
+            "pool_stage_seconds": {"label": label_wait}}
+
+
+def test_the_table_gives_medians_over_the_runs_not_the_last_run():
+    runs = [_run(30.0, 1.0, 0.3), _run(31.0, 2.0, 0.5), _run(32.0, 5.0, 0.1)]
+    result = {"machine": "m", "references": 3, "image": "384x288", "distortions": [1],
+              "levels": [1], "metrics": ["mae"], "rounds": 3,
+              "runs": {mode: runs for mode in bench_overlap.MODES},
+              "median_images_per_s": {mode: 31.0 for mode in bench_overlap.MODES},
+              "speed_up": 1.0}
+    report = bench_overlap.markdown(result)
+    # medians: busy of 1, 2, 5 -> 2; label wait of 0.3, 0.5, 0.1 -> 0.3 (the last run: 5, 0.1)
+    assert "| one reference at a time | 31.0 | 30.0, 31.0, 32.0 | 2.0 | 0.3 |" in report
+    assert "labelling busy s (median) | pool's label wait s (median) |" in report
