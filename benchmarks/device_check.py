@@ -41,6 +41,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -393,33 +394,69 @@ def scratch_tmpdir() -> Iterator[None]:
             tempfile.tempdir = None
 
 
+STOPPED = "stopped by the time limit (SIGTERM, as device_check.sh's CHECK_SECONDS ran out)"
+TIME_LIMIT = 124  # the check's exit status once stopped, as `timeout` gives it
+
+
+class TimeLimit(BaseException):
+    """SIGTERM, as `timeout` in device_check.sh sends at CHECK_SECONDS: the section running
+    stops (a section's `except Exception` lets it through), those that ended are reported."""
+
+
+@contextlib.contextmanager
+def sigterm_stops_the_check() -> Iterator[None]:
+    def stop(signum, frame):
+        raise TimeLimit
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_sections(names: list[str], device: torch.device, sizes: Sizes, out: Path) -> dict:
     """Each section in turn, its figures (or its error) saved to out/device-check.json as it
-    ends; a failing section is reported and the others still run."""
+    ends; a failing section is reported and the others still run. A time limit (TimeLimit)
+    stops them: the section it cut short says so, and the stderr which it was."""
     with random_backbones_if_absent() as random_backbones:
         results = {"backbones": "random (ImageNet weights absent)" if random_backbones
                    else "ImageNet"}
-        dataset = None
-        for name in names:
-            started = time.perf_counter()
-            try:
-                if name in DATASET_SECTIONS:
-                    results[name] = DATASET_RUNNERS[name](device, sizes, dataset)
-                else:
-                    results[name] = RUNNERS[name](device, sizes)
-                dataset = results[name].get("dataset", dataset)
-            except Exception as error:
-                results[name] = {"error": f"{type(error).__name__}: {error}",
-                                 "traceback": traceback.format_exc()[-3000:]}
-            results[name]["section_seconds"] = round(time.perf_counter() - started, 1)
-            print(f"== {name}: {results[name]['section_seconds']} s", flush=True)
-            (out / "device-check.json").write_text(json.dumps(results, indent=1))
-            if device.type == "cuda":  # what a section cached is no later one's budget
-                try:  # after a CUDA error that poisons the context this raises too: the
-                    torch.cuda.empty_cache()  # sections in processes of their own still run
-                except RuntimeError as error:
-                    print(f"== torch.cuda.empty_cache after {name}: {error}", flush=True)
+        try:
+            _run_each(names, device, sizes, out, results)
+        except TimeLimit:
+            running = next((name for name in names if name not in results), None)
+            if running:
+                results[running] = {"error": STOPPED}
+                (out / "device-check.json").write_text(json.dumps(results, indent=1))
+            print(f"device check: {STOPPED} in section {running or '(none: all had ended)'}; "
+                  f"the sections that ended before it are in {out}", file=sys.stderr,
+                  flush=True)
     return results
+
+
+def _run_each(names: list[str], device: torch.device, sizes: Sizes, out: Path,
+              results: dict) -> None:
+    dataset = None
+    for name in names:
+        started = time.perf_counter()
+        try:
+            if name in DATASET_SECTIONS:
+                results[name] = DATASET_RUNNERS[name](device, sizes, dataset)
+            else:
+                results[name] = RUNNERS[name](device, sizes)
+            dataset = results[name].get("dataset", dataset)
+        except Exception as error:
+            results[name] = {"error": f"{type(error).__name__}: {error}",
+                             "traceback": traceback.format_exc()[-3000:]}
+        results[name]["section_seconds"] = round(time.perf_counter() - started, 1)
+        print(f"== {name}: {results[name]['section_seconds']} s", flush=True)
+        (out / "device-check.json").write_text(json.dumps(results, indent=1))
+        if device.type == "cuda":  # what a section cached is no later one's budget
+            try:  # after a CUDA error that poisons the context this raises too: the
+                torch.cuda.empty_cache()  # sections in processes of their own still run
+            except RuntimeError as error:
+                print(f"== torch.cuda.empty_cache after {name}: {error}", flush=True)
 
 
 def chosen_sections(text: str) -> list[str]:
@@ -463,10 +500,12 @@ def main() -> int:
         sizes = replace(sizes, pipeline_processes=args.pipeline_processes)
     if args.pipeline_overlap_bytes is not None:
         sizes = replace(sizes, pipeline_overlap_bytes=args.pipeline_overlap_bytes)
-    with scratch_tmpdir():
+    with scratch_tmpdir(), sigterm_stops_the_check():
         results = run_sections(chosen_sections(args.sections), device, sizes, args.out)
     (args.out / "device-check.md").write_text(markdown(results))
     print(markdown(results))
+    if any(results.get(name) == {"error": STOPPED} for name in SECTIONS):
+        return TIME_LIMIT
     return 1 if any(has_error(results[name]) for name in results if name in SECTIONS) else 0
 
 
@@ -476,4 +515,9 @@ RUNNERS = {"environment": environment, "agreement": agreement, "labelers": label
 DATASET_RUNNERS = {"loader": loader_speed, "ddp": ddp, "objectives": objectives}
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == TIME_LIMIT:  # at once: a stopped pool's queue to a process the signal ended
+        sys.stdout.flush()  # holds the interpreter's exit (its feeder thread never ends)
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

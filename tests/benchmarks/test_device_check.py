@@ -275,6 +275,40 @@ def test_the_merged_report_lists_the_pipeline_of_every_run(tmp_path, monkeypatch
                 pipe["labelled_images"] / pipe["from_first_request_seconds"], abs=0.05)
 
 
+def test_a_time_limit_stops_the_section_running_and_reports_those_that_ended(
+        tmp_path, monkeypatch, capsys):
+    """`timeout` (CHECK_SECONDS) sends SIGTERM: the section it falls in is named as stopped,
+    the sections that ended keep their figures in the JSON and the Markdown, none starts
+    after it, and this process's SIGTERM handler is as before."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import contextlib
+    import signal
+
+    import device_check
+
+    def times_out(device, sizes):  # as timeout does, from outside the section's own code
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the section")
+
+    runners = {**device_check.RUNNERS, "environment": lambda device, sizes: {"cpus": 2},
+               "agreement": times_out, "labelers": lambda device, sizes: {"started": True}}
+    monkeypatch.setattr(device_check, "RUNNERS", runners)
+    monkeypatch.setattr(device_check, "random_backbones_if_absent",
+                        lambda: contextlib.nullcontext(False))
+    monkeypatch.setattr(sys, "argv", ["device_check.py", "--out", str(tmp_path), "--device",
+                                      "cpu", "--sections", "agreement,labelers"])
+    handler = signal.getsignal(signal.SIGTERM)
+    assert device_check.main() == device_check.TIME_LIMIT == 124
+    assert signal.getsignal(signal.SIGTERM) == handler
+    results = json.loads((tmp_path / "device-check.json").read_text())
+    assert results["environment"]["cpus"] == 2
+    assert results["agreement"] == {"error": device_check.STOPPED}
+    assert "labelers" not in results
+    report = (tmp_path / "device-check.md").read_text()
+    assert f"**agreement failed**: {device_check.STOPPED}" in report
+    assert f"{device_check.STOPPED} in section agreement" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_the_pipeline_section_runs_the_pool_of_the_size_asked_for(tmp_path):
     """--pipeline-processes sizes the pool (a device run can set 15 against 19 side by side);
