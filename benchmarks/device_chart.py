@@ -34,10 +34,7 @@ def chart(merged: dict, path: Path) -> Figure | None:
                      for stage, seconds in stages.items()}
         order = sorted(per_image, key=per_image.get)
         right.barh(order, [per_image[stage] for stage in order], color="darkorange")
-        right.set_title(f"shard pool: {pipeline['processes']} processes, "
-                        f"{rate_once_started(pipeline):.1f} labelled "
-                        f"images/s once started\n({pipeline['pool_cpu_ms_per_image']} CPU ms "
-                        "each)", fontsize=9)
+        right.set_title(_pool_title(pipeline), fontsize=9)
         right.set_xlabel("process ms per labelled image (label, network: waits on the GPU)")
     for axes in (left, right):
         axes.grid(axis="x", alpha=0.3)
@@ -46,3 +43,12 @@ def chart(merged: dict, path: Path) -> Figure | None:
     figure.savefig(path)
     plt.close(figure)
     return figure
+
+
+def _pool_title(pipeline: dict) -> str:
+    """The pool's size, its rate once started (where the run timed it) and its CPU ms."""
+    rate = rate_once_started(pipeline)
+    started = ("its rate once started not timed" if rate is None
+               else f"{rate:.1f} labelled images/s once started")
+    return (f"shard pool: {pipeline['processes']} processes, {started}\n"
+            f"({pipeline['pool_cpu_ms_per_image']} CPU ms each)")

@@ -431,3 +431,18 @@ def test_the_pool_hands_the_labeler_read_only_pixels_as_the_object_store_does(mo
     assert seen == [False]
     expected = labelers.Labeler(["mae"], "cpu").score(ref, versions)["mae"]
     assert scores["mae"].tobytes() == expected.tobytes()
+
+
+def test_the_chart_of_a_pipeline_that_did_not_time_its_start_says_so(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from device_chart import chart
+
+    pipeline = {"processes": 3, "labelled_images": 40, "pool_cpu_ms_per_image": 12.5,
+                "pool_stage_seconds": {"distort": 2.0, "label": 1.0}}
+    right = chart({"pipeline": pipeline}, tmp_path / "untimed.png").axes[1]
+    assert right.get_title() == ("shard pool: 3 processes, its rate once started not timed\n"
+                                 "(12.5 CPU ms each)")
+    timed = {**pipeline, "from_first_request_seconds": 16.0}  # 40 images / 16 s
+    right = chart({"pipeline": timed}, tmp_path / "timed.png").axes[1]
+    assert right.get_title().startswith("shard pool: 3 processes, 2.5 labelled images/s once "
+                                        "started\n")
