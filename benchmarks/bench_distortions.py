@@ -92,11 +92,22 @@ def machine() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def learned_words(device: str, gpu: str | None) -> tuple[str, str]:
+    """Where the learned denoiser's network ran, in the report's words: a remark on the
+    timing, and how its scenarios' mean ends."""
+    if device == "cpu":
+        return "", "on this CPU; they belong on the GPU workers"
+    return (f" (the learned denoiser's network on {device})",
+            f"with their network on {device} ({gpu or 'no GPU named'}), as on the GPU workers")
+
+
 def markdown(result: dict) -> str:
     s, m = result["summary"], result["machine"]
+    device = next(r["device"] for r in result["rows"] if r["learned"])
+    network_remark, learned_where = learned_words(device, m["gpu"])
     lines = [
         "# Distortion bank benchmark", "",
-        f"Milliseconds per {result['size']} image on one CPU thread, mean over "
+        f"Milliseconds per {result['size']} image on one CPU thread{network_remark}, mean over "
         f"{len(result['photos'])} embedded photos ({', '.join(result['photos'])}); "
         "distort = the distortion alone, png = lossless PNG encoding of its output (the shards' "
         "encoder and settings).", "",
@@ -107,7 +118,7 @@ def markdown(result: dict) -> str:
         f"- slowest non-learned scenario: **{s['max_classic_total_ms']} ms** "
         f"(goal <= {GOAL_MAX_MS:g} ms: {'met' if s['max_goal_met'] else 'NOT met'})",
         f"- learned denoiser scenarios (types 8-12): {s['learned_mean_total_ms']} ms on average "
-        "on this CPU; they belong on the GPU workers",
+        f"{learned_where}",
         f"- median PNG encode: {s['median_png_ms']} ms",
         f"- added types (ids 34 and up, outside the goals): {s['added_types_mean_total_ms']} ms "
         f"on average, {s['added_types_max_total_ms']} ms at most", "",

@@ -187,8 +187,8 @@ def markdown(result: dict) -> str:
                  else "there") + ", and this machine's decode, distort and encode seconds per "
               + ("image (the learned denoiser's network left to the GPU)"
                  if plan.get("network_apart") else "image (learned denoiser on the CPU)")
-              + f" would allow {plan['cpu_rate_this_machine']}"
-              " images/s from 15 cores.", "",
+              + f" would allow {plan['cpu_rate_this_machine']} images/s from "
+              f"{plan['layout']['max_in_flight']} cores.", "",
               "| nodes | images/s | hours |", "|---|---|---|"]
     lines += [f"| {p['nodes']} | {p['images_per_s']} | {p['hours']} |" for p in plan["rows"]]
     return "\n".join(lines) + "\n"

@@ -56,3 +56,15 @@ def test_the_source_says_whether_the_measured_pool_overlapped_as_the_driver_does
     source = gpu_rates(_device_figures(tmp_path, figures))["source"]
     assert said in source
     assert ("not measured yet" in source) == (not overlap)
+
+
+def test_the_projection_counts_the_cores_of_the_layout(monkeypatch):
+    """The CPU rate is in-flight shard tasks over a task's seconds per image: the words name
+    the layout's count, not a fixed 15."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_pipeline import markdown
+
+    result = json.loads((ROOT / "docs" / "bench-pipeline.json").read_text())
+    result["projection"]["layout"]["max_in_flight"] = 7
+    assert f"would allow {result['projection']['cpu_rate_this_machine']} images/s from 7 " \
+           "cores." in markdown(result)
