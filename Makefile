@@ -113,7 +113,7 @@ WHEEL_PLATFORMS := $(foreach n,28 27 17,--platform manylinux_2_$(n)_x86_64) \
 	--platform manylinux2014_x86_64 --platform manylinux1_x86_64
 
 device-check: $(STAMP) ## the GPU check: rehearse it here on the CPU, fetch its wheels, say how to run it
-	PYTHON=$(BIN)/python OUT=out/device-check-cpu bash benchmarks/device_check.sh --device cpu --tiny
+	PYTHON=$(BIN)/python OUT=out/device-check-cpu CHECK_SECONDS=$${CHECK_SECONDS:-900} bash benchmarks/device_check.sh --device cpu --tiny
 	@grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 	rm -rf .whl  # two versions of one package would fail the install on the device
 	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
