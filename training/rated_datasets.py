@@ -163,6 +163,28 @@ def _score(row: dict, name: str, source: Path) -> float:
     return value
 
 
+def _on_scale(row: dict, name: str, source: Path, lowest: float, highest: float) -> float:
+    """Column `name` of a row as a number on its dataset's scale lowest..highest (a mean of
+    ratings on it), rescaled to 0..1; a DatasetLayoutError naming the row where it lies
+    outside (another scale or column: its scores would leave 0..1 and train so)."""
+    value = _score(row, name, source)
+    if not lowest <= value <= highest:
+        shown = ", ".join(f"{k}={v!r}" for k, v in list(row.items())[:3])
+        raise DatasetLayoutError(f"{source}: the row {shown} has {name} {value:g}, outside "
+                                 f"the dataset's scale {lowest:g}..{highest:g} (another scale "
+                                 "or column?)")
+    return (value - lowest) / (highest - lowest)
+
+
+def _whole(row: dict, name: str, source: Path) -> int:
+    """Column `name` of a row as a whole number (a level), or a DatasetLayoutError."""
+    value = _score(row, name, source)
+    if value != int(value):
+        raise DatasetLayoutError(f"{source}: the row has {name} {row[name]!r}, not a whole "
+                                 "number")
+    return int(value)
+
+
 def _folder(root: Path, candidates: tuple[str, ...]) -> Path:
     for name in candidates:
         if (root / name).is_dir():
@@ -229,7 +251,7 @@ def kadid10k(root: Path, **_) -> list[LabelledImage]:
     table = root / "dmos.csv"
     folder = _folder(root, ("images", "."))
     return _check_files([
-        LabelledImage(_column(row, "dist_img", table), (_score(row, "dmos", table) - 1) / 4,
+        LabelledImage(_column(row, "dist_img", table), _on_scale(row, "dmos", table, 1, 5),
                       _column(row, "ref_img", table), str(folder / row["dist_img"]))
         for row in _rows(table)], root)
 
@@ -252,7 +274,7 @@ def tid2013(root: Path, **_) -> list[LabelledImage]:
                 raise DatasetLayoutError(f"{table}, line {number}: {line!r} is not 'MOS name'")
             row = {"name": fields[1], "mos": fields[0]}
             path = by_lower.get(row["name"].lower(), folder / row["name"])
-            images.append(LabelledImage(row["name"], _score(row, "mos", table) / 9,
+            images.append(LabelledImage(row["name"], _on_scale(row, "mos", table, 0, 9),
                                         row["name"][:3].lower(), str(path)))
     return _check_files(images, root)
 
@@ -261,7 +283,7 @@ def koniq10k(root: Path, **_) -> list[LabelledImage]:
     table = root / "koniq10k_scores_and_distributions.csv"
     folder = _folder(root, ("1024x768", "512x384", "."))
     return _check_files([
-        LabelledImage(_column(row, "image_name", table), (_score(row, "MOS", table) - 1) / 4,
+        LabelledImage(_column(row, "image_name", table), _on_scale(row, "MOS", table, 1, 5),
                       row["image_name"], str(folder / row["image_name"]))
         for row in _rows(table)], root)
 
@@ -365,7 +387,7 @@ def csiq(root: Path, **_) -> list[LabelledImage]:
         if kind is None:
             raise DatasetLayoutError(f"{table}: unknown dst_type {row['dst_type']!r} (CSIQ's: "
                                      f"{sorted(CSIQ_FOLDERS)})")
-        level = int(_score(row, "dst_lev", table))
+        level = _whole(row, "dst_lev", table)
         name = f"{kind}/{image}.{kind}.{level}.png"
         path = by_lower.get(name.lower(), folder / name)
         images.append(LabelledImage(path.name, _unit(_score(row, "dmos", table), 1, 0), image,

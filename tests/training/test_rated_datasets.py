@@ -176,6 +176,36 @@ def test_a_score_that_is_not_a_finite_number_is_named(tmp_path, bad):
         rated_datasets.load("tid2013", str(tmp_path))
 
 
+def test_a_score_off_its_datasets_scale_is_named(tmp_path, kadid_folder):
+    """KADID-10k's DMOS and KonIQ-10k's MOS are means of 1..5 ratings, TID2013's MOS lies in
+    0..9: a score outside (another scale, another column) is named, not trained on as a
+    score outside 0..1."""
+    table = kadid_folder / "dmos.csv"
+    header, first, *rows = table.read_text().splitlines()
+    name, reference, *_ = first.split(",")
+    for bad in ("9", "-3", "0.99"):
+        table.write_text("\n".join([header, f"{name},{reference},{bad},0", *rows]) + "\n")
+        with pytest.raises(DatasetLayoutError, match=rf"has dmos {bad}, outside the dataset's "
+                                                     r"scale 1\.\.5"):
+            rated_datasets.load("kadid10k", str(kadid_folder))
+    table.write_text("\n".join([header, f"{name},{reference},5,0", *rows]) + "\n")
+    assert rated_datasets.load("kadid10k", str(kadid_folder))[0].score == 1.0  # the best
+    (tmp_path / "distorted_images").mkdir()
+    (tmp_path / "mos_with_names.txt").write_text("9.5 i01_01_1.bmp\n")
+    with pytest.raises(DatasetLayoutError, match=r"has mos 9\.5, outside the dataset's scale "
+                                                 r"0\.\.9"):
+        rated_datasets.load("tid2013", str(tmp_path))
+
+
+def test_a_csiq_level_that_is_not_a_whole_number_is_named(tmp_path):
+    """A level of 2.7 read the image of level 2 under that row's DMOS."""
+    (tmp_path / "dst_imgs" / "awgn").mkdir(parents=True)
+    (tmp_path / "csiq.DMOS.csv").write_text("image,dst_idx,dst_type,dst_lev,dmos_std,dmos\n"
+                                            "1600,1,noise,2.7,0.02,0.2\n")
+    with pytest.raises(DatasetLayoutError, match=r"has dst_lev '2\.7', not a whole number"):
+        rated_datasets.load("csiq", str(tmp_path))
+
+
 def test_a_table_without_its_columns_or_fields_is_named(tmp_path, kadid_folder):
     table = kadid_folder / "dmos.csv"
     table.write_text(table.read_text().replace("dist_img", "distorted"))
