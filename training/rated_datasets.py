@@ -45,6 +45,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -196,6 +197,7 @@ def _check_files(images: list[LabelledImage], root: Path) -> list[LabelledImage]
     """The images, each a file whose header names an image format (a truncated file shows at
     its first decode: only a whole decode finds it); a DatasetLayoutError naming those missing
     or unreadable otherwise, before any training."""
+    images = _in_any_normal_form(images)
     missing = [image.path for image in images if not Path(image.path).is_file()]
     if missing:
         raise DatasetLayoutError(f"{len(missing)} of {len(images)} images listed in {root} are "
@@ -208,6 +210,23 @@ def _check_files(images: list[LabelledImage], root: Path) -> list[LabelledImage]
         raise DatasetLayoutError(f"{len(unreadable)} of {len(images)} images listed in {root} "
                                  f"are not images: {'; '.join(unreadable[:3])}")
     return [replace(image, size=size) for image, size in zip(images, sizes, strict=True)]
+
+
+def _in_any_normal_form(images: list[LabelledImage]) -> list[LabelledImage]:
+    """The images, each not found as listed found under the same name in another Unicode
+    normal form where its folder holds one (a list written on one system, files copied from
+    macOS, which names them decomposed: the same text, other bytes)."""
+    on_disk: dict[Path, dict[str, Path]] = {}
+
+    def found(path: Path) -> Path:
+        if path.is_file() or not path.parent.is_dir():
+            return path
+        if path.parent not in on_disk:
+            on_disk[path.parent] = {unicodedata.normalize("NFC", other.name): other
+                                    for other in path.parent.iterdir()}
+        return on_disk[path.parent].get(unicodedata.normalize("NFC", path.name), path)
+    return [image if image.path is None else replace(image, path=str(found(Path(image.path))))
+            for image in images]
 
 
 def check_testable(images: list[LabelledImage], what: str) -> None:

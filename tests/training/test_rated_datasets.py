@@ -306,3 +306,22 @@ def test_the_shards_dataset_loads_from_a_uri_as_from_its_folder(tiny_dataset):
                                                                        strict=True))
     with pytest.raises(FileNotFoundError, match="absent does not exist"):
         rated_datasets.load("shards", (tiny_dataset.parent / "absent").as_uri(), ("r0",))
+
+
+def test_names_in_another_unicode_normal_form_are_the_same_files(tmp_path):
+    """A list written with composed accents (NFC) and files copied from macOS, which names
+    them decomposed (NFD): the same text, other bytes. Each listed image is its file."""
+    import unicodedata
+
+    composed = [f"caf\u00e9{number}.png" for number in range(3)]
+    for number, name in enumerate(composed):
+        (tmp_path / unicodedata.normalize("NFD", name)).write_bytes(_image(number))
+    assert not (tmp_path / composed[0]).exists()
+    table = tmp_path / "scores.csv"
+    table.write_text("path,score\n" + "".join(f"{name},{number}\n"
+                                              for number, name in enumerate(composed)),
+                     encoding="utf-8")
+    images = rated_datasets.load("csv", str(table))
+    assert [Path(image.path).name for image in images] == [
+        unicodedata.normalize("NFD", name) for name in composed]
+    assert [image.score for image in images] == [0.0, 0.5, 1.0]
