@@ -124,8 +124,14 @@ def _rows(path: Path, delimiter: str = ",") -> list[dict]:
                         f"{len(reader.fieldnames) + len(row[None])} fields, the header "
                         f"{len(reader.fieldnames)} (a decimal comma? quote a value that holds "
                         "the delimiter)")
-                if any((value or "").strip() for value in row.values()):  # not ",,," rows
-                    rows.append(row)
+                if not any((value or "").strip() for value in row.values()):  # ",,," rows
+                    continue
+                if None in row.values():  # DictReader's value for fields the line lacks
+                    raise DatasetLayoutError(
+                        f"{path}: line {skipped + reader.line_num} has "
+                        f"{sum(value is not None for value in row.values())} fields, the "
+                        f"header {len(reader.fieldnames)}")
+                rows.append(row)
     except (UnicodeDecodeError, csv.Error) as error:
         raise DatasetLayoutError(f"{path} is not a UTF-8 table ({type(error).__name__}: "
                                  f"{error})") from None

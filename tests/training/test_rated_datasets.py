@@ -325,3 +325,13 @@ def test_names_in_another_unicode_normal_form_are_the_same_files(tmp_path):
     assert [Path(image.path).name for image in images] == [
         unicodedata.normalize("NFD", name) for name in composed]
     assert [image.score for image in images] == [0.0, 0.5, 1.0]
+
+
+def test_a_row_with_fewer_fields_than_its_header_is_named(tmp_path, kadid_folder):
+    """It read as a row whose missing score was None ('has dmos None, not a finite number')."""
+    table = kadid_folder / "dmos.csv"
+    header, first, *rows = table.read_text().splitlines()
+    table.write_text("\n".join([header, ",".join(first.split(",")[:2]), *rows]) + "\n")
+    with pytest.raises(DatasetLayoutError, match=r"dmos\.csv: line 2 has 2 fields, the header "
+                                                 r"4$"):
+        rated_datasets.load("kadid10k", str(kadid_folder))
