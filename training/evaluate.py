@@ -281,6 +281,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         result = {"checkpoint": config.checkpoint, "dataset": config.dataset,
                   "root": config.root, "subset": config.subset, "split": parts,
+                  "crop": augment.crop, "eval_crops": config.eval_crops,
                   "figures": figures,
                   "ensemble": config.ensemble,
                   "predictions": (f"-{scorer.trained.targets[0]} (lower is better: negated)"

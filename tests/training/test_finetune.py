@@ -169,6 +169,8 @@ def test_evaluate_reproduces_the_test_figures_of_a_split(finetuned, tmp_path, ca
         assert result["figures"][name] == pytest.approx(summary["splits"][0]["test"][name],
                                                         abs=1e-6)
     assert (tmp_path / "evaluation" / "scatter.png").is_file()
+    recorded = read_json(tmp_path / "evaluation" / "evaluation.json")
+    assert (recorded["crop"], recorded["eval_crops"]) == (config.augment.crop, 3)
     whole = evaluate(EvaluateConfig(checkpoint, "kadid10k", config.root,
                                     str(tmp_path / "all"), eval_crops=3, workers=0,
                                     device="cpu"))
