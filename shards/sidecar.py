@@ -5,6 +5,7 @@ when given one"), and its record then names that ensemble. Only the rows of the 
 read are loaded (a sidecar written before it had the shard column is read whole, once)."""
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -91,11 +92,27 @@ class Sidecar:
 
     @cached_property
     def _schema(self) -> pa.Schema:
+        self._as_read  # noqa: B018  (the file as its metadata is read: _check_unchanged)
         try:
             with self.location.fs.open_input_file(self.location.path(self.name)) as handle:
                 return pq.read_schema(handle)
         except (pa.ArrowException, OSError) as error:
             raise SidecarError(self._unreadable(error)) from error
+
+    @cached_property
+    def _as_read(self) -> tuple:
+        """The file's size and time of change as its metadata was read."""
+        info = self.location.fs.get_file_info(self.location.path(self.name))
+        return info.size, info.mtime_ns
+
+    def _check_unchanged(self) -> None:
+        """A SidecarError where the file is no longer the one whose metadata (its ensemble,
+        its plan) was read: its Q would be named another ensemble's."""
+        info = self.location.fs.get_file_info(self.location.path(self.name))
+        if (info.size, info.mtime_ns) != self._as_read:
+            raise SidecarError(f"{self.name} was replaced or deleted while it was read (its Q "
+                               "would be named the ensemble of the file read first); read "
+                               "again")
 
     def _unreadable(self, error: Exception) -> str:
         if isinstance(error, OSError):  # a network error, or pyarrow's on damaged metadata
@@ -119,24 +136,27 @@ class Sidecar:
         footer for each shard, 55 ms each at 8,750 shards, shards x shards over a pass)."""
         if "shard" not in self._schema.names:
             return self._whole
+        self._check_unchanged()
         groups = self._shard_groups
         if groups is not None:
             try:
                 with self.location.fs.open_input_file(self.location.path(self.name)) as handle:
-                    if handle.size() == self._footer[1]:  # else replaced since: read as it is
-                        table = pq.ParquetFile(handle, metadata=self._footer[0]).read_row_groups(
-                            groups.get(shard, []), columns=["key", "quality", "shard"])
-                        return self._by_key(table.filter(pc.equal(table["shard"], shard)))
-            except (pa.ArrowException, OSError):
-                pass  # (replaced as it was read)
-        return self._by_key(self._read(filters=[("shard", "==", shard)]))
+                    table = pq.ParquetFile(handle, metadata=self._footer).read_row_groups(
+                        groups.get(shard, []), columns=["key", "quality", "shard"])
+            except (pa.ArrowException, OSError) as error:  # (replaced as it was read)
+                raise SidecarError(self._unreadable(error)) from error
+            self._check_unchanged()
+            return self._by_key(table.filter(pc.equal(table["shard"], shard)))
+        table = self._read(filters=[("shard", "==", shard)])
+        self._check_unchanged()
+        return self._by_key(table)
 
     @cached_property
-    def _footer(self) -> tuple[pq.FileMetaData, int]:
-        """The file's parquet footer and its size in bytes then."""
+    def _footer(self) -> pq.FileMetaData:
+        """The file's parquet footer."""
         try:
             with self.location.fs.open_input_file(self.location.path(self.name)) as handle:
-                return pq.read_metadata(handle), handle.size()
+                return pq.read_metadata(handle)
         except (pa.ArrowException, OSError) as error:
             raise SidecarError(self._unreadable(error)) from error
 
@@ -145,7 +165,7 @@ class Sidecar:
         """shard -> the row groups holding its rows, from each group's statistics of the
         shard column, read once; None where a group's do not name one shard (a sidecar
         another tool wrote: read by filter)."""
-        footer = self._footer[0]
+        footer = self._footer
         column = footer.schema.to_arrow_schema().get_field_index("shard")
         groups: dict[int, list[int]] = {}
         for group in range(footer.num_row_groups):
@@ -193,7 +213,14 @@ class Sidecar:
         if problem:
             raise SidecarError(f"{self.name}: {problem}; delete it and relabel again")
         values = table["quality"].to_numpy(zero_copy_only=False).astype(np.float64)
-        return dict(zip(table["key"].to_pylist(), values.tolist(), strict=True))
+        keys = table["key"].to_pylist()
+        by_key = dict(zip(keys, values.tolist(), strict=True))
+        if len(by_key) < len(keys):  # a key twice: which Q is its own?
+            twice = next(key for key, count in Counter(keys).items() if count > 1)
+            raise SidecarError(f"{self.name} gives sample {twice} more than one Q ("
+                               f"{len(keys) - len(by_key)} such row(s)); delete it and "
+                               "relabel again")
+        return by_key
 
 
 def quality_problem(table: pa.Table) -> str | None:

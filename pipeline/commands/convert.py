@@ -193,12 +193,16 @@ def _copy(source: Location, target: Location, path: str, to: str) -> None:
 
 def _copy_sidecar(source: Location, target: Location, name: str, digest: str) -> None:
     """A relabel sidecar, its plan digest the target's: the same samples under the same keys,
-    and readers check it against the plan of the shards they read."""
+    and readers check it against the plan of the shards they read. Its row groups are kept
+    (relabel writes one a shard, which a reader of one shard reads alone: shards.sidecar)."""
     with source.fs.open_input_file(source.path(name)) as handle:
-        table = pq.read_table(handle)
-    metadata = {**(table.schema.metadata or {}), b"plan_digest": digest.encode()}
-    with target.staged_output(target.path(name)) as stream:
-        pq.write_table(table.replace_schema_metadata(metadata), stream)
+        parquet = pq.ParquetFile(handle)
+        schema = parquet.schema_arrow
+        metadata = {**(schema.metadata or {}), b"plan_digest": digest.encode()}
+        with target.staged_output(target.path(name)) as stream, \
+                pq.ParquetWriter(stream, schema.with_metadata(metadata)) as writer:
+            for group in range(parquet.num_row_groups):
+                writer.write_table(parquet.read_row_group(group))
 
 
 def _source_changed(source_root: str, what: str) -> str:

@@ -299,6 +299,30 @@ def _distorted_keys(root) -> list[str]:
     return [row["key"] for row in index if row["kind"] == "distorted"]
 
 
+def test_a_sidecars_row_groups_travel_with_it(store_datasets, tmp_path):
+    """relabel writes a row group a shard, which a reader of one shard reads alone; a copy
+    written as one table made every shard's read a filtered read of the whole file."""
+    source = tmp_path / "relabelled"
+    shutil.copytree(store_datasets["images"], source)
+    index = read_index(Location.parse(str(source)), columns=["key", "kind"],
+                       with_shard=True).to_pylist()
+    rows = [row for row in index if row["kind"] == "distorted"]
+    schema = pa.schema([("key", pa.string()), ("quality", pa.float64()), ("shard", pa.int32())],
+                       metadata={"ensemble_hash": "0123abcd"})
+    with pq.ParquetWriter(source / "labels-0123abcd.parquet", schema) as writer:
+        for shard in sorted({row["shard"] for row in rows}):
+            mine = [row for row in rows if row["shard"] == shard]
+            writer.write_table(pa.table({"key": [row["key"] for row in mine],
+                                         "quality": [0.5] * len(mine),
+                                         "shard": [shard] * len(mine)}, schema=schema))
+    convert(str(source), str(tmp_path / "recipes"), "recipes")
+    made, copied = (pq.ParquetFile(root / "labels-0123abcd.parquet")
+                    for root in (source, tmp_path / "recipes"))
+    assert made.num_row_groups == len({row["shard"] for row in rows}) > 1
+    assert [copied.read_row_group(group).to_pylist() for group in range(copied.num_row_groups)] \
+        == [made.read_row_group(group).to_pylist() for group in range(made.num_row_groups)]
+
+
 def test_relabel_sidecars_travel_with_the_dataset_and_damaged_run_files_stay(store_datasets,
                                                                            tmp_path):
     source = tmp_path / "relabelled"

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from shards.schema import SIDECAR_SCHEMA
-from shards.sidecar import Sidecar
+from shards.sidecar import Sidecar, SidecarError
 from shards.storage import Location
 
 NAME = "labels-abc.parquet"
@@ -48,12 +49,31 @@ def test_a_sidecar_whose_row_groups_do_not_name_one_shard_is_read_by_filter(tmp_
     assert sidecar.qualities(1) == _expected(tables, 1)
 
 
-def test_a_sidecar_replaced_after_its_footer_was_read_is_read_as_it_is_now(tmp_path):
-    with pq.ParquetWriter(tmp_path / NAME, SCHEMA) as writer:
-        for shard in range(3):
-            writer.write_table(_rows(shard, 4))
-    sidecar = Sidecar(Location.parse(str(tmp_path)), NAME)
-    assert sidecar._shard_groups == {0: [0], 1: [1], 2: [2]}
-    now = [_rows(1, 6), _rows(0, 2)]  # another layout
-    pq.write_table(pa.concat_tables(now), tmp_path / NAME)
-    assert sidecar.qualities(1) == _expected(now, 1)
+def test_a_sidecar_replaced_while_it_is_read_is_an_error_not_another_ensembles_q(tmp_path):
+    """Its ensemble (what every record read through it is named) was read as it was opened:
+    a file copied over it mid-read, another ensemble's Q, was read on as the first's. Each
+    shard's read checks the file is still the one opened, whatever its size."""
+    location = Location.parse(str(tmp_path))
+    for now in ([_rows(1, 6), _rows(0, 2)], [_rows(0, 4), _rows(1, 4), _rows(2, 4)]):
+        with pq.ParquetWriter(tmp_path / NAME, SCHEMA) as writer:
+            for shard in range(3):
+                writer.write_table(_rows(shard, 4))
+        sidecar = Sidecar(location, NAME)
+        assert sidecar.metadata.ensemble_hash == "abc" and sidecar.qualities(0)
+        other = SCHEMA.with_metadata({"ensemble_hash": "def", "metrics_used": '["gmsd"]'})
+        pq.write_table(pa.concat_tables(now).cast(other), tmp_path / NAME)
+        with pytest.raises(SidecarError, match=f"{NAME} was replaced or deleted while it was "
+                                               "read"):
+            sidecar.qualities(1)
+    (tmp_path / NAME).unlink()
+    with pytest.raises(SidecarError, match="replaced or deleted"):
+        sidecar.qualities(2)
+
+
+def test_a_sample_given_two_qs_is_an_error_naming_it(tmp_path):
+    """dict() kept the last of a key's rows: a Q of the sidecar's choosing, silently."""
+    twice = pa.concat_tables([_rows(0, 3), _rows(0, 1)])
+    pq.write_table(twice, tmp_path / NAME)
+    with pytest.raises(SidecarError, match=f"{NAME} gives sample s0_v000 more than one Q "
+                                           r"\(1 such row\(s\)\)"):
+        Sidecar(Location.parse(str(tmp_path)), NAME).qualities(0)
