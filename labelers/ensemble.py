@@ -234,6 +234,9 @@ def resolve(name_or_path: Path | str | None = None) -> Path:
     (SHIPPED_ENSEMBLES: "default", "pmos"); None is the default."""
     if name_or_path is None:
         return DEFAULT_ENSEMBLE_FILE
+    if not str(name_or_path).strip():  # Path("") is the working folder
+        raise EnsembleError(f"the ensemble is named {str(name_or_path)!r}: give a file, or a "
+                            f"shipped ensemble's name ({', '.join(SHIPPED_ENSEMBLES)})")
     if Path(name_or_path).is_file():
         return Path(name_or_path)
     if isinstance(name_or_path, str) and name_or_path in SHIPPED_ENSEMBLES:

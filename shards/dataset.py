@@ -182,7 +182,7 @@ class Dataset:
         if split is None and refs is None:
             return list(self.urls.values()), None
         if refs is not None:
-            refs = {refs} if isinstance(refs, str) else set(refs)
+            refs = _reference_ids(refs)
             unknown = sorted(refs - set(self.references))
             if unknown:
                 raise ValueError(f"unknown reference ids {unknown[:10]}: not in a complete shard "
@@ -312,3 +312,19 @@ def readable_shards(location: Location) -> tuple[int, ...]:
     if not shards:
         raise no_complete_shard(location)
     return tuple(shards)
+
+
+def _reference_ids(refs) -> set[str]:
+    """One reference id, or a collection of them, as a set; a ValueError where it is neither,
+    or holds none (it would read nothing, silently)."""
+    if isinstance(refs, str):
+        return {refs}
+    try:
+        ids = set(refs)
+    except TypeError:
+        raise ValueError(f"refs must be a reference id or a collection of them, got "
+                         f"{refs!r}") from None
+    if not ids or not all(isinstance(ref, str) for ref in ids):
+        raise ValueError(f"refs must name one reference id at least, each a string; got "
+                         f"{refs!r} (None reads them all)")
+    return ids

@@ -138,6 +138,10 @@ def test_an_ensemble_named_by_a_folder_is_refused_as_a_folder(tmp_path):
         ens.load(str(folder))
     with pytest.raises(ens.EnsembleError, match=r"nothing\.json': no such file"):
         ens.load(str(tmp_path / "nothing.json"))
+    for blank in ("", "  "):  # Path("") is the working folder: not "a folder, not a file"
+        with pytest.raises(ens.EnsembleError, match=rf"the ensemble is named '{blank}': give "
+                                                    "a file, or a shipped ensemble's name"):
+            ens.load(blank)
 
 
 def test_weights_whose_sum_overflows_are_refused():

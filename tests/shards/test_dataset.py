@@ -101,6 +101,12 @@ def test_samples_of_given_references_read_only_their_shards(generated):
     with pytest.raises(ValueError, match=rf"references \['{last}'\] are in split\(s\) "
                                          rf"\['{split}'\], not '{other}'"):
         dataset.samples(other, refs=[last])  # (it read nothing, silently)
+    for refs, said in ((5, "refs must be a reference id or a collection of them, got 5"),
+                       ([], r"refs must name one reference id at least, each a string; got "
+                            r"\[\] \(None reads them all\)"),
+                       ([5], "refs must name one reference id at least")):
+        with pytest.raises(ValueError, match=said):
+            dataset.samples(refs=refs)
 
 
 def test_a_file_uri_reads_as_the_path_does(generated):
