@@ -53,9 +53,17 @@ SOURCES_COLUMNS = ("ref_id", "shard", "split", "status")  # what the readers tak
 def shards_listing(location: Location) -> dict[str, int]:
     """File name -> byte size of every file in the shards folder: one listing (one request,
     or one per thousand files, on an object store)."""
-    selector = pafs.FileSelector(location.path(SHARDS_DIR), allow_not_found=True)
-    return {info.base_name: info.size for info in location.fs.get_file_info(selector)
-            if info.type == pafs.FileType.File}
+    folder = location.path(SHARDS_DIR)
+    try:
+        listed = location.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    except NotADirectoryError:
+        raise ShardsFolderError(f"{folder} is a file, not the folder of a dataset's "
+                                "shards") from None
+    return {info.base_name: info.size for info in listed if info.type == pafs.FileType.File}
+
+
+class ShardsFolderError(FileNotFoundError):
+    """A dataset's shards folder that is something else."""
 
 
 def odd_entries(location: Location) -> dict[str, str]:

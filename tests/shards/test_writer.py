@@ -354,6 +354,10 @@ def test_a_signal_as_an_atomic_file_is_opened_leaves_no_staged_file_nor_descript
 def test_reading_an_empty_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a dataset written by generate"):
         read_index(Location.parse(str(tmp_path)))
+    (tmp_path / "shards").write_text("a file where the shards go")  # pyarrow's own words once
+    with pytest.raises(FileNotFoundError, match=r"shards is a file, not the folder of a "
+                                                r"dataset's shards$"):
+        read_index(Location.parse(str(tmp_path)))
 
 
 def test_ref_ids_are_sanitised_and_unique():
