@@ -3,6 +3,7 @@ probe runs (their results.json: the median over their splits) and evaluations (e
 of `train evaluate`, one test: a checkpoint on another dataset is the cross-dataset figure)."""
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 
@@ -47,8 +48,10 @@ def _evaluation(summary: dict, figures: dict, _repeats: int) -> Row:
 
 
 def _is_figure(value) -> bool:
-    """A number, or None: a figure the run left undefined (never a bool or a text)."""
-    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+    """A finite number, or None: a figure the run left undefined (never a bool, a text, or
+    the NaN or Infinity a hand-edited file may hold: runs write null)."""
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool)
+                             and math.isfinite(value))
 
 
 def _figures(summary: dict, key: str) -> dict | None:
@@ -153,11 +156,23 @@ def run_labels(results: list[Path]) -> list[str]:
     return ["."] * len(folders)  # every result in the working folder
 
 
+def _once_each(paths: list[Path]) -> list[Path]:
+    """The files in the order named, each once however it was named (a run's folder and its
+    results.json; a path and a link to it)."""
+    seen: set[Path] = set()
+    kept = []
+    for path in paths:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            kept.append(path)
+    return kept
+
+
 def table(results: list[Path]) -> str:
     """A text table, one row per results.json or evaluation.json, labelled by its folder (and
     those above it where two share a name: run_labels); each text column as wide as its
     longest entry (names and paths whole)."""
-    results = [each for path in results for each in results_files(path)]
+    results = _once_each([each for path in results for each in results_files(path)])
     read = [(label, read_row(path)) for label, path in zip(run_labels(results), results,
                                                             strict=True)]
     texts = [("run", [label for label, _ in read]), ("kind", [row.kind for _, row in read]),

@@ -214,6 +214,11 @@ def test_compare_names_a_malformed_results_file_and_reads_a_run_folder(tmp_path,
              "figures_not_a_dict": ({"checkpoint": "b.pt", "figures": [0.5]},
                                     "its figures do not hold"),
              "a_list": ([figures], "neither a results"),
+             "nan_figure": ({"median": {**figures, "srocc": float("nan")}},
+                            "its median does not"),  # (JSON's NaN: runs write null)
+             "infinite_figure": ({"checkpoint": "b.pt", "figures": {**figures,
+                                                                    "rmse": float("inf")}},
+                                 "its figures do not hold"),
              # a pretraining's summary.json: its best checkpoint, its validation only
              "a_pretraining": ({"checkpoint": "b.pt", "best_score": 0.5, "best_epoch": 1},
                                "it is a pretraining's summary (validation only)")}
@@ -231,6 +236,8 @@ def test_compare_names_a_malformed_results_file_and_reads_a_run_folder(tmp_path,
     assert main(["train", "compare", str(run)]) == 0
     row = capsys.readouterr().out.splitlines()[2].split()
     assert row[:3] == ["run", "finetune", "random"] and row[-1] == "3"
+    assert main(["train", "compare", str(run), str(run / "results.json")]) == 0  # once
+    assert len(capsys.readouterr().out.splitlines()) == 3
     (tmp_path / "empty").mkdir()
     assert main(["train", "compare", str(tmp_path / "empty")]) == 2
     assert "is a folder without a results.json or evaluation.json" in capsys.readouterr().err
