@@ -465,7 +465,8 @@ def generic_csv(root: Path, **_) -> list[LabelledImage]:
     raw = np.array([_score(row, "score", root) for row in rows])
     low, high = raw.min(), raw.max()
     if high <= low:
-        raise DatasetLayoutError(f"every score in {root} is {low}: nothing to learn")
+        raise DatasetLayoutError(f"every score in {root} is {low:g}: its min-max rescaling "
+                                 "is undefined, and nothing can be learnt or tested on it")
     return _check_files([
         LabelledImage(_column(row, "path", root), float((score - low) / (high - low)),
                       row.get("group") or row["path"], str(root.parent / row["path"]))
