@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 
 from shards.group_spec import GroupSpec, chosen_versions
 from shards.groups import assemble
-from shards.keys import is_reference
+from shards.keys import is_reference, ref_id_of
 from shards.layout import (
     DEFAULT_STORE,
     REPORT_FILE,
@@ -31,7 +31,15 @@ from shards.layout import (
     shard_of,
     store_of,
 )
-from shards.order import ONE_PASS, Order, Stream, check_reading, interleaving, pipeline
+from shards.order import (
+    ONE_PASS,
+    Order,
+    Stream,
+    check_reading,
+    interleaving,
+    kept_share,
+    pipeline,
+)
 from shards.reader import (
     DamagedRunFileError,
     DamagedShardError,
@@ -49,7 +57,7 @@ from shards.records import decode_each, member_filter, record
 from shards.replay import ReplayContext, replaying
 from shards.sidecar import Sidecar
 from shards.storage import Location, redact
-from shards.tar_stream import each_shard, shard_samples
+from shards.tar_stream import Select, each_shard, shard_samples
 
 
 def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
@@ -61,15 +69,16 @@ def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
     versions stored without pixels replayed as they are decoded, checked against their
     SHA-256 unless `verify` is False (benchmarks only). With `labels`, Q from that sidecar."""
     check_reading(seed, order)
-    wanted = member_filter(kind, refs)
     stats_of = stats_reader(location)
     if store_of(location) == DEFAULT_STORE or kind == "reference":  # nothing to replay
         def records(opened: dict) -> Iterator[dict]:
-            return map(record, shard_samples(opened, wanted))
+            return map(record, shard_samples(opened, _in_share(member_filter(kind, refs),
+                                                               seed, order, opened)))
     else:
         context, select = ReplayContext.of(location, verify), member_filter("all", refs)
 
         def records(opened: dict) -> Iterator[dict]:
+            wanted = _in_share(member_filter(kind, refs), seed, order, opened)
             recorded = map(partial(record, recipes=True), shard_samples(opened, select))
             return replaying(recorded, context.for_stats(stats_of(shard_of(opened["url"]))),
                              decode_image,
@@ -79,6 +88,21 @@ def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
         urls, [each_shard(location, labelled(records, labels, stats_of),
                           recorded_stats(stats_of), interleaving(seed, order))],
         seed, order, after))
+
+
+def _in_share(wanted: Select, seed: int, order: Order, opened: dict) -> Select:
+    """`wanted`, of the samples the opened shard gives in its order's share; what it leaves
+    out of them is said in opened["offered"] (the shard is not barren)."""
+    keeps = kept_share(seed, order, opened.get("draw", ()))
+
+    def selected(name: str) -> bool:
+        if not wanted(name):
+            return False
+        if keeps(name.partition(".")[0]):
+            return True
+        opened["offered"] = True
+        return False
+    return selected
 
 
 def recorded_stats(stats_of: Callable[[int], dict]) -> Callable[[str], dict]:
@@ -267,11 +291,14 @@ class Dataset:
         def per_shard(opened: dict) -> Iterator[dict]:
             shard_spec = replace(spec, draw=opened.get("draw", ()))
             chosen = chosen_versions(shard_spec, self._rows(opened["url"], stats_of))
+            opened["offered"] = any(chosen.values())
+            chosen = _of_share(chosen, kind, kept_share(seed, order, shard_spec.draw))
             drawn = set().union(*chosen.values())
 
             def select(name: str) -> bool:
                 key = name.partition(".")[0]
-                return members(name) and (is_reference(key) or key in drawn)
+                return members(name) and (key in drawn or (
+                    is_reference(key) and bool(chosen.get(ref_id_of(key)))))
             records = map(partial(record, recipes=replays), shard_samples(opened, select))
             shard = shard_of(opened["url"])
             if replays:
@@ -283,6 +310,15 @@ class Dataset:
             urls, [each_shard(self.location, per_shard, recorded_stats(stats_of),
                               interleaving(seed, order))],
             seed, order))
+
+
+def _of_share(chosen: dict[str, set[str]], kind: str, keeps: Callable[[str], bool]
+              ) -> dict[str, set[str]]:
+    """The drawn versions of each reference a shard gives in its order's share: a chunk
+    whole or not at all (its size is its method's), a pair's or triplet's version each."""
+    if kind == "chunk":
+        return {ref: keys for ref, keys in chosen.items() if keeps(ref)}
+    return {ref: {key for key in keys if keeps(key)} for ref, keys in chosen.items()}
 
 
 def open_dataset(path: str, labels: str | None = None) -> Dataset:
@@ -315,8 +351,8 @@ def readable_shards(location: Location) -> tuple[int, ...]:
 
 
 def _reference_ids(refs) -> set[str]:
-    """One reference id, or a collection of them, as a set; a ValueError where it is neither,
-    or holds none (it would read nothing, silently)."""
+    """One reference id, or a collection of them (none: nothing is read), as a set; a
+    ValueError where it is neither."""
     if isinstance(refs, str):
         return {refs}
     try:
@@ -324,7 +360,6 @@ def _reference_ids(refs) -> set[str]:
     except TypeError:
         raise ValueError(f"refs must be a reference id or a collection of them, got "
                          f"{refs!r}") from None
-    if not ids or not all(isinstance(ref, str) for ref in ids):
-        raise ValueError(f"refs must name one reference id at least, each a string; got "
-                         f"{refs!r} (None reads them all)")
+    if not all(isinstance(ref, str) for ref in ids):
+        raise ValueError(f"refs must be reference ids, each a string; got {refs!r}")
     return ids

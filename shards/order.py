@@ -26,7 +26,11 @@ class Order:
     length: items per epoch per worker (webdataset's with_epoch), the pass repeated if short.
     interleave: shards read at once, each next item taken from one of them drawn per (seed,
     epoch, rank, worker), so that items a shard holds together (a reference's versions) mix
-    with other shards' before any buffer; 1 reads shard after shard."""
+    with other shards' before any buffer; 1 reads shard after shard. share (resampled only):
+    each drawn shard gives each of its items with this chance (drawn per (seed, epoch, draw,
+    key): `kept_share`), so that an epoch shorter than its open shards reads a share spread
+    over the whole of each (their bytes read whole), not the same front part of each every
+    epoch (`share_to_spread`); 1 gives them all."""
 
     epoch: int = 0
     shuffle: int = 0
@@ -35,6 +39,7 @@ class Order:
     world_size: int | None = 1
     length: int | None = None
     interleave: int = 1
+    share: float = 1.0
 
     def __post_init__(self):
         for name in ("epoch", "shuffle", "length", "interleave", "rank", "world_size"):
@@ -49,6 +54,10 @@ class Order:
             raise ValueError("shuffle and epoch must be >= 0, length >= 1")
         if self.interleave < 1:
             raise ValueError(f"interleave must be >= 1 shard, got {self.interleave}")
+        if isinstance(self.share, bool) or not 0 < self.share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {self.share!r}")
+        if self.share < 1 and not self.resampled:
+            raise ValueError("a share of each shard is read from drawn shards: resampled=True")
 
     def place(self) -> tuple[int, int, int, int]:
         """(rank, world_size, worker, workers) of the process iterating now."""
@@ -59,6 +68,30 @@ class Order:
 
 
 ONE_PASS = Order()  # every shard once, in order (split across DataLoader workers, if any)
+
+
+def share_to_spread(per_worker: float, interleave: int, items: int, shards: int) -> float:
+    """The Order.share that spreads an epoch of `per_worker` items per DataLoader worker over
+    the whole of the `interleave` shards it reads at once (`items` in `shards` in all): 1
+    where the epoch reads them whole anyway. Resampling draws a shard's items from its start,
+    so an epoch shorter than its open shards read the same front part of each, every epoch
+    (a tenth of a small dataset's pairs, or less, was never trained on)."""
+    per_shard = items / max(1, shards)
+    if per_shard <= 0:
+        return 1.0
+    return min(1.0, per_worker / (interleave * per_shard))
+
+
+def kept_share(seed: int, order: Order, draw: tuple) -> Callable[[str], bool]:
+    """Whether the drawn shard `draw` gives its item `key` in `order`: every one at share 1;
+    else each with chance order.share, drawn per (seed, epoch, draw, key)."""
+    if order.share >= 1:
+        return lambda key: True
+
+    def keeps(key: str) -> bool:
+        chance = random.Random(stream_seed(seed, order.epoch, *draw, key)).random()
+        return chance < order.share
+    return keeps
 
 
 def check_reading(seed, order) -> None:

@@ -86,23 +86,24 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
     bytes pass through the hash as they are read): a tar of the same size put in its place
     (another shard's, another run's) is a ChangedTarError, never read as this shard. Where
     the shards are drawn without end (a source's "pool": the shards drawn from), a stream
-    that has read each of them without an item raises NothingToDrawError."""
+    that has read each of them without an item raises NothingToDrawError (a shard whose
+    `per_shard` says it "offered" items, all left out by the order's share, is not one)."""
     def one(source: dict, barren: set[str]) -> Iterator:
         url = source["url"]
         stats = recorded(url) if recorded is not None else {}
         with location.open_stream(url) as stored:
             hashing = HashingStream(stored)
             counted = _tar_bytes(url, hashing)
-            keys: set[str] = set()
+            opened = {**source, "stream": counted, "keys": set()}
             items = 0
             with _inflated_to_end(url, counted):
-                for item in per_shard({**source, "stream": counted, "keys": keys}):
+                for item in per_shard(opened):
                     items += 1
                     yield item
             if not _gzipped(url):
                 _check_read_to_end(location, url, counted.count)
-            _check_against_stats(url, keys, hashing, stats)
-        if not items and "pool" in source:
+            _check_against_stats(url, opened["keys"], hashing, stats)
+        if not items and not opened.get("offered") and "pool" in source:
             _check_something_to_draw(barren, url, source["pool"])
 
     def stage(sources: Iterable[dict]) -> Iterator:

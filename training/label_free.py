@@ -6,7 +6,7 @@ checkpoints, exact resume, TensorBoard, seeding), early stopping on the mean val
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from shards.dataset import Dataset, open_dataset
 from shards.group_spec import GroupSpec
-from shards.order import ONE_PASS, Order
+from shards.order import ONE_PASS, Order, share_to_spread
 from shards.words import a_few
 from training import checkpoint
 from training.distributed import Context, all_sum, computed_on_main
@@ -200,14 +200,29 @@ def _loader(config: PretrainConfig, objective: Objective, parts: list[Part],
             flip: bool = False) -> DataLoader:
     """The groups of `refs` (by part name) of each part, mixed in proportion to their train
     groups (one part: its stream alone); with `flip` half of them mirrored."""
-    streams = [group_dataset(part.dataset, objective.request.kind, None, reading, context.rank,
-                             context.world_size, seed=config.seed, refs=refs[part.name],
-                             flip=flip, **objective.request.arguments()) for part in parts]
+    streams = [group_dataset(part.dataset, objective.request.kind, None,
+                             _spread(reading, part, refs[part.name], parts, config.workers),
+                             context.rank, context.world_size, seed=config.seed,
+                             refs=refs[part.name], flip=flip, **objective.request.arguments())
+               for part in parts]
     stream = streams[0] if len(streams) == 1 else MixedStream(
         streams, [part.train_groups for part in parts], config.seed)
     return DataLoader(stream, batch_size=config.optim.local_batch(context.world_size),
                       collate_fn=collate_groups, num_workers=config.workers,
                       pin_memory=context.device.type == "cuda")
+
+
+def _spread(reading: Order, part: Part, refs: frozenset[str], parts: list[Part],
+            workers: int) -> Order:
+    """A resampled `reading` of `part` with the share of each shard that spreads one
+    DataLoader worker's epoch over the whole of the shards it reads at once (its groups in
+    proportion to the part's: MixedStream); a pass as it is."""
+    if not reading.resampled or not reading.length:
+        return reading
+    mine = reading.length * part.train_groups / sum(other.train_groups for other in parts)
+    shards = len(part.dataset.where(None, refs)[0])
+    return replace(reading, share=share_to_spread(mine / max(1, workers), reading.interleave,
+                                                  part.train_groups, shards))
 
 
 def validation_loss(context: Context, objective: Objective, loader,

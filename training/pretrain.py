@@ -163,10 +163,14 @@ def ensemble_notices(targets: tuple[Target, ...]) -> list[str]:
 
 
 def _stream(config: PretrainConfig, shards: SplitShards, train: bool,
-            context) -> tuple[ShardStream, DataLoader]:
+            context, steps: int = 0) -> tuple[ShardStream, DataLoader]:
+    """The stream of one split and its loader; training's `steps` batches an epoch."""
     targets = config.targets if multi_head(config.targets) else config.targets[0]
+    local = config.optim.local_batch(context.world_size)
     stream = ShardStream(StreamConfig(config.dataset, shards, targets, config.augment,
-                                      config.seed, train=train),
+                                      config.seed, train=train,
+                                      per_worker=steps * local // max(1, config.workers)
+                                      if train else None),
                          context.rank, context.world_size)
     return stream, DataLoader(stream, batch_size=config.optim.local_batch(context.world_size),
                               pin_memory=context.device.type == "cuda",
@@ -303,7 +307,7 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
             print(f"NOTICE: {notice}")
         print(_what_trains(config, context, (train, val, validated), heads, labels, steps),
               flush=True)
-    train_stream, train_loader = _stream(config, train, True, context)
+    train_stream, train_loader = _stream(config, train, True, context, steps)
     _, val_loader = _stream(config, validated, False, context)
 
     def batches(epoch: int) -> DataLoader:

@@ -19,7 +19,7 @@ from distortions.registry import BANK, LEVELS
 from labelers.ensemble import Ensemble, EnsembleError
 from shards.dataset import Dataset, readable_shards, sample_stream
 from shards.layout import MANIFEST_FILE, run_file, store_of, tar_path
-from shards.order import Order
+from shards.order import Order, share_to_spread
 from shards.reader import read_index
 from shards.records import decode
 from shards.schema import METRIC_KEYS, chain_of, record_score
@@ -336,6 +336,7 @@ class StreamConfig:
     train: bool = True           # resampled, augmented, shuffled; else each shard once
     shuffle_buffer: int = 500
     interleave: int = INTERLEAVED_SHARDS
+    per_worker: int | None = None  # training samples one DataLoader worker gives an epoch
 
 
 class ShardStream(IterableDataset):
@@ -352,13 +353,17 @@ class ShardStream(IterableDataset):
         self.epoch = epoch
 
     def _order(self) -> Order:
-        """Training: shards resampled per (seed, epoch, rank, worker) and a shuffle buffer
-        (of encoded samples: images are decoded after it); evaluation: each shard once, to
-        one rank and worker."""
-        if self.config.train:
-            return Order(self.epoch, self.config.shuffle_buffer, resampled=True,
-                         rank=self.rank, world_size=self.world_size,
-                         interleave=self.config.interleave)
+        """Training: shards resampled per (seed, epoch, rank, worker), a share of each
+        spread over it where an epoch reads less than its open shards hold
+        (shards.order.share_to_spread), and a shuffle buffer (of encoded samples: images are
+        decoded after it); evaluation: each shard once, to one rank and worker."""
+        config = self.config
+        if config.train:
+            share = 1.0 if config.per_worker is None else share_to_spread(
+                config.per_worker, config.interleave, config.shards.samples,
+                len(config.shards.urls))
+            return Order(self.epoch, config.shuffle_buffer, resampled=True, rank=self.rank,
+                         world_size=self.world_size, interleave=config.interleave, share=share)
         return Order(self.epoch, rank=self.rank, world_size=self.world_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -15,6 +15,7 @@ import pytest
 
 from shards import open_dataset
 from shards.layout import RunFileError, plan_digest, tar_path
+from shards.order import Order, share_to_spread
 from shards.reader import DamagedShardError, complete_shards, read_index, shard_problems
 from shards.storage import Location
 
@@ -102,11 +103,10 @@ def test_samples_of_given_references_read_only_their_shards(generated):
                                          rf"\['{split}'\], not '{other}'"):
         dataset.samples(other, refs=[last])  # (it read nothing, silently)
     for refs, said in ((5, "refs must be a reference id or a collection of them, got 5"),
-                       ([], r"refs must name one reference id at least, each a string; got "
-                            r"\[\] \(None reads them all\)"),
-                       ([5], "refs must name one reference id at least")):
+                       ([5], r"refs must be reference ids, each a string; got \[5\]")):
         with pytest.raises(ValueError, match=said):
             dataset.samples(refs=refs)
+    assert list(dataset.samples(refs=[])) == []  # none: nothing (a part without val refs)
 
 
 def test_a_file_uri_reads_as_the_path_does(generated):
@@ -560,3 +560,47 @@ def test_entries_in_shards_that_are_no_files_are_named(tmp_path, store_datasets)
         assert entry in named[0] or "..." in named[0], named
     assert named[0].startswith("5 entries are in shards/"), named
     assert any("00001: missing tar" in problem for problem in problems), problems
+
+
+def _read_over_epochs(dataset, share: float, epochs: int, groups: bool) -> list[list[str]]:
+    """The keys each epoch of 4 items from 2 shards open at once reads, resampled."""
+    read = []
+    for epoch in range(epochs):
+        order = Order(epoch, resampled=True, length=4, interleave=2, share=share)
+        items = (dataset.groups("pair", crop=16, order=order) if groups
+                 else dataset.samples(order=order, decode=False))
+        read.append([item["meta"][0]["key"] if groups else item["key"] for item in items])
+    return read
+
+
+@pytest.mark.parametrize("groups", [False, True])
+def test_an_epoch_shorter_than_its_open_shards_reads_a_share_spread_over_them(generated,
+                                                                            groups):
+    """Resampling reads a drawn shard from its start: an epoch of 4 versions from 2 open
+    shards of up to 12 read the same few front ones every epoch (at most 4 of each shard),
+    the rest never. With the share that spreads an epoch over its shards
+    (share_to_spread: 4 / (2 x 10) of each), 40 epochs of 4 read nearly all 30 (uniform
+    draws of 160 from 30 miss about 0.2 of one), every epoch still 4; a share so small that a
+    drawn shard gives nothing goes on drawing (it is not barren)."""
+    dataset = open_dataset(str(generated))
+    index = read_index(dataset.location, columns=["key", "kind"], with_shard=True).to_pylist()
+    versions = [row for row in index if row["kind"] == "distorted"]
+    assert (len(versions), len(dataset.urls)) == (30, 3)
+    share = share_to_spread(4, 2, len(versions), len(dataset.urls))
+    assert share == pytest.approx(0.2)
+    front, spread = (_read_over_epochs(dataset, each, 40, groups) for each in (1.0, share))
+    assert {len(epoch) for epoch in front + spread} == {4}
+    assert len(set().union(*front)) <= 3 * 4
+    assert len(set().union(*spread)) >= 28
+    assert all(len(epoch) == 4 for epoch in _read_over_epochs(dataset, 0.01, 3, groups))
+
+
+def test_a_share_is_of_drawn_shards_and_a_chance():
+    for share in (0, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match=r"share must be in \(0, 1\]"):
+            Order(resampled=True, share=share)
+    with pytest.raises(ValueError, match="a share of each shard is read from drawn shards"):
+        Order(share=0.5)
+    # an epoch as long as its open shards, or longer, reads them whole
+    assert share_to_spread(50, 2, 100, 4) == 1.0 and share_to_spread(10, 2, 100, 4) == 0.2
+    assert share_to_spread(10, 2, 0, 4) == 1.0  # (nothing to spread)
