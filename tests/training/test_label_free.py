@@ -126,3 +126,26 @@ def test_drawn_versions_count_each_references_versions_and_types_as_python_does(
     assert whole == frozenset("az") and "2 train reference(s) have fewer than 3 types" in notice
     pairs = GroupRequest("pair", 32, versions=3)
     assert groups_per_reference(drawn, frozenset("abz"), pairs) == Counter({"a": 3, "b": 2})
+
+
+def test_each_datasets_groups_are_read_as_a_share_spread_over_its_shards(tiny_dataset):
+    """A label-free run's epoch of `length` groups a worker, mixed over datasets in proportion
+    to their train groups: each dataset's stream reads its part of it over the whole of its
+    open shards (a share of each), not their front; a pass (validation) whole."""
+    from collections import Counter
+
+    from shards import open_dataset
+    from shards.order import ONE_PASS
+    from training.label_free import Part, _spread, training_reading
+
+    dataset = open_dataset(str(tiny_dataset))
+    refs = frozenset(dataset.references)
+    shards = len(dataset.where(None, refs)[0])
+    small, large = (Part(name, dataset, refs, frozenset(), groups, Counter())
+                    for name, groups in (("small", 40), ("large", 120)))
+    reading = training_reading("pair", 32)
+    for part in (small, large):
+        per_worker = 32 * part.train_groups / 160 / 2  # its quarter or three, over 2 workers
+        expected = min(1.0, per_worker / (16 * part.train_groups / shards))
+        assert _spread(reading, part, refs, [small, large], 2).share == pytest.approx(expected)
+    assert _spread(ONE_PASS, small, refs, [small, large], 2) == ONE_PASS

@@ -126,3 +126,20 @@ def test_class_targets_and_absent_metrics(tiny_dataset):
         next(iter(stream))
     with pytest.raises(ValueError, match="target must be one of"):
         Target("psnr")
+
+
+def test_a_training_epoch_shorter_than_its_open_shards_reads_a_share_of_each(tiny_dataset):
+    """An epoch of `per_worker` samples per loader worker over 16 shards open at once reads
+    that over their samples of each drawn shard (shards.order.share_to_spread: the split's
+    samples over its shards make a shard's); all where it reads them whole; evaluation reads
+    every shard once, whole."""
+    import dataclasses
+
+    shards, stream = _stream(tiny_dataset, "train", True)
+    per_shard = shards.samples / len(shards.urls)
+    assert stream._order().share == 1.0  # no epoch length given: whole
+    for per_worker, share in ((4, 4 / (16 * per_shard)), (10_000, 1.0)):
+        stream.config = dataclasses.replace(stream.config, per_worker=per_worker)
+        assert stream._order().share == pytest.approx(min(1.0, share))
+    _, evaluation = _stream(tiny_dataset, "train", False)
+    assert evaluation._order().share == 1.0 and not evaluation._order().resampled
