@@ -95,6 +95,9 @@ def _sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+LONGEST_RANGE = 1000  # numbers a range of ids or levels may span (the bank holds 43 types)
+
+
 def _ints(text: str) -> tuple[int, ...]:
     """'1,3,5-8' -> (1, 3, 5, 6, 7, 8); a clear argparse error for anything else."""
     values = []
@@ -107,8 +110,21 @@ def _ints(text: str) -> tuple[int, ...]:
                                              "5-8") from None
         if last < first:
             raise argparse.ArgumentTypeError(f"the range {part!r} runs backwards")
+        if last - first >= LONGEST_RANGE:  # a typo (1-50000 for 1-5): not built, nor listed
+            raise argparse.ArgumentTypeError(f"the range {part!r} spans {last - first + 1} "
+                                             f"numbers, more than the {LONGEST_RANGE} any "
+                                             "option here takes")
         values += range(first, last + 1)
     return tuple(values)
+
+
+def _named(text: str) -> str:
+    """A --sources that names something: an empty one (an unset shell variable) would list
+    the working folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("it names nothing (give a folder, a list file, a "
+                                         "URI or 'embedded')")
+    return text
 
 
 def _levels(text: str) -> tuple[int, ...]:
@@ -142,6 +158,7 @@ def _generate(args: argparse.Namespace) -> int:
         verify=args.verify, take_over=args.take_over, retry_unreadable=args.retry_unreadable,
         label_timeout=args.label_timeout)
     if args.address:
+        _given_config(args, undoing_apart=True)  # the options, before a job goes to a cluster
         return submit_to_cluster(args.address, sys.argv[1:],
                                  cluster_paths(args.out, args.sources, args.ensemble))
     report = generate(run_config(args), options)
@@ -441,8 +458,9 @@ def _add_validate_levels(commands) -> None:
 
 
 def _add_generate(commands) -> None:
-    generate = commands.add_parser(
-        "generate", help="distort, label and shard pristine images on Ray (local or a cluster)",
+    generate = commands.add_parser(  # no abbreviations: --addr would travel in the job's line
+        "generate", allow_abbrev=False,
+        help="distort, label and shard pristine images on Ray (local or a cluster)",
         description=_generate.__doc__ + " Local Ray by default (dashboard on 127.0.0.1:8265); "
         "--address http://127.0.0.1:8265 (a tunnel to a cluster's dashboard: `ray dashboard`, "
         "a port-forward) submits the same command to the cluster as a Ray job.")
@@ -458,7 +476,7 @@ def _add_generate(commands) -> None:
 def _add_source_options(group) -> None:
     from shards.decode import DEFAULT_MAX_PIXELS
 
-    group.add_argument("--sources", default="embedded",
+    group.add_argument("--sources", default="embedded", type=_named,
                        help="a folder, a list file, an object-store URI (s3://...), or "
                             "'embedded' for the photos scikit-image ships (default)")
     group.add_argument("--out", default="out/demo",

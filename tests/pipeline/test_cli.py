@@ -954,6 +954,14 @@ def test_a_resumed_dataset_keeps_its_shard_refs_without_the_option(tmp_path, fas
     ("--versions-per-ref", "0", "argument --versions-per-ref: must be at least 1, got 0"),
     ("--max-side", "100", "argument --max-side: must be at least 192, got 100"),
     ("--levels", "0,3,6", "argument --levels: the levels are 1-5, not [0, 6]"),
+    # a typo for 1-5: neither built (gigabytes) nor listed in the message (340 kB)
+    ("--levels", "1-50000", "argument --levels: the range '1-50000' spans 50000 numbers, "
+                            "more than the 1000"),
+    ("--distortions", "1-30000000", "argument --distortions: the range '1-30000000' spans"),
+    # an unset shell variable: it listed the working folder, recursively
+    ("--sources", "", "argument --sources: it names nothing"),
+    # an abbreviation was passed on to the cluster job, which then submitted itself again
+    ("--addr", "http://127.0.0.1:1", "unrecognized arguments: --addr"),
 ])
 def test_a_count_out_of_range_is_named_by_its_option_with_the_usage(option, value, message,
                                                                     tmp_path, capsys):
@@ -1100,3 +1108,20 @@ def test_a_run_configuration_takes_numpy_integers_and_lists_as_python_ones():
     assert all(type(value) is int for value in (config.shard_refs, config.levels[0],
                                                  config.seed, config.max_pixels))
     json.dumps(config.to_json())
+
+
+def test_a_cluster_job_is_refused_for_its_options_before_it_is_submitted(tmp_path,
+                                                                         monkeypatch, capsys):
+    """--address submitted the command before any run option was checked: a job went to the
+    cluster to fail there."""
+    from pipeline import submit
+
+    submitted = []
+    monkeypatch.setattr(submit, "submit_to_cluster", lambda *a: submitted.append(a) or 0)
+    assert cli.main(["generate", "--address", "http://127.0.0.1:8265", "--out",
+                     str(tmp_path / "o"), "--keep-pngs", "1"]) == 2
+    assert "--keep-pngs applies to --store hybrid" in capsys.readouterr().err
+    assert submitted == []
+    assert cli.main(["generate", "--address", "http://127.0.0.1:8265", "--out",
+                     str(tmp_path / "o")]) == 0
+    assert len(submitted) == 1
