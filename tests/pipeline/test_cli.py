@@ -1125,3 +1125,12 @@ def test_a_cluster_job_is_refused_for_its_options_before_it_is_submitted(tmp_pat
     assert cli.main(["generate", "--address", "http://127.0.0.1:8265", "--out",
                      str(tmp_path / "o")]) == 0
     assert len(submitted) == 1
+
+
+@pytest.mark.parametrize("sources", ["", "  ", None, 5])
+def test_a_run_config_of_no_sources_is_refused(sources, tmp_path):
+    from pipeline.config import RunConfig
+
+    with pytest.raises(ValueError, match="sources must name a folder, a list file, a URI or "
+                                         "'embedded'"):
+        RunConfig(sources=sources, out=str(tmp_path / "o"))
