@@ -90,9 +90,10 @@ class RunConfig:
                 if d in self.distortion_ids))
         if self.shard_refs < 1:
             raise ValueError(f"shard_refs must be at least 1, got {self.shard_refs}")
-        if not isinstance(self.sources, str) or not self.sources.strip():  # Path("") is
+        # (an empty one would list the working folder: Path("") is ".")
+        if not isinstance(self.sources, str) or not self.sources.strip():
             raise ValueError(f"sources must name a folder, a list file, a URI or 'embedded'; "
-                             f"got {self.sources!r}")  # the working folder, listed whole
+                             f"got {self.sources!r}")
         check_seed(self.seed)  # an InvalidSeedError, a ValueError
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be at least 1, got {self.limit}")
