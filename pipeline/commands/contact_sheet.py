@@ -151,6 +151,9 @@ def render_shard_sheet(tar_path: str, ref_id: str | None = None,
     stored as its recipe is replayed, checked against its recorded SHA-256. Only that
     reference's members are held, not the shard. `check_size` is given the sheet's
     (width, height) before any version is decoded or replayed."""
+    location = Location.parse(tar_path)
+    if not location.exists(location.root):  # (pyarrow's own words otherwise)
+        raise FileNotFoundError(f"{tar_path}: no such shard tar")
     chosen = ref_id or first_reference(tar_path)
     mine = list(shard_samples(tar_path, chosen).values())
     reference = _checked_reference(tar_path, chosen, mine)

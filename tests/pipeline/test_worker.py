@@ -837,6 +837,9 @@ def test_sheet_of_a_shard_shows_its_reference_and_labels(sources_folder, fast_co
     for option in (["--seed", "0"], ["--size", "256x192"], ["--allow-upscale"]):
         assert cli.main(["sheet", tar, *option, "-o", str(output)]) == 2
         assert "as the shard stores them" in capsys.readouterr().err
+    missing = tar.replace("00000.tar", "99999.tar")  # pyarrow's "Failed to open local file"
+    assert cli.main(["sheet", missing, "-o", str(output)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{missing}: no such shard tar")
 
 
 def test_a_source_that_raises_anything_is_recorded_and_its_shard_goes_on(tmp_path, small_image,
