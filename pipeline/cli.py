@@ -139,7 +139,7 @@ def _levels(text: str) -> tuple[int, ...]:
 def _distortion_ids(text: str) -> tuple[int, ...]:
     """Ids, ranges or names: '1-5,jpeg2000,gaussian_blur'; each a registered type."""
     ids = []
-    for part in text.split(","):
+    for part in (part.strip().lower() for part in text.split(",")):
         try:
             named = _ints(part) if part[:1].isdigit() else (part,)
             ids += [distortions.get(id_or_name).id for id_or_name in named]
@@ -341,7 +341,8 @@ def _say_left_out(bank: str, chosen: tuple[int, ...] | None) -> None:
 
 def _metrics(text: str) -> tuple[str, ...]:
     """Comma-separated metric keys; 'none' for a label-free run."""
-    return () if text.strip().lower() == "none" else tuple(text.split(","))
+    return () if text.strip().lower() == "none" else tuple(
+        key.strip().lower() for key in text.split(","))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -506,7 +507,8 @@ def _add_bank_options(group) -> None:
                        help="narrow the bank: ids, ranges or names (default: all of it)")
     group.add_argument("--levels", type=_levels, default=distortions.LEVELS,
                        help="subset of levels, e.g. 1,3,5 (default 1-5); a bank's types "
-                            "with levels of their own keep them (dbcnn: exposure at 2, 4)")
+                            "with levels of their own keep them (dbcnn: exposure at 2, 4, "
+                            "gaussian_blur at 2-5)")
     group.add_argument("--versions-per-ref", type=_positive, metavar="K",
                        help="K distinct types per reference, drawn (seeded by the reference) "
                             "from those selected, each at one drawn level (default: the "

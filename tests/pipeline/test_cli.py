@@ -1134,3 +1134,11 @@ def test_a_run_config_of_no_sources_is_refused(sources, tmp_path):
     with pytest.raises(ValueError, match="sources must name a folder, a list file, a URI or "
                                          "'embedded'"):
         RunConfig(sources=sources, out=str(tmp_path / "o"))
+
+
+def test_metric_and_type_names_are_read_whatever_their_case_and_spaces():
+    """'none' was read in any case, a metric or type name only in lower case, and "gmsd,
+    fsim" failed on ' fsim'."""
+    args = cli.build_parser().parse_args(["generate", "--metrics", "GMSD, fsim",
+                                          "--distortions", "JPEG, 2, Gaussian_Blur"])
+    assert args.metrics == ("gmsd", "fsim") and args.distortions == (1, 2, 13)
