@@ -290,9 +290,12 @@ class Dataset:
 
         def per_shard(opened: dict) -> Iterator[dict]:
             shard_spec = replace(spec, draw=opened.get("draw", ()))
-            chosen = chosen_versions(shard_spec, self._rows(opened["url"], stats_of))
-            opened["offered"] = any(chosen.values())
-            chosen = _of_share(chosen, kind, kept_share(seed, order, shard_spec.draw))
+            chosen = {ref: keys for ref, keys in chosen_versions(
+                shard_spec, self._rows(opened["url"], stats_of)).items()
+                if wanted is None or ref in wanted}
+            shared = _of_share(chosen, kind, kept_share(seed, order, shard_spec.draw))
+            opened["offered"] = any(chosen.values()) and not any(shared.values())
+            chosen = shared
             drawn = set().union(*chosen.values())
 
             def select(name: str) -> bool:

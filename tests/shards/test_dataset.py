@@ -371,6 +371,17 @@ def test_a_resampled_stream_over_no_item_of_its_selection_raises_rather_than_dra
     # a shard without an item beside one with items: drawn from as before
     assert len(list(dataset.samples(refs=["c", "d"], order=endless))) == 5
     assert len(list(dataset.pristine("val", order=endless))) == 5
+    # the versions of another split's reference in the shard are no items of this split's
+    # (nor, under a share, items "offered": the stream would draw for ever)
+    writer = ShardWriter(Location.parse(str(root)), 2)
+    writer.add(_record("d", reference_key("d"), pattern(3), split="val"), _png(pattern(3)))
+    writer.add(_record("e", reference_key("e"), pattern(4)), _png(pattern(4)))
+    writer.add(_record("e", "e_d01_l1", pattern(5), 1, 1), _png(pattern(5)))
+    writer.finish({})
+    for share in (1.0, 0.5):
+        with pytest.raises(NothingToDrawError):
+            list(open_dataset(str(root)).groups("pair", "val", order=Order(
+                resampled=True, length=5, share=share)))
 
 
 def test_only_complete_shards_are_read(tmp_path, hand_made):
