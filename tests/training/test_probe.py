@@ -413,9 +413,9 @@ def test_two_ranks_give_the_features_of_one_process(pretrained, tmp_path):
     assert two["names"].tolist() == one["names"].tolist()
     assert np.allclose(two["features"], one["features"], atol=1e-6)
     # features a few 1e-7 apart (the ranks' batches of other sizes) move the fitted figures
-    # in their sixth digit
+    # by a few 1e-7 (an RMSE of 0.033 by 4.4e-7 once: its sixth digit, 1.3e-5 of it)
     assert read_json(tmp_path / "two" / "results.json")["median"] == pytest.approx(
-        read_json(tmp_path / "one" / "results.json")["median"], rel=1e-5)
+        read_json(tmp_path / "one" / "results.json")["median"], rel=1e-5, abs=1e-6)
 
 
 def test_half_scale_joins_each_crops_features_with_its_half_size_copys(pretrained, tmp_path):
