@@ -136,20 +136,27 @@ class Sidecar:
         footer for each shard, 55 ms each at 8,750 shards, shards x shards over a pass)."""
         if "shard" not in self._schema.names:
             return self._whole
-        self._check_unchanged()
-        groups = self._shard_groups
-        if groups is not None:
-            try:
-                with self.location.fs.open_input_file(self.location.path(self.name)) as handle:
-                    table = pq.ParquetFile(handle, metadata=self._footer).read_row_groups(
-                        groups.get(shard, []), columns=["key", "quality", "shard"])
-            except (pa.ArrowException, OSError) as error:  # (replaced as it was read)
-                raise SidecarError(self._unreadable(error)) from error
-            self._check_unchanged()
-            return self._by_key(table.filter(pc.equal(table["shard"], shard)))
-        table = self._read(filters=[("shard", "==", shard)])
+        try:
+            table = self._shard_rows(shard)
+        except SidecarError:
+            self._check_unchanged()  # a file replaced meanwhile is said to be
+            raise
         self._check_unchanged()
         return self._by_key(table)
+
+    def _shard_rows(self, shard: int) -> pa.Table:
+        """The sidecar's rows of one shard, from its row groups where they name one shard
+        each, else by a filtered read."""
+        groups = self._shard_groups
+        if groups is None:
+            return self._read(filters=[("shard", "==", shard)])
+        try:
+            with self.location.fs.open_input_file(self.location.path(self.name)) as handle:
+                table = pq.ParquetFile(handle, metadata=self._footer).read_row_groups(
+                    groups.get(shard, []), columns=["key", "quality", "shard"])
+        except (pa.ArrowException, OSError) as error:
+            raise SidecarError(self._unreadable(error)) from error
+        return table.filter(pc.equal(table["shard"], shard))
 
     @cached_property
     def _footer(self) -> pq.FileMetaData:
