@@ -215,3 +215,13 @@ def test_the_learned_denoisers_replay_cost_is_the_storage_benchmarks():
     assert len(replays) == 5
     assert (int(stated.group(1)), int(stated.group(2))) == (round(min(replays)),
                                                             round(max(replays)))
+
+
+def test_a_shards_spill_is_its_versions_tar_bytes_in_the_storage_benchmarks():
+    """The spill's size the README gives is 16 references x 165 versions of the storage
+    benchmark's images-mode tar bytes a version."""
+    stated = _one(r"about its tar's\n([\d.]+) GB at 16 references of 512x384: ([\d,]+) bytes a "
+                  r"version in\n\[docs/bench-storage\.md\]")
+    per_version = _bench("storage")["sizes"]["images"]["tar_bytes_per_version"]
+    assert int(stated.group(2).replace(",", "")) == per_version
+    assert _as_stated(stated.group(1), 16 * 165 * per_version / 1e9)

@@ -244,7 +244,7 @@ def distorted_index(location: Location, shards: tuple[int, ...] | None = None,
     `shards`, where the caller has them from open_dataset): the parquet indexes, read once
     for all the questions a run asks of them (training.pretrain.check_labels reads quality,
     scores and ensemble_hash), each shard's kept compact (`_compact`: at 23.1M rows the
-    ensemble hash held 1.6 GB, and the scores, 13 numbers a row, 2.5 GB more, which a run
+    ensemble hash held 1.6 GB, and the scores, 13 numbers a row, 2.4 GB more, which a run
     reads only where it needs them). A dataset with a damaged shard is refused as open_dataset
     refuses it (DamagedShardError), never read as a smaller one."""
     return read_index(location, list(readable_shards(location) if shards is None else shards),

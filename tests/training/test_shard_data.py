@@ -143,3 +143,31 @@ def test_a_training_epoch_shorter_than_its_open_shards_reads_a_share_of_each(tin
         assert stream._order().share == pytest.approx(min(1.0, share))
     _, evaluation = _stream(tiny_dataset, "train", False)
     assert evaluation._order().share == 1.0 and not evaluation._order().resampled
+
+
+def _index_bytes_per_row(table) -> float:
+    """The index's bytes a row in memory, each shard's dictionary of ensemble hashes aside (one
+    64-character hash a shard: 0.6 MB at the paper's 8,750 shards)."""
+    dictionaries = sum(chunk.dictionary.nbytes for chunk in table["ensemble_hash"].chunks)
+    return (table.nbytes - dictionaries) / table.num_rows
+
+
+def test_the_distorted_index_rank_0_holds_is_the_readmes_size_at_paper_scale(tiny_dataset):
+    """The README's size of the distorted index at 23.1M rows is this index's bytes a row, its
+    ref ids' characters (2 here) taken as 8, and with the scores a metric target or
+    --ensemble reads (13 float64 a row and their validity bits)."""
+    import re
+    from pathlib import Path
+
+    from training.shard_data import LABEL_COLUMNS, SCORED_COLUMNS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    stated = re.search(r"distorted index \(([\d.]+) GB at 23\.1M rows of 8-character ref ids, "
+                       r"([\d.]+) GB with\s+the scores", readme)
+    assert stated, "the README's size of the distorted index is not where this test reads it"
+    location = Location.parse(str(tiny_dataset))
+    for columns, figure in ((LABEL_COLUMNS, stated.group(1)), (SCORED_COLUMNS, stated.group(2))):
+        table = distorted_index(location, columns=columns)
+        characters = sum(map(len, table["ref_id"].to_pylist())) / table.num_rows
+        projected = 23.1e6 * (_index_bytes_per_row(table) - characters + 8)
+        assert float(figure) == round(projected / 1e9, 1), (columns, projected)
