@@ -239,7 +239,17 @@ def replay(img: np.ndarray, recipe: dict) -> np.ndarray:
         raise
     except (KeyError, TypeError) as error:
         raise InvalidRecipeError(f"not a distortion recipe: missing {error}") from None
-    _check_name(recipe, distortion)
+    _check_names(recipe, distortion, params)
+    return _replayed(distortion, img, params)
+
+
+def _check_names(recipe: dict, distortion: Distortion, params: dict) -> None:
+    """InvalidRecipeError where the recipe's name, if it has one, is not its id's, or its
+    parameters are not the type's (check_params; where-made ones in words; none unknown)."""
+    if recipe.get("distortion") not in (None, distortion.name):
+        raise InvalidRecipeError(
+            f"recipe names {recipe['distortion']!r} but id {distortion.id} is {distortion.name!r}"
+        )
     check_params(distortion, params)
     for name in WHERE_MADE_PARAMS:
         if name in params and not isinstance(params[name], str):
@@ -247,15 +257,6 @@ def replay(img: np.ndarray, recipe: dict) -> np.ndarray:
                                      f"made, in words; got {params[name]!r}")
     if unknown := _unknown_params(distortion, params):
         raise InvalidRecipeError(_unknown_message(distortion, unknown))
-    return _replayed(distortion, img, params)
-
-
-def _check_name(recipe: dict, distortion: Distortion) -> None:
-    """InvalidRecipeError where the recipe's name, if it has one, is not its id's."""
-    if recipe.get("distortion") not in (None, distortion.name):
-        raise InvalidRecipeError(
-            f"recipe names {recipe['distortion']!r} but id {distortion.id} is {distortion.name!r}"
-        )
 
 
 @functools.cache
@@ -319,14 +320,7 @@ def _check_single(recipe: dict) -> None:
         raise
     except KeyError as error:
         raise InvalidRecipeError(f"not a distortion recipe: missing {error}") from None
-    _check_name(recipe, distortion)
-    check_params(distortion, params)
-    for name in WHERE_MADE_PARAMS:
-        if name in params and not isinstance(params[name], str):
-            raise InvalidRecipeError(f"{distortion.name}: parameter {name} names where it was "
-                                     f"made, in words; got {params[name]!r}")
-    if unknown := _unknown_params(distortion, params):
-        raise InvalidRecipeError(_unknown_message(distortion, unknown))
+    _check_names(recipe, distortion, params)
     names = ((set(made["params"]) | set(params)) - set(WHERE_MADE_PARAMS)
              - {name for name in ADDED_PARAMS if name not in params})
     differ = sorted(name for name in names
