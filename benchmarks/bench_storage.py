@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from bench_train import past_prefetch
 from paper_scale import PAPER_REFERENCES, PAPER_VERSIONS
 from report_files import write_report
 from torch.utils.data import DataLoader
@@ -108,14 +109,13 @@ def projected(spent_by_mode: dict[str, dict]) -> dict[str, dict]:
 
 def loader_rate(root: Path, workers: int, seconds: float, crop: int, batch: int = 16) -> float:
     """Pretraining samples/s: ShardStream (`crop` px crops, verified replays) in a
-    DataLoader, timed after its first batch."""
+    DataLoader, timed past what its workers prepared as they started."""
     location = Location.parse(str(root))
     splits = {ref: "train" for ref in read_sources(location)["ref_id"].to_pylist()}
     shards = split_shards(location, distorted_index(location), splits, "train")
     stream = ShardStream(StreamConfig(str(root), shards, Target("quality"), Augment(crop), seed=0,
                                       train=True, shuffle_buffer=100))
-    loader = iter(DataLoader(stream, batch_size=batch, num_workers=workers))
-    next(loader)
+    loader = past_prefetch(DataLoader(stream, batch_size=batch, num_workers=workers))
     started, count = time.perf_counter(), 0
     while time.perf_counter() - started < seconds:
         count += len(next(loader)[1])

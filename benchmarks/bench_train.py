@@ -49,8 +49,17 @@ def _rate(images_per_step: int, steps: int, step) -> float:
     return images_per_step * steps / (time.perf_counter() - start)
 
 
-def loader_rate(batches: DataLoader, steps: int) -> float:
+def past_prefetch(batches: DataLoader):
+    """An iterator of `batches` past what its workers prepared while they started (each
+    worker's prefetch queue): timed from here, a rate is of batches made while timed."""
     iterator = iter(batches)
+    for _ in range(batches.num_workers * (batches.prefetch_factor or 0)):
+        next(iterator)
+    return iterator
+
+
+def loader_rate(batches: DataLoader, steps: int) -> float:
+    iterator = past_prefetch(batches)
     return _rate(batches.batch_size, steps, lambda: next(iterator))
 
 
@@ -77,7 +86,7 @@ def model_step(backbone: str, device: torch.device, batch: int, crop: int):
 
 def end_to_end_rate(batches: DataLoader, backbone: str, device: torch.device, crop: int,
                     steps: int) -> float:
-    iterator = iter(batches)
+    iterator = past_prefetch(batches)
     step = model_step(backbone, device, batches.batch_size, crop)
     return _rate(batches.batch_size, steps, lambda: step(*next(iterator)))
 

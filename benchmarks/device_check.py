@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from bench_labelers import environment_variable, random_backbones_if_absent, workload
 from bench_train import loader as shard_loader
+from bench_train import past_prefetch
 from device_plan import DATASET_SECTIONS, FULL, SECTIONS, TINY, Sizes
 from device_pool import pipeline_speed, repeat
 from device_report import has_error, markdown, merge_runs
@@ -295,9 +296,7 @@ def loader_speed(device: torch.device, sizes: Sizes, dataset: str | None) -> dic
         return {"skipped": "no dataset (the pipeline section did not run)"}
     workers = max(1, (os.cpu_count() or 2) - 1)
     batch = 64 if device.type == "cuda" else 4
-    iterator = iter(shard_loader(dataset, sizes.ddp_crop, batch, workers))
-    for _ in range(2 * workers):  # start, and drain what was prefetched
-        next(iterator)
+    iterator = past_prefetch(shard_loader(dataset, sizes.ddp_crop, batch, workers))
     steps = 4 * workers
     seconds = timed(lambda: [next(iterator) for _ in range(steps)])
     return {"workers": workers, "batch": batch, "crop": sizes.ddp_crop,
