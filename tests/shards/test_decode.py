@@ -4,6 +4,7 @@ terms: its size against the limit given, the frames it leaves out."""
 import io
 import itertools
 import os
+import re
 import struct
 import tempfile
 import zlib
@@ -306,8 +307,8 @@ def test_a_header_gives_the_size_decode_gives_and_refuses_what_decode_refuses(sm
 
 def test_a_jpeg_altered_inside_its_scan_decodes_to_other_pixels_a_known_limit(small_image):
     """JPEG carries no checksum: a bit flipped in its entropy-coded data (bit rot, a bad copy)
-    leaves a file that decodes without error to other pixels, and libjpeg's warnings, which
-    Pillow does not pass on, name only some such files. The README says so; a corpus that
+    leaves a file that decodes without error to other pixels: libjpeg's warnings (which decode
+    reads) name only some such files, not this one. The README says so; a corpus that
     ships checksums is checked against them before a run."""
     intact = _encoded(Image.fromarray(small_image), "JPEG", quality=90)
     scan = intact.index(b"\xff\xda")  # start of scan: the entropy-coded data follows
@@ -316,6 +317,34 @@ def test_a_jpeg_altered_inside_its_scan_decodes_to_other_pixels_a_known_limit(sm
     decoded = decode(bytes(altered))
     assert decoded.pixels.shape == small_image.shape
     assert not np.array_equal(decoded.pixels, decode(intact).pixels)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_cut_short_and_given_an_end_marker_is_corrupt(small_image, progressive):
+    """Cut within its scan and ended with EOI, a JPEG decodes in Pillow without an error (its
+    missing blocks made up: a flat band); libjpeg warns "premature end of data segment", and
+    decode says so. The intact file decodes with nothing recorded."""
+    intact = _encoded(Image.fromarray(small_image), "JPEG", quality=90, progressive=progressive)
+    ended_early = intact[:len(intact) * 2 // 3] + b"\xff\xd9"
+    assert np.asarray(Image.open(io.BytesIO(ended_early)).convert("RGB")).shape == \
+        small_image.shape  # what Pillow alone takes
+    with pytest.raises(DecodeError, match="premature end of data segment") as raised:
+        decode(ended_early)
+    assert raised.value.reason == "corrupt"
+    assert decode(intact).conversions == ()
+
+
+def test_a_jpeg_with_bytes_left_over_before_its_end_is_decoded_and_recorded(small_image):
+    """Bytes between a JPEG's scan and its end marker (padding some writers add, or a scan
+    damaged so it ends early) make libjpeg warn of extraneous bytes: the pixels are Pillow's,
+    the warning recorded."""
+    intact = _encoded(Image.fromarray(small_image), "JPEG", quality=90)
+    padded = intact[:-2] + b"\x12\x34\x56" + intact[-2:]
+    decoded = decode(padded)
+    assert np.array_equal(decoded.pixels, decode(intact).pixels)
+    assert len(decoded.conversions) == 1  # (libjpeg counts the bytes its last read left)
+    assert re.fullmatch(r"libjpeg warned: Corrupt JPEG data: [23] extraneous bytes before marker "
+                        r"0xd9 \(the pixels may be damaged\)", decoded.conversions[0])
 
 
 def test_an_icc_profile_is_not_applied_and_one_other_than_srgb_is_recorded():
