@@ -244,11 +244,25 @@ def _unread_by_objective(args, given: dict[str, dict[str, bool]]) -> list[str]:
     return names + (["--versions"] if regression and args.versions else [])
 
 
+def _classes_only(args) -> bool:
+    """Whether a pretraining run learns classes alone (cross-entropy, no regression loss)."""
+    return (args.objective == "regression"
+            and all(Target(name).kind != "regression" for name in args.target))
+
+
 def _unread_by_target(args, given: dict[str, dict[str, bool]]) -> list[str]:
     """The given regression-loss options when every target is a class (cross-entropy)."""
-    classes_only = (args.objective == "regression"
-                    and all(Target(name).kind != "regression" for name in args.target))
-    return [name for name, set_ in given["regression"].items() if set_ and classes_only]
+    return [name for name, set_ in given["regression"].items() if set_ and _classes_only(args)]
+
+
+def _unread_by_loss(args) -> list[str]:
+    """--soft-rank-temperature given to a regression loss without the srocc term (the one
+    the soft rank is of), in fine-tuning or in a pretraining run with a regression target."""
+    pretraining = hasattr(args, "objective")
+    if pretraining and (args.objective != "regression" or _classes_only(args)):
+        return []  # (named as unread by the objective or the targets)
+    given = args.soft_rank_temperature != (PRETRAIN if pretraining else FINETUNE).temperature
+    return ["--soft-rank-temperature"] if given and not _optim(args).ranks_softly else []
 
 
 def _unread_by_schedule(args) -> list[str]:
@@ -268,19 +282,29 @@ def _unread_options(args) -> dict[str, list[str]]:
         (f"--objective {args.objective}", _unread_by_objective(args, given)),
         (f"--target {','.join(args.target)} (classes: cross-entropy)",
          _unread_by_target(args, given)),
+        (_LOSS_WITHOUT_RANKS.format(args.loss), _unread_by_loss(args)),
         ("the cosine schedule (it takes no steps)", _unread_by_schedule(args))) if names}
 
 
-def _pretrain(args) -> int:
-    # (a resume takes its checkpoint's settings, whatever a later version refuses of them:
-    # one given that the checkpoint lacks is refused as another setting)
-    unread = {} if args.resume else _unread_options(args)
+_LOSS_WITHOUT_RANKS = "--loss {} (no srocc term, the soft rank's)"
+
+
+def _refuse_unread(unread: dict[str, list[str]]) -> None:
+    """A ValueError naming the options given that the run never reads, by what leaves them
+    unread (_unread_options); an empty list of names is none."""
+    unread = {why: names for why, names in unread.items() if names}
     if unread:
         count = sum(map(len, unread.values()))
         raise ValueError("; ".join(
             f"{', '.join(names)} {'does' if len(names) == 1 else 'do'} not apply to {why}"
             for why, names in unread.items())
             + f": leave {'it' if count == 1 else 'them'} out")
+
+
+def _pretrain(args) -> int:
+    # (a resume takes its checkpoint's settings, whatever a later version refuses of them:
+    # one given that the checkpoint lacks is refused as another setting)
+    _refuse_unread({} if args.resume else _unread_options(args))
     pretrain(PretrainConfig(
         args.dataset[0], args.out, _model(args), _optim(args),
         tuple(Target(name) for name in args.target), _augment(args), _names(args.val_refs),
@@ -291,6 +315,8 @@ def _pretrain(args) -> int:
 
 
 def _finetune(args) -> int:
+    _refuse_unread({} if args.resume else
+                   {_LOSS_WITHOUT_RANKS.format(args.loss): _unread_by_loss(args)})
     finetune(FinetuneConfig(
         args.dataset, args.root, args.out, _model(args), _optim(args), _augment(args),
         args.split_by, args.repeats, args.eval_crops, _names(args.refs), args.workers,

@@ -115,6 +115,9 @@ def test_pretraining_refuses_before_an_epoch_what_it_cannot_validate_or_learn(
      "--halve-every does not apply to the cosine schedule (it takes no steps): leave it out"),
     ("regression", ["--target", "class,level", "--loss", "mae"],
      "--loss does not apply to --target class,level (classes: cross-entropy)"),
+    ("regression", ["--loss", "mse+plcc", "--soft-rank-temperature", "0.1"],
+     "--soft-rank-temperature does not apply to --loss mse+plcc (no srocc term, the soft "
+     "rank's): leave it out"),
 ])
 def test_pretrain_refuses_options_its_objective_never_reads(tmp_path, capsys, objective,
                                                             given, named):
@@ -122,6 +125,19 @@ def test_pretrain_refuses_options_its_objective_never_reads(tmp_path, capsys, ob
     assert main(["train", "pretrain", str(tmp_path), "--out", str(tmp_path / "run"),
                  "--objective", objective, *given, *TINY]) == 2
     assert f"{named}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_finetune_refuses_a_soft_rank_temperature_its_loss_never_reads(tmp_path, capsys):
+    """With no srocc term, the temperature of its soft rank would be recorded for nothing; a
+    loss with the term takes it (refused later, here, for the folder that is no dataset)."""
+    common = ["train", "finetune", "--dataset", "csv", "--root", str(tmp_path / "absent.csv"),
+              "--out", str(tmp_path / "run"), "--soft-rank-temperature", "0.1", *TINY]
+    assert main([*common, "--loss", "mse"]) == 2
+    assert ("--soft-rank-temperature does not apply to --loss mse (no srocc term, the soft "
+            "rank's): leave it out") in capsys.readouterr().err
+    assert main([*common, "--loss", "mse+srocc"]) == 2
+    assert "soft-rank" not in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 
