@@ -30,7 +30,8 @@ rescaled to [0, 1] (higher is better) and the reference each image belongs to:
   published test set of 1.8k large images); every other image is published_split train (the
   published validation part, is_valid in labels=640_padded.csv, is not read: fine-tuning
   carves its own validation part out of train)
-- csv: a CSV file with columns path and score (optional: group), paths relative to the file;
+- csv: a CSV file with columns path and score (optional: group, without surrounding spaces;
+  blank: the image), paths relative to the file;
   scores rescaled by their minimum and maximum
 - shards: a dataset of this project; its samples' ensemble Q stand in for opinion scores
 
@@ -469,7 +470,8 @@ def generic_csv(root: Path, **_) -> list[LabelledImage]:
                                  "is undefined, and nothing can be learnt or tested on it")
     return _check_files([
         LabelledImage(_column(row, "path", root), float((score - low) / (high - low)),
-                      row.get("group") or row["path"], str(root.parent / row["path"]))
+                      (row.get("group") or "").strip() or row["path"],
+                      str(root.parent / row["path"]))
         for row, score in zip(rows, raw, strict=True)], root)
 
 

@@ -95,6 +95,18 @@ def test_generic_csv_rescales_scores(tmp_path):
         rated_datasets.load("csv", str(tmp_path / "again.csv"))
 
 
+def test_a_csv_group_is_its_text_without_surrounding_spaces(tmp_path):
+    """' I01' and 'I01 ' are the reference I01 (a stray space would put its images in two
+    groups, and --split-by reference on both sides of a split); a blank group, the image."""
+    for number in range(4):
+        (tmp_path / f"{number}.png").write_bytes(_image(number))
+    table = tmp_path / "scores.csv"
+    table.write_text("path,score,group\n0.png,1,I01\n1.png,2, I01\n2.png,3,I01 \n"
+                     "3.png,4,  \n")
+    assert [i.group for i in rated_datasets.load("csv", str(table))] == ["I01", "I01", "I01",
+                                                                        "3.png"]
+
+
 def test_sixteen_bit_images_are_read_as_the_pipeline_reads_its_sources(tmp_path):
     """A 16-bit gray PNG and a 16-bit colour TIFF: each value v becomes round(v / 257), not
     saturated nor cut to its high byte, and EXIF-free gray is spread over three channels."""
