@@ -150,13 +150,15 @@ def _from_object_store(uri: str, skipped: Counter) -> list[Source]:
 
 
 def _list_entries(path: Path) -> list[str]:
-    """A .txt or .lst list's lines, whole (a comma is part of a name there); a .csv's first
-    column, without a header row (one that names no image)."""
+    """A .txt or .lst list's lines, whole (a comma is part of a name there), a .csv's first
+    column, without a header row (one that names no image): each name as written, spaces
+    that begin it included (a file may be named so), without those that end it (as no image
+    name ends in a space: its extension is none); blank lines are passed over."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:  # a BOM, as Excel writes
             if path.suffix.lower() != ".csv":
-                return [line.strip() for line in handle if line.strip()]
-            rows = [row[0].strip() for row in csv.reader(handle) if row and row[0].strip()]
+                return [name for line in handle if (name := line.rstrip())]
+            rows = [row[0].rstrip() for row in csv.reader(handle) if row and row[0].strip()]
     except UnicodeDecodeError as error:
         raise ValueError(f"sources {str(path)!r}: not UTF-8 text ({error}); save the list as "
                          "UTF-8") from None

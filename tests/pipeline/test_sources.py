@@ -131,6 +131,23 @@ def test_a_folder_that_cannot_be_listed_is_named_not_passed_over(tmp_path):
     assert unlisted_note(unlisted) == f"1: {folder / 'locked'} (Permission denied)"
 
 
+@pytest.mark.parametrize("suffix", [".txt", ".csv"])
+def test_a_list_file_names_its_files_as_written_spaces_included(tmp_path, suffix):
+    """' lead.png' is the file of that name, not 'lead.png' (a list with Windows line ends
+    too); 'trail.png ' is trail.png, as no image name ends in a space (its extension would be
+    none); blank lines are passed over."""
+    expected = {name: _save(tmp_path / name, value)
+                for name, value in ((" lead.png", 10), ("trail.png", 20), ("lead.png", 30))}
+    table = tmp_path / f"list{suffix}"
+    table.write_bytes(b"path\r\n" * (suffix == ".csv")
+                      + "\r\n".join([" lead.png", "", "  ", "trail.png "]).encode() + b"\r\n")
+    sources = list_sources(str(table))
+    assert [source.uri for source in sources] == [str(tmp_path / " lead.png"),
+                                                  str(tmp_path / "trail.png")]
+    for source in sources:
+        np.testing.assert_array_equal(load(source).pixels, expected[Path(source.uri).name])
+
+
 def test_a_list_file_that_is_not_utf8_is_named(tmp_path):
     table = tmp_path / "list.txt"
     table.write_bytes("café.png\n".encode("latin-1"))
