@@ -24,7 +24,7 @@ from shards.arguments import integer_at_least
 from shards.keys import ref_ids
 from shards.layout import DEFAULT_STORE, PLAN_FILE, STORE_MODES
 from shards.lease import LeaseError
-from shards.stopping import terminated
+from shards.stopping import stops_as_interrupts, terminated
 from shards.storage import Location, file_in_the_way, redact
 from shards.words import a_few
 
@@ -747,7 +747,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = build_parser().parse_args(_deep_count_given(argv))
     try:
-        return args.run(args)
+        with stops_as_interrupts():  # a SIGTERM, as a Ctrl-C: leases let go, staged files gone
+            return args.run(args)
     except BrokenPipeError:  # the reader went away (`iqa-factory list | head`): nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

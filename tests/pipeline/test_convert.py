@@ -807,3 +807,36 @@ def test_a_command_on_a_dataset_a_run_writes_names_the_writer(store_datasets, tm
     (busy / LEASE_FILE).unlink()
     assert cli.main(["relabel", str(busy), "--ensemble", "pmos"]) == 2
     assert "generate has not finished it (rerun it to resume)" in capsys.readouterr().err
+
+
+def test_a_convert_terminated_mid_shard_lets_its_lease_go_and_leaves_no_staged_file(
+        store_datasets, tmp_path):
+    """SIGTERM (a pod's stop, `kill`) while a shard is converted stops convert as Ctrl-C
+    does: it says so, exits 143, and leaves neither its lease (a rerun from another host
+    would need --take-over) nor a staged tar; the rerun converts the dataset whole."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "recipes"
+    script = (
+        "import os, signal, sys\n"
+        "import pipeline.commands.convert as convert\n"
+        "from pipeline.cli import main\n"
+        "made = convert._converted\n"
+        "def terminated(*args):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return made(*args)\n"
+        "convert._converted = terminated\n"
+        f"sys.exit(main(['convert', {str(store_datasets['images'])!r}, {str(target)!r},"
+        " '--store', 'recipes']))\n")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
+    assert done.returncode == 143, done.stderr
+    assert "iqa-factory: terminated (SIGTERM) (the same command resumes a convert run)" \
+        in done.stderr
+    assert not (target / LEASE_FILE).exists()
+    assert not [path.name for path in target.rglob("*") if ".partial" in path.name]
+    assert cli.main(["convert", str(store_datasets["images"]), str(target), "--store",
+                     "recipes"]) == 0
+    assert inspect(str(target))[1] == []  # no finding
