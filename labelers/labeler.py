@@ -4,6 +4,7 @@ its distorted versions in batches sized to the device's memory."""
 import contextlib
 import threading
 from collections.abc import Callable, Sequence, Sized
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -15,6 +16,8 @@ from labelers.base import Metric
 from labelers.errors import DeviceMemoryError, InvalidPairError, LabelerError
 from labelers.inputs import to_batch
 from labelers.registry import METRICS, metric_class
+
+T = TypeVar("T")
 
 CPU_BATCH = 16                 # versions per pass on a CPU: the networks' forward pass (the
                                # hand-written metrics split it by their cpu_chunk)
@@ -53,6 +56,18 @@ def batch_for_budget(per_image_bytes: float, budget_bytes: float, remaining: int
 def _size(batch: torch.Tensor) -> str:
     """'W x H' of an N x 3 x H x W batch's images."""
     return f"{batch.shape[-1]}x{batch.shape[-2]}"
+
+
+def _retried_for_memory(action: Callable[[], T], failure: str) -> T:
+    """action(), tried again with the CUDA cache emptied where it runs out of device memory
+    (another call may have held it), MEMORY_TRIES times in all; then a DeviceMemoryError
+    saying `failure`."""
+    for _ in range(MEMORY_TRIES):
+        try:
+            return action()
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+    raise DeviceMemoryError(f"{failure} ({MEMORY_TRIES} tries)")
 
 
 def _labelling_device(device: torch.device | str | None) -> torch.device:
@@ -199,13 +214,9 @@ class Labeler:
         """`images` (the reference, or versions) on the labelling device (as they are where
         they are there already); an upload that runs out of memory is tried again with the
         cache emptied, then is a DeviceMemoryError."""
-        for _ in range(MEMORY_TRIES):
-            try:
-                return images.to(self.device, non_blocking=True)
-            except torch.OutOfMemoryError:
-                torch.cuda.empty_cache()
-        raise DeviceMemoryError(f"uploading {len(images)} {_size(images)} image(s) ran out of "
-                                f"{self.device} memory ({MEMORY_TRIES} tries)")
+        return _retried_for_memory(
+            lambda: images.to(self.device, non_blocking=True),
+            f"uploading {len(images)} {_size(images)} image(s) ran out of {self.device} memory")
 
     def _measure(self, prepared: dict, versions: torch.Tensor) -> None:
         """On CUDA, each metric's peak memory per pixel not yet known, measured on the first
@@ -228,13 +239,9 @@ class Labeler:
         """The metric's reference side. One that runs out of device memory is tried again
         with the cache emptied (another call may have held the memory), then is a
         DeviceMemoryError: the reference is left out, not the calls after it."""
-        for _ in range(MEMORY_TRIES):
-            try:
-                return metric.prepare(ref_batch)
-            except torch.OutOfMemoryError:
-                torch.cuda.empty_cache()
-        raise DeviceMemoryError(f"{key} ran out of {self.device} memory preparing a "
-                                f"{_size(ref_batch)} reference ({MEMORY_TRIES} tries)")
+        return _retried_for_memory(
+            lambda: metric.prepare(ref_batch),
+            f"{key} ran out of {self.device} memory preparing a {_size(ref_batch)} reference")
 
     def _pass_size(self, key: str, remaining: int, image_pixels: int) -> int:
         """Versions of `image_pixels` pixels each in this metric's next pass."""
