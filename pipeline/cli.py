@@ -636,7 +636,7 @@ def _validate_levels(args: argparse.Namespace) -> int:
     unchecked = not_checked(rows)
     print(("all level orders hold" if not unchecked else
            f"all level orders checked hold (not checked: {', '.join(unchecked)})")
-          if not failed else f"level order fails for: {failed}")
+          if not failed else f"level order fails for: {', '.join(failed)}")
     return 1 if failed else 0
 
 

@@ -90,9 +90,12 @@ def results_files(path: Path) -> list[Path]:
                                     "evaluation.json: name a finished finetune, probe or "
                                     "evaluate run's folder or file")
         return inside
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run `train finetune`, `train probe` "
                                 "or `train evaluate` first")
+    if not path.is_file():
+        raise ValueError(f"{path} is no results file (a device or a pipe): name a finished "
+                         "finetune, probe or evaluate run's folder or file")
     return [path]
 
 

@@ -30,6 +30,8 @@ ROW_LABEL = 18  # a row is at least this tall, so its label fits beside a thin t
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
 FAILED_FILL = (225, 225, 225)
+QUALITY_MARK = " Q="  # a stored version's caption: its parameters, then its label
+JPEG_MAX_SIDE = 65500  # libjpeg's largest side (JPEG_MAX_DIMENSION)
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -40,14 +42,17 @@ def _fitted(draw: ImageDraw.ImageDraw, text: str, width: int, largest: int
             ) -> tuple[ImageFont.ImageFont, str]:
     """(The largest font, `largest` px down to 7 px, in which `text` fits `width` less a
     4 px margin; the text itself, or at 7 px cut short with an ellipsis where it still does
-    not fit: a narrow cell's text never runs into its neighbour's)."""
+    not fit: a narrow cell's text never runs into its neighbour's). A stored version's label
+    (from QUALITY_MARK on) is kept whole: the parameters before it are cut."""
     for size in range(largest, 6, -1):
         font = _font(size)
         if draw.textlength(text, font=font) <= width - 4:
             return font, text
-    while text and draw.textlength(text + "\u2026", font=font) > width - 4:
-        text = text[:-1]
-    return font, text + "\u2026"
+    head, mark, label = text.rpartition(QUALITY_MARK) if QUALITY_MARK in text else (text, "", "")
+    tail = "\u2026" + mark + label
+    while head and draw.textlength(head + tail, font=font) > width - 4:
+        head = head[:-1]
+    return font, head + tail
 
 
 def _cell_height(reference_shape: tuple[int, ...], cell_width: int) -> int:
@@ -205,7 +210,8 @@ def _stored_cells(tar_path: str, reference: np.ndarray,
     cells = {}
     for (distortion_id, level), (record, png) in single.items():
         d = distortions.get(distortion_id)
-        label = "" if record["quality"] is None else f" Q={record['quality']:.2f}"  # label-free
+        label = ("" if record["quality"] is None  # (label-free)
+                 else f"{QUALITY_MARK}{record['quality']:.2f}")
         pixels = (decode_png(png) if png is not None else
                   Pending(record["key"], reference, record, context).pixels())
         cells[(d.id, level)] = (pixels, d.describe(level) + label)
@@ -275,12 +281,22 @@ def _check_writable(path: Path) -> None:
                          f"({error.strerror or error})") from None
 
 
+def _too_large(path: Path, size: tuple[int, int], picture_format: str, why: str) -> None:
+    """The ValueError of a sheet larger than `picture_format` holds."""
+    raise ValueError(f"-o {path}: the sheet is {size[0]}x{size[1]} pixels, more than "
+                     f"{picture_format} holds ({why}); write a .png, or choose a smaller "
+                     "--cell-width") from None
+
+
 def check_picture_size(path: Path, size: tuple[int, int]) -> None:
     """A picture of `size` (width, height) can be written to `path`'s format at that size:
     a row and a column of it are written to memory and read back (WebP holds 16383 pixels a
     side, JPEG 65500; an icon is written smaller), before the rendering."""
     picture_format = Image.registered_extensions()[path.suffix.lower()]
     width, height = size
+    if picture_format == "JPEG" and max(size) > JPEG_MAX_SIDE:  # (libjpeg would say so on
+        _too_large(path, size, picture_format,                  # stderr too)
+                   f"its sides are {JPEG_MAX_SIDE} pixels at most")
     for thin in ((width, 1), (1, height)):
         written = io.BytesIO()
         try:
@@ -290,9 +306,7 @@ def check_picture_size(path: Path, size: tuple[int, int]) -> None:
         except UnidentifiedImageError:  # a format Pillow writes but does not read (PDF)
             continue
         except (OSError, ValueError, TypeError, OverflowError, RuntimeError, struct.error) as e:
-            raise ValueError(f"-o {path}: the sheet is {width}x{height} pixels, more than "
-                             f"{picture_format} holds ({e}); write a .png, or choose a smaller "
-                             "--cell-width") from None
+            _too_large(path, size, picture_format, str(e))
         if kept != thin:
             raise ValueError(f"-o {path}: {picture_format} does not keep a {width}x{height} "
                              "picture at its size; write a .png")

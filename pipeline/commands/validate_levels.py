@@ -155,12 +155,18 @@ def validate_levels(out: str, target: Path) -> list[dict]:
         raise ValueError(f"no type of {shown} with labels at all five levels has a level order "
                          f"to check ({', '.join(not_checked(rows))}: it follows a draw per "
                          "version): nothing to validate")
-    target.mkdir(parents=True, exist_ok=True)
     references = report.get("sources_ok")
     source = f"{references} references of {shown}" if is_integer(references) else shown
-    (target / "validate-levels.md").write_text(markdown(rows, source))
-    (target / "validate-levels.json").write_text(json.dumps(rows, indent=1) + "\n")
-    plot(rows, target / "validate-levels.png")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "validate-levels.md").write_text(markdown(rows, source))
+        (target / "validate-levels.json").write_text(json.dumps(rows, indent=1) + "\n")
+        plot(rows, target / "validate-levels.png")
+    except (FileExistsError, NotADirectoryError):
+        raise  # (the command names the file in the way)
+    except OSError as error:
+        raise ValueError(f"--target {target} cannot be written to "
+                         f"({error.strerror or error})") from None
     return rows
 
 

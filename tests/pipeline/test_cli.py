@@ -168,6 +168,33 @@ def test_a_sheet_its_format_cannot_keep_at_its_size_is_refused_before_it_is_rend
     assert made == [] and not list(tmp_path.iterdir())  # refused before the rendering
 
 
+def test_a_jpeg_sheet_past_libjpegs_side_is_refused_in_one_line(tmp_path, capfd):
+    """libjpeg holds 65500 pixels a side: the refusal is the command's line alone, without
+    libjpeg's own words on the process's stderr (a test picture written to see it said so)."""
+    assert cli.main(["sheet", str(MINIMUM_IMAGE), "--size", "192x400", "--allow-upscale",
+                     "--cell-width", "1024", "-o", str(tmp_path / "s.jpg")]) == 2
+    lines = capfd.readouterr().err.splitlines()
+    assert lines == ["iqa-factory: error: -o " + str(tmp_path / "s.jpg") + ": the sheet is "
+                     "6314x92435 pixels, more than JPEG holds (its sides are 65500 pixels at "
+                     "most); write a .png, or choose a smaller --cell-width"]
+
+
+def test_a_narrow_caption_cut_short_keeps_its_label():
+    """A shard's sheet captions a version with its parameters and its Q: cut to fit a narrow
+    cell, the parameters lose their end, and Q stays whole after the ellipsis."""
+    from PIL import Image as PillowImage
+    from PIL import ImageDraw
+
+    from pipeline.commands.contact_sheet import _fitted
+
+    draw = ImageDraw.Draw(PillowImage.new("RGB", (10, 10)))
+    for width in (64, 96):
+        font, text = _fitted(draw, "variance=0.0005, quality=60 Q=0.87", width, 11)
+        assert text.endswith("\u2026 Q=0.87") and text.startswith("var")
+        assert draw.textlength(text, font=font) <= width - 4
+    assert _fitted(draw, "variance=0.0005, quality=60", 64, 11)[1].endswith("\u2026")
+
+
 def test_a_sheet_of_a_sliver_upscaled_is_refused_as_generate_refuses_it(tmp_path, capsys):
     """1 x 20000 covering 512 x 384 would be 7,680,000 x 384 pixels (15 GB) before the crop:
     bounded by generate's default --max-pixels, named, no allocation tried."""

@@ -242,6 +242,20 @@ def test_validate_levels_names_a_damaged_report(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "validate-levels.md").is_file() and not list(elsewhere.iterdir())
 
 
+def test_validate_levels_names_a_target_it_cannot_write_and_the_types_that_fail(tmp_path,
+                                                                                 capsys):
+    """A --target where no file can be made (under /proc, even for root) is named in one line;
+    the types whose order fails are listed in words, as the report lists them."""
+    rising = {f"{type_id:02d}-{level}": 0.1 * level for type_id in (1, 3)
+              for level in range(1, 6)}
+    (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": rising}))
+    assert cli.main(["validate-levels", str(tmp_path), "--target", "/proc/iqa-factory"]) == 2
+    assert capsys.readouterr().err.startswith("iqa-factory: error: --target /proc/iqa-factory "
+                                              "cannot be written to (")
+    assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 1
+    assert "level order fails for: jpeg, white_noise\n" in capsys.readouterr().out
+
+
 def test_validate_levels_never_passes_what_it_did_not_check(tmp_path, capsys):
     two_levels = {"01-1": 0.9, "01-5": 0.7, "13-1": 0.95, "13-5": 0.6}  # --levels 1,5
     (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": two_levels,

@@ -257,6 +257,8 @@ def test_compare_names_a_malformed_results_file_and_reads_a_run_folder(tmp_path,
     (tmp_path / "empty").mkdir()
     assert main(["train", "compare", str(tmp_path / "empty")]) == 2
     assert "is a folder without a results.json or evaluation.json" in capsys.readouterr().err
+    assert main(["train", "compare", "/dev/null"]) == 2  # there, but no file of results
+    assert "/dev/null is no results file (a device or a pipe)" in capsys.readouterr().err
 
 
 def test_a_classification_target_trains_a_class_head_and_reports_accuracy(tiny_dataset,
