@@ -271,7 +271,7 @@ def test_validate_levels_never_passes_what_it_did_not_check(tmp_path, capsys):
     (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": rising,
                                                       "sources_ok": 2}))
     assert cli.main(["validate-levels", str(tmp_path), "--target", str(tmp_path / "v")]) == 1
-    assert "level order fails for: ['jpeg']" in capsys.readouterr().out
+    assert "level order fails for: jpeg\n" in capsys.readouterr().out
     drawn = {f"38-{level}": 0.9 - 0.01 * level for level in range(1, 6)}  # denoise_blur only
     (tmp_path / "report.json").write_text(json.dumps({"mean_quality_by_scenario": drawn,
                                                       "sources_ok": 2}))
