@@ -9,6 +9,7 @@ import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
@@ -281,7 +282,7 @@ def _check_writable(path: Path) -> None:
                          f"({error.strerror or error})") from None
 
 
-def _too_large(path: Path, size: tuple[int, int], picture_format: str, why: str) -> None:
+def _too_large(path: Path, size: tuple[int, int], picture_format: str, why: str) -> NoReturn:
     """The ValueError of a sheet larger than `picture_format` holds."""
     raise ValueError(f"-o {path}: the sheet is {size[0]}x{size[1]} pixels, more than "
                      f"{picture_format} holds ({why}); write a .png, or choose a smaller "
