@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from shards.storage import redact
 from training.model import ModelConfig
 from training.objectives import ObjectiveConfig
+from training.objectives.contrastive import check_queue
 from training.optim import HALF, PRETRAIN, OptimConfig
 from training.settings import check_count, check_names, check_shared
 from training.shard_data import Target
@@ -48,6 +49,8 @@ class PretrainConfig:
         if len(set(roots)) != len(roots):
             raise ValueError(f"a dataset is given twice: {', '.join(map(redact, self.datasets))}")
         self._check_targets()
+        if self.objective.name == "contrastive":
+            check_queue(self.objective, self.optim.batch_size)
 
     def _check_targets(self) -> None:
         """Distinct targets; --ensemble with quality among them; none of them, nor weights,

@@ -507,3 +507,21 @@ def test_a_label_free_checkpoint_from_before_group_flips_is_not_resumed_with_the
     assert main(pretrain_args(dataset, out, "reconstruction", "--epochs", "2", "--resume")) == 2
     assert "--resume with other settings" in (said := capsys.readouterr().err)
     assert "(group_flips (none) -> True)" in said
+
+
+def test_a_queue_too_small_for_one_steps_keys_is_refused_before_any_data_is_read(tmp_path,
+                                                                                capsys):
+    """One step enqueues a key of every image of the global batch's chunks at each scale:
+    --batch-size 2 chunks x (1 reference + --versions 2) x 2 scales = 12 (MoCo's queue must
+    hold them); the refusal comes before the dataset (absent here) is opened."""
+    absent = tmp_path / "absent"
+    for size, half in ((11, []), (5, ["--no-half-scale"])):
+        args = pretrain_args(absent, tmp_path / "out", "contrastive", "--queue-size", str(size),
+                             *half)
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"--queue-size {size} is smaller than the keys one step enqueues: " \
+               f"{2 * 3 * (2 - bool(half))}" in err
+    assert main(pretrain_args(absent, tmp_path / "out", "contrastive", "--queue-size", "12")) == 2
+    assert "--queue-size" not in capsys.readouterr().err  # refused: the dataset is absent
+    assert not (tmp_path / "out").exists()

@@ -34,6 +34,24 @@ from training.precision import Inputs
 CHUNK_VERSIONS = 11  # Re-IQA's n: the versions of a chunk where --versions is not given
 
 
+def keys_per_step(config: ObjectiveConfig, batch_size: int) -> int:
+    """The keys one step enqueues: one for every image of the global batch's chunks (the
+    reference and its versions) at each scale."""
+    return batch_size * (1 + (config.versions or CHUNK_VERSIONS)) * (1 + config.half_scale)
+
+
+def check_queue(config: ObjectiveConfig, batch_size: int) -> None:
+    """A ValueError, before any data is read, where one step's keys would not fit the queue."""
+    keys = keys_per_step(config, batch_size)
+    if keys > config.queue_size:
+        raise ValueError(
+            f"--queue-size {config.queue_size} is smaller than the keys one step enqueues: "
+            f"{keys} ({batch_size} chunks of --batch-size x "
+            f"{1 + (config.versions or CHUNK_VERSIONS)} images (the reference and --versions) x "
+            f"{1 + config.half_scale} scale(s)): raise --queue-size to at least {keys} or lower "
+            "--batch-size or --versions")
+
+
 def projection_head(width: int, dim: int) -> nn.Sequential:
     """MoCo-v2's MLP: features -> width -> ReLU -> dim."""
     return nn.Sequential(nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, dim))
