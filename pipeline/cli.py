@@ -118,6 +118,16 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(values)
 
 
+def _once(values: tuple, shown=str) -> tuple:
+    """`values`, or an argparse error naming those given more than once (a typo for another:
+    collapsing them would hide it)."""
+    repeated = sorted({value for value in values if values.count(value) > 1}, key=values.index)
+    if repeated:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(map(shown, repeated))} given more than once")
+    return values
+
+
 def _named(text: str) -> str:
     """A --sources that names something: an empty one (an unset shell variable) would list
     the working folder."""
@@ -145,7 +155,7 @@ def _distortion_ids(text: str) -> tuple[int, ...]:
             ids += [distortions.get(id_or_name).id for id_or_name in named]
         except distortions.UnknownDistortionError as error:
             raise argparse.ArgumentTypeError(f"{error} (`iqa-factory list` shows them)") from None
-    return tuple(ids)
+    return _once(tuple(ids), lambda i: f"{i} ({distortions.get(i).name})")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -341,8 +351,8 @@ def _say_left_out(bank: str, chosen: tuple[int, ...] | None) -> None:
 
 def _metrics(text: str) -> tuple[str, ...]:
     """Comma-separated metric keys; 'none' for a label-free run."""
-    return () if text.strip().lower() == "none" else tuple(
-        key.strip().lower() for key in text.split(","))
+    return () if text.strip().lower() == "none" else _once(tuple(
+        key.strip().lower() for key in text.split(",")))
 
 
 def build_parser() -> argparse.ArgumentParser:

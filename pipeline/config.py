@@ -108,7 +108,8 @@ class RunConfig:
         self._check_modes()
 
     def _check_grid(self) -> None:
-        """The distortions (known, in the bank) and levels (1-5), each listed once."""
+        """The distortions (known, in the bank) and levels (1-5); they and the metrics each
+        listed once."""
         for distortion_id in self.distortion_ids:
             distortions.get(distortion_id)  # raises UnknownDistortionError
         outside = sorted(set(self.distortion_ids) - set(distortions.bank_ids(self.bank)))
@@ -118,9 +119,10 @@ class RunConfig:
         bad_levels = [lv for lv in self.levels if lv not in distortions.LEVELS]
         if bad_levels or not self.levels:
             raise ValueError(f"levels must be a non-empty subset of 1-5, got {self.levels}")
-        for name, values in (("distortions", self.distortion_ids), ("levels", self.levels)):
+        for name, values in (("distortions", self.distortion_ids), ("levels", self.levels),
+                             ("metrics", self.metrics)):
             twice = sorted({v for v in values if list(values).count(v) > 1})
-            if twice:  # each would write its samples' keys twice into one tar
+            if twice:  # samples' keys twice into one tar; a score column twice
                 raise ValueError(f"{name} {twice} listed more than once in {list(values)}")
 
     def _check_modes(self) -> None:

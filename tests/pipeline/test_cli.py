@@ -628,10 +628,15 @@ def test_a_level_given_twice_is_refused(text, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     with pytest.raises(ValueError, match=r"distortions \[3\] listed more than once"):
         RunConfig(sources="embedded", out=str(tmp_path / "o"), distortion_ids=(3, 1, 3))
-    # the command line takes a type named twice (an id and its name) once
-    args = cli.build_parser().parse_args(["generate", "--sources", "embedded", "--out", "o",
-                                          "--distortions", "3,jpeg,1"])
-    assert cli.run_config(args).distortion_ids == (1, 3)
+    with pytest.raises(ValueError, match=r"metrics \['mae'\] listed more than once"):
+        RunConfig(sources="embedded", out=str(tmp_path / "o"), metrics=("mae", "gmsd", "mae"))
+    # a type named twice on the command line (an id and its name) is refused there: the bank
+    # narrowed by it would have taken it once, hiding a typo for another type
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["generate", "--sources", "embedded", "--out", str(tmp_path / "o"),
+                  "--distortions", "3,jpeg,1"])
+    assert stopped.value.code == 2
+    assert "--distortions: 1 (jpeg) given more than once" in capsys.readouterr().err
 
 
 def test_levels_and_metrics_typed_in_any_order_make_one_plan(tmp_path):
@@ -877,6 +882,10 @@ def test_a_sheet_cell_width_out_of_its_range_is_refused_naming_the_option(width,
     ("--distortions", "bogus", r"no distortion 'bogus'.*iqa-factory list"),
     ("--levels", ",", "'' is not a number or a range"),
     ("--levels", "5-1", "the range '5-1' runs backwards"),
+    # a name typed twice is a typo for another: collapsing them would hide it
+    ("--distortions", "jpeg2000,jpeg,1-5", r"argument --distortions: 2 \(jpeg2000\), 1 "
+                                           r"\(jpeg\) given more than once"),
+    ("--metrics", "vif,gmsd, VIF", "argument --metrics: vif given more than once"),
 ])
 def test_list_options_name_what_is_wrong(option, value, message, capsys):
     with pytest.raises(SystemExit):
