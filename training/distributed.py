@@ -5,7 +5,7 @@ what rank 0 alone works out."""
 import os
 import pickle
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -50,6 +50,14 @@ class Context:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def print_notices(context: Context, notices: Iterable[str]) -> None:
+    """Each of `notices` as a "NOTICE: ..." line, printed by rank 0 alone (every rank would
+    repeat it)."""
+    if context.is_main:
+        for notice in notices:
+            print(f"NOTICE: {notice}")
 
 
 def launched_by_torchrun() -> bool:

@@ -242,11 +242,6 @@ def quality_model(path: str, crop: int | None, device: torch.device) -> QualityM
     return QualityModel(model, precision, trained.augment(crop), trained)
 
 
-def _say(context: distributed.Context, notices: list[str]) -> None:
-    for notice in notices if context.is_main else ():
-        print(f"NOTICE: {notice}")
-
-
 def evaluate(config: EvaluateConfig) -> dict:
     with distributed.started(config.device) as context, \
             sole_writer(config.out, "evaluate", context):
@@ -256,7 +251,8 @@ def evaluate(config: EvaluateConfig) -> dict:
         config, images, own = _load(scorer.trained, config, notices)
         if own and config.subset == "all":
             notices.extend(_trained_images_notice(scorer.trained, config))
-        _say(context, notices)  # before a split is refused: what it was taken for
+        # before a split is refused: what it was taken for
+        distributed.print_notices(context, notices)
         rated_datasets.check_crop(images, augment.crop)
         parts = (test_split(scorer.trained, config, own, images) if config.subset == "test"
                  else None)
@@ -267,7 +263,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         if not own:  # its own split's test part holds none by its making
             left: list[str] = []
             images = _without_trained_images(scorer.trained, config, images, left)
-            _say(context, left)
+            distributed.print_notices(context, left)
         rated_datasets.check_testable(images, f"{config.dataset} ({config.subset})")
         predicted, opinion, figures = test_figures(
             context, scorer.model, images, augment, config.eval_crops,

@@ -158,9 +158,8 @@ def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: i
     if parts.val is parts.train:
         notices.append("validation uses the training images (too few references to hold "
                        "some out)")
+    distributed.print_notices(context, notices)
     if context.is_main:
-        for notice in notices:
-            print(f"NOTICE: {notice}")
         print(f"split {repeat} (seed {config.seed}, by {config.split_by}): "
               f"{len(parts.train)} train, "
               f"{len(parts.val)} val, {len(parts.test)} test images", flush=True)
@@ -326,11 +325,9 @@ def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
             which = ("the stored ensemble labels Q" if config.ensemble is None else
                      f"Q under ensemble {config.ensemble}, made from the raw scores,")
             print(f"NOTICE: {which} stand in for opinion scores here")
-        for notice in filter(None, [published_split_notice(images, config.dataset,
-                                                           config.repeats),
-                                    _pretrained_on_them(config, images)]):
-            if context.is_main:
-                print(f"NOTICE: {notice}")
+        distributed.print_notices(context, filter(None, [
+            published_split_notice(images, config.dataset, config.repeats),
+            _pretrained_on_them(config, images)]))
         splits = [checked_split(config, images, r, context.world_size)
                   for r in range(config.repeats)]  # every split refused before any is run
         out = Path(config.out)

@@ -20,7 +20,7 @@ from shards.group_spec import GroupSpec
 from shards.order import ONE_PASS, Order, share_to_spread
 from shards.words import a_few
 from training import checkpoint
-from training.distributed import Context, all_sum, computed_on_main
+from training.distributed import Context, all_sum, computed_on_main, print_notices
 from training.group_data import (
     MixedStream,
     collate_groups,
@@ -273,10 +273,9 @@ def pretrain_label_free(config: PretrainConfig, context: Context, resume: bool) 
     train_refs, val_refs = (sum(map(len, refs.values())) for refs in (train, val))
     steps = config.steps_per_epoch or max(1, math.ceil(groups / config.optim.batch_size))
     local = config.optim.local_batch(context.world_size)
+    print_notices(context, (*checkpoint.replaced_run_notices(config.out, resume),
+                            *built.notices, *objective.notices, *notices))
     if context.is_main:
-        for notice in (*checkpoint.replaced_run_notices(config.out, resume), *built.notices,
-                       *objective.notices, *notices):
-            print(f"NOTICE: {notice}")
         mixed = (f" of {len(parts)} datasets ("
                  + ", ".join(f"{part.name}: {len(train[part.name])}" for part in parts)
                  + ")") if len(parts) > 1 else ""

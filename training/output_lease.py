@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from shards.lease import TRAIN_LEASE_FILE, Lease
 from shards.stopping import interrupt, signal_as_interrupt, stop_point
 from shards.storage import Location
-from training.distributed import Context, computed_on_main
+from training.distributed import Context, computed_on_main, print_notices
 
 LEASE_LOST_SIGNAL = signal.SIGUSR1  # sent to the main thread where another run took --out
 LEASE_LOST_REASON = "lease lost"
@@ -53,8 +53,8 @@ def sole_writer(out: str | os.PathLike, command: str, context: Context) -> Itera
     # SIGUSR1, which would kill the process
     with signal_as_interrupt(LEASE_LOST_SIGNAL, _stop_for_a_lost_lease, LEASE_LOST_REASON):
         try:
-            for notice in computed_on_main(context, lambda: lease.acquire(take_over=True)):
-                print(f"NOTICE: {notice}")
+            print_notices(context, computed_on_main(context,
+                                                    lambda: lease.acquire(take_over=True)))
             stop_point()  # one that came as the lease was taken (held back: Lease.acquire)
             yield
             stop_point()  # a lost lease whose interrupt a finalizer dropped: raised here

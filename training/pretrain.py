@@ -300,11 +300,10 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
     built = build_to_resume(config.model, resume, config.targets[0].outputs,
                             {head.name: head.outputs for head in heads} if multi else None)
+    distributed.print_notices(context, (
+        *checkpoint.replaced_run_notices(config.out, resume), *built.notices,
+        *ensemble_notices(config.targets), *identity_notices(config.targets), *split_notices))
     if context.is_main:
-        for notice in (*checkpoint.replaced_run_notices(config.out, resume), *built.notices,
-                       *ensemble_notices(config.targets), *identity_notices(config.targets),
-                       *split_notices):
-            print(f"NOTICE: {notice}")
         print(_what_trains(config, context, (train, val, validated), heads, labels, steps),
               flush=True)
     train_stream, train_loader = _stream(config, train, True, context, steps)

@@ -302,9 +302,7 @@ def probe(config: ProbeConfig) -> dict:
     with distributed.started(config.device) as context, \
             sole_writer(config.out, "probe", context):
         encoder = frozen_encoder(config.encoder, context.device, config.seed)
-        if context.is_main:
-            for notice in encoder.notices:
-                print(f"NOTICE: {notice}")
+        distributed.print_notices(context, encoder.notices)
         images = config.dataset.load()
         test_images = config.test_dataset.load() if config.test_dataset else None
         if test_images is not None:
@@ -317,8 +315,8 @@ def probe(config: ProbeConfig) -> dict:
             return {}
         runs = [one_split(config, table, test_table, r) for r in range(config.repeats)]
         results = [result for result, _, _ in runs]
-        for notice in _notices(config, table, results, (test_table or table).images):
-            print(f"NOTICE: {notice}")
+        distributed.print_notices(context, _notices(config, table, results,
+                                                    (test_table or table).images))
         for result in results:
             print(split_line(result))
         summary = _summary(config, encoder, table, test_table, results)
