@@ -3,12 +3,21 @@ for the ensemble's fit and the trained models' benchmark figures: scipy.stats' (
 O(n log n) time and O(n) memory), with fewer than MIN_PAIRS pairs refused and NaN, without
 warnings, where one series is constant or not finite (no correlation is defined)."""
 
+import math
 import warnings
 
 import numpy as np
 from scipy import stats
 
 MIN_PAIRS = 3  # the fewest pairs the rank and raw figures are defined on
+UNDEFINED = "undefined"  # a figure that is NaN (null in JSON), in words on screen and in tables
+
+
+def figure_text(value: float | None, width: int = 0) -> str:
+    """`value` to 4 decimals, or UNDEFINED where it is None or NaN; right-aligned in `width`."""
+    if value is None or not math.isfinite(value):
+        return f"{UNDEFINED:>{width}}"
+    return f"{value:>{width}.4f}"
 
 
 def as_pair(x, y) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 
+from labelers.correlation import figure_text
 from training.correlation import CORE_FIGURES
 from training.finetune import FIGURES
 
@@ -26,6 +27,7 @@ class Row:
 
 
 RESULTS_FILES = ("results.json", "evaluation.json")  # finetune and probe; evaluate
+NOT_RECORDED = "-"  # a figure a results file does not hold (one of a run of before it was made)
 
 
 def _finetune(summary: dict, figures: dict, repeats: int) -> Row:
@@ -144,8 +146,10 @@ def _left_out(row: Row) -> str:
             + f" of {row.repeats}")
 
 
-def _cell(value: float | None) -> str:
-    return f"{'-':>10}" if value is None else f"{value:>10.4f}"
+def _cell(figures: dict, name: str) -> str:
+    """The figure in a column 10 wide: labelers.correlation.UNDEFINED where the run left it
+    undefined (null), NOT_RECORDED where the file does not hold it."""
+    return figure_text(figures[name], 10) if name in figures else f"{NOT_RECORDED:>10}"
 
 
 def run_labels(results: list[Path]) -> list[str]:
@@ -190,6 +194,6 @@ def table(results: list[Path]) -> str:
     for index, (_, row) in enumerate(read):
         rows.append(("".join(f"{column[index]:<{width}}"
                              for (_, column), width in zip(texts, widths, strict=True))
-                     + "".join(_cell(row.figures.get(name)) for name in FIGURES)
+                     + "".join(_cell(row.figures, name) for name in FIGURES)
                      + f"{row.repeats:>9}" + (f"  {left_out[index]}" if note else "")).rstrip())
     return "\n".join(rows)

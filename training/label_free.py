@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
 
+from labelers.correlation import figure_text
 from shards.dataset import Dataset, open_dataset
 from shards.group_spec import GroupSpec
 from shards.order import ONE_PASS, Order, share_to_spread
@@ -32,7 +33,7 @@ from training.objectives import Objective, build_objective
 from training.objectives.base import GroupRequest
 from training.precision import Inputs, Precision
 from training.pretrain_config import PretrainConfig
-from training.results_files import figure_text, publish_summary
+from training.results_files import publish_summary
 from training.shard_data import (
     INTERLEAVED_SHARDS,
     datasets_splits,

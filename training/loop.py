@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from labelers.correlation import figure_text
 from labelers.weights import file_sha256
 from shards.order import stream_seed
 from shards.stopping import stop_point
@@ -41,7 +42,7 @@ from training.objectives.base import Objective
 from training.objectives.regression import SupervisedLoss
 from training.optim import EarlyStopping, OptimConfig, optimiser
 from training.precision import FP32, Inputs, Precision
-from training.results_files import SUMMARY_FILE, figure_text
+from training.results_files import SUMMARY_FILE
 from training.transforms import Augment
 
 # settings a resumed run may change (`out` is where its last.pt was found, wherever the run

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import distortions
-from labelers.correlation import MIN_PAIRS
+from labelers.correlation import MIN_PAIRS, figure_text
 from labelers.ensemble import EnsembleError
 from labelers.ensemble import load as load_ensemble
 from labelers.ensemble import parsed as parse_ensemble
@@ -31,7 +31,7 @@ from training.model import build_to_resume
 from training.output_lease import sole_writer
 from training.precision import Inputs, Precision
 from training.pretrain_config import PretrainConfig
-from training.results_files import figure_text, publish_summary
+from training.results_files import publish_summary
 from training.shard_data import (
     CLASS_TARGETS,
     EXCLUDED,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labelers.correlation import MIN_PAIRS
+from labelers.correlation import MIN_PAIRS, figure_text
 from shards.words import a_few
 from training import distributed, rated_datasets
 from training.correlation import report
@@ -28,7 +28,7 @@ from training.image_data import published_split_notice, split
 from training.output_lease import sole_writer
 from training.plots import scatter
 from training.rated_datasets import LabelledImage, check_testable
-from training.results_files import figure_text, write_json, write_predictions
+from training.results_files import write_json, write_predictions
 from training.ridge import ALPHA_GRID, select_ridge
 from training.settings import check_count, check_shared
 from training.trained import TrainedRun, resolved_root

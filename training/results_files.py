@@ -1,6 +1,6 @@
 """A run's result files and figure lines. A figure a run could not define (NaN: constant
 predictions or opinion scores) is null in JSON, which has no NaN (Python would write a bare
-NaN that other readers refuse), and "undefined" on screen."""
+NaN that other readers refuse), and labelers.correlation.UNDEFINED on screen."""
 
 import json
 import math
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from distortions.canonical import each_leaf
+from labelers.correlation import figure_text
 from shards.storage import atomic_file, without_credentials
 from training.checkpoint import BEST
 
@@ -34,10 +35,6 @@ def write_predictions(path: Path, predicted, opinion) -> None:
     whole or not at all."""
     with atomic_file(path) as handle:
         np.savez(handle, predicted=predicted, opinion=opinion)
-
-
-def figure_text(value: float | None) -> str:
-    return "undefined" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
 def figures_line(figures: dict, names: tuple[str, ...]) -> str:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 import labelers
 from labelers import ensemble as ens
 from labelers import weights
+from labelers.correlation import UNDEFINED, figure_text
 from labelers.errors import LabelerError
 from labelers.fitting import check_opinions, fit_ensemble
 from pipeline.plan import finished_plan
@@ -26,6 +27,8 @@ from shards.lease import Lease
 from shards.reads import read_ahead
 from shards.schema import SIDECAR_SCHEMA, finite_counts, score_arrays
 from shards.storage import Location, redact
+
+FIGURE_WIDTH = len(UNDEFINED)  # the fit table's correlation columns: the word fits
 
 
 def weights_fetch(args) -> int:
@@ -221,13 +224,11 @@ def fit_ensemble_command(args) -> int:
     report.ensemble.save(output)
     report_json = {**report.to_json(), "left_out": left_out}
     output.with_suffix(".report.json").write_text(json.dumps(report_json, indent=1) + "\n")
-    print(f"{'metric':10s} {'weight':>7s} {'SROCC':>7s} {'PLCC':>7s}   (held-out "
-          f"{report.test_references} references)")
+    print(f"{'metric':10s} {'weight':>7s} {'SROCC':>{FIGURE_WIDTH}s} "
+          f"{'PLCC':>{FIGURE_WIDTH}s}   (held-out {report.test_references} references)")
     for key, values in report.per_metric.items():
-        print(f"{key:10s} {report.ensemble.weights[key]:7.4f} {_figure(values['srocc'])} "
-              f"{_figure(values['plcc'])}")
-    print(f"{'ensemble':10s} {'':7s} {_figure(report.ensemble_test['srocc'])} "
-          f"{_figure(report.ensemble_test['plcc'])}")
+        print(f"{key:10s} {report.ensemble.weights[key]:7.4f} {_figures(values)}")
+    print(f"{'ensemble':10s} {'':7s} {_figures(report.ensemble_test)}")
     print(f"wrote {output} (hash {report.ensemble.hash}) and {output.with_suffix('.report.json')}")
     return 0
 
@@ -247,9 +248,9 @@ def _check_outputs(output: Path, inputs: list[Path]) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _figure(value: float | None) -> str:
-    """A correlation in the fit's table (n/a where one side was constant)."""
-    return f"{value:7.4f}" if value is not None else f"{'n/a':>7s}"
+def _figures(values: dict) -> str:
+    """SROCC and PLCC in the fit's table (UNDEFINED where one side was constant)."""
+    return " ".join(figure_text(values[name], FIGURE_WIDTH) for name in ("srocc", "plcc"))
 
 
 def relabel_command(args) -> int:

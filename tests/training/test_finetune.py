@@ -434,7 +434,7 @@ def test_an_undefined_validation_score_still_keeps_the_first_epoch():
     assert not stopping.update(float("nan"), 3) and stopping.bad_epochs == 1
 
 
-def test_an_undefined_figure_is_null_in_the_json_and_a_dash_in_compare(tmp_path, capsys):
+def test_an_undefined_figure_is_null_in_the_json_and_said_undefined_in_compare(tmp_path, capsys):
     from training.compare import table
     from training.results_files import figures_line, write_json
 
@@ -453,7 +453,7 @@ def test_an_undefined_figure_is_null_in_the_json_and_a_dash_in_compare(tmp_path,
     assert document["splits"][0]["test"]["plcc"] == 0.5
     assert figures_line(figures, ("srocc", "plcc")) == "SROCC undefined  PLCC 0.5000"
     row = table([path]).splitlines()[2].split()
-    assert row[-7:] == ["-", "0.5000", "0.4000", "-", "0.0000", "0.1000", "1"]
+    assert row[-7:] == ["undefined", "0.5000", "0.4000", "undefined", "0.0000", "0.1000", "1"]
 
 
 def test_compare_says_how_many_splits_each_median_left_out(tmp_path):
