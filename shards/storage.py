@@ -119,6 +119,18 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     _fsync(os.path.dirname(final) or ".")
 
 
+def json_bytes(document) -> bytes:
+    """A JSON file's text: keys sorted, one value per line (a run file, a result)."""
+    return json.dumps(document, sort_keys=True, indent=1).encode()
+
+
+def write_json_file(path: str | os.PathLike, document) -> None:
+    """A local JSON file (json_bytes), whole or not at all (atomic_file); Location.write_json
+    writes one on any store."""
+    with atomic_file(path) as handle:
+        handle.write(json_bytes(document))
+
+
 def _staged_file(final: str) -> tuple[str, BinaryIO]:
     """`final`.partial, created exclusively and open for writing, or, where one exists
     (another writer's now, or a killed one's: never written into), a name of its own."""
@@ -230,8 +242,8 @@ class Location:
         return json.loads(self.read_bytes(path)) if self.exists(path) else {}
 
     def write_json(self, path: str, document) -> None:
-        """Write a run file's JSON (keys sorted, one per line) as write_bytes does."""
-        self.write_bytes(path, json.dumps(document, sort_keys=True, indent=1).encode())
+        """Write a run file's JSON (json_bytes) as write_bytes does."""
+        self.write_bytes(path, json_bytes(document))
 
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write a whole file; locally through a staged name, synced and renamed, so a reader

@@ -2,7 +2,6 @@
 predictions or opinion scores) is null in JSON, which has no NaN (Python would write a bare
 NaN that other readers refuse), and labelers.correlation.UNDEFINED on screen."""
 
-import json
 import math
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 
 from distortions.canonical import each_leaf
 from labelers.correlation import figure_text
-from shards.storage import atomic_file, without_credentials
+from shards.storage import atomic_file, without_credentials, write_json_file
 from training.checkpoint import BEST
 
 SUMMARY_FILE = "summary.json"  # a pretraining run's result
@@ -23,11 +22,9 @@ def json_safe(value):
 
 
 def write_json(path: Path, document: dict) -> None:
-    """A result file, whole or not at all (shards.storage.atomic_file)."""
-    text = json.dumps(json_safe(without_credentials(document)), indent=1, sort_keys=True,
-                      allow_nan=False)
-    with atomic_file(path) as handle:
-        handle.write(text.encode())
+    """A result file, whole or not at all (shards.storage.write_json_file), without NaN or
+    credentials."""
+    write_json_file(path, json_safe(without_credentials(document)))
 
 
 def write_predictions(path: Path, predicted, opinion) -> None:
