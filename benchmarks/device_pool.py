@@ -16,7 +16,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from multiprocessing import shared_memory
 from pathlib import Path
 from typing import NamedTuple
@@ -148,10 +148,7 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
     threading.Thread(target=_prefetch, args=(requests, ready, workers), daemon=True).start()
     lock = threading.Lock()
     busy = {"score": 0.0, "learned": 0.0}
-    tally: dict = {"done": 0, "samples": 0, "first": None, "failed": None, "active": 0,
-                   "peak": 0, "stages": Counter(), "cpu": 0.0, "threads": {},
-                   "occupied": 0.0, "since": 0.0,  # seconds with a call in progress
-                   "labelled": 0, "all_worked": None}  # (until the first process ended)
+    tally = _Tally()
     stopping = threading.Event()
 
     def answer() -> None:
@@ -161,26 +158,26 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
             except queue.Empty:
                 continue
             with lock:
-                if _settle(tally, kind, payload, len(workers)):
+                if tally.settle(kind, payload, len(workers)):
                     stopping.set()
             if kind in ("done", "dead"):
                 continue
             start = time.perf_counter()
             with lock:
-                tally["since"] = start if tally["active"] == 0 else tally["since"]
-                tally["active"] += 1
-                tally["peak"] = max(tally["peak"], tally["active"])
+                tally.since = start if tally.active == 0 else tally.since
+                tally.active += 1
+                tally.peak = max(tally.peak, tally.active)
             result, failure = _call(labeler, kind, payload)
             if failure:
-                tally["failed"] = failure
+                tally.failed = failure
                 stopping.set()
             with lock:
                 now = time.perf_counter()
                 if kind == "score" and isinstance(result, dict):
-                    tally["labelled"] += payload[1][1][0]  # the shared versions' count
+                    tally.labelled += payload[1][1][0]  # the shared versions' count
                 busy[kind] += now - start
-                tally["active"] -= 1
-                tally["occupied"] += now - tally["since"] if tally["active"] == 0 else 0.0
+                tally.active -= 1
+                tally.occupied += now - tally.since if tally.active == 0 else 0.0
             answers[worker][kind].put(result)
 
     servers = [threading.Thread(target=answer) for _ in range(concurrency)]
@@ -188,34 +185,63 @@ def _serve(labeler: labelers.Labeler, requests, answers, workers: list,
         server.start()
     for server in servers:
         server.join()
-    if tally["failed"]:
-        raise RuntimeError(tally["failed"])
-    return {"samples": tally["samples"], "concurrency": concurrency,
-            "pool_stage_seconds": {k: round(v, 1) for k, v in tally["stages"].items()},
-            "pool_cpu_seconds": round(tally["cpu"], 1), "pool_threads": tally["threads"],
-            "peak_concurrent": tally["peak"],
+    if tally.failed:
+        raise RuntimeError(tally.failed)
+    return {"samples": tally.samples, "concurrency": concurrency,
+            "pool_stage_seconds": {k: round(v, 1) for k, v in tally.stages.items()},
+            "pool_cpu_seconds": round(tally.cpu, 1), "pool_threads": tally.threads,
+            "peak_concurrent": tally.peak,
             "busy_seconds": {k: round(v, 1) for k, v in busy.items()},
-            "occupied_seconds": round(tally["occupied"], 1),
-            "while_all_worked": tally["all_worked"],
-            "serving_seconds": round(time.perf_counter() - tally["first"], 1),
+            "occupied_seconds": round(tally.occupied, 1),
+            "while_all_worked": tally.all_worked,
+            "serving_seconds": round(time.perf_counter() - tally.first, 1),
             "torch_threads": threads}
 
 
-def _settle(tally: dict, kind: str, payload: list, workers: int) -> bool:
-    """A request's mark on the tally (a pool process's "done" with its figures, or "dead":
-    every one ended); whether serving stops: all `workers` done, or a failure."""
-    tally["first"] = tally["first"] or time.perf_counter()
-    if kind == "done":
-        tally["all_worked"] = tally["all_worked"] or _all_worked(tally)
-        tally["done"] += 1
-        tally["samples"] += payload[0]
-        tally["stages"].update(payload[1])
-        tally["cpu"] += payload[2]
-        tally["threads"].update({k: max(n, tally["threads"].get(k, 0))
+@dataclass
+class _Tally:
+    """What _serve's threads have seen (changed under their lock): the pool processes' figures
+    and the calls in progress."""
+    done: int = 0  # pool processes that ended, with their figures
+    samples: int = 0
+    first: float | None = None  # when the first request came
+    failed: str | None = None  # what stops serving
+    active: int = 0  # calls in progress
+    peak: int = 0
+    stages: Counter = field(default_factory=Counter)  # the pool processes' stage seconds
+    cpu: float = 0.0
+    threads: dict = field(default_factory=dict)  # the most threads each kind of pool work used
+    occupied: float = 0.0  # seconds with a call in progress
+    since: float = 0.0  # when the calls in progress began
+    labelled: int = 0
+    all_worked: dict | None = None  # the figures until the first pool process ended
+
+    def settle(self, kind: str, payload: list, workers: int) -> bool:
+        """A request's mark (a pool process's "done" with its figures, or "dead": every one
+        ended); whether serving stops: all `workers` done, or a failure."""
+        self.first = self.first or time.perf_counter()
+        if kind == "done":
+            self.all_worked = self.all_worked or self.while_all_worked()
+            self.done += 1
+            self.samples += payload[0]
+            self.stages.update(payload[1])
+            self.cpu += payload[2]
+            self.threads.update({k: max(n, self.threads.get(k, 0))
                                  for k, n in payload[3].items()})
-    if kind == "dead" and tally["done"] < workers:
-        tally["failed"] = f"the pool processes ended early (exit codes {payload[0]})"
-    return tally["done"] == workers or bool(tally["failed"])
+        if kind == "dead" and self.done < workers:
+            self.failed = f"the pool processes ended early (exit codes {payload[0]})"
+        return self.done == workers or bool(self.failed)
+
+    def while_all_worked(self) -> dict:
+        """The pipeline's figures from the first request until now, while every pool process
+        kept the labelling process fed as a node's shard tasks do until a run's last shards:
+        the rate a long run keeps, without the start or the tail of a short one."""
+        now = time.perf_counter()
+        seconds = now - self.first
+        occupied = self.occupied + (now - self.since if self.active else 0.0)
+        return {"seconds": round(seconds, 1), "labelled_images": self.labelled,
+                "labelled_images_per_s": round(self.labelled / seconds, 1) if seconds else None,
+                "labelling_process_occupied": round(occupied, 1)}
 
 
 def _call(labeler: labelers.Labeler, kind: str, payload: list) -> tuple[object, str | None]:
@@ -231,18 +257,6 @@ def _call(labeler: labelers.Labeler, kind: str, payload: list) -> tuple[object, 
         expected = isinstance(error, LabelerError | distortions.DistortionError)
         return (Failed(kind, expected, f"{type(error).__name__}: {error}"),
                 None if expected else traceback.format_exc())
-
-
-def _all_worked(tally: dict) -> dict:
-    """The pipeline's figures from the first request until a pool process ended, while all
-    kept the labelling process fed as a node's shard tasks do until a run's last shards: the
-    rate a long run keeps, without the start or the tail of a short one."""
-    now = time.perf_counter()
-    seconds = now - tally["first"]
-    occupied = tally["occupied"] + (now - tally["since"] if tally["active"] else 0.0)
-    return {"seconds": round(seconds, 1), "labelled_images": tally["labelled"],
-            "labelled_images_per_s": round(tally["labelled"] / seconds, 1) if seconds else None,
-            "labelling_process_occupied": round(occupied, 1)}
 
 
 def pipeline_speed(device: torch.device, sizes: Sizes) -> dict:
