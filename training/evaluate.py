@@ -121,7 +121,8 @@ def _without_trained_images(trained: TrainedRun, config: EvaluateConfig, images:
     part = "of the test part " if config.subset == "test" else ""
     said = (f"{len(seen)} of the {len(images)} images {part}are ones {config.checkpoint} was "
             f"fine-tuned on ({a_few([image.name for image in seen])}: the same reference and "
-            "name as in its split's train or validation part)")
+            "name as in its split's train or validation part, or, split by reference, another "
+            "image of one of its references)")
     if config.subset == "all":
         notices.append(f"{said}: optimistic figures; --subset test leaves them out")
         return images

@@ -198,8 +198,9 @@ def _notices(config: ProbeConfig, table: Table, results: list[dict],
     elif trained is not None and (seen := trained.trained_on(test_images)):
         notices.append(f"{checkpoint} was fine-tuned on {len(seen)} of the {len(test_images)} "
                        f"images tested here ({a_few([image.name for image in seen])}: the "
-                       "same reference and name): its features learnt their scores "
-                       "(optimistic figures)")
+                       "same reference and name, or, split by reference, another image of "
+                       "one of its references): its features learnt them (optimistic "
+                       "figures)")
     if trained is not None and tested.kind == "shards":
         seen = trained.seen_notice(checkpoint, tested.root,
                                    {image.group for image in test_images}, "probe")

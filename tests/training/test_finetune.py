@@ -285,6 +285,36 @@ def test_a_changed_copy_is_never_tested_on_images_the_checkpoint_trained_on(fine
     assert "fine-tuned on (" not in capsys.readouterr().out
 
 
+def test_new_versions_of_a_trained_reference_in_a_copy_are_never_tested(finetuned, tmp_path):
+    """Split by reference, a checkpoint saw every image of its train and validation
+    references: versions of one added to a copy (new names, the same reference) show it
+    content it trained on, so --subset test leaves them out too (they were tested: the
+    checkpoint recorded its images, not its references)."""
+    import shutil
+
+    config, summary = finetuned
+    copy = tmp_path / "grown"
+    shutil.copytree(config.root, copy)
+    (reference,) = summary["splits"][0]["test_groups"]  # the copy's default test part
+    assert reference not in summary["splits"][1]["test_groups"]  # split 1 trained on it
+    stem = Path(reference).stem
+    with (copy / "dmos.csv").open("a") as table:
+        for level in (1, 2, 3):
+            added = f"{stem}_03_{level:02d}.png"
+            shutil.copyfile(copy / "images" / f"{stem}_01_{level:02d}.png",
+                            copy / "images" / added)
+            table.write(f"{added},{reference},{4 - level:.2f},0.5\n")
+    evaluation = EvaluateConfig(f"{config.out}/split-1/best.pt", "kadid10k", str(copy),
+                                str(tmp_path / "out"), subset="test", eval_crops=1, workers=0,
+                                device="cpu")
+    with pytest.raises(ValueError, match=r"9 of the 9 images of the test part are ones .* "
+                                         r"another image of one of its references\): 0 left"):
+        evaluate(evaluation)
+    unseen = evaluate(dataclasses.replace(evaluation, checkpoint=f"{config.out}/split-0/best.pt",
+                                          out=str(tmp_path / "unseen")))
+    assert unseen["figures"]["count"] == 9  # split 0 never trained on it: its 6 and the 3 new
+
+
 def test_a_dataset_changed_in_place_has_no_test_part_of_the_checkpoints_split(finetuned,
                                                                                tmp_path):
     """The split is a function of the images: made again over a root that now holds others
