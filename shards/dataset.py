@@ -162,19 +162,33 @@ class Dataset:
         """ref_id -> (split, shard) of every reference in a complete shard: from
         sources.parquet, or the shards' own indexes where a dataset has none."""
         listed = self.location.exists(self.location.path(SOURCES_FILE))
-        if listed:
+        found = {row["ref_id"]: (row["split"], row["shard"]) for row in self._reference_rows}
+        self._check_planned_splits(found, SOURCES_FILE if listed else "the shards' records")
+        return found
+
+    @cached_property
+    def reference_pixels(self) -> dict[str, str]:
+        """ref_id -> the SHA-256 of its pixels (as sized for the run) of every reference in a
+        complete shard that records it: two ids with one are the same image in other bytes (a
+        re-encoded copy)."""
+        return {row["ref_id"]: row["sha256"] for row in self._reference_rows
+                if row.get("sha256")}
+
+    @cached_property
+    def _reference_rows(self) -> list[dict]:
+        """{ref_id, split, shard, sha256 where recorded} of every reference in a complete
+        shard: sources.parquet's rows, or the shards' own indexes' where a dataset has none."""
+        if self.location.exists(self.location.path(SOURCES_FILE)):
             table = read_sources(self.location)
             table = table.filter(pc.equal(table["status"], "ok"))
         else:
-            table = read_index(self.location, list(self.shards), ["ref_id", "kind", "split"],
-                               with_shard=True)
+            table = read_index(self.location, list(self.shards),
+                               ["ref_id", "kind", "split", "sha256"], with_shard=True)
             table = table.filter(pc.equal(table["kind"], "reference"))
+        columns = [name for name in ("ref_id", "split", "shard", "sha256")
+                   if name in table.column_names]
         complete = set(self.shards)
-        found = {row["ref_id"]: (row["split"], row["shard"]) for row in
-                 table.select(["ref_id", "split", "shard"]).to_pylist()
-                 if row["shard"] in complete}
-        self._check_planned_splits(found, SOURCES_FILE if listed else "the shards' records")
-        return found
+        return [row for row in table.select(columns).to_pylist() if row["shard"] in complete]
 
     def _check_planned_splits(self, found: dict[str, tuple[str, int]], where: str) -> None:
         """A DamagedRunFileError where a reference's split is not the one plan.json gives it

@@ -173,7 +173,8 @@ def reference_splits(dataset: Dataset, val_refs: tuple[str, ...] = (),
     """ref_id -> split of the references in the dataset's complete shards (sources.parquet,
     or the shards' indexes where a resume dropped it), with references moved to `val` or
     excluded on request (held out for fine-tuning, say): an id it does not hold, or one given
-    to both, is an error."""
+    to both, is an error. A reference with the pixels of one in a more held-out split (a
+    re-encoded copy: the run's report warns of it) is in that split too."""
     return datasets_splits((dataset,), val_refs, exclude_refs)[0][0]
 
 
@@ -182,8 +183,9 @@ def datasets_splits(datasets: tuple[Dataset, ...], val_refs: tuple[str, ...] = (
                                                                list[str]]:
     """reference_splits of each dataset read together, and a notice of the ids agreed: an
     id moves in every dataset that holds it, and is an error only where none does; an id
-    several datasets hold in different splits (the same photo, generated with other seeds)
-    is in the most held-out of them in all (agreed_splits)."""
+    several datasets hold in different splits (the same photo, generated with other seeds),
+    and ids of the same pixels in one dataset or several, are in the most held-out of them
+    in all (agreed_splits)."""
     splits = [dataset.splits for dataset in datasets]
     known = set().union(*splits)
     unknown = sorted((set(val_refs) | set(exclude_refs)) - known)
@@ -195,25 +197,51 @@ def datasets_splits(datasets: tuple[Dataset, ...], val_refs: tuple[str, ...] = (
     if both:
         raise ValueError(f"references {both} are given to both --val-refs and --exclude-refs: "
                          "validate on them or hold them out, not both")
-    return agreed_splits([held_out(each, val_refs, exclude_refs) for each in splits])
+    return agreed_splits([held_out(each, val_refs, exclude_refs) for each in splits],
+                         [dataset.reference_pixels for dataset in datasets])
 
 
-def agreed_splits(every: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[str]]:
+def agreed_splits(every: list[dict[str, str]], pixels: list[dict[str, str]] | None = None
+                  ) -> tuple[list[dict[str, str]], list[str]]:
     """Splits of datasets read together, each id in the most held-out split any of them puts
-    it in (left out over test over val over train): never trained on in one dataset and
-    validated or tested on in another; and a notice naming the ids so moved."""
+    it in (left out over test over val over train), and so is every id of the same pixels
+    (`pixels`: each dataset's ref_id -> pixel SHA-256; a re-encoded copy): never trained on
+    in one place and validated or tested on in another; and a notice naming the ids moved."""
+    twins = _same_image(every, pixels or [{} for _ in every])
     most: dict[str, str] = {}
-    for splits in every:
+    for number, splits in enumerate(every):
         for ref, split in splits.items():
-            if ref not in most or HELD_OUT_ORDER.get(split, 0) > HELD_OUT_ORDER.get(most[ref], 0):
-                most[ref] = split
-    agreed = [{ref: most[ref] for ref in splits} for splits in every]
-    moved = sorted({ref for splits in every for ref, split in splits.items()
-                    if split != most[ref]})
-    notices = [f"{len(moved)} reference id(s) are in different splits of the datasets "
-               f"({a_few(moved)}): each is in the most held-out one in all of them, never "
-               "trained on in one and validated on in another"] if moved else []
+            image = twins[number, ref]
+            if image not in most or HELD_OUT_ORDER.get(split, 0) > HELD_OUT_ORDER.get(
+                    most[image], 0):
+                most[image] = split
+    agreed = [{ref: most[twins[number, ref]] for ref in splits}
+              for number, splits in enumerate(every)]
+    moved = sorted({ref for before, after in zip(every, agreed, strict=True)
+                    for ref, split in before.items() if split != after[ref]})
+    notices = [f"{len(moved)} reference id(s) are, by id or by pixels, in different splits "
+               f"({a_few(moved)}): each is in the most held-out one of its copies, never "
+               "trained on in one place and validated on in another"] if moved else []
     return agreed, notices
+
+
+def _same_image(every: list[dict[str, str]], pixels: list[dict[str, str]]
+                ) -> dict[tuple[int, str], str]:
+    """(dataset number, ref_id) -> one name of its image, shared by every id it has across
+    the datasets and every id of the same pixels (union-find over ids and pixel hashes)."""
+    parent: dict[str, str] = {}
+
+    def root(node: str) -> str:
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+    for splits, hashes in zip(every, pixels, strict=True):
+        for ref in splits:
+            if ref in hashes:
+                parent[root(f"id:{ref}")] = root(f"px:{hashes[ref]}")
+    return {(number, ref): root(f"id:{ref}") for number, splits in enumerate(every)
+            for ref in splits}
 
 
 def held_out(splits: dict[str, str], val_refs: tuple[str, ...],

@@ -117,8 +117,10 @@ class TrainedRun:
     def trained_references(self, root: str) -> frozenset[str]:
         """The references of the shards at `root` whose samples it pretrained on: those of
         their train split it did not move to val or leave out, nor found in a held-out split
-        of another dataset it read beside them (agreed_splits; where one of those cannot be
-        read now, `root`'s own splits: more references called seen, never fewer). None where
+        of another dataset it read beside them (agreed_splits by id; where one of those cannot
+        be read now, `root`'s own splits: more references called seen, never fewer; a copy a
+        run reads held out for its pixels is called seen, as runs before 2026-12-07 trained
+        on it). None where
         it was not pretrained on them, or where their splits cannot be read: a notice, never a
         reason to refuse."""
         if not self.pretrained_on(root):

@@ -19,9 +19,11 @@ from pipeline.commands.inspect_dataset import inspect
 from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import PlanMismatchError
 from pipeline.plan import split_of
+from shards import open_dataset
 from shards.layout import labels_file, shard_paths, tar_path
 from shards.reader import complete_shards, read_index, shard_stats, shards_with_stats
 from shards.storage import Location
+from training.shard_data import HELD_OUT_ORDER, datasets_splits
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -304,6 +306,15 @@ def test_duplicates_are_recorded_once_and_stay_in_one_split(local_ray, shifted_s
     assert report["pixel_duplicates"] == [
         {"ref_id": "p2_reencoded", "of": "p0",
          "splits": sorted({split_of("p0", seed), split_of("p2_reencoded", seed)})}]
+    # training reads the copy in the more held-out split of the two (never trained on
+    # through one and validated or tested on through the other), and says so
+    held_out = max(split_of("p0", seed), split_of("p2_reencoded", seed), key=HELD_OUT_ORDER.get)
+    splits, notices = datasets_splits((open_dataset(config.out),))
+    assert splits == [{"p0": held_out, "p2_reencoded": held_out}]
+    assert notices == ["1 reference id(s) are, by id or by pixels, in different splits "
+                       f"({'p0' if held_out != split_of('p0', seed) else 'p2_reencoded'}): "
+                       "each is in the most held-out one of its copies, never trained on in "
+                       "one place and validated on in another"]
     _, problems = inspect(config.out)
     assert problems == ["p2_reencoded is the same pixels as p0 in another split "
                         f"({' and '.join(report['pixel_duplicates'][0]['splits'])}): remove "

@@ -222,8 +222,8 @@ def test_a_reference_in_different_splits_of_two_datasets_is_never_trained_and_va
     args.insert(2, str(second))
     assert main(args) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
-    assert ("NOTICE: 1 reference id(s) are in different splits of the datasets (r0): each is "
-            "in the most held-out one in all of them") in printed
+    assert ("NOTICE: 1 reference id(s) are, by id or by pixels, in different splits (r0): "
+            "each is in the most held-out one of its copies") in printed
     assert (f"on 6 references of 2 datasets ({first}: 3, {second}: 3), validating on 6"
             in printed)  # r1-r3 trained on in each; r0, r4 and r5 validated on in each
     assert read_json(out / "summary.json")["history"][0]["val_count"] == 6 * 2

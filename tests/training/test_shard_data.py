@@ -10,6 +10,7 @@ from training.shard_data import (
     ShardStream,
     StreamConfig,
     Target,
+    agreed_splits,
     distorted_index,
     held_out,
     limited_split,
@@ -171,3 +172,24 @@ def test_the_distorted_index_rank_0_holds_is_the_readmes_size_at_paper_scale(tin
         characters = sum(map(len, table["ref_id"].to_pylist())) / table.num_rows
         projected = 23.1e6 * (_index_bytes_per_row(table) - characters + 8)
         assert float(figure) == round(projected / 1e9, 1), (columns, projected)
+
+
+def test_ids_of_the_same_pixels_are_read_in_the_most_held_out_split_of_them():
+    """A re-encoded copy (another id, the same pixels' SHA-256) in another split than its
+    original: both in the more held-out one, within one dataset and across datasets, also
+    through a chain (x shares pixels with y in one dataset and its id with x in another);
+    ids without a recorded hash are agreed by id alone."""
+    splits, notices = agreed_splits([{"a": "train", "b": "val", "c": "train"}],
+                                    [{"a": "h1", "b": "h1", "c": "h2"}])
+    assert splits == [{"a": "val", "b": "val", "c": "train"}]
+    assert notices == ["1 reference id(s) are, by id or by pixels, in different splits (a): "
+                       "each is in the most held-out one of its copies, never trained on in "
+                       "one place and validated on in another"]
+    chained, _ = agreed_splits(
+        [{"x": "train", "w": "train"}, {"x": "val", "y": "test"}, {"v": "train"}],
+        [{"x": "h"}, {"x": "k", "y": "k"}, {"v": "h"}])
+    assert chained == [{"x": "test", "w": "train"}, {"x": "test", "y": "test"}, {"v": "test"}]
+    assert agreed_splits([{"a": "train", "b": "test"}], [{}]) == (
+        [{"a": "train", "b": "test"}], [])
+    assert agreed_splits([{"a": "train"}, {"a": "excluded"}])[0] == [{"a": "excluded"},
+                                                                     {"a": "excluded"}]
