@@ -42,11 +42,11 @@ from training.shard_data import (
     SplitShards,
     StreamConfig,
     Target,
+    datasets_splits,
     distorted_index,
     limited_split,
     multi_head,
     reference_sizes,
-    reference_splits,
     run_grid,
     split_shards,
 )
@@ -233,12 +233,12 @@ def _splits(config: PretrainConfig, dataset: Dataset, index: pa.Table
     finished; a ValueError where val or train is empty, or val too small for the correlations
     that choose the best epoch (found before an epoch)."""
     location = dataset.location
-    splits = reference_splits(dataset, config.val_refs, config.exclude_refs)
+    (splits,), notices = datasets_splits((dataset,), config.val_refs, config.exclude_refs)
     crop = (config.augment.crop, config.augment.crop)
     small = {ref: why for ref, size in reference_sizes(location, dataset.shards).items()
              if splits.get(ref) in ("train", "val") and (why := misfit(size, crop))}
-    notices = [f"{len(small)} reference(s) are smaller than the {config.augment.crop}-pixel "
-               f"crop, left out (e.g. {min(small)}: {small[min(small)]})"] if small else []
+    notices += [f"{len(small)} reference(s) are smaller than the {config.augment.crop}-pixel "
+                f"crop, left out (e.g. {min(small)}: {small[min(small)]})"] if small else []
     notices += [dataset.unfinished] if dataset.unfinished else []  # (it reads what there is)
     taken = Counter(splits[ref] for ref in small)  # split -> references the crop took out
     splits = {ref: EXCLUDED if ref in small else split for ref, split in splits.items()}

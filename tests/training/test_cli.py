@@ -729,3 +729,29 @@ def test_sigterms_answered_in_one_process_filter_the_terminated_workers_once(tmp
     sys.unraisablehook(worker)
     sys.unraisablehook(other)
     assert seen == [other]
+
+
+def test_pretraining_validates_on_a_copy_of_a_val_reference_rather_than_train_on_it(
+        tiny_dataset, tmp_path, capsys):
+    """r0 (train) recorded with the pixels of r4 (val), as a re-encoded copy of it would be:
+    read as a val reference, never trained on, and said."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from shards.layout import SOURCES_FILE
+
+    copy = tmp_path / "dataset"
+    shutil.copytree(tiny_dataset, copy)
+    table = pq.read_table(copy / SOURCES_FILE)
+    hashes = [{"r0": "same", "r4": "same"}.get(ref, ref) for ref in table["ref_id"].to_pylist()]
+    index = table.schema.get_field_index("sha256")
+    pq.write_table(table.set_column(index, "sha256", pa.array(hashes)), copy / SOURCES_FILE)
+    assert main(["train", "pretrain", str(copy), "--out", str(tmp_path / "run"), "--epochs",
+                 "1", "--steps-per-epoch", "1", *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert ("NOTICE: 1 reference id(s) are, by id or by pixels, in different splits (r0): each "
+            "is in the most held-out one of its copies") in printed
+    assert re.search(r"samples of 3 references \(\d+ shards\), validating on \d+ of 2;",
+                     printed)  # r1-r3; r4 and r0
