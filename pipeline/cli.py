@@ -184,10 +184,12 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     """The RunConfig of parsed `generate` arguments. What no option sets is the plan's of a
     dataset being resumed (not with --restart): its shard_refs unless --shard-refs is given,
     its types' own levels (absent in plans made before them: none), its order of the
-    levels and metrics given, and its chain rule (undoing_apart); else the shard is
+    levels and metrics given, its chain rule (undoing_apart) and split rule (a plan
+    without split_by drew splits from ids, or its ids are its names); else the shard is
     sized to the spec's (RunConfig.sized_shard_refs) and the bank gives the types' levels."""
     planned = None if getattr(args, "restart", False) else _planned_inputs(args.out)
-    config = _given_config(args, _undoing_apart(args, planned))
+    config = _given_config(args, _undoing_apart(args, planned),
+                           split_by_name=planned is None or "split_by" in planned)
     _say_left_out(args.bank, args.distortions)
     if planned is None:
         _check_levels_apply(config)
@@ -245,7 +247,8 @@ def _planned_inputs(out: str) -> dict | None:
     return None
 
 
-def _given_config(args: argparse.Namespace, undoing_apart: bool) -> RunConfig:
+def _given_config(args: argparse.Namespace, undoing_apart: bool,
+                  split_by_name: bool = True) -> RunConfig:
     if args.metrics == () and args.ensemble is not None:  # (a recorded one is still read)
         raise ValueError("--ensemble makes each version's Q from its scores, and --metrics "
                          "none computes none: drop one of them")
@@ -262,7 +265,7 @@ def _given_config(args: argparse.Namespace, undoing_apart: bool) -> RunConfig:
         versions_per_ref=args.versions_per_ref, max_side=args.max_side,
         source_kind=args.source_kind, compose=args.compose, store=args.store,
         keep_pngs=_kept_pngs(args.keep_pngs), compose_share=args.compose_share,
-        undoing_apart=undoing_apart)
+        undoing_apart=undoing_apart, split_by_name=split_by_name)
 
 
 def _kept_pngs(ids: tuple[int, ...] | None) -> tuple[int, ...]:

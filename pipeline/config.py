@@ -81,6 +81,9 @@ class RunConfig:
     # chains never hold a type and the type that undoes it (over- and underexposure); False:
     # a dataset planned before this rule, its chains drawn as they were (from_json, resume)
     undoing_apart: bool = True
+    # a reference's split drawn from its name (the safe stem, before a suffix that makes its
+    # id unique: split_rule), not its id; False: a dataset planned before this rule
+    split_by_name: bool = True
 
     def __post_init__(self):
         self._check_types()
@@ -173,7 +176,7 @@ class RunConfig:
         if not all(isinstance(m, str) for m in _listed("metrics", self.metrics)):
             raise ValueError(f"metrics must be metric names, got {self.metrics!r}")
         object.__setattr__(self, "metrics", tuple(self.metrics))
-        for name in ("allow_upscale", "allow_missing_metrics", "undoing_apart"):
+        for name in ("allow_upscale", "allow_missing_metrics", "undoing_apart", "split_by_name"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.size != NATIVE and not isinstance(self.size, TargetSize):
@@ -296,6 +299,7 @@ class RunConfig:
         fields["type_levels"] = tuple((d, tuple(levels)) for d, levels in  # absent before
                                       fields.get("type_levels", ()))      # the option
         fields.setdefault("undoing_apart", False)  # absent before the rule: drawn without it
+        fields.setdefault("split_by_name", False)  # absent before the rule: split by id
         return cls(**fields)
 
     def plan_inputs(self) -> dict:

@@ -28,7 +28,7 @@ from pipeline.report_check import (
     stats_counts,
 )
 from pipeline.sources import Source
-from shards.keys import ref_ids
+from shards.keys import ref_ids, safe_name
 from shards.layout import (
     MANIFEST_FILE,
     PLAN_FILE,
@@ -70,11 +70,23 @@ class Duplicate:
     of: str
 
 
-def split_of(ref_id: str, seed: int) -> str:
-    """train / val / test (80/10/10) from a seeded hash of the ref_id."""
-    u = stable_hash("split", seed, ref_id) / 2**64
+def split_of(name: str, seed: int) -> str:
+    """train / val / test (80/10/10) from a seeded hash of a reference's name (split_rule)."""
+    u = stable_hash("split", seed, name) / 2**64
     train, val, _ = SPLIT_FRACTIONS
     return "train" if u < train else "val" if u < train + val else "test"
+
+
+def split_rule(config: RunConfig, ids: list[str], names: list[str]
+               ) -> tuple[list[str], dict]:
+    """(what each reference's split is drawn from, what the plan's inputs record of it): its
+    name, the safe stem of its file (so a photo keeps its split when sources of the same name
+    join the folder and its id takes a suffix, and copies of one name share one), recorded
+    only where an id differs from its name (older plans keep their digest); or, for a
+    dataset planned before this rule (split_by_name False), its id."""
+    if not config.split_by_name or ids == names:
+        return ids, {}
+    return names, {"split_by": "name"}
 
 
 Chain = tuple[tuple[int, int], ...]  # (distortion id, level) links in application order
@@ -223,13 +235,15 @@ class Plan:
         chosen sources: index of the source it repeats}) are left out and listed."""
         used = chosen(sources, config)
         ids = ref_ids(source.stem for source in used)
+        drawn, rule = split_rule(config, ids, [safe_name(source.stem) for source in used])
         repeats = duplicates or {}
         references = tuple(
-            PlannedReference(ref_id, s.uri, s.order_key, split_of(ref_id, config.seed), s.key)
-            for i, (ref_id, s) in enumerate(zip(ids, used, strict=True)) if i not in repeats)
+            PlannedReference(ref_id, s.uri, s.order_key, split_of(name, config.seed), s.key)
+            for i, (ref_id, name, s) in enumerate(zip(ids, drawn, used, strict=True))
+            if i not in repeats)
         left_out = tuple(Duplicate(ids[i], used[i].uri, ids[j]) for i, j in sorted(repeats.items()))
         kept = [s for i, s in enumerate(used) if i not in repeats]
-        return cls({**config.plan_inputs(), **(labels or {})}, references, left_out,
+        return cls({**config.plan_inputs(), **rule, **(labels or {})}, references, left_out,
                    _known(s.size for s in kept), _known(s.mtime_ns for s in kept))
 
     @property

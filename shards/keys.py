@@ -45,7 +45,7 @@ def ref_id_of(key: str) -> str:
     return match["ref"]
 
 
-def _safe(stem: str) -> str:
+def safe_name(stem: str) -> str:
     """The stem with characters outside [A-Za-z0-9_-] replaced by '_'; one longer than
     MAX_BASE cut, with 8 hex digits of its SHA-256 in place of the rest."""
     base = _UNSAFE.sub("_", stem) or "image"
@@ -56,7 +56,7 @@ def _safe(stem: str) -> str:
 
 
 def ref_ids(stems: Iterable[str]) -> list[str]:
-    """One id per source, in order: the stem made safe (_safe: a short name of allowed
+    """One id per source, in order: the stem made safe (safe_name: a short name of allowed
     characters), made unique by a numeric suffix where two sources would collide, letter case
     aside (Same.jpg and same.jpg would be one file once a tar is unpacked on macOS or
     Windows). Each base's suffixes are tried on from the last one given, not from 1 again:
@@ -66,7 +66,7 @@ def ref_ids(stems: Iterable[str]) -> list[str]:
     untried: dict[str, int] = {}  # base, lower case -> its first suffix not yet found taken
     ids = []
     for stem in stems:
-        base = _safe(stem)
+        base = safe_name(stem)
         candidate, counter = base, untried.get(base.lower(), 1)
         if counter > 1 or candidate.lower() in taken:  # (the suffixes below: taken for good)
             candidate = f"{base}-{counter}"

@@ -336,7 +336,10 @@ def manifest_problems(manifest: dict, plan: Plan, config: RunConfig) -> list[str
     try:  # (a plan made before it held what Q means: its inputs alone)
         labels = (label_identity(manifest.get("ensemble_hash"), manifest.get("metrics_absent"))
                   if "ensemble_hash" in plan.inputs else {})
-        made = Plan({**config.plan_inputs(), **labels}, plan.references, plan.duplicates)
+        rule = {"split_by": plan.inputs["split_by"]} if (
+            config.split_by_name and "split_by" in plan.inputs) else {}  # (ids it holds)
+        made = Plan({**config.plan_inputs(), **rule, **labels}, plan.references,
+                    plan.duplicates)
         differing += [f"config {change}" for change in differences(plan, made)]
     except (TypeError, ValueError) as error:  # metrics_absent not a list of names
         differing.append(f"its labels are not readable ({error})")

@@ -385,7 +385,7 @@ def _ref_ids_trying_every_suffix(stems: list[str]) -> list[str]:
     """The rule as first written: each source tries base, base-1, base-2, ... from the start."""
     taken, ids = set(), []
     for stem in stems:
-        base = keys._safe(stem)
+        base = keys.safe_name(stem)
         candidate, counter = base, 1
         while candidate.lower() in taken:
             candidate, counter = f"{base}-{counter}", counter + 1
