@@ -9,10 +9,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.font_manager import FontProperties, findfont, get_font
 
 from shards.decode import decode
 from training.correlation import CORE_FIGURES, FIT_PAIRS, fit_logistic
 from training.results_files import figures_line
+
+COLLAPSED = "one predicted value for every image: no logistic to fit"
 
 
 def scatter(predicted: np.ndarray, opinion: np.ndarray, figures: dict, title: str,
@@ -21,11 +24,14 @@ def scatter(predicted: np.ndarray, opinion: np.ndarray, figures: dict, title: st
     the title ("undefined" where one is not a number)."""
     figure, axes = plt.subplots(figsize=(5.5, 5), dpi=120)
     axes.scatter(predicted, opinion, s=8, alpha=0.5, edgecolors="none")
-    if len(predicted) >= FIT_PAIRS:
+    if len(predicted) >= FIT_PAIRS and np.ptp(predicted) > 0:
         line = np.linspace(predicted.min(), predicted.max(), 200)
         axes.plot(line, fit_logistic(predicted, opinion)(line), color="crimson",
                   linewidth=1.5, label="4-parameter logistic")
         axes.legend(loc="lower right", fontsize=8)
+    elif len(predicted) >= FIT_PAIRS:  # a collapsed model: a curve over no width
+        axes.text(0.5, 0.02, COLLAPSED, transform=axes.transAxes, ha="center", fontsize=8,
+                  color="crimson")
     axes.set_xlabel("predicted quality")
     axes.set_ylabel("opinion score (rescaled to [0, 1])")
     axes.set_title(f"{title}\n{figures_line(figures, CORE_FIGURES)}  n={figures['count']}",
@@ -73,6 +79,10 @@ def _thumbnail(path: Path, longest: int = 256) -> np.ndarray:
 
 def _short(name: str, most: int = 28) -> str:
     """A file name to print: bytes that are not UTF-8 (kept by the file system as surrogates)
-    shown as U+FFFD, cut to `most` characters."""
+    shown as U+FFFD, characters the titles' font has no glyph for (CJK in matplotlib's
+    DejaVu Sans: boxes) as \\uXXXX escapes, cut to `most` characters."""
     name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    font = get_font(findfont(FontProperties()))
+    name = "".join(char if font.get_char_index(ord(char)) or not char.isprintable()
+                   else char.encode("unicode_escape").decode("ascii") for char in name)
     return name if len(name) <= most else name[: most - 3] + "..."
