@@ -16,6 +16,7 @@ from pathlib import Path
 
 from report_files import write_report
 
+from labelers.correlation import UNDEFINED
 from training.correlation import CORE_FIGURES
 from training.objectives.base import OBJECTIVES
 
@@ -29,14 +30,21 @@ def _results(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _rounded(value: float | None) -> float | None:
+    """A figure to 3 decimals; None where it is undefined (null in results.json: a run whose
+    predictions were constant has no correlation)."""
+    return None if value is None else round(value, 3)
+
+
 def _row(objective: str, read_out: str, trained: dict, baseline: dict, crop: int) -> dict:
     """The trained run's median figures, the baseline's SROCC, and the splits it won (the
-    same seeded splits for both)."""
+    same seeded splits for both; a split where either SROCC is undefined is not won)."""
     pairs = zip(trained["splits"], baseline["splits"], strict=True)
-    won = sum(ours["test"]["srocc"] > theirs["test"]["srocc"] for ours, theirs in pairs)
+    won = sum(None not in (ours["test"]["srocc"], theirs["test"]["srocc"])
+              and ours["test"]["srocc"] > theirs["test"]["srocc"] for ours, theirs in pairs)
     return {"objective": objective, "read_out": read_out, "crop": crop,
-            **{name: round(trained["median"][name], 3) for name in CORE_FIGURES},
-            "baseline_srocc": round(baseline["median"]["srocc"], 3),
+            **{name: _rounded(trained["median"][name]) for name in CORE_FIGURES},
+            "baseline_srocc": _rounded(baseline["median"]["srocc"]),
             "splits_won": won, "splits": len(trained["splits"])}
 
 
@@ -76,9 +84,11 @@ def markdown(rows: list[dict]) -> str:
              "opinion scores.", "",
              "| objective | read-out | crop | SROCC | PLCC | KRCC | RMSE | baseline SROCC | "
              "splits won |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    shown = [{name: UNDEFINED if value is None else value for name, value in r.items()}
+             for r in rows]
     lines += [f"| {r['objective']} | {r['read_out']} | {r['crop']} | {r['srocc']} | {r['plcc']} "
               f"| {r['krcc']} | {r['rmse']} | {r['baseline_srocc']} | {r['splits_won']} of "
-              f"{r['splits']} |" for r in rows]
+              f"{r['splits']} |" for r in shown]
     return "\n".join(lines) + "\n"
 
 

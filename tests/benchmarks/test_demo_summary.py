@@ -50,3 +50,17 @@ def test_the_scatter_plot_of_the_fine_tuned_first_split_is_copied(tmp_path):
         tmp_path / "docs" / "pretrain-demo-scatter.png")
     assert (tmp_path / "docs" / "pretrain-demo-scatter.png").read_bytes() == b"a picture"
     assert demo_summary.copy_scatter(tmp_path / "none", tmp_path / "docs") is None
+
+
+def test_an_undefined_figure_is_shown_undefined_and_its_split_not_won(tmp_path):
+    """A collapsed run's results.json holds null figures (constant predictions have no
+    correlation): its row says undefined, and a split whose SROCC is null is won by no one."""
+    (tmp_path / "reconstruction" / "probe").mkdir(parents=True)
+    (tmp_path / "reconstruction" / "probe" / "results.json").write_text(json.dumps({
+        "median": {"srocc": 0.5, "plcc": None, "krcc": None, "rmse": 0.2},
+        "splits": [{"test": {"srocc": None}}, {"test": {"srocc": 0.5}}], "crop": 96}))
+    _write(tmp_path / "random-96" / "probe", [0.1, 0.9], crop=96)
+    (row,) = demo_summary.summary(tmp_path)
+    assert (row["plcc"], row["splits_won"], row["srocc"]) == (None, 0, 0.5)
+    assert "| reconstruction | probe | 96 | 0.5 | undefined | undefined | 0.2 |" in \
+        demo_summary.markdown([row])
