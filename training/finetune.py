@@ -144,14 +144,6 @@ def _split_folder(config: FinetuneConfig, repeat: int) -> Path:
     return Path(config.out) / f"split-{repeat}"
 
 
-def _trained(parts: Split) -> dict:
-    """What a checkpoint records of the images of its train and validation parts (evaluate
-    tests none of them, nor, split by reference, another image of their references)."""
-    seen = (*parts.train, *parts.val)
-    return {"trained_images": sorted({rated_datasets.image_id(image) for image in seen}),
-            "trained_groups": sorted({rated_datasets.group_id(image.group) for image in seen})}
-
-
 def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: int,
                recorded: dict, resume: bool, first_of_fresh_run: bool = False) -> dict:
     """Train split `repeat` (continued from its last.pt with `resume`), then test its best."""
@@ -184,7 +176,8 @@ def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: i
 
     run = Run(context, model, config.optim, 0, out,
               {**config.to_json(), "repeat": repeat, **recorded,
-               **_trained(parts)},
+               "trained_images": sorted({rated_datasets.image_id(image)  # evaluate: none tested
+                                         for image in (*parts.train, *parts.val)})},
               seed, precision, augment=config.augment, start=built.start)
     summary = fit(run, batches, steps, validate, resume)
     distributed.barrier(context)  # rank 0 has written best.pt

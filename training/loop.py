@@ -51,8 +51,7 @@ RESUMABLE_CHANGES = {"epochs", "patience", "resume", "checkpoint_every", "out",
                      "ensemble",  # its file's path; ensemble_hash says what Q it defines
                      "pretrained_file",  # its path; pretrained_sha256 says what weights
                      "dataset_resolved", "also_resolved", "root_resolved",  # (as below)
-                     "trained_images", "trained_groups"}  # of the images and split (older
-                                                           # runs lack them)
+                     "trained_images"}  # made of the images and split (older runs lack it)
 # compared as absolute paths, each as <name>_resolved records it where the run started (from
 # any working folder: ds/ and ./ds are one; finetune's dataset is a kind, its root the path)
 LOCAL_PATH_SETTINGS = {"dataset", "also", "root"}

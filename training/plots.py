@@ -24,12 +24,13 @@ def scatter(predicted: np.ndarray, opinion: np.ndarray, figures: dict, title: st
     the title ("undefined" where one is not a number)."""
     figure, axes = plt.subplots(figsize=(5.5, 5), dpi=120)
     axes.scatter(predicted, opinion, s=8, alpha=0.5, edgecolors="none")
-    if len(predicted) >= FIT_PAIRS and np.ptp(predicted) > 0:
+    spread = np.ptp(predicted) if len(predicted) >= FIT_PAIRS else np.nan  # NaN: no fit
+    if spread > 0:
         line = np.linspace(predicted.min(), predicted.max(), 200)
         axes.plot(line, fit_logistic(predicted, opinion)(line), color="crimson",
                   linewidth=1.5, label="4-parameter logistic")
         axes.legend(loc="lower right", fontsize=8)
-    elif len(predicted) >= FIT_PAIRS:  # a collapsed model: a curve over no width
+    elif spread == 0:  # a collapsed model: a curve over no width
         axes.text(0.5, 0.02, COLLAPSED, transform=axes.transAxes, ha="center", fontsize=8,
                   color="crimson")
     axes.set_xlabel("predicted quality")

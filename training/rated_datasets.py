@@ -534,12 +534,6 @@ def image_id(image: LabelledImage) -> str:
     return hashlib.sha256(json.dumps([image.group, image.name]).encode()).hexdigest()[:12]
 
 
-def group_id(group: str) -> str:
-    """One reference in 12 hex digits: what a checkpoint fine-tuned with --split-by reference
-    records of each reference it trained on (another version of one is no unseen image)."""
-    return hashlib.sha256(json.dumps([group]).encode()).hexdigest()[:12]
-
-
 LOADERS: dict[str, Callable[..., list[LabelledImage]]] = {
     "kadid10k": kadid10k, "tid2013": tid2013, "koniq10k": koniq10k, "biq2021": biq2021,
     "live": live, "csiq": csiq, "clive": clive, "spaq": spaq, "flive": flive,

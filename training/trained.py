@@ -14,7 +14,7 @@ from shards.storage import canonical_uri, redact
 from shards.words import a_few
 from training import checkpoint
 from training.model import backbone_input
-from training.rated_datasets import LabelledImage, group_id, image_id
+from training.rated_datasets import LabelledImage, image_id
 from training.shard_data import agreed_splits, held_out
 from training.transforms import Augment
 
@@ -42,7 +42,6 @@ class TrainedRun:
     ensemble: str | None = None              # shards: the ensemble whose Q it learnt
     images: str | None = None                # rated_datasets.fingerprint of the images it split
     trained_images: frozenset[str] = frozenset()  # rated_datasets.image_id of its train, val parts
-    trained_groups: frozenset[str] = frozenset()  # rated_datasets.group_id of their references
     # pretrain: references moved to validation, and those never read
     val_refs: tuple[str, ...] = ()
     exclude_refs: tuple[str, ...] = ()
@@ -73,7 +72,6 @@ class TrainedRun:
                    seed=config.get("seed", cls.seed), refs=tuple(config.get("refs") or ()),
                    ensemble=config.get("ensemble"), images=config.get("images_fingerprint"),
                    trained_images=frozenset(config.get("trained_images") or ()),
-                   trained_groups=frozenset(config.get("trained_groups") or ()),
                    val_refs=tuple(config.get("val_refs") or ()),
                    exclude_refs=tuple(config.get("exclude_refs") or ()))
 
@@ -101,11 +99,15 @@ class TrainedRun:
         """Those of `images` it was fine-tuned on (its split's train or validation part: the
         same reference and name, wherever they are read from now; none where it recorded no
         images, as runs before 2026-12-05) and, where it split by reference, every other
-        image of a reference it was fine-tuned on (a version added since shows it the same
-        content; runs before 2026-12-07 recorded no references)."""
-        by_reference = self.split_by == "reference"
-        return [image for image in images if image_id(image) in self.trained_images
-                or (by_reference and group_id(image.group) in self.trained_groups)]
+        image of a reference among them (a version added since shows it content it trained
+        on; a reference is known by one of its images, never by its label alone, which
+        another dataset may give another photo)."""
+        seen = [image_id(image) in self.trained_images for image in images]
+        if self.split_by == "reference":
+            groups = {image.group for image, known in zip(images, seen, strict=True) if known}
+            seen = [known or image.group in groups
+                    for image, known in zip(images, seen, strict=True)]
+        return [image for image, known in zip(images, seen, strict=True) if known]
 
     def pretrained_on(self, root: str) -> bool:
         """Whether it was pretrained (not fine-tuned) on the shards dataset at `root` (or read

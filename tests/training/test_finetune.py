@@ -315,6 +315,25 @@ def test_new_versions_of_a_trained_reference_in_a_copy_are_never_tested(finetune
     assert unseen["figures"]["count"] == 9  # split 0 never trained on it: its 6 and the 3 new
 
 
+def test_a_reference_is_known_by_one_of_its_trained_images_never_by_its_label_alone():
+    """Split by reference, the other images of a reference it trained on are left out too,
+    but only where one of its trained images (reference and name) is among those evaluated:
+    another dataset's reference labelled alike ("1" in two CSV files) is another photo.
+    Split by image, an image is known by its own reference and name only."""
+    from training.rated_datasets import LabelledImage, image_id
+    from training.trained import TrainedRun
+
+    trained = TrainedRun(backbone="test_resnet", dataset="csv", repeat=0,
+                         trained_images=frozenset({image_id(LabelledImage("a.png", 0.5, "1"))}))
+    grown = [LabelledImage(name, 0.5, group) for name, group in
+             (("a.png", "1"), ("a_new.png", "1"), ("b.png", "2"))]
+    assert [image.name for image in trained.trained_on(grown)] == ["a.png", "a_new.png"]
+    other = [LabelledImage(name, 0.5, "1") for name in ("x.png", "y.png")]
+    assert trained.trained_on(other) == []
+    by_image = dataclasses.replace(trained, split_by="image")
+    assert [image.name for image in by_image.trained_on(grown)] == ["a.png"]
+
+
 def test_a_dataset_changed_in_place_has_no_test_part_of_the_checkpoints_split(finetuned,
                                                                                tmp_path):
     """The split is a function of the images: made again over a root that now holds others

@@ -26,6 +26,10 @@ def test_a_collapsed_model_is_said_on_its_scatter_not_given_an_empty_legend(tmp_
     spread = np.linspace(0.2, 0.4, 20)
     scatter(spread, opinion, report(spread, opinion), "fitted", tmp_path / "f.png")
     assert calls == ["legend"]
+    calls.clear()
+    spread[3] = np.nan  # no collapse, nor a curve through a NaN
+    scatter(spread, opinion, report(spread, opinion), "nan", tmp_path / "n.png")
+    assert calls == []
 
 
 def test_extremes_escape_the_names_their_font_has_no_glyph_for(tmp_path, monkeypatch):
