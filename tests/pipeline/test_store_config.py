@@ -33,8 +33,11 @@ def test_the_command_line_takes_the_three_modes(capsys):
         parser.parse_args(["generate", "--store", "pngs"])
     assert "invalid choice: 'pngs'" in capsys.readouterr().err
     kept = parser.parse_args(["generate", "--store", "hybrid", "--keep-pngs",
-                              "color_quantization,2,33,2"])
-    assert cli.run_config(kept).keep_pngs == (2, 29, 33)  # names, ids; sorted, distinct
+                              "color_quantization,33,2"])
+    assert cli.run_config(kept).keep_pngs == (2, 29, 33)  # names, ids; sorted
+    with pytest.raises(SystemExit):  # a type named twice: a typo for another, as --distortions
+        parser.parse_args(["generate", "--store", "hybrid", "--keep-pngs", "jpeg2000,2"])
+    assert "--keep-pngs: 2 (jpeg2000) given more than once" in capsys.readouterr().err
 
 
 def test_keep_pngs_is_a_storage_input_of_hybrid_runs_only(tmp_path):
