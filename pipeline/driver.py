@@ -46,7 +46,7 @@ from pipeline.output_folder import (
     remove_staged,
 )
 from pipeline.plan import Plan, chosen, label_identity, persist_or_check
-from pipeline.probe import check_reachable
+from pipeline.reachability import check_reachable
 from pipeline.remakes import failures_of, pardoned_shards, retried_shards, strikes
 from pipeline.report import build_report, merge, summary_lines, write_run_files
 from pipeline.scheduling import Layout, layout, layout_line

@@ -105,7 +105,7 @@ def refuse_foreign(location: Location) -> None:
 
 # what a run (or a writer it interrupted) leaves in shards/: NNNNN.tar[.gz], .parquet,
 # _stats.json, _sources.json, _failures.jsonl, each maybe staged (.<attempt>.partial), and a
-# storage probe stopped before it deleted its file (pipeline.probe)
+# storage probe stopped before it deleted its file (pipeline.reachability)
 RUN_SHARD_FILE = re.compile(rf"(\d{{5,}}({'|'.join(map(re.escape, SHARD_SUFFIXES))})"
                             r"|probe-[0-9a-f]+\.partial)(\.[0-9a-f]+\.partial)?")
 

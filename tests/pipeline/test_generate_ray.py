@@ -15,7 +15,7 @@ from pipeline.commands.inspect_dataset import inspect
 from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import UnreachableStorageError
 from pipeline.plan import Plan, PlannedReference
-from pipeline.probe import check_reachable, probe_storage, probe_subject
+from pipeline.reachability import check_reachable, probe_storage, probe_subject
 from pipeline.sources import list_sources
 from shards.layout import shard_paths, tar_path
 from shards.lease import Lease

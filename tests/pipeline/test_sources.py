@@ -17,7 +17,7 @@ from PIL import Image
 from labelers.ensemble import load as load_ensemble
 from pipeline.duplicates import find_duplicates
 from pipeline.plan import Plan, chosen, persist_or_check
-from pipeline.probe import readable
+from pipeline.reachability import readable
 from pipeline.sources import byte_limit, list_sources, listing, load, unlisted_note
 from pipeline.worker import produce_shard
 from shards.decode import DecodeError
