@@ -119,16 +119,17 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     _fsync(os.path.dirname(final) or ".")
 
 
-def json_bytes(document) -> bytes:
-    """A JSON file's text: keys sorted, one value per line (a run file, a result)."""
-    return json.dumps(document, sort_keys=True, indent=1).encode()
+def json_bytes(document, allow_nan: bool = True) -> bytes:
+    """A JSON file's text: keys sorted, one value per line (a run file, a result); without
+    `allow_nan`, a NaN or infinity raises ValueError rather than be written as JSON has none."""
+    return json.dumps(document, sort_keys=True, indent=1, allow_nan=allow_nan).encode()
 
 
-def write_json_file(path: str | os.PathLike, document) -> None:
+def write_json_file(path: str | os.PathLike, document, allow_nan: bool = True) -> None:
     """A local JSON file (json_bytes), whole or not at all (atomic_file); Location.write_json
     writes one on any store."""
     with atomic_file(path) as handle:
-        handle.write(json_bytes(document))
+        handle.write(json_bytes(document, allow_nan))
 
 
 def _staged_file(final: str) -> tuple[str, BinaryIO]:

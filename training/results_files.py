@@ -24,7 +24,7 @@ def json_safe(value):
 def write_json(path: Path, document: dict) -> None:
     """A result file, whole or not at all (shards.storage.write_json_file), without NaN or
     credentials."""
-    write_json_file(path, json_safe(without_credentials(document)))
+    write_json_file(path, json_safe(without_credentials(document)), allow_nan=False)
 
 
 def write_predictions(path: Path, predicted, opinion) -> None:
