@@ -34,22 +34,18 @@ from training.precision import Inputs
 CHUNK_VERSIONS = 11  # Re-IQA's n: the versions of a chunk where --versions is not given
 
 
-def keys_per_step(config: ObjectiveConfig, batch_size: int) -> int:
-    """The keys one step enqueues: one for every image of the global batch's chunks (the
-    reference and its versions) at each scale."""
-    return batch_size * (1 + (config.versions or CHUNK_VERSIONS)) * (1 + config.half_scale)
-
-
 def check_queue(config: ObjectiveConfig, batch_size: int) -> None:
-    """A ValueError, before any data is read, where one step's keys would not fit the queue."""
-    keys = keys_per_step(config, batch_size)
+    """A ValueError, before any data is read, where the keys one step enqueues (one for every
+    image of the global batch's chunks, the reference and its versions, at each scale) would
+    not fit the queue."""
+    images, scales = 1 + (config.versions or CHUNK_VERSIONS), 1 + config.half_scale
+    keys = batch_size * images * scales
     if keys > config.queue_size:
         raise ValueError(
             f"--queue-size {config.queue_size} is smaller than the keys one step enqueues: "
-            f"{keys} ({batch_size} chunks of --batch-size x "
-            f"{1 + (config.versions or CHUNK_VERSIONS)} images (the reference and --versions) x "
-            f"{1 + config.half_scale} scale(s)): raise --queue-size to at least {keys} or lower "
-            "--batch-size or --versions")
+            f"{keys} ({batch_size} chunks of --batch-size x {images} images (the reference "
+            f"and --versions) x {scales} scale(s)): raise --queue-size to at least {keys} or "
+            "lower --batch-size or --versions")
 
 
 def projection_head(width: int, dim: int) -> nn.Sequential:
