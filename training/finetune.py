@@ -140,6 +140,15 @@ def checked_split(config: FinetuneConfig, images, repeat: int, world_size: int) 
     return parts
 
 
+def _stand_in_notice(config: FinetuneConfig) -> str | None:
+    """What stands in for opinion scores in a shards dataset (None for a rated one)."""
+    if config.dataset != "shards":
+        return None
+    which = ("the stored ensemble labels Q" if config.ensemble is None else
+             f"Q under ensemble {config.ensemble}, made from the raw scores,")
+    return f"{which} stand in for opinion scores here"
+
+
 def _split_folder(config: FinetuneConfig, repeat: int) -> Path:
     return Path(config.out) / f"split-{repeat}"
 
@@ -321,12 +330,9 @@ def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
         config.optim.local_batch(context.world_size)  # an uneven one: before the data is read
         images = rated_datasets.load(config.dataset, config.root, config.refs, config.ensemble)
         rated_datasets.check_crop(images, config.augment.crop)
-        if context.is_main and config.dataset == "shards":
-            which = ("the stored ensemble labels Q" if config.ensemble is None else
-                     f"Q under ensemble {config.ensemble}, made from the raw scores,")
-            print(f"NOTICE: {which} stand in for opinion scores here")
         distributed.print_notices(context, filter(None, [
-            published_split_notice(images, config.dataset, config.repeats),
+            _stand_in_notice(config), published_split_notice(images, config.dataset,
+                                                             config.repeats),
             _pretrained_on_them(config, images)]))
         splits = [checked_split(config, images, r, context.world_size)
                   for r in range(config.repeats)]  # every split refused before any is run
