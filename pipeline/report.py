@@ -15,6 +15,7 @@ from labelers.ensemble import Ensemble
 from labelers.registry import metric_versions, package_version
 from pipeline.config import MODE_DEFAULTS, RunConfig
 from pipeline.errors import PipelineError, PlanMismatchError
+from pipeline.likeness import NEAR_BITS, LookAlikes
 from pipeline.plan import Plan
 from pipeline.scenario_quality import recorded_sums
 from pipeline.sources import UNREADABLE, printable, skipped_note, unlisted_note
@@ -78,6 +79,8 @@ class Tally:
     quality_count: Counter = field(default_factory=Counter)
     first_with_pixels: dict = field(default_factory=dict)  # pixel SHA-256 -> (ref_id, split)
     pixel_duplicates: list = field(default_factory=list)
+    look_alikes: LookAlikes = field(default_factory=LookAlikes)
+    near_duplicates: list = field(default_factory=list)
     libraries: dict = field(default_factory=dict)  # library -> Counter(version -> shards)
 
     def add(self, stats: dict, sources: list[dict], failures: list[dict]) -> None:
@@ -93,7 +96,9 @@ class Tally:
 
     def add_sources(self, sources: list[dict], failures: list[dict]) -> None:
         """Count sources and failures; note references whose sized pixels repeat an earlier
-        one's (the same image in other bytes: a re-encoded copy)."""
+        one's (the same image in other bytes: a re-encoded copy), and those of other pixels
+        that look like an earlier one (pipeline.likeness: a copy re-encoded with loss,
+        resized or edited)."""
         self.sources += len(sources)
         self.sources_ok += sum(row["status"] == "ok" for row in sources)
         self.failures.update(failure["reason"] for failure in failures)
@@ -104,8 +109,14 @@ class Tally:
                 of, split = self.first_with_pixels[row["sha256"]]
                 self.pixel_duplicates.append({"ref_id": row["ref_id"], "of": of,
                                               "splits": sorted({split, row["split"]})})
-            else:
-                self.first_with_pixels[row["sha256"]] = (row["ref_id"], row["split"])
+                continue
+            self.first_with_pixels[row["sha256"]] = (row["ref_id"], row["split"])
+            if row.get("phash") is None:  # (a shard made before references were hashed)
+                continue
+            if alike := self.look_alikes.add((row["ref_id"], row["split"]), row["phash"]):
+                (of, split), bits = alike
+                self.near_duplicates.append({"ref_id": row["ref_id"], "of": of, "bits": bits,
+                                             "splits": sorted({split, row["split"]})})
 
     def libraries_differing(self, recorded: dict) -> dict[str, dict]:
         """{library: {version: shards}} of the shards made with another version of a library
@@ -211,6 +222,7 @@ def build_report(tally: Tally, wall_seconds: float, absent: tuple[str, ...],
         "mean_quality_by_scenario": {k: round(tally.quality_sum[k] / tally.quality_count[k], 4)
                                      for k in sorted(tally.quality_count)},
         "pixel_duplicates": tally.pixel_duplicates,
+        "near_duplicates": tally.near_duplicates,
         # manifest.json records this driver's versions (shards.provenance.library_versions)
         "libraries_differing": tally.libraries_differing(library_versions()),
     }
@@ -243,6 +255,8 @@ def summary_lines(report: dict, out: str) -> list[str]:
         lines.append(f"warning: {len(report['pixel_duplicates'])} references are the same "
                      f"pixels as another in other bytes ({len(across)} across splits): "
                      "report.json pixel_duplicates lists them")
+    if report.get("near_duplicates"):
+        lines.append("warning: " + near_duplicates_note(report["near_duplicates"]))
     if report["metrics_absent"]:
         lines.append(f"labels without: {', '.join(report['metrics_absent'])} (weights missing)")
     if report.get("libraries_differing"):
@@ -253,6 +267,16 @@ def summary_lines(report: dict, out: str) -> list[str]:
         lines.append("warning: folders of SOURCES that cannot be read, their images left out: "
                      + unlisted_note(report["folders_unlisted"]))
     return lines
+
+
+def near_duplicates_note(near: list[dict]) -> str:
+    """What report.json's near_duplicates holds, on one line."""
+    across = [d for d in near if len(d["splits"]) > 1]
+    example = (across or near)[0]
+    return (f"{len(near)} reference(s) look like another (perceptual hashes at most "
+            f"{NEAR_BITS} bits apart: a copy re-encoded, resized or edited; {len(across)} across "
+            f"splits; e.g. {example['ref_id']} like {example['of']}, {example['bits']} bit(s) "
+            "apart): report.json near_duplicates lists them; remove the copies of one photo")
 
 
 def libraries_differing_message(report: dict) -> str:

@@ -30,6 +30,10 @@ def _duplicates(value: object) -> bool:
         and isinstance(item.get("of"), str) and _names(item.get("splits")) for item in value)
 
 
+def _near_duplicates(value: object) -> bool:
+    return _duplicates(value) and all(_count(item.get("bits")) for item in value)
+
+
 def _versions(value: object) -> bool:
     return isinstance(value, dict) and all(_tally(versions) for versions in value.values())
 
@@ -46,6 +50,7 @@ OPTIONAL = {
     "modes": ("an object of the generation modes", lambda value: isinstance(value, dict)),
     "failures": ("a count", _count),
     "pixel_duplicates": ("a list of {ref_id, of, splits}", _duplicates),
+    "near_duplicates": ("a list of {ref_id, of, bits, splits}", _near_duplicates),
     "libraries_differing": ("a count of shards by library and version", _versions),
     "mean_quality_by_scenario": ("an object of Q by scenario",
                                  lambda value: isinstance(value, dict)),

@@ -14,6 +14,7 @@ import distortions
 from labelers.ensemble import Ensemble
 from labelers.errors import LabelerError
 from pipeline.config import RunConfig
+from pipeline.likeness import perceptual_hash
 from pipeline.plan import Chain, Plan, PlannedReference, ShardPlan, planned_versions
 from pipeline.scenario_quality import add_labels
 from pipeline.sizing import NATIVE, SourceTooSmallError, cover_and_crop, limit_side
@@ -111,8 +112,8 @@ def prepare_reference(ref: PlannedReference, config: RunConfig, outcome: ShardOu
     """The sized reference pixels (None, and a failure, if unusable) and its sources row."""
     row = {"ref_id": ref.ref_id, "uri": printable(ref.uri), "shard": outcome.index,
            "split": ref.split, "source_kind": config.source_kind,
-           "original_width": None, "original_height": None, "sha256": None, "conversions": [],
-           "status": "failed", "reason": None}
+           "original_width": None, "original_height": None, "sha256": None, "phash": None,
+           "conversions": [], "status": "failed", "reason": None}
     try:
         decoded = load(ref.source(), config.max_pixels, store=config.sources)
         width, height = decoded.original_size
@@ -132,7 +133,7 @@ def prepare_reference(ref: PlannedReference, config: RunConfig, outcome: ShardOu
         outcome.failures.append(_failure(ref, "internal_error",
                                          f"{type(error).__name__}: {error}"))
     else:
-        row.update(status="ok", sha256=pixel_sha256(pixels))
+        row.update(status="ok", sha256=pixel_sha256(pixels), phash=perceptual_hash(pixels))
         outcome.sources.append(row)
         return pixels, row
     outcome.sources.append(row)
@@ -485,7 +486,8 @@ class _ShardMaker:
             with _Timer(part.seconds, "label"):  # the wait for what is not in yet
                 scores = making.labels.result() if making.labels else None
         except LabelerError as error:
-            making.row.update(status="failed", reason="label_failed", sha256=None)
+            making.row.update(status="failed", reason="label_failed", sha256=None,
+                              phash=None)
             part.failures.append(_failure(ref, "label_failed", f"{error}: the reference "
                                           "and its versions are left out"))
             making.pixels = None

@@ -21,7 +21,12 @@ from pipeline.config import RunConfig, manifest_config, recorded_config
 from pipeline.output_folder import staged_files
 from pipeline.plan import Plan, differences, label_identity, read_plan
 from pipeline.processes import in_processes
-from pipeline.report import libraries_differing_message, modes_line, replay_differs
+from pipeline.report import (
+    libraries_differing_message,
+    modes_line,
+    near_duplicates_note,
+    replay_differs,
+)
 from pipeline.report_check import (
     held_counts,
     report_count_problems,
@@ -410,6 +415,8 @@ def _report(location: Location, held: dict[str, int] | None
     problems += [f"{d['ref_id']} is the same pixels as {d['of']} in another split "
                  f"({' and '.join(d['splits'])}): remove one of the two sources"
                  for d in report.get("pixel_duplicates", ()) if len(d["splits"]) > 1]
+    if any(len(d["splits"]) > 1 for d in report.get("near_duplicates", ())):
+        lines.append("warning: " + near_duplicates_note(report["near_duplicates"]))
     if report.get("libraries_differing"):  # a problem where readers replay them
         (problems if replay_differs(report) else lines).append(
             libraries_differing_message(report))

@@ -23,7 +23,7 @@ BEST = {"gmsd": 0.0, "fsim": 1.0, "vif": 1.0, "cw_ssim": 1.0, "nlpd": 0.0, "mae"
         "vsi": 1.0}
 
 
-def _load(path: Path) -> np.ndarray:
+def load_calibration(path: Path) -> np.ndarray:
     if not path.is_file():
         message = f"calibration file {path} is missing (set IQA_CALIBRATION_DIR)"
         if os.environ.get("CI") == "true":
@@ -43,15 +43,15 @@ def calibration_pair():
     """calibration_pair("I03") -> (ref, dist) uint8 1 x 3 x 384 x 512 tensors (TID2013 pairs)."""
     def load(name: str) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = CALIBRATION / "pairs"
-        ref = _load(pairs / "ref" / f"{name}.bmp")
-        return tensor(ref), tensor(_load(pairs / "dist" / f"{name}.bmp"))
+        ref = load_calibration(pairs / "ref" / f"{name}.bmp")
+        return tensor(ref), tensor(load_calibration(pairs / "dist" / f"{name}.bmp"))
     return load
 
 
 @pytest.fixture(scope="session")
 def piq_asset():
     """piq_asset("goldhill.gif") -> uint8 1 x 3 x H x W tensor (gray files are replicated)."""
-    return lambda name: tensor(_load(CALIBRATION / "piq-assets" / name))
+    return lambda name: tensor(load_calibration(CALIBRATION / "piq-assets" / name))
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from pipeline import cli
 from pipeline.commands.inspect_dataset import inspect
 from pipeline.driver import ClusterOptions, generate
 from pipeline.errors import PlanMismatchError
+from pipeline.likeness import NEAR_BITS
 from pipeline.plan import split_of
 from shards import open_dataset
 from shards.layout import labels_file, shard_paths, tar_path
@@ -293,12 +294,16 @@ def test_duplicates_are_recorded_once_and_stay_in_one_split(local_ray, shifted_s
     with Image.open(folder / "p0.png") as image:  # the same pixels in other bytes
         image.save(folder / "p2_reencoded.png", compress_level=1)
     assert (folder / "p2_reencoded.png").read_bytes() != (folder / "p0.png").read_bytes()
-    seed = next(s for s in range(100) if split_of("p0", s) != split_of("p2_reencoded", s))
+    with Image.open(folder / "p0.png") as image:  # a copy with loss: other pixels, alike
+        image.save(folder / "p3_jpeg.jpg", quality=90)
+    seed = next(s for s in range(100) if split_of("p0", s) != split_of("p2_reencoded", s)
+                and split_of("p0", s) != split_of("p3_jpeg", s))
     config = fast_config(str(folder), seed=seed, ensemble_file=str(ensemble))
     report = generate(config, ClusterOptions(actors=1))
     out = Location.parse(config.out)
     assert report["failures_by_reason"] == {"duplicate": 1}
-    assert set(read_index(out).column("ref_id").to_pylist()) == {"p0", "p2_reencoded"}
+    assert set(read_index(out).column("ref_id").to_pylist()) == {"p0", "p2_reencoded",
+                                                                  "p3_jpeg"}
     sources = {row["ref_id"]: row for row in
                pq.read_table(out.path("sources.parquet")).to_pylist()}
     assert sources["p1_copy"]["status"] == "duplicate"
@@ -306,16 +311,24 @@ def test_duplicates_are_recorded_once_and_stay_in_one_split(local_ray, shifted_s
     assert report["pixel_duplicates"] == [
         {"ref_id": "p2_reencoded", "of": "p0",
          "splits": sorted({split_of("p0", seed), split_of("p2_reencoded", seed)})}]
+    # the lossy copy is not the same pixels, but it looks like p0 (the copy of the same
+    # pixels is not compared again)
+    [near] = report["near_duplicates"]
+    assert (near["ref_id"], near["of"]) == ("p3_jpeg", "p0") and 0 <= near["bits"] <= NEAR_BITS
+    assert near["splits"] == sorted({split_of("p0", seed), split_of("p3_jpeg", seed)})
+    assert sources["p2_reencoded"]["phash"] == sources["p0"]["phash"]
     # training reads the copy in the more held-out split of the two (never trained on
     # through one and validated or tested on through the other), and says so
     held_out = max(split_of("p0", seed), split_of("p2_reencoded", seed), key=HELD_OUT_ORDER.get)
     splits, notices = datasets_splits((open_dataset(config.out),))
-    assert splits == [{"p0": held_out, "p2_reencoded": held_out}]
+    assert splits == [{"p0": held_out, "p2_reencoded": held_out,
+                       "p3_jpeg": split_of("p3_jpeg", seed)}]
     assert notices == ["1 reference id(s) are, by id or by pixels, in different splits "
                        f"({'p0' if held_out != split_of('p0', seed) else 'p2_reencoded'}): "
                        "each is in the most held-out one of its copies, never trained on in "
                        "one place and validated on in another"]
-    _, problems = inspect(config.out)
+    lines, problems = inspect(config.out)
+    assert sum("p3_jpeg like p0" in line for line in lines) == 1  # a warning, not a problem
     assert problems == ["p2_reencoded is the same pixels as p0 in another split "
                         f"({' and '.join(report['pixel_duplicates'][0]['splits'])}): remove "
                         "one of the two sources"]
