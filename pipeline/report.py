@@ -88,8 +88,9 @@ class Tally:
         self.samples += stats["samples"]
         self.distorted += stats["distorted"]
         self.seconds.update(stats["seconds"])
-        for name, version in stats.get("libraries", {}).items():  # none before they were kept
-            self.libraries.setdefault(name, Counter())[version] += 1
+        recorded = stats.get("libraries") or {}  # none before they were kept
+        for name in library_versions().keys() | recorded.keys():  # (what this code records,
+            self.libraries.setdefault(name, Counter())[recorded.get(name)] += 1  # None if not)
         for scenario, (count, total) in recorded_sums(stats).items():
             self.quality_count[scenario] += count
             self.quality_sum[scenario] += total
@@ -120,12 +121,16 @@ class Tally:
 
     def libraries_differing(self, recorded: dict) -> dict[str, dict]:
         """{library: {version: shards}} of the shards made with another version of a library
-        than `recorded` (the manifest's): on another node, or before a resume."""
-        return {name: {str(version): count for version, count in versions.items()
-                       if version != recorded.get(name)}
+        than `recorded` (the manifest's): on another node, or before a resume; NOT_RECORDED
+        the shards that record none of a library or code this version records (made before
+        it was)."""
+        return {name: {NOT_RECORDED if version is None else str(version): count
+                       for version, count in versions.items() if version != recorded.get(name)}
                 for name, versions in sorted(self.libraries.items())
                 if set(versions) - {recorded.get(name)}}
 
+
+NOT_RECORDED = "not recorded"  # libraries_differing's version of shards that record none
 
 # sources.parquet's rows per row group: one group per shard made a file of 8,751 groups at
 # paper scale, 2.2-2.9 s to read where one group takes 0.1-0.2 s
@@ -281,16 +286,30 @@ def near_duplicates_note(near: list[dict]) -> str:
 
 def libraries_differing_message(report: dict) -> str:
     """What report.json's libraries_differing means for the dataset's store mode."""
-    differing = ", ".join(f"{name} {version} in {count} shard{'s' if count > 1 else ''}"
-                          for name, versions in report["libraries_differing"].items()
-                          for version, count in versions.items())
     message = (f"shards were made with other library versions or code than manifest.json "
-               f"records ({differing}): a rerun on the recorded versions would not give their "
-               "bytes, and other code may have scored or distorted them otherwise")
+               f"records ({_differing_text(report['libraries_differing'])}): a rerun on the "
+               "recorded versions would not give their bytes, and other code may have scored "
+               "or distorted them otherwise")
     if replay_differs(report):
         message += (", and their recipes replay only on those versions (a reader elsewhere "
                     "stops at the first replay whose SHA-256 differs)")
     return message
+
+
+def _differing_text(differing: dict) -> str:
+    """'numpy 1.0 in 2 shards, scipy, torch not recorded in 1 shard': the libraries whose
+    shards record none named together, by the shards that record none."""
+    def shards(count: int) -> str:
+        return f"{count} shard{'s' if count > 1 else ''}"
+    named, unrecorded = [], {}
+    for name, versions in differing.items():
+        for version, count in versions.items():
+            if version == NOT_RECORDED:
+                unrecorded.setdefault(count, []).append(name)
+            else:
+                named.append(f"{name} {version} in {shards(count)}")
+    return ", ".join(named + [f"{', '.join(names)} {NOT_RECORDED} in {shards(count)}"
+                              for count, names in unrecorded.items()])
 
 
 def replay_differs(report: dict) -> bool:

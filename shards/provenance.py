@@ -36,9 +36,11 @@ def _opencv_dispatch() -> str:
 
 
 # this project's code of a dataset's bytes: pixels (references sized by the pipeline, versions
-# distorted), scores, records and tars; and what of it a recipe's replay does not run
+# distorted), scores, records and tars; and what of it cannot move a recipe's replayed pixels:
+# a replay is `distortions.replay` of the stored reference, whose pixels are checked by their
+# SHA-256 (shards' code reads them and the recipe, and pipeline's and labelers' do not run)
 CODE_ROOMS = ("distortions", "labelers", "shards", "pipeline")
-NOT_REPLAYED = ("iqa-factory", "labelers_code", "pipeline_code")
+NOT_REPLAYED = ("iqa-factory", "labelers_code", "pipeline_code", "shards_code")
 
 
 def library_versions() -> dict[str, str | None]:

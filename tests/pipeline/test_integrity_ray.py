@@ -146,6 +146,24 @@ def test_shards_made_on_other_library_versions_are_named_by_the_report_and_inspe
     lines, problems = inspect(str(out))
     [named] = [text for text in lines + problems if f"numpy {other} in 1 shard" in text]
     assert (named in problems) == (store == "recipes")
+    # shards made before a library or the bank's code digest was recorded: shard 1 lacks the
+    # bank's digest, shard 0 every version (the bank's code that made them is unknown)
+    del stats["libraries"]["distortions_code"]
+    stats_path.write_text(json.dumps(stats))
+    first = out / "shards" / "00000_stats.json"
+    first.write_text(json.dumps({key: value for key, value in
+                                 json.loads(first.read_text()).items() if key != "libraries"}))
+    assert cli.main(command) == 0
+    recorded = [name for name, version in manifest["replay_libraries"].items() if version]
+    assert "distortions_code" in recorded
+    assert json.loads((out / "report.json").read_text())["libraries_differing"] == {
+        **{name: {"not recorded": 1} for name in recorded},
+        "numpy": {other: 1, "not recorded": 1}, "distortions_code": {"not recorded": 2}}
+    said = capsys.readouterr().out
+    assert "distortions_code not recorded in 2 shards" in said
+    lines, problems = inspect(str(out))
+    [named] = [text for text in lines + problems if "distortions_code not recorded" in text]
+    assert (named in problems) == (store == "recipes")
 
 
 def test_restart_leaves_no_shard_of_the_old_run(local_ray, shifted_sources, fast_config,

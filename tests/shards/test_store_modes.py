@@ -493,9 +493,10 @@ def test_inspect_names_stats_that_miscount_and_files_of_no_planned_shard(store_d
 
 def test_inspect_calls_other_code_a_replay_problem_only_for_code_a_replay_runs(
         store_datasets, tmp_path):
-    """A recipes dataset whose shards were made by other labeler or pipeline code (a resume
-    after an upgrade) is named, as a note: its replays run neither. Other bank code, or
-    another NumPy, is a problem there: its replays may give other pixels."""
+    """A recipes dataset whose shards were made by other labeler, pipeline or shards code (a
+    resume after an upgrade) is named, as a note: its replays are the bank's on the stored
+    reference, checked by SHA-256. Other bank code, or another NumPy, is a problem there:
+    its replays may give other pixels."""
     copy = tmp_path / "copy"
     shutil.copytree(store_datasets["recipes"], copy)
     report_path = copy / "report.json"
@@ -503,6 +504,7 @@ def test_inspect_calls_other_code_a_replay_problem_only_for_code_a_replay_runs(
     for differing, replayed in (({"labelers_code": {"0" * 16: 1}}, False),
                                 ({"pipeline_code": {"1" * 16: 1}, "iqa-factory": {"0.0.9": 1}},
                                  False),
+                                ({"shards_code": {"3" * 16: 1}}, False),
                                 ({"distortions_code": {"2" * 16: 1}}, True),
                                 ({"numpy": {"1.0.0": 1}}, True)):
         report_path.write_text(json.dumps({**report, "libraries_differing": differing}))
