@@ -12,7 +12,7 @@ stages (shards.order, shards.tar_stream). Only complete shards of the dataset's 
 
 import numbers
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 
 import pyarrow.compute as pc
@@ -62,14 +62,16 @@ from shards.tar_stream import Select, each_shard, shard_samples
 
 def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
                   refs: frozenset[str] | None = None, seed: int = 0, order: Order = ONE_PASS,
-                  decode: bool = True, verify: bool = True, labels: Sidecar | None = None
-                  ) -> Stream:
+                  decode: bool = True, verify: bool = True, labels: Sidecar | None = None,
+                  plan: str | None = None) -> Stream:
     """Dataset.samples over given shard tars (a caller that chose its shards itself). In a
     recipes or hybrid dataset the shard's references are read too (for the replays) and the
     versions stored without pixels replayed as they are decoded, checked against their
-    SHA-256 unless `verify` is False (benchmarks only). With `labels`, Q from that sidecar."""
+    SHA-256 unless `verify` is False (benchmarks only). With `labels`, Q from that sidecar.
+    With `plan` (the digest the caller opened the dataset under), a shard made again under
+    another since is a DatasetChangedError before any of its samples."""
     check_reading(seed, order)
-    stats_of = stats_reader(location)
+    stats_of = stats_reader(location, plan)
     if store_of(location) == DEFAULT_STORE or kind == "reference":  # nothing to replay
         def records(opened: dict) -> Iterator[dict]:
             return map(record, shard_samples(opened, _in_share(member_filter(kind, refs),
@@ -124,27 +126,26 @@ def labelled(per_shard: Callable[[dict], Iterator[dict]], labels: Sidecar | None
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset's location and its complete shards; plain data, so it pickles to workers."""
+    """A dataset's location and its complete shards, as opened: its plan and whether its run
+    had ended then (a dataset made again under another plan while it is read is refused, not
+    read as this one); plain data, so it pickles to workers."""
 
     location: Location
     shards: tuple[int, ...]
     labels: Sidecar | None = None  # Q from this relabel sidecar, not the records'
+    plan: dict = field(default_factory=dict)  # its plan.json ({}: written without one)
+    ended: bool = True  # its run had ended (report.json) when it was opened
 
     @cached_property
     def urls(self) -> dict[int, str]:
         return dict(zip(self.shards, tar_urls(self.location, list(self.shards)), strict=True))
 
     @cached_property
-    def plan(self) -> dict:
-        """Its plan.json ({} for a dataset written without one), read once."""
-        return plan_file(self.location)
-
-    @cached_property
     def unfinished(self) -> str | None:
         """Where the generate (or convert) run of its plan has not ended (plan.json, no
         report.json), what a reader reads of it: the shards complete so far, of those planned;
         None for a finished one, or one written without a plan."""
-        if not self.plan or self.location.exists(self.location.path(REPORT_FILE)):
+        if not self.plan or self.ended:
             return None
         planned = planned_shards(self.plan)
         return (f"{redact(self.location.root)}: its run has not finished (no {REPORT_FILE}): "
@@ -254,7 +255,7 @@ class Dataset:
         raises shards.replay.ReplayMismatchError) unless `verify` is False."""
         urls, wanted = self.where(split, refs)
         return sample_stream(self.location, urls, kind, wanted, seed, order, decode, verify,
-                             self.labels)
+                             self.labels, self.plan_digest)
 
     def pristine(self, split: str | None = None, **options) -> Stream:
         """The references only (samples of kind "reference")."""
@@ -300,7 +301,7 @@ class Dataset:
         members = member_filter("all", wanted)
         context = ReplayContext.of(self.location, verify)
         replays = store_of(self.location) != DEFAULT_STORE
-        stats_of = stats_reader(self.location)
+        stats_of = stats_reader(self.location, self.plan_digest)
 
         def per_shard(opened: dict) -> Iterator[dict]:
             shard_spec = replace(spec, draw=opened.get("draw", ()))
@@ -353,13 +354,16 @@ def open_dataset(path: str, labels: str | None = None) -> Dataset:
                                 if kind == pafs.FileType.File else
                                 f"{location.root} does not exist")
     sidecar = None if labels is None else Sidecar.named(location, labels)
-    return Dataset(location, readable_shards(location), sidecar)
+    ended = location.exists(location.path(REPORT_FILE))  # before the listing: a run that
+    plan = plan_file(location)                           # ends after it is one unfinished
+    return Dataset(location, readable_shards(location, plan), sidecar, plan, ended)
 
 
-def readable_shards(location: Location) -> tuple[int, ...]:
-    """The complete shards of a dataset: a DamagedShardError where a finished shard's files
-    are not the ones its stats describe, a FileNotFoundError where no shard is complete."""
-    shards, damaged = shard_states(location)
+def readable_shards(location: Location, plan: dict | None = None) -> tuple[int, ...]:
+    """The complete shards of a dataset (of `plan`, its plan.json where the caller read it):
+    a DamagedShardError where a finished shard's files are not the ones its stats describe,
+    a FileNotFoundError where no shard is complete."""
+    shards, damaged = shard_states(location, plan)
     if damaged:
         raise DamagedShardError(damage_message(location, damaged))
     if not shards:

@@ -42,6 +42,11 @@ class DamagedShardError(ValueError):
     boundary reads as a valid, shorter one, so a reader alone would not notice)."""
 
 
+class DatasetChangedError(ValueError):
+    """A shard whose stats name another plan than the one its dataset was opened under: the
+    dataset was made again (`generate --restart`) while it was read."""
+
+
 class DamagedRunFileError(RunFileError):
     """A run file a reader needs (sources.parquet) cannot be read as what generate writes."""
 
@@ -114,7 +119,8 @@ def misplaced(stats: dict, index: int) -> str | None:
             "another shard's")
 
 
-def shard_states(location: Location) -> tuple[list[int], dict[int, str]]:
+def shard_states(location: Location, plan: dict | None = None
+                 ) -> tuple[list[int], dict[int, str]]:
     """(complete, damaged) shards of the dataset's plan. Complete: the stats file exists
     (written last), names the plan where the dataset has one (a shard left by another run is
     never read as part of this one), and the tar and parquet it describes are there, the tar
@@ -211,13 +217,21 @@ STREAM_STATS = ("samples", "tar_sha256", "parquet_bytes", "parquet_sha256", "lib
                 "plan_digest")  # what a stream asks
 
 
-def stats_reader(location: Location) -> Callable[[int], dict]:
+def stats_reader(location: Location, plan: str | None = None) -> Callable[[int], dict]:
     """shard index -> the STREAM_STATS of its stats, those of the last STATS_KEPT shards
     remembered: what a stream asks of a shard more than once (the versions its replays name,
     a sidecar's plan, the count and hash it checks at the shard's end) is read once, one round trip
-    on an object store (and not its per-version labels, kept 64 times over)."""
+    on an object store (and not its per-version labels, kept 64 times over). With `plan` (the
+    digest the dataset was opened under), a DatasetChangedError where a shard's stats name
+    another: its samples are never read as the opened dataset's."""
     def read(index: int) -> dict:
         stats = shard_stats(location, index)
+        if plan is not None and stats.get("plan_digest") != plan:
+            raise DatasetChangedError(
+                f"{redact(location.root)}: shard {shard_name(index)} is now of plan "
+                f"{str(stats.get('plan_digest'))[:12]}, not the plan {plan[:12]} it was opened "
+                "under: the dataset was made again under another plan (generate --restart) "
+                "while it was read; open it again (a training run: start it again)")
         return {name: stats[name] for name in STREAM_STATS if name in stats}
     return functools.lru_cache(maxsize=STATS_KEPT)(read)
 

@@ -162,15 +162,16 @@ def ensemble_notices(targets: tuple[Target, ...]) -> list[str]:
     return notices
 
 
-def _stream(config: PretrainConfig, shards: SplitShards, train: bool,
+def _stream(config: PretrainConfig, dataset: Dataset, shards: SplitShards, train: bool,
             context, steps: int = 0) -> tuple[ShardStream, DataLoader]:
-    """The stream of one split and its loader; training's `steps` batches an epoch."""
+    """The stream of one split of `dataset` (its shards of the plan it was opened under) and
+    its loader; training's `steps` batches an epoch."""
     targets = config.targets if multi_head(config.targets) else config.targets[0]
     local = config.optim.local_batch(context.world_size)
     stream = ShardStream(StreamConfig(config.dataset, shards, targets, config.augment,
                                       config.seed, train=train,
                                       per_worker=steps * local // max(1, config.workers)
-                                      if train else None),
+                                      if train else None, plan=dataset.plan_digest),
                          context.rank, context.world_size)
     return stream, DataLoader(stream, batch_size=config.optim.local_batch(context.world_size),
                               pin_memory=context.device.type == "cuda",
@@ -306,8 +307,8 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     if context.is_main:
         print(_what_trains(config, context, (train, val, validated), heads, labels, steps),
               flush=True)
-    train_stream, train_loader = _stream(config, train, True, context, steps)
-    _, val_loader = _stream(config, validated, False, context)
+    train_stream, train_loader = _stream(config, dataset, train, True, context, steps)
+    _, val_loader = _stream(config, dataset, validated, False, context)
 
     def batches(epoch: int) -> DataLoader:
         train_stream.set_epoch(epoch)

@@ -365,6 +365,7 @@ class StreamConfig:
     shuffle_buffer: int = 500
     interleave: int = INTERLEAVED_SHARDS
     per_worker: int | None = None  # training samples one DataLoader worker gives an epoch
+    plan: str | None = None  # the plan digest the dataset was opened under (Dataset.plan_digest)
 
 
 class ShardStream(IterableDataset):
@@ -400,7 +401,7 @@ class ShardStream(IterableDataset):
         rng = np.random.default_rng([config.seed, self.epoch, self.rank, worker])
         for record in sample_stream(Location.parse(config.root), list(config.shards.urls),
                                     "distorted", config.shards.refs, config.seed, order,
-                                    decode=False):
+                                    decode=False, plan=config.plan):
             pixels = decode(record["encoded"], record["key"])
             view = (train_view(pixels, config.augment, rng) if config.train
                     else centre_view(pixels, config.augment))

@@ -615,3 +615,42 @@ def test_a_share_is_of_drawn_shards_and_a_chance():
     # an epoch as long as its open shards, or longer, reads them whole
     assert share_to_spread(50, 2, 100, 4) == 1.0 and share_to_spread(10, 2, 100, 4) == 0.2
     assert share_to_spread(10, 2, 0, 4) == 1.0  # (nothing to spread)
+
+
+def _remade_under_another_plan(root: Path) -> None:
+    """What `generate --restart` under other options (another ensemble) leaves where a reader
+    opened the dataset: shards whose stats name another plan, their files consistent."""
+    for stats in (root / "shards").glob("*_stats.json"):
+        recorded = json.loads(stats.read_text())
+        stats.write_text(json.dumps({**recorded, "plan_digest": "0" * 64}))
+
+
+def test_a_dataset_made_again_under_another_plan_while_open_is_refused_not_read(
+        tmp_path, store_datasets):
+    """A Dataset opened before a restart and read after it (a training run's next epoch) gave
+    the new plan's samples, another ensemble's Q, under the old plan's name; each shard's
+    stats must name the plan the dataset was opened under, checked before its samples."""
+    from shards.reader import DatasetChangedError
+
+    root = tmp_path / "d"
+    shutil.copytree(store_datasets["images"], root)
+    dataset = open_dataset(str(root))
+    assert next(iter(dataset.samples()))
+    _remade_under_another_plan(root)
+    for read in (lambda: next(iter(dataset.samples())),
+                 lambda: next(iter(dataset.groups("pair")))):
+        with pytest.raises(DatasetChangedError, match="made again under another plan"):
+            read()
+
+
+def test_a_dataset_opened_unfinished_stays_unfinished_to_its_reader(tmp_path, store_datasets):
+    """Its shards are those complete when it was opened: a run that ends later (report.json)
+    does not make it read as the whole dataset."""
+    root = tmp_path / "d"
+    shutil.copytree(store_datasets["images"], root)
+    report = (root / "report.json").read_bytes()
+    (root / "report.json").unlink()
+    (root / "shards" / "00001_stats.json").unlink()
+    dataset = open_dataset(str(root))
+    (root / "report.json").write_bytes(report)
+    assert dataset.shards == (0,) and "only the 1 shard(s) complete" in dataset.unfinished

@@ -193,3 +193,25 @@ def test_ids_of_the_same_pixels_are_read_in_the_most_held_out_split_of_them():
         [{"a": "train", "b": "test"}], [])
     assert agreed_splits([{"a": "train"}, {"a": "excluded"}])[0] == [{"a": "excluded"},
                                                                      {"a": "excluded"}]
+
+
+def test_a_training_stream_refuses_shards_made_again_under_another_plan(tmp_path,
+                                                                       store_datasets):
+    """A training run's next epoch after a `generate --restart` under other options read the
+    new shards, another ensemble's Q, silently: its stream reads the plan it opened only."""
+    import json
+
+    from shards.reader import DatasetChangedError
+
+    root = tmp_path / "d"
+    shutil.copytree(store_datasets["images"], root)
+    dataset = open_dataset(str(root))
+    shards = split_shards(dataset.location, distorted_index(dataset.location), dataset.splits,
+                          "train")
+    stream = ShardStream(StreamConfig(str(root), shards, Target("quality"), CROP, train=False,
+                                      plan=dataset.plan_digest))
+    assert next(iter(stream))
+    for stats in (root / "shards").glob("*_stats.json"):
+        stats.write_text(json.dumps({**json.loads(stats.read_text()), "plan_digest": "0" * 64}))
+    with pytest.raises(DatasetChangedError, match="made again under another plan"):
+        next(iter(stream))
