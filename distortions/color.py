@@ -84,9 +84,11 @@ def apply_color_quantization(img: np.ndarray, params: dict) -> np.ndarray:
 
 def apply_saturation_hsv(img: np.ndarray, params: dict) -> np.ndarray:
     """HSV saturation times f. With V = max(R, G, B), hsv2rgb is linear in S, so scaling S by
-    f moves every channel to V + f (c - V); negative f overshoots past gray, as in KADID."""
+    f moves every channel to V + f (c - V); negative f overshoots past gray, as in KADID.
+    V is taken on the uint8 channels (to_float is monotonic: the same floats, a third of the
+    time of a max over the float image's last axis)."""
     x = to_float(img)
-    value = x.max(axis=2, keepdims=True)
+    value = to_float(np.maximum(np.maximum(img[..., 0], img[..., 1]), img[..., 2]))[..., None]
     return to_uint8(value + np.float32(params["factor"]) * (x - value))
 
 
