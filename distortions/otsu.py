@@ -34,13 +34,14 @@ def otsu_threshold_bins(counts: np.ndarray, n_thresholds: int) -> np.ndarray:
         raise ValueError(f"need 1 <= thresholds < bins, got {n_thresholds} for {n_bins} bins")
     score = _class_scores(counts)
     best = score[0].copy()  # best[j]: one class covering bins 0..j
+    score_by_end = np.ascontiguousarray(score.T)  # [j, i]: rows contiguous for the argmax
     choices = []
     for _ in range(n_thresholds):
-        # candidate[i, j]: the previous classes end at bin i-1, a new class covers i..j.
+        # candidate[j, i]: the previous classes end at bin i-1, a new class covers i..j.
         candidate = np.full((n_bins, n_bins), -np.inf)
-        candidate[1:] = best[:-1, None] + score[1:]
-        start = np.argmax(candidate, axis=0)
-        best = candidate[start, np.arange(n_bins)]
+        candidate[:, 1:] = score_by_end[:, 1:] + best[None, :-1]
+        start = np.argmax(candidate, axis=1)
+        best = candidate[np.arange(n_bins), start]
         choices.append(start)
     ends = []
     end = n_bins - 1

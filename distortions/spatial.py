@@ -81,10 +81,11 @@ def apply_pixelate(img: np.ndarray, params: dict) -> np.ndarray:
     return img[rows[:, None], cols[None, :]]
 
 
-def _histogram_bins(img: np.ndarray) -> np.ndarray:
-    """Each value's bin among 256 spanning the image's [min, max], as MATLAB multithresh bins."""
-    low, high = int(img.min()), int(img.max())
-    return np.rint((img.astype(np.float32) - low) * np.float32(255 / (high - low))).astype(np.int64)
+def _histogram_bins(values: np.ndarray, low: int, high: int) -> np.ndarray:
+    """Each uint8 value's bin among 256 spanning the image's [low, high], as MATLAB multithresh
+    bins."""
+    return np.rint((values.astype(np.float32) - low) * np.float32(255 / (high - low))
+                   ).astype(np.int64)
 
 
 def apply_quantization(img: np.ndarray, params: dict) -> np.ndarray:
@@ -95,17 +96,22 @@ def apply_quantization(img: np.ndarray, params: dict) -> np.ndarray:
     (t_{k-1}, t_k] become t_k, those above t_N its maximum (1 once stretched). The thresholds
     are found on the histogram's bins, but each value is compared with them as imquantize
     compares it, not its bin: (v - min) / (max - min) <= b / 255, in integers (exact).
+
+    Each of the 256 uint8 values is binned and quantized once, the pixels then looked up.
     """
     low, high = int(img.min()), int(img.max())
     if low == high:
         return img.copy()
+    present = np.arange(low, high + 1, dtype=np.uint8)
+    value_counts = np.bincount(img.ravel(), minlength=256)[low:high + 1]
     threshold_bins = otsu_threshold_bins(
-        np.bincount(_histogram_bins(img).ravel(), minlength=256), params["thresholds"])
+        np.bincount(_histogram_bins(present, low, high), weights=value_counts, minlength=256),
+        params["thresholds"])
     thresholds = (low + threshold_bins / 255 * (high - low)) / 255
     values = np.concatenate([[low / 255], thresholds[1:], [high / 255]]).astype(np.float32)
     classes = np.searchsorted(np.asarray(threshold_bins, np.int64) * (high - low),
-                              (img.astype(np.int64) - low) * 255, side="left")
-    return to_uint8(values[classes])
+                              (np.arange(256, dtype=np.int64) - low) * 255, side="left")
+    return to_uint8(values[classes])[img]
 
 
 def apply_color_block(img: np.ndarray, params: dict) -> np.ndarray:
