@@ -38,7 +38,7 @@ from shards.layout import (
     run_file,
     shard_count,
 )
-from shards.lease import live_writer
+from shards.lease import writing_now
 from shards.reader import damage_message, examine_shard, shard_states
 from shards.reads import read_ahead
 from shards.storage import Location, redact
@@ -454,10 +454,10 @@ def finished_plan(location: Location) -> "Plan":
         raise UnfinishedDatasetError(f"{location.root} has no {MANIFEST_FILE}: not a finished "
                                      "dataset (generate resumes it)")
     if not location.exists(location.path(REPORT_FILE)):
-        writer = live_writer(location)
+        writer = writing_now(location)
         raise UnfinishedDatasetError(
             f"{location.root} has no {REPORT_FILE}: "
-            + (f"a run is writing it now ({writer}): wait until it ends" if writer else
+            + (f"{writer}: wait until it ends" if writer else
                "generate has not finished it (rerun it to resume)"))
     report = run_file(location, REPORT_FILE)  # (copied by convert) named before any work
     if form := report_form_problems(report):

@@ -359,6 +359,13 @@ def live_writer(location: Location) -> str | None:
     return _describe(holder) if fresh and _alive_here(holder, False) is not False else None
 
 
+def writing_now(location: Location) -> str | None:
+    """"a run is writing it now (its holder)" where `live_writer` names one (None: none): how
+    `inspect` and the readers name the run a dataset is being written by."""
+    writer = live_writer(location)
+    return f"a run is writing it now ({writer})" if writer else None
+
+
 def writer_refusal(location: Location, holder: dict) -> str | None:
     """Why a shard task of the driver `holder` names must not publish into OUT (None: it may)."""
     path = location.path(LEASE_FILE)

@@ -30,6 +30,7 @@ from shards.layout import (
     store_of,
     tar_path,
 )
+from shards.lease import writing_now
 from shards.reads import read_ahead
 from shards.schema import CHAIN_TYPE, chain_of
 from shards.storage import STAGED_SUFFIX, HashingStream, Location, json_lines, redact
@@ -370,9 +371,13 @@ def shard_lists(location: Location, paths: dict[str, str], stats: dict
 
 
 def no_complete_shard(location: Location) -> FileNotFoundError:
-    """The error for a dataset without a complete shard, saying why when shards are there;
-    for a folder that is no dataset (neither plan.json nor a shards folder), that, and its
-    dataset where it is a dataset's shards folder (the usual slip)."""
+    """The error for a dataset without a complete shard: the run writing it, where one is
+    (its first shard is not done yet); else why, where shards are there; for a folder that is
+    no dataset (neither plan.json nor a shards folder), that, and its dataset where it is a
+    dataset's shards folder (the usual slip)."""
+    if writer := writing_now(location):
+        return FileNotFoundError(f"no complete shard in {location.path(SHARDS_DIR)} yet: "
+                                 f"{writer}; open it again once its first shard is written")
     if not any(location.exists(location.path(name)) for name in (PLAN_FILE, SHARDS_DIR)):
         parent, _, name = location.root.rstrip("/").rpartition("/")
         inside = name == SHARDS_DIR and parent and location.exists(f"{parent}/{PLAN_FILE}")

@@ -48,7 +48,7 @@ from shards.layout import (
     shard_name,
     tar_path,
 )
-from shards.lease import live_writer
+from shards.lease import writing_now
 from shards.reader import (
     DamagedRunFileError,
     RunFileError,
@@ -393,8 +393,7 @@ def _report(location: Location, held: dict[str, int] | None
     its counts as the shards give them (None where a shard is not sound), which its own
     must equal."""
     if not location.exists(location.path(REPORT_FILE)):
-        writer = live_writer(location)
-        return [], ["no report.json: " + (f"a run is writing it now ({writer})" if writer else
+        return [], ["no report.json: " + (writing_now(location) or
                                           "the run has not finished (rerun generate to "
                                           "resume)")]
     try:

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -654,3 +655,28 @@ def test_a_dataset_opened_unfinished_stays_unfinished_to_its_reader(tmp_path, st
     dataset = open_dataset(str(root))
     (root / "report.json").write_bytes(report)
     assert dataset.shards == (0,) and "only the 1 shard(s) complete" in dataset.unfinished
+
+
+def _live_writer_lease(root: Path) -> None:
+    """The lease a generate driver of another host holds while it writes `root`: fresh."""
+    from shards.lease import LEASE_FILE
+
+    (root / LEASE_FILE).write_text(json.dumps({"host": "node-7", "pid": 4242, "started": 1.0,
+                                               "command": "generate",
+                                               "refreshed": time.time()}))
+
+
+def test_a_dataset_opened_before_its_first_shard_names_the_run_writing_it(tmp_path):
+    """In a run's first seconds (its lease and plan written, no shard done yet) open_dataset
+    said `no complete shard` as of a failed run; `inspect` names the run writing it, and so
+    must the reader."""
+    root = tmp_path / "d"
+    (root / "shards").mkdir(parents=True)
+    _live_writer_lease(root)
+    writing = r"a run is writing it now \(iqa-factory generate on host node-7 pid 4242"
+    with pytest.raises(FileNotFoundError, match=rf"no complete shard in .* yet: {writing}"):
+        open_dataset(str(root))  # (before its plan.json too)
+    plan = {"inputs": {"shard_refs": 1}, "references": ["a"]}
+    (root / "plan.json").write_text(json.dumps({**plan, "digest": plan_digest(plan)}))
+    with pytest.raises(FileNotFoundError, match=rf"yet: {writing}.*once its first shard"):
+        open_dataset(str(root))
