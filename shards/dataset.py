@@ -48,6 +48,7 @@ from shards.reader import (
     planned_shards,
     read_index,
     read_sources,
+    shard_gone,
     shard_states,
     stats_reader,
     tar_urls,
@@ -87,9 +88,24 @@ def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
                              lambda key: wanted(f"{key}.json"))
     after = [decode_each] if decode else []
     return Stream(lambda: pipeline(
-        urls, [each_shard(location, labelled(records, labels, stats_of),
-                          recorded_stats(stats_of), interleaving(seed, order))],
-        seed, order, after))
+        urls, [shards_read(location, labelled(records, labels, stats_of), stats_of, seed,
+                           order)], seed, order, after))
+
+
+def shards_read(location: Location, per_shard: Callable[[dict], Iterable],
+                stats_of: Callable[[int], dict], seed: int, order: Order
+                ) -> Callable[[Iterable[dict]], Iterator]:
+    """The stage reading a stream's shards (tar_stream.each_shard, checked against their
+    stats, merged in `order`), where a file of one is gone (a `generate --restart` deleting
+    the shards folder) a DatasetChangedError that says so, not the store's bare one."""
+    stage = each_shard(location, per_shard, recorded_stats(stats_of), interleaving(seed, order))
+
+    def read(sources: Iterable[dict]) -> Iterator:
+        try:
+            yield from stage(sources)
+        except FileNotFoundError as error:
+            raise shard_gone(location, error) from error
+    return read
 
 
 def _in_share(wanted: Select, seed: int, order: Order, opened: dict) -> Select:
@@ -325,9 +341,7 @@ class Dataset:
                 records = self.labels.relabelled(records, shard, stats_of(shard))
             return assemble(shard_spec, opened["url"], records, chosen)
         return Stream(lambda: pipeline(
-            urls, [each_shard(self.location, per_shard, recorded_stats(stats_of),
-                              interleaving(seed, order))],
-            seed, order))
+            urls, [shards_read(self.location, per_shard, stats_of, seed, order)], seed, order))
 
 
 def _of_share(chosen: dict[str, set[str]], kind: str, keeps: Callable[[str], bool]

@@ -213,6 +213,7 @@ def _stats_or_error(location: Location, index: int) -> dict | ValueError:
         return error
 
 
+OPEN_AGAIN = "open it again (a training run: start it again)"  # a dataset changed under its reader
 STATS_KEPT = 64  # shards whose stats one stream remembers (more than it reads at once)
 STREAM_STATS = ("samples", "tar_sha256", "parquet_bytes", "parquet_sha256", "libraries",
                 "plan_digest")  # what a stream asks
@@ -232,9 +233,20 @@ def stats_reader(location: Location, plan: str | None = None) -> Callable[[int],
                 f"{redact(location.root)}: shard {shard_name(index)} is now of plan "
                 f"{str(stats.get('plan_digest'))[:12]}, not the plan {plan[:12]} it was opened "
                 "under: the dataset was made again under another plan (generate --restart) "
-                "while it was read; open it again (a training run: start it again)")
+                f"while it was read; {OPEN_AGAIN}")
         return {name: stats[name] for name in STREAM_STATS if name in stats}
     return functools.lru_cache(maxsize=STATS_KEPT)(read)
+
+
+def shard_gone(location: Location, error: FileNotFoundError) -> DatasetChangedError:
+    """The error for a file of a shard that was complete when its dataset was opened and is
+    gone as it is read (`error`, naming it): `generate --restart` deletes the shards folder."""
+    writer = writing_now(location)
+    return DatasetChangedError(
+        f"{redact(location.root)}: a shard complete when the dataset was opened is gone "
+        f"({error}): " + (f"the dataset is being made again ({writer})" if writer else
+                          "the dataset was made again or removed while it was read")
+        + f"; {OPEN_AGAIN}")
 
 
 def tar_size_problem(size: int | None, stats: dict) -> str | None:

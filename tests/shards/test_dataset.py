@@ -680,3 +680,30 @@ def test_a_dataset_opened_before_its_first_shard_names_the_run_writing_it(tmp_pa
     (root / "plan.json").write_text(json.dumps({**plan, "digest": plan_digest(plan)}))
     with pytest.raises(FileNotFoundError, match=rf"yet: {writing}.*once its first shard"):
         open_dataset(str(root))
+
+
+def test_a_shard_gone_while_read_says_the_dataset_is_being_made_again(tmp_path,
+                                                                      store_datasets):
+    """A `generate --restart` deletes the shards folder under a reader (a training run's
+    epoch): the store's bare `Failed to open local file '.../00001.tar'` stopped it; the
+    reader must say that the dataset is being made again (by whom, where a run holds its
+    lease) and what to do."""
+    from shards.reader import DatasetChangedError
+
+    root = tmp_path / "d"
+    shutil.copytree(store_datasets["images"], root)
+    dataset = open_dataset(str(root))
+    for tar in (root / "shards").glob("*.tar"):
+        tar.unlink()  # (the stats first go, as often as not: both are a shard gone)
+    gone = r"a shard complete when the dataset was opened is gone \(.*00000\.tar"
+    for read in (lambda: next(iter(dataset.samples())),
+                 lambda: next(iter(dataset.groups("pair")))):
+        with pytest.raises(DatasetChangedError, match=rf"{gone}.*made again or removed "
+                                                      r"while it was read; open it again"):
+            read()
+    shutil.rmtree(root / "shards")
+    _live_writer_lease(root)
+    with pytest.raises(DatasetChangedError, match=r"is gone \(.*00000_stats\.json.*: the "
+                                                  r"dataset is being made again \(a run is "
+                                                  r"writing it now \(iqa-factory generate"):
+        next(iter(dataset.samples()))

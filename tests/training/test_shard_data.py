@@ -215,3 +215,22 @@ def test_a_training_stream_refuses_shards_made_again_under_another_plan(tmp_path
         stats.write_text(json.dumps({**json.loads(stats.read_text()), "plan_digest": "0" * 64}))
     with pytest.raises(DatasetChangedError, match="made again under another plan"):
         next(iter(stream))
+
+
+def test_a_training_stream_whose_shards_are_deleted_says_the_dataset_is_being_made_again(
+        tmp_path, store_datasets):
+    """A `generate --restart` during an epoch deletes the shards folder: training stopped on
+    the store's bare `[Errno 2] Failed to open local file '.../shards/00000.tar'`."""
+    from shards.reader import DatasetChangedError
+
+    root = tmp_path / "d"
+    shutil.copytree(store_datasets["images"], root)
+    dataset = open_dataset(str(root))
+    shards = split_shards(dataset.location, distorted_index(dataset.location), dataset.splits,
+                          "train")
+    stream = ShardStream(StreamConfig(str(root), shards, Target("quality"), CROP, train=False,
+                                      plan=dataset.plan_digest))
+    for tar in (root / "shards").glob("*.tar"):
+        tar.unlink()
+    with pytest.raises(DatasetChangedError, match=r"is gone \(.*\.tar.*start it again"):
+        next(iter(stream))
