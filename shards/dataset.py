@@ -31,6 +31,7 @@ from shards.layout import (
     shard_of,
     store_of,
 )
+from shards.lease import writing_now
 from shards.order import (
     ONE_PASS,
     Order,
@@ -48,6 +49,7 @@ from shards.reader import (
     planned_shards,
     read_index,
     read_sources,
+    remade_while_read,
     shard_gone,
     shard_states,
     stats_reader,
@@ -58,7 +60,7 @@ from shards.records import decode_each, member_filter, record
 from shards.replay import ReplayContext, replaying
 from shards.sidecar import Sidecar
 from shards.storage import Location, redact
-from shards.tar_stream import Select, each_shard, shard_samples
+from shards.tar_stream import Select, ShardReadError, each_shard, shard_samples
 
 
 def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
@@ -97,7 +99,9 @@ def shards_read(location: Location, per_shard: Callable[[dict], Iterable],
                 ) -> Callable[[Iterable[dict]], Iterator]:
     """The stage reading a stream's shards (tar_stream.each_shard, checked against their
     stats, merged in `order`), where a file of one is gone (a `generate --restart` deleting
-    the shards folder) a DatasetChangedError that says so, not the store's bare one."""
+    the shards folder) a DatasetChangedError that says so, not the store's bare one; so too
+    where one no longer matches the stats read while a run writes the dataset (a resume
+    making it again), not a damaged shard."""
     stage = each_shard(location, per_shard, recorded_stats(stats_of), interleaving(seed, order))
 
     def read(sources: Iterable[dict]) -> Iterator:
@@ -105,6 +109,10 @@ def shards_read(location: Location, per_shard: Callable[[dict], Iterable],
             yield from stage(sources)
         except FileNotFoundError as error:
             raise shard_gone(location, error) from error
+        except (ShardReadError, DamagedShardError) as error:
+            if writer := writing_now(location):
+                raise remade_while_read(location, error, writer) from error
+            raise
     return read
 
 

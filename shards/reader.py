@@ -249,6 +249,17 @@ def shard_gone(location: Location, error: FileNotFoundError) -> DatasetChangedEr
         + f"; {OPEN_AGAIN}")
 
 
+def remade_while_read(location: Location, error: Exception, writer: str
+                      ) -> DatasetChangedError:
+    """The error for a shard whose files no longer match the stats its reader read (`error`)
+    while `writer` (writing_now) writes the dataset: a resume making it again renames its new
+    tar and parquet into place before it writes their stats, not damage."""
+    return DatasetChangedError(
+        f"{redact(location.root)}: a shard changed as it was read, and {writer}: that run is "
+        f"making the shard again, it is not damaged (the reader found: {error}); {OPEN_AGAIN} "
+        "once that run has ended")
+
+
 def tar_size_problem(size: int | None, stats: dict) -> str | None:
     """What is wrong with a shard's tar of `size` bytes by its stats (None: the size they
     record)."""

@@ -3,6 +3,7 @@ the parquet index), their pixels and records as stored, local paths and file:// 
 and a clear error for a dataset without a complete shard."""
 
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -707,3 +708,53 @@ def test_a_shard_gone_while_read_says_the_dataset_is_being_made_again(tmp_path,
                                                   r"dataset is being made again \(a run is "
                                                   r"writing it now \(iqa-factory generate"):
         next(iter(dataset.samples()))
+
+
+def _remade_in_place(shards: Path) -> None:
+    """Shard 00000 made again as a resume makes it (--retry-unreadable): a new tar and parquet
+    of the same plan renamed into place, its stats written after them (here, at once)."""
+    import pyarrow.parquet as pq
+
+    tar = shards / "00000.tar"
+    with tarfile.open(tar) as old:
+        members = [(member, old.extractfile(member).read()) for member in old.getmembers()]
+    with tarfile.open(tar, "w", format=tarfile.GNU_FORMAT) as new:
+        for member, data in reversed(members):  # (the same samples, other bytes)
+            new.addfile(member, io.BytesIO(data))
+    pq.write_table(pq.read_table(shards / "00000.parquet"), shards / "00000.parquet",
+                   compression="snappy")
+    stats = json.loads((shards / "00000_stats.json").read_text())
+    stats.update(tar_bytes=tar.stat().st_size,
+                 tar_sha256=hashlib.sha256(tar.read_bytes()).hexdigest(),
+                 parquet_bytes=(shards / "00000.parquet").stat().st_size)
+    (shards / "00000_stats.json").write_text(json.dumps(stats))
+
+
+def test_a_shard_made_again_while_read_by_a_live_run_is_not_called_damaged(tmp_path,
+                                                                           store_datasets):
+    """A resume making a shard again renames its new tar and parquet into place before their
+    stats: a reader holding the old stats read them as damaged (ChangedTarError, or a
+    DamagedShardError of its parquet: `changed after it was written`). While a run holds the
+    dataset's lease, the reader must say that run is making the shard again; without one, a
+    mismatch is still damage."""
+    from shards.reader import DatasetChangedError
+    from shards.tar_stream import ChangedTarError
+
+    root = tmp_path / "d"
+    shutil.copytree(store_datasets["images"], root)
+    dataset = open_dataset(str(root))
+    streams = {"samples": dataset.samples(), "groups": dataset.groups("pair")}
+    for stream in streams.values():
+        assert list(stream)  # every shard's stats read, and kept, by the stream
+    _remade_in_place(root / "shards")
+    with pytest.raises(ChangedTarError, match="changed after it was written"):
+        list(streams["samples"])
+    with pytest.raises(DamagedShardError, match=r"00000\.parquet: parquet is"):
+        list(streams["groups"])
+    _live_writer_lease(root)
+    for stream in streams.values():
+        with pytest.raises(DatasetChangedError, match=r"a shard changed as it was read, and a "
+                                                      r"run is writing it now \(iqa-factory "
+                                                      r"generate on host node-7.*making the "
+                                                      r"shard again, it is not damaged"):
+            list(stream)
