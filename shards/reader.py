@@ -122,16 +122,17 @@ def misplaced(stats: dict, index: int) -> str | None:
 
 def shard_states(location: Location, plan: dict | None = None
                  ) -> tuple[list[int], dict[int, str]]:
-    """(complete, damaged) shards of the dataset's plan. Complete: the stats file exists
-    (written last), names the plan where the dataset has one (a shard left by another run is
-    never read as part of this one), and the tar and parquet it describes are there, the tar
+    """(complete, damaged) shards of the dataset's plan (`plan`, its plan.json where the
+    caller read it; read here otherwise). Complete: the stats file exists (written last),
+    names the plan where the dataset has one (a shard left by another run is never read as
+    part of this one), and the tar and parquet it describes are there, the tar
     of the recorded size. Damaged: index -> what is wrong, for the other finished shards of
     the plan, and, once a run of the plan has ended (report.json), for every planned shard
     that is not complete (a finished dataset never reads as a smaller one). Stats outside the
     plan's shards are no part of it. Reads each stats file and lists the folder once; reads
     no tar."""
     sizes = shards_listing(location)
-    plan = plan_file(location)
+    plan = plan_file(location) if plan is None else plan
     store = plan.get("inputs", {}).get("store", DEFAULT_STORE)
     planned = planned_shards(plan)
     finished = planned is not None and location.exists(location.path(REPORT_FILE))

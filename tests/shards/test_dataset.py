@@ -758,3 +758,28 @@ def test_a_shard_made_again_while_read_by_a_live_run_is_not_called_damaged(tmp_p
                                                       r"generate on host node-7.*making the "
                                                       r"shard again, it is not damaged"):
             list(stream)
+
+
+def test_a_dataset_lists_the_shards_of_the_plan_it_opened_not_of_one_written_after(
+        tmp_path, store_datasets, monkeypatch):
+    """open_dataset reads plan.json, then lists the shards: a restart that writes another
+    plan.json between the two must not leave the dataset pinned to one plan and its shards
+    listed under the other (readable_shards was given the plan read, and read plan.json
+    again)."""
+    import shards.dataset
+    from shards.layout import plan_file
+
+    root = tmp_path / "d"
+    shutil.copytree(store_datasets["images"], root)
+    expected = open_dataset(str(root)).shards
+    plan = json.loads((root / "plan.json").read_text())
+    other = {**plan, "inputs": {**plan["inputs"], "seed": plan["inputs"].get("seed", 0) + 1}}
+    other["digest"] = plan_digest(other)
+
+    def read_then_restarted(location: Location) -> dict:
+        opened = plan_file(location)
+        (root / "plan.json").write_text(json.dumps(other))  # the restart writes its plan
+        return opened
+    monkeypatch.setattr(shards.dataset, "plan_file", read_then_restarted)
+    dataset = open_dataset(str(root))
+    assert dataset.plan_digest == plan["digest"] and dataset.shards == expected
