@@ -18,13 +18,19 @@ LOW_SIDE = 8  # the lowest frequencies kept on each axis: a 64-bit hash
 # and the calibration pairs' distortions measured 0-4, a crop of 10 pixels 6-10, different
 # photos 18 and more (tests/pipeline/test_likeness.py)
 NEAR_BITS = 6
+# the largest low frequency (DC aside) of an image with no texture to hash: an amplitude of a
+# 16th of a gray level (an orthonormal 32 x 32 DCT coefficient is 16 times its pattern's)
+FLAT_COEFFICIENT = 1.0
 
 
-def perceptual_hash(pixels: np.ndarray) -> str:
-    """The DCT hash of an RGB image (uint8 H x W x 3), as 16 hex digits."""
+def perceptual_hash(pixels: np.ndarray) -> str | None:
+    """The DCT hash of an RGB image (uint8 H x W x 3), as 16 hex digits; None for a flat one
+    (its bits would be rounding noise, and every flat image would look like every other)."""
     gray = rgb_to_gray(pixels.astype(np.float64))
     small = cv2.resize(gray, (HASH_SIDE, HASH_SIDE), interpolation=cv2.INTER_AREA)
     low = scipy.fft.dctn(small, norm="ortho")[:LOW_SIDE, :LOW_SIDE].ravel()
+    if np.abs(low[1:]).max() < FLAT_COEFFICIENT:
+        return None
     return f"{int(np.packbits(low > np.median(low)).view('>u8')[0]):016x}"
 
 

@@ -72,9 +72,13 @@ def test_different_photos_do_not_look_alike():
         assert _bits(hashes[a], hashes[b]) > NEAR_BITS, (a, b)
 
 
-def test_a_flat_image_hashes_without_error():
-    flat = np.full((48, 64, 3), 128, dtype=np.uint8)
-    assert perceptual_hash(flat) == perceptual_hash(flat + 10)  # alike, whatever its gray
+def test_a_flat_image_has_no_hash_and_the_faintest_texture_has_one():
+    """A flat image's low frequencies are rounding noise (at odd sizes), and every flat image
+    would look like every other: none is hashed; a ramp of 4 gray levels is."""
+    for height, width, gray in ((48, 64, 128), (37, 100, 1), (37, 100, 255), (383, 511, 0)):
+        assert perceptual_hash(np.full((height, width, 3), gray, dtype=np.uint8)) is None
+    ramp = np.repeat(np.linspace(100, 104, 64).round().astype(np.uint8)[None, :, None], 48, 0)
+    assert perceptual_hash(np.repeat(ramp, 3, axis=2)) is not None
 
 
 @pytest.mark.parametrize("seed", range(3))
