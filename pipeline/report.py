@@ -89,8 +89,9 @@ class Tally:
         self.distorted += stats["distorted"]
         self.seconds.update(stats["seconds"])
         recorded = stats.get("libraries") or {}  # none before they were kept
-        for name in library_versions().keys() | recorded.keys():  # (what this code records,
-            self.libraries.setdefault(name, Counter())[recorded.get(name)] += 1  # None if not)
+        here = library_versions()
+        for name in here.keys() | recorded.keys():
+            self.libraries.setdefault(name, Counter())[_shard_version(recorded, name, here)] += 1
         for scenario, (count, total) in recorded_sums(stats).items():
             self.quality_count[scenario] += count
             self.quality_sum[scenario] += total
@@ -122,15 +123,24 @@ class Tally:
     def libraries_differing(self, recorded: dict) -> dict[str, dict]:
         """{library: {version: shards}} of the shards made with another version of a library
         than `recorded` (the manifest's): on another node, or before a resume; NOT_RECORDED
-        the shards that record none of a library or code this version records (made before
-        it was)."""
-        return {name: {NOT_RECORDED if version is None else str(version): count
+        the shards that record no version of a library or code this code records one of (made
+        before it was recorded), "None" those that record it absent."""
+        return {name: {str(version): count
                        for version, count in versions.items() if version != recorded.get(name)}
                 for name, versions in sorted(self.libraries.items())
                 if set(versions) - {recorded.get(name)}}
 
 
 NOT_RECORDED = "not recorded"  # libraries_differing's version of shards that record none
+
+
+def _shard_version(recorded: dict, name: str, here: dict) -> str | None:
+    """A shard's version of library or code `name` (`recorded`: its stats' libraries):
+    NOT_RECORDED where it records none of one this code has (`here`: made before that was
+    recorded), None where it records it absent."""
+    if name in recorded:
+        return recorded[name]
+    return NOT_RECORDED if here.get(name) is not None else None
 
 # sources.parquet's rows per row group: one group per shard made a file of 8,751 groups at
 # paper scale, 2.2-2.9 s to read where one group takes 0.1-0.2 s

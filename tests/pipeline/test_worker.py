@@ -51,6 +51,7 @@ from pipeline.source_changes import check_modified_sources
 from pipeline.sources import IMAGE_EXTENSIONS, list_sources, listing, load, skipped_note
 from pipeline.worker import Guard, produce_shard
 from shards.layout import plan_digest, shard_paths, store_of, tar_path
+from shards.provenance import library_versions
 from shards.reader import read_index, shard_problems, shard_stats, tar_urls
 from shards.schema import INDEX_SCHEMA, SCORES_TYPE
 from shards.storage import Location
@@ -1806,3 +1807,17 @@ def test_a_shard_whose_writes_fail_midway_leaves_nothing_and_is_made_again_the_s
     assert done.stdout.splitlines() == [
         f"{share} {error}:{errno.EFBIG} [] [] True"
         for share, error in ((0.05, "OSError"), (0.5, "SpillError"), (0.98, "OSError"))]
+
+
+def test_the_report_tells_a_library_a_shard_records_absent_from_one_it_does_not_record():
+    """A shard made before a library or code digest was recorded lacks it: `not recorded`
+    (its bank code is unknown), counted only where this code records a version; a shard that
+    records a library as absent (a worker without it) keeps that, `None`."""
+    here = library_versions()
+    stats = {"samples": 0, "distorted": 0, "seconds": {}}
+    tally = Tally()
+    tally.add({**stats, "libraries": {**here, "torch": None}}, [], [])
+    tally.add({**stats, "libraries": {name: version for name, version in here.items()
+                                      if name != "distortions_code"}}, [], [])
+    assert tally.libraries_differing(here) == {"torch": {"None": 1},
+                                               "distortions_code": {"not recorded": 1}}
