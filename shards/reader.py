@@ -142,6 +142,8 @@ def shard_states(location: Location, plan: dict | None = None
     indices = [index for index in _stats_indices(sizes) if planned is None or index < planned]
     read = read_ahead(functools.partial(_stats_or_error, location), indices)
     for index, stats in zip(indices, read, strict=True):
+        if stats is None:  # gone since the listing (a --restart deleting the shards)
+            continue
         damaged.pop(index, None)
         if isinstance(stats, Exception):
             damaged[index] = f"stats are not a JSON object ({stats})"
@@ -206,10 +208,13 @@ def shard_stats(location: Location, index: int) -> dict:
     return stats
 
 
-def _stats_or_error(location: Location, index: int) -> dict | ValueError:
-    """A shard's stats, or the error that says why they are not a JSON object."""
+def _stats_or_error(location: Location, index: int) -> dict | ValueError | None:
+    """A shard's stats, the error that says why they are not a JSON object, or None where the
+    file is gone (removed since the folder was listed)."""
     try:
         return shard_stats(location, index)
+    except FileNotFoundError:
+        return None
     except (ValueError, UnicodeDecodeError) as error:
         return error
 

@@ -783,3 +783,19 @@ def test_a_dataset_lists_the_shards_of_the_plan_it_opened_not_of_one_written_aft
     monkeypatch.setattr(shards.dataset, "plan_file", read_then_restarted)
     dataset = open_dataset(str(root))
     assert dataset.plan_digest == plan["digest"] and dataset.shards == expected
+
+
+def test_a_shard_whose_stats_go_after_the_listing_is_not_complete_not_a_bare_error(
+        tmp_path, store_datasets, monkeypatch):
+    """A `generate --restart` deleting the shards between open_dataset's listing of the folder
+    and its read of a listed stats file: that shard is not complete (pyarrow's bare
+    `Failed to open local file` stopped the opening)."""
+    import shards.reader
+
+    root = tmp_path / "d"
+    shutil.copytree(store_datasets["images"], root)
+    (root / "report.json").unlink()  # (a run under way)
+    listing = shards.reader.shards_listing(Location.parse(str(root)))
+    (root / "shards" / "00001_stats.json").unlink()
+    monkeypatch.setattr(shards.reader, "shards_listing", lambda location: dict(listing))
+    assert open_dataset(str(root)).shards == (0,)
