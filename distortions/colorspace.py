@@ -105,7 +105,8 @@ def _lab_f(t: np.ndarray) -> np.ndarray:
 
 def _lab_f_inverse(f: np.ndarray) -> np.ndarray:
     cubed = f > _LAB_DELTA
-    return np.where(cubed, _kept_base(f, ~cubed) ** 3, 3 * _LAB_DELTA**2 * (f - 4 / 29))
+    return np.where(cubed, _kept_base(f, np.logical_not(cubed)) ** 3,
+                    3 * _LAB_DELTA**2 * (f - 4 / 29))
 
 
 _LINEAR_OF_LEVEL = srgb_to_linear(to_float(np.arange(256, dtype=np.uint8)).astype(np.float64))
