@@ -195,6 +195,17 @@ def test_ids_of_the_same_pixels_are_read_in_the_most_held_out_split_of_them():
                                                                      {"a": "excluded"}]
 
 
+def _train_stream_of_a_copy(tmp_path, store_datasets) -> tuple:
+    """(a copy of the images dataset, a stream of its train split as pretraining opens it)."""
+    root = tmp_path / "d"
+    shutil.copytree(store_datasets["images"], root)
+    dataset = open_dataset(str(root))
+    shards = split_shards(dataset.location, distorted_index(dataset.location), dataset.splits,
+                          "train")
+    return root, ShardStream(StreamConfig(str(root), shards, Target("quality"), CROP,
+                                          train=False, plan=dataset.plan_digest))
+
+
 def test_a_training_stream_refuses_shards_made_again_under_another_plan(tmp_path,
                                                                        store_datasets):
     """A training run's next epoch after a `generate --restart` under other options read the
@@ -203,13 +214,7 @@ def test_a_training_stream_refuses_shards_made_again_under_another_plan(tmp_path
 
     from shards.reader import DatasetChangedError
 
-    root = tmp_path / "d"
-    shutil.copytree(store_datasets["images"], root)
-    dataset = open_dataset(str(root))
-    shards = split_shards(dataset.location, distorted_index(dataset.location), dataset.splits,
-                          "train")
-    stream = ShardStream(StreamConfig(str(root), shards, Target("quality"), CROP, train=False,
-                                      plan=dataset.plan_digest))
+    root, stream = _train_stream_of_a_copy(tmp_path, store_datasets)
     assert next(iter(stream))
     for stats in (root / "shards").glob("*_stats.json"):
         stats.write_text(json.dumps({**json.loads(stats.read_text()), "plan_digest": "0" * 64}))
@@ -223,13 +228,7 @@ def test_a_training_stream_whose_shards_are_deleted_says_the_dataset_is_being_ma
     the store's bare `[Errno 2] Failed to open local file '.../shards/00000.tar'`."""
     from shards.reader import DatasetChangedError
 
-    root = tmp_path / "d"
-    shutil.copytree(store_datasets["images"], root)
-    dataset = open_dataset(str(root))
-    shards = split_shards(dataset.location, distorted_index(dataset.location), dataset.splits,
-                          "train")
-    stream = ShardStream(StreamConfig(str(root), shards, Target("quality"), CROP, train=False,
-                                      plan=dataset.plan_digest))
+    root, stream = _train_stream_of_a_copy(tmp_path, store_datasets)
     for tar in (root / "shards").glob("*.tar"):
         tar.unlink()
     with pytest.raises(DatasetChangedError, match=r"is gone \(.*\.tar.*start it again"):
