@@ -113,7 +113,7 @@ class Tally:
                                               "splits": sorted({split, row["split"]})})
                 continue
             self.first_with_pixels[row["sha256"]] = (row["ref_id"], row["split"])
-            if row.get("phash") is None:  # (a shard made before references were hashed)
+            if row.get("phash") is None:  # (flat, or of a shard made before they were hashed)
                 continue
             if alike := self.look_alikes.add((row["ref_id"], row["split"]), row["phash"]):
                 (of, split), bits = alike
@@ -141,6 +141,7 @@ def _shard_version(recorded: dict, name: str, here: dict) -> str | None:
     if name in recorded:
         return recorded[name]
     return NOT_RECORDED if here.get(name) is not None else None
+
 
 # sources.parquet's rows per row group: one group per shard made a file of 8,751 groups at
 # paper scale, 2.2-2.9 s to read where one group takes 0.1-0.2 s

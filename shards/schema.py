@@ -88,7 +88,7 @@ SOURCES_SCHEMA = pa.schema([
     ("split", pa.string()), ("status", pa.string()), ("reason", pa.string()),
     ("conversions", pa.list_(pa.string())),
     ("source_kind", pa.string()),     # synthetic | authentic (null in older datasets)
-    ("phash", pa.string()),  # the sized pixels' perceptual hash (null in older datasets)
+    ("phash", pa.string()),  # the sized pixels' perceptual hash (null: flat, older datasets)
 ])
 
 
