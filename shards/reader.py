@@ -44,8 +44,9 @@ class DamagedShardError(ValueError):
 
 
 class DatasetChangedError(ValueError):
-    """A shard whose stats name another plan than the one its dataset was opened under: the
-    dataset was made again (`generate --restart`) while it was read."""
+    """A dataset changed under its reader: a shard whose stats name another plan than the
+    one it was opened under (made again, `generate --restart`), a shard's file gone, or, while
+    a run writes it, a shard made again as it was read."""
 
 
 class DamagedRunFileError(RunFileError):
