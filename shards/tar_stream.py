@@ -127,15 +127,31 @@ def _tar_bytes(url: str, stored) -> CountingStream:
 def _inflated_to_end(url: str, counted: CountingStream):
     """Around reading a .tar.gz's members: once they are read, its gzip trailer is checked
     (_check_inflated_to_end); where reading stopped on a bad record, the rest is inflated
-    for its CRC first (a damaged .tar.gz reads as bad records: it is named as damage)."""
+    for its CRC first (a damaged .tar.gz reads as bad records: it is named as damage).
+    Where gzip itself stopped it (a CRC that fails, a stream cut short), that error is the
+    cause: the broken gzip stream is not inflated again (it would only say it ended)."""
     try:
         yield
-    except Exception:
-        if _gzipped(url):
+    except Exception as error:
+        if _gzipped(url) and not _raised_by_gzip(error):
             _check_inflated_to_end(url, counted, ended=False)
         raise
     if _gzipped(url):
         _check_inflated_to_end(url, counted)
+
+
+_GZIP_ERRORS = (gzip.BadGzipFile, zlib.error, EOFError)  # what inflating a damaged .gz raises
+
+
+def _raised_by_gzip(error: BaseException) -> bool:
+    """Whether `error`, or an error in its chain of causes, is the gzip layer's."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, _GZIP_ERRORS):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _check_against_stats(url: str, keys: set[str], read: HashingStream, stats: dict) -> None:

@@ -17,7 +17,7 @@ from shards.layout import tar_path
 from shards.reader import read_index, shard_stats, tar_members
 from shards.records import SampleError
 from shards.storage import Location
-from shards.tar_stream import TAR_CHANGED, ShardReadError
+from shards.tar_stream import TAR_CHANGED, ShardReadError, read_tar
 from tests.conftest import stats_agree
 
 
@@ -60,6 +60,22 @@ def test_a_gzipped_shard_is_inflated_whatever_the_case_of_its_extension(generate
         (tmp_path / name).write_bytes(gzipped[:-6])  # the trailer cut
         with pytest.raises(ShardReadError, match="ended before the end-of-stream marker"):
             shard_samples(str(tmp_path / name))
+
+
+@pytest.mark.parametrize(("trailer_byte", "cause"), [
+    (-8, "CRC check failed"), (-4, "Incorrect length of data produced")])
+def test_a_gzipped_shard_whose_trailer_fails_names_that_not_the_end_of_its_stream(
+        tmp_path, trailer_byte, cause):
+    """A .tar.gz whose trailer (CRC-32, then the inflated length) no longer agrees: where gzip
+    raises that while the members are still read, it is the error named, not the "ended
+    before the end-of-stream marker" of inflating its broken stream again."""
+    import gzip
+
+    damaged = bytearray(gzip.compress(_tar_of({"a_ref.json": b"{}", "a_ref.png": b"png"})))
+    damaged[trailer_byte] ^= 0x01
+    (tmp_path / "a.tar.gz").write_bytes(bytes(damaged))
+    with pytest.raises(ShardReadError, match=rf"a\.tar\.gz is unreadable: {cause}"):
+        list(read_tar(Location.parse(str(tmp_path)), str(tmp_path / "a.tar.gz")))
 
 
 def _verified_listing(location: Location, shard: int) -> tuple[list, dict] | str:
