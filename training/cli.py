@@ -4,7 +4,9 @@ when not launched by torchrun)."""
 
 import argparse
 import re
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -621,6 +623,10 @@ def _stopped(args) -> int:
     hook = sys.unraisablehook
     if terminated() and getattr(hook, "func", None) is not _unless_a_terminated_worker:
         sys.unraisablehook = partial(_unless_a_terminated_worker, hook)  # for what is left
+    if terminated() and threading.current_thread() is threading.main_thread():
+        # its DataLoader workers die of the same SIGTERM: torch's SIGCHLD handler raised that
+        # ("worker ... is killed by signal: Terminated") into the lines below, as a traceback
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     how, code = ("terminated (SIGTERM)", 143) if terminated() else ("interrupted", 130)
     resumable = RESUMABLE.get(args.command)
     goes_on = resumable.says if resumable else ""
