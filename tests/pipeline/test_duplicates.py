@@ -91,3 +91,15 @@ def test_sources_equal_in_their_first_64_kib_are_read_whole_before_they_are_dupl
     assert (folder / "a.ppm").stat().st_size > 1 << 16 > (folder / "d.ppm").stat().st_size
     assert find_duplicates(sources) == {names.index("c.ppm"): names.index("a.ppm"),
                                         names.index("e.ppm"): names.index("d.ppm")}
+
+
+def test_sources_of_exactly_the_byte_limit_are_compared_and_larger_ones_not(tmp_path,
+                                                                           small_image):
+    """find_duplicates: 'sources of more than `max_bytes` ... are not read': one of exactly
+    `max_bytes` is (the limit is the most a source is read for, byte_limit)."""
+    _ppm(tmp_path / "a.ppm", small_image)
+    shutil.copyfile(tmp_path / "a.ppm", tmp_path / "b.ppm")
+    sources = list_sources(str(tmp_path))
+    size = sources[0].size
+    assert find_duplicates(sources, max_bytes=size) == {1: 0}
+    assert find_duplicates(sources, max_bytes=size - 1) == {}
