@@ -309,3 +309,20 @@ def test_sources_that_name_nothing_are_refused_as_missing(tmp_path):
     with pytest.raises(ValueError, match=r"photo\.jpg': neither a folder nor a list file; "
                                          "sources are 'embedded', a folder, a list file"):
         listing(str(tmp_path / "photo.jpg"))
+
+
+def test_a_plan_records_its_split_rule_only_where_an_id_is_not_its_name(tmp_path, small_image,
+                                                                       fast_config):
+    """plan.split_rule: the split drawn from each reference's name is 'recorded only where an
+    id differs from its name (older plans keep their digest)'."""
+    folder = tmp_path / "sources"
+    (folder / "deeper").mkdir(parents=True)
+    Image.fromarray(small_image).save(folder / "a.png")
+    Image.fromarray(255 - small_image).save(folder / "b.png")
+    config = fast_config(str(folder))
+    assert "split_by" not in Plan.make(list_sources(str(folder)), config).inputs
+    Image.fromarray(small_image[::-1]).save(folder / "deeper" / "a.png")  # the same name again
+    plan = Plan.make(list_sources(str(folder)), config)
+    assert [r.ref_id for r in plan.references] == ["a", "b", "a-1"]
+    assert plan.inputs["split_by"] == "name"
+    assert plan.references[2].split == plan.references[0].split  # drawn from its name, "a"
