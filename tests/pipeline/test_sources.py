@@ -16,7 +16,7 @@ from PIL import Image
 
 from labelers.ensemble import load as load_ensemble
 from pipeline.duplicates import find_duplicates
-from pipeline.plan import Plan, chosen, persist_or_check
+from pipeline.plan import Plan, PlannedReference, chosen, persist_or_check
 from pipeline.reachability import readable
 from pipeline.sources import byte_limit, list_sources, listing, load, unlisted_note
 from pipeline.worker import produce_shard
@@ -326,3 +326,14 @@ def test_a_plan_records_its_split_rule_only_where_an_id_is_not_its_name(tmp_path
     assert [r.ref_id for r in plan.references] == ["a", "b", "a-1"]
     assert plan.inputs["split_by"] == "name"
     assert plan.references[2].split == plan.references[0].split  # drawn from its name, "a"
+
+
+def test_a_planned_reference_without_a_listing_key_leaves_the_field_out():
+    """PlannedReference.to_json: 'an empty key is left out, so plans without keys keep their
+    digest' (plans made before object-store keys hold four fields)."""
+    local = PlannedReference("a", "/data/a.png", "a.png", "train")
+    assert local.to_json() == {"ref_id": "a", "uri": "/data/a.png", "order_key": "a.png",
+                               "split": "train"}
+    listed = PlannedReference("a", "s3://bucket", "a.png", "train", key="photos/a.png")
+    assert listed.to_json()["key"] == "photos/a.png"
+    assert [PlannedReference(**r.to_json()) for r in (local, listed)] == [local, listed]
