@@ -103,3 +103,16 @@ def test_sources_of_exactly_the_byte_limit_are_compared_and_larger_ones_not(tmp_
     size = sources[0].size
     assert find_duplicates(sources, max_bytes=size) == {1: 0}
     assert find_duplicates(sources, max_bytes=size - 1) == {}
+
+
+def test_a_plan_is_the_same_whatever_order_its_duplicates_are_given_in(tmp_path, small_image,
+                                                                       fast_config):
+    """`duplicates` is a mapping: the plan (and its digest, which a resume compares) does not
+    depend on the order its entries were found in."""
+    for name in ("a", "b", "c", "d"):
+        _ppm(tmp_path / f"{name}.ppm", small_image)
+    sources, config = list_sources(str(tmp_path)), fast_config(str(tmp_path))
+    one, other = ({3: 0, 1: 0, 2: 0}, {1: 0, 2: 0, 3: 0})
+    plans = [Plan.make(sources, config, duplicates=found) for found in (one, other)]
+    assert plans[0] == plans[1] and plans[0].digest == plans[1].digest
+    assert [d.ref_id for d in plans[0].duplicates] == ["b", "c", "d"]  # in listing order
