@@ -18,7 +18,7 @@ from labelers.ensemble import load as load_ensemble
 from pipeline.duplicates import find_duplicates
 from pipeline.plan import Plan, PlannedReference, chosen, persist_or_check
 from pipeline.reachability import readable
-from pipeline.sources import byte_limit, list_sources, listing, load, unlisted_note
+from pipeline.sources import Source, byte_limit, list_sources, listing, load, unlisted_note
 from pipeline.worker import produce_shard
 from shards.decode import DecodeError
 from shards.keys import MAX_BASE, ref_ids
@@ -337,3 +337,16 @@ def test_a_planned_reference_without_a_listing_key_leaves_the_field_out():
     listed = PlannedReference("a", "s3://bucket", "a.png", "train", key="photos/a.png")
     assert listed.to_json()["key"] == "photos/a.png"
     assert [PlannedReference(**r.to_json()) for r in (local, listed)] == [local, listed]
+
+
+def test_a_plan_keeps_the_sizes_and_times_the_listing_told_of_some_sources(fast_config):
+    """Plan.source_bytes / source_mtimes: one value per reference where the listing told any
+    (None for the ones it did not), so a resume checks those; () only where it told none."""
+    sources = [Source("/data/a.png", "a.png", "a", size=10, mtime_ns=5),
+               Source("https://host/b.png", "https://host/b.png", "b")]
+    plan = Plan.make(sources, fast_config("/data"))
+    assert (plan.source_bytes, plan.source_mtimes) == ((10, None), (5, None))
+    untold = Plan.make([Source("https://host/b.png", "https://host/b.png", "b")],
+                       fast_config("/data"))
+    assert (untold.source_bytes, untold.source_mtimes) == ((), ())
+    assert Plan.from_json(plan.to_json()) == plan
