@@ -12,6 +12,8 @@ import pytest
 
 from labelers.ssim import ssim_map
 from shards import open_dataset
+from shards.boxes import two_views
+from shards.group_spec import GroupSpec
 from shards.groups import IncompleteShardError
 from shards.keys import distorted_key, reference_key
 from shards.layout import shard_paths
@@ -358,3 +360,24 @@ def test_flipped_groups_are_their_unflipped_selves_mirrored(generated, kind, opt
                     else np.asarray(base[field])
                 assert np.array_equal(np.asarray(group[field]), expected), (name, field)
     assert not any(group["flipped"] for group in plain.values())
+
+
+def test_fewer_distinct_types_than_a_reference_holds_draws_that_many_types_once_each():
+    """GroupSpec: versions K with distinct_types draws K versions, each of another type."""
+    versions = [(distorted_key("r", distortion_id, level), distortion_id)
+                for distortion_id in (1, 13, 26) for level in (1, 3, 5)]
+    type_of = dict(versions)
+    for seed in range(5):
+        spec = GroupSpec("chunk", seed=seed, versions=2, distinct_types=True)
+        chosen = spec.chosen("r", versions)
+        assert len(chosen) == 2 and len({type_of[key] for key in chosen}) == 2
+
+
+def test_the_second_view_lies_to_the_right_of_the_first_or_to_its_left():
+    """boxes.two_views: 'the second lies below the first, to its right or left'; both occur."""
+    sides = set()
+    for seed in range(20):
+        first, second = two_views((96, 128), (32, 32), np.random.default_rng(seed))
+        assert second[0] > first[0]
+        sides.add("right" if second[1] > first[1] else "left")
+    assert sides == {"right", "left"}
