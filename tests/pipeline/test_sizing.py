@@ -2,10 +2,11 @@
 max_side comes down to exactly max_side, the aspect kept (the short side rounded to the
 nearest pixel), never below the bank's minimum short side."""
 
+import cv2
 import numpy as np
 
 from distortions.validation import MIN_SHORT_SIDE
-from pipeline.sizing import limit_side
+from pipeline.sizing import TargetSize, cover_and_crop, limit_side
 
 
 def _blank(width: int, height: int) -> np.ndarray:
@@ -28,3 +29,15 @@ def test_an_image_within_the_maximum_or_at_the_minimum_short_side_is_kept():
     assert limit_side(image, 400) is image and limit_side(image, None) is image
     thin = _blank(900, MIN_SHORT_SIDE)
     assert limit_side(thin, 400) is thin
+
+
+def test_cover_scales_to_the_exact_whole_size_where_the_product_is_whole():
+    """cover_and_crop: scaled by max(512 / w, 384 / h), then centre-cropped. 1092 x 546 at
+    384 / 546 is exactly 768 x 384 (1092 x 384 / 546 = 768), which floats give as
+    768.0000000000001: rounded up, the image was scaled to 769 columns, other pixels."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(546, 1092, 3), dtype=np.uint8)
+    exact = cv2.resize(image, (1092 * 384 // 546, 384), interpolation=cv2.INTER_AREA)
+    left = (exact.shape[1] - 512) // 2
+    assert np.array_equal(cover_and_crop(image, TargetSize(512, 384)),
+                          exact[:, left:left + 512])
