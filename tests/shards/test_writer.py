@@ -483,3 +483,14 @@ def test_stats_written_before_they_recorded_the_index_read_as_before(tmp_path):
     stats_path.write_text(json.dumps(stats))
     assert shard_problems(location, 0, None, "images") == []
     assert read_index(location).num_rows == 2
+
+
+def test_every_member_carries_the_fixed_metadata_the_writer_documents(tmp_path):
+    """ShardWriter: 'Members carry fixed metadata (mtime 0, uid/gid 0, mode 644)', no owner
+    names, so the same samples give the same bytes on every machine and account."""
+    location = _write(tmp_path)
+    with tarfile.open(tar_path(location, 0, "images")) as tar:
+        members = tar.getmembers()
+    assert members and all(
+        (m.mtime, m.uid, m.gid, m.mode, m.uname, m.gname) == (0, 0, 0, 0o644, "", "")
+        for m in members)
