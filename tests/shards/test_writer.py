@@ -25,7 +25,7 @@ from shards.reader import (
     shard_states,
     tar_urls,
 )
-from shards.schema import METRIC_KEYS, SCORES_TYPE, sample_json, score_arrays
+from shards.schema import METRIC_KEYS, SCORES_TYPE, finite_counts, sample_json, score_arrays
 from shards.storage import Location
 from shards.writer import ShardWriter
 
@@ -379,6 +379,11 @@ def test_score_arrays_give_nan_where_a_score_or_the_whole_struct_is_null():
     np.testing.assert_array_equal(arrays["mae"], [0.25, np.nan, 0.5])
     np.testing.assert_array_equal(arrays["gmsd"], [np.nan, np.nan, 0.125])
     assert np.isnan(arrays["lpips"]).all() and arrays["mae"].dtype == np.float64
+
+
+def test_finite_counts_leave_out_nan_and_both_infinities():
+    scores = {"mae": np.array([0.5, np.inf, np.nan, -np.inf, 0.0]), "gmsd": np.array([])}
+    assert finite_counts(scores) == {"mae": 2, "gmsd": 0}
 
 
 def _ref_ids_trying_every_suffix(stems: list[str]) -> list[str]:
