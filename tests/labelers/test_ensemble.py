@@ -462,3 +462,19 @@ def test_a_fitted_ensemble_records_its_split_seed():
         ensemble = fit_ensemble(scores, opinion, references, seed=seed).ensemble
         assert ensemble.notes["split_seed"] == seed
         assert ens.Ensemble.from_json(ensemble.to_json()).notes["split_seed"] == seed
+
+
+@pytest.mark.parametrize(("low", "high"), [(0.5, 0.5), (0.7, 0.3)])
+def test_a_sigmoid_whose_stretch_spans_nothing_is_refused(low, high):
+    """q = (f - low) / (high - low): with high <= low it divides by zero or falls with f."""
+    mapping = {"kind": "sigmoid", "center": 0.5, "scale": 0.1, "low": low, "high": high}
+    with pytest.raises(ens.EnsembleError, match="low and high are in"):
+        ens.Ensemble.from_json({"name": "x", "weights": {"vif": 1}, "mappings": {"vif": mapping}})
+
+
+def test_the_logistic_keeps_a_small_scale_it_can_divide_by():
+    """Only a scale below 1e-12 is floored: 1e-4 is the formula's own, 1 / (1 + e^-1) one
+    scale above the centre."""
+    s = np.array([-1e-4, 0.0, 1e-4])
+    expected = 1 / (1 + np.exp(-s / 1e-4))
+    np.testing.assert_allclose(ens.logistic(s, 1.0, 0.0, 0.0, 1e-4), expected, rtol=1e-12)
