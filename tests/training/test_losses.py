@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy import stats
 
-from training.losses import QualityLoss, soft_rank, soft_srocc
+from training.losses import Head, MultiTargetLoss, QualityLoss, soft_rank, soft_srocc
 
 
 def test_soft_rank_tends_to_the_exact_ranks():
@@ -137,3 +138,41 @@ def test_two_ranks_train_the_correlation_of_the_whole_batch(tmp_path):
     apart = _linear()
     QualityLoss(terms=("mse", "mae"))(apart(features)[:, 0], target).backward()
     assert not torch.allclose(model.weight.grad, apart.weight.grad, atol=1e-4)  # SROCC counts
+
+
+def test_the_mse_and_mae_terms_are_their_textbook_means():
+    """Differences of 0.5 and 2: MSE (0.25 + 4) / 2, MAE (0.5 + 2) / 2 (where a difference
+    of 0 or 1 would make the two alike)."""
+    predicted, target = torch.tensor([1.5, 0.0]), torch.tensor([1.0, 2.0])
+    assert float(QualityLoss(("mse",))(predicted, target)) == pytest.approx(2.125)
+    assert float(QualityLoss(("mae",))(predicted, target)) == pytest.approx(1.25)
+
+
+def test_two_samples_have_a_correlation_term():
+    """Pearson's r of two points is the sign of their slope: reversed, 1 - r = 2."""
+    loss = QualityLoss(("plcc",))(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))
+    assert float(loss) == pytest.approx(2.0)
+
+
+def test_soft_srocc_is_pearsons_r_of_the_formulas_soft_ranks_with_the_exact_ranks():
+    """The predictions standardised (standard deviation of n - 1, torch's), soft-ranked as
+    1/2 + sum_j sigmoid((z_i - z_j) / t) at t = 0.05; the targets' ranks exact."""
+    predicted = np.array([0.10, 0.12, 0.50, 0.47, 0.90, 0.30])
+    target = np.array([1.0, 3.0, 2.0, 5.0, 6.0, 4.0])
+    z = (predicted - predicted.mean()) / predicted.std(ddof=1)
+    ranks = 0.5 + (1 / (1 + np.exp(-(z[:, None] - z[None, :]) / 0.05))).sum(axis=1)
+    expected = stats.pearsonr(ranks, stats.rankdata(target)).statistic
+    found = soft_srocc(torch.tensor(predicted), torch.tensor(target), 0.05)
+    assert float(found) == pytest.approx(expected, rel=1e-9)
+
+
+def test_each_head_is_weighed_and_read_from_its_own_columns():
+    """Outputs [3 class logits | 1 quality], targets [class | quality]: the quality head's
+    output is column 3 (after the 3 logits), its target column 1; weights 2 and 0.5."""
+    heads = (Head("grid", "class", 3, 1, weight=2.0), Head("quality", "regression", 1, 1, 0.5))
+    outputs = torch.tensor([[2.0, 0.5, -1.0, 0.3], [0.1, 1.5, 0.2, 0.9]])
+    targets = torch.tensor([[0.0, 0.5], [2.0, 1.0]])
+    by_hand = (2.0 * F.cross_entropy(outputs[:, :3], torch.tensor([0, 2]))
+               + 0.5 * ((0.3 - 0.5) ** 2 + (0.9 - 1.0) ** 2) / 2)
+    loss = MultiTargetLoss(heads, QualityLoss(("mse",)))(outputs, targets)
+    assert float(loss) == pytest.approx(float(by_hand), rel=1e-6)

@@ -247,3 +247,11 @@ def test_moco_keys_are_shuffled_only_while_training():
     assert not torch.allclose(shuffled, moco.keys(views), atol=1e-4)  # batch norm, 2 parts
     moco.eval()
     assert torch.equal(moco.shuffled_keys(views, CPU, 2), moco.keys(views))
+
+
+def test_info_nce_takes_the_own_key_as_the_positive():
+    """One query, q.k+ = 0.8 and q.n = 0 at T = 0.5: -log(e^1.6 / (e^1.6 + e^0)). (Over several
+    queries the index of the positive can cancel out of the mean.)"""
+    query, key, queue = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.8, 0.6]]), torch.tensor(
+        [[0.0, 1.0]])
+    assert float(info_nce(query, key, queue, 0.5)) == pytest.approx(math.log(1 + math.exp(-1.6)))
