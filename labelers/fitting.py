@@ -22,6 +22,8 @@ from labelers.ensemble import Ensemble, EnsembleError, Mapping01, logistic
 from labelers.registry import metric_class
 
 BACKFIT_ROUNDS = 5
+NO_WEIGHT = 1e-9  # weights summing below this share of the opinions' range are the solver's
+                  # rounding of zero (a q in [0, 1] so weighed moves Q by nothing)
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ def fit_ensemble(scores: dict[str, np.ndarray], opinion: np.ndarray, references:
                     " on the training references")
     mappings, raw = backfit({key: values[train] for key, values in scores.items()},
                             opinion[train], rising)
-    if raw.sum() <= 0:
+    if raw.sum() <= NO_WEIGHT * np.ptp(opinion[train]):
         raise EnsembleError("every fitted weight is zero: the metrics do not predict the scores")
     weights = {key: float(w) for key, w in zip(scores, raw / raw.sum(), strict=True)}
     ensemble = Ensemble(name, weights, mappings,

@@ -478,3 +478,12 @@ def test_the_logistic_keeps_a_small_scale_it_can_divide_by():
     s = np.array([-1e-4, 0.0, 1e-4])
     expected = 1 / (1 + np.exp(-s / 1e-4))
     np.testing.assert_allclose(ens.logistic(s, 1.0, 0.0, 0.0, 1e-4), expected, rtol=1e-12)
+
+
+def test_a_metric_that_ranks_every_image_backwards_gets_no_ensemble():
+    """VIF's q rises with its score; opinions that fall as it rises have no least-squares
+    weight W >= 0 but 0 (their covariance with q is negative): the solver's ~1e-12 of
+    rounding is no weight to normalise to 1 (an ensemble of test SROCC -1)."""
+    scores = np.random.default_rng(0).uniform(0, 1, 40)
+    with pytest.raises(ens.EnsembleError, match="every fitted weight is zero"):
+        fit_ensemble({"vif": scores}, -scores, np.repeat(np.arange(8), 5))
