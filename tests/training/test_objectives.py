@@ -3,6 +3,7 @@ computation, MoCo's momentum update and queue exactly, each objective's loss fal
 groups of a tiny dataset, and their checkpoints giving finetune's model its backbone."""
 
 import math
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -16,6 +17,7 @@ from training.group_data import collate_groups, group_dataset
 from training.objectives import ObjectiveConfig, build_objective
 from training.objectives.contrastive import (
     MoCo,
+    check_queue,
     in_chunk_info_nce,
     info_nce,
     query_and_key_views,
@@ -255,3 +257,15 @@ def test_info_nce_takes_the_own_key_as_the_positive():
     query, key, queue = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.8, 0.6]]), torch.tensor(
         [[0.0, 1.0]])
     assert float(info_nce(query, key, queue, 0.5)) == pytest.approx(math.log(1 + math.exp(-1.6)))
+
+
+@pytest.mark.parametrize(("half_scale", "queue_size"), [(True, 15), (False, 7)])
+def test_the_queue_must_hold_a_steps_keys_at_every_scale(half_scale, queue_size):
+    """4 chunks x (the reference + 1 version) x 2 scales = 16 keys a step (8 at one scale):
+    one fewer is refused."""
+    config = ObjectiveConfig("contrastive", versions=1, queue_size=queue_size,
+                             half_scale=half_scale)
+    with pytest.raises(ValueError, match=f"smaller than the keys one step enqueues: "
+                                         f"{queue_size + 1}"):
+        check_queue(config, 4)
+    check_queue(replace(config, queue_size=queue_size + 1), 4)
