@@ -347,3 +347,13 @@ def test_a_row_with_fewer_fields_than_its_header_is_named(tmp_path, kadid_folder
     with pytest.raises(DatasetLayoutError, match=r"dmos\.csv: line 2 has 2 fields, the header "
                                                  r"4$"):
         rated_datasets.load("kadid10k", str(kadid_folder))
+
+
+def test_scores_at_the_ends_of_their_scale_are_its_ends(tmp_path):
+    """TID2013's MOS scale is 0..9: a MOS of 0 (the lowest an observer can give) is 0, 9 is 1."""
+    (tmp_path / "distorted_images").mkdir()
+    for seed, name in enumerate(("i01_01_1.bmp", "i02_01_1.bmp")):
+        (tmp_path / "distorted_images" / name).write_bytes(_image(seed))
+    (tmp_path / "mos_with_names.txt").write_text("0 i01_01_1.bmp\n9 i02_01_1.bmp\n")
+    images = rated_datasets.load("tid2013", str(tmp_path))
+    assert [(i.group, i.score) for i in images] == [("i01", 0.0), ("i02", 1.0)]
