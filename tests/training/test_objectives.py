@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from training.distributed import Context
 from training.group_data import collate_groups, group_dataset
 from training.objectives import ObjectiveConfig, build_objective
+from training.objectives.base import flatten_members
 from training.objectives.contrastive import (
     MoCo,
     check_queue,
@@ -269,3 +270,17 @@ def test_the_queue_must_hold_a_steps_keys_at_every_scale(half_scale, queue_size)
                                          f"{queue_size + 1}"):
         check_queue(config, 4)
     check_queue(replace(config, queue_size=queue_size + 1), 4)
+
+
+def test_the_contrastive_loss_is_the_mean_of_its_images_infonce(square_dataset):
+    """Each scale's 6 images (2 chunks of a reference and 2 versions) against the queue: the
+    loss is the mean of the 12 images' InfoNCE, so of the two scales' means (not their sum)."""
+    objective = objective_of("contrastive", 16)
+    objective.model.train()
+    batch = fixed_batch(square_dataset, objective)
+    loss = objective.loss(objective.model, batch)
+    queries = [objective.model(objective.inputs(query))[0] for query, _ in (
+        query_and_key_views(flatten_members(batch, suffix), 3) for suffix in ("", "_half"))]
+    by_scale = [info_nce(q, k, objective.model.queue, objective.config.temperature)
+                for q, k in zip(queries, objective.pending, strict=True)]
+    assert float(loss) == pytest.approx(float(sum(by_scale)) / 2, rel=1e-5)
