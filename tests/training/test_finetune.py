@@ -524,6 +524,19 @@ def test_compare_says_how_many_splits_each_median_left_out(tmp_path):
     assert lines[3].startswith("all") and lines[3].endswith("10")
 
 
+def test_compare_says_a_figure_every_split_left_undefined(tmp_path):
+    """PLCC undefined in all 3 splits: its median is undefined and the row says 3 of 3."""
+    from training.compare import table
+    from training.results_files import write_json
+
+    figures = {"srocc": 0.9, "plcc": None, "plcc_raw": 0.9, "krcc": 0.7, "rmse": 0.1,
+               "rmse_raw": 0.1}
+    write_json(tmp_path / "results.json",
+               {"dataset": "kadid10k", "start": "random", "median": figures, "repeats": 3,
+                "undefined": {"plcc": 3}, "splits": []})
+    assert table([tmp_path]).splitlines()[2].endswith("3  PLCC 3 of 3")
+
+
 def test_compare_shows_names_and_paths_whole(tmp_path):
     """A long run folder, checkpoint path and dataset names are never cut (kadid10k read as
     adid10k)."""
