@@ -468,3 +468,13 @@ def test_other_gpu_work_waits_while_the_labeler_measures_its_memory():
         free.start()
         free.join(5)
         assert not free.is_alive()
+
+
+def test_progress_counts_each_version_once_with_a_chosen_pass_size():
+    """5 versions in passes of 3: told 3, then the 2 left (never 3 + 3 = 6 of 5)."""
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    told: list[int] = []
+    labelers.Labeler(["mae"], "cpu", batch_size=3).score(
+        ref, rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8), on_progress=told.append)
+    assert told == [3, 2]
