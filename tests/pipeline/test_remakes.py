@@ -6,7 +6,8 @@ import json
 import pytest
 
 from pipeline.output_folder import STRIKES_FILE
-from pipeline.remakes import failures_of, strikes
+from pipeline.plan import Plan, PlannedReference
+from pipeline.remakes import failures_of, pardoned_shards, strikes, undecoded_refs
 from shards.layout import FAILURES_FILE, REPORT_FILE
 from shards.reader import RunFileError
 from shards.storage import Location
@@ -47,3 +48,52 @@ def test_a_damaged_merged_failures_list_is_named_with_the_remedy(location, tmp_p
         failures_of(location, [0])
     (tmp_path / FAILURES_FILE).write_text('{"ref_id": "a"}\n\n{"ref_id": "b"}\n')
     assert failures_of(location, [0]) == [{"ref_id": "a"}, {"ref_id": "b"}]
+
+
+def _plan(ref_ids: str, shard_refs: int) -> Plan:
+    """A plan of one reference per letter, `shard_refs` to a shard (shard = position //
+    shard_refs)."""
+    refs = tuple(PlannedReference(ref_id, f"/in/{ref_id}.png", ref_id, "train")
+                 for ref_id in ref_ids)
+    return Plan({"shard_refs": shard_refs}, refs)
+
+
+QUARANTINED_B = [{"ref_id": "b", "reason": "quarantined"}, {"ref_id": "c", "reason": "corrupt"}]
+
+
+@pytest.mark.parametrize(("struck", "remade"), [
+    (None, [0]),  # strikes.json deleted: every quarantined reference is tried again
+    ({"b": 1}, [0]),  # its count lowered below the two deaths that quarantine it
+    ({"b": 2}, []),  # still struck out (README: a worker died on it twice)
+    ({"b": 3}, []),
+])
+def test_a_shard_is_made_again_only_where_strikes_json_no_longer_strikes_its_reference_out(
+        location, tmp_path, struck, remade):
+    if struck is not None:
+        (tmp_path / STRIKES_FILE).write_text(json.dumps(struck))
+    plan = _plan("abcd", shard_refs=2)  # b in shard 0, c (undecodable, not quarantined) too
+    assert pardoned_shards(location, plan, [0, 1], QUARANTINED_B) == remade
+
+
+def test_only_finished_shards_that_left_out_a_pardoned_reference_are_made_again(location):
+    plan = _plan("abcd", shard_refs=2)
+    quarantined = [{"ref_id": "a", "reason": "quarantined"},
+                   {"ref_id": "d", "reason": "quarantined"}]
+    assert pardoned_shards(location, plan, [1], quarantined) == [1]  # shard 0 not finished
+    assert pardoned_shards(location, plan, [], quarantined) == []
+    not_quarantined = [{"ref_id": "a", "reason": "corrupt"}, {"ref_id": "d",
+                                                              "reason": "label_failed"}]
+    assert pardoned_shards(location, plan, [0, 1], not_quarantined) == []
+
+
+def test_undecoded_refs_are_sources_left_out_whole_for_their_bytes_not_a_versions_failure():
+    failures = [
+        {"ref_id": "whole", "reason": "corrupt"},  # did not decode: left out whole
+        {"ref_id": "chain", "reason": "distortion_failed", "key": "chain_c01", "chain": "[]"},
+        {"ref_id": "noop", "reason": "no_effect", "key": "noop_c02", "chain": "[]"},
+        {"ref_id": "distorted", "reason": "distortion_failed", "distortion_id": 3},
+        {"ref_id": "unread", "reason": "unreadable"},
+        {"ref_id": "struck", "reason": "quarantined"},
+        {"ref_id": "labels", "reason": "label_failed"},
+    ]
+    assert undecoded_refs(failures) == {"whole"}
