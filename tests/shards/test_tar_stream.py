@@ -273,3 +273,16 @@ def test_a_bad_sample_is_a_sample_error_naming_it(tmp_path, hand_made, members, 
     _damage(location, 0, _tar_of(members))
     with pytest.raises(SampleError, match=why):
         list(open_dataset(str(root)).samples(kind="all"))
+
+
+@pytest.mark.parametrize("held", [["a"], ["a", "b", "c"]])
+def test_a_shard_read_to_its_end_holds_the_samples_its_stats_count_no_fewer_no_more(held):
+    """each_shard's rule: a shard read to its end must hold the samples its stats count (an
+    archive of more is as damaged as one of fewer; stats of an older shard lack its SHA-256)."""
+    from shards.storage import HashingStream
+    from shards.tar_stream import _check_against_stats
+    read = HashingStream(io.BytesIO(b""))
+    _check_against_stats("s.tar", {"a", "b"}, read, {"samples": 2})  # as counted: no error
+    with pytest.raises(ShardReadError, match=rf"s\.tar is unreadable: its archive holds "
+                                             rf"{len(held)} samples, its stats 2"):
+        _check_against_stats("s.tar", set(held), read, {"samples": 2})
