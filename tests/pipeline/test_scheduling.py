@@ -35,6 +35,15 @@ def test_cpu_only_machines_split_the_cores_between_labels_and_distortion():
     assert big.actors == 4 and actor_cpus + big.in_flight == 16
 
 
+@pytest.mark.parametrize("cpus", [2, 4, 16, 64])
+def test_cpu_actors_torch_threads_together_use_every_core(cpus):
+    """The module's rule: without GPUs labelling is the bottleneck and "the actors' torch
+    threads use every core" (a GPU actor, which only feeds its GPU, keeps one thread)."""
+    cpu_only = layout(cpus=cpus, gpus=0)
+    assert cpu_only.actors * cpu_only.threads == cpus
+    assert layout(cpus=16, gpus=1).threads == 1
+
+
 def test_the_log_says_what_the_run_found_and_that_later_nodes_go_unused():
     """A run is sized once, at its start (Ray's autoscaler sees no queued demand): the log
     names the resources and the layout, and a cluster without a GPU yet is pointed out."""
