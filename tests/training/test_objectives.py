@@ -284,3 +284,50 @@ def test_the_contrastive_loss_is_the_mean_of_its_images_infonce(square_dataset):
     by_scale = [info_nce(q, k, objective.model.queue, objective.config.temperature)
                 for q, k in zip(queries, objective.pending, strict=True)]
     assert float(loss) == pytest.approx(float(sum(by_scale)) / 2, rel=1e-5)
+
+
+class _Fixed(torch.nn.Module):
+    """A network whose outputs are given: the losses are then functions of them alone."""
+
+    def __init__(self, *outputs: torch.Tensor):
+        super().__init__()
+        self.outputs = outputs
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        assert len(images) == len(self.outputs[0])
+        return self.outputs
+
+
+def _uint8(generator: np.random.Generator, *shape: int) -> torch.Tensor:
+    return torch.from_numpy(generator.integers(0, 256, shape, dtype=np.uint8))
+
+
+def test_restorations_loss_is_l1_to_each_versions_reference_plus_l1_to_its_ssim_map():
+    """MT-IRN: L1 between the restored image and the reference (in [0, 1]) plus L1 between
+    the predicted and the true SSIM map; two references of two versions each."""
+    generator = np.random.default_rng(0)
+    batch = {"reference": _uint8(generator, 2, 3, 8, 8),
+             "distorted": _uint8(generator, 2, 2, 3, 8, 8),
+             "ssim_map": torch.from_numpy(generator.random((2, 2, 8, 8), dtype=np.float32))}
+    restored = torch.from_numpy(generator.random((4, 3, 8, 8), dtype=np.float32))
+    ssim = torch.from_numpy(generator.random((4, 1, 8, 8), dtype=np.float32))
+    loss = objective_of("restoration", 32).loss(_Fixed(restored, ssim), batch)
+    references = np.repeat(batch["reference"].numpy() / 255.0, 2, axis=0)  # r0 r0 r1 r1
+    expected = (np.abs(restored.numpy() - references).mean()
+                + np.abs(ssim.numpy()[:, 0] - batch["ssim_map"].numpy().reshape(4, 8, 8)).mean())
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_reconstructions_loss_without_lpips_is_l1_to_the_input_in_unit_range():
+    """CoAE: each member (references, then their versions) rebuilt, L1 in [0, 1]."""
+    generator = np.random.default_rng(1)
+    batch = {"reference": _uint8(generator, 2, 3, 8, 8),
+             "distorted": _uint8(generator, 2, 2, 3, 8, 8)}
+    rebuilt = torch.from_numpy(generator.random((6, 3, 8, 8), dtype=np.float32))
+    objective = objective_of("reconstruction", 32)
+    if objective.lpips is not None:
+        pytest.skip("LPIPS weights present: the loss adds their term")
+    members = np.concatenate([batch["reference"].numpy(),
+                              batch["distorted"].numpy().reshape(4, 3, 8, 8)]) / 255.0
+    expected = np.abs(rebuilt.numpy() - members).mean()
+    assert float(objective.loss(_Fixed(rebuilt), batch)) == pytest.approx(expected, rel=1e-5)
