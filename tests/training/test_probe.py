@@ -131,6 +131,34 @@ def test_ridge_refuses_what_it_cannot_fit():
         ridge_path(features, np.arange(5.0), (0.0,))
 
 
+def test_a_feature_that_is_0_everywhere_gets_no_weight_and_changes_no_prediction():
+    """A dead channel (an encoder's ReLU never fired on these images) is a constant like any
+    other: the read-out is the normal equations' on the other features alone."""
+    rng = np.random.default_rng(3)
+    signal = rng.normal(size=(40, 3))
+    targets = signal @ [0.5, -1.0, 2.0] + rng.normal(size=40) * 0.1
+    alpha = 0.01
+    fit = ridge_path(np.c_[signal, np.zeros(40)], targets, (alpha,))[0]
+    standardised = (signal - signal.mean(axis=0)) / signal.std(axis=0)
+    weights = np.linalg.solve(standardised.T @ standardised + 40 * alpha * np.eye(3),
+                              standardised.T @ (targets - targets.mean()))
+    np.testing.assert_allclose(fit.weights, [*weights, 0.0], rtol=1e-10, atol=1e-12)
+    new = rng.normal(size=(5, 3))
+    expected = (new - signal.mean(axis=0)) / signal.std(axis=0) @ weights + targets.mean()
+    np.testing.assert_allclose(fit.predict(np.c_[new, np.ones(5)]), expected, rtol=1e-10)
+
+
+def test_among_penalties_of_equal_error_the_smallest_is_chosen():
+    """select_ridge's rule: "the smallest alpha among equals". Features constant on the
+    fitting part give every alpha the same read-out (the mean), so every error ties."""
+    rng = np.random.default_rng(4)
+    train = (np.ones((10, 3)), rng.normal(size=10))
+    val = (rng.normal(size=(4, 3)), rng.normal(size=4))
+    for chosen in (select_ridge(train, val), select_ridge(train, None)):
+        assert len(set(chosen.rmse)) == 1
+        assert chosen.ridge.alpha == min(ALPHA_GRID)
+
+
 def _images(references: int, per_reference: int = 3) -> list[LabelledImage]:
     return [LabelledImage(f"r{ref}_{k}.png", k / 3, f"r{ref}", path=f"r{ref}_{k}.png")
             for ref in range(references) for k in range(per_reference)]
