@@ -1,0 +1,39 @@
+"""Training views keep quality: a random crop and a horizontal flip (half of the time), never a
+vertical one; evaluation's single crop is the centre."""
+
+import numpy as np
+import torch
+
+from training.transforms import Augment, centre_view, train_view
+
+
+def test_a_training_view_is_the_crop_or_its_left_right_mirror_each_about_half_the_time():
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    whole = torch.from_numpy(pixels.transpose(2, 0, 1).copy())  # a crop of 16: the image
+    mirrored = torch.from_numpy(np.fliplr(pixels).transpose(2, 0, 1).copy())
+    rng = np.random.default_rng(1)
+    views = [train_view(pixels, Augment(crop=16), rng) for _ in range(200)]
+    flipped = sum(torch.equal(view, mirrored) for view in views)
+    assert flipped + sum(torch.equal(view, whole) for view in views) == 200
+    assert 100 - 3 * 7.1 < flipped < 100 + 3 * 7.1  # binomial(200, 1/2): 100 +- 3 sd
+    unflipped = [train_view(pixels, Augment(crop=16, flip=False), rng) for _ in range(20)]
+    assert all(torch.equal(view, whole) for view in unflipped)
+
+
+def test_the_centre_crop_is_centred_on_both_axes():
+    pixels = np.random.default_rng(2).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    expected = pixels[2:18, 7:23]  # (20 - 16) / 2 rows and (30 - 16) / 2 columns off
+    assert torch.equal(centre_view(pixels, Augment(crop=16)),
+                       torch.from_numpy(expected.transpose(2, 0, 1).copy()))
+
+
+def test_a_translation_alone_or_a_rotation_alone_moves_the_view():
+    """Each is an option of its own (the reference setup's augmentation): asked for alone, the
+    view is no longer the image itself."""
+    pixels = np.random.default_rng(3).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    whole = torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+    rng = np.random.default_rng(4)
+    for augment in (Augment(crop=16, flip=False, translate=0.25),
+                    Augment(crop=16, flip=False, rotate=30)):
+        views = [train_view(pixels, augment, rng) for _ in range(5)]
+        assert not any(torch.equal(view, whole) for view in views), augment
