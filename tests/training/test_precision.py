@@ -158,6 +158,21 @@ def test_a_nan_batch_is_skipped_and_never_reaches_the_weights(device, tmp_path):
     assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
 
 
+def test_an_epochs_loss_is_the_mean_over_the_batches_it_stepped_on(tmp_path):
+    """Losses 0.3, NaN (skipped), 0.9: the epoch's loss is (0.3 + 0.9) / 2, the skipped batch
+    counted neither in the sum nor in the number of batches."""
+    run, optimizer = _step_run(tmp_path)
+    weight = next(run.model.parameters())
+
+    def fixed_loss(network, value):
+        return weight.sum() * 0 + value
+
+    result = train_epoch(run, run.model, iter([0.3, float("nan"), 0.9]), 3, fixed_loss,
+                         optimizer)
+    assert result["skipped_nonfinite"] == 1
+    assert result["loss"] == pytest.approx(0.6, rel=1e-6)
+
+
 def _two_rank_epochs(rank: int, folder: str) -> None:
     """One rank of a gloo process group: three DDP steps, the second batch poisoned on rank
     1 only; then an epoch of 25 batches, every one poisoned on rank 1 only. The results, the

@@ -275,3 +275,28 @@ def test_the_output_folder_may_be_the_input_folder_its_own_picture_left_out(chec
                                                            str(folder / "top.png")]
             assert (out / "extremes.png").is_file()
     capsys.readouterr()
+
+
+def test_an_images_score_is_the_mean_of_its_crops_scores():
+    """The 10-crop test: each image scored as the mean over its crops (never one crop, never
+    their sum), checked with a network whose score is a crop's mean normalised pixel."""
+    from training.distributed import Context
+    from training.loop import predict
+    from training.precision import FP32, Inputs
+
+    generator = torch.Generator().manual_seed(0)
+    crops = torch.randint(0, 256, (3, 10, 3, 4, 4), dtype=torch.uint8, generator=generator)
+    targets = torch.tensor([0.1, 0.2, 0.3])
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+
+    class PixelMean(torch.nn.Module):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return images.mean(dim=(1, 2, 3))[:, None]
+
+    cpu = torch.device("cpu")
+    predicted, target = predict(Context(0, 1, 0, cpu), PixelMean(), [(crops, targets)],
+                                Inputs(mean, std, cpu, FP32))
+    normalised = ((crops.numpy() / 255.0 - np.reshape(mean, (3, 1, 1)))
+                  / np.reshape(std, (3, 1, 1)))
+    np.testing.assert_allclose(predicted, normalised.mean(axis=(1, 2, 3, 4)), rtol=1e-5)
+    np.testing.assert_allclose(target, targets.numpy(), rtol=1e-7)
