@@ -4,7 +4,7 @@ vertical one; evaluation's single crop is the centre."""
 import numpy as np
 import torch
 
-from training.transforms import Augment, centre_view, train_view
+from training.transforms import Augment, _warp, centre_view, train_view
 
 
 def test_a_training_view_is_the_crop_or_its_left_right_mirror_each_about_half_the_time():
@@ -37,3 +37,35 @@ def test_a_translation_alone_or_a_rotation_alone_moves_the_view():
                     Augment(crop=16, flip=False, rotate=30)):
         views = [train_view(pixels, augment, rng) for _ in range(5)]
         assert not any(torch.equal(view, whole) for view in views), augment
+
+
+def _coordinates(height: int, width: int) -> np.ndarray:
+    """An image whose red is each pixel's column and green its row (blue 0)."""
+    rows, columns = np.mgrid[:height, :width]
+    return np.dstack([columns, rows, np.zeros_like(rows)]).astype(np.uint8)
+
+
+def test_a_translation_shifts_at_most_its_fraction_of_the_width_across_and_height_down():
+    """--translate t: shifts up to t x width across and t x height down (Augment's
+    definition); read off the centre pixel, which shows the column and row it came from."""
+    height, width, fraction = 40, 100, 0.25
+    rng = np.random.default_rng(5)
+    shifts = np.array([(width // 2, height // 2) - _warp(
+        _coordinates(height, width), Augment(crop=16, translate=fraction), rng
+    )[height // 2, width // 2, :2].astype(float) for _ in range(300)])
+    across, down = np.abs(shifts).max(axis=0)
+    assert 0.8 * fraction * width < across <= fraction * width + 1
+    assert 0.8 * fraction * height < down <= fraction * height + 1
+
+
+def test_a_rotation_turns_either_way_up_to_its_angle():
+    """--rotate r: an angle drawn in [-r, r]; a pixel 20 to the right of the centre moves
+    20 sin(angle) rows, up or down."""
+    side, reach, degrees = 64, 20, 30
+    rng = np.random.default_rng(6)
+    moved = np.array([float(_warp(_coordinates(side, side), Augment(crop=16, rotate=degrees),
+                                  rng)[side // 2, side // 2 + reach, 1]) - side // 2
+                      for _ in range(60)])
+    bound = reach * np.sin(np.radians(degrees)) + 1
+    assert moved.min() < -bound / 2 and moved.max() > bound / 2
+    assert np.abs(moved).max() <= bound
