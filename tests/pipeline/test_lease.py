@@ -24,11 +24,13 @@ from pipeline.errors import PlanMismatchError
 from shards import lease as lease_module
 from shards.lease import (
     LEASE_FILE,
+    STALE_SECONDS,
     WRITER_STALE_SECONDS,
     Lease,
     LeaseHeldError,
     LeaseLostError,
     check_writer,
+    live_writer,
 )
 from shards.reader import shard_problems
 from shards.storage import Location
@@ -508,3 +510,31 @@ def test_a_conditional_put_the_store_refuses_is_an_os_error_naming_the_object(s3
                                       r"absent \(a conditional put\): S3 refused it "
                                       r"\(NoSuchBucket"):
         elsewhere.create_exclusive(elsewhere.path(LEASE_FILE), b"{}")
+
+
+def test_a_lease_is_named_as_writing_until_it_is_stale_not_until_shards_stop_publishing(
+        location):
+    """live_writer names the holder of a lease refreshed within STALE_SECONDS (its docstring):
+    a driver whose shard tasks publish nothing any more (WRITER_STALE_SECONDS) may still
+    refresh and go on, and no other driver takes the output over before STALE_SECONDS."""
+    location.makedirs(location.root)
+    holder = {"host": "node-7", "pid": 4242, "started": 1.0, "command": "generate"}
+    for age, named in ((WRITER_STALE_SECONDS + 5, True), (STALE_SECONDS - 5, True),
+                       (STALE_SECONDS + 5, False)):
+        location.write_bytes(location.path(LEASE_FILE), json.dumps(
+            {**holder, "refreshed": time.time() - age}).encode())
+        writer = live_writer(location)
+        assert (writer is not None and "host node-7 pid 4242" in writer) is named, age
+
+
+def test_a_lease_unreadable_for_a_moment_is_not_taken_for_lost(location):
+    """Lease.check's docstring: a lease file that names no holder for a moment (a write under
+    way, a store's brief hiccup) is not another driver's; the refresh writes it again."""
+    lease = Lease(location)
+    lease.acquire()
+    try:
+        location.write_bytes(lease.path, b"")
+        lease.check()
+        assert lease.held()
+    finally:
+        lease.release()
