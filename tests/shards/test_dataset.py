@@ -414,6 +414,19 @@ def test_files_named_like_stats_but_of_no_shard_are_not_read(tmp_path, store_dat
                for problem in problems), problems
 
 
+def test_stats_of_the_first_index_past_the_plan_are_no_part_of_a_finished_dataset(
+        tmp_path, store_datasets):
+    """shard_states: "Stats outside the plan's shards are no part of it": the plan's 2 shards
+    are 00000 and 00001, so a stray 00002_stats.json (the first index past them) is not read,
+    not even as damage of the finished dataset."""
+    finished = tmp_path / "finished"
+    shutil.copytree(store_datasets["images"], finished)
+    (finished / "report.json").write_text("{}")
+    shutil.copyfile(finished / "shards" / "00001_stats.json",
+                    finished / "shards" / "00002_stats.json")
+    assert open_dataset(str(finished)).shards == (0, 1)
+
+
 def test_a_finished_dataset_never_reads_as_a_smaller_one(tmp_path, store_datasets):
     """Once a run of the plan has ended (report.json), every planned shard must be complete:
     one whose stats were lost or replaced by another plan's is damage, not left out; stats
