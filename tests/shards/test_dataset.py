@@ -16,10 +16,17 @@ import pyarrow.compute as pc
 import pytest
 
 from shards import open_dataset
-from shards.layout import RunFileError, plan_digest, tar_path
+from shards.layout import RunFileError, plan_digest, shard_name, tar_path
 from shards.order import Order, share_to_spread
-from shards.reader import DamagedShardError, complete_shards, read_index, shard_problems
-from shards.storage import Location
+from shards.reader import (
+    DamagedShardError,
+    complete_shards,
+    damage_message,
+    read_index,
+    shard_problems,
+    stray_files,
+)
+from shards.storage import STAGED_SUFFIX, Location
 
 
 def _index_keys(root, kind: str, split: str | None) -> list[str]:
@@ -812,3 +819,25 @@ def test_a_shard_whose_stats_go_after_the_listing_is_not_complete_not_a_bare_err
     (root / "shards" / "00001_stats.json").unlink()
     monkeypatch.setattr(shards.reader, "shards_listing", lambda location: dict(listing))
     assert open_dataset(str(root)).shards == (0,)
+
+
+@pytest.mark.parametrize("count", [1, 5, 6, 7, 12])
+def test_every_damaged_shard_is_named_or_counted_among_the_more(tmp_path, count):
+    """damage_message names some damaged shards and counts the rest as "(and N more)": each
+    one is named or counted, never silently dropped (its total is stated too)."""
+    damaged = {index: "tar missing" for index in range(count)}
+    message = damage_message(Location.parse(str(tmp_path)), damaged)
+    named = sum(f"{shard_name(index)}: tar missing" in message for index in damaged)
+    more = re.search(r"\(and (\d+) more\)", message)
+    assert f"{count} finished shard(s)" in message
+    assert named + (int(more[1]) if more else 0) == count, message
+
+
+def test_a_file_staged_by_a_run_under_way_is_no_stray(tmp_path, store_datasets):
+    """stray_files: a staged `.partial` (a run under way writing it) is set aside, a file
+    belonging to no planned shard is named."""
+    copy = tmp_path / "copy"
+    shutil.copytree(store_datasets["images"], copy)
+    (copy / "shards" / f"00001.tar.0123456789ab{STAGED_SUFFIX}").write_bytes(b"x")
+    (copy / "shards" / "notes.txt").write_bytes(b"x")
+    assert stray_files(Location.parse(str(copy)), 2, "images") == ["notes.txt"]
