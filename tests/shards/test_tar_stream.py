@@ -286,3 +286,35 @@ def test_a_shard_read_to_its_end_holds_the_samples_its_stats_count_no_fewer_no_m
     with pytest.raises(ShardReadError, match=rf"s\.tar is unreadable: its archive holds "
                                              rf"{len(held)} samples, its stats 2"):
         _check_against_stats("s.tar", set(held), read, {"samples": 2})
+
+
+def _tar_zeroed_after_its_first_member(last_size: int) -> bytes:
+    """A tar of a small member and one of `last_size` bytes, the second zeroed in place (its
+    header too): tarfile reads the zero block as the end of the archive."""
+    written = io.BytesIO()
+    with tarfile.open(fileobj=written, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for name, data in (("a.json", b"{}"), ("b.bin", bytes(last_size))):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    data = bytearray(written.getvalue())
+    with tarfile.open(fileobj=io.BytesIO(bytes(data))) as archive:
+        start = archive.getmembers()[-1].offset
+    data[start:] = bytes(len(data) - start)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("name", ["a.tar", "a.tar.gz"])
+def test_a_tar_with_two_records_left_after_its_end_is_refused(tmp_path, name):
+    """tarfile pads an archive to whole records (tarfile.RECORDSIZE): the end-of-archive
+    marker and that padding are one record at most. Here the zeroed member leaves nearly two
+    records unread after the archive's end: damage, named, not a short read."""
+    import gzip
+
+    data = _tar_zeroed_after_its_first_member(25600)
+    assert len(data) == 3 * tarfile.RECORDSIZE
+    (tmp_path / name).write_bytes(gzip.compress(data, mtime=0) if name.endswith(".gz")
+                                  else data)
+    with pytest.raises(ShardReadError, match=rf"{re.escape(name)} is unreadable: its archive "
+                                             "ends after"):
+        list(read_tar(Location.parse(str(tmp_path)), str(tmp_path / name)))
