@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from shards.schema import SIDECAR_SCHEMA
-from shards.sidecar import Sidecar, SidecarError
+from shards.sidecar import Sidecar, SidecarError, quality_problem
 from shards.storage import Location
 
 NAME = "labels-abc.parquet"
@@ -77,3 +77,14 @@ def test_a_sample_given_two_qs_is_an_error_naming_it(tmp_path):
     with pytest.raises(SidecarError, match=f"{NAME} gives sample s0_v000 more than one Q "
                                            r"\(1 such row\(s\)\)"):
         Sidecar(Location.parse(str(tmp_path)), NAME).qualities(0)
+
+
+def test_q_of_exactly_0_or_1_is_a_label_not_a_problem():
+    """labels.md: Q is clipped to [0,1], so both ends are Qs a relabel writes (a version
+    every metric scores as its reference's, one no metric finds anything of); past them, or
+    NaN, is a problem."""
+    ends = pa.table({"key": ["a", "b", "c"], "quality": [0.0, 1.0, 0.5]})
+    assert quality_problem(ends) is None
+    for outside in (-1e-9, 1 + 1e-9, float("nan")):
+        table = pa.table({"key": ["a", "b"], "quality": [0.5, outside]})
+        assert quality_problem(table).startswith("sample b has Q ")
