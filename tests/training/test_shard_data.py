@@ -233,3 +233,11 @@ def test_a_training_stream_whose_shards_are_deleted_says_the_dataset_is_being_ma
         tar.unlink()
     with pytest.raises(DatasetChangedError, match=r"is gone \(.*\.tar.*start it again"):
         next(iter(stream))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_references_stop_once_their_counts_reach_the_limit_exactly(seed):
+    """references_up_to's docstring: references are taken "until their counts reach
+    `limit`": two of 6 samples reach 12, so no third is taken, whatever the seed's order."""
+    assert len(references_up_to({"a": 6, "b": 6, "c": 6}, 12, seed=seed)) == 2
+    assert len(references_up_to({"a": 6, "b": 6, "c": 6}, 13, seed=seed)) == 3
