@@ -391,6 +391,22 @@ def test_deep_colour_jpeg2000_goes_to_the_nearest_eight_bit_value(channels):
     assert f"{'RGBA' if channels == 4 else 'RGB'};16->8-bit" in decoded.conversions
 
 
+def test_an_eight_bit_jpeg2000_is_read_as_pillow_reads_it_with_no_conversion():
+    """Only JPEG 2000 of more than 8 bits per value takes the deep-colour path: an ordinary
+    8-bit one decodes to the values Pillow (OpenJPEG) reads, with nothing converted."""
+    from shards.decode import decode
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG2000", irreversible=False)  # lossless
+    decoded = decode(buffer.getvalue())
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        np.testing.assert_array_equal(decoded.pixels, np.asarray(image.convert("RGB")))
+    np.testing.assert_array_equal(decoded.pixels, pixels)
+    assert not any("8-bit" in conversion for conversion in decoded.conversions)
+
+
 def test_jpeg2000_components_are_read_from_the_codestream():
     """The bits of each component in the size segment (SIZ) of a JP2 file's codestream box
     and of a bare codestream; none for bytes holding none."""
