@@ -116,6 +116,30 @@ def test_unsigned_16_bit_tiffs_are_kept_and_wider_integers_refused(small_image):
         decode(buffer.getvalue())
 
 
+def test_integer_pixels_up_to_65535_are_the_16_bit_range_and_kept():
+    """_to_rgb refuses integer pixels outside 0..65535 only: a 32-bit TIFF (Pillow's mode I)
+    of values 257 k, 65535 the top, reads as k, as a 16-bit one does."""
+    import tifffile
+
+    values = np.arange(256, dtype=np.uint32).reshape(16, 16) * 257
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, values)
+    assert Image.open(io.BytesIO(buffer.getvalue())).mode == "I"
+    decoded = decode(buffer.getvalue()).pixels
+    np.testing.assert_array_equal(decoded[..., 0], values // 257)
+
+
+def test_an_opaque_alpha_is_dropped_not_composited():
+    """An alpha of 255 everywhere hides nothing: the colour is the file's, and decode does
+    not record a compositing that changed nothing."""
+    rgba = np.dstack([np.full((8, 8, 3), 77, np.uint8), np.full((8, 8), 255, np.uint8)])
+    buffer = io.BytesIO()
+    Image.fromarray(rgba).save(buffer, "PNG")
+    decoded = decode(buffer.getvalue())
+    np.testing.assert_array_equal(decoded.pixels, rgba[..., :3])
+    assert not any("composited" in conversion for conversion in decoded.conversions)
+
+
 @pytest.mark.parametrize("format, signature", [("JPEG", b"\xff\xd8\xff"), ("PNG", b"\x89PNG")])
 def test_an_image_with_a_damaged_header_is_corrupt_not_a_non_image(small_image, format,
                                                                     signature):
