@@ -149,3 +149,14 @@ def test_each_datasets_groups_are_read_as_a_share_spread_over_its_shards(tiny_da
         expected = min(1.0, per_worker / (16 * part.train_groups / shards))
         assert _spread(reading, part, refs, [small, large], 2).share == pytest.approx(expected)
     assert _spread(ONE_PASS, small, refs, [small, large], 2) == ONE_PASS
+
+
+@pytest.mark.parametrize(("target", "field", "classes"), [("distortion", "distortion_id", 33),
+                                                          ("level", "level", 5)])
+def test_a_class_target_takes_its_last_class_and_refuses_the_one_after(target, field, classes):
+    """distortions.md: 33 types x 5 levels, ids 1-33: ids and levels count from 1,
+    so the last is class 32 (4), and the next one is beyond the classes."""
+    record = {"key": "r_d01_l1", "distortion_id": 1, "level": 1}
+    assert Target(target).value({**record, field: classes}) == classes - 1
+    with pytest.raises(ValueError, match=f"{field} {classes + 1}, beyond the {classes} classes"):
+        Target(target).value({**record, field: classes + 1})
