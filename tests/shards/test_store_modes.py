@@ -35,6 +35,7 @@ from shards.replay import (
     ReplayError,
     ReplayMismatchError,
     changed_reference,
+    labels_problem,
 )
 from shards.schema import pixel_sha256
 from shards.storage import Location
@@ -642,3 +643,17 @@ def test_inspect_deep_names_an_index_changed_after_it_was_written(store_datasets
     assert deep_problems == [f"deep check: {index}: parquet index differs from its stats' "
                              "SHA-256 (changed after it was written; generate with the run's "
                              "options makes it again)"]
+
+
+def test_a_single_versions_key_that_names_another_distortion_than_its_recipe_is_a_problem():
+    """labels_problem's docstring: a single version's key is among the labels it checks
+    against its recipe; shards.md gives the key `{ref_id}_d{id:02d}_l{level}`."""
+    first = distortions.get(1)
+    recipe = {"distortion_id": 1, "level": 3, "seed": 7, "params": {}}
+    record = {"ref_id": "r", "key": "r_d01_l3", "distortion_id": 1, "distortion": first.name,
+              "category": first.category, "level": 3, "seed": 7}
+    assert labels_problem("r_d01_l3", record, recipe) is None
+    for key in ("r_d02_l3", "r_d01_l4", "s_d01_l3"):
+        problem = labels_problem(key, {**record, "key": key}, recipe)
+        assert problem == (f"{key}: its labels differ from its recipe in key (they would name "
+                           "another distortion than its pixels hold)")
