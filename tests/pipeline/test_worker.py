@@ -45,7 +45,7 @@ from pipeline.plan import (
     split_of,
 )
 from pipeline.processes import in_processes
-from pipeline.report import Tally, merge
+from pipeline.report import Tally, build_report, merge
 from pipeline.sizing import TargetSize
 from pipeline.source_changes import check_modified_sources
 from pipeline.sources import IMAGE_EXTENSIONS, list_sources, listing, load, skipped_note
@@ -1807,6 +1807,14 @@ def test_a_shard_whose_writes_fail_midway_leaves_nothing_and_is_made_again_the_s
     assert done.stdout.splitlines() == [
         f"{share} {error}:{errno.EFBIG} [] [] True"
         for share, error in ((0.05, "OSError"), (0.5, "SpillError"), (0.98, "OSError"))]
+
+
+def test_the_reports_rate_counts_only_the_samples_this_run_made():
+    """build_report's docstring: samples an earlier run finished are in the counts but not in
+    the rate of this run: 10 samples of which 6 were there, in 2 s, is 2 samples/s."""
+    report = build_report(Tally(samples=10, distorted=8), 2.0, (), earlier_samples=6)
+    assert (report["samples"], report["samples_this_run"]) == (10, 4)
+    assert report["samples_per_second"] == 2.0
 
 
 def test_the_report_tells_a_library_a_shard_records_absent_from_one_it_does_not_record():
