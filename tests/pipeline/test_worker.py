@@ -1809,6 +1809,20 @@ def test_a_shard_whose_writes_fail_midway_leaves_nothing_and_is_made_again_the_s
         for share, error in ((0.05, "OSError"), (0.5, "SpillError"), (0.98, "OSError"))]
 
 
+def test_a_library_absent_here_and_unrecorded_by_a_shard_is_no_difference(monkeypatch):
+    """libraries_differing's docstring: `not recorded` counts the shards that record no
+    version of a library this code records one of; of one absent here too (None), such a
+    shard and the manifest agree: nothing differs."""
+    import pipeline.report
+
+    here = {"numpy": "1.0", "torch": None}
+    monkeypatch.setattr(pipeline.report, "library_versions", lambda: here)
+    tally = Tally()
+    tally.add({"samples": 0, "distorted": 0, "seconds": {}, "libraries": {"numpy": "1.0"}},
+              [], [])
+    assert tally.libraries_differing(here) == {}
+
+
 def test_the_reports_rate_counts_only_the_samples_this_run_made():
     """build_report's docstring: samples an earlier run finished are in the counts but not in
     the rate of this run: 10 samples of which 6 were there, in 2 s, is 2 samples/s."""
