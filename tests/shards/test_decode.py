@@ -398,8 +398,6 @@ def test_deep_colour_jpeg2000_goes_to_the_nearest_eight_bit_value(channels):
     """Pillow opens a 16-bit colour JPEG 2000 as 8-bit RGB(A), rounding its whitest values
     over to black (65408 and up -> 0); decode takes OpenCV's 16-bit values and rounds them
     as any 16-bit image's, and records it."""
-    from shards.decode import decode
-
     columns = np.array([0, 32768, 65280, 65407, 65408, 65535], np.uint16)
     values = np.repeat(np.repeat(columns, 64)[None, :, None], 64, 0).repeat(channels, 2)
     if channels == 4:
@@ -418,8 +416,6 @@ def test_deep_colour_jpeg2000_goes_to_the_nearest_eight_bit_value(channels):
 def test_an_eight_bit_jpeg2000_is_read_as_pillow_reads_it_with_no_conversion():
     """Only JPEG 2000 of more than 8 bits per value takes the deep-colour path: an ordinary
     8-bit one decodes to the values Pillow (OpenJPEG) reads, with nothing converted."""
-    from shards.decode import decode
-
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
     buffer = io.BytesIO()
