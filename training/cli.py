@@ -620,13 +620,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stopped(args) -> int:
     """Says how a run was stopped (Ctrl-C, or SIGTERM) and how it goes on; its exit status."""
-    hook = sys.unraisablehook
-    if terminated() and getattr(hook, "func", None) is not _unless_a_terminated_worker:
-        sys.unraisablehook = partial(_unless_a_terminated_worker, hook)  # for what is left
-    if terminated() and threading.current_thread() is threading.main_thread():
-        # its DataLoader workers die of the same SIGTERM: torch's SIGCHLD handler raised that
-        # ("worker ... is killed by signal: Terminated") into the lines below, as a traceback
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    if terminated():
+        _quiet_the_workers_that_died_of_it()
     how, code = ("terminated (SIGTERM)", 143) if terminated() else ("interrupted", 130)
     resumable = RESUMABLE.get(args.command)
     goes_on = resumable.says if resumable else ""
@@ -635,6 +630,17 @@ def _stopped(args) -> int:
                    "has nothing to go on from)")
     print(f"\niqa-factory train: {how}{goes_on}", file=sys.stderr)
     return code
+
+
+def _quiet_the_workers_that_died_of_it() -> None:
+    """After a SIGTERM, its DataLoader workers' deaths ("worker ... is killed by signal:
+    Terminated") are not reported again: torch's SIGCHLD handler would raise them into the
+    lines that say the run stopped, as a traceback, and the loaders' finalizers after them."""
+    hook = sys.unraisablehook
+    if getattr(hook, "func", None) is not _unless_a_terminated_worker:
+        sys.unraisablehook = partial(_unless_a_terminated_worker, hook)  # for what is left
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 def _unless_a_terminated_worker(hook, unraisable) -> None:
