@@ -11,9 +11,19 @@ from PIL import Image
 
 from labelers.ensemble import Ensemble, Mapping01
 from pipeline.config import RunConfig
+from pipeline.plan import Plan, PlannedReference
 from pipeline.sizing import TargetSize
 
 SMALL = TargetSize(192, 176)
+
+
+def lettered_plan(letters: str, shard_refs: int, **listing) -> Plan:
+    """A plan of one reference per letter (its ref_id and name; its file /in/LETTER.png),
+    `shard_refs` to a shard (shard = position // shard_refs); `listing`: the Plan's
+    source_bytes and source_mtimes."""
+    refs = tuple(PlannedReference(letter, f"/in/{letter}.png", letter, "train")
+                 for letter in letters)
+    return Plan({"shard_refs": shard_refs}, refs, **listing)
 
 
 @pytest.fixture(scope="module")

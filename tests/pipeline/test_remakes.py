@@ -6,11 +6,12 @@ import json
 import pytest
 
 from pipeline.output_folder import STRIKES_FILE
-from pipeline.plan import Plan, PlannedReference
 from pipeline.remakes import failures_of, pardoned_shards, strikes, undecoded_refs
 from shards.layout import FAILURES_FILE, REPORT_FILE
 from shards.reader import RunFileError
 from shards.storage import Location
+
+from .conftest import lettered_plan
 
 
 @pytest.fixture
@@ -50,14 +51,6 @@ def test_a_damaged_merged_failures_list_is_named_with_the_remedy(location, tmp_p
     assert failures_of(location, [0]) == [{"ref_id": "a"}, {"ref_id": "b"}]
 
 
-def _plan(ref_ids: str, shard_refs: int) -> Plan:
-    """A plan of one reference per letter, `shard_refs` to a shard (shard = position //
-    shard_refs)."""
-    refs = tuple(PlannedReference(ref_id, f"/in/{ref_id}.png", ref_id, "train")
-                 for ref_id in ref_ids)
-    return Plan({"shard_refs": shard_refs}, refs)
-
-
 QUARANTINED_B = [{"ref_id": "b", "reason": "quarantined"}, {"ref_id": "c", "reason": "corrupt"}]
 
 
@@ -71,12 +64,12 @@ def test_a_shard_is_made_again_only_where_strikes_json_no_longer_strikes_its_ref
         location, tmp_path, struck, remade):
     if struck is not None:
         (tmp_path / STRIKES_FILE).write_text(json.dumps(struck))
-    plan = _plan("abcd", shard_refs=2)  # b in shard 0, c (undecodable, not quarantined) too
+    plan = lettered_plan("abcd", shard_refs=2)  # b in shard 0, c (undecodable, not quarantined) too
     assert pardoned_shards(location, plan, [0, 1], QUARANTINED_B) == remade
 
 
 def test_only_finished_shards_that_left_out_a_pardoned_reference_are_made_again(location):
-    plan = _plan("abcd", shard_refs=2)
+    plan = lettered_plan("abcd", shard_refs=2)
     quarantined = [{"ref_id": "a", "reason": "quarantined"},
                    {"ref_id": "d", "reason": "quarantined"}]
     assert pardoned_shards(location, plan, [1], quarantined) == [1]  # shard 0 not finished

@@ -4,9 +4,11 @@ from what its file holds now, so only finished shards' sources are named)."""
 
 import pytest
 
-from pipeline.plan import Plan, PlannedReference, read_plan, record_plan
+from pipeline.plan import Plan, read_plan, record_plan
 from pipeline.source_changes import check_modified_sources
 from shards.storage import Location
+
+from .conftest import lettered_plan
 
 SIZES = (100, 200, 300)
 TIMES = (1_000, 2_000, 3_000)
@@ -14,10 +16,9 @@ TIMES = (1_000, 2_000, 3_000)
 
 def _plan(mtimes: tuple) -> Plan:
     """Three references, one to a shard, listed with SIZES and `mtimes`."""
-    refs = tuple(PlannedReference(name, f"/in/{name}.png", name, "train") for name in "abc")
     sizes = tuple(None if mtime is None else size for size, mtime in zip(SIZES, mtimes,
                                                                           strict=True))
-    return Plan({"shard_refs": 1}, refs, source_bytes=sizes, source_mtimes=mtimes)
+    return lettered_plan("abc", 1, source_bytes=sizes, source_mtimes=mtimes)
 
 
 @pytest.mark.parametrize(("done", "noted"), [([0, 2], "/in/c.png"), ([0, 1], None), ([], None)])
