@@ -1,14 +1,15 @@
 """shards.order's documented rules, checked on its stages alone (no dataset): a rank lies in
 [0, world_size); one pass gives each shard to exactly one rank; the shard list is shuffled per
 (seed, epoch); interleaved shards mix item by item, each keeping its own order; the share that
-spreads an epoch is per_worker / (interleave x items per shard)."""
+spreads an epoch is per_worker / (interleave x items per shard); each rank shuffles its items with
+its own draws."""
 
 from itertools import pairwise
 
 import pytest
 import webdataset as wds
 
-from shards.order import Order, interleaving, shard_stages, share_to_spread
+from shards.order import Order, interleaving, pipeline, shard_stages, share_to_spread
 
 URLS = [f"shard-{number:02d}.tar" for number in range(8)]
 
@@ -55,3 +56,23 @@ def test_the_spreading_share_of_one_shard_is_the_epoch_over_its_items():
     """share_to_spread: per_worker / (interleave x items per shard); one shard holds them all."""
     assert share_to_spread(10, 1, 100, 1) == pytest.approx(10 / 100)
     assert share_to_spread(10, 2, 100, 1) == pytest.approx(10 / (2 * 100))
+
+
+def _numbered_items(sources):
+    """Each shard's 10 items numbered by their place in the rank's stream (0, 1, ...)."""
+    place = 0
+    for _ in sources:
+        for _ in range(10):
+            yield place
+            place += 1
+
+
+def test_each_rank_shuffles_its_items_with_its_own_draws():
+    """Order: 'every random choice is a function of (seed, epoch, rank, worker)': two ranks
+    each reading 40 items through a 6-item shuffle buffer, seeded alike, send them in unlike
+    orders (one seed for every rank would move item n of each rank alike)."""
+    orders = [list(pipeline(URLS, [_numbered_items], 7, Order(shuffle=6, rank=rank,
+                                                                  world_size=2)))
+              for rank in (0, 1)]
+    assert all(sorted(order) == list(range(40)) for order in orders)
+    assert orders[0] != list(range(40)) and orders[0] != orders[1]
