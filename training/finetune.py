@@ -160,10 +160,10 @@ def _one_split(context: Context, config: FinetuneConfig, parts: Split, repeat: i
     out = _split_folder(config, repeat)
     torch.manual_seed(seed)
     built = build_to_resume(config.model, resume)
-    if first_of_fresh_run and context.is_main:
-        _drop_earlier_checkpoints(Path(config.out))
-    model = built.model
     notices = list(built.notices)
+    if first_of_fresh_run and context.is_main:
+        notices += _drop_earlier_checkpoints(Path(config.out))
+    model = built.model
     if parts.val is parts.train:
         notices.append("validation uses the training images (too few references to hold "
                        "some out)")
@@ -242,12 +242,12 @@ def _earlier_splits(out: Path, repeats: int) -> list[Path]:
     return [numbered[number] for number in sorted(numbered) if number >= repeats]
 
 
-def _notice_earlier_run(out: Path, repeats: int) -> None:
+def _earlier_run_notice(out: Path, repeats: int) -> str:
     beyond = _earlier_splits(out, repeats)
     removed = (f" ({', '.join(p.name for p in beyond)} of it removed when this one ends)"
                if beyond else "")
-    print(f"NOTICE: {out} holds an earlier fine-tuning run: its files are replaced as this "
-          f"one writes its own{removed}")
+    return (f"{out} holds an earlier fine-tuning run: its files are replaced as this one "
+            f"writes its own{removed}")
 
 
 def _drop_earlier_splits(out: Path, repeats: int) -> None:
@@ -257,17 +257,16 @@ def _drop_earlier_splits(out: Path, repeats: int) -> None:
         shutil.rmtree(folder)
 
 
-def _drop_earlier_checkpoints(out: Path) -> None:
+def _drop_earlier_checkpoints(out: Path) -> list[str]:
     """Once a fresh run's first model is built (it can no longer be refused at its start): an
     earlier run's split-*/last.pt go, so a --resume of this run never continues a split from a
-    run of other settings it had not reached yet."""
+    run of other settings it had not reached yet. The notice saying so, if any went."""
     dropped = [folder / checkpoint.LAST for folder in _earlier_splits(out, 0)
                if (folder / checkpoint.LAST).is_file()]
     for path in dropped:
         path.unlink()
-    if dropped:
-        print(f"NOTICE: removed the earlier run's {', '.join(str(p) for p in dropped)} (a "
-              "--resume of this run must not continue them)")
+    return [f"removed the earlier run's {', '.join(str(p) for p in dropped)} (a --resume of "
+            "this run must not continue them)"] if dropped else []
 
 
 def _resumed_splits(config: FinetuneConfig) -> list[bool]:
@@ -340,8 +339,8 @@ def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
         resumed = _resumed_splits(config) if resume else [False] * config.repeats
         if not all(resumed):
             _check_same_start(config, resumed)
-        if context.is_main and not resume and (out / "results.json").exists():
-            _notice_earlier_run(out, config.repeats)
+        if not resume and (out / "results.json").exists():
+            distributed.print_notices(context, [_earlier_run_notice(out, config.repeats)])
         recorded = {"root_resolved": resolved_root(config.root),  # what evaluate knows
                     "images_fingerprint": rated_datasets.fingerprint(images)}
         if config.ensemble and os.path.isfile(config.ensemble):  # found from any folder
