@@ -4,7 +4,6 @@ triplets through shards.Dataset.groups), through the same loop as regression (DD
 checkpoints, exact resume, TensorBoard, seeding), early stopping on the mean validation loss
 (score = -loss) over the val references' groups."""
 
-import math
 from collections import Counter
 from dataclasses import dataclass, replace
 from functools import partial
@@ -272,7 +271,7 @@ def pretrain_label_free(config: PretrainConfig, context: Context, resume: bool) 
     val = {part.name: frozenset(ref for number, ref in validated if parts[number] is part)
            for part in parts}
     train_refs, val_refs = (sum(map(len, refs.values())) for refs in (train, val))
-    steps = config.steps_per_epoch or max(1, math.ceil(groups / config.optim.batch_size))
+    steps = config.steps_for(groups)
     local = config.optim.local_batch(context.world_size)
     print_notices(context, (*checkpoint.replaced_run_notices(config.out, resume),
                             *built.notices, *objective.notices, *notices))

@@ -4,7 +4,6 @@ loss a weighted sum), of the shards' `train` split, with early stopping on `val`
 target's figure); or, with a label-free objective (contrastive, reconstruction, restoration),
 its backbone learns from groups of the shards (training.label_free)."""
 
-import math
 from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -297,7 +296,7 @@ def _pretrain(config: PretrainConfig, context, resume: bool) -> dict:
     heads = tuple(target.head(weight) for target, weight in zip(config.targets,
                                                                   config.weights, strict=True))
     multi = multi_head(config.targets)
-    steps = config.steps_per_epoch or max(1, math.ceil(train.samples / config.optim.batch_size))
+    steps = config.steps_for(train.samples)
     torch.manual_seed(config.seed)  # the same initial weights on every run of this seed
     built = build_to_resume(config.model, resume, config.targets[0].outputs,
                             {head.name: head.outputs for head in heads} if multi else None)

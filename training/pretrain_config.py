@@ -80,6 +80,11 @@ class PretrainConfig:
         """Every dataset it reads: `dataset`, then `also`'s."""
         return (self.dataset, *self.also)
 
+    def steps_for(self, items: int) -> int:
+        """Steps an epoch takes: steps_per_epoch, else one pass over the `items` (samples,
+        or groups) in expectation, at least 1."""
+        return self.steps_per_epoch or max(1, math.ceil(items / self.optim.batch_size))
+
     @property
     def weights(self) -> tuple[float, ...]:
         return self.loss_weights or (1.0,) * len(self.targets)

@@ -356,6 +356,22 @@ def test_a_checkpoint_says_what_its_scores_mean():
     assert label_free.objective == "contrastive" and label_free.targets == ("quality",)
 
 
+
+@pytest.mark.parametrize(("items", "given", "steps"), [
+    (64, None, 4), (65, None, 5), (1, None, 1), (0, None, 1), (64, 7, 7)])
+def test_an_epoch_is_one_pass_over_the_train_items_unless_its_steps_are_given(items, given,
+                                                                               steps):
+    """--steps-per-epoch's help: 'default: the train split once': ceil(items / batch)
+    batches of 16, at least one."""
+    from dataclasses import replace
+
+    from training.optim import PRETRAIN
+    from training.pretrain import PretrainConfig
+
+    config = PretrainConfig("d", "o", optim=replace(PRETRAIN, batch_size=16),
+                            steps_per_epoch=given)
+    assert config.steps_for(items) == steps
+
 def test_a_checkpoint_file_that_cannot_be_read_is_named_not_a_traceback(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for number in range(IMAGES):
