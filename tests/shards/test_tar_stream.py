@@ -3,6 +3,7 @@ verified_listing (a truncated or malformed tar is a problem inspect reports, nev
 exception; a changed one is named as changed), the contact sheet's shard reading; and a
 dataset read from S3 (moto's server)."""
 
+import gzip
 import io
 import re
 import tarfile
@@ -16,8 +17,8 @@ from shards import open_dataset
 from shards.layout import tar_path
 from shards.reader import read_index, shard_stats, tar_members
 from shards.records import SampleError
-from shards.storage import Location
-from shards.tar_stream import TAR_CHANGED, ShardReadError, read_tar
+from shards.storage import HashingStream, Location
+from shards.tar_stream import TAR_CHANGED, ShardReadError, _check_against_stats, read_tar
 from tests.conftest import stats_agree
 
 
@@ -48,8 +49,6 @@ def test_tar_members_and_the_contact_sheet_read_every_member(generated, generate
 
 
 def test_a_gzipped_shard_is_inflated_whatever_the_case_of_its_extension(generated, tmp_path):
-    import gzip
-
     """...and so the CRC and length its gzip trailer records are checked: a .TAR.GZ cut
     short is damage, never read as the members tarfile alone inflates of it."""
     tar = tar_path(Location.parse(str(generated)), 1, "images")
@@ -69,8 +68,6 @@ def test_a_gzipped_shard_whose_trailer_fails_names_that_not_the_end_of_its_strea
     """A .tar.gz whose trailer (CRC-32, then the inflated length) no longer agrees: where gzip
     raises that while the members are still read, it is the error named, not the "ended
     before the end-of-stream marker" of inflating its broken stream again."""
-    import gzip
-
     damaged = bytearray(gzip.compress(_tar_of({"a_ref.json": b"{}", "a_ref.png": b"png"})))
     damaged[trailer_byte] ^= 0x01
     (tmp_path / "a.tar.gz").write_bytes(bytes(damaged))
@@ -279,8 +276,6 @@ def test_a_bad_sample_is_a_sample_error_naming_it(tmp_path, hand_made, members, 
 def test_a_shard_read_to_its_end_holds_the_samples_its_stats_count_no_fewer_no_more(held):
     """each_shard's rule: a shard read to its end must hold the samples its stats count (an
     archive of more is as damaged as one of fewer; stats of an older shard lack its SHA-256)."""
-    from shards.storage import HashingStream
-    from shards.tar_stream import _check_against_stats
     read = HashingStream(io.BytesIO(b""))
     _check_against_stats("s.tar", {"a", "b"}, read, {"samples": 2})  # as counted: no error
     with pytest.raises(ShardReadError, match=rf"s\.tar is unreadable: its archive holds "
@@ -309,8 +304,6 @@ def test_a_tar_with_two_records_left_after_its_end_is_refused(tmp_path, name):
     """tarfile pads an archive to whole records (tarfile.RECORDSIZE): the end-of-archive
     marker and that padding are one record at most. Here the zeroed member leaves nearly two
     records unread after the archive's end: damage, named, not a short read."""
-    import gzip
-
     data = _tar_zeroed_after_its_first_member(25600)
     assert len(data) == 3 * tarfile.RECORDSIZE
     (tmp_path / name).write_bytes(gzip.compress(data, mtime=0) if name.endswith(".gz")
