@@ -7,10 +7,15 @@ import torch
 from training.transforms import Augment, _warp, centre_view, train_view
 
 
+def _channels_first(pixels: np.ndarray) -> torch.Tensor:
+    """HxWx3 pixels as the 3xHxW tensor a view is."""
+    return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+
+
 def test_a_training_view_is_the_crop_or_its_left_right_mirror_each_about_half_the_time():
     pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    whole = torch.from_numpy(pixels.transpose(2, 0, 1).copy())  # a crop of 16: the image
-    mirrored = torch.from_numpy(np.fliplr(pixels).transpose(2, 0, 1).copy())
+    whole = _channels_first(pixels)  # a crop of 16: the image
+    mirrored = _channels_first(np.fliplr(pixels))
     rng = np.random.default_rng(1)
     views = [train_view(pixels, Augment(crop=16), rng) for _ in range(200)]
     flipped = sum(torch.equal(view, mirrored) for view in views)
@@ -24,14 +29,14 @@ def test_the_centre_crop_is_centred_on_both_axes():
     pixels = np.random.default_rng(2).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     expected = pixels[2:18, 7:23]  # (20 - 16) / 2 rows and (30 - 16) / 2 columns off
     assert torch.equal(centre_view(pixels, Augment(crop=16)),
-                       torch.from_numpy(expected.transpose(2, 0, 1).copy()))
+                       _channels_first(expected))
 
 
 def test_a_translation_alone_or_a_rotation_alone_moves_the_view():
     """Each is an option of its own (the reference setup's augmentation): asked for alone, the
     view is no longer the image itself."""
     pixels = np.random.default_rng(3).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    whole = torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+    whole = _channels_first(pixels)
     rng = np.random.default_rng(4)
     for augment in (Augment(crop=16, flip=False, translate=0.25),
                     Augment(crop=16, flip=False, rotate=30)):
