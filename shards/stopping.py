@@ -18,7 +18,7 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 
 SIGTERM_REASON, SIGINT_REASON = "SIGTERM", "SIGINT"
@@ -77,7 +77,9 @@ def stop_point() -> None:
         raise KeyboardInterrupt(min(raised))
 
 
-def _interrupt(signum, frame) -> None:
+def _interrupt(signum, frame, first: Callable[[], None] | None = None) -> None:
+    if first is not None:
+        first()
     interrupt(SIGTERM_REASON)
 
 
@@ -133,14 +135,17 @@ def _unless_lost(hook, unraisable) -> None:
 
 
 @contextlib.contextmanager
-def stops_as_interrupts() -> Iterator[None]:
+def stops_as_interrupts(on_sigterm: Callable[[], None] | None = None) -> Iterator[None]:
     """SIGTERM inside the block as answer_sigterm has it, and Ctrl-C (SIGINT) where Python's
     own handler answers it (an ignored one, as a job started in the background has, stays
     ignored; a caller's own handler stays), each remembered as `signal_as_interrupt` says:
     `terminated` false as the block begins, an interrupt lost in a finalizer raised again at
-    a stop point or as the block ends. The handlers from before it afterwards."""
+    a stop point or as the block ends. The handlers from before it afterwards. `on_sigterm`
+    runs first in SIGTERM's handler: what must change the moment the run is stopped (before
+    the signals that follow from it are answered, training's children's deaths)."""
+    sigterm = partial(_interrupt, first=on_sigterm)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(signal_as_interrupt(signal.SIGTERM, _interrupt, SIGTERM_REASON))
+        stack.enter_context(signal_as_interrupt(signal.SIGTERM, sigterm, SIGTERM_REASON))
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             stack.enter_context(signal_as_interrupt(signal.SIGINT, _ctrl_c, SIGINT_REASON))
         yield

@@ -599,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--out {out} is a file, not a folder" if blocking == Path(out)
                              else f"--out {out}: {blocking} is a file where a folder is wanted")
         _check_start_file(args, out)
-        with stops_as_interrupts():  # each command's run holds its --out (sole_writer)
+        # each command's run holds its --out (sole_writer)
+        with stops_as_interrupts(on_sigterm=_quiet_the_workers_that_died_of_it):
             return args.run(args)
     except (ValueError, OSError, ModelInitError, DatasetLayoutError, NonFiniteError,
             LeaseError) as error:
@@ -633,9 +634,11 @@ def _stopped(args) -> int:
 
 
 def _quiet_the_workers_that_died_of_it() -> None:
-    """After a SIGTERM, its DataLoader workers' deaths ("worker ... is killed by signal:
-    Terminated") are not reported again: torch's SIGCHLD handler would raise them into the
-    lines that say the run stopped, as a traceback, and the loaders' finalizers after them."""
+    """From a SIGTERM on (its handler calls this first; `_stopped` again, for the finalizers
+    after the block), its DataLoader workers' deaths ("worker ... is killed by signal:
+    Terminated") are not reported: torch's SIGCHLD handler would raise them as a RuntimeError
+    wherever the run's cleanup is (letting go of --out's lease: the lease was left behind), or
+    into the lines that say the run stopped, and the loaders' finalizers after them."""
     hook = sys.unraisablehook
     if getattr(hook, "func", None) is not _unless_a_terminated_worker:
         sys.unraisablehook = partial(_unless_a_terminated_worker, hook)  # for what is left

@@ -6,6 +6,7 @@ next stop point of long work, or as its block ends (generate's loop: test_fault_
 import os
 import signal
 import sys
+import threading
 import time
 
 import pytest
@@ -115,6 +116,38 @@ def test_a_ctrl_c_lost_in_a_finalizer_is_raised_again_and_an_ignored_one_stays_i
             stop_point()
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def _a_worker_died(signum, frame):
+    raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+
+def test_what_a_sigterm_changes_at_once_comes_before_the_signals_that_came_with_it():
+    """`on_sigterm` runs first in SIGTERM's handler (training: its DataLoader workers' deaths
+    from the same signal are no longer raised, torch's SIGCHLD handler put away), before a
+    SIGCHLD pending beside it is answered, even one sent first: Python answers signals in the
+    order of their numbers, SIGTERM (15) before SIGCHLD (17)."""
+    before = signal.signal(signal.SIGCHLD, _a_worker_died)
+    main = threading.main_thread().ident
+    seen = []
+
+    def put_away_the_sigchld_handler():
+        seen.append(terminated())
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    try:
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM"), \
+                stops_as_interrupts(on_sigterm=put_away_the_sigchld_handler):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM})
+            signal.pthread_kill(main, signal.SIGCHLD)  # both pending in this thread
+            signal.pthread_kill(main, signal.SIGTERM)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD, signal.SIGTERM})
+            time.sleep(10)  # (cut short)
+        assert seen == [False] and terminated()  # before the interrupt was remembered
+        time.sleep(0.1)  # the pending SIGCHLD's handler, had it stayed, raised by now
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD, signal.SIGTERM})
+        signal.signal(signal.SIGCHLD, before)
 
 
 def test_a_lease_is_taken_and_let_go_whole_where_a_sigterm_comes_meanwhile(tmp_path,
