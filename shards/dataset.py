@@ -44,6 +44,7 @@ from shards.order import (
 from shards.reader import (
     DamagedRunFileError,
     DamagedShardError,
+    StatsReader,
     damage_message,
     no_complete_shard,
     planned_shards,
@@ -52,7 +53,6 @@ from shards.reader import (
     remade_while_read,
     shard_gone,
     shard_states,
-    stats_reader,
     tar_urls,
 )
 from shards.records import decode as decode_image
@@ -74,7 +74,7 @@ def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
     With `plan` (the digest the caller opened the dataset under), a shard made again under
     another since is a DatasetChangedError before any of its samples."""
     check_reading(seed, order)
-    stats_of = stats_reader(location, plan)
+    stats_of = StatsReader(location, plan)
     if store_of(location) == DEFAULT_STORE or kind == "reference":  # nothing to replay
         def records(opened: dict) -> Iterator[dict]:
             return map(record, shard_samples(opened, _in_share(member_filter(kind, refs),
@@ -95,7 +95,7 @@ def sample_stream(location: Location, urls: list[str], kind: str = "distorted",
 
 
 def shards_read(location: Location, per_shard: Callable[[dict], Iterable],
-                stats_of: Callable[[int], dict], seed: int, order: Order
+                stats_of: StatsReader, seed: int, order: Order
                 ) -> Callable[[Iterable[dict]], Iterator]:
     """The stage reading a stream's shards (tar_stream.each_shard, checked against their
     stats, merged in `order`), where a file of one is gone (a `generate --restart` deleting
@@ -131,9 +131,10 @@ def _in_share(wanted: Select, seed: int, order: Order, opened: dict) -> Select:
     return selected
 
 
-def recorded_stats(stats_of: Callable[[int], dict]) -> Callable[[str], dict]:
-    """url of a shard tar -> its stats (the samples and SHA-256 reading it must give)."""
-    return lambda url: stats_of(shard_of(url))
+def recorded_stats(stats_of: StatsReader) -> Callable[[str], dict]:
+    """url of a shard tar -> its stats as its tar is opened (the samples and SHA-256 reading
+    it must give; StatsReader.current: not others than the stream read before)."""
+    return lambda url: stats_of.current(shard_of(url))
 
 
 def labelled(per_shard: Callable[[dict], Iterator[dict]], labels: Sidecar | None,
@@ -325,7 +326,7 @@ class Dataset:
         members = member_filter("all", wanted)
         context = ReplayContext.of(self.location, verify)
         replays = store_of(self.location) != DEFAULT_STORE
-        stats_of = stats_reader(self.location, self.plan_digest)
+        stats_of = StatsReader(self.location, self.plan_digest)
 
         def per_shard(opened: dict) -> Iterator[dict]:
             shard_spec = replace(spec, draw=opened.get("draw", ()))

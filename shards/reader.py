@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -226,23 +227,58 @@ STREAM_STATS = ("samples", "tar_sha256", "parquet_bytes", "parquet_sha256", "lib
                 "plan_digest")  # what a stream asks
 
 
-def stats_reader(location: Location, plan: str | None = None) -> Callable[[int], dict]:
-    """shard index -> the STREAM_STATS of its stats, those of the last STATS_KEPT shards
-    remembered: what a stream asks of a shard more than once (the versions its replays name,
-    a sidecar's plan, the count and hash it checks at the shard's end) is read once, one round trip
-    on an object store (and not its per-version labels, kept 64 times over). With `plan` (the
-    digest the dataset was opened under), a DatasetChangedError where a shard's stats name
-    another: its samples are never read as the opened dataset's."""
-    def read(index: int) -> dict:
-        stats = shard_stats(location, index)
-        if plan is not None and stats.get("plan_digest") != plan:
+class StatsReader:
+    """shard index -> the STREAM_STATS of its stats, those of the last STATS_KEPT shards kept:
+    what a stream asks of a shard more than once (the versions its replays name, a sidecar's
+    plan, the count and hash it checks at the shard's end) is read once, one round trip on an
+    object store (and not its per-version labels, kept 64 times over). With `plan` (the digest
+    the dataset was opened under), a DatasetChangedError where a shard's stats name another:
+    its samples are never read as the opened dataset's. `current` reads them again as the
+    shard's tar is opened."""
+
+    def __init__(self, location: Location, plan: str | None = None):
+        self.location, self.plan = location, plan
+        self._kept: OrderedDict[int, dict] = OrderedDict()
+
+    def __call__(self, index: int) -> dict:
+        if index in self._kept:
+            self._kept.move_to_end(index)
+            return self._kept[index]
+        return self._keep(index, self._read(index))
+
+    def current(self, index: int) -> dict:
+        """The shard's stats read now, as its tar is opened: a DatasetChangedError where they
+        are not those kept from an earlier read (the shard was made again since, by a
+        `generate --restart` or a resume: read on, its samples would pass under the old
+        stats' replays, labels and rows until its hash failed at its end, a training epoch
+        later say)."""
+        now, before = self._read(index), self._kept.get(index)
+        if before is not None and now != before:
+            changed = ", ".join(sorted(name for name in set(now) | set(before)
+                                       if now.get(name) != before.get(name)))
+            writer = writing_now(self.location)
             raise DatasetChangedError(
-                f"{redact(location.root)}: shard {shard_name(index)} is now of plan "
-                f"{str(stats.get('plan_digest'))[:12]}, not the plan {plan[:12]} it was opened "
-                "under: the dataset was made again under another plan (generate --restart) "
-                f"while it was read; {OPEN_AGAIN}")
+                f"{redact(self.location.root)}: shard {shard_name(index)} was made again "
+                f"since this stream first read it (its stats' {changed} changed"
+                + (f"; {writer}" if writer else "") + f"); {OPEN_AGAIN}")
+        return self._keep(index, now)
+
+    def _keep(self, index: int, stats: dict) -> dict:
+        self._kept[index] = stats
+        self._kept.move_to_end(index)
+        while len(self._kept) > STATS_KEPT:
+            self._kept.popitem(last=False)
+        return stats
+
+    def _read(self, index: int) -> dict:
+        stats = shard_stats(self.location, index)
+        if self.plan is not None and stats.get("plan_digest") != self.plan:
+            raise DatasetChangedError(
+                f"{redact(self.location.root)}: shard {shard_name(index)} is now of plan "
+                f"{str(stats.get('plan_digest'))[:12]}, not the plan {self.plan[:12]} it was "
+                "opened under: the dataset was made again under another plan (generate "
+                f"--restart) while it was read; {OPEN_AGAIN}")
         return {name: stats[name] for name in STREAM_STATS if name in stats}
-    return functools.lru_cache(maxsize=STATS_KEPT)(read)
 
 
 def shard_gone(location: Location, error: FileNotFoundError) -> DatasetChangedError:

@@ -90,8 +90,8 @@ def each_shard(location: Location, per_shard: Callable[[dict], Iterable],
     `per_shard` says it "offered" items, all left out by the order's share, is not one)."""
     def one(source: dict, barren: set[str]) -> Iterator:
         url = source["url"]
-        stats = recorded(url) if recorded is not None else {}
-        with location.open_stream(url) as stored:
+        with location.open_stream(url) as stored:  # then its stats: those of the tar opened
+            stats = recorded(url) if recorded is not None else {}
             hashing = HashingStream(stored)
             counted = _tar_bytes(url, hashing)
             opened = {**source, "stream": counted, "keys": set()}

@@ -722,17 +722,22 @@ def test_a_shard_gone_while_read_says_the_dataset_is_being_made_again(tmp_path,
         with pytest.raises(DatasetChangedError, match=rf"{gone}.*made again or removed "
                                                       r"while it was read; open it again"):
             read()
-    shutil.rmtree(root / "shards")
-    _live_writer_lease(root)
+    again = tmp_path / "again"  # its stats gone, the tars there (each opened, then its stats)
+    shutil.copytree(store_datasets["images"], again)
+    dataset = open_dataset(str(again))
+    for stats in (again / "shards").glob("*_stats.json"):
+        stats.unlink()
+    _live_writer_lease(again)
     with pytest.raises(DatasetChangedError, match=r"is gone \(.*00000_stats\.json.*: the "
                                                   r"dataset is being made again \(a run is "
                                                   r"writing it now \(iqa-factory generate"):
         next(iter(dataset.samples()))
 
 
-def _remade_in_place(shards: Path) -> None:
+def _remade_in_place(shards: Path, stats_written: bool = True) -> None:
     """Shard 00000 made again as a resume makes it (--retry-unreadable): a new tar and parquet
-    of the same plan renamed into place, its stats written after them (here, at once)."""
+    of the same plan renamed into place, its stats written after them (here at once, or,
+    without `stats_written`, not yet)."""
     import pyarrow.parquet as pq
 
     tar = shards / "00000.tar"
@@ -743,11 +748,23 @@ def _remade_in_place(shards: Path) -> None:
             new.addfile(member, io.BytesIO(data))
     pq.write_table(pq.read_table(shards / "00000.parquet"), shards / "00000.parquet",
                    compression="snappy")
+    if not stats_written:
+        return
     stats = json.loads((shards / "00000_stats.json").read_text())
     stats.update(tar_bytes=tar.stat().st_size,
                  tar_sha256=hashlib.sha256(tar.read_bytes()).hexdigest(),
                  parquet_bytes=(shards / "00000.parquet").stat().st_size)
     (shards / "00000_stats.json").write_text(json.dumps(stats))
+
+
+def _read_through(root: Path) -> dict:
+    """A sample and a group stream of the dataset at `root`, each read once to its end: every
+    shard's stats read, and kept, by the stream (as a training run's next epoch finds them)."""
+    dataset = open_dataset(str(root))
+    streams = {"samples": dataset.samples(), "groups": dataset.groups("pair")}
+    for stream in streams.values():
+        assert list(stream)
+    return streams
 
 
 def test_a_shard_made_again_while_read_by_a_live_run_is_not_called_damaged(tmp_path,
@@ -762,11 +779,8 @@ def test_a_shard_made_again_while_read_by_a_live_run_is_not_called_damaged(tmp_p
 
     root = tmp_path / "d"
     shutil.copytree(store_datasets["images"], root)
-    dataset = open_dataset(str(root))
-    streams = {"samples": dataset.samples(), "groups": dataset.groups("pair")}
-    for stream in streams.values():
-        assert list(stream)  # every shard's stats read, and kept, by the stream
-    _remade_in_place(root / "shards")
+    streams = _read_through(root)
+    _remade_in_place(root / "shards", stats_written=False)
     with pytest.raises(ChangedTarError, match="changed after it was written"):
         list(streams["samples"])
     with pytest.raises(DamagedShardError, match=r"00000\.parquet: parquet is"):
@@ -778,6 +792,33 @@ def test_a_shard_made_again_while_read_by_a_live_run_is_not_called_damaged(tmp_p
                                                       r"generate on host node-7.*making the "
                                                       r"shard again, it is not damaged"):
             list(stream)
+
+
+def test_a_shard_made_again_since_a_stream_read_it_is_refused_before_its_samples(
+        tmp_path, store_datasets):
+    """A stream keeps the stats of the shards it read (a training run's epochs): one made
+    again since (its tar, parquet and stats rewritten whole, by a resume or a restart) was
+    opened under the kept stats, its samples given under their replays, labels and rows
+    until its hash failed at its end (an epoch's samples mixed with another making's, and
+    called damage). Its stats are read again as its tar is opened and must be those kept."""
+    from shards.reader import DatasetChangedError
+
+    root = tmp_path / "d"
+    shutil.copytree(store_datasets["images"], root)
+    streams = _read_through(root)
+    _remade_in_place(root / "shards")
+    for name, stream in streams.items():
+        given = []  # (shard 00000 is the first one read: nothing before the refusal)
+        with pytest.raises(DatasetChangedError, match=r"shard 00000 was made again since this "
+                                                      r"stream first read it \(its stats' "
+                                                      r"parquet_bytes, tar_sha256 changed\); "
+                                                      r"open it again"):
+            given.extend(stream)
+        assert given == [], name
+    _live_writer_lease(root)
+    with pytest.raises(DatasetChangedError, match=r"tar_sha256 changed; a run is writing it "
+                                                  r"now \(iqa-factory generate on host node-7"):
+        list(streams["samples"])
 
 
 def test_a_dataset_lists_the_shards_of_the_plan_it_opened_not_of_one_written_after(
