@@ -133,11 +133,13 @@ def shard_states(location: Location, plan: dict | None = None
     that is not complete (a finished dataset never reads as a smaller one). Stats outside the
     plan's shards are no part of it. Reads each stats file and lists the folder once; reads
     no tar."""
-    sizes = shards_listing(location)
     plan = plan_file(location) if plan is None else plan
     store = plan.get("inputs", {}).get("store", DEFAULT_STORE)
     planned = planned_shards(plan)
+    # before the listing: a run that ends after it is one unfinished (its last shards, not
+    # listed, are not lost)
     finished = planned is not None and location.exists(location.path(REPORT_FILE))
+    sizes = shards_listing(location)
     complete, damaged = [], {}
     if finished:
         damaged = dict.fromkeys(range(planned), "stats missing: the finished dataset lost it")

@@ -862,6 +862,34 @@ def test_a_shard_whose_stats_go_after_the_listing_is_not_complete_not_a_bare_err
     assert open_dataset(str(root)).shards == (0,)
 
 
+def test_a_run_that_ends_just_after_the_listing_leaves_no_shard_called_lost(
+        tmp_path, store_datasets, monkeypatch):
+    """A run finishes its last shard and writes report.json between a reader's listing of the
+    shards folder and its look for report.json: the listing lacks that shard, which the
+    finished run's dataset was taken to have lost (a DamagedShardError, "stats missing"). The
+    look comes before the listing: a run that ends after it is read as one unfinished."""
+    import shards.reader
+
+    root = tmp_path / "d"
+    shutil.copytree(store_datasets["images"], root)
+    last, report = root / "shards" / "00001_stats.json", root / "report.json"
+    made = {path: path.read_bytes() for path in (last, report)}
+    for path in made:
+        path.unlink()  # (a run under way, its last shard's stats not yet written)
+    listed = shards.reader.shards_listing
+
+    def listed_then_the_run_ends(location: Location) -> dict[str, int]:
+        listing = listed(location)
+        for path, data in made.items():
+            path.write_bytes(data)
+        return listing
+    monkeypatch.setattr(shards.reader, "shards_listing", listed_then_the_run_ends)
+    assert open_dataset(str(root)).shards == (0,)
+    for path in made:
+        path.unlink()
+    assert shards.reader.shard_states(Location.parse(str(root))) == ([0], {})
+
+
 @pytest.mark.parametrize("count", [1, 5, 6, 7, 12])
 def test_every_damaged_shard_is_named_or_counted_among_the_more(tmp_path, count):
     """damage_message names some damaged shards and counts the rest as "(and N more)": each
