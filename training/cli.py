@@ -613,9 +613,12 @@ def main(argv: list[str] | None = None) -> int:
             return _stopped(args)
         print(f"iqa-factory train: error: {error}", file=sys.stderr)
         return 1
-    except RuntimeError:  # a SIGTERM to the process group: DataLoader workers die of it too
+    except RuntimeError as error:  # a SIGTERM to the process group: DataLoader workers die too
         if not terminated():
             raise
+        if not _died_of_the_sigterm(error):  # a failure as the run stopped: said, not hidden
+            print(f"iqa-factory train: warning: as it stopped: {_last_line(str(error))}",
+                  file=sys.stderr)
         return _stopped(args)
 
 
@@ -650,6 +653,14 @@ def _unless_a_terminated_worker(hook, unraisable) -> None:
     """`hook` (sys.unraisablehook's) but for a DataLoader's finalizer saying that its workers,
     in the process group the SIGTERM reached (torchrun's to each rank's), died of it
     ("DataLoader worker (pid N) is killed by signal: Terminated"): the run said it stopped."""
-    error = unraisable.exc_value
-    if not (isinstance(error, RuntimeError) and "is killed by signal: Terminated" in str(error)):
+    if not _died_of_the_sigterm(unraisable.exc_value):
         hook(unraisable)
+
+
+def _died_of_the_sigterm(error: BaseException) -> bool:
+    """Whether `error` is torch's word that DataLoader workers died, as they do of a SIGTERM
+    to their process group: "killed by signal: Terminated" (its SIGCHLD check), "exited
+    unexpectedly" (a loader that finds them gone)."""
+    text = str(error)
+    return isinstance(error, RuntimeError) and text.startswith("DataLoader worker") and (
+        "is killed by signal: Terminated" in text or "exited unexpectedly" in text)

@@ -738,6 +738,41 @@ def test_sigterms_answered_in_one_process_filter_the_terminated_workers_once(tmp
     assert seen == [other]
 
 
+@pytest.mark.parametrize("raised", [
+    "DataLoader worker (pid 7) is killed by signal: Terminated.",
+    "DataLoader worker (pid(s) 7, 8) exited unexpectedly",
+    "could not let go of the lease"])
+def test_an_error_as_a_sigterm_stops_a_run_is_said_unless_it_is_the_workers_deaths(
+        tmp_path, monkeypatch, capsys, raised):
+    """A RuntimeError in place of the SIGTERM's interrupt ends the run as terminated (143):
+    torch's word that the loader workers died of the same signal is no news, but any other
+    (the lease's release failing half way, as it did in CI) was swallowed unsaid; it is said
+    in a line."""
+    import signal
+
+    from training import cli
+
+    def stopped_with_an_error(args) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # (cut short)
+        except KeyboardInterrupt:
+            raise RuntimeError(raised) from None
+        return 0
+
+    monkeypatch.setattr(cli, "_predict", stopped_with_an_error)
+    before = signal.getsignal(signal.SIGCHLD)  # (the SIGTERM puts torch's handler away)
+    try:
+        code = cli.main(["predict", "a.png", "--checkpoint", "c.pt", "--out",
+                         str(tmp_path / "o")])
+    finally:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL if before is None else before)
+    err = capsys.readouterr().err
+    assert code == 143 and "iqa-factory train: terminated (SIGTERM)" in err
+    said = f"iqa-factory train: warning: as it stopped: {raised}" in err
+    assert said == (raised == "could not let go of the lease"), err
+
+
 def test_pretraining_validates_on_a_copy_of_a_val_reference_rather_than_train_on_it(
         tiny_dataset, tmp_path, capsys):
     """r0 (train) recorded with the pixels of r4 (val), as a re-encoded copy of it would be:
