@@ -7,18 +7,16 @@ import multiprocessing
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from shards.lease import Lease
+from shards.lease import Lease, _process_state
 from training.cli import main
 
 _release = Lease.release
 
 
 def _dead(pid: int) -> bool:
-    """Whether `pid` died (a zombie: not reaped, as torch's SIGCHLD check finds it)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+    """Whether `pid` died (a zombie: not reaped, as torch's SIGCHLD check finds it; gone)."""
+    return _process_state(pid)[0] in ("Z", "X", None)
 
 
 def _after_the_workers_died(lease: Lease) -> None:
